@@ -1,0 +1,41 @@
+//! Typed configuration of a settleproof node.
+//!
+//! Loading happens in a documented order: the TOML file, then environment overrides
+//! (`SETTLEPROOF__SECTION__FIELD=value`, see [`env`]), then [`validate`] checks every field and
+//! reports all problems at once, each naming its path and the fix.
+//!
+//! ```
+//! let cfg = settleproof_config::NodeConfig::from_toml_str(settleproof_config::EXAMPLE, std::iter::empty());
+//! assert!(cfg.is_ok());
+//! ```
+
+mod env;
+mod error;
+mod model;
+mod secret;
+mod validate;
+
+pub use error::{ConfigError, FieldError};
+pub use model::*;
+pub use secret::Secret;
+
+/// A complete, valid example configuration (also used by the docs and tests).
+pub const EXAMPLE: &str = include_str!("../example.toml");
+
+impl NodeConfig {
+    /// Reads `path`, applies the `SETTLEPROOF__*` variables of `vars`, validates.
+    pub fn load(path: &std::path::Path, vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        Self::from_toml_str(&text, vars)
+    }
+
+    /// Parses TOML text, applies environment overrides, validates.
+    pub fn from_toml_str(text: &str, vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let mut value: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        env::apply_overrides(&mut value, vars)?;
+        let cfg: NodeConfig = value.try_into().map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        validate::validate(&cfg)?;
+        Ok(cfg)
+    }
+}

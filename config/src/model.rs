@@ -1,0 +1,211 @@
+//! The configuration structs, one per subsystem, with their defaults.
+
+use crate::Secret;
+use alloy::primitives::Address;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Everything a node needs to run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Identity and local files.
+    pub node: NodeSection,
+    /// Public HTTP API.
+    pub api: ApiSection,
+    /// Peer-to-peer networking.
+    pub p2p: P2pSection,
+    /// The chain, its RPC providers and the contracts.
+    pub chain: ChainSection,
+    /// How blocks are cut into rounds.
+    #[serde(default)]
+    pub rounds: RoundsSection,
+    /// The operator set shared by all nodes.
+    pub network: NetworkSection,
+    /// Merchants served by the operator set (shared by all nodes).
+    #[serde(default)]
+    pub merchants: Vec<MerchantConfig>,
+    /// Webhook delivery.
+    #[serde(default)]
+    pub webhooks: WebhookSection,
+}
+
+/// Identity and local files of this node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// Name of this node; must match one `network.operators[].name`.
+    pub name: String,
+    /// Directory of the store (`settleproof.redb`).
+    pub data_dir: PathBuf,
+    /// Directory holding `libp2p.key`, `bls.key` and `evm.key` (from `settleproof keys generate`).
+    pub keys_dir: PathBuf,
+    /// Log format: `json` (default) or `pretty`.
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// Log filter, e.g. `info` or `settleproof=debug,info`.
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line.
+    #[default]
+    Json,
+    /// Human-readable lines.
+    Pretty,
+}
+
+/// Public HTTP API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    /// Address to listen on, e.g. `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+}
+
+/// Peer-to-peer networking.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct P2pSection {
+    /// Multiaddr to listen on, e.g. `/ip4/127.0.0.1/tcp/9000`.
+    pub listen: String,
+}
+
+/// The chain, its RPC providers and the contracts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainSection {
+    /// EIP-155 chain id; the node refuses to start when a provider reports another.
+    pub chain_id: u64,
+    /// HTTP JSON-RPC endpoints of this node's own providers.
+    pub rpc_endpoints: Vec<String>,
+    /// How many providers must agree on a read.
+    #[serde(default = "one")]
+    pub rpc_quorum: usize,
+    /// Address of the `InvoicePayments` contract.
+    pub payments_contract: Address,
+    /// Address of the `Settlement` contract.
+    pub settlement_contract: Address,
+    /// First block to watch (the deployment block); also the first block of round 0.
+    pub start_block: u64,
+    /// Blocks a payment must be buried under before it counts.
+    #[serde(default = "default_confirmations")]
+    pub confirmations: u64,
+    /// How often to poll the head, in milliseconds.
+    #[serde(default = "default_poll_ms")]
+    pub poll_interval_ms: u64,
+    /// Largest block range of one `eth_getLogs` call.
+    #[serde(default = "default_log_range")]
+    pub max_log_range: u64,
+}
+
+/// How blocks are cut into rounds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoundsSection {
+    /// Blocks per round.
+    #[serde(default = "default_round_length")]
+    pub length_blocks: u64,
+    /// How often an unsettled round's attestation is sent again, in milliseconds.
+    #[serde(default = "default_rebroadcast_ms")]
+    pub rebroadcast_interval_ms: u64,
+}
+
+impl Default for RoundsSection {
+    fn default() -> Self {
+        Self { length_blocks: default_round_length(), rebroadcast_interval_ms: default_rebroadcast_ms() }
+    }
+}
+
+/// The operator set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSection {
+    /// Signatures needed to settle a round.
+    pub threshold: usize,
+    /// Operators in order: index i is bit i of a settlement's signer bitmap.
+    pub operators: Vec<OperatorConfig>,
+}
+
+/// One operator of the set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorConfig {
+    /// Operator name.
+    pub name: String,
+    /// libp2p peer id (base58).
+    pub peer_id: String,
+    /// Multiaddr where the operator listens.
+    pub p2p_addr: String,
+    /// Compressed BLS12-381 G1 public key, 0x-hex (48 bytes).
+    pub bls_public_key: String,
+    /// EVM account that submits settlements.
+    pub evm_address: Address,
+}
+
+/// A merchant served by the operator set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MerchantConfig {
+    /// Merchant id.
+    pub id: String,
+    /// Address that receives the merchant's payments.
+    pub payout_address: Address,
+    /// Where webhooks are POSTed.
+    pub webhook_url: String,
+    /// Standard Webhooks secret, `whsec_` + base64.
+    pub webhook_secret: Secret,
+    /// Bearer token of the merchant's API calls.
+    pub api_token: Secret,
+}
+
+/// Webhook delivery settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSection {
+    /// Timeout of one delivery attempt, in milliseconds.
+    #[serde(default = "default_webhook_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Upper bound of the delay between attempts, in milliseconds.
+    #[serde(default = "default_webhook_max_backoff_ms")]
+    pub max_backoff_ms: u64,
+}
+
+impl Default for WebhookSection {
+    fn default() -> Self {
+        Self { timeout_ms: default_webhook_timeout_ms(), max_backoff_ms: default_webhook_max_backoff_ms() }
+    }
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+fn one() -> usize {
+    1
+}
+fn default_confirmations() -> u64 {
+    2
+}
+fn default_poll_ms() -> u64 {
+    500
+}
+fn default_log_range() -> u64 {
+    1000
+}
+fn default_round_length() -> u64 {
+    5
+}
+fn default_rebroadcast_ms() -> u64 {
+    2000
+}
+fn default_webhook_timeout_ms() -> u64 {
+    10_000
+}
+fn default_webhook_max_backoff_ms() -> u64 {
+    60_000
+}

@@ -1,0 +1,207 @@
+//! All BLS12-381 operations of settleproof, wrapping `blst` in its min-pk form: public keys in
+//! G1 (48 bytes compressed), signatures in G2 (96 bytes compressed), proof-of-possession
+//! ciphersuite. No other module calls `blst` directly.
+
+use blst::BLST_ERROR;
+use blst::min_pk::{AggregateSignature, PublicKey, SecretKey, Signature};
+use std::fmt;
+
+/// Domain separation tag of every settleproof signature (RFC 9380 / IETF BLS ciphersuite
+/// `BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_`). The on-chain verifier uses the same tag.
+pub const DST: &[u8] = b"BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_";
+
+/// Length of a compressed public key.
+pub const PUBLIC_KEY_LEN: usize = 48;
+/// Length of a compressed signature.
+pub const SIGNATURE_LEN: usize = 96;
+/// Length of a secret key.
+pub const SECRET_KEY_LEN: usize = 32;
+
+/// Errors of BLS key handling, signing and verification.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BlsError {
+    /// The key material could not be derived (input keying material shorter than 32 bytes).
+    #[error("BLS key generation needs at least 32 bytes of input keying material")]
+    KeyGen,
+    /// Bytes are not a valid secret key.
+    #[error("invalid BLS secret key: expected {SECRET_KEY_LEN} bytes of a scalar below the group order")]
+    InvalidSecretKey,
+    /// Bytes are not a valid compressed G1 public key in the prime-order subgroup.
+    #[error("invalid BLS public key: expected {PUBLIC_KEY_LEN} compressed bytes of a G1 point ({0:?})")]
+    InvalidPublicKey(BLST_ERROR),
+    /// Bytes are not a valid compressed G2 signature in the prime-order subgroup.
+    #[error("invalid BLS signature: expected {SIGNATURE_LEN} compressed bytes of a G2 point ({0:?})")]
+    InvalidSignature(BLST_ERROR),
+    /// The signature does not verify for this key and message.
+    #[error("BLS signature does not verify ({0:?})")]
+    VerificationFailed(BLST_ERROR),
+    /// Aggregation was asked for an empty set.
+    #[error("cannot aggregate an empty set of signatures")]
+    EmptyAggregate,
+}
+
+/// An operator's BLS secret key. Its `Debug` never prints the key.
+#[derive(Clone)]
+pub struct BlsSecretKey(SecretKey);
+
+impl fmt::Debug for BlsSecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BlsSecretKey(<redacted>)")
+    }
+}
+
+impl BlsSecretKey {
+    /// Derives a secret key from at least 32 bytes of input keying material (EIP-2333 KeyGen).
+    pub fn from_ikm(ikm: &[u8]) -> Result<Self, BlsError> {
+        SecretKey::key_gen(ikm, &[]).map(Self).map_err(|_| BlsError::KeyGen)
+    }
+
+    /// Parses the 32-byte big-endian encoding.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, BlsError> {
+        SecretKey::from_bytes(bytes).map(Self).map_err(|_| BlsError::InvalidSecretKey)
+    }
+
+    /// The 32-byte encoding, for writing the key file.
+    pub fn to_bytes(&self) -> [u8; SECRET_KEY_LEN] {
+        self.0.to_bytes()
+    }
+
+    /// The matching public key.
+    pub fn public_key(&self) -> BlsPublicKey {
+        BlsPublicKey(self.0.sk_to_pk())
+    }
+
+    /// Signs a message under [`DST`].
+    pub fn sign(&self, message: &[u8]) -> BlsSignature {
+        BlsSignature(self.0.sign(message, DST, &[]))
+    }
+}
+
+/// A BLS public key (G1), validated to be in the subgroup and not the identity.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct BlsPublicKey(PublicKey);
+
+impl fmt::Debug for BlsPublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BlsPublicKey(0x{})", hex_encode(&self.to_bytes()))
+    }
+}
+
+impl BlsPublicKey {
+    /// Parses and validates a compressed (48-byte) public key.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, BlsError> {
+        let pk = PublicKey::key_validate(bytes).map_err(BlsError::InvalidPublicKey)?;
+        Ok(Self(pk))
+    }
+
+    /// The compressed 48-byte encoding.
+    pub fn to_bytes(&self) -> [u8; PUBLIC_KEY_LEN] {
+        self.0.compress()
+    }
+}
+
+/// A BLS signature (G2), single or aggregate.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct BlsSignature(Signature);
+
+impl fmt::Debug for BlsSignature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BlsSignature(0x{})", hex_encode(&self.to_bytes()))
+    }
+}
+
+impl BlsSignature {
+    /// Parses a compressed (96-byte) signature and checks subgroup membership.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, BlsError> {
+        let sig = Signature::sig_validate(bytes, true).map_err(BlsError::InvalidSignature)?;
+        Ok(Self(sig))
+    }
+
+    /// The compressed 96-byte encoding.
+    pub fn to_bytes(&self) -> [u8; SIGNATURE_LEN] {
+        self.0.compress()
+    }
+
+    /// Verifies a single signature over `message` by `key`.
+    pub fn verify(&self, key: &BlsPublicKey, message: &[u8]) -> Result<(), BlsError> {
+        match self.0.verify(false, message, DST, &[], &key.0, false) {
+            BLST_ERROR::BLST_SUCCESS => Ok(()),
+            e => Err(BlsError::VerificationFailed(e)),
+        }
+    }
+
+    /// Aggregates signatures over the same message into one.
+    pub fn aggregate(signatures: &[BlsSignature]) -> Result<Self, BlsError> {
+        if signatures.is_empty() {
+            return Err(BlsError::EmptyAggregate);
+        }
+        let refs: Vec<&Signature> = signatures.iter().map(|s| &s.0).collect();
+        let agg = AggregateSignature::aggregate(&refs, false).map_err(BlsError::InvalidSignature)?;
+        Ok(Self(agg.to_signature()))
+    }
+
+    /// Verifies an aggregate signature of `keys` over one `message` (fast aggregate verify;
+    /// safe because every registered key comes with a proof of possession).
+    pub fn verify_aggregate(&self, keys: &[BlsPublicKey], message: &[u8]) -> Result<(), BlsError> {
+        if keys.is_empty() {
+            return Err(BlsError::EmptyAggregate);
+        }
+        let refs: Vec<&PublicKey> = keys.iter().map(|k| &k.0).collect();
+        match self.0.fast_aggregate_verify(false, message, DST, &refs) {
+            BLST_ERROR::BLST_SUCCESS => Ok(()),
+            e => Err(BlsError::VerificationFailed(e)),
+        }
+    }
+}
+
+fn hex_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(seed: u8) -> BlsSecretKey {
+        BlsSecretKey::from_ikm(&[seed; 32]).expect("32 bytes of ikm")
+    }
+
+    #[test]
+    fn sign_verify_roundtrip_through_bytes() {
+        let sk = key(1);
+        let pk = BlsPublicKey::from_bytes(&sk.public_key().to_bytes()).expect("valid key");
+        let sig = BlsSignature::from_bytes(&sk.sign(b"batch").to_bytes()).expect("valid sig");
+        assert_eq!(sig.verify(&pk, b"batch"), Ok(()));
+        assert!(matches!(sig.verify(&pk, b"other"), Err(BlsError::VerificationFailed(_))));
+        assert!(matches!(sig.verify(&key(2).public_key(), b"batch"), Err(BlsError::VerificationFailed(_))));
+    }
+
+    #[test]
+    fn secret_key_roundtrip_and_redacted_debug() {
+        let sk = key(3);
+        let back = BlsSecretKey::from_bytes(&sk.to_bytes()).expect("valid secret");
+        assert_eq!(back.public_key(), sk.public_key());
+        assert_eq!(format!("{sk:?}"), "BlsSecretKey(<redacted>)");
+    }
+
+    #[test]
+    fn aggregate_verifies_only_for_the_signing_set() {
+        let keys: Vec<_> = (1..=4).map(key).collect();
+        let msg = b"round 7";
+        let sigs: Vec<_> = keys[..3].iter().map(|k| k.sign(msg)).collect();
+        let agg = BlsSignature::aggregate(&sigs).expect("non-empty");
+        let pks: Vec<_> = keys.iter().map(BlsSecretKey::public_key).collect();
+        assert_eq!(agg.verify_aggregate(&pks[..3], msg), Ok(()));
+        assert!(agg.verify_aggregate(&pks[1..], msg).is_err());
+        assert!(agg.verify_aggregate(&pks[..3], b"round 8").is_err());
+        assert_eq!(BlsSignature::aggregate(&[]), Err(BlsError::EmptyAggregate));
+    }
+
+    #[test]
+    fn malformed_bytes_are_rejected() {
+        assert!(BlsPublicKey::from_bytes(&[0u8; 48]).is_err());
+        assert!(BlsPublicKey::from_bytes(&[1u8; 10]).is_err());
+        assert!(BlsSignature::from_bytes(&[7u8; 96]).is_err());
+        assert_eq!(BlsSecretKey::from_ikm(&[1u8; 8]).err(), Some(BlsError::KeyGen));
+    }
+}

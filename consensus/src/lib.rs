@@ -1,0 +1,26 @@
+//! Pure settlement logic of settleproof: no I/O, no clocks, no sockets.
+//!
+//! Bird's-eye view:
+//! - [`merkle`]: the Merkle tree of a round's payments (rs_merkle, keccak256) and its proofs.
+//! - [`batch`]: a payment leaf, a round's batch and the message operators sign.
+//! - [`bls`]: every blst call (BLS12-381, min-pk) behind one small API with its own error type.
+//! - [`schedule`]: rounds as fixed block ranges and the keeper of each round.
+//! - [`pool`]: the attestation pool that gathers signatures until a quorum forms.
+//! - [`guard`]: the rule that an operator never signs two different batches for one round.
+//!
+//! The node feeds events in (a block range confirmed, an attestation received) and acts on what
+//! these types return (sign, broadcast, submit). Everything here is deterministic and tested
+//! without a chain or a network.
+
+pub mod batch;
+pub mod bls;
+pub mod guard;
+pub mod merkle;
+pub mod pool;
+pub mod schedule;
+
+pub use batch::{Batch, PaymentLeaf};
+pub use bls::{BlsError, BlsPublicKey, BlsSecretKey, BlsSignature};
+pub use guard::{SignDecision, decide_signing};
+pub use pool::{AttestationPool, InsertOutcome, Quorum};
+pub use schedule::{RoundSchedule, keeper_index};

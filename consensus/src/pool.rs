@@ -1,0 +1,157 @@
+//! The attestation pool: signatures gathered per round until a quorum agrees on one batch.
+//!
+//! Signatures are verified by the caller before insertion (see [`crate::bls`]); the pool only
+//! counts. One operator has one vote per round: a second, different batch from the same signer
+//! is reported as equivocation and not counted.
+
+use crate::batch::Batch;
+use crate::bls::BlsSignature;
+use alloy::primitives::U256;
+use std::collections::BTreeMap;
+
+/// What happened to an inserted attestation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InsertOutcome {
+    /// A new vote was counted.
+    Added,
+    /// The same signer already voted for the same batch; nothing changed.
+    Duplicate,
+    /// The signer already voted for a different batch in this round.
+    Equivocation {
+        /// The batch counted first.
+        first: Batch,
+    },
+    /// The signer index is not in the operator set.
+    UnknownSigner,
+}
+
+/// A quorum of signatures over one batch, ready to aggregate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quorum {
+    /// The batch they signed.
+    pub batch: Batch,
+    /// Bit i set when operator i signed.
+    pub signer_bitmap: U256,
+    /// Indices of the signers, ascending.
+    pub signers: Vec<usize>,
+    /// Their signatures, in the order of `signers`.
+    pub signatures: Vec<BlsSignature>,
+}
+
+/// Votes of every open round.
+#[derive(Debug, Clone)]
+pub struct AttestationPool {
+    operators: usize,
+    threshold: usize,
+    rounds: BTreeMap<u64, BTreeMap<usize, (Batch, BlsSignature)>>,
+}
+
+impl AttestationPool {
+    /// A pool for `operators` operators (at most 256, one bit each) needing `threshold` votes.
+    pub fn new(operators: usize, threshold: usize) -> Self {
+        Self { operators, threshold, rounds: BTreeMap::new() }
+    }
+
+    /// Counts the vote of `signer` for `batch`.
+    pub fn insert(&mut self, batch: Batch, signer: usize, signature: BlsSignature) -> InsertOutcome {
+        if signer >= self.operators || signer >= 256 {
+            return InsertOutcome::UnknownSigner;
+        }
+        let votes = self.rounds.entry(batch.round).or_default();
+        match votes.get(&signer) {
+            Some((first, _)) if *first == batch => InsertOutcome::Duplicate,
+            Some((first, _)) => InsertOutcome::Equivocation { first: *first },
+            None => {
+                votes.insert(signer, (batch, signature));
+                InsertOutcome::Added
+            }
+        }
+    }
+
+    /// The quorum for `batch`, once `threshold` operators signed exactly that batch.
+    pub fn quorum(&self, batch: &Batch) -> Option<Quorum> {
+        let votes = self.rounds.get(&batch.round)?;
+        let (signers, signatures): (Vec<usize>, Vec<BlsSignature>) =
+            votes.iter().filter(|(_, (b, _))| b == batch).map(|(i, (_, s))| (*i, *s)).unzip();
+        if signers.len() < self.threshold || self.threshold == 0 {
+            return None;
+        }
+        let signer_bitmap = signers.iter().fold(U256::ZERO, |acc, i| acc | (U256::from(1u8) << *i));
+        Some(Quorum { batch: *batch, signer_bitmap, signers, signatures })
+    }
+
+    /// Number of votes for `batch`.
+    pub fn votes_for(&self, batch: &Batch) -> usize {
+        self.rounds.get(&batch.round).map_or(0, |v| v.values().filter(|(b, _)| b == batch).count())
+    }
+
+    /// The vote of `signer` in `round`, if any.
+    pub fn vote_of(&self, round: u64, signer: usize) -> Option<(Batch, BlsSignature)> {
+        self.rounds.get(&round).and_then(|v| v.get(&signer)).copied()
+    }
+
+    /// Forgets a finished round.
+    pub fn remove_round(&mut self, round: u64) {
+        self.rounds.remove(&round);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bls::BlsSecretKey;
+    use alloy::primitives::B256;
+    use proptest::prelude::*;
+
+    fn batch(round: u64, root: u8) -> Batch {
+        Batch { round, from_block: 0, to_block: 9, root: B256::repeat_byte(root), leaf_count: 1 }
+    }
+
+    fn sig(i: u8) -> BlsSignature {
+        BlsSecretKey::from_ikm(&[i; 32]).expect("ikm").sign(b"m")
+    }
+
+    #[test]
+    fn scripted_votes() {
+        let mut pool = AttestationPool::new(4, 3);
+        let a = batch(1, 0xaa);
+        let b = batch(1, 0xbb);
+        let steps = [
+            (a, 0, InsertOutcome::Added, false),
+            (a, 0, InsertOutcome::Duplicate, false),
+            (b, 1, InsertOutcome::Added, false),
+            (a, 1, InsertOutcome::Equivocation { first: b }, false),
+            (a, 2, InsertOutcome::Added, false),
+            (a, 9, InsertOutcome::UnknownSigner, false),
+            (a, 3, InsertOutcome::Added, true),
+        ];
+        for (n, (bt, signer, want, quorum)) in steps.into_iter().enumerate() {
+            assert_eq!(pool.insert(bt, signer, sig(signer as u8)), want, "step {n}");
+            assert_eq!(pool.quorum(&a).is_some(), quorum, "step {n}");
+        }
+        let q = pool.quorum(&a).expect("quorum");
+        assert_eq!(q.signers, vec![0, 2, 3]);
+        assert_eq!(q.signer_bitmap, U256::from(0b1101));
+        assert!(pool.quorum(&b).is_none());
+        pool.remove_round(1);
+        assert_eq!(pool.votes_for(&a), 0);
+    }
+
+    proptest! {
+        #[test]
+        fn quorum_iff_threshold_distinct_signers(signers in proptest::collection::vec(0usize..7, 0..20), threshold in 1usize..8) {
+            let mut pool = AttestationPool::new(7, threshold);
+            let a = batch(3, 1);
+            for s in &signers {
+                pool.insert(a, *s, sig(*s as u8));
+            }
+            let distinct: std::collections::BTreeSet<_> = signers.iter().copied().collect();
+            let q = pool.quorum(&a);
+            prop_assert_eq!(q.is_some(), distinct.len() >= threshold);
+            if let Some(q) = q {
+                prop_assert_eq!(q.signers, distinct.into_iter().collect::<Vec<_>>());
+                prop_assert_eq!(q.signer_bitmap.count_ones(), q.signatures.len());
+            }
+        }
+    }
+}

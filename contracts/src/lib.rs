@@ -1,0 +1,44 @@
+//! settleproof's on-chain contracts: Solidity sources in `solidity/`, compiled artifacts in
+//! `artifacts/` (ABI + bytecode, rebuilt by `node contracts/scripts/compile.mjs`; a test fails
+//! when they are stale), and the alloy bindings generated from those artifacts.
+//!
+//! - [`InvoicePayments`]: payers pay invoices in native coin or ERC-20; funds go straight to the
+//!   merchant and an `InvoicePaid` event records the payment.
+//! - [`Settlement`]: the operator set and threshold; records each round's settled batch.
+//! - [`TestToken`]: an ERC-20 anyone can mint, for local test networks only.
+
+mod deploy;
+
+pub use deploy::{DeployError, Deployment, OperatorEntry, deploy_all};
+
+#[allow(missing_docs, clippy::too_many_arguments)]
+mod bindings {
+    alloy::sol!(
+        #[sol(rpc)]
+        #[derive(Debug, PartialEq, Eq)]
+        InvoicePayments,
+        "artifacts/InvoicePayments.json"
+    );
+    alloy::sol!(
+        #[sol(rpc)]
+        #[derive(Debug, PartialEq, Eq)]
+        Settlement,
+        "artifacts/Settlement.json"
+    );
+    alloy::sol!(
+        #[sol(rpc)]
+        #[derive(Debug, PartialEq, Eq)]
+        TestToken,
+        "artifacts/TestToken.json"
+    );
+    alloy::sol! {
+        /// The part of ERC-20 that payment instructions and tests use.
+        #[sol(rpc)]
+        interface IERC20 {
+            function approve(address spender, uint256 value) external returns (bool);
+            function balanceOf(address account) external view returns (uint256);
+        }
+    }
+}
+
+pub use bindings::{IERC20, InvoicePayments, Settlement, TestToken};

@@ -1,0 +1,30 @@
+//! Merchant authentication by bearer token.
+
+use super::ApiError;
+use axum::http::HeaderMap;
+use settleproof_config::MerchantConfig;
+
+/// The merchant whose API token is in the `Authorization: Bearer` header.
+pub fn merchant<'a>(headers: &HeaderMap, merchants: &'a [MerchantConfig]) -> Result<&'a MerchantConfig, ApiError> {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(ApiError::unauthorized)?;
+    merchants.iter().find(|m| constant_time_eq(m.api_token.expose().as_bytes(), token.as_bytes())).ok_or_else(ApiError::unauthorized)
+}
+
+/// Compares without an early exit on the first differing byte.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn constant_time_eq_table() {
+        assert!(super::constant_time_eq(b"abc", b"abc"));
+        assert!(!super::constant_time_eq(b"abc", b"abd"));
+        assert!(!super::constant_time_eq(b"abc", b"abcd"));
+    }
+}

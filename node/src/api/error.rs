@@ -1,0 +1,60 @@
+//! One error type for every handler: a status and a JSON body naming the field and the fix.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// An API error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable machine-readable code.
+    pub code: &'static str,
+    /// The request field at fault, if any.
+    pub field: Option<&'static str>,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl ApiError {
+    /// 400 for a bad field.
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        Self { status: StatusCode::BAD_REQUEST, code: "invalid_request", field: Some(field), message: message.into() }
+    }
+
+    /// 401.
+    pub fn unauthorized() -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            code: "unauthorized",
+            field: None,
+            message: "send the merchant API token as `Authorization: Bearer <token>`".into(),
+        }
+    }
+
+    /// 404.
+    pub fn not_found(what: &str) -> Self {
+        Self { status: StatusCode::NOT_FOUND, code: "not_found", field: None, message: format!("{what} not found") }
+    }
+
+    /// 500; the detail goes to the log, not to the client.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "internal API error");
+        Self { status: StatusCode::INTERNAL_SERVER_ERROR, code: "internal", field: None, message: "internal error".into() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": { "code": self.code, "field": self.field, "message": self.message } });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        Self::internal(e)
+    }
+}

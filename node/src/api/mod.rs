@@ -1,0 +1,56 @@
+//! The public HTTP API (axum). The router is a plain function of its state, so handlers are
+//! tested with `oneshot` and no socket.
+
+mod auth;
+mod error;
+mod invoices;
+
+pub use error::ApiError;
+
+use crate::store::Store;
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use settleproof_config::MerchantConfig;
+use settleproof_consensus::RoundSchedule;
+use settleproof_p2p::NetworkHandle;
+use std::sync::Arc;
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    /// Store.
+    pub store: Store,
+    /// Rounds, to tell which round settles a payment.
+    pub schedule: RoundSchedule,
+    /// Configured merchants.
+    pub merchants: Arc<Vec<MerchantConfig>>,
+    /// Chain id, for payment instructions.
+    pub chain_id: u64,
+    /// `InvoicePayments` address, for payment instructions.
+    pub payments_contract: alloy::primitives::Address,
+    /// This node's name.
+    pub node_name: String,
+    /// Gossip, to replicate new invoices; `None` in handler tests.
+    pub net: Option<NetworkHandle>,
+    /// Prometheus metrics.
+    pub metrics: Option<PrometheusHandle>,
+}
+
+/// The API router.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/v1/invoices", post(invoices::create))
+        .route("/v1/invoices/{id}", get(invoices::get))
+        .route("/health/live", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+    let body = state.metrics.as_ref().map(PrometheusHandle::render).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}

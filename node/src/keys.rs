@@ -1,0 +1,170 @@
+//! An operator's three keys, one file each in its keys directory (mode 0600):
+//! `libp2p.key` (peer identity), `bls.key` (attestation signing), `evm.key` (settlement
+//! transactions). Files hold hex; nothing here ever logs a secret.
+
+use alloy::primitives::{Address, B256};
+use alloy::signers::local::PrivateKeySigner;
+use rand::RngCore;
+use serde::Serialize;
+use settleproof_consensus::BlsSecretKey;
+use settleproof_p2p::{Keypair, PeerId};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+const LIBP2P: &str = "libp2p.key";
+const BLS: &str = "bls.key";
+const EVM: &str = "evm.key";
+
+/// Errors of key generation and loading.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// A key file could not be read or written.
+    #[error("key file {path}: {source}")]
+    Io {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A key file exists already; generation never overwrites keys.
+    #[error("key file {0} exists already; refusing to overwrite an operator key")]
+    Exists(PathBuf),
+    /// A key file does not hold a valid key.
+    #[error("key file {path} is invalid: {reason}")]
+    Invalid {
+        /// File.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The loaded keys of one operator.
+#[derive(Clone)]
+pub struct OperatorKeys {
+    /// libp2p identity.
+    pub libp2p: Keypair,
+    /// BLS signing key.
+    pub bls: BlsSecretKey,
+    /// EVM transaction signer.
+    pub evm: PrivateKeySigner,
+}
+
+impl std::fmt::Debug for OperatorKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "OperatorKeys({})", self.public().peer_id)
+    }
+}
+
+/// The public half of an operator's keys, as the operator set's configuration needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PublicKeys {
+    /// libp2p peer id.
+    pub peer_id: String,
+    /// Compressed BLS public key, 0x-hex.
+    pub bls_public_key: String,
+    /// EVM address.
+    pub evm_address: Address,
+}
+
+impl OperatorKeys {
+    /// Fresh random keys.
+    pub fn random() -> Result<Self, KeyError> {
+        let mut ikm = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut ikm);
+        let bls = BlsSecretKey::from_ikm(&ikm).map_err(|e| KeyError::Invalid { path: BLS.into(), reason: e.to_string() })?;
+        Ok(Self { libp2p: Keypair::generate_ed25519(), bls, evm: PrivateKeySigner::random() })
+    }
+
+    /// Writes fresh keys into `dir` (created if missing); refuses to overwrite.
+    pub fn generate(dir: &Path) -> Result<Self, KeyError> {
+        let keys = Self::random()?;
+        keys.write(dir)?;
+        Ok(keys)
+    }
+
+    /// Writes these keys into `dir`; refuses to overwrite.
+    pub fn write(&self, dir: &Path) -> Result<(), KeyError> {
+        fs::create_dir_all(dir).map_err(|source| KeyError::Io { path: dir.into(), source })?;
+        for name in [LIBP2P, BLS, EVM] {
+            let path = dir.join(name);
+            if path.exists() {
+                return Err(KeyError::Exists(path));
+            }
+        }
+        let p2p = self.libp2p.to_protobuf_encoding().map_err(|e| KeyError::Invalid { path: dir.join(LIBP2P), reason: e.to_string() })?;
+        write_secret(&dir.join(LIBP2P), &hex::encode(p2p))?;
+        write_secret(&dir.join(BLS), &hex::encode(self.bls.to_bytes()))?;
+        write_secret(&dir.join(EVM), &hex::encode(self.evm.to_bytes()))?;
+        Ok(())
+    }
+
+    /// Loads the keys in `dir`.
+    pub fn load(dir: &Path) -> Result<Self, KeyError> {
+        let p2p = read_hex(&dir.join(LIBP2P))?;
+        let libp2p = Keypair::from_protobuf_encoding(&p2p)
+            .map_err(|e| KeyError::Invalid { path: dir.join(LIBP2P), reason: e.to_string() })?;
+        let bls = BlsSecretKey::from_bytes(&read_hex(&dir.join(BLS))?)
+            .map_err(|e| KeyError::Invalid { path: dir.join(BLS), reason: e.to_string() })?;
+        let evm_bytes = read_hex(&dir.join(EVM))?;
+        let evm = PrivateKeySigner::from_bytes(&B256::try_from(evm_bytes.as_slice()).map_err(|_| KeyError::Invalid {
+            path: dir.join(EVM),
+            reason: "expected 32 bytes".into(),
+        })?)
+        .map_err(|e| KeyError::Invalid { path: dir.join(EVM), reason: e.to_string() })?;
+        Ok(Self { libp2p, bls, evm })
+    }
+
+    /// The public keys.
+    pub fn public(&self) -> PublicKeys {
+        PublicKeys {
+            peer_id: PeerId::from(self.libp2p.public()).to_string(),
+            bls_public_key: format!("0x{}", hex::encode(self.bls.public_key().to_bytes())),
+            evm_address: self.evm.address(),
+        }
+    }
+}
+
+fn write_secret(path: &Path, contents: &str) -> Result<(), KeyError> {
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(path).map_err(|source| KeyError::Io { path: path.into(), source })?;
+    f.write_all(contents.as_bytes()).map_err(|source| KeyError::Io { path: path.into(), source })
+}
+
+fn read_hex(path: &Path) -> Result<Vec<u8>, KeyError> {
+    let text = fs::read_to_string(path).map_err(|source| KeyError::Io { path: path.into(), source })?;
+    hex::decode(text.trim().trim_start_matches("0x")).map_err(|e| KeyError::Invalid { path: path.into(), reason: e.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generate_load_roundtrip_and_no_overwrite() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let keys = OperatorKeys::generate(dir.path()).expect("generate");
+        let loaded = OperatorKeys::load(dir.path()).expect("load");
+        assert_eq!(keys.public(), loaded.public());
+        assert!(matches!(OperatorKeys::generate(dir.path()), Err(KeyError::Exists(_))));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(dir.path().join(BLS)).expect("meta").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn corrupt_key_file_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        OperatorKeys::generate(dir.path()).expect("generate");
+        fs::write(dir.path().join(BLS), "zz").expect("write");
+        let err = OperatorKeys::load(dir.path()).expect_err("invalid");
+        assert!(err.to_string().contains("bls.key"), "{err}");
+    }
+}

@@ -1,0 +1,122 @@
+//! The node's embedded store: one redb file with ACID transactions (see docs/adr/0001).
+//!
+//! Tables and what they hold:
+//! - `invoices`: invoice id → [`Invoice`] (JSON)
+//! - `payments`: (block, log index) → confirmed [`PaymentLeaf`] (JSON), ordered for round ranges
+//! - `invoice_payments`: invoice id → (block, log index) of its payments
+//! - `meta`: `checkpoint` (last fully processed block), `next_round` (first round not yet closed)
+//! - `signed`: round → the batch this node signed and its signature (the signing guard)
+//! - `settlements`: round → how the round was settled
+//! - `outbox` / `outbox_pending`: webhook events and the ones still to deliver
+//!
+//! Every multi-record change (a block range with its payments and checkpoint, a settlement with
+//! its webhooks) is one write transaction, so a crash leaves either all of it or none.
+
+mod chain;
+mod invoices;
+mod outbox;
+mod rounds;
+
+pub use invoices::Invoice;
+pub use outbox::OutboxEvent;
+pub use rounds::{SettlementRecord, SignedBatch, SigningOutcome};
+
+use redb::{Database, MultimapTableDefinition, ReadableDatabase, TableDefinition};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::path::Path;
+use std::sync::Arc;
+
+pub(crate) const INVOICES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("invoices");
+pub(crate) const PAYMENTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("payments");
+pub(crate) const INVOICE_PAYMENTS: MultimapTableDefinition<[u8; 32], (u64, u64)> =
+    MultimapTableDefinition::new("invoice_payments");
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(crate) const SIGNED: TableDefinition<u64, &[u8]> = TableDefinition::new("signed");
+pub(crate) const SETTLEMENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("settlements");
+pub(crate) const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
+pub(crate) const OUTBOX_PENDING: TableDefinition<&str, u64> = TableDefinition::new("outbox_pending");
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// redb reported an error (I/O, corruption, lock).
+    #[error("store error: {0}")]
+    Db(#[from] redb::Error),
+    /// A record could not be decoded.
+    #[error("corrupt record in table `{table}`: {reason}")]
+    Corrupt {
+        /// Table name.
+        table: &'static str,
+        /// Decoder message.
+        reason: String,
+    },
+    /// The signing guard refused: a different batch was signed for this round before.
+    #[error("refusing to sign round {round}: root {signed} was signed for it before")]
+    Equivocation {
+        /// Round.
+        round: u64,
+        /// Root signed earlier.
+        signed: alloy::primitives::B256,
+    },
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                Self::Db(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+
+/// Handle to the store; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: Arc<Database>,
+}
+
+impl Store {
+    /// Opens (or creates) the store file and its tables.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Database::create(path)?;
+        let tx = db.begin_write()?;
+        tx.open_table(INVOICES)?;
+        tx.open_table(PAYMENTS)?;
+        tx.open_multimap_table(INVOICE_PAYMENTS)?;
+        tx.open_table(META)?;
+        tx.open_table(SIGNED)?;
+        tx.open_table(SETTLEMENTS)?;
+        tx.open_table(OUTBOX)?;
+        tx.open_table(OUTBOX_PENDING)?;
+        tx.commit()?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    pub(crate) fn db(&self) -> &Database {
+        &self.db
+    }
+
+    /// A read transaction.
+    pub(crate) fn read(&self) -> Result<redb::ReadTransaction, StoreError> {
+        Ok(self.db.begin_read()?)
+    }
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serialising plain data structs (no maps with non-string keys) to JSON cannot fail.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { table, reason: e.to_string() })
+}
+
+#[cfg(test)]
+pub(crate) fn temp_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("settleproof.redb")).expect("open store");
+    (dir, store)
+}

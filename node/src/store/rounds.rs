@@ -1,0 +1,149 @@
+//! Round state: what this node signed (the persisted signing guard), how rounds were settled,
+//! and the next round to close.
+
+use super::{META, SETTLEMENTS, SIGNED, Store, StoreError, decode, encode};
+use alloy::primitives::{B256, U256};
+use redb::ReadableTable;
+use serde::{Deserialize, Serialize};
+use settleproof_consensus::{Batch, SignDecision, decide_signing};
+
+const NEXT_ROUND: &str = "next_round";
+
+/// The batch this node signed for a round, with its signature (compressed, 96 bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedBatch {
+    /// The batch.
+    pub batch: Batch,
+    /// This node's BLS signature over the batch message.
+    pub signature: alloy::primitives::Bytes,
+}
+
+/// How a round was settled on chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettlementRecord {
+    /// Round.
+    pub round: u64,
+    /// Settled Merkle root.
+    pub root: B256,
+    /// Signer bitmap recorded on chain.
+    pub signer_bitmap: U256,
+    /// Settlement transaction.
+    pub tx_hash: B256,
+    /// Block of the settlement transaction.
+    pub block_number: u64,
+}
+
+/// Result of asking the guard to record a signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SigningOutcome {
+    /// Newly recorded.
+    Recorded(SignedBatch),
+    /// This exact batch was signed before; here is the stored signature.
+    Existing(SignedBatch),
+}
+
+impl Store {
+    /// Records `signed` for its round unless a different batch was signed for that round before,
+    /// checking and writing in one transaction. `sign` is called only when a new signature is
+    /// needed.
+    pub fn record_signature(
+        &self,
+        batch: Batch,
+        sign: impl FnOnce(&Batch) -> alloy::primitives::Bytes,
+    ) -> Result<SigningOutcome, StoreError> {
+        let tx = self.db().begin_write()?;
+        let outcome = {
+            let mut t = tx.open_table(SIGNED)?;
+            let previous: Option<SignedBatch> = t.get(batch.round)?.map(|v| decode("signed", v.value())).transpose()?;
+            match decide_signing(previous.as_ref().map(|p| p.batch.root), batch.root) {
+                SignDecision::Refuse { signed } => return Err(StoreError::Equivocation { round: batch.round, signed }),
+                SignDecision::AlreadySigned => match previous {
+                    Some(p) if p.batch == batch => SigningOutcome::Existing(p),
+                    Some(p) => return Err(StoreError::Equivocation { round: batch.round, signed: p.batch.root }),
+                    None => unreachable_signed(batch.round)?,
+                },
+                SignDecision::Sign => {
+                    let signed = SignedBatch { batch, signature: sign(&batch) };
+                    t.insert(batch.round, encode(&signed).as_slice())?;
+                    SigningOutcome::Recorded(signed)
+                }
+            }
+        };
+        tx.commit()?;
+        Ok(outcome)
+    }
+
+    /// The batch this node signed for `round`.
+    pub fn signed_batch(&self, round: u64) -> Result<Option<SignedBatch>, StoreError> {
+        let tx = self.read()?;
+        let t = tx.open_table(SIGNED)?;
+        t.get(round)?.map(|v| decode("signed", v.value())).transpose()
+    }
+
+    /// Rounds this node signed that are not settled yet, ascending.
+    pub fn unsettled_signed_rounds(&self) -> Result<Vec<u64>, StoreError> {
+        let tx = self.read()?;
+        let signed = tx.open_table(SIGNED)?;
+        let settled = tx.open_table(SETTLEMENTS)?;
+        let mut out = Vec::new();
+        for entry in signed.iter()? {
+            let round = entry?.0.value();
+            if settled.get(round)?.is_none() {
+                out.push(round);
+            }
+        }
+        Ok(out)
+    }
+
+    /// How `round` was settled, if it was.
+    pub fn settlement(&self, round: u64) -> Result<Option<SettlementRecord>, StoreError> {
+        let tx = self.read()?;
+        let t = tx.open_table(SETTLEMENTS)?;
+        t.get(round)?.map(|v| decode("settlements", v.value())).transpose()
+    }
+
+    /// First round not yet closed by this node.
+    pub fn next_round(&self) -> Result<u64, StoreError> {
+        let tx = self.read()?;
+        let t = tx.open_table(META)?;
+        Ok(t.get(NEXT_ROUND)?.map_or(0, |v| v.value()))
+    }
+
+    /// Marks every round below `round` as closed.
+    pub fn set_next_round(&self, round: u64) -> Result<(), StoreError> {
+        let tx = self.db().begin_write()?;
+        tx.open_table(META)?.insert(NEXT_ROUND, round)?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+/// `decide_signing` returns `AlreadySigned` only when a previous record exists.
+fn unreachable_signed(round: u64) -> Result<SigningOutcome, StoreError> {
+    Err(StoreError::Corrupt { table: "signed", reason: format!("guard state of round {round} is inconsistent") })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::temp_store;
+    use alloy::primitives::Bytes;
+
+    fn batch(root: u8) -> Batch {
+        Batch { round: 4, from_block: 20, to_block: 24, root: B256::repeat_byte(root), leaf_count: 2 }
+    }
+
+    #[test]
+    fn guard_never_signs_two_roots_for_one_round_across_reopen() {
+        let (dir, store) = temp_store();
+        let first = store.record_signature(batch(1), |_| Bytes::from(vec![1])).expect("first");
+        assert!(matches!(first, SigningOutcome::Recorded(_)));
+        let again = store.record_signature(batch(1), |_| panic!("must not sign again")).expect("same");
+        assert!(matches!(again, SigningOutcome::Existing(s) if s.signature == Bytes::from(vec![1])));
+        drop(store);
+        let store = Store::open(&dir.path().join("settleproof.redb")).expect("reopen");
+        let err = store.record_signature(batch(2), |_| panic!("must not sign")).expect_err("refused");
+        assert!(matches!(err, StoreError::Equivocation { round: 4, .. }), "{err}");
+        assert_eq!(store.signed_batch(4).expect("read").map(|s| s.batch.root), Some(B256::repeat_byte(1)));
+    }
+}

@@ -1,0 +1,76 @@
+//! Webhook events of a settlement: one per settled payment of a configured merchant.
+
+use crate::invoice_view::{SettlementView, invoice_view, payment_view};
+use crate::store::{OutboxEvent, SettlementRecord, Store, StoreError};
+use crate::time::rfc3339;
+use alloy::primitives::{B256, keccak256};
+use serde_json::json;
+use settleproof_config::MerchantConfig;
+use settleproof_consensus::{PaymentLeaf, RoundSchedule};
+
+/// The idempotency key of the event for one payment: the same on every node and attempt.
+pub fn webhook_id(invoice_id: B256, tx_hash: B256, log_index: u64) -> String {
+    let digest = keccak256([invoice_id.as_slice(), tx_hash.as_slice(), &log_index.to_be_bytes()].concat());
+    format!("msg_{}", hex::encode(&digest[..16]))
+}
+
+/// Builds the events announcing that `payments` were settled by `settlement`.
+pub fn settlement_events(
+    store: &Store,
+    schedule: &RoundSchedule,
+    merchants: &[MerchantConfig],
+    payments: &[PaymentLeaf],
+    settlement: &SettlementRecord,
+    now_s: u64,
+) -> Result<Vec<OutboxEvent>, StoreError> {
+    let settled = SettlementView::from(settlement);
+    let mut events = Vec::new();
+    for p in payments {
+        let Some(merchant) = merchants.iter().find(|m| m.payout_address == p.merchant) else { continue };
+        let (event_type, invoice) = match store.invoice(p.invoice_id)? {
+            Some(inv) if inv.merchant_id == merchant.id => {
+                let mut view = invoice_view(store, schedule, &inv, now_s)?;
+                for pv in view.payments.iter_mut().filter(|pv| pv.round == Some(settlement.round)) {
+                    pv.settlement = Some(settled.clone());
+                }
+                view.settled = view.payments.iter().all(|pv| pv.settlement.is_some());
+                (view.status.event_type(), serde_json::to_value(view).unwrap_or_default())
+            }
+            _ => ("payment.settled", json!({ "id": p.invoice_id.to_string() })),
+        };
+        let id = webhook_id(p.invoice_id, p.tx_hash, p.log_index);
+        let body = json!({
+            "type": event_type,
+            "timestamp": rfc3339(now_s),
+            "data": {
+                "webhook_id": id,
+                "invoice": invoice,
+                "payment": payment_view(p, Some(settlement.round), Some(settled.clone())),
+                "settlement": settled,
+            }
+        });
+        events.push(OutboxEvent {
+            id,
+            merchant_id: merchant.id.clone(),
+            event_type: event_type.to_string(),
+            body: body.to_string(),
+            attempts: 0,
+            last_outcome: None,
+            delivered_at_ms: None,
+        });
+    }
+    Ok(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webhook_id_is_stable_and_distinct() {
+        let a = webhook_id(B256::repeat_byte(1), B256::repeat_byte(2), 0);
+        assert_eq!(a, webhook_id(B256::repeat_byte(1), B256::repeat_byte(2), 0));
+        assert_ne!(a, webhook_id(B256::repeat_byte(1), B256::repeat_byte(2), 1));
+        assert!(a.starts_with("msg_") && a.len() == 36);
+    }
+}
