@@ -7,15 +7,26 @@ use toml::{Table, Value};
 
 const PREFIX: &str = "SETTLEPROOF__";
 
-pub(crate) fn apply_overrides(root: &mut Table, vars: impl IntoIterator<Item = (String, String)>) -> Result<(), ConfigError> {
+pub(crate) fn apply_overrides(
+    root: &mut Table,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
     for (var, raw) in vars {
-        let Some(path) = var.strip_prefix(PREFIX) else { continue };
+        let Some(path) = var.strip_prefix(PREFIX) else {
+            continue;
+        };
         let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
         if keys.iter().any(String::is_empty) {
-            return Err(ConfigError::Env { var, message: "empty path segment; use SETTLEPROOF__SECTION__FIELD".into() });
+            return Err(ConfigError::Env {
+                var,
+                message: "empty path segment; use SETTLEPROOF__SECTION__FIELD".into(),
+            });
         }
         let value = parse_value(&raw);
-        set(root, &keys, value).map_err(|message| ConfigError::Env { var: var.clone(), message })?;
+        set(root, &keys, value).map_err(|message| ConfigError::Env {
+            var: var.clone(),
+            message,
+        })?;
     }
     Ok(())
 }
@@ -36,7 +47,9 @@ fn set(table: &mut Table, keys: &[String], value: Value) -> Result<(), String> {
             Ok(())
         }
         [first, rest @ ..] => {
-            let entry = table.entry(first.clone()).or_insert_with(|| Value::Table(Table::new()));
+            let entry = table
+                .entry(first.clone())
+                .or_insert_with(|| Value::Table(Table::new()));
             match entry {
                 Value::Table(t) => set(t, rest, value),
                 _ => Err(format!("`{first}` is not a section")),
@@ -50,7 +63,9 @@ mod tests {
     use super::*;
 
     fn vars(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -58,7 +73,11 @@ mod tests {
         let mut t: Table = "[api]\nlisten = \"a\"\n".parse().expect("toml");
         apply_overrides(
             &mut t,
-            vars(&[("SETTLEPROOF__API__LISTEN", "127.0.0.1:1"), ("SETTLEPROOF__CHAIN__CONFIRMATIONS", "7"), ("OTHER", "x")]),
+            vars(&[
+                ("SETTLEPROOF__API__LISTEN", "127.0.0.1:1"),
+                ("SETTLEPROOF__CHAIN__CONFIRMATIONS", "7"),
+                ("OTHER", "x"),
+            ]),
         )
         .expect("applies");
         assert_eq!(t["api"]["listen"].as_str(), Some("127.0.0.1:1"));
@@ -69,7 +88,11 @@ mod tests {
     #[test]
     fn refuses_to_descend_into_a_value() {
         let mut t: Table = "api = 3\n".parse().expect("toml");
-        let err = apply_overrides(&mut t, vars(&[("SETTLEPROOF__API__LISTEN", "x")])).expect_err("not a table");
-        assert!(err.to_string().contains("SETTLEPROOF__API__LISTEN"), "{err}");
+        let err = apply_overrides(&mut t, vars(&[("SETTLEPROOF__API__LISTEN", "x")]))
+            .expect_err("not a table");
+        assert!(
+            err.to_string().contains("SETTLEPROOF__API__LISTEN"),
+            "{err}"
+        );
     }
 }

@@ -118,7 +118,10 @@ pub struct RoundsSection {
 
 impl Default for RoundsSection {
     fn default() -> Self {
-        Self { length_blocks: default_round_length(), rebroadcast_interval_ms: default_rebroadcast_ms() }
+        Self {
+            length_blocks: default_round_length(),
+            rebroadcast_interval_ms: default_rebroadcast_ms(),
+        }
     }
 }
 
@@ -178,7 +181,10 @@ pub struct WebhookSection {
 
 impl Default for WebhookSection {
     fn default() -> Self {
-        Self { timeout_ms: default_webhook_timeout_ms(), max_backoff_ms: default_webhook_max_backoff_ms() }
+        Self {
+            timeout_ms: default_webhook_timeout_ms(),
+            max_backoff_ms: default_webhook_max_backoff_ms(),
+        }
     }
 }
 

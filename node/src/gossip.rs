@@ -69,12 +69,20 @@ impl Attestation {
         chain_id: u64,
         settlement: Address,
     ) -> Result<(Self, BlsSignature), GossipRejection> {
-        let att: Self = serde_json::from_slice(data).map_err(|e| GossipRejection::Malformed(e.to_string()))?;
-        let op = set.operators.get(att.signer).ok_or(GossipRejection::UnknownSigner(att.signer))?;
+        let att: Self =
+            serde_json::from_slice(data).map_err(|e| GossipRejection::Malformed(e.to_string()))?;
+        let op = set
+            .operators
+            .get(att.signer)
+            .ok_or(GossipRejection::UnknownSigner(att.signer))?;
         if &op.peer_id != source {
-            return Err(GossipRejection::WrongPublisher { publisher: source.to_string(), signer: att.signer });
+            return Err(GossipRejection::WrongPublisher {
+                publisher: source.to_string(),
+                signer: att.signer,
+            });
         }
-        let sig = BlsSignature::from_bytes(&att.signature).map_err(|e| GossipRejection::BadSignature(e.to_string()))?;
+        let sig = BlsSignature::from_bytes(&att.signature)
+            .map_err(|e| GossipRejection::BadSignature(e.to_string()))?;
         sig.verify(&op.bls, att.batch.message(chain_id, settlement).as_slice())
             .map_err(|e| GossipRejection::BadSignature(e.to_string()))?;
         Ok((att, sig))
@@ -83,15 +91,23 @@ impl Attestation {
 
 impl InvoiceAnnouncement {
     /// Decodes an announcement and checks the merchant and payout address against `merchants`.
-    pub fn validate(data: &[u8], merchants: &[settleproof_config::MerchantConfig]) -> Result<Invoice, GossipRejection> {
-        let ann: Self = serde_json::from_slice(data).map_err(|e| GossipRejection::Malformed(e.to_string()))?;
+    pub fn validate(
+        data: &[u8],
+        merchants: &[settleproof_config::MerchantConfig],
+    ) -> Result<Invoice, GossipRejection> {
+        let ann: Self =
+            serde_json::from_slice(data).map_err(|e| GossipRejection::Malformed(e.to_string()))?;
         let inv = ann.invoice;
         let merchant = merchants
             .iter()
             .find(|m| m.id == inv.merchant_id)
-            .ok_or_else(|| GossipRejection::BadInvoice(format!("unknown merchant `{}`", inv.merchant_id)))?;
+            .ok_or_else(|| {
+                GossipRejection::BadInvoice(format!("unknown merchant `{}`", inv.merchant_id))
+            })?;
         if merchant.payout_address != inv.payout_address {
-            return Err(GossipRejection::BadInvoice("payout address is not the merchant's".into()));
+            return Err(GossipRejection::BadInvoice(
+                "payout address is not the merchant's".into(),
+            ));
         }
         Ok(inv)
     }

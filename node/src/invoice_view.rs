@@ -26,7 +26,11 @@ impl InvoiceStatus {
     /// Status from the amount due, the amount paid and the time.
     pub fn derive(amount: U256, paid: U256, expires_at: Option<u64>, now_s: u64) -> Self {
         if paid.is_zero() {
-            return if expires_at.is_some_and(|e| now_s >= e) { Self::Expired } else { Self::Open };
+            return if expires_at.is_some_and(|e| now_s >= e) {
+                Self::Expired
+            } else {
+                Self::Open
+            };
         }
         match paid.cmp(&amount) {
             std::cmp::Ordering::Less => Self::Underpaid,
@@ -49,7 +53,11 @@ impl InvoiceStatus {
 
 /// Token as the API writes it: `native` or the ERC-20 address.
 pub fn token_label(token: Address) -> String {
-    if token.is_zero() { "native".into() } else { token.to_checksum(None) }
+    if token.is_zero() {
+        "native".into()
+    } else {
+        token.to_checksum(None)
+    }
 }
 
 /// One confirmed payment in API form.
@@ -132,11 +140,20 @@ pub struct InvoiceView {
 }
 
 /// Builds the view of `invoice` from the store.
-pub fn invoice_view(store: &Store, schedule: &RoundSchedule, invoice: &Invoice, now_s: u64) -> Result<InvoiceView, StoreError> {
+pub fn invoice_view(
+    store: &Store,
+    schedule: &RoundSchedule,
+    invoice: &Invoice,
+    now_s: u64,
+) -> Result<InvoiceView, StoreError> {
     let payments = store.payments_of_invoice(invoice.id)?;
-    let valid: Vec<&PaymentLeaf> =
-        payments.iter().filter(|p| p.token == invoice.token && p.merchant == invoice.payout_address).collect();
-    let paid = valid.iter().fold(U256::ZERO, |acc, p| acc.saturating_add(p.amount));
+    let valid: Vec<&PaymentLeaf> = payments
+        .iter()
+        .filter(|p| p.token == invoice.token && p.merchant == invoice.payout_address)
+        .collect();
+    let paid = valid
+        .iter()
+        .fold(U256::ZERO, |acc, p| acc.saturating_add(p.amount));
     let mut views = Vec::new();
     for p in &payments {
         let round = schedule.round_of(p.block_number);
@@ -164,7 +181,11 @@ pub fn invoice_view(store: &Store, schedule: &RoundSchedule, invoice: &Invoice, 
 }
 
 /// One payment in API form.
-pub fn payment_view(p: &PaymentLeaf, round: Option<u64>, settlement: Option<SettlementView>) -> PaymentView {
+pub fn payment_view(
+    p: &PaymentLeaf,
+    round: Option<u64>,
+    settlement: Option<SettlementView>,
+) -> PaymentView {
     PaymentView {
         chain_id: p.chain_id,
         tx_hash: p.tx_hash.to_string(),
@@ -195,7 +216,11 @@ mod tests {
             (u(10), u(11), None, 0, Overpaid),
         ];
         for (amount, paid, exp, now, want) in cases {
-            assert_eq!(InvoiceStatus::derive(amount, paid, exp, now), want, "{amount} {paid} {exp:?} {now}");
+            assert_eq!(
+                InvoiceStatus::derive(amount, paid, exp, now),
+                want,
+                "{amount} {paid} {exp:?} {now}"
+            );
         }
     }
 }

@@ -1,1 +1,21 @@
-//! placeholder
+//! The settleproof node: wiring of chain watcher, round driver, p2p, API and webhooks.
+//!
+//! The binary (`src/main.rs`) only parses the command line; everything runs from this library
+//! so tests can start nodes in-process with [`node::start`].
+
+pub mod api;
+pub mod chain;
+pub mod cli;
+pub mod demo_merchant;
+pub mod devnet;
+pub mod gossip;
+pub mod invoice_view;
+pub mod keys;
+pub mod node;
+pub mod operators;
+pub mod replication;
+pub mod rounds;
+pub mod store;
+pub mod telemetry;
+pub mod time;
+pub mod webhook;

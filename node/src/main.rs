@@ -1,1 +1,118 @@
-fn main() {}
+//! The `settleproof` binary: parses the command line and hands off to the library.
+
+use clap::Parser;
+use eyre::{Context, Result, bail};
+use settleproof_config::NodeConfig;
+use settleproof_node::cli::{Cli, Command, DevnetCommand, KeysCommand};
+use settleproof_node::{demo_merchant, devnet, keys::OperatorKeys, node, telemetry, webhook};
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Keys(KeysCommand::Generate { dir }) => {
+            print_json(&OperatorKeys::generate(&dir)?.public())
+        }
+        Command::Keys(KeysCommand::Show { dir }) => print_json(&OperatorKeys::load(&dir)?.public()),
+        Command::Keys(KeysCommand::WebhookSecret) => {
+            println!("{}", webhook::signature::generate_secret());
+            Ok(())
+        }
+        Command::Node { config } => run_node(config).await,
+        Command::Devnet(DevnetCommand::Init {
+            rpc,
+            anvil_config,
+            dir,
+            nodes,
+            webhook_url,
+            api_port,
+            p2p_port,
+            confirmations,
+            round_length,
+        }) => {
+            let dev_keys = devnet::anvil_keys(&anvil_config)?;
+            let [deployer, payer, ..] = dev_keys.as_slice() else {
+                bail!("{} lists fewer than 2 keys", anvil_config.display())
+            };
+            let ports = |base: u16| (0..nodes).map(|i| base.saturating_add(i as u16)).collect();
+            let spec = devnet::DevnetSpec {
+                rpc_url: rpc,
+                nodes,
+                dir: dir.clone(),
+                deployer: deployer.clone(),
+                payer: payer.clone(),
+                webhook_url,
+                api_ports: ports(api_port),
+                p2p_ports: ports(p2p_port),
+                confirmations,
+                round_length,
+                poll_interval_ms: 250,
+            };
+            let net = devnet::init(&spec).await?;
+            eprintln!(
+                "devnet: {} nodes, settlement {} written to {}",
+                net.nodes.len(),
+                net.deployment.settlement,
+                dir.display()
+            );
+            Ok(())
+        }
+        Command::DemoMerchant {
+            listen,
+            testnet,
+            out,
+        } => {
+            telemetry::init_logging(settleproof_config::LogFormat::Json, "info");
+            let text = std::fs::read_to_string(&testnet)
+                .wrap_err_with(|| format!("read {}", testnet.display()))?;
+            let manifest: serde_json::Value = serde_json::from_str(&text)?;
+            let Some(secret) = manifest["merchant"]["webhook_secret"].as_str() else {
+                bail!("no merchant.webhook_secret in testnet.json")
+            };
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .wrap_err_with(|| format!("bind {listen}"))?;
+            demo_merchant::Receiver::new(secret.to_string(), Some(out))
+                .serve(listener)
+                .await?;
+            Ok(())
+        }
+    }
+}
+
+async fn run_node(config: std::path::PathBuf) -> Result<()> {
+    let cfg =
+        NodeConfig::load(&config, std::env::vars()).wrap_err("cannot load the configuration")?;
+    telemetry::init_logging(cfg.node.log_format, &cfg.node.log_level);
+    let handle = node::start(cfg).await.wrap_err("cannot start the node")?;
+    shutdown_signal().await;
+    tracing::info!("shutdown requested");
+    handle.stop().await;
+    tracing::info!("node stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}

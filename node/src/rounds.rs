@@ -13,7 +13,9 @@ use crate::time::{now_ms, now_s};
 use crate::webhook::payload::settlement_events;
 use alloy::primitives::Bytes;
 use settleproof_config::MerchantConfig;
-use settleproof_consensus::{AttestationPool, Batch, BlsSecretKey, BlsSignature, InsertOutcome, RoundSchedule, keeper_index};
+use settleproof_consensus::{
+    AttestationPool, Batch, BlsSecretKey, BlsSignature, InsertOutcome, RoundSchedule, keeper_index,
+};
 use settleproof_p2p::{NetworkEvent, NetworkHandle};
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
@@ -53,7 +55,12 @@ struct State {
 
 impl RoundDriver {
     /// Runs until `shutdown` turns true.
-    pub async fn run(self, progress: Arc<Notify>, mut events: mpsc::Receiver<NetworkEvent>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(
+        self,
+        progress: Arc<Notify>,
+        mut events: mpsc::Receiver<NetworkEvent>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let (done_tx, mut done_rx) = mpsc::channel(64);
         let mut st = State {
             pool: AttestationPool::new(self.set.len(), self.set.threshold),
@@ -116,7 +123,9 @@ impl RoundDriver {
         let first = self.store.next_round()?;
         let mut round = first;
         while self.schedule.is_closed(round, checkpoint) {
-            let Some((from, to)) = self.schedule.range(round) else { break };
+            let Some((from, to)) = self.schedule.range(round) else {
+                break;
+            };
             let mut payments = self.store.payments_in_range(from, to)?;
             if let Some(batch) = Batch::build(round, from, to, &mut payments)
                 && self.store.settlement(round)?.is_none()
@@ -133,7 +142,9 @@ impl RoundDriver {
 
     async fn sign_and_publish(&self, st: &mut State, batch: Batch) -> Result<(), StoreError> {
         let message = batch.message(self.chain.chain_id(), self.chain.settlement_address());
-        let outcome = self.store.record_signature(batch, |_| Bytes::from(self.bls.sign(message.as_slice()).to_bytes().to_vec()));
+        let outcome = self.store.record_signature(batch, |_| {
+            Bytes::from(self.bls.sign(message.as_slice()).to_bytes().to_vec())
+        });
         let signed = match outcome {
             Ok(SigningOutcome::Recorded(s)) => {
                 info!(round = batch.round, root = %batch.root, leaves = batch.leaf_count, "signed batch");
@@ -157,7 +168,12 @@ impl RoundDriver {
     }
 
     async fn publish(&self, batch: Batch, signature: Bytes) {
-        let att = Attestation { batch, signer: self.set.me, signature, sent_at_ms: now_ms() };
+        let att = Attestation {
+            batch,
+            signer: self.set.me,
+            signature,
+            sent_at_ms: now_ms(),
+        };
         let data = serde_json::to_vec(&att).unwrap_or_default();
         if let Err(e) = self.net.publish(gossip::ATTESTATIONS, data).await {
             debug!(round = batch.round, error = %e, "attestation not published yet; will rebroadcast");
@@ -173,8 +189,12 @@ impl RoundDriver {
     }
 
     fn drop_settled(&self, st: &mut State) {
-        let settled: Vec<u64> =
-            st.pending.iter().copied().filter(|r| matches!(self.store.settlement(*r), Ok(Some(_)))).collect();
+        let settled: Vec<u64> = st
+            .pending
+            .iter()
+            .copied()
+            .filter(|r| matches!(self.store.settlement(*r), Ok(Some(_))))
+            .collect();
         for round in settled {
             st.pending.remove(&round);
             st.pool.remove_round(round);
@@ -183,12 +203,29 @@ impl RoundDriver {
     }
 
     async fn on_network(&self, st: &mut State, ev: NetworkEvent) {
-        let NetworkEvent::Message { topic, source, data } = ev else { return };
+        let NetworkEvent::Message {
+            topic,
+            source,
+            data,
+        } = ev
+        else {
+            return;
+        };
         if topic == gossip::ATTESTATIONS {
-            match Attestation::validate(&data, &source, &self.set, self.chain.chain_id(), self.chain.settlement_address()) {
+            match Attestation::validate(
+                &data,
+                &source,
+                &self.set,
+                self.chain.chain_id(),
+                self.chain.settlement_address(),
+            ) {
                 Ok((att, sig)) => match st.pool.insert(att.batch, att.signer, sig) {
                     InsertOutcome::Added => {
-                        debug!(round = att.batch.round, signer = att.signer, "attestation counted");
+                        debug!(
+                            round = att.batch.round,
+                            signer = att.signer,
+                            "attestation counted"
+                        );
                         self.try_settle(st, att.batch.round);
                     }
                     InsertOutcome::Equivocation { first } => {
@@ -199,7 +236,8 @@ impl RoundDriver {
                 },
                 Err(e) => {
                     warn!(peer = %source, error = %e, "attestation rejected");
-                    metrics::counter!("attestations_rejected_total", "reason" => "invalid").increment(1);
+                    metrics::counter!("attestations_rejected_total", "reason" => "invalid")
+                        .increment(1);
                 }
             }
         } else if topic == gossip::INVOICES {
@@ -215,13 +253,26 @@ impl RoundDriver {
     }
 
     fn try_settle(&self, st: &mut State, round: u64) {
-        if keeper_index(round, 0, self.set.len()) != self.set.me || st.in_flight.contains(&round) || !st.pending.contains(&round) {
+        if keeper_index(round, 0, self.set.len()) != self.set.me
+            || st.in_flight.contains(&round)
+            || !st.pending.contains(&round)
+        {
             return;
         }
-        let Ok(Some(own)) = self.store.signed_batch(round) else { return };
-        let Some(quorum) = st.pool.quorum(&own.batch) else { return };
-        let message = own.batch.message(self.chain.chain_id(), self.chain.settlement_address());
-        let keys: Vec<_> = quorum.signers.iter().map(|i| self.set.operators[*i].bls).collect();
+        let Ok(Some(own)) = self.store.signed_batch(round) else {
+            return;
+        };
+        let Some(quorum) = st.pool.quorum(&own.batch) else {
+            return;
+        };
+        let message = own
+            .batch
+            .message(self.chain.chain_id(), self.chain.settlement_address());
+        let keys: Vec<_> = quorum
+            .signers
+            .iter()
+            .map(|i| self.set.operators[*i].bls)
+            .collect();
         let aggregate = match BlsSignature::aggregate(&quorum.signatures).and_then(|agg| {
             agg.verify_aggregate(&keys, message.as_slice())?;
             Ok(agg)
@@ -245,7 +296,10 @@ impl RoundDriver {
         let batch = own.batch;
         let bitmap = quorum.signer_bitmap;
         tokio::spawn(async move {
-            let ok = match task.submit(batch, bitmap, Bytes::from(aggregate.to_bytes().to_vec())).await {
+            let ok = match task
+                .submit(batch, bitmap, Bytes::from(aggregate.to_bytes().to_vec()))
+                .await
+            {
                 Ok(Some(record)) => {
                     info!(round, tx_hash = %record.tx_hash, block = record.block_number, "round settled");
                     true
@@ -284,8 +338,17 @@ impl SettleTask {
         }
         info!(round = batch.round, root = %batch.root, signers = bitmap.count_ones(), "submitting settlement");
         let record = self.chain.settle(&batch, bitmap, signature).await?;
-        let payments = self.store.payments_in_range(batch.from_block, batch.to_block)?;
-        let events = settlement_events(&self.store, &self.schedule, &self.merchants, &payments, &record, now_s())?;
+        let payments = self
+            .store
+            .payments_in_range(batch.from_block, batch.to_block)?;
+        let events = settlement_events(
+            &self.store,
+            &self.schedule,
+            &self.merchants,
+            &payments,
+            &record,
+            now_s(),
+        )?;
         self.store.record_settlement(&record, &events, now_ms())?;
         self.webhook_wake.notify_one();
         Ok(Some(record))

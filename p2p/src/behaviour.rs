@@ -21,7 +21,9 @@ impl Behaviour {
             .heartbeat_interval(Duration::from_millis(500))
             .validation_mode(ValidationMode::Strict)
             // Content-addressed ids: an identical payload is one message, whoever relays it.
-            .message_id_fn(|m: &gossipsub::Message| MessageId::from(Sha256::digest(&m.data).to_vec()))
+            .message_id_fn(|m: &gossipsub::Message| {
+                MessageId::from(Sha256::digest(&m.data).to_vec())
+            })
             .mesh_n_low(1)
             .mesh_n(3)
             .mesh_n_high(6)
@@ -30,6 +32,9 @@ impl Behaviour {
             .map_err(|e| P2pError::Start(format!("gossipsub config: {e}")))?;
         let gossipsub = gossipsub::Behaviour::new(MessageAuthenticity::Signed(key.clone()), config)
             .map_err(|e| P2pError::Start(format!("gossipsub: {e}")))?;
-        Ok(Self { allow: allow_block_list::Behaviour::default(), gossipsub })
+        Ok(Self {
+            allow: allow_block_list::Behaviour::default(),
+            gossipsub,
+        })
     }
 }

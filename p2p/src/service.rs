@@ -51,7 +51,11 @@ pub enum NetworkEvent {
 }
 
 enum Command {
-    Publish { topic: String, data: Vec<u8>, reply: oneshot::Sender<Result<(), P2pError>> },
+    Publish {
+        topic: String,
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<(), P2pError>>,
+    },
 }
 
 /// A cheap, cloneable handle to the network task.
@@ -65,7 +69,9 @@ pub struct NetworkHandle {
 impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Command::Publish { topic, data, .. } => write!(f, "Publish({topic}, {} bytes)", data.len()),
+            Command::Publish { topic, data, .. } => {
+                write!(f, "Publish({topic}, {} bytes)", data.len())
+            }
         }
     }
 }
@@ -74,7 +80,14 @@ impl NetworkHandle {
     /// Publishes `data` on `topic` to the connected operators.
     pub async fn publish(&self, topic: &str, data: Vec<u8>) -> Result<(), P2pError> {
         let (reply, rx) = oneshot::channel();
-        self.commands.send(Command::Publish { topic: topic.to_string(), data, reply }).await.map_err(|_| P2pError::Stopped)?;
+        self.commands
+            .send(Command::Publish {
+                topic: topic.to_string(),
+                data,
+                reply,
+            })
+            .await
+            .map_err(|_| P2pError::Stopped)?;
         rx.await.map_err(|_| P2pError::Stopped)?
     }
 
@@ -91,9 +104,13 @@ impl NetworkHandle {
 
 /// Builds the swarm, starts listening and spawns the network task. The task ends when every
 /// handle is dropped.
-pub fn spawn(config: NetworkConfig) -> Result<(NetworkHandle, mpsc::Receiver<NetworkEvent>), P2pError> {
+pub fn spawn(
+    config: NetworkConfig,
+) -> Result<(NetworkHandle, mpsc::Receiver<NetworkEvent>), P2pError> {
     let mut swarm = build_swarm(&config)?;
-    swarm.listen_on(config.listen.clone()).map_err(|e| P2pError::Start(format!("listen on {}: {e}", config.listen)))?;
+    swarm
+        .listen_on(config.listen.clone())
+        .map_err(|e| P2pError::Start(format!("listen on {}: {e}", config.listen)))?;
     for topic in &config.topics {
         swarm
             .behaviour_mut()
@@ -108,7 +125,11 @@ pub fn spawn(config: NetworkConfig) -> Result<(NetworkHandle, mpsc::Receiver<Net
     let (cmd_tx, cmd_rx) = mpsc::channel(256);
     let (event_tx, event_rx) = mpsc::channel(1024);
     let connected = Arc::new(AtomicUsize::new(0));
-    let handle = NetworkHandle { commands: cmd_tx, connected: connected.clone(), local_peer_id: *swarm.local_peer_id() };
+    let handle = NetworkHandle {
+        commands: cmd_tx,
+        connected: connected.clone(),
+        local_peer_id: *swarm.local_peer_id(),
+    };
     tokio::spawn(run(swarm, config, cmd_rx, event_tx, connected));
     Ok((handle, event_rx))
 }
@@ -116,9 +137,15 @@ pub fn spawn(config: NetworkConfig) -> Result<(NetworkHandle, mpsc::Receiver<Net
 fn build_swarm(config: &NetworkConfig) -> Result<Swarm<Behaviour>, P2pError> {
     let swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
         .map_err(|e| P2pError::Start(format!("tcp transport: {e}")))?
-        .with_behaviour(|key| Behaviour::new(key).map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>))
+        .with_behaviour(|key| {
+            Behaviour::new(key).map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+        })
         .map_err(|e| P2pError::Start(format!("behaviour: {e}")))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
         .build();
@@ -196,5 +223,9 @@ async fn run(
 
 /// Parses a multiaddr, naming it in the error.
 pub fn parse_multiaddr(addr: &str) -> Result<Multiaddr, P2pError> {
-    addr.parse().map_err(|e: libp2p::multiaddr::Error| P2pError::InvalidAddress { addr: addr.into(), reason: e.to_string() })
+    addr.parse()
+        .map_err(|e: libp2p::multiaddr::Error| P2pError::InvalidAddress {
+            addr: addr.into(),
+            reason: e.to_string(),
+        })
 }

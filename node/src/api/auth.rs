@@ -5,13 +5,19 @@ use axum::http::HeaderMap;
 use settleproof_config::MerchantConfig;
 
 /// The merchant whose API token is in the `Authorization: Bearer` header.
-pub fn merchant<'a>(headers: &HeaderMap, merchants: &'a [MerchantConfig]) -> Result<&'a MerchantConfig, ApiError> {
+pub fn merchant<'a>(
+    headers: &HeaderMap,
+    merchants: &'a [MerchantConfig],
+) -> Result<&'a MerchantConfig, ApiError> {
     let token = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(ApiError::unauthorized)?;
-    merchants.iter().find(|m| constant_time_eq(m.api_token.expose().as_bytes(), token.as_bytes())).ok_or_else(ApiError::unauthorized)
+    merchants
+        .iter()
+        .find(|m| constant_time_eq(m.api_token.expose().as_bytes(), token.as_bytes()))
+        .ok_or_else(ApiError::unauthorized)
 }
 
 /// Compares without an early exit on the first differing byte.

@@ -21,7 +21,12 @@ pub struct ApiError {
 impl ApiError {
     /// 400 for a bad field.
     pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
-        Self { status: StatusCode::BAD_REQUEST, code: "invalid_request", field: Some(field), message: message.into() }
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request",
+            field: Some(field),
+            message: message.into(),
+        }
     }
 
     /// 401.
@@ -36,19 +41,30 @@ impl ApiError {
 
     /// 404.
     pub fn not_found(what: &str) -> Self {
-        Self { status: StatusCode::NOT_FOUND, code: "not_found", field: None, message: format!("{what} not found") }
+        Self {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+            field: None,
+            message: format!("{what} not found"),
+        }
     }
 
     /// 500; the detail goes to the log, not to the client.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal API error");
-        Self { status: StatusCode::INTERNAL_SERVER_ERROR, code: "internal", field: None, message: "internal error".into() }
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal",
+            field: None,
+            message: "internal error".into(),
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({ "error": { "code": self.code, "field": self.field, "message": self.message } });
+        let body =
+            json!({ "error": { "code": self.code, "field": self.field, "message": self.message } });
         (self.status, Json(body)).into_response()
     }
 }

@@ -1,10 +1,9 @@
 //! `POST /v1/invoices` and `GET /v1/invoices/{id}`.
 
 use super::{ApiError, ApiState, auth};
-use crate::gossip::{self, InvoiceAnnouncement};
 use crate::invoice_view::{InvoiceView, invoice_view, token_label};
 use crate::store::Invoice;
-use crate::time::{now_ms, now_s};
+use crate::time::now_s;
 use alloy::primitives::{Address, B256, U256};
 use alloy::sol_types::SolCall;
 use axum::Json;
@@ -14,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use settleproof_contracts::{IERC20, InvoicePayments};
-use tracing::{info, warn};
+use tracing::info;
 
 /// Longest accepted invoice lifetime.
 const MAX_LIFETIME_S: u64 = 365 * 24 * 3600;
@@ -71,10 +70,14 @@ pub struct Created {
     pub payment_instructions: PaymentInstructions,
 }
 
-pub(super) async fn create(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Result<(StatusCode, Json<Created>), ApiError> {
+pub(super) async fn create(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Created>), ApiError> {
     let merchant = auth::merchant(&headers, &state.merchants)?;
-    let req: CreateInvoice =
-        serde_json::from_slice(&body).map_err(|e| ApiError::invalid("body", format!("invalid JSON body: {e}")))?;
+    let req: CreateInvoice = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::invalid("body", format!("invalid JSON body: {e}")))?;
     let now = now_s();
     let invoice = Invoice {
         id: random_id(),
@@ -89,22 +92,40 @@ pub(super) async fn create(State(state): State<ApiState>, headers: HeaderMap, bo
     };
     state.store.put_invoice(&invoice)?;
     info!(invoice_id = %invoice.id, merchant = %merchant.id, amount = %invoice.amount, token = %token_label(invoice.token), "invoice created");
-    if let Some(net) = &state.net {
-        let data = serde_json::to_vec(&InvoiceAnnouncement { invoice: invoice.clone(), sent_at_ms: now_ms() }).unwrap_or_default();
-        if let Err(e) = net.publish(gossip::INVOICES, data).await {
-            warn!(invoice_id = %invoice.id, error = %e, "invoice not replicated to peers");
-        }
+    if let Some(replicator) = &state.replicator {
+        replicator.replicate(invoice.clone());
     }
     let view = invoice_view(&state.store, &state.schedule, &invoice, now)?;
     let payment_instructions = instructions(&state, &invoice);
-    Ok((StatusCode::CREATED, Json(Created { invoice: view, payment_instructions })))
+    Ok((
+        StatusCode::CREATED,
+        Json(Created {
+            invoice: view,
+            payment_instructions,
+        }),
+    ))
 }
 
-pub(super) async fn get(State(state): State<ApiState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<InvoiceView>, ApiError> {
+pub(super) async fn get(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<InvoiceView>, ApiError> {
     let merchant = auth::merchant(&headers, &state.merchants)?;
-    let id: B256 = id.parse().map_err(|_| ApiError::invalid("id", "invoice id must be 0x followed by 64 hex digits"))?;
-    let invoice = state.store.invoice(id)?.filter(|i| i.merchant_id == merchant.id).ok_or_else(|| ApiError::not_found("invoice"))?;
-    Ok(Json(invoice_view(&state.store, &state.schedule, &invoice, now_s())?))
+    let id: B256 = id
+        .parse()
+        .map_err(|_| ApiError::invalid("id", "invoice id must be 0x followed by 64 hex digits"))?;
+    let invoice = state
+        .store
+        .invoice(id)?
+        .filter(|i| i.merchant_id == merchant.id)
+        .ok_or_else(|| ApiError::not_found("invoice"))?;
+    Ok(Json(invoice_view(
+        &state.store,
+        &state.schedule,
+        &invoice,
+        now_s(),
+    )?))
 }
 
 fn random_id() -> B256 {
@@ -118,7 +139,8 @@ fn parse_amount(s: &str) -> Result<U256, ApiError> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ApiError::invalid("amount", HINT));
     }
-    let v = U256::from_str_radix(s, 10).map_err(|_| ApiError::invalid("amount", "amount does not fit in 256 bits"))?;
+    let v = U256::from_str_radix(s, 10)
+        .map_err(|_| ApiError::invalid("amount", "amount does not fit in 256 bits"))?;
     if v.is_zero() {
         return Err(ApiError::invalid("amount", HINT));
     }
@@ -129,25 +151,52 @@ fn parse_token(s: &str) -> Result<Address, ApiError> {
     if s == "native" {
         return Ok(Address::ZERO);
     }
-    let addr: Address = s.parse().map_err(|_| ApiError::invalid("token", "token must be \"native\" or a 0x-prefixed ERC-20 address"))?;
-    let has_mixed_case = s.bytes().any(|b| b.is_ascii_uppercase()) && s.bytes().any(|b| b.is_ascii_lowercase());
+    let addr: Address = s.parse().map_err(|_| {
+        ApiError::invalid(
+            "token",
+            "token must be \"native\" or a 0x-prefixed ERC-20 address",
+        )
+    })?;
+    let has_mixed_case =
+        s.bytes().any(|b| b.is_ascii_uppercase()) && s.bytes().any(|b| b.is_ascii_lowercase());
     if has_mixed_case && Address::parse_checksummed(s, None).is_err() {
-        return Err(ApiError::invalid("token", "token address has a wrong EIP-55 checksum; check it or send it in lower case"));
+        return Err(ApiError::invalid(
+            "token",
+            "token address has a wrong EIP-55 checksum; check it or send it in lower case",
+        ));
     }
     if addr.is_zero() {
-        return Err(ApiError::invalid("token", "use \"native\" for the native coin, not the zero address"));
+        return Err(ApiError::invalid(
+            "token",
+            "use \"native\" for the native coin, not the zero address",
+        ));
     }
     Ok(addr)
 }
 
 fn parse_expiry(at: Option<u64>, within: Option<u64>, now: u64) -> Result<Option<u64>, ApiError> {
     match (at, within) {
-        (Some(_), Some(_)) => Err(ApiError::invalid("expires_at", "give either expires_at or expires_in, not both")),
-        (Some(at), None) if at <= now => Err(ApiError::invalid("expires_at", "expires_at must be in the future (unix seconds)")),
-        (Some(at), None) if at - now > MAX_LIFETIME_S => Err(ApiError::invalid("expires_at", "expires_at must be within one year")),
+        (Some(_), Some(_)) => Err(ApiError::invalid(
+            "expires_at",
+            "give either expires_at or expires_in, not both",
+        )),
+        (Some(at), None) if at <= now => Err(ApiError::invalid(
+            "expires_at",
+            "expires_at must be in the future (unix seconds)",
+        )),
+        (Some(at), None) if at - now > MAX_LIFETIME_S => Err(ApiError::invalid(
+            "expires_at",
+            "expires_at must be within one year",
+        )),
         (Some(at), None) => Ok(Some(at)),
-        (None, Some(0)) => Err(ApiError::invalid("expires_in", "expires_in must be at least 1 second")),
-        (None, Some(s)) if s > MAX_LIFETIME_S => Err(ApiError::invalid("expires_in", "expires_in must be at most one year")),
+        (None, Some(0)) => Err(ApiError::invalid(
+            "expires_in",
+            "expires_in must be at least 1 second",
+        )),
+        (None, Some(s)) if s > MAX_LIFETIME_S => Err(ApiError::invalid(
+            "expires_in",
+            "expires_in must be at most one year",
+        )),
         (None, Some(s)) => Ok(Some(now + s)),
         (None, None) => Ok(None),
     }
@@ -156,10 +205,14 @@ fn parse_expiry(at: Option<u64>, within: Option<u64>, now: u64) -> Result<Option
 fn check_metadata(m: Option<serde_json::Value>) -> Result<Option<serde_json::Value>, ApiError> {
     match m {
         None => Ok(None),
-        Some(v) if !v.is_object() => Err(ApiError::invalid("metadata", "metadata must be a JSON object")),
-        Some(v) if v.to_string().len() > MAX_METADATA_BYTES => {
-            Err(ApiError::invalid("metadata", format!("metadata must be at most {MAX_METADATA_BYTES} bytes of JSON")))
-        }
+        Some(v) if !v.is_object() => Err(ApiError::invalid(
+            "metadata",
+            "metadata must be a JSON object",
+        )),
+        Some(v) if v.to_string().len() > MAX_METADATA_BYTES => Err(ApiError::invalid(
+            "metadata",
+            format!("metadata must be at most {MAX_METADATA_BYTES} bytes of JSON"),
+        )),
         Some(v) => Ok(Some(v)),
     }
 }
@@ -170,7 +223,12 @@ fn instructions(state: &ApiState, inv: &Invoice) -> PaymentInstructions {
             description: "pay the invoice in the native coin",
             to: state.payments_contract,
             value: inv.amount.to_string(),
-            data: InvoicePayments::payNativeCall { invoiceId: inv.id, merchant: inv.payout_address }.abi_encode().into(),
+            data: InvoicePayments::payNativeCall {
+                invoiceId: inv.id,
+                merchant: inv.payout_address,
+            }
+            .abi_encode()
+            .into(),
         }]
     } else {
         vec![
@@ -178,19 +236,33 @@ fn instructions(state: &ApiState, inv: &Invoice) -> PaymentInstructions {
                 description: "approve the payment contract to transfer the amount",
                 to: inv.token,
                 value: "0".into(),
-                data: IERC20::approveCall { spender: state.payments_contract, value: inv.amount }.abi_encode().into(),
+                data: IERC20::approveCall {
+                    spender: state.payments_contract,
+                    value: inv.amount,
+                }
+                .abi_encode()
+                .into(),
             },
             TxInstruction {
                 description: "pay the invoice in the token",
                 to: state.payments_contract,
                 value: "0".into(),
-                data: InvoicePayments::payTokenCall { invoiceId: inv.id, merchant: inv.payout_address, token: inv.token, amount: inv.amount }
-                    .abi_encode()
-                    .into(),
+                data: InvoicePayments::payTokenCall {
+                    invoiceId: inv.id,
+                    merchant: inv.payout_address,
+                    token: inv.token,
+                    amount: inv.amount,
+                }
+                .abi_encode()
+                .into(),
             },
         ]
     };
-    PaymentInstructions { chain_id: state.chain_id, contract: state.payments_contract, transactions }
+    PaymentInstructions {
+        chain_id: state.chain_id,
+        contract: state.payments_contract,
+        transactions,
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ mod invoices;
 
 pub use error::ApiError;
 
+use crate::replication::InvoiceReplicator;
 use crate::store::Store;
 use axum::Router;
 use axum::extract::State;
@@ -34,8 +35,12 @@ pub struct ApiState {
     pub payments_contract: alloy::primitives::Address,
     /// This node's name.
     pub node_name: String,
-    /// Gossip, to replicate new invoices; `None` in handler tests.
+    /// Replicates new invoices to the other operators; `None` in handler tests.
+    pub replicator: Option<InvoiceReplicator>,
+    /// Gossip, for the peer count of the readiness check; `None` in handler tests.
     pub net: Option<NetworkHandle>,
+    /// Operators in the set.
+    pub operators: usize,
     /// Prometheus metrics.
     pub metrics: Option<PrometheusHandle>,
 }
@@ -46,11 +51,38 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/invoices", post(invoices::create))
         .route("/v1/invoices/{id}", get(invoices::get))
         .route("/health/live", get(|| async { "ok" }))
+        .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
         .with_state(state)
 }
 
 async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
-    let body = state.metrics.as_ref().map(PrometheusHandle::render).unwrap_or_default();
+    let body = state
+        .metrics
+        .as_ref()
+        .map(PrometheusHandle::render)
+        .unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+/// Readiness: the store answers and every other operator is connected. (Per-dependency health
+/// with provider status, head freshness and balances grows from here.)
+async fn ready(State(state): State<ApiState>) -> impl IntoResponse {
+    let peers = state.net.as_ref().map_or(0, NetworkHandle::connected_peers);
+    let expected = state.operators.saturating_sub(1);
+    let checkpoint = state.store.checkpoint();
+    let ready = peers >= expected && checkpoint.is_ok();
+    let body = serde_json::json!({
+        "ready": ready,
+        "peers_connected": peers,
+        "peers_expected": expected,
+        "checkpoint": checkpoint.ok().flatten(),
+    });
+    let status = if ready {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    metrics::gauge!("peers_connected").set(peers as f64);
+    (status, axum::Json(body))
 }

@@ -66,18 +66,35 @@ pub struct RangeEvents {
 impl ChainClient {
     /// A client for `cfg` that signs settlements with `signer`.
     pub fn new(cfg: &ChainSection, signer: PrivateKeySigner) -> Result<Self, ChainError> {
-        let url_text = cfg.rpc_endpoints.first().ok_or_else(|| ChainError::BadUrl(String::new()))?;
-        let url = url_text.parse().map_err(|_| ChainError::BadUrl(url_text.clone()))?;
+        let url_text = cfg
+            .rpc_endpoints
+            .first()
+            .ok_or_else(|| ChainError::BadUrl(String::new()))?;
+        let url = url_text
+            .parse()
+            .map_err(|_| ChainError::BadUrl(url_text.clone()))?;
         let account = signer.address();
-        let provider = ProviderBuilder::new().wallet(EthereumWallet::from(signer)).connect_http(url).erased();
-        Ok(Self { provider, chain_id: cfg.chain_id, payments: cfg.payments_contract, settlement: cfg.settlement_contract, account })
+        let provider = ProviderBuilder::new()
+            .wallet(EthereumWallet::from(signer))
+            .connect_http(url)
+            .erased();
+        Ok(Self {
+            provider,
+            chain_id: cfg.chain_id,
+            payments: cfg.payments_contract,
+            settlement: cfg.settlement_contract,
+            account,
+        })
     }
 
     /// Fails unless the provider serves the configured chain.
     pub async fn check_chain_id(&self) -> Result<(), ChainError> {
         let got = self.provider.get_chain_id().await?;
         if got != self.chain_id {
-            return Err(ChainError::WrongChain { expected: self.chain_id, got });
+            return Err(ChainError::WrongChain {
+                expected: self.chain_id,
+                got,
+            });
         }
         Ok(())
     }
@@ -96,7 +113,10 @@ impl ChainClient {
     pub async fn events(&self, from: u64, to: u64) -> Result<RangeEvents, ChainError> {
         let filter = Filter::new()
             .address(vec![self.payments, self.settlement])
-            .event_signature(vec![InvoicePayments::InvoicePaid::SIGNATURE_HASH, Settlement::Settled::SIGNATURE_HASH])
+            .event_signature(vec![
+                InvoicePayments::InvoicePaid::SIGNATURE_HASH,
+                Settlement::Settled::SIGNATURE_HASH,
+            ])
             .from_block(from)
             .to_block(to);
         let logs = self.provider.get_logs(&filter).await?;
@@ -104,7 +124,8 @@ impl ChainClient {
         for log in logs {
             if log.address() == self.payments {
                 if let Ok(decoded) = log.log_decode::<InvoicePayments::InvoicePaid>() {
-                    out.payments.push(self.payment_leaf(&log, &decoded.inner.data)?);
+                    out.payments
+                        .push(self.payment_leaf(&log, &decoded.inner.data)?);
                 }
             } else if let Ok(decoded) = log.log_decode::<Settlement::Settled>() {
                 let e = &decoded.inner.data;
@@ -112,20 +133,34 @@ impl ChainClient {
                     round: e.round,
                     root: e.root,
                     signer_bitmap: e.signerBitmap,
-                    tx_hash: log.transaction_hash.ok_or(ChainError::IncompleteLog("transaction hash"))?,
-                    block_number: log.block_number.ok_or(ChainError::IncompleteLog("block number"))?,
+                    tx_hash: log
+                        .transaction_hash
+                        .ok_or(ChainError::IncompleteLog("transaction hash"))?,
+                    block_number: log
+                        .block_number
+                        .ok_or(ChainError::IncompleteLog("block number"))?,
                 });
             }
         }
         Ok(out)
     }
 
-    fn payment_leaf(&self, log: &Log, e: &InvoicePayments::InvoicePaid) -> Result<PaymentLeaf, ChainError> {
+    fn payment_leaf(
+        &self,
+        log: &Log,
+        e: &InvoicePayments::InvoicePaid,
+    ) -> Result<PaymentLeaf, ChainError> {
         Ok(PaymentLeaf {
             chain_id: self.chain_id,
-            tx_hash: log.transaction_hash.ok_or(ChainError::IncompleteLog("transaction hash"))?,
-            log_index: log.log_index.ok_or(ChainError::IncompleteLog("log index"))?,
-            block_number: log.block_number.ok_or(ChainError::IncompleteLog("block number"))?,
+            tx_hash: log
+                .transaction_hash
+                .ok_or(ChainError::IncompleteLog("transaction hash"))?,
+            log_index: log
+                .log_index
+                .ok_or(ChainError::IncompleteLog("log index"))?,
+            block_number: log
+                .block_number
+                .ok_or(ChainError::IncompleteLog("block number"))?,
             invoice_id: e.invoiceId,
             merchant: e.merchant,
             payer: e.payer,
@@ -136,14 +171,30 @@ impl ChainClient {
 
     /// Root settled on chain for `round`, zero when not settled.
     pub async fn settled_root(&self, round: u64) -> Result<B256, ChainError> {
-        Ok(Settlement::new(self.settlement, &self.provider).settledRoot(round).call().await?)
+        Ok(Settlement::new(self.settlement, &self.provider)
+            .settledRoot(round)
+            .call()
+            .await?)
     }
 
     /// Submits `settle` for `batch` and waits for the receipt.
-    pub async fn settle(&self, batch: &Batch, signer_bitmap: U256, signature: Bytes) -> Result<SettlementRecord, ChainError> {
+    pub async fn settle(
+        &self,
+        batch: &Batch,
+        signer_bitmap: U256,
+        signature: Bytes,
+    ) -> Result<SettlementRecord, ChainError> {
         let contract = Settlement::new(self.settlement, &self.provider);
         let pending = contract
-            .settle(batch.round, batch.from_block, batch.to_block, batch.root, batch.leaf_count, signer_bitmap, signature)
+            .settle(
+                batch.round,
+                batch.from_block,
+                batch.to_block,
+                batch.root,
+                batch.leaf_count,
+                signer_bitmap,
+                signature,
+            )
             .send()
             .await?;
         let receipt = pending.get_receipt().await?;

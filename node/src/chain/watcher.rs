@@ -21,8 +21,18 @@ pub struct Watcher {
 
 impl Watcher {
     /// A watcher that notifies `progress` whenever the checkpoint moves.
-    pub fn new(client: ChainClient, store: Store, cfg: ChainSection, progress: Arc<Notify>) -> Self {
-        Self { client, store, cfg, progress }
+    pub fn new(
+        client: ChainClient,
+        store: Store,
+        cfg: ChainSection,
+        progress: Arc<Notify>,
+    ) -> Self {
+        Self {
+            client,
+            store,
+            cfg,
+            progress,
+        }
     }
 
     /// Runs until `shutdown` turns true.
@@ -59,17 +69,27 @@ impl Watcher {
         let head = self.client.head().await?;
         let confirmed = head.saturating_sub(self.cfg.confirmations);
         let checkpoint = self.store.checkpoint()?;
-        metrics::gauge!("chain_head_lag_blocks").set(head.saturating_sub(checkpoint.unwrap_or(self.cfg.start_block)) as f64);
+        metrics::gauge!("chain_head_lag_blocks")
+            .set(head.saturating_sub(checkpoint.unwrap_or(self.cfg.start_block)) as f64);
         let from = checkpoint.map_or(self.cfg.start_block, |c| c + 1);
         if from > confirmed {
             return Ok(false);
         }
         let to = confirmed.min(from.saturating_add(self.cfg.max_log_range - 1));
         let events = self.client.events(from, to).await?;
-        let applied = self.store.apply_range(to, &events.payments, &events.settlements)?;
+        let applied = self
+            .store
+            .apply_range(to, &events.payments, &events.settlements)?;
         metrics::counter!("duplicate_events_dropped_total").increment(applied.duplicates as u64);
         if applied.new_payments > 0 || !events.settlements.is_empty() {
-            info!(from, to, head, payments = applied.new_payments, settlements = events.settlements.len(), "confirmed block range");
+            info!(
+                from,
+                to,
+                head,
+                payments = applied.new_payments,
+                settlements = events.settlements.len(),
+                "confirmed block range"
+            );
         } else {
             debug!(from, to, head, "confirmed block range");
         }

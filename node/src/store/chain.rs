@@ -4,7 +4,7 @@
 use super::rounds::SettlementRecord;
 use super::{INVOICE_PAYMENTS, META, PAYMENTS, SETTLEMENTS, Store, StoreError, decode, encode};
 use alloy::primitives::B256;
-use redb::{ReadableMultimapTable, ReadableTable};
+use redb::ReadableTable;
 use settleproof_consensus::PaymentLeaf;
 
 const CHECKPOINT: &str = "checkpoint";
@@ -114,12 +114,37 @@ mod tests {
         assert_eq!(store.checkpoint().expect("read"), None);
         let batch = [payment(5, 1, 1), payment(3, 0, 1), payment(9, 0, 2)];
         let applied = store.apply_range(10, &batch, &[]).expect("apply");
-        assert_eq!(applied, RangeApplied { new_payments: 3, duplicates: 0 });
-        let again = store.apply_range(10, &batch[..1], &[]).expect("apply again");
-        assert_eq!(again, RangeApplied { new_payments: 0, duplicates: 1 });
+        assert_eq!(
+            applied,
+            RangeApplied {
+                new_payments: 3,
+                duplicates: 0
+            }
+        );
+        let again = store
+            .apply_range(10, &batch[..1], &[])
+            .expect("apply again");
+        assert_eq!(
+            again,
+            RangeApplied {
+                new_payments: 0,
+                duplicates: 1
+            }
+        );
         assert_eq!(store.checkpoint().expect("read"), Some(10));
-        let in_range: Vec<_> = store.payments_in_range(3, 5).expect("range").iter().map(|p| p.order_key()).collect();
+        let in_range: Vec<_> = store
+            .payments_in_range(3, 5)
+            .expect("range")
+            .iter()
+            .map(|p| p.order_key())
+            .collect();
         assert_eq!(in_range, vec![(3, 0), (5, 1)]);
-        assert_eq!(store.payments_of_invoice(B256::repeat_byte(1)).expect("by invoice").len(), 2);
+        assert_eq!(
+            store
+                .payments_of_invoice(B256::repeat_byte(1))
+                .expect("by invoice")
+                .len(),
+            2
+        );
     }
 }

@@ -49,7 +49,9 @@ impl Store {
     pub fn invoice(&self, id: B256) -> Result<Option<Invoice>, StoreError> {
         let tx = self.read()?;
         let t = tx.open_table(INVOICES)?;
-        t.get(id.0)?.map(|v| decode("invoices", v.value())).transpose()
+        t.get(id.0)?
+            .map(|v| decode("invoices", v.value()))
+            .transpose()
     }
 }
 
@@ -73,7 +75,14 @@ mod tests {
             created_by: "node-0".into(),
         };
         assert!(store.put_invoice(&inv).expect("put"));
-        assert!(!store.put_invoice(&Invoice { amount: U256::from(6), ..inv.clone() }).expect("put again"));
+        assert!(
+            !store
+                .put_invoice(&Invoice {
+                    amount: U256::from(6),
+                    ..inv.clone()
+                })
+                .expect("put again")
+        );
         drop(store);
         let store = Store::open(&dir.path().join("settleproof.redb")).expect("reopen");
         assert_eq!(store.invoice(inv.id).expect("get"), Some(inv));

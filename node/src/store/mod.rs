@@ -35,7 +35,8 @@ pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta")
 pub(crate) const SIGNED: TableDefinition<u64, &[u8]> = TableDefinition::new("signed");
 pub(crate) const SETTLEMENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("settlements");
 pub(crate) const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
-pub(crate) const OUTBOX_PENDING: TableDefinition<&str, u64> = TableDefinition::new("outbox_pending");
+pub(crate) const OUTBOX_PENDING: TableDefinition<&str, u64> =
+    TableDefinition::new("outbox_pending");
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +71,13 @@ macro_rules! from_redb {
         }
     )*};
 }
-from_redb!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
 
 /// Handle to the store; cheap to clone.
 #[derive(Debug, Clone)]
@@ -110,8 +117,14 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
 
-pub(crate) fn decode<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { table, reason: e.to_string() })
+pub(crate) fn decode<T: DeserializeOwned>(
+    table: &'static str,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        table,
+        reason: e.to_string(),
+    })
 }
 
 #[cfg(test)]

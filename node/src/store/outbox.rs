@@ -28,7 +28,12 @@ pub struct OutboxEvent {
 impl Store {
     /// Records a settlement and enqueues its webhook events atomically. Events already in the
     /// outbox (same id) are left as they are.
-    pub fn record_settlement(&self, record: &SettlementRecord, events: &[OutboxEvent], now_ms: u64) -> Result<(), StoreError> {
+    pub fn record_settlement(
+        &self,
+        record: &SettlementRecord,
+        events: &[OutboxEvent],
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
         let tx = self.db().begin_write()?;
         {
             let mut settled = tx.open_table(SETTLEMENTS)?;
@@ -69,16 +74,27 @@ impl Store {
     /// Number of events not yet delivered.
     pub fn pending_count(&self) -> Result<u64, StoreError> {
         let tx = self.read()?;
-        Ok(redb::ReadableTableMetadata::len(&tx.open_table(OUTBOX_PENDING)?)?)
+        Ok(redb::ReadableTableMetadata::len(
+            &tx.open_table(OUTBOX_PENDING)?,
+        )?)
     }
 
     /// Records an attempt: delivered (`next_attempt_ms` = None) or to retry at `next_attempt_ms`.
-    pub fn record_attempt(&self, id: &str, outcome: String, now_ms: u64, next_attempt_ms: Option<u64>) -> Result<(), StoreError> {
+    pub fn record_attempt(
+        &self,
+        id: &str,
+        outcome: String,
+        now_ms: u64,
+        next_attempt_ms: Option<u64>,
+    ) -> Result<(), StoreError> {
         let tx = self.db().begin_write()?;
         {
             let mut outbox = tx.open_table(OUTBOX)?;
             let mut pending = tx.open_table(OUTBOX_PENDING)?;
-            let current: Option<OutboxEvent> = outbox.get(id)?.map(|v| decode("outbox", v.value())).transpose()?;
+            let current: Option<OutboxEvent> = outbox
+                .get(id)?
+                .map(|v| decode("outbox", v.value()))
+                .transpose()?;
             if let Some(mut e) = current {
                 e.attempts = e.attempts.saturating_add(1);
                 e.last_outcome = Some(outcome);
@@ -127,19 +143,42 @@ mod tests {
     #[test]
     fn settlement_and_events_are_written_together_and_retried_until_delivered() {
         let (_dir, store) = temp_store();
-        let record = SettlementRecord { round: 1, root: B256::ZERO, signer_bitmap: U256::from(7), tx_hash: B256::ZERO, block_number: 9 };
-        store.record_settlement(&record, &[event("a"), event("b")], 100).expect("record");
-        store.record_settlement(&record, &[event("a")], 200).expect("idempotent");
+        let record = SettlementRecord {
+            round: 1,
+            root: B256::ZERO,
+            signer_bitmap: U256::from(7),
+            tx_hash: B256::ZERO,
+            block_number: 9,
+        };
+        store
+            .record_settlement(&record, &[event("a"), event("b")], 100)
+            .expect("record");
+        store
+            .record_settlement(&record, &[event("a")], 200)
+            .expect("idempotent");
         assert!(store.settlement(1).expect("read").is_some());
         assert_eq!(store.due_events(99, 10).expect("due").len(), 0);
         assert_eq!(store.due_events(100, 10).expect("due").len(), 2);
-        store.record_attempt("a", "500".into(), 100, Some(5000)).expect("fail");
-        store.record_attempt("b", "200".into(), 100, None).expect("ok");
+        store
+            .record_attempt("a", "500".into(), 100, Some(5000))
+            .expect("fail");
+        store
+            .record_attempt("b", "200".into(), 100, None)
+            .expect("ok");
         assert_eq!(store.due_events(4999, 10).expect("due").len(), 0);
         let due = store.due_events(5000, 10).expect("due");
         assert_eq!(due.len(), 1);
-        assert_eq!((due[0].attempts, due[0].last_outcome.as_deref()), (1, Some("500")));
+        assert_eq!(
+            (due[0].attempts, due[0].last_outcome.as_deref()),
+            (1, Some("500"))
+        );
         assert_eq!(store.pending_count().expect("count"), 1);
-        assert_eq!(store.outbox_event("b").expect("get").and_then(|e| e.delivered_at_ms), Some(100));
+        assert_eq!(
+            store
+                .outbox_event("b")
+                .expect("get")
+                .and_then(|e| e.delivered_at_ms),
+            Some(100)
+        );
     }
 }

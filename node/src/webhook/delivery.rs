@@ -25,10 +25,28 @@ pub struct Deliverer {
 
 impl Deliverer {
     /// A worker for `merchants`; `wake` makes it look at the outbox at once.
-    pub fn new(store: Store, merchants: &[MerchantConfig], settings: WebhookSection, wake: Arc<Notify>) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder().timeout(Duration::from_millis(settings.timeout_ms)).build()?;
-        let merchants = Arc::new(merchants.iter().map(|m| (m.id.clone(), m.clone())).collect());
-        Ok(Self { store, merchants, client, settings, wake })
+    pub fn new(
+        store: Store,
+        merchants: &[MerchantConfig],
+        settings: WebhookSection,
+        wake: Arc<Notify>,
+    ) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(settings.timeout_ms))
+            .build()?;
+        let merchants = Arc::new(
+            merchants
+                .iter()
+                .map(|m| (m.id.clone(), m.clone()))
+                .collect(),
+        );
+        Ok(Self {
+            store,
+            merchants,
+            client,
+            settings,
+            wake,
+        })
     }
 
     /// Runs until `shutdown` turns true.
@@ -56,7 +74,12 @@ impl Deliverer {
             return;
         };
         let ts = now_s();
-        let signature = match signature::sign(merchant.webhook_secret.expose(), &event.id, ts, event.body.as_bytes()) {
+        let signature = match signature::sign(
+            merchant.webhook_secret.expose(),
+            &event.id,
+            ts,
+            event.body.as_bytes(),
+        ) {
             Ok(s) => s,
             Err(e) => {
                 warn!(merchant = %merchant.id, error = %e, "cannot sign webhook");
@@ -76,8 +99,21 @@ impl Deliverer {
             .await;
         let latency_ms = started.elapsed().as_millis();
         let (outcome, delivered) = match result {
-            Ok(resp) => (resp.status().as_u16().to_string(), resp.status().is_success()),
-            Err(e) => (format!("error: {}", if e.is_timeout() { "timeout".to_string() } else { e.to_string() }), false),
+            Ok(resp) => (
+                resp.status().as_u16().to_string(),
+                resp.status().is_success(),
+            ),
+            Err(e) => (
+                format!(
+                    "error: {}",
+                    if e.is_timeout() {
+                        "timeout".to_string()
+                    } else {
+                        e.to_string()
+                    }
+                ),
+                false,
+            ),
         };
         let attempt = event.attempts.saturating_add(1);
         let next = (!delivered).then(|| now_ms().saturating_add(self.backoff_ms(attempt)));
@@ -87,14 +123,19 @@ impl Deliverer {
         } else {
             warn!(webhook_id = %event.id, merchant = %merchant.id, attempt, latency_ms, outcome = %outcome, "webhook attempt failed");
         }
-        if let Err(e) = self.store.record_attempt(&event.id, outcome, now_ms(), next) {
+        if let Err(e) = self
+            .store
+            .record_attempt(&event.id, outcome, now_ms(), next)
+        {
             warn!(webhook_id = %event.id, error = %e, "cannot record webhook attempt");
         }
     }
 
     /// Exponential backoff from 1 s, doubled per attempt, capped, with ±20 % jitter.
     fn backoff_ms(&self, attempt: u32) -> u64 {
-        let base = 1000u64.saturating_mul(1u64 << attempt.min(20)).min(self.settings.max_backoff_ms);
+        let base = 1000u64
+            .saturating_mul(1u64 << attempt.min(20))
+            .min(self.settings.max_backoff_ms);
         let jitter = base / 5;
         base - jitter + rand::thread_rng().gen_range(0..=jitter.saturating_mul(2))
     }

@@ -10,7 +10,14 @@ use settleproof_consensus::{PaymentLeaf, RoundSchedule};
 
 /// The idempotency key of the event for one payment: the same on every node and attempt.
 pub fn webhook_id(invoice_id: B256, tx_hash: B256, log_index: u64) -> String {
-    let digest = keccak256([invoice_id.as_slice(), tx_hash.as_slice(), &log_index.to_be_bytes()].concat());
+    let digest = keccak256(
+        [
+            invoice_id.as_slice(),
+            tx_hash.as_slice(),
+            &log_index.to_be_bytes(),
+        ]
+        .concat(),
+    );
     format!("msg_{}", hex::encode(&digest[..16]))
 }
 
@@ -26,15 +33,24 @@ pub fn settlement_events(
     let settled = SettlementView::from(settlement);
     let mut events = Vec::new();
     for p in payments {
-        let Some(merchant) = merchants.iter().find(|m| m.payout_address == p.merchant) else { continue };
+        let Some(merchant) = merchants.iter().find(|m| m.payout_address == p.merchant) else {
+            continue;
+        };
         let (event_type, invoice) = match store.invoice(p.invoice_id)? {
             Some(inv) if inv.merchant_id == merchant.id => {
                 let mut view = invoice_view(store, schedule, &inv, now_s)?;
-                for pv in view.payments.iter_mut().filter(|pv| pv.round == Some(settlement.round)) {
+                for pv in view
+                    .payments
+                    .iter_mut()
+                    .filter(|pv| pv.round == Some(settlement.round))
+                {
                     pv.settlement = Some(settled.clone());
                 }
                 view.settled = view.payments.iter().all(|pv| pv.settlement.is_some());
-                (view.status.event_type(), serde_json::to_value(view).unwrap_or_default())
+                (
+                    view.status.event_type(),
+                    serde_json::to_value(view).unwrap_or_default(),
+                )
             }
             _ => ("payment.settled", json!({ "id": p.invoice_id.to_string() })),
         };

@@ -1,0 +1,190 @@
+use crate::api::{ApiState, router};
+use crate::store::{Store, temp_store};
+use alloy::primitives::Address;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use settleproof_config::{MerchantConfig, Secret};
+use settleproof_consensus::RoundSchedule;
+use std::sync::Arc;
+use tower::ServiceExt;
+
+const TOKEN: &str = "sk_test_0123456789abcdef";
+
+fn state(store: Store) -> ApiState {
+    ApiState {
+        store,
+        schedule: RoundSchedule {
+            start_block: 0,
+            length: 5,
+        },
+        merchants: Arc::new(vec![MerchantConfig {
+            id: "shop".into(),
+            payout_address: Address::repeat_byte(0x11),
+            webhook_url: "http://127.0.0.1:1/webhooks".into(),
+            webhook_secret: Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+            api_token: Secret::new(TOKEN),
+        }]),
+        chain_id: 31337,
+        payments_contract: Address::repeat_byte(0x22),
+        node_name: "node-0".into(),
+        replicator: None,
+        net: None,
+        operators: 1,
+        metrics: None,
+    }
+}
+
+async fn call(
+    state: &ApiState,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json");
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
+    let resp = router(state.clone())
+        .oneshot(req.body(body).expect("request"))
+        .await
+        .expect("response");
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn create_then_get_native_invoice() {
+    let (_dir, store) = temp_store();
+    let st = state(store);
+    let (status, body) = call(
+        &st,
+        "POST",
+        "/v1/invoices",
+        Some(TOKEN),
+        Some(json!({"amount": "1000", "token": "native", "metadata": {"order": 7}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["status"], "open");
+    assert_eq!(body["amount"], "1000");
+    let tx = &body["payment_instructions"]["transactions"][0];
+    assert_eq!(tx["value"], "1000");
+    assert_eq!(body["payment_instructions"]["chain_id"], 31337);
+    let id = body["id"].as_str().expect("id");
+    let (status, got) = call(&st, "GET", &format!("/v1/invoices/{id}"), Some(TOKEN), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(got["metadata"]["order"], 7);
+}
+
+#[tokio::test]
+async fn token_invoice_has_approve_then_pay() {
+    let (_dir, store) = temp_store();
+    let st = state(store);
+    let token = "0x3333333333333333333333333333333333333333";
+    let (status, body) = call(
+        &st,
+        "POST",
+        "/v1/invoices",
+        Some(TOKEN),
+        Some(json!({"amount": "5", "token": token})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let txs = body["payment_instructions"]["transactions"]
+        .as_array()
+        .expect("list");
+    assert_eq!(txs.len(), 2);
+    assert_eq!(
+        txs[0]["to"].as_str().map(str::to_lowercase).as_deref(),
+        Some(token)
+    );
+    assert!(
+        txs[0]["data"]
+            .as_str()
+            .expect("data")
+            .starts_with("0x095ea7b3"),
+        "approve selector"
+    );
+}
+
+#[tokio::test]
+async fn bad_input_names_the_field() {
+    let (_dir, store) = temp_store();
+    let st = state(store);
+    let cases = [
+        (json!({"amount": "0", "token": "native"}), "amount"),
+        (json!({"amount": "-1", "token": "native"}), "amount"),
+        (json!({"amount": "1.5", "token": "native"}), "amount"),
+        (json!({"amount": "1", "token": "eth"}), "token"),
+        (
+            json!({"amount": "1", "token": "0x0000000000000000000000000000000000000000"}),
+            "token",
+        ),
+        (
+            json!({"amount": "1", "token": "native", "expires_at": 1}),
+            "expires_at",
+        ),
+        (
+            json!({"amount": "1", "token": "native", "expires_in": 0}),
+            "expires_in",
+        ),
+        (
+            json!({"amount": "1", "token": "native", "metadata": [1]}),
+            "metadata",
+        ),
+        (
+            json!({"amount": "1", "token": "native", "colour": "red"}),
+            "body",
+        ),
+        (json!({"token": "native"}), "body"),
+    ];
+    for (body, field) in cases {
+        let (status, resp) =
+            call(&st, "POST", "/v1/invoices", Some(TOKEN), Some(body.clone())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(resp["error"]["field"], field, "{body} → {resp}");
+    }
+    let (status, _) = call(&st, "GET", "/v1/invoices/0x12", Some(TOKEN), None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn auth_is_required_and_invoices_are_private() {
+    let (_dir, store) = temp_store();
+    let st = state(store);
+    let body = json!({"amount": "1", "token": "native"});
+    assert_eq!(
+        call(&st, "POST", "/v1/invoices", None, Some(body.clone()))
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        call(
+            &st,
+            "POST",
+            "/v1/invoices",
+            Some("sk_wrong_0123456789"),
+            Some(body)
+        )
+        .await
+        .0,
+        StatusCode::UNAUTHORIZED
+    );
+    let missing = format!("/v1/invoices/0x{}", "ab".repeat(32));
+    assert_eq!(
+        call(&st, "GET", &missing, Some(TOKEN), None).await.0,
+        StatusCode::NOT_FOUND
+    );
+}

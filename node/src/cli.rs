@@ -1,0 +1,97 @@
+//! The `settleproof` command line.
+
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// settleproof: invoice payments settled by a quorum of permissioned nodes.
+#[derive(Debug, Parser)]
+#[command(name = "settleproof", version)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Operator keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Run a node.
+    Node {
+        /// Configuration file (TOML); `SETTLEPROOF__SECTION__FIELD` variables override it.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Local development network.
+    #[command(subcommand)]
+    Devnet(DevnetCommand),
+    /// Run the demo merchant webhook receiver.
+    DemoMerchant {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9999")]
+        listen: SocketAddr,
+        /// `testnet.json` to read the webhook secret from.
+        #[arg(long)]
+        testnet: PathBuf,
+        /// JSON-lines file to append deliveries to.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// `settleproof keys ...`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Write new libp2p, BLS and EVM keys into DIR (never overwrites) and print the public keys.
+    Generate {
+        /// Keys directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Print the public keys of DIR.
+    Show {
+        /// Keys directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Print a new Standard Webhooks secret (`whsec_...`).
+    WebhookSecret,
+}
+
+/// `settleproof devnet ...`
+#[derive(Debug, Subcommand)]
+pub enum DevnetCommand {
+    /// Generate keys, deploy contracts, fund operators and write node configs + testnet.json.
+    Init {
+        /// Chain RPC URL.
+        #[arg(long)]
+        rpc: String,
+        /// anvil's `--config-out` file (funded dev keys: #0 deploys, #1 pays).
+        #[arg(long)]
+        anvil_config: PathBuf,
+        /// Output directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Number of nodes.
+        #[arg(long, default_value_t = 4)]
+        nodes: usize,
+        /// Merchant webhook URL.
+        #[arg(long)]
+        webhook_url: String,
+        /// API port of node 0 (node i uses base + i).
+        #[arg(long, default_value_t = 8700)]
+        api_port: u16,
+        /// p2p port of node 0 (node i uses base + i).
+        #[arg(long, default_value_t = 9700)]
+        p2p_port: u16,
+        /// Confirmation depth.
+        #[arg(long, default_value_t = 2)]
+        confirmations: u64,
+        /// Blocks per round.
+        #[arg(long, default_value_t = 3)]
+        round_length: u64,
+    },
+}

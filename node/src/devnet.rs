@@ -1,0 +1,293 @@
+//! A local operator network on a development chain (anvil): keys, contracts, funded operator
+//! accounts and one configuration file per node. Used by `settleproof devnet init` (and so by
+//! `testnet/up.sh`) and by the end-to-end tests, so both run the same setup.
+
+use crate::keys::{KeyError, OperatorKeys};
+use crate::webhook::signature::generate_secret;
+use alloy::network::{EthereumWallet, TransactionBuilder};
+use alloy::primitives::{Bytes, U256};
+use alloy::providers::{Provider, ProviderBuilder};
+use alloy::rpc::types::TransactionRequest;
+use alloy::signers::local::PrivateKeySigner;
+use rand::RngCore;
+use serde_json::json;
+use settleproof_config::*;
+use settleproof_contracts::{DeployError, Deployment, OperatorEntry, deploy_all};
+use std::path::{Path, PathBuf};
+
+/// What to set up.
+#[derive(Debug, Clone)]
+pub struct DevnetSpec {
+    /// Chain RPC URL (loopback).
+    pub rpc_url: String,
+    /// Number of operators.
+    pub nodes: usize,
+    /// Output directory.
+    pub dir: PathBuf,
+    /// Funded account that deploys and funds the operators.
+    pub deployer: PrivateKeySigner,
+    /// Funded account the payer uses (written to testnet.json).
+    pub payer: PrivateKeySigner,
+    /// Merchant webhook URL.
+    pub webhook_url: String,
+    /// API port of node i.
+    pub api_ports: Vec<u16>,
+    /// p2p port of node i.
+    pub p2p_ports: Vec<u16>,
+    /// Confirmation depth.
+    pub confirmations: u64,
+    /// Blocks per round.
+    pub round_length: u64,
+    /// Head polling period.
+    pub poll_interval_ms: u64,
+}
+
+/// What was set up.
+#[derive(Debug, Clone)]
+pub struct Devnet {
+    /// Config file path and config of each node.
+    pub nodes: Vec<(PathBuf, NodeConfig)>,
+    /// Contract addresses.
+    pub deployment: Deployment,
+    /// The demo merchant.
+    pub merchant: MerchantConfig,
+    /// Chain id.
+    pub chain_id: u64,
+}
+
+/// Errors of devnet setup.
+#[derive(Debug, thiserror::Error)]
+pub enum DevnetError {
+    /// Keys.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// Deployment.
+    #[error(transparent)]
+    Deploy(#[from] Box<DeployError>),
+    /// RPC.
+    #[error("rpc: {0}")]
+    Rpc(String),
+    /// Files.
+    #[error("{path}: {source}")]
+    Io {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Bad input.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Generates keys, deploys, funds operators and writes configs and `testnet.json`.
+pub async fn init(spec: &DevnetSpec) -> Result<Devnet, DevnetError> {
+    if spec.nodes == 0
+        || spec.nodes > 64
+        || spec.api_ports.len() < spec.nodes
+        || spec.p2p_ports.len() < spec.nodes
+    {
+        return Err(DevnetError::Invalid(format!(
+            "--nodes must be 1..=64 with a port per node, got {}",
+            spec.nodes
+        )));
+    }
+    let url = spec
+        .rpc_url
+        .parse()
+        .map_err(|_| DevnetError::Invalid(format!("--rpc `{}` is not a URL", spec.rpc_url)))?;
+    let provider = ProviderBuilder::new()
+        .wallet(EthereumWallet::from(spec.deployer.clone()))
+        .connect_http(url);
+    let chain_id = provider
+        .get_chain_id()
+        .await
+        .map_err(|e| DevnetError::Rpc(e.to_string()))?;
+
+    let keys: Vec<OperatorKeys> = (0..spec.nodes)
+        .map(|_| OperatorKeys::random())
+        .collect::<Result<_, _>>()?;
+    let entries: Vec<OperatorEntry> = keys
+        .iter()
+        .map(|k| OperatorEntry {
+            account: k.evm.address(),
+            bls_public_key: Bytes::from(k.bls.public_key().to_bytes().to_vec()),
+        })
+        .collect();
+    let threshold = spec.nodes * 2 / 3 + 1;
+    let deployment = deploy_all(provider.clone(), &entries, threshold as u64)
+        .await
+        .map_err(Box::new)?;
+    for k in &keys {
+        let tx = TransactionRequest::default()
+            .with_to(k.evm.address())
+            .with_value(U256::from(10u128 * 10u128.pow(18)));
+        provider
+            .send_transaction(tx)
+            .await
+            .map_err(|e| DevnetError::Rpc(e.to_string()))?
+            .get_receipt()
+            .await
+            .map_err(|e| DevnetError::Rpc(e.to_string()))?;
+    }
+
+    let merchant = MerchantConfig {
+        id: "demo".into(),
+        payout_address: PrivateKeySigner::random().address(),
+        webhook_url: spec.webhook_url.clone(),
+        webhook_secret: Secret::new(generate_secret()),
+        api_token: Secret::new(format!("sk_test_{}", random_hex(16))),
+    };
+    let operators: Vec<OperatorConfig> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let p = k.public();
+            OperatorConfig {
+                name: format!("node-{i}"),
+                peer_id: p.peer_id,
+                p2p_addr: format!("/ip4/127.0.0.1/tcp/{}", spec.p2p_ports[i]),
+                bls_public_key: p.bls_public_key,
+                evm_address: p.evm_address,
+            }
+        })
+        .collect();
+
+    let mut nodes = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        let node_dir = spec.dir.join(format!("node-{i}"));
+        k.write(&node_dir.join("keys"))?;
+        let cfg = NodeConfig {
+            node: NodeSection {
+                name: format!("node-{i}"),
+                data_dir: node_dir.join("data"),
+                keys_dir: node_dir.join("keys"),
+                log_format: LogFormat::Json,
+                log_level: "info".into(),
+            },
+            api: ApiSection {
+                listen: ([127, 0, 0, 1], spec.api_ports[i]).into(),
+            },
+            p2p: P2pSection {
+                listen: format!("/ip4/127.0.0.1/tcp/{}", spec.p2p_ports[i]),
+            },
+            chain: ChainSection {
+                chain_id,
+                rpc_endpoints: vec![spec.rpc_url.clone()],
+                rpc_quorum: 1,
+                payments_contract: deployment.payments,
+                settlement_contract: deployment.settlement,
+                start_block: deployment.start_block,
+                confirmations: spec.confirmations,
+                poll_interval_ms: spec.poll_interval_ms,
+                max_log_range: 1000,
+            },
+            rounds: RoundsSection {
+                length_blocks: spec.round_length,
+                rebroadcast_interval_ms: 1000,
+            },
+            network: NetworkSection {
+                threshold,
+                operators: operators.clone(),
+            },
+            merchants: vec![merchant.clone()],
+            webhooks: WebhookSection {
+                timeout_ms: 5000,
+                max_backoff_ms: 10_000,
+            },
+        };
+        let path = node_dir.join("config.toml");
+        let text = toml::to_string(&cfg).map_err(|e| DevnetError::Invalid(e.to_string()))?;
+        write(&path, &text)?;
+        nodes.push((path, cfg));
+    }
+    let devnet = Devnet {
+        nodes,
+        deployment,
+        merchant,
+        chain_id,
+    };
+    write(
+        &spec.dir.join("testnet.json"),
+        &manifest(spec, &devnet).to_string(),
+    )?;
+    Ok(devnet)
+}
+
+/// The `testnet.json` manifest (node `pid`s are filled in by the script that starts them).
+fn manifest(spec: &DevnetSpec, d: &Devnet) -> serde_json::Value {
+    let nodes: Vec<_> = d
+        .nodes
+        .iter()
+        .map(|(path, cfg)| {
+            let api = format!("http://{}", cfg.api.listen);
+            json!({
+                "name": cfg.node.name,
+                "api_url": api,
+                "metrics_url": format!("{api}/metrics"),
+                "config": path,
+                "pid": null,
+                "log": path.parent().map(|p| p.join("node.log")),
+            })
+        })
+        .collect();
+    json!({
+        "rpc_url": spec.rpc_url,
+        "chain_id": d.chain_id,
+        "contracts": {
+            "payments": d.deployment.payments,
+            "settlement": d.deployment.settlement,
+            "token": d.deployment.token,
+        },
+        "start_block": d.deployment.start_block,
+        "payer_private_key": format!("0x{}", hex::encode(spec.payer.to_bytes())),
+        "payer_address": spec.payer.address(),
+        "merchant": {
+            "id": d.merchant.id,
+            "payout_address": d.merchant.payout_address,
+            "api_key": d.merchant.api_token.expose(),
+            "webhook_url": d.merchant.webhook_url,
+            "webhook_secret": d.merchant.webhook_secret.expose(),
+        },
+        "nodes": nodes,
+    })
+}
+
+fn write(path: &Path, text: &str) -> Result<(), DevnetError> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|source| DevnetError::Io {
+            path: parent.into(),
+            source,
+        })?;
+    }
+    std::fs::write(path, text).map_err(|source| DevnetError::Io {
+        path: path.into(),
+        source,
+    })
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    rand::thread_rng().fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+/// Reads the funded dev keys anvil writes with `--config-out`.
+pub fn anvil_keys(path: &Path) -> Result<Vec<PrivateKeySigner>, DevnetError> {
+    let text = std::fs::read_to_string(path).map_err(|source| DevnetError::Io {
+        path: path.into(),
+        source,
+    })?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| DevnetError::Invalid(format!("{}: {e}", path.display())))?;
+    let keys = v["private_keys"]
+        .as_array()
+        .ok_or_else(|| DevnetError::Invalid(format!("{}: no private_keys", path.display())))?;
+    keys.iter()
+        .filter_map(|k| k.as_str())
+        .map(|k| {
+            k.parse::<PrivateKeySigner>()
+                .map_err(|e| DevnetError::Invalid(format!("anvil key: {e}")))
+        })
+        .collect()
+}

@@ -1,0 +1,188 @@
+//! Starting and stopping a node: loads keys and config, opens the store, connects to the chain
+//! and the operator network, and spawns the watcher, round driver, webhook worker and API.
+
+use crate::api::{self, ApiState};
+use crate::chain::watcher::Watcher;
+use crate::chain::{ChainClient, ChainError};
+use crate::keys::{KeyError, OperatorKeys};
+use crate::operators::{OperatorSet, OperatorSetError};
+use crate::replication::InvoiceReplicator;
+use crate::rounds::RoundDriver;
+use crate::store::{Store, StoreError};
+use crate::webhook::delivery::Deliverer;
+use crate::{gossip, telemetry};
+use settleproof_config::NodeConfig;
+use settleproof_consensus::RoundSchedule;
+use settleproof_p2p::{NetworkConfig, P2pError, PeerId, parse_multiaddr};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+use tracing::info;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Keys missing or invalid.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// Operator set inconsistent with this node's keys.
+    #[error("invalid operator set: {0}")]
+    Operators(#[from] OperatorSetError),
+    /// Store cannot be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Chain unreachable or wrong.
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    /// Network cannot start.
+    #[error(transparent)]
+    P2p(#[from] P2pError),
+    /// I/O (data dir, API socket).
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Invalid setting detected at start.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// A running node.
+#[derive(Debug)]
+pub struct NodeHandle {
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    /// Where the API listens.
+    pub api_addr: SocketAddr,
+    /// This node's peer id.
+    pub peer_id: PeerId,
+}
+
+impl NodeHandle {
+    /// Stops every task and waits for them.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// Resolves when shutdown was requested.
+    pub fn shutdown_sender(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+/// Starts a node from its configuration.
+pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
+    let keys = OperatorKeys::load(&cfg.node.keys_dir)?;
+    let set = Arc::new(OperatorSet::from_config(&cfg, &keys)?);
+    std::fs::create_dir_all(&cfg.node.data_dir).map_err(|source| NodeError::Io {
+        what: format!("create node.data_dir {}", cfg.node.data_dir.display()),
+        source,
+    })?;
+    let store = Store::open(&cfg.node.data_dir.join("settleproof.redb"))?;
+    let chain = ChainClient::new(&cfg.chain, keys.evm.clone())?;
+    chain.check_chain_id().await?;
+    let schedule = RoundSchedule::new(cfg.chain.start_block, cfg.rounds.length_blocks)
+        .ok_or_else(|| NodeError::Config("rounds.length_blocks: must be at least 1".into()))?;
+
+    let peers = set
+        .operators
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != set.me)
+        .map(|(_, o)| (o.peer_id, o.p2p_addr.clone()))
+        .collect();
+    let (net, net_events) = settleproof_p2p::spawn(NetworkConfig {
+        keypair: keys.libp2p.clone(),
+        listen: parse_multiaddr(&cfg.p2p.listen)?,
+        peers,
+        topics: vec![gossip::ATTESTATIONS.into(), gossip::INVOICES.into()],
+        redial_interval: Duration::from_secs(1),
+    })?;
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let progress = Arc::new(Notify::new());
+    let webhook_wake = Arc::new(Notify::new());
+    let merchants = Arc::new(cfg.merchants.clone());
+    let mut tasks = Vec::new();
+
+    let watcher = Watcher::new(
+        chain.clone(),
+        store.clone(),
+        cfg.chain.clone(),
+        progress.clone(),
+    );
+    tasks.push(tokio::spawn(watcher.run(shutdown_rx.clone())));
+
+    let driver = RoundDriver {
+        store: store.clone(),
+        set: set.clone(),
+        bls: keys.bls.clone(),
+        schedule,
+        chain: chain.clone(),
+        net: net.clone(),
+        merchants: merchants.clone(),
+        webhook_wake: webhook_wake.clone(),
+        rebroadcast: Duration::from_millis(cfg.rounds.rebroadcast_interval_ms),
+    };
+    tasks.push(tokio::spawn(driver.run(
+        progress,
+        net_events,
+        shutdown_rx.clone(),
+    )));
+
+    let deliverer = Deliverer::new(
+        store.clone(),
+        &cfg.merchants,
+        cfg.webhooks.clone(),
+        webhook_wake,
+    )
+    .map_err(|e| NodeError::Config(format!("webhook client: {e}")))?;
+    tasks.push(tokio::spawn(deliverer.run(shutdown_rx.clone())));
+
+    let state = ApiState {
+        store,
+        schedule,
+        merchants,
+        chain_id: cfg.chain.chain_id,
+        payments_contract: cfg.chain.payments_contract,
+        node_name: cfg.node.name.clone(),
+        replicator: Some(InvoiceReplicator::spawn(net.clone(), shutdown_rx.clone())),
+        net: Some(net.clone()),
+        operators: set.len(),
+        metrics: telemetry::metrics(),
+    };
+    let listener = tokio::net::TcpListener::bind(cfg.api.listen)
+        .await
+        .map_err(|source| NodeError::Io {
+            what: format!("bind api.listen {}", cfg.api.listen),
+            source,
+        })?;
+    let api_addr = listener.local_addr().map_err(|source| NodeError::Io {
+        what: "api address".into(),
+        source,
+    })?;
+    let mut api_shutdown = shutdown_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let serve = axum::serve(listener, api::router(state)).with_graceful_shutdown(async move {
+            let _ = api_shutdown.changed().await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "API server stopped");
+        }
+    }));
+    info!(node = %cfg.node.name, operator = set.me, api = %api_addr, peer_id = %net.local_peer_id(), "node started");
+    Ok(NodeHandle {
+        shutdown,
+        tasks,
+        api_addr,
+        peer_id: net.local_peer_id(),
+    })
+}

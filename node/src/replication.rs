@@ -1,0 +1,71 @@
+//! Replication of new invoices to the other operators over gossip.
+//!
+//! Gossipsub does not deliver to peers that have not yet announced their subscription (right
+//! after start-up, or while reconnecting), so each invoice is published several times with
+//! growing gaps (0, 1, 2, 4, 8, 16, 32 s). Receivers store invoices idempotently, so repeats are
+//! harmless. A node that still missed an invoice settles its payment all the same: batches are
+//! built from chain data alone; only that node's `GET` of the invoice answers 404.
+
+use crate::gossip::{self, InvoiceAnnouncement};
+use crate::store::Invoice;
+use crate::time::now_ms;
+use settleproof_p2p::NetworkHandle;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tracing::debug;
+
+/// How many times an invoice is published.
+const SENDS: u32 = 7;
+
+/// Queues invoices for replication.
+#[derive(Debug, Clone)]
+pub struct InvoiceReplicator {
+    tx: mpsc::Sender<Invoice>,
+}
+
+impl InvoiceReplicator {
+    /// Starts the replication task.
+    pub fn spawn(net: NetworkHandle, shutdown: watch::Receiver<bool>) -> Self {
+        let (tx, rx) = mpsc::channel(1024);
+        tokio::spawn(run(net, rx, shutdown));
+        Self { tx }
+    }
+
+    /// Queues `invoice`; never blocks the caller (drops with a log line when the queue is full).
+    pub fn replicate(&self, invoice: Invoice) {
+        if let Err(e) = self.tx.try_send(invoice) {
+            tracing::warn!(error = %e, "invoice replication queue full; peers learn the invoice from its payment");
+        }
+    }
+}
+
+async fn run(
+    net: NetworkHandle,
+    mut rx: mpsc::Receiver<Invoice>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut queue: Vec<(Invoice, Instant, u32)> = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            Some(inv) = rx.recv() => queue.push((inv, Instant::now(), 0)),
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let now = Instant::now();
+        for (inv, next, sent) in queue.iter_mut().filter(|(_, next, _)| *next <= now) {
+            let data = serde_json::to_vec(&InvoiceAnnouncement {
+                invoice: inv.clone(),
+                sent_at_ms: now_ms(),
+            })
+            .unwrap_or_default();
+            if let Err(e) = net.publish(gossip::INVOICES, data).await {
+                debug!(invoice_id = %inv.id, error = %e, "invoice announcement not published");
+            }
+            *next = now + Duration::from_secs(1u64 << *sent);
+            *sent += 1;
+        }
+        queue.retain(|(_, _, sent)| *sent < SENDS);
+    }
+}

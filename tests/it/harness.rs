@@ -1,0 +1,272 @@
+//! A local testnet for tests: anvil (killed on drop), contracts, N in-process nodes and the demo
+//! merchant receiver, all set up by the same `devnet::init` that `testnet/up.sh` uses.
+
+use alloy::network::{EthereumWallet, TransactionBuilder};
+use alloy::primitives::{Address, Bytes, U256};
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::rpc::types::TransactionRequest;
+use alloy::signers::local::PrivateKeySigner;
+use eyre::{Result, WrapErr, bail, eyre};
+use serde_json::Value;
+use settleproof_node::demo_merchant::Receiver;
+use settleproof_node::devnet::{self, Devnet, DevnetSpec};
+use settleproof_node::node::{self, NodeHandle};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running anvil, killed on drop.
+pub struct Anvil {
+    child: Child,
+    pub url: String,
+    pub keys: Vec<PrivateKeySigner>,
+}
+
+impl Drop for Anvil {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The pinned anvil from `npm ci`.
+fn anvil_bin() -> Result<PathBuf> {
+    let bin = repo_root().join("node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil");
+    if !bin.exists() {
+        bail!(
+            "anvil not found at {}: run `npm ci` at the repository root",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// A free loopback TCP port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl Anvil {
+    /// Starts anvil with interval mining every `block_time` seconds.
+    pub async fn start(dir: &Path, block_time: &str) -> Result<Self> {
+        let port = free_port();
+        let config_out = dir.join("anvil.json");
+        let child = Command::new(anvil_bin()?)
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--block-time",
+                block_time,
+                "--silent",
+            ])
+            .arg("--config-out")
+            .arg(&config_out)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .wrap_err("spawn anvil")?;
+        let url = format!("http://127.0.0.1:{port}");
+        let mut anvil = Self {
+            child,
+            url,
+            keys: Vec::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if config_out.exists()
+                && let Ok(keys) = devnet::anvil_keys(&config_out)
+                && !keys.is_empty()
+            {
+                let p = ProviderBuilder::new().connect_http(anvil.url.parse()?);
+                if p.get_block_number().await.is_ok() {
+                    anvil.keys = keys;
+                    return Ok(anvil);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("anvil did not come up on {}", anvil.url);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Anvil + contracts + nodes + merchant receiver.
+pub struct Testnet {
+    pub anvil: Anvil,
+    pub devnet: Devnet,
+    pub nodes: Vec<Option<NodeHandle>>,
+    pub receiver: Receiver,
+    pub http: reqwest::Client,
+    pub _dir: tempfile::TempDir,
+}
+
+impl Testnet {
+    /// Starts a testnet of `n` nodes.
+    pub async fn start(n: usize) -> Result<Self> {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let dir = tempfile::tempdir()?;
+        let anvil = Anvil::start(dir.path(), "1").await?;
+        let webhook_port = free_port();
+        let spec = DevnetSpec {
+            rpc_url: anvil.url.clone(),
+            nodes: n,
+            dir: dir.path().join("net"),
+            deployer: anvil.keys[0].clone(),
+            payer: anvil.keys[1].clone(),
+            webhook_url: format!("http://127.0.0.1:{webhook_port}/webhooks"),
+            api_ports: (0..n).map(|_| free_port()).collect(),
+            p2p_ports: (0..n).map(|_| free_port()).collect(),
+            confirmations: 1,
+            round_length: 2,
+            poll_interval_ms: 200,
+        };
+        let devnet = devnet::init(&spec).await?;
+        let receiver = Receiver::new(devnet.merchant.webhook_secret.expose().to_string(), None);
+        receiver
+            .clone()
+            .spawn(([127, 0, 0, 1], webhook_port).into())
+            .await?;
+        let mut nodes = Vec::new();
+        for (_, cfg) in &devnet.nodes {
+            nodes.push(Some(node::start(cfg.clone()).await?));
+        }
+        let net = Self {
+            anvil,
+            devnet,
+            nodes,
+            receiver,
+            http: reqwest::Client::new(),
+            _dir: dir,
+        };
+        for i in 0..n {
+            net.eventually("node ready", Duration::from_secs(20), || async {
+                let r = net
+                    .http
+                    .get(format!("{}/health/ready", net.api(i)))
+                    .send()
+                    .await
+                    .ok()?;
+                r.status().is_success().then_some(())
+            })
+            .await?;
+        }
+        Ok(net)
+    }
+
+    /// API base URL of node `i`.
+    pub fn api(&self, i: usize) -> String {
+        format!("http://{}", self.devnet.nodes[i].1.api.listen)
+    }
+
+    /// A provider that signs as the payer.
+    pub fn payer(&self) -> Result<DynProvider> {
+        let wallet = EthereumWallet::from(self.anvil.keys[1].clone());
+        Ok(ProviderBuilder::new()
+            .wallet(wallet)
+            .connect_http(self.anvil.url.parse()?)
+            .erased())
+    }
+
+    /// A read-only provider.
+    pub fn provider(&self) -> Result<DynProvider> {
+        Ok(ProviderBuilder::new()
+            .connect_http(self.anvil.url.parse()?)
+            .erased())
+    }
+
+    /// `POST /v1/invoices` on node `i`; returns status and body.
+    pub async fn create_invoice(&self, i: usize, body: Value) -> Result<(u16, Value)> {
+        let resp = self
+            .http
+            .post(format!("{}/v1/invoices", self.api(i)))
+            .bearer_auth(self.devnet.merchant.api_token.expose())
+            .json(&body)
+            .send()
+            .await?;
+        Ok((resp.status().as_u16(), resp.json().await?))
+    }
+
+    /// `GET /v1/invoices/{id}` on node `i`.
+    pub async fn get_invoice(&self, i: usize, id: &str) -> Result<(u16, Value)> {
+        let resp = self
+            .http
+            .get(format!("{}/v1/invoices/{id}", self.api(i)))
+            .bearer_auth(self.devnet.merchant.api_token.expose())
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// Sends every transaction of an invoice's payment instructions from the payer.
+    pub async fn pay(&self, created: &Value) -> Result<()> {
+        let payer = self.payer()?;
+        for tx in created["payment_instructions"]["transactions"]
+            .as_array()
+            .ok_or_else(|| eyre!("no instructions"))?
+        {
+            let to: Address = tx["to"].as_str().ok_or_else(|| eyre!("no to"))?.parse()?;
+            let value =
+                U256::from_str_radix(tx["value"].as_str().ok_or_else(|| eyre!("no value"))?, 10)?;
+            let data: Bytes = tx["data"]
+                .as_str()
+                .ok_or_else(|| eyre!("no data"))?
+                .parse()?;
+            let req = TransactionRequest::default()
+                .with_to(to)
+                .with_value(value)
+                .with_input(data);
+            let receipt = payer.send_transaction(req).await?.get_receipt().await?;
+            if !receipt.status() {
+                bail!("payment transaction {} reverted", receipt.transaction_hash);
+            }
+        }
+        Ok(())
+    }
+
+    /// Polls `check` every 200 ms until it returns `Some`, or fails after `timeout`.
+    pub async fn eventually<T, F, Fut>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut check: F,
+    ) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = check().await {
+                return Ok(v);
+            }
+            if Instant::now() > deadline {
+                bail!("timed out after {timeout:?} waiting for {what}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Stops every node.
+    pub async fn stop(mut self) {
+        for n in self.nodes.iter_mut() {
+            if let Some(h) = n.take() {
+                h.stop().await;
+            }
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! End-to-end tests: a real anvil chain, the real contracts, real nodes on real sockets, and a
+//! real HTTP webhook receiver.
+
+mod harness;
+mod settlement;
