@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Starts a local settleproof testnet: anvil, the contracts, N nodes and a demo merchant.
+# Usage: ./testnet/up.sh [--nodes N] [--webhook-url URL] [--block-time S] [--confirmations K]
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+NODES=4 WEBHOOK_URL="" BLOCK_TIME=1 CONFIRMATIONS=2
+ANVIL_PORT=${ANVIL_PORT:-8545} API_PORT=${API_PORT:-8700} P2P_PORT=${P2P_PORT:-9700} MERCHANT_PORT=${MERCHANT_PORT:-9999}
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --nodes) NODES=$2; shift 2 ;;
+    --webhook-url) WEBHOOK_URL=$2; shift 2 ;;
+    --block-time) BLOCK_TIME=$2; shift 2 ;;
+    --confirmations) CONFIRMATIONS=$2; shift 2 ;;
+    -h|--help) sed -n 2,3p "$0"; exit 0 ;;
+    *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+[[ "$NODES" =~ ^[0-9]+$ ]] && [ "$NODES" -ge 1 ] && [ "$NODES" -le 64 ] || { echo "--nodes must be 1..64" >&2; exit 2; }
+
+if alive "$RUN/anvil.pid"; then
+  echo "a testnet is already running (see $RUN/testnet.json); stop it with ./testnet/down.sh" >&2
+  exit 1
+fi
+
+cd "$ROOT"
+[ -x "$ANVIL" ] || { echo "installing the pinned anvil, cast and solc (npm ci)"; npm ci --no-audit --no-fund --loglevel=error; }
+echo "building settleproof"
+cargo build --quiet --bin settleproof
+
+rm -rf "$RUN"
+mkdir -p "$RUN/merchant"
+
+echo "starting anvil on 127.0.0.1:$ANVIL_PORT (block time ${BLOCK_TIME}s)"
+nohup "$ANVIL" --host 127.0.0.1 --port "$ANVIL_PORT" --block-time "$BLOCK_TIME" --config-out "$RUN/anvil.json" \
+  >"$RUN/anvil.log" 2>&1 &
+echo $! >"$RUN/anvil.pid"
+RPC="http://127.0.0.1:$ANVIL_PORT"
+wait_rpc "$RPC" 20 || { echo "anvil did not start; see $RUN/anvil.log" >&2; exit 1; }
+
+DEMO_MERCHANT=0
+if [ -z "$WEBHOOK_URL" ]; then
+  WEBHOOK_URL="http://127.0.0.1:$MERCHANT_PORT/webhooks"
+  DEMO_MERCHANT=1
+fi
+
+echo "deploying contracts and writing configs for $NODES nodes"
+"$BIN" devnet init --rpc "$RPC" --anvil-config "$RUN/anvil.json" --dir "$RUN" --nodes "$NODES" \
+  --webhook-url "$WEBHOOK_URL" --api-port "$API_PORT" --p2p-port "$P2P_PORT" --confirmations "$CONFIRMATIONS"
+
+if [ "$DEMO_MERCHANT" = 1 ]; then
+  nohup "$BIN" demo-merchant --listen "127.0.0.1:$MERCHANT_PORT" --testnet "$RUN/testnet.json" \
+    --out "$RUN/merchant/webhooks.jsonl" >"$RUN/merchant/merchant.log" 2>&1 &
+  echo $! >"$RUN/merchant.pid"
+fi
+
+for ((i = 0; i < NODES; i++)); do
+  nohup "$BIN" node --config "$RUN/node-$i/config.toml" >"$RUN/node-$i/node.log" 2>&1 &
+  echo $! >"$RUN/node-$i.pid"
+done
+
+python3 - "$RUN" "$DEMO_MERCHANT" <<'PY'
+import json, sys, pathlib
+run, demo = pathlib.Path(sys.argv[1]), sys.argv[2] == "1"
+path = run / "testnet.json"
+d = json.loads(path.read_text())
+for n in d["nodes"]:
+    n["pid"] = int((run / f"{n['name']}.pid").read_text())
+d["anvil"] = {"pid": int((run / "anvil.pid").read_text()), "log": str(run / "anvil.log")}
+if demo:
+    d["merchant"]["receiver"] = {"pid": int((run / "merchant.pid").read_text()), "log": str(run / "merchant/merchant.log"),
+                                 "deliveries": str(run / "merchant/webhooks.jsonl")}
+path.write_text(json.dumps(d, indent=2) + "\n")
+PY
+
+for ((i = 0; i < NODES; i++)); do
+  url=$(json "$RUN/testnet.json" "d['nodes'][$i]['api_url']")
+  wait_http "$url/health/ready" 60 || { echo "node-$i is not ready; see $RUN/node-$i/node.log" >&2; exit 1; }
+done
+
+API=$(json "$RUN/testnet.json" "d['nodes'][0]['api_url']")
+cat <<TXT
+
+settleproof testnet is up: $NODES nodes, chain $RPC, manifest $RUN/testnet.json
+
+Try it:
+  ./testnet/demo.sh                       # create an invoice, pay it, wait for the signed webhook
+or by hand:
+  KEY=\$(python3 -c "import json;print(json.load(open('$RUN/testnet.json'))['merchant']['api_key'])")
+  curl -s -X POST $API/v1/invoices -H "Authorization: Bearer \$KEY" \\
+       -H 'content-type: application/json' -d '{"amount":"1000000000000000","token":"native"}'
+  # pay with the returned payment_instructions (e.g. node_modules/.bin/cast send TO DATA --value VALUE ...)
+  curl -s $API/v1/invoices/<id> -H "Authorization: Bearer \$KEY"
+Webhooks the demo merchant received: $RUN/merchant/webhooks.jsonl
+Logs: $RUN/node-*/node.log      Stop: ./testnet/down.sh
+TXT
