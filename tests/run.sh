@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: installs the pinned chain tooling (anvil, cast, solc) from the
+# committed npm lockfile when missing, then every unit, integration and end-to-end test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -x node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil ] || [ ! -d node_modules/solc ]; then
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
+cargo nextest run --workspace --locked --no-fail-fast
+cargo test --workspace --locked --doc --quiet
