@@ -7,5 +7,5 @@ if [ ! -x node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil ] || [ ! -d node_
   npm ci --no-audit --no-fund --loglevel=error
 fi
 command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
-cargo nextest run --workspace --locked --no-fail-fast
 cargo test --workspace --locked --doc --quiet
+cargo nextest run --workspace --locked --no-fail-fast

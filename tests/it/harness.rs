@@ -55,20 +55,22 @@ pub fn free_port() -> u16 {
 }
 
 impl Anvil {
-    /// Starts anvil with interval mining every `block_time` seconds.
-    pub async fn start(dir: &Path, block_time: &str) -> Result<Self> {
+    /// Starts anvil, mining every `block_time` seconds, or on each transaction when `None`.
+    pub async fn start(dir: &Path, block_time: Option<&str>) -> Result<Self> {
         let port = free_port();
         let config_out = dir.join("anvil.json");
-        let child = Command::new(anvil_bin()?)
-            .args([
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--block-time",
-                block_time,
-                "--silent",
-            ])
+        let mut cmd = Command::new(anvil_bin()?);
+        cmd.args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--silent",
+        ]);
+        if let Some(t) = block_time {
+            cmd.args(["--block-time", t]);
+        }
+        let child = cmd
             .arg("--config-out")
             .arg(&config_out)
             .stdout(Stdio::null())
@@ -119,7 +121,7 @@ impl Testnet {
             .with_test_writer()
             .try_init();
         let dir = tempfile::tempdir()?;
-        let anvil = Anvil::start(dir.path(), "1").await?;
+        let anvil = Anvil::start(dir.path(), Some("1")).await?;
         let webhook_port = free_port();
         let spec = DevnetSpec {
             rpc_url: anvil.url.clone(),

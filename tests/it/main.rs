@@ -1,5 +1,6 @@
 //! End-to-end tests: a real anvil chain, the real contracts, real nodes on real sockets, and a
 //! real HTTP webhook receiver.
 
+mod contracts;
 mod harness;
 mod settlement;

@@ -1,0 +1,162 @@
+//! The proxy server.
+
+use crate::fault::{Fault, range_contains};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// Errors of starting a proxy.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The HTTP client could not be built.
+    #[error("http client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+#[derive(Debug, Clone)]
+struct Shared {
+    upstream: String,
+    client: reqwest::Client,
+    fault: Arc<RwLock<Fault>>,
+}
+
+/// A running proxy.
+#[derive(Debug, Clone)]
+pub struct ProxyHandle {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    fault: Arc<RwLock<Fault>>,
+}
+
+impl ProxyHandle {
+    /// The proxy's URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Sets the fault to inject from now on.
+    pub fn set_fault(&self, fault: Fault) {
+        if let Ok(mut f) = self.fault.write() {
+            *f = fault;
+        }
+    }
+}
+
+/// Starts a proxy on `listen` forwarding to `upstream`, in a background task.
+pub async fn spawn(listen: SocketAddr, upstream: &str) -> Result<ProxyHandle, ProxyError> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| ProxyError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ProxyError::Bind {
+        addr: listen,
+        source,
+    })?;
+    let fault = Arc::new(RwLock::new(Fault::None));
+    let shared = Shared {
+        upstream: upstream.to_string(),
+        client: reqwest::Client::builder().build()?,
+        fault: fault.clone(),
+    };
+    let app = Router::new()
+        .route("/", post(forward))
+        .route("/_fault", get(get_fault).post(set_fault))
+        .with_state(shared);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "rpc proxy stopped");
+        }
+    });
+    Ok(ProxyHandle { addr, fault })
+}
+
+async fn get_fault(State(s): State<Shared>) -> axum::Json<Fault> {
+    axum::Json(s.fault.read().map(|f| f.clone()).unwrap_or_default())
+}
+
+async fn set_fault(State(s): State<Shared>, body: Bytes) -> Response {
+    match serde_json::from_slice::<Fault>(&body) {
+        Ok(f) => {
+            tracing::info!(fault = ?f, "fault set");
+            if let Ok(mut cur) = s.fault.write() {
+                *cur = f;
+            }
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            format!("invalid fault: {e}; e.g. {{\"mode\":\"delay\",\"ms\":500}}"),
+        )
+            .into_response(),
+    }
+}
+
+async fn forward(State(s): State<Shared>, body: Bytes) -> Response {
+    let fault = s.fault.read().map(|f| f.clone()).unwrap_or_default();
+    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let method = request["method"].as_str().unwrap_or_default().to_string();
+    match &fault {
+        Fault::Down => {
+            return (StatusCode::SERVICE_UNAVAILABLE, "provider down (injected)").into_response();
+        }
+        Fault::Error => {
+            let err = json!({"jsonrpc": "2.0", "id": request["id"], "error": {"code": -32603, "message": "internal error (injected)"}});
+            return axum::Json(err).into_response();
+        }
+        Fault::Delay { ms } => tokio::time::sleep(Duration::from_millis(*ms)).await,
+        Fault::HideLogs if method == "eth_getLogs" => {
+            return axum::Json(json!({"jsonrpc": "2.0", "id": request["id"], "result": []}))
+                .into_response();
+        }
+        _ => {}
+    }
+    let upstream = match s
+        .client
+        .post(&s.upstream)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_GATEWAY, format!("upstream: {e}")).into_response(),
+    };
+    let status = upstream.status();
+    let bytes = match upstream.bytes().await {
+        Ok(b) => b,
+        Err(e) => return (StatusCode::BAD_GATEWAY, format!("upstream body: {e}")).into_response(),
+    };
+    if let Fault::ForgeLog { log } = &fault
+        && method == "eth_getLogs"
+        && let Some(block) = crate::fault::quantity(&log["blockNumber"])
+        && range_contains(&request["params"], block)
+        && let Ok(mut answer) = serde_json::from_slice::<Value>(&bytes)
+        && let Some(list) = answer["result"].as_array_mut()
+    {
+        list.push(log.clone());
+        return axum::Json(answer).into_response();
+    }
+    (
+        StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY),
+        [("content-type", "application/json")],
+        bytes,
+    )
+        .into_response()
+}
