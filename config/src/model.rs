@@ -87,6 +87,18 @@ pub struct ChainSection {
     /// How many providers must agree on a read.
     #[serde(default = "one")]
     pub rpc_quorum: usize,
+    /// Timeout of one RPC call, in milliseconds.
+    #[serde(default = "default_rpc_timeout_ms")]
+    pub rpc_timeout_ms: u64,
+    /// Retries of a call that failed transiently (timeout, 5xx, 429, connection error).
+    #[serde(default = "default_rpc_retries")]
+    pub rpc_retries: u32,
+    /// Consecutive failures that open a provider's circuit breaker.
+    #[serde(default = "default_breaker_failures")]
+    pub rpc_breaker_failures: u32,
+    /// How long an open breaker skips its provider before one probe, in milliseconds.
+    #[serde(default = "default_breaker_open_ms")]
+    pub rpc_breaker_open_ms: u64,
     /// Address of the `InvoicePayments` contract.
     pub payments_contract: Address,
     /// Address of the `Settlement` contract.
@@ -193,6 +205,18 @@ fn default_log_level() -> String {
 }
 fn one() -> usize {
     1
+}
+fn default_rpc_timeout_ms() -> u64 {
+    2000
+}
+fn default_rpc_retries() -> u32 {
+    2
+}
+fn default_breaker_failures() -> u32 {
+    5
+}
+fn default_breaker_open_ms() -> u64 {
+    10_000
 }
 fn default_confirmations() -> u64 {
     2

@@ -96,6 +96,21 @@ fn chain(cfg: &NodeConfig, v: &mut Problems) {
             ),
         );
     }
+    if c.rpc_timeout_ms < 10 {
+        v.add("chain.rpc_timeout_ms", "must be at least 10 ms");
+    }
+    if c.rpc_retries > 10 {
+        v.add(
+            "chain.rpc_retries",
+            "must be at most 10 (retries multiply the time a read can take)",
+        );
+    }
+    if c.rpc_breaker_failures == 0 {
+        v.add("chain.rpc_breaker_failures", "must be at least 1");
+    }
+    if c.rpc_endpoints.len() > 1 && c.rpc_quorum * 2 <= c.rpc_endpoints.len() {
+        v.add("chain.rpc_quorum", "must be more than half of rpc_endpoints, so two disagreeing groups cannot both form a quorum");
+    }
     if c.payments_contract.is_zero() {
         v.add(
             "chain.payments_contract",

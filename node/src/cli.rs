@@ -93,5 +93,12 @@ pub enum DevnetCommand {
         /// Blocks per round.
         #[arg(long, default_value_t = 3)]
         round_length: u64,
+        /// First port of the fault-injecting RPC proxies (node i uses the `providers` ports from
+        /// proxy_port + providers·i); without it every node reads `--rpc` directly.
+        #[arg(long)]
+        proxy_port: Option<u16>,
+        /// RPC providers per node (with --proxy-port).
+        #[arg(long, default_value_t = 3)]
+        providers: usize,
     },
 }

@@ -28,6 +28,8 @@ pub struct DevnetSpec {
     pub deployer: PrivateKeySigner,
     /// Funded account the payer uses (written to testnet.json).
     pub payer: PrivateKeySigner,
+    /// RPC endpoints of node i (e.g. fault-injecting proxies); empty: every node uses `rpc_url`.
+    pub node_rpc: Vec<Vec<String>>,
     /// Merchant webhook URL.
     pub webhook_url: String,
     /// API port of node i.
@@ -156,6 +158,12 @@ pub async fn init(spec: &DevnetSpec) -> Result<Devnet, DevnetError> {
     let mut nodes = Vec::new();
     for (i, k) in keys.iter().enumerate() {
         let node_dir = spec.dir.join(format!("node-{i}"));
+        let endpoints = spec
+            .node_rpc
+            .get(i)
+            .filter(|e| !e.is_empty())
+            .cloned()
+            .unwrap_or_else(|| vec![spec.rpc_url.clone()]);
         k.write(&node_dir.join("keys"))?;
         let cfg = NodeConfig {
             node: NodeSection {
@@ -173,8 +181,12 @@ pub async fn init(spec: &DevnetSpec) -> Result<Devnet, DevnetError> {
             },
             chain: ChainSection {
                 chain_id,
-                rpc_endpoints: vec![spec.rpc_url.clone()],
-                rpc_quorum: 1,
+                rpc_quorum: endpoints.len() / 2 + 1,
+                rpc_endpoints: endpoints,
+                rpc_timeout_ms: 2000,
+                rpc_retries: 2,
+                rpc_breaker_failures: 3,
+                rpc_breaker_open_ms: 3000,
                 payments_contract: deployment.payments,
                 settlement_contract: deployment.settlement,
                 start_block: deployment.start_block,

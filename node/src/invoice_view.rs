@@ -1,41 +1,62 @@
 //! What a merchant sees of an invoice: its status derived from confirmed payments and the
 //! settlement, in the JSON shape of the API and the webhooks.
 
-use crate::store::{Invoice, SettlementRecord, Store, StoreError};
+use crate::store::{Invoice, PaymentRecord, SettlementRecord, Store, StoreError};
 use alloy::primitives::{Address, U256};
 use serde::Serialize;
 use settleproof_consensus::{PaymentLeaf, RoundSchedule};
 
 /// Lifecycle state of an invoice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InvoiceStatus {
     /// Nothing paid yet.
     Open,
-    /// Confirmed payments add up to less than the amount.
+    /// Confirmed payments add up to less than the amount (partial payments accumulate).
     Underpaid,
-    /// Paid in full.
+    /// Paid in full before the expiry.
     Paid,
-    /// Paid more than the amount.
+    /// Paid more than the amount before the expiry.
     Overpaid,
-    /// Nothing paid and the expiry has passed.
+    /// The expiry passed without full payment.
     Expired,
+    /// Paid in full, but only with payments made after the expiry.
+    PaidLate,
 }
 
 impl InvoiceStatus {
-    /// Status from the amount due, the amount paid and the time.
-    pub fn derive(amount: U256, paid: U256, expires_at: Option<u64>, now_s: u64) -> Self {
-        if paid.is_zero() {
-            return if expires_at.is_some_and(|e| now_s >= e) {
-                Self::Expired
+    /// Status from the amount due, the accepted payments (amount, block timestamp), the expiry
+    /// and the time. A payment counts as on time when its block is before the expiry.
+    pub fn derive(
+        amount: U256,
+        payments: &[(U256, u64)],
+        expires_at: Option<u64>,
+        now_s: u64,
+    ) -> Self {
+        let on_time = |ts: u64| expires_at.is_none_or(|e| ts < e);
+        let sum = |f: &dyn Fn(u64) -> bool| {
+            payments
+                .iter()
+                .filter(|(_, ts)| f(*ts))
+                .fold(U256::ZERO, |a, (v, _)| a.saturating_add(*v))
+        };
+        let paid_on_time = sum(&|ts| on_time(ts));
+        let total = sum(&|_| true);
+        let expired = expires_at.is_some_and(|e| now_s >= e);
+        if paid_on_time >= amount {
+            if total > amount {
+                Self::Overpaid
             } else {
-                Self::Open
-            };
-        }
-        match paid.cmp(&amount) {
-            std::cmp::Ordering::Less => Self::Underpaid,
-            std::cmp::Ordering::Equal => Self::Paid,
-            std::cmp::Ordering::Greater => Self::Overpaid,
+                Self::Paid
+            }
+        } else if total >= amount {
+            Self::PaidLate
+        } else if expired {
+            Self::Expired
+        } else if total.is_zero() {
+            Self::Open
+        } else {
+            Self::Underpaid
         }
     }
 
@@ -47,7 +68,19 @@ impl InvoiceStatus {
             Self::Paid => "invoice.paid",
             Self::Overpaid => "invoice.overpaid",
             Self::Expired => "invoice.expired",
+            Self::PaidLate => "invoice.paid_late",
         }
+    }
+}
+
+/// Why a payment to an invoice does not count toward it.
+pub fn rejection(invoice: &Invoice, p: &PaymentLeaf) -> Option<&'static str> {
+    if p.merchant != invoice.payout_address {
+        Some("wrong_payee: the funds went to another address than the merchant's payout address")
+    } else if p.token != invoice.token {
+        Some("invalid_token: paid in another token than the invoice asks for")
+    } else {
+        None
     }
 }
 
@@ -77,6 +110,12 @@ pub struct PaymentView {
     pub token: String,
     /// Amount, decimal base units.
     pub amount: String,
+    /// Timestamp of its block, unix seconds.
+    pub block_timestamp: u64,
+    /// Whether it counts toward the invoice.
+    pub accepted: bool,
+    /// Why it does not count, when it does not.
+    pub rejected_reason: Option<&'static str>,
     /// Round that settles it.
     pub round: Option<u64>,
     /// Its settlement, once settled.
@@ -146,28 +185,29 @@ pub fn invoice_view(
     invoice: &Invoice,
     now_s: u64,
 ) -> Result<InvoiceView, StoreError> {
-    let payments = store.payments_of_invoice(invoice.id)?;
-    let valid: Vec<&PaymentLeaf> = payments
-        .iter()
-        .filter(|p| p.token == invoice.token && p.merchant == invoice.payout_address)
-        .collect();
-    let paid = valid
-        .iter()
-        .fold(U256::ZERO, |acc, p| acc.saturating_add(p.amount));
+    let records = store.payments_of_invoice(invoice.id)?;
+    let mut accepted = Vec::new();
     let mut views = Vec::new();
-    for p in &payments {
-        let round = schedule.round_of(p.block_number);
+    for r in &records {
+        let reason = rejection(invoice, &r.leaf);
+        if reason.is_none() {
+            accepted.push((r.leaf.amount, r.block_timestamp));
+        }
+        let round = schedule.round_of(r.leaf.block_number);
         let settlement = match round {
-            Some(r) => store.settlement(r)?.as_ref().map(SettlementView::from),
+            Some(n) => store.settlement(n)?.as_ref().map(SettlementView::from),
             None => None,
         };
-        views.push(payment_view(p, round, settlement));
+        views.push(payment_view(r, reason, round, settlement));
     }
+    let paid = accepted
+        .iter()
+        .fold(U256::ZERO, |a, (v, _)| a.saturating_add(*v));
     let settled = !views.is_empty() && views.iter().all(|v| v.settlement.is_some());
     Ok(InvoiceView {
         id: invoice.id.to_string(),
         merchant_id: invoice.merchant_id.clone(),
-        status: InvoiceStatus::derive(invoice.amount, paid, invoice.expires_at, now_s),
+        status: InvoiceStatus::derive(invoice.amount, &accepted, invoice.expires_at, now_s),
         settled,
         amount: invoice.amount.to_string(),
         amount_paid: paid.to_string(),
@@ -182,10 +222,12 @@ pub fn invoice_view(
 
 /// One payment in API form.
 pub fn payment_view(
-    p: &PaymentLeaf,
+    r: &PaymentRecord,
+    rejected_reason: Option<&'static str>,
     round: Option<u64>,
     settlement: Option<SettlementView>,
 ) -> PaymentView {
+    let p = &r.leaf;
     PaymentView {
         chain_id: p.chain_id,
         tx_hash: p.tx_hash.to_string(),
@@ -194,6 +236,9 @@ pub fn payment_view(
         payer: p.payer,
         token: token_label(p.token),
         amount: p.amount.to_string(),
+        block_timestamp: r.block_timestamp,
+        accepted: rejected_reason.is_none(),
+        rejected_reason,
         round,
         settlement,
     }
@@ -207,20 +252,57 @@ mod tests {
     #[test]
     fn status_table() {
         let u = U256::from;
-        let cases = [
-            (u(10), u(0), None, 5, Open),
-            (u(10), u(0), Some(5), 4, Open),
-            (u(10), u(0), Some(5), 5, Expired),
-            (u(10), u(3), Some(5), 9, Underpaid),
-            (u(10), u(10), None, 0, Paid),
-            (u(10), u(11), None, 0, Overpaid),
+        let none: &[(U256, u64)] = &[];
+        let cases: [(u64, &[(U256, u64)], Option<u64>, u64, InvoiceStatus); 11] = [
+            (10, none, None, 5, Open),
+            (10, none, Some(5), 4, Open),
+            (10, none, Some(5), 5, Expired),
+            (10, &[(u(3), 1)], Some(5), 2, Underpaid),
+            (10, &[(u(3), 1), (u(7), 2)], Some(5), 3, Paid),
+            (10, &[(u(3), 1)], Some(5), 9, Expired),
+            (10, &[(u(10), 1)], None, 0, Paid),
+            (10, &[(u(11), 1)], None, 0, Overpaid),
+            (10, &[(u(10), 6)], Some(5), 7, PaidLate),
+            (10, &[(u(4), 1), (u(6), 6)], Some(5), 7, PaidLate),
+            (10, &[(u(10), 1), (u(5), 6)], Some(5), 7, Overpaid),
         ];
-        for (amount, paid, exp, now, want) in cases {
+        for (amount, payments, exp, now, want) in cases {
             assert_eq!(
-                InvoiceStatus::derive(amount, paid, exp, now),
+                InvoiceStatus::derive(u(amount), payments, exp, now),
                 want,
-                "{amount} {paid} {exp:?} {now}"
+                "{amount} {payments:?} {exp:?} {now}"
             );
         }
+    }
+
+    #[test]
+    fn payments_to_another_payee_or_in_another_token_are_rejected() {
+        let inv = Invoice {
+            id: alloy::primitives::B256::repeat_byte(1),
+            merchant_id: "m".into(),
+            payout_address: Address::repeat_byte(2),
+            amount: U256::from(5),
+            token: Address::ZERO,
+            created_at: 0,
+            expires_at: None,
+            metadata: None,
+            created_by: "n".into(),
+        };
+        let mut p = PaymentLeaf {
+            chain_id: 1,
+            tx_hash: alloy::primitives::B256::ZERO,
+            log_index: 0,
+            block_number: 1,
+            invoice_id: inv.id,
+            merchant: inv.payout_address,
+            payer: Address::ZERO,
+            token: Address::ZERO,
+            amount: U256::from(5),
+        };
+        assert_eq!(rejection(&inv, &p), None);
+        p.token = Address::repeat_byte(9);
+        assert!(rejection(&inv, &p).is_some_and(|r| r.starts_with("invalid_token")));
+        p.merchant = Address::repeat_byte(8);
+        assert!(rejection(&inv, &p).is_some_and(|r| r.starts_with("wrong_payee")));
     }
 }

@@ -28,6 +28,8 @@ async fn main() -> Result<()> {
             p2p_port,
             confirmations,
             round_length,
+            proxy_port,
+            providers,
         }) => {
             let dev_keys = devnet::anvil_keys(&anvil_config)?;
             let [deployer, payer, ..] = dev_keys.as_slice() else {
@@ -40,6 +42,7 @@ async fn main() -> Result<()> {
                 dir: dir.clone(),
                 deployer: deployer.clone(),
                 payer: payer.clone(),
+                node_rpc: providers_from(proxy_port, providers, nodes),
                 webhook_url,
                 api_ports: ports(api_port),
                 p2p_ports: ports(p2p_port),
@@ -110,6 +113,18 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+/// Endpoints of node i when each node has `per_node` proxies from `base` on: base + per_node·i + j.
+fn providers_from(base: Option<u16>, per_node: usize, nodes: usize) -> Vec<Vec<String>> {
+    let Some(base) = base else { return Vec::new() };
+    (0..nodes)
+        .map(|i| {
+            (0..per_node)
+                .map(|j| format!("http://127.0.0.1:{}", usize::from(base) + i * per_node + j))
+                .collect()
+        })
+        .collect()
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {

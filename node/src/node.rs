@@ -2,7 +2,7 @@
 //! and the operator network, and spawns the watcher, round driver, webhook worker and API.
 
 use crate::api::{self, ApiState};
-use crate::chain::watcher::Watcher;
+use crate::chain::watcher::{Watcher, WatcherStatus};
 use crate::chain::{ChainClient, ChainError};
 use crate::keys::{KeyError, OperatorKeys};
 use crate::operators::{OperatorSet, OperatorSetError};
@@ -113,11 +113,14 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
     let merchants = Arc::new(cfg.merchants.clone());
     let mut tasks = Vec::new();
 
+    let watcher_status = Arc::new(WatcherStatus::default());
     let watcher = Watcher::new(
         chain.clone(),
         store.clone(),
         cfg.chain.clone(),
+        schedule,
         progress.clone(),
+        watcher_status.clone(),
     );
     tasks.push(tokio::spawn(watcher.run(shutdown_rx.clone())));
 
@@ -157,6 +160,9 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
         replicator: Some(InvoiceReplicator::spawn(net.clone(), shutdown_rx.clone())),
         net: Some(net.clone()),
         operators: set.len(),
+        threshold: set.threshold,
+        chain: Some(chain.clone()),
+        watcher: Some(watcher_status),
         metrics: telemetry::metrics(),
     };
     let listener = tokio::net::TcpListener::bind(cfg.api.listen)

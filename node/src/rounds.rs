@@ -126,11 +126,18 @@ impl RoundDriver {
             let Some((from, to)) = self.schedule.range(round) else {
                 break;
             };
-            let mut payments = self.store.payments_in_range(from, to)?;
-            if let Some(batch) = Batch::build(round, from, to, &mut payments)
+            let records = self.store.payments_in_range(from, to)?;
+            let mut leaves: Vec<_> = records.iter().map(|r| r.leaf.clone()).collect();
+            if let Some(batch) = Batch::build(round, from, to, &mut leaves)
                 && self.store.settlement(round)?.is_none()
             {
-                self.sign_and_publish(st, batch).await?;
+                if self.sign_and_publish(st, batch).await? {
+                    let now = now_s();
+                    for r in &records {
+                        metrics::histogram!("invoice_verification_latency_seconds")
+                            .record(now.saturating_sub(r.block_timestamp) as f64);
+                    }
+                }
             }
             round += 1;
         }
@@ -140,21 +147,22 @@ impl RoundDriver {
         Ok(())
     }
 
-    async fn sign_and_publish(&self, st: &mut State, batch: Batch) -> Result<(), StoreError> {
+    /// Signs (through the guard) and gossips `batch`; returns whether a new signature was made.
+    async fn sign_and_publish(&self, st: &mut State, batch: Batch) -> Result<bool, StoreError> {
         let message = batch.message(self.chain.chain_id(), self.chain.settlement_address());
         let outcome = self.store.record_signature(batch, |_| {
             Bytes::from(self.bls.sign(message.as_slice()).to_bytes().to_vec())
         });
-        let signed = match outcome {
+        let (signed, new) = match outcome {
             Ok(SigningOutcome::Recorded(s)) => {
                 info!(round = batch.round, root = %batch.root, leaves = batch.leaf_count, "signed batch");
-                s
+                (s, true)
             }
-            Ok(SigningOutcome::Existing(s)) => s,
+            Ok(SigningOutcome::Existing(s)) => (s, false),
             Err(StoreError::Equivocation { round, signed }) => {
                 error!(round, signed = %signed, proposed = %batch.root, "refused to sign a second batch for a round");
                 metrics::counter!("invariant_violations_total", "invariant" => "double_sign_attempt").increment(1);
-                return Ok(());
+                return Ok(false);
             }
             Err(e) => return Err(e),
         };
@@ -164,7 +172,7 @@ impl RoundDriver {
         st.pending.insert(batch.round);
         self.publish(batch, signed.signature).await;
         self.try_settle(st, batch.round);
-        Ok(())
+        Ok(new)
     }
 
     async fn publish(&self, batch: Batch, signature: Bytes) {
@@ -338,9 +346,12 @@ impl SettleTask {
         }
         info!(round = batch.round, root = %batch.root, signers = bitmap.count_ones(), "submitting settlement");
         let record = self.chain.settle(&batch, bitmap, signature).await?;
-        let payments = self
+        let payments: Vec<_> = self
             .store
-            .payments_in_range(batch.from_block, batch.to_block)?;
+            .payments_in_range(batch.from_block, batch.to_block)?
+            .into_iter()
+            .map(|r| r.leaf)
+            .collect();
         let events = settlement_events(
             &self.store,
             &self.schedule,

@@ -129,6 +129,7 @@ impl Testnet {
             dir: dir.path().join("net"),
             deployer: anvil.keys[0].clone(),
             payer: anvil.keys[1].clone(),
+            node_rpc: Vec::new(),
             webhook_url: format!("http://127.0.0.1:{webhook_port}/webhooks"),
             api_ports: (0..n).map(|_| free_port()).collect(),
             p2p_ports: (0..n).map(|_| free_port()).collect(),

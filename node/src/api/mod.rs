@@ -3,10 +3,13 @@
 
 mod auth;
 mod error;
+mod health;
 mod invoices;
 
 pub use error::ApiError;
 
+use crate::chain::ChainClient;
+use crate::chain::watcher::WatcherStatus;
 use crate::replication::InvoiceReplicator;
 use crate::store::Store;
 use axum::Router;
@@ -41,6 +44,12 @@ pub struct ApiState {
     pub net: Option<NetworkHandle>,
     /// Operators in the set.
     pub operators: usize,
+    /// Signatures needed per round.
+    pub threshold: usize,
+    /// Chain client, for provider health; `None` in handler tests.
+    pub chain: Option<ChainClient>,
+    /// What the watcher last saw; `None` in handler tests.
+    pub watcher: Option<Arc<WatcherStatus>>,
     /// Prometheus metrics.
     pub metrics: Option<PrometheusHandle>,
 }
@@ -51,7 +60,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/invoices", post(invoices::create))
         .route("/v1/invoices/{id}", get(invoices::get))
         .route("/health/live", get(|| async { "ok" }))
-        .route("/health/ready", get(ready))
+        .route("/health/ready", get(health::ready))
         .route("/metrics", get(metrics))
         .with_state(state)
 }
@@ -63,26 +72,4 @@ async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
         .map(PrometheusHandle::render)
         .unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
-}
-
-/// Readiness: the store answers and every other operator is connected. (Per-dependency health
-/// with provider status, head freshness and balances grows from here.)
-async fn ready(State(state): State<ApiState>) -> impl IntoResponse {
-    let peers = state.net.as_ref().map_or(0, NetworkHandle::connected_peers);
-    let expected = state.operators.saturating_sub(1);
-    let checkpoint = state.store.checkpoint();
-    let ready = peers >= expected && checkpoint.is_ok();
-    let body = serde_json::json!({
-        "ready": ready,
-        "peers_connected": peers,
-        "peers_expected": expected,
-        "checkpoint": checkpoint.ok().flatten(),
-    });
-    let status = if ready {
-        axum::http::StatusCode::OK
-    } else {
-        axum::http::StatusCode::SERVICE_UNAVAILABLE
-    };
-    metrics::gauge!("peers_connected").set(peers as f64);
-    (status, axum::Json(body))
 }

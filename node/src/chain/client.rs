@@ -1,44 +1,50 @@
-//! The chain client. Reads go to the node's RPC provider; this version reads through the first
-//! configured endpoint (provider quorum over all of `chain.rpc_endpoints` is the next step and
-//! plugs in behind these same methods).
+//! The chain client. Reads go to every configured provider and count only with a quorum
+//! ([`ProviderSet`]); transactions go out through the first healthy provider.
 
-use crate::store::SettlementRecord;
+use super::providers::{BlockRef, ProviderSet, ProviderStatus};
+use super::quorum::{LogKey, QuorumError};
+use crate::store::{PaymentRecord, SettlementRecord, StoredBlock};
 use alloy::network::EthereumWallet;
 use alloy::primitives::{Address, B256, Bytes, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
-use alloy::rpc::types::{Filter, Log};
+use alloy::rpc::types::Filter;
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::SolEvent;
 use settleproof_config::ChainSection;
 use settleproof_consensus::{Batch, PaymentLeaf};
 use settleproof_contracts::{InvoicePayments, Settlement};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Errors talking to the chain.
 #[derive(Debug, thiserror::Error)]
 pub enum ChainError {
     /// An RPC endpoint URL is invalid.
-    #[error("chain.rpc_endpoints: `{0}` is not a valid URL")]
+    #[error("{0}")]
     BadUrl(String),
     /// The RPC call failed.
     #[error("rpc call failed: {0}")]
     Rpc(#[from] alloy::transports::TransportError),
+    /// The providers did not reach a quorum.
+    #[error("provider quorum: {0}")]
+    Quorum(#[from] QuorumError),
     /// A contract call failed or reverted.
     #[error("contract call failed: {0}")]
     Contract(#[from] alloy::contract::Error),
     /// Waiting for a transaction failed.
     #[error("transaction not confirmed: {0}")]
     Pending(#[from] alloy::providers::PendingTransactionError),
-    /// The provider serves another chain.
-    #[error("provider reports chain id {got}, config says chain.chain_id = {expected}")]
+    /// The providers serve another chain.
+    #[error("providers report chain id {got}, config says chain.chain_id = {expected}")]
     WrongChain {
         /// Configured.
         expected: u64,
         /// Reported.
         got: u64,
     },
-    /// A log lacks a field every mined log has.
-    #[error("log without {0} from the provider")]
-    IncompleteLog(&'static str),
+    /// Agreed answers contradict each other (the chain moved between two reads); retried.
+    #[error("inconsistent chain data: {0}")]
+    Inconsistent(String),
     /// The settlement transaction was mined but reverted.
     #[error("settlement transaction {0} reverted")]
     Reverted(B256),
@@ -47,39 +53,46 @@ pub enum ChainError {
 /// Typed access to the chain for one node.
 #[derive(Debug, Clone)]
 pub struct ChainClient {
-    provider: DynProvider,
+    reads: Arc<ProviderSet>,
+    writers: Vec<DynProvider>,
     chain_id: u64,
     payments: Address,
     settlement: Address,
     account: Address,
 }
 
-/// Logs of one block range, decoded.
+/// Logs of one block range, decoded and agreed by a provider quorum.
 #[derive(Debug, Clone, Default)]
 pub struct RangeEvents {
-    /// `InvoicePaid` logs.
-    pub payments: Vec<PaymentLeaf>,
+    /// `InvoicePaid` logs with their blocks.
+    pub payments: Vec<PaymentRecord>,
     /// `Settled` logs.
     pub settlements: Vec<SettlementRecord>,
+    /// The blocks holding those logs.
+    pub blocks: Vec<StoredBlock>,
 }
 
 impl ChainClient {
     /// A client for `cfg` that signs settlements with `signer`.
     pub fn new(cfg: &ChainSection, signer: PrivateKeySigner) -> Result<Self, ChainError> {
-        let url_text = cfg
-            .rpc_endpoints
-            .first()
-            .ok_or_else(|| ChainError::BadUrl(String::new()))?;
-        let url = url_text
-            .parse()
-            .map_err(|_| ChainError::BadUrl(url_text.clone()))?;
+        let reads = Arc::new(ProviderSet::new(cfg).map_err(ChainError::BadUrl)?);
         let account = signer.address();
-        let provider = ProviderBuilder::new()
-            .wallet(EthereumWallet::from(signer))
-            .connect_http(url)
-            .erased();
+        let wallet = EthereumWallet::from(signer);
+        let mut writers = Vec::new();
+        for (i, url) in cfg.rpc_endpoints.iter().enumerate() {
+            let parsed = url.parse().map_err(|_| {
+                ChainError::BadUrl(format!("chain.rpc_endpoints[{i}]: `{url}` is not a URL"))
+            })?;
+            writers.push(
+                ProviderBuilder::new()
+                    .wallet(wallet.clone())
+                    .connect_http(parsed)
+                    .erased(),
+            );
+        }
         Ok(Self {
-            provider,
+            reads,
+            writers,
             chain_id: cfg.chain_id,
             payments: cfg.payments_contract,
             settlement: cfg.settlement_contract,
@@ -87,9 +100,16 @@ impl ChainClient {
         })
     }
 
-    /// Fails unless the provider serves the configured chain.
+    fn writer(&self) -> Result<&DynProvider, ChainError> {
+        self.writers
+            .get(self.reads.writer_url_index())
+            .or(self.writers.first())
+            .ok_or_else(|| ChainError::BadUrl("chain.rpc_endpoints: no endpoint".into()))
+    }
+
+    /// Fails unless a quorum of providers serves the configured chain.
     pub async fn check_chain_id(&self) -> Result<(), ChainError> {
-        let got = self.provider.get_chain_id().await?;
+        let got = self.reads.chain_id().await?;
         if got != self.chain_id {
             return Err(ChainError::WrongChain {
                 expected: self.chain_id,
@@ -99,17 +119,41 @@ impl ChainClient {
         Ok(())
     }
 
-    /// Latest block number.
+    /// The highest block a quorum of providers has reached.
     pub async fn head(&self) -> Result<u64, ChainError> {
-        Ok(self.provider.get_block_number().await?)
+        Ok(self.reads.head().await?)
+    }
+
+    /// Block `number` as a quorum reports it.
+    pub async fn block(&self, number: u64) -> Result<StoredBlock, ChainError> {
+        let BlockRef {
+            number,
+            hash,
+            timestamp,
+        } = self.reads.block(number).await?;
+        Ok(StoredBlock {
+            number,
+            hash,
+            timestamp,
+        })
+    }
+
+    /// Breaker state of each provider.
+    pub fn provider_status(&self) -> Vec<ProviderStatus> {
+        self.reads.status()
+    }
+
+    /// Providers that must agree.
+    pub fn rpc_quorum(&self) -> usize {
+        self.reads.quorum()
     }
 
     /// This node's settlement account balance.
     pub async fn balance(&self) -> Result<U256, ChainError> {
-        Ok(self.provider.get_balance(self.account).await?)
+        Ok(self.writer()?.get_balance(self.account).await?)
     }
 
-    /// Decoded `InvoicePaid` and `Settled` logs of blocks `from..=to`.
+    /// `InvoicePaid` and `Settled` logs of blocks `from..=to` that a quorum of providers agree on.
     pub async fn events(&self, from: u64, to: u64) -> Result<RangeEvents, ChainError> {
         let filter = Filter::new()
             .address(vec![self.payments, self.settlement])
@@ -119,59 +163,68 @@ impl ChainClient {
             ])
             .from_block(from)
             .to_block(to);
-        let logs = self.provider.get_logs(&filter).await?;
+        let vote = self.reads.logs(&filter).await?;
         let mut out = RangeEvents::default();
-        for log in logs {
-            if log.address() == self.payments {
-                if let Ok(decoded) = log.log_decode::<InvoicePayments::InvoicePaid>() {
-                    out.payments
-                        .push(self.payment_leaf(&log, &decoded.inner.data)?);
+        let mut blocks: BTreeMap<u64, StoredBlock> = BTreeMap::new();
+        for log in &vote.accepted {
+            if log.block_number < from || log.block_number > to {
+                continue;
+            }
+            if let std::collections::btree_map::Entry::Vacant(e) = blocks.entry(log.block_number) {
+                e.insert(self.block(log.block_number).await?);
+            }
+            let block = blocks[&log.block_number];
+            if block.hash != log.block_hash {
+                return Err(ChainError::Inconsistent(format!(
+                    "log of block {} names hash {}, the block is {}",
+                    block.number, log.block_hash, block.hash
+                )));
+            }
+            if log.address == self.payments {
+                if let Ok(e) = InvoicePayments::InvoicePaid::decode_raw_log(
+                    log.topics.iter().copied(),
+                    &log.data,
+                ) {
+                    out.payments.push(PaymentRecord {
+                        leaf: self.payment_leaf(log, &e),
+                        block_hash: block.hash,
+                        block_timestamp: block.timestamp,
+                    });
                 }
-            } else if let Ok(decoded) = log.log_decode::<Settlement::Settled>() {
-                let e = &decoded.inner.data;
+            } else if log.address == self.settlement
+                && let Ok(e) =
+                    Settlement::Settled::decode_raw_log(log.topics.iter().copied(), &log.data)
+            {
                 out.settlements.push(SettlementRecord {
                     round: e.round,
                     root: e.root,
                     signer_bitmap: e.signerBitmap,
-                    tx_hash: log
-                        .transaction_hash
-                        .ok_or(ChainError::IncompleteLog("transaction hash"))?,
-                    block_number: log
-                        .block_number
-                        .ok_or(ChainError::IncompleteLog("block number"))?,
+                    tx_hash: log.tx_hash,
+                    block_number: log.block_number,
                 });
             }
         }
+        out.blocks = blocks.into_values().collect();
         Ok(out)
     }
 
-    fn payment_leaf(
-        &self,
-        log: &Log,
-        e: &InvoicePayments::InvoicePaid,
-    ) -> Result<PaymentLeaf, ChainError> {
-        Ok(PaymentLeaf {
+    fn payment_leaf(&self, log: &LogKey, e: &InvoicePayments::InvoicePaid) -> PaymentLeaf {
+        PaymentLeaf {
             chain_id: self.chain_id,
-            tx_hash: log
-                .transaction_hash
-                .ok_or(ChainError::IncompleteLog("transaction hash"))?,
-            log_index: log
-                .log_index
-                .ok_or(ChainError::IncompleteLog("log index"))?,
-            block_number: log
-                .block_number
-                .ok_or(ChainError::IncompleteLog("block number"))?,
+            tx_hash: log.tx_hash,
+            log_index: log.log_index,
+            block_number: log.block_number,
             invoice_id: e.invoiceId,
             merchant: e.merchant,
             payer: e.payer,
             token: e.token,
             amount: e.amount,
-        })
+        }
     }
 
     /// Root settled on chain for `round`, zero when not settled.
     pub async fn settled_root(&self, round: u64) -> Result<B256, ChainError> {
-        Ok(Settlement::new(self.settlement, &self.provider)
+        Ok(Settlement::new(self.settlement, self.writer()?)
             .settledRoot(round)
             .call()
             .await?)
@@ -184,7 +237,7 @@ impl ChainClient {
         signer_bitmap: U256,
         signature: Bytes,
     ) -> Result<SettlementRecord, ChainError> {
-        let contract = Settlement::new(self.settlement, &self.provider);
+        let contract = Settlement::new(self.settlement, self.writer()?);
         let pending = contract
             .settle(
                 batch.round,

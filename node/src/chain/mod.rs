@@ -1,10 +1,16 @@
 //! Everything the node reads from and writes to the chain.
 //!
-//! - [`client`]: typed reads (head, payment and settlement logs, settled roots) and the
-//!   settlement transaction.
-//! - [`watcher`]: follows the chain to the confirmation depth and checkpoints progress.
+//! - [`providers`]: the node's own RPC providers read as a quorum, each behind a timeout,
+//!   retries and a circuit breaker ([`breaker`], [`classify`]); [`quorum`] holds the voting rules.
+//! - [`client`]: typed reads (head, blocks, payment and settlement logs) and the settlement
+//!   transaction.
+//! - [`watcher`]: follows the chain to the confirmation depth, detects reorgs, checkpoints.
 
+pub mod breaker;
+pub mod classify;
 pub mod client;
+pub mod providers;
+pub mod quorum;
 pub mod watcher;
 
 pub use client::{ChainClient, ChainError};

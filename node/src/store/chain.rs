@@ -1,13 +1,42 @@
-//! Chain progress: confirmed payments, settlements seen on chain and the checkpoint, written
-//! together per processed block range.
+//! Chain progress: confirmed payments, settlements seen on chain, the hashes of processed blocks
+//! and the checkpoint, written together per processed block range and rewound together on a
+//! reorg.
 
 use super::rounds::SettlementRecord;
-use super::{INVOICE_PAYMENTS, META, PAYMENTS, SETTLEMENTS, Store, StoreError, decode, encode};
+use super::{
+    BLOCKS, INVOICE_PAYMENTS, META, NEXT_ROUND, PAYMENTS, PROCESSED, SETTLEMENTS, Store,
+    StoreError, decode, encode,
+};
 use alloy::primitives::B256;
-use redb::ReadableTable;
+use redb::{ReadableTable, ReadableTableMetadata};
+use serde::{Deserialize, Serialize};
 use settleproof_consensus::PaymentLeaf;
 
 const CHECKPOINT: &str = "checkpoint";
+/// Processed block hashes kept for finding the common ancestor after a reorg.
+const KEPT_BLOCKS: u64 = 4096;
+
+/// A processed block: number, hash, timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StoredBlock {
+    /// Number.
+    pub number: u64,
+    /// Hash.
+    pub hash: B256,
+    /// Timestamp, unix seconds.
+    pub timestamp: u64,
+}
+
+/// A confirmed payment with the block it is in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRecord {
+    /// The payment as batches hash it.
+    pub leaf: PaymentLeaf,
+    /// Hash of its block.
+    pub block_hash: B256,
+    /// Timestamp of its block, unix seconds.
+    pub block_timestamp: u64,
+}
 
 /// What applying a block range changed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -18,6 +47,15 @@ pub struct RangeApplied {
     pub duplicates: usize,
 }
 
+/// Idempotency key of a payment: invoice id, transaction hash, log index.
+fn processed_key(p: &PaymentLeaf) -> [u8; 72] {
+    let mut k = [0u8; 72];
+    k[..32].copy_from_slice(p.invoice_id.as_slice());
+    k[32..64].copy_from_slice(p.tx_hash.as_slice());
+    k[64..].copy_from_slice(&p.log_index.to_be_bytes());
+    k
+}
+
 impl Store {
     /// Last block whose logs are fully processed, if any.
     pub fn checkpoint(&self) -> Result<Option<u64>, StoreError> {
@@ -26,27 +64,71 @@ impl Store {
         Ok(t.get(CHECKPOINT)?.map(|v| v.value()))
     }
 
-    /// Atomically stores the confirmed payments and settlements of blocks up to `to_block` and
-    /// moves the checkpoint there. Payments already stored are dropped and counted.
+    /// The checkpoint block with the hash it had when processed.
+    pub fn checkpoint_block(&self) -> Result<Option<StoredBlock>, StoreError> {
+        let Some(n) = self.checkpoint()? else {
+            return Ok(None);
+        };
+        self.block(n)
+    }
+
+    /// A processed block, if its hash was kept.
+    pub fn block(&self, number: u64) -> Result<Option<StoredBlock>, StoreError> {
+        let tx = self.read()?;
+        let t = tx.open_table(BLOCKS)?;
+        Ok(t.get(number)?.map(|v| {
+            let (hash, timestamp) = v.value();
+            StoredBlock {
+                number,
+                hash: B256::from(hash),
+                timestamp,
+            }
+        }))
+    }
+
+    /// Kept processed blocks below `below`, newest first, at most `limit`.
+    pub fn blocks_below(&self, below: u64, limit: usize) -> Result<Vec<StoredBlock>, StoreError> {
+        let tx = self.read()?;
+        let t = tx.open_table(BLOCKS)?;
+        let mut out = Vec::new();
+        for entry in t.range(..below)?.rev().take(limit) {
+            let (k, v) = entry?;
+            let (hash, timestamp) = v.value();
+            out.push(StoredBlock {
+                number: k.value(),
+                hash: B256::from(hash),
+                timestamp,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Atomically stores the confirmed payments, settlements and block hashes of a range ending
+    /// at `to` and moves the checkpoint there. Payments already stored (same invoice, transaction
+    /// and log index) are dropped and counted.
     pub fn apply_range(
         &self,
-        to_block: u64,
-        payments: &[PaymentLeaf],
+        to: StoredBlock,
+        payments: &[PaymentRecord],
         settlements: &[SettlementRecord],
+        blocks: &[StoredBlock],
     ) -> Result<RangeApplied, StoreError> {
         let tx = self.db().begin_write()?;
         let mut applied = RangeApplied::default();
         {
             let mut pay = tx.open_table(PAYMENTS)?;
+            let mut processed = tx.open_table(PROCESSED)?;
             let mut by_invoice = tx.open_multimap_table(INVOICE_PAYMENTS)?;
             for p in payments {
-                let key = (p.block_number, p.log_index);
-                if pay.get(key)?.is_some() {
+                let key = (p.leaf.block_number, p.leaf.log_index);
+                let pk = processed_key(&p.leaf);
+                if processed.get(pk)?.is_some() || pay.get(key)?.is_some() {
                     applied.duplicates += 1;
                     continue;
                 }
                 pay.insert(key, encode(p).as_slice())?;
-                by_invoice.insert(p.invoice_id.0, key)?;
+                processed.insert(pk, key)?;
+                by_invoice.insert(p.leaf.invoice_id.0, key)?;
                 applied.new_payments += 1;
             }
             let mut settled = tx.open_table(SETTLEMENTS)?;
@@ -55,14 +137,76 @@ impl Store {
                     settled.insert(s.round, encode(s).as_slice())?;
                 }
             }
-            tx.open_table(META)?.insert(CHECKPOINT, to_block)?;
+            let mut kept = tx.open_table(BLOCKS)?;
+            for b in blocks.iter().chain(std::iter::once(&to)) {
+                kept.insert(b.number, (b.hash.0, b.timestamp))?;
+            }
+            if kept.len()? > KEPT_BLOCKS {
+                let cutoff = to.number.saturating_sub(KEPT_BLOCKS);
+                kept.retain_in(..cutoff, |_, _| false)?;
+            }
+            tx.open_table(META)?.insert(CHECKPOINT, to.number)?;
         }
         tx.commit()?;
         Ok(applied)
     }
 
+    /// Undoes everything recorded for blocks after `ancestor` (all blocks when `None`): payments,
+    /// settlements seen in those blocks, kept hashes; moves the checkpoint back and reopens the
+    /// rounds from `reopen_round`. Returns the payments removed.
+    pub fn rewind(
+        &self,
+        ancestor: Option<u64>,
+        reopen_round: u64,
+    ) -> Result<Vec<PaymentRecord>, StoreError> {
+        let first = ancestor.map_or(0, |a| a + 1);
+        let tx = self.db().begin_write()?;
+        let mut removed = Vec::new();
+        {
+            let mut pay = tx.open_table(PAYMENTS)?;
+            let mut processed = tx.open_table(PROCESSED)?;
+            let mut by_invoice = tx.open_multimap_table(INVOICE_PAYMENTS)?;
+            let keys: Vec<(u64, u64)> = pay
+                .range((first, 0)..)?
+                .map(|e| e.map(|(k, _)| k.value()))
+                .collect::<Result<_, _>>()?;
+            for key in keys {
+                if let Some(v) = pay.remove(key)? {
+                    let rec: PaymentRecord = decode("payments", v.value())?;
+                    processed.remove(processed_key(&rec.leaf))?;
+                    by_invoice.remove(rec.leaf.invoice_id.0, key)?;
+                    removed.push(rec);
+                }
+            }
+            let mut settled = tx.open_table(SETTLEMENTS)?;
+            let mut gone = Vec::new();
+            for e in settled.iter()? {
+                let (round, v) = e?;
+                let rec: SettlementRecord = decode("settlements", v.value())?;
+                if rec.block_number >= first {
+                    gone.push(round.value());
+                }
+            }
+            for round in gone {
+                settled.remove(round)?;
+            }
+            tx.open_table(BLOCKS)?.retain_in(first.., |_, _| false)?;
+            let mut meta = tx.open_table(META)?;
+            match ancestor {
+                Some(a) => meta.insert(CHECKPOINT, a)?,
+                None => meta.remove(CHECKPOINT)?,
+            };
+            let next = meta.get(NEXT_ROUND)?.map_or(0, |v| v.value());
+            if reopen_round < next {
+                meta.insert(NEXT_ROUND, reopen_round)?;
+            }
+        }
+        tx.commit()?;
+        Ok(removed)
+    }
+
     /// Confirmed payments in blocks `from..=to`, in (block, log index) order.
-    pub fn payments_in_range(&self, from: u64, to: u64) -> Result<Vec<PaymentLeaf>, StoreError> {
+    pub fn payments_in_range(&self, from: u64, to: u64) -> Result<Vec<PaymentRecord>, StoreError> {
         let tx = self.read()?;
         let t = tx.open_table(PAYMENTS)?;
         let mut out = Vec::new();
@@ -74,7 +218,7 @@ impl Store {
     }
 
     /// Confirmed payments of one invoice, in chain order.
-    pub fn payments_of_invoice(&self, invoice: B256) -> Result<Vec<PaymentLeaf>, StoreError> {
+    pub fn payments_of_invoice(&self, invoice: B256) -> Result<Vec<PaymentRecord>, StoreError> {
         let tx = self.read()?;
         let index = tx.open_multimap_table(INVOICE_PAYMENTS)?;
         let pay = tx.open_table(PAYMENTS)?;
@@ -94,17 +238,29 @@ mod tests {
     use crate::store::temp_store;
     use alloy::primitives::{Address, U256};
 
-    pub(crate) fn payment(block: u64, log_index: u64, invoice: u8) -> PaymentLeaf {
-        PaymentLeaf {
-            chain_id: 31337,
-            tx_hash: B256::repeat_byte(block as u8),
-            log_index,
-            block_number: block,
-            invoice_id: B256::repeat_byte(invoice),
-            merchant: Address::repeat_byte(2),
-            payer: Address::repeat_byte(3),
-            token: Address::ZERO,
-            amount: U256::from(10),
+    pub(crate) fn payment(block: u64, log_index: u64, invoice: u8) -> PaymentRecord {
+        PaymentRecord {
+            leaf: PaymentLeaf {
+                chain_id: 31337,
+                tx_hash: B256::repeat_byte(block as u8),
+                log_index,
+                block_number: block,
+                invoice_id: B256::repeat_byte(invoice),
+                merchant: Address::repeat_byte(2),
+                payer: Address::repeat_byte(3),
+                token: Address::ZERO,
+                amount: U256::from(10),
+            },
+            block_hash: B256::repeat_byte(0xbb),
+            block_timestamp: 1000 + block,
+        }
+    }
+
+    fn block(n: u64, h: u8) -> StoredBlock {
+        StoredBlock {
+            number: n,
+            hash: B256::repeat_byte(h),
+            timestamp: 1000 + n,
         }
     }
 
@@ -113,7 +269,9 @@ mod tests {
         let (_dir, store) = temp_store();
         assert_eq!(store.checkpoint().expect("read"), None);
         let batch = [payment(5, 1, 1), payment(3, 0, 1), payment(9, 0, 2)];
-        let applied = store.apply_range(10, &batch, &[]).expect("apply");
+        let applied = store
+            .apply_range(block(10, 1), &batch, &[], &[])
+            .expect("apply");
         assert_eq!(
             applied,
             RangeApplied {
@@ -122,7 +280,7 @@ mod tests {
             }
         );
         let again = store
-            .apply_range(10, &batch[..1], &[])
+            .apply_range(block(10, 1), &batch[..1], &[], &[])
             .expect("apply again");
         assert_eq!(
             again,
@@ -131,12 +289,12 @@ mod tests {
                 duplicates: 1
             }
         );
-        assert_eq!(store.checkpoint().expect("read"), Some(10));
+        assert_eq!(store.checkpoint_block().expect("read"), Some(block(10, 1)));
         let in_range: Vec<_> = store
             .payments_in_range(3, 5)
             .expect("range")
             .iter()
-            .map(|p| p.order_key())
+            .map(|p| p.leaf.order_key())
             .collect();
         assert_eq!(in_range, vec![(3, 0), (5, 1)]);
         assert_eq!(
@@ -146,5 +304,74 @@ mod tests {
                 .len(),
             2
         );
+    }
+
+    #[test]
+    fn the_same_payment_in_another_block_is_a_duplicate() {
+        let (_dir, store) = temp_store();
+        store
+            .apply_range(block(5, 1), &[payment(5, 0, 1)], &[], &[])
+            .expect("apply");
+        let mut moved = payment(5, 0, 1);
+        moved.leaf.block_number = 8;
+        let applied = store
+            .apply_range(block(9, 1), &[moved], &[], &[])
+            .expect("apply");
+        assert_eq!(applied.duplicates, 1);
+    }
+
+    #[test]
+    fn rewind_removes_everything_after_the_ancestor() {
+        let (_dir, store) = temp_store();
+        store
+            .apply_range(block(4, 1), &[payment(3, 0, 1)], &[], &[block(3, 3)])
+            .expect("apply");
+        let s = SettlementRecord {
+            round: 2,
+            root: B256::ZERO,
+            signer_bitmap: U256::from(7),
+            tx_hash: B256::ZERO,
+            block_number: 7,
+        };
+        store
+            .apply_range(block(8, 2), &[payment(6, 0, 2)], &[s], &[block(6, 6)])
+            .expect("apply");
+        store.set_next_round(5).expect("rounds");
+        let removed = store.rewind(Some(4), 1).expect("rewind");
+        assert_eq!(
+            removed
+                .iter()
+                .map(|p| p.leaf.block_number)
+                .collect::<Vec<_>>(),
+            vec![6]
+        );
+        assert_eq!(store.checkpoint_block().expect("read"), Some(block(4, 1)));
+        assert!(
+            store
+                .payments_of_invoice(B256::repeat_byte(2))
+                .expect("read")
+                .is_empty()
+        );
+        assert!(
+            store.settlement(2).expect("read").is_none(),
+            "settlement seen in a removed block is gone"
+        );
+        assert_eq!(store.next_round().expect("read"), 1);
+        assert_eq!(
+            store
+                .blocks_below(100, 10)
+                .expect("read")
+                .iter()
+                .map(|b| b.number)
+                .collect::<Vec<_>>(),
+            vec![4, 3]
+        );
+        // The removed payment can be applied again (it was re-included elsewhere).
+        let applied = store
+            .apply_range(block(9, 9), &[payment(6, 0, 2)], &[], &[])
+            .expect("apply");
+        assert_eq!(applied.new_payments, 1);
+        store.rewind(None, 0).expect("rewind all");
+        assert_eq!(store.checkpoint().expect("read"), None);
     }
 }

@@ -2,8 +2,10 @@
 //!
 //! Tables and what they hold:
 //! - `invoices`: invoice id → [`Invoice`] (JSON)
-//! - `payments`: (block, log index) → confirmed [`PaymentLeaf`] (JSON), ordered for round ranges
+//! - `payments`: (block, log index) → confirmed [`PaymentRecord`] (JSON), ordered for round ranges
+//! - `processed`: invoice id ‖ tx hash ‖ log index → (block, log index): the idempotency key
 //! - `invoice_payments`: invoice id → (block, log index) of its payments
+//! - `blocks`: block number → (hash, timestamp) of processed blocks, to detect reorgs
 //! - `meta`: `checkpoint` (last fully processed block), `next_round` (first round not yet closed)
 //! - `signed`: round → the batch this node signed and its signature (the signing guard)
 //! - `settlements`: round → how the round was settled
@@ -17,6 +19,7 @@ mod invoices;
 mod outbox;
 mod rounds;
 
+pub use chain::{PaymentRecord, RangeApplied, StoredBlock};
 pub use invoices::Invoice;
 pub use outbox::OutboxEvent;
 pub use rounds::{SettlementRecord, SignedBatch, SigningOutcome};
@@ -31,7 +34,12 @@ pub(crate) const INVOICES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::n
 pub(crate) const PAYMENTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("payments");
 pub(crate) const INVOICE_PAYMENTS: MultimapTableDefinition<[u8; 32], (u64, u64)> =
     MultimapTableDefinition::new("invoice_payments");
+pub(crate) const PROCESSED: TableDefinition<[u8; 72], (u64, u64)> =
+    TableDefinition::new("processed");
+pub(crate) const BLOCKS: TableDefinition<u64, ([u8; 32], u64)> = TableDefinition::new("blocks");
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// `meta` key of the first round not yet closed.
+pub(crate) const NEXT_ROUND: &str = "next_round";
 pub(crate) const SIGNED: TableDefinition<u64, &[u8]> = TableDefinition::new("signed");
 pub(crate) const SETTLEMENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("settlements");
 pub(crate) const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
@@ -93,6 +101,8 @@ impl Store {
         tx.open_table(INVOICES)?;
         tx.open_table(PAYMENTS)?;
         tx.open_multimap_table(INVOICE_PAYMENTS)?;
+        tx.open_table(PROCESSED)?;
+        tx.open_table(BLOCKS)?;
         tx.open_table(META)?;
         tx.open_table(SIGNED)?;
         tx.open_table(SETTLEMENTS)?;

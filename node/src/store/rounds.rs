@@ -1,13 +1,11 @@
 //! Round state: what this node signed (the persisted signing guard), how rounds were settled,
 //! and the next round to close.
 
-use super::{META, SETTLEMENTS, SIGNED, Store, StoreError, decode, encode};
+use super::{META, NEXT_ROUND, SETTLEMENTS, SIGNED, Store, StoreError, decode, encode};
 use alloy::primitives::{B256, U256};
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 use settleproof_consensus::{Batch, SignDecision, decide_signing};
-
-const NEXT_ROUND: &str = "next_round";
 
 /// The batch this node signed for a round, with its signature (compressed, 96 bytes).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

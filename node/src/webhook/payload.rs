@@ -1,6 +1,6 @@
 //! Webhook events of a settlement: one per settled payment of a configured merchant.
 
-use crate::invoice_view::{SettlementView, invoice_view, payment_view};
+use crate::invoice_view::{SettlementView, invoice_view, token_label};
 use crate::store::{OutboxEvent, SettlementRecord, Store, StoreError};
 use crate::time::rfc3339;
 use alloy::primitives::{B256, keccak256};
@@ -61,7 +61,7 @@ pub fn settlement_events(
             "data": {
                 "webhook_id": id,
                 "invoice": invoice,
-                "payment": payment_view(p, Some(settlement.round), Some(settled.clone())),
+                "payment": payment_json(p, settlement.round, &settled),
                 "settlement": settled,
             }
         });
@@ -76,6 +76,20 @@ pub fn settlement_events(
         });
     }
     Ok(events)
+}
+
+fn payment_json(p: &PaymentLeaf, round: u64, settlement: &SettlementView) -> serde_json::Value {
+    json!({
+        "chain_id": p.chain_id,
+        "tx_hash": p.tx_hash,
+        "log_index": p.log_index,
+        "block_number": p.block_number,
+        "payer": p.payer,
+        "token": token_label(p.token),
+        "amount": p.amount.to_string(),
+        "round": round,
+        "settlement": settlement,
+    })
 }
 
 #[cfg(test)]

@@ -32,6 +32,9 @@ fn state(store: Store) -> ApiState {
         replicator: None,
         net: None,
         operators: 1,
+        threshold: 1,
+        chain: None,
+        watcher: None,
         metrics: None,
     }
 }
