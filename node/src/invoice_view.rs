@@ -253,7 +253,8 @@ mod tests {
     fn status_table() {
         let u = U256::from;
         let none: &[(U256, u64)] = &[];
-        let cases: [(u64, &[(U256, u64)], Option<u64>, u64, InvoiceStatus); 11] = [
+        type Case<'a> = (u64, &'a [(U256, u64)], Option<u64>, u64, InvoiceStatus);
+        let cases: [Case; 11] = [
             (10, none, None, 5, Open),
             (10, none, Some(5), 4, Open),
             (10, none, Some(5), 5, Expired),

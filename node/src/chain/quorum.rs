@@ -151,7 +151,8 @@ mod tests {
 
     #[test]
     fn heads_pin_to_the_quorum_th_highest() {
-        let cases: [(&[Option<u64>], usize, Result<u64, QuorumError>); 5] = [
+        type Case<'a> = (&'a [Option<u64>], usize, Result<u64, QuorumError>);
+        let cases: [Case; 5] = [
             (&[Some(10), Some(11), Some(12)], 2, Ok(11)),
             (&[Some(10), None, Some(12)], 2, Ok(10)),
             (
