@@ -11,6 +11,7 @@ use serde_json::Value;
 use settleproof_node::demo_merchant::Receiver;
 use settleproof_node::devnet::{self, Devnet, DevnetSpec};
 use settleproof_node::node::{self, NodeHandle};
+use settleproof_rpc_proxy::{Fault, ProxyHandle};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -103,38 +104,134 @@ impl Anvil {
     }
 }
 
+/// How to set up a test network.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Operators.
+    pub nodes: usize,
+    /// RPC providers per node, each a fault-injecting proxy in front of anvil (0: anvil directly).
+    pub providers: usize,
+    /// Confirmation depth.
+    pub confirmations: u64,
+    /// Blocks per round.
+    pub round_length: u64,
+    /// Seconds between blocks.
+    pub block_time: &'static str,
+    /// Run nodes as `settleproof` processes (so they can be killed with SIGKILL).
+    pub processes: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            nodes: 4,
+            providers: 0,
+            confirmations: 1,
+            round_length: 2,
+            block_time: "1",
+            processes: false,
+        }
+    }
+}
+
+/// A node of the test network.
+pub enum NodeRun {
+    /// Running in this process.
+    InProcess(NodeHandle),
+    /// Running as a child process.
+    Process(Child),
+    /// Not running.
+    Stopped,
+}
+
 /// Anvil + contracts + nodes + merchant receiver.
 pub struct Testnet {
     pub anvil: Anvil,
     pub devnet: Devnet,
-    pub nodes: Vec<Option<NodeHandle>>,
+    pub nodes: Vec<NodeRun>,
+    pub proxies: Vec<Vec<ProxyHandle>>,
     pub receiver: Receiver,
     pub http: reqwest::Client,
-    pub _dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
+}
+
+/// Builds the `settleproof` binary once and returns its path.
+fn settleproof_bin() -> Result<PathBuf> {
+    static BUILT: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+    let mut built = BUILT.lock().map_err(|_| eyre!("lock"))?;
+    if let Some(p) = built.as_ref() {
+        return Ok(p.clone());
+    }
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "settleproof-node",
+            "--bin",
+            "settleproof",
+        ])
+        .current_dir(repo_root())
+        .status()?;
+    if !status.success() {
+        bail!("cargo build of settleproof failed");
+    }
+    // The test binary lives in <target>/debug/deps; the node binary in <target>/debug.
+    let exe = std::env::current_exe()?;
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("settleproof"))
+        .ok_or_else(|| eyre!("no target dir"))?;
+    *built = Some(bin.clone());
+    Ok(bin)
 }
 
 impl Testnet {
-    /// Starts a testnet of `n` nodes.
+    /// Starts a testnet of `n` in-process nodes reading anvil directly.
     pub async fn start(n: usize) -> Result<Self> {
+        Self::start_with(Options {
+            nodes: n,
+            ..Options::default()
+        })
+        .await
+    }
+
+    /// Starts a testnet as `opts` says.
+    pub async fn start_with(opts: Options) -> Result<Self> {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
             .try_init();
         let dir = tempfile::tempdir()?;
-        let anvil = Anvil::start(dir.path(), Some("1")).await?;
+        let anvil = Anvil::start(dir.path(), Some(opts.block_time)).await?;
+        let mut proxies = Vec::new();
+        for _ in 0..opts.nodes {
+            let mut mine = Vec::new();
+            for _ in 0..opts.providers {
+                mine.push(
+                    settleproof_rpc_proxy::spawn(([127, 0, 0, 1], 0).into(), &anvil.url).await?,
+                );
+            }
+            proxies.push(mine);
+        }
         let webhook_port = free_port();
+        let n = opts.nodes;
         let spec = DevnetSpec {
             rpc_url: anvil.url.clone(),
             nodes: n,
             dir: dir.path().join("net"),
             deployer: anvil.keys[0].clone(),
             payer: anvil.keys[1].clone(),
-            node_rpc: Vec::new(),
+            node_rpc: proxies
+                .iter()
+                .map(|ps| ps.iter().map(ProxyHandle::url).collect())
+                .collect(),
             webhook_url: format!("http://127.0.0.1:{webhook_port}/webhooks"),
             api_ports: (0..n).map(|_| free_port()).collect(),
             p2p_ports: (0..n).map(|_| free_port()).collect(),
-            confirmations: 1,
-            round_length: 2,
+            confirmations: opts.confirmations,
+            round_length: opts.round_length,
             poll_interval_ms: 200,
         };
         let devnet = devnet::init(&spec).await?;
@@ -143,31 +240,88 @@ impl Testnet {
             .clone()
             .spawn(([127, 0, 0, 1], webhook_port).into())
             .await?;
-        let mut nodes = Vec::new();
-        for (_, cfg) in &devnet.nodes {
-            nodes.push(Some(node::start(cfg.clone()).await?));
-        }
-        let net = Self {
+        let mut net = Self {
             anvil,
             devnet,
-            nodes,
+            nodes: Vec::new(),
+            proxies,
             receiver,
             http: reqwest::Client::new(),
-            _dir: dir,
+            dir,
         };
         for i in 0..n {
-            net.eventually("node ready", Duration::from_secs(20), || async {
-                let r = net
-                    .http
-                    .get(format!("{}/health/ready", net.api(i)))
-                    .send()
-                    .await
-                    .ok()?;
-                r.status().is_success().then_some(())
-            })
-            .await?;
+            let run = if opts.processes {
+                NodeRun::Process(net.spawn_process(i)?)
+            } else {
+                NodeRun::InProcess(node::start(net.devnet.nodes[i].1.clone()).await?)
+            };
+            net.nodes.push(run);
+        }
+        for i in 0..n {
+            net.wait_ready(i).await?;
         }
         Ok(net)
+    }
+
+    fn spawn_process(&self, i: usize) -> Result<Child> {
+        let (path, _) = &self.devnet.nodes[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("node-{i}.log")))?;
+        Ok(Command::new(settleproof_bin()?)
+            .arg("node")
+            .arg("--config")
+            .arg(path)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?)
+    }
+
+    /// Waits until node `i` reports every dependency healthy.
+    pub async fn wait_ready(&self, i: usize) -> Result<()> {
+        self.eventually("node ready", Duration::from_secs(30), || async {
+            let v = self.health(i).await?;
+            (v["status"] == "ready").then_some(())
+        })
+        .await
+    }
+
+    /// `GET /health/ready` of node `i`.
+    pub async fn health(&self, i: usize) -> Option<Value> {
+        let r = self
+            .http
+            .get(format!("{}/health/ready", self.api(i)))
+            .send()
+            .await
+            .ok()?;
+        r.json().await.ok()
+    }
+
+    /// SIGKILLs node `i` (a process node).
+    pub fn kill9(&mut self, i: usize) -> Result<()> {
+        match std::mem::replace(&mut self.nodes[i], NodeRun::Stopped) {
+            NodeRun::Process(mut child) => {
+                child.kill()?;
+                child.wait()?;
+                Ok(())
+            }
+            other => {
+                self.nodes[i] = other;
+                bail!("node {i} is not a process")
+            }
+        }
+    }
+
+    /// Starts process node `i` again from its store.
+    pub fn restart(&mut self, i: usize) -> Result<()> {
+        self.nodes[i] = NodeRun::Process(self.spawn_process(i)?);
+        Ok(())
+    }
+
+    /// Sets the fault of provider `p` of node `i`.
+    pub fn fault(&self, i: usize, p: usize, fault: Fault) {
+        self.proxies[i][p].set_fault(fault);
     }
 
     /// API base URL of node `i`.
@@ -267,8 +421,24 @@ impl Testnet {
     /// Stops every node.
     pub async fn stop(mut self) {
         for n in self.nodes.iter_mut() {
-            if let Some(h) = n.take() {
-                h.stop().await;
+            match std::mem::replace(n, NodeRun::Stopped) {
+                NodeRun::InProcess(h) => h.stop().await,
+                NodeRun::Process(mut c) => {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+                NodeRun::Stopped => {}
+            }
+        }
+    }
+}
+
+impl Drop for Testnet {
+    fn drop(&mut self) {
+        for n in self.nodes.iter_mut() {
+            if let NodeRun::Process(c) = n {
+                let _ = c.kill();
+                let _ = c.wait();
             }
         }
     }

@@ -3,4 +3,6 @@
 
 mod contracts;
 mod harness;
+mod lifecycle;
 mod settlement;
+mod verification;

@@ -128,6 +128,102 @@ pub(super) async fn get(
     )?))
 }
 
+/// Query of `GET /v1/invoices`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only invoices in this status.
+    pub status: Option<String>,
+    /// Page size, 1..=100 (default 20).
+    pub limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// A page of invoices.
+#[derive(Debug, Serialize)]
+pub struct InvoicePage {
+    /// Invoices, newest first.
+    pub data: Vec<InvoiceView>,
+    /// Cursor of the next page, absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Invoices examined at most per page when filtering by status.
+const MAX_SCAN: usize = 1000;
+
+pub(super) async fn list(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    query: Result<axum::extract::Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<InvoicePage>, ApiError> {
+    let merchant = auth::merchant(&headers, &state.merchants)?;
+    let axum::extract::Query(q) = query
+        .map_err(|e| ApiError::invalid("query", format!("{e}; accepted: status, limit, cursor")))?;
+    let limit = q.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::invalid(
+            "limit",
+            "limit must be between 1 and 100",
+        ));
+    }
+    let status = match &q.status {
+        None => None,
+        Some(s) => Some(
+            serde_json::from_value::<crate::invoice_view::InvoiceStatus>(
+                serde_json::Value::String(s.clone()),
+            )
+            .map_err(|_| {
+                ApiError::invalid(
+                    "status",
+                    "status must be one of open, underpaid, paid, overpaid, expired, paid_late",
+                )
+            })?,
+        ),
+    };
+    let mut cursor = q.cursor.as_deref().map(parse_cursor).transpose()?;
+    let now = now_s();
+    let (mut data, mut scanned) = (Vec::new(), 0usize);
+    let next_cursor = loop {
+        let batch = state
+            .store
+            .invoices_of_merchant(&merchant.id, cursor, limit)?;
+        let exhausted = batch.len() < limit;
+        for inv in batch {
+            scanned += 1;
+            cursor = Some((inv.created_at, inv.id));
+            let view = invoice_view(&state.store, &state.schedule, &inv, now)?;
+            if status.is_none_or(|s| s == view.status) {
+                data.push(view);
+                if data.len() == limit {
+                    break;
+                }
+            }
+        }
+        if data.len() == limit || scanned >= MAX_SCAN {
+            break cursor.map(|(c, id)| format!("{c}.{id}"));
+        }
+        if exhausted {
+            break None;
+        }
+    };
+    Ok(Json(InvoicePage { data, next_cursor }))
+}
+
+fn parse_cursor(s: &str) -> Result<(u64, B256), ApiError> {
+    let bad = || {
+        ApiError::invalid(
+            "cursor",
+            "cursor must be the next_cursor of a previous page",
+        )
+    };
+    let (created, id) = s.split_once('.').ok_or_else(bad)?;
+    Ok((
+        created.parse().map_err(|_| bad())?,
+        id.parse().map_err(|_| bad())?,
+    ))
+}
+
 fn random_id() -> B256 {
     let mut id = B256::ZERO;
     rand::thread_rng().fill_bytes(id.as_mut_slice());

@@ -57,7 +57,7 @@ pub struct ApiState {
 /// The API router.
 pub fn router(state: ApiState) -> Router {
     Router::new()
-        .route("/v1/invoices", post(invoices::create))
+        .route("/v1/invoices", post(invoices::create).get(invoices::list))
         .route("/v1/invoices/{id}", get(invoices::get))
         .route("/health/live", get(|| async { "ok" }))
         .route("/health/ready", get(health::ready))

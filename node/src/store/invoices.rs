@@ -1,6 +1,6 @@
 //! Invoices as merchants created them.
 
-use super::{INVOICES, Store, StoreError, decode, encode};
+use super::{INVOICES, MERCHANT_INVOICES, Store, StoreError, decode, encode};
 use alloy::primitives::{Address, B256, U256};
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
@@ -38,6 +38,14 @@ impl Store {
             let exists = t.get(invoice.id.0)?.is_some();
             if !exists {
                 t.insert(invoice.id.0, encode(invoice).as_slice())?;
+                tx.open_table(MERCHANT_INVOICES)?.insert(
+                    (
+                        invoice.merchant_id.as_str(),
+                        invoice.created_at,
+                        invoice.id.0,
+                    ),
+                    (),
+                )?;
             }
             !exists
         };
@@ -52,6 +60,38 @@ impl Store {
         t.get(id.0)?
             .map(|v| decode("invoices", v.value()))
             .transpose()
+    }
+}
+
+impl Store {
+    /// A merchant's invoices, newest first, strictly older than `before` (created, id) when
+    /// given, at most `limit`.
+    pub fn invoices_of_merchant(
+        &self,
+        merchant: &str,
+        before: Option<(u64, B256)>,
+        limit: usize,
+    ) -> Result<Vec<Invoice>, StoreError> {
+        let tx = self.read()?;
+        let index = tx.open_table(MERCHANT_INVOICES)?;
+        let all = tx.open_table(INVOICES)?;
+        let lo = (merchant, 0u64, [0u8; 32]);
+        let mut out = Vec::new();
+        let range = match before {
+            Some((created, id)) => index.range(lo..(merchant, created, id.0))?,
+            None => index.range(lo..=(merchant, u64::MAX, [0xffu8; 32]))?,
+        };
+        for entry in range.rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, _) = entry?;
+            let (_, _, id) = key.value();
+            if let Some(v) = all.get(id)? {
+                out.push(decode("invoices", v.value())?);
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -87,5 +127,43 @@ mod tests {
         let store = Store::open(&dir.path().join("settleproof.redb")).expect("reopen");
         assert_eq!(store.invoice(inv.id).expect("get"), Some(inv));
         assert_eq!(store.invoice(B256::ZERO).expect("get"), None);
+    }
+
+    #[test]
+    fn merchant_listing_pages_newest_first() {
+        let (_dir, store) = temp_store();
+        let make = |i: u8, merchant: &str| Invoice {
+            id: B256::repeat_byte(i),
+            merchant_id: merchant.into(),
+            payout_address: Address::repeat_byte(1),
+            amount: U256::from(1),
+            token: Address::ZERO,
+            created_at: u64::from(i),
+            expires_at: None,
+            metadata: None,
+            created_by: "n".into(),
+        };
+        for i in 1..=5 {
+            store.put_invoice(&make(i, "a")).expect("put");
+        }
+        store.put_invoice(&make(9, "b")).expect("put");
+        let page1 = store.invoices_of_merchant("a", None, 2).expect("list");
+        assert_eq!(
+            page1.iter().map(|i| i.created_at).collect::<Vec<_>>(),
+            vec![5, 4]
+        );
+        let last = page1.last().map(|i| (i.created_at, i.id));
+        let page2 = store.invoices_of_merchant("a", last, 10).expect("list");
+        assert_eq!(
+            page2.iter().map(|i| i.created_at).collect::<Vec<_>>(),
+            vec![3, 2, 1]
+        );
+        assert_eq!(
+            store
+                .invoices_of_merchant("b", None, 10)
+                .expect("list")
+                .len(),
+            1
+        );
     }
 }

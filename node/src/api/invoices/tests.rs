@@ -191,3 +191,52 @@ async fn auth_is_required_and_invoices_are_private() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test]
+async fn list_filters_and_pages() {
+    let (_dir, store) = temp_store();
+    let st = state(store);
+    for amount in ["1", "2", "3"] {
+        let (status, _) = call(
+            &st,
+            "POST",
+            "/v1/invoices",
+            Some(TOKEN),
+            Some(json!({"amount": amount, "token": "native"})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let (status, page) = call(&st, "GET", "/v1/invoices?limit=2", Some(TOKEN), None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["data"].as_array().map(Vec::len), Some(2));
+    let cursor = page["next_cursor"]
+        .as_str()
+        .expect("more pages")
+        .to_string();
+    let (_, page2) = call(
+        &st,
+        "GET",
+        &format!("/v1/invoices?limit=2&cursor={cursor}"),
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(page2["data"].as_array().map(Vec::len), Some(1));
+    assert!(page2["next_cursor"].is_null());
+    let (_, open) = call(&st, "GET", "/v1/invoices?status=open", Some(TOKEN), None).await;
+    assert_eq!(open["data"].as_array().map(Vec::len), Some(3));
+    let (_, paid) = call(&st, "GET", "/v1/invoices?status=paid", Some(TOKEN), None).await;
+    assert_eq!(paid["data"].as_array().map(Vec::len), Some(0));
+    for (q, field) in [
+        ("status=done", "status"),
+        ("limit=0", "limit"),
+        ("cursor=zz", "cursor"),
+        ("colour=red", "query"),
+    ] {
+        let (status, body) =
+            call(&st, "GET", &format!("/v1/invoices?{q}"), Some(TOKEN), None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{q}");
+        assert_eq!(body["error"]["field"], field, "{q}");
+    }
+}
