@@ -6,6 +6,7 @@ source "$(dirname "$0")/lib.sh"
 
 NODES=4 WEBHOOK_URL="" BLOCK_TIME=1 CONFIRMATIONS=2
 ANVIL_PORT=${ANVIL_PORT:-8545} API_PORT=${API_PORT:-8700} P2P_PORT=${P2P_PORT:-9700} MERCHANT_PORT=${MERCHANT_PORT:-9999}
+PROXY_PORT=${PROXY_PORT:-8600} PROVIDERS=3
 while [ $# -gt 0 ]; do
   case "$1" in
     --nodes) NODES=$2; shift 2 ;;
@@ -26,7 +27,7 @@ fi
 cd "$ROOT"
 [ -x "$ANVIL" ] || { echo "installing the pinned anvil, cast and solc (npm ci)"; npm ci --no-audit --no-fund --loglevel=error; }
 echo "building settleproof"
-cargo build --quiet --bin settleproof
+cargo build --quiet --bin settleproof --bin settleproof-rpc-proxy
 
 rm -rf "$RUN"
 mkdir -p "$RUN/merchant"
@@ -38,6 +39,13 @@ echo $! >"$RUN/anvil.pid"
 RPC="http://127.0.0.1:$ANVIL_PORT"
 wait_rpc "$RPC" 20 || { echo "anvil did not start; see $RUN/anvil.log" >&2; exit 1; }
 
+echo "starting $((PROVIDERS * NODES)) fault-injecting RPC proxies from 127.0.0.1:$PROXY_PORT ($PROVIDERS per node)"
+nohup "$PROXY" --upstream "$RPC" --listen "127.0.0.1:$PROXY_PORT" --count $((PROVIDERS * NODES)) >"$RUN/proxies.log" 2>&1 &
+echo $! >"$RUN/proxies.pid"
+for ((p = 0; p < PROVIDERS * NODES; p++)); do
+  wait_rpc "http://127.0.0.1:$((PROXY_PORT + p))" 20 || { echo "proxy $p did not start; see $RUN/proxies.log" >&2; exit 1; }
+done
+
 DEMO_MERCHANT=0
 if [ -z "$WEBHOOK_URL" ]; then
   WEBHOOK_URL="http://127.0.0.1:$MERCHANT_PORT/webhooks"
@@ -46,7 +54,8 @@ fi
 
 echo "deploying contracts and writing configs for $NODES nodes"
 "$BIN" devnet init --rpc "$RPC" --anvil-config "$RUN/anvil.json" --dir "$RUN" --nodes "$NODES" \
-  --webhook-url "$WEBHOOK_URL" --api-port "$API_PORT" --p2p-port "$P2P_PORT" --confirmations "$CONFIRMATIONS"
+  --webhook-url "$WEBHOOK_URL" --api-port "$API_PORT" --p2p-port "$P2P_PORT" --confirmations "$CONFIRMATIONS" \
+  --proxy-port "$PROXY_PORT" --providers "$PROVIDERS"
 
 if [ "$DEMO_MERCHANT" = 1 ]; then
   nohup "$BIN" demo-merchant --listen "127.0.0.1:$MERCHANT_PORT" --testnet "$RUN/testnet.json" \
@@ -67,6 +76,12 @@ d = json.loads(path.read_text())
 for n in d["nodes"]:
     n["pid"] = int((run / f"{n['name']}.pid").read_text())
 d["anvil"] = {"pid": int((run / "anvil.pid").read_text()), "log": str(run / "anvil.log")}
+d["rpc_proxies"] = {"pid": int((run / "proxies.pid").read_text()), "log": str(run / "proxies.log"),
+                    "control": "POST <provider url>/_fault with {\"mode\": \"down\"|\"delay\"|\"error\"|\"hide_logs\"|\"forge_log\"|\"none\"}"}
+for n in d["nodes"]:
+    import tomllib
+    cfg = tomllib.loads(pathlib.Path(n["config"]).read_text())
+    n["rpc_endpoints"] = cfg["chain"]["rpc_endpoints"]
 if demo:
     d["merchant"]["receiver"] = {"pid": int((run / "merchant.pid").read_text()), "log": str(run / "merchant/merchant.log"),
                                  "deliveries": str(run / "merchant/webhooks.jsonl")}
@@ -92,5 +107,7 @@ or by hand:
   # pay with the returned payment_instructions (e.g. node_modules/.bin/cast send TO DATA --value VALUE ...)
   curl -s $API/v1/invoices/<id> -H "Authorization: Bearer \$KEY"
 Webhooks the demo merchant received: $RUN/merchant/webhooks.jsonl
+Each node reads the chain through $PROVIDERS providers (fault-injecting proxies, quorum 2); break one with
+  curl -X POST http://127.0.0.1:$PROXY_PORT/_fault -d '{"mode":"down"}'      (heal: {"mode":"none"})
 Logs: $RUN/node-*/node.log      Stop: ./testnet/down.sh
 TXT
