@@ -132,10 +132,12 @@ impl RoundDriver {
                 && self.store.settlement(round)?.is_none()
                 && self.sign_and_publish(st, batch).await?
             {
-                let now = now_s();
+                let (now, now_ms) = (now_s(), now_ms());
                 for r in &records {
                     metrics::histogram!("invoice_verification_latency_seconds")
                         .record(now.saturating_sub(r.block_timestamp) as f64);
+                    metrics::histogram!("confirmation_to_attestation_seconds")
+                        .record(now_ms.saturating_sub(r.confirmed_at_ms) as f64 / 1000.0);
                 }
             }
             round += 1;

@@ -2,7 +2,7 @@
 //! real HTTP webhook receiver.
 
 mod contracts;
-mod harness;
+pub use settleproof_tests::harness;
 mod lifecycle;
 mod settlement;
 mod verification;

@@ -1,1 +1,5 @@
-//! End-to-end tests live in tests/it.
+//! Test support for settleproof: a local network of real parts (anvil, the contracts, nodes,
+//! fault-injecting RPC proxies, a webhook receiver) used by the end-to-end tests in `it/` and by
+//! the benchmark binaries in `src/bin/`.
+
+pub mod harness;

@@ -189,6 +189,7 @@ impl ChainClient {
                         leaf: self.payment_leaf(log, &e),
                         block_hash: block.hash,
                         block_timestamp: block.timestamp,
+                        confirmed_at_ms: crate::time::now_ms(),
                     });
                 }
             } else if log.address == self.settlement

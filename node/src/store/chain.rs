@@ -36,6 +36,9 @@ pub struct PaymentRecord {
     pub block_hash: B256,
     /// Timestamp of its block, unix seconds.
     pub block_timestamp: u64,
+    /// When this node saw it at confirmation depth, unix ms.
+    #[serde(default)]
+    pub confirmed_at_ms: u64,
 }
 
 /// What applying a block range changed.
@@ -253,6 +256,7 @@ mod tests {
             },
             block_hash: B256::repeat_byte(0xbb),
             block_timestamp: 1000 + block,
+            confirmed_at_ms: 0,
         }
     }
 

@@ -1,4 +1,4 @@
-//! A local testnet for tests: anvil (killed on drop), contracts, N in-process nodes and the demo
+//! A local network for tests and benchmarks: anvil (killed on drop), contracts, N in-process nodes and the demo
 //! merchant receiver, all set up by the same `devnet::init` that `testnet/up.sh` uses.
 
 use alloy::network::{EthereumWallet, TransactionBuilder};
@@ -18,6 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A running anvil, killed on drop.
+#[derive(Debug)]
 pub struct Anvil {
     child: Child,
     pub url: String,
@@ -135,6 +136,7 @@ impl Default for Options {
 }
 
 /// A node of the test network.
+#[derive(Debug)]
 pub enum NodeRun {
     /// Running in this process.
     InProcess(NodeHandle),
@@ -145,6 +147,7 @@ pub enum NodeRun {
 }
 
 /// Anvil + contracts + nodes + merchant receiver.
+#[derive(Debug)]
 pub struct Testnet {
     pub anvil: Anvil,
     pub devnet: Devnet,
