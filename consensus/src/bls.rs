@@ -10,6 +10,14 @@ use std::fmt;
 /// `BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_`). The on-chain verifier uses the same tag.
 pub const DST: &[u8] = b"BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_";
 
+/// Domain separation tag of proofs of possession (a key's signature over its own encoding).
+pub const POP_DST: &[u8] = b"BLS_POP_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_";
+
+/// Length of a G1 point in the EIP-2537 encoding.
+pub const EIP2537_G1_LEN: usize = 128;
+/// Length of a G2 point in the EIP-2537 encoding.
+pub const EIP2537_G2_LEN: usize = 256;
+
 /// Length of a compressed public key.
 pub const PUBLIC_KEY_LEN: usize = 48;
 /// Length of a compressed signature.
@@ -85,6 +93,12 @@ impl BlsSecretKey {
     pub fn sign(&self, message: &[u8]) -> BlsSignature {
         BlsSignature(self.0.sign(message, DST, &[]))
     }
+
+    /// Proof of possession: a signature over the key's own EIP-2537 encoding under [`POP_DST`],
+    /// as the settlement contract checks at registration.
+    pub fn prove_possession(&self) -> BlsSignature {
+        BlsSignature(self.0.sign(&self.public_key().to_eip2537(), POP_DST, &[]))
+    }
 }
 
 /// A BLS public key (G1), validated to be in the subgroup and not the identity.
@@ -108,6 +122,17 @@ impl BlsPublicKey {
     pub fn to_bytes(&self) -> [u8; PUBLIC_KEY_LEN] {
         self.0.compress()
     }
+
+    /// The EIP-2537 encoding (x ‖ y, each 48 bytes left-padded to 64), for the precompiles.
+    pub fn to_eip2537(&self) -> [u8; EIP2537_G1_LEN] {
+        // blst serialises an affine G1 point as x ‖ y, 48 big-endian bytes each; a validated key
+        // is not the identity, so no flag bits are set.
+        let raw = self.0.serialize();
+        let mut out = [0u8; EIP2537_G1_LEN];
+        out[16..64].copy_from_slice(&raw[..48]);
+        out[80..128].copy_from_slice(&raw[48..96]);
+        out
+    }
 }
 
 /// A BLS signature (G2), single or aggregate.
@@ -130,6 +155,28 @@ impl BlsSignature {
     /// The compressed 96-byte encoding.
     pub fn to_bytes(&self) -> [u8; SIGNATURE_LEN] {
         self.0.compress()
+    }
+
+    /// The EIP-2537 encoding (x.c0 ‖ x.c1 ‖ y.c0 ‖ y.c1, each 48 bytes left-padded to 64).
+    pub fn to_eip2537(&self) -> [u8; EIP2537_G2_LEN] {
+        // blst serialises an affine G2 point as x.c1 ‖ x.c0 ‖ y.c1 ‖ y.c0 (48 bytes each).
+        let raw = self.0.serialize();
+        let mut out = [0u8; EIP2537_G2_LEN];
+        for (i, limb) in [1usize, 0, 3, 2].into_iter().enumerate() {
+            out[i * 64 + 16..(i + 1) * 64].copy_from_slice(&raw[limb * 48..(limb + 1) * 48]);
+        }
+        out
+    }
+
+    /// Verifies a proof of possession of `key`'s secret key.
+    pub fn verify_possession(&self, key: &BlsPublicKey) -> Result<(), BlsError> {
+        match self
+            .0
+            .verify(false, &key.to_eip2537(), POP_DST, &[], &key.0, false)
+        {
+            BLST_ERROR::BLST_SUCCESS => Ok(()),
+            e => Err(BlsError::VerificationFailed(e)),
+        }
     }
 
     /// Verifies a single signature over `message` by `key`.
@@ -212,6 +259,37 @@ mod tests {
         assert!(agg.verify_aggregate(&pks[1..], msg).is_err());
         assert!(agg.verify_aggregate(&pks[..3], b"round 8").is_err());
         assert_eq!(BlsSignature::aggregate(&[]), Err(BlsError::EmptyAggregate));
+    }
+
+    #[test]
+    fn proof_of_possession_binds_the_key() {
+        let (a, b) = (key(5), key(6));
+        let pop = a.prove_possession();
+        assert_eq!(pop.verify_possession(&a.public_key()), Ok(()));
+        assert!(pop.verify_possession(&b.public_key()).is_err());
+        // A possession proof is not a signature over the same bytes under the signing tag.
+        assert!(
+            pop.verify(&a.public_key(), &a.public_key().to_eip2537())
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn eip2537_encodings_pad_and_reorder_limbs() {
+        let pk = key(7).public_key();
+        let g1 = pk.to_eip2537();
+        assert!(g1[..16].iter().all(|b| *b == 0) && g1[64..80].iter().all(|b| *b == 0));
+        // The compressed form carries x with flag bits in the top byte.
+        let mut x = pk.to_bytes();
+        x[0] &= 0x1f;
+        assert_eq!(&g1[16..64], &x[..]);
+        let sig = key(7).sign(b"m");
+        let g2 = sig.to_eip2537();
+        let mut c = sig.to_bytes();
+        c[0] &= 0x1f;
+        // Compressed G2 is x.c1 ‖ x.c0; EIP-2537 puts x.c0 first.
+        assert_eq!(&g2[16..64], &c[48..96]);
+        assert_eq!(&g2[80..128], &c[..48]);
     }
 
     #[test]

@@ -1,28 +1,30 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity 0.8.37;
 
+import {BLS} from "./BLS.sol";
+
 /// @title Settlement
 /// @notice Records the batches settled by a fixed set of settleproof operators. Each batch
 ///         commits, for one round, to the Merkle root of the payments indexed in a block range;
-///         a threshold of operators signs it with BLS12-381 and the aggregate signature is
-///         submitted here together with a bitmap of who signed.
-/// @dev SECURITY NOTE - in this version the aggregate BLS signature is NOT verified on chain.
-///      `settle` is accepted only from a registered operator (`msg.sender` must be one of the
-///      operator accounts), and the nodes verify the aggregate signature off chain against the
-///      registered BLS keys and the signer bitmap. The contract checks only the shape of the
-///      submission: signer bits within the operator set, at least `threshold` signers, a
-///      96-byte signature. A single dishonest operator can therefore settle any batch it likes.
-///      A later version replaces the operator check with on-chain verification of the aggregate
-///      signature against the registered keys through the EIP-2537 BLS12-381 precompiles.
+///         at least `threshold` operators sign it with BLS12-381 and anyone may submit the
+///         aggregate signature here with the bitmap of who signed.
+/// @dev `settle` verifies the aggregate signature on chain with the EIP-2537 precompiles:
+///      the signers' public keys (given in calldata, each checked against the hash registered
+///      for its operator) are summed, and one pairing check proves
+///      e(sum of keys, H(batchMessage)) == e(G1, signature). Because all signers sign the same
+///      message, this "fast aggregate verify" needs every key to come with a proof of
+///      possession, which the constructor verifies (rogue-key defence).
 ///
 ///      The operator set is fixed at deployment. Operator `i` (0-based, in constructor order)
-///      is bit `i` of the signer bitmap. BLS public keys are stored as given: 48-byte
-///      compressed G1 points (min-pk, as blst serializes them); they are not validated here.
-///      The signed message is `batchMessage(...)`, which binds chain id and contract address.
+///      is bit `i` of the signer bitmap. Keys and signatures use the EIP-2537 encoding
+///      (see `BLS`): public keys 128 bytes (G1), signatures 256 bytes (G2).
+///      The signed message is the 32 bytes of `batchMessage(...)`, which binds chain id and
+///      contract address.
 contract Settlement {
     /// @notice One registered operator.
     struct Operator {
         address account;
+        bytes32 keyHash;
         bytes blsPublicKey;
     }
 
@@ -44,11 +46,11 @@ contract Settlement {
     /// @notice Largest operator set: one bit of the `uint256` signer bitmap per operator.
     uint256 public constant MAX_OPERATORS = 256;
 
-    /// @notice Length of a compressed BLS12-381 G1 public key.
-    uint256 public constant BLS_PUBLIC_KEY_LENGTH = 48;
+    /// @notice Length of an EIP-2537 encoded BLS12-381 G1 public key.
+    uint256 public constant BLS_PUBLIC_KEY_LENGTH = 128;
 
-    /// @notice Length of a compressed BLS12-381 G2 (aggregate) signature.
-    uint256 public constant BLS_SIGNATURE_LENGTH = 96;
+    /// @notice Length of an EIP-2537 encoded BLS12-381 G2 (aggregate) signature.
+    uint256 public constant BLS_SIGNATURE_LENGTH = 256;
 
     /// @notice Minimum number of signers (set bits in the signer bitmap) for a batch.
     uint256 public immutable threshold;
@@ -58,6 +60,7 @@ contract Settlement {
     mapping(address account => uint256 indexPlusOne) private _operatorIndexPlusOne;
     mapping(uint64 round => Batch) private _batches;
     mapping(bytes32 root => bool) private _rootSettled;
+    mapping(bytes32 keyHash => bool) private _keyRegistered;
 
     /// @notice A batch was settled.
     /// @param round The settlement round.
@@ -66,7 +69,7 @@ contract Settlement {
     /// @param toBlock Last block (inclusive) covered by the batch.
     /// @param leafCount Number of leaves under `root`.
     /// @param signerBitmap Bit `i` set = operator `i` signed.
-    /// @param submitter The operator account that submitted the batch.
+    /// @param submitter The account that submitted the batch (anyone may).
     event Settled(
         uint64 indexed round,
         bytes32 indexed root,
@@ -78,22 +81,24 @@ contract Settlement {
     );
 
     // ----- constructor errors -----
-    /// @notice `accounts` and `blsPublicKeys` differ in length.
+    /// @notice `accounts`, `blsPublicKeys` and `proofsOfPossession` differ in length.
     error LengthMismatch(uint256 accounts, uint256 blsPublicKeys);
+    /// @notice Operator `index` did not prove possession of its BLS secret key.
+    error InvalidProofOfPossession(uint256 index);
+    /// @notice Operator `index` registers a BLS key that another operator registered already.
+    error DuplicatePublicKey(uint256 index);
     /// @notice The operator count is 0 or above `MAX_OPERATORS`.
     error InvalidOperatorCount(uint256 count);
     /// @notice Operator `index` has the zero address as account.
     error ZeroOperator(uint256 index);
     /// @notice `account` appears more than once.
     error DuplicateOperator(address account);
-    /// @notice Operator `index` has a BLS public key that is not 48 bytes long.
+    /// @notice Operator `index` has a BLS public key that is not 128 bytes long.
     error InvalidPublicKeyLength(uint256 index, uint256 length);
     /// @notice `threshold` is 0 or greater than the operator count.
     error InvalidThreshold(uint256 threshold, uint256 operatorCount);
 
     // ----- settle errors -----
-    /// @notice `caller` is not a registered operator.
-    error NotOperator(address caller);
     /// @notice `round` has been settled already.
     error RoundAlreadySettled(uint64 round);
     /// @notice `root` has been settled already (in some round).
@@ -108,8 +113,14 @@ contract Settlement {
     error UnknownSigner(uint256 bit);
     /// @notice Fewer signers than `threshold`.
     error InsufficientSigners(uint256 signers, uint256 threshold);
-    /// @notice The aggregate signature is not 96 bytes long.
+    /// @notice The aggregate signature is not 256 bytes long.
     error InvalidSignatureLength(uint256 length);
+    /// @notice `signerKeys` is not 128 bytes per signer.
+    error InvalidSignerKeysLength(uint256 length, uint256 signers);
+    /// @notice The key given for signer `index` is not the one registered for it.
+    error WrongSignerKey(uint256 index);
+    /// @notice The aggregate signature does not verify for the signers and the batch.
+    error InvalidSignature();
 
     // ----- getter errors -----
     /// @notice There is no operator with index `index`.
@@ -117,11 +128,18 @@ contract Settlement {
 
     /// @notice Registers the operator set and the signing threshold.
     /// @param accounts Operator accounts; position `i` is bit `i` of the signer bitmap.
-    /// @param blsPublicKeys 48-byte compressed BLS12-381 G1 public keys, same order as `accounts`.
+    /// @param blsPublicKeys EIP-2537 encoded BLS12-381 G1 public keys, same order as `accounts`.
+    /// @param proofsOfPossession For each key, its BLS signature (G2, EIP-2537 encoded) over the
+    ///        128 key bytes under the `BLS.POP_DST` tag.
     /// @param threshold_ Minimum number of signers per batch, `1 <= threshold_ <= accounts.length`.
-    constructor(address[] memory accounts, bytes[] memory blsPublicKeys, uint256 threshold_) {
+    constructor(
+        address[] memory accounts,
+        bytes[] memory blsPublicKeys,
+        bytes[] memory proofsOfPossession,
+        uint256 threshold_
+    ) {
         uint256 n = accounts.length;
-        if (n != blsPublicKeys.length) revert LengthMismatch(n, blsPublicKeys.length);
+        if (n != blsPublicKeys.length || n != proofsOfPossession.length) revert LengthMismatch(n, blsPublicKeys.length);
         if (n == 0 || n > MAX_OPERATORS) revert InvalidOperatorCount(n);
         if (threshold_ == 0 || threshold_ > n) revert InvalidThreshold(threshold_, n);
 
@@ -129,28 +147,31 @@ contract Settlement {
             address account = accounts[i];
             if (account == address(0)) revert ZeroOperator(i);
             if (_operatorIndexPlusOne[account] != 0) revert DuplicateOperator(account);
-            if (blsPublicKeys[i].length != BLS_PUBLIC_KEY_LENGTH) {
-                revert InvalidPublicKeyLength(i, blsPublicKeys[i].length);
-            }
-            _operators.push(Operator({account: account, blsPublicKey: blsPublicKeys[i]}));
+            bytes memory key = blsPublicKeys[i];
+            if (key.length != BLS_PUBLIC_KEY_LENGTH) revert InvalidPublicKeyLength(i, key.length);
+            bytes32 keyHash = keccak256(key);
+            if (_keyRegistered[keyHash]) revert DuplicatePublicKey(i);
+            if (!BLS.verify(key, key, proofsOfPossession[i], BLS.POP_DST)) revert InvalidProofOfPossession(i);
+            _keyRegistered[keyHash] = true;
+            _operators.push(Operator({account: account, keyHash: keyHash, blsPublicKey: key}));
             _operatorIndexPlusOne[account] = i + 1;
         }
         threshold = threshold_;
     }
 
-    /// @notice Records the batch of `round`.
-    /// @dev Only the shape of the submission is checked; the aggregate signature is NOT
-    ///      verified on chain in this version (see the contract documentation). Checks, in
-    ///      order: caller is an operator, round not settled, root nonzero and not settled,
-    ///      `fromBlock <= toBlock`, `leafCount > 0`, no signer bit beyond the operator set,
-    ///      at least `threshold` signers, 96-byte signature.
+    /// @notice Records the batch of `round` once a quorum of operators signed it. Anyone may call.
+    /// @dev Checks, in order: round not settled, root nonzero and not settled,
+    ///      `fromBlock <= toBlock`, `leafCount > 0`, no signer bit beyond the operator set, at
+    ///      least `threshold` signers, lengths, each signer key equal to the registered one, and
+    ///      the aggregate signature.
     /// @param round The settlement round; each round settles at most once.
     /// @param fromBlock First block (inclusive) covered by the batch.
     /// @param toBlock Last block (inclusive) covered by the batch.
     /// @param root Merkle root over the batch's payment leaves; each root settles at most once.
     /// @param leafCount Number of leaves under `root`.
     /// @param signerBitmap Bit `i` set = operator `i` contributed to `signature`.
-    /// @param signature Compressed BLS12-381 G2 aggregate signature over
+    /// @param signerKeys The signers' EIP-2537 public keys, 128 bytes each, in ascending index order.
+    /// @param signature EIP-2537 G2 aggregate signature over the 32 bytes of
     ///        `batchMessage(round, fromBlock, toBlock, root, leafCount)`.
     function settle(
         uint64 round,
@@ -159,24 +180,16 @@ contract Settlement {
         bytes32 root,
         uint32 leafCount,
         uint256 signerBitmap,
+        bytes calldata signerKeys,
         bytes calldata signature
     ) external {
-        if (_operatorIndexPlusOne[msg.sender] == 0) revert NotOperator(msg.sender);
         Batch storage batch_ = _batches[round];
         if (batch_.submitter != address(0)) revert RoundAlreadySettled(round);
         if (root == bytes32(0)) revert ZeroRoot();
         if (_rootSettled[root]) revert RootAlreadySettled(root);
         if (fromBlock > toBlock) revert InvalidBlockRange(fromBlock, toBlock);
         if (leafCount == 0) revert EmptyBatch();
-
-        uint256 n = _operators.length;
-        if (n < MAX_OPERATORS) {
-            uint256 unknown = signerBitmap >> n;
-            if (unknown != 0) revert UnknownSigner(n + _lowestSetBit(unknown));
-        }
-        uint256 signers = _popcount(signerBitmap);
-        if (signers < threshold) revert InsufficientSigners(signers, threshold);
-        if (signature.length != BLS_SIGNATURE_LENGTH) revert InvalidSignatureLength(signature.length);
+        _verifyQuorum(batchMessage(round, fromBlock, toBlock, root, leafCount), signerBitmap, signerKeys, signature);
 
         batch_.root = root;
         batch_.submitter = msg.sender;
@@ -187,6 +200,36 @@ contract Settlement {
         _rootSettled[root] = true;
 
         emit Settled(round, root, fromBlock, toBlock, leafCount, signerBitmap, msg.sender);
+    }
+
+    /// @dev Reverts unless at least `threshold` registered operators, with exactly the keys they
+    ///      registered, signed `message` and `signature` is their aggregate.
+    function _verifyQuorum(bytes32 message, uint256 signerBitmap, bytes calldata signerKeys, bytes calldata signature)
+        private
+        view
+    {
+        uint256 n = _operators.length;
+        if (n < MAX_OPERATORS) {
+            uint256 unknown = signerBitmap >> n;
+            if (unknown != 0) revert UnknownSigner(n + _lowestSetBit(unknown));
+        }
+        uint256 signers = _popcount(signerBitmap);
+        if (signers < threshold) revert InsufficientSigners(signers, threshold);
+        if (signature.length != BLS_SIGNATURE_LENGTH) revert InvalidSignatureLength(signature.length);
+        if (signerKeys.length != signers * BLS_PUBLIC_KEY_LENGTH) {
+            revert InvalidSignerKeysLength(signerKeys.length, signers);
+        }
+        uint256 k = 0;
+        for (uint256 i = 0; i < n; ++i) {
+            if ((signerBitmap >> i) & 1 == 1) {
+                uint256 off = k * BLS_PUBLIC_KEY_LENGTH;
+                if (keccak256(signerKeys[off:off + BLS_PUBLIC_KEY_LENGTH]) != _operators[i].keyHash) revert WrongSignerKey(i);
+                ++k;
+            }
+        }
+        if (!BLS.verify(BLS.aggregateG1(signerKeys), abi.encodePacked(message), signature, BLS.SIG_DST)) {
+            revert InvalidSignature();
+        }
     }
 
     /// @notice The message the operators sign for a batch.
@@ -207,7 +250,7 @@ contract Settlement {
 
     /// @notice Operator `i` (bit `i` of the signer bitmap).
     /// @return account The operator's account.
-    /// @return blsPublicKey The operator's 48-byte compressed BLS12-381 G1 public key.
+    /// @return blsPublicKey The operator's EIP-2537 encoded (128-byte) BLS12-381 G1 public key.
     function operator(uint256 i) external view returns (address account, bytes memory blsPublicKey) {
         if (i >= _operators.length) revert OperatorIndexOutOfRange(i);
         Operator storage op = _operators[i];

@@ -9,8 +9,11 @@ use alloy::providers::Provider;
 pub struct OperatorEntry {
     /// Account that may submit settlements.
     pub account: Address,
-    /// Compressed BLS public key (48 bytes).
+    /// BLS public key, EIP-2537 encoded (128 bytes).
     pub bls_public_key: Bytes,
+    /// Proof of possession of its secret key: a BLS signature over the 128 key bytes under the
+    /// proof-of-possession tag, EIP-2537 encoded (256 bytes).
+    pub proof_of_possession: Bytes,
 }
 
 /// Addresses of a deployment and the block it started at.
@@ -58,12 +61,22 @@ pub async fn deploy_all<P: Provider + Clone>(
         })?;
     let accounts: Vec<Address> = operators.iter().map(|o| o.account).collect();
     let keys: Vec<Bytes> = operators.iter().map(|o| o.bls_public_key.clone()).collect();
-    let settlement = Settlement::deploy(provider.clone(), accounts, keys, U256::from(threshold))
-        .await
-        .map_err(|source| DeployError::Contract {
-            contract: "Settlement",
-            source,
-        })?;
+    let pops: Vec<Bytes> = operators
+        .iter()
+        .map(|o| o.proof_of_possession.clone())
+        .collect();
+    let settlement = Settlement::deploy(
+        provider.clone(),
+        accounts,
+        keys,
+        pops,
+        U256::from(threshold),
+    )
+    .await
+    .map_err(|source| DeployError::Contract {
+        contract: "Settlement",
+        source,
+    })?;
     let token = TestToken::deploy(provider.clone())
         .await
         .map_err(|source| DeployError::Contract {

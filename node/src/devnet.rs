@@ -113,7 +113,8 @@ pub async fn init(spec: &DevnetSpec) -> Result<Devnet, DevnetError> {
         .iter()
         .map(|k| OperatorEntry {
             account: k.evm.address(),
-            bls_public_key: Bytes::from(k.bls.public_key().to_bytes().to_vec()),
+            bls_public_key: Bytes::from(k.bls.public_key().to_eip2537().to_vec()),
+            proof_of_possession: Bytes::from(k.bls.prove_possession().to_eip2537().to_vec()),
         })
         .collect();
     let threshold = spec.nodes * 2 / 3 + 1;

@@ -5,7 +5,7 @@
 //! batch (through the persisted guard), gossip it, and, when this node is the round's keeper
 //! and a quorum signed its batch, aggregate and submit the settlement.
 
-use crate::chain::ChainClient;
+use crate::chain::{ChainClient, SettleCall};
 use crate::gossip::{self, Attestation, InvoiceAnnouncement};
 use crate::operators::OperatorSet;
 use crate::store::{SettlementRecord, SigningOutcome, Store, StoreError};
@@ -302,13 +302,18 @@ impl RoundDriver {
             webhook_wake: self.webhook_wake.clone(),
         };
         let done = st.done_tx.clone();
-        let batch = own.batch;
-        let bitmap = quorum.signer_bitmap;
+        let call = SettleCall {
+            batch: own.batch,
+            signer_bitmap: quorum.signer_bitmap,
+            signer_keys: Bytes::from(
+                keys.iter()
+                    .flat_map(|k| k.to_eip2537())
+                    .collect::<Vec<u8>>(),
+            ),
+            signature: Bytes::from(aggregate.to_eip2537().to_vec()),
+        };
         tokio::spawn(async move {
-            let ok = match task
-                .submit(batch, bitmap, Bytes::from(aggregate.to_bytes().to_vec()))
-                .await
-            {
+            let ok = match task.submit(call).await {
                 Ok(Some(record)) => {
                     info!(round, tx_hash = %record.tx_hash, block = record.block_number, "round settled");
                     true
@@ -337,16 +342,15 @@ impl SettleTask {
     /// webhook events atomically.
     async fn submit(
         &self,
-        batch: Batch,
-        bitmap: alloy::primitives::U256,
-        signature: Bytes,
+        call: SettleCall,
     ) -> Result<Option<SettlementRecord>, Box<dyn std::error::Error + Send + Sync>> {
+        let batch = call.batch;
         if !self.chain.settled_root(batch.round).await?.is_zero() {
             info!(round = batch.round, "round already settled on chain");
             return Ok(None);
         }
-        info!(round = batch.round, root = %batch.root, signers = bitmap.count_ones(), "submitting settlement");
-        let record = self.chain.settle(&batch, bitmap, signature).await?;
+        info!(round = batch.round, root = %batch.root, signers = call.signer_bitmap.count_ones(), "submitting settlement");
+        let record = self.chain.settle(&call).await?;
         let payments: Vec<_> = self
             .store
             .payments_in_range(batch.from_block, batch.to_block)?

@@ -8,7 +8,7 @@ use alloy::primitives::{Address, B256, Bytes, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::signers::local::PrivateKeySigner;
 use eyre::Result;
-use settleproof_consensus::{Batch, BlsSecretKey};
+use settleproof_consensus::{Batch, BlsSecretKey, BlsSignature};
 use settleproof_contracts::{InvoicePayments, OperatorEntry, Settlement, deploy_all};
 
 fn provider(anvil: &Anvil, key: &PrivateKeySigner) -> Result<DynProvider> {
@@ -28,29 +28,50 @@ fn revert(e: alloy::contract::Error) -> String {
         .unwrap_or_else(|| e.to_string())
 }
 
+fn bls_keys(n: usize) -> Vec<BlsSecretKey> {
+    (0..n)
+        .map(|i| BlsSecretKey::from_ikm(&[i as u8 + 1; 32]).expect("ikm"))
+        .collect()
+}
+
+fn entry(account: &PrivateKeySigner, key: &BlsSecretKey) -> OperatorEntry {
+    OperatorEntry {
+        account: account.address(),
+        bls_public_key: Bytes::from(key.public_key().to_eip2537().to_vec()),
+        proof_of_possession: Bytes::from(key.prove_possession().to_eip2537().to_vec()),
+    }
+}
+
+/// Signer bitmap, concatenated EIP-2537 keys and aggregate signature of `signers` over `message`.
+fn quorum(keys: &[BlsSecretKey], signers: &[usize], message: &[u8]) -> (U256, Bytes, Bytes) {
+    let bitmap = signers
+        .iter()
+        .fold(U256::ZERO, |acc, i| acc | (U256::from(1u8) << *i));
+    let pks: Vec<u8> = signers
+        .iter()
+        .flat_map(|i| keys[*i].public_key().to_eip2537())
+        .collect();
+    let sigs: Vec<_> = signers.iter().map(|i| keys[*i].sign(message)).collect();
+    let agg = BlsSignature::aggregate(&sigs).expect("non-empty");
+    (
+        bitmap,
+        Bytes::from(pks),
+        Bytes::from(agg.to_eip2537().to_vec()),
+    )
+}
+
 #[tokio::test]
-async fn settlement_records_each_round_and_root_once() -> Result<()> {
+async fn settlement_verifies_the_aggregate_and_records_each_round_once() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let anvil = Anvil::start(dir.path(), None).await?;
     let deployer = provider(&anvil, &anvil.keys[0])?;
-    let ops: Vec<PrivateKeySigner> = anvil.keys[2..6].to_vec();
-    let entries: Vec<OperatorEntry> = ops
-        .iter()
-        .enumerate()
-        .map(|(i, k)| OperatorEntry {
-            account: k.address(),
-            bls_public_key: Bytes::from(
-                BlsSecretKey::from_ikm(&[i as u8 + 1; 32])
-                    .expect("ikm")
-                    .public_key()
-                    .to_bytes()
-                    .to_vec(),
-            ),
-        })
+    let keys = bls_keys(4);
+    let entries: Vec<OperatorEntry> = (0..4)
+        .map(|i| entry(&anvil.keys[2 + i], &keys[i]))
         .collect();
     let d = deploy_all(deployer.clone(), &entries, 3).await?;
-    let as_op = Settlement::new(d.settlement, provider(&anvil, &ops[0])?);
-    let as_outsider = Settlement::new(d.settlement, provider(&anvil, &anvil.keys[1])?);
+    // Anyone may submit: the signature, not the sender, is what counts.
+    let anyone = Settlement::new(d.settlement, provider(&anvil, &anvil.keys[1])?);
 
     let batch = Batch {
         round: 7,
@@ -60,7 +81,7 @@ async fn settlement_records_each_round_and_root_once() -> Result<()> {
         leaf_count: 3,
     };
     let chain_id = deployer.get_chain_id().await?;
-    let on_chain = as_op
+    let on_chain = anyone
         .batchMessage(
             batch.round,
             batch.from_block,
@@ -70,59 +91,123 @@ async fn settlement_records_each_round_and_root_once() -> Result<()> {
         )
         .call()
         .await?;
-    assert_eq!(
-        on_chain,
-        batch.message(chain_id, d.settlement),
-        "nodes sign what the contract computes"
-    );
+    let message = batch.message(chain_id, d.settlement);
+    assert_eq!(on_chain, message, "nodes sign what the contract computes");
 
-    let sig = Bytes::from(vec![0u8; 96]);
     macro_rules! settle {
-        ($c:expr, $round:expr, $root:expr, $bitmap:expr) => {
-            $c.settle(
+        ($round:expr, $root:expr, $q:expr) => {{
+            let (bitmap, keys, sig) = $q;
+            anyone.settle(
                 $round,
                 batch.from_block,
                 batch.to_block,
                 $root,
                 batch.leaf_count,
-                U256::from($bitmap),
-                sig.clone(),
+                bitmap,
+                keys,
+                sig,
             )
-        };
+        }};
     }
-    let err = settle!(as_outsider, 7, batch.root, 0b0111)
-        .call()
-        .await
-        .expect_err("outsider");
-    assert!(revert(err).contains("NotOperator"));
-    let err = settle!(as_op, 7, batch.root, 0b0011)
-        .call()
-        .await
-        .expect_err("two signers");
-    assert!(revert(err).contains("InsufficientSigners"));
-    let err = settle!(as_op, 7, batch.root, 0b1_0011)
-        .call()
-        .await
-        .expect_err("signer outside the set");
-    assert!(revert(err).contains("UnknownSigner"));
+    let good = quorum(&keys, &[0, 1, 3], message.as_slice());
+    let cases: Vec<(&str, (U256, Bytes, Bytes), &str)> = vec![
+        (
+            "two signers",
+            quorum(&keys, &[0, 1], message.as_slice()),
+            "InsufficientSigners",
+        ),
+        (
+            "signer outside the set",
+            (
+                good.0 | (U256::from(1u8) << 4),
+                good.1.clone(),
+                good.2.clone(),
+            ),
+            "UnknownSigner",
+        ),
+        (
+            "signature over another message",
+            quorum(&keys, &[0, 1, 3], b"another batch"),
+            "InvalidSignature",
+        ),
+        (
+            "bitmap claims a signer who did not sign",
+            (
+                U256::from(0b1011u8),
+                good.1.clone(),
+                quorum(&keys, &[0, 1, 2], message.as_slice()).2,
+            ),
+            "InvalidSignature",
+        ),
+        (
+            "key of another operator for a signer",
+            (
+                good.0,
+                quorum(&keys, &[0, 1, 2], message.as_slice()).1,
+                good.2.clone(),
+            ),
+            "WrongSignerKey",
+        ),
+        (
+            "keys missing",
+            (good.0, Bytes::from(good.1[..256].to_vec()), good.2.clone()),
+            "InvalidSignerKeysLength",
+        ),
+    ];
+    for (what, q, want) in cases {
+        let err = settle!(7, batch.root, q).call().await.expect_err(what);
+        let got = revert(err);
+        assert!(got.contains(want), "{what}: expected {want}, got {got}");
+    }
 
-    let receipt = settle!(as_op, 7, batch.root, 0b0111)
+    let receipt = settle!(7, batch.root, good.clone())
         .send()
         .await?
         .get_receipt()
         .await?;
     assert!(receipt.status());
-    assert_eq!(as_op.settledRoot(7).call().await?, batch.root);
-    let err = settle!(as_op, 7, B256::repeat_byte(1), 0b1111)
+    assert_eq!(anyone.settledRoot(7).call().await?, batch.root);
+    let err = settle!(7, B256::repeat_byte(1), good.clone())
         .call()
         .await
         .expect_err("same round");
     assert!(revert(err).contains("RoundAlreadySettled"));
-    let err = settle!(as_op, 8, batch.root, 0b1111)
-        .call()
-        .await
-        .expect_err("same root");
+    let other = Batch { round: 8, ..batch };
+    let err = settle!(
+        8,
+        batch.root,
+        quorum(
+            &keys,
+            &[0, 1, 3],
+            other.message(chain_id, d.settlement).as_slice()
+        )
+    )
+    .call()
+    .await
+    .expect_err("same root");
     assert!(revert(err).contains("RootAlreadySettled"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn registration_requires_a_proof_of_possession() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let anvil = Anvil::start(dir.path(), None).await?;
+    let deployer = provider(&anvil, &anvil.keys[0])?;
+    let keys = bls_keys(2);
+    let mut entries: Vec<OperatorEntry> = (0..2)
+        .map(|i| entry(&anvil.keys[2 + i], &keys[i]))
+        .collect();
+    // Operator 1 presents operator 0's proof: it does not prove possession of its own key.
+    entries[1].proof_of_possession = entries[0].proof_of_possession.clone();
+    let err = deploy_all(deployer.clone(), &entries, 2)
+        .await
+        .expect_err("rogue key");
+    let text = match err {
+        settleproof_contracts::DeployError::Contract { source, .. } => revert(source),
+        other => other.to_string(),
+    };
+    assert!(text.contains("InvalidProofOfPossession"), "{text}");
     Ok(())
 }
 
@@ -131,15 +216,7 @@ async fn payments_go_straight_to_the_merchant() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let anvil = Anvil::start(dir.path(), None).await?;
     let deployer = provider(&anvil, &anvil.keys[0])?;
-    let d = deploy_all(
-        deployer,
-        &[OperatorEntry {
-            account: anvil.keys[2].address(),
-            bls_public_key: Bytes::from(vec![0u8; 48]),
-        }],
-        1,
-    )
-    .await?;
+    let d = deploy_all(deployer, &[entry(&anvil.keys[2], &bls_keys(1)[0])], 1).await?;
     let payer = provider(&anvil, &anvil.keys[1])?;
     let payments = InvoicePayments::new(d.payments, &payer);
     let merchant = Address::repeat_byte(0x42);

@@ -50,6 +50,19 @@ pub enum ChainError {
     Reverted(B256),
 }
 
+/// Everything `Settlement.settle` needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettleCall {
+    /// The batch.
+    pub batch: Batch,
+    /// Bit i set when operator i signed.
+    pub signer_bitmap: U256,
+    /// The signers' EIP-2537 public keys, ascending by index.
+    pub signer_keys: Bytes,
+    /// The EIP-2537 aggregate signature.
+    pub signature: Bytes,
+}
+
 /// Typed access to the chain for one node.
 #[derive(Debug, Clone)]
 pub struct ChainClient {
@@ -231,14 +244,13 @@ impl ChainClient {
             .await?)
     }
 
-    /// Submits `settle` for `batch` and waits for the receipt.
-    pub async fn settle(
-        &self,
-        batch: &Batch,
-        signer_bitmap: U256,
-        signature: Bytes,
-    ) -> Result<SettlementRecord, ChainError> {
+    /// Submits `settle` and waits for the receipt. The call is simulated first (gas
+    /// estimation), so a submission that would revert, e.g. because another keeper settled the
+    /// round meanwhile, costs nothing.
+    pub async fn settle(&self, call: &SettleCall) -> Result<SettlementRecord, ChainError> {
         let contract = Settlement::new(self.settlement, self.writer()?);
+        let batch = &call.batch;
+        let signer_bitmap = call.signer_bitmap;
         let pending = contract
             .settle(
                 batch.round,
@@ -247,7 +259,8 @@ impl ChainClient {
                 batch.root,
                 batch.leaf_count,
                 signer_bitmap,
-                signature,
+                call.signer_keys.clone(),
+                call.signature.clone(),
             )
             .send()
             .await?;

@@ -13,4 +13,4 @@ pub mod providers;
 pub mod quorum;
 pub mod watcher;
 
-pub use client::{ChainClient, ChainError};
+pub use client::{ChainClient, ChainError, SettleCall};
