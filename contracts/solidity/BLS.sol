@@ -106,9 +106,10 @@ library BLS {
     }
 
     function slice(bytes memory data, uint256 start, uint256 length) private pure returns (bytes memory out) {
+        if (start + length > data.length) revert BadPointLength(data.length, start + length);
         out = new bytes(length);
-        for (uint256 i = 0; i < length; i++) {
-            out[i] = data[start + i];
+        assembly ("memory-safe") {
+            mcopy(add(out, 32), add(add(data, 32), start), length)
         }
     }
 }
