@@ -23,10 +23,7 @@ pub(crate) fn apply_overrides(
             });
         }
         let value = parse_value(&raw);
-        set(root, &keys, value).map_err(|message| ConfigError::Env {
-            var: var.clone(),
-            message,
-        })?;
+        set(root, &keys, value).map_err(|message| ConfigError::Env { var: var.clone(), message })?;
     }
     Ok(())
 }
@@ -47,9 +44,7 @@ fn set(table: &mut Table, keys: &[String], value: Value) -> Result<(), String> {
             Ok(())
         }
         [first, rest @ ..] => {
-            let entry = table
-                .entry(first.clone())
-                .or_insert_with(|| Value::Table(Table::new()));
+            let entry = table.entry(first.clone()).or_insert_with(|| Value::Table(Table::new()));
             match entry {
                 Value::Table(t) => set(t, rest, value),
                 _ => Err(format!("`{first}` is not a section")),
@@ -63,9 +58,7 @@ mod tests {
     use super::*;
 
     fn vars(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -88,11 +81,7 @@ mod tests {
     #[test]
     fn refuses_to_descend_into_a_value() {
         let mut t: Table = "api = 3\n".parse().expect("toml");
-        let err = apply_overrides(&mut t, vars(&[("SETTLEPROOF__API__LISTEN", "x")]))
-            .expect_err("not a table");
-        assert!(
-            err.to_string().contains("SETTLEPROOF__API__LISTEN"),
-            "{err}"
-        );
+        let err = apply_overrides(&mut t, vars(&[("SETTLEPROOF__API__LISTEN", "x")])).expect_err("not a table");
+        assert!(err.to_string().contains("SETTLEPROOF__API__LISTEN"), "{err}");
     }
 }

@@ -24,29 +24,17 @@ pub const EXAMPLE: &str = include_str!("../example.toml");
 
 impl NodeConfig {
     /// Reads `path`, applies the `SETTLEPROOF__*` variables of `vars`, validates.
-    pub fn load(
-        path: &std::path::Path,
-        vars: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+    pub fn load(path: &std::path::Path, vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
         Self::from_toml_str(&text, vars)
     }
 
     /// Parses TOML text, applies environment overrides, validates.
-    pub fn from_toml_str(
-        text: &str,
-        vars: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Self, ConfigError> {
-        let mut value: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+    pub fn from_toml_str(text: &str, vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let mut value: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
         env::apply_overrides(&mut value, vars)?;
-        let cfg: NodeConfig = value
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        let cfg: NodeConfig = value.try_into().map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
         validate::validate(&cfg)?;
         Ok(cfg)
     }

@@ -126,6 +126,19 @@ pub struct RoundsSection {
     /// How often an unsettled round's attestation is sent again, in milliseconds.
     #[serde(default = "default_rebroadcast_ms")]
     pub rebroadcast_interval_ms: u64,
+    /// Time each keeper in turn gets, from the round's quorum, before the next operator takes
+    /// over, in milliseconds. Must cover submission, inclusion and the confirmation depth.
+    #[serde(default = "default_keeper_deadline_ms")]
+    pub keeper_deadline_ms: u64,
+    /// How often a node announces it is alive, in milliseconds.
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_interval_ms: u64,
+    /// Silence after which an operator counts as down and its keeper turns are skipped.
+    #[serde(default = "default_heartbeat_timeout_ms")]
+    pub heartbeat_timeout_ms: u64,
+    /// Balance (gwei) below which this node cannot pay for settlements and hands its turns over.
+    #[serde(default = "default_min_balance_gwei")]
+    pub keeper_min_balance_gwei: u64,
 }
 
 impl Default for RoundsSection {
@@ -133,6 +146,10 @@ impl Default for RoundsSection {
         Self {
             length_blocks: default_round_length(),
             rebroadcast_interval_ms: default_rebroadcast_ms(),
+            keeper_deadline_ms: default_keeper_deadline_ms(),
+            heartbeat_interval_ms: default_heartbeat_ms(),
+            heartbeat_timeout_ms: default_heartbeat_timeout_ms(),
+            keeper_min_balance_gwei: default_min_balance_gwei(),
         }
     }
 }
@@ -193,10 +210,7 @@ pub struct WebhookSection {
 
 impl Default for WebhookSection {
     fn default() -> Self {
-        Self {
-            timeout_ms: default_webhook_timeout_ms(),
-            max_backoff_ms: default_webhook_max_backoff_ms(),
-        }
+        Self { timeout_ms: default_webhook_timeout_ms(), max_backoff_ms: default_webhook_max_backoff_ms() }
     }
 }
 
@@ -232,6 +246,18 @@ fn default_round_length() -> u64 {
 }
 fn default_rebroadcast_ms() -> u64 {
     2000
+}
+fn default_keeper_deadline_ms() -> u64 {
+    20_000
+}
+fn default_heartbeat_ms() -> u64 {
+    1000
+}
+fn default_heartbeat_timeout_ms() -> u64 {
+    3500
+}
+fn default_min_balance_gwei() -> u64 {
+    10_000_000
 }
 fn default_webhook_timeout_ms() -> u64 {
     10_000

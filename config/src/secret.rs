@@ -28,9 +28,6 @@ impl fmt::Debug for Secret {
 mod tests {
     #[test]
     fn debug_is_redacted() {
-        assert_eq!(
-            format!("{:?}", super::Secret::new("whsec_abc")),
-            "<redacted>"
-        );
+        assert_eq!(format!("{:?}", super::Secret::new("whsec_abc")), "<redacted>");
     }
 }

@@ -15,14 +15,22 @@ pub(crate) fn validate(cfg: &NodeConfig) -> Result<(), ConfigError> {
     if cfg.rounds.rebroadcast_interval_ms < 100 {
         v.add("rounds.rebroadcast_interval_ms", "must be at least 100 ms");
     }
+    if cfg.rounds.keeper_deadline_ms < 1000 {
+        v.add("rounds.keeper_deadline_ms", "must be at least 1000 ms (submission, inclusion and confirmations)");
+    }
+    if cfg.rounds.heartbeat_interval_ms < 100 {
+        v.add("rounds.heartbeat_interval_ms", "must be at least 100 ms");
+    }
+    if cfg.rounds.heartbeat_timeout_ms <= cfg.rounds.heartbeat_interval_ms * 2 {
+        v.add(
+            "rounds.heartbeat_timeout_ms",
+            "must be more than twice rounds.heartbeat_interval_ms, or one lost heartbeat marks a peer down",
+        );
+    }
     if cfg.webhooks.timeout_ms == 0 {
         v.add("webhooks.timeout_ms", "must be more than 0 ms");
     }
-    if v.0.is_empty() {
-        Ok(())
-    } else {
-        Err(ConfigError::Invalid(v.0))
-    }
+    if v.0.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(v.0)) }
 }
 
 #[derive(Default)]
@@ -30,104 +38,63 @@ struct Problems(Vec<FieldError>);
 
 impl Problems {
     fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.0.push(FieldError {
-            field: field.into(),
-            message: message.into(),
-        });
+        self.0.push(FieldError { field: field.into(), message: message.into() });
     }
 }
 
 fn node(cfg: &NodeConfig, v: &mut Problems) {
     if cfg.node.name.trim().is_empty() {
-        v.add(
-            "node.name",
-            "must not be empty; use this node's name from network.operators",
-        );
-    } else if !cfg
-        .network
-        .operators
-        .iter()
-        .any(|o| o.name == cfg.node.name)
-    {
-        v.add(
-            "node.name",
-            format!(
-                "`{}` is not in network.operators; add it or fix the name",
-                cfg.node.name
-            ),
-        );
+        v.add("node.name", "must not be empty; use this node's name from network.operators");
+    } else if !cfg.network.operators.iter().any(|o| o.name == cfg.node.name) {
+        v.add("node.name", format!("`{}` is not in network.operators; add it or fix the name", cfg.node.name));
     }
     if !cfg.p2p.listen.starts_with('/') {
-        v.add(
-            "p2p.listen",
-            "must be a multiaddr such as /ip4/127.0.0.1/tcp/9000",
-        );
+        v.add("p2p.listen", "must be a multiaddr such as /ip4/127.0.0.1/tcp/9000");
     }
 }
 
 fn chain(cfg: &NodeConfig, v: &mut Problems) {
     let c = &cfg.chain;
     if c.chain_id == 0 {
-        v.add(
-            "chain.chain_id",
-            "must be the chain's EIP-155 id (e.g. 31337 for anvil), not 0",
-        );
+        v.add("chain.chain_id", "must be the chain's EIP-155 id (e.g. 31337 for anvil), not 0");
     }
     if c.rpc_endpoints.is_empty() {
-        v.add(
-            "chain.rpc_endpoints",
-            "must list at least one URL, e.g. [\"http://127.0.0.1:8545\"]",
-        );
+        v.add("chain.rpc_endpoints", "must list at least one URL, e.g. [\"http://127.0.0.1:8545\"]");
     }
     for (i, url) in c.rpc_endpoints.iter().enumerate() {
         if !is_http_url(url) {
-            v.add(
-                format!("chain.rpc_endpoints[{i}]"),
-                format!("`{url}` is not an http:// or https:// URL"),
-            );
+            v.add(format!("chain.rpc_endpoints[{i}]"), format!("`{url}` is not an http:// or https:// URL"));
         }
     }
     if c.rpc_quorum == 0 || c.rpc_quorum > c.rpc_endpoints.len().max(1) {
         v.add(
             "chain.rpc_quorum",
-            format!(
-                "must be between 1 and the number of rpc_endpoints ({})",
-                c.rpc_endpoints.len()
-            ),
+            format!("must be between 1 and the number of rpc_endpoints ({})", c.rpc_endpoints.len()),
         );
     }
     if c.rpc_timeout_ms < 10 {
         v.add("chain.rpc_timeout_ms", "must be at least 10 ms");
     }
     if c.rpc_retries > 10 {
-        v.add(
-            "chain.rpc_retries",
-            "must be at most 10 (retries multiply the time a read can take)",
-        );
+        v.add("chain.rpc_retries", "must be at most 10 (retries multiply the time a read can take)");
     }
     if c.rpc_breaker_failures == 0 {
         v.add("chain.rpc_breaker_failures", "must be at least 1");
     }
     if c.rpc_endpoints.len() > 1 && c.rpc_quorum * 2 <= c.rpc_endpoints.len() {
-        v.add("chain.rpc_quorum", "must be more than half of rpc_endpoints, so two disagreeing groups cannot both form a quorum");
+        v.add(
+            "chain.rpc_quorum",
+            "must be more than half of rpc_endpoints, so two disagreeing groups cannot both form a quorum",
+        );
     }
     if c.payments_contract.is_zero() {
-        v.add(
-            "chain.payments_contract",
-            "must be the deployed InvoicePayments address, not the zero address",
-        );
+        v.add("chain.payments_contract", "must be the deployed InvoicePayments address, not the zero address");
     }
     if c.settlement_contract.is_zero() {
-        v.add(
-            "chain.settlement_contract",
-            "must be the deployed Settlement address, not the zero address",
-        );
+        v.add("chain.settlement_contract", "must be the deployed Settlement address, not the zero address");
     }
     if c.payments_contract == c.settlement_contract && !c.payments_contract.is_zero() {
-        v.add(
-            "chain.settlement_contract",
-            "must differ from chain.payments_contract",
-        );
+        v.add("chain.settlement_contract", "must differ from chain.payments_contract");
     }
     if c.poll_interval_ms < 50 {
         v.add("chain.poll_interval_ms", "must be at least 50 ms");
@@ -141,24 +108,20 @@ fn network(cfg: &NodeConfig, v: &mut Problems) {
     let ops = &cfg.network.operators;
     let n = ops.len();
     if n == 0 || n > 256 {
-        v.add(
-            "network.operators",
-            format!("must list between 1 and 256 operators, found {n}"),
-        );
+        v.add("network.operators", format!("must list between 1 and 256 operators, found {n}"));
     }
     let t = cfg.network.threshold;
     if t == 0 || t > n || t * 2 <= n {
         v.add(
             "network.threshold",
-            format!("must be more than half of the {n} operators and at most {n} (e.g. {} for {n}), found {t}", n * 2 / 3 + 1),
+            format!(
+                "must be more than half of the {n} operators and at most {n} (e.g. {} for {n}), found {t}",
+                n * 2 / 3 + 1
+            ),
         );
     }
-    let (mut names, mut peers, mut keys, mut accounts) = (
-        HashSet::new(),
-        HashSet::new(),
-        HashSet::new(),
-        HashSet::new(),
-    );
+    let (mut names, mut peers, mut keys, mut accounts) =
+        (HashSet::new(), HashSet::new(), HashSet::new(), HashSet::new());
     for (i, o) in ops.iter().enumerate() {
         let at = |f: &str| format!("network.operators[{i}].{f}");
         if o.name.trim().is_empty() || !names.insert(o.name.as_str()) {
@@ -168,20 +131,12 @@ fn network(cfg: &NodeConfig, v: &mut Problems) {
             || !o.peer_id.chars().all(|c| c.is_ascii_alphanumeric())
             || !peers.insert(o.peer_id.as_str())
         {
-            v.add(
-                at("peer_id"),
-                "must be a unique base58 libp2p peer id (see `settleproof keys show`)",
-            );
+            v.add(at("peer_id"), "must be a unique base58 libp2p peer id (see `settleproof keys show`)");
         }
         if !o.p2p_addr.starts_with('/') {
-            v.add(
-                at("p2p_addr"),
-                "must be a multiaddr such as /ip4/127.0.0.1/tcp/9000",
-            );
+            v.add(at("p2p_addr"), "must be a multiaddr such as /ip4/127.0.0.1/tcp/9000");
         }
-        if !is_hex_bytes(&o.bls_public_key, 48)
-            || !keys.insert(o.bls_public_key.to_ascii_lowercase())
-        {
+        if !is_hex_bytes(&o.bls_public_key, 48) || !keys.insert(o.bls_public_key.to_ascii_lowercase()) {
             v.add(
                 at("bls_public_key"),
                 "must be a unique 0x-prefixed 48-byte compressed BLS public key (96 hex digits)",
@@ -201,22 +156,18 @@ fn merchants(cfg: &NodeConfig, v: &mut Problems) {
             v.add(at("id"), "must be non-empty and unique");
         }
         if m.payout_address.is_zero() {
-            v.add(
-                at("payout_address"),
-                "must be the merchant's non-zero payout address",
-            );
+            v.add(at("payout_address"), "must be the merchant's non-zero payout address");
         }
         if !is_http_url(&m.webhook_url) {
             v.add(at("webhook_url"), "must be an http:// or https:// URL");
         }
         let secret = m.webhook_secret.expose();
         let body = secret.strip_prefix("whsec_").unwrap_or("");
-        if body.len() < 24
-            || !body
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c))
-        {
-            v.add(at("webhook_secret"), "must be `whsec_` followed by base64 of at least 24 bytes (see `settleproof keys webhook-secret`)");
+        if body.len() < 24 || !body.chars().all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c)) {
+            v.add(
+                at("webhook_secret"),
+                "must be `whsec_` followed by base64 of at least 24 bytes (see `settleproof keys webhook-secret`)",
+            );
         }
         if m.api_token.expose().len() < 16 || !tokens.insert(m.api_token.expose()) {
             v.add(at("api_token"), "must be unique and at least 16 characters");
@@ -225,15 +176,12 @@ fn merchants(cfg: &NodeConfig, v: &mut Problems) {
 }
 
 fn is_http_url(s: &str) -> bool {
-    let rest = s
-        .strip_prefix("http://")
-        .or_else(|| s.strip_prefix("https://"));
+    let rest = s.strip_prefix("http://").or_else(|| s.strip_prefix("https://"));
     rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/') && !r.contains(char::is_whitespace))
 }
 
 fn is_hex_bytes(s: &str, len: usize) -> bool {
-    s.strip_prefix("0x")
-        .is_some_and(|h| h.len() == len * 2 && h.chars().all(|c| c.is_ascii_hexdigit()))
+    s.strip_prefix("0x").is_some_and(|h| h.len() == len * 2 && h.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 #[cfg(test)]
@@ -257,53 +205,17 @@ mod tests {
     fn each_bad_field_is_named() {
         let cases = [
             ("chain_id = 31337", "chain_id = 0", "chain.chain_id"),
-            (
-                "rpc_endpoints = [\"http://127.0.0.1:8545\"]",
-                "rpc_endpoints = []",
-                "chain.rpc_endpoints",
-            ),
-            (
-                "rpc_endpoints = [\"http://127.0.0.1:8545\"]",
-                "rpc_endpoints = [\"ftp://x\"]",
-                "chain.rpc_endpoints[0]",
-            ),
+            ("rpc_endpoints = [\"http://127.0.0.1:8545\"]", "rpc_endpoints = []", "chain.rpc_endpoints"),
+            ("rpc_endpoints = [\"http://127.0.0.1:8545\"]", "rpc_endpoints = [\"ftp://x\"]", "chain.rpc_endpoints[0]"),
             ("rpc_quorum = 1", "rpc_quorum = 2", "chain.rpc_quorum"),
             ("threshold = 1", "threshold = 0", "network.threshold"),
-            (
-                "name = \"node-0\"\ndata_dir",
-                "name = \"ghost\"\ndata_dir",
-                "node.name",
-            ),
-            (
-                "length_blocks = 5",
-                "length_blocks = 0",
-                "rounds.length_blocks",
-            ),
-            (
-                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-                "secret",
-                "merchants[0].webhook_secret",
-            ),
-            (
-                "sk_test_demo_0123456789abcdef",
-                "short",
-                "merchants[0].api_token",
-            ),
-            (
-                "\"http://127.0.0.1:9999/webhooks\"",
-                "\"nope\"",
-                "merchants[0].webhook_url",
-            ),
-            (
-                "bls_public_key = \"0xa4",
-                "bls_public_key = \"0x",
-                "network.operators[0].bls_public_key",
-            ),
-            (
-                "p2p_addr = \"/ip4",
-                "p2p_addr = \"ip4",
-                "network.operators[0].p2p_addr",
-            ),
+            ("name = \"node-0\"\ndata_dir", "name = \"ghost\"\ndata_dir", "node.name"),
+            ("length_blocks = 5", "length_blocks = 0", "rounds.length_blocks"),
+            ("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "secret", "merchants[0].webhook_secret"),
+            ("sk_test_demo_0123456789abcdef", "short", "merchants[0].api_token"),
+            ("\"http://127.0.0.1:9999/webhooks\"", "\"nope\"", "merchants[0].webhook_url"),
+            ("bls_public_key = \"0xa4", "bls_public_key = \"0x", "network.operators[0].bls_public_key"),
+            ("p2p_addr = \"/ip4", "p2p_addr = \"ip4", "network.operators[0].p2p_addr"),
             (
                 "payments_contract = \"0x5FbDB2315678afecb367f032d93F642f64180aa3\"",
                 "payments_contract = \"0x0000000000000000000000000000000000000000\"",
@@ -319,22 +231,16 @@ mod tests {
 
     #[test]
     fn all_problems_are_reported_at_once() {
-        let text = EXAMPLE
-            .replace("chain_id = 31337", "chain_id = 0")
-            .replace("length_blocks = 5", "length_blocks = 0");
-        assert_eq!(
-            problems(&text),
-            vec!["chain.chain_id", "rounds.length_blocks"]
-        );
+        let text =
+            EXAMPLE.replace("chain_id = 31337", "chain_id = 0").replace("length_blocks = 5", "length_blocks = 0");
+        assert_eq!(problems(&text), vec!["chain.chain_id", "rounds.length_blocks"]);
     }
 
     #[test]
     fn unknown_and_mistyped_fields_are_named() {
-        let err = NodeConfig::from_toml_str(
-            &EXAMPLE.replace("confirmations = 2", "confirmatons = 2"),
-            std::iter::empty(),
-        )
-        .expect_err("typo");
+        let err =
+            NodeConfig::from_toml_str(&EXAMPLE.replace("confirmations = 2", "confirmatons = 2"), std::iter::empty())
+                .expect_err("typo");
         assert!(err.to_string().contains("confirmatons"), "{err}");
         let err = NodeConfig::from_toml_str(
             &EXAMPLE.replace("confirmations = 2", "confirmations = \"two\""),
@@ -346,20 +252,11 @@ mod tests {
 
     #[test]
     fn env_overrides_are_validated_too() {
-        let vars = vec![(
-            "SETTLEPROOF__CHAIN__CONFIRMATIONS".to_string(),
-            "9".to_string(),
-        )];
+        let vars = vec![("SETTLEPROOF__CHAIN__CONFIRMATIONS".to_string(), "9".to_string())];
         let cfg = NodeConfig::from_toml_str(EXAMPLE, vars).expect("valid");
         assert_eq!(cfg.chain.confirmations, 9);
-        let vars = vec![(
-            "SETTLEPROOF__NETWORK__THRESHOLD".to_string(),
-            "5".to_string(),
-        )];
-        assert!(matches!(
-            NodeConfig::from_toml_str(EXAMPLE, vars),
-            Err(ConfigError::Invalid(_))
-        ));
+        let vars = vec![("SETTLEPROOF__NETWORK__THRESHOLD".to_string(), "5".to_string())];
+        assert!(matches!(NodeConfig::from_toml_str(EXAMPLE, vars), Err(ConfigError::Invalid(_))));
     }
 
     #[test]

@@ -83,23 +83,12 @@ pub struct Batch {
 impl Batch {
     /// Builds the batch of a round from its payments (any order; they are sorted here).
     /// Returns `None` when the round has no payments: nothing to settle.
-    pub fn build(
-        round: u64,
-        from_block: u64,
-        to_block: u64,
-        payments: &mut [PaymentLeaf],
-    ) -> Option<Self> {
+    pub fn build(round: u64, from_block: u64, to_block: u64, payments: &mut [PaymentLeaf]) -> Option<Self> {
         payments.sort_by_key(PaymentLeaf::order_key);
         let leaves: Vec<B256> = payments.iter().map(PaymentLeaf::hash).collect();
         let root = merkle::root(&leaves)?;
         let leaf_count = u32::try_from(leaves.len()).ok()?;
-        Some(Self {
-            round,
-            from_block,
-            to_block,
-            root,
-            leaf_count,
-        })
+        Some(Self { round, from_block, to_block, root, leaf_count })
     }
 
     /// The 32-byte message operators sign, equal to `Settlement.batchMessage` on chain.
@@ -163,13 +152,6 @@ mod tests {
         assert_ne!(msg, batch.message(1, settlement));
         assert_ne!(msg, batch.message(31337, Address::repeat_byte(8)));
         assert_ne!(msg, Batch { round: 2, ..batch }.message(31337, settlement));
-        assert_ne!(
-            msg,
-            Batch {
-                leaf_count: 2,
-                ..batch
-            }
-            .message(31337, settlement)
-        );
+        assert_ne!(msg, Batch { leaf_count: 2, ..batch }.message(31337, settlement));
     }
 }

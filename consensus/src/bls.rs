@@ -32,19 +32,13 @@ pub enum BlsError {
     #[error("BLS key generation needs at least 32 bytes of input keying material")]
     KeyGen,
     /// Bytes are not a valid secret key.
-    #[error(
-        "invalid BLS secret key: expected {SECRET_KEY_LEN} bytes of a scalar below the group order"
-    )]
+    #[error("invalid BLS secret key: expected {SECRET_KEY_LEN} bytes of a scalar below the group order")]
     InvalidSecretKey,
     /// Bytes are not a valid compressed G1 public key in the prime-order subgroup.
-    #[error(
-        "invalid BLS public key: expected {PUBLIC_KEY_LEN} compressed bytes of a G1 point ({0:?})"
-    )]
+    #[error("invalid BLS public key: expected {PUBLIC_KEY_LEN} compressed bytes of a G1 point ({0:?})")]
     InvalidPublicKey(BLST_ERROR),
     /// Bytes are not a valid compressed G2 signature in the prime-order subgroup.
-    #[error(
-        "invalid BLS signature: expected {SIGNATURE_LEN} compressed bytes of a G2 point ({0:?})"
-    )]
+    #[error("invalid BLS signature: expected {SIGNATURE_LEN} compressed bytes of a G2 point ({0:?})")]
     InvalidSignature(BLST_ERROR),
     /// The signature does not verify for this key and message.
     #[error("BLS signature does not verify ({0:?})")]
@@ -67,16 +61,12 @@ impl fmt::Debug for BlsSecretKey {
 impl BlsSecretKey {
     /// Derives a secret key from at least 32 bytes of input keying material (EIP-2333 KeyGen).
     pub fn from_ikm(ikm: &[u8]) -> Result<Self, BlsError> {
-        SecretKey::key_gen(ikm, &[])
-            .map(Self)
-            .map_err(|_| BlsError::KeyGen)
+        SecretKey::key_gen(ikm, &[]).map(Self).map_err(|_| BlsError::KeyGen)
     }
 
     /// Parses the 32-byte big-endian encoding.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, BlsError> {
-        SecretKey::from_bytes(bytes)
-            .map(Self)
-            .map_err(|_| BlsError::InvalidSecretKey)
+        SecretKey::from_bytes(bytes).map(Self).map_err(|_| BlsError::InvalidSecretKey)
     }
 
     /// The 32-byte encoding, for writing the key file.
@@ -170,10 +160,7 @@ impl BlsSignature {
 
     /// Verifies a proof of possession of `key`'s secret key.
     pub fn verify_possession(&self, key: &BlsPublicKey) -> Result<(), BlsError> {
-        match self
-            .0
-            .verify(false, &key.to_eip2537(), POP_DST, &[], &key.0, false)
-        {
+        match self.0.verify(false, &key.to_eip2537(), POP_DST, &[], &key.0, false) {
             BLST_ERROR::BLST_SUCCESS => Ok(()),
             e => Err(BlsError::VerificationFailed(e)),
         }
@@ -193,8 +180,7 @@ impl BlsSignature {
             return Err(BlsError::EmptyAggregate);
         }
         let refs: Vec<&Signature> = signatures.iter().map(|s| &s.0).collect();
-        let agg =
-            AggregateSignature::aggregate(&refs, false).map_err(BlsError::InvalidSignature)?;
+        let agg = AggregateSignature::aggregate(&refs, false).map_err(BlsError::InvalidSignature)?;
         Ok(Self(agg.to_signature()))
     }
 
@@ -230,14 +216,8 @@ mod tests {
         let pk = BlsPublicKey::from_bytes(&sk.public_key().to_bytes()).expect("valid key");
         let sig = BlsSignature::from_bytes(&sk.sign(b"batch").to_bytes()).expect("valid sig");
         assert_eq!(sig.verify(&pk, b"batch"), Ok(()));
-        assert!(matches!(
-            sig.verify(&pk, b"other"),
-            Err(BlsError::VerificationFailed(_))
-        ));
-        assert!(matches!(
-            sig.verify(&key(2).public_key(), b"batch"),
-            Err(BlsError::VerificationFailed(_))
-        ));
+        assert!(matches!(sig.verify(&pk, b"other"), Err(BlsError::VerificationFailed(_))));
+        assert!(matches!(sig.verify(&key(2).public_key(), b"batch"), Err(BlsError::VerificationFailed(_))));
     }
 
     #[test]
@@ -268,10 +248,7 @@ mod tests {
         assert_eq!(pop.verify_possession(&a.public_key()), Ok(()));
         assert!(pop.verify_possession(&b.public_key()).is_err());
         // A possession proof is not a signature over the same bytes under the signing tag.
-        assert!(
-            pop.verify(&a.public_key(), &a.public_key().to_eip2537())
-                .is_err()
-        );
+        assert!(pop.verify(&a.public_key(), &a.public_key().to_eip2537()).is_err());
     }
 
     #[test]
@@ -297,9 +274,6 @@ mod tests {
         assert!(BlsPublicKey::from_bytes(&[0u8; 48]).is_err());
         assert!(BlsPublicKey::from_bytes(&[1u8; 10]).is_err());
         assert!(BlsSignature::from_bytes(&[7u8; 96]).is_err());
-        assert_eq!(
-            BlsSecretKey::from_ikm(&[1u8; 8]).err(),
-            Some(BlsError::KeyGen)
-        );
+        assert_eq!(BlsSecretKey::from_ikm(&[1u8; 8]).err(), Some(BlsError::KeyGen));
     }
 }

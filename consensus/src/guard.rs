@@ -39,9 +39,6 @@ mod tests {
         let b = B256::repeat_byte(2);
         assert_eq!(decide_signing(None, a), SignDecision::Sign);
         assert_eq!(decide_signing(Some(a), a), SignDecision::AlreadySigned);
-        assert_eq!(
-            decide_signing(Some(a), b),
-            SignDecision::Refuse { signed: a }
-        );
+        assert_eq!(decide_signing(Some(a), b), SignDecision::Refuse { signed: a });
     }
 }

@@ -5,6 +5,7 @@
 //! - [`batch`]: a payment leaf, a round's batch and the message operators sign.
 //! - [`bls`]: every blst call (BLS12-381, min-pk) behind one small API with its own error type.
 //! - [`schedule`]: rounds as fixed block ranges and the keeper of each round.
+//! - [`failover`]: when the next operator takes over from a keeper that is down or late.
 //! - [`pool`]: the attestation pool that gathers signatures until a quorum forms.
 //! - [`guard`]: the rule that an operator never signs two different batches for one round.
 //!
@@ -14,6 +15,7 @@
 
 pub mod batch;
 pub mod bls;
+pub mod failover;
 pub mod guard;
 pub mod merkle;
 pub mod pool;
@@ -21,6 +23,7 @@ pub mod schedule;
 
 pub use batch::{Batch, PaymentLeaf};
 pub use bls::{BlsError, BlsPublicKey, BlsSecretKey, BlsSignature};
+pub use failover::{Liveness, Turn, turn};
 pub use guard::{SignDecision, decide_signing};
 pub use pool::{AttestationPool, InsertOutcome, Quorum};
 pub use schedule::{RoundSchedule, keeper_index};

@@ -31,24 +31,11 @@ pub fn proof(leaves: &[B256], index: usize) -> Option<Vec<B256>> {
         return None;
     }
     let proof = tree(leaves).proof(&[index]);
-    Some(
-        proof
-            .proof_hashes()
-            .iter()
-            .copied()
-            .map(B256::from)
-            .collect(),
-    )
+    Some(proof.proof_hashes().iter().copied().map(B256::from).collect())
 }
 
 /// Checks a proof of `leaf` at `index` in a tree of `leaf_count` leaves against `root`.
-pub fn verify_proof(
-    root: B256,
-    leaf: B256,
-    index: usize,
-    leaf_count: usize,
-    proof: &[B256],
-) -> bool {
+pub fn verify_proof(root: B256, leaf: B256, index: usize, leaf_count: usize, proof: &[B256]) -> bool {
     if index >= leaf_count {
         return false;
     }
@@ -62,11 +49,7 @@ pub fn verify_proof(
                 return false;
             };
             let mut buf = [0u8; 64];
-            let (l, r) = if i % 2 == 0 {
-                (hash, *sibling)
-            } else {
-                (*sibling, hash)
-            };
+            let (l, r) = if i % 2 == 0 { (hash, *sibling) } else { (*sibling, hash) };
             buf[..32].copy_from_slice(l.as_slice());
             buf[32..].copy_from_slice(r.as_slice());
             hash = keccak256(buf);
@@ -88,9 +71,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn leaves(n: usize) -> Vec<B256> {
-        (0..n)
-            .map(|i| keccak256((i as u64).to_be_bytes()))
-            .collect()
+        (0..n).map(|i| keccak256((i as u64).to_be_bytes())).collect()
     }
 
     fn h(a: B256, b: B256) -> B256 {
@@ -120,10 +101,7 @@ mod tests {
         let mut bad = p.clone();
         bad[0].0[0] ^= 1;
         assert!(!verify_proof(r, l[3], 3, 5, &bad), "flipped sibling");
-        assert!(
-            !verify_proof(r, l[3], 3, 5, &p[..p.len() - 1]),
-            "short proof"
-        );
+        assert!(!verify_proof(r, l[3], 3, 5, &p[..p.len() - 1]), "short proof");
         assert!(proof(&l, 5).is_none());
     }
 

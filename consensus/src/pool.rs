@@ -49,20 +49,11 @@ pub struct AttestationPool {
 impl AttestationPool {
     /// A pool for `operators` operators (at most 256, one bit each) needing `threshold` votes.
     pub fn new(operators: usize, threshold: usize) -> Self {
-        Self {
-            operators,
-            threshold,
-            rounds: BTreeMap::new(),
-        }
+        Self { operators, threshold, rounds: BTreeMap::new() }
     }
 
     /// Counts the vote of `signer` for `batch`.
-    pub fn insert(
-        &mut self,
-        batch: Batch,
-        signer: usize,
-        signature: BlsSignature,
-    ) -> InsertOutcome {
+    pub fn insert(&mut self, batch: Batch, signer: usize, signature: BlsSignature) -> InsertOutcome {
         if signer >= self.operators || signer >= 256 {
             return InsertOutcome::UnknownSigner;
         }
@@ -80,38 +71,28 @@ impl AttestationPool {
     /// The quorum for `batch`, once `threshold` operators signed exactly that batch.
     pub fn quorum(&self, batch: &Batch) -> Option<Quorum> {
         let votes = self.rounds.get(&batch.round)?;
-        let (signers, signatures): (Vec<usize>, Vec<BlsSignature>) = votes
-            .iter()
-            .filter(|(_, (b, _))| b == batch)
-            .map(|(i, (_, s))| (*i, *s))
-            .unzip();
+        let (signers, signatures): (Vec<usize>, Vec<BlsSignature>) =
+            votes.iter().filter(|(_, (b, _))| b == batch).map(|(i, (_, s))| (*i, *s)).unzip();
         if signers.len() < self.threshold || self.threshold == 0 {
             return None;
         }
-        let signer_bitmap = signers
-            .iter()
-            .fold(U256::ZERO, |acc, i| acc | (U256::from(1u8) << *i));
-        Some(Quorum {
-            batch: *batch,
-            signer_bitmap,
-            signers,
-            signatures,
-        })
+        let signer_bitmap = signers.iter().fold(U256::ZERO, |acc, i| acc | (U256::from(1u8) << *i));
+        Some(Quorum { batch: *batch, signer_bitmap, signers, signatures })
     }
 
     /// Number of votes for `batch`.
     pub fn votes_for(&self, batch: &Batch) -> usize {
-        self.rounds
-            .get(&batch.round)
-            .map_or(0, |v| v.values().filter(|(b, _)| b == batch).count())
+        self.rounds.get(&batch.round).map_or(0, |v| v.values().filter(|(b, _)| b == batch).count())
     }
 
     /// The vote of `signer` in `round`, if any.
     pub fn vote_of(&self, round: u64, signer: usize) -> Option<(Batch, BlsSignature)> {
-        self.rounds
-            .get(&round)
-            .and_then(|v| v.get(&signer))
-            .copied()
+        self.rounds.get(&round).and_then(|v| v.get(&signer)).copied()
+    }
+
+    /// Every vote of `round`: (signer, batch, signature), by signer.
+    pub fn votes(&self, round: u64) -> Vec<(usize, Batch, BlsSignature)> {
+        self.rounds.get(&round).map_or_else(Vec::new, |v| v.iter().map(|(i, (b, s))| (*i, *b, *s)).collect())
     }
 
     /// Forgets a finished round.
@@ -128,13 +109,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn batch(round: u64, root: u8) -> Batch {
-        Batch {
-            round,
-            from_block: 0,
-            to_block: 9,
-            root: B256::repeat_byte(root),
-            leaf_count: 1,
-        }
+        Batch { round, from_block: 0, to_block: 9, root: B256::repeat_byte(root), leaf_count: 1 }
     }
 
     fn sig(i: u8) -> BlsSignature {

@@ -15,10 +15,7 @@ pub struct RoundSchedule {
 impl RoundSchedule {
     /// Creates a schedule; `None` when `length` is zero.
     pub fn new(start_block: u64, length: u64) -> Option<Self> {
-        (length > 0).then_some(Self {
-            start_block,
-            length,
-        })
+        (length > 0).then_some(Self { start_block, length })
     }
 
     /// Round that contains `block`, or `None` for blocks before `start_block`.
@@ -28,9 +25,7 @@ impl RoundSchedule {
 
     /// Inclusive block range of `round`, or `None` on overflow.
     pub fn range(&self, round: u64) -> Option<(u64, u64)> {
-        let from = round
-            .checked_mul(self.length)?
-            .checked_add(self.start_block)?;
+        let from = round.checked_mul(self.length)?.checked_add(self.start_block)?;
         let to = from.checked_add(self.length - 1)?;
         Some((from, to))
     }
@@ -60,13 +55,7 @@ mod tests {
     #[test]
     fn table_of_rounds() {
         let s = RoundSchedule::new(100, 5).expect("non-zero length");
-        let cases = [
-            (99, None),
-            (100, Some(0)),
-            (104, Some(0)),
-            (105, Some(1)),
-            (149, Some(9)),
-        ];
+        let cases = [(99, None), (100, Some(0)), (104, Some(0)), (105, Some(1)), (149, Some(9))];
         for (block, round) in cases {
             assert_eq!(s.round_of(block), round, "block {block}");
         }
@@ -81,20 +70,9 @@ mod tests {
 
     #[test]
     fn keeper_table() {
-        let cases = [
-            (0, 0, 4, 0),
-            (1, 0, 4, 1),
-            (5, 0, 4, 1),
-            (5, 1, 4, 2),
-            (7, 1, 4, 0),
-            (u64::MAX, u64::MAX, 4, 2),
-        ];
+        let cases = [(0, 0, 4, 0), (1, 0, 4, 1), (5, 0, 4, 1), (5, 1, 4, 2), (7, 1, 4, 0), (u64::MAX, u64::MAX, 4, 2)];
         for (round, attempt, n, want) in cases {
-            assert_eq!(
-                keeper_index(round, attempt, n),
-                want,
-                "round {round} attempt {attempt}"
-            );
+            assert_eq!(keeper_index(round, attempt, n), want, "round {round} attempt {attempt}");
         }
     }
 

@@ -55,34 +55,16 @@ pub async fn deploy_all<P: Provider + Clone>(
     let start_block = provider.get_block_number().await?;
     let payments = InvoicePayments::deploy(provider.clone())
         .await
-        .map_err(|source| DeployError::Contract {
-            contract: "InvoicePayments",
-            source,
-        })?;
+        .map_err(|source| DeployError::Contract { contract: "InvoicePayments", source })?;
     let accounts: Vec<Address> = operators.iter().map(|o| o.account).collect();
     let keys: Vec<Bytes> = operators.iter().map(|o| o.bls_public_key.clone()).collect();
-    let pops: Vec<Bytes> = operators
-        .iter()
-        .map(|o| o.proof_of_possession.clone())
-        .collect();
-    let settlement = Settlement::deploy(
-        provider.clone(),
-        accounts,
-        keys,
-        pops,
-        U256::from(threshold),
-    )
-    .await
-    .map_err(|source| DeployError::Contract {
-        contract: "Settlement",
-        source,
-    })?;
+    let pops: Vec<Bytes> = operators.iter().map(|o| o.proof_of_possession.clone()).collect();
+    let settlement = Settlement::deploy(provider.clone(), accounts, keys, pops, U256::from(threshold))
+        .await
+        .map_err(|source| DeployError::Contract { contract: "Settlement", source })?;
     let token = TestToken::deploy(provider.clone())
         .await
-        .map_err(|source| DeployError::Contract {
-            contract: "TestToken",
-            source,
-        })?;
+        .map_err(|source| DeployError::Contract { contract: "TestToken", source })?;
     Ok(Deployment {
         payments: *payments.address(),
         settlement: *settlement.address(),

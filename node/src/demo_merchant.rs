@@ -40,11 +40,7 @@ pub struct Receiver {
 impl Receiver {
     /// A receiver checking signatures with `secret`, appending to `log` when given.
     pub fn new(secret: String, log: Option<PathBuf>) -> Self {
-        Self {
-            secret,
-            log,
-            received: Arc::default(),
-        }
+        Self { secret, log, received: Arc::default() }
     }
 
     /// Copies of the deliveries received so far.
@@ -54,10 +50,7 @@ impl Receiver {
 
     /// The receiver's routes: `POST /webhooks`, `GET /events`.
     pub fn router(self) -> Router {
-        Router::new()
-            .route("/webhooks", post(receive))
-            .route("/events", get(events))
-            .with_state(self)
+        Router::new().route("/webhooks", post(receive)).route("/events", get(events)).with_state(self)
     }
 
     /// Serves on `listener` until the task is dropped.
@@ -75,47 +68,22 @@ impl Receiver {
 }
 
 async fn receive(State(rx): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    let h = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string()
-    };
+    let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     let id = h("webhook-id");
-    let verified = signature::verify(
-        &rx.secret,
-        &id,
-        &h("webhook-timestamp"),
-        &h("webhook-signature"),
-        &body,
-        now_s(),
-    )
-    .is_ok();
+    let verified =
+        signature::verify(&rx.secret, &id, &h("webhook-timestamp"), &h("webhook-signature"), &body, now_s()).is_ok();
     let parsed = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-    let entry = Received {
-        webhook_id: id,
-        verified,
-        body: parsed,
-        received_at_ms: now_ms(),
-    };
+    let entry = Received { webhook_id: id, verified, body: parsed, received_at_ms: now_ms() };
     tracing::info!(webhook_id = %entry.webhook_id, verified, event_type = %entry.body["type"], "webhook received");
     if let Some(path) = &rx.log
-        && let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
+        && let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path)
     {
         let _ = writeln!(f, "{}", serde_json::to_string(&entry).unwrap_or_default());
     }
     if let Ok(mut v) = rx.received.lock() {
         v.push(entry);
     }
-    if verified {
-        StatusCode::NO_CONTENT
-    } else {
-        StatusCode::BAD_REQUEST
-    }
+    if verified { StatusCode::NO_CONTENT } else { StatusCode::BAD_REQUEST }
 }
 
 async fn events(State(rx): State<Receiver>) -> axum::Json<Vec<Received>> {

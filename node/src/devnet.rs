@@ -42,6 +42,8 @@ pub struct DevnetSpec {
     pub round_length: u64,
     /// Head polling period.
     pub poll_interval_ms: u64,
+    /// Each keeper's turn before the next takes over.
+    pub keeper_deadline_ms: u64,
 }
 
 /// What was set up.
@@ -84,31 +86,15 @@ pub enum DevnetError {
 
 /// Generates keys, deploys, funds operators and writes configs and `testnet.json`.
 pub async fn init(spec: &DevnetSpec) -> Result<Devnet, DevnetError> {
-    if spec.nodes == 0
-        || spec.nodes > 64
-        || spec.api_ports.len() < spec.nodes
-        || spec.p2p_ports.len() < spec.nodes
-    {
-        return Err(DevnetError::Invalid(format!(
-            "--nodes must be 1..=64 with a port per node, got {}",
-            spec.nodes
-        )));
+    if spec.nodes == 0 || spec.nodes > 64 || spec.api_ports.len() < spec.nodes || spec.p2p_ports.len() < spec.nodes {
+        return Err(DevnetError::Invalid(format!("--nodes must be 1..=64 with a port per node, got {}", spec.nodes)));
     }
-    let url = spec
-        .rpc_url
-        .parse()
-        .map_err(|_| DevnetError::Invalid(format!("--rpc `{}` is not a URL", spec.rpc_url)))?;
-    let provider = ProviderBuilder::new()
-        .wallet(EthereumWallet::from(spec.deployer.clone()))
-        .connect_http(url);
-    let chain_id = provider
-        .get_chain_id()
-        .await
-        .map_err(|e| DevnetError::Rpc(e.to_string()))?;
+    let url =
+        spec.rpc_url.parse().map_err(|_| DevnetError::Invalid(format!("--rpc `{}` is not a URL", spec.rpc_url)))?;
+    let provider = ProviderBuilder::new().wallet(EthereumWallet::from(spec.deployer.clone())).connect_http(url);
+    let chain_id = provider.get_chain_id().await.map_err(|e| DevnetError::Rpc(e.to_string()))?;
 
-    let keys: Vec<OperatorKeys> = (0..spec.nodes)
-        .map(|_| OperatorKeys::random())
-        .collect::<Result<_, _>>()?;
+    let keys: Vec<OperatorKeys> = (0..spec.nodes).map(|_| OperatorKeys::random()).collect::<Result<_, _>>()?;
     let entries: Vec<OperatorEntry> = keys
         .iter()
         .map(|k| OperatorEntry {
@@ -118,13 +104,9 @@ pub async fn init(spec: &DevnetSpec) -> Result<Devnet, DevnetError> {
         })
         .collect();
     let threshold = spec.nodes * 2 / 3 + 1;
-    let deployment = deploy_all(provider.clone(), &entries, threshold as u64)
-        .await
-        .map_err(Box::new)?;
+    let deployment = deploy_all(provider.clone(), &entries, threshold as u64).await.map_err(Box::new)?;
     for k in &keys {
-        let tx = TransactionRequest::default()
-            .with_to(k.evm.address())
-            .with_value(U256::from(10u128 * 10u128.pow(18)));
+        let tx = TransactionRequest::default().with_to(k.evm.address()).with_value(U256::from(10u128 * 10u128.pow(18)));
         provider
             .send_transaction(tx)
             .await
@@ -159,12 +141,8 @@ pub async fn init(spec: &DevnetSpec) -> Result<Devnet, DevnetError> {
     let mut nodes = Vec::new();
     for (i, k) in keys.iter().enumerate() {
         let node_dir = spec.dir.join(format!("node-{i}"));
-        let endpoints = spec
-            .node_rpc
-            .get(i)
-            .filter(|e| !e.is_empty())
-            .cloned()
-            .unwrap_or_else(|| vec![spec.rpc_url.clone()]);
+        let endpoints =
+            spec.node_rpc.get(i).filter(|e| !e.is_empty()).cloned().unwrap_or_else(|| vec![spec.rpc_url.clone()]);
         k.write(&node_dir.join("keys"))?;
         let cfg = NodeConfig {
             node: NodeSection {
@@ -174,12 +152,8 @@ pub async fn init(spec: &DevnetSpec) -> Result<Devnet, DevnetError> {
                 log_format: LogFormat::Json,
                 log_level: "info".into(),
             },
-            api: ApiSection {
-                listen: ([127, 0, 0, 1], spec.api_ports[i]).into(),
-            },
-            p2p: P2pSection {
-                listen: format!("/ip4/127.0.0.1/tcp/{}", spec.p2p_ports[i]),
-            },
+            api: ApiSection { listen: ([127, 0, 0, 1], spec.api_ports[i]).into() },
+            p2p: P2pSection { listen: format!("/ip4/127.0.0.1/tcp/{}", spec.p2p_ports[i]) },
             chain: ChainSection {
                 chain_id,
                 rpc_quorum: endpoints.len() / 2 + 1,
@@ -198,32 +172,22 @@ pub async fn init(spec: &DevnetSpec) -> Result<Devnet, DevnetError> {
             rounds: RoundsSection {
                 length_blocks: spec.round_length,
                 rebroadcast_interval_ms: 1000,
+                keeper_deadline_ms: spec.keeper_deadline_ms,
+                heartbeat_interval_ms: 500,
+                heartbeat_timeout_ms: 2000,
+                keeper_min_balance_gwei: 10_000_000,
             },
-            network: NetworkSection {
-                threshold,
-                operators: operators.clone(),
-            },
+            network: NetworkSection { threshold, operators: operators.clone() },
             merchants: vec![merchant.clone()],
-            webhooks: WebhookSection {
-                timeout_ms: 5000,
-                max_backoff_ms: 10_000,
-            },
+            webhooks: WebhookSection { timeout_ms: 5000, max_backoff_ms: 10_000 },
         };
         let path = node_dir.join("config.toml");
         let text = toml::to_string(&cfg).map_err(|e| DevnetError::Invalid(e.to_string()))?;
         write(&path, &text)?;
         nodes.push((path, cfg));
     }
-    let devnet = Devnet {
-        nodes,
-        deployment,
-        merchant,
-        chain_id,
-    };
-    write(
-        &spec.dir.join("testnet.json"),
-        &manifest(spec, &devnet).to_string(),
-    )?;
+    let devnet = Devnet { nodes, deployment, merchant, chain_id };
+    write(&spec.dir.join("testnet.json"), &manifest(spec, &devnet).to_string())?;
     Ok(devnet)
 }
 
@@ -268,15 +232,9 @@ fn manifest(spec: &DevnetSpec, d: &Devnet) -> serde_json::Value {
 
 fn write(path: &Path, text: &str) -> Result<(), DevnetError> {
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|source| DevnetError::Io {
-            path: parent.into(),
-            source,
-        })?;
+        std::fs::create_dir_all(parent).map_err(|source| DevnetError::Io { path: parent.into(), source })?;
     }
-    std::fs::write(path, text).map_err(|source| DevnetError::Io {
-        path: path.into(),
-        source,
-    })
+    std::fs::write(path, text).map_err(|source| DevnetError::Io { path: path.into(), source })
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -287,20 +245,14 @@ fn random_hex(bytes: usize) -> String {
 
 /// Reads the funded dev keys anvil writes with `--config-out`.
 pub fn anvil_keys(path: &Path) -> Result<Vec<PrivateKeySigner>, DevnetError> {
-    let text = std::fs::read_to_string(path).map_err(|source| DevnetError::Io {
-        path: path.into(),
-        source,
-    })?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| DevnetError::Invalid(format!("{}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|source| DevnetError::Io { path: path.into(), source })?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| DevnetError::Invalid(format!("{}: {e}", path.display())))?;
     let keys = v["private_keys"]
         .as_array()
         .ok_or_else(|| DevnetError::Invalid(format!("{}: no private_keys", path.display())))?;
     keys.iter()
         .filter_map(|k| k.as_str())
-        .map(|k| {
-            k.parse::<PrivateKeySigner>()
-                .map_err(|e| DevnetError::Invalid(format!("anvil key: {e}")))
-        })
+        .map(|k| k.parse::<PrivateKeySigner>().map_err(|e| DevnetError::Invalid(format!("anvil key: {e}"))))
         .collect()
 }

@@ -11,6 +11,44 @@ use settleproof_p2p::PeerId;
 pub const ATTESTATIONS: &str = "settleproof/attestations/1";
 /// Topic of invoice announcements.
 pub const INVOICES: &str = "settleproof/invoices/1";
+/// Topic of operator heartbeats.
+pub const HEARTBEATS: &str = "settleproof/heartbeats/1";
+
+/// Every topic a node joins.
+pub fn topics() -> Vec<String> {
+    vec![ATTESTATIONS.into(), INVOICES.into(), HEARTBEATS.into()]
+}
+
+/// An operator saying it is alive, and whether it can pay for a settlement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Index of the operator.
+    pub operator: usize,
+    /// Whether its settlement account holds enough to submit.
+    pub can_pay: bool,
+    /// Send time.
+    pub sent_at_ms: u64,
+}
+
+/// A direct request for the attestations of some rounds (catch-up after a restart or a
+/// partition).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncRequest {
+    /// Rounds asked for (at most [`SyncRequest::MAX_ROUNDS`]).
+    pub rounds: Vec<u64>,
+}
+
+impl SyncRequest {
+    /// Largest number of rounds in one request.
+    pub const MAX_ROUNDS: usize = 64;
+}
+
+/// The answer: every attestation the peer holds for those rounds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncResponse {
+    /// Attestations, each to be verified by the receiver.
+    pub attestations: Vec<Attestation>,
+}
 
 /// An operator's signature over a round's batch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,14 +92,31 @@ pub enum GossipRejection {
     /// The BLS signature does not verify.
     #[error("bad signature: {0}")]
     BadSignature(String),
+    /// The heartbeat names another operator than its publisher.
+    #[error("heartbeat of operator {0} from another peer")]
+    ForeignHeartbeat(usize),
     /// The invoice names an unknown merchant or a payout address that is not the merchant's.
     #[error("invoice rejected: {0}")]
     BadInvoice(String),
 }
 
+impl GossipRejection {
+    /// Label of the `attestations_rejected_total{reason}` metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Malformed(_) => "malformed",
+            Self::UnknownSigner(_) => "unknown_signer",
+            Self::WrongPublisher { .. } => "wrong_publisher",
+            Self::BadSignature(_) => "bad_signature",
+            Self::ForeignHeartbeat(_) => "foreign_heartbeat",
+            Self::BadInvoice(_) => "bad_invoice",
+        }
+    }
+}
+
 impl Attestation {
-    /// Decodes and fully validates an attestation published by `source`; returns it with the
-    /// parsed signature.
+    /// Decodes and fully validates an attestation published on gossip by `source`: the
+    /// publisher must be the signer itself. Returns it with the parsed signature.
     pub fn validate(
         data: &[u8],
         source: &PeerId,
@@ -69,45 +124,55 @@ impl Attestation {
         chain_id: u64,
         settlement: Address,
     ) -> Result<(Self, BlsSignature), GossipRejection> {
-        let att: Self =
-            serde_json::from_slice(data).map_err(|e| GossipRejection::Malformed(e.to_string()))?;
-        let op = set
-            .operators
-            .get(att.signer)
-            .ok_or(GossipRejection::UnknownSigner(att.signer))?;
+        let att: Self = serde_json::from_slice(data).map_err(|e| GossipRejection::Malformed(e.to_string()))?;
+        let op = set.operators.get(att.signer).ok_or(GossipRejection::UnknownSigner(att.signer))?;
         if &op.peer_id != source {
-            return Err(GossipRejection::WrongPublisher {
-                publisher: source.to_string(),
-                signer: att.signer,
-            });
+            return Err(GossipRejection::WrongPublisher { publisher: source.to_string(), signer: att.signer });
         }
-        let sig = BlsSignature::from_bytes(&att.signature)
-            .map_err(|e| GossipRejection::BadSignature(e.to_string()))?;
-        sig.verify(&op.bls, att.batch.message(chain_id, settlement).as_slice())
-            .map_err(|e| GossipRejection::BadSignature(e.to_string()))?;
+        let sig = att.verify(set, chain_id, settlement)?;
         Ok((att, sig))
+    }
+
+    /// Checks the signature against the signer's registered key (for attestations relayed in a
+    /// sync response, whose sender is not the signer).
+    pub fn verify(
+        &self,
+        set: &OperatorSet,
+        chain_id: u64,
+        settlement: Address,
+    ) -> Result<BlsSignature, GossipRejection> {
+        let op = set.operators.get(self.signer).ok_or(GossipRejection::UnknownSigner(self.signer))?;
+        let sig =
+            BlsSignature::from_bytes(&self.signature).map_err(|e| GossipRejection::BadSignature(e.to_string()))?;
+        sig.verify(&op.bls, self.batch.message(chain_id, settlement).as_slice())
+            .map_err(|e| GossipRejection::BadSignature(e.to_string()))?;
+        Ok(sig)
+    }
+}
+
+impl Heartbeat {
+    /// Decodes a heartbeat and checks that `source` is the operator it names.
+    pub fn validate(data: &[u8], source: &PeerId, set: &OperatorSet) -> Result<Self, GossipRejection> {
+        let hb: Self = serde_json::from_slice(data).map_err(|e| GossipRejection::Malformed(e.to_string()))?;
+        match set.operators.get(hb.operator) {
+            Some(op) if &op.peer_id == source => Ok(hb),
+            Some(_) => Err(GossipRejection::ForeignHeartbeat(hb.operator)),
+            None => Err(GossipRejection::UnknownSigner(hb.operator)),
+        }
     }
 }
 
 impl InvoiceAnnouncement {
     /// Decodes an announcement and checks the merchant and payout address against `merchants`.
-    pub fn validate(
-        data: &[u8],
-        merchants: &[settleproof_config::MerchantConfig],
-    ) -> Result<Invoice, GossipRejection> {
-        let ann: Self =
-            serde_json::from_slice(data).map_err(|e| GossipRejection::Malformed(e.to_string()))?;
+    pub fn validate(data: &[u8], merchants: &[settleproof_config::MerchantConfig]) -> Result<Invoice, GossipRejection> {
+        let ann: Self = serde_json::from_slice(data).map_err(|e| GossipRejection::Malformed(e.to_string()))?;
         let inv = ann.invoice;
         let merchant = merchants
             .iter()
             .find(|m| m.id == inv.merchant_id)
-            .ok_or_else(|| {
-                GossipRejection::BadInvoice(format!("unknown merchant `{}`", inv.merchant_id))
-            })?;
+            .ok_or_else(|| GossipRejection::BadInvoice(format!("unknown merchant `{}`", inv.merchant_id)))?;
         if merchant.payout_address != inv.payout_address {
-            return Err(GossipRejection::BadInvoice(
-                "payout address is not the merchant's".into(),
-            ));
+            return Err(GossipRejection::BadInvoice("payout address is not the merchant's".into()));
         }
         Ok(inv)
     }

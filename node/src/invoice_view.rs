@@ -27,28 +27,16 @@ pub enum InvoiceStatus {
 impl InvoiceStatus {
     /// Status from the amount due, the accepted payments (amount, block timestamp), the expiry
     /// and the time. A payment counts as on time when its block is before the expiry.
-    pub fn derive(
-        amount: U256,
-        payments: &[(U256, u64)],
-        expires_at: Option<u64>,
-        now_s: u64,
-    ) -> Self {
+    pub fn derive(amount: U256, payments: &[(U256, u64)], expires_at: Option<u64>, now_s: u64) -> Self {
         let on_time = |ts: u64| expires_at.is_none_or(|e| ts < e);
         let sum = |f: &dyn Fn(u64) -> bool| {
-            payments
-                .iter()
-                .filter(|(_, ts)| f(*ts))
-                .fold(U256::ZERO, |a, (v, _)| a.saturating_add(*v))
+            payments.iter().filter(|(_, ts)| f(*ts)).fold(U256::ZERO, |a, (v, _)| a.saturating_add(*v))
         };
         let paid_on_time = sum(&|ts| on_time(ts));
         let total = sum(&|_| true);
         let expired = expires_at.is_some_and(|e| now_s >= e);
         if paid_on_time >= amount {
-            if total > amount {
-                Self::Overpaid
-            } else {
-                Self::Paid
-            }
+            if total > amount { Self::Overpaid } else { Self::Paid }
         } else if total >= amount {
             Self::PaidLate
         } else if expired {
@@ -86,11 +74,7 @@ pub fn rejection(invoice: &Invoice, p: &PaymentLeaf) -> Option<&'static str> {
 
 /// Token as the API writes it: `native` or the ERC-20 address.
 pub fn token_label(token: Address) -> String {
-    if token.is_zero() {
-        "native".into()
-    } else {
-        token.to_checksum(None)
-    }
+    if token.is_zero() { "native".into() } else { token.to_checksum(None) }
 }
 
 /// One confirmed payment in API form.
@@ -200,9 +184,7 @@ pub fn invoice_view(
         };
         views.push(payment_view(r, reason, round, settlement));
     }
-    let paid = accepted
-        .iter()
-        .fold(U256::ZERO, |a, (v, _)| a.saturating_add(*v));
+    let paid = accepted.iter().fold(U256::ZERO, |a, (v, _)| a.saturating_add(*v));
     let settled = !views.is_empty() && views.iter().all(|v| v.settlement.is_some());
     Ok(InvoiceView {
         id: invoice.id.to_string(),

@@ -73,15 +73,9 @@ impl OperatorKeys {
     pub fn random() -> Result<Self, KeyError> {
         let mut ikm = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut ikm);
-        let bls = BlsSecretKey::from_ikm(&ikm).map_err(|e| KeyError::Invalid {
-            path: BLS.into(),
-            reason: e.to_string(),
-        })?;
-        Ok(Self {
-            libp2p: Keypair::generate_ed25519(),
-            bls,
-            evm: PrivateKeySigner::random(),
-        })
+        let bls =
+            BlsSecretKey::from_ikm(&ikm).map_err(|e| KeyError::Invalid { path: BLS.into(), reason: e.to_string() })?;
+        Ok(Self { libp2p: Keypair::generate_ed25519(), bls, evm: PrivateKeySigner::random() })
     }
 
     /// Writes fresh keys into `dir` (created if missing); refuses to overwrite.
@@ -93,10 +87,7 @@ impl OperatorKeys {
 
     /// Writes these keys into `dir`; refuses to overwrite.
     pub fn write(&self, dir: &Path) -> Result<(), KeyError> {
-        fs::create_dir_all(dir).map_err(|source| KeyError::Io {
-            path: dir.into(),
-            source,
-        })?;
+        fs::create_dir_all(dir).map_err(|source| KeyError::Io { path: dir.into(), source })?;
         for name in [LIBP2P, BLS, EVM] {
             let path = dir.join(name);
             if path.exists() {
@@ -106,10 +97,7 @@ impl OperatorKeys {
         let p2p = self
             .libp2p
             .to_protobuf_encoding()
-            .map_err(|e| KeyError::Invalid {
-                path: dir.join(LIBP2P),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| KeyError::Invalid { path: dir.join(LIBP2P), reason: e.to_string() })?;
         write_secret(&dir.join(LIBP2P), &hex::encode(p2p))?;
         write_secret(&dir.join(BLS), &hex::encode(self.bls.to_bytes()))?;
         write_secret(&dir.join(EVM), &hex::encode(self.evm.to_bytes()))?;
@@ -119,28 +107,16 @@ impl OperatorKeys {
     /// Loads the keys in `dir`.
     pub fn load(dir: &Path) -> Result<Self, KeyError> {
         let p2p = read_hex(&dir.join(LIBP2P))?;
-        let libp2p = Keypair::from_protobuf_encoding(&p2p).map_err(|e| KeyError::Invalid {
-            path: dir.join(LIBP2P),
-            reason: e.to_string(),
-        })?;
-        let bls = BlsSecretKey::from_bytes(&read_hex(&dir.join(BLS))?).map_err(|e| {
-            KeyError::Invalid {
-                path: dir.join(BLS),
-                reason: e.to_string(),
-            }
-        })?;
+        let libp2p = Keypair::from_protobuf_encoding(&p2p)
+            .map_err(|e| KeyError::Invalid { path: dir.join(LIBP2P), reason: e.to_string() })?;
+        let bls = BlsSecretKey::from_bytes(&read_hex(&dir.join(BLS))?)
+            .map_err(|e| KeyError::Invalid { path: dir.join(BLS), reason: e.to_string() })?;
         let evm_bytes = read_hex(&dir.join(EVM))?;
-        let evm =
-            PrivateKeySigner::from_bytes(&B256::try_from(evm_bytes.as_slice()).map_err(|_| {
-                KeyError::Invalid {
-                    path: dir.join(EVM),
-                    reason: "expected 32 bytes".into(),
-                }
-            })?)
-            .map_err(|e| KeyError::Invalid {
-                path: dir.join(EVM),
-                reason: e.to_string(),
-            })?;
+        let evm = PrivateKeySigner::from_bytes(
+            &B256::try_from(evm_bytes.as_slice())
+                .map_err(|_| KeyError::Invalid { path: dir.join(EVM), reason: "expected 32 bytes".into() })?,
+        )
+        .map_err(|e| KeyError::Invalid { path: dir.join(EVM), reason: e.to_string() })?;
         Ok(Self { libp2p, bls, evm })
     }
 
@@ -159,26 +135,14 @@ fn write_secret(path: &Path, contents: &str) -> Result<(), KeyError> {
     opts.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(path).map_err(|source| KeyError::Io {
-        path: path.into(),
-        source,
-    })?;
-    f.write_all(contents.as_bytes())
-        .map_err(|source| KeyError::Io {
-            path: path.into(),
-            source,
-        })
+    let mut f = opts.open(path).map_err(|source| KeyError::Io { path: path.into(), source })?;
+    f.write_all(contents.as_bytes()).map_err(|source| KeyError::Io { path: path.into(), source })
 }
 
 fn read_hex(path: &Path) -> Result<Vec<u8>, KeyError> {
-    let text = fs::read_to_string(path).map_err(|source| KeyError::Io {
-        path: path.into(),
-        source,
-    })?;
-    hex::decode(text.trim().trim_start_matches("0x")).map_err(|e| KeyError::Invalid {
-        path: path.into(),
-        reason: e.to_string(),
-    })
+    let text = fs::read_to_string(path).map_err(|source| KeyError::Io { path: path.into(), source })?;
+    hex::decode(text.trim().trim_start_matches("0x"))
+        .map_err(|e| KeyError::Invalid { path: path.into(), reason: e.to_string() })
 }
 
 #[cfg(test)]
@@ -191,17 +155,11 @@ mod tests {
         let keys = OperatorKeys::generate(dir.path()).expect("generate");
         let loaded = OperatorKeys::load(dir.path()).expect("load");
         assert_eq!(keys.public(), loaded.public());
-        assert!(matches!(
-            OperatorKeys::generate(dir.path()),
-            Err(KeyError::Exists(_))
-        ));
+        assert!(matches!(OperatorKeys::generate(dir.path()), Err(KeyError::Exists(_))));
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(dir.path().join(BLS))
-                .expect("meta")
-                .permissions()
-                .mode();
+            let mode = fs::metadata(dir.path().join(BLS)).expect("meta").permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
     }

@@ -9,9 +9,7 @@ use settleproof_node::{demo_merchant, devnet, keys::OperatorKeys, node, telemetr
 #[tokio::main]
 async fn main() -> Result<()> {
     match Cli::parse().command {
-        Command::Keys(KeysCommand::Generate { dir }) => {
-            print_json(&OperatorKeys::generate(&dir)?.public())
-        }
+        Command::Keys(KeysCommand::Generate { dir }) => print_json(&OperatorKeys::generate(&dir)?.public()),
         Command::Keys(KeysCommand::Show { dir }) => print_json(&OperatorKeys::load(&dir)?.public()),
         Command::Keys(KeysCommand::WebhookSecret) => {
             println!("{}", webhook::signature::generate_secret());
@@ -49,6 +47,7 @@ async fn main() -> Result<()> {
                 confirmations,
                 round_length,
                 poll_interval_ms: 250,
+                keeper_deadline_ms: 8000,
             };
             let net = devnet::init(&spec).await?;
             eprintln!(
@@ -59,32 +58,22 @@ async fn main() -> Result<()> {
             );
             Ok(())
         }
-        Command::DemoMerchant {
-            listen,
-            testnet,
-            out,
-        } => {
+        Command::DemoMerchant { listen, testnet, out } => {
             telemetry::init_logging(settleproof_config::LogFormat::Json, "info");
-            let text = std::fs::read_to_string(&testnet)
-                .wrap_err_with(|| format!("read {}", testnet.display()))?;
+            let text = std::fs::read_to_string(&testnet).wrap_err_with(|| format!("read {}", testnet.display()))?;
             let manifest: serde_json::Value = serde_json::from_str(&text)?;
             let Some(secret) = manifest["merchant"]["webhook_secret"].as_str() else {
                 bail!("no merchant.webhook_secret in testnet.json")
             };
-            let listener = tokio::net::TcpListener::bind(listen)
-                .await
-                .wrap_err_with(|| format!("bind {listen}"))?;
-            demo_merchant::Receiver::new(secret.to_string(), Some(out))
-                .serve(listener)
-                .await?;
+            let listener = tokio::net::TcpListener::bind(listen).await.wrap_err_with(|| format!("bind {listen}"))?;
+            demo_merchant::Receiver::new(secret.to_string(), Some(out)).serve(listener).await?;
             Ok(())
         }
     }
 }
 
 async fn run_node(config: std::path::PathBuf) -> Result<()> {
-    let cfg =
-        NodeConfig::load(&config, std::env::vars()).wrap_err("cannot load the configuration")?;
+    let cfg = NodeConfig::load(&config, std::env::vars()).wrap_err("cannot load the configuration")?;
     telemetry::init_logging(cfg.node.log_format, &cfg.node.log_level);
     let handle = node::start(cfg).await.wrap_err("cannot start the node")?;
     shutdown_signal().await;
@@ -98,14 +87,13 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -119,11 +107,7 @@ async fn shutdown_signal() {
 fn providers_from(base: Option<u16>, per_node: usize, nodes: usize) -> Vec<Vec<String>> {
     let Some(base) = base else { return Vec::new() };
     (0..nodes)
-        .map(|i| {
-            (0..per_node)
-                .map(|j| format!("http://127.0.0.1:{}", usize::from(base) + i * per_node + j))
-                .collect()
-        })
+        .map(|i| (0..per_node).map(|j| format!("http://127.0.0.1:{}", usize::from(base) + i * per_node + j)).collect())
         .collect()
 }
 

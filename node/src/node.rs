@@ -7,7 +7,7 @@ use crate::chain::{ChainClient, ChainError};
 use crate::keys::{KeyError, OperatorKeys};
 use crate::operators::{OperatorSet, OperatorSetError};
 use crate::replication::InvoiceReplicator;
-use crate::rounds::RoundDriver;
+use crate::rounds::{RoundDriver, Timing};
 use crate::store::{Store, StoreError};
 use crate::webhook::delivery::Deliverer;
 use crate::{gossip, telemetry};
@@ -103,7 +103,7 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
         keypair: keys.libp2p.clone(),
         listen: parse_multiaddr(&cfg.p2p.listen)?,
         peers,
-        topics: vec![gossip::ATTESTATIONS.into(), gossip::INVOICES.into()],
+        topics: gossip::topics(),
         redial_interval: Duration::from_secs(1),
     })?;
 
@@ -133,21 +133,18 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
         net: net.clone(),
         merchants: merchants.clone(),
         webhook_wake: webhook_wake.clone(),
-        rebroadcast: Duration::from_millis(cfg.rounds.rebroadcast_interval_ms),
+        timing: Timing {
+            rebroadcast: Duration::from_millis(cfg.rounds.rebroadcast_interval_ms),
+            keeper_deadline_ms: cfg.rounds.keeper_deadline_ms,
+            heartbeat: Duration::from_millis(cfg.rounds.heartbeat_interval_ms),
+            heartbeat_timeout_ms: cfg.rounds.heartbeat_timeout_ms,
+            min_balance_wei: u128::from(cfg.rounds.keeper_min_balance_gwei) * 1_000_000_000,
+        },
     };
-    tasks.push(tokio::spawn(driver.run(
-        progress,
-        net_events,
-        shutdown_rx.clone(),
-    )));
+    tasks.push(tokio::spawn(driver.run(progress, net_events, shutdown_rx.clone())));
 
-    let deliverer = Deliverer::new(
-        store.clone(),
-        &cfg.merchants,
-        cfg.webhooks.clone(),
-        webhook_wake,
-    )
-    .map_err(|e| NodeError::Config(format!("webhook client: {e}")))?;
+    let deliverer = Deliverer::new(store.clone(), &cfg.merchants, cfg.webhooks.clone(), webhook_wake)
+        .map_err(|e| NodeError::Config(format!("webhook client: {e}")))?;
     tasks.push(tokio::spawn(deliverer.run(shutdown_rx.clone())));
 
     let state = ApiState {
@@ -167,14 +164,8 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
     };
     let listener = tokio::net::TcpListener::bind(cfg.api.listen)
         .await
-        .map_err(|source| NodeError::Io {
-            what: format!("bind api.listen {}", cfg.api.listen),
-            source,
-        })?;
-    let api_addr = listener.local_addr().map_err(|source| NodeError::Io {
-        what: "api address".into(),
-        source,
-    })?;
+        .map_err(|source| NodeError::Io { what: format!("bind api.listen {}", cfg.api.listen), source })?;
+    let api_addr = listener.local_addr().map_err(|source| NodeError::Io { what: "api address".into(), source })?;
     let mut api_shutdown = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {
         let serve = axum::serve(listener, api::router(state)).with_graceful_shutdown(async move {
@@ -185,10 +176,5 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
         }
     }));
     info!(node = %cfg.node.name, operator = set.me, api = %api_addr, peer_id = %net.local_peer_id(), "node started");
-    Ok(NodeHandle {
-        shutdown,
-        tasks,
-        api_addr,
-        peer_id: net.local_peer_id(),
-    })
+    Ok(NodeHandle { shutdown, tasks, api_addr, peer_id: net.local_peer_id() })
 }

@@ -47,43 +47,24 @@ impl OperatorSet {
     pub fn from_config(cfg: &NodeConfig, keys: &OperatorKeys) -> Result<Self, OperatorSetError> {
         let mut operators = Vec::new();
         for (i, o) in cfg.network.operators.iter().enumerate() {
-            let err = |f: &str, m: String| OperatorSetError {
-                field: format!("network.operators[{i}].{f}"),
-                message: m,
-            };
-            let peer_id = o
-                .peer_id
-                .parse()
-                .map_err(|e| err("peer_id", format!("not a libp2p peer id: {e}")))?;
-            let p2p_addr =
-                parse_multiaddr(&o.p2p_addr).map_err(|e| err("p2p_addr", e.to_string()))?;
+            let err =
+                |f: &str, m: String| OperatorSetError { field: format!("network.operators[{i}].{f}"), message: m };
+            let peer_id = o.peer_id.parse().map_err(|e| err("peer_id", format!("not a libp2p peer id: {e}")))?;
+            let p2p_addr = parse_multiaddr(&o.p2p_addr).map_err(|e| err("p2p_addr", e.to_string()))?;
             let raw = hex::decode(o.bls_public_key.trim_start_matches("0x"))
                 .map_err(|e| err("bls_public_key", e.to_string()))?;
-            let bls =
-                BlsPublicKey::from_bytes(&raw).map_err(|e| err("bls_public_key", e.to_string()))?;
-            operators.push(Operator {
-                name: o.name.clone(),
-                peer_id,
-                p2p_addr,
-                bls,
-                evm: o.evm_address,
-            });
+            let bls = BlsPublicKey::from_bytes(&raw).map_err(|e| err("bls_public_key", e.to_string()))?;
+            operators.push(Operator { name: o.name.clone(), peer_id, p2p_addr, bls, evm: o.evm_address });
         }
-        let me = operators
-            .iter()
-            .position(|o| o.name == cfg.node.name)
-            .ok_or_else(|| OperatorSetError {
-                field: "node.name".into(),
-                message: format!("`{}` is not in network.operators", cfg.node.name),
-            })?;
+        let me = operators.iter().position(|o| o.name == cfg.node.name).ok_or_else(|| OperatorSetError {
+            field: "node.name".into(),
+            message: format!("`{}` is not in network.operators", cfg.node.name),
+        })?;
         let public = keys.public();
         let mine = &operators[me];
         let mismatch = |what: &str| OperatorSetError {
             field: format!("network.operators[{me}].{what}"),
-            message: format!(
-                "does not match the key in {} ({what} there is different)",
-                cfg.node.keys_dir.display()
-            ),
+            message: format!("does not match the key in {} ({what} there is different)", cfg.node.keys_dir.display()),
         };
         if mine.peer_id.to_string() != public.peer_id {
             return Err(mismatch("peer_id"));
@@ -94,11 +75,7 @@ impl OperatorSet {
         if mine.evm != public.evm_address {
             return Err(mismatch("evm_address"));
         }
-        Ok(Self {
-            operators,
-            threshold: cfg.network.threshold,
-            me,
-        })
+        Ok(Self { operators, threshold: cfg.network.threshold, me })
     }
 
     /// Index of the operator with this peer id.

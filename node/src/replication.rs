@@ -40,11 +40,7 @@ impl InvoiceReplicator {
     }
 }
 
-async fn run(
-    net: NetworkHandle,
-    mut rx: mpsc::Receiver<Invoice>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn run(net: NetworkHandle, mut rx: mpsc::Receiver<Invoice>, mut shutdown: watch::Receiver<bool>) {
     let mut queue: Vec<(Invoice, Instant, u32)> = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
@@ -55,11 +51,8 @@ async fn run(
         }
         let now = Instant::now();
         for (inv, next, sent) in queue.iter_mut().filter(|(_, next, _)| *next <= now) {
-            let data = serde_json::to_vec(&InvoiceAnnouncement {
-                invoice: inv.clone(),
-                sent_at_ms: now_ms(),
-            })
-            .unwrap_or_default();
+            let data = serde_json::to_vec(&InvoiceAnnouncement { invoice: inv.clone(), sent_at_ms: now_ms() })
+                .unwrap_or_default();
             if let Err(e) = net.publish(gossip::INVOICES, data).await {
                 debug!(invoice_id = %inv.id, error = %e, "invoice announcement not published");
             }

@@ -1,40 +1,69 @@
-//! The crate-private libp2p behaviour: an allow list in front of gossipsub.
+//! The crate-private libp2p behaviour: an allow list in front of gossipsub (with peer scoring
+//! and application-level validation) and a request-response protocol for catching up.
 
 use crate::P2pError;
+use libp2p::StreamProtocol;
 use libp2p::allow_block_list::{self, AllowedPeers};
-use libp2p::gossipsub::{self, MessageAuthenticity, MessageId, ValidationMode};
+use libp2p::gossipsub::{
+    self, MessageAuthenticity, MessageId, PeerScoreParams, PeerScoreThresholds, TopicScoreParams, ValidationMode,
+};
 use libp2p::identity::Keypair;
+use libp2p::request_response::{self, ProtocolSupport, json};
 use libp2p::swarm::NetworkBehaviour;
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
+/// Protocol of direct requests between operators (JSON text both ways).
+pub(crate) const SYNC_PROTOCOL: &str = "/settleproof/sync/1";
+
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
-    /// Refuses every connection from or to a peer outside the operator set.
+    /// Refuses every connection from or to a peer outside the operator set (or blocked).
     pub(crate) allow: allow_block_list::Behaviour<AllowedPeers>,
     pub(crate) gossipsub: gossipsub::Behaviour,
+    pub(crate) sync: json::Behaviour<String, String>,
 }
 
 impl Behaviour {
-    pub(crate) fn new(key: &Keypair) -> Result<Self, P2pError> {
+    pub(crate) fn new(key: &Keypair, topics: &[String]) -> Result<Self, P2pError> {
         let config = gossipsub::ConfigBuilder::default()
             .heartbeat_interval(Duration::from_millis(500))
             .validation_mode(ValidationMode::Strict)
+            // Messages are forwarded only after the application accepted them.
+            .validate_messages()
             // Content-addressed ids: an identical payload is one message, whoever relays it.
-            .message_id_fn(|m: &gossipsub::Message| {
-                MessageId::from(Sha256::digest(&m.data).to_vec())
-            })
+            .message_id_fn(|m: &gossipsub::Message| MessageId::from(Sha256::digest(&m.data).to_vec()))
             .mesh_n_low(1)
             .mesh_n(3)
             .mesh_n_high(6)
             .mesh_outbound_min(1)
             .build()
             .map_err(|e| P2pError::Start(format!("gossipsub config: {e}")))?;
-        let gossipsub = gossipsub::Behaviour::new(MessageAuthenticity::Signed(key.clone()), config)
+        let mut gossipsub = gossipsub::Behaviour::new(MessageAuthenticity::Signed(key.clone()), config)
             .map_err(|e| P2pError::Start(format!("gossipsub: {e}")))?;
-        Ok(Self {
-            allow: allow_block_list::Behaviour::default(),
-            gossipsub,
-        })
+        gossipsub
+            .with_peer_score(score_params(topics), PeerScoreThresholds::default())
+            .map_err(|e| P2pError::Start(format!("gossipsub scoring: {e}")))?;
+        let sync = json::Behaviour::new(
+            [(StreamProtocol::new(SYNC_PROTOCOL), ProtocolSupport::Full)],
+            request_response::Config::default().with_request_timeout(Duration::from_secs(5)),
+        );
+        Ok(Self { allow: allow_block_list::Behaviour::default(), gossipsub, sync })
     }
+}
+
+/// Scoring: every invalid message (rejected by the application) costs its sender heavily (P4),
+/// and the application score (P5) is lowered for proven misbehaviour such as equivocation.
+fn score_params(topics: &[String]) -> PeerScoreParams {
+    let mut params = PeerScoreParams { app_specific_weight: 1.0, ..PeerScoreParams::default() };
+    for t in topics {
+        let topic = TopicScoreParams {
+            topic_weight: 1.0,
+            invalid_message_deliveries_weight: -100.0,
+            invalid_message_deliveries_decay: 0.9,
+            ..TopicScoreParams::default()
+        };
+        params.topics.insert(gossipsub::IdentTopic::new(t.as_str()).hash(), topic);
+    }
+    params
 }

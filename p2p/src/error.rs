@@ -23,6 +23,14 @@ pub enum P2pError {
         /// Why.
         reason: String,
     },
+    /// A direct request failed (peer unreachable, timeout, protocol error).
+    #[error("request to {peer} failed: {reason}")]
+    Request {
+        /// Peer.
+        peer: String,
+        /// Why.
+        reason: String,
+    },
     /// The network task has stopped.
     #[error("the p2p network task has stopped")]
     Stopped,

@@ -1,9 +1,11 @@
 //! The permissioned peer-to-peer network of settleproof operators, on libp2p.
 //!
 //! Only peers of the configured operator set may connect (connection gating with an allow
-//! list); messages travel on gossipsub topics, signed by the sender's libp2p key. The rest of
-//! the code sees only [`NetworkHandle::publish`], [`NetworkEvent`]s and a peer count: no libp2p
-//! type other than [`PeerId`], [`Keypair`] and [`Multiaddr`] crosses this crate's boundary.
+//! list); messages travel on gossipsub topics, signed by the sender's libp2p key, and are
+//! forwarded only after the application validated them ([`NetworkHandle::report`]); invalid
+//! messages and proven misbehaviour lower the sender's gossip score. Operators can also ask each
+//! other directly ([`NetworkHandle::request`]), to catch up on what they missed. No libp2p type
+//! other than [`PeerId`], [`Keypair`] and [`Multiaddr`] crosses this crate's boundary.
 
 mod behaviour;
 mod error;
@@ -12,4 +14,6 @@ mod service;
 pub use error::P2pError;
 pub use libp2p::identity::Keypair;
 pub use libp2p::{Multiaddr, PeerId};
-pub use service::{NetworkConfig, NetworkEvent, NetworkHandle, parse_multiaddr, spawn};
+pub use service::{
+    MessageRef, NetworkConfig, NetworkEvent, NetworkHandle, RequestRef, Verdict, parse_multiaddr, spawn,
+};

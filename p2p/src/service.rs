@@ -4,11 +4,13 @@
 use crate::P2pError;
 use crate::behaviour::{Behaviour, BehaviourEvent};
 use futures::StreamExt;
+use libp2p::gossipsub::MessageAcceptance;
 use libp2p::identity::Keypair;
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, noise, tcp, yamux};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -30,10 +32,34 @@ pub struct NetworkConfig {
     pub redial_interval: Duration,
 }
 
+/// Identifies a received gossip message for [`NetworkHandle::report`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MessageRef {
+    id: gossipsub::MessageId,
+    /// Peer that forwarded it to us.
+    pub propagated_by: PeerId,
+}
+
+/// The application's verdict on a gossip message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Valid: deliver and forward.
+    Accept,
+    /// Invalid: drop and penalise the sender.
+    Reject,
+    /// Not useful (e.g. stale) but not malicious: drop without penalty.
+    Ignore,
+}
+
+/// Identifies an inbound request for [`NetworkHandle::respond`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RequestRef(u64);
+
 /// What the network reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NetworkEvent {
-    /// A gossip message from an operator.
+    /// A gossip message from an operator. It is forwarded to others only after
+    /// [`NetworkHandle::report`] accepts it.
     Message {
         /// Topic it came on.
         topic: String,
@@ -41,6 +67,17 @@ pub enum NetworkEvent {
         source: PeerId,
         /// Payload.
         data: Vec<u8>,
+        /// For the verdict.
+        reference: MessageRef,
+    },
+    /// A direct request from an operator; answer with [`NetworkHandle::respond`].
+    Request {
+        /// Who asks.
+        peer: PeerId,
+        /// The request text.
+        data: String,
+        /// For the answer.
+        reference: RequestRef,
     },
     /// An operator connected.
     PeerConnected(PeerId),
@@ -51,11 +88,13 @@ pub enum NetworkEvent {
 }
 
 enum Command {
-    Publish {
-        topic: String,
-        data: Vec<u8>,
-        reply: oneshot::Sender<Result<(), P2pError>>,
-    },
+    Publish { topic: String, data: Vec<u8>, reply: oneshot::Sender<Result<(), P2pError>> },
+    Report { reference: MessageRef, verdict: Verdict },
+    Penalize { peer: PeerId },
+    Block { peer: PeerId },
+    Unblock { peer: PeerId },
+    Request { peer: PeerId, data: String, reply: oneshot::Sender<Result<String, P2pError>> },
+    Respond { reference: RequestRef, data: String },
 }
 
 /// A cheap, cloneable handle to the network task.
@@ -69,9 +108,13 @@ pub struct NetworkHandle {
 impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Command::Publish { topic, data, .. } => {
-                write!(f, "Publish({topic}, {} bytes)", data.len())
-            }
+            Command::Publish { topic, data, .. } => write!(f, "Publish({topic}, {} bytes)", data.len()),
+            Command::Report { verdict, .. } => write!(f, "Report({verdict:?})"),
+            Command::Penalize { peer } => write!(f, "Penalize({peer})"),
+            Command::Block { peer } => write!(f, "Block({peer})"),
+            Command::Unblock { peer } => write!(f, "Unblock({peer})"),
+            Command::Request { peer, .. } => write!(f, "Request({peer})"),
+            Command::Respond { .. } => write!(f, "Respond"),
         }
     }
 }
@@ -81,14 +124,44 @@ impl NetworkHandle {
     pub async fn publish(&self, topic: &str, data: Vec<u8>) -> Result<(), P2pError> {
         let (reply, rx) = oneshot::channel();
         self.commands
-            .send(Command::Publish {
-                topic: topic.to_string(),
-                data,
-                reply,
-            })
+            .send(Command::Publish { topic: topic.to_string(), data, reply })
             .await
             .map_err(|_| P2pError::Stopped)?;
         rx.await.map_err(|_| P2pError::Stopped)?
+    }
+
+    /// Gives the verdict on a received gossip message: accepted messages are forwarded,
+    /// rejected ones cost their sender score.
+    pub async fn report(&self, reference: MessageRef, verdict: Verdict) {
+        let _ = self.commands.send(Command::Report { reference, verdict }).await;
+    }
+
+    /// Lowers a peer's application score for proven misbehaviour (e.g. equivocation); its
+    /// messages are then ignored by gossip.
+    pub async fn penalize(&self, peer: PeerId) {
+        let _ = self.commands.send(Command::Penalize { peer }).await;
+    }
+
+    /// Disconnects `peer` and refuses its connections until [`Self::unblock`].
+    pub async fn block(&self, peer: PeerId) {
+        let _ = self.commands.send(Command::Block { peer }).await;
+    }
+
+    /// Allows `peer` (an operator) again.
+    pub async fn unblock(&self, peer: PeerId) {
+        let _ = self.commands.send(Command::Unblock { peer }).await;
+    }
+
+    /// Sends a direct request to `peer` and waits for its answer.
+    pub async fn request(&self, peer: PeerId, data: String) -> Result<String, P2pError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands.send(Command::Request { peer, data, reply }).await.map_err(|_| P2pError::Stopped)?;
+        rx.await.map_err(|_| P2pError::Stopped)?
+    }
+
+    /// Answers an inbound request.
+    pub async fn respond(&self, reference: RequestRef, data: String) {
+        let _ = self.commands.send(Command::Respond { reference, data }).await;
     }
 
     /// Number of operators connected now.
@@ -104,13 +177,9 @@ impl NetworkHandle {
 
 /// Builds the swarm, starts listening and spawns the network task. The task ends when every
 /// handle is dropped.
-pub fn spawn(
-    config: NetworkConfig,
-) -> Result<(NetworkHandle, mpsc::Receiver<NetworkEvent>), P2pError> {
+pub fn spawn(config: NetworkConfig) -> Result<(NetworkHandle, mpsc::Receiver<NetworkEvent>), P2pError> {
     let mut swarm = build_swarm(&config)?;
-    swarm
-        .listen_on(config.listen.clone())
-        .map_err(|e| P2pError::Start(format!("listen on {}: {e}", config.listen)))?;
+    swarm.listen_on(config.listen.clone()).map_err(|e| P2pError::Start(format!("listen on {}: {e}", config.listen)))?;
     for topic in &config.topics {
         swarm
             .behaviour_mut()
@@ -118,18 +187,15 @@ pub fn spawn(
             .subscribe(&gossipsub::IdentTopic::new(topic))
             .map_err(|e| P2pError::Start(format!("subscribe {topic}: {e}")))?;
     }
-    for (peer, _) in &config.peers {
+    for (peer, addr) in &config.peers {
         swarm.behaviour_mut().allow.allow_peer(*peer);
-        swarm.behaviour_mut().gossipsub.add_explicit_peer(peer);
+        swarm.add_peer_address(*peer, addr.clone());
     }
     let (cmd_tx, cmd_rx) = mpsc::channel(256);
     let (event_tx, event_rx) = mpsc::channel(1024);
     let connected = Arc::new(AtomicUsize::new(0));
-    let handle = NetworkHandle {
-        commands: cmd_tx,
-        connected: connected.clone(),
-        local_peer_id: *swarm.local_peer_id(),
-    };
+    let handle =
+        NetworkHandle { commands: cmd_tx, connected: connected.clone(), local_peer_id: *swarm.local_peer_id() };
     tokio::spawn(run(swarm, config, cmd_rx, event_tx, connected));
     Ok((handle, event_rx))
 }
@@ -137,14 +203,10 @@ pub fn spawn(
 fn build_swarm(config: &NetworkConfig) -> Result<Swarm<Behaviour>, P2pError> {
     let swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
         .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
+        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
         .map_err(|e| P2pError::Start(format!("tcp transport: {e}")))?
         .with_behaviour(|key| {
-            Behaviour::new(key).map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+            Behaviour::new(key, &config.topics).map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         })
         .map_err(|e| P2pError::Start(format!("behaviour: {e}")))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
@@ -152,67 +214,47 @@ fn build_swarm(config: &NetworkConfig) -> Result<Swarm<Behaviour>, P2pError> {
     Ok(swarm)
 }
 
+struct Task {
+    swarm: Swarm<Behaviour>,
+    config: NetworkConfig,
+    events: mpsc::Sender<NetworkEvent>,
+    connected: Arc<AtomicUsize>,
+    peers_up: HashSet<PeerId>,
+    blocked: HashSet<PeerId>,
+    pending_requests: HashMap<OutboundRequestId, oneshot::Sender<Result<String, P2pError>>>,
+    inbound: HashMap<u64, ResponseChannel<String>>,
+    next_inbound: u64,
+}
+
 async fn run(
-    mut swarm: Swarm<Behaviour>,
+    swarm: Swarm<Behaviour>,
     config: NetworkConfig,
     mut commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<NetworkEvent>,
     connected: Arc<AtomicUsize>,
 ) {
     let mut redial = tokio::time::interval(config.redial_interval);
-    let mut peers_up: HashSet<PeerId> = HashSet::new();
+    let mut t = Task {
+        swarm,
+        config,
+        events,
+        connected,
+        peers_up: HashSet::new(),
+        blocked: HashSet::new(),
+        pending_requests: HashMap::new(),
+        inbound: HashMap::new(),
+        next_inbound: 0,
+    };
     loop {
         tokio::select! {
             cmd = commands.recv() => match cmd {
-                Some(Command::Publish { topic, data, reply }) => {
-                    let result = swarm
-                        .behaviour_mut()
-                        .gossipsub
-                        .publish(gossipsub::IdentTopic::new(topic.as_str()), data)
-                        .map(|_| ())
-                        .map_err(|e| P2pError::Publish { topic, reason: e.to_string() });
-                    let _ = reply.send(result);
-                }
+                Some(cmd) => t.command(cmd),
                 None => break,
             },
-            _ = redial.tick() => {
-                for (peer, addr) in &config.peers {
-                    if !swarm.is_connected(peer) {
-                        let opts = DialOpts::peer_id(*peer).addresses(vec![addr.clone()]).build();
-                        if let Err(e) = swarm.dial(opts) {
-                            debug!(%peer, error = %e, "dial failed");
-                        }
-                    }
-                }
-            },
-            event = swarm.select_next_some() => {
-                let out = match event {
-                    SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message { message, .. })) => {
-                        let Some(source) = message.source else { continue };
-                        Some(NetworkEvent::Message { topic: message.topic.to_string(), source, data: message.data })
-                    }
-                    SwarmEvent::ConnectionEstablished { peer_id, .. } => {
-                        peers_up.insert(peer_id).then(|| {
-                            connected.store(peers_up.len(), Ordering::Relaxed);
-                            info!(peer = %peer_id, connected = peers_up.len(), "operator connected");
-                            NetworkEvent::PeerConnected(peer_id)
-                        })
-                    }
-                    SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
-                        peers_up.remove(&peer_id);
-                        connected.store(peers_up.len(), Ordering::Relaxed);
-                        info!(peer = %peer_id, connected = peers_up.len(), "operator disconnected");
-                        Some(NetworkEvent::PeerDisconnected(peer_id))
-                    }
-                    SwarmEvent::NewListenAddr { address, .. } => Some(NetworkEvent::Listening(address)),
-                    SwarmEvent::IncomingConnectionError { error, send_back_addr, .. } => {
-                        warn!(from = %send_back_addr, error = %error, "refused incoming connection");
-                        None
-                    }
-                    _ => None,
-                };
-                if let Some(ev) = out
-                    && events.send(ev).await.is_err()
+            _ = redial.tick() => t.redial(),
+            event = t.swarm.select_next_some() => {
+                if let Some(ev) = t.swarm_event(event)
+                    && t.events.send(ev).await.is_err()
                 {
                     break;
                 }
@@ -221,11 +263,128 @@ async fn run(
     }
 }
 
+impl Task {
+    fn command(&mut self, cmd: Command) {
+        let b = self.swarm.behaviour_mut();
+        match cmd {
+            Command::Publish { topic, data, reply } => {
+                let result = b
+                    .gossipsub
+                    .publish(gossipsub::IdentTopic::new(topic.as_str()), data)
+                    .map(|_| ())
+                    .map_err(|e| P2pError::Publish { topic, reason: e.to_string() });
+                let _ = reply.send(result);
+            }
+            Command::Report { reference, verdict } => {
+                let acceptance = match verdict {
+                    Verdict::Accept => MessageAcceptance::Accept,
+                    Verdict::Reject => MessageAcceptance::Reject,
+                    Verdict::Ignore => MessageAcceptance::Ignore,
+                };
+                b.gossipsub.report_message_validation_result(&reference.id, &reference.propagated_by, acceptance);
+            }
+            Command::Penalize { peer } => {
+                b.gossipsub.set_application_score(&peer, -1000.0);
+                warn!(%peer, "peer penalised in gossip scoring");
+            }
+            Command::Block { peer } => {
+                self.blocked.insert(peer);
+                b.allow.disallow_peer(peer);
+                info!(%peer, "peer blocked");
+            }
+            Command::Unblock { peer } => {
+                self.blocked.remove(&peer);
+                if self.config.peers.iter().any(|(p, _)| *p == peer) {
+                    b.allow.allow_peer(peer);
+                }
+                info!(%peer, "peer unblocked");
+            }
+            Command::Request { peer, data, reply } => {
+                let id = b.sync.send_request(&peer, data);
+                self.pending_requests.insert(id, reply);
+            }
+            Command::Respond { reference, data } => {
+                if let Some(channel) = self.inbound.remove(&reference.0) {
+                    let _ = b.sync.send_response(channel, data);
+                }
+            }
+        }
+    }
+
+    fn redial(&mut self) {
+        for (peer, addr) in &self.config.peers {
+            if !self.swarm.is_connected(peer) && !self.blocked.contains(peer) {
+                let opts = DialOpts::peer_id(*peer).addresses(vec![addr.clone()]).build();
+                if let Err(e) = self.swarm.dial(opts) {
+                    debug!(%peer, error = %e, "dial failed");
+                }
+            }
+        }
+    }
+
+    fn swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) -> Option<NetworkEvent> {
+        match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            })) => {
+                let reference = MessageRef { id: message_id, propagated_by: propagation_source };
+                let Some(source) = message.source else {
+                    self.command(Command::Report { reference, verdict: Verdict::Reject });
+                    return None;
+                };
+                Some(NetworkEvent::Message { topic: message.topic.to_string(), source, data: message.data, reference })
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(request_response::Event::Message { peer, message, .. })) => {
+                match message {
+                    request_response::Message::Request { request, channel, .. } => {
+                        self.next_inbound += 1;
+                        self.inbound.insert(self.next_inbound, channel);
+                        Some(NetworkEvent::Request { peer, data: request, reference: RequestRef(self.next_inbound) })
+                    }
+                    request_response::Message::Response { request_id, response } => {
+                        if let Some(reply) = self.pending_requests.remove(&request_id) {
+                            let _ = reply.send(Ok(response));
+                        }
+                        None
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(request_response::Event::OutboundFailure {
+                request_id,
+                error,
+                peer,
+                ..
+            })) => {
+                if let Some(reply) = self.pending_requests.remove(&request_id) {
+                    let _ = reply.send(Err(P2pError::Request { peer: peer.to_string(), reason: error.to_string() }));
+                }
+                None
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => self.peers_up.insert(peer_id).then(|| {
+                self.connected.store(self.peers_up.len(), Ordering::Relaxed);
+                info!(peer = %peer_id, connected = self.peers_up.len(), "operator connected");
+                NetworkEvent::PeerConnected(peer_id)
+            }),
+            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                self.peers_up.remove(&peer_id);
+                self.connected.store(self.peers_up.len(), Ordering::Relaxed);
+                info!(peer = %peer_id, connected = self.peers_up.len(), "operator disconnected");
+                Some(NetworkEvent::PeerDisconnected(peer_id))
+            }
+            SwarmEvent::NewListenAddr { address, .. } => Some(NetworkEvent::Listening(address)),
+            SwarmEvent::IncomingConnectionError { error, send_back_addr, .. } => {
+                warn!(from = %send_back_addr, error = %error, "refused incoming connection");
+                None
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Parses a multiaddr, naming it in the error.
 pub fn parse_multiaddr(addr: &str) -> Result<Multiaddr, P2pError> {
     addr.parse()
-        .map_err(|e: libp2p::multiaddr::Error| P2pError::InvalidAddress {
-            addr: addr.into(),
-            reason: e.to_string(),
-        })
+        .map_err(|e: libp2p::multiaddr::Error| P2pError::InvalidAddress { addr: addr.into(), reason: e.to_string() })
 }

@@ -1,9 +1,7 @@
 //! Real sockets on loopback: operators exchange gossip, an outsider can neither connect nor be
 //! heard.
 
-use settleproof_p2p::{
-    Keypair, Multiaddr, NetworkConfig, NetworkEvent, NetworkHandle, PeerId, spawn,
-};
+use settleproof_p2p::{Keypair, Multiaddr, NetworkConfig, NetworkEvent, NetworkHandle, PeerId, spawn};
 use std::time::Duration;
 use tokio::sync::mpsc::Receiver;
 use tokio::time::{Instant, timeout};
@@ -11,13 +9,8 @@ use tokio::time::{Instant, timeout};
 const TOPIC: &str = "test/1";
 
 fn free_addr() -> Multiaddr {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port");
-    format!("/ip4/127.0.0.1/tcp/{port}")
-        .parse()
-        .expect("multiaddr")
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
+    format!("/ip4/127.0.0.1/tcp/{port}").parse().expect("multiaddr")
 }
 
 struct Peer {
@@ -27,10 +20,7 @@ struct Peer {
 
 impl Peer {
     fn new() -> Self {
-        Self {
-            key: Keypair::generate_ed25519(),
-            addr: free_addr(),
-        }
+        Self { key: Keypair::generate_ed25519(), addr: free_addr() }
     }
     fn id(&self) -> PeerId {
         self.key.public().to_peer_id()
@@ -48,12 +38,7 @@ impl Peer {
 }
 
 /// Publishes `data` until `rx` sees it (gossipsub needs the subscription exchange first).
-async fn deliver(
-    from: &NetworkHandle,
-    rx: &mut Receiver<NetworkEvent>,
-    data: &[u8],
-    within: Duration,
-) -> bool {
+async fn deliver(from: &NetworkHandle, rx: &mut Receiver<NetworkEvent>, data: &[u8], within: Duration) -> bool {
     let deadline = Instant::now() + within;
     let mut n = 0u32;
     while Instant::now() < deadline {
@@ -80,18 +65,9 @@ async fn operators_gossip_and_outsiders_are_refused() {
     // The outsider knows A and keeps dialling it; A's allow list does not contain it.
     let (net_x, _rx_x) = outsider.start(&[&a]);
 
-    assert!(
-        deliver(&net_a, &mut rx_b, b"from-a", Duration::from_secs(10)).await,
-        "B hears A"
-    );
-    assert!(
-        deliver(&net_b, &mut rx_a, b"from-b", Duration::from_secs(10)).await,
-        "A hears B"
-    );
-    assert!(
-        !deliver(&net_x, &mut rx_a, b"from-outsider", Duration::from_secs(3)).await,
-        "A never hears the outsider"
-    );
+    assert!(deliver(&net_a, &mut rx_b, b"from-a", Duration::from_secs(10)).await, "B hears A");
+    assert!(deliver(&net_b, &mut rx_a, b"from-b", Duration::from_secs(10)).await, "A hears B");
+    assert!(!deliver(&net_x, &mut rx_a, b"from-outsider", Duration::from_secs(3)).await, "A never hears the outsider");
     assert_eq!(net_a.connected_peers(), 1, "A is connected to B only");
     assert_eq!(net_x.connected_peers(), 0, "the outsider has no connection");
 }

@@ -30,14 +30,10 @@ async fn pay_native(net: &Testnet, id: B256, amount: u64) -> Result<()> {
 
 async fn status_becomes(net: &Testnet, id: B256, want: &str) -> Result<Value> {
     let id = id.to_string();
-    net.eventually(
-        &format!("status {want}"),
-        Duration::from_secs(30),
-        || async {
-            let (_, v) = net.get_invoice(0, &id).await.ok()?;
-            (v["status"] == want).then_some(v)
-        },
-    )
+    net.eventually(&format!("status {want}"), Duration::from_secs(30), || async {
+        let (_, v) = net.get_invoice(0, &id).await.ok()?;
+        (v["status"] == want).then_some(v)
+    })
     .await
 }
 
@@ -56,11 +52,7 @@ async fn partial_over_expired_late_and_wrong_token_payments() -> Result<()> {
     pay_native(&net, over, 1500).await?;
     status_becomes(&net, over, "overpaid").await?;
 
-    let late = create(
-        &net,
-        json!({"amount": "1000", "token": "native", "expires_in": 2}),
-    )
-    .await?;
+    let late = create(&net, json!({"amount": "1000", "token": "native", "expires_in": 2})).await?;
     status_becomes(&net, late, "expired").await?;
     pay_native(&net, late, 1000).await?;
     status_becomes(&net, late, "paid_late").await?;
@@ -81,12 +73,7 @@ async fn partial_over_expired_late_and_wrong_token_payments() -> Result<()> {
         .get_receipt()
         .await?;
     InvoicePayments::new(net.devnet.deployment.payments, &payer)
-        .payToken(
-            wrong,
-            net.devnet.merchant.payout_address,
-            token,
-            U256::from(1000),
-        )
+        .payToken(wrong, net.devnet.merchant.payout_address, token, U256::from(1000))
         .send()
         .await?
         .get_receipt()
@@ -97,17 +84,9 @@ async fn partial_over_expired_late_and_wrong_token_payments() -> Result<()> {
             (v["payments"].as_array()?.len() == 1).then_some(v)
         })
         .await?;
-    assert_eq!(
-        v["status"], "open",
-        "a payment in another token does not count: {v}"
-    );
+    assert_eq!(v["status"], "open", "a payment in another token does not count: {v}");
     assert_eq!(v["payments"][0]["accepted"], false);
-    assert!(
-        v["payments"][0]["rejected_reason"]
-            .as_str()
-            .unwrap_or_default()
-            .starts_with("invalid_token")
-    );
+    assert!(v["payments"][0]["rejected_reason"].as_str().unwrap_or_default().starts_with("invalid_token"));
 
     let (status, list) = net
         .http

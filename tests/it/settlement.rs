@@ -20,16 +20,10 @@ async fn paid_invoices_are_settled_on_chain_and_notified() -> Result<()> {
 
     // A native-coin invoice created on node 1 is known to every node.
     let (status, native) = net
-        .create_invoice(
-            1,
-            json!({"amount": "1000000000000000", "token": "native", "metadata": {"order": "A-1"}}),
-        )
+        .create_invoice(1, json!({"amount": "1000000000000000", "token": "native", "metadata": {"order": "A-1"}}))
         .await?;
     assert_eq!(status, 201, "{native}");
-    let native_id = native["id"]
-        .as_str()
-        .ok_or_else(|| eyre!("no id"))?
-        .to_string();
+    let native_id = native["id"].as_str().ok_or_else(|| eyre!("no id"))?.to_string();
     for i in [0, 2, 3] {
         net.eventually("invoice replicated", Duration::from_secs(15), || async {
             matches!(net.get_invoice(i, &native_id).await, Ok((200, _))).then_some(())
@@ -40,108 +34,52 @@ async fn paid_invoices_are_settled_on_chain_and_notified() -> Result<()> {
     // An ERC-20 invoice created on node 2.
     let payer = net.payer()?;
     let payer_addr = net.anvil.keys[1].address();
-    TestToken::new(token, &payer)
-        .mint(payer_addr, U256::from(5_000_000u64))
-        .send()
-        .await?
-        .get_receipt()
-        .await?;
-    let (status, erc20) = net
-        .create_invoice(2, json!({"amount": "2500000", "token": token.to_string()}))
-        .await?;
+    TestToken::new(token, &payer).mint(payer_addr, U256::from(5_000_000u64)).send().await?.get_receipt().await?;
+    let (status, erc20) = net.create_invoice(2, json!({"amount": "2500000", "token": token.to_string()})).await?;
     assert_eq!(status, 201, "{erc20}");
-    let erc20_id = erc20["id"]
-        .as_str()
-        .ok_or_else(|| eyre!("no id"))?
-        .to_string();
+    let erc20_id = erc20["id"].as_str().ok_or_else(|| eyre!("no id"))?.to_string();
 
     let provider = net.provider()?;
     let native_before = provider.get_balance(merchant).await?;
     net.pay(&native).await?;
     net.pay(&erc20).await?;
     // Non-custodial: the funds are with the merchant as soon as the payments are mined.
-    assert_eq!(
-        provider.get_balance(merchant).await? - native_before,
-        U256::from(1_000_000_000_000_000u64)
-    );
-    assert_eq!(
-        IERC20::new(token, &provider)
-            .balanceOf(merchant)
-            .call()
-            .await?,
-        U256::from(2_500_000u64)
-    );
+    assert_eq!(provider.get_balance(merchant).await? - native_before, U256::from(1_000_000_000_000_000u64));
+    assert_eq!(IERC20::new(token, &provider).balanceOf(merchant).call().await?, U256::from(2_500_000u64));
 
     // Both invoices reach the merchant as signed webhooks after settlement.
     let wanted: HashSet<String> = [native_id.clone(), erc20_id.clone()].into();
     let events = net
-        .eventually(
-            "webhooks for both invoices",
-            Duration::from_secs(90),
-            || async {
-                let got: Vec<_> = net
-                    .receiver
-                    .snapshot()
-                    .into_iter()
-                    .filter(|r| wanted.contains(invoice_id(&r.body)))
-                    .collect();
-                let ids: HashSet<&str> = got.iter().map(|r| invoice_id(&r.body)).collect();
-                (ids.len() == 2).then_some(got)
-            },
-        )
+        .eventually("webhooks for both invoices", Duration::from_secs(90), || async {
+            let got: Vec<_> =
+                net.receiver.snapshot().into_iter().filter(|r| wanted.contains(invoice_id(&r.body))).collect();
+            let ids: HashSet<&str> = got.iter().map(|r| invoice_id(&r.body)).collect();
+            (ids.len() == 2).then_some(got)
+        })
         .await?;
     let settlement = Settlement::new(net.devnet.deployment.settlement, &provider);
     for event in &events {
-        assert!(
-            event.verified,
-            "webhook signature must verify: {:?}",
-            event.body
-        );
+        assert!(event.verified, "webhook signature must verify: {:?}", event.body);
         assert_eq!(event.body["type"], "invoice.paid", "{}", event.body);
         assert_eq!(event.body["data"]["invoice"]["status"], "paid");
         let s = &event.body["data"]["settlement"];
         let round = s["round"].as_u64().ok_or_else(|| eyre!("no round"))?;
-        let root: B256 = s["root"]
-            .as_str()
-            .ok_or_else(|| eyre!("no root"))?
-            .parse()?;
-        assert_eq!(
-            settlement.settledRoot(round).call().await?,
-            root,
-            "root recorded on chain"
-        );
-        assert_eq!(
-            settled_events(&net, round).await?,
-            1,
-            "round {round} settled exactly once"
-        );
-        let bitmap = U256::from_str_radix(
-            s["signer_bitmap"]
-                .as_str()
-                .unwrap_or("0x0")
-                .trim_start_matches("0x"),
-            16,
-        )?;
+        let root: B256 = s["root"].as_str().ok_or_else(|| eyre!("no root"))?.parse()?;
+        assert_eq!(settlement.settledRoot(round).call().await?, root, "root recorded on chain");
+        assert_eq!(settled_events(&net, round).await?, 1, "round {round} settled exactly once");
+        let bitmap = U256::from_str_radix(s["signer_bitmap"].as_str().unwrap_or("0x0").trim_start_matches("0x"), 16)?;
         assert!(bitmap.count_ones() >= 3, "a quorum of 3 of 4 signed");
     }
     let ids: Vec<&str> = events.iter().map(|e| e.webhook_id.as_str()).collect();
-    assert_eq!(
-        ids.len(),
-        ids.iter().collect::<HashSet<_>>().len(),
-        "each event delivered once in a healthy run"
-    );
+    assert_eq!(ids.len(), ids.iter().collect::<HashSet<_>>().len(), "each event delivered once in a healthy run");
 
     // Every node reports the invoice paid and settled.
     for i in 0..4 {
         let view = net
-            .eventually(
-                "invoice settled on every node",
-                Duration::from_secs(30),
-                || async {
-                    let (_, v) = net.get_invoice(i, &erc20_id).await.ok()?;
-                    (v["settled"] == true).then_some(v)
-                },
-            )
+            .eventually("invoice settled on every node", Duration::from_secs(30), || async {
+                let (_, v) = net.get_invoice(i, &erc20_id).await.ok()?;
+                (v["settled"] == true).then_some(v)
+            })
             .await?;
         assert_eq!(view["status"], "paid");
         assert_eq!(view["amount_paid"], "2500000");

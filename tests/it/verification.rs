@@ -17,15 +17,10 @@ const WEI: &str = "1000000000000000";
 
 /// Creates a native invoice of `amount` on node `i`, pays it in full, returns its id.
 async fn invoice_paid(net: &Testnet, i: usize, amount: &str) -> Result<String> {
-    let (status, created) = net
-        .create_invoice(i, json!({"amount": amount, "token": "native"}))
-        .await?;
+    let (status, created) = net.create_invoice(i, json!({"amount": amount, "token": "native"})).await?;
     assert_eq!(status, 201, "{created}");
     net.pay(&created).await?;
-    Ok(created["id"]
-        .as_str()
-        .ok_or_else(|| eyre!("no id"))?
-        .to_string())
+    Ok(created["id"].as_str().ok_or_else(|| eyre!("no id"))?.to_string())
 }
 
 /// Waits for a verified webhook about `invoice` and returns its body.
@@ -50,13 +45,7 @@ async fn settled(net: &Testnet) -> Result<Vec<(u64, u32, U256)>> {
     Ok(logs
         .iter()
         .filter_map(|l| l.log_decode::<Settlement::Settled>().ok())
-        .map(|l| {
-            (
-                l.inner.data.round,
-                l.inner.data.leafCount,
-                l.inner.data.signerBitmap,
-            )
-        })
+        .map(|l| (l.inner.data.round, l.inner.data.leafCount, l.inner.data.signerBitmap))
         .collect())
 }
 
@@ -65,19 +54,12 @@ async fn metric(net: &Testnet, i: usize, name: &str) -> f64 {
         return 0.0;
     };
     let text = r.text().await.unwrap_or_default();
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    text.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_log_forged_by_one_provider_is_never_attested() -> Result<()> {
-    let net = Testnet::start_with(Options {
-        providers: 3,
-        ..Options::default()
-    })
-    .await?;
+    let net = Testnet::start_with(Options { providers: 3, ..Options::default() }).await?;
     let head = net.provider()?.get_block_number().await?;
     let forged_block = head + 3;
     let fake_invoice = B256::repeat_byte(0xfe);
@@ -101,56 +83,36 @@ async fn a_log_forged_by_one_provider_is_never_attested() -> Result<()> {
         "removed": false,
     });
     for i in 0..4 {
-        net.fault(
-            i,
-            0,
-            Fault::ForgeLog {
-                log: forged.clone(),
-            },
-        );
+        net.fault(i, 0, Fault::ForgeLog { log: forged.clone() });
     }
     let real = invoice_paid(&net, 1, WEI).await?;
     webhook_for(&net, &real, Duration::from_secs(60)).await?;
     // Let every node process well past the forged block's round.
-    net.eventually(
-        "checkpoints past the forged block",
-        Duration::from_secs(30),
-        || async {
-            for i in 0..4 {
-                let cp = net.health(i).await?["checks"]["chain"]["checkpoint"].as_u64()?;
-                if cp < forged_block + 4 {
-                    return None;
-                }
+    net.eventually("checkpoints past the forged block", Duration::from_secs(30), || async {
+        for i in 0..4 {
+            let cp = net.health(i).await?["checks"]["chain"]["checkpoint"].as_u64()?;
+            if cp < forged_block + 4 {
+                return None;
             }
-            Some(())
-        },
-    )
+        }
+        Some(())
+    })
     .await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let leaves: u32 = settled(&net).await?.iter().map(|(_, n, _)| n).sum();
     assert_eq!(leaves, 1, "only the real payment was settled");
     assert!(
-        !net.receiver
-            .snapshot()
-            .iter()
-            .any(|r| r.body.to_string().contains(&fake_invoice.to_string())),
+        !net.receiver.snapshot().iter().any(|r| r.body.to_string().contains(&fake_invoice.to_string())),
         "no webhook for the forged payment"
     );
-    assert!(
-        metric(&net, 0, "rpc_log_disagreements_total").await >= 1.0,
-        "the forged log was seen and outvoted"
-    );
+    assert!(metric(&net, 0, "rpc_log_disagreements_total").await >= 1.0, "the forged log was seen and outvoted");
     net.stop().await;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn payments_settle_with_one_provider_down_and_another_slow() -> Result<()> {
-    let net = Testnet::start_with(Options {
-        providers: 3,
-        ..Options::default()
-    })
-    .await?;
+    let net = Testnet::start_with(Options { providers: 3, ..Options::default() }).await?;
     for i in 0..4 {
         net.fault(i, 0, Fault::Down);
         net.fault(i, 1, Fault::Delay { ms: 400 });
@@ -159,30 +121,19 @@ async fn payments_settle_with_one_provider_down_and_another_slow() -> Result<()>
     let body = webhook_for(&net, &id, Duration::from_secs(60)).await?;
     assert_eq!(body["type"], "invoice.paid");
     let health = net
-        .eventually(
-            "provider reported degraded",
-            Duration::from_secs(20),
-            || async {
-                let h = net.health(0).await?;
-                (h["checks"]["providers"]["status"] == "degraded").then_some(h)
-            },
-        )
+        .eventually("provider reported degraded", Duration::from_secs(20), || async {
+            let h = net.health(0).await?;
+            (h["checks"]["providers"]["status"] == "degraded").then_some(h)
+        })
         .await?;
-    assert_eq!(
-        health["status"], "degraded",
-        "one provider down is degraded, not unready: {health}"
-    );
+    assert_eq!(health["status"], "degraded", "one provider down is degraded, not unready: {health}");
     net.stop().await;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_providers_down_stop_a_node_attesting_until_they_recover() -> Result<()> {
-    let net = Testnet::start_with(Options {
-        providers: 3,
-        ..Options::default()
-    })
-    .await?;
+    let net = Testnet::start_with(Options { providers: 3, ..Options::default() }).await?;
     net.fault(3, 0, Fault::Down);
     net.fault(3, 1, Fault::Error);
     let h = net
@@ -197,17 +148,10 @@ async fn two_providers_down_stop_a_node_attesting_until_they_recover() -> Result
     // Nodes 0-2 are a quorum of 3; unless node 3 keeps this round, it settles without node 3.
     tokio::time::sleep(Duration::from_secs(6)).await;
     for (round, _, bitmap) in settled(&net).await? {
-        assert!(
-            !bitmap.bit(3),
-            "node 3 attested round {round} without a provider quorum"
-        );
+        assert!(!bitmap.bit(3), "node 3 attested round {round} without a provider quorum");
     }
     let h = net.health(3).await.ok_or_else(|| eyre!("health"))?;
-    assert_eq!(
-        h["checks"]["chain"]["checkpoint"].as_u64(),
-        stuck_at,
-        "node 3 did not move its checkpoint"
-    );
+    assert_eq!(h["checks"]["chain"]["checkpoint"].as_u64(), stuck_at, "node 3 did not move its checkpoint");
     net.fault(3, 0, Fault::None);
     net.fault(3, 1, Fault::None);
     net.wait_ready(3).await?;
@@ -218,85 +162,47 @@ async fn two_providers_down_stop_a_node_attesting_until_they_recover() -> Result
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reorged_payment_is_dropped_and_its_replacement_settled() -> Result<()> {
-    let net = Testnet::start_with(Options {
-        nodes: 4,
-        round_length: 40,
-        ..Options::default()
-    })
-    .await?;
-    let (status, created) = net
-        .create_invoice(0, json!({"amount": WEI, "token": "native"}))
-        .await?;
+    let net = Testnet::start_with(Options { nodes: 4, round_length: 40, ..Options::default() }).await?;
+    let (status, created) = net.create_invoice(0, json!({"amount": WEI, "token": "native"})).await?;
     assert_eq!(status, 201);
-    let id = created["id"]
-        .as_str()
-        .ok_or_else(|| eyre!("no id"))?
-        .to_string();
+    let id = created["id"].as_str().ok_or_else(|| eyre!("no id"))?.to_string();
     net.pay(&created).await?;
     let first = net
-        .eventually(
-            "payment confirmed on every node",
-            Duration::from_secs(20),
-            || async {
-                let mut tx = None;
-                for i in 0..4 {
-                    let (_, v) = net.get_invoice(i, &id).await.ok()?;
-                    tx = Some(v["payments"][0]["tx_hash"].as_str()?.to_string());
-                }
-                tx
-            },
-        )
+        .eventually("payment confirmed on every node", Duration::from_secs(20), || async {
+            let mut tx = None;
+            for i in 0..4 {
+                let (_, v) = net.get_invoice(i, &id).await.ok()?;
+                tx = Some(v["payments"][0]["tx_hash"].as_str()?.to_string());
+            }
+            tx
+        })
         .await?;
-    let receipt = net
-        .provider()?
-        .get_transaction_receipt(first.parse()?)
-        .await?
-        .ok_or_else(|| eyre!("receipt"))?;
+    let receipt = net.provider()?.get_transaction_receipt(first.parse()?).await?.ok_or_else(|| eyre!("receipt"))?;
     let paid_in = receipt.block_number.ok_or_else(|| eyre!("block"))?;
     let head = net.provider()?.get_block_number().await?;
     let depth = head - paid_in + 1;
-    let _: Value = net
-        .provider()?
-        .raw_request("anvil_reorg".into(), (depth, Vec::<Value>::new()))
-        .await?;
+    let _: Value = net.provider()?.raw_request("anvil_reorg".into(), (depth, Vec::<Value>::new())).await?;
     // The payer pays again on the new chain.
     net.pay(&created).await?;
     let body = webhook_for(&net, &id, Duration::from_secs(90)).await?;
-    let settled_tx = body["data"]["payment"]["tx_hash"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    assert_ne!(
-        settled_tx, first,
-        "the payment that left the chain is not the one settled"
-    );
+    let settled_tx = body["data"]["payment"]["tx_hash"].as_str().unwrap_or_default().to_string();
+    assert_ne!(settled_tx, first, "the payment that left the chain is not the one settled");
     for i in 0..4 {
         let (_, v) = net.get_invoice(i, &id).await?;
         let txs: Vec<&str> = v["payments"]
             .as_array()
             .map(|a| a.iter().filter_map(|p| p["tx_hash"].as_str()).collect())
             .unwrap_or_default();
-        assert_eq!(
-            txs,
-            vec![settled_tx.as_str()],
-            "node {i} keeps only the replacement"
-        );
+        assert_eq!(txs, vec![settled_tx.as_str()], "node {i} keeps only the replacement");
     }
-    assert!(
-        metric(&net, 0, "chain_reorgs_total").await >= 1.0,
-        "the reorg was detected"
-    );
+    assert!(metric(&net, 0, "chain_reorgs_total").await >= 1.0, "the reorg was detected");
     net.stop().await;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_killed_mid_range_settles_every_payment_exactly_once() -> Result<()> {
-    let mut net = Testnet::start_with(Options {
-        processes: true,
-        ..Options::default()
-    })
-    .await?;
+    let mut net = Testnet::start_with(Options { processes: true, ..Options::default() }).await?;
     let mut ids = Vec::new();
     for k in 0..3 {
         ids.push(invoice_paid(&net, k % 4, WEI).await?);
@@ -315,11 +221,7 @@ async fn a_node_killed_mid_range_settles_every_payment_exactly_once() -> Result<
         webhook_for(&net, id, Duration::from_secs(90)).await?;
     }
     let leaves: u32 = settled(&net).await?.iter().map(|(_, n, _)| n).sum();
-    assert_eq!(
-        leaves as usize,
-        ids.len(),
-        "every payment settled exactly once on chain"
-    );
+    assert_eq!(leaves as usize, ids.len(), "every payment settled exactly once on chain");
     let wanted: HashSet<&str> = ids.iter().map(String::as_str).collect();
     let delivered: HashSet<String> = net
         .receiver
@@ -328,18 +230,10 @@ async fn a_node_killed_mid_range_settles_every_payment_exactly_once() -> Result<
         .filter(|r| wanted.contains(r.body["data"]["invoice"]["id"].as_str().unwrap_or_default()))
         .map(|r| r.webhook_id)
         .collect();
-    assert_eq!(
-        delivered.len(),
-        ids.len(),
-        "one event (webhook-id) per payment"
-    );
+    assert_eq!(delivered.len(), ids.len(), "one event (webhook-id) per payment");
     for id in &ids {
         let (_, v) = net.get_invoice(1, id).await?;
-        assert_eq!(
-            v["payments"].as_array().map(Vec::len),
-            Some(1),
-            "the restarted node saw {id} exactly once"
-        );
+        assert_eq!(v["payments"].as_array().map(Vec::len), Some(1), "the restarted node saw {id} exactly once");
     }
     net.stop().await;
     Ok(())

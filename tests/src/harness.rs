@@ -40,20 +40,14 @@ fn repo_root() -> PathBuf {
 fn anvil_bin() -> Result<PathBuf> {
     let bin = repo_root().join("node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil");
     if !bin.exists() {
-        bail!(
-            "anvil not found at {}: run `npm ci` at the repository root",
-            bin.display()
-        );
+        bail!("anvil not found at {}: run `npm ci` at the repository root", bin.display());
     }
     Ok(bin)
 }
 
 /// A free loopback TCP port.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
 impl Anvil {
@@ -62,13 +56,7 @@ impl Anvil {
         let port = free_port();
         let config_out = dir.join("anvil.json");
         let mut cmd = Command::new(anvil_bin()?);
-        cmd.args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--silent",
-        ]);
+        cmd.args(["--host", "127.0.0.1", "--port", &port.to_string(), "--silent"]);
         if let Some(t) = block_time {
             cmd.args(["--block-time", t]);
         }
@@ -80,11 +68,7 @@ impl Anvil {
             .spawn()
             .wrap_err("spawn anvil")?;
         let url = format!("http://127.0.0.1:{port}");
-        let mut anvil = Self {
-            child,
-            url,
-            keys: Vec::new(),
-        };
+        let mut anvil = Self { child, url, keys: Vec::new() };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if config_out.exists()
@@ -120,18 +104,13 @@ pub struct Options {
     pub block_time: &'static str,
     /// Run nodes as `settleproof` processes (so they can be killed with SIGKILL).
     pub processes: bool,
+    /// Each keeper's turn before the next takes over, ms.
+    pub keeper_deadline_ms: u64,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self {
-            nodes: 4,
-            providers: 0,
-            confirmations: 1,
-            round_length: 2,
-            block_time: "1",
-            processes: false,
-        }
+        Self { nodes: 4, providers: 0, confirmations: 1, round_length: 2, block_time: "1", processes: false, keeper_deadline_ms: 6000 }
     }
 }
 
@@ -166,14 +145,7 @@ fn settleproof_bin() -> Result<PathBuf> {
         return Ok(p.clone());
     }
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "settleproof-node",
-            "--bin",
-            "settleproof",
-        ])
+        .args(["build", "--quiet", "-p", "settleproof-node", "--bin", "settleproof"])
         .current_dir(repo_root())
         .status()?;
     if !status.success() {
@@ -181,11 +153,8 @@ fn settleproof_bin() -> Result<PathBuf> {
     }
     // The test binary lives in <target>/debug/deps; the node binary in <target>/debug.
     let exe = std::env::current_exe()?;
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("settleproof"))
-        .ok_or_else(|| eyre!("no target dir"))?;
+    let bin =
+        exe.parent().and_then(Path::parent).map(|d| d.join("settleproof")).ok_or_else(|| eyre!("no target dir"))?;
     *built = Some(bin.clone());
     Ok(bin)
 }
@@ -193,11 +162,7 @@ fn settleproof_bin() -> Result<PathBuf> {
 impl Testnet {
     /// Starts a testnet of `n` in-process nodes reading anvil directly.
     pub async fn start(n: usize) -> Result<Self> {
-        Self::start_with(Options {
-            nodes: n,
-            ..Options::default()
-        })
-        .await
+        Self::start_with(Options { nodes: n, ..Options::default() }).await
     }
 
     /// Starts a testnet as `opts` says.
@@ -212,9 +177,7 @@ impl Testnet {
         for _ in 0..opts.nodes {
             let mut mine = Vec::new();
             for _ in 0..opts.providers {
-                mine.push(
-                    settleproof_rpc_proxy::spawn(([127, 0, 0, 1], 0).into(), &anvil.url).await?,
-                );
+                mine.push(settleproof_rpc_proxy::spawn(([127, 0, 0, 1], 0).into(), &anvil.url).await?);
             }
             proxies.push(mine);
         }
@@ -226,32 +189,19 @@ impl Testnet {
             dir: dir.path().join("net"),
             deployer: anvil.keys[0].clone(),
             payer: anvil.keys[1].clone(),
-            node_rpc: proxies
-                .iter()
-                .map(|ps| ps.iter().map(ProxyHandle::url).collect())
-                .collect(),
+            node_rpc: proxies.iter().map(|ps| ps.iter().map(ProxyHandle::url).collect()).collect(),
             webhook_url: format!("http://127.0.0.1:{webhook_port}/webhooks"),
             api_ports: (0..n).map(|_| free_port()).collect(),
             p2p_ports: (0..n).map(|_| free_port()).collect(),
             confirmations: opts.confirmations,
             round_length: opts.round_length,
             poll_interval_ms: 200,
+            keeper_deadline_ms: opts.keeper_deadline_ms,
         };
         let devnet = devnet::init(&spec).await?;
         let receiver = Receiver::new(devnet.merchant.webhook_secret.expose().to_string(), None);
-        receiver
-            .clone()
-            .spawn(([127, 0, 0, 1], webhook_port).into())
-            .await?;
-        let mut net = Self {
-            anvil,
-            devnet,
-            nodes: Vec::new(),
-            proxies,
-            receiver,
-            http: reqwest::Client::new(),
-            dir,
-        };
+        receiver.clone().spawn(([127, 0, 0, 1], webhook_port).into()).await?;
+        let mut net = Self { anvil, devnet, nodes: Vec::new(), proxies, receiver, http: reqwest::Client::new(), dir };
         for i in 0..n {
             let run = if opts.processes {
                 NodeRun::Process(net.spawn_process(i)?)
@@ -292,12 +242,7 @@ impl Testnet {
 
     /// `GET /health/ready` of node `i`.
     pub async fn health(&self, i: usize) -> Option<Value> {
-        let r = self
-            .http
-            .get(format!("{}/health/ready", self.api(i)))
-            .send()
-            .await
-            .ok()?;
+        let r = self.http.get(format!("{}/health/ready", self.api(i))).send().await.ok()?;
         r.json().await.ok()
     }
 
@@ -335,17 +280,12 @@ impl Testnet {
     /// A provider that signs as the payer.
     pub fn payer(&self) -> Result<DynProvider> {
         let wallet = EthereumWallet::from(self.anvil.keys[1].clone());
-        Ok(ProviderBuilder::new()
-            .wallet(wallet)
-            .connect_http(self.anvil.url.parse()?)
-            .erased())
+        Ok(ProviderBuilder::new().wallet(wallet).connect_http(self.anvil.url.parse()?).erased())
     }
 
     /// A read-only provider.
     pub fn provider(&self) -> Result<DynProvider> {
-        Ok(ProviderBuilder::new()
-            .connect_http(self.anvil.url.parse()?)
-            .erased())
+        Ok(ProviderBuilder::new().connect_http(self.anvil.url.parse()?).erased())
     }
 
     /// `POST /v1/invoices` on node `i`; returns status and body.
@@ -375,21 +315,11 @@ impl Testnet {
     /// Sends every transaction of an invoice's payment instructions from the payer.
     pub async fn pay(&self, created: &Value) -> Result<()> {
         let payer = self.payer()?;
-        for tx in created["payment_instructions"]["transactions"]
-            .as_array()
-            .ok_or_else(|| eyre!("no instructions"))?
-        {
+        for tx in created["payment_instructions"]["transactions"].as_array().ok_or_else(|| eyre!("no instructions"))? {
             let to: Address = tx["to"].as_str().ok_or_else(|| eyre!("no to"))?.parse()?;
-            let value =
-                U256::from_str_radix(tx["value"].as_str().ok_or_else(|| eyre!("no value"))?, 10)?;
-            let data: Bytes = tx["data"]
-                .as_str()
-                .ok_or_else(|| eyre!("no data"))?
-                .parse()?;
-            let req = TransactionRequest::default()
-                .with_to(to)
-                .with_value(value)
-                .with_input(data);
+            let value = U256::from_str_radix(tx["value"].as_str().ok_or_else(|| eyre!("no value"))?, 10)?;
+            let data: Bytes = tx["data"].as_str().ok_or_else(|| eyre!("no data"))?.parse()?;
+            let req = TransactionRequest::default().with_to(to).with_value(value).with_input(data);
             let receipt = payer.send_transaction(req).await?.get_receipt().await?;
             if !receipt.status() {
                 bail!("payment transaction {} reverted", receipt.transaction_hash);
@@ -399,12 +329,7 @@ impl Testnet {
     }
 
     /// Polls `check` every 200 ms until it returns `Some`, or fails after `timeout`.
-    pub async fn eventually<T, F, Fut>(
-        &self,
-        what: &str,
-        timeout: Duration,
-        mut check: F,
-    ) -> Result<T>
+    pub async fn eventually<T, F, Fut>(&self, what: &str, timeout: Duration, mut check: F) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Option<T>>,

@@ -5,10 +5,7 @@ use axum::http::HeaderMap;
 use settleproof_config::MerchantConfig;
 
 /// The merchant whose API token is in the `Authorization: Bearer` header.
-pub fn merchant<'a>(
-    headers: &HeaderMap,
-    merchants: &'a [MerchantConfig],
-) -> Result<&'a MerchantConfig, ApiError> {
+pub fn merchant<'a>(headers: &HeaderMap, merchants: &'a [MerchantConfig]) -> Result<&'a MerchantConfig, ApiError> {
     let token = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

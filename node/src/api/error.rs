@@ -21,12 +21,7 @@ pub struct ApiError {
 impl ApiError {
     /// 400 for a bad field.
     pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::BAD_REQUEST,
-            code: "invalid_request",
-            field: Some(field),
-            message: message.into(),
-        }
+        Self { status: StatusCode::BAD_REQUEST, code: "invalid_request", field: Some(field), message: message.into() }
     }
 
     /// 401.
@@ -41,12 +36,7 @@ impl ApiError {
 
     /// 404.
     pub fn not_found(what: &str) -> Self {
-        Self {
-            status: StatusCode::NOT_FOUND,
-            code: "not_found",
-            field: None,
-            message: format!("{what} not found"),
-        }
+        Self { status: StatusCode::NOT_FOUND, code: "not_found", field: None, message: format!("{what} not found") }
     }
 
     /// 500; the detail goes to the log, not to the client.
@@ -63,8 +53,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body =
-            json!({ "error": { "code": self.code, "field": self.field, "message": self.message } });
+        let body = json!({ "error": { "code": self.code, "field": self.field, "message": self.message } });
         (self.status, Json(body)).into_response()
     }
 }

@@ -37,23 +37,11 @@ pub(super) async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<Va
     };
 
     let checkpoint = state.store.checkpoint();
-    put(
-        "store",
-        if checkpoint.is_ok() {
-            Level::Ok
-        } else {
-            Level::Failing
-        },
-        json!({}),
-    );
+    put("store", if checkpoint.is_ok() { Level::Ok } else { Level::Failing }, json!({}));
 
     if let Some(w) = &state.watcher {
         let r = w.report();
-        let level = if r.last_error.is_some() || r.last_ok_ms == 0 {
-            Level::Failing
-        } else {
-            Level::Ok
-        };
+        let level = if r.last_error.is_some() || r.last_ok_ms == 0 { Level::Failing } else { Level::Ok };
         put(
             "chain",
             level,
@@ -71,11 +59,7 @@ pub(super) async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<Va
         } else {
             Level::Ok
         };
-        put(
-            "providers",
-            level,
-            json!({"quorum": quorum, "healthy": healthy, "providers": providers}),
-        );
+        put("providers", level, json!({"quorum": quorum, "healthy": healthy, "providers": providers}));
     }
     let peers = state.net.as_ref().map_or(0, NetworkHandle::connected_peers);
     let expected = state.operators.saturating_sub(1);
@@ -88,11 +72,7 @@ pub(super) async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<Va
     } else {
         Level::Ok
     };
-    put(
-        "peers",
-        level,
-        json!({"connected": peers, "expected": expected, "needed": needed}),
-    );
+    put("peers", level, json!({"connected": peers, "expected": expected, "needed": needed}));
 
     let (status, code) = match worst {
         Level::Ok => ("ready", StatusCode::OK),

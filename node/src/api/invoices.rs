@@ -76,8 +76,8 @@ pub(super) async fn create(
     body: Bytes,
 ) -> Result<(StatusCode, Json<Created>), ApiError> {
     let merchant = auth::merchant(&headers, &state.merchants)?;
-    let req: CreateInvoice = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::invalid("body", format!("invalid JSON body: {e}")))?;
+    let req: CreateInvoice =
+        serde_json::from_slice(&body).map_err(|e| ApiError::invalid("body", format!("invalid JSON body: {e}")))?;
     let now = now_s();
     let invoice = Invoice {
         id: random_id(),
@@ -97,13 +97,7 @@ pub(super) async fn create(
     }
     let view = invoice_view(&state.store, &state.schedule, &invoice, now)?;
     let payment_instructions = instructions(&state, &invoice);
-    Ok((
-        StatusCode::CREATED,
-        Json(Created {
-            invoice: view,
-            payment_instructions,
-        }),
-    ))
+    Ok((StatusCode::CREATED, Json(Created { invoice: view, payment_instructions })))
 }
 
 pub(super) async fn get(
@@ -112,20 +106,14 @@ pub(super) async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<InvoiceView>, ApiError> {
     let merchant = auth::merchant(&headers, &state.merchants)?;
-    let id: B256 = id
-        .parse()
-        .map_err(|_| ApiError::invalid("id", "invoice id must be 0x followed by 64 hex digits"))?;
+    let id: B256 =
+        id.parse().map_err(|_| ApiError::invalid("id", "invoice id must be 0x followed by 64 hex digits"))?;
     let invoice = state
         .store
         .invoice(id)?
         .filter(|i| i.merchant_id == merchant.id)
         .ok_or_else(|| ApiError::not_found("invoice"))?;
-    Ok(Json(invoice_view(
-        &state.store,
-        &state.schedule,
-        &invoice,
-        now_s(),
-    )?))
+    Ok(Json(invoice_view(&state.store, &state.schedule, &invoice, now_s())?))
 }
 
 /// Query of `GET /v1/invoices`.
@@ -158,36 +146,29 @@ pub(super) async fn list(
     query: Result<axum::extract::Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<InvoicePage>, ApiError> {
     let merchant = auth::merchant(&headers, &state.merchants)?;
-    let axum::extract::Query(q) = query
-        .map_err(|e| ApiError::invalid("query", format!("{e}; accepted: status, limit, cursor")))?;
+    let axum::extract::Query(q) =
+        query.map_err(|e| ApiError::invalid("query", format!("{e}; accepted: status, limit, cursor")))?;
     let limit = q.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
-        return Err(ApiError::invalid(
-            "limit",
-            "limit must be between 1 and 100",
-        ));
+        return Err(ApiError::invalid("limit", "limit must be between 1 and 100"));
     }
     let status = match &q.status {
         None => None,
         Some(s) => Some(
-            serde_json::from_value::<crate::invoice_view::InvoiceStatus>(
-                serde_json::Value::String(s.clone()),
-            )
-            .map_err(|_| {
-                ApiError::invalid(
-                    "status",
-                    "status must be one of open, underpaid, paid, overpaid, expired, paid_late",
-                )
-            })?,
+            serde_json::from_value::<crate::invoice_view::InvoiceStatus>(serde_json::Value::String(s.clone()))
+                .map_err(|_| {
+                    ApiError::invalid(
+                        "status",
+                        "status must be one of open, underpaid, paid, overpaid, expired, paid_late",
+                    )
+                })?,
         ),
     };
     let mut cursor = q.cursor.as_deref().map(parse_cursor).transpose()?;
     let now = now_s();
     let (mut data, mut scanned) = (Vec::new(), 0usize);
     let next_cursor = loop {
-        let batch = state
-            .store
-            .invoices_of_merchant(&merchant.id, cursor, limit)?;
+        let batch = state.store.invoices_of_merchant(&merchant.id, cursor, limit)?;
         let exhausted = batch.len() < limit;
         for inv in batch {
             scanned += 1;
@@ -211,17 +192,9 @@ pub(super) async fn list(
 }
 
 fn parse_cursor(s: &str) -> Result<(u64, B256), ApiError> {
-    let bad = || {
-        ApiError::invalid(
-            "cursor",
-            "cursor must be the next_cursor of a previous page",
-        )
-    };
+    let bad = || ApiError::invalid("cursor", "cursor must be the next_cursor of a previous page");
     let (created, id) = s.split_once('.').ok_or_else(bad)?;
-    Ok((
-        created.parse().map_err(|_| bad())?,
-        id.parse().map_err(|_| bad())?,
-    ))
+    Ok((created.parse().map_err(|_| bad())?, id.parse().map_err(|_| bad())?))
 }
 
 fn random_id() -> B256 {
@@ -231,12 +204,12 @@ fn random_id() -> B256 {
 }
 
 fn parse_amount(s: &str) -> Result<U256, ApiError> {
-    const HINT: &str = "amount must be a positive integer in the token's base units, as a decimal string (e.g. \"1000000\")";
+    const HINT: &str =
+        "amount must be a positive integer in the token's base units, as a decimal string (e.g. \"1000000\")";
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ApiError::invalid("amount", HINT));
     }
-    let v = U256::from_str_radix(s, 10)
-        .map_err(|_| ApiError::invalid("amount", "amount does not fit in 256 bits"))?;
+    let v = U256::from_str_radix(s, 10).map_err(|_| ApiError::invalid("amount", "amount does not fit in 256 bits"))?;
     if v.is_zero() {
         return Err(ApiError::invalid("amount", HINT));
     }
@@ -247,14 +220,10 @@ fn parse_token(s: &str) -> Result<Address, ApiError> {
     if s == "native" {
         return Ok(Address::ZERO);
     }
-    let addr: Address = s.parse().map_err(|_| {
-        ApiError::invalid(
-            "token",
-            "token must be \"native\" or a 0x-prefixed ERC-20 address",
-        )
-    })?;
-    let has_mixed_case =
-        s.bytes().any(|b| b.is_ascii_uppercase()) && s.bytes().any(|b| b.is_ascii_lowercase());
+    let addr: Address = s
+        .parse()
+        .map_err(|_| ApiError::invalid("token", "token must be \"native\" or a 0x-prefixed ERC-20 address"))?;
+    let has_mixed_case = s.bytes().any(|b| b.is_ascii_uppercase()) && s.bytes().any(|b| b.is_ascii_lowercase());
     if has_mixed_case && Address::parse_checksummed(s, None).is_err() {
         return Err(ApiError::invalid(
             "token",
@@ -262,37 +231,25 @@ fn parse_token(s: &str) -> Result<Address, ApiError> {
         ));
     }
     if addr.is_zero() {
-        return Err(ApiError::invalid(
-            "token",
-            "use \"native\" for the native coin, not the zero address",
-        ));
+        return Err(ApiError::invalid("token", "use \"native\" for the native coin, not the zero address"));
     }
     Ok(addr)
 }
 
 fn parse_expiry(at: Option<u64>, within: Option<u64>, now: u64) -> Result<Option<u64>, ApiError> {
     match (at, within) {
-        (Some(_), Some(_)) => Err(ApiError::invalid(
-            "expires_at",
-            "give either expires_at or expires_in, not both",
-        )),
-        (Some(at), None) if at <= now => Err(ApiError::invalid(
-            "expires_at",
-            "expires_at must be in the future (unix seconds)",
-        )),
-        (Some(at), None) if at - now > MAX_LIFETIME_S => Err(ApiError::invalid(
-            "expires_at",
-            "expires_at must be within one year",
-        )),
+        (Some(_), Some(_)) => Err(ApiError::invalid("expires_at", "give either expires_at or expires_in, not both")),
+        (Some(at), None) if at <= now => {
+            Err(ApiError::invalid("expires_at", "expires_at must be in the future (unix seconds)"))
+        }
+        (Some(at), None) if at - now > MAX_LIFETIME_S => {
+            Err(ApiError::invalid("expires_at", "expires_at must be within one year"))
+        }
         (Some(at), None) => Ok(Some(at)),
-        (None, Some(0)) => Err(ApiError::invalid(
-            "expires_in",
-            "expires_in must be at least 1 second",
-        )),
-        (None, Some(s)) if s > MAX_LIFETIME_S => Err(ApiError::invalid(
-            "expires_in",
-            "expires_in must be at most one year",
-        )),
+        (None, Some(0)) => Err(ApiError::invalid("expires_in", "expires_in must be at least 1 second")),
+        (None, Some(s)) if s > MAX_LIFETIME_S => {
+            Err(ApiError::invalid("expires_in", "expires_in must be at most one year"))
+        }
         (None, Some(s)) => Ok(Some(now + s)),
         (None, None) => Ok(None),
     }
@@ -301,14 +258,10 @@ fn parse_expiry(at: Option<u64>, within: Option<u64>, now: u64) -> Result<Option
 fn check_metadata(m: Option<serde_json::Value>) -> Result<Option<serde_json::Value>, ApiError> {
     match m {
         None => Ok(None),
-        Some(v) if !v.is_object() => Err(ApiError::invalid(
-            "metadata",
-            "metadata must be a JSON object",
-        )),
-        Some(v) if v.to_string().len() > MAX_METADATA_BYTES => Err(ApiError::invalid(
-            "metadata",
-            format!("metadata must be at most {MAX_METADATA_BYTES} bytes of JSON"),
-        )),
+        Some(v) if !v.is_object() => Err(ApiError::invalid("metadata", "metadata must be a JSON object")),
+        Some(v) if v.to_string().len() > MAX_METADATA_BYTES => {
+            Err(ApiError::invalid("metadata", format!("metadata must be at most {MAX_METADATA_BYTES} bytes of JSON")))
+        }
         Some(v) => Ok(Some(v)),
     }
 }
@@ -319,12 +272,9 @@ fn instructions(state: &ApiState, inv: &Invoice) -> PaymentInstructions {
             description: "pay the invoice in the native coin",
             to: state.payments_contract,
             value: inv.amount.to_string(),
-            data: InvoicePayments::payNativeCall {
-                invoiceId: inv.id,
-                merchant: inv.payout_address,
-            }
-            .abi_encode()
-            .into(),
+            data: InvoicePayments::payNativeCall { invoiceId: inv.id, merchant: inv.payout_address }
+                .abi_encode()
+                .into(),
         }]
     } else {
         vec![
@@ -332,12 +282,7 @@ fn instructions(state: &ApiState, inv: &Invoice) -> PaymentInstructions {
                 description: "approve the payment contract to transfer the amount",
                 to: inv.token,
                 value: "0".into(),
-                data: IERC20::approveCall {
-                    spender: state.payments_contract,
-                    value: inv.amount,
-                }
-                .abi_encode()
-                .into(),
+                data: IERC20::approveCall { spender: state.payments_contract, value: inv.amount }.abi_encode().into(),
             },
             TxInstruction {
                 description: "pay the invoice in the token",
@@ -354,11 +299,7 @@ fn instructions(state: &ApiState, inv: &Invoice) -> PaymentInstructions {
             },
         ]
     };
-    PaymentInstructions {
-        chain_id: state.chain_id,
-        contract: state.payments_contract,
-        transactions,
-    }
+    PaymentInstructions { chain_id: state.chain_id, contract: state.payments_contract, transactions }
 }
 
 #[cfg(test)]

@@ -66,10 +66,6 @@ pub fn router(state: ApiState) -> Router {
 }
 
 async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
-    let body = state
-        .metrics
-        .as_ref()
-        .map(PrometheusHandle::render)
-        .unwrap_or_default();
+    let body = state.metrics.as_ref().map(PrometheusHandle::render).unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

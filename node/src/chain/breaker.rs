@@ -34,11 +34,7 @@ pub struct CircuitBreaker {
 impl CircuitBreaker {
     /// A closed breaker.
     pub fn new(failure_threshold: u32, open_for: Duration) -> Self {
-        Self {
-            state: BreakerState::Closed { failures: 0 },
-            failure_threshold: failure_threshold.max(1),
-            open_for,
-        }
+        Self { state: BreakerState::Closed { failures: 0 }, failure_threshold: failure_threshold.max(1), open_for }
     }
 
     /// Current state.
@@ -67,13 +63,9 @@ impl CircuitBreaker {
     pub fn on_failure(&mut self, now: Instant) {
         self.state = match self.state {
             BreakerState::Closed { failures } if failures + 1 < self.failure_threshold => {
-                BreakerState::Closed {
-                    failures: failures + 1,
-                }
+                BreakerState::Closed { failures: failures + 1 }
             }
-            _ => BreakerState::Open {
-                until: now + self.open_for,
-            },
+            _ => BreakerState::Open { until: now + self.open_for },
         };
     }
 }
@@ -102,17 +94,9 @@ mod tests {
         assert_eq!(b.state(), BreakerState::HalfOpen);
         assert!(!b.allow(t0 + 5 * s), "only one probe");
         b.on_failure(t0 + 6 * s);
-        assert_eq!(
-            b.state(),
-            BreakerState::Open { until: t0 + 11 * s },
-            "failed probe reopens"
-        );
+        assert_eq!(b.state(), BreakerState::Open { until: t0 + 11 * s }, "failed probe reopens");
         assert!(b.allow(t0 + 11 * s));
         b.on_success();
-        assert_eq!(
-            b.state(),
-            BreakerState::Closed { failures: 0 },
-            "successful probe closes"
-        );
+        assert_eq!(b.state(), BreakerState::Closed { failures: 0 }, "successful probe closes");
     }
 }

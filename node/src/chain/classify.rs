@@ -75,9 +75,6 @@ mod tests {
             assert_eq!(json_rpc_code(code, rl), want, "{code}");
         }
         assert_eq!(classify(&RpcError::NullResp), Transient);
-        assert_eq!(
-            classify(&TransportErrorKind::custom_str("connection refused")),
-            Transient
-        );
+        assert_eq!(classify(&TransportErrorKind::custom_str("connection refused")), Transient);
     }
 }

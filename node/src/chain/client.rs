@@ -46,8 +46,16 @@ pub enum ChainError {
     #[error("inconsistent chain data: {0}")]
     Inconsistent(String),
     /// The settlement transaction was mined but reverted.
-    #[error("settlement transaction {0} reverted")]
-    Reverted(B256),
+    #[error("settlement transaction {tx} reverted: {reason}")]
+    Reverted {
+        /// Transaction.
+        tx: B256,
+        /// The decoded revert reason, or what is known.
+        reason: String,
+    },
+    /// The settlement transaction was not mined after every fee bump.
+    #[error("settlement transaction not mined after {0} attempts")]
+    NotMined(u32),
 }
 
 /// Everything `Settlement.settle` needs.
@@ -68,6 +76,8 @@ pub struct SettleCall {
 pub struct ChainClient {
     reads: Arc<ProviderSet>,
     writers: Vec<DynProvider>,
+    pub(super) tx_policy: super::keeper_tx::TxPolicy,
+    pub(super) nonce: Arc<std::sync::Mutex<Option<u64>>>,
     chain_id: u64,
     payments: Address,
     settlement: Address,
@@ -93,19 +103,16 @@ impl ChainClient {
         let wallet = EthereumWallet::from(signer);
         let mut writers = Vec::new();
         for (i, url) in cfg.rpc_endpoints.iter().enumerate() {
-            let parsed = url.parse().map_err(|_| {
-                ChainError::BadUrl(format!("chain.rpc_endpoints[{i}]: `{url}` is not a URL"))
-            })?;
-            writers.push(
-                ProviderBuilder::new()
-                    .wallet(wallet.clone())
-                    .connect_http(parsed)
-                    .erased(),
-            );
+            let parsed = url
+                .parse()
+                .map_err(|_| ChainError::BadUrl(format!("chain.rpc_endpoints[{i}]: `{url}` is not a URL")))?;
+            writers.push(ProviderBuilder::new().wallet(wallet.clone()).connect_http(parsed).erased());
         }
         Ok(Self {
             reads,
             writers,
+            tx_policy: super::keeper_tx::TxPolicy::default(),
+            nonce: Arc::default(),
             chain_id: cfg.chain_id,
             payments: cfg.payments_contract,
             settlement: cfg.settlement_contract,
@@ -113,7 +120,7 @@ impl ChainClient {
         })
     }
 
-    fn writer(&self) -> Result<&DynProvider, ChainError> {
+    pub(super) fn writer(&self) -> Result<&DynProvider, ChainError> {
         self.writers
             .get(self.reads.writer_url_index())
             .or(self.writers.first())
@@ -124,10 +131,7 @@ impl ChainClient {
     pub async fn check_chain_id(&self) -> Result<(), ChainError> {
         let got = self.reads.chain_id().await?;
         if got != self.chain_id {
-            return Err(ChainError::WrongChain {
-                expected: self.chain_id,
-                got,
-            });
+            return Err(ChainError::WrongChain { expected: self.chain_id, got });
         }
         Ok(())
     }
@@ -139,16 +143,8 @@ impl ChainClient {
 
     /// Block `number` as a quorum reports it.
     pub async fn block(&self, number: u64) -> Result<StoredBlock, ChainError> {
-        let BlockRef {
-            number,
-            hash,
-            timestamp,
-        } = self.reads.block(number).await?;
-        Ok(StoredBlock {
-            number,
-            hash,
-            timestamp,
-        })
+        let BlockRef { number, hash, timestamp } = self.reads.block(number).await?;
+        Ok(StoredBlock { number, hash, timestamp })
     }
 
     /// Breaker state of each provider.
@@ -170,10 +166,7 @@ impl ChainClient {
     pub async fn events(&self, from: u64, to: u64) -> Result<RangeEvents, ChainError> {
         let filter = Filter::new()
             .address(vec![self.payments, self.settlement])
-            .event_signature(vec![
-                InvoicePayments::InvoicePaid::SIGNATURE_HASH,
-                Settlement::Settled::SIGNATURE_HASH,
-            ])
+            .event_signature(vec![InvoicePayments::InvoicePaid::SIGNATURE_HASH, Settlement::Settled::SIGNATURE_HASH])
             .from_block(from)
             .to_block(to);
         let vote = self.reads.logs(&filter).await?;
@@ -194,10 +187,7 @@ impl ChainClient {
                 )));
             }
             if log.address == self.payments {
-                if let Ok(e) = InvoicePayments::InvoicePaid::decode_raw_log(
-                    log.topics.iter().copied(),
-                    &log.data,
-                ) {
+                if let Ok(e) = InvoicePayments::InvoicePaid::decode_raw_log(log.topics.iter().copied(), &log.data) {
                     out.payments.push(PaymentRecord {
                         leaf: self.payment_leaf(log, &e),
                         block_hash: block.hash,
@@ -206,8 +196,7 @@ impl ChainClient {
                     });
                 }
             } else if log.address == self.settlement
-                && let Ok(e) =
-                    Settlement::Settled::decode_raw_log(log.topics.iter().copied(), &log.data)
+                && let Ok(e) = Settlement::Settled::decode_raw_log(log.topics.iter().copied(), &log.data)
             {
                 out.settlements.push(SettlementRecord {
                     round: e.round,
@@ -238,49 +227,17 @@ impl ChainClient {
 
     /// Root settled on chain for `round`, zero when not settled.
     pub async fn settled_root(&self, round: u64) -> Result<B256, ChainError> {
-        Ok(Settlement::new(self.settlement, self.writer()?)
-            .settledRoot(round)
-            .call()
-            .await?)
-    }
-
-    /// Submits `settle` and waits for the receipt. The call is simulated first (gas
-    /// estimation), so a submission that would revert, e.g. because another keeper settled the
-    /// round meanwhile, costs nothing.
-    pub async fn settle(&self, call: &SettleCall) -> Result<SettlementRecord, ChainError> {
-        let contract = Settlement::new(self.settlement, self.writer()?);
-        let batch = &call.batch;
-        let signer_bitmap = call.signer_bitmap;
-        let pending = contract
-            .settle(
-                batch.round,
-                batch.from_block,
-                batch.to_block,
-                batch.root,
-                batch.leaf_count,
-                signer_bitmap,
-                call.signer_keys.clone(),
-                call.signature.clone(),
-            )
-            .send()
-            .await?;
-        let receipt = pending.get_receipt().await?;
-        if !receipt.status() {
-            return Err(ChainError::Reverted(receipt.transaction_hash));
-        }
-        metrics::counter!("keeper_gas_used_total").increment(receipt.gas_used);
-        Ok(SettlementRecord {
-            round: batch.round,
-            root: batch.root,
-            signer_bitmap,
-            tx_hash: receipt.transaction_hash,
-            block_number: receipt.block_number.unwrap_or_default(),
-        })
+        Ok(Settlement::new(self.settlement, self.writer()?).settledRoot(round).call().await?)
     }
 
     /// Chain id.
     pub fn chain_id(&self) -> u64 {
         self.chain_id
+    }
+
+    /// This node's settlement account.
+    pub fn account(&self) -> Address {
+        self.account
     }
 
     /// Settlement contract address.

@@ -68,9 +68,7 @@ impl ProviderSet {
     pub fn new(cfg: &ChainSection) -> Result<Self, String> {
         let mut slots = Vec::new();
         for (i, url) in cfg.rpc_endpoints.iter().enumerate() {
-            let parsed = url
-                .parse()
-                .map_err(|_| format!("chain.rpc_endpoints[{i}]: `{url}` is not a URL"))?;
+            let parsed = url.parse().map_err(|_| format!("chain.rpc_endpoints[{i}]: `{url}` is not a URL"))?;
             slots.push(Slot {
                 label: format!("rpc-{i}"),
                 provider: ProviderBuilder::new().connect_http(parsed).erased(),
@@ -110,20 +108,13 @@ impl ProviderSet {
 
     /// The highest block a quorum of providers has reached.
     pub async fn head(&self) -> Result<u64, QuorumError> {
-        let heads = self
-            .all(
-                "eth_blockNumber",
-                |p| async move { p.get_block_number().await },
-            )
-            .await;
+        let heads = self.all("eth_blockNumber", |p| async move { p.get_block_number().await }).await;
         self.check("head", quorum::pinned_height(&heads, self.quorum))
     }
 
     /// Chain id as a quorum reports it.
     pub async fn chain_id(&self) -> Result<u64, QuorumError> {
-        let ids = self
-            .all("eth_chainId", |p| async move { p.get_chain_id().await })
-            .await;
+        let ids = self.all("eth_chainId", |p| async move { p.get_chain_id().await }).await;
         self.check("chain_id", quorum::agreed(&ids, self.quorum))
     }
 
@@ -131,15 +122,9 @@ impl ProviderSet {
     pub async fn block(&self, number: u64) -> Result<BlockRef, QuorumError> {
         let answers = self
             .all("eth_getBlockByNumber", |p| async move {
-                let block = p
-                    .get_block_by_number(BlockNumberOrTag::Number(number))
-                    .await?;
+                let block = p.get_block_by_number(BlockNumberOrTag::Number(number)).await?;
                 let b = block.ok_or(alloy::transports::RpcError::NullResp)?;
-                Ok(BlockRef {
-                    number,
-                    hash: b.header.hash,
-                    timestamp: b.header.timestamp,
-                })
+                Ok(BlockRef { number, hash: b.header.hash, timestamp: b.header.timestamp })
             })
             .await;
         self.check("block", quorum::agreed(&answers, self.quorum))
@@ -168,12 +153,7 @@ impl ProviderSet {
     pub fn writer_url_index(&self) -> usize {
         self.slots
             .iter()
-            .position(|s| {
-                matches!(
-                    s.breaker.lock().map(|b| b.state()),
-                    Ok(BreakerState::Closed { .. })
-                )
-            })
+            .position(|s| matches!(s.breaker.lock().map(|b| b.state()), Ok(BreakerState::Closed { .. })))
             .unwrap_or(0)
     }
 
@@ -205,12 +185,7 @@ impl ProviderSet {
                 tokio::time::sleep(Duration::from_millis(base + jitter)).await;
             }
             let started = Instant::now();
-            let result = if slot
-                .breaker
-                .lock()
-                .map(|mut b| b.allow(started))
-                .unwrap_or(false)
-            {
+            let result = if slot.breaker.lock().map(|mut b| b.allow(started)).unwrap_or(false) {
                 match tokio::time::timeout(self.timeout, f(slot.provider.clone())).await {
                     Ok(Ok(v)) => Ok(v),
                     Ok(Err(e)) => Err(CallError::Rpc(e)),
@@ -229,16 +204,13 @@ impl ProviderSet {
                     ErrorClass::Permanent => ("permanent_error", false),
                 },
             };
-            metrics::counter!("rpc_requests_total", "provider" => slot.label.clone(), "outcome" => outcome).increment(1);
+            metrics::counter!("rpc_requests_total", "provider" => slot.label.clone(), "outcome" => outcome)
+                .increment(1);
             if !matches!(result, Err(CallError::Refused)) {
                 metrics::histogram!("rpc_provider_latency_ms", "provider" => slot.label.clone())
                     .record(latency.as_secs_f64() * 1000.0);
                 if let Ok(mut b) = slot.breaker.lock() {
-                    if result.is_ok() {
-                        b.on_success()
-                    } else {
-                        b.on_failure(Instant::now())
-                    }
+                    if result.is_ok() { b.on_success() } else { b.on_failure(Instant::now()) }
                 }
             }
             match result {

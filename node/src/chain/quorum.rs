@@ -59,23 +59,14 @@ fn answered<T>(answers: &[Option<T>], quorum: usize) -> Result<usize, QuorumErro
 }
 
 /// The value at least `quorum` providers returned identically.
-pub fn agreed<T: Clone + Eq + Hash>(
-    answers: &[Option<T>],
-    quorum: usize,
-) -> Result<T, QuorumError> {
+pub fn agreed<T: Clone + Eq + Hash>(answers: &[Option<T>], quorum: usize) -> Result<T, QuorumError> {
     answered(answers, quorum)?;
     let mut votes: HashMap<&T, usize> = HashMap::new();
     for a in answers.iter().flatten() {
         *votes.entry(a).or_default() += 1;
     }
     let (value, best) =
-        votes
-            .into_iter()
-            .max_by_key(|(_, n)| *n)
-            .ok_or(QuorumError::TooFewAnswers {
-                answered: 0,
-                quorum,
-            })?;
+        votes.into_iter().max_by_key(|(_, n)| *n).ok_or(QuorumError::TooFewAnswers { answered: 0, quorum })?;
     if best < quorum.max(1) {
         return Err(QuorumError::Disagreement { best, quorum });
     }
@@ -88,12 +79,7 @@ pub fn pinned_height(heads: &[Option<u64>], quorum: usize) -> Result<u64, Quorum
     answered(heads, quorum)?;
     let mut hs: Vec<u64> = heads.iter().flatten().copied().collect();
     hs.sort_unstable_by(|a, b| b.cmp(a));
-    hs.get(quorum.max(1) - 1)
-        .copied()
-        .ok_or(QuorumError::TooFewAnswers {
-            answered: hs.len(),
-            quorum,
-        })
+    hs.get(quorum.max(1) - 1).copied().ok_or(QuorumError::TooFewAnswers { answered: hs.len(), quorum })
 }
 
 /// Result of voting on the logs of one block range.
@@ -120,15 +106,10 @@ pub fn vote_logs(answers: &[Option<Vec<LogKey>>], quorum: usize) -> Result<LogVo
     }
     let mut vote = LogVote::default();
     for (log, n) in votes {
-        if n >= quorum.max(1) {
-            vote.accepted.push(log.clone())
-        } else {
-            vote.rejected.push((log.clone(), n))
-        }
+        if n >= quorum.max(1) { vote.accepted.push(log.clone()) } else { vote.rejected.push((log.clone(), n)) }
     }
     vote.accepted.sort_by_key(|l| (l.block_number, l.log_index));
-    vote.rejected
-        .sort_by_key(|(l, _)| (l.block_number, l.log_index));
+    vote.rejected.sort_by_key(|(l, _)| (l.block_number, l.log_index));
     Ok(vote)
 }
 
@@ -155,14 +136,7 @@ mod tests {
         let cases: [Case; 5] = [
             (&[Some(10), Some(11), Some(12)], 2, Ok(11)),
             (&[Some(10), None, Some(12)], 2, Ok(10)),
-            (
-                &[Some(10), None, None],
-                2,
-                Err(QuorumError::TooFewAnswers {
-                    answered: 1,
-                    quorum: 2,
-                }),
-            ),
+            (&[Some(10), None, None], 2, Err(QuorumError::TooFewAnswers { answered: 1, quorum: 2 })),
             (&[Some(7)], 1, Ok(7)),
             (&[Some(5), Some(9), Some(9)], 3, Ok(5)),
         ];
@@ -176,17 +150,8 @@ mod tests {
         let a = Some(B256::repeat_byte(1));
         let b = Some(B256::repeat_byte(2));
         assert_eq!(agreed(&[a, a, b], 2), Ok(B256::repeat_byte(1)));
-        assert_eq!(
-            agreed(&[a, b, None], 2),
-            Err(QuorumError::Disagreement { best: 1, quorum: 2 })
-        );
-        assert_eq!(
-            agreed(&[a, None, None], 2),
-            Err(QuorumError::TooFewAnswers {
-                answered: 1,
-                quorum: 2
-            })
-        );
+        assert_eq!(agreed(&[a, b, None], 2), Err(QuorumError::Disagreement { best: 1, quorum: 2 }));
+        assert_eq!(agreed(&[a, None, None], 2), Err(QuorumError::TooFewAnswers { answered: 1, quorum: 2 }));
     }
 
     #[test]
@@ -198,26 +163,14 @@ mod tests {
         alterer[0].data = Bytes::from(vec![7]); // changed amount
         let hider = vec![honest[1].clone()]; // hides a payment
 
-        let v = vote_logs(
-            &[Some(honest.clone()), Some(honest.clone()), Some(forger)],
-            2,
-        )
-        .expect("quorum");
+        let v = vote_logs(&[Some(honest.clone()), Some(honest.clone()), Some(forger)], 2).expect("quorum");
         assert_eq!(v.accepted, honest);
         assert_eq!(v.rejected, vec![(log(6, 2, 9), 1)]);
 
-        let v = vote_logs(
-            &[Some(honest.clone()), Some(alterer), Some(honest.clone())],
-            2,
-        )
-        .expect("quorum");
+        let v = vote_logs(&[Some(honest.clone()), Some(alterer), Some(honest.clone())], 2).expect("quorum");
         assert_eq!(v.accepted, honest);
 
-        let v = vote_logs(
-            &[Some(honest.clone()), Some(hider), Some(honest.clone())],
-            2,
-        )
-        .expect("quorum");
+        let v = vote_logs(&[Some(honest.clone()), Some(hider), Some(honest.clone())], 2).expect("quorum");
         assert_eq!(v.accepted, honest);
 
         assert!(vote_logs(&[Some(honest), None, None], 2).is_err());

@@ -99,14 +99,7 @@ impl Watcher {
         progress: Arc<Notify>,
         status: Arc<WatcherStatus>,
     ) -> Self {
-        Self {
-            client,
-            store,
-            cfg,
-            schedule,
-            progress,
-            status,
-        }
+        Self { client, store, cfg, schedule, progress, status }
     }
 
     /// Runs until `shutdown` turns true.
@@ -162,12 +155,7 @@ impl Watcher {
         let to = confirmed.min(from.saturating_add(self.cfg.max_log_range - 1));
         let to_block = self.client.block(to).await?;
         let events = self.client.events(from, to).await?;
-        let applied = self.store.apply_range(
-            to_block,
-            &events.payments,
-            &events.settlements,
-            &events.blocks,
-        )?;
+        let applied = self.store.apply_range(to_block, &events.payments, &events.settlements, &events.blocks)?;
         metrics::counter!("duplicate_events_dropped_total").increment(applied.duplicates as u64);
         if applied.new_payments > 0 || !events.settlements.is_empty() {
             info!(

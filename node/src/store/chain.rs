@@ -4,8 +4,7 @@
 
 use super::rounds::SettlementRecord;
 use super::{
-    BLOCKS, INVOICE_PAYMENTS, META, NEXT_ROUND, PAYMENTS, PROCESSED, SETTLEMENTS, Store,
-    StoreError, decode, encode,
+    BLOCKS, INVOICE_PAYMENTS, META, NEXT_ROUND, PAYMENTS, PROCESSED, SETTLEMENTS, Store, StoreError, decode, encode,
 };
 use alloy::primitives::B256;
 use redb::{ReadableTable, ReadableTableMetadata};
@@ -81,11 +80,7 @@ impl Store {
         let t = tx.open_table(BLOCKS)?;
         Ok(t.get(number)?.map(|v| {
             let (hash, timestamp) = v.value();
-            StoredBlock {
-                number,
-                hash: B256::from(hash),
-                timestamp,
-            }
+            StoredBlock { number, hash: B256::from(hash), timestamp }
         }))
     }
 
@@ -97,11 +92,7 @@ impl Store {
         for entry in t.range(..below)?.rev().take(limit) {
             let (k, v) = entry?;
             let (hash, timestamp) = v.value();
-            out.push(StoredBlock {
-                number: k.value(),
-                hash: B256::from(hash),
-                timestamp,
-            });
+            out.push(StoredBlock { number: k.value(), hash: B256::from(hash), timestamp });
         }
         Ok(out)
     }
@@ -157,11 +148,7 @@ impl Store {
     /// Undoes everything recorded for blocks after `ancestor` (all blocks when `None`): payments,
     /// settlements seen in those blocks, kept hashes; moves the checkpoint back and reopens the
     /// rounds from `reopen_round`. Returns the payments removed.
-    pub fn rewind(
-        &self,
-        ancestor: Option<u64>,
-        reopen_round: u64,
-    ) -> Result<Vec<PaymentRecord>, StoreError> {
+    pub fn rewind(&self, ancestor: Option<u64>, reopen_round: u64) -> Result<Vec<PaymentRecord>, StoreError> {
         let first = ancestor.map_or(0, |a| a + 1);
         let tx = self.db().begin_write()?;
         let mut removed = Vec::new();
@@ -169,10 +156,8 @@ impl Store {
             let mut pay = tx.open_table(PAYMENTS)?;
             let mut processed = tx.open_table(PROCESSED)?;
             let mut by_invoice = tx.open_multimap_table(INVOICE_PAYMENTS)?;
-            let keys: Vec<(u64, u64)> = pay
-                .range((first, 0)..)?
-                .map(|e| e.map(|(k, _)| k.value()))
-                .collect::<Result<_, _>>()?;
+            let keys: Vec<(u64, u64)> =
+                pay.range((first, 0)..)?.map(|e| e.map(|(k, _)| k.value())).collect::<Result<_, _>>()?;
             for key in keys {
                 if let Some(v) = pay.remove(key)? {
                     let rec: PaymentRecord = decode("payments", v.value())?;
@@ -261,11 +246,7 @@ mod tests {
     }
 
     fn block(n: u64, h: u8) -> StoredBlock {
-        StoredBlock {
-            number: n,
-            hash: B256::repeat_byte(h),
-            timestamp: 1000 + n,
-        }
+        StoredBlock { number: n, hash: B256::repeat_byte(h), timestamp: 1000 + n }
     }
 
     #[test]
@@ -273,63 +254,31 @@ mod tests {
         let (_dir, store) = temp_store();
         assert_eq!(store.checkpoint().expect("read"), None);
         let batch = [payment(5, 1, 1), payment(3, 0, 1), payment(9, 0, 2)];
-        let applied = store
-            .apply_range(block(10, 1), &batch, &[], &[])
-            .expect("apply");
-        assert_eq!(
-            applied,
-            RangeApplied {
-                new_payments: 3,
-                duplicates: 0
-            }
-        );
-        let again = store
-            .apply_range(block(10, 1), &batch[..1], &[], &[])
-            .expect("apply again");
-        assert_eq!(
-            again,
-            RangeApplied {
-                new_payments: 0,
-                duplicates: 1
-            }
-        );
+        let applied = store.apply_range(block(10, 1), &batch, &[], &[]).expect("apply");
+        assert_eq!(applied, RangeApplied { new_payments: 3, duplicates: 0 });
+        let again = store.apply_range(block(10, 1), &batch[..1], &[], &[]).expect("apply again");
+        assert_eq!(again, RangeApplied { new_payments: 0, duplicates: 1 });
         assert_eq!(store.checkpoint_block().expect("read"), Some(block(10, 1)));
-        let in_range: Vec<_> = store
-            .payments_in_range(3, 5)
-            .expect("range")
-            .iter()
-            .map(|p| p.leaf.order_key())
-            .collect();
+        let in_range: Vec<_> =
+            store.payments_in_range(3, 5).expect("range").iter().map(|p| p.leaf.order_key()).collect();
         assert_eq!(in_range, vec![(3, 0), (5, 1)]);
-        assert_eq!(
-            store
-                .payments_of_invoice(B256::repeat_byte(1))
-                .expect("by invoice")
-                .len(),
-            2
-        );
+        assert_eq!(store.payments_of_invoice(B256::repeat_byte(1)).expect("by invoice").len(), 2);
     }
 
     #[test]
     fn the_same_payment_in_another_block_is_a_duplicate() {
         let (_dir, store) = temp_store();
-        store
-            .apply_range(block(5, 1), &[payment(5, 0, 1)], &[], &[])
-            .expect("apply");
+        store.apply_range(block(5, 1), &[payment(5, 0, 1)], &[], &[]).expect("apply");
         let mut moved = payment(5, 0, 1);
         moved.leaf.block_number = 8;
-        let applied = store
-            .apply_range(block(9, 1), &[moved], &[], &[])
-            .expect("apply");
+        let applied = store.apply_range(block(9, 1), &[moved], &[], &[]).expect("apply");
         assert_eq!(applied.duplicates, 1);
     }
 
     #[test]
     fn rewind_removes_everything_after_the_ancestor() {
         let (_dir, store) = temp_store();
-        store
-            .apply_range(block(4, 1), &[payment(3, 0, 1)], &[], &[block(3, 3)])
-            .expect("apply");
+        store.apply_range(block(4, 1), &[payment(3, 0, 1)], &[], &[block(3, 3)]).expect("apply");
         let s = SettlementRecord {
             round: 2,
             root: B256::ZERO,
@@ -337,43 +286,17 @@ mod tests {
             tx_hash: B256::ZERO,
             block_number: 7,
         };
-        store
-            .apply_range(block(8, 2), &[payment(6, 0, 2)], &[s], &[block(6, 6)])
-            .expect("apply");
+        store.apply_range(block(8, 2), &[payment(6, 0, 2)], &[s], &[block(6, 6)]).expect("apply");
         store.set_next_round(5).expect("rounds");
         let removed = store.rewind(Some(4), 1).expect("rewind");
-        assert_eq!(
-            removed
-                .iter()
-                .map(|p| p.leaf.block_number)
-                .collect::<Vec<_>>(),
-            vec![6]
-        );
+        assert_eq!(removed.iter().map(|p| p.leaf.block_number).collect::<Vec<_>>(), vec![6]);
         assert_eq!(store.checkpoint_block().expect("read"), Some(block(4, 1)));
-        assert!(
-            store
-                .payments_of_invoice(B256::repeat_byte(2))
-                .expect("read")
-                .is_empty()
-        );
-        assert!(
-            store.settlement(2).expect("read").is_none(),
-            "settlement seen in a removed block is gone"
-        );
+        assert!(store.payments_of_invoice(B256::repeat_byte(2)).expect("read").is_empty());
+        assert!(store.settlement(2).expect("read").is_none(), "settlement seen in a removed block is gone");
         assert_eq!(store.next_round().expect("read"), 1);
-        assert_eq!(
-            store
-                .blocks_below(100, 10)
-                .expect("read")
-                .iter()
-                .map(|b| b.number)
-                .collect::<Vec<_>>(),
-            vec![4, 3]
-        );
+        assert_eq!(store.blocks_below(100, 10).expect("read").iter().map(|b| b.number).collect::<Vec<_>>(), vec![4, 3]);
         // The removed payment can be applied again (it was re-included elsewhere).
-        let applied = store
-            .apply_range(block(9, 9), &[payment(6, 0, 2)], &[], &[])
-            .expect("apply");
+        let applied = store.apply_range(block(9, 9), &[payment(6, 0, 2)], &[], &[]).expect("apply");
         assert_eq!(applied.new_payments, 1);
         store.rewind(None, 0).expect("rewind all");
         assert_eq!(store.checkpoint().expect("read"), None);

@@ -38,14 +38,8 @@ impl Store {
             let exists = t.get(invoice.id.0)?.is_some();
             if !exists {
                 t.insert(invoice.id.0, encode(invoice).as_slice())?;
-                tx.open_table(MERCHANT_INVOICES)?.insert(
-                    (
-                        invoice.merchant_id.as_str(),
-                        invoice.created_at,
-                        invoice.id.0,
-                    ),
-                    (),
-                )?;
+                tx.open_table(MERCHANT_INVOICES)?
+                    .insert((invoice.merchant_id.as_str(), invoice.created_at, invoice.id.0), ())?;
             }
             !exists
         };
@@ -57,9 +51,7 @@ impl Store {
     pub fn invoice(&self, id: B256) -> Result<Option<Invoice>, StoreError> {
         let tx = self.read()?;
         let t = tx.open_table(INVOICES)?;
-        t.get(id.0)?
-            .map(|v| decode("invoices", v.value()))
-            .transpose()
+        t.get(id.0)?.map(|v| decode("invoices", v.value())).transpose()
     }
 }
 
@@ -115,14 +107,7 @@ mod tests {
             created_by: "node-0".into(),
         };
         assert!(store.put_invoice(&inv).expect("put"));
-        assert!(
-            !store
-                .put_invoice(&Invoice {
-                    amount: U256::from(6),
-                    ..inv.clone()
-                })
-                .expect("put again")
-        );
+        assert!(!store.put_invoice(&Invoice { amount: U256::from(6), ..inv.clone() }).expect("put again"));
         drop(store);
         let store = Store::open(&dir.path().join("settleproof.redb")).expect("reopen");
         assert_eq!(store.invoice(inv.id).expect("get"), Some(inv));
@@ -148,22 +133,10 @@ mod tests {
         }
         store.put_invoice(&make(9, "b")).expect("put");
         let page1 = store.invoices_of_merchant("a", None, 2).expect("list");
-        assert_eq!(
-            page1.iter().map(|i| i.created_at).collect::<Vec<_>>(),
-            vec![5, 4]
-        );
+        assert_eq!(page1.iter().map(|i| i.created_at).collect::<Vec<_>>(), vec![5, 4]);
         let last = page1.last().map(|i| (i.created_at, i.id));
         let page2 = store.invoices_of_merchant("a", last, 10).expect("list");
-        assert_eq!(
-            page2.iter().map(|i| i.created_at).collect::<Vec<_>>(),
-            vec![3, 2, 1]
-        );
-        assert_eq!(
-            store
-                .invoices_of_merchant("b", None, 10)
-                .expect("list")
-                .len(),
-            1
-        );
+        assert_eq!(page2.iter().map(|i| i.created_at).collect::<Vec<_>>(), vec![3, 2, 1]);
+        assert_eq!(store.invoices_of_merchant("b", None, 10).expect("list").len(), 1);
     }
 }

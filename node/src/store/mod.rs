@@ -36,8 +36,7 @@ pub(crate) const MERCHANT_INVOICES: TableDefinition<(&str, u64, [u8; 32]), ()> =
 pub(crate) const PAYMENTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("payments");
 pub(crate) const INVOICE_PAYMENTS: MultimapTableDefinition<[u8; 32], (u64, u64)> =
     MultimapTableDefinition::new("invoice_payments");
-pub(crate) const PROCESSED: TableDefinition<[u8; 72], (u64, u64)> =
-    TableDefinition::new("processed");
+pub(crate) const PROCESSED: TableDefinition<[u8; 72], (u64, u64)> = TableDefinition::new("processed");
 pub(crate) const BLOCKS: TableDefinition<u64, ([u8; 32], u64)> = TableDefinition::new("blocks");
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// `meta` key of the first round not yet closed.
@@ -45,8 +44,7 @@ pub(crate) const NEXT_ROUND: &str = "next_round";
 pub(crate) const SIGNED: TableDefinition<u64, &[u8]> = TableDefinition::new("signed");
 pub(crate) const SETTLEMENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("settlements");
 pub(crate) const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
-pub(crate) const OUTBOX_PENDING: TableDefinition<&str, u64> =
-    TableDefinition::new("outbox_pending");
+pub(crate) const OUTBOX_PENDING: TableDefinition<&str, u64> = TableDefinition::new("outbox_pending");
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -81,13 +79,7 @@ macro_rules! from_redb {
         }
     )*};
 }
-from_redb!(
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
+from_redb!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
 
 /// Handle to the store; cheap to clone.
 #[derive(Debug, Clone)]
@@ -130,14 +122,8 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
 
-pub(crate) fn decode<T: DeserializeOwned>(
-    table: &'static str,
-    bytes: &[u8],
-) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
-        table,
-        reason: e.to_string(),
-    })
+pub(crate) fn decode<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { table, reason: e.to_string() })
 }
 
 #[cfg(test)]

@@ -74,9 +74,7 @@ impl Store {
     /// Number of events not yet delivered.
     pub fn pending_count(&self) -> Result<u64, StoreError> {
         let tx = self.read()?;
-        Ok(redb::ReadableTableMetadata::len(
-            &tx.open_table(OUTBOX_PENDING)?,
-        )?)
+        Ok(redb::ReadableTableMetadata::len(&tx.open_table(OUTBOX_PENDING)?)?)
     }
 
     /// Records an attempt: delivered (`next_attempt_ms` = None) or to retry at `next_attempt_ms`.
@@ -91,10 +89,7 @@ impl Store {
         {
             let mut outbox = tx.open_table(OUTBOX)?;
             let mut pending = tx.open_table(OUTBOX_PENDING)?;
-            let current: Option<OutboxEvent> = outbox
-                .get(id)?
-                .map(|v| decode("outbox", v.value()))
-                .transpose()?;
+            let current: Option<OutboxEvent> = outbox.get(id)?.map(|v| decode("outbox", v.value())).transpose()?;
             if let Some(mut e) = current {
                 e.attempts = e.attempts.saturating_add(1);
                 e.last_outcome = Some(outcome);
@@ -150,35 +145,18 @@ mod tests {
             tx_hash: B256::ZERO,
             block_number: 9,
         };
-        store
-            .record_settlement(&record, &[event("a"), event("b")], 100)
-            .expect("record");
-        store
-            .record_settlement(&record, &[event("a")], 200)
-            .expect("idempotent");
+        store.record_settlement(&record, &[event("a"), event("b")], 100).expect("record");
+        store.record_settlement(&record, &[event("a")], 200).expect("idempotent");
         assert!(store.settlement(1).expect("read").is_some());
         assert_eq!(store.due_events(99, 10).expect("due").len(), 0);
         assert_eq!(store.due_events(100, 10).expect("due").len(), 2);
-        store
-            .record_attempt("a", "500".into(), 100, Some(5000))
-            .expect("fail");
-        store
-            .record_attempt("b", "200".into(), 100, None)
-            .expect("ok");
+        store.record_attempt("a", "500".into(), 100, Some(5000)).expect("fail");
+        store.record_attempt("b", "200".into(), 100, None).expect("ok");
         assert_eq!(store.due_events(4999, 10).expect("due").len(), 0);
         let due = store.due_events(5000, 10).expect("due");
         assert_eq!(due.len(), 1);
-        assert_eq!(
-            (due[0].attempts, due[0].last_outcome.as_deref()),
-            (1, Some("500"))
-        );
+        assert_eq!((due[0].attempts, due[0].last_outcome.as_deref()), (1, Some("500")));
         assert_eq!(store.pending_count().expect("count"), 1);
-        assert_eq!(
-            store
-                .outbox_event("b")
-                .expect("get")
-                .and_then(|e| e.delivered_at_ms),
-            Some(100)
-        );
+        assert_eq!(store.outbox_event("b").expect("get").and_then(|e| e.delivered_at_ms), Some(100));
     }
 }

@@ -52,32 +52,20 @@ impl Store {
         let tx = self.db().begin_write()?;
         let outcome = {
             let mut t = tx.open_table(SIGNED)?;
-            let previous: Option<SignedBatch> = t
-                .get(batch.round)?
-                .map(|v| decode("signed", v.value()))
-                .transpose()?;
+            let previous: Option<SignedBatch> = t.get(batch.round)?.map(|v| decode("signed", v.value())).transpose()?;
             match decide_signing(previous.as_ref().map(|p| p.batch.root), batch.root) {
                 SignDecision::Refuse { signed } => {
-                    return Err(StoreError::Equivocation {
-                        round: batch.round,
-                        signed,
-                    });
+                    return Err(StoreError::Equivocation { round: batch.round, signed });
                 }
                 SignDecision::AlreadySigned => match previous {
                     Some(p) if p.batch == batch => SigningOutcome::Existing(p),
                     Some(p) => {
-                        return Err(StoreError::Equivocation {
-                            round: batch.round,
-                            signed: p.batch.root,
-                        });
+                        return Err(StoreError::Equivocation { round: batch.round, signed: p.batch.root });
                     }
                     None => unreachable_signed(batch.round)?,
                 },
                 SignDecision::Sign => {
-                    let signed = SignedBatch {
-                        batch,
-                        signature: sign(&batch),
-                    };
+                    let signed = SignedBatch { batch, signature: sign(&batch) };
                     t.insert(batch.round, encode(&signed).as_slice())?;
                     SigningOutcome::Recorded(signed)
                 }
@@ -91,9 +79,7 @@ impl Store {
     pub fn signed_batch(&self, round: u64) -> Result<Option<SignedBatch>, StoreError> {
         let tx = self.read()?;
         let t = tx.open_table(SIGNED)?;
-        t.get(round)?
-            .map(|v| decode("signed", v.value()))
-            .transpose()
+        t.get(round)?.map(|v| decode("signed", v.value())).transpose()
     }
 
     /// Rounds this node signed that are not settled yet, ascending.
@@ -115,9 +101,7 @@ impl Store {
     pub fn settlement(&self, round: u64) -> Result<Option<SettlementRecord>, StoreError> {
         let tx = self.read()?;
         let t = tx.open_table(SETTLEMENTS)?;
-        t.get(round)?
-            .map(|v| decode("settlements", v.value()))
-            .transpose()
+        t.get(round)?.map(|v| decode("settlements", v.value())).transpose()
     }
 
     /// First round not yet closed by this node.
@@ -138,10 +122,7 @@ impl Store {
 
 /// `decide_signing` returns `AlreadySigned` only when a previous record exists.
 fn unreachable_signed(round: u64) -> Result<SigningOutcome, StoreError> {
-    Err(StoreError::Corrupt {
-        table: "signed",
-        reason: format!("guard state of round {round} is inconsistent"),
-    })
+    Err(StoreError::Corrupt { table: "signed", reason: format!("guard state of round {round} is inconsistent") })
 }
 
 #[cfg(test)]
@@ -151,38 +132,20 @@ mod tests {
     use alloy::primitives::Bytes;
 
     fn batch(root: u8) -> Batch {
-        Batch {
-            round: 4,
-            from_block: 20,
-            to_block: 24,
-            root: B256::repeat_byte(root),
-            leaf_count: 2,
-        }
+        Batch { round: 4, from_block: 20, to_block: 24, root: B256::repeat_byte(root), leaf_count: 2 }
     }
 
     #[test]
     fn guard_never_signs_two_roots_for_one_round_across_reopen() {
         let (dir, store) = temp_store();
-        let first = store
-            .record_signature(batch(1), |_| Bytes::from(vec![1]))
-            .expect("first");
+        let first = store.record_signature(batch(1), |_| Bytes::from(vec![1])).expect("first");
         assert!(matches!(first, SigningOutcome::Recorded(_)));
-        let again = store
-            .record_signature(batch(1), |_| panic!("must not sign again"))
-            .expect("same");
+        let again = store.record_signature(batch(1), |_| panic!("must not sign again")).expect("same");
         assert!(matches!(again, SigningOutcome::Existing(s) if s.signature.as_ref() == [1u8]));
         drop(store);
         let store = Store::open(&dir.path().join("settleproof.redb")).expect("reopen");
-        let err = store
-            .record_signature(batch(2), |_| panic!("must not sign"))
-            .expect_err("refused");
-        assert!(
-            matches!(err, StoreError::Equivocation { round: 4, .. }),
-            "{err}"
-        );
-        assert_eq!(
-            store.signed_batch(4).expect("read").map(|s| s.batch.root),
-            Some(B256::repeat_byte(1))
-        );
+        let err = store.record_signature(batch(2), |_| panic!("must not sign")).expect_err("refused");
+        assert!(matches!(err, StoreError::Equivocation { round: 4, .. }), "{err}");
+        assert_eq!(store.signed_batch(4).expect("read").map(|s| s.batch.root), Some(B256::repeat_byte(1)));
     }
 }

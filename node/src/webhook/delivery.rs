@@ -31,22 +31,9 @@ impl Deliverer {
         settings: WebhookSection,
         wake: Arc<Notify>,
     ) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_millis(settings.timeout_ms))
-            .build()?;
-        let merchants = Arc::new(
-            merchants
-                .iter()
-                .map(|m| (m.id.clone(), m.clone()))
-                .collect(),
-        );
-        Ok(Self {
-            store,
-            merchants,
-            client,
-            settings,
-            wake,
-        })
+        let client = reqwest::Client::builder().timeout(Duration::from_millis(settings.timeout_ms)).build()?;
+        let merchants = Arc::new(merchants.iter().map(|m| (m.id.clone(), m.clone())).collect());
+        Ok(Self { store, merchants, client, settings, wake })
     }
 
     /// Runs until `shutdown` turns true.
@@ -74,12 +61,7 @@ impl Deliverer {
             return;
         };
         let ts = now_s();
-        let signature = match signature::sign(
-            merchant.webhook_secret.expose(),
-            &event.id,
-            ts,
-            event.body.as_bytes(),
-        ) {
+        let signature = match signature::sign(merchant.webhook_secret.expose(), &event.id, ts, event.body.as_bytes()) {
             Ok(s) => s,
             Err(e) => {
                 warn!(merchant = %merchant.id, error = %e, "cannot sign webhook");
@@ -99,43 +81,26 @@ impl Deliverer {
             .await;
         let latency_ms = started.elapsed().as_millis();
         let (outcome, delivered) = match result {
-            Ok(resp) => (
-                resp.status().as_u16().to_string(),
-                resp.status().is_success(),
-            ),
-            Err(e) => (
-                format!(
-                    "error: {}",
-                    if e.is_timeout() {
-                        "timeout".to_string()
-                    } else {
-                        e.to_string()
-                    }
-                ),
-                false,
-            ),
+            Ok(resp) => (resp.status().as_u16().to_string(), resp.status().is_success()),
+            Err(e) => (format!("error: {}", if e.is_timeout() { "timeout".to_string() } else { e.to_string() }), false),
         };
         let attempt = event.attempts.saturating_add(1);
         let next = (!delivered).then(|| now_ms().saturating_add(self.backoff_ms(attempt)));
-        metrics::counter!("webhook_deliveries_total", "outcome" => if delivered { "delivered" } else { "failed" }).increment(1);
+        metrics::counter!("webhook_deliveries_total", "outcome" => if delivered { "delivered" } else { "failed" })
+            .increment(1);
         if delivered {
             info!(webhook_id = %event.id, merchant = %merchant.id, event_type = %event.event_type, attempt, latency_ms, "webhook delivered");
         } else {
             warn!(webhook_id = %event.id, merchant = %merchant.id, attempt, latency_ms, outcome = %outcome, "webhook attempt failed");
         }
-        if let Err(e) = self
-            .store
-            .record_attempt(&event.id, outcome, now_ms(), next)
-        {
+        if let Err(e) = self.store.record_attempt(&event.id, outcome, now_ms(), next) {
             warn!(webhook_id = %event.id, error = %e, "cannot record webhook attempt");
         }
     }
 
     /// Exponential backoff from 1 s, doubled per attempt, capped, with ±20 % jitter.
     fn backoff_ms(&self, attempt: u32) -> u64 {
-        let base = 1000u64
-            .saturating_mul(1u64 << attempt.min(20))
-            .min(self.settings.max_backoff_ms);
+        let base = 1000u64.saturating_mul(1u64 << attempt.min(20)).min(self.settings.max_backoff_ms);
         let jitter = base / 5;
         base - jitter + rand::thread_rng().gen_range(0..=jitter.saturating_mul(2))
     }

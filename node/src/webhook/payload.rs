@@ -10,14 +10,7 @@ use settleproof_consensus::{PaymentLeaf, RoundSchedule};
 
 /// The idempotency key of the event for one payment: the same on every node and attempt.
 pub fn webhook_id(invoice_id: B256, tx_hash: B256, log_index: u64) -> String {
-    let digest = keccak256(
-        [
-            invoice_id.as_slice(),
-            tx_hash.as_slice(),
-            &log_index.to_be_bytes(),
-        ]
-        .concat(),
-    );
+    let digest = keccak256([invoice_id.as_slice(), tx_hash.as_slice(), &log_index.to_be_bytes()].concat());
     format!("msg_{}", hex::encode(&digest[..16]))
 }
 
@@ -39,18 +32,11 @@ pub fn settlement_events(
         let (event_type, invoice) = match store.invoice(p.invoice_id)? {
             Some(inv) if inv.merchant_id == merchant.id => {
                 let mut view = invoice_view(store, schedule, &inv, now_s)?;
-                for pv in view
-                    .payments
-                    .iter_mut()
-                    .filter(|pv| pv.round == Some(settlement.round))
-                {
+                for pv in view.payments.iter_mut().filter(|pv| pv.round == Some(settlement.round)) {
                     pv.settlement = Some(settled.clone());
                 }
                 view.settled = view.payments.iter().all(|pv| pv.settlement.is_some());
-                (
-                    view.status.event_type(),
-                    serde_json::to_value(view).unwrap_or_default(),
-                )
+                (view.status.event_type(), serde_json::to_value(view).unwrap_or_default())
             }
             _ => ("payment.settled", json!({ "id": p.invoice_id.to_string() })),
         };

@@ -27,16 +27,13 @@ pub enum SignatureError {
 }
 
 fn key(secret: &str) -> Result<Vec<u8>, SignatureError> {
-    let b64 = secret
-        .strip_prefix("whsec_")
-        .ok_or(SignatureError::BadSecret)?;
+    let b64 = secret.strip_prefix("whsec_").ok_or(SignatureError::BadSecret)?;
     STANDARD.decode(b64).map_err(|_| SignatureError::BadSecret)
 }
 
 fn mac(key: &[u8], id: &str, timestamp: u64, body: &[u8]) -> Hmac<Sha256> {
     // Invariant: HMAC accepts keys of any length, so `new_from_slice` cannot fail.
-    let mut mac =
-        <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
     mac.update(id.as_bytes());
     mac.update(b".");
     mac.update(timestamp.to_string().as_bytes());
@@ -47,9 +44,7 @@ fn mac(key: &[u8], id: &str, timestamp: u64, body: &[u8]) -> Hmac<Sha256> {
 
 /// The `webhook-signature` header value for this message.
 pub fn sign(secret: &str, id: &str, timestamp: u64, body: &[u8]) -> Result<String, SignatureError> {
-    let tag = mac(&key(secret)?, id, timestamp, body)
-        .finalize()
-        .into_bytes();
+    let tag = mac(&key(secret)?, id, timestamp, body).finalize().into_bytes();
     Ok(format!("v1,{}", STANDARD.encode(tag)))
 }
 
@@ -63,9 +58,7 @@ pub fn verify(
     body: &[u8],
     now_s: u64,
 ) -> Result<(), SignatureError> {
-    let ts: u64 = timestamp
-        .parse()
-        .map_err(|_| SignatureError::BadTimestamp)?;
+    let ts: u64 = timestamp.parse().map_err(|_| SignatureError::BadTimestamp)?;
     if ts.abs_diff(now_s) > TOLERANCE_S {
         return Err(SignatureError::BadTimestamp);
     }
@@ -112,22 +105,10 @@ mod tests {
     #[test]
     fn rejects_tampering_and_stale_timestamps() {
         let ts = TS.to_string();
-        assert_eq!(
-            verify(SECRET, ID, &ts, SIG, b"{}", TS),
-            Err(SignatureError::NoMatch)
-        );
-        assert_eq!(
-            verify(SECRET, "msg_other", &ts, SIG, BODY, TS),
-            Err(SignatureError::NoMatch)
-        );
-        assert_eq!(
-            verify(SECRET, ID, &ts, SIG, BODY, TS + TOLERANCE_S + 1),
-            Err(SignatureError::BadTimestamp)
-        );
-        assert_eq!(
-            verify(SECRET, ID, &ts, &format!("v1,bad {SIG}"), BODY, TS),
-            Ok(())
-        );
+        assert_eq!(verify(SECRET, ID, &ts, SIG, b"{}", TS), Err(SignatureError::NoMatch));
+        assert_eq!(verify(SECRET, "msg_other", &ts, SIG, BODY, TS), Err(SignatureError::NoMatch));
+        assert_eq!(verify(SECRET, ID, &ts, SIG, BODY, TS + TOLERANCE_S + 1), Err(SignatureError::BadTimestamp));
+        assert_eq!(verify(SECRET, ID, &ts, &format!("v1,bad {SIG}"), BODY, TS), Ok(()));
         assert_eq!(sign("nope", ID, TS, BODY), Err(SignatureError::BadSecret));
         assert!(generate_secret().starts_with("whsec_"));
     }

@@ -31,9 +31,7 @@ pub enum Fault {
 
 /// Parses a JSON-RPC block tag or hex quantity; `latest`-like tags give `None`.
 pub(crate) fn quantity(v: &Value) -> Option<u64> {
-    v.as_str()
-        .and_then(|s| s.strip_prefix("0x"))
-        .and_then(|h| u64::from_str_radix(h, 16).ok())
+    v.as_str().and_then(|s| s.strip_prefix("0x")).and_then(|h| u64::from_str_radix(h, 16).ok())
 }
 
 /// Whether the `eth_getLogs` params select blocks that include `block`.
@@ -63,9 +61,6 @@ mod tests {
         let p = json!([{"fromBlock": "0x5", "toBlock": "0xa"}]);
         assert!(range_contains(&p, 5) && range_contains(&p, 10));
         assert!(!range_contains(&p, 4) && !range_contains(&p, 11));
-        assert!(range_contains(
-            &json!([{"fromBlock": "0x5", "toBlock": "latest"}]),
-            99
-        ));
+        assert!(range_contains(&json!([{"fromBlock": "0x5", "toBlock": "latest"}]), 99));
     }
 }

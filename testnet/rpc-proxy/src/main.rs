@@ -26,11 +26,7 @@ async fn main() -> Result<()> {
     for i in 0..args.count {
         let mut addr = args.listen;
         addr.set_port(args.listen.port().saturating_add(i));
-        urls.push(
-            settleproof_rpc_proxy::spawn(addr, &args.upstream)
-                .await?
-                .url(),
-        );
+        urls.push(settleproof_rpc_proxy::spawn(addr, &args.upstream).await?.url());
     }
     println!("{}", urls.join(" "));
     tokio::signal::ctrl_c().await?;

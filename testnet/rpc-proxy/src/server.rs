@@ -59,26 +59,14 @@ impl ProxyHandle {
 
 /// Starts a proxy on `listen` forwarding to `upstream`, in a background task.
 pub async fn spawn(listen: SocketAddr, upstream: &str) -> Result<ProxyHandle, ProxyError> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|source| ProxyError::Bind {
-            addr: listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| ProxyError::Bind {
-        addr: listen,
-        source,
-    })?;
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.map_err(|source| ProxyError::Bind { addr: listen, source })?;
+    let addr = listener.local_addr().map_err(|source| ProxyError::Bind { addr: listen, source })?;
     let fault = Arc::new(RwLock::new(Fault::None));
-    let shared = Shared {
-        upstream: upstream.to_string(),
-        client: reqwest::Client::builder().build()?,
-        fault: fault.clone(),
-    };
-    let app = Router::new()
-        .route("/", post(forward))
-        .route("/_fault", get(get_fault).post(set_fault))
-        .with_state(shared);
+    let shared =
+        Shared { upstream: upstream.to_string(), client: reqwest::Client::builder().build()?, fault: fault.clone() };
+    let app =
+        Router::new().route("/", post(forward)).route("/_fault", get(get_fault).post(set_fault)).with_state(shared);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "rpc proxy stopped");
@@ -100,10 +88,7 @@ async fn set_fault(State(s): State<Shared>, body: Bytes) -> Response {
             }
             StatusCode::NO_CONTENT.into_response()
         }
-        Err(e) => (
-            StatusCode::BAD_REQUEST,
-            format!("invalid fault: {e}; e.g. {{\"mode\":\"delay\",\"ms\":500}}"),
-        )
+        Err(e) => (StatusCode::BAD_REQUEST, format!("invalid fault: {e}; e.g. {{\"mode\":\"delay\",\"ms\":500}}"))
             .into_response(),
     }
 }
@@ -122,19 +107,11 @@ async fn forward(State(s): State<Shared>, body: Bytes) -> Response {
         }
         Fault::Delay { ms } => tokio::time::sleep(Duration::from_millis(*ms)).await,
         Fault::HideLogs if method == "eth_getLogs" => {
-            return axum::Json(json!({"jsonrpc": "2.0", "id": request["id"], "result": []}))
-                .into_response();
+            return axum::Json(json!({"jsonrpc": "2.0", "id": request["id"], "result": []})).into_response();
         }
         _ => {}
     }
-    let upstream = match s
-        .client
-        .post(&s.upstream)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-    {
+    let upstream = match s.client.post(&s.upstream).header("content-type", "application/json").body(body).send().await {
         Ok(r) => r,
         Err(e) => return (StatusCode::BAD_GATEWAY, format!("upstream: {e}")).into_response(),
     };

@@ -50,39 +50,18 @@ async fn main() -> Result<()> {
         let d = deploy_all(deployer.clone(), &entries, threshold as u64).await?;
         let mut deploy_gas = 0u64;
         for b in before + 1..=deployer.get_block_number().await? {
-            let receipts = deployer
-                .get_block_receipts(b.into())
-                .await?
-                .unwrap_or_default();
-            for r in receipts
-                .iter()
-                .filter(|r| r.contract_address == Some(d.settlement))
-            {
+            let receipts = deployer.get_block_receipts(b.into()).await?.unwrap_or_default();
+            for r in receipts.iter().filter(|r| r.contract_address == Some(d.settlement)) {
                 deploy_gas = r.gas_used;
             }
         }
-        let batch = Batch {
-            round: 1,
-            from_block: 1,
-            to_block: 5,
-            root: B256::repeat_byte(7),
-            leaf_count: 1,
-        };
+        let batch = Batch { round: 1, from_block: 1, to_block: 5, root: B256::repeat_byte(7), leaf_count: 1 };
         let message = batch.message(chain_id, d.settlement);
         let signers: Vec<usize> = (0..threshold).collect();
-        let bitmap = signers
-            .iter()
-            .fold(U256::ZERO, |a, i| a | (U256::from(1u8) << *i));
-        let pks: Vec<u8> = signers
-            .iter()
-            .flat_map(|i| keys[*i].public_key().to_eip2537())
-            .collect();
-        let sig = BlsSignature::aggregate(
-            &signers
-                .iter()
-                .map(|i| keys[*i].sign(message.as_slice()))
-                .collect::<Vec<_>>(),
-        )?;
+        let bitmap = signers.iter().fold(U256::ZERO, |a, i| a | (U256::from(1u8) << *i));
+        let pks: Vec<u8> = signers.iter().flat_map(|i| keys[*i].public_key().to_eip2537()).collect();
+        let sig =
+            BlsSignature::aggregate(&signers.iter().map(|i| keys[*i].sign(message.as_slice())).collect::<Vec<_>>())?;
         let settlement = Settlement::new(d.settlement, &deployer);
         let call = settlement.settle(
             batch.round,
@@ -95,25 +74,15 @@ async fn main() -> Result<()> {
             Bytes::from(sig.to_eip2537().to_vec()),
         );
         let calldata = call.calldata().len();
-        let tx = TransactionRequest::default()
-            .with_to(d.settlement)
-            .with_input(call.calldata().clone());
+        let tx = TransactionRequest::default().with_to(d.settlement).with_input(call.calldata().clone());
         let receipt = deployer.send_transaction(tx).await?.get_receipt().await?;
         if !receipt.status() {
             return Err(eyre!("settle reverted for n = {n}"));
         }
-        writeln!(
-            report,
-            "| {n} | {threshold} | {} | {calldata} | {deploy_gas} |",
-            receipt.gas_used
-        )?;
-        eprintln!(
-            "n = {n}: settle {} gas, deploy {deploy_gas} gas",
-            receipt.gas_used
-        );
+        writeln!(report, "| {n} | {threshold} | {} | {calldata} | {deploy_gas} |", receipt.gas_used)?;
+        eprintln!("n = {n}: settle {} gas, deploy {deploy_gas} gas", receipt.gas_used);
     }
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../docs/benchmarks/settlement-gas.md");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks/settlement-gas.md");
     std::fs::write(&path, &report)?;
     print!("{report}");
     Ok(())

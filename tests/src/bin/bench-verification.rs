@@ -19,11 +19,7 @@ use std::time::{Duration, Instant};
 
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 fn chain(endpoints: Vec<String>, quorum: usize) -> ChainSection {
@@ -47,12 +43,7 @@ fn chain(endpoints: Vec<String>, quorum: usize) -> ChainSection {
 fn percentiles(mut v: Vec<f64>) -> (f64, f64, f64, f64) {
     v.sort_by(f64::total_cmp);
     let at = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
-    (
-        v.iter().sum::<f64>() / v.len() as f64,
-        at(0.5),
-        at(0.95),
-        at(0.99),
-    )
+    (v.iter().sum::<f64>() / v.len() as f64, at(0.5), at(0.95), at(0.99))
 }
 
 async fn time<F: std::future::Future>(f: F) -> f64 {
@@ -70,18 +61,11 @@ async fn quorum_vs_single(calls: usize, report: &mut String) -> Result<()> {
         .await?;
     let mut proxies = Vec::new();
     for _ in 0..4 {
-        proxies.push(
-            settleproof_rpc_proxy::spawn(([127, 0, 0, 1], 0).into(), &anvil.url)
-                .await?
-                .url(),
-        );
+        proxies.push(settleproof_rpc_proxy::spawn(([127, 0, 0, 1], 0).into(), &anvil.url).await?.url());
     }
     let quorum = ProviderSet::new(&chain(proxies[..3].to_vec(), 2)).map_err(|e| eyre!(e))?;
     let single = ProviderSet::new(&chain(vec![proxies[3].clone()], 1)).map_err(|e| eyre!(e))?;
-    let filter = Filter::new()
-        .address(alloy::primitives::Address::repeat_byte(1))
-        .from_block(0)
-        .to_block(200);
+    let filter = Filter::new().address(alloy::primitives::Address::repeat_byte(1)).from_block(0).to_block(200);
     let (mut qh, mut sh, mut ql, mut sl) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..calls {
         qh.push(time(quorum.head()).await);
@@ -94,33 +78,18 @@ async fn quorum_vs_single(calls: usize, report: &mut String) -> Result<()> {
         report,
         "{calls} calls of each kind, interleaved, over loopback proxies in front of one anvil. Milliseconds.\n"
     )?;
-    writeln!(
-        report,
-        "| read | providers | mean | p50 | p95 | p99 |\n| --- | --- | --- | --- | --- | --- |"
-    )?;
+    writeln!(report, "| read | providers | mean | p50 | p95 | p99 |\n| --- | --- | --- | --- | --- | --- |")?;
     let mut ratios = Vec::new();
-    for (name, q, s) in [
-        ("eth_blockNumber (head)", qh, sh),
-        ("eth_getLogs (200 blocks)", ql, sl),
-    ] {
+    for (name, q, s) in [("eth_blockNumber (head)", qh, sh), ("eth_getLogs (200 blocks)", ql, sl)] {
         let (qm, q50, q95, q99) = percentiles(q);
         let (sm, s50, s95, s99) = percentiles(s);
-        writeln!(
-            report,
-            "| {name} | 2 of 3 | {qm:.3} | {q50:.3} | {q95:.3} | {q99:.3} |"
-        )?;
-        writeln!(
-            report,
-            "| {name} | 1 | {sm:.3} | {s50:.3} | {s95:.3} | {s99:.3} |"
-        )?;
+        writeln!(report, "| {name} | 2 of 3 | {qm:.3} | {q50:.3} | {q95:.3} | {q99:.3} |")?;
+        writeln!(report, "| {name} | 1 | {sm:.3} | {s50:.3} | {s95:.3} | {s99:.3} |")?;
         ratios.push((name, qm / sm, q50 / s50));
     }
     writeln!(report)?;
     for (name, mean, p50) in ratios {
-        writeln!(
-            report,
-            "- {name}: quorum / single = {mean:.2}× (mean), {p50:.2}× (p50)"
-        )?;
+        writeln!(report, "- {name}: quorum / single = {mean:.2}× (mean), {p50:.2}× (p50)")?;
     }
     writeln!(report)?;
     Ok(())
@@ -138,20 +107,13 @@ fn summary(metrics: &str, name: &str) -> Vec<(String, f64)> {
 }
 
 async fn confirmation_to_attestation(payments: usize, report: &mut String) -> Result<()> {
-    let net = Testnet::start_with(Options {
-        providers: 3,
-        round_length: 1,
-        confirmations: 2,
-        ..Options::default()
-    })
-    .await?;
+    let net =
+        Testnet::start_with(Options { providers: 3, round_length: 1, confirmations: 2, ..Options::default() }).await?;
     let mut ids = Vec::new();
     let mut seen_after_depth = Vec::new();
     let provider = net.provider()?;
     for i in 0..payments {
-        let (_, created) = net
-            .create_invoice(i % 4, json!({"amount": "1000", "token": "native"}))
-            .await?;
+        let (_, created) = net.create_invoice(i % 4, json!({"amount": "1000", "token": "native"})).await?;
         net.pay(&created).await?;
         let id = created["id"].as_str().unwrap_or_default().to_string();
         // When the chain reaches confirmation depth for the payment (polled every 5 ms) and when
@@ -173,21 +135,11 @@ async fn confirmation_to_attestation(payments: usize, report: &mut String) -> Re
     }
     for id in &ids {
         net.eventually("webhook", Duration::from_secs(60), || async {
-            net.receiver
-                .snapshot()
-                .iter()
-                .any(|r| r.body["data"]["invoice"]["id"] == id.as_str())
-                .then_some(())
+            net.receiver.snapshot().iter().any(|r| r.body["data"]["invoice"]["id"] == id.as_str()).then_some(())
         })
         .await?;
     }
-    let text = net
-        .http
-        .get(format!("{}/metrics", net.api(0)))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let text = net.http.get(format!("{}/metrics", net.api(0))).send().await?.text().await?;
     writeln!(report, "## Payment to attestation\n")?;
     writeln!(
         report,
@@ -200,19 +152,13 @@ async fn confirmation_to_attestation(payments: usize, report: &mut String) -> Re
         "| chain reached confirmation depth → node 0 reports the payment confirmed (head polling + quorum reads) | mean={m:.3}, p50={p50:.3}, p95={p95:.3}, p99={p99:.3} |"
     )?;
     for (name, what) in [
-        (
-            "confirmation_to_attestation_seconds",
-            "node saw the payment at confirmation depth → node signed the batch",
-        ),
+        ("confirmation_to_attestation_seconds", "node saw the payment at confirmation depth → node signed the batch"),
         (
             "invoice_verification_latency_seconds",
             "payment's block timestamp → node signed (includes the 2 confirmations; 1 s timestamp resolution)",
         ),
     ] {
-        let q: Vec<String> = summary(&text, name)
-            .iter()
-            .map(|(q, v)| format!("q{q}={v:.3}"))
-            .collect();
+        let q: Vec<String> = summary(&text, name).iter().map(|(q, v)| format!("q{q}={v:.3}")).collect();
         writeln!(report, "| {what} | {} |", q.join(", "))?;
     }
     writeln!(report)?;
@@ -239,8 +185,7 @@ async fn main() -> Result<()> {
     )?;
     quorum_vs_single(calls, &mut report).await?;
     confirmation_to_attestation(payments, &mut report).await?;
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks/verification.md");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks/verification.md");
     std::fs::create_dir_all(path.parent().ok_or_else(|| eyre!("path"))?)?;
     std::fs::write(&path, &report)?;
     print!("{report}");

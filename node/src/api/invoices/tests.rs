@@ -15,10 +15,7 @@ const TOKEN: &str = "sk_test_0123456789abcdef";
 fn state(store: Store) -> ApiState {
     ApiState {
         store,
-        schedule: RoundSchedule {
-            start_block: 0,
-            length: 5,
-        },
+        schedule: RoundSchedule { start_block: 0, length: 5 },
         merchants: Arc::new(vec![MerchantConfig {
             id: "shop".into(),
             payout_address: Address::repeat_byte(0x11),
@@ -46,24 +43,15 @@ async fn call(
     token: Option<&str>,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
-    let mut req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("content-type", "application/json");
+    let mut req = Request::builder().method(method).uri(uri).header("content-type", "application/json");
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
     }
     let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
-    let resp = router(state.clone())
-        .oneshot(req.body(body).expect("request"))
-        .await
-        .expect("response");
+    let resp = router(state.clone()).oneshot(req.body(body).expect("request")).await.expect("response");
     let status = resp.status();
     let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
 
 #[tokio::test]
@@ -95,30 +83,13 @@ async fn token_invoice_has_approve_then_pay() {
     let (_dir, store) = temp_store();
     let st = state(store);
     let token = "0x3333333333333333333333333333333333333333";
-    let (status, body) = call(
-        &st,
-        "POST",
-        "/v1/invoices",
-        Some(TOKEN),
-        Some(json!({"amount": "5", "token": token})),
-    )
-    .await;
+    let (status, body) =
+        call(&st, "POST", "/v1/invoices", Some(TOKEN), Some(json!({"amount": "5", "token": token}))).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    let txs = body["payment_instructions"]["transactions"]
-        .as_array()
-        .expect("list");
+    let txs = body["payment_instructions"]["transactions"].as_array().expect("list");
     assert_eq!(txs.len(), 2);
-    assert_eq!(
-        txs[0]["to"].as_str().map(str::to_lowercase).as_deref(),
-        Some(token)
-    );
-    assert!(
-        txs[0]["data"]
-            .as_str()
-            .expect("data")
-            .starts_with("0x095ea7b3"),
-        "approve selector"
-    );
+    assert_eq!(txs[0]["to"].as_str().map(str::to_lowercase).as_deref(), Some(token));
+    assert!(txs[0]["data"].as_str().expect("data").starts_with("0x095ea7b3"), "approve selector");
 }
 
 #[tokio::test]
@@ -130,31 +101,15 @@ async fn bad_input_names_the_field() {
         (json!({"amount": "-1", "token": "native"}), "amount"),
         (json!({"amount": "1.5", "token": "native"}), "amount"),
         (json!({"amount": "1", "token": "eth"}), "token"),
-        (
-            json!({"amount": "1", "token": "0x0000000000000000000000000000000000000000"}),
-            "token",
-        ),
-        (
-            json!({"amount": "1", "token": "native", "expires_at": 1}),
-            "expires_at",
-        ),
-        (
-            json!({"amount": "1", "token": "native", "expires_in": 0}),
-            "expires_in",
-        ),
-        (
-            json!({"amount": "1", "token": "native", "metadata": [1]}),
-            "metadata",
-        ),
-        (
-            json!({"amount": "1", "token": "native", "colour": "red"}),
-            "body",
-        ),
+        (json!({"amount": "1", "token": "0x0000000000000000000000000000000000000000"}), "token"),
+        (json!({"amount": "1", "token": "native", "expires_at": 1}), "expires_at"),
+        (json!({"amount": "1", "token": "native", "expires_in": 0}), "expires_in"),
+        (json!({"amount": "1", "token": "native", "metadata": [1]}), "metadata"),
+        (json!({"amount": "1", "token": "native", "colour": "red"}), "body"),
         (json!({"token": "native"}), "body"),
     ];
     for (body, field) in cases {
-        let (status, resp) =
-            call(&st, "POST", "/v1/invoices", Some(TOKEN), Some(body.clone())).await;
+        let (status, resp) = call(&st, "POST", "/v1/invoices", Some(TOKEN), Some(body.clone())).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
         assert_eq!(resp["error"]["field"], field, "{body} → {resp}");
     }
@@ -167,29 +122,13 @@ async fn auth_is_required_and_invoices_are_private() {
     let (_dir, store) = temp_store();
     let st = state(store);
     let body = json!({"amount": "1", "token": "native"});
+    assert_eq!(call(&st, "POST", "/v1/invoices", None, Some(body.clone())).await.0, StatusCode::UNAUTHORIZED);
     assert_eq!(
-        call(&st, "POST", "/v1/invoices", None, Some(body.clone()))
-            .await
-            .0,
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(
-        call(
-            &st,
-            "POST",
-            "/v1/invoices",
-            Some("sk_wrong_0123456789"),
-            Some(body)
-        )
-        .await
-        .0,
+        call(&st, "POST", "/v1/invoices", Some("sk_wrong_0123456789"), Some(body)).await.0,
         StatusCode::UNAUTHORIZED
     );
     let missing = format!("/v1/invoices/0x{}", "ab".repeat(32));
-    assert_eq!(
-        call(&st, "GET", &missing, Some(TOKEN), None).await.0,
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!(call(&st, "GET", &missing, Some(TOKEN), None).await.0, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
@@ -197,45 +136,25 @@ async fn list_filters_and_pages() {
     let (_dir, store) = temp_store();
     let st = state(store);
     for amount in ["1", "2", "3"] {
-        let (status, _) = call(
-            &st,
-            "POST",
-            "/v1/invoices",
-            Some(TOKEN),
-            Some(json!({"amount": amount, "token": "native"})),
-        )
-        .await;
+        let (status, _) =
+            call(&st, "POST", "/v1/invoices", Some(TOKEN), Some(json!({"amount": amount, "token": "native"}))).await;
         assert_eq!(status, StatusCode::CREATED);
     }
     let (status, page) = call(&st, "GET", "/v1/invoices?limit=2", Some(TOKEN), None).await;
     assert_eq!(status, StatusCode::OK, "{page}");
     assert_eq!(page["data"].as_array().map(Vec::len), Some(2));
-    let cursor = page["next_cursor"]
-        .as_str()
-        .expect("more pages")
-        .to_string();
-    let (_, page2) = call(
-        &st,
-        "GET",
-        &format!("/v1/invoices?limit=2&cursor={cursor}"),
-        Some(TOKEN),
-        None,
-    )
-    .await;
+    let cursor = page["next_cursor"].as_str().expect("more pages").to_string();
+    let (_, page2) = call(&st, "GET", &format!("/v1/invoices?limit=2&cursor={cursor}"), Some(TOKEN), None).await;
     assert_eq!(page2["data"].as_array().map(Vec::len), Some(1));
     assert!(page2["next_cursor"].is_null());
     let (_, open) = call(&st, "GET", "/v1/invoices?status=open", Some(TOKEN), None).await;
     assert_eq!(open["data"].as_array().map(Vec::len), Some(3));
     let (_, paid) = call(&st, "GET", "/v1/invoices?status=paid", Some(TOKEN), None).await;
     assert_eq!(paid["data"].as_array().map(Vec::len), Some(0));
-    for (q, field) in [
-        ("status=done", "status"),
-        ("limit=0", "limit"),
-        ("cursor=zz", "cursor"),
-        ("colour=red", "query"),
-    ] {
-        let (status, body) =
-            call(&st, "GET", &format!("/v1/invoices?{q}"), Some(TOKEN), None).await;
+    for (q, field) in
+        [("status=done", "status"), ("limit=0", "limit"), ("cursor=zz", "cursor"), ("colour=red", "query")]
+    {
+        let (status, body) = call(&st, "GET", &format!("/v1/invoices?{q}"), Some(TOKEN), None).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{q}");
         assert_eq!(body["error"]["field"], field, "{q}");
     }

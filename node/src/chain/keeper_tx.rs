@@ -1,0 +1,194 @@
+//! The settlement transaction, managed as a keeper must: the nonce is tracked locally and
+//! checked against the chain (a desync, e.g. the key used elsewhere, is detected and recovered
+//! by adopting the chain's count); gas is estimated (which also simulates the call, so a
+//! submission that would revert is never sent and costs nothing) plus a buffer; a transaction
+//! not mined in time is replaced with the same nonce and higher fees; a revert is explained
+//! with the contract's decoded error.
+
+use super::client::{ChainClient, ChainError, SettleCall};
+use crate::store::SettlementRecord;
+use alloy::eips::BlockId;
+use alloy::network::TransactionBuilder;
+use alloy::providers::Provider;
+use alloy::rpc::types::TransactionRequest;
+use alloy::sol_types::SolCall;
+use settleproof_contracts::Settlement;
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// How settlement transactions are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxPolicy {
+    /// Percent added to the gas estimate.
+    pub gas_buffer_pct: u64,
+    /// How long to wait for inclusion before replacing.
+    pub inclusion_timeout: Duration,
+    /// Replacements after the first submission.
+    pub max_replacements: u32,
+    /// Percent each replacement raises both fee caps (nodes need at least 10).
+    pub fee_bump_pct: u128,
+}
+
+impl Default for TxPolicy {
+    fn default() -> Self {
+        Self { gas_buffer_pct: 25, inclusion_timeout: Duration::from_secs(12), max_replacements: 3, fee_bump_pct: 25 }
+    }
+}
+
+/// What became of a settlement submission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SettleOutcome {
+    /// Our transaction settled the round.
+    Settled(SettlementRecord),
+    /// The round was settled by someone else first; nothing was sent or paid.
+    SettledByOther,
+}
+
+/// `gas` plus `pct` percent.
+pub fn with_buffer(gas: u64, pct: u64) -> u64 {
+    gas.saturating_add(gas.saturating_mul(pct) / 100)
+}
+
+/// A fee raised by `pct` percent, and by at least 1 wei.
+pub fn bump(fee: u128, pct: u128) -> u128 {
+    fee.saturating_add((fee.saturating_mul(pct) / 100).max(1))
+}
+
+/// The nonce to use: the local one, unless the chain's pending count disagrees (desync), in
+/// which case the chain wins. Returns (nonce, whether a desync was detected).
+pub fn reconcile_nonce(local: Option<u64>, chain_pending: u64) -> (u64, bool) {
+    match local {
+        Some(n) if n == chain_pending => (n, false),
+        Some(_) => (chain_pending, true),
+        None => (chain_pending, false),
+    }
+}
+
+impl ChainClient {
+    /// Submits `settle` and tracks it to inclusion.
+    pub async fn settle(&self, call: &SettleCall) -> Result<SettleOutcome, ChainError> {
+        let policy = self.tx_policy;
+        let provider = self.writer()?;
+        let b = &call.batch;
+        let data = Settlement::settleCall {
+            round: b.round,
+            fromBlock: b.from_block,
+            toBlock: b.to_block,
+            root: b.root,
+            leafCount: b.leaf_count,
+            signerBitmap: call.signer_bitmap,
+            signerKeys: call.signer_keys.clone(),
+            signature: call.signature.clone(),
+        }
+        .abi_encode();
+        let base =
+            TransactionRequest::default().with_from(self.account()).with_to(self.settlement_address()).with_input(data);
+        let gas = match provider.estimate_gas(base.clone()).await {
+            Ok(g) => with_buffer(g, policy.gas_buffer_pct),
+            Err(e) => {
+                let reason = decode_revert(&e);
+                if reason.starts_with("RoundAlreadySettled") || reason.starts_with("RootAlreadySettled") {
+                    return Ok(SettleOutcome::SettledByOther);
+                }
+                return Err(ChainError::Reverted { tx: Default::default(), reason: format!("simulation: {reason}") });
+            }
+        };
+        let pending_count = provider.get_transaction_count(self.account()).pending().await?;
+        let local = self.nonce.lock().ok().and_then(|n| *n);
+        let (nonce, desync) = reconcile_nonce(local, pending_count);
+        if desync {
+            warn!(local = ?local, chain = pending_count, "keeper nonce out of sync with the chain; using the chain's");
+            metrics::counter!("keeper_nonce_desync_total").increment(1);
+        }
+        let fees = provider.estimate_eip1559_fees().await?;
+        let (mut max_fee, mut tip) = (fees.max_fee_per_gas, fees.max_priority_fee_per_gas);
+        for attempt in 0..=policy.max_replacements {
+            let tx = base
+                .clone()
+                .with_nonce(nonce)
+                .with_gas_limit(gas)
+                .with_max_fee_per_gas(max_fee)
+                .with_max_priority_fee_per_gas(tip);
+            let pending = match provider.send_transaction(tx).await {
+                Ok(p) => p,
+                Err(e) => {
+                    // A replacement racing the original's inclusion: the nonce is used.
+                    warn!(round = b.round, attempt, error = %e, "settlement send failed");
+                    if !self.settled_root(b.round).await?.is_zero() {
+                        return Ok(SettleOutcome::SettledByOther);
+                    }
+                    return Err(e.into());
+                }
+            };
+            let tx_hash = *pending.tx_hash();
+            match pending.with_timeout(Some(policy.inclusion_timeout)).get_receipt().await {
+                Ok(receipt) => {
+                    if let Ok(mut n) = self.nonce.lock() {
+                        *n = Some(nonce + 1);
+                    }
+                    metrics::counter!("keeper_gas_used_total").increment(receipt.gas_used);
+                    if !receipt.status() {
+                        let at = receipt
+                            .block_number
+                            .map(|n| BlockId::number(n.saturating_sub(1)))
+                            .unwrap_or(BlockId::latest());
+                        let reason = match provider.call(base.clone()).block(at).await {
+                            Err(e) => decode_revert(&e),
+                            Ok(_) => {
+                                "reverted (the call succeeds when replayed: state changed in the same block)".into()
+                            }
+                        };
+                        return Err(ChainError::Reverted { tx: receipt.transaction_hash, reason });
+                    }
+                    info!(round = b.round, tx_hash = %tx_hash, gas_used = receipt.gas_used, attempt, "settlement mined");
+                    return Ok(SettleOutcome::Settled(SettlementRecord {
+                        round: b.round,
+                        root: b.root,
+                        signer_bitmap: call.signer_bitmap,
+                        tx_hash: receipt.transaction_hash,
+                        block_number: receipt.block_number.unwrap_or_default(),
+                    }));
+                }
+                Err(e) => {
+                    warn!(round = b.round, tx_hash = %tx_hash, attempt, error = %e, "settlement not mined in time; replacing with higher fees");
+                    if !self.settled_root(b.round).await?.is_zero() {
+                        return Ok(SettleOutcome::SettledByOther);
+                    }
+                    max_fee = bump(max_fee, policy.fee_bump_pct);
+                    tip = bump(tip, policy.fee_bump_pct);
+                }
+            }
+        }
+        Err(ChainError::NotMined(policy.max_replacements + 1))
+    }
+}
+
+/// The settlement contract's error in a failed call, by name and arguments, or the raw error.
+fn decode_revert(e: &alloy::transports::TransportError) -> String {
+    e.as_error_resp()
+        .and_then(|p| p.as_decoded_interface_error::<Settlement::SettlementErrors>())
+        .map(|d| format!("{d:?}"))
+        .unwrap_or_else(|| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gas_and_fee_arithmetic() {
+        assert_eq!(with_buffer(100_000, 25), 125_000);
+        assert_eq!(with_buffer(u64::MAX, 25), u64::MAX);
+        assert_eq!(bump(100, 25), 125);
+        assert_eq!(bump(1, 25), 2, "at least one wei");
+        assert_eq!(bump(u128::MAX, 25), u128::MAX);
+    }
+
+    #[test]
+    fn nonce_reconciliation_table() {
+        assert_eq!(reconcile_nonce(None, 7), (7, false));
+        assert_eq!(reconcile_nonce(Some(7), 7), (7, false));
+        assert_eq!(reconcile_nonce(Some(5), 7), (7, true), "the key was used elsewhere");
+        assert_eq!(reconcile_nonce(Some(9), 7), (7, true), "a transaction we counted was dropped");
+    }
+}

@@ -1,0 +1,138 @@
+//! What peers send: attestations, invoices and heartbeats on gossip (each judged before it is
+//! forwarded), catch-up requests and their answers.
+
+use super::{RoundDriver, State};
+use crate::gossip::{self, Attestation, GossipRejection, Heartbeat, InvoiceAnnouncement, SyncRequest, SyncResponse};
+use crate::time::now_ms;
+use settleproof_consensus::{BlsSignature, InsertOutcome};
+use settleproof_p2p::{NetworkEvent, PeerId, RequestRef, Verdict};
+use tracing::{debug, error, warn};
+
+impl RoundDriver {
+    pub(super) async fn on_network(&self, st: &mut State, ev: NetworkEvent) {
+        match ev {
+            NetworkEvent::Message { topic, source, data, reference } => {
+                let verdict = match topic.as_str() {
+                    gossip::ATTESTATIONS => self.on_attestation(st, &data, source).await,
+                    gossip::INVOICES => self.on_invoice(&data, source),
+                    gossip::HEARTBEATS => self.on_heartbeat(st, &data, source),
+                    _ => Verdict::Ignore,
+                };
+                self.net.report(reference, verdict).await;
+            }
+            NetworkEvent::Request { peer, data, reference } => self.on_request(st, peer, &data, reference).await,
+            NetworkEvent::PeerConnected(peer) => self.catch_up(st, Some(peer)),
+            NetworkEvent::PeerDisconnected(_) | NetworkEvent::Listening(_) => {}
+        }
+    }
+
+    async fn on_attestation(&self, st: &mut State, data: &[u8], source: PeerId) -> Verdict {
+        let (chain_id, settlement) = (self.chain.chain_id(), self.chain.settlement_address());
+        match Attestation::validate(data, &source, &self.set, chain_id, settlement) {
+            Ok((att, sig)) => {
+                if self.count(st, &att, sig) {
+                    Verdict::Accept
+                } else {
+                    self.net.penalize(source).await;
+                    Verdict::Reject
+                }
+            }
+            Err(e) => {
+                warn!(peer = %source, error = %e, "attestation rejected");
+                metrics::counter!("attestations_rejected_total", "reason" => e.reason()).increment(1);
+                Verdict::Reject
+            }
+        }
+    }
+
+    /// Counts a verified attestation; returns false when it proves its signer equivocated.
+    fn count(&self, st: &mut State, att: &Attestation, sig: BlsSignature) -> bool {
+        if matches!(self.store.settlement(att.batch.round), Ok(Some(_))) {
+            return true;
+        }
+        match st.pool.insert(att.batch, att.signer, sig) {
+            InsertOutcome::Added => {
+                debug!(round = att.batch.round, signer = att.signer, "attestation counted");
+                self.try_settle(st, att.batch.round);
+                true
+            }
+            InsertOutcome::Equivocation { first } => {
+                warn!(round = att.batch.round, signer = att.signer, first = %first.root, second = %att.batch.root, "operator equivocated: signed two batches for one round");
+                metrics::counter!("attestations_rejected_total", "reason" => "equivocation").increment(1);
+                false
+            }
+            InsertOutcome::Duplicate | InsertOutcome::UnknownSigner => true,
+        }
+    }
+
+    fn on_invoice(&self, data: &[u8], source: PeerId) -> Verdict {
+        match InvoiceAnnouncement::validate(data, &self.merchants) {
+            Ok(inv) => {
+                if let Err(e) = self.store.put_invoice(&inv) {
+                    error!(invoice_id = %inv.id, error = %e, "cannot store replicated invoice");
+                }
+                Verdict::Accept
+            }
+            Err(e) => {
+                warn!(peer = %source, error = %e, "invoice announcement rejected");
+                Verdict::Reject
+            }
+        }
+    }
+
+    fn on_heartbeat(&self, st: &mut State, data: &[u8], source: PeerId) -> Verdict {
+        match Heartbeat::validate(data, &source, &self.set) {
+            // The receive time, not the sender's clock, decides liveness.
+            Ok(hb) => {
+                st.liveness.heartbeat(hb.operator, hb.can_pay, now_ms());
+                Verdict::Accept
+            }
+            Err(e) => {
+                warn!(peer = %source, error = %e, "heartbeat rejected");
+                Verdict::Reject
+            }
+        }
+    }
+
+    async fn on_request(&self, st: &State, peer: PeerId, data: &str, reference: RequestRef) {
+        let answer = match serde_json::from_str::<SyncRequest>(data) {
+            Ok(req) => {
+                let attestations = req
+                    .rounds
+                    .iter()
+                    .take(SyncRequest::MAX_ROUNDS)
+                    .flat_map(|r| st.pool.votes(*r))
+                    .map(|(signer, batch, sig)| Attestation {
+                        batch,
+                        signer,
+                        signature: alloy::primitives::Bytes::from(sig.to_bytes().to_vec()),
+                        sent_at_ms: now_ms(),
+                    })
+                    .collect();
+                serde_json::to_string(&SyncResponse { attestations }).unwrap_or_default()
+            }
+            Err(e) => {
+                warn!(%peer, error = %e, "malformed sync request");
+                String::new()
+            }
+        };
+        self.net.respond(reference, answer).await;
+    }
+
+    /// Counts attestations a peer relayed in a sync response, each verified against its
+    /// signer's key.
+    pub(super) fn on_synced(&self, st: &mut State, attestations: Vec<Attestation>) {
+        let (chain_id, settlement) = (self.chain.chain_id(), self.chain.settlement_address());
+        for att in attestations {
+            match att.verify(&self.set, chain_id, settlement) {
+                Ok(sig) => {
+                    self.count(st, &att, sig);
+                }
+                Err(e @ GossipRejection::BadSignature(_)) | Err(e @ GossipRejection::UnknownSigner(_)) => {
+                    metrics::counter!("attestations_rejected_total", "reason" => e.reason()).increment(1);
+                }
+                Err(_) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! The keeper side of a round: when it is this node's turn (scheduled keeper, or the next one
+//! after the deadline or a known-down keeper) and a quorum signed its batch, aggregate the
+//! signatures and submit the settlement; then record it with its webhook events.
+
+use super::{RoundDriver, State};
+use crate::chain::{ChainClient, SettleCall, SettleOutcome};
+use crate::store::{SettlementRecord, Store};
+use crate::time::{now_ms, now_s};
+use crate::webhook::payload::settlement_events;
+use alloy::primitives::Bytes;
+use settleproof_config::MerchantConfig;
+use settleproof_consensus::{BlsSignature, RoundSchedule, failover};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use tokio::sync::Notify;
+use tracing::{error, info, warn};
+
+impl RoundDriver {
+    pub(super) fn try_settle(&self, st: &mut State, round: u64) {
+        if st.in_flight.contains(&round) || !st.pending.contains(&round) {
+            return;
+        }
+        let Ok(Some(own)) = self.store.signed_batch(round) else { return };
+        let Some(quorum) = st.pool.quorum(&own.batch) else { return };
+        let now = now_ms();
+        let quorum_at = *st.quorum_at.entry(round).or_insert(now);
+        st.liveness.heartbeat(self.set.me, st.can_pay.load(Ordering::Relaxed), now);
+        let down = st.liveness.down(self.set.me, now);
+        let Some(turn) =
+            failover::turn(round, self.set.len(), self.set.me, &down, quorum_at, self.timing.keeper_deadline_ms)
+        else {
+            return;
+        };
+        if now < turn.at_ms {
+            return;
+        }
+        let message = own.batch.message(self.chain.chain_id(), self.chain.settlement_address());
+        let keys: Vec<_> = quorum.signers.iter().map(|i| self.set.operators[*i].bls).collect();
+        let aggregate = match BlsSignature::aggregate(&quorum.signatures).and_then(|agg| {
+            agg.verify_aggregate(&keys, message.as_slice())?;
+            Ok(agg)
+        }) {
+            Ok(a) => a,
+            Err(e) => {
+                error!(round, error = %e, "aggregate signature does not verify");
+                return;
+            }
+        };
+        if turn.attempt > 0 {
+            metrics::counter!("keeper_failover_total").increment(1);
+            warn!(round, attempt = turn.attempt, rank = turn.rank, down = ?down, "taking over as keeper");
+        }
+        metrics::counter!("keeper_selection_rounds_total").increment(1);
+        st.in_flight.insert(round);
+        let call = SettleCall {
+            batch: own.batch,
+            signer_bitmap: quorum.signer_bitmap,
+            signer_keys: Bytes::from(keys.iter().flat_map(|k| k.to_eip2537()).collect::<Vec<u8>>()),
+            signature: Bytes::from(aggregate.to_eip2537().to_vec()),
+        };
+        let task = SettleTask {
+            chain: self.chain.clone(),
+            store: self.store.clone(),
+            schedule: self.schedule,
+            merchants: self.merchants.clone(),
+            webhook_wake: self.webhook_wake.clone(),
+        };
+        let done = st.done_tx.clone();
+        tokio::spawn(async move {
+            let ok = match task.submit(call).await {
+                Ok(Some(record)) => {
+                    info!(round, tx_hash = %record.tx_hash, block = record.block_number, "round settled");
+                    true
+                }
+                Ok(None) => true,
+                Err(e) => {
+                    warn!(round, error = %e, "settlement failed; will retry");
+                    false
+                }
+            };
+            let _ = done.send((round, ok)).await;
+        });
+    }
+}
+
+struct SettleTask {
+    chain: ChainClient,
+    store: Store,
+    schedule: RoundSchedule,
+    merchants: Arc<Vec<MerchantConfig>>,
+    webhook_wake: Arc<Notify>,
+}
+
+impl SettleTask {
+    /// Submits the settlement unless the round is settled on chain already; records it and its
+    /// webhook events atomically. `None`: another keeper settled it.
+    async fn submit(
+        &self,
+        call: SettleCall,
+    ) -> Result<Option<SettlementRecord>, Box<dyn std::error::Error + Send + Sync>> {
+        let batch = call.batch;
+        if !self.chain.settled_root(batch.round).await?.is_zero() {
+            info!(round = batch.round, "round already settled on chain");
+            return Ok(None);
+        }
+        info!(round = batch.round, root = %batch.root, signers = call.signer_bitmap.count_ones(), "submitting settlement");
+        let record = match self.chain.settle(&call).await? {
+            SettleOutcome::Settled(record) => record,
+            SettleOutcome::SettledByOther => {
+                info!(round = batch.round, "another keeper settled the round first; nothing paid");
+                return Ok(None);
+            }
+        };
+        let payments: Vec<_> =
+            self.store.payments_in_range(batch.from_block, batch.to_block)?.into_iter().map(|r| r.leaf).collect();
+        let events = settlement_events(&self.store, &self.schedule, &self.merchants, &payments, &record, now_s())?;
+        self.store.record_settlement(&record, &events, now_ms())?;
+        self.webhook_wake.notify_one();
+        Ok(Some(record))
+    }
+}

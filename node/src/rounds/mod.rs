@@ -1,0 +1,234 @@
+//! The round driver: the node's event loop around the pure consensus types.
+//!
+//! Events in: the watcher moved the checkpoint; an attestation, invoice, heartbeat or catch-up
+//! request arrived; a timer fired; a settlement task finished. Actions out: sign a closed
+//! round's batch through the persisted guard and gossip it ([`signing`]); judge what peers send
+//! and answer their catch-up requests ([`inbound`]); when it is this node's keeper turn and a
+//! quorum signed its batch, aggregate and submit the settlement ([`keeper`]).
+
+mod inbound;
+mod keeper;
+mod signing;
+
+use crate::chain::ChainClient;
+use crate::gossip::{self, Heartbeat, SyncRequest};
+use crate::operators::OperatorSet;
+use crate::store::{Store, StoreError};
+use crate::time::now_ms;
+use settleproof_config::MerchantConfig;
+use settleproof_consensus::{AttestationPool, BlsSecretKey, BlsSignature, Liveness, RoundSchedule};
+use settleproof_p2p::{NetworkEvent, NetworkHandle, PeerId};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc, watch};
+use tracing::{debug, error, info};
+
+/// Timers of the driver.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// Re-broadcast period of unsettled attestations.
+    pub rebroadcast: Duration,
+    /// Each keeper's turn, from the round's quorum.
+    pub keeper_deadline_ms: u64,
+    /// Heartbeat period.
+    pub heartbeat: Duration,
+    /// Silence after which an operator is down.
+    pub heartbeat_timeout_ms: u64,
+    /// Balance needed to submit settlements, wei.
+    pub min_balance_wei: u128,
+}
+
+/// Everything the driver needs.
+#[derive(Debug)]
+pub struct RoundDriver {
+    /// Store.
+    pub store: Store,
+    /// Operator set and this node's index.
+    pub set: Arc<OperatorSet>,
+    /// This node's BLS key.
+    pub bls: BlsSecretKey,
+    /// Rounds.
+    pub schedule: RoundSchedule,
+    /// Chain access.
+    pub chain: ChainClient,
+    /// Gossip.
+    pub net: NetworkHandle,
+    /// Merchants, for webhook events.
+    pub merchants: Arc<Vec<MerchantConfig>>,
+    /// Wakes the webhook worker.
+    pub webhook_wake: Arc<Notify>,
+    /// Timers.
+    pub timing: Timing,
+}
+
+/// Mutable state of the loop.
+struct State {
+    pool: AttestationPool,
+    /// Rounds this node signed that are not settled yet.
+    pending: BTreeSet<u64>,
+    /// Rounds with a settlement task running.
+    in_flight: HashSet<u64>,
+    /// When this node first saw a quorum for its batch of a round, ms.
+    quorum_at: HashMap<u64, u64>,
+    liveness: Liveness,
+    can_pay: Arc<AtomicBool>,
+    done_tx: mpsc::Sender<(u64, bool)>,
+    sync_tx: mpsc::Sender<Vec<gossip::Attestation>>,
+}
+
+impl RoundDriver {
+    /// Runs until `shutdown` turns true.
+    pub async fn run(
+        self,
+        progress: Arc<Notify>,
+        mut events: mpsc::Receiver<NetworkEvent>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let (done_tx, mut done_rx) = mpsc::channel(64);
+        let (sync_tx, mut sync_rx) = mpsc::channel(64);
+        let can_pay = Arc::new(AtomicBool::new(true));
+        tokio::spawn(watch_balance(self.chain.clone(), self.timing.min_balance_wei, can_pay.clone(), shutdown.clone()));
+        let mut st = State {
+            pool: AttestationPool::new(self.set.len(), self.set.threshold),
+            pending: BTreeSet::new(),
+            in_flight: HashSet::new(),
+            quorum_at: HashMap::new(),
+            liveness: Liveness::new(self.set.len(), self.timing.heartbeat_timeout_ms),
+            can_pay,
+            done_tx,
+            sync_tx,
+        };
+        if let Err(e) = self.restore(&mut st) {
+            error!(error = %e, "cannot restore round state");
+        }
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut rebroadcast = tokio::time::interval(self.timing.rebroadcast);
+        let mut heartbeat = tokio::time::interval(self.timing.heartbeat);
+        let mut catch_up = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = progress.notified() => self.advance(&mut st).await,
+                ev = events.recv() => match ev {
+                    Some(ev) => self.on_network(&mut st, ev).await,
+                    None => return,
+                },
+                _ = tick.tick() => self.advance(&mut st).await,
+                _ = rebroadcast.tick() => self.rebroadcast(&st).await,
+                _ = heartbeat.tick() => self.heartbeat(&mut st).await,
+                _ = catch_up.tick() => self.catch_up(&st, None),
+                Some(atts) = sync_rx.recv() => self.on_synced(&mut st, atts),
+                Some((round, ok)) = done_rx.recv() => {
+                    st.in_flight.remove(&round);
+                    if !ok {
+                        metrics::counter!("consensus_round_retries").increment(1);
+                    }
+                    self.drop_settled(&mut st);
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    fn restore(&self, st: &mut State) -> Result<(), StoreError> {
+        for round in self.store.unsettled_signed_rounds()? {
+            if let Some(signed) = self.store.signed_batch(round)?
+                && let Ok(sig) = BlsSignature::from_bytes(&signed.signature)
+            {
+                st.pool.insert(signed.batch, self.set.me, sig);
+                st.pending.insert(round);
+            }
+        }
+        Ok(())
+    }
+
+    async fn advance(&self, st: &mut State) {
+        if let Err(e) = self.close_rounds(st).await {
+            error!(error = %e, "cannot close rounds");
+        }
+        self.drop_settled(st);
+        let rounds: Vec<u64> = st.pending.iter().copied().collect();
+        for round in rounds {
+            self.try_settle(st, round);
+        }
+    }
+
+    fn drop_settled(&self, st: &mut State) {
+        let settled: Vec<u64> =
+            st.pending.iter().copied().filter(|r| matches!(self.store.settlement(*r), Ok(Some(_)))).collect();
+        for round in settled {
+            st.pending.remove(&round);
+            st.quorum_at.remove(&round);
+            st.pool.remove_round(round);
+            debug!(round, "round settled");
+        }
+    }
+
+    async fn heartbeat(&self, st: &mut State) {
+        let can_pay = st.can_pay.load(Ordering::Relaxed);
+        let now = now_ms();
+        st.liveness.heartbeat(self.set.me, can_pay, now);
+        let hb = Heartbeat { operator: self.set.me, can_pay, sent_at_ms: now };
+        let _ = self.net.publish(gossip::HEARTBEATS, serde_json::to_vec(&hb).unwrap_or_default()).await;
+    }
+
+    /// Asks `peer` (or one operator, in turn) for the attestations of unsettled rounds that have
+    /// no quorum yet.
+    fn catch_up(&self, st: &State, peer: Option<PeerId>) {
+        let rounds: Vec<u64> = st
+            .pending
+            .iter()
+            .copied()
+            .filter(|r| !st.quorum_at.contains_key(r))
+            .take(SyncRequest::MAX_ROUNDS)
+            .collect();
+        if rounds.is_empty() || self.set.len() < 2 {
+            return;
+        }
+        let peer = peer.unwrap_or_else(|| {
+            let others: Vec<_> = self.set.operators.iter().enumerate().filter(|(i, _)| *i != self.set.me).collect();
+            others[(now_ms() / 5000) as usize % others.len()].1.peer_id
+        });
+        let net = self.net.clone();
+        let tx = st.sync_tx.clone();
+        let request = serde_json::to_string(&SyncRequest { rounds }).unwrap_or_default();
+        tokio::spawn(async move {
+            match net.request(peer, request).await {
+                Ok(answer) => match serde_json::from_str::<gossip::SyncResponse>(&answer) {
+                    Ok(resp) => {
+                        let _ = tx.send(resp.attestations).await;
+                    }
+                    Err(e) => debug!(%peer, error = %e, "malformed sync response"),
+                },
+                Err(e) => debug!(%peer, error = %e, "sync request failed"),
+            }
+        });
+    }
+}
+
+/// Keeps `can_pay` up to date with this node's settlement account balance.
+async fn watch_balance(
+    chain: ChainClient,
+    min_wei: u128,
+    can_pay: Arc<AtomicBool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut every = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        if let Ok(balance) = chain.balance().await {
+            let enough = balance >= alloy::primitives::U256::from(min_wei);
+            if can_pay.swap(enough, Ordering::Relaxed) != enough {
+                if enough {
+                    info!(%balance, "settlement account funded again: taking keeper turns");
+                } else {
+                    tracing::warn!(%balance, min_wei, "settlement account below the minimum: handing keeper turns over");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! Closing rounds: build each closed round's batch from confirmed payments, sign it through the
+//! persisted guard, gossip it, and re-broadcast it until the round is settled.
+
+use super::{RoundDriver, State};
+use crate::gossip::{self, Attestation};
+use crate::store::{SigningOutcome, StoreError};
+use crate::time::{now_ms, now_s};
+use alloy::primitives::Bytes;
+use settleproof_consensus::{Batch, BlsSignature};
+use tracing::{debug, error, info};
+
+impl RoundDriver {
+    pub(super) async fn close_rounds(&self, st: &mut State) -> Result<(), StoreError> {
+        let checkpoint = self.store.checkpoint()?;
+        let first = self.store.next_round()?;
+        let mut round = first;
+        while self.schedule.is_closed(round, checkpoint) {
+            let Some((from, to)) = self.schedule.range(round) else { break };
+            let records = self.store.payments_in_range(from, to)?;
+            let mut leaves: Vec<_> = records.iter().map(|r| r.leaf.clone()).collect();
+            if let Some(batch) = Batch::build(round, from, to, &mut leaves)
+                && self.store.settlement(round)?.is_none()
+                && self.sign_and_publish(st, batch).await?
+            {
+                let (now, now_ms) = (now_s(), now_ms());
+                for r in &records {
+                    metrics::histogram!("invoice_verification_latency_seconds")
+                        .record(now.saturating_sub(r.block_timestamp) as f64);
+                    metrics::histogram!("confirmation_to_attestation_seconds")
+                        .record(now_ms.saturating_sub(r.confirmed_at_ms) as f64 / 1000.0);
+                }
+            }
+            round += 1;
+        }
+        if round != first {
+            self.store.set_next_round(round)?;
+        }
+        Ok(())
+    }
+
+    /// Signs (through the guard) and gossips `batch`; returns whether a new signature was made.
+    async fn sign_and_publish(&self, st: &mut State, batch: Batch) -> Result<bool, StoreError> {
+        let message = batch.message(self.chain.chain_id(), self.chain.settlement_address());
+        let outcome =
+            self.store.record_signature(batch, |_| Bytes::from(self.bls.sign(message.as_slice()).to_bytes().to_vec()));
+        let (signed, new) = match outcome {
+            Ok(SigningOutcome::Recorded(s)) => {
+                info!(round = batch.round, root = %batch.root, leaves = batch.leaf_count, "signed batch");
+                (s, true)
+            }
+            Ok(SigningOutcome::Existing(s)) => (s, false),
+            Err(StoreError::Equivocation { round, signed }) => {
+                error!(round, signed = %signed, proposed = %batch.root, "refused to sign a second batch for a round");
+                metrics::counter!("invariant_violations_total", "invariant" => "double_sign_attempt").increment(1);
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        };
+        if let Ok(sig) = BlsSignature::from_bytes(&signed.signature) {
+            st.pool.insert(batch, self.set.me, sig);
+        }
+        st.pending.insert(batch.round);
+        self.publish(batch, signed.signature).await;
+        self.try_settle(st, batch.round);
+        Ok(new)
+    }
+
+    async fn publish(&self, batch: Batch, signature: Bytes) {
+        let att = Attestation { batch, signer: self.set.me, signature, sent_at_ms: now_ms() };
+        let data = serde_json::to_vec(&att).unwrap_or_default();
+        if let Err(e) = self.net.publish(gossip::ATTESTATIONS, data).await {
+            debug!(round = batch.round, error = %e, "attestation not published yet; will rebroadcast");
+        }
+    }
+
+    pub(super) async fn rebroadcast(&self, st: &State) {
+        for round in &st.pending {
+            if let Ok(Some(signed)) = self.store.signed_batch(*round) {
+                self.publish(signed.batch, signed.signature).await;
+            }
+        }
+    }
+}
