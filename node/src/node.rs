@@ -13,7 +13,7 @@ use crate::webhook::delivery::Deliverer;
 use crate::{gossip, telemetry};
 use settleproof_config::NodeConfig;
 use settleproof_consensus::RoundSchedule;
-use settleproof_p2p::{NetworkConfig, P2pError, PeerId, parse_multiaddr};
+use settleproof_p2p::{NetworkConfig, NetworkHandle, P2pError, PeerId, parse_multiaddr};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,6 +61,8 @@ pub struct NodeHandle {
     pub api_addr: SocketAddr,
     /// This node's peer id.
     pub peer_id: PeerId,
+    /// The node's network handle (to block or unblock peers).
+    pub net: NetworkHandle,
 }
 
 impl NodeHandle {
@@ -176,5 +178,5 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
         }
     }));
     info!(node = %cfg.node.name, operator = set.me, api = %api_addr, peer_id = %net.local_peer_id(), "node started");
-    Ok(NodeHandle { shutdown, tasks, api_addr, peer_id: net.local_peer_id() })
+    Ok(NodeHandle { shutdown, tasks, api_addr, peer_id: net.local_peer_id(), net })
 }

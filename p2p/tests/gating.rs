@@ -71,3 +71,44 @@ async fn operators_gossip_and_outsiders_are_refused() {
     assert_eq!(net_a.connected_peers(), 1, "A is connected to B only");
     assert_eq!(net_x.connected_peers(), 0, "the outsider has no connection");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_answer_direct_requests() {
+    let (a, b) = (Peer::new(), Peer::new());
+    let (net_a, _rx_a) = a.start(&[&b]);
+    let (_net_b, mut rx_b) = b.start(&[&a]);
+    let server = tokio::spawn(async move {
+        while let Some(ev) = rx_b.recv().await {
+            if let NetworkEvent::Request { data, reference, .. } = ev {
+                _net_b.respond(reference, format!("echo {data}")).await;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let answer = loop {
+        match net_a.request(b.id(), "ping".into()).await {
+            Ok(a) => break a,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("no answer: {e}"),
+        }
+    };
+    assert_eq!(answer, "echo ping");
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_operator_is_cut_off_until_unblocked() {
+    let (a, b) = (Peer::new(), Peer::new());
+    let (net_a, mut rx_a) = a.start(&[&b]);
+    let (net_b, _rx_b) = b.start(&[&a]);
+    assert!(deliver(&net_b, &mut rx_a, b"before", Duration::from_secs(10)).await);
+    net_a.block(b.id()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(net_a.connected_peers(), 0, "blocking disconnects");
+    assert!(!deliver(&net_b, &mut rx_a, b"while-blocked", Duration::from_secs(2)).await);
+    net_a.unblock(b.id()).await;
+    assert!(deliver(&net_b, &mut rx_a, b"after", Duration::from_secs(10)).await, "reconnects once unblocked");
+}

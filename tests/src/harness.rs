@@ -110,7 +110,15 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { nodes: 4, providers: 0, confirmations: 1, round_length: 2, block_time: "1", processes: false, keeper_deadline_ms: 6000 }
+        Self {
+            nodes: 4,
+            providers: 0,
+            confirmations: 1,
+            round_length: 2,
+            block_time: "1",
+            processes: false,
+            keeper_deadline_ms: 6000,
+        }
     }
 }
 

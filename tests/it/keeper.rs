@@ -1,0 +1,165 @@
+//! Settlement that no single node can stop: a dead keeper is replaced, an operator signing
+//! another root is outvoted, and a partition without a quorum halts settlement until healed,
+//! never settling a round twice.
+
+use crate::harness::{NodeRun, Options, Testnet};
+use alloy::primitives::{Address, B256, U256};
+use alloy::providers::Provider;
+use alloy::rpc::types::Filter;
+use alloy::sol_types::SolEvent;
+use eyre::{Result, eyre};
+use serde_json::{Value, json};
+use settleproof_contracts::{InvoicePayments, Settlement};
+use settleproof_rpc_proxy::Fault;
+use std::time::Duration;
+
+const WEI: &str = "1000000000000000";
+
+/// Creates and pays a native invoice on node `i`; returns (invoice id, block of the payment).
+async fn pay(net: &Testnet, i: usize) -> Result<(String, u64)> {
+    let (status, created) = net.create_invoice(i, json!({"amount": WEI, "token": "native"})).await?;
+    assert_eq!(status, 201, "{created}");
+    net.pay(&created).await?;
+    let id = created["id"].as_str().ok_or_else(|| eyre!("no id"))?.to_string();
+    let block = net.provider()?.get_block_number().await?;
+    Ok((id, block))
+}
+
+fn round_of(net: &Testnet, block: u64) -> u64 {
+    let cfg = &net.devnet.nodes[0].1;
+    (block - cfg.chain.start_block) / cfg.rounds.length_blocks
+}
+
+/// Every `Settled` event of `round`: (signer bitmap, leaf count, submitter).
+async fn settled(net: &Testnet, round: u64) -> Result<Vec<(U256, u32, Address)>> {
+    let filter = Filter::new()
+        .address(net.devnet.deployment.settlement)
+        .event_signature(Settlement::Settled::SIGNATURE_HASH)
+        .from_block(0);
+    Ok(net
+        .provider()?
+        .get_logs(&filter)
+        .await?
+        .iter()
+        .filter_map(|l| l.log_decode::<Settlement::Settled>().ok())
+        .filter(|l| l.inner.data.round == round)
+        .map(|l| (l.inner.data.signerBitmap, l.inner.data.leafCount, l.inner.data.submitter))
+        .collect())
+}
+
+async fn webhook_for(net: &Testnet, invoice: &str, within: Duration) -> Result<Value> {
+    net.eventually("webhook", within, || async {
+        net.receiver
+            .snapshot()
+            .into_iter()
+            .find(|r| r.verified && r.body["data"]["invoice"]["id"] == invoice)
+            .map(|r| r.body)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_keeper_killed_before_aggregating_is_replaced_and_the_round_settles_once() -> Result<()> {
+    let mut net = Testnet::start_with(Options { processes: true, round_length: 3, ..Options::default() }).await?;
+    let (id, block) = pay(&net, 0).await?;
+    let round = round_of(&net, block);
+    let keeper = (round % 4) as usize;
+    net.kill9(keeper)?;
+    let other = (keeper + 1) % 4;
+    webhook_for(&net, &id, Duration::from_secs(60)).await?;
+    let events = settled(&net, round).await?;
+    assert_eq!(events.len(), 1, "settled exactly once");
+    let killed_account = net.devnet.nodes[keeper].1.network.operators[keeper].evm_address;
+    assert_ne!(events[0].2, killed_account, "the next operator took over");
+    assert!(!events[0].0.bit(keeper), "the dead keeper did not sign");
+    net.restart(keeper)?;
+    net.wait_ready(keeper).await?;
+    let view = net
+        .eventually("restarted keeper sees the settlement", Duration::from_secs(30), || async {
+            let (_, v) = net.get_invoice(other, &id).await.ok()?;
+            let (_, k) = net.get_invoice(keeper, &id).await.ok()?;
+            (v["settled"] == true && k["settled"] == true).then_some(k)
+        })
+        .await?;
+    assert_eq!(view["status"], "paid");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(settled(&net, round).await?.len(), 1, "the restarted keeper did not settle again");
+    net.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_operator_signing_another_root_is_outvoted() -> Result<()> {
+    let net = Testnet::start_with(Options { providers: 3, round_length: 10, ..Options::default() }).await?;
+    let provider = net.provider()?;
+    // Pay early in a round, then make every provider of node 2 report an extra payment at the
+    // end of that round: node 2 computes another batch root for it.
+    let (id, round) = loop {
+        let (id, block) = pay(&net, 0).await?;
+        let round = round_of(&net, block);
+        let start = net.devnet.nodes[0].1.chain.start_block;
+        let end = start + (round + 1) * 10 - 1;
+        if end >= provider.get_block_number().await? + 3 {
+            let event = InvoicePayments::InvoicePaid {
+                invoiceId: B256::repeat_byte(0xee),
+                merchant: net.devnet.merchant.payout_address,
+                payer: Address::repeat_byte(9),
+                token: Address::ZERO,
+                amount: U256::from(5u64),
+            };
+            let data = event.encode_log_data();
+            let log = json!({
+                "address": net.devnet.deployment.payments, "topics": data.topics(), "data": data.data,
+                "blockNumber": format!("{end:#x}"), "blockHash": B256::repeat_byte(0xab),
+                "transactionHash": B256::repeat_byte(0xcd), "transactionIndex": "0x0", "logIndex": "0x0", "removed": false,
+            });
+            for p in 0..3 {
+                net.fault(2, p, Fault::ForgeLog { log: log.clone() });
+            }
+            break (id, round);
+        }
+    };
+    webhook_for(&net, &id, Duration::from_secs(90)).await?;
+    let events = settled(&net, round).await?;
+    assert_eq!(events.len(), 1);
+    assert!(!events[0].0.bit(2), "node 2's different root is not part of the quorum");
+    assert_eq!(events[0].0.count_ones(), 3, "the other three formed the quorum");
+    assert_eq!(events[0].1, 1, "the settled batch holds only the real payment");
+    net.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_two_two_partition_halts_settlement_until_healed() -> Result<()> {
+    let net = Testnet::start(4).await?;
+    let handles: Vec<_> = net
+        .nodes
+        .iter()
+        .map(|n| match n {
+            NodeRun::InProcess(h) => Ok((h.net.clone(), h.peer_id)),
+            _ => Err(eyre!("in-process nodes expected")),
+        })
+        .collect::<Result<_>>()?;
+    let (left, right) = ([0usize, 1], [2usize, 3]);
+    for a in left {
+        for b in right {
+            handles[a].0.block(handles[b].1).await;
+            handles[b].0.block(handles[a].1).await;
+        }
+    }
+    let (id, block) = pay(&net, 0).await?;
+    let round = round_of(&net, block);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(settled(&net, round).await?.is_empty(), "no side has a quorum of 3");
+    for a in left {
+        for b in right {
+            handles[a].0.unblock(handles[b].1).await;
+            handles[b].0.unblock(handles[a].1).await;
+        }
+    }
+    webhook_for(&net, &id, Duration::from_secs(60)).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(settled(&net, round).await?.len(), 1, "settled once after healing");
+    net.stop().await;
+    Ok(())
+}
