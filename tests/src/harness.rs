@@ -126,7 +126,7 @@ impl Default for Options {
 #[derive(Debug)]
 pub enum NodeRun {
     /// Running in this process.
-    InProcess(NodeHandle),
+    InProcess(Box<NodeHandle>),
     /// Running as a child process.
     Process(Child),
     /// Not running.
@@ -214,7 +214,7 @@ impl Testnet {
             let run = if opts.processes {
                 NodeRun::Process(net.spawn_process(i)?)
             } else {
-                NodeRun::InProcess(node::start(net.devnet.nodes[i].1.clone()).await?)
+                NodeRun::InProcess(Box::new(node::start(net.devnet.nodes[i].1.clone()).await?))
             };
             net.nodes.push(run);
         }
