@@ -26,6 +26,8 @@ pub struct Received {
     pub body: serde_json::Value,
     /// Arrival time, unix ms.
     pub received_at_ms: u64,
+    /// Status answered.
+    pub answered: u16,
 }
 
 /// The receiver's shared state.
@@ -35,12 +37,19 @@ pub struct Receiver {
     log: Option<PathBuf>,
     /// Everything received so far.
     pub received: Arc<Mutex<Vec<Received>>>,
+    /// When non-zero, every delivery is answered with this status (to simulate an outage).
+    fail_with: Arc<std::sync::atomic::AtomicU16>,
 }
 
 impl Receiver {
     /// A receiver checking signatures with `secret`, appending to `log` when given.
     pub fn new(secret: String, log: Option<PathBuf>) -> Self {
-        Self { secret, log, received: Arc::default() }
+        Self { secret, log, received: Arc::default(), fail_with: Arc::default() }
+    }
+
+    /// Answers every delivery with `status` (e.g. 503) until called with `None`.
+    pub fn set_failure(&self, status: Option<u16>) {
+        self.fail_with.store(status.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Copies of the deliveries received so far.
@@ -73,7 +82,16 @@ async fn receive(State(rx): State<Receiver>, headers: HeaderMap, body: Bytes) ->
     let verified =
         signature::verify(&rx.secret, &id, &h("webhook-timestamp"), &h("webhook-signature"), &body, now_s()).is_ok();
     let parsed = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-    let entry = Received { webhook_id: id, verified, body: parsed, received_at_ms: now_ms() };
+    let failing = rx.fail_with.load(std::sync::atomic::Ordering::Relaxed);
+    let status = if failing != 0 {
+        StatusCode::from_u16(failing).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
+    } else if verified {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    let entry =
+        Received { webhook_id: id, verified, body: parsed, received_at_ms: now_ms(), answered: status.as_u16() };
     tracing::info!(webhook_id = %entry.webhook_id, verified, event_type = %entry.body["type"], "webhook received");
     if let Some(path) = &rx.log
         && let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path)
@@ -83,7 +101,7 @@ async fn receive(State(rx): State<Receiver>, headers: HeaderMap, body: Bytes) ->
     if let Ok(mut v) = rx.received.lock() {
         v.push(entry);
     }
-    if verified { StatusCode::NO_CONTENT } else { StatusCode::BAD_REQUEST }
+    status
 }
 
 async fn events(State(rx): State<Receiver>) -> axum::Json<Vec<Received>> {

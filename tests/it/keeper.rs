@@ -163,3 +163,55 @@ async fn a_two_two_partition_halts_settlement_until_healed() -> Result<()> {
     net.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_keeper_killed_after_submitting_or_mid_webhook_settles_once_and_still_notifies() -> Result<()> {
+    let mut net = Testnet::start_with(Options { processes: true, round_length: 3, ..Options::default() }).await?;
+    let settlement = Settlement::new(net.devnet.deployment.settlement, net.provider()?);
+
+    // 1. Killed right after its settlement transaction is mined.
+    let (id, block) = pay(&net, 0).await?;
+    let round = round_of(&net, block);
+    let keeper = (round % 4) as usize;
+    net.eventually("settlement mined", Duration::from_secs(40), || async {
+        (!settlement.settledRoot(round).call().await.ok()?.is_zero()).then_some(())
+    })
+    .await?;
+    net.kill9(keeper)?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    net.restart(keeper)?;
+    webhook_for(&net, &id, Duration::from_secs(60)).await?;
+    assert_eq!(settled(&net, round).await?.len(), 1, "round {round} settled once");
+
+    // 2. Killed while the merchant's endpoint fails, so the delivery is still pending.
+    net.wait_ready(keeper).await?;
+    net.receiver.set_failure(Some(503));
+    let (id, block) = pay(&net, 1).await?;
+    let round = round_of(&net, block);
+    let keeper = (round % 4) as usize;
+    let attempted = net
+        .eventually("a failed delivery attempt", Duration::from_secs(60), || async {
+            net.receiver
+                .snapshot()
+                .into_iter()
+                .find(|r| r.body["data"]["invoice"]["id"] == id.as_str())
+                .map(|r| r.webhook_id)
+        })
+        .await?;
+    net.kill9(keeper)?;
+    net.receiver.set_failure(None);
+    net.restart(keeper)?;
+    let delivered = net
+        .eventually("delivery after the restart", Duration::from_secs(60), || async {
+            net.receiver
+                .snapshot()
+                .into_iter()
+                .find(|r| r.answered == 204 && r.body["data"]["invoice"]["id"] == id.as_str())
+                .map(|r| r.webhook_id)
+        })
+        .await?;
+    assert_eq!(delivered, attempted, "the same event (webhook-id) is delivered after the restart");
+    assert_eq!(settled(&net, round).await?.len(), 1, "round {round} settled once");
+    net.stop().await;
+    Ok(())
+}

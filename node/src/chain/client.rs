@@ -204,6 +204,7 @@ impl ChainClient {
                     signer_bitmap: e.signerBitmap,
                     tx_hash: log.tx_hash,
                     block_number: log.block_number,
+                    submitter: e.submitter,
                 });
             }
         }

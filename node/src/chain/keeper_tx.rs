@@ -147,6 +147,7 @@ impl ChainClient {
                         signer_bitmap: call.signer_bitmap,
                         tx_hash: receipt.transaction_hash,
                         block_number: receipt.block_number.unwrap_or_default(),
+                        submitter: self.account(),
                     }));
                 }
                 Err(e) => {

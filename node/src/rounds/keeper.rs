@@ -111,11 +111,22 @@ impl SettleTask {
                 return Ok(None);
             }
         };
-        let payments: Vec<_> =
-            self.store.payments_in_range(batch.from_block, batch.to_block)?.into_iter().map(|r| r.leaf).collect();
-        let events = settlement_events(&self.store, &self.schedule, &self.merchants, &payments, &record, now_s())?;
-        self.store.record_settlement(&record, &events, now_ms())?;
+        record_with_events(&self.store, &self.schedule, &self.merchants, &record)?;
         self.webhook_wake.notify_one();
         Ok(Some(record))
     }
+}
+
+/// Records a settlement together with the webhook events of its payments (idempotent: events
+/// already in the outbox are kept as they are).
+pub(super) fn record_with_events(
+    store: &Store,
+    schedule: &RoundSchedule,
+    merchants: &[MerchantConfig],
+    record: &SettlementRecord,
+) -> Result<(), crate::store::StoreError> {
+    let Some((from, to)) = schedule.range(record.round) else { return Ok(()) };
+    let payments: Vec<_> = store.payments_in_range(from, to)?.into_iter().map(|r| r.leaf).collect();
+    let events = settlement_events(store, schedule, merchants, &payments, record, now_s())?;
+    store.record_settlement(record, &events, now_ms())
 }

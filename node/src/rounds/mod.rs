@@ -13,7 +13,7 @@ mod signing;
 use crate::chain::ChainClient;
 use crate::gossip::{self, Heartbeat, SyncRequest};
 use crate::operators::OperatorSet;
-use crate::store::{Store, StoreError};
+use crate::store::{SettlementRecord, Store, StoreError};
 use crate::time::now_ms;
 use settleproof_config::MerchantConfig;
 use settleproof_consensus::{AttestationPool, BlsSecretKey, BlsSignature, Liveness, RoundSchedule};
@@ -155,9 +155,17 @@ impl RoundDriver {
     }
 
     fn drop_settled(&self, st: &mut State) {
-        let settled: Vec<u64> =
-            st.pending.iter().copied().filter(|r| matches!(self.store.settlement(*r), Ok(Some(_)))).collect();
-        for round in settled {
+        let settled: Vec<(u64, SettlementRecord)> =
+            st.pending.iter().filter_map(|r| self.store.settlement(*r).ok().flatten().map(|s| (*r, s))).collect();
+        for (round, record) in settled {
+            // A settlement this node submitted but did not record (it crashed between the
+            // transaction and the store write) is found on chain: its webhooks are enqueued now.
+            if record.submitter == self.chain.account() {
+                match keeper::record_with_events(&self.store, &self.schedule, &self.merchants, &record) {
+                    Ok(()) => self.webhook_wake.notify_one(),
+                    Err(e) => error!(round, error = %e, "cannot enqueue the webhooks of a settlement"),
+                }
+            }
             st.pending.remove(&round);
             st.quorum_at.remove(&round);
             st.pool.remove_round(round);

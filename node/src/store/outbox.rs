@@ -121,7 +121,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::store::temp_store;
-    use alloy::primitives::{B256, U256};
+    use alloy::primitives::{Address, B256, U256};
 
     fn event(id: &str) -> OutboxEvent {
         OutboxEvent {
@@ -144,6 +144,7 @@ mod tests {
             signer_bitmap: U256::from(7),
             tx_hash: B256::ZERO,
             block_number: 9,
+            submitter: Address::ZERO,
         };
         store.record_settlement(&record, &[event("a"), event("b")], 100).expect("record");
         store.record_settlement(&record, &[event("a")], 200).expect("idempotent");

@@ -29,6 +29,9 @@ pub struct SettlementRecord {
     pub tx_hash: B256,
     /// Block of the settlement transaction.
     pub block_number: u64,
+    /// Account that submitted it.
+    #[serde(default)]
+    pub submitter: alloy::primitives::Address,
 }
 
 /// Result of asking the guard to record a signature.
