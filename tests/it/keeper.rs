@@ -215,3 +215,95 @@ async fn a_keeper_killed_after_submitting_or_mid_webhook_settles_once_and_still_
     net.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_equivocating_operator_is_detected_and_penalised() -> Result<()> {
+    use settleproof_consensus::Batch;
+    use settleproof_node::gossip::{ATTESTATIONS, Attestation};
+    use settleproof_node::keys::OperatorKeys;
+    let net = Testnet::start(4).await?;
+    // Operator 3's own keys sign two different batches for one round and publish both.
+    let NodeRun::InProcess(h3) = &net.nodes[3] else { return Err(eyre!("in-process")) };
+    let keys = OperatorKeys::load(&net.devnet.nodes[3].1.node.keys_dir)?;
+    let settlement = net.devnet.deployment.settlement;
+    let chain_id = net.devnet.chain_id;
+    let equivocations = || async {
+        let text = net.http.get(format!("{}/metrics", net.api(0))).send().await.ok()?.text().await.ok()?;
+        text.lines()
+            .filter(|l| l.starts_with("attestations_rejected_total") && l.contains("equivocation"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .reduce(f64::max)
+    };
+    for (k, root) in [0xa1u8, 0xa2].into_iter().enumerate() {
+        let batch = Batch { round: 999_999, from_block: 1, to_block: 2, root: B256::repeat_byte(root), leaf_count: 1 };
+        let sig = keys.bls.sign(batch.message(chain_id, settlement).as_slice());
+        let att = Attestation { batch, signer: 3, signature: sig.to_bytes().to_vec().into(), sent_at_ms: k as u64 };
+        net.eventually("published", Duration::from_secs(10), || async {
+            h3.net.publish(ATTESTATIONS, serde_json::to_vec(&att).ok()?).await.ok()
+        })
+        .await?;
+    }
+    let seen = net
+        .eventually("equivocation detected", Duration::from_secs(10), || async {
+            equivocations().await.filter(|v| *v >= 1.0)
+        })
+        .await?;
+    assert!(seen >= 1.0);
+    net.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stuck_settlement_is_replaced_with_higher_fees() -> Result<()> {
+    use alloy::consensus::Transaction as _;
+    let net = Testnet::start_with(Options { round_length: 2, ..Options::default() }).await?;
+    let provider = net.provider()?;
+    let (id, block) = pay(&net, 0).await?;
+    let round = round_of(&net, block);
+    let keeper_account = net.devnet.nodes[0].1.network.operators[(round % 4) as usize].evm_address;
+    // Stop mining, then mine just enough blocks by hand for the round to close and be confirmed.
+    let _: Value = provider.raw_request("evm_setIntervalMining".into(), (0u64,)).await?;
+    let end = net.devnet.nodes[0].1.chain.start_block + (round + 1) * 2 - 1;
+    let head = provider.get_block_number().await?;
+    if end + 1 > head {
+        let _: Value = provider.raw_request("anvil_mine".into(), (end + 1 - head,)).await?;
+    }
+    let pool_fee = || async {
+        let pool: Value = provider.raw_request("txpool_content".into(), ()).await.ok()?;
+        let txs = pool["pending"]
+            .as_object()?
+            .iter()
+            .find(|(from, _)| from.eq_ignore_ascii_case(&keeper_account.to_string()))?
+            .1
+            .clone();
+        let tx = txs.as_object()?.values().next()?.clone();
+        u128::from_str_radix(tx["maxFeePerGas"].as_str()?.trim_start_matches("0x"), 16).ok()
+    };
+    let first = net.eventually("settlement waiting in the pool", Duration::from_secs(30), || pool_fee()).await?;
+    let replaced = net
+        .eventually("replacement with higher fees", Duration::from_secs(40), || async {
+            pool_fee().await.filter(|f| *f > first)
+        })
+        .await?;
+    let _: Value = provider.raw_request("evm_setIntervalMining".into(), (1u64,)).await?;
+    webhook_for(&net, &id, Duration::from_secs(60)).await?;
+    let events = settled(&net, round).await?;
+    assert_eq!(events.len(), 1);
+    let filter = Filter::new()
+        .address(net.devnet.deployment.settlement)
+        .event_signature(Settlement::Settled::SIGNATURE_HASH)
+        .from_block(0);
+    let log = provider
+        .get_logs(&filter)
+        .await?
+        .into_iter()
+        .find(|l| l.log_decode::<Settlement::Settled>().is_ok_and(|d| d.inner.data.round == round))
+        .ok_or_else(|| eyre!("log"))?;
+    let tx = provider
+        .get_transaction_by_hash(log.transaction_hash.ok_or_else(|| eyre!("hash"))?)
+        .await?
+        .ok_or_else(|| eyre!("tx"))?;
+    assert_eq!(tx.max_fee_per_gas(), replaced, "the replacement is what got mined");
+    net.stop().await;
+    Ok(())
+}
