@@ -279,7 +279,7 @@ async fn a_stuck_settlement_is_replaced_with_higher_fees() -> Result<()> {
         let tx = txs.as_object()?.values().next()?.clone();
         u128::from_str_radix(tx["maxFeePerGas"].as_str()?.trim_start_matches("0x"), 16).ok()
     };
-    let first = net.eventually("settlement waiting in the pool", Duration::from_secs(30), || pool_fee()).await?;
+    let first = net.eventually("settlement waiting in the pool", Duration::from_secs(30), &pool_fee).await?;
     let replaced = net
         .eventually("replacement with higher fees", Duration::from_secs(40), || async {
             pool_fee().await.filter(|f| *f > first)
