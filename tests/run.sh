@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 if [ ! -x node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil ] || [ ! -d node_modules/solc ]; then
   npm ci --no-audit --no-fund --loglevel=error
 fi
+# The Standard Webhooks reference library, to check our signatures independently.
+python3 -c "import standardwebhooks" 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check standardwebhooks==1.1.0
 command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
 cargo test --workspace --locked --doc --quiet
 cargo nextest run --workspace --locked --no-fail-fast

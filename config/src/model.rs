@@ -29,6 +29,9 @@ pub struct NodeConfig {
     /// Webhook delivery.
     #[serde(default)]
     pub webhooks: WebhookSection,
+    /// Admin API; absent: the admin API is off.
+    #[serde(default)]
+    pub admin: Option<AdminSection>,
 }
 
 /// Identity and local files of this node.
@@ -203,14 +206,34 @@ pub struct WebhookSection {
     /// Timeout of one delivery attempt, in milliseconds.
     #[serde(default = "default_webhook_timeout_ms")]
     pub timeout_ms: u64,
-    /// Upper bound of the delay between attempts, in milliseconds.
-    #[serde(default = "default_webhook_max_backoff_ms")]
-    pub max_backoff_ms: u64,
+    /// Seconds to wait after each failed attempt; after the last the event is dead-lettered.
+    #[serde(default = "default_retry_schedule_s")]
+    pub retry_schedule_s: Vec<u64>,
+    /// An endpoint failing without a single success for this long is disabled, in seconds.
+    #[serde(default = "default_disable_after_s")]
+    pub disable_after_s: u64,
+    /// When another operator submitted a settlement, wait this long per position after it
+    /// before delivering its events here (unless acknowledged meanwhile), in milliseconds.
+    #[serde(default = "default_failover_delay_ms")]
+    pub failover_delay_ms: u64,
+}
+
+/// The operators' admin API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// Bearer token of `/admin/v1/*` (at least 16 characters).
+    pub token: Secret,
 }
 
 impl Default for WebhookSection {
     fn default() -> Self {
-        Self { timeout_ms: default_webhook_timeout_ms(), max_backoff_ms: default_webhook_max_backoff_ms() }
+        Self {
+            timeout_ms: default_webhook_timeout_ms(),
+            retry_schedule_s: default_retry_schedule_s(),
+            disable_after_s: default_disable_after_s(),
+            failover_delay_ms: default_failover_delay_ms(),
+        }
     }
 }
 
@@ -262,6 +285,12 @@ fn default_min_balance_gwei() -> u64 {
 fn default_webhook_timeout_ms() -> u64 {
     10_000
 }
-fn default_webhook_max_backoff_ms() -> u64 {
-    60_000
+fn default_retry_schedule_s() -> Vec<u64> {
+    vec![0, 5, 300, 1800, 7200, 18_000, 36_000, 50_400, 72_000, 86_400]
+}
+fn default_disable_after_s() -> u64 {
+    5 * 24 * 3600
+}
+fn default_failover_delay_ms() -> u64 {
+    30_000
 }

@@ -30,6 +30,17 @@ pub(crate) fn validate(cfg: &NodeConfig) -> Result<(), ConfigError> {
     if cfg.webhooks.timeout_ms == 0 {
         v.add("webhooks.timeout_ms", "must be more than 0 ms");
     }
+    if cfg.webhooks.retry_schedule_s.is_empty() || cfg.webhooks.retry_schedule_s.iter().any(|s| *s > 7 * 24 * 3600) {
+        v.add(
+            "webhooks.retry_schedule_s",
+            "must list at least one delay, each at most 7 days (e.g. [0, 5, 300, 1800])",
+        );
+    }
+    if let Some(admin) = &cfg.admin
+        && admin.token.expose().len() < 16
+    {
+        v.add("admin.token", "must be at least 16 characters");
+    }
     if v.0.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(v.0)) }
 }
 

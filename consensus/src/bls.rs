@@ -113,6 +113,21 @@ impl BlsPublicKey {
         self.0.compress()
     }
 
+    /// Parses and validates the EIP-2537 encoding.
+    pub fn from_eip2537(bytes: &[u8]) -> Result<Self, BlsError> {
+        if bytes.len() != EIP2537_G1_LEN || bytes[..16].iter().chain(&bytes[64..80]).any(|b| *b != 0) {
+            return Err(BlsError::InvalidPublicKey(BLST_ERROR::BLST_BAD_ENCODING));
+        }
+        let mut raw = [0u8; 96];
+        raw[..48].copy_from_slice(&bytes[16..64]);
+        raw[48..].copy_from_slice(&bytes[80..128]);
+        Self::from_bytes_any(&raw)
+    }
+
+    fn from_bytes_any(raw: &[u8]) -> Result<Self, BlsError> {
+        PublicKey::key_validate(raw).map(Self).map_err(BlsError::InvalidPublicKey)
+    }
+
     /// The EIP-2537 encoding (x ‖ y, each 48 bytes left-padded to 64), for the precompiles.
     pub fn to_eip2537(&self) -> [u8; EIP2537_G1_LEN] {
         // blst serialises an affine G1 point as x ‖ y, 48 big-endian bytes each; a validated key
@@ -145,6 +160,19 @@ impl BlsSignature {
     /// The compressed 96-byte encoding.
     pub fn to_bytes(&self) -> [u8; SIGNATURE_LEN] {
         self.0.compress()
+    }
+
+    /// Parses the EIP-2537 encoding and checks subgroup membership.
+    pub fn from_eip2537(bytes: &[u8]) -> Result<Self, BlsError> {
+        let bad = || BlsError::InvalidSignature(BLST_ERROR::BLST_BAD_ENCODING);
+        if bytes.len() != EIP2537_G2_LEN || (0..4).any(|i| bytes[i * 64..i * 64 + 16].iter().any(|b| *b != 0)) {
+            return Err(bad());
+        }
+        let mut raw = [0u8; 192];
+        for (i, limb) in [1usize, 0, 3, 2].into_iter().enumerate() {
+            raw[limb * 48..(limb + 1) * 48].copy_from_slice(&bytes[i * 64 + 16..(i + 1) * 64]);
+        }
+        Signature::sig_validate(&raw, true).map(Self).map_err(BlsError::InvalidSignature)
     }
 
     /// The EIP-2537 encoding (x.c0 ‖ x.c1 ‖ y.c0 ‖ y.c1, each 48 bytes left-padded to 64).
@@ -262,6 +290,9 @@ mod tests {
         assert_eq!(&g1[16..64], &x[..]);
         let sig = key(7).sign(b"m");
         let g2 = sig.to_eip2537();
+        assert_eq!(BlsSignature::from_eip2537(&g2), Ok(sig));
+        assert_eq!(BlsPublicKey::from_eip2537(&g1), Ok(pk));
+        assert!(BlsPublicKey::from_eip2537(&g1[1..]).is_err());
         let mut c = sig.to_bytes();
         c[0] &= 0x1f;
         // Compressed G2 is x.c1 ‖ x.c0; EIP-2537 puts x.c0 first.

@@ -7,6 +7,7 @@
 //! - [`schedule`]: rounds as fixed block ranges and the keeper of each round.
 //! - [`failover`]: when the next operator takes over from a keeper that is down or late.
 //! - [`pool`]: the attestation pool that gathers signatures until a quorum forms.
+//! - [`receipt`]: a settlement receipt and the checks a merchant runs on it without a chain.
 //! - [`guard`]: the rule that an operator never signs two different batches for one round.
 //!
 //! The node feeds events in (a block range confirmed, an attestation received) and acts on what
@@ -19,6 +20,7 @@ pub mod failover;
 pub mod guard;
 pub mod merkle;
 pub mod pool;
+pub mod receipt;
 pub mod schedule;
 
 pub use batch::{Batch, PaymentLeaf};
@@ -26,4 +28,5 @@ pub use bls::{BlsError, BlsPublicKey, BlsSecretKey, BlsSignature};
 pub use failover::{Liveness, Turn, turn};
 pub use guard::{SignDecision, decide_signing};
 pub use pool::{AttestationPool, InsertOutcome, Quorum};
+pub use receipt::{Check, Receipt};
 pub use schedule::{RoundSchedule, keeper_index};

@@ -28,6 +28,17 @@ pub enum Command {
     /// Local development network.
     #[command(subcommand)]
     Devnet(DevnetCommand),
+    /// Check a settlement receipt without trusting any node: Merkle proof, aggregate signature,
+    /// and, over RPC, the signers' registered keys, the settled batch and the payment log.
+    /// FILE holds a receipt, a webhook body carrying one, or `GET /v1/invoices/{id}/receipt`'s
+    /// answer. Exits 1 when any check fails.
+    VerifyReceipt {
+        /// The JSON file.
+        file: PathBuf,
+        /// JSON-RPC endpoint of the chain.
+        #[arg(long)]
+        rpc: String,
+    },
     /// Run the demo merchant webhook receiver.
     DemoMerchant {
         /// Address to listen on.

@@ -28,6 +28,21 @@ pub struct Received {
     pub received_at_ms: u64,
     /// Status answered.
     pub answered: u16,
+    /// The raw body and the three Standard Webhooks headers, for independent verification.
+    pub raw: RawDelivery,
+}
+
+/// A delivery exactly as it arrived.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RawDelivery {
+    /// Body text.
+    pub body: String,
+    /// `webhook-id`.
+    pub id: String,
+    /// `webhook-timestamp`.
+    pub timestamp: String,
+    /// `webhook-signature`.
+    pub signature: String,
 }
 
 /// The receiver's shared state.
@@ -90,8 +105,14 @@ async fn receive(State(rx): State<Receiver>, headers: HeaderMap, body: Bytes) ->
     } else {
         StatusCode::BAD_REQUEST
     };
+    let raw = RawDelivery {
+        body: String::from_utf8_lossy(&body).into_owned(),
+        id: id.clone(),
+        timestamp: h("webhook-timestamp"),
+        signature: h("webhook-signature"),
+    };
     let entry =
-        Received { webhook_id: id, verified, body: parsed, received_at_ms: now_ms(), answered: status.as_u16() };
+        Received { webhook_id: id, verified, body: parsed, received_at_ms: now_ms(), answered: status.as_u16(), raw };
     tracing::info!(webhook_id = %entry.webhook_id, verified, event_type = %entry.body["type"], "webhook received");
     if let Some(path) = &rx.log
         && let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path)

@@ -44,6 +44,10 @@ pub struct DevnetSpec {
     pub poll_interval_ms: u64,
     /// Each keeper's turn before the next takes over.
     pub keeper_deadline_ms: u64,
+    /// Webhook retry schedule, seconds.
+    pub retry_schedule_s: Vec<u64>,
+    /// Webhook delivery failover delay per position, ms.
+    pub failover_delay_ms: u64,
 }
 
 /// What was set up.
@@ -57,6 +61,8 @@ pub struct Devnet {
     pub merchant: MerchantConfig,
     /// Chain id.
     pub chain_id: u64,
+    /// Bearer token of every node's admin API.
+    pub admin_token: Secret,
 }
 
 /// Errors of devnet setup.
@@ -123,6 +129,7 @@ pub async fn init(spec: &DevnetSpec) -> Result<Devnet, DevnetError> {
         webhook_secret: Secret::new(generate_secret()),
         api_token: Secret::new(format!("sk_test_{}", random_hex(16))),
     };
+    let admin_token = Secret::new(format!("admin_{}", random_hex(16)));
     let operators: Vec<OperatorConfig> = keys
         .iter()
         .enumerate()
@@ -179,14 +186,20 @@ pub async fn init(spec: &DevnetSpec) -> Result<Devnet, DevnetError> {
             },
             network: NetworkSection { threshold, operators: operators.clone() },
             merchants: vec![merchant.clone()],
-            webhooks: WebhookSection { timeout_ms: 5000, max_backoff_ms: 10_000 },
+            webhooks: WebhookSection {
+                timeout_ms: 5000,
+                retry_schedule_s: spec.retry_schedule_s.clone(),
+                disable_after_s: 5 * 24 * 3600,
+                failover_delay_ms: spec.failover_delay_ms,
+            },
+            admin: Some(AdminSection { token: admin_token.clone() }),
         };
         let path = node_dir.join("config.toml");
         let text = toml::to_string(&cfg).map_err(|e| DevnetError::Invalid(e.to_string()))?;
         write(&path, &text)?;
         nodes.push((path, cfg));
     }
-    let devnet = Devnet { nodes, deployment, merchant, chain_id };
+    let devnet = Devnet { nodes, deployment, merchant, chain_id, admin_token };
     write(&spec.dir.join("testnet.json"), &manifest(spec, &devnet).to_string())?;
     Ok(devnet)
 }
@@ -226,6 +239,7 @@ fn manifest(spec: &DevnetSpec, d: &Devnet) -> serde_json::Value {
             "webhook_url": d.merchant.webhook_url,
             "webhook_secret": d.merchant.webhook_secret.expose(),
         },
+        "admin_token": d.admin_token.expose(),
         "nodes": nodes,
     })
 }

@@ -13,10 +13,21 @@ pub const ATTESTATIONS: &str = "settleproof/attestations/1";
 pub const INVOICES: &str = "settleproof/invoices/1";
 /// Topic of operator heartbeats.
 pub const HEARTBEATS: &str = "settleproof/heartbeats/1";
+/// Topic of webhook delivery acknowledgements.
+pub const DELIVERIES: &str = "settleproof/deliveries/1";
 
 /// Every topic a node joins.
 pub fn topics() -> Vec<String> {
-    vec![ATTESTATIONS.into(), INVOICES.into(), HEARTBEATS.into()]
+    vec![ATTESTATIONS.into(), INVOICES.into(), HEARTBEATS.into(), DELIVERIES.into()]
+}
+
+/// An operator telling the others it delivered a webhook event, so they do not deliver it too.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryAck {
+    /// The event.
+    pub webhook_id: String,
+    /// When it was delivered.
+    pub delivered_at_ms: u64,
 }
 
 /// An operator saying it is alive, and whether it can pay for a settlement.

@@ -13,6 +13,7 @@ pub mod invoice_view;
 pub mod keys;
 pub mod node;
 pub mod operators;
+pub mod receipt;
 pub mod replication;
 pub mod rounds;
 pub mod store;

@@ -48,6 +48,8 @@ async fn main() -> Result<()> {
                 round_length,
                 poll_interval_ms: 250,
                 keeper_deadline_ms: 8000,
+                retry_schedule_s: vec![0, 2, 5, 10, 30, 60, 300],
+                failover_delay_ms: 5000,
             };
             let net = devnet::init(&spec).await?;
             eprintln!(
@@ -58,6 +60,7 @@ async fn main() -> Result<()> {
             );
             Ok(())
         }
+        Command::VerifyReceipt { file, rpc } => verify_receipt(&file, &rpc).await,
         Command::DemoMerchant { listen, testnet, out } => {
             telemetry::init_logging(settleproof_config::LogFormat::Json, "info");
             let text = std::fs::read_to_string(&testnet).wrap_err_with(|| format!("read {}", testnet.display()))?;
@@ -70,6 +73,39 @@ async fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+async fn verify_receipt(file: &std::path::Path, rpc: &str) -> Result<()> {
+    use settleproof_consensus::Receipt;
+    let text = std::fs::read_to_string(file).wrap_err_with(|| format!("read {}", file.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text).wrap_err("the file is not JSON")?;
+    let found = if let Some(list) = v.get("receipts") {
+        list.clone()
+    } else if let Some(r) = v.get("data").and_then(|d| d.get("receipt")) {
+        serde_json::Value::Array(vec![r.clone()])
+    } else {
+        serde_json::Value::Array(vec![v])
+    };
+    let receipts: Vec<Receipt> =
+        serde_json::from_value(found).wrap_err("no receipt in the file (fields missing or malformed)")?;
+    let provider = alloy::providers::ProviderBuilder::new().connect_http(rpc.parse().wrap_err("--rpc is not a URL")?);
+    let mut failed = 0;
+    for r in &receipts {
+        println!("receipt of payment {} (log {}) in round {}:", r.payment.tx_hash, r.payment.log_index, r.batch.round);
+        let mut checks = r.verify_offchain();
+        checks.extend(settleproof_node::receipt::verify_onchain(&provider, r).await);
+        for c in checks {
+            println!("  {} {:<20} {}", if c.ok { "ok  " } else { "FAIL" }, c.name, c.detail);
+            if !c.ok {
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} check(s) failed");
+    }
+    println!("all checks passed");
+    Ok(())
 }
 
 async fn run_node(config: std::path::PathBuf) -> Result<()> {

@@ -141,12 +141,20 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
             heartbeat: Duration::from_millis(cfg.rounds.heartbeat_interval_ms),
             heartbeat_timeout_ms: cfg.rounds.heartbeat_timeout_ms,
             min_balance_wei: u128::from(cfg.rounds.keeper_min_balance_gwei) * 1_000_000_000,
+            delivery_failover_ms: cfg.webhooks.failover_delay_ms,
         },
     };
     tasks.push(tokio::spawn(driver.run(progress, net_events, shutdown_rx.clone())));
 
-    let deliverer = Deliverer::new(store.clone(), &cfg.merchants, cfg.webhooks.clone(), webhook_wake)
-        .map_err(|e| NodeError::Config(format!("webhook client: {e}")))?;
+    let deliverer = Deliverer::new(
+        store.clone(),
+        &cfg.merchants,
+        cfg.webhooks.clone(),
+        webhook_wake.clone(),
+        cfg.node.name.clone(),
+        Some(net.clone()),
+    )
+    .map_err(|e| NodeError::Config(format!("webhook client: {e}")))?;
     tasks.push(tokio::spawn(deliverer.run(shutdown_rx.clone())));
 
     let state = ApiState {
@@ -162,6 +170,9 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
         threshold: set.threshold,
         chain: Some(chain.clone()),
         watcher: Some(watcher_status),
+        settlement_contract: cfg.chain.settlement_contract,
+        admin_token: cfg.admin.as_ref().map(|a| a.token.clone()),
+        webhook_wake: Some(webhook_wake.clone()),
         metrics: telemetry::metrics(),
     };
     let listener = tokio::net::TcpListener::bind(cfg.api.listen)

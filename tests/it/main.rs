@@ -7,3 +7,4 @@ pub use settleproof_tests::harness;
 mod lifecycle;
 mod settlement;
 mod verification;
+mod webhooks;

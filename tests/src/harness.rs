@@ -106,6 +106,10 @@ pub struct Options {
     pub processes: bool,
     /// Each keeper's turn before the next takes over, ms.
     pub keeper_deadline_ms: u64,
+    /// Webhook retry schedule, seconds.
+    pub retry_schedule_s: Vec<u64>,
+    /// Webhook delivery failover delay per position, ms.
+    pub failover_delay_ms: u64,
 }
 
 impl Default for Options {
@@ -118,6 +122,8 @@ impl Default for Options {
             block_time: "1",
             processes: false,
             keeper_deadline_ms: 6000,
+            retry_schedule_s: vec![0, 1, 1, 2, 2, 3],
+            failover_delay_ms: 4000,
         }
     }
 }
@@ -146,7 +152,7 @@ pub struct Testnet {
 }
 
 /// Builds the `settleproof` binary once and returns its path.
-fn settleproof_bin() -> Result<PathBuf> {
+pub fn settleproof_bin() -> Result<PathBuf> {
     static BUILT: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
     let mut built = BUILT.lock().map_err(|_| eyre!("lock"))?;
     if let Some(p) = built.as_ref() {
@@ -205,6 +211,8 @@ impl Testnet {
             round_length: opts.round_length,
             poll_interval_ms: 200,
             keeper_deadline_ms: opts.keeper_deadline_ms,
+            retry_schedule_s: opts.retry_schedule_s.clone(),
+            failover_delay_ms: opts.failover_delay_ms,
         };
         let devnet = devnet::init(&spec).await?;
         let receiver = Receiver::new(devnet.merchant.webhook_secret.expose().to_string(), None);
@@ -241,11 +249,22 @@ impl Testnet {
 
     /// Waits until node `i` reports every dependency healthy.
     pub async fn wait_ready(&self, i: usize) -> Result<()> {
-        self.eventually("node ready", Duration::from_secs(30), || async {
-            let v = self.health(i).await?;
-            (v["status"] == "ready").then_some(())
-        })
-        .await
+        let ready = self
+            .eventually("node ready", Duration::from_secs(60), || async {
+                let v = self.health(i).await?;
+                (v["status"] == "ready").then_some(())
+            })
+            .await;
+        if ready.is_err() {
+            let log = std::fs::read_to_string(self.dir.path().join(format!("node-{i}.log"))).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            bail!(
+                "node {i} not ready: {:?}\nlast log lines (newest first):\n{}",
+                self.health(i).await,
+                tail.join("\n")
+            );
+        }
+        Ok(())
     }
 
     /// `GET /health/ready` of node `i`.

@@ -197,6 +197,73 @@ fn parse_cursor(s: &str) -> Result<(u64, B256), ApiError> {
     Ok((created.parse().map_err(|_| bad())?, id.parse().map_err(|_| bad())?))
 }
 
+pub(super) async fn receipt(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let merchant = auth::merchant(&headers, &state.merchants)?;
+    let id: B256 =
+        id.parse().map_err(|_| ApiError::invalid("id", "invoice id must be 0x followed by 64 hex digits"))?;
+    let invoice = state
+        .store
+        .invoice(id)?
+        .filter(|i| i.merchant_id == merchant.id)
+        .ok_or_else(|| ApiError::not_found("invoice"))?;
+    let ctx = crate::receipt::ReceiptContext {
+        chain_id: state.chain_id,
+        payments: state.payments_contract,
+        settlement: state.settlement_contract,
+        schedule: state.schedule,
+    };
+    let mut receipts = Vec::new();
+    for p in state.store.payments_of_invoice(invoice.id)? {
+        let Some(round) = state.schedule.round_of(p.leaf.block_number) else { continue };
+        if let Some(record) = state.store.settlement(round)?
+            && let Some(r) = crate::receipt::build(&state.store, &ctx, &p.leaf, &record)?
+        {
+            receipts.push(r);
+        }
+    }
+    if receipts.is_empty() {
+        return Err(ApiError::not_found("receipt (no payment of this invoice is settled yet)"));
+    }
+    Ok(Json(serde_json::json!({ "receipts": receipts })))
+}
+
+pub(super) async fn test_event(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let merchant = auth::merchant(&headers, &state.merchants)?;
+    let id = format!("msg_test_{}", hex::encode(&random_id()[..12]));
+    let body = serde_json::json!({
+        "type": "test",
+        "timestamp": crate::time::rfc3339(now_s()),
+        "data": { "webhook_id": id, "merchant_id": merchant.id, "message": "test event requested through the API" },
+    });
+    let event = crate::store::OutboxEvent {
+        id: id.clone(),
+        merchant_id: merchant.id.clone(),
+        event_type: "test".into(),
+        body: body.to_string(),
+        ..Default::default()
+    };
+    state.store.enqueue_events(&[event], crate::time::now_ms())?;
+    if let Some(w) = &state.webhook_wake {
+        w.notify_one();
+    }
+    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "webhook_id": id }))))
+}
+
+pub(super) async fn merchant(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let merchant = auth::merchant(&headers, &state.merchants)?;
+    super::admin::merchant_status(&state, &merchant.id)
+}
+
 fn random_id() -> B256 {
     let mut id = B256::ZERO;
     rand::thread_rng().fill_bytes(id.as_mut_slice());

@@ -1,6 +1,7 @@
 //! The public HTTP API (axum). The router is a plain function of its state, so handlers are
 //! tested with `oneshot` and no socket.
 
+mod admin;
 mod auth;
 mod error;
 mod health;
@@ -50,6 +51,12 @@ pub struct ApiState {
     pub chain: Option<ChainClient>,
     /// What the watcher last saw; `None` in handler tests.
     pub watcher: Option<Arc<WatcherStatus>>,
+    /// `Settlement` address, for receipts.
+    pub settlement_contract: alloy::primitives::Address,
+    /// Bearer token of the admin API; `None`: admin API off.
+    pub admin_token: Option<settleproof_config::Secret>,
+    /// Wakes the webhook worker after a replay.
+    pub webhook_wake: Option<Arc<tokio::sync::Notify>>,
     /// Prometheus metrics.
     pub metrics: Option<PrometheusHandle>,
 }
@@ -59,6 +66,14 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/v1/invoices", post(invoices::create).get(invoices::list))
         .route("/v1/invoices/{id}", get(invoices::get))
+        .route("/v1/invoices/{id}/receipt", get(invoices::receipt))
+        .route("/v1/webhooks/test", post(invoices::test_event))
+        .route("/v1/merchant", get(invoices::merchant))
+        .route("/admin/v1/deliveries", get(admin::deliveries))
+        .route("/admin/v1/deliveries/replay", post(admin::replay_failed))
+        .route("/admin/v1/deliveries/{id}/replay", post(admin::replay_one))
+        .route("/admin/v1/merchants/{id}", get(admin::merchant))
+        .route("/admin/v1/merchants/{id}/enable", post(admin::enable))
         .route("/health/live", get(|| async { "ok" }))
         .route("/health/ready", get(health::ready))
         .route("/metrics", get(metrics))

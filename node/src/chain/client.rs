@@ -9,7 +9,7 @@ use alloy::primitives::{Address, B256, Bytes, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::rpc::types::Filter;
 use alloy::signers::local::PrivateKeySigner;
-use alloy::sol_types::SolEvent;
+use alloy::sol_types::{SolCall, SolEvent};
 use settleproof_config::ChainSection;
 use settleproof_consensus::{Batch, PaymentLeaf};
 use settleproof_contracts::{InvoicePayments, Settlement};
@@ -205,6 +205,7 @@ impl ChainClient {
                     tx_hash: log.tx_hash,
                     block_number: log.block_number,
                     submitter: e.submitter,
+                    ..Default::default()
                 });
             }
         }
@@ -226,6 +227,15 @@ impl ChainClient {
         }
     }
 
+    /// The signer keys and aggregate signature of the settlement transaction `tx`, as a quorum
+    /// of providers reports its input.
+    pub async fn settlement_signing(&self, tx: B256) -> Result<(Bytes, Bytes), ChainError> {
+        let input = self.reads.transaction_input(tx).await?;
+        let call = Settlement::settleCall::abi_decode(&input)
+            .map_err(|e| ChainError::Inconsistent(format!("transaction {tx} is not a settle call: {e}")))?;
+        Ok((call.signerKeys, call.signature))
+    }
+
     /// Root settled on chain for `round`, zero when not settled.
     pub async fn settled_root(&self, round: u64) -> Result<B256, ChainError> {
         Ok(Settlement::new(self.settlement, self.writer()?).settledRoot(round).call().await?)
@@ -239,6 +249,11 @@ impl ChainClient {
     /// This node's settlement account.
     pub fn account(&self) -> Address {
         self.account
+    }
+
+    /// `InvoicePayments` contract address.
+    pub fn payments_address(&self) -> Address {
+        self.payments
     }
 
     /// Settlement contract address.

@@ -148,6 +148,8 @@ impl ChainClient {
                         tx_hash: receipt.transaction_hash,
                         block_number: receipt.block_number.unwrap_or_default(),
                         submitter: self.account(),
+                        signer_keys: call.signer_keys.clone(),
+                        signature: call.signature.clone(),
                     }));
                 }
                 Err(e) => {

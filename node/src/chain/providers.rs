@@ -130,6 +130,17 @@ impl ProviderSet {
         self.check("block", quorum::agreed(&answers, self.quorum))
     }
 
+    /// Input data of transaction `hash`, as a quorum reports it.
+    pub async fn transaction_input(&self, hash: B256) -> Result<alloy::primitives::Bytes, QuorumError> {
+        let answers = self
+            .all("eth_getTransactionByHash", |p| async move {
+                let tx = p.get_transaction_by_hash(hash).await?.ok_or(alloy::transports::RpcError::NullResp)?;
+                Ok(alloy::consensus::Transaction::input(&tx).clone())
+            })
+            .await;
+        self.check("transaction", quorum::agreed(&answers, self.quorum))
+    }
+
     /// Logs matching `filter`, voted on.
     pub async fn logs(&self, filter: &Filter) -> Result<LogVote, QuorumError> {
         let answers = self

@@ -154,7 +154,10 @@ impl Watcher {
         }
         let to = confirmed.min(from.saturating_add(self.cfg.max_log_range - 1));
         let to_block = self.client.block(to).await?;
-        let events = self.client.events(from, to).await?;
+        let mut events = self.client.events(from, to).await?;
+        for s in events.settlements.iter_mut() {
+            (s.signer_keys, s.signature) = self.client.settlement_signing(s.tx_hash).await?;
+        }
         let applied = self.store.apply_range(to_block, &events.payments, &events.settlements, &events.blocks)?;
         metrics::counter!("duplicate_events_dropped_total").increment(applied.duplicates as u64);
         if applied.new_payments > 0 || !events.settlements.is_empty() {

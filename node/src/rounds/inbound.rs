@@ -16,6 +16,7 @@ impl RoundDriver {
                     gossip::ATTESTATIONS => self.on_attestation(st, &data, source).await,
                     gossip::INVOICES => self.on_invoice(&data, source),
                     gossip::HEARTBEATS => self.on_heartbeat(st, &data, source),
+                    gossip::DELIVERIES => self.on_delivery_ack(&data),
                     _ => Verdict::Ignore,
                 };
                 self.net.report(reference, verdict).await;
@@ -91,6 +92,18 @@ impl RoundDriver {
                 warn!(peer = %source, error = %e, "heartbeat rejected");
                 Verdict::Reject
             }
+        }
+    }
+
+    fn on_delivery_ack(&self, data: &[u8]) -> Verdict {
+        match serde_json::from_slice::<gossip::DeliveryAck>(data) {
+            Ok(ack) => {
+                if let Ok(true) = self.store.acknowledge(&ack.webhook_id, ack.delivered_at_ms) {
+                    debug!(webhook_id = %ack.webhook_id, "webhook delivered by another operator");
+                }
+                Verdict::Accept
+            }
+            Err(_) => Verdict::Reject,
         }
     }
 

@@ -4,12 +4,13 @@
 
 use super::{RoundDriver, State};
 use crate::chain::{ChainClient, SettleCall, SettleOutcome};
+use crate::receipt::ReceiptContext;
 use crate::store::{SettlementRecord, Store};
 use crate::time::{now_ms, now_s};
 use crate::webhook::payload::settlement_events;
 use alloy::primitives::Bytes;
 use settleproof_config::MerchantConfig;
-use settleproof_consensus::{BlsSignature, RoundSchedule, failover};
+use settleproof_consensus::{BlsSignature, failover};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::sync::Notify;
@@ -61,7 +62,7 @@ impl RoundDriver {
         let task = SettleTask {
             chain: self.chain.clone(),
             store: self.store.clone(),
-            schedule: self.schedule,
+            ctx: self.receipt_context(),
             merchants: self.merchants.clone(),
             webhook_wake: self.webhook_wake.clone(),
         };
@@ -86,7 +87,7 @@ impl RoundDriver {
 struct SettleTask {
     chain: ChainClient,
     store: Store,
-    schedule: RoundSchedule,
+    ctx: ReceiptContext,
     merchants: Arc<Vec<MerchantConfig>>,
     webhook_wake: Arc<Notify>,
 }
@@ -111,7 +112,7 @@ impl SettleTask {
                 return Ok(None);
             }
         };
-        record_with_events(&self.store, &self.schedule, &self.merchants, &record)?;
+        record_with_events(&self.store, &self.ctx, &self.merchants, &record, now_ms())?;
         self.webhook_wake.notify_one();
         Ok(Some(record))
     }
@@ -121,12 +122,13 @@ impl SettleTask {
 /// already in the outbox are kept as they are).
 pub(super) fn record_with_events(
     store: &Store,
-    schedule: &RoundSchedule,
+    ctx: &ReceiptContext,
     merchants: &[MerchantConfig],
     record: &SettlementRecord,
+    first_attempt_ms: u64,
 ) -> Result<(), crate::store::StoreError> {
-    let Some((from, to)) = schedule.range(record.round) else { return Ok(()) };
+    let Some((from, to)) = ctx.schedule.range(record.round) else { return Ok(()) };
     let payments: Vec<_> = store.payments_in_range(from, to)?.into_iter().map(|r| r.leaf).collect();
-    let events = settlement_events(store, schedule, merchants, &payments, record, now_s())?;
-    store.record_settlement(record, &events, now_ms())
+    let events = settlement_events(store, ctx, merchants, &payments, record, now_s())?;
+    store.record_settlement(record, &events, first_attempt_ms)
 }

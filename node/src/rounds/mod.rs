@@ -38,6 +38,8 @@ pub struct Timing {
     pub heartbeat_timeout_ms: u64,
     /// Balance needed to submit settlements, wei.
     pub min_balance_wei: u128,
+    /// Delay per position after the submitter before this node delivers a settlement's events.
+    pub delivery_failover_ms: u64,
 }
 
 /// Everything the driver needs.
@@ -158,18 +160,46 @@ impl RoundDriver {
         let settled: Vec<(u64, SettlementRecord)> =
             st.pending.iter().filter_map(|r| self.store.settlement(*r).ok().flatten().map(|s| (*r, s))).collect();
         for (round, record) in settled {
-            // A settlement this node submitted but did not record (it crashed between the
-            // transaction and the store write) is found on chain: its webhooks are enqueued now.
-            if record.submitter == self.chain.account() {
-                match keeper::record_with_events(&self.store, &self.schedule, &self.merchants, &record) {
-                    Ok(()) => self.webhook_wake.notify_one(),
-                    Err(e) => error!(round, error = %e, "cannot enqueue the webhooks of a settlement"),
-                }
+            // Every node enqueues the settlement's webhook events: the submitter at once (also
+            // after a crash between its transaction and its store write), the others one
+            // failover delay per position after it, unless its acknowledgement arrives first.
+            let first_attempt =
+                now_ms().saturating_add(self.delivery_rank(&record).saturating_mul(self.timing.delivery_failover_ms));
+            match keeper::record_with_events(
+                &self.store,
+                &self.receipt_context(),
+                &self.merchants,
+                &record,
+                first_attempt,
+            ) {
+                Ok(()) => self.webhook_wake.notify_one(),
+                Err(e) => error!(round, error = %e, "cannot enqueue the webhooks of a settlement"),
             }
             st.pending.remove(&round);
             st.quorum_at.remove(&round);
             st.pool.remove_round(round);
             debug!(round, "round settled");
+        }
+    }
+
+    /// This node's position after the settlement's submitter (0: it submitted).
+    fn delivery_rank(&self, record: &SettlementRecord) -> u64 {
+        let n = self.set.len();
+        let submitter = self
+            .set
+            .operators
+            .iter()
+            .position(|o| o.evm == record.submitter)
+            .unwrap_or_else(|| settleproof_consensus::keeper_index(record.round, 0, n));
+        ((self.set.me + n - submitter) % n) as u64
+    }
+
+    fn receipt_context(&self) -> crate::receipt::ReceiptContext {
+        crate::receipt::ReceiptContext {
+            chain_id: self.chain.chain_id(),
+            payments: self.chain.payments_address(),
+            settlement: self.chain.settlement_address(),
+            schedule: self.schedule,
         }
     }
 

@@ -286,6 +286,7 @@ mod tests {
             tx_hash: B256::ZERO,
             block_number: 7,
             submitter: Address::ZERO,
+            ..Default::default()
         };
         store.apply_range(block(8, 2), &[payment(6, 0, 2)], &[s], &[block(6, 6)]).expect("apply");
         store.set_next_round(5).expect("rounds");

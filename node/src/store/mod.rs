@@ -9,7 +9,8 @@
 //! - `meta`: `checkpoint` (last fully processed block), `next_round` (first round not yet closed)
 //! - `signed`: round → the batch this node signed and its signature (the signing guard)
 //! - `settlements`: round → how the round was settled
-//! - `outbox` / `outbox_pending`: webhook events and the ones still to deliver
+//! - `outbox`, `outbox_pending`, `outbox_dead`, `outbox_attempts`, `outbox_acks`,
+//!   `merchant_endpoints`: webhook events, their attempts and delivery state (see `outbox.rs`)
 //!
 //! Every multi-record change (a block range with its payments and checkpoint, a settlement with
 //! its webhooks) is one write transaction, so a crash leaves either all of it or none.
@@ -21,7 +22,7 @@ mod rounds;
 
 pub use chain::{PaymentRecord, RangeApplied, StoredBlock};
 pub use invoices::Invoice;
-pub use outbox::OutboxEvent;
+pub use outbox::{Attempt, AttemptEffect, EndpointState, OutboxEvent};
 pub use rounds::{SettlementRecord, SignedBatch, SigningOutcome};
 
 use redb::{Database, MultimapTableDefinition, ReadableDatabase, TableDefinition};
@@ -45,6 +46,10 @@ pub(crate) const SIGNED: TableDefinition<u64, &[u8]> = TableDefinition::new("sig
 pub(crate) const SETTLEMENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("settlements");
 pub(crate) const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
 pub(crate) const OUTBOX_PENDING: TableDefinition<&str, u64> = TableDefinition::new("outbox_pending");
+pub(crate) const DEAD: TableDefinition<&str, u64> = TableDefinition::new("outbox_dead");
+pub(crate) const ATTEMPTS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("outbox_attempts");
+pub(crate) const ACKS: TableDefinition<&str, u64> = TableDefinition::new("outbox_acks");
+pub(crate) const ENDPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("merchant_endpoints");
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +108,10 @@ impl Store {
         tx.open_table(SETTLEMENTS)?;
         tx.open_table(OUTBOX)?;
         tx.open_table(OUTBOX_PENDING)?;
+        tx.open_table(DEAD)?;
+        tx.open_table(ATTEMPTS)?;
+        tx.open_table(ACKS)?;
+        tx.open_table(ENDPOINTS)?;
         tx.commit()?;
         Ok(Self { db: Arc::new(db) })
     }

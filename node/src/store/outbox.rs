@@ -1,13 +1,20 @@
 //! The webhook outbox: events are written in the same transaction as the settlement that
-//! causes them, before any HTTP call, and stay pending until delivered.
+//! causes them, before any HTTP call, and stay pending until delivered, dead-lettered, or
+//! acknowledged as delivered by another operator. Every attempt is kept.
+//!
+//! Tables: `outbox` (id → event), `outbox_pending` (id → next attempt, ms), `outbox_dead`
+//! (id → when it was dead-lettered, ms), `outbox_attempts` ((id, n) → attempt), `outbox_acks`
+//! (id → when a peer delivered it, ms), `merchant_endpoints` (merchant → endpoint state).
 
 use super::rounds::SettlementRecord;
-use super::{OUTBOX, OUTBOX_PENDING, SETTLEMENTS, Store, StoreError, decode, encode};
+use super::{ACKS, ATTEMPTS, DEAD, ENDPOINTS, OUTBOX, OUTBOX_PENDING, SETTLEMENTS, Store, StoreError, decode, encode};
+use alloy::primitives::B256;
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 
 /// One webhook event and its delivery state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutboxEvent {
     /// Idempotency key, sent as `webhook-id` on every attempt.
     pub id: String,
@@ -17,74 +24,180 @@ pub struct OutboxEvent {
     pub event_type: String,
     /// The JSON body sent.
     pub body: String,
-    /// Attempts made so far.
+    /// Attempts made so far, in all.
     pub attempts: u32,
+    /// Attempts since the event was last (re)queued: the position in the retry schedule.
+    #[serde(default)]
+    pub schedule_index: u32,
     /// Outcome of the last attempt (HTTP status or error).
     pub last_outcome: Option<String>,
     /// When it was delivered (unix ms).
     pub delivered_at_ms: Option<u64>,
+    /// When it was dead-lettered (unix ms).
+    #[serde(default)]
+    pub dead_at_ms: Option<u64>,
+    /// Invoice the event is about, for per-invoice ordering.
+    #[serde(default)]
+    pub invoice_id: Option<B256>,
+    /// Position among the invoice's events (from 1).
+    #[serde(default)]
+    pub sequence: u64,
+    /// When the event was created (unix ms).
+    #[serde(default)]
+    pub created_at_ms: u64,
+}
+
+impl OutboxEvent {
+    /// `pending`, `delivered` or `dead`.
+    pub fn state(&self) -> &'static str {
+        if self.delivered_at_ms.is_some() {
+            "delivered"
+        } else if self.dead_at_ms.is_some() {
+            "dead"
+        } else {
+            "pending"
+        }
+    }
+}
+
+/// One delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// Number, from 1.
+    pub n: u32,
+    /// When, unix ms.
+    pub at_ms: u64,
+    /// HTTP status, when the endpoint answered.
+    pub status: Option<u16>,
+    /// `delivered`, `retry`, `dead`, `endpoint_disabled`, or the transport error.
+    pub outcome: String,
+    /// Time to the answer, ms.
+    pub latency_ms: u64,
+    /// The start of the answer's body (at most 256 characters).
+    pub excerpt: String,
+    /// Operator that made the attempt.
+    pub node: String,
+}
+
+/// A merchant endpoint's delivery state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointState {
+    /// Deliveries paused (410 Gone, or failing for too long).
+    pub disabled: bool,
+    /// Why.
+    pub disabled_reason: Option<String>,
+    /// Since when, unix ms.
+    pub disabled_at_ms: Option<u64>,
+    /// Since when every attempt failed (cleared by a success), unix ms.
+    pub failing_since_ms: Option<u64>,
+}
+
+/// What an attempt leads to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptEffect {
+    /// Delivered.
+    Delivered,
+    /// Try again at this time, unix ms.
+    RetryAt(u64),
+    /// Give up: move to the dead-letter queue.
+    Dead,
+    /// The endpoint asked to stop (410): pause the merchant's deliveries; the event waits.
+    DisableEndpoint(String),
 }
 
 impl Store {
-    /// Records a settlement and enqueues its webhook events atomically. Events already in the
-    /// outbox (same id) are left as they are.
+    /// Records a settlement and enqueues its webhook events atomically, to be attempted first at
+    /// `first_attempt_ms`. Events already in the outbox (same id) are left as they are; events a
+    /// peer already delivered are stored as delivered.
     pub fn record_settlement(
         &self,
         record: &SettlementRecord,
         events: &[OutboxEvent],
-        now_ms: u64,
+        first_attempt_ms: u64,
     ) -> Result<(), StoreError> {
         let tx = self.db().begin_write()?;
         {
             let mut settled = tx.open_table(SETTLEMENTS)?;
-            if settled.get(record.round)?.is_none() {
+            let known: Option<SettlementRecord> =
+                settled.get(record.round)?.map(|v| decode("settlements", v.value())).transpose()?;
+            // Keep the first record, but complete it with the signature when it lacked one.
+            if known.is_none_or(|k| k.signature.is_empty() && !record.signature.is_empty()) {
                 settled.insert(record.round, encode(record).as_slice())?;
             }
-            let mut outbox = tx.open_table(OUTBOX)?;
-            let mut pending = tx.open_table(OUTBOX_PENDING)?;
-            for e in events {
-                if outbox.get(e.id.as_str())?.is_none() {
-                    outbox.insert(e.id.as_str(), encode(e).as_slice())?;
-                    pending.insert(e.id.as_str(), now_ms)?;
-                }
-            }
+            drop(settled);
+            self.enqueue(&tx, events, first_attempt_ms)?;
         }
         tx.commit()?;
         Ok(())
     }
 
-    /// Pending events whose next attempt is due at `now_ms`, oldest first, at most `limit`.
-    pub fn due_events(&self, now_ms: u64, limit: usize) -> Result<Vec<OutboxEvent>, StoreError> {
+    /// Enqueues events that are not in the outbox yet (for example a merchant's test event).
+    pub fn enqueue_events(&self, events: &[OutboxEvent], first_attempt_ms: u64) -> Result<(), StoreError> {
+        let tx = self.db().begin_write()?;
+        self.enqueue(&tx, events, first_attempt_ms)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn enqueue(&self, tx: &redb::WriteTransaction, events: &[OutboxEvent], at_ms: u64) -> Result<(), StoreError> {
+        let mut outbox = tx.open_table(OUTBOX)?;
+        let mut pending = tx.open_table(OUTBOX_PENDING)?;
+        let acks = tx.open_table(ACKS)?;
+        for e in events {
+            if outbox.get(e.id.as_str())?.is_some() {
+                continue;
+            }
+            let mut e = e.clone();
+            e.created_at_ms = at_ms;
+            if let Some(acked) = acks.get(e.id.as_str())? {
+                e.delivered_at_ms = Some(acked.value());
+                e.last_outcome = Some("delivered by another operator".into());
+            } else {
+                pending.insert(e.id.as_str(), at_ms)?;
+            }
+            outbox.insert(e.id.as_str(), encode(&e).as_slice())?;
+        }
+        Ok(())
+    }
+
+    /// Pending events due at `now_ms`, oldest first, at most `limit`, skipping merchants in
+    /// `paused` and any event whose invoice has an earlier event still pending (events of one
+    /// invoice go out in sequence; a failing event holds back only its own invoice).
+    pub fn due_events(&self, now_ms: u64, limit: usize, paused: &[String]) -> Result<Vec<OutboxEvent>, StoreError> {
         let tx = self.read()?;
         let pending = tx.open_table(OUTBOX_PENDING)?;
         let outbox = tx.open_table(OUTBOX)?;
-        let mut due = Vec::new();
+        let mut all = Vec::new();
         for entry in pending.iter()? {
             let (id, at) = entry?;
-            if at.value() <= now_ms
-                && let Some(v) = outbox.get(id.value())?
-            {
-                due.push((at.value(), decode::<OutboxEvent>("outbox", v.value())?));
+            if let Some(v) = outbox.get(id.value())? {
+                all.push((at.value(), decode::<OutboxEvent>("outbox", v.value())?));
             }
         }
-        due.sort_by_key(|(at, _)| *at);
+        let mut first_pending: HashMap<B256, u64> = HashMap::new();
+        for (_, e) in &all {
+            if let Some(inv) = e.invoice_id {
+                let s = first_pending.entry(inv).or_insert(e.sequence);
+                *s = (*s).min(e.sequence);
+            }
+        }
+        let mut due: Vec<(u64, OutboxEvent)> = all
+            .into_iter()
+            .filter(|(at, e)| *at <= now_ms && !paused.contains(&e.merchant_id))
+            .filter(|(_, e)| e.invoice_id.is_none_or(|inv| first_pending.get(&inv).is_none_or(|s| *s == e.sequence)))
+            .collect();
+        due.sort_by_key(|(at, e)| (*at, e.sequence));
         Ok(due.into_iter().take(limit).map(|(_, e)| e).collect())
     }
 
-    /// Number of events not yet delivered.
+    /// Number of events not yet delivered (nor dead).
     pub fn pending_count(&self) -> Result<u64, StoreError> {
         let tx = self.read()?;
         Ok(redb::ReadableTableMetadata::len(&tx.open_table(OUTBOX_PENDING)?)?)
     }
 
-    /// Records an attempt: delivered (`next_attempt_ms` = None) or to retry at `next_attempt_ms`.
-    pub fn record_attempt(
-        &self,
-        id: &str,
-        outcome: String,
-        now_ms: u64,
-        next_attempt_ms: Option<u64>,
-    ) -> Result<(), StoreError> {
+    /// Records an attempt and its effect, atomically.
+    pub fn record_attempt(&self, id: &str, attempt: Attempt, effect: &AttemptEffect) -> Result<(), StoreError> {
         let tx = self.db().begin_write()?;
         {
             let mut outbox = tx.open_table(OUTBOX)?;
@@ -92,21 +205,145 @@ impl Store {
             let current: Option<OutboxEvent> = outbox.get(id)?.map(|v| decode("outbox", v.value())).transpose()?;
             if let Some(mut e) = current {
                 e.attempts = e.attempts.saturating_add(1);
-                e.last_outcome = Some(outcome);
-                match next_attempt_ms {
-                    None => {
-                        e.delivered_at_ms = Some(now_ms);
+                e.schedule_index = e.schedule_index.saturating_add(1);
+                e.last_outcome = Some(attempt.outcome.clone());
+                let n = e.attempts;
+                match effect {
+                    AttemptEffect::Delivered => {
+                        e.delivered_at_ms = Some(attempt.at_ms);
                         pending.remove(id)?;
                     }
-                    Some(at) => {
-                        pending.insert(id, at)?;
+                    AttemptEffect::RetryAt(at) => {
+                        pending.insert(id, *at)?;
+                    }
+                    AttemptEffect::Dead => {
+                        e.dead_at_ms = Some(attempt.at_ms);
+                        pending.remove(id)?;
+                        tx.open_table(DEAD)?.insert(id, attempt.at_ms)?;
+                    }
+                    AttemptEffect::DisableEndpoint(_) => {
+                        // Undo the schedule step: the event waits for the endpoint, it did not fail.
+                        e.schedule_index = e.schedule_index.saturating_sub(1);
                     }
                 }
                 outbox.insert(id, encode(&e).as_slice())?;
+                tx.open_table(ATTEMPTS)?.insert((id, n), encode(&Attempt { n, ..attempt }).as_slice())?;
             }
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Marks an event delivered by another operator (its acknowledgement arrived over gossip).
+    /// Returns whether a pending event was closed.
+    pub fn acknowledge(&self, id: &str, at_ms: u64) -> Result<bool, StoreError> {
+        let tx = self.db().begin_write()?;
+        let closed = {
+            tx.open_table(ACKS)?.insert(id, at_ms)?;
+            let mut pending = tx.open_table(OUTBOX_PENDING)?;
+            let mut outbox = tx.open_table(OUTBOX)?;
+            let current: Option<OutboxEvent> = outbox.get(id)?.map(|v| decode("outbox", v.value())).transpose()?;
+            match current {
+                Some(mut e) if e.delivered_at_ms.is_none() => {
+                    e.delivered_at_ms = Some(at_ms);
+                    e.last_outcome = Some("delivered by another operator".into());
+                    outbox.insert(id, encode(&e).as_slice())?;
+                    pending.remove(id)?;
+                    true
+                }
+                _ => false,
+            }
+        };
+        tx.commit()?;
+        Ok(closed)
+    }
+
+    /// Puts events back in the queue for an immediate attempt (dead or delivered alike) and
+    /// restarts their retry schedule. Returns how many were requeued.
+    pub fn replay(&self, ids: &[String], now_ms: u64) -> Result<usize, StoreError> {
+        let tx = self.db().begin_write()?;
+        let mut n = 0;
+        {
+            let mut outbox = tx.open_table(OUTBOX)?;
+            let mut pending = tx.open_table(OUTBOX_PENDING)?;
+            let mut dead = tx.open_table(DEAD)?;
+            let mut acks = tx.open_table(ACKS)?;
+            for id in ids {
+                let current: Option<OutboxEvent> =
+                    outbox.get(id.as_str())?.map(|v| decode("outbox", v.value())).transpose()?;
+                if let Some(mut e) = current {
+                    e.delivered_at_ms = None;
+                    e.dead_at_ms = None;
+                    e.schedule_index = 0;
+                    outbox.insert(id.as_str(), encode(&e).as_slice())?;
+                    pending.insert(id.as_str(), now_ms)?;
+                    dead.remove(id.as_str())?;
+                    acks.remove(id.as_str())?;
+                    n += 1;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// Events, optionally of one merchant, invoice and state, newest first, at most `limit`.
+    pub fn events(
+        &self,
+        merchant: Option<&str>,
+        invoice: Option<B256>,
+        state: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<OutboxEvent>, StoreError> {
+        let tx = self.read()?;
+        let outbox = tx.open_table(OUTBOX)?;
+        let mut out = Vec::new();
+        for entry in outbox.iter()? {
+            let (_, v) = entry?;
+            let e: OutboxEvent = decode("outbox", v.value())?;
+            if merchant.is_none_or(|m| m == e.merchant_id)
+                && invoice.is_none_or(|i| Some(i) == e.invoice_id)
+                && state.is_none_or(|s| s == e.state())
+            {
+                out.push(e);
+            }
+        }
+        out.sort_by_key(|e| std::cmp::Reverse((e.created_at_ms, e.sequence)));
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    /// Dead-lettered event ids since `since_ms`, optionally of one merchant.
+    pub fn dead_since(&self, since_ms: u64, merchant: Option<&str>) -> Result<Vec<String>, StoreError> {
+        let tx = self.read()?;
+        let dead = tx.open_table(DEAD)?;
+        let outbox = tx.open_table(OUTBOX)?;
+        let mut out = Vec::new();
+        for entry in dead.iter()? {
+            let (id, at) = entry?;
+            if at.value() < since_ms {
+                continue;
+            }
+            if let Some(v) = outbox.get(id.value())? {
+                let e: OutboxEvent = decode("outbox", v.value())?;
+                if merchant.is_none_or(|m| m == e.merchant_id) {
+                    out.push(e.id);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Attempts of one event, in order.
+    pub fn attempts(&self, id: &str) -> Result<Vec<Attempt>, StoreError> {
+        let tx = self.read()?;
+        let t = tx.open_table(ATTEMPTS)?;
+        let mut out = Vec::new();
+        for entry in t.range((id, 0u32)..=(id, u32::MAX))? {
+            let (_, v) = entry?;
+            out.push(decode("outbox_attempts", v.value())?);
+        }
+        Ok(out)
     }
 
     /// One outbox event by id.
@@ -115,49 +352,111 @@ impl Store {
         let t = tx.open_table(OUTBOX)?;
         t.get(id)?.map(|v| decode("outbox", v.value())).transpose()
     }
+
+    /// The delivery state of a merchant's endpoint.
+    pub fn endpoint(&self, merchant: &str) -> Result<EndpointState, StoreError> {
+        let tx = self.read()?;
+        let t = tx.open_table(ENDPOINTS)?;
+        Ok(t.get(merchant)?.map(|v| decode("merchant_endpoints", v.value())).transpose()?.unwrap_or_default())
+    }
+
+    /// Stores a merchant endpoint's state.
+    pub fn set_endpoint(&self, merchant: &str, state: &EndpointState) -> Result<(), StoreError> {
+        let tx = self.db().begin_write()?;
+        tx.open_table(ENDPOINTS)?.insert(merchant, encode(state).as_slice())?;
+        tx.commit()?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::temp_store;
-    use alloy::primitives::{Address, B256, U256};
+    use alloy::primitives::{Address, U256};
 
-    fn event(id: &str) -> OutboxEvent {
+    fn event(id: &str, invoice: u8, sequence: u64) -> OutboxEvent {
         OutboxEvent {
             id: id.into(),
             merchant_id: "m".into(),
             event_type: "invoice.paid".into(),
             body: "{}".into(),
-            attempts: 0,
-            last_outcome: None,
-            delivered_at_ms: None,
+            invoice_id: Some(B256::repeat_byte(invoice)),
+            sequence,
+            ..OutboxEvent::default()
         }
     }
 
-    #[test]
-    fn settlement_and_events_are_written_together_and_retried_until_delivered() {
-        let (_dir, store) = temp_store();
-        let record = SettlementRecord {
+    fn attempt(at_ms: u64, outcome: &str) -> Attempt {
+        Attempt {
+            n: 0,
+            at_ms,
+            status: Some(500),
+            outcome: outcome.into(),
+            latency_ms: 3,
+            excerpt: "oops".into(),
+            node: "node-0".into(),
+        }
+    }
+
+    fn record() -> SettlementRecord {
+        SettlementRecord {
             round: 1,
             root: B256::ZERO,
             signer_bitmap: U256::from(7),
             tx_hash: B256::ZERO,
             block_number: 9,
             submitter: Address::ZERO,
-        };
-        store.record_settlement(&record, &[event("a"), event("b")], 100).expect("record");
-        store.record_settlement(&record, &[event("a")], 200).expect("idempotent");
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn settlement_and_events_are_written_together_and_retried_until_delivered() {
+        let (_dir, store) = temp_store();
+        store.record_settlement(&record(), &[event("a", 1, 1), event("b", 2, 1)], 100).expect("record");
+        store.record_settlement(&record(), &[event("a", 1, 1)], 200).expect("idempotent");
         assert!(store.settlement(1).expect("read").is_some());
-        assert_eq!(store.due_events(99, 10).expect("due").len(), 0);
-        assert_eq!(store.due_events(100, 10).expect("due").len(), 2);
-        store.record_attempt("a", "500".into(), 100, Some(5000)).expect("fail");
-        store.record_attempt("b", "200".into(), 100, None).expect("ok");
-        assert_eq!(store.due_events(4999, 10).expect("due").len(), 0);
-        let due = store.due_events(5000, 10).expect("due");
-        assert_eq!(due.len(), 1);
-        assert_eq!((due[0].attempts, due[0].last_outcome.as_deref()), (1, Some("500")));
+        assert_eq!(store.due_events(99, 10, &[]).expect("due").len(), 0);
+        assert_eq!(store.due_events(100, 10, &[]).expect("due").len(), 2);
+        store.record_attempt("a", attempt(100, "retry"), &AttemptEffect::RetryAt(5000)).expect("fail");
+        store.record_attempt("b", attempt(100, "delivered"), &AttemptEffect::Delivered).expect("ok");
+        assert_eq!(store.due_events(4999, 10, &[]).expect("due").len(), 0);
+        let due = store.due_events(5000, 10, &[]).expect("due");
+        assert_eq!((due.len(), due[0].attempts, due[0].last_outcome.as_deref()), (1, 1, Some("retry")));
         assert_eq!(store.pending_count().expect("count"), 1);
-        assert_eq!(store.outbox_event("b").expect("get").and_then(|e| e.delivered_at_ms), Some(100));
+        assert_eq!(store.attempts("a").expect("attempts").len(), 1);
+        assert_eq!(store.outbox_event("b").expect("get").map(|e| e.state()), Some("delivered"));
+        assert!(store.due_events(5000, 10, &["m".to_string()]).expect("due").is_empty(), "paused merchant");
+    }
+
+    #[test]
+    fn one_invoice_goes_in_sequence_without_blocking_others() {
+        let (_dir, store) = temp_store();
+        store
+            .record_settlement(&record(), &[event("a1", 1, 1), event("a2", 1, 2), event("b1", 2, 1)], 0)
+            .expect("record");
+        let ids = |v: Vec<OutboxEvent>| v.into_iter().map(|e| e.id).collect::<Vec<_>>();
+        assert_eq!(ids(store.due_events(0, 10, &[]).expect("due")), vec!["a1", "b1"]);
+        store.record_attempt("a1", attempt(0, "retry"), &AttemptEffect::RetryAt(1000)).expect("fail");
+        assert_eq!(ids(store.due_events(10, 10, &[]).expect("due")), vec!["b1"], "a2 waits for a1");
+        store.record_attempt("a1", attempt(1000, "dead"), &AttemptEffect::Dead).expect("dead");
+        let mut due = ids(store.due_events(1000, 10, &[]).expect("due"));
+        due.sort();
+        assert_eq!(due, vec!["a2", "b1"], "a1 dead: a2 may go");
+        assert_eq!(store.dead_since(0, Some("m")).expect("dead"), vec!["a1"]);
+        assert_eq!(store.replay(&["a1".to_string()], 2000).expect("replay"), 1);
+        assert_eq!(store.outbox_event("a1").expect("get").map(|e| (e.state(), e.schedule_index)), Some(("pending", 0)));
+    }
+
+    #[test]
+    fn acknowledgements_close_events_even_before_they_exist_here() {
+        let (_dir, store) = temp_store();
+        store.record_settlement(&record(), &[event("a", 1, 1)], 0).expect("record");
+        assert!(store.acknowledge("a", 50).expect("ack"));
+        assert!(!store.acknowledge("b", 60).expect("ack of an unknown event"));
+        store.record_settlement(&record(), &[event("b", 2, 1)], 70).expect("record");
+        assert_eq!(store.pending_count().expect("count"), 0);
+        assert_eq!(store.outbox_event("b").expect("get").and_then(|e| e.delivered_at_ms), Some(60));
     }
 }

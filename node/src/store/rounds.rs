@@ -17,7 +17,7 @@ pub struct SignedBatch {
 }
 
 /// How a round was settled on chain.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SettlementRecord {
     /// Round.
     pub round: u64,
@@ -32,6 +32,12 @@ pub struct SettlementRecord {
     /// Account that submitted it.
     #[serde(default)]
     pub submitter: alloy::primitives::Address,
+    /// The signers' EIP-2537 public keys as submitted (128 bytes each), for receipts.
+    #[serde(default)]
+    pub signer_keys: alloy::primitives::Bytes,
+    /// The EIP-2537 aggregate signature as submitted, for receipts.
+    #[serde(default)]
+    pub signature: alloy::primitives::Bytes,
 }
 
 /// Result of asking the guard to record a signature.

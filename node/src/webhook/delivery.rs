@@ -1,17 +1,25 @@
-//! The delivery worker: sends due outbox events, signed, and records every attempt. Failed
-//! attempts are retried with exponential backoff and jitter; state lives in the store, so
-//! retries survive restarts.
+//! The delivery worker: sends due outbox events, signed, in sequence per invoice, and records
+//! every attempt with its status, latency and the start of the answer. What follows an attempt
+//! is [`super::retry::decide`]'s call: delivered (and acknowledged to the other operators),
+//! retried at the schedule's next delay (with ±10 % jitter), dead-lettered, or the merchant's
+//! endpoint disabled. State lives in the store, so retries survive restarts.
 
+use super::retry::{self, Decision};
 use super::signature;
-use crate::store::{OutboxEvent, Store};
+use crate::gossip::{self, DeliveryAck};
+use crate::store::{Attempt, AttemptEffect, EndpointState, OutboxEvent, Store};
 use crate::time::{now_ms, now_s};
 use rand::Rng;
 use settleproof_config::{MerchantConfig, WebhookSection};
-use std::collections::HashMap;
+use settleproof_p2p::NetworkHandle;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
+
+/// Longest answer excerpt kept per attempt.
+const EXCERPT: usize = 256;
 
 /// Sends webhook events from the outbox.
 #[derive(Debug, Clone)]
@@ -21,51 +29,67 @@ pub struct Deliverer {
     client: reqwest::Client,
     settings: WebhookSection,
     wake: Arc<Notify>,
+    node: String,
+    net: Option<NetworkHandle>,
 }
 
 impl Deliverer {
-    /// A worker for `merchants`; `wake` makes it look at the outbox at once.
+    /// A worker for `merchants`; `wake` makes it look at the outbox at once; deliveries are
+    /// acknowledged on `net` so other operators do not deliver them again.
     pub fn new(
         store: Store,
         merchants: &[MerchantConfig],
         settings: WebhookSection,
         wake: Arc<Notify>,
+        node: String,
+        net: Option<NetworkHandle>,
     ) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder().timeout(Duration::from_millis(settings.timeout_ms)).build()?;
         let merchants = Arc::new(merchants.iter().map(|m| (m.id.clone(), m.clone())).collect());
-        Ok(Self { store, merchants, client, settings, wake })
+        Ok(Self { store, merchants, client, settings, wake, node, net })
     }
 
     /// Runs until `shutdown` turns true.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         loop {
-            match self.store.due_events(now_ms(), 64) {
+            let paused: Vec<String> =
+                self.merchants.keys().filter(|m| self.store.endpoint(m).is_ok_and(|e| e.disabled)).cloned().collect();
+            match self.store.due_events(now_ms(), 64, &paused) {
                 Ok(due) => {
+                    let mut held = HashSet::new();
                     for event in due {
-                        self.attempt(event).await;
+                        if event.invoice_id.is_some_and(|i| held.contains(&i)) {
+                            continue;
+                        }
+                        if !self.attempt(&event).await
+                            && let Some(i) = event.invoice_id
+                        {
+                            held.insert(i);
+                        }
                     }
                 }
                 Err(e) => warn!(error = %e, "cannot read the webhook outbox"),
             }
             tokio::select! {
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
                 _ = shutdown.changed() => return,
             }
         }
     }
 
-    async fn attempt(&self, event: OutboxEvent) {
+    /// One attempt; returns whether the event was delivered.
+    async fn attempt(&self, event: &OutboxEvent) -> bool {
         let Some(merchant) = self.merchants.get(&event.merchant_id) else {
             warn!(webhook_id = %event.id, merchant = %event.merchant_id, "merchant no longer configured; event left pending");
-            return;
+            return false;
         };
         let ts = now_s();
         let signature = match signature::sign(merchant.webhook_secret.expose(), &event.id, ts, event.body.as_bytes()) {
             Ok(s) => s,
             Err(e) => {
                 warn!(merchant = %merchant.id, error = %e, "cannot sign webhook");
-                return;
+                return false;
             }
         };
         let started = std::time::Instant::now();
@@ -79,29 +103,100 @@ impl Deliverer {
             .body(event.body.clone())
             .send()
             .await;
-        let latency_ms = started.elapsed().as_millis();
-        let (outcome, delivered) = match result {
-            Ok(resp) => (resp.status().as_u16().to_string(), resp.status().is_success()),
-            Err(e) => (format!("error: {}", if e.is_timeout() { "timeout".to_string() } else { e.to_string() }), false),
+        let (status, retry_after, excerpt, error) = match result {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let ra = retry::retry_after(resp.headers().get("retry-after").and_then(|v| v.to_str().ok()));
+                let text = resp.text().await.unwrap_or_default();
+                (Some(status), ra, text.chars().take(EXCERPT).collect::<String>(), None)
+            }
+            Err(e) => {
+                (None, None, String::new(), Some(if e.is_timeout() { "timeout".to_string() } else { e.to_string() }))
+            }
         };
-        let attempt = event.attempts.saturating_add(1);
-        let next = (!delivered).then(|| now_ms().saturating_add(self.backoff_ms(attempt)));
-        metrics::counter!("webhook_deliveries_total", "outcome" => if delivered { "delivered" } else { "failed" })
-            .increment(1);
-        if delivered {
-            info!(webhook_id = %event.id, merchant = %merchant.id, event_type = %event.event_type, attempt, latency_ms, "webhook delivered");
-        } else {
-            warn!(webhook_id = %event.id, merchant = %merchant.id, attempt, latency_ms, outcome = %outcome, "webhook attempt failed");
-        }
-        if let Err(e) = self.store.record_attempt(&event.id, outcome, now_ms(), next) {
+        let latency_ms = started.elapsed().as_millis() as u64;
+        let attempt_no = event.schedule_index.saturating_add(1);
+        let decision = retry::decide(status, retry_after, attempt_no, &self.settings.retry_schedule_s);
+        let now = now_ms();
+        let (effect, outcome) = match &decision {
+            Decision::Delivered => (AttemptEffect::Delivered, "delivered".to_string()),
+            Decision::RetryIn(ms) => {
+                let jitter = ms / 10;
+                let delay = ms - jitter + rand::thread_rng().gen_range(0..=jitter * 2);
+                (AttemptEffect::RetryAt(now + delay), error.clone().unwrap_or_else(|| "retry".into()))
+            }
+            Decision::Dead(reason) => (AttemptEffect::Dead, reason.clone()),
+            Decision::DisableEndpoint(reason) => {
+                (AttemptEffect::DisableEndpoint(reason.clone()), "endpoint_disabled".into())
+            }
+        };
+        let attempt = Attempt {
+            n: 0,
+            at_ms: now,
+            status,
+            outcome: outcome.clone(),
+            latency_ms,
+            excerpt,
+            node: self.node.clone(),
+        };
+        if let Err(e) = self.store.record_attempt(&event.id, attempt, &effect) {
             warn!(webhook_id = %event.id, error = %e, "cannot record webhook attempt");
+        }
+        self.update_endpoint(&merchant.id, &decision, now);
+        let label = match &decision {
+            Decision::Delivered => "delivered",
+            Decision::RetryIn(_) => "retry",
+            Decision::Dead(_) => "dead",
+            Decision::DisableEndpoint(_) => "endpoint_disabled",
+        };
+        metrics::counter!("webhook_deliveries_total", "outcome" => label).increment(1);
+        match decision {
+            Decision::Delivered => {
+                info!(webhook_id = %event.id, merchant = %merchant.id, event_type = %event.event_type, attempt = attempt_no, latency_ms, "webhook delivered");
+                if let Some(net) = &self.net {
+                    let ack = DeliveryAck { webhook_id: event.id.clone(), delivered_at_ms: now };
+                    let _ = net.publish(gossip::DELIVERIES, serde_json::to_vec(&ack).unwrap_or_default()).await;
+                }
+                true
+            }
+            Decision::Dead(reason) => {
+                metrics::counter!("webhook_dlq_total").increment(1);
+                warn!(webhook_id = %event.id, merchant = %merchant.id, attempt = attempt_no, status = ?status, reason = %reason, "webhook moved to the dead-letter queue");
+                false
+            }
+            _ => {
+                warn!(webhook_id = %event.id, merchant = %merchant.id, attempt = attempt_no, status = ?status, outcome = %outcome, latency_ms, "webhook attempt failed");
+                false
+            }
         }
     }
 
-    /// Exponential backoff from 1 s, doubled per attempt, capped, with ±20 % jitter.
-    fn backoff_ms(&self, attempt: u32) -> u64 {
-        let base = 1000u64.saturating_mul(1u64 << attempt.min(20)).min(self.settings.max_backoff_ms);
-        let jitter = base / 5;
-        base - jitter + rand::thread_rng().gen_range(0..=jitter.saturating_mul(2))
+    /// Tracks how long the endpoint has been failing; disables it on 410 or after
+    /// `disable_after_s` without a success.
+    fn update_endpoint(&self, merchant: &str, decision: &Decision, now: u64) {
+        let Ok(mut state) = self.store.endpoint(merchant) else { return };
+        let before = state.clone();
+        match decision {
+            Decision::Delivered => state.failing_since_ms = None,
+            Decision::DisableEndpoint(reason) => disable(&mut state, reason.clone(), now),
+            Decision::RetryIn(_) | Decision::Dead(_) => {
+                let since = *state.failing_since_ms.get_or_insert(now);
+                if now.saturating_sub(since) >= self.settings.disable_after_s.saturating_mul(1000) {
+                    disable(&mut state, format!("every delivery failed for {} s", (now - since) / 1000), now);
+                }
+            }
+        }
+        if state != before {
+            if state.disabled && !before.disabled {
+                warn!(merchant, reason = ?state.disabled_reason, "merchant webhook endpoint disabled; events wait until it is re-enabled");
+            }
+            let _ = self.store.set_endpoint(merchant, &state);
+        }
     }
+}
+
+fn disable(state: &mut EndpointState, reason: String, now: u64) {
+    state.disabled = true;
+    state.disabled_reason = Some(reason);
+    state.disabled_at_ms = Some(now);
 }

@@ -1,5 +1,7 @@
-//! Merchant webhooks: Standard Webhooks signatures, event payloads and the delivery worker.
+//! Merchant webhooks: Standard Webhooks signatures, event payloads, the retry policy and the
+//! delivery worker.
 
 pub mod delivery;
 pub mod payload;
+pub mod retry;
 pub mod signature;

@@ -1,12 +1,13 @@
 //! Webhook events of a settlement: one per settled payment of a configured merchant.
 
 use crate::invoice_view::{SettlementView, invoice_view, token_label};
+use crate::receipt::{self, ReceiptContext};
 use crate::store::{OutboxEvent, SettlementRecord, Store, StoreError};
 use crate::time::rfc3339;
 use alloy::primitives::{B256, keccak256};
 use serde_json::json;
 use settleproof_config::MerchantConfig;
-use settleproof_consensus::{PaymentLeaf, RoundSchedule};
+use settleproof_consensus::PaymentLeaf;
 
 /// The idempotency key of the event for one payment: the same on every node and attempt.
 pub fn webhook_id(invoice_id: B256, tx_hash: B256, log_index: u64) -> String {
@@ -14,10 +15,28 @@ pub fn webhook_id(invoice_id: B256, tx_hash: B256, log_index: u64) -> String {
     format!("msg_{}", hex::encode(&digest[..16]))
 }
 
-/// Builds the events announcing that `payments` were settled by `settlement`.
+/// Hash of an event's immutable content, chained into the next event of the same invoice. It
+/// is derived from chain data only, so every node computes the same chain of events.
+pub fn event_hash(p: &PaymentLeaf) -> B256 {
+    let id = webhook_id(p.invoice_id, p.tx_hash, p.log_index);
+    keccak256(
+        [
+            id.as_bytes(),
+            p.invoice_id.as_slice(),
+            p.tx_hash.as_slice(),
+            &p.log_index.to_be_bytes(),
+            &p.amount.to_be_bytes::<32>(),
+        ]
+        .concat(),
+    )
+}
+
+/// Builds the events announcing that `payments` were settled by `settlement`. Each carries the
+/// invoice's event sequence number (its payments in chain order, from 1), the previous event's
+/// hash, and the payment's receipt.
 pub fn settlement_events(
     store: &Store,
-    schedule: &RoundSchedule,
+    ctx: &ReceiptContext,
     merchants: &[MerchantConfig],
     payments: &[PaymentLeaf],
     settlement: &SettlementRecord,
@@ -31,7 +50,7 @@ pub fn settlement_events(
         };
         let (event_type, invoice) = match store.invoice(p.invoice_id)? {
             Some(inv) if inv.merchant_id == merchant.id => {
-                let mut view = invoice_view(store, schedule, &inv, now_s)?;
+                let mut view = invoice_view(store, &ctx.schedule, &inv, now_s)?;
                 for pv in view.payments.iter_mut().filter(|pv| pv.round == Some(settlement.round)) {
                     pv.settlement = Some(settled.clone());
                 }
@@ -40,15 +59,29 @@ pub fn settlement_events(
             }
             _ => ("payment.settled", json!({ "id": p.invoice_id.to_string() })),
         };
+        let mut earlier: Vec<PaymentLeaf> = store
+            .payments_of_invoice(p.invoice_id)?
+            .into_iter()
+            .map(|r| r.leaf)
+            .filter(|l| l.merchant == p.merchant && l.order_key() < p.order_key())
+            .collect();
+        earlier.sort_by_key(PaymentLeaf::order_key);
+        let sequence = earlier.len() as u64 + 1;
+        let previous = earlier.last().map(event_hash);
         let id = webhook_id(p.invoice_id, p.tx_hash, p.log_index);
+        let receipt = receipt::build(store, ctx, p, settlement)?;
         let body = json!({
             "type": event_type,
             "timestamp": rfc3339(now_s),
             "data": {
                 "webhook_id": id,
+                "sequence": sequence,
+                "event_hash": event_hash(p),
+                "previous_event_hash": previous,
                 "invoice": invoice,
                 "payment": payment_json(p, settlement.round, &settled),
                 "settlement": settled,
+                "receipt": receipt,
             }
         });
         events.push(OutboxEvent {
@@ -59,6 +92,9 @@ pub fn settlement_events(
             attempts: 0,
             last_outcome: None,
             delivered_at_ms: None,
+            invoice_id: Some(p.invoice_id),
+            sequence,
+            ..OutboxEvent::default()
         });
     }
     Ok(events)

@@ -32,6 +32,9 @@ fn state(store: Store) -> ApiState {
         threshold: 1,
         chain: None,
         watcher: None,
+        settlement_contract: Address::repeat_byte(0x44),
+        admin_token: None,
+        webhook_wake: None,
         metrics: None,
     }
 }

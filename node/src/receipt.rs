@@ -1,0 +1,152 @@
+//! Building settlement receipts from the store, and checking them on chain.
+
+use crate::store::{SettlementRecord, Store, StoreError};
+use alloy::primitives::{Address, Bytes, U256};
+use alloy::providers::Provider;
+use settleproof_consensus::receipt::{Check, RECEIPT_VERSION, Receipt};
+use settleproof_consensus::{PaymentLeaf, RoundSchedule, merkle};
+use settleproof_contracts::{InvoicePayments, Settlement};
+
+/// Where receipts point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceiptContext {
+    /// Chain id.
+    pub chain_id: u64,
+    /// `InvoicePayments` address.
+    pub payments: Address,
+    /// `Settlement` address.
+    pub settlement: Address,
+    /// Rounds.
+    pub schedule: RoundSchedule,
+}
+
+/// The receipt of `payment`, settled by `record`; `None` when the record lacks the signature
+/// (not yet fetched) or the payment is not in the settled batch.
+pub fn build(
+    store: &Store,
+    ctx: &ReceiptContext,
+    payment: &PaymentLeaf,
+    record: &SettlementRecord,
+) -> Result<Option<Receipt>, StoreError> {
+    let Some((from, to)) = ctx.schedule.range(record.round) else { return Ok(None) };
+    if record.signature.is_empty() || !record.signer_keys.len().is_multiple_of(128) {
+        return Ok(None);
+    }
+    let mut leaves: Vec<PaymentLeaf> = store.payments_in_range(from, to)?.into_iter().map(|r| r.leaf).collect();
+    let Some(batch) = settleproof_consensus::Batch::build(record.round, from, to, &mut leaves) else { return Ok(None) };
+    if batch.root != record.root {
+        return Ok(None);
+    }
+    let hashes: Vec<_> = leaves.iter().map(PaymentLeaf::hash).collect();
+    let Some(index) = leaves.iter().position(|l| l == payment) else { return Ok(None) };
+    let Some(proof) = merkle::proof(&hashes, index) else { return Ok(None) };
+    let signers: Vec<usize> = (0..256usize).filter(|i| record.signer_bitmap.bit(*i)).collect();
+    Ok(Some(Receipt {
+        version: RECEIPT_VERSION,
+        chain_id: ctx.chain_id,
+        payments_contract: ctx.payments,
+        settlement_contract: ctx.settlement,
+        payment: payment.clone(),
+        leaf: hashes[index],
+        leaf_index: index as u64,
+        proof,
+        batch,
+        batch_message: batch.message(ctx.chain_id, ctx.settlement),
+        signers,
+        signer_bitmap: record.signer_bitmap,
+        signer_keys: record.signer_keys.chunks(128).map(|c| Bytes::from(c.to_vec())).collect(),
+        aggregate_signature: record.signature.clone(),
+        settlement_tx: record.tx_hash,
+    }))
+}
+
+/// The checks that need the chain: the signers' keys are the registered ones and a quorum,
+/// the batch is recorded as settled, and the payment log exists.
+pub async fn verify_onchain<P: Provider>(provider: &P, r: &Receipt) -> Vec<Check> {
+    let mut out = Vec::new();
+    match provider.get_chain_id().await {
+        Ok(id) => out.push(Check::new(
+            "chain_id",
+            id == r.chain_id,
+            format!("rpc serves chain {id}, receipt says {}", r.chain_id),
+        )),
+        Err(e) => out.push(Check::new("chain_id", false, format!("rpc: {e}"))),
+    }
+    let settlement = Settlement::new(r.settlement_contract, provider);
+    let mut keys_ok = true;
+    let mut detail = String::new();
+    for (k, i) in r.signers.iter().enumerate() {
+        match settlement.operator(U256::from(*i)).call().await {
+            Ok(op) if Some(&op.blsPublicKey) == r.signer_keys.get(k) => {}
+            Ok(_) => {
+                keys_ok = false;
+                detail = format!("key given for signer {i} is not the registered one");
+            }
+            Err(e) => {
+                keys_ok = false;
+                detail = format!("signer {i}: {e}");
+            }
+        }
+    }
+    match settlement.threshold().call().await {
+        Ok(t) if U256::from(r.signers.len()) < t => {
+            keys_ok = false;
+            detail = format!("{} signers, threshold {t}", r.signers.len());
+        }
+        Ok(_) => {}
+        Err(e) => {
+            keys_ok = false;
+            detail = format!("threshold: {e}");
+        }
+    }
+    out.push(Check::new(
+        "registered_signers",
+        keys_ok,
+        if keys_ok { format!("{} registered operators, at least the threshold", r.signers.len()) } else { detail },
+    ));
+    match settlement.batch(r.batch.round).call().await {
+        Ok(b) => {
+            let ok = b.root == r.batch.root
+                && b.fromBlock == r.batch.from_block
+                && b.toBlock == r.batch.to_block
+                && b.leafCount == r.batch.leaf_count
+                && b.signerBitmap == r.signer_bitmap;
+            out.push(Check::new(
+                "settled_on_chain",
+                ok,
+                format!("round {} on chain: root {}, bitmap {:#x}", r.batch.round, b.root, b.signerBitmap),
+            ));
+        }
+        Err(e) => out.push(Check::new("settled_on_chain", false, format!("rpc: {e}"))),
+    }
+    out.push(payment_log(provider, r).await);
+    out
+}
+
+async fn payment_log<P: Provider>(provider: &P, r: &Receipt) -> Check {
+    let receipt = match provider.get_transaction_receipt(r.payment.tx_hash).await {
+        Ok(Some(x)) => x,
+        Ok(None) => {
+            return Check::new("payment_on_chain", false, format!("transaction {} not found", r.payment.tx_hash));
+        }
+        Err(e) => return Check::new("payment_on_chain", false, format!("rpc: {e}")),
+    };
+    let found = receipt.inner.logs().iter().any(|l| {
+        l.log_index == Some(r.payment.log_index)
+            && l.address() == r.payments_contract
+            && l.block_number == Some(r.payment.block_number)
+            && l.log_decode::<InvoicePayments::InvoicePaid>().is_ok_and(|d| {
+                let e = &d.inner.data;
+                e.invoiceId == r.payment.invoice_id
+                    && e.merchant == r.payment.merchant
+                    && e.payer == r.payment.payer
+                    && e.token == r.payment.token
+                    && e.amount == r.payment.amount
+            })
+    });
+    Check::new(
+        "payment_on_chain",
+        found,
+        format!("InvoicePaid log {} of transaction {}", r.payment.log_index, r.payment.tx_hash),
+    )
+}
