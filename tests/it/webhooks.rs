@@ -80,14 +80,22 @@ async fn receipts_verify_alone_and_any_tampering_names_the_failing_check() -> Re
     // The webhook's receipt and the API's receipt both verify.
     let (ok, text) = verify_receipt(&net, &event.body)?;
     assert!(ok, "{text}");
-    let api = net
-        .http
-        .get(format!("{}/v1/invoices/{id}/receipt", net.api(2)))
-        .bearer_auth(net.devnet.merchant.api_token.expose())
-        .send()
+    // Node 2 answers once it has seen the settlement at confirmation depth.
+    let api: Value = net
+        .eventually("receipt from node 2", Duration::from_secs(30), || async {
+            let r = net
+                .http
+                .get(format!("{}/v1/invoices/{id}/receipt", net.api(2)))
+                .bearer_auth(net.devnet.merchant.api_token.expose())
+                .send()
+                .await
+                .ok()?;
+            if r.status().as_u16() != 200 {
+                return None;
+            }
+            r.json().await.ok()
+        })
         .await?;
-    assert_eq!(api.status().as_u16(), 200);
-    let api: Value = api.json().await?;
     let (ok, text) = verify_receipt(&net, &api)?;
     assert!(ok && text.contains("all checks passed"), "{text}");
 
