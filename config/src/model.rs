@@ -216,6 +216,10 @@ pub struct WebhookSection {
     /// before delivering its events here (unless acknowledged meanwhile), in milliseconds.
     #[serde(default = "default_failover_delay_ms")]
     pub failover_delay_ms: u64,
+    /// `invoice.expired` is sent this long after the expiry, so that payments made before it
+    /// have time to confirm, in seconds.
+    #[serde(default = "default_expired_event_delay_s")]
+    pub expired_event_delay_s: u64,
 }
 
 /// The operators' admin API.
@@ -233,6 +237,7 @@ impl Default for WebhookSection {
             retry_schedule_s: default_retry_schedule_s(),
             disable_after_s: default_disable_after_s(),
             failover_delay_ms: default_failover_delay_ms(),
+            expired_event_delay_s: default_expired_event_delay_s(),
         }
     }
 }
@@ -293,4 +298,7 @@ fn default_disable_after_s() -> u64 {
 }
 fn default_failover_delay_ms() -> u64 {
     30_000
+}
+fn default_expired_event_delay_s() -> u64 {
+    60
 }

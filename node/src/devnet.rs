@@ -191,6 +191,7 @@ pub async fn init(spec: &DevnetSpec) -> Result<Devnet, DevnetError> {
                 retry_schedule_s: spec.retry_schedule_s.clone(),
                 disable_after_s: 5 * 24 * 3600,
                 failover_delay_ms: spec.failover_delay_ms,
+                expired_event_delay_s: 3,
             },
             admin: Some(AdminSection { token: admin_token.clone() }),
         };

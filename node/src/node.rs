@@ -153,6 +153,7 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
         webhook_wake.clone(),
         cfg.node.name.clone(),
         Some(net.clone()),
+        schedule,
     )
     .map_err(|e| NodeError::Config(format!("webhook client: {e}")))?;
     tasks.push(tokio::spawn(deliverer.run(shutdown_rx.clone())));

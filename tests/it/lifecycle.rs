@@ -54,6 +54,16 @@ async fn partial_over_expired_late_and_wrong_token_payments() -> Result<()> {
 
     let late = create(&net, json!({"amount": "1000", "token": "native", "expires_in": 2})).await?;
     status_becomes(&net, late, "expired").await?;
+    let late_id = late.to_string();
+    let expired = net
+        .eventually("invoice.expired webhook", Duration::from_secs(30), || async {
+            net.receiver
+                .snapshot()
+                .into_iter()
+                .find(|r| r.body["type"] == "invoice.expired" && r.body["data"]["invoice"]["id"] == late_id.as_str())
+        })
+        .await?;
+    assert!(expired.verified);
     pay_native(&net, late, 1000).await?;
     status_becomes(&net, late, "paid_late").await?;
 

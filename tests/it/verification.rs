@@ -238,3 +238,31 @@ async fn a_node_killed_mid_range_settles_every_payment_exactly_once() -> Result<
     net.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_notified_payment_that_leaves_the_chain_is_reported_reverted() -> Result<()> {
+    let net = Testnet::start(4).await?;
+    let (status, created) = net.create_invoice(0, json!({"amount": WEI, "token": "native"})).await?;
+    assert_eq!(status, 201);
+    let id = created["id"].as_str().ok_or_else(|| eyre!("no id"))?.to_string();
+    net.pay(&created).await?;
+    let told = webhook_for(&net, &id, Duration::from_secs(60)).await?;
+    let tx: B256 = told["data"]["payment"]["tx_hash"].as_str().unwrap_or_default().parse()?;
+    let provider = net.provider()?;
+    let paid_in =
+        provider.get_transaction_receipt(tx).await?.and_then(|r| r.block_number).ok_or_else(|| eyre!("block"))?;
+    let depth = provider.get_block_number().await? - paid_in + 1;
+    let _: Value = provider.raw_request("anvil_reorg".into(), (depth, Vec::<Value>::new())).await?;
+    let reverted = net
+        .eventually("payment.reverted webhook", Duration::from_secs(60), || async {
+            net.receiver
+                .snapshot()
+                .into_iter()
+                .find(|r| r.body["type"] == "payment.reverted" && r.body["data"]["invoice"]["id"] == id.as_str())
+        })
+        .await?;
+    assert_eq!(reverted.body["data"]["reverted_webhook_id"], told["data"]["webhook_id"]);
+    assert!(reverted.verified);
+    net.stop().await;
+    Ok(())
+}

@@ -10,7 +10,8 @@
 
 use super::{ChainClient, ChainError};
 use crate::store::{Store, StoreError, StoredBlock};
-use crate::time::now_ms;
+use crate::time::{now_ms, now_s};
+use crate::webhook::payload::{reverted_event, webhook_id};
 use serde::Serialize;
 use settleproof_config::ChainSection;
 use settleproof_consensus::RoundSchedule;
@@ -199,6 +200,11 @@ impl Watcher {
         );
         for p in &removed {
             warn!(invoice_id = %p.leaf.invoice_id, tx_hash = %p.leaf.tx_hash, block = p.leaf.block_number, "payment left the chain");
+            let told = webhook_id(p.leaf.invoice_id, p.leaf.tx_hash, p.leaf.log_index);
+            if let Some(original) = self.store.outbox_event(&told)? {
+                self.store.enqueue_events(&[reverted_event(&original, &p.leaf, now_s())], now_ms())?;
+                warn!(webhook_id = %told, "merchant was told about this payment: payment.reverted queued");
+            }
         }
         Ok(())
     }

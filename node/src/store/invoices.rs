@@ -1,6 +1,6 @@
 //! Invoices as merchants created them.
 
-use super::{INVOICES, MERCHANT_INVOICES, Store, StoreError, decode, encode};
+use super::{EXPIRIES, INVOICES, MERCHANT_INVOICES, Store, StoreError, decode, encode};
 use alloy::primitives::{Address, B256, U256};
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
@@ -40,11 +40,35 @@ impl Store {
                 t.insert(invoice.id.0, encode(invoice).as_slice())?;
                 tx.open_table(MERCHANT_INVOICES)?
                     .insert((invoice.merchant_id.as_str(), invoice.created_at, invoice.id.0), ())?;
+                if let Some(at) = invoice.expires_at {
+                    tx.open_table(EXPIRIES)?.insert((at, invoice.id.0), ())?;
+                }
             }
             !exists
         };
         tx.commit()?;
         Ok(new)
+    }
+
+    /// Invoices whose expiry is at or before `until` and not yet handled, soonest first.
+    pub fn due_expiries(&self, until: u64, limit: usize) -> Result<Vec<(u64, B256)>, StoreError> {
+        let tx = self.read()?;
+        let t = tx.open_table(EXPIRIES)?;
+        let mut out = Vec::new();
+        for entry in t.range((0u64, [0u8; 32])..=(until, [0xffu8; 32]))?.take(limit) {
+            let (k, _) = entry?;
+            let (at, id) = k.value();
+            out.push((at, B256::from(id)));
+        }
+        Ok(out)
+    }
+
+    /// Marks an invoice's expiry handled.
+    pub fn clear_expiry(&self, at: u64, id: B256) -> Result<(), StoreError> {
+        let tx = self.db().begin_write()?;
+        tx.open_table(EXPIRIES)?.remove((at, id.0))?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// The invoice with this id.

@@ -1,7 +1,8 @@
 //! The node's embedded store: one redb file with ACID transactions (see docs/adr/0001).
 //!
 //! Tables and what they hold:
-//! - `invoices`: invoice id → [`Invoice`] (JSON); `merchant_invoices`: (merchant, created, id)
+//! - `invoices`: invoice id → [`Invoice`] (JSON); `merchant_invoices`: (merchant, created, id);
+//!   `invoice_expiries`: (expiry, id) of invoices whose expiry is not yet handled
 //! - `payments`: (block, log index) → confirmed [`PaymentRecord`] (JSON), ordered for round ranges
 //! - `processed`: invoice id ‖ tx hash ‖ log index → (block, log index): the idempotency key
 //! - `invoice_payments`: invoice id → (block, log index) of its payments
@@ -32,6 +33,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub(crate) const INVOICES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("invoices");
+pub(crate) const EXPIRIES: TableDefinition<(u64, [u8; 32]), ()> = TableDefinition::new("invoice_expiries");
 pub(crate) const MERCHANT_INVOICES: TableDefinition<(&str, u64, [u8; 32]), ()> =
     TableDefinition::new("merchant_invoices");
 pub(crate) const PAYMENTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("payments");
@@ -99,6 +101,7 @@ impl Store {
         let tx = db.begin_write()?;
         tx.open_table(INVOICES)?;
         tx.open_table(MERCHANT_INVOICES)?;
+        tx.open_table(EXPIRIES)?;
         tx.open_table(PAYMENTS)?;
         tx.open_multimap_table(INVOICE_PAYMENTS)?;
         tx.open_table(PROCESSED)?;

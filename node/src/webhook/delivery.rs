@@ -11,6 +11,7 @@ use crate::store::{Attempt, AttemptEffect, EndpointState, OutboxEvent, Store};
 use crate::time::{now_ms, now_s};
 use rand::Rng;
 use settleproof_config::{MerchantConfig, WebhookSection};
+use settleproof_consensus::RoundSchedule;
 use settleproof_p2p::NetworkHandle;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -31,6 +32,7 @@ pub struct Deliverer {
     wake: Arc<Notify>,
     node: String,
     net: Option<NetworkHandle>,
+    schedule: RoundSchedule,
 }
 
 impl Deliverer {
@@ -43,15 +45,17 @@ impl Deliverer {
         wake: Arc<Notify>,
         node: String,
         net: Option<NetworkHandle>,
+        schedule: RoundSchedule,
     ) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder().timeout(Duration::from_millis(settings.timeout_ms)).build()?;
         let merchants = Arc::new(merchants.iter().map(|m| (m.id.clone(), m.clone())).collect());
-        Ok(Self { store, merchants, client, settings, wake, node, net })
+        Ok(Self { store, merchants, client, settings, wake, node, net, schedule })
     }
 
     /// Runs until `shutdown` turns true.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         loop {
+            self.expire_invoices();
             let paused: Vec<String> =
                 self.merchants.keys().filter(|m| self.store.endpoint(m).is_ok_and(|e| e.disabled)).cloned().collect();
             match self.store.due_events(now_ms(), 64, &paused) {
@@ -75,6 +79,29 @@ impl Deliverer {
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {}
                 _ = shutdown.changed() => return,
             }
+        }
+    }
+
+    /// Queues `invoice.expired` for invoices whose expiry passed `expired_event_delay_s` ago
+    /// without full payment on time (the delay lets payments made before the expiry confirm).
+    fn expire_invoices(&self) {
+        let now = now_s();
+        let Ok(due) = self.store.due_expiries(now.saturating_sub(self.settings.expired_event_delay_s), 64) else {
+            return;
+        };
+        for (at, id) in due {
+            if let Ok(Some(inv)) = self.store.invoice(id)
+                && let Ok(view) = crate::invoice_view::invoice_view(&self.store, &self.schedule, &inv, now)
+                && view.status == crate::invoice_view::InvoiceStatus::Expired
+            {
+                let event = super::payload::expired_event(&view, now);
+                info!(invoice_id = %id, webhook_id = %event.id, "invoice expired");
+                if let Err(e) = self.store.enqueue_events(&[event], now_ms()) {
+                    warn!(invoice_id = %id, error = %e, "cannot queue invoice.expired");
+                    continue;
+                }
+            }
+            let _ = self.store.clear_expiry(at, id);
         }
     }
 

@@ -100,6 +100,50 @@ pub fn settlement_events(
     Ok(events)
 }
 
+/// The event telling a merchant that a payment it was told about left the chain in a reorg.
+/// Its id is derived from the original event's, so every node makes the same one.
+pub fn reverted_event(original: &OutboxEvent, p: &PaymentLeaf, now_s: u64) -> OutboxEvent {
+    let id = format!("msg_rev_{}", hex::encode(&keccak256(original.id.as_bytes())[..12]));
+    let body = json!({
+        "type": "payment.reverted",
+        "timestamp": rfc3339(now_s),
+        "data": {
+            "webhook_id": id,
+            "reverted_webhook_id": original.id,
+            "invoice": { "id": p.invoice_id.to_string() },
+            "payment": { "chain_id": p.chain_id, "tx_hash": p.tx_hash, "log_index": p.log_index, "block_number": p.block_number, "amount": p.amount.to_string() },
+        }
+    });
+    OutboxEvent {
+        id,
+        merchant_id: original.merchant_id.clone(),
+        event_type: "payment.reverted".into(),
+        body: body.to_string(),
+        invoice_id: Some(p.invoice_id),
+        sequence: original.sequence,
+        ..OutboxEvent::default()
+    }
+}
+
+/// The event telling a merchant an invoice expired without full payment (not part of the
+/// invoice's payment sequence). Its id is derived from the invoice, so every node makes the
+/// same one.
+pub fn expired_event(invoice: &crate::invoice_view::InvoiceView, now_s: u64) -> OutboxEvent {
+    let id = format!("msg_exp_{}", hex::encode(&keccak256([invoice.id.as_bytes(), b"expired"].concat())[..12]));
+    let body = json!({
+        "type": "invoice.expired",
+        "timestamp": rfc3339(now_s),
+        "data": { "webhook_id": id, "invoice": invoice },
+    });
+    OutboxEvent {
+        id,
+        merchant_id: invoice.merchant_id.clone(),
+        event_type: "invoice.expired".into(),
+        body: body.to_string(),
+        ..OutboxEvent::default()
+    }
+}
+
 fn payment_json(p: &PaymentLeaf, round: u64, settlement: &SettlementView) -> serde_json::Value {
     json!({
         "chain_id": p.chain_id,
