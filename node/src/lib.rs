@@ -9,6 +9,8 @@ pub mod cli;
 pub mod demo_merchant;
 pub mod devnet;
 pub mod gossip;
+pub mod halt;
+pub mod invariants;
 pub mod invoice_view;
 pub mod keys;
 pub mod node;

@@ -4,6 +4,8 @@
 use crate::api::{self, ApiState};
 use crate::chain::watcher::{Watcher, WatcherStatus};
 use crate::chain::{ChainClient, ChainError};
+use crate::halt::Halt;
+use crate::invariants::Auditor;
 use crate::keys::{KeyError, OperatorKeys};
 use crate::operators::{OperatorSet, OperatorSetError};
 use crate::replication::InvoiceReplicator;
@@ -89,7 +91,11 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
         source,
     })?;
     let store = Store::open(&cfg.node.data_dir.join("settleproof.redb"))?;
-    let chain = ChainClient::new(&cfg.chain, keys.evm.clone())?;
+    let halt = Halt::load(store.clone())?;
+    if let Some(r) = halt.reason() {
+        tracing::error!(severity = "CRITICAL", invariant = %r.invariant, detail = %r.detail, "starting halted: settlement stays off until an operator resumes it");
+    }
+    let chain = ChainClient::new(&cfg.chain, keys.evm.clone())?.with_halt(halt.clone());
     chain.check_chain_id().await?;
     let schedule = RoundSchedule::new(cfg.chain.start_block, cfg.rounds.length_blocks)
         .ok_or_else(|| NodeError::Config("rounds.length_blocks: must be at least 1".into()))?;
@@ -143,6 +149,7 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
             min_balance_wei: u128::from(cfg.rounds.keeper_min_balance_gwei) * 1_000_000_000,
             delivery_failover_ms: cfg.webhooks.failover_delay_ms,
         },
+        halt: halt.clone(),
     };
     tasks.push(tokio::spawn(driver.run(progress, net_events, shutdown_rx.clone())));
 
@@ -157,6 +164,15 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
     )
     .map_err(|e| NodeError::Config(format!("webhook client: {e}")))?;
     tasks.push(tokio::spawn(deliverer.run(shutdown_rx.clone())));
+
+    let auditor = Auditor {
+        store: store.clone(),
+        chain: chain.clone(),
+        schedule,
+        halt: halt.clone(),
+        interval: Duration::from_secs(5),
+    };
+    tasks.push(tokio::spawn(auditor.run(shutdown_rx.clone())));
 
     let state = ApiState {
         store,
@@ -174,6 +190,7 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
         settlement_contract: cfg.chain.settlement_contract,
         admin_token: cfg.admin.as_ref().map(|a| a.token.clone()),
         webhook_wake: Some(webhook_wake.clone()),
+        halt: Some(halt.clone()),
         metrics: telemetry::metrics(),
     };
     let listener = tokio::net::TcpListener::bind(cfg.api.listen)

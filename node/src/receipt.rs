@@ -8,7 +8,7 @@ use settleproof_consensus::{PaymentLeaf, RoundSchedule, merkle};
 use settleproof_contracts::{InvoicePayments, Settlement};
 
 /// Where receipts point.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ReceiptContext {
     /// Chain id.
     pub chain_id: u64,
@@ -18,6 +18,8 @@ pub struct ReceiptContext {
     pub settlement: Address,
     /// Rounds.
     pub schedule: RoundSchedule,
+    /// Pulled when a proof this node made does not verify.
+    pub halt: Option<crate::halt::Halt>,
 }
 
 /// The receipt of `payment`, settled by `record`; `None` when the record lacks the signature
@@ -40,6 +42,15 @@ pub fn build(
     let hashes: Vec<_> = leaves.iter().map(PaymentLeaf::hash).collect();
     let Some(index) = leaves.iter().position(|l| l == payment) else { return Ok(None) };
     let Some(proof) = merkle::proof(&hashes, index) else { return Ok(None) };
+    if !merkle::verify_proof(batch.root, hashes[index], index, hashes.len(), &proof) {
+        if let Some(h) = &ctx.halt {
+            h.violation(
+                "bad_merkle_proof",
+                format!("proof of leaf {index} of round {} does not verify against {}", record.round, batch.root),
+            );
+        }
+        return Ok(None);
+    }
     let signers: Vec<usize> = (0..256usize).filter(|i| record.signer_bitmap.bit(*i)).collect();
     Ok(Some(Receipt {
         version: RECEIPT_VERSION,

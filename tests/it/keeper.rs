@@ -93,7 +93,7 @@ async fn an_operator_signing_another_root_is_outvoted() -> Result<()> {
     let net = Testnet::start_with(Options { providers: 3, round_length: 10, ..Options::default() }).await?;
     let provider = net.provider()?;
     // Pay early in a round, then make every provider of node 2 report an extra payment at the
-    // end of that round: node 2 computes another batch root for it.
+    // end of that round: node 2 signs another batch root for it.
     let (id, round) = loop {
         let (id, block) = pay(&net, 0).await?;
         let round = round_of(&net, block);
@@ -108,9 +108,15 @@ async fn an_operator_signing_another_root_is_outvoted() -> Result<()> {
                 amount: U256::from(5u64),
             };
             let data = event.encode_log_data();
+            // The forged log names the real block (its hash is known once it is mined), so node
+            // 2 accepts it; node 2 reads block `end` only one block later (1 confirmation).
+            while provider.get_block_number().await? < end {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let block = provider.get_block_by_number(end.into()).await?.ok_or_else(|| eyre!("block"))?;
             let log = json!({
                 "address": net.devnet.deployment.payments, "topics": data.topics(), "data": data.data,
-                "blockNumber": format!("{end:#x}"), "blockHash": B256::repeat_byte(0xab),
+                "blockNumber": format!("{end:#x}"), "blockHash": block.header.hash,
                 "transactionHash": B256::repeat_byte(0xcd), "transactionIndex": "0x0", "logIndex": "0x0", "removed": false,
             });
             for p in 0..3 {
@@ -125,6 +131,23 @@ async fn an_operator_signing_another_root_is_outvoted() -> Result<()> {
     assert!(!events[0].0.bit(2), "node 2's different root is not part of the quorum");
     assert_eq!(events[0].0.count_ones(), 3, "the other three formed the quorum");
     assert_eq!(events[0].1, 1, "the settled batch holds only the real payment");
+    // Node 2's store disagrees with what was settled: it halts itself until an operator looks.
+    let h = net
+        .eventually("node 2 halted", Duration::from_secs(30), || async {
+            let h = net.health(2).await?;
+            (h["checks"]["settlement"]["halted"] == true).then_some(h)
+        })
+        .await?;
+    assert_eq!(h["checks"]["settlement"]["halt"]["invariant"], "settled_root_mismatch", "{h}");
+    assert_eq!(h["status"], "not_ready");
+    let metrics = net.http.get(format!("{}/metrics", net.api(2))).send().await?.text().await?;
+    assert!(metrics.contains("invariant_violations_total{invariant=\"settled_root_mismatch\"}"), "metric exposed");
+    let admin = net.devnet.admin_token.expose();
+    let r: Value =
+        net.http.post(format!("{}/admin/v1/resume", net.api(2))).bearer_auth(admin).send().await?.json().await?;
+    assert_eq!(r["was"]["invariant"], "settled_root_mismatch");
+    let h = net.health(2).await.ok_or_else(|| eyre!("health"))?;
+    assert_eq!(h["checks"]["settlement"]["halted"], false, "resumed: {h}");
     net.stop().await;
     Ok(())
 }

@@ -5,6 +5,7 @@ mod contracts;
 mod keeper;
 pub use settleproof_tests::harness;
 mod lifecycle;
+mod operations;
 mod settlement;
 mod verification;
 mod webhooks;

@@ -162,3 +162,32 @@ fn wake(state: &ApiState) {
         w.notify_one();
     }
 }
+
+fn halt_of(state: &ApiState) -> Result<&crate::halt::Halt, ApiError> {
+    state.halt.as_ref().ok_or_else(|| ApiError::not_found("halt switch"))
+}
+
+pub(super) async fn status(State(state): State<ApiState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let halt = halt_of(&state)?;
+    Ok(Json(json!({ "node": state.node_name, "halted": halt.is_halted(), "halt": halt.reason() })))
+}
+
+pub(super) async fn halt(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let detail = v["reason"].as_str().unwrap_or("halted by an operator").to_string();
+    tracing::warn!(reason = %detail, "settlement halted by an operator");
+    halt_of(&state)?.halt(crate::halt::HaltReason { invariant: "operator".into(), detail, at_ms: now_ms() });
+    Ok(Json(json!({ "halted": true })))
+}
+
+pub(super) async fn resume(State(state): State<ApiState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let previous = halt_of(&state)?.resume()?;
+    Ok(Json(json!({ "halted": false, "was": previous })))
+}

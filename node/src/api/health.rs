@@ -36,6 +36,14 @@ pub(super) async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<Va
         checks.insert(name.to_string(), detail);
     };
 
+    if let Some(h) = &state.halt {
+        let reason = h.reason();
+        put(
+            "settlement",
+            if reason.is_some() { Level::Failing } else { Level::Ok },
+            json!({ "halted": reason.is_some(), "halt": reason }),
+        );
+    }
     let checkpoint = state.store.checkpoint();
     put("store", if checkpoint.is_ok() { Level::Ok } else { Level::Failing }, json!({}));
 

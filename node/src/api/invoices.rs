@@ -215,6 +215,7 @@ pub(super) async fn receipt(
         payments: state.payments_contract,
         settlement: state.settlement_contract,
         schedule: state.schedule,
+        halt: state.halt.clone(),
     };
     let mut receipts = Vec::new();
     for p in state.store.payments_of_invoice(invoice.id)? {

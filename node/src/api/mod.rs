@@ -57,6 +57,8 @@ pub struct ApiState {
     pub admin_token: Option<settleproof_config::Secret>,
     /// Wakes the webhook worker after a replay.
     pub webhook_wake: Option<Arc<tokio::sync::Notify>>,
+    /// The safety switch; `None` in handler tests.
+    pub halt: Option<crate::halt::Halt>,
     /// Prometheus metrics.
     pub metrics: Option<PrometheusHandle>,
 }
@@ -74,6 +76,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/admin/v1/deliveries/{id}/replay", post(admin::replay_one))
         .route("/admin/v1/merchants/{id}", get(admin::merchant))
         .route("/admin/v1/merchants/{id}/enable", post(admin::enable))
+        .route("/admin/v1/status", get(admin::status))
+        .route("/admin/v1/halt", post(admin::halt))
+        .route("/admin/v1/resume", post(admin::resume))
         .route("/health/live", get(|| async { "ok" }))
         .route("/health/ready", get(health::ready))
         .route("/metrics", get(metrics))

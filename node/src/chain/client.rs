@@ -53,6 +53,9 @@ pub enum ChainError {
         /// The decoded revert reason, or what is known.
         reason: String,
     },
+    /// Settlement is halted by a violated invariant.
+    #[error("settlement halted: {0}")]
+    Halted(String),
     /// The settlement transaction was not mined after every fee bump.
     #[error("settlement transaction not mined after {0} attempts")]
     NotMined(u32),
@@ -78,6 +81,7 @@ pub struct ChainClient {
     writers: Vec<DynProvider>,
     pub(super) tx_policy: super::keeper_tx::TxPolicy,
     pub(super) nonce: Arc<std::sync::Mutex<Option<u64>>>,
+    pub(super) halt: Option<crate::halt::Halt>,
     chain_id: u64,
     payments: Address,
     settlement: Address,
@@ -113,6 +117,7 @@ impl ChainClient {
             writers,
             tx_policy: super::keeper_tx::TxPolicy::default(),
             nonce: Arc::default(),
+            halt: None,
             chain_id: cfg.chain_id,
             payments: cfg.payments_contract,
             settlement: cfg.settlement_contract,
@@ -244,6 +249,12 @@ impl ChainClient {
     /// Chain id.
     pub fn chain_id(&self) -> u64 {
         self.chain_id
+    }
+
+    /// Pulls `halt` when an invariant checked while sending settlements is violated.
+    pub fn with_halt(mut self, halt: crate::halt::Halt) -> Self {
+        self.halt = Some(halt);
+        self
     }
 
     /// This node's settlement account.

@@ -97,8 +97,19 @@ impl ChainClient {
         let local = self.nonce.lock().ok().and_then(|n| *n);
         let (nonce, desync) = reconcile_nonce(local, pending_count);
         if desync {
-            warn!(local = ?local, chain = pending_count, "keeper nonce out of sync with the chain; using the chain's");
             metrics::counter!("keeper_nonce_desync_total").increment(1);
+            let detail = format!(
+                "expected nonce {local:?}, the chain has {pending_count}: the settlement key was used elsewhere or a transaction vanished"
+            );
+            if let Ok(mut n) = self.nonce.lock() {
+                // After an operator resumes, continue from the chain's count.
+                *n = Some(pending_count);
+            }
+            if let Some(h) = &self.halt {
+                h.violation("keeper_nonce_desync", detail.clone());
+                return Err(ChainError::Halted(detail));
+            }
+            warn!(detail, "keeper nonce out of sync with the chain; using the chain's");
         }
         let fees = provider.estimate_eip1559_fees().await?;
         let (mut max_fee, mut tip) = (fees.max_fee_per_gas, fees.max_priority_fee_per_gas);

@@ -18,7 +18,7 @@ use tracing::{error, info, warn};
 
 impl RoundDriver {
     pub(super) fn try_settle(&self, st: &mut State, round: u64) {
-        if st.in_flight.contains(&round) || !st.pending.contains(&round) {
+        if st.in_flight.contains(&round) || !st.pending.contains(&round) || self.halt.is_halted() {
             return;
         }
         let Ok(Some(own)) = self.store.signed_batch(round) else { return };

@@ -63,6 +63,8 @@ pub struct RoundDriver {
     pub webhook_wake: Arc<Notify>,
     /// Timers.
     pub timing: Timing,
+    /// The safety switch: while pulled, nothing is signed or submitted.
+    pub halt: crate::halt::Halt,
 }
 
 /// Mutable state of the loop.
@@ -200,6 +202,7 @@ impl RoundDriver {
             payments: self.chain.payments_address(),
             settlement: self.chain.settlement_address(),
             schedule: self.schedule,
+            halt: Some(self.halt.clone()),
         }
     }
 

@@ -11,6 +11,9 @@ use tracing::{debug, error, info};
 
 impl RoundDriver {
     pub(super) async fn close_rounds(&self, st: &mut State) -> Result<(), StoreError> {
+        if self.halt.is_halted() {
+            return Ok(());
+        }
         let checkpoint = self.store.checkpoint()?;
         let first = self.store.next_round()?;
         let mut round = first;

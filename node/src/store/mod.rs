@@ -8,6 +8,7 @@
 //! - `invoice_payments`: invoice id → (block, log index) of its payments
 //! - `blocks`: block number → (hash, timestamp) of processed blocks, to detect reorgs
 //! - `meta`: `checkpoint` (last fully processed block), `next_round` (first round not yet closed)
+//! - `state`: `halt` (why settlement is halted, when it is)
 //! - `signed`: round → the batch this node signed and its signature (the signing guard)
 //! - `settlements`: round → how the round was settled
 //! - `outbox`, `outbox_pending`, `outbox_dead`, `outbox_attempts`, `outbox_acks`,
@@ -42,6 +43,7 @@ pub(crate) const INVOICE_PAYMENTS: MultimapTableDefinition<[u8; 32], (u64, u64)>
 pub(crate) const PROCESSED: TableDefinition<[u8; 72], (u64, u64)> = TableDefinition::new("processed");
 pub(crate) const BLOCKS: TableDefinition<u64, ([u8; 32], u64)> = TableDefinition::new("blocks");
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(crate) const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
 /// `meta` key of the first round not yet closed.
 pub(crate) const NEXT_ROUND: &str = "next_round";
 pub(crate) const SIGNED: TableDefinition<u64, &[u8]> = TableDefinition::new("signed");
@@ -107,6 +109,7 @@ impl Store {
         tx.open_table(PROCESSED)?;
         tx.open_table(BLOCKS)?;
         tx.open_table(META)?;
+        tx.open_table(STATE)?;
         tx.open_table(SIGNED)?;
         tx.open_table(SETTLEMENTS)?;
         tx.open_table(OUTBOX)?;

@@ -84,6 +84,43 @@ impl Store {
         Ok(outcome)
     }
 
+    /// Why settlement is halted, if it is.
+    pub fn halt_reason(&self) -> Result<Option<crate::halt::HaltReason>, StoreError> {
+        let tx = self.read()?;
+        let t = tx.open_table(super::STATE)?;
+        t.get("halt")?.map(|v| decode("state", v.value())).transpose()
+    }
+
+    /// Persists (or clears) the halt.
+    pub fn set_halt_reason(&self, reason: Option<&crate::halt::HaltReason>) -> Result<(), StoreError> {
+        let tx = self.db().begin_write()?;
+        {
+            let mut t = tx.open_table(super::STATE)?;
+            match reason {
+                Some(r) => {
+                    t.insert("halt", encode(r).as_slice())?;
+                }
+                None => {
+                    t.remove("halt")?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Settlement records of the most recent rounds, newest first, at most `limit`.
+    pub fn recent_settlements(&self, limit: usize) -> Result<Vec<SettlementRecord>, StoreError> {
+        let tx = self.read()?;
+        let t = tx.open_table(SETTLEMENTS)?;
+        let mut out = Vec::new();
+        for e in t.iter()?.rev().take(limit) {
+            let (_, v) = e?;
+            out.push(decode("settlements", v.value())?);
+        }
+        Ok(out)
+    }
+
     /// The batch this node signed for `round`.
     pub fn signed_batch(&self, round: u64) -> Result<Option<SignedBatch>, StoreError> {
         let tx = self.read()?;

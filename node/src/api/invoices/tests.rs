@@ -35,6 +35,7 @@ fn state(store: Store) -> ApiState {
         settlement_contract: Address::repeat_byte(0x44),
         admin_token: None,
         webhook_wake: None,
+        halt: None,
         metrics: None,
     }
 }

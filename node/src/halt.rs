@@ -1,0 +1,77 @@
+//! The safety switch: when an invariant is violated (or an operator asks), the node stops
+//! settling: it neither signs nor submits, but keeps following the chain, serving reads and
+//! delivering webhooks of what is already settled, until an operator resumes it. The state is
+//! persisted, so a restart does not resume by accident.
+
+use crate::store::{Store, StoreError};
+use crate::time::now_ms;
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, RwLock};
+use tracing::{error, info};
+
+/// Why settlement is halted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HaltReason {
+    /// The invariant violated, or `operator` for a manual halt.
+    pub invariant: String,
+    /// What was found.
+    pub detail: String,
+    /// When, unix ms.
+    pub at_ms: u64,
+}
+
+/// Shared halt state of one node.
+#[derive(Debug, Clone)]
+pub struct Halt {
+    store: Store,
+    current: Arc<RwLock<Option<HaltReason>>>,
+}
+
+impl Halt {
+    /// Loads the persisted state.
+    pub fn load(store: Store) -> Result<Self, StoreError> {
+        let current = store.halt_reason()?;
+        metrics::gauge!("settlement_halted").set(if current.is_some() { 1.0 } else { 0.0 });
+        Ok(Self { store, current: Arc::new(RwLock::new(current)) })
+    }
+
+    /// Whether settlement is halted.
+    pub fn is_halted(&self) -> bool {
+        self.current.read().map(|c| c.is_some()).unwrap_or(true)
+    }
+
+    /// The reason, when halted.
+    pub fn reason(&self) -> Option<HaltReason> {
+        self.current.read().ok().and_then(|c| c.clone())
+    }
+
+    /// Records a violated invariant and halts (the first reason is kept).
+    pub fn violation(&self, invariant: &str, detail: impl Into<String>) {
+        let detail = detail.into();
+        metrics::counter!("invariant_violations_total", "invariant" => invariant.to_string()).increment(1);
+        error!(severity = "CRITICAL", invariant, detail = %detail, "invariant violated: settlement halted until an operator resumes it");
+        self.halt(HaltReason { invariant: invariant.to_string(), detail, at_ms: now_ms() });
+    }
+
+    /// Halts (an operator's request or a violation).
+    pub fn halt(&self, reason: HaltReason) {
+        if let Ok(mut c) = self.current.write()
+            && c.is_none()
+        {
+            if let Err(e) = self.store.set_halt_reason(Some(&reason)) {
+                error!(error = %e, "cannot persist the halt");
+            }
+            *c = Some(reason);
+            metrics::gauge!("settlement_halted").set(1.0);
+        }
+    }
+
+    /// Resumes settling.
+    pub fn resume(&self) -> Result<Option<HaltReason>, StoreError> {
+        self.store.set_halt_reason(None)?;
+        let previous = self.current.write().map(|mut c| c.take()).unwrap_or(None);
+        metrics::gauge!("settlement_halted").set(0.0);
+        info!(previous = ?previous, "settlement resumed by an operator");
+        Ok(previous)
+    }
+}

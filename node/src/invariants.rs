@@ -1,0 +1,155 @@
+//! Invariants checked continuously; a violation halts settlement ([`crate::halt`]).
+//!
+//! - `root_settled_twice`: two settled rounds with one Merkle root.
+//! - `settled_root_mismatch`: the payments this node stored for a settled round do not hash to
+//!   the root settled on chain.
+//! - `settled_amount_mismatch`: the sum of those payments differs from the sum of the
+//!   `InvoicePaid` logs a provider quorum shows for the same blocks now.
+//! - `bad_merkle_proof`: a proof this node made does not verify against its root (checked where
+//!   receipts are built).
+//! - `keeper_nonce_desync`: the settlement account's nonce moved without this node (checked
+//!   where settlements are sent).
+
+use crate::chain::ChainClient;
+use crate::halt::Halt;
+use crate::store::Store;
+use alloy::primitives::{B256, U256};
+use settleproof_consensus::{Batch, RoundSchedule};
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+/// Settled rounds audited per pass, newest first.
+const RECENT: usize = 64;
+
+/// Audits settled rounds against the store and the chain.
+#[derive(Debug)]
+pub struct Auditor {
+    /// Store.
+    pub store: Store,
+    /// Chain.
+    pub chain: ChainClient,
+    /// Rounds.
+    pub schedule: RoundSchedule,
+    /// The switch to pull.
+    pub halt: Halt,
+    /// Time between passes.
+    pub interval: Duration,
+}
+
+impl Auditor {
+    /// Runs until `shutdown` turns true.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut audited = HashSet::new();
+        let mut every = tokio::time::interval(self.interval);
+        loop {
+            tokio::select! {
+                _ = every.tick() => self.pass(&mut audited).await,
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    async fn pass(&self, audited: &mut HashSet<u64>) {
+        let Ok(recent) = self.store.recent_settlements(RECENT) else { return };
+        let mut roots: HashMap<B256, u64> = HashMap::new();
+        for s in &recent {
+            if let Some(other) = roots.insert(s.root, s.round) {
+                self.halt.violation(
+                    "root_settled_twice",
+                    format!("root {} settled in rounds {other} and {}", s.root, s.round),
+                );
+            }
+        }
+        let checkpoint = self.store.checkpoint().ok().flatten();
+        for s in recent {
+            if audited.contains(&s.round) || !self.schedule.is_closed(s.round, checkpoint) {
+                continue;
+            }
+            match self.audit_round(s.round, s.root).await {
+                Ok(()) => {
+                    audited.insert(s.round);
+                }
+                Err(e) => debug!(round = s.round, error = %e, "audit postponed"),
+            }
+        }
+    }
+
+    async fn audit_round(&self, round: u64, root: B256) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let Some((from, to)) = self.schedule.range(round) else { return Ok(()) };
+        let stored = self.store.payments_in_range(from, to)?;
+        let mut leaves: Vec<_> = stored.iter().map(|r| r.leaf.clone()).collect();
+        let ours = Batch::build(round, from, to, &mut leaves).map(|b| b.root);
+        if ours != Some(root) {
+            self.halt.violation(
+                "settled_root_mismatch",
+                format!("round {round}: stored payments hash to {ours:?}, settled root is {root}"),
+            );
+            return Ok(());
+        }
+        let chain = self.chain.events(from, to).await?;
+        let sum = |v: &mut dyn Iterator<Item = U256>| v.fold(U256::ZERO, |a, x| a.saturating_add(x));
+        let stored_sum = sum(&mut stored.iter().map(|r| r.leaf.amount));
+        let chain_sum = sum(&mut chain.payments.iter().map(|r| r.leaf.amount));
+        if stored_sum != chain_sum {
+            self.halt.violation(
+                "settled_amount_mismatch",
+                format!("round {round}: stored payments add up to {stored_sum}, the chain shows {chain_sum}"),
+            );
+        } else if stored.len() != chain.payments.len() {
+            warn!(round, stored = stored.len(), chain = chain.payments.len(), "payment count differs with equal sums");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{SettlementRecord, temp_store};
+    use alloy::signers::local::PrivateKeySigner;
+    use settleproof_config::{EXAMPLE, NodeConfig};
+
+    fn auditor(store: Store) -> Auditor {
+        let cfg = NodeConfig::from_toml_str(EXAMPLE, std::iter::empty()).expect("example");
+        // The client is never called: both violations below are found before any chain read.
+        let chain = ChainClient::new(&cfg.chain, PrivateKeySigner::random()).expect("client");
+        let halt = Halt::load(store.clone()).expect("halt");
+        Auditor {
+            store,
+            chain,
+            schedule: RoundSchedule { start_block: 0, length: 5 },
+            halt,
+            interval: Duration::from_secs(1),
+        }
+    }
+
+    fn settled(round: u64, root: u8) -> SettlementRecord {
+        SettlementRecord { round, root: B256::repeat_byte(root), block_number: round * 5 + 6, ..Default::default() }
+    }
+
+    #[tokio::test]
+    async fn a_root_settled_twice_halts() {
+        let (_dir, store) = temp_store();
+        store.record_settlement(&settled(1, 7), &[], 0).expect("record");
+        store.record_settlement(&settled(2, 7), &[], 0).expect("record");
+        let a = auditor(store);
+        a.pass(&mut HashSet::new()).await;
+        assert_eq!(a.halt.reason().map(|r| r.invariant), Some("root_settled_twice".to_string()));
+    }
+
+    #[tokio::test]
+    async fn stored_payments_that_do_not_hash_to_the_settled_root_halt() {
+        let (_dir, store) = temp_store();
+        let to = crate::store::StoredBlock { number: 20, hash: B256::ZERO, timestamp: 0 };
+        store.apply_range(to, &[], &[settled(1, 9)], &[]).expect("apply");
+        let a = auditor(store.clone());
+        a.pass(&mut HashSet::new()).await;
+        assert_eq!(a.halt.reason().map(|r| r.invariant), Some("settled_root_mismatch".to_string()));
+        // The halt survives a restart until resumed.
+        assert!(Halt::load(store.clone()).expect("load").is_halted());
+        a.halt.resume().expect("resume");
+        assert!(!Halt::load(store).expect("load").is_halted());
+    }
+}
