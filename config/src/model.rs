@@ -50,6 +50,9 @@ pub struct NodeSection {
     /// Log filter, e.g. `info` or `settleproof=debug,info`.
     #[serde(default = "default_log_level")]
     pub log_level: String,
+    /// On SIGINT/SIGTERM, how long in-flight work may take before the process exits anyway, ms.
+    #[serde(default = "default_shutdown_grace_ms")]
+    pub shutdown_grace_ms: u64,
 }
 
 /// Log output format.
@@ -242,6 +245,9 @@ impl Default for WebhookSection {
     }
 }
 
+fn default_shutdown_grace_ms() -> u64 {
+    10_000
+}
 fn default_log_level() -> String {
     "info".into()
 }

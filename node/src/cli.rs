@@ -25,6 +25,9 @@ pub enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// The node's store: backup (online when the node runs), integrity check, restore.
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Local development network.
     #[command(subcommand)]
     Devnet(DevnetCommand),
@@ -111,5 +114,38 @@ pub enum DevnetCommand {
         /// RPC providers per node (with --proxy-port).
         #[arg(long, default_value_t = 3)]
         providers: usize,
+    },
+}
+
+/// `settleproof store ...`
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Write a consistent copy of the store. While the node runs, it writes the copy itself
+    /// (through its admin API, so on the node's host); otherwise the file is copied directly.
+    Backup {
+        /// The node's configuration.
+        #[arg(long)]
+        config: PathBuf,
+        /// Backup file to create (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Check a store file (no node may have it open).
+    Check {
+        /// Store file; defaults to the one of --config.
+        #[arg(long)]
+        path: Option<PathBuf>,
+        /// The node's configuration.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Replace the node's store with a checked backup (stop the node first).
+    Restore {
+        /// The node's configuration.
+        #[arg(long)]
+        config: PathBuf,
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
     },
 }

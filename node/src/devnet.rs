@@ -158,6 +158,7 @@ pub async fn init(spec: &DevnetSpec) -> Result<Devnet, DevnetError> {
                 keys_dir: node_dir.join("keys"),
                 log_format: LogFormat::Json,
                 log_level: "info".into(),
+                shutdown_grace_ms: 5000,
             },
             api: ApiSection { listen: ([127, 0, 0, 1], spec.api_ports[i]).into() },
             p2p: P2pSection { listen: format!("/ip4/127.0.0.1/tcp/{}", spec.p2p_ports[i]) },

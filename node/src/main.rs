@@ -3,7 +3,7 @@
 use clap::Parser;
 use eyre::{Context, Result, bail};
 use settleproof_config::NodeConfig;
-use settleproof_node::cli::{Cli, Command, DevnetCommand, KeysCommand};
+use settleproof_node::cli::{Cli, Command, DevnetCommand, KeysCommand, StoreCommand};
 use settleproof_node::{demo_merchant, devnet, keys::OperatorKeys, node, telemetry, webhook};
 
 #[tokio::main]
@@ -61,6 +61,7 @@ async fn main() -> Result<()> {
             Ok(())
         }
         Command::VerifyReceipt { file, rpc } => verify_receipt(&file, &rpc).await,
+        Command::Store(cmd) => store_command(cmd).await,
         Command::DemoMerchant { listen, testnet, out } => {
             telemetry::init_logging(settleproof_config::LogFormat::Json, "info");
             let text = std::fs::read_to_string(&testnet).wrap_err_with(|| format!("read {}", testnet.display()))?;
@@ -73,6 +74,62 @@ async fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn store_path(config: &std::path::Path) -> Result<(NodeConfig, std::path::PathBuf)> {
+    let cfg = NodeConfig::load(config, std::env::vars()).wrap_err("cannot load the configuration")?;
+    let path = cfg.node.data_dir.join("settleproof.redb");
+    Ok((cfg, path))
+}
+
+async fn store_command(cmd: StoreCommand) -> Result<()> {
+    use settleproof_node::store;
+    match cmd {
+        StoreCommand::Check { path, config } => {
+            let path = match (path, config) {
+                (Some(p), _) => p,
+                (None, Some(c)) => store_path(&c)?.1,
+                (None, None) => bail!("give --path FILE or --config FILE"),
+            };
+            store::check(&path).wrap_err_with(|| format!("{} failed the check", path.display()))?;
+            println!("{}: ok", path.display());
+        }
+        StoreCommand::Restore { config, from } => {
+            let (_, path) = store_path(&config)?;
+            store::restore(&from, &path).wrap_err("restore failed (is the node stopped?)")?;
+            println!("restored {} from {}", path.display(), from.display());
+        }
+        StoreCommand::Backup { config, out } => {
+            let (cfg, path) = store_path(&config)?;
+            match store::Store::open(&path) {
+                Ok(s) => {
+                    let n = s.backup_to(&out)?;
+                    println!("offline backup of {n} records written to {}", out.display());
+                }
+                Err(store::StoreError::Db(redb::Error::DatabaseAlreadyOpen)) => {
+                    let token = cfg.admin.as_ref().map(|a| a.token.expose().to_string());
+                    let Some(token) = token else {
+                        bail!("the node is running and has no [admin] token: cannot ask it for a backup")
+                    };
+                    let out_abs = std::path::absolute(&out)?;
+                    let resp = reqwest::Client::new()
+                        .post(format!("http://{}/admin/v1/backup", cfg.api.listen))
+                        .bearer_auth(token)
+                        .json(&serde_json::json!({ "path": out_abs }))
+                        .send()
+                        .await?;
+                    let status = resp.status();
+                    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+                    if !status.is_success() {
+                        bail!("the node refused the backup ({status}): {body}");
+                    }
+                    println!("online backup of {} records written by the node to {}", body["records"], out.display());
+                }
+                Err(e) => return Err(e).wrap_err("cannot open the store"),
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn verify_receipt(file: &std::path::Path, rpc: &str) -> Result<()> {
@@ -111,11 +168,16 @@ async fn verify_receipt(file: &std::path::Path, rpc: &str) -> Result<()> {
 async fn run_node(config: std::path::PathBuf) -> Result<()> {
     let cfg = NodeConfig::load(&config, std::env::vars()).wrap_err("cannot load the configuration")?;
     telemetry::init_logging(cfg.node.log_format, &cfg.node.log_level);
+    let grace = std::time::Duration::from_millis(cfg.node.shutdown_grace_ms);
     let handle = node::start(cfg).await.wrap_err("cannot start the node")?;
     shutdown_signal().await;
-    tracing::info!("shutdown requested");
-    handle.stop().await;
-    tracing::info!("node stopped");
+    tracing::info!(grace_ms = grace.as_millis() as u64, "shutdown requested: no new work, finishing what is in flight");
+    match tokio::time::timeout(grace, handle.stop()).await {
+        Ok(()) => tracing::info!("node stopped cleanly"),
+        Err(_) => {
+            tracing::warn!("grace period over: exiting with work in flight (it is persisted and resumes on restart)")
+        }
+    }
     Ok(())
 }
 

@@ -91,3 +91,51 @@ async fn an_operator_halt_stops_settling_and_survives_a_restart() -> Result<()> 
     net.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_under_load_loses_nothing_and_online_backups_check_clean() -> Result<()> {
+    use crate::harness::settleproof_bin;
+    let mut net = Testnet::start_with(Options { processes: true, ..Options::default() }).await?;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(paid_invoice(&net).await?);
+    }
+    // An online backup while the node works, then a check of the copy.
+    let cfg = &net.devnet.nodes[1].0;
+    let backup = net.dir.path().join("node-1-backup.redb");
+    let out = std::process::Command::new(settleproof_bin()?)
+        .args(["store", "backup", "--config"])
+        .arg(cfg)
+        .arg("--out")
+        .arg(&backup)
+        .output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("online backup"), "{}", String::from_utf8_lossy(&out.stdout));
+    let out =
+        std::process::Command::new(settleproof_bin()?).args(["store", "check", "--path"]).arg(&backup).output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // SIGTERM a node while payments keep coming; it exits within its grace period.
+    let took = net.term(1, Duration::from_secs(10))?;
+    assert!(took < Duration::from_secs(10));
+    for _ in 0..2 {
+        ids.push(paid_invoice(&net).await?);
+    }
+    net.restart(1)?;
+    net.wait_ready(1).await?;
+    for id in &ids {
+        net.eventually("settled on the restarted node", Duration::from_secs(90), || async {
+            matches!(net.get_invoice(1, id).await, Ok((_, v)) if v["settled"] == true).then_some(())
+        })
+        .await?;
+    }
+    let delivered: std::collections::HashSet<String> = net
+        .receiver
+        .snapshot()
+        .into_iter()
+        .filter(|r| r.answered == 204 && ids.iter().any(|i| r.body["data"]["invoice"]["id"] == i.as_str()))
+        .map(|r| r.webhook_id)
+        .collect();
+    assert_eq!(delivered.len(), ids.len(), "one event per payment, none lost");
+    net.stop().await;
+    Ok(())
+}

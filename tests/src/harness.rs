@@ -288,6 +288,25 @@ impl Testnet {
         }
     }
 
+    /// Sends SIGTERM to process node `i` and waits up to `within` for it to exit; returns how
+    /// long it took.
+    pub fn term(&mut self, i: usize, within: Duration) -> Result<Duration> {
+        let NodeRun::Process(child) = &mut self.nodes[i] else { bail!("node {i} is not a process") };
+        let started = Instant::now();
+        Command::new("kill").arg("-TERM").arg(child.id().to_string()).status()?;
+        while started.elapsed() < within {
+            if let Some(status) = child.try_wait()? {
+                self.nodes[i] = NodeRun::Stopped;
+                if !status.success() {
+                    bail!("node {i} exited with {status}");
+                }
+                return Ok(started.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("node {i} did not exit within {within:?} of SIGTERM")
+    }
+
     /// Starts process node `i` again from its store.
     pub fn restart(&mut self, i: usize) -> Result<()> {
         self.nodes[i] = NodeRun::Process(self.spawn_process(i)?);

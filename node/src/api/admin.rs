@@ -191,3 +191,27 @@ pub(super) async fn resume(State(state): State<ApiState>, headers: HeaderMap) ->
     let previous = halt_of(&state)?.resume()?;
     Ok(Json(json!({ "halted": false, "was": previous })))
 }
+
+pub(super) async fn backup(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let v: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::invalid("body", format!("{e}; expected {{\"path\": \"/abs/backup.redb\"}}")))?;
+    let path = v["path"]
+        .as_str()
+        .ok_or_else(|| ApiError::invalid("path", "path must be an absolute file path on the node's host"))?;
+    let path = std::path::PathBuf::from(path);
+    if !path.is_absolute() {
+        return Err(ApiError::invalid("path", "path must be absolute"));
+    }
+    let store = state.store.clone();
+    let records = tokio::task::spawn_blocking(move || store.backup_to(&path))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError::invalid("path", e.to_string()))?;
+    tracing::info!(records, "online backup written");
+    Ok(Json(json!({ "records": records })))
+}

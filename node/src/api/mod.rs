@@ -79,6 +79,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/admin/v1/status", get(admin::status))
         .route("/admin/v1/halt", post(admin::halt))
         .route("/admin/v1/resume", post(admin::resume))
+        .route("/admin/v1/backup", post(admin::backup))
         .route("/health/live", get(|| async { "ok" }))
         .route("/health/ready", get(health::ready))
         .route("/metrics", get(metrics))

@@ -221,7 +221,7 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::store::temp_store;
     use alloy::primitives::{Address, U256};

@@ -17,11 +17,13 @@
 //! Every multi-record change (a block range with its payments and checkpoint, a settlement with
 //! its webhooks) is one write transaction, so a crash leaves either all of it or none.
 
+mod backup;
 mod chain;
 mod invoices;
 mod outbox;
 mod rounds;
 
+pub use backup::{check, restore};
 pub use chain::{PaymentRecord, RangeApplied, StoredBlock};
 pub use invoices::Invoice;
 pub use outbox::{Attempt, AttemptEffect, EndpointState, OutboxEvent};
