@@ -84,6 +84,7 @@ impl NodeHandle {
 
 /// Starts a node from its configuration.
 pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
+    let metrics = telemetry::metrics();
     let keys = OperatorKeys::load(&cfg.node.keys_dir)?;
     let set = Arc::new(OperatorSet::from_config(&cfg, &keys)?);
     std::fs::create_dir_all(&cfg.node.data_dir).map_err(|source| NodeError::Io {
@@ -191,7 +192,8 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
         admin_token: cfg.admin.as_ref().map(|a| a.token.clone()),
         webhook_wake: Some(webhook_wake.clone()),
         halt: Some(halt.clone()),
-        metrics: telemetry::metrics(),
+        min_balance_wei: u128::from(cfg.rounds.keeper_min_balance_gwei) * 1_000_000_000,
+        metrics,
     };
     let listener = tokio::net::TcpListener::bind(cfg.api.listen)
         .await

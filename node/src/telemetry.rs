@@ -15,8 +15,44 @@ pub fn init_logging(format: LogFormat, level: &str) {
     };
 }
 
-/// The process-wide Prometheus recorder, installed on first use.
+/// The process-wide Prometheus recorder, installed (with every metric's help text) on first use.
 pub fn metrics() -> Option<PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
-    HANDLE.get_or_init(|| PrometheusBuilder::new().install_recorder().ok()).clone()
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new().install_recorder().ok();
+            describe();
+            handle
+        })
+        .clone()
+}
+
+/// Help text of every metric (docs/operations.md has the same table).
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!("attestations_rejected_total", "Attestations rejected, by reason");
+    describe_counter!("chain_reorgs_total", "Reorgs deeper than the confirmation depth, rewound");
+    describe_counter!("consensus_round_retries_total", "Failed settlement submissions that will be retried");
+    describe_counter!("duplicate_events_dropped_total", "Payment logs seen again and dropped");
+    describe_counter!("invariant_violations_total", "Invariant violations, by invariant; each halts settlement");
+    describe_counter!("keeper_failover_total", "Settlements submitted as a failover keeper");
+    describe_counter!("keeper_gas_used_total", "Gas used by this node's settlement transactions");
+    describe_counter!("keeper_nonce_desync_total", "Settlement account nonce found out of sync with the chain");
+    describe_counter!("keeper_selection_rounds_total", "Rounds this node submitted as keeper");
+    describe_counter!("rpc_log_disagreements_total", "Logs returned by fewer providers than the quorum");
+    describe_counter!("rpc_quorum_failures_total", "Reads without a provider quorum, by operation");
+    describe_counter!("rpc_requests_total", "RPC calls per provider and outcome");
+    describe_counter!("webhook_deliveries_total", "Webhook delivery attempts, by outcome");
+    describe_counter!("webhook_dlq_total", "Webhook events moved to the dead-letter queue");
+    describe_gauge!("chain_head_lag_blocks", "Quorum head minus the last processed block");
+    describe_gauge!("peers_connected", "Operators connected");
+    describe_gauge!("settlement_halted", "1 while settlement is halted by a violated invariant or an operator");
+    describe_gauge!("webhook_backlog", "Webhook events not yet delivered");
+    describe_histogram!(
+        "confirmation_to_attestation_seconds",
+        "Payment seen at confirmation depth to this node's attestation"
+    );
+    describe_histogram!("invoice_verification_latency_seconds", "Payment block timestamp to this node's attestation");
+    describe_histogram!("rpc_provider_latency_seconds", "Latency of each RPC call, by provider");
+    describe_histogram!("settlement_latency_seconds", "Payment block timestamp to its settlement being mined");
 }

@@ -139,3 +139,53 @@ async fn sigterm_under_load_loses_nothing_and_online_backups_check_clean() -> Re
     net.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn alert_rules_and_a_live_nodes_metrics_pass_promtool() -> Result<()> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let rules = std::process::Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(root.join("docs/deploy/prometheus-rules.yml"))
+        .output()?;
+    assert!(
+        rules.status.success(),
+        "promtool check rules: {}{}",
+        String::from_utf8_lossy(&rules.stdout),
+        String::from_utf8_lossy(&rules.stderr)
+    );
+    let net = Testnet::start(1).await?;
+    let id = paid_invoice(&net).await?;
+    net.eventually("settled", Duration::from_secs(30), || async { settled(&net, &id).await.then_some(()) }).await?;
+    net.health(0).await;
+    let text = net.http.get(format!("{}/metrics", net.api(0))).send().await?.text().await?;
+    for name in [
+        "rpc_requests_total",
+        "rpc_provider_latency_seconds",
+        "invoice_verification_latency_seconds",
+        "settlement_latency_seconds",
+        "webhook_deliveries_total",
+        "keeper_selection_rounds_total",
+        "peers_connected",
+        "chain_head_lag_blocks",
+        "keeper_gas_used_total",
+        "settlement_halted",
+    ] {
+        assert!(text.contains(name), "{name} missing from /metrics");
+    }
+    let mut check = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    std::io::Write::write_all(check.stdin.as_mut().ok_or_else(|| eyre!("stdin"))?, text.as_bytes())?;
+    let out = check.wait_with_output()?;
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    net.stop().await;
+    Ok(())
+}

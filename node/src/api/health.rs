@@ -1,7 +1,8 @@
 //! `GET /health/ready`: per-dependency status. A node is `ready` when every dependency is fine,
 //! `degraded` when it still works with less margin (a provider down while the quorum holds, a
 //! peer missing while a signing quorum is reachable), and `not_ready` (503) when it cannot
-//! attest: store failing, provider quorum lost, or too few peers to ever reach the threshold.
+//! attest: store failing, provider quorum lost, chain reads stale, settlement halted, or too few
+//! peers to ever reach the threshold. Every probe that waits on something has a 2 s timeout.
 
 use super::ApiState;
 use axum::Json;
@@ -9,6 +10,13 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 use settleproof_p2p::NetworkHandle;
+
+/// Timeout of each probe.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// Chain reads older than this make the node not ready.
+const HEAD_STALE_MS: u64 = 30_000;
+/// Undelivered webhook events above which the node reports degraded.
+const WEBHOOK_BACKLOG_WARN: u64 = 1000;
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Level {
@@ -44,16 +52,33 @@ pub(super) async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<Va
             json!({ "halted": reason.is_some(), "halt": reason }),
         );
     }
-    let checkpoint = state.store.checkpoint();
-    put("store", if checkpoint.is_ok() { Level::Ok } else { Level::Failing }, json!({}));
+    let store = state.store.clone();
+    let probe = tokio::time::timeout(
+        PROBE_TIMEOUT,
+        tokio::task::spawn_blocking(move || (store.checkpoint(), store.pending_count())),
+    );
+    let (checkpoint, backlog) = match probe.await {
+        Ok(Ok((c, b))) => (c.ok().flatten(), b.ok()),
+        _ => (None, None),
+    };
+    put("store", if backlog.is_some() { Level::Ok } else { Level::Failing }, json!({}));
+    let backlog_level = match backlog {
+        Some(n) if n > WEBHOOK_BACKLOG_WARN => Level::Degraded,
+        Some(_) => Level::Ok,
+        None => Level::Failing,
+    };
+    metrics::gauge!("webhook_backlog").set(backlog.unwrap_or(0) as f64);
+    put("webhooks", backlog_level, json!({ "pending": backlog }));
 
     if let Some(w) = &state.watcher {
         let r = w.report();
-        let level = if r.last_error.is_some() || r.last_ok_ms == 0 { Level::Failing } else { Level::Ok };
+        let age_ms = crate::time::now_ms().saturating_sub(r.last_ok_ms);
+        let stale = r.last_ok_ms == 0 || age_ms > HEAD_STALE_MS;
+        let level = if r.last_error.is_some() || stale { Level::Failing } else { Level::Ok };
         put(
             "chain",
             level,
-            json!({"head": r.head, "checkpoint": checkpoint.ok().flatten(), "last_ok_ms": r.last_ok_ms, "error": r.last_error}),
+            json!({"head": r.head, "checkpoint": checkpoint, "last_ok_ms": r.last_ok_ms, "age_ms": age_ms, "error": r.last_error}),
         );
     }
     if let Some(chain) = &state.chain {
@@ -68,6 +93,16 @@ pub(super) async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<Va
             Level::Ok
         };
         put("providers", level, json!({"quorum": quorum, "healthy": healthy, "providers": providers}));
+        let (level, detail) = match tokio::time::timeout(PROBE_TIMEOUT, chain.balance()).await {
+            Ok(Ok(b)) if b < alloy::primitives::U256::from(state.min_balance_wei) => (
+                Level::Degraded,
+                json!({"balance_wei": b.to_string(), "min_wei": state.min_balance_wei.to_string(), "note": "keeper turns are handed over"}),
+            ),
+            Ok(Ok(b)) => (Level::Ok, json!({"balance_wei": b.to_string()})),
+            Ok(Err(e)) => (Level::Degraded, json!({"error": e.to_string()})),
+            Err(_) => (Level::Degraded, json!({"error": "timed out"})),
+        };
+        put("keeper_balance", level, detail);
     }
     let peers = state.net.as_ref().map_or(0, NetworkHandle::connected_peers);
     let expected = state.operators.saturating_sub(1);

@@ -59,6 +59,8 @@ pub struct ApiState {
     pub webhook_wake: Option<Arc<tokio::sync::Notify>>,
     /// The safety switch; `None` in handler tests.
     pub halt: Option<crate::halt::Halt>,
+    /// Balance below which the keeper hands its turns over, wei.
+    pub min_balance_wei: u128,
     /// Prometheus metrics.
     pub metrics: Option<PrometheusHandle>,
 }

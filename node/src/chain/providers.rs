@@ -218,8 +218,8 @@ impl ProviderSet {
             metrics::counter!("rpc_requests_total", "provider" => slot.label.clone(), "outcome" => outcome)
                 .increment(1);
             if !matches!(result, Err(CallError::Refused)) {
-                metrics::histogram!("rpc_provider_latency_ms", "provider" => slot.label.clone())
-                    .record(latency.as_secs_f64() * 1000.0);
+                metrics::histogram!("rpc_provider_latency_seconds", "provider" => slot.label.clone())
+                    .record(latency.as_secs_f64());
                 if let Ok(mut b) = slot.breaker.lock() {
                     if result.is_ok() { b.on_success() } else { b.on_failure(Instant::now()) }
                 }

@@ -22,8 +22,14 @@ impl RoundDriver {
                 self.net.report(reference, verdict).await;
             }
             NetworkEvent::Request { peer, data, reference } => self.on_request(st, peer, &data, reference).await,
-            NetworkEvent::PeerConnected(peer) => self.catch_up(st, Some(peer)),
-            NetworkEvent::PeerDisconnected(_) | NetworkEvent::Listening(_) => {}
+            NetworkEvent::PeerConnected(peer) => {
+                metrics::gauge!("peers_connected").set(self.net.connected_peers() as f64);
+                self.catch_up(st, Some(peer));
+            }
+            NetworkEvent::PeerDisconnected(_) => {
+                metrics::gauge!("peers_connected").set(self.net.connected_peers() as f64)
+            }
+            NetworkEvent::Listening(_) => {}
         }
     }
 

@@ -113,6 +113,10 @@ impl SettleTask {
             }
         };
         record_with_events(&self.store, &self.ctx, &self.merchants, &record, now_ms())?;
+        let now = now_s();
+        for p in self.store.payments_in_range(batch.from_block, batch.to_block)? {
+            metrics::histogram!("settlement_latency_seconds").record(now.saturating_sub(p.block_timestamp) as f64);
+        }
         self.webhook_wake.notify_one();
         Ok(Some(record))
     }

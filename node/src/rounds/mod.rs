@@ -126,7 +126,7 @@ impl RoundDriver {
                 Some((round, ok)) = done_rx.recv() => {
                     st.in_flight.remove(&round);
                     if !ok {
-                        metrics::counter!("consensus_round_retries").increment(1);
+                        metrics::counter!("consensus_round_retries_total").increment(1);
                     }
                     self.drop_settled(&mut st);
                 }

@@ -36,6 +36,7 @@ fn state(store: Store) -> ApiState {
         admin_token: None,
         webhook_wake: None,
         halt: None,
+        min_balance_wei: 0,
         metrics: None,
     }
 }
