@@ -72,6 +72,12 @@ pub enum LogFormat {
 pub struct ApiSection {
     /// Address to listen on, e.g. `127.0.0.1:8080`.
     pub listen: SocketAddr,
+    /// Requests per second each merchant token may make on average.
+    #[serde(default = "default_rate_limit")]
+    pub rate_limit_per_s: f64,
+    /// Requests a merchant token may make in a burst.
+    #[serde(default = "default_rate_burst")]
+    pub rate_limit_burst: f64,
 }
 
 /// Peer-to-peer networking.
@@ -245,6 +251,12 @@ impl Default for WebhookSection {
     }
 }
 
+fn default_rate_limit() -> f64 {
+    50.0
+}
+fn default_rate_burst() -> f64 {
+    100.0
+}
 fn default_shutdown_grace_ms() -> u64 {
     10_000
 }

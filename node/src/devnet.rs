@@ -160,7 +160,11 @@ pub async fn init(spec: &DevnetSpec) -> Result<Devnet, DevnetError> {
                 log_level: "info".into(),
                 shutdown_grace_ms: 5000,
             },
-            api: ApiSection { listen: ([127, 0, 0, 1], spec.api_ports[i]).into() },
+            api: ApiSection {
+                listen: ([127, 0, 0, 1], spec.api_ports[i]).into(),
+                rate_limit_per_s: 50.0,
+                rate_limit_burst: 100.0,
+            },
             p2p: P2pSection { listen: format!("/ip4/127.0.0.1/tcp/{}", spec.p2p_ports[i]) },
             chain: ChainSection {
                 chain_id,

@@ -193,6 +193,7 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
         webhook_wake: Some(webhook_wake.clone()),
         halt: Some(halt.clone()),
         min_balance_wei: u128::from(cfg.rounds.keeper_min_balance_gwei) * 1_000_000_000,
+        limiter: api::RateLimiter::new(cfg.api.rate_limit_per_s, cfg.api.rate_limit_burst),
         metrics,
     };
     let listener = tokio::net::TcpListener::bind(cfg.api.listen)

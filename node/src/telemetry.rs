@@ -5,14 +5,43 @@ use settleproof_config::LogFormat;
 use std::sync::OnceLock;
 use tracing_subscriber::EnvFilter;
 
-/// Installs the global log subscriber. `RUST_LOG`, when set, overrides `level`.
+type Reload = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+static RELOAD: OnceLock<Reload> = OnceLock::new();
+
+/// Installs the global log subscriber. `RUST_LOG`, when set, overrides `level`. The filter can
+/// be changed at runtime with [`set_log_level`].
 pub fn init_logging(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(true);
-    let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
-        LogFormat::Pretty => builder.try_init(),
-    };
+    let base = tracing_subscriber::fmt().with_env_filter(filter).with_target(true);
+    match format {
+        LogFormat::Json => {
+            let builder =
+                base.json().flatten_event(true).with_current_span(true).with_span_list(false).with_filter_reloading();
+            let handle = builder.reload_handle();
+            if builder.try_init().is_ok() {
+                let _ = RELOAD.set(Box::new(move |f| handle.reload(parse(f)?).map_err(|e| e.to_string())));
+            }
+        }
+        LogFormat::Pretty => {
+            let builder = base.with_filter_reloading();
+            let handle = builder.reload_handle();
+            if builder.try_init().is_ok() {
+                let _ = RELOAD.set(Box::new(move |f| handle.reload(parse(f)?).map_err(|e| e.to_string())));
+            }
+        }
+    }
+}
+
+fn parse(filter: &str) -> Result<EnvFilter, String> {
+    EnvFilter::try_new(filter)
+        .map_err(|e| format!("`{filter}` is not a log filter ({e}); e.g. `info` or `settleproof_node=debug,info`"))
+}
+
+/// Changes the log filter of a running node.
+pub fn set_log_level(filter: &str) -> Result<(), String> {
+    let reload = RELOAD.get().ok_or("logging was not set up by this process (in-process test node)")?;
+    reload(filter)
 }
 
 /// The process-wide Prometheus recorder, installed (with every metric's help text) on first use.

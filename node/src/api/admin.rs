@@ -215,3 +215,18 @@ pub(super) async fn backup(
     tracing::info!(records, "online backup written");
     Ok(Json(json!({ "records": records })))
 }
+
+pub(super) async fn log_level(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let filter = v["filter"]
+        .as_str()
+        .ok_or_else(|| ApiError::invalid("filter", "give {\"filter\": \"info\"} (an EnvFilter directive)"))?;
+    crate::telemetry::set_log_level(filter).map_err(|e| ApiError::invalid("filter", e))?;
+    tracing::info!(filter, "log filter changed");
+    Ok(Json(json!({ "filter": filter })))
+}

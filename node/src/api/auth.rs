@@ -4,8 +4,15 @@ use super::ApiError;
 use axum::http::HeaderMap;
 use settleproof_config::MerchantConfig;
 
-/// The merchant whose API token is in the `Authorization: Bearer` header.
-pub fn merchant<'a>(headers: &HeaderMap, merchants: &'a [MerchantConfig]) -> Result<&'a MerchantConfig, ApiError> {
+/// The merchant whose API token is in the `Authorization: Bearer` header, within its request
+/// budget.
+pub fn merchant<'a>(headers: &HeaderMap, state: &'a super::ApiState) -> Result<&'a MerchantConfig, ApiError> {
+    let m = authenticate(headers, &state.merchants)?;
+    state.limiter.take(&m.id, std::time::Instant::now()).map_err(ApiError::rate_limited)?;
+    Ok(m)
+}
+
+fn authenticate<'a>(headers: &HeaderMap, merchants: &'a [MerchantConfig]) -> Result<&'a MerchantConfig, ApiError> {
     let token = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

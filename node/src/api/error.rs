@@ -34,6 +34,16 @@ impl ApiError {
         }
     }
 
+    /// 429 with the seconds to wait.
+    pub fn rate_limited(retry_after_s: u64) -> Self {
+        Self {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "rate_limited",
+            field: None,
+            message: format!("too many requests for this merchant; retry in {retry_after_s} s"),
+        }
+    }
+
     /// 404.
     pub fn not_found(what: &str) -> Self {
         Self { status: StatusCode::NOT_FOUND, code: "not_found", field: None, message: format!("{what} not found") }

@@ -75,7 +75,7 @@ pub(super) async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Created>), ApiError> {
-    let merchant = auth::merchant(&headers, &state.merchants)?;
+    let merchant = auth::merchant(&headers, &state)?;
     let req: CreateInvoice =
         serde_json::from_slice(&body).map_err(|e| ApiError::invalid("body", format!("invalid JSON body: {e}")))?;
     let now = now_s();
@@ -105,7 +105,7 @@ pub(super) async fn get(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<InvoiceView>, ApiError> {
-    let merchant = auth::merchant(&headers, &state.merchants)?;
+    let merchant = auth::merchant(&headers, &state)?;
     let id: B256 =
         id.parse().map_err(|_| ApiError::invalid("id", "invoice id must be 0x followed by 64 hex digits"))?;
     let invoice = state
@@ -145,7 +145,7 @@ pub(super) async fn list(
     headers: HeaderMap,
     query: Result<axum::extract::Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<InvoicePage>, ApiError> {
-    let merchant = auth::merchant(&headers, &state.merchants)?;
+    let merchant = auth::merchant(&headers, &state)?;
     let axum::extract::Query(q) =
         query.map_err(|e| ApiError::invalid("query", format!("{e}; accepted: status, limit, cursor")))?;
     let limit = q.limit.unwrap_or(20);
@@ -202,7 +202,7 @@ pub(super) async fn receipt(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let merchant = auth::merchant(&headers, &state.merchants)?;
+    let merchant = auth::merchant(&headers, &state)?;
     let id: B256 =
         id.parse().map_err(|_| ApiError::invalid("id", "invoice id must be 0x followed by 64 hex digits"))?;
     let invoice = state
@@ -236,7 +236,7 @@ pub(super) async fn test_event(
     State(state): State<ApiState>,
     headers: HeaderMap,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let merchant = auth::merchant(&headers, &state.merchants)?;
+    let merchant = auth::merchant(&headers, &state)?;
     let id = format!("msg_test_{}", hex::encode(&random_id()[..12]));
     let body = serde_json::json!({
         "type": "test",
@@ -261,7 +261,7 @@ pub(super) async fn merchant(
     State(state): State<ApiState>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let merchant = auth::merchant(&headers, &state.merchants)?;
+    let merchant = auth::merchant(&headers, &state)?;
     super::admin::merchant_status(&state, &merchant.id)
 }
 

@@ -6,8 +6,11 @@ mod auth;
 mod error;
 mod health;
 mod invoices;
+mod rate_limit;
+mod request_id;
 
 pub use error::ApiError;
+pub use rate_limit::RateLimiter;
 
 use crate::chain::ChainClient;
 use crate::chain::watcher::WatcherStatus;
@@ -61,6 +64,8 @@ pub struct ApiState {
     pub halt: Option<crate::halt::Halt>,
     /// Balance below which the keeper hands its turns over, wei.
     pub min_balance_wei: u128,
+    /// Per-merchant request budget.
+    pub limiter: rate_limit::RateLimiter,
     /// Prometheus metrics.
     pub metrics: Option<PrometheusHandle>,
 }
@@ -82,9 +87,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/admin/v1/halt", post(admin::halt))
         .route("/admin/v1/resume", post(admin::resume))
         .route("/admin/v1/backup", post(admin::backup))
+        .route("/admin/v1/log-level", post(admin::log_level))
         .route("/health/live", get(|| async { "ok" }))
         .route("/health/ready", get(health::ready))
         .route("/metrics", get(metrics))
+        .layer(axum::middleware::from_fn(request_id::tag))
         .with_state(state)
 }
 

@@ -37,6 +37,7 @@ fn state(store: Store) -> ApiState {
         webhook_wake: None,
         halt: None,
         min_balance_wei: 0,
+        limiter: crate::api::RateLimiter::new(1000.0, 1000.0),
         metrics: None,
     }
 }
@@ -163,4 +164,26 @@ async fn list_filters_and_pages() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{q}");
         assert_eq!(body["error"]["field"], field, "{q}");
     }
+}
+
+#[tokio::test]
+async fn each_merchant_token_has_a_request_budget_and_requests_get_ids() {
+    let (_dir, store) = temp_store();
+    let mut st = state(store);
+    st.limiter = crate::api::RateLimiter::new(0.001, 2.0);
+    let body = json!({"amount": "1", "token": "native"});
+    assert_eq!(call(&st, "POST", "/v1/invoices", Some(TOKEN), Some(body.clone())).await.0, StatusCode::CREATED);
+    assert_eq!(call(&st, "POST", "/v1/invoices", Some(TOKEN), Some(body.clone())).await.0, StatusCode::CREATED);
+    let (status, resp) = call(&st, "POST", "/v1/invoices", Some(TOKEN), Some(body)).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(resp["error"]["code"], "rate_limited");
+    let req =
+        Request::builder().uri("/health/live").header("x-request-id", "abc-123").body(Body::empty()).expect("request");
+    let resp = router(st.clone()).oneshot(req).await.expect("response");
+    assert_eq!(resp.headers().get("x-request-id").and_then(|v| v.to_str().ok()), Some("abc-123"));
+    let resp = router(st)
+        .oneshot(Request::builder().uri("/health/live").body(Body::empty()).expect("request"))
+        .await
+        .expect("response");
+    assert_eq!(resp.headers().get("x-request-id").map(|v| v.len()), Some(16), "a fresh id when none is given");
 }
