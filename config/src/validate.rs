@@ -27,7 +27,8 @@ pub(crate) fn validate(cfg: &NodeConfig) -> Result<(), ConfigError> {
             "must be more than twice rounds.heartbeat_interval_ms, or one lost heartbeat marks a peer down",
         );
     }
-    if !(cfg.api.rate_limit_per_s > 0.0) || !(cfg.api.rate_limit_burst >= 1.0) {
+    let positive = cfg.api.rate_limit_per_s.is_finite() && cfg.api.rate_limit_per_s > 0.0;
+    if !positive || !cfg.api.rate_limit_burst.is_finite() || cfg.api.rate_limit_burst < 1.0 {
         v.add("api.rate_limit_per_s", "must be positive, with api.rate_limit_burst at least 1");
     }
     if cfg.webhooks.timeout_ms == 0 {
