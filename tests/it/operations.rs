@@ -189,3 +189,43 @@ async fn alert_rules_and_a_live_nodes_metrics_pass_promtool() -> Result<()> {
     net.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_status_page_renders_live_data_in_headless_chromium() -> Result<()> {
+    let net = Testnet::start(1).await?;
+    let id = paid_invoice(&net).await?;
+    net.eventually("settled", Duration::from_secs(30), || async { settled(&net, &id).await.then_some(()) }).await?;
+    let (_, v) = net.get_invoice(0, &id).await?;
+    let round = v["payments"][0]["round"].as_u64().ok_or_else(|| eyre!("round"))?;
+    let profile = net.dir.path().join("chromium-profile");
+    let out = std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-quic",
+            "--no-first-run",
+        ])
+        .args([
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=5000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("--dump-dom")
+        .arg(format!("{}/", net.api(0)))
+        .output()?;
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(dom.contains("node-0"), "node name rendered:\n{dom}");
+    assert!(
+        dom.contains("class=\"ready\">ready<") || dom.contains("class=\"degraded\">degraded<"),
+        "health rendered:\n{dom}"
+    );
+    assert!(dom.contains(&format!("<td>{round}</td>")), "the settled round {round} is listed:\n{dom}");
+    assert!(dom.contains("operators connected"), "peers rendered");
+    net.stop().await;
+    Ok(())
+}

@@ -8,6 +8,7 @@ mod health;
 mod invoices;
 mod rate_limit;
 mod request_id;
+mod status;
 
 pub use error::ApiError;
 pub use rate_limit::RateLimiter;
@@ -88,6 +89,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/admin/v1/resume", post(admin::resume))
         .route("/admin/v1/backup", post(admin::backup))
         .route("/admin/v1/log-level", post(admin::log_level))
+        .route("/", get(status::page))
+        .route("/status.json", get(status::data))
         .route("/health/live", get(|| async { "ok" }))
         .route("/health/ready", get(health::ready))
         .route("/metrics", get(metrics))
