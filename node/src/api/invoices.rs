@@ -105,14 +105,7 @@ pub(super) async fn get(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<InvoiceView>, ApiError> {
-    let merchant = auth::merchant(&headers, &state)?;
-    let id: B256 =
-        id.parse().map_err(|_| ApiError::invalid("id", "invoice id must be 0x followed by 64 hex digits"))?;
-    let invoice = state
-        .store
-        .invoice(id)?
-        .filter(|i| i.merchant_id == merchant.id)
-        .ok_or_else(|| ApiError::not_found("invoice"))?;
+    let invoice = merchant_invoice(&state, &headers, &id)?;
     Ok(Json(invoice_view(&state.store, &state.schedule, &invoice, now_s())?))
 }
 
@@ -197,19 +190,20 @@ fn parse_cursor(s: &str) -> Result<(u64, B256), ApiError> {
     Ok((created.parse().map_err(|_| bad())?, id.parse().map_err(|_| bad())?))
 }
 
+/// The invoice `id` of the authenticated merchant (404 for another merchant's invoice).
+fn merchant_invoice(state: &ApiState, headers: &HeaderMap, id: &str) -> Result<Invoice, ApiError> {
+    let merchant = auth::merchant(headers, state)?;
+    let id: B256 =
+        id.parse().map_err(|_| ApiError::invalid("id", "invoice id must be 0x followed by 64 hex digits"))?;
+    state.store.invoice(id)?.filter(|i| i.merchant_id == merchant.id).ok_or_else(|| ApiError::not_found("invoice"))
+}
+
 pub(super) async fn receipt(
     State(state): State<ApiState>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let merchant = auth::merchant(&headers, &state)?;
-    let id: B256 =
-        id.parse().map_err(|_| ApiError::invalid("id", "invoice id must be 0x followed by 64 hex digits"))?;
-    let invoice = state
-        .store
-        .invoice(id)?
-        .filter(|i| i.merchant_id == merchant.id)
-        .ok_or_else(|| ApiError::not_found("invoice"))?;
+    let invoice = merchant_invoice(&state, &headers, &id)?;
     let ctx = crate::receipt::ReceiptContext {
         chain_id: state.chain_id,
         payments: state.payments_contract,
