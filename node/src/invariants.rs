@@ -64,7 +64,10 @@ impl Auditor {
         }
         let checkpoint = self.store.checkpoint().ok().flatten();
         for s in recent {
-            if audited.contains(&s.round) || !self.schedule.is_closed(s.round, checkpoint) {
+            // Audit a round once its payments and its settlement transaction are both at the
+            // confirmation depth.
+            let settlement_confirmed = checkpoint.is_some_and(|c| s.block_number <= c);
+            if audited.contains(&s.round) || !self.schedule.is_closed(s.round, checkpoint) || !settlement_confirmed {
                 continue;
             }
             match self.audit_round(s.round, s.root).await {

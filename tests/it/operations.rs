@@ -229,3 +229,51 @@ async fn the_status_page_renders_live_data_in_headless_chromium() -> Result<()> 
     net.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn providers_that_now_show_other_amounts_for_a_settled_round_halt_settlement() -> Result<()> {
+    use alloy::primitives::{Address, B256};
+    use alloy::sol_types::SolEvent;
+    use settleproof_contracts::InvoicePayments;
+    use settleproof_rpc_proxy::Fault;
+    let net = Testnet::start_with(Options { nodes: 1, providers: 3, ..Options::default() }).await?;
+    let (status, created) = net.create_invoice(0, json!({"amount": "1000", "token": "native"})).await?;
+    assert_eq!(status, 201);
+    net.pay(&created).await?;
+    let id = created["id"].as_str().ok_or_else(|| eyre!("id"))?.to_string();
+    // As soon as the keeper recorded the settlement, every provider starts showing an extra
+    // payment inside the settled round (in a real block): the audit, run once the settlement is
+    // confirmed, finds the stored amounts no longer match what the chain shows.
+    let hook = net
+        .eventually("settled webhook", Duration::from_secs(60), || async {
+            net.receiver.snapshot().into_iter().find(|r| r.body["data"]["invoice"]["id"] == id.as_str())
+        })
+        .await?;
+    let block = hook.body["data"]["payment"]["block_number"].as_u64().ok_or_else(|| eyre!("block"))?;
+    let real = net.provider()?.get_block_by_number(block.into()).await?.ok_or_else(|| eyre!("block"))?;
+    let data = InvoicePayments::InvoicePaid {
+        invoiceId: B256::repeat_byte(0xcc),
+        merchant: net.devnet.merchant.payout_address,
+        payer: Address::repeat_byte(1),
+        token: Address::ZERO,
+        amount: U256::from(999u64),
+    }
+    .encode_log_data();
+    let log = json!({
+        "address": net.devnet.deployment.payments, "topics": data.topics(), "data": data.data,
+        "blockNumber": format!("{block:#x}"), "blockHash": real.header.hash,
+        "transactionHash": B256::repeat_byte(0xdd), "transactionIndex": "0x0", "logIndex": "0x7", "removed": false,
+    });
+    for p in 0..3 {
+        net.fault(0, p, Fault::ForgeLog { log: log.clone() });
+    }
+    let h = net
+        .eventually("halted", Duration::from_secs(30), || async {
+            let h = net.health(0).await?;
+            (h["checks"]["settlement"]["halted"] == true).then_some(h)
+        })
+        .await?;
+    assert_eq!(h["checks"]["settlement"]["halt"]["invariant"], "settled_amount_mismatch", "{h}");
+    net.stop().await;
+    Ok(())
+}
