@@ -32,6 +32,18 @@ pub struct NodeConfig {
     /// Admin API; absent: the admin API is off.
     #[serde(default)]
     pub admin: Option<AdminSection>,
+    /// Trace export.
+    #[serde(default)]
+    pub telemetry: TelemetrySection,
+}
+
+/// Trace export settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySection {
+    /// OTLP/HTTP collector base URL (spans go to `<url>/v1/traces`); absent: no export.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Identity and local files of this node.

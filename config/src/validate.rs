@@ -40,6 +40,11 @@ pub(crate) fn validate(cfg: &NodeConfig) -> Result<(), ConfigError> {
             "must list at least one delay, each at most 7 days (e.g. [0, 5, 300, 1800])",
         );
     }
+    if let Some(url) = &cfg.telemetry.otlp_endpoint
+        && !is_http_url(url)
+    {
+        v.add("telemetry.otlp_endpoint", "must be an http:// or https:// URL, e.g. http://127.0.0.1:4318");
+    }
     if let Some(admin) = &cfg.admin
         && admin.token.expose().len() < 16
     {

@@ -48,6 +48,8 @@ pub struct DevnetSpec {
     pub retry_schedule_s: Vec<u64>,
     /// Webhook delivery failover delay per position, ms.
     pub failover_delay_ms: u64,
+    /// OTLP/HTTP collector of the nodes' traces.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// What was set up.
@@ -199,6 +201,7 @@ pub async fn init(spec: &DevnetSpec) -> Result<Devnet, DevnetError> {
                 expired_event_delay_s: 3,
             },
             admin: Some(AdminSection { token: admin_token.clone() }),
+            telemetry: TelemetrySection { otlp_endpoint: spec.otlp_endpoint.clone() },
         };
         let path = node_dir.join("config.toml");
         let text = toml::to_string(&cfg).map_err(|e| DevnetError::Invalid(e.to_string()))?;

@@ -15,6 +15,7 @@ pub mod invoice_view;
 pub mod keys;
 pub mod node;
 pub mod operators;
+pub mod otlp;
 pub mod receipt;
 pub mod replication;
 pub mod rounds;

@@ -50,6 +50,7 @@ async fn main() -> Result<()> {
                 keeper_deadline_ms: 8000,
                 retry_schedule_s: vec![0, 2, 5, 10, 30, 60, 300],
                 failover_delay_ms: 5000,
+                otlp_endpoint: None,
             };
             let net = devnet::init(&spec).await?;
             eprintln!(
@@ -63,7 +64,7 @@ async fn main() -> Result<()> {
         Command::VerifyReceipt { file, rpc } => verify_receipt(&file, &rpc).await,
         Command::Store(cmd) => store_command(cmd).await,
         Command::DemoMerchant { listen, testnet, out } => {
-            telemetry::init_logging(settleproof_config::LogFormat::Json, "info");
+            telemetry::init_logging(settleproof_config::LogFormat::Json, "info", None);
             let text = std::fs::read_to_string(&testnet).wrap_err_with(|| format!("read {}", testnet.display()))?;
             let manifest: serde_json::Value = serde_json::from_str(&text)?;
             let Some(secret) = manifest["merchant"]["webhook_secret"].as_str() else {
@@ -167,7 +168,7 @@ async fn verify_receipt(file: &std::path::Path, rpc: &str) -> Result<()> {
 
 async fn run_node(config: std::path::PathBuf) -> Result<()> {
     let cfg = NodeConfig::load(&config, std::env::vars()).wrap_err("cannot load the configuration")?;
-    telemetry::init_logging(cfg.node.log_format, &cfg.node.log_level);
+    telemetry::init_logging(cfg.node.log_format, &cfg.node.log_level, cfg.telemetry.otlp_endpoint.as_deref());
     let grace = std::time::Duration::from_millis(cfg.node.shutdown_grace_ms);
     let handle = node::start(cfg).await.wrap_err("cannot start the node")?;
     shutdown_signal().await;

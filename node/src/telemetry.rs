@@ -10,26 +10,29 @@ type Reload = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 static RELOAD: OnceLock<Reload> = OnceLock::new();
 
 /// Installs the global log subscriber. `RUST_LOG`, when set, overrides `level`. The filter can
-/// be changed at runtime with [`set_log_level`].
-pub fn init_logging(format: LogFormat, level: &str) {
+/// be changed at runtime with [`set_log_level`]. With `otlp_endpoint`, spans are also exported
+/// over OTLP/HTTP ([`crate::otlp`]); call this inside the tokio runtime.
+pub fn init_logging(format: LogFormat, level: &str, otlp_endpoint: Option<&str>) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let base = tracing_subscriber::fmt().with_env_filter(filter).with_target(true);
-    match format {
-        LogFormat::Json => {
-            let builder =
-                base.json().flatten_event(true).with_current_span(true).with_span_list(false).with_filter_reloading();
-            let handle = builder.reload_handle();
-            if builder.try_init().is_ok() {
-                let _ = RELOAD.set(Box::new(move |f| handle.reload(parse(f)?).map_err(|e| e.to_string())));
-            }
-        }
-        LogFormat::Pretty => {
-            let builder = base.with_filter_reloading();
-            let handle = builder.reload_handle();
-            if builder.try_init().is_ok() {
-                let _ = RELOAD.set(Box::new(move |f| handle.reload(parse(f)?).map_err(|e| e.to_string())));
-            }
-        }
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let otlp = otlp_endpoint.map(|e| crate::otlp::layer(e, "settleproof"));
+    let registry = tracing_subscriber::registry().with(filter).with(otlp);
+    let installed = match format {
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false),
+            )
+            .try_init(),
+        LogFormat::Pretty => registry.with(tracing_subscriber::fmt::layer()).try_init(),
+    };
+    if installed.is_ok() {
+        let _ = RELOAD.set(Box::new(move |f| handle.reload(parse(f)?).map_err(|e| e.to_string())));
     }
 }
 
@@ -84,4 +87,6 @@ fn describe() {
     describe_histogram!("invoice_verification_latency_seconds", "Payment block timestamp to this node's attestation");
     describe_histogram!("rpc_provider_latency_seconds", "Latency of each RPC call, by provider");
     describe_histogram!("settlement_latency_seconds", "Payment block timestamp to its settlement being mined");
+    describe_counter!("otlp_spans_exported_total", "Spans exported over OTLP");
+    describe_counter!("otlp_spans_dropped_total", "Spans dropped because the collector was slow or down");
 }

@@ -277,3 +277,46 @@ async fn providers_that_now_show_other_amounts_for_a_settled_round_halt_settleme
     net.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn traces_are_exported_over_otlp_when_configured() -> Result<()> {
+    use axum::routing::post;
+    use std::sync::{Arc, Mutex};
+    let received: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let sink = received.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        post(move |body: axum::Json<Value>| {
+            let sink = sink.clone();
+            async move {
+                if let Ok(mut v) = sink.lock() {
+                    v.push(body.0);
+                }
+                "{}"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let collector = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let net = Testnet::start_with(Options {
+        nodes: 1,
+        processes: true,
+        otlp_endpoint: Some(collector),
+        ..Options::default()
+    })
+    .await?;
+    net.http.get(format!("{}/health/live", net.api(0))).header("x-request-id", "trace-me-1").send().await?;
+    let span = net
+        .eventually("the request's span at the collector", Duration::from_secs(20), || async {
+            let all = received.lock().ok()?.clone();
+            all.iter()
+                .flat_map(|b| b["resourceSpans"][0]["scopeSpans"][0]["spans"].as_array().cloned().unwrap_or_default())
+                .find(|s| s["name"] == "request" && s["attributes"].to_string().contains("trace-me-1"))
+        })
+        .await?;
+    assert_eq!(span["traceId"].as_str().map(str::len), Some(32));
+    assert!(span["endTimeUnixNano"].as_str().is_some());
+    net.stop().await;
+    Ok(())
+}

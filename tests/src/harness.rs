@@ -110,6 +110,8 @@ pub struct Options {
     pub retry_schedule_s: Vec<u64>,
     /// Webhook delivery failover delay per position, ms.
     pub failover_delay_ms: u64,
+    /// OTLP/HTTP collector of the nodes' traces.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for Options {
@@ -124,6 +126,7 @@ impl Default for Options {
             keeper_deadline_ms: 6000,
             retry_schedule_s: vec![0, 1, 1, 2, 2, 3],
             failover_delay_ms: 4000,
+            otlp_endpoint: None,
         }
     }
 }
@@ -213,6 +216,7 @@ impl Testnet {
             keeper_deadline_ms: opts.keeper_deadline_ms,
             retry_schedule_s: opts.retry_schedule_s.clone(),
             failover_delay_ms: opts.failover_delay_ms,
+            otlp_endpoint: opts.otlp_endpoint.clone(),
         };
         let devnet = devnet::init(&spec).await?;
         let receiver = Receiver::new(devnet.merchant.webhook_secret.expose().to_string(), None);

@@ -67,20 +67,24 @@ impl RoundDriver {
             webhook_wake: self.webhook_wake.clone(),
         };
         let done = st.done_tx.clone();
-        tokio::spawn(async move {
-            let ok = match task.submit(call).await {
-                Ok(Some(record)) => {
-                    info!(round, tx_hash = %record.tx_hash, block = record.block_number, "round settled");
-                    true
-                }
-                Ok(None) => true,
-                Err(e) => {
-                    warn!(round, error = %e, "settlement failed; will retry");
-                    false
-                }
-            };
-            let _ = done.send((round, ok)).await;
-        });
+        let span = tracing::info_span!("settle", round, attempt = turn.attempt);
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let ok = match task.submit(call).await {
+                    Ok(Some(record)) => {
+                        info!(round, tx_hash = %record.tx_hash, block = record.block_number, "round settled");
+                        true
+                    }
+                    Ok(None) => true,
+                    Err(e) => {
+                        warn!(round, error = %e, "settlement failed; will retry");
+                        false
+                    }
+                };
+                let _ = done.send((round, ok)).await;
+            },
+            span,
+        ));
     }
 }
 
