@@ -32,30 +32,17 @@ fn round_of(net: &Testnet, block: u64) -> u64 {
 
 /// Every `Settled` event of `round`: (signer bitmap, leaf count, submitter).
 async fn settled(net: &Testnet, round: u64) -> Result<Vec<(U256, u32, Address)>> {
-    let filter = Filter::new()
-        .address(net.devnet.deployment.settlement)
-        .event_signature(Settlement::Settled::SIGNATURE_HASH)
-        .from_block(0);
     Ok(net
-        .provider()?
-        .get_logs(&filter)
+        .settlements()
         .await?
-        .iter()
-        .filter_map(|l| l.log_decode::<Settlement::Settled>().ok())
-        .filter(|l| l.inner.data.round == round)
-        .map(|l| (l.inner.data.signerBitmap, l.inner.data.leafCount, l.inner.data.submitter))
+        .into_iter()
+        .filter(|e| e.round == round)
+        .map(|e| (e.signerBitmap, e.leafCount, e.submitter))
         .collect())
 }
 
 async fn webhook_for(net: &Testnet, invoice: &str, within: Duration) -> Result<Value> {
-    net.eventually("webhook", within, || async {
-        net.receiver
-            .snapshot()
-            .into_iter()
-            .find(|r| r.verified && r.body["data"]["invoice"]["id"] == invoice)
-            .map(|r| r.body)
-    })
-    .await
+    net.webhook_for(invoice, within).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -4,8 +4,6 @@
 use crate::harness::Testnet;
 use alloy::primitives::{B256, U256};
 use alloy::providers::Provider;
-use alloy::rpc::types::Filter;
-use alloy::sol_types::SolEvent;
 use eyre::{Result, eyre};
 use serde_json::{Value, json};
 use settleproof_contracts::{IERC20, Settlement, TestToken};
@@ -93,14 +91,5 @@ fn invoice_id(body: &Value) -> &str {
 }
 
 async fn settled_events(net: &Testnet, round: u64) -> Result<usize> {
-    let filter = Filter::new()
-        .address(net.devnet.deployment.settlement)
-        .event_signature(Settlement::Settled::SIGNATURE_HASH)
-        .from_block(0);
-    let logs = net.provider()?.get_logs(&filter).await?;
-    Ok(logs
-        .iter()
-        .filter_map(|l| l.log_decode::<Settlement::Settled>().ok())
-        .filter(|l| l.inner.data.round == round)
-        .count())
+    Ok(net.settlements().await?.iter().filter(|e| e.round == round).count())
 }

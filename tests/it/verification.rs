@@ -4,11 +4,10 @@
 use crate::harness::{Options, Testnet};
 use alloy::primitives::{B256, U256};
 use alloy::providers::Provider;
-use alloy::rpc::types::Filter;
 use alloy::sol_types::SolEvent;
 use eyre::{Result, eyre};
 use serde_json::{Value, json};
-use settleproof_contracts::{InvoicePayments, Settlement};
+use settleproof_contracts::InvoicePayments;
 use settleproof_rpc_proxy::Fault;
 use std::collections::HashSet;
 use std::time::Duration;
@@ -25,28 +24,12 @@ async fn invoice_paid(net: &Testnet, i: usize, amount: &str) -> Result<String> {
 
 /// Waits for a verified webhook about `invoice` and returns its body.
 async fn webhook_for(net: &Testnet, invoice: &str, within: Duration) -> Result<Value> {
-    net.eventually("webhook", within, || async {
-        net.receiver
-            .snapshot()
-            .into_iter()
-            .find(|r| r.verified && r.body["data"]["invoice"]["id"] == invoice)
-            .map(|r| r.body)
-    })
-    .await
+    net.webhook_for(invoice, within).await
 }
 
 /// Every `Settled` event so far: (round, leaf count, signer bitmap).
 async fn settled(net: &Testnet) -> Result<Vec<(u64, u32, U256)>> {
-    let filter = Filter::new()
-        .address(net.devnet.deployment.settlement)
-        .event_signature(Settlement::Settled::SIGNATURE_HASH)
-        .from_block(0);
-    let logs = net.provider()?.get_logs(&filter).await?;
-    Ok(logs
-        .iter()
-        .filter_map(|l| l.log_decode::<Settlement::Settled>().ok())
-        .map(|l| (l.inner.data.round, l.inner.data.leafCount, l.inner.data.signerBitmap))
-        .collect())
+    Ok(net.settlements().await?.into_iter().map(|e| (e.round, e.leafCount, e.signerBitmap)).collect())
 }
 
 async fn metric(net: &Testnet, i: usize, name: &str) -> f64 {

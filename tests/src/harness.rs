@@ -4,10 +4,13 @@
 use alloy::network::{EthereumWallet, TransactionBuilder};
 use alloy::primitives::{Address, Bytes, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::rpc::types::Filter;
 use alloy::rpc::types::TransactionRequest;
 use alloy::signers::local::PrivateKeySigner;
+use alloy::sol_types::SolEvent;
 use eyre::{Result, WrapErr, bail, eyre};
 use serde_json::Value;
+use settleproof_contracts::Settlement;
 use settleproof_node::demo_merchant::Receiver;
 use settleproof_node::devnet::{self, Devnet, DevnetSpec};
 use settleproof_node::node::{self, NodeHandle};
@@ -394,6 +397,28 @@ impl Testnet {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// Waits for a verified webhook about `invoice` and returns its body.
+    pub async fn webhook_for(&self, invoice: &str, within: Duration) -> Result<Value> {
+        self.eventually("webhook", within, || async {
+            self.receiver
+                .snapshot()
+                .into_iter()
+                .find(|r| r.verified && r.body["data"]["invoice"]["id"] == invoice)
+                .map(|r| r.body)
+        })
+        .await
+    }
+
+    /// Every `Settled` event of the settlement contract so far.
+    pub async fn settlements(&self) -> Result<Vec<Settlement::Settled>> {
+        let filter = Filter::new()
+            .address(self.devnet.deployment.settlement)
+            .event_signature(Settlement::Settled::SIGNATURE_HASH)
+            .from_block(0);
+        let logs = self.provider()?.get_logs(&filter).await?;
+        Ok(logs.iter().filter_map(|l| l.log_decode::<Settlement::Settled>().ok()).map(|l| l.inner.data).collect())
     }
 
     /// Stops every node.
