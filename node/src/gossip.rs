@@ -2,7 +2,7 @@
 
 use crate::operators::OperatorSet;
 use crate::store::Invoice;
-use alloy::primitives::{Address, Bytes};
+use alloy::primitives::{Address, B256, Bytes};
 use serde::{Deserialize, Serialize};
 use settleproof_consensus::{Batch, BlsSignature};
 use settleproof_p2p::PeerId;
@@ -42,23 +42,33 @@ pub struct Heartbeat {
 }
 
 /// A direct request for the attestations of some rounds (catch-up after a restart or a
+/// partition) and for invoices this node never received (created on the other side of a
 /// partition).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncRequest {
     /// Rounds asked for (at most [`SyncRequest::MAX_ROUNDS`]).
     pub rounds: Vec<u64>,
+    /// Invoices asked for (at most [`SyncRequest::MAX_INVOICES`]).
+    #[serde(default)]
+    pub invoices: Vec<B256>,
 }
 
 impl SyncRequest {
     /// Largest number of rounds in one request.
     pub const MAX_ROUNDS: usize = 64;
+    /// Largest number of invoices in one request.
+    pub const MAX_INVOICES: usize = 256;
 }
 
-/// The answer: every attestation the peer holds for those rounds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The answer: every attestation the peer holds for those rounds, and those of the invoices it
+/// has.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncResponse {
     /// Attestations, each to be verified by the receiver.
     pub attestations: Vec<Attestation>,
+    /// Invoices, each to be checked by the receiver ([`check_invoice`]).
+    #[serde(default)]
+    pub invoices: Vec<Invoice>,
 }
 
 /// An operator's signature over a round's batch.
@@ -177,14 +187,21 @@ impl InvoiceAnnouncement {
     /// Decodes an announcement and checks the merchant and payout address against `merchants`.
     pub fn validate(data: &[u8], merchants: &[settleproof_config::MerchantConfig]) -> Result<Invoice, GossipRejection> {
         let ann: Self = serde_json::from_slice(data).map_err(|e| GossipRejection::Malformed(e.to_string()))?;
-        let inv = ann.invoice;
-        let merchant = merchants
-            .iter()
-            .find(|m| m.id == inv.merchant_id)
-            .ok_or_else(|| GossipRejection::BadInvoice(format!("unknown merchant `{}`", inv.merchant_id)))?;
-        if merchant.payout_address != inv.payout_address {
-            return Err(GossipRejection::BadInvoice("payout address is not the merchant's".into()));
-        }
-        Ok(inv)
+        check_invoice(ann.invoice, merchants)
     }
+}
+
+/// Checks an invoice another operator sent against the configured `merchants`.
+pub fn check_invoice(
+    inv: Invoice,
+    merchants: &[settleproof_config::MerchantConfig],
+) -> Result<Invoice, GossipRejection> {
+    let merchant = merchants
+        .iter()
+        .find(|m| m.id == inv.merchant_id)
+        .ok_or_else(|| GossipRejection::BadInvoice(format!("unknown merchant `{}`", inv.merchant_id)))?;
+    if merchant.payout_address != inv.payout_address {
+        return Err(GossipRejection::BadInvoice("payout address is not the merchant's".into()));
+    }
+    Ok(inv)
 }

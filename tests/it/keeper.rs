@@ -140,7 +140,7 @@ async fn an_operator_signing_another_root_is_outvoted() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_two_two_partition_halts_settlement_until_healed() -> Result<()> {
+async fn a_two_two_partition_halts_settlement_until_healed_and_invoices_missed_are_fetched() -> Result<()> {
     let net = Testnet::start(4).await?;
     let handles: Vec<_> = net
         .nodes
@@ -157,8 +157,30 @@ async fn a_two_two_partition_halts_settlement_until_healed() -> Result<()> {
             handles[b].0.block(handles[a].1).await;
         }
     }
-    let (id, block) = pay(&net, 0).await?;
-    let round = round_of(&net, block);
+    // One invoice created on each side, so each side misses the other's invoice; both paid in
+    // one block, so whichever side the keeper is on, it settles a payment of an invoice it never
+    // received.
+    let mut created = Vec::new();
+    for i in [0, 2] {
+        let (status, c) = net.create_invoice(i, json!({"amount": WEI, "token": "native"})).await?;
+        assert_eq!(status, 201, "{c}");
+        created.push(c);
+    }
+    let payer = net.payer()?;
+    let mut sent = Vec::new();
+    for c in &created {
+        let tx = &c["payment_instructions"]["transactions"][0];
+        let req = alloy::rpc::types::TransactionRequest::default()
+            .to(tx["to"].as_str().unwrap_or_default().parse()?)
+            .value(U256::from_str_radix(tx["value"].as_str().unwrap_or("0"), 10)?)
+            .input(tx["data"].as_str().unwrap_or_default().parse::<alloy::primitives::Bytes>()?.into());
+        sent.push(payer.send_transaction(req).await?);
+    }
+    let mut blocks = Vec::new();
+    for p in sent {
+        blocks.push(p.get_receipt().await?.block_number.unwrap_or_default());
+    }
+    let round = round_of(&net, blocks[0]);
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert!(settled(&net, round).await?.is_empty(), "no side has a quorum of 3");
     for a in left {
@@ -167,7 +189,12 @@ async fn a_two_two_partition_halts_settlement_until_healed() -> Result<()> {
             handles[b].0.unblock(handles[a].1).await;
         }
     }
-    webhook_for(&net, &id, Duration::from_secs(60)).await?;
+    for c in &created {
+        let id = c["id"].as_str().unwrap_or_default();
+        let body = webhook_for(&net, id, Duration::from_secs(60)).await?;
+        assert_eq!(body["type"], "invoice.paid", "the keeper fetched the invoice it missed: {body}");
+        assert_eq!(body["data"]["invoice"]["amount"], WEI);
+    }
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(settled(&net, round).await?.len(), 1, "settled once after healing");
     net.stop().await;

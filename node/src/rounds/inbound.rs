@@ -128,7 +128,13 @@ impl RoundDriver {
                         sent_at_ms: now_ms(),
                     })
                     .collect();
-                serde_json::to_string(&SyncResponse { attestations }).unwrap_or_default()
+                let invoices = req
+                    .invoices
+                    .iter()
+                    .take(SyncRequest::MAX_INVOICES)
+                    .filter_map(|id| self.store.invoice(*id).ok().flatten())
+                    .collect();
+                serde_json::to_string(&SyncResponse { attestations, invoices }).unwrap_or_default()
             }
             Err(e) => {
                 warn!(%peer, error = %e, "malformed sync request");

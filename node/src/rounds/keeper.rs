@@ -11,6 +11,7 @@ use crate::webhook::payload::settlement_events;
 use alloy::primitives::Bytes;
 use settleproof_config::MerchantConfig;
 use settleproof_consensus::{BlsSignature, failover};
+use settleproof_p2p::{NetworkHandle, PeerId};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::sync::Notify;
@@ -65,6 +66,15 @@ impl RoundDriver {
             ctx: self.receipt_context(),
             merchants: self.merchants.clone(),
             webhook_wake: self.webhook_wake.clone(),
+            net: self.net.clone(),
+            peers: self
+                .set
+                .operators
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != self.set.me)
+                .map(|(_, o)| o.peer_id)
+                .collect(),
         };
         let done = st.done_tx.clone();
         let span = tracing::info_span!("settle", round, attempt = turn.attempt);
@@ -94,6 +104,8 @@ struct SettleTask {
     ctx: ReceiptContext,
     merchants: Arc<Vec<MerchantConfig>>,
     webhook_wake: Arc<Notify>,
+    net: NetworkHandle,
+    peers: Vec<PeerId>,
 }
 
 impl SettleTask {
@@ -107,6 +119,9 @@ impl SettleTask {
         if !self.chain.settled_root(batch.round).await?.is_zero() {
             info!(round = batch.round, "round already settled on chain");
             return Ok(None);
+        }
+        if let Some((from, to)) = self.ctx.schedule.range(batch.round) {
+            super::invoice_fetch::fetch_missing(&self.net, &self.peers, &self.store, &self.merchants, from, to).await;
         }
         info!(round = batch.round, root = %batch.root, signers = call.signer_bitmap.count_ones(), "submitting settlement");
         let record = match self.chain.settle(&call).await? {

@@ -7,6 +7,7 @@
 //! quorum signed its batch, aggregate and submit the settlement ([`keeper`]).
 
 mod inbound;
+mod invoice_fetch;
 mod keeper;
 mod signing;
 
@@ -233,7 +234,7 @@ impl RoundDriver {
         });
         let net = self.net.clone();
         let tx = st.sync_tx.clone();
-        let request = serde_json::to_string(&SyncRequest { rounds }).unwrap_or_default();
+        let request = serde_json::to_string(&SyncRequest { rounds, invoices: Vec::new() }).unwrap_or_default();
         tokio::spawn(async move {
             match net.request(peer, request).await {
                 Ok(answer) => match serde_json::from_str::<gossip::SyncResponse>(&answer) {
