@@ -320,3 +320,41 @@ async fn traces_are_exported_over_otlp_when_configured() -> Result<()> {
     net.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_admin_api_cuts_and_restores_the_link_to_one_operator() -> Result<()> {
+    let net = Testnet::start(2).await?;
+    let admin = net.devnet.admin_token.expose().to_string();
+    let peers = |i: usize| {
+        let (net, admin) = (&net, admin.clone());
+        async move {
+            let r = net.http.get(format!("{}/admin/v1/peers", net.api(i))).bearer_auth(&admin).send().await.ok()?;
+            r.json::<Value>().await.ok()
+        }
+    };
+    let other = net
+        .eventually("connected", Duration::from_secs(20), || async { peers(1).await.filter(|v| v["connected"] == 1) });
+    let me = other.await?;
+    let peer_of_1 = me["local_peer_id"].as_str().unwrap_or_default().to_string();
+    let post = |path: &'static str, body: Value| {
+        let (net, admin) = (&net, admin.clone());
+        async move {
+            let r = net.http.post(format!("{}/admin/v1/peers/{path}", net.api(0))).bearer_auth(&admin).json(&body);
+            let r = r.send().await?;
+            Ok::<_, eyre::Report>((r.status().as_u16(), r.text().await?))
+        }
+    };
+    let (status, text) = post("block", json!({"peer_id": "not-a-peer"})).await?;
+    assert_eq!(status, 400);
+    assert!(text.contains("peer_id"), "the error names the field: {text}");
+    assert_eq!(post("block", json!({"peer_id": peer_of_1})).await?.0, 200);
+    net.eventually("link cut", Duration::from_secs(10), || async { peers(0).await.filter(|v| v["connected"] == 0) })
+        .await?;
+    assert_eq!(post("unblock", json!({"peer_id": peer_of_1})).await?.0, 200);
+    net.eventually("link restored", Duration::from_secs(30), || async {
+        peers(0).await.filter(|v| v["connected"] == 1)
+    })
+    .await?;
+    net.stop().await;
+    Ok(())
+}

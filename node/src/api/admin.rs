@@ -12,7 +12,7 @@ use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(token) = &state.admin_token else {
         return Err(ApiError::not_found("admin API (set [admin] token to enable it)"));
     };

@@ -2,6 +2,7 @@
 //! tested with `oneshot` and no socket.
 
 mod admin;
+mod admin_peers;
 mod auth;
 mod error;
 mod health;
@@ -89,6 +90,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/admin/v1/resume", post(admin::resume))
         .route("/admin/v1/backup", post(admin::backup))
         .route("/admin/v1/log-level", post(admin::log_level))
+        .route("/admin/v1/peers", get(admin_peers::peers))
+        .route("/admin/v1/peers/block", post(admin_peers::block))
+        .route("/admin/v1/peers/unblock", post(admin_peers::unblock))
         .route("/", get(status::page))
         .route("/status.json", get(status::data))
         .route("/health/live", get(|| async { "ok" }))
