@@ -1,10 +1,11 @@
 # Shared helpers of the testnet scripts (sourced, not run).
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-RUN="$ROOT/testnet/.run"
+RUN="${SETTLEPROOF_TESTNET_DIR:-$ROOT/testnet/.run}"
 ANVIL="$ROOT/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
 CAST="$ROOT/node_modules/@foundry-rs/cast-linux-amd64/bin/cast"
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/settleproof"
 PROXY="${CARGO_TARGET_DIR:-$ROOT/target}/debug/settleproof-rpc-proxy"
+DRILL="${CARGO_TARGET_DIR:-$ROOT/target}/debug/settleproof-drill"
 
 # json FILE EXPR: evaluates a Python expression over the parsed file bound to `d`.
 json() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print($2)" "$1"; }

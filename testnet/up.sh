@@ -27,7 +27,7 @@ fi
 cd "$ROOT"
 [ -x "$ANVIL" ] || { echo "installing the pinned anvil, cast and solc (npm ci)"; npm ci --no-audit --no-fund --loglevel=error; }
 echo "building settleproof"
-cargo build --quiet --bin settleproof --bin settleproof-rpc-proxy
+cargo build --quiet --bin settleproof --bin settleproof-rpc-proxy --bin settleproof-drill
 
 rm -rf "$RUN"
 mkdir -p "$RUN/merchant"

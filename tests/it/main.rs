@@ -2,6 +2,7 @@
 //! real HTTP webhook receiver.
 
 mod contracts;
+mod drills;
 mod keeper;
 pub use settleproof_tests::harness;
 mod lifecycle;

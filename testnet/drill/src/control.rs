@@ -1,0 +1,168 @@
+//! The levers of the drills: processes (SIGKILL, restart), RPC provider faults, peer links,
+//! chain reorganisations, and waiting for nodes to be ready again. Everything goes to loopback.
+
+use crate::manifest::Manifest;
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use eyre::{Result, WrapErr, bail, eyre};
+use serde_json::{Value, json};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Talks to a running testnet.
+#[derive(Debug, Clone)]
+pub struct Control {
+    /// The manifest.
+    pub m: Manifest,
+    /// HTTP client with a short timeout.
+    pub http: reqwest::Client,
+    /// anvil, read-only.
+    pub chain: DynProvider,
+}
+
+impl Control {
+    /// Opens the testnet described by `m`.
+    pub fn new(m: Manifest) -> Result<Self> {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+        let chain = ProviderBuilder::new().connect_http(m.rpc_url.parse()?).erased();
+        Ok(Self { m, http, chain })
+    }
+
+    /// Operators in the set.
+    pub fn n(&self) -> usize {
+        self.m.nodes.len()
+    }
+
+    /// Sends SIGKILL to `name` (`node-i` or `merchant`) and waits until it is gone.
+    pub async fn kill9(&self, name: &str) -> Result<()> {
+        let pid = self.m.pid(name).ok_or_else(|| eyre!("no pid recorded for {name}"))?;
+        let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        for _ in 0..50 {
+            if !alive(pid) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("{name} (pid {pid}) survived SIGKILL")
+    }
+
+    /// Starts node `i` again with its config, appending to its log, in its own process group so
+    /// it outlives the drill.
+    pub fn restart_node(&self, i: usize) -> Result<()> {
+        let node = &self.m.nodes[i];
+        let pid = spawn_detached(
+            Command::new(sibling("settleproof")?).arg("node").arg("--config").arg(&node.config),
+            &node.log,
+        )?;
+        self.m.record_pid(&node.name, pid)
+    }
+
+    /// Starts the demo merchant's receiver again on its address.
+    pub fn restart_merchant(&self) -> Result<()> {
+        let rx = self.m.receiver()?;
+        let url = &self.m.merchant.webhook_url;
+        let listen = url
+            .strip_prefix("http://")
+            .and_then(|rest| rest.split('/').next())
+            .ok_or_else(|| eyre!("merchant.webhook_url {url} is not http://HOST:PORT/..."))?;
+        let pid = spawn_detached(
+            Command::new(sibling("settleproof")?)
+                .args(["demo-merchant", "--listen", listen, "--testnet"])
+                .arg(&self.m.path)
+                .arg("--out")
+                .arg(&rx.deliveries),
+            &rx.log,
+        )?;
+        self.m.record_pid("merchant", pid)
+    }
+
+    /// Waits until node `i` answers `/health/ready` with 200.
+    pub async fn wait_ready(&self, i: usize, within: Duration) -> Result<()> {
+        let url = format!("{}/health/ready", self.m.nodes[i].api_url);
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(r) = self.http.get(&url).send().await
+                && r.status().is_success()
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        bail!("{} not ready after {within:?}; see {}", self.m.nodes[i].name, self.m.nodes[i].log.display())
+    }
+
+    /// Waits until every node is ready.
+    pub async fn wait_all_ready(&self, within: Duration) -> Result<()> {
+        for i in 0..self.n() {
+            self.wait_ready(i, within).await?;
+        }
+        Ok(())
+    }
+
+    /// Sets the fault of node `i`'s provider `p` (`{"mode": "none" | "down" | "forge_log", ...}`).
+    pub async fn fault(&self, i: usize, p: usize, fault: Value) -> Result<()> {
+        let url = self.m.nodes[i]
+            .rpc_endpoints
+            .get(p)
+            .ok_or_else(|| eyre!("{} has no provider {p}", self.m.nodes[i].name))?;
+        let r = self.http.post(format!("{url}/_fault")).json(&fault).send().await?;
+        if !r.status().is_success() {
+            bail!("fault {} on {url}: HTTP {} {}", fault["mode"], r.status(), r.text().await.unwrap_or_default());
+        }
+        Ok(())
+    }
+
+    /// Blocks (or unblocks) on node `i` the link to operator `j`.
+    pub async fn link(&self, i: usize, j: usize, block: bool) -> Result<()> {
+        let peers = self.m.peer_ids()?;
+        let action = if block { "block" } else { "unblock" };
+        let r = self
+            .http
+            .post(format!("{}/admin/v1/peers/{action}", self.m.nodes[i].api_url))
+            .bearer_auth(&self.m.admin_token)
+            .json(&json!({ "peer_id": peers[j] }))
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("{action} {} on {}: HTTP {} {}", peers[j], self.m.nodes[i].name, r.status(), r.text().await?);
+        }
+        Ok(())
+    }
+
+    /// Replaces the last `depth` blocks of the chain with empty ones (`anvil_reorg`).
+    pub async fn reorg(&self, depth: u64) -> Result<()> {
+        let _: Value =
+            self.chain.raw_request("anvil_reorg".into(), (depth, Vec::<Value>::new())).await.wrap_err("anvil_reorg")?;
+        Ok(())
+    }
+
+    /// Node `i`'s `/status.json`, or `None` when it does not answer.
+    pub async fn status(&self, i: usize) -> Option<Value> {
+        let r = self.http.get(format!("{}/status.json", self.m.nodes[i].api_url)).send().await.ok()?;
+        r.json().await.ok()
+    }
+}
+
+/// Whether process `pid` exists (and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// A binary built next to this one.
+fn sibling(name: &str) -> Result<std::path::PathBuf> {
+    let path = std::env::current_exe()?.with_file_name(name);
+    if !path.exists() {
+        bail!("{} not found: build it with `cargo build --bin {name}`", path.display());
+    }
+    Ok(path)
+}
+
+fn spawn_detached(cmd: &mut Command, log: &std::path::Path) -> Result<u32> {
+    let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let child =
+        cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out).process_group(0).spawn().wrap_err("spawn")?;
+    Ok(child.id())
+}

@@ -1,0 +1,272 @@
+//! The payment load: creates invoices through the nodes' API (round robin, moving on to the next
+//! node when one does not answer) and pays them on chain at a given rate, in a fixed mix of
+//! native, ERC-20, partial and late payments.
+
+use crate::control::Control;
+use crate::time::now_ms;
+use alloy::network::{EthereumWallet, TransactionBuilder};
+use alloy::primitives::{Address, B256, Bytes, U256};
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::rpc::types::{BlockNumberOrTag, TransactionRequest};
+use alloy::signers::local::PrivateKeySigner;
+use eyre::{Result, WrapErr, bail, eyre};
+use serde::Serialize;
+use serde_json::{Value, json};
+use settleproof_contracts::TestToken;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+/// The kinds of payment in the mix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// The full amount in the native coin.
+    Native,
+    /// The full amount in the ERC-20 (approve, then pay).
+    Erc20,
+    /// Half the amount in the native coin.
+    Partial,
+    /// The full amount after the invoice expired.
+    Late,
+}
+
+/// The repeating mix: half native, a quarter ERC-20, one partial and one late in eight.
+pub const MIX: [Kind; 8] =
+    [Kind::Native, Kind::Erc20, Kind::Native, Kind::Partial, Kind::Erc20, Kind::Native, Kind::Late, Kind::Native];
+
+/// How long a late invoice lives before it is paid, seconds.
+const LATE_EXPIRY_S: u64 = 2;
+
+impl Kind {
+    /// The webhook event a settled payment of this kind must produce.
+    pub fn expected_event(self) -> &'static str {
+        match self {
+            Kind::Native | Kind::Erc20 => "invoice.paid",
+            Kind::Partial => "invoice.underpaid",
+            Kind::Late => "invoice.paid_late",
+        }
+    }
+}
+
+/// One paid invoice.
+#[derive(Debug, Clone, Serialize)]
+pub struct Payment {
+    /// Invoice id.
+    pub invoice_id: String,
+    /// Kind.
+    pub kind: Kind,
+    /// Node whose API created it.
+    pub created_on: String,
+    /// The payment contract call's transaction (the one that emits the payment log).
+    pub tx_hash: B256,
+    /// Amount paid, base units.
+    pub amount: U256,
+    /// The instructions, to pay again after a reorg dropped the payment.
+    #[serde(skip)]
+    pub transactions: Vec<TransactionRequest>,
+    /// When the payer saw the payment included, unix ms.
+    pub included_at_ms: u64,
+    /// Its block.
+    pub block: u64,
+}
+
+/// Load shape.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadOptions {
+    /// Invoices to create and pay.
+    pub invoices: usize,
+    /// Invoices per second.
+    pub rate: f64,
+}
+
+/// Sends the payer's transactions one at a time, each with the chain's pending nonce, so a
+/// reorg that drops some of them never leaves a nonce gap.
+#[derive(Debug, Clone)]
+pub struct Payer {
+    jobs: mpsc::Sender<(Vec<TransactionRequest>, oneshot::Sender<Result<B256>>)>,
+    chain: DynProvider,
+}
+
+impl Payer {
+    /// Starts the sender over anvil with the testnet's payer key; mints it tokens.
+    pub async fn start(ctl: &Control) -> Result<Self> {
+        let key: PrivateKeySigner = ctl.m.payer_private_key.parse().wrap_err("payer_private_key")?;
+        let me = key.address();
+        let wallet =
+            ProviderBuilder::new().wallet(EthereumWallet::from(key)).connect_http(ctl.m.rpc_url.parse()?).erased();
+        let token = TestToken::new(ctl.m.contracts.token, wallet.clone());
+        let minted = token.mint(me, U256::from(10u128.pow(30))).send().await?.get_receipt().await?;
+        if !minted.status() {
+            bail!("minting test tokens to the payer reverted");
+        }
+        let (tx, mut rx) = mpsc::channel::<(Vec<TransactionRequest>, oneshot::Sender<Result<B256>>)>(64);
+        let sender = wallet.clone();
+        tokio::spawn(async move {
+            while let Some((txs, reply)) = rx.recv().await {
+                let _ = reply.send(send_all(&sender, me, txs).await);
+            }
+        });
+        Ok(Self { jobs: tx, chain: ctl.chain.clone() })
+    }
+
+    /// Sends `txs` in order; returns the last one's hash once it is included, with its block.
+    pub async fn pay(&self, txs: Vec<TransactionRequest>) -> Result<(B256, u64, u64)> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs.send((txs, reply)).await.map_err(|_| eyre!("payer stopped"))?;
+        let hash = rx.await.map_err(|_| eyre!("payer stopped"))??;
+        for _ in 0..600 {
+            if let Some(r) = self.chain.get_transaction_receipt(hash).await? {
+                if !r.status() {
+                    bail!("payment {hash} reverted");
+                }
+                return Ok((hash, r.block_number.unwrap_or_default(), now_ms()));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("payment {hash} not included after 60 s")
+    }
+}
+
+async fn send_all(wallet: &DynProvider, me: Address, txs: Vec<TransactionRequest>) -> Result<B256> {
+    let mut last = None;
+    for tx in txs {
+        let nonce = wallet.get_transaction_count(me).pending().await?;
+        let pending = wallet.send_transaction(tx.with_nonce(nonce)).await?;
+        last = Some(*pending.tx_hash());
+    }
+    last.ok_or_else(|| eyre!("no transaction to send"))
+}
+
+/// Runs the load: returns every payment made (failed ones are reported and left out).
+pub async fn run(ctl: &Control, payer: &Payer, opts: LoadOptions, made: Arc<AtomicUsize>) -> Result<Vec<Payment>> {
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = tokio::task::JoinSet::new();
+    let period = Duration::from_secs_f64(1.0 / opts.rate.max(0.01));
+    let mut tick = tokio::time::interval(period);
+    for k in 0..opts.invoices {
+        tick.tick().await;
+        let kind = MIX[k % MIX.len()];
+        let (ctl, payer, out, made) = (ctl.clone(), payer.clone(), out.clone(), made.clone());
+        tasks.spawn(async move {
+            match one(&ctl, &payer, k, kind).await {
+                Ok(p) => {
+                    made.fetch_add(1, Ordering::Relaxed);
+                    out.lock().await.push(p);
+                }
+                Err(e) => eprintln!("  invoice {k} ({kind:?}) not paid: {e:#}"),
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let mut v = std::mem::take(&mut *out.lock().await);
+    v.sort_by_key(|p| p.included_at_ms);
+    Ok(v)
+}
+
+async fn one(ctl: &Control, payer: &Payer, k: usize, kind: Kind) -> Result<Payment> {
+    let amount = U256::from(match kind {
+        Kind::Erc20 => 10u128.pow(18),
+        _ => 10u128.pow(15),
+    });
+    let token = if kind == Kind::Erc20 { format!("{:#x}", ctl.m.contracts.token) } else { "native".into() };
+    let mut body = json!({ "amount": amount.to_string(), "token": token, "metadata": { "drill": k } });
+    if kind == Kind::Late {
+        body["expires_in"] = LATE_EXPIRY_S.into();
+    }
+    let (created, node) = create(ctl, k, &body).await?;
+    let mut transactions = Vec::new();
+    let mut paid = amount;
+    for t in created["payment_instructions"]["transactions"].as_array().ok_or_else(|| eyre!("no instructions"))? {
+        let field = |f: &str| t[f].as_str().ok_or_else(|| eyre!("instruction without {f}"));
+        let to: Address = field("to")?.parse()?;
+        let mut value = U256::from_str_radix(field("value")?, 10)?;
+        if kind == Kind::Partial {
+            value /= U256::from(2);
+            paid = value;
+        }
+        let data: Bytes = field("data")?.parse()?;
+        transactions.push(TransactionRequest::default().with_to(to).with_value(value).with_input(data));
+    }
+    if kind == Kind::Late {
+        let expires_at = created["expires_at"].as_u64().ok_or_else(|| eyre!("late invoice without expires_at"))?;
+        wait_chain_time_past(ctl, expires_at).await?;
+    }
+    let (tx_hash, block, included_at_ms) = payer.pay(transactions.clone()).await?;
+    Ok(Payment {
+        invoice_id: created["id"].as_str().unwrap_or_default().to_string(),
+        kind,
+        created_on: node,
+        tx_hash,
+        amount: paid,
+        transactions,
+        included_at_ms,
+        block,
+    })
+}
+
+/// Waits until the chain's newest block is stamped after `t` (the chain's clock decides whether a
+/// payment is late, and it may lag the wall clock).
+async fn wait_chain_time_past(ctl: &Control, t: u64) -> Result<()> {
+    for _ in 0..600 {
+        let head = ctl.chain.get_block_by_number(BlockNumberOrTag::Latest).await?;
+        if head.is_some_and(|b| b.header.timestamp > t) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bail!("the chain's clock did not pass {t} within 2 minutes")
+}
+
+/// Creates the invoice on node `k % n`, or on the next node that answers; while none does (every
+/// node restarting), tries again for up to a minute, as a merchant's checkout would.
+async fn create(ctl: &Control, k: usize, body: &Value) -> Result<(Value, String)> {
+    let mut last = String::new();
+    for attempt in 0..60 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        if let Some(created) = create_once(ctl, k, body, &mut last).await? {
+            return Ok(created);
+        }
+    }
+    bail!("no node created the invoice within a minute (last: {last})")
+}
+
+async fn create_once(ctl: &Control, k: usize, body: &Value, last: &mut String) -> Result<Option<(Value, String)>> {
+    for step in 0..ctl.n() {
+        let node = &ctl.m.nodes[(k + step) % ctl.n()];
+        let resp = ctl
+            .http
+            .post(format!("{}/v1/invoices", node.api_url))
+            .bearer_auth(&ctl.m.merchant.api_key)
+            .json(body)
+            .send()
+            .await;
+        match resp {
+            Ok(r) if r.status().as_u16() == 201 => return Ok(Some((r.json().await?, node.name.clone()))),
+            Ok(r) if r.status().is_client_error() => {
+                bail!("{}: HTTP {} {}", node.name, r.status(), r.text().await.unwrap_or_default())
+            }
+            Ok(r) => *last = format!("{}: HTTP {}", node.name, r.status()),
+            Err(e) => *last = format!("{}: {e}", node.name),
+        }
+    }
+    Ok(None)
+}
+
+/// Pays again every payment whose transaction left the chain (a reorg dropped it), as a wallet
+/// would rebroadcast; returns how many.
+pub async fn repay_dropped(ctl: &Control, payer: &Payer, payments: &mut [Payment]) -> Result<usize> {
+    let mut again = 0;
+    for p in payments.iter_mut() {
+        if ctl.chain.get_transaction_receipt(p.tx_hash).await?.is_some() {
+            continue;
+        }
+        let (tx_hash, block, at) = payer.pay(p.transactions.clone()).await?;
+        (p.tx_hash, p.block, p.included_at_ms) = (tx_hash, block, at);
+        again += 1;
+    }
+    Ok(again)
+}

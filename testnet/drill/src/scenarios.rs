@@ -1,0 +1,270 @@
+//! The chaos scenarios. Each runs the payment load, injects its fault once the first payment is
+//! on chain (so a round is in flight), heals everything, and hands the payments to the verdict.
+
+use crate::control::Control;
+use crate::forge;
+use crate::load::{self, LoadOptions, Payer, Payment};
+use crate::time::now_ms;
+use crate::verdict::{self, Verdict};
+use eyre::{Result, bail};
+use serde::Serialize;
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// A fault to drill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// No fault: the load alone (what `pay` runs).
+    None,
+    /// SIGKILL the keeper of the round in flight; restart it after the fault window.
+    KillKeeper,
+    /// SIGKILL every node at once mid-load, then start them all again.
+    RestartAll,
+    /// One provider of every node forges payment logs.
+    ProviderLies,
+    /// Two of the three providers of one node are down.
+    ProvidersDown,
+    /// The operators split 2|2 (no side has a quorum), then heal.
+    Partition,
+    /// The merchant's webhook receiver is down, then back.
+    MerchantDown,
+    /// Shallow reorgs (below the confirmation depth) during the load; the payer pays again
+    /// whatever they dropped.
+    Reorg,
+}
+
+/// Every scenario with a fault, in the order `all` runs them.
+pub const ALL: [Scenario; 7] = [
+    Scenario::KillKeeper,
+    Scenario::RestartAll,
+    Scenario::ProviderLies,
+    Scenario::ProvidersDown,
+    Scenario::Partition,
+    Scenario::MerchantDown,
+    Scenario::Reorg,
+];
+
+impl Scenario {
+    /// Its command-line name.
+    pub fn name(self) -> String {
+        clap::ValueEnum::to_possible_value(&self).map(|v| v.get_name().to_string()).unwrap_or_default()
+    }
+}
+
+/// How hard and how long.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct DrillOptions {
+    /// Invoices in the load.
+    pub invoices: usize,
+    /// Invoices per second.
+    pub rate: f64,
+    /// How long the fault lasts, seconds.
+    pub fault_s: u64,
+    /// How long to wait for the last payments to settle and be notified, seconds.
+    pub settle_timeout_s: u64,
+}
+
+/// A drill's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Scenario.
+    pub scenario: String,
+    /// Options.
+    pub options: DrillOptions,
+    /// When it started, unix ms.
+    pub started_at_ms: u64,
+    /// What was done when, ms from the start.
+    pub timeline: Vec<(u64, String)>,
+    /// Payments made.
+    pub payments: Vec<Payment>,
+    /// The verdict.
+    pub verdict: Verdict,
+}
+
+struct Timeline {
+    start: u64,
+    events: Vec<(u64, String)>,
+}
+
+impl Timeline {
+    fn note(&mut self, what: impl Into<String>) {
+        let what = what.into();
+        let at = now_ms().saturating_sub(self.start);
+        println!("  [{:>6.1} s] {what}", at as f64 / 1000.0);
+        self.events.push((at, what));
+    }
+}
+
+/// Runs `scenario` on the testnet behind `ctl`.
+pub async fn run(ctl: &Control, payer: &Payer, scenario: Scenario, opts: DrillOptions) -> Result<Report> {
+    let mut tl = Timeline { start: now_ms(), events: Vec::new() };
+    ctl.wait_all_ready(Duration::from_secs(90)).await?;
+    tl.note(format!("every node ready; load of {} invoices at {}/s", opts.invoices, opts.rate));
+    let made = Arc::new(AtomicUsize::new(0));
+    let load = {
+        let (ctl, payer, made) = (ctl.clone(), payer.clone(), made.clone());
+        let lo = LoadOptions { invoices: opts.invoices, rate: opts.rate };
+        tokio::spawn(async move { load::run(&ctl, &payer, lo, made).await })
+    };
+    let mut decoys = Vec::new();
+    let injected = inject(ctl, scenario, opts, &made, &mut tl, &mut decoys).await;
+    if let Err(e) = &injected {
+        tl.note(format!("fault injection failed: {e:#}"));
+    }
+    if scenario != Scenario::None {
+        heal(ctl, &mut tl).await;
+    }
+    let mut payments = load.await??;
+    tl.note(format!("load done: {} payments on chain", payments.len()));
+    if scenario == Scenario::Reorg {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let again = load::repay_dropped(ctl, payer, &mut payments).await?;
+        tl.note(format!("{again} payments dropped by the reorgs were paid again"));
+    }
+    let mut unready = Vec::new();
+    for i in 0..ctl.n() {
+        if let Err(e) = ctl.wait_ready(i, Duration::from_secs(90)).await {
+            unready.push(format!("{e:#}"));
+        }
+    }
+    tl.note("waiting for settlements and webhooks");
+    let mut verdict = verdict::judge(ctl, &payments, Duration::from_secs(opts.settle_timeout_s)).await?;
+    verdict.wrong.extend(unready);
+    verdict.wrong.extend(verdict::unpaid_stay_unpaid(ctl, &decoys).await);
+    if let Err(e) = injected {
+        verdict.wrong.push(format!("the fault could not be injected: {e:#}"));
+    }
+    tl.note(format!("verdict: {}", if verdict.pass() { "PASS" } else { "FAIL" }));
+    Ok(Report {
+        scenario: scenario.name(),
+        options: opts,
+        started_at_ms: tl.start,
+        timeline: tl.events,
+        payments,
+        verdict,
+    })
+}
+
+async fn first_payment(made: &AtomicUsize, at_least: usize) {
+    while made.load(Ordering::Relaxed) < at_least {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn inject(
+    ctl: &Control,
+    scenario: Scenario,
+    opts: DrillOptions,
+    made: &AtomicUsize,
+    tl: &mut Timeline,
+    decoys: &mut Vec<String>,
+) -> Result<()> {
+    let fault = Duration::from_secs(opts.fault_s);
+    let n = ctl.n();
+    first_payment(made, 1).await;
+    match scenario {
+        Scenario::None => {}
+        Scenario::KillKeeper => {
+            let mut round = None;
+            for i in 0..n {
+                if let Some(s) = ctl.status(i).await {
+                    round = s["next_round"].as_u64();
+                    break;
+                }
+            }
+            let Some(round) = round else { bail!("no node answers /status.json") };
+            let k = (round % n as u64) as usize;
+            ctl.kill9(&format!("node-{k}")).await?;
+            tl.note(format!("SIGKILL node-{k}, keeper of round {round} (in flight)"));
+            tokio::time::sleep(fault).await;
+        }
+        Scenario::RestartAll => {
+            first_payment(made, opts.invoices.div_ceil(3)).await;
+            for i in 0..n {
+                ctl.kill9(&format!("node-{i}")).await?;
+            }
+            tl.note(format!("SIGKILL all {n} nodes"));
+            tokio::time::sleep(fault.min(Duration::from_secs(5))).await;
+        }
+        Scenario::ProviderLies => {
+            let (decoy, log) = forge::payment_of_unpaid_invoice(ctl).await?;
+            for i in 0..n {
+                ctl.fault(i, 0, json!({"mode": "forge_log", "log": log})).await?;
+            }
+            tl.note(format!("provider 0 of every node forges a payment of unpaid invoice {decoy}"));
+            decoys.push(decoy);
+            tokio::time::sleep(fault).await;
+        }
+        Scenario::ProvidersDown => {
+            ctl.fault(1, 0, json!({"mode": "down"})).await?;
+            ctl.fault(1, 1, json!({"mode": "down"})).await?;
+            tl.note("providers 0 and 1 of node-1 down");
+            tokio::time::sleep(fault).await;
+        }
+        Scenario::Partition => {
+            let side = |i: usize| i < n / 2;
+            for i in 0..n {
+                for j in (0..n).filter(|&j| side(i) != side(j)) {
+                    ctl.link(i, j, true).await?;
+                }
+            }
+            tl.note(format!("partition: nodes 0..{} | {}..{n}", n / 2, n / 2));
+            tokio::time::sleep(fault).await;
+        }
+        Scenario::MerchantDown => {
+            ctl.kill9("merchant").await?;
+            tl.note("merchant receiver killed");
+            tokio::time::sleep(fault).await;
+        }
+        Scenario::Reorg => {
+            let depth = ctl.m.confirmations()?.saturating_sub(1).max(1);
+            let every = Duration::from_secs(3);
+            let mut left = fault;
+            while !left.is_zero() {
+                ctl.reorg(depth).await?;
+                tl.note(format!("reorg of the last {depth} block(s)"));
+                tokio::time::sleep(every.min(left)).await;
+                left = left.saturating_sub(every);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Undoes every fault a drill may have left: providers healed, stopped processes started
+/// again, links restored.
+async fn heal(ctl: &Control, tl: &mut Timeline) {
+    let n = ctl.n();
+    let mut healed = true;
+    for i in 0..n {
+        for p in 0..ctl.m.nodes[i].rpc_endpoints.len() {
+            healed &= ctl.fault(i, p, json!({"mode": "none"})).await.is_ok();
+        }
+    }
+    for i in 0..n {
+        if ctl.m.pid(&ctl.m.nodes[i].name).is_none_or(|p| !crate::control::alive(p)) {
+            match ctl.restart_node(i) {
+                Ok(()) => tl.note(format!("node-{i} started again")),
+                Err(e) => tl.note(format!("node-{i} could not be started: {e:#}")),
+            }
+        }
+    }
+    if ctl.m.receiver().is_ok() && ctl.m.pid("merchant").is_none_or(|p| !crate::control::alive(p)) {
+        match ctl.restart_merchant() {
+            Ok(()) => tl.note("merchant receiver started again"),
+            Err(e) => tl.note(format!("merchant receiver could not be started: {e:#}")),
+        }
+    }
+    for i in 0..n {
+        // A node just started has no blocks to lift; one that does not answer yet is skipped.
+        if ctl.status(i).await.is_some() {
+            for j in (0..n).filter(|&j| j != i) {
+                healed &= ctl.link(i, j, false).await.is_ok();
+            }
+        }
+    }
+    tl.note(if healed { "healed: providers clean, links restored" } else { "heal incomplete" });
+}

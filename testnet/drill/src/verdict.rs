@@ -1,0 +1,208 @@
+//! The verdict of a drill: for every payment made, was it settled exactly once on chain, was the
+//! merchant told (a verified webhook with the right event, amount and a receipt that passes every
+//! off-chain and on-chain check), and how long it took. Judged from outside the nodes: the
+//! chain, the receiver's JSON-lines file and the merchant API.
+
+use crate::control::Control;
+use crate::load::Payment;
+use crate::stats::Percentiles;
+use alloy::primitives::B256;
+use alloy::providers::Provider;
+use alloy::rpc::types::Filter;
+use alloy::sol_types::SolEvent;
+use eyre::Result;
+use serde::Serialize;
+use serde_json::Value;
+use settleproof_consensus::receipt::Receipt;
+use settleproof_contracts::Settlement;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+/// One webhook delivery as the demo receiver logged it.
+#[derive(Debug, Clone)]
+struct Delivery {
+    webhook_id: String,
+    verified: bool,
+    body: Value,
+    received_at_ms: u64,
+}
+
+/// What a drill proved.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Verdict {
+    /// Payments made (included on chain at the end).
+    pub payments: usize,
+    /// Payments whose round was settled once on chain, with a receipt that verifies.
+    pub settled_once: usize,
+    /// Payments the merchant was told about with a verified, correct webhook.
+    pub notified: usize,
+    /// Distinct `webhook-id`s of those notifications.
+    pub webhook_ids: usize,
+    /// Deliveries of those ids in all (at least once: may exceed `webhook_ids`).
+    pub deliveries: usize,
+    /// Deliveries of an id already delivered (allowed; receivers deduplicate by id).
+    pub duplicates: usize,
+    /// Payments not settled or not notified by the deadline, with the reason.
+    pub lost: Vec<String>,
+    /// Anything incorrect: bad signature, wrong event or amount, a failing receipt check, two
+    /// events for one payment, a round settled twice.
+    pub wrong: Vec<String>,
+    /// Inclusion of the payment (as the payer saw it) to the first verified webhook.
+    pub notify_latency_ms: Option<Percentiles>,
+}
+
+impl Verdict {
+    /// Nothing lost and nothing wrong.
+    pub fn pass(&self) -> bool {
+        self.lost.is_empty() && self.wrong.is_empty()
+    }
+}
+
+fn read_deliveries(path: &std::path::Path) -> Vec<Delivery> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|v| Delivery {
+            webhook_id: v["webhook_id"].as_str().unwrap_or_default().to_string(),
+            verified: v["verified"].as_bool().unwrap_or(false),
+            received_at_ms: v["received_at_ms"].as_u64().unwrap_or_default(),
+            body: v["body"].clone(),
+        })
+        .collect()
+}
+
+/// An event about a settled payment (`invoice.paid` and the like, or the bare
+/// `payment.settled` a node sends when it does not know the invoice), as opposed to
+/// `invoice.expired`, `payment.reverted` and `test`.
+fn is_settlement_event(d: &Delivery) -> bool {
+    d.body["type"]
+        .as_str()
+        .is_some_and(|t| (t.starts_with("invoice.") && t != "invoice.expired") || t == "payment.settled")
+}
+
+/// How many `Settled` events each round has on chain.
+async fn settled_rounds(ctl: &Control) -> Result<BTreeMap<u64, usize>> {
+    let filter = Filter::new()
+        .address(ctl.m.contracts.settlement)
+        .event_signature(Settlement::Settled::SIGNATURE_HASH)
+        .from_block(0);
+    let mut out = BTreeMap::new();
+    for log in ctl.chain.get_logs(&filter).await? {
+        if let Ok(ev) = log.log_decode::<Settlement::Settled>() {
+            *out.entry(ev.inner.data.round).or_default() += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// Judges `payments`, waiting up to `within` for the last ones to settle and be notified.
+pub async fn judge(ctl: &Control, payments: &[Payment], within: Duration) -> Result<Verdict> {
+    let deadline = Instant::now() + within;
+    loop {
+        let v = evaluate(ctl, payments).await?;
+        if v.pass() || Instant::now() > deadline {
+            return Ok(v);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn evaluate(ctl: &Control, payments: &[Payment]) -> Result<Verdict> {
+    let deliveries = read_deliveries(&ctl.m.receiver()?.deliveries);
+    let rounds = settled_rounds(ctl).await?;
+    let mut by_tx: HashMap<String, Vec<&Delivery>> = HashMap::new();
+    for d in deliveries.iter().filter(|d| is_settlement_event(d)) {
+        let tx = d.body["data"]["payment"]["tx_hash"].as_str().unwrap_or_default().to_lowercase();
+        by_tx.entry(tx).or_default().push(d);
+    }
+    let mut v = Verdict { payments: payments.len(), ..Verdict::default() };
+    for (round, count) in &rounds {
+        if *count > 1 {
+            v.wrong.push(format!("round {round} settled {count} times on chain"));
+        }
+    }
+    let mut latencies = Vec::new();
+    let mut verified_receipts: HashSet<B256> = HashSet::new();
+    for p in payments {
+        let ds = by_tx.get(&format!("{:#x}", p.tx_hash)).cloned().unwrap_or_default();
+        let ids: HashSet<&str> = ds.iter().map(|d| d.webhook_id.as_str()).collect();
+        if ids.len() > 1 {
+            v.wrong.push(format!("invoice {}: {} different events for one payment", p.invoice_id, ids.len()));
+        }
+        v.webhook_ids += ids.len();
+        v.deliveries += ds.len();
+        v.duplicates += ds.len().saturating_sub(ids.len());
+        for d in &ds {
+            if let Some(problem) = check_delivery(p, d) {
+                v.wrong.push(format!("invoice {}: webhook {}: {problem}", p.invoice_id, d.webhook_id));
+            }
+        }
+        let Some(first) = ds.iter().filter(|d| d.verified).min_by_key(|d| d.received_at_ms) else {
+            v.lost.push(format!("invoice {} ({:?}): no webhook yet", p.invoice_id, p.kind));
+            continue;
+        };
+        let receipt: Option<Receipt> = serde_json::from_value(first.body["data"]["receipt"].clone()).ok();
+        let Some(receipt) = receipt else {
+            v.wrong.push(format!("invoice {}: webhook without a readable receipt", p.invoice_id));
+            continue;
+        };
+        if !verified_receipts.contains(&p.tx_hash) {
+            let mut checks = receipt.verify_offchain();
+            checks.extend(settleproof_node::receipt::verify_onchain(&ctl.chain, &receipt).await);
+            let failed: Vec<String> =
+                checks.iter().filter(|c| !c.ok).map(|c| format!("{} ({})", c.name, c.detail)).collect();
+            if !failed.is_empty() {
+                v.wrong.push(format!("invoice {}: receipt check failed: {}", p.invoice_id, failed.join(", ")));
+                continue;
+            }
+            verified_receipts.insert(p.tx_hash);
+        }
+        if rounds.get(&receipt.batch.round) == Some(&1) {
+            v.settled_once += 1;
+        }
+        v.notified += 1;
+        latencies.push(first.received_at_ms.saturating_sub(p.included_at_ms));
+    }
+    v.notify_latency_ms = Percentiles::of(&mut latencies);
+    Ok(v)
+}
+
+/// What is wrong with one delivery about `p`, if anything.
+fn check_delivery(p: &Payment, d: &Delivery) -> Option<String> {
+    if !d.verified {
+        return Some("signature does not verify".into());
+    }
+    let event = d.body["type"].as_str().unwrap_or_default();
+    if event != p.kind.expected_event() {
+        return Some(format!("event {event}, expected {}", p.kind.expected_event()));
+    }
+    let amount = d.body["data"]["payment"]["amount"].as_str().unwrap_or_default();
+    if amount != p.amount.to_string() {
+        return Some(format!("amount {amount}, paid {}", p.amount));
+    }
+    if d.body["data"]["invoice"]["id"].as_str() != Some(p.invoice_id.as_str()) {
+        return Some("names another invoice".into());
+    }
+    None
+}
+
+/// Invoices nobody paid (targets of forged logs) must show no payment on any node and must
+/// never be announced to the merchant; returns what is wrong.
+pub async fn unpaid_stay_unpaid(ctl: &Control, invoices: &[String]) -> Vec<String> {
+    let mut wrong = Vec::new();
+    let deliveries = ctl.m.receiver().map(|r| read_deliveries(&r.deliveries)).unwrap_or_default();
+    for id in invoices {
+        if deliveries.iter().any(|d| is_settlement_event(d) && d.body["data"]["invoice"]["id"] == id.as_str()) {
+            wrong.push(format!("unpaid invoice {id}: the merchant was told it was paid"));
+        }
+        for node in &ctl.m.nodes {
+            let r = ctl.http.get(format!("{}/v1/invoices/{id}", node.api_url)).bearer_auth(&ctl.m.merchant.api_key);
+            let Ok(resp) = r.send().await else { continue };
+            let Ok(v) = resp.json::<Value>().await else { continue };
+            if v["amount_paid"].as_str().is_some_and(|a| a != "0") {
+                wrong.push(format!("unpaid invoice {id}: {} shows {} paid", node.name, v["amount_paid"]));
+            }
+        }
+    }
+    wrong
+}
