@@ -358,3 +358,30 @@ async fn the_admin_api_cuts_and_restores_the_link_to_one_operator() -> Result<()
     net.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn settlements_of_back_to_back_rounds_queue_without_a_false_nonce_desync() -> Result<()> {
+    // One operator keeps every round; a payment lands in every block and rounds are one block
+    // long, so a round comes due while the previous round's settlement is being mined. Halted
+    // and resumed in the middle, it also has several rounds due at once, as after a partition.
+    let net = Testnet::start_with(Options { nodes: 1, round_length: 1, ..Options::default() }).await?;
+    let admin = net.devnet.admin_token.expose().to_string();
+    let mut ids = Vec::new();
+    for k in 0..10 {
+        if k == 4 {
+            net.http.post(format!("{}/admin/v1/halt", net.api(0))).bearer_auth(&admin).send().await?;
+        }
+        if k == 7 {
+            net.http.post(format!("{}/admin/v1/resume", net.api(0))).bearer_auth(&admin).send().await?;
+        }
+        ids.push(paid_invoice(&net).await?);
+    }
+    for id in &ids {
+        net.eventually("settled", Duration::from_secs(40), || async { settled(&net, id).await.then_some(()) }).await?;
+    }
+    let s: Value =
+        net.http.get(format!("{}/admin/v1/status", net.api(0))).bearer_auth(&admin).send().await?.json().await?;
+    assert_eq!(s["halted"], false, "no invariant tripped: {s}");
+    net.stop().await;
+    Ok(())
+}

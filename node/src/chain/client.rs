@@ -80,7 +80,7 @@ pub struct ChainClient {
     reads: Arc<ProviderSet>,
     writers: Vec<DynProvider>,
     pub(super) tx_policy: super::keeper_tx::TxPolicy,
-    pub(super) nonce: Arc<std::sync::Mutex<Option<u64>>>,
+    pub(super) nonce: Arc<tokio::sync::Mutex<Option<u64>>>,
     pub(super) halt: Option<crate::halt::Halt>,
     chain_id: u64,
     payments: Address,

@@ -66,7 +66,11 @@ pub fn reconcile_nonce(local: Option<u64>, chain_pending: u64) -> (u64, bool) {
 
 impl ChainClient {
     /// Submits `settle` and tracks it to inclusion.
+    /// One settlement at a time per node: the nonce is held from the chain check to the
+    /// receipt, so settlements of several rounds due at once (after a partition heals, or a
+    /// resume) queue instead of taking the same nonce or mistaking each other for a desync.
     pub async fn settle(&self, call: &SettleCall) -> Result<SettleOutcome, ChainError> {
+        let mut nonce_slot = self.nonce.lock().await;
         let policy = self.tx_policy;
         let provider = self.writer()?;
         let b = &call.batch;
@@ -94,17 +98,15 @@ impl ChainClient {
             }
         };
         let pending_count = provider.get_transaction_count(self.account()).pending().await?;
-        let local = self.nonce.lock().ok().and_then(|n| *n);
+        let local = *nonce_slot;
         let (nonce, desync) = reconcile_nonce(local, pending_count);
         if desync {
             metrics::counter!("keeper_nonce_desync_total").increment(1);
             let detail = format!(
                 "expected nonce {local:?}, the chain has {pending_count}: the settlement key was used elsewhere or a transaction vanished"
             );
-            if let Ok(mut n) = self.nonce.lock() {
-                // After an operator resumes, continue from the chain's count.
-                *n = Some(pending_count);
-            }
+            // After an operator resumes, continue from the chain's count.
+            *nonce_slot = Some(pending_count);
             if let Some(h) = &self.halt {
                 h.violation("keeper_nonce_desync", detail.clone());
                 return Err(ChainError::Halted(detail));
@@ -134,9 +136,7 @@ impl ChainClient {
             let tx_hash = *pending.tx_hash();
             match pending.with_timeout(Some(policy.inclusion_timeout)).get_receipt().await {
                 Ok(receipt) => {
-                    if let Ok(mut n) = self.nonce.lock() {
-                        *n = Some(nonce + 1);
-                    }
+                    *nonce_slot = Some(nonce + 1);
                     metrics::counter!("keeper_gas_used_total").increment(receipt.gas_used);
                     if !receipt.status() {
                         let at = receipt
