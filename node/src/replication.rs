@@ -4,7 +4,8 @@
 //! after start-up, or while reconnecting), so each invoice is published several times with
 //! growing gaps (0, 1, 2, 4, 8, 16, 32 s). Receivers store invoices idempotently, so repeats are
 //! harmless. A node that still missed an invoice settles its payment all the same: batches are
-//! built from chain data alone; only that node's `GET` of the invoice answers 404.
+//! built from chain data alone. As keeper it fetches the invoice from its peers before recording
+//! the settlement (`rounds::invoice_fetch`); otherwise only its `GET` of the invoice answers 404.
 
 use crate::gossip::{self, InvoiceAnnouncement};
 use crate::store::Invoice;

@@ -54,6 +54,11 @@ pub fn free_port() -> u16 {
 }
 
 impl Anvil {
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts anvil, mining every `block_time` seconds, or on each transaction when `None`.
     pub async fn start(dir: &Path, block_time: Option<&str>) -> Result<Self> {
         let port = free_port();
@@ -115,6 +120,9 @@ pub struct Options {
     pub failover_delay_ms: u64,
     /// OTLP/HTTP collector of the nodes' traces.
     pub otlp_endpoint: Option<String>,
+    /// Extra environment of process nodes (configuration overrides such as
+    /// `SETTLEPROOF__API__RATE_LIMIT_PER_S`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -130,6 +138,7 @@ impl Default for Options {
             retry_schedule_s: vec![0, 1, 1, 2, 2, 3],
             failover_delay_ms: 4000,
             otlp_endpoint: None,
+            env: Vec::new(),
         }
     }
 }
@@ -155,10 +164,16 @@ pub struct Testnet {
     pub receiver: Receiver,
     pub http: reqwest::Client,
     pub dir: tempfile::TempDir,
+    /// Extra environment of process nodes.
+    pub env: Vec<(String, String)>,
 }
 
-/// Builds the `settleproof` binary once and returns its path.
+/// Builds the `settleproof` binary once and returns its path; `SETTLEPROOF_BIN` names a binary
+/// built elsewhere (the benchmarks use the release build).
 pub fn settleproof_bin() -> Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("SETTLEPROOF_BIN") {
+        return Ok(PathBuf::from(bin));
+    }
     static BUILT: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
     let mut built = BUILT.lock().map_err(|_| eyre!("lock"))?;
     if let Some(p) = built.as_ref() {
@@ -224,7 +239,9 @@ impl Testnet {
         let devnet = devnet::init(&spec).await?;
         let receiver = Receiver::new(devnet.merchant.webhook_secret.expose().to_string(), None);
         receiver.clone().spawn(([127, 0, 0, 1], webhook_port).into()).await?;
-        let mut net = Self { anvil, devnet, nodes: Vec::new(), proxies, receiver, http: reqwest::Client::new(), dir };
+        let env = opts.env.clone();
+        let mut net =
+            Self { anvil, devnet, nodes: Vec::new(), proxies, receiver, http: reqwest::Client::new(), dir, env };
         for i in 0..n {
             let run = if opts.processes {
                 NodeRun::Process(net.spawn_process(i)?)
@@ -246,6 +263,7 @@ impl Testnet {
             .append(true)
             .open(self.dir.path().join(format!("node-{i}.log")))?;
         Ok(Command::new(settleproof_bin()?)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .arg("node")
             .arg("--config")
             .arg(path)

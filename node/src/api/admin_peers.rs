@@ -5,6 +5,7 @@
 use super::admin::authorize;
 use super::{ApiError, ApiState};
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use serde_json::{Value, json};
@@ -37,27 +38,31 @@ pub(super) async fn peers(State(state): State<ApiState>, headers: HeaderMap) -> 
 }
 
 /// `POST /admin/v1/peers/block` with `{"peer_id": ...}`
-pub(super) async fn block(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers)?;
-    let peer = peer_of(&body)?;
-    tracing::warn!(%peer, "peer blocked by an operator");
-    net_of(&state)?.block(peer).await;
-    Ok(Json(json!({ "blocked": peer.to_string() })))
+pub(super) async fn block(state: State<ApiState>, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, ApiError> {
+    set_link(state, headers, body, true).await
 }
 
 /// `POST /admin/v1/peers/unblock` with `{"peer_id": ...}`
-pub(super) async fn unblock(
+pub(super) async fn unblock(state: State<ApiState>, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, ApiError> {
+    set_link(state, headers, body, false).await
+}
+
+async fn set_link(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: Bytes,
+    block: bool,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers)?;
     let peer = peer_of(&body)?;
-    tracing::info!(%peer, "peer unblocked by an operator");
-    net_of(&state)?.unblock(peer).await;
-    Ok(Json(json!({ "unblocked": peer.to_string() })))
+    let net = net_of(&state)?;
+    if block {
+        tracing::warn!(%peer, "peer blocked by an operator");
+        net.block(peer).await;
+        Ok(Json(json!({ "blocked": peer.to_string() })))
+    } else {
+        tracing::info!(%peer, "peer unblocked by an operator");
+        net.unblock(peer).await;
+        Ok(Json(json!({ "unblocked": peer.to_string() })))
+    }
 }

@@ -32,20 +32,35 @@ impl Store {
     /// Stores an invoice; an existing invoice with the same id is kept (idempotent replication).
     /// Returns whether it was new.
     pub fn put_invoice(&self, invoice: &Invoice) -> Result<bool, StoreError> {
+        // Replication repeats each announcement: a read answers the repeats without a write
+        // transaction (and its fsync).
+        if self.invoice(invoice.id)?.is_some() {
+            return Ok(false);
+        }
+        Ok(self.put_invoices(std::slice::from_ref(invoice))? == 1)
+    }
+
+    /// Stores invoices in one transaction (bulk import); existing ids are kept. Returns how many
+    /// were new.
+    pub fn put_invoices(&self, invoices: &[Invoice]) -> Result<usize, StoreError> {
         let tx = self.db().begin_write()?;
-        let new = {
+        let mut new = 0;
+        {
             let mut t = tx.open_table(INVOICES)?;
-            let exists = t.get(invoice.id.0)?.is_some();
-            if !exists {
-                t.insert(invoice.id.0, encode(invoice).as_slice())?;
-                tx.open_table(MERCHANT_INVOICES)?
-                    .insert((invoice.merchant_id.as_str(), invoice.created_at, invoice.id.0), ())?;
-                if let Some(at) = invoice.expires_at {
-                    tx.open_table(EXPIRIES)?.insert((at, invoice.id.0), ())?;
+            let mut by_merchant = tx.open_table(MERCHANT_INVOICES)?;
+            let mut expiries = tx.open_table(EXPIRIES)?;
+            for invoice in invoices {
+                if t.get(invoice.id.0)?.is_some() {
+                    continue;
                 }
+                t.insert(invoice.id.0, encode(invoice).as_slice())?;
+                by_merchant.insert((invoice.merchant_id.as_str(), invoice.created_at, invoice.id.0), ())?;
+                if let Some(at) = invoice.expires_at {
+                    expiries.insert((at, invoice.id.0), ())?;
+                }
+                new += 1;
             }
-            !exists
-        };
+        }
         tx.commit()?;
         Ok(new)
     }

@@ -95,7 +95,10 @@ async fn main() -> Result<()> {
     let mut reports = Vec::new();
     for s in scenarios {
         println!("\n### drill: {}", s.name());
-        let r = scenarios::run(&ctl, &payer, s, opts).await?;
+        let r = match scenarios::run(&ctl, &payer, s, opts).await {
+            Ok(r) => r,
+            Err(e) => scenarios::Report::not_run(s, opts, &e),
+        };
         report::print(&r);
         reports.push(r);
     }

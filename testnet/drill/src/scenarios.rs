@@ -31,7 +31,7 @@ pub enum Scenario {
     Partition,
     /// The merchant's webhook receiver is down, then back.
     MerchantDown,
-    /// Shallow reorgs (below the confirmation depth) during the load; the payer pays again
+    /// Reorgs of the blocks not yet confirmed, during the load; the payer pays again
     /// whatever they dropped.
     Reorg,
 }
@@ -95,6 +95,21 @@ impl Timeline {
         let at = now_ms().saturating_sub(self.start);
         println!("  [{:>6.1} s] {what}", at as f64 / 1000.0);
         self.events.push((at, what));
+    }
+}
+
+impl Report {
+    /// A drill that could not run (the testnet was not ready): failed, with the reason.
+    pub fn not_run(scenario: Scenario, options: DrillOptions, why: &eyre::Report) -> Self {
+        let verdict = Verdict { wrong: vec![format!("the drill could not run: {why:#}")], ..Verdict::default() };
+        Self {
+            scenario: scenario.name(),
+            options,
+            started_at_ms: now_ms(),
+            timeline: Vec::new(),
+            payments: Vec::new(),
+            verdict,
+        }
     }
 }
 
@@ -220,7 +235,9 @@ async fn inject(
             tokio::time::sleep(fault).await;
         }
         Scenario::Reorg => {
-            let depth = ctl.m.confirmations()?.saturating_sub(1).max(1);
+            // A node reads a block once `confirmations` blocks are on top of it, so the last
+            // `confirmations` blocks are the ones no node has acted on.
+            let depth = ctl.m.confirmations()?.max(1);
             let every = Duration::from_secs(3);
             let mut left = fault;
             while !left.is_zero() {

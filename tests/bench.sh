@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs every benchmark and writes docs/benchmarks.md with its plots (docs/benchmarks/*.png) and
+# the raw numbers (docs/benchmarks/results.json). Release build; the measurements take about
+# 7 minutes on 2 cores (the first build adds a few). Benchmarks are not tests: nothing here
+# fails on a slow number.
+# Usage: ./tests/bench.sh [--quick]
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+
+[ -x node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil ] || npm ci --no-audit --no-fund --loglevel=error
+python3 -c "import matplotlib" 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check "matplotlib==3.11.2"
+
+echo "building (release)"
+cargo build --release --quiet --bin settleproof -p settleproof-node
+cargo build --release --quiet --bin bench -p settleproof-tests
+started=$(date +%s)
+
+echo "crypto and batching (criterion)"
+quick=()
+[ "${1:-}" = "--quick" ] && quick=(--warm-up-time 0.2 --measurement-time 0.5)
+cargo bench --quiet -p settleproof-consensus --bench crypto -- "${quick[@]}" 2>&1 | grep -E "^[a-z_]+/|time:" || true
+
+echo "testnet measurements"
+SETTLEPROOF_BIN="$TARGET/release/settleproof" "$TARGET/release/bench" --criterion "$TARGET/criterion" "$@"
+
+python3 tests/bench/report.py
+echo "benchmarks done in $(( $(date +%s) - started )) s (after the build): docs/benchmarks.md"
