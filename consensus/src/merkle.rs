@@ -27,11 +27,40 @@ pub fn root(leaves: &[B256]) -> Option<B256> {
 
 /// Sibling hashes proving leaf `index`, bottom-up, or `None` if out of range.
 pub fn proof(leaves: &[B256], index: usize) -> Option<Vec<B256>> {
-    if index >= leaves.len() {
-        return None;
+    BatchTree::new(leaves).proof(index)
+}
+
+/// A tree built once, for the proofs of many leaves of one batch (a round's receipts): each
+/// proof is then a walk up the tree instead of a rebuild.
+pub struct BatchTree {
+    tree: MerkleTree<Keccak256>,
+    leaves: usize,
+}
+
+impl std::fmt::Debug for BatchTree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchTree").field("leaves", &self.leaves).field("root", &self.root()).finish()
     }
-    let proof = tree(leaves).proof(&[index]);
-    Some(proof.proof_hashes().iter().copied().map(B256::from).collect())
+}
+
+impl BatchTree {
+    /// Builds the tree over `leaves`.
+    pub fn new(leaves: &[B256]) -> Self {
+        Self { tree: tree(leaves), leaves: leaves.len() }
+    }
+
+    /// Root, or `None` for no leaves.
+    pub fn root(&self) -> Option<B256> {
+        self.tree.root().map(B256::from)
+    }
+
+    /// Sibling hashes proving leaf `index`, bottom-up, or `None` if out of range.
+    pub fn proof(&self, index: usize) -> Option<Vec<B256>> {
+        if index >= self.leaves {
+            return None;
+        }
+        Some(self.tree.proof(&[index]).proof_hashes().iter().copied().map(B256::from).collect())
+    }
 }
 
 /// Checks a proof of `leaf` at `index` in a tree of `leaf_count` leaves against `root`.
@@ -76,6 +105,21 @@ mod tests {
 
     fn h(a: B256, b: B256) -> B256 {
         keccak256([a.as_slice(), b.as_slice()].concat())
+    }
+
+    #[test]
+    fn one_tree_proves_every_leaf_of_its_batch() {
+        for n in [1usize, 2, 3, 7, 8, 33] {
+            let l = leaves(n);
+            let tree = BatchTree::new(&l);
+            let root = tree.root().expect("non-empty");
+            assert_eq!(Some(root), super::root(&l));
+            for (i, leaf) in l.iter().enumerate() {
+                let p = tree.proof(i).expect("in range");
+                assert!(verify_proof(root, *leaf, i, n, &p), "leaf {i} of {n}");
+            }
+            assert_eq!(tree.proof(n), None);
+        }
     }
 
     #[test]

@@ -90,7 +90,14 @@ macro_rules! from_redb {
         }
     )*};
 }
-from_redb!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
 
 /// Handle to the store; cheap to clone.
 #[derive(Debug, Clone)]
@@ -126,6 +133,17 @@ impl Store {
 
     pub(crate) fn db(&self) -> &Database {
         &self.db
+    }
+
+    /// A write transaction for webhook delivery bookkeeping (attempts, acknowledgements),
+    /// committed without waiting for the disk: the next durable commit persists it. A crash
+    /// before that can only send an event again (receivers drop repeats by `webhook-id`), never
+    /// lose one, because the events themselves are written durably with their settlement. It
+    /// takes a delivery from one fsync per event to none.
+    pub(crate) fn begin_bookkeeping(&self) -> Result<redb::WriteTransaction, StoreError> {
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(redb::Durability::None)?;
+        Ok(tx)
     }
 
     /// A read transaction.

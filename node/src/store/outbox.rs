@@ -198,7 +198,7 @@ impl Store {
 
     /// Records an attempt and its effect, atomically.
     pub fn record_attempt(&self, id: &str, attempt: Attempt, effect: &AttemptEffect) -> Result<(), StoreError> {
-        let tx = self.db().begin_write()?;
+        let tx = self.begin_bookkeeping()?;
         {
             let mut outbox = tx.open_table(OUTBOX)?;
             let mut pending = tx.open_table(OUTBOX_PENDING)?;
@@ -237,7 +237,7 @@ impl Store {
     /// Marks an event delivered by another operator (its acknowledgement arrived over gossip).
     /// Returns whether a pending event was closed.
     pub fn acknowledge(&self, id: &str, at_ms: u64) -> Result<bool, StoreError> {
-        let tx = self.db().begin_write()?;
+        let tx = self.begin_bookkeeping()?;
         let closed = {
             tx.open_table(ACKS)?.insert(id, at_ms)?;
             let mut pending = tx.open_table(OUTBOX_PENDING)?;

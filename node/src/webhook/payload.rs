@@ -43,6 +43,7 @@ pub fn settlement_events(
     now_s: u64,
 ) -> Result<Vec<OutboxEvent>, StoreError> {
     let settled = SettlementView::from(settlement);
+    let receipts = receipt::RoundReceipts::new(store, ctx, settlement)?;
     let mut events = Vec::new();
     for p in payments {
         let Some(merchant) = merchants.iter().find(|m| m.payout_address == p.merchant) else {
@@ -69,7 +70,7 @@ pub fn settlement_events(
         let sequence = earlier.len() as u64 + 1;
         let previous = earlier.last().map(event_hash);
         let id = webhook_id(p.invoice_id, p.tx_hash, p.log_index);
-        let receipt = receipt::build(store, ctx, p, settlement)?;
+        let receipt = receipts.as_ref().and_then(|r| r.receipt(p));
         let body = json!({
             "type": event_type,
             "timestamp": rfc3339(now_s),

@@ -36,7 +36,7 @@ pub struct Step {
     pub cpu_percent: Vec<(String, f64)>,
     /// Sum of all CPU use, % of one core (the machine has `cores` × 100).
     pub cpu_total_percent: f64,
-    /// Gas used / gas limit of the blocks of the step.
+    /// Gas used / gas limit of the blocks mined while the load was sent.
     pub block_gas_used_percent: f64,
     /// Node CPU seconds per 1,000 notified invoices, mean over nodes.
     pub node_cpu_s_per_1000: f64,
@@ -100,6 +100,7 @@ pub async fn run(net: &Testnet, rates: &[f64], seconds: u64, drain: Duration) ->
             });
         }
         while tasks.join_next().await.is_some() {}
+        let load_end_block = provider.get_block_number().await?;
         let sent = sent.lock().await.clone();
         let deadline = Instant::now() + drain;
         let mut arrivals: HashMap<String, u64> = HashMap::new();
@@ -134,7 +135,8 @@ pub async fn run(net: &Testnet, rates: &[f64], seconds: u64, drain: Duration) ->
         let node_cpu: Vec<f64> =
             cpu.iter().filter(|(n, _)| n.starts_with("node-")).map(|(_, p)| p / 100.0 * wall).collect();
         let (mut used, mut limit) = (0u128, 0u128);
-        for b in block0 + 1..=provider.get_block_number().await? {
+        // The blocks of the load itself (the drain after it would dilute the figure).
+        for b in block0 + 1..=load_end_block + 1 {
             if let Some(block) = provider.get_block_by_number(BlockNumberOrTag::Number(b)).await? {
                 used += u128::from(block.header.gas_used);
                 limit += u128::from(block.header.gas_limit);

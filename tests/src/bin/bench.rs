@@ -2,7 +2,8 @@
 //! `docs/benchmarks/results.json`; `tests/bench/report.py` turns them into the page and its
 //! plots. Run both through `./tests/bench.sh`.
 //!
-//! Usage: `bench [--quick] [--only gas,api,latency,throughput,footprint] [--criterion DIR] [--out FILE]`
+//! Usage: `bench [--quick] [--only gas,api,latency,throughput,footprint] [--rates 25,50,...] [--criterion DIR]
+//! [--out FILE]`
 
 use eyre::{Result, WrapErr};
 use serde_json::{Value, json};
@@ -88,10 +89,13 @@ async fn main() -> Result<()> {
         None
     };
     eprintln!("throughput ...");
-    let rates: &[f64] = if quick { &[10.0, 40.0] } else { &[10.0, 25.0, 50.0, 100.0] };
+    let default_rates: &[f64] = if quick { &[10.0, 40.0] } else { &[50.0, 100.0, 200.0, 300.0, 400.0] };
+    let rates: Vec<f64> = arg("--rates")
+        .map(|r| r.split(',').filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or_else(|| default_rates.to_vec());
     let throughput = if run("throughput") {
         Some(
-            throughput::run(&net, rates, if quick { 6 } else { 12 }, Duration::from_secs(45))
+            throughput::run(&net, &rates, if quick { 6 } else { 10 }, Duration::from_secs(60))
                 .await
                 .wrap_err("throughput")?,
         )
