@@ -1,7 +1,8 @@
 //! Fetching invoices this node never received. Invoices reach the other operators by gossip;
-//! one created on the other side of a partition may never have. Before a keeper records a
-//! settlement (and so freezes the webhook events of its payments), it asks its peers for the
-//! invoices of the round's payments it does not know, so the merchant gets the full event
+//! one created on the other side of a partition may never have. Every node asks its peers, in
+//! the background, for the invoices of a round's payments it does not know when it signs the
+//! round; a keeper asks again (and waits, briefly) before it records a settlement and so
+//! freezes the webhook events of its payments. The merchant then gets the full event
 //! (`invoice.paid` with the invoice) rather than a bare `payment.settled`.
 
 use crate::gossip::{SyncRequest, SyncResponse, check_invoice};

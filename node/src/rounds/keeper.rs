@@ -67,14 +67,7 @@ impl RoundDriver {
             merchants: self.merchants.clone(),
             webhook_wake: self.webhook_wake.clone(),
             net: self.net.clone(),
-            peers: self
-                .set
-                .operators
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| *i != self.set.me)
-                .map(|(_, o)| o.peer_id)
-                .collect(),
+            peers: self.other_peers(),
         };
         let done = st.done_tx.clone();
         let span = tracing::info_span!("settle", round, attempt = turn.attempt);

@@ -215,6 +215,11 @@ impl RoundDriver {
         let _ = self.net.publish(gossip::HEARTBEATS, serde_json::to_vec(&hb).unwrap_or_default()).await;
     }
 
+    /// The other operators' peer ids.
+    fn other_peers(&self) -> Vec<PeerId> {
+        self.set.operators.iter().enumerate().filter(|(i, _)| *i != self.set.me).map(|(_, o)| o.peer_id).collect()
+    }
+
     /// Asks `peer` (or one operator, in turn) for the attestations of unsettled rounds that have
     /// no quorum yet.
     fn catch_up(&self, st: &State, peer: Option<PeerId>) {

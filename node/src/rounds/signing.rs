@@ -25,6 +25,7 @@ impl RoundDriver {
                 && self.store.settlement(round)?.is_none()
                 && self.sign_and_publish(st, batch).await?
             {
+                self.fetch_missing_invoices(from, to);
                 let (now, now_ms) = (now_s(), now_ms());
                 for r in &records {
                     metrics::histogram!("invoice_verification_latency_seconds")
@@ -39,6 +40,19 @@ impl RoundDriver {
             self.store.set_next_round(round)?;
         }
         Ok(())
+    }
+
+    /// Asks the peers, in the background, for the invoices of blocks `from..=to` this node never
+    /// received, so that every node (not only the keeper) has them before the settlement.
+    fn fetch_missing_invoices(&self, from: u64, to: u64) {
+        if super::invoice_fetch::missing(&self.store, &self.merchants, from, to).is_empty() {
+            return;
+        }
+        let (net, peers, store, merchants) =
+            (self.net.clone(), self.other_peers(), self.store.clone(), self.merchants.clone());
+        tokio::spawn(async move {
+            super::invoice_fetch::fetch_missing(&net, &peers, &store, &merchants, from, to).await;
+        });
     }
 
     /// Signs (through the guard) and gossips `batch`; returns whether a new signature was made.
