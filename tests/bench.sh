@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every benchmark and writes docs/benchmarks.md with its plots (docs/benchmarks/*.png) and
 # the raw numbers (docs/benchmarks/results.json). Release build; the measurements take about
-# 7 minutes on 2 cores (the first build adds a few). Benchmarks are not tests: nothing here
+# 5 minutes on 2 cores (the first build adds a few). Benchmarks are not tests: nothing here
 # fails on a slow number.
 # Usage: ./tests/bench.sh [--quick]
 set -euo pipefail
@@ -20,7 +20,10 @@ started=$(date +%s)
 echo "crypto and batching (criterion)"
 quick=()
 [ "${1:-}" = "--quick" ] && quick=(--warm-up-time 0.2 --measurement-time 0.5)
-cargo bench --quiet -p settleproof-consensus --bench crypto -- "${quick[@]}" 2>&1 | grep -E "^[a-z_]+/|time:" || true
+rm -rf "$TARGET/criterion"
+cargo bench --quiet -p settleproof-consensus --bench crypto -- "${quick[@]}" >"$TARGET/criterion.log" 2>&1 \
+  || { cat "$TARGET/criterion.log" >&2; echo "criterion failed" >&2; exit 1; }
+grep -E "^[a-z_]+/|time:" "$TARGET/criterion.log" || true
 
 echo "testnet measurements"
 SETTLEPROOF_BIN="$TARGET/release/settleproof" "$TARGET/release/bench" --criterion "$TARGET/criterion" "$@"

@@ -69,7 +69,12 @@ impl Receiver {
 
     /// Copies of the deliveries received so far.
     pub fn snapshot(&self) -> Vec<Received> {
-        self.received.lock().map(|v| v.clone()).unwrap_or_default()
+        self.since(0)
+    }
+
+    /// Copies of the deliveries received after the first `from` (for readers that poll).
+    pub fn since(&self, from: usize) -> Vec<Received> {
+        self.received.lock().map(|v| v.get(from..).map(<[Received]>::to_vec).unwrap_or_default()).unwrap_or_default()
     }
 
     /// The receiver's routes: `POST /webhooks`, `GET /events`.

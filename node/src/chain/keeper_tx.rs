@@ -115,6 +115,12 @@ impl ChainClient {
         }
         let fees = provider.estimate_eip1559_fees().await?;
         let (mut max_fee, mut tip) = (fees.max_fee_per_gas, fees.max_priority_fee_per_gas);
+        // From the first send on, whether `nonce` gets used is unknown until a receipt says so
+        // (a send error may hide an accepted transaction; a replacement may lose to the
+        // original; another keeper may settle first while ours is still pending). Every exit
+        // but a receipt leaves the next call to adopt the chain's count without calling it a
+        // desync.
+        *nonce_slot = None;
         for attempt in 0..=policy.max_replacements {
             let tx = base
                 .clone()

@@ -115,16 +115,19 @@ impl Control {
     /// Blocks (or unblocks) on node `i` the link to operator `j`.
     pub async fn link(&self, i: usize, j: usize, block: bool) -> Result<()> {
         let peers = self.m.peer_ids()?;
+        let peer = peers.get(j).ok_or_else(|| {
+            eyre!("testnet.json lists node {j} but [[network.operators]] has {} operators", peers.len())
+        })?;
         let action = if block { "block" } else { "unblock" };
         let r = self
             .http
             .post(format!("{}/admin/v1/peers/{action}", self.m.nodes[i].api_url))
             .bearer_auth(&self.m.admin_token)
-            .json(&json!({ "peer_id": peers[j] }))
+            .json(&json!({ "peer_id": peer }))
             .send()
             .await?;
         if !r.status().is_success() {
-            bail!("{action} {} on {}: HTTP {} {}", peers[j], self.m.nodes[i].name, r.status(), r.text().await?);
+            bail!("{action} {peer} on {}: HTTP {} {}", self.m.nodes[i].name, r.status(), r.text().await?);
         }
         Ok(())
     }

@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use settleproof_contracts::TestToken;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
@@ -61,6 +61,8 @@ pub struct Payment {
     pub created_on: String,
     /// The payment contract call's transaction (the one that emits the payment log).
     pub tx_hash: B256,
+    /// Earlier payment transactions of this invoice that a reorg dropped (paid again since).
+    pub dropped_tx_hashes: Vec<B256>,
     /// Amount paid, base units.
     pub amount: U256,
     /// The instructions, to pay again after a reorg dropped the payment.
@@ -140,29 +142,53 @@ async fn send_all(wallet: &DynProvider, me: Address, txs: Vec<TransactionRequest
 }
 
 /// Runs the load: returns every payment made (failed ones are reported and left out).
-pub async fn run(ctl: &Control, payer: &Payer, opts: LoadOptions, made: Arc<AtomicUsize>) -> Result<Vec<Payment>> {
-    let out = Arc::new(Mutex::new(Vec::new()));
+/// How far the load is, for the fault to wait on.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Payments on chain so far.
+    pub made: AtomicUsize,
+    /// Every invoice has been paid or has failed.
+    pub done: AtomicBool,
+}
+
+/// What the load did.
+#[derive(Debug, Default)]
+pub struct LoadOutcome {
+    /// Payments on chain.
+    pub payments: Vec<Payment>,
+    /// Invoices that could not be created or paid, with why (the drill then judged fewer
+    /// payments than asked, which fails it).
+    pub failures: Vec<String>,
+}
+
+/// Runs the load.
+pub async fn run(ctl: &Control, payer: &Payer, opts: LoadOptions, progress: Arc<Progress>) -> LoadOutcome {
+    let out = Arc::new(Mutex::new(LoadOutcome::default()));
     let mut tasks = tokio::task::JoinSet::new();
-    let period = Duration::from_secs_f64(1.0 / opts.rate.max(0.01));
+    let period = Duration::from_secs_f64(1.0 / opts.rate.clamp(0.01, 1000.0));
     let mut tick = tokio::time::interval(period);
     for k in 0..opts.invoices {
         tick.tick().await;
         let kind = MIX[k % MIX.len()];
-        let (ctl, payer, out, made) = (ctl.clone(), payer.clone(), out.clone(), made.clone());
+        let (ctl, payer, out, progress) = (ctl.clone(), payer.clone(), out.clone(), progress.clone());
         tasks.spawn(async move {
             match one(&ctl, &payer, k, kind).await {
                 Ok(p) => {
-                    made.fetch_add(1, Ordering::Relaxed);
-                    out.lock().await.push(p);
+                    progress.made.fetch_add(1, Ordering::Relaxed);
+                    out.lock().await.payments.push(p);
                 }
-                Err(e) => eprintln!("  invoice {k} ({kind:?}) not paid: {e:#}"),
+                Err(e) => {
+                    eprintln!("  invoice {k} ({kind:?}) not paid: {e:#}");
+                    out.lock().await.failures.push(format!("invoice {k} ({kind:?}) not paid: {e:#}"));
+                }
             }
         });
     }
     while tasks.join_next().await.is_some() {}
-    let mut v = std::mem::take(&mut *out.lock().await);
-    v.sort_by_key(|p| p.included_at_ms);
-    Ok(v)
+    progress.done.store(true, Ordering::Relaxed);
+    let mut outcome = std::mem::take(&mut *out.lock().await);
+    outcome.payments.sort_by_key(|p| p.included_at_ms);
+    outcome
 }
 
 async fn one(ctl: &Control, payer: &Payer, k: usize, kind: Kind) -> Result<Payment> {
@@ -199,6 +225,7 @@ async fn one(ctl: &Control, payer: &Payer, k: usize, kind: Kind) -> Result<Payme
         kind,
         created_on: node,
         tx_hash,
+        dropped_tx_hashes: Vec::new(),
         amount: paid,
         transactions,
         included_at_ms,
@@ -265,6 +292,7 @@ pub async fn repay_dropped(ctl: &Control, payer: &Payer, payments: &mut [Payment
             continue;
         }
         let (tx_hash, block, at) = payer.pay(p.transactions.clone()).await?;
+        p.dropped_tx_hashes.push(p.tx_hash);
         (p.tx_hash, p.block, p.included_at_ms) = (tx_hash, block, at);
         again += 1;
     }

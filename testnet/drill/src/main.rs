@@ -59,7 +59,8 @@ enum Command {
         /// Seconds the fault lasts.
         #[arg(long, default_value_t = 20)]
         fault_s: u64,
-        /// Short form for CI: 8 invoices, 6 s faults, 120 s settle timeout.
+        /// Short form for CI: 8 invoices at 2/s, 6 s faults, 120 s settle timeout (replaces
+        /// --invoices, --rate, --fault-s and --settle-timeout-s).
         #[arg(long)]
         quick: bool,
         /// Write the results table between the drill-results markers of this Markdown file.

@@ -3,14 +3,14 @@
 
 use crate::control::Control;
 use crate::forge;
-use crate::load::{self, LoadOptions, Payer, Payment};
+use crate::load::{self, LoadOptions, LoadOutcome, Payer, Payment, Progress};
 use crate::time::now_ms;
 use crate::verdict::{self, Verdict};
 use eyre::{Result, bail};
 use serde::Serialize;
 use serde_json::json;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// A fault to drill.
@@ -118,22 +118,22 @@ pub async fn run(ctl: &Control, payer: &Payer, scenario: Scenario, opts: DrillOp
     let mut tl = Timeline { start: now_ms(), events: Vec::new() };
     ctl.wait_all_ready(Duration::from_secs(90)).await?;
     tl.note(format!("every node ready; load of {} invoices at {}/s", opts.invoices, opts.rate));
-    let made = Arc::new(AtomicUsize::new(0));
+    let progress = Arc::new(Progress::default());
     let load = {
-        let (ctl, payer, made) = (ctl.clone(), payer.clone(), made.clone());
+        let (ctl, payer, progress) = (ctl.clone(), payer.clone(), progress.clone());
         let lo = LoadOptions { invoices: opts.invoices, rate: opts.rate };
-        tokio::spawn(async move { load::run(&ctl, &payer, lo, made).await })
+        tokio::spawn(async move { load::run(&ctl, &payer, lo, progress).await })
     };
     let mut decoys = Vec::new();
-    let injected = inject(ctl, scenario, opts, &made, &mut tl, &mut decoys).await;
+    let injected = inject(ctl, scenario, opts, &progress, &mut tl, &mut decoys).await;
     if let Err(e) = &injected {
         tl.note(format!("fault injection failed: {e:#}"));
     }
     if scenario != Scenario::None {
         heal(ctl, &mut tl).await;
     }
-    let mut payments = load.await??;
-    tl.note(format!("load done: {} payments on chain", payments.len()));
+    let LoadOutcome { mut payments, failures } = load.await?;
+    tl.note(format!("load done: {} payments on chain, {} invoices not paid", payments.len(), failures.len()));
     if scenario == Scenario::Reorg {
         tokio::time::sleep(Duration::from_secs(3)).await;
         let again = load::repay_dropped(ctl, payer, &mut payments).await?;
@@ -146,8 +146,9 @@ pub async fn run(ctl: &Control, payer: &Payer, scenario: Scenario, opts: DrillOp
         }
     }
     tl.note("waiting for settlements and webhooks");
-    let mut verdict = verdict::judge(ctl, &payments, Duration::from_secs(opts.settle_timeout_s)).await?;
+    let mut verdict = verdict::judge(ctl, &payments, Duration::from_secs(opts.settle_timeout_s)).await;
     verdict.wrong.extend(unready);
+    verdict.wrong.extend(failures.into_iter().map(|f| format!("load: {f}")));
     verdict.wrong.extend(verdict::unpaid_stay_unpaid(ctl, &decoys).await);
     if let Err(e) = injected {
         verdict.wrong.push(format!("the fault could not be injected: {e:#}"));
@@ -163,8 +164,9 @@ pub async fn run(ctl: &Control, payer: &Payer, scenario: Scenario, opts: DrillOp
     })
 }
 
-async fn first_payment(made: &AtomicUsize, at_least: usize) {
-    while made.load(Ordering::Relaxed) < at_least {
+/// Waits until `at_least` payments are on chain, or the load is over (it may have failed).
+async fn first_payment(progress: &Progress, at_least: usize) {
+    while progress.made.load(Ordering::Relaxed) < at_least && !progress.done.load(Ordering::Relaxed) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -173,13 +175,13 @@ async fn inject(
     ctl: &Control,
     scenario: Scenario,
     opts: DrillOptions,
-    made: &AtomicUsize,
+    progress: &Progress,
     tl: &mut Timeline,
     decoys: &mut Vec<String>,
 ) -> Result<()> {
     let fault = Duration::from_secs(opts.fault_s);
     let n = ctl.n();
-    first_payment(made, 1).await;
+    first_payment(progress, 1).await;
     match scenario {
         Scenario::None => {}
         Scenario::KillKeeper => {
@@ -197,7 +199,7 @@ async fn inject(
             tokio::time::sleep(fault).await;
         }
         Scenario::RestartAll => {
-            first_payment(made, opts.invoices.div_ceil(3)).await;
+            first_payment(progress, opts.invoices.div_ceil(3)).await;
             for i in 0..n {
                 ctl.kill9(&format!("node-{i}")).await?;
             }
@@ -214,9 +216,10 @@ async fn inject(
             tokio::time::sleep(fault).await;
         }
         Scenario::ProvidersDown => {
-            ctl.fault(1, 0, json!({"mode": "down"})).await?;
-            ctl.fault(1, 1, json!({"mode": "down"})).await?;
-            tl.note("providers 0 and 1 of node-1 down");
+            let i = 1.min(n.saturating_sub(1));
+            ctl.fault(i, 0, json!({"mode": "down"})).await?;
+            ctl.fault(i, 1, json!({"mode": "down"})).await?;
+            tl.note(format!("providers 0 and 1 of node-{i} down"));
             tokio::time::sleep(fault).await;
         }
         Scenario::Partition => {

@@ -6,7 +6,6 @@
 use crate::control::Control;
 use crate::load::Payment;
 use crate::stats::Percentiles;
-use alloy::primitives::B256;
 use alloy::providers::Provider;
 use alloy::rpc::types::Filter;
 use alloy::sol_types::SolEvent;
@@ -95,19 +94,48 @@ async fn settled_rounds(ctl: &Control) -> Result<BTreeMap<u64, usize>> {
     Ok(out)
 }
 
-/// Judges `payments`, waiting up to `within` for the last ones to settle and be notified.
-pub async fn judge(ctl: &Control, payments: &[Payment], within: Duration) -> Result<Verdict> {
+/// How long to keep watching after everything passed, for deliveries of the other nodes (they
+/// deliver a failover delay after the submitter unless its acknowledgement reaches them).
+const GRACE: Duration = Duration::from_secs(8);
+
+/// Judges `payments`, waiting up to `within` for the last ones to settle and be notified, then
+/// [`GRACE`] more for late deliveries. A read that fails (RPC, file) is retried until the
+/// deadline and reported as wrong only if it keeps failing.
+pub async fn judge(ctl: &Control, payments: &[Payment], within: Duration) -> Verdict {
     let deadline = Instant::now() + within;
+    let mut checked = HashMap::new();
+    let mut passed_at: Option<Instant> = None;
     loop {
-        let v = evaluate(ctl, payments).await?;
-        if v.pass() || Instant::now() > deadline {
-            return Ok(v);
+        let v = match evaluate(ctl, payments, &mut checked).await {
+            Ok(v) => v,
+            Err(e) if Instant::now() > deadline => {
+                return Verdict { wrong: vec![format!("cannot judge: {e:#}")], ..Verdict::default() };
+            }
+            Err(_) => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if v.pass() {
+            let since = *passed_at.get_or_insert_with(Instant::now);
+            if since.elapsed() >= GRACE {
+                return v;
+            }
+        } else if Instant::now() > deadline || passed_at.is_some() {
+            return v;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
-async fn evaluate(ctl: &Control, payments: &[Payment]) -> Result<Verdict> {
+/// Every check of a receipt, off chain and on chain; the failed ones.
+async fn receipt_failures(ctl: &Control, receipt: &Receipt) -> Vec<String> {
+    let mut checks = receipt.verify_offchain();
+    checks.extend(settleproof_node::receipt::verify_onchain(&ctl.chain, receipt).await);
+    checks.iter().filter(|c| !c.ok).map(|c| format!("{} ({})", c.name, c.detail)).collect()
+}
+
+async fn evaluate(ctl: &Control, payments: &[Payment], checked: &mut HashMap<String, Vec<String>>) -> Result<Verdict> {
     let deliveries = read_deliveries(&ctl.m.receiver()?.deliveries);
     let rounds = settled_rounds(ctl).await?;
     let mut by_tx: HashMap<String, Vec<&Delivery>> = HashMap::new();
@@ -115,6 +143,11 @@ async fn evaluate(ctl: &Control, payments: &[Payment]) -> Result<Verdict> {
         let tx = d.body["data"]["payment"]["tx_hash"].as_str().unwrap_or_default().to_lowercase();
         by_tx.entry(tx).or_default().push(d);
     }
+    let reverted: HashSet<&str> = deliveries
+        .iter()
+        .filter(|d| d.body["type"] == "payment.reverted")
+        .filter_map(|d| d.body["data"]["reverted_webhook_id"].as_str())
+        .collect();
     let mut v = Verdict { payments: payments.len(), ..Verdict::default() };
     for (round, count) in &rounds {
         if *count > 1 {
@@ -122,8 +155,18 @@ async fn evaluate(ctl: &Control, payments: &[Payment]) -> Result<Verdict> {
         }
     }
     let mut latencies = Vec::new();
-    let mut verified_receipts: HashSet<B256> = HashSet::new();
     for p in payments {
+        // A payment a reorg dropped must never be announced, or be announced as reverted.
+        for old in &p.dropped_tx_hashes {
+            for d in by_tx.get(&format!("{old:#x}")).into_iter().flatten() {
+                if !reverted.contains(d.webhook_id.as_str()) {
+                    v.wrong.push(format!(
+                        "invoice {}: webhook {} announces payment {old:#x}, which left the chain, with no payment.reverted",
+                        p.invoice_id, d.webhook_id
+                    ));
+                }
+            }
+        }
         let ds = by_tx.get(&format!("{:#x}", p.tx_hash)).cloned().unwrap_or_default();
         let ids: HashSet<&str> = ds.iter().map(|d| d.webhook_id.as_str()).collect();
         if ids.len() > 1 {
@@ -141,23 +184,35 @@ async fn evaluate(ctl: &Control, payments: &[Payment]) -> Result<Verdict> {
             v.lost.push(format!("invoice {} ({:?}): no webhook yet", p.invoice_id, p.kind));
             continue;
         };
-        let receipt: Option<Receipt> = serde_json::from_value(first.body["data"]["receipt"].clone()).ok();
-        let Some(receipt) = receipt else {
-            v.wrong.push(format!("invoice {}: webhook without a readable receipt", p.invoice_id));
-            continue;
-        };
-        if !verified_receipts.contains(&p.tx_hash) {
-            let mut checks = receipt.verify_offchain();
-            checks.extend(settleproof_node::receipt::verify_onchain(&ctl.chain, &receipt).await);
-            let failed: Vec<String> =
-                checks.iter().filter(|c| !c.ok).map(|c| format!("{} ({})", c.name, c.detail)).collect();
-            if !failed.is_empty() {
-                v.wrong.push(format!("invoice {}: receipt check failed: {}", p.invoice_id, failed.join(", ")));
+        // Every distinct receipt delivered for the payment passes every check (each is checked
+        // once per drill).
+        let mut settled_once = true;
+        for d in ds.iter().filter(|d| d.verified) {
+            let key = d.body["data"]["receipt"].to_string();
+            let Ok(receipt) = serde_json::from_value::<Receipt>(d.body["data"]["receipt"].clone()) else {
+                v.wrong.push(format!("invoice {}: webhook {} without a readable receipt", p.invoice_id, d.webhook_id));
+                settled_once = false;
                 continue;
+            };
+            if !checked.contains_key(&key) {
+                let failed = receipt_failures(ctl, &receipt).await;
+                checked.insert(key.clone(), failed);
             }
-            verified_receipts.insert(p.tx_hash);
+            if let Some(failed) = checked.get(&key).filter(|f| !f.is_empty()) {
+                v.wrong.push(format!("invoice {}: receipt check failed: {}", p.invoice_id, failed.join(", ")));
+                settled_once = false;
+            }
+            if rounds.get(&receipt.batch.round) != Some(&1) {
+                v.lost.push(format!(
+                    "invoice {}: notified, but round {} has {} Settled events on chain",
+                    p.invoice_id,
+                    receipt.batch.round,
+                    rounds.get(&receipt.batch.round).copied().unwrap_or(0)
+                ));
+                settled_once = false;
+            }
         }
-        if rounds.get(&receipt.batch.round) == Some(&1) {
+        if settled_once {
             v.settled_once += 1;
         }
         v.notified += 1;

@@ -16,6 +16,7 @@ pub struct FastPayer {
     wallet: DynProvider,
     nonce: AtomicU64,
     chain_id: u64,
+    me: Address,
 }
 
 impl FastPayer {
@@ -27,7 +28,7 @@ impl FastPayer {
             ProviderBuilder::new().wallet(EthereumWallet::from(key)).connect_http(net.anvil.url.parse()?).erased();
         let nonce = wallet.get_transaction_count(me).pending().await?;
         let chain_id = wallet.get_chain_id().await?;
-        Ok(Self { wallet, nonce: AtomicU64::new(nonce), chain_id })
+        Ok(Self { wallet, nonce: AtomicU64::new(nonce), chain_id, me })
     }
 
     /// Sends the native payment of `created` (an invoice as the API returned it).
@@ -45,7 +46,17 @@ impl FastPayer {
             .with_gas_limit(120_000)
             .with_max_fee_per_gas(20_000_000_000)
             .with_max_priority_fee_per_gas(1_000_000_000);
-        Ok(*self.wallet.send_transaction(req).await?.tx_hash())
+        match self.wallet.send_transaction(req).await {
+            Ok(pending) => Ok(*pending.tx_hash()),
+            Err(e) => {
+                // The nonce taken may be unused now: start again from the chain's count so later
+                // payments do not wait behind a gap.
+                if let Ok(n) = self.wallet.get_transaction_count(self.me).pending().await {
+                    self.nonce.store(n, Ordering::SeqCst);
+                }
+                Err(e.into())
+            }
+        }
     }
 }
 

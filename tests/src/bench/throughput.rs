@@ -22,6 +22,10 @@ pub struct Step {
     pub offered_per_s: f64,
     /// Seconds of load.
     pub seconds: u64,
+    /// Invoices offered (rate × seconds).
+    pub offered: usize,
+    /// Offered invoices that could not be created or paid.
+    pub errors: usize,
     /// Invoices paid.
     pub paid: usize,
     /// Invoices notified (verified webhook) within the drain timeout.
@@ -32,7 +36,8 @@ pub struct Step {
     pub latency_ms: Summary,
     /// Settlement block − payment block (the chain's floor is the confirmation depth).
     pub settle_blocks: Summary,
-    /// CPU use over the step, % of one core: `node-0`.., `anvil`, `load+proxies+receiver`.
+    /// CPU use while the load was offered, % of one core: `node-0`.., `anvil`,
+    /// `load+proxies+receiver`.
     pub cpu_percent: Vec<(String, f64)>,
     /// Sum of all CPU use, % of one core (the machine has `cores` × 100).
     pub cpu_total_percent: f64,
@@ -101,13 +106,21 @@ pub async fn run(net: &Testnet, rates: &[f64], seconds: u64, drain: Duration) ->
         }
         while tasks.join_next().await.is_some() {}
         let load_end_block = provider.get_block_number().await?;
+        let load_wall = wall0.elapsed().as_secs_f64();
+        let cpu_load: Vec<f64> = procs.iter().map(|(_, p)| cpu_seconds(*p).unwrap_or(0.0)).collect();
         let sent = sent.lock().await.clone();
         let deadline = Instant::now() + drain;
         let mut arrivals: HashMap<String, u64> = HashMap::new();
         let mut blocks: HashMap<String, f64> = HashMap::new();
+        let mut read = 0;
         while Instant::now() < deadline {
-            arrivals.clear();
-            for r in net.receiver.snapshot().into_iter().filter(|r| r.verified) {
+            let new = net.receiver.since(read);
+            read += new.len();
+            for r in new.into_iter().filter(|r| r.verified) {
+                // Only the full event counts as notified (not a bare `payment.settled`).
+                if !r.body["type"].as_str().is_some_and(|t| t.starts_with("invoice.")) {
+                    continue;
+                }
                 let Some(id) = r.body["data"]["invoice"]["id"].as_str() else { continue };
                 if !sent.contains_key(id) {
                     continue;
@@ -126,14 +139,19 @@ pub async fn run(net: &Testnet, rates: &[f64], seconds: u64, drain: Duration) ->
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        let wall = wall0.elapsed().as_secs_f64();
+        // CPU while the load was offered (what was busy at that rate) ...
         let cpu: Vec<(String, f64)> = procs
             .iter()
-            .zip(&cpu0)
-            .map(|((name, pid), c0)| (name.clone(), (cpu_seconds(*pid).unwrap_or(*c0) - c0) / wall * 100.0))
+            .zip(cpu0.iter().zip(&cpu_load))
+            .map(|((name, _), (c0, c1))| (name.clone(), (c1 - c0) / load_wall * 100.0))
             .collect();
-        let node_cpu: Vec<f64> =
-            cpu.iter().filter(|(n, _)| n.starts_with("node-")).map(|(_, p)| p / 100.0 * wall).collect();
+        // ... and the nodes' CPU for the whole work, drain included (for the cost per invoice).
+        let node_cpu: Vec<f64> = procs
+            .iter()
+            .zip(&cpu0)
+            .filter(|((name, _), _)| name.starts_with("node-"))
+            .map(|((_, pid), c0)| cpu_seconds(*pid).unwrap_or(*c0) - c0)
+            .collect();
         let (mut used, mut limit) = (0u128, 0u128);
         // The blocks of the load itself (the drain after it would dilute the figure).
         for b in block0 + 1..=load_end_block + 1 {
@@ -153,6 +171,8 @@ pub async fn run(net: &Testnet, rates: &[f64], seconds: u64, drain: Duration) ->
         let step = Step {
             offered_per_s: rate,
             seconds,
+            offered: count,
+            errors: count.saturating_sub(sent.len()),
             paid: sent.len(),
             notified,
             sustained_per_s: if notified > 1 && span_s > 0.0 { (notified - 1) as f64 / span_s } else { 0.0 },

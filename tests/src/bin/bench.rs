@@ -52,6 +52,9 @@ async fn main() -> Result<()> {
     let only = arg("--only").unwrap_or_default();
     let run = |name: &str| only.is_empty() || only.split(',').any(|o| o == name);
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    if !only.is_empty() && arg("--out").is_none() {
+        eyre::bail!("--only writes a partial result: give --out FILE so docs/benchmarks/results.json stays whole");
+    }
     let out = arg("--out").map(PathBuf::from).unwrap_or_else(|| root.join("docs/benchmarks/results.json"));
     let began = Instant::now();
     let dir = tempfile::tempdir()?;
