@@ -52,6 +52,9 @@ contract Settlement {
     /// @notice Length of an EIP-2537 encoded BLS12-381 G2 (aggregate) signature.
     uint256 public constant BLS_SIGNATURE_LENGTH = 256;
 
+    /// @dev keccak256 of the EIP-2537 encoding of the G1 identity (128 zero bytes).
+    bytes32 private constant IDENTITY_KEY_HASH = 0x012893657d8eb2efad4de0a91bcd0e39ad9837745dec3ea923737ea803fc8e3d;
+
     /// @notice Minimum number of signers (set bits in the signer bitmap) for a batch.
     uint256 public immutable threshold;
 
@@ -69,7 +72,11 @@ contract Settlement {
     /// @param toBlock Last block (inclusive) covered by the batch.
     /// @param leafCount Number of leaves under `root`.
     /// @param signerBitmap Bit `i` set = operator `i` signed.
-    /// @param submitter The account that submitted the batch (anyone may).
+    /// @param submitter The account that submitted the batch (anyone may), or the contract
+    ///        that relayed the call (a wallet, multicall or bundler).
+    /// @param signature The verified EIP-2537 aggregate signature. With the bitmap and the
+    ///        registered keys it is everything a receipt needs, so a watcher knows a settlement
+    ///        from this event alone, whoever sent it and however the call was wrapped.
     event Settled(
         uint64 indexed round,
         bytes32 indexed root,
@@ -77,7 +84,8 @@ contract Settlement {
         uint64 toBlock,
         uint32 leafCount,
         uint256 signerBitmap,
-        address submitter
+        address submitter,
+        bytes signature
     );
 
     // ----- constructor errors -----
@@ -95,6 +103,9 @@ contract Settlement {
     error DuplicateOperator(address account);
     /// @notice Operator `index` has a BLS public key that is not 128 bytes long.
     error InvalidPublicKeyLength(uint256 index, uint256 length);
+    /// @notice Operator `index` registers the identity (point at infinity) as its key: it adds
+    ///         nothing to an aggregate and its "proof of possession" is the identity too.
+    error IdentityPublicKey(uint256 index);
     /// @notice `threshold` is 0 or greater than the operator count.
     error InvalidThreshold(uint256 threshold, uint256 operatorCount);
 
@@ -150,6 +161,7 @@ contract Settlement {
             bytes memory key = blsPublicKeys[i];
             if (key.length != BLS_PUBLIC_KEY_LENGTH) revert InvalidPublicKeyLength(i, key.length);
             bytes32 keyHash = keccak256(key);
+            if (keyHash == IDENTITY_KEY_HASH) revert IdentityPublicKey(i);
             if (_keyRegistered[keyHash]) revert DuplicatePublicKey(i);
             if (!BLS.verify(key, key, proofsOfPossession[i], BLS.POP_DST)) revert InvalidProofOfPossession(i);
             _keyRegistered[keyHash] = true;
@@ -199,7 +211,7 @@ contract Settlement {
         batch_.signerBitmap = signerBitmap;
         _rootSettled[root] = true;
 
-        emit Settled(round, root, fromBlock, toBlock, leafCount, signerBitmap, msg.sender);
+        emit Settled(round, root, fromBlock, toBlock, leafCount, signerBitmap, msg.sender, signature);
     }
 
     /// @dev Reverts unless at least `threshold` registered operators, with exactly the keys they

@@ -6,6 +6,8 @@
 //!   merchant and an `InvoicePaid` event records the payment.
 //! - [`Settlement`]: the operator set and threshold; records each round's settled batch.
 //! - [`TestToken`]: an ERC-20 anyone can mint, for local test networks only.
+//! - [`Relay`]: forwards any call from its own address (as a contract wallet or multicall
+//!   does), for tests of settlements that reach the chain wrapped.
 
 mod deploy;
 
@@ -31,6 +33,12 @@ mod bindings {
         TestToken,
         "artifacts/TestToken.json"
     );
+    alloy::sol!(
+        #[sol(rpc)]
+        #[derive(Debug, PartialEq, Eq)]
+        Relay,
+        "artifacts/Relay.json"
+    );
     alloy::sol! {
         /// The part of ERC-20 that payment instructions and tests use.
         #[sol(rpc)]
@@ -41,4 +49,4 @@ mod bindings {
     }
 }
 
-pub use bindings::{IERC20, InvoicePayments, Settlement, TestToken};
+pub use bindings::{IERC20, InvoicePayments, Relay, Settlement, TestToken};

@@ -3,7 +3,7 @@
 
 use crate::api::{self, ApiState};
 use crate::chain::watcher::{Watcher, WatcherStatus};
-use crate::chain::{ChainClient, ChainError};
+use crate::chain::{ChainClient, ChainError, SettlementSender};
 use crate::halt::Halt;
 use crate::invariants::Auditor;
 use crate::keys::{KeyError, OperatorKeys};
@@ -96,7 +96,8 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
     if let Some(r) = halt.reason() {
         tracing::error!(severity = "CRITICAL", invariant = %r.invariant, detail = %r.detail, "starting halted: settlement stays off until an operator resumes it");
     }
-    let chain = ChainClient::new(&cfg.chain, keys.evm.clone())?.with_halt(halt.clone());
+    let chain = ChainClient::new(&cfg.chain, keys.evm.address())?;
+    let sender = SettlementSender::new(&cfg.chain, keys.evm.clone(), chain.clone(), Some(halt.clone()))?;
     chain.check_chain_id().await?;
     let schedule = RoundSchedule::new(cfg.chain.start_block, cfg.rounds.length_blocks)
         .ok_or_else(|| NodeError::Config("rounds.length_blocks: must be at least 1".into()))?;
@@ -130,6 +131,7 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
         schedule,
         progress.clone(),
         watcher_status.clone(),
+        set.operators.iter().map(|o| alloy::primitives::Bytes::from(o.bls.to_eip2537().to_vec())).collect(),
     );
     tasks.push(tokio::spawn(watcher.run(shutdown_rx.clone())));
 
@@ -139,6 +141,7 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
         bls: keys.bls.clone(),
         schedule,
         chain: chain.clone(),
+        sender,
         net: net.clone(),
         merchants: merchants.clone(),
         webhook_wake: webhook_wake.clone(),

@@ -7,6 +7,7 @@ mod keeper;
 pub use settleproof_tests::harness;
 mod lifecycle;
 mod operations;
+mod outsiders;
 mod settlement;
 mod verification;
 mod webhooks;

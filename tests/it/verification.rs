@@ -33,11 +33,7 @@ async fn settled(net: &Testnet) -> Result<Vec<(u64, u32, U256)>> {
 }
 
 async fn metric(net: &Testnet, i: usize, name: &str) -> f64 {
-    let Ok(r) = net.http.get(format!("{}/metrics", net.api(i))).send().await else {
-        return 0.0;
-    };
-    let text = r.text().await.unwrap_or_default();
-    text.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+    net.metric(i, name).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

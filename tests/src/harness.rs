@@ -429,6 +429,18 @@ impl Testnet {
         .await
     }
 
+    /// The sum of every sample of metric `name` on node `i` (0 when it does not answer).
+    pub async fn metric(&self, i: usize, name: &str) -> f64 {
+        let Ok(r) = self.http.get(format!("{}/metrics", self.api(i))).send().await else {
+            return 0.0;
+        };
+        let text = r.text().await.unwrap_or_default();
+        text.lines()
+            .filter(|l| l.split(['{', ' ']).next() == Some(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// Every `Settled` event of the settlement contract so far.
     pub async fn settlements(&self) -> Result<Vec<Settlement::Settled>> {
         let filter = Filter::new()

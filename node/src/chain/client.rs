@@ -1,14 +1,12 @@
-//! The chain client. Reads go to every configured provider and count only with a quorum
-//! ([`ProviderSet`]); transactions go out through the first healthy provider.
+//! The chain client: typed reads. Every read goes to all configured providers and counts only
+//! with a quorum ([`ProviderSet`]); the keeper's transactions go out through
+//! [`super::sender::SettlementSender`].
 
 use super::providers::{BlockRef, ProviderSet, ProviderStatus};
 use super::quorum::{LogKey, QuorumError};
 use crate::store::{PaymentRecord, SettlementRecord, StoredBlock};
-use alloy::network::EthereumWallet;
 use alloy::primitives::{Address, B256, Bytes, U256};
-use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::rpc::types::Filter;
-use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::{SolCall, SolEvent};
 use settleproof_config::ChainSection;
 use settleproof_consensus::{Batch, PaymentLeaf};
@@ -45,13 +43,21 @@ pub enum ChainError {
     /// Agreed answers contradict each other (the chain moved between two reads); retried.
     #[error("inconsistent chain data: {0}")]
     Inconsistent(String),
-    /// The settlement transaction was mined but reverted.
+    /// The settlement transaction was mined but reverted, or its simulation failed.
     #[error("settlement transaction {tx} reverted: {reason}")]
     Reverted {
-        /// Transaction.
+        /// Transaction (zero for a simulation).
         tx: B256,
         /// The decoded revert reason, or what is known.
         reason: String,
+    },
+    /// A contract's answer could not be decoded.
+    #[error("cannot decode {what}: {detail}")]
+    Decode {
+        /// Which answer.
+        what: &'static str,
+        /// The decoder's message.
+        detail: String,
     },
     /// Settlement is halted by a violated invariant.
     #[error("settlement halted: {0}")]
@@ -74,14 +80,10 @@ pub struct SettleCall {
     pub signature: Bytes,
 }
 
-/// Typed access to the chain for one node.
+/// Typed reads of the chain for one node.
 #[derive(Debug, Clone)]
 pub struct ChainClient {
-    reads: Arc<ProviderSet>,
-    writers: Vec<DynProvider>,
-    pub(super) tx_policy: super::keeper_tx::TxPolicy,
-    pub(super) nonce: Arc<tokio::sync::Mutex<Option<u64>>>,
-    pub(super) halt: Option<crate::halt::Halt>,
+    pub(super) reads: Arc<ProviderSet>,
     chain_id: u64,
     payments: Address,
     settlement: Address,
@@ -97,39 +99,24 @@ pub struct RangeEvents {
     pub settlements: Vec<SettlementRecord>,
     /// The blocks holding those logs.
     pub blocks: Vec<StoredBlock>,
+    /// Logs some providers showed without a quorum agreeing on them.
+    pub unagreed: usize,
+    /// Logs of our contracts with a known event signature that do not decode (a lying
+    /// provider, or an event this version does not know): counted and skipped.
+    pub undecodable: usize,
 }
 
 impl ChainClient {
-    /// A client for `cfg` that signs settlements with `signer`.
-    pub fn new(cfg: &ChainSection, signer: PrivateKeySigner) -> Result<Self, ChainError> {
+    /// A client for `cfg`; `account` is this node's settlement account.
+    pub fn new(cfg: &ChainSection, account: Address) -> Result<Self, ChainError> {
         let reads = Arc::new(ProviderSet::new(cfg).map_err(ChainError::BadUrl)?);
-        let account = signer.address();
-        let wallet = EthereumWallet::from(signer);
-        let mut writers = Vec::new();
-        for (i, url) in cfg.rpc_endpoints.iter().enumerate() {
-            let parsed = url
-                .parse()
-                .map_err(|_| ChainError::BadUrl(format!("chain.rpc_endpoints[{i}]: `{url}` is not a URL")))?;
-            writers.push(ProviderBuilder::new().wallet(wallet.clone()).connect_http(parsed).erased());
-        }
         Ok(Self {
             reads,
-            writers,
-            tx_policy: super::keeper_tx::TxPolicy::default(),
-            nonce: Arc::default(),
-            halt: None,
             chain_id: cfg.chain_id,
             payments: cfg.payments_contract,
             settlement: cfg.settlement_contract,
             account,
         })
-    }
-
-    pub(super) fn writer(&self) -> Result<&DynProvider, ChainError> {
-        self.writers
-            .get(self.reads.writer_url_index())
-            .or(self.writers.first())
-            .ok_or_else(|| ChainError::BadUrl("chain.rpc_endpoints: no endpoint".into()))
     }
 
     /// Fails unless a quorum of providers serves the configured chain.
@@ -162,9 +149,19 @@ impl ChainClient {
         self.reads.quorum()
     }
 
-    /// This node's settlement account balance.
+    /// This node's settlement account balance, as a quorum reports it.
     pub async fn balance(&self) -> Result<U256, ChainError> {
-        Ok(self.writer()?.get_balance(self.account).await?)
+        Ok(self.reads.balance(self.account).await?)
+    }
+
+    /// This node's next nonce counting its pooled transactions, as a quorum reports it.
+    pub async fn pending_nonce(&self) -> Result<u64, ChainError> {
+        Ok(self.reads.transaction_count(self.account, true).await?)
+    }
+
+    /// EIP-1559 fees (max fee, tip), the median of the providers' estimates.
+    pub async fn fees(&self) -> Result<(u128, u128), ChainError> {
+        Ok(self.reads.fees().await?)
     }
 
     /// `InvoicePaid` and `Settled` logs of blocks `from..=to` that a quorum of providers agree on.
@@ -175,7 +172,7 @@ impl ChainClient {
             .from_block(from)
             .to_block(to);
         let vote = self.reads.logs(&filter).await?;
-        let mut out = RangeEvents::default();
+        let mut out = RangeEvents { unagreed: vote.rejected.len(), ..RangeEvents::default() };
         let mut blocks: BTreeMap<u64, StoredBlock> = BTreeMap::new();
         for log in &vote.accepted {
             if log.block_number < from || log.block_number > to {
@@ -192,26 +189,32 @@ impl ChainClient {
                 )));
             }
             if log.address == self.payments {
-                if let Ok(e) = InvoicePayments::InvoicePaid::decode_raw_log(log.topics.iter().copied(), &log.data) {
-                    out.payments.push(PaymentRecord {
+                match InvoicePayments::InvoicePaid::decode_raw_log(log.topics.iter().copied(), &log.data) {
+                    Ok(e) => out.payments.push(PaymentRecord {
                         leaf: self.payment_leaf(log, &e),
                         block_hash: block.hash,
                         block_timestamp: block.timestamp,
                         confirmed_at_ms: crate::time::now_ms(),
-                    });
+                    }),
+                    Err(e) => undecodable(&mut out, log, "InvoicePaid", &e.to_string()),
                 }
-            } else if log.address == self.settlement
-                && let Ok(e) = Settlement::Settled::decode_raw_log(log.topics.iter().copied(), &log.data)
-            {
-                out.settlements.push(SettlementRecord {
-                    round: e.round,
-                    root: e.root,
-                    signer_bitmap: e.signerBitmap,
-                    tx_hash: log.tx_hash,
-                    block_number: log.block_number,
-                    submitter: e.submitter,
-                    ..Default::default()
-                });
+            } else if log.address == self.settlement {
+                match Settlement::Settled::decode_raw_log(log.topics.iter().copied(), &log.data) {
+                    Ok(e) => out.settlements.push(SettlementRecord {
+                        round: e.round,
+                        root: e.root,
+                        signer_bitmap: e.signerBitmap,
+                        tx_hash: log.tx_hash,
+                        block_number: log.block_number,
+                        submitter: e.submitter,
+                        signature: e.signature,
+                        from_block: e.fromBlock,
+                        to_block: e.toBlock,
+                        leaf_count: e.leafCount,
+                        ..Default::default()
+                    }),
+                    Err(e) => undecodable(&mut out, log, "Settled", &e.to_string()),
+                }
             }
         }
         out.blocks = blocks.into_values().collect();
@@ -232,29 +235,17 @@ impl ChainClient {
         }
     }
 
-    /// The signer keys and aggregate signature of the settlement transaction `tx`, as a quorum
-    /// of providers reports its input.
-    pub async fn settlement_signing(&self, tx: B256) -> Result<(Bytes, Bytes), ChainError> {
-        let input = self.reads.transaction_input(tx).await?;
-        let call = Settlement::settleCall::abi_decode(&input)
-            .map_err(|e| ChainError::Inconsistent(format!("transaction {tx} is not a settle call: {e}")))?;
-        Ok((call.signerKeys, call.signature))
-    }
-
-    /// Root settled on chain for `round`, zero when not settled.
+    /// Root settled on chain for `round`, zero when not settled, as a quorum reports it.
     pub async fn settled_root(&self, round: u64) -> Result<B256, ChainError> {
-        Ok(Settlement::new(self.settlement, self.writer()?).settledRoot(round).call().await?)
+        let data = Settlement::settledRootCall { round }.abi_encode();
+        let answer = self.reads.call(self.settlement, Bytes::from(data)).await?;
+        Settlement::settledRootCall::abi_decode_returns(&answer)
+            .map_err(|e| ChainError::Decode { what: "settledRoot", detail: e.to_string() })
     }
 
     /// Chain id.
     pub fn chain_id(&self) -> u64 {
         self.chain_id
-    }
-
-    /// Pulls `halt` when an invariant checked while sending settlements is violated.
-    pub fn with_halt(mut self, halt: crate::halt::Halt) -> Self {
-        self.halt = Some(halt);
-        self
     }
 
     /// This node's settlement account.
@@ -271,4 +262,11 @@ impl ChainClient {
     pub fn settlement_address(&self) -> Address {
         self.settlement
     }
+}
+
+/// Counts and logs a log of one of our contracts that does not decode; the watcher moves on.
+fn undecodable(out: &mut RangeEvents, log: &LogKey, event: &'static str, error: &str) {
+    out.undecodable += 1;
+    metrics::counter!("chain_undecodable_logs_total", "event" => event).increment(1);
+    tracing::error!(event, tx_hash = %log.tx_hash, block = log.block_number, log_index = log.log_index, error, "agreed log does not decode: skipped");
 }

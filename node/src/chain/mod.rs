@@ -2,18 +2,19 @@
 //!
 //! - [`providers`]: the node's own RPC providers read as a quorum, each behind a timeout,
 //!   retries and a circuit breaker ([`breaker`], [`classify`]); [`quorum`] holds the voting rules.
-//! - [`client`]: typed reads (head, blocks, payment and settlement logs) and the settlement
-//!   transaction.
-//! - [`keeper_tx`]: the settlement transaction: nonce, gas buffer, fee bumps, revert reasons.
+//! - [`client`]: typed reads through the quorum (head, blocks, payment and settlement logs,
+//!   nonce, fees, settled roots).
+//! - [`sender`]: the keeper's settlement transaction: nonce, gas buffer, fee bumps, revert
+//!   reasons.
 //! - [`watcher`]: follows the chain to the confirmation depth, detects reorgs, checkpoints.
 
 pub mod breaker;
 pub mod classify;
 pub mod client;
-pub mod keeper_tx;
 pub mod providers;
 pub mod quorum;
+pub mod sender;
 pub mod watcher;
 
 pub use client::{ChainClient, ChainError, SettleCall};
-pub use keeper_tx::SettleOutcome;
+pub use sender::{SettleOutcome, SettlementSender};

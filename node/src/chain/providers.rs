@@ -8,9 +8,10 @@ use super::breaker::{BreakerState, CircuitBreaker};
 use super::classify::{ErrorClass, classify};
 use super::quorum::{self, LogKey, LogVote, QuorumError};
 use alloy::eips::BlockNumberOrTag;
-use alloy::primitives::B256;
+use alloy::network::TransactionBuilder;
+use alloy::primitives::{Address, B256, Bytes};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
-use alloy::rpc::types::Filter;
+use alloy::rpc::types::{Filter, TransactionRequest};
 use alloy::transports::TransportError;
 use rand::Rng;
 use serde::Serialize;
@@ -130,15 +131,48 @@ impl ProviderSet {
         self.check("block", quorum::agreed(&answers, self.quorum))
     }
 
-    /// Input data of transaction `hash`, as a quorum reports it.
-    pub async fn transaction_input(&self, hash: B256) -> Result<alloy::primitives::Bytes, QuorumError> {
+    /// The transaction count of `account` (its next nonce; with `pending`, counting its
+    /// transactions in the pool), as a quorum reports it.
+    pub async fn transaction_count(&self, account: Address, pending: bool) -> Result<u64, QuorumError> {
         let answers = self
-            .all("eth_getTransactionByHash", |p| async move {
-                let tx = p.get_transaction_by_hash(hash).await?.ok_or(alloy::transports::RpcError::NullResp)?;
-                Ok(alloy::consensus::Transaction::input(&tx).clone())
+            .all("eth_getTransactionCount", |p| async move {
+                let count = p.get_transaction_count(account);
+                if pending { count.pending().await } else { count.latest().await }
             })
             .await;
-        self.check("transaction", quorum::agreed(&answers, self.quorum))
+        self.check("transaction_count", quorum::agreed(&answers, self.quorum))
+    }
+
+    /// The balance of `account` at the latest block, as a quorum reports it.
+    pub async fn balance(&self, account: Address) -> Result<alloy::primitives::U256, QuorumError> {
+        let answers = self.all("eth_getBalance", |p| async move { p.get_balance(account).await }).await;
+        self.check("balance", quorum::agreed(&answers, self.quorum))
+    }
+
+    /// The return data of calling `to` with `data` at the latest block, as a quorum reports it.
+    pub async fn call(&self, to: Address, data: Bytes) -> Result<Bytes, QuorumError> {
+        let answers = self
+            .all("eth_call", |p| {
+                let req = TransactionRequest::default().with_to(to).with_input(data.clone());
+                async move { p.call(req).await }
+            })
+            .await;
+        self.check("call", quorum::agreed(&answers, self.quorum))
+    }
+
+    /// EIP-1559 fee estimates (max fee, tip): the median of the providers' answers, over at
+    /// least a quorum of them, so one provider cannot make the keeper overpay or stall.
+    pub async fn fees(&self) -> Result<(u128, u128), QuorumError> {
+        let answers = self
+            .all("eth_feeHistory", |p| async move {
+                p.estimate_eip1559_fees().await.map(|f| (f.max_fee_per_gas, f.max_priority_fee_per_gas))
+            })
+            .await;
+        let max_fee: Vec<Option<u128>> = answers.iter().map(|a| a.map(|f| f.0)).collect();
+        let tip: Vec<Option<u128>> = answers.iter().map(|a| a.map(|f| f.1)).collect();
+        let max_fee = self.check("fees", quorum::median(&max_fee, self.quorum))?;
+        let tip = self.check("fees", quorum::median(&tip, self.quorum))?;
+        Ok((max_fee, tip.min(max_fee)))
     }
 
     /// Logs matching `filter`, voted on.

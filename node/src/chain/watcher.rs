@@ -12,6 +12,7 @@ use super::{ChainClient, ChainError};
 use crate::store::{Store, StoreError, StoredBlock};
 use crate::time::{now_ms, now_s};
 use crate::webhook::payload::{reverted_event, webhook_id};
+use alloy::primitives::{Bytes, U256};
 use serde::Serialize;
 use settleproof_config::ChainSection;
 use settleproof_consensus::RoundSchedule;
@@ -24,6 +25,10 @@ use tracing::{debug, info, warn};
 /// How far back (in kept blocks) the common ancestor of a reorg is searched.
 const ANCESTOR_SEARCH: usize = 256;
 
+/// Tries of a range while some provider shows a log that has no quorum, before moving on
+/// without it.
+const UNAGREED_RETRIES: u32 = 3;
+
 /// Errors of one watcher step.
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
@@ -33,6 +38,18 @@ pub enum WatchError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Some provider shows logs no quorum agrees on; the range is read again.
+    #[error("{logs} log(s) of blocks {from}..={to} lack a provider quorum (try {attempt} of {UNAGREED_RETRIES})")]
+    Unagreed {
+        /// First block of the range.
+        from: u64,
+        /// Last block.
+        to: u64,
+        /// Logs without quorum.
+        logs: usize,
+        /// Try.
+        attempt: u32,
+    },
 }
 
 /// What the watcher last saw, for health checks.
@@ -88,10 +105,13 @@ pub struct Watcher {
     schedule: RoundSchedule,
     progress: Arc<Notify>,
     status: Arc<WatcherStatus>,
+    operator_keys: Vec<Bytes>,
+    unagreed: Mutex<(u64, u32)>,
 }
 
 impl Watcher {
-    /// A watcher that notifies `progress` whenever the checkpoint moves.
+    /// A watcher that notifies `progress` whenever the checkpoint moves; `operator_keys` are
+    /// the EIP-2537 keys of the operator set, by index (bit of the signer bitmap).
     pub fn new(
         client: ChainClient,
         store: Store,
@@ -99,8 +119,36 @@ impl Watcher {
         schedule: RoundSchedule,
         progress: Arc<Notify>,
         status: Arc<WatcherStatus>,
+        operator_keys: Vec<Bytes>,
     ) -> Self {
-        Self { client, store, cfg, schedule, progress, status }
+        Self { client, store, cfg, schedule, progress, status, operator_keys, unagreed: Mutex::new((0, 0)) }
+    }
+
+    /// The concatenated keys of the signers in `bitmap`, ascending by index.
+    fn signer_keys(&self, bitmap: U256) -> Bytes {
+        let keys: Vec<u8> = self
+            .operator_keys
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| bitmap.bit(*i))
+            .flat_map(|(_, k)| k.iter().copied())
+            .collect();
+        Bytes::from(keys)
+    }
+
+    /// Whether the range starting at `from` may go on without the logs that lack a quorum.
+    fn give_up_on_unagreed(&self, from: u64, to: u64, logs: usize) -> Result<(), WatchError> {
+        let Ok(mut tries) = self.unagreed.lock() else { return Ok(()) };
+        if tries.0 != from {
+            *tries = (from, 0);
+        }
+        tries.1 += 1;
+        if tries.1 < UNAGREED_RETRIES {
+            return Err(WatchError::Unagreed { from, to, logs, attempt: tries.1 });
+        }
+        warn!(from, to, logs, tries = tries.1, "logs still lack a provider quorum: moving on without them");
+        metrics::counter!("rpc_logs_dropped_without_quorum_total").increment(logs as u64);
+        Ok(())
     }
 
     /// Runs until `shutdown` turns true.
@@ -156,10 +204,14 @@ impl Watcher {
         let to = confirmed.min(from.saturating_add(self.cfg.max_log_range - 1));
         let to_block = self.client.block(to).await?;
         let mut events = self.client.events(from, to).await?;
+        if events.unagreed > 0 {
+            self.give_up_on_unagreed(from, to, events.unagreed)?;
+        }
         for s in events.settlements.iter_mut() {
-            (s.signer_keys, s.signature) = self.client.settlement_signing(s.tx_hash).await?;
+            s.signer_keys = self.signer_keys(s.signer_bitmap);
         }
         let applied = self.store.apply_range(to_block, &events.payments, &events.settlements, &events.blocks)?;
+        self.drop_vanished_settlements(to).await?;
         metrics::counter!("duplicate_events_dropped_total").increment(applied.duplicates as u64);
         if applied.new_payments > 0 || !events.settlements.is_empty() {
             info!(
@@ -179,6 +231,34 @@ impl Watcher {
         Ok(true)
     }
 
+    /// Provisional settlements of this node's keeper in blocks up to `to` whose `Settled` event
+    /// the watcher did not see: when the quorum shows the round unsettled, a reorg dropped the
+    /// transaction, so the record goes and the round is reopened for the keeper to submit again.
+    /// A round still settled on chain (its transaction landed in a later block) waits for the
+    /// watcher to reach that block.
+    async fn drop_vanished_settlements(&self, to: u64) -> Result<(), WatchError> {
+        for record in self.store.provisional_settlements()? {
+            if record.block_number > to {
+                continue;
+            }
+            let root = self.client.settled_root(record.round).await?;
+            if !root.is_zero() {
+                debug!(round = record.round, tx_hash = %record.tx_hash, "settlement moved to a later block");
+                continue;
+            }
+            let reopen = self.store.drop_provisional_settlement(record.round)?;
+            metrics::counter!("settlements_dropped_by_reorg_total").increment(1);
+            warn!(
+                round = record.round,
+                tx_hash = %record.tx_hash,
+                block = record.block_number,
+                reopened = reopen,
+                "settlement transaction left the chain: record removed, the round will be submitted again"
+            );
+        }
+        Ok(())
+    }
+
     async fn rewind(&self, cp: StoredBlock, now: StoredBlock) -> Result<(), WatchError> {
         let mut ancestor = None;
         for kept in self.store.blocks_below(cp.number, ANCESTOR_SEARCH)? {
@@ -188,7 +268,9 @@ impl Watcher {
             }
         }
         let reopen = ancestor.map_or(0, |a| self.schedule.round_of(a + 1).unwrap_or(0));
-        let removed = self.store.rewind(ancestor, reopen)?;
+        // The payments that left the chain and the payment.reverted events of those the
+        // merchant was told about are written in one transaction.
+        let removed = self.store.rewind(ancestor, reopen, |original, leaf| reverted_event(original, leaf, now_s()))?;
         metrics::counter!("chain_reorgs_total").increment(1);
         warn!(
             checkpoint = cp.number,
@@ -198,11 +280,10 @@ impl Watcher {
             removed_payments = removed.len(),
             "reorg below the confirmation depth: rewound to the common ancestor"
         );
-        for p in &removed {
+        for (p, reverted) in &removed {
             warn!(invoice_id = %p.leaf.invoice_id, tx_hash = %p.leaf.tx_hash, block = p.leaf.block_number, "payment left the chain");
-            let told = webhook_id(p.leaf.invoice_id, p.leaf.tx_hash, p.leaf.log_index);
-            if let Some(original) = self.store.outbox_event(&told)? {
-                self.store.enqueue_events(&[reverted_event(&original, &p.leaf, now_s())], now_ms())?;
+            if *reverted {
+                let told = webhook_id(p.leaf.invoice_id, p.leaf.tx_hash, p.leaf.log_index);
                 warn!(webhook_id = %told, "merchant was told about this payment: payment.reverted queued");
             }
         }

@@ -3,7 +3,7 @@
 //! signatures and submit the settlement; then record it with its webhook events.
 
 use super::{RoundDriver, State};
-use crate::chain::{ChainClient, SettleCall, SettleOutcome};
+use crate::chain::{ChainClient, SettleCall, SettleOutcome, SettlementSender};
 use crate::receipt::ReceiptContext;
 use crate::store::{SettlementRecord, Store};
 use crate::time::{now_ms, now_s};
@@ -14,6 +14,7 @@ use settleproof_consensus::{BlsSignature, failover};
 use settleproof_p2p::{NetworkHandle, PeerId};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
@@ -62,6 +63,7 @@ impl RoundDriver {
         };
         let task = SettleTask {
             chain: self.chain.clone(),
+            sender: self.sender.clone(),
             store: self.store.clone(),
             ctx: self.receipt_context(),
             merchants: self.merchants.clone(),
@@ -93,6 +95,7 @@ impl RoundDriver {
 
 struct SettleTask {
     chain: ChainClient,
+    sender: SettlementSender,
     store: Store,
     ctx: ReceiptContext,
     merchants: Arc<Vec<MerchantConfig>>,
@@ -116,23 +119,59 @@ impl SettleTask {
         if let Some((from, to)) = self.ctx.schedule.range(batch.round) {
             super::invoice_fetch::fetch_missing(&self.net, &self.peers, &self.store, &self.merchants, from, to).await;
         }
-        info!(round = batch.round, root = %batch.root, signers = call.signer_bitmap.count_ones(), "submitting settlement");
-        let record = match self.chain.settle(&call).await? {
-            SettleOutcome::Settled(record) => record,
-            SettleOutcome::SettledByOther => {
-                info!(round = batch.round, "another keeper settled the round first; nothing paid");
-                return Ok(None);
+        let mut record = None;
+        for attempt in 0..MAX_RESUBMISSIONS {
+            info!(round = batch.round, root = %batch.root, signers = call.signer_bitmap.count_ones(), attempt, "submitting settlement");
+            let sent = match self.sender.settle(&call).await? {
+                SettleOutcome::Settled(record) => *record,
+                SettleOutcome::SettledByOther => {
+                    info!(round = batch.round, "another keeper settled the round first; nothing paid");
+                    return Ok(record);
+                }
+            };
+            record_with_events(&self.store, &self.ctx, &self.merchants, &sent, now_ms())?;
+            if attempt == 0 {
+                let now = now_s();
+                for p in self.store.payments_in_range(batch.from_block, batch.to_block)? {
+                    metrics::histogram!("settlement_latency_seconds")
+                        .record(now.saturating_sub(p.block_timestamp) as f64);
+                }
             }
-        };
-        record_with_events(&self.store, &self.ctx, &self.merchants, &record, now_ms())?;
-        let now = now_s();
-        for p in self.store.payments_in_range(batch.from_block, batch.to_block)? {
-            metrics::histogram!("settlement_latency_seconds").record(now.saturating_sub(p.block_timestamp) as f64);
+            self.webhook_wake.notify_one();
+            record = Some(sent);
+            if self.confirmed(batch.round).await? {
+                return Ok(record);
+            }
+            // The watcher removed the record: a reorg dropped the transaction. The same batch
+            // with the same aggregate goes out again; receipts stay valid, since they check the
+            // round's root on chain, not the transaction.
+            metrics::counter!("keeper_resubmissions_total").increment(1);
+            self.sender.forget_nonce().await;
+            warn!(round = batch.round, "settlement dropped by a reorg: submitting the same batch again");
         }
-        self.webhook_wake.notify_one();
-        Ok(Some(record))
+        Err(format!("round {}: settlement dropped {MAX_RESUBMISSIONS} times", batch.round).into())
+    }
+
+    /// Waits until the watcher either confirms this node's settlement of `round` at the
+    /// confirmation depth (`true`) or removes it because its transaction left the chain
+    /// (`false`). After [`CONFIRMATION_WATCH`] the watcher alone carries on.
+    async fn confirmed(&self, round: u64) -> Result<bool, crate::store::StoreError> {
+        let deadline = tokio::time::Instant::now() + CONFIRMATION_WATCH;
+        while tokio::time::Instant::now() < deadline {
+            match self.store.settlement(round)? {
+                None => return Ok(false),
+                Some(r) if !r.provisional => return Ok(true),
+                Some(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+        Ok(true)
     }
 }
+
+/// Submissions of one round's batch after reorgs dropped the earlier ones.
+const MAX_RESUBMISSIONS: u32 = 5;
+/// How long a keeper follows its settlement towards the confirmation depth.
+const CONFIRMATION_WATCH: Duration = Duration::from_secs(600);
 
 /// Records a settlement together with the webhook events of its payments (idempotent: events
 /// already in the outbox are kept as they are).

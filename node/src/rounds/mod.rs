@@ -54,8 +54,10 @@ pub struct RoundDriver {
     pub bls: BlsSecretKey,
     /// Rounds.
     pub schedule: RoundSchedule,
-    /// Chain access.
+    /// Chain reads.
     pub chain: ChainClient,
+    /// The keeper's settlement transactions.
+    pub sender: crate::chain::SettlementSender,
     /// Gossip.
     pub net: NetworkHandle,
     /// Merchants, for webhook events.

@@ -2,10 +2,13 @@
 //! and the checkpoint, written together per processed block range and rewound together on a
 //! reorg.
 
+use super::outbox::OutboxEvent;
 use super::rounds::SettlementRecord;
 use super::{
-    BLOCKS, INVOICE_PAYMENTS, META, NEXT_ROUND, PAYMENTS, PROCESSED, SETTLEMENTS, Store, StoreError, decode, encode,
+    BLOCKS, INVOICE_PAYMENTS, META, NEXT_ROUND, OUTBOX, PAYMENTS, PROCESSED, PROVISIONAL, SETTLEMENTS, Store,
+    StoreError, decode, encode,
 };
+use crate::webhook::payload::webhook_id;
 use alloy::primitives::B256;
 use redb::{ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Serialize};
@@ -126,9 +129,13 @@ impl Store {
                 applied.new_payments += 1;
             }
             let mut settled = tx.open_table(SETTLEMENTS)?;
+            let mut provisional = tx.open_table(PROVISIONAL)?;
             for s in settlements {
-                if settled.get(s.round)?.is_none() {
+                // The event at the confirmation depth replaces the keeper's provisional record:
+                // the record is what the chain holds.
+                if settled.get(s.round)?.is_none() || provisional.get(s.round)?.is_some() {
                     settled.insert(s.round, encode(s).as_slice())?;
+                    provisional.remove(s.round)?;
                 }
             }
             let mut kept = tx.open_table(BLOCKS)?;
@@ -147,15 +154,24 @@ impl Store {
 
     /// Undoes everything recorded for blocks after `ancestor` (all blocks when `None`): payments,
     /// settlements seen in those blocks, kept hashes; moves the checkpoint back and reopens the
-    /// rounds from `reopen_round`. Returns the payments removed.
-    pub fn rewind(&self, ancestor: Option<u64>, reopen_round: u64) -> Result<Vec<PaymentRecord>, StoreError> {
+    /// rounds from `reopen_round`. For each removed payment the merchant was told about, the
+    /// event `reverted(original, payment)` is enqueued in the same transaction. Returns the
+    /// payments removed, each with whether such an event was queued.
+    pub fn rewind(
+        &self,
+        ancestor: Option<u64>,
+        reopen_round: u64,
+        reverted: impl Fn(&OutboxEvent, &PaymentLeaf) -> OutboxEvent,
+    ) -> Result<Vec<(PaymentRecord, bool)>, StoreError> {
         let first = ancestor.map_or(0, |a| a + 1);
         let tx = self.db().begin_write()?;
         let mut removed = Vec::new();
+        let mut events = Vec::new();
         {
             let mut pay = tx.open_table(PAYMENTS)?;
             let mut processed = tx.open_table(PROCESSED)?;
             let mut by_invoice = tx.open_multimap_table(INVOICE_PAYMENTS)?;
+            let outbox = tx.open_table(OUTBOX)?;
             let keys: Vec<(u64, u64)> =
                 pay.range((first, 0)..)?.map(|e| e.map(|(k, _)| k.value())).collect::<Result<_, _>>()?;
             for key in keys {
@@ -163,10 +179,17 @@ impl Store {
                     let rec: PaymentRecord = decode("payments", v.value())?;
                     processed.remove(processed_key(&rec.leaf))?;
                     by_invoice.remove(rec.leaf.invoice_id.0, key)?;
-                    removed.push(rec);
+                    let told = webhook_id(rec.leaf.invoice_id, rec.leaf.tx_hash, rec.leaf.log_index);
+                    let original: Option<OutboxEvent> =
+                        outbox.get(told.as_str())?.map(|v| decode("outbox", v.value())).transpose()?;
+                    if let Some(original) = &original {
+                        events.push(reverted(original, &rec.leaf));
+                    }
+                    removed.push((rec, original.is_some()));
                 }
             }
             let mut settled = tx.open_table(SETTLEMENTS)?;
+            let mut provisional = tx.open_table(PROVISIONAL)?;
             let mut gone = Vec::new();
             for e in settled.iter()? {
                 let (round, v) = e?;
@@ -177,6 +200,7 @@ impl Store {
             }
             for round in gone {
                 settled.remove(round)?;
+                provisional.remove(round)?;
             }
             tx.open_table(BLOCKS)?.retain_in(first.., |_, _| false)?;
             let mut meta = tx.open_table(META)?;
@@ -189,8 +213,45 @@ impl Store {
                 meta.insert(NEXT_ROUND, reopen_round)?;
             }
         }
+        self.enqueue(&tx, &events, crate::time::now_ms())?;
         tx.commit()?;
         Ok(removed)
+    }
+
+    /// Settlements recorded from this node's own receipt that the watcher has not confirmed.
+    pub fn provisional_settlements(&self) -> Result<Vec<SettlementRecord>, StoreError> {
+        let tx = self.read()?;
+        let provisional = tx.open_table(PROVISIONAL)?;
+        let settled = tx.open_table(SETTLEMENTS)?;
+        let mut out = Vec::new();
+        for e in provisional.iter()? {
+            let round = e?.0.value();
+            if let Some(v) = settled.get(round)? {
+                out.push(decode("settlements", v.value())?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes the provisional settlement of `round` (its transaction left the chain) and
+    /// reopens the round, in one transaction. Returns whether there was one.
+    pub fn drop_provisional_settlement(&self, round: u64) -> Result<bool, StoreError> {
+        let tx = self.db().begin_write()?;
+        let dropped = {
+            let mut provisional = tx.open_table(PROVISIONAL)?;
+            let was = provisional.remove(round)?.is_some();
+            if was {
+                tx.open_table(SETTLEMENTS)?.remove(round)?;
+                let mut meta = tx.open_table(META)?;
+                let next = meta.get(NEXT_ROUND)?.map_or(0, |v| v.value());
+                if round < next {
+                    meta.insert(NEXT_ROUND, round)?;
+                }
+            }
+            was
+        };
+        tx.commit()?;
+        Ok(dropped)
     }
 
     /// Confirmed payments in blocks `from..=to`, in (block, log index) order.
@@ -290,8 +351,8 @@ pub(crate) mod tests {
         };
         store.apply_range(block(8, 2), &[payment(6, 0, 2)], &[s], &[block(6, 6)]).expect("apply");
         store.set_next_round(5).expect("rounds");
-        let removed = store.rewind(Some(4), 1).expect("rewind");
-        assert_eq!(removed.iter().map(|p| p.leaf.block_number).collect::<Vec<_>>(), vec![6]);
+        let removed = store.rewind(Some(4), 1, |o, _| o.clone()).expect("rewind");
+        assert_eq!(removed.iter().map(|(p, told)| (p.leaf.block_number, *told)).collect::<Vec<_>>(), vec![(6, false)]);
         assert_eq!(store.checkpoint_block().expect("read"), Some(block(4, 1)));
         assert!(store.payments_of_invoice(B256::repeat_byte(2)).expect("read").is_empty());
         assert!(store.settlement(2).expect("read").is_none(), "settlement seen in a removed block is gone");
@@ -300,7 +361,55 @@ pub(crate) mod tests {
         // The removed payment can be applied again (it was re-included elsewhere).
         let applied = store.apply_range(block(9, 9), &[payment(6, 0, 2)], &[], &[]).expect("apply");
         assert_eq!(applied.new_payments, 1);
-        store.rewind(None, 0).expect("rewind all");
+        store.rewind(None, 0, |o, _| o.clone()).expect("rewind all");
         assert_eq!(store.checkpoint().expect("read"), None);
+    }
+
+    #[test]
+    fn rewind_queues_the_reverted_event_in_the_same_transaction() {
+        let (_dir, store) = temp_store();
+        let p = payment(6, 0, 2);
+        store.apply_range(block(8, 2), std::slice::from_ref(&p), &[], &[block(6, 6)]).expect("apply");
+        let told = crate::store::OutboxEvent {
+            id: webhook_id(p.leaf.invoice_id, p.leaf.tx_hash, p.leaf.log_index),
+            merchant_id: "m".into(),
+            ..Default::default()
+        };
+        store.enqueue_events(std::slice::from_ref(&told), 0).expect("enqueue");
+        let removed = store
+            .rewind(Some(4), 0, |o, _| crate::store::OutboxEvent { id: format!("rev-{}", o.id), ..o.clone() })
+            .expect("rewind");
+        assert_eq!(removed.len(), 1);
+        assert!(removed[0].1, "the merchant had been told");
+        assert!(store.outbox_event(&format!("rev-{}", told.id)).expect("read").is_some());
+    }
+
+    #[test]
+    fn a_provisional_settlement_is_confirmed_by_its_event_or_dropped() {
+        let (_dir, store) = temp_store();
+        let record = |round: u64, block: u64, provisional: bool| SettlementRecord {
+            round,
+            root: B256::repeat_byte(round as u8),
+            block_number: block,
+            provisional,
+            ..Default::default()
+        };
+        store.set_next_round(9).expect("rounds");
+        store.record_settlement(&record(3, 10, true), &[], 0).expect("record");
+        store.record_settlement(&record(4, 11, true), &[], 0).expect("record");
+        assert_eq!(store.provisional_settlements().expect("read").len(), 2);
+        // The watcher sees round 3's event (in another block after a reorg): the record is the
+        // chain's now.
+        store.apply_range(block(12, 1), &[], &[record(3, 12, false)], &[]).expect("apply");
+        let three = store.settlement(3).expect("read").expect("settled");
+        assert!(!three.provisional);
+        assert_eq!(three.block_number, 12);
+        assert_eq!(store.provisional_settlements().expect("read").iter().map(|r| r.round).collect::<Vec<_>>(), vec![4]);
+        // Round 4's transaction left the chain: the record goes and the round reopens.
+        assert!(store.drop_provisional_settlement(4).expect("drop"));
+        assert!(store.settlement(4).expect("read").is_none());
+        assert_eq!(store.next_round().expect("read"), 4);
+        assert!(!store.drop_provisional_settlement(3).expect("drop"), "a confirmed record stays");
+        assert!(store.settlement(3).expect("read").is_some());
     }
 }

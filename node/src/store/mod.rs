@@ -10,7 +10,8 @@
 //! - `meta`: `checkpoint` (last fully processed block), `next_round` (first round not yet closed)
 //! - `state`: `halt` (why settlement is halted, when it is)
 //! - `signed`: round → the batch this node signed and its signature (the signing guard)
-//! - `settlements`: round → how the round was settled
+//! - `settlements`: round → how the round was settled; `provisional_settlements`: rounds whose
+//!   record came from this node's own receipt and awaits the watcher's confirmation
 //! - `outbox`, `outbox_pending`, `outbox_dead`, `outbox_attempts`, `outbox_acks`,
 //!   `merchant_endpoints`: webhook events, their attempts and delivery state (see `outbox.rs`)
 //!
@@ -50,6 +51,7 @@ pub(crate) const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("sta
 pub(crate) const NEXT_ROUND: &str = "next_round";
 pub(crate) const SIGNED: TableDefinition<u64, &[u8]> = TableDefinition::new("signed");
 pub(crate) const SETTLEMENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("settlements");
+pub(crate) const PROVISIONAL: TableDefinition<u64, ()> = TableDefinition::new("provisional_settlements");
 pub(crate) const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
 pub(crate) const OUTBOX_PENDING: TableDefinition<&str, u64> = TableDefinition::new("outbox_pending");
 pub(crate) const DEAD: TableDefinition<&str, u64> = TableDefinition::new("outbox_dead");
@@ -121,6 +123,7 @@ impl Store {
         tx.open_table(STATE)?;
         tx.open_table(SIGNED)?;
         tx.open_table(SETTLEMENTS)?;
+        tx.open_table(PROVISIONAL)?;
         tx.open_table(OUTBOX)?;
         tx.open_table(OUTBOX_PENDING)?;
         tx.open_table(DEAD)?;

@@ -7,7 +7,10 @@
 //! (id → when a peer delivered it, ms), `merchant_endpoints` (merchant → endpoint state).
 
 use super::rounds::SettlementRecord;
-use super::{ACKS, ATTEMPTS, DEAD, ENDPOINTS, OUTBOX, OUTBOX_PENDING, SETTLEMENTS, Store, StoreError, decode, encode};
+use super::{
+    ACKS, ATTEMPTS, DEAD, ENDPOINTS, OUTBOX, OUTBOX_PENDING, PROVISIONAL, SETTLEMENTS, Store, StoreError, decode,
+    encode,
+};
 use alloy::primitives::B256;
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
@@ -123,6 +126,9 @@ impl Store {
             // Keep the first record, but complete it with the signature when it lacked one.
             if known.is_none_or(|k| k.signature.is_empty() && !record.signature.is_empty()) {
                 settled.insert(record.round, encode(record).as_slice())?;
+                if record.provisional {
+                    tx.open_table(PROVISIONAL)?.insert(record.round, ())?;
+                }
             }
             drop(settled);
             self.enqueue(&tx, events, first_attempt_ms)?;
@@ -139,7 +145,12 @@ impl Store {
         Ok(())
     }
 
-    fn enqueue(&self, tx: &redb::WriteTransaction, events: &[OutboxEvent], at_ms: u64) -> Result<(), StoreError> {
+    pub(super) fn enqueue(
+        &self,
+        tx: &redb::WriteTransaction,
+        events: &[OutboxEvent],
+        at_ms: u64,
+    ) -> Result<(), StoreError> {
         let mut outbox = tx.open_table(OUTBOX)?;
         let mut pending = tx.open_table(OUTBOX_PENDING)?;
         let acks = tx.open_table(ACKS)?;

@@ -38,6 +38,20 @@ pub struct SettlementRecord {
     /// The EIP-2537 aggregate signature as submitted, for receipts.
     #[serde(default)]
     pub signature: alloy::primitives::Bytes,
+    /// The batch's first block, as the `Settled` event states it.
+    #[serde(default)]
+    pub from_block: u64,
+    /// The batch's last block, as the `Settled` event states it.
+    #[serde(default)]
+    pub to_block: u64,
+    /// The batch's leaf count, as the `Settled` event states it.
+    #[serde(default)]
+    pub leaf_count: u32,
+    /// Recorded by this node's keeper from its own receipt, before the watcher saw the
+    /// `Settled` event at the confirmation depth. A reorg may still drop it: the watcher then
+    /// removes the record and the round is settled again.
+    #[serde(default)]
+    pub provisional: bool,
 }
 
 /// Result of asking the guard to record a signature.

@@ -3,20 +3,18 @@
 //! native, ERC-20, partial and late payments.
 
 use crate::control::Control;
-use crate::time::now_ms;
-use alloy::network::{EthereumWallet, TransactionBuilder};
+use crate::wallet::Payer;
+use alloy::network::TransactionBuilder;
 use alloy::primitives::{Address, B256, Bytes, U256};
-use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::providers::Provider;
 use alloy::rpc::types::{BlockNumberOrTag, TransactionRequest};
-use alloy::signers::local::PrivateKeySigner;
-use eyre::{Result, WrapErr, bail, eyre};
+use eyre::{Result, bail, eyre};
 use serde::Serialize;
 use serde_json::{Value, json};
-use settleproof_contracts::TestToken;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::Mutex;
 
 /// The kinds of payment in the mix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -61,13 +59,11 @@ pub struct Payment {
     pub created_on: String,
     /// The payment contract call's transaction (the one that emits the payment log).
     pub tx_hash: B256,
-    /// Earlier payment transactions of this invoice that a reorg dropped (paid again since).
-    pub dropped_tx_hashes: Vec<B256>,
+    /// Earlier blocks that held the payment before a reorg dropped them (the wallet rebroadcast
+    /// it since, with the same hash).
+    pub dropped_blocks: Vec<u64>,
     /// Amount paid, base units.
     pub amount: U256,
-    /// The instructions, to pay again after a reorg dropped the payment.
-    #[serde(skip)]
-    pub transactions: Vec<TransactionRequest>,
     /// When the payer saw the payment included, unix ms.
     pub included_at_ms: u64,
     /// Its block.
@@ -83,65 +79,6 @@ pub struct LoadOptions {
     pub rate: f64,
 }
 
-/// Sends the payer's transactions one at a time, each with the chain's pending nonce, so a
-/// reorg that drops some of them never leaves a nonce gap.
-#[derive(Debug, Clone)]
-pub struct Payer {
-    jobs: mpsc::Sender<(Vec<TransactionRequest>, oneshot::Sender<Result<B256>>)>,
-    chain: DynProvider,
-}
-
-impl Payer {
-    /// Starts the sender over anvil with the testnet's payer key; mints it tokens.
-    pub async fn start(ctl: &Control) -> Result<Self> {
-        let key: PrivateKeySigner = ctl.m.payer_private_key.parse().wrap_err("payer_private_key")?;
-        let me = key.address();
-        let wallet =
-            ProviderBuilder::new().wallet(EthereumWallet::from(key)).connect_http(ctl.m.rpc_url.parse()?).erased();
-        let token = TestToken::new(ctl.m.contracts.token, wallet.clone());
-        let minted = token.mint(me, U256::from(10u128.pow(30))).send().await?.get_receipt().await?;
-        if !minted.status() {
-            bail!("minting test tokens to the payer reverted");
-        }
-        let (tx, mut rx) = mpsc::channel::<(Vec<TransactionRequest>, oneshot::Sender<Result<B256>>)>(64);
-        let sender = wallet.clone();
-        tokio::spawn(async move {
-            while let Some((txs, reply)) = rx.recv().await {
-                let _ = reply.send(send_all(&sender, me, txs).await);
-            }
-        });
-        Ok(Self { jobs: tx, chain: ctl.chain.clone() })
-    }
-
-    /// Sends `txs` in order; returns the last one's hash once it is included, with its block.
-    pub async fn pay(&self, txs: Vec<TransactionRequest>) -> Result<(B256, u64, u64)> {
-        let (reply, rx) = oneshot::channel();
-        self.jobs.send((txs, reply)).await.map_err(|_| eyre!("payer stopped"))?;
-        let hash = rx.await.map_err(|_| eyre!("payer stopped"))??;
-        for _ in 0..600 {
-            if let Some(r) = self.chain.get_transaction_receipt(hash).await? {
-                if !r.status() {
-                    bail!("payment {hash} reverted");
-                }
-                return Ok((hash, r.block_number.unwrap_or_default(), now_ms()));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        bail!("payment {hash} not included after 60 s")
-    }
-}
-
-async fn send_all(wallet: &DynProvider, me: Address, txs: Vec<TransactionRequest>) -> Result<B256> {
-    let mut last = None;
-    for tx in txs {
-        let nonce = wallet.get_transaction_count(me).pending().await?;
-        let pending = wallet.send_transaction(tx.with_nonce(nonce)).await?;
-        last = Some(*pending.tx_hash());
-    }
-    last.ok_or_else(|| eyre!("no transaction to send"))
-}
-
-/// Runs the load: returns every payment made (failed ones are reported and left out).
 /// How far the load is, for the fault to wait on.
 #[derive(Debug, Default)]
 pub struct Progress {
@@ -219,15 +156,14 @@ async fn one(ctl: &Control, payer: &Payer, k: usize, kind: Kind) -> Result<Payme
         let expires_at = created["expires_at"].as_u64().ok_or_else(|| eyre!("late invoice without expires_at"))?;
         wait_chain_time_past(ctl, expires_at).await?;
     }
-    let (tx_hash, block, included_at_ms) = payer.pay(transactions.clone()).await?;
+    let (tx_hash, block, included_at_ms) = payer.pay(transactions).await?;
     Ok(Payment {
         invoice_id: created["id"].as_str().unwrap_or_default().to_string(),
         kind,
         created_on: node,
         tx_hash,
-        dropped_tx_hashes: Vec::new(),
+        dropped_blocks: Vec::new(),
         amount: paid,
-        transactions,
         included_at_ms,
         block,
     })
@@ -283,18 +219,18 @@ async fn create_once(ctl: &Control, k: usize, body: &Value, last: &mut String) -
     Ok(None)
 }
 
-/// Pays again every payment whose transaction left the chain (a reorg dropped it), as a wallet
-/// would rebroadcast; returns how many.
-pub async fn repay_dropped(ctl: &Control, payer: &Payer, payments: &mut [Payment]) -> Result<usize> {
-    let mut again = 0;
+/// Waits until every payment is on chain again after the reorgs (the payer's wallet
+/// rebroadcasts what they dropped, with the same hash) and records where it landed; returns how
+/// many moved to another block.
+pub async fn reincluded(payer: &Payer, payments: &mut [Payment]) -> Result<usize> {
+    let mut moved = 0;
     for p in payments.iter_mut() {
-        if ctl.chain.get_transaction_receipt(p.tx_hash).await?.is_some() {
-            continue;
+        let (block, at) = payer.included(p.tx_hash).await?;
+        if block != p.block {
+            p.dropped_blocks.push(p.block);
+            (p.block, p.included_at_ms) = (block, at);
+            moved += 1;
         }
-        let (tx_hash, block, at) = payer.pay(p.transactions.clone()).await?;
-        p.dropped_tx_hashes.push(p.tx_hash);
-        (p.tx_hash, p.block, p.included_at_ms) = (tx_hash, block, at);
-        again += 1;
     }
-    Ok(again)
+    Ok(moved)
 }

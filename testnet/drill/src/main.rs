@@ -10,6 +10,7 @@ mod scenarios;
 mod stats;
 mod time;
 mod verdict;
+mod wallet;
 
 use clap::{Parser, Subcommand};
 use eyre::{Result, WrapErr};
@@ -74,7 +75,7 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     let ctl = control::Control::new(manifest::Manifest::load(&cli.testnet)?)?;
     ctl.m.receiver()?;
-    let payer = load::Payer::start(&ctl).await.wrap_err("starting the payer")?;
+    let payer = wallet::Payer::start(&ctl).await.wrap_err("starting the payer")?;
     let (scenarios, opts, report, markdown) = match cli.command {
         Command::Pay { shape } => (vec![Scenario::None], options(&shape, 0), shape.report, None),
         Command::Chaos { scenario, shape, fault_s, quick, markdown } => {

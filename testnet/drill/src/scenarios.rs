@@ -3,9 +3,10 @@
 
 use crate::control::Control;
 use crate::forge;
-use crate::load::{self, LoadOptions, LoadOutcome, Payer, Payment, Progress};
+use crate::load::{self, LoadOptions, LoadOutcome, Payment, Progress};
 use crate::time::now_ms;
 use crate::verdict::{self, Verdict};
+use crate::wallet::Payer;
 use eyre::{Result, bail};
 use serde::Serialize;
 use serde_json::json;
@@ -136,8 +137,11 @@ pub async fn run(ctl: &Control, payer: &Payer, scenario: Scenario, opts: DrillOp
     tl.note(format!("load done: {} payments on chain, {} invoices not paid", payments.len(), failures.len()));
     if scenario == Scenario::Reorg {
         tokio::time::sleep(Duration::from_secs(3)).await;
-        let again = load::repay_dropped(ctl, payer, &mut payments).await?;
-        tl.note(format!("{again} payments dropped by the reorgs were paid again"));
+        let moved = load::reincluded(payer, &mut payments).await?;
+        let resent = payer.rebroadcasts().await;
+        tl.note(format!(
+            "{resent} transactions dropped by the reorgs were rebroadcast; {moved} payments landed in another block"
+        ));
     }
     let mut unready = Vec::new();
     for i in 0..ctl.n() {

@@ -156,15 +156,15 @@ async fn evaluate(ctl: &Control, payments: &[Payment], checked: &mut HashMap<Str
     }
     let mut latencies = Vec::new();
     for p in payments {
-        // A payment a reorg dropped must never be announced, or be announced as reverted.
-        for old in &p.dropped_tx_hashes {
-            for d in by_tx.get(&format!("{old:#x}")).into_iter().flatten() {
-                if !reverted.contains(d.webhook_id.as_str()) {
-                    v.wrong.push(format!(
-                        "invoice {}: webhook {} announces payment {old:#x}, which left the chain, with no payment.reverted",
-                        p.invoice_id, d.webhook_id
-                    ));
-                }
+        // A payment is announced in the block it finally landed in: an announcement of a block
+        // a reorg dropped must have been followed by payment.reverted.
+        for d in by_tx.get(&format!("{:#x}", p.tx_hash)).into_iter().flatten() {
+            let block = d.body["data"]["payment"]["block_number"].as_u64();
+            if block != Some(p.block) && !reverted.contains(d.webhook_id.as_str()) {
+                v.wrong.push(format!(
+                    "invoice {}: webhook {} announces the payment in block {block:?}, but it is in block {}, with no payment.reverted",
+                    p.invoice_id, d.webhook_id, p.block
+                ));
             }
         }
         let ds = by_tx.get(&format!("{:#x}", p.tx_hash)).cloned().unwrap_or_default();

@@ -21,6 +21,11 @@ pub enum Fault {
     Error,
     /// Answer `eth_getLogs` with an empty list; forward the rest.
     HideLogs,
+    /// Answer `eth_sendRawTransaction` with an error and keep the transaction, as a public
+    /// mempool an outsider reads: [`crate::ProxyHandle::held`] returns what was kept.
+    HoldSends,
+    /// Answer `eth_getTransactionCount` with 0, as a provider far behind the chain.
+    StaleNonce,
     /// Add `log` to every `eth_getLogs` answer whose block range contains its `blockNumber`.
     ForgeLog {
         /// A log in JSON-RPC form (`address`, `topics`, `data`, `blockNumber`, `blockHash`,

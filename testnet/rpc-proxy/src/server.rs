@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 /// Errors of starting a proxy.
@@ -33,6 +33,7 @@ struct Shared {
     upstream: String,
     client: reqwest::Client,
     fault: Arc<RwLock<Fault>>,
+    held: Arc<Mutex<Vec<String>>>,
 }
 
 /// A running proxy.
@@ -41,6 +42,7 @@ pub struct ProxyHandle {
     /// Where it listens.
     pub addr: SocketAddr,
     fault: Arc<RwLock<Fault>>,
+    held: Arc<Mutex<Vec<String>>>,
 }
 
 impl ProxyHandle {
@@ -55,6 +57,11 @@ impl ProxyHandle {
             *f = fault;
         }
     }
+
+    /// The raw transactions (hex) held back under [`Fault::HoldSends`], oldest first.
+    pub fn held(&self) -> Vec<String> {
+        self.held.lock().map(|h| h.clone()).unwrap_or_default()
+    }
 }
 
 /// Starts a proxy on `listen` forwarding to `upstream`, in a background task.
@@ -63,8 +70,13 @@ pub async fn spawn(listen: SocketAddr, upstream: &str) -> Result<ProxyHandle, Pr
         tokio::net::TcpListener::bind(listen).await.map_err(|source| ProxyError::Bind { addr: listen, source })?;
     let addr = listener.local_addr().map_err(|source| ProxyError::Bind { addr: listen, source })?;
     let fault = Arc::new(RwLock::new(Fault::None));
-    let shared =
-        Shared { upstream: upstream.to_string(), client: reqwest::Client::builder().build()?, fault: fault.clone() };
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let shared = Shared {
+        upstream: upstream.to_string(),
+        client: reqwest::Client::builder().build()?,
+        fault: fault.clone(),
+        held: held.clone(),
+    };
     let app =
         Router::new().route("/", post(forward)).route("/_fault", get(get_fault).post(set_fault)).with_state(shared);
     tokio::spawn(async move {
@@ -72,7 +84,7 @@ pub async fn spawn(listen: SocketAddr, upstream: &str) -> Result<ProxyHandle, Pr
             tracing::error!(error = %e, "rpc proxy stopped");
         }
     });
-    Ok(ProxyHandle { addr, fault })
+    Ok(ProxyHandle { addr, fault, held })
 }
 
 async fn get_fault(State(s): State<Shared>) -> axum::Json<Fault> {
@@ -108,6 +120,16 @@ async fn forward(State(s): State<Shared>, body: Bytes) -> Response {
         Fault::Delay { ms } => tokio::time::sleep(Duration::from_millis(*ms)).await,
         Fault::HideLogs if method == "eth_getLogs" => {
             return axum::Json(json!({"jsonrpc": "2.0", "id": request["id"], "result": []})).into_response();
+        }
+        Fault::HoldSends if method == "eth_sendRawTransaction" => {
+            if let (Some(raw), Ok(mut held)) = (request["params"][0].as_str(), s.held.lock()) {
+                held.push(raw.to_string());
+            }
+            let err = json!({"jsonrpc": "2.0", "id": request["id"], "error": {"code": -32000, "message": "transaction held (injected)"}});
+            return axum::Json(err).into_response();
+        }
+        Fault::StaleNonce if method == "eth_getTransactionCount" => {
+            return axum::Json(json!({"jsonrpc": "2.0", "id": request["id"], "result": "0x0"})).into_response();
         }
         _ => {}
     }

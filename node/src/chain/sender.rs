@@ -1,0 +1,318 @@
+//! The keeper's sending side: the settlement transaction, managed as a keeper must. The
+//! [`SettlementSender`] owns the nonce, the fee policy and the halt; every read it decides on
+//! (the chain's nonce, fees, whether the round is settled) goes through the provider quorum of
+//! [`ChainClient`], so one stale or lying provider can neither halt it nor fool it.
+//!
+//! The nonce is tracked locally and checked against the quorum's count (a desync, e.g. the key
+//! used elsewhere, is detected, confirmed by a second read, and recovered by adopting the
+//! chain's count); gas is estimated (which also simulates the call, so a submission that would
+//! revert is never sent and costs nothing) plus a buffer; a transaction not mined in time is
+//! replaced with the same nonce and higher fees; a revert is explained with the contract's
+//! decoded error.
+
+use super::client::{ChainClient, ChainError, SettleCall};
+use crate::store::SettlementRecord;
+use alloy::eips::BlockId;
+use alloy::network::{EthereumWallet, TransactionBuilder};
+use alloy::primitives::Address;
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::rpc::types::TransactionRequest;
+use alloy::signers::local::PrivateKeySigner;
+use alloy::sol_types::SolCall;
+use settleproof_config::ChainSection;
+use settleproof_contracts::Settlement;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// How long to wait before reading the chain's nonce a second time when it disagrees with the
+/// local one, so that a provider that is briefly behind is not taken for a desync.
+const DESYNC_RECHECK: Duration = Duration::from_millis(1500);
+
+/// How settlement transactions are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxPolicy {
+    /// Percent added to the gas estimate.
+    pub gas_buffer_pct: u64,
+    /// How long to wait for inclusion before replacing.
+    pub inclusion_timeout: Duration,
+    /// Replacements after the first submission.
+    pub max_replacements: u32,
+    /// Percent each replacement raises both fee caps (nodes need at least 10).
+    pub fee_bump_pct: u128,
+}
+
+impl Default for TxPolicy {
+    fn default() -> Self {
+        Self { gas_buffer_pct: 25, inclusion_timeout: Duration::from_secs(12), max_replacements: 3, fee_bump_pct: 25 }
+    }
+}
+
+/// What became of a settlement submission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SettleOutcome {
+    /// Our transaction settled the round.
+    Settled(Box<SettlementRecord>),
+    /// The round was settled by someone else first; nothing was sent or paid.
+    SettledByOther,
+}
+
+/// `gas` plus `pct` percent.
+pub fn with_buffer(gas: u64, pct: u64) -> u64 {
+    gas.saturating_add(gas.saturating_mul(pct) / 100)
+}
+
+/// A fee raised by `pct` percent, and by at least 1 wei.
+pub fn bump(fee: u128, pct: u128) -> u128 {
+    fee.saturating_add((fee.saturating_mul(pct) / 100).max(1))
+}
+
+/// How the local nonce compares with the chain's pending count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NonceCheck {
+    /// They agree, or nothing was known locally.
+    InSync,
+    /// The chain counts fewer: a transaction this node counted left the chain (a reorg, or the
+    /// pool dropped it). The chain's count is adopted; nothing else used the key.
+    Behind,
+    /// The chain counts more: the settlement key was used elsewhere. Settlement halts.
+    Ahead,
+}
+
+/// The nonce to use (the chain's count wins whenever the two disagree) and how they compared.
+pub fn reconcile_nonce(local: Option<u64>, chain_pending: u64) -> (u64, NonceCheck) {
+    match local {
+        Some(n) if n == chain_pending => (n, NonceCheck::InSync),
+        Some(n) if n > chain_pending => (chain_pending, NonceCheck::Behind),
+        Some(_) => (chain_pending, NonceCheck::Ahead),
+        None => (chain_pending, NonceCheck::InSync),
+    }
+}
+
+/// Sends this node's settlement transactions.
+#[derive(Debug, Clone)]
+pub struct SettlementSender {
+    chain: ChainClient,
+    writers: Vec<DynProvider>,
+    account: Address,
+    policy: TxPolicy,
+    nonce: Arc<tokio::sync::Mutex<Option<u64>>>,
+    halt: Option<crate::halt::Halt>,
+}
+
+impl SettlementSender {
+    /// A sender that signs with `signer` and reads through `chain`; `halt` is pulled when an
+    /// invariant checked while sending is violated.
+    pub fn new(
+        cfg: &ChainSection,
+        signer: PrivateKeySigner,
+        chain: ChainClient,
+        halt: Option<crate::halt::Halt>,
+    ) -> Result<Self, ChainError> {
+        let account = signer.address();
+        let wallet = EthereumWallet::from(signer);
+        let mut writers = Vec::new();
+        for (i, url) in cfg.rpc_endpoints.iter().enumerate() {
+            let parsed = url
+                .parse()
+                .map_err(|_| ChainError::BadUrl(format!("chain.rpc_endpoints[{i}]: `{url}` is not a URL")))?;
+            writers.push(ProviderBuilder::new().wallet(wallet.clone()).connect_http(parsed).erased());
+        }
+        if writers.is_empty() {
+            return Err(ChainError::BadUrl("chain.rpc_endpoints: no endpoint".into()));
+        }
+        Ok(Self { chain, writers, account, policy: TxPolicy::default(), nonce: Arc::default(), halt })
+    }
+
+    /// Forgets the local nonce, so the next settlement adopts the chain's count without calling
+    /// it a desync: a reorg dropped a transaction this node had counted.
+    pub async fn forget_nonce(&self) {
+        *self.nonce.lock().await = None;
+    }
+
+    /// The read client.
+    pub fn chain(&self) -> &ChainClient {
+        &self.chain
+    }
+
+    fn writer(&self) -> &DynProvider {
+        // `new` refuses an empty provider list, so the first writer exists.
+        self.writers.get(self.chain.reads.writer_url_index()).unwrap_or(&self.writers[0])
+    }
+
+    /// The chain's pending nonce, read twice through the quorum when it disagrees with the
+    /// local one; (nonce, how the second read compared).
+    async fn checked_nonce(&self, local: Option<u64>) -> Result<(u64, NonceCheck), ChainError> {
+        let first = self.chain.pending_nonce().await?;
+        let (nonce, check) = reconcile_nonce(local, first);
+        if check == NonceCheck::InSync {
+            return Ok((nonce, check));
+        }
+        tokio::time::sleep(DESYNC_RECHECK).await;
+        let second = self.chain.pending_nonce().await?;
+        Ok(reconcile_nonce(local, second))
+    }
+
+    /// Submits `settle` and tracks it to inclusion.
+    /// One settlement at a time per node: the nonce is held from the chain check to the
+    /// receipt, so settlements of several rounds due at once (after a partition heals, or a
+    /// resume) queue instead of taking the same nonce or mistaking each other for a desync.
+    pub async fn settle(&self, call: &SettleCall) -> Result<SettleOutcome, ChainError> {
+        let mut nonce_slot = self.nonce.lock().await;
+        let policy = self.policy;
+        let provider = self.writer();
+        let b = &call.batch;
+        let data = Settlement::settleCall {
+            round: b.round,
+            fromBlock: b.from_block,
+            toBlock: b.to_block,
+            root: b.root,
+            leafCount: b.leaf_count,
+            signerBitmap: call.signer_bitmap,
+            signerKeys: call.signer_keys.clone(),
+            signature: call.signature.clone(),
+        }
+        .abi_encode();
+        let base = TransactionRequest::default()
+            .with_from(self.account)
+            .with_to(self.chain.settlement_address())
+            .with_input(data);
+        let gas = match provider.estimate_gas(base.clone()).await {
+            Ok(g) => with_buffer(g, policy.gas_buffer_pct),
+            Err(e) => {
+                if matches!(
+                    settlement_error(&e),
+                    Some(Settlement::SettlementErrors::RoundAlreadySettled(_))
+                        | Some(Settlement::SettlementErrors::RootAlreadySettled(_))
+                ) {
+                    return Ok(SettleOutcome::SettledByOther);
+                }
+                return Err(ChainError::Reverted {
+                    tx: Default::default(),
+                    reason: format!("simulation: {}", decode_revert(&e)),
+                });
+            }
+        };
+        let local = *nonce_slot;
+        let (nonce, check) = self.checked_nonce(local).await?;
+        let pending_count = nonce;
+        if check == NonceCheck::Behind {
+            warn!(local = ?local, chain = nonce, "a settlement transaction this node counted left the chain; using the chain's nonce");
+        }
+        if check == NonceCheck::Ahead {
+            metrics::counter!("keeper_nonce_desync_total").increment(1);
+            let detail = format!(
+                "expected nonce {local:?}, the chain has {pending_count}: the settlement key was used elsewhere"
+            );
+            // After an operator resumes, continue from the chain's count.
+            *nonce_slot = Some(pending_count);
+            if let Some(h) = &self.halt {
+                h.violation("keeper_nonce_desync", detail.clone());
+                return Err(ChainError::Halted(detail));
+            }
+            warn!(detail, "keeper nonce out of sync with the chain; using the chain's");
+        }
+        let (mut max_fee, mut tip) = self.chain.fees().await?;
+        // From the first send on, whether `nonce` gets used is unknown until a receipt says so
+        // (a send error may hide an accepted transaction; a replacement may lose to the
+        // original; another keeper may settle first while ours is still pending). Every exit
+        // but a receipt leaves the next call to adopt the chain's count without calling it a
+        // desync.
+        *nonce_slot = None;
+        for attempt in 0..=policy.max_replacements {
+            let tx = base
+                .clone()
+                .with_nonce(nonce)
+                .with_gas_limit(gas)
+                .with_max_fee_per_gas(max_fee)
+                .with_max_priority_fee_per_gas(tip);
+            let pending = match provider.send_transaction(tx).await {
+                Ok(p) => p,
+                Err(e) => {
+                    // A replacement racing the original's inclusion: the nonce is used.
+                    warn!(round = b.round, attempt, error = %e, "settlement send failed");
+                    if !self.chain.settled_root(b.round).await?.is_zero() {
+                        return Ok(SettleOutcome::SettledByOther);
+                    }
+                    return Err(e.into());
+                }
+            };
+            let tx_hash = *pending.tx_hash();
+            match pending.with_timeout(Some(policy.inclusion_timeout)).get_receipt().await {
+                Ok(receipt) => {
+                    *nonce_slot = Some(nonce + 1);
+                    metrics::counter!("keeper_gas_used_total").increment(receipt.gas_used);
+                    if !receipt.status() {
+                        let at = receipt
+                            .block_number
+                            .map(|n| BlockId::number(n.saturating_sub(1)))
+                            .unwrap_or(BlockId::latest());
+                        let reason = match provider.call(base.clone()).block(at).await {
+                            Err(e) => decode_revert(&e),
+                            Ok(_) => {
+                                "reverted (the call succeeds when replayed: state changed in the same block)".into()
+                            }
+                        };
+                        return Err(ChainError::Reverted { tx: receipt.transaction_hash, reason });
+                    }
+                    info!(round = b.round, tx_hash = %tx_hash, gas_used = receipt.gas_used, attempt, "settlement mined");
+                    return Ok(SettleOutcome::Settled(Box::new(SettlementRecord {
+                        round: b.round,
+                        root: b.root,
+                        signer_bitmap: call.signer_bitmap,
+                        tx_hash: receipt.transaction_hash,
+                        block_number: receipt.block_number.unwrap_or_default(),
+                        submitter: self.account,
+                        signer_keys: call.signer_keys.clone(),
+                        signature: call.signature.clone(),
+                        from_block: b.from_block,
+                        to_block: b.to_block,
+                        leaf_count: b.leaf_count,
+                        provisional: true,
+                    })));
+                }
+                Err(e) => {
+                    warn!(round = b.round, tx_hash = %tx_hash, attempt, error = %e, "settlement not mined in time; replacing with higher fees");
+                    if !self.chain.settled_root(b.round).await?.is_zero() {
+                        return Ok(SettleOutcome::SettledByOther);
+                    }
+                    max_fee = bump(max_fee, policy.fee_bump_pct);
+                    tip = bump(tip, policy.fee_bump_pct);
+                }
+            }
+        }
+        Err(ChainError::NotMined(policy.max_replacements + 1))
+    }
+}
+
+/// The settlement contract's error in a failed call, decoded.
+fn settlement_error(e: &alloy::transports::TransportError) -> Option<Settlement::SettlementErrors> {
+    e.as_error_resp().and_then(|p| p.as_decoded_interface_error::<Settlement::SettlementErrors>())
+}
+
+/// The settlement contract's error in a failed call, by name and arguments, or the raw error.
+fn decode_revert(e: &alloy::transports::TransportError) -> String {
+    settlement_error(e).map(|d| format!("{d:?}")).unwrap_or_else(|| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gas_and_fee_arithmetic() {
+        assert_eq!(with_buffer(100_000, 25), 125_000);
+        assert_eq!(with_buffer(u64::MAX, 25), u64::MAX);
+        assert_eq!(bump(100, 25), 125);
+        assert_eq!(bump(1, 25), 2, "at least one wei");
+        assert_eq!(bump(u128::MAX, 25), u128::MAX);
+    }
+
+    #[test]
+    fn nonce_reconciliation_table() {
+        assert_eq!(reconcile_nonce(None, 7), (7, NonceCheck::InSync));
+        assert_eq!(reconcile_nonce(Some(7), 7), (7, NonceCheck::InSync));
+        assert_eq!(reconcile_nonce(Some(5), 7), (7, NonceCheck::Ahead), "the key was used elsewhere");
+        assert_eq!(reconcile_nonce(Some(9), 7), (7, NonceCheck::Behind), "a transaction we counted was dropped");
+    }
+}

@@ -1,0 +1,155 @@
+//! What anyone on the chain, or one bad provider, can do to the network, injected for real:
+//! a stranger lands the keeper's `settle` call first, wrapped in a contract of its own; a reorg
+//! drops a settlement the merchant was already told about; a provider reports a stale nonce.
+
+use crate::harness::{Options, Testnet};
+use alloy::consensus::{Transaction, TxEnvelope};
+use alloy::network::EthereumWallet;
+use alloy::network::eip2718::Decodable2718;
+use alloy::primitives::{B256, Bytes};
+use alloy::providers::{Provider, ProviderBuilder};
+use alloy::sol_types::SolCall;
+use eyre::{Result, eyre};
+use serde_json::{Value, json};
+use settleproof_consensus::receipt::Receipt;
+use settleproof_contracts::{Relay, Settlement};
+use settleproof_rpc_proxy::Fault;
+use std::time::Duration;
+
+const WEI: &str = "1000000000000000";
+
+async fn paid_invoice(net: &Testnet, i: usize) -> Result<String> {
+    let (status, created) = net.create_invoice(i, json!({"amount": WEI, "token": "native"})).await?;
+    assert_eq!(status, 201, "{created}");
+    net.pay(&created).await?;
+    Ok(created["id"].as_str().ok_or_else(|| eyre!("no id"))?.to_string())
+}
+
+/// Every check of the webhook's receipt, off chain and against the chain; the failed ones.
+async fn receipt_failures(net: &Testnet, body: &Value) -> Result<Vec<String>> {
+    let receipt: Receipt = serde_json::from_value(body["data"]["receipt"].clone())?;
+    let mut checks = receipt.verify_offchain();
+    checks.extend(settleproof_node::receipt::verify_onchain(&net.provider()?, &receipt).await);
+    Ok(checks.into_iter().filter(|c| !c.ok).map(|c| format!("{}: {}", c.name, c.detail)).collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_settlement_relayed_through_a_wrapping_contract_is_recognised() -> Result<()> {
+    let net = Testnet::start_with(Options { providers: 2, ..Options::default() }).await?;
+    // Every provider of every node keeps the transactions sent through it, as a public mempool
+    // an outsider reads, and lets none through.
+    for i in 0..4 {
+        for p in 0..2 {
+            net.fault(i, p, Fault::HoldSends);
+        }
+    }
+    let first = paid_invoice(&net, 0).await?;
+    let raw = net
+        .eventually("a keeper's settle transaction", Duration::from_secs(60), || async {
+            net.proxies.iter().flatten().flat_map(|p| p.held()).next()
+        })
+        .await?;
+    let bytes: Bytes = raw.parse()?;
+    let envelope = TxEnvelope::decode_2718(&mut bytes.as_ref()).map_err(|e| eyre!("held transaction: {e}"))?;
+    let call = Settlement::settleCall::abi_decode(envelope.input())?;
+
+    // A stranger lifts the call and lands it first, from a contract of its own.
+    let stranger = EthereumWallet::from(net.anvil.keys[2].clone());
+    let chain = ProviderBuilder::new().wallet(stranger).connect_http(net.anvil.url.parse()?);
+    let relay = Relay::deploy(&chain).await?;
+    let relayed =
+        relay.forward(net.devnet.deployment.settlement, envelope.input().clone()).send().await?.get_receipt().await?;
+    assert!(relayed.status(), "the relayed settlement lands");
+    for i in 0..4 {
+        for p in 0..2 {
+            net.fault(i, p, Fault::None);
+        }
+    }
+
+    // Every node knows the settlement from its event, and the merchant gets a receipt that
+    // checks out on chain.
+    let body = net.webhook_for(&first, Duration::from_secs(60)).await?;
+    assert_eq!(body["data"]["settlement"]["round"], call.round, "{body}");
+    let failed = receipt_failures(&net, &body).await?;
+    assert!(failed.is_empty(), "receipt of a relayed settlement: {failed:?}");
+    let events: Vec<_> = net.settlements().await?.into_iter().filter(|e| e.round == call.round).collect();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].submitter, *relay.address(), "the relay submitted it");
+    for i in 0..4 {
+        net.eventually("the relayed settlement on every node", Duration::from_secs(30), || async {
+            let (_, v) = net.get_invoice(i, &first).await.ok()?;
+            (v["settled"] == true).then_some(())
+        })
+        .await?;
+    }
+    // And the watchers moved on: a later payment settles and is notified too.
+    let second = paid_invoice(&net, 1).await?;
+    let body = net.webhook_for(&second, Duration::from_secs(60)).await?;
+    assert!(receipt_failures(&net, &body).await?.is_empty());
+    net.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_settlement_dropped_by_a_reorg_is_submitted_again() -> Result<()> {
+    // Three confirmations leave the window in which the keeper has its receipt (and the
+    // merchant its webhook) but the settlement can still leave the chain.
+    let net = Testnet::start_with(Options { confirmations: 3, ..Options::default() }).await?;
+    let id = paid_invoice(&net, 0).await?;
+    let body = net.webhook_for(&id, Duration::from_secs(60)).await?;
+    let round = body["data"]["settlement"]["round"].as_u64().ok_or_else(|| eyre!("no round"))?;
+    let dropped: B256 = body["data"]["settlement"]["tx_hash"].as_str().ok_or_else(|| eyre!("no tx"))?.parse()?;
+    let chain = net.provider()?;
+    let mined = chain.get_transaction_receipt(dropped).await?.ok_or_else(|| eyre!("settlement receipt"))?;
+    let block = mined.block_number.ok_or_else(|| eyre!("block"))?;
+    let head = chain.get_block_number().await?;
+    assert!(head < block + 3, "the settlement is still above the confirmation depth (head {head}, block {block})");
+    let _: Value = chain.raw_request("anvil_reorg".into(), (head - block + 1, Vec::<Value>::new())).await?;
+    assert!(chain.get_transaction_receipt(dropped).await?.is_none(), "the reorg dropped the settlement");
+
+    // The same batch goes out again and is the one every node records.
+    let keeper = (round % 4) as usize;
+    let again = net
+        .eventually("the round settled again", Duration::from_secs(60), || async {
+            let events: Vec<_> = net.settlements().await.ok()?.into_iter().filter(|e| e.round == round).collect();
+            (!events.is_empty()).then_some(events)
+        })
+        .await?;
+    assert_eq!(again.len(), 1, "settled once on the canonical chain");
+    assert_eq!(again[0].root.to_string(), body["data"]["settlement"]["root"].as_str().unwrap_or_default());
+    for i in 0..4 {
+        net.eventually("every node records the settlement the chain holds", Duration::from_secs(30), || async {
+            let (_, v) = net.get_invoice(i, &id).await.ok()?;
+            let tx = v["payments"][0]["settlement"]["tx_hash"].as_str()?.parse::<B256>().ok()?;
+            (tx != dropped && chain.get_transaction_receipt(tx).await.ok()?.is_some()).then_some(())
+        })
+        .await?;
+    }
+    assert!(net.metric(keeper, "keeper_resubmissions_total").await >= 1.0, "the keeper submitted again");
+    // The receipt the merchant already holds stays valid: it checks the round's root on chain.
+    let failed = receipt_failures(&net, &body).await?;
+    assert!(failed.is_empty(), "the first receipt after the resubmission: {failed:?}");
+    net.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stale_nonce_provider_does_not_halt_the_keeper() -> Result<()> {
+    let net = Testnet::start_with(Options { providers: 3, ..Options::default() }).await?;
+    // The first provider of every node (the one transactions go out through) reports nonce 0.
+    for i in 0..4 {
+        net.fault(i, 0, Fault::StaleNonce);
+    }
+    let mut ids = Vec::new();
+    for k in 0..3 {
+        ids.push(paid_invoice(&net, k).await?);
+        net.webhook_for(&ids[k], Duration::from_secs(60)).await?;
+    }
+    for i in 0..4 {
+        let health = net.health(i).await.ok_or_else(|| eyre!("node {i} health"))?;
+        assert_eq!(health["checks"]["settlement"]["halted"], false, "node {i}: {health}");
+        assert_eq!(net.metric(i, "keeper_nonce_desync_total").await, 0.0, "node {i} saw no desync");
+    }
+    net.stop().await;
+    Ok(())
+}
