@@ -21,13 +21,19 @@ pub fn topics() -> Vec<String> {
     vec![ATTESTATIONS.into(), INVOICES.into(), HEARTBEATS.into(), DELIVERIES.into()]
 }
 
-/// An operator telling the others it delivered a webhook event, so they do not deliver it too.
+/// An operator telling the others it delivered a webhook event, so they need not deliver it
+/// too. The sender is the operator whose key signed the gossip message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryAck {
     /// The event.
     pub webhook_id: String,
     /// When it was delivered.
     pub delivered_at_ms: u64,
+}
+
+impl DeliveryAck {
+    /// Longest webhook id accepted (ours are 36 characters).
+    pub const MAX_ID_LEN: usize = 128;
 }
 
 /// An operator saying it is alive, and whether it can pay for a settlement.

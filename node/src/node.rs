@@ -92,6 +92,9 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
         source,
     })?;
     let store = Store::open(&cfg.node.data_dir.join("settleproof.redb"))?;
+    // f + 1 operators must claim a delivery before this node takes it as done: with at most f
+    // Byzantine operators (f = n - threshold), one of the claims is true.
+    store.set_ack_quorum(set.len().saturating_sub(set.threshold) + 1);
     let halt = Halt::load(store.clone())?;
     if let Some(r) = halt.reason() {
         tracing::error!(severity = "CRITICAL", invariant = %r.invariant, detail = %r.detail, "starting halted: settlement stays off until an operator resumes it");

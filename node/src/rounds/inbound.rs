@@ -16,7 +16,7 @@ impl RoundDriver {
                     gossip::ATTESTATIONS => self.on_attestation(st, &data, source).await,
                     gossip::INVOICES => self.on_invoice(&data, source),
                     gossip::HEARTBEATS => self.on_heartbeat(st, &data, source),
-                    gossip::DELIVERIES => self.on_delivery_ack(&data),
+                    gossip::DELIVERIES => self.on_delivery_ack(&data, source),
                     _ => Verdict::Ignore,
                 };
                 self.net.report(reference, verdict).await;
@@ -101,15 +101,26 @@ impl RoundDriver {
         }
     }
 
-    fn on_delivery_ack(&self, data: &[u8]) -> Verdict {
+    /// An operator's claim that it delivered an event. It counts for the operator whose key
+    /// signed the gossip message (not whoever forwarded it), and only together with the claims
+    /// of enough others ([`crate::store::Store::acknowledge`]). The write happens off the loop.
+    fn on_delivery_ack(&self, data: &[u8], source: PeerId) -> Verdict {
+        let Some(operator) = self.set.index_of_peer(&source) else { return Verdict::Reject };
         match serde_json::from_slice::<gossip::DeliveryAck>(data) {
-            Ok(ack) => {
-                if let Ok(true) = self.store.acknowledge(&ack.webhook_id, ack.delivered_at_ms) {
-                    debug!(webhook_id = %ack.webhook_id, "webhook delivered by another operator");
-                }
+            Ok(ack) if ack.webhook_id.len() <= gossip::DeliveryAck::MAX_ID_LEN => {
+                let store = self.store.clone();
+                tokio::task::spawn_blocking(move || {
+                    match store.acknowledge(&ack.webhook_id, operator as u32, ack.delivered_at_ms, now_ms()) {
+                        Ok(true) => {
+                            debug!(webhook_id = %ack.webhook_id, operator, "webhook delivered by other operators")
+                        }
+                        Ok(false) => {}
+                        Err(e) => error!(webhook_id = %ack.webhook_id, error = %e, "cannot record an acknowledgement"),
+                    }
+                });
                 Verdict::Accept
             }
-            Err(_) => Verdict::Reject,
+            _ => Verdict::Reject,
         }
     }
 

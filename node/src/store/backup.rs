@@ -71,6 +71,8 @@ impl Store {
         n += copy(&snapshot, &tx, DEAD)?;
         n += copy(&snapshot, &tx, ATTEMPTS)?;
         n += copy(&snapshot, &tx, ACKS)?;
+        n += copy(&snapshot, &tx, ACK_TIMES)?;
+        n += copy(&snapshot, &tx, PROVISIONAL)?;
         n += copy(&snapshot, &tx, ENDPOINTS)?;
         tx.commit()?;
         drop(copy_db);

@@ -12,8 +12,9 @@
 //! - `signed`: round → the batch this node signed and its signature (the signing guard)
 //! - `settlements`: round → how the round was settled; `provisional_settlements`: rounds whose
 //!   record came from this node's own receipt and awaits the watcher's confirmation
-//! - `outbox`, `outbox_pending`, `outbox_dead`, `outbox_attempts`, `outbox_acks`,
-//!   `merchant_endpoints`: webhook events, their attempts and delivery state (see `outbox.rs`)
+//! - `outbox`, `outbox_pending`, `outbox_dead`, `outbox_attempts`, `delivery_acks`,
+//!   `delivery_ack_times`, `merchant_endpoints`: webhook events, their attempts, the other
+//!   operators' acknowledgements and delivery state (see `outbox.rs`)
 //!
 //! Every multi-record change (a block range with its payments and checkpoint, a settlement with
 //! its webhooks) is one write transaction, so a crash leaves either all of it or none.
@@ -56,7 +57,8 @@ pub(crate) const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("ou
 pub(crate) const OUTBOX_PENDING: TableDefinition<&str, u64> = TableDefinition::new("outbox_pending");
 pub(crate) const DEAD: TableDefinition<&str, u64> = TableDefinition::new("outbox_dead");
 pub(crate) const ATTEMPTS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("outbox_attempts");
-pub(crate) const ACKS: TableDefinition<&str, u64> = TableDefinition::new("outbox_acks");
+pub(crate) const ACKS: TableDefinition<(&str, u32), u64> = TableDefinition::new("delivery_acks");
+pub(crate) const ACK_TIMES: TableDefinition<(u64, &str, u32), ()> = TableDefinition::new("delivery_ack_times");
 pub(crate) const ENDPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("merchant_endpoints");
 
 /// Errors of the store.
@@ -105,6 +107,7 @@ from_redb!(
 #[derive(Debug, Clone)]
 pub struct Store {
     db: Arc<Database>,
+    ack_quorum: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Store {
@@ -129,9 +132,20 @@ impl Store {
         tx.open_table(DEAD)?;
         tx.open_table(ATTEMPTS)?;
         tx.open_table(ACKS)?;
+        tx.open_table(ACK_TIMES)?;
         tx.open_table(ENDPOINTS)?;
         tx.commit()?;
-        Ok(Self { db: Arc::new(db) })
+        Ok(Self { db: Arc::new(db), ack_quorum: Arc::new(std::sync::atomic::AtomicUsize::new(1)) })
+    }
+
+    /// How many distinct other operators must acknowledge an event before this node takes it
+    /// as delivered: f + 1 of them, so at least one is honest (1 until set).
+    pub fn set_ack_quorum(&self, operators: usize) {
+        self.ack_quorum.store(operators.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn ack_quorum(&self) -> usize {
+        self.ack_quorum.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub(crate) fn db(&self) -> &Database {
