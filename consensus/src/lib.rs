@@ -7,6 +7,7 @@
 //! - [`schedule`]: rounds as fixed block ranges and the keeper of each round.
 //! - [`failover`]: when the next operator takes over from a keeper that is down or late.
 //! - [`pool`]: the attestation pool that gathers signatures until a quorum forms.
+//! - [`invoice`]: invoice ids as commitments to the invoice's terms.
 //! - [`receipt`]: a settlement receipt and the checks a merchant runs on it without a chain.
 //! - [`guard`]: the rule that an operator never signs two different batches for one round.
 //!
@@ -18,6 +19,7 @@ pub mod batch;
 pub mod bls;
 pub mod failover;
 pub mod guard;
+pub mod invoice;
 pub mod merkle;
 pub mod pool;
 pub mod receipt;
@@ -27,6 +29,7 @@ pub use batch::{Batch, PaymentLeaf};
 pub use bls::{BlsError, BlsPublicKey, BlsSecretKey, BlsSignature};
 pub use failover::{Liveness, Turn, turn};
 pub use guard::{SignDecision, decide_signing};
+pub use invoice::{InvoiceTerms, metadata_hash};
 pub use pool::{AttestationPool, InsertOutcome, Quorum};
 pub use receipt::{Check, Receipt};
 pub use schedule::{RoundSchedule, keeper_index};

@@ -5,12 +5,13 @@
 
 use crate::batch::{Batch, PaymentLeaf};
 use crate::bls::{BlsPublicKey, BlsSignature};
+use crate::invoice::InvoiceTerms;
 use crate::merkle;
 use alloy::primitives::{Address, B256, Bytes, U256};
 use serde::{Deserialize, Serialize};
 
-/// Receipt format version.
-pub const RECEIPT_VERSION: u32 = 1;
+/// Receipt format version (2: carries the invoice's committed terms).
+pub const RECEIPT_VERSION: u32 = 2;
 
 /// Proof that one payment was settled.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +46,9 @@ pub struct Receipt {
     pub aggregate_signature: Bytes,
     /// The settlement transaction.
     pub settlement_tx: B256,
+    /// The invoice's terms, which its id commits to: the payment is checked against them.
+    #[serde(default)]
+    pub invoice: Option<InvoiceTerms>,
 }
 
 /// The outcome of one check.
@@ -66,10 +70,10 @@ impl Check {
 }
 
 impl Receipt {
-    /// The checks that need no chain: leaf, Merkle proof, batch message, signer set, aggregate
-    /// signature.
+    /// The checks that need no chain: invoice terms, leaf, Merkle proof, batch message, signer
+    /// set, aggregate signature.
     pub fn verify_offchain(&self) -> Vec<Check> {
-        let mut out = Vec::new();
+        let mut out = vec![self.check_terms()];
         let leaf = self.payment.hash();
         out.push(Check::new(
             "leaf_hash",
@@ -115,6 +119,41 @@ impl Receipt {
         out
     }
 
+    /// The invoice id is the commitment to the terms carried, and the payment went where and in
+    /// what the terms say, on their chain and contract.
+    fn check_terms(&self) -> Check {
+        let Some(t) = &self.invoice else {
+            return Check::new("invoice_terms", false, "the receipt carries no invoice terms");
+        };
+        let p = &self.payment;
+        let problems: Vec<&str> = [
+            (t.id() != p.invoice_id, "the invoice id does not commit to these terms"),
+            (t.chain_id != self.chain_id || p.chain_id != self.chain_id, "another chain"),
+            (t.payments_contract != self.payments_contract, "another payments contract"),
+            (t.payout_address != p.merchant, "paid to another address than the payout address"),
+            (t.token != p.token, "paid in another token"),
+        ]
+        .into_iter()
+        .filter_map(|(bad, why)| bad.then_some(why))
+        .collect();
+        if !problems.is_empty() {
+            return Check::new("invoice_terms", false, problems.join("; "));
+        }
+        let standing = match p.amount.cmp(&t.amount) {
+            std::cmp::Ordering::Less => "less than due",
+            std::cmp::Ordering::Equal => "the amount due",
+            std::cmp::Ordering::Greater => "more than due",
+        };
+        Check::new(
+            "invoice_terms",
+            true,
+            format!(
+                "invoice {} of merchant `{}`: paid {} of {} due ({standing})",
+                p.invoice_id, t.merchant_id, p.amount, t.amount
+            ),
+        )
+    }
+
     fn check_signature(&self, message: B256) -> Check {
         let keys: Result<Vec<BlsPublicKey>, _> =
             self.signer_keys.iter().map(|k| BlsPublicKey::from_eip2537(k)).collect();
@@ -135,6 +174,20 @@ mod tests {
     use super::*;
     use crate::bls::BlsSecretKey;
 
+    fn terms(i: u8) -> InvoiceTerms {
+        InvoiceTerms {
+            chain_id: 7,
+            payments_contract: Address::repeat_byte(8),
+            merchant_id: "demo".into(),
+            payout_address: Address::repeat_byte(2),
+            token: Address::ZERO,
+            amount: U256::from(100),
+            expires_at: 0,
+            nonce: B256::repeat_byte(0x10 + i),
+            metadata_hash: crate::invoice::metadata_hash(None),
+        }
+    }
+
     fn receipt() -> Receipt {
         let payments: Vec<PaymentLeaf> = (0..3)
             .map(|i| PaymentLeaf {
@@ -142,7 +195,7 @@ mod tests {
                 tx_hash: B256::repeat_byte(i + 1),
                 log_index: u64::from(i),
                 block_number: 10 + u64::from(i),
-                invoice_id: B256::repeat_byte(0x10 + i),
+                invoice_id: terms(i).id(),
                 merchant: Address::repeat_byte(2),
                 payer: Address::repeat_byte(3),
                 token: Address::ZERO,
@@ -172,6 +225,7 @@ mod tests {
             signer_keys: keys.iter().map(|k| Bytes::from(k.public_key().to_eip2537().to_vec())).collect(),
             aggregate_signature: Bytes::from(BlsSignature::aggregate(&sigs).expect("agg").to_eip2537().to_vec()),
             settlement_tx: B256::repeat_byte(0x77),
+            invoice: Some(terms(1)),
         }
     }
 
@@ -189,6 +243,27 @@ mod tests {
         type Tamper = Box<dyn Fn(&mut Receipt)>;
         let cases: Vec<(&str, Tamper, &str)> = vec![
             ("amount", Box::new(|r| r.payment.amount = U256::from(101)), "leaf_hash"),
+            ("no terms", Box::new(|r| r.invoice = None), "invoice_terms"),
+            (
+                "altered terms",
+                Box::new(|r| {
+                    if let Some(t) = r.invoice.as_mut() {
+                        t.amount = U256::from(1);
+                    }
+                }),
+                "invoice_terms",
+            ),
+            ("another invoice's terms", Box::new(|r| r.invoice = Some(terms(2))), "invoice_terms"),
+            (
+                "terms of another payout address",
+                Box::new(|r| {
+                    let mut t = terms(1);
+                    t.payout_address = Address::repeat_byte(0x66);
+                    r.payment.invoice_id = t.id();
+                    r.invoice = Some(t);
+                }),
+                "invoice_terms",
+            ),
             ("proof byte", Box::new(|r| r.proof[0].0[5] ^= 1), "merkle_proof"),
             ("root", Box::new(|r| r.batch.root.0[0] ^= 1), "merkle_proof"),
             ("leaf index", Box::new(|r| r.leaf_index = 0), "merkle_proof"),

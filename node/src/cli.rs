@@ -38,9 +38,13 @@ pub enum Command {
     VerifyReceipt {
         /// The JSON file.
         file: PathBuf,
-        /// JSON-RPC endpoint of the chain.
+        /// JSON-RPC endpoint of the chain (your own node or provider, not an operator's).
         #[arg(long)]
         rpc: String,
+        /// The settlement contract you trust (from your onboarding, not from the receipt): a
+        /// receipt naming any other contract, chain or operator set is rejected.
+        #[arg(long)]
+        settlement: alloy::primitives::Address,
     },
     /// Run the demo merchant webhook receiver.
     DemoMerchant {

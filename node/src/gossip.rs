@@ -125,6 +125,9 @@ pub enum GossipRejection {
     /// The invoice names an unknown merchant or a payout address that is not the merchant's.
     #[error("invoice rejected: {0}")]
     BadInvoice(String),
+    /// The invoice's id is not the commitment to its terms: altered or invented.
+    #[error("invoice {0}: the id does not commit to these terms")]
+    InvoiceIdMismatch(B256),
 }
 
 impl GossipRejection {
@@ -137,6 +140,7 @@ impl GossipRejection {
             Self::BadSignature(_) => "bad_signature",
             Self::ForeignHeartbeat(_) => "foreign_heartbeat",
             Self::BadInvoice(_) => "bad_invoice",
+            Self::InvoiceIdMismatch(_) => "invoice_id_mismatch",
         }
     }
 }
@@ -190,18 +194,32 @@ impl Heartbeat {
 }
 
 impl InvoiceAnnouncement {
-    /// Decodes an announcement and checks the merchant and payout address against `merchants`.
-    pub fn validate(data: &[u8], merchants: &[settleproof_config::MerchantConfig]) -> Result<Invoice, GossipRejection> {
+    /// Decodes an announcement and checks it ([`check_invoice`]).
+    pub fn validate(data: &[u8], scope: &InvoiceScope) -> Result<Invoice, GossipRejection> {
         let ann: Self = serde_json::from_slice(data).map_err(|e| GossipRejection::Malformed(e.to_string()))?;
-        check_invoice(ann.invoice, merchants)
+        check_invoice(ann.invoice, scope)
     }
 }
 
-/// Checks an invoice another operator sent against the configured `merchants`.
-pub fn check_invoice(
-    inv: Invoice,
-    merchants: &[settleproof_config::MerchantConfig],
-) -> Result<Invoice, GossipRejection> {
+/// What an invoice from another operator is checked against.
+#[derive(Debug, Clone)]
+pub struct InvoiceScope {
+    /// The configured merchants.
+    pub merchants: std::sync::Arc<Vec<settleproof_config::MerchantConfig>>,
+    /// This node's chain.
+    pub chain_id: u64,
+    /// Its `InvoicePayments` contract.
+    pub payments: Address,
+}
+
+/// Checks an invoice another operator sent: its id must be the commitment to its terms on this
+/// node's chain and contract (so terms cannot be altered, nor an invoice of another chain
+/// replayed), and the merchant and payout address must be the configured ones.
+pub fn check_invoice(inv: Invoice, scope: &InvoiceScope) -> Result<Invoice, GossipRejection> {
+    if !inv.id_matches(scope.chain_id, scope.payments) {
+        return Err(GossipRejection::InvoiceIdMismatch(inv.id));
+    }
+    let merchants = &scope.merchants;
     let merchant = merchants
         .iter()
         .find(|m| m.id == inv.merchant_id)

@@ -270,6 +270,7 @@ mod tests {
             expires_at: None,
             metadata: None,
             created_by: "n".into(),
+            nonce: alloy::primitives::B256::ZERO,
         };
         let mut p = PaymentLeaf {
             chain_id: 1,

@@ -61,7 +61,7 @@ async fn main() -> Result<()> {
             );
             Ok(())
         }
-        Command::VerifyReceipt { file, rpc } => verify_receipt(&file, &rpc).await,
+        Command::VerifyReceipt { file, rpc, settlement } => verify_receipt(&file, &rpc, settlement).await,
         Command::Store(cmd) => store_command(cmd).await,
         Command::DemoMerchant { listen, testnet, out } => {
             telemetry::init_logging(settleproof_config::LogFormat::Json, "info", None);
@@ -133,7 +133,7 @@ async fn store_command(cmd: StoreCommand) -> Result<()> {
     Ok(())
 }
 
-async fn verify_receipt(file: &std::path::Path, rpc: &str) -> Result<()> {
+async fn verify_receipt(file: &std::path::Path, rpc: &str, settlement: alloy::primitives::Address) -> Result<()> {
     use settleproof_consensus::Receipt;
     let text = std::fs::read_to_string(file).wrap_err_with(|| format!("read {}", file.display()))?;
     let v: serde_json::Value = serde_json::from_str(&text).wrap_err("the file is not JSON")?;
@@ -151,7 +151,7 @@ async fn verify_receipt(file: &std::path::Path, rpc: &str) -> Result<()> {
     for r in &receipts {
         println!("receipt of payment {} (log {}) in round {}:", r.payment.tx_hash, r.payment.log_index, r.batch.round);
         let mut checks = r.verify_offchain();
-        checks.extend(settleproof_node::receipt::verify_onchain(&provider, r).await);
+        checks.extend(settleproof_node::receipt::verify_onchain(&provider, r, settlement).await);
         for c in checks {
             println!("  {} {:<20} {}", if c.ok { "ok  " } else { "FAIL" }, c.name, c.detail);
             if !c.ok {

@@ -4,7 +4,7 @@ use crate::store::{SettlementRecord, Store, StoreError};
 use alloy::primitives::{Address, B256, Bytes, U256};
 use alloy::providers::Provider;
 use settleproof_consensus::receipt::{Check, RECEIPT_VERSION, Receipt};
-use settleproof_consensus::{PaymentLeaf, RoundSchedule, merkle};
+use settleproof_consensus::{InvoiceTerms, PaymentLeaf, RoundSchedule, merkle};
 use settleproof_contracts::{InvoicePayments, Settlement};
 use std::collections::HashMap;
 
@@ -23,15 +23,17 @@ pub struct ReceiptContext {
     pub halt: Option<crate::halt::Halt>,
 }
 
-/// The receipt of `payment`, settled by `record`; `None` when the record lacks the signature
-/// (not yet fetched) or the payment is not in the settled batch.
+/// The receipt of `payment` of `invoice`, settled by `record`; `None` when the record lacks
+/// the signature or the payment is not in the settled batch.
 pub fn build(
     store: &Store,
     ctx: &ReceiptContext,
     payment: &PaymentLeaf,
     record: &SettlementRecord,
+    invoice: &crate::store::Invoice,
 ) -> Result<Option<Receipt>, StoreError> {
-    Ok(RoundReceipts::new(store, ctx, record)?.and_then(|r| r.receipt(payment)))
+    let terms = invoice.terms(ctx.chain_id, ctx.payments);
+    Ok(RoundReceipts::new(store, ctx, record)?.and_then(|r| r.receipt(payment, Some(terms))))
 }
 
 /// Everything the receipts of one settled round share (leaves, batch, tree), built once, so the
@@ -71,8 +73,10 @@ impl<'a> RoundReceipts<'a> {
         Ok(Some(Self { ctx, record, batch, hashes, index, tree }))
     }
 
-    /// The receipt of `payment`, or `None` when it is not in this round's batch.
-    pub fn receipt(&self, payment: &PaymentLeaf) -> Option<Receipt> {
+    /// The receipt of `payment` with the terms of its invoice (`None` when this node does not
+    /// know the invoice: the receipt then fails `invoice_terms`), or `None` when the payment is
+    /// not in this round's batch.
+    pub fn receipt(&self, payment: &PaymentLeaf, terms: Option<InvoiceTerms>) -> Option<Receipt> {
         let (ctx, record, batch) = (self.ctx, self.record, self.batch);
         let index = *self.index.get(&(payment.tx_hash, payment.log_index))?;
         if self.hashes[index] != payment.hash() {
@@ -105,14 +109,21 @@ impl<'a> RoundReceipts<'a> {
             signer_keys: record.signer_keys.chunks(128).map(|c| Bytes::from(c.to_vec())).collect(),
             aggregate_signature: record.signature.clone(),
             settlement_tx: record.tx_hash,
+            invoice: terms,
         })
     }
 }
 
-/// The checks that need the chain: the signers' keys are the registered ones and a quorum,
-/// the batch is recorded as settled, and the payment log exists.
-pub async fn verify_onchain<P: Provider>(provider: &P, r: &Receipt) -> Vec<Check> {
-    let mut out = Vec::new();
+/// The checks that need the chain, against the settlement contract `trusted` (the one the
+/// merchant pinned, never the address written in the receipt): the receipt names that contract,
+/// the signers' keys are its registered ones and a quorum, it records the batch as settled, and
+/// the payment log exists.
+pub async fn verify_onchain<P: Provider>(provider: &P, r: &Receipt, trusted: Address) -> Vec<Check> {
+    let mut out = vec![Check::new(
+        "pinned_settlement",
+        r.settlement_contract == trusted,
+        format!("receipt names settlement contract {}, trusted is {trusted}", r.settlement_contract),
+    )];
     match provider.get_chain_id().await {
         Ok(id) => out.push(Check::new(
             "chain_id",
@@ -121,7 +132,7 @@ pub async fn verify_onchain<P: Provider>(provider: &P, r: &Receipt) -> Vec<Check
         )),
         Err(e) => out.push(Check::new("chain_id", false, format!("rpc: {e}"))),
     }
-    let settlement = Settlement::new(r.settlement_contract, provider);
+    let settlement = Settlement::new(trusted, provider);
     let mut keys_ok = true;
     let mut detail = String::new();
     for (k, i) in r.signers.iter().enumerate() {

@@ -119,6 +119,19 @@ async fn registration_requires_a_proof_of_possession() -> Result<()> {
         other => other.to_string(),
     };
     assert!(text.contains("InvalidProofOfPossession"), "{text}");
+
+    // The identity (all-zero) key with the identity as its "proof" is refused: it would add
+    // nothing to an aggregate while counting as a signer.
+    entries[1].bls_public_key = Bytes::from(vec![0u8; 128]);
+    entries[1].proof_of_possession = Bytes::from(vec![0u8; 256]);
+    // A new provider: the failed deployment above left the old one's cached nonce ahead.
+    let deployer = provider(&anvil, &anvil.keys[0])?;
+    let err = deploy_all(deployer, &entries, 2).await.expect_err("identity key");
+    let text = match err {
+        settleproof_contracts::DeployError::Contract { source, .. } => revert(source),
+        other => other.to_string(),
+    };
+    assert!(text.contains("IdentityPublicKey"), "{text}");
     Ok(())
 }
 

@@ -29,7 +29,9 @@ async fn paid_invoice(net: &Testnet, i: usize) -> Result<String> {
 async fn receipt_failures(net: &Testnet, body: &Value) -> Result<Vec<String>> {
     let receipt: Receipt = serde_json::from_value(body["data"]["receipt"].clone())?;
     let mut checks = receipt.verify_offchain();
-    checks.extend(settleproof_node::receipt::verify_onchain(&net.provider()?, &receipt).await);
+    checks.extend(
+        settleproof_node::receipt::verify_onchain(&net.provider()?, &receipt, net.devnet.deployment.settlement).await,
+    );
     Ok(checks.into_iter().filter(|c| !c.ok).map(|c| format!("{}: {}", c.name, c.detail)).collect())
 }
 
@@ -86,6 +88,73 @@ async fn a_settlement_relayed_through_a_wrapping_contract_is_recognised() -> Res
     let second = paid_invoice(&net, 1).await?;
     let body = net.webhook_for(&second, Duration::from_secs(60)).await?;
     assert!(receipt_failures(&net, &body).await?.is_empty());
+    net.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_receipt_of_a_foreign_settlement_contract_is_rejected_when_the_merchant_pins_its_own() -> Result<()> {
+    let net = Testnet::start(4).await?;
+    let id = paid_invoice(&net, 0).await?;
+    let body = net.webhook_for(&id, Duration::from_secs(60)).await?;
+    let genuine: Receipt = serde_json::from_value(body["data"]["receipt"].clone())?;
+
+    // One operator deploys a settlement contract of its own, with its own key as the whole
+    // operator set, settles the same batch there and hands the merchant a receipt for it.
+    let forger = EthereumWallet::from(net.anvil.keys[3].clone());
+    let chain = ProviderBuilder::new().wallet(forger).connect_http(net.anvil.url.parse()?);
+    let key = settleproof_consensus::BlsSecretKey::from_ikm(&[42; 32])?;
+    let foreign = Settlement::deploy(
+        &chain,
+        vec![net.anvil.keys[3].address()],
+        vec![Bytes::from(key.public_key().to_eip2537().to_vec())],
+        vec![Bytes::from(key.prove_possession().to_eip2537().to_vec())],
+        alloy::primitives::U256::from(1),
+    )
+    .await?;
+    let b = genuine.batch;
+    let message = b.message(genuine.chain_id, *foreign.address());
+    let signature = Bytes::from(key.sign(message.as_slice()).to_eip2537().to_vec());
+    let public = Bytes::from(key.public_key().to_eip2537().to_vec());
+    foreign
+        .settle(
+            b.round,
+            b.from_block,
+            b.to_block,
+            b.root,
+            b.leaf_count,
+            alloy::primitives::U256::from(1),
+            public.clone(),
+            signature.clone(),
+        )
+        .send()
+        .await?
+        .get_receipt()
+        .await?;
+    let forged = Receipt {
+        settlement_contract: *foreign.address(),
+        batch_message: message,
+        signers: vec![0],
+        signer_bitmap: alloy::primitives::U256::from(1),
+        signer_keys: vec![public],
+        aggregate_signature: signature,
+        ..genuine.clone()
+    };
+    let check = |r: Receipt, trusted: alloy::primitives::Address| {
+        let provider = net.provider();
+        async move {
+            let mut checks = r.verify_offchain();
+            checks.extend(settleproof_node::receipt::verify_onchain(&provider?, &r, trusted).await);
+            Ok::<_, eyre::Report>(checks.into_iter().filter(|c| !c.ok).map(|c| c.name).collect::<Vec<_>>())
+        }
+    };
+    // Trusting the address written in the receipt, the forgery passes every check.
+    assert!(check(forged.clone(), *foreign.address()).await?.is_empty(), "the forgery is self-consistent");
+    // With the merchant's pinned contract it fails.
+    let failed = check(forged, net.devnet.deployment.settlement).await?;
+    assert!(failed.contains(&"pinned_settlement"), "{failed:?}");
+    assert!(failed.contains(&"registered_signers"), "{failed:?}");
+    assert!(check(genuine, net.devnet.deployment.settlement).await?.is_empty());
     net.stop().await;
     Ok(())
 }

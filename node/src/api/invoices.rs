@@ -79,8 +79,9 @@ pub(super) async fn create(
     let req: CreateInvoice =
         serde_json::from_slice(&body).map_err(|e| ApiError::invalid("body", format!("invalid JSON body: {e}")))?;
     let now = now_s();
-    let invoice = Invoice {
-        id: random_id(),
+    let mut invoice = Invoice {
+        id: B256::ZERO,
+        nonce: random_id(),
         merchant_id: merchant.id.clone(),
         payout_address: merchant.payout_address,
         amount: parse_amount(&req.amount)?,
@@ -90,6 +91,8 @@ pub(super) async fn create(
         metadata: check_metadata(req.metadata)?,
         created_by: state.node_name.clone(),
     };
+    // The id commits to the terms: no operator can alter them without changing it.
+    invoice.id = invoice.terms(state.chain_id, state.payments_contract).id();
     state.store.put_invoice(&invoice)?;
     info!(invoice_id = %invoice.id, merchant = %merchant.id, amount = %invoice.amount, token = %token_label(invoice.token), "invoice created");
     if let Some(replicator) = &state.replicator {
@@ -215,7 +218,7 @@ pub(super) async fn receipt(
     for p in state.store.payments_of_invoice(invoice.id)? {
         let Some(round) = state.schedule.round_of(p.leaf.block_number) else { continue };
         if let Some(record) = state.store.settlement(round)?
-            && let Some(r) = crate::receipt::build(&state.store, &ctx, &p.leaf, &record)?
+            && let Some(r) = crate::receipt::build(&state.store, &ctx, &p.leaf, &record, &invoice)?
         {
             receipts.push(r);
         }

@@ -7,7 +7,7 @@
 use super::breaker::{BreakerState, CircuitBreaker};
 use super::classify::{ErrorClass, classify};
 use super::quorum::{self, LogKey, LogVote, QuorumError};
-use alloy::eips::BlockNumberOrTag;
+use alloy::eips::{BlockId, BlockNumberOrTag};
 use alloy::network::TransactionBuilder;
 use alloy::primitives::{Address, B256, Bytes};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
@@ -154,7 +154,9 @@ impl ProviderSet {
         let answers = self
             .all("eth_call", |p| {
                 let req = TransactionRequest::default().with_to(to).with_input(data.clone());
-                async move { p.call(req).await }
+                // At the latest block: the pending one would count transactions still in the
+                // pool (a keeper's own settlement) as settled.
+                async move { p.call(req).block(BlockId::latest()).await }
             })
             .await;
         self.check("call", quorum::agreed(&answers, self.quorum))

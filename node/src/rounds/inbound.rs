@@ -14,7 +14,7 @@ impl RoundDriver {
             NetworkEvent::Message { topic, source, data, reference } => {
                 let verdict = match topic.as_str() {
                     gossip::ATTESTATIONS => self.on_attestation(st, &data, source).await,
-                    gossip::INVOICES => self.on_invoice(&data, source),
+                    gossip::INVOICES => self.on_invoice(&data, source).await,
                     gossip::HEARTBEATS => self.on_heartbeat(st, &data, source),
                     gossip::DELIVERIES => self.on_delivery_ack(&data, source),
                     _ => Verdict::Ignore,
@@ -72,13 +72,37 @@ impl RoundDriver {
         }
     }
 
-    fn on_invoice(&self, data: &[u8], source: PeerId) -> Verdict {
-        match InvoiceAnnouncement::validate(data, &self.merchants) {
+    /// An invoice another operator announces: stored (off the loop) when its id commits to its
+    /// terms. An altered or invented one is invalid in itself: counted, scored against its
+    /// author and rejected. Another copy of an invoice this node holds is kept out.
+    async fn on_invoice(&self, data: &[u8], source: PeerId) -> Verdict {
+        match InvoiceAnnouncement::validate(data, &self.invoice_scope()) {
             Ok(inv) => {
-                if let Err(e) = self.store.put_invoice(&inv) {
-                    error!(invoice_id = %inv.id, error = %e, "cannot store replicated invoice");
-                }
+                let store = self.store.clone();
+                tokio::task::spawn_blocking(move || match store.invoice(inv.id) {
+                    Ok(Some(known)) if known != inv => {
+                        metrics::counter!("invoice_conflicts_total", "reason" => "other_copy").increment(1);
+                        warn!(invoice_id = %inv.id, "another copy of a known invoice announced; the first one is kept");
+                    }
+                    Ok(Some(_)) => {}
+                    _ => {
+                        if let Err(e) = store.put_invoice(&inv) {
+                            error!(invoice_id = %inv.id, error = %e, "cannot store replicated invoice");
+                        }
+                    }
+                });
                 Verdict::Accept
+            }
+            Err(e @ GossipRejection::InvoiceIdMismatch(_)) => {
+                metrics::counter!("invoice_conflicts_total", "reason" => e.reason()).increment(1);
+                warn!(peer = %source, error = %e, "altered or invented invoice rejected");
+                self.net.penalize(source).await;
+                Verdict::Reject
+            }
+            Err(e @ GossipRejection::BadInvoice(_)) => {
+                // Depends on this node's merchant configuration, which may lag another's.
+                warn!(peer = %source, error = %e, "invoice announcement ignored");
+                Verdict::Ignore
             }
             Err(e) => {
                 warn!(peer = %source, error = %e, "invoice announcement rejected");

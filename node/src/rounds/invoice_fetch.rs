@@ -5,7 +5,7 @@
 //! freezes the webhook events of its payments. The merchant then gets the full event
 //! (`invoice.paid` with the invoice) rather than a bare `payment.settled`.
 
-use crate::gossip::{SyncRequest, SyncResponse, check_invoice};
+use crate::gossip::{InvoiceScope, SyncRequest, SyncResponse, check_invoice};
 use crate::store::Store;
 use alloy::primitives::B256;
 use settleproof_config::MerchantConfig;
@@ -37,11 +37,11 @@ pub(super) async fn fetch_missing(
     net: &NetworkHandle,
     peers: &[PeerId],
     store: &Store,
-    merchants: &[MerchantConfig],
+    scope: &InvoiceScope,
     from: u64,
     to: u64,
 ) -> usize {
-    let wanted = missing(store, merchants, from, to);
+    let wanted = missing(store, &scope.merchants, from, to);
     if wanted.is_empty() {
         return 0;
     }
@@ -59,13 +59,17 @@ pub(super) async fn fetch_missing(
         };
         let Ok(resp) = serde_json::from_str::<SyncResponse>(&answer) else { continue };
         for inv in resp.invoices.into_iter().filter(|i| wanted.contains(&i.id)) {
-            match check_invoice(inv, merchants) {
+            match check_invoice(inv, scope) {
                 Ok(inv) => {
                     if matches!(store.put_invoice(&inv), Ok(true)) {
                         stored += 1;
                     }
                 }
-                Err(e) => warn!(%peer, error = %e, "invoice from peer rejected"),
+                Err(e) => {
+                    metrics::counter!("invoice_conflicts_total", "reason" => e.reason()).increment(1);
+                    warn!(%peer, error = %e, "invoice from peer rejected: it does not match its id or the merchant");
+                    net.penalize(peer).await;
+                }
             }
         }
     }

@@ -67,6 +67,7 @@ impl RoundDriver {
             store: self.store.clone(),
             ctx: self.receipt_context(),
             merchants: self.merchants.clone(),
+            scope: self.invoice_scope(),
             webhook_wake: self.webhook_wake.clone(),
             net: self.net.clone(),
             peers: self.other_peers(),
@@ -99,6 +100,7 @@ struct SettleTask {
     store: Store,
     ctx: ReceiptContext,
     merchants: Arc<Vec<MerchantConfig>>,
+    scope: crate::gossip::InvoiceScope,
     webhook_wake: Arc<Notify>,
     net: NetworkHandle,
     peers: Vec<PeerId>,
@@ -117,7 +119,7 @@ impl SettleTask {
             return Ok(None);
         }
         if let Some((from, to)) = self.ctx.schedule.range(batch.round) {
-            super::invoice_fetch::fetch_missing(&self.net, &self.peers, &self.store, &self.merchants, from, to).await;
+            super::invoice_fetch::fetch_missing(&self.net, &self.peers, &self.store, &self.scope, from, to).await;
         }
         let mut record = None;
         for attempt in 0..MAX_RESUBMISSIONS {

@@ -199,6 +199,15 @@ impl RoundDriver {
         ((self.set.me + n - submitter) % n) as u64
     }
 
+    /// What invoices from other operators are checked against.
+    fn invoice_scope(&self) -> gossip::InvoiceScope {
+        gossip::InvoiceScope {
+            merchants: self.merchants.clone(),
+            chain_id: self.chain.chain_id(),
+            payments: self.chain.payments_address(),
+        }
+    }
+
     fn receipt_context(&self) -> crate::receipt::ReceiptContext {
         crate::receipt::ReceiptContext {
             chain_id: self.chain.chain_id(),

@@ -48,10 +48,10 @@ impl RoundDriver {
         if super::invoice_fetch::missing(&self.store, &self.merchants, from, to).is_empty() {
             return;
         }
-        let (net, peers, store, merchants) =
-            (self.net.clone(), self.other_peers(), self.store.clone(), self.merchants.clone());
+        let (net, peers, store, scope) =
+            (self.net.clone(), self.other_peers(), self.store.clone(), self.invoice_scope());
         tokio::spawn(async move {
-            super::invoice_fetch::fetch_missing(&net, &peers, &store, &merchants, from, to).await;
+            super::invoice_fetch::fetch_missing(&net, &peers, &store, &scope, from, to).await;
         });
     }
 

@@ -4,6 +4,7 @@ use super::{EXPIRIES, INVOICES, MERCHANT_INVOICES, Store, StoreError, decode, en
 use alloy::primitives::{Address, B256, U256};
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
+use settleproof_consensus::{InvoiceTerms, metadata_hash};
 
 /// An invoice as created through the API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +27,31 @@ pub struct Invoice {
     pub metadata: Option<serde_json::Value>,
     /// Node that took the request.
     pub created_by: String,
+    /// Random creation nonce, part of what the id commits to.
+    #[serde(default)]
+    pub nonce: B256,
+}
+
+impl Invoice {
+    /// The terms the id commits to, on chain `chain_id` through `payments`.
+    pub fn terms(&self, chain_id: u64, payments: Address) -> InvoiceTerms {
+        InvoiceTerms {
+            chain_id,
+            payments_contract: payments,
+            merchant_id: self.merchant_id.clone(),
+            payout_address: self.payout_address,
+            token: self.token,
+            amount: self.amount,
+            expires_at: self.expires_at.unwrap_or(0),
+            nonce: self.nonce,
+            metadata_hash: metadata_hash(self.metadata.as_ref()),
+        }
+    }
+
+    /// Whether the id is the commitment to these terms.
+    pub fn id_matches(&self, chain_id: u64, payments: Address) -> bool {
+        self.terms(chain_id, payments).id() == self.id
+    }
 }
 
 impl Store {
@@ -144,6 +170,7 @@ mod tests {
             expires_at: None,
             metadata: Some(serde_json::json!({"order": 42})),
             created_by: "node-0".into(),
+            nonce: B256::ZERO,
         };
         assert!(store.put_invoice(&inv).expect("put"));
         assert!(!store.put_invoice(&Invoice { amount: U256::from(6), ..inv.clone() }).expect("put again"));
@@ -166,6 +193,7 @@ mod tests {
             expires_at: None,
             metadata: None,
             created_by: "n".into(),
+            nonce: B256::ZERO,
         };
         for i in 1..=5 {
             store.put_invoice(&make(i, "a")).expect("put");

@@ -49,8 +49,10 @@ pub fn settlement_events(
         let Some(merchant) = merchants.iter().find(|m| m.payout_address == p.merchant) else {
             continue;
         };
-        let (event_type, invoice) = match store.invoice(p.invoice_id)? {
-            Some(inv) if inv.merchant_id == merchant.id => {
+        let stored = store.invoice(p.invoice_id)?.filter(|inv| inv.merchant_id == merchant.id);
+        let terms = stored.as_ref().map(|inv| inv.terms(ctx.chain_id, ctx.payments));
+        let (event_type, invoice) = match stored {
+            Some(inv) => {
                 let mut view = invoice_view(store, &ctx.schedule, &inv, now_s)?;
                 for pv in view.payments.iter_mut().filter(|pv| pv.round == Some(settlement.round)) {
                     pv.settlement = Some(settled.clone());
@@ -70,7 +72,7 @@ pub fn settlement_events(
         let sequence = earlier.len() as u64 + 1;
         let previous = earlier.last().map(event_hash);
         let id = webhook_id(p.invoice_id, p.tx_hash, p.log_index);
-        let receipt = receipts.as_ref().and_then(|r| r.receipt(p));
+        let receipt = receipts.as_ref().and_then(|r| r.receipt(p, terms));
         let body = json!({
             "type": event_type,
             "timestamp": rfc3339(now_s),

@@ -131,7 +131,7 @@ pub async fn judge(ctl: &Control, payments: &[Payment], within: Duration) -> Ver
 /// Every check of a receipt, off chain and on chain; the failed ones.
 async fn receipt_failures(ctl: &Control, receipt: &Receipt) -> Vec<String> {
     let mut checks = receipt.verify_offchain();
-    checks.extend(settleproof_node::receipt::verify_onchain(&ctl.chain, receipt).await);
+    checks.extend(settleproof_node::receipt::verify_onchain(&ctl.chain, receipt, ctl.m.contracts.settlement).await);
     checks.iter().filter(|c| !c.ok).map(|c| format!("{} ({})", c.name, c.detail)).collect()
 }
 
