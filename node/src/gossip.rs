@@ -155,13 +155,20 @@ impl Attestation {
         chain_id: u64,
         settlement: Address,
     ) -> Result<(Self, BlsSignature), GossipRejection> {
+        let att = Self::decode(data, source, set)?;
+        let sig = att.verify(set, chain_id, settlement)?;
+        Ok((att, sig))
+    }
+
+    /// Decodes an attestation published by `source` and checks, without any pairing, that the
+    /// publisher is the signer it names.
+    pub fn decode(data: &[u8], source: &PeerId, set: &OperatorSet) -> Result<Self, GossipRejection> {
         let att: Self = serde_json::from_slice(data).map_err(|e| GossipRejection::Malformed(e.to_string()))?;
         let op = set.operators.get(att.signer).ok_or(GossipRejection::UnknownSigner(att.signer))?;
         if &op.peer_id != source {
             return Err(GossipRejection::WrongPublisher { publisher: source.to_string(), signer: att.signer });
         }
-        let sig = att.verify(set, chain_id, settlement)?;
-        Ok((att, sig))
+        Ok(att)
     }
 
     /// Checks the signature against the signer's registered key (for attestations relayed in a

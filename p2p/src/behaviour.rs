@@ -4,6 +4,7 @@
 use crate::P2pError;
 use libp2p::StreamProtocol;
 use libp2p::allow_block_list::{self, AllowedPeers};
+use libp2p::connection_limits::{self, ConnectionLimits};
 use libp2p::gossipsub::{
     self, MessageAuthenticity, MessageId, PeerScoreParams, PeerScoreThresholds, TopicScoreParams, ValidationMode,
 };
@@ -18,6 +19,10 @@ pub(crate) const SYNC_PROTOCOL: &str = "/settleproof/sync/1";
 
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
+    /// Caps pending and established connections, in all and per peer, before anything else.
+    pub(crate) limits: connection_limits::Behaviour,
+    /// Caps inbound connections from one IP address, before the handshake.
+    pub(crate) per_ip: crate::ip_limit::IpLimit,
     /// Refuses every connection from or to a peer outside the operator set (or blocked).
     pub(crate) allow: allow_block_list::Behaviour<AllowedPeers>,
     pub(crate) gossipsub: gossipsub::Behaviour,
@@ -25,7 +30,9 @@ pub(crate) struct Behaviour {
 }
 
 impl Behaviour {
-    pub(crate) fn new(key: &Keypair, topics: &[String]) -> Result<Self, P2pError> {
+    /// `operators` is the size of the set: the limits leave room for each of them to connect
+    /// twice (a redial racing an old connection), and little more.
+    pub(crate) fn new(key: &Keypair, topics: &[String], operators: usize) -> Result<Self, P2pError> {
         let config = gossipsub::ConfigBuilder::default()
             .heartbeat_interval(Duration::from_millis(500))
             .validation_mode(ValidationMode::Strict)
@@ -48,7 +55,17 @@ impl Behaviour {
             [(StreamProtocol::new(SYNC_PROTOCOL), ProtocolSupport::Full)],
             request_response::Config::default().with_request_timeout(Duration::from_secs(5)),
         );
-        Ok(Self { allow: allow_block_list::Behaviour::default(), gossipsub, sync })
+        let n = operators.max(1) as u32;
+        let limits = connection_limits::Behaviour::new(
+            ConnectionLimits::default()
+                .with_max_pending_incoming(Some(2 * n + 4))
+                .with_max_pending_outgoing(Some(2 * n + 4))
+                .with_max_established(Some(4 * n))
+                .with_max_established_per_peer(Some(2)),
+        );
+        // Operators on one host (a local testnet) share an address: room for all of them.
+        let per_ip = crate::ip_limit::IpLimit::new(2 * n as usize + 2);
+        Ok(Self { limits, per_ip, allow: allow_block_list::Behaviour::default(), gossipsub, sync })
     }
 }
 

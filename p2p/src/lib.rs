@@ -9,6 +9,7 @@
 
 mod behaviour;
 mod error;
+mod ip_limit;
 mod service;
 
 pub use error::P2pError;

@@ -95,6 +95,7 @@ enum Command {
     Unblock { peer: PeerId },
     Request { peer: PeerId, data: String, reply: oneshot::Sender<Result<String, P2pError>> },
     Respond { reference: RequestRef, data: String },
+    Scores { reply: oneshot::Sender<Vec<(PeerId, f64)>> },
 }
 
 /// A cheap, cloneable handle to the network task.
@@ -115,6 +116,7 @@ impl std::fmt::Debug for Command {
             Command::Unblock { peer } => write!(f, "Unblock({peer})"),
             Command::Request { peer, .. } => write!(f, "Request({peer})"),
             Command::Respond { .. } => write!(f, "Respond"),
+            Command::Scores { .. } => write!(f, "Scores"),
         }
     }
 }
@@ -164,6 +166,16 @@ impl NetworkHandle {
         let _ = self.commands.send(Command::Respond { reference, data }).await;
     }
 
+    /// The gossip score this node gives each connected operator (negative: its messages were
+    /// judged invalid, or it was penalised; below the graylist threshold it is not heard).
+    pub async fn scores(&self) -> Vec<(PeerId, f64)> {
+        let (reply, rx) = oneshot::channel();
+        if self.commands.send(Command::Scores { reply }).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
     /// Number of operators connected now.
     pub fn connected_peers(&self) -> usize {
         self.connected.load(Ordering::Relaxed)
@@ -206,7 +218,8 @@ fn build_swarm(config: &NetworkConfig) -> Result<Swarm<Behaviour>, P2pError> {
         .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
         .map_err(|e| P2pError::Start(format!("tcp transport: {e}")))?
         .with_behaviour(|key| {
-            Behaviour::new(key, &config.topics).map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+            Behaviour::new(key, &config.topics, config.peers.len() + 1)
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         })
         .map_err(|e| P2pError::Start(format!("behaviour: {e}")))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
@@ -302,6 +315,11 @@ impl Task {
             Command::Request { peer, data, reply } => {
                 let id = b.sync.send_request(&peer, data);
                 self.pending_requests.insert(id, reply);
+            }
+            Command::Scores { reply } => {
+                let scores =
+                    self.config.peers.iter().filter_map(|(p, _)| b.gossipsub.peer_score(p).map(|s| (*p, s))).collect();
+                let _ = reply.send(scores);
             }
             Command::Respond { reference, data } => {
                 if let Some(channel) = self.inbound.remove(&reference.0) {

@@ -30,10 +30,13 @@ fn peer_of(body: &[u8]) -> Result<PeerId, ApiError> {
 pub(super) async fn peers(State(state): State<ApiState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers)?;
     let net = net_of(&state)?;
+    let scores: serde_json::Map<String, Value> =
+        net.scores().await.into_iter().map(|(p, s)| (p.to_string(), json!(s))).collect();
     Ok(Json(json!({
         "local_peer_id": net.local_peer_id().to_string(),
         "connected": net.connected_peers(),
         "operators": state.operators,
+        "scores": scores,
     })))
 }
 

@@ -12,6 +12,12 @@ impl RoundDriver {
     pub(super) async fn on_network(&self, st: &mut State, ev: NetworkEvent) {
         match ev {
             NetworkEvent::Message { topic, source, data, reference } => {
+                // A budget per author (the operator whose key signed it), not per forwarder.
+                if st.limiter.take(&source.to_string(), std::time::Instant::now()).is_err() {
+                    metrics::counter!("gossip_rate_limited_total", "topic" => topic.clone()).increment(1);
+                    self.net.report(reference, Verdict::Ignore).await;
+                    return;
+                }
                 let verdict = match topic.as_str() {
                     gossip::ATTESTATIONS => self.on_attestation(st, &data, source).await,
                     gossip::INVOICES => self.on_invoice(&data, source).await,
@@ -33,23 +39,57 @@ impl RoundDriver {
         }
     }
 
+    /// An attestation on gossip. `Reject` (which costs the forwarder score) only for what is
+    /// invalid in itself: malformed, a publisher that is not the signer, a bad signature. What
+    /// depends on this node's state (the round's window, a round settled here, an equivocation
+    /// that only the first signature held here reveals) is `Ignore`d, so honest nodes that
+    /// forwarded it keep their score; an equivocator is penalised directly, as the author.
     async fn on_attestation(&self, st: &mut State, data: &[u8], source: PeerId) -> Verdict {
         let (chain_id, settlement) = (self.chain.chain_id(), self.chain.settlement_address());
-        match Attestation::validate(data, &source, &self.set, chain_id, settlement) {
-            Ok((att, sig)) => {
-                if self.count(st, &att, sig) {
-                    Verdict::Accept
-                } else {
-                    self.net.penalize(source).await;
-                    Verdict::Reject
-                }
-            }
-            Err(e) => {
-                warn!(peer = %source, error = %e, "attestation rejected");
-                metrics::counter!("attestations_rejected_total", "reason" => e.reason()).increment(1);
-                Verdict::Reject
-            }
+        let att = match Attestation::decode(data, &source, &self.set) {
+            Ok(att) => att,
+            Err(e) => return self.rejected(&source, &e),
+        };
+        let round = att.batch.round;
+        let too_old = round.saturating_add(super::ROUND_WINDOW) < st.next_round && !st.pending.contains(&round);
+        if round > st.next_round.saturating_add(super::ROUND_WINDOW) || too_old {
+            metrics::counter!("attestations_ignored_total", "reason" => "outside_window").increment(1);
+            return Verdict::Ignore;
         }
+        if matches!(self.store.settlement(round), Ok(Some(_))) {
+            return Verdict::Ignore;
+        }
+        let key = (att.signer, att.batch, att.signature.clone());
+        let sig = if st.verified.contains(&key) {
+            match BlsSignature::from_bytes(&att.signature) {
+                Ok(sig) => sig,
+                Err(_) => return Verdict::Ignore,
+            }
+        } else {
+            metrics::counter!("attestation_verifications_total").increment(1);
+            match att.verify(&self.set, chain_id, settlement) {
+                Ok(sig) => {
+                    if st.verified.len() >= super::MAX_VERIFIED {
+                        st.verified.clear();
+                    }
+                    st.verified.insert(key);
+                    sig
+                }
+                Err(e) => return self.rejected(&source, &e),
+            }
+        };
+        if self.count(st, &att, sig) {
+            Verdict::Accept
+        } else {
+            self.net.penalize(source).await;
+            Verdict::Ignore
+        }
+    }
+
+    fn rejected(&self, source: &PeerId, e: &GossipRejection) -> Verdict {
+        warn!(peer = %source, error = %e, "attestation rejected");
+        metrics::counter!("attestations_rejected_total", "reason" => e.reason()).increment(1);
+        Verdict::Reject
     }
 
     /// Counts a verified attestation; returns false when it proves its signer equivocated.

@@ -83,7 +83,24 @@ struct State {
     can_pay: Arc<AtomicBool>,
     done_tx: mpsc::Sender<(u64, bool)>,
     sync_tx: mpsc::Sender<Vec<gossip::Attestation>>,
+    /// Attestations whose signature verified: (signer, batch, signature). A repeat costs no
+    /// pairing. Cleared per round when the round settles.
+    verified: HashSet<(usize, settleproof_consensus::Batch, alloy::primitives::Bytes)>,
+    /// Gossip messages each operator may have handled per second, in bursts.
+    limiter: crate::api::RateLimiter,
+    /// First round not yet closed here, for the window of rounds gossip may name.
+    next_round: u64,
 }
+
+/// Rounds ahead of the first open one that gossip may name; farther ones are dropped unread.
+pub(crate) const ROUND_WINDOW: u64 = 256;
+/// Most verified attestations remembered (an equivocator can sign without end): past it the
+/// cache starts again.
+pub(crate) const MAX_VERIFIED: usize = 65_536;
+/// Gossip messages per second one operator may have handled, and the burst.
+pub(crate) const PEER_MESSAGES_PER_S: f64 = 200.0;
+/// The burst.
+pub(crate) const PEER_MESSAGE_BURST: f64 = 2000.0;
 
 impl RoundDriver {
     /// Runs until `shutdown` turns true.
@@ -106,6 +123,9 @@ impl RoundDriver {
             can_pay,
             done_tx,
             sync_tx,
+            verified: HashSet::new(),
+            limiter: crate::api::RateLimiter::new(PEER_MESSAGES_PER_S, PEER_MESSAGE_BURST),
+            next_round: self.store.next_round().unwrap_or(0),
         };
         if let Err(e) = self.restore(&mut st) {
             error!(error = %e, "cannot restore round state");
@@ -183,6 +203,7 @@ impl RoundDriver {
             st.pending.remove(&round);
             st.quorum_at.remove(&round);
             st.pool.remove_round(round);
+            st.verified.retain(|(_, b, _)| b.round != round);
             debug!(round, "round settled");
         }
     }

@@ -39,6 +39,7 @@ impl RoundDriver {
         if round != first {
             self.store.set_next_round(round)?;
         }
+        st.next_round = round;
         Ok(())
     }
 

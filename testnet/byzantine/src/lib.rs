@@ -1,0 +1,172 @@
+//! A Byzantine operator, for tests and drills only. It joins the network with a real operator's
+//! keys (the configured peer id, BLS key and EVM account), so every honest node lets it connect
+//! and hears it, and then does on purpose what the fault model allows one of f operators to do:
+//!
+//! - [`ByzantineOperator::announce`] any invoice: altered terms under a real id, or a ghost;
+//! - [`ByzantineOperator::answer_fetches_with`]: hand those to nodes that ask for invoices;
+//! - [`ByzantineOperator::forge_ack`]: claim it delivered events, also before they exist;
+//! - [`ByzantineOperator::attest`]: sign any batch, so two different ones for a round
+//!   (equivocation);
+//! - [`ByzantineOperator::flood`]: re-send one valid attestation many times, each a new gossip
+//!   message that costs a receiver a pairing unless it caches verified signatures;
+//! - withhold: it signs nothing unless told to.
+//!
+//! Settling through a wrapping contract needs no operator: any account can do it (see the
+//! `Relay` contract).
+
+use alloy::primitives::{Address, B256, Bytes};
+use settleproof_config::NodeConfig;
+use settleproof_consensus::Batch;
+use settleproof_node::gossip::{self, Attestation, DeliveryAck, InvoiceAnnouncement, SyncRequest, SyncResponse};
+use settleproof_node::keys::OperatorKeys;
+use settleproof_node::store::Invoice;
+use settleproof_p2p::{NetworkConfig, NetworkEvent, NetworkHandle, PeerId, parse_multiaddr};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Why the Byzantine operator could not start or act.
+#[derive(Debug, thiserror::Error)]
+pub enum ByzantineError {
+    /// Its keys could not be read.
+    #[error("keys: {0}")]
+    Keys(String),
+    /// The configuration names something unusable.
+    #[error("config: {0}")]
+    Config(String),
+    /// The network failed.
+    #[error("p2p: {0}")]
+    P2p(#[from] settleproof_p2p::P2pError),
+}
+
+/// The Byzantine operator.
+#[derive(Debug, Clone)]
+pub struct ByzantineOperator {
+    net: NetworkHandle,
+    keys: Arc<OperatorKeys>,
+    /// Its index in the operator set.
+    pub index: usize,
+    /// Its operator name.
+    pub name: String,
+    chain_id: u64,
+    settlement: Address,
+    /// Invoice copies handed to nodes that ask for invoices.
+    answers: Arc<Mutex<HashMap<B256, Invoice>>>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl ByzantineOperator {
+    /// Joins the network as the operator `cfg` configures (its node must not be running): same
+    /// keys, same listen address, same peers.
+    pub async fn start(cfg: &NodeConfig) -> Result<Self, ByzantineError> {
+        let keys = OperatorKeys::load(&cfg.node.keys_dir).map_err(|e| ByzantineError::Keys(e.to_string()))?;
+        let index = cfg
+            .network
+            .operators
+            .iter()
+            .position(|o| o.name == cfg.node.name)
+            .ok_or_else(|| ByzantineError::Config(format!("`{}` is not in network.operators", cfg.node.name)))?;
+        let mut peers = Vec::new();
+        for o in cfg.network.operators.iter().filter(|o| o.name != cfg.node.name) {
+            let peer: PeerId = o.peer_id.parse().map_err(|e| ByzantineError::Config(format!("peer id: {e}")))?;
+            peers.push((peer, parse_multiaddr(&o.p2p_addr)?));
+        }
+        let (net, events) = settleproof_p2p::spawn(NetworkConfig {
+            keypair: keys.libp2p.clone(),
+            listen: parse_multiaddr(&cfg.p2p.listen)?,
+            peers,
+            topics: gossip::topics(),
+            redial_interval: Duration::from_secs(1),
+        })?;
+        let me = Self {
+            net,
+            keys: Arc::new(keys),
+            index,
+            name: cfg.node.name.clone(),
+            chain_id: cfg.chain.chain_id,
+            settlement: cfg.chain.settlement_contract,
+            answers: Arc::default(),
+        };
+        tokio::spawn(me.clone().serve(events));
+        Ok(me)
+    }
+
+    /// Operators connected to it now.
+    pub fn connected(&self) -> usize {
+        self.net.connected_peers()
+    }
+
+    /// Answers requests (with its own invoice copies, never an attestation) and takes no part in
+    /// anything else.
+    async fn serve(self, mut events: tokio::sync::mpsc::Receiver<NetworkEvent>) {
+        while let Some(ev) = events.recv().await {
+            match ev {
+                NetworkEvent::Request { data, reference, .. } => {
+                    let asked: Vec<B256> =
+                        serde_json::from_str::<SyncRequest>(&data).map(|r| r.invoices).unwrap_or_default();
+                    let invoices = self
+                        .answers
+                        .lock()
+                        .map(|a| asked.iter().filter_map(|id| a.get(id).cloned()).collect())
+                        .unwrap_or_default();
+                    let answer = SyncResponse { attestations: Vec::new(), invoices };
+                    self.net.respond(reference, serde_json::to_string(&answer).unwrap_or_default()).await;
+                }
+                NetworkEvent::Message { reference, .. } => {
+                    // Forwards nothing.
+                    self.net.report(reference, settleproof_p2p::Verdict::Ignore).await;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Publishes `invoice` as if it had been created here (altered, invented, or in another's
+    /// name). Returns whether gossip took it.
+    pub async fn announce(&self, invoice: Invoice) -> bool {
+        let ann = InvoiceAnnouncement { invoice, sent_at_ms: now_ms() };
+        self.net.publish(gossip::INVOICES, serde_json::to_vec(&ann).unwrap_or_default()).await.is_ok()
+    }
+
+    /// Hands `invoice` to every node that asks for its id.
+    pub fn answer_fetches_with(&self, invoice: Invoice) {
+        if let Ok(mut a) = self.answers.lock() {
+            a.insert(invoice.id, invoice);
+        }
+    }
+
+    /// Claims it delivered event `webhook_id`.
+    pub async fn forge_ack(&self, webhook_id: &str) -> bool {
+        let ack = DeliveryAck { webhook_id: webhook_id.to_string(), delivered_at_ms: now_ms() };
+        self.net.publish(gossip::DELIVERIES, serde_json::to_vec(&ack).unwrap_or_default()).await.is_ok()
+    }
+
+    /// Signs `batch` with its real BLS key and publishes the attestation.
+    pub async fn attest(&self, batch: Batch) -> bool {
+        let att = self.attestation(batch);
+        self.net.publish(gossip::ATTESTATIONS, serde_json::to_vec(&att).unwrap_or_default()).await.is_ok()
+    }
+
+    /// Publishes the same signature over `batch` `count` times, each a new gossip message;
+    /// returns how many went out.
+    pub async fn flood(&self, batch: Batch, count: usize) -> usize {
+        let mut att = self.attestation(batch);
+        let mut sent = 0;
+        for k in 0..count {
+            att.sent_at_ms = now_ms().wrapping_add(k as u64);
+            if self.net.publish(gossip::ATTESTATIONS, serde_json::to_vec(&att).unwrap_or_default()).await.is_ok() {
+                sent += 1;
+            }
+        }
+        sent
+    }
+
+    fn attestation(&self, batch: Batch) -> Attestation {
+        let message = batch.message(self.chain_id, self.settlement);
+        let signature = Bytes::from(self.keys.bls.sign(message.as_slice()).to_bytes().to_vec());
+        Attestation { batch, signer: self.index, signature, sent_at_ms: now_ms() }
+    }
+}
