@@ -130,6 +130,37 @@ pub enum GossipRejection {
     InvoiceIdMismatch(B256),
 }
 
+/// What became of a gossiped attestation, for the verdict gossip gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttestationFate {
+    /// Invalid in itself: malformed, not published by its signer, or a bad signature.
+    Invalid(GossipRejection),
+    /// Names a round outside the window this node considers.
+    OutsideWindow,
+    /// Its round is settled here already.
+    Settled,
+    /// Together with the signature held here for the round, it proves its signer equivocated.
+    Equivocation,
+    /// Counted (or a repeat of one counted).
+    Counted,
+}
+
+impl AttestationFate {
+    /// The verdict for gossip and whether to penalise the author (the signer, never the
+    /// forwarder). `Reject` costs the peer that forwarded the message its score (gossipsub P4),
+    /// so it is kept for what any honest node would find invalid too; whatever depends on this
+    /// node's state is `Ignore`d.
+    pub fn verdict(&self) -> (settleproof_p2p::Verdict, bool) {
+        use settleproof_p2p::Verdict;
+        match self {
+            Self::Invalid(_) => (Verdict::Reject, false),
+            Self::OutsideWindow | Self::Settled => (Verdict::Ignore, false),
+            Self::Equivocation => (Verdict::Ignore, true),
+            Self::Counted => (Verdict::Accept, false),
+        }
+    }
+}
+
 impl GossipRejection {
     /// Label of the `attestations_rejected_total{reason}` metric.
     pub fn reason(&self) -> &'static str {
@@ -235,4 +266,27 @@ pub fn check_invoice(inv: Invoice, scope: &InvoiceScope) -> Result<Invoice, Goss
         return Err(GossipRejection::BadInvoice("payout address is not the merchant's".into()));
     }
     Ok(inv)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use settleproof_p2p::Verdict;
+
+    #[test]
+    fn only_what_is_invalid_in_itself_costs_the_forwarder() {
+        let table = [
+            (AttestationFate::Invalid(GossipRejection::BadSignature("x".into())), Verdict::Reject, false),
+            (AttestationFate::Invalid(GossipRejection::Malformed("x".into())), Verdict::Reject, false),
+            (AttestationFate::OutsideWindow, Verdict::Ignore, false),
+            (AttestationFate::Settled, Verdict::Ignore, false),
+            // Another node that saw the other batch first forwards this one in good faith: its
+            // score must not pay for the equivocator, who is penalised as the author.
+            (AttestationFate::Equivocation, Verdict::Ignore, true),
+            (AttestationFate::Counted, Verdict::Accept, false),
+        ];
+        for (fate, verdict, penalize) in table {
+            assert_eq!(fate.verdict(), (verdict, penalize), "{fate:?}");
+        }
+    }
 }

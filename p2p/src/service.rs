@@ -98,6 +98,9 @@ enum Command {
     Scores { reply: oneshot::Sender<Vec<(PeerId, f64)>> },
 }
 
+/// The application score of a peer proven to misbehave.
+const PENALTY: f64 = -10_000.0;
+
 /// A cheap, cloneable handle to the network task.
 #[derive(Debug, Clone)]
 pub struct NetworkHandle {
@@ -297,7 +300,9 @@ impl Task {
                 b.gossipsub.report_message_validation_result(&reference.id, &reference.propagated_by, acceptance);
             }
             Command::Penalize { peer } => {
-                b.gossipsub.set_application_score(&peer, -1000.0);
+                // Below anything good behaviour can earn (the topic score is capped at 3600), so
+                // the peer ends under the graylist threshold and is not heard.
+                b.gossipsub.set_application_score(&peer, PENALTY);
                 warn!(%peer, "peer penalised in gossip scoring");
             }
             Command::Block { peer } => {

@@ -1,6 +1,7 @@
 //! End-to-end tests: a real anvil chain, the real contracts, real nodes on real sockets, and a
 //! real HTTP webhook receiver.
 
+mod byzantine;
 mod contracts;
 mod drills;
 mod keeper;

@@ -2,7 +2,9 @@
 //! forwarded), catch-up requests and their answers.
 
 use super::{RoundDriver, State};
-use crate::gossip::{self, Attestation, GossipRejection, Heartbeat, InvoiceAnnouncement, SyncRequest, SyncResponse};
+use crate::gossip::{
+    self, Attestation, AttestationFate, GossipRejection, Heartbeat, InvoiceAnnouncement, SyncRequest, SyncResponse,
+};
 use crate::time::now_ms;
 use settleproof_consensus::{BlsSignature, InsertOutcome};
 use settleproof_p2p::{NetworkEvent, PeerId, RequestRef, Verdict};
@@ -45,25 +47,38 @@ impl RoundDriver {
     /// that only the first signature held here reveals) is `Ignore`d, so honest nodes that
     /// forwarded it keep their score; an equivocator is penalised directly, as the author.
     async fn on_attestation(&self, st: &mut State, data: &[u8], source: PeerId) -> Verdict {
+        let fate = self.judge_attestation(st, data, source);
+        if let AttestationFate::Invalid(e) = &fate {
+            warn!(peer = %source, error = %e, "attestation rejected");
+            metrics::counter!("attestations_rejected_total", "reason" => e.reason()).increment(1);
+        }
+        let (verdict, penalize) = fate.verdict();
+        if penalize {
+            self.net.penalize(source).await;
+        }
+        verdict
+    }
+
+    fn judge_attestation(&self, st: &mut State, data: &[u8], source: PeerId) -> AttestationFate {
         let (chain_id, settlement) = (self.chain.chain_id(), self.chain.settlement_address());
         let att = match Attestation::decode(data, &source, &self.set) {
             Ok(att) => att,
-            Err(e) => return self.rejected(&source, &e),
+            Err(e) => return AttestationFate::Invalid(e),
         };
         let round = att.batch.round;
         let too_old = round.saturating_add(super::ROUND_WINDOW) < st.next_round && !st.pending.contains(&round);
         if round > st.next_round.saturating_add(super::ROUND_WINDOW) || too_old {
             metrics::counter!("attestations_ignored_total", "reason" => "outside_window").increment(1);
-            return Verdict::Ignore;
+            return AttestationFate::OutsideWindow;
         }
         if matches!(self.store.settlement(round), Ok(Some(_))) {
-            return Verdict::Ignore;
+            return AttestationFate::Settled;
         }
         let key = (att.signer, att.batch, att.signature.clone());
         let sig = if st.verified.contains(&key) {
             match BlsSignature::from_bytes(&att.signature) {
                 Ok(sig) => sig,
-                Err(_) => return Verdict::Ignore,
+                Err(e) => return AttestationFate::Invalid(GossipRejection::BadSignature(e.to_string())),
             }
         } else {
             metrics::counter!("attestation_verifications_total").increment(1);
@@ -75,21 +90,10 @@ impl RoundDriver {
                     st.verified.insert(key);
                     sig
                 }
-                Err(e) => return self.rejected(&source, &e),
+                Err(e) => return AttestationFate::Invalid(e),
             }
         };
-        if self.count(st, &att, sig) {
-            Verdict::Accept
-        } else {
-            self.net.penalize(source).await;
-            Verdict::Ignore
-        }
-    }
-
-    fn rejected(&self, source: &PeerId, e: &GossipRejection) -> Verdict {
-        warn!(peer = %source, error = %e, "attestation rejected");
-        metrics::counter!("attestations_rejected_total", "reason" => e.reason()).increment(1);
-        Verdict::Reject
+        if self.count(st, &att, sig) { AttestationFate::Counted } else { AttestationFate::Equivocation }
     }
 
     /// Counts a verified attestation; returns false when it proves its signer equivocated.
@@ -116,7 +120,15 @@ impl RoundDriver {
     /// terms. An altered or invented one is invalid in itself: counted, scored against its
     /// author and rejected. Another copy of an invoice this node holds is kept out.
     async fn on_invoice(&self, data: &[u8], source: PeerId) -> Verdict {
+        let author = self.set.index_of_peer(&source).map(|i| self.set.operators[i].name.as_str());
         match InvoiceAnnouncement::validate(data, &self.invoice_scope()) {
+            // An operator announces the invoices it created, in its own name only.
+            Ok(inv) if Some(inv.created_by.as_str()) != author => {
+                metrics::counter!("invoice_conflicts_total", "reason" => "foreign_creator").increment(1);
+                warn!(peer = %source, invoice_id = %inv.id, created_by = %inv.created_by, "invoice announced in another operator's name rejected");
+                self.net.penalize(source).await;
+                Verdict::Reject
+            }
             Ok(inv) => {
                 let store = self.store.clone();
                 tokio::task::spawn_blocking(move || match store.invoice(inv.id) {

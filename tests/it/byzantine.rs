@@ -1,0 +1,249 @@
+//! One operator of four is Byzantine: its node is replaced by [`ByzantineOperator`], which
+//! holds that operator's real keys, so the others let it in and hear it. Each test injects one
+//! attack and checks that the guarantee holds for the honest nodes and the merchant.
+
+use crate::harness::{Options, Testnet};
+use alloy::network::TransactionBuilder;
+use alloy::primitives::{Address, B256, Bytes, U256};
+use alloy::providers::Provider;
+use alloy::rpc::types::TransactionRequest;
+use alloy::sol_types::SolEvent;
+use eyre::{Result, eyre};
+use serde_json::{Value, json};
+use settleproof_byzantine::ByzantineOperator;
+use settleproof_consensus::Batch;
+use settleproof_contracts::InvoicePayments;
+use settleproof_node::store::Invoice;
+use std::time::Duration;
+
+const WEI: &str = "1000000000000000";
+/// The Byzantine operator's index.
+const BAD: usize = 3;
+
+/// A testnet of process nodes whose operator [`BAD`] is replaced by a Byzantine one.
+async fn with_byzantine(opts: Options) -> Result<(Testnet, ByzantineOperator)> {
+    let mut net = Testnet::start_with(Options { processes: true, ..opts }).await?;
+    net.kill9(BAD)?;
+    let bad = ByzantineOperator::start(&net.devnet.nodes[BAD].1).await?;
+    net.eventually("the Byzantine operator connected", Duration::from_secs(30), || async {
+        (bad.connected() >= 3).then_some(())
+    })
+    .await?;
+    Ok((net, bad))
+}
+
+async fn admin(net: &Testnet, i: usize, path: &str, body: Value) -> Result<Value> {
+    let r = net
+        .http
+        .post(format!("{}/admin/v1/{path}", net.api(i)))
+        .bearer_auth(net.devnet.admin_token.expose())
+        .json(&body)
+        .send()
+        .await?;
+    Ok(r.json().await.unwrap_or(Value::Null))
+}
+
+fn peer_id(net: &Testnet, i: usize) -> String {
+    net.devnet.nodes[0].1.network.operators[i].peer_id.clone()
+}
+
+/// The invoice stored behind `created` (the API's answer), as every node holds it.
+fn invoice_of(net: &Testnet, created: &Value) -> Result<Invoice> {
+    let id: B256 = created["id"].as_str().ok_or_else(|| eyre!("id"))?.parse()?;
+    let m = &net.devnet.merchant;
+    Ok(Invoice {
+        id,
+        merchant_id: m.id.clone(),
+        payout_address: m.payout_address,
+        amount: U256::from_str_radix(created["amount"].as_str().ok_or_else(|| eyre!("amount"))?, 10)?,
+        token: Address::ZERO,
+        created_at: 0,
+        expires_at: created["expires_at"].as_u64(),
+        metadata: None,
+        created_by: "node-0".into(),
+        nonce: B256::ZERO,
+    })
+}
+
+/// Pays `value` wei to invoice `id` through the payment contract; returns (tx, log index).
+async fn pay_wei(net: &Testnet, created: &Value, value: u64) -> Result<(B256, u64)> {
+    let tx = &created["payment_instructions"]["transactions"][0];
+    let to: Address = tx["to"].as_str().ok_or_else(|| eyre!("to"))?.parse()?;
+    let data: Bytes = tx["data"].as_str().ok_or_else(|| eyre!("data"))?.parse()?;
+    let req = TransactionRequest::default().with_to(to).with_value(U256::from(value)).with_input(data);
+    let receipt = net.payer()?.send_transaction(req).await?.get_receipt().await?;
+    let log = receipt
+        .inner
+        .logs()
+        .iter()
+        .find(|l| l.topic0() == Some(&InvoicePayments::InvoicePaid::SIGNATURE_HASH))
+        .ok_or_else(|| eyre!("no InvoicePaid log"))?;
+    Ok((receipt.transaction_hash, log.log_index.ok_or_else(|| eyre!("log index"))?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_altered_invoice_is_refused_and_the_merchant_hears_the_true_terms() -> Result<()> {
+    let (net, bad) = with_byzantine(Options::default()).await?;
+    // Node 2 is cut off from the honest nodes, so it never hears the real invoice from them.
+    for other in [0, 1] {
+        admin(&net, 2, "peers/block", json!({"peer_id": peer_id(&net, other)})).await?;
+        admin(&net, other, "peers/block", json!({"peer_id": peer_id(&net, 2)})).await?;
+    }
+    let (status, created) = net.create_invoice(0, json!({"amount": WEI, "token": "native"})).await?;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().ok_or_else(|| eyre!("id"))?.to_string();
+    // The Byzantine operator tells node 2 (announcing, and when asked) that the invoice asks
+    // for 1 wei.
+    let altered = Invoice { amount: U256::from(1), ..invoice_of(&net, &created)? };
+    bad.answer_fetches_with(altered.clone());
+    for _ in 0..5 {
+        bad.announce(altered.clone()).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    net.eventually("node 2 refused the altered copy", Duration::from_secs(15), || async {
+        (net.metric(2, "invoice_conflicts_total").await >= 1.0).then_some(())
+    })
+    .await?;
+    let (status, _) = net.get_invoice(2, &id).await?;
+    assert_eq!(status, 404, "node 2 stored no copy of the invoice");
+
+    // Healed, the payer pays 1 wei: every node finds the invoice underpaid.
+    for other in [0, 1] {
+        admin(&net, 2, "peers/unblock", json!({"peer_id": peer_id(&net, other)})).await?;
+        admin(&net, other, "peers/unblock", json!({"peer_id": peer_id(&net, 2)})).await?;
+    }
+    pay_wei(&net, &created, 1).await?;
+    let body = net.webhook_for(&id, Duration::from_secs(60)).await?;
+    assert_eq!(body["type"], "invoice.underpaid", "{body}");
+    assert_eq!(body["data"]["receipt"]["invoice"]["amount"], json!(format!("{:#x}", U256::from_str_radix(WEI, 10)?)));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    for r in net.receiver.snapshot().iter().filter(|r| r.body["data"]["invoice"]["id"] == id.as_str()) {
+        assert_eq!(r.body["type"], "invoice.underpaid", "no node announced the invoice paid: {}", r.body);
+    }
+    let (_, v) = net.get_invoice(2, &id).await?;
+    assert_eq!(v["amount"], WEI, "node 2 holds the true terms: {v}");
+    net.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ghost_invoices_are_refused() -> Result<()> {
+    let (net, bad) = with_byzantine(Options::default()).await?;
+    let (_, created) = net.create_invoice(0, json!({"amount": WEI, "token": "native"})).await?;
+    let template = invoice_of(&net, &created)?;
+    // An invoice nobody created, whose id commits to nothing...
+    let unbound = Invoice { id: B256::repeat_byte(0x9d), amount: U256::from(1), ..template.clone() };
+    // ...and one with a sound id, passed off as node 0's.
+    let mut in_my_name = Invoice { amount: U256::from(1), nonce: B256::repeat_byte(0x9e), ..template };
+    in_my_name.id = in_my_name.terms(net.devnet.chain_id, net.devnet.deployment.payments).id();
+    for _ in 0..5 {
+        bad.announce(unbound.clone()).await;
+        bad.announce(in_my_name.clone()).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    net.eventually("both ghosts refused", Duration::from_secs(15), || async {
+        (net.metric(0, "invoice_conflicts_total").await >= 2.0).then_some(())
+    })
+    .await?;
+    for i in 0..3 {
+        for ghost in [&unbound, &in_my_name] {
+            let (status, _) = net.get_invoice(i, &ghost.id.to_string()).await?;
+            assert_eq!(status, 404, "node {i} does not hold ghost {}", ghost.id);
+        }
+    }
+    net.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forged_acknowledgements_sent_in_advance_do_not_silence_delivery() -> Result<()> {
+    let (net, bad) = with_byzantine(Options::default()).await?;
+    let (_, created) = net.create_invoice(0, json!({"amount": WEI, "token": "native"})).await?;
+    let id = created["id"].as_str().ok_or_else(|| eyre!("id"))?.to_string();
+    let (tx, log_index) = pay_wei(&net, &created, 1_000_000_000_000_000).await?;
+    // The webhook id follows from chain data: the Byzantine operator claims the delivery as
+    // soon as the payment is mined, long before any settlement, and keeps claiming it.
+    let webhook_id = settleproof_node::webhook::payload::webhook_id(id.parse()?, tx, log_index);
+    let claims = {
+        let (bad, webhook_id) = (bad.clone(), webhook_id.clone());
+        tokio::spawn(async move {
+            for _ in 0..200 {
+                bad.forge_ack(&webhook_id).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let body = net.webhook_for(&id, Duration::from_secs(60)).await?;
+    assert_eq!(body["data"]["webhook_id"], webhook_id.as_str());
+    claims.abort();
+    net.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_equivocator_is_penalised_and_its_honest_forwarders_keep_their_score() -> Result<()> {
+    let (net, bad) = with_byzantine(Options::default()).await?;
+    // Two different batches for each of many coming rounds, signed with the real key.
+    for r in 0..40u64 {
+        let round = 100 + r;
+        for root in [0x0a, 0x0b] {
+            let batch = Batch { round, from_block: 1000, to_block: 1001, root: B256::repeat_byte(root), leaf_count: 1 };
+            bad.attest(batch).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let bad_peer = peer_id(&net, BAD);
+    for i in 0..3 {
+        let peers = net
+            .http
+            .get(format!("{}/admin/v1/peers", net.api(i)))
+            .bearer_auth(net.devnet.admin_token.expose())
+            .send()
+            .await?
+            .json::<Value>()
+            .await?;
+        let scores = peers["scores"].as_object().ok_or_else(|| eyre!("no scores: {peers}"))?;
+        for (peer, score) in scores {
+            let score = score.as_f64().unwrap_or_default();
+            if *peer == bad_peer {
+                assert!(score < 0.0, "node {i}: the equivocator is penalised ({score})");
+            } else {
+                assert!(score >= 0.0, "node {i}: honest peer {peer} keeps its score ({score})");
+            }
+        }
+    }
+    // And settlement goes on among the honest three.
+    let (_, created) = net.create_invoice(1, json!({"amount": WEI, "token": "native"})).await?;
+    net.pay(&created).await?;
+    net.webhook_for(created["id"].as_str().unwrap_or_default(), Duration::from_secs(60)).await?;
+    net.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flood_of_valid_resends_costs_one_pairing_and_settlement_goes_on() -> Result<()> {
+    let (net, bad) = with_byzantine(Options::default()).await?;
+    let before: Vec<f64> = futures_join(&net, "attestation_verifications_total").await;
+    let batch = Batch { round: 90, from_block: 900, to_block: 901, root: B256::repeat_byte(0x0c), leaf_count: 1 };
+    let sent = bad.flood(batch, 3000).await;
+    assert!(sent > 1000, "the flood went out ({sent})");
+    let (_, created) = net.create_invoice(1, json!({"amount": WEI, "token": "native"})).await?;
+    net.pay(&created).await?;
+    net.webhook_for(created["id"].as_str().unwrap_or_default(), Duration::from_secs(60)).await?;
+    let after: Vec<f64> = futures_join(&net, "attestation_verifications_total").await;
+    for i in 0..3 {
+        let pairings = after[i] - before[i];
+        // The flood's one signature, plus the honest attestations of the rounds meanwhile.
+        assert!(pairings < 200.0, "node {i} verified {pairings} signatures for {sent} messages");
+    }
+    net.stop().await;
+    Ok(())
+}
+
+async fn futures_join(net: &Testnet, metric: &str) -> Vec<f64> {
+    let mut out = Vec::new();
+    for i in 0..3 {
+        out.push(net.metric(i, metric).await);
+    }
+    out
+}
