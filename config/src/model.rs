@@ -216,8 +216,13 @@ pub struct MerchantConfig {
     pub webhook_url: String,
     /// Standard Webhooks secret, `whsec_` + base64.
     pub webhook_secret: Secret,
-    /// Bearer token of the merchant's API calls.
-    pub api_token: Secret,
+    /// SHA-256 of the bearer token of the merchant's API calls (`settleproof hash-token`
+    /// prints it). The token itself stays with the merchant: no operator holds a credential it
+    /// could use at another operator's API.
+    pub api_token_sha256: alloy::primitives::B256,
+    /// The plain token is refused (kept here only to name the fix).
+    #[serde(default, skip_serializing)]
+    pub api_token: Option<Secret>,
 }
 
 /// Webhook delivery settings.

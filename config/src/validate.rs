@@ -189,8 +189,14 @@ fn merchants(cfg: &NodeConfig, v: &mut Problems) {
                 "must be `whsec_` followed by base64 of at least 24 bytes (see `settleproof keys webhook-secret`)",
             );
         }
-        if m.api_token.expose().len() < 16 || !tokens.insert(m.api_token.expose()) {
-            v.add(at("api_token"), "must be unique and at least 16 characters");
+        if m.api_token.is_some() {
+            v.add(
+                at("api_token"),
+                "the configuration holds only the token's hash: replace it with api_token_sha256 = \"0x...\" (`echo -n TOKEN | settleproof hash-token` prints it)",
+            );
+        }
+        if m.api_token_sha256.is_zero() || !tokens.insert(m.api_token_sha256) {
+            v.add(at("api_token_sha256"), "must be the unique SHA-256 of the merchant's API token");
         }
     }
 }
@@ -232,7 +238,11 @@ mod tests {
             ("name = \"node-0\"\ndata_dir", "name = \"ghost\"\ndata_dir", "node.name"),
             ("length_blocks = 5", "length_blocks = 0", "rounds.length_blocks"),
             ("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "secret", "merchants[0].webhook_secret"),
-            ("sk_test_demo_0123456789abcdef", "short", "merchants[0].api_token"),
+            (
+                "api_token_sha256 = \"0x",
+                "api_token = \"sk_test_plain_0123456789\"\napi_token_sha256 = \"0x",
+                "merchants[0].api_token",
+            ),
             ("\"http://127.0.0.1:9999/webhooks\"", "\"nope\"", "merchants[0].webhook_url"),
             ("bls_public_key = \"0xa4", "bls_public_key = \"0x", "network.operators[0].bls_public_key"),
             ("p2p_addr = \"/ip4", "p2p_addr = \"ip4", "network.operators[0].p2p_addr"),

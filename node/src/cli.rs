@@ -31,6 +31,9 @@ pub enum Command {
     /// Local development network.
     #[command(subcommand)]
     Devnet(DevnetCommand),
+    /// Print the SHA-256 of a merchant API token read from standard input (one line), for
+    /// `api_token_sha256` in `[[merchants]]`: operators hold the hash, never the token.
+    HashToken,
     /// Check a settlement receipt without trusting any node: Merkle proof, aggregate signature,
     /// and, over RPC, the signers' registered keys, the settled batch and the payment log.
     /// FILE holds a receipt, a webhook body carrying one, or `GET /v1/invoices/{id}/receipt`'s

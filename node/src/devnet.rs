@@ -65,6 +65,8 @@ pub struct Devnet {
     pub chain_id: u64,
     /// Bearer token of every node's admin API.
     pub admin_token: Secret,
+    /// The merchant's API token (the configs hold only its hash).
+    pub merchant_token: Secret,
 }
 
 /// Errors of devnet setup.
@@ -124,12 +126,15 @@ pub async fn init(spec: &DevnetSpec) -> Result<Devnet, DevnetError> {
             .map_err(|e| DevnetError::Rpc(e.to_string()))?;
     }
 
+    // The merchant's API token stays with the merchant (testnet.json); configs hold its hash.
+    let merchant_token = Secret::new(format!("sk_test_{}", random_hex(16)));
     let merchant = MerchantConfig {
         id: "demo".into(),
         payout_address: PrivateKeySigner::random().address(),
         webhook_url: spec.webhook_url.clone(),
         webhook_secret: Secret::new(generate_secret()),
-        api_token: Secret::new(format!("sk_test_{}", random_hex(16))),
+        api_token_sha256: crate::api::auth::token_hash(merchant_token.expose()),
+        api_token: None,
     };
     let admin_token = Secret::new(format!("admin_{}", random_hex(16)));
     let operators: Vec<OperatorConfig> = keys
@@ -208,7 +213,7 @@ pub async fn init(spec: &DevnetSpec) -> Result<Devnet, DevnetError> {
         write(&path, &text)?;
         nodes.push((path, cfg));
     }
-    let devnet = Devnet { nodes, deployment, merchant, chain_id, admin_token };
+    let devnet = Devnet { nodes, deployment, merchant, merchant_token, chain_id, admin_token };
     write(&spec.dir.join("testnet.json"), &manifest(spec, &devnet).to_string())?;
     Ok(devnet)
 }
@@ -244,7 +249,7 @@ fn manifest(spec: &DevnetSpec, d: &Devnet) -> serde_json::Value {
         "merchant": {
             "id": d.merchant.id,
             "payout_address": d.merchant.payout_address,
-            "api_key": d.merchant.api_token.expose(),
+            "api_key": d.merchant_token.expose(),
             "webhook_url": d.merchant.webhook_url,
             "webhook_secret": d.merchant.webhook_secret.expose(),
         },

@@ -63,6 +63,16 @@ async fn main() -> Result<()> {
         }
         Command::VerifyReceipt { file, rpc, settlement } => verify_receipt(&file, &rpc, settlement).await,
         Command::Store(cmd) => store_command(cmd).await,
+        Command::HashToken => {
+            let mut token = String::new();
+            std::io::stdin().read_line(&mut token).wrap_err("read the token from standard input")?;
+            let token = token.trim_end_matches(['\n', '\r']);
+            if token.len() < 16 {
+                bail!("the token is {} characters long: use at least 16 random characters", token.len());
+            }
+            println!("{}", settleproof_node::api::auth::token_hash(token));
+            Ok(())
+        }
         Command::DemoMerchant { listen, testnet, out } => {
             telemetry::init_logging(settleproof_config::LogFormat::Json, "info", None);
             let text = std::fs::read_to_string(&testnet).wrap_err_with(|| format!("read {}", testnet.display()))?;

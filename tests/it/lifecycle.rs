@@ -101,7 +101,7 @@ async fn partial_over_expired_late_and_wrong_token_payments() -> Result<()> {
     let (status, list) = net
         .http
         .get(format!("{}/v1/invoices?status=paid_late", net.api(0)))
-        .bearer_auth(net.devnet.merchant.api_token.expose())
+        .bearer_auth(net.devnet.merchant_token.expose())
         .send()
         .await
         .map(|r| (r.status().as_u16(), r))?;

@@ -91,7 +91,7 @@ async fn receipts_verify_alone_and_any_tampering_names_the_failing_check() -> Re
             let r = net
                 .http
                 .get(format!("{}/v1/invoices/{id}/receipt", net.api(2)))
-                .bearer_auth(net.devnet.merchant.api_token.expose())
+                .bearer_auth(net.devnet.merchant_token.expose())
                 .send()
                 .await
                 .ok()?;

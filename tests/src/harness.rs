@@ -364,7 +364,7 @@ impl Testnet {
         let resp = self
             .http
             .post(format!("{}/v1/invoices", self.api(i)))
-            .bearer_auth(self.devnet.merchant.api_token.expose())
+            .bearer_auth(self.devnet.merchant_token.expose())
             .json(&body)
             .send()
             .await?;
@@ -376,7 +376,7 @@ impl Testnet {
         let resp = self
             .http
             .get(format!("{}/v1/invoices/{id}", self.api(i)))
-            .bearer_auth(self.devnet.merchant.api_token.expose())
+            .bearer_auth(self.devnet.merchant_token.expose())
             .send()
             .await?;
         let status = resp.status().as_u16();

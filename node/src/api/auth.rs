@@ -18,10 +18,17 @@ fn authenticate<'a>(headers: &HeaderMap, merchants: &'a [MerchantConfig]) -> Res
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(ApiError::unauthorized)?;
+    let hash = token_hash(token);
     merchants
         .iter()
-        .find(|m| constant_time_eq(m.api_token.expose().as_bytes(), token.as_bytes()))
+        .find(|m| constant_time_eq(m.api_token_sha256.as_slice(), hash.as_slice()))
         .ok_or_else(ApiError::unauthorized)
+}
+
+/// The SHA-256 of a merchant API token, as `api_token_sha256` holds it.
+pub fn token_hash(token: &str) -> alloy::primitives::B256 {
+    use sha2::Digest;
+    alloy::primitives::B256::from_slice(&sha2::Sha256::digest(token.as_bytes()))
 }
 
 /// Compares without an early exit on the first differing byte.

@@ -3,7 +3,7 @@
 
 mod admin;
 mod admin_peers;
-mod auth;
+pub mod auth;
 mod error;
 mod health;
 mod invoices;

@@ -60,7 +60,7 @@ pub async fn run(net: &Testnet, rate: f64, seconds: u64) -> Result<Vec<EndpointR
     let count = (rate * seconds as f64) as usize;
     let client = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
     let base = net.api(0);
-    let token = net.devnet.merchant.api_token.expose().to_string();
+    let token = net.devnet.merchant_token.expose().to_string();
     let ids = Arc::new(Mutex::new(Vec::with_capacity(count)));
     let began = Instant::now();
     let (create_ms, create_err) = {

@@ -84,7 +84,7 @@ pub async fn run(net: &Testnet, rates: &[f64], seconds: u64, drain: Duration) ->
         for k in 0..count {
             let at = start + Duration::from_secs_f64(k as f64 / rate);
             let (payer, sent, api) = (payer.clone(), sent.clone(), api.clone());
-            let token = net.devnet.merchant.api_token.expose().to_string();
+            let token = net.devnet.merchant_token.expose().to_string();
             let http = net.http.clone();
             tasks.spawn(async move {
                 tokio::time::sleep_until(at).await;
