@@ -9,6 +9,7 @@ pub mod cli;
 pub mod demo_merchant;
 pub mod devnet;
 pub mod gossip;
+pub mod guard_floor;
 pub mod halt;
 pub mod invariants;
 pub mod invoice_view;

@@ -38,6 +38,9 @@ pub enum NodeError {
     /// Chain unreachable or wrong.
     #[error(transparent)]
     Chain(#[from] ChainError),
+    /// The signing guard could not be raised to what the chain shows signed.
+    #[error("cannot raise the signing guard to the chain: {0}")]
+    GuardFloor(#[from] crate::guard_floor::GuardFloorError),
     /// Network cannot start.
     #[error(transparent)]
     P2p(#[from] P2pError),
@@ -102,6 +105,9 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
     let chain = ChainClient::new(&cfg.chain, keys.evm.address())?;
     let sender = SettlementSender::new(&cfg.chain, keys.evm.clone(), chain.clone(), Some(halt.clone()))?;
     chain.check_chain_id().await?;
+    // Before anything is signed: a store restored from a backup must not have forgotten what
+    // the chain shows this node signed.
+    crate::guard_floor::raise_to_chain(&chain, &store, set.me, cfg.chain.start_block, cfg.chain.max_log_range).await?;
     let schedule = RoundSchedule::new(cfg.chain.start_block, cfg.rounds.length_blocks)
         .ok_or_else(|| NodeError::Config("rounds.length_blocks: must be at least 1".into()))?;
 

@@ -247,3 +247,75 @@ async fn futures_join(net: &Testnet, metric: &str) -> Vec<f64> {
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restored_backup_does_not_roll_back_the_signing_guard() -> Result<()> {
+    use crate::harness::settleproof_bin;
+    use settleproof_rpc_proxy::Fault;
+    let mut net = Testnet::start_with(Options { processes: true, providers: 3, ..Options::default() }).await?;
+    let node = 1usize;
+    let backup = net.dir.path().join("node-1-before.redb");
+    let out = std::process::Command::new(settleproof_bin()?)
+        .args(["store", "backup", "--config"])
+        .arg(&net.devnet.nodes[node].0)
+        .arg("--out")
+        .arg(&backup)
+        .output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Payments after the backup, until a round settles with node 1's signature.
+    let signed = loop {
+        let (_, created) = net.create_invoice(0, json!({"amount": WEI, "token": "native"})).await?;
+        net.pay(&created).await?;
+        net.webhook_for(created["id"].as_str().unwrap_or_default(), Duration::from_secs(60)).await?;
+        if let Some(e) = net.settlements().await?.into_iter().find(|e| e.signerBitmap.bit(node)) {
+            break e;
+        }
+    };
+    net.term(node, Duration::from_secs(10))?;
+    let out = std::process::Command::new(settleproof_bin()?)
+        .args(["store", "restore", "--config"])
+        .arg(&net.devnet.nodes[node].0)
+        .arg("--from")
+        .arg(&backup)
+        .output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Two of node 1's three providers now agree on an extra payment in that round: rebuilt from
+    // them, the round has another root.
+    let block = signed.fromBlock;
+    let hash =
+        net.provider()?.get_block_by_number(block.into()).await?.ok_or_else(|| eyre!("block {block}"))?.header.hash;
+    let event = InvoicePayments::InvoicePaid {
+        invoiceId: B256::repeat_byte(0xfa),
+        merchant: net.devnet.merchant.payout_address,
+        payer: net.anvil.keys[1].address(),
+        token: Address::ZERO,
+        amount: U256::from(5),
+    };
+    let data = event.encode_log_data();
+    let forged = json!({
+        "address": net.devnet.deployment.payments,
+        "topics": data.topics(),
+        "data": data.data,
+        "blockNumber": format!("{block:#x}"),
+        "blockHash": hash,
+        "transactionHash": B256::repeat_byte(0xfb),
+        "transactionIndex": "0x0",
+        "logIndex": "0x63",
+        "removed": false,
+    });
+    for p in 0..2 {
+        net.fault(node, p, Fault::ForgeLog { log: forged.clone() });
+    }
+    net.restart(node)?;
+    net.eventually("node 1 past the round again", Duration::from_secs(60), || async {
+        let cp = net.health(node).await?["checks"]["chain"]["checkpoint"].as_u64()?;
+        (cp > signed.toBlock + 4).then_some(())
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    net.term(node, Duration::from_secs(10))?;
+    let store = settleproof_node::store::Store::open(&net.devnet.nodes[node].1.node.data_dir.join("settleproof.redb"))?;
+    let guard = store.signed_batch(signed.round)?.ok_or_else(|| eyre!("no guard record for round {}", signed.round))?;
+    assert_eq!(guard.batch.root, signed.root, "the guard holds the root the chain shows node 1 signed");
+    Ok(())
+}

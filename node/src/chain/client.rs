@@ -235,6 +235,31 @@ impl ChainClient {
         }
     }
 
+    /// The batches of blocks `from..=to` that the chain shows settled with signer `index` in
+    /// their bitmap, from the `Settled` events a quorum agrees on.
+    pub async fn batches_signed_by(&self, index: usize, from: u64, to: u64) -> Result<Vec<Batch>, ChainError> {
+        let filter = Filter::new()
+            .address(self.settlement)
+            .event_signature(Settlement::Settled::SIGNATURE_HASH)
+            .from_block(from)
+            .to_block(to);
+        let vote = self.reads.logs(&filter).await?;
+        Ok(vote
+            .accepted
+            .iter()
+            .filter(|l| l.address == self.settlement)
+            .filter_map(|l| Settlement::Settled::decode_raw_log(l.topics.iter().copied(), &l.data).ok())
+            .filter(|e| e.signerBitmap.bit(index))
+            .map(|e| Batch {
+                round: e.round,
+                from_block: e.fromBlock,
+                to_block: e.toBlock,
+                root: e.root,
+                leaf_count: e.leafCount,
+            })
+            .collect())
+    }
+
     /// Root settled on chain for `round`, zero when not settled, as a quorum reports it.
     pub async fn settled_root(&self, round: u64) -> Result<B256, ChainError> {
         let data = Settlement::settledRootCall { round }.abi_encode();

@@ -81,6 +81,12 @@ impl Store {
                     return Err(StoreError::Equivocation { round: batch.round, signed });
                 }
                 SignDecision::AlreadySigned => match previous {
+                    // Raised from the chain after a restore: sign the same batch again.
+                    Some(p) if p.batch == batch && p.signature.is_empty() => {
+                        let signed = SignedBatch { batch, signature: sign(&batch) };
+                        t.insert(batch.round, encode(&signed).as_slice())?;
+                        SigningOutcome::Existing(signed)
+                    }
                     Some(p) if p.batch == batch => SigningOutcome::Existing(p),
                     Some(p) => {
                         return Err(StoreError::Equivocation { round: batch.round, signed: p.batch.root });
@@ -96,6 +102,26 @@ impl Store {
         };
         tx.commit()?;
         Ok(outcome)
+    }
+
+    /// Raises the signing guard to `batch`, which the chain shows this node signed (a restored
+    /// backup may predate it): a round without a record gets this batch, with the signature
+    /// left to be made again (the same batch signs to the same bytes). Returns whether the
+    /// guard moved.
+    pub fn raise_guard(&self, batch: Batch) -> Result<bool, StoreError> {
+        let tx = self.db().begin_write()?;
+        let raised = {
+            let mut t = tx.open_table(SIGNED)?;
+            if t.get(batch.round)?.is_some() {
+                false
+            } else {
+                let signed = SignedBatch { batch, signature: alloy::primitives::Bytes::new() };
+                t.insert(batch.round, encode(&signed).as_slice())?;
+                true
+            }
+        };
+        tx.commit()?;
+        Ok(raised)
     }
 
     /// Why settlement is halted, if it is.
@@ -193,6 +219,19 @@ mod tests {
 
     fn batch(root: u8) -> Batch {
         Batch { round: 4, from_block: 20, to_block: 24, root: B256::repeat_byte(root), leaf_count: 2 }
+    }
+
+    #[test]
+    fn a_guard_raised_from_the_chain_signs_that_batch_again_and_refuses_any_other() {
+        let (_dir, store) = temp_store();
+        assert!(store.raise_guard(batch(1)).expect("raise"));
+        assert!(!store.raise_guard(batch(1)).expect("raise again"), "once");
+        let err = store.record_signature(batch(2), |_| panic!("must not sign")).expect_err("refused");
+        assert!(matches!(err, StoreError::Equivocation { round: 4, .. }), "{err}");
+        let again = store.record_signature(batch(1), |_| Bytes::from(vec![7])).expect("same batch");
+        assert!(matches!(again, SigningOutcome::Existing(s) if s.signature.as_ref() == [7u8]), "signed anew");
+        assert_eq!(store.signed_batch(4).expect("read").map(|s| s.signature.to_vec()), Some(vec![7]));
+        assert!(!store.raise_guard(batch(2)).expect("raise"), "a held record is never replaced");
     }
 
     #[test]

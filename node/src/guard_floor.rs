@@ -1,0 +1,49 @@
+//! The signing guard never sits below what the chain shows this node signed. A node restored
+//! from a backup has lost the guard records made after the backup; before it signs anything it
+//! reads the `Settled` events from its checkpoint to the head (through the provider quorum) and
+//! raises the guard to every batch whose signer bitmap holds its bit. Rebuilding one of those
+//! rounds differently later (a lying provider, a reorg) is then refused as an equivocation.
+
+use crate::chain::{ChainClient, ChainError};
+use crate::store::{Store, StoreError};
+use tracing::{info, warn};
+
+/// Errors of raising the guard.
+#[derive(Debug, thiserror::Error)]
+pub enum GuardFloorError {
+    /// Chain reads failed or had no quorum.
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Raises the guard of operator `me` to the batches settled with its signature in blocks after
+/// the checkpoint (from `start_block` on a new store), reading `step` blocks at a time. Returns
+/// how many rounds it raised.
+pub async fn raise_to_chain(
+    chain: &ChainClient,
+    store: &Store,
+    me: usize,
+    start_block: u64,
+    step: u64,
+) -> Result<usize, GuardFloorError> {
+    let head = chain.head().await?;
+    let mut from = store.checkpoint()?.map_or(start_block, |c| c + 1);
+    let mut raised = 0;
+    while from <= head {
+        let to = head.min(from.saturating_add(step.max(1) - 1));
+        for batch in chain.batches_signed_by(me, from, to).await? {
+            if store.raise_guard(batch)? {
+                raised += 1;
+                warn!(round = batch.round, root = %batch.root, "signing guard raised to a batch the chain shows this node signed (the store predates it)");
+            }
+        }
+        from = to + 1;
+    }
+    if raised > 0 {
+        info!(raised, "signing guard raised to the chain");
+    }
+    Ok(raised)
+}
