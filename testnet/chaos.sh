@@ -4,7 +4,7 @@
 # duplicates, lost, wrong. Exit code 0 only when nothing was lost or wrong.
 # Usage: ./testnet/chaos.sh SCENARIO|all [--quick] [--invoices K] [--rate PER_S] [--fault-s S]
 #        [--settle-timeout-s S] [--report FILE] [--markdown docs/reliability.md]
-# Scenarios: kill-keeper restart-all provider-lies providers-down partition merchant-down reorg
+# Scenarios: kill-keeper restart-all provider-lies providers-down partition merchant-down reorg byzantine
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 [ $# -ge 1 ] || { sed -n 2,7p "$0" >&2; exit 2; }

@@ -52,6 +52,7 @@ pub struct ByzantineOperator {
     settlement: Address,
     /// Invoice copies handed to nodes that ask for invoices.
     answers: Arc<Mutex<HashMap<B256, Invoice>>>,
+    serving: Arc<Mutex<Option<tokio::task::AbortHandle>>>,
 }
 
 fn now_ms() -> u64 {
@@ -89,9 +90,23 @@ impl ByzantineOperator {
             chain_id: cfg.chain.chain_id,
             settlement: cfg.chain.settlement_contract,
             answers: Arc::default(),
+            serving: Arc::default(),
         };
-        tokio::spawn(me.clone().serve(events));
+        let task = tokio::spawn(me.clone().serve(events));
+        if let Ok(mut s) = me.serving.lock() {
+            *s = Some(task.abort_handle());
+        }
         Ok(me)
+    }
+
+    /// Leaves the network: once this and every clone are dropped, its listen address is free
+    /// for the real node again.
+    pub fn stop(self) {
+        if let Ok(mut s) = self.serving.lock()
+            && let Some(task) = s.take()
+        {
+            task.abort();
+        }
     }
 
     /// Operators connected to it now.

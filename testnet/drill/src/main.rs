@@ -1,6 +1,7 @@
 //! `settleproof-drill`: payment load and chaos drills against the testnet `testnet/up.sh`
 //! started, each ending with a verdict (exit code 0 only when nothing was lost or wrong).
 
+mod byzantine;
 mod control;
 mod forge;
 mod load;

@@ -29,6 +29,8 @@ pub struct Manifest {
 /// Contract addresses.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Contracts {
+    /// `InvoicePayments`.
+    pub payments: Address,
     /// `Settlement`.
     pub settlement: Address,
     /// `TestToken`.

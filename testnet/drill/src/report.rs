@@ -23,6 +23,7 @@ pub fn print(r: &Report) {
         "webhooks delivered     {:>4}  distinct webhook-ids ({} deliveries, {} duplicates)",
         v.webhook_ids, v.deliveries, v.duplicates
     );
+    println!("false webhooks         {:>4}", v.false_webhooks);
     println!("lost                   {:>4}", v.lost.len());
     for l in &v.lost {
         println!("  - {l}");
@@ -40,8 +41,8 @@ pub fn print(r: &Report) {
 pub fn table(reports: &[Report], commit: &str, date: &str) -> String {
     let mut s = format!(
         "Last run: {date}, commit `{commit}`, {} drills.\n\n\
-         | drill | verdict | payments | settled once | webhook ids | duplicates | lost | wrong | p50 / p95 / p99 to webhook |\n\
-         | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+         | drill | verdict | payments | settled once | webhook ids | duplicates | false webhooks | lost | wrong | p50 / p95 / p99 to webhook |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
         reports.len()
     );
     for r in reports {
@@ -51,13 +52,14 @@ pub fn table(reports: &[Report], commit: &str, date: &str) -> String {
             .map(|p| format!("{:.1} / {:.1} / {:.1} s", secs(p.p50), secs(p.p95), secs(p.p99)))
             .unwrap_or_else(|| "-".into());
         s += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {lat} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {lat} |\n",
             r.scenario,
             if v.pass() { "pass" } else { "FAIL" },
             v.payments,
             v.settled_once,
             v.webhook_ids,
             v.duplicates,
+            v.false_webhooks,
             v.lost.len(),
             v.wrong.len()
         );

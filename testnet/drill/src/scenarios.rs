@@ -35,10 +35,13 @@ pub enum Scenario {
     /// Reorgs of the blocks not yet confirmed, during the load; the payer pays again
     /// whatever they dropped.
     Reorg,
+    /// One operator is Byzantine: it alters and invents invoices, forges acknowledgements,
+    /// equivocates, floods and withholds; an outsider settles through a wrapping contract.
+    Byzantine,
 }
 
 /// Every scenario with a fault, in the order `all` runs them.
-pub const ALL: [Scenario; 7] = [
+pub const ALL: [Scenario; 8] = [
     Scenario::KillKeeper,
     Scenario::RestartAll,
     Scenario::ProviderLies,
@@ -46,6 +49,7 @@ pub const ALL: [Scenario; 7] = [
     Scenario::Partition,
     Scenario::MerchantDown,
     Scenario::Reorg,
+    Scenario::Byzantine,
 ];
 
 impl Scenario {
@@ -85,13 +89,16 @@ pub struct Report {
     pub verdict: Verdict,
 }
 
-struct Timeline {
+/// What happened when, printed as it happens.
+#[derive(Debug)]
+pub struct Timeline {
     start: u64,
     events: Vec<(u64, String)>,
 }
 
 impl Timeline {
-    fn note(&mut self, what: impl Into<String>) {
+    /// Notes `what` now.
+    pub fn note(&mut self, what: impl Into<String>) {
         let what = what.into();
         let at = now_ms().saturating_sub(self.start);
         println!("  [{:>6.1} s] {what}", at as f64 / 1000.0);
@@ -126,7 +133,7 @@ pub async fn run(ctl: &Control, payer: &Payer, scenario: Scenario, opts: DrillOp
         tokio::spawn(async move { load::run(&ctl, &payer, lo, progress).await })
     };
     let mut decoys = Vec::new();
-    let injected = inject(ctl, scenario, opts, &progress, &mut tl, &mut decoys).await;
+    let injected = inject(ctl, payer, scenario, opts, &progress, &mut tl, &mut decoys).await;
     if let Err(e) = &injected {
         tl.note(format!("fault injection failed: {e:#}"));
     }
@@ -150,7 +157,7 @@ pub async fn run(ctl: &Control, payer: &Payer, scenario: Scenario, opts: DrillOp
         }
     }
     tl.note("waiting for settlements and webhooks");
-    let mut verdict = verdict::judge(ctl, &payments, Duration::from_secs(opts.settle_timeout_s)).await;
+    let mut verdict = verdict::judge(ctl, &payments, Duration::from_secs(opts.settle_timeout_s), tl.start).await;
     verdict.wrong.extend(unready);
     verdict.wrong.extend(failures.into_iter().map(|f| format!("load: {f}")));
     verdict.wrong.extend(verdict::unpaid_stay_unpaid(ctl, &decoys).await);
@@ -177,6 +184,7 @@ async fn first_payment(progress: &Progress, at_least: usize) {
 
 async fn inject(
     ctl: &Control,
+    payer: &Payer,
     scenario: Scenario,
     opts: DrillOptions,
     progress: &Progress,
@@ -240,6 +248,10 @@ async fn inject(
             ctl.kill9("merchant").await?;
             tl.note("merchant receiver killed");
             tokio::time::sleep(fault).await;
+        }
+        Scenario::Byzantine => {
+            let step = (fault / 3).max(Duration::from_secs(2));
+            crate::byzantine::run(ctl, payer, step, tl, decoys).await?;
         }
         Scenario::Reorg => {
             // A node reads a block once `confirmations` blocks are on top of it, so the last

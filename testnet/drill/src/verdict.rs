@@ -48,6 +48,10 @@ pub struct Verdict {
     pub wrong: Vec<String>,
     /// Inclusion of the payment (as the payer saw it) to the first verified webhook.
     pub notify_latency_ms: Option<Percentiles>,
+    /// Events whose content is not what the chain and the merchant's invoice say (each is also
+    /// in `wrong`): a wrong type or amount, another invoice, or an invoice the merchant never
+    /// created.
+    pub false_webhooks: usize,
 }
 
 impl Verdict {
@@ -101,12 +105,12 @@ const GRACE: Duration = Duration::from_secs(8);
 /// Judges `payments`, waiting up to `within` for the last ones to settle and be notified, then
 /// [`GRACE`] more for late deliveries. A read that fails (RPC, file) is retried until the
 /// deadline and reported as wrong only if it keeps failing.
-pub async fn judge(ctl: &Control, payments: &[Payment], within: Duration) -> Verdict {
+pub async fn judge(ctl: &Control, payments: &[Payment], within: Duration, since_ms: u64) -> Verdict {
     let deadline = Instant::now() + within;
     let mut checked = HashMap::new();
     let mut passed_at: Option<Instant> = None;
     loop {
-        let v = match evaluate(ctl, payments, &mut checked).await {
+        let v = match evaluate(ctl, payments, &mut checked, since_ms).await {
             Ok(v) => v,
             Err(e) if Instant::now() > deadline => {
                 return Verdict { wrong: vec![format!("cannot judge: {e:#}")], ..Verdict::default() };
@@ -135,7 +139,12 @@ async fn receipt_failures(ctl: &Control, receipt: &Receipt) -> Vec<String> {
     checks.iter().filter(|c| !c.ok).map(|c| format!("{} ({})", c.name, c.detail)).collect()
 }
 
-async fn evaluate(ctl: &Control, payments: &[Payment], checked: &mut HashMap<String, Vec<String>>) -> Result<Verdict> {
+async fn evaluate(
+    ctl: &Control,
+    payments: &[Payment],
+    checked: &mut HashMap<String, Vec<String>>,
+    since_ms: u64,
+) -> Result<Verdict> {
     let deliveries = read_deliveries(&ctl.m.receiver()?.deliveries);
     let rounds = settled_rounds(ctl).await?;
     let mut by_tx: HashMap<String, Vec<&Delivery>> = HashMap::new();
@@ -177,6 +186,7 @@ async fn evaluate(ctl: &Control, payments: &[Payment], checked: &mut HashMap<Str
         v.duplicates += ds.len().saturating_sub(ids.len());
         for d in &ds {
             if let Some(problem) = check_delivery(p, d) {
+                v.false_webhooks += 1;
                 v.wrong.push(format!("invoice {}: webhook {}: {problem}", p.invoice_id, d.webhook_id));
             }
         }
@@ -219,6 +229,29 @@ async fn evaluate(ctl: &Control, payments: &[Payment], checked: &mut HashMap<Str
         latencies.push(first.received_at_ms.saturating_sub(p.included_at_ms));
     }
     v.notify_latency_ms = Percentiles::of(&mut latencies);
+    // Events of this drill about invoices the merchant never created (a ghost an operator
+    // invented): a merchant who matches events to its own invoices drops them, but none may
+    // be sent.
+    let ours: HashSet<&str> = payments.iter().map(|p| p.invoice_id.as_str()).collect();
+    let mut strangers: HashSet<String> = HashSet::new();
+    for d in deliveries.iter().filter(|d| is_settlement_event(d) && d.received_at_ms >= since_ms) {
+        let id = d.body["data"]["invoice"]["id"].as_str().unwrap_or_default().to_string();
+        if !ours.contains(id.as_str()) {
+            strangers.insert(id);
+        }
+    }
+    for id in strangers {
+        let r = ctl
+            .http
+            .get(format!("{}/v1/invoices/{id}", ctl.m.nodes[0].api_url))
+            .bearer_auth(&ctl.m.merchant.api_key)
+            .send()
+            .await?;
+        if r.status().as_u16() == 404 {
+            v.false_webhooks += 1;
+            v.wrong.push(format!("a webhook announces invoice {id}, which the merchant never created"));
+        }
+    }
     Ok(v)
 }
 

@@ -18,7 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
 
-/// Gas limit of every payer transaction (a payment or an approval costs well under it).
+/// Gas limit of a payer transaction that names none (a payment or an approval costs well
+/// under it).
 const GAS_LIMIT: u64 = 300_000;
 /// Fee cap, wei per gas: far above anything a local chain asks, so no transaction is ever
 /// priced out.
@@ -120,11 +121,12 @@ impl Payer {
     }
 
     async fn sign(&self, tx: TransactionRequest, nonce: u64) -> Result<Signed> {
+        let gas = tx.gas.unwrap_or(GAS_LIMIT);
         let envelope = tx
             .with_from(self.me)
             .with_nonce(nonce)
             .with_chain_id(self.chain_id)
-            .with_gas_limit(GAS_LIMIT)
+            .with_gas_limit(gas)
             .with_max_fee_per_gas(MAX_FEE)
             .with_max_priority_fee_per_gas(PRIORITY_FEE)
             .build(&self.wallet)

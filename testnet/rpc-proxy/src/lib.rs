@@ -4,7 +4,8 @@
 //!
 //! Each proxy listens on its own port and forwards everything to one upstream. Its fault is set
 //! in-process with [`ProxyHandle::set_fault`] or over HTTP: `POST /_fault` with a [`Fault`] as
-//! JSON (`GET /_fault` returns the current one).
+//! JSON (`GET /_fault` returns the current one). `GET /_held` lists the raw transactions held
+//! back under [`Fault::HoldSends`].
 
 mod fault;
 mod server;

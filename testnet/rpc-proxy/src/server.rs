@@ -77,14 +77,21 @@ pub async fn spawn(listen: SocketAddr, upstream: &str) -> Result<ProxyHandle, Pr
         fault: fault.clone(),
         held: held.clone(),
     };
-    let app =
-        Router::new().route("/", post(forward)).route("/_fault", get(get_fault).post(set_fault)).with_state(shared);
+    let app = Router::new()
+        .route("/", post(forward))
+        .route("/_fault", get(get_fault).post(set_fault))
+        .route("/_held", get(get_held))
+        .with_state(shared);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "rpc proxy stopped");
         }
     });
     Ok(ProxyHandle { addr, fault, held })
+}
+
+async fn get_held(State(s): State<Shared>) -> axum::Json<Vec<String>> {
+    axum::Json(s.held.lock().map(|h| h.clone()).unwrap_or_default())
 }
 
 async fn get_fault(State(s): State<Shared>) -> axum::Json<Fault> {
