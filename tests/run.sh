@@ -8,6 +8,8 @@ if [ ! -x node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil ] || [ ! -d node_
 fi
 # The Standard Webhooks reference library, to check our signatures independently.
 python3 -c "import standardwebhooks" 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check standardwebhooks==1.1.0
+# keccak256 for the merchant's invoice-id example (docs/examples/invoice_id.py).
+python3 -c "import Crypto.Hash.keccak" 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check pycryptodome==3.23.0
 # promtool checks the alert rules and a live node's metrics; headless Chromium renders the
 # status page.
 missing=""

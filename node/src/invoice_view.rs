@@ -2,7 +2,7 @@
 //! settlement, in the JSON shape of the API and the webhooks.
 
 use crate::store::{Invoice, PaymentRecord, SettlementRecord, Store, StoreError};
-use alloy::primitives::{Address, U256};
+use alloy::primitives::{Address, B256, U256};
 use serde::Serialize;
 use settleproof_consensus::{PaymentLeaf, RoundSchedule};
 
@@ -158,6 +158,8 @@ pub struct InvoiceView {
     pub expires_at: Option<u64>,
     /// Merchant metadata.
     pub metadata: Option<serde_json::Value>,
+    /// The creation nonce the id commits to (with the other terms; see docs/merchants.md).
+    pub nonce: B256,
     /// Confirmed payments.
     pub payments: Vec<PaymentView>,
 }
@@ -198,6 +200,7 @@ pub fn invoice_view(
         created_at: invoice.created_at,
         expires_at: invoice.expires_at,
         metadata: invoice.metadata.clone(),
+        nonce: invoice.nonce,
         payments: views,
     })
 }
@@ -270,7 +273,7 @@ mod tests {
             expires_at: None,
             metadata: None,
             created_by: "n".into(),
-            nonce: alloy::primitives::B256::ZERO,
+            nonce: B256::ZERO,
         };
         let mut p = PaymentLeaf {
             chain_id: 1,

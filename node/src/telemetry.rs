@@ -63,6 +63,26 @@ pub fn metrics() -> Option<PrometheusHandle> {
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_counter!("attestations_rejected_total", "Attestations rejected, by reason");
+    describe_counter!(
+        "attestations_ignored_total",
+        "Attestations ignored unread, by reason (outside the round window)"
+    );
+    describe_counter!("attestation_verifications_total", "BLS pairings spent verifying gossiped attestations");
+    describe_counter!("gossip_rate_limited_total", "Gossip messages dropped over their author's budget, by topic");
+    describe_counter!(
+        "invoice_conflicts_total",
+        "Invoices refused: id not committing to the terms, another author, or another copy"
+    );
+    describe_counter!(
+        "chain_undecodable_logs_total",
+        "Agreed logs of our contracts that did not decode, by event; skipped"
+    );
+    describe_counter!(
+        "rpc_logs_dropped_without_quorum_total",
+        "Logs some provider showed that never reached a quorum after retries"
+    );
+    describe_counter!("settlements_dropped_by_reorg_total", "Settlements of this node's keeper that a reorg dropped");
+    describe_counter!("keeper_resubmissions_total", "Settlements submitted again after a reorg dropped them");
     describe_counter!("chain_reorgs_total", "Reorgs deeper than the confirmation depth, rewound");
     describe_counter!("consensus_round_retries_total", "Failed settlement submissions that will be retried");
     describe_counter!("duplicate_events_dropped_total", "Payment logs seen again and dropped");

@@ -56,6 +56,17 @@ fn verify_receipt(net: &Testnet, json: &Value) -> Result<(bool, String)> {
     ))
 }
 
+fn invoice_id_example(net: &Testnet, json: &Value) -> Result<(bool, String)> {
+    let file = net.dir.path().join(format!("webhook-{}.json", rand_suffix()));
+    std::fs::write(&file, json.to_string())?;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/examples/invoice_id.py");
+    let out = Command::new("python3").arg(script).arg(&file).output()?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    ))
+}
+
 fn rand_suffix() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
@@ -85,6 +96,14 @@ async fn receipts_verify_alone_and_any_tampering_names_the_failing_check() -> Re
     // The webhook's receipt and the API's receipt both verify.
     let (ok, text) = verify_receipt(&net, &event.body)?;
     assert!(ok, "{text}");
+    // The merchant's own recomputation of the invoice id (docs/examples/invoice_id.py) agrees
+    // with the nodes', and catches altered terms.
+    let (ok, text) = invoice_id_example(&net, &event.body)?;
+    assert!(ok && text.contains("matches its terms"), "{text}");
+    let mut altered = event.body.clone();
+    altered["data"]["receipt"]["invoice"]["amount"] = json!("0x1");
+    let (ok, text) = invoice_id_example(&net, &altered)?;
+    assert!(!ok && text.contains("does NOT match"), "{text}");
     // Node 2 answers once it has seen the settlement at confirmation depth.
     let api: Value = net
         .eventually("receipt from node 2", Duration::from_secs(30), || async {
