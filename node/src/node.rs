@@ -11,7 +11,7 @@ use crate::operators::{OperatorSet, OperatorSetError};
 use crate::replication::InvoiceReplicator;
 use crate::rounds::{RoundDriver, Timing};
 use crate::store::{Store, StoreError};
-use crate::webhook::delivery::Deliverer;
+use crate::webhook::delivery::{Completion, Deliverer};
 use crate::{gossip, telemetry};
 use settleproof_config::NodeConfig;
 use settleproof_consensus::RoundSchedule;
@@ -175,7 +175,22 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
         Some(net.clone()),
         schedule,
     )
-    .map_err(|e| NodeError::Config(format!("webhook client: {e}")))?;
+    .map_err(|e| NodeError::Config(format!("webhook client: {e}")))?
+    .with_completion(Completion {
+        ctx: crate::receipt::ReceiptContext {
+            chain_id: cfg.chain.chain_id,
+            payments: cfg.chain.payments_contract,
+            settlement: cfg.chain.settlement_contract,
+            schedule,
+            halt: Some(halt.clone()),
+        },
+        scope: gossip::InvoiceScope {
+            merchants: merchants.clone(),
+            chain_id: cfg.chain.chain_id,
+            payments: cfg.chain.payments_contract,
+        },
+        peers: set.operators.iter().enumerate().filter(|(i, _)| *i != set.me).map(|(_, o)| o.peer_id).collect(),
+    });
     tasks.push(tokio::spawn(deliverer.run(shutdown_rx.clone())));
 
     let auditor = Auditor {

@@ -42,6 +42,18 @@ pub(super) async fn fetch_missing(
     to: u64,
 ) -> usize {
     let wanted = missing(store, &scope.merchants, from, to);
+    fetch_invoices(net, peers, store, scope, &wanted).await
+}
+
+/// Asks every peer at once for the invoices `wanted` and stores each copy that checks out
+/// against its id; returns how many were stored. Bounded by [`PEER_TIMEOUT`].
+pub(crate) async fn fetch_invoices(
+    net: &NetworkHandle,
+    peers: &[PeerId],
+    store: &Store,
+    scope: &InvoiceScope,
+    wanted: &BTreeSet<B256>,
+) -> usize {
     if wanted.is_empty() {
         return 0;
     }

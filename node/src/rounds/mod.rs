@@ -7,7 +7,7 @@
 //! quorum signed its batch, aggregate and submit the settlement ([`keeper`]).
 
 mod inbound;
-mod invoice_fetch;
+pub(crate) mod invoice_fetch;
 mod keeper;
 mod signing;
 

@@ -448,6 +448,28 @@ impl Store {
         Ok(out)
     }
 
+    /// Replaces the type and body of a pending event (a bare `payment.settled` rendered again
+    /// once its invoice is known); its id, sequence and delivery state stay. Returns whether an
+    /// undelivered event was updated.
+    pub fn rerender_event(&self, id: &str, event_type: &str, body: &str) -> Result<bool, StoreError> {
+        let tx = self.db().begin_write()?;
+        let updated = {
+            let mut outbox = tx.open_table(OUTBOX)?;
+            let current: Option<OutboxEvent> = outbox.get(id)?.map(|v| decode("outbox", v.value())).transpose()?;
+            match current {
+                Some(mut e) if e.delivered_at_ms.is_none() => {
+                    e.event_type = event_type.to_string();
+                    e.body = body.to_string();
+                    outbox.insert(id, encode(&e).as_slice())?;
+                    true
+                }
+                _ => false,
+            }
+        };
+        tx.commit()?;
+        Ok(updated)
+    }
+
     /// One outbox event by id.
     pub fn outbox_event(&self, id: &str) -> Result<Option<OutboxEvent>, StoreError> {
         let tx = self.read()?;

@@ -33,6 +33,19 @@ pub struct Deliverer {
     node: String,
     net: Option<NetworkHandle>,
     schedule: RoundSchedule,
+    completion: Option<Arc<Completion>>,
+}
+
+/// What a node needs to complete a bare `payment.settled` event before delivering it: the
+/// invoice may have reached it since the settlement (a partition healed), or a peer has it.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    /// Where receipts point.
+    pub ctx: crate::receipt::ReceiptContext,
+    /// What fetched invoices are checked against.
+    pub scope: gossip::InvoiceScope,
+    /// The other operators, asked for the invoice.
+    pub peers: Vec<settleproof_p2p::PeerId>,
 }
 
 impl Deliverer {
@@ -49,7 +62,53 @@ impl Deliverer {
     ) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder().timeout(Duration::from_millis(settings.timeout_ms)).build()?;
         let merchants = Arc::new(merchants.iter().map(|m| (m.id.clone(), m.clone())).collect());
-        Ok(Self { store, merchants, client, settings, wake, node, net, schedule })
+        Ok(Self { store, merchants, client, settings, wake, node, net, schedule, completion: None })
+    }
+
+    /// Completes bare `payment.settled` events with their invoice before delivery.
+    pub fn with_completion(mut self, completion: Completion) -> Self {
+        self.completion = Some(Arc::new(completion));
+        self
+    }
+
+    /// A bare `payment.settled` event whose invoice this node now knows, or can fetch from a
+    /// peer (each copy checked against its id), rendered again as the invoice's own event with
+    /// a receipt; the same `webhook-id`. Anything else as it is.
+    async fn completed(&self, event: &OutboxEvent) -> OutboxEvent {
+        let (Some(c), Some(invoice), Some(net)) = (&self.completion, event.invoice_id, &self.net) else {
+            return event.clone();
+        };
+        if event.event_type != "payment.settled" {
+            return event.clone();
+        }
+        if matches!(self.store.invoice(invoice), Ok(None)) {
+            let wanted = std::collections::BTreeSet::from([invoice]);
+            crate::rounds::invoice_fetch::fetch_invoices(net, &c.peers, &self.store, &c.scope, &wanted).await;
+        }
+        self.rerendered(c, event).unwrap_or_else(|| event.clone())
+    }
+
+    fn rerendered(&self, c: &Completion, event: &OutboxEvent) -> Option<OutboxEvent> {
+        let invoice = event.invoice_id?;
+        self.store.invoice(invoice).ok()??;
+        let leaf = self
+            .store
+            .payments_of_invoice(invoice)
+            .ok()?
+            .into_iter()
+            .map(|r| r.leaf)
+            .find(|l| super::payload::webhook_id(l.invoice_id, l.tx_hash, l.log_index) == event.id)?;
+        let record = self.store.settlement(self.schedule.round_of(leaf.block_number)?).ok()??;
+        let fresh =
+            super::payload::settlement_events(&self.store, &c.ctx, &c.scope.merchants, &[leaf], &record, now_s())
+                .ok()?
+                .into_iter()
+                .find(|e| e.id == event.id && e.event_type != "payment.settled")?;
+        if !self.store.rerender_event(&event.id, &fresh.event_type, &fresh.body).ok()? {
+            return None;
+        }
+        info!(webhook_id = %event.id, event_type = %fresh.event_type, "bare payment.settled completed with its invoice before delivery");
+        Some(OutboxEvent { event_type: fresh.event_type, body: fresh.body, ..event.clone() })
     }
 
     /// Runs until `shutdown` turns true.
@@ -107,6 +166,7 @@ impl Deliverer {
 
     /// One attempt; returns whether the event was delivered.
     async fn attempt(&self, event: &OutboxEvent) -> bool {
+        let event = &self.completed(event).await;
         let Some(merchant) = self.merchants.get(&event.merchant_id) else {
             warn!(webhook_id = %event.id, merchant = %event.merchant_id, "merchant no longer configured; event left pending");
             return false;
