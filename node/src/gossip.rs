@@ -130,6 +130,27 @@ pub enum GossipRejection {
     InvoiceIdMismatch(B256),
 }
 
+/// How old (or how far ahead of this node's clock) a gossip message's own timestamp may be:
+/// older ones are replays, dropped before they cost their author budget. Gossip remembers
+/// message ids longer than this, so a replay inside the window is a duplicate.
+pub const MESSAGE_MAX_AGE_MS: u64 = 5 * 60 * 1000;
+
+/// Whether a gossip message's own timestamp (`sent_at_ms`, or `delivered_at_ms` of an
+/// acknowledgement) is within [`MESSAGE_MAX_AGE_MS`] of `now_ms`. A message without one is
+/// judged by its topic's rules.
+pub fn fresh(data: &[u8], now_ms: u64) -> bool {
+    #[derive(Deserialize)]
+    struct Stamp {
+        sent_at_ms: Option<u64>,
+        delivered_at_ms: Option<u64>,
+    }
+    let Ok(s) = serde_json::from_slice::<Stamp>(data) else { return true };
+    match s.sent_at_ms.or(s.delivered_at_ms) {
+        Some(at) => now_ms.abs_diff(at) <= MESSAGE_MAX_AGE_MS,
+        None => true,
+    }
+}
+
 /// What became of a gossiped attestation, for the verdict gossip gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttestationFate {
@@ -254,7 +275,9 @@ pub struct InvoiceScope {
 /// node's chain and contract (so terms cannot be altered, nor an invoice of another chain
 /// replayed), and the merchant and payout address must be the configured ones.
 pub fn check_invoice(inv: Invoice, scope: &InvoiceScope) -> Result<Invoice, GossipRejection> {
-    if !inv.id_matches(scope.chain_id, scope.payments) {
+    // The id commits to `expires_at` as 0 when there is none: an expiry of 0 would pass for
+    // "none" under the same id, so it is refused.
+    if inv.expires_at == Some(0) || !inv.id_matches(scope.chain_id, scope.payments) {
         return Err(GossipRejection::InvoiceIdMismatch(inv.id));
     }
     let merchants = &scope.merchants;
@@ -272,6 +295,15 @@ pub fn check_invoice(inv: Invoice, scope: &InvoiceScope) -> Result<Invoice, Goss
 mod tests {
     use super::*;
     use settleproof_p2p::Verdict;
+
+    #[test]
+    fn replays_older_than_the_window_are_stale() {
+        let now = 10 * MESSAGE_MAX_AGE_MS;
+        assert!(fresh(br#"{"sent_at_ms": 9000000, "x": 1}"#, 9_000_100));
+        assert!(!fresh(format!(r#"{{"sent_at_ms": {}}}"#, now - MESSAGE_MAX_AGE_MS - 1).as_bytes(), now));
+        assert!(!fresh(format!(r#"{{"delivered_at_ms": {}}}"#, now + MESSAGE_MAX_AGE_MS + 1).as_bytes(), now));
+        assert!(fresh(b"{}", now), "no stamp: the topic's rules judge it");
+    }
 
     #[test]
     fn only_what_is_invalid_in_itself_costs_the_forwarder() {

@@ -19,10 +19,37 @@ pub enum GuardFloorError {
     Store(#[from] StoreError),
 }
 
+/// Tries of the whole read before the node gives up starting, and the pause between them.
+const TRIES: u32 = 5;
+/// The pause.
+const PAUSE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// [`raise_once`], tried again while the provider quorum cannot be had: the node does not sign
+/// before its guard is up, nor give up at the first unreachable provider.
+pub async fn raise_to_chain(
+    chain: &ChainClient,
+    store: &Store,
+    me: usize,
+    start_block: u64,
+    step: u64,
+) -> Result<usize, GuardFloorError> {
+    let mut tries = 0;
+    loop {
+        match raise_once(chain, store, me, start_block, step).await {
+            Err(GuardFloorError::Chain(e)) if tries + 1 < TRIES => {
+                tries += 1;
+                warn!(error = %e, attempt = tries, "cannot read the settlements this node signed yet; trying again");
+                tokio::time::sleep(PAUSE).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Raises the guard of operator `me` to the batches settled with its signature in blocks after
 /// the checkpoint (from `start_block` on a new store), reading `step` blocks at a time. Returns
 /// how many rounds it raised.
-pub async fn raise_to_chain(
+async fn raise_once(
     chain: &ChainClient,
     store: &Store,
     me: usize,

@@ -32,7 +32,12 @@ pub(crate) struct Behaviour {
 impl Behaviour {
     /// `operators` is the size of the set: the limits leave room for each of them to connect
     /// twice (a redial racing an old connection), and little more.
-    pub(crate) fn new(key: &Keypair, topics: &[String], operators: usize) -> Result<Self, P2pError> {
+    pub(crate) fn new(
+        key: &Keypair,
+        topics: &[String],
+        operators: usize,
+        operator_ips: Vec<std::net::IpAddr>,
+    ) -> Result<Self, P2pError> {
         let config = gossipsub::ConfigBuilder::default()
             .heartbeat_interval(Duration::from_millis(500))
             .validation_mode(ValidationMode::Strict)
@@ -44,6 +49,8 @@ impl Behaviour {
             .mesh_n(3)
             .mesh_n_high(6)
             .mesh_outbound_min(1)
+            // Longer than the age past which the node drops a message as a replay.
+            .duplicate_cache_time(Duration::from_secs(6 * 60))
             .build()
             .map_err(|e| P2pError::Start(format!("gossipsub config: {e}")))?;
         let mut gossipsub = gossipsub::Behaviour::new(MessageAuthenticity::Signed(key.clone()), config)
@@ -63,8 +70,8 @@ impl Behaviour {
                 .with_max_established(Some(4 * n))
                 .with_max_established_per_peer(Some(2)),
         );
-        // Operators on one host (a local testnet) share an address: room for all of them.
-        let per_ip = crate::ip_limit::IpLimit::new(2 * n as usize + 2);
+        // Two per stranger's address; the operators' own addresses are exempt.
+        let per_ip = crate::ip_limit::IpLimit::new(2, operator_ips);
         Ok(Self { limits, per_ip, allow: allow_block_list::Behaviour::default(), gossipsub, sync })
     }
 }

@@ -1,6 +1,8 @@
-//! A cap on the inbound connections (pending and established) from one IP address, checked
-//! before the handshake, so one host cannot hold every handshake slot or exhaust sockets before
-//! the allow list ever sees a peer id.
+//! A cap on the inbound connections (pending and established) from one IP address outside the
+//! operators' configured addresses, checked before the handshake, so a stranger's host cannot
+//! hold the handshake slots an operator needs to reconnect before the allow list ever sees a
+//! peer id. Operators' own addresses (which may be shared, as on a local testnet) are exempt;
+//! IPv6 addresses count per /64.
 
 use libp2p::PeerId;
 use libp2p::core::transport::PortUse;
@@ -10,7 +12,7 @@ use libp2p::swarm::{
     ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
     dummy,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::task::{Context, Poll};
 
@@ -27,12 +29,14 @@ pub struct TooManyFromIp {
 #[derive(Debug)]
 pub(crate) struct IpLimit {
     limit: usize,
+    exempt: HashSet<IpAddr>,
     open: HashMap<ConnectionId, IpAddr>,
 }
 
 impl IpLimit {
-    pub(crate) fn new(limit: usize) -> Self {
-        Self { limit: limit.max(1), open: HashMap::new() }
+    /// At most `limit` inbound connections per address outside `exempt`.
+    pub(crate) fn new(limit: usize, exempt: impl IntoIterator<Item = IpAddr>) -> Self {
+        Self { limit: limit.max(1), exempt: exempt.into_iter().map(group).collect(), open: HashMap::new() }
     }
 
     fn count(&self, ip: IpAddr) -> usize {
@@ -40,12 +44,24 @@ impl IpLimit {
     }
 }
 
-fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
+/// The IP address in `addr`, if it names one.
+pub(crate) fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
     addr.iter().find_map(|p| match p {
         Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
         Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
         _ => None,
     })
+}
+
+/// The unit an address is counted in: itself for IPv4, its /64 for IPv6.
+fn group(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+    }
 }
 
 impl NetworkBehaviour for IpLimit {
@@ -58,7 +74,10 @@ impl NetworkBehaviour for IpLimit {
         _local_addr: &Multiaddr,
         remote_addr: &Multiaddr,
     ) -> Result<(), ConnectionDenied> {
-        let Some(ip) = ip_of(remote_addr) else { return Ok(()) };
+        let Some(ip) = ip_of(remote_addr).map(group) else { return Ok(()) };
+        if self.exempt.contains(&ip) {
+            return Ok(());
+        }
         let count = self.count(ip);
         if count >= self.limit {
             return Err(ConnectionDenied::new(TooManyFromIp { ip, count, limit: self.limit }));

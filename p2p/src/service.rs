@@ -221,7 +221,8 @@ fn build_swarm(config: &NetworkConfig) -> Result<Swarm<Behaviour>, P2pError> {
         .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
         .map_err(|e| P2pError::Start(format!("tcp transport: {e}")))?
         .with_behaviour(|key| {
-            Behaviour::new(key, &config.topics, config.peers.len() + 1)
+            let ips = config.peers.iter().filter_map(|(_, a)| crate::ip_limit::ip_of(a)).collect();
+            Behaviour::new(key, &config.topics, config.peers.len() + 1, ips)
                 .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         })
         .map_err(|e| P2pError::Start(format!("behaviour: {e}")))?

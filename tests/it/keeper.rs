@@ -285,7 +285,12 @@ async fn an_equivocating_operator_is_detected_and_penalised() -> Result<()> {
     for (k, root) in [0xa1u8, 0xa2].into_iter().enumerate() {
         let batch = Batch { round, from_block: 1, to_block: 2, root: B256::repeat_byte(root), leaf_count: 1 };
         let sig = keys.bls.sign(batch.message(chain_id, settlement).as_slice());
-        let att = Attestation { batch, signer: 3, signature: sig.to_bytes().to_vec().into(), sent_at_ms: k as u64 };
+        let att = Attestation {
+            batch,
+            signer: 3,
+            signature: sig.to_bytes().to_vec().into(),
+            sent_at_ms: settleproof_node::time::now_ms() + k as u64,
+        };
         net.eventually("published", Duration::from_secs(10), || async {
             h3.net.publish(ATTESTATIONS, serde_json::to_vec(&att).ok()?).await.ok()
         })

@@ -73,13 +73,14 @@ pub fn agreed<T: Clone + Eq + Hash>(answers: &[Option<T>], quorum: usize) -> Res
     Ok(value.clone())
 }
 
-/// The median of the answers, once at least `quorum` providers answered: with fewer than half
-/// of the answers lying, it lies between two honest answers.
+/// The lower median of the answers, once at least `quorum` providers answered: with fewer than
+/// half of the answers lying it lies between two honest ones, and with an even count (one of
+/// two answering) the lower of them wins, so a liar cannot raise a fee.
 pub fn median(answers: &[Option<u128>], quorum: usize) -> Result<u128, QuorumError> {
     answered(answers, quorum)?;
     let mut values: Vec<u128> = answers.iter().flatten().copied().collect();
     values.sort_unstable();
-    values.get(values.len() / 2).copied().ok_or(QuorumError::TooFewAnswers { answered: 0, quorum })
+    values.get(values.len().saturating_sub(1) / 2).copied().ok_or(QuorumError::TooFewAnswers { answered: 0, quorum })
 }
 
 /// The highest block that at least `quorum` providers have reached: the `quorum`-th highest
@@ -143,7 +144,7 @@ mod tests {
     fn median_table() {
         assert_eq!(median(&[Some(10), Some(12), Some(1_000_000)], 2), Ok(12), "one provider asks a fortune");
         assert_eq!(median(&[Some(0), Some(12), Some(11)], 2), Ok(11), "one provider asks nothing");
-        assert_eq!(median(&[Some(7), None, Some(9)], 2), Ok(9));
+        assert_eq!(median(&[Some(7), None, Some(9_000_000)], 2), Ok(7), "two answers: the lower one");
         assert!(matches!(median(&[Some(7), None, None], 2), Err(QuorumError::TooFewAnswers { answered: 1, .. })));
     }
 

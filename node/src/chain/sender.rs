@@ -14,7 +14,7 @@ use super::client::{ChainClient, ChainError, SettleCall};
 use crate::store::SettlementRecord;
 use alloy::eips::BlockId;
 use alloy::network::{EthereumWallet, TransactionBuilder};
-use alloy::primitives::Address;
+use alloy::primitives::{Address, B256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::rpc::types::TransactionRequest;
 use alloy::signers::local::PrivateKeySigner;
@@ -24,6 +24,11 @@ use settleproof_contracts::Settlement;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
+
+/// Reads of the quorum's settled root after the writer's receipt, and the pause between them.
+const CONFIRM_TRIES: u32 = 10;
+/// The pause.
+const CONFIRM_PAUSE: Duration = Duration::from_millis(300);
 
 /// How long to wait before reading the chain's nonce a second time when it disagrees with the
 /// local one, so that a provider that is briefly behind is not taken for a desync.
@@ -153,6 +158,21 @@ impl SettlementSender {
         Ok(reconcile_nonce(local, second))
     }
 
+    /// The root the quorum shows settled for `round`, waiting a few seconds for providers a block
+    /// behind the writer; `None` while it shows none.
+    async fn confirmed_root(&self, round: u64) -> Result<Option<B256>, ChainError> {
+        for attempt in 0..CONFIRM_TRIES {
+            if attempt > 0 {
+                tokio::time::sleep(CONFIRM_PAUSE).await;
+            }
+            let root = self.chain.settled_root(round).await?;
+            if !root.is_zero() {
+                return Ok(Some(root));
+            }
+        }
+        Ok(None)
+    }
+
     /// Submits `settle` and tracks it to inclusion.
     /// One settlement at a time per node: the nonce is held from the chain check to the
     /// receipt, so settlements of several rounds due at once (after a partition heals, or a
@@ -180,11 +200,14 @@ impl SettlementSender {
         let gas = match provider.estimate_gas(base.clone()).await {
             Ok(g) => with_buffer(g, policy.gas_buffer_pct),
             Err(e) => {
+                // The writer's word is one provider's: only the quorum decides that the round is
+                // settled (a lying writer must not make every keeper stand down).
                 if matches!(
                     settlement_error(&e),
                     Some(Settlement::SettlementErrors::RoundAlreadySettled(_))
                         | Some(Settlement::SettlementErrors::RootAlreadySettled(_))
-                ) {
+                ) && !self.chain.settled_root(b.round).await?.is_zero()
+                {
                     return Ok(SettleOutcome::SettledByOther);
                 }
                 return Err(ChainError::Reverted {
@@ -254,6 +277,18 @@ impl SettlementSender {
                             }
                         };
                         return Err(ChainError::Reverted { tx: receipt.transaction_hash, reason });
+                    }
+                    // The receipt is one provider's word: the quorum must show our root settled
+                    // before the merchant hears of it.
+                    match self.confirmed_root(b.round).await? {
+                        Some(root) if root == b.root => {}
+                        Some(_) => return Ok(SettleOutcome::SettledByOther),
+                        None => {
+                            return Err(ChainError::Inconsistent(format!(
+                                "the writer reports settlement {tx_hash} mined, the provider quorum shows round {} unsettled",
+                                b.round
+                            )));
+                        }
                     }
                     info!(round = b.round, tx_hash = %tx_hash, gas_used = receipt.gas_used, attempt, "settlement mined");
                     return Ok(SettleOutcome::Settled(Box::new(SettlementRecord {

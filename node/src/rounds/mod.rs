@@ -82,7 +82,7 @@ struct State {
     liveness: Liveness,
     can_pay: Arc<AtomicBool>,
     done_tx: mpsc::Sender<(u64, bool)>,
-    sync_tx: mpsc::Sender<Vec<gossip::Attestation>>,
+    sync_tx: mpsc::Sender<Vec<(gossip::Attestation, BlsSignature)>>,
     /// Attestations whose signature verified: (signer, batch, signature). A repeat costs no
     /// pairing. Cleared per round when the round settles.
     verified: HashSet<(usize, settleproof_consensus::Batch, alloy::primitives::Bytes)>,
@@ -271,17 +271,40 @@ impl RoundDriver {
         });
         let net = self.net.clone();
         let tx = st.sync_tx.clone();
-        let request = serde_json::to_string(&SyncRequest { rounds, invoices: Vec::new() }).unwrap_or_default();
+        let request =
+            serde_json::to_string(&SyncRequest { rounds: rounds.clone(), invoices: Vec::new() }).unwrap_or_default();
+        let (set, chain_id, settlement) = (self.set.clone(), self.chain.chain_id(), self.chain.settlement_address());
         tokio::spawn(async move {
-            match net.request(peer, request).await {
+            let resp = match net.request(peer, request).await {
                 Ok(answer) => match serde_json::from_str::<gossip::SyncResponse>(&answer) {
-                    Ok(resp) => {
-                        let _ = tx.send(resp.attestations).await;
-                    }
-                    Err(e) => debug!(%peer, error = %e, "malformed sync response"),
+                    Ok(resp) => resp,
+                    Err(e) => return debug!(%peer, error = %e, "malformed sync response"),
                 },
-                Err(e) => debug!(%peer, error = %e, "sync request failed"),
-            }
+                Err(e) => return debug!(%peer, error = %e, "sync request failed"),
+            };
+            // Only the rounds asked for, one vote per signer and round; the pairings off the
+            // round loop. A peer answering with more gets no more work done.
+            let mut seen = HashSet::new();
+            let wanted: Vec<gossip::Attestation> = resp
+                .attestations
+                .into_iter()
+                .filter(|a| rounds.contains(&a.batch.round) && seen.insert((a.batch.round, a.signer)))
+                .collect();
+            let verified = tokio::task::spawn_blocking(move || {
+                wanted
+                    .into_iter()
+                    .filter_map(|a| match a.verify(&set, chain_id, settlement) {
+                        Ok(sig) => Some((a, sig)),
+                        Err(e) => {
+                            metrics::counter!("attestations_rejected_total", "reason" => e.reason()).increment(1);
+                            None
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_default();
+            let _ = tx.send(verified).await;
         });
     }
 }

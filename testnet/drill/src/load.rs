@@ -221,14 +221,14 @@ async fn create_once(ctl: &Control, k: usize, body: &Value, last: &mut String) -
 
 /// Waits until every payment is on chain again after the reorgs (the payer's wallet
 /// rebroadcasts what they dropped, with the same hash) and records where it landed; returns how
-/// many moved to another block.
+/// many moved to another block. Latency still counts from the first inclusion.
 pub async fn reincluded(payer: &Payer, payments: &mut [Payment]) -> Result<usize> {
     let mut moved = 0;
     for p in payments.iter_mut() {
-        let (block, at) = payer.included(p.tx_hash).await?;
+        let (block, _) = payer.included(p.tx_hash).await?;
         if block != p.block {
             p.dropped_blocks.push(p.block);
-            (p.block, p.included_at_ms) = (block, at);
+            p.block = block;
             moved += 1;
         }
     }
