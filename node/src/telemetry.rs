@@ -78,8 +78,8 @@ fn describe() {
         "Agreed logs of our contracts that did not decode, by event; skipped"
     );
     describe_counter!(
-        "rpc_logs_dropped_without_quorum_total",
-        "Logs some provider showed that never reached a quorum after retries"
+        "rpc_logs_unresolved_total",
+        "Logs neither agreed nor outvoted by a provider quorum; their range is read again"
     );
     describe_counter!("settlements_dropped_by_reorg_total", "Settlements of this node's keeper that a reorg dropped");
     describe_counter!("keeper_resubmissions_total", "Settlements submitted again after a reorg dropped them");

@@ -136,15 +136,21 @@ async fn ghost_invoices_are_refused() -> Result<()> {
     // ...and one with a sound id, passed off as node 0's.
     let mut in_my_name = Invoice { amount: U256::from(1), nonce: B256::repeat_byte(0x9e), ..template };
     in_my_name.id = in_my_name.terms(net.devnet.chain_id, net.devnet.deployment.payments).id();
+    // The first refusal penalises the author below the graylist threshold, after which the
+    // honest nodes no longer hear it at all; the ghost in node 0's name goes first.
     for _ in 0..5 {
-        bad.announce(unbound.clone()).await;
         bad.announce(in_my_name.clone()).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    net.eventually("both ghosts refused", Duration::from_secs(15), || async {
-        (net.metric(0, "invoice_conflicts_total").await >= 2.0).then_some(())
+    net.eventually("the ghost in another's name refused", Duration::from_secs(15), || async {
+        (net.metric(0, "invoice_conflicts_total").await >= 1.0).then_some(())
     })
     .await?;
+    for _ in 0..5 {
+        bad.announce(unbound.clone()).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
     for i in 0..3 {
         for ghost in [&unbound, &in_my_name] {
             let (status, _) = net.get_invoice(i, &ghost.id.to_string()).await?;

@@ -200,8 +200,20 @@ impl Testnet {
         Self::start_with(Options { nodes: n, ..Options::default() }).await
     }
 
-    /// Starts a testnet as `opts` says.
+    /// Starts a testnet as `opts` says. Ports are picked free and bound later by the nodes, so
+    /// another process may take one in between: a testnet that does not come up is stopped and
+    /// started once more on fresh ports, with the reason printed.
     pub async fn start_with(opts: Options) -> Result<Self> {
+        match Self::start_once(opts.clone()).await {
+            Ok(net) => Ok(net),
+            Err(e) => {
+                eprintln!("the test network did not come up ({e:#}); starting a fresh one");
+                Self::start_once(opts).await
+            }
+        }
+    }
+
+    async fn start_once(opts: Options) -> Result<Self> {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
@@ -251,7 +263,10 @@ impl Testnet {
             net.nodes.push(run);
         }
         for i in 0..n {
-            net.wait_ready(i).await?;
+            if let Err(e) = net.wait_ready(i).await {
+                net.stop().await;
+                return Err(e);
+            }
         }
         Ok(net)
     }

@@ -99,7 +99,8 @@ pub struct RangeEvents {
     pub settlements: Vec<SettlementRecord>,
     /// The blocks holding those logs.
     pub blocks: Vec<StoredBlock>,
-    /// Logs some providers showed without a quorum agreeing on them.
+    /// Logs some providers showed that neither a quorum agrees on nor a quorum answered
+    /// without: the range must be read again.
     pub unagreed: usize,
     /// Logs of our contracts with a known event signature that do not decode (a lying
     /// provider, or an event this version does not know): counted and skipped.
@@ -172,7 +173,7 @@ impl ChainClient {
             .from_block(from)
             .to_block(to);
         let vote = self.reads.logs(&filter).await?;
-        let mut out = RangeEvents { unagreed: vote.rejected.len(), ..RangeEvents::default() };
+        let mut out = RangeEvents { unagreed: vote.unresolved(self.reads.quorum()), ..RangeEvents::default() };
         let mut blocks: BTreeMap<u64, StoredBlock> = BTreeMap::new();
         for log in &vote.accepted {
             if log.block_number < from || log.block_number > to {

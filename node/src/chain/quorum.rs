@@ -99,11 +99,22 @@ pub struct LogVote {
     pub accepted: Vec<LogKey>,
     /// Logs with fewer votes (forged, altered, or from another fork), with their votes.
     pub rejected: Vec<(LogKey, usize)>,
+    /// Providers that answered.
+    pub answered: usize,
+}
+
+impl LogVote {
+    /// Rejected logs that are not outvoted: too few providers answered *without* them (at least
+    /// `quorum` must) to call them a lie. The range is read again until that is settled: such a
+    /// log may be real, shown by an honest provider while another honest one is down.
+    pub fn unresolved(&self, quorum: usize) -> usize {
+        self.rejected.iter().filter(|(_, votes)| self.answered.saturating_sub(*votes) < quorum.max(1)).count()
+    }
 }
 
 /// Votes on logs: each provider's answer is the full list for the same pinned range.
 pub fn vote_logs(answers: &[Option<Vec<LogKey>>], quorum: usize) -> Result<LogVote, QuorumError> {
-    answered(answers, quorum)?;
+    let answered = answered(answers, quorum)?;
     let mut votes: HashMap<&LogKey, usize> = HashMap::new();
     for list in answers.iter().flatten() {
         let mut seen = std::collections::HashSet::new();
@@ -114,7 +125,7 @@ pub fn vote_logs(answers: &[Option<Vec<LogKey>>], quorum: usize) -> Result<LogVo
             }
         }
     }
-    let mut vote = LogVote::default();
+    let mut vote = LogVote { answered, ..LogVote::default() };
     for (log, n) in votes {
         if n >= quorum.max(1) { vote.accepted.push(log.clone()) } else { vote.rejected.push((log.clone(), n)) }
     }
@@ -138,6 +149,17 @@ mod tests {
             topics: vec![B256::repeat_byte(2)],
             data: Bytes::from(vec![data]),
         }
+    }
+
+    #[test]
+    fn a_lone_log_is_outvoted_only_by_a_quorum_that_answered_without_it() {
+        let real = log(5, 0, 1);
+        // Three answered, one shows a log: two answered without it, a quorum: a lie, dropped.
+        let v = vote_logs(&[Some(vec![real.clone()]), Some(vec![]), Some(vec![])], 2).expect("vote");
+        assert_eq!((v.rejected.len(), v.unresolved(2)), (1, 0));
+        // Two answered (one down), one shows it: only one answered without it: read again.
+        let v = vote_logs(&[Some(vec![real.clone()]), Some(vec![]), None], 2).expect("vote");
+        assert_eq!((v.rejected.len(), v.unresolved(2)), (1, 1));
     }
 
     #[test]

@@ -7,6 +7,17 @@
 //! newest kept block whose hash still matches (the common ancestor), rewinds the store to it
 //! (payments that left the chain are dropped) and reads forward again, picking up what replaced
 //! them. A restart resumes from the checkpoint, so no block is skipped or applied twice.
+//!
+//! Settlements are known from the `Settled` event alone (it carries the bitmap and the
+//! aggregate signature), whoever sent the transaction and through whatever wrapper. A log that
+//! does not decode is counted, logged and skipped. A log that some providers show but no quorum
+//! agrees on is dropped only when a quorum of providers answered without it (outvoted: forged,
+//! or of another fork); otherwise (providers down, so the honest ones may be the minority) the
+//! range is read again, and not attested, until that is settled. A settlement this node's keeper
+//! recorded from its own receipt stays provisional until the watcher confirms its event; when
+//! the watcher passes its block without the event and the quorum shows the round unsettled, a
+//! reorg dropped it: the record is removed and the round reopened, so the keeper submits the
+//! same batch again.
 
 use super::{ChainClient, ChainError};
 use crate::store::{Store, StoreError, StoredBlock};
@@ -25,10 +36,6 @@ use tracing::{debug, info, warn};
 /// How far back (in kept blocks) the common ancestor of a reorg is searched.
 const ANCESTOR_SEARCH: usize = 256;
 
-/// Tries of a range while some provider shows a log that has no quorum, before moving on
-/// without it.
-const UNAGREED_RETRIES: u32 = 3;
-
 /// Errors of one watcher step.
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
@@ -38,8 +45,9 @@ pub enum WatchError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// Some provider shows logs no quorum agrees on; the range is read again.
-    #[error("{logs} log(s) of blocks {from}..={to} lack a provider quorum (try {attempt} of {UNAGREED_RETRIES})")]
+    /// Some providers show logs that neither a quorum agrees on nor a quorum answered without;
+    /// the range is read again.
+    #[error("{logs} log(s) of blocks {from}..={to} shown without a provider quorum either way (try {attempt})")]
     Unagreed {
         /// First block of the range.
         from: u64,
@@ -137,18 +145,19 @@ impl Watcher {
     }
 
     /// Whether the range starting at `from` may go on without the logs that lack a quorum.
-    fn give_up_on_unagreed(&self, from: u64, to: u64, logs: usize) -> Result<(), WatchError> {
-        let Ok(mut tries) = self.unagreed.lock() else { return Ok(()) };
-        if tries.0 != from {
-            *tries = (from, 0);
-        }
-        tries.1 += 1;
-        if tries.1 < UNAGREED_RETRIES {
-            return Err(WatchError::Unagreed { from, to, logs, attempt: tries.1 });
-        }
-        warn!(from, to, logs, tries = tries.1, "logs still lack a provider quorum: moving on without them");
-        metrics::counter!("rpc_logs_dropped_without_quorum_total").increment(logs as u64);
-        Ok(())
+    fn unagreed(&self, from: u64, to: u64, logs: usize) -> WatchError {
+        let attempt = match self.unagreed.lock() {
+            Ok(mut tries) => {
+                if tries.0 != from {
+                    *tries = (from, 0);
+                }
+                tries.1 += 1;
+                tries.1
+            }
+            Err(_) => 0,
+        };
+        metrics::counter!("rpc_logs_unresolved_total").increment(logs as u64);
+        WatchError::Unagreed { from, to, logs, attempt }
     }
 
     /// Runs until `shutdown` turns true.
@@ -205,7 +214,7 @@ impl Watcher {
         let to_block = self.client.block(to).await?;
         let mut events = self.client.events(from, to).await?;
         if events.unagreed > 0 {
-            self.give_up_on_unagreed(from, to, events.unagreed)?;
+            return Err(self.unagreed(from, to, events.unagreed));
         }
         for s in events.settlements.iter_mut() {
             s.signer_keys = self.signer_keys(s.signer_bitmap);
