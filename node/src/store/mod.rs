@@ -19,6 +19,7 @@
 //! Every multi-record change (a block range with its payments and checkpoint, a settlement with
 //! its webhooks) is one write transaction, so a crash leaves either all of it or none.
 
+mod acks;
 mod backup;
 mod chain;
 mod invoices;
