@@ -3,7 +3,7 @@
 //! proof check) at 1k and 100k leaves. `tests/bench.sh` runs them and puts the numbers into
 //! docs/benchmarks.md.
 
-use alloy::primitives::{B256, keccak256};
+use alloy_primitives::{B256, keccak256};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use settleproof_consensus::merkle;
 use settleproof_consensus::{BlsPublicKey, BlsSecretKey, BlsSignature};

@@ -6,8 +6,8 @@
 //! root and leaf count, and equals `Settlement.batchMessage(...)` on chain.
 
 use crate::merkle;
-use alloy::primitives::{Address, B256, U256, keccak256};
-use alloy::sol_types::SolValue;
+use alloy_primitives::{Address, B256, U256, keccak256};
+use alloy_sol_types::SolValue;
 use serde::{Deserialize, Serialize};
 
 /// Type string whose hash prefixes every batch message (must match `Settlement.BATCH_TYPEHASH`).

@@ -4,7 +4,7 @@
 //! inside the same store transaction that records a new signature, so the rule holds across
 //! restarts (as slashing protection does for Ethereum validators).
 
-use alloy::primitives::B256;
+use alloy_primitives::B256;
 
 /// What the signer may do with a proposed batch root for a round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,8 +12,8 @@
 //! ensure_ascii=False)` for metadata of strings, integers, booleans, arrays and objects).
 //! Invoices without metadata commit to the canonical JSON `null`.
 
-use alloy::primitives::{Address, B256, U256, keccak256};
-use alloy::sol_types::SolValue;
+use alloy_primitives::{Address, B256, U256, keccak256};
+use alloy_sol_types::SolValue;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 

@@ -5,7 +5,7 @@
 //! levels where the node moved up. [`verify_proof`] implements exactly that without rs_merkle, so
 //! a merchant (or a contract) can check a receipt from the leaf index and the leaf count alone.
 
-use alloy::primitives::{B256, keccak256};
+use alloy_primitives::{B256, keccak256};
 use rs_merkle::{Hasher, MerkleTree};
 
 /// keccak256 as an rs_merkle hasher.

@@ -6,7 +6,7 @@
 
 use crate::batch::Batch;
 use crate::bls::BlsSignature;
-use alloy::primitives::U256;
+use alloy_primitives::U256;
 use std::collections::BTreeMap;
 
 /// What happened to an inserted attestation.
@@ -105,7 +105,7 @@ impl AttestationPool {
 mod tests {
     use super::*;
     use crate::bls::BlsSecretKey;
-    use alloy::primitives::B256;
+    use alloy_primitives::B256;
     use proptest::prelude::*;
 
     fn batch(round: u64, root: u8) -> Batch {

@@ -7,7 +7,7 @@ use crate::batch::{Batch, PaymentLeaf};
 use crate::bls::{BlsPublicKey, BlsSignature};
 use crate::invoice::InvoiceTerms;
 use crate::merkle;
-use alloy::primitives::{Address, B256, Bytes, U256};
+use alloy_primitives::{Address, B256, Bytes, U256};
 use serde::{Deserialize, Serialize};
 
 /// Receipt format version (2: carries the invoice's committed terms).
