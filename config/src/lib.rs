@@ -12,6 +12,7 @@
 mod env;
 mod error;
 mod model;
+pub mod netpolicy;
 mod secret;
 mod validate;
 

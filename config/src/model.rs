@@ -35,6 +35,24 @@ pub struct NodeConfig {
     /// Trace export.
     #[serde(default)]
     pub telemetry: TelemetrySection,
+    /// TLS of outgoing connections (RPC providers, webhooks, trace export).
+    #[serde(default)]
+    pub tls: TlsSection,
+}
+
+/// TLS of the node's outgoing connections. Trust roots are the system's (the file named by
+/// `SSL_CERT_FILE` when set), plus `extra_ca_file`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM file of extra trust roots (a private CA), added to the system's.
+    #[serde(default)]
+    pub extra_ca_file: Option<PathBuf>,
+    /// Allows `http://` to hosts other than loopback for RPC endpoints, webhook URLs and the
+    /// trace collector. Off by default: such URLs are refused, since the traffic (API keys in
+    /// RPC URLs, signed webhooks) would cross the network in clear.
+    #[serde(default)]
+    pub allow_insecure_http: bool,
 }
 
 /// Trace export settings.
@@ -90,6 +108,46 @@ pub struct ApiSection {
     /// Requests a merchant token may make in a burst.
     #[serde(default = "default_rate_burst")]
     pub rate_limit_burst: f64,
+    /// Largest request body, in bytes (larger: 413).
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Time a request may take from its headers to its answer, in milliseconds (then 408).
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Time a client has to send a request's headers, in milliseconds (slow clients are cut).
+    #[serde(default = "default_header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// A connection with no bytes either way for this long is closed, in milliseconds.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// Open connections at most; further ones wait in the kernel's backlog.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Requests handled at once at most; further ones wait (and time out).
+    #[serde(default = "default_max_concurrent_requests")]
+    pub max_concurrent_requests: usize,
+    /// `/health/ready` and `/status.json` answers are reused for this long, in milliseconds,
+    /// so a flood of them costs no RPC calls.
+    #[serde(default = "default_status_cache_ms")]
+    pub status_cache_ms: u64,
+}
+
+impl ApiSection {
+    /// The defaults of every limit, listening on `listen`.
+    pub fn with_listen(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            rate_limit_per_s: default_rate_limit(),
+            rate_limit_burst: default_rate_burst(),
+            max_body_bytes: default_max_body_bytes(),
+            request_timeout_ms: default_request_timeout_ms(),
+            header_read_timeout_ms: default_header_read_timeout_ms(),
+            idle_timeout_ms: default_idle_timeout_ms(),
+            max_connections: default_max_connections(),
+            max_concurrent_requests: default_max_concurrent_requests(),
+            status_cache_ms: default_status_cache_ms(),
+        }
+    }
 }
 
 /// Peer-to-peer networking.
@@ -246,6 +304,25 @@ pub struct WebhookSection {
     /// have time to confirm, in seconds.
     #[serde(default = "default_expired_event_delay_s")]
     pub expired_event_delay_s: u64,
+    /// Time to set up a connection to an endpoint, in milliseconds.
+    #[serde(default = "default_webhook_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Bytes of an endpoint's answer read at most; the rest is dropped unread.
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: usize,
+    /// Deliveries in flight at once, over all merchants.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Deliveries in flight at once to one merchant.
+    #[serde(default = "default_max_in_flight_per_merchant")]
+    pub max_in_flight_per_merchant: usize,
+    /// Longest `Retry-After` honoured, in seconds (longer values are cut to this).
+    #[serde(default = "default_max_retry_after_s")]
+    pub max_retry_after_s: u64,
+    /// Allows webhook URLs that resolve to loopback, private, link-local, multicast or metadata
+    /// addresses. Off by default, so a merchant URL cannot reach the operator's own network.
+    #[serde(default)]
+    pub allow_private_targets: bool,
 }
 
 /// The operators' admin API.
@@ -254,6 +331,19 @@ pub struct WebhookSection {
 pub struct AdminSection {
     /// Bearer token of `/admin/v1/*` (at least 16 characters).
     pub token: Secret,
+    /// Address of the admin listener, apart from the public API; absent: loopback, on the
+    /// port after `api.listen`'s.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+}
+
+impl AdminSection {
+    /// Where the admin API listens, given the public API's address.
+    pub fn listen_addr(&self, api: SocketAddr) -> SocketAddr {
+        self.listen.unwrap_or_else(|| {
+            SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), api.port().saturating_add(1))
+        })
+    }
 }
 
 impl Default for WebhookSection {
@@ -264,6 +354,12 @@ impl Default for WebhookSection {
             disable_after_s: default_disable_after_s(),
             failover_delay_ms: default_failover_delay_ms(),
             expired_event_delay_s: default_expired_event_delay_s(),
+            connect_timeout_ms: default_webhook_connect_timeout_ms(),
+            max_response_bytes: default_max_response_bytes(),
+            max_in_flight: default_max_in_flight(),
+            max_in_flight_per_merchant: default_max_in_flight_per_merchant(),
+            max_retry_after_s: default_max_retry_after_s(),
+            allow_private_targets: false,
         }
     }
 }
@@ -336,4 +432,40 @@ fn default_failover_delay_ms() -> u64 {
 }
 fn default_expired_event_delay_s() -> u64 {
     60
+}
+fn default_max_body_bytes() -> usize {
+    64 * 1024
+}
+fn default_request_timeout_ms() -> u64 {
+    10_000
+}
+fn default_header_read_timeout_ms() -> u64 {
+    5_000
+}
+fn default_idle_timeout_ms() -> u64 {
+    60_000
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_max_concurrent_requests() -> usize {
+    256
+}
+fn default_status_cache_ms() -> u64 {
+    1_000
+}
+fn default_webhook_connect_timeout_ms() -> u64 {
+    3_000
+}
+fn default_max_response_bytes() -> usize {
+    64 * 1024
+}
+fn default_max_in_flight() -> usize {
+    32
+}
+fn default_max_in_flight_per_merchant() -> usize {
+    2
+}
+fn default_max_retry_after_s() -> u64 {
+    3_600
 }

@@ -1,5 +1,6 @@
 //! Second loading step: checks every field and reports all problems with their paths.
 
+use crate::netpolicy::{UrlProblem, check_url, check_webhook_url};
 use crate::{ConfigError, FieldError, NodeConfig};
 use std::collections::HashSet;
 
@@ -31,9 +32,6 @@ pub(crate) fn validate(cfg: &NodeConfig) -> Result<(), ConfigError> {
     if !positive || !cfg.api.rate_limit_burst.is_finite() || cfg.api.rate_limit_burst < 1.0 {
         v.add("api.rate_limit_per_s", "must be positive, with api.rate_limit_burst at least 1");
     }
-    if cfg.webhooks.timeout_ms == 0 {
-        v.add("webhooks.timeout_ms", "must be more than 0 ms");
-    }
     if cfg.webhooks.retry_schedule_s.is_empty() || cfg.webhooks.retry_schedule_s.iter().any(|s| *s > 7 * 24 * 3600) {
         v.add(
             "webhooks.retry_schedule_s",
@@ -41,10 +39,12 @@ pub(crate) fn validate(cfg: &NodeConfig) -> Result<(), ConfigError> {
         );
     }
     if let Some(url) = &cfg.telemetry.otlp_endpoint
-        && !is_http_url(url)
+        && let Err(e) = check_url(url, cfg.tls.allow_insecure_http)
     {
-        v.add("telemetry.otlp_endpoint", "must be an http:// or https:// URL, e.g. http://127.0.0.1:4318");
+        v.add("telemetry.otlp_endpoint", format!("{e} (e.g. http://127.0.0.1:4318)"));
     }
+    api(cfg, &mut v);
+    webhooks(cfg, &mut v);
     if let Some(admin) = &cfg.admin
         && admin.token.expose().len() < 16
     {
@@ -82,8 +82,8 @@ fn chain(cfg: &NodeConfig, v: &mut Problems) {
         v.add("chain.rpc_endpoints", "must list at least one URL, e.g. [\"http://127.0.0.1:8545\"]");
     }
     for (i, url) in c.rpc_endpoints.iter().enumerate() {
-        if !is_http_url(url) {
-            v.add(format!("chain.rpc_endpoints[{i}]"), format!("`{url}` is not an http:// or https:// URL"));
+        if let Err(e) = check_url(url, cfg.tls.allow_insecure_http) {
+            v.add(format!("chain.rpc_endpoints[{i}]"), redacted(&e, url));
         }
     }
     if c.rpc_quorum == 0 || c.rpc_quorum > c.rpc_endpoints.len().max(1) {
@@ -178,8 +178,10 @@ fn merchants(cfg: &NodeConfig, v: &mut Problems) {
         if m.payout_address.is_zero() {
             v.add(at("payout_address"), "must be the merchant's non-zero payout address");
         }
-        if !is_http_url(&m.webhook_url) {
-            v.add(at("webhook_url"), "must be an http:// or https:// URL");
+        if let Err(e) =
+            check_webhook_url(&m.webhook_url, cfg.tls.allow_insecure_http, cfg.webhooks.allow_private_targets)
+        {
+            v.add(at("webhook_url"), e.to_string());
         }
         let secret = m.webhook_secret.expose();
         let body = secret.strip_prefix("whsec_").unwrap_or("");
@@ -201,9 +203,58 @@ fn merchants(cfg: &NodeConfig, v: &mut Problems) {
     }
 }
 
-fn is_http_url(s: &str) -> bool {
-    let rest = s.strip_prefix("http://").or_else(|| s.strip_prefix("https://"));
-    rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/') && !r.contains(char::is_whitespace))
+/// An RPC URL may hold an API key in its path or query: the message shows the host only.
+fn redacted(e: &UrlProblem, url: &str) -> String {
+    match e {
+        UrlProblem::NotHttp(_) => "is not an http:// or https:// URL with a host".to_string(),
+        other => {
+            let host = url::Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_default();
+            other.to_string().replace(url, &host)
+        }
+    }
+}
+
+fn api(cfg: &NodeConfig, v: &mut Problems) {
+    let a = &cfg.api;
+    let checks: [(&str, bool, &str); 7] = [
+        ("api.max_body_bytes", (256..=16 << 20).contains(&a.max_body_bytes), "must be between 256 bytes and 16 MiB"),
+        ("api.request_timeout_ms", a.request_timeout_ms >= 100, "must be at least 100 ms"),
+        ("api.header_read_timeout_ms", a.header_read_timeout_ms >= 100, "must be at least 100 ms"),
+        ("api.idle_timeout_ms", a.idle_timeout_ms >= 1000, "must be at least 1000 ms"),
+        ("api.max_connections", a.max_connections >= 8, "must be at least 8"),
+        ("api.max_concurrent_requests", a.max_concurrent_requests >= 1, "must be at least 1"),
+        ("api.status_cache_ms", a.status_cache_ms <= 60_000, "must be at most 60000 ms"),
+    ];
+    for (field, ok, message) in checks {
+        if !ok {
+            v.add(field, message);
+        }
+    }
+    if let Some(admin) = &cfg.admin
+        && admin.listen_addr(a.listen) == a.listen
+    {
+        v.add("admin.listen", "must differ from api.listen: the admin API has its own listener");
+    }
+}
+
+fn webhooks(cfg: &NodeConfig, v: &mut Problems) {
+    let w = &cfg.webhooks;
+    let checks: [(&str, bool, &str); 5] = [
+        ("webhooks.timeout_ms", w.timeout_ms > 0, "must be more than 0 ms"),
+        ("webhooks.connect_timeout_ms", w.connect_timeout_ms > 0, "must be more than 0 ms"),
+        ("webhooks.max_response_bytes", w.max_response_bytes >= 256, "must be at least 256 bytes"),
+        ("webhooks.max_in_flight", w.max_in_flight >= 1, "must be at least 1"),
+        (
+            "webhooks.max_in_flight_per_merchant",
+            (1..=w.max_in_flight.max(1)).contains(&w.max_in_flight_per_merchant),
+            "must be between 1 and webhooks.max_in_flight",
+        ),
+    ];
+    for (field, ok, message) in checks {
+        if !ok {
+            v.add(field, message);
+        }
+    }
 }
 
 fn is_hex_bytes(s: &str, len: usize) -> bool {
@@ -243,7 +294,10 @@ mod tests {
                 "api_token = \"sk_test_plain_0123456789\"\napi_token_sha256 = \"0x",
                 "merchants[0].api_token",
             ),
-            ("\"http://127.0.0.1:9999/webhooks\"", "\"nope\"", "merchants[0].webhook_url"),
+            ("\"https://shop.example.com/settleproof/webhooks\"", "\"nope\"", "merchants[0].webhook_url"),
+            ("\"https://shop.example.com/settleproof/webhooks\"", "\"http://shop.example.com/\"", "merchants[0].webhook_url"),
+            ("\"https://shop.example.com/settleproof/webhooks\"", "\"https://10.0.0.8/\"", "merchants[0].webhook_url"),
+            ("rpc_endpoints = [\"http://127.0.0.1:8545\"]", "rpc_endpoints = [\"http://rpc.example.com/KEY\"]", "chain.rpc_endpoints[0]"),
             ("bls_public_key = \"0xa4", "bls_public_key = \"0x", "network.operators[0].bls_public_key"),
             ("p2p_addr = \"/ip4", "p2p_addr = \"ip4", "network.operators[0].p2p_addr"),
             (

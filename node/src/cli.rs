@@ -108,6 +108,13 @@ pub enum DevnetCommand {
         /// p2p port of node 0 (node i uses base + i).
         #[arg(long, default_value_t = 9700)]
         p2p_port: u16,
+        /// Admin API port of node 0 (node i uses base + i), on loopback.
+        #[arg(long, default_value_t = 8800)]
+        admin_port: u16,
+        /// PEM file of extra trust roots for every node (`tls.extra_ca_file`), e.g. the CA of
+        /// an https:// webhook URL.
+        #[arg(long)]
+        extra_ca_file: Option<PathBuf>,
         /// Confirmation depth.
         #[arg(long, default_value_t = 2)]
         confirmations: u64,

@@ -36,6 +36,10 @@ pub struct DevnetSpec {
     pub api_ports: Vec<u16>,
     /// p2p port of node i.
     pub p2p_ports: Vec<u16>,
+    /// Admin API port of each node.
+    pub admin_ports: Vec<u16>,
+    /// Extra trust roots of every node (`tls.extra_ca_file`).
+    pub extra_ca_file: Option<PathBuf>,
     /// Confirmation depth.
     pub confirmations: u64,
     /// Blocks per round.
@@ -96,7 +100,7 @@ pub enum DevnetError {
 
 /// Generates keys, deploys, funds operators and writes configs and `testnet.json`.
 pub async fn init(spec: &DevnetSpec) -> Result<Devnet, DevnetError> {
-    if spec.nodes == 0 || spec.nodes > 64 || spec.api_ports.len() < spec.nodes || spec.p2p_ports.len() < spec.nodes {
+    if spec.nodes == 0 || spec.nodes > 64 || spec.api_ports.len() < spec.nodes || spec.p2p_ports.len() < spec.nodes || spec.admin_ports.len() < spec.nodes {
         return Err(DevnetError::Invalid(format!("--nodes must be 1..=64 with a port per node, got {}", spec.nodes)));
     }
     let url =
@@ -167,11 +171,7 @@ pub async fn init(spec: &DevnetSpec) -> Result<Devnet, DevnetError> {
                 log_level: "info".into(),
                 shutdown_grace_ms: 5000,
             },
-            api: ApiSection {
-                listen: ([127, 0, 0, 1], spec.api_ports[i]).into(),
-                rate_limit_per_s: 50.0,
-                rate_limit_burst: 100.0,
-            },
+            api: ApiSection::with_listen(([127, 0, 0, 1], spec.api_ports[i]).into()),
             p2p: P2pSection { listen: format!("/ip4/127.0.0.1/tcp/{}", spec.p2p_ports[i]) },
             chain: ChainSection {
                 chain_id,
@@ -204,9 +204,16 @@ pub async fn init(spec: &DevnetSpec) -> Result<Devnet, DevnetError> {
                 disable_after_s: 5 * 24 * 3600,
                 failover_delay_ms: spec.failover_delay_ms,
                 expired_event_delay_s: 3,
+                // The testnet's merchant listens on loopback.
+                allow_private_targets: true,
+                ..WebhookSection::default()
             },
-            admin: Some(AdminSection { token: admin_token.clone() }),
+            admin: Some(AdminSection {
+                token: admin_token.clone(),
+                listen: Some(([127, 0, 0, 1], spec.admin_ports[i]).into()),
+            }),
             telemetry: TelemetrySection { otlp_endpoint: spec.otlp_endpoint.clone() },
+            tls: TlsSection { extra_ca_file: spec.extra_ca_file.clone(), allow_insecure_http: false },
         };
         let path = node_dir.join("config.toml");
         let text = toml::to_string(&cfg).map_err(|e| DevnetError::Invalid(e.to_string()))?;
@@ -229,6 +236,7 @@ fn manifest(spec: &DevnetSpec, d: &Devnet) -> serde_json::Value {
                 "name": cfg.node.name,
                 "api_url": api,
                 "metrics_url": format!("{api}/metrics"),
+                "admin_url": cfg.admin.as_ref().map(|a| format!("http://{}", a.listen_addr(cfg.api.listen))),
                 "config": path,
                 "pid": null,
                 "log": path.parent().map(|p| p.join("node.log")),

@@ -8,6 +8,8 @@ use crate::halt::Halt;
 use crate::invariants::Auditor;
 use crate::keys::{KeyError, OperatorKeys};
 use crate::operators::{OperatorSet, OperatorSetError};
+use crate::api::server::ServerLimits;
+use crate::outbound::Outbound;
 use crate::replication::InvoiceReplicator;
 use crate::rounds::{RoundDriver, Timing};
 use crate::store::{Store, StoreError};
@@ -102,8 +104,10 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
     if let Some(r) = halt.reason() {
         tracing::error!(severity = "CRITICAL", invariant = %r.invariant, detail = %r.detail, "starting halted: settlement stays off until an operator resumes it");
     }
-    let chain = ChainClient::new(&cfg.chain, keys.evm.address())?;
-    let sender = SettlementSender::new(&cfg.chain, keys.evm.clone(), chain.clone(), Some(halt.clone()))?;
+    let outbound = Outbound::from_config(&cfg.tls).map_err(|e| NodeError::Config(e.to_string()))?;
+    let rpc_http = outbound.rpc().map_err(|e| NodeError::Config(e.to_string()))?;
+    let chain = ChainClient::new(&cfg.chain, keys.evm.address(), &rpc_http)?;
+    let sender = SettlementSender::new(&cfg.chain, keys.evm.clone(), chain.clone(), Some(halt.clone()), &rpc_http)?;
     chain.check_chain_id().await?;
     // Before anything is signed: a store restored from a backup must not have forgotten what
     // the chain shows this node signed.
@@ -166,7 +170,11 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
     };
     tasks.push(tokio::spawn(driver.run(progress, net_events, shutdown_rx.clone())));
 
+    for m in &cfg.merchants {
+        crate::redact::register(&m.webhook_url, &format!("webhook:{}", m.id));
+    }
     let deliverer = Deliverer::new(
+        outbound.webhooks(&cfg.webhooks).map_err(|e| NodeError::Config(e.to_string()))?,
         store.clone(),
         &cfg.merchants,
         cfg.webhooks.clone(),
@@ -175,7 +183,6 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
         Some(net.clone()),
         schedule,
     )
-    .map_err(|e| NodeError::Config(format!("webhook client: {e}")))?
     .with_completion(Completion {
         ctx: crate::receipt::ReceiptContext {
             chain_id: cfg.chain.chain_id,
@@ -222,20 +229,25 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
         min_balance_wei: u128::from(cfg.rounds.keeper_min_balance_gwei) * 1_000_000_000,
         limiter: api::RateLimiter::new(cfg.api.rate_limit_per_s, cfg.api.rate_limit_burst),
         metrics,
+        answers: api::cache::Answers::new(Duration::from_millis(cfg.api.status_cache_ms)),
+        limits: api::Limits::from_config(&cfg.api),
+        throttle: api::throttle::AuthThrottle::default(),
     };
-    let listener = tokio::net::TcpListener::bind(cfg.api.listen)
-        .await
-        .map_err(|source| NodeError::Io { what: format!("bind api.listen {}", cfg.api.listen), source })?;
+    let limits = ServerLimits::from_config(&cfg.api, cfg.node.shutdown_grace_ms);
+    let listener = bind("api.listen", cfg.api.listen).await?;
     let api_addr = listener.local_addr().map_err(|source| NodeError::Io { what: "api address".into(), source })?;
-    let mut api_shutdown = shutdown_rx.clone();
-    tasks.push(tokio::spawn(async move {
-        let serve = axum::serve(listener, api::router(state)).with_graceful_shutdown(async move {
-            let _ = api_shutdown.changed().await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "API server stopped");
-        }
-    }));
+    if let Some(admin) = &cfg.admin {
+        let addr = admin.listen_addr(cfg.api.listen);
+        let admin_listener = bind("admin.listen", addr).await?;
+        info!(admin = %addr, "admin API listening");
+        let router = api::admin_router(state.clone());
+        tasks.push(tokio::spawn(api::server::serve("admin", admin_listener, router, limits, shutdown_rx.clone())));
+    }
+    tasks.push(tokio::spawn(api::server::serve("api", listener, api::router(state), limits, shutdown_rx.clone())));
     info!(node = %cfg.node.name, operator = set.me, api = %api_addr, peer_id = %net.local_peer_id(), "node started");
     Ok(NodeHandle { shutdown, tasks, api_addr, peer_id: net.local_peer_id(), net })
+}
+
+async fn bind(field: &str, addr: SocketAddr) -> Result<tokio::net::TcpListener, NodeError> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|source| NodeError::Io { what: format!("bind {field} {addr}"), source })
 }

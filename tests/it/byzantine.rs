@@ -35,7 +35,7 @@ async fn with_byzantine(opts: Options) -> Result<(Testnet, ByzantineOperator)> {
 async fn admin(net: &Testnet, i: usize, path: &str, body: Value) -> Result<Value> {
     let r = net
         .http
-        .post(format!("{}/admin/v1/{path}", net.api(i)))
+        .post(format!("{}/admin/v1/{path}", net.admin(i)))
         .bearer_auth(net.devnet.admin_token.expose())
         .json(&body)
         .send()
@@ -202,7 +202,7 @@ async fn an_equivocator_is_penalised_and_its_honest_forwarders_keep_their_score(
     for i in 0..3 {
         let peers = net
             .http
-            .get(format!("{}/admin/v1/peers", net.api(i)))
+            .get(format!("{}/admin/v1/peers", net.admin(i)))
             .bearer_auth(net.devnet.admin_token.expose())
             .send()
             .await?

@@ -131,7 +131,7 @@ async fn an_operator_signing_another_root_is_outvoted() -> Result<()> {
     assert!(metrics.contains("invariant_violations_total{invariant=\"settled_root_mismatch\"}"), "metric exposed");
     let admin = net.devnet.admin_token.expose();
     let r: Value =
-        net.http.post(format!("{}/admin/v1/resume", net.api(2))).bearer_auth(admin).send().await?.json().await?;
+        net.http.post(format!("{}/admin/v1/resume", net.admin(2))).bearer_auth(admin).send().await?.json().await?;
     assert_eq!(r["was"]["invariant"], "settled_root_mismatch");
     let h = net.health(2).await.ok_or_else(|| eyre!("health"))?;
     assert_eq!(h["checks"]["settlement"]["halted"], false, "resumed: {h}");

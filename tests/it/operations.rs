@@ -47,10 +47,10 @@ async fn a_keeper_nonce_out_of_sync_halts_settlement_until_resumed() -> Result<(
     let (status, _) = net.get_invoice(0, &second).await?;
     assert_eq!(status, 200, "reads are still served");
     let admin = net.devnet.admin_token.expose();
-    let r = net.http.post(format!("{}/admin/v1/resume", net.api(0))).send().await?;
+    let r = net.http.post(format!("{}/admin/v1/resume", net.admin(0))).send().await?;
     assert_eq!(r.status().as_u16(), 401, "resume needs the admin token");
     let r: Value =
-        net.http.post(format!("{}/admin/v1/resume", net.api(0))).bearer_auth(admin).send().await?.json().await?;
+        net.http.post(format!("{}/admin/v1/resume", net.admin(0))).bearer_auth(admin).send().await?.json().await?;
     assert_eq!(r["halted"], false);
     net.eventually("settled after resume", Duration::from_secs(30), || async {
         settled(&net, &second).await.then_some(())
@@ -66,7 +66,7 @@ async fn an_operator_halt_stops_settling_and_survives_a_restart() -> Result<()> 
     let admin = net.devnet.admin_token.expose().to_string();
     let r: Value = net
         .http
-        .post(format!("{}/admin/v1/halt", net.api(0)))
+        .post(format!("{}/admin/v1/halt", net.admin(0)))
         .bearer_auth(&admin)
         .json(&json!({"reason": "maintenance"}))
         .send()
@@ -80,10 +80,10 @@ async fn an_operator_halt_stops_settling_and_survives_a_restart() -> Result<()> 
     net.eventually("node up", Duration::from_secs(30), || async { net.health(0).await }).await?;
     tokio::time::sleep(Duration::from_secs(4)).await;
     let s: Value =
-        net.http.get(format!("{}/admin/v1/status", net.api(0))).bearer_auth(&admin).send().await?.json().await?;
+        net.http.get(format!("{}/admin/v1/status", net.admin(0))).bearer_auth(&admin).send().await?.json().await?;
     assert_eq!(s["halted"], true, "still halted after the restart: {s}");
     assert!(!settled(&net, &id).await);
-    net.http.post(format!("{}/admin/v1/resume", net.api(0))).bearer_auth(&admin).send().await?;
+    net.http.post(format!("{}/admin/v1/resume", net.admin(0))).bearer_auth(&admin).send().await?;
     net.eventually("settled after resume", Duration::from_secs(30), || async {
         settled(&net, &id).await.then_some(())
     })
@@ -328,7 +328,7 @@ async fn the_admin_api_cuts_and_restores_the_link_to_one_operator() -> Result<()
     let peers = |i: usize| {
         let (net, admin) = (&net, admin.clone());
         async move {
-            let r = net.http.get(format!("{}/admin/v1/peers", net.api(i))).bearer_auth(&admin).send().await.ok()?;
+            let r = net.http.get(format!("{}/admin/v1/peers", net.admin(i))).bearer_auth(&admin).send().await.ok()?;
             r.json::<Value>().await.ok()
         }
     };
@@ -339,7 +339,7 @@ async fn the_admin_api_cuts_and_restores_the_link_to_one_operator() -> Result<()
     let post = |path: &'static str, body: Value| {
         let (net, admin) = (&net, admin.clone());
         async move {
-            let r = net.http.post(format!("{}/admin/v1/peers/{path}", net.api(0))).bearer_auth(&admin).json(&body);
+            let r = net.http.post(format!("{}/admin/v1/peers/{path}", net.admin(0))).bearer_auth(&admin).json(&body);
             let r = r.send().await?;
             Ok::<_, eyre::Report>((r.status().as_u16(), r.text().await?))
         }
@@ -369,10 +369,10 @@ async fn settlements_of_back_to_back_rounds_queue_without_a_false_nonce_desync()
     let mut ids = Vec::new();
     for k in 0..10 {
         if k == 4 {
-            net.http.post(format!("{}/admin/v1/halt", net.api(0))).bearer_auth(&admin).send().await?;
+            net.http.post(format!("{}/admin/v1/halt", net.admin(0))).bearer_auth(&admin).send().await?;
         }
         if k == 7 {
-            net.http.post(format!("{}/admin/v1/resume", net.api(0))).bearer_auth(&admin).send().await?;
+            net.http.post(format!("{}/admin/v1/resume", net.admin(0))).bearer_auth(&admin).send().await?;
         }
         ids.push(paid_invoice(&net).await?);
     }
@@ -380,7 +380,7 @@ async fn settlements_of_back_to_back_rounds_queue_without_a_false_nonce_desync()
         net.eventually("settled", Duration::from_secs(40), || async { settled(&net, id).await.then_some(()) }).await?;
     }
     let s: Value =
-        net.http.get(format!("{}/admin/v1/status", net.api(0))).bearer_auth(&admin).send().await?.json().await?;
+        net.http.get(format!("{}/admin/v1/status", net.admin(0))).bearer_auth(&admin).send().await?.json().await?;
     assert_eq!(s["halted"], false, "no invariant tripped: {s}");
     net.stop().await;
     Ok(())

@@ -224,7 +224,7 @@ async fn an_event_that_keeps_failing_is_dead_lettered_and_replay_delivers_it() -
             for i in 0..4 {
                 let v: Value = net
                     .http
-                    .get(format!("{}/admin/v1/deliveries?invoice={id}&state=dead", net.api(i)))
+                    .get(format!("{}/admin/v1/deliveries?invoice={id}&state=dead", net.admin(i)))
                     .bearer_auth(&admin)
                     .send()
                     .await
@@ -249,7 +249,7 @@ async fn an_event_that_keeps_failing_is_dead_lettered_and_replay_delivers_it() -
     );
     let unauthorized = net
         .http
-        .post(format!("{}/admin/v1/deliveries/replay", net.api(node)))
+        .post(format!("{}/admin/v1/deliveries/replay", net.admin(node)))
         .json(&json!({"since_ms": 0}))
         .send()
         .await?;
@@ -257,7 +257,7 @@ async fn an_event_that_keeps_failing_is_dead_lettered_and_replay_delivers_it() -
     net.receiver.set_failure(None);
     let r: Value = net
         .http
-        .post(format!("{}/admin/v1/deliveries/replay", net.api(node)))
+        .post(format!("{}/admin/v1/deliveries/replay", net.admin(node)))
         .bearer_auth(&admin)
         .json(&json!({"since_ms": 0}))
         .send()

@@ -240,6 +240,8 @@ impl Testnet {
             webhook_url: format!("http://127.0.0.1:{webhook_port}/webhooks"),
             api_ports: (0..n).map(|_| free_port()).collect(),
             p2p_ports: (0..n).map(|_| free_port()).collect(),
+            admin_ports: (0..n).map(|_| free_port()).collect(),
+            extra_ca_file: None,
             confirmations: opts.confirmations,
             round_length: opts.round_length,
             poll_interval_ms: 200,
@@ -361,6 +363,13 @@ impl Testnet {
     /// API base URL of node `i`.
     pub fn api(&self, i: usize) -> String {
         format!("http://{}", self.devnet.nodes[i].1.api.listen)
+    }
+
+    /// Base URL of node `i`'s admin API (its own listener).
+    pub fn admin(&self, i: usize) -> String {
+        let cfg = &self.devnet.nodes[i].1;
+        let addr = cfg.admin.as_ref().map(|a| a.listen_addr(cfg.api.listen)).unwrap_or(cfg.api.listen);
+        format!("http://{addr}")
     }
 
     /// A provider that signs as the payer.

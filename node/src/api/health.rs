@@ -35,7 +35,13 @@ impl Level {
     }
 }
 
+/// The readiness answer, computed at most once per `api.status_cache_ms`.
 pub(super) async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<Value>) {
+    let (code, body) = state.answers.ready.clone().get_or(compute(state)).await;
+    (code, Json(body))
+}
+
+async fn compute(state: ApiState) -> (StatusCode, Value) {
     let mut worst = Level::Ok;
     let mut checks = serde_json::Map::new();
     let mut put = |name: &str, level: Level, mut detail: Value| {
@@ -122,5 +128,5 @@ pub(super) async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<Va
         Level::Degraded => ("degraded", StatusCode::OK),
         Level::Failing => ("not_ready", StatusCode::SERVICE_UNAVAILABLE),
     };
-    (code, Json(json!({"status": status, "checks": checks})))
+    (code, json!({"status": status, "checks": checks}))
 }

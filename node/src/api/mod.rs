@@ -1,15 +1,26 @@
-//! The public HTTP API (axum). The router is a plain function of its state, so handlers are
-//! tested with `oneshot` and no socket.
+//! The HTTP APIs (axum): the public one (merchants, health, metrics, status page) and the
+//! operators' admin API, each on its own listener. The routers are plain functions of their
+//! state, so handlers are tested with `oneshot` and no socket; [`server`] serves them.
+//!
+//! Every request passes the same tower layers, outermost first: panics become 500s, a request
+//! id (the caller's `x-request-id` when it is sane, else a new one) is set, logged with
+//! everything the request causes (an access log line with method, route, status and latency)
+//! and returned; the whole request has `api.request_timeout_ms` (then 408); at most
+//! `api.max_concurrent_requests` run at once; bodies over `api.max_body_bytes` get 413; a
+//! client with repeated 401s is locked out for a while (429).
 
 mod admin;
 mod admin_peers;
 pub mod auth;
+pub mod cache;
 mod error;
 mod health;
 mod invoices;
 mod rate_limit;
 mod request_id;
+pub mod server;
 mod status;
+pub mod throttle;
 
 pub use error::ApiError;
 pub use rate_limit::RateLimiter;
@@ -70,16 +81,61 @@ pub struct ApiState {
     pub limiter: rate_limit::RateLimiter,
     /// Prometheus metrics.
     pub metrics: Option<PrometheusHandle>,
+    /// Cached health and status answers.
+    pub answers: cache::Answers,
+    /// Request limits.
+    pub limits: Limits,
+    /// Failed authentications per client.
+    pub throttle: throttle::AuthThrottle,
 }
 
-/// The API router.
+/// Request limits of both listeners.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest body.
+    pub max_body_bytes: usize,
+    /// Time from headers to answer.
+    pub request_timeout: std::time::Duration,
+    /// Requests at once.
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::from_config(&settleproof_config::ApiSection::with_listen(([127, 0, 0, 1], 0).into()))
+    }
+}
+
+impl Limits {
+    /// The limits of `[api]`.
+    pub fn from_config(api: &settleproof_config::ApiSection) -> Self {
+        Self {
+            max_body_bytes: api.max_body_bytes,
+            request_timeout: std::time::Duration::from_millis(api.request_timeout_ms),
+            max_concurrent_requests: api.max_concurrent_requests,
+        }
+    }
+}
+
+/// The public router: merchants, health, metrics and the status page.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/v1/invoices", post(invoices::create).get(invoices::list))
         .route("/v1/invoices/{id}", get(invoices::get))
         .route("/v1/invoices/{id}/receipt", get(invoices::receipt))
         .route("/v1/webhooks/test", post(invoices::test_event))
         .route("/v1/merchant", get(invoices::merchant))
+        .route("/", get(status::page))
+        .route("/status.json", get(status::data))
+        .route("/health/live", get(|| async { "ok" }))
+        .route("/health/ready", get(health::ready))
+        .route("/metrics", get(metrics));
+    hardened(routes, state)
+}
+
+/// The operators' router, served on the admin listener only.
+pub fn admin_router(state: ApiState) -> Router {
+    let routes = Router::new()
         .route("/admin/v1/deliveries", get(admin::deliveries))
         .route("/admin/v1/deliveries/replay", post(admin::replay_failed))
         .route("/admin/v1/deliveries/{id}/replay", post(admin::replay_one))
@@ -93,13 +149,30 @@ pub fn router(state: ApiState) -> Router {
         .route("/admin/v1/peers", get(admin_peers::peers))
         .route("/admin/v1/peers/block", post(admin_peers::block))
         .route("/admin/v1/peers/unblock", post(admin_peers::unblock))
-        .route("/", get(status::page))
-        .route("/status.json", get(status::data))
-        .route("/health/live", get(|| async { "ok" }))
-        .route("/health/ready", get(health::ready))
-        .route("/metrics", get(metrics))
-        .layer(axum::middleware::from_fn(request_id::tag))
-        .with_state(state)
+        .route("/health/live", get(|| async { "ok" }));
+    hardened(routes, state)
+}
+
+fn hardened(routes: Router<ApiState>, state: ApiState) -> Router {
+    use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+    let limits = state.limits;
+    let throttle = state.throttle.clone();
+    let layers = tower::ServiceBuilder::new()
+        .layer(tower_http::catch_panic::CatchPanicLayer::new())
+        .layer(tower::util::MapRequestLayer::new(request_id::drop_unfit))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(request_id::access_log())
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            limits.request_timeout,
+        ))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(limits.max_concurrent_requests))
+        // axum's limit (its extractors answer 413); tower-http's would change the body type
+        // under every route.
+        .layer(axum::extract::DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(throttle, throttle::layer));
+    routes.layer(layers).with_state(state)
 }
 
 async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {

@@ -12,7 +12,12 @@ pub(super) async fn page() -> Html<&'static str> {
     Html(include_str!("status.html"))
 }
 
+/// The status data, computed at most once per `api.status_cache_ms`.
 pub(super) async fn data(State(state): State<ApiState>) -> Json<Value> {
+    Json(state.answers.status.clone().get_or(compute(state)).await)
+}
+
+async fn compute(state: ApiState) -> Value {
     let (_, Json(h)) = health::ready(State(state.clone())).await;
     let settlements: Vec<Value> = state
         .store
@@ -40,7 +45,7 @@ pub(super) async fn data(State(state): State<ApiState>) -> Json<Value> {
             }
         }
     }
-    Json(json!({
+    json!({
         "node": state.node_name,
         "operator": state.node_name,
         "health": h,
@@ -48,5 +53,5 @@ pub(super) async fn data(State(state): State<ApiState>) -> Json<Value> {
         "webhook_backlog": state.store.pending_count().ok(),
         "settlements": settlements,
         "alerts": alerts,
-    }))
+    })
 }

@@ -21,16 +21,16 @@ pub enum ChainError {
     #[error("{0}")]
     BadUrl(String),
     /// The RPC call failed.
-    #[error("rpc call failed: {0}")]
+    #[error("rpc call failed: {}", crate::redact::scrub(&.0.to_string()))]
     Rpc(#[from] alloy::transports::TransportError),
     /// The providers did not reach a quorum.
     #[error("provider quorum: {0}")]
     Quorum(#[from] QuorumError),
     /// A contract call failed or reverted.
-    #[error("contract call failed: {0}")]
+    #[error("contract call failed: {}", crate::redact::scrub(&.0.to_string()))]
     Contract(#[from] alloy::contract::Error),
     /// Waiting for a transaction failed.
-    #[error("transaction not confirmed: {0}")]
+    #[error("transaction not confirmed: {}", crate::redact::scrub(&.0.to_string()))]
     Pending(#[from] alloy::providers::PendingTransactionError),
     /// The providers serve another chain.
     #[error("providers report chain id {got}, config says chain.chain_id = {expected}")]
@@ -109,8 +109,9 @@ pub struct RangeEvents {
 
 impl ChainClient {
     /// A client for `cfg`; `account` is this node's settlement account.
-    pub fn new(cfg: &ChainSection, account: Address) -> Result<Self, ChainError> {
-        let reads = Arc::new(ProviderSet::new(cfg).map_err(ChainError::BadUrl)?);
+    /// Reads through `cfg.rpc_endpoints` over `http`.
+    pub fn new(cfg: &ChainSection, account: Address, http: &reqwest::Client) -> Result<Self, ChainError> {
+        let reads = Arc::new(ProviderSet::new(cfg, http).map_err(ChainError::BadUrl)?);
         Ok(Self {
             reads,
             chain_id: cfg.chain_id,

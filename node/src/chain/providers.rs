@@ -65,14 +65,18 @@ enum CallError {
 }
 
 impl ProviderSet {
-    /// Providers for `cfg.rpc_endpoints`; `Err` names the endpoint that is not a URL.
-    pub fn new(cfg: &ChainSection) -> Result<Self, String> {
+    /// Providers for `cfg.rpc_endpoints`, over `http` (see [`crate::outbound`]); `Err` names
+    /// the endpoint that is not a URL. Each URL is registered with [`crate::redact`] under its
+    /// label, so no error shows it.
+    pub fn new(cfg: &ChainSection, http: &reqwest::Client) -> Result<Self, String> {
         let mut slots = Vec::new();
         for (i, url) in cfg.rpc_endpoints.iter().enumerate() {
-            let parsed = url.parse().map_err(|_| format!("chain.rpc_endpoints[{i}]: `{url}` is not a URL"))?;
+            let label = format!("rpc-{i}");
+            crate::redact::register(url, &label);
+            let parsed = url.parse().map_err(|_| format!("chain.rpc_endpoints[{i}] is not a URL"))?;
             slots.push(Slot {
-                label: format!("rpc-{i}"),
-                provider: ProviderBuilder::new().connect_http(parsed).erased(),
+                label,
+                provider: ProviderBuilder::new().connect_reqwest(http.clone(), parsed).erased(),
                 breaker: Mutex::new(CircuitBreaker::new(
                     cfg.rpc_breaker_failures,
                     Duration::from_millis(cfg.rpc_breaker_open_ms),
@@ -263,7 +267,8 @@ impl ProviderSet {
             match result {
                 Ok(v) => return Some(v),
                 Err(CallError::Rpc(e)) => {
-                    tracing::debug!(provider = %slot.label, method, attempt, error = %e, "rpc call failed")
+                    let error = crate::redact::scrub(&e.to_string());
+                    tracing::debug!(provider = %slot.label, method, attempt, %error, "rpc call failed")
                 }
                 Err(e) => {
                     tracing::debug!(provider = %slot.label, method, attempt, error = ?e, "rpc call failed")

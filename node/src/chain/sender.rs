@@ -113,15 +113,15 @@ impl SettlementSender {
         signer: PrivateKeySigner,
         chain: ChainClient,
         halt: Option<crate::halt::Halt>,
+        http: &reqwest::Client,
     ) -> Result<Self, ChainError> {
         let account = signer.address();
         let wallet = EthereumWallet::from(signer);
         let mut writers = Vec::new();
         for (i, url) in cfg.rpc_endpoints.iter().enumerate() {
-            let parsed = url
-                .parse()
-                .map_err(|_| ChainError::BadUrl(format!("chain.rpc_endpoints[{i}]: `{url}` is not a URL")))?;
-            writers.push(ProviderBuilder::new().wallet(wallet.clone()).connect_http(parsed).erased());
+            crate::redact::register(url, &format!("rpc-{i}"));
+            let parsed = url.parse().map_err(|_| ChainError::BadUrl(format!("chain.rpc_endpoints[{i}] is not a URL")))?;
+            writers.push(ProviderBuilder::new().wallet(wallet.clone()).connect_reqwest(http.clone(), parsed).erased());
         }
         if writers.is_empty() {
             return Err(ChainError::BadUrl("chain.rpc_endpoints: no endpoint".into()));
@@ -253,7 +253,8 @@ impl SettlementSender {
                 Ok(p) => p,
                 Err(e) => {
                     // A replacement racing the original's inclusion: the nonce is used.
-                    warn!(round = b.round, attempt, error = %e, "settlement send failed");
+                    let error = crate::redact::scrub(&e.to_string());
+                    warn!(round = b.round, attempt, %error, "settlement send failed");
                     if !self.chain.settled_root(b.round).await?.is_zero() {
                         return Ok(SettleOutcome::SettledByOther);
                     }
@@ -307,7 +308,8 @@ impl SettlementSender {
                     })));
                 }
                 Err(e) => {
-                    warn!(round = b.round, tx_hash = %tx_hash, attempt, error = %e, "settlement not mined in time; replacing with higher fees");
+                    let error = crate::redact::scrub(&e.to_string());
+                    warn!(round = b.round, tx_hash = %tx_hash, attempt, %error, "settlement not mined in time; replacing with higher fees");
                     if !self.chain.settled_root(b.round).await?.is_zero() {
                         return Ok(SettleOutcome::SettledByOther);
                     }

@@ -1,5 +1,8 @@
 //! The delivery worker: sends due outbox events, signed, in sequence per invoice, and records
-//! every attempt with its status, latency and the start of the answer. What follows an attempt
+//! every attempt with its status, latency and the start of the answer. Deliveries to different
+//! merchants run concurrently, at most `max_in_flight` in all and `max_in_flight_per_merchant`
+//! to one merchant, so a slow or hostile endpoint holds back only its own events. An answer is
+//! read up to `max_response_bytes`; redirects are not followed (see [`crate::outbound`]). What follows an attempt
 //! is [`super::retry::decide`]'s call: delivered (and acknowledged to the other operators),
 //! retried at the schedule's next delay (with ±10 % jitter), dead-lettered, or the merchant's
 //! endpoint disabled. State lives in the store, so retries survive restarts.
@@ -22,6 +25,36 @@ use tracing::{info, warn};
 /// Longest answer excerpt kept per attempt.
 const EXCERPT: usize = 256;
 
+/// Deliveries under way: by event, and counted per merchant.
+#[derive(Debug, Default)]
+struct InFlight {
+    events: HashSet<String>,
+    per_merchant: HashMap<String, usize>,
+}
+
+impl InFlight {
+    /// Takes a slot for `event` unless it is already under way or a bound is reached.
+    fn try_take(&mut self, event: &OutboxEvent, total: usize, per_merchant: usize) -> bool {
+        let mine = self.per_merchant.get(&event.merchant_id).copied().unwrap_or(0);
+        if self.events.contains(&event.id) || self.events.len() >= total || mine >= per_merchant {
+            return false;
+        }
+        self.events.insert(event.id.clone());
+        *self.per_merchant.entry(event.merchant_id.clone()).or_default() += 1;
+        true
+    }
+
+    fn release(&mut self, event: &OutboxEvent) {
+        self.events.remove(&event.id);
+        if let Some(n) = self.per_merchant.get_mut(&event.merchant_id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_merchant.remove(&event.merchant_id);
+            }
+        }
+    }
+}
+
 /// Sends webhook events from the outbox.
 #[derive(Debug, Clone)]
 pub struct Deliverer {
@@ -34,6 +67,7 @@ pub struct Deliverer {
     net: Option<NetworkHandle>,
     schedule: RoundSchedule,
     completion: Option<Arc<Completion>>,
+    in_flight: Arc<std::sync::Mutex<InFlight>>,
 }
 
 /// What a node needs to complete a bare `payment.settled` event before delivering it: the
@@ -52,6 +86,7 @@ impl Deliverer {
     /// A worker for `merchants`; `wake` makes it look at the outbox at once; deliveries are
     /// acknowledged on `net` so other operators do not deliver them again.
     pub fn new(
+        client: reqwest::Client,
         store: Store,
         merchants: &[MerchantConfig],
         settings: WebhookSection,
@@ -59,10 +94,9 @@ impl Deliverer {
         node: String,
         net: Option<NetworkHandle>,
         schedule: RoundSchedule,
-    ) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder().timeout(Duration::from_millis(settings.timeout_ms)).build()?;
+    ) -> Self {
         let merchants = Arc::new(merchants.iter().map(|m| (m.id.clone(), m.clone())).collect());
-        Ok(Self { store, merchants, client, settings, wake, node, net, schedule, completion: None })
+        Self { store, merchants, client, settings, wake, node, net, schedule, completion: None, in_flight: Arc::default() }
     }
 
     /// Completes bare `payment.settled` events with their invoice before delivery.
@@ -111,34 +145,47 @@ impl Deliverer {
         Some(OutboxEvent { event_type: fresh.event_type, body: fresh.body, ..event.clone() })
     }
 
-    /// Runs until `shutdown` turns true.
+    /// Runs until `shutdown` turns true; deliveries under way then get the attempt timeout to
+    /// finish (an attempt cut short is not recorded and is made again: at least once).
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut tasks = tokio::task::JoinSet::new();
         loop {
             self.expire_invoices();
             let paused: Vec<String> =
                 self.merchants.keys().filter(|m| self.store.endpoint(m).is_ok_and(|e| e.disabled)).cloned().collect();
-            match self.store.due_events(now_ms(), 64, &paused) {
+            // The store hands out only the first pending event of each invoice, so one
+            // invoice's events go out in order however many run at once.
+            match self.store.due_events(now_ms(), 512, &paused) {
                 Ok(due) => {
-                    let mut held = HashSet::new();
                     for event in due {
-                        if event.invoice_id.is_some_and(|i| held.contains(&i)) {
-                            continue;
-                        }
-                        if !self.attempt(&event).await
-                            && let Some(i) = event.invoice_id
-                        {
-                            held.insert(i);
+                        let taken = self.in_flight.lock().is_ok_and(|mut f| {
+                            f.try_take(&event, self.settings.max_in_flight, self.settings.max_in_flight_per_merchant)
+                        });
+                        if taken {
+                            let worker = self.clone();
+                            tasks.spawn(async move {
+                                worker.attempt(&event).await;
+                                if let Ok(mut f) = worker.in_flight.lock() {
+                                    f.release(&event);
+                                }
+                                worker.wake.notify_one();
+                            });
                         }
                     }
                 }
                 Err(e) => warn!(error = %e, "cannot read the webhook outbox"),
             }
+            metrics::gauge!("webhook_in_flight").set(tasks.len() as f64);
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-                _ = shutdown.changed() => return,
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                _ = shutdown.changed() => break,
             }
+            while tasks.try_join_next().is_some() {}
         }
+        let grace = Duration::from_millis(self.settings.timeout_ms.saturating_add(1000));
+        let _ = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
     }
 
     /// Queues `invoice.expired` for invoices whose expiry passed `expired_event_delay_s` ago
@@ -171,6 +218,12 @@ impl Deliverer {
             warn!(webhook_id = %event.id, merchant = %event.merchant_id, "merchant no longer configured; event left pending");
             return false;
         };
+        if !self.settings.allow_private_targets
+            && let Err(e) = crate::outbound::check_literal_target(&merchant.webhook_url)
+        {
+            warn!(webhook_id = %event.id, merchant = %merchant.id, error = %e, "webhook target refused");
+            return false;
+        }
         let ts = now_s();
         let signature = match signature::sign(merchant.webhook_secret.expose(), &event.id, ts, event.body.as_bytes()) {
             Ok(s) => s,
@@ -193,13 +246,12 @@ impl Deliverer {
         let (status, retry_after, excerpt, error) = match result {
             Ok(resp) => {
                 let status = resp.status().as_u16();
-                let ra = retry::retry_after(resp.headers().get("retry-after").and_then(|v| v.to_str().ok()));
-                let text = resp.text().await.unwrap_or_default();
-                (Some(status), ra, text.chars().take(EXCERPT).collect::<String>(), None)
+                let ra = retry::retry_after(resp.headers().get("retry-after").and_then(|v| v.to_str().ok()))
+                    .map(|s| s.min(self.settings.max_retry_after_s));
+                let body = capped_body(resp, self.settings.max_response_bytes).await;
+                (Some(status), ra, String::from_utf8_lossy(&body).chars().take(EXCERPT).collect::<String>(), None)
             }
-            Err(e) => {
-                (None, None, String::new(), Some(if e.is_timeout() { "timeout".to_string() } else { e.to_string() }))
-            }
+            Err(e) => (None, None, String::new(), Some(transport_error(&e))),
         };
         let latency_ms = started.elapsed().as_millis() as u64;
         let attempt_no = event.schedule_index.saturating_add(1);
@@ -209,8 +261,8 @@ impl Deliverer {
             Decision::Delivered => (AttemptEffect::Delivered, "delivered".to_string()),
             Decision::RetryIn(ms) => {
                 let jitter = ms / 10;
-                let delay = ms - jitter + rand::thread_rng().gen_range(0..=jitter * 2);
-                (AttemptEffect::RetryAt(now + delay), error.clone().unwrap_or_else(|| "retry".into()))
+                let delay = ms.saturating_sub(jitter).saturating_add(rand::thread_rng().gen_range(0..=jitter.saturating_mul(2)));
+                (AttemptEffect::RetryAt(now.saturating_add(delay)), error.clone().unwrap_or_else(|| "retry".into()))
             }
             Decision::Dead(reason) => (AttemptEffect::Dead, reason.clone()),
             Decision::DisableEndpoint(reason) => {
@@ -280,6 +332,39 @@ impl Deliverer {
             let _ = self.store.set_endpoint(merchant, &state);
         }
     }
+}
+
+/// Reads at most `cap` bytes of the answer; the rest is left unread (the connection closes).
+/// A body that fails midway counts as what was read: the status decides the outcome.
+async fn capped_body(mut resp: reqwest::Response, cap: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    while body.len() < cap {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = cap - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    if body.len() >= cap {
+        metrics::counter!("webhook_answers_truncated_total").increment(1);
+    }
+    body
+}
+
+/// A short reason for a failed attempt, without the URL.
+fn transport_error(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return "timeout".into();
+    }
+    let mut text = if e.is_connect() { "connect error".to_string() } else { "request error".to_string() };
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text = format!("{text}: {s}");
+        source = s.source();
+    }
+    crate::redact::scrub(&text)
 }
 
 fn disable(state: &mut EndpointState, reason: String, now: u64) {

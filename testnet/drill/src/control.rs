@@ -121,7 +121,7 @@ impl Control {
         let action = if block { "block" } else { "unblock" };
         let r = self
             .http
-            .post(format!("{}/admin/v1/peers/{action}", self.m.nodes[i].api_url))
+            .post(format!("{}/admin/v1/peers/{action}", self.m.nodes[i].admin_url))
             .bearer_auth(&self.m.admin_token)
             .json(&json!({ "peer_id": peer }))
             .send()

@@ -64,6 +64,8 @@ pub struct Node {
     pub name: String,
     /// HTTP API base URL.
     pub api_url: String,
+    /// Base URL of its admin API (its own loopback listener).
+    pub admin_url: String,
     /// Its config file.
     pub config: PathBuf,
     /// Its log file.

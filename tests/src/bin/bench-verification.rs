@@ -63,8 +63,9 @@ async fn quorum_vs_single(calls: usize, report: &mut String) -> Result<()> {
     for _ in 0..4 {
         proxies.push(settleproof_rpc_proxy::spawn(([127, 0, 0, 1], 0).into(), &anvil.url).await?.url());
     }
-    let quorum = ProviderSet::new(&chain(proxies[..3].to_vec(), 2)).map_err(|e| eyre!(e))?;
-    let single = ProviderSet::new(&chain(vec![proxies[3].clone()], 1)).map_err(|e| eyre!(e))?;
+    let http = reqwest::Client::new();
+    let quorum = ProviderSet::new(&chain(proxies[..3].to_vec(), 2), &http).map_err(|e| eyre!(e))?;
+    let single = ProviderSet::new(&chain(vec![proxies[3].clone()], 1), &http).map_err(|e| eyre!(e))?;
     let filter = Filter::new().address(alloy::primitives::Address::repeat_byte(1)).from_block(0).to_block(200);
     let (mut qh, mut sh, mut ql, mut sl) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..calls {

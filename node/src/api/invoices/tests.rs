@@ -1,4 +1,4 @@
-use crate::api::{ApiState, router};
+use crate::api::{ApiState, admin_router, router};
 use crate::store::{Store, temp_store};
 use alloy::primitives::Address;
 use axum::body::Body;
@@ -40,6 +40,9 @@ fn state(store: Store) -> ApiState {
         min_balance_wei: 0,
         limiter: crate::api::RateLimiter::new(1000.0, 1000.0),
         metrics: None,
+        answers: Default::default(),
+        limits: Default::default(),
+        throttle: Default::default(),
     }
 }
 
@@ -186,5 +189,44 @@ async fn each_merchant_token_has_a_request_budget_and_requests_get_ids() {
         .oneshot(Request::builder().uri("/health/live").body(Body::empty()).expect("request"))
         .await
         .expect("response");
-    assert_eq!(resp.headers().get("x-request-id").map(|v| v.len()), Some(16), "a fresh id when none is given");
+    assert_eq!(resp.headers().get("x-request-id").map(|v| v.len()), Some(36), "a fresh UUID when none is given");
+}
+
+#[tokio::test]
+async fn the_public_router_holds_under_abuse() {
+    let (_dir, store) = temp_store();
+    let mut st = state(store);
+    st.admin_token = Some(Secret::new("admin_token_0123456789"));
+    st.limits.max_body_bytes = 1024;
+    // An id unfit for logs is replaced.
+    let req = Request::builder()
+        .uri("/health/live")
+        .header("x-request-id", "x".repeat(100))
+        .body(Body::empty())
+        .expect("request");
+    let resp = router(st.clone()).oneshot(req).await.expect("response");
+    assert_eq!(resp.headers().get("x-request-id").map(|v| v.len()), Some(36));
+    // The admin API is not on the public listener, token or not.
+    let req = Request::builder()
+        .uri("/admin/v1/deliveries")
+        .header("authorization", "Bearer admin_token_0123456789")
+        .body(Body::empty())
+        .expect("request");
+    assert_eq!(router(st.clone()).oneshot(req).await.expect("response").status(), StatusCode::NOT_FOUND);
+    let req = Request::builder()
+        .uri("/admin/v1/deliveries")
+        .header("authorization", "Bearer admin_token_0123456789")
+        .body(Body::empty())
+        .expect("request");
+    assert_eq!(admin_router(st.clone()).oneshot(req).await.expect("response").status(), StatusCode::OK);
+    // Bodies over the limit: 413.
+    let big = json!({"amount": "1", "token": "native", "metadata": {"x": "y".repeat(4096)}});
+    assert_eq!(call(&st, "POST", "/v1/invoices", Some(TOKEN), Some(big)).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+    // Guessing tokens: locked out after the allowed failures, even with the right token.
+    for _ in 0..crate::api::throttle::MAX_FAILURES {
+        assert_eq!(call(&st, "GET", "/v1/merchant", Some("sk_wrong_guess_0000000000"), None).await.0, StatusCode::UNAUTHORIZED);
+    }
+    let (status, resp) = call(&st, "GET", "/v1/merchant", Some(TOKEN), None).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(resp["error"]["code"], "auth_locked_out");
 }

@@ -1,0 +1,153 @@
+//! Throttles guessing of API tokens: a client address (an IPv6 /64) with too many `401`s in a
+//! window is answered `429` without looking at its token until the lockout ends. Applied as a
+//! layer around the whole router, so every route that checks a token is covered.
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Failures within [`WINDOW`] that lock a client out.
+pub const MAX_FAILURES: u32 = 10;
+/// Window of counted failures.
+pub const WINDOW: Duration = Duration::from_secs(60);
+/// Length of a lockout.
+pub const LOCKOUT: Duration = Duration::from_secs(60);
+/// Clients tracked at most (the oldest windows are dropped first).
+const MAX_TRACKED: usize = 10_000;
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    failures: u32,
+    window_start: Instant,
+    locked_until: Option<Instant>,
+}
+
+/// Failed authentications per client address.
+#[derive(Debug, Clone, Default)]
+pub struct AuthThrottle {
+    clients: Arc<Mutex<HashMap<IpAddr, Entry>>>,
+}
+
+impl AuthThrottle {
+    /// `Err(seconds)` while `ip` is locked out.
+    pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), u64> {
+        let Ok(clients) = self.clients.lock() else { return Ok(()) };
+        match clients.get(&key(ip)).and_then(|e| e.locked_until) {
+            Some(until) if until > now => Err(until.duration_since(now).as_secs().max(1)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts a failed authentication of `ip`.
+    pub fn failed(&self, ip: IpAddr, now: Instant) {
+        let Ok(mut clients) = self.clients.lock() else { return };
+        if clients.len() >= MAX_TRACKED && !clients.contains_key(&key(ip)) {
+            clients.retain(|_, e| now.duration_since(e.window_start) < WINDOW || e.locked_until.is_some_and(|u| u > now));
+            if clients.len() >= MAX_TRACKED {
+                return;
+            }
+        }
+        let e = clients.entry(key(ip)).or_insert(Entry { failures: 0, window_start: now, locked_until: None });
+        if now.duration_since(e.window_start) >= WINDOW {
+            *e = Entry { failures: 0, window_start: now, locked_until: None };
+        }
+        e.failures = e.failures.saturating_add(1);
+        if e.failures >= MAX_FAILURES {
+            e.locked_until = Some(now + LOCKOUT);
+            metrics::counter!("api_auth_lockouts_total").increment(1);
+            tracing::warn!(client = %key(ip), "repeated authentication failures: client locked out");
+        }
+    }
+
+    /// A successful authentication clears the count.
+    pub fn succeeded(&self, ip: IpAddr) {
+        if let Ok(mut clients) = self.clients.lock() {
+            clients.remove(&key(ip));
+        }
+    }
+}
+
+/// IPv6 clients are counted per /64: one host usually holds a whole /64.
+fn key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        IpAddr::V6(v6) => IpAddr::V4(v6.to_ipv4_mapped().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED)),
+        v4 => v4,
+    }
+}
+
+/// The layer: locked-out clients get 429; answers of 401 count, others with a token clear.
+pub async fn layer(State(throttle): State<AuthThrottle>, req: Request, next: Next) -> Response {
+    let ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+    let now = Instant::now();
+    if let Err(retry_s) = throttle.check(ip, now) {
+        let body = super::ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "auth_locked_out",
+            field: None,
+            message: format!("too many failed authentications from this address; retry in {retry_s} s"),
+        };
+        let mut resp = body.into_response();
+        if let Ok(v) = HeaderValue::from_str(&retry_s.to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return resp;
+    }
+    let had_token = req.headers().contains_key(header::AUTHORIZATION);
+    let resp = next.run(req).await;
+    if resp.status() == StatusCode::UNAUTHORIZED {
+        throttle.failed(ip, now);
+    } else if had_token && resp.status().is_success() {
+        throttle.succeeded(ip);
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lockout_after_repeated_failures_then_release() {
+        let t = AuthThrottle::default();
+        let ip: IpAddr = "203.0.113.7".parse().expect("ip");
+        let other: IpAddr = "198.51.100.1".parse().expect("ip");
+        let t0 = Instant::now();
+        for _ in 0..MAX_FAILURES - 1 {
+            t.failed(ip, t0);
+        }
+        assert!(t.check(ip, t0).is_ok());
+        t.failed(ip, t0);
+        assert_eq!(t.check(ip, t0), Err(LOCKOUT.as_secs()));
+        assert!(t.check(other, t0).is_ok(), "another client is not affected");
+        assert!(t.check(ip, t0 + LOCKOUT).is_ok(), "the lockout ends");
+        let v6a: IpAddr = "2001:db8:1:2::1".parse().expect("ip");
+        let v6b: IpAddr = "2001:db8:1:2::ffff".parse().expect("ip");
+        for _ in 0..MAX_FAILURES {
+            t.failed(v6a, t0);
+        }
+        assert!(t.check(v6b, t0).is_err(), "one /64 is one client");
+    }
+
+    #[test]
+    fn failures_outside_the_window_start_over() {
+        let t = AuthThrottle::default();
+        let ip: IpAddr = "203.0.113.9".parse().expect("ip");
+        let t0 = Instant::now();
+        for k in 0..MAX_FAILURES * 2 {
+            t.failed(ip, t0 + WINDOW * k / (MAX_FAILURES / 2));
+        }
+        assert!(t.check(ip, t0 + WINDOW * 4).is_ok());
+    }
+}
