@@ -2,6 +2,7 @@
 //! real HTTP webhook receiver.
 
 mod byzantine;
+mod hostile_endpoints;
 mod contracts;
 mod drills;
 mod keeper;

@@ -246,8 +246,10 @@ impl Deliverer {
         let (status, retry_after, excerpt, error) = match result {
             Ok(resp) => {
                 let status = resp.status().as_u16();
-                let ra = retry::retry_after(resp.headers().get("retry-after").and_then(|v| v.to_str().ok()))
-                    .map(|s| s.min(self.settings.max_retry_after_s));
+                let ra = retry::retry_after(
+                    resp.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+                    self.settings.max_retry_after_s,
+                );
                 let body = capped_body(resp, self.settings.max_response_bytes).await;
                 (Some(status), ra, String::from_utf8_lossy(&body).chars().take(EXCERPT).collect::<String>(), None)
             }

@@ -44,9 +44,10 @@ pub fn decide(status: Option<u16>, retry_after_s: Option<u64>, attempt: u32, sch
     }
 }
 
-/// Seconds of a `Retry-After` header (delta-seconds form; dates are ignored).
-pub fn retry_after(header: Option<&str>) -> Option<u64> {
-    header.and_then(|h| h.trim().parse().ok())
+/// Seconds of a `Retry-After` header (delta-seconds form; dates and numbers beyond `u64` are
+/// ignored), cut to `cap`.
+pub fn retry_after(header: Option<&str>, cap: u64) -> Option<u64> {
+    header.and_then(|h| h.trim().parse::<u64>().ok()).map(|s| s.min(cap))
 }
 
 #[cfg(test)]
@@ -74,7 +75,11 @@ mod tests {
         for (status, ra, attempt, want) in cases {
             assert_eq!(decide(status, ra, attempt, s), want, "{status:?} {ra:?} {attempt}");
         }
-        assert_eq!(retry_after(Some(" 30 ")), Some(30));
-        assert_eq!(retry_after(Some("Wed, 21 Oct 2015 07:28:00 GMT")), None);
+        assert_eq!(retry_after(Some(" 30 "), 3600), Some(30));
+        assert_eq!(retry_after(Some("Wed, 21 Oct 2015 07:28:00 GMT"), 3600), None);
+        assert_eq!(retry_after(Some("18446744073709551615"), 3600), Some(3600), "capped");
+        assert_eq!(retry_after(Some("99999999999999999999999"), 3600), None, "beyond u64");
+        // The arithmetic saturates even with an uncapped value.
+        assert_eq!(decide(Some(429), Some(u64::MAX), 1, s), RetryIn(u64::MAX));
     }
 }

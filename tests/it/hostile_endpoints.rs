@@ -1,0 +1,168 @@
+//! Webhook delivery against hostile merchant endpoints, on real sockets with a real store: a
+//! tarpit cannot delay other merchants, redirects are not followed, endless answers are cut,
+//! private targets are refused.
+
+use alloy::primitives::B256;
+use eyre::{Result, bail};
+use settleproof_config::{MerchantConfig, Secret, WebhookSection};
+use settleproof_consensus::RoundSchedule;
+use settleproof_node::demo_merchant::Receiver;
+use settleproof_node::outbound::Outbound;
+use settleproof_node::store::{OutboxEvent, Store};
+use settleproof_node::webhook::delivery::Deliverer;
+use settleproof_tests::hostile::{self, Behaviour};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, watch};
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+fn merchant(id: &str, url: String) -> MerchantConfig {
+    MerchantConfig {
+        id: id.into(),
+        payout_address: alloy::primitives::Address::repeat_byte(0x11),
+        webhook_url: url,
+        webhook_secret: Secret::new(SECRET),
+        api_token_sha256: B256::repeat_byte(id.len() as u8),
+        api_token: None,
+    }
+}
+
+fn event(merchant: &str, n: u64) -> OutboxEvent {
+    OutboxEvent {
+        id: format!("msg_{merchant}_{n}"),
+        merchant_id: merchant.into(),
+        event_type: "test.event".into(),
+        body: format!("{{\"type\":\"test.event\",\"n\":{n}}}"),
+        invoice_id: Some(alloy::primitives::keccak256(format!("{merchant}/{n}"))),
+        sequence: 1,
+        ..OutboxEvent::default()
+    }
+}
+
+struct Run {
+    store: Store,
+    _dir: tempfile::TempDir,
+    stop: watch::Sender<bool>,
+}
+
+/// Starts a deliverer for `merchants` with `settings` and the events queued.
+fn start(merchants: Vec<MerchantConfig>, settings: WebhookSection, events: &[OutboxEvent]) -> Result<Run> {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(&dir.path().join("settleproof.redb"))?;
+    store.enqueue_events(events, 0)?;
+    let client = Outbound::default().webhooks(&settings)?;
+    let schedule = RoundSchedule::new(0, 1).ok_or_else(|| eyre::eyre!("schedule"))?;
+    let d = Deliverer::new(client, store.clone(), &merchants, settings, Arc::new(Notify::new()), "node-0".into(), None, schedule);
+    let (stop, rx) = watch::channel(false);
+    tokio::spawn(d.run(rx));
+    Ok(Run { store, _dir: dir, stop })
+}
+
+async fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) -> Result<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < within {
+        if done() {
+            return Ok(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("{what}: not within {within:?}")
+}
+
+/// A tarpit merchant (accepts, never answers, holds each attempt for the whole timeout) shares
+/// the node with five good merchants; the good ones' events all arrive long before a single
+/// tarpit attempt ends.
+#[tokio::test]
+async fn a_tarpit_merchant_does_not_delay_the_others() -> Result<()> {
+    let (tarpit, seen) = hostile::spawn(Behaviour::Tarpit).await?;
+    let rx = Receiver::new(SECRET.into(), None);
+    let good = rx.clone().spawn(([127, 0, 0, 1], 0).into()).await?;
+    let mut merchants = vec![merchant("tarpit", format!("http://{tarpit}/hooks"))];
+    let mut events: Vec<OutboxEvent> = (0..20).map(|n| event("tarpit", n)).collect();
+    for m in 0..5 {
+        let id = format!("good{m}");
+        merchants.push(merchant(&id, format!("http://{good}/webhooks")));
+        events.extend((0..20).map(|n| event(&id, n)));
+    }
+    let settings = WebhookSection {
+        timeout_ms: 30_000,
+        allow_private_targets: true,
+        max_in_flight: 8,
+        max_in_flight_per_merchant: 2,
+        ..WebhookSection::default()
+    };
+    let run = start(merchants, settings, &events)?;
+    let took = wait_for("100 deliveries to the good merchants", Duration::from_secs(20), || {
+        rx.snapshot().iter().filter(|r| r.verified).count() >= 100
+    })
+    .await?;
+    eprintln!("100 good deliveries in {took:?} ({:.0}/s) beside a tarpit", 100.0 / took.as_secs_f64());
+    assert!(seen.connections.load(Ordering::Relaxed) <= 2, "the tarpit got more than its 2 slots");
+    assert!(took < Duration::from_secs(20));
+    let _ = run.stop.send(true);
+    Ok(())
+}
+
+/// A redirect is not followed (the target behind it sees nothing) and the event goes to the
+/// dead-letter queue; an endless answer is read only up to the cap; a private address is
+/// refused, by name and as a literal, until the operator allows private targets.
+#[tokio::test]
+async fn hostile_answers_and_private_targets_are_contained() -> Result<()> {
+    let (inside, inside_seen) = hostile::spawn(Behaviour::Raw("HTTP/1.1 204 No Content\r\n\r\n".into())).await?;
+    let (redirect, _) = hostile::spawn(Behaviour::Redirect(format!("http://{inside}/internal"))).await?;
+    let (endless, endless_seen) = hostile::spawn(Behaviour::EndlessBody).await?;
+    let merchants = vec![
+        merchant("redirect", format!("http://{redirect}/hooks")),
+        merchant("endless", format!("http://{endless}/hooks")),
+    ];
+    let settings = WebhookSection {
+        allow_private_targets: true,
+        max_response_bytes: 64 * 1024,
+        retry_schedule_s: vec![0],
+        ..WebhookSection::default()
+    };
+    let (r, e) = (event("redirect", 0), event("endless", 0));
+    let run = start(merchants, settings, &[r.clone(), e.clone()])?;
+    let store = run.store.clone();
+    wait_for("both attempts recorded", Duration::from_secs(10), || {
+        [&r, &e].iter().all(|ev| store.attempts(&ev.id).is_ok_and(|a| !a.is_empty()))
+    })
+    .await?;
+    let redirected = store.attempts(&r.id)?;
+    assert_eq!(redirected[0].status, Some(302));
+    assert!(store.outbox_event(&r.id)?.is_some_and(|ev| ev.dead_at_ms.is_some()), "a redirect is not a delivery");
+    assert_eq!(inside_seen.connections.load(Ordering::Relaxed), 0, "the redirect was followed");
+    let endless_attempt = &store.attempts(&e.id)?[0];
+    assert_eq!(endless_attempt.status, Some(200));
+    assert!(endless_attempt.excerpt.len() <= 256);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let written = endless_seen.bytes_written.load(Ordering::Relaxed);
+    assert!(written < 32 << 20, "the node kept reading an endless answer: {written} bytes");
+    let _ = run.stop.send(true);
+
+    // Private targets: refused by name (after resolution) and as a literal address.
+    let by_name = event("by-name", 0);
+    let literal = event("literal", 0);
+    let port = inside.port();
+    let merchants = vec![
+        merchant("by-name", format!("http://localhost:{port}/hooks")),
+        merchant("literal", format!("http://127.0.0.1:{port}/hooks")),
+    ];
+    let strict = WebhookSection { retry_schedule_s: vec![0, 60], ..WebhookSection::default() };
+    let run = start(merchants, strict, &[by_name.clone(), literal.clone()])?;
+    let store = run.store.clone();
+    wait_for("the by-name attempt", Duration::from_secs(10), || {
+        store.attempts(&by_name.id).is_ok_and(|a| !a.is_empty())
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let a = &store.attempts(&by_name.id)?[0];
+    assert_eq!(a.status, None);
+    assert!(a.outcome.contains("loopback, private"), "{}", a.outcome);
+    assert!(store.attempts(&literal.id)?.is_empty(), "a literal private address was dialled");
+    assert_eq!(inside_seen.connections.load(Ordering::Relaxed), 0, "a private target was reached");
+    let _ = run.stop.send(true);
+    Ok(())
+}
