@@ -1,6 +1,8 @@
-//! An operator's three keys, one file each in its keys directory (mode 0600):
+//! An operator's three keys, one file each in its keys directory (folder 0700, files 0600):
 //! `libp2p.key` (peer identity), `bls.key` (attestation signing), `evm.key` (settlement
-//! transactions). Files hold hex; nothing here ever logs a secret.
+//! transactions). Files hold hex; nothing here ever logs a secret. Each file and the folder
+//! are fsynced when written, so a crash right after generation cannot leave an empty key; a
+//! key file that group or others may read is refused at load.
 
 use alloy::primitives::{Address, B256};
 use alloy::signers::local::PrivateKeySigner;
@@ -30,6 +32,14 @@ pub enum KeyError {
     /// A key file exists already; generation never overwrites keys.
     #[error("key file {0} exists already; refusing to overwrite an operator key")]
     Exists(PathBuf),
+    /// A key file may be read by group or others.
+    #[error("key file {path} has mode {mode:o}: group and others may read it; run `chmod 600 {path}`")]
+    Exposed {
+        /// File.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// A key file does not hold a valid key.
     #[error("key file {path} is invalid: {reason}")]
     Invalid {
@@ -87,7 +97,7 @@ impl OperatorKeys {
 
     /// Writes these keys into `dir`; refuses to overwrite.
     pub fn write(&self, dir: &Path) -> Result<(), KeyError> {
-        fs::create_dir_all(dir).map_err(|source| KeyError::Io { path: dir.into(), source })?;
+        create_private_dir(dir)?;
         for name in [LIBP2P, BLS, EVM] {
             let path = dir.join(name);
             if path.exists() {
@@ -101,7 +111,8 @@ impl OperatorKeys {
         write_secret(&dir.join(LIBP2P), &hex::encode(p2p))?;
         write_secret(&dir.join(BLS), &hex::encode(self.bls.to_bytes()))?;
         write_secret(&dir.join(EVM), &hex::encode(self.evm.to_bytes()))?;
-        Ok(())
+        // The files' directory entries are durable only once the folder is synced.
+        fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|source| KeyError::Io { path: dir.into(), source })
     }
 
     /// Loads the keys in `dir`.
@@ -136,10 +147,36 @@ fn write_secret(path: &Path, contents: &str) -> Result<(), KeyError> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
     let mut f = opts.open(path).map_err(|source| KeyError::Io { path: path.into(), source })?;
-    f.write_all(contents.as_bytes()).map_err(|source| KeyError::Io { path: path.into(), source })
+    f.write_all(contents.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|source| KeyError::Io { path: path.into(), source })
+}
+
+/// Creates `dir` (and missing parents) with mode 0700; an existing folder is narrowed to 0700.
+fn create_private_dir(dir: &Path) -> Result<(), KeyError> {
+    let io = |source| KeyError::Io { path: dir.into(), source };
+    let mut b = fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(dir).map_err(io)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io)?;
+    }
+    Ok(())
 }
 
 fn read_hex(path: &Path) -> Result<Vec<u8>, KeyError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(path).map_err(|source| KeyError::Io { path: path.into(), source })?.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(KeyError::Exposed { path: path.into(), mode: mode & 0o777 });
+        }
+    }
     let text = fs::read_to_string(path).map_err(|source| KeyError::Io { path: path.into(), source })?;
     hex::decode(text.trim().trim_start_matches("0x"))
         .map_err(|e| KeyError::Invalid { path: path.into(), reason: e.to_string() })
@@ -161,7 +198,26 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             let mode = fs::metadata(dir.path().join(BLS)).expect("meta").permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
+            let nested = dir.path().join("a/keys");
+            OperatorKeys::generate(&nested).expect("generate nested");
+            let mode = fs::metadata(&nested).expect("meta").permissions().mode();
+            assert_eq!(mode & 0o777, 0o700, "the keys folder is private");
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn key_files_others_can_read_are_refused_with_the_fix() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        OperatorKeys::generate(dir.path()).expect("generate");
+        let evm = dir.path().join(EVM);
+        fs::set_permissions(&evm, fs::Permissions::from_mode(0o644)).expect("chmod");
+        let err = OperatorKeys::load(dir.path()).expect_err("exposed");
+        assert!(matches!(err, KeyError::Exposed { mode: 0o644, .. }), "{err}");
+        assert!(err.to_string().contains(&format!("chmod 600 {}", evm.display())), "{err}");
+        fs::set_permissions(&evm, fs::Permissions::from_mode(0o600)).expect("chmod");
+        assert!(OperatorKeys::load(dir.path()).is_ok());
     }
 
     #[test]

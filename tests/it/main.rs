@@ -11,5 +11,6 @@ mod lifecycle;
 mod operations;
 mod outsiders;
 mod settlement;
+mod tls;
 mod verification;
 mod webhooks;

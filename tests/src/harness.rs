@@ -123,6 +123,14 @@ pub struct Options {
     /// Extra environment of process nodes (configuration overrides such as
     /// `SETTLEPROOF__API__RATE_LIMIT_PER_S`).
     pub env: Vec<(String, String)>,
+    /// Every provider and the merchant's endpoint behind TLS, with a CA made at run time that
+    /// process nodes trust through `SSL_CERT_FILE` and in-process nodes through
+    /// `tls.extra_ca_file`.
+    pub tls: bool,
+    /// Path of every provider URL (`/rpc/<key>`, as hosted providers carry an API key).
+    pub rpc_path: String,
+    /// An extra provider of every node that never answers (nodes then report `degraded`).
+    pub dead_rpc: Option<String>,
 }
 
 impl Default for Options {
@@ -139,6 +147,9 @@ impl Default for Options {
             failover_delay_ms: 4000,
             otlp_endpoint: None,
             env: Vec::new(),
+            tls: false,
+            rpc_path: String::new(),
+            dead_rpc: None,
         }
     }
 }
@@ -166,6 +177,8 @@ pub struct Testnet {
     pub dir: tempfile::TempDir,
     /// Extra environment of process nodes.
     pub env: Vec<(String, String)>,
+    /// The health status a started node must reach.
+    pub ready_status: &'static str,
 }
 
 /// Builds the `settleproof` binary once and returns its path; `SETTLEPROOF_BIN` names a binary
@@ -220,13 +233,23 @@ impl Testnet {
             .try_init();
         let dir = tempfile::tempdir()?;
         let anvil = Anvil::start(dir.path(), Some(opts.block_time)).await?;
+        let ca = if opts.tls { Some(crate::tls::TestCa::generate(dir.path())?) } else { None };
         let mut proxies = Vec::new();
+        let mut node_rpc = Vec::new();
         for _ in 0..opts.nodes {
-            let mut mine = Vec::new();
+            let (mut mine, mut urls) = (Vec::new(), Vec::new());
             for _ in 0..opts.providers {
-                mine.push(settleproof_rpc_proxy::spawn(([127, 0, 0, 1], 0).into(), &anvil.url).await?);
+                let p = settleproof_rpc_proxy::spawn(([127, 0, 0, 1], 0).into(), &anvil.url).await?;
+                let base = match &ca {
+                    Some(ca) => format!("https://localhost:{}", ca.terminate(([127, 0, 0, 1], 0).into(), p.addr).await?.port()),
+                    None => p.url(),
+                };
+                urls.push(format!("{base}{}", opts.rpc_path));
+                mine.push(p);
             }
+            urls.extend(opts.dead_rpc.clone());
             proxies.push(mine);
+            node_rpc.push(urls);
         }
         let webhook_port = free_port();
         let n = opts.nodes;
@@ -236,12 +259,15 @@ impl Testnet {
             dir: dir.path().join("net"),
             deployer: anvil.keys[0].clone(),
             payer: anvil.keys[1].clone(),
-            node_rpc: proxies.iter().map(|ps| ps.iter().map(ProxyHandle::url).collect()).collect(),
-            webhook_url: format!("http://127.0.0.1:{webhook_port}/webhooks"),
+            node_rpc,
+            webhook_url: match &ca {
+                Some(_) => format!("https://localhost:{webhook_port}/webhooks"),
+                None => format!("http://127.0.0.1:{webhook_port}/webhooks"),
+            },
             api_ports: (0..n).map(|_| free_port()).collect(),
             p2p_ports: (0..n).map(|_| free_port()).collect(),
             admin_ports: (0..n).map(|_| free_port()).collect(),
-            extra_ca_file: None,
+            extra_ca_file: ca.as_ref().filter(|_| !opts.processes).map(|c| c.ca_file.clone()),
             confirmations: opts.confirmations,
             round_length: opts.round_length,
             poll_interval_ms: 200,
@@ -252,10 +278,31 @@ impl Testnet {
         };
         let devnet = devnet::init(&spec).await?;
         let receiver = Receiver::new(devnet.merchant.webhook_secret.expose().to_string(), None);
-        receiver.clone().spawn(([127, 0, 0, 1], webhook_port).into()).await?;
-        let env = opts.env.clone();
-        let mut net =
-            Self { anvil, devnet, nodes: Vec::new(), proxies, receiver, http: reqwest::Client::new(), dir, env };
+        match &ca {
+            Some(ca) => {
+                let plain = receiver.clone().spawn(([127, 0, 0, 1], 0).into()).await?;
+                ca.terminate(([127, 0, 0, 1], webhook_port).into(), plain).await?;
+            }
+            None => {
+                receiver.clone().spawn(([127, 0, 0, 1], webhook_port).into()).await?;
+            }
+        }
+        let mut env = opts.env.clone();
+        if let Some(ca) = ca.as_ref().filter(|_| opts.processes) {
+            env.push(("SSL_CERT_FILE".into(), ca.ca_file.display().to_string()));
+        }
+        let ready_status = if opts.dead_rpc.is_some() { "degraded" } else { "ready" };
+        let mut net = Self {
+            anvil,
+            devnet,
+            nodes: Vec::new(),
+            proxies,
+            receiver,
+            http: reqwest::Client::new(),
+            dir,
+            env,
+            ready_status,
+        };
         for i in 0..n {
             let run = if opts.processes {
                 NodeRun::Process(net.spawn_process(i)?)
@@ -294,7 +341,7 @@ impl Testnet {
         let ready = self
             .eventually("node ready", Duration::from_secs(60), || async {
                 let v = self.health(i).await?;
-                (v["status"] == "ready").then_some(())
+                (v["status"] == self.ready_status).then_some(())
             })
             .await;
         if ready.is_err() {

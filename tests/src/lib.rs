@@ -5,3 +5,4 @@
 pub mod bench;
 pub mod harness;
 pub mod hostile;
+pub mod tls;

@@ -24,10 +24,17 @@ pub(super) fn drop_unfit(mut req: Request) -> Request {
 type MakeSpan = fn(&Request) -> tracing::Span;
 type OnResponse = fn(&Response<axum::body::Body>, Duration, &tracing::Span);
 
-/// The access log layer.
+/// The access log layer (one line per answer: `answered` logs 5xx too, so the layer's own
+/// failure line is off).
 pub(super) fn access_log()
--> TraceLayer<SharedClassifier<ServerErrorsAsFailures>, MakeSpan, (), OnResponse> {
-    TraceLayer::new_for_http().make_span_with(span as MakeSpan).on_request(()).on_response(answered as OnResponse)
+-> TraceLayer<SharedClassifier<ServerErrorsAsFailures>, MakeSpan, (), OnResponse, (), (), ()> {
+    TraceLayer::new_for_http()
+        .make_span_with(span as MakeSpan)
+        .on_request(())
+        .on_response(answered as OnResponse)
+        .on_body_chunk(())
+        .on_eos(())
+        .on_failure(())
 }
 
 fn span(req: &Request) -> tracing::Span {

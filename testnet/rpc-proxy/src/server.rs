@@ -79,6 +79,8 @@ pub async fn spawn(listen: SocketAddr, upstream: &str) -> Result<ProxyHandle, Pr
     };
     let app = Router::new()
         .route("/", post(forward))
+        // Hosted providers carry the API key in the path: `/rpc/<key>` forwards too.
+        .route("/rpc/{*key}", post(forward))
         .route("/_fault", get(get_fault).post(set_fault))
         .route("/_held", get(get_held))
         .with_state(shared);
