@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Starts a local settleproof testnet: anvil, the contracts, N nodes and a demo merchant.
 # Usage: ./testnet/up.sh [--nodes N] [--webhook-url URL] [--block-time S] [--confirmations K]
+#   An https:// webhook URL is verified against the system roots; export SSL_CERT_FILE=ca.pem
+#   (the CA that signed the endpoint) before starting, and the nodes trust it.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 NODES=4 WEBHOOK_URL="" BLOCK_TIME=1 CONFIRMATIONS=2
 ANVIL_PORT=${ANVIL_PORT:-8545} API_PORT=${API_PORT:-8700} P2P_PORT=${P2P_PORT:-9700} MERCHANT_PORT=${MERCHANT_PORT:-9999}
+ADMIN_PORT=${ADMIN_PORT:-8800}
 PROXY_PORT=${PROXY_PORT:-8600} PROVIDERS=3
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -13,7 +16,7 @@ while [ $# -gt 0 ]; do
     --webhook-url) WEBHOOK_URL=$2; shift 2 ;;
     --block-time) BLOCK_TIME=$2; shift 2 ;;
     --confirmations) CONFIRMATIONS=$2; shift 2 ;;
-    -h|--help) sed -n 2,3p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,5p "$0"; exit 0 ;;
     *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -54,7 +57,7 @@ fi
 
 echo "deploying contracts and writing configs for $NODES nodes"
 "$BIN" devnet init --rpc "$RPC" --anvil-config "$RUN/anvil.json" --dir "$RUN" --nodes "$NODES" \
-  --webhook-url "$WEBHOOK_URL" --api-port "$API_PORT" --p2p-port "$P2P_PORT" --confirmations "$CONFIRMATIONS" \
+  --webhook-url "$WEBHOOK_URL" --api-port "$API_PORT" --p2p-port "$P2P_PORT" --admin-port "$ADMIN_PORT" --confirmations "$CONFIRMATIONS" \
   --proxy-port "$PROXY_PORT" --providers "$PROVIDERS"
 
 if [ "$DEMO_MERCHANT" = 1 ]; then

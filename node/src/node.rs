@@ -90,6 +90,8 @@ impl NodeHandle {
 /// Starts a node from its configuration.
 pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
     let metrics = telemetry::metrics();
+    let providers: Vec<String> = (0..cfg.chain.rpc_endpoints.len()).map(|i| format!("rpc-{i}")).collect();
+    crate::metrics_catalog::register_all(&providers, &["api", "admin"]);
     let keys = OperatorKeys::load(&cfg.node.keys_dir)?;
     let set = Arc::new(OperatorSet::from_config(&cfg, &keys)?);
     std::fs::create_dir_all(&cfg.node.data_dir).map_err(|source| NodeError::Io {

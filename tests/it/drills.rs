@@ -26,6 +26,7 @@ impl Scripted {
                 ("PROXY_PORT", "18600"),
                 ("API_PORT", "18700"),
                 ("P2P_PORT", "19700"),
+                ("ADMIN_PORT", "18800"),
                 ("MERCHANT_PORT", "19999"),
             ])
             .status()?)

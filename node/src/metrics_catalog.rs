@@ -1,0 +1,271 @@
+//! Every metric the node defines, with its help text and its known label sets. At start-up
+//! each is registered at zero (counters and gauges for every known label set, histograms
+//! empty), so dashboards and ratio alerts work on a node that has not yet done that work (the
+//! Prometheus guidance: export a metric from the start, not only after its first event). A test
+//! checks that the code defines no metric missing here.
+
+use metrics::{describe_counter, describe_gauge, describe_histogram};
+
+/// What a metric is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only goes up.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// A distribution.
+    Histogram,
+}
+
+/// Labels of a metric: one name, with its known values (or values known only at start-up).
+#[derive(Debug, Clone, Copy)]
+pub enum Labels {
+    /// No labels.
+    None,
+    /// One label with these values.
+    One(&'static str, &'static [&'static str]),
+    /// One label per RPC provider (`rpc-0`, …).
+    Provider,
+    /// Per provider and outcome.
+    ProviderOutcome(&'static [&'static str]),
+    /// One label per listener (`api`, `admin`).
+    Listener,
+}
+
+/// One metric.
+#[derive(Debug, Clone, Copy)]
+pub struct Metric {
+    /// Kind.
+    pub kind: Kind,
+    /// Name.
+    pub name: &'static str,
+    /// Help text (docs/operations.md has the same table).
+    pub help: &'static str,
+    /// Its label sets.
+    pub labels: Labels,
+}
+
+const fn m(kind: Kind, name: &'static str, help: &'static str, labels: Labels) -> Metric {
+    Metric { kind, name, help, labels }
+}
+
+use Kind::{Counter as C, Gauge as G, Histogram as H};
+
+const GOSSIP_TOPICS: &[&str] =
+    &["settleproof/attestations/1", "settleproof/invoices/1", "settleproof/heartbeats/1", "settleproof/deliveries/1"];
+const REJECTIONS: &[&str] = &[
+    "malformed",
+    "unknown_signer",
+    "wrong_publisher",
+    "bad_signature",
+    "foreign_heartbeat",
+    "bad_invoice",
+    "invoice_id_mismatch",
+    "equivocation",
+];
+const INVARIANTS: &[&str] = &[
+    "root_settled_twice",
+    "settled_root_mismatch",
+    "settled_amount_mismatch",
+    "bad_merkle_proof",
+    "keeper_nonce_desync",
+    "double_sign_attempt",
+];
+const RPC_OPS: &[&str] = &["balance", "block", "call", "chain_id", "fees", "head", "logs", "transaction_count"];
+const RPC_OUTCOMES: &[&str] = &["ok", "breaker_open", "timeout", "transient_error", "permanent_error"];
+
+/// The catalogue.
+pub const CATALOG: &[Metric] = &[
+    m(C, "attestations_rejected_total", "Attestations rejected, by reason", Labels::One("reason", REJECTIONS)),
+    m(
+        C,
+        "attestations_ignored_total",
+        "Attestations ignored unread, by reason (outside the round window)",
+        Labels::One("reason", &["outside_window"]),
+    ),
+    m(C, "attestation_verifications_total", "BLS pairings spent verifying gossiped attestations", Labels::None),
+    m(
+        C,
+        "gossip_rate_limited_total",
+        "Gossip messages dropped over their author's budget, by topic",
+        Labels::One("topic", GOSSIP_TOPICS),
+    ),
+    m(C, "gossip_stale_total", "Gossip messages older than the freshness window, dropped", Labels::One("topic", GOSSIP_TOPICS)),
+    m(
+        C,
+        "invoice_conflicts_total",
+        "Invoices refused: id not committing to the terms, another author, or another copy",
+        Labels::One("reason", &["foreign_creator", "other_copy", "bad_invoice", "invoice_id_mismatch"]),
+    ),
+    m(
+        C,
+        "chain_undecodable_logs_total",
+        "Agreed logs of our contracts that did not decode, by event; skipped",
+        Labels::One("event", &["InvoicePaid", "Settled"]),
+    ),
+    m(
+        C,
+        "rpc_logs_unresolved_total",
+        "Logs neither agreed nor outvoted by a provider quorum; their range is read again",
+        Labels::None,
+    ),
+    m(C, "settlements_dropped_by_reorg_total", "Settlements of this node's keeper that a reorg dropped", Labels::None),
+    m(C, "keeper_resubmissions_total", "Settlements submitted again after a reorg dropped them", Labels::None),
+    m(C, "chain_reorgs_total", "Reorgs deeper than the confirmation depth, rewound", Labels::None),
+    m(C, "consensus_round_retries_total", "Failed settlement submissions that will be retried", Labels::None),
+    m(C, "duplicate_events_dropped_total", "Payment logs seen again and dropped", Labels::None),
+    m(
+        C,
+        "invariant_violations_total",
+        "Invariant violations, by invariant; each halts settlement",
+        Labels::One("invariant", INVARIANTS),
+    ),
+    m(C, "keeper_failover_total", "Settlements submitted as a failover keeper", Labels::None),
+    m(C, "keeper_gas_used_total", "Gas used by this node's settlement transactions", Labels::None),
+    m(C, "keeper_nonce_desync_total", "Settlement account nonce found out of sync with the chain", Labels::None),
+    m(C, "keeper_selection_rounds_total", "Rounds this node submitted as keeper", Labels::None),
+    m(C, "rpc_log_disagreements_total", "Logs returned by fewer providers than the quorum", Labels::None),
+    m(C, "rpc_quorum_failures_total", "Reads without a provider quorum, by operation", Labels::One("op", RPC_OPS)),
+    m(C, "rpc_requests_total", "RPC calls per provider and outcome", Labels::ProviderOutcome(RPC_OUTCOMES)),
+    m(
+        C,
+        "webhook_deliveries_total",
+        "Webhook delivery attempts, by outcome",
+        Labels::One("outcome", &["delivered", "retry", "dead", "endpoint_disabled"]),
+    ),
+    m(C, "webhook_dlq_total", "Webhook events moved to the dead-letter queue", Labels::None),
+    m(C, "webhook_answers_truncated_total", "Webhook answers cut at webhooks.max_response_bytes", Labels::None),
+    m(
+        C,
+        "webhook_targets_refused_total",
+        "Webhook targets refused: they resolve only to loopback, private or metadata addresses",
+        Labels::None,
+    ),
+    m(C, "api_auth_lockouts_total", "Clients locked out after repeated failed authentications", Labels::None),
+    m(C, "http_idle_connections_closed_total", "HTTP connections closed for idleness, by listener", Labels::Listener),
+    m(C, "otlp_spans_exported_total", "Spans exported over OTLP", Labels::None),
+    m(C, "otlp_spans_dropped_total", "Spans dropped because the collector was slow or down", Labels::None),
+    m(G, "chain_head_lag_blocks", "Quorum head minus the last processed block", Labels::None),
+    m(G, "peers_connected", "Operators connected", Labels::None),
+    m(G, "settlement_halted", "1 while settlement is halted by a violated invariant or an operator", Labels::None),
+    m(G, "webhook_backlog", "Webhook events not yet delivered", Labels::None),
+    m(G, "webhook_in_flight", "Webhook deliveries under way", Labels::None),
+    m(G, "http_open_connections", "Open HTTP connections, by listener", Labels::Listener),
+    m(
+        H,
+        "confirmation_to_attestation_seconds",
+        "Payment seen at confirmation depth to this node's attestation",
+        Labels::None,
+    ),
+    m(H, "invoice_verification_latency_seconds", "Payment block timestamp to this node's attestation", Labels::None),
+    m(H, "rpc_provider_latency_seconds", "Latency of each RPC call, by provider", Labels::Provider),
+    m(H, "settlement_latency_seconds", "Payment block timestamp to its settlement being mined", Labels::None),
+];
+
+/// Help text of every metric.
+pub fn describe() {
+    for metric in CATALOG {
+        match metric.kind {
+            C => describe_counter!(metric.name, metric.help),
+            G => describe_gauge!(metric.name, metric.help),
+            H => describe_histogram!(metric.name, metric.help),
+        }
+    }
+}
+
+/// Registers every metric at zero, for each known label set; `providers` are the RPC labels,
+/// `listeners` the HTTP listeners.
+pub fn register_all(providers: &[String], listeners: &[&'static str]) {
+    for metric in CATALOG {
+        for labels in label_sets(metric.labels, providers, listeners) {
+            let labels: Vec<metrics::Label> = labels.into_iter().map(|(k, v)| metrics::Label::new(k, v)).collect();
+            match metric.kind {
+                C => metrics::counter!(metric.name, labels).increment(0),
+                G => metrics::gauge!(metric.name, labels).increment(0.0),
+                H => drop(metrics::histogram!(metric.name, labels)),
+            }
+        }
+    }
+}
+
+fn label_sets(labels: Labels, providers: &[String], listeners: &[&'static str]) -> Vec<Vec<(&'static str, String)>> {
+    match labels {
+        Labels::None => vec![vec![]],
+        Labels::One(name, values) => values.iter().map(|v| vec![(name, v.to_string())]).collect(),
+        Labels::Provider => providers.iter().map(|p| vec![("provider", p.clone())]).collect(),
+        Labels::ProviderOutcome(outcomes) => providers
+            .iter()
+            .flat_map(|p| outcomes.iter().map(move |o| vec![("provider", p.clone()), ("outcome", o.to_string())]))
+            .collect(),
+        Labels::Listener => listeners.iter().map(|l| vec![("listener", l.to_string())]).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `counter!`, `gauge!` and `histogram!` in the node's sources names a catalogued
+    /// metric of that kind.
+    #[test]
+    fn the_code_defines_no_metric_missing_from_the_catalog() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut stack = vec![root];
+        let mut found = Vec::new();
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).expect("read dir").flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") && !path.ends_with("metrics_catalog.rs") {
+                    let text = std::fs::read_to_string(&path).expect("read");
+                    for (kind, mac) in [(C, "counter!("), (G, "gauge!("), (H, "histogram!(")] {
+                        for (i, _) in text.match_indices(mac) {
+                            let rest = text[i + mac.len()..].trim_start();
+                            if let Some(name) = rest.strip_prefix('"').and_then(|r| r.split('"').next()) {
+                                found.push((kind, name.to_string(), path.display().to_string()));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(found.len() > 30, "the scan found only {} metrics", found.len());
+        for (kind, name, file) in found {
+            assert!(
+                CATALOG.iter().any(|m| m.name == name && m.kind == kind),
+                "{file} defines {kind:?} {name}, which metrics_catalog::CATALOG lacks"
+            );
+        }
+    }
+
+    /// After start-up registration every catalogued metric renders, before any event.
+    #[test]
+    fn every_metric_is_exported_at_zero_from_the_start() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            describe();
+            register_all(&["rpc-0".to_string()], &["api", "admin"]);
+        });
+        let text = handle.render();
+        for m in CATALOG {
+            assert!(text.contains(&format!("\n{}", m.name)) || text.starts_with(m.name), "{} missing:\n{text}", m.name);
+        }
+        assert!(text.contains("keeper_failover_total 0"), "{text}");
+        assert!(text.contains("webhook_deliveries_total{outcome=\"dead\"} 0"), "{text}");
+        assert!(text.contains("rpc_requests_total{provider=\"rpc-0\",outcome=\"timeout\"} 0"), "{text}");
+    }
+
+    #[test]
+    fn names_are_unique_and_every_label_set_is_known() {
+        let mut names: Vec<_> = CATALOG.iter().map(|m| m.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), CATALOG.len());
+        let providers = vec!["rpc-0".to_string(), "rpc-1".to_string()];
+        for m in CATALOG {
+            assert!(!label_sets(m.labels, &providers, &["api", "admin"]).is_empty(), "{}", m.name);
+        }
+    }
+}
