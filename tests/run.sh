@@ -10,6 +10,8 @@ fi
 python3 -c "import standardwebhooks" 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check standardwebhooks==1.1.0
 # keccak256 for the merchant's invoice-id example (docs/examples/invoice_id.py).
 python3 -c "import Crypto.Hash.keccak" 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check pycryptodome==3.23.0
+# schemathesis checks the live API against its OpenAPI document.
+python3 -c "import schemathesis" 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check schemathesis==4.32.5
 # promtool checks the alert rules and a live node's metrics; headless Chromium renders the
 # status page.
 missing=""

@@ -340,9 +340,8 @@ pub struct AdminSection {
 impl AdminSection {
     /// Where the admin API listens, given the public API's address.
     pub fn listen_addr(&self, api: SocketAddr) -> SocketAddr {
-        self.listen.unwrap_or_else(|| {
-            SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), api.port().saturating_add(1))
-        })
+        self.listen
+            .unwrap_or_else(|| SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), api.port().saturating_add(1)))
     }
 }
 

@@ -295,9 +295,17 @@ mod tests {
                 "merchants[0].api_token",
             ),
             ("\"https://shop.example.com/settleproof/webhooks\"", "\"nope\"", "merchants[0].webhook_url"),
-            ("\"https://shop.example.com/settleproof/webhooks\"", "\"http://shop.example.com/\"", "merchants[0].webhook_url"),
+            (
+                "\"https://shop.example.com/settleproof/webhooks\"",
+                "\"http://shop.example.com/\"",
+                "merchants[0].webhook_url",
+            ),
             ("\"https://shop.example.com/settleproof/webhooks\"", "\"https://10.0.0.8/\"", "merchants[0].webhook_url"),
-            ("rpc_endpoints = [\"http://127.0.0.1:8545\"]", "rpc_endpoints = [\"http://rpc.example.com/KEY\"]", "chain.rpc_endpoints[0]"),
+            (
+                "rpc_endpoints = [\"http://127.0.0.1:8545\"]",
+                "rpc_endpoints = [\"http://rpc.example.com/KEY\"]",
+                "chain.rpc_endpoints[0]",
+            ),
             ("bls_public_key = \"0xa4", "bls_public_key = \"0x", "network.operators[0].bls_public_key"),
             ("p2p_addr = \"/ip4", "p2p_addr = \"ip4", "network.operators[0].p2p_addr"),
             (

@@ -34,6 +34,13 @@ pub enum Command {
     /// Print the SHA-256 of a merchant API token read from standard input (one line), for
     /// `api_token_sha256` in `[[merchants]]`: operators hold the hash, never the token.
     HashToken,
+    /// Print the OpenAPI 3.1 document of the merchant API (as served at `/v1/openapi.json`
+    /// and committed as docs/openapi.json), or with `--webhooks` that of the webhook events.
+    Openapi {
+        /// The webhook event bodies instead (docs/webhooks.json).
+        #[arg(long)]
+        webhooks: bool,
+    },
     /// Check a settlement receipt without trusting any node: Merkle proof, aggregate signature,
     /// and, over RPC, the signers' registered keys, the settled batch and the payment log.
     /// FILE holds a receipt, a webhook body carrying one, or `GET /v1/invoices/{id}/receipt`'s

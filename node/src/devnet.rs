@@ -100,7 +100,12 @@ pub enum DevnetError {
 
 /// Generates keys, deploys, funds operators and writes configs and `testnet.json`.
 pub async fn init(spec: &DevnetSpec) -> Result<Devnet, DevnetError> {
-    if spec.nodes == 0 || spec.nodes > 64 || spec.api_ports.len() < spec.nodes || spec.p2p_ports.len() < spec.nodes || spec.admin_ports.len() < spec.nodes {
+    if spec.nodes == 0
+        || spec.nodes > 64
+        || spec.api_ports.len() < spec.nodes
+        || spec.p2p_ports.len() < spec.nodes
+        || spec.admin_ports.len() < spec.nodes
+    {
         return Err(DevnetError::Invalid(format!("--nodes must be 1..=64 with a port per node, got {}", spec.nodes)));
     }
     let url =

@@ -117,7 +117,8 @@ mod tests {
     fn auditor(store: Store) -> Auditor {
         let cfg = NodeConfig::from_toml_str(EXAMPLE, std::iter::empty()).expect("example");
         // The client is never called: both violations below are found before any chain read.
-        let chain = ChainClient::new(&cfg.chain, PrivateKeySigner::random().address(), &reqwest::Client::new()).expect("client");
+        let chain = ChainClient::new(&cfg.chain, PrivateKeySigner::random().address(), &reqwest::Client::new())
+            .expect("client");
         let halt = Halt::load(store.clone()).expect("halt");
         Auditor {
             store,

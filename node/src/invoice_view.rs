@@ -7,7 +7,7 @@ use serde::Serialize;
 use settleproof_consensus::{PaymentLeaf, RoundSchedule};
 
 /// Lifecycle state of an invoice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum InvoiceStatus {
     /// Nothing paid yet.
@@ -78,7 +78,7 @@ pub fn token_label(token: Address) -> String {
 }
 
 /// One confirmed payment in API form.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PaymentView {
     /// Chain id.
     pub chain_id: u64,
@@ -89,6 +89,7 @@ pub struct PaymentView {
     /// Block number.
     pub block_number: u64,
     /// Payer.
+    #[schema(value_type = String, example = "0x3c44cdddb6a900fa2b585dd299e03d12fa4293bc")]
     pub payer: Address,
     /// `native` or token address.
     pub token: String,
@@ -99,6 +100,7 @@ pub struct PaymentView {
     /// Whether it counts toward the invoice.
     pub accepted: bool,
     /// Why it does not count, when it does not.
+    #[schema(value_type = Option<String>)]
     pub rejected_reason: Option<&'static str>,
     /// Round that settles it.
     pub round: Option<u64>,
@@ -107,7 +109,7 @@ pub struct PaymentView {
 }
 
 /// A settlement in API form.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SettlementView {
     /// Round.
     pub round: u64,
@@ -134,7 +136,7 @@ impl From<&SettlementRecord> for SettlementView {
 }
 
 /// An invoice in API form.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct InvoiceView {
     /// Invoice id.
     pub id: String,
@@ -151,14 +153,17 @@ pub struct InvoiceView {
     /// `native` or token address.
     pub token: String,
     /// Where the funds go.
+    #[schema(value_type = String)]
     pub payout_address: Address,
     /// Creation, unix seconds.
     pub created_at: u64,
     /// Expiry, unix seconds.
     pub expires_at: Option<u64>,
     /// Merchant metadata.
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
     /// The creation nonce the id commits to (with the other terms; see docs/merchants.md).
+    #[schema(value_type = String)]
     pub nonce: B256,
     /// Confirmed payments.
     pub payments: Vec<PaymentView>,

@@ -172,7 +172,8 @@ fn read_hex(path: &Path) -> Result<Vec<u8>, KeyError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = fs::metadata(path).map_err(|source| KeyError::Io { path: path.into(), source })?.permissions().mode();
+        let mode =
+            fs::metadata(path).map_err(|source| KeyError::Io { path: path.into(), source })?.permissions().mode();
         if mode & 0o077 != 0 {
             return Err(KeyError::Exposed { path: path.into(), mode: mode & 0o777 });
         }

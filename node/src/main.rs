@@ -67,6 +67,11 @@ async fn main() -> Result<()> {
         }
         Command::VerifyReceipt { file, rpc, settlement } => verify_receipt(&file, &rpc, settlement).await,
         Command::Store(cmd) => store_command(cmd).await,
+        Command::Openapi { webhooks } => {
+            use settleproof_node::api::openapi;
+            print!("{}", if webhooks { openapi::webhooks_json() } else { openapi::api_json() });
+            Ok(())
+        }
         Command::HashToken => {
             let mut token = String::new();
             std::io::stdin().read_line(&mut token).wrap_err("read the token from standard input")?;

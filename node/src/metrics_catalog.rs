@@ -90,7 +90,12 @@ pub const CATALOG: &[Metric] = &[
         "Gossip messages dropped over their author's budget, by topic",
         Labels::One("topic", GOSSIP_TOPICS),
     ),
-    m(C, "gossip_stale_total", "Gossip messages older than the freshness window, dropped", Labels::One("topic", GOSSIP_TOPICS)),
+    m(
+        C,
+        "gossip_stale_total",
+        "Gossip messages older than the freshness window, dropped",
+        Labels::One("topic", GOSSIP_TOPICS),
+    ),
     m(
         C,
         "invoice_conflicts_total",

@@ -1,6 +1,7 @@
 //! Starting and stopping a node: loads keys and config, opens the store, connects to the chain
 //! and the operator network, and spawns the watcher, round driver, webhook worker and API.
 
+use crate::api::server::ServerLimits;
 use crate::api::{self, ApiState};
 use crate::chain::watcher::{Watcher, WatcherStatus};
 use crate::chain::{ChainClient, ChainError, SettlementSender};
@@ -8,7 +9,6 @@ use crate::halt::Halt;
 use crate::invariants::Auditor;
 use crate::keys::{KeyError, OperatorKeys};
 use crate::operators::{OperatorSet, OperatorSetError};
-use crate::api::server::ServerLimits;
 use crate::outbound::Outbound;
 use crate::replication::InvoiceReplicator;
 use crate::rounds::{RoundDriver, Timing};
@@ -251,5 +251,7 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
 }
 
 async fn bind(field: &str, addr: SocketAddr) -> Result<tokio::net::TcpListener, NodeError> {
-    tokio::net::TcpListener::bind(addr).await.map_err(|source| NodeError::Io { what: format!("bind {field} {addr}"), source })
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| NodeError::Io { what: format!("bind {field} {addr}"), source })
 }

@@ -52,7 +52,8 @@ fn mask_urls(text: &str) -> String {
     while let Some(start) = rest.find("://") {
         let scheme_start = rest[..start].rfind(|c: char| !c.is_ascii_alphanumeric() && c != '+').map_or(0, |i| i + 1);
         let after = &rest[start + 3..];
-        let end = after.find(|c: char| c.is_whitespace() || matches!(c, ')' | '"' | '\'' | '>' | ',')).unwrap_or(after.len());
+        let end =
+            after.find(|c: char| c.is_whitespace() || matches!(c, ')' | '"' | '\'' | '>' | ',')).unwrap_or(after.len());
         let authority_end = after[..end].find(['/', '?', '#']).unwrap_or(end);
         let authority = &after[..authority_end];
         let host = authority.rsplit('@').next().unwrap_or(authority);

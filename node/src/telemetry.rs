@@ -58,4 +58,3 @@ pub fn metrics() -> Option<PrometheusHandle> {
         })
         .clone()
 }
-

@@ -54,7 +54,16 @@ fn start(merchants: Vec<MerchantConfig>, settings: WebhookSection, events: &[Out
     store.enqueue_events(events, 0)?;
     let client = Outbound::default().webhooks(&settings)?;
     let schedule = RoundSchedule::new(0, 1).ok_or_else(|| eyre::eyre!("schedule"))?;
-    let d = Deliverer::new(client, store.clone(), &merchants, settings, Arc::new(Notify::new()), "node-0".into(), None, schedule);
+    let d = Deliverer::new(
+        client,
+        store.clone(),
+        &merchants,
+        settings,
+        Arc::new(Notify::new()),
+        "node-0".into(),
+        None,
+        schedule,
+    );
     let (stop, rx) = watch::channel(false);
     tokio::spawn(d.run(rx));
     Ok(Run { store, _dir: dir, stop })

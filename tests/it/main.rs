@@ -1,10 +1,11 @@
 //! End-to-end tests: a real anvil chain, the real contracts, real nodes on real sockets, and a
 //! real HTTP webhook receiver.
 
+mod api_contract;
 mod byzantine;
-mod hostile_endpoints;
 mod contracts;
 mod drills;
+mod hostile_endpoints;
 mod keeper;
 pub use settleproof_tests::harness;
 mod lifecycle;

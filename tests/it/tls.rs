@@ -45,7 +45,10 @@ async fn payments_settle_over_tls_and_nothing_shows_a_secret() -> Result<()> {
         Err(e) => {
             for i in 0..4 {
                 let log = std::fs::read_to_string(net.dir.path().join(format!("node-{i}.log"))).unwrap_or_default();
-                let lines: Vec<&str> = log.lines().filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("webhook")).collect();
+                let lines: Vec<&str> = log
+                    .lines()
+                    .filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("webhook"))
+                    .collect();
                 eprintln!("node-{i}:\n{}", lines[lines.len().saturating_sub(15)..].join("\n"));
             }
             return Err(e);
@@ -61,8 +64,7 @@ async fn payments_settle_over_tls_and_nothing_shows_a_secret() -> Result<()> {
             seen += &net.http.get(format!("{}{path}", net.api(i))).send().await?.text().await?;
         }
         for path in ["/admin/v1/status", "/admin/v1/peers", "/admin/v1/deliveries"] {
-            seen +=
-                &net.http.get(format!("{}{path}", net.admin(i))).bearer_auth(&admin).send().await?.text().await?;
+            seen += &net.http.get(format!("{}{path}", net.admin(i))).bearer_auth(&admin).send().await?.text().await?;
         }
         seen += &std::fs::read_to_string(net.dir.path().join(format!("node-{i}.log")))?;
     }

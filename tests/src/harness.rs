@@ -241,7 +241,9 @@ impl Testnet {
             for _ in 0..opts.providers {
                 let p = settleproof_rpc_proxy::spawn(([127, 0, 0, 1], 0).into(), &anvil.url).await?;
                 let base = match &ca {
-                    Some(ca) => format!("https://localhost:{}", ca.terminate(([127, 0, 0, 1], 0).into(), p.addr).await?.port()),
+                    Some(ca) => {
+                        format!("https://localhost:{}", ca.terminate(([127, 0, 0, 1], 0).into(), p.addr).await?.port())
+                    }
                     None => p.url(),
                 };
                 urls.push(format!("{base}{}", opts.rpc_path));

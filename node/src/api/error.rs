@@ -3,7 +3,6 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 /// An API error.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,9 +60,28 @@ impl ApiError {
     }
 }
 
+/// The body of every error answer.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// The error itself.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code (`invalid_request`, `unauthorized`, `not_found`,
+    /// `rate_limited`, `auth_locked_out`, `internal`).
+    pub code: &'static str,
+    /// The request field at fault, if any.
+    pub field: Option<&'static str>,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({ "error": { "code": self.code, "field": self.field, "message": self.message } });
+        let body = ErrorBody { error: ErrorDetail { code: self.code, field: self.field, message: self.message } };
         (self.status, Json(body)).into_response()
     }
 }

@@ -21,7 +21,7 @@ const MAX_LIFETIME_S: u64 = 365 * 24 * 3600;
 const MAX_METADATA_BYTES: usize = 4096;
 
 /// Body of `POST /v1/invoices`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateInvoice {
     /// Amount in base units, decimal string.
@@ -32,36 +32,41 @@ pub struct CreateInvoice {
     pub expires_at: Option<u64>,
     /// Expiry as seconds from now.
     pub expires_in: Option<u64>,
-    /// Free-form JSON object.
+    /// Free-form JSON object (at most 4096 bytes serialised).
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
 }
 
 /// One transaction of the payment instructions.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TxInstruction {
     /// What it does.
+    #[schema(value_type = String)]
     pub description: &'static str,
     /// Contract to call.
+    #[schema(value_type = String)]
     pub to: Address,
     /// Native value in wei, decimal.
     pub value: String,
-    /// Calldata.
+    /// Calldata, 0x-hex.
+    #[schema(value_type = String)]
     pub data: alloy::primitives::Bytes,
 }
 
 /// How a wallet pays the invoice.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PaymentInstructions {
     /// Chain id.
     pub chain_id: u64,
     /// `InvoicePayments` address.
+    #[schema(value_type = String)]
     pub contract: Address,
     /// Transactions to send, in order.
     pub transactions: Vec<TxInstruction>,
 }
 
 /// Response of `POST /v1/invoices`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Created {
     /// The invoice.
     #[serde(flatten)]
@@ -70,6 +75,16 @@ pub struct Created {
     pub payment_instructions: PaymentInstructions,
 }
 
+/// Creates an invoice; its id commits to its terms.
+#[utoipa::path(post, path = "/v1/invoices", tag = "invoices", request_body = CreateInvoice,
+    security(("merchant_token" = [])),
+    responses(
+        (status = 201, description = "Created, with payment instructions", body = Created),
+        (status = 400, description = "A field is invalid; `field` names it", body = super::error::ErrorBody),
+        (status = 401, description = "No or a wrong merchant token", body = super::error::ErrorBody),
+        (status = 413, description = "Body over `api.max_body_bytes`", body = String, content_type = "text/plain"),
+        (status = 429, description = "Over the merchant's request budget, or locked out after failed authentications", body = super::error::ErrorBody),
+    ))]
 pub(super) async fn create(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -103,6 +118,17 @@ pub(super) async fn create(
     Ok((StatusCode::CREATED, Json(Created { invoice: view, payment_instructions })))
 }
 
+/// An invoice with its payments and settlement.
+#[utoipa::path(get, path = "/v1/invoices/{id}", tag = "invoices",
+    params(("id" = String, Path, description = "Invoice id, 0x and 64 hex digits")),
+    security(("merchant_token" = [])),
+    responses(
+        (status = 200, description = "The invoice", body = InvoiceView),
+        (status = 400, description = "The id is not 0x and 64 hex digits", body = super::error::ErrorBody),
+        (status = 401, description = "No or a wrong merchant token", body = super::error::ErrorBody),
+        (status = 404, description = "No such invoice of this merchant", body = super::error::ErrorBody),
+        (status = 429, description = "Over the request budget", body = super::error::ErrorBody),
+    ))]
 pub(super) async fn get(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -113,7 +139,8 @@ pub(super) async fn get(
 }
 
 /// Query of `GET /v1/invoices`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Only invoices in this status.
@@ -125,7 +152,7 @@ pub struct ListQuery {
 }
 
 /// A page of invoices.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct InvoicePage {
     /// Invoices, newest first.
     pub data: Vec<InvoiceView>,
@@ -133,9 +160,33 @@ pub struct InvoicePage {
     pub next_cursor: Option<String>,
 }
 
+/// Response of `GET /v1/invoices/{id}/receipt`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Receipts {
+    /// One receipt per settled payment (format: docs/merchants.md, "Receipts").
+    #[schema(value_type = Vec<Object>)]
+    pub receipts: Vec<settleproof_consensus::Receipt>,
+}
+
+/// Response of `POST /v1/webhooks/test`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TestQueued {
+    /// The queued event's `webhook-id`.
+    pub webhook_id: String,
+}
+
 /// Invoices examined at most per page when filtering by status.
 const MAX_SCAN: usize = 1000;
 
+/// The merchant's invoices, newest first, a page at a time.
+#[utoipa::path(get, path = "/v1/invoices", tag = "invoices", params(ListQuery),
+    security(("merchant_token" = [])),
+    responses(
+        (status = 200, description = "A page of invoices", body = InvoicePage),
+        (status = 400, description = "A query parameter is invalid", body = super::error::ErrorBody),
+        (status = 401, description = "No or a wrong merchant token", body = super::error::ErrorBody),
+        (status = 429, description = "Over the request budget", body = super::error::ErrorBody),
+    ))]
 pub(super) async fn list(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -201,11 +252,23 @@ fn merchant_invoice(state: &ApiState, headers: &HeaderMap, id: &str) -> Result<I
     state.store.invoice(id)?.filter(|i| i.merchant_id == merchant.id).ok_or_else(|| ApiError::not_found("invoice"))
 }
 
+/// Receipts of the invoice's settled payments: Merkle proof and aggregate signature, each
+/// verifiable without trusting any node (docs/merchants.md).
+#[utoipa::path(get, path = "/v1/invoices/{id}/receipt", tag = "invoices",
+    params(("id" = String, Path, description = "Invoice id, 0x and 64 hex digits")),
+    security(("merchant_token" = [])),
+    responses(
+        (status = 200, description = "The receipts", body = Receipts),
+        (status = 400, description = "The id is not 0x and 64 hex digits", body = super::error::ErrorBody),
+        (status = 401, description = "No or a wrong merchant token", body = super::error::ErrorBody),
+        (status = 404, description = "No such invoice, or nothing of it settled yet", body = super::error::ErrorBody),
+        (status = 429, description = "Over the request budget", body = super::error::ErrorBody),
+    ))]
 pub(super) async fn receipt(
     State(state): State<ApiState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Receipts>, ApiError> {
     let invoice = merchant_invoice(&state, &headers, &id)?;
     let ctx = crate::receipt::ReceiptContext {
         chain_id: state.chain_id,
@@ -226,34 +289,54 @@ pub(super) async fn receipt(
     if receipts.is_empty() {
         return Err(ApiError::not_found("receipt (no payment of this invoice is settled yet)"));
     }
-    Ok(Json(serde_json::json!({ "receipts": receipts })))
+    Ok(Json(Receipts { receipts }))
 }
 
+/// Queues a `test` webhook event to the merchant's endpoint.
+#[utoipa::path(post, path = "/v1/webhooks/test", tag = "webhooks",
+    security(("merchant_token" = [])),
+    responses(
+        (status = 202, description = "Queued", body = TestQueued),
+        (status = 401, description = "No or a wrong merchant token", body = super::error::ErrorBody),
+        (status = 429, description = "Over the request budget", body = super::error::ErrorBody),
+    ))]
 pub(super) async fn test_event(
     State(state): State<ApiState>,
     headers: HeaderMap,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<TestQueued>), ApiError> {
     let merchant = auth::merchant(&headers, &state)?;
     let id = format!("msg_test_{}", hex::encode(&random_id()[..12]));
-    let body = serde_json::json!({
-        "type": "test",
-        "timestamp": crate::time::rfc3339(now_s()),
-        "data": { "webhook_id": id, "merchant_id": merchant.id, "message": "test event requested through the API" },
-    });
+    let body = crate::webhook::events::TestEvent {
+        event_type: "test",
+        timestamp: crate::time::rfc3339(now_s()),
+        data: crate::webhook::events::TestEventData {
+            webhook_id: id.clone(),
+            merchant_id: merchant.id.clone(),
+            message: "test event requested through the API".into(),
+        },
+    };
     let event = crate::store::OutboxEvent {
         id: id.clone(),
         merchant_id: merchant.id.clone(),
         event_type: "test".into(),
-        body: body.to_string(),
+        body: serde_json::to_string(&body).unwrap_or_default(),
         ..Default::default()
     };
     state.store.enqueue_events(&[event], crate::time::now_ms())?;
     if let Some(w) = &state.webhook_wake {
         w.notify_one();
     }
-    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "webhook_id": id }))))
+    Ok((StatusCode::ACCEPTED, Json(TestQueued { webhook_id: id })))
 }
 
+/// The merchant's webhook endpoint state and delivery counts.
+#[utoipa::path(get, path = "/v1/merchant", tag = "merchant",
+    security(("merchant_token" = [])),
+    responses(
+        (status = 200, description = "Endpoint state and counts", body = Object),
+        (status = 401, description = "No or a wrong merchant token", body = super::error::ErrorBody),
+        (status = 429, description = "Over the request budget", body = super::error::ErrorBody),
+    ))]
 pub(super) async fn merchant(
     State(state): State<ApiState>,
     headers: HeaderMap,

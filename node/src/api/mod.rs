@@ -16,6 +16,7 @@ pub mod cache;
 mod error;
 mod health;
 mod invoices;
+pub mod openapi;
 mod rate_limit;
 mod request_id;
 pub mod server;
@@ -125,6 +126,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/invoices/{id}/receipt", get(invoices::receipt))
         .route("/v1/webhooks/test", post(invoices::test_event))
         .route("/v1/merchant", get(invoices::merchant))
+        .route("/v1/openapi.json", get(openapi::openapi_json))
         .route("/", get(status::page))
         .route("/status.json", get(status::data))
         .route("/health/live", get(|| async { "ok" }))

@@ -12,9 +12,11 @@ use tower_http::trace::TraceLayer;
 /// Removes an `x-request-id` longer than 64 characters or with anything but letters, digits
 /// and `-`, so a new id replaces it.
 pub(super) fn drop_unfit(mut req: Request) -> Request {
-    let fit = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).is_none_or(|v| {
-        !v.is_empty() && v.len() <= 64 && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-    });
+    let fit = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| !v.is_empty() && v.len() <= 64 && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
     if !fit {
         req.headers_mut().remove("x-request-id");
     }
@@ -26,8 +28,8 @@ type OnResponse = fn(&Response<axum::body::Body>, Duration, &tracing::Span);
 
 /// The access log layer (one line per answer: `answered` logs 5xx too, so the layer's own
 /// failure line is off).
-pub(super) fn access_log()
--> TraceLayer<SharedClassifier<ServerErrorsAsFailures>, MakeSpan, (), OnResponse, (), (), ()> {
+pub(super) fn access_log() -> TraceLayer<SharedClassifier<ServerErrorsAsFailures>, MakeSpan, (), OnResponse, (), (), ()>
+{
     TraceLayer::new_for_http()
         .make_span_with(span as MakeSpan)
         .on_request(())

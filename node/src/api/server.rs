@@ -219,7 +219,11 @@ mod tests {
         s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
         let mut buf = [0u8; 256];
         let n = s.read(&mut buf).await.expect("read");
-        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+        assert!(
+            String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&buf[..n])
+        );
         assert!(closed_within(&mut s, Duration::from_secs(3)).await, "idle connection stayed open");
     }
 
@@ -242,7 +246,8 @@ mod tests {
         let early = tokio::time::timeout(Duration::from_millis(300), extra.read(&mut buf)).await;
         assert!(early.is_err(), "a fifth connection was served while four were open");
         drop(held);
-        let n = tokio::time::timeout(Duration::from_secs(3), extra.read(&mut buf)).await.expect("served").expect("read");
+        let n =
+            tokio::time::timeout(Duration::from_secs(3), extra.read(&mut buf)).await.expect("served").expect("read");
         assert!(n > 0);
     }
 }

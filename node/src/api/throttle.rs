@@ -47,7 +47,8 @@ impl AuthThrottle {
     pub fn failed(&self, ip: IpAddr, now: Instant) {
         let Ok(mut clients) = self.clients.lock() else { return };
         if clients.len() >= MAX_TRACKED && !clients.contains_key(&key(ip)) {
-            clients.retain(|_, e| now.duration_since(e.window_start) < WINDOW || e.locked_until.is_some_and(|u| u > now));
+            clients
+                .retain(|_, e| now.duration_since(e.window_start) < WINDOW || e.locked_until.is_some_and(|u| u > now));
             if clients.len() >= MAX_TRACKED {
                 return;
             }

@@ -120,7 +120,8 @@ impl SettlementSender {
         let mut writers = Vec::new();
         for (i, url) in cfg.rpc_endpoints.iter().enumerate() {
             crate::redact::register(url, &format!("rpc-{i}"));
-            let parsed = url.parse().map_err(|_| ChainError::BadUrl(format!("chain.rpc_endpoints[{i}] is not a URL")))?;
+            let parsed =
+                url.parse().map_err(|_| ChainError::BadUrl(format!("chain.rpc_endpoints[{i}] is not a URL")))?;
             writers.push(ProviderBuilder::new().wallet(wallet.clone()).connect_reqwest(http.clone(), parsed).erased());
         }
         if writers.is_empty() {

@@ -85,6 +85,7 @@ pub struct Completion {
 impl Deliverer {
     /// A worker for `merchants`; `wake` makes it look at the outbox at once; deliveries are
     /// acknowledged on `net` so other operators do not deliver them again.
+    #[allow(clippy::too_many_arguments)] // each is a distinct dependency; a struct would only rename them
     pub fn new(
         client: reqwest::Client,
         store: Store,
@@ -96,7 +97,18 @@ impl Deliverer {
         schedule: RoundSchedule,
     ) -> Self {
         let merchants = Arc::new(merchants.iter().map(|m| (m.id.clone(), m.clone())).collect());
-        Self { store, merchants, client, settings, wake, node, net, schedule, completion: None, in_flight: Arc::default() }
+        Self {
+            store,
+            merchants,
+            client,
+            settings,
+            wake,
+            node,
+            net,
+            schedule,
+            completion: None,
+            in_flight: Arc::default(),
+        }
     }
 
     /// Completes bare `payment.settled` events with their invoice before delivery.
@@ -263,7 +275,9 @@ impl Deliverer {
             Decision::Delivered => (AttemptEffect::Delivered, "delivered".to_string()),
             Decision::RetryIn(ms) => {
                 let jitter = ms / 10;
-                let delay = ms.saturating_sub(jitter).saturating_add(rand::thread_rng().gen_range(0..=jitter.saturating_mul(2)));
+                let delay = ms
+                    .saturating_sub(jitter)
+                    .saturating_add(rand::thread_rng().gen_range(0..=jitter.saturating_mul(2)));
                 (AttemptEffect::RetryAt(now.saturating_add(delay)), error.clone().unwrap_or_else(|| "retry".into()))
             }
             Decision::Dead(reason) => (AttemptEffect::Dead, reason.clone()),

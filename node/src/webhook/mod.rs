@@ -2,6 +2,7 @@
 //! delivery worker.
 
 pub mod delivery;
+pub mod events;
 pub mod payload;
 pub mod retry;
 pub mod signature;

@@ -1,5 +1,9 @@
 //! Webhook events of a settlement: one per settled payment of a configured merchant.
 
+use super::events::{
+    EventPayment, ExpiredEvent, ExpiredEventData, InvoiceRef, RevertedEvent, RevertedEventData, RevertedPayment,
+    SettlementEvent, SettlementEventData,
+};
 use crate::invoice_view::{SettlementView, invoice_view, token_label};
 use crate::receipt::{self, ReceiptContext};
 use crate::store::{OutboxEvent, SettlementRecord, Store, StoreError};
@@ -73,25 +77,25 @@ pub fn settlement_events(
         let previous = earlier.last().map(event_hash);
         let id = webhook_id(p.invoice_id, p.tx_hash, p.log_index);
         let receipt = receipts.as_ref().and_then(|r| r.receipt(p, terms));
-        let body = json!({
-            "type": event_type,
-            "timestamp": rfc3339(now_s),
-            "data": {
-                "webhook_id": id,
-                "sequence": sequence,
-                "event_hash": event_hash(p),
-                "previous_event_hash": previous,
-                "invoice": invoice,
-                "payment": payment_json(p, settlement.round, &settled),
-                "settlement": settled,
-                "receipt": receipt,
-            }
-        });
+        let body = SettlementEvent {
+            event_type: event_type.to_string(),
+            timestamp: rfc3339(now_s),
+            data: SettlementEventData {
+                webhook_id: id.clone(),
+                sequence,
+                event_hash: event_hash(p),
+                previous_event_hash: previous,
+                invoice,
+                payment: event_payment(p, settlement.round, &settled),
+                settlement: settled.clone(),
+                receipt,
+            },
+        };
         events.push(OutboxEvent {
             id,
             merchant_id: merchant.id.clone(),
             event_type: event_type.to_string(),
-            body: body.to_string(),
+            body: serde_json::to_string(&body).unwrap_or_default(),
             attempts: 0,
             last_outcome: None,
             delivered_at_ms: None,
@@ -107,21 +111,27 @@ pub fn settlement_events(
 /// Its id is derived from the original event's, so every node makes the same one.
 pub fn reverted_event(original: &OutboxEvent, p: &PaymentLeaf, now_s: u64) -> OutboxEvent {
     let id = format!("msg_rev_{}", hex::encode(&keccak256(original.id.as_bytes())[..12]));
-    let body = json!({
-        "type": "payment.reverted",
-        "timestamp": rfc3339(now_s),
-        "data": {
-            "webhook_id": id,
-            "reverted_webhook_id": original.id,
-            "invoice": { "id": p.invoice_id.to_string() },
-            "payment": { "chain_id": p.chain_id, "tx_hash": p.tx_hash, "log_index": p.log_index, "block_number": p.block_number, "amount": p.amount.to_string() },
-        }
-    });
+    let body = RevertedEvent {
+        event_type: "payment.reverted",
+        timestamp: rfc3339(now_s),
+        data: RevertedEventData {
+            webhook_id: id.clone(),
+            reverted_webhook_id: original.id.clone(),
+            invoice: InvoiceRef { id: p.invoice_id.to_string() },
+            payment: RevertedPayment {
+                chain_id: p.chain_id,
+                tx_hash: p.tx_hash,
+                log_index: p.log_index,
+                block_number: p.block_number,
+                amount: p.amount.to_string(),
+            },
+        },
+    };
     OutboxEvent {
         id,
         merchant_id: original.merchant_id.clone(),
         event_type: "payment.reverted".into(),
-        body: body.to_string(),
+        body: serde_json::to_string(&body).unwrap_or_default(),
         invoice_id: Some(p.invoice_id),
         sequence: original.sequence,
         ..OutboxEvent::default()
@@ -133,32 +143,32 @@ pub fn reverted_event(original: &OutboxEvent, p: &PaymentLeaf, now_s: u64) -> Ou
 /// same one.
 pub fn expired_event(invoice: &crate::invoice_view::InvoiceView, now_s: u64) -> OutboxEvent {
     let id = format!("msg_exp_{}", hex::encode(&keccak256([invoice.id.as_bytes(), b"expired"].concat())[..12]));
-    let body = json!({
-        "type": "invoice.expired",
-        "timestamp": rfc3339(now_s),
-        "data": { "webhook_id": id, "invoice": invoice },
-    });
+    let body = ExpiredEvent {
+        event_type: "invoice.expired",
+        timestamp: rfc3339(now_s),
+        data: ExpiredEventData { webhook_id: id.clone(), invoice: invoice.clone() },
+    };
     OutboxEvent {
         id,
         merchant_id: invoice.merchant_id.clone(),
         event_type: "invoice.expired".into(),
-        body: body.to_string(),
+        body: serde_json::to_string(&body).unwrap_or_default(),
         ..OutboxEvent::default()
     }
 }
 
-fn payment_json(p: &PaymentLeaf, round: u64, settlement: &SettlementView) -> serde_json::Value {
-    json!({
-        "chain_id": p.chain_id,
-        "tx_hash": p.tx_hash,
-        "log_index": p.log_index,
-        "block_number": p.block_number,
-        "payer": p.payer,
-        "token": token_label(p.token),
-        "amount": p.amount.to_string(),
-        "round": round,
-        "settlement": settlement,
-    })
+fn event_payment(p: &PaymentLeaf, round: u64, settlement: &SettlementView) -> EventPayment {
+    EventPayment {
+        chain_id: p.chain_id,
+        tx_hash: p.tx_hash,
+        log_index: p.log_index,
+        block_number: p.block_number,
+        payer: p.payer,
+        token: token_label(p.token),
+        amount: p.amount.to_string(),
+        round,
+        settlement: settlement.clone(),
+    }
 }
 
 #[cfg(test)]

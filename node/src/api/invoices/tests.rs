@@ -224,7 +224,10 @@ async fn the_public_router_holds_under_abuse() {
     assert_eq!(call(&st, "POST", "/v1/invoices", Some(TOKEN), Some(big)).await.0, StatusCode::PAYLOAD_TOO_LARGE);
     // Guessing tokens: locked out after the allowed failures, even with the right token.
     for _ in 0..crate::api::throttle::MAX_FAILURES {
-        assert_eq!(call(&st, "GET", "/v1/merchant", Some("sk_wrong_guess_0000000000"), None).await.0, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            call(&st, "GET", "/v1/merchant", Some("sk_wrong_guess_0000000000"), None).await.0,
+            StatusCode::UNAUTHORIZED
+        );
     }
     let (status, resp) = call(&st, "GET", "/v1/merchant", Some(TOKEN), None).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);

@@ -1,0 +1,36 @@
+//! The API contract against a live node: the node serves the committed OpenAPI document, and
+//! schemathesis (property-based, from the document) finds no server error and no answer that
+//! breaks the document, on every `/v1` operation.
+
+use crate::harness::Testnet;
+use eyre::{Result, bail};
+use std::process::Command;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_api_keeps_its_openapi_contract() -> Result<()> {
+    let net = Testnet::start(1).await?;
+    let url = format!("{}/v1/openapi.json", net.api(0));
+    let served = net.http.get(&url).send().await?.text().await?;
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.json"))?;
+    assert_eq!(served, committed, "the node serves another document than docs/openapi.json");
+
+    let token = net.devnet.merchant_token.expose().to_string();
+    let (url, api) = (url.clone(), net.api(0));
+    // schemathesis blocks while it runs; the node's runtime keeps serving on the other worker.
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .args(["-m", "schemathesis.cli", "run", &url, "--url", &api])
+            .args(["-H", &format!("Authorization: Bearer {token}")])
+            .args(["--checks", "not_a_server_error,response_schema_conformance,status_code_conformance"])
+            .args(["--max-examples", "25", "--seed", "1", "--no-color"])
+            .output()
+    })
+    .await??;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    net.stop().await;
+    if !out.status.success() {
+        bail!("schemathesis found contract violations:\n{text}");
+    }
+    eprintln!("{}", text.lines().rev().take(12).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n"));
+    Ok(())
+}
