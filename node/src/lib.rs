@@ -27,3 +27,6 @@ pub mod store;
 pub mod telemetry;
 pub mod time;
 pub mod webhook;
+
+#[cfg(test)]
+mod untrusted_input;

@@ -153,18 +153,8 @@ async fn store_command(cmd: StoreCommand) -> Result<()> {
 }
 
 async fn verify_receipt(file: &std::path::Path, rpc: &str, settlement: alloy::primitives::Address) -> Result<()> {
-    use settleproof_consensus::Receipt;
     let text = std::fs::read_to_string(file).wrap_err_with(|| format!("read {}", file.display()))?;
-    let v: serde_json::Value = serde_json::from_str(&text).wrap_err("the file is not JSON")?;
-    let found = if let Some(list) = v.get("receipts") {
-        list.clone()
-    } else if let Some(r) = v.get("data").and_then(|d| d.get("receipt")) {
-        serde_json::Value::Array(vec![r.clone()])
-    } else {
-        serde_json::Value::Array(vec![v])
-    };
-    let receipts: Vec<Receipt> =
-        serde_json::from_value(found).wrap_err("no receipt in the file (fields missing or malformed)")?;
+    let receipts = settleproof_node::receipt::parse_receipts(&text)?;
     let provider = alloy::providers::ProviderBuilder::new().connect_http(rpc.parse().wrap_err("--rpc is not a URL")?);
     let mut failed = 0;
     for r in &receipts {

@@ -212,3 +212,28 @@ async fn payment_log<P: Provider>(provider: &P, r: &Receipt) -> Check {
         format!("InvoicePaid log {} of transaction {}", r.payment.log_index, r.payment.tx_hash),
     )
 }
+
+/// Why a file given to `verify-receipt` holds no receipt.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReceiptFileError {
+    /// Not JSON.
+    #[error("the file is not JSON: {0}")]
+    NotJson(String),
+    /// JSON without a well-formed receipt.
+    #[error("no receipt in the file (fields missing or malformed): {0}")]
+    NoReceipt(String),
+}
+
+/// The receipts in a file: a receipt, a webhook body carrying one (`data.receipt`), or
+/// `GET /v1/invoices/{id}/receipt`'s answer (`receipts`).
+pub fn parse_receipts(text: &str) -> Result<Vec<Receipt>, ReceiptFileError> {
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| ReceiptFileError::NotJson(e.to_string()))?;
+    let found = if let Some(list) = v.get("receipts") {
+        list.clone()
+    } else if let Some(r) = v.get("data").and_then(|d| d.get("receipt")) {
+        serde_json::Value::Array(vec![r.clone()])
+    } else {
+        serde_json::Value::Array(vec![v])
+    };
+    serde_json::from_value(found).map_err(|e| ReceiptFileError::NoReceipt(e.to_string()))
+}

@@ -233,3 +233,67 @@ async fn the_public_router_holds_under_abuse() {
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(resp["error"]["code"], "auth_locked_out");
 }
+
+/// Arbitrary bodies (raw, and mutations of a valid one) and query strings never make the API
+/// fail: every answer is a 2xx or 4xx with a JSON error, never a 5xx or a panic.
+mod untrusted {
+    use super::*;
+    use crate::untrusted_input::{mutate, mutation};
+    use proptest::prelude::*;
+
+    fn runtime() -> &'static tokio::runtime::Runtime {
+        static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+        RT.get_or_init(|| tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime"))
+    }
+
+    fn state_once() -> &'static (tempfile::TempDir, ApiState) {
+        static S: std::sync::OnceLock<(tempfile::TempDir, ApiState)> = std::sync::OnceLock::new();
+        S.get_or_init(|| {
+            let (dir, store) = temp_store();
+            (dir, state(store))
+        })
+    }
+
+    async fn send(uri: &str, method: &str, body: Vec<u8>) -> StatusCode {
+        let st = &state_once().1;
+        let Ok(req) = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .header("content-type", "application/json")
+            .body(Body::from(body))
+        else {
+            return StatusCode::BAD_REQUEST; // not even a valid URI: the HTTP layer refuses it
+        };
+        router(st.clone()).oneshot(req).await.expect("response").status()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 192, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn invoice_bodies_never_fail_the_server(
+            ms in proptest::collection::vec(mutation(), 0..4),
+            raw in proptest::collection::vec(any::<u8>(), 0..600),
+        ) {
+            let valid = json!({"amount": "1000", "token": "native", "expires_in": 60, "metadata": {"order": "A-1"}});
+            let mut body = valid.to_string().into_bytes();
+            for m in &ms {
+                body = mutate(&body, m);
+            }
+            for b in [body, raw] {
+                let status = runtime().block_on(send("/v1/invoices", "POST", b));
+                prop_assert!(!status.is_server_error(), "{status}");
+            }
+        }
+
+        #[test]
+        fn query_strings_and_ids_never_fail_the_server(q in "[ -~]{0,120}", id in "[ -~]{0,80}") {
+            let enc = |s: &str| s.bytes().map(|b| if b.is_ascii_alphanumeric() || b"=&-_.".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect::<String>();
+            for uri in [format!("/v1/invoices?{}", enc(&q)), format!("/v1/invoices/{}", enc(&id)), format!("/v1/invoices/{}/receipt", enc(&id))] {
+                let status = runtime().block_on(send(&uri, "GET", Vec::new()));
+                prop_assert!(!status.is_server_error(), "{uri}: {status}");
+            }
+        }
+    }
+}
