@@ -6,6 +6,7 @@ CAST="$ROOT/node_modules/@foundry-rs/cast-linux-amd64/bin/cast"
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/settleproof"
 PROXY="${CARGO_TARGET_DIR:-$ROOT/target}/debug/settleproof-rpc-proxy"
 DRILL="${CARGO_TARGET_DIR:-$ROOT/target}/debug/settleproof-drill"
+DEVNET="${CARGO_TARGET_DIR:-$ROOT/target}/debug/settleproof-devnet"
 
 # json FILE EXPR: evaluates a Python expression over the parsed file bound to `d`.
 json() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print($2)" "$1"; }

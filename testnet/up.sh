@@ -30,7 +30,7 @@ fi
 cd "$ROOT"
 [ -x "$ANVIL" ] || { echo "installing the pinned anvil, cast and solc (npm ci)"; npm ci --no-audit --no-fund --loglevel=error; }
 echo "building settleproof"
-cargo build --quiet --bin settleproof --bin settleproof-rpc-proxy --bin settleproof-drill
+cargo build --quiet --bin settleproof --bin settleproof-rpc-proxy --bin settleproof-drill --bin settleproof-devnet
 
 rm -rf "$RUN"
 mkdir -p "$RUN/merchant"
@@ -56,12 +56,12 @@ if [ -z "$WEBHOOK_URL" ]; then
 fi
 
 echo "deploying contracts and writing configs for $NODES nodes"
-"$BIN" devnet init --rpc "$RPC" --anvil-config "$RUN/anvil.json" --dir "$RUN" --nodes "$NODES" \
+"$DEVNET" init --rpc "$RPC" --anvil-config "$RUN/anvil.json" --dir "$RUN" --nodes "$NODES" \
   --webhook-url "$WEBHOOK_URL" --api-port "$API_PORT" --p2p-port "$P2P_PORT" --admin-port "$ADMIN_PORT" --confirmations "$CONFIRMATIONS" \
   --proxy-port "$PROXY_PORT" --providers "$PROVIDERS"
 
 if [ "$DEMO_MERCHANT" = 1 ]; then
-  nohup "$BIN" demo-merchant --listen "127.0.0.1:$MERCHANT_PORT" --testnet "$RUN/testnet.json" \
+  nohup "$DEVNET" demo-merchant --listen "127.0.0.1:$MERCHANT_PORT" --testnet "$RUN/testnet.json" \
     --out "$RUN/merchant/webhooks.jsonl" >"$RUN/merchant/merchant.log" 2>&1 &
   echo $! >"$RUN/merchant.pid"
 fi

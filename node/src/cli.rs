@@ -1,7 +1,6 @@
 //! The `settleproof` command line.
 
 use clap::{Parser, Subcommand};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// settleproof: invoice payments settled by a quorum of permissioned nodes.
@@ -29,8 +28,6 @@ pub enum Command {
     #[command(subcommand)]
     Store(StoreCommand),
     /// Local development network.
-    #[command(subcommand)]
-    Devnet(DevnetCommand),
     /// Print the SHA-256 of a merchant API token read from standard input (one line), for
     /// `api_token_sha256` in `[[merchants]]`: operators hold the hash, never the token.
     HashToken,
@@ -56,18 +53,6 @@ pub enum Command {
         #[arg(long)]
         settlement: alloy::primitives::Address,
     },
-    /// Run the demo merchant webhook receiver.
-    DemoMerchant {
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:9999")]
-        listen: SocketAddr,
-        /// `testnet.json` to read the webhook secret from.
-        #[arg(long)]
-        testnet: PathBuf,
-        /// JSON-lines file to append deliveries to.
-        #[arg(long)]
-        out: PathBuf,
-    },
 }
 
 /// `settleproof keys ...`
@@ -87,55 +72,6 @@ pub enum KeysCommand {
     },
     /// Print a new Standard Webhooks secret (`whsec_...`).
     WebhookSecret,
-}
-
-/// `settleproof devnet ...`
-#[derive(Debug, Subcommand)]
-pub enum DevnetCommand {
-    /// Generate keys, deploy contracts, fund operators and write node configs + testnet.json.
-    Init {
-        /// Chain RPC URL.
-        #[arg(long)]
-        rpc: String,
-        /// anvil's `--config-out` file (funded dev keys: #0 deploys, #1 pays).
-        #[arg(long)]
-        anvil_config: PathBuf,
-        /// Output directory.
-        #[arg(long)]
-        dir: PathBuf,
-        /// Number of nodes.
-        #[arg(long, default_value_t = 4)]
-        nodes: usize,
-        /// Merchant webhook URL.
-        #[arg(long)]
-        webhook_url: String,
-        /// API port of node 0 (node i uses base + i).
-        #[arg(long, default_value_t = 8700)]
-        api_port: u16,
-        /// p2p port of node 0 (node i uses base + i).
-        #[arg(long, default_value_t = 9700)]
-        p2p_port: u16,
-        /// Admin API port of node 0 (node i uses base + i), on loopback.
-        #[arg(long, default_value_t = 8800)]
-        admin_port: u16,
-        /// PEM file of extra trust roots for every node (`tls.extra_ca_file`), e.g. the CA of
-        /// an https:// webhook URL.
-        #[arg(long)]
-        extra_ca_file: Option<PathBuf>,
-        /// Confirmation depth.
-        #[arg(long, default_value_t = 2)]
-        confirmations: u64,
-        /// Blocks per round.
-        #[arg(long, default_value_t = 3)]
-        round_length: u64,
-        /// First port of the fault-injecting RPC proxies (node i uses the `providers` ports from
-        /// proxy_port + providers·i); without it every node reads `--rpc` directly.
-        #[arg(long)]
-        proxy_port: Option<u16>,
-        /// RPC providers per node (with --proxy-port).
-        #[arg(long, default_value_t = 3)]
-        providers: usize,
-    },
 }
 
 /// `settleproof store ...`

@@ -1,13 +1,12 @@
 //! The settleproof node: wiring of chain watcher, round driver, p2p, API and webhooks.
 //!
 //! The binary (`src/main.rs`) only parses the command line; everything runs from this library
-//! so tests can start nodes in-process with [`node::start`].
+//! so tests can start nodes in-process with [`node::start`]. The local testnet's set-up and demo
+//! merchant live apart, in `testnet/devnet`.
 
 pub mod api;
 pub mod chain;
 pub mod cli;
-pub mod demo_merchant;
-pub mod devnet;
 pub mod gossip;
 pub mod guard_floor;
 pub mod halt;

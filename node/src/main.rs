@@ -3,8 +3,8 @@
 use clap::Parser;
 use eyre::{Context, Result, bail};
 use settleproof_config::NodeConfig;
-use settleproof_node::cli::{Cli, Command, DevnetCommand, KeysCommand, StoreCommand};
-use settleproof_node::{demo_merchant, devnet, keys::OperatorKeys, node, telemetry, webhook};
+use settleproof_node::cli::{Cli, Command, KeysCommand, StoreCommand};
+use settleproof_node::{keys::OperatorKeys, node, telemetry, webhook};
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -16,55 +16,6 @@ async fn main() -> Result<()> {
             Ok(())
         }
         Command::Node { config } => run_node(config).await,
-        Command::Devnet(DevnetCommand::Init {
-            rpc,
-            anvil_config,
-            dir,
-            nodes,
-            webhook_url,
-            api_port,
-            p2p_port,
-            admin_port,
-            extra_ca_file,
-            confirmations,
-            round_length,
-            proxy_port,
-            providers,
-        }) => {
-            let dev_keys = devnet::anvil_keys(&anvil_config)?;
-            let [deployer, payer, ..] = dev_keys.as_slice() else {
-                bail!("{} lists fewer than 2 keys", anvil_config.display())
-            };
-            let ports = |base: u16| (0..nodes).map(|i| base.saturating_add(i as u16)).collect();
-            let spec = devnet::DevnetSpec {
-                rpc_url: rpc,
-                nodes,
-                dir: dir.clone(),
-                deployer: deployer.clone(),
-                payer: payer.clone(),
-                node_rpc: providers_from(proxy_port, providers, nodes),
-                webhook_url,
-                api_ports: ports(api_port),
-                p2p_ports: ports(p2p_port),
-                admin_ports: ports(admin_port),
-                extra_ca_file,
-                confirmations,
-                round_length,
-                poll_interval_ms: 250,
-                keeper_deadline_ms: 8000,
-                retry_schedule_s: vec![0, 2, 5, 10, 30, 60, 300],
-                failover_delay_ms: 5000,
-                otlp_endpoint: None,
-            };
-            let net = devnet::init(&spec).await?;
-            eprintln!(
-                "devnet: {} nodes, settlement {} written to {}",
-                net.nodes.len(),
-                net.deployment.settlement,
-                dir.display()
-            );
-            Ok(())
-        }
         Command::VerifyReceipt { file, rpc, settlement } => verify_receipt(&file, &rpc, settlement).await,
         Command::Store(cmd) => store_command(cmd).await,
         Command::Openapi { webhooks } => {
@@ -80,17 +31,6 @@ async fn main() -> Result<()> {
                 bail!("the token is {} characters long: use at least 16 random characters", token.len());
             }
             println!("{}", settleproof_node::api::auth::token_hash(token));
-            Ok(())
-        }
-        Command::DemoMerchant { listen, testnet, out } => {
-            telemetry::init_logging(settleproof_config::LogFormat::Json, "info", None);
-            let text = std::fs::read_to_string(&testnet).wrap_err_with(|| format!("read {}", testnet.display()))?;
-            let manifest: serde_json::Value = serde_json::from_str(&text)?;
-            let Some(secret) = manifest["merchant"]["webhook_secret"].as_str() else {
-                bail!("no merchant.webhook_secret in testnet.json")
-            };
-            let listener = tokio::net::TcpListener::bind(listen).await.wrap_err_with(|| format!("bind {listen}"))?;
-            demo_merchant::Receiver::new(secret.to_string(), Some(out)).serve(listener).await?;
             Ok(())
         }
     }
@@ -212,12 +152,6 @@ async fn shutdown_signal() {
 }
 
 /// Endpoints of node i when each node has `per_node` proxies from `base` on: base + per_node·i + j.
-fn providers_from(base: Option<u16>, per_node: usize, nodes: usize) -> Vec<Vec<String>> {
-    let Some(base) = base else { return Vec::new() };
-    (0..nodes)
-        .map(|i| (0..per_node).map(|j| format!("http://127.0.0.1:{}", usize::from(base) + i * per_node + j)).collect())
-        .collect()
-}
 
 fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);

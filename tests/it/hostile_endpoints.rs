@@ -2,72 +2,13 @@
 //! tarpit cannot delay other merchants, redirects are not followed, endless answers are cut,
 //! private targets are refused.
 
-use alloy::primitives::B256;
 use eyre::{Result, bail};
-use settleproof_config::{MerchantConfig, Secret, WebhookSection};
-use settleproof_consensus::RoundSchedule;
-use settleproof_node::demo_merchant::Receiver;
-use settleproof_node::outbound::Outbound;
-use settleproof_node::store::{OutboxEvent, Store};
-use settleproof_node::webhook::delivery::Deliverer;
-use settleproof_tests::hostile::{self, Behaviour};
-use std::sync::Arc;
+use settleproof_config::WebhookSection;
+use settleproof_devnet::demo_merchant::Receiver;
+use settleproof_node::store::OutboxEvent;
+use settleproof_tests::hostile::{self, Behaviour, SECRET, event, merchant, start};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, watch};
-
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
-fn merchant(id: &str, url: String) -> MerchantConfig {
-    MerchantConfig {
-        id: id.into(),
-        payout_address: alloy::primitives::Address::repeat_byte(0x11),
-        webhook_url: url,
-        webhook_secret: Secret::new(SECRET),
-        api_token_sha256: B256::repeat_byte(id.len() as u8),
-        api_token: None,
-    }
-}
-
-fn event(merchant: &str, n: u64) -> OutboxEvent {
-    OutboxEvent {
-        id: format!("msg_{merchant}_{n}"),
-        merchant_id: merchant.into(),
-        event_type: "test.event".into(),
-        body: format!("{{\"type\":\"test.event\",\"n\":{n}}}"),
-        invoice_id: Some(alloy::primitives::keccak256(format!("{merchant}/{n}"))),
-        sequence: 1,
-        ..OutboxEvent::default()
-    }
-}
-
-struct Run {
-    store: Store,
-    _dir: tempfile::TempDir,
-    stop: watch::Sender<bool>,
-}
-
-/// Starts a deliverer for `merchants` with `settings` and the events queued.
-fn start(merchants: Vec<MerchantConfig>, settings: WebhookSection, events: &[OutboxEvent]) -> Result<Run> {
-    let dir = tempfile::tempdir()?;
-    let store = Store::open(&dir.path().join("settleproof.redb"))?;
-    store.enqueue_events(events, 0)?;
-    let client = Outbound::default().webhooks(&settings)?;
-    let schedule = RoundSchedule::new(0, 1).ok_or_else(|| eyre::eyre!("schedule"))?;
-    let d = Deliverer::new(
-        client,
-        store.clone(),
-        &merchants,
-        settings,
-        Arc::new(Notify::new()),
-        "node-0".into(),
-        None,
-        schedule,
-    );
-    let (stop, rx) = watch::channel(false);
-    tokio::spawn(d.run(rx));
-    Ok(Run { store, _dir: dir, stop })
-}
 
 async fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) -> Result<Duration> {
     let started = Instant::now();

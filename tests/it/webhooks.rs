@@ -7,7 +7,7 @@ use alloy::primitives::{B256, U256};
 use eyre::{Result, eyre};
 use serde_json::{Value, json};
 use settleproof_contracts::InvoicePayments;
-use settleproof_node::demo_merchant::Received;
+use settleproof_devnet::demo_merchant::Received;
 use std::process::Command;
 use std::time::Duration;
 

@@ -2,11 +2,19 @@
 //! tarpit that accepts and never answers, an endpoint that streams an endless body, one that
 //! redirects elsewhere, one that answers 503 with an absurd `Retry-After`.
 
+use alloy::primitives::B256;
+use eyre::Result;
+use settleproof_config::{MerchantConfig, Secret, WebhookSection};
+use settleproof_consensus::RoundSchedule;
+use settleproof_node::outbound::Outbound;
+use settleproof_node::store::{OutboxEvent, Store};
+use settleproof_node::webhook::delivery::Deliverer;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, watch};
 
 /// What a hostile endpoint saw.
 #[derive(Debug, Default)]
@@ -90,4 +98,64 @@ async fn handle(mut stream: TcpStream, behaviour: Behaviour, seen: Arc<Seen>) {
             let _ = stream.write_all(answer.as_bytes()).await;
         }
     }
+}
+
+/// The webhook secret of the merchants made here.
+pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// A merchant whose endpoint is `url`.
+pub fn merchant(id: &str, url: String) -> MerchantConfig {
+    MerchantConfig {
+        id: id.into(),
+        payout_address: alloy::primitives::Address::repeat_byte(0x11),
+        webhook_url: url,
+        webhook_secret: Secret::new(SECRET),
+        api_token_sha256: B256::repeat_byte(id.len() as u8),
+        api_token: None,
+    }
+}
+
+/// Event `n` of `merchant`, of an invoice of its own.
+pub fn event(merchant: &str, n: u64) -> OutboxEvent {
+    OutboxEvent {
+        id: format!("msg_{merchant}_{n}"),
+        merchant_id: merchant.into(),
+        event_type: "test.event".into(),
+        body: format!("{{\"type\":\"test.event\",\"n\":{n}}}"),
+        invoice_id: Some(alloy::primitives::keccak256(format!("{merchant}/{n}"))),
+        sequence: 1,
+        ..OutboxEvent::default()
+    }
+}
+
+/// A running deliverer.
+#[derive(Debug)]
+pub struct Run {
+    /// Its store.
+    pub store: Store,
+    _dir: tempfile::TempDir,
+    /// Stops it.
+    pub stop: watch::Sender<bool>,
+}
+
+/// Starts a deliverer for `merchants` with `settings` and the events queued.
+pub fn start(merchants: Vec<MerchantConfig>, settings: WebhookSection, events: &[OutboxEvent]) -> Result<Run> {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(&dir.path().join("settleproof.redb"))?;
+    store.enqueue_events(events, 0)?;
+    let client = Outbound::default().webhooks(&settings)?;
+    let schedule = RoundSchedule::new(0, 1).ok_or_else(|| eyre::eyre!("schedule"))?;
+    let d = Deliverer::new(
+        client,
+        store.clone(),
+        &merchants,
+        settings,
+        Arc::new(Notify::new()),
+        "node-0".into(),
+        None,
+        schedule,
+    );
+    let (stop, rx) = watch::channel(false);
+    tokio::spawn(d.run(rx));
+    Ok(Run { store, _dir: dir, stop })
 }

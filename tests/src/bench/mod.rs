@@ -2,6 +2,7 @@
 //! naive design, run by the `bench` binary (`tests/bench.sh`). Benchmarks, not tests: nothing
 //! here asserts a time.
 
+pub mod abuse;
 pub mod api;
 pub mod footprint;
 pub mod gas;

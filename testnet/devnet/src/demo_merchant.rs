@@ -2,14 +2,14 @@
 //! delivery's Standard Webhooks signature, keeps what it received (and appends it to a JSON-lines
 //! file), and answers 204, or 400 when the signature does not verify.
 
-use crate::time::{now_ms, now_s};
-use crate::webhook::signature;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use serde::Serialize;
+use settleproof_node::time::{now_ms, now_s};
+use settleproof_node::webhook::signature;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;

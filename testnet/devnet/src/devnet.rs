@@ -2,8 +2,6 @@
 //! accounts and one configuration file per node. Used by `settleproof devnet init` (and so by
 //! `testnet/up.sh`) and by the end-to-end tests, so both run the same setup.
 
-use crate::keys::{KeyError, OperatorKeys};
-use crate::webhook::signature::generate_secret;
 use alloy::network::{EthereumWallet, TransactionBuilder};
 use alloy::primitives::{Bytes, U256};
 use alloy::providers::{Provider, ProviderBuilder};
@@ -13,6 +11,8 @@ use rand::RngCore;
 use serde_json::json;
 use settleproof_config::*;
 use settleproof_contracts::{DeployError, Deployment, OperatorEntry, deploy_all};
+use settleproof_node::keys::{KeyError, OperatorKeys};
+use settleproof_node::webhook::signature::generate_secret;
 use std::path::{Path, PathBuf};
 
 /// What to set up.
@@ -142,7 +142,7 @@ pub async fn init(spec: &DevnetSpec) -> Result<Devnet, DevnetError> {
         payout_address: PrivateKeySigner::random().address(),
         webhook_url: spec.webhook_url.clone(),
         webhook_secret: Secret::new(generate_secret()),
-        api_token_sha256: crate::api::auth::token_hash(merchant_token.expose()),
+        api_token_sha256: settleproof_node::api::auth::token_hash(merchant_token.expose()),
         api_token: None,
     };
     let admin_token = Secret::new(format!("admin_{}", random_hex(16)));
