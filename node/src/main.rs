@@ -151,8 +151,6 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-/// Endpoints of node i when each node has `per_node` proxies from `base` on: base + per_node·i + j.
-
 fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())

@@ -143,6 +143,7 @@ async fn main() -> Result<()> {
     }
 }
 
+/// Endpoints of node i when each node has `per_node` proxies from `base` on: base + per_node·i + j.
 fn providers_from(base: Option<u16>, per_node: usize, nodes: usize) -> Vec<Vec<String>> {
     let Some(base) = base else { return Vec::new() };
     (0..nodes)
