@@ -33,9 +33,11 @@ impl NodeConfig {
 
     /// Parses TOML text, applies environment overrides, validates.
     pub fn from_toml_str(text: &str, vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
-        let mut value: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        // Parse errors quote the offending text, which may be a URL with an API key.
+        let parse = |e: toml::de::Error| ConfigError::Parse(netpolicy::mask_urls(&e.to_string()));
+        let mut value: toml::Table = text.parse().map_err(parse)?;
         env::apply_overrides(&mut value, vars)?;
-        let cfg: NodeConfig = value.try_into().map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        let cfg: NodeConfig = value.try_into().map_err(parse)?;
         validate::validate(&cfg)?;
         Ok(cfg)
     }

@@ -123,6 +123,10 @@ pub struct ApiSection {
     /// Open connections at most; further ones wait in the kernel's backlog.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Open connections of one client address (an IPv6 /64) at most; further ones are closed
+    /// at once, so one client cannot take every slot.
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
     /// Requests handled at once at most; further ones wait (and time out).
     #[serde(default = "default_max_concurrent_requests")]
     pub max_concurrent_requests: usize,
@@ -144,6 +148,7 @@ impl ApiSection {
             header_read_timeout_ms: default_header_read_timeout_ms(),
             idle_timeout_ms: default_idle_timeout_ms(),
             max_connections: default_max_connections(),
+            max_connections_per_ip: default_max_connections_per_ip(),
             max_concurrent_requests: default_max_concurrent_requests(),
             status_cache_ms: default_status_cache_ms(),
         }
@@ -446,6 +451,9 @@ fn default_idle_timeout_ms() -> u64 {
 }
 fn default_max_connections() -> usize {
     1024
+}
+fn default_max_connections_per_ip() -> usize {
+    64
 }
 fn default_max_concurrent_requests() -> usize {
     256

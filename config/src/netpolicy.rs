@@ -28,10 +28,10 @@ pub enum UrlProblem {
 /// Checks an outgoing URL: http(s), with a host, and `http://` only to loopback unless
 /// `allow_insecure`. Returns the parsed URL.
 pub fn check_url(raw: &str, allow_insecure: bool) -> Result<url::Url, UrlProblem> {
-    let parsed = url::Url::parse(raw).map_err(|_| UrlProblem::NotHttp(raw.to_string()))?;
+    let parsed = url::Url::parse(raw).map_err(|_| UrlProblem::NotHttp(mask_urls(raw)))?;
     let host = match parsed.host() {
         Some(h) if matches!(parsed.scheme(), "http" | "https") => h.to_string(),
-        _ => return Err(UrlProblem::NotHttp(raw.to_string())),
+        _ => return Err(UrlProblem::NotHttp(mask_urls(raw))),
     };
     if parsed.scheme() == "http" && !allow_insecure && !is_loopback_host(&parsed) {
         return Err(UrlProblem::Insecure(host));
@@ -58,6 +58,36 @@ pub fn check_webhook_url(raw: &str, allow_insecure: bool, allow_private: bool) -
         }
     }
     Ok(parsed)
+}
+
+/// `text` with every URL cut to its scheme and host (`/…` marks what was cut): paths, queries
+/// and user info often hold API keys.
+pub fn mask_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("://") {
+        // Byte index after the last character that cannot be part of a scheme (of any width).
+        let scheme_start = rest[..start]
+            .char_indices()
+            .rev()
+            .find(|(_, c)| !c.is_ascii_alphanumeric() && *c != '+')
+            .map_or(0, |(i, c)| i + c.len_utf8());
+        let after = &rest[start + 3..];
+        let end =
+            after.find(|c: char| c.is_whitespace() || matches!(c, ')' | '"' | '\'' | '>' | ',')).unwrap_or(after.len());
+        let authority_end = after[..end].find(['/', '?', '#']).unwrap_or(end);
+        let authority = &after[..authority_end];
+        let host = authority.rsplit('@').next().unwrap_or(authority);
+        out.push_str(&rest[..scheme_start]);
+        out.push_str(&rest[scheme_start..start + 3]);
+        out.push_str(host);
+        if authority_end < end || host.len() < authority.len() {
+            out.push_str("/…");
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Whether the URL's host is loopback: `localhost` (or a name under it), 127.0.0.0/8 or ::1.
@@ -109,8 +139,17 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
     if let Some(v4) = ip.to_ipv4_mapped() {
         return is_public_v4(v4);
     }
-    // NAT64 (64:ff9b::/96) and the deprecated IPv4-compatible form (::a.b.c.d).
-    if (s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0; 4]) || (s[0..6] == [0; 6] && (s[6] != 0 || s[7] > 1)) {
+    // 6to4 (2002:AABB:CCDD::/48) carries an IPv4 address in its prefix.
+    if s[0] == 0x2002 {
+        let [a, b] = s[1].to_be_bytes();
+        let [c, d] = s[2].to_be_bytes();
+        return is_public_v4(Ipv4Addr::new(a, b, c, d));
+    }
+    // NAT64 (64:ff9b::/96), IPv4-translated (::ffff:0:a.b.c.d) and the deprecated
+    // IPv4-compatible form (::a.b.c.d).
+    let nat64 = s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0; 4];
+    let translated = s[0..4] == [0; 4] && s[4] == 0xffff && s[5] == 0;
+    if nat64 || translated || (s[0..6] == [0; 6] && (s[6] != 0 || s[7] > 1)) {
         let [a, b] = s[6].to_be_bytes();
         let [c, d] = s[7].to_be_bytes();
         return is_public_v4(Ipv4Addr::new(a, b, c, d));
@@ -122,7 +161,9 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         || (s[0] & 0xffc0) == 0xfec0 // site-local (deprecated), fec0::/10
         || (s[0] & 0xff00) == 0xff00 // multicast
         || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
-        || (s[0] == 0x0100 && s[1..4] == [0; 3]); // discard-only, 100::/64
+        || (s[0] == 0x0100 && s[1..4] == [0; 3]) // discard-only, 100::/64
+        || (s[0] == 0x2001 && s[1] == 0) // Teredo, 2001::/32 (tunnels to any IPv4 address)
+        || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1); // local-use NAT64, 64:ff9b:1::/48
     !blocked
 }
 
@@ -162,6 +203,11 @@ mod tests {
             ("::10.0.0.1", false),
             ("2001:db8::1", false),
             ("2606:4700:4700::1111", true),
+            ("2002:7f00:1::", false),
+            ("2002:0808:0808::", true),
+            ("2001:0:4136:e378::1", false),
+            ("64:ff9b:1::a00:1", false),
+            ("::ffff:0:7f00:1", false),
         ];
         for (ip, public) in cases {
             assert_eq!(is_public(ip.parse().expect("ip")), public, "{ip}");
@@ -181,6 +227,9 @@ mod tests {
         assert!(matches!(check_url("https://", false), Err(UrlProblem::NotHttp(_))));
         let hook = |u: &str, private| check_webhook_url(u, false, private);
         assert!(hook("https://shop.example.com/hooks", false).is_ok());
+        // Found by the property tests: a multi-byte character before a URL.
+        assert_eq!(mask_urls("𖵇https://h/KEY x"), "𖵇https://h/… x");
+        assert_eq!(mask_urls("é://x/y"), "é://x/…");
         assert!(matches!(hook("https://169.254.169.254/latest", false), Err(UrlProblem::Private(_))));
         assert!(matches!(hook("https://[::ffff:10.0.0.1]/", false), Err(UrlProblem::Private(_))));
         assert!(matches!(hook("http://localhost:9999/hooks", false), Err(UrlProblem::Private(_))));

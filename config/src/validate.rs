@@ -216,12 +216,17 @@ fn redacted(e: &UrlProblem, url: &str) -> String {
 
 fn api(cfg: &NodeConfig, v: &mut Problems) {
     let a = &cfg.api;
-    let checks: [(&str, bool, &str); 7] = [
+    let checks: [(&str, bool, &str); 8] = [
         ("api.max_body_bytes", (256..=16 << 20).contains(&a.max_body_bytes), "must be between 256 bytes and 16 MiB"),
         ("api.request_timeout_ms", a.request_timeout_ms >= 100, "must be at least 100 ms"),
         ("api.header_read_timeout_ms", a.header_read_timeout_ms >= 100, "must be at least 100 ms"),
         ("api.idle_timeout_ms", a.idle_timeout_ms >= 1000, "must be at least 1000 ms"),
         ("api.max_connections", a.max_connections >= 8, "must be at least 8"),
+        (
+            "api.max_connections_per_ip",
+            (1..=a.max_connections).contains(&a.max_connections_per_ip),
+            "must be between 1 and api.max_connections",
+        ),
         ("api.max_concurrent_requests", a.max_concurrent_requests >= 1, "must be at least 1"),
         ("api.status_cache_ms", a.status_cache_ms <= 60_000, "must be at most 60000 ms"),
     ];

@@ -141,15 +141,19 @@ impl OperatorKeys {
     }
 }
 
+/// Writes a temporary file, fsyncs it, then renames it into place: a crash leaves either no
+/// key file or a whole one, never an empty one that blocks both loading and regenerating.
 fn write_secret(path: &Path, contents: &str) -> Result<(), KeyError> {
+    let io = |source| KeyError::Io { path: path.into(), source };
+    let tmp = path.with_extension("key.tmp");
+    let _ = fs::remove_file(&tmp);
     let mut opts = fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(path).map_err(|source| KeyError::Io { path: path.into(), source })?;
-    f.write_all(contents.as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(|source| KeyError::Io { path: path.into(), source })
+    let mut f = opts.open(&tmp).map_err(io)?;
+    f.write_all(contents.as_bytes()).and_then(|()| f.sync_all()).map_err(io)?;
+    fs::rename(&tmp, path).map_err(io)
 }
 
 /// Creates `dir` (and missing parents) with mode 0700; an existing folder is narrowed to 0700.

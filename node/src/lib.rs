@@ -25,6 +25,7 @@ pub mod rounds;
 pub mod store;
 pub mod telemetry;
 pub mod time;
+pub mod trace_context;
 pub mod webhook;
 
 #[cfg(test)]

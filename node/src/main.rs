@@ -67,13 +67,13 @@ async fn store_command(cmd: StoreCommand) -> Result<()> {
                     println!("offline backup of {n} records written to {}", out.display());
                 }
                 Err(store::StoreError::Db(redb::Error::DatabaseAlreadyOpen)) => {
-                    let token = cfg.admin.as_ref().map(|a| a.token.expose().to_string());
-                    let Some(token) = token else {
+                    let Some(admin) = cfg.admin.as_ref() else {
                         bail!("the node is running and has no [admin] token: cannot ask it for a backup")
                     };
+                    let (token, admin_addr) = (admin.token.expose().to_string(), admin.listen_addr(cfg.api.listen));
                     let out_abs = std::path::absolute(&out)?;
                     let resp = reqwest::Client::new()
-                        .post(format!("http://{}/admin/v1/backup", cfg.api.listen))
+                        .post(format!("http://{admin_addr}/admin/v1/backup"))
                         .bearer_auth(token)
                         .json(&serde_json::json!({ "path": out_abs }))
                         .send()
@@ -95,6 +95,7 @@ async fn store_command(cmd: StoreCommand) -> Result<()> {
 async fn verify_receipt(file: &std::path::Path, rpc: &str, settlement: alloy::primitives::Address) -> Result<()> {
     let text = std::fs::read_to_string(file).wrap_err_with(|| format!("read {}", file.display()))?;
     let receipts = settleproof_node::receipt::parse_receipts(&text)?;
+    settleproof_node::redact::register(rpc, "--rpc");
     let provider = alloy::providers::ProviderBuilder::new().connect_http(rpc.parse().wrap_err("--rpc is not a URL")?);
     let mut failed = 0;
     for r in &receipts {
@@ -117,7 +118,14 @@ async fn verify_receipt(file: &std::path::Path, rpc: &str, settlement: alloy::pr
 
 async fn run_node(config: std::path::PathBuf) -> Result<()> {
     let cfg = NodeConfig::load(&config, std::env::vars()).wrap_err("cannot load the configuration")?;
-    telemetry::init_logging(cfg.node.log_format, &cfg.node.log_level, cfg.telemetry.otlp_endpoint.as_deref());
+    let otlp = match &cfg.telemetry.otlp_endpoint {
+        Some(endpoint) => {
+            let client = settleproof_node::outbound::Outbound::from_config(&cfg.tls)?.telemetry()?;
+            Some((endpoint.clone(), client))
+        }
+        None => None,
+    };
+    telemetry::init_logging(cfg.node.log_format, &cfg.node.log_level, otlp);
     let grace = std::time::Duration::from_millis(cfg.node.shutdown_grace_ms);
     let handle = node::start(cfg).await.wrap_err("cannot start the node")?;
     shutdown_signal().await;
@@ -128,6 +136,7 @@ async fn run_node(config: std::path::PathBuf) -> Result<()> {
             tracing::warn!("grace period over: exiting with work in flight (it is persisted and resumes on restart)")
         }
     }
+    settleproof_node::otlp::shutdown();
     Ok(())
 }
 

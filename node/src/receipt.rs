@@ -130,7 +130,7 @@ pub async fn verify_onchain<P: Provider>(provider: &P, r: &Receipt, trusted: Add
             id == r.chain_id,
             format!("rpc serves chain {id}, receipt says {}", r.chain_id),
         )),
-        Err(e) => out.push(Check::new("chain_id", false, format!("rpc: {e}"))),
+        Err(e) => out.push(Check::new("chain_id", false, format!("rpc: {}", crate::redact::scrub(&e.to_string())))),
     }
     let settlement = Settlement::new(trusted, provider);
     let mut keys_ok = true;
@@ -179,7 +179,9 @@ pub async fn verify_onchain<P: Provider>(provider: &P, r: &Receipt, trusted: Add
                 format!("round {} on chain: root {}, bitmap {:#x}", r.batch.round, b.root, b.signerBitmap),
             ));
         }
-        Err(e) => out.push(Check::new("settled_on_chain", false, format!("rpc: {e}"))),
+        Err(e) => {
+            out.push(Check::new("settled_on_chain", false, format!("rpc: {}", crate::redact::scrub(&e.to_string()))))
+        }
     }
     out.push(payment_log(provider, r).await);
     out
@@ -191,7 +193,9 @@ async fn payment_log<P: Provider>(provider: &P, r: &Receipt) -> Check {
         Ok(None) => {
             return Check::new("payment_on_chain", false, format!("transaction {} not found", r.payment.tx_hash));
         }
-        Err(e) => return Check::new("payment_on_chain", false, format!("rpc: {e}")),
+        Err(e) => {
+            return Check::new("payment_on_chain", false, format!("rpc: {}", crate::redact::scrub(&e.to_string())));
+        }
     };
     let found = receipt.inner.logs().iter().any(|l| {
         l.log_index == Some(r.payment.log_index)

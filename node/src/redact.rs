@@ -43,30 +43,7 @@ pub fn scrub(text: &str) -> String {
             }
         }
     }
-    mask_urls(&out)
-}
-
-fn mask_urls(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find("://") {
-        let scheme_start = rest[..start].rfind(|c: char| !c.is_ascii_alphanumeric() && c != '+').map_or(0, |i| i + 1);
-        let after = &rest[start + 3..];
-        let end =
-            after.find(|c: char| c.is_whitespace() || matches!(c, ')' | '"' | '\'' | '>' | ',')).unwrap_or(after.len());
-        let authority_end = after[..end].find(['/', '?', '#']).unwrap_or(end);
-        let authority = &after[..authority_end];
-        let host = authority.rsplit('@').next().unwrap_or(authority);
-        out.push_str(&rest[..scheme_start]);
-        out.push_str(&rest[scheme_start..start + 3]);
-        out.push_str(host);
-        if authority_end < end || host.len() < authority.len() {
-            out.push_str("/…");
-        }
-        rest = &after[end..];
-    }
-    out.push_str(rest);
-    out
+    settleproof_config::netpolicy::mask_urls(&out)
 }
 
 #[cfg(test)]

@@ -10,14 +10,21 @@ type Reload = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 static RELOAD: OnceLock<Reload> = OnceLock::new();
 
 /// Installs the global log subscriber. `RUST_LOG`, when set, overrides `level`. The filter can
-/// be changed at runtime with [`set_log_level`]. With `otlp_endpoint`, spans are also exported
-/// over OTLP/HTTP ([`crate::otlp`]); call this inside the tokio runtime.
-pub fn init_logging(format: LogFormat, level: &str, otlp_endpoint: Option<&str>) {
+/// be changed at runtime with [`set_log_level`]. With `otlp` (the collector's base URL and the
+/// client to reach it), spans are also exported over OTLP/HTTP ([`crate::otlp`]); call this
+/// inside the tokio runtime.
+pub fn init_logging(format: LogFormat, level: &str, otlp: Option<(String, reqwest::Client)>) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
-    let otlp = otlp_endpoint.map(|e| crate::otlp::layer(e, "settleproof"));
+    let otlp = otlp.and_then(|(endpoint, client)| match crate::otlp::tracer(&endpoint, client, "settleproof") {
+        Ok(tracer) => Some(tracing_opentelemetry::layer().with_tracer(tracer)),
+        Err(e) => {
+            eprintln!("{e}; traces are not exported");
+            None
+        }
+    });
     let registry = tracing_subscriber::registry().with(filter).with(otlp);
     let installed = match format {
         LogFormat::Json => registry

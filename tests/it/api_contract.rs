@@ -16,9 +16,12 @@ async fn the_live_api_keeps_its_openapi_contract() -> Result<()> {
 
     let token = net.devnet.merchant_token.expose().to_string();
     let (url, api) = (url.clone(), net.api(0));
+    // schemathesis keeps a cache in its working directory: not in the repository.
+    let scratch = net.dir.path().to_path_buf();
     // schemathesis blocks while it runs; the node's runtime keeps serving on the other worker.
     let out = tokio::task::spawn_blocking(move || {
         Command::new("python3")
+            .current_dir(&scratch)
             .args(["-m", "schemathesis.cli", "run", &url, "--url", &api])
             .args(["-H", &format!("Authorization: Bearer {token}")])
             .args(["--checks", "not_a_server_error,response_schema_conformance,status_code_conformance"])

@@ -278,8 +278,10 @@ async fn providers_that_now_show_other_amounts_for_a_settled_round_halt_settleme
     Ok(())
 }
 
+/// A real OTLP/HTTP endpoint receives the nodes' spans; one payment's trace holds every stage
+/// (from the node that did it), and the merchant's webhook carries the same trace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn traces_are_exported_over_otlp_when_configured() -> Result<()> {
+async fn one_trace_follows_a_payment_from_its_block_to_the_merchant() -> Result<()> {
     use axum::routing::post;
     use std::sync::{Arc, Mutex};
     let received: Arc<Mutex<Vec<Value>>> = Arc::default();
@@ -299,24 +301,50 @@ async fn traces_are_exported_over_otlp_when_configured() -> Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let collector = format!("http://{}", listener.local_addr()?);
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let net = Testnet::start_with(Options {
-        nodes: 1,
-        processes: true,
-        otlp_endpoint: Some(collector),
-        ..Options::default()
-    })
-    .await?;
+    let net =
+        Testnet::start_with(Options { processes: true, otlp_endpoint: Some(collector), ..Options::default() }).await?;
     net.http.get(format!("{}/health/live", net.api(0))).header("x-request-id", "trace-me-1").send().await?;
-    let span = net
-        .eventually("the request's span at the collector", Duration::from_secs(20), || async {
-            let all = received.lock().ok()?.clone();
-            all.iter()
-                .flat_map(|b| b["resourceSpans"][0]["scopeSpans"][0]["spans"].as_array().cloned().unwrap_or_default())
-                .find(|s| s["name"] == "request" && s["attributes"].to_string().contains("trace-me-1"))
+    let (status, created) = net.create_invoice(0, json!({"amount": "1000", "token": "native"})).await?;
+    assert_eq!(status, 201, "{created}");
+    net.pay(&created).await?;
+    let id = created["id"].as_str().unwrap_or_default().to_string();
+    let delivery = net
+        .eventually("the settled invoice's webhook", Duration::from_secs(60), || async {
+            net.receiver.snapshot().into_iter().find(|r| r.verified && r.body["data"]["invoice"]["id"] == id.as_str())
         })
         .await?;
-    assert_eq!(span["traceId"].as_str().map(str::len), Some(32));
-    assert!(span["endTimeUnixNano"].as_str().is_some());
+    let trace = settleproof_node::trace_context::trace_id(&delivery.webhook_id);
+    assert!(
+        delivery.raw.traceparent.starts_with(&format!("00-{trace}-")),
+        "traceparent {} is not the payment's trace {trace}",
+        delivery.raw.traceparent
+    );
+    let spans = |all: &[Value]| -> Vec<Value> {
+        all.iter()
+            .flat_map(|b| b["resourceSpans"].as_array().cloned().unwrap_or_default())
+            .flat_map(|r| r["scopeSpans"].as_array().cloned().unwrap_or_default())
+            .flat_map(|s| s["spans"].as_array().cloned().unwrap_or_default())
+            .collect()
+    };
+    let stages = ["watch_range", "sign_round", "aggregate", "settle", "deliver"];
+    let names = net
+        .eventually("every stage of the payment's trace at the collector", Duration::from_secs(30), || async {
+            let all = spans(&received.lock().ok()?.clone());
+            let names: Vec<String> = all
+                .iter()
+                .filter(|s| s["traceId"].as_str() == Some(trace.as_str()))
+                .filter_map(|s| s["name"].as_str().map(str::to_string))
+                .collect();
+            stages.iter().all(|st| names.iter().any(|n| n == st)).then_some(names)
+        })
+        .await?;
+    assert!(names.iter().filter(|n| *n == "sign_round").count() >= 3, "a quorum of nodes signed: {names:?}");
+    let all = spans(&received.lock().map_err(|_| eyre::eyre!("lock"))?.clone());
+    let request = all
+        .iter()
+        .find(|s| s["name"] == "request" && s["attributes"].to_string().contains("trace-me-1"))
+        .ok_or_else(|| eyre::eyre!("no span of the API request"))?;
+    assert_eq!(request["traceId"].as_str().map(str::len), Some(32));
     net.stop().await;
     Ok(())
 }

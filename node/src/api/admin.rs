@@ -183,12 +183,14 @@ pub(super) async fn halt(
     let detail = v["reason"].as_str().unwrap_or("halted by an operator").to_string();
     tracing::warn!(reason = %detail, "settlement halted by an operator");
     halt_of(&state)?.halt(crate::halt::HaltReason { invariant: "operator".into(), detail, at_ms: now_ms() });
+    state.answers.invalidate().await;
     Ok(Json(json!({ "halted": true })))
 }
 
 pub(super) async fn resume(State(state): State<ApiState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers)?;
     let previous = halt_of(&state)?.resume()?;
+    state.answers.invalidate().await;
     Ok(Json(json!({ "halted": false, "was": previous })))
 }
 

@@ -33,6 +33,14 @@ impl<T: Clone> Cached<T> {
     }
 }
 
+impl<T> Cached<T> {
+    /// Forgets the answer: the next request computes a fresh one (after a change that must
+    /// show at once, such as a halt or a resume).
+    pub async fn invalidate(&self) {
+        *self.slot.lock().await = None;
+    }
+}
+
 impl<T: Clone> Default for Cached<T> {
     fn default() -> Self {
         Self::new(Duration::ZERO)
@@ -52,6 +60,12 @@ impl Answers {
     /// Answers reused for `ttl`.
     pub fn new(ttl: Duration) -> Self {
         Self { ready: Cached::new(ttl), status: Cached::new(ttl) }
+    }
+
+    /// Forgets both answers.
+    pub async fn invalidate(&self) {
+        self.ready.invalidate().await;
+        self.status.invalidate().await;
     }
 }
 

@@ -118,21 +118,26 @@ impl Limits {
     }
 }
 
-/// The public router: merchants, health, metrics and the status page.
+/// The public router: merchants, health, metrics and the status page. The routes that need
+/// no token share a smaller concurrency limit of their own, so a flood of them cannot take
+/// the merchants' slots.
 pub fn router(state: ApiState) -> Router {
-    let routes = Router::new()
-        .route("/v1/invoices", post(invoices::create).get(invoices::list))
-        .route("/v1/invoices/{id}", get(invoices::get))
-        .route("/v1/invoices/{id}/receipt", get(invoices::receipt))
-        .route("/v1/webhooks/test", post(invoices::test_event))
-        .route("/v1/merchant", get(invoices::merchant))
+    let open_limit = (state.limits.max_concurrent_requests / 8).max(4);
+    let open = Router::new()
         .route("/v1/openapi.json", get(openapi::openapi_json))
         .route("/", get(status::page))
         .route("/status.json", get(status::data))
         .route("/health/live", get(|| async { "ok" }))
         .route("/health/ready", get(health::ready))
-        .route("/metrics", get(metrics));
-    hardened(routes, state)
+        .route("/metrics", get(metrics))
+        .route_layer(tower::limit::GlobalConcurrencyLimitLayer::new(open_limit));
+    let merchants = Router::new()
+        .route("/v1/invoices", post(invoices::create).get(invoices::list))
+        .route("/v1/invoices/{id}", get(invoices::get))
+        .route("/v1/invoices/{id}/receipt", get(invoices::receipt))
+        .route("/v1/webhooks/test", post(invoices::test_event))
+        .route("/v1/merchant", get(invoices::merchant));
+    hardened(merchants.merge(open), state)
 }
 
 /// The operators' router, served on the admin listener only.

@@ -6,6 +6,8 @@ use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +27,8 @@ pub struct ServerLimits {
     pub idle_timeout: Duration,
     /// Open connections at most.
     pub max_connections: usize,
+    /// Open connections of one client address (IPv6: its /64) at most.
+    pub max_connections_per_ip: usize,
     /// After shutdown, time for requests under way.
     pub shutdown_grace: Duration,
 }
@@ -36,6 +40,7 @@ impl ServerLimits {
             header_read_timeout: Duration::from_millis(api.header_read_timeout_ms),
             idle_timeout: Duration::from_millis(api.idle_timeout_ms),
             max_connections: api.max_connections,
+            max_connections_per_ip: api.max_connections_per_ip,
             shutdown_grace: Duration::from_millis(shutdown_grace_ms),
         }
     }
@@ -51,6 +56,7 @@ pub async fn serve(
 ) {
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let per_client: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>> = Arc::default();
     loop {
         let permit = tokio::select! {
             p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
@@ -67,6 +73,11 @@ pub async fn serve(
                 }
             },
             _ = shutdown.changed() => break,
+        };
+        let Some(client) = PerClient::take(&per_client, peer.ip(), limits.max_connections_per_ip) else {
+            metrics::counter!("http_connections_refused_total", "listener" => name).increment(1);
+            drop(stream);
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let (io, last_activity) = IdleIo::new(stream);
@@ -93,12 +104,45 @@ pub async fn serve(
                 }
             }
             metrics::gauge!("http_open_connections", "listener" => name).decrement(1.0);
+            drop(client);
             drop(permit);
         });
     }
     drop(listener);
     if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown()).await.is_err() {
         tracing::warn!(listener = name, "requests still under way at the end of the shutdown grace");
+    }
+}
+
+/// One client address's share of the open connections, given back on drop.
+struct PerClient {
+    counts: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+    key: IpAddr,
+}
+
+impl PerClient {
+    fn take(counts: &Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr, max: usize) -> Option<Self> {
+        let key = super::throttle::client_key(ip);
+        let mut c = counts.lock().ok()?;
+        let n = c.entry(key).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Self { counts: counts.clone(), key })
+    }
+}
+
+impl Drop for PerClient {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.counts.lock()
+            && let Some(n) = c.get_mut(&self.key)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                c.remove(&self.key);
+            }
+        }
     }
 }
 
@@ -185,6 +229,7 @@ mod tests {
             header_read_timeout: Duration::from_millis(300),
             idle_timeout: Duration::from_millis(800),
             max_connections: 4,
+            max_connections_per_ip: 4,
             shutdown_grace: Duration::from_secs(1),
         }
     }
@@ -225,6 +270,29 @@ mod tests {
             String::from_utf8_lossy(&buf[..n])
         );
         assert!(closed_within(&mut s, Duration::from_secs(3)).await, "idle connection stayed open");
+    }
+
+    #[tokio::test]
+    async fn one_client_cannot_take_every_connection() {
+        let (addr, _tx) = start(ServerLimits {
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(30),
+            max_connections_per_ip: 2,
+            ..limits()
+        })
+        .await;
+        let held = [TcpStream::connect(addr).await.expect("connect"), TcpStream::connect(addr).await.expect("connect")];
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut third = TcpStream::connect(addr).await.expect("connect");
+        assert!(closed_within(&mut third, Duration::from_secs(2)).await, "a third connection of one client was kept");
+        drop(held);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut again = TcpStream::connect(addr).await.expect("connect");
+        again.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
+        let mut buf = [0u8; 64];
+        let n =
+            tokio::time::timeout(Duration::from_secs(3), again.read(&mut buf)).await.expect("served").expect("read");
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     }
 
     #[tokio::test]

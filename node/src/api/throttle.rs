@@ -64,16 +64,14 @@ impl AuthThrottle {
             tracing::warn!(client = %key(ip), "repeated authentication failures: client locked out");
         }
     }
-
-    /// A successful authentication clears the count.
-    pub fn succeeded(&self, ip: IpAddr) {
-        if let Ok(mut clients) = self.clients.lock() {
-            clients.remove(&key(ip));
-        }
-    }
 }
 
-/// IPv6 clients are counted per /64: one host usually holds a whole /64.
+/// The address a client is counted by: IPv6 per /64 (one host usually holds a whole /64),
+/// IPv4-mapped IPv6 as its IPv4 address.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    key(ip)
+}
+
 fn key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
@@ -85,7 +83,9 @@ fn key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The layer: locked-out clients get 429; answers of 401 count, others with a token clear.
+/// The layer: locked-out clients get 429; answers of 401 count. A success does not clear the
+/// count (a client holding one valid token could otherwise guess others without limit): it
+/// expires with its window.
 pub async fn layer(State(throttle): State<AuthThrottle>, req: Request, next: Next) -> Response {
     let ip = req
         .extensions()
@@ -105,12 +105,9 @@ pub async fn layer(State(throttle): State<AuthThrottle>, req: Request, next: Nex
         }
         return resp;
     }
-    let had_token = req.headers().contains_key(header::AUTHORIZATION);
     let resp = next.run(req).await;
     if resp.status() == StatusCode::UNAUTHORIZED {
         throttle.failed(ip, now);
-    } else if had_token && resp.status().is_success() {
-        throttle.succeeded(ip);
     }
     resp
 }

@@ -235,6 +235,7 @@ impl Watcher {
             debug!(from, to, head, "confirmed block range");
         }
         for p in &events.payments {
+            crate::trace_context::mark("watch_range", &p.leaf, None);
             info!(invoice_id = %p.leaf.invoice_id, tx_hash = %p.leaf.tx_hash, block = p.leaf.block_number, amount = %p.leaf.amount, "payment confirmed");
         }
         Ok(true)

@@ -54,6 +54,14 @@ impl RoundDriver {
             warn!(round, attempt = turn.attempt, rank = turn.rank, down = ?down, "taking over as keeper");
         }
         metrics::counter!("keeper_selection_rounds_total").increment(1);
+        let leaves: Vec<_> = self
+            .store
+            .payments_in_range(own.batch.from_block, own.batch.to_block)
+            .map(|rs| rs.into_iter().map(|r| r.leaf).collect())
+            .unwrap_or_default();
+        for leaf in &leaves {
+            crate::trace_context::mark("aggregate", leaf, Some(round));
+        }
         st.in_flight.insert(round);
         let call = SettleCall {
             batch: own.batch,
@@ -79,6 +87,9 @@ impl RoundDriver {
                 let ok = match task.submit(call).await {
                     Ok(Some(record)) => {
                         info!(round, tx_hash = %record.tx_hash, block = record.block_number, "round settled");
+                        for leaf in &leaves {
+                            crate::trace_context::mark("settle", leaf, Some(round));
+                        }
                         true
                     }
                     Ok(None) => true,

@@ -28,6 +28,7 @@ impl RoundDriver {
                 self.fetch_missing_invoices(from, to);
                 let (now, now_ms) = (now_s(), now_ms());
                 for r in &records {
+                    crate::trace_context::mark("sign_round", &r.leaf, Some(round));
                     metrics::histogram!("invoice_verification_latency_seconds")
                         .record(now.saturating_sub(r.block_timestamp) as f64);
                     metrics::histogram!("confirmation_to_attestation_seconds")

@@ -218,7 +218,20 @@ impl Store {
             let mut outbox = tx.open_table(OUTBOX)?;
             let mut pending = tx.open_table(OUTBOX_PENDING)?;
             let current: Option<OutboxEvent> = outbox.get(id)?.map(|v| decode("outbox", v.value())).transpose()?;
+            // An attempt that raced a delivery (or a dead-lettering) elsewhere is recorded, but
+            // cannot put the event back in the queue.
+            let settled = current.as_ref().is_some_and(|e| e.delivered_at_ms.is_some() || e.dead_at_ms.is_some())
+                && pending.get(id)?.is_none();
             if let Some(mut e) = current {
+                if settled {
+                    let n = e.attempts.saturating_add(1);
+                    e.attempts = n;
+                    outbox.insert(id, encode(&e).as_slice())?;
+                    tx.open_table(ATTEMPTS)?.insert((id, n), encode(&Attempt { n, ..attempt }).as_slice())?;
+                    drop((outbox, pending));
+                    tx.commit()?;
+                    return Ok(());
+                }
                 e.attempts = e.attempts.saturating_add(1);
                 e.schedule_index = e.schedule_index.saturating_add(1);
                 e.last_outcome = Some(attempt.outcome.clone());
@@ -377,6 +390,29 @@ impl Store {
         let tx = self.read()?;
         let t = tx.open_table(ENDPOINTS)?;
         Ok(t.get(merchant)?.map(|v| decode("merchant_endpoints", v.value())).transpose()?.unwrap_or_default())
+    }
+
+    /// Changes a merchant endpoint's state in one transaction (concurrent attempts to one
+    /// merchant cannot undo each other's change); returns the state before and after.
+    pub fn update_endpoint(
+        &self,
+        merchant: &str,
+        change: impl FnOnce(&mut EndpointState),
+    ) -> Result<(EndpointState, EndpointState), StoreError> {
+        let tx = self.db().begin_write()?;
+        let (before, after) = {
+            let mut t = tx.open_table(ENDPOINTS)?;
+            let before: EndpointState =
+                t.get(merchant)?.map(|v| decode("merchant_endpoints", v.value())).transpose()?.unwrap_or_default();
+            let mut after = before.clone();
+            change(&mut after);
+            if after != before {
+                t.insert(merchant, encode(&after).as_slice())?;
+            }
+            (before, after)
+        };
+        tx.commit()?;
+        Ok((before, after))
     }
 
     /// Stores a merchant endpoint's state.

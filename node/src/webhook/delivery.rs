@@ -163,8 +163,18 @@ impl Deliverer {
         let mut tasks = tokio::task::JoinSet::new();
         loop {
             self.expire_invoices();
-            let paused: Vec<String> =
+            // Merchants whose endpoint is disabled, and those with every slot in use: their
+            // events must not fill the batch read below and crowd out other merchants.
+            let mut paused: Vec<String> =
                 self.merchants.keys().filter(|m| self.store.endpoint(m).is_ok_and(|e| e.disabled)).cloned().collect();
+            if let Ok(f) = self.in_flight.lock() {
+                paused.extend(
+                    f.per_merchant
+                        .iter()
+                        .filter(|(_, n)| **n >= self.settings.max_in_flight_per_merchant)
+                        .map(|(m, _)| m.clone()),
+                );
+            }
             // The store hands out only the first pending event of each invoice, so one
             // invoice's events go out in order however many run at once.
             match self.store.due_events(now_ms(), 512, &paused) {
@@ -176,11 +186,9 @@ impl Deliverer {
                         if taken {
                             let worker = self.clone();
                             tasks.spawn(async move {
-                                worker.attempt(&event).await;
-                                if let Ok(mut f) = worker.in_flight.lock() {
-                                    f.release(&event);
-                                }
-                                worker.wake.notify_one();
+                                // Released however the attempt ends, a panic included.
+                                let _slot = Slot { worker: &worker, event: &event };
+                                worker.attempt_if_still_due(&event).await;
                             });
                         }
                     }
@@ -198,6 +206,22 @@ impl Deliverer {
         }
         let grace = Duration::from_millis(self.settings.timeout_ms.saturating_add(1000));
         let _ = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+    }
+
+    /// Attempts `event` unless it changed since it was read as due (delivered or attempted by
+    /// a task that finished in between).
+    async fn attempt_if_still_due(&self, event: &OutboxEvent) {
+        match self.store.outbox_event(&event.id) {
+            Ok(Some(fresh))
+                if fresh.attempts == event.attempts
+                    && fresh.delivered_at_ms.is_none()
+                    && fresh.dead_at_ms.is_none() =>
+            {
+                self.attempt(&fresh).await;
+            }
+            Ok(_) => {}
+            Err(e) => warn!(webhook_id = %event.id, error = %e, "cannot read a webhook event"),
+        }
     }
 
     /// Queues `invoice.expired` for invoices whose expiry passed `expired_event_delay_s` ago
@@ -227,13 +251,16 @@ impl Deliverer {
     async fn attempt(&self, event: &OutboxEvent) -> bool {
         let event = &self.completed(event).await;
         let Some(merchant) = self.merchants.get(&event.merchant_id) else {
-            warn!(webhook_id = %event.id, merchant = %event.merchant_id, "merchant no longer configured; event left pending");
+            warn!(webhook_id = %event.id, merchant = %event.merchant_id, "merchant no longer configured; event left pending, looked at again in a minute");
+            self.postpone(event, "merchant_not_configured");
             return false;
         };
         if !self.settings.allow_private_targets
             && let Err(e) = crate::outbound::check_literal_target(&merchant.webhook_url)
         {
             warn!(webhook_id = %event.id, merchant = %merchant.id, error = %e, "webhook target refused");
+            metrics::counter!("webhook_targets_refused_total").increment(1);
+            self.postpone(event, "target_refused");
             return false;
         }
         let ts = now_s();
@@ -244,29 +271,37 @@ impl Deliverer {
                 return false;
             }
         };
+        let span = crate::trace_context::span("deliver", &event.id);
+        span.record("attempt", event.schedule_index.saturating_add(1));
+        let traceparent = crate::trace_context::traceparent(&span, &event.id);
         let started = std::time::Instant::now();
-        let result = self
+        let request = self
             .client
             .post(&merchant.webhook_url)
             .header("content-type", "application/json")
             .header("webhook-id", &event.id)
             .header("webhook-timestamp", ts.to_string())
             .header("webhook-signature", signature)
-            .body(event.body.clone())
-            .send()
-            .await;
-        let (status, retry_after, excerpt, error) = match result {
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                let ra = retry::retry_after(
-                    resp.headers().get("retry-after").and_then(|v| v.to_str().ok()),
-                    self.settings.max_retry_after_s,
-                );
-                let body = capped_body(resp, self.settings.max_response_bytes).await;
-                (Some(status), ra, String::from_utf8_lossy(&body).chars().take(EXCERPT).collect::<String>(), None)
+            .header("traceparent", traceparent)
+            .body(event.body.clone());
+        let answer = async {
+            match request.send().await {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let ra = retry::retry_after(
+                        resp.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+                        self.settings.max_retry_after_s,
+                    );
+                    let body = capped_body(resp, self.settings.max_response_bytes).await;
+                    let excerpt = String::from_utf8_lossy(&body).chars().take(EXCERPT).collect::<String>();
+                    (Some(status), ra, excerpt, None)
+                }
+                Err(e) => (None, None, String::new(), Some(transport_error(&e))),
             }
-            Err(e) => (None, None, String::new(), Some(transport_error(&e))),
         };
+        let (status, retry_after, excerpt, error) = tracing::Instrument::instrument(answer, span.clone()).await;
+        span.record("status", status.unwrap_or_default());
+        drop(span);
         let latency_ms = started.elapsed().as_millis() as u64;
         let attempt_no = event.schedule_index.saturating_add(1);
         let decision = retry::decide(status, retry_after, attempt_no, &self.settings.retry_schedule_s);
@@ -326,27 +361,62 @@ impl Deliverer {
         }
     }
 
+    /// An event that could not be attempted is looked at again in a minute, without counting
+    /// as a failed delivery.
+    fn postpone(&self, event: &OutboxEvent, why: &str) {
+        let now = now_ms();
+        let attempt = Attempt {
+            n: 0,
+            at_ms: now,
+            status: None,
+            outcome: why.to_string(),
+            latency_ms: 0,
+            excerpt: String::new(),
+            node: self.node.clone(),
+        };
+        if let Err(e) =
+            self.store.record_attempt(&event.id, attempt, &AttemptEffect::RetryAt(now.saturating_add(60_000)))
+        {
+            warn!(webhook_id = %event.id, error = %e, "cannot postpone a webhook event");
+        }
+    }
+
     /// Tracks how long the endpoint has been failing; disables it on 410 or after
-    /// `disable_after_s` without a success.
+    /// `disable_after_s` without a success. One transaction, so two attempts to the merchant
+    /// finishing together cannot undo each other's change.
     fn update_endpoint(&self, merchant: &str, decision: &Decision, now: u64) {
-        let Ok(mut state) = self.store.endpoint(merchant) else { return };
-        let before = state.clone();
-        match decision {
+        let disable_after_ms = self.settings.disable_after_s.saturating_mul(1000);
+        let changed = self.store.update_endpoint(merchant, |state| match decision {
             Decision::Delivered => state.failing_since_ms = None,
-            Decision::DisableEndpoint(reason) => disable(&mut state, reason.clone(), now),
+            Decision::DisableEndpoint(reason) => disable(state, reason.clone(), now),
             Decision::RetryIn(_) | Decision::Dead(_) => {
                 let since = *state.failing_since_ms.get_or_insert(now);
-                if now.saturating_sub(since) >= self.settings.disable_after_s.saturating_mul(1000) {
-                    disable(&mut state, format!("every delivery failed for {} s", (now - since) / 1000), now);
+                if !state.disabled && now.saturating_sub(since) >= disable_after_ms {
+                    disable(state, format!("every delivery failed for {} s", now.saturating_sub(since) / 1000), now);
                 }
             }
+        });
+        if let Ok((before, after)) = changed
+            && after.disabled
+            && !before.disabled
+        {
+            warn!(merchant, reason = ?after.disabled_reason, "merchant webhook endpoint disabled; events wait until it is re-enabled");
         }
-        if state != before {
-            if state.disabled && !before.disabled {
-                warn!(merchant, reason = ?state.disabled_reason, "merchant webhook endpoint disabled; events wait until it is re-enabled");
-            }
-            let _ = self.store.set_endpoint(merchant, &state);
+    }
+}
+
+/// Holds a delivery slot; gives it back when dropped, however the attempt ended.
+struct Slot<'a> {
+    worker: &'a Deliverer,
+    event: &'a OutboxEvent,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut f) = self.worker.in_flight.lock() {
+            f.release(self.event);
         }
+        self.worker.wake.notify_one();
     }
 }
 

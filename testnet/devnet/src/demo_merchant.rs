@@ -43,6 +43,8 @@ pub struct RawDelivery {
     pub timestamp: String,
     /// `webhook-signature`.
     pub signature: String,
+    /// `traceparent` (W3C trace context of the delivery).
+    pub traceparent: String,
 }
 
 /// The receiver's shared state.
@@ -115,6 +117,7 @@ async fn receive(State(rx): State<Receiver>, headers: HeaderMap, body: Bytes) ->
         id: id.clone(),
         timestamp: h("webhook-timestamp"),
         signature: h("webhook-signature"),
+        traceparent: h("traceparent"),
     };
     let entry =
         Received { webhook_id: id, verified, body: parsed, received_at_ms: now_ms(), answered: status.as_u16(), raw };

@@ -66,7 +66,7 @@ impl Control {
             .and_then(|rest| rest.split('/').next())
             .ok_or_else(|| eyre!("merchant.webhook_url {url} is not http://HOST:PORT/..."))?;
         let pid = spawn_detached(
-            Command::new(sibling("settleproof")?)
+            Command::new(sibling("settleproof-devnet")?)
                 .args(["demo-merchant", "--listen", listen, "--testnet"])
                 .arg(&self.m.path)
                 .arg("--out")
