@@ -21,16 +21,18 @@ async fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) 
     bail!("{what}: not within {within:?}")
 }
 
-/// A tarpit merchant (accepts, never answers, holds each attempt for the whole timeout) shares
-/// the node with five good merchants; the good ones' events all arrive long before a single
-/// tarpit attempt ends.
+/// A tarpit merchant (accepts, never answers, holds each attempt for the whole timeout) with a
+/// backlog larger than the batch the worker reads shares the node with five good merchants
+/// whose events came later; the good ones' events all arrive long before a single tarpit
+/// attempt ends.
 #[tokio::test]
 async fn a_tarpit_merchant_does_not_delay_the_others() -> Result<()> {
     let (tarpit, seen) = hostile::spawn(Behaviour::Tarpit).await?;
     let rx = Receiver::new(SECRET.into(), None);
     let good = rx.clone().spawn(([127, 0, 0, 1], 0).into()).await?;
     let mut merchants = vec![merchant("tarpit", format!("http://{tarpit}/hooks"))];
-    let mut events: Vec<OutboxEvent> = (0..20).map(|n| event("tarpit", n)).collect();
+    let backlog: Vec<OutboxEvent> = (0..600).map(|n| event("tarpit", n)).collect();
+    let mut events = Vec::new();
     for m in 0..5 {
         let id = format!("good{m}");
         merchants.push(merchant(&id, format!("http://{good}/webhooks")));
@@ -43,7 +45,9 @@ async fn a_tarpit_merchant_does_not_delay_the_others() -> Result<()> {
         max_in_flight_per_merchant: 2,
         ..WebhookSection::default()
     };
-    let run = start(merchants, settings, &events)?;
+    let run = start(merchants, settings, &backlog)?;
+    // Due after the whole backlog.
+    run.store.enqueue_events(&events, 1)?;
     let took = wait_for("100 deliveries to the good merchants", Duration::from_secs(20), || {
         rx.snapshot().iter().filter(|r| r.verified).count() >= 100
     })
