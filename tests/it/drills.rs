@@ -11,6 +11,32 @@ struct Scripted {
     root: PathBuf,
     dir: tempfile::TempDir,
     target: PathBuf,
+    /// Port variables of this testnet, apart from any other.
+    ports: Vec<(&'static str, String)>,
+    env: Vec<(&'static str, String)>,
+}
+
+/// The ports of a testnet whose ports start at `base` (18000: the drills).
+fn ports(base: u16) -> Vec<(&'static str, String)> {
+    [
+        ("ANVIL_PORT", 545),
+        ("PROXY_PORT", 600),
+        ("API_PORT", 700),
+        ("P2P_PORT", 1700),
+        ("ADMIN_PORT", 800),
+        ("MERCHANT_PORT", 1999),
+    ]
+    .into_iter()
+    .map(|(k, off)| (k, (base + off).to_string()))
+    .collect()
+}
+
+fn scripted(base: u16, env: Vec<(&'static str, String)>) -> Result<Scripted> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    // The test binary lives in <target>/debug/deps.
+    let exe = std::env::current_exe()?;
+    let target = exe.ancestors().nth(3).ok_or_else(|| eyre!("no target dir above {}", exe.display()))?.to_path_buf();
+    Ok(Scripted { root, dir: tempfile::tempdir()?, target, ports: ports(base), env })
 }
 
 impl Scripted {
@@ -21,14 +47,8 @@ impl Scripted {
             .current_dir(&self.root)
             .env("SETTLEPROOF_TESTNET_DIR", self.dir.path())
             .env("CARGO_TARGET_DIR", &self.target)
-            .envs([
-                ("ANVIL_PORT", "18545"),
-                ("PROXY_PORT", "18600"),
-                ("API_PORT", "18700"),
-                ("P2P_PORT", "19700"),
-                ("ADMIN_PORT", "18800"),
-                ("MERCHANT_PORT", "19999"),
-            ])
+            .envs(self.ports.iter().map(|(k, v)| (*k, v.as_str())))
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
             .status()?)
     }
 
@@ -56,11 +76,7 @@ fn alive(pid: u32) -> bool {
 
 #[test]
 fn every_chaos_drill_passes_in_its_quick_form() -> Result<()> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    // The test binary lives in <target>/debug/deps.
-    let exe = std::env::current_exe()?;
-    let target = exe.ancestors().nth(3).ok_or_else(|| eyre!("no target dir above {}", exe.display()))?.to_path_buf();
-    let net = Scripted { root, dir: tempfile::tempdir()?, target };
+    let net = scripted(18000, Vec::new())?;
     if !net.run("up.sh", &["--nodes", "4"])?.success() {
         bail!("up.sh failed");
     }
@@ -73,5 +89,53 @@ fn every_chaos_drill_passes_in_its_quick_form() -> Result<()> {
     assert!(net.run("down.sh", &[])?.success());
     assert!(pids.iter().all(|p| !alive(*p)), "down.sh leaves no process behind");
     assert!(drills.success(), "a drill lost a payment or got something wrong (see the verdicts above)");
+    Ok(())
+}
+
+/// `up.sh --webhook-url https://…` with `SSL_CERT_FILE` naming the CA of that endpoint: the
+/// testnet's nodes deliver to it over TLS, as to a merchant on the internet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_sh_delivers_to_an_https_merchant_trusted_through_ssl_cert_file() -> Result<()> {
+    use alloy::network::EthereumWallet;
+    use alloy::providers::{Provider, ProviderBuilder};
+    use settleproof_devnet::demo_merchant::Receiver;
+    use settleproof_tests::harness::{eventually, free_port, pay_with};
+    use std::time::Duration;
+    let scratch = tempfile::tempdir()?;
+    let ca = settleproof_tests::tls::TestCa::generate(scratch.path())?;
+    let (tls_port, plain_port) = (free_port(), free_port());
+    ca.terminate(([127, 0, 0, 1], tls_port).into(), ([127, 0, 0, 1], plain_port).into()).await?;
+    let net = scripted(20000, vec![("SSL_CERT_FILE", ca.ca_file.display().to_string())])?;
+    let url = format!("https://localhost:{tls_port}/webhooks");
+    if !net.run("up.sh", &["--nodes", "1", "--webhook-url", &url])?.success() {
+        bail!("up.sh failed");
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(net.dir.path().join("testnet.json"))?)?;
+    let secret = manifest["merchant"]["webhook_secret"].as_str().ok_or_else(|| eyre!("no webhook secret"))?;
+    let rx = Receiver::new(secret.to_string(), None);
+    rx.clone().spawn(([127, 0, 0, 1], plain_port).into()).await?;
+    let api = manifest["nodes"][0]["api_url"].as_str().ok_or_else(|| eyre!("no api_url"))?.to_string();
+    let key = manifest["merchant"]["api_key"].as_str().ok_or_else(|| eyre!("no api key"))?;
+    let created: serde_json::Value = reqwest::Client::new()
+        .post(format!("{api}/v1/invoices"))
+        .bearer_auth(key)
+        .json(&serde_json::json!({"amount": "1000", "token": "native"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let payer: alloy::signers::local::PrivateKeySigner =
+        manifest["payer_private_key"].as_str().ok_or_else(|| eyre!("no payer key"))?.parse()?;
+    let rpc = manifest["rpc_url"].as_str().ok_or_else(|| eyre!("no rpc_url"))?.parse()?;
+    let provider = ProviderBuilder::new().wallet(EthereumWallet::from(payer)).connect_http(rpc).erased();
+    pay_with(&provider, &created).await?;
+    let id = created["id"].as_str().unwrap_or_default().to_string();
+    let got = eventually("a webhook over TLS", Duration::from_secs(90), || async {
+        rx.snapshot().into_iter().find(|r| r.verified && r.body["data"]["invoice"]["id"] == id.as_str())
+    })
+    .await;
+    assert!(net.run("down.sh", &[])?.success());
+    got?;
     Ok(())
 }

@@ -458,38 +458,53 @@ impl Testnet {
 
     /// Sends every transaction of an invoice's payment instructions from the payer.
     pub async fn pay(&self, created: &Value) -> Result<()> {
-        let payer = self.payer()?;
-        for tx in created["payment_instructions"]["transactions"].as_array().ok_or_else(|| eyre!("no instructions"))? {
-            let to: Address = tx["to"].as_str().ok_or_else(|| eyre!("no to"))?.parse()?;
-            let value = U256::from_str_radix(tx["value"].as_str().ok_or_else(|| eyre!("no value"))?, 10)?;
-            let data: Bytes = tx["data"].as_str().ok_or_else(|| eyre!("no data"))?.parse()?;
-            let req = TransactionRequest::default().with_to(to).with_value(value).with_input(data);
-            let receipt = payer.send_transaction(req).await?.get_receipt().await?;
-            if !receipt.status() {
-                bail!("payment transaction {} reverted", receipt.transaction_hash);
-            }
-        }
-        Ok(())
+        pay_with(&self.payer()?, created).await
     }
 
     /// Polls `check` every 200 ms until it returns `Some`, or fails after `timeout`.
-    pub async fn eventually<T, F, Fut>(&self, what: &str, timeout: Duration, mut check: F) -> Result<T>
+    pub async fn eventually<T, F, Fut>(&self, what: &str, timeout: Duration, check: F) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Option<T>>,
     {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(v) = check().await {
-                return Ok(v);
-            }
-            if Instant::now() > deadline {
-                bail!("timed out after {timeout:?} waiting for {what}");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        eventually(what, timeout, check).await
+    }
+}
+
+/// Sends every transaction of an invoice's payment instructions from `payer`.
+pub async fn pay_with(payer: &DynProvider, created: &Value) -> Result<()> {
+    for tx in created["payment_instructions"]["transactions"].as_array().ok_or_else(|| eyre!("no instructions"))? {
+        let to: Address = tx["to"].as_str().ok_or_else(|| eyre!("no to"))?.parse()?;
+        let value = U256::from_str_radix(tx["value"].as_str().ok_or_else(|| eyre!("no value"))?, 10)?;
+        let data: Bytes = tx["data"].as_str().ok_or_else(|| eyre!("no data"))?.parse()?;
+        let req = TransactionRequest::default().with_to(to).with_value(value).with_input(data);
+        let receipt = payer.send_transaction(req).await?.get_receipt().await?;
+        if !receipt.status() {
+            bail!("payment transaction {} reverted", receipt.transaction_hash);
         }
     }
+    Ok(())
+}
 
+/// Polls `check` every 200 ms until it returns `Some`, or fails after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+impl Testnet {
     /// Waits for a verified webhook about `invoice` and returns its body.
     pub async fn webhook_for(&self, invoice: &str, within: Duration) -> Result<Value> {
         self.eventually("webhook", within, || async {
