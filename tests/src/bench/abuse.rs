@@ -72,8 +72,9 @@ async fn live_p50(net: &Testnet) -> f64 {
     ms.get(ms.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-/// Slow clients: each connects, sends a partial request line and then a byte a second, and
-/// reconnects when cut; `per_node` of them on every node, until `stop`.
+/// Slow clients: each connects from 127.0.0.2 (one attacker address, apart from the load's
+/// 127.0.0.1), sends a partial request line and then a byte a second, and reconnects when cut;
+/// `per_node` of them on every node, until `stop`.
 fn slowloris(
     addrs: Vec<SocketAddr>,
     per_node: usize,
@@ -86,7 +87,12 @@ fn slowloris(
             let (stop, made, cut) = (stop.clone(), made.clone(), cut.clone());
             tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
-                    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+                    let connect = async {
+                        let socket = tokio::net::TcpSocket::new_v4()?;
+                        socket.bind(([127, 0, 0, 2], 0).into())?;
+                        socket.connect(addr).await
+                    };
+                    let Ok(mut s) = connect.await else {
                         tokio::time::sleep(Duration::from_millis(200)).await;
                         continue;
                     };
@@ -107,9 +113,13 @@ fn slowloris(
     }
 }
 
-/// `workers` clients asking `/health/ready` and `/status.json` back to back, until `stop`.
+/// `workers` clients asking `/health/ready` and `/status.json` back to back from 127.0.0.3,
+/// until `stop`.
 fn flood(apis: Vec<String>, workers: usize, stop: Arc<AtomicBool>, made: Arc<AtomicU64>, answered: Arc<AtomicU64>) {
-    let client = reqwest::Client::new();
+    let client = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 3]))
+        .build()
+        .unwrap_or_default();
     for w in 0..workers {
         let (client, stop, made, answered) = (client.clone(), stop.clone(), made.clone(), answered.clone());
         let api = apis[w % apis.len()].clone();
