@@ -116,10 +116,8 @@ fn slowloris(
 /// `workers` clients asking `/health/ready` and `/status.json` back to back from 127.0.0.3,
 /// until `stop`.
 fn flood(apis: Vec<String>, workers: usize, stop: Arc<AtomicBool>, made: Arc<AtomicU64>, answered: Arc<AtomicU64>) {
-    let client = reqwest::Client::builder()
-        .local_address(std::net::IpAddr::from([127, 0, 0, 3]))
-        .build()
-        .unwrap_or_default();
+    let client =
+        reqwest::Client::builder().local_address(std::net::IpAddr::from([127, 0, 0, 3])).build().unwrap_or_default();
     for w in 0..workers {
         let (client, stop, made, answered) = (client.clone(), stop.clone(), made.clone(), answered.clone());
         let api = apis[w % apis.len()].clone();
