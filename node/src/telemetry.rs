@@ -11,35 +11,42 @@ static RELOAD: OnceLock<Reload> = OnceLock::new();
 
 /// Installs the global log subscriber. `RUST_LOG`, when set, overrides `level`. The filter can
 /// be changed at runtime with [`set_log_level`]. With `otlp` (the collector's base URL and the
-/// client to reach it), spans are also exported over OTLP/HTTP ([`crate::otlp`]); call this
-/// inside the tokio runtime.
+/// client to reach it), spans are also exported over OTLP/HTTP ([`crate::otlp`]), filtered on
+/// their own (`info`), so the log level does not decide what is traced; call this inside the
+/// tokio runtime.
 pub fn init_logging(format: LogFormat, level: &str, otlp: Option<(String, reqwest::Client)>) {
+    use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    // Traces have a filter of their own: a quieter log level must not stop them.
     let otlp = otlp.and_then(|(endpoint, client)| match crate::otlp::tracer(&endpoint, client, "settleproof") {
-        Ok(tracer) => Some(tracing_opentelemetry::layer().with_tracer(tracer)),
+        Ok(tracer) => Some(tracing_opentelemetry::layer().with_tracer(tracer).with_filter(EnvFilter::new("info"))),
         Err(e) => {
             eprintln!("{e}; traces are not exported");
             None
         }
     });
-    let registry = tracing_subscriber::registry().with(filter).with(otlp);
-    let installed = match format {
-        LogFormat::Json => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(false),
-            )
-            .try_init(),
-        LogFormat::Pretty => registry.with(tracing_subscriber::fmt::layer()).try_init(),
-    };
-    if installed.is_ok() {
-        let _ = RELOAD.set(Box::new(move |f| handle.reload(parse(f)?).map_err(|e| e.to_string())));
+    let registry = tracing_subscriber::registry().with(otlp);
+    match format {
+        LogFormat::Json => {
+            let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+            let logs = tracing_subscriber::fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false)
+                .with_filter(filter);
+            if registry.with(logs).try_init().is_ok() {
+                let _ = RELOAD.set(Box::new(move |f| handle.reload(parse(f)?).map_err(|e| e.to_string())));
+            }
+        }
+        LogFormat::Pretty => {
+            let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+            if registry.with(tracing_subscriber::fmt::layer().with_filter(filter)).try_init().is_ok() {
+                let _ = RELOAD.set(Box::new(move |f| handle.reload(parse(f)?).map_err(|e| e.to_string())));
+            }
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! `POST /v1/invoices` and `GET /v1/invoices/{id}`.
 
 use super::{ApiError, ApiState, auth};
-use crate::invoice_view::{InvoiceView, invoice_view, token_label};
+use crate::invoice_view::{InvoiceStatus, InvoiceView, invoice_view, token_label};
 use crate::store::Invoice;
 use crate::time::now_s;
 use alloy::primitives::{Address, B256, U256};
@@ -25,12 +25,15 @@ const MAX_METADATA_BYTES: usize = 4096;
 #[serde(deny_unknown_fields)]
 pub struct CreateInvoice {
     /// Amount in base units, decimal string.
+    #[schema(pattern = "^[1-9][0-9]{0,76}$", example = "1000000")]
     pub amount: String,
     /// `native` or an ERC-20 address.
+    #[schema(pattern = "^(native|0x[0-9a-fA-F]{40})$", example = "native")]
     pub token: String,
-    /// Expiry as unix seconds.
+    /// Expiry as unix seconds, in the future and within a year (not with `expires_in`).
     pub expires_at: Option<u64>,
-    /// Expiry as seconds from now.
+    /// Expiry as seconds from now, 1 to 31536000 (not with `expires_at`).
+    #[schema(minimum = 1, maximum = 31536000)]
     pub expires_in: Option<u64>,
     /// Free-form JSON object (at most 4096 bytes serialised).
     #[schema(value_type = Option<Object>)]
@@ -120,7 +123,7 @@ pub(super) async fn create(
 
 /// An invoice with its payments and settlement.
 #[utoipa::path(get, path = "/v1/invoices/{id}", tag = "invoices",
-    params(("id" = String, Path, description = "Invoice id, 0x and 64 hex digits")),
+    params(("id" = String, Path, description = "Invoice id, 0x and 64 hex digits", pattern = "^0x[0-9a-fA-F]{64}$")),
     security(("merchant_token" = [])),
     responses(
         (status = 200, description = "The invoice", body = InvoiceView),
@@ -144,8 +147,10 @@ pub(super) async fn get(
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Only invoices in this status.
+    #[param(value_type = Option<InvoiceStatus>)]
     pub status: Option<String>,
     /// Page size, 1..=100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<usize>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -255,7 +260,7 @@ fn merchant_invoice(state: &ApiState, headers: &HeaderMap, id: &str) -> Result<I
 /// Receipts of the invoice's settled payments: Merkle proof and aggregate signature, each
 /// verifiable without trusting any node (docs/merchants.md).
 #[utoipa::path(get, path = "/v1/invoices/{id}/receipt", tag = "invoices",
-    params(("id" = String, Path, description = "Invoice id, 0x and 64 hex digits")),
+    params(("id" = String, Path, description = "Invoice id, 0x and 64 hex digits", pattern = "^0x[0-9a-fA-F]{64}$")),
     security(("merchant_token" = [])),
     responses(
         (status = 200, description = "The receipts", body = Receipts),
