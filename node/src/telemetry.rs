@@ -38,16 +38,21 @@ pub fn init_logging(format: LogFormat, level: &str, otlp: Option<(String, reqwes
                 .with_span_list(false)
                 .with_filter(filter);
             if registry.with(logs).try_init().is_ok() {
-                let _ = RELOAD.set(Box::new(move |f| handle.reload(parse(f)?).map_err(|e| e.to_string())));
+                remember(handle);
             }
         }
         LogFormat::Pretty => {
             let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
             if registry.with(tracing_subscriber::fmt::layer().with_filter(filter)).try_init().is_ok() {
-                let _ = RELOAD.set(Box::new(move |f| handle.reload(parse(f)?).map_err(|e| e.to_string())));
+                remember(handle);
             }
         }
     }
+}
+
+/// Keeps the handle that changes the log filter at runtime ([`set_log_level`]).
+fn remember<S: Send + Sync + 'static>(handle: tracing_subscriber::reload::Handle<EnvFilter, S>) {
+    let _ = RELOAD.set(Box::new(move |f| handle.reload(parse(f)?).map_err(|e| e.to_string())));
 }
 
 fn parse(filter: &str) -> Result<EnvFilter, String> {

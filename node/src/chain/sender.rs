@@ -119,7 +119,7 @@ impl SettlementSender {
         let wallet = EthereumWallet::from(signer);
         let mut writers = Vec::new();
         for (i, url) in cfg.rpc_endpoints.iter().enumerate() {
-            crate::redact::register(url, &format!("rpc-{i}"));
+            // `chain` registered the URL with its label already (same `cfg`).
             let parsed =
                 url.parse().map_err(|_| ChainError::BadUrl(format!("chain.rpc_endpoints[{i}] is not a URL")))?;
             writers.push(ProviderBuilder::new().wallet(wallet.clone()).connect_reqwest(http.clone(), parsed).erased());

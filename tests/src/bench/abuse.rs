@@ -148,7 +148,8 @@ async fn phase(net: &Testnet, name: &'static str, payments: usize) -> Result<Pha
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (calls0, t0) = (rpc_calls(net).await, Instant::now());
     let live_ms_p50 = live_p50(net).await;
-    let latency = latency::run(net, payments, Duration::from_millis(1300), 2, 1).await;
+    let (k, length) = (super::setup::CONFIRMATIONS, super::setup::ROUND_LENGTH);
+    let latency = latency::run(net, payments, Duration::from_millis(1300), k, length).await;
     let rpc_calls_per_s = (rpc_calls(net).await - calls0) / t0.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(1500)).await;

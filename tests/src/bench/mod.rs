@@ -9,5 +9,6 @@ pub mod gas;
 pub mod latency;
 pub mod load;
 pub mod proc;
+pub mod setup;
 pub mod stats;
 pub mod throughput;

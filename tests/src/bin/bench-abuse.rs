@@ -5,13 +5,9 @@
 
 use eyre::Result;
 use settleproof_tests::bench::abuse;
-use settleproof_tests::harness::{Options, Testnet};
+use settleproof_tests::bench::setup::{self, arg};
+use settleproof_tests::harness::Testnet;
 use std::path::PathBuf;
-
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
-}
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -19,19 +15,7 @@ async fn main() -> Result<()> {
     let out = arg("--out")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/benchmarks/abuse.json")));
-    let net = Testnet::start_with(Options {
-        nodes: 4,
-        providers: 3,
-        confirmations: 2,
-        round_length: 1,
-        processes: true,
-        env: vec![
-            ("SETTLEPROOF__API__RATE_LIMIT_PER_S".into(), "1000000".into()),
-            ("SETTLEPROOF__API__RATE_LIMIT_BURST".into(), "1000000".into()),
-        ],
-        ..Options::default()
-    })
-    .await?;
+    let net = Testnet::start_with(setup::options()).await?;
     let report = abuse::run(&net, payments).await;
     net.stop().await;
     let report = report?;

@@ -7,15 +7,11 @@
 
 use eyre::{Result, WrapErr};
 use serde_json::{Value, json};
+use settleproof_tests::bench::setup::{self, arg};
 use settleproof_tests::bench::{api, footprint, gas, latency, throughput};
-use settleproof_tests::harness::{Options, Testnet};
+use settleproof_tests::harness::Testnet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
-}
 
 fn command(cmd: &str, args: &[&str]) -> String {
     std::process::Command::new(cmd)
@@ -64,21 +60,8 @@ async fn main() -> Result<()> {
     let gas = if run("gas") { Some(gas::run(dir.path(), sizes).await.wrap_err("gas")?) } else { None };
 
     eprintln!("testnet: 4 nodes, 3 providers each, 1 s blocks, 2 confirmations, rounds of 1 block ...");
-    let (confirmations, round_length) = (2, 1);
-    let mut net = Testnet::start_with(Options {
-        nodes: 4,
-        providers: 3,
-        confirmations,
-        round_length,
-        block_time: "1",
-        processes: true,
-        env: vec![
-            ("SETTLEPROOF__API__RATE_LIMIT_PER_S".into(), "1000000".into()),
-            ("SETTLEPROOF__API__RATE_LIMIT_BURST".into(), "1000000".into()),
-        ],
-        ..Options::default()
-    })
-    .await?;
+    let (confirmations, round_length) = (setup::CONFIRMATIONS, setup::ROUND_LENGTH);
+    let mut net = Testnet::start_with(setup::options()).await?;
 
     eprintln!("latency ...");
     let count = if quick { 10 } else { 40 };
