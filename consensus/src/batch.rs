@@ -2,8 +2,9 @@
 //!
 //! Every honest node derives the same batch from the same chain data: the leaves are the
 //! round's confirmed `InvoicePaid` logs, ordered by (block number, log index), each hashed with
-//! [`PaymentLeaf::hash`]. The signed message binds chain, settlement contract, round, block range,
-//! root and leaf count, and equals `Settlement.batchMessage(...)` on chain.
+//! [`PaymentLeaf::hash`]. The signed message binds chain, settlement contract, operator-set
+//! epoch, round, block range, root and leaf count, and equals `Settlement.batchMessage(...)` on
+//! chain: a signature of one set can never count for another.
 
 use crate::merkle;
 use alloy_primitives::{Address, B256, U256, keccak256};
@@ -11,7 +12,7 @@ use alloy_sol_types::SolValue;
 use serde::{Deserialize, Serialize};
 
 /// Type string whose hash prefixes every batch message (must match `Settlement.BATCH_TYPEHASH`).
-pub const BATCH_TYPE: &str = "SettleproofBatch(uint256 chainId,address settlement,uint64 round,uint64 fromBlock,uint64 toBlock,bytes32 root,uint32 leafCount)";
+pub const BATCH_TYPE: &str = "SettleproofBatch(uint256 chainId,address settlement,uint64 epoch,uint64 round,uint64 fromBlock,uint64 toBlock,bytes32 root,uint32 leafCount)";
 
 /// Type string whose hash prefixes every payment leaf.
 pub const LEAF_TYPE: &str = "SettleproofPayment(uint256 chainId,bytes32 txHash,uint64 logIndex,uint64 blockNumber,bytes32 invoiceId,address merchant,address payer,address token,uint256 amount)";
@@ -68,6 +69,9 @@ impl PaymentLeaf {
 /// The summary of a round that operators sign and the settlement contract records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Batch {
+    /// Epoch of the operator set that signs the round.
+    #[serde(default)]
+    pub epoch: u64,
     /// Round number.
     pub round: u64,
     /// First block of the round (inclusive).
@@ -81,14 +85,20 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// Builds the batch of a round from its payments (any order; they are sorted here).
-    /// Returns `None` when the round has no payments: nothing to settle.
-    pub fn build(round: u64, from_block: u64, to_block: u64, payments: &mut [PaymentLeaf]) -> Option<Self> {
+    /// Builds the batch of a round, signed by the set of `epoch`, from its payments (any order;
+    /// they are sorted here). Returns `None` when the round has no payments: nothing to settle.
+    pub fn build(
+        epoch: u64,
+        round: u64,
+        from_block: u64,
+        to_block: u64,
+        payments: &mut [PaymentLeaf],
+    ) -> Option<Self> {
         payments.sort_by_key(PaymentLeaf::order_key);
         let leaves: Vec<B256> = payments.iter().map(PaymentLeaf::hash).collect();
         let root = merkle::root(&leaves)?;
         let leaf_count = u32::try_from(leaves.len()).ok()?;
-        Some(Self { round, from_block, to_block, root, leaf_count })
+        Some(Self { epoch, round, from_block, to_block, root, leaf_count })
     }
 
     /// The 32-byte message operators sign, equal to `Settlement.batchMessage` on chain.
@@ -98,6 +108,7 @@ impl Batch {
                 keccak256(BATCH_TYPE),
                 U256::from(chain_id),
                 settlement,
+                self.epoch,
                 self.round,
                 self.from_block,
                 self.to_block,
@@ -131,13 +142,13 @@ mod tests {
     fn order_of_input_does_not_change_the_batch() {
         let mut a = vec![leaf(5, 1), leaf(4, 9), leaf(5, 0)];
         let mut b = vec![leaf(5, 0), leaf(5, 1), leaf(4, 9)];
-        assert_eq!(Batch::build(1, 0, 9, &mut a), Batch::build(1, 0, 9, &mut b));
+        assert_eq!(Batch::build(0, 1, 0, 9, &mut a), Batch::build(0, 1, 0, 9, &mut b));
         assert_eq!(a[0].order_key(), (4, 9));
     }
 
     #[test]
     fn empty_round_has_no_batch() {
-        assert_eq!(Batch::build(1, 0, 9, &mut []), None);
+        assert_eq!(Batch::build(0, 1, 0, 9, &mut []), None);
     }
 
     #[test]
@@ -146,12 +157,13 @@ mod tests {
         let mut other = base.clone();
         other.amount = U256::from(999);
         assert_ne!(base.hash(), other.hash());
-        let batch = Batch::build(1, 0, 9, &mut [base]).expect("one payment");
+        let batch = Batch::build(0, 1, 0, 9, &mut [base]).expect("one payment");
         let settlement = Address::repeat_byte(9);
         let msg = batch.message(31337, settlement);
         assert_ne!(msg, batch.message(1, settlement));
         assert_ne!(msg, batch.message(31337, Address::repeat_byte(8)));
         assert_ne!(msg, Batch { round: 2, ..batch }.message(31337, settlement));
+        assert_ne!(msg, Batch { epoch: 1, ..batch }.message(31337, settlement));
         assert_ne!(msg, Batch { leaf_count: 2, ..batch }.message(31337, settlement));
     }
 }

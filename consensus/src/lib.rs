@@ -3,7 +3,8 @@
 //! Bird's-eye view:
 //! - [`merkle`]: the Merkle tree of a round's payments (rs_merkle, keccak256) and its proofs.
 //! - [`batch`]: a payment leaf, a round's batch and the message operators sign.
-//! - [`bls`]: every blst call (BLS12-381, min-pk) behind one small API with its own error type.
+//! - [`bls`]: every blst call (BLS12-381, min-sig) behind one small API with its own error type.
+//! - [`operator_set`]: operator sets by epoch, their hashes, and the changes between them.
 //! - [`schedule`]: rounds as fixed block ranges and the keeper of each round.
 //! - [`failover`]: when the next operator takes over from a keeper that is down or late.
 //! - [`pool`]: the attestation pool that gathers signatures until a quorum forms.
@@ -21,6 +22,7 @@ pub mod failover;
 pub mod guard;
 pub mod invoice;
 pub mod merkle;
+pub mod operator_set;
 pub mod pool;
 pub mod receipt;
 pub mod schedule;
@@ -30,6 +32,7 @@ pub use bls::{BlsError, BlsPublicKey, BlsSecretKey, BlsSignature};
 pub use failover::{Liveness, Turn, turn};
 pub use guard::{SignDecision, decide_signing};
 pub use invoice::{InvoiceTerms, metadata_hash};
+pub use operator_set::{OperatorRecord, OperatorSetSpec, SetChange, SetError, update_message};
 pub use pool::{AttestationPool, InsertOutcome, Quorum};
 pub use receipt::{Check, Receipt};
 pub use schedule::{RoundSchedule, keeper_index};

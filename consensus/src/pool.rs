@@ -109,7 +109,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn batch(round: u64, root: u8) -> Batch {
-        Batch { round, from_block: 0, to_block: 9, root: B256::repeat_byte(root), leaf_count: 1 }
+        Batch { epoch: 0, round, from_block: 0, to_block: 9, root: B256::repeat_byte(root), leaf_count: 1 }
     }
 
     fn sig(i: u8) -> BlsSignature {

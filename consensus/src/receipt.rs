@@ -10,8 +10,8 @@ use crate::merkle;
 use alloy_primitives::{Address, B256, Bytes, U256};
 use serde::{Deserialize, Serialize};
 
-/// Receipt format version (2: carries the invoice's committed terms).
-pub const RECEIPT_VERSION: u32 = 2;
+/// Receipt format version (3: min-sig keys and signatures, the batch carries its epoch).
+pub const RECEIPT_VERSION: u32 = 3;
 
 /// Proof that one payment was settled.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,9 +40,10 @@ pub struct Receipt {
     pub signers: Vec<usize>,
     /// Bit i set when operator i signed.
     pub signer_bitmap: U256,
-    /// The signers' public keys, EIP-2537 encoded (128 bytes each), in `signers` order.
+    /// The signers' public keys in the batch's epoch, EIP-2537 encoded G2 (256 bytes each), in
+    /// `signers` order.
     pub signer_keys: Vec<Bytes>,
-    /// The aggregate signature, EIP-2537 encoded (256 bytes).
+    /// The aggregate signature, EIP-2537 encoded G1 (128 bytes).
     pub aggregate_signature: Bytes,
     /// The settlement transaction.
     pub settlement_tx: B256,
@@ -203,7 +204,7 @@ mod tests {
             })
             .collect();
         let mut sorted = payments.clone();
-        let batch = Batch::build(4, 10, 14, &mut sorted).expect("batch");
+        let batch = Batch::build(0, 4, 10, 14, &mut sorted).expect("batch");
         let leaves: Vec<B256> = sorted.iter().map(PaymentLeaf::hash).collect();
         let settlement = Address::repeat_byte(9);
         let message = batch.message(7, settlement);

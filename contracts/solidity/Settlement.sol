@@ -2,84 +2,125 @@
 pragma solidity 0.8.37;
 
 import {BLS} from "./BLS.sol";
+import {Blob} from "./Blob.sol";
 
 /// @title Settlement
-/// @notice Records the batches settled by a fixed set of settleproof operators. Each batch
-///         commits, for one round, to the Merkle root of the payments indexed in a block range;
-///         at least `threshold` operators sign it with BLS12-381 and anyone may submit the
-///         aggregate signature here with the bitmap of who signed.
-/// @dev `settle` verifies the aggregate signature on chain with the EIP-2537 precompiles:
-///      the signers' public keys (given in calldata, each checked against the hash registered
-///      for its operator) are summed, and one pairing check proves
-///      e(sum of keys, H(batchMessage)) == e(G1, signature). Because all signers sign the same
-///      message, this "fast aggregate verify" needs every key to come with a proof of
-///      possession, which the constructor verifies (rogue-key defence).
-///
-///      The operator set is fixed at deployment. Operator `i` (0-based, in constructor order)
-///      is bit `i` of the signer bitmap. Keys and signatures use the EIP-2537 encoding
-///      (see `BLS`): public keys 128 bytes (G1), signatures 256 bytes (G2).
-///      The signed message is the 32 bytes of `batchMessage(...)`, which binds chain id and
-///      contract address.
+/// @notice Records the batches settled by the settleproof operators, whose set changes over
+///         time in numbered epochs. Each batch commits, for one round, to the Merkle root of the
+///         payments of the round's block range; a threshold of the round's epoch signs it with
+///         BLS12-381 (min-sig: signatures in G1, keys in G2) and anyone may submit the aggregate
+///         signature here with the bitmap of who signed.
+/// @dev Operator sets.
+///      - A set is staged by anyone in chunks of at most `CHUNK_SIZE` operators
+///        (`stageOperators`), so a set of up to `MAX_OPERATORS` fits in blocks: every new key's
+///        proof of possession is verified there (rogue-key defence), the identity key and any
+///        duplicate key, account or peer id are refused, and the keys are written as blobs
+///        (`Blob`) together with their running aggregate.
+///      - `commitEpoch` turns a staged set into epoch e+1 when a threshold of epoch e signed
+///        `updateMessage(setHash)`; epoch 0 is the set whose hash the constructor fixed.
+///      - Epoch e+1 takes effect at the round `startRound` named in its set hash. Rounds before
+///        it are settled by epoch e, which stays valid until `graceBlocks` after the first
+///        block of `startRound`; past sets are kept, so their keys and receipts stay checkable.
+///      Settlement. `settle` verifies the aggregate signature of epoch e with one pairing check:
+///      the aggregate key of all of e's operators is read from its blob and the keys of the
+///      non-signers are subtracted (their negations are stored), the message is hashed to G1 in
+///      assembly, and one storage slot (round → root) is written. What a receipt needs beyond
+///      the root comes from the `Settled` event.
 contract Settlement {
-    /// @notice One registered operator.
-    struct Operator {
+    /// @notice One operator as staged: everything the nodes need to admit and schedule it.
+    struct OperatorRecord {
         address account;
-        bytes32 keyHash;
+        bytes peerId;
         bytes blsPublicKey;
+        bytes proofOfPossession;
+        string name;
+        string p2pAddr;
     }
 
-    /// @notice What is stored for a settled round (4 storage slots).
-    struct Batch {
-        bytes32 root;
-        address submitter;
-        uint64 fromBlock;
-        uint32 leafCount;
-        uint64 toBlock;
-        uint256 signerBitmap;
+    /// @notice One epoch, packed in one storage slot.
+    struct EpochInfo {
+        address aggregateKey;
+        uint16 count;
+        uint16 threshold;
+        uint32 startRound;
+        uint32 endRound;
     }
 
-    /// @notice EIP-712-style type hash of the batch message the operators sign.
+    /// @notice A set being staged by one account under one set hash.
+    struct Staging {
+        bytes32 recordsHash;
+        uint16 count;
+        bool committed;
+        address[] chunks;
+        bytes aggregateKey;
+    }
+
+    /// @notice Type hash of the batch message the operators sign.
     bytes32 public constant BATCH_TYPEHASH = keccak256(
-        "SettleproofBatch(uint256 chainId,address settlement,uint64 round,uint64 fromBlock,uint64 toBlock,bytes32 root,uint32 leafCount)"
+        "SettleproofBatch(uint256 chainId,address settlement,uint64 epoch,uint64 round,uint64 fromBlock,uint64 toBlock,bytes32 root,uint32 leafCount)"
     );
+    /// @notice Type hash of an operator record.
+    bytes32 public constant RECORD_TYPEHASH = keccak256(
+        "SettleproofOperator(address account,bytes peerId,bytes blsPublicKey,string name,string p2pAddr)"
+    );
+    /// @notice Type hash of an operator set.
+    bytes32 public constant SET_TYPEHASH = keccak256(
+        "SettleproofOperatorSet(uint64 epoch,uint64 startRound,uint16 threshold,uint16 count,bytes32 records)"
+    );
+    /// @notice Type hash of the message the current set signs to install the next one.
+    bytes32 public constant UPDATE_TYPEHASH =
+        keccak256("SettleproofSetUpdate(uint256 chainId,address settlement,bytes32 setHash)");
 
     /// @notice Largest operator set: one bit of the `uint256` signer bitmap per operator.
     uint256 public constant MAX_OPERATORS = 256;
+    /// @notice Most operators per `stageOperators` call (one key blob, 8 KiB).
+    uint256 public constant CHUNK_SIZE = 32;
+    /// @notice `endRound` of the latest epoch: open-ended.
+    uint32 public constant OPEN = type(uint32).max;
 
-    /// @notice Length of an EIP-2537 encoded BLS12-381 G1 public key.
-    uint256 public constant BLS_PUBLIC_KEY_LENGTH = 128;
+    /// @notice Hash of the set of epoch 0.
+    bytes32 public immutable genesisSetHash;
+    /// @notice First block of round 0.
+    uint64 public immutable scheduleStartBlock;
+    /// @notice Blocks per round.
+    uint64 public immutable roundBlocks;
+    /// @notice Blocks after the first block of epoch e+1 during which epoch e may still settle.
+    uint64 public immutable graceBlocks;
+    /// @notice Blocks an update must be committed before its first round starts, so every node
+    ///         sees it at its confirmation depth before the boundary.
+    uint64 public immutable leadBlocks;
 
-    /// @notice Length of an EIP-2537 encoded BLS12-381 G2 (aggregate) signature.
-    uint256 public constant BLS_SIGNATURE_LENGTH = 256;
+    /// @notice Number of committed epochs; the latest is `epochCount - 1`.
+    uint64 public epochCount;
 
-    /// @dev keccak256 of the EIP-2537 encoding of the G1 identity (128 zero bytes).
-    bytes32 private constant IDENTITY_KEY_HASH = 0x012893657d8eb2efad4de0a91bcd0e39ad9837745dec3ea923737ea803fc8e3d;
+    mapping(uint256 epoch => EpochInfo) private _epochs;
+    mapping(uint256 epoch => address[]) private _epochChunks;
+    mapping(bytes32 stagingId => Staging) private _staging;
+    mapping(bytes32 stagingId => mapping(bytes32 tag => bool)) private _stagedSeen;
+    mapping(bytes32 keyHash => bool) private _keyProven;
+    mapping(uint64 round => bytes32 root) private _roundRoot;
 
-    /// @notice Minimum number of signers (set bits in the signer bitmap) for a batch.
-    uint256 public immutable threshold;
-
-    Operator[] private _operators;
-    /// @dev account => operator index + 1 (0 = not an operator).
-    mapping(address account => uint256 indexPlusOne) private _operatorIndexPlusOne;
-    mapping(uint64 round => Batch) private _batches;
-    mapping(bytes32 root => bool) private _rootSettled;
-    mapping(bytes32 keyHash => bool) private _keyRegistered;
-
+    /// @notice Operators were staged for `setHash` by `stager`, from index `firstIndex`.
+    event OperatorsStaged(address indexed stager, bytes32 indexed setHash, uint256 firstIndex, OperatorRecord[] records);
+    /// @notice Epoch `epoch` was committed: the set staged by `stager` under `setHash`.
+    event EpochCommitted(
+        uint64 indexed epoch, bytes32 indexed setHash, address stager, uint64 startRound, uint16 threshold, uint16 count
+    );
     /// @notice A batch was settled.
     /// @param round The settlement round.
     /// @param root Merkle root over the batch's payment leaves.
-    /// @param fromBlock First block (inclusive) covered by the batch.
-    /// @param toBlock Last block (inclusive) covered by the batch.
+    /// @param epoch The operator set that signed.
+    /// @param fromBlock First block (inclusive) of the round.
+    /// @param toBlock Last block (inclusive) of the round.
     /// @param leafCount Number of leaves under `root`.
-    /// @param signerBitmap Bit `i` set = operator `i` signed.
+    /// @param signerBitmap Bit `i` set = operator `i` of `epoch` signed.
     /// @param submitter The account that submitted the batch (anyone may), or the contract
-    ///        that relayed the call (a wallet, multicall or bundler).
-    /// @param signature The verified EIP-2537 aggregate signature. With the bitmap and the
-    ///        registered keys it is everything a receipt needs, so a watcher knows a settlement
-    ///        from this event alone, whoever sent it and however the call was wrapped.
+    ///        that relayed the call.
+    /// @param signature The verified EIP-2537 aggregate signature (G1, 128 bytes).
     event Settled(
         uint64 indexed round,
         bytes32 indexed root,
+        uint64 epoch,
         uint64 fromBlock,
         uint64 toBlock,
         uint32 leafCount,
@@ -88,217 +129,398 @@ contract Settlement {
         bytes signature
     );
 
-    // ----- constructor errors -----
-    /// @notice `accounts`, `blsPublicKeys` and `proofsOfPossession` differ in length.
-    error LengthMismatch(uint256 accounts, uint256 blsPublicKeys);
-    /// @notice Operator `index` did not prove possession of its BLS secret key.
-    error InvalidProofOfPossession(uint256 index);
-    /// @notice Operator `index` registers a BLS key that another operator registered already.
-    error DuplicatePublicKey(uint256 index);
-    /// @notice The operator count is 0 or above `MAX_OPERATORS`.
+    // ----- constructor -----
+    /// @notice `roundBlocks` is zero.
+    error InvalidRoundLength();
+
+    // ----- staging errors -----
+    /// @notice A chunk is empty or larger than `CHUNK_SIZE`.
+    error InvalidChunk(uint256 length);
+    /// @notice A chunk follows a partial one: only the last chunk may hold fewer than `CHUNK_SIZE`.
+    error ChunkAfterPartial(uint256 staged);
+    /// @notice The set would exceed `MAX_OPERATORS`.
     error InvalidOperatorCount(uint256 count);
+    /// @notice The staging was committed already.
+    error StagingCommitted(bytes32 setHash);
     /// @notice Operator `index` has the zero address as account.
     error ZeroOperator(uint256 index);
-    /// @notice `account` appears more than once.
-    error DuplicateOperator(address account);
-    /// @notice Operator `index` has a BLS public key that is not 128 bytes long.
+    /// @notice Operator `index` has a BLS public key that is not 256 bytes long.
     error InvalidPublicKeyLength(uint256 index, uint256 length);
-    /// @notice Operator `index` registers the identity (point at infinity) as its key: it adds
-    ///         nothing to an aggregate and its "proof of possession" is the identity too.
+    /// @notice Operator `index` registers the identity (point at infinity) as its key.
     error IdentityPublicKey(uint256 index);
+    /// @notice Operator `index` repeats a key, account or peer id of the set.
+    error DuplicateOperator(uint256 index, string what);
+    /// @notice Operator `index` did not prove possession of its BLS secret key.
+    error InvalidProofOfPossession(uint256 index);
+    /// @notice Operator `index` has an empty peer id.
+    error EmptyPeerId(uint256 index);
+
+    // ----- commit errors -----
+    /// @notice The epoch is not the next one (`expected`): a replayed or skipped update.
+    error WrongEpoch(uint64 epoch, uint64 expected);
+    /// @notice Nothing was staged by `stager` under `setHash`.
+    error NothingStaged(address stager, bytes32 setHash);
+    /// @notice The staged set, with these parameters, does not hash to `setHash`.
+    error SetHashMismatch(bytes32 setHash, bytes32 staged);
+    /// @notice Epoch 0 must be the set fixed at deployment.
+    error NotGenesisSet(bytes32 setHash, bytes32 genesis);
+    /// @notice The start round does not follow the previous epoch's or is out of range.
+    error InvalidStartRound(uint64 startRound, uint64 previous);
+    /// @notice The update's first round starts before block `earliest` allows nodes to follow.
+    error StartTooSoon(uint64 startRound, uint256 firstBlock, uint256 earliest);
     /// @notice `threshold` is 0 or greater than the operator count.
     error InvalidThreshold(uint256 threshold, uint256 operatorCount);
 
     // ----- settle errors -----
+    /// @notice No epoch `epoch` was committed.
+    error UnknownEpoch(uint64 epoch);
+    /// @notice `round` is not one `epoch` settles (`[startRound, endRound)`).
+    error RoundNotInEpoch(uint64 round, uint64 epoch, uint64 startRound, uint64 endRound);
+    /// @notice `epoch` was superseded and its grace period ended at `expiredAt`.
+    error EpochExpired(uint64 epoch, uint256 expiredAt);
     /// @notice `round` has been settled already.
     error RoundAlreadySettled(uint64 round);
-    /// @notice `root` has been settled already (in some round).
-    error RootAlreadySettled(bytes32 root);
     /// @notice The Merkle root is zero (reserved for "not settled").
     error ZeroRoot();
-    /// @notice `fromBlock > toBlock`.
+    /// @notice The block range is not the round's, or the round has not ended yet.
     error InvalidBlockRange(uint64 fromBlock, uint64 toBlock);
     /// @notice `leafCount` is zero.
     error EmptyBatch();
-    /// @notice The signer bitmap has `bit` set, but there is no operator with that index.
+    /// @notice The signer bitmap has `bit` set, but the epoch has no operator with that index.
     error UnknownSigner(uint256 bit);
-    /// @notice Fewer signers than `threshold`.
+    /// @notice Fewer signers than the epoch's threshold.
     error InsufficientSigners(uint256 signers, uint256 threshold);
-    /// @notice The aggregate signature is not 256 bytes long.
+    /// @notice The aggregate signature is not 128 bytes long.
     error InvalidSignatureLength(uint256 length);
-    /// @notice `signerKeys` is not 128 bytes per signer.
-    error InvalidSignerKeysLength(uint256 length, uint256 signers);
-    /// @notice The key given for signer `index` is not the one registered for it.
-    error WrongSignerKey(uint256 index);
-    /// @notice The aggregate signature does not verify for the signers and the batch.
+    /// @notice The aggregate signature does not verify for the signers and the message.
     error InvalidSignature();
 
     // ----- getter errors -----
-    /// @notice There is no operator with index `index`.
-    error OperatorIndexOutOfRange(uint256 index);
+    /// @notice Epoch `epoch` has no operator with index `index`.
+    error OperatorIndexOutOfRange(uint64 epoch, uint256 index);
 
-    /// @notice Registers the operator set and the signing threshold.
-    /// @param accounts Operator accounts; position `i` is bit `i` of the signer bitmap.
-    /// @param blsPublicKeys EIP-2537 encoded BLS12-381 G1 public keys, same order as `accounts`.
-    /// @param proofsOfPossession For each key, its BLS signature (G2, EIP-2537 encoded) over the
-    ///        128 key bytes under the `BLS.POP_DST` tag.
-    /// @param threshold_ Minimum number of signers per batch, `1 <= threshold_ <= accounts.length`.
+    /// @param genesisSetHash_ `setHashOf(0, 0, threshold, count, records)` of the first set.
+    /// @param scheduleStartBlock_ First block of round 0.
+    /// @param roundBlocks_ Blocks per round.
+    /// @param graceBlocks_ Blocks a superseded epoch keeps settling after its successor starts.
+    /// @param leadBlocks_ Blocks an update must precede its first round.
     constructor(
-        address[] memory accounts,
-        bytes[] memory blsPublicKeys,
-        bytes[] memory proofsOfPossession,
-        uint256 threshold_
+        bytes32 genesisSetHash_,
+        uint64 scheduleStartBlock_,
+        uint64 roundBlocks_,
+        uint64 graceBlocks_,
+        uint64 leadBlocks_
     ) {
-        uint256 n = accounts.length;
-        if (n != blsPublicKeys.length || n != proofsOfPossession.length) revert LengthMismatch(n, blsPublicKeys.length);
-        if (n == 0 || n > MAX_OPERATORS) revert InvalidOperatorCount(n);
-        if (threshold_ == 0 || threshold_ > n) revert InvalidThreshold(threshold_, n);
-
-        for (uint256 i = 0; i < n; ++i) {
-            address account = accounts[i];
-            if (account == address(0)) revert ZeroOperator(i);
-            if (_operatorIndexPlusOne[account] != 0) revert DuplicateOperator(account);
-            bytes memory key = blsPublicKeys[i];
-            if (key.length != BLS_PUBLIC_KEY_LENGTH) revert InvalidPublicKeyLength(i, key.length);
-            bytes32 keyHash = keccak256(key);
-            if (keyHash == IDENTITY_KEY_HASH) revert IdentityPublicKey(i);
-            if (_keyRegistered[keyHash]) revert DuplicatePublicKey(i);
-            if (!BLS.verify(key, key, proofsOfPossession[i], BLS.POP_DST)) revert InvalidProofOfPossession(i);
-            _keyRegistered[keyHash] = true;
-            _operators.push(Operator({account: account, keyHash: keyHash, blsPublicKey: key}));
-            _operatorIndexPlusOne[account] = i + 1;
-        }
-        threshold = threshold_;
+        if (roundBlocks_ == 0) revert InvalidRoundLength();
+        genesisSetHash = genesisSetHash_;
+        scheduleStartBlock = scheduleStartBlock_;
+        roundBlocks = roundBlocks_;
+        graceBlocks = graceBlocks_;
+        leadBlocks = leadBlocks_;
     }
 
-    /// @notice Records the batch of `round` once a quorum of operators signed it. Anyone may call.
-    /// @dev Checks, in order: round not settled, root nonzero and not settled,
-    ///      `fromBlock <= toBlock`, `leafCount > 0`, no signer bit beyond the operator set, at
-    ///      least `threshold` signers, lengths, each signer key equal to the registered one, and
-    ///      the aggregate signature.
-    /// @param round The settlement round; each round settles at most once.
-    /// @param fromBlock First block (inclusive) covered by the batch.
-    /// @param toBlock Last block (inclusive) covered by the batch.
-    /// @param root Merkle root over the batch's payment leaves; each root settles at most once.
-    /// @param leafCount Number of leaves under `root`.
-    /// @param signerBitmap Bit `i` set = operator `i` contributed to `signature`.
-    /// @param signerKeys The signers' EIP-2537 public keys, 128 bytes each, in ascending index order.
-    /// @param signature EIP-2537 G2 aggregate signature over the 32 bytes of
-    ///        `batchMessage(round, fromBlock, toBlock, root, leafCount)`.
+    // =====================================================================================
+    // Operator sets
+    // =====================================================================================
+
+    /// @notice Stages the next chunk of operators of the set `setHash` under the caller.
+    /// @dev Verifies each new key's proof of possession (a key proven once is not proven
+    ///      again), refuses identity and duplicates, and stores the negated keys as one blob.
+    function stageOperators(bytes32 setHash, OperatorRecord[] calldata records) external {
+        bytes32 id = stagingId(msg.sender, setHash);
+        Staging storage s = _staging[id];
+        if (s.committed) revert StagingCommitted(setHash);
+        uint256 first = s.count;
+        uint256 len = records.length;
+        if (len == 0 || len > CHUNK_SIZE) revert InvalidChunk(len);
+        if (first % CHUNK_SIZE != 0) revert ChunkAfterPartial(first);
+        if (first + len > MAX_OPERATORS) revert InvalidOperatorCount(first + len);
+
+        bytes memory negatedKeys = new bytes(len * BLS.G2_LENGTH);
+        bytes memory aggregate = s.aggregateKey;
+        bytes32 h = s.recordsHash;
+        for (uint256 i = 0; i < len; ++i) {
+            OperatorRecord calldata r = records[i];
+            bytes memory key = _admit(id, first + i, r);
+            h = keccak256(abi.encode(h, recordHash(r)));
+            bytes memory negated = BLS.negateG2(key);
+            assembly ("memory-safe") {
+                mcopy(add(add(negatedKeys, 0x20), mul(i, 256)), add(negated, 0x20), 256)
+            }
+            aggregate = aggregate.length == 0 ? key : BLS.g2Add(aggregate, key);
+        }
+        s.chunks.push(Blob.write(negatedKeys));
+        s.count = uint16(first + len);
+        s.recordsHash = h;
+        s.aggregateKey = aggregate;
+        emit OperatorsStaged(msg.sender, setHash, first, records);
+    }
+
+    /// @dev Checks operator `index` of staging `id` and returns its key.
+    function _admit(bytes32 id, uint256 index, OperatorRecord calldata r) private returns (bytes memory key) {
+        if (r.account == address(0)) revert ZeroOperator(index);
+        if (r.peerId.length == 0) revert EmptyPeerId(index);
+        key = r.blsPublicKey;
+        if (key.length != BLS.G2_LENGTH) revert InvalidPublicKeyLength(index, key.length);
+        if (BLS.isZero(key)) revert IdentityPublicKey(index);
+        bytes32 keyHash = keccak256(key);
+        _markSeen(id, index, keccak256(abi.encode("key", keyHash)), "key");
+        _markSeen(id, index, keccak256(abi.encode("account", r.account)), "account");
+        _markSeen(id, index, keccak256(abi.encode("peer", keccak256(r.peerId))), "peerId");
+        if (!_keyProven[keyHash]) {
+            if (r.proofOfPossession.length != BLS.G1_LENGTH) revert InvalidProofOfPossession(index);
+            if (!BLS.verify(key, key, r.proofOfPossession, BLS.POP_DST)) revert InvalidProofOfPossession(index);
+            _keyProven[keyHash] = true;
+        }
+    }
+
+    function _markSeen(bytes32 id, uint256 index, bytes32 tag, string memory what) private {
+        if (_stagedSeen[id][tag]) revert DuplicateOperator(index, what);
+        _stagedSeen[id][tag] = true;
+    }
+
+    /// @notice Makes the set staged by `stager` under `setHash` epoch `epoch`.
+    /// @param signerBitmap, signature Epoch `epoch - 1`'s aggregate over `updateMessage(setHash)`;
+    ///        ignored for epoch 0, which must be the genesis set.
+    function commitEpoch(
+        address stager,
+        bytes32 setHash,
+        uint64 epoch,
+        uint64 startRound,
+        uint16 threshold,
+        uint256 signerBitmap,
+        bytes calldata signature
+    ) external {
+        if (epoch != epochCount) revert WrongEpoch(epoch, epochCount);
+        Staging storage s = _staging[stagingId(stager, setHash)];
+        uint256 n = s.count;
+        if (n == 0) revert NothingStaged(stager, setHash);
+        if (threshold == 0 || threshold > n) revert InvalidThreshold(threshold, n);
+        bytes32 stagedHash = setHashOf(epoch, startRound, threshold, uint16(n), s.recordsHash);
+        if (stagedHash != setHash) revert SetHashMismatch(setHash, stagedHash);
+        _authorize(setHash, epoch, startRound, signerBitmap, signature);
+        _epochs[epoch] = EpochInfo({
+            aggregateKey: Blob.write(s.aggregateKey),
+            count: uint16(n),
+            threshold: threshold,
+            startRound: uint32(startRound),
+            endRound: OPEN
+        });
+        _epochChunks[epoch] = s.chunks;
+        s.committed = true;
+        epochCount = epoch + 1;
+        emit EpochCommitted(epoch, setHash, stager, startRound, threshold, uint16(n));
+    }
+
+    /// @dev Epoch 0 must be the genesis set; epoch e+1 needs a threshold of epoch e over the
+    ///      update, a later start round, and enough lead for the nodes to follow. Closes epoch e.
+    function _authorize(bytes32 setHash, uint64 epoch, uint64 startRound, uint256 signerBitmap, bytes calldata signature)
+        private
+    {
+        if (epoch == 0) {
+            if (setHash != genesisSetHash) revert NotGenesisSet(setHash, genesisSetHash);
+            if (startRound != 0) revert InvalidStartRound(startRound, 0);
+            return;
+        }
+        EpochInfo storage prev = _epochs[epoch - 1];
+        if (startRound <= prev.startRound || startRound >= OPEN) revert InvalidStartRound(startRound, prev.startRound);
+        (uint64 firstBlock,) = roundRange(startRound);
+        uint256 earliest = block.number + leadBlocks;
+        if (firstBlock < earliest) revert StartTooSoon(startRound, firstBlock, earliest);
+        _verifyQuorum(prev, epoch - 1, updateMessage(setHash), signerBitmap, signature);
+        prev.endRound = uint32(startRound);
+    }
+
+    // =====================================================================================
+    // Settlement
+    // =====================================================================================
+
+    /// @notice Records the batch of `round` once a threshold of `epoch` signed it. Anyone may call.
+    /// @dev Checks, in order: the epoch settles this round and has not expired, the block range
+    ///      is the round's and has ended, root nonzero, `leafCount > 0`, round not settled, then
+    ///      the signer set and the aggregate signature.
+    /// @param signature EIP-2537 G1 aggregate signature over the 32 bytes of
+    ///        `batchMessage(epoch, round, fromBlock, toBlock, root, leafCount)`.
     function settle(
+        uint64 epoch,
         uint64 round,
         uint64 fromBlock,
         uint64 toBlock,
         bytes32 root,
         uint32 leafCount,
         uint256 signerBitmap,
-        bytes calldata signerKeys,
         bytes calldata signature
     ) external {
-        Batch storage batch_ = _batches[round];
-        if (batch_.submitter != address(0)) revert RoundAlreadySettled(round);
+        EpochInfo memory e = _epochs[epoch];
+        _checkEpochCovers(e, epoch, round);
+        (uint64 from, uint64 to) = roundRange(round);
+        if (fromBlock != from || toBlock != to || toBlock >= block.number) revert InvalidBlockRange(fromBlock, toBlock);
         if (root == bytes32(0)) revert ZeroRoot();
-        if (_rootSettled[root]) revert RootAlreadySettled(root);
-        if (fromBlock > toBlock) revert InvalidBlockRange(fromBlock, toBlock);
         if (leafCount == 0) revert EmptyBatch();
-        _verifyQuorum(batchMessage(round, fromBlock, toBlock, root, leafCount), signerBitmap, signerKeys, signature);
-
-        batch_.root = root;
-        batch_.submitter = msg.sender;
-        batch_.fromBlock = fromBlock;
-        batch_.leafCount = leafCount;
-        batch_.toBlock = toBlock;
-        batch_.signerBitmap = signerBitmap;
-        _rootSettled[root] = true;
-
-        emit Settled(round, root, fromBlock, toBlock, leafCount, signerBitmap, msg.sender, signature);
+        if (_roundRoot[round] != bytes32(0)) revert RoundAlreadySettled(round);
+        _verifyQuorum(e, epoch, batchMessage(epoch, round, fromBlock, toBlock, root, leafCount), signerBitmap, signature);
+        _roundRoot[round] = root;
+        emit Settled(round, root, epoch, fromBlock, toBlock, leafCount, signerBitmap, msg.sender, signature);
     }
 
-    /// @dev Reverts unless at least `threshold` registered operators, with exactly the keys they
-    ///      registered, signed `message` and `signature` is their aggregate.
-    function _verifyQuorum(bytes32 message, uint256 signerBitmap, bytes calldata signerKeys, bytes calldata signature)
+    function _checkEpochCovers(EpochInfo memory e, uint64 epoch, uint64 round) private view {
+        if (e.count == 0) revert UnknownEpoch(epoch);
+        if (round < e.startRound || round >= e.endRound) revert RoundNotInEpoch(round, epoch, e.startRound, e.endRound);
+        if (e.endRound != OPEN) {
+            uint256 expiry = expiresAt(e.endRound);
+            if (block.number > expiry) revert EpochExpired(epoch, expiry);
+        }
+    }
+
+    /// @dev Reverts unless at least the threshold of `e` signed `message` and `signature` is
+    ///      their aggregate.
+    function _verifyQuorum(EpochInfo memory e, uint64 epoch, bytes32 message, uint256 signerBitmap, bytes calldata signature)
         private
         view
     {
-        uint256 n = _operators.length;
+        uint256 n = e.count;
         if (n < MAX_OPERATORS) {
             uint256 unknown = signerBitmap >> n;
             if (unknown != 0) revert UnknownSigner(n + _lowestSetBit(unknown));
         }
         uint256 signers = _popcount(signerBitmap);
-        if (signers < threshold) revert InsufficientSigners(signers, threshold);
-        if (signature.length != BLS_SIGNATURE_LENGTH) revert InvalidSignatureLength(signature.length);
-        if (signerKeys.length != signers * BLS_PUBLIC_KEY_LENGTH) {
-            revert InvalidSignerKeysLength(signerKeys.length, signers);
-        }
-        uint256 k = 0;
-        for (uint256 i = 0; i < n; ++i) {
-            if ((signerBitmap >> i) & 1 == 1) {
-                uint256 off = k * BLS_PUBLIC_KEY_LENGTH;
-                if (keccak256(signerKeys[off:off + BLS_PUBLIC_KEY_LENGTH]) != _operators[i].keyHash) revert WrongSignerKey(i);
-                ++k;
-            }
-        }
-        if (!BLS.verify(BLS.aggregateG1(signerKeys), abi.encodePacked(message), signature, BLS.SIG_DST)) {
+        if (signers < e.threshold) revert InsufficientSigners(signers, e.threshold);
+        if (signature.length != BLS.G1_LENGTH) revert InvalidSignatureLength(signature.length);
+        if (!BLS.verify(_signersKey(e, epoch, signerBitmap), abi.encodePacked(message), signature, BLS.SIG_DST)) {
             revert InvalidSignature();
         }
     }
 
+    /// @dev The aggregate key of the signers: the epoch's aggregate plus the stored negations
+    ///      of the non-signers' keys, one G2ADD each.
+    function _signersKey(EpochInfo memory e, uint64 epoch, uint256 signerBitmap) private view returns (bytes memory acc) {
+        acc = new bytes(2 * BLS.G2_LENGTH);
+        address aggregate = e.aggregateKey;
+        assembly ("memory-safe") {
+            extcodecopy(aggregate, add(acc, 0x20), 1, 256)
+        }
+        address[] storage chunks = _epochChunks[epoch];
+        address chunk;
+        uint256 loaded = type(uint256).max;
+        bool ok = true;
+        for (uint256 i = 0; i < e.count; ++i) {
+            if ((signerBitmap >> i) & 1 == 1) continue;
+            uint256 c = i / CHUNK_SIZE;
+            if (c != loaded) {
+                chunk = chunks[c];
+                loaded = c;
+            }
+            uint256 offset = 1 + (i % CHUNK_SIZE) * BLS.G2_LENGTH;
+            assembly ("memory-safe") {
+                extcodecopy(chunk, add(acc, 0x120), offset, 256)
+                ok := and(ok, staticcall(1500, 0x0d, add(acc, 0x20), 512, add(acc, 0x20), 256))
+            }
+        }
+        if (!ok) revert BLS.PrecompileFailed(BLS.G2ADD);
+        assembly ("memory-safe") {
+            mstore(acc, 256)
+        }
+    }
+
+    // =====================================================================================
+    // Views
+    // =====================================================================================
+
     /// @notice The message the operators sign for a batch.
-    /// @return keccak256(abi.encode(BATCH_TYPEHASH, block.chainid, address(this), round,
-    ///         fromBlock, toBlock, root, leafCount)).
-    function batchMessage(uint64 round, uint64 fromBlock, uint64 toBlock, bytes32 root, uint32 leafCount)
+    function batchMessage(uint64 epoch, uint64 round, uint64 fromBlock, uint64 toBlock, bytes32 root, uint32 leafCount)
         public
         view
         returns (bytes32)
     {
-        return keccak256(abi.encode(BATCH_TYPEHASH, block.chainid, address(this), round, fromBlock, toBlock, root, leafCount));
+        return keccak256(
+            abi.encode(BATCH_TYPEHASH, block.chainid, address(this), epoch, round, fromBlock, toBlock, root, leafCount)
+        );
     }
 
-    /// @notice Number of registered operators.
-    function operatorCount() external view returns (uint256) {
-        return _operators.length;
+    /// @notice The message the latest epoch signs to install the set `setHash`.
+    function updateMessage(bytes32 setHash) public view returns (bytes32) {
+        return keccak256(abi.encode(UPDATE_TYPEHASH, block.chainid, address(this), setHash));
     }
 
-    /// @notice Operator `i` (bit `i` of the signer bitmap).
-    /// @return account The operator's account.
-    /// @return blsPublicKey The operator's EIP-2537 encoded (128-byte) BLS12-381 G1 public key.
-    function operator(uint256 i) external view returns (address account, bytes memory blsPublicKey) {
-        if (i >= _operators.length) revert OperatorIndexOutOfRange(i);
-        Operator storage op = _operators[i];
-        return (op.account, op.blsPublicKey);
+    /// @notice Hash of a set: its parameters and the running hash of its records.
+    function setHashOf(uint64 epoch, uint64 startRound, uint16 threshold, uint16 count, bytes32 records)
+        public
+        pure
+        returns (bytes32)
+    {
+        return keccak256(abi.encode(SET_TYPEHASH, epoch, startRound, threshold, count, records));
     }
 
-    /// @notice Whether `account` is a registered operator.
-    function isOperator(address account) external view returns (bool) {
-        return _operatorIndexPlusOne[account] != 0;
+    /// @notice Hash of one operator record (its proof of possession is not part of it).
+    function recordHash(OperatorRecord calldata r) public pure returns (bytes32) {
+        return keccak256(
+            abi.encode(
+                RECORD_TYPEHASH,
+                r.account,
+                keccak256(r.peerId),
+                keccak256(r.blsPublicKey),
+                keccak256(bytes(r.name)),
+                keccak256(bytes(r.p2pAddr))
+            )
+        );
+    }
+
+    /// @notice The staging of `stager` for `setHash`.
+    function stagingId(address stager, bytes32 setHash) public pure returns (bytes32) {
+        return keccak256(abi.encode(stager, setHash));
+    }
+
+    /// @notice Progress of a staging: operators staged, their running hash, whether committed.
+    function staged(address stager, bytes32 setHash)
+        external
+        view
+        returns (uint16 count, bytes32 recordsHash, bool committed)
+    {
+        Staging storage s = _staging[stagingId(stager, setHash)];
+        return (s.count, s.recordsHash, s.committed);
+    }
+
+    /// @notice Inclusive block range of `round`.
+    function roundRange(uint64 round) public view returns (uint64 fromBlock, uint64 toBlock) {
+        fromBlock = scheduleStartBlock + round * roundBlocks;
+        toBlock = fromBlock + roundBlocks - 1;
+    }
+
+    /// @notice Last block at which an epoch ending at `endRound` may still settle.
+    function expiresAt(uint64 endRound) public view returns (uint256) {
+        return uint256(scheduleStartBlock) + uint256(endRound) * roundBlocks + graceBlocks;
+    }
+
+    /// @notice Epoch `epoch`: rounds `[startRound, endRound)` (`endRound == OPEN` for the latest),
+    ///         its threshold and operator count; all zero when not committed.
+    function epochInfo(uint64 epoch)
+        external
+        view
+        returns (uint64 startRound, uint64 endRound, uint16 threshold, uint16 count)
+    {
+        EpochInfo memory e = _epochs[epoch];
+        return (e.startRound, e.endRound, e.threshold, e.count);
+    }
+
+    /// @notice Operator `index`'s EIP-2537 G2 public key in epoch `epoch`.
+    function operatorKey(uint64 epoch, uint256 index) external view returns (bytes memory) {
+        EpochInfo memory e = _epochs[epoch];
+        if (index >= e.count) revert OperatorIndexOutOfRange(epoch, index);
+        bytes memory negated =
+            Blob.read(_epochChunks[epoch][index / CHUNK_SIZE], (index % CHUNK_SIZE) * BLS.G2_LENGTH, BLS.G2_LENGTH);
+        return BLS.negateG2(negated);
+    }
+
+    /// @notice The sum of every key of epoch `epoch`, EIP-2537 G2.
+    function aggregateKey(uint64 epoch) external view returns (bytes memory) {
+        EpochInfo memory e = _epochs[epoch];
+        if (e.count == 0) revert UnknownEpoch(epoch);
+        return Blob.read(e.aggregateKey, 0, BLS.G2_LENGTH);
     }
 
     /// @notice The Merkle root settled for `round`, or zero if the round is not settled.
     function settledRoot(uint64 round) external view returns (bytes32) {
-        return _batches[round].root;
-    }
-
-    /// @notice Whether `root` has been settled in some round.
-    function isRootSettled(bytes32 root) external view returns (bool) {
-        return _rootSettled[root];
-    }
-
-    /// @notice Everything recorded for `round`; all zero if the round is not settled.
-    function batch(uint64 round)
-        external
-        view
-        returns (
-            bytes32 root,
-            uint64 fromBlock,
-            uint64 toBlock,
-            uint32 leafCount,
-            uint256 signerBitmap,
-            address submitter
-        )
-    {
-        Batch storage b = _batches[round];
-        return (b.root, b.fromBlock, b.toBlock, b.leafCount, b.signerBitmap, b.submitter);
+        return _roundRoot[round];
     }
 
     /// @dev Number of set bits in `x`.

@@ -4,14 +4,19 @@
 //!
 //! - [`InvoicePayments`]: payers pay invoices in native coin or ERC-20; funds go straight to the
 //!   merchant and an `InvoicePaid` event records the payment.
-//! - [`Settlement`]: the operator set and threshold; records each round's settled batch.
+//! - [`Settlement`]: operator sets by epoch, changed only by the current set; records each
+//!   round's settled batch.
 //! - [`TestToken`]: an ERC-20 anyone can mint, for local test networks only.
 //! - [`Relay`]: forwards any call from its own address (as a contract wallet or multicall
 //!   does), for tests of settlements that reach the chain wrapped.
+//! - [`EcdsaMultisigBaseline`]: an m-of-n ECDSA multisig settlement, only as the gas benchmark's
+//!   point of comparison.
 
 mod deploy;
 
-pub use deploy::{DeployError, Deployment, OperatorEntry, deploy_all};
+pub use deploy::{
+    CHUNK_SIZE, DeployError, Deployment, OperatorEntry, SettlementParams, commit_epoch, deploy_all, spec_of, stage_set,
+};
 
 #[allow(missing_docs, clippy::too_many_arguments)]
 mod bindings {
@@ -39,6 +44,12 @@ mod bindings {
         Relay,
         "artifacts/Relay.json"
     );
+    alloy::sol!(
+        #[sol(rpc)]
+        #[derive(Debug, PartialEq, Eq)]
+        EcdsaMultisigBaseline,
+        "artifacts/EcdsaMultisigBaseline.json"
+    );
     alloy::sol! {
         /// The part of ERC-20 that payment instructions and tests use.
         #[sol(rpc)]
@@ -49,4 +60,4 @@ mod bindings {
     }
 }
 
-pub use bindings::{IERC20, InvoicePayments, Relay, Settlement, TestToken};
+pub use bindings::{EcdsaMultisigBaseline, IERC20, InvoicePayments, Relay, Settlement, TestToken};

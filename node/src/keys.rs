@@ -131,6 +131,21 @@ impl OperatorKeys {
         Ok(Self { libp2p, bls, evm })
     }
 
+    /// This operator as the settlement contract stages it, named `name` and listening on
+    /// `p2p_addr`, with the proof of possession of its BLS key.
+    pub fn entry(&self, name: &str, p2p_addr: &str) -> settleproof_contracts::OperatorEntry {
+        settleproof_contracts::OperatorEntry {
+            record: settleproof_consensus::OperatorRecord {
+                name: name.into(),
+                account: self.evm.address(),
+                peer_id: PeerId::from(self.libp2p.public()).to_bytes().into(),
+                p2p_addr: p2p_addr.into(),
+                bls: self.bls.public_key(),
+            },
+            proof_of_possession: self.bls.prove_possession().to_eip2537().to_vec().into(),
+        }
+    }
+
     /// The public keys.
     pub fn public(&self) -> PublicKeys {
         PublicKeys {

@@ -24,6 +24,8 @@ pub struct Operator {
 /// The ordered operator set and this node's place in it.
 #[derive(Debug, Clone)]
 pub struct OperatorSet {
+    /// Epoch of the set on chain (0: the set the configuration bootstraps).
+    pub epoch: u64,
     /// Operators in configuration order (index = signer bit).
     pub operators: Vec<Operator>,
     /// Signatures needed.
@@ -75,7 +77,7 @@ impl OperatorSet {
         if mine.evm != public.evm_address {
             return Err(mismatch("evm_address"));
         }
-        Ok(Self { operators, threshold: cfg.network.threshold, me })
+        Ok(Self { epoch: 0, operators, threshold: cfg.network.threshold, me })
     }
 
     /// Index of the operator with this peer id.

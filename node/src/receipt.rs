@@ -57,11 +57,11 @@ impl<'a> RoundReceipts<'a> {
         record: &'a SettlementRecord,
     ) -> Result<Option<Self>, StoreError> {
         let Some((from, to)) = ctx.schedule.range(record.round) else { return Ok(None) };
-        if record.signature.is_empty() || !record.signer_keys.len().is_multiple_of(128) {
+        if record.signature.is_empty() || !record.signer_keys.len().is_multiple_of(256) {
             return Ok(None);
         }
         let mut leaves: Vec<PaymentLeaf> = store.payments_in_range(from, to)?.into_iter().map(|r| r.leaf).collect();
-        let Some(batch) = settleproof_consensus::Batch::build(record.round, from, to, &mut leaves) else {
+        let Some(batch) = settleproof_consensus::Batch::build(record.epoch, record.round, from, to, &mut leaves) else {
             return Ok(None);
         };
         if batch.root != record.root {
@@ -106,7 +106,7 @@ impl<'a> RoundReceipts<'a> {
             batch_message: batch.message(ctx.chain_id, ctx.settlement),
             signers,
             signer_bitmap: record.signer_bitmap,
-            signer_keys: record.signer_keys.chunks(128).map(|c| Bytes::from(c.to_vec())).collect(),
+            signer_keys: record.signer_keys.chunks(256).map(|c| Bytes::from(c.to_vec())).collect(),
             aggregate_signature: record.signature.clone(),
             settlement_tx: record.tx_hash,
             invoice: terms,
@@ -133,50 +133,60 @@ pub async fn verify_onchain<P: Provider>(provider: &P, r: &Receipt, trusted: Add
         Err(e) => out.push(Check::new("chain_id", false, format!("rpc: {}", crate::redact::scrub(&e.to_string())))),
     }
     let settlement = Settlement::new(trusted, provider);
+    let epoch = r.batch.epoch;
     let mut keys_ok = true;
     let mut detail = String::new();
     for (k, i) in r.signers.iter().enumerate() {
-        match settlement.operator(U256::from(*i)).call().await {
-            Ok(op) if Some(&op.blsPublicKey) == r.signer_keys.get(k) => {}
+        match settlement.operatorKey(epoch, U256::from(*i)).call().await {
+            Ok(key) if Some(&key) == r.signer_keys.get(k) => {}
             Ok(_) => {
                 keys_ok = false;
-                detail = format!("key given for signer {i} is not the registered one");
+                detail = format!("key given for signer {i} is not the one registered in epoch {epoch}");
             }
             Err(e) => {
                 keys_ok = false;
-                detail = format!("signer {i}: {e}");
+                detail = format!("signer {i} of epoch {epoch}: {e}");
             }
         }
     }
-    match settlement.threshold().call().await {
-        Ok(t) if U256::from(r.signers.len()) < t => {
+    match settlement.epochInfo(epoch).call().await {
+        Ok(e) if e.count == 0 => {
             keys_ok = false;
-            detail = format!("{} signers, threshold {t}", r.signers.len());
+            detail = format!("epoch {epoch} is not committed");
+        }
+        Ok(e) if r.signers.len() < usize::from(e.threshold) => {
+            keys_ok = false;
+            detail = format!("{} signers, threshold of epoch {epoch} is {}", r.signers.len(), e.threshold);
+        }
+        Ok(e) if r.batch.round < e.startRound || r.batch.round >= e.endRound => {
+            keys_ok = false;
+            detail = format!("round {} is outside epoch {epoch} ({}..{})", r.batch.round, e.startRound, e.endRound);
         }
         Ok(_) => {}
         Err(e) => {
             keys_ok = false;
-            detail = format!("threshold: {e}");
+            detail = format!("epoch {epoch}: {e}");
         }
     }
     out.push(Check::new(
         "registered_signers",
         keys_ok,
-        if keys_ok { format!("{} registered operators, at least the threshold", r.signers.len()) } else { detail },
+        if keys_ok {
+            format!("{} operators registered in epoch {epoch}, at least its threshold", r.signers.len())
+        } else {
+            detail
+        },
     ));
-    match settlement.batch(r.batch.round).call().await {
-        Ok(b) => {
-            // The batch must be the one settled. The signers on chain may be another quorum
-            // than the receipt's (a keeper resubmitted after a reorg dropped the first
-            // settlement): the receipt's own aggregate is checked against registered keys.
-            let ok = b.root == r.batch.root
-                && b.fromBlock == r.batch.from_block
-                && b.toBlock == r.batch.to_block
-                && b.leafCount == r.batch.leaf_count;
+    match settlement.settledRoot(r.batch.round).call().await {
+        Ok(root) => {
+            // The batch must be the one settled: the root is recorded, and the block range, leaf
+            // count and epoch are bound by the signed message the offline checks verify. The
+            // signers on chain may be another quorum than the receipt's (a keeper resubmitted
+            // after a reorg dropped the first settlement).
             out.push(Check::new(
                 "settled_on_chain",
-                ok,
-                format!("round {} on chain: root {}, bitmap {:#x}", r.batch.round, b.root, b.signerBitmap),
+                root == r.batch.root,
+                format!("round {} on chain: root {root}", r.batch.round),
             ));
         }
         Err(e) => {

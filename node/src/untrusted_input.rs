@@ -108,7 +108,7 @@ fn fixture() -> &'static Fixture {
             bls: keys.bls.public_key(),
             evm: public.evm_address,
         };
-        let set = OperatorSet { operators: vec![operator], threshold: 1, me: 0 };
+        let set = OperatorSet { epoch: 0, operators: vec![operator], threshold: 1, me: 0 };
         let merchant: settleproof_config::NodeConfig =
             NodeConfig::from_toml_str(EXAMPLE, std::iter::empty()).expect("example config");
         let scope = InvoiceScope {
@@ -116,7 +116,7 @@ fn fixture() -> &'static Fixture {
             chain_id: 31337,
             payments: Address::repeat_byte(7),
         };
-        let batch = Batch { round: 3, from_block: 10, to_block: 14, root: B256::repeat_byte(1), leaf_count: 5 };
+        let batch = Batch { epoch: 0, round: 3, from_block: 10, to_block: 14, root: B256::repeat_byte(1), leaf_count: 5 };
         let attestation = Attestation { batch, signer: 0, signature: Bytes::from(vec![7u8; 96]), sent_at_ms: 1 };
         let invoice = Invoice {
             id: B256::repeat_byte(2),

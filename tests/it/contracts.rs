@@ -1,137 +1,126 @@
 //! The contracts on a real anvil: payments go straight to the merchant, the settlement contract
-//! records a round once, refuses duplicates, outsiders and too few signers, and its batch
-//! message is the one the nodes sign.
+//! records a round once, refuses outsiders, too few signers and batches that are not the
+//! round's, and its batch message is the one the nodes sign. Staging refuses rogue, identity
+//! and duplicate keys.
 
 use crate::harness::Anvil;
-use alloy::network::EthereumWallet;
 use alloy::primitives::{Address, B256, Bytes, U256};
-use alloy::providers::{DynProvider, Provider, ProviderBuilder};
-use alloy::signers::local::PrivateKeySigner;
+use alloy::providers::Provider;
 use eyre::Result;
-use settleproof_consensus::{Batch, BlsSecretKey, BlsSignature};
-use settleproof_contracts::{InvoicePayments, OperatorEntry, Settlement, deploy_all};
+use settleproof_contracts::{InvoicePayments, Settlement, SettlementParams};
+use settleproof_tests::sets::{self, bls_keys, entries, provider, quorum};
 
-fn provider(anvil: &Anvil, key: &PrivateKeySigner) -> Result<DynProvider> {
-    Ok(ProviderBuilder::new().wallet(EthereumWallet::from(key.clone())).connect_http(anvil.url.parse()?).erased())
-}
+const PARAMS: SettlementParams = SettlementParams { round_blocks: 2, grace_blocks: 20, lead_blocks: 4 };
 
 fn revert(e: alloy::contract::Error) -> String {
-    e.as_decoded_interface_error::<Settlement::SettlementErrors>()
+    e.as_decoded_interface_error::<InvoicePayments::InvoicePaymentsErrors>()
         .map(|d| format!("{d:?}"))
-        .or_else(|| e.as_decoded_interface_error::<InvoicePayments::InvoicePaymentsErrors>().map(|d| format!("{d:?}")))
-        .unwrap_or_else(|| e.to_string())
-}
-
-fn bls_keys(n: usize) -> Vec<BlsSecretKey> {
-    (0..n).map(|i| BlsSecretKey::from_ikm(&[i as u8 + 1; 32]).expect("ikm")).collect()
-}
-
-fn entry(account: &PrivateKeySigner, key: &BlsSecretKey) -> OperatorEntry {
-    OperatorEntry {
-        account: account.address(),
-        bls_public_key: Bytes::from(key.public_key().to_eip2537().to_vec()),
-        proof_of_possession: Bytes::from(key.prove_possession().to_eip2537().to_vec()),
-    }
-}
-
-/// Signer bitmap, concatenated EIP-2537 keys and aggregate signature of `signers` over `message`.
-fn quorum(keys: &[BlsSecretKey], signers: &[usize], message: &[u8]) -> (U256, Bytes, Bytes) {
-    let bitmap = signers.iter().fold(U256::ZERO, |acc, i| acc | (U256::from(1u8) << *i));
-    let pks: Vec<u8> = signers.iter().flat_map(|i| keys[*i].public_key().to_eip2537()).collect();
-    let sigs: Vec<_> = signers.iter().map(|i| keys[*i].sign(message)).collect();
-    let agg = BlsSignature::aggregate(&sigs).expect("non-empty");
-    (bitmap, Bytes::from(pks), Bytes::from(agg.to_eip2537().to_vec()))
+        .unwrap_or_else(|| sets::revert(e))
 }
 
 #[tokio::test]
 async fn settlement_verifies_the_aggregate_and_records_each_round_once() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let anvil = Anvil::start(dir.path(), None).await?;
-    let deployer = provider(&anvil, &anvil.keys[0])?;
-    let keys = bls_keys(4);
-    let entries: Vec<OperatorEntry> = (0..4).map(|i| entry(&anvil.keys[2 + i], &keys[i])).collect();
-    let d = deploy_all(deployer.clone(), &entries, 3).await?;
+    let keys = bls_keys(1, 4);
+    let chain = sets::deploy(&anvil, &keys, 3, PARAMS).await?;
     // Anyone may submit: the signature, not the sender, is what counts.
-    let anyone = Settlement::new(d.settlement, provider(&anvil, &anvil.keys[1])?);
-
-    let batch = Batch { round: 7, from_block: 10, to_block: 14, root: B256::repeat_byte(0xab), leaf_count: 3 };
-    let chain_id = deployer.get_chain_id().await?;
-    let on_chain =
-        anyone.batchMessage(batch.round, batch.from_block, batch.to_block, batch.root, batch.leaf_count).call().await?;
-    let message = batch.message(chain_id, d.settlement);
+    let anyone = Settlement::new(chain.d.settlement, provider(&anvil, &anvil.keys[1])?);
+    let round = chain.current_round().await? + 1;
+    let batch = chain.batch(0, round, B256::repeat_byte(0xab));
+    let on_chain = anyone
+        .batchMessage(batch.epoch, batch.round, batch.from_block, batch.to_block, batch.root, batch.leaf_count)
+        .call()
+        .await?;
+    let message = batch.message(chain.chain_id, chain.d.settlement);
     assert_eq!(on_chain, message, "nodes sign what the contract computes");
+    assert!(chain.settle(&batch, &keys, &[0, 1, 3]).await.expect_err("open round").contains("InvalidBlockRange"));
+    chain.close(round).await?;
 
     macro_rules! settle {
-        ($round:expr, $root:expr, $q:expr) => {{
-            let (bitmap, keys, sig) = $q;
-            anyone.settle($round, batch.from_block, batch.to_block, $root, batch.leaf_count, bitmap, keys, sig)
+        ($b:expr, $q:expr) => {{
+            let b = $b;
+            let (bitmap, sig) = $q;
+            anyone.settle(b.epoch, b.round, b.from_block, b.to_block, b.root, b.leaf_count, bitmap, sig)
         }};
     }
     let good = quorum(&keys, &[0, 1, 3], message.as_slice());
-    let cases: Vec<(&str, (U256, Bytes, Bytes), &str)> = vec![
-        ("two signers", quorum(&keys, &[0, 1], message.as_slice()), "InsufficientSigners"),
-        ("signer outside the set", (good.0 | (U256::from(1u8) << 4), good.1.clone(), good.2.clone()), "UnknownSigner"),
-        ("signature over another message", quorum(&keys, &[0, 1, 3], b"another batch"), "InvalidSignature"),
+    let shifted = settleproof_consensus::Batch { from_block: batch.from_block + 1, to_block: batch.to_block + 1, ..batch };
+    let cases: Vec<(&str, settleproof_consensus::Batch, (U256, Bytes), &str)> = vec![
+        ("two signers", batch, quorum(&keys, &[0, 1], message.as_slice()), "InsufficientSigners"),
+        ("signer outside the set", batch, (good.0 | (U256::from(1u8) << 4), good.1.clone()), "UnknownSigner"),
+        ("signature over another message", batch, quorum(&keys, &[0, 1, 3], b"another batch"), "InvalidSignature"),
         (
             "bitmap claims a signer who did not sign",
-            (U256::from(0b1011u8), good.1.clone(), quorum(&keys, &[0, 1, 2], message.as_slice()).2),
+            batch,
+            (U256::from(0b1011u8), quorum(&keys, &[0, 1, 2], message.as_slice()).1),
             "InvalidSignature",
         ),
-        (
-            "key of another operator for a signer",
-            (good.0, quorum(&keys, &[0, 1, 2], message.as_slice()).1, good.2.clone()),
-            "WrongSignerKey",
-        ),
-        ("keys missing", (good.0, Bytes::from(good.1[..256].to_vec()), good.2.clone()), "InvalidSignerKeysLength"),
+        ("identity signature", batch, (good.0, Bytes::from(vec![0u8; 128])), "InvalidSignature"),
+        ("short signature", batch, (good.0, Bytes::from(good.1[..64].to_vec())), "InvalidSignatureLength"),
+        ("epoch never committed", settleproof_consensus::Batch { epoch: 1, ..batch }, good.clone(), "UnknownEpoch"),
+        ("blocks that are not the round's", shifted, good.clone(), "InvalidBlockRange"),
+        ("zero root", settleproof_consensus::Batch { root: B256::ZERO, ..batch }, good.clone(), "ZeroRoot"),
     ];
-    for (what, q, want) in cases {
-        let err = settle!(7, batch.root, q).call().await.expect_err(what);
+    for (what, b, q, want) in cases {
+        let err = settle!(b, q).call().await.expect_err(what);
         let got = revert(err);
         assert!(got.contains(want), "{what}: expected {want}, got {got}");
     }
 
-    let receipt = settle!(7, batch.root, good.clone()).send().await?.get_receipt().await?;
+    let receipt = settle!(batch, good.clone()).send().await?.get_receipt().await?;
     assert!(receipt.status());
-    assert_eq!(anyone.settledRoot(7).call().await?, batch.root);
-    let err = settle!(7, B256::repeat_byte(1), good.clone()).call().await.expect_err("same round");
-    assert!(revert(err).contains("RoundAlreadySettled"));
-    let other = Batch { round: 8, ..batch };
-    let err = settle!(8, batch.root, quorum(&keys, &[0, 1, 3], other.message(chain_id, d.settlement).as_slice()))
-        .call()
-        .await
-        .expect_err("same root");
-    assert!(revert(err).contains("RootAlreadySettled"));
+    assert_eq!(anyone.settledRoot(round).call().await?, batch.root);
+    let again = settleproof_consensus::Batch { root: B256::repeat_byte(1), ..batch };
+    let err = chain.settle(&again, &keys, &[0, 1, 2]).await.expect_err("same round");
+    assert!(err.contains("RoundAlreadySettled"), "{err}");
     Ok(())
 }
 
 #[tokio::test]
-async fn registration_requires_a_proof_of_possession() -> Result<()> {
+async fn staging_refuses_rogue_identity_and_duplicate_keys() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let anvil = Anvil::start(dir.path(), None).await?;
-    let deployer = provider(&anvil, &anvil.keys[0])?;
-    let keys = bls_keys(2);
-    let mut entries: Vec<OperatorEntry> = (0..2).map(|i| entry(&anvil.keys[2 + i], &keys[i])).collect();
-    // Operator 1 presents operator 0's proof: it does not prove possession of its own key.
-    entries[1].proof_of_possession = entries[0].proof_of_possession.clone();
-    let err = deploy_all(deployer.clone(), &entries, 2).await.expect_err("rogue key");
-    let text = match err {
-        settleproof_contracts::DeployError::Contract { source, .. } => revert(source),
-        other => other.to_string(),
+    let keys = bls_keys(2, 3);
+    let chain = sets::deploy(&anvil, &keys[..1], 1, PARAMS).await?;
+    // An outsider stages whatever it likes under its own account: each chunk is checked.
+    let outsider = Settlement::new(chain.d.settlement, provider(&anvil, &anvil.keys[1])?);
+    let good = entries(&keys);
+    let sol = |e: &settleproof_contracts::OperatorEntry| Settlement::OperatorRecord {
+        account: e.record.account,
+        peerId: e.record.peer_id.clone(),
+        blsPublicKey: Bytes::from(e.record.bls.to_eip2537().to_vec()),
+        proofOfPossession: e.proof_of_possession.clone(),
+        name: e.record.name.clone(),
+        p2pAddr: e.record.p2p_addr.clone(),
     };
-    assert!(text.contains("InvalidProofOfPossession"), "{text}");
-
-    // The identity (all-zero) key with the identity as its "proof" is refused: it would add
-    // nothing to an aggregate while counting as a signer.
-    entries[1].bls_public_key = Bytes::from(vec![0u8; 128]);
-    entries[1].proof_of_possession = Bytes::from(vec![0u8; 256]);
-    // A new provider: the failed deployment above left the old one's cached nonce ahead.
-    let deployer = provider(&anvil, &anvil.keys[0])?;
-    let err = deploy_all(deployer, &entries, 2).await.expect_err("identity key");
-    let text = match err {
-        settleproof_contracts::DeployError::Contract { source, .. } => revert(source),
-        other => other.to_string(),
-    };
-    assert!(text.contains("IdentityPublicKey"), "{text}");
+    let mut rogue = sol(&good[1]);
+    rogue.proofOfPossession = good[0].proof_of_possession.clone();
+    let mut missing = sol(&good[1]);
+    missing.proofOfPossession = Bytes::new();
+    let mut identity = sol(&good[1]);
+    identity.blsPublicKey = Bytes::from(vec![0u8; 256]);
+    identity.proofOfPossession = Bytes::from(vec![0u8; 128]);
+    let mut same_key = sol(&good[2]);
+    same_key.blsPublicKey = sol(&good[1]).blsPublicKey;
+    let mut same_account = sol(&good[2]);
+    same_account.account = good[1].record.account;
+    let mut zero_account = sol(&good[1]);
+    zero_account.account = Address::ZERO;
+    let cases: Vec<(&str, Vec<Settlement::OperatorRecord>, &str)> = vec![
+        ("another key's proof of possession", vec![rogue], "InvalidProofOfPossession"),
+        ("no proof of possession", vec![missing], "InvalidProofOfPossession"),
+        ("the identity key", vec![identity], "IdentityPublicKey"),
+        ("a key twice", vec![sol(&good[1]), same_key], "DuplicateOperator"),
+        ("an account twice", vec![sol(&good[1]), same_account], "DuplicateOperator"),
+        ("the zero account", vec![zero_account], "ZeroOperator"),
+        ("an empty chunk", vec![], "InvalidChunk"),
+    ];
+    for (what, records, want) in cases {
+        let err = outsider.stageOperators(B256::repeat_byte(0x51), records).call().await.expect_err(what);
+        let got = revert(err);
+        assert!(got.contains(want), "{what}: expected {want}, got {got}");
+    }
     Ok(())
 }
 
@@ -139,8 +128,8 @@ async fn registration_requires_a_proof_of_possession() -> Result<()> {
 async fn payments_go_straight_to_the_merchant() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let anvil = Anvil::start(dir.path(), None).await?;
-    let deployer = provider(&anvil, &anvil.keys[0])?;
-    let d = deploy_all(deployer, &[entry(&anvil.keys[2], &bls_keys(1)[0])], 1).await?;
+    let chain = sets::deploy(&anvil, &bls_keys(3, 1), 1, PARAMS).await?;
+    let d = chain.d;
     let payer = provider(&anvil, &anvil.keys[1])?;
     let payments = InvoicePayments::new(d.payments, &payer);
     let merchant = Address::repeat_byte(0x42);

@@ -10,6 +10,7 @@ mod keeper;
 pub use settleproof_tests::harness;
 mod lifecycle;
 mod operations;
+mod operator_sets;
 mod outsiders;
 mod settlement;
 mod tls;

@@ -104,27 +104,44 @@ async fn a_receipt_of_a_foreign_settlement_contract_is_rejected_when_the_merchan
     let forger = EthereumWallet::from(net.anvil.keys[3].clone());
     let chain = ProviderBuilder::new().wallet(forger).connect_http(net.anvil.url.parse()?);
     let key = settleproof_consensus::BlsSecretKey::from_ikm(&[42; 32])?;
+    let entry = settleproof_contracts::OperatorEntry {
+        record: settleproof_consensus::OperatorRecord {
+            name: "forger".into(),
+            account: net.anvil.keys[3].address(),
+            peer_id: Bytes::from(vec![7u8; 38]),
+            p2p_addr: "/ip4/127.0.0.1/tcp/1".into(),
+            bls: key.public_key(),
+        },
+        proof_of_possession: Bytes::from(key.prove_possession().to_eip2537().to_vec()),
+    };
+    let spec = settleproof_contracts::spec_of(0, 0, 1, std::slice::from_ref(&entry));
+    // The same schedule as the genuine contract, so the forged batch covers the same blocks.
     let foreign = Settlement::deploy(
         &chain,
-        vec![net.anvil.keys[3].address()],
-        vec![Bytes::from(key.public_key().to_eip2537().to_vec())],
-        vec![Bytes::from(key.prove_possession().to_eip2537().to_vec())],
-        alloy::primitives::U256::from(1),
+        spec.set_hash(),
+        net.devnet.deployment.start_block,
+        net.devnet.nodes[0].1.rounds.length_blocks,
+        100,
+        10,
     )
     .await?;
+    let forger_account = net.anvil.keys[3].address();
+    settleproof_contracts::stage_set(&foreign, forger_account, &spec, &[entry]).await?;
+    settleproof_contracts::commit_epoch(&foreign, forger_account, &spec, alloy::primitives::U256::ZERO, Bytes::new())
+        .await?;
     let b = genuine.batch;
     let message = b.message(genuine.chain_id, *foreign.address());
     let signature = Bytes::from(key.sign(message.as_slice()).to_eip2537().to_vec());
     let public = Bytes::from(key.public_key().to_eip2537().to_vec());
     foreign
         .settle(
+            b.epoch,
             b.round,
             b.from_block,
             b.to_block,
             b.root,
             b.leaf_count,
             alloy::primitives::U256::from(1),
-            public.clone(),
             signature.clone(),
         )
         .send()

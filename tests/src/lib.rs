@@ -5,4 +5,5 @@
 pub mod bench;
 pub mod harness;
 pub mod hostile;
+pub mod sets;
 pub mod tls;

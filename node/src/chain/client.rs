@@ -74,9 +74,10 @@ pub struct SettleCall {
     pub batch: Batch,
     /// Bit i set when operator i signed.
     pub signer_bitmap: U256,
-    /// The signers' EIP-2537 public keys, ascending by index.
+    /// The signers' EIP-2537 G2 public keys, ascending by index: not sent (the contract holds
+    /// the keys), kept for the receipts of the provisional record.
     pub signer_keys: Bytes,
-    /// The EIP-2537 aggregate signature.
+    /// The EIP-2537 G1 aggregate signature.
     pub signature: Bytes,
 }
 
@@ -204,6 +205,7 @@ impl ChainClient {
                 match Settlement::Settled::decode_raw_log(log.topics.iter().copied(), &log.data) {
                     Ok(e) => out.settlements.push(SettlementRecord {
                         round: e.round,
+                        epoch: e.epoch,
                         root: e.root,
                         signer_bitmap: e.signerBitmap,
                         tx_hash: log.tx_hash,
@@ -253,6 +255,7 @@ impl ChainClient {
             .filter_map(|l| Settlement::Settled::decode_raw_log(l.topics.iter().copied(), &l.data).ok())
             .filter(|e| e.signerBitmap.bit(index))
             .map(|e| Batch {
+                epoch: e.epoch,
                 round: e.round,
                 from_block: e.fromBlock,
                 to_block: e.toBlock,

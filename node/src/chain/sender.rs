@@ -184,13 +184,13 @@ impl SettlementSender {
         let provider = self.writer();
         let b = &call.batch;
         let data = Settlement::settleCall {
+            epoch: b.epoch,
             round: b.round,
             fromBlock: b.from_block,
             toBlock: b.to_block,
             root: b.root,
             leafCount: b.leaf_count,
             signerBitmap: call.signer_bitmap,
-            signerKeys: call.signer_keys.clone(),
             signature: call.signature.clone(),
         }
         .abi_encode();
@@ -203,11 +203,8 @@ impl SettlementSender {
             Err(e) => {
                 // The writer's word is one provider's: only the quorum decides that the round is
                 // settled (a lying writer must not make every keeper stand down).
-                if matches!(
-                    settlement_error(&e),
-                    Some(Settlement::SettlementErrors::RoundAlreadySettled(_))
-                        | Some(Settlement::SettlementErrors::RootAlreadySettled(_))
-                ) && !self.chain.settled_root(b.round).await?.is_zero()
+                if matches!(settlement_error(&e), Some(Settlement::SettlementErrors::RoundAlreadySettled(_)))
+                    && !self.chain.settled_root(b.round).await?.is_zero()
                 {
                     return Ok(SettleOutcome::SettledByOther);
                 }
@@ -295,6 +292,7 @@ impl SettlementSender {
                     info!(round = b.round, tx_hash = %tx_hash, gas_used = receipt.gas_used, attempt, "settlement mined");
                     return Ok(SettleOutcome::Settled(Box::new(SettlementRecord {
                         round: b.round,
+                        epoch: b.epoch,
                         root: b.root,
                         signer_bitmap: call.signer_bitmap,
                         tx_hash: receipt.transaction_hash,

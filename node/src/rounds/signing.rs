@@ -21,7 +21,7 @@ impl RoundDriver {
             let Some((from, to)) = self.schedule.range(round) else { break };
             let records = self.store.payments_in_range(from, to)?;
             let mut leaves: Vec<_> = records.iter().map(|r| r.leaf.clone()).collect();
-            if let Some(batch) = Batch::build(round, from, to, &mut leaves)
+            if let Some(batch) = Batch::build(self.set.epoch, round, from, to, &mut leaves)
                 && self.store.settlement(round)?.is_none()
                 && self.sign_and_publish(st, batch).await?
             {

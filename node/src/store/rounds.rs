@@ -7,7 +7,7 @@ use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 use settleproof_consensus::{Batch, SignDecision, decide_signing};
 
-/// The batch this node signed for a round, with its signature (compressed, 96 bytes).
+/// The batch this node signed for a round, with its signature (compressed, 48 bytes).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedBatch {
     /// The batch.
@@ -21,6 +21,9 @@ pub struct SignedBatch {
 pub struct SettlementRecord {
     /// Round.
     pub round: u64,
+    /// Epoch of the operator set that signed.
+    #[serde(default)]
+    pub epoch: u64,
     /// Settled Merkle root.
     pub root: B256,
     /// Signer bitmap recorded on chain.
@@ -32,7 +35,7 @@ pub struct SettlementRecord {
     /// Account that submitted it.
     #[serde(default)]
     pub submitter: alloy::primitives::Address,
-    /// The signers' EIP-2537 public keys as submitted (128 bytes each), for receipts.
+    /// The signers' EIP-2537 G2 public keys in the epoch (256 bytes each), for receipts.
     #[serde(default)]
     pub signer_keys: alloy::primitives::Bytes,
     /// The EIP-2537 aggregate signature as submitted, for receipts.
@@ -218,7 +221,7 @@ mod tests {
     use alloy::primitives::Bytes;
 
     fn batch(root: u8) -> Batch {
-        Batch { round: 4, from_block: 20, to_block: 24, root: B256::repeat_byte(root), leaf_count: 2 }
+        Batch { epoch: 0, round: 4, from_block: 20, to_block: 24, root: B256::repeat_byte(root), leaf_count: 2 }
     }
 
     #[test]

@@ -3,17 +3,22 @@
 //! `testnet/up.sh`) and by the end-to-end tests, so both run the same setup.
 
 use alloy::network::{EthereumWallet, TransactionBuilder};
-use alloy::primitives::{Bytes, U256};
+use alloy::primitives::U256;
 use alloy::providers::{Provider, ProviderBuilder};
 use alloy::rpc::types::TransactionRequest;
 use alloy::signers::local::PrivateKeySigner;
 use rand::RngCore;
 use serde_json::json;
 use settleproof_config::*;
-use settleproof_contracts::{DeployError, Deployment, OperatorEntry, deploy_all};
+use settleproof_contracts::{DeployError, Deployment, OperatorEntry, SettlementParams, deploy_all};
 use settleproof_node::keys::{KeyError, OperatorKeys};
 use settleproof_node::webhook::signature::generate_secret;
 use std::path::{Path, PathBuf};
+
+/// Rounds a superseded operator set may still settle after its successor starts.
+const GRACE_ROUNDS: u64 = 30;
+/// Rounds (beyond the confirmation depth) a set update must precede its first round.
+const LEAD_ROUNDS: u64 = 2;
 
 /// What to set up.
 #[derive(Debug, Clone)]
@@ -114,16 +119,19 @@ pub async fn init(spec: &DevnetSpec) -> Result<Devnet, DevnetError> {
     let chain_id = provider.get_chain_id().await.map_err(|e| DevnetError::Rpc(e.to_string()))?;
 
     let keys: Vec<OperatorKeys> = (0..spec.nodes).map(|_| OperatorKeys::random()).collect::<Result<_, _>>()?;
-    let entries: Vec<OperatorEntry> = keys
-        .iter()
-        .map(|k| OperatorEntry {
-            account: k.evm.address(),
-            bls_public_key: Bytes::from(k.bls.public_key().to_eip2537().to_vec()),
-            proof_of_possession: Bytes::from(k.bls.prove_possession().to_eip2537().to_vec()),
-        })
-        .collect();
+    let name = |i: usize| format!("node-{i}");
+    let p2p_addr = |i: usize| format!("/ip4/127.0.0.1/tcp/{}", spec.p2p_ports[i]);
+    let entries: Vec<OperatorEntry> = keys.iter().enumerate().map(|(i, k)| k.entry(&name(i), &p2p_addr(i))).collect();
     let threshold = spec.nodes * 2 / 3 + 1;
-    let deployment = deploy_all(provider.clone(), &entries, threshold as u64).await.map_err(Box::new)?;
+    let params = SettlementParams {
+        round_blocks: spec.round_length,
+        grace_blocks: GRACE_ROUNDS * spec.round_length,
+        lead_blocks: spec.confirmations + LEAD_ROUNDS * spec.round_length,
+    };
+    let deployer = spec.deployer.address();
+    // At most 64 nodes (checked above), so the threshold fits a u16.
+    let deployment =
+        deploy_all(provider.clone(), deployer, &entries, threshold as u16, params).await.map_err(Box::new)?;
     for k in &keys {
         let tx = TransactionRequest::default().with_to(k.evm.address()).with_value(U256::from(10u128 * 10u128.pow(18)));
         provider
@@ -152,9 +160,9 @@ pub async fn init(spec: &DevnetSpec) -> Result<Devnet, DevnetError> {
         .map(|(i, k)| {
             let p = k.public();
             OperatorConfig {
-                name: format!("node-{i}"),
+                name: name(i),
                 peer_id: p.peer_id,
-                p2p_addr: format!("/ip4/127.0.0.1/tcp/{}", spec.p2p_ports[i]),
+                p2p_addr: p2p_addr(i),
                 bls_public_key: p.bls_public_key,
                 evm_address: p.evm_address,
             }

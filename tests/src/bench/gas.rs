@@ -1,6 +1,7 @@
 //! Gas: `settle` per settled invoice at growing batch sizes against one settlement per invoice
-//! (the naive design), the on-chain aggregate check for 4, 16 and 64 operators, and the payment
-//! itself, on anvil with Prague rules. Gas is deterministic: one run per case.
+//! (the naive design); `settle` and the set's registration for 4, 16, 64 and 128 operators,
+//! beside the previous design and an ECDSA multisig measured in the same run; and the payment
+//! itself, on anvil. Gas is deterministic: one run per case.
 
 use crate::harness::Anvil;
 use alloy::network::{EthereumWallet, TransactionBuilder};
@@ -10,8 +11,12 @@ use alloy::rpc::types::TransactionRequest;
 use alloy::signers::local::PrivateKeySigner;
 use eyre::{Result, eyre};
 use serde::Serialize;
-use settleproof_consensus::{Batch, BlsSecretKey, BlsSignature, merkle};
-use settleproof_contracts::{Deployment, InvoicePayments, OperatorEntry, Settlement, TestToken, deploy_all};
+use alloy::signers::SignerSync;
+use settleproof_consensus::{Batch, BlsSecretKey, BlsSignature, OperatorRecord, merkle};
+use settleproof_contracts::{
+    Deployment, EcdsaMultisigBaseline, InvoicePayments, OperatorEntry, Settlement, SettlementParams, TestToken,
+    deploy_all,
+};
 
 /// `settle` gas at one batch size.
 #[derive(Debug, Clone, Serialize)]
@@ -26,20 +31,36 @@ pub struct BatchGas {
     pub naive_ratio: f64,
 }
 
-/// The aggregate check for one operator set.
+/// The aggregate check and the set's registration for one operator set.
 #[derive(Debug, Clone, Serialize)]
 pub struct OperatorGas {
     /// Operators.
     pub operators: usize,
     /// Signers (2n/3+1).
     pub signers: usize,
-    /// `settle` gas of a 1-leaf batch.
+    /// `settle` gas of a 1-leaf batch (a whole transaction's `gasUsed`).
     pub settle_gas: u64,
     /// Calldata bytes of that call.
     pub calldata_bytes: usize,
-    /// Gas of deploying `Settlement` with the set (checks every proof of possession).
-    pub deploy_gas: u64,
+    /// Gas of registering the set: the `Settlement` deployment, every `stageOperators` (each
+    /// checks its operators' proofs of possession) and `commitEpoch`.
+    pub registration_gas: u64,
+    /// Transactions of that registration.
+    pub registration_txs: usize,
+    /// The largest of them.
+    pub largest_tx_gas: u64,
+    /// `settle` of the design before epochs (keys in calldata, checked one slot each, hash to G2
+    /// in Solidity, four slots written), measured by this benchmark before the change; `None`
+    /// where that design could not register the set.
+    pub previous_design_gas: Option<u64>,
+    /// `settle` of `EcdsaMultisigBaseline` (Hyperlane-style multisig) with the same signers,
+    /// measured in this run.
+    pub ecdsa_multisig_gas: u64,
 }
+
+/// `settle` gas of the previous design (commit 322e856, same benchmark, anvil 1.7.1): 64
+/// operators took 26.3M gas to register and 128 did not fit a block.
+const PREVIOUS_DESIGN: [(usize, u64); 3] = [(4, 337_426), (16, 389_720), (64, 600_059)];
 
 /// Everything measured.
 #[derive(Debug, Clone, Serialize)]
@@ -59,48 +80,71 @@ pub struct GasResult {
 }
 
 fn keys(n: usize) -> Result<Vec<BlsSecretKey>> {
-    (0..n).map(|i| BlsSecretKey::from_ikm(&[(i + 1) as u8; 32]).map_err(|e| eyre!("{e}"))).collect()
+    (0..n).map(|i| BlsSecretKey::from_ikm(&[i as u8, (i >> 8) as u8 + 1].repeat(16)).map_err(|e| eyre!("{e}"))).collect()
 }
 
-async fn deploy(p: &DynProvider, keys: &[BlsSecretKey]) -> Result<(Deployment, u64)> {
+/// Blocks per round in the benchmark: every mined transaction closes a round.
+const PARAMS: SettlementParams = SettlementParams { round_blocks: 1, grace_blocks: 100, lead_blocks: 2 };
+
+/// Deploys with `keys` as epoch 0; returns the deployment, the registration's gas, its
+/// transaction count and the largest transaction's gas.
+async fn deploy(p: &DynProvider, deployer: Address, keys: &[BlsSecretKey]) -> Result<(Deployment, u64, usize, u64)> {
     let entries: Vec<OperatorEntry> = keys
         .iter()
-        .map(|k| OperatorEntry {
-            account: PrivateKeySigner::random().address(),
-            bls_public_key: Bytes::from(k.public_key().to_eip2537().to_vec()),
+        .enumerate()
+        .map(|(i, k)| OperatorEntry {
+            record: OperatorRecord {
+                name: format!("op-{i}"),
+                account: PrivateKeySigner::random().address(),
+                peer_id: Bytes::from(keccak256(i.to_be_bytes()).to_vec()),
+                p2p_addr: format!("/ip4/127.0.0.1/tcp/{}", 20_000 + i),
+                bls: k.public_key(),
+            },
             proof_of_possession: Bytes::from(k.prove_possession().to_eip2537().to_vec()),
         })
         .collect();
     let before = p.get_block_number().await?;
-    let d = deploy_all(p.clone(), &entries, (keys.len() * 2 / 3 + 1) as u64).await?;
-    let mut gas = 0;
+    let threshold = u16::try_from(keys.len() * 2 / 3 + 1)?;
+    let d = deploy_all(p.clone(), deployer, &entries, threshold, PARAMS).await?;
+    let (mut gas, mut txs, mut largest) = (0, 0, 0);
     for b in before + 1..=p.get_block_number().await? {
         for r in p.get_block_receipts(b.into()).await?.unwrap_or_default() {
-            if r.contract_address == Some(d.settlement) {
-                gas = r.gas_used;
+            if r.contract_address == Some(d.settlement) || r.to == Some(d.settlement) {
+                gas += r.gas_used;
+                txs += 1;
+                largest = largest.max(r.gas_used);
             }
         }
     }
-    Ok((d, gas))
+    Ok((d, gas, txs, largest))
 }
 
-/// Sends `settle` for `batch` signed by the first 2n/3+1 of `keys`; returns (gas, calldata bytes).
-async fn settle(p: &DynProvider, d: &Deployment, keys: &[BlsSecretKey], batch: Batch) -> Result<(u64, usize)> {
+/// The latest round whose block has been mined (round length 1).
+async fn closed_round(p: &DynProvider, d: &Deployment) -> Result<u64> {
+    let head = p.get_block_number().await?;
+    head.checked_sub(d.start_block + 1).ok_or_else(|| eyre!("no round has closed yet"))
+}
+
+/// Sends `settle` for a closed round with `root`, signed by the first 2n/3+1 of `keys`;
+/// returns (gas, calldata bytes).
+async fn settle(p: &DynProvider, d: &Deployment, keys: &[BlsSecretKey], root: B256, size: u32) -> Result<(u64, usize)> {
+    let round = closed_round(p, d).await?;
+    let from = d.start_block + round;
+    let batch = Batch { epoch: 0, round, from_block: from, to_block: from, root, leaf_count: size };
     let chain_id = p.get_chain_id().await?;
     let message = batch.message(chain_id, d.settlement);
     let signers: Vec<usize> = (0..keys.len() * 2 / 3 + 1).collect();
     let bitmap = signers.iter().fold(U256::ZERO, |a, i| a | (U256::from(1u8) << *i));
-    let pks: Vec<u8> = signers.iter().flat_map(|i| keys[*i].public_key().to_eip2537()).collect();
     let sig = BlsSignature::aggregate(&signers.iter().map(|i| keys[*i].sign(message.as_slice())).collect::<Vec<_>>())?;
     let s = Settlement::new(d.settlement, p);
     let call = s.settle(
+        batch.epoch,
         batch.round,
         batch.from_block,
         batch.to_block,
         batch.root,
         batch.leaf_count,
         bitmap,
-        Bytes::from(pks),
         Bytes::from(sig.to_eip2537().to_vec()),
     );
     let calldata = call.calldata().len();
@@ -110,6 +154,25 @@ async fn settle(p: &DynProvider, d: &Deployment, keys: &[BlsSecretKey], batch: B
         return Err(eyre!("settle reverted (round {})", batch.round));
     }
     Ok((r.gas_used, calldata))
+}
+
+/// `settle` gas of the ECDSA multisig baseline with `n` validators and 2n/3+1 signatures.
+async fn ecdsa_settle(p: &DynProvider, n: usize) -> Result<u64> {
+    let validators: Vec<PrivateKeySigner> = (0..n).map(|_| PrivateKeySigner::random()).collect();
+    let signers = n * 2 / 3 + 1;
+    let m = EcdsaMultisigBaseline::deploy(p, validators.iter().map(|v| v.address()).collect(), U256::from(signers))
+        .await?;
+    let (round, root) = (1u64, B256::repeat_byte(7));
+    let digest = m.digest(round, root).call().await?;
+    let mut sigs = Vec::with_capacity(signers * 65);
+    for v in &validators[..signers] {
+        sigs.extend_from_slice(&v.sign_hash_sync(&digest)?.as_bytes());
+    }
+    let r = m.settle(round, root, Bytes::from(sigs)).send().await?.get_receipt().await?;
+    if !r.status() {
+        return Err(eyre!("baseline settle reverted"));
+    }
+    Ok(r.gas_used)
 }
 
 async fn gas_of(p: &DynProvider, tx: TransactionRequest) -> Result<u64> {
@@ -127,8 +190,9 @@ pub async fn run(dir: &std::path::Path, batch_sizes: &[u32]) -> Result<GasResult
         .wallet(EthereumWallet::from(anvil.keys[0].clone()))
         .connect_http(anvil.url.parse()?)
         .erased();
+    let deployer = anvil.keys[0].address();
     let four = keys(4)?;
-    let (d, _) = deploy(&p, &four).await?;
+    let (d, ..) = deploy(&p, deployer, &four).await?;
 
     let merchant = Address::repeat_byte(0x42);
     let payments = InvoicePayments::new(d.payments, &p);
@@ -152,9 +216,7 @@ pub async fn run(dir: &std::path::Path, batch_sizes: &[u32]) -> Result<GasResult
         let leaves: Vec<B256> =
             (0..u64::from(size)).map(|i| keccak256([(round as u64).to_be_bytes(), i.to_be_bytes()].concat())).collect();
         let root = merkle::root(&leaves).ok_or_else(|| eyre!("empty batch"))?;
-        let round = round as u64 + 1;
-        let batch = Batch { round, from_block: round * 10, to_block: round * 10 + 9, root, leaf_count: size };
-        let (gas, _) = settle(&p, &d, &four, batch).await?;
+        let (gas, _) = settle(&p, &d, &four, root, size).await?;
         let per_invoice = gas as f64 / f64::from(size);
         let one = *naive.get_or_insert(gas as f64);
         batches.push(BatchGas { batch_size: size, settle_gas: gas, per_invoice, naive_ratio: one / per_invoice });
@@ -162,13 +224,26 @@ pub async fn run(dir: &std::path::Path, batch_sizes: &[u32]) -> Result<GasResult
     }
 
     let mut operators = Vec::new();
-    for n in [4usize, 16, 64] {
+    for n in [4usize, 16, 64, 128] {
         let ks = keys(n)?;
-        let (d, deploy_gas) = deploy(&p, &ks).await?;
-        let batch = Batch { round: 1, from_block: 1, to_block: 5, root: B256::repeat_byte(7), leaf_count: 1 };
-        let (settle_gas, calldata_bytes) = settle(&p, &d, &ks, batch).await?;
-        operators.push(OperatorGas { operators: n, signers: n * 2 / 3 + 1, settle_gas, calldata_bytes, deploy_gas });
-        eprintln!("  gas: {n} operators: settle {settle_gas} gas, deploy {deploy_gas} gas");
+        let (d, registration_gas, registration_txs, largest_tx_gas) = deploy(&p, deployer, &ks).await?;
+        let (settle_gas, calldata_bytes) = settle(&p, &d, &ks, B256::repeat_byte(7), 1).await?;
+        let ecdsa_multisig_gas = ecdsa_settle(&p, n).await?;
+        let previous_design_gas = PREVIOUS_DESIGN.iter().find(|(k, _)| *k == n).map(|(_, g)| *g);
+        operators.push(OperatorGas {
+            operators: n,
+            signers: n * 2 / 3 + 1,
+            settle_gas,
+            calldata_bytes,
+            registration_gas,
+            registration_txs,
+            largest_tx_gas,
+            previous_design_gas,
+            ecdsa_multisig_gas,
+        });
+        eprintln!(
+            "  gas: {n} operators: settle {settle_gas} (ECDSA multisig {ecdsa_multisig_gas}), registration {registration_gas} in {registration_txs} txs"
+        );
     }
     Ok(GasResult { pay_native_gas, pay_token_gas, approve_gas, block_gas_limit, batches, operators })
 }
