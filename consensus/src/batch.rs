@@ -87,13 +87,7 @@ pub struct Batch {
 impl Batch {
     /// Builds the batch of a round, signed by the set of `epoch`, from its payments (any order;
     /// they are sorted here). Returns `None` when the round has no payments: nothing to settle.
-    pub fn build(
-        epoch: u64,
-        round: u64,
-        from_block: u64,
-        to_block: u64,
-        payments: &mut [PaymentLeaf],
-    ) -> Option<Self> {
+    pub fn build(epoch: u64, round: u64, from_block: u64, to_block: u64, payments: &mut [PaymentLeaf]) -> Option<Self> {
         payments.sort_by_key(PaymentLeaf::order_key);
         let leaves: Vec<B256> = payments.iter().map(PaymentLeaf::hash).collect();
         let root = merkle::root(&leaves)?;

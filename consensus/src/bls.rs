@@ -1,7 +1,7 @@
 //! All BLS12-381 operations of settleproof, wrapping `blst` in its min-sig form: signatures in
 //! G1 (48 bytes compressed), public keys in G2 (96 bytes compressed), proof-of-possession
 //! ciphersuite. No other module calls `blst` directly. Min-sig makes the on-chain check cheaper
-//! (hash to G1, 128-byte signatures); docs/adr/0004-min-sig-bls-settlement.md has the figures.
+//! (hash to G1, 128-byte signatures); docs/adr/0002-min-sig-bls-settlement.md has the figures.
 
 use blst::BLST_ERROR;
 use blst::min_sig::{AggregateSignature, PublicKey, SecretKey, Signature};

@@ -160,7 +160,8 @@ impl OperatorSetSpec {
     pub fn set_hash(&self) -> B256 {
         let count = u16::try_from(self.operators.len()).unwrap_or(u16::MAX);
         keccak256(
-            (keccak256(SET_TYPE), self.epoch, self.start_round, self.threshold, count, self.records_hash()).abi_encode(),
+            (keccak256(SET_TYPE), self.epoch, self.start_round, self.threshold, count, self.records_hash())
+                .abi_encode(),
         )
     }
 
@@ -256,7 +257,11 @@ mod tests {
             (SetChange::Threshold { threshold: 5 }, 10, SetError::Threshold { threshold: 5, operators: 4 }),
             (SetChange::Threshold { threshold: 0 }, 10, SetError::Threshold { threshold: 0, operators: 4 }),
             (SetChange::Threshold { threshold: 2 }, 0, SetError::StartRound(0)),
-            (SetChange::Rotate { name: "op-1".into(), bls: None, account: None }, 10, SetError::EmptyRotation("op-1".into())),
+            (
+                SetChange::Rotate { name: "op-1".into(), bls: None, account: None },
+                10,
+                SetError::EmptyRotation("op-1".into()),
+            ),
         ];
         for (change, start, want) in cases {
             assert_eq!(s.apply(&change, start), Err(want), "{change:?}");

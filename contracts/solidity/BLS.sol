@@ -4,7 +4,7 @@ pragma solidity 0.8.37;
 /// @title BLS12-381 signature verification with the EIP-2537 precompiles, min-sig form
 /// @notice As blst's `min_sig`: signatures in G1, public keys in G2, so a verification hashes
 ///         to G1 (two MAP_FP_TO_G1, about a quarter of hashing to G2) and signatures travel in
-///         128 bytes of calldata. See docs/adr/0004-min-sig-bls-settlement.md for the measurement.
+///         128 bytes of calldata. See docs/adr/0002-min-sig-bls-settlement.md for the measurement.
 /// Points use the EIP-2537 encoding: every base-field element as 64 bytes (16 zero bytes, then
 /// 48 big-endian bytes); G1 = x ‖ y (128 bytes); G2 = x.c0 ‖ x.c1 ‖ y.c0 ‖ y.c1 (256 bytes).
 /// Hashing follows RFC 9380 (BLS12381G1_XMD:SHA-256_SSWU_RO_) and equals blst's `hash_to_g1`:

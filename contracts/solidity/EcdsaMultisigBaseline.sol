@@ -24,7 +24,8 @@ contract EcdsaMultisigBaseline {
     /// @notice Fewer valid signatures than `threshold`, in validator order.
     error InsufficientSignatures(uint256 valid, uint256 threshold);
 
-    /// @param validators Validator addresses, in the order signatures must follow.
+    /// @param validators Validator addresses, in the order signatures must follow (stored as
+    ///        `abi.encodePacked` lays out an array: one 32-byte word each).
     constructor(address[] memory validators, uint256 threshold_) {
         _validators = Blob.write(abi.encodePacked(validators));
         _count = validators.length;
@@ -41,7 +42,7 @@ contract EcdsaMultisigBaseline {
     function settle(uint64 round, bytes32 root, bytes calldata signatures) external {
         if (settledRoot[round] != bytes32(0)) revert RoundAlreadySettled(round);
         bytes32 d = digest(round, root);
-        bytes memory validators = Blob.read(_validators, 0, _count * 20);
+        bytes memory validators = Blob.read(_validators, 0, _count * 32);
         uint256 k = signatures.length / 65;
         uint256 v = 0;
         uint256 valid = 0;
@@ -62,7 +63,7 @@ contract EcdsaMultisigBaseline {
 
     function _at(bytes memory packed, uint256 i) private pure returns (address a) {
         assembly ("memory-safe") {
-            a := shr(96, mload(add(add(packed, 0x20), mul(i, 20))))
+            a := mload(add(add(packed, 0x20), mul(i, 32)))
         }
     }
 }

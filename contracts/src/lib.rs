@@ -11,6 +11,8 @@
 //!   does), for tests of settlements that reach the chain wrapped.
 //! - [`EcdsaMultisigBaseline`]: an m-of-n ECDSA multisig settlement, only as the gas benchmark's
 //!   point of comparison.
+//! - [`HashToCurveBench`]: hashing to G1 (min-sig) and to G2 (min-pk) side by side, only for the
+//!   gas benchmark.
 
 mod deploy;
 
@@ -50,6 +52,12 @@ mod bindings {
         EcdsaMultisigBaseline,
         "artifacts/EcdsaMultisigBaseline.json"
     );
+    alloy::sol!(
+        #[sol(rpc)]
+        #[derive(Debug, PartialEq, Eq)]
+        HashToCurveBench,
+        "artifacts/HashToCurveBench.json"
+    );
     alloy::sol! {
         /// The part of ERC-20 that payment instructions and tests use.
         #[sol(rpc)]
@@ -60,4 +68,4 @@ mod bindings {
     }
 }
 
-pub use bindings::{EcdsaMultisigBaseline, IERC20, InvoicePayments, Relay, Settlement, TestToken};
+pub use bindings::{EcdsaMultisigBaseline, HashToCurveBench, IERC20, InvoicePayments, Relay, Settlement, TestToken};

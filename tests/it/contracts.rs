@@ -45,7 +45,8 @@ async fn settlement_verifies_the_aggregate_and_records_each_round_once() -> Resu
         }};
     }
     let good = quorum(&keys, &[0, 1, 3], message.as_slice());
-    let shifted = settleproof_consensus::Batch { from_block: batch.from_block + 1, to_block: batch.to_block + 1, ..batch };
+    let shifted =
+        settleproof_consensus::Batch { from_block: batch.from_block + 1, to_block: batch.to_block + 1, ..batch };
     let cases: Vec<(&str, settleproof_consensus::Batch, (U256, Bytes), &str)> = vec![
         ("two signers", batch, quorum(&keys, &[0, 1], message.as_slice()), "InsufficientSigners"),
         ("signer outside the set", batch, (good.0 | (U256::from(1u8) << 4), good.1.clone()), "UnknownSigner"),

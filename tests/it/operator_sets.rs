@@ -27,7 +27,8 @@ async fn an_update_needs_a_threshold_of_the_current_set_and_applies_once() -> Re
     new_keys[0] = bls_keys(11, 1).remove(0);
     new_keys.push(bls_keys(12, 1).remove(0));
     let start = chain.current_round().await? + 6;
-    let rotated = current.apply(&SetChange::Rotate { name: "op-0".into(), bls: Some(new_keys[0].public_key()), account: None }, start)?;
+    let rotated = current
+        .apply(&SetChange::Rotate { name: "op-0".into(), bls: Some(new_keys[0].public_key()), account: None }, start)?;
     let mut next_entries = entries(&new_keys);
     next_entries[4] = entry("op-4", &new_keys[4]);
     let next = rotated.apply(&SetChange::Add { operator: next_entries[4].record.clone() }, start + 1)?;
@@ -35,7 +36,8 @@ async fn an_update_needs_a_threshold_of_the_current_set_and_applies_once() -> Re
     stage_set(&chain.settlement(), chain.deployer, &next, &next_entries).await?;
     let message = chain.update_message(&next);
 
-    let cases: Vec<(&str, &[settleproof_consensus::BlsSecretKey], &[usize], B256, &str)> = vec![
+    type Case<'a> = (&'a str, &'a [settleproof_consensus::BlsSecretKey], &'a [usize], B256, &'a str);
+    let cases: Vec<Case> = vec![
         ("too few of the old set", &old, &[0, 1], message, "InsufficientSigners"),
         ("the new set instead of the old", &new_keys, &[0, 1, 2], message, "InvalidSignature"),
         ("the old set over another set", &old, &[0, 1, 2], B256::repeat_byte(3), "InvalidSignature"),
@@ -86,30 +88,39 @@ async fn the_old_set_settles_until_its_grace_ends_and_its_receipts_stay_checkabl
     new_keys[3] = bls_keys(21, 1).remove(0);
     let start = chain.current_round().await? + 4;
     let current = spec_of(0, 0, 3, &entries(&old));
-    let next = current.apply(&SetChange::Rotate { name: "op-3".into(), bls: Some(new_keys[3].public_key()), account: None }, start)?;
+    let next = current
+        .apply(&SetChange::Rotate { name: "op-3".into(), bls: Some(new_keys[3].public_key()), account: None }, start)?;
     stage_set(&chain.settlement(), chain.deployer, &next, &entries(&new_keys)).await?;
     chain.commit(&next, &old, &[0, 1, 2], chain.update_message(&next)).await.map_err(|e| eyre::eyre!(e))?;
 
     // Before the boundary: the old set settles, the new one cannot yet.
     let r1 = chain.current_round().await?;
     chain.close(r1).await?;
-    let err = chain.settle(&chain.batch(1, r1, B256::repeat_byte(0xa1)), &new_keys, &[0, 1, 3]).await.expect_err("early");
+    let err =
+        chain.settle(&chain.batch(1, r1, B256::repeat_byte(0xa1)), &new_keys, &[0, 1, 3]).await.expect_err("early");
     assert!(err.contains("RoundNotInEpoch"), "{err}");
     chain.settle(&chain.batch(0, r1, B256::repeat_byte(0xa1)), &old, &[1, 2, 3]).await.map_err(|e| eyre::eyre!(e))?;
 
     // After the boundary: the new set settles its rounds, the old one only the rounds before
     // the boundary, and only during the grace period.
     chain.close(start).await?;
-    let err = chain.settle(&chain.batch(0, start, B256::repeat_byte(0xa2)), &old, &[0, 1, 2]).await.expect_err("old set, new round");
+    let err = chain
+        .settle(&chain.batch(0, start, B256::repeat_byte(0xa2)), &old, &[0, 1, 2])
+        .await
+        .expect_err("old set, new round");
     assert!(err.contains("RoundNotInEpoch"), "{err}");
-    chain.settle(&chain.batch(1, start, B256::repeat_byte(0xa2)), &new_keys, &[0, 1, 3]).await.map_err(|e| eyre::eyre!(e))?;
+    chain
+        .settle(&chain.batch(1, start, B256::repeat_byte(0xa2)), &new_keys, &[0, 1, 3])
+        .await
+        .map_err(|e| eyre::eyre!(e))?;
     let late = start - 1;
     let s = chain.settlement();
     let expiry = s.expiresAt(start).call().await?;
     let head = chain.p.get_block_number().await?;
     assert!(U256::from(head) < expiry, "still inside the grace period");
     chain.mine(expiry.to::<u64>() - head).await?;
-    let err = chain.settle(&chain.batch(0, late, B256::repeat_byte(0xa3)), &old, &[0, 1, 2]).await.expect_err("past grace");
+    let err =
+        chain.settle(&chain.batch(0, late, B256::repeat_byte(0xa3)), &old, &[0, 1, 2]).await.expect_err("past grace");
     assert!(err.contains("EpochExpired"), "{err}");
 
     // The receipt of round r0 (epoch 0) still checks: on chain, the root is recorded and the
@@ -121,7 +132,12 @@ async fn the_old_set_settles_until_its_grace_ends_and_its_receipts_stay_checkabl
     }
     let logs = chain
         .p
-        .get_logs(&alloy::rpc::types::Filter::new().address(chain.d.settlement).event_signature(settleproof_contracts::Settlement::Settled::SIGNATURE_HASH).from_block(0))
+        .get_logs(
+            &alloy::rpc::types::Filter::new()
+                .address(chain.d.settlement)
+                .event_signature(settleproof_contracts::Settlement::Settled::SIGNATURE_HASH)
+                .from_block(0),
+        )
         .await?;
     let settled = logs
         .iter()

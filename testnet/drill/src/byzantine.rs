@@ -72,13 +72,22 @@ async fn behave(
     while Instant::now() < until {
         for root in [0xe1u8, 0xe2] {
             let round = next + 2 + pairs as u64 % 16;
-            bad.attest(Batch { epoch: 0, round, from_block: 1, to_block: 2, root: B256::repeat_byte(root), leaf_count: 1 }).await;
+            bad.attest(Batch {
+                epoch: 0,
+                round,
+                from_block: 1,
+                to_block: 2,
+                root: B256::repeat_byte(root),
+                leaf_count: 1,
+            })
+            .await;
         }
         pairs += 1;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tl.note(format!("equivocated {pairs} times (two batches per round)"));
-    let batch = Batch { epoch: 0, round: next + 3, from_block: 1, to_block: 2, root: B256::repeat_byte(0xe3), leaf_count: 1 };
+    let batch =
+        Batch { epoch: 0, round: next + 3, from_block: 1, to_block: 2, root: B256::repeat_byte(0xe3), leaf_count: 1 };
     let sent = bad.flood(batch, 2000).await;
     tl.note(format!("flooded {sent} re-sends of one valid attestation"));
     match relay_a_settlement(ctl, payer, step.max(Duration::from_secs(8))).await {

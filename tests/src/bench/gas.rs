@@ -8,14 +8,14 @@ use alloy::network::{EthereumWallet, TransactionBuilder};
 use alloy::primitives::{Address, B256, Bytes, U256, keccak256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::rpc::types::TransactionRequest;
+use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
 use eyre::{Result, eyre};
 use serde::Serialize;
-use alloy::signers::SignerSync;
 use settleproof_consensus::{Batch, BlsSecretKey, BlsSignature, OperatorRecord, merkle};
 use settleproof_contracts::{
-    Deployment, EcdsaMultisigBaseline, InvoicePayments, OperatorEntry, Settlement, SettlementParams, TestToken,
-    deploy_all,
+    Deployment, EcdsaMultisigBaseline, HashToCurveBench, InvoicePayments, OperatorEntry, Settlement, SettlementParams,
+    TestToken, deploy_all,
 };
 
 /// `settle` gas at one batch size.
@@ -77,10 +77,36 @@ pub struct GasResult {
     pub batches: Vec<BatchGas>,
     /// By operator set.
     pub operators: Vec<OperatorGas>,
+    /// Hashing a 32-byte batch message, gas beyond the call itself.
+    pub hash_to_curve: HashGas,
+}
+
+/// Hash-to-curve of one batch message, min-sig against min-pk.
+#[derive(Debug, Clone, Serialize)]
+pub struct HashGas {
+    /// To G1 (min-sig, this design, in assembly).
+    pub to_g1: u64,
+    /// To G2 (min-pk, the previous design's Solidity).
+    pub to_g2: u64,
+}
+
+async fn hash_gas(p: &DynProvider) -> Result<HashGas> {
+    let h = HashToCurveBench::deploy(p).await?;
+    let message = Bytes::from(vec![0x5a; 32]);
+    let estimate = |data: Bytes| {
+        let tx = TransactionRequest::default().with_to(*h.address()).with_input(data);
+        async move { p.estimate_gas(tx).await }
+    };
+    let base = estimate(h.noop(message.clone()).calldata().clone()).await?;
+    let to_g1 = estimate(h.toG1(message.clone()).calldata().clone()).await?.saturating_sub(base);
+    let to_g2 = estimate(h.toG2(message).calldata().clone()).await?.saturating_sub(base);
+    Ok(HashGas { to_g1, to_g2 })
 }
 
 fn keys(n: usize) -> Result<Vec<BlsSecretKey>> {
-    (0..n).map(|i| BlsSecretKey::from_ikm(&[i as u8, (i >> 8) as u8 + 1].repeat(16)).map_err(|e| eyre!("{e}"))).collect()
+    (0..n)
+        .map(|i| BlsSecretKey::from_ikm(&[i as u8, (i >> 8) as u8 + 1].repeat(16)).map_err(|e| eyre!("{e}")))
+        .collect()
 }
 
 /// Blocks per round in the benchmark: every mined transaction closes a round.
@@ -160,13 +186,18 @@ async fn settle(p: &DynProvider, d: &Deployment, keys: &[BlsSecretKey], root: B2
 async fn ecdsa_settle(p: &DynProvider, n: usize) -> Result<u64> {
     let validators: Vec<PrivateKeySigner> = (0..n).map(|_| PrivateKeySigner::random()).collect();
     let signers = n * 2 / 3 + 1;
-    let m = EcdsaMultisigBaseline::deploy(p, validators.iter().map(|v| v.address()).collect(), U256::from(signers))
-        .await?;
+    let m =
+        EcdsaMultisigBaseline::deploy(p, validators.iter().map(|v| v.address()).collect(), U256::from(signers)).await?;
     let (round, root) = (1u64, B256::repeat_byte(7));
     let digest = m.digest(round, root).call().await?;
     let mut sigs = Vec::with_capacity(signers * 65);
     for v in &validators[..signers] {
-        sigs.extend_from_slice(&v.sign_hash_sync(&digest)?.as_bytes());
+        let mut rsv = v.sign_hash_sync(&digest)?.as_bytes();
+        // ecrecover takes v as 27 or 28.
+        if rsv[64] < 27 {
+            rsv[64] += 27;
+        }
+        sigs.extend_from_slice(&rsv);
     }
     let r = m.settle(round, root, Bytes::from(sigs)).send().await?.get_receipt().await?;
     if !r.status() {
@@ -245,5 +276,7 @@ pub async fn run(dir: &std::path::Path, batch_sizes: &[u32]) -> Result<GasResult
             "  gas: {n} operators: settle {settle_gas} (ECDSA multisig {ecdsa_multisig_gas}), registration {registration_gas} in {registration_txs} txs"
         );
     }
-    Ok(GasResult { pay_native_gas, pay_token_gas, approve_gas, block_gas_limit, batches, operators })
+    let hash_to_curve = hash_gas(&p).await?;
+    eprintln!("  gas: hash to G1 {}, to G2 {}", hash_to_curve.to_g1, hash_to_curve.to_g2);
+    Ok(GasResult { pay_native_gas, pay_token_gas, approve_gas, block_gas_limit, batches, operators, hash_to_curve })
 }

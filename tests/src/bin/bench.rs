@@ -61,13 +61,17 @@ async fn main() -> Result<()> {
 
     eprintln!("testnet: 4 nodes, 3 providers each, 1 s blocks, 2 confirmations, rounds of 1 block ...");
     let (confirmations, round_length) = (setup::CONFIRMATIONS, setup::ROUND_LENGTH);
-    let mut net = Testnet::start_with(setup::options()).await?;
+    let mut net = if ["latency", "throughput", "api", "footprint"].iter().any(|b| run(b)) {
+        Some(Testnet::start_with(setup::options()).await?)
+    } else {
+        None
+    };
 
     eprintln!("latency ...");
     let count = if quick { 10 } else { 40 };
-    let latency = if run("latency") {
+    let latency = if let (true, Some(net)) = (run("latency"), &net) {
         Some(
-            latency::run(&net, count, Duration::from_millis(1300), confirmations, round_length)
+            latency::run(net, count, Duration::from_millis(1300), confirmations, round_length)
                 .await
                 .wrap_err("latency")?,
         )
@@ -79,9 +83,9 @@ async fn main() -> Result<()> {
     let rates: Vec<f64> = arg("--rates")
         .map(|r| r.split(',').filter_map(|x| x.parse().ok()).collect())
         .unwrap_or_else(|| default_rates.to_vec());
-    let throughput = if run("throughput") {
+    let throughput = if let (true, Some(net)) = (run("throughput"), &net) {
         Some(
-            throughput::run(&net, &rates, if quick { 6 } else { 10 }, Duration::from_secs(60))
+            throughput::run(net, &rates, if quick { 6 } else { 10 }, Duration::from_secs(60))
                 .await
                 .wrap_err("throughput")?,
         )
@@ -89,15 +93,20 @@ async fn main() -> Result<()> {
         None
     };
     eprintln!("api ...");
-    let api =
-        if run("api") { Some(api::run(&net, 500.0, if quick { 4 } else { 10 }).await.wrap_err("api")?) } else { None };
-    eprintln!("footprint ...");
-    let footprint = if run("footprint") {
-        Some(footprint::run(&mut net, 0, if quick { 100_000 } else { 1_000_000 }).await.wrap_err("footprint")?)
+    let api = if let (true, Some(net)) = (run("api"), &net) {
+        Some(api::run(net, 500.0, if quick { 4 } else { 10 }).await.wrap_err("api")?)
     } else {
         None
     };
-    net.stop().await;
+    eprintln!("footprint ...");
+    let footprint = if let (true, Some(net)) = (run("footprint"), &mut net) {
+        Some(footprint::run(net, 0, if quick { 100_000 } else { 1_000_000 }).await.wrap_err("footprint")?)
+    } else {
+        None
+    };
+    if let Some(net) = net {
+        net.stop().await;
+    }
 
     let criterion = arg("--criterion").map(|d| criterion_means(Path::new(&d))).unwrap_or(Value::Null);
     let results = json!({
