@@ -21,7 +21,9 @@ pub struct NodeConfig {
     /// How blocks are cut into rounds.
     #[serde(default)]
     pub rounds: RoundsSection,
-    /// The operator set shared by all nodes.
+    /// The operator set of epoch 0, shared by all nodes; empty (or left out) for a node that
+    /// learns every set from the settlement contract.
+    #[serde(default)]
     pub network: NetworkSection,
     /// Merchants served by the operator set (shared by all nodes).
     #[serde(default)]
@@ -241,13 +243,15 @@ impl Default for RoundsSection {
     }
 }
 
-/// The operator set.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// The operator set of epoch 0. Later sets come from the settlement contract's events.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkSection {
     /// Signatures needed to settle a round.
+    #[serde(default)]
     pub threshold: usize,
     /// Operators in order: index i is bit i of a settlement's signer bitmap.
+    #[serde(default)]
     pub operators: Vec<OperatorConfig>,
 }
 
@@ -261,7 +265,7 @@ pub struct OperatorConfig {
     pub peer_id: String,
     /// Multiaddr where the operator listens.
     pub p2p_addr: String,
-    /// Compressed BLS12-381 G1 public key, 0x-hex (48 bytes).
+    /// Compressed BLS12-381 G2 public key, 0x-hex (96 bytes).
     pub bls_public_key: String,
     /// EVM account that submits settlements.
     pub evm_address: Address,

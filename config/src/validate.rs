@@ -65,7 +65,7 @@ impl Problems {
 fn node(cfg: &NodeConfig, v: &mut Problems) {
     if cfg.node.name.trim().is_empty() {
         v.add("node.name", "must not be empty; use this node's name from network.operators");
-    } else if !cfg.network.operators.iter().any(|o| o.name == cfg.node.name) {
+    } else if !cfg.network.operators.is_empty() && !cfg.network.operators.iter().any(|o| o.name == cfg.node.name) {
         v.add("node.name", format!("`{}` is not in network.operators; add it or fix the name", cfg.node.name));
     }
     if !cfg.p2p.listen.starts_with('/') {
@@ -127,7 +127,12 @@ fn chain(cfg: &NodeConfig, v: &mut Problems) {
 fn network(cfg: &NodeConfig, v: &mut Problems) {
     let ops = &cfg.network.operators;
     let n = ops.len();
-    if n == 0 || n > 256 {
+    // No operators: the node learns every set from the settlement contract (an operator
+    // joining an existing network needs only its keys and the contract address).
+    if n == 0 {
+        return;
+    }
+    if n > 256 {
         v.add("network.operators", format!("must list between 1 and 256 operators, found {n}"));
     }
     let t = cfg.network.threshold;
@@ -156,10 +161,10 @@ fn network(cfg: &NodeConfig, v: &mut Problems) {
         if !o.p2p_addr.starts_with('/') {
             v.add(at("p2p_addr"), "must be a multiaddr such as /ip4/127.0.0.1/tcp/9000");
         }
-        if !is_hex_bytes(&o.bls_public_key, 48) || !keys.insert(o.bls_public_key.to_ascii_lowercase()) {
+        if !is_hex_bytes(&o.bls_public_key, 96) || !keys.insert(o.bls_public_key.to_ascii_lowercase()) {
             v.add(
                 at("bls_public_key"),
-                "must be a unique 0x-prefixed 48-byte compressed BLS public key (96 hex digits)",
+                "must be a unique 0x-prefixed 96-byte compressed BLS12-381 G2 public key (192 hex digits; see `settleproof keys show`)",
             );
         }
         if o.evm_address.is_zero() || !accounts.insert(o.evm_address) {

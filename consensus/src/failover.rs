@@ -60,6 +60,16 @@ impl Liveness {
         Self { last_seen_ms: vec![None; n], can_pay: vec![true; n], timeout_ms }
     }
 
+    /// Number of operators tracked.
+    pub fn len(&self) -> usize {
+        self.last_seen_ms.len()
+    }
+
+    /// Whether no operator is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.last_seen_ms.is_empty()
+    }
+
     /// Records a heartbeat of `operator` at `now_ms`.
     pub fn heartbeat(&mut self, operator: usize, can_pay: bool, now_ms: u64) {
         if let (Some(seen), Some(pay)) = (self.last_seen_ms.get_mut(operator), self.can_pay.get_mut(operator)) {

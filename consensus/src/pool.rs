@@ -2,7 +2,8 @@
 //!
 //! Signatures are verified by the caller before insertion (see [`crate::bls`]); the pool only
 //! counts. One operator has one vote per round: a second, different batch from the same signer
-//! is reported as equivocation and not counted.
+//! is reported as equivocation and not counted. Operator sets change by epochs: every batch
+//! names its epoch, and its signers and threshold are that epoch's ([`AttestationPool::add_epoch`]).
 
 use crate::batch::Batch;
 use crate::bls::BlsSignature;
@@ -41,20 +42,39 @@ pub struct Quorum {
 /// Votes of every open round.
 #[derive(Debug, Clone)]
 pub struct AttestationPool {
-    operators: usize,
-    threshold: usize,
+    /// Operators and threshold of each known epoch.
+    epochs: BTreeMap<u64, (usize, usize)>,
     rounds: BTreeMap<u64, BTreeMap<usize, (Batch, BlsSignature)>>,
 }
 
 impl AttestationPool {
-    /// A pool for `operators` operators (at most 256, one bit each) needing `threshold` votes.
+    /// A pool whose epoch 0 has `operators` operators (at most 256, one bit each) needing
+    /// `threshold` votes.
     pub fn new(operators: usize, threshold: usize) -> Self {
-        Self { operators, threshold, rounds: BTreeMap::new() }
+        let mut pool = Self::empty();
+        pool.add_epoch(0, operators, threshold);
+        pool
     }
 
-    /// Counts the vote of `signer` for `batch`.
+    /// A pool that knows no epoch yet.
+    pub fn empty() -> Self {
+        Self { epochs: BTreeMap::new(), rounds: BTreeMap::new() }
+    }
+
+    /// Makes (or updates) `epoch`, with `operators` operators needing `threshold` votes.
+    pub fn add_epoch(&mut self, epoch: u64, operators: usize, threshold: usize) {
+        self.epochs.insert(epoch, (operators, threshold));
+    }
+
+    /// Whether `epoch` is known.
+    pub fn knows_epoch(&self, epoch: u64) -> bool {
+        self.epochs.contains_key(&epoch)
+    }
+
+    /// Counts the vote of `signer` of the batch's epoch for `batch`.
     pub fn insert(&mut self, batch: Batch, signer: usize, signature: BlsSignature) -> InsertOutcome {
-        if signer >= self.operators || signer >= 256 {
+        let Some((operators, _)) = self.epochs.get(&batch.epoch) else { return InsertOutcome::UnknownSigner };
+        if signer >= *operators || signer >= 256 {
             return InsertOutcome::UnknownSigner;
         }
         let votes = self.rounds.entry(batch.round).or_default();
@@ -68,12 +88,13 @@ impl AttestationPool {
         }
     }
 
-    /// The quorum for `batch`, once `threshold` operators signed exactly that batch.
+    /// The quorum for `batch`, once its epoch's threshold of operators signed exactly that batch.
     pub fn quorum(&self, batch: &Batch) -> Option<Quorum> {
+        let (_, threshold) = *self.epochs.get(&batch.epoch)?;
         let votes = self.rounds.get(&batch.round)?;
         let (signers, signatures): (Vec<usize>, Vec<BlsSignature>) =
             votes.iter().filter(|(_, (b, _))| b == batch).map(|(i, (_, s))| (*i, *s)).unzip();
-        if signers.len() < self.threshold || self.threshold == 0 {
+        if signers.len() < threshold || threshold == 0 {
             return None;
         }
         let signer_bitmap = signers.iter().fold(U256::ZERO, |acc, i| acc | (U256::from(1u8) << *i));
@@ -140,6 +161,31 @@ mod tests {
         assert!(pool.quorum(&b).is_none());
         pool.remove_round(1);
         assert_eq!(pool.votes_for(&a), 0);
+    }
+
+    #[test]
+    fn each_epoch_counts_with_its_own_set_and_threshold() {
+        let mut pool = AttestationPool::empty();
+        let e1 = Batch { epoch: 1, ..batch(5, 0xaa) };
+        assert_eq!(pool.insert(e1, 0, sig(0)), InsertOutcome::UnknownSigner, "epoch not known yet");
+        pool.add_epoch(0, 4, 3);
+        pool.add_epoch(1, 5, 4);
+        assert_eq!(pool.insert(e1, 4, sig(4)), InsertOutcome::Added, "operator 4 exists in epoch 1 only");
+        assert_eq!(pool.insert(batch(6, 1), 4, sig(4)), InsertOutcome::UnknownSigner);
+        for s in 0..3 {
+            pool.insert(e1, s, sig(s as u8));
+        }
+        assert!(pool.quorum(&e1).is_some(), "4 of epoch 1");
+        let e0 = batch(7, 2);
+        for s in 0..3 {
+            pool.insert(e0, s, sig(s as u8));
+        }
+        assert!(pool.quorum(&e0).is_some(), "3 of epoch 0");
+        let raised = Batch { epoch: 1, ..batch(8, 3) };
+        for s in 0..3 {
+            pool.insert(raised, s, sig(s as u8));
+        }
+        assert!(pool.quorum(&raised).is_none(), "epoch 1 raised the threshold to 4");
     }
 
     proptest! {

@@ -1,5 +1,6 @@
 //! Messages operators exchange on gossipsub, and their validation.
 
+use crate::epochs::Epochs;
 use crate::operators::OperatorSet;
 use crate::store::Invoice;
 use alloy::primitives::{Address, B256, Bytes};
@@ -82,7 +83,7 @@ pub struct SyncResponse {
 pub struct Attestation {
     /// The batch.
     pub batch: Batch,
-    /// Index of the signer in the operator set.
+    /// Index of the signer in the operator set of the batch's epoch.
     pub signer: usize,
     /// Compressed BLS signature over the batch message.
     pub signature: Bytes,
@@ -108,6 +109,19 @@ pub enum GossipRejection {
     /// The signer index is outside the operator set.
     #[error("signer {0} is not in the operator set")]
     UnknownSigner(usize),
+    /// The batch names an epoch this node does not know (yet).
+    #[error("epoch {0} is not known here")]
+    UnknownEpoch(u64),
+    /// The batch names another epoch than the one that settles its round.
+    #[error("round {round} is settled by epoch {expected}, the batch names epoch {named}")]
+    WrongEpoch {
+        /// Round.
+        round: u64,
+        /// The epoch that settles it, as known here.
+        expected: u64,
+        /// The epoch the batch names.
+        named: u64,
+    },
     /// The gossip publisher is not the operator the attestation names.
     #[error("published by {publisher}, but claims signer {signer}")]
     WrongPublisher {
@@ -158,6 +172,9 @@ pub enum AttestationFate {
     Invalid(GossipRejection),
     /// Names a round outside the window this node considers.
     OutsideWindow,
+    /// Names an epoch this node does not know, or not the one it knows for the round: its
+    /// view of the operator sets may lag, so it is not counted but not held against anyone.
+    OtherEpoch(GossipRejection),
     /// Its round is settled here already.
     Settled,
     /// Together with the signature held here for the round, it proves its signer equivocated.
@@ -175,7 +192,7 @@ impl AttestationFate {
         use settleproof_p2p::Verdict;
         match self {
             Self::Invalid(_) => (Verdict::Reject, false),
-            Self::OutsideWindow | Self::Settled => (Verdict::Ignore, false),
+            Self::OutsideWindow | Self::Settled | Self::OtherEpoch(_) => (Verdict::Ignore, false),
             Self::Equivocation => (Verdict::Ignore, true),
             Self::Counted => (Verdict::Accept, false),
         }
@@ -188,6 +205,8 @@ impl GossipRejection {
         match self {
             Self::Malformed(_) => "malformed",
             Self::UnknownSigner(_) => "unknown_signer",
+            Self::UnknownEpoch(_) => "unknown_epoch",
+            Self::WrongEpoch { .. } => "wrong_epoch",
             Self::WrongPublisher { .. } => "wrong_publisher",
             Self::BadSignature(_) => "bad_signature",
             Self::ForeignHeartbeat(_) => "foreign_heartbeat",
@@ -203,19 +222,20 @@ impl Attestation {
     pub fn validate(
         data: &[u8],
         source: &PeerId,
-        set: &OperatorSet,
+        epochs: &Epochs,
         chain_id: u64,
         settlement: Address,
     ) -> Result<(Self, BlsSignature), GossipRejection> {
-        let att = Self::decode(data, source, set)?;
-        let sig = att.verify(set, chain_id, settlement)?;
+        let att = Self::decode(data, source, epochs)?;
+        let sig = att.verify(epochs, chain_id, settlement)?;
         Ok((att, sig))
     }
 
-    /// Decodes an attestation published by `source` and checks, without any pairing, that the
-    /// publisher is the signer it names.
-    pub fn decode(data: &[u8], source: &PeerId, set: &OperatorSet) -> Result<Self, GossipRejection> {
+    /// Decodes an attestation published by `source` and checks, without any pairing, that its
+    /// epoch is the one settling its round and that the publisher is the signer it names.
+    pub fn decode(data: &[u8], source: &PeerId, epochs: &Epochs) -> Result<Self, GossipRejection> {
         let att: Self = serde_json::from_slice(data).map_err(|e| GossipRejection::Malformed(e.to_string()))?;
+        let set = att.set(epochs)?;
         let op = set.operators.get(att.signer).ok_or(GossipRejection::UnknownSigner(att.signer))?;
         if &op.peer_id != source {
             return Err(GossipRejection::WrongPublisher { publisher: source.to_string(), signer: att.signer });
@@ -223,14 +243,26 @@ impl Attestation {
         Ok(att)
     }
 
-    /// Checks the signature against the signer's registered key (for attestations relayed in a
-    /// sync response, whose sender is not the signer).
+    /// The operator set of the batch's epoch, which must be the one settling its round.
+    pub fn set(&self, epochs: &Epochs) -> Result<std::sync::Arc<OperatorSet>, GossipRejection> {
+        let (round, named) = (self.batch.round, self.batch.epoch);
+        let set = epochs.get(named).ok_or(GossipRejection::UnknownEpoch(named))?;
+        match epochs.for_round(round) {
+            Some(s) if s.epoch == named => Ok(set),
+            Some(s) => Err(GossipRejection::WrongEpoch { round, expected: s.epoch, named }),
+            None => Err(GossipRejection::UnknownEpoch(named)),
+        }
+    }
+
+    /// Checks the signature against the signer's key in the batch's epoch (also for
+    /// attestations relayed in a sync response, whose sender is not the signer).
     pub fn verify(
         &self,
-        set: &OperatorSet,
+        epochs: &Epochs,
         chain_id: u64,
         settlement: Address,
     ) -> Result<BlsSignature, GossipRejection> {
+        let set = self.set(epochs)?;
         let op = set.operators.get(self.signer).ok_or(GossipRejection::UnknownSigner(self.signer))?;
         let sig =
             BlsSignature::from_bytes(&self.signature).map_err(|e| GossipRejection::BadSignature(e.to_string()))?;
@@ -241,14 +273,12 @@ impl Attestation {
 }
 
 impl Heartbeat {
-    /// Decodes a heartbeat and checks that `source` is the operator it names.
-    pub fn validate(data: &[u8], source: &PeerId, set: &OperatorSet) -> Result<Self, GossipRejection> {
+    /// Decodes a heartbeat published by `source`, which must be an operator of a known epoch.
+    /// The liveness it proves is the publisher's, whatever index the heartbeat names (the
+    /// sender's index may be of another epoch than the receiver's latest).
+    pub fn validate(data: &[u8], source: &PeerId, epochs: &Epochs) -> Result<Self, GossipRejection> {
         let hb: Self = serde_json::from_slice(data).map_err(|e| GossipRejection::Malformed(e.to_string()))?;
-        match set.operators.get(hb.operator) {
-            Some(op) if &op.peer_id == source => Ok(hb),
-            Some(_) => Err(GossipRejection::ForeignHeartbeat(hb.operator)),
-            None => Err(GossipRejection::UnknownSigner(hb.operator)),
-        }
+        if epochs.knows_peer(source) { Ok(hb) } else { Err(GossipRejection::ForeignHeartbeat(hb.operator)) }
     }
 }
 

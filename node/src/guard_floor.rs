@@ -5,6 +5,7 @@
 //! rounds differently later (a lying provider, a reorg) is then refused as an equivocation.
 
 use crate::chain::{ChainClient, ChainError};
+use crate::epochs::Epochs;
 use crate::store::{Store, StoreError};
 use tracing::{info, warn};
 
@@ -29,13 +30,13 @@ const PAUSE: std::time::Duration = std::time::Duration::from_secs(2);
 pub async fn raise_to_chain(
     chain: &ChainClient,
     store: &Store,
-    me: usize,
+    epochs: &Epochs,
     start_block: u64,
     step: u64,
 ) -> Result<usize, GuardFloorError> {
     let mut tries = 0;
     loop {
-        match raise_once(chain, store, me, start_block, step).await {
+        match raise_once(chain, store, epochs, start_block, step).await {
             Err(GuardFloorError::Chain(e)) if tries + 1 < TRIES => {
                 tries += 1;
                 warn!(error = %e, attempt = tries, "cannot read the settlements this node signed yet; trying again");
@@ -46,13 +47,14 @@ pub async fn raise_to_chain(
     }
 }
 
-/// Raises the guard of operator `me` to the batches settled with its signature in blocks after
+/// Raises the guard of this node to the batches settled with its signature (its bit in the
+/// bitmap of the batch's epoch, for the epochs it knows) in blocks after
 /// the checkpoint (from `start_block` on a new store), reading `step` blocks at a time. Returns
 /// how many rounds it raised.
 async fn raise_once(
     chain: &ChainClient,
     store: &Store,
-    me: usize,
+    epochs: &Epochs,
     start_block: u64,
     step: u64,
 ) -> Result<usize, GuardFloorError> {
@@ -61,7 +63,7 @@ async fn raise_once(
     let mut raised = 0;
     while from <= head {
         let to = head.min(from.saturating_add(step.max(1) - 1));
-        for batch in chain.batches_signed_by(me, from, to).await? {
+        for batch in chain.batches_signed_by(epochs, from, to).await? {
             if store.raise_guard(batch)? {
                 raised += 1;
                 warn!(round = batch.round, root = %batch.root, "signing guard raised to a batch the chain shows this node signed (the store predates it)");

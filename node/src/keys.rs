@@ -1,6 +1,7 @@
 //! An operator's three keys, one file each in its keys directory (folder 0700, files 0600):
 //! `libp2p.key` (peer identity), `bls.key` (attestation signing), `evm.key` (settlement
-//! transactions). Files hold hex; nothing here ever logs a secret. Each file and the folder
+//! transactions). A BLS key being rotated in is `bls.next.key` ([`OperatorKeys::add_next_bls`]):
+//! the node signs each epoch's rounds with whichever of its BLS keys that epoch registered. Files hold hex; nothing here ever logs a secret. Each file and the folder
 //! are fsynced when written, so a crash right after generation cannot leave an empty key; a
 //! key file that group or others may read is refused at load.
 
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 const LIBP2P: &str = "libp2p.key";
 const BLS: &str = "bls.key";
+const BLS_NEXT: &str = "bls.next.key";
 const EVM: &str = "evm.key";
 
 /// Errors of key generation and loading.
@@ -57,6 +59,8 @@ pub struct OperatorKeys {
     pub libp2p: Keypair,
     /// BLS signing key.
     pub bls: BlsSecretKey,
+    /// A BLS key being rotated in (`bls.next.key`), if any.
+    pub next_bls: Option<BlsSecretKey>,
     /// EVM transaction signer.
     pub evm: PrivateKeySigner,
 }
@@ -85,7 +89,7 @@ impl OperatorKeys {
         rand::thread_rng().fill_bytes(&mut ikm);
         let bls =
             BlsSecretKey::from_ikm(&ikm).map_err(|e| KeyError::Invalid { path: BLS.into(), reason: e.to_string() })?;
-        Ok(Self { libp2p: Keypair::generate_ed25519(), bls, evm: PrivateKeySigner::random() })
+        Ok(Self { libp2p: Keypair::generate_ed25519(), bls, next_bls: None, evm: PrivateKeySigner::random() })
     }
 
     /// Writes fresh keys into `dir` (created if missing); refuses to overwrite.
@@ -128,7 +132,16 @@ impl OperatorKeys {
                 .map_err(|_| KeyError::Invalid { path: dir.join(EVM), reason: "expected 32 bytes".into() })?,
         )
         .map_err(|e| KeyError::Invalid { path: dir.join(EVM), reason: e.to_string() })?;
-        Ok(Self { libp2p, bls, evm })
+        let next_path = dir.join(BLS_NEXT);
+        let next_bls = if next_path.exists() {
+            Some(
+                BlsSecretKey::from_bytes(&read_hex(&next_path)?)
+                    .map_err(|e| KeyError::Invalid { path: next_path.clone(), reason: e.to_string() })?,
+            )
+        } else {
+            None
+        };
+        Ok(Self { libp2p, bls, next_bls, evm })
     }
 
     /// This operator as the settlement contract stages it, named `name` and listening on
@@ -144,6 +157,26 @@ impl OperatorKeys {
             },
             proof_of_possession: self.bls.prove_possession().to_eip2537().to_vec().into(),
         }
+    }
+
+    /// Every BLS key this node holds: `bls.key`, then `bls.next.key`.
+    pub fn bls_keys(&self) -> impl Iterator<Item = &BlsSecretKey> {
+        std::iter::once(&self.bls).chain(self.next_bls.as_ref())
+    }
+
+    /// Generates a new BLS key into `dir/bls.next.key` (refusing to overwrite one) for a key
+    /// rotation; returns it.
+    pub fn add_next_bls(dir: &Path) -> Result<BlsSecretKey, KeyError> {
+        let path = dir.join(BLS_NEXT);
+        if path.exists() {
+            return Err(KeyError::Exists(path));
+        }
+        let mut ikm = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut ikm);
+        let key = BlsSecretKey::from_ikm(&ikm).map_err(|e| KeyError::Invalid { path: path.clone(), reason: e.to_string() })?;
+        write_secret(&path, &hex::encode(key.to_bytes()))?;
+        fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|source| KeyError::Io { path: dir.into(), source })?;
+        Ok(key)
     }
 
     /// The public keys.

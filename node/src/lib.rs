@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod chain;
+pub mod epochs;
 pub mod cli;
 pub mod gossip;
 pub mod guard_floor;

@@ -5,6 +5,7 @@ use crate::api::server::ServerLimits;
 use crate::api::{self, ApiState};
 use crate::chain::watcher::{Watcher, WatcherStatus};
 use crate::chain::{ChainClient, ChainError, SettlementSender};
+use crate::epochs::Epochs;
 use crate::halt::Halt;
 use crate::invariants::Auditor;
 use crate::keys::{KeyError, OperatorKeys};
@@ -93,15 +94,16 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
     let providers: Vec<String> = (0..cfg.chain.rpc_endpoints.len()).map(|i| format!("rpc-{i}")).collect();
     crate::metrics_catalog::register_all(&providers, &["api", "admin"]);
     let keys = OperatorKeys::load(&cfg.node.keys_dir)?;
-    let set = Arc::new(OperatorSet::from_config(&cfg, &keys)?);
+    let epochs = Epochs::new(PeerId::from(keys.libp2p.public()), OperatorSet::from_config(&cfg, &keys)?);
     std::fs::create_dir_all(&cfg.node.data_dir).map_err(|source| NodeError::Io {
         what: format!("create node.data_dir {}", cfg.node.data_dir.display()),
         source,
     })?;
     let store = Store::open(&cfg.node.data_dir.join("settleproof.redb"))?;
-    // f + 1 operators must claim a delivery before this node takes it as done: with at most f
-    // Byzantine operators (f = n - threshold), one of the claims is true.
-    store.set_ack_quorum(set.len().saturating_sub(set.threshold) + 1);
+    for spec in store.epochs()? {
+        epochs.learn(&spec);
+    }
+    set_ack_quorum(&store, &epochs);
     let halt = Halt::load(store.clone())?;
     if let Some(r) = halt.reason() {
         tracing::error!(severity = "CRITICAL", invariant = %r.invariant, detail = %r.detail, "starting halted: settlement stays off until an operator resumes it");
@@ -113,17 +115,11 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
     chain.check_chain_id().await?;
     // Before anything is signed: a store restored from a backup must not have forgotten what
     // the chain shows this node signed.
-    crate::guard_floor::raise_to_chain(&chain, &store, set.me, cfg.chain.start_block, cfg.chain.max_log_range).await?;
+    crate::guard_floor::raise_to_chain(&chain, &store, &epochs, cfg.chain.start_block, cfg.chain.max_log_range).await?;
     let schedule = RoundSchedule::new(cfg.chain.start_block, cfg.rounds.length_blocks)
         .ok_or_else(|| NodeError::Config("rounds.length_blocks: must be at least 1".into()))?;
-
-    let peers = set
-        .operators
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != set.me)
-        .map(|(_, o)| (o.peer_id, o.p2p_addr.clone()))
-        .collect();
+    let grace_rounds = grace_rounds(&chain, cfg.rounds.length_blocks).await;
+    let peers = epochs.peers(store.next_round()?, grace_rounds);
     let (net, net_events) = settleproof_p2p::spawn(NetworkConfig {
         keypair: keys.libp2p.clone(),
         listen: parse_multiaddr(&cfg.p2p.listen)?,
@@ -146,14 +142,15 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
         schedule,
         progress.clone(),
         watcher_status.clone(),
-        set.operators.iter().map(|o| alloy::primitives::Bytes::from(o.bls.to_eip2537().to_vec())).collect(),
+        epochs.clone(),
     );
     tasks.push(tokio::spawn(watcher.run(shutdown_rx.clone())));
 
     let driver = RoundDriver {
         store: store.clone(),
-        set: set.clone(),
-        bls: keys.bls.clone(),
+        epochs: epochs.clone(),
+        bls_keys: keys.bls_keys().cloned().collect(),
+        grace_rounds,
         schedule,
         chain: chain.clone(),
         sender,
@@ -198,7 +195,7 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
             chain_id: cfg.chain.chain_id,
             payments: cfg.chain.payments_contract,
         },
-        peers: set.operators.iter().enumerate().filter(|(i, _)| *i != set.me).map(|(_, o)| o.peer_id).collect(),
+        peers: epochs.peers(store.next_round()?, grace_rounds).into_iter().map(|(p, _)| p).collect(),
     });
     tasks.push(tokio::spawn(deliverer.run(shutdown_rx.clone())));
 
@@ -220,8 +217,8 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
         node_name: cfg.node.name.clone(),
         replicator: Some(InvoiceReplicator::spawn(net.clone(), shutdown_rx.clone())),
         net: Some(net.clone()),
-        operators: set.len(),
-        threshold: set.threshold,
+        operators: epochs.latest().map_or(0, |s| s.len()),
+        threshold: epochs.latest().map_or(0, |s| s.threshold),
         chain: Some(chain.clone()),
         watcher: Some(watcher_status),
         settlement_contract: cfg.chain.settlement_contract,
@@ -246,8 +243,59 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
         tasks.push(tokio::spawn(api::server::serve("admin", admin_listener, router, limits, shutdown_rx.clone())));
     }
     tasks.push(tokio::spawn(api::server::serve("api", listener, api::router(state), limits, shutdown_rx.clone())));
-    info!(node = %cfg.node.name, operator = set.me, api = %api_addr, peer_id = %net.local_peer_id(), "node started");
+    tasks.push(tokio::spawn(follow_sets(epochs.clone(), store.clone(), net.clone(), grace_rounds, shutdown_rx.clone())));
+    let operator = epochs.latest().and_then(|s| s.me);
+    info!(node = %cfg.node.name, operator = ?operator, api = %api_addr, peer_id = %net.local_peer_id(), "node started");
     Ok(NodeHandle { shutdown, tasks, api_addr, peer_id: net.local_peer_id(), net })
+}
+
+/// f + 1 operators must claim a delivery before this node takes it as done: with at most f
+/// Byzantine operators (f = n - threshold) of the latest set, one of the claims is true.
+fn set_ack_quorum(store: &Store, epochs: &Epochs) {
+    if let Some(set) = epochs.latest() {
+        store.set_ack_quorum(set.len().saturating_sub(set.threshold) + 1);
+    }
+}
+
+/// Rounds a superseded set may still settle after its successor starts (the contract's
+/// `graceBlocks`, in rounds, plus one); 64 when the providers cannot tell.
+async fn grace_rounds(chain: &ChainClient, round_blocks: u64) -> u64 {
+    match chain.grace_blocks().await {
+        Ok(blocks) => blocks.div_ceil(round_blocks.max(1)) + 1,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the settlement contract's grace period; keeping old operators 64 rounds");
+            64
+        }
+    }
+}
+
+/// Applies operator set changes without a restart: the p2p allow list (operators joining are
+/// allowed and dialled, operators whose last set is past its grace period are disconnected) and
+/// the delivery acknowledgement quorum. Also runs every few seconds, as rounds advance.
+async fn follow_sets(
+    epochs: Arc<Epochs>,
+    store: Store,
+    net: NetworkHandle,
+    grace_rounds: u64,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut changes = epochs.subscribe();
+    let mut every = tokio::time::interval(Duration::from_secs(5));
+    let mut last = Vec::new();
+    loop {
+        tokio::select! {
+            _ = changes.changed() => {}
+            _ = every.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let round = store.next_round().unwrap_or(0);
+        let peers = epochs.peers(round, grace_rounds);
+        if peers != last {
+            net.set_peers(peers.clone()).await;
+            set_ack_quorum(&store, &epochs);
+            last = peers;
+        }
+    }
 }
 
 async fn bind(field: &str, addr: SocketAddr) -> Result<tokio::net::TcpListener, NodeError> {

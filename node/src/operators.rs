@@ -1,13 +1,16 @@
-//! The operator set, parsed from configuration into typed keys and ids.
+//! The operator set of one epoch, with typed keys and ids and this node's place in it.
+//!
+//! Epoch 0 may come from the configuration (which must then match the chain's epoch 0); every
+//! set comes from the settlement contract's events in the end ([`crate::epochs`]).
 
 use crate::keys::OperatorKeys;
 use alloy::primitives::Address;
 use settleproof_config::NodeConfig;
-use settleproof_consensus::BlsPublicKey;
+use settleproof_consensus::{BlsPublicKey, OperatorRecord, OperatorSetSpec};
 use settleproof_p2p::{Multiaddr, PeerId, parse_multiaddr};
 
 /// One operator with parsed keys.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Operator {
     /// Name.
     pub name: String,
@@ -21,32 +24,39 @@ pub struct Operator {
     pub evm: Address,
 }
 
-/// The ordered operator set and this node's place in it.
-#[derive(Debug, Clone)]
+/// The ordered operator set of one epoch and this node's place in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OperatorSet {
-    /// Epoch of the set on chain (0: the set the configuration bootstraps).
+    /// Epoch of the set on chain.
     pub epoch: u64,
-    /// Operators in configuration order (index = signer bit).
+    /// First round the set settles.
+    pub start_round: u64,
+    /// Operators in order (index = signer bit).
     pub operators: Vec<Operator>,
     /// Signatures needed.
     pub threshold: usize,
-    /// Index of this node.
-    pub me: usize,
+    /// Index of this node, when it is an operator of this epoch.
+    pub me: Option<usize>,
 }
 
 /// A problem with the operator set or this node's keys.
 #[derive(Debug, thiserror::Error)]
 #[error("{field}: {message}")]
 pub struct OperatorSetError {
-    /// Config path.
+    /// Config path, or the epoch and operator on chain.
     pub field: String,
     /// What is wrong.
     pub message: String,
 }
 
 impl OperatorSet {
-    /// Parses the configured set and checks that `keys` are the keys configured for this node.
-    pub fn from_config(cfg: &NodeConfig, keys: &OperatorKeys) -> Result<Self, OperatorSetError> {
+    /// Parses the configured set (epoch 0) and checks that `keys` are the keys configured for
+    /// this node. `None` when the configuration lists no operators: the node then learns every
+    /// set from the chain.
+    pub fn from_config(cfg: &NodeConfig, keys: &OperatorKeys) -> Result<Option<Self>, OperatorSetError> {
+        if cfg.network.operators.is_empty() {
+            return Ok(None);
+        }
         let mut operators = Vec::new();
         for (i, o) in cfg.network.operators.iter().enumerate() {
             let err =
@@ -71,13 +81,55 @@ impl OperatorSet {
         if mine.peer_id.to_string() != public.peer_id {
             return Err(mismatch("peer_id"));
         }
-        if mine.bls != keys.bls.public_key() {
+        if !keys.bls_keys().any(|k| k.public_key() == mine.bls) {
             return Err(mismatch("bls_public_key"));
         }
         if mine.evm != public.evm_address {
             return Err(mismatch("evm_address"));
         }
-        Ok(Self { epoch: 0, operators, threshold: cfg.network.threshold, me })
+        Ok(Some(Self { epoch: 0, start_round: 0, operators, threshold: cfg.network.threshold, me: Some(me) }))
+    }
+
+    /// The set committed on chain as `spec`, seen by the node whose peer id is `me`.
+    pub fn from_spec(spec: &OperatorSetSpec, me: &PeerId) -> Result<Self, OperatorSetError> {
+        let mut operators = Vec::with_capacity(spec.operators.len());
+        for (i, r) in spec.operators.iter().enumerate() {
+            let err = |f: &str, m: String| OperatorSetError {
+                field: format!("epoch {} operator {i} ({}) {f}", spec.epoch, r.name),
+                message: m,
+            };
+            let peer_id = PeerId::from_bytes(&r.peer_id).map_err(|e| err("peer id", e.to_string()))?;
+            let p2p_addr = parse_multiaddr(&r.p2p_addr).map_err(|e| err("p2p address", e.to_string()))?;
+            operators.push(Operator { name: r.name.clone(), peer_id, p2p_addr, bls: r.bls, evm: r.account });
+        }
+        let me = operators.iter().position(|o| &o.peer_id == me);
+        Ok(Self {
+            epoch: spec.epoch,
+            start_round: spec.start_round,
+            operators,
+            threshold: usize::from(spec.threshold),
+            me,
+        })
+    }
+
+    /// The set as the contract commits it.
+    pub fn spec(&self) -> OperatorSetSpec {
+        OperatorSetSpec {
+            epoch: self.epoch,
+            start_round: self.start_round,
+            threshold: u16::try_from(self.threshold).unwrap_or(u16::MAX),
+            operators: self
+                .operators
+                .iter()
+                .map(|o| OperatorRecord {
+                    name: o.name.clone(),
+                    account: o.evm,
+                    peer_id: o.peer_id.to_bytes().into(),
+                    p2p_addr: o.p2p_addr.to_string(),
+                    bls: o.bls,
+                })
+                .collect(),
+        }
     }
 
     /// Index of the operator with this peer id.
@@ -85,12 +137,22 @@ impl OperatorSet {
         self.operators.iter().position(|o| &o.peer_id == peer)
     }
 
+    /// This node's operator entry in this epoch.
+    pub fn mine(&self) -> Option<&Operator> {
+        self.me.and_then(|i| self.operators.get(i))
+    }
+
+    /// The other operators.
+    pub fn others(&self) -> impl Iterator<Item = &Operator> {
+        self.operators.iter().enumerate().filter(move |(i, _)| Some(*i) != self.me).map(|(_, o)| o)
+    }
+
     /// Number of operators.
     pub fn len(&self) -> usize {
         self.operators.len()
     }
 
-    /// Whether the set is empty (never, for a validated configuration).
+    /// Whether the set is empty (never, for a validated configuration or a committed set).
     pub fn is_empty(&self) -> bool {
         self.operators.is_empty()
     }

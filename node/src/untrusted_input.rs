@@ -90,7 +90,7 @@ pub(crate) fn mutate(valid: &[u8], m: &Mutation) -> Vec<u8> {
 }
 
 struct Fixture {
-    set: OperatorSet,
+    epochs: std::sync::Arc<crate::epochs::Epochs>,
     scope: InvoiceScope,
     samples: Vec<Vec<u8>>,
     receipt: Vec<u8>,
@@ -108,7 +108,9 @@ fn fixture() -> &'static Fixture {
             bls: keys.bls.public_key(),
             evm: public.evm_address,
         };
-        let set = OperatorSet { epoch: 0, operators: vec![operator], threshold: 1, me: 0 };
+        let me = operator.peer_id;
+        let set = OperatorSet { epoch: 0, start_round: 0, operators: vec![operator], threshold: 1, me: Some(0) };
+        let epochs = crate::epochs::Epochs::new(me, Some(set));
         let merchant: settleproof_config::NodeConfig =
             NodeConfig::from_toml_str(EXAMPLE, std::iter::empty()).expect("example config");
         let scope = InvoiceScope {
@@ -181,16 +183,16 @@ fn fixture() -> &'static Fixture {
             }),
         };
         let receipt = serde_json::to_vec(&serde_json::json!({ "receipts": [receipt] })).expect("json");
-        Fixture { set, scope, samples, receipt }
+        Fixture { epochs, scope, samples, receipt }
     })
 }
 
 /// Every gossip and sync decoder on `data`; only the absence of a panic is checked.
 fn decode_all(data: &[u8]) {
     let f = fixture();
-    let peer = f.set.operators[0].peer_id;
-    let _ = Attestation::validate(data, &peer, &f.set, 31337, Address::repeat_byte(8));
-    let _ = Heartbeat::validate(data, &peer, &f.set);
+    let peer = f.epochs.me();
+    let _ = Attestation::validate(data, &peer, &f.epochs, 31337, Address::repeat_byte(8));
+    let _ = Heartbeat::validate(data, &peer, &f.epochs);
     let _ = InvoiceAnnouncement::validate(data, &f.scope);
     let _ = serde_json::from_slice::<DeliveryAck>(data);
     let _ = fresh(data, 1_000_000);
@@ -199,7 +201,7 @@ fn decode_all(data: &[u8]) {
     }
     if let Ok(r) = serde_json::from_slice::<SyncResponse>(data) {
         for a in &r.attestations {
-            let _ = a.verify(&f.set, 31337, Address::repeat_byte(8));
+            let _ = a.verify(&f.epochs, 31337, Address::repeat_byte(8));
         }
         for inv in r.invoices {
             let _ = crate::gossip::check_invoice(inv, &f.scope);

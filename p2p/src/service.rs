@@ -96,6 +96,7 @@ enum Command {
     Request { peer: PeerId, data: String, reply: oneshot::Sender<Result<String, P2pError>> },
     Respond { reference: RequestRef, data: String },
     Scores { reply: oneshot::Sender<Vec<(PeerId, f64)>> },
+    SetPeers { peers: Vec<(PeerId, Multiaddr)> },
 }
 
 /// The application score of a peer proven to misbehave.
@@ -120,6 +121,7 @@ impl std::fmt::Debug for Command {
             Command::Request { peer, .. } => write!(f, "Request({peer})"),
             Command::Respond { .. } => write!(f, "Respond"),
             Command::Scores { .. } => write!(f, "Scores"),
+            Command::SetPeers { peers } => write!(f, "SetPeers({})", peers.len()),
         }
     }
 }
@@ -150,6 +152,12 @@ impl NetworkHandle {
     /// Disconnects `peer` and refuses its connections until [`Self::unblock`].
     pub async fn block(&self, peer: PeerId) {
         let _ = self.commands.send(Command::Block { peer }).await;
+    }
+
+    /// Replaces the operators this node connects to and accepts: new ones are allowed and
+    /// dialled, removed ones are disconnected and refused from then on.
+    pub async fn set_peers(&self, peers: Vec<(PeerId, Multiaddr)>) {
+        let _ = self.commands.send(Command::SetPeers { peers }).await;
     }
 
     /// Allows `peer` (an operator) again.
@@ -327,12 +335,34 @@ impl Task {
                     self.config.peers.iter().filter_map(|(p, _)| b.gossipsub.peer_score(p).map(|s| (*p, s))).collect();
                 let _ = reply.send(scores);
             }
+            Command::SetPeers { peers } => self.set_peers(peers),
             Command::Respond { reference, data } => {
                 if let Some(channel) = self.inbound.remove(&reference.0) {
                     let _ = b.sync.send_response(channel, data);
                 }
             }
         }
+    }
+
+    fn set_peers(&mut self, peers: Vec<(PeerId, Multiaddr)>) {
+        let keep: HashSet<PeerId> = peers.iter().map(|(p, _)| *p).collect();
+        let removed: Vec<PeerId> =
+            self.config.peers.iter().map(|(p, _)| *p).filter(|p| !keep.contains(p)).collect();
+        for peer in removed {
+            self.swarm.behaviour_mut().allow.disallow_peer(peer);
+            let _ = self.swarm.disconnect_peer_id(peer);
+            info!(%peer, "operator left the set: disconnected");
+        }
+        for (peer, addr) in &peers {
+            if !self.config.peers.iter().any(|(p, _)| p == peer) {
+                info!(%peer, %addr, "operator joined the set");
+            }
+            if !self.blocked.contains(peer) {
+                self.swarm.behaviour_mut().allow.allow_peer(*peer);
+            }
+            self.swarm.add_peer_address(*peer, addr.clone());
+        }
+        self.config.peers = peers;
     }
 
     fn redial(&mut self) {

@@ -9,7 +9,7 @@ use alloy::primitives::{Address, B256, Bytes, U256};
 use alloy::rpc::types::Filter;
 use alloy::sol_types::{SolCall, SolEvent};
 use settleproof_config::ChainSection;
-use settleproof_consensus::{Batch, PaymentLeaf};
+use settleproof_consensus::{Batch, BlsPublicKey, OperatorRecord, OperatorSetSpec, PaymentLeaf};
 use settleproof_contracts::{InvoicePayments, Settlement};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -81,6 +81,25 @@ pub struct SettleCall {
     pub signature: Bytes,
 }
 
+/// An `EpochCommitted` log: the settlement contract installed an operator set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EpochCommit {
+    /// The epoch.
+    pub epoch: u64,
+    /// Hash of its set.
+    pub set_hash: B256,
+    /// Account that staged the records.
+    pub stager: Address,
+    /// First round it settles.
+    pub start_round: u64,
+    /// Its threshold.
+    pub threshold: u16,
+    /// Its operator count.
+    pub count: u16,
+    /// Block of the commit.
+    pub block_number: u64,
+}
+
 /// Typed reads of the chain for one node.
 #[derive(Debug, Clone)]
 pub struct ChainClient {
@@ -98,6 +117,8 @@ pub struct RangeEvents {
     pub payments: Vec<PaymentRecord>,
     /// `Settled` logs.
     pub settlements: Vec<SettlementRecord>,
+    /// `EpochCommitted` logs: operator sets installed.
+    pub epochs: Vec<EpochCommit>,
     /// The blocks holding those logs.
     pub blocks: Vec<StoredBlock>,
     /// Logs some providers showed that neither a quorum agrees on nor a quorum answered
@@ -167,11 +188,16 @@ impl ChainClient {
         Ok(self.reads.fees().await?)
     }
 
-    /// `InvoicePaid` and `Settled` logs of blocks `from..=to` that a quorum of providers agree on.
+    /// `InvoicePaid`, `Settled` and `EpochCommitted` logs of blocks `from..=to` that a quorum of
+    /// providers agree on.
     pub async fn events(&self, from: u64, to: u64) -> Result<RangeEvents, ChainError> {
         let filter = Filter::new()
             .address(vec![self.payments, self.settlement])
-            .event_signature(vec![InvoicePayments::InvoicePaid::SIGNATURE_HASH, Settlement::Settled::SIGNATURE_HASH])
+            .event_signature(vec![
+                InvoicePayments::InvoicePaid::SIGNATURE_HASH,
+                Settlement::Settled::SIGNATURE_HASH,
+                Settlement::EpochCommitted::SIGNATURE_HASH,
+            ])
             .from_block(from)
             .to_block(to);
         let vote = self.reads.logs(&filter).await?;
@@ -200,6 +226,21 @@ impl ChainClient {
                         confirmed_at_ms: crate::time::now_ms(),
                     }),
                     Err(e) => undecodable(&mut out, log, "InvoicePaid", &e.to_string()),
+                }
+            } else if log.address == self.settlement
+                && log.topics.first() == Some(&Settlement::EpochCommitted::SIGNATURE_HASH)
+            {
+                match Settlement::EpochCommitted::decode_raw_log(log.topics.iter().copied(), &log.data) {
+                    Ok(e) => out.epochs.push(EpochCommit {
+                        epoch: e.epoch,
+                        set_hash: e.setHash,
+                        stager: e.stager,
+                        start_round: e.startRound,
+                        threshold: e.threshold,
+                        count: e.count,
+                        block_number: log.block_number,
+                    }),
+                    Err(e) => undecodable(&mut out, log, "EpochCommitted", &e.to_string()),
                 }
             } else if log.address == self.settlement {
                 match Settlement::Settled::decode_raw_log(log.topics.iter().copied(), &log.data) {
@@ -239,9 +280,15 @@ impl ChainClient {
         }
     }
 
-    /// The batches of blocks `from..=to` that the chain shows settled with signer `index` in
-    /// their bitmap, from the `Settled` events a quorum agrees on.
-    pub async fn batches_signed_by(&self, index: usize, from: u64, to: u64) -> Result<Vec<Batch>, ChainError> {
+    /// The batches of blocks `from..=to` that the chain shows settled with this node's bit in
+    /// their bitmap (its index in the batch's epoch, for the epochs it knows), from the
+    /// `Settled` events a quorum agrees on.
+    pub async fn batches_signed_by(
+        &self,
+        epochs: &crate::epochs::Epochs,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<Batch>, ChainError> {
         let filter = Filter::new()
             .address(self.settlement)
             .event_signature(Settlement::Settled::SIGNATURE_HASH)
@@ -253,7 +300,7 @@ impl ChainClient {
             .iter()
             .filter(|l| l.address == self.settlement)
             .filter_map(|l| Settlement::Settled::decode_raw_log(l.topics.iter().copied(), &l.data).ok())
-            .filter(|e| e.signerBitmap.bit(index))
+            .filter(|e| epochs.get(e.epoch).and_then(|s| s.me).is_some_and(|i| e.signerBitmap.bit(i)))
             .map(|e| Batch {
                 epoch: e.epoch,
                 round: e.round,
@@ -263,6 +310,76 @@ impl ChainClient {
                 leaf_count: e.leafCount,
             })
             .collect())
+    }
+
+    /// The operator set `commit` installed, from the `OperatorsStaged` logs of its stager and
+    /// set hash in blocks `from..=commit.block_number` (read `step` blocks at a time) that a
+    /// quorum agrees on. The records must be contiguous and hash to the committed set hash.
+    pub async fn staged_set(&self, commit: &EpochCommit, from: u64, step: u64) -> Result<OperatorSetSpec, ChainError> {
+        let mut chunks: BTreeMap<u64, Vec<Settlement::OperatorRecord>> = BTreeMap::new();
+        let mut start = from;
+        while start <= commit.block_number {
+            let end = commit.block_number.min(start.saturating_add(step.max(1) - 1));
+            let filter = Filter::new()
+                .address(self.settlement)
+                .event_signature(Settlement::OperatorsStaged::SIGNATURE_HASH)
+                .topic1(commit.stager.into_word())
+                .topic2(commit.set_hash)
+                .from_block(start)
+                .to_block(end);
+            let vote = self.reads.logs(&filter).await?;
+            if vote.unresolved(self.reads.quorum()) > 0 {
+                return Err(ChainError::Inconsistent(format!(
+                    "the staged operators of epoch {} lack a provider quorum in blocks {start}..={end}",
+                    commit.epoch
+                )));
+            }
+            for log in vote.accepted.iter().filter(|l| l.address == self.settlement) {
+                let e = Settlement::OperatorsStaged::decode_raw_log(log.topics.iter().copied(), &log.data)
+                    .map_err(|e| ChainError::Decode { what: "OperatorsStaged", detail: e.to_string() })?;
+                chunks.insert(e.firstIndex.saturating_to::<u64>(), e.records);
+            }
+            start = end.saturating_add(1);
+        }
+        let mut operators = Vec::with_capacity(usize::from(commit.count));
+        for (first, records) in chunks {
+            if first != operators.len() as u64 {
+                return Err(ChainError::Inconsistent(format!(
+                    "epoch {}: staged chunks are not contiguous at operator {first}",
+                    commit.epoch
+                )));
+            }
+            for r in records {
+                let bls = BlsPublicKey::from_eip2537(&r.blsPublicKey)
+                    .map_err(|e| ChainError::Decode { what: "staged BLS key", detail: e.to_string() })?;
+                operators.push(OperatorRecord {
+                    name: r.name,
+                    account: r.account,
+                    peer_id: r.peerId,
+                    p2p_addr: r.p2pAddr,
+                    bls,
+                });
+            }
+        }
+        let spec =
+            OperatorSetSpec { epoch: commit.epoch, start_round: commit.start_round, threshold: commit.threshold, operators };
+        if spec.set_hash() != commit.set_hash || spec.operators.len() != usize::from(commit.count) {
+            return Err(ChainError::Inconsistent(format!(
+                "the {} staged operators of epoch {} do not hash to its committed set {}",
+                spec.operators.len(),
+                commit.epoch,
+                commit.set_hash
+            )));
+        }
+        Ok(spec)
+    }
+
+    /// The settlement contract's grace period, blocks, as a quorum reports it.
+    pub async fn grace_blocks(&self) -> Result<u64, ChainError> {
+        let data = Settlement::graceBlocksCall {}.abi_encode();
+        let answer = self.reads.call(self.settlement, Bytes::from(data)).await?;
+        Settlement::graceBlocksCall::abi_decode_returns(&answer)
+            .map_err(|e| ChainError::Decode { what: "graceBlocks", detail: e.to_string() })
     }
 
     /// Root settled on chain for `round`, zero when not settled, as a quorum reports it.

@@ -16,5 +16,5 @@ pub mod quorum;
 pub mod sender;
 pub mod watcher;
 
-pub use client::{ChainClient, ChainError, SettleCall};
+pub use client::{ChainClient, ChainError, EpochCommit, SettleCall};
 pub use sender::{SettleOutcome, SettlementSender};

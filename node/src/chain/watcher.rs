@@ -8,6 +8,10 @@
 //! (payments that left the chain are dropped) and reads forward again, picking up what replaced
 //! them. A restart resumes from the checkpoint, so no block is skipped or applied twice.
 //!
+//! Operator sets are known from `EpochCommitted` and the `OperatorsStaged` records it names,
+//! read through the quorum like everything else, checked against the committed set hash, and
+//! stored before the range's checkpoint moves: a restart never misses a set change.
+//!
 //! Settlements are known from the `Settled` event alone (it carries the bitmap and the
 //! aggregate signature), whoever sent the transaction and through whatever wrapper. A log that
 //! does not decode is counted, logged and skipped. A log that some providers show but no quorum
@@ -20,6 +24,7 @@
 //! same batch again.
 
 use super::{ChainClient, ChainError};
+use crate::epochs::Epochs;
 use crate::store::{Store, StoreError, StoredBlock};
 use crate::time::{now_ms, now_s};
 use crate::webhook::payload::{reverted_event, webhook_id};
@@ -113,13 +118,13 @@ pub struct Watcher {
     schedule: RoundSchedule,
     progress: Arc<Notify>,
     status: Arc<WatcherStatus>,
-    operator_keys: Vec<Bytes>,
+    epochs: Arc<Epochs>,
     unagreed: Mutex<(u64, u32)>,
 }
 
 impl Watcher {
-    /// A watcher that notifies `progress` whenever the checkpoint moves; `operator_keys` are
-    /// the EIP-2537 keys of the operator set, by index (bit of the signer bitmap).
+    /// A watcher that notifies `progress` whenever the checkpoint moves, and adds the operator
+    /// sets it reads to `epochs`.
     pub fn new(
         client: ChainClient,
         store: Store,
@@ -127,21 +132,33 @@ impl Watcher {
         schedule: RoundSchedule,
         progress: Arc<Notify>,
         status: Arc<WatcherStatus>,
-        operator_keys: Vec<Bytes>,
+        epochs: Arc<Epochs>,
     ) -> Self {
-        Self { client, store, cfg, schedule, progress, status, operator_keys, unagreed: Mutex::new((0, 0)) }
+        Self { client, store, cfg, schedule, progress, status, epochs, unagreed: Mutex::new((0, 0)) }
     }
 
-    /// The concatenated keys of the signers in `bitmap`, ascending by index.
-    fn signer_keys(&self, bitmap: U256) -> Bytes {
-        let keys: Vec<u8> = self
-            .operator_keys
+    /// The concatenated EIP-2537 keys of the signers in `bitmap` in `epoch`, ascending by index
+    /// (empty when the epoch is not known: receipts then wait).
+    fn signer_keys(&self, epoch: u64, bitmap: U256) -> Bytes {
+        let Some(set) = self.epochs.get(epoch) else { return Bytes::new() };
+        let keys: Vec<u8> = set
+            .operators
             .iter()
             .enumerate()
             .filter(|(i, _)| bitmap.bit(*i))
-            .flat_map(|(_, k)| k.iter().copied())
+            .flat_map(|(_, o)| o.bls.to_eip2537())
             .collect();
         Bytes::from(keys)
+    }
+
+    /// Reads, checks and stores the sets the range's `EpochCommitted` logs installed.
+    async fn follow_epochs(&self, commits: &[super::EpochCommit]) -> Result<(), WatchError> {
+        for commit in commits {
+            let spec = self.client.staged_set(commit, self.cfg.start_block, self.cfg.max_log_range).await?;
+            self.store.put_epoch(&spec)?;
+            self.epochs.learn(&spec);
+        }
+        Ok(())
     }
 
     /// Whether the range starting at `from` may go on without the logs that lack a quorum.
@@ -216,8 +233,9 @@ impl Watcher {
         if events.unagreed > 0 {
             return Err(self.unagreed(from, to, events.unagreed));
         }
+        self.follow_epochs(&events.epochs).await?;
         for s in events.settlements.iter_mut() {
-            s.signer_keys = self.signer_keys(s.signer_bitmap);
+            s.signer_keys = self.signer_keys(s.epoch, s.signer_bitmap);
         }
         let applied = self.store.apply_range(to_block, &events.payments, &events.settlements, &events.blocks)?;
         self.drop_vanished_settlements(to).await?;

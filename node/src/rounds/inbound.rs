@@ -17,10 +17,11 @@ impl RoundDriver {
                 // Only operators' messages are heard at all; a budget per author (the operator
                 // whose key signed it), not per forwarder; a replay of an old message (gossip
                 // forgets ids after a while) is dropped before it costs its author budget.
-                let Some(author) = self.set.index_of_peer(&source) else {
+                if !self.epochs.knows_peer(&source) {
                     self.net.report(reference, Verdict::Reject).await;
                     return;
-                };
+                }
+                let author = source;
                 if !gossip::fresh(&data, now_ms()) {
                     metrics::counter!("gossip_stale_total", "topic" => topic.clone()).increment(1);
                     self.net.report(reference, Verdict::Ignore).await;
@@ -72,8 +73,12 @@ impl RoundDriver {
 
     fn judge_attestation(&self, st: &mut State, data: &[u8], source: PeerId) -> AttestationFate {
         let (chain_id, settlement) = (self.chain.chain_id(), self.chain.settlement_address());
-        let att = match Attestation::decode(data, &source, &self.set) {
+        let att = match Attestation::decode(data, &source, &self.epochs) {
             Ok(att) => att,
+            Err(e @ (GossipRejection::UnknownEpoch(_) | GossipRejection::WrongEpoch { .. })) => {
+                metrics::counter!("attestations_ignored_total", "reason" => e.reason()).increment(1);
+                return AttestationFate::OtherEpoch(e);
+            }
             Err(e) => return AttestationFate::Invalid(e),
         };
         let round = att.batch.round;
@@ -93,7 +98,7 @@ impl RoundDriver {
             }
         } else {
             metrics::counter!("attestation_verifications_total").increment(1);
-            match att.verify(&self.set, chain_id, settlement) {
+            match att.verify(&self.epochs, chain_id, settlement) {
                 Ok(sig) => {
                     if st.verified.len() >= super::MAX_VERIFIED {
                         st.verified.clear();
@@ -131,10 +136,10 @@ impl RoundDriver {
     /// terms. An altered or invented one is invalid in itself: counted, scored against its
     /// author and rejected. Another copy of an invoice this node holds is kept out.
     async fn on_invoice(&self, data: &[u8], source: PeerId) -> Verdict {
-        let author = self.set.index_of_peer(&source).map(|i| self.set.operators[i].name.as_str());
+        let author = self.epochs.name_of_peer(&source);
         match InvoiceAnnouncement::validate(data, &self.invoice_scope()) {
             // An operator announces the invoices it created, in its own name only.
-            Ok(inv) if Some(inv.created_by.as_str()) != author => {
+            Ok(inv) if Some(inv.created_by.as_str()) != author.as_deref() => {
                 metrics::counter!("invoice_conflicts_total", "reason" => "foreign_creator").increment(1);
                 warn!(peer = %source, invoice_id = %inv.id, created_by = %inv.created_by, "invoice announced in another operator's name rejected");
                 self.net.penalize(source).await;
@@ -175,10 +180,10 @@ impl RoundDriver {
     }
 
     fn on_heartbeat(&self, st: &mut State, data: &[u8], source: PeerId) -> Verdict {
-        match Heartbeat::validate(data, &source, &self.set) {
+        match Heartbeat::validate(data, &source, &self.epochs) {
             // The receive time, not the sender's clock, decides liveness.
             Ok(hb) => {
-                st.liveness.heartbeat(hb.operator, hb.can_pay, now_ms());
+                self.heard(st, &source, hb.can_pay, now_ms());
                 Verdict::Accept
             }
             Err(e) => {
@@ -192,12 +197,15 @@ impl RoundDriver {
     /// signed the gossip message (not whoever forwarded it), and only together with the claims
     /// of enough others ([`crate::store::Store::acknowledge`]). The write happens off the loop.
     fn on_delivery_ack(&self, data: &[u8], source: PeerId) -> Verdict {
-        let Some(operator) = self.set.index_of_peer(&source) else { return Verdict::Reject };
+        if !self.epochs.knows_peer(&source) {
+            return Verdict::Reject;
+        }
+        let operator = crate::epochs::peer_tag(&source);
         match serde_json::from_slice::<gossip::DeliveryAck>(data) {
             Ok(ack) if ack.webhook_id.len() <= gossip::DeliveryAck::MAX_ID_LEN => {
                 let store = self.store.clone();
                 tokio::task::spawn_blocking(move || {
-                    match store.acknowledge(&ack.webhook_id, operator as u32, ack.delivered_at_ms, now_ms()) {
+                    match store.acknowledge(&ack.webhook_id, operator, ack.delivered_at_ms, now_ms()) {
                         Ok(true) => {
                             debug!(webhook_id = %ack.webhook_id, operator, "webhook delivered by other operators")
                         }

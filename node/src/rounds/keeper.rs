@@ -25,20 +25,23 @@ impl RoundDriver {
         }
         let Ok(Some(own)) = self.store.signed_batch(round) else { return };
         let Some(quorum) = st.pool.quorum(&own.batch) else { return };
+        // Keeper schedule, failover ranks and signer keys are those of the batch's epoch.
+        let Some(set) = self.epochs.get(own.batch.epoch) else { return };
+        let Some(me) = set.me else { return };
         let now = now_ms();
         let quorum_at = *st.quorum_at.entry(round).or_insert(now);
-        st.liveness.heartbeat(self.set.me, st.can_pay.load(Ordering::Relaxed), now);
-        let down = st.liveness.down(self.set.me, now);
-        let Some(turn) =
-            failover::turn(round, self.set.len(), self.set.me, &down, quorum_at, self.timing.keeper_deadline_ms)
-        else {
+        let can_pay = st.can_pay.load(Ordering::Relaxed);
+        let Some(liveness) = st.liveness.get_mut(&set.epoch) else { return };
+        liveness.heartbeat(me, can_pay, now);
+        let down = liveness.down(me, now);
+        let Some(turn) = failover::turn(round, set.len(), me, &down, quorum_at, self.timing.keeper_deadline_ms) else {
             return;
         };
         if now < turn.at_ms {
             return;
         }
         let message = own.batch.message(self.chain.chain_id(), self.chain.settlement_address());
-        let keys: Vec<_> = quorum.signers.iter().map(|i| self.set.operators[*i].bls).collect();
+        let keys: Vec<_> = quorum.signers.iter().filter_map(|i| set.operators.get(*i).map(|o| o.bls)).collect();
         let aggregate = match BlsSignature::aggregate(&quorum.signatures).and_then(|agg| {
             agg.verify_aggregate(&keys, message.as_slice())?;
             Ok(agg)

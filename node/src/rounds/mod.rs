@@ -13,13 +13,14 @@ mod signing;
 
 use crate::chain::ChainClient;
 use crate::gossip::{self, Heartbeat, SyncRequest};
+use crate::epochs::Epochs;
 use crate::operators::OperatorSet;
 use crate::store::{SettlementRecord, Store, StoreError};
 use crate::time::now_ms;
 use settleproof_config::MerchantConfig;
 use settleproof_consensus::{AttestationPool, BlsSecretKey, BlsSignature, Liveness, RoundSchedule};
 use settleproof_p2p::{NetworkEvent, NetworkHandle, PeerId};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -48,10 +49,14 @@ pub struct Timing {
 pub struct RoundDriver {
     /// Store.
     pub store: Store,
-    /// Operator set and this node's index.
-    pub set: Arc<OperatorSet>,
-    /// This node's BLS key.
-    pub bls: BlsSecretKey,
+    /// The operator set of every known epoch, and this node's place in each.
+    pub epochs: Arc<Epochs>,
+    /// This node's BLS keys (`bls.key` and, during a rotation, `bls.next.key`): each epoch's
+    /// rounds are signed with the one that epoch registered.
+    pub bls_keys: Vec<BlsSecretKey>,
+    /// Rounds a superseded set may still settle after its successor starts: its operators stay
+    /// connected that long.
+    pub grace_rounds: u64,
     /// Rounds.
     pub schedule: RoundSchedule,
     /// Chain reads.
@@ -79,7 +84,8 @@ struct State {
     in_flight: HashSet<u64>,
     /// When this node first saw a quorum for its batch of a round, ms.
     quorum_at: HashMap<u64, u64>,
-    liveness: Liveness,
+    /// Heartbeats, per epoch (each set has its own indices).
+    liveness: BTreeMap<u64, Liveness>,
     can_pay: Arc<AtomicBool>,
     done_tx: mpsc::Sender<(u64, bool)>,
     sync_tx: mpsc::Sender<Vec<(gossip::Attestation, BlsSignature)>>,
@@ -115,11 +121,11 @@ impl RoundDriver {
         let can_pay = Arc::new(AtomicBool::new(true));
         tokio::spawn(watch_balance(self.chain.clone(), self.timing.min_balance_wei, can_pay.clone(), shutdown.clone()));
         let mut st = State {
-            pool: AttestationPool::new(self.set.len(), self.set.threshold),
+            pool: AttestationPool::empty(),
             pending: BTreeSet::new(),
             in_flight: HashSet::new(),
             quorum_at: HashMap::new(),
-            liveness: Liveness::new(self.set.len(), self.timing.heartbeat_timeout_ms),
+            liveness: BTreeMap::new(),
             can_pay,
             done_tx,
             sync_tx,
@@ -127,6 +133,7 @@ impl RoundDriver {
             limiter: crate::api::RateLimiter::new(PEER_MESSAGES_PER_S, PEER_MESSAGE_BURST),
             next_round: self.store.next_round().unwrap_or(0),
         };
+        self.refresh_epochs(&mut st);
         if let Err(e) = self.restore(&mut st) {
             error!(error = %e, "cannot restore round state");
         }
@@ -135,6 +142,7 @@ impl RoundDriver {
         let mut heartbeat = tokio::time::interval(self.timing.heartbeat);
         let mut catch_up = tokio::time::interval(Duration::from_secs(5));
         loop {
+            self.refresh_epochs(&mut st);
             tokio::select! {
                 _ = progress.notified() => self.advance(&mut st).await,
                 ev = events.recv() => match ev {
@@ -162,12 +170,39 @@ impl RoundDriver {
         for round in self.store.unsettled_signed_rounds()? {
             if let Some(signed) = self.store.signed_batch(round)?
                 && let Ok(sig) = BlsSignature::from_bytes(&signed.signature)
+                && let Some(me) = self.epochs.get(signed.batch.epoch).and_then(|s| s.me)
             {
-                st.pool.insert(signed.batch, self.set.me, sig);
+                st.pool.insert(signed.batch, me, sig);
                 st.pending.insert(round);
             }
         }
         Ok(())
+    }
+
+    /// Teaches the pool and the liveness tracker every known epoch (the watcher adds them).
+    fn refresh_epochs(&self, st: &mut State) {
+        for set in self.epochs.all() {
+            st.pool.add_epoch(set.epoch, set.len(), set.threshold);
+            let fresh = st.liveness.get(&set.epoch).is_none_or(|l| l.len() != set.len());
+            if fresh {
+                st.liveness.insert(set.epoch, Liveness::new(set.len(), self.timing.heartbeat_timeout_ms));
+            }
+        }
+    }
+
+    /// The key this node signs `set`'s rounds with: the one the set registered for it.
+    fn signing_key(&self, set: &OperatorSet) -> Option<&BlsSecretKey> {
+        let mine = set.mine()?;
+        self.bls_keys.iter().find(|k| k.public_key() == mine.bls)
+    }
+
+    /// A heartbeat of `peer` at `now`, for every epoch it belongs to.
+    fn heard(&self, st: &mut State, peer: &PeerId, can_pay: bool, now: u64) {
+        for set in self.epochs.all() {
+            if let (Some(i), Some(l)) = (set.index_of_peer(peer), st.liveness.get_mut(&set.epoch)) {
+                l.heartbeat(i, can_pay, now);
+            }
+        }
     }
 
     async fn advance(&self, st: &mut State) {
@@ -208,16 +243,20 @@ impl RoundDriver {
         }
     }
 
-    /// This node's position after the settlement's submitter (0: it submitted).
+    /// This node's position after the settlement's submitter among the round's operators
+    /// (0: it submitted; last when it is not one of them).
     fn delivery_rank(&self, record: &SettlementRecord) -> u64 {
-        let n = self.set.len();
-        let submitter = self
-            .set
+        let Some(set) = self.epochs.get(record.epoch).or_else(|| self.epochs.for_round(record.round)) else {
+            return 0;
+        };
+        let n = set.len().max(1);
+        let Some(me) = set.me else { return n as u64 };
+        let submitter = set
             .operators
             .iter()
             .position(|o| o.evm == record.submitter)
             .unwrap_or_else(|| settleproof_consensus::keeper_index(record.round, 0, n));
-        ((self.set.me + n - submitter) % n) as u64
+        ((me + n - submitter) % n) as u64
     }
 
     /// What invoices from other operators are checked against.
@@ -242,14 +281,16 @@ impl RoundDriver {
     async fn heartbeat(&self, st: &mut State) {
         let can_pay = st.can_pay.load(Ordering::Relaxed);
         let now = now_ms();
-        st.liveness.heartbeat(self.set.me, can_pay, now);
-        let hb = Heartbeat { operator: self.set.me, can_pay, sent_at_ms: now };
+        self.heard(st, &self.epochs.me(), can_pay, now);
+        let operator = self.epochs.latest().and_then(|s| s.me).unwrap_or_default();
+        let hb = Heartbeat { operator, can_pay, sent_at_ms: now };
         let _ = self.net.publish(gossip::HEARTBEATS, serde_json::to_vec(&hb).unwrap_or_default()).await;
     }
 
-    /// The other operators' peer ids.
+    /// The other operators' peer ids, of every set that still matters.
     fn other_peers(&self) -> Vec<PeerId> {
-        self.set.operators.iter().enumerate().filter(|(i, _)| *i != self.set.me).map(|(_, o)| o.peer_id).collect()
+        let round = self.store.next_round().unwrap_or(0);
+        self.epochs.peers(round, self.grace_rounds).into_iter().map(|(p, _)| p).collect()
     }
 
     /// Asks `peer` (or one operator, in turn) for the attestations of unsettled rounds that have
@@ -262,18 +303,17 @@ impl RoundDriver {
             .filter(|r| !st.quorum_at.contains_key(r))
             .take(SyncRequest::MAX_ROUNDS)
             .collect();
-        if rounds.is_empty() || self.set.len() < 2 {
+        let others = self.other_peers();
+        if rounds.is_empty() || others.is_empty() {
             return;
         }
-        let peer = peer.unwrap_or_else(|| {
-            let others: Vec<_> = self.set.operators.iter().enumerate().filter(|(i, _)| *i != self.set.me).collect();
-            others[(now_ms() / 5000) as usize % others.len()].1.peer_id
-        });
+        let peer = peer.unwrap_or_else(|| others[(now_ms() / 5000) as usize % others.len()]);
         let net = self.net.clone();
         let tx = st.sync_tx.clone();
         let request =
             serde_json::to_string(&SyncRequest { rounds: rounds.clone(), invoices: Vec::new() }).unwrap_or_default();
-        let (set, chain_id, settlement) = (self.set.clone(), self.chain.chain_id(), self.chain.settlement_address());
+        let (epochs, chain_id, settlement) =
+            (self.epochs.clone(), self.chain.chain_id(), self.chain.settlement_address());
         tokio::spawn(async move {
             let resp = match net.request(peer, request).await {
                 Ok(answer) => match serde_json::from_str::<gossip::SyncResponse>(&answer) {
@@ -293,7 +333,7 @@ impl RoundDriver {
             let verified = tokio::task::spawn_blocking(move || {
                 wanted
                     .into_iter()
-                    .filter_map(|a| match a.verify(&set, chain_id, settlement) {
+                    .filter_map(|a| match a.verify(&epochs, chain_id, settlement) {
                         Ok(sig) => Some((a, sig)),
                         Err(e) => {
                             metrics::counter!("attestations_rejected_total", "reason" => e.reason()).increment(1);

@@ -2,6 +2,7 @@
 //! persisted guard, gossip it, and re-broadcast it until the round is settled.
 
 use super::{RoundDriver, State};
+use crate::operators::OperatorSet;
 use crate::gossip::{self, Attestation};
 use crate::store::{SigningOutcome, StoreError};
 use crate::time::{now_ms, now_s};
@@ -19,11 +20,14 @@ impl RoundDriver {
         let mut round = first;
         while self.schedule.is_closed(round, checkpoint) {
             let Some((from, to)) = self.schedule.range(round) else { break };
+            // The set of a closed round is always known once the chain is read that far (an
+            // update must land before its first round); until then the round waits.
+            let Some(set) = self.epochs.for_round(round) else { break };
             let records = self.store.payments_in_range(from, to)?;
             let mut leaves: Vec<_> = records.iter().map(|r| r.leaf.clone()).collect();
-            if let Some(batch) = Batch::build(self.set.epoch, round, from, to, &mut leaves)
+            if let Some(batch) = Batch::build(set.epoch, round, from, to, &mut leaves)
                 && self.store.settlement(round)?.is_none()
-                && self.sign_and_publish(st, batch).await?
+                && self.sign_and_publish(st, &set, batch).await?
             {
                 self.fetch_missing_invoices(from, to);
                 let (now, now_ms) = (now_s(), now_ms());
@@ -57,11 +61,17 @@ impl RoundDriver {
         });
     }
 
-    /// Signs (through the guard) and gossips `batch`; returns whether a new signature was made.
-    async fn sign_and_publish(&self, st: &mut State, batch: Batch) -> Result<bool, StoreError> {
+    /// Signs (through the guard) and gossips `batch` of `set`'s epoch; returns whether a new
+    /// signature was made. A node that is not an operator of the epoch does not sign.
+    async fn sign_and_publish(&self, st: &mut State, set: &OperatorSet, batch: Batch) -> Result<bool, StoreError> {
+        let Some(me) = set.me else { return Ok(false) };
+        let Some(key) = self.signing_key(set) else {
+            error!(round = batch.round, epoch = set.epoch, "this node holds no BLS key the epoch registered for it (bls.key, bls.next.key): not signing");
+            metrics::counter!("signing_key_missing_total").increment(1);
+            return Ok(false);
+        };
         let message = batch.message(self.chain.chain_id(), self.chain.settlement_address());
-        let outcome =
-            self.store.record_signature(batch, |_| Bytes::from(self.bls.sign(message.as_slice()).to_bytes().to_vec()));
+        let outcome = self.store.record_signature(batch, |_| Bytes::from(key.sign(message.as_slice()).to_bytes().to_vec()));
         let (signed, new) = match outcome {
             Ok(SigningOutcome::Recorded(s)) => {
                 info!(round = batch.round, root = %batch.root, leaves = batch.leaf_count, "signed batch");
@@ -76,16 +86,17 @@ impl RoundDriver {
             Err(e) => return Err(e),
         };
         if let Ok(sig) = BlsSignature::from_bytes(&signed.signature) {
-            st.pool.insert(batch, self.set.me, sig);
+            st.pool.insert(signed.batch, me, sig);
         }
         st.pending.insert(batch.round);
-        self.publish(batch, signed.signature).await;
+        self.publish(signed.batch, signed.signature).await;
         self.try_settle(st, batch.round);
         Ok(new)
     }
 
     async fn publish(&self, batch: Batch, signature: Bytes) {
-        let att = Attestation { batch, signer: self.set.me, signature, sent_at_ms: now_ms() };
+        let Some(signer) = self.epochs.get(batch.epoch).and_then(|s| s.me) else { return };
+        let att = Attestation { batch, signer, signature, sent_at_ms: now_ms() };
         let data = serde_json::to_vec(&att).unwrap_or_default();
         if let Err(e) = self.net.publish(gossip::ATTESTATIONS, data).await {
             debug!(round = batch.round, error = %e, "attestation not published yet; will rebroadcast");

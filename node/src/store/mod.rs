@@ -12,6 +12,7 @@
 //! - `signed`: round → the batch this node signed and its signature (the signing guard)
 //! - `settlements`: round → how the round was settled; `provisional_settlements`: rounds whose
 //!   record came from this node's own receipt and awaits the watcher's confirmation
+//! - `epochs`: epoch → the operator set committed on chain ([`OperatorSetSpec`], JSON)
 //! - `outbox`, `outbox_pending`, `outbox_dead`, `outbox_attempts`, `delivery_acks`,
 //!   `delivery_ack_times`, `merchant_endpoints`: webhook events, their attempts, the other
 //!   operators' acknowledgements and delivery state (see `outbox.rs`)
@@ -22,6 +23,7 @@
 mod acks;
 mod backup;
 mod chain;
+mod epochs;
 mod invoices;
 mod outbox;
 mod rounds;
@@ -32,6 +34,8 @@ pub use invoices::Invoice;
 pub use outbox::{Attempt, AttemptEffect, EndpointState, OutboxEvent};
 pub use rounds::{SettlementRecord, SignedBatch, SigningOutcome};
 
+#[cfg(doc)]
+use settleproof_consensus::OperatorSetSpec;
 use redb::{Database, MultimapTableDefinition, ReadableDatabase, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -61,6 +65,7 @@ pub(crate) const ATTEMPTS: TableDefinition<(&str, u32), &[u8]> = TableDefinition
 pub(crate) const ACKS: TableDefinition<(&str, u32), u64> = TableDefinition::new("delivery_acks");
 pub(crate) const ACK_TIMES: TableDefinition<(u64, &str, u32), ()> = TableDefinition::new("delivery_ack_times");
 pub(crate) const ENDPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("merchant_endpoints");
+pub(crate) const EPOCHS: TableDefinition<u64, &[u8]> = TableDefinition::new("epochs");
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +140,7 @@ impl Store {
         tx.open_table(ACKS)?;
         tx.open_table(ACK_TIMES)?;
         tx.open_table(ENDPOINTS)?;
+        tx.open_table(EPOCHS)?;
         tx.commit()?;
         Ok(Self { db: Arc::new(db), ack_quorum: Arc::new(std::sync::atomic::AtomicUsize::new(1)) })
     }
