@@ -316,7 +316,7 @@ mod tests {
                 "rpc_endpoints = [\"http://rpc.example.com/KEY\"]",
                 "chain.rpc_endpoints[0]",
             ),
-            ("bls_public_key = \"0xa4", "bls_public_key = \"0x", "network.operators[0].bls_public_key"),
+            ("bls_public_key = \"0xb6", "bls_public_key = \"0x", "network.operators[0].bls_public_key"),
             ("p2p_addr = \"/ip4", "p2p_addr = \"ip4", "network.operators[0].p2p_addr"),
             (
                 "payments_contract = \"0x5FbDB2315678afecb367f032d93F642f64180aa3\"",

@@ -6,11 +6,11 @@
 
 use crate::operators::OperatorSet;
 use settleproof_consensus::OperatorSetSpec;
-use tracing::{info, warn};
 use settleproof_p2p::{Multiaddr, PeerId};
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use tokio::sync::watch;
+use tracing::{info, warn};
 
 /// What an insert changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,10 +101,20 @@ impl Epochs {
                 match self.insert(set) {
                     Inserted::New => {
                         metrics::gauge!("operator_set_epoch").set(spec.epoch as f64);
-                        info!(epoch = spec.epoch, start_round = spec.start_round, operators = spec.operators.len(), threshold = spec.threshold, member, "operator set of a new epoch");
+                        info!(
+                            epoch = spec.epoch,
+                            start_round = spec.start_round,
+                            operators = spec.operators.len(),
+                            threshold = spec.threshold,
+                            member,
+                            "operator set of a new epoch"
+                        );
                     }
                     Inserted::Replaced => {
-                        warn!(epoch = spec.epoch, "the configured operator set differs from the chain's: following the chain");
+                        warn!(
+                            epoch = spec.epoch,
+                            "the configured operator set differs from the chain's: following the chain"
+                        );
                     }
                     Inserted::Same => {}
                 }

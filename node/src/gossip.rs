@@ -256,12 +256,7 @@ impl Attestation {
 
     /// Checks the signature against the signer's key in the batch's epoch (also for
     /// attestations relayed in a sync response, whose sender is not the signer).
-    pub fn verify(
-        &self,
-        epochs: &Epochs,
-        chain_id: u64,
-        settlement: Address,
-    ) -> Result<BlsSignature, GossipRejection> {
+    pub fn verify(&self, epochs: &Epochs, chain_id: u64, settlement: Address) -> Result<BlsSignature, GossipRejection> {
         let set = self.set(epochs)?;
         let op = set.operators.get(self.signer).ok_or(GossipRejection::UnknownSigner(self.signer))?;
         let sig =

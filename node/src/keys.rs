@@ -173,7 +173,8 @@ impl OperatorKeys {
         }
         let mut ikm = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut ikm);
-        let key = BlsSecretKey::from_ikm(&ikm).map_err(|e| KeyError::Invalid { path: path.clone(), reason: e.to_string() })?;
+        let key = BlsSecretKey::from_ikm(&ikm)
+            .map_err(|e| KeyError::Invalid { path: path.clone(), reason: e.to_string() })?;
         write_secret(&path, &hex::encode(key.to_bytes()))?;
         fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|source| KeyError::Io { path: dir.into(), source })?;
         Ok(key)

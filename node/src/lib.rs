@@ -6,8 +6,8 @@
 
 pub mod api;
 pub mod chain;
-pub mod epochs;
 pub mod cli;
+pub mod epochs;
 pub mod gossip;
 pub mod guard_floor;
 pub mod halt;

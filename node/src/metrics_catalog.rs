@@ -56,6 +56,8 @@ const GOSSIP_TOPICS: &[&str] =
 const REJECTIONS: &[&str] = &[
     "malformed",
     "unknown_signer",
+    "unknown_epoch",
+    "wrong_epoch",
     "wrong_publisher",
     "bad_signature",
     "foreign_heartbeat",
@@ -80,8 +82,8 @@ pub const CATALOG: &[Metric] = &[
     m(
         C,
         "attestations_ignored_total",
-        "Attestations ignored unread, by reason (outside the round window)",
-        Labels::One("reason", &["outside_window"]),
+        "Attestations ignored unread, by reason (outside the round window, an epoch not known here or not the round's)",
+        Labels::One("reason", &["outside_window", "unknown_epoch", "wrong_epoch"]),
     ),
     m(C, "attestation_verifications_total", "BLS pairings spent verifying gossiped attestations", Labels::None),
     m(
@@ -155,7 +157,20 @@ pub const CATALOG: &[Metric] = &[
         "Trace export requests to the OTLP collector, by outcome",
         Labels::One("outcome", &["ok", "error"]),
     ),
+    m(
+        C,
+        "operator_set_unusable_total",
+        "Operator sets on chain this node cannot use (bad peer id or address)",
+        Labels::None,
+    ),
+    m(
+        C,
+        "signing_key_missing_total",
+        "Rounds not signed: no BLS key here matches the one the epoch registered",
+        Labels::None,
+    ),
     m(G, "chain_head_lag_blocks", "Quorum head minus the last processed block", Labels::None),
+    m(G, "operator_set_epoch", "Latest operator set epoch read from the settlement contract", Labels::None),
     m(G, "peers_connected", "Operators connected", Labels::None),
     m(G, "settlement_halted", "1 while settlement is halted by a violated invariant or an operator", Labels::None),
     m(G, "webhook_backlog", "Webhook events not yet delivered", Labels::None),

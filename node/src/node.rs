@@ -149,7 +149,8 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
     let driver = RoundDriver {
         store: store.clone(),
         epochs: epochs.clone(),
-        bls_keys: keys.bls_keys().cloned().collect(),
+        bls_keys: std::sync::RwLock::new(keys.bls_keys().cloned().collect()),
+        keys_dir: cfg.node.keys_dir.clone(),
         grace_rounds,
         schedule,
         chain: chain.clone(),
@@ -209,7 +210,7 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
     tasks.push(tokio::spawn(auditor.run(shutdown_rx.clone())));
 
     let state = ApiState {
-        store,
+        store: store.clone(),
         schedule,
         merchants,
         chain_id: cfg.chain.chain_id,
@@ -243,7 +244,13 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
         tasks.push(tokio::spawn(api::server::serve("admin", admin_listener, router, limits, shutdown_rx.clone())));
     }
     tasks.push(tokio::spawn(api::server::serve("api", listener, api::router(state), limits, shutdown_rx.clone())));
-    tasks.push(tokio::spawn(follow_sets(epochs.clone(), store.clone(), net.clone(), grace_rounds, shutdown_rx.clone())));
+    tasks.push(tokio::spawn(follow_sets(
+        epochs.clone(),
+        store.clone(),
+        net.clone(),
+        grace_rounds,
+        shutdown_rx.clone(),
+    )));
     let operator = epochs.latest().and_then(|s| s.me);
     info!(node = %cfg.node.name, operator = ?operator, api = %api_addr, peer_id = %net.local_peer_id(), "node started");
     Ok(NodeHandle { shutdown, tasks, api_addr, peer_id: net.local_peer_id(), net })

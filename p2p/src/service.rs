@@ -346,8 +346,7 @@ impl Task {
 
     fn set_peers(&mut self, peers: Vec<(PeerId, Multiaddr)>) {
         let keep: HashSet<PeerId> = peers.iter().map(|(p, _)| *p).collect();
-        let removed: Vec<PeerId> =
-            self.config.peers.iter().map(|(p, _)| *p).filter(|p| !keep.contains(p)).collect();
+        let removed: Vec<PeerId> = self.config.peers.iter().map(|(p, _)| *p).filter(|p| !keep.contains(p)).collect();
         for peer in removed {
             self.swarm.behaviour_mut().allow.disallow_peer(peer);
             let _ = self.swarm.disconnect_peer_id(peer);

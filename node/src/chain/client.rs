@@ -361,8 +361,12 @@ impl ChainClient {
                 });
             }
         }
-        let spec =
-            OperatorSetSpec { epoch: commit.epoch, start_round: commit.start_round, threshold: commit.threshold, operators };
+        let spec = OperatorSetSpec {
+            epoch: commit.epoch,
+            start_round: commit.start_round,
+            threshold: commit.threshold,
+            operators,
+        };
         if spec.set_hash() != commit.set_hash || spec.operators.len() != usize::from(commit.count) {
             return Err(ChainError::Inconsistent(format!(
                 "the {} staged operators of epoch {} do not hash to its committed set {}",

@@ -12,8 +12,8 @@ mod keeper;
 mod signing;
 
 use crate::chain::ChainClient;
-use crate::gossip::{self, Heartbeat, SyncRequest};
 use crate::epochs::Epochs;
+use crate::gossip::{self, Heartbeat, SyncRequest};
 use crate::operators::OperatorSet;
 use crate::store::{SettlementRecord, Store, StoreError};
 use crate::time::now_ms;
@@ -52,8 +52,11 @@ pub struct RoundDriver {
     /// The operator set of every known epoch, and this node's place in each.
     pub epochs: Arc<Epochs>,
     /// This node's BLS keys (`bls.key` and, during a rotation, `bls.next.key`): each epoch's
-    /// rounds are signed with the one that epoch registered.
-    pub bls_keys: Vec<BlsSecretKey>,
+    /// rounds are signed with the one that epoch registered. Read again from `keys_dir` when an
+    /// epoch registers a key not loaded yet (a rotation while the node runs).
+    pub bls_keys: std::sync::RwLock<Vec<BlsSecretKey>>,
+    /// Where the keys are.
+    pub keys_dir: std::path::PathBuf,
     /// Rounds a superseded set may still settle after its successor starts: its operators stay
     /// connected that long.
     pub grace_rounds: u64,
@@ -190,10 +193,24 @@ impl RoundDriver {
         }
     }
 
-    /// The key this node signs `set`'s rounds with: the one the set registered for it.
-    fn signing_key(&self, set: &OperatorSet) -> Option<&BlsSecretKey> {
-        let mine = set.mine()?;
-        self.bls_keys.iter().find(|k| k.public_key() == mine.bls)
+    /// The key this node signs `set`'s rounds with: the one the set registered for it. A key
+    /// not loaded yet is looked for in the keys directory once more (`bls.next.key` written by
+    /// `settleproof keys rotate-bls` after the node started).
+    fn signing_key(&self, set: &OperatorSet) -> Option<BlsSecretKey> {
+        let want = set.mine()?.bls;
+        let find = |keys: &[BlsSecretKey]| keys.iter().find(|k| k.public_key() == want).cloned();
+        // The lock only guards a Vec that is replaced whole, so a poisoned lock is still valid.
+        if let Some(k) = find(&self.bls_keys.read().unwrap_or_else(std::sync::PoisonError::into_inner)) {
+            return Some(k);
+        }
+        let loaded = crate::keys::OperatorKeys::load(&self.keys_dir).ok()?;
+        let keys: Vec<BlsSecretKey> = loaded.bls_keys().cloned().collect();
+        let found = find(&keys);
+        if found.is_some() {
+            info!(epoch = set.epoch, "loaded the BLS key this epoch registered from the keys directory");
+        }
+        *self.bls_keys.write().unwrap_or_else(std::sync::PoisonError::into_inner) = keys;
+        found
     }
 
     /// A heartbeat of `peer` at `now`, for every epoch it belongs to.

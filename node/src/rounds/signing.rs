@@ -2,8 +2,8 @@
 //! persisted guard, gossip it, and re-broadcast it until the round is settled.
 
 use super::{RoundDriver, State};
-use crate::operators::OperatorSet;
 use crate::gossip::{self, Attestation};
+use crate::operators::OperatorSet;
 use crate::store::{SigningOutcome, StoreError};
 use crate::time::{now_ms, now_s};
 use alloy::primitives::Bytes;
@@ -66,12 +66,17 @@ impl RoundDriver {
     async fn sign_and_publish(&self, st: &mut State, set: &OperatorSet, batch: Batch) -> Result<bool, StoreError> {
         let Some(me) = set.me else { return Ok(false) };
         let Some(key) = self.signing_key(set) else {
-            error!(round = batch.round, epoch = set.epoch, "this node holds no BLS key the epoch registered for it (bls.key, bls.next.key): not signing");
+            error!(
+                round = batch.round,
+                epoch = set.epoch,
+                "this node holds no BLS key the epoch registered for it (bls.key, bls.next.key): not signing"
+            );
             metrics::counter!("signing_key_missing_total").increment(1);
             return Ok(false);
         };
         let message = batch.message(self.chain.chain_id(), self.chain.settlement_address());
-        let outcome = self.store.record_signature(batch, |_| Bytes::from(key.sign(message.as_slice()).to_bytes().to_vec()));
+        let outcome =
+            self.store.record_signature(batch, |_| Bytes::from(key.sign(message.as_slice()).to_bytes().to_vec()));
         let (signed, new) = match outcome {
             Ok(SigningOutcome::Recorded(s)) => {
                 info!(round = batch.round, root = %batch.root, leaves = batch.leaf_count, "signed batch");

@@ -34,11 +34,11 @@ pub use invoices::Invoice;
 pub use outbox::{Attempt, AttemptEffect, EndpointState, OutboxEvent};
 pub use rounds::{SettlementRecord, SignedBatch, SigningOutcome};
 
-#[cfg(doc)]
-use settleproof_consensus::OperatorSetSpec;
 use redb::{Database, MultimapTableDefinition, ReadableDatabase, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+#[cfg(doc)]
+use settleproof_consensus::OperatorSetSpec;
 use std::path::Path;
 use std::sync::Arc;
 
