@@ -5,6 +5,7 @@
 # Usage: ./testnet/chaos.sh SCENARIO|all [--quick] [--invoices K] [--rate PER_S] [--fault-s S]
 #        [--settle-timeout-s S] [--report FILE] [--markdown docs/reliability.md]
 # Scenarios: kill-keeper restart-all provider-lies providers-down partition merchant-down reorg byzantine
+#            rotate-operators (changes the operator set for good: `all` runs it last)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 [ $# -ge 1 ] || { sed -n 2,7p "$0" >&2; exit 2; }

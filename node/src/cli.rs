@@ -27,7 +27,10 @@ pub enum Command {
     /// The node's store: backup (online when the node runs), integrity check, restore.
     #[command(subcommand)]
     Store(StoreCommand),
-    /// Local development network.
+    /// Operator set changes: the sets on chain, and proposals to change them that a threshold
+    /// of the current operators signs before anyone submits them.
+    #[command(subcommand)]
+    Operators(OperatorsCommand),
     /// Print the SHA-256 of a merchant API token read from standard input (one line), for
     /// `api_token_sha256` in `[[merchants]]`: operators hold the hash, never the token.
     HashToken,
@@ -72,6 +75,98 @@ pub enum KeysCommand {
     },
     /// Print a new Standard Webhooks secret (`whsec_...`).
     WebhookSecret,
+    /// Write a new BLS key to DIR/bls.next.key for a key rotation (never overwrites) and print
+    /// its public key and proof of possession, for `operators propose --rotate`. The running
+    /// node picks it up when the rotation's epoch starts.
+    RotateBls {
+        /// Keys directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+/// `settleproof operators ...`
+#[derive(Debug, Subcommand)]
+pub enum OperatorsCommand {
+    /// Print every operator set on chain (epoch, rounds, threshold, operators) and, for each
+    /// proposal file given, what it changes and who has signed it.
+    Show {
+        /// JSON-RPC endpoint of the chain.
+        #[arg(long)]
+        rpc: String,
+        /// The settlement contract.
+        #[arg(long)]
+        settlement: alloy::primitives::Address,
+        /// Proposal files.
+        #[arg(long = "proposal")]
+        proposals: Vec<PathBuf>,
+    },
+    /// Write a proposal to change the latest set: exactly one of --add, --remove, --rotate,
+    /// --threshold.
+    Propose {
+        /// JSON-RPC endpoint of the chain.
+        #[arg(long)]
+        rpc: String,
+        /// The settlement contract.
+        #[arg(long)]
+        settlement: alloy::primitives::Address,
+        /// First round of the new set; by default the first one the contract accepts plus
+        /// --margin-blocks, to leave time for the signatures.
+        #[arg(long)]
+        start_round: Option<u64>,
+        /// Blocks added to the earliest start for the signatures to be gathered.
+        #[arg(long, default_value_t = 600)]
+        margin_blocks: u64,
+        /// Add the operator whose `settleproof keys show` output is in FILE (with --name and
+        /// --p2p-addr).
+        #[arg(long, value_name = "FILE")]
+        add: Option<PathBuf>,
+        /// Name of the operator added.
+        #[arg(long)]
+        name: Option<String>,
+        /// Multiaddr where the operator added listens.
+        #[arg(long)]
+        p2p_addr: Option<String>,
+        /// Remove the operator with this name.
+        #[arg(long, value_name = "NAME")]
+        remove: Option<String>,
+        /// Rotate the BLS key of the operator with this name to the one in --bls-key.
+        #[arg(long, value_name = "NAME")]
+        rotate: Option<String>,
+        /// `settleproof keys rotate-bls` output of the new key.
+        #[arg(long, value_name = "FILE")]
+        bls_key: Option<PathBuf>,
+        /// Set the threshold.
+        #[arg(long)]
+        threshold: Option<u16>,
+        /// Proposal file to write (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Check a proposal and add this operator's approval to it (signed with the BLS key the
+    /// current set registered for it).
+    Sign {
+        /// The proposal file (rewritten in place).
+        file: PathBuf,
+        /// This operator's keys directory.
+        #[arg(long)]
+        keys_dir: PathBuf,
+        /// This operator's name in the current set.
+        #[arg(long)]
+        name: String,
+    },
+    /// Stage the proposed set and commit it with the approvals' aggregate; the keys
+    /// directory's EVM key pays. Refused with fewer approvals than the current threshold.
+    Submit {
+        /// The proposal file.
+        file: PathBuf,
+        /// JSON-RPC endpoint of the chain.
+        #[arg(long)]
+        rpc: String,
+        /// Keys directory whose `evm.key` sends the transactions.
+        #[arg(long)]
+        keys_dir: PathBuf,
+    },
 }
 
 /// `settleproof store ...`

@@ -9,6 +9,7 @@ use alloy::primitives::{Address, B256};
 use alloy::signers::local::PrivateKeySigner;
 use rand::RngCore;
 use serde::Serialize;
+use settleproof_consensus::BlsPublicKey;
 use settleproof_consensus::BlsSecretKey;
 use settleproof_p2p::{Keypair, PeerId};
 use std::fs;
@@ -72,7 +73,7 @@ impl std::fmt::Debug for OperatorKeys {
 }
 
 /// The public half of an operator's keys, as the operator set's configuration needs it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct PublicKeys {
     /// libp2p peer id.
     pub peer_id: String,
@@ -80,6 +81,10 @@ pub struct PublicKeys {
     pub bls_public_key: String,
     /// EVM address.
     pub evm_address: Address,
+    /// Proof of possession of the BLS key (EIP-2537 G1, 0x-hex), which registering it on chain
+    /// needs.
+    #[serde(default)]
+    pub bls_proof_of_possession: String,
 }
 
 impl OperatorKeys {
@@ -186,7 +191,39 @@ impl OperatorKeys {
             peer_id: PeerId::from(self.libp2p.public()).to_string(),
             bls_public_key: format!("0x{}", hex::encode(self.bls.public_key().to_bytes())),
             evm_address: self.evm.address(),
+            bls_proof_of_possession: format!("0x{}", hex::encode(self.bls.prove_possession().to_eip2537())),
         }
+    }
+}
+
+/// A BLS key and its proof of possession, as `settleproof keys rotate-bls` prints them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct BlsPublic {
+    /// Compressed BLS public key, 0x-hex.
+    pub bls_public_key: String,
+    /// Proof of possession (EIP-2537 G1, 0x-hex).
+    pub bls_proof_of_possession: String,
+}
+
+impl BlsPublic {
+    /// The public half of `key`.
+    pub fn of(key: &BlsSecretKey) -> Self {
+        Self {
+            bls_public_key: format!("0x{}", hex::encode(key.public_key().to_bytes())),
+            bls_proof_of_possession: format!("0x{}", hex::encode(key.prove_possession().to_eip2537())),
+        }
+    }
+
+    /// The parsed key and proof, the proof checked.
+    pub fn parse(&self) -> Result<(BlsPublicKey, alloy::primitives::Bytes), String> {
+        let raw = hex::decode(self.bls_public_key.trim_start_matches("0x")).map_err(|e| format!("bls_public_key: {e}"))?;
+        let key = BlsPublicKey::from_bytes(&raw).map_err(|e| format!("bls_public_key: {e}"))?;
+        let pop = hex::decode(self.bls_proof_of_possession.trim_start_matches("0x"))
+            .map_err(|e| format!("bls_proof_of_possession: {e}"))?;
+        settleproof_consensus::BlsSignature::from_eip2537(&pop)
+            .and_then(|p| p.verify_possession(&key))
+            .map_err(|e| format!("bls_proof_of_possession: {e}"))?;
+        Ok((key, pop.into()))
     }
 }
 

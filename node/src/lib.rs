@@ -19,6 +19,7 @@ pub mod node;
 pub mod operators;
 pub mod otlp;
 pub mod outbound;
+pub mod proposal;
 pub mod receipt;
 pub mod redact;
 pub mod replication;

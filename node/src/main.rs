@@ -4,6 +4,8 @@ use clap::Parser;
 use eyre::{Context, Result, bail};
 use settleproof_config::NodeConfig;
 use settleproof_node::cli::{Cli, Command, KeysCommand, StoreCommand};
+
+mod operators_cmd;
 use settleproof_node::{keys::OperatorKeys, node, telemetry, webhook};
 
 #[tokio::main]
@@ -11,6 +13,10 @@ async fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Keys(KeysCommand::Generate { dir }) => print_json(&OperatorKeys::generate(&dir)?.public()),
         Command::Keys(KeysCommand::Show { dir }) => print_json(&OperatorKeys::load(&dir)?.public()),
+        Command::Keys(KeysCommand::RotateBls { dir }) => {
+            print_json(&settleproof_node::keys::BlsPublic::of(&OperatorKeys::add_next_bls(&dir)?))
+        }
+        Command::Operators(cmd) => operators_cmd::run(cmd).await,
         Command::Keys(KeysCommand::WebhookSecret) => {
             println!("{}", webhook::signature::generate_secret());
             Ok(())
@@ -160,7 +166,7 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
+pub(crate) fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }

@@ -33,6 +33,11 @@ impl Control {
         self.m.nodes.len()
     }
 
+    /// Whether node `i` left the operator set in a drill (`node-i.retired`): it stays stopped.
+    pub fn retired(&self, i: usize) -> bool {
+        self.m.run_dir().join(format!("{}.retired", self.m.nodes[i].name)).exists()
+    }
+
     /// Sends SIGKILL to `name` (`node-i` or `merchant`) and waits until it is gone.
     pub async fn kill9(&self, name: &str) -> Result<()> {
         let pid = self.m.pid(name).ok_or_else(|| eyre!("no pid recorded for {name}"))?;
@@ -155,7 +160,7 @@ pub fn alive(pid: u32) -> bool {
 }
 
 /// A binary built next to this one.
-fn sibling(name: &str) -> Result<std::path::PathBuf> {
+pub(crate) fn sibling(name: &str) -> Result<std::path::PathBuf> {
     let path = std::env::current_exe()?.with_file_name(name);
     if !path.exists() {
         bail!("{} not found: build it with `cargo build --bin {name}`", path.display());
@@ -163,7 +168,7 @@ fn sibling(name: &str) -> Result<std::path::PathBuf> {
     Ok(path)
 }
 
-fn spawn_detached(cmd: &mut Command, log: &std::path::Path) -> Result<u32> {
+pub(crate) fn spawn_detached(cmd: &mut Command, log: &std::path::Path) -> Result<u32> {
     let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
     let child =
         cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out).process_group(0).spawn().wrap_err("spawn")?;

@@ -7,6 +7,7 @@ mod forge;
 mod load;
 mod manifest;
 mod report;
+mod rotation;
 mod scenarios;
 mod stats;
 mod time;

@@ -38,10 +38,14 @@ pub enum Scenario {
     /// One operator is Byzantine: it alters and invents invoices, forges acknowledgements,
     /// equivocates, floods and withholds; an outsider settles through a wrapping contract.
     Byzantine,
+    /// The operator set changes four times during the load: an operator joins, one rotates its
+    /// BLS key, one is removed (its node stopped), the threshold is raised. It changes the
+    /// testnet for good, so `all` runs it last.
+    RotateOperators,
 }
 
 /// Every scenario with a fault, in the order `all` runs them.
-pub const ALL: [Scenario; 8] = [
+pub const ALL: [Scenario; 9] = [
     Scenario::KillKeeper,
     Scenario::RestartAll,
     Scenario::ProviderLies,
@@ -50,6 +54,7 @@ pub const ALL: [Scenario; 8] = [
     Scenario::MerchantDown,
     Scenario::Reorg,
     Scenario::Byzantine,
+    Scenario::RotateOperators,
 ];
 
 impl Scenario {
@@ -133,7 +138,8 @@ pub async fn run(ctl: &Control, payer: &Payer, scenario: Scenario, opts: DrillOp
         tokio::spawn(async move { load::run(&ctl, &payer, lo, progress).await })
     };
     let mut decoys = Vec::new();
-    let injected = inject(ctl, payer, scenario, opts, &progress, &mut tl, &mut decoys).await;
+    let mut extra = Vec::new();
+    let injected = inject(ctl, payer, scenario, opts, &progress, &mut tl, &mut decoys, &mut extra).await;
     if let Err(e) = &injected {
         tl.note(format!("fault injection failed: {e:#}"));
     }
@@ -141,6 +147,7 @@ pub async fn run(ctl: &Control, payer: &Payer, scenario: Scenario, opts: DrillOp
         heal(ctl, &mut tl).await;
     }
     let LoadOutcome { mut payments, failures } = load.await?;
+    payments.extend(extra);
     tl.note(format!("load done: {} payments on chain, {} invoices not paid", payments.len(), failures.len()));
     if scenario == Scenario::Reorg {
         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -151,7 +158,7 @@ pub async fn run(ctl: &Control, payer: &Payer, scenario: Scenario, opts: DrillOp
         ));
     }
     let mut unready = Vec::new();
-    for i in 0..ctl.n() {
+    for i in (0..ctl.n()).filter(|i| !ctl.retired(*i)) {
         if let Err(e) = ctl.wait_ready(i, Duration::from_secs(90)).await {
             unready.push(format!("{e:#}"));
         }
@@ -182,6 +189,7 @@ async fn first_payment(progress: &Progress, at_least: usize) {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn inject(
     ctl: &Control,
     payer: &Payer,
@@ -190,6 +198,7 @@ async fn inject(
     progress: &Progress,
     tl: &mut Timeline,
     decoys: &mut Vec<String>,
+    extra: &mut Vec<Payment>,
 ) -> Result<()> {
     let fault = Duration::from_secs(opts.fault_s);
     let n = ctl.n();
@@ -253,6 +262,7 @@ async fn inject(
             let step = (fault / 3).max(Duration::from_secs(2));
             crate::byzantine::run(ctl, payer, step, tl, decoys).await?;
         }
+        Scenario::RotateOperators => extra.extend(crate::rotation::run(ctl, payer, tl).await?),
         Scenario::Reorg => {
             // A node reads a block once `confirmations` blocks are on top of it, so the last
             // `confirmations` blocks are the ones no node has acted on.
@@ -280,7 +290,7 @@ async fn heal(ctl: &Control, tl: &mut Timeline) {
             healed &= ctl.fault(i, p, json!({"mode": "none"})).await.is_ok();
         }
     }
-    for i in 0..n {
+    for i in (0..n).filter(|i| !ctl.retired(*i)) {
         if ctl.m.pid(&ctl.m.nodes[i].name).is_none_or(|p| !crate::control::alive(p)) {
             match ctl.restart_node(i) {
                 Ok(()) => tl.note(format!("node-{i} started again")),
@@ -294,7 +304,7 @@ async fn heal(ctl: &Control, tl: &mut Timeline) {
             Err(e) => tl.note(format!("merchant receiver could not be started: {e:#}")),
         }
     }
-    for i in 0..n {
+    for i in (0..n).filter(|i| !ctl.retired(*i)) {
         // A node just started has no blocks to lift; one that does not answer yet is skipped.
         if ctl.status(i).await.is_some() {
             for j in (0..n).filter(|&j| j != i) {

@@ -1,0 +1,302 @@
+//! Operator set changes as the operators handle them: a proposal file names the current set,
+//! the change and the next set; each operator of the current set checks it and adds its BLS
+//! signature over the update message; anyone submits it once a threshold has signed
+//! (`settleproof operators propose | sign | submit | show`).
+//!
+//! Everything in a proposal is checked again by whoever reads it: the next set must be the
+//! current one with the change applied, its hash and update message must be the ones named,
+//! every new key must come with a valid proof of possession, and every signature must be the
+//! registered key's of the operator it is filed under. The contract checks the same on chain.
+
+use alloy::primitives::{Address, B256, Bytes, U256};
+use alloy::providers::Provider;
+use alloy::rpc::types::Filter;
+use alloy::sol_types::SolEvent;
+use serde::{Deserialize, Serialize};
+use settleproof_consensus::{
+    BlsPublicKey, BlsSecretKey, BlsSignature, OperatorRecord, OperatorSetSpec, SetChange, SetError, update_message,
+};
+use settleproof_contracts::{OperatorEntry, Settlement};
+use std::collections::BTreeMap;
+
+/// A proposed change of the operator set, with the approvals gathered so far.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// Chain of the settlement contract.
+    pub chain_id: u64,
+    /// The settlement contract.
+    pub settlement: Address,
+    /// The latest set on chain when proposed; its operators approve.
+    pub current: OperatorSetSpec,
+    /// What changes.
+    pub change: SetChange,
+    /// The set proposed as the next epoch.
+    pub next: OperatorSetSpec,
+    /// `next`'s hash.
+    pub set_hash: B256,
+    /// What the current operators sign.
+    pub update_message: B256,
+    /// Proofs of possession of the keys `next` adds (by operator name), EIP-2537 G1.
+    pub proofs: BTreeMap<String, Bytes>,
+    /// Approvals: name of an operator of `current` → its BLS signature over `update_message`.
+    pub signatures: BTreeMap<String, Bytes>,
+}
+
+/// Why a proposal is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ProposalError {
+    /// The change does not apply to the current set.
+    #[error("the change does not apply: {0}")]
+    Change(#[from] SetError),
+    /// The file's next set, hash or message is not what the change gives.
+    #[error("the proposal is inconsistent: {0}")]
+    Inconsistent(String),
+    /// A new key comes without a valid proof of possession.
+    #[error("operator `{0}`: its new BLS key needs a valid proof of possession (`settleproof keys show` or `keys rotate-bls` prints it)")]
+    ProofOfPossession(String),
+    /// The signer is not an operator of the current set, or signs with another key.
+    #[error("`{0}` is not an operator of epoch {1} with this BLS key")]
+    NotAnOperator(String, u64),
+    /// A filed signature does not verify.
+    #[error("the approval filed under `{0}` does not verify")]
+    BadApproval(String),
+    /// Fewer approvals than the current threshold.
+    #[error("{0} valid approvals, epoch {1} needs {2}")]
+    TooFewApprovals(usize, u64, usize),
+    /// Chain reads failed.
+    #[error("chain: {}", crate::redact::scrub(&.0))]
+    Chain(String),
+}
+
+impl Proposal {
+    /// A proposal to apply `change` to `current`, starting at `start_round`; `proofs` carry the
+    /// proofs of possession of the keys the change adds.
+    pub fn new(
+        chain_id: u64,
+        settlement: Address,
+        current: OperatorSetSpec,
+        change: SetChange,
+        start_round: u64,
+        proofs: BTreeMap<String, Bytes>,
+    ) -> Result<Self, ProposalError> {
+        let next = current.apply(&change, start_round)?;
+        let set_hash = next.set_hash();
+        let p = Self {
+            chain_id,
+            settlement,
+            update_message: update_message(chain_id, settlement, set_hash),
+            current,
+            change,
+            next,
+            set_hash,
+            proofs,
+            signatures: BTreeMap::new(),
+        };
+        p.check()?;
+        Ok(p)
+    }
+
+    /// Checks the proposal in itself: the next set follows from the change, hash and message
+    /// are the ones named, and every key new in `next` has a valid proof of possession.
+    pub fn check(&self) -> Result<(), ProposalError> {
+        let next = self.current.apply(&self.change, self.next.start_round)?;
+        if next != self.next {
+            return Err(ProposalError::Inconsistent("the next set is not the current one with the change applied".into()));
+        }
+        if self.set_hash != next.set_hash() {
+            return Err(ProposalError::Inconsistent("set_hash is not the next set's hash".into()));
+        }
+        if self.update_message != update_message(self.chain_id, self.settlement, self.set_hash) {
+            return Err(ProposalError::Inconsistent("update_message is not the one of this contract and set".into()));
+        }
+        for op in self.new_keys() {
+            let ok = self
+                .proofs
+                .get(&op.name)
+                .and_then(|pop| BlsSignature::from_eip2537(pop).ok())
+                .is_some_and(|pop| pop.verify_possession(&op.bls).is_ok());
+            if !ok {
+                return Err(ProposalError::ProofOfPossession(op.name.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Operators of `next` whose BLS key the current set does not have.
+    fn new_keys(&self) -> impl Iterator<Item = &OperatorRecord> {
+        self.next.operators.iter().filter(|o| !self.current.operators.iter().any(|c| c.bls == o.bls))
+    }
+
+    /// Adds the approval of the current operator `name`, signed with `key` (which must be the
+    /// key the current set registered for it).
+    pub fn sign(&mut self, name: &str, key: &BlsSecretKey) -> Result<(), ProposalError> {
+        self.check()?;
+        let registered = self.current.operators.iter().find(|o| o.name == name).map(|o| o.bls);
+        if registered != Some(key.public_key()) {
+            return Err(ProposalError::NotAnOperator(name.into(), self.current.epoch));
+        }
+        let sig = key.sign(self.update_message.as_slice());
+        self.signatures.insert(name.into(), Bytes::from(sig.to_bytes().to_vec()));
+        Ok(())
+    }
+
+    /// The approvals that verify, by index in the current set.
+    pub fn approvals(&self) -> Result<Vec<(usize, BlsSignature)>, ProposalError> {
+        let mut out = Vec::new();
+        for (name, sig) in &self.signatures {
+            let i = self
+                .current
+                .index_of(name)
+                .ok_or_else(|| ProposalError::NotAnOperator(name.clone(), self.current.epoch))?;
+            let sig = BlsSignature::from_bytes(sig)
+                .ok()
+                .filter(|s| s.verify(&self.current.operators[i].bls, self.update_message.as_slice()).is_ok())
+                .ok_or_else(|| ProposalError::BadApproval(name.clone()))?;
+            out.push((i, sig));
+        }
+        out.sort_by_key(|(i, _)| *i);
+        Ok(out)
+    }
+
+    /// Signer bitmap and EIP-2537 aggregate signature of the approvals, once they reach the
+    /// current threshold.
+    pub fn aggregate(&self) -> Result<(U256, Bytes), ProposalError> {
+        let approvals = self.approvals()?;
+        let threshold = usize::from(self.current.threshold);
+        if approvals.len() < threshold {
+            return Err(ProposalError::TooFewApprovals(approvals.len(), self.current.epoch, threshold));
+        }
+        let bitmap = approvals.iter().fold(U256::ZERO, |acc, (i, _)| acc | (U256::from(1u8) << *i));
+        let sigs: Vec<BlsSignature> = approvals.into_iter().map(|(_, s)| s).collect();
+        let agg = BlsSignature::aggregate(&sigs).map_err(|e| ProposalError::BadApproval(e.to_string()))?;
+        Ok((bitmap, Bytes::from(agg.to_eip2537().to_vec())))
+    }
+
+    /// The staging entries of `next`: new keys with their proofs, known keys without (the
+    /// contract checked those when they were first staged).
+    pub fn entries(&self) -> Vec<OperatorEntry> {
+        self.next
+            .operators
+            .iter()
+            .map(|r| OperatorEntry {
+                record: r.clone(),
+                proof_of_possession: self.proofs.get(&r.name).cloned().unwrap_or_default(),
+            })
+            .collect()
+    }
+}
+
+/// Every operator set the settlement contract committed, read over one RPC endpoint (the
+/// operator's own): each `EpochCommitted` event and the `OperatorsStaged` records it names.
+pub async fn chain_sets<P: Provider>(provider: &P, settlement: Address) -> Result<Vec<OperatorSetSpec>, ProposalError> {
+    let chain = |e: &dyn std::fmt::Display| ProposalError::Chain(e.to_string());
+    let commits = provider
+        .get_logs(
+            &Filter::new().address(settlement).event_signature(Settlement::EpochCommitted::SIGNATURE_HASH).from_block(0),
+        )
+        .await
+        .map_err(|e| chain(&e))?;
+    let mut sets = Vec::new();
+    for log in commits {
+        let c = Settlement::EpochCommitted::decode_raw_log(log.topics().iter().copied(), &log.data().data)
+            .map_err(|e| chain(&e))?;
+        let staged = provider
+            .get_logs(
+                &Filter::new()
+                    .address(settlement)
+                    .event_signature(Settlement::OperatorsStaged::SIGNATURE_HASH)
+                    .topic1(c.stager.into_word())
+                    .topic2(c.setHash)
+                    .from_block(0)
+                    .to_block(log.block_number.unwrap_or_default()),
+            )
+            .await
+            .map_err(|e| chain(&e))?;
+        let mut chunks: BTreeMap<u64, Vec<Settlement::OperatorRecord>> = BTreeMap::new();
+        for l in staged {
+            let e = Settlement::OperatorsStaged::decode_raw_log(l.topics().iter().copied(), &l.data().data)
+                .map_err(|e| chain(&e))?;
+            chunks.insert(e.firstIndex.saturating_to::<u64>(), e.records);
+        }
+        let mut operators = Vec::new();
+        for r in chunks.into_values().flatten() {
+            let bls = BlsPublicKey::from_eip2537(&r.blsPublicKey).map_err(|e| chain(&e))?;
+            operators.push(OperatorRecord { name: r.name, account: r.account, peer_id: r.peerId, p2p_addr: r.p2pAddr, bls });
+        }
+        let spec = OperatorSetSpec { epoch: c.epoch, start_round: c.startRound, threshold: c.threshold, operators };
+        if spec.set_hash() != c.setHash {
+            return Err(ProposalError::Chain(format!("the records of epoch {} do not hash to its set", c.epoch)));
+        }
+        sets.push(spec);
+    }
+    sets.sort_by_key(|s| s.epoch);
+    Ok(sets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(i: u8) -> BlsSecretKey {
+        BlsSecretKey::from_ikm(&[i; 32]).expect("ikm")
+    }
+
+    fn record(i: u8) -> OperatorRecord {
+        OperatorRecord {
+            name: format!("op-{i}"),
+            account: Address::repeat_byte(i),
+            peer_id: Bytes::from(vec![i; 38]),
+            p2p_addr: format!("/ip4/127.0.0.1/tcp/{}", 9000 + u16::from(i)),
+            bls: key(i).public_key(),
+        }
+    }
+
+    fn current() -> OperatorSetSpec {
+        OperatorSetSpec { epoch: 0, start_round: 0, threshold: 3, operators: (1..=4).map(record).collect() }
+    }
+
+    fn add_op5() -> Proposal {
+        let pop = Bytes::from(key(5).prove_possession().to_eip2537().to_vec());
+        Proposal::new(
+            31337,
+            Address::repeat_byte(9),
+            current(),
+            SetChange::Add { operator: record(5) },
+            20,
+            [("op-5".to_string(), pop)].into(),
+        )
+        .expect("valid proposal")
+    }
+
+    #[test]
+    fn a_threshold_of_current_operators_makes_an_aggregate_that_verifies() {
+        let mut p = add_op5();
+        for i in [1u8, 3] {
+            p.sign(&format!("op-{i}"), &key(i)).expect("operator signs");
+        }
+        assert!(matches!(p.aggregate(), Err(ProposalError::TooFewApprovals(2, 0, 3))));
+        p.sign("op-4", &key(4)).expect("operator signs");
+        let (bitmap, sig) = p.aggregate().expect("threshold");
+        assert_eq!(bitmap, U256::from(0b1101u8));
+        let keys: Vec<_> = [0usize, 2, 3].iter().map(|i| p.current.operators[*i].bls).collect();
+        BlsSignature::from_eip2537(&sig).expect("sig").verify_aggregate(&keys, p.update_message.as_slice()).expect("verifies");
+        assert_eq!(p.entries()[4].proof_of_possession, p.proofs["op-5"]);
+        assert!(p.entries()[0].proof_of_possession.is_empty(), "known keys need no proof again");
+    }
+
+    #[test]
+    fn tampered_proposals_and_foreign_signers_are_refused() {
+        let mut p = add_op5();
+        assert!(matches!(p.sign("op-5", &key(5)), Err(ProposalError::NotAnOperator(..))), "not in the current set");
+        assert!(matches!(p.sign("op-1", &key(2)), Err(ProposalError::NotAnOperator(..))), "another operator's key");
+        let mut swapped = p.clone();
+        swapped.next.operators[4].account = Address::repeat_byte(0x66);
+        assert!(matches!(swapped.check(), Err(ProposalError::Inconsistent(_))));
+        let mut no_pop = p.clone();
+        no_pop.proofs.clear();
+        assert!(matches!(no_pop.check(), Err(ProposalError::ProofOfPossession(_))));
+        p.sign("op-1", &key(1)).expect("signs");
+        p.signatures.insert("op-2".into(), p.signatures["op-1"].clone());
+        assert!(matches!(p.approvals(), Err(ProposalError::BadApproval(_))), "op-1's signature filed as op-2's");
+    }
+}
