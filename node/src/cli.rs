@@ -156,7 +156,9 @@ pub enum OperatorsCommand {
         name: String,
     },
     /// Stage the proposed set and commit it with the approvals' aggregate; the keys
-    /// directory's EVM key pays. Refused with fewer approvals than the current threshold.
+    /// directory's EVM key pays. Refused with fewer approvals than the current threshold. Use an
+    /// account no node settles with: a node whose settlement key sends other transactions
+    /// halts on the nonce desync.
     Submit {
         /// The proposal file.
         file: PathBuf,

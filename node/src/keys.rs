@@ -216,7 +216,8 @@ impl BlsPublic {
 
     /// The parsed key and proof, the proof checked.
     pub fn parse(&self) -> Result<(BlsPublicKey, alloy::primitives::Bytes), String> {
-        let raw = hex::decode(self.bls_public_key.trim_start_matches("0x")).map_err(|e| format!("bls_public_key: {e}"))?;
+        let raw =
+            hex::decode(self.bls_public_key.trim_start_matches("0x")).map_err(|e| format!("bls_public_key: {e}"))?;
         let key = BlsPublicKey::from_bytes(&raw).map_err(|e| format!("bls_public_key: {e}"))?;
         let pop = hex::decode(self.bls_proof_of_possession.trim_start_matches("0x"))
             .map_err(|e| format!("bls_proof_of_possession: {e}"))?;

@@ -61,7 +61,8 @@ pub(crate) async fn run(cmd: OperatorsCommand) -> Result<()> {
                 }
                 (None, Some(name), None, None) => SetChange::Remove { name },
                 (None, None, Some(name), None) => {
-                    let file = bls_key.ok_or_else(|| eyre!("--rotate needs --bls-key FILE (from `keys rotate-bls`)"))?;
+                    let file =
+                        bls_key.ok_or_else(|| eyre!("--rotate needs --bls-key FILE (from `keys rotate-bls`)"))?;
                     let (bls, pop) =
                         read_json::<BlsPublic>(&file)?.parse().map_err(|e| eyre!("{}: {e}", file.display()))?;
                     proofs.insert(name.clone(), pop);
@@ -86,7 +87,9 @@ pub(crate) async fn run(cmd: OperatorsCommand) -> Result<()> {
             let key = keys
                 .bls_keys()
                 .find(|k| Some(k.public_key()) == registered)
-                .ok_or_else(|| eyre!("{}: no BLS key of `{name}` in epoch {}", keys_dir.display(), proposal.current.epoch))?
+                .ok_or_else(|| {
+                    eyre!("{}: no BLS key of `{name}` in epoch {}", keys_dir.display(), proposal.current.epoch)
+                })?
                 .clone();
             proposal.sign(&name, &key)?;
             replace(&file, &proposal)?;
@@ -213,6 +216,7 @@ fn write_new(file: &Path, p: &Proposal) -> Result<()> {
 /// Writes through a temporary file and a rename, so a crash never leaves half a proposal.
 fn replace(file: &Path, p: &Proposal) -> Result<()> {
     let tmp = file.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_string_pretty(p)? + "\n").wrap_err_with(|| format!("write {}", tmp.display()))?;
+    std::fs::write(&tmp, serde_json::to_string_pretty(p)? + "\n")
+        .wrap_err_with(|| format!("write {}", tmp.display()))?;
     std::fs::rename(&tmp, file).wrap_err_with(|| format!("write {}", file.display()))
 }

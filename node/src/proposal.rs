@@ -52,7 +52,9 @@ pub enum ProposalError {
     #[error("the proposal is inconsistent: {0}")]
     Inconsistent(String),
     /// A new key comes without a valid proof of possession.
-    #[error("operator `{0}`: its new BLS key needs a valid proof of possession (`settleproof keys show` or `keys rotate-bls` prints it)")]
+    #[error(
+        "operator `{0}`: its new BLS key needs a valid proof of possession (`settleproof keys show` or `keys rotate-bls` prints it)"
+    )]
     ProofOfPossession(String),
     /// The signer is not an operator of the current set, or signs with another key.
     #[error("`{0}` is not an operator of epoch {1} with this BLS key")]
@@ -101,7 +103,9 @@ impl Proposal {
     pub fn check(&self) -> Result<(), ProposalError> {
         let next = self.current.apply(&self.change, self.next.start_round)?;
         if next != self.next {
-            return Err(ProposalError::Inconsistent("the next set is not the current one with the change applied".into()));
+            return Err(ProposalError::Inconsistent(
+                "the next set is not the current one with the change applied".into(),
+            ));
         }
         if self.set_hash != next.set_hash() {
             return Err(ProposalError::Inconsistent("set_hash is not the next set's hash".into()));
@@ -192,7 +196,10 @@ pub async fn chain_sets<P: Provider>(provider: &P, settlement: Address) -> Resul
     let chain = |e: &dyn std::fmt::Display| ProposalError::Chain(e.to_string());
     let commits = provider
         .get_logs(
-            &Filter::new().address(settlement).event_signature(Settlement::EpochCommitted::SIGNATURE_HASH).from_block(0),
+            &Filter::new()
+                .address(settlement)
+                .event_signature(Settlement::EpochCommitted::SIGNATURE_HASH)
+                .from_block(0),
         )
         .await
         .map_err(|e| chain(&e))?;
@@ -221,7 +228,13 @@ pub async fn chain_sets<P: Provider>(provider: &P, settlement: Address) -> Resul
         let mut operators = Vec::new();
         for r in chunks.into_values().flatten() {
             let bls = BlsPublicKey::from_eip2537(&r.blsPublicKey).map_err(|e| chain(&e))?;
-            operators.push(OperatorRecord { name: r.name, account: r.account, peer_id: r.peerId, p2p_addr: r.p2pAddr, bls });
+            operators.push(OperatorRecord {
+                name: r.name,
+                account: r.account,
+                peer_id: r.peerId,
+                p2p_addr: r.p2pAddr,
+                bls,
+            });
         }
         let spec = OperatorSetSpec { epoch: c.epoch, start_round: c.startRound, threshold: c.threshold, operators };
         if spec.set_hash() != c.setHash {
@@ -279,7 +292,10 @@ mod tests {
         let (bitmap, sig) = p.aggregate().expect("threshold");
         assert_eq!(bitmap, U256::from(0b1101u8));
         let keys: Vec<_> = [0usize, 2, 3].iter().map(|i| p.current.operators[*i].bls).collect();
-        BlsSignature::from_eip2537(&sig).expect("sig").verify_aggregate(&keys, p.update_message.as_slice()).expect("verifies");
+        BlsSignature::from_eip2537(&sig)
+            .expect("sig")
+            .verify_aggregate(&keys, p.update_message.as_slice())
+            .expect("verifies");
         assert_eq!(p.entries()[4].proof_of_possession, p.proofs["op-5"]);
         assert!(p.entries()[0].proof_of_possession.is_empty(), "known keys need no proof again");
     }

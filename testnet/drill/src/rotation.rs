@@ -31,6 +31,13 @@ pub async fn run(ctl: &Control, payer: &Payer, tl: &mut Timeline) -> Result<Vec<
     let run = ctl.m.run_dir();
     let keys = |name: &str| run.join(name).join("keys");
     let mut paid = Vec::new();
+    // Set changes are sent from an account of their own: a node whose settlement key sends
+    // other transactions halts on the nonce desync, by design.
+    let submitter = run.join("set-submitter");
+    if !submitter.join("evm.key").exists() {
+        let shown: Value = serde_json::from_str(&cli(&["keys", "generate", "--dir", path(&submitter)])?)?;
+        fund(ctl, shown["evm_address"].as_str().unwrap_or_default()).await?;
+    }
 
     // 1. A fifth operator joins.
     let joiner = start_joiner(ctl, &run).await?;
@@ -41,6 +48,7 @@ pub async fn run(ctl: &Control, payer: &Payer, tl: &mut Timeline) -> Result<Vec<
         "add",
         &["--add", path(&joiner.public), "--name", "node-4", "--p2p-addr", &joiner.p2p_addr],
         &[("node-0", keys("node-0")), ("node-1", keys("node-1")), ("node-3", keys("node-3"))],
+        &submitter,
     )
     .await?;
     tl.note(format!("epoch {}: node-4 added from round {}", epoch.0, epoch.1));
@@ -56,6 +64,7 @@ pub async fn run(ctl: &Control, payer: &Payer, tl: &mut Timeline) -> Result<Vec<
         "rotate",
         &["--rotate", "node-1", "--bls-key", path(&rotated)],
         &[("node-0", keys("node-0")), ("node-1", keys("node-1")), ("node-4", keys("node-4"))],
+        &submitter,
     )
     .await?;
     tl.note(format!("epoch {}: node-1's BLS key rotated from round {}", epoch.0, epoch.1));
@@ -68,6 +77,7 @@ pub async fn run(ctl: &Control, payer: &Payer, tl: &mut Timeline) -> Result<Vec<
         "remove",
         &["--remove", "node-2"],
         &[("node-1", keys("node-1")), ("node-3", keys("node-3")), ("node-4", keys("node-4"))],
+        &submitter,
     )
     .await?;
     wait_round(ctl, epoch.1).await?;
@@ -83,6 +93,7 @@ pub async fn run(ctl: &Control, payer: &Payer, tl: &mut Timeline) -> Result<Vec<
         "threshold",
         &["--threshold", "4"],
         &[("node-0", keys("node-0")), ("node-3", keys("node-3")), ("node-4", keys("node-4"))],
+        &submitter,
     )
     .await?;
     tl.note(format!("epoch {}: threshold 4 of 4 from round {}", epoch.0, epoch.1));
@@ -106,11 +117,7 @@ async fn start_joiner(ctl: &Control, run: &Path) -> Result<Joiner> {
     let shown = cli(&["keys", "generate", "--dir", path(&keys_dir)])?;
     std::fs::write(&public, &shown)?;
     let keys: Value = serde_json::from_str(&shown)?;
-    let evm = keys["evm_address"].as_str().ok_or_else(|| eyre!("keys without evm_address"))?;
-    ctl.chain
-        .raw_request::<_, Value>("anvil_setBalance".into(), (evm, U256::from(10u128.pow(19))))
-        .await
-        .wrap_err("fund node-4")?;
+    fund(ctl, keys["evm_address"].as_str().ok_or_else(|| eyre!("keys without evm_address"))?).await?;
     let (api, admin, p2p) = (free_port()?, free_port()?, free_port()?);
     let p2p_addr = format!("/ip4/127.0.0.1/tcp/{p2p}");
     let mut cfg = ctl.m.node_config(0)?;
@@ -134,27 +141,54 @@ async fn start_joiner(ctl: &Control, run: &Path) -> Result<Joiner> {
     }
     let config = dir.join("config.toml");
     std::fs::write(&config, toml::to_string(&cfg)?)?;
-    let pid = spawn_detached(Command::new(sibling("settleproof")?).arg("node").arg("--config").arg(&config), &dir.join("node.log"))?;
+    let pid = spawn_detached(
+        Command::new(sibling("settleproof")?).arg("node").arg("--config").arg(&config),
+        &dir.join("node.log"),
+    )?;
     ctl.m.record_pid("node-4", pid)?;
     Ok(Joiner { public, p2p_addr })
 }
 
-/// Proposes `args` as a change of the latest set, has `signers` approve it, submits it with
-/// the first signer's account; returns the new epoch and its first round.
-async fn change(ctl: &Control, run: &Path, what: &str, args: &[&str], signers: &[(&str, PathBuf)]) -> Result<(u64, u64)> {
+/// Gives `account` 10 ETH on the testnet chain.
+async fn fund(ctl: &Control, account: &str) -> Result<()> {
+    ctl.chain
+        .raw_request::<_, Value>("anvil_setBalance".into(), (account, U256::from(10u128.pow(19))))
+        .await
+        .wrap_err_with(|| format!("fund {account}"))?;
+    Ok(())
+}
+
+/// Proposes `args` as a change of the latest set, has `signers` approve it, submits it from
+/// the account in `submitter`; returns the new epoch and its first round.
+async fn change(
+    ctl: &Control,
+    run: &Path,
+    what: &str,
+    args: &[&str],
+    signers: &[(&str, PathBuf)],
+    submitter: &Path,
+) -> Result<(u64, u64)> {
     let settlement = format!("{:#x}", ctl.m.contracts.settlement);
     let file = run.join(format!("proposal-{what}.json"));
     let _ = std::fs::remove_file(&file);
     let mut propose = vec![
-        "operators", "propose", "--rpc", &ctl.m.rpc_url, "--settlement", &settlement, "--margin-blocks", MARGIN_BLOCKS,
-        "--out", path(&file),
+        "operators",
+        "propose",
+        "--rpc",
+        &ctl.m.rpc_url,
+        "--settlement",
+        &settlement,
+        "--margin-blocks",
+        MARGIN_BLOCKS,
+        "--out",
+        path(&file),
     ];
     propose.extend_from_slice(args);
     cli(&propose)?;
     for (name, keys) in signers {
         cli(&["operators", "sign", path(&file), "--keys-dir", path(keys), "--name", name])?;
     }
-    let out = cli(&["operators", "submit", path(&file), "--rpc", &ctl.m.rpc_url, "--keys-dir", path(&signers[0].1)])?;
+    let out = cli(&["operators", "submit", path(&file), "--rpc", &ctl.m.rpc_url, "--keys-dir", path(submitter)])?;
     let done: Value = serde_json::from_str(out.trim()).wrap_err_with(|| format!("submit printed {out}"))?;
     let epoch = done["committed_epoch"].as_u64().ok_or_else(|| eyre!("submit printed {out}"))?;
     let start = done["start_round"].as_u64().ok_or_else(|| eyre!("submit printed {out}"))?;
@@ -179,7 +213,8 @@ async fn wait_round(ctl: &Control, round: u64) -> Result<()> {
 /// Once the new set is in force from `round`, pays a few invoices.
 async fn pay_after(ctl: &Control, payer: &Payer, round: u64) -> Result<Vec<Payment>> {
     wait_round(ctl, round).await?;
-    let outcome = load::run(ctl, payer, LoadOptions { invoices: PER_STEP, rate: 2.0 }, Arc::new(Progress::default())).await;
+    let outcome =
+        load::run(ctl, payer, LoadOptions { invoices: PER_STEP, rate: 2.0 }, Arc::new(Progress::default())).await;
     if !outcome.failures.is_empty() {
         bail!("payments after the change failed: {}", outcome.failures.join("; "));
     }
