@@ -196,7 +196,8 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
             chain_id: cfg.chain.chain_id,
             payments: cfg.chain.payments_contract,
         },
-        peers: epochs.peers(store.next_round()?, grace_rounds).into_iter().map(|(p, _)| p).collect(),
+        epochs: epochs.clone(),
+        grace_rounds,
     });
     tasks.push(tokio::spawn(deliverer.run(shutdown_rx.clone())));
 
@@ -218,8 +219,7 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
         node_name: cfg.node.name.clone(),
         replicator: Some(InvoiceReplicator::spawn(net.clone(), shutdown_rx.clone())),
         net: Some(net.clone()),
-        operators: epochs.latest().map_or(0, |s| s.len()),
-        threshold: epochs.latest().map_or(0, |s| s.threshold),
+        epochs: Some(epochs.clone()),
         chain: Some(chain.clone()),
         watcher: Some(watcher_status),
         settlement_contract: cfg.chain.settlement_contract,

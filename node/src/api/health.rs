@@ -111,8 +111,9 @@ async fn compute(state: ApiState) -> (StatusCode, Value) {
         put("keeper_balance", level, detail);
     }
     let peers = state.net.as_ref().map_or(0, NetworkHandle::connected_peers);
-    let expected = state.operators.saturating_sub(1);
-    let needed = state.threshold.saturating_sub(1);
+    let (operators, threshold) = state.set_size();
+    let expected = operators.saturating_sub(1);
+    let needed = threshold.saturating_sub(1);
     metrics::gauge!("peers_connected").set(peers as f64);
     let level = if peers < needed {
         Level::Failing

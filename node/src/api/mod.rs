@@ -60,10 +60,8 @@ pub struct ApiState {
     pub replicator: Option<InvoiceReplicator>,
     /// Gossip, for the peer count of the readiness check; `None` in handler tests.
     pub net: Option<NetworkHandle>,
-    /// Operators in the set.
-    pub operators: usize,
-    /// Signatures needed per round.
-    pub threshold: usize,
+    /// The operator sets by epoch; `None` in handler tests (one operator, threshold 1).
+    pub epochs: Option<std::sync::Arc<crate::epochs::Epochs>>,
     /// Chain client, for provider health; `None` in handler tests.
     pub chain: Option<ChainClient>,
     /// What the watcher last saw; `None` in handler tests.
@@ -88,6 +86,18 @@ pub struct ApiState {
     pub limits: Limits,
     /// Failed authentications per client.
     pub throttle: throttle::AuthThrottle,
+}
+
+impl ApiState {
+    /// Operators and threshold of the set settling the next round to close (the latest set
+    /// before the first round is known): what the readiness check counts peers against.
+    pub fn set_size(&self) -> (usize, usize) {
+        let round = self.store.next_round().unwrap_or(0);
+        self.epochs
+            .as_ref()
+            .and_then(|e| e.for_round(round).or_else(|| e.latest()))
+            .map_or((1, 1), |s| (s.len(), s.threshold))
+    }
 }
 
 /// Request limits of both listeners.

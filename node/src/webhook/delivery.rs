@@ -78,8 +78,10 @@ pub struct Completion {
     pub ctx: crate::receipt::ReceiptContext,
     /// What fetched invoices are checked against.
     pub scope: gossip::InvoiceScope,
-    /// The other operators, asked for the invoice.
-    pub peers: Vec<settleproof_p2p::PeerId>,
+    /// The operator sets, whose other operators are asked for the invoice.
+    pub epochs: Arc<crate::epochs::Epochs>,
+    /// Rounds a superseded set's operators stay among them.
+    pub grace_rounds: u64,
 }
 
 impl Deliverer {
@@ -129,7 +131,9 @@ impl Deliverer {
         }
         if matches!(self.store.invoice(invoice), Ok(None)) {
             let wanted = std::collections::BTreeSet::from([invoice]);
-            crate::rounds::invoice_fetch::fetch_invoices(net, &c.peers, &self.store, &c.scope, &wanted).await;
+            let round = self.store.next_round().unwrap_or(0);
+            let peers: Vec<_> = c.epochs.peers(round, c.grace_rounds).into_iter().map(|(p, _)| p).collect();
+            crate::rounds::invoice_fetch::fetch_invoices(net, &peers, &self.store, &c.scope, &wanted).await;
         }
         self.rerendered(c, event).unwrap_or_else(|| event.clone())
     }
