@@ -80,6 +80,13 @@ impl AttestationPool {
         let votes = self.rounds.entry(batch.round).or_default();
         match votes.get(&signer) {
             Some((first, _)) if *first == batch => InsertOutcome::Duplicate,
+            // Index `signer` is another operator in another epoch: the earlier vote was counted
+            // while this node took the round for that epoch's (it had not learned the next set
+            // yet). The caller only inserts votes of the epoch it now knows settles the round.
+            Some((first, _)) if first.epoch != batch.epoch => {
+                votes.insert(signer, (batch, signature));
+                InsertOutcome::Added
+            }
             Some((first, _)) => InsertOutcome::Equivocation { first: *first },
             None => {
                 votes.insert(signer, (batch, signature));
@@ -186,6 +193,13 @@ mod tests {
             pool.insert(raised, s, sig(s as u8));
         }
         assert!(pool.quorum(&raised).is_none(), "epoch 1 raised the threshold to 4");
+        // A vote counted under an older epoch for a round the newer one settles is replaced,
+        // not taken for an equivocation: index 2 is another operator in each epoch.
+        let stale = batch(30, 4);
+        assert_eq!(pool.insert(stale, 2, sig(2)), InsertOutcome::Added);
+        let current = Batch { epoch: 1, ..batch(30, 5) };
+        assert_eq!(pool.insert(current, 2, sig(7)), InsertOutcome::Added);
+        assert_eq!(pool.vote_of(30, 2).map(|(b, _)| b), Some(current));
     }
 
     proptest! {

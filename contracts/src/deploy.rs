@@ -149,7 +149,7 @@ pub async fn stage_set<P: Provider>(
         .await
         .map_err(|source| DeployError::Install { step: "staged", source })?;
     for chunk in entries.chunks(CHUNK_SIZE).skip(usize::from(progress.count) / CHUNK_SIZE) {
-        let records: Vec<Settlement::OperatorRecord> = chunk.iter().map(to_sol).collect();
+        let records: Vec<Settlement::OperatorRecord> = chunk.iter().map(OperatorEntry::to_sol).collect();
         let pending = settlement
             .stageOperators(set_hash, records)
             .send()
@@ -178,15 +178,59 @@ pub async fn commit_epoch<P: Provider>(
     confirm(pending, "commitEpoch").await
 }
 
-fn to_sol(e: &OperatorEntry) -> Settlement::OperatorRecord {
-    Settlement::OperatorRecord {
-        account: e.record.account,
-        peerId: e.record.peer_id.clone(),
-        blsPublicKey: Bytes::from(e.record.bls.to_eip2537().to_vec()),
-        proofOfPossession: e.proof_of_possession.clone(),
-        name: e.record.name.clone(),
-        p2pAddr: e.record.p2p_addr.clone(),
+impl OperatorEntry {
+    /// The record as `stageOperators` takes it.
+    pub fn to_sol(&self) -> Settlement::OperatorRecord {
+        Settlement::OperatorRecord {
+            account: self.record.account,
+            peerId: self.record.peer_id.clone(),
+            blsPublicKey: Bytes::from(self.record.bls.to_eip2537().to_vec()),
+            proofOfPossession: self.proof_of_possession.clone(),
+            name: self.record.name.clone(),
+            p2pAddr: self.record.p2p_addr.clone(),
+        }
     }
+}
+
+/// The set an `EpochCommitted` event installed, from the records of its `OperatorsStaged`
+/// events by first index: they must be contiguous from 0, valid, and hash (with the commit's
+/// parameters) to the committed set hash.
+pub fn assemble_set(
+    commit: &Settlement::EpochCommitted,
+    chunks: std::collections::BTreeMap<u64, Vec<Settlement::OperatorRecord>>,
+) -> Result<OperatorSetSpec, String> {
+    let mut operators = Vec::with_capacity(usize::from(commit.count));
+    for (first, records) in chunks {
+        if first != operators.len() as u64 {
+            return Err(format!("epoch {}: staged chunks are not contiguous at operator {first}", commit.epoch));
+        }
+        for r in records {
+            operators.push(record_of(r).map_err(|e| format!("epoch {}: staged key: {e}", commit.epoch))?);
+        }
+    }
+    let spec =
+        OperatorSetSpec { epoch: commit.epoch, start_round: commit.startRound, threshold: commit.threshold, operators };
+    if spec.set_hash() != commit.setHash || spec.operators.len() != usize::from(commit.count) {
+        return Err(format!(
+            "the {} staged operators of epoch {} do not hash to its committed set {}",
+            spec.operators.len(),
+            commit.epoch,
+            commit.setHash
+        ));
+    }
+    Ok(spec)
+}
+
+/// A record as an `OperatorsStaged` event carries it (its proof of possession dropped: the
+/// contract checked it); fails on a key that is not a valid G2 point.
+pub fn record_of(r: Settlement::OperatorRecord) -> Result<OperatorRecord, settleproof_consensus::BlsError> {
+    Ok(OperatorRecord {
+        bls: settleproof_consensus::BlsPublicKey::from_eip2537(&r.blsPublicKey)?,
+        name: r.name,
+        account: r.account,
+        peer_id: r.peerId,
+        p2p_addr: r.p2pAddr,
+    })
 }
 
 async fn confirm(

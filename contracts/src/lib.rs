@@ -17,7 +17,8 @@
 mod deploy;
 
 pub use deploy::{
-    CHUNK_SIZE, DeployError, Deployment, OperatorEntry, SettlementParams, commit_epoch, deploy_all, spec_of, stage_set,
+    CHUNK_SIZE, DeployError, Deployment, OperatorEntry, SettlementParams, assemble_set, commit_epoch, deploy_all,
+    record_of, spec_of, stage_set,
 };
 
 #[allow(missing_docs, clippy::too_many_arguments)]

@@ -143,11 +143,19 @@ pub enum OperatorsCommand {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Check a proposal and add this operator's approval to it (signed with the BLS key the
-    /// current set registered for it).
+    /// Check a proposal against the chain (its current set must be the latest one every --rpc
+    /// shows, on the contract of --settlement) and add this operator's approval to it, signed
+    /// with the BLS key the current set registered for it.
     Sign {
         /// The proposal file (rewritten in place).
         file: PathBuf,
+        /// JSON-RPC endpoints of the chain, this operator's own; repeat to require them all to
+        /// agree.
+        #[arg(long, required = true)]
+        rpc: Vec<String>,
+        /// The settlement contract this operator serves.
+        #[arg(long)]
+        settlement: alloy::primitives::Address,
         /// This operator's keys directory.
         #[arg(long)]
         keys_dir: PathBuf,

@@ -159,6 +159,13 @@ impl Epochs {
         out.into_iter().collect()
     }
 
+    /// Whether `peer`'s messages are heard at `round`: it is an operator of a set that still
+    /// matters ([`Self::relevant`]). A removed operator is not heard once its last set's grace
+    /// period is over, even through a relay.
+    pub fn hears(&self, peer: &PeerId, round: u64, grace_rounds: u64) -> bool {
+        self.relevant(round, grace_rounds).iter().any(|s| s.index_of_peer(peer).is_some())
+    }
+
     /// Whether `peer` is an operator of any known set.
     pub fn knows_peer(&self, peer: &PeerId) -> bool {
         self.read().values().any(|s| s.index_of_peer(peer).is_some())
@@ -224,6 +231,7 @@ mod tests {
         assert!(peers(22).contains(&ops[3].peer_id), "a removed operator stays during the grace period");
         assert!(!peers(23).contains(&ops[3].peer_id), "and is dropped after it");
         assert!(!peers(23).contains(&me));
+        assert!(epochs.hears(&ops[3].peer_id, 22, 3) && !epochs.hears(&ops[3].peer_id, 23, 3));
         assert_eq!(epochs.name_of_peer(&ops[4].peer_id).as_deref(), Some("op-4"));
     }
 }

@@ -6,7 +6,7 @@
 use crate::keys::OperatorKeys;
 use alloy::primitives::Address;
 use settleproof_config::NodeConfig;
-use settleproof_consensus::{BlsPublicKey, OperatorRecord, OperatorSetSpec};
+use settleproof_consensus::{BlsPublicKey, OperatorSetSpec};
 use settleproof_p2p::{Multiaddr, PeerId, parse_multiaddr};
 
 /// One operator with parsed keys.
@@ -90,16 +90,20 @@ impl OperatorSet {
         Ok(Some(Self { epoch: 0, start_round: 0, operators, threshold: cfg.network.threshold, me: Some(me) }))
     }
 
-    /// The set committed on chain as `spec`, seen by the node whose peer id is `me`.
+    /// The set committed on chain as `spec`, seen by the node whose peer id is `me`. An
+    /// operator whose peer id or address does not parse keeps its place (its bit) but cannot be
+    /// reached or heard: the set stays usable by the others.
     pub fn from_spec(spec: &OperatorSetSpec, me: &PeerId) -> Result<Self, OperatorSetError> {
         let mut operators = Vec::with_capacity(spec.operators.len());
         for (i, r) in spec.operators.iter().enumerate() {
-            let err = |f: &str, m: String| OperatorSetError {
-                field: format!("epoch {} operator {i} ({}) {f}", spec.epoch, r.name),
-                message: m,
-            };
-            let peer_id = PeerId::from_bytes(&r.peer_id).map_err(|e| err("peer id", e.to_string()))?;
-            let p2p_addr = parse_multiaddr(&r.p2p_addr).map_err(|e| err("p2p address", e.to_string()))?;
+            let peer_id = PeerId::from_bytes(&r.peer_id).unwrap_or_else(|e| {
+                tracing::error!(epoch = spec.epoch, operator = i, name = %r.name, error = %e, "operator's peer id on chain does not parse: it cannot be heard");
+                PeerId::random()
+            });
+            let p2p_addr = parse_multiaddr(&r.p2p_addr).unwrap_or_else(|e| {
+                tracing::error!(epoch = spec.epoch, operator = i, name = %r.name, error = %e, "operator's p2p address on chain does not parse: it is not dialled");
+                Multiaddr::empty()
+            });
             operators.push(Operator { name: r.name.clone(), peer_id, p2p_addr, bls: r.bls, evm: r.account });
         }
         let me = operators.iter().position(|o| &o.peer_id == me);
@@ -110,26 +114,6 @@ impl OperatorSet {
             threshold: usize::from(spec.threshold),
             me,
         })
-    }
-
-    /// The set as the contract commits it.
-    pub fn spec(&self) -> OperatorSetSpec {
-        OperatorSetSpec {
-            epoch: self.epoch,
-            start_round: self.start_round,
-            threshold: u16::try_from(self.threshold).unwrap_or(u16::MAX),
-            operators: self
-                .operators
-                .iter()
-                .map(|o| OperatorRecord {
-                    name: o.name.clone(),
-                    account: o.evm,
-                    peer_id: o.peer_id.to_bytes().into(),
-                    p2p_addr: o.p2p_addr.to_string(),
-                    bls: o.bls,
-                })
-                .collect(),
-        }
     }
 
     /// Index of the operator with this peer id.

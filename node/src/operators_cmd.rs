@@ -80,8 +80,21 @@ pub(crate) async fn run(cmd: OperatorsCommand) -> Result<()> {
             write_new(&out, &proposal)?;
             summary(&out, &proposal)
         }
-        OperatorsCommand::Sign { file, keys_dir, name } => {
+        OperatorsCommand::Sign { file, rpc, settlement, keys_dir, name } => {
             let mut proposal: Proposal = read_json(&file)?;
+            let mut latest = None;
+            for url in &rpc {
+                let provider = read_only(url)?;
+                let chain_id = provider.get_chain_id().await?;
+                let sets = chain_sets(&provider, settlement).await?;
+                let last = sets.last().cloned().ok_or_else(|| eyre!("no operator set is committed on {settlement}"))?;
+                if latest.as_ref().is_some_and(|(l, id)| (l, id) != (&last, &chain_id)) {
+                    bail!("the --rpc endpoints disagree on the latest operator set: not signing");
+                }
+                latest = Some((last, chain_id));
+            }
+            let (chain_latest, chain_id) = latest.ok_or_else(|| eyre!("give at least one --rpc"))?;
+            proposal.check_against(&chain_latest, chain_id, settlement)?;
             let keys = OperatorKeys::load(&keys_dir)?;
             let registered = proposal.current.operators.iter().find(|o| o.name == name).map(|o| o.bls);
             let key = keys

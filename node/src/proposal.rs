@@ -14,7 +14,7 @@ use alloy::rpc::types::Filter;
 use alloy::sol_types::SolEvent;
 use serde::{Deserialize, Serialize};
 use settleproof_consensus::{
-    BlsPublicKey, BlsSecretKey, BlsSignature, OperatorRecord, OperatorSetSpec, SetChange, SetError, update_message,
+    BlsSecretKey, BlsSignature, OperatorRecord, OperatorSetSpec, SetChange, SetError, update_message,
 };
 use settleproof_contracts::{OperatorEntry, Settlement};
 use std::collections::BTreeMap;
@@ -113,6 +113,16 @@ impl Proposal {
         if self.update_message != update_message(self.chain_id, self.settlement, self.set_hash) {
             return Err(ProposalError::Inconsistent("update_message is not the one of this contract and set".into()));
         }
+        for op in &self.next.operators {
+            if settleproof_p2p::PeerId::from_bytes(&op.peer_id).is_err()
+                || settleproof_p2p::parse_multiaddr(&op.p2p_addr).is_err()
+            {
+                return Err(ProposalError::Inconsistent(format!(
+                    "operator `{}` has a peer id or p2p address that does not parse",
+                    op.name
+                )));
+            }
+        }
         for op in self.new_keys() {
             let ok = self
                 .proofs
@@ -129,6 +139,31 @@ impl Proposal {
     /// Operators of `next` whose BLS key the current set does not have.
     fn new_keys(&self) -> impl Iterator<Item = &OperatorRecord> {
         self.next.operators.iter().filter(|o| !self.current.operators.iter().any(|c| c.bls == o.bls))
+    }
+
+    /// Checks that `chain_latest`, the latest set as the signer's own providers show it, is the
+    /// proposal's current set, on the contract and chain the signer means: a file whose
+    /// "current" set was altered (keys swapped under the same names) is refused, whatever its
+    /// change looks like.
+    pub fn check_against(
+        &self,
+        chain_latest: &OperatorSetSpec,
+        chain_id: u64,
+        settlement: Address,
+    ) -> Result<(), ProposalError> {
+        if (self.chain_id, self.settlement) != (chain_id, settlement) {
+            return Err(ProposalError::Inconsistent(format!(
+                "the proposal is for contract {} on chain {}, not {settlement} on chain {chain_id}",
+                self.settlement, self.chain_id
+            )));
+        }
+        if &self.current != chain_latest {
+            return Err(ProposalError::Inconsistent(format!(
+                "its current set is not the chain's latest (epoch {}): propose again from the chain",
+                chain_latest.epoch
+            )));
+        }
+        self.check()
     }
 
     /// Adds the approval of the current operator `name`, signed with `key` (which must be the
@@ -225,22 +260,7 @@ pub async fn chain_sets<P: Provider>(provider: &P, settlement: Address) -> Resul
                 .map_err(|e| chain(&e))?;
             chunks.insert(e.firstIndex.saturating_to::<u64>(), e.records);
         }
-        let mut operators = Vec::new();
-        for r in chunks.into_values().flatten() {
-            let bls = BlsPublicKey::from_eip2537(&r.blsPublicKey).map_err(|e| chain(&e))?;
-            operators.push(OperatorRecord {
-                name: r.name,
-                account: r.account,
-                peer_id: r.peerId,
-                p2p_addr: r.p2pAddr,
-                bls,
-            });
-        }
-        let spec = OperatorSetSpec { epoch: c.epoch, start_round: c.startRound, threshold: c.threshold, operators };
-        if spec.set_hash() != c.setHash {
-            return Err(ProposalError::Chain(format!("the records of epoch {} do not hash to its set", c.epoch)));
-        }
-        sets.push(spec);
+        sets.push(settleproof_contracts::assemble_set(&c, chunks).map_err(ProposalError::Chain)?);
     }
     sets.sort_by_key(|s| s.epoch);
     Ok(sets)
@@ -258,7 +278,12 @@ mod tests {
         OperatorRecord {
             name: format!("op-{i}"),
             account: Address::repeat_byte(i),
-            peer_id: Bytes::from(vec![i; 38]),
+            peer_id: settleproof_p2p::Keypair::ed25519_from_bytes([i; 32])
+                .expect("32 bytes")
+                .public()
+                .to_peer_id()
+                .to_bytes()
+                .into(),
             p2p_addr: format!("/ip4/127.0.0.1/tcp/{}", 9000 + u16::from(i)),
             bls: key(i).public_key(),
         }
@@ -308,6 +333,12 @@ mod tests {
         let mut swapped = p.clone();
         swapped.next.operators[4].account = Address::repeat_byte(0x66);
         assert!(matches!(swapped.check(), Err(ProposalError::Inconsistent(_))));
+        let mut bad_addr = p.clone();
+        bad_addr.change = SetChange::Add { operator: OperatorRecord { p2p_addr: "nowhere".into(), ..record(5) } };
+        bad_addr.next.operators[4].p2p_addr = "nowhere".into();
+        bad_addr.set_hash = bad_addr.next.set_hash();
+        bad_addr.update_message = update_message(bad_addr.chain_id, bad_addr.settlement, bad_addr.set_hash);
+        assert!(matches!(bad_addr.check(), Err(ProposalError::Inconsistent(_))), "an address nodes cannot use");
         let mut no_pop = p.clone();
         no_pop.proofs.clear();
         assert!(matches!(no_pop.check(), Err(ProposalError::ProofOfPossession(_))));

@@ -87,14 +87,7 @@ async fn staging_refuses_rogue_identity_and_duplicate_keys() -> Result<()> {
     // An outsider stages whatever it likes under its own account: each chunk is checked.
     let outsider = Settlement::new(chain.d.settlement, provider(&anvil, &anvil.keys[1])?);
     let good = entries(&keys);
-    let sol = |e: &settleproof_contracts::OperatorEntry| Settlement::OperatorRecord {
-        account: e.record.account,
-        peerId: e.record.peer_id.clone(),
-        blsPublicKey: Bytes::from(e.record.bls.to_eip2537().to_vec()),
-        proofOfPossession: e.proof_of_possession.clone(),
-        name: e.record.name.clone(),
-        p2pAddr: e.record.p2p_addr.clone(),
-    };
+    let sol = settleproof_contracts::OperatorEntry::to_sol;
     let mut rogue = sol(&good[1]);
     rogue.proofOfPossession = good[0].proof_of_possession.clone();
     let mut missing = sol(&good[1]);

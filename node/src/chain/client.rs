@@ -9,7 +9,7 @@ use alloy::primitives::{Address, B256, Bytes, U256};
 use alloy::rpc::types::Filter;
 use alloy::sol_types::{SolCall, SolEvent};
 use settleproof_config::ChainSection;
-use settleproof_consensus::{Batch, BlsPublicKey, OperatorRecord, OperatorSetSpec, PaymentLeaf};
+use settleproof_consensus::{Batch, OperatorSetSpec, PaymentLeaf};
 use settleproof_contracts::{InvoicePayments, Settlement};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -341,41 +341,15 @@ impl ChainClient {
             }
             start = end.saturating_add(1);
         }
-        let mut operators = Vec::with_capacity(usize::from(commit.count));
-        for (first, records) in chunks {
-            if first != operators.len() as u64 {
-                return Err(ChainError::Inconsistent(format!(
-                    "epoch {}: staged chunks are not contiguous at operator {first}",
-                    commit.epoch
-                )));
-            }
-            for r in records {
-                let bls = BlsPublicKey::from_eip2537(&r.blsPublicKey)
-                    .map_err(|e| ChainError::Decode { what: "staged BLS key", detail: e.to_string() })?;
-                operators.push(OperatorRecord {
-                    name: r.name,
-                    account: r.account,
-                    peer_id: r.peerId,
-                    p2p_addr: r.p2pAddr,
-                    bls,
-                });
-            }
-        }
-        let spec = OperatorSetSpec {
+        let event = Settlement::EpochCommitted {
             epoch: commit.epoch,
-            start_round: commit.start_round,
+            setHash: commit.set_hash,
+            stager: commit.stager,
+            startRound: commit.start_round,
             threshold: commit.threshold,
-            operators,
+            count: commit.count,
         };
-        if spec.set_hash() != commit.set_hash || spec.operators.len() != usize::from(commit.count) {
-            return Err(ChainError::Inconsistent(format!(
-                "the {} staged operators of epoch {} do not hash to its committed set {}",
-                spec.operators.len(),
-                commit.epoch,
-                commit.set_hash
-            )));
-        }
-        Ok(spec)
+        settleproof_contracts::assemble_set(&event, chunks).map_err(ChainError::Inconsistent)
     }
 
     /// The settlement contract's grace period, blocks, as a quorum reports it.

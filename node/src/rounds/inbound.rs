@@ -17,7 +17,8 @@ impl RoundDriver {
                 // Only operators' messages are heard at all; a budget per author (the operator
                 // whose key signed it), not per forwarder; a replay of an old message (gossip
                 // forgets ids after a while) is dropped before it costs its author budget.
-                if !self.epochs.knows_peer(&source) {
+                self.refresh_epochs(st);
+                if !self.epochs.hears(&source, st.next_round, self.grace_rounds) {
                     self.net.report(reference, Verdict::Reject).await;
                     return;
                 }

@@ -223,6 +223,9 @@ impl RoundDriver {
     }
 
     async fn advance(&self, st: &mut State) {
+        // The watcher may have learned a set since the loop last looked: the pool must know
+        // it before this node signs the set's first rounds.
+        self.refresh_epochs(st);
         if let Err(e) = self.close_rounds(st).await {
             error!(error = %e, "cannot close rounds");
         }

@@ -186,7 +186,19 @@ async fn change(
     propose.extend_from_slice(args);
     cli(&propose)?;
     for (name, keys) in signers {
-        cli(&["operators", "sign", path(&file), "--keys-dir", path(keys), "--name", name])?;
+        cli(&[
+            "operators",
+            "sign",
+            path(&file),
+            "--rpc",
+            &ctl.m.rpc_url,
+            "--settlement",
+            &settlement,
+            "--keys-dir",
+            path(keys),
+            "--name",
+            name,
+        ])?;
     }
     let out = cli(&["operators", "submit", path(&file), "--rpc", &ctl.m.rpc_url, "--keys-dir", path(submitter)])?;
     let done: Value = serde_json::from_str(out.trim()).wrap_err_with(|| format!("submit printed {out}"))?;

@@ -12,7 +12,7 @@ use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
 use eyre::{Result, eyre};
 use serde::Serialize;
-use settleproof_consensus::{Batch, BlsSecretKey, BlsSignature, OperatorRecord, merkle};
+use settleproof_consensus::{Batch, BlsSecretKey, OperatorRecord, merkle};
 use settleproof_contracts::{
     Deployment, EcdsaMultisigBaseline, HashToCurveBench, InvoicePayments, OperatorEntry, Settlement, SettlementParams,
     TestToken, deploy_all,
@@ -160,19 +160,10 @@ async fn settle(p: &DynProvider, d: &Deployment, keys: &[BlsSecretKey], root: B2
     let chain_id = p.get_chain_id().await?;
     let message = batch.message(chain_id, d.settlement);
     let signers: Vec<usize> = (0..keys.len() * 2 / 3 + 1).collect();
-    let bitmap = signers.iter().fold(U256::ZERO, |a, i| a | (U256::from(1u8) << *i));
-    let sig = BlsSignature::aggregate(&signers.iter().map(|i| keys[*i].sign(message.as_slice())).collect::<Vec<_>>())?;
+    let (bitmap, sig) = crate::sets::quorum(keys, &signers, message.as_slice());
     let s = Settlement::new(d.settlement, p);
-    let call = s.settle(
-        batch.epoch,
-        batch.round,
-        batch.from_block,
-        batch.to_block,
-        batch.root,
-        batch.leaf_count,
-        bitmap,
-        Bytes::from(sig.to_eip2537().to_vec()),
-    );
+    let call =
+        s.settle(batch.epoch, batch.round, batch.from_block, batch.to_block, batch.root, batch.leaf_count, bitmap, sig);
     let calldata = call.calldata().len();
     let tx = TransactionRequest::default().with_to(d.settlement).with_input(call.calldata().clone());
     let r = p.send_transaction(tx).await?.get_receipt().await?;
