@@ -220,6 +220,7 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
         replicator: Some(InvoiceReplicator::spawn(net.clone(), shutdown_rx.clone())),
         net: Some(net.clone()),
         epochs: Some(epochs.clone()),
+        keys_dir: Some(cfg.node.keys_dir.clone()),
         chain: Some(chain.clone()),
         watcher: Some(watcher_status),
         settlement_contract: cfg.chain.settlement_contract,

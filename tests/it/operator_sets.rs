@@ -179,3 +179,67 @@ async fn a_set_of_128_operators_registers_in_several_transactions_and_settles() 
     chain.settle(&chain.batch(0, round, B256::repeat_byte(0x80)), &keys, &signers).await.map_err(|e| eyre::eyre!(e))?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_approve_only_a_proposal_of_the_set_they_read_and_follow_the_change() -> Result<()> {
+    use settleproof_node::proposal::{Proposal, chain_sets};
+    let net = crate::harness::Testnet::start(4).await?;
+    let settlement = net.devnet.deployment.settlement;
+    let admin = |i: usize, path: &str| format!("{}/admin/v1/{path}", net.admin(i));
+    let token = net.devnet.admin_token.expose().to_string();
+    let epochs_read = |i: usize| {
+        let (url, token, http) = (admin(i, "operator-sets"), token.clone(), net.http.clone());
+        async move {
+            let v: serde_json::Value = http.get(url).bearer_auth(token).send().await.ok()?.json().await.ok()?;
+            v["epochs"].as_array().map(Vec::len)
+        }
+    };
+    net.eventually("epoch 0 read by node 0", std::time::Duration::from_secs(30), || async {
+        epochs_read(0).await.filter(|n| *n >= 1)
+    })
+    .await?;
+    let provider = net.provider()?;
+    let current = chain_sets(&provider, settlement).await?.pop().ok_or_else(|| eyre::eyre!("no set"))?;
+    let chain_id = provider.get_chain_id().await?;
+    let mut proposal = Proposal::new(
+        chain_id,
+        settlement,
+        current.clone(),
+        SetChange::Threshold { threshold: 4 },
+        10_000,
+        Default::default(),
+    )?;
+
+    // A file whose "current" set has another key under node-1's name is refused, whatever it
+    // proposes: the node compares it with the set it read through its providers.
+    let mut forged = proposal.clone();
+    forged.current.operators[1].bls = bls_keys(40, 1)[0].public_key();
+    forged.next = forged.current.apply(&forged.change, 10_000)?;
+    forged.set_hash = forged.next.set_hash();
+    forged.update_message = settleproof_consensus::update_message(chain_id, settlement, forged.set_hash);
+    let r = net.http.post(admin(0, "operator-sets/approve")).bearer_auth(&token).json(&forged).send().await?;
+    assert_eq!(r.status().as_u16(), 400);
+    let body: serde_json::Value = r.json().await?;
+    assert!(body.to_string().contains("not the chain's latest"), "{body}");
+
+    for i in 0..3 {
+        let r = net.http.post(admin(i, "operator-sets/approve")).bearer_auth(&token).json(&proposal).send().await?;
+        assert_eq!(r.status().as_u16(), 200, "node {i}");
+        proposal = r.json().await?;
+    }
+    assert_eq!(proposal.approvals()?.len(), 3);
+    let (bitmap, signature) = proposal.aggregate()?;
+    let submitter = sets::provider(&net.anvil, &net.anvil.keys[7])?;
+    let s = settleproof_contracts::Settlement::new(settlement, &submitter);
+    let stager = net.anvil.keys[7].address();
+    stage_set(&s, stager, &proposal.next, &proposal.entries()).await?;
+    settleproof_contracts::commit_epoch(&s, stager, &proposal.next, bitmap, signature).await?;
+    for i in 0..4 {
+        net.eventually("epoch 1 read by every node", std::time::Duration::from_secs(30), || async {
+            epochs_read(i).await.filter(|n| *n >= 2)
+        })
+        .await?;
+    }
+    net.stop().await;
+    Ok(())
+}

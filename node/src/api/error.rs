@@ -43,6 +43,11 @@ impl ApiError {
         }
     }
 
+    /// 409: the request is valid but this node's state does not allow it.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::CONFLICT, code: "conflict", field: None, message: message.into() }
+    }
+
     /// 404.
     pub fn not_found(what: &str) -> Self {
         Self { status: StatusCode::NOT_FOUND, code: "not_found", field: None, message: format!("{what} not found") }

@@ -11,6 +11,7 @@
 
 mod admin;
 mod admin_peers;
+mod admin_sets;
 pub mod auth;
 pub mod cache;
 mod error;
@@ -62,6 +63,8 @@ pub struct ApiState {
     pub net: Option<NetworkHandle>,
     /// The operator sets by epoch; `None` in handler tests (one operator, threshold 1).
     pub epochs: Option<std::sync::Arc<crate::epochs::Epochs>>,
+    /// This node's keys directory, for approving operator set changes; `None` in handler tests.
+    pub keys_dir: Option<std::path::PathBuf>,
     /// Chain client, for provider health; `None` in handler tests.
     pub chain: Option<ChainClient>,
     /// What the watcher last saw; `None` in handler tests.
@@ -163,6 +166,8 @@ pub fn admin_router(state: ApiState) -> Router {
         .route("/admin/v1/resume", post(admin::resume))
         .route("/admin/v1/backup", post(admin::backup))
         .route("/admin/v1/log-level", post(admin::log_level))
+        .route("/admin/v1/operator-sets", get(admin_sets::sets))
+        .route("/admin/v1/operator-sets/approve", post(admin_sets::approve))
         .route("/admin/v1/peers", get(admin_peers::peers))
         .route("/admin/v1/peers/block", post(admin_peers::block))
         .route("/admin/v1/peers/unblock", post(admin_peers::unblock))

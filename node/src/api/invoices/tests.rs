@@ -30,6 +30,7 @@ fn state(store: Store) -> ApiState {
         replicator: None,
         net: None,
         epochs: None,
+        keys_dir: None,
         chain: None,
         watcher: None,
         settlement_contract: Address::repeat_byte(0x44),
