@@ -45,10 +45,15 @@ pub(super) async fn sets(State(state): State<ApiState>, headers: HeaderMap) -> R
 /// added. Refused (400, naming the problem) unless its current set is the latest one this node
 /// read from the chain and it is consistent in itself; 409 when this node is not an operator of
 /// that set or holds no key it registered.
-pub(super) async fn approve(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Result<Json<Proposal>, ApiError> {
+pub(super) async fn approve(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Proposal>, ApiError> {
     authorize(&state, &headers)?;
-    let mut proposal: Proposal = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::invalid("body", format!("{e}; expected a proposal file of `settleproof operators propose`")))?;
+    let mut proposal: Proposal = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::invalid("body", format!("{e}; expected a proposal file of `settleproof operators propose`"))
+    })?;
     let latest = state
         .store
         .epochs()
