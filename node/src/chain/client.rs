@@ -84,18 +84,8 @@ pub struct SettleCall {
 /// An `EpochCommitted` log: the settlement contract installed an operator set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EpochCommit {
-    /// The epoch.
-    pub epoch: u64,
-    /// Hash of its set.
-    pub set_hash: B256,
-    /// Account that staged the records.
-    pub stager: Address,
-    /// First round it settles.
-    pub start_round: u64,
-    /// Its threshold.
-    pub threshold: u16,
-    /// Its operator count.
-    pub count: u16,
+    /// The event.
+    pub event: Settlement::EpochCommitted,
     /// Block of the commit.
     pub block_number: u64,
 }
@@ -231,15 +221,7 @@ impl ChainClient {
                 && log.topics.first() == Some(&Settlement::EpochCommitted::SIGNATURE_HASH)
             {
                 match Settlement::EpochCommitted::decode_raw_log(log.topics.iter().copied(), &log.data) {
-                    Ok(e) => out.epochs.push(EpochCommit {
-                        epoch: e.epoch,
-                        set_hash: e.setHash,
-                        stager: e.stager,
-                        start_round: e.startRound,
-                        threshold: e.threshold,
-                        count: e.count,
-                        block_number: log.block_number,
-                    }),
+                    Ok(event) => out.epochs.push(EpochCommit { event, block_number: log.block_number }),
                     Err(e) => undecodable(&mut out, log, "EpochCommitted", &e.to_string()),
                 }
             } else if log.address == self.settlement {
@@ -323,15 +305,15 @@ impl ChainClient {
             let filter = Filter::new()
                 .address(self.settlement)
                 .event_signature(Settlement::OperatorsStaged::SIGNATURE_HASH)
-                .topic1(commit.stager.into_word())
-                .topic2(commit.set_hash)
+                .topic1(commit.event.stager.into_word())
+                .topic2(commit.event.setHash)
                 .from_block(start)
                 .to_block(end);
             let vote = self.reads.logs(&filter).await?;
             if vote.unresolved(self.reads.quorum()) > 0 {
                 return Err(ChainError::Inconsistent(format!(
                     "the staged operators of epoch {} lack a provider quorum in blocks {start}..={end}",
-                    commit.epoch
+                    commit.event.epoch
                 )));
             }
             for log in vote.accepted.iter().filter(|l| l.address == self.settlement) {
@@ -341,15 +323,7 @@ impl ChainClient {
             }
             start = end.saturating_add(1);
         }
-        let event = Settlement::EpochCommitted {
-            epoch: commit.epoch,
-            setHash: commit.set_hash,
-            stager: commit.stager,
-            startRound: commit.start_round,
-            threshold: commit.threshold,
-            count: commit.count,
-        };
-        settleproof_contracts::assemble_set(&event, chunks).map_err(ChainError::Inconsistent)
+        settleproof_contracts::assemble_set(&commit.event, chunks).map_err(ChainError::Inconsistent)
     }
 
     /// The settlement contract's grace period, blocks, as a quorum reports it.
