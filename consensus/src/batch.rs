@@ -12,7 +12,7 @@ use alloy_sol_types::SolValue;
 use serde::{Deserialize, Serialize};
 
 /// Type string whose hash prefixes every batch message (must match `Settlement.BATCH_TYPEHASH`).
-pub const BATCH_TYPE: &str = "SettleproofBatch(uint256 chainId,address settlement,uint64 epoch,uint64 round,uint64 fromBlock,uint64 toBlock,bytes32 root,uint32 leafCount)";
+pub const BATCH_TYPE: &str = "SettleproofBatch(uint256 chainId,address settlement,uint64 epoch,uint64 round,uint64 fromBlock,uint64 toBlock,bytes32 toBlockHash,bytes32 root,uint32 leafCount)";
 
 /// Type string whose hash prefixes every payment leaf.
 pub const LEAF_TYPE: &str = "SettleproofPayment(uint256 chainId,bytes32 txHash,uint64 logIndex,uint64 blockNumber,bytes32 invoiceId,address merchant,address payer,address token,uint256 amount)";
@@ -78,6 +78,10 @@ pub struct Batch {
     pub from_block: u64,
     /// Last block of the round (inclusive).
     pub to_block: u64,
+    /// Hash of block `to_block` in the chain the batch was built from: it fixes every block of
+    /// the range, so two honest nodes on one chain build one batch.
+    #[serde(default)]
+    pub to_block_hash: B256,
     /// Merkle root over the ordered leaves.
     pub root: B256,
     /// Number of leaves.
@@ -86,13 +90,20 @@ pub struct Batch {
 
 impl Batch {
     /// Builds the batch of a round, signed by the set of `epoch`, from its payments (any order;
-    /// they are sorted here). Returns `None` when the round has no payments: nothing to settle.
-    pub fn build(epoch: u64, round: u64, from_block: u64, to_block: u64, payments: &mut [PaymentLeaf]) -> Option<Self> {
+    /// they are sorted here) in the chain whose block `to_block` has `to_block_hash`. Returns
+    /// `None` when the round has no payments: nothing to settle.
+    pub fn build(
+        epoch: u64,
+        round: u64,
+        (from_block, to_block): (u64, u64),
+        to_block_hash: B256,
+        payments: &mut [PaymentLeaf],
+    ) -> Option<Self> {
         payments.sort_by_key(PaymentLeaf::order_key);
         let leaves: Vec<B256> = payments.iter().map(PaymentLeaf::hash).collect();
         let root = merkle::root(&leaves)?;
         let leaf_count = u32::try_from(leaves.len()).ok()?;
-        Some(Self { epoch, round, from_block, to_block, root, leaf_count })
+        Some(Self { epoch, round, from_block, to_block, to_block_hash, root, leaf_count })
     }
 
     /// The 32-byte message operators sign, equal to `Settlement.batchMessage` on chain.
@@ -106,6 +117,7 @@ impl Batch {
                 self.round,
                 self.from_block,
                 self.to_block,
+                self.to_block_hash,
                 self.root,
                 self.leaf_count,
             )
@@ -136,13 +148,13 @@ mod tests {
     fn order_of_input_does_not_change_the_batch() {
         let mut a = vec![leaf(5, 1), leaf(4, 9), leaf(5, 0)];
         let mut b = vec![leaf(5, 0), leaf(5, 1), leaf(4, 9)];
-        assert_eq!(Batch::build(0, 1, 0, 9, &mut a), Batch::build(0, 1, 0, 9, &mut b));
+        assert_eq!(Batch::build(0, 1, (0, 9), B256::ZERO, &mut a), Batch::build(0, 1, (0, 9), B256::ZERO, &mut b));
         assert_eq!(a[0].order_key(), (4, 9));
     }
 
     #[test]
     fn empty_round_has_no_batch() {
-        assert_eq!(Batch::build(0, 1, 0, 9, &mut []), None);
+        assert_eq!(Batch::build(0, 1, (0, 9), B256::ZERO, &mut []), None);
     }
 
     #[test]
@@ -151,7 +163,7 @@ mod tests {
         let mut other = base.clone();
         other.amount = U256::from(999);
         assert_ne!(base.hash(), other.hash());
-        let batch = Batch::build(0, 1, 0, 9, &mut [base]).expect("one payment");
+        let batch = Batch::build(0, 1, (0, 9), B256::ZERO, &mut [base]).expect("one payment");
         let settlement = Address::repeat_byte(9);
         let msg = batch.message(31337, settlement);
         assert_ne!(msg, batch.message(1, settlement));
@@ -159,5 +171,6 @@ mod tests {
         assert_ne!(msg, Batch { round: 2, ..batch }.message(31337, settlement));
         assert_ne!(msg, Batch { epoch: 1, ..batch }.message(31337, settlement));
         assert_ne!(msg, Batch { leaf_count: 2, ..batch }.message(31337, settlement));
+        assert_ne!(msg, Batch { to_block_hash: B256::repeat_byte(4), ..batch }.message(31337, settlement));
     }
 }

@@ -10,7 +10,8 @@
 //! - [`pool`]: the attestation pool that gathers signatures until a quorum forms.
 //! - [`invoice`]: invoice ids as commitments to the invoice's terms.
 //! - [`receipt`]: a settlement receipt and the checks a merchant runs on it without a chain.
-//! - [`guard`]: the rule that an operator never signs two different batches for one round.
+//! - [`guard`]: the rule that an operator never signs two different batches for one round of one
+//!   chain.
 //!
 //! The node feeds events in (a block range confirmed, an attestation received) and acts on what
 //! these types return (sign, broadcast, submit). Everything here is deterministic and tested
@@ -30,7 +31,7 @@ pub mod schedule;
 pub use batch::{Batch, PaymentLeaf};
 pub use bls::{BlsError, BlsPublicKey, BlsSecretKey, BlsSignature};
 pub use failover::{Liveness, Turn, turn};
-pub use guard::{SignDecision, decide_signing};
+pub use guard::{MAX_BATCHES_PER_ROUND, SignDecision, decide_signing};
 pub use invoice::{InvoiceTerms, metadata_hash};
 pub use operator_set::{OperatorRecord, OperatorSetSpec, SetChange, SetError, update_message};
 pub use pool::{AttestationPool, InsertOutcome, Quorum};

@@ -1,13 +1,17 @@
 //! The attestation pool: signatures gathered per round until a quorum agrees on one batch.
 //!
 //! Signatures are verified by the caller before insertion (see [`crate::bls`]); the pool only
-//! counts. One operator has one vote per round: a second, different batch from the same signer
-//! is reported as equivocation and not counted. Operator sets change by epochs: every batch
-//! names its epoch, and its signers and threshold are that epoch's ([`AttestationPool::add_epoch`]).
+//! counts. One operator has one vote per round and chain (the hash of the round's last block,
+//! [`Batch::to_block_hash`]): a second, different batch from the same signer on the same chain
+//! is reported as equivocation and not counted. After a deep reorg an honest operator signs the
+//! round again on the new chain ([`crate::guard`]); that vote is kept beside the first, up to
+//! [`MAX_BATCHES_PER_ROUND`] per signer. Operator sets change by epochs: every batch names its
+//! epoch, and its signers and threshold are that epoch's ([`AttestationPool::add_epoch`]).
 
 use crate::batch::Batch;
 use crate::bls::BlsSignature;
-use alloy_primitives::U256;
+use crate::guard::MAX_BATCHES_PER_ROUND;
+use alloy_primitives::{B256, U256};
 use std::collections::BTreeMap;
 
 /// What happened to an inserted attestation.
@@ -17,11 +21,13 @@ pub enum InsertOutcome {
     Added,
     /// The same signer already voted for the same batch; nothing changed.
     Duplicate,
-    /// The signer already voted for a different batch in this round.
+    /// The signer already voted for a different batch in this round on the same chain.
     Equivocation {
         /// The batch counted first.
         first: Batch,
     },
+    /// The signer already voted on [`MAX_BATCHES_PER_ROUND`] chains in this round; not counted.
+    TooManyChains,
     /// The signer index is not in the operator set.
     UnknownSigner,
 }
@@ -44,7 +50,8 @@ pub struct Quorum {
 pub struct AttestationPool {
     /// Operators and threshold of each known epoch.
     epochs: BTreeMap<u64, (usize, usize)>,
-    rounds: BTreeMap<u64, BTreeMap<usize, (Batch, BlsSignature)>>,
+    /// Votes per round, by (signer, hash of the round's last block).
+    rounds: BTreeMap<u64, BTreeMap<(usize, B256), (Batch, BlsSignature)>>,
 }
 
 impl AttestationPool {
@@ -78,18 +85,20 @@ impl AttestationPool {
             return InsertOutcome::UnknownSigner;
         }
         let votes = self.rounds.entry(batch.round).or_default();
-        match votes.get(&signer) {
+        // Index `signer` is another operator in another epoch: the earlier votes were counted
+        // while this node took the round for that epoch's (it had not learned the next set
+        // yet). The caller only inserts votes of the epoch it now knows settles the round.
+        votes.retain(|(s, _), (b, _)| *s != signer || b.epoch == batch.epoch);
+        match votes.get(&(signer, batch.to_block_hash)) {
             Some((first, _)) if *first == batch => InsertOutcome::Duplicate,
-            // Index `signer` is another operator in another epoch: the earlier vote was counted
-            // while this node took the round for that epoch's (it had not learned the next set
-            // yet). The caller only inserts votes of the epoch it now knows settles the round.
-            Some((first, _)) if first.epoch != batch.epoch => {
-                votes.insert(signer, (batch, signature));
-                InsertOutcome::Added
-            }
             Some((first, _)) => InsertOutcome::Equivocation { first: *first },
+            None if votes.range((signer, B256::ZERO)..=(signer, B256::repeat_byte(0xff))).count()
+                >= MAX_BATCHES_PER_ROUND =>
+            {
+                InsertOutcome::TooManyChains
+            }
             None => {
-                votes.insert(signer, (batch, signature));
+                votes.insert((signer, batch.to_block_hash), (batch, signature));
                 InsertOutcome::Added
             }
         }
@@ -100,7 +109,7 @@ impl AttestationPool {
         let (_, threshold) = *self.epochs.get(&batch.epoch)?;
         let votes = self.rounds.get(&batch.round)?;
         let (signers, signatures): (Vec<usize>, Vec<BlsSignature>) =
-            votes.iter().filter(|(_, (b, _))| b == batch).map(|(i, (_, s))| (*i, *s)).unzip();
+            votes.iter().filter(|(_, (b, _))| b == batch).map(|((i, _), (_, s))| (*i, *s)).unzip();
         if signers.len() < threshold || threshold == 0 {
             return None;
         }
@@ -113,14 +122,14 @@ impl AttestationPool {
         self.rounds.get(&batch.round).map_or(0, |v| v.values().filter(|(b, _)| b == batch).count())
     }
 
-    /// The vote of `signer` in `round`, if any.
-    pub fn vote_of(&self, round: u64, signer: usize) -> Option<(Batch, BlsSignature)> {
-        self.rounds.get(&round).and_then(|v| v.get(&signer)).copied()
+    /// The votes of `signer` in `round`, one per chain.
+    pub fn votes_of(&self, round: u64, signer: usize) -> Vec<(Batch, BlsSignature)> {
+        self.votes(round).into_iter().filter(|(i, _, _)| *i == signer).map(|(_, b, s)| (b, s)).collect()
     }
 
     /// Every vote of `round`: (signer, batch, signature), by signer.
     pub fn votes(&self, round: u64) -> Vec<(usize, Batch, BlsSignature)> {
-        self.rounds.get(&round).map_or_else(Vec::new, |v| v.iter().map(|(i, (b, s))| (*i, *b, *s)).collect())
+        self.rounds.get(&round).map_or_else(Vec::new, |v| v.iter().map(|((i, _), (b, s))| (*i, *b, *s)).collect())
     }
 
     /// Forgets a finished round.
@@ -137,7 +146,15 @@ mod tests {
     use proptest::prelude::*;
 
     fn batch(round: u64, root: u8) -> Batch {
-        Batch { epoch: 0, round, from_block: 0, to_block: 9, root: B256::repeat_byte(root), leaf_count: 1 }
+        Batch {
+            epoch: 0,
+            round,
+            from_block: 0,
+            to_block: 9,
+            to_block_hash: B256::repeat_byte(0xcc),
+            root: B256::repeat_byte(root),
+            leaf_count: 1,
+        }
     }
 
     fn sig(i: u8) -> BlsSignature {
@@ -199,7 +216,35 @@ mod tests {
         assert_eq!(pool.insert(stale, 2, sig(2)), InsertOutcome::Added);
         let current = Batch { epoch: 1, ..batch(30, 5) };
         assert_eq!(pool.insert(current, 2, sig(7)), InsertOutcome::Added);
-        assert_eq!(pool.vote_of(30, 2).map(|(b, _)| b), Some(current));
+        assert_eq!(pool.votes_of(30, 2).into_iter().map(|(b, _)| b).collect::<Vec<_>>(), vec![current]);
+    }
+
+    #[test]
+    fn a_round_signed_again_on_a_new_chain_counts_there_and_equivocation_stays_per_chain() {
+        let mut pool = AttestationPool::new(4, 3);
+        let old = batch(2, 0xaa);
+        let new = Batch { to_block_hash: B256::repeat_byte(0xdd), ..batch(2, 0xbb) };
+        for s in 0..3 {
+            assert_eq!(pool.insert(old, s, sig(s as u8)), InsertOutcome::Added);
+        }
+        assert!(pool.quorum(&old).is_some());
+        for s in 0..2 {
+            assert_eq!(pool.insert(new, s, sig(s as u8)), InsertOutcome::Added, "signer {s} on the new chain");
+        }
+        assert!(pool.quorum(&new).is_none(), "two of three on the new chain");
+        assert_eq!(pool.insert(new, 3, sig(3)), InsertOutcome::Added);
+        assert_eq!(pool.quorum(&new).map(|q| q.signers), Some(vec![0, 1, 3]));
+        // A second root on the new chain is still an equivocation.
+        let other = Batch { root: B256::repeat_byte(0xee), ..new };
+        assert_eq!(pool.insert(other, 0, sig(0)), InsertOutcome::Equivocation { first: new });
+        assert_eq!(pool.votes_of(2, 0).len(), 2, "one vote per chain");
+        // A signer inventing chains without end is capped.
+        for c in 0..MAX_BATCHES_PER_ROUND as u8 {
+            pool.insert(Batch { to_block_hash: B256::repeat_byte(c), ..old }, 3, sig(3));
+        }
+        assert_eq!(pool.votes_of(2, 3).len(), MAX_BATCHES_PER_ROUND);
+        let extra = Batch { to_block_hash: B256::repeat_byte(0xfe), ..old };
+        assert_eq!(pool.insert(extra, 3, sig(3)), InsertOutcome::TooManyChains);
     }
 
     proptest! {

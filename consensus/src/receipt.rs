@@ -10,8 +10,9 @@ use crate::merkle;
 use alloy_primitives::{Address, B256, Bytes, U256};
 use serde::{Deserialize, Serialize};
 
-/// Receipt format version (3: min-sig keys and signatures, the batch carries its epoch).
-pub const RECEIPT_VERSION: u32 = 3;
+/// Receipt format version (4: the batch carries the hash of its last block; 3: min-sig keys and
+/// signatures, the batch carries its epoch).
+pub const RECEIPT_VERSION: u32 = 4;
 
 /// Proof that one payment was settled.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -204,7 +205,7 @@ mod tests {
             })
             .collect();
         let mut sorted = payments.clone();
-        let batch = Batch::build(0, 4, 10, 14, &mut sorted).expect("batch");
+        let batch = Batch::build(0, 4, (10, 14), B256::repeat_byte(0x14), &mut sorted).expect("batch");
         let leaves: Vec<B256> = sorted.iter().map(PaymentLeaf::hash).collect();
         let settlement = Address::repeat_byte(9);
         let message = batch.message(7, settlement);

@@ -30,6 +30,15 @@ impl RoundSchedule {
         Some((from, to))
     }
 
+    /// The last block of every round that ends within `from..=to`, ascending.
+    pub fn round_ends(&self, from: u64, to: u64) -> Vec<u64> {
+        let first = self.round_of(from).unwrap_or(0);
+        (first..)
+            .map_while(|r| self.range(r).map(|(_, end)| end).filter(|end| *end <= to))
+            .filter(|end| *end >= from)
+            .collect()
+    }
+
     /// Whether every block of `round` is at or below `processed` (confirmed and checkpointed).
     pub fn is_closed(&self, round: u64, processed: Option<u64>) -> bool {
         match (self.range(round), processed) {
@@ -51,6 +60,22 @@ pub fn keeper_index(round: u64, attempt: u64, operators: usize) -> usize {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn round_ends_within_a_range() {
+        let s = RoundSchedule::new(100, 5).expect("non-zero length");
+        let cases: [((u64, u64), Vec<u64>); 6] = [
+            ((0, 99), vec![]),
+            ((0, 104), vec![104]),
+            ((100, 103), vec![]),
+            ((104, 104), vec![104]),
+            ((101, 116), vec![104, 109, 114]),
+            ((105, 119), vec![109, 114, 119]),
+        ];
+        for ((from, to), want) in cases {
+            assert_eq!(s.round_ends(from, to), want, "{from}..={to}");
+        }
+    }
 
     #[test]
     fn table_of_rounds() {

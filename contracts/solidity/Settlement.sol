@@ -57,7 +57,7 @@ contract Settlement {
 
     /// @notice Type hash of the batch message the operators sign.
     bytes32 public constant BATCH_TYPEHASH = keccak256(
-        "SettleproofBatch(uint256 chainId,address settlement,uint64 epoch,uint64 round,uint64 fromBlock,uint64 toBlock,bytes32 root,uint32 leafCount)"
+        "SettleproofBatch(uint256 chainId,address settlement,uint64 epoch,uint64 round,uint64 fromBlock,uint64 toBlock,bytes32 toBlockHash,bytes32 root,uint32 leafCount)"
     );
     /// @notice Type hash of an operator record.
     bytes32 public constant RECORD_TYPEHASH = keccak256(
@@ -75,6 +75,8 @@ contract Settlement {
     uint256 public constant MAX_OPERATORS = 256;
     /// @notice Most operators per `stageOperators` call (one key blob, 8 KiB).
     uint256 public constant CHUNK_SIZE = 32;
+    /// @notice The EIP-2935 block hash history contract.
+    address public constant HISTORY_STORAGE = 0x0000F90827F1C53a10cb7A02335B175320002935;
     /// @notice `endRound` of the latest epoch: open-ended.
     uint32 public constant OPEN = type(uint32).max;
 
@@ -112,6 +114,8 @@ contract Settlement {
     /// @param epoch The operator set that signed.
     /// @param fromBlock First block (inclusive) of the round.
     /// @param toBlock Last block (inclusive) of the round.
+    /// @param toBlockHash Hash of `toBlock` in the chain the batch was built from (checked
+    ///        against this chain's when it still knows the block's hash).
     /// @param leafCount Number of leaves under `root`.
     /// @param signerBitmap Bit `i` set = operator `i` of `epoch` signed.
     /// @param submitter The account that submitted the batch (anyone may), or the contract
@@ -123,6 +127,7 @@ contract Settlement {
         uint64 epoch,
         uint64 fromBlock,
         uint64 toBlock,
+        bytes32 toBlockHash,
         uint32 leafCount,
         uint256 signerBitmap,
         address submitter,
@@ -184,6 +189,9 @@ contract Settlement {
     error ZeroRoot();
     /// @notice The block range is not the round's, or the round has not ended yet.
     error InvalidBlockRange(uint64 fromBlock, uint64 toBlock);
+    /// @notice The batch was built on another fork: block `toBlock` has hash `chainHash` here,
+    ///         not `toBlockHash`.
+    error NotOnThisChain(uint64 toBlock, bytes32 toBlockHash, bytes32 chainHash);
     /// @notice `leafCount` is zero.
     error EmptyBatch();
     /// @notice The signer bitmap has `bit` set, but the epoch has no operator with that index.
@@ -337,15 +345,20 @@ contract Settlement {
 
     /// @notice Records the batch of `round` once a threshold of `epoch` signed it. Anyone may call.
     /// @dev Checks, in order: the epoch settles this round and has not expired, the block range
-    ///      is the round's and has ended, root nonzero, `leafCount > 0`, round not settled, then
-    ///      the signer set and the aggregate signature.
+    ///      is the round's and has ended, the batch was built on this chain (`toBlockHash`,
+    ///      while the chain still knows the hash of `toBlock`), root nonzero, `leafCount > 0`,
+    ///      round not settled, then the signer set and the aggregate signature.
+    ///      The hash check is what makes a round changed by a reorg deeper than the operators'
+    ///      confirmation depth settle: the operators sign the round again on the new chain, and
+    ///      the batch they signed on the old one (its transaction re-included, say) is refused.
     /// @param signature EIP-2537 G1 aggregate signature over the 32 bytes of
-    ///        `batchMessage(epoch, round, fromBlock, toBlock, root, leafCount)`.
+    ///        `batchMessage(epoch, round, fromBlock, toBlock, toBlockHash, root, leafCount)`.
     function settle(
         uint64 epoch,
         uint64 round,
         uint64 fromBlock,
         uint64 toBlock,
+        bytes32 toBlockHash,
         bytes32 root,
         uint32 leafCount,
         uint256 signerBitmap,
@@ -353,14 +366,25 @@ contract Settlement {
     ) external {
         EpochInfo memory e = _epochs[epoch];
         _checkEpochCovers(e, epoch, round);
-        (uint64 from, uint64 to) = roundRange(round);
-        if (fromBlock != from || toBlock != to || toBlock >= block.number) revert InvalidBlockRange(fromBlock, toBlock);
+        _checkBatchBlocks(round, fromBlock, toBlock, toBlockHash);
         if (root == bytes32(0)) revert ZeroRoot();
         if (leafCount == 0) revert EmptyBatch();
         if (_roundRoot[round] != bytes32(0)) revert RoundAlreadySettled(round);
-        _verifyQuorum(e, epoch, batchMessage(epoch, round, fromBlock, toBlock, root, leafCount), signerBitmap, signature);
+        _verifyQuorum(
+            e, epoch, batchMessage(epoch, round, fromBlock, toBlock, toBlockHash, root, leafCount), signerBitmap, signature
+        );
         _roundRoot[round] = root;
-        emit Settled(round, root, epoch, fromBlock, toBlock, leafCount, signerBitmap, msg.sender, signature);
+        emit Settled(round, root, epoch, fromBlock, toBlock, toBlockHash, leafCount, signerBitmap, msg.sender, signature);
+    }
+
+    /// @dev Reverts unless `fromBlock..=toBlock` is `round`'s range, has ended, and `toBlock`
+    ///      has hash `toBlockHash` on this chain (when the chain still knows it: `blockhash` for
+    ///      the last 256 blocks, then the EIP-2935 history contract where it is deployed).
+    function _checkBatchBlocks(uint64 round, uint64 fromBlock, uint64 toBlock, bytes32 toBlockHash) private view {
+        (uint64 from, uint64 to) = roundRange(round);
+        if (fromBlock != from || toBlock != to || toBlock >= block.number) revert InvalidBlockRange(fromBlock, toBlock);
+        bytes32 chainHash = chainBlockHash(toBlock);
+        if (chainHash != bytes32(0) && chainHash != toBlockHash) revert NotOnThisChain(toBlock, toBlockHash, chainHash);
     }
 
     function _checkEpochCovers(EpochInfo memory e, uint64 epoch, uint64 round) private view {
@@ -427,14 +451,30 @@ contract Settlement {
     // =====================================================================================
 
     /// @notice The message the operators sign for a batch.
-    function batchMessage(uint64 epoch, uint64 round, uint64 fromBlock, uint64 toBlock, bytes32 root, uint32 leafCount)
-        public
-        view
-        returns (bytes32)
-    {
+    function batchMessage(
+        uint64 epoch,
+        uint64 round,
+        uint64 fromBlock,
+        uint64 toBlock,
+        bytes32 toBlockHash,
+        bytes32 root,
+        uint32 leafCount
+    ) public view returns (bytes32) {
         return keccak256(
-            abi.encode(BATCH_TYPEHASH, block.chainid, address(this), epoch, round, fromBlock, toBlock, root, leafCount)
+            abi.encode(
+                BATCH_TYPEHASH, block.chainid, address(this), epoch, round, fromBlock, toBlock, toBlockHash, root, leafCount
+            )
         );
+    }
+
+    /// @notice The hash of block `number` as this chain knows it, or zero when it no longer
+    ///         does: `blockhash` covers the last 256 blocks, the EIP-2935 history contract (where
+    ///         deployed) the last 8191.
+    function chainBlockHash(uint256 number) public view returns (bytes32 hash) {
+        hash = blockhash(number);
+        if (hash != bytes32(0) || number >= block.number || HISTORY_STORAGE.code.length == 0) return hash;
+        (bool ok, bytes memory out) = HISTORY_STORAGE.staticcall(abi.encode(number));
+        if (ok && out.length == 32) hash = abi.decode(out, (bytes32));
     }
 
     /// @notice The message the latest epoch signs to install the set `setHash`.

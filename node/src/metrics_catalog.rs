@@ -72,6 +72,7 @@ const INVARIANTS: &[&str] = &[
     "bad_merkle_proof",
     "keeper_nonce_desync",
     "double_sign_attempt",
+    "round_signed_on_too_many_chains",
 ];
 const RPC_OPS: &[&str] = &["balance", "block", "call", "chain_id", "fees", "head", "logs", "transaction_count"];
 const RPC_OUTCOMES: &[&str] = &["ok", "breaker_open", "timeout", "transient_error", "permanent_error"];
@@ -119,6 +120,12 @@ pub const CATALOG: &[Metric] = &[
     m(C, "settlements_dropped_by_reorg_total", "Settlements of this node's keeper that a reorg dropped", Labels::None),
     m(C, "keeper_resubmissions_total", "Settlements submitted again after a reorg dropped them", Labels::None),
     m(C, "chain_reorgs_total", "Reorgs deeper than the confirmation depth, rewound", Labels::None),
+    m(
+        C,
+        "rounds_signed_again_total",
+        "Signed rounds whose blocks a deep reorg replaced, signed again on the new chain",
+        Labels::None,
+    ),
     m(C, "consensus_round_retries_total", "Failed settlement submissions that will be retried", Labels::None),
     m(C, "duplicate_events_dropped_total", "Payment logs seen again and dropped", Labels::None),
     m(

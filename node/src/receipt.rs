@@ -61,7 +61,13 @@ impl<'a> RoundReceipts<'a> {
             return Ok(None);
         }
         let mut leaves: Vec<PaymentLeaf> = store.payments_in_range(from, to)?.into_iter().map(|r| r.leaf).collect();
-        let Some(batch) = settleproof_consensus::Batch::build(record.epoch, record.round, from, to, &mut leaves) else {
+        let Some(batch) = settleproof_consensus::Batch::build(
+            record.epoch,
+            record.round,
+            (from, to),
+            record.to_block_hash,
+            &mut leaves,
+        ) else {
             return Ok(None);
         };
         if batch.root != record.root {
@@ -193,8 +199,24 @@ pub async fn verify_onchain<P: Provider>(provider: &P, r: &Receipt, trusted: Add
             out.push(Check::new("settled_on_chain", false, format!("rpc: {}", crate::redact::scrub(&e.to_string()))))
         }
     }
+    out.push(built_on_this_chain(provider, r).await);
     out.push(payment_log(provider, r).await);
     out
+}
+
+/// The batch was built on the chain the provider follows: its last block has the hash the
+/// operators signed (a batch of an abandoned fork does not settle anything here).
+async fn built_on_this_chain<P: Provider>(provider: &P, r: &Receipt) -> Check {
+    let b = &r.batch;
+    match provider.get_block_by_number(b.to_block.into()).await {
+        Ok(Some(block)) => Check::new(
+            "batch_on_this_chain",
+            block.header.hash == b.to_block_hash,
+            format!("block {} has hash {} (the batch names {})", b.to_block, block.header.hash, b.to_block_hash),
+        ),
+        Ok(None) => Check::new("batch_on_this_chain", false, format!("block {} not found", b.to_block)),
+        Err(e) => Check::new("batch_on_this_chain", false, format!("rpc: {}", crate::redact::scrub(&e.to_string()))),
+    }
 }
 
 async fn payment_log<P: Provider>(provider: &P, r: &Receipt) -> Check {

@@ -118,8 +118,15 @@ fn fixture() -> &'static Fixture {
             chain_id: 31337,
             payments: Address::repeat_byte(7),
         };
-        let batch =
-            Batch { epoch: 0, round: 3, from_block: 10, to_block: 14, root: B256::repeat_byte(1), leaf_count: 5 };
+        let batch = Batch {
+            epoch: 0,
+            round: 3,
+            from_block: 10,
+            to_block: 14,
+            to_block_hash: B256::repeat_byte(4),
+            root: B256::repeat_byte(1),
+            leaf_count: 5,
+        };
         let attestation = Attestation { batch, signer: 0, signature: Bytes::from(vec![7u8; 96]), sent_at_ms: 1 };
         let invoice = Invoice {
             id: B256::repeat_byte(2),

@@ -198,6 +198,7 @@ async fn an_equivocator_is_penalised_and_its_honest_forwarders_keep_their_score(
                 round,
                 from_block: 1000,
                 to_block: 1001,
+                to_block_hash: B256::repeat_byte(0x11),
                 root: B256::repeat_byte(root),
                 leaf_count: 1,
             };
@@ -237,8 +238,15 @@ async fn an_equivocator_is_penalised_and_its_honest_forwarders_keep_their_score(
 async fn a_flood_of_valid_resends_costs_one_pairing_and_settlement_goes_on() -> Result<()> {
     let (net, bad) = with_byzantine(Options::default()).await?;
     let before: Vec<f64> = futures_join(&net, "attestation_verifications_total").await;
-    let batch =
-        Batch { epoch: 0, round: 90, from_block: 900, to_block: 901, root: B256::repeat_byte(0x0c), leaf_count: 1 };
+    let batch = Batch {
+        epoch: 0,
+        round: 90,
+        from_block: 900,
+        to_block: 901,
+        to_block_hash: B256::repeat_byte(0x11),
+        root: B256::repeat_byte(0x0c),
+        leaf_count: 1,
+    };
     let sent = bad.flood(batch, 3000).await;
     assert!(sent > 1000, "the flood went out ({sent})");
     let (_, created) = net.create_invoice(1, json!({"amount": WEI, "token": "native"})).await?;

@@ -1,6 +1,6 @@
 //! The contracts on a real anvil: payments go straight to the merchant, the settlement contract
-//! records a round once, refuses outsiders, too few signers and batches that are not the
-//! round's, and its batch message is the one the nodes sign. Staging refuses rogue, identity
+//! records a round once, refuses outsiders, too few signers, batches that are not the round's
+//! and batches of another fork, and its batch message is the one the nodes sign. Staging refuses rogue, identity
 //! and duplicate keys.
 
 use crate::harness::Anvil;
@@ -27,23 +27,47 @@ async fn settlement_verifies_the_aggregate_and_records_each_round_once() -> Resu
     // Anyone may submit: the signature, not the sender, is what counts.
     let anyone = Settlement::new(chain.d.settlement, provider(&anvil, &anvil.keys[1])?);
     let round = chain.current_round().await? + 1;
-    let batch = chain.batch(0, round, B256::repeat_byte(0xab));
+    let open = chain.batch(0, round, B256::repeat_byte(0xab)).await;
+    assert!(chain.settle(&open, &keys, &[0, 1, 3]).await.expect_err("open round").contains("InvalidBlockRange"));
+    chain.close(round).await?;
+    let batch = chain.batch(0, round, B256::repeat_byte(0xab)).await;
+    assert!(!batch.to_block_hash.is_zero());
     let on_chain = anyone
-        .batchMessage(batch.epoch, batch.round, batch.from_block, batch.to_block, batch.root, batch.leaf_count)
+        .batchMessage(
+            batch.epoch,
+            batch.round,
+            batch.from_block,
+            batch.to_block,
+            batch.to_block_hash,
+            batch.root,
+            batch.leaf_count,
+        )
         .call()
         .await?;
     let message = batch.message(chain.chain_id, chain.d.settlement);
     assert_eq!(on_chain, message, "nodes sign what the contract computes");
-    assert!(chain.settle(&batch, &keys, &[0, 1, 3]).await.expect_err("open round").contains("InvalidBlockRange"));
-    chain.close(round).await?;
 
     macro_rules! settle {
         ($b:expr, $q:expr) => {{
             let b = $b;
             let (bitmap, sig) = $q;
-            anyone.settle(b.epoch, b.round, b.from_block, b.to_block, b.root, b.leaf_count, bitmap, sig)
+            anyone.settle(
+                b.epoch,
+                b.round,
+                b.from_block,
+                b.to_block,
+                b.to_block_hash,
+                b.root,
+                b.leaf_count,
+                bitmap,
+                sig,
+            )
         }};
     }
+    // Built on another fork, and signed as such by a quorum: refused while the chain knows the
+    // hash of the round's last block.
+    let forked = settleproof_consensus::Batch { to_block_hash: B256::repeat_byte(0x99), ..batch };
+    let forked_sig = quorum(&keys, &[0, 1, 3], forked.message(chain.chain_id, chain.d.settlement).as_slice());
     let good = quorum(&keys, &[0, 1, 3], message.as_slice());
     let shifted =
         settleproof_consensus::Batch { from_block: batch.from_block + 1, to_block: batch.to_block + 1, ..batch };
@@ -62,6 +86,7 @@ async fn settlement_verifies_the_aggregate_and_records_each_round_once() -> Resu
         ("epoch never committed", settleproof_consensus::Batch { epoch: 1, ..batch }, good.clone(), "UnknownEpoch"),
         ("blocks that are not the round's", shifted, good.clone(), "InvalidBlockRange"),
         ("zero root", settleproof_consensus::Batch { root: B256::ZERO, ..batch }, good.clone(), "ZeroRoot"),
+        ("a batch of another fork", forked, forked_sig, "NotOnThisChain"),
     ];
     for (what, b, q, want) in cases {
         let err = settle!(b, q).call().await.expect_err(what);
@@ -75,6 +100,29 @@ async fn settlement_verifies_the_aggregate_and_records_each_round_once() -> Resu
     let again = settleproof_consensus::Batch { root: B256::repeat_byte(1), ..batch };
     let err = chain.settle(&again, &keys, &[0, 1, 2]).await.expect_err("same round");
     assert!(err.contains("RoundAlreadySettled"), "{err}");
+    Ok(())
+}
+
+/// A batch names the hash of its round's last block; the contract checks it against the chain
+/// past the 256 blocks `blockhash` covers, through the EIP-2935 history contract, so a batch a
+/// quorum signed on a fork that a reorg replaced never settles the round.
+#[tokio::test]
+async fn a_batch_of_another_fork_is_refused_after_blockhash_forgets_the_block() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let anvil = Anvil::start(dir.path(), None).await?;
+    let keys = bls_keys(4, 4);
+    let chain = sets::deploy(&anvil, &keys, 3, PARAMS).await?;
+    let round = chain.current_round().await? + 1;
+    chain.close(round).await?;
+    chain.mine(300).await?;
+    let batch = chain.batch(0, round, B256::repeat_byte(0xcd)).await;
+    let s = chain.settlement();
+    assert_eq!(s.chainBlockHash(U256::from(batch.to_block)).call().await?, batch.to_block_hash, "from the history");
+    let forked = settleproof_consensus::Batch { to_block_hash: B256::repeat_byte(0x99), ..batch };
+    let err = chain.settle(&forked, &keys, &[0, 1, 2]).await.expect_err("another fork");
+    assert!(err.contains("NotOnThisChain"), "{err}");
+    chain.settle(&batch, &keys, &[0, 1, 2]).await.map_err(|e| eyre::eyre!(e))?;
+    assert_eq!(s.settledRoot(round).call().await?, batch.root);
     Ok(())
 }
 

@@ -283,7 +283,15 @@ async fn an_equivocating_operator_is_detected_and_penalised() -> Result<()> {
     // A coming round, inside the window of rounds the nodes consider.
     let round = round_of(&net, net.provider()?.get_block_number().await?) + 10;
     for (k, root) in [0xa1u8, 0xa2].into_iter().enumerate() {
-        let batch = Batch { epoch: 0, round, from_block: 1, to_block: 2, root: B256::repeat_byte(root), leaf_count: 1 };
+        let batch = Batch {
+            epoch: 0,
+            round,
+            from_block: 1,
+            to_block: 2,
+            to_block_hash: B256::repeat_byte(0x22),
+            root: B256::repeat_byte(root),
+            leaf_count: 1,
+        };
         let sig = keys.bls.sign(batch.message(chain_id, settlement).as_slice());
         let att = Attestation {
             batch,

@@ -81,7 +81,7 @@ async fn the_old_set_settles_until_its_grace_ends_and_its_receipts_stay_checkabl
     let chain = sets::deploy(&anvil, &old, 3, PARAMS).await?;
     let r0 = chain.current_round().await?;
     chain.close(r0).await?;
-    let b0 = chain.batch(0, r0, B256::repeat_byte(0xa0));
+    let b0 = chain.batch(0, r0, B256::repeat_byte(0xa0)).await;
     chain.settle(&b0, &old, &[0, 1, 2]).await.map_err(|e| eyre::eyre!(e))?;
 
     let mut new_keys = old.clone();
@@ -96,21 +96,26 @@ async fn the_old_set_settles_until_its_grace_ends_and_its_receipts_stay_checkabl
     // Before the boundary: the old set settles, the new one cannot yet.
     let r1 = chain.current_round().await?;
     chain.close(r1).await?;
-    let err =
-        chain.settle(&chain.batch(1, r1, B256::repeat_byte(0xa1)), &new_keys, &[0, 1, 3]).await.expect_err("early");
+    let err = chain
+        .settle(&chain.batch(1, r1, B256::repeat_byte(0xa1)).await, &new_keys, &[0, 1, 3])
+        .await
+        .expect_err("early");
     assert!(err.contains("RoundNotInEpoch"), "{err}");
-    chain.settle(&chain.batch(0, r1, B256::repeat_byte(0xa1)), &old, &[1, 2, 3]).await.map_err(|e| eyre::eyre!(e))?;
+    chain
+        .settle(&chain.batch(0, r1, B256::repeat_byte(0xa1)).await, &old, &[1, 2, 3])
+        .await
+        .map_err(|e| eyre::eyre!(e))?;
 
     // After the boundary: the new set settles its rounds, the old one only the rounds before
     // the boundary, and only during the grace period.
     chain.close(start).await?;
     let err = chain
-        .settle(&chain.batch(0, start, B256::repeat_byte(0xa2)), &old, &[0, 1, 2])
+        .settle(&chain.batch(0, start, B256::repeat_byte(0xa2)).await, &old, &[0, 1, 2])
         .await
         .expect_err("old set, new round");
     assert!(err.contains("RoundNotInEpoch"), "{err}");
     chain
-        .settle(&chain.batch(1, start, B256::repeat_byte(0xa2)), &new_keys, &[0, 1, 3])
+        .settle(&chain.batch(1, start, B256::repeat_byte(0xa2)).await, &new_keys, &[0, 1, 3])
         .await
         .map_err(|e| eyre::eyre!(e))?;
     let late = start - 1;
@@ -119,8 +124,10 @@ async fn the_old_set_settles_until_its_grace_ends_and_its_receipts_stay_checkabl
     let head = chain.p.get_block_number().await?;
     assert!(U256::from(head) < expiry, "still inside the grace period");
     chain.mine(expiry.to::<u64>() - head).await?;
-    let err =
-        chain.settle(&chain.batch(0, late, B256::repeat_byte(0xa3)), &old, &[0, 1, 2]).await.expect_err("past grace");
+    let err = chain
+        .settle(&chain.batch(0, late, B256::repeat_byte(0xa3)).await, &old, &[0, 1, 2])
+        .await
+        .expect_err("past grace");
     assert!(err.contains("EpochExpired"), "{err}");
 
     // The receipt of round r0 (epoch 0) still checks: on chain, the root is recorded and the
@@ -176,7 +183,10 @@ async fn a_set_of_128_operators_registers_in_several_transactions_and_settles() 
     let round = chain.current_round().await?;
     chain.close(round).await?;
     let signers: Vec<usize> = (0..128).filter(|i| i % 4 != 1).take(86).collect();
-    chain.settle(&chain.batch(0, round, B256::repeat_byte(0x80)), &keys, &signers).await.map_err(|e| eyre::eyre!(e))?;
+    chain
+        .settle(&chain.batch(0, round, B256::repeat_byte(0x80)).await, &keys, &signers)
+        .await
+        .map_err(|e| eyre::eyre!(e))?;
     Ok(())
 }
 

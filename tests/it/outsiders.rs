@@ -139,6 +139,7 @@ async fn a_receipt_of_a_foreign_settlement_contract_is_rejected_when_the_merchan
             b.round,
             b.from_block,
             b.to_block,
+            b.to_block_hash,
             b.root,
             b.leaf_count,
             alloy::primitives::U256::from(1),

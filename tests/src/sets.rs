@@ -104,10 +104,28 @@ impl Chain {
         Ok(())
     }
 
-    /// The batch of `round` in `epoch` with `root`, over the round's block range.
-    pub fn batch(&self, epoch: u64, round: u64, root: B256) -> Batch {
+    /// The batch of `round` in `epoch` with `root`, over the round's block range, built on
+    /// this chain (the hash of its last block; zero while that block is not mined).
+    pub async fn batch(&self, epoch: u64, round: u64, root: B256) -> Batch {
         let from = self.d.start_block + round * self.params.round_blocks;
-        Batch { epoch, round, from_block: from, to_block: from + self.params.round_blocks - 1, root, leaf_count: 1 }
+        let to = from + self.params.round_blocks - 1;
+        Batch {
+            epoch,
+            round,
+            from_block: from,
+            to_block: to,
+            to_block_hash: self.block_hash(to).await,
+            root,
+            leaf_count: 1,
+        }
+    }
+
+    /// The hash of block `number`, zero while it is not mined.
+    pub async fn block_hash(&self, number: u64) -> B256 {
+        match self.p.get_block_by_number(number.into()).await {
+            Ok(Some(b)) => b.header.hash,
+            _ => B256::ZERO,
+        }
     }
 
     /// Sends `commitEpoch` for `next` (staged by the deployer) with `signers` of `keys` signing
@@ -142,6 +160,7 @@ impl Chain {
             batch.round,
             batch.from_block,
             batch.to_block,
+            batch.to_block_hash,
             batch.root,
             batch.leaf_count,
             bitmap,

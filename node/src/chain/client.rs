@@ -237,6 +237,7 @@ impl ChainClient {
                         signature: e.signature,
                         from_block: e.fromBlock,
                         to_block: e.toBlock,
+                        to_block_hash: e.toBlockHash,
                         leaf_count: e.leafCount,
                         ..Default::default()
                     }),
@@ -288,6 +289,7 @@ impl ChainClient {
                 round: e.round,
                 from_block: e.fromBlock,
                 to_block: e.toBlock,
+                to_block_hash: e.toBlockHash,
                 root: e.root,
                 leaf_count: e.leafCount,
             })

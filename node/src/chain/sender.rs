@@ -188,6 +188,7 @@ impl SettlementSender {
             round: b.round,
             fromBlock: b.from_block,
             toBlock: b.to_block,
+            toBlockHash: b.to_block_hash,
             root: b.root,
             leafCount: b.leaf_count,
             signerBitmap: call.signer_bitmap,
@@ -302,6 +303,7 @@ impl SettlementSender {
                         signature: call.signature.clone(),
                         from_block: b.from_block,
                         to_block: b.to_block,
+                        to_block_hash: b.to_block_hash,
                         leaf_count: b.leaf_count,
                         provisional: true,
                     })));

@@ -230,6 +230,7 @@ impl Watcher {
         let to = confirmed.min(from.saturating_add(self.cfg.max_log_range - 1));
         let to_block = self.client.block(to).await?;
         let mut events = self.client.events(from, to).await?;
+        self.add_round_ends(from, to, &mut events.blocks).await?;
         if events.unagreed > 0 {
             return Err(self.unagreed(from, to, events.unagreed));
         }
@@ -257,6 +258,21 @@ impl Watcher {
             info!(invoice_id = %p.leaf.invoice_id, tx_hash = %p.leaf.tx_hash, block = p.leaf.block_number, amount = %p.leaf.amount, "payment confirmed");
         }
         Ok(true)
+    }
+
+    /// Reads (through the quorum) and adds to `blocks` the last block of every round ending in
+    /// `from..=to` that is not among them: a round's batch names the hash of its last block,
+    /// stored with the round's payments in one transaction.
+    async fn add_round_ends(&self, from: u64, to: u64, blocks: &mut Vec<StoredBlock>) -> Result<(), WatchError> {
+        let missing: Vec<u64> = self
+            .schedule
+            .round_ends(from, to)
+            .into_iter()
+            .filter(|n| *n != to && !blocks.iter().any(|b| b.number == *n))
+            .collect();
+        let read = futures::future::try_join_all(missing.into_iter().map(|n| self.client.block(n))).await?;
+        blocks.extend(read);
+        Ok(())
     }
 
     /// Provisional settlements of this node's keeper in blocks up to `to` whose `Settled` event

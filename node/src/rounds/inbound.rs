@@ -129,6 +129,10 @@ impl RoundDriver {
                 metrics::counter!("attestations_rejected_total", "reason" => "equivocation").increment(1);
                 false
             }
+            InsertOutcome::TooManyChains => {
+                debug!(round = att.batch.round, signer = att.signer, "attestation on one chain too many ignored");
+                true
+            }
             InsertOutcome::Duplicate | InsertOutcome::UnknownSigner => true,
         }
     }

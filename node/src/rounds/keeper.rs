@@ -24,6 +24,11 @@ impl RoundDriver {
             return;
         }
         let Ok(Some(own)) = self.store.signed_batch(round) else { return };
+        // Only a batch of the chain the watcher follows now: after a deep reorg the round waits
+        // to be built again on the new chain (the contract would refuse the old one).
+        if !self.on_current_chain(&own.batch) {
+            return;
+        }
         let Some(quorum) = st.pool.quorum(&own.batch) else { return };
         // Keeper schedule, failover ranks and signer keys are those of the batch's epoch.
         let Some(set) = self.epochs.get(own.batch.epoch) else { return };

@@ -169,9 +169,18 @@ impl RoundDriver {
         }
     }
 
+    /// Whether `batch` was built on the chain the watcher stored: the hash of its last block is
+    /// the stored one (`false` also while that block is not stored again after a rewind).
+    fn on_current_chain(&self, batch: &settleproof_consensus::Batch) -> bool {
+        matches!(self.store.block(batch.to_block), Ok(Some(b)) if b.hash == batch.to_block_hash)
+    }
+
     fn restore(&self, st: &mut State) -> Result<(), StoreError> {
         for round in self.store.unsettled_signed_rounds()? {
             if let Some(signed) = self.store.signed_batch(round)?
+                // A batch of a chain a reorg replaced is not waited for (the round is built
+                // again when the watcher reaches it); one whose block is not kept is.
+                && !matches!(self.store.block(signed.batch.to_block)?, Some(b) if b.hash != signed.batch.to_block_hash)
                 && let Ok(sig) = BlsSignature::from_bytes(&signed.signature)
                 && let Some(me) = self.epochs.get(signed.batch.epoch).and_then(|s| s.me)
             {

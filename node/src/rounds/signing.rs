@@ -1,5 +1,11 @@
-//! Closing rounds: build each closed round's batch from confirmed payments, sign it through the
-//! persisted guard, gossip it, and re-broadcast it until the round is settled.
+//! Closing rounds: build each closed round's batch from confirmed payments and the hash of its
+//! last block, sign it through the persisted guard, gossip it, and re-broadcast it until the
+//! round is settled.
+//!
+//! A reorg deeper than the confirmation depth reopens the rounds it reached (the watcher
+//! rewinds): each is built again on the new chain. When its payments changed, the new batch
+//! names another hash of the round's last block, so the guard lets it be signed and the round
+//! settles on the new chain; when nothing is left to settle, the round is dropped.
 
 use super::{RoundDriver, State};
 use crate::gossip::{self, Attestation};
@@ -8,7 +14,7 @@ use crate::store::{SigningOutcome, StoreError};
 use crate::time::{now_ms, now_s};
 use alloy::primitives::Bytes;
 use settleproof_consensus::{Batch, BlsSignature};
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 impl RoundDriver {
     pub(super) async fn close_rounds(&self, st: &mut State) -> Result<(), StoreError> {
@@ -23,9 +29,17 @@ impl RoundDriver {
             // The set of a closed round is always known once the chain is read that far (an
             // update must land before its first round); until then the round waits.
             let Some(set) = self.epochs.for_round(round) else { break };
+            let Some(to_block_hash) = self.round_end_hash(to).await else { break };
             let records = self.store.payments_in_range(from, to)?;
             let mut leaves: Vec<_> = records.iter().map(|r| r.leaf.clone()).collect();
-            if let Some(batch) = Batch::build(set.epoch, round, from, to, &mut leaves)
+            let batch = Batch::build(set.epoch, round, (from, to), to_block_hash, &mut leaves);
+            if batch.is_none() && st.pending.remove(&round) {
+                // Signed on a chain a reorg replaced; on this one the round has no payments.
+                warn!(round, "a signed round has no payments left on the chain after a reorg: nothing to settle");
+                st.pool.remove_round(round);
+                st.quorum_at.remove(&round);
+            }
+            if let Some(batch) = batch
                 && self.store.settlement(round)?.is_none()
                 && self.sign_and_publish(st, &set, batch).await?
             {
@@ -46,6 +60,32 @@ impl RoundDriver {
         }
         st.next_round = round;
         Ok(())
+    }
+
+    /// The hash of block `to` (a round's last block) as the watcher stored it with the round's
+    /// payments; read through the provider quorum, and kept, for a store written before round
+    /// ends were kept. `None` while it cannot be had: the round waits.
+    async fn round_end_hash(&self, to: u64) -> Option<alloy::primitives::B256> {
+        match self.store.block(to) {
+            Ok(Some(b)) => Some(b.hash),
+            Ok(None) => match self.chain.block(to).await {
+                Ok(b) => match self.store.keep_block(b) {
+                    Ok(()) => Some(b.hash),
+                    Err(e) => {
+                        error!(block = to, error = %e, "cannot keep the hash of a round's last block");
+                        None
+                    }
+                },
+                Err(e) => {
+                    warn!(block = to, error = %e, "cannot read the hash of a round's last block yet");
+                    None
+                }
+            },
+            Err(e) => {
+                error!(block = to, error = %e, "cannot read a round's last block from the store");
+                None
+            }
+        }
     }
 
     /// Asks the peers, in the background, for the invoices of blocks `from..=to` this node never
@@ -74,10 +114,23 @@ impl RoundDriver {
             metrics::counter!("signing_key_missing_total").increment(1);
             return Ok(false);
         };
-        let message = batch.message(self.chain.chain_id(), self.chain.settlement_address());
-        let outcome =
-            self.store.record_signature(batch, |_| Bytes::from(key.sign(message.as_slice()).to_bytes().to_vec()));
+        let (chain_id, settlement) = (self.chain.chain_id(), self.chain.settlement_address());
+        let outcome = self.store.record_signature(batch, |b| {
+            Bytes::from(key.sign(b.message(chain_id, settlement).as_slice()).to_bytes().to_vec())
+        });
         let (signed, new) = match outcome {
+            Ok(SigningOutcome::Recorded(s)) if !s.earlier.is_empty() => {
+                warn!(
+                    round = batch.round,
+                    root = %batch.root,
+                    leaves = batch.leaf_count,
+                    to_block_hash = %batch.to_block_hash,
+                    replaced_root = %s.earlier.last().map(|b| b.root).unwrap_or_default(),
+                    "signed the round again on the chain that replaced its blocks"
+                );
+                metrics::counter!("rounds_signed_again_total").increment(1);
+                (s, true)
+            }
             Ok(SigningOutcome::Recorded(s)) => {
                 info!(round = batch.round, root = %batch.root, leaves = batch.leaf_count, "signed batch");
                 (s, true)
@@ -86,6 +139,12 @@ impl RoundDriver {
             Err(StoreError::Equivocation { round, signed }) => {
                 error!(round, signed = %signed, proposed = %batch.root, "refused to sign a second batch for a round");
                 metrics::counter!("invariant_violations_total", "invariant" => "double_sign_attempt").increment(1);
+                return Ok(false);
+            }
+            Err(e @ StoreError::TooManyChains { .. }) => {
+                error!(round = batch.round, error = %e, "not signing the round again");
+                metrics::counter!("invariant_violations_total", "invariant" => "round_signed_on_too_many_chains")
+                    .increment(1);
                 return Ok(false);
             }
             Err(e) => return Err(e),

@@ -87,6 +87,15 @@ impl Store {
         }))
     }
 
+    /// Keeps the hash of processed block `b` (a round's last block a store written by an
+    /// earlier version did not keep).
+    pub fn keep_block(&self, b: StoredBlock) -> Result<(), StoreError> {
+        let tx = self.db().begin_write()?;
+        tx.open_table(BLOCKS)?.insert(b.number, (b.hash.0, b.timestamp))?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Kept processed blocks below `below`, newest first, at most `limit`.
     pub fn blocks_below(&self, below: u64, limit: usize) -> Result<Vec<StoredBlock>, StoreError> {
         let tx = self.read()?;

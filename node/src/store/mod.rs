@@ -81,13 +81,23 @@ pub enum StoreError {
         /// Decoder message.
         reason: String,
     },
-    /// The signing guard refused: a different batch was signed for this round before.
-    #[error("refusing to sign round {round}: root {signed} was signed for it before")]
+    /// The signing guard refused: a different batch was signed for this round on the same
+    /// chain before.
+    #[error("refusing to sign round {round}: root {signed} was signed for it on this chain before")]
     Equivocation {
         /// Round.
         round: u64,
         /// Root signed earlier.
         signed: alloy::primitives::B256,
+    },
+    /// The signing guard refused: batches of this round were signed on as many chains as it
+    /// allows ([`settleproof_consensus::MAX_BATCHES_PER_ROUND`]).
+    #[error("refusing to sign round {round}: it was signed on {signed} chains already, the most allowed")]
+    TooManyChains {
+        /// Round.
+        round: u64,
+        /// Batches signed.
+        signed: usize,
     },
 }
 

@@ -7,13 +7,25 @@ use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 use settleproof_consensus::{Batch, SignDecision, decide_signing};
 
-/// The batch this node signed for a round, with its signature (compressed, 48 bytes).
+/// The batch this node signed last for a round, with its signature (compressed, 48 bytes), and
+/// the batches it signed for the round before, on chains a deep reorg replaced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedBatch {
     /// The batch.
     pub batch: Batch,
     /// This node's BLS signature over the batch message.
     pub signature: alloy::primitives::Bytes,
+    /// Batches signed earlier for the round, oldest first, each on another chain (another hash
+    /// of the round's last block). Kept so that none of them is ever contradicted.
+    #[serde(default)]
+    pub earlier: Vec<Batch>,
+}
+
+impl SignedBatch {
+    /// Every batch signed for the round, oldest first.
+    pub fn all(&self) -> Vec<Batch> {
+        self.earlier.iter().copied().chain(std::iter::once(self.batch)).collect()
+    }
 }
 
 /// How a round was settled on chain.
@@ -47,6 +59,9 @@ pub struct SettlementRecord {
     /// The batch's last block, as the `Settled` event states it.
     #[serde(default)]
     pub to_block: u64,
+    /// The hash of the batch's last block, as the `Settled` event states it.
+    #[serde(default)]
+    pub to_block_hash: B256,
     /// The batch's leaf count, as the `Settled` event states it.
     #[serde(default)]
     pub leaf_count: u32,
@@ -67,9 +82,9 @@ pub enum SigningOutcome {
 }
 
 impl Store {
-    /// Records `signed` for its round unless a different batch was signed for that round before,
-    /// checking and writing in one transaction. `sign` is called only when a new signature is
-    /// needed.
+    /// Records a signature of `batch` unless the guard refuses it ([`decide_signing`]: a
+    /// different batch was signed for the round on the same chain), checking and writing in
+    /// one transaction. `sign` is called only when a signature is needed.
     pub fn record_signature(
         &self,
         batch: Batch,
@@ -79,29 +94,37 @@ impl Store {
         let outcome = {
             let mut t = tx.open_table(SIGNED)?;
             let previous: Option<SignedBatch> = t.get(batch.round)?.map(|v| decode("signed", v.value())).transpose()?;
-            match decide_signing(previous.as_ref().map(|p| p.batch.root), batch.root) {
-                SignDecision::Refuse { signed } => {
-                    return Err(StoreError::Equivocation { round: batch.round, signed });
-                }
-                SignDecision::AlreadySigned => match previous {
-                    // Raised from the chain after a restore: sign the same batch again.
-                    Some(p) if p.batch == batch && p.signature.is_empty() => {
-                        let signed = SignedBatch { batch, signature: sign(&batch) };
-                        t.insert(batch.round, encode(&signed).as_slice())?;
-                        SigningOutcome::Existing(signed)
+            let signed = previous.as_ref().map(SignedBatch::all).unwrap_or_default();
+            let (record, outcome): (SignedBatch, fn(SignedBatch) -> SigningOutcome) =
+                match decide_signing(&signed, &batch) {
+                    SignDecision::Refuse { signed } => {
+                        return Err(StoreError::Equivocation { round: batch.round, signed: signed.root });
                     }
-                    Some(p) if p.batch == batch => SigningOutcome::Existing(p),
-                    Some(p) => {
-                        return Err(StoreError::Equivocation { round: batch.round, signed: p.batch.root });
+                    SignDecision::TooManyChains => {
+                        return Err(StoreError::TooManyChains { round: batch.round, signed: signed.len() });
                     }
-                    None => unreachable_signed(batch.round)?,
-                },
-                SignDecision::Sign => {
-                    let signed = SignedBatch { batch, signature: sign(&batch) };
-                    t.insert(batch.round, encode(&signed).as_slice())?;
-                    SigningOutcome::Recorded(signed)
-                }
-            }
+                    SignDecision::AlreadySigned => match previous {
+                        Some(p) if p.batch == batch && !p.signature.is_empty() => {
+                            return Ok(SigningOutcome::Existing(p));
+                        }
+                        // Raised from the chain after a restore (no signature kept), or a batch
+                        // of an earlier chain the round is back on: sign that same batch again
+                        // (the same message signs to the same bytes).
+                        Some(_) => {
+                            let earlier = signed.into_iter().filter(|b| *b != batch).collect();
+                            (SignedBatch { batch, signature: sign(&batch), earlier }, SigningOutcome::Existing)
+                        }
+                        None => return unreachable_signed(batch.round),
+                    },
+                    SignDecision::Sign => {
+                        (SignedBatch { batch, signature: sign(&batch), earlier: Vec::new() }, SigningOutcome::Recorded)
+                    }
+                    SignDecision::SignOnNewChain { .. } => {
+                        (SignedBatch { batch, signature: sign(&batch), earlier: signed }, SigningOutcome::Recorded)
+                    }
+                };
+            t.insert(batch.round, encode(&record).as_slice())?;
+            outcome(record)
         };
         tx.commit()?;
         Ok(outcome)
@@ -109,18 +132,28 @@ impl Store {
 
     /// Raises the signing guard to `batch`, which the chain shows this node signed (a restored
     /// backup may predate it): a round without a record gets this batch, with the signature
-    /// left to be made again (the same batch signs to the same bytes). Returns whether the
-    /// guard moved.
+    /// left to be made again (the same batch signs to the same bytes); a round whose record
+    /// lacks it keeps it among its earlier batches, so nothing contradicting it is signed.
+    /// Returns whether the guard moved.
     pub fn raise_guard(&self, batch: Batch) -> Result<bool, StoreError> {
         let tx = self.db().begin_write()?;
         let raised = {
             let mut t = tx.open_table(SIGNED)?;
-            if t.get(batch.round)?.is_some() {
-                false
-            } else {
-                let signed = SignedBatch { batch, signature: alloy::primitives::Bytes::new() };
-                t.insert(batch.round, encode(&signed).as_slice())?;
-                true
+            let previous: Option<SignedBatch> = t.get(batch.round)?.map(|v| decode("signed", v.value())).transpose()?;
+            let record = match previous {
+                None => Some(SignedBatch { batch, signature: alloy::primitives::Bytes::new(), earlier: Vec::new() }),
+                Some(p) if p.all().contains(&batch) => None,
+                Some(mut p) => {
+                    p.earlier.push(batch);
+                    Some(p)
+                }
+            };
+            match record {
+                Some(r) => {
+                    t.insert(batch.round, encode(&r).as_slice())?;
+                    true
+                }
+                None => false,
             }
         };
         tx.commit()?;
@@ -221,7 +254,45 @@ mod tests {
     use alloy::primitives::Bytes;
 
     fn batch(root: u8) -> Batch {
-        Batch { epoch: 0, round: 4, from_block: 20, to_block: 24, root: B256::repeat_byte(root), leaf_count: 2 }
+        on_chain(0xc0, root)
+    }
+
+    /// A batch of round 4 built on the chain whose block 24 has hash `chain`.
+    fn on_chain(chain: u8, root: u8) -> Batch {
+        Batch {
+            epoch: 0,
+            round: 4,
+            from_block: 20,
+            to_block: 24,
+            to_block_hash: B256::repeat_byte(chain),
+            root: B256::repeat_byte(root),
+            leaf_count: 2,
+        }
+    }
+
+    #[test]
+    fn a_round_is_signed_again_only_on_a_new_chain_and_every_batch_survives_a_reopen() {
+        let (dir, store) = temp_store();
+        store.record_signature(on_chain(1, 1), |_| Bytes::from(vec![1])).expect("first");
+        // A deep reorg replaced the round's blocks: its batch on the new chain is signed.
+        let again = store.record_signature(on_chain(2, 2), |_| Bytes::from(vec![2])).expect("new chain");
+        assert!(matches!(&again, SigningOutcome::Recorded(s) if s.earlier == vec![on_chain(1, 1)]), "{again:?}");
+        drop(store);
+        let store = Store::open(&dir.path().join("settleproof.redb")).expect("reopen");
+        for refused in [on_chain(1, 3), on_chain(2, 1)] {
+            let err = store.record_signature(refused, |_| panic!("must not sign")).expect_err("same chain");
+            assert!(matches!(err, StoreError::Equivocation { round: 4, .. }), "{err}");
+        }
+        // Back on the first chain: its batch again, and the second is kept as earlier.
+        let back = store.record_signature(on_chain(1, 1), |_| Bytes::from(vec![1])).expect("first chain again");
+        assert!(matches!(&back, SigningOutcome::Existing(s) if s.earlier == vec![on_chain(2, 2)]), "{back:?}");
+        assert_eq!(store.signed_batch(4).expect("read").map(|s| s.batch), Some(on_chain(1, 1)));
+        // Bounded.
+        for c in 3..settleproof_consensus::MAX_BATCHES_PER_ROUND as u8 + 1 {
+            store.record_signature(on_chain(c, c), |_| Bytes::from(vec![c])).expect("another chain");
+        }
+        let err = store.record_signature(on_chain(0xee, 9), |_| panic!("must not sign")).expect_err("limit");
+        assert!(matches!(err, StoreError::TooManyChains { round: 4, .. }), "{err}");
     }
 
     #[test]
@@ -234,7 +305,13 @@ mod tests {
         let again = store.record_signature(batch(1), |_| Bytes::from(vec![7])).expect("same batch");
         assert!(matches!(again, SigningOutcome::Existing(s) if s.signature.as_ref() == [7u8]), "signed anew");
         assert_eq!(store.signed_batch(4).expect("read").map(|s| s.signature.to_vec()), Some(vec![7]));
-        assert!(!store.raise_guard(batch(2)).expect("raise"), "a held record is never replaced");
+        assert!(!store.raise_guard(batch(1)).expect("raise"), "held");
+        // A batch of another chain the chain shows this node signed is remembered beside it.
+        assert!(store.raise_guard(on_chain(7, 7)).expect("raise"));
+        let held = store.signed_batch(4).expect("read").expect("record");
+        assert_eq!((held.batch, held.earlier), (batch(1), vec![on_chain(7, 7)]));
+        let err = store.record_signature(on_chain(7, 8), |_| panic!("must not sign")).expect_err("refused");
+        assert!(matches!(err, StoreError::Equivocation { round: 4, .. }), "{err}");
     }
 
     #[test]

@@ -77,6 +77,7 @@ async fn behave(
                 round,
                 from_block: 1,
                 to_block: 2,
+                to_block_hash: B256::repeat_byte(0xb2),
                 root: B256::repeat_byte(root),
                 leaf_count: 1,
             })
@@ -86,8 +87,15 @@ async fn behave(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tl.note(format!("equivocated {pairs} times (two batches per round)"));
-    let batch =
-        Batch { epoch: 0, round: next + 3, from_block: 1, to_block: 2, root: B256::repeat_byte(0xe3), leaf_count: 1 };
+    let batch = Batch {
+        epoch: 0,
+        round: next + 3,
+        from_block: 1,
+        to_block: 2,
+        to_block_hash: B256::repeat_byte(0xb2),
+        root: B256::repeat_byte(0xe3),
+        leaf_count: 1,
+    };
     let sent = bad.flood(batch, 2000).await;
     tl.note(format!("flooded {sent} re-sends of one valid attestation"));
     match relay_a_settlement(ctl, payer, step.max(Duration::from_secs(8))).await {

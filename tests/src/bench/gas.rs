@@ -156,14 +156,24 @@ async fn closed_round(p: &DynProvider, d: &Deployment) -> Result<u64> {
 async fn settle(p: &DynProvider, d: &Deployment, keys: &[BlsSecretKey], root: B256, size: u32) -> Result<(u64, usize)> {
     let round = closed_round(p, d).await?;
     let from = d.start_block + round;
-    let batch = Batch { epoch: 0, round, from_block: from, to_block: from, root, leaf_count: size };
+    let to_block_hash = p.get_block_by_number(from.into()).await?.map(|b| b.header.hash).unwrap_or_default();
+    let batch = Batch { epoch: 0, round, from_block: from, to_block: from, to_block_hash, root, leaf_count: size };
     let chain_id = p.get_chain_id().await?;
     let message = batch.message(chain_id, d.settlement);
     let signers: Vec<usize> = (0..keys.len() * 2 / 3 + 1).collect();
     let (bitmap, sig) = crate::sets::quorum(keys, &signers, message.as_slice());
     let s = Settlement::new(d.settlement, p);
-    let call =
-        s.settle(batch.epoch, batch.round, batch.from_block, batch.to_block, batch.root, batch.leaf_count, bitmap, sig);
+    let call = s.settle(
+        batch.epoch,
+        batch.round,
+        batch.from_block,
+        batch.to_block,
+        batch.to_block_hash,
+        batch.root,
+        batch.leaf_count,
+        bitmap,
+        sig,
+    );
     let calldata = call.calldata().len();
     let tx = TransactionRequest::default().with_to(d.settlement).with_input(call.calldata().clone());
     let r = p.send_transaction(tx).await?.get_receipt().await?;
