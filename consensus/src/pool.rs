@@ -45,13 +45,15 @@ pub struct Quorum {
     pub signatures: Vec<BlsSignature>,
 }
 
+/// The votes of one round, by (signer, hash of the round's last block).
+type RoundVotes = BTreeMap<(usize, B256), (Batch, BlsSignature)>;
+
 /// Votes of every open round.
 #[derive(Debug, Clone)]
 pub struct AttestationPool {
     /// Operators and threshold of each known epoch.
     epochs: BTreeMap<u64, (usize, usize)>,
-    /// Votes per round, by (signer, hash of the round's last block).
-    rounds: BTreeMap<u64, BTreeMap<(usize, B256), (Batch, BlsSignature)>>,
+    rounds: BTreeMap<u64, RoundVotes>,
 }
 
 impl AttestationPool {

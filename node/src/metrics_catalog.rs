@@ -120,6 +120,7 @@ pub const CATALOG: &[Metric] = &[
     m(C, "settlements_dropped_by_reorg_total", "Settlements of this node's keeper that a reorg dropped", Labels::None),
     m(C, "keeper_resubmissions_total", "Settlements submitted again after a reorg dropped them", Labels::None),
     m(C, "chain_reorgs_total", "Reorgs deeper than the confirmation depth, rewound", Labels::None),
+    m(C, "batches_signed_total", "Batches this node signed (each round once per chain)", Labels::None),
     m(
         C,
         "rounds_signed_again_total",

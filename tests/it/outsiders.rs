@@ -25,16 +25,6 @@ async fn paid_invoice(net: &Testnet, i: usize) -> Result<String> {
     Ok(created["id"].as_str().ok_or_else(|| eyre!("no id"))?.to_string())
 }
 
-/// Every check of the webhook's receipt, off chain and against the chain; the failed ones.
-async fn receipt_failures(net: &Testnet, body: &Value) -> Result<Vec<String>> {
-    let receipt: Receipt = serde_json::from_value(body["data"]["receipt"].clone())?;
-    let mut checks = receipt.verify_offchain();
-    checks.extend(
-        settleproof_node::receipt::verify_onchain(&net.provider()?, &receipt, net.devnet.deployment.settlement).await,
-    );
-    Ok(checks.into_iter().filter(|c| !c.ok).map(|c| format!("{}: {}", c.name, c.detail)).collect())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_settlement_relayed_through_a_wrapping_contract_is_recognised() -> Result<()> {
     let net = Testnet::start_with(Options { providers: 2, ..Options::default() }).await?;
@@ -72,7 +62,7 @@ async fn a_settlement_relayed_through_a_wrapping_contract_is_recognised() -> Res
     // checks out on chain.
     let body = net.webhook_for(&first, Duration::from_secs(60)).await?;
     assert_eq!(body["data"]["settlement"]["round"], call.round, "{body}");
-    let failed = receipt_failures(&net, &body).await?;
+    let failed = net.receipt_failures(&body).await?;
     assert!(failed.is_empty(), "receipt of a relayed settlement: {failed:?}");
     let events: Vec<_> = net.settlements().await?.into_iter().filter(|e| e.round == call.round).collect();
     assert_eq!(events.len(), 1);
@@ -87,7 +77,7 @@ async fn a_settlement_relayed_through_a_wrapping_contract_is_recognised() -> Res
     // And the watchers moved on: a later payment settles and is notified too.
     let second = paid_invoice(&net, 1).await?;
     let body = net.webhook_for(&second, Duration::from_secs(60)).await?;
-    assert!(receipt_failures(&net, &body).await?.is_empty());
+    assert!(net.receipt_failures(&body).await?.is_empty());
     net.stop().await;
     Ok(())
 }
@@ -214,7 +204,7 @@ async fn a_settlement_dropped_by_a_reorg_is_submitted_again() -> Result<()> {
     }
     assert!(net.metric(keeper, "keeper_resubmissions_total").await >= 1.0, "the keeper submitted again");
     // The receipt the merchant already holds stays valid: it checks the round's root on chain.
-    let failed = receipt_failures(&net, &body).await?;
+    let failed = net.receipt_failures(&body).await?;
     assert!(failed.is_empty(), "the first receipt after the resubmission: {failed:?}");
     net.stop().await;
     Ok(())

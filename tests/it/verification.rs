@@ -2,12 +2,12 @@
 //! real (fault-injecting proxies in front of anvil, `anvil_reorg`, SIGKILL).
 
 use crate::harness::{Options, Testnet};
-use alloy::primitives::{B256, U256};
+use alloy::primitives::{Address, B256, U256};
 use alloy::providers::Provider;
 use alloy::sol_types::SolEvent;
 use eyre::{Result, eyre};
 use serde_json::{Value, json};
-use settleproof_contracts::InvoicePayments;
+use settleproof_contracts::{InvoicePayments, Settlement};
 use settleproof_rpc_proxy::Fault;
 use std::collections::HashSet;
 use std::time::Duration;
@@ -175,6 +175,87 @@ async fn a_reorged_payment_is_dropped_and_its_replacement_settled() -> Result<()
         assert_eq!(txs, vec![settled_tx.as_str()], "node {i} keeps only the replacement");
     }
     assert!(metric(&net, 0, "chain_reorgs_total").await >= 1.0, "the reorg was detected");
+    net.stop().await;
+    Ok(())
+}
+
+/// A round signed by every node but not settled yet (no keeper can pay for gas) loses one of
+/// its two payments to a reorg deeper than the confirmation depth. Every node builds the round
+/// again on the new chain, signs it again (the batch names another hash of the round's last
+/// block, so the guard allows it) and the round settles with the payment that stayed; the
+/// batch of the old chain is never settled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_signed_round_a_deep_reorg_changes_is_signed_again_and_settles_on_the_new_chain() -> Result<()> {
+    let net = Testnet::start_with(Options { round_length: 12, confirmations: 2, ..Options::default() }).await?;
+    let provider = net.provider()?;
+    let cfg = &net.devnet.nodes[0].1;
+    let (start, length) = (cfg.chain.start_block, cfg.rounds.length_blocks);
+    let keepers: Vec<Address> = cfg.network.operators.iter().map(|o| o.evm_address).collect();
+    let fund = |wei: u128| {
+        let provider = provider.clone();
+        let keepers = keepers.clone();
+        async move {
+            for k in keepers {
+                let _: Value = provider.raw_request("anvil_setBalance".into(), (k, U256::from(wei))).await?;
+            }
+            eyre::Ok(())
+        }
+    };
+    fund(0).await?;
+    let mut invoices = Vec::new();
+    for i in 0..2 {
+        let (status, created) = net.create_invoice(i, json!({"amount": WEI, "token": "native"})).await?;
+        assert_eq!(status, 201, "{created}");
+        invoices.push(created);
+    }
+    // Both payments in one round: start at its first blocks.
+    net.eventually("the first blocks of a round", Duration::from_secs(30), || async {
+        let next = provider.get_block_number().await.ok()? + 1;
+        ((next - start) % length <= 1).then_some(())
+    })
+    .await?;
+    let kept_in = net.pay(&invoices[0]).await?;
+    let reorged_in = net.pay(&invoices[1]).await?;
+    let round = (kept_in - start) / length;
+    assert!(reorged_in > kept_in, "the second payment is in a later block");
+    assert_eq!((reorged_in - start) / length, round, "both payments in round {round}");
+    // In-process nodes share one metrics registry: the counters below add up all four nodes,
+    // each of which signs a round at most once per chain.
+    net.eventually("every node signed the round", Duration::from_secs(60), || async {
+        (net.metric(0, "batches_signed_total").await >= 4.0).then_some(())
+    })
+    .await?;
+    let settlement = Settlement::new(net.devnet.deployment.settlement, provider.clone());
+    assert!(settlement.settledRoot(round).call().await?.is_zero(), "no keeper could pay: unsettled");
+
+    // The reorg takes the second payment's block and every block after it.
+    let depth = provider.get_block_number().await? - reorged_in + 1;
+    assert!(depth > cfg.chain.confirmations, "deeper than the confirmation depth");
+    let _: Value = provider.raw_request("anvil_reorg".into(), (depth, Vec::<Value>::new())).await?;
+    net.eventually("every node signed the round again on the new chain", Duration::from_secs(60), || async {
+        (net.metric(0, "rounds_signed_again_total").await >= 4.0).then_some(())
+    })
+    .await?;
+    fund(10u128.pow(19)).await?;
+
+    let kept = invoices[0]["id"].as_str().ok_or_else(|| eyre!("no id"))?;
+    let body = webhook_for(&net, kept, Duration::from_secs(90)).await?;
+    let failed = net.receipt_failures(&body).await?;
+    assert!(failed.is_empty(), "the receipt checks out on the new chain: {failed:?}");
+    let batch = &body["data"]["receipt"]["batch"];
+    assert_eq!((batch["round"].as_u64(), batch["leaf_count"].as_u64()), (Some(round), Some(1)), "{body}");
+    let (_, to) = (start + round * length, start + round * length + length - 1);
+    let hash = provider.get_block_by_number(to.into()).await?.map(|b| b.header.hash).unwrap_or_default();
+    assert_eq!(batch["to_block_hash"].as_str(), Some(hash.to_string().as_str()), "built on the new chain");
+    let events: Vec<(u64, u32, U256)> = settled(&net).await?.into_iter().filter(|(r, _, _)| *r == round).collect();
+    assert_eq!(events.len(), 1, "settled once, with the payment that stayed: {events:?}");
+    assert_eq!(events[0].1, 1);
+    let gone = invoices[1]["id"].as_str().ok_or_else(|| eyre!("no id"))?;
+    for i in 0..4 {
+        let (_, v) = net.get_invoice(i, gone).await?;
+        assert_eq!(v["payments"].as_array().map(Vec::len), Some(0), "node {i}: the payment left the chain");
+    }
+    assert_eq!(net.metric(0, "invariant_violations_total").await, 0.0, "no node refused to sign or halted");
     net.stop().await;
     Ok(())
 }

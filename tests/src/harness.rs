@@ -457,8 +457,19 @@ impl Testnet {
     }
 
     /// Sends every transaction of an invoice's payment instructions from the payer.
-    pub async fn pay(&self, created: &Value) -> Result<()> {
+    pub async fn pay(&self, created: &Value) -> Result<u64> {
         pay_with(&self.payer()?, created).await
+    }
+
+    /// The checks of the receipt in webhook `body` that fail, off chain and on this chain.
+    pub async fn receipt_failures(&self, body: &Value) -> Result<Vec<String>> {
+        let receipt: settleproof_consensus::Receipt = serde_json::from_value(body["data"]["receipt"].clone())?;
+        let mut checks = receipt.verify_offchain();
+        checks.extend(
+            settleproof_node::receipt::verify_onchain(&self.provider()?, &receipt, self.devnet.deployment.settlement)
+                .await,
+        );
+        Ok(checks.into_iter().filter(|c| !c.ok).map(|c| format!("{}: {}", c.name, c.detail)).collect())
     }
 
     /// Polls `check` every 200 ms until it returns `Some`, or fails after `timeout`.
@@ -472,7 +483,10 @@ impl Testnet {
 }
 
 /// Sends every transaction of an invoice's payment instructions from `payer`.
-pub async fn pay_with(payer: &DynProvider, created: &Value) -> Result<()> {
+/// Sends the payment instructions of invoice `created` from `payer`; returns the block of the
+/// last transaction.
+pub async fn pay_with(payer: &DynProvider, created: &Value) -> Result<u64> {
+    let mut block = 0;
     for tx in created["payment_instructions"]["transactions"].as_array().ok_or_else(|| eyre!("no instructions"))? {
         let to: Address = tx["to"].as_str().ok_or_else(|| eyre!("no to"))?.parse()?;
         let value = U256::from_str_radix(tx["value"].as_str().ok_or_else(|| eyre!("no value"))?, 10)?;
@@ -482,8 +496,9 @@ pub async fn pay_with(payer: &DynProvider, created: &Value) -> Result<()> {
         if !receipt.status() {
             bail!("payment transaction {} reverted", receipt.transaction_hash);
         }
+        block = receipt.block_number.unwrap_or_default();
     }
-    Ok(())
+    Ok(block)
 }
 
 /// Polls `check` every 200 ms until it returns `Some`, or fails after `timeout`.

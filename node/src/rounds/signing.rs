@@ -129,10 +129,12 @@ impl RoundDriver {
                     "signed the round again on the chain that replaced its blocks"
                 );
                 metrics::counter!("rounds_signed_again_total").increment(1);
+                metrics::counter!("batches_signed_total").increment(1);
                 (s, true)
             }
             Ok(SigningOutcome::Recorded(s)) => {
                 info!(round = batch.round, root = %batch.root, leaves = batch.leaf_count, "signed batch");
+                metrics::counter!("batches_signed_total").increment(1);
                 (s, true)
             }
             Ok(SigningOutcome::Existing(s)) => (s, false),
