@@ -247,6 +247,11 @@ async fn a_signed_round_a_deep_reorg_changes_is_signed_again_and_settles_on_the_
     let (_, to) = (start + round * length, start + round * length + length - 1);
     let hash = provider.get_block_by_number(to.into()).await?.map(|b| b.header.hash).unwrap_or_default();
     assert_eq!(batch["to_block_hash"].as_str(), Some(hash.to_string().as_str()), "built on the new chain");
+    // A receipt of the batch signed on the old chain fails against this one.
+    let mut stale = body.clone();
+    stale["data"]["receipt"]["batch"]["to_block_hash"] = json!(B256::repeat_byte(0x99));
+    let failed = net.receipt_failures(&stale).await?;
+    assert!(failed.iter().any(|f| f.starts_with("batch_on_this_chain")), "{failed:?}");
     let events: Vec<(u64, u32, U256)> = settled(&net).await?.into_iter().filter(|(r, _, _)| *r == round).collect();
     assert_eq!(events.len(), 1, "settled once, with the payment that stayed: {events:?}");
     assert_eq!(events[0].1, 1);
