@@ -19,7 +19,7 @@ pub const DELIVERIES: &str = "settleproof/deliveries/1";
 
 /// Every topic a node joins.
 pub fn topics() -> Vec<String> {
-    vec![ATTESTATIONS.into(), INVOICES.into(), HEARTBEATS.into(), DELIVERIES.into()]
+    vec![ATTESTATIONS.into(), INVOICES.into(), HEARTBEATS.into(), DELIVERIES.into(), crate::set_approval::TOPIC.into()]
 }
 
 /// An operator telling the others it delivered a webhook event, so they need not deliver it

@@ -23,6 +23,7 @@ pub mod proposal;
 pub mod receipt;
 pub mod redact;
 pub mod replication;
+pub mod set_approval;
 pub mod rounds;
 pub mod store;
 pub mod telemetry;

@@ -51,8 +51,13 @@ const fn m(kind: Kind, name: &'static str, help: &'static str, labels: Labels) -
 
 use Kind::{Counter as C, Gauge as G, Histogram as H};
 
-const GOSSIP_TOPICS: &[&str] =
-    &["settleproof/attestations/1", "settleproof/invoices/1", "settleproof/heartbeats/1", "settleproof/deliveries/1"];
+const GOSSIP_TOPICS: &[&str] = &[
+    "settleproof/attestations/1",
+    "settleproof/invoices/1",
+    "settleproof/heartbeats/1",
+    "settleproof/deliveries/1",
+    "settleproof/set-approvals/1",
+];
 const REJECTIONS: &[&str] = &[
     "malformed",
     "unknown_signer",
@@ -120,6 +125,12 @@ pub const CATALOG: &[Metric] = &[
     m(C, "settlements_dropped_by_reorg_total", "Settlements of this node's keeper that a reorg dropped", Labels::None),
     m(C, "keeper_resubmissions_total", "Settlements submitted again after a reorg dropped them", Labels::None),
     m(C, "chain_reorgs_total", "Reorgs deeper than the confirmation depth, rewound", Labels::None),
+    m(
+        C,
+        "set_approvals_rejected_total",
+        "Gossiped set change approvals refused (not their author's, bad signature), by reason",
+        Labels::One("reason", &["malformed", "unknown_signer", "wrong_publisher", "bad_signature"]),
+    ),
     m(C, "batches_signed_total", "Batches this node signed (each round once per chain)", Labels::None),
     m(
         C,

@@ -179,6 +179,22 @@ impl Proposal {
         Ok(())
     }
 
+    /// Adds the approval of the current set's operator `signer` (its index), heard from
+    /// elsewhere, when it verifies under that operator's key; returns whether it was added
+    /// (false: it does not verify, or that operator's approval is filed already).
+    pub fn add_approval(&mut self, signer: usize, signature: &[u8]) -> bool {
+        let Some(op) = self.current.operators.get(signer) else { return false };
+        if self.signatures.contains_key(&op.name) {
+            return false;
+        }
+        let verifies = BlsSignature::from_bytes(signature)
+            .is_ok_and(|s| s.verify(&op.bls, self.update_message.as_slice()).is_ok());
+        if verifies {
+            self.signatures.insert(op.name.clone(), Bytes::from(signature.to_vec()));
+        }
+        verifies
+    }
+
     /// The approvals that verify, by index in the current set.
     pub fn approvals(&self) -> Result<Vec<(usize, BlsSignature)>, ProposalError> {
         let mut out = Vec::new();

@@ -232,11 +232,27 @@ async fn nodes_approve_only_a_proposal_of_the_set_they_read_and_follow_the_chang
     let body: serde_json::Value = r.json().await?;
     assert!(body.to_string().contains("not the chain's latest"), "{body}");
 
+    // Each operator approves the same fresh file on its own node; the approvals meet by gossip.
     for i in 0..3 {
         let r = net.http.post(admin(i, "operator-sets/approve")).bearer_auth(&token).json(&proposal).send().await?;
         assert_eq!(r.status().as_u16(), 200, "node {i}");
-        proposal = r.json().await?;
+        let approved: Proposal = r.json().await?;
+        assert!(approved.signatures.contains_key(&format!("node-{i}")), "node {i} approved");
     }
+    let set_hash = proposal.set_hash.to_string();
+    let heard = net
+        .eventually("node 3 heard the three approvals", std::time::Duration::from_secs(30), || async {
+            let v: serde_json::Value =
+                net.http.get(admin(3, "operator-sets")).bearer_auth(&token).send().await.ok()?.json().await.ok()?;
+            let entry = v["approvals"].as_array()?.iter().find(|a| a["set_hash"] == set_hash.as_str())?.clone();
+            (entry["approved_by"].as_array()?.len() == 3).then_some(entry)
+        })
+        .await?;
+    assert_eq!(heard["approved_by"], serde_json::json!(["node-0", "node-1", "node-2"]));
+    // Node 3, which approved nothing, hands out the proposal with all three approvals.
+    let r = net.http.post(admin(3, "operator-sets/collect")).bearer_auth(&token).json(&proposal).send().await?;
+    assert_eq!(r.status().as_u16(), 200);
+    proposal = r.json().await?;
     assert_eq!(proposal.approvals()?.len(), 3);
     let (bitmap, signature) = proposal.aggregate()?;
     let submitter = sets::provider(&net.anvil, &net.anvil.keys[7])?;

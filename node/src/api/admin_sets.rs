@@ -1,7 +1,10 @@
-//! Operator set changes through the admin API: the sets this node follows, and approving a
-//! proposal with this node's BLS key. The proposal is checked against the latest set the node
-//! read from the chain through its provider quorum (not against anything the caller says), so
-//! an operator can approve from the node it trusts instead of a workstation's RPC.
+//! Operator set changes through the admin API: the sets this node follows, approving a proposal
+//! with this node's BLS key, and collecting the approvals other operators gossiped. The proposal
+//! is checked against the latest set the node read from the chain through its provider quorum
+//! (not against anything the caller says), so an operator can approve from the node it trusts
+//! instead of a workstation's RPC. An approval made here is kept and gossiped
+//! ([`crate::set_approval`]); every node merges what it heard into the proposals it returns, so
+//! each operator approves on its own node and any of them submits.
 
 use super::admin::authorize;
 use super::{ApiError, ApiState};
@@ -38,7 +41,64 @@ pub(super) async fn sets(State(state): State<ApiState>, headers: HeaderMap) -> R
             json!({"epoch": s.epoch, "start_round": s.start_round, "threshold": s.threshold, "operators": operators})
         })
         .collect();
-    Ok(Json(json!({ "epochs": epochs })))
+    let mut pending: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    if let Some(latest) = sets.last() {
+        for a in state.store.set_approvals(latest.epoch).map_err(ApiError::internal)? {
+            let name = latest.operators.get(a.signer as usize).map_or_else(|| a.signer.to_string(), |o| o.name.clone());
+            pending.entry(a.set_hash.to_string()).or_default().push(name);
+        }
+    }
+    let approvals: Vec<Value> = pending
+        .into_iter()
+        .map(|(set_hash, approved_by)| json!({"set_hash": set_hash, "approved_by": approved_by}))
+        .collect();
+    Ok(Json(json!({ "epochs": epochs, "approvals": approvals })))
+}
+
+/// The proposal in a request body, checked against the latest set this node read from the
+/// chain; with that set.
+fn checked_proposal(
+    state: &ApiState,
+    body: &[u8],
+) -> Result<(Proposal, settleproof_consensus::OperatorSetSpec), ApiError> {
+    let proposal: Proposal = serde_json::from_slice(body).map_err(|e| {
+        ApiError::invalid("body", format!("{e}; expected a proposal file of `settleproof operators propose`"))
+    })?;
+    let latest = state
+        .store
+        .epochs()
+        .map_err(ApiError::internal)?
+        .pop()
+        .ok_or_else(|| ApiError::not_found("operator set (this node has not read one from the chain yet)"))?;
+    proposal
+        .check_against(&latest, state.chain_id, state.settlement_contract)
+        .map_err(|e| ApiError::invalid("proposal", e.to_string()))?;
+    Ok((proposal, latest))
+}
+
+/// Adds to `proposal` the approvals of its set this node made or heard; returns how many.
+fn merge_heard(state: &ApiState, proposal: &mut Proposal) -> Result<usize, ApiError> {
+    let heard = state.store.set_approvals(proposal.current.epoch).map_err(ApiError::internal)?;
+    let set_hash = proposal.set_hash;
+    Ok(heard
+        .iter()
+        .filter(|a| a.set_hash == set_hash)
+        .filter(|a| proposal.add_approval(a.signer as usize, &a.signature))
+        .count())
+}
+
+/// `POST /admin/v1/operator-sets/collect`: the proposal in the body with every approval of its
+/// set this node made or heard from the other operators added (each verified). Refused (400)
+/// as `approve` refuses.
+pub(super) async fn collect(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Proposal>, ApiError> {
+    authorize(&state, &headers)?;
+    let (mut proposal, _) = checked_proposal(&state, &body)?;
+    merge_heard(&state, &mut proposal)?;
+    Ok(Json(proposal))
 }
 
 /// `POST /admin/v1/operator-sets/approve`: the proposal in the body, with this node's approval
@@ -51,23 +111,13 @@ pub(super) async fn approve(
     body: Bytes,
 ) -> Result<Json<Proposal>, ApiError> {
     authorize(&state, &headers)?;
-    let mut proposal: Proposal = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::invalid("body", format!("{e}; expected a proposal file of `settleproof operators propose`"))
-    })?;
-    let latest = state
-        .store
-        .epochs()
-        .map_err(ApiError::internal)?
-        .pop()
-        .ok_or_else(|| ApiError::not_found("operator set (this node has not read one from the chain yet)"))?;
-    proposal
-        .check_against(&latest, state.chain_id, state.settlement_contract)
-        .map_err(|e| ApiError::invalid("proposal", e.to_string()))?;
+    let (mut proposal, latest) = checked_proposal(&state, &body)?;
     let me = state.epochs.as_ref().map(|e| e.me());
-    let mine = latest
+    let (index, mine) = latest
         .operators
         .iter()
-        .find(|o| settleproof_p2p::PeerId::from_bytes(&o.peer_id).ok() == me)
+        .enumerate()
+        .find(|(_, o)| settleproof_p2p::PeerId::from_bytes(&o.peer_id).ok() == me)
         .ok_or_else(|| ApiError::conflict(format!("this node is not an operator of epoch {}", latest.epoch)))?;
     let keys_dir = state.keys_dir.as_ref().ok_or_else(|| ApiError::not_found("keys directory"))?;
     let keys = OperatorKeys::load(keys_dir).map_err(ApiError::internal)?;
@@ -76,6 +126,11 @@ pub(super) async fn approve(
     })?;
     let name = mine.name.clone();
     proposal.sign(&name, &key).map_err(|e| ApiError::invalid("proposal", e.to_string()))?;
-    tracing::info!(epoch = latest.epoch, next = proposal.next.epoch, change = ?proposal.change, "operator set change approved through the admin API");
+    let own = proposal.signatures.get(&name).cloned().unwrap_or_default();
+    // Kept, then gossiped by the round loop's rebroadcast until the next epoch is committed.
+    let index = u32::try_from(index).map_err(|_| ApiError::internal("operator index out of range"))?;
+    state.store.put_set_approval(latest.epoch, proposal.set_hash, index, &own).map_err(ApiError::internal)?;
+    let heard = merge_heard(&state, &mut proposal)?;
+    tracing::info!(epoch = latest.epoch, next = proposal.next.epoch, change = ?proposal.change, heard, "operator set change approved through the admin API");
     Ok(Json(proposal))
 }

@@ -168,6 +168,7 @@ pub fn admin_router(state: ApiState) -> Router {
         .route("/admin/v1/log-level", post(admin::log_level))
         .route("/admin/v1/operator-sets", get(admin_sets::sets))
         .route("/admin/v1/operator-sets/approve", post(admin_sets::approve))
+        .route("/admin/v1/operator-sets/collect", post(admin_sets::collect))
         .route("/admin/v1/peers", get(admin_peers::peers))
         .route("/admin/v1/peers/block", post(admin_peers::block))
         .route("/admin/v1/peers/unblock", post(admin_peers::unblock))

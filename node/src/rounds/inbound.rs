@@ -8,7 +8,7 @@ use crate::gossip::{
 use crate::time::now_ms;
 use settleproof_consensus::{BlsSignature, InsertOutcome};
 use settleproof_p2p::{NetworkEvent, PeerId, RequestRef, Verdict};
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 impl RoundDriver {
     pub(super) async fn on_network(&self, st: &mut State, ev: NetworkEvent) {
@@ -38,6 +38,7 @@ impl RoundDriver {
                     gossip::INVOICES => self.on_invoice(&data, source).await,
                     gossip::HEARTBEATS => self.on_heartbeat(st, &data, source),
                     gossip::DELIVERIES => self.on_delivery_ack(&data, source),
+                    crate::set_approval::TOPIC => self.on_set_approval(&data, source).await,
                     _ => Verdict::Ignore,
                 };
                 self.net.report(reference, verdict).await;
@@ -221,6 +222,50 @@ impl RoundDriver {
                 Verdict::Accept
             }
             _ => Verdict::Reject,
+        }
+    }
+
+    /// An operator's approval of a proposed set change: kept (off the loop) when it is its
+    /// author's own, for the latest epoch, and verifies. A forged one is scored against its
+    /// author; one for an epoch this node has not read (or no longer the latest) is ignored.
+    async fn on_set_approval(&self, data: &[u8], source: PeerId) -> Verdict {
+        use crate::set_approval::SetApproval;
+        // A repeat of a kept approval costs no pairing.
+        if let Ok(a) = serde_json::from_slice::<SetApproval>(data)
+            && let Some(op) = self.epochs.get(a.epoch).and_then(|s| s.operators.get(a.signer).map(|o| o.peer_id))
+            && op == source
+            && matches!(self.store.has_set_approval(a.epoch, a.set_hash, a.signer as u32, &a.signature), Ok(true))
+        {
+            return Verdict::Accept;
+        }
+        let (chain_id, settlement) = (self.chain.chain_id(), self.chain.settlement_address());
+        match SetApproval::validate(data, &source, &self.epochs, chain_id, settlement) {
+            Ok(a) => {
+                let store = self.store.clone();
+                tokio::task::spawn_blocking(move || {
+                    match store.put_set_approval(a.epoch, a.set_hash, a.signer as u32, &a.signature) {
+                        Ok(crate::store::ApprovalPut::New) => {
+                            info!(epoch = a.epoch, set_hash = %a.set_hash, signer = a.signer, "operator set change approval heard")
+                        }
+                        Ok(crate::store::ApprovalPut::Limit) => {
+                            warn!(epoch = a.epoch, signer = a.signer, "approvals of too many set changes from one operator; dropped")
+                        }
+                        Ok(crate::store::ApprovalPut::Known) => {}
+                        Err(e) => error!(error = %e, "cannot keep a set change approval"),
+                    }
+                });
+                Verdict::Accept
+            }
+            Err(e @ GossipRejection::UnknownEpoch(_)) => {
+                debug!(peer = %source, error = %e, "set change approval for another epoch ignored");
+                Verdict::Ignore
+            }
+            Err(e) => {
+                warn!(peer = %source, error = %e, "set change approval rejected");
+                metrics::counter!("set_approvals_rejected_total", "reason" => e.reason()).increment(1);
+                self.net.penalize(source).await;
+                Verdict::Reject
+            }
         }
     }
 

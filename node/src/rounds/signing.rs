@@ -175,5 +175,28 @@ impl RoundDriver {
                 self.publish(signed.batch, signed.signature).await;
             }
         }
+        self.rebroadcast_set_approvals().await;
+    }
+
+    /// Publishes this node's own approvals of set changes proposed to the latest epoch (made
+    /// through the admin API), until the next epoch is committed: an operator that was offline
+    /// when one was made hears it later.
+    async fn rebroadcast_set_approvals(&self) {
+        let Some(set) = self.epochs.latest() else { return };
+        let Some(me) = set.me else { return };
+        let Ok(approvals) = self.store.set_approvals(set.epoch) else { return };
+        for a in approvals.into_iter().filter(|a| a.signer as usize == me) {
+            let msg = crate::set_approval::SetApproval {
+                epoch: set.epoch,
+                set_hash: a.set_hash,
+                signer: me,
+                signature: a.signature,
+                sent_at_ms: now_ms(),
+            };
+            let data = serde_json::to_vec(&msg).unwrap_or_default();
+            if let Err(e) = self.net.publish(crate::set_approval::TOPIC, data).await {
+                debug!(set_hash = %msg.set_hash, error = %e, "set change approval not published yet; will rebroadcast");
+            }
+        }
     }
 }

@@ -1,17 +1,20 @@
 //! The operator sets committed on chain, by epoch, so a restarted node knows them before its
 //! watcher reads the chain again.
 
-use super::{EPOCHS, Store, StoreError, decode, encode};
+use super::{EPOCHS, SET_APPROVALS, Store, StoreError, decode, encode};
 use redb::ReadableTable;
 use settleproof_consensus::OperatorSetSpec;
 
 impl Store {
     /// Records the set of `spec.epoch` (idempotent: the chain's set of an epoch never changes).
+    /// Approvals of set changes made by earlier epochs are dropped with it: only the latest
+    /// epoch can install the next set.
     pub fn put_epoch(&self, spec: &OperatorSetSpec) -> Result<(), StoreError> {
         let tx = self.db().begin_write()?;
         {
             let mut t = tx.open_table(EPOCHS)?;
             t.insert(spec.epoch, encode(spec).as_slice())?;
+            tx.open_table(SET_APPROVALS)?.retain_in(..(spec.epoch, [0u8; 32], 0), |_, _| false)?;
         }
         tx.commit()?;
         Ok(())

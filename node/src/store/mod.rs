@@ -21,6 +21,7 @@
 //! its webhooks) is one write transaction, so a crash leaves either all of it or none.
 
 mod acks;
+mod approvals;
 mod backup;
 mod chain;
 mod epochs;
@@ -28,6 +29,7 @@ mod invoices;
 mod outbox;
 mod rounds;
 
+pub use approvals::{ApprovalPut, MAX_APPROVALS_PER_SIGNER, StoredApproval};
 pub use backup::{check, restore};
 pub use chain::{PaymentRecord, RangeApplied, StoredBlock};
 pub use invoices::Invoice;
@@ -66,6 +68,8 @@ pub(crate) const ACKS: TableDefinition<(&str, u32), u64> = TableDefinition::new(
 pub(crate) const ACK_TIMES: TableDefinition<(u64, &str, u32), ()> = TableDefinition::new("delivery_ack_times");
 pub(crate) const ENDPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("merchant_endpoints");
 pub(crate) const EPOCHS: TableDefinition<u64, &[u8]> = TableDefinition::new("epochs");
+/// Approvals of set changes heard: (approving epoch, set hash, signer) → signature.
+pub(crate) const SET_APPROVALS: TableDefinition<(u64, [u8; 32], u32), &[u8]> = TableDefinition::new("set_approvals");
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +155,7 @@ impl Store {
         tx.open_table(ACK_TIMES)?;
         tx.open_table(ENDPOINTS)?;
         tx.open_table(EPOCHS)?;
+        tx.open_table(SET_APPROVALS)?;
         tx.commit()?;
         Ok(Self { db: Arc::new(db), ack_quorum: Arc::new(std::sync::atomic::AtomicUsize::new(1)) })
     }
