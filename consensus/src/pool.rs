@@ -138,6 +138,24 @@ impl AttestationPool {
     pub fn remove_round(&mut self, round: u64) {
         self.rounds.remove(&round);
     }
+
+    /// Keeps of `round` only the votes on the chain whose block `to_block` has
+    /// `to_block_hash` (the round was built again after a reorg replaced its blocks).
+    pub fn keep_chain(&mut self, round: u64, to_block_hash: B256) {
+        if let Some(votes) = self.rounds.get_mut(&round) {
+            votes.retain(|(_, hash), _| *hash == to_block_hash);
+        }
+    }
+
+    /// Keeps only the rounds `keep` accepts (the caller forgets those no longer considered).
+    pub fn retain_rounds(&mut self, mut keep: impl FnMut(u64) -> bool) {
+        self.rounds.retain(|round, _| keep(*round));
+    }
+
+    /// Rounds holding votes, ascending.
+    pub fn rounds(&self) -> Vec<u64> {
+        self.rounds.keys().copied().collect()
+    }
 }
 
 #[cfg(test)]
@@ -247,6 +265,14 @@ mod tests {
         assert_eq!(pool.votes_of(2, 3).len(), MAX_BATCHES_PER_ROUND);
         let extra = Batch { to_block_hash: B256::repeat_byte(0xfe), ..old };
         assert_eq!(pool.insert(extra, 3, sig(3)), InsertOutcome::TooManyChains);
+        // Once the round is known to be on the new chain, only its votes stay.
+        pool.keep_chain(2, new.to_block_hash);
+        assert!(pool.votes(2).iter().all(|(_, b, _)| b.to_block_hash == new.to_block_hash));
+        assert_eq!(pool.votes_of(2, 3).len(), 1);
+        assert!(pool.quorum(&new).is_some());
+        pool.insert(batch(7, 1), 0, sig(0));
+        pool.retain_rounds(|r| r != 2);
+        assert_eq!(pool.rounds(), vec![7]);
     }
 
     proptest! {

@@ -9,6 +9,11 @@
 //!   receipts are built).
 //! - `keeper_nonce_desync`: the settlement account's nonce moved without this node (checked
 //!   where settlements are sent).
+//!
+//! A settled batch built on another fork (its last block's hash is not the one this node
+//! processed) is not audited against this chain's payments: it is counted
+//! (`settlements_of_another_fork_total`) and alerted on, and does not halt, since anyone can
+//! land one once the chain no longer knows the hash it names.
 
 use crate::chain::ChainClient;
 use crate::halt::Halt;
@@ -41,7 +46,7 @@ pub struct Auditor {
 impl Auditor {
     /// Runs until `shutdown` turns true.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let mut audited = HashSet::new();
+        let mut audited: HashSet<(u64, B256, B256)> = HashSet::new();
         let mut every = tokio::time::interval(self.interval);
         loop {
             tokio::select! {
@@ -51,7 +56,9 @@ impl Auditor {
         }
     }
 
-    async fn pass(&self, audited: &mut HashSet<u64>) {
+    /// Audits each settlement (round, root, hash of its last block) once: a round settled again
+    /// after a deep reorg is audited again.
+    async fn pass(&self, audited: &mut HashSet<(u64, B256, B256)>) {
         let Ok(recent) = self.store.recent_settlements(RECENT) else { return };
         let mut roots: HashMap<B256, u64> = HashMap::new();
         for s in &recent {
@@ -67,16 +74,39 @@ impl Auditor {
             // Audit a round once its payments and its settlement transaction are both at the
             // confirmation depth.
             let settlement_confirmed = checkpoint.is_some_and(|c| s.block_number <= c);
-            if audited.contains(&s.round) || !self.schedule.is_closed(s.round, checkpoint) || !settlement_confirmed {
+            let key = (s.round, s.root, s.to_block_hash);
+            if audited.contains(&key) || !self.schedule.is_closed(s.round, checkpoint) || !settlement_confirmed {
+                continue;
+            }
+            if self.of_another_fork(&s) {
+                audited.insert(key);
                 continue;
             }
             match self.audit_round(s.round, s.root).await {
                 Ok(()) => {
-                    audited.insert(s.round);
+                    audited.insert(key);
                 }
                 Err(e) => debug!(round = s.round, error = %e, "audit postponed"),
             }
         }
+    }
+
+    /// Whether `s` settled a batch built on another fork than the one this node processed.
+    fn of_another_fork(&self, s: &crate::store::SettlementRecord) -> bool {
+        let Ok(crate::store::RoundEnd::Kept(hash)) = self.store.round_end(s.to_block) else { return false };
+        if s.to_block_hash.is_zero() || hash == s.to_block_hash {
+            return false;
+        }
+        metrics::counter!("settlements_of_another_fork_total").increment(1);
+        tracing::error!(
+            round = s.round,
+            root = %s.root,
+            batch_to_block_hash = %s.to_block_hash,
+            chain_to_block_hash = %hash,
+            tx_hash = %s.tx_hash,
+            "a batch built on another fork was settled: its payments are not this chain's, and the round cannot be settled again"
+        );
+        true
     }
 
     async fn audit_round(&self, round: u64, root: B256) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -150,11 +180,27 @@ mod tests {
         let to = crate::store::StoredBlock { number: 20, hash: B256::ZERO, timestamp: 0 };
         store.apply_range(to, &[], &[settled(1, 9)], &[]).expect("apply");
         let a = auditor(store.clone());
+        assert!(!a.halt.is_halted());
         a.pass(&mut HashSet::new()).await;
         assert_eq!(a.halt.reason().map(|r| r.invariant), Some("settled_root_mismatch".to_string()));
         // The halt survives a restart until resumed.
         assert!(Halt::load(store.clone()).expect("load").is_halted());
         a.halt.resume().expect("resume");
         assert!(!Halt::load(store).expect("load").is_halted());
+    }
+
+    #[tokio::test]
+    async fn a_batch_of_another_fork_settled_is_counted_not_halted_on() {
+        let (_dir, store) = temp_store();
+        let block =
+            |number, hash: u8| crate::store::StoredBlock { number, hash: B256::repeat_byte(hash), timestamp: 0 };
+        // Round 1 ends at block 9, processed here with hash 0x09; the settled batch names 0x99.
+        let forked = SettlementRecord { to_block: 9, to_block_hash: B256::repeat_byte(0x99), ..settled(1, 9) };
+        store.apply_range(block(20, 0x20), &[], &[forked], &[block(9, 0x09)]).expect("apply");
+        let a = auditor(store.clone());
+        let mut audited = HashSet::new();
+        a.pass(&mut audited).await;
+        assert!(!a.halt.is_halted(), "{:?}", a.halt.reason());
+        assert_eq!(audited.len(), 1, "audited once, as a settlement of another fork");
     }
 }

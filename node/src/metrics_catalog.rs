@@ -131,6 +131,12 @@ pub const CATALOG: &[Metric] = &[
         "Gossiped set change approvals refused (not their author's, bad signature), by reason",
         Labels::One("reason", &["malformed", "unknown_signer", "wrong_publisher", "bad_signature"]),
     ),
+    m(
+        C,
+        "settlements_of_another_fork_total",
+        "Settled batches built on another fork than the chain this node processed",
+        Labels::None,
+    ),
     m(C, "batches_signed_total", "Batches this node signed (each round once per chain)", Labels::None),
     m(
         C,

@@ -59,3 +59,54 @@ impl SetApproval {
         Ok(a)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operators::{Operator, OperatorSet};
+    use settleproof_consensus::BlsSecretKey;
+
+    fn key(i: u8) -> BlsSecretKey {
+        BlsSecretKey::from_ikm(&[i + 1; 32]).expect("ikm")
+    }
+
+    #[test]
+    fn only_the_authors_own_approval_of_the_latest_epoch_with_a_valid_signature() {
+        let ops: Vec<Operator> = (0..4u8)
+            .map(|i| Operator {
+                name: format!("op-{i}"),
+                peer_id: PeerId::random(),
+                p2p_addr: format!("/ip4/127.0.0.1/tcp/{}", 9000 + u16::from(i)).parse().expect("multiaddr"),
+                bls: key(i).public_key(),
+                evm: Address::repeat_byte(i),
+            })
+            .collect();
+        let set =
+            |epoch| OperatorSet { epoch, start_round: epoch * 10, operators: ops.clone(), threshold: 3, me: None };
+        let epochs = Epochs::new(ops[0].peer_id, Some(set(0)));
+        epochs.insert(set(1));
+        let (chain_id, settlement, set_hash) = (7, Address::repeat_byte(9), B256::repeat_byte(5));
+        let approval = |epoch: u64, signer: usize, by: u8, over: B256| {
+            let sig = key(by).sign(update_message(chain_id, settlement, over).as_slice());
+            let a =
+                SetApproval { epoch, set_hash, signer, signature: Bytes::from(sig.to_bytes().to_vec()), sent_at_ms: 1 };
+            serde_json::to_vec(&a).expect("json")
+        };
+        let author = ops[2].peer_id;
+        let check =
+            |data: Vec<u8>| SetApproval::validate(&data, &author, &epochs, chain_id, settlement).map(|a| a.signer);
+        assert_eq!(check(approval(1, 2, 2, set_hash)), Ok(2), "its own, latest epoch");
+        let cases = [
+            (approval(1, 1, 2, set_hash), "wrong_publisher", "filed under another operator"),
+            (approval(1, 1, 1, set_hash), "wrong_publisher", "another operator's genuine approval, republished"),
+            (approval(1, 2, 2, B256::repeat_byte(6)), "bad_signature", "signed over another set"),
+            (approval(1, 2, 3, set_hash), "bad_signature", "signed with another key"),
+            (approval(1, 9, 2, set_hash), "unknown_signer", "no such operator"),
+            (approval(0, 2, 2, set_hash), "unknown_epoch", "an epoch that is no longer the latest"),
+            (b"{".to_vec(), "malformed", "not JSON"),
+        ];
+        for (data, reason, what) in cases {
+            assert_eq!(check(data).map_err(|e| e.reason()), Err(reason), "{what}");
+        }
+    }
+}

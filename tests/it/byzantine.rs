@@ -341,3 +341,49 @@ async fn a_restored_backup_does_not_roll_back_the_signing_guard() -> Result<()> 
     assert_eq!(guard.batch.root, signed.root, "the guard holds the root the chain shows node 1 signed");
     Ok(())
 }
+
+/// The set change approvals node `i` lists (`GET /admin/v1/operator-sets`).
+async fn set_approvals(net: &Testnet, i: usize) -> Vec<Value> {
+    let url = format!("{}/admin/v1/operator-sets", net.admin(i));
+    let Ok(r) = net.http.get(url).bearer_auth(net.devnet.admin_token.expose()).send().await else { return Vec::new() };
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    v["approvals"].as_array().cloned().unwrap_or_default()
+}
+
+/// A set change approval counts only as its author's own and only with a signature over that
+/// set: one filed under another operator, or signed over another set, is refused and scored
+/// against its author; its genuine approval is heard by every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_forged_set_approval_is_refused_and_a_genuine_one_heard() -> Result<()> {
+    let (net, bad) = with_byzantine(Options::default()).await?;
+    let set_hash = B256::repeat_byte(0x5e);
+    // Its genuine approval first: a forgery gets its author penalised below the threshold
+    // under which it is not heard any more.
+    assert!(bad.approve_set(set_hash, bad.index, set_hash).await, "its own");
+    for i in 0..3 {
+        let heard = net
+            .eventually("the genuine approval heard", Duration::from_secs(30), || async {
+                set_approvals(&net, i).await.into_iter().find(|a| a["set_hash"] == set_hash.to_string().as_str())
+            })
+            .await?;
+        assert_eq!(heard["approved_by"], json!([bad.name]), "node {i}");
+    }
+    // The first forgery a node judges gets the author penalised, and the node stops hearing it:
+    // each kind is refused by every node that hears it (the table of kinds is in
+    // `set_approval::tests`).
+    assert!(bad.approve_set(B256::repeat_byte(0x60), 0, B256::repeat_byte(0x60)).await, "in node-0's name");
+    assert!(bad.approve_set(B256::repeat_byte(0x61), bad.index, B256::repeat_byte(0x5f)).await, "over another set");
+    for i in 0..3 {
+        net.eventually("a forgery refused", Duration::from_secs(30), || async {
+            (net.metric(i, "set_approvals_rejected_total").await >= 1.0).then_some(())
+        })
+        .await?;
+    }
+    for i in 0..3 {
+        let listed: Vec<String> =
+            set_approvals(&net, i).await.iter().filter_map(|a| a["set_hash"].as_str().map(str::to_string)).collect();
+        assert_eq!(listed, vec![set_hash.to_string()], "node {i} kept no forged approval");
+    }
+    net.stop().await;
+    Ok(())
+}

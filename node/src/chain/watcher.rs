@@ -44,6 +44,17 @@ const ANCESTOR_SEARCH: usize = 256;
 /// Errors of one watcher step.
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
+    /// The range's last block changed its hash while the range was read: a reorg raced the
+    /// reads, and the range is read again.
+    #[error("block {block} changed from {before} to {after} while its range was read")]
+    ChainMoved {
+        /// The range's last block.
+        block: u64,
+        /// Its hash before the range's reads.
+        before: alloy::primitives::B256,
+        /// Its hash after them.
+        after: alloy::primitives::B256,
+    },
     /// Chain reads failed or had no quorum.
     #[error(transparent)]
     Chain(#[from] ChainError),
@@ -233,6 +244,12 @@ impl Watcher {
         self.add_round_ends(from, to, &mut events.blocks).await?;
         if events.unagreed > 0 {
             return Err(self.unagreed(from, to, events.unagreed));
+        }
+        // The range's reads are one chain's only if its last block kept its hash throughout:
+        // a reorg racing them would pair one chain's payments with another's round ends.
+        let after = self.client.block(to).await?;
+        if after.hash != to_block.hash {
+            return Err(WatchError::ChainMoved { block: to, before: to_block.hash, after: after.hash });
         }
         self.follow_epochs(&events.epochs).await?;
         for s in events.settlements.iter_mut() {

@@ -119,6 +119,14 @@ impl RoundDriver {
         if matches!(self.store.settlement(att.batch.round), Ok(Some(_))) {
             return true;
         }
+        // Of a round whose last block is processed here, only votes on this chain count (a
+        // signer's votes on other chains would only take memory).
+        if let Ok(crate::store::RoundEnd::Kept(hash)) = self.store.round_end(att.batch.to_block)
+            && hash != att.batch.to_block_hash
+        {
+            debug!(round = att.batch.round, signer = att.signer, "attestation of another chain ignored");
+            return true;
+        }
         match st.pool.insert(att.batch, att.signer, sig) {
             InsertOutcome::Added => {
                 debug!(round = att.batch.round, signer = att.signer, "attestation counted");
@@ -248,7 +256,11 @@ impl RoundDriver {
                             info!(epoch = a.epoch, set_hash = %a.set_hash, signer = a.signer, "operator set change approval heard")
                         }
                         Ok(crate::store::ApprovalPut::Limit) => {
-                            warn!(epoch = a.epoch, signer = a.signer, "approvals of too many set changes from one operator; dropped")
+                            warn!(
+                                epoch = a.epoch,
+                                signer = a.signer,
+                                "approvals of too many set changes from one operator; dropped"
+                            )
                         }
                         Ok(crate::store::ApprovalPut::Known) => {}
                         Err(e) => error!(error = %e, "cannot keep a set change approval"),
@@ -272,11 +284,15 @@ impl RoundDriver {
     async fn on_request(&self, st: &State, peer: PeerId, data: &str, reference: RequestRef) {
         let answer = match serde_json::from_str::<SyncRequest>(data) {
             Ok(req) => {
+                // Per round, the votes on the chain this node signed the round on, if it did.
                 let attestations = req
                     .rounds
                     .iter()
                     .take(SyncRequest::MAX_ROUNDS)
-                    .flat_map(|r| st.pool.votes(*r))
+                    .flat_map(|r| {
+                        let mine = self.store.signed_batch(*r).ok().flatten().map(|s| s.batch.to_block_hash);
+                        st.pool.votes(*r).into_iter().filter(move |(_, b, _)| mine.is_none_or(|h| h == b.to_block_hash))
+                    })
                     .map(|(signer, batch, sig)| Attestation {
                         batch,
                         signer,

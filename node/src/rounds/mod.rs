@@ -15,7 +15,7 @@ use crate::chain::ChainClient;
 use crate::epochs::Epochs;
 use crate::gossip::{self, Heartbeat, SyncRequest};
 use crate::operators::OperatorSet;
-use crate::store::{SettlementRecord, Store, StoreError};
+use crate::store::{RoundEnd, SettlementRecord, Store, StoreError};
 use crate::time::now_ms;
 use settleproof_config::MerchantConfig;
 use settleproof_consensus::{AttestationPool, BlsSecretKey, BlsSignature, Liveness, RoundSchedule};
@@ -101,6 +101,8 @@ struct State {
     next_round: u64,
 }
 
+/// Votes per round a sync answer is taken for (each operator's vote, on a few chains).
+const MAX_VOTES_PER_ROUND_SYNCED: usize = 1024;
 /// Rounds ahead of the first open one that gossip may name; farther ones are dropped unread.
 pub(crate) const ROUND_WINDOW: u64 = 256;
 /// Most verified attestations remembered (an equivocator can sign without end): past it the
@@ -169,18 +171,26 @@ impl RoundDriver {
         }
     }
 
-    /// Whether `batch` was built on the chain the watcher stored: the hash of its last block is
-    /// the stored one (`false` also while that block is not stored again after a rewind).
+    /// Whether `batch` was built on the chain the watcher follows: the hash of its last block
+    /// is the kept one, or that block is older than any reorg the watcher rewinds. `false` while
+    /// the block is not processed again after a rewind, and for a batch without the hash
+    /// (signed by an earlier version, over another message).
     fn on_current_chain(&self, batch: &settleproof_consensus::Batch) -> bool {
-        matches!(self.store.block(batch.to_block), Ok(Some(b)) if b.hash == batch.to_block_hash)
+        !batch.to_block_hash.is_zero()
+            && match self.store.round_end(batch.to_block) {
+                Ok(RoundEnd::Kept(hash)) => hash == batch.to_block_hash,
+                Ok(RoundEnd::Pruned) => true,
+                Ok(RoundEnd::NotReached) | Err(_) => false,
+            }
     }
 
     fn restore(&self, st: &mut State) -> Result<(), StoreError> {
         for round in self.store.unsettled_signed_rounds()? {
             if let Some(signed) = self.store.signed_batch(round)?
                 // A batch of a chain a reorg replaced is not waited for (the round is built
-                // again when the watcher reaches it); one whose block is not kept is.
-                && !matches!(self.store.block(signed.batch.to_block)?, Some(b) if b.hash != signed.batch.to_block_hash)
+                // again when the watcher reaches it), nor one of an earlier version.
+                && !signed.batch.to_block_hash.is_zero()
+                && !matches!(self.store.round_end(signed.batch.to_block)?, RoundEnd::Kept(h) if h != signed.batch.to_block_hash)
                 && let Ok(sig) = BlsSignature::from_bytes(&signed.signature)
                 && let Some(me) = self.epochs.get(signed.batch.epoch).and_then(|s| s.me)
             {
@@ -239,6 +249,10 @@ impl RoundDriver {
             error!(error = %e, "cannot close rounds");
         }
         self.drop_settled(st);
+        // Votes of rounds long closed that this node neither signed nor waits for (no
+        // payments here, or gossip about rounds that never had any) are forgotten.
+        let (pending, floor) = (&st.pending, st.next_round.saturating_sub(ROUND_WINDOW));
+        st.pool.retain_rounds(|r| r >= floor || pending.contains(&r));
         let rounds: Vec<u64> = st.pending.iter().copied().collect();
         for round in rounds {
             self.try_settle(st, round);
@@ -357,7 +371,10 @@ impl RoundDriver {
             let wanted: Vec<gossip::Attestation> = resp
                 .attestations
                 .into_iter()
-                .filter(|a| rounds.contains(&a.batch.round) && seen.insert((a.batch.round, a.signer)))
+                .filter(|a| {
+                    rounds.contains(&a.batch.round) && seen.insert((a.batch.round, a.signer, a.batch.to_block_hash))
+                })
+                .take(SyncRequest::MAX_ROUNDS * MAX_VOTES_PER_ROUND_SYNCED)
                 .collect();
             let verified = tokio::task::spawn_blocking(move || {
                 wanted

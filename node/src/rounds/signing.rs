@@ -10,7 +10,7 @@
 use super::{RoundDriver, State};
 use crate::gossip::{self, Attestation};
 use crate::operators::OperatorSet;
-use crate::store::{SigningOutcome, StoreError};
+use crate::store::{RoundEnd, SigningOutcome, StoreError};
 use crate::time::{now_ms, now_s};
 use alloy::primitives::Bytes;
 use settleproof_consensus::{Batch, BlsSignature};
@@ -63,24 +63,20 @@ impl RoundDriver {
     }
 
     /// The hash of block `to` (a round's last block) as the watcher stored it with the round's
-    /// payments; read through the provider quorum, and kept, for a store written before round
-    /// ends were kept. `None` while it cannot be had: the round waits.
+    /// payments. A block no longer kept (the driver fell more than the kept blocks behind the
+    /// watcher) is older than any reorg the watcher follows, so it is read through the provider
+    /// quorum. `None` while it cannot be had: the round waits.
     async fn round_end_hash(&self, to: u64) -> Option<alloy::primitives::B256> {
-        match self.store.block(to) {
-            Ok(Some(b)) => Some(b.hash),
-            Ok(None) => match self.chain.block(to).await {
-                Ok(b) => match self.store.keep_block(b) {
-                    Ok(()) => Some(b.hash),
-                    Err(e) => {
-                        error!(block = to, error = %e, "cannot keep the hash of a round's last block");
-                        None
-                    }
-                },
+        match self.store.round_end(to) {
+            Ok(RoundEnd::Kept(hash)) => Some(hash),
+            Ok(RoundEnd::Pruned) => match self.chain.block(to).await {
+                Ok(b) => Some(b.hash),
                 Err(e) => {
                     warn!(block = to, error = %e, "cannot read the hash of a round's last block yet");
                     None
                 }
             },
+            Ok(RoundEnd::NotReached) => None,
             Err(e) => {
                 error!(block = to, error = %e, "cannot read a round's last block from the store");
                 None
@@ -120,6 +116,9 @@ impl RoundDriver {
         });
         let (signed, new) = match outcome {
             Ok(SigningOutcome::Recorded(s)) if !s.earlier.is_empty() => {
+                // Votes and timers of the batch of the replaced chain no longer count.
+                st.pool.keep_chain(batch.round, batch.to_block_hash);
+                st.quorum_at.remove(&batch.round);
                 warn!(
                     round = batch.round,
                     root = %batch.root,

@@ -65,7 +65,13 @@ impl Store {
     }
 
     /// Whether exactly this approval is kept (a repeat needs no pairing).
-    pub fn has_set_approval(&self, epoch: u64, set_hash: B256, signer: u32, signature: &[u8]) -> Result<bool, StoreError> {
+    pub fn has_set_approval(
+        &self,
+        epoch: u64,
+        set_hash: B256,
+        signer: u32,
+        signature: &[u8],
+    ) -> Result<bool, StoreError> {
         let tx = self.read()?;
         let t = tx.open_table(SET_APPROVALS)?;
         Ok(t.get((epoch, set_hash.0, signer))?.is_some_and(|v| v.value() == signature))

@@ -18,6 +18,19 @@ const CHECKPOINT: &str = "checkpoint";
 /// Processed block hashes kept for finding the common ancestor after a reorg.
 const KEPT_BLOCKS: u64 = 4096;
 
+/// What the store knows of a round's last block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoundEnd {
+    /// Processed, with this hash (the watcher keeps every round's last block with the round's
+    /// payments).
+    Kept(B256),
+    /// Processed, but no longer kept: older than the newest `KEPT_BLOCKS` processed blocks,
+    /// so older than any reorg the watcher rewinds (it searches 256 kept blocks).
+    Pruned,
+    /// Not processed (yet, or again after a rewind).
+    NotReached,
+}
+
 /// A processed block: number, hash, timestamp.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct StoredBlock {
@@ -87,13 +100,13 @@ impl Store {
         }))
     }
 
-    /// Keeps the hash of processed block `b` (a round's last block a store written by an
-    /// earlier version did not keep).
-    pub fn keep_block(&self, b: StoredBlock) -> Result<(), StoreError> {
-        let tx = self.db().begin_write()?;
-        tx.open_table(BLOCKS)?.insert(b.number, (b.hash.0, b.timestamp))?;
-        tx.commit()?;
-        Ok(())
+    /// The hash of block `number`, the last block of a round, as far as this store knows it.
+    pub fn round_end(&self, number: u64) -> Result<RoundEnd, StoreError> {
+        Ok(match self.block(number)? {
+            Some(b) => RoundEnd::Kept(b.hash),
+            None if self.checkpoint()?.is_some_and(|c| number <= c) => RoundEnd::Pruned,
+            None => RoundEnd::NotReached,
+        })
     }
 
     /// Kept processed blocks below `below`, newest first, at most `limit`.

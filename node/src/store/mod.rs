@@ -31,7 +31,7 @@ mod rounds;
 
 pub use approvals::{ApprovalPut, MAX_APPROVALS_PER_SIGNER, StoredApproval};
 pub use backup::{check, restore};
-pub use chain::{PaymentRecord, RangeApplied, StoredBlock};
+pub use chain::{PaymentRecord, RangeApplied, RoundEnd, StoredBlock};
 pub use invoices::Invoice;
 pub use outbox::{Attempt, AttemptEffect, EndpointState, OutboxEvent};
 pub use rounds::{SettlementRecord, SignedBatch, SigningOutcome};

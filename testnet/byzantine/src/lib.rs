@@ -9,6 +9,8 @@
 //!   (equivocation);
 //! - [`ByzantineOperator::flood`]: re-send one valid attestation many times, each a new gossip
 //!   message that costs a receiver a pairing unless it caches verified signatures;
+//! - [`ByzantineOperator::approve_set`]: approve a set change in another operator's name, or
+//!   with a signature over another set;
 //! - withhold: it signs nothing unless told to.
 //!
 //! Settling through a wrapping contract needs no operator: any account can do it (see the
@@ -177,6 +179,21 @@ impl ByzantineOperator {
             }
         }
         sent
+    }
+
+    /// Publishes an approval of the set `set_hash` proposed to epoch 0, filed under operator
+    /// `signer`, signed with its own BLS key over the update message of `signed_over`.
+    pub async fn approve_set(&self, set_hash: B256, signer: usize, signed_over: B256) -> bool {
+        let message = settleproof_consensus::update_message(self.chain_id, self.settlement, signed_over);
+        let approval = settleproof_node::set_approval::SetApproval {
+            epoch: 0,
+            set_hash,
+            signer,
+            signature: Bytes::from(self.keys.bls.sign(message.as_slice()).to_bytes().to_vec()),
+            sent_at_ms: now_ms(),
+        };
+        let data = serde_json::to_vec(&approval).unwrap_or_default();
+        self.net.publish(settleproof_node::set_approval::TOPIC, data).await.is_ok()
     }
 
     fn attestation(&self, batch: Batch) -> Attestation {
