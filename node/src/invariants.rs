@@ -78,9 +78,16 @@ impl Auditor {
             if audited.contains(&key) || !self.schedule.is_closed(s.round, checkpoint) || !settlement_confirmed {
                 continue;
             }
-            if self.of_another_fork(&s) {
-                audited.insert(key);
-                continue;
+            match self.of_another_fork(&s).await {
+                Ok(true) => {
+                    audited.insert(key);
+                    continue;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    debug!(round = s.round, error = %e, "audit postponed");
+                    continue;
+                }
             }
             match self.audit_round(s.round, s.root).await {
                 Ok(()) => {
@@ -91,11 +98,24 @@ impl Auditor {
         }
     }
 
-    /// Whether `s` settled a batch built on another fork than the one this node processed.
-    fn of_another_fork(&self, s: &crate::store::SettlementRecord) -> bool {
-        let Ok(crate::store::RoundEnd::Kept(hash)) = self.store.round_end(s.to_block) else { return false };
-        if s.to_block_hash.is_zero() || hash == s.to_block_hash {
-            return false;
+    /// Whether `s` settled a batch built on another fork than the one this node processed. A
+    /// round end no longer kept is read through the provider quorum (such a batch can only
+    /// land once the chain forgot the hash, which is after the store did).
+    async fn of_another_fork(
+        &self,
+        s: &crate::store::SettlementRecord,
+    ) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
+        use crate::store::RoundEnd;
+        if s.to_block_hash.is_zero() {
+            return Ok(false);
+        }
+        let hash = match self.store.round_end(s.to_block)? {
+            RoundEnd::Kept(hash) => hash,
+            RoundEnd::Pruned => self.chain.block(s.to_block).await?.hash,
+            RoundEnd::NotReached => return Ok(false),
+        };
+        if hash == s.to_block_hash {
+            return Ok(false);
         }
         metrics::counter!("settlements_of_another_fork_total").increment(1);
         tracing::error!(
@@ -106,7 +126,7 @@ impl Auditor {
             tx_hash = %s.tx_hash,
             "a batch built on another fork was settled: its payments are not this chain's, and the round cannot be settled again"
         );
-        true
+        Ok(true)
     }
 
     async fn audit_round(&self, round: u64, root: B256) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {

@@ -129,7 +129,7 @@ pub const CATALOG: &[Metric] = &[
         C,
         "set_approvals_rejected_total",
         "Gossiped set change approvals refused (not their author's, bad signature), by reason",
-        Labels::One("reason", &["malformed", "unknown_signer", "wrong_publisher", "bad_signature"]),
+        Labels::One("reason", &["malformed", "unknown_signer", "wrong_publisher", "bad_signature", "too_many"]),
     ),
     m(
         C,

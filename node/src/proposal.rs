@@ -181,14 +181,17 @@ impl Proposal {
 
     /// Adds the approval of the current set's operator `signer` (its index), heard from
     /// elsewhere, when it verifies under that operator's key; returns whether it was added
-    /// (false: it does not verify, or that operator's approval is filed already).
+    /// (false: it does not verify, or a valid approval of that operator is filed already; one
+    /// filed that does not verify is replaced).
     pub fn add_approval(&mut self, signer: usize, signature: &[u8]) -> bool {
         let Some(op) = self.current.operators.get(signer) else { return false };
-        if self.signatures.contains_key(&op.name) {
+        let message = self.update_message;
+        let valid =
+            |sig: &[u8]| BlsSignature::from_bytes(sig).is_ok_and(|s| s.verify(&op.bls, message.as_slice()).is_ok());
+        if self.signatures.get(&op.name).is_some_and(|filed| valid(filed)) {
             return false;
         }
-        let verifies = BlsSignature::from_bytes(signature)
-            .is_ok_and(|s| s.verify(&op.bls, self.update_message.as_slice()).is_ok());
+        let verifies = valid(signature);
         if verifies {
             self.signatures.insert(op.name.clone(), Bytes::from(signature.to_vec()));
         }
@@ -361,5 +364,22 @@ mod tests {
         p.sign("op-1", &key(1)).expect("signs");
         p.signatures.insert("op-2".into(), p.signatures["op-1"].clone());
         assert!(matches!(p.approvals(), Err(ProposalError::BadApproval(_))), "op-1's signature filed as op-2's");
+    }
+
+    #[test]
+    fn heard_approvals_are_added_only_when_they_verify_and_replace_only_bad_ones() {
+        let mut p = add_op5();
+        let sig = |i: u8| key(i).sign(p.update_message.as_slice()).to_bytes().to_vec();
+        let (op1, op2, op3) = (sig(1), sig(2), sig(3));
+        assert!(p.add_approval(0, &op1), "op-1's own");
+        assert!(!p.add_approval(0, &op1), "filed already");
+        assert!(!p.add_approval(1, &op1), "op-1's signature offered as op-2's");
+        assert!(!p.add_approval(9, &op1), "no such operator");
+        // A bad signature filed under op-2 (an old key, say) gives way to the valid one heard.
+        p.signatures.insert("op-2".into(), Bytes::from(op3.clone()));
+        assert!(p.add_approval(1, &op2));
+        assert!(p.add_approval(2, &op3));
+        assert_eq!(p.approvals().expect("all verify").len(), 3);
+        assert!(p.aggregate().is_ok());
     }
 }

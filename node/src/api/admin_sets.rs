@@ -129,7 +129,15 @@ pub(super) async fn approve(
     let own = proposal.signatures.get(&name).cloned().unwrap_or_default();
     // Kept, then gossiped by the round loop's rebroadcast until the next epoch is committed.
     let index = u32::try_from(index).map_err(|_| ApiError::internal("operator index out of range"))?;
-    state.store.put_set_approval(latest.epoch, proposal.set_hash, index, &own).map_err(ApiError::internal)?;
+    let kept =
+        state.store.put_set_approval(latest.epoch, proposal.set_hash, index, &own).map_err(ApiError::internal)?;
+    if kept == crate::store::ApprovalPut::Limit {
+        return Err(ApiError::conflict(format!(
+            "this node approved {} other proposals to epoch {} already, the most the other nodes keep; they are dropped when the next epoch is committed",
+            crate::store::MAX_APPROVALS_PER_SIGNER,
+            latest.epoch
+        )));
+    }
     let heard = merge_heard(&state, &mut proposal)?;
     tracing::info!(epoch = latest.epoch, next = proposal.next.epoch, change = ?proposal.change, heard, "operator set change approved through the admin API");
     Ok(Json(proposal))

@@ -238,13 +238,22 @@ impl RoundDriver {
     /// author; one for an epoch this node has not read (or no longer the latest) is ignored.
     async fn on_set_approval(&self, data: &[u8], source: PeerId) -> Verdict {
         use crate::set_approval::SetApproval;
-        // A repeat of a kept approval costs no pairing.
+        // A repeat of a kept approval costs no pairing; one past its author's bound is refused
+        // before any (an honest node approves at most that many, its admin API refuses more).
         if let Ok(a) = serde_json::from_slice::<SetApproval>(data)
             && let Some(op) = self.epochs.get(a.epoch).and_then(|s| s.operators.get(a.signer).map(|o| o.peer_id))
             && op == source
-            && matches!(self.store.has_set_approval(a.epoch, a.set_hash, a.signer as u32, &a.signature), Ok(true))
         {
-            return Verdict::Accept;
+            let signer = a.signer as u32;
+            if matches!(self.store.has_set_approval(a.epoch, a.set_hash, signer, &a.signature), Ok(true)) {
+                return Verdict::Accept;
+            }
+            if matches!(self.store.set_approval_fits(a.epoch, a.set_hash, signer), Ok(false)) {
+                warn!(peer = %source, epoch = a.epoch, "approvals of too many set changes from one operator; refused");
+                metrics::counter!("set_approvals_rejected_total", "reason" => "too_many").increment(1);
+                self.net.penalize(source).await;
+                return Verdict::Ignore;
+            }
         }
         let (chain_id, settlement) = (self.chain.chain_id(), self.chain.settlement_address());
         match SetApproval::validate(data, &source, &self.epochs, chain_id, settlement) {
@@ -256,7 +265,7 @@ impl RoundDriver {
                             info!(epoch = a.epoch, set_hash = %a.set_hash, signer = a.signer, "operator set change approval heard")
                         }
                         Ok(crate::store::ApprovalPut::Limit) => {
-                            warn!(
+                            debug!(
                                 epoch = a.epoch,
                                 signer = a.signer,
                                 "approvals of too many set changes from one operator; dropped"

@@ -101,8 +101,6 @@ struct State {
     next_round: u64,
 }
 
-/// Votes per round a sync answer is taken for (each operator's vote, on a few chains).
-const MAX_VOTES_PER_ROUND_SYNCED: usize = 1024;
 /// Rounds ahead of the first open one that gossip may name; farther ones are dropped unread.
 pub(crate) const ROUND_WINDOW: u64 = 256;
 /// Most verified attestations remembered (an equivocator can sign without end): past it the
@@ -357,6 +355,12 @@ impl RoundDriver {
             serde_json::to_string(&SyncRequest { rounds: rounds.clone(), invoices: Vec::new() }).unwrap_or_default();
         let (epochs, chain_id, settlement) =
             (self.epochs.clone(), self.chain.chain_id(), self.chain.settlement_address());
+        // Every round asked for is one this node signed: only votes on the chain it signed the
+        // round on are worth a pairing.
+        let chains: HashMap<u64, alloy::primitives::B256> = rounds
+            .iter()
+            .filter_map(|r| self.store.signed_batch(*r).ok().flatten().map(|s| (*r, s.batch.to_block_hash)))
+            .collect();
         tokio::spawn(async move {
             let resp = match net.request(peer, request).await {
                 Ok(answer) => match serde_json::from_str::<gossip::SyncResponse>(&answer) {
@@ -365,16 +369,15 @@ impl RoundDriver {
                 },
                 Err(e) => return debug!(%peer, error = %e, "sync request failed"),
             };
-            // Only the rounds asked for, one vote per signer and round; the pairings off the
-            // round loop. A peer answering with more gets no more work done.
+            // Only the rounds asked for, on this node's chain, one vote per signer and round;
+            // the pairings off the round loop. A peer answering with more gets no more work done.
             let mut seen = HashSet::new();
             let wanted: Vec<gossip::Attestation> = resp
                 .attestations
                 .into_iter()
                 .filter(|a| {
-                    rounds.contains(&a.batch.round) && seen.insert((a.batch.round, a.signer, a.batch.to_block_hash))
+                    chains.get(&a.batch.round) == Some(&a.batch.to_block_hash) && seen.insert((a.batch.round, a.signer))
                 })
-                .take(SyncRequest::MAX_ROUNDS * MAX_VOTES_PER_ROUND_SYNCED)
                 .collect();
             let verified = tokio::task::spawn_blocking(move || {
                 wanted

@@ -33,9 +33,13 @@ impl RoundDriver {
             let records = self.store.payments_in_range(from, to)?;
             let mut leaves: Vec<_> = records.iter().map(|r| r.leaf.clone()).collect();
             let batch = Batch::build(set.epoch, round, (from, to), to_block_hash, &mut leaves);
-            if batch.is_none() && st.pending.remove(&round) {
+            if batch.is_none()
+                && self.store.signed_batch(round)?.is_some_and(|s| !s.abandoned)
+                && self.store.abandon_signed_round(round)?
+            {
                 // Signed on a chain a reorg replaced; on this one the round has no payments.
                 warn!(round, "a signed round has no payments left on the chain after a reorg: nothing to settle");
+                st.pending.remove(&round);
                 st.pool.remove_round(round);
                 st.quorum_at.remove(&round);
             }

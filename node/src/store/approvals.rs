@@ -64,6 +64,24 @@ impl Store {
         Ok(put)
     }
 
+    /// Whether operator `signer` of `epoch` may have an approval of `set_hash` kept: it is kept
+    /// already, or the signer has approvals of fewer than [`MAX_APPROVALS_PER_SIGNER`] sets.
+    pub fn set_approval_fits(&self, epoch: u64, set_hash: B256, signer: u32) -> Result<bool, StoreError> {
+        let tx = self.read()?;
+        let t = tx.open_table(SET_APPROVALS)?;
+        let mut others = 0;
+        for row in t.range((epoch, [0u8; 32], 0)..=(epoch, [0xff; 32], u32::MAX))? {
+            let (_, hash, s) = row?.0.value();
+            if s == signer {
+                if hash == set_hash.0 {
+                    return Ok(true);
+                }
+                others += 1;
+            }
+        }
+        Ok(others < MAX_APPROVALS_PER_SIGNER)
+    }
+
     /// Whether exactly this approval is kept (a repeat needs no pairing).
     pub fn has_set_approval(
         &self,
@@ -108,6 +126,8 @@ mod tests {
         for b in 2..MAX_APPROVALS_PER_SIGNER as u8 + 1 {
             assert_eq!(store.put_set_approval(1, h(b), 2, &[b]).expect("put"), ApprovalPut::New);
         }
+        assert!(store.set_approval_fits(1, h(1), 2).expect("read"), "kept already");
+        assert!(!store.set_approval_fits(1, h(0xee), 2).expect("read"), "a ninth set");
         assert_eq!(store.put_set_approval(1, h(0xee), 2, &[1]).expect("limit"), ApprovalPut::Limit);
         assert_eq!(store.put_set_approval(1, h(0xee), 3, &[1]).expect("another signer"), ApprovalPut::New);
         assert_eq!(store.put_set_approval(2, h(0xee), 2, &[1]).expect("another epoch"), ApprovalPut::New);

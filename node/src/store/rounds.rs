@@ -19,6 +19,10 @@ pub struct SignedBatch {
     /// of the round's last block). Kept so that none of them is ever contradicted.
     #[serde(default)]
     pub earlier: Vec<Batch>,
+    /// The round has no payments on the chain that replaced the one `batch` was built on:
+    /// nothing is waited for or submitted (`batch` can never settle on this chain).
+    #[serde(default)]
+    pub abandoned: bool,
 }
 
 impl SignedBatch {
@@ -104,7 +108,7 @@ impl Store {
                         return Err(StoreError::TooManyChains { round: batch.round, signed: signed.len() });
                     }
                     SignDecision::AlreadySigned => match previous {
-                        Some(p) if p.batch == batch && !p.signature.is_empty() => {
+                        Some(p) if p.batch == batch && !p.signature.is_empty() && !p.abandoned => {
                             return Ok(SigningOutcome::Existing(p));
                         }
                         // Raised from the chain after a restore (no signature kept), or a batch
@@ -112,15 +116,21 @@ impl Store {
                         // (the same message signs to the same bytes).
                         Some(_) => {
                             let earlier = signed.into_iter().filter(|b| *b != batch).collect();
-                            (SignedBatch { batch, signature: sign(&batch), earlier }, SigningOutcome::Existing)
+                            let signature = sign(&batch);
+                            (SignedBatch { batch, signature, earlier, abandoned: false }, SigningOutcome::Existing)
                         }
                         None => return unreachable_signed(batch.round),
                     },
                     SignDecision::Sign => {
-                        (SignedBatch { batch, signature: sign(&batch), earlier: Vec::new() }, SigningOutcome::Recorded)
+                        let signature = sign(&batch);
+                        (
+                            SignedBatch { batch, signature, earlier: Vec::new(), abandoned: false },
+                            SigningOutcome::Recorded,
+                        )
                     }
                     SignDecision::SignOnNewChain { .. } => {
-                        (SignedBatch { batch, signature: sign(&batch), earlier: signed }, SigningOutcome::Recorded)
+                        let signature = sign(&batch);
+                        (SignedBatch { batch, signature, earlier: signed, abandoned: false }, SigningOutcome::Recorded)
                     }
                 };
             t.insert(batch.round, encode(&record).as_slice())?;
@@ -141,7 +151,12 @@ impl Store {
             let mut t = tx.open_table(SIGNED)?;
             let previous: Option<SignedBatch> = t.get(batch.round)?.map(|v| decode("signed", v.value())).transpose()?;
             let record = match previous {
-                None => Some(SignedBatch { batch, signature: alloy::primitives::Bytes::new(), earlier: Vec::new() }),
+                None => Some(SignedBatch {
+                    batch,
+                    signature: alloy::primitives::Bytes::new(),
+                    earlier: Vec::new(),
+                    abandoned: false,
+                }),
                 Some(p) if p.all().contains(&batch) => None,
                 Some(mut p) => {
                     p.earlier.push(batch);
@@ -158,6 +173,26 @@ impl Store {
         };
         tx.commit()?;
         Ok(raised)
+    }
+
+    /// Marks the batch signed last for `round` as abandoned: the round has no payments on the
+    /// chain now. Returns whether a signed, not yet abandoned record was marked.
+    pub fn abandon_signed_round(&self, round: u64) -> Result<bool, StoreError> {
+        let tx = self.db().begin_write()?;
+        let marked = {
+            let mut t = tx.open_table(SIGNED)?;
+            let previous: Option<SignedBatch> = t.get(round)?.map(|v| decode("signed", v.value())).transpose()?;
+            match previous {
+                Some(mut p) if !p.abandoned => {
+                    p.abandoned = true;
+                    t.insert(round, encode(&p).as_slice())?;
+                    true
+                }
+                _ => false,
+            }
+        };
+        tx.commit()?;
+        Ok(marked)
     }
 
     /// Why settlement is halted, if it is.
@@ -204,15 +239,17 @@ impl Store {
         t.get(round)?.map(|v| decode("signed", v.value())).transpose()
     }
 
-    /// Rounds this node signed that are not settled yet, ascending.
+    /// Rounds this node signed that are not settled yet and not abandoned, ascending.
     pub fn unsettled_signed_rounds(&self) -> Result<Vec<u64>, StoreError> {
         let tx = self.read()?;
         let signed = tx.open_table(SIGNED)?;
         let settled = tx.open_table(SETTLEMENTS)?;
         let mut out = Vec::new();
         for entry in signed.iter()? {
-            let round = entry?.0.value();
-            if settled.get(round)?.is_none() {
+            let (k, v) = entry?;
+            let round = k.value();
+            let record: SignedBatch = decode("signed", v.value())?;
+            if settled.get(round)?.is_none() && !record.abandoned {
                 out.push(round);
             }
         }
@@ -293,6 +330,22 @@ mod tests {
         }
         let err = store.record_signature(on_chain(0xee, 9), |_| panic!("must not sign")).expect_err("limit");
         assert!(matches!(err, StoreError::TooManyChains { round: 4, .. }), "{err}");
+    }
+
+    #[test]
+    fn an_abandoned_round_is_not_waited_for_until_it_is_signed_again() {
+        let (dir, store) = temp_store();
+        store.record_signature(on_chain(1, 1), |_| Bytes::from(vec![1])).expect("first");
+        assert_eq!(store.unsettled_signed_rounds().expect("read"), vec![4]);
+        assert!(store.abandon_signed_round(4).expect("abandon"));
+        assert!(!store.abandon_signed_round(4).expect("again"), "once");
+        drop(store);
+        let store = Store::open(&dir.path().join("settleproof.redb")).expect("reopen");
+        assert!(store.unsettled_signed_rounds().expect("read").is_empty(), "abandoned across a restart");
+        // The chain comes back to the first fork: the same batch, waited for again.
+        let back = store.record_signature(on_chain(1, 1), |_| Bytes::from(vec![1])).expect("back");
+        assert!(matches!(back, SigningOutcome::Existing(s) if !s.abandoned));
+        assert_eq!(store.unsettled_signed_rounds().expect("read"), vec![4]);
     }
 
     #[test]
