@@ -70,3 +70,23 @@ mod bindings {
 }
 
 pub use bindings::{EcdsaMultisigBaseline, HashToCurveBench, IERC20, InvoicePayments, Relay, Settlement, TestToken};
+
+/// The `settle` call of `batch`, signed by the operators in `signer_bitmap` with the EIP-2537
+/// aggregate `signature` (the one place the batch's fields are laid out as the call's).
+pub fn settle_call(
+    batch: &settleproof_consensus::Batch,
+    signer_bitmap: alloy::primitives::U256,
+    signature: alloy::primitives::Bytes,
+) -> Settlement::settleCall {
+    Settlement::settleCall {
+        epoch: batch.epoch,
+        round: batch.round,
+        fromBlock: batch.from_block,
+        toBlock: batch.to_block,
+        toBlockHash: batch.to_block_hash,
+        root: batch.root,
+        leafCount: batch.leaf_count,
+        signerBitmap: signer_bitmap,
+        signature,
+    }
+}

@@ -216,6 +216,20 @@ impl GossipRejection {
     }
 }
 
+/// Operator `signer` of `set`, when `source` (the gossip author) is that operator: what an
+/// operator signs, it publishes itself.
+pub(crate) fn published_by_signer<'a>(
+    set: &'a OperatorSet,
+    signer: usize,
+    source: &PeerId,
+) -> Result<&'a crate::operators::Operator, GossipRejection> {
+    let op = set.operators.get(signer).ok_or(GossipRejection::UnknownSigner(signer))?;
+    if &op.peer_id != source {
+        return Err(GossipRejection::WrongPublisher { publisher: source.to_string(), signer });
+    }
+    Ok(op)
+}
+
 impl Attestation {
     /// Decodes and fully validates an attestation published on gossip by `source`: the
     /// publisher must be the signer itself. Returns it with the parsed signature.
@@ -235,11 +249,7 @@ impl Attestation {
     /// epoch is the one settling its round and that the publisher is the signer it names.
     pub fn decode(data: &[u8], source: &PeerId, epochs: &Epochs) -> Result<Self, GossipRejection> {
         let att: Self = serde_json::from_slice(data).map_err(|e| GossipRejection::Malformed(e.to_string()))?;
-        let set = att.set(epochs)?;
-        let op = set.operators.get(att.signer).ok_or(GossipRejection::UnknownSigner(att.signer))?;
-        if &op.peer_id != source {
-            return Err(GossipRejection::WrongPublisher { publisher: source.to_string(), signer: att.signer });
-        }
+        published_by_signer(&*att.set(epochs)?, att.signer, source)?;
         Ok(att)
     }
 

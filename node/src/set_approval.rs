@@ -49,10 +49,7 @@ impl SetApproval {
     ) -> Result<Self, GossipRejection> {
         let a: Self = serde_json::from_slice(data).map_err(|e| GossipRejection::Malformed(e.to_string()))?;
         let set = epochs.latest().filter(|s| s.epoch == a.epoch).ok_or(GossipRejection::UnknownEpoch(a.epoch))?;
-        let op = set.operators.get(a.signer).ok_or(GossipRejection::UnknownSigner(a.signer))?;
-        if &op.peer_id != source {
-            return Err(GossipRejection::WrongPublisher { publisher: source.to_string(), signer: a.signer });
-        }
+        let op = crate::gossip::published_by_signer(&set, a.signer, source)?;
         let sig = BlsSignature::from_bytes(&a.signature).map_err(|e| GossipRejection::BadSignature(e.to_string()))?;
         sig.verify(&op.bls, update_message(chain_id, settlement, a.set_hash).as_slice())
             .map_err(|e| GossipRejection::BadSignature(e.to_string()))?;

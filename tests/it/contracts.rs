@@ -51,17 +51,7 @@ async fn settlement_verifies_the_aggregate_and_records_each_round_once() -> Resu
         ($b:expr, $q:expr) => {{
             let b = $b;
             let (bitmap, sig) = $q;
-            anyone.settle(
-                b.epoch,
-                b.round,
-                b.from_block,
-                b.to_block,
-                b.to_block_hash,
-                b.root,
-                b.leaf_count,
-                bitmap,
-                sig,
-            )
+            anyone.call_builder(&settleproof_contracts::settle_call(&b, bitmap, sig))
         }};
     }
     // Built on another fork, and signed as such by a quorum: refused while the chain knows the

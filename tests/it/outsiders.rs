@@ -124,17 +124,7 @@ async fn a_receipt_of_a_foreign_settlement_contract_is_rejected_when_the_merchan
     let signature = Bytes::from(key.sign(message.as_slice()).to_eip2537().to_vec());
     let public = Bytes::from(key.public_key().to_eip2537().to_vec());
     foreign
-        .settle(
-            b.epoch,
-            b.round,
-            b.from_block,
-            b.to_block,
-            b.to_block_hash,
-            b.root,
-            b.leaf_count,
-            alloy::primitives::U256::from(1),
-            signature.clone(),
-        )
+        .call_builder(&settleproof_contracts::settle_call(&b, alloy::primitives::U256::from(1), signature.clone()))
         .send()
         .await?
         .get_receipt()

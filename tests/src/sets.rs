@@ -155,17 +155,7 @@ impl Chain {
     pub async fn settle(&self, batch: &Batch, keys: &[BlsSecretKey], signers: &[usize]) -> Result<(), String> {
         let (bitmap, sig) = quorum(keys, signers, batch.message(self.chain_id, self.d.settlement).as_slice());
         let s = self.settlement();
-        let call = s.settle(
-            batch.epoch,
-            batch.round,
-            batch.from_block,
-            batch.to_block,
-            batch.to_block_hash,
-            batch.root,
-            batch.leaf_count,
-            bitmap,
-            sig,
-        );
+        let call = s.call_builder(&settleproof_contracts::settle_call(batch, bitmap, sig));
         call.call().await.map_err(revert)?;
         let receipt = call.send().await.map_err(revert)?.get_receipt().await.map_err(|e| e.to_string())?;
         receipt.status().then_some(()).ok_or_else(|| "mined but reverted".to_string())

@@ -183,18 +183,7 @@ impl SettlementSender {
         let policy = self.policy;
         let provider = self.writer();
         let b = &call.batch;
-        let data = Settlement::settleCall {
-            epoch: b.epoch,
-            round: b.round,
-            fromBlock: b.from_block,
-            toBlock: b.to_block,
-            toBlockHash: b.to_block_hash,
-            root: b.root,
-            leafCount: b.leaf_count,
-            signerBitmap: call.signer_bitmap,
-            signature: call.signature.clone(),
-        }
-        .abi_encode();
+        let data = settleproof_contracts::settle_call(b, call.signer_bitmap, call.signature.clone()).abi_encode();
         let base = TransactionRequest::default()
             .with_from(self.account)
             .with_to(self.chain.settlement_address())

@@ -163,17 +163,7 @@ async fn settle(p: &DynProvider, d: &Deployment, keys: &[BlsSecretKey], root: B2
     let signers: Vec<usize> = (0..keys.len() * 2 / 3 + 1).collect();
     let (bitmap, sig) = crate::sets::quorum(keys, &signers, message.as_slice());
     let s = Settlement::new(d.settlement, p);
-    let call = s.settle(
-        batch.epoch,
-        batch.round,
-        batch.from_block,
-        batch.to_block,
-        batch.to_block_hash,
-        batch.root,
-        batch.leaf_count,
-        bitmap,
-        sig,
-    );
+    let call = s.call_builder(&settleproof_contracts::settle_call(&batch, bitmap, sig));
     let calldata = call.calldata().len();
     let tx = TransactionRequest::default().with_to(d.settlement).with_input(call.calldata().clone());
     let r = p.send_transaction(tx).await?.get_receipt().await?;
