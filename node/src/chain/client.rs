@@ -192,15 +192,13 @@ impl ChainClient {
             .to_block(to);
         let vote = self.reads.logs(&filter).await?;
         let mut out = RangeEvents { unagreed: vote.unresolved(self.reads.quorum()), ..RangeEvents::default() };
-        let mut blocks: BTreeMap<u64, StoredBlock> = BTreeMap::new();
+        // The blocks holding the logs, read in parallel.
+        let numbers: std::collections::BTreeSet<u64> =
+            vote.accepted.iter().map(|l| l.block_number).filter(|n| (from..=to).contains(n)).collect();
+        let read = futures::future::try_join_all(numbers.iter().map(|n| self.block(*n))).await?;
+        let blocks: BTreeMap<u64, StoredBlock> = read.into_iter().map(|b| (b.number, b)).collect();
         for log in &vote.accepted {
-            if log.block_number < from || log.block_number > to {
-                continue;
-            }
-            if let std::collections::btree_map::Entry::Vacant(e) = blocks.entry(log.block_number) {
-                e.insert(self.block(log.block_number).await?);
-            }
-            let block = blocks[&log.block_number];
+            let Some(&block) = blocks.get(&log.block_number) else { continue };
             if block.hash != log.block_hash {
                 return Err(ChainError::Inconsistent(format!(
                     "log of block {} names hash {}, the block is {}",

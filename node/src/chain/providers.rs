@@ -1,8 +1,16 @@
 //! The node's own RPC providers, read as a quorum.
 //!
-//! Every read goes to all providers in parallel. Each call has a timeout, transient failures are
-//! retried with exponential backoff and jitter, and each provider has a circuit breaker so a
-//! dead one is not waited on. The answers are then combined by [`super::quorum`].
+//! Every read goes to all providers in parallel, each call in a task of its own (so responses
+//! are decoded off the caller's task). Each call has a timeout, transient failures are retried
+//! with exponential backoff and jitter, and each provider has a circuit breaker so a dead one is
+//! not waited on. The answers are combined by [`super::quorum`]. A read whose answer is an
+//! exact value (a block, a balance, a call's return data) or a log list returns as soon as the
+//! answers so far decide it: a quorum of identical answers, for logs no log left undecided. The
+//! other calls run on to the end, so every provider's breaker and metrics keep reflecting it.
+//! The head and the fees need every answer (the quorum-th highest head, the median fee) and wait
+//! for all: an early answer of a lying provider would otherwise weigh more. Every provider is
+//! asked every time, rather than a quorum first and more on a stall: the health checks read
+//! each provider's breaker, and a provider never asked would look healthy.
 
 use super::breaker::{BreakerState, CircuitBreaker};
 use super::classify::{ErrorClass, classify};
@@ -17,7 +25,7 @@ use rand::Rng;
 use serde::Serialize;
 use settleproof_config::ChainSection;
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A block as the quorum agreed on it.
@@ -47,13 +55,19 @@ struct Slot {
     breaker: Mutex<CircuitBreaker>,
 }
 
+/// Per-call limits.
+#[derive(Debug, Clone, Copy)]
+struct CallPolicy {
+    timeout: Duration,
+    retries: u32,
+}
+
 /// The providers of one node.
 #[derive(Debug)]
 pub struct ProviderSet {
-    slots: Vec<Slot>,
+    slots: Vec<Arc<Slot>>,
     quorum: usize,
-    timeout: Duration,
-    retries: u32,
+    policy: CallPolicy,
 }
 
 /// Why a single provider call failed.
@@ -69,26 +83,38 @@ impl ProviderSet {
     /// the endpoint that is not a URL. Each URL is registered with [`crate::redact`] under its
     /// label, so no error shows it.
     pub fn new(cfg: &ChainSection, http: &reqwest::Client) -> Result<Self, String> {
-        let mut slots = Vec::new();
+        let mut providers = Vec::new();
         for (i, url) in cfg.rpc_endpoints.iter().enumerate() {
             let label = format!("rpc-{i}");
             crate::redact::register(url, &label);
             let parsed = url.parse().map_err(|_| format!("chain.rpc_endpoints[{i}] is not a URL"))?;
-            slots.push(Slot {
-                label,
-                provider: ProviderBuilder::new().connect_reqwest(http.clone(), parsed).erased(),
-                breaker: Mutex::new(CircuitBreaker::new(
-                    cfg.rpc_breaker_failures,
-                    Duration::from_millis(cfg.rpc_breaker_open_ms),
-                )),
-            });
+            providers.push(ProviderBuilder::new().connect_reqwest(http.clone(), parsed).erased());
         }
-        Ok(Self {
+        Ok(Self::from_providers(providers, cfg))
+    }
+
+    /// A set over `providers` (labelled `rpc-0`, `rpc-1`, … in order), with the quorum, limits
+    /// and breakers `cfg` sets (its endpoint list is not read): any transport, a mocked one too.
+    pub fn from_providers(providers: Vec<DynProvider>, cfg: &ChainSection) -> Self {
+        let slots = providers
+            .into_iter()
+            .enumerate()
+            .map(|(i, provider)| {
+                Arc::new(Slot {
+                    label: format!("rpc-{i}"),
+                    provider,
+                    breaker: Mutex::new(CircuitBreaker::new(
+                        cfg.rpc_breaker_failures,
+                        Duration::from_millis(cfg.rpc_breaker_open_ms),
+                    )),
+                })
+            })
+            .collect();
+        Self {
             slots,
             quorum: cfg.rpc_quorum,
-            timeout: Duration::from_millis(cfg.rpc_timeout_ms),
-            retries: cfg.rpc_retries,
-        })
+            policy: CallPolicy { timeout: Duration::from_millis(cfg.rpc_timeout_ms), retries: cfg.rpc_retries },
+        }
     }
 
     /// Breaker state of each provider.
@@ -119,14 +145,14 @@ impl ProviderSet {
 
     /// Chain id as a quorum reports it.
     pub async fn chain_id(&self) -> Result<u64, QuorumError> {
-        let ids = self.all("eth_chainId", |p| async move { p.get_chain_id().await }).await;
+        let ids = self.agreed("eth_chainId", |p| async move { p.get_chain_id().await }).await;
         self.check("chain_id", quorum::agreed(&ids, self.quorum))
     }
 
     /// Hash and timestamp of block `number`, as a quorum reports them.
     pub async fn block(&self, number: u64) -> Result<BlockRef, QuorumError> {
         let answers = self
-            .all("eth_getBlockByNumber", |p| async move {
+            .agreed("eth_getBlockByNumber", move |p| async move {
                 let block = p.get_block_by_number(BlockNumberOrTag::Number(number)).await?;
                 let b = block.ok_or(alloy::transports::RpcError::NullResp)?;
                 Ok(BlockRef { number, hash: b.header.hash, timestamp: b.header.timestamp })
@@ -139,7 +165,7 @@ impl ProviderSet {
     /// transactions in the pool), as a quorum reports it.
     pub async fn transaction_count(&self, account: Address, pending: bool) -> Result<u64, QuorumError> {
         let answers = self
-            .all("eth_getTransactionCount", |p| async move {
+            .agreed("eth_getTransactionCount", move |p| async move {
                 let count = p.get_transaction_count(account);
                 if pending { count.pending().await } else { count.latest().await }
             })
@@ -149,14 +175,14 @@ impl ProviderSet {
 
     /// The balance of `account` at the latest block, as a quorum reports it.
     pub async fn balance(&self, account: Address) -> Result<alloy::primitives::U256, QuorumError> {
-        let answers = self.all("eth_getBalance", |p| async move { p.get_balance(account).await }).await;
+        let answers = self.agreed("eth_getBalance", move |p| async move { p.get_balance(account).await }).await;
         self.check("balance", quorum::agreed(&answers, self.quorum))
     }
 
     /// The return data of calling `to` with `data` at the latest block, as a quorum reports it.
     pub async fn call(&self, to: Address, data: Bytes) -> Result<Bytes, QuorumError> {
         let answers = self
-            .all("eth_call", |p| {
+            .agreed("eth_call", move |p| {
                 let req = TransactionRequest::default().with_to(to).with_input(data.clone());
                 // At the latest block: the pending one would count transactions still in the
                 // pool (a keeper's own settlement) as settled.
@@ -183,14 +209,20 @@ impl ProviderSet {
 
     /// Logs matching `filter`, voted on.
     pub async fn logs(&self, filter: &Filter) -> Result<LogVote, QuorumError> {
+        let filter = Arc::new(filter.clone());
+        let quorum = self.quorum;
         let answers = self
-            .all("eth_getLogs", |p| {
-                let filter = filter.clone();
-                async move {
-                    let logs = p.get_logs(&filter).await?;
-                    Ok(logs.iter().filter_map(log_key).collect::<Vec<_>>())
-                }
-            })
+            .until(
+                "eth_getLogs",
+                move |p| {
+                    let filter = filter.clone();
+                    async move {
+                        let logs = p.get_logs(&filter).await?;
+                        Ok(logs.iter().filter_map(log_key).collect::<Vec<_>>())
+                    }
+                },
+                move |answers| quorum::logs_decided(answers, quorum),
+            )
             .await;
         let vote = self.check("logs", quorum::vote_logs(&answers, self.quorum))?;
         for (log, votes) in &vote.rejected {
@@ -216,70 +248,119 @@ impl ProviderSet {
         r
     }
 
+    /// Every provider's answer (`None`: failed), once all have answered.
     async fn all<T, F, Fut>(&self, method: &'static str, f: F) -> Vec<Option<T>>
     where
-        F: Fn(DynProvider) -> Fut,
-        Fut: Future<Output = Result<T, TransportError>>,
+        F: Fn(DynProvider) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, TransportError>> + Send + 'static,
+        T: Send + 'static,
     {
-        futures::future::join_all(self.slots.iter().map(|s| self.one(s, method, &f))).await
+        self.until(method, f, |_| false).await
     }
 
-    async fn one<T, F, Fut>(&self, slot: &Slot, method: &'static str, f: &F) -> Option<T>
+    /// The answers, as soon as a quorum of them is one value.
+    async fn agreed<T, F, Fut>(&self, method: &'static str, f: F) -> Vec<Option<T>>
     where
-        F: Fn(DynProvider) -> Fut,
-        Fut: Future<Output = Result<T, TransportError>>,
+        F: Fn(DynProvider) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, TransportError>> + Send + 'static,
+        T: Clone + Eq + std::hash::Hash + Send + 'static,
     {
-        for attempt in 0..=self.retries {
-            if attempt > 0 {
-                let base = 100u64 << attempt.min(6);
-                let jitter = rand::thread_rng().gen_range(0..=base / 2);
-                tokio::time::sleep(Duration::from_millis(base + jitter)).await;
-            }
-            let started = Instant::now();
-            let result = if slot.breaker.lock().map(|mut b| b.allow(started)).unwrap_or(false) {
-                match tokio::time::timeout(self.timeout, f(slot.provider.clone())).await {
-                    Ok(Ok(v)) => Ok(v),
-                    Ok(Err(e)) => Err(CallError::Rpc(e)),
-                    Err(_) => Err(CallError::Timeout),
-                }
-            } else {
-                Err(CallError::Refused)
-            };
-            let latency = started.elapsed();
-            let (outcome, retry) = match &result {
-                Ok(_) => ("ok", false),
-                Err(CallError::Refused) => ("breaker_open", false),
-                Err(CallError::Timeout) => ("timeout", true),
-                Err(CallError::Rpc(e)) => match classify(e) {
-                    ErrorClass::Transient => ("transient_error", true),
-                    ErrorClass::Permanent => ("permanent_error", false),
-                },
-            };
-            metrics::counter!("rpc_requests_total", "provider" => slot.label.clone(), "outcome" => outcome)
-                .increment(1);
-            if !matches!(result, Err(CallError::Refused)) {
-                metrics::histogram!("rpc_provider_latency_seconds", "provider" => slot.label.clone())
-                    .record(latency.as_secs_f64());
-                if let Ok(mut b) = slot.breaker.lock() {
-                    if result.is_ok() { b.on_success() } else { b.on_failure(Instant::now()) }
-                }
-            }
-            match result {
-                Ok(v) => return Some(v),
-                Err(CallError::Rpc(e)) => {
-                    let error = crate::redact::scrub(&e.to_string());
-                    tracing::debug!(provider = %slot.label, method, attempt, %error, "rpc call failed")
-                }
-                Err(e) => {
-                    tracing::debug!(provider = %slot.label, method, attempt, error = ?e, "rpc call failed")
-                }
-            }
-            if !retry {
-                return None;
+        let quorum = self.quorum;
+        self.until(method, f, move |answers| quorum::agreed(answers, quorum).is_ok()).await
+    }
+
+    /// Asks every provider at once, each call in a task of its own, and returns the answers so
+    /// far (`None`: failed or not in yet) as soon as `decided` holds for them, or once all are
+    /// in. The calls still running go on: they complete, count in metrics and move breakers.
+    async fn until<T, F, Fut>(
+        &self,
+        method: &'static str,
+        f: F,
+        decided: impl Fn(&[Option<T>]) -> bool,
+    ) -> Vec<Option<T>>
+    where
+        F: Fn(DynProvider) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, TransportError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        use futures::StreamExt;
+        let f = Arc::new(f);
+        let mut running: futures::stream::FuturesUnordered<_> = self
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(i, slot)| {
+                let (slot, f, policy) = (slot.clone(), f.clone(), self.policy);
+                let task = tokio::spawn(async move { call(&slot, policy, method, &*f).await });
+                async move { (i, task.await.ok().flatten()) }
+            })
+            .collect();
+        let mut answers: Vec<Option<T>> = self.slots.iter().map(|_| None).collect();
+        while let Some((i, answer)) = running.next().await {
+            answers[i] = answer;
+            if decided(&answers) {
+                break;
             }
         }
-        None
+        answers
     }
+}
+
+/// One provider's answer to `f`, with the policy's timeout and retries, through its breaker.
+async fn call<T, F, Fut>(slot: &Slot, policy: CallPolicy, method: &'static str, f: &F) -> Option<T>
+where
+    F: Fn(DynProvider) -> Fut,
+    Fut: Future<Output = Result<T, TransportError>>,
+{
+    for attempt in 0..=policy.retries {
+        if attempt > 0 {
+            let base = 100u64 << attempt.min(6);
+            let jitter = rand::thread_rng().gen_range(0..=base / 2);
+            tokio::time::sleep(Duration::from_millis(base + jitter)).await;
+        }
+        let started = Instant::now();
+        let result = if slot.breaker.lock().map(|mut b| b.allow(started)).unwrap_or(false) {
+            match tokio::time::timeout(policy.timeout, f(slot.provider.clone())).await {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(e)) => Err(CallError::Rpc(e)),
+                Err(_) => Err(CallError::Timeout),
+            }
+        } else {
+            Err(CallError::Refused)
+        };
+        let latency = started.elapsed();
+        let (outcome, retry) = match &result {
+            Ok(_) => ("ok", false),
+            Err(CallError::Refused) => ("breaker_open", false),
+            Err(CallError::Timeout) => ("timeout", true),
+            Err(CallError::Rpc(e)) => match classify(e) {
+                ErrorClass::Transient => ("transient_error", true),
+                ErrorClass::Permanent => ("permanent_error", false),
+            },
+        };
+        metrics::counter!("rpc_requests_total", "provider" => slot.label.clone(), "outcome" => outcome).increment(1);
+        if !matches!(result, Err(CallError::Refused)) {
+            metrics::histogram!("rpc_provider_latency_seconds", "provider" => slot.label.clone())
+                .record(latency.as_secs_f64());
+            if let Ok(mut b) = slot.breaker.lock() {
+                if result.is_ok() { b.on_success() } else { b.on_failure(Instant::now()) }
+            }
+        }
+        match result {
+            Ok(v) => return Some(v),
+            Err(CallError::Rpc(e)) => {
+                let error = crate::redact::scrub(&e.to_string());
+                tracing::debug!(provider = %slot.label, method, attempt, %error, "rpc call failed")
+            }
+            Err(e) => {
+                tracing::debug!(provider = %slot.label, method, attempt, error = ?e, "rpc call failed")
+            }
+        }
+        if !retry {
+            return None;
+        }
+    }
+    None
 }
 
 fn log_key(log: &alloy::rpc::types::Log) -> Option<LogKey> {
@@ -292,4 +373,61 @@ fn log_key(log: &alloy::rpc::types::Log) -> Option<LogKey> {
         topics: log.topics().to_vec(),
         data: log.data().data.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy::primitives::U256;
+    use alloy::transports::mock::Asserter;
+    use settleproof_config::{EXAMPLE, NodeConfig};
+
+    fn chain(quorum: usize, timeout_ms: u64) -> ChainSection {
+        let mut cfg = NodeConfig::from_toml_str(EXAMPLE, std::iter::empty()).expect("example").chain;
+        cfg.rpc_quorum = quorum;
+        cfg.rpc_timeout_ms = timeout_ms;
+        cfg.rpc_retries = 0;
+        cfg.rpc_breaker_failures = 1;
+        cfg
+    }
+
+    /// A provider answering from `answers`, one per call, at once.
+    fn answering(answers: &[u64]) -> DynProvider {
+        let asserter = Asserter::new();
+        for a in answers {
+            asserter.push_success(&U256::from(*a));
+        }
+        ProviderBuilder::new().connect_mocked_client(asserter).erased()
+    }
+
+    /// A provider on a loopback socket that takes requests and never answers.
+    fn silent() -> (DynProvider, std::net::TcpListener) {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        (ProviderBuilder::new().connect_http(url.parse().expect("url")).erased(), listener)
+    }
+
+    #[tokio::test]
+    async fn a_read_returns_once_a_quorum_agrees_and_the_straggler_runs_on() {
+        let (hanging, _listener) = silent();
+        let set = ProviderSet::from_providers(vec![answering(&[7]), answering(&[7]), hanging], &chain(2, 1500));
+        // The silent provider's call would take its whole timeout; the read does not wait for it.
+        let read = tokio::time::timeout(Duration::from_millis(1000), set.balance(Address::ZERO)).await;
+        assert_eq!(read.expect("returned before the silent provider's timeout").expect("agreed"), U256::from(7));
+        // Its call ran on after the read returned, timed out, and opened its breaker.
+        tokio::time::sleep(Duration::from_millis(1800)).await;
+        let breakers: Vec<&str> = set.status().iter().map(|s| s.breaker).collect();
+        assert_eq!(breakers, vec!["closed", "closed", "open"]);
+    }
+
+    #[tokio::test]
+    async fn a_lying_provider_is_outvoted_whichever_answers_first() {
+        for order in [[7u64, 8, 7], [8, 7, 7], [7, 7, 8]] {
+            let providers = order.iter().map(|a| answering(&[*a])).collect();
+            let set = ProviderSet::from_providers(providers, &chain(2, 1000));
+            assert_eq!(set.balance(Address::ZERO).await.expect("agreed"), U256::from(7), "{order:?}");
+        }
+        let set = ProviderSet::from_providers(vec![answering(&[7]), answering(&[8])], &chain(2, 1000));
+        assert!(matches!(set.balance(Address::ZERO).await, Err(QuorumError::Disagreement { .. })));
+    }
 }

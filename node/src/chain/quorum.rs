@@ -112,6 +112,13 @@ impl LogVote {
     }
 }
 
+/// Whether the answers so far decide the vote on logs for good: at least `quorum` answered and
+/// no log lacks both a quorum for it and a quorum against it. Answers still to come can then only
+/// add votes to accepted logs or outvote new ones, so the accepted set is final.
+pub fn logs_decided(answers: &[Option<Vec<LogKey>>], quorum: usize) -> bool {
+    vote_logs(answers, quorum).is_ok_and(|v| v.unresolved(quorum) == 0)
+}
+
 /// Votes on logs: each provider's answer is the full list for the same pinned range.
 pub fn vote_logs(answers: &[Option<Vec<LogKey>>], quorum: usize) -> Result<LogVote, QuorumError> {
     let answered = answered(answers, quorum)?;
@@ -148,6 +155,23 @@ mod tests {
             address: Address::repeat_byte(1),
             topics: vec![B256::repeat_byte(2)],
             data: Bytes::from(vec![data]),
+        }
+    }
+
+    #[test]
+    fn a_log_vote_is_decided_once_later_answers_cannot_change_it() {
+        let (a, b) = (log(5, 0, 1), log(6, 0, 2));
+        let table: [(Vec<Option<Vec<LogKey>>>, bool); 6] = [
+            (vec![Some(vec![a.clone()]), None, None], false),
+            (vec![Some(vec![a.clone()]), Some(vec![a.clone()]), None], true),
+            // Two answers that differ: the third decides.
+            (vec![Some(vec![a.clone()]), Some(vec![a.clone(), b.clone()]), None], false),
+            (vec![Some(vec![a.clone()]), Some(vec![a.clone(), b.clone()]), Some(vec![a.clone()])], true),
+            (vec![Some(vec![]), Some(vec![]), None], true),
+            (vec![None, None, None], false),
+        ];
+        for (n, (answers, decided)) in table.into_iter().enumerate() {
+            assert_eq!(logs_decided(&answers, 2), decided, "case {n}");
         }
     }
 
