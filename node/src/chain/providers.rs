@@ -211,7 +211,7 @@ impl ProviderSet {
     pub async fn logs(&self, filter: &Filter) -> Result<LogVote, QuorumError> {
         let filter = Arc::new(filter.clone());
         let quorum = self.quorum;
-        let answers = self
+        let (answers, late) = self
             .until(
                 "eth_getLogs",
                 move |p| {
@@ -229,6 +229,15 @@ impl ProviderSet {
             tracing::warn!(tx_hash = %log.tx_hash, block = log.block_number, votes, quorum = self.quorum, "log without provider quorum ignored");
             metrics::counter!("rpc_log_disagreements_total").increment(1);
         }
+        // A provider answering after the vote is still checked against it: a liar that is never
+        // among the first answers is seen all the same.
+        let accepted: std::collections::HashSet<LogKey> = vote.accepted.iter().cloned().collect();
+        late.on_each(move |provider, list| {
+            for log in list.iter().filter(|l| !accepted.contains(*l)) {
+                tracing::warn!(provider = %format!("rpc-{provider}"), tx_hash = %log.tx_hash, block = log.block_number, "log without provider quorum ignored (answered after the vote)");
+                metrics::counter!("rpc_log_disagreements_total").increment(1);
+            }
+        });
         Ok(vote)
     }
 
@@ -255,7 +264,7 @@ impl ProviderSet {
         Fut: Future<Output = Result<T, TransportError>> + Send + 'static,
         T: Send + 'static,
     {
-        self.until(method, f, |_| false).await
+        self.until(method, f, |_| false).await.0
     }
 
     /// The answers, as soon as a quorum of them is one value.
@@ -266,18 +275,19 @@ impl ProviderSet {
         T: Clone + Eq + std::hash::Hash + Send + 'static,
     {
         let quorum = self.quorum;
-        self.until(method, f, move |answers| quorum::agreed(answers, quorum).is_ok()).await
+        self.until(method, f, move |answers| quorum::agreed(answers, quorum).is_ok()).await.0
     }
 
     /// Asks every provider at once, each call in a task of its own, and returns the answers so
     /// far (`None`: failed or not in yet) as soon as `decided` holds for them, or once all are
-    /// in. The calls still running go on: they complete, count in metrics and move breakers.
+    /// in, with the calls still running. Those go on whether or not they are looked at: they
+    /// complete, count in metrics and move breakers.
     async fn until<T, F, Fut>(
         &self,
         method: &'static str,
         f: F,
         decided: impl Fn(&[Option<T>]) -> bool,
-    ) -> Vec<Option<T>>
+    ) -> (Vec<Option<T>>, Stragglers<T>)
     where
         F: Fn(DynProvider) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<T, TransportError>> + Send + 'static,
@@ -292,7 +302,7 @@ impl ProviderSet {
             .map(|(i, slot)| {
                 let (slot, f, policy) = (slot.clone(), f.clone(), self.policy);
                 let task = tokio::spawn(async move { call(&slot, policy, method, &*f).await });
-                async move { (i, task.await.ok().flatten()) }
+                futures::FutureExt::boxed(async move { (i, task.await.ok().flatten()) })
             })
             .collect();
         let mut answers: Vec<Option<T>> = self.slots.iter().map(|_| None).collect();
@@ -302,7 +312,28 @@ impl ProviderSet {
                 break;
             }
         }
-        answers
+        (answers, Stragglers(running))
+    }
+}
+
+/// The calls of a read still running when its answers were decided.
+struct Stragglers<T>(futures::stream::FuturesUnordered<futures::future::BoxFuture<'static, (usize, Option<T>)>>);
+
+impl<T: Send + 'static> Stragglers<T> {
+    /// Hands each answer still to come, with its provider's index, to `f`, in a task of its own.
+    fn on_each(self, f: impl Fn(usize, T) + Send + 'static) {
+        use futures::StreamExt;
+        let mut running = self.0;
+        if running.is_empty() {
+            return;
+        }
+        tokio::spawn(async move {
+            while let Some((i, answer)) = running.next().await {
+                if let Some(a) = answer {
+                    f(i, a);
+                }
+            }
+        });
     }
 }
 
