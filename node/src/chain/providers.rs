@@ -7,8 +7,9 @@
 //! exact value (a block, a balance, a call's return data) or a log list returns as soon as the
 //! answers so far decide it: a quorum of identical answers, for logs no log left undecided. The
 //! other calls run on to the end, so every provider's breaker and metrics keep reflecting it.
-//! The head and the fees need every answer (the quorum-th highest head, the median fee) and wait
-//! for all: an early answer of a lying provider would otherwise weigh more. Every provider is
+//! The head is taken once a quorum of heads lie within one block of each other
+//! ([`quorum::height_decided`]); the fees need every answer (the median) and wait for all: an
+//! early answer of a lying provider would otherwise weigh more. Every provider is
 //! asked every time, rather than a quorum first and more on a stall: the health checks read
 //! each provider's breaker, and a provider never asked would look healthy.
 
@@ -139,7 +140,14 @@ impl ProviderSet {
 
     /// The highest block a quorum of providers has reached.
     pub async fn head(&self) -> Result<u64, QuorumError> {
-        let heads = self.all("eth_blockNumber", |p| async move { p.get_block_number().await }).await;
+        let quorum = self.quorum;
+        let (heads, _) = self
+            .until(
+                "eth_blockNumber",
+                |p| async move { p.get_block_number().await },
+                move |heads| quorum::height_decided(heads, quorum),
+            )
+            .await;
         self.check("head", quorum::pinned_height(&heads, self.quorum))
     }
 

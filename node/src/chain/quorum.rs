@@ -92,6 +92,18 @@ pub fn pinned_height(heads: &[Option<u64>], quorum: usize) -> Result<u64, Quorum
     hs.get(quorum.max(1) - 1).copied().ok_or(QuorumError::TooFewAnswers { answered: hs.len(), quorum })
 }
 
+/// Whether the heads so far can be taken without waiting for the rest: at least `quorum`
+/// answered and the `quorum` highest are within one block of each other. More answers can only
+/// raise the `quorum`-th highest, so taking it early is never a head fewer than `quorum`
+/// providers reached; a far-off answer (a provider lagging, or lying high or low) waits for the
+/// others, so one liar answering first cannot hold the head back.
+pub fn height_decided(heads: &[Option<u64>], quorum: usize) -> bool {
+    let mut hs: Vec<u64> = heads.iter().flatten().copied().collect();
+    hs.sort_unstable_by(|a, b| b.cmp(a));
+    let q = quorum.max(1);
+    hs.len() >= q && hs[0].saturating_sub(hs[q - 1]) <= 1
+}
+
 /// Result of voting on the logs of one block range.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LogVote {
@@ -156,6 +168,26 @@ mod tests {
             topics: vec![B256::repeat_byte(2)],
             data: Bytes::from(vec![data]),
         }
+    }
+
+    #[test]
+    fn a_head_is_taken_early_only_from_answers_close_together() {
+        let table: [(&[Option<u64>], bool); 7] = [
+            (&[Some(100), None, None], false),
+            (&[Some(100), Some(100), None], true),
+            (&[Some(100), Some(99), None], true),
+            // A liar far below or above answering first waits for the third.
+            (&[Some(0), Some(100), None], false),
+            (&[Some(5000), Some(100), None], false),
+            // Not decided early either; with every answer in, the read ends all the same and
+            // the quorum-th highest is taken.
+            (&[Some(5000), Some(100), Some(100)], false),
+            (&[Some(100), Some(5000), Some(101)], false),
+        ];
+        for (heads, decided) in table {
+            assert_eq!(height_decided(heads, 2), decided, "{heads:?}");
+        }
+        assert_eq!(pinned_height(&[Some(5000), Some(100), Some(100)], 2), Ok(100));
     }
 
     #[test]
