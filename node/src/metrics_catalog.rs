@@ -80,7 +80,7 @@ const INVARIANTS: &[&str] = &[
     "round_signed_on_too_many_chains",
 ];
 const RPC_OPS: &[&str] = &["balance", "block", "call", "chain_id", "fees", "head", "logs", "transaction_count"];
-const RPC_OUTCOMES: &[&str] = &["ok", "breaker_open", "timeout", "transient_error", "permanent_error"];
+const RPC_OUTCOMES: &[&str] = &["ok", "breaker_open", "timeout", "transient_error", "permanent_error", "busy"];
 
 /// The catalogue.
 pub const CATALOG: &[Metric] = &[

@@ -8,11 +8,15 @@ use crate::store::{PaymentRecord, SettlementRecord, StoredBlock};
 use alloy::primitives::{Address, B256, Bytes, U256};
 use alloy::rpc::types::Filter;
 use alloy::sol_types::{SolCall, SolEvent};
+use futures::{StreamExt, TryStreamExt};
 use settleproof_config::ChainSection;
 use settleproof_consensus::{Batch, OperatorSetSpec, PaymentLeaf};
 use settleproof_contracts::{InvoicePayments, Settlement};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+/// Block reads of one range under way at once (each asks every provider).
+pub(crate) const PARALLEL_BLOCK_READS: usize = 8;
 
 /// Errors talking to the chain.
 #[derive(Debug, thiserror::Error)]
@@ -195,7 +199,10 @@ impl ChainClient {
         // The blocks holding the logs, read in parallel.
         let numbers: std::collections::BTreeSet<u64> =
             vote.accepted.iter().map(|l| l.block_number).filter(|n| (from..=to).contains(n)).collect();
-        let read = futures::future::try_join_all(numbers.iter().map(|n| self.block(*n))).await?;
+        let read: Vec<StoredBlock> = futures::stream::iter(numbers.into_iter().map(|n| self.block(n)))
+            .buffered(PARALLEL_BLOCK_READS)
+            .try_collect()
+            .await?;
         let blocks: BTreeMap<u64, StoredBlock> = read.into_iter().map(|b| (b.number, b)).collect();
         for log in &vote.accepted {
             let Some(&block) = blocks.get(&log.block_number) else { continue };

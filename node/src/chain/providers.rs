@@ -54,7 +54,14 @@ struct Slot {
     label: String,
     provider: DynProvider,
     breaker: Mutex<CircuitBreaker>,
+    /// Calls under way: reads return before slow calls end, so a provider answering just
+    /// under the timeout would otherwise gather calls as fast as the node reads.
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
+
+/// Most calls under way to one provider; past it a read counts that provider as not answering
+/// (`rpc_requests_total{outcome="busy"}`).
+const MAX_IN_FLIGHT_PER_PROVIDER: usize = 32;
 
 /// Per-call limits.
 #[derive(Debug, Clone, Copy)]
@@ -91,12 +98,20 @@ impl ProviderSet {
             let parsed = url.parse().map_err(|_| format!("chain.rpc_endpoints[{i}] is not a URL"))?;
             providers.push(ProviderBuilder::new().connect_reqwest(http.clone(), parsed).erased());
         }
-        Ok(Self::from_providers(providers, cfg))
+        Self::from_providers(providers, cfg)
     }
 
     /// A set over `providers` (labelled `rpc-0`, `rpc-1`, … in order), with the quorum, limits
     /// and breakers `cfg` sets (its endpoint list is not read): any transport, a mocked one too.
-    pub fn from_providers(providers: Vec<DynProvider>, cfg: &ChainSection) -> Self {
+    /// `Err` unless the quorum is more than half of the providers and at most all of them: a
+    /// read returns on the first value a quorum agrees on, which is then the only one.
+    pub fn from_providers(providers: Vec<DynProvider>, cfg: &ChainSection) -> Result<Self, String> {
+        let (k, q) = (providers.len(), cfg.rpc_quorum);
+        if q == 0 || q > k || (k > 1 && q * 2 <= k) {
+            return Err(format!(
+                "chain.rpc_quorum is {q} for {k} provider(s): it must be more than half of them and at most all"
+            ));
+        }
         let slots = providers
             .into_iter()
             .enumerate()
@@ -108,14 +123,15 @@ impl ProviderSet {
                         cfg.rpc_breaker_failures,
                         Duration::from_millis(cfg.rpc_breaker_open_ms),
                     )),
+                    in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT_PER_PROVIDER)),
                 })
             })
             .collect();
-        Self {
+        Ok(Self {
             slots,
             quorum: cfg.rpc_quorum,
             policy: CallPolicy { timeout: Duration::from_millis(cfg.rpc_timeout_ms), retries: cfg.rpc_retries },
-        }
+        })
     }
 
     /// Breaker state of each provider.
@@ -239,9 +255,11 @@ impl ProviderSet {
         }
         // A provider answering after the vote is still checked against it: a liar that is never
         // among the first answers is seen all the same.
-        let accepted: std::collections::HashSet<LogKey> = vote.accepted.iter().cloned().collect();
+        let known: std::collections::HashSet<LogKey> =
+            vote.accepted.iter().chain(vote.rejected.iter().map(|(l, _)| l)).cloned().collect();
         late.on_each(move |provider, list| {
-            for log in list.iter().filter(|l| !accepted.contains(*l)) {
+            let unique: std::collections::HashSet<&LogKey> = list.iter().collect();
+            for log in unique.into_iter().filter(|l| !known.contains(*l)) {
                 tracing::warn!(provider = %format!("rpc-{provider}"), tx_hash = %log.tx_hash, block = log.block_number, "log without provider quorum ignored (answered after the vote)");
                 metrics::counter!("rpc_log_disagreements_total").increment(1);
             }
@@ -309,8 +327,24 @@ impl ProviderSet {
             .enumerate()
             .map(|(i, slot)| {
                 let (slot, f, policy) = (slot.clone(), f.clone(), self.policy);
-                let task = tokio::spawn(async move { call(&slot, policy, method, &*f).await });
-                futures::FutureExt::boxed(async move { (i, task.await.ok().flatten()) })
+                let permit = slot.in_flight.clone().try_acquire_owned();
+                let task = permit.ok().map(|permit| {
+                    tokio::spawn(async move {
+                        let answer = call(&slot, policy, method, &*f).await;
+                        drop(permit);
+                        answer
+                    })
+                });
+                if task.is_none() {
+                    metrics::counter!("rpc_requests_total", "provider" => self.slots[i].label.clone(), "outcome" => "busy")
+                        .increment(1);
+                }
+                futures::FutureExt::boxed(async move {
+                    match task {
+                        Some(task) => (i, task.await.ok().flatten()),
+                        None => (i, None),
+                    }
+                })
             })
             .collect();
         let mut answers: Vec<Option<T>> = self.slots.iter().map(|_| None).collect();
@@ -449,7 +483,8 @@ mod tests {
     #[tokio::test]
     async fn a_read_returns_once_a_quorum_agrees_and_the_straggler_runs_on() {
         let (hanging, _listener) = silent();
-        let set = ProviderSet::from_providers(vec![answering(&[7]), answering(&[7]), hanging], &chain(2, 1500));
+        let set = ProviderSet::from_providers(vec![answering(&[7]), answering(&[7]), hanging], &chain(2, 1500))
+            .expect("quorum");
         // The silent provider's call would take its whole timeout; the read does not wait for it.
         let read = tokio::time::timeout(Duration::from_millis(1000), set.balance(Address::ZERO)).await;
         assert_eq!(read.expect("returned before the silent provider's timeout").expect("agreed"), U256::from(7));
@@ -463,10 +498,12 @@ mod tests {
     async fn a_lying_provider_is_outvoted_whichever_answers_first() {
         for order in [[7u64, 8, 7], [8, 7, 7], [7, 7, 8]] {
             let providers = order.iter().map(|a| answering(&[*a])).collect();
-            let set = ProviderSet::from_providers(providers, &chain(2, 1000));
+            let set = ProviderSet::from_providers(providers, &chain(2, 1000)).expect("quorum");
             assert_eq!(set.balance(Address::ZERO).await.expect("agreed"), U256::from(7), "{order:?}");
         }
-        let set = ProviderSet::from_providers(vec![answering(&[7]), answering(&[8])], &chain(2, 1000));
+        let set = ProviderSet::from_providers(vec![answering(&[7]), answering(&[8])], &chain(2, 1000)).expect("quorum");
         assert!(matches!(set.balance(Address::ZERO).await, Err(QuorumError::Disagreement { .. })));
+        let half = ProviderSet::from_providers(vec![answering(&[7]), answering(&[7])], &chain(1, 1000));
+        assert!(half.expect_err("one of two").contains("chain.rpc_quorum"), "a quorum of half is refused");
     }
 }

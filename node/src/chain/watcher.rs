@@ -287,7 +287,11 @@ impl Watcher {
             .into_iter()
             .filter(|n| *n != to && !blocks.iter().any(|b| b.number == *n))
             .collect();
-        let read = futures::future::try_join_all(missing.into_iter().map(|n| self.client.block(n))).await?;
+        use futures::{StreamExt, TryStreamExt};
+        let read: Vec<StoredBlock> = futures::stream::iter(missing.into_iter().map(|n| self.client.block(n)))
+            .buffered(super::client::PARALLEL_BLOCK_READS)
+            .try_collect()
+            .await?;
         blocks.extend(read);
         Ok(())
     }
