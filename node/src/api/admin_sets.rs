@@ -102,7 +102,7 @@ pub(super) async fn collect(
 }
 
 /// `POST /admin/v1/operator-sets/approve`: the proposal in the body, with this node's approval
-/// added. Refused (400, naming the problem) unless its current set is the latest one this node
+/// added (kept and gossiped) and every approval of its set this node heard. Refused (400, naming the problem) unless its current set is the latest one this node
 /// read from the chain and it is consistent in itself; 409 when this node is not an operator of
 /// that set or holds no key it registered.
 pub(super) async fn approve(
