@@ -1,6 +1,8 @@
 //! Environment overrides: `SETTLEPROOF__API__LISTEN=127.0.0.1:9000` sets `api.listen`.
 //! Segments are separated by a double underscore and lower-cased; a value is read as a TOML
-//! value when it parses as one (number, boolean, array) and as a string otherwise.
+//! value when it parses as one (number, boolean, array) and as a string otherwise. A number
+//! segment indexes a list of tables: `SETTLEPROOF__CHAINS__1__RPC_QUORUM=2` sets
+//! `chains[1].rpc_quorum`.
 
 use crate::ConfigError;
 use toml::{Table, Value};
@@ -43,6 +45,17 @@ fn set(table: &mut Table, keys: &[String], value: Value) -> Result<(), String> {
             table.insert(last.clone(), value);
             Ok(())
         }
+        [first, index, rest @ ..] if !rest.is_empty() && index.parse::<usize>().is_ok() => {
+            let i: usize = index.parse().map_err(|_| format!("`{index}` is not an index"))?;
+            match table.get_mut(first.as_str()) {
+                Some(Value::Array(list)) => match list.get_mut(i) {
+                    Some(Value::Table(t)) => set(t, rest, value),
+                    Some(_) => Err(format!("`{first}[{i}]` is not a section")),
+                    None => Err(format!("`{first}` has {} entries, no index {i}", list.len())),
+                },
+                _ => Err(format!("`{first}` is not a list of sections")),
+            }
+        }
         [first, rest @ ..] => {
             let entry = table.entry(first.clone()).or_insert_with(|| Value::Table(Table::new()));
             match entry {
@@ -76,6 +89,16 @@ mod tests {
         assert_eq!(t["api"]["listen"].as_str(), Some("127.0.0.1:1"));
         assert_eq!(t["chain"]["confirmations"].as_integer(), Some(7));
         assert!(t.get("other").is_none());
+    }
+
+    #[test]
+    fn a_number_segment_indexes_a_list_of_sections() {
+        let mut t: Table = "[[chains]]\nchain_id = 1\n[[chains]]\nchain_id = 2\n".parse().expect("toml");
+        apply_overrides(&mut t, vars(&[("SETTLEPROOF__CHAINS__1__RPC_QUORUM", "2")])).expect("applies");
+        assert_eq!(t["chains"][1]["rpc_quorum"].as_integer(), Some(2));
+        assert!(t["chains"][0].get("rpc_quorum").is_none());
+        let err = apply_overrides(&mut t, vars(&[("SETTLEPROOF__CHAINS__5__RPC_QUORUM", "2")])).expect_err("no entry");
+        assert!(err.to_string().contains("no index 5"), "{err}");
     }
 
     #[test]

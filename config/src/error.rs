@@ -3,7 +3,7 @@ use std::fmt;
 /// One invalid field: where it is and what to do about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
-    /// Dotted path of the field, e.g. `chain.rpc_endpoints[0]`.
+    /// Dotted path of the field, e.g. `chains[0].rpc_endpoints[0]`.
     pub field: String,
     /// What is wrong and how to fix it.
     pub message: String,

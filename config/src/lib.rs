@@ -2,7 +2,8 @@
 //!
 //! Loading happens in a documented order: the TOML file, then environment overrides
 //! (`SETTLEPROOF__SECTION__FIELD=value`, see [`env`]), then [`validate`] checks every field and
-//! reports all problems at once, each naming its path and the fix.
+//! reports all problems at once, each naming its path and the fix. A file of the single-chain
+//! form (one `[chain]` table) is read as a `[[chains]]` list of that chain ([`legacy`]).
 //!
 //! ```
 //! let cfg = settleproof_config::NodeConfig::from_toml_str(settleproof_config::EXAMPLE, std::iter::empty());
@@ -11,6 +12,7 @@
 
 mod env;
 mod error;
+mod legacy;
 mod model;
 pub mod netpolicy;
 mod secret;
@@ -37,6 +39,7 @@ impl NodeConfig {
         let parse = |e: toml::de::Error| ConfigError::Parse(netpolicy::mask_urls(&e.to_string()));
         let mut value: toml::Table = text.parse().map_err(parse)?;
         env::apply_overrides(&mut value, vars)?;
+        legacy::single_chain_to_list(&mut value)?;
         let cfg: NodeConfig = value.try_into().map_err(parse)?;
         validate::validate(&cfg)?;
         Ok(cfg)

@@ -16,8 +16,10 @@ pub struct NodeConfig {
     pub api: ApiSection,
     /// Peer-to-peer networking.
     pub p2p: P2pSection,
-    /// The chain, its RPC providers and the contracts.
-    pub chain: ChainSection,
+    /// The chains this node serves, each with its RPC providers, contracts and pipeline
+    /// (`[[chains]]`). The first is the default of requests that name none. A file of the
+    /// older form with one `[chain]` table loads as a list of that one chain.
+    pub chains: Vec<ChainSection>,
     /// How blocks are cut into rounds.
     #[serde(default)]
     pub rounds: RoundsSection,
@@ -165,12 +167,15 @@ pub struct P2pSection {
     pub listen: String,
 }
 
-/// The chain, its RPC providers and the contracts.
+/// One chain: its RPC providers, contracts, depth, rounds and fees.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChainSection {
     /// EIP-155 chain id; the node refuses to start when a provider reports another.
     pub chain_id: u64,
+    /// A name for logs, health and the status page (e.g. `base`); absent: `chain-<chain_id>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// HTTP JSON-RPC endpoints of this node's own providers.
     pub rpc_endpoints: Vec<String>,
     /// How many providers must agree on a read.
@@ -203,6 +208,65 @@ pub struct ChainSection {
     /// Largest block range of one `eth_getLogs` call.
     #[serde(default = "default_log_range")]
     pub max_log_range: u64,
+    /// Blocks per round on this chain; absent: `rounds.length_blocks`. Must equal the
+    /// settlement contract's `roundBlocks`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round_length_blocks: Option<u64>,
+    /// Balance (gwei) of the settlement account on this chain below which this node hands its
+    /// keeper turns over; absent: `rounds.keeper_min_balance_gwei`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keeper_min_balance_gwei: Option<u64>,
+    /// How settlement transactions are priced and replaced on this chain.
+    #[serde(default)]
+    pub fees: FeePolicy,
+}
+
+impl ChainSection {
+    /// The chain's name: `name`, else `chain-<chain_id>`.
+    pub fn label(&self) -> String {
+        self.name.clone().unwrap_or_else(|| format!("chain-{}", self.chain_id))
+    }
+
+    /// Blocks per round on this chain.
+    pub fn round_length(&self, rounds: &RoundsSection) -> u64 {
+        self.round_length_blocks.unwrap_or(rounds.length_blocks)
+    }
+
+    /// Balance below which this node hands its keeper turns over on this chain, wei.
+    pub fn min_balance_wei(&self, rounds: &RoundsSection) -> u128 {
+        u128::from(self.keeper_min_balance_gwei.unwrap_or(rounds.keeper_min_balance_gwei)) * 1_000_000_000
+    }
+}
+
+/// How settlement transactions are priced and replaced: the fees come from the chain (the
+/// providers' quorum), each replacement raises them by `bump_pct`, both caps stay at or below
+/// `max_fee_per_gas_gwei` when it is set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeePolicy {
+    /// Percent each replacement raises both fee caps (nodes need at least 10).
+    #[serde(default = "default_fee_bump_pct")]
+    pub bump_pct: u64,
+    /// How long to wait for inclusion before replacing, in milliseconds.
+    #[serde(default = "default_inclusion_timeout_ms")]
+    pub inclusion_timeout_ms: u64,
+    /// Replacements after the first submission.
+    #[serde(default = "default_max_replacements")]
+    pub max_replacements: u32,
+    /// Highest fee per gas this node pays on this chain, in gwei; absent: no cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_fee_per_gas_gwei: Option<u64>,
+}
+
+impl Default for FeePolicy {
+    fn default() -> Self {
+        Self {
+            bump_pct: default_fee_bump_pct(),
+            inclusion_timeout_ms: default_inclusion_timeout_ms(),
+            max_replacements: default_max_replacements(),
+            max_fee_per_gas_gwei: None,
+        }
+    }
 }
 
 /// How blocks are cut into rounds.
@@ -407,6 +471,15 @@ fn default_poll_ms() -> u64 {
 }
 fn default_log_range() -> u64 {
     1000
+}
+fn default_fee_bump_pct() -> u64 {
+    25
+}
+fn default_inclusion_timeout_ms() -> u64 {
+    12_000
+}
+fn default_max_replacements() -> u32 {
+    3
 }
 fn default_round_length() -> u64 {
     5

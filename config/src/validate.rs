@@ -1,13 +1,13 @@
 //! Second loading step: checks every field and reports all problems with their paths.
 
 use crate::netpolicy::{UrlProblem, check_url, check_webhook_url};
-use crate::{ConfigError, FieldError, NodeConfig};
+use crate::{ChainSection, ConfigError, FieldError, NodeConfig};
 use std::collections::HashSet;
 
 pub(crate) fn validate(cfg: &NodeConfig) -> Result<(), ConfigError> {
     let mut v = Problems::default();
     node(cfg, &mut v);
-    chain(cfg, &mut v);
+    chains(cfg, &mut v);
     network(cfg, &mut v);
     merchants(cfg, &mut v);
     if cfg.rounds.length_blocks == 0 {
@@ -73,54 +73,92 @@ fn node(cfg: &NodeConfig, v: &mut Problems) {
     }
 }
 
-fn chain(cfg: &NodeConfig, v: &mut Problems) {
-    let c = &cfg.chain;
+fn chains(cfg: &NodeConfig, v: &mut Problems) {
+    if cfg.chains.is_empty() {
+        v.add("chains", "must list at least one chain as a `[[chains]]` entry");
+    }
+    if cfg.chains.len() > MAX_CHAINS {
+        v.add("chains", format!("must list at most {MAX_CHAINS} chains, found {}", cfg.chains.len()));
+    }
+    let mut ids = HashSet::new();
+    for (i, c) in cfg.chains.iter().enumerate() {
+        if !ids.insert(c.chain_id) {
+            v.add(format!("chains[{i}].chain_id"), format!("{} is listed twice; each chain once", c.chain_id));
+        }
+        chain(cfg, &format!("chains[{i}]"), c, v);
+    }
+}
+
+/// Chains one node serves at most (each has its own pipeline, store and tasks).
+const MAX_CHAINS: usize = 16;
+
+fn chain(cfg: &NodeConfig, at: &str, c: &ChainSection, v: &mut Problems) {
     if c.chain_id == 0 {
-        v.add("chain.chain_id", "must be the chain's EIP-155 id (e.g. 31337 for anvil), not 0");
+        v.add(format!("{at}.chain_id"), "must be the chain's EIP-155 id (e.g. 31337 for anvil), not 0");
     }
     if c.rpc_endpoints.is_empty() {
-        v.add("chain.rpc_endpoints", "must list at least one URL, e.g. [\"http://127.0.0.1:8545\"]");
+        v.add(format!("{at}.rpc_endpoints"), "must list at least one URL, e.g. [\"http://127.0.0.1:8545\"]");
     }
     for (i, url) in c.rpc_endpoints.iter().enumerate() {
         if let Err(e) = check_url(url, cfg.tls.allow_insecure_http) {
-            v.add(format!("chain.rpc_endpoints[{i}]"), redacted(&e, url));
+            v.add(format!("{at}.rpc_endpoints[{i}]"), redacted(&e, url));
         }
     }
     if c.rpc_quorum == 0 || c.rpc_quorum > c.rpc_endpoints.len().max(1) {
         v.add(
-            "chain.rpc_quorum",
+            format!("{at}.rpc_quorum"),
             format!("must be between 1 and the number of rpc_endpoints ({})", c.rpc_endpoints.len()),
         );
     }
     if c.rpc_timeout_ms < 10 {
-        v.add("chain.rpc_timeout_ms", "must be at least 10 ms");
+        v.add(format!("{at}.rpc_timeout_ms"), "must be at least 10 ms");
     }
     if c.rpc_retries > 10 {
-        v.add("chain.rpc_retries", "must be at most 10 (retries multiply the time a read can take)");
+        v.add(format!("{at}.rpc_retries"), "must be at most 10 (retries multiply the time a read can take)");
     }
     if c.rpc_breaker_failures == 0 {
-        v.add("chain.rpc_breaker_failures", "must be at least 1");
+        v.add(format!("{at}.rpc_breaker_failures"), "must be at least 1");
     }
     if c.rpc_endpoints.len() > 1 && c.rpc_quorum * 2 <= c.rpc_endpoints.len() {
         v.add(
-            "chain.rpc_quorum",
+            format!("{at}.rpc_quorum"),
             "must be more than half of rpc_endpoints, so two disagreeing groups cannot both form a quorum",
         );
     }
     if c.payments_contract.is_zero() {
-        v.add("chain.payments_contract", "must be the deployed InvoicePayments address, not the zero address");
+        v.add(format!("{at}.payments_contract"), "must be the deployed InvoicePayments address, not the zero address");
     }
     if c.settlement_contract.is_zero() {
-        v.add("chain.settlement_contract", "must be the deployed Settlement address, not the zero address");
+        v.add(format!("{at}.settlement_contract"), "must be the deployed Settlement address, not the zero address");
     }
     if c.payments_contract == c.settlement_contract && !c.payments_contract.is_zero() {
-        v.add("chain.settlement_contract", "must differ from chain.payments_contract");
+        v.add(format!("{at}.settlement_contract"), "must differ from payments_contract");
     }
     if c.poll_interval_ms < 50 {
-        v.add("chain.poll_interval_ms", "must be at least 50 ms");
+        v.add(format!("{at}.poll_interval_ms"), "must be at least 50 ms");
     }
     if c.max_log_range == 0 {
-        v.add("chain.max_log_range", "must be at least 1 block");
+        v.add(format!("{at}.max_log_range"), "must be at least 1 block");
+    }
+    if c.round_length_blocks == Some(0) {
+        v.add(format!("{at}.round_length_blocks"), "must be at least 1 block per round (or left out)");
+    }
+    if c.name.as_deref().is_some_and(|n| {
+        n.is_empty() || n.len() > 32 || !n.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+    }) {
+        v.add(format!("{at}.name"), "must be 1 to 32 letters, digits, `-` or `_` (e.g. base-mainnet)");
+    }
+    if c.fees.bump_pct < 10 || c.fees.bump_pct > 1000 {
+        v.add(format!("{at}.fees.bump_pct"), "must be between 10 and 1000 (nodes refuse a replacement under 10 %)");
+    }
+    if c.fees.inclusion_timeout_ms < 1000 {
+        v.add(format!("{at}.fees.inclusion_timeout_ms"), "must be at least 1000 ms");
+    }
+    if c.fees.max_replacements > 10 {
+        v.add(format!("{at}.fees.max_replacements"), "must be at most 10");
+    }
+    if c.fees.max_fee_per_gas_gwei == Some(0) {
+        v.add(format!("{at}.fees.max_fee_per_gas_gwei"), "must be at least 1 gwei (or left out for no cap)");
     }
 }
 
@@ -291,10 +329,14 @@ mod tests {
     #[test]
     fn each_bad_field_is_named() {
         let cases = [
-            ("chain_id = 31337", "chain_id = 0", "chain.chain_id"),
-            ("rpc_endpoints = [\"http://127.0.0.1:8545\"]", "rpc_endpoints = []", "chain.rpc_endpoints"),
-            ("rpc_endpoints = [\"http://127.0.0.1:8545\"]", "rpc_endpoints = [\"ftp://x\"]", "chain.rpc_endpoints[0]"),
-            ("rpc_quorum = 1", "rpc_quorum = 2", "chain.rpc_quorum"),
+            ("chain_id = 31337", "chain_id = 0", "chains[0].chain_id"),
+            ("rpc_endpoints = [\"http://127.0.0.1:8545\"]", "rpc_endpoints = []", "chains[0].rpc_endpoints"),
+            (
+                "rpc_endpoints = [\"http://127.0.0.1:8545\"]",
+                "rpc_endpoints = [\"ftp://x\"]",
+                "chains[0].rpc_endpoints[0]",
+            ),
+            ("rpc_quorum = 1", "rpc_quorum = 2", "chains[0].rpc_quorum"),
             ("threshold = 1", "threshold = 0", "network.threshold"),
             ("name = \"node-0\"\ndata_dir", "name = \"ghost\"\ndata_dir", "node.name"),
             ("length_blocks = 5", "length_blocks = 0", "rounds.length_blocks"),
@@ -314,14 +356,14 @@ mod tests {
             (
                 "rpc_endpoints = [\"http://127.0.0.1:8545\"]",
                 "rpc_endpoints = [\"http://rpc.example.com/KEY\"]",
-                "chain.rpc_endpoints[0]",
+                "chains[0].rpc_endpoints[0]",
             ),
             ("bls_public_key = \"0xb6", "bls_public_key = \"0x", "network.operators[0].bls_public_key"),
             ("p2p_addr = \"/ip4", "p2p_addr = \"ip4", "network.operators[0].p2p_addr"),
             (
                 "payments_contract = \"0x5FbDB2315678afecb367f032d93F642f64180aa3\"",
                 "payments_contract = \"0x0000000000000000000000000000000000000000\"",
-                "chain.payments_contract",
+                "chains[0].payments_contract",
             ),
         ];
         for (from, to, field) in cases {
@@ -335,7 +377,7 @@ mod tests {
     fn all_problems_are_reported_at_once() {
         let text =
             EXAMPLE.replace("chain_id = 31337", "chain_id = 0").replace("length_blocks = 5", "length_blocks = 0");
-        assert_eq!(problems(&text), vec!["chain.chain_id", "rounds.length_blocks"]);
+        assert_eq!(problems(&text), vec!["chains[0].chain_id", "rounds.length_blocks"]);
     }
 
     #[test]
@@ -354,9 +396,9 @@ mod tests {
 
     #[test]
     fn env_overrides_are_validated_too() {
-        let vars = vec![("SETTLEPROOF__CHAIN__CONFIRMATIONS".to_string(), "9".to_string())];
+        let vars = vec![("SETTLEPROOF__CHAINS__0__CONFIRMATIONS".to_string(), "9".to_string())];
         let cfg = NodeConfig::from_toml_str(EXAMPLE, vars).expect("valid");
-        assert_eq!(cfg.chain.confirmations, 9);
+        assert_eq!(cfg.chains[0].confirmations, 9);
         let vars = vec![("SETTLEPROOF__NETWORK__THRESHOLD".to_string(), "5".to_string())];
         assert!(matches!(NodeConfig::from_toml_str(EXAMPLE, vars), Err(ConfigError::Invalid(_))));
     }

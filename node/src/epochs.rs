@@ -28,17 +28,19 @@ pub enum Inserted {
 #[derive(Debug)]
 pub struct Epochs {
     me: PeerId,
+    /// The chain whose settlement contract holds these sets.
+    chain_id: u64,
     sets: RwLock<BTreeMap<u64, Arc<OperatorSet>>>,
     changed: watch::Sender<u64>,
 }
 
 impl Epochs {
-    /// The sets of the node with peer id `me`, starting with `genesis` when the configuration
-    /// lists one.
-    pub fn new(me: PeerId, genesis: Option<OperatorSet>) -> Arc<Self> {
+    /// The sets of the node with peer id `me` on chain `chain_id` (each chain's settlement
+    /// contract holds its own), starting with `genesis` when the configuration lists one.
+    pub fn new(me: PeerId, chain_id: u64, genesis: Option<OperatorSet>) -> Arc<Self> {
         let sets = genesis.into_iter().map(|s| (s.epoch, Arc::new(s))).collect();
         let (changed, _) = watch::channel(0);
-        Arc::new(Self { me, sets: RwLock::new(sets), changed })
+        Arc::new(Self { me, chain_id, sets: RwLock::new(sets), changed })
     }
 
     /// This node's peer id.
@@ -100,7 +102,8 @@ impl Epochs {
                 let member = set.me.is_some();
                 match self.insert(set) {
                     Inserted::New => {
-                        metrics::gauge!("operator_set_epoch").set(spec.epoch as f64);
+                        metrics::gauge!("operator_set_epoch", "chain_id" => self.chain_id.to_string())
+                            .set(spec.epoch as f64);
                         info!(
                             epoch = spec.epoch,
                             start_round = spec.start_round,
@@ -120,7 +123,7 @@ impl Epochs {
                 }
             }
             Err(e) => {
-                metrics::counter!("operator_set_unusable_total").increment(1);
+                metrics::counter!("operator_set_unusable_total", "chain_id" => self.chain_id.to_string()).increment(1);
                 tracing::error!(epoch = spec.epoch, error = %e, "an operator set on chain cannot be used by this node");
             }
         }
@@ -211,7 +214,7 @@ mod tests {
             threshold: 2,
             me: Some(0),
         };
-        let epochs = Epochs::new(me, Some(set(0, 0, 0..4)));
+        let epochs = Epochs::new(me, 31337, Some(set(0, 0, 0..4)));
         let mut changes = epochs.subscribe();
         assert_eq!(epochs.insert(set(1, 10, 0..5)), Inserted::New);
         assert!(changes.has_changed().expect("sender alive"));

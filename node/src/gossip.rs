@@ -17,9 +17,13 @@ pub const HEARTBEATS: &str = "settleproof/heartbeats/1";
 /// Topic of webhook delivery acknowledgements.
 pub const DELIVERIES: &str = "settleproof/deliveries/1";
 
-/// Every topic a node joins.
-pub fn topics() -> Vec<String> {
-    vec![ATTESTATIONS.into(), INVOICES.into(), HEARTBEATS.into(), DELIVERIES.into(), crate::set_approval::TOPIC.into()]
+/// Every topic of a chain's pipeline, in the chain's scope (`<topic>/<chain_id>`, see
+/// [`settleproof_p2p::scoped_topic`]): each chain's messages travel apart.
+pub fn topics(scope: &str) -> Vec<String> {
+    [ATTESTATIONS, INVOICES, HEARTBEATS, DELIVERIES, crate::set_approval::TOPIC]
+        .iter()
+        .map(|t| settleproof_p2p::scoped_topic(t, scope))
+        .collect()
 }
 
 /// An operator telling the others it delivered a webhook event, so they need not deliver it

@@ -20,19 +20,34 @@ pub struct HaltReason {
     pub at_ms: u64,
 }
 
-/// Shared halt state of one node.
+/// Shared halt state of one chain's pipeline.
 #[derive(Debug, Clone)]
 pub struct Halt {
     store: Store,
+    chain_id: u64,
     current: Arc<RwLock<Option<HaltReason>>>,
 }
 
 impl Halt {
-    /// Loads the persisted state.
-    pub fn load(store: Store) -> Result<Self, StoreError> {
+    /// Loads the persisted state of chain `chain_id`'s switch (one per chain, in its store).
+    pub fn load(store: Store, chain_id: u64) -> Result<Self, StoreError> {
         let current = store.halt_reason()?;
-        metrics::gauge!("settlement_halted").set(if current.is_some() { 1.0 } else { 0.0 });
-        Ok(Self { store, current: Arc::new(RwLock::new(current)) })
+        let halt = Self { store, chain_id, current: Arc::new(RwLock::new(current)) };
+        halt.gauge(halt.is_halted());
+        Ok(halt)
+    }
+
+    /// The chain whose settlement this switch stops.
+    pub fn chain_id(&self) -> u64 {
+        self.chain_id
+    }
+
+    fn gauge(&self, halted: bool) {
+        metrics::gauge!("settlement_halted", "chain_id" => self.chain_id.to_string()).set(if halted {
+            1.0
+        } else {
+            0.0
+        });
     }
 
     /// Whether settlement is halted.
@@ -48,8 +63,8 @@ impl Halt {
     /// Records a violated invariant and halts (the first reason is kept).
     pub fn violation(&self, invariant: &str, detail: impl Into<String>) {
         let detail = detail.into();
-        metrics::counter!("invariant_violations_total", "invariant" => invariant.to_string()).increment(1);
-        error!(severity = "CRITICAL", invariant, detail = %detail, "invariant violated: settlement halted until an operator resumes it");
+        metrics::counter!("invariant_violations_total", "chain_id" => self.chain_id.to_string(), "invariant" => invariant.to_string()).increment(1);
+        error!(severity = "CRITICAL", chain_id = self.chain_id, invariant, detail = %detail, "invariant violated: settlement on this chain halted until an operator resumes it");
         self.halt(HaltReason { invariant: invariant.to_string(), detail, at_ms: now_ms() });
     }
 
@@ -62,7 +77,7 @@ impl Halt {
                 error!(error = %e, "cannot persist the halt");
             }
             *c = Some(reason);
-            metrics::gauge!("settlement_halted").set(1.0);
+            self.gauge(true);
         }
     }
 
@@ -70,8 +85,8 @@ impl Halt {
     pub fn resume(&self) -> Result<Option<HaltReason>, StoreError> {
         self.store.set_halt_reason(None)?;
         let previous = self.current.write().map(|mut c| c.take()).unwrap_or(None);
-        metrics::gauge!("settlement_halted").set(0.0);
-        info!(previous = ?previous, "settlement resumed by an operator");
+        self.gauge(false);
+        info!(chain_id = self.chain_id, previous = ?previous, "settlement resumed by an operator");
         Ok(previous)
     }
 }

@@ -117,7 +117,8 @@ impl Auditor {
         if hash == s.to_block_hash {
             return Ok(false);
         }
-        metrics::counter!("settlements_of_another_fork_total").increment(1);
+        metrics::counter!("settlements_of_another_fork_total", "chain_id" => self.chain.chain_id().to_string())
+            .increment(1);
         tracing::error!(
             round = s.round,
             root = %s.root,
@@ -168,9 +169,9 @@ mod tests {
     fn auditor(store: Store) -> Auditor {
         let cfg = NodeConfig::from_toml_str(EXAMPLE, std::iter::empty()).expect("example");
         // The client is never called: both violations below are found before any chain read.
-        let chain = ChainClient::new(&cfg.chain, PrivateKeySigner::random().address(), &reqwest::Client::new())
+        let chain = ChainClient::new(&cfg.chains[0], PrivateKeySigner::random().address(), &reqwest::Client::new())
             .expect("client");
-        let halt = Halt::load(store.clone()).expect("halt");
+        let halt = Halt::load(store.clone(), 31337).expect("halt");
         Auditor {
             store,
             chain,
@@ -204,9 +205,9 @@ mod tests {
         a.pass(&mut HashSet::new()).await;
         assert_eq!(a.halt.reason().map(|r| r.invariant), Some("settled_root_mismatch".to_string()));
         // The halt survives a restart until resumed.
-        assert!(Halt::load(store.clone()).expect("load").is_halted());
+        assert!(Halt::load(store.clone(), 31337).expect("load").is_halted());
         a.halt.resume().expect("resume");
-        assert!(!Halt::load(store).expect("load").is_halted());
+        assert!(!Halt::load(store, 31337).expect("load").is_halted());
     }
 
     #[tokio::test]

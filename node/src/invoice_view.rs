@@ -142,6 +142,8 @@ pub struct InvoiceView {
     pub id: String,
     /// Merchant.
     pub merchant_id: String,
+    /// Chain the invoice is payable on.
+    pub chain_id: u64,
     /// Status.
     pub status: InvoiceStatus,
     /// Whether every payment of the invoice is settled on chain.
@@ -169,10 +171,11 @@ pub struct InvoiceView {
     pub payments: Vec<PaymentView>,
 }
 
-/// Builds the view of `invoice` from the store.
+/// Builds the view of `invoice`, payable on `chain_id`, from that chain's store.
 pub fn invoice_view(
     store: &Store,
     schedule: &RoundSchedule,
+    chain_id: u64,
     invoice: &Invoice,
     now_s: u64,
 ) -> Result<InvoiceView, StoreError> {
@@ -196,6 +199,7 @@ pub fn invoice_view(
     Ok(InvoiceView {
         id: invoice.id.to_string(),
         merchant_id: invoice.merchant_id.clone(),
+        chain_id,
         status: InvoiceStatus::derive(invoice.amount, &accepted, invoice.expires_at, now_s),
         settled,
         amount: invoice.amount.to_string(),

@@ -19,6 +19,8 @@ pub mod node;
 pub mod operators;
 pub mod otlp;
 pub mod outbound;
+pub mod peer_union;
+pub mod pipeline;
 pub mod proposal;
 pub mod receipt;
 pub mod redact;

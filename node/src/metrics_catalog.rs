@@ -37,6 +37,8 @@ pub enum Labels {
 pub struct Metric {
     /// Kind.
     pub kind: Kind,
+    /// Whether it is a chain's (a `chain_id` label first, then its own labels) or the node's.
+    pub per_chain: bool,
     /// Name.
     pub name: &'static str,
     /// Help text (docs/operations.md has the same table).
@@ -45,8 +47,14 @@ pub struct Metric {
     pub labels: Labels,
 }
 
+/// A metric of the node as a whole.
 const fn m(kind: Kind, name: &'static str, help: &'static str, labels: Labels) -> Metric {
-    Metric { kind, name, help, labels }
+    Metric { kind, per_chain: false, name, help, labels }
+}
+
+/// A metric of one chain's pipeline: every sample has a `chain_id` label.
+const fn c(kind: Kind, name: &'static str, help: &'static str, labels: Labels) -> Metric {
+    Metric { kind, per_chain: true, name, help, labels }
 }
 
 use Kind::{Counter as C, Gauge as G, Histogram as H};
@@ -84,81 +92,81 @@ const RPC_OUTCOMES: &[&str] = &["ok", "breaker_open", "timeout", "transient_erro
 
 /// The catalogue.
 pub const CATALOG: &[Metric] = &[
-    m(C, "attestations_rejected_total", "Attestations rejected, by reason", Labels::One("reason", REJECTIONS)),
-    m(
+    c(C, "attestations_rejected_total", "Attestations rejected, by reason", Labels::One("reason", REJECTIONS)),
+    c(
         C,
         "attestations_ignored_total",
         "Attestations ignored unread, by reason (outside the round window, an epoch not known here or not the round's)",
         Labels::One("reason", &["outside_window", "unknown_epoch", "wrong_epoch"]),
     ),
-    m(C, "attestation_verifications_total", "BLS pairings spent verifying gossiped attestations", Labels::None),
-    m(
+    c(C, "attestation_verifications_total", "BLS pairings spent verifying gossiped attestations", Labels::None),
+    c(
         C,
         "gossip_rate_limited_total",
         "Gossip messages dropped over their author's budget, by topic",
         Labels::One("topic", GOSSIP_TOPICS),
     ),
-    m(
+    c(
         C,
         "gossip_stale_total",
         "Gossip messages older than the freshness window, dropped",
         Labels::One("topic", GOSSIP_TOPICS),
     ),
-    m(
+    c(
         C,
         "invoice_conflicts_total",
         "Invoices refused: id not committing to the terms, another author, or another copy",
         Labels::One("reason", &["foreign_creator", "other_copy", "bad_invoice", "invoice_id_mismatch"]),
     ),
-    m(
+    c(
         C,
         "chain_undecodable_logs_total",
         "Agreed logs of our contracts that did not decode, by event; skipped",
         Labels::One("event", &["InvoicePaid", "Settled"]),
     ),
-    m(
+    c(
         C,
         "rpc_logs_unresolved_total",
         "Logs neither agreed nor outvoted by a provider quorum; their range is read again",
         Labels::None,
     ),
-    m(C, "settlements_dropped_by_reorg_total", "Settlements of this node's keeper that a reorg dropped", Labels::None),
-    m(C, "keeper_resubmissions_total", "Settlements submitted again after a reorg dropped them", Labels::None),
-    m(C, "chain_reorgs_total", "Reorgs deeper than the confirmation depth, rewound", Labels::None),
-    m(
+    c(C, "settlements_dropped_by_reorg_total", "Settlements of this node's keeper that a reorg dropped", Labels::None),
+    c(C, "keeper_resubmissions_total", "Settlements submitted again after a reorg dropped them", Labels::None),
+    c(C, "chain_reorgs_total", "Reorgs deeper than the confirmation depth, rewound", Labels::None),
+    c(
         C,
         "set_approvals_rejected_total",
         "Gossiped set change approvals refused (not their author's, bad signature), by reason",
         Labels::One("reason", &["malformed", "unknown_signer", "wrong_publisher", "bad_signature", "too_many"]),
     ),
-    m(
+    c(
         C,
         "settlements_of_another_fork_total",
         "Settled batches built on another fork than the chain this node processed",
         Labels::None,
     ),
-    m(C, "batches_signed_total", "Batches this node signed (each round once per chain)", Labels::None),
-    m(
+    c(C, "batches_signed_total", "Batches this node signed (each round once per chain)", Labels::None),
+    c(
         C,
         "rounds_signed_again_total",
         "Signed rounds whose blocks a deep reorg replaced, signed again on the new chain",
         Labels::None,
     ),
-    m(C, "consensus_round_retries_total", "Failed settlement submissions that will be retried", Labels::None),
-    m(C, "duplicate_events_dropped_total", "Payment logs seen again and dropped", Labels::None),
-    m(
+    c(C, "consensus_round_retries_total", "Failed settlement submissions that will be retried", Labels::None),
+    c(C, "duplicate_events_dropped_total", "Payment logs seen again and dropped", Labels::None),
+    c(
         C,
         "invariant_violations_total",
         "Invariant violations, by invariant; each halts settlement",
         Labels::One("invariant", INVARIANTS),
     ),
-    m(C, "keeper_failover_total", "Settlements submitted as a failover keeper", Labels::None),
-    m(C, "keeper_gas_used_total", "Gas used by this node's settlement transactions", Labels::None),
-    m(C, "keeper_nonce_desync_total", "Settlement account nonce found out of sync with the chain", Labels::None),
-    m(C, "keeper_selection_rounds_total", "Rounds this node submitted as keeper", Labels::None),
-    m(C, "rpc_log_disagreements_total", "Logs returned by fewer providers than the quorum", Labels::None),
-    m(C, "rpc_quorum_failures_total", "Reads without a provider quorum, by operation", Labels::One("op", RPC_OPS)),
-    m(C, "rpc_requests_total", "RPC calls per provider and outcome", Labels::ProviderOutcome(RPC_OUTCOMES)),
+    c(C, "keeper_failover_total", "Settlements submitted as a failover keeper", Labels::None),
+    c(C, "keeper_gas_used_total", "Gas used by this node's settlement transactions", Labels::None),
+    c(C, "keeper_nonce_desync_total", "Settlement account nonce found out of sync with the chain", Labels::None),
+    c(C, "keeper_selection_rounds_total", "Rounds this node submitted as keeper", Labels::None),
+    c(C, "rpc_log_disagreements_total", "Logs returned by fewer providers than the quorum", Labels::None),
+    c(C, "rpc_quorum_failures_total", "Reads without a provider quorum, by operation", Labels::One("op", RPC_OPS)),
+    c(C, "rpc_requests_total", "RPC calls per provider and outcome", Labels::ProviderOutcome(RPC_OUTCOMES)),
     m(
         C,
         "webhook_deliveries_total",
@@ -182,34 +190,34 @@ pub const CATALOG: &[Metric] = &[
         "Trace export requests to the OTLP collector, by outcome",
         Labels::One("outcome", &["ok", "error"]),
     ),
-    m(
+    c(
         C,
         "operator_set_unusable_total",
         "Operator sets on chain this node cannot use (bad peer id or address)",
         Labels::None,
     ),
-    m(
+    c(
         C,
         "signing_key_missing_total",
         "Rounds not signed: no BLS key here matches the one the epoch registered",
         Labels::None,
     ),
-    m(G, "chain_head_lag_blocks", "Quorum head minus the last processed block", Labels::None),
-    m(G, "operator_set_epoch", "Latest operator set epoch read from the settlement contract", Labels::None),
+    c(G, "chain_head_lag_blocks", "Quorum head minus the last processed block", Labels::None),
+    c(G, "operator_set_epoch", "Latest operator set epoch read from the settlement contract", Labels::None),
     m(G, "peers_connected", "Operators connected", Labels::None),
-    m(G, "settlement_halted", "1 while settlement is halted by a violated invariant or an operator", Labels::None),
-    m(G, "webhook_backlog", "Webhook events not yet delivered", Labels::None),
+    c(G, "settlement_halted", "1 while settlement is halted by a violated invariant or an operator", Labels::None),
+    c(G, "webhook_backlog", "Webhook events not yet delivered", Labels::None),
     m(G, "webhook_in_flight", "Webhook deliveries under way", Labels::None),
     m(G, "http_open_connections", "Open HTTP connections, by listener", Labels::Listener),
-    m(
+    c(
         H,
         "confirmation_to_attestation_seconds",
         "Payment seen at confirmation depth to this node's attestation",
         Labels::None,
     ),
-    m(H, "invoice_verification_latency_seconds", "Payment block timestamp to this node's attestation", Labels::None),
-    m(H, "rpc_provider_latency_seconds", "Latency of each RPC call, by provider", Labels::Provider),
-    m(H, "settlement_latency_seconds", "Payment block timestamp to its settlement being mined", Labels::None),
+    c(H, "invoice_verification_latency_seconds", "Payment block timestamp to this node's attestation", Labels::None),
+    c(H, "rpc_provider_latency_seconds", "Latency of each RPC call, by provider", Labels::Provider),
+    c(H, "settlement_latency_seconds", "Payment block timestamp to its settlement being mined", Labels::None),
 ];
 
 /// Help text of every metric.
@@ -223,16 +231,26 @@ pub fn describe() {
     }
 }
 
-/// Registers every metric at zero, for each known label set; `providers` are the RPC labels,
-/// `listeners` the HTTP listeners.
-pub fn register_all(providers: &[String], listeners: &[&'static str]) {
+/// Registers every metric at zero, for each known label set; `chains` are the chain ids with
+/// the labels of their RPC providers, `listeners` the HTTP listeners.
+pub fn register_all(chains: &[(u64, Vec<String>)], listeners: &[&'static str]) {
     for metric in CATALOG {
-        for labels in label_sets(metric.labels, providers, listeners) {
-            let labels: Vec<metrics::Label> = labels.into_iter().map(|(k, v)| metrics::Label::new(k, v)).collect();
-            match metric.kind {
-                C => metrics::counter!(metric.name, labels).increment(0),
-                G => metrics::gauge!(metric.name, labels).increment(0.0),
-                H => drop(metrics::histogram!(metric.name, labels)),
+        let scopes: Vec<Option<(u64, &[String])>> = if metric.per_chain {
+            chains.iter().map(|(id, p)| Some((*id, p.as_slice()))).collect()
+        } else {
+            vec![None]
+        };
+        for scope in scopes {
+            let providers = scope.map_or(&[][..], |(_, p)| p);
+            for labels in label_sets(metric.labels, providers, listeners) {
+                let chain = scope.map(|(id, _)| metrics::Label::new("chain_id", id.to_string()));
+                let labels: Vec<metrics::Label> =
+                    chain.into_iter().chain(labels.into_iter().map(|(k, v)| metrics::Label::new(k, v))).collect();
+                match metric.kind {
+                    C => metrics::counter!(metric.name, labels).increment(0),
+                    G => metrics::gauge!(metric.name, labels).increment(0.0),
+                    H => drop(metrics::histogram!(metric.name, labels)),
+                }
             }
         }
     }
@@ -273,7 +291,14 @@ mod tests {
                         for (i, _) in text.match_indices(mac) {
                             let rest = text[i + mac.len()..].trim_start();
                             if let Some(name) = rest.strip_prefix('"').and_then(|r| r.split('"').next()) {
-                                found.push((kind, name.to_string(), path.display().to_string()));
+                                // The macro's arguments: up to its closing parenthesis.
+                                let args = rest.split(')').next().unwrap_or_default();
+                                found.push((
+                                    kind,
+                                    name.to_string(),
+                                    path.display().to_string(),
+                                    args.contains("\"chain_id\""),
+                                ));
                             }
                         }
                     }
@@ -281,10 +306,17 @@ mod tests {
             }
         }
         assert!(found.len() > 30, "the scan found only {} metrics", found.len());
-        for (kind, name, file) in found {
-            assert!(
-                CATALOG.iter().any(|m| m.name == name && m.kind == kind),
-                "{file} defines {kind:?} {name}, which metrics_catalog::CATALOG lacks"
+        for (kind, name, file, labelled) in found {
+            let metric = CATALOG.iter().find(|m| m.name == name && m.kind == kind);
+            let Some(metric) = metric else {
+                panic!("{file} defines {kind:?} {name}, which metrics_catalog::CATALOG lacks");
+            };
+            assert_eq!(
+                labelled,
+                metric.per_chain,
+                "{file}: {name} {} a chain_id label, as a metric of {}",
+                if metric.per_chain { "needs" } else { "must not have" },
+                if metric.per_chain { "one chain" } else { "the node" }
             );
         }
     }
@@ -296,15 +328,18 @@ mod tests {
         let handle = recorder.handle();
         metrics::with_local_recorder(&recorder, || {
             describe();
-            register_all(&["rpc-0".to_string()], &["api", "admin"]);
+            register_all(&[(31337, vec!["rpc-0".to_string()]), (8453, vec!["rpc-0".to_string()])], &["api", "admin"]);
         });
         let text = handle.render();
         for m in CATALOG {
             assert!(text.contains(&format!("\n{}", m.name)) || text.starts_with(m.name), "{} missing:\n{text}", m.name);
         }
-        assert!(text.contains("keeper_failover_total 0"), "{text}");
+        assert!(text.contains("keeper_failover_total{chain_id=\"8453\"} 0"), "{text}");
         assert!(text.contains("webhook_deliveries_total{outcome=\"dead\"} 0"), "{text}");
-        assert!(text.contains("rpc_requests_total{provider=\"rpc-0\",outcome=\"timeout\"} 0"), "{text}");
+        assert!(
+            text.contains("rpc_requests_total{chain_id=\"31337\",provider=\"rpc-0\",outcome=\"timeout\"} 0"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -80,7 +80,7 @@ mod tests {
             .collect();
         let set =
             |epoch| OperatorSet { epoch, start_round: epoch * 10, operators: ops.clone(), threshold: 3, me: None };
-        let epochs = Epochs::new(ops[0].peer_id, Some(set(0)));
+        let epochs = Epochs::new(ops[0].peer_id, 31337, Some(set(0)));
         epochs.insert(set(1));
         let (chain_id, settlement, set_hash) = (7, Address::repeat_byte(9), B256::repeat_byte(5));
         let approval = |epoch: u64, signer: usize, by: u8, over: B256| {

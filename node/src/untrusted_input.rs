@@ -110,7 +110,7 @@ fn fixture() -> &'static Fixture {
         };
         let me = operator.peer_id;
         let set = OperatorSet { epoch: 0, start_round: 0, operators: vec![operator], threshold: 1, me: Some(0) };
-        let epochs = crate::epochs::Epochs::new(me, Some(set));
+        let epochs = crate::epochs::Epochs::new(me, 31337, Some(set));
         let merchant: settleproof_config::NodeConfig =
             NodeConfig::from_toml_str(EXAMPLE, std::iter::empty()).expect("example config");
         let scope = InvoiceScope {

@@ -108,6 +108,8 @@ pub struct NetworkHandle {
     commands: mpsc::Sender<Command>,
     connected: Arc<AtomicUsize>,
     local_peer_id: PeerId,
+    /// The namespace this handle publishes and asks in ([`NetworkHandle::scoped`]).
+    scope: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for Command {
@@ -127,13 +129,22 @@ impl std::fmt::Debug for Command {
 }
 
 impl NetworkHandle {
-    /// Publishes `data` on `topic` to the connected operators.
+    /// A handle of the same network that publishes on `<topic>/<scope>` and sends its requests
+    /// tagged with `scope`; [`crate::demux`] hands what arrives in a scope to that scope's
+    /// receiver, with the scope taken off again. A node runs one pipeline per scope (per
+    /// chain) over one swarm, and no pipeline sees another's messages.
+    pub fn scoped(&self, scope: &str) -> Self {
+        Self { scope: Some(Arc::from(scope)), ..self.clone() }
+    }
+
+    /// Publishes `data` on `topic` (in this handle's scope) to the connected operators.
     pub async fn publish(&self, topic: &str, data: Vec<u8>) -> Result<(), P2pError> {
         let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Publish { topic: topic.to_string(), data, reply })
-            .await
-            .map_err(|_| P2pError::Stopped)?;
+        let topic = match &self.scope {
+            Some(scope) => crate::scope::scoped_topic(topic, scope),
+            None => topic.to_string(),
+        };
+        self.commands.send(Command::Publish { topic, data, reply }).await.map_err(|_| P2pError::Stopped)?;
         rx.await.map_err(|_| P2pError::Stopped)?
     }
 
@@ -168,6 +179,10 @@ impl NetworkHandle {
     /// Sends a direct request to `peer` and waits for its answer.
     pub async fn request(&self, peer: PeerId, data: String) -> Result<String, P2pError> {
         let (reply, rx) = oneshot::channel();
+        let data = match &self.scope {
+            Some(scope) => crate::scope::scoped_request(scope, &data),
+            None => data,
+        };
         self.commands.send(Command::Request { peer, data, reply }).await.map_err(|_| P2pError::Stopped)?;
         rx.await.map_err(|_| P2pError::Stopped)?
     }
@@ -217,8 +232,12 @@ pub fn spawn(config: NetworkConfig) -> Result<(NetworkHandle, mpsc::Receiver<Net
     let (cmd_tx, cmd_rx) = mpsc::channel(256);
     let (event_tx, event_rx) = mpsc::channel(1024);
     let connected = Arc::new(AtomicUsize::new(0));
-    let handle =
-        NetworkHandle { commands: cmd_tx, connected: connected.clone(), local_peer_id: *swarm.local_peer_id() };
+    let handle = NetworkHandle {
+        commands: cmd_tx,
+        connected: connected.clone(),
+        local_peer_id: *swarm.local_peer_id(),
+        scope: None,
+    };
     tokio::spawn(run(swarm, config, cmd_rx, event_tx, connected));
     Ok((handle, event_rx))
 }

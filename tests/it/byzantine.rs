@@ -330,7 +330,7 @@ async fn a_restored_backup_does_not_roll_back_the_signing_guard() -> Result<()> 
     }
     net.restart(node)?;
     net.eventually("node 1 past the round again", Duration::from_secs(60), || async {
-        let cp = net.health(node).await?["checks"]["chain"]["checkpoint"].as_u64()?;
+        let cp = net.health(node).await?["chains"][0]["checks"]["chain"]["checkpoint"].as_u64()?;
         (cp > signed.toBlock + 4).then_some(())
     })
     .await?;

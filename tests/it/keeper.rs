@@ -27,7 +27,7 @@ async fn pay(net: &Testnet, i: usize) -> Result<(String, u64)> {
 
 fn round_of(net: &Testnet, block: u64) -> u64 {
     let cfg = &net.devnet.nodes[0].1;
-    (block - cfg.chain.start_block) / cfg.rounds.length_blocks
+    (block - cfg.chains[0].start_block) / cfg.rounds.length_blocks
 }
 
 /// Every `Settled` event of `round`: (signer bitmap, leaf count, submitter).
@@ -84,7 +84,7 @@ async fn an_operator_signing_another_root_is_outvoted() -> Result<()> {
     let (id, round) = loop {
         let (id, block) = pay(&net, 0).await?;
         let round = round_of(&net, block);
-        let start = net.devnet.nodes[0].1.chain.start_block;
+        let start = net.devnet.nodes[0].1.chains[0].start_block;
         let end = start + (round + 1) * 10 - 1;
         if end >= provider.get_block_number().await? + 3 {
             let event = InvoicePayments::InvoicePaid {
@@ -122,10 +122,10 @@ async fn an_operator_signing_another_root_is_outvoted() -> Result<()> {
     let h = net
         .eventually("node 2 halted", Duration::from_secs(30), || async {
             let h = net.health(2).await?;
-            (h["checks"]["settlement"]["halted"] == true).then_some(h)
+            (h["chains"][0]["checks"]["settlement"]["halted"] == true).then_some(h)
         })
         .await?;
-    assert_eq!(h["checks"]["settlement"]["halt"]["invariant"], "settled_root_mismatch", "{h}");
+    assert_eq!(h["chains"][0]["checks"]["settlement"]["halt"]["invariant"], "settled_root_mismatch", "{h}");
     assert_eq!(h["status"], "not_ready");
     let metrics = net.http.get(format!("{}/metrics", net.api(2))).send().await?.text().await?;
     assert!(metrics.contains("invariant_violations_total{invariant=\"settled_root_mismatch\"}"), "metric exposed");
@@ -134,7 +134,7 @@ async fn an_operator_signing_another_root_is_outvoted() -> Result<()> {
         net.http.post(format!("{}/admin/v1/resume", net.admin(2))).bearer_auth(admin).send().await?.json().await?;
     assert_eq!(r["was"]["invariant"], "settled_root_mismatch");
     let h = net.health(2).await.ok_or_else(|| eyre!("health"))?;
-    assert_eq!(h["checks"]["settlement"]["halted"], false, "resumed: {h}");
+    assert_eq!(h["chains"][0]["checks"]["settlement"]["halted"], false, "resumed: {h}");
     net.stop().await;
     Ok(())
 }
@@ -324,7 +324,7 @@ async fn a_stuck_settlement_is_replaced_with_higher_fees() -> Result<()> {
     let keeper_account = net.devnet.nodes[0].1.network.operators[(round % 4) as usize].evm_address;
     // Stop mining, then mine just enough blocks by hand for the round to close and be confirmed.
     let _: Value = provider.raw_request("evm_setIntervalMining".into(), (0u64,)).await?;
-    let end = net.devnet.nodes[0].1.chain.start_block + (round + 1) * 2 - 1;
+    let end = net.devnet.nodes[0].1.chains[0].start_block + (round + 1) * 2 - 1;
     let head = provider.get_block_number().await?;
     if end + 1 > head {
         let _: Value = provider.raw_request("anvil_mine".into(), (end + 1 - head,)).await?;

@@ -38,10 +38,10 @@ async fn a_keeper_nonce_out_of_sync_halts_settlement_until_resumed() -> Result<(
     let h = net
         .eventually("halted", Duration::from_secs(30), || async {
             let h = net.health(0).await?;
-            (h["checks"]["settlement"]["halted"] == true).then_some(h)
+            (h["chains"][0]["checks"]["settlement"]["halted"] == true).then_some(h)
         })
         .await?;
-    assert_eq!(h["checks"]["settlement"]["halt"]["invariant"], "keeper_nonce_desync", "{h}");
+    assert_eq!(h["chains"][0]["checks"]["settlement"]["halt"]["invariant"], "keeper_nonce_desync", "{h}");
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(!settled(&net, &second).await, "nothing is settled while halted");
     let (status, _) = net.get_invoice(0, &second).await?;
@@ -270,10 +270,10 @@ async fn providers_that_now_show_other_amounts_for_a_settled_round_halt_settleme
     let h = net
         .eventually("halted", Duration::from_secs(30), || async {
             let h = net.health(0).await?;
-            (h["checks"]["settlement"]["halted"] == true).then_some(h)
+            (h["chains"][0]["checks"]["settlement"]["halted"] == true).then_some(h)
         })
         .await?;
-    assert_eq!(h["checks"]["settlement"]["halt"]["invariant"], "settled_amount_mismatch", "{h}");
+    assert_eq!(h["chains"][0]["checks"]["settlement"]["halt"]["invariant"], "settled_amount_mismatch", "{h}");
     net.stop().await;
     Ok(())
 }

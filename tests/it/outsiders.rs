@@ -214,7 +214,7 @@ async fn a_stale_nonce_provider_does_not_halt_the_keeper() -> Result<()> {
     }
     for i in 0..4 {
         let health = net.health(i).await.ok_or_else(|| eyre!("node {i} health"))?;
-        assert_eq!(health["checks"]["settlement"]["halted"], false, "node {i}: {health}");
+        assert_eq!(health["chains"][0]["checks"]["settlement"]["halted"], false, "node {i}: {health}");
         assert_eq!(net.metric(i, "keeper_nonce_desync_total").await, 0.0, "node {i} saw no desync");
     }
     net.stop().await;

@@ -25,7 +25,7 @@ async fn payments_settle_over_tls_and_nothing_shows_a_secret() -> Result<()> {
         ..Options::default()
     };
     let net = Testnet::start_with(opts).await?;
-    assert!(net.devnet.nodes[0].1.chain.rpc_endpoints[0].starts_with("https://localhost:"));
+    assert!(net.devnet.nodes[0].1.chains[0].rpc_endpoints[0].starts_with("https://localhost:"));
     assert!(net.devnet.merchant.webhook_url.starts_with("https://localhost:"));
 
     let (status, created) = net.create_invoice(1, json!({"amount": "1000", "token": "native"})).await?;

@@ -69,7 +69,7 @@ async fn a_log_forged_by_one_provider_is_never_attested() -> Result<()> {
     // Let every node process well past the forged block's round.
     net.eventually("checkpoints past the forged block", Duration::from_secs(30), || async {
         for i in 0..4 {
-            let cp = net.health(i).await?["checks"]["chain"]["checkpoint"].as_u64()?;
+            let cp = net.health(i).await?["chains"][0]["checks"]["chain"]["checkpoint"].as_u64()?;
             if cp < forged_block + 4 {
                 return None;
             }
@@ -102,7 +102,7 @@ async fn payments_settle_with_one_provider_down_and_another_slow() -> Result<()>
     let health = net
         .eventually("provider reported degraded", Duration::from_secs(20), || async {
             let h = net.health(0).await?;
-            (h["checks"]["providers"]["status"] == "degraded").then_some(h)
+            (h["chains"][0]["checks"]["providers"]["status"] == "degraded").then_some(h)
         })
         .await?;
     assert_eq!(health["status"], "degraded", "one provider down is degraded, not unready: {health}");
@@ -121,8 +121,8 @@ async fn two_providers_down_stop_a_node_attesting_until_they_recover() -> Result
             (h["status"] == "not_ready").then_some(h)
         })
         .await?;
-    assert_eq!(h["checks"]["chain"]["status"], "failing", "{h}");
-    let stuck_at = h["checks"]["chain"]["checkpoint"].as_u64();
+    assert_eq!(h["chains"][0]["checks"]["chain"]["status"], "failing", "{h}");
+    let stuck_at = h["chains"][0]["checks"]["chain"]["checkpoint"].as_u64();
     let id = invoice_paid(&net, 0, WEI).await?;
     // Nodes 0-2 are a quorum of 3; unless node 3 keeps this round, it settles without node 3.
     tokio::time::sleep(Duration::from_secs(6)).await;
@@ -130,7 +130,11 @@ async fn two_providers_down_stop_a_node_attesting_until_they_recover() -> Result
         assert!(!bitmap.bit(3), "node 3 attested round {round} without a provider quorum");
     }
     let h = net.health(3).await.ok_or_else(|| eyre!("health"))?;
-    assert_eq!(h["checks"]["chain"]["checkpoint"].as_u64(), stuck_at, "node 3 did not move its checkpoint");
+    assert_eq!(
+        h["chains"][0]["checks"]["chain"]["checkpoint"].as_u64(),
+        stuck_at,
+        "node 3 did not move its checkpoint"
+    );
     net.fault(3, 0, Fault::None);
     net.fault(3, 1, Fault::None);
     net.wait_ready(3).await?;
@@ -189,7 +193,7 @@ async fn a_signed_round_a_deep_reorg_changes_is_signed_again_and_settles_on_the_
     let net = Testnet::start_with(Options { round_length: 12, confirmations: 2, ..Options::default() }).await?;
     let provider = net.provider()?;
     let cfg = &net.devnet.nodes[0].1;
-    let (start, length) = (cfg.chain.start_block, cfg.rounds.length_blocks);
+    let (start, length) = (cfg.chains[0].start_block, cfg.rounds.length_blocks);
     let keepers: Vec<Address> = cfg.network.operators.iter().map(|o| o.evm_address).collect();
     let fund = |wei: u128| {
         let provider = provider.clone();
@@ -230,7 +234,7 @@ async fn a_signed_round_a_deep_reorg_changes_is_signed_again_and_settles_on_the_
 
     // The reorg takes the second payment's block and every block after it.
     let depth = provider.get_block_number().await? - reorged_in + 1;
-    assert!(depth > cfg.chain.confirmations, "deeper than the confirmation depth");
+    assert!(depth > cfg.chains[0].confirmations, "deeper than the confirmation depth");
     let _: Value = provider.raw_request("anvil_reorg".into(), (depth, Vec::<Value>::new())).await?;
     net.eventually("every node signed the round again on the new chain", Duration::from_secs(60), || async {
         (net.metric(0, "rounds_signed_again_total").await >= 4.0).then_some(())

@@ -291,7 +291,7 @@ async fn when_the_delivering_keeper_dies_another_node_delivers_the_same_event() 
     // The keeper of the payment's round submitted and was delivering: kill it for good.
     let block = first.body["data"]["payment"]["block_number"].as_u64().ok_or_else(|| eyre!("block"))?;
     let cfg = &net.devnet.nodes[0].1;
-    let keeper = (((block - cfg.chain.start_block) / cfg.rounds.length_blocks) % 4) as usize;
+    let keeper = (((block - cfg.chains[0].start_block) / cfg.rounds.length_blocks) % 4) as usize;
     net.kill9(keeper)?;
     net.receiver.set_failure(None);
     let got = delivered(&net, &id, 1, Duration::from_secs(60)).await?;

@@ -59,12 +59,32 @@ impl Anvil {
         self.child.id()
     }
 
+    /// Stops (`SIGSTOP`) or continues (`SIGCONT`) the chain: while stopped, every call to it
+    /// hangs until its caller's timeout, as a chain whose providers are all down.
+    pub fn pause(&self, paused: bool) -> Result<()> {
+        let signal = if paused { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill").args([signal, &self.pid().to_string()]).status()?;
+        if !status.success() {
+            bail!("kill {signal} {} failed", self.pid());
+        }
+        Ok(())
+    }
+
     /// Starts anvil, mining every `block_time` seconds, or on each transaction when `None`.
     pub async fn start(dir: &Path, block_time: Option<&str>) -> Result<Self> {
+        Self::start_chain(dir, block_time, None).await
+    }
+
+    /// Starts anvil as [`Anvil::start`] does, with chain id `chain_id` (anvil's 31337 when
+    /// `None`).
+    pub async fn start_chain(dir: &Path, block_time: Option<&str>, chain_id: Option<u64>) -> Result<Self> {
         let port = free_port();
-        let config_out = dir.join("anvil.json");
+        let config_out = dir.join(format!("anvil-{port}.json"));
         let mut cmd = Command::new(anvil_bin()?);
         cmd.args(["--host", "127.0.0.1", "--port", &port.to_string(), "--silent"]);
+        if let Some(id) = chain_id {
+            cmd.args(["--chain-id", &id.to_string()]);
+        }
         if let Some(t) = block_time {
             cmd.args(["--block-time", t]);
         }
@@ -131,6 +151,9 @@ pub struct Options {
     pub rpc_path: String,
     /// An extra provider of every node that never answers (nodes then report `degraded`).
     pub dead_rpc: Option<String>,
+    /// Chains every node serves (the first through `providers` proxies, the others read
+    /// directly); chain i has chain id 31337 + i.
+    pub chains: usize,
 }
 
 impl Default for Options {
@@ -150,6 +173,7 @@ impl Default for Options {
             tls: false,
             rpc_path: String::new(),
             dead_rpc: None,
+            chains: 1,
         }
     }
 }
@@ -169,6 +193,8 @@ pub enum NodeRun {
 #[derive(Debug)]
 pub struct Testnet {
     pub anvil: Anvil,
+    /// The chains after the first, in order (`devnet.chains[1..]`).
+    pub more_anvils: Vec<Anvil>,
     pub devnet: Devnet,
     pub nodes: Vec<NodeRun>,
     pub proxies: Vec<Vec<ProxyHandle>>,
@@ -233,6 +259,10 @@ impl Testnet {
             .try_init();
         let dir = tempfile::tempdir()?;
         let anvil = Anvil::start(dir.path(), Some(opts.block_time)).await?;
+        let mut more_anvils = Vec::new();
+        for i in 1..opts.chains.max(1) {
+            more_anvils.push(Anvil::start_chain(dir.path(), Some(opts.block_time), Some(31337 + i as u64)).await?);
+        }
         let ca = if opts.tls { Some(crate::tls::TestCa::generate(dir.path())?) } else { None };
         let mut proxies = Vec::new();
         let mut node_rpc = Vec::new();
@@ -277,6 +307,14 @@ impl Testnet {
             retry_schedule_s: opts.retry_schedule_s.clone(),
             failover_delay_ms: opts.failover_delay_ms,
             otlp_endpoint: opts.otlp_endpoint.clone(),
+            more_chains: more_anvils
+                .iter()
+                .map(|a| devnet::ChainSpec {
+                    rpc_url: a.url.clone(),
+                    deployer: a.keys[0].clone(),
+                    node_rpc: Vec::new(),
+                })
+                .collect(),
         };
         let devnet = devnet::init(&spec).await?;
         let receiver = Receiver::new(devnet.merchant.webhook_secret.expose().to_string(), None);
@@ -296,6 +334,7 @@ impl Testnet {
         let ready_status = if opts.dead_rpc.is_some() { "degraded" } else { "ready" };
         let mut net = Self {
             anvil,
+            more_anvils,
             devnet,
             nodes: Vec::new(),
             proxies,
@@ -456,9 +495,28 @@ impl Testnet {
         Ok((status, resp.json().await.unwrap_or(Value::Null)))
     }
 
-    /// Sends every transaction of an invoice's payment instructions from the payer.
+    /// Sends every transaction of an invoice's payment instructions from the payer, on the
+    /// chain the instructions name.
     pub async fn pay(&self, created: &Value) -> Result<u64> {
-        pay_with(&self.payer()?, created).await
+        let chain_id = created["payment_instructions"]["chain_id"].as_u64().ok_or_else(|| eyre!("no chain_id"))?;
+        pay_with(&self.payer_on(chain_id)?, created).await
+    }
+
+    /// The anvil of chain `chain_id`.
+    pub fn anvil_of(&self, chain_id: u64) -> Result<&Anvil> {
+        let i = self.devnet.chains.iter().position(|c| c.chain_id == chain_id);
+        match i {
+            Some(0) => Ok(&self.anvil),
+            Some(i) => self.more_anvils.get(i - 1).ok_or_else(|| eyre!("no anvil {i}")),
+            None => bail!("chain {chain_id} is not part of the test network"),
+        }
+    }
+
+    /// A provider of chain `chain_id` that signs as the payer.
+    pub fn payer_on(&self, chain_id: u64) -> Result<DynProvider> {
+        let anvil = self.anvil_of(chain_id)?;
+        let wallet = EthereumWallet::from(anvil.keys[1].clone());
+        Ok(ProviderBuilder::new().wallet(wallet).connect_http(anvil.url.parse()?).erased())
     }
 
     /// The checks of the receipt in webhook `body` that fail, off chain and on this chain.

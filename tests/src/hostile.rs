@@ -154,6 +154,7 @@ pub fn start(merchants: Vec<MerchantConfig>, settings: WebhookSection, events: &
         "node-0".into(),
         None,
         schedule,
+        31337,
     );
     let (stop, rx) = watch::channel(false);
     tokio::spawn(d.run(rx));

@@ -34,6 +34,7 @@ pub struct DeliveriesQuery {
     invoice: Option<String>,
     state: Option<String>,
     limit: Option<usize>,
+    chain_id: Option<u64>,
 }
 
 /// One event with its attempts.
@@ -41,6 +42,8 @@ pub struct DeliveriesQuery {
 pub struct DeliveryView {
     #[serde(flatten)]
     event: OutboxEvent,
+    /// The chain whose worker holds the event.
+    chain_id: u64,
     state: &'static str,
     attempts_detail: Vec<crate::store::Attempt>,
 }
@@ -51,8 +54,8 @@ pub(super) async fn deliveries(
     query: Result<Query<DeliveriesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers)?;
-    let Query(q) =
-        query.map_err(|e| ApiError::invalid("query", format!("{e}; accepted: merchant, invoice, state, limit")))?;
+    let Query(q) = query
+        .map_err(|e| ApiError::invalid("query", format!("{e}; accepted: merchant, invoice, state, limit, chain_id")))?;
     let invoice: Option<B256> = q
         .invoice
         .as_deref()
@@ -67,12 +70,16 @@ pub(super) async fn deliveries(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::invalid("limit", "limit must be between 1 and 1000"));
     }
-    let events = state.store.events(q.merchant.as_deref(), invoice, q.state.as_deref(), limit)?;
+    let chains = chains_named(&state, q.chain_id)?;
     let mut out = Vec::new();
-    for event in events {
-        let attempts_detail = state.store.attempts(&event.id)?;
-        out.push(DeliveryView { state: event.state(), attempts_detail, event });
+    for chain in chains {
+        for event in chain.store.events(q.merchant.as_deref(), invoice, q.state.as_deref(), limit)? {
+            let attempts_detail = chain.store.attempts(&event.id)?;
+            out.push(DeliveryView { state: event.state(), attempts_detail, event, chain_id: chain.chain_id });
+        }
     }
+    out.sort_by(|a, b| b.event.created_at_ms.cmp(&a.event.created_at_ms));
+    out.truncate(limit);
     Ok(Json(json!({ "data": out })))
 }
 
@@ -82,12 +89,14 @@ pub(super) async fn replay_one(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers)?;
-    if state.store.outbox_event(&id)?.is_none() {
-        return Err(ApiError::not_found("webhook event"));
+    for chain in state.chains.iter() {
+        if chain.store.outbox_event(&id)?.is_some() {
+            let n = chain.store.replay(&[id], now_ms())?;
+            chain.wake();
+            return Ok(Json(json!({ "replayed": n, "chain_id": chain.chain_id })));
+        }
     }
-    let n = state.store.replay(&[id], now_ms())?;
-    wake(&state);
-    Ok(Json(json!({ "replayed": n })))
+    Err(ApiError::not_found("webhook event"))
 }
 
 /// Body of `POST /admin/v1/deliveries/replay`.
@@ -96,6 +105,7 @@ pub(super) async fn replay_one(
 pub struct ReplayBody {
     since_ms: u64,
     merchant: Option<String>,
+    chain_id: Option<u64>,
 }
 
 pub(super) async fn replay_failed(
@@ -105,11 +115,17 @@ pub(super) async fn replay_failed(
 ) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers)?;
     let req: ReplayBody = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::invalid("body", format!("{e}; expected {{\"since_ms\": <unix ms>, \"merchant\": optional id}}"))
+        ApiError::invalid(
+            "body",
+            format!("{e}; expected {{\"since_ms\": <unix ms>, \"merchant\": optional id, \"chain_id\": optional}}"),
+        )
     })?;
-    let ids = state.store.dead_since(req.since_ms, req.merchant.as_deref())?;
-    let n = state.store.replay(&ids, now_ms())?;
-    wake(&state);
+    let mut n = 0;
+    for chain in chains_named(&state, req.chain_id)? {
+        let ids = chain.store.dead_since(req.since_ms, req.merchant.as_deref())?;
+        n += chain.store.replay(&ids, now_ms())?;
+        chain.wake();
+    }
     Ok(Json(json!({ "replayed": n })))
 }
 
@@ -131,46 +147,98 @@ pub(super) async fn enable(
     if !state.merchants.iter().any(|m| m.id == id) {
         return Err(ApiError::not_found("merchant"));
     }
-    let before = state.store.endpoint(&id)?;
-    state.store.set_endpoint(&id, &EndpointState::default())?;
-    // Events that waited while disabled are pending and go out now; events that died meanwhile
-    // are replayed too.
-    let since = before.disabled_at_ms.unwrap_or(u64::MAX);
-    let ids = state.store.dead_since(since, Some(&id))?;
-    let replayed = state.store.replay(&ids, now_ms())?;
-    wake(&state);
+    let mut replayed = 0;
+    for chain in state.chains.iter() {
+        let before = chain.store.endpoint(&id)?;
+        chain.store.set_endpoint(&id, &EndpointState::default())?;
+        // Events that waited while disabled are pending and go out now; events that died
+        // meanwhile are replayed too.
+        let since = before.disabled_at_ms.unwrap_or(u64::MAX);
+        let ids = chain.store.dead_since(since, Some(&id))?;
+        replayed += chain.store.replay(&ids, now_ms())?;
+        chain.wake();
+    }
     let mut status = merchant_status(&state, &id)?.0;
     status["replayed"] = json!(replayed);
     Ok(Json(status))
 }
 
-/// A merchant's endpoint state and delivery counts.
+/// A merchant's endpoint state and delivery counts: summed over the chains, and per chain
+/// (each chain's worker keeps its own retry state). `endpoint` is the first chain's state, or
+/// a disabled one's when any is disabled.
 pub(super) fn merchant_status(state: &ApiState, id: &str) -> Result<Json<Value>, ApiError> {
     let m = state.merchants.iter().find(|m| m.id == id).ok_or_else(|| ApiError::not_found("merchant"))?;
-    let endpoint = state.store.endpoint(id)?;
-    let count = |s: &str| state.store.events(Some(id), None, Some(s), usize::MAX).map(|v| v.len());
+    let mut endpoint = state.chains.first().store.endpoint(id)?;
+    let (mut total, mut by_chain) = ([0usize; 3], Vec::new());
+    for chain in state.chains.iter() {
+        let here = chain.store.endpoint(id)?;
+        let mut counts = [0usize; 3];
+        for (i, s) in ["pending", "delivered", "dead"].into_iter().enumerate() {
+            counts[i] = chain.store.events(Some(id), None, Some(s), usize::MAX)?.len();
+            total[i] += counts[i];
+        }
+        by_chain.push(json!({
+            "chain_id": chain.chain_id,
+            "endpoint": here,
+            "deliveries": { "pending": counts[0], "delivered": counts[1], "dead": counts[2] },
+        }));
+        if here.disabled_at_ms.is_some() && endpoint.disabled_at_ms.is_none() {
+            endpoint = here;
+        }
+    }
     Ok(Json(json!({
         "id": m.id,
         "webhook_url": m.webhook_url,
         "endpoint": endpoint,
-        "deliveries": { "pending": count("pending")?, "delivered": count("delivered")?, "dead": count("dead")? },
+        "deliveries": { "pending": total[0], "delivered": total[1], "dead": total[2] },
+        "chains": by_chain,
     })))
 }
 
-fn wake(state: &ApiState) {
-    if let Some(w) = &state.webhook_wake {
-        w.notify_one();
+/// The chain `id` names, or every chain when `None`.
+fn chains_named(state: &ApiState, id: Option<u64>) -> Result<Vec<&super::ChainState>, ApiError> {
+    match id {
+        Some(_) => Ok(vec![state.chains.get(id, "chain_id")?]),
+        None => Ok(state.chains.iter().collect()),
     }
 }
 
-fn halt_of(state: &ApiState) -> Result<&crate::halt::Halt, ApiError> {
-    state.halt.as_ref().ok_or_else(|| ApiError::not_found("halt switch"))
+/// The halt switches of the chains `id` names (every chain when `None`).
+fn halts_of(state: &ApiState, id: Option<u64>) -> Result<Vec<(u64, &crate::halt::Halt)>, ApiError> {
+    let halts: Vec<_> =
+        chains_named(state, id)?.into_iter().filter_map(|c| c.halt.as_ref().map(|h| (c.chain_id, h))).collect();
+    if halts.is_empty() { Err(ApiError::not_found("halt switch")) } else { Ok(halts) }
+}
+
+/// Body of `POST /admin/v1/halt` and `/resume`; every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HaltBody {
+    reason: Option<String>,
+    chain_id: Option<u64>,
+}
+
+fn halt_body(body: &[u8]) -> Result<HaltBody, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(HaltBody::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::invalid("body", format!("{e}; expected {{\"reason\": optional text, \"chain_id\": optional}}"))
+    })
 }
 
 pub(super) async fn status(State(state): State<ApiState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers)?;
-    let halt = halt_of(&state)?;
-    Ok(Json(json!({ "node": state.node_name, "halted": halt.is_halted(), "halt": halt.reason() })))
+    let halts = halts_of(&state, None)?;
+    let chains: Vec<Value> =
+        halts.iter().map(|(id, h)| json!({ "chain_id": id, "halted": h.is_halted(), "halt": h.reason() })).collect();
+    let first_halt = halts.iter().find_map(|(_, h)| h.reason());
+    Ok(Json(json!({
+        "node": state.node_name,
+        "halted": halts.iter().any(|(_, h)| h.is_halted()),
+        "halt": first_halt,
+        "chains": chains,
+    })))
 }
 
 pub(super) async fn halt(
@@ -179,19 +247,34 @@ pub(super) async fn halt(
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers)?;
-    let v: Value = serde_json::from_slice(&body).unwrap_or_default();
-    let detail = v["reason"].as_str().unwrap_or("halted by an operator").to_string();
-    tracing::warn!(reason = %detail, "settlement halted by an operator");
-    halt_of(&state)?.halt(crate::halt::HaltReason { invariant: "operator".into(), detail, at_ms: now_ms() });
+    let req = halt_body(&body)?;
+    let detail = req.reason.unwrap_or_else(|| "halted by an operator".into());
+    let halts = halts_of(&state, req.chain_id)?;
+    for (chain_id, halt) in &halts {
+        tracing::warn!(reason = %detail, chain_id, "settlement halted by an operator");
+        halt.halt(crate::halt::HaltReason { invariant: "operator".into(), detail: detail.clone(), at_ms: now_ms() });
+    }
     state.answers.invalidate().await;
-    Ok(Json(json!({ "halted": true })))
+    let chains: Vec<u64> = halts.iter().map(|(id, _)| *id).collect();
+    Ok(Json(json!({ "halted": true, "chains": chains })))
 }
 
-pub(super) async fn resume(State(state): State<ApiState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+pub(super) async fn resume(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers)?;
-    let previous = halt_of(&state)?.resume()?;
+    let req = halt_body(&body)?;
+    let mut was = Vec::new();
+    for (chain_id, halt) in halts_of(&state, req.chain_id)? {
+        if let Some(previous) = halt.resume()? {
+            was.push(json!({ "chain_id": chain_id, "halt": previous }));
+        }
+    }
     state.answers.invalidate().await;
-    Ok(Json(json!({ "halted": false, "was": previous })))
+    // `was`: the first chain's previous reason, as before several chains; `chains`: each.
+    Ok(Json(json!({ "halted": false, "was": was.first().map(|w| w["halt"].clone()), "chains": was })))
 }
 
 pub(super) async fn backup(
@@ -200,8 +283,14 @@ pub(super) async fn backup(
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers)?;
-    let v: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::invalid("body", format!("{e}; expected {{\"path\": \"/abs/backup.redb\"}}")))?;
+    let v: Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::invalid("body", format!("{e}; expected {{\"path\": \"/abs/backup.redb\", \"chain_id\": optional}}"))
+    })?;
+    let chain_id = match &v["chain_id"] {
+        Value::Null => None,
+        id => Some(id.as_u64().ok_or_else(|| ApiError::invalid("chain_id", "chain_id must be a number"))?),
+    };
+    let chain = state.chains.get(chain_id, "chain_id")?;
     let path = v["path"]
         .as_str()
         .ok_or_else(|| ApiError::invalid("path", "path must be an absolute file path on the node's host"))?;
@@ -209,13 +298,13 @@ pub(super) async fn backup(
     if !path.is_absolute() {
         return Err(ApiError::invalid("path", "path must be absolute"));
     }
-    let store = state.store.clone();
+    let store = chain.store.clone();
     let records = tokio::task::spawn_blocking(move || store.backup_to(&path))
         .await
         .map_err(ApiError::internal)?
         .map_err(|e| ApiError::invalid("path", e.to_string()))?;
-    tracing::info!(records, "online backup written");
-    Ok(Json(json!({ "records": records })))
+    tracing::info!(records, chain_id = chain.chain_id, "online backup written");
+    Ok(Json(json!({ "records": records, "chain_id": chain.chain_id })))
 }
 
 pub(super) async fn log_level(

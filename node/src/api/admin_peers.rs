@@ -35,7 +35,7 @@ pub(super) async fn peers(State(state): State<ApiState>, headers: HeaderMap) -> 
     Ok(Json(json!({
         "local_peer_id": net.local_peer_id().to_string(),
         "connected": net.connected_peers(),
-        "operators": state.set_size().0,
+        "operators": state.chains.first().set_size().0,
         "scores": scores,
     })))
 }

@@ -7,7 +7,7 @@
 //! each operator approves on its own node and any of them submits.
 
 use super::admin::authorize;
-use super::{ApiError, ApiState};
+use super::{ApiError, ApiState, ChainState};
 use crate::keys::OperatorKeys;
 use crate::proposal::Proposal;
 use axum::Json;
@@ -16,11 +16,26 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use serde_json::{Value, json};
 
-/// `GET /admin/v1/operator-sets`: every set this node read from the chain.
-pub(super) async fn sets(State(state): State<ApiState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+/// Query of `GET /admin/v1/operator-sets`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetsQuery {
+    /// The chain whose settlement contract holds the sets; absent: the first chain.
+    chain_id: Option<u64>,
+}
+
+/// `GET /admin/v1/operator-sets`: every set this node read from a chain's settlement contract
+/// (each chain's contract holds its own sets).
+pub(super) async fn sets(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    query: Result<axum::extract::Query<SetsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers)?;
-    let sets = state.store.epochs().map_err(ApiError::internal)?;
-    let me = state.epochs.as_ref().map(|e| e.me());
+    let axum::extract::Query(q) = query.map_err(|e| ApiError::invalid("query", format!("{e}; accepted: chain_id")))?;
+    let chain = state.chains.get(q.chain_id, "chain_id")?;
+    let sets = chain.store.epochs().map_err(ApiError::internal)?;
+    let me = chain.epochs.as_ref().map(|e| e.me());
     let epochs: Vec<Value> = sets
         .iter()
         .map(|s| {
@@ -43,7 +58,7 @@ pub(super) async fn sets(State(state): State<ApiState>, headers: HeaderMap) -> R
         .collect();
     let mut pending: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     if let Some(latest) = sets.last() {
-        for a in state.store.set_approvals(latest.epoch).map_err(ApiError::internal)? {
+        for a in chain.store.set_approvals(latest.epoch).map_err(ApiError::internal)? {
             let name = latest.operators.get(a.signer as usize).map_or_else(|| a.signer.to_string(), |o| o.name.clone());
             pending.entry(a.set_hash.to_string()).or_default().push(name);
         }
@@ -52,33 +67,34 @@ pub(super) async fn sets(State(state): State<ApiState>, headers: HeaderMap) -> R
         .into_iter()
         .map(|(set_hash, approved_by)| json!({"set_hash": set_hash, "approved_by": approved_by}))
         .collect();
-    Ok(Json(json!({ "epochs": epochs, "approvals": approvals })))
+    Ok(Json(json!({ "chain_id": chain.chain_id, "epochs": epochs, "approvals": approvals })))
 }
 
 /// The proposal in a request body, checked against the latest set this node read from the
-/// chain; with that set.
-fn checked_proposal(
-    state: &ApiState,
+/// chain it names; with that chain and set.
+fn checked_proposal<'a>(
+    state: &'a ApiState,
     body: &[u8],
-) -> Result<(Proposal, settleproof_consensus::OperatorSetSpec), ApiError> {
+) -> Result<(Proposal, &'a ChainState, settleproof_consensus::OperatorSetSpec), ApiError> {
     let proposal: Proposal = serde_json::from_slice(body).map_err(|e| {
         ApiError::invalid("body", format!("{e}; expected a proposal file of `settleproof operators propose`"))
     })?;
-    let latest = state
+    let chain = state.chains.get(Some(proposal.chain_id), "chain_id")?;
+    let latest = chain
         .store
         .epochs()
         .map_err(ApiError::internal)?
         .pop()
         .ok_or_else(|| ApiError::not_found("operator set (this node has not read one from the chain yet)"))?;
     proposal
-        .check_against(&latest, state.chain_id, state.settlement_contract)
+        .check_against(&latest, chain.chain_id, chain.settlement_contract)
         .map_err(|e| ApiError::invalid("proposal", e.to_string()))?;
-    Ok((proposal, latest))
+    Ok((proposal, chain, latest))
 }
 
 /// Adds to `proposal` the approvals of its set this node made or heard; returns how many.
-fn merge_heard(state: &ApiState, proposal: &mut Proposal) -> Result<usize, ApiError> {
-    let heard = state.store.set_approvals(proposal.current.epoch).map_err(ApiError::internal)?;
+fn merge_heard(chain: &ChainState, proposal: &mut Proposal) -> Result<usize, ApiError> {
+    let heard = chain.store.set_approvals(proposal.current.epoch).map_err(ApiError::internal)?;
     let set_hash = proposal.set_hash;
     Ok(heard
         .iter()
@@ -96,8 +112,8 @@ pub(super) async fn collect(
     body: Bytes,
 ) -> Result<Json<Proposal>, ApiError> {
     authorize(&state, &headers)?;
-    let (mut proposal, _) = checked_proposal(&state, &body)?;
-    merge_heard(&state, &mut proposal)?;
+    let (mut proposal, chain, _) = checked_proposal(&state, &body)?;
+    merge_heard(chain, &mut proposal)?;
     Ok(Json(proposal))
 }
 
@@ -111,8 +127,8 @@ pub(super) async fn approve(
     body: Bytes,
 ) -> Result<Json<Proposal>, ApiError> {
     authorize(&state, &headers)?;
-    let (mut proposal, latest) = checked_proposal(&state, &body)?;
-    let me = state.epochs.as_ref().map(|e| e.me());
+    let (mut proposal, chain, latest) = checked_proposal(&state, &body)?;
+    let me = chain.epochs.as_ref().map(|e| e.me());
     let (index, mine) = latest
         .operators
         .iter()
@@ -130,7 +146,7 @@ pub(super) async fn approve(
     // Kept, then gossiped by the round loop's rebroadcast until the next epoch is committed.
     let index = u32::try_from(index).map_err(|_| ApiError::internal("operator index out of range"))?;
     let kept =
-        state.store.put_set_approval(latest.epoch, proposal.set_hash, index, &own).map_err(ApiError::internal)?;
+        chain.store.put_set_approval(latest.epoch, proposal.set_hash, index, &own).map_err(ApiError::internal)?;
     if kept == crate::store::ApprovalPut::Limit {
         return Err(ApiError::conflict(format!(
             "this node approved {} other proposals to epoch {} already, the most the other nodes keep; they are dropped when the next epoch is committed",
@@ -138,7 +154,7 @@ pub(super) async fn approve(
             latest.epoch
         )));
     }
-    let heard = merge_heard(&state, &mut proposal)?;
+    let heard = merge_heard(chain, &mut proposal)?;
     tracing::info!(epoch = latest.epoch, next = proposal.next.epoch, change = ?proposal.change, heard, "operator set change approved through the admin API");
     Ok(Json(proposal))
 }

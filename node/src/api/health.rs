@@ -1,8 +1,13 @@
-//! `GET /health/ready`: per-dependency status. A node is `ready` when every dependency is fine,
-//! `degraded` when it still works with less margin (a provider down while the quorum holds, a
-//! peer missing while a signing quorum is reachable), and `not_ready` (503) when it cannot
-//! attest: store failing, provider quorum lost, chain reads stale, settlement halted, or too few
-//! peers to ever reach the threshold. Every probe that waits on something has a 2 s timeout.
+//! `GET /health/ready`: per-dependency status of every chain, and of the node as a whole.
+//!
+//! A chain is `ok` when every dependency is fine, `degraded` when it still works with less
+//! margin (a provider down while the quorum holds, a peer missing while a signing quorum is
+//! reachable), and `failing` when it cannot attest: store failing, provider quorum lost, chain
+//! reads stale, settlement halted, or too few peers to ever reach the threshold.
+//!
+//! The node is `ready` when every chain is `ok`, `degraded` while at least one chain can settle
+//! and another is failing or degraded (`checks.chains.failing` names them), and `not_ready`
+//! (503) only when no chain can settle. Every probe that waits on something has a 2 s timeout.
 
 use super::ApiState;
 use axum::Json;
@@ -42,6 +47,46 @@ pub(super) async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<Va
 }
 
 async fn compute(state: ApiState) -> (StatusCode, Value) {
+    let peers = state.net.as_ref().map_or(0, NetworkHandle::connected_peers);
+    metrics::gauge!("peers_connected").set(peers as f64);
+    let mut chains = Vec::new();
+    let (mut healthy, mut failing, mut worst) = (Vec::new(), Vec::new(), Level::Ok);
+    for chain in state.chains.iter() {
+        let (level, checks) = chain_checks(chain, peers).await;
+        worst = worst.max(level);
+        let label = format!("{} ({})", chain.chain_id, chain.name);
+        if level == Level::Failing {
+            failing.push(label)
+        } else {
+            healthy.push(label)
+        }
+        chains.push(json!({
+            "chain_id": chain.chain_id,
+            "name": chain.name,
+            "status": level.name(),
+            "checks": checks,
+        }));
+    }
+    // Ready while every chain is fine; degraded while at least one chain can settle and any
+    // is failing or short of margin; not ready only when no chain can settle.
+    let (status, code) = if healthy.is_empty() {
+        ("not_ready", StatusCode::SERVICE_UNAVAILABLE)
+    } else if worst == Level::Ok {
+        ("ready", StatusCode::OK)
+    } else {
+        ("degraded", StatusCode::OK)
+    };
+    let summary = json!({
+        "status": if healthy.is_empty() { "failing" } else if failing.is_empty() { "ok" } else { "degraded" },
+        "healthy": healthy,
+        "failing": failing,
+        "peers_connected": peers,
+    });
+    (code, json!({"status": status, "checks": { "chains": summary }, "chains": chains}))
+}
+
+/// One chain's checks and their worst level.
+async fn chain_checks(chain: &super::ChainState, peers: usize) -> (Level, serde_json::Map<String, Value>) {
     let mut worst = Level::Ok;
     let mut checks = serde_json::Map::new();
     let mut put = |name: &str, level: Level, mut detail: Value| {
@@ -49,8 +94,9 @@ async fn compute(state: ApiState) -> (StatusCode, Value) {
         detail["status"] = json!(level.name());
         checks.insert(name.to_string(), detail);
     };
+    let chain_id = chain.chain_id.to_string();
 
-    if let Some(h) = &state.halt {
+    if let Some(h) = &chain.halt {
         let reason = h.reason();
         put(
             "settlement",
@@ -58,7 +104,7 @@ async fn compute(state: ApiState) -> (StatusCode, Value) {
             json!({ "halted": reason.is_some(), "halt": reason }),
         );
     }
-    let store = state.store.clone();
+    let store = chain.store.clone();
     let probe = tokio::time::timeout(
         PROBE_TIMEOUT,
         tokio::task::spawn_blocking(move || (store.checkpoint(), store.pending_count())),
@@ -73,10 +119,10 @@ async fn compute(state: ApiState) -> (StatusCode, Value) {
         Some(_) => Level::Ok,
         None => Level::Failing,
     };
-    metrics::gauge!("webhook_backlog").set(backlog.unwrap_or(0) as f64);
+    metrics::gauge!("webhook_backlog", "chain_id" => chain_id.clone()).set(backlog.unwrap_or(0) as f64);
     put("webhooks", backlog_level, json!({ "pending": backlog }));
 
-    if let Some(w) = &state.watcher {
+    if let Some(w) = &chain.watcher {
         let r = w.report();
         let age_ms = crate::time::now_ms().saturating_sub(r.last_ok_ms);
         let stale = r.last_ok_ms == 0 || age_ms > HEAD_STALE_MS;
@@ -87,10 +133,10 @@ async fn compute(state: ApiState) -> (StatusCode, Value) {
             json!({"head": r.head, "checkpoint": checkpoint, "last_ok_ms": r.last_ok_ms, "age_ms": age_ms, "error": r.last_error}),
         );
     }
-    if let Some(chain) = &state.chain {
-        let providers = chain.provider_status();
+    if let Some(client) = &chain.chain {
+        let providers = client.provider_status();
         let healthy = providers.iter().filter(|p| p.breaker == "closed").count();
-        let quorum = chain.rpc_quorum();
+        let quorum = client.rpc_quorum();
         let level = if healthy < quorum {
             Level::Failing
         } else if healthy < providers.len() {
@@ -99,10 +145,10 @@ async fn compute(state: ApiState) -> (StatusCode, Value) {
             Level::Ok
         };
         put("providers", level, json!({"quorum": quorum, "healthy": healthy, "providers": providers}));
-        let (level, detail) = match tokio::time::timeout(PROBE_TIMEOUT, chain.balance()).await {
-            Ok(Ok(b)) if b < alloy::primitives::U256::from(state.min_balance_wei) => (
+        let (level, detail) = match tokio::time::timeout(PROBE_TIMEOUT, client.balance()).await {
+            Ok(Ok(b)) if b < alloy::primitives::U256::from(chain.min_balance_wei) => (
                 Level::Degraded,
-                json!({"balance_wei": b.to_string(), "min_wei": state.min_balance_wei.to_string(), "note": "keeper turns are handed over"}),
+                json!({"balance_wei": b.to_string(), "min_wei": chain.min_balance_wei.to_string(), "note": "keeper turns are handed over"}),
             ),
             Ok(Ok(b)) => (Level::Ok, json!({"balance_wei": b.to_string()})),
             Ok(Err(e)) => (Level::Degraded, json!({"error": e.to_string()})),
@@ -110,11 +156,9 @@ async fn compute(state: ApiState) -> (StatusCode, Value) {
         };
         put("keeper_balance", level, detail);
     }
-    let peers = state.net.as_ref().map_or(0, NetworkHandle::connected_peers);
-    let (operators, threshold) = state.set_size();
+    let (operators, threshold) = chain.set_size();
     let expected = operators.saturating_sub(1);
     let needed = threshold.saturating_sub(1);
-    metrics::gauge!("peers_connected").set(peers as f64);
     let level = if peers < needed {
         Level::Failing
     } else if peers < expected {
@@ -123,11 +167,5 @@ async fn compute(state: ApiState) -> (StatusCode, Value) {
         Level::Ok
     };
     put("peers", level, json!({"connected": peers, "expected": expected, "needed": needed}));
-
-    let (status, code) = match worst {
-        Level::Ok => ("ready", StatusCode::OK),
-        Level::Degraded => ("degraded", StatusCode::OK),
-        Level::Failing => ("not_ready", StatusCode::SERVICE_UNAVAILABLE),
-    };
-    (code, json!({"status": status, "checks": checks}))
+    (worst, checks)
 }

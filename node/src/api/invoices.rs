@@ -1,6 +1,6 @@
 //! `POST /v1/invoices` and `GET /v1/invoices/{id}`.
 
-use super::{ApiError, ApiState, auth};
+use super::{ApiError, ApiState, ChainState, auth};
 use crate::invoice_view::{InvoiceStatus, InvoiceView, invoice_view, token_label};
 use crate::store::Invoice;
 use crate::time::now_s;
@@ -38,6 +38,9 @@ pub struct CreateInvoice {
     /// Free-form JSON object (at most 4096 bytes serialised).
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
+    /// Chain the invoice is payable on (its EIP-155 id); absent: the node's first chain. The
+    /// id commits to it, and a payment on another chain does not count.
+    pub chain_id: Option<u64>,
 }
 
 /// One transaction of the payment instructions.
@@ -96,6 +99,7 @@ pub(super) async fn create(
     let merchant = auth::merchant(&headers, &state)?;
     let req: CreateInvoice =
         serde_json::from_slice(&body).map_err(|e| ApiError::invalid("body", format!("invalid JSON body: {e}")))?;
+    let chain = state.chains.get(req.chain_id, "chain_id")?;
     let now = now_s();
     let mut invoice = Invoice {
         id: B256::ZERO,
@@ -110,14 +114,14 @@ pub(super) async fn create(
         created_by: state.node_name.clone(),
     };
     // The id commits to the terms: no operator can alter them without changing it.
-    invoice.id = invoice.terms(state.chain_id, state.payments_contract).id();
-    state.store.put_invoice(&invoice)?;
-    info!(invoice_id = %invoice.id, merchant = %merchant.id, amount = %invoice.amount, token = %token_label(invoice.token), "invoice created");
-    if let Some(replicator) = &state.replicator {
+    invoice.id = invoice.terms(chain.chain_id, chain.payments_contract).id();
+    chain.store.put_invoice(&invoice)?;
+    info!(invoice_id = %invoice.id, merchant = %merchant.id, chain_id = chain.chain_id, amount = %invoice.amount, token = %token_label(invoice.token), "invoice created");
+    if let Some(replicator) = &chain.replicator {
         replicator.replicate(invoice.clone());
     }
-    let view = invoice_view(&state.store, &state.schedule, &invoice, now)?;
-    let payment_instructions = instructions(&state, &invoice);
+    let view = view_of(&state, chain, &invoice, now)?;
+    let payment_instructions = instructions(chain, &invoice);
     Ok((StatusCode::CREATED, Json(Created { invoice: view, payment_instructions })))
 }
 
@@ -137,9 +141,25 @@ pub(super) async fn get(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<InvoiceView>, ApiError> {
-    let invoice = merchant_invoice(&state, &headers, &id)?;
-    Ok(Json(invoice_view(&state.store, &state.schedule, &invoice, now_s())?))
+    let (chain, invoice) = merchant_invoice(&state, &headers, &id)?;
+    Ok(Json(view_of(&state, chain, &invoice, now_s())?))
 }
+
+/// The view of `invoice` of `chain`, with the payments made for it on the node's other chains
+/// listed as not counting (`wrong_chain`).
+fn view_of(state: &ApiState, chain: &ChainState, invoice: &Invoice, now: u64) -> Result<InvoiceView, ApiError> {
+    let mut view = invoice_view(&chain.store, &chain.schedule, chain.chain_id, invoice, now)?;
+    for other in state.chains.iter().filter(|c| c.chain_id != chain.chain_id) {
+        for p in other.store.payments_of_invoice(invoice.id)? {
+            let round = other.schedule.round_of(p.leaf.block_number);
+            view.payments.push(crate::invoice_view::payment_view(&p, Some(WRONG_CHAIN), round, None));
+        }
+    }
+    Ok(view)
+}
+
+/// Why a payment made on another chain than the invoice's does not count.
+const WRONG_CHAIN: &str = "wrong_chain: paid on another chain than the invoice's chain_id";
 
 /// Query of `GET /v1/invoices`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -154,6 +174,8 @@ pub struct ListQuery {
     pub limit: Option<usize>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    /// Only invoices payable on this chain.
+    pub chain_id: Option<u64>,
 }
 
 /// A page of invoices.
@@ -199,7 +221,11 @@ pub(super) async fn list(
 ) -> Result<Json<InvoicePage>, ApiError> {
     let merchant = auth::merchant(&headers, &state)?;
     let axum::extract::Query(q) =
-        query.map_err(|e| ApiError::invalid("query", format!("{e}; accepted: status, limit, cursor")))?;
+        query.map_err(|e| ApiError::invalid("query", format!("{e}; accepted: status, limit, cursor, chain_id")))?;
+    let chains: Vec<&ChainState> = match q.chain_id {
+        Some(id) => vec![state.chains.get(Some(id), "chain_id")?],
+        None => state.chains.iter().collect(),
+    };
     let limit = q.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
         return Err(ApiError::invalid("limit", "limit must be between 1 and 100"));
@@ -220,12 +246,12 @@ pub(super) async fn list(
     let now = now_s();
     let (mut data, mut scanned) = (Vec::new(), 0usize);
     let next_cursor = loop {
-        let batch = state.store.invoices_of_merchant(&merchant.id, cursor, limit)?;
+        let batch = newest_across(&chains, &merchant.id, cursor, limit)?;
         let exhausted = batch.len() < limit;
-        for inv in batch {
+        for (chain, inv) in batch {
             scanned += 1;
             cursor = Some((inv.created_at, inv.id));
-            let view = invoice_view(&state.store, &state.schedule, &inv, now)?;
+            let view = view_of(&state, chain, &inv, now)?;
             if status.is_none_or(|s| s == view.status) {
                 data.push(view);
                 if data.len() == limit {
@@ -243,18 +269,45 @@ pub(super) async fn list(
     Ok(Json(InvoicePage { data, next_cursor }))
 }
 
+/// The merchant's `limit` newest invoices before `before` over `chains`, newest first: each
+/// chain's newest, merged. The cursor (creation time, id) orders invoices of every chain.
+fn newest_across<'a>(
+    chains: &[&'a ChainState],
+    merchant: &str,
+    before: Option<(u64, B256)>,
+    limit: usize,
+) -> Result<Vec<(&'a ChainState, Invoice)>, ApiError> {
+    let mut all = Vec::new();
+    for chain in chains {
+        all.extend(chain.store.invoices_of_merchant(merchant, before, limit)?.into_iter().map(|i| (*chain, i)));
+    }
+    all.sort_by(|(_, a), (_, b)| (b.created_at, b.id).cmp(&(a.created_at, a.id)));
+    all.truncate(limit);
+    Ok(all)
+}
+
 fn parse_cursor(s: &str) -> Result<(u64, B256), ApiError> {
     let bad = || ApiError::invalid("cursor", "cursor must be the next_cursor of a previous page");
     let (created, id) = s.split_once('.').ok_or_else(bad)?;
     Ok((created.parse().map_err(|_| bad())?, id.parse().map_err(|_| bad())?))
 }
 
-/// The invoice `id` of the authenticated merchant (404 for another merchant's invoice).
-fn merchant_invoice(state: &ApiState, headers: &HeaderMap, id: &str) -> Result<Invoice, ApiError> {
+/// The invoice `id` of the authenticated merchant and its chain (404 for another merchant's
+/// invoice).
+fn merchant_invoice<'a>(
+    state: &'a ApiState,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<(&'a ChainState, Invoice), ApiError> {
     let merchant = auth::merchant(headers, state)?;
     let id: B256 =
         id.parse().map_err(|_| ApiError::invalid("id", "invoice id must be 0x followed by 64 hex digits"))?;
-    state.store.invoice(id)?.filter(|i| i.merchant_id == merchant.id).ok_or_else(|| ApiError::not_found("invoice"))
+    for chain in state.chains.iter() {
+        if let Some(invoice) = chain.store.invoice(id)?.filter(|i| i.merchant_id == merchant.id) {
+            return Ok((chain, invoice));
+        }
+    }
+    Err(ApiError::not_found("invoice"))
 }
 
 /// Receipts of the invoice's settled payments: Merkle proof and aggregate signature, each
@@ -274,19 +327,19 @@ pub(super) async fn receipt(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Receipts>, ApiError> {
-    let invoice = merchant_invoice(&state, &headers, &id)?;
+    let (chain, invoice) = merchant_invoice(&state, &headers, &id)?;
     let ctx = crate::receipt::ReceiptContext {
-        chain_id: state.chain_id,
-        payments: state.payments_contract,
-        settlement: state.settlement_contract,
-        schedule: state.schedule,
-        halt: state.halt.clone(),
+        chain_id: chain.chain_id,
+        payments: chain.payments_contract,
+        settlement: chain.settlement_contract,
+        schedule: chain.schedule,
+        halt: chain.halt.clone(),
     };
     let mut receipts = Vec::new();
-    for p in state.store.payments_of_invoice(invoice.id)? {
-        let Some(round) = state.schedule.round_of(p.leaf.block_number) else { continue };
-        if let Some(record) = state.store.settlement(round)?
-            && let Some(r) = crate::receipt::build(&state.store, &ctx, &p.leaf, &record, &invoice)?
+    for p in chain.store.payments_of_invoice(invoice.id)? {
+        let Some(round) = chain.schedule.round_of(p.leaf.block_number) else { continue };
+        if let Some(record) = chain.store.settlement(round)?
+            && let Some(r) = crate::receipt::build(&chain.store, &ctx, &p.leaf, &record, &invoice)?
         {
             receipts.push(r);
         }
@@ -327,10 +380,10 @@ pub(super) async fn test_event(
         body: serde_json::to_string(&body).unwrap_or_default(),
         ..Default::default()
     };
-    state.store.enqueue_events(&[event], crate::time::now_ms())?;
-    if let Some(w) = &state.webhook_wake {
-        w.notify_one();
-    }
+    // A test event belongs to no chain; the first chain's worker delivers it.
+    let chain = state.chains.first();
+    chain.store.enqueue_events(&[event], crate::time::now_ms())?;
+    chain.wake();
     Ok((StatusCode::ACCEPTED, Json(TestQueued { webhook_id: id })))
 }
 
@@ -419,7 +472,7 @@ fn check_metadata(m: Option<serde_json::Value>) -> Result<Option<serde_json::Val
     }
 }
 
-fn instructions(state: &ApiState, inv: &Invoice) -> PaymentInstructions {
+fn instructions(state: &ChainState, inv: &Invoice) -> PaymentInstructions {
     let transactions = if inv.token.is_zero() {
         vec![TxInstruction {
             description: "pay the invoice in the native coin",

@@ -14,6 +14,7 @@ mod admin_peers;
 mod admin_sets;
 pub mod auth;
 pub mod cache;
+mod chains;
 mod error;
 mod health;
 mod invoices;
@@ -24,13 +25,10 @@ pub mod server;
 mod status;
 pub mod throttle;
 
+pub use chains::{ChainState, Chains};
 pub use error::ApiError;
 pub use rate_limit::RateLimiter;
 
-use crate::chain::ChainClient;
-use crate::chain::watcher::WatcherStatus;
-use crate::replication::InvoiceReplicator;
-use crate::store::Store;
 use axum::Router;
 use axum::extract::State;
 use axum::http::header;
@@ -38,47 +36,24 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use settleproof_config::MerchantConfig;
-use settleproof_consensus::RoundSchedule;
 use settleproof_p2p::NetworkHandle;
 use std::sync::Arc;
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
 pub struct ApiState {
-    /// Store.
-    pub store: Store,
-    /// Rounds, to tell which round settles a payment.
-    pub schedule: RoundSchedule,
+    /// The chains served, each with its store and pipeline parts.
+    pub chains: Arc<Chains>,
     /// Configured merchants.
     pub merchants: Arc<Vec<MerchantConfig>>,
-    /// Chain id, for payment instructions.
-    pub chain_id: u64,
-    /// `InvoicePayments` address, for payment instructions.
-    pub payments_contract: alloy::primitives::Address,
     /// This node's name.
     pub node_name: String,
-    /// Replicates new invoices to the other operators; `None` in handler tests.
-    pub replicator: Option<InvoiceReplicator>,
     /// Gossip, for the peer count of the readiness check; `None` in handler tests.
     pub net: Option<NetworkHandle>,
-    /// The operator sets by epoch; `None` in handler tests (one operator, threshold 1).
-    pub epochs: Option<std::sync::Arc<crate::epochs::Epochs>>,
     /// This node's keys directory, for approving operator set changes; `None` in handler tests.
     pub keys_dir: Option<std::path::PathBuf>,
-    /// Chain client, for provider health; `None` in handler tests.
-    pub chain: Option<ChainClient>,
-    /// What the watcher last saw; `None` in handler tests.
-    pub watcher: Option<Arc<WatcherStatus>>,
-    /// `Settlement` address, for receipts.
-    pub settlement_contract: alloy::primitives::Address,
     /// Bearer token of the admin API; `None`: admin API off.
     pub admin_token: Option<settleproof_config::Secret>,
-    /// Wakes the webhook worker after a replay.
-    pub webhook_wake: Option<Arc<tokio::sync::Notify>>,
-    /// The safety switch; `None` in handler tests.
-    pub halt: Option<crate::halt::Halt>,
-    /// Balance below which the keeper hands its turns over, wei.
-    pub min_balance_wei: u128,
     /// Per-merchant request budget.
     pub limiter: rate_limit::RateLimiter,
     /// Prometheus metrics.
@@ -89,18 +64,6 @@ pub struct ApiState {
     pub limits: Limits,
     /// Failed authentications per client.
     pub throttle: throttle::AuthThrottle,
-}
-
-impl ApiState {
-    /// Operators and threshold of the set settling the next round to close (the latest set
-    /// before the first round is known): what the readiness check counts peers against.
-    pub fn set_size(&self) -> (usize, usize) {
-        let round = self.store.next_round().unwrap_or(0);
-        self.epochs
-            .as_ref()
-            .and_then(|e| e.for_round(round).or_else(|| e.latest()))
-            .map_or((1, 1), |s| (s.len(), s.threshold))
-    }
 }
 
 /// Request limits of both listeners.

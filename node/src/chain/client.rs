@@ -220,14 +220,14 @@ impl ChainClient {
                         block_timestamp: block.timestamp,
                         confirmed_at_ms: crate::time::now_ms(),
                     }),
-                    Err(e) => undecodable(&mut out, log, "InvoicePaid", &e.to_string()),
+                    Err(e) => undecodable(self.chain_id(), &mut out, log, "InvoicePaid", &e.to_string()),
                 }
             } else if log.address == self.settlement
                 && log.topics.first() == Some(&Settlement::EpochCommitted::SIGNATURE_HASH)
             {
                 match Settlement::EpochCommitted::decode_raw_log(log.topics.iter().copied(), &log.data) {
                     Ok(event) => out.epochs.push(EpochCommit { event, block_number: log.block_number }),
-                    Err(e) => undecodable(&mut out, log, "EpochCommitted", &e.to_string()),
+                    Err(e) => undecodable(self.chain_id(), &mut out, log, "EpochCommitted", &e.to_string()),
                 }
             } else if log.address == self.settlement {
                 match Settlement::Settled::decode_raw_log(log.topics.iter().copied(), &log.data) {
@@ -246,7 +246,7 @@ impl ChainClient {
                         leaf_count: e.leafCount,
                         ..Default::default()
                     }),
-                    Err(e) => undecodable(&mut out, log, "Settled", &e.to_string()),
+                    Err(e) => undecodable(self.chain_id(), &mut out, log, "Settled", &e.to_string()),
                 }
             }
         }
@@ -371,8 +371,9 @@ impl ChainClient {
 }
 
 /// Counts and logs a log of one of our contracts that does not decode; the watcher moves on.
-fn undecodable(out: &mut RangeEvents, log: &LogKey, event: &'static str, error: &str) {
+fn undecodable(chain_id: u64, out: &mut RangeEvents, log: &LogKey, event: &'static str, error: &str) {
     out.undecodable += 1;
-    metrics::counter!("chain_undecodable_logs_total", "event" => event).increment(1);
+    metrics::counter!("chain_undecodable_logs_total", "chain_id" => chain_id.to_string(), "event" => event)
+        .increment(1);
     tracing::error!(event, tx_hash = %log.tx_hash, block = log.block_number, log_index = log.log_index, error, "agreed log does not decode: skipped");
 }

@@ -52,6 +52,8 @@ pub struct ProviderStatus {
 #[derive(Debug)]
 struct Slot {
     label: String,
+    /// The chain id, for metric labels.
+    chain: String,
     provider: DynProvider,
     breaker: Mutex<CircuitBreaker>,
     /// Calls under way: reads return before slow calls end, so a provider answering just
@@ -73,6 +75,7 @@ struct CallPolicy {
 /// The providers of one node.
 #[derive(Debug)]
 pub struct ProviderSet {
+    chain_id: u64,
     slots: Vec<Arc<Slot>>,
     quorum: usize,
     policy: CallPolicy,
@@ -118,6 +121,7 @@ impl ProviderSet {
             .map(|(i, provider)| {
                 Arc::new(Slot {
                     label: format!("rpc-{i}"),
+                    chain: cfg.chain_id.to_string(),
                     provider,
                     breaker: Mutex::new(CircuitBreaker::new(
                         cfg.rpc_breaker_failures,
@@ -128,6 +132,7 @@ impl ProviderSet {
             })
             .collect();
         Ok(Self {
+            chain_id: cfg.chain_id,
             slots,
             quorum: cfg.rpc_quorum,
             policy: CallPolicy { timeout: Duration::from_millis(cfg.rpc_timeout_ms), retries: cfg.rpc_retries },
@@ -251,17 +256,18 @@ impl ProviderSet {
         let vote = self.check("logs", quorum::vote_logs(&answers, self.quorum))?;
         for (log, votes) in &vote.rejected {
             tracing::warn!(tx_hash = %log.tx_hash, block = log.block_number, votes, quorum = self.quorum, "log without provider quorum ignored");
-            metrics::counter!("rpc_log_disagreements_total").increment(1);
+            metrics::counter!("rpc_log_disagreements_total", "chain_id" => self.chain_id.to_string()).increment(1);
         }
         // A provider answering after the vote is still checked against it: a liar that is never
         // among the first answers is seen all the same.
         let known: std::collections::HashSet<LogKey> =
             vote.accepted.iter().chain(vote.rejected.iter().map(|(l, _)| l)).cloned().collect();
+        let chain_id = self.chain_id.to_string();
         late.on_each(move |provider, list| {
             let unique: std::collections::HashSet<&LogKey> = list.iter().collect();
             for log in unique.into_iter().filter(|l| !known.contains(*l)) {
                 tracing::warn!(provider = %format!("rpc-{provider}"), tx_hash = %log.tx_hash, block = log.block_number, "log without provider quorum ignored (answered after the vote)");
-                metrics::counter!("rpc_log_disagreements_total").increment(1);
+                metrics::counter!("rpc_log_disagreements_total", "chain_id" => chain_id.clone()).increment(1);
             }
         });
         Ok(vote)
@@ -277,7 +283,8 @@ impl ProviderSet {
 
     fn check<T>(&self, op: &'static str, r: Result<T, QuorumError>) -> Result<T, QuorumError> {
         if let Err(e) = &r {
-            metrics::counter!("rpc_quorum_failures_total", "op" => op).increment(1);
+            metrics::counter!("rpc_quorum_failures_total", "chain_id" => self.chain_id.to_string(), "op" => op)
+                .increment(1);
             tracing::warn!(op, error = %e, "provider quorum not reached");
         }
         r
@@ -336,7 +343,7 @@ impl ProviderSet {
                     })
                 });
                 if task.is_none() {
-                    metrics::counter!("rpc_requests_total", "provider" => self.slots[i].label.clone(), "outcome" => "busy")
+                    metrics::counter!("rpc_requests_total", "chain_id" => self.slots[i].chain.clone(), "provider" => self.slots[i].label.clone(), "outcome" => "busy")
                         .increment(1);
                 }
                 futures::FutureExt::boxed(async move {
@@ -411,9 +418,9 @@ where
                 ErrorClass::Permanent => ("permanent_error", false),
             },
         };
-        metrics::counter!("rpc_requests_total", "provider" => slot.label.clone(), "outcome" => outcome).increment(1);
+        metrics::counter!("rpc_requests_total", "chain_id" => slot.chain.clone(), "provider" => slot.label.clone(), "outcome" => outcome).increment(1);
         if !matches!(result, Err(CallError::Refused)) {
-            metrics::histogram!("rpc_provider_latency_seconds", "provider" => slot.label.clone())
+            metrics::histogram!("rpc_provider_latency_seconds", "chain_id" => slot.chain.clone(), "provider" => slot.label.clone())
                 .record(latency.as_secs_f64());
             if let Ok(mut b) = slot.breaker.lock() {
                 if result.is_ok() { b.on_success() } else { b.on_failure(Instant::now()) }
@@ -456,7 +463,7 @@ mod tests {
     use settleproof_config::{EXAMPLE, NodeConfig};
 
     fn chain(quorum: usize, timeout_ms: u64) -> ChainSection {
-        let mut cfg = NodeConfig::from_toml_str(EXAMPLE, std::iter::empty()).expect("example").chain;
+        let mut cfg = NodeConfig::from_toml_str(EXAMPLE, std::iter::empty()).expect("example").chains.remove(0);
         cfg.rpc_quorum = quorum;
         cfg.rpc_timeout_ms = timeout_ms;
         cfg.rpc_retries = 0;

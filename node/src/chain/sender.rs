@@ -45,11 +45,38 @@ pub struct TxPolicy {
     pub max_replacements: u32,
     /// Percent each replacement raises both fee caps (nodes need at least 10).
     pub fee_bump_pct: u128,
+    /// Highest fee per gas paid, wei; `None`: no cap.
+    pub max_fee_per_gas: Option<u128>,
 }
 
 impl Default for TxPolicy {
     fn default() -> Self {
-        Self { gas_buffer_pct: 25, inclusion_timeout: Duration::from_secs(12), max_replacements: 3, fee_bump_pct: 25 }
+        Self {
+            gas_buffer_pct: 25,
+            inclusion_timeout: Duration::from_secs(12),
+            max_replacements: 3,
+            fee_bump_pct: 25,
+            max_fee_per_gas: None,
+        }
+    }
+}
+
+impl TxPolicy {
+    /// The policy of a chain's `fees` section.
+    pub fn from_config(fees: &settleproof_config::FeePolicy) -> Self {
+        Self {
+            inclusion_timeout: Duration::from_millis(fees.inclusion_timeout_ms),
+            max_replacements: fees.max_replacements,
+            fee_bump_pct: u128::from(fees.bump_pct),
+            max_fee_per_gas: fees.max_fee_per_gas_gwei.map(|g| u128::from(g) * 1_000_000_000),
+            ..Self::default()
+        }
+    }
+
+    /// Both fee caps held at or below the policy's cap (the tip never above the fee cap).
+    pub fn capped(&self, max_fee: u128, tip: u128) -> (u128, u128) {
+        let max_fee = self.max_fee_per_gas.map_or(max_fee, |cap| max_fee.min(cap));
+        (max_fee, tip.min(max_fee))
     }
 }
 
@@ -127,7 +154,8 @@ impl SettlementSender {
         if writers.is_empty() {
             return Err(ChainError::BadUrl("chain.rpc_endpoints: no endpoint".into()));
         }
-        Ok(Self { chain, writers, account, policy: TxPolicy::default(), nonce: Arc::default(), halt })
+        let policy = TxPolicy::from_config(&cfg.fees);
+        Ok(Self { chain, writers, account, policy, nonce: Arc::default(), halt })
     }
 
     /// Forgets the local nonce, so the next settlement adopts the chain's count without calling
@@ -211,7 +239,8 @@ impl SettlementSender {
             warn!(local = ?local, chain = nonce, "a settlement transaction this node counted left the chain; using the chain's nonce");
         }
         if check == NonceCheck::Ahead {
-            metrics::counter!("keeper_nonce_desync_total").increment(1);
+            metrics::counter!("keeper_nonce_desync_total", "chain_id" => self.chain.chain_id().to_string())
+                .increment(1);
             let detail = format!(
                 "expected nonce {local:?}, the chain has {pending_count}: the settlement key was used elsewhere"
             );
@@ -223,7 +252,8 @@ impl SettlementSender {
             }
             warn!(detail, "keeper nonce out of sync with the chain; using the chain's");
         }
-        let (mut max_fee, mut tip) = self.chain.fees().await?;
+        let (fee, tip) = self.chain.fees().await?;
+        let (mut max_fee, mut tip) = policy.capped(fee, tip);
         // From the first send on, whether `nonce` gets used is unknown until a receipt says so
         // (a send error may hide an accepted transaction; a replacement may lose to the
         // original; another keeper may settle first while ours is still pending). Every exit
@@ -253,7 +283,8 @@ impl SettlementSender {
             match pending.with_timeout(Some(policy.inclusion_timeout)).get_receipt().await {
                 Ok(receipt) => {
                     *nonce_slot = Some(nonce + 1);
-                    metrics::counter!("keeper_gas_used_total").increment(receipt.gas_used);
+                    metrics::counter!("keeper_gas_used_total", "chain_id" => self.chain.chain_id().to_string())
+                        .increment(receipt.gas_used);
                     if !receipt.status() {
                         let at = receipt
                             .block_number
@@ -303,8 +334,7 @@ impl SettlementSender {
                     if !self.chain.settled_root(b.round).await?.is_zero() {
                         return Ok(SettleOutcome::SettledByOther);
                     }
-                    max_fee = bump(max_fee, policy.fee_bump_pct);
-                    tip = bump(tip, policy.fee_bump_pct);
+                    (max_fee, tip) = policy.capped(bump(max_fee, policy.fee_bump_pct), bump(tip, policy.fee_bump_pct));
                 }
             }
         }
@@ -325,6 +355,18 @@ fn decode_revert(e: &alloy::transports::TransportError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fee_cap_holds_both_caps_under_it() {
+        let policy = TxPolicy { max_fee_per_gas: Some(100), ..TxPolicy::default() };
+        assert_eq!(policy.capped(80, 2), (80, 2));
+        assert_eq!(policy.capped(150, 2), (100, 2));
+        assert_eq!(policy.capped(150, 120), (100, 100), "the tip never above the fee cap");
+        assert_eq!(TxPolicy::default().capped(150, 2), (150, 2), "no cap");
+        let fees = settleproof_config::FeePolicy { max_fee_per_gas_gwei: Some(3), bump_pct: 40, ..Default::default() };
+        let p = TxPolicy::from_config(&fees);
+        assert_eq!((p.max_fee_per_gas, p.fee_bump_pct), (Some(3_000_000_000), 40));
+    }
 
     #[test]
     fn gas_and_fee_arithmetic() {

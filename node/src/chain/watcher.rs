@@ -184,7 +184,8 @@ impl Watcher {
             }
             Err(_) => 0,
         };
-        metrics::counter!("rpc_logs_unresolved_total").increment(logs as u64);
+        metrics::counter!("rpc_logs_unresolved_total", "chain_id" => self.cfg.chain_id.to_string())
+            .increment(logs as u64);
         WatchError::Unagreed { from, to, logs, attempt }
     }
 
@@ -222,7 +223,7 @@ impl Watcher {
     pub async fn step(&self) -> Result<bool, WatchError> {
         let head = self.client.head().await?;
         let checkpoint = self.store.checkpoint()?;
-        metrics::gauge!("chain_head_lag_blocks")
+        metrics::gauge!("chain_head_lag_blocks", "chain_id" => self.cfg.chain_id.to_string())
             .set(head.saturating_sub(checkpoint.unwrap_or(self.cfg.start_block)) as f64);
         if let Some(cp) = self.store.checkpoint_block()? {
             let now = self.client.block(cp.number).await?;
@@ -257,7 +258,8 @@ impl Watcher {
         }
         let applied = self.store.apply_range(to_block, &events.payments, &events.settlements, &events.blocks)?;
         self.drop_vanished_settlements(to).await?;
-        metrics::counter!("duplicate_events_dropped_total").increment(applied.duplicates as u64);
+        metrics::counter!("duplicate_events_dropped_total", "chain_id" => self.cfg.chain_id.to_string())
+            .increment(applied.duplicates as u64);
         if applied.new_payments > 0 || !events.settlements.is_empty() {
             info!(
                 from,
@@ -312,7 +314,8 @@ impl Watcher {
                 continue;
             }
             let reopen = self.store.drop_provisional_settlement(record.round)?;
-            metrics::counter!("settlements_dropped_by_reorg_total").increment(1);
+            metrics::counter!("settlements_dropped_by_reorg_total", "chain_id" => self.cfg.chain_id.to_string())
+                .increment(1);
             warn!(
                 round = record.round,
                 tx_hash = %record.tx_hash,
@@ -336,7 +339,7 @@ impl Watcher {
         // The payments that left the chain and the payment.reverted events of those the
         // merchant was told about are written in one transaction.
         let removed = self.store.rewind(ancestor, reopen, |original, leaf| reverted_event(original, leaf, now_s()))?;
-        metrics::counter!("chain_reorgs_total").increment(1);
+        metrics::counter!("chain_reorgs_total", "chain_id" => self.cfg.chain_id.to_string()).increment(1);
         warn!(
             checkpoint = cp.number,
             stored_hash = %cp.hash,

@@ -24,12 +24,12 @@ impl RoundDriver {
                 }
                 let author = source;
                 if !gossip::fresh(&data, now_ms()) {
-                    metrics::counter!("gossip_stale_total", "topic" => topic.clone()).increment(1);
+                    metrics::counter!("gossip_stale_total", "chain_id" => self.chain.chain_id().to_string(), "topic" => topic.clone()).increment(1);
                     self.net.report(reference, Verdict::Ignore).await;
                     return;
                 }
                 if st.limiter.take(&author.to_string(), std::time::Instant::now()).is_err() {
-                    metrics::counter!("gossip_rate_limited_total", "topic" => topic.clone()).increment(1);
+                    metrics::counter!("gossip_rate_limited_total", "chain_id" => self.chain.chain_id().to_string(), "topic" => topic.clone()).increment(1);
                     self.net.report(reference, Verdict::Ignore).await;
                     return;
                 }
@@ -64,7 +64,7 @@ impl RoundDriver {
         let fate = self.judge_attestation(st, data, source);
         if let AttestationFate::Invalid(e) = &fate {
             warn!(peer = %source, error = %e, "attestation rejected");
-            metrics::counter!("attestations_rejected_total", "reason" => e.reason()).increment(1);
+            metrics::counter!("attestations_rejected_total", "chain_id" => self.chain.chain_id().to_string(), "reason" => e.reason()).increment(1);
         }
         let (verdict, penalize) = fate.verdict();
         if penalize {
@@ -78,7 +78,7 @@ impl RoundDriver {
         let att = match Attestation::decode(data, &source, &self.epochs) {
             Ok(att) => att,
             Err(e @ (GossipRejection::UnknownEpoch(_) | GossipRejection::WrongEpoch { .. })) => {
-                metrics::counter!("attestations_ignored_total", "reason" => e.reason()).increment(1);
+                metrics::counter!("attestations_ignored_total", "chain_id" => self.chain.chain_id().to_string(), "reason" => e.reason()).increment(1);
                 return AttestationFate::OtherEpoch(e);
             }
             Err(e) => return AttestationFate::Invalid(e),
@@ -86,7 +86,7 @@ impl RoundDriver {
         let round = att.batch.round;
         let too_old = round.saturating_add(super::ROUND_WINDOW) < st.next_round && !st.pending.contains(&round);
         if round > st.next_round.saturating_add(super::ROUND_WINDOW) || too_old {
-            metrics::counter!("attestations_ignored_total", "reason" => "outside_window").increment(1);
+            metrics::counter!("attestations_ignored_total", "chain_id" => self.chain.chain_id().to_string(), "reason" => "outside_window").increment(1);
             return AttestationFate::OutsideWindow;
         }
         if matches!(self.store.settlement(round), Ok(Some(_))) {
@@ -99,7 +99,8 @@ impl RoundDriver {
                 Err(e) => return AttestationFate::Invalid(GossipRejection::BadSignature(e.to_string())),
             }
         } else {
-            metrics::counter!("attestation_verifications_total").increment(1);
+            metrics::counter!("attestation_verifications_total", "chain_id" => self.chain.chain_id().to_string())
+                .increment(1);
             match att.verify(&self.epochs, chain_id, settlement) {
                 Ok(sig) => {
                     if st.verified.len() >= super::MAX_VERIFIED {
@@ -135,7 +136,7 @@ impl RoundDriver {
             }
             InsertOutcome::Equivocation { first } => {
                 warn!(round = att.batch.round, signer = att.signer, first = %first.root, second = %att.batch.root, "operator equivocated: signed two batches for one round");
-                metrics::counter!("attestations_rejected_total", "reason" => "equivocation").increment(1);
+                metrics::counter!("attestations_rejected_total", "chain_id" => self.chain.chain_id().to_string(), "reason" => "equivocation").increment(1);
                 false
             }
             InsertOutcome::TooManyChains => {
@@ -154,16 +155,18 @@ impl RoundDriver {
         match InvoiceAnnouncement::validate(data, &self.invoice_scope()) {
             // An operator announces the invoices it created, in its own name only.
             Ok(inv) if Some(inv.created_by.as_str()) != author.as_deref() => {
-                metrics::counter!("invoice_conflicts_total", "reason" => "foreign_creator").increment(1);
+                metrics::counter!("invoice_conflicts_total", "chain_id" => self.chain.chain_id().to_string(), "reason" => "foreign_creator").increment(1);
                 warn!(peer = %source, invoice_id = %inv.id, created_by = %inv.created_by, "invoice announced in another operator's name rejected");
                 self.net.penalize(source).await;
                 Verdict::Reject
             }
             Ok(inv) => {
                 let store = self.store.clone();
+                let chain_id = self.chain.chain_id().to_string();
                 tokio::task::spawn_blocking(move || match store.invoice(inv.id) {
                     Ok(Some(known)) if known != inv => {
-                        metrics::counter!("invoice_conflicts_total", "reason" => "other_copy").increment(1);
+                        metrics::counter!("invoice_conflicts_total", "chain_id" => chain_id, "reason" => "other_copy")
+                            .increment(1);
                         warn!(invoice_id = %inv.id, "another copy of a known invoice announced; the first one is kept");
                     }
                     Ok(Some(_)) => {}
@@ -176,7 +179,7 @@ impl RoundDriver {
                 Verdict::Accept
             }
             Err(e @ GossipRejection::InvoiceIdMismatch(_)) => {
-                metrics::counter!("invoice_conflicts_total", "reason" => e.reason()).increment(1);
+                metrics::counter!("invoice_conflicts_total", "chain_id" => self.chain.chain_id().to_string(), "reason" => e.reason()).increment(1);
                 warn!(peer = %source, error = %e, "altered or invented invoice rejected");
                 self.net.penalize(source).await;
                 Verdict::Reject
@@ -250,7 +253,7 @@ impl RoundDriver {
             }
             if matches!(self.store.set_approval_fits(a.epoch, a.set_hash, signer), Ok(false)) {
                 warn!(peer = %source, epoch = a.epoch, "approvals of too many set changes from one operator; refused");
-                metrics::counter!("set_approvals_rejected_total", "reason" => "too_many").increment(1);
+                metrics::counter!("set_approvals_rejected_total", "chain_id" => self.chain.chain_id().to_string(), "reason" => "too_many").increment(1);
                 self.net.penalize(source).await;
                 return Verdict::Ignore;
             }
@@ -283,7 +286,7 @@ impl RoundDriver {
             }
             Err(e) => {
                 warn!(peer = %source, error = %e, "set change approval rejected");
-                metrics::counter!("set_approvals_rejected_total", "reason" => e.reason()).increment(1);
+                metrics::counter!("set_approvals_rejected_total", "chain_id" => self.chain.chain_id().to_string(), "reason" => e.reason()).increment(1);
                 self.net.penalize(source).await;
                 Verdict::Reject
             }

@@ -78,7 +78,7 @@ pub(crate) async fn fetch_invoices(
                     }
                 }
                 Err(e) => {
-                    metrics::counter!("invoice_conflicts_total", "reason" => e.reason()).increment(1);
+                    metrics::counter!("invoice_conflicts_total", "chain_id" => scope.chain_id.to_string(), "reason" => e.reason()).increment(1);
                     warn!(%peer, error = %e, "invoice from peer rejected: it does not match its id or the merchant");
                     // A merchant unknown here may only be this node's configuration lagging;
                     // an id that does not commit to its terms is the peer's doing.

@@ -58,10 +58,11 @@ impl RoundDriver {
             }
         };
         if turn.attempt > 0 {
-            metrics::counter!("keeper_failover_total").increment(1);
+            metrics::counter!("keeper_failover_total", "chain_id" => self.chain.chain_id().to_string()).increment(1);
             warn!(round, attempt = turn.attempt, rank = turn.rank, down = ?down, "taking over as keeper");
         }
-        metrics::counter!("keeper_selection_rounds_total").increment(1);
+        metrics::counter!("keeper_selection_rounds_total", "chain_id" => self.chain.chain_id().to_string())
+            .increment(1);
         let leaves: Vec<_> = self
             .store
             .payments_in_range(own.batch.from_block, own.batch.to_block)
@@ -154,7 +155,7 @@ impl SettleTask {
             if attempt == 0 {
                 let now = now_s();
                 for p in self.store.payments_in_range(batch.from_block, batch.to_block)? {
-                    metrics::histogram!("settlement_latency_seconds")
+                    metrics::histogram!("settlement_latency_seconds", "chain_id" => self.chain.chain_id().to_string())
                         .record(now.saturating_sub(p.block_timestamp) as f64);
                 }
             }
@@ -166,7 +167,8 @@ impl SettleTask {
             // The watcher removed the record: a reorg dropped the transaction. The same batch
             // with the same aggregate goes out again; receipts stay valid, since they check the
             // round's root on chain, not the transaction.
-            metrics::counter!("keeper_resubmissions_total").increment(1);
+            metrics::counter!("keeper_resubmissions_total", "chain_id" => self.chain.chain_id().to_string())
+                .increment(1);
             self.sender.forget_nonce().await;
             warn!(round = batch.round, "settlement dropped by a reorg: submitting the same batch again");
         }

@@ -160,7 +160,7 @@ impl RoundDriver {
                 Some((round, ok)) = done_rx.recv() => {
                     st.in_flight.remove(&round);
                     if !ok {
-                        metrics::counter!("consensus_round_retries_total").increment(1);
+                        metrics::counter!("consensus_round_retries_total", "chain_id" => self.chain.chain_id().to_string()).increment(1);
                     }
                     self.drop_settled(&mut st);
                 }
@@ -385,7 +385,7 @@ impl RoundDriver {
                     .filter_map(|a| match a.verify(&epochs, chain_id, settlement) {
                         Ok(sig) => Some((a, sig)),
                         Err(e) => {
-                            metrics::counter!("attestations_rejected_total", "reason" => e.reason()).increment(1);
+                            metrics::counter!("attestations_rejected_total", "chain_id" => chain_id.to_string(), "reason" => e.reason()).increment(1);
                             None
                         }
                     })

@@ -51,9 +51,9 @@ impl RoundDriver {
                 let (now, now_ms) = (now_s(), now_ms());
                 for r in &records {
                     crate::trace_context::mark("sign_round", &r.leaf, Some(round));
-                    metrics::histogram!("invoice_verification_latency_seconds")
+                    metrics::histogram!("invoice_verification_latency_seconds", "chain_id" => self.chain.chain_id().to_string())
                         .record(now.saturating_sub(r.block_timestamp) as f64);
-                    metrics::histogram!("confirmation_to_attestation_seconds")
+                    metrics::histogram!("confirmation_to_attestation_seconds", "chain_id" => self.chain.chain_id().to_string())
                         .record(now_ms.saturating_sub(r.confirmed_at_ms) as f64 / 1000.0);
                 }
             }
@@ -111,7 +111,8 @@ impl RoundDriver {
                 epoch = set.epoch,
                 "this node holds no BLS key the epoch registered for it (bls.key, bls.next.key): not signing"
             );
-            metrics::counter!("signing_key_missing_total").increment(1);
+            metrics::counter!("signing_key_missing_total", "chain_id" => self.chain.chain_id().to_string())
+                .increment(1);
             return Ok(false);
         };
         let (chain_id, settlement) = (self.chain.chain_id(), self.chain.settlement_address());
@@ -131,24 +132,25 @@ impl RoundDriver {
                     replaced_root = %s.earlier.last().map(|b| b.root).unwrap_or_default(),
                     "signed the round again on the chain that replaced its blocks"
                 );
-                metrics::counter!("rounds_signed_again_total").increment(1);
-                metrics::counter!("batches_signed_total").increment(1);
+                metrics::counter!("rounds_signed_again_total", "chain_id" => self.chain.chain_id().to_string())
+                    .increment(1);
+                metrics::counter!("batches_signed_total", "chain_id" => self.chain.chain_id().to_string()).increment(1);
                 (s, true)
             }
             Ok(SigningOutcome::Recorded(s)) => {
                 info!(round = batch.round, root = %batch.root, leaves = batch.leaf_count, "signed batch");
-                metrics::counter!("batches_signed_total").increment(1);
+                metrics::counter!("batches_signed_total", "chain_id" => self.chain.chain_id().to_string()).increment(1);
                 (s, true)
             }
             Ok(SigningOutcome::Existing(s)) => (s, false),
             Err(StoreError::Equivocation { round, signed }) => {
                 error!(round, signed = %signed, proposed = %batch.root, "refused to sign a second batch for a round");
-                metrics::counter!("invariant_violations_total", "invariant" => "double_sign_attempt").increment(1);
+                metrics::counter!("invariant_violations_total", "chain_id" => self.chain.chain_id().to_string(), "invariant" => "double_sign_attempt").increment(1);
                 return Ok(false);
             }
             Err(e @ StoreError::TooManyChains { .. }) => {
                 error!(round = batch.round, error = %e, "not signing the round again");
-                metrics::counter!("invariant_violations_total", "invariant" => "round_signed_on_too_many_chains")
+                metrics::counter!("invariant_violations_total", "chain_id" => self.chain.chain_id().to_string(), "invariant" => "round_signed_on_too_many_chains")
                     .increment(1);
                 return Ok(false);
             }

@@ -7,7 +7,8 @@
 //! - `processed`: invoice id ‖ tx hash ‖ log index → (block, log index): the idempotency key
 //! - `invoice_payments`: invoice id → (block, log index) of its payments
 //! - `blocks`: block number → (hash, timestamp) of processed blocks, to detect reorgs
-//! - `meta`: `checkpoint` (last fully processed block), `next_round` (first round not yet closed)
+//! - `meta`: `checkpoint` (last fully processed block), `next_round` (first round not yet closed),
+//!   `chain_id` (the chain whose pipeline writes this file; one file per chain)
 //! - `state`: `halt` (why settlement is halted, when it is)
 //! - `signed`: round → the batch this node signed and its signature (the signing guard)
 //! - `settlements`: round → how the round was settled; `provisional_settlements`: rounds whose
@@ -36,7 +37,7 @@ pub use invoices::Invoice;
 pub use outbox::{Attempt, AttemptEffect, EndpointState, OutboxEvent};
 pub use rounds::{SettlementRecord, SignedBatch, SigningOutcome};
 
-use redb::{Database, MultimapTableDefinition, ReadableDatabase, TableDefinition};
+use redb::{Database, MultimapTableDefinition, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 #[cfg(doc)]
@@ -55,6 +56,8 @@ pub(crate) const PROCESSED: TableDefinition<[u8; 72], (u64, u64)> = TableDefinit
 pub(crate) const BLOCKS: TableDefinition<u64, ([u8; 32], u64)> = TableDefinition::new("blocks");
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub(crate) const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
+/// `meta` key of the chain whose data the file holds.
+pub(crate) const CHAIN_ID: &str = "chain_id";
 /// `meta` key of the first round not yet closed.
 pub(crate) const NEXT_ROUND: &str = "next_round";
 pub(crate) const SIGNED: TableDefinition<u64, &[u8]> = TableDefinition::new("signed");
@@ -93,6 +96,18 @@ pub enum StoreError {
         round: u64,
         /// Root signed earlier.
         signed: alloy::primitives::B256,
+    },
+    /// The file holds another chain's data than the chain it was opened for.
+    #[error(
+        "{file} holds the data of chain {holds}, not of chain {wanted}; keep each chain's entry in [[chains]] where it was (the first chain's store is settleproof.redb, the others' settleproof-<chain_id>.redb)"
+    )]
+    OtherChain {
+        /// The file.
+        file: String,
+        /// The chain it holds.
+        holds: u64,
+        /// The chain it was opened for.
+        wanted: u64,
     },
     /// The signing guard refused: batches of this round were signed on as many chains as it
     /// allows ([`settleproof_consensus::MAX_BATCHES_PER_ROUND`]).
@@ -160,6 +175,28 @@ impl Store {
         Ok(Self { db: Arc::new(db), ack_quorum: Arc::new(std::sync::atomic::AtomicUsize::new(1)) })
     }
 
+    /// Opens the store of chain `chain_id` at `path`: a new file is marked as that chain's, a
+    /// file of another chain is refused ([`StoreError::OtherChain`]).
+    pub fn open_for_chain(path: &Path, chain_id: u64) -> Result<Self, StoreError> {
+        let store = Self::open(path)?;
+        let tx = store.db.begin_write()?;
+        let holds = {
+            let mut meta = tx.open_table(META)?;
+            let holds = meta.get(CHAIN_ID)?.map(|v| v.value());
+            if holds.is_none() {
+                meta.insert(CHAIN_ID, chain_id)?;
+            }
+            holds
+        };
+        tx.commit()?;
+        match holds {
+            Some(h) if h != chain_id => {
+                Err(StoreError::OtherChain { file: path.display().to_string(), holds: h, wanted: chain_id })
+            }
+            _ => Ok(store),
+        }
+    }
+
     /// How many distinct other operators must acknowledge an event before this node takes it
     /// as delivered: f + 1 of them, so at least one is honest (1 until set).
     pub fn set_ack_quorum(&self, operators: usize) {
@@ -198,6 +235,30 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 
 pub(crate) fn decode<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { table, reason: e.to_string() })
+}
+
+/// The file of the store of `chains[index]` in `data_dir`: `settleproof.redb` for the first
+/// chain (so a node of the single-chain form keeps its store), `settleproof-<chain_id>.redb`
+/// for the others.
+pub fn chain_store_path(data_dir: &Path, index: usize, chain_id: u64) -> std::path::PathBuf {
+    if index == 0 { data_dir.join("settleproof.redb") } else { data_dir.join(format!("settleproof-{chain_id}.redb")) }
+}
+
+#[cfg(test)]
+mod chain_stamp_tests {
+    use super::*;
+
+    #[test]
+    fn a_store_opened_for_one_chain_refuses_another() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = chain_store_path(dir.path(), 0, 31337);
+        drop(Store::open_for_chain(&path, 31337).expect("new file"));
+        drop(Store::open_for_chain(&path, 31337).expect("same chain"));
+        let err = Store::open_for_chain(&path, 8453).expect_err("another chain");
+        assert!(matches!(err, StoreError::OtherChain { holds: 31337, wanted: 8453, .. }), "{err}");
+        assert!(err.to_string().contains("[[chains]]"), "{err}");
+        assert_eq!(chain_store_path(dir.path(), 1, 8453), dir.path().join("settleproof-8453.redb"));
+    }
 }
 
 #[cfg(test)]

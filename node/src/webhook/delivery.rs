@@ -66,6 +66,7 @@ pub struct Deliverer {
     node: String,
     net: Option<NetworkHandle>,
     schedule: RoundSchedule,
+    chain_id: u64,
     completion: Option<Arc<Completion>>,
     in_flight: Arc<std::sync::Mutex<InFlight>>,
 }
@@ -97,6 +98,7 @@ impl Deliverer {
         node: String,
         net: Option<NetworkHandle>,
         schedule: RoundSchedule,
+        chain_id: u64,
     ) -> Self {
         let merchants = Arc::new(merchants.iter().map(|m| (m.id.clone(), m.clone())).collect());
         Self {
@@ -108,9 +110,17 @@ impl Deliverer {
             node,
             net,
             schedule,
+            chain_id,
             completion: None,
             in_flight: Arc::default(),
         }
+    }
+
+    /// Shares `other`'s in-flight limits (`webhooks.max_in_flight` and per merchant), so that the
+    /// workers of a node's chains together stay within them.
+    pub fn sharing_limits_with(mut self, other: &Deliverer) -> Self {
+        self.in_flight = other.in_flight.clone();
+        self
     }
 
     /// Completes bare `payment.settled` events with their invoice before delivery.
@@ -237,7 +247,8 @@ impl Deliverer {
         };
         for (at, id) in due {
             if let Ok(Some(inv)) = self.store.invoice(id)
-                && let Ok(view) = crate::invoice_view::invoice_view(&self.store, &self.schedule, &inv, now)
+                && let Ok(view) =
+                    crate::invoice_view::invoice_view(&self.store, &self.schedule, self.chain_id, &inv, now)
                 && view.status == crate::invoice_view::InvoiceStatus::Expired
             {
                 let event = super::payload::expired_event(&view, now);

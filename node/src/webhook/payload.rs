@@ -57,7 +57,7 @@ pub fn settlement_events(
         let terms = stored.as_ref().map(|inv| inv.terms(ctx.chain_id, ctx.payments));
         let (event_type, invoice) = match stored {
             Some(inv) => {
-                let mut view = invoice_view(store, &ctx.schedule, &inv, now_s)?;
+                let mut view = invoice_view(store, &ctx.schedule, ctx.chain_id, &inv, now_s)?;
                 for pv in view.payments.iter_mut().filter(|pv| pv.round == Some(settlement.round)) {
                     pv.settlement = Some(settled.clone());
                 }

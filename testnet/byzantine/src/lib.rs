@@ -77,20 +77,26 @@ impl ByzantineOperator {
             let peer: PeerId = o.peer_id.parse().map_err(|e| ByzantineError::Config(format!("peer id: {e}")))?;
             peers.push((peer, parse_multiaddr(&o.p2p_addr)?));
         }
-        let (net, events) = settleproof_p2p::spawn(NetworkConfig {
+        // It takes part on the first chain only.
+        let chain = cfg.chains.first().ok_or_else(|| ByzantineError::Config("no chain configured".into()))?;
+        let scope = chain.chain_id.to_string();
+        let (raw, events) = settleproof_p2p::spawn(NetworkConfig {
             keypair: keys.libp2p.clone(),
             listen: parse_multiaddr(&cfg.p2p.listen)?,
             peers,
-            topics: gossip::topics(),
+            topics: gossip::topics(&scope),
             redial_interval: Duration::from_secs(1),
         })?;
+        let (mut scoped, _demux) = settleproof_p2p::demux(raw.clone(), events, std::slice::from_ref(&scope), 256);
+        let events = scoped.pop().ok_or_else(|| ByzantineError::Config("no scope".into()))?;
+        let net = raw.scoped(&scope);
         let me = Self {
             net,
             keys: Arc::new(keys),
             index,
             name: cfg.node.name.clone(),
-            chain_id: cfg.chain.chain_id,
-            settlement: cfg.chain.settlement_contract,
+            chain_id: chain.chain_id,
+            settlement: chain.settlement_contract,
             answers: Arc::default(),
             serving: Arc::default(),
         };

@@ -59,6 +59,31 @@ pub struct DevnetSpec {
     pub failover_delay_ms: u64,
     /// OTLP/HTTP collector of the nodes' traces.
     pub otlp_endpoint: Option<String>,
+    /// Further chains the nodes serve beside the one at `rpc_url` (each gets the contracts and
+    /// funded operator accounts; every node serves every chain).
+    pub more_chains: Vec<ChainSpec>,
+}
+
+/// A further chain of the network.
+#[derive(Debug, Clone)]
+pub struct ChainSpec {
+    /// Its RPC URL (loopback).
+    pub rpc_url: String,
+    /// A funded account on it that deploys and funds the operators.
+    pub deployer: PrivateKeySigner,
+    /// RPC endpoints of node i on it; empty: every node uses `rpc_url`.
+    pub node_rpc: Vec<Vec<String>>,
+}
+
+/// One chain as set up.
+#[derive(Debug, Clone)]
+pub struct DevnetChain {
+    /// Chain id.
+    pub chain_id: u64,
+    /// RPC URL.
+    pub rpc_url: String,
+    /// Contract addresses.
+    pub deployment: Deployment,
 }
 
 /// What was set up.
@@ -66,11 +91,13 @@ pub struct DevnetSpec {
 pub struct Devnet {
     /// Config file path and config of each node.
     pub nodes: Vec<(PathBuf, NodeConfig)>,
-    /// Contract addresses.
+    /// Contract addresses of the first chain.
     pub deployment: Deployment,
+    /// Every chain, the first one first.
+    pub chains: Vec<DevnetChain>,
     /// The demo merchant.
     pub merchant: MerchantConfig,
-    /// Chain id.
+    /// Chain id of the first chain.
     pub chain_id: u64,
     /// Bearer token of every node's admin API.
     pub admin_token: Secret,
@@ -113,11 +140,6 @@ pub async fn init(spec: &DevnetSpec) -> Result<Devnet, DevnetError> {
     {
         return Err(DevnetError::Invalid(format!("--nodes must be 1..=64 with a port per node, got {}", spec.nodes)));
     }
-    let url =
-        spec.rpc_url.parse().map_err(|_| DevnetError::Invalid(format!("--rpc `{}` is not a URL", spec.rpc_url)))?;
-    let provider = ProviderBuilder::new().wallet(EthereumWallet::from(spec.deployer.clone())).connect_http(url);
-    let chain_id = provider.get_chain_id().await.map_err(|e| DevnetError::Rpc(e.to_string()))?;
-
     let keys: Vec<OperatorKeys> = (0..spec.nodes).map(|_| OperatorKeys::random()).collect::<Result<_, _>>()?;
     let name = |i: usize| format!("node-{i}");
     let p2p_addr = |i: usize| format!("/ip4/127.0.0.1/tcp/{}", spec.p2p_ports[i]);
@@ -128,20 +150,17 @@ pub async fn init(spec: &DevnetSpec) -> Result<Devnet, DevnetError> {
         grace_blocks: GRACE_ROUNDS * spec.round_length,
         lead_blocks: spec.confirmations + LEAD_ROUNDS * spec.round_length,
     };
-    let deployer = spec.deployer.address();
-    // At most 64 nodes (checked above), so the threshold fits a u16.
-    let deployment =
-        deploy_all(provider.clone(), deployer, &entries, threshold as u16, params).await.map_err(Box::new)?;
-    for k in &keys {
-        let tx = TransactionRequest::default().with_to(k.evm.address()).with_value(U256::from(10u128 * 10u128.pow(18)));
-        provider
-            .send_transaction(tx)
-            .await
-            .map_err(|e| DevnetError::Rpc(e.to_string()))?
-            .get_receipt()
-            .await
-            .map_err(|e| DevnetError::Rpc(e.to_string()))?;
+    let first =
+        ChainSpec { rpc_url: spec.rpc_url.clone(), deployer: spec.deployer.clone(), node_rpc: spec.node_rpc.clone() };
+    let mut chains = Vec::new();
+    for c in std::iter::once(&first).chain(spec.more_chains.iter()) {
+        chains.push(deploy_chain(c, &keys, &entries, threshold, params).await?);
     }
+    if chains.iter().enumerate().any(|(i, c)| chains[..i].iter().any(|o| o.chain_id == c.chain_id)) {
+        return Err(DevnetError::Invalid("every chain needs its own chain id (anvil --chain-id)".into()));
+    }
+    // `chains` starts with the first chain, deployed above.
+    let (chain_id, deployment) = (chains[0].chain_id, chains[0].deployment.clone());
 
     // The merchant's API token stays with the merchant (testnet.json); configs hold its hash.
     let merchant_token = Secret::new(format!("sk_test_{}", random_hex(16)));
@@ -172,8 +191,6 @@ pub async fn init(spec: &DevnetSpec) -> Result<Devnet, DevnetError> {
     let mut nodes = Vec::new();
     for (i, k) in keys.iter().enumerate() {
         let node_dir = spec.dir.join(format!("node-{i}"));
-        let endpoints =
-            spec.node_rpc.get(i).filter(|e| !e.is_empty()).cloned().unwrap_or_else(|| vec![spec.rpc_url.clone()]);
         k.write(&node_dir.join("keys"))?;
         let cfg = NodeConfig {
             node: NodeSection {
@@ -186,21 +203,12 @@ pub async fn init(spec: &DevnetSpec) -> Result<Devnet, DevnetError> {
             },
             api: ApiSection::with_listen(([127, 0, 0, 1], spec.api_ports[i]).into()),
             p2p: P2pSection { listen: format!("/ip4/127.0.0.1/tcp/{}", spec.p2p_ports[i]) },
-            chain: ChainSection {
-                chain_id,
-                rpc_quorum: endpoints.len() / 2 + 1,
-                rpc_endpoints: endpoints,
-                rpc_timeout_ms: 2000,
-                rpc_retries: 2,
-                rpc_breaker_failures: 3,
-                rpc_breaker_open_ms: 3000,
-                payments_contract: deployment.payments,
-                settlement_contract: deployment.settlement,
-                start_block: deployment.start_block,
-                confirmations: spec.confirmations,
-                poll_interval_ms: spec.poll_interval_ms,
-                max_log_range: 1000,
-            },
+            chains: chains
+                .iter()
+                .zip(std::iter::once(&first).chain(spec.more_chains.iter()))
+                .enumerate()
+                .map(|(c, (chain, chain_spec))| chain_section(spec, chain, chain_spec, i, c))
+                .collect(),
             rounds: RoundsSection {
                 length_blocks: spec.round_length,
                 rebroadcast_interval_ms: 1000,
@@ -233,9 +241,61 @@ pub async fn init(spec: &DevnetSpec) -> Result<Devnet, DevnetError> {
         write(&path, &text)?;
         nodes.push((path, cfg));
     }
-    let devnet = Devnet { nodes, deployment, merchant, merchant_token, chain_id, admin_token };
+    let devnet = Devnet { nodes, deployment, chains, merchant, merchant_token, chain_id, admin_token };
     write(&spec.dir.join("testnet.json"), &manifest(spec, &devnet).to_string())?;
     Ok(devnet)
+}
+
+/// Deploys the contracts on one chain and funds every operator's account there.
+async fn deploy_chain(
+    c: &ChainSpec,
+    keys: &[OperatorKeys],
+    entries: &[OperatorEntry],
+    threshold: usize,
+    params: SettlementParams,
+) -> Result<DevnetChain, DevnetError> {
+    let url = c.rpc_url.parse().map_err(|_| DevnetError::Invalid(format!("--rpc `{}` is not a URL", c.rpc_url)))?;
+    let provider = ProviderBuilder::new().wallet(EthereumWallet::from(c.deployer.clone())).connect_http(url);
+    let chain_id = provider.get_chain_id().await.map_err(|e| DevnetError::Rpc(e.to_string()))?;
+    // At most 64 nodes (checked by the caller), so the threshold fits a u16.
+    let deployment = deploy_all(provider.clone(), c.deployer.address(), entries, threshold as u16, params)
+        .await
+        .map_err(Box::new)?;
+    for k in keys {
+        let tx = TransactionRequest::default().with_to(k.evm.address()).with_value(U256::from(10u128 * 10u128.pow(18)));
+        provider
+            .send_transaction(tx)
+            .await
+            .map_err(|e| DevnetError::Rpc(e.to_string()))?
+            .get_receipt()
+            .await
+            .map_err(|e| DevnetError::Rpc(e.to_string()))?;
+    }
+    Ok(DevnetChain { chain_id, rpc_url: c.rpc_url.clone(), deployment })
+}
+
+/// The `[[chains]]` entry of chain `c` for node `i`.
+fn chain_section(spec: &DevnetSpec, chain: &DevnetChain, c: &ChainSpec, i: usize, index: usize) -> ChainSection {
+    let endpoints = c.node_rpc.get(i).filter(|e| !e.is_empty()).cloned().unwrap_or_else(|| vec![c.rpc_url.clone()]);
+    ChainSection {
+        chain_id: chain.chain_id,
+        name: Some(format!("anvil-{index}")),
+        rpc_quorum: endpoints.len() / 2 + 1,
+        rpc_endpoints: endpoints,
+        rpc_timeout_ms: 2000,
+        rpc_retries: 2,
+        rpc_breaker_failures: 3,
+        rpc_breaker_open_ms: 3000,
+        payments_contract: chain.deployment.payments,
+        settlement_contract: chain.deployment.settlement,
+        start_block: chain.deployment.start_block,
+        confirmations: spec.confirmations,
+        poll_interval_ms: spec.poll_interval_ms,
+        max_log_range: 1000,
+        round_length_blocks: None,
+        keeper_min_balance_gwei: None,
+        fees: FeePolicy::default(),
+    }
 }
 
 /// The `testnet.json` manifest (node `pid`s are filled in by the script that starts them).
@@ -256,7 +316,25 @@ fn manifest(spec: &DevnetSpec, d: &Devnet) -> serde_json::Value {
             })
         })
         .collect();
+    let chains: Vec<_> = d
+        .chains
+        .iter()
+        .map(|c| {
+            json!({
+                "chain_id": c.chain_id,
+                "rpc_url": c.rpc_url,
+                "anvil": { "pid": null, "log": null },
+                "contracts": {
+                    "payments": c.deployment.payments,
+                    "settlement": c.deployment.settlement,
+                    "token": c.deployment.token,
+                },
+                "start_block": c.deployment.start_block,
+            })
+        })
+        .collect();
     json!({
+        "chains": chains,
         "rpc_url": spec.rpc_url,
         "chain_id": d.chain_id,
         "contracts": {

@@ -61,6 +61,10 @@ enum Command {
         /// RPC providers per node (with --proxy-port).
         #[arg(long, default_value_t = 3)]
         providers: usize,
+        /// A further chain every node serves, as `<rpc url>,<anvil --config-out file>` (its
+        /// key #0 deploys); repeatable. Nodes read it directly.
+        #[arg(long = "more-chain")]
+        more_chains: Vec<String>,
     },
     /// Run the demo merchant webhook receiver.
     DemoMerchant {
@@ -93,6 +97,7 @@ async fn main() -> Result<()> {
             round_length,
             proxy_port,
             providers,
+            more_chains,
         } => {
             let dev_keys = devnet::anvil_keys(&anvil_config)?;
             let [deployer, payer, ..] = dev_keys.as_slice() else {
@@ -118,6 +123,7 @@ async fn main() -> Result<()> {
                 retry_schedule_s: vec![0, 2, 5, 10, 30, 60, 300],
                 failover_delay_ms: 5000,
                 otlp_endpoint: None,
+                more_chains: more_chains.iter().map(|c| more_chain(c)).collect::<Result<_>>()?,
             };
             let net = devnet::init(&spec).await?;
             eprintln!(
@@ -141,6 +147,16 @@ async fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// A `--more-chain <rpc url>,<anvil config>` argument.
+fn more_chain(arg: &str) -> Result<devnet::ChainSpec> {
+    let Some((rpc, config)) = arg.split_once(',') else {
+        bail!("--more-chain `{arg}`: give <rpc url>,<anvil --config-out file>")
+    };
+    let keys = devnet::anvil_keys(std::path::Path::new(config))?;
+    let Some(deployer) = keys.first() else { bail!("{config} lists no key") };
+    Ok(devnet::ChainSpec { rpc_url: rpc.to_string(), deployer: deployer.clone(), node_rpc: Vec::new() })
 }
 
 /// Endpoints of node i when each node has `per_node` proxies from `base` on: base + per_node·i + j.

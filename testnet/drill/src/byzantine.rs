@@ -157,7 +157,7 @@ async fn forge_invoices(
             created_by: "node-0".into(),
             nonce: B256::repeat_byte(0xb0 + k),
         };
-        g.id = g.terms(cfg.chain.chain_id, cfg.chain.payments_contract).id();
+        g.id = g.terms(cfg.chains[0].chain_id, cfg.chains[0].payments_contract).id();
         ghosts.push(g);
     }
     let until = Instant::now() + step;

@@ -88,10 +88,11 @@ pub async fn run(net: &mut Testnet, i: usize, count: u64) -> Result<FootprintRes
     let (ready, peers) = net
         .eventually("caught up", Duration::from_secs(120), || async {
             let h = net.health(i).await?;
-            let chain = &h["checks"]["chain"];
+            let chain = &h["chains"][0]["checks"]["chain"];
             let caught_up = chain["status"] == "ok" && chain["head"].as_u64()? <= chain["checkpoint"].as_u64()? + 2;
-            (caught_up && h["status"] != "not_ready")
-                .then(|| (started.elapsed(), h["checks"]["peers"]["connected"].as_u64().unwrap_or_default()))
+            (caught_up && h["status"] != "not_ready").then(|| {
+                (started.elapsed(), h["chains"][0]["checks"]["peers"]["connected"].as_u64().unwrap_or_default())
+            })
         })
         .await?;
     let node_pid = pid(net, i).ok_or_else(|| eyre!("node {i} is not a process"))?;

@@ -37,6 +37,10 @@ fn chain(endpoints: Vec<String>, quorum: usize) -> ChainSection {
         confirmations: 0,
         poll_interval_ms: 100,
         max_log_range: 1000,
+        name: None,
+        round_length_blocks: None,
+        keeper_min_balance_gwei: None,
+        fees: Default::default(),
     }
 }
 

@@ -1,4 +1,4 @@
-use crate::api::{ApiState, admin_router, router};
+use crate::api::{ApiState, ChainState, Chains, admin_router, router};
 use crate::store::{Store, temp_store};
 use alloy::primitives::Address;
 use axum::body::Body;
@@ -12,10 +12,24 @@ use tower::ServiceExt;
 
 const TOKEN: &str = "sk_test_0123456789abcdef";
 
-fn state(store: Store) -> ApiState {
-    ApiState {
+fn chain(chain_id: u64, store: Store) -> ChainState {
+    let payments = Address::repeat_byte(0x22);
+    ChainState::offline(
+        chain_id,
         store,
-        schedule: RoundSchedule { start_block: 0, length: 5 },
+        RoundSchedule { start_block: 0, length: 5 },
+        payments,
+        Address::repeat_byte(0x44),
+    )
+}
+
+fn state(store: Store) -> ApiState {
+    state_of(Chains::new(chain(31337, store), Vec::new()))
+}
+
+fn state_of(chains: Chains) -> ApiState {
+    ApiState {
+        chains: Arc::new(chains),
         merchants: Arc::new(vec![MerchantConfig {
             id: "shop".into(),
             payout_address: Address::repeat_byte(0x11),
@@ -24,20 +38,10 @@ fn state(store: Store) -> ApiState {
             api_token_sha256: crate::api::auth::token_hash(TOKEN),
             api_token: None,
         }]),
-        chain_id: 31337,
-        payments_contract: Address::repeat_byte(0x22),
         node_name: "node-0".into(),
-        replicator: None,
         net: None,
-        epochs: None,
         keys_dir: None,
-        chain: None,
-        watcher: None,
-        settlement_contract: Address::repeat_byte(0x44),
         admin_token: None,
-        webhook_wake: None,
-        halt: None,
-        min_balance_wei: 0,
         limiter: crate::api::RateLimiter::new(1000.0, 1000.0),
         metrics: None,
         answers: Default::default(),
