@@ -73,6 +73,9 @@ pub enum NodeError {
 pub struct NodeHandle {
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// Splits the swarm's events by chain; it holds a network handle, so it ends only when
+    /// stopped, after every pipeline ended.
+    demux: JoinHandle<()>,
     /// Where the API listens.
     pub api_addr: SocketAddr,
     /// This node's peer id.
@@ -88,6 +91,8 @@ impl NodeHandle {
         for t in self.tasks {
             let _ = t.await;
         }
+        self.demux.abort();
+        let _ = self.demux.await;
     }
 
     /// Resolves when shutdown was requested.
@@ -134,7 +139,7 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
         topics: scopes.iter().flat_map(|s| gossip::topics(s)).collect(),
         redial_interval: Duration::from_secs(1),
     })?;
-    let (scoped_events, demux_task) = settleproof_p2p::demux(net.clone(), net_events, &scopes, 1024);
+    let (scoped_events, demux) = settleproof_p2p::demux(net.clone(), net_events, &scopes, 1024);
     let peers = PeerUnion::new(net.clone());
 
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -150,7 +155,7 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
         peers,
         shutdown: shutdown_rx.clone(),
     };
-    let mut tasks = vec![demux_task];
+    let mut tasks = Vec::new();
     let mut api_chains = Vec::new();
     let mut limits_of: Option<crate::webhook::delivery::Deliverer> = None;
     for (p, events) in prepared.into_iter().zip(scoped_events) {
@@ -189,7 +194,7 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
     tasks.push(tokio::spawn(api::server::serve("api", listener, api::router(state), limits, shutdown_rx.clone())));
     let chains: Vec<String> = cfg.chains.iter().map(|c| format!("{} ({})", c.chain_id, c.label())).collect();
     info!(node = %cfg.node.name, api = %api_addr, peer_id = %net.local_peer_id(), chains = ?chains, "node started");
-    Ok(NodeHandle { shutdown, tasks, api_addr, peer_id: net.local_peer_id(), net })
+    Ok(NodeHandle { shutdown, tasks, demux, api_addr, peer_id: net.local_peer_id(), net })
 }
 
 /// Opens chain `index`'s store, connects to its providers, checks the chain id, raises the

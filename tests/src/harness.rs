@@ -523,10 +523,11 @@ impl Testnet {
     pub async fn receipt_failures(&self, body: &Value) -> Result<Vec<String>> {
         let receipt: settleproof_consensus::Receipt = serde_json::from_value(body["data"]["receipt"].clone())?;
         let mut checks = receipt.verify_offchain();
-        checks.extend(
-            settleproof_node::receipt::verify_onchain(&self.provider()?, &receipt, self.devnet.deployment.settlement)
-                .await,
-        );
+        // Checked on the chain the receipt names, against that chain's settlement contract.
+        let chain = self.devnet.chains.iter().find(|c| c.chain_id == receipt.chain_id);
+        let settlement = chain.map_or(self.devnet.deployment.settlement, |c| c.deployment.settlement);
+        let provider = ProviderBuilder::new().connect_http(self.anvil_of(receipt.chain_id)?.url.parse()?).erased();
+        checks.extend(settleproof_node::receipt::verify_onchain(&provider, &receipt, settlement).await);
         Ok(checks.into_iter().filter(|c| !c.ok).map(|c| format!("{}: {}", c.name, c.detail)).collect())
     }
 

@@ -57,6 +57,15 @@ pub struct ByzantineOperator {
     serving: Arc<Mutex<Option<tokio::task::AbortHandle>>>,
 }
 
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
@@ -87,7 +96,8 @@ impl ByzantineOperator {
             topics: gossip::topics(&scope),
             redial_interval: Duration::from_secs(1),
         })?;
-        let (mut scoped, _demux) = settleproof_p2p::demux(raw.clone(), events, std::slice::from_ref(&scope), 256);
+        let (mut scoped, demux) = settleproof_p2p::demux(raw.clone(), events, std::slice::from_ref(&scope), 256);
+        let demux = AbortOnDrop(demux.abort_handle());
         let events = scoped.pop().ok_or_else(|| ByzantineError::Config("no scope".into()))?;
         let net = raw.scoped(&scope);
         let me = Self {
@@ -100,7 +110,12 @@ impl ByzantineOperator {
             answers: Arc::default(),
             serving: Arc::default(),
         };
-        let task = tokio::spawn(me.clone().serve(events));
+        // The demultiplexer holds a network handle: it ends with the serving task.
+        let serving = me.clone();
+        let task = tokio::spawn(async move {
+            let _demux = demux;
+            serving.serve(events).await;
+        });
         if let Ok(mut s) = me.serving.lock() {
             *s = Some(task.abort_handle());
         }
