@@ -6,9 +6,10 @@
 #        [--settle-timeout-s S] [--report FILE] [--markdown docs/reliability.md]
 # Scenarios: kill-keeper restart-all provider-lies providers-down partition merchant-down reorg byzantine
 #            rotate-operators (changes the operator set for good: `all` runs it last)
+#            chain-down (needs ./testnet/up.sh --chains 2; not part of `all`)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-[ $# -ge 1 ] || { sed -n 2,7p "$0" >&2; exit 2; }
+[ $# -ge 1 ] || { sed -n 2,8p "$0" >&2; exit 2; }
 [ -f "$RUN/testnet.json" ] || { echo "no testnet running: ./testnet/up.sh first" >&2; exit 1; }
 cd "$ROOT"
 cargo build --quiet --bin settleproof --bin settleproof-drill

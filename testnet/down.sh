@@ -5,7 +5,7 @@ source "$(dirname "$0")/lib.sh"
 
 shopt -s nullglob
 pids=()
-for f in "$RUN"/node-*.pid "$RUN"/merchant.pid "$RUN"/proxies.pid "$RUN"/anvil.pid; do
+for f in "$RUN"/node-*.pid "$RUN"/merchant.pid "$RUN"/proxies.pid "$RUN"/anvil.pid "$RUN"/anvil-*.pid; do
   if alive "$f"; then pids+=("$(cat "$f")"); fi
   rm -f "$f"
 done

@@ -191,6 +191,9 @@ pub enum StoreCommand {
         /// Backup file to create (must not exist).
         #[arg(long)]
         out: PathBuf,
+        /// The chain whose store to copy (each chain has its own); default: the first.
+        #[arg(long)]
+        chain_id: Option<u64>,
     },
     /// Check a store file (no node may have it open).
     Check {
@@ -200,6 +203,9 @@ pub enum StoreCommand {
         /// The node's configuration.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// With --config: the chain whose store to check; default: the first.
+        #[arg(long)]
+        chain_id: Option<u64>,
     },
     /// Replace the node's store with a checked backup (stop the node first).
     Restore {
@@ -209,5 +215,8 @@ pub enum StoreCommand {
         /// The backup file.
         #[arg(long)]
         from: PathBuf,
+        /// The chain whose store to replace; default: the first.
+        #[arg(long)]
+        chain_id: Option<u64>,
     },
 }

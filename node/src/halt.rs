@@ -1,24 +1,15 @@
-//! The safety switch: when an invariant is violated (or an operator asks), the node stops
-//! settling: it neither signs nor submits, but keeps following the chain, serving reads and
-//! delivering webhooks of what is already settled, until an operator resumes it. The state is
-//! persisted, so a restart does not resume by accident.
+//! The safety switch of one chain: when an invariant is violated (or an operator asks), the
+//! chain's pipeline stops settling: it neither signs nor submits, but keeps following the
+//! chain, serving reads and delivering webhooks of what is already settled, until an operator
+//! resumes it. The node's other chains go on. The state is persisted in the chain's store, so a
+//! restart does not resume by accident.
 
 use crate::store::{Store, StoreError};
 use crate::time::now_ms;
-use serde::{Deserialize, Serialize};
 use std::sync::{Arc, RwLock};
 use tracing::{error, info};
 
-/// Why settlement is halted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HaltReason {
-    /// The invariant violated, or `operator` for a manual halt.
-    pub invariant: String,
-    /// What was found.
-    pub detail: String,
-    /// When, unix ms.
-    pub at_ms: u64,
-}
+pub use crate::store::HaltReason;
 
 /// Shared halt state of one chain's pipeline.
 #[derive(Debug, Clone)]

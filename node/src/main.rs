@@ -42,31 +42,40 @@ async fn main() -> Result<()> {
     }
 }
 
-fn store_path(config: &std::path::Path) -> Result<(NodeConfig, std::path::PathBuf)> {
+/// The configuration and the store file of chain `chain_id` (default: the first chain).
+fn store_path(config: &std::path::Path, chain_id: Option<u64>) -> Result<(NodeConfig, std::path::PathBuf, u64)> {
     let cfg = NodeConfig::load(config, std::env::vars()).wrap_err("cannot load the configuration")?;
-    let path = cfg.node.data_dir.join("settleproof.redb");
-    Ok((cfg, path))
+    let index = match chain_id {
+        None => 0,
+        Some(id) => cfg.chains.iter().position(|c| c.chain_id == id).ok_or_else(|| {
+            let served: Vec<String> = cfg.chains.iter().map(|c| c.chain_id.to_string()).collect();
+            eyre::eyre!("--chain-id {id}: the configuration has chains {}", served.join(", "))
+        })?,
+    };
+    let id = cfg.chains.get(index).map(|c| c.chain_id).ok_or_else(|| eyre::eyre!("the configuration has no chain"))?;
+    let path = settleproof_node::store::chain_store_path(&cfg.node.data_dir, index, id);
+    Ok((cfg, path, id))
 }
 
 async fn store_command(cmd: StoreCommand) -> Result<()> {
     use settleproof_node::store;
     match cmd {
-        StoreCommand::Check { path, config } => {
+        StoreCommand::Check { path, config, chain_id } => {
             let path = match (path, config) {
                 (Some(p), _) => p,
-                (None, Some(c)) => store_path(&c)?.1,
+                (None, Some(c)) => store_path(&c, chain_id)?.1,
                 (None, None) => bail!("give --path FILE or --config FILE"),
             };
             store::check(&path).wrap_err_with(|| format!("{} failed the check", path.display()))?;
             println!("{}: ok", path.display());
         }
-        StoreCommand::Restore { config, from } => {
-            let (_, path) = store_path(&config)?;
+        StoreCommand::Restore { config, from, chain_id } => {
+            let (_, path, _) = store_path(&config, chain_id)?;
             store::restore(&from, &path).wrap_err("restore failed (is the node stopped?)")?;
             println!("restored {} from {}", path.display(), from.display());
         }
-        StoreCommand::Backup { config, out } => {
-            let (cfg, path) = store_path(&config)?;
+        StoreCommand::Backup { config, out, chain_id } => {
+            let (cfg, path, id) = store_path(&config, chain_id)?;
             match store::Store::open(&path) {
                 Ok(s) => {
                     let n = s.backup_to(&out)?;
@@ -81,7 +90,7 @@ async fn store_command(cmd: StoreCommand) -> Result<()> {
                     let resp = reqwest::Client::new()
                         .post(format!("http://{admin_addr}/admin/v1/backup"))
                         .bearer_auth(token)
-                        .json(&serde_json::json!({ "path": out_abs }))
+                        .json(&serde_json::json!({ "path": out_abs, "chain_id": id }))
                         .send()
                         .await?;
                     let status = resp.status();

@@ -80,7 +80,8 @@ pub struct NodeHandle {
     pub api_addr: SocketAddr,
     /// This node's peer id.
     pub peer_id: PeerId,
-    /// The node's network handle (to block or unblock peers).
+    /// The node's network handle (to block or unblock peers); [`NodeHandle::chain_net`] for
+    /// a chain's gossip.
     pub net: NetworkHandle,
 }
 
@@ -93,6 +94,11 @@ impl NodeHandle {
         }
         self.demux.abort();
         let _ = self.demux.await;
+    }
+
+    /// The network as chain `chain_id`'s pipeline sees it: its topics and requests.
+    pub fn chain_net(&self, chain_id: u64) -> NetworkHandle {
+        self.net.scoped(&chain_id.to_string())
     }
 
     /// Resolves when shutdown was requested.

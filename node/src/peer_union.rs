@@ -17,11 +17,14 @@ pub fn union<'a>(lists: impl Iterator<Item = &'a Vec<(PeerId, Multiaddr)>>) -> V
     out
 }
 
+/// Operators and where to reach them.
+type Peers = Vec<(PeerId, Multiaddr)>;
+
 /// Every chain's operators, applied to the swarm as one allow list.
 #[derive(Debug, Clone)]
 pub struct PeerUnion {
     net: NetworkHandle,
-    by_chain: Arc<Mutex<BTreeMap<u64, Vec<(PeerId, Multiaddr)>>>>,
+    by_chain: Arc<Mutex<BTreeMap<u64, Peers>>>,
 }
 
 impl PeerUnion {

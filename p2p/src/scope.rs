@@ -6,6 +6,7 @@
 use crate::{NetworkEvent, NetworkHandle, Verdict};
 use std::collections::HashMap;
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::task::JoinHandle;
 
 /// Separates a request's scope from its body.
@@ -33,8 +34,11 @@ fn split_request(data: &str) -> Option<(&str, &str)> {
 
 /// Splits `events` by scope: one receiver per entry of `scopes`, in that order. A message on a
 /// topic of no listed scope is ignored (no penalty: the sender may serve a chain this node does
-/// not) and a request of no listed scope is answered with an empty body. The task ends when
-/// `events` closes.
+/// not) and a request of no listed scope is answered with an empty body. A scope whose
+/// receiver is full (its pipeline is stuck) loses what comes for it meanwhile, as if the
+/// network had dropped it (messages are ignored, requests answered empty: gossip is sent again
+/// and requests are retried), and never holds back another scope. The task ends when `events`
+/// closes.
 pub fn demux(
     net: NetworkHandle,
     mut events: mpsc::Receiver<NetworkEvent>,
@@ -53,26 +57,29 @@ pub fn demux(
             match event {
                 NetworkEvent::Message { topic, source, data, reference } => {
                     let route = split_topic(&topic).and_then(|(base, scope)| Some((base, senders.get(scope)?)));
-                    match route {
-                        Some((base, tx)) => {
-                            let event = NetworkEvent::Message { topic: base.to_string(), source, data, reference };
-                            let _ = tx.send(event).await;
-                        }
-                        None => net.report(reference, Verdict::Ignore).await,
+                    let Some((base, tx)) = route else {
+                        net.report(reference, Verdict::Ignore).await;
+                        continue;
+                    };
+                    let event = NetworkEvent::Message { topic: base.to_string(), source, data, reference };
+                    if let Err(TrySendError::Full(NetworkEvent::Message { reference, .. })) = tx.try_send(event) {
+                        net.report(reference, Verdict::Ignore).await;
                     }
                 }
                 NetworkEvent::Request { peer, data, reference } => {
                     let route = split_request(&data).and_then(|(scope, body)| Some((body, senders.get(scope)?)));
-                    match route {
-                        Some((body, tx)) => {
-                            let _ = tx.send(NetworkEvent::Request { peer, data: body.to_string(), reference }).await;
-                        }
-                        None => net.respond(reference, String::new()).await,
+                    let Some((body, tx)) = route else {
+                        net.respond(reference, String::new()).await;
+                        continue;
+                    };
+                    let event = NetworkEvent::Request { peer, data: body.to_string(), reference };
+                    if let Err(TrySendError::Full(NetworkEvent::Request { reference, .. })) = tx.try_send(event) {
+                        net.respond(reference, String::new()).await;
                     }
                 }
                 other => {
                     for tx in senders.values() {
-                        let _ = tx.send(other.clone()).await;
+                        let _ = tx.try_send(other.clone());
                     }
                 }
             }
@@ -84,6 +91,52 @@ pub fn demux(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{MessageRef, NetworkConfig, RequestRef, parse_multiaddr};
+    use libp2p::PeerId;
+
+    fn message(topic: &str, n: u8) -> NetworkEvent {
+        NetworkEvent::Message {
+            topic: topic.into(),
+            source: PeerId::random(),
+            data: vec![n],
+            reference: MessageRef { id: libp2p::gossipsub::MessageId::new(&[n]), propagated_by: PeerId::random() },
+        }
+    }
+
+    /// A scope whose pipeline reads nothing fills up; the other scope still gets everything,
+    /// with the scope taken off, and requests are routed by their tag.
+    #[tokio::test]
+    async fn a_stuck_scope_never_holds_back_another() {
+        let (net, _swarm_events) = crate::spawn(NetworkConfig {
+            keypair: libp2p::identity::Keypair::generate_ed25519(),
+            listen: parse_multiaddr("/ip4/127.0.0.1/tcp/0").expect("addr"),
+            peers: Vec::new(),
+            topics: Vec::new(),
+            redial_interval: std::time::Duration::from_secs(60),
+        })
+        .expect("network");
+        let (tx, rx) = mpsc::channel(64);
+        let (mut scopes, _task) = demux(net, rx, &["1".to_string(), "2".to_string()], 2);
+        let (mut one, _stuck) = (scopes.remove(0), scopes.remove(0));
+        for n in 0..10 {
+            tx.send(message("settleproof/attestations/1/2", n)).await.expect("send");
+        }
+        tx.send(message("settleproof/attestations/1/1", 42)).await.expect("send");
+        tx.send(NetworkEvent::Request { peer: PeerId::random(), data: "1\n{}".into(), reference: RequestRef(7) })
+            .await
+            .expect("send");
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), one.recv()).await.expect("not held back");
+        match got {
+            Some(NetworkEvent::Message { topic, data, .. }) => {
+                assert_eq!((topic.as_str(), data), ("settleproof/attestations/1", vec![42]));
+            }
+            other => panic!("expected the message of scope 1, got {other:?}"),
+        }
+        match tokio::time::timeout(std::time::Duration::from_secs(5), one.recv()).await.expect("request") {
+            Some(NetworkEvent::Request { data, .. }) => assert_eq!(data, "{}"),
+            other => panic!("expected the request of scope 1, got {other:?}"),
+        }
+    }
 
     #[test]
     fn topics_and_requests_split_back_into_scope_and_body() {

@@ -35,7 +35,7 @@ pub struct NetworkConfig {
 /// Identifies a received gossip message for [`NetworkHandle::report`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct MessageRef {
-    id: gossipsub::MessageId,
+    pub(crate) id: gossipsub::MessageId,
     /// Peer that forwarded it to us.
     pub propagated_by: PeerId,
 }
@@ -53,7 +53,7 @@ pub enum Verdict {
 
 /// Identifies an inbound request for [`NetworkHandle::respond`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct RequestRef(u64);
+pub struct RequestRef(pub(crate) u64);
 
 /// What the network reports.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -92,6 +92,34 @@ fn every_chaos_drill_passes_in_its_quick_form() -> Result<()> {
     Ok(())
 }
 
+/// `up.sh --chains 2` starts two anvils with their own chain ids and contracts, and
+/// `chaos.sh chain-down --quick` stops the second during a load on both: the first chain's
+/// invoices settle meanwhile, the second's once it is back, and every node names the chain
+/// that is down without going unready.
+#[test]
+fn up_sh_runs_two_chains_and_the_chain_down_drill_passes() -> Result<()> {
+    let net = scripted(21000, Vec::new())?;
+    if !net.run("up.sh", &["--nodes", "4", "--chains", "2"])?.success() {
+        bail!("up.sh --chains 2 failed");
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(net.dir.path().join("testnet.json"))?)?;
+    let chains = manifest["chains"].as_array().cloned().unwrap_or_default();
+    assert_eq!(chains.len(), 2, "{manifest}");
+    assert_eq!((chains[0]["chain_id"].as_u64(), chains[1]["chain_id"].as_u64()), (Some(31337), Some(31338)));
+    for c in &chains {
+        assert!(c["anvil"]["pid"].as_u64().is_some(), "{c}");
+        assert!(c["contracts"]["settlement"].as_str().is_some(), "{c}");
+    }
+    assert_eq!(manifest["chain_id"], chains[0]["chain_id"], "the top-level fields describe the first chain");
+    let drill = net.run("chaos.sh", &["chain-down", "--quick"])?;
+    let pids = net.pids();
+    assert!(net.run("down.sh", &[])?.success());
+    assert!(pids.iter().all(|p| !alive(*p)), "down.sh stops both anvils too");
+    assert!(drill.success(), "chain-down lost a payment or got something wrong (see the verdict above)");
+    Ok(())
+}
+
 /// `up.sh --webhook-url https://…` with `SSL_CERT_FILE` naming the CA of that endpoint: the
 /// testnet's nodes deliver to it over TLS, as to a merchant on the internet.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

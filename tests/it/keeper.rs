@@ -128,7 +128,10 @@ async fn an_operator_signing_another_root_is_outvoted() -> Result<()> {
     assert_eq!(h["chains"][0]["checks"]["settlement"]["halt"]["invariant"], "settled_root_mismatch", "{h}");
     assert_eq!(h["status"], "not_ready");
     let metrics = net.http.get(format!("{}/metrics", net.api(2))).send().await?.text().await?;
-    assert!(metrics.contains("invariant_violations_total{invariant=\"settled_root_mismatch\"}"), "metric exposed");
+    assert!(
+        metrics.contains("invariant_violations_total{chain_id=\"31337\",invariant=\"settled_root_mismatch\"}"),
+        "metric exposed"
+    );
     let admin = net.devnet.admin_token.expose();
     let r: Value =
         net.http.post(format!("{}/admin/v1/resume", net.admin(2))).bearer_auth(admin).send().await?.json().await?;
@@ -300,7 +303,7 @@ async fn an_equivocating_operator_is_detected_and_penalised() -> Result<()> {
             sent_at_ms: settleproof_node::time::now_ms() + k as u64,
         };
         net.eventually("published", Duration::from_secs(10), || async {
-            h3.net.publish(ATTESTATIONS, serde_json::to_vec(&att).ok()?).await.ok()
+            h3.chain_net(chain_id).publish(ATTESTATIONS, serde_json::to_vec(&att).ok()?).await.ok()
         })
         .await?;
     }

@@ -226,6 +226,7 @@ async fn the_status_page_renders_live_data_in_headless_chromium() -> Result<()> 
     );
     assert!(dom.contains(&format!("<td>{round}</td>")), "the settled round {round} is listed:\n{dom}");
     assert!(dom.contains("operators connected"), "peers rendered");
+    assert!(dom.contains("anvil-0 (31337)"), "the chain's card rendered:\n{dom}");
     net.stop().await;
     Ok(())
 }

@@ -78,7 +78,7 @@ pub(super) async fn deliveries(
             out.push(DeliveryView { state: event.state(), attempts_detail, event, chain_id: chain.chain_id });
         }
     }
-    out.sort_by(|a, b| b.event.created_at_ms.cmp(&a.event.created_at_ms));
+    out.sort_by_key(|d| std::cmp::Reverse(d.event.created_at_ms));
     out.truncate(limit);
     Ok(Json(json!({ "data": out })))
 }

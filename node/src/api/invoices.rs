@@ -281,7 +281,7 @@ fn newest_across<'a>(
     for chain in chains {
         all.extend(chain.store.invoices_of_merchant(merchant, before, limit)?.into_iter().map(|i| (*chain, i)));
     }
-    all.sort_by(|(_, a), (_, b)| (b.created_at, b.id).cmp(&(a.created_at, a.id)));
+    all.sort_by_key(|(_, i)| std::cmp::Reverse((i.created_at, i.id)));
     all.truncate(limit);
     Ok(all)
 }

@@ -26,6 +26,7 @@ mod approvals;
 mod backup;
 mod chain;
 mod epochs;
+mod halt_reason;
 mod invoices;
 mod outbox;
 mod rounds;
@@ -33,6 +34,7 @@ mod rounds;
 pub use approvals::{ApprovalPut, MAX_APPROVALS_PER_SIGNER, StoredApproval};
 pub use backup::{check, restore};
 pub use chain::{PaymentRecord, RangeApplied, RoundEnd, StoredBlock};
+pub use halt_reason::HaltReason;
 pub use invoices::Invoice;
 pub use outbox::{Attempt, AttemptEffect, EndpointState, OutboxEvent};
 pub use rounds::{SettlementRecord, SignedBatch, SigningOutcome};
@@ -245,6 +247,13 @@ pub fn chain_store_path(data_dir: &Path, index: usize, chain_id: u64) -> std::pa
 }
 
 #[cfg(test)]
+pub(crate) fn temp_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("settleproof.redb")).expect("open store");
+    (dir, store)
+}
+
+#[cfg(test)]
 mod chain_stamp_tests {
     use super::*;
 
@@ -259,11 +268,4 @@ mod chain_stamp_tests {
         assert!(err.to_string().contains("[[chains]]"), "{err}");
         assert_eq!(chain_store_path(dir.path(), 1, 8453), dir.path().join("settleproof-8453.redb"));
     }
-}
-
-#[cfg(test)]
-pub(crate) fn temp_store() -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(&dir.path().join("settleproof.redb")).expect("open store");
-    (dir, store)
 }

@@ -196,14 +196,14 @@ impl Store {
     }
 
     /// Why settlement is halted, if it is.
-    pub fn halt_reason(&self) -> Result<Option<crate::halt::HaltReason>, StoreError> {
+    pub fn halt_reason(&self) -> Result<Option<super::HaltReason>, StoreError> {
         let tx = self.read()?;
         let t = tx.open_table(super::STATE)?;
         t.get("halt")?.map(|v| decode("state", v.value())).transpose()
     }
 
     /// Persists (or clears) the halt.
-    pub fn set_halt_reason(&self, reason: Option<&crate::halt::HaltReason>) -> Result<(), StoreError> {
+    pub fn set_halt_reason(&self, reason: Option<&super::HaltReason>) -> Result<(), StoreError> {
         let tx = self.db().begin_write()?;
         {
             let mut t = tx.open_table(super::STATE)?;

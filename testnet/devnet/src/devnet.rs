@@ -160,7 +160,7 @@ pub async fn init(spec: &DevnetSpec) -> Result<Devnet, DevnetError> {
         return Err(DevnetError::Invalid("every chain needs its own chain id (anvil --chain-id)".into()));
     }
     // `chains` starts with the first chain, deployed above.
-    let (chain_id, deployment) = (chains[0].chain_id, chains[0].deployment.clone());
+    let (chain_id, deployment) = (chains[0].chain_id, chains[0].deployment);
 
     // The merchant's API token stays with the merchant (testnet.json); configs hold its hash.
     let merchant_token = Secret::new(format!("sk_test_{}", random_hex(16)));

@@ -18,6 +18,8 @@ pub struct Control {
     pub http: reqwest::Client,
     /// anvil, read-only.
     pub chain: DynProvider,
+    /// The chain the load's invoices name (`None`: the nodes' first chain).
+    pub chain_id: Option<u64>,
 }
 
 impl Control {
@@ -25,7 +27,29 @@ impl Control {
     pub fn new(m: Manifest) -> Result<Self> {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
         let chain = ProviderBuilder::new().connect_http(m.rpc_url.parse()?).erased();
-        Ok(Self { m, http, chain })
+        Ok(Self { m, http, chain, chain_id: None })
+    }
+
+    /// The same testnet seen on chain `c`: its anvil, its contracts, invoices naming it.
+    pub fn on_chain(&self, c: &crate::manifest::Chain) -> Result<Self> {
+        let mut on = self.clone();
+        on.m.rpc_url = c.rpc_url.clone();
+        on.m.contracts = c.contracts.clone();
+        on.chain = ProviderBuilder::new().connect_http(c.rpc_url.parse()?).erased();
+        on.chain_id = Some(c.chain_id);
+        Ok(on)
+    }
+
+    /// Stops (`SIGSTOP`) or continues (`SIGCONT`) chain `c`'s anvil: while stopped, every call
+    /// to it hangs, as a chain whose providers are all down.
+    pub fn pause_chain(&self, c: &crate::manifest::Chain, paused: bool) -> Result<()> {
+        let pid = c.anvil.pid.ok_or_else(|| eyre!("no anvil pid recorded for chain {}", c.chain_id))?;
+        let signal = if paused { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill").args([signal, &pid.to_string()]).status()?;
+        if !status.success() {
+            bail!("kill {signal} {pid} (anvil of chain {}) failed", c.chain_id);
+        }
+        Ok(())
     }
 
     /// Operators in the set.

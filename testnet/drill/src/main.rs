@@ -2,6 +2,7 @@
 //! started, each ending with a verdict (exit code 0 only when nothing was lost or wrong).
 
 mod byzantine;
+mod chain_down;
 mod control;
 mod forge;
 mod load;

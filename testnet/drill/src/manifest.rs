@@ -21,9 +21,32 @@ pub struct Manifest {
     pub payer_private_key: String,
     /// anvil itself (the payer's RPC; the nodes read through proxies).
     pub rpc_url: String,
+    /// Every chain the nodes serve, the first (`rpc_url`, `contracts`) first.
+    #[serde(default)]
+    pub chains: Vec<Chain>,
     /// Where the file was read from (set after parsing).
     #[serde(skip)]
     pub path: PathBuf,
+}
+
+/// One chain of the testnet.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Chain {
+    /// Its id.
+    pub chain_id: u64,
+    /// Its anvil.
+    pub rpc_url: String,
+    /// Its anvil process.
+    pub anvil: Process,
+    /// Its contracts.
+    pub contracts: Contracts,
+}
+
+/// A process `up.sh` started.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Process {
+    /// Its pid.
+    pub pid: Option<u32>,
 }
 
 /// Contract addresses.
@@ -116,10 +139,10 @@ impl Manifest {
     /// Confirmation depth the nodes use.
     pub fn confirmations(&self) -> Result<u64> {
         let cfg = self.node_config(0)?;
-        cfg["chain"]["confirmations"]
+        cfg["chains"][0]["confirmations"]
             .as_integer()
             .and_then(|c| u64::try_from(c).ok())
-            .ok_or_else(|| eyre!("chain.confirmations missing from the node config"))
+            .ok_or_else(|| eyre!("chains[0].confirmations missing from the node config"))
     }
 
     /// Updates the recorded pid of `name` (`node-i` or `merchant`) in its pid file and in

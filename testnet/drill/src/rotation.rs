@@ -121,23 +121,32 @@ async fn start_joiner(ctl: &Control, run: &Path) -> Result<Joiner> {
     let (api, admin, p2p) = (free_port()?, free_port()?, free_port()?);
     let p2p_addr = format!("/ip4/127.0.0.1/tcp/{p2p}");
     let mut cfg = ctl.m.node_config(0)?;
-    let set = |v: &mut toml::Value, section: &str, key: &str, value: toml::Value| -> Result<()> {
-        v.get_mut(section)
-            .and_then(|s| s.as_table_mut())
-            .ok_or_else(|| eyre!("node config without [{section}]"))?
-            .insert(key.into(), value);
+    let set = |v: &mut toml::Value, key: &str, value: toml::Value| -> Result<()> {
+        v.as_table_mut().ok_or_else(|| eyre!("not a table"))?.insert(key.into(), value);
         Ok(())
     };
-    set(&mut cfg, "node", "name", "node-4".into())?;
-    set(&mut cfg, "node", "data_dir", path(&dir.join("data")).into())?;
-    set(&mut cfg, "node", "keys_dir", path(&keys_dir).into())?;
-    set(&mut cfg, "api", "listen", format!("127.0.0.1:{api}").into())?;
-    set(&mut cfg, "admin", "listen", format!("127.0.0.1:{admin}").into())?;
-    set(&mut cfg, "p2p", "listen", p2p_addr.clone().into())?;
-    set(&mut cfg, "chain", "rpc_endpoints", toml::Value::Array(vec![ctl.m.rpc_url.clone().into()]))?;
-    set(&mut cfg, "chain", "rpc_quorum", 1.into())?;
+    let section = |v: &mut toml::Value, section: &str, key: &str, value: toml::Value| -> Result<()> {
+        set(v.get_mut(section).ok_or_else(|| eyre!("node config without [{section}]"))?, key, value)
+    };
+    section(&mut cfg, "node", "name", "node-4".into())?;
+    section(&mut cfg, "node", "data_dir", path(&dir.join("data")).into())?;
+    section(&mut cfg, "node", "keys_dir", path(&keys_dir).into())?;
+    section(&mut cfg, "api", "listen", format!("127.0.0.1:{api}").into())?;
+    section(&mut cfg, "admin", "listen", format!("127.0.0.1:{admin}").into())?;
+    section(&mut cfg, "p2p", "listen", p2p_addr.clone().into())?;
+    // The joiner serves the first chain only (the one whose operator set changes), read
+    // directly from anvil.
+    let mut first = cfg
+        .get("chains")
+        .and_then(|c| c.as_array())
+        .and_then(|c| c.first())
+        .cloned()
+        .ok_or_else(|| eyre!("node config without [[chains]]"))?;
+    set(&mut first, "rpc_endpoints", toml::Value::Array(vec![ctl.m.rpc_url.clone().into()]))?;
+    set(&mut first, "rpc_quorum", 1.into())?;
     if let Some(t) = cfg.as_table_mut() {
         t.remove("network");
+        t.insert("chains".into(), toml::Value::Array(vec![first]));
     }
     let config = dir.join("config.toml");
     std::fs::write(&config, toml::to_string(&cfg)?)?;
@@ -210,7 +219,7 @@ async fn change(
 /// Waits until round `round` has begun on chain.
 async fn wait_round(ctl: &Control, round: u64) -> Result<()> {
     let cfg = ctl.m.node_config(0)?;
-    let start = cfg["chain"]["start_block"].as_integer().ok_or_else(|| eyre!("no chain.start_block"))? as u64;
+    let start = cfg["chains"][0]["start_block"].as_integer().ok_or_else(|| eyre!("no chains[0].start_block"))? as u64;
     let len = cfg["rounds"]["length_blocks"].as_integer().unwrap_or(1).max(1) as u64;
     let first = start + round * len;
     for _ in 0..600 {

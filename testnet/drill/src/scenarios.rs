@@ -42,6 +42,10 @@ pub enum Scenario {
     /// BLS key, one is removed (its node stopped), the threshold is raised. It changes the
     /// testnet for good, so `all` runs it last.
     RotateOperators,
+    /// The second chain's anvil stops during a load on both chains (`up.sh --chains 2`), then
+    /// continues: the first chain's payments settle meanwhile, the second's once it is back.
+    /// Not in `all`, which runs on a testnet of one chain.
+    ChainDown,
 }
 
 /// Every scenario with a fault, in the order `all` runs them.
@@ -126,9 +130,29 @@ impl Report {
     }
 }
 
+impl Timeline {
+    /// A timeline starting now.
+    pub fn start() -> Self {
+        Self { start: now_ms(), events: Vec::new() }
+    }
+
+    /// When it started, unix ms.
+    pub fn started_at_ms(&self) -> u64 {
+        self.start
+    }
+
+    /// What was noted.
+    pub fn into_events(self) -> Vec<(u64, String)> {
+        self.events
+    }
+}
+
 /// Runs `scenario` on the testnet behind `ctl`.
 pub async fn run(ctl: &Control, payer: &Payer, scenario: Scenario, opts: DrillOptions) -> Result<Report> {
-    let mut tl = Timeline { start: now_ms(), events: Vec::new() };
+    if scenario == Scenario::ChainDown {
+        return crate::chain_down::run(ctl, payer, opts).await;
+    }
+    let mut tl = Timeline::start();
     ctl.wait_all_ready(Duration::from_secs(90)).await?;
     tl.note(format!("every node ready; load of {} invoices at {}/s", opts.invoices, opts.rate));
     let progress = Arc::new(Progress::default());
@@ -263,6 +287,7 @@ async fn inject(
             crate::byzantine::run(ctl, payer, step, tl, decoys).await?;
         }
         Scenario::RotateOperators => extra.extend(crate::rotation::run(ctl, payer, tl).await?),
+        Scenario::ChainDown => bail!("chain-down runs on its own (crate::chain_down)"),
         Scenario::Reorg => {
             // A node reads a block once `confirmations` blocks are on top of it, so the last
             // `confirmations` blocks are the ones no node has acted on.
@@ -282,7 +307,7 @@ async fn inject(
 
 /// Undoes every fault a drill may have left: providers healed, stopped processes started
 /// again, links restored.
-async fn heal(ctl: &Control, tl: &mut Timeline) {
+pub(crate) async fn heal(ctl: &Control, tl: &mut Timeline) {
     let n = ctl.n();
     let mut healed = true;
     for i in 0..n {

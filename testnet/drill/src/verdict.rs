@@ -59,6 +59,20 @@ impl Verdict {
     pub fn pass(&self) -> bool {
         self.lost.is_empty() && self.wrong.is_empty()
     }
+
+    /// Both verdicts in one (of two chains' payments); the latency stays `self`'s.
+    pub fn and(mut self, other: Verdict) -> Verdict {
+        self.payments += other.payments;
+        self.settled_once += other.settled_once;
+        self.notified += other.notified;
+        self.webhook_ids += other.webhook_ids;
+        self.deliveries += other.deliveries;
+        self.duplicates += other.duplicates;
+        self.false_webhooks += other.false_webhooks;
+        self.lost.extend(other.lost);
+        self.wrong.extend(other.wrong);
+        self
+    }
 }
 
 fn read_deliveries(path: &std::path::Path) -> Vec<Delivery> {

@@ -56,17 +56,78 @@ async fn time<F: std::future::Future>(f: F) -> f64 {
     t.elapsed().as_secs_f64() * 1000.0
 }
 
-async fn quorum_vs_single(calls: usize, report: &mut String) -> Result<()> {
+/// Where the providers of the comparison run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proxies {
+    /// In this process, on its runtime.
+    InProcess,
+    /// In a `settleproof-rpc-proxy` process of their own, as remote providers are.
+    Separate,
+}
+
+/// Four proxies in front of `upstream`; the child process when they run apart (killed on drop).
+async fn proxies(mode: Proxies, upstream: &str) -> Result<(Vec<String>, Option<ChildGuard>)> {
+    match mode {
+        Proxies::InProcess => {
+            let mut urls = Vec::new();
+            for _ in 0..4 {
+                urls.push(settleproof_rpc_proxy::spawn(([127, 0, 0, 1], 0).into(), upstream).await?.url());
+            }
+            Ok((urls, None))
+        }
+        Proxies::Separate => {
+            let bin = std::env::current_exe()?
+                .parent()
+                .map(|d| d.join("settleproof-rpc-proxy"))
+                .ok_or_else(|| eyre!("no target dir"))?;
+            if !bin.exists() {
+                return Err(eyre!(
+                    "{} is missing: cargo build --release -p settleproof-rpc-proxy first (tests/bench.sh does)",
+                    bin.display()
+                ));
+            }
+            let port = settleproof_tests::harness::free_port();
+            let child = std::process::Command::new(bin)
+                .args(["--upstream", upstream, "--listen", &format!("127.0.0.1:{port}"), "--count", "4"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()?;
+            let guard = ChildGuard(child);
+            let urls: Vec<String> = (0..4).map(|i| format!("http://127.0.0.1:{}", port + i)).collect();
+            for url in &urls {
+                let p = alloy::providers::ProviderBuilder::new().connect_http(url.parse()?);
+                let mut tries = 0;
+                while p.get_block_number().await.is_err() {
+                    tries += 1;
+                    if tries > 100 {
+                        return Err(eyre!("proxy {url} did not come up"));
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            Ok((urls, Some(guard)))
+        }
+    }
+}
+
+/// A child process killed when dropped.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn quorum_vs_single(calls: usize, mode: Proxies, report: &mut String) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let anvil = Anvil::start(dir.path(), None).await?;
     let _: serde_json::Value = alloy::providers::ProviderBuilder::new()
         .connect_http(anvil.url.parse()?)
         .raw_request("anvil_mine".into(), (200u64,))
         .await?;
-    let mut proxies = Vec::new();
-    for _ in 0..4 {
-        proxies.push(settleproof_rpc_proxy::spawn(([127, 0, 0, 1], 0).into(), &anvil.url).await?.url());
-    }
+    let (proxies, _child) = proxies(mode, &anvil.url).await?;
     let http = reqwest::Client::new();
     let quorum = ProviderSet::new(&chain(proxies[..3].to_vec(), 2), &http).map_err(|e| eyre!(e))?;
     let single = ProviderSet::new(&chain(vec![proxies[3].clone()], 1), &http).map_err(|e| eyre!(e))?;
@@ -78,11 +139,12 @@ async fn quorum_vs_single(calls: usize, report: &mut String) -> Result<()> {
         ql.push(time(quorum.logs(&filter)).await);
         sl.push(time(single.logs(&filter)).await);
     }
-    writeln!(report, "## Quorum read vs single-provider read\n")?;
-    writeln!(
-        report,
-        "{calls} calls of each kind, interleaved, over loopback proxies in front of one anvil. Milliseconds.\n"
-    )?;
+    let (title, where_) = match mode {
+        Proxies::InProcess => ("providers in this process", "loopback proxies on the benchmark's own runtime"),
+        Proxies::Separate => ("providers as separate processes", "loopback proxies in a process of their own"),
+    };
+    writeln!(report, "## Quorum read vs single-provider read, {title}\n")?;
+    writeln!(report, "{calls} calls of each kind, interleaved, over {where_}, in front of one anvil. Milliseconds.\n")?;
     writeln!(report, "| read | providers | mean | p50 | p95 | p99 |\n| --- | --- | --- | --- | --- | --- |")?;
     let mut ratios = Vec::new();
     for (name, q, s) in [("eth_blockNumber (head)", qh, sh), ("eth_getLogs (200 blocks)", ql, sl)] {
@@ -90,11 +152,11 @@ async fn quorum_vs_single(calls: usize, report: &mut String) -> Result<()> {
         let (sm, s50, s95, s99) = percentiles(s);
         writeln!(report, "| {name} | 2 of 3 | {qm:.3} | {q50:.3} | {q95:.3} | {q99:.3} |")?;
         writeln!(report, "| {name} | 1 | {sm:.3} | {s50:.3} | {s95:.3} | {s99:.3} |")?;
-        ratios.push((name, qm / sm, q50 / s50));
+        ratios.push((name, qm / sm, q50 / s50, q95 / s95));
     }
     writeln!(report)?;
-    for (name, mean, p50) in ratios {
-        writeln!(report, "- {name}: quorum / single = {mean:.2}× (mean), {p50:.2}× (p50)")?;
+    for (name, mean, p50, p95) in ratios {
+        writeln!(report, "- {name}: quorum / single = {mean:.2}× (mean), {p50:.2}× (p50), {p95:.2}× (p95)")?;
     }
     writeln!(report)?;
     Ok(())
@@ -188,7 +250,8 @@ async fn main() -> Result<()> {
         "Written by `cargo run --release -p settleproof-tests --bin bench-verification` at commit {commit}, unix time {} s, on a 2-core machine.\n",
         settleproof_node::time::now_s()
     )?;
-    quorum_vs_single(calls, &mut report).await?;
+    quorum_vs_single(calls, Proxies::InProcess, &mut report).await?;
+    quorum_vs_single(calls, Proxies::Separate, &mut report).await?;
     confirmation_to_attestation(payments, &mut report).await?;
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks/verification.md");
     std::fs::create_dir_all(path.parent().ok_or_else(|| eyre!("path"))?)?;
