@@ -127,15 +127,16 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
     let local_peer = PeerId::from(keys.libp2p.public());
     let mut prepared = Vec::new();
     for (index, chain_cfg) in cfg.chains.iter().enumerate() {
-        let p = prepare(&cfg, index, chain_cfg, &keys, local_peer, &rpc_http).await.map_err(|e| {
-            NodeError::OnChain { chain_id: chain_cfg.chain_id, name: chain_cfg.label(), source: Box::new(e) }
-        })?;
+        let on_chain =
+            |e| NodeError::OnChain { chain_id: chain_cfg.chain_id, name: chain_cfg.label(), source: Box::new(e) };
+        let p = open(&cfg, index, chain_cfg, &keys, local_peer, &rpc_http).map_err(on_chain)?;
+        first_contact(&p).await.map_err(on_chain)?;
         prepared.push(p);
     }
 
     let mut initial_peers = Vec::new();
     for p in &prepared {
-        initial_peers.push(p.epochs.peers(p.store.next_round()?, p.grace_rounds));
+        initial_peers.push(p.epochs.peers(p.store.next_round()?, pipeline::DEFAULT_GRACE_ROUNDS));
     }
     let scopes: Vec<String> = prepared.iter().map(|p| p.cfg.chain_id.to_string()).collect();
     let (net, net_events) = settleproof_p2p::spawn(NetworkConfig {
@@ -203,10 +204,8 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
     Ok(NodeHandle { shutdown, tasks, demux, api_addr, peer_id: net.local_peer_id(), net })
 }
 
-/// Opens chain `index`'s store, connects to its providers, checks the chain id, raises the
-/// signing guard to what the chain shows signed and reads the grace period: everything that
-/// must hold before this chain's pipeline may sign.
-async fn prepare(
+/// Opens chain `index`'s store and connects it to its providers (no call is made yet).
+fn open(
     cfg: &NodeConfig,
     index: usize,
     chain_cfg: &ChainSection,
@@ -227,25 +226,22 @@ async fn prepare(
     }
     let chain = ChainClient::new(chain_cfg, keys.evm.address(), rpc_http)?;
     let sender = SettlementSender::new(chain_cfg, keys.evm.clone(), chain.clone(), Some(halt.clone()), rpc_http)?;
-    chain.check_chain_id().await?;
-    // Before anything is signed: a store restored from a backup must not have forgotten what
-    // the chain shows this node signed.
-    crate::guard_floor::raise_to_chain(&chain, &store, &epochs, chain_cfg.start_block, chain_cfg.max_log_range).await?;
     let round_length = chain_cfg.round_length(&cfg.rounds);
     let schedule = RoundSchedule::new(chain_cfg.start_block, round_length)
         .ok_or_else(|| NodeError::Config("round length: must be at least 1 block".into()))?;
-    let grace_rounds = grace_rounds(&chain, round_length).await;
-    Ok(Prepared { cfg: chain_cfg.clone(), store, halt, epochs, chain, sender, schedule, grace_rounds })
+    Ok(Prepared { cfg: chain_cfg.clone(), store, halt, epochs, chain, sender, schedule })
 }
 
-/// Rounds a superseded set may still settle after its successor starts (the contract's
-/// `graceBlocks`, in rounds, plus one); 64 when the providers cannot tell.
-async fn grace_rounds(chain: &ChainClient, round_blocks: u64) -> u64 {
-    match chain.grace_blocks().await {
-        Ok(blocks) => blocks.div_ceil(round_blocks.max(1)) + 1,
+/// The first look at a chain's providers: a provider quorum serving another chain is a
+/// configuration error and stops the node; a chain that does not answer starts anyway, its
+/// pipeline waiting for it ([`pipeline::connect`]) while the other chains run.
+async fn first_contact(p: &Prepared) -> Result<(), NodeError> {
+    match p.chain.check_chain_id().await {
+        Ok(()) => Ok(()),
+        Err(e @ ChainError::WrongChain { .. }) => Err(e.into()),
         Err(e) => {
-            tracing::warn!(error = %e, "cannot read the settlement contract's grace period; keeping old operators 64 rounds");
-            64
+            tracing::error!(chain_id = p.cfg.chain_id, error = %e, "chain unreachable at start: its pipeline waits for it, the other chains run");
+            Ok(())
         }
     }
 }

@@ -43,9 +43,14 @@ pub struct Prepared {
     pub sender: SettlementSender,
     /// Its rounds.
     pub schedule: RoundSchedule,
-    /// Its grace period, in rounds.
-    pub grace_rounds: u64,
 }
+
+/// Rounds a superseded set's operators stay connected when the contract's grace period cannot
+/// be read.
+pub const DEFAULT_GRACE_ROUNDS: u64 = 64;
+
+/// How long a chain that could not be reached waits before the next try.
+const RECONNECT_PAUSE: Duration = Duration::from_secs(5);
 
 /// What every pipeline of a node shares.
 #[derive(Debug)]
@@ -76,7 +81,9 @@ pub struct Running {
 }
 
 /// Spawns chain `p`'s pipeline on `net` (the chain's scope) with the events of that scope;
-/// the webhook worker shares the in-flight limits of `limits_of` when given.
+/// the webhook worker shares the in-flight limits of `limits_of` when given. The API part is
+/// ready at once; the pipeline's tasks start once the chain answers ([`connect`]), so a chain
+/// unreachable at start waits without holding back the others.
 pub fn spawn(
     shared: &Shared<'_>,
     p: Prepared,
@@ -88,54 +95,9 @@ pub fn spawn(
     let chain_id = p.cfg.chain_id;
     let span = tracing::info_span!("chain", chain_id, name = %p.cfg.label());
     let shutdown = shared.shutdown.clone();
-    let progress = Arc::new(Notify::new());
     let webhook_wake = Arc::new(Notify::new());
     let min_balance_wei = p.cfg.min_balance_wei(&cfg.rounds);
-    let mut tasks = Vec::new();
-
     let watcher_status = Arc::new(WatcherStatus::default());
-    let watcher = Watcher::new(
-        p.chain.clone(),
-        p.store.clone(),
-        p.cfg.clone(),
-        p.schedule,
-        progress.clone(),
-        watcher_status.clone(),
-        p.epochs.clone(),
-    );
-    tasks.push(tokio::spawn(watcher.run(shutdown.clone()).instrument(span.clone())));
-
-    let driver = RoundDriver {
-        store: p.store.clone(),
-        epochs: p.epochs.clone(),
-        bls_keys: std::sync::RwLock::new(shared.keys.bls_keys().cloned().collect()),
-        keys_dir: cfg.node.keys_dir.clone(),
-        grace_rounds: p.grace_rounds,
-        schedule: p.schedule,
-        chain: p.chain.clone(),
-        sender: p.sender,
-        net: net.clone(),
-        merchants: shared.merchants.clone(),
-        webhook_wake: webhook_wake.clone(),
-        timing: Timing {
-            rebroadcast: Duration::from_millis(cfg.rounds.rebroadcast_interval_ms),
-            keeper_deadline_ms: cfg.rounds.keeper_deadline_ms,
-            heartbeat: Duration::from_millis(cfg.rounds.heartbeat_interval_ms),
-            heartbeat_timeout_ms: cfg.rounds.heartbeat_timeout_ms,
-            min_balance_wei,
-            delivery_failover_ms: cfg.webhooks.failover_delay_ms,
-        },
-        halt: p.halt.clone(),
-    };
-    tasks.push(tokio::spawn(driver.run(progress, events, shutdown.clone()).instrument(span.clone())));
-
-    let receipts = crate::receipt::ReceiptContext {
-        chain_id,
-        payments: p.cfg.payments_contract,
-        settlement: p.cfg.settlement_contract,
-        schedule: p.schedule,
-        halt: Some(p.halt.clone()),
-    };
     let mut deliverer = Deliverer::new(
         shared.webhook_client.clone(),
         p.store.clone(),
@@ -146,21 +108,157 @@ pub fn spawn(
         Some(net.clone()),
         p.schedule,
         chain_id,
-    )
-    .with_completion(Completion {
-        ctx: receipts,
-        scope: gossip::InvoiceScope {
-            merchants: shared.merchants.clone(),
-            chain_id,
-            payments: p.cfg.payments_contract,
-        },
-        epochs: p.epochs.clone(),
-        grace_rounds: p.grace_rounds,
-    });
+    );
     if let Some(first) = limits_of {
         deliverer = deliverer.sharing_limits_with(first);
     }
-    tasks.push(tokio::spawn(deliverer.clone().run(shutdown.clone()).instrument(span.clone())));
+    let api = ChainState {
+        chain_id,
+        name: p.cfg.label(),
+        store: p.store.clone(),
+        schedule: p.schedule,
+        payments_contract: p.cfg.payments_contract,
+        settlement_contract: p.cfg.settlement_contract,
+        replicator: Some(InvoiceReplicator::spawn(net.clone(), shutdown.clone())),
+        epochs: Some(p.epochs.clone()),
+        chain: Some(p.chain.clone()),
+        watcher: Some(watcher_status.clone()),
+        webhook_wake: Some(webhook_wake.clone()),
+        halt: Some(p.halt.clone()),
+        min_balance_wei,
+    };
+    let parts = Parts { p, net, events, deliverer: deliverer.clone(), webhook_wake, watcher_status, min_balance_wei };
+    let (node_cfg, keys, merchants, peers) =
+        (cfg.clone(), shared.keys.bls_keys().cloned().collect(), shared.merchants.clone(), shared.peers.clone());
+    let task = tokio::spawn(
+        async move {
+            let Some(grace_rounds) = connect(&parts.p, &parts.watcher_status, shutdown.clone()).await else {
+                return;
+            };
+            let tasks = run(&node_cfg, keys, merchants, peers, parts, grace_rounds, shutdown);
+            for t in tasks {
+                let _ = t.await;
+            }
+        }
+        .instrument(span),
+    );
+    Running { tasks: vec![task], api, deliverer }
+}
+
+/// A pipeline's parts that wait for the chain.
+struct Parts {
+    p: Prepared,
+    net: NetworkHandle,
+    events: mpsc::Receiver<NetworkEvent>,
+    deliverer: Deliverer,
+    webhook_wake: Arc<Notify>,
+    watcher_status: Arc<WatcherStatus>,
+    min_balance_wei: u128,
+}
+
+/// Waits until the chain answers and this node's signing guard is raised to what the chain
+/// shows it signed (a store restored from a backup must not have forgotten it), then reads the
+/// grace period in rounds. Tries again every few seconds, the failure shown in the chain's
+/// health; `None` on shutdown.
+pub async fn connect(p: &Prepared, status: &WatcherStatus, mut shutdown: watch::Receiver<bool>) -> Option<u64> {
+    loop {
+        let attempt = async {
+            p.chain.check_chain_id().await.map_err(|e| e.to_string())?;
+            crate::guard_floor::raise_to_chain(&p.chain, &p.store, &p.epochs, p.cfg.start_block, p.cfg.max_log_range)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(())
+        };
+        match attempt.await {
+            Ok(()) => return Some(grace_rounds(&p.chain, p.schedule.length).await),
+            Err(e) => {
+                status.failed(format!("waiting for the chain: {e}"));
+                tracing::warn!(error = %e, "chain not reachable yet; its pipeline starts once it answers");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(RECONNECT_PAUSE) => {}
+            _ = shutdown.changed() => return None,
+        }
+    }
+}
+
+/// Rounds a superseded set may still settle after its successor starts (the contract's
+/// `graceBlocks`, in rounds, plus one); [`DEFAULT_GRACE_ROUNDS`] when the providers cannot
+/// tell.
+async fn grace_rounds(chain: &ChainClient, round_blocks: u64) -> u64 {
+    match chain.grace_blocks().await {
+        Ok(blocks) => blocks.div_ceil(round_blocks.max(1)) + 1,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the settlement contract's grace period; keeping old operators {DEFAULT_GRACE_ROUNDS} rounds");
+            DEFAULT_GRACE_ROUNDS
+        }
+    }
+}
+
+/// Spawns the pipeline's tasks: watcher, round driver, webhook worker, auditor, set follower.
+fn run(
+    cfg: &NodeConfig,
+    bls_keys: Vec<settleproof_consensus::BlsSecretKey>,
+    merchants: Arc<Vec<MerchantConfig>>,
+    peers: PeerUnion,
+    parts: Parts,
+    grace_rounds: u64,
+    shutdown: watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
+    let Parts { p, net, events, deliverer, webhook_wake, watcher_status, min_balance_wei } = parts;
+    let chain_id = p.cfg.chain_id;
+    let progress = Arc::new(Notify::new());
+    let mut tasks = Vec::new();
+    let watcher = Watcher::new(
+        p.chain.clone(),
+        p.store.clone(),
+        p.cfg.clone(),
+        p.schedule,
+        progress.clone(),
+        watcher_status,
+        p.epochs.clone(),
+    );
+    tasks.push(tokio::spawn(watcher.run(shutdown.clone()).in_current_span()));
+
+    let driver = RoundDriver {
+        store: p.store.clone(),
+        epochs: p.epochs.clone(),
+        bls_keys: std::sync::RwLock::new(bls_keys),
+        keys_dir: cfg.node.keys_dir.clone(),
+        grace_rounds,
+        schedule: p.schedule,
+        chain: p.chain.clone(),
+        sender: p.sender,
+        net,
+        merchants: merchants.clone(),
+        webhook_wake,
+        timing: Timing {
+            rebroadcast: Duration::from_millis(cfg.rounds.rebroadcast_interval_ms),
+            keeper_deadline_ms: cfg.rounds.keeper_deadline_ms,
+            heartbeat: Duration::from_millis(cfg.rounds.heartbeat_interval_ms),
+            heartbeat_timeout_ms: cfg.rounds.heartbeat_timeout_ms,
+            min_balance_wei,
+            delivery_failover_ms: cfg.webhooks.failover_delay_ms,
+        },
+        halt: p.halt.clone(),
+    };
+    tasks.push(tokio::spawn(driver.run(progress, events, shutdown.clone()).in_current_span()));
+
+    let receipts = crate::receipt::ReceiptContext {
+        chain_id,
+        payments: p.cfg.payments_contract,
+        settlement: p.cfg.settlement_contract,
+        schedule: p.schedule,
+        halt: Some(p.halt.clone()),
+    };
+    let deliverer = deliverer.with_completion(Completion {
+        ctx: receipts,
+        scope: gossip::InvoiceScope { merchants, chain_id, payments: p.cfg.payments_contract },
+        epochs: p.epochs.clone(),
+        grace_rounds,
+    });
+    tasks.push(tokio::spawn(deliverer.run(shutdown.clone()).in_current_span()));
 
     let auditor = Auditor {
         store: p.store.clone(),
@@ -169,35 +267,11 @@ pub fn spawn(
         halt: p.halt.clone(),
         interval: Duration::from_secs(5),
     };
-    tasks.push(tokio::spawn(auditor.run(shutdown.clone()).instrument(span.clone())));
+    tasks.push(tokio::spawn(auditor.run(shutdown.clone()).in_current_span()));
     tasks.push(tokio::spawn(
-        follow_sets(
-            chain_id,
-            p.epochs.clone(),
-            p.store.clone(),
-            shared.peers.clone(),
-            p.grace_rounds,
-            shutdown.clone(),
-        )
-        .instrument(span),
+        follow_sets(chain_id, p.epochs.clone(), p.store.clone(), peers, grace_rounds, shutdown).in_current_span(),
     ));
-
-    let api = ChainState {
-        chain_id,
-        name: p.cfg.label(),
-        store: p.store,
-        schedule: p.schedule,
-        payments_contract: p.cfg.payments_contract,
-        settlement_contract: p.cfg.settlement_contract,
-        replicator: Some(InvoiceReplicator::spawn(net, shutdown)),
-        epochs: Some(p.epochs),
-        chain: Some(p.chain),
-        watcher: Some(watcher_status),
-        webhook_wake: Some(webhook_wake),
-        halt: Some(p.halt),
-        min_balance_wei,
-    };
-    Running { tasks, api, deliverer }
+    tasks
 }
 
 /// f + 1 operators must claim a delivery before this node takes it as done: with at most f

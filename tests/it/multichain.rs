@@ -2,10 +2,11 @@
 //! either settle on their own chain, a payment on the wrong chain does not count, and a chain
 //! that goes down stops only its own pipeline.
 
-use crate::harness::{Options, Testnet};
+use crate::harness::{NodeRun, Options, Testnet};
 use alloy::primitives::Address;
 use eyre::{Result, eyre};
 use serde_json::{Value, json};
+use settleproof_node::node;
 use std::time::Duration;
 
 /// The second chain's id (the harness gives chain i the id 31337 + i).
@@ -113,15 +114,21 @@ async fn invoices_settle_on_their_own_chain_and_a_payment_on_another_chain_does_
     Ok(())
 }
 
+/// Node 0's checkpoint on chain `chain_id`.
+async fn checkpoint(net: &Testnet, chain_id: u64) -> Option<u64> {
+    let h = net.health(0).await?;
+    let chain = h["chains"].as_array()?.iter().find(|c| c["chain_id"] == chain_id)?.clone();
+    chain["checks"]["chain"]["checkpoint"].as_u64()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_chain_that_goes_down_stops_only_its_own_pipeline() -> Result<()> {
-    let net = Testnet::start_with(Options { chains: 2, ..Options::default() }).await?;
-    let anvil_b = net.anvil_of(CHAIN_B)?;
+    let mut net = Testnet::start_with(Options { chains: 2, ..Options::default() }).await?;
     // An invoice of chain B created while it is up, paid once it is back.
     let (_, before) =
         net.create_invoice(0, json!({"amount": "5000000000000", "token": "native", "chain_id": CHAIN_B})).await?;
 
-    anvil_b.pause(true)?;
+    net.anvil_of(CHAIN_B)?.pause(true)?;
     let result = async {
         // Chain B fails, the node stays up (degraded) and names it.
         let health = net
@@ -143,10 +150,33 @@ async fn a_chain_that_goes_down_stops_only_its_own_pipeline() -> Result<()> {
         let (status, during) =
             net.create_invoice(2, json!({"amount": "6000000000000", "token": "native", "chain_id": CHAIN_B})).await?;
         assert_eq!(status, 201, "{during}");
+
+        // A node restarted while chain B is down starts all the same: chain A runs, chain B
+        // waits for its chain.
+        let NodeRun::InProcess(h) = std::mem::replace(&mut net.nodes[0], NodeRun::Stopped) else {
+            return Err(eyre!("node 0 runs in this process"));
+        };
+        h.stop().await;
+        let started = node::start(net.devnet.nodes[0].1.clone()).await?;
+        net.nodes[0] = NodeRun::InProcess(Box::new(started));
+        let at = net
+            .eventually("node 0 back, chain A followed", Duration::from_secs(60), || async {
+                checkpoint(&net, 31337).await
+            })
+            .await?;
+        net.eventually("node 0 follows chain A after its restart", Duration::from_secs(60), || async {
+            (checkpoint(&net, 31337).await? > at).then_some(())
+        })
+        .await?;
+        let h = net.health(0).await.ok_or_else(|| eyre!("no health"))?;
+        assert_eq!(h["status"], "degraded", "{h}");
+        let b = h["chains"].as_array().and_then(|c| c.iter().find(|c| c["chain_id"] == CHAIN_B)).cloned();
+        let error = b.map(|b| b["checks"]["chain"]["error"].clone()).unwrap_or_default();
+        assert!(error.as_str().unwrap_or_default().contains("waiting for the chain"), "{h}");
         Ok::<_, eyre::Report>(during)
     }
     .await;
-    anvil_b.pause(false)?;
+    net.anvil_of(CHAIN_B)?.pause(false)?;
     let during = result?;
 
     // Chain B is back: its invoices settle too, and the node is ready again.

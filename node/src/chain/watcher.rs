@@ -113,7 +113,9 @@ impl WatcherStatus {
         }
     }
 
-    fn failed(&self, error: String) {
+    /// Records why the chain cannot be followed (also before the watcher runs: a chain
+    /// unreachable at start).
+    pub fn failed(&self, error: String) {
         if let Ok(mut e) = self.last_error.lock() {
             *e = Some(error);
         }
