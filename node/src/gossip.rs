@@ -17,13 +17,14 @@ pub const HEARTBEATS: &str = "settleproof/heartbeats/1";
 /// Topic of webhook delivery acknowledgements.
 pub const DELIVERIES: &str = "settleproof/deliveries/1";
 
-/// Every topic of a chain's pipeline, in the chain's scope (`<topic>/<chain_id>`, see
-/// [`settleproof_p2p::scoped_topic`]): each chain's messages travel apart.
-pub fn topics(scope: &str) -> Vec<String> {
-    [ATTESTATIONS, INVOICES, HEARTBEATS, DELIVERIES, crate::set_approval::TOPIC]
-        .iter()
-        .map(|t| settleproof_p2p::scoped_topic(t, scope))
-        .collect()
+/// The topics of a chain's pipeline, as the code names them.
+pub const TOPICS: [&str; 5] = [ATTESTATIONS, INVOICES, HEARTBEATS, DELIVERIES, crate::set_approval::TOPIC];
+
+/// Every topic of a chain's pipeline on the wire: the plain names for a node's first chain
+/// (`None`, as a node of one chain has always used them), `<topic>/<chain_id>` in the scope of
+/// every other chain ([`settleproof_p2p::scoped_topic`]): each chain's messages travel apart.
+pub fn topics(scope: Option<&str>) -> Vec<String> {
+    TOPICS.iter().map(|t| scope.map_or_else(|| t.to_string(), |s| settleproof_p2p::scoped_topic(t, s))).collect()
 }
 
 /// An operator telling the others it delivered a webhook event, so they need not deliver it

@@ -76,6 +76,8 @@ pub struct NodeHandle {
     /// Splits the swarm's events by chain; it holds a network handle, so it ends only when
     /// stopped, after every pipeline ended.
     demux: JoinHandle<()>,
+    /// The first chain's id: its pipeline uses the plain topics.
+    first_chain: u64,
     /// Where the API listens.
     pub api_addr: SocketAddr,
     /// This node's peer id.
@@ -96,9 +98,10 @@ impl NodeHandle {
         let _ = self.demux.await;
     }
 
-    /// The network as chain `chain_id`'s pipeline sees it: its topics and requests.
+    /// The network as chain `chain_id`'s pipeline sees it: its topics and requests (the plain
+    /// ones for the first chain).
     pub fn chain_net(&self, chain_id: u64) -> NetworkHandle {
-        self.net.scoped(&chain_id.to_string())
+        if chain_id == self.first_chain { self.net.clone() } else { self.net.scoped(&chain_id.to_string()) }
     }
 
     /// Resolves when shutdown was requested.
@@ -138,16 +141,19 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
     for p in &prepared {
         initial_peers.push(p.epochs.peers(p.store.next_round()?, pipeline::DEFAULT_GRACE_ROUNDS));
     }
-    let scopes: Vec<String> = prepared.iter().map(|p| p.cfg.chain_id.to_string()).collect();
+    // The first chain speaks the plain protocol (a node of one chain talks to nodes of the
+    // version before several chains); every other chain its own scope.
+    let scopes: Vec<Option<String>> =
+        prepared.iter().enumerate().map(|(i, p)| (i > 0).then(|| p.cfg.chain_id.to_string())).collect();
     let (net, net_events) = settleproof_p2p::spawn(NetworkConfig {
         keypair: keys.libp2p.clone(),
         listen: parse_multiaddr(&cfg.p2p.listen)?,
         peers: crate::peer_union::union(initial_peers.iter()),
-        topics: scopes.iter().flat_map(|s| gossip::topics(s)).collect(),
+        topics: scopes.iter().flat_map(|s| gossip::topics(s.as_deref())).collect(),
         redial_interval: Duration::from_secs(1),
     })?;
-    let (scoped_events, demux) = settleproof_p2p::demux(net.clone(), net_events, &scopes, 1024);
-    let peers = PeerUnion::new(net.clone());
+    let (scoped_events, demux) = settleproof_p2p::demux(net.clone(), net_events, &scopes, &gossip::TOPICS, 1024);
+    let peers = PeerUnion::new(net.clone(), prepared.iter().map(|p| p.cfg.chain_id).zip(initial_peers));
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let merchants = Arc::new(cfg.merchants.clone());
@@ -165,8 +171,8 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
     let mut tasks = Vec::new();
     let mut api_chains = Vec::new();
     let mut limits_of: Option<crate::webhook::delivery::Deliverer> = None;
-    for (p, events) in prepared.into_iter().zip(scoped_events) {
-        let scoped = net.scoped(&p.cfg.chain_id.to_string());
+    for ((p, events), scope) in prepared.into_iter().zip(scoped_events).zip(&scopes) {
+        let scoped = scope.as_deref().map_or_else(|| net.clone(), |s| net.scoped(s));
         let running = pipeline::spawn(&shared, p, scoped, events, limits_of.as_ref());
         tasks.extend(running.tasks);
         limits_of.get_or_insert(running.deliverer);
@@ -201,7 +207,8 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
     tasks.push(tokio::spawn(api::server::serve("api", listener, api::router(state), limits, shutdown_rx.clone())));
     let chains: Vec<String> = cfg.chains.iter().map(|c| format!("{} ({})", c.chain_id, c.label())).collect();
     info!(node = %cfg.node.name, api = %api_addr, peer_id = %net.local_peer_id(), chains = ?chains, "node started");
-    Ok(NodeHandle { shutdown, tasks, demux, api_addr, peer_id: net.local_peer_id(), net })
+    let first_chain = cfg.chains.first().map_or(0, |c| c.chain_id);
+    Ok(NodeHandle { shutdown, tasks, demux, first_chain, api_addr, peer_id: net.local_peer_id(), net })
 }
 
 /// Opens chain `index`'s store and connects it to its providers (no call is made yet).
@@ -215,7 +222,7 @@ fn open(
 ) -> Result<Prepared, NodeError> {
     let epochs = Epochs::new(local_peer, chain_cfg.chain_id, OperatorSet::from_config(cfg, keys)?);
     let path = crate::store::chain_store_path(&cfg.node.data_dir, index, chain_cfg.chain_id);
-    let store = Store::open_for_chain(&path, chain_cfg.chain_id)?;
+    let store = Store::open_for_chain(&path, chain_cfg.chain_id, chain_cfg.payments_contract)?;
     for spec in store.epochs()? {
         epochs.learn(&spec);
     }

@@ -28,9 +28,10 @@ pub struct PeerUnion {
 }
 
 impl PeerUnion {
-    /// Applies to `net`.
-    pub fn new(net: NetworkHandle) -> Self {
-        Self { net, by_chain: Arc::default() }
+    /// Applies to `net`, starting from each chain's operators at start (so the first chain to
+    /// report a change does not drop the others' operators meanwhile).
+    pub fn new(net: NetworkHandle, initial: impl IntoIterator<Item = (u64, Peers)>) -> Self {
+        Self { net, by_chain: Arc::new(Mutex::new(initial.into_iter().collect())) }
     }
 
     /// Chain `chain_id` now counts `peers`; the swarm gets the union of all chains.

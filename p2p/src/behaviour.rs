@@ -43,8 +43,10 @@ impl Behaviour {
             .validation_mode(ValidationMode::Strict)
             // Messages are forwarded only after the application accepted them.
             .validate_messages()
-            // Content-addressed ids: an identical payload is one message, whoever relays it.
-            .message_id_fn(|m: &gossipsub::Message| MessageId::from(Sha256::digest(&m.data).to_vec()))
+            // Content-addressed ids: an identical payload on one topic is one message, whoever
+            // relays it. The topic is part of the id, so the same payload on two topics (two
+            // chains' heartbeats that happen to match) are two messages, neither dropped.
+            .message_id_fn(|m: &gossipsub::Message| MessageId::from(message_id(m.topic.as_str(), &m.data)))
             .mesh_n_low(1)
             .mesh_n(3)
             .mesh_n_high(6)
@@ -90,4 +92,25 @@ fn score_params(topics: &[String]) -> PeerScoreParams {
         params.topics.insert(gossipsub::IdentTopic::new(t.as_str()).hash(), topic);
     }
     params
+}
+
+/// The id of a gossip message: SHA-256 of its topic, a zero byte and its payload.
+pub(crate) fn message_id(topic: &str, data: &[u8]) -> Vec<u8> {
+    let mut h = Sha256::new();
+    h.update(topic.as_bytes());
+    h.update([0u8]);
+    h.update(data);
+    h.finalize().to_vec()
+}
+
+#[cfg(test)]
+mod id_tests {
+    #[test]
+    fn one_payload_on_two_topics_has_two_ids() {
+        let data = br#"{"operator":0,"can_pay":true,"sent_at_ms":1}"#;
+        let a = super::message_id("settleproof/heartbeats/1", data);
+        let b = super::message_id("settleproof/heartbeats/1/8453", data);
+        assert_ne!(a, b);
+        assert_eq!(a, super::message_id("settleproof/heartbeats/1", data), "the same message, the same id");
+    }
 }

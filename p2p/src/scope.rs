@@ -1,7 +1,9 @@
 //! Scopes: several pipelines over one swarm. A scoped handle publishes on `<topic>/<scope>` and
 //! prefixes its requests with `<scope>\n`; [`demux`] splits the swarm's events by scope, takes
-//! the scope off, and hands each pipeline only its own messages and requests. Connection
-//! events go to every scope.
+//! the scope off, and hands each pipeline only its own messages and requests. One pipeline may
+//! be unscoped (plain topics, untagged requests): a node's first chain is, so a node serving
+//! one chain speaks the same protocol as before scopes existed. Connection events go to every
+//! pipeline.
 
 use crate::{NetworkEvent, NetworkHandle, Verdict};
 use std::collections::HashMap;
@@ -24,61 +26,78 @@ pub(crate) fn scoped_request(scope: &str, data: &str) -> String {
     format!("{scope}{REQUEST_SEPARATOR}{data}")
 }
 
-fn split_topic(topic: &str) -> Option<(&str, &str)> {
-    topic.rsplit_once('/')
-}
-
 fn split_request(data: &str) -> Option<(&str, &str)> {
     data.split_once(REQUEST_SEPARATOR).filter(|(scope, _)| scope.len() <= MAX_SCOPE_LEN)
 }
 
-/// Splits `events` by scope: one receiver per entry of `scopes`, in that order. A message on a
-/// topic of no listed scope is ignored (no penalty: the sender may serve a chain this node does
-/// not) and a request of no listed scope is answered with an empty body. A scope whose
-/// receiver is full (its pipeline is stuck) loses what comes for it meanwhile, as if the
-/// network had dropped it (messages are ignored, requests answered empty: gossip is sent again
-/// and requests are retried), and never holds back another scope. The task ends when `events`
-/// closes.
+/// Splits `events` between pipelines: one receiver per entry of `scopes`, in that order, each
+/// `Some(scope)` or `None` for the (at most one) unscoped pipeline; `topics` are the base
+/// topics every pipeline uses. A message is routed by its exact topic, a request by its tag
+/// (an untagged request goes to the unscoped pipeline). A message on a topic of no pipeline is
+/// ignored (no penalty: the sender may serve a chain this node does not) and a request of none
+/// is answered with an empty body. A pipeline whose receiver is full (it is stuck) loses what
+/// comes for it meanwhile, as if the network had dropped it (messages are ignored, requests
+/// answered empty: gossip is sent again and requests are retried), and never holds back
+/// another. The task ends when `events` closes.
 pub fn demux(
     net: NetworkHandle,
     mut events: mpsc::Receiver<NetworkEvent>,
-    scopes: &[String],
+    scopes: &[Option<String>],
+    topics: &[&str],
     capacity: usize,
 ) -> (Vec<mpsc::Receiver<NetworkEvent>>, JoinHandle<()>) {
-    let mut senders = HashMap::new();
+    let mut senders = Vec::new();
     let mut receivers = Vec::new();
-    for scope in scopes {
+    let mut by_topic: HashMap<String, (usize, String)> = HashMap::new();
+    let (mut by_tag, mut untagged) = (HashMap::new(), None);
+    for (i, scope) in scopes.iter().enumerate() {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        senders.insert(scope.clone(), tx);
+        senders.push(tx);
         receivers.push(rx);
+        for base in topics {
+            let full = scope.as_deref().map_or_else(|| base.to_string(), |s| scoped_topic(base, s));
+            by_topic.insert(full, (i, base.to_string()));
+        }
+        match scope {
+            Some(s) => {
+                by_tag.insert(s.clone(), i);
+            }
+            None => untagged = untagged.or(Some(i)),
+        }
     }
     let task = tokio::spawn(async move {
         while let Some(event) = events.recv().await {
             match event {
                 NetworkEvent::Message { topic, source, data, reference } => {
-                    let route = split_topic(&topic).and_then(|(base, scope)| Some((base, senders.get(scope)?)));
-                    let Some((base, tx)) = route else {
+                    let Some((i, base)) = by_topic.get(&topic) else {
                         net.report(reference, Verdict::Ignore).await;
                         continue;
                     };
-                    let event = NetworkEvent::Message { topic: base.to_string(), source, data, reference };
-                    if let Err(TrySendError::Full(NetworkEvent::Message { reference, .. })) = tx.try_send(event) {
+                    let event = NetworkEvent::Message { topic: base.clone(), source, data, reference };
+                    if let Err(TrySendError::Full(NetworkEvent::Message { reference, .. })) =
+                        senders[*i].try_send(event)
+                    {
                         net.report(reference, Verdict::Ignore).await;
                     }
                 }
                 NetworkEvent::Request { peer, data, reference } => {
-                    let route = split_request(&data).and_then(|(scope, body)| Some((body, senders.get(scope)?)));
-                    let Some((body, tx)) = route else {
+                    let tagged = split_request(&data).and_then(|(tag, body)| Some((*by_tag.get(tag)?, body)));
+                    let route = match tagged {
+                        Some((i, body)) => Some((i, body.to_string())),
+                        None => untagged.map(|i| (i, data)),
+                    };
+                    let Some((i, body)) = route else {
                         net.respond(reference, String::new()).await;
                         continue;
                     };
-                    let event = NetworkEvent::Request { peer, data: body.to_string(), reference };
-                    if let Err(TrySendError::Full(NetworkEvent::Request { reference, .. })) = tx.try_send(event) {
+                    let event = NetworkEvent::Request { peer, data: body, reference };
+                    if let Err(TrySendError::Full(NetworkEvent::Request { reference, .. })) = senders[i].try_send(event)
+                    {
                         net.respond(reference, String::new()).await;
                     }
                 }
                 other => {
-                    for tx in senders.values() {
+                    for tx in &senders {
                         let _ = tx.try_send(other.clone());
                     }
                 }
@@ -116,10 +135,13 @@ mod tests {
         })
         .expect("network");
         let (tx, rx) = mpsc::channel(64);
-        let (mut scopes, _task) = demux(net, rx, &["1".to_string(), "2".to_string()], 2);
-        let (mut one, _stuck) = (scopes.remove(0), scopes.remove(0));
+        // Chain 1 (Ethereum's id, the version number of the base topics too) scoped, the
+        // stuck pipeline unscoped.
+        let scopes = [Some("1".to_string()), None];
+        let (mut scopes, _task) = demux(net, rx, &scopes, &["settleproof/attestations/1"], 2);
+        let (mut one, mut unscoped) = (scopes.remove(0), scopes.remove(0));
         for n in 0..10 {
-            tx.send(message("settleproof/attestations/1/2", n)).await.expect("send");
+            tx.send(message("settleproof/attestations/1", n)).await.expect("send");
         }
         tx.send(message("settleproof/attestations/1/1", 42)).await.expect("send");
         tx.send(NetworkEvent::Request { peer: PeerId::random(), data: "1\n{}".into(), reference: RequestRef(7) })
@@ -136,12 +158,27 @@ mod tests {
             Some(NetworkEvent::Request { data, .. }) => assert_eq!(data, "{}"),
             other => panic!("expected the request of scope 1, got {other:?}"),
         }
+        // The unscoped pipeline got its plain-topic messages (as many as it holds), with the
+        // topic as sent.
+        match unscoped.recv().await {
+            Some(NetworkEvent::Message { topic, data, .. }) => {
+                assert_eq!((topic.as_str(), data), ("settleproof/attestations/1", vec![0]));
+            }
+            other => panic!("expected an unscoped message, got {other:?}"),
+        }
+        // An untagged request goes to the unscoped pipeline, once it has room.
+        while unscoped.try_recv().is_ok() {}
+        tx.send(NetworkEvent::Request { peer: PeerId::random(), data: "{}".into(), reference: RequestRef(8) })
+            .await
+            .expect("send");
+        match tokio::time::timeout(std::time::Duration::from_secs(5), unscoped.recv()).await.expect("request") {
+            Some(NetworkEvent::Request { data, .. }) => assert_eq!(data, "{}"),
+            other => panic!("expected the untagged request, got {other:?}"),
+        }
     }
 
     #[test]
-    fn topics_and_requests_split_back_into_scope_and_body() {
-        let t = scoped_topic("settleproof/attestations/1", "8453");
-        assert_eq!(split_topic(&t), Some(("settleproof/attestations/1", "8453")));
+    fn requests_split_back_into_scope_and_body() {
         let r = scoped_request("8453", "{\"rounds\":[1]}\nsecond line");
         assert_eq!(split_request(&r), Some(("8453", "{\"rounds\":[1]}\nsecond line")));
         assert_eq!(split_request("{\"rounds\":[1]}"), None, "an unscoped request names no scope");

@@ -96,6 +96,7 @@ enum Command {
     Request { peer: PeerId, data: String, reply: oneshot::Sender<Result<String, P2pError>> },
     Respond { reference: RequestRef, data: String },
     Scores { reply: oneshot::Sender<Vec<(PeerId, f64)>> },
+    Connected { reply: oneshot::Sender<Vec<PeerId>> },
     SetPeers { peers: Vec<(PeerId, Multiaddr)> },
 }
 
@@ -123,6 +124,7 @@ impl std::fmt::Debug for Command {
             Command::Request { peer, .. } => write!(f, "Request({peer})"),
             Command::Respond { .. } => write!(f, "Respond"),
             Command::Scores { .. } => write!(f, "Scores"),
+            Command::Connected { .. } => write!(f, "Connected"),
             Command::SetPeers { peers } => write!(f, "SetPeers({})", peers.len()),
         }
     }
@@ -197,6 +199,15 @@ impl NetworkHandle {
     pub async fn scores(&self) -> Vec<(PeerId, f64)> {
         let (reply, rx) = oneshot::channel();
         if self.commands.send(Command::Scores { reply }).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// The operators connected now.
+    pub async fn connected(&self) -> Vec<PeerId> {
+        let (reply, rx) = oneshot::channel();
+        if self.commands.send(Command::Connected { reply }).await.is_err() {
             return Vec::new();
         }
         rx.await.unwrap_or_default()
@@ -309,8 +320,17 @@ async fn run(
 
 impl Task {
     fn command(&mut self, cmd: Command) {
+        let cmd = match cmd {
+            Command::Connected { reply } => {
+                let _ = reply.send(self.swarm.connected_peers().copied().collect());
+                return;
+            }
+            other => other,
+        };
         let b = self.swarm.behaviour_mut();
         match cmd {
+            // Answered above, without the behaviour.
+            Command::Connected { .. } => {}
             Command::Publish { topic, data, reply } => {
                 let result = b
                     .gossipsub

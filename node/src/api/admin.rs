@@ -247,7 +247,11 @@ pub(super) async fn halt(
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers)?;
-    let req = halt_body(&body)?;
+    // An emergency halt never fails on its body: what cannot be read halts every chain.
+    let req = halt_body(&body).unwrap_or_else(|e| {
+        tracing::warn!(error = %e.message, "halt request body unreadable: halting every chain");
+        HaltBody::default()
+    });
     let detail = req.reason.unwrap_or_else(|| "halted by an operator".into());
     let halts = halts_of(&state, req.chain_id)?;
     for (chain_id, halt) in &halts {
@@ -266,8 +270,16 @@ pub(super) async fn resume(
 ) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers)?;
     let req = halt_body(&body)?;
+    let halts = halts_of(&state, req.chain_id)?;
+    let halted: Vec<u64> = halts.iter().filter(|(_, h)| h.is_halted()).map(|(id, _)| *id).collect();
+    // Resuming is a decision per chain: with several halted, the caller names one.
+    if req.chain_id.is_none() && halted.len() > 1 {
+        return Err(ApiError::conflict(format!(
+            "chains {halted:?} are halted: resume each with {{\"chain_id\": …}} after looking at why (GET /admin/v1/status)"
+        )));
+    }
     let mut was = Vec::new();
-    for (chain_id, halt) in halts_of(&state, req.chain_id)? {
+    for (chain_id, halt) in halts {
         if let Some(previous) = halt.resume()? {
             was.push(json!({ "chain_id": chain_id, "halt": previous }));
         }

@@ -78,6 +78,17 @@ impl ChainState {
             .map_or((1, 1), |s| (s.len(), s.threshold))
     }
 
+    /// How many of the `connected` peers are operators of the set settling this chain's next
+    /// round (all of them in handler tests, which have no sets).
+    pub fn connected_operators(&self, connected: &[settleproof_p2p::PeerId]) -> usize {
+        let Some(epochs) = &self.epochs else { return connected.len() };
+        let round = self.store.next_round().unwrap_or(0);
+        match epochs.for_round(round).or_else(|| epochs.latest()) {
+            Some(set) => connected.iter().filter(|p| set.index_of_peer(p).is_some()).count(),
+            None => connected.len(),
+        }
+    }
+
     /// Wakes the webhook worker.
     pub fn wake(&self) {
         if let Some(w) = &self.webhook_wake {

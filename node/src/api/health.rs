@@ -49,10 +49,16 @@ pub(super) async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<Va
 async fn compute(state: ApiState) -> (StatusCode, Value) {
     let peers = state.net.as_ref().map_or(0, NetworkHandle::connected_peers);
     metrics::gauge!("peers_connected").set(peers as f64);
+    // Which peers: the swarm admits every chain's operators, and each chain counts its own.
+    let connected: Option<Vec<settleproof_p2p::PeerId>> = match &state.net {
+        Some(net) => tokio::time::timeout(PROBE_TIMEOUT, net.connected()).await.ok(),
+        None => None,
+    };
     let mut chains = Vec::new();
     let (mut healthy, mut failing, mut worst) = (Vec::new(), Vec::new(), Level::Ok);
     for chain in state.chains.iter() {
-        let (level, checks) = chain_checks(chain, peers).await;
+        let here = connected.as_ref().map_or(peers, |c| chain.connected_operators(c));
+        let (level, checks) = chain_checks(chain, here).await;
         worst = worst.max(level);
         let label = format!("{} ({})", chain.chain_id, chain.name);
         if level == Level::Failing {
@@ -85,7 +91,7 @@ async fn compute(state: ApiState) -> (StatusCode, Value) {
     (code, json!({"status": status, "checks": { "chains": summary }, "chains": chains}))
 }
 
-/// One chain's checks and their worst level.
+/// One chain's checks and their worst level; `peers`: its operators connected.
 async fn chain_checks(chain: &super::ChainState, peers: usize) -> (Level, serde_json::Map<String, Value>) {
     let mut worst = Level::Ok;
     let mut checks = serde_json::Map::new();

@@ -294,6 +294,13 @@ impl RoundDriver {
     }
 
     async fn on_request(&self, st: &State, peer: PeerId, data: &str, reference: RequestRef) {
+        // The swarm admits the operators of every chain this node serves; only this chain's
+        // (those it hears gossip from) are answered.
+        if !self.epochs.hears(&peer, st.next_round, self.grace_rounds) {
+            debug!(%peer, "sync request from a peer that is no operator of this chain: answered empty");
+            self.net.respond(reference, String::new()).await;
+            return;
+        }
         let answer = match serde_json::from_str::<SyncRequest>(data) {
             Ok(req) => {
                 // Per round, the votes on the chain this node signed the round on, if it did.

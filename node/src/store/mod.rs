@@ -111,6 +111,18 @@ pub enum StoreError {
         /// The chain it was opened for.
         wanted: u64,
     },
+    /// A file of a version before several chains holds another chain's records.
+    #[error(
+        "{file} holds no chain mark and its records are not of chain {wanted} ({why}); keep the chain this file was written for first in [[chains]], or restore that chain's own store"
+    )]
+    ForeignData {
+        /// The file.
+        file: String,
+        /// The chain it was opened for.
+        wanted: u64,
+        /// What shows it.
+        why: String,
+    },
     /// The signing guard refused: batches of this round were signed on as many chains as it
     /// allows ([`settleproof_consensus::MAX_BATCHES_PER_ROUND`]).
     #[error("refusing to sign round {round}: it was signed on {signed} chains already, the most allowed")]
@@ -177,26 +189,60 @@ impl Store {
         Ok(Self { db: Arc::new(db), ack_quorum: Arc::new(std::sync::atomic::AtomicUsize::new(1)) })
     }
 
-    /// Opens the store of chain `chain_id` at `path`: a new file is marked as that chain's, a
-    /// file of another chain is refused ([`StoreError::OtherChain`]).
-    pub fn open_for_chain(path: &Path, chain_id: u64) -> Result<Self, StoreError> {
+    /// Opens the store of chain `chain_id` (payments contract `payments`) at `path`. A new file
+    /// is marked as that chain's; a file marked for another chain is refused
+    /// ([`StoreError::OtherChain`]). A file of a version before several chains has no mark: it
+    /// is marked only when what it holds is of this chain (its payments name the chain, its
+    /// invoices commit to the chain and contract), and refused otherwise
+    /// ([`StoreError::ForeignData`]), so reordering `[[chains]]` while upgrading cannot hand
+    /// one chain's checkpoint, signing guard and outbox to another.
+    pub fn open_for_chain(
+        path: &Path,
+        chain_id: u64,
+        payments: alloy::primitives::Address,
+    ) -> Result<Self, StoreError> {
         let store = Self::open(path)?;
-        let tx = store.db.begin_write()?;
-        let holds = {
-            let mut meta = tx.open_table(META)?;
-            let holds = meta.get(CHAIN_ID)?.map(|v| v.value());
-            if holds.is_none() {
-                meta.insert(CHAIN_ID, chain_id)?;
-            }
-            holds
-        };
-        tx.commit()?;
+        let holds = store.read()?.open_table(META)?.get(CHAIN_ID)?.map(|v| v.value());
         match holds {
             Some(h) if h != chain_id => {
-                Err(StoreError::OtherChain { file: path.display().to_string(), holds: h, wanted: chain_id })
+                return Err(StoreError::OtherChain { file: path.display().to_string(), holds: h, wanted: chain_id });
             }
-            _ => Ok(store),
+            Some(_) => return Ok(store),
+            None => {}
         }
+        if let Some(why) = store.foreign_evidence(chain_id, payments)? {
+            return Err(StoreError::ForeignData { file: path.display().to_string(), wanted: chain_id, why });
+        }
+        let tx = store.db.begin_write()?;
+        tx.open_table(META)?.insert(CHAIN_ID, chain_id)?;
+        tx.commit()?;
+        Ok(store)
+    }
+
+    /// Why the unmarked file's records are not of chain `chain_id`, if they are not: its first
+    /// payment names another chain, or its first invoice does not commit to this chain and
+    /// `payments` contract.
+    fn foreign_evidence(
+        &self,
+        chain_id: u64,
+        payments: alloy::primitives::Address,
+    ) -> Result<Option<String>, StoreError> {
+        let tx = self.read()?;
+        if let Some(entry) = tx.open_table(PAYMENTS)?.iter()?.next() {
+            let (_, v) = entry?;
+            let record: PaymentRecord = decode("payments", v.value())?;
+            if record.leaf.chain_id != chain_id {
+                return Ok(Some(format!("its payments are of chain {}", record.leaf.chain_id)));
+            }
+        }
+        if let Some(entry) = tx.open_table(INVOICES)?.iter()?.next() {
+            let (_, v) = entry?;
+            let invoice: Invoice = decode("invoices", v.value())?;
+            if !invoice.id_matches(chain_id, payments) {
+                return Ok(Some(format!("its invoices are not payable on chain {chain_id} through {payments}")));
+            }
+        }
+        Ok(None)
     }
 
     /// How many distinct other operators must acknowledge an event before this node takes it
@@ -257,15 +303,46 @@ pub(crate) fn temp_store() -> (tempfile::TempDir, Store) {
 mod chain_stamp_tests {
     use super::*;
 
+    const PAYMENTS: alloy::primitives::Address = alloy::primitives::Address::repeat_byte(0x22);
+
     #[test]
     fn a_store_opened_for_one_chain_refuses_another() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = chain_store_path(dir.path(), 0, 31337);
-        drop(Store::open_for_chain(&path, 31337).expect("new file"));
-        drop(Store::open_for_chain(&path, 31337).expect("same chain"));
-        let err = Store::open_for_chain(&path, 8453).expect_err("another chain");
+        drop(Store::open_for_chain(&path, 31337, PAYMENTS).expect("new file"));
+        drop(Store::open_for_chain(&path, 31337, PAYMENTS).expect("same chain"));
+        let err = Store::open_for_chain(&path, 8453, PAYMENTS).expect_err("another chain");
         assert!(matches!(err, StoreError::OtherChain { holds: 31337, wanted: 8453, .. }), "{err}");
         assert!(err.to_string().contains("[[chains]]"), "{err}");
         assert_eq!(chain_store_path(dir.path(), 1, 8453), dir.path().join("settleproof-8453.redb"));
+    }
+
+    /// A file written before chain marks existed is adopted only by the chain its records are
+    /// of.
+    #[test]
+    fn an_unmarked_file_is_adopted_only_by_the_chain_of_its_invoices() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("settleproof.redb");
+        let store = Store::open(&path).expect("old file");
+        let mut invoice = Invoice {
+            id: alloy::primitives::B256::ZERO,
+            nonce: alloy::primitives::B256::repeat_byte(7),
+            merchant_id: "shop".into(),
+            payout_address: alloy::primitives::Address::repeat_byte(0x11),
+            amount: alloy::primitives::U256::from(5u64),
+            token: alloy::primitives::Address::ZERO,
+            created_at: 1,
+            expires_at: None,
+            metadata: None,
+            created_by: "node-0".into(),
+        };
+        invoice.id = invoice.terms(31337, PAYMENTS).id();
+        store.put_invoice(&invoice).expect("invoice");
+        drop(store);
+        let err = Store::open_for_chain(&path, 8453, PAYMENTS).expect_err("another chain's file");
+        assert!(matches!(err, StoreError::ForeignData { wanted: 8453, .. }), "{err}");
+        drop(Store::open_for_chain(&path, 31337, PAYMENTS).expect("its own chain"));
+        let err = Store::open_for_chain(&path, 8453, PAYMENTS).expect_err("marked now");
+        assert!(matches!(err, StoreError::OtherChain { holds: 31337, .. }), "{err}");
     }
 }

@@ -57,15 +57,6 @@ pub struct ByzantineOperator {
     serving: Arc<Mutex<Option<tokio::task::AbortHandle>>>,
 }
 
-/// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
@@ -86,20 +77,15 @@ impl ByzantineOperator {
             let peer: PeerId = o.peer_id.parse().map_err(|e| ByzantineError::Config(format!("peer id: {e}")))?;
             peers.push((peer, parse_multiaddr(&o.p2p_addr)?));
         }
-        // It takes part on the first chain only.
+        // It takes part on the first chain only, whose pipeline uses the plain topics.
         let chain = cfg.chains.first().ok_or_else(|| ByzantineError::Config("no chain configured".into()))?;
-        let scope = chain.chain_id.to_string();
-        let (raw, events) = settleproof_p2p::spawn(NetworkConfig {
+        let (net, events) = settleproof_p2p::spawn(NetworkConfig {
             keypair: keys.libp2p.clone(),
             listen: parse_multiaddr(&cfg.p2p.listen)?,
             peers,
-            topics: gossip::topics(&scope),
+            topics: gossip::topics(None),
             redial_interval: Duration::from_secs(1),
         })?;
-        let (mut scoped, demux) = settleproof_p2p::demux(raw.clone(), events, std::slice::from_ref(&scope), 256);
-        let demux = AbortOnDrop(demux.abort_handle());
-        let events = scoped.pop().ok_or_else(|| ByzantineError::Config("no scope".into()))?;
-        let net = raw.scoped(&scope);
         let me = Self {
             net,
             keys: Arc::new(keys),
@@ -110,12 +96,7 @@ impl ByzantineOperator {
             answers: Arc::default(),
             serving: Arc::default(),
         };
-        // The demultiplexer holds a network handle: it ends with the serving task.
-        let serving = me.clone();
-        let task = tokio::spawn(async move {
-            let _demux = demux;
-            serving.serve(events).await;
-        });
+        let task = tokio::spawn(me.clone().serve(events));
         if let Ok(mut s) = me.serving.lock() {
             *s = Some(task.abort_handle());
         }
