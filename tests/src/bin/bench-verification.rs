@@ -63,7 +63,12 @@ enum Proxies {
     InProcess,
     /// In a `settleproof-rpc-proxy` process of their own, as remote providers are.
     Separate,
+    /// Apart, each answering 20 ms late (`delay` fault), as providers across a network do.
+    SeparateRemote,
 }
+
+/// The round trip `Proxies::SeparateRemote` adds to every call, ms.
+const REMOTE_DELAY_MS: u64 = 20;
 
 /// Four proxies in front of `upstream`; the child process when they run apart (killed on drop).
 async fn proxies(mode: Proxies, upstream: &str) -> Result<(Vec<String>, Option<ChildGuard>)> {
@@ -75,7 +80,7 @@ async fn proxies(mode: Proxies, upstream: &str) -> Result<(Vec<String>, Option<C
             }
             Ok((urls, None))
         }
-        Proxies::Separate => {
+        Proxies::Separate | Proxies::SeparateRemote => {
             let bin = std::env::current_exe()?
                 .parent()
                 .map(|d| d.join("settleproof-rpc-proxy"))
@@ -103,6 +108,16 @@ async fn proxies(mode: Proxies, upstream: &str) -> Result<(Vec<String>, Option<C
                         return Err(eyre!("proxy {url} did not come up"));
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            if mode == Proxies::SeparateRemote {
+                let http = reqwest::Client::new();
+                for url in &urls {
+                    http.post(format!("{url}/_fault"))
+                        .json(&json!({"mode": "delay", "ms": REMOTE_DELAY_MS}))
+                        .send()
+                        .await?
+                        .error_for_status()?;
                 }
             }
             Ok((urls, Some(guard)))
@@ -142,6 +157,10 @@ async fn quorum_vs_single(calls: usize, mode: Proxies, report: &mut String) -> R
     let (title, where_) = match mode {
         Proxies::InProcess => ("providers in this process", "loopback proxies on the benchmark's own runtime"),
         Proxies::Separate => ("providers as separate processes", "loopback proxies in a process of their own"),
+        Proxies::SeparateRemote => (
+            "providers as separate processes, 20 ms away",
+            "loopback proxies in a process of their own, each adding 20 ms to every answer",
+        ),
     };
     writeln!(report, "## Quorum read vs single-provider read, {title}\n")?;
     writeln!(report, "{calls} calls of each kind, interleaved, over {where_}, in front of one anvil. Milliseconds.\n")?;
@@ -165,9 +184,9 @@ async fn quorum_vs_single(calls: usize, mode: Proxies, report: &mut String) -> R
 fn summary(metrics: &str, name: &str) -> Vec<(String, f64)> {
     metrics
         .lines()
-        .filter(|l| l.starts_with(&format!("{name}{{quantile=")))
+        .filter(|l| l.starts_with(&format!("{name}{{")))
         .filter_map(|l| {
-            let q = l.split('"').nth(1)?.to_string();
+            let q = l.split("quantile=\"").nth(1)?.split('"').next()?.to_string();
             Some((q, l.rsplit(' ').next()?.parse().ok()?))
         })
         .collect()
@@ -252,6 +271,7 @@ async fn main() -> Result<()> {
     )?;
     quorum_vs_single(calls, Proxies::InProcess, &mut report).await?;
     quorum_vs_single(calls, Proxies::Separate, &mut report).await?;
+    quorum_vs_single(calls.min(100), Proxies::SeparateRemote, &mut report).await?;
     confirmation_to_attestation(payments, &mut report).await?;
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks/verification.md");
     std::fs::create_dir_all(path.parent().ok_or_else(|| eyre!("path"))?)?;
