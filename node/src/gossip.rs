@@ -20,11 +20,15 @@ pub const DELIVERIES: &str = "settleproof/deliveries/1";
 /// The topics of a chain's pipeline, as the code names them.
 pub const TOPICS: [&str; 5] = [ATTESTATIONS, INVOICES, HEARTBEATS, DELIVERIES, crate::set_approval::TOPIC];
 
-/// Every topic of a chain's pipeline on the wire: the plain names for a node's first chain
-/// (`None`, as a node of one chain has always used them), `<topic>/<chain_id>` in the scope of
-/// every other chain ([`settleproof_p2p::scoped_topic`]): each chain's messages travel apart.
-pub fn topics(scope: Option<&str>) -> Vec<String> {
-    TOPICS.iter().map(|t| scope.map_or_else(|| t.to_string(), |s| settleproof_p2p::scoped_topic(t, s))).collect()
+/// Every topic of chain `chain_id`'s pipeline on the wire: `<topic>/<chain_id>`
+/// ([`settleproof_p2p::scoped_topic`]), so each chain's messages travel apart, and with `plain`
+/// the plain names too (a node's first chain, heard by and hearing nodes of the version before
+/// several chains).
+pub fn topics(chain_id: u64, plain: bool) -> Vec<String> {
+    let scope = chain_id.to_string();
+    let scoped = TOPICS.iter().map(|t| settleproof_p2p::scoped_topic(t, &scope));
+    let plain = TOPICS.iter().filter(|_| plain).map(|t| t.to_string());
+    scoped.chain(plain).collect()
 }
 
 /// An operator telling the others it delivered a webhook event, so they need not deliver it

@@ -16,7 +16,7 @@ use crate::store::{Store, StoreError};
 use crate::{gossip, telemetry};
 use settleproof_config::{ChainSection, NodeConfig};
 use settleproof_consensus::RoundSchedule;
-use settleproof_p2p::{NetworkConfig, NetworkHandle, P2pError, PeerId, parse_multiaddr};
+use settleproof_p2p::{NetworkConfig, NetworkHandle, P2pError, PeerId, Scope, parse_multiaddr};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,7 +76,7 @@ pub struct NodeHandle {
     /// Splits the swarm's events by chain; it holds a network handle, so it ends only when
     /// stopped, after every pipeline ended.
     demux: JoinHandle<()>,
-    /// The first chain's id: its pipeline uses the plain topics.
+    /// The first chain's id: its pipeline also uses the plain topics.
     first_chain: u64,
     /// Where the API listens.
     pub api_addr: SocketAddr,
@@ -98,10 +98,11 @@ impl NodeHandle {
         let _ = self.demux.await;
     }
 
-    /// The network as chain `chain_id`'s pipeline sees it: its topics and requests (the plain
-    /// ones for the first chain).
+    /// The network as chain `chain_id`'s pipeline sees it: its topics and requests (the first
+    /// chain's publishes on the plain topics too).
     pub fn chain_net(&self, chain_id: u64) -> NetworkHandle {
-        if chain_id == self.first_chain { self.net.clone() } else { self.net.scoped(&chain_id.to_string()) }
+        let scope = chain_id.to_string();
+        if chain_id == self.first_chain { self.net.scoped_with_plain(&scope) } else { self.net.scoped(&scope) }
     }
 
     /// Resolves when shutdown was requested.
@@ -141,15 +142,15 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
     for p in &prepared {
         initial_peers.push(p.epochs.peers(p.store.next_round()?, pipeline::DEFAULT_GRACE_ROUNDS));
     }
-    // The first chain speaks the plain protocol (a node of one chain talks to nodes of the
-    // version before several chains); every other chain its own scope.
-    let scopes: Vec<Option<String>> =
-        prepared.iter().enumerate().map(|(i, p)| (i > 0).then(|| p.cfg.chain_id.to_string())).collect();
+    // Every chain in its own scope; the first also on the plain topics, for nodes of the
+    // version before several chains.
+    let scopes: Vec<Scope> =
+        prepared.iter().enumerate().map(|(i, p)| Scope { tag: p.cfg.chain_id.to_string(), plain: i == 0 }).collect();
     let (net, net_events) = settleproof_p2p::spawn(NetworkConfig {
         keypair: keys.libp2p.clone(),
         listen: parse_multiaddr(&cfg.p2p.listen)?,
         peers: crate::peer_union::union(initial_peers.iter()),
-        topics: scopes.iter().flat_map(|s| gossip::topics(s.as_deref())).collect(),
+        topics: prepared.iter().enumerate().flat_map(|(i, p)| gossip::topics(p.cfg.chain_id, i == 0)).collect(),
         redial_interval: Duration::from_secs(1),
     })?;
     let (scoped_events, demux) = settleproof_p2p::demux(net.clone(), net_events, &scopes, &gossip::TOPICS, 1024);
@@ -172,7 +173,7 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
     let mut api_chains = Vec::new();
     let mut limits_of: Option<crate::webhook::delivery::Deliverer> = None;
     for ((p, events), scope) in prepared.into_iter().zip(scoped_events).zip(&scopes) {
-        let scoped = scope.as_deref().map_or_else(|| net.clone(), |s| net.scoped(s));
+        let scoped = if scope.plain { net.scoped_with_plain(&scope.tag) } else { net.scoped(&scope.tag) };
         let running = pipeline::spawn(&shared, p, scoped, events, limits_of.as_ref());
         tasks.extend(running.tasks);
         limits_of.get_or_insert(running.deliverer);

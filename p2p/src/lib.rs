@@ -18,7 +18,7 @@ mod service;
 pub use error::P2pError;
 pub use libp2p::identity::Keypair;
 pub use libp2p::{Multiaddr, PeerId};
-pub use scope::{demux, scoped_topic};
+pub use scope::{Scope, demux, scoped_topic};
 pub use service::{
     MessageRef, NetworkConfig, NetworkEvent, NetworkHandle, RequestRef, Verdict, parse_multiaddr, spawn,
 };

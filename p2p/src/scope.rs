@@ -1,9 +1,9 @@
 //! Scopes: several pipelines over one swarm. A scoped handle publishes on `<topic>/<scope>` and
 //! prefixes its requests with `<scope>\n`; [`demux`] splits the swarm's events by scope, takes
 //! the scope off, and hands each pipeline only its own messages and requests. One pipeline may
-//! be unscoped (plain topics, untagged requests): a node's first chain is, so a node serving
-//! one chain speaks the same protocol as before scopes existed. Connection events go to every
-//! pipeline.
+//! also own the plain topics and untagged requests (a node's first chain does, publishing on
+//! both, so nodes of the version before scopes still hear it and are heard). Connection events
+//! go to every pipeline.
 
 use crate::{NetworkEvent, NetworkHandle, Verdict};
 use std::collections::HashMap;
@@ -30,19 +30,27 @@ fn split_request(data: &str) -> Option<(&str, &str)> {
     data.split_once(REQUEST_SEPARATOR).filter(|(scope, _)| scope.len() <= MAX_SCOPE_LEN)
 }
 
-/// Splits `events` between pipelines: one receiver per entry of `scopes`, in that order, each
-/// `Some(scope)` or `None` for the (at most one) unscoped pipeline; `topics` are the base
-/// topics every pipeline uses. A message is routed by its exact topic, a request by its tag
-/// (an untagged request goes to the unscoped pipeline). A message on a topic of no pipeline is
-/// ignored (no penalty: the sender may serve a chain this node does not) and a request of none
-/// is answered with an empty body. A pipeline whose receiver is full (it is stuck) loses what
-/// comes for it meanwhile, as if the network had dropped it (messages are ignored, requests
-/// answered empty: gossip is sent again and requests are retried), and never holds back
-/// another. The task ends when `events` closes.
+/// One pipeline of [`demux`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    /// Its tag: topics `<topic>/<tag>`, requests `<tag>\n…`.
+    pub tag: String,
+    /// Whether it also owns the plain topics and untagged requests (at most one does).
+    pub plain: bool,
+}
+
+/// Splits `events` between pipelines: one receiver per entry of `scopes`, in that order;
+/// `topics` are the base topics every pipeline uses. A message is routed by its exact topic,
+/// a request by its tag (an untagged one to the pipeline owning the plain names). A message on
+/// a topic of no pipeline is ignored (no penalty: the sender may serve a chain this node does
+/// not) and a request of none is answered with an empty body. A pipeline whose receiver is
+/// full (it is stuck) loses what comes for it meanwhile, as if the network had dropped it
+/// (messages are ignored, requests answered empty: gossip is sent again and requests are
+/// retried), and never holds back another. The task ends when `events` closes.
 pub fn demux(
     net: NetworkHandle,
     mut events: mpsc::Receiver<NetworkEvent>,
-    scopes: &[Option<String>],
+    scopes: &[Scope],
     topics: &[&str],
     capacity: usize,
 ) -> (Vec<mpsc::Receiver<NetworkEvent>>, JoinHandle<()>) {
@@ -55,14 +63,14 @@ pub fn demux(
         senders.push(tx);
         receivers.push(rx);
         for base in topics {
-            let full = scope.as_deref().map_or_else(|| base.to_string(), |s| scoped_topic(base, s));
-            by_topic.insert(full, (i, base.to_string()));
-        }
-        match scope {
-            Some(s) => {
-                by_tag.insert(s.clone(), i);
+            by_topic.insert(scoped_topic(base, &scope.tag), (i, base.to_string()));
+            if scope.plain {
+                by_topic.entry(base.to_string()).or_insert((i, base.to_string()));
             }
-            None => untagged = untagged.or(Some(i)),
+        }
+        by_tag.insert(scope.tag.clone(), i);
+        if scope.plain {
+            untagged = untagged.or(Some(i));
         }
     }
     let task = tokio::spawn(async move {
@@ -135,9 +143,9 @@ mod tests {
         })
         .expect("network");
         let (tx, rx) = mpsc::channel(64);
-        // Chain 1 (Ethereum's id, the version number of the base topics too) scoped, the
-        // stuck pipeline unscoped.
-        let scopes = [Some("1".to_string()), None];
+        // Chain 1 (Ethereum's id, the version number of the base topics too), and a stuck
+        // pipeline that also owns the plain topics.
+        let scopes = [Scope { tag: "1".into(), plain: false }, Scope { tag: "2".into(), plain: true }];
         let (mut scopes, _task) = demux(net, rx, &scopes, &["settleproof/attestations/1"], 2);
         let (mut one, mut unscoped) = (scopes.remove(0), scopes.remove(0));
         for n in 0..10 {

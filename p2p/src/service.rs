@@ -111,6 +111,8 @@ pub struct NetworkHandle {
     local_peer_id: PeerId,
     /// The namespace this handle publishes and asks in ([`NetworkHandle::scoped`]).
     scope: Option<Arc<str>>,
+    /// Also publishes on the plain topics ([`NetworkHandle::scoped_with_plain`]).
+    also_plain: bool,
 }
 
 impl std::fmt::Debug for Command {
@@ -136,16 +138,28 @@ impl NetworkHandle {
     /// receiver, with the scope taken off again. A node runs one pipeline per scope (per
     /// chain) over one swarm, and no pipeline sees another's messages.
     pub fn scoped(&self, scope: &str) -> Self {
-        Self { scope: Some(Arc::from(scope)), ..self.clone() }
+        Self { scope: Some(Arc::from(scope)), also_plain: false, ..self.clone() }
     }
 
-    /// Publishes `data` on `topic` (in this handle's scope) to the connected operators.
+    /// As [`NetworkHandle::scoped`], and every message is also published on the plain topic:
+    /// peers that know no scopes (a version before them) hear it too.
+    pub fn scoped_with_plain(&self, scope: &str) -> Self {
+        Self { scope: Some(Arc::from(scope)), also_plain: true, ..self.clone() }
+    }
+
+    /// Publishes `data` on `topic` (in this handle's scope, and plainly too when the handle
+    /// says so) to the connected operators; the result is the scoped topic's.
     pub async fn publish(&self, topic: &str, data: Vec<u8>) -> Result<(), P2pError> {
+        let Some(scope) = &self.scope else { return self.publish_on(topic.to_string(), data).await };
+        if self.also_plain {
+            // Best effort: no peer may listen on the plain topic any more.
+            let _ = self.publish_on(topic.to_string(), data.clone()).await;
+        }
+        self.publish_on(crate::scope::scoped_topic(topic, scope), data).await
+    }
+
+    async fn publish_on(&self, topic: String, data: Vec<u8>) -> Result<(), P2pError> {
         let (reply, rx) = oneshot::channel();
-        let topic = match &self.scope {
-            Some(scope) => crate::scope::scoped_topic(topic, scope),
-            None => topic.to_string(),
-        };
         self.commands.send(Command::Publish { topic, data, reply }).await.map_err(|_| P2pError::Stopped)?;
         rx.await.map_err(|_| P2pError::Stopped)?
     }
@@ -248,6 +262,7 @@ pub fn spawn(config: NetworkConfig) -> Result<(NetworkHandle, mpsc::Receiver<Net
         connected: connected.clone(),
         local_peer_id: *swarm.local_peer_id(),
         scope: None,
+        also_plain: false,
     };
     tokio::spawn(run(swarm, config, cmd_rx, event_tx, connected));
     Ok((handle, event_rx))

@@ -157,7 +157,19 @@ async fn a_chain_that_goes_down_stops_only_its_own_pipeline() -> Result<()> {
             return Err(eyre!("node 0 runs in this process"));
         };
         h.stop().await;
-        let started = node::start(net.devnet.nodes[0].1.clone()).await?;
+        // A keeper task of chain B may still be waiting on the stopped chain with a clone of
+        // the store (tasks a round spawns are not joined by `stop`; a process that exits frees
+        // the file at once): start again once the file is free.
+        let cfg = net.devnet.nodes[0].1.clone();
+        let started = net
+            .eventually("node 0 started again", Duration::from_secs(90), || async {
+                match node::start(cfg.clone()).await {
+                    Ok(h) => Some(h),
+                    Err(e) if e.to_string().contains("already open") => None,
+                    Err(e) => panic!("node 0 does not start: {e}"),
+                }
+            })
+            .await?;
         net.nodes[0] = NodeRun::InProcess(Box::new(started));
         let at = net
             .eventually("node 0 back, chain A followed", Duration::from_secs(60), || async {

@@ -77,13 +77,14 @@ impl ByzantineOperator {
             let peer: PeerId = o.peer_id.parse().map_err(|e| ByzantineError::Config(format!("peer id: {e}")))?;
             peers.push((peer, parse_multiaddr(&o.p2p_addr)?));
         }
-        // It takes part on the first chain only, whose pipeline uses the plain topics.
+        // It takes part on the first chain only, through the plain topics its pipeline also
+        // owns (as a node of the version before several chains would).
         let chain = cfg.chains.first().ok_or_else(|| ByzantineError::Config("no chain configured".into()))?;
         let (net, events) = settleproof_p2p::spawn(NetworkConfig {
             keypair: keys.libp2p.clone(),
             listen: parse_multiaddr(&cfg.p2p.listen)?,
             peers,
-            topics: gossip::topics(None),
+            topics: settleproof_node::gossip::TOPICS.iter().map(|t| t.to_string()).collect(),
             redial_interval: Duration::from_secs(1),
         })?;
         let me = Self {
@@ -124,8 +125,10 @@ impl ByzantineOperator {
         while let Some(ev) = events.recv().await {
             match ev {
                 NetworkEvent::Request { data, reference, .. } => {
+                    // Requests come tagged with their chain (`<chain_id>\n<json>`).
+                    let body = data.split_once('\n').map_or(data.as_str(), |(_, body)| body);
                     let asked: Vec<B256> =
-                        serde_json::from_str::<SyncRequest>(&data).map(|r| r.invoices).unwrap_or_default();
+                        serde_json::from_str::<SyncRequest>(body).map(|r| r.invoices).unwrap_or_default();
                     let invoices = self
                         .answers
                         .lock()
