@@ -133,7 +133,7 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
     for (index, chain_cfg) in cfg.chains.iter().enumerate() {
         let on_chain =
             |e| NodeError::OnChain { chain_id: chain_cfg.chain_id, name: chain_cfg.label(), source: Box::new(e) };
-        let p = open(&cfg, index, chain_cfg, &keys, local_peer, &rpc_http).map_err(on_chain)?;
+        let p = open(&cfg, index, chain_cfg, &keys, local_peer, &outbound, &rpc_http).map_err(on_chain)?;
         first_contact(&p).await.map_err(on_chain)?;
         prepared.push(p);
     }
@@ -219,6 +219,7 @@ fn open(
     chain_cfg: &ChainSection,
     keys: &OperatorKeys,
     local_peer: PeerId,
+    outbound: &Outbound,
     rpc_http: &reqwest::Client,
 ) -> Result<Prepared, NodeError> {
     let epochs = Epochs::new(local_peer, chain_cfg.chain_id, OperatorSet::from_config(cfg, keys)?);
@@ -233,7 +234,11 @@ fn open(
         tracing::error!(severity = "CRITICAL", chain_id = chain_cfg.chain_id, invariant = %r.invariant, detail = %r.detail, "starting halted: settlement on this chain stays off until an operator resumes it");
     }
     let chain = ChainClient::new(chain_cfg, keys.evm.address(), rpc_http)?;
-    let sender = SettlementSender::new(chain_cfg, keys.evm.clone(), chain.clone(), Some(halt.clone()), rpc_http)?;
+    // Each request of a settlement gets the read timeout three times over (at least 3 s).
+    let writes = outbound
+        .rpc_writes(std::time::Duration::from_millis(chain_cfg.rpc_timeout_ms.max(1000) * 3))
+        .map_err(|e| NodeError::Config(e.to_string()))?;
+    let sender = SettlementSender::new(chain_cfg, keys.evm.clone(), chain.clone(), Some(halt.clone()), &writes)?;
     let round_length = chain_cfg.round_length(&cfg.rounds);
     let schedule = RoundSchedule::new(chain_cfg.start_block, round_length)
         .ok_or_else(|| NodeError::Config("round length: must be at least 1 block".into()))?;

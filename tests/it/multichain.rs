@@ -157,9 +157,8 @@ async fn a_chain_that_goes_down_stops_only_its_own_pipeline() -> Result<()> {
             return Err(eyre!("node 0 runs in this process"));
         };
         h.stop().await;
-        // A keeper task of chain B may still be waiting on the stopped chain with a clone of
-        // the store (tasks a round spawns are not joined by `stop`; a process that exits frees
-        // the file at once): start again once the file is free.
+        // Tasks a round spawns stop with the node but are not joined by `stop` (a process
+        // that exits frees the file at once): start again once the store file is free.
         let cfg = net.devnet.nodes[0].1.clone();
         let started = net
             .eventually("node 0 started again", Duration::from_secs(90), || async {

@@ -65,6 +65,18 @@ impl Outbound {
             .map_err(|e| build_error("rpc", &e))
     }
 
+    /// The client of settlement transactions (estimate, send, receipt polls): as [`Self::rpc`],
+    /// with `timeout` on every request, so a provider that accepts the connection and never
+    /// answers cannot hold the keeper (and its nonce) for good.
+    pub fn rpc_writes(&self, timeout: Duration) -> Result<reqwest::Client, OutboundError> {
+        self.builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| build_error("rpc", &e))
+    }
+
     /// The client of webhook deliveries: no redirects, connect and total timeouts, and, unless
     /// `webhooks.allow_private_targets`, a resolver that only hands out public addresses (the
     /// connector dials exactly what it returns, so a name that changes its answer between a

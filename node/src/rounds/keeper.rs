@@ -90,10 +90,17 @@ impl RoundDriver {
             peers: self.other_peers(),
         };
         let done = st.done_tx.clone();
+        let mut shutdown = st.shutdown.clone();
         let span = tracing::info_span!("settle", round, attempt = turn.attempt);
         tokio::spawn(tracing::Instrument::instrument(
             async move {
-                let ok = match task.submit(call).await {
+                // Stops with the node: what was sent is found again from the chain after a
+                // restart (the nonce is read back, the round's settlement by the watcher).
+                let submitted = tokio::select! {
+                    r = task.submit(call) => r,
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                };
+                let ok = match submitted {
                     Ok(Some(record)) => {
                         info!(round, tx_hash = %record.tx_hash, block = record.block_number, "round settled");
                         for leaf in &leaves {

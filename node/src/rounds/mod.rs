@@ -91,6 +91,8 @@ struct State {
     liveness: BTreeMap<u64, Liveness>,
     can_pay: Arc<AtomicBool>,
     done_tx: mpsc::Sender<(u64, bool)>,
+    /// Shutdown, for the tasks the loop spawns (a settlement in flight stops with the node).
+    shutdown: watch::Receiver<bool>,
     sync_tx: mpsc::Sender<Vec<(gossip::Attestation, BlsSignature)>>,
     /// Attestations whose signature verified: (signer, batch, signature). A repeat costs no
     /// pairing. Cleared per round when the round settles.
@@ -131,6 +133,7 @@ impl RoundDriver {
             liveness: BTreeMap::new(),
             can_pay,
             done_tx,
+            shutdown: shutdown.clone(),
             sync_tx,
             verified: HashSet::new(),
             limiter: crate::api::RateLimiter::new(PEER_MESSAGES_PER_S, PEER_MESSAGE_BURST),
