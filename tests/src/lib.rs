@@ -2,6 +2,7 @@
 //! fault-injecting RPC proxies, a webhook receiver) used by the end-to-end tests in `it/` and by
 //! the benchmark binaries in `src/bin/`.
 
+pub mod anvil;
 pub mod bench;
 pub mod harness;
 pub mod hostile;
