@@ -127,14 +127,19 @@ impl ChainClient {
     /// A client for `cfg`; `account` is this node's settlement account.
     /// Reads through `cfg.rpc_endpoints` over `http`.
     pub fn new(cfg: &ChainSection, account: Address, http: &reqwest::Client) -> Result<Self, ChainError> {
-        let reads = Arc::new(ProviderSet::new(cfg, http).map_err(ChainError::BadUrl)?);
-        Ok(Self {
-            reads,
+        Ok(Self::over(ProviderSet::new(cfg, http).map_err(ChainError::BadUrl)?, cfg, account))
+    }
+
+    /// A client for `cfg` reading through `reads`, whatever their transport (an in-process
+    /// chain in unit tests).
+    pub fn over(reads: ProviderSet, cfg: &ChainSection, account: Address) -> Self {
+        Self {
+            reads: Arc::new(reads),
             chain_id: cfg.chain_id,
             payments: cfg.payments_contract,
             settlement: cfg.settlement_contract,
             account,
-        })
+        }
     }
 
     /// Fails unless a quorum of providers serves the configured chain.

@@ -151,10 +151,21 @@ impl SettlementSender {
                 url.parse().map_err(|_| ChainError::BadUrl(format!("chain.rpc_endpoints[{i}] is not a URL")))?;
             writers.push(ProviderBuilder::new().wallet(wallet.clone()).connect_reqwest(http.clone(), parsed).erased());
         }
+        Self::with_writers(writers, account, TxPolicy::from_config(&cfg.fees), chain, halt)
+    }
+
+    /// A sender over `writers` (providers that sign as `account`, in the order of `chain`'s
+    /// readers), whatever their transport: an in-process chain in unit tests.
+    pub fn with_writers(
+        writers: Vec<DynProvider>,
+        account: Address,
+        policy: TxPolicy,
+        chain: ChainClient,
+        halt: Option<crate::halt::Halt>,
+    ) -> Result<Self, ChainError> {
         if writers.is_empty() {
             return Err(ChainError::BadUrl("chain.rpc_endpoints: no endpoint".into()));
         }
-        let policy = TxPolicy::from_config(&cfg.fees);
         Ok(Self { chain, writers, account, policy, nonce: Arc::default(), halt })
     }
 

@@ -25,9 +25,8 @@
 
 use super::{ChainClient, ChainError};
 use crate::epochs::Epochs;
-use crate::store::{Store, StoreError, StoredBlock};
-use crate::time::{now_ms, now_s};
-use crate::webhook::payload::{reverted_event, webhook_id};
+use crate::store::{PaymentRecord, Store, StoreError, StoredBlock, webhook_id};
+use crate::time::now_ms;
 use alloy::primitives::{Bytes, U256};
 use serde::Serialize;
 use settleproof_config::ChainSection;
@@ -74,6 +73,38 @@ pub enum WatchError {
         /// Try.
         attempt: u32,
     },
+}
+
+/// What one watcher step did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing new is confirmed yet.
+    Idle,
+    /// Blocks `from..=to` were processed and checkpointed.
+    Advanced {
+        /// First block.
+        from: u64,
+        /// Last block, the new checkpoint.
+        to: u64,
+        /// Payments not seen before.
+        new_payments: usize,
+    },
+    /// A reorg below the confirmation depth: the store was rewound to `ancestor` (`None`: to
+    /// before the start block).
+    Rewound {
+        /// The common ancestor, the new checkpoint.
+        ancestor: Option<u64>,
+        /// The payments that left the chain, each with whether the merchant had been told of
+        /// it (its `payment.reverted` is then queued by the webhook worker).
+        removed: Vec<(PaymentRecord, bool)>,
+    },
+}
+
+impl Step {
+    /// Whether the store changed.
+    pub fn moved(&self) -> bool {
+        !matches!(self, Self::Idle)
+    }
 }
 
 /// What the watcher last saw, for health checks.
@@ -197,9 +228,9 @@ impl Watcher {
         let mut failures: u32 = 0;
         loop {
             let wait = match self.step().await {
-                Ok(moved) => {
+                Ok(step) => {
                     failures = 0;
-                    if moved {
+                    if step.moved() {
                         self.progress.notify_one();
                         Duration::ZERO
                     } else {
@@ -221,8 +252,8 @@ impl Watcher {
         }
     }
 
-    /// Processes the next confirmed block range, or a reorg. Returns whether the store changed.
-    pub async fn step(&self) -> Result<bool, WatchError> {
+    /// Processes the next confirmed block range, or a reorg.
+    pub async fn step(&self) -> Result<Step, WatchError> {
         let head = self.client.head().await?;
         let checkpoint = self.store.checkpoint()?;
         metrics::gauge!("chain_head_lag_blocks", "chain_id" => self.cfg.chain_id.to_string())
@@ -230,16 +261,16 @@ impl Watcher {
         if let Some(cp) = self.store.checkpoint_block()? {
             let now = self.client.block(cp.number).await?;
             if now.hash != cp.hash {
-                self.rewind(cp, now).await?;
+                let step = self.rewind(cp, now).await?;
                 self.status.ok(head);
-                return Ok(true);
+                return Ok(step);
             }
         }
         self.status.ok(head);
         let confirmed = head.saturating_sub(self.cfg.confirmations);
         let from = checkpoint.map_or(self.cfg.start_block, |c| c + 1);
         if from > confirmed {
-            return Ok(false);
+            return Ok(Step::Idle);
         }
         let to = confirmed.min(from.saturating_add(self.cfg.max_log_range - 1));
         let to_block = self.client.block(to).await?;
@@ -278,7 +309,7 @@ impl Watcher {
             crate::trace_context::mark("watch_range", &p.leaf, None);
             info!(invoice_id = %p.leaf.invoice_id, tx_hash = %p.leaf.tx_hash, block = p.leaf.block_number, amount = %p.leaf.amount, "payment confirmed");
         }
-        Ok(true)
+        Ok(Step::Advanced { from, to, new_payments: applied.new_payments })
     }
 
     /// Reads (through the quorum) and adds to `blocks` the last block of every round ending in
@@ -329,7 +360,7 @@ impl Watcher {
         Ok(())
     }
 
-    async fn rewind(&self, cp: StoredBlock, now: StoredBlock) -> Result<(), WatchError> {
+    async fn rewind(&self, cp: StoredBlock, now: StoredBlock) -> Result<Step, WatchError> {
         let mut ancestor = None;
         for kept in self.store.blocks_below(cp.number, ANCESTOR_SEARCH)? {
             if self.client.block(kept.number).await?.hash == kept.hash {
@@ -338,9 +369,9 @@ impl Watcher {
             }
         }
         let reopen = ancestor.map_or(0, |a| self.schedule.round_of(a + 1).unwrap_or(0));
-        // The payments that left the chain and the payment.reverted events of those the
-        // merchant was told about are written in one transaction.
-        let removed = self.store.rewind(ancestor, reopen, |original, leaf| reverted_event(original, leaf, now_s()))?;
+        // The payments that left the chain go, and those the merchant was told about are kept
+        // as reversals to notify, in one transaction.
+        let removed = self.store.rewind(ancestor, reopen)?;
         metrics::counter!("chain_reorgs_total", "chain_id" => self.cfg.chain_id.to_string()).increment(1);
         warn!(
             checkpoint = cp.number,
@@ -354,9 +385,9 @@ impl Watcher {
             warn!(invoice_id = %p.leaf.invoice_id, tx_hash = %p.leaf.tx_hash, block = p.leaf.block_number, "payment left the chain");
             if *reverted {
                 let told = webhook_id(p.leaf.invoice_id, p.leaf.tx_hash, p.leaf.log_index);
-                warn!(webhook_id = %told, "merchant was told about this payment: payment.reverted queued");
+                warn!(webhook_id = %told, "merchant was told about this payment: payment.reverted to be sent");
             }
         }
-        Ok(())
+        Ok(Step::Rewound { ancestor, removed })
     }
 }

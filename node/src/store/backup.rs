@@ -74,6 +74,7 @@ impl Store {
         n += copy(&snapshot, &tx, ACK_TIMES)?;
         n += copy(&snapshot, &tx, PROVISIONAL)?;
         n += copy(&snapshot, &tx, ENDPOINTS)?;
+        n += copy(&snapshot, &tx, REVERSALS)?;
         tx.commit()?;
         drop(copy_db);
         check(path)?;

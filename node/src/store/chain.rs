@@ -3,12 +3,12 @@
 //! reorg.
 
 use super::outbox::OutboxEvent;
+use super::outbox::webhook_id;
 use super::rounds::SettlementRecord;
 use super::{
-    BLOCKS, INVOICE_PAYMENTS, META, NEXT_ROUND, OUTBOX, PAYMENTS, PROCESSED, PROVISIONAL, SETTLEMENTS, Store,
-    StoreError, decode, encode,
+    BLOCKS, INVOICE_PAYMENTS, META, NEXT_ROUND, OUTBOX, PAYMENTS, PROCESSED, PROVISIONAL, REVERSALS, SETTLEMENTS,
+    Store, StoreError, decode, encode,
 };
-use crate::webhook::payload::webhook_id;
 use alloy::primitives::B256;
 use redb::{ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Serialize};
@@ -176,24 +176,20 @@ impl Store {
 
     /// Undoes everything recorded for blocks after `ancestor` (all blocks when `None`): payments,
     /// settlements seen in those blocks, kept hashes; moves the checkpoint back and reopens the
-    /// rounds from `reopen_round`. For each removed payment the merchant was told about, the
-    /// event `reverted(original, payment)` is enqueued in the same transaction. Returns the
-    /// payments removed, each with whether such an event was queued.
-    pub fn rewind(
-        &self,
-        ancestor: Option<u64>,
-        reopen_round: u64,
-        reverted: impl Fn(&OutboxEvent, &PaymentLeaf) -> OutboxEvent,
-    ) -> Result<Vec<(PaymentRecord, bool)>, StoreError> {
+    /// rounds from `reopen_round`. Each removed payment the merchant was told about is kept, in
+    /// the same transaction, as a reversal to notify ([`Store::queue_reversals`] turns it into
+    /// the merchant's event). Returns the payments removed, each with whether the merchant had
+    /// been told.
+    pub fn rewind(&self, ancestor: Option<u64>, reopen_round: u64) -> Result<Vec<(PaymentRecord, bool)>, StoreError> {
         let first = ancestor.map_or(0, |a| a + 1);
         let tx = self.db().begin_write()?;
         let mut removed = Vec::new();
-        let mut events = Vec::new();
         {
             let mut pay = tx.open_table(PAYMENTS)?;
             let mut processed = tx.open_table(PROCESSED)?;
             let mut by_invoice = tx.open_multimap_table(INVOICE_PAYMENTS)?;
             let outbox = tx.open_table(OUTBOX)?;
+            let mut reversals = tx.open_table(REVERSALS)?;
             let keys: Vec<(u64, u64)> =
                 pay.range((first, 0)..)?.map(|e| e.map(|(k, _)| k.value())).collect::<Result<_, _>>()?;
             for key in keys {
@@ -202,12 +198,11 @@ impl Store {
                     processed.remove(processed_key(&rec.leaf))?;
                     by_invoice.remove(rec.leaf.invoice_id.0, key)?;
                     let told = webhook_id(rec.leaf.invoice_id, rec.leaf.tx_hash, rec.leaf.log_index);
-                    let original: Option<OutboxEvent> =
-                        outbox.get(told.as_str())?.map(|v| decode("outbox", v.value())).transpose()?;
-                    if let Some(original) = &original {
-                        events.push(reverted(original, &rec.leaf));
+                    let notified = outbox.get(told.as_str())?.is_some();
+                    if notified {
+                        reversals.insert(told.as_str(), encode(&rec.leaf).as_slice())?;
                     }
-                    removed.push((rec, original.is_some()));
+                    removed.push((rec, notified));
                 }
             }
             let mut settled = tx.open_table(SETTLEMENTS)?;
@@ -235,9 +230,36 @@ impl Store {
                 meta.insert(NEXT_ROUND, reopen_round)?;
             }
         }
-        self.enqueue(&tx, &events, crate::time::now_ms())?;
         tx.commit()?;
         Ok(removed)
+    }
+
+    /// Enqueues, for each reversal [`Store::rewind`] kept, the event `reverted(original,
+    /// payment)` and forgets the reversal, in one transaction; returns how many were queued.
+    pub fn queue_reversals(
+        &self,
+        reverted: impl Fn(&OutboxEvent, &PaymentLeaf) -> OutboxEvent,
+    ) -> Result<usize, StoreError> {
+        if self.read()?.open_table(REVERSALS)?.is_empty()? {
+            return Ok(0);
+        }
+        let tx = self.db().begin_write()?;
+        let mut events = Vec::new();
+        {
+            let outbox = tx.open_table(OUTBOX)?;
+            let mut reversals = tx.open_table(REVERSALS)?;
+            for e in reversals.iter()? {
+                let (id, leaf) = e?;
+                let leaf: PaymentLeaf = decode("reversals", leaf.value())?;
+                if let Some(original) = outbox.get(id.value())? {
+                    events.push(reverted(&decode("outbox", original.value())?, &leaf));
+                }
+            }
+            reversals.retain(|_, _| false)?;
+        }
+        self.enqueue(&tx, &events, crate::time::now_ms())?;
+        tx.commit()?;
+        Ok(events.len())
     }
 
     /// Settlements recorded from this node's own receipt that the watcher has not confirmed.
@@ -373,7 +395,7 @@ pub(crate) mod tests {
         };
         store.apply_range(block(8, 2), &[payment(6, 0, 2)], &[s], &[block(6, 6)]).expect("apply");
         store.set_next_round(5).expect("rounds");
-        let removed = store.rewind(Some(4), 1, |o, _| o.clone()).expect("rewind");
+        let removed = store.rewind(Some(4), 1).expect("rewind");
         assert_eq!(removed.iter().map(|(p, told)| (p.leaf.block_number, *told)).collect::<Vec<_>>(), vec![(6, false)]);
         assert_eq!(store.checkpoint_block().expect("read"), Some(block(4, 1)));
         assert!(store.payments_of_invoice(B256::repeat_byte(2)).expect("read").is_empty());
@@ -383,13 +405,13 @@ pub(crate) mod tests {
         // The removed payment can be applied again (it was re-included elsewhere).
         let applied = store.apply_range(block(9, 9), &[payment(6, 0, 2)], &[], &[]).expect("apply");
         assert_eq!(applied.new_payments, 1);
-        store.rewind(None, 0, |o, _| o.clone()).expect("rewind all");
+        store.rewind(None, 0).expect("rewind all");
         assert_eq!(store.checkpoint().expect("read"), None);
     }
 
     #[test]
-    fn rewind_queues_the_reverted_event_in_the_same_transaction() {
-        let (_dir, store) = temp_store();
+    fn rewind_keeps_the_reversal_in_the_same_transaction_until_it_is_queued() {
+        let (dir, store) = temp_store();
         let p = payment(6, 0, 2);
         store.apply_range(block(8, 2), std::slice::from_ref(&p), &[], &[block(6, 6)]).expect("apply");
         let told = crate::store::OutboxEvent {
@@ -398,12 +420,19 @@ pub(crate) mod tests {
             ..Default::default()
         };
         store.enqueue_events(std::slice::from_ref(&told), 0).expect("enqueue");
-        let removed = store
-            .rewind(Some(4), 0, |o, _| crate::store::OutboxEvent { id: format!("rev-{}", o.id), ..o.clone() })
-            .expect("rewind");
+        let removed = store.rewind(Some(4), 0).expect("rewind");
         assert_eq!(removed.len(), 1);
         assert!(removed[0].1, "the merchant had been told");
-        assert!(store.outbox_event(&format!("rev-{}", told.id)).expect("read").is_some());
+        // The reversal outlives a restart until it is queued, once.
+        drop(store);
+        let reopened = Store::open(&dir.path().join("settleproof.redb")).expect("reopen");
+        let rev = |o: &crate::store::OutboxEvent, _: &PaymentLeaf| crate::store::OutboxEvent {
+            id: format!("rev-{}", o.id),
+            ..o.clone()
+        };
+        assert_eq!(reopened.queue_reversals(rev).expect("queue"), 1);
+        assert!(reopened.outbox_event(&format!("rev-{}", told.id)).expect("read").is_some());
+        assert_eq!(reopened.queue_reversals(rev).expect("queue"), 0, "queued once");
     }
 
     #[test]

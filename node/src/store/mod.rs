@@ -36,7 +36,7 @@ pub use backup::{check, restore};
 pub use chain::{PaymentRecord, RangeApplied, RoundEnd, StoredBlock};
 pub use halt_reason::HaltReason;
 pub use invoices::Invoice;
-pub use outbox::{Attempt, AttemptEffect, EndpointState, OutboxEvent};
+pub use outbox::{Attempt, AttemptEffect, EndpointState, OutboxEvent, webhook_id};
 pub use rounds::{SettlementRecord, SignedBatch, SigningOutcome};
 
 use redb::{Database, MultimapTableDefinition, ReadableDatabase, ReadableTable, TableDefinition};
@@ -72,6 +72,9 @@ pub(crate) const ATTEMPTS: TableDefinition<(&str, u32), &[u8]> = TableDefinition
 pub(crate) const ACKS: TableDefinition<(&str, u32), u64> = TableDefinition::new("delivery_acks");
 pub(crate) const ACK_TIMES: TableDefinition<(u64, &str, u32), ()> = TableDefinition::new("delivery_ack_times");
 pub(crate) const ENDPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("merchant_endpoints");
+/// Payments a rewind removed after the merchant was told of them, by the told event's id: the
+/// `payment.reverted` events still to queue.
+pub(crate) const REVERSALS: TableDefinition<&str, &[u8]> = TableDefinition::new("payment_reversals");
 pub(crate) const EPOCHS: TableDefinition<u64, &[u8]> = TableDefinition::new("epochs");
 /// Approvals of set changes heard: (approving epoch, set hash, signer) → signature.
 pub(crate) const SET_APPROVALS: TableDefinition<(u64, [u8; 32], u32), &[u8]> = TableDefinition::new("set_approvals");
@@ -183,6 +186,7 @@ impl Store {
         tx.open_table(ACKS)?;
         tx.open_table(ACK_TIMES)?;
         tx.open_table(ENDPOINTS)?;
+        tx.open_table(REVERSALS)?;
         tx.open_table(EPOCHS)?;
         tx.open_table(SET_APPROVALS)?;
         tx.commit()?;

@@ -17,6 +17,13 @@ use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
+/// The idempotency key of the event for one payment: the same on every node and attempt.
+pub fn webhook_id(invoice_id: B256, tx_hash: B256, log_index: u64) -> String {
+    let digest =
+        alloy::primitives::keccak256([invoice_id.as_slice(), tx_hash.as_slice(), &log_index.to_be_bytes()].concat());
+    format!("msg_{}", hex::encode(&digest[..16]))
+}
+
 /// One webhook event and its delivery state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutboxEvent {

@@ -177,6 +177,7 @@ impl Deliverer {
         let mut tasks = tokio::task::JoinSet::new();
         loop {
             self.expire_invoices();
+            self.queue_reversals();
             // Merchants whose endpoint is disabled, and those with every slot in use: their
             // events must not fill the batch read below and crowd out other merchants.
             let mut paused: Vec<String> =
@@ -235,6 +236,16 @@ impl Deliverer {
             }
             Ok(_) => {}
             Err(e) => warn!(webhook_id = %event.id, error = %e, "cannot read a webhook event"),
+        }
+    }
+
+    /// Queues `payment.reverted` for the payments a reorg removed after the merchant was told
+    /// of them (the watcher keeps them as reversals in the rewind's transaction).
+    fn queue_reversals(&self) {
+        match self.store.queue_reversals(|original, leaf| super::payload::reverted_event(original, leaf, now_s())) {
+            Ok(0) => {}
+            Ok(n) => info!(events = n, "payment.reverted queued for payments a reorg removed"),
+            Err(e) => warn!(error = %e, "cannot queue payment.reverted"),
         }
     }
 

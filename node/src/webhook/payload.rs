@@ -13,11 +13,7 @@ use serde_json::json;
 use settleproof_config::MerchantConfig;
 use settleproof_consensus::PaymentLeaf;
 
-/// The idempotency key of the event for one payment: the same on every node and attempt.
-pub fn webhook_id(invoice_id: B256, tx_hash: B256, log_index: u64) -> String {
-    let digest = keccak256([invoice_id.as_slice(), tx_hash.as_slice(), &log_index.to_be_bytes()].concat());
-    format!("msg_{}", hex::encode(&digest[..16]))
-}
+pub use crate::store::webhook_id;
 
 /// Hash of an event's immutable content, chained into the next event of the same invoice. It
 /// is derived from chain data only, so every node computes the same chain of events.

@@ -1,0 +1,161 @@
+//! The keeper's sender over an in-process chain: replacement with the same nonce and higher
+//! fees, giving up after the last replacement, a round settled by another keeper, a nonce used
+//! elsewhere (halt) and a nonce a reorg dropped (adopted).
+
+use super::fake::{Behaviour, FakeChain, Sent};
+use super::providers::ProviderSet;
+use super::sender::{SettleOutcome, SettlementSender, TxPolicy};
+use super::{ChainClient, ChainError, SettleCall};
+use crate::halt::Halt;
+use crate::store::temp_store;
+use alloy::primitives::{Address, B256, Bytes, U256};
+use alloy::signers::local::PrivateKeySigner;
+use settleproof_config::{ChainSection, EXAMPLE, NodeConfig};
+use settleproof_consensus::Batch;
+use std::time::Duration;
+
+const SETTLEMENT: Address = Address::repeat_byte(0xbb);
+
+fn cfg() -> ChainSection {
+    let mut cfg = NodeConfig::from_toml_str(EXAMPLE, std::iter::empty()).expect("example").chains.remove(0);
+    cfg.rpc_quorum = 2;
+    cfg.rpc_timeout_ms = 2000;
+    cfg.rpc_retries = 0;
+    cfg.settlement_contract = SETTLEMENT;
+    cfg
+}
+
+fn policy() -> TxPolicy {
+    TxPolicy {
+        inclusion_timeout: Duration::from_millis(800),
+        max_replacements: 2,
+        fee_bump_pct: 25,
+        ..TxPolicy::default()
+    }
+}
+
+fn sender(chain: &FakeChain, signer: &PrivateKeySigner, halt: Option<Halt>) -> SettlementSender {
+    let cfg = cfg();
+    let readers = (0..3).map(|_| chain.provider(Behaviour::Honest)).collect();
+    let reads = ProviderSet::from_providers(readers, &cfg).expect("quorum");
+    let client = ChainClient::over(reads, &cfg, signer.address());
+    let writers = (0..3).map(|_| chain.writer(signer.clone())).collect();
+    SettlementSender::with_writers(writers, signer.address(), policy(), client, halt).expect("writers")
+}
+
+fn call(round: u64) -> SettleCall {
+    SettleCall {
+        batch: Batch {
+            epoch: 0,
+            round,
+            from_block: round * 10,
+            to_block: round * 10 + 9,
+            to_block_hash: B256::repeat_byte(7),
+            root: B256::repeat_byte(round as u8 + 1),
+            leaf_count: 1,
+        },
+        signer_bitmap: U256::from(7),
+        signer_keys: Bytes::new(),
+        signature: Bytes::from(vec![1u8; 128]),
+    }
+}
+
+fn settled(outcome: SettleOutcome) -> crate::store::SettlementRecord {
+    match outcome {
+        SettleOutcome::Settled(record) => *record,
+        other => panic!("expected our settlement, got {other:?}"),
+    }
+}
+
+/// Each fee of `next` is at least `pct` percent above `prev`'s, with the same nonce.
+fn bumped(prev: &Sent, next: &Sent, pct: u128) -> bool {
+    next.nonce == prev.nonce
+        && next.max_fee >= prev.max_fee * (100 + pct) / 100
+        && next.tip >= prev.tip * (100 + pct) / 100
+}
+
+#[tokio::test]
+async fn a_settlement_not_mined_in_time_is_replaced_with_the_same_nonce_and_higher_fees() {
+    let chain = FakeChain::new(31337, SETTLEMENT, 20);
+    let signer = PrivateKeySigner::random();
+    chain.mine_from_send(1);
+    let record = settled(sender(&chain, &signer, None).settle(&call(1)).await.expect("settled"));
+    let sent = chain.sent();
+    assert_eq!(sent.len(), 2, "the first stayed in the pool, its replacement was mined");
+    assert!(bumped(&sent[0], &sent[1], 25), "{sent:?}");
+    assert_eq!(record.tx_hash, sent[1].hash);
+    assert_eq!(record.root, call(1).batch.root);
+    assert!(record.provisional, "until the watcher sees its event");
+}
+
+#[tokio::test]
+async fn a_settlement_never_mined_gives_up_after_the_last_replacement() {
+    let chain = FakeChain::new(31337, SETTLEMENT, 20);
+    let signer = PrivateKeySigner::random();
+    chain.mine_from_send(usize::MAX);
+    let err = sender(&chain, &signer, None).settle(&call(1)).await.expect_err("never mined");
+    assert!(matches!(err, ChainError::NotMined(3)), "{err}");
+    let sent = chain.sent();
+    assert_eq!(sent.len(), 3);
+    assert!(bumped(&sent[0], &sent[1], 25) && bumped(&sent[1], &sent[2], 25), "{sent:?}");
+}
+
+#[tokio::test]
+async fn the_fee_cap_holds_through_replacements() {
+    let chain = FakeChain::new(31337, SETTLEMENT, 20);
+    let signer = PrivateKeySigner::random();
+    chain.mine_from_send(usize::MAX);
+    let cap = super::fake::BASE_FEE * 2;
+    let mut s = sender(&chain, &signer, None);
+    s = SettlementSender::with_writers(
+        (0..3).map(|_| chain.writer(signer.clone())).collect(),
+        signer.address(),
+        TxPolicy { max_fee_per_gas: Some(cap), ..policy() },
+        s.chain().clone(),
+        None,
+    )
+    .expect("writers");
+    assert!(s.settle(&call(1)).await.is_err());
+    assert!(chain.sent().iter().all(|t| t.max_fee <= cap && t.tip <= t.max_fee), "{:?}", chain.sent());
+}
+
+#[tokio::test]
+async fn a_round_another_keeper_settled_costs_nothing() {
+    let chain = FakeChain::new(31337, SETTLEMENT, 20);
+    let signer = PrivateKeySigner::random();
+    chain.settle(1, B256::repeat_byte(0x55));
+    let outcome = sender(&chain, &signer, None).settle(&call(1)).await.expect("outcome");
+    assert_eq!(outcome, SettleOutcome::SettledByOther);
+    assert!(chain.sent().is_empty(), "the simulation reverted: nothing sent, nothing paid");
+}
+
+#[tokio::test]
+async fn a_nonce_used_elsewhere_halts_settlement() {
+    let chain = FakeChain::new(31337, SETTLEMENT, 20);
+    let signer = PrivateKeySigner::random();
+    let (_dir, store) = temp_store();
+    let halt = Halt::load(store, 31337).expect("halt");
+    let s = sender(&chain, &signer, Some(halt.clone()));
+    settled(s.settle(&call(1)).await.expect("first"));
+    // The settlement key signs a transaction somewhere else.
+    chain.use_nonce(signer.address());
+    let err = s.settle(&call(2)).await.expect_err("halted");
+    assert!(matches!(err, ChainError::Halted(_)), "{err}");
+    assert_eq!(halt.reason().map(|r| r.invariant), Some("keeper_nonce_desync".to_string()));
+    assert_eq!(chain.sent().len(), 1, "nothing sent after the desync");
+}
+
+#[tokio::test]
+async fn a_nonce_a_reorg_dropped_is_adopted_without_a_halt() {
+    let chain = FakeChain::new(31337, SETTLEMENT, 20);
+    let signer = PrivateKeySigner::random();
+    let (_dir, store) = temp_store();
+    let halt = Halt::load(store, 31337).expect("halt");
+    let s = sender(&chain, &signer, Some(halt.clone()));
+    settled(s.settle(&call(1)).await.expect("first"));
+    // A reorg took the first settlement out: the chain counts one transaction less.
+    chain.set_nonce(signer.address(), 0);
+    settled(s.settle(&call(2)).await.expect("second"));
+    assert!(!halt.is_halted());
+    assert_eq!(chain.sent().iter().map(|t| t.nonce).collect::<Vec<_>>(), vec![0, 0]);
+}

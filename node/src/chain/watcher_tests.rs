@@ -1,0 +1,236 @@
+//! The watcher over an in-process chain: confirmation depth, restart, reorgs, votes of a lying
+//! provider, logs without a quorum either way, and a hung provider.
+
+use super::ChainClient;
+use super::fake::{Behaviour, FakeChain};
+use super::providers::ProviderSet;
+use super::watcher::{Step, WatchError, Watcher, WatcherStatus};
+use crate::epochs::Epochs;
+use crate::store::{OutboxEvent, Store, temp_store, webhook_id};
+use alloy::primitives::{Address, B256, LogData, U256, keccak256};
+use alloy::sol_types::SolEvent;
+use settleproof_config::{ChainSection, EXAMPLE, NodeConfig};
+use settleproof_consensus::RoundSchedule;
+use settleproof_contracts::InvoicePayments;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::Notify;
+
+const PAYMENTS: Address = Address::repeat_byte(0xaa);
+const SETTLEMENT: Address = Address::repeat_byte(0xbb);
+
+fn cfg() -> ChainSection {
+    let mut cfg = NodeConfig::from_toml_str(EXAMPLE, std::iter::empty()).expect("example").chains.remove(0);
+    cfg.confirmations = 2;
+    cfg.start_block = 1;
+    cfg.max_log_range = 100;
+    cfg.rpc_quorum = 2;
+    cfg.rpc_timeout_ms = 300;
+    cfg.rpc_retries = 0;
+    cfg.rpc_breaker_open_ms = 200;
+    cfg.payments_contract = PAYMENTS;
+    cfg.settlement_contract = SETTLEMENT;
+    cfg
+}
+
+fn watcher(chain: &FakeChain, behaviours: Vec<Behaviour>, store: &Store) -> Watcher {
+    watcher_with(cfg(), chain, behaviours, store)
+}
+
+fn watcher_with(cfg: ChainSection, chain: &FakeChain, behaviours: Vec<Behaviour>, store: &Store) -> Watcher {
+    let providers = behaviours.into_iter().map(|b| chain.provider(b)).collect();
+    let reads = ProviderSet::from_providers(providers, &cfg).expect("quorum");
+    let client = ChainClient::over(reads, &cfg, Address::ZERO);
+    let schedule = RoundSchedule::new(cfg.start_block, 5).expect("round length");
+    let epochs = Epochs::new(settleproof_p2p::PeerId::random(), cfg.chain_id, None);
+    Watcher::new(
+        client,
+        store.clone(),
+        cfg,
+        schedule,
+        Arc::new(Notify::new()),
+        Arc::new(WatcherStatus::default()),
+        epochs,
+    )
+}
+
+fn honest(k: usize) -> Vec<Behaviour> {
+    vec![Behaviour::Honest; k]
+}
+
+/// An `InvoicePaid` log of invoice `n` and its transaction hash.
+fn paid(n: u8) -> (Address, LogData, B256) {
+    let event = InvoicePayments::InvoicePaid {
+        invoiceId: B256::repeat_byte(n),
+        merchant: Address::repeat_byte(1),
+        payer: Address::repeat_byte(2),
+        token: Address::ZERO,
+        amount: U256::from(1000u64 + u64::from(n)),
+    };
+    (PAYMENTS, event.encode_log_data(), keccak256([n]))
+}
+
+/// Steps until nothing is left to confirm; the steps that did something.
+async fn drain(w: &Watcher) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for _ in 0..20 {
+        match w.step().await.expect("step") {
+            Step::Idle => return steps,
+            step => steps.push(step),
+        }
+    }
+    panic!("the watcher never caught up: {steps:?}");
+}
+
+fn blocks_of(store: &Store, invoice: u8) -> Vec<u64> {
+    store.payments_of_invoice(B256::repeat_byte(invoice)).expect("read").iter().map(|p| p.leaf.block_number).collect()
+}
+
+#[tokio::test]
+async fn a_payment_counts_at_the_confirmation_depth_and_a_restart_applies_it_once() {
+    let chain = FakeChain::new(31337, SETTLEMENT, 10);
+    let (dir, store) = temp_store();
+    let w = watcher(&chain, honest(3), &store);
+    let at = chain.mine_logs(vec![paid(1)]);
+    drain(&w).await;
+    assert!(blocks_of(&store, 1).is_empty(), "block {at} is not {} deep yet", cfg().confirmations);
+    assert_eq!(store.checkpoint().expect("read"), Some(at - cfg().confirmations));
+    chain.mine_to(at + 2);
+    let steps = drain(&w).await;
+    assert_eq!(steps, vec![Step::Advanced { from: at - 1, to: at, new_payments: 1 }]);
+    assert_eq!(blocks_of(&store, 1), vec![at]);
+    // A restart resumes from the checkpoint: nothing is read twice or missed.
+    drop(w);
+    drop(store);
+    let store = Store::open(&dir.path().join("settleproof.redb")).expect("reopen");
+    let w = watcher(&chain, honest(3), &store);
+    assert!(drain(&w).await.is_empty());
+    let later = chain.mine_logs(vec![paid(2)]);
+    chain.mine_to(later + 2);
+    drain(&w).await;
+    assert_eq!((blocks_of(&store, 1), blocks_of(&store, 2)), (vec![at], vec![later]));
+}
+
+#[tokio::test]
+async fn a_reorg_below_the_depth_rewinds_to_the_ancestor_keeps_the_reversal_and_takes_the_new_fork() {
+    let chain = FakeChain::new(31337, SETTLEMENT, 10);
+    let (_dir, store) = temp_store();
+    let w = watcher(&chain, honest(3), &store);
+    let at = chain.mine_logs(vec![paid(1)]);
+    chain.mine_to(at + 4);
+    drain(&w).await;
+    assert_eq!(blocks_of(&store, 1), vec![at]);
+    // The merchant was told of the payment.
+    let told = store.payments_of_invoice(B256::repeat_byte(1)).expect("read")[0].leaf.clone();
+    let event = OutboxEvent {
+        id: webhook_id(told.invoice_id, told.tx_hash, told.log_index),
+        merchant_id: "m".into(),
+        ..OutboxEvent::default()
+    };
+    store.enqueue_events(std::slice::from_ref(&event), 0).expect("enqueue");
+    // A fork from the payment's block on, deeper than the confirmation depth; the payment is
+    // included again later.
+    chain.fork_from(at);
+    let again = chain.mine_logs(vec![paid(1)]);
+    chain.mine_to(again + 2);
+    let steps = drain(&w).await;
+    let Step::Rewound { ancestor, removed } = &steps[0] else { panic!("first a rewind: {steps:?}") };
+    assert_eq!(*ancestor, Some(at - 1), "the newest block whose hash still matches");
+    assert_eq!(removed.iter().map(|(p, told)| (p.leaf.block_number, *told)).collect::<Vec<_>>(), vec![(at, true)]);
+    assert_eq!(blocks_of(&store, 1), vec![again], "the new fork's inclusion, once");
+    assert_eq!(store.checkpoint_block().expect("read").map(|b| b.hash), chain.hash(again));
+    // The watcher built no webhook payload: the reversal waits in the store for the webhook
+    // worker.
+    let rev = |o: &OutboxEvent, _: &settleproof_consensus::PaymentLeaf| OutboxEvent {
+        id: format!("rev-{}", o.id),
+        ..o.clone()
+    };
+    assert_eq!(store.queue_reversals(rev).expect("queue"), 1);
+}
+
+#[tokio::test]
+async fn a_lying_provider_cannot_add_a_payment_or_stall_the_watcher() {
+    let chain = FakeChain::new(31337, SETTLEMENT, 10);
+    let (_dir, store) = temp_store();
+    let forged_at = 11;
+    let forger = chain.clone();
+    let liar = Behaviour::Tamper(Arc::new(move |method, answer| {
+        if method == "eth_getLogs"
+            && let Some(list) = answer.as_array_mut()
+        {
+            let (a, d, t) = paid(9);
+            let forged = forger.log_json(forged_at, 7, a, &d, t);
+            if !forged.is_null() {
+                list.push(forged);
+            }
+        }
+    }));
+    let w = watcher(&chain, vec![Behaviour::Honest, liar, Behaviour::Honest], &store);
+    let at = chain.mine_logs(vec![paid(1)]);
+    assert_eq!(at, forged_at);
+    chain.mine_to(at + 3);
+    drain(&w).await;
+    assert_eq!(blocks_of(&store, 1), vec![at], "the real payment counts");
+    assert!(blocks_of(&store, 9).is_empty(), "the forged one is outvoted");
+    assert_eq!(store.checkpoint().expect("read"), Some(at + 1));
+}
+
+#[tokio::test]
+async fn a_log_without_a_quorum_either_way_holds_the_range_until_one_exists() {
+    let chain = FakeChain::new(31337, SETTLEMENT, 10);
+    let (_dir, store) = temp_store();
+    let forger = chain.clone();
+    let liar = Behaviour::Tamper(Arc::new(move |method, answer| {
+        if method == "eth_getLogs"
+            && let Some(list) = answer.as_array_mut()
+        {
+            let (a, d, t) = paid(9);
+            let forged = forger.log_json(11, 0, a, &d, t);
+            if !forged.is_null() {
+                list.push(forged);
+            }
+        }
+    }));
+    let down = Arc::new(AtomicBool::new(true));
+    let w = watcher(&chain, vec![Behaviour::Honest, liar, Behaviour::DownWhile(down.clone())], &store);
+    chain.mine_to(14);
+    // One provider shows the log, one does not, the third is down: the honest one may be the
+    // minority, so the range is neither attested nor skipped.
+    let before = store.checkpoint().expect("read");
+    for attempt in 1..=2 {
+        match w.step().await {
+            Err(WatchError::Unagreed { logs: 1, attempt: a, .. }) => assert_eq!(a, attempt),
+            other => panic!("expected the range held, got {other:?}"),
+        }
+        assert_eq!(store.checkpoint().expect("read"), before);
+    }
+    // Once a quorum answers without it, the log is outvoted and the range goes on.
+    down.store(false, Ordering::SeqCst);
+    // The down provider's breaker may be open for a moment.
+    let mut steps = Vec::new();
+    for _ in 0..20 {
+        match w.step().await {
+            Ok(Step::Idle) => break,
+            Ok(step) => steps.push(step),
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+        }
+    }
+    assert!(!steps.is_empty(), "the range moved on");
+    assert_eq!(store.checkpoint().expect("read"), Some(12));
+    assert!(blocks_of(&store, 9).is_empty());
+}
+
+#[tokio::test]
+async fn a_hung_provider_does_not_hold_the_watcher() {
+    let chain = FakeChain::new(31337, SETTLEMENT, 10);
+    let (_dir, store) = temp_store();
+    // A call to the hung provider ends only at this timeout; no read may wait for it.
+    let cfg = ChainSection { rpc_timeout_ms: 600_000, ..cfg() };
+    let w = watcher_with(cfg, &chain, vec![Behaviour::Honest, Behaviour::Hang, Behaviour::Honest], &store);
+    let at = chain.mine_logs(vec![paid(1)]);
+    chain.mine_to(at + 2);
+    tokio::time::timeout(std::time::Duration::from_secs(60), drain(&w))
+        .await
+        .expect("every read returned on the honest answers");
+    assert_eq!(blocks_of(&store, 1), vec![at]);
+}
