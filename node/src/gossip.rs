@@ -332,6 +332,11 @@ pub fn check_invoice(inv: Invoice, scope: &InvoiceScope) -> Result<Invoice, Goss
     if merchant.payout_address != inv.payout_address {
         return Err(GossipRejection::BadInvoice("payout address is not the merchant's".into()));
     }
+    if let Some(record) = &inv.idempotency
+        && let Err(field) = record.check(&inv, scope.chain_id)
+    {
+        return Err(GossipRejection::BadInvoice(format!("idempotency record does not match the invoice's {field}")));
+    }
     Ok(inv)
 }
 

@@ -282,6 +282,7 @@ mod tests {
             expires_at: None,
             metadata: None,
             created_by: "n".into(),
+            idempotency: None,
             nonce: B256::ZERO,
         };
         let mut p = PaymentLeaf {

@@ -138,6 +138,7 @@ fn fixture() -> &'static Fixture {
             expires_at: Some(100),
             metadata: Some(serde_json::json!({"order": 42})),
             created_by: "node-0".into(),
+            idempotency: None,
             nonce: B256::repeat_byte(4),
         };
         let samples = vec![

@@ -61,6 +61,7 @@ fn invoice_of(net: &Testnet, created: &Value) -> Result<Invoice> {
         expires_at: created["expires_at"].as_u64(),
         metadata: None,
         created_by: "node-0".into(),
+        idempotency: None,
         nonce: B256::ZERO,
     })
 }

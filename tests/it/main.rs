@@ -9,6 +9,7 @@ mod hostile_endpoints;
 mod keeper;
 pub use settleproof_tests::harness;
 mod lifecycle;
+mod merchants;
 mod multichain;
 mod operations;
 mod operator_sets;

@@ -387,6 +387,21 @@ impl Testnet {
         Ok((resp.status().as_u16(), resp.json().await?))
     }
 
+    /// `POST /v1/invoices` on node `i` with an `Idempotency-Key`; returns status, whether the
+    /// answer was replayed (`Idempotent-Replayed`) and body.
+    pub async fn create_invoice_with_key(&self, i: usize, key: &str, body: Value) -> Result<(u16, bool, Value)> {
+        let resp = self
+            .http
+            .post(format!("{}/v1/invoices", self.api(i)))
+            .bearer_auth(self.devnet.merchant_token.expose())
+            .header("idempotency-key", key)
+            .json(&body)
+            .send()
+            .await?;
+        let replayed = resp.headers().get("idempotent-replayed").is_some();
+        Ok((resp.status().as_u16(), replayed, resp.json().await?))
+    }
+
     /// `GET /v1/invoices/{id}` on node `i`.
     pub async fn get_invoice(&self, i: usize, id: &str) -> Result<(u16, Value)> {
         let resp = self

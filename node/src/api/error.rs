@@ -48,6 +48,11 @@ impl ApiError {
         Self { status: StatusCode::CONFLICT, code: "conflict", field: None, message: message.into() }
     }
 
+    /// 409: an idempotency key reused with a request that differs in `field`.
+    pub fn idempotency_conflict(field: &'static str, message: impl Into<String>) -> Self {
+        Self { status: StatusCode::CONFLICT, code: "idempotency_conflict", field: Some(field), message: message.into() }
+    }
+
     /// 404.
     pub fn not_found(what: &str) -> Self {
         Self { status: StatusCode::NOT_FOUND, code: "not_found", field: None, message: format!("{what} not found") }

@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 use settleproof_contracts::{IERC20, InvoicePayments};
 use tracing::info;
 
+mod idempotency;
+
 /// Longest accepted invoice lifetime.
 const MAX_LIFETIME_S: u64 = 365 * 24 * 3600;
 /// Largest accepted metadata, serialised.
@@ -84,9 +86,12 @@ pub struct Created {
 /// Creates an invoice; its id commits to its terms.
 #[utoipa::path(post, path = "/v1/invoices", tag = "invoices", request_body = CreateInvoice,
     security(("merchant_token" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 printable ASCII characters. For 24 h, the same key and body return the same invoice on any node (a retry after a timeout, on another node too); the same key with another body is a 409 naming the field. Pass the expiry as `expires_at` for the retry to build the same invoice on a node that has not yet received the first.")),
     responses(
-        (status = 201, description = "Created, with payment instructions", body = Created),
+        (status = 201, description = "Created, with payment instructions; `Idempotent-Replayed: true` when the Idempotency-Key had created it already", body = Created,
+            headers(("Idempotent-Replayed" = String, description = "`true` when this is the invoice an earlier request with the same Idempotency-Key created"))),
         (status = 400, description = "A field is invalid; `field` names it", body = super::error::ErrorBody),
+        (status = 409, description = "The Idempotency-Key was used with another body; `field` names the first field that differs", body = super::error::ErrorBody),
         (status = 401, description = "No or a wrong merchant token", body = super::error::ErrorBody),
         (status = 413, description = "Body over `api.max_body_bytes`", body = String, content_type = "text/plain"),
         (status = 429, description = "Over the merchant's request budget, or locked out after failed authentications", body = super::error::ErrorBody),
@@ -95,34 +100,68 @@ pub(super) async fn create(
     State(state): State<ApiState>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<(StatusCode, Json<Created>), ApiError> {
+) -> Result<(StatusCode, HeaderMap, Json<Created>), ApiError> {
     let merchant = auth::merchant(&headers, &state)?;
+    let key = idempotency::requested_key(&headers, &merchant.id)?;
     let req: CreateInvoice =
         serde_json::from_slice(&body).map_err(|e| ApiError::invalid("body", format!("invalid JSON body: {e}")))?;
     let chain = state.chains.get(req.chain_id, "chain_id")?;
     let now = now_s();
+    let (amount, token) = (parse_amount(&req.amount)?, parse_token(&req.token)?);
+    let record = key.map(|k| idempotency::record(k, &req, chain.chain_id, amount, token));
+    let mut replayed = HeaderMap::new();
+    replayed.insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
+    if let Some(record) = &record {
+        // A key names one invoice whichever chain it is on.
+        for c in state.chains.iter() {
+            if let Some(existing) = c.store.idempotent_invoice(&merchant.id, record.key_hash, now)? {
+                idempotency::check_same(&existing, record)?;
+                let created = Created {
+                    invoice: view_of(&state, c, &existing, now)?,
+                    payment_instructions: instructions(c, &existing),
+                };
+                return Ok((StatusCode::CREATED, replayed, Json(created)));
+            }
+        }
+    }
     let mut invoice = Invoice {
         id: B256::ZERO,
-        nonce: random_id(),
+        // With a key, the nonce is the key's: a retry on any node builds this same invoice.
+        nonce: record.as_ref().map_or_else(random_id, |r| crate::store::key_nonce(r.key_hash)),
         merchant_id: merchant.id.clone(),
         payout_address: merchant.payout_address,
-        amount: parse_amount(&req.amount)?,
-        token: parse_token(&req.token)?,
+        amount,
+        token,
         created_at: now,
         expires_at: parse_expiry(req.expires_at, req.expires_in, now)?,
         metadata: check_metadata(req.metadata)?,
         created_by: state.node_name.clone(),
+        idempotency: record.clone(),
     };
     // The id commits to the terms: no operator can alter them without changing it.
     invoice.id = invoice.terms(chain.chain_id, chain.payments_contract).id();
-    chain.store.put_invoice(&invoice)?;
-    info!(invoice_id = %invoice.id, merchant = %merchant.id, chain_id = chain.chain_id, amount = %invoice.amount, token = %token_label(invoice.token), "invoice created");
-    if let Some(replicator) = &chain.replicator {
-        replicator.replicate(invoice.clone());
-    }
-    let view = view_of(&state, chain, &invoice, now)?;
-    let payment_instructions = instructions(chain, &invoice);
-    Ok((StatusCode::CREATED, Json(Created { invoice: view, payment_instructions })))
+    let stored = if record.is_some() {
+        chain.store.put_idempotent_invoice(&invoice, now)?
+    } else {
+        chain.store.put_invoice(&invoice)?;
+        invoice.clone()
+    };
+    let headers = if stored.id == invoice.id {
+        info!(invoice_id = %invoice.id, merchant = %merchant.id, chain_id = chain.chain_id, amount = %invoice.amount, token = %token_label(invoice.token), idempotency_key = record.is_some(), "invoice created");
+        if let Some(replicator) = &chain.replicator {
+            replicator.replicate(invoice.clone());
+        }
+        HeaderMap::new()
+    } else {
+        // Another request with the key won the race on this node.
+        if let Some(record) = &record {
+            idempotency::check_same(&stored, record)?;
+        }
+        replayed
+    };
+    let view = view_of(&state, chain, &stored, now)?;
+    let payment_instructions = instructions(chain, &stored);
+    Ok((StatusCode::CREATED, headers, Json(Created { invoice: view, payment_instructions })))
 }
 
 /// An invoice with its payments and settlement.
@@ -508,5 +547,7 @@ fn instructions(state: &ChainState, inv: &Invoice) -> PaymentInstructions {
     PaymentInstructions { chain_id: state.chain_id, contract: state.payments_contract, transactions }
 }
 
+#[cfg(test)]
+mod idempotency_tests;
 #[cfg(test)]
 mod tests;

@@ -75,6 +75,7 @@ impl Store {
         n += copy(&snapshot, &tx, PROVISIONAL)?;
         n += copy(&snapshot, &tx, ENDPOINTS)?;
         n += copy(&snapshot, &tx, REVERSALS)?;
+        n += copy(&snapshot, &tx, IDEMPOTENCY)?;
         tx.commit()?;
         drop(copy_db);
         check(path)?;

@@ -27,9 +27,13 @@ pub struct Invoice {
     pub metadata: Option<serde_json::Value>,
     /// Node that took the request.
     pub created_by: String,
-    /// Random creation nonce, part of what the id commits to.
+    /// Random creation nonce, part of what the id commits to (derived from the idempotency key
+    /// when the request had one).
     #[serde(default)]
     pub nonce: B256,
+    /// The idempotency key the invoice was created under, and the request it came with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency: Option<super::IdempotencyRecord>,
 }
 
 impl Invoice {
@@ -69,6 +73,17 @@ impl Store {
     /// Stores invoices in one transaction (bulk import); existing ids are kept. Returns how many
     /// were new.
     pub fn put_invoices(&self, invoices: &[Invoice]) -> Result<usize, StoreError> {
+        self.put_invoices_at(invoices, crate::time::now_s(), false)
+    }
+
+    /// [`Store::put_invoices`], indexing idempotency keys as seen at `now_s`
+    /// (`replace_expired`: a new invoice may take a key whose invoice expired as a key).
+    pub(super) fn put_invoices_at(
+        &self,
+        invoices: &[Invoice],
+        now_s: u64,
+        replace_expired: bool,
+    ) -> Result<usize, StoreError> {
         let tx = self.db().begin_write()?;
         let mut new = 0;
         {
@@ -84,6 +99,7 @@ impl Store {
                 if let Some(at) = invoice.expires_at {
                     expiries.insert((at, invoice.id.0), ())?;
                 }
+                super::idempotency::index(&tx, invoice, now_s, replace_expired)?;
                 new += 1;
             }
         }
@@ -171,6 +187,7 @@ mod tests {
             metadata: Some(serde_json::json!({"order": 42})),
             created_by: "node-0".into(),
             nonce: B256::ZERO,
+            idempotency: None,
         };
         assert!(store.put_invoice(&inv).expect("put"));
         assert!(!store.put_invoice(&Invoice { amount: U256::from(6), ..inv.clone() }).expect("put again"));
@@ -194,6 +211,7 @@ mod tests {
             metadata: None,
             created_by: "n".into(),
             nonce: B256::ZERO,
+            idempotency: None,
         };
         for i in 1..=5 {
             store.put_invoice(&make(i, "a")).expect("put");

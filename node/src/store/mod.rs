@@ -27,6 +27,7 @@ mod backup;
 mod chain;
 mod epochs;
 mod halt_reason;
+mod idempotency;
 mod invoices;
 mod outbox;
 mod rounds;
@@ -35,6 +36,7 @@ pub use approvals::{ApprovalPut, MAX_APPROVALS_PER_SIGNER, StoredApproval};
 pub use backup::{check, restore};
 pub use chain::{PaymentRecord, RangeApplied, RoundEnd, StoredBlock};
 pub use halt_reason::HaltReason;
+pub use idempotency::{IDEMPOTENCY_TTL_S, IdempotencyRecord, key_hash, key_nonce};
 pub use invoices::Invoice;
 pub use outbox::{Attempt, AttemptEffect, EndpointState, OutboxEvent, webhook_id};
 pub use rounds::{SettlementRecord, SignedBatch, SigningOutcome};
@@ -74,6 +76,10 @@ pub(crate) const ACK_TIMES: TableDefinition<(u64, &str, u32), ()> = TableDefinit
 pub(crate) const ENDPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("merchant_endpoints");
 /// Payments a rewind removed after the merchant was told of them, by the told event's id: the
 /// `payment.reverted` events still to queue.
+/// Idempotency keys: (merchant, key hash) → (invoice id, unix seconds first seen).
+type IdempotencyKey<'a> = (&'a str, [u8; 32]);
+pub(crate) const IDEMPOTENCY: TableDefinition<IdempotencyKey, ([u8; 32], u64)> =
+    TableDefinition::new("idempotency_keys");
 pub(crate) const REVERSALS: TableDefinition<&str, &[u8]> = TableDefinition::new("payment_reversals");
 pub(crate) const EPOCHS: TableDefinition<u64, &[u8]> = TableDefinition::new("epochs");
 /// Approvals of set changes heard: (approving epoch, set hash, signer) → signature.
@@ -187,6 +193,7 @@ impl Store {
         tx.open_table(ACK_TIMES)?;
         tx.open_table(ENDPOINTS)?;
         tx.open_table(REVERSALS)?;
+        tx.open_table(IDEMPOTENCY)?;
         tx.open_table(EPOCHS)?;
         tx.open_table(SET_APPROVALS)?;
         tx.commit()?;
@@ -339,6 +346,7 @@ mod chain_stamp_tests {
             expires_at: None,
             metadata: None,
             created_by: "node-0".into(),
+            idempotency: None,
         };
         invoice.id = invoice.terms(31337, PAYMENTS).id();
         store.put_invoice(&invoice).expect("invoice");

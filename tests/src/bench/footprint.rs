@@ -65,6 +65,7 @@ pub async fn run(net: &mut Testnet, i: usize, count: u64) -> Result<FootprintRes
                 expires_at: Some(now + 86_400 * 30),
                 metadata: Some(serde_json::json!({ "order": j })),
                 created_by: cfg.node.name.clone(),
+                idempotency: None,
                 nonce: alloy::primitives::B256::ZERO,
             })
             .collect();

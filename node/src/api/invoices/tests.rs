@@ -10,7 +10,7 @@ use settleproof_consensus::RoundSchedule;
 use std::sync::Arc;
 use tower::ServiceExt;
 
-const TOKEN: &str = "sk_test_0123456789abcdef";
+pub(super) const TOKEN: &str = "sk_test_0123456789abcdef";
 
 fn chain(chain_id: u64, store: Store) -> ChainState {
     let payments = Address::repeat_byte(0x22);
@@ -23,7 +23,7 @@ fn chain(chain_id: u64, store: Store) -> ChainState {
     )
 }
 
-fn state(store: Store) -> ApiState {
+pub(super) fn state(store: Store) -> ApiState {
     state_of(Chains::new(chain(31337, store), Vec::new()))
 }
 

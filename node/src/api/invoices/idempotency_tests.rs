@@ -1,0 +1,137 @@
+//! `Idempotency-Key` on `POST /v1/invoices`, over the router of two nodes with their own
+//! stores (no replication between them).
+
+use super::tests::{TOKEN, state};
+use crate::api::router;
+use crate::store::{IDEMPOTENCY_TTL_S, temp_store};
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+async fn post(st: &crate::api::ApiState, key: Option<&str>, body: Value) -> (StatusCode, bool, Value) {
+    let mut req = Request::builder()
+        .method("POST")
+        .uri("/v1/invoices")
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {TOKEN}"));
+    if let Some(k) = key {
+        req = req.header("idempotency-key", k);
+    }
+    let resp =
+        router(st.clone()).oneshot(req.body(Body::from(body.to_string())).expect("request")).await.expect("response");
+    let status = resp.status();
+    let replayed = resp.headers().get("idempotent-replayed").is_some();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, replayed, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn the_same_key_and_body_return_the_same_invoice_and_another_body_is_a_409() {
+    let (_dir, store) = temp_store();
+    let st = state(store);
+    let body = json!({"amount": "1000", "token": "native", "expires_in": 600, "metadata": {"order": 1}});
+    let (status, replayed, first) = post(&st, Some("order-1"), body.clone()).await;
+    assert_eq!((status, replayed), (StatusCode::CREATED, false), "{first}");
+    let (status, replayed, again) = post(&st, Some("order-1"), body.clone()).await;
+    assert_eq!((status, replayed), (StatusCode::CREATED, true), "{again}");
+    assert_eq!(again["id"], first["id"]);
+    assert_eq!(again["expires_at"], first["expires_at"], "the first request's expiry");
+    let (status, _, conflict) = post(
+        &st,
+        Some("order-1"),
+        json!({"amount": "2000", "token": "native", "expires_in": 600, "metadata": {"order": 1}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{conflict}");
+    assert_eq!(conflict["error"]["code"], "idempotency_conflict");
+    assert_eq!(conflict["error"]["field"], "amount", "{conflict}");
+    let (_, _, metadata) = post(
+        &st,
+        Some("order-1"),
+        json!({"amount": "1000", "token": "native", "expires_in": 600, "metadata": {"order": 2}}),
+    )
+    .await;
+    assert_eq!(metadata["error"]["field"], "metadata", "{metadata}");
+    // Another key, or none, is another invoice.
+    assert_ne!(post(&st, Some("order-2"), body.clone()).await.2["id"], first["id"]);
+    let (_, _, a) = post(&st, None, body.clone()).await;
+    let (_, _, b) = post(&st, None, body).await;
+    assert_ne!(a["id"], b["id"], "without a key every request is a new invoice");
+}
+
+#[tokio::test]
+async fn a_retry_on_a_node_that_never_heard_of_the_first_builds_the_same_invoice() {
+    let (_a, store_a) = temp_store();
+    let (_b, store_b) = temp_store();
+    let (node_a, node_b) = (state(store_a), state(store_b));
+    let expires_at = crate::time::now_s() + 3600;
+    let body = json!({"amount": "1000", "token": "native", "expires_at": expires_at});
+    let (_, _, on_a) = post(&node_a, Some("k-1"), body.clone()).await;
+    let (status, _, on_b) = post(&node_b, Some("k-1"), body).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(on_b["id"], on_a["id"], "the nonce is the key's: one invoice, whichever node answers");
+    let (_, _, none) = post(&node_b, Some("k-1"), json!({"amount": "1000", "token": "native"})).await;
+    assert_eq!(none["error"]["field"], "expires_at", "{none}");
+}
+
+#[tokio::test]
+async fn a_malformed_key_is_a_400_naming_the_header() {
+    let (_dir, store) = temp_store();
+    let st = state(store);
+    for bad in ["", &"k".repeat(256), "tab\there"] {
+        let (status, _, body) = post(&st, Some(bad), json!({"amount": "1", "token": "native"})).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad:?}: {body}");
+        assert_eq!(body["error"]["field"], "Idempotency-Key");
+    }
+}
+
+#[test]
+fn a_key_expires_after_a_day_and_a_record_must_match_its_invoice() {
+    use crate::store::{IdempotencyRecord, Invoice, key_hash, key_nonce};
+    use alloy::primitives::{Address, B256, U256};
+    let (_dir, store) = temp_store();
+    let key = key_hash("shop", "k");
+    let record = IdempotencyRecord {
+        key_hash: key,
+        request: vec![
+            ("chain_id".into(), json!(31337)),
+            ("amount".into(), json!("5")),
+            ("token".into(), json!(Address::ZERO.to_string().to_lowercase())),
+            ("expires_at".into(), Value::Null),
+            ("expires_in".into(), json!(60)),
+            ("metadata".into(), Value::Null),
+        ],
+    };
+    let invoice = |id: u8| Invoice {
+        id: B256::repeat_byte(id),
+        merchant_id: "shop".into(),
+        payout_address: Address::repeat_byte(0x11),
+        amount: U256::from(5),
+        token: Address::ZERO,
+        created_at: 1000,
+        expires_at: Some(1060),
+        metadata: None,
+        created_by: "n".into(),
+        nonce: key_nonce(key),
+        idempotency: Some(record.clone()),
+    };
+    assert_eq!(record.check(&invoice(1), 31337), Ok(()));
+    assert_eq!(record.check(&invoice(1), 1), Err("chain_id"));
+    assert_eq!(record.check(&Invoice { expires_at: Some(2000), ..invoice(1) }, 31337), Err("expires_at"));
+    assert_eq!(record.check(&Invoice { nonce: B256::ZERO, ..invoice(1) }, 31337), Err("nonce"));
+    assert_eq!(record.check(&Invoice { amount: U256::from(6), ..invoice(1) }, 31337), Err("amount"));
+    // The first invoice stored under a key keeps it while it lives; a second (racing request,
+    // or a replica of another node's) does not take it.
+    let now = 10_000;
+    assert_eq!(store.put_idempotent_invoice(&invoice(1), now).expect("put").id, B256::repeat_byte(1));
+    assert_eq!(store.put_idempotent_invoice(&invoice(2), now + 1).expect("put").id, B256::repeat_byte(1));
+    store.put_invoice(&invoice(3)).expect("replica");
+    assert_eq!(store.idempotent_invoice("shop", key, now + 2).expect("read").map(|i| i.id), Some(B256::repeat_byte(1)));
+    assert!(store.idempotent_invoice("other", key, now).expect("read").is_none(), "keys are per merchant");
+    // After a day the key is free again.
+    let later = now + IDEMPOTENCY_TTL_S;
+    assert!(store.idempotent_invoice("shop", key, later).expect("read").is_none());
+    assert_eq!(store.put_idempotent_invoice(&invoice(4), later).expect("put").id, B256::repeat_byte(4));
+}

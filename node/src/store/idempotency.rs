@@ -1,0 +1,129 @@
+//! Idempotency keys of `POST /v1/invoices`: which invoice a merchant's key created. The record
+//! travels inside the invoice (so it replicates with it) and is indexed here by merchant and
+//! key hash, in the transaction that stores the invoice.
+
+use super::{IDEMPOTENCY, Invoice, Store, StoreError};
+use alloy::primitives::{B256, keccak256};
+use redb::ReadableTable;
+use serde::{Deserialize, Serialize};
+
+/// How long a key names its invoice, seconds (24 h); past it the key creates a new invoice.
+pub const IDEMPOTENCY_TTL_S: u64 = 24 * 3600;
+
+/// The request an idempotency key was first used with, as the invoice carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    /// Hash of the merchant id and the key ([`key_hash`]); the key itself is not kept.
+    pub key_hash: B256,
+    /// The request's fields, in the order a conflict is named.
+    pub request: Vec<(String, serde_json::Value)>,
+}
+
+/// The hash under which `merchant`'s `key` is kept.
+pub fn key_hash(merchant: &str, key: &str) -> B256 {
+    keccak256([b"settleproof/idempotency-key/v1\0".as_slice(), merchant.as_bytes(), b"\0", key.as_bytes()].concat())
+}
+
+/// The invoice nonce a key implies: the same on every node, so that a retry on a node that has
+/// not yet heard of the first attempt builds the same invoice (same id) from the same request.
+pub fn key_nonce(key_hash: B256) -> B256 {
+    keccak256([b"settleproof/idempotency-nonce/v1\0".as_slice(), key_hash.as_slice()].concat())
+}
+
+impl Store {
+    /// The invoice `merchant`'s key (by hash) created, while the key is live at `now_s`.
+    pub fn idempotent_invoice(&self, merchant: &str, key: B256, now_s: u64) -> Result<Option<Invoice>, StoreError> {
+        let tx = self.read()?;
+        let Some(entry) = tx.open_table(IDEMPOTENCY)?.get((merchant, key.0))?.map(|v| v.value()) else {
+            return Ok(None);
+        };
+        let (id, seen_at) = entry;
+        if seen_at.saturating_add(IDEMPOTENCY_TTL_S) <= now_s {
+            return Ok(None);
+        }
+        drop(tx);
+        self.invoice(B256::from(id))
+    }
+
+    /// Stores `invoice`, which carries an idempotency record, unless its key already names a
+    /// live invoice; returns the invoice the key names afterwards (this one, or the one that
+    /// was there: two requests racing on one node get one invoice).
+    pub fn put_idempotent_invoice(&self, invoice: &Invoice, now_s: u64) -> Result<Invoice, StoreError> {
+        if let Some(record) = &invoice.idempotency
+            && let Some(existing) = self.idempotent_invoice(&invoice.merchant_id, record.key_hash, now_s)?
+        {
+            return Ok(existing);
+        }
+        self.put_invoices_at(std::slice::from_ref(invoice), now_s, true)?;
+        match &invoice.idempotency {
+            Some(record) => Ok(self
+                .idempotent_invoice(&invoice.merchant_id, record.key_hash, now_s)?
+                .unwrap_or_else(|| invoice.clone())),
+            None => Ok(invoice.clone()),
+        }
+    }
+}
+
+/// Indexes the key of `invoice` (seen at `now_s`) in `tx`, keeping a live entry for another
+/// invoice (the first one wins); `replace_expired` lets a new invoice take an expired key.
+pub(super) fn index(
+    tx: &redb::WriteTransaction,
+    invoice: &Invoice,
+    now_s: u64,
+    replace_expired: bool,
+) -> Result<(), StoreError> {
+    let Some(record) = &invoice.idempotency else { return Ok(()) };
+    let mut t = tx.open_table(IDEMPOTENCY)?;
+    let key = (invoice.merchant_id.as_str(), record.key_hash.0);
+    let current = t.get(key)?.map(|v| v.value());
+    let take = match current {
+        None => true,
+        Some((_, seen_at)) => replace_expired && seen_at.saturating_add(IDEMPOTENCY_TTL_S) <= now_s,
+    };
+    if take {
+        t.insert(key, (invoice.id.0, now_s))?;
+    }
+    Ok(())
+}
+
+impl IdempotencyRecord {
+    /// The request field `name`.
+    fn field(&self, name: &str) -> Option<&serde_json::Value> {
+        self.request.iter().find(|(f, _)| f == name).map(|(_, v)| v)
+    }
+
+    /// Whether `invoice` (of chain `chain_id`) is what this record's request creates: its nonce
+    /// is the key's and its terms are the request's. A replicated invoice whose record fails
+    /// this is refused, so no operator can attach a key to an invoice of other terms; `Err`
+    /// names the field that does not match.
+    pub fn check(&self, invoice: &Invoice, chain_id: u64) -> Result<(), &'static str> {
+        use serde_json::Value;
+        let num = |name| self.field(name).and_then(Value::as_u64);
+        if invoice.nonce != key_nonce(self.key_hash) {
+            return Err("nonce");
+        }
+        if num("chain_id") != Some(chain_id) {
+            return Err("chain_id");
+        }
+        if self.field("amount").and_then(Value::as_str) != Some(invoice.amount.to_string().as_str()) {
+            return Err("amount");
+        }
+        if self.field("token").and_then(Value::as_str) != Some(invoice.token.to_string().to_lowercase().as_str()) {
+            return Err("token");
+        }
+        let metadata = invoice.metadata.clone().unwrap_or(Value::Null);
+        if self.field("metadata") != Some(&metadata) {
+            return Err("metadata");
+        }
+        let expiry_ok = match (num("expires_at"), num("expires_in")) {
+            (Some(at), None) => invoice.expires_at == Some(at),
+            (None, Some(within)) => invoice.expires_at == Some(invoice.created_at.saturating_add(within)),
+            (None, None) => invoice.expires_at.is_none(),
+            (Some(_), Some(_)) => false,
+        };
+        if !expiry_ok {
+            return Err("expires_at");
+        }
+        Ok(())
+    }
+}
