@@ -135,3 +135,31 @@ fn a_key_expires_after_a_day_and_a_record_must_match_its_invoice() {
     assert!(store.idempotent_invoice("shop", key, later).expect("read").is_none());
     assert_eq!(store.put_idempotent_invoice(&invoice(4), later).expect("put").id, B256::repeat_byte(4));
 }
+
+#[tokio::test]
+async fn a_replicated_invoice_with_a_record_that_does_not_match_it_is_refused() {
+    use crate::gossip::{InvoiceScope, check_invoice};
+    let (_dir, store) = temp_store();
+    let st = state(store.clone());
+    let (_, _, made) = post(&st, Some("k-9"), json!({"amount": "1000", "token": "native", "expires_in": 60})).await;
+    let id: alloy::primitives::B256 = made["id"].as_str().expect("id").parse().expect("hash");
+    let honest = store.invoice(id).expect("read").expect("stored");
+    let scope = InvoiceScope {
+        merchants: st.merchants.clone(),
+        chain_id: 31337,
+        payments: alloy::primitives::Address::repeat_byte(0x22),
+    };
+    assert!(check_invoice(honest.clone(), &scope).is_ok());
+    // An operator attaches the key to an invoice of other terms (its own nonce and id).
+    let (_, _, other) = post(&st, None, json!({"amount": "1000", "token": "native", "expires_in": 60})).await;
+    let other_id: alloy::primitives::B256 = other["id"].as_str().expect("id").parse().expect("hash");
+    let mut forged = store.invoice(other_id).expect("read").expect("stored");
+    forged.idempotency = honest.idempotency.clone();
+    assert!(check_invoice(forged, &scope).is_err(), "the nonce is not the key's");
+    // Or rewrites the request the key was used with.
+    let mut rewritten = honest.clone();
+    if let Some(r) = rewritten.idempotency.as_mut() {
+        r.request[1].1 = json!("2000");
+    }
+    assert!(check_invoice(rewritten, &scope).is_err(), "the request is not the invoice's");
+}
