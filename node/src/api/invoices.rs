@@ -2,7 +2,7 @@
 
 use super::{ApiError, ApiState, ChainState, auth};
 use crate::invoice_view::{InvoiceStatus, InvoiceView, invoice_view, token_label};
-use crate::store::Invoice;
+use crate::store::{Invoice, KeyState};
 use crate::time::now_s;
 use alloy::primitives::{Address, B256, U256};
 use alloy::sol_types::SolCall;
@@ -108,45 +108,62 @@ pub(super) async fn create(
     let chain = state.chains.get(req.chain_id, "chain_id")?;
     let now = now_s();
     let (amount, token) = (parse_amount(&req.amount)?, parse_token(&req.token)?);
+    // The whole body is checked before a key is looked up: a bad field is a 400 either way.
+    let expires_at = parse_expiry(req.expires_at, req.expires_in, now)?;
+    let metadata = check_metadata(req.metadata.clone())?;
     let record = key.map(|k| idempotency::record(k, &req, chain.chain_id, amount, token));
     let mut replayed = HeaderMap::new();
     replayed.insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
+    let mut nonce = random_id();
     if let Some(record) = &record {
         // A key names one invoice whichever chain it is on.
+        let mut expired = false;
         for c in state.chains.iter() {
-            if let Some(existing) = c.store.idempotent_invoice(&merchant.id, record.key_hash, now)? {
-                idempotency::check_same(&existing, record)?;
-                let created = Created {
-                    invoice: view_of(&state, c, &existing, now)?,
-                    payment_instructions: instructions(c, &existing),
-                };
-                return Ok((StatusCode::CREATED, replayed, Json(created)));
+            match c.store.idempotency_key(&merchant.id, record.key_hash, now)? {
+                KeyState::Live(existing) => {
+                    idempotency::check_same(&existing, record)?;
+                    // Announced again: the node that made it may have stopped before it did.
+                    if let Some(replicator) = &c.replicator {
+                        replicator.replicate((*existing).clone());
+                    }
+                    let created = Created {
+                        invoice: view_of(&state, c, &existing, now)?,
+                        payment_instructions: instructions(c, &existing),
+                    };
+                    return Ok((StatusCode::CREATED, replayed, Json(created)));
+                }
+                KeyState::Expired => expired = true,
+                KeyState::Unknown => {}
             }
+        }
+        // The key's nonce, so a retry on any node builds this same invoice; a key that named
+        // an invoice more than a day ago makes a new one.
+        if !expired {
+            nonce = crate::store::key_nonce(record.key_hash);
         }
     }
     let mut invoice = Invoice {
         id: B256::ZERO,
-        // With a key, the nonce is the key's: a retry on any node builds this same invoice.
-        nonce: record.as_ref().map_or_else(random_id, |r| crate::store::key_nonce(r.key_hash)),
+        nonce,
         merchant_id: merchant.id.clone(),
         payout_address: merchant.payout_address,
         amount,
         token,
         created_at: now,
-        expires_at: parse_expiry(req.expires_at, req.expires_in, now)?,
-        metadata: check_metadata(req.metadata)?,
+        expires_at,
+        metadata,
         created_by: state.node_name.clone(),
         idempotency: record.clone(),
     };
     // The id commits to the terms: no operator can alter them without changing it.
     invoice.id = invoice.terms(chain.chain_id, chain.payments_contract).id();
-    let stored = if record.is_some() {
+    let (stored, new) = if record.is_some() {
         chain.store.put_idempotent_invoice(&invoice, now)?
     } else {
         chain.store.put_invoice(&invoice)?;
-        invoice.clone()
+        (invoice.clone(), true)
     };
-    let headers = if stored.id == invoice.id {
+    let headers = if new {
         info!(invoice_id = %invoice.id, merchant = %merchant.id, chain_id = chain.chain_id, amount = %invoice.amount, token = %token_label(invoice.token), idempotency_key = record.is_some(), "invoice created");
         if let Some(replicator) = &chain.replicator {
             replicator.replicate(invoice.clone());

@@ -213,6 +213,9 @@ pub(super) fn record_with_events(
     first_attempt_ms: u64,
 ) -> Result<(), crate::store::StoreError> {
     let Some((from, to)) = ctx.schedule.range(record.round) else { return Ok(()) };
+    // The reversals a rewind kept go out first: a merchant hears that a payment left the chain
+    // before it hears of what the new fork settled.
+    store.queue_reversals(|original, leaf| crate::webhook::payload::reverted_event(original, leaf, now_s()))?;
     let payments: Vec<_> = store.payments_in_range(from, to)?.into_iter().map(|r| r.leaf).collect();
     let events = settlement_events(store, ctx, merchants, &payments, record, now_s())?;
     store.record_settlement(record, &events, first_attempt_ms)

@@ -30,37 +30,62 @@ pub fn key_nonce(key_hash: B256) -> B256 {
     keccak256([b"settleproof/idempotency-nonce/v1\0".as_slice(), key_hash.as_slice()].concat())
 }
 
+/// What a node knows of a merchant's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyState {
+    /// Never seen: a new invoice takes the key's nonce.
+    Unknown,
+    /// It named an invoice more than 24 h ago: a new invoice takes a random nonce (the key's
+    /// would rebuild the old invoice).
+    Expired,
+    /// It names this invoice.
+    Live(Box<Invoice>),
+}
+
 impl Store {
-    /// The invoice `merchant`'s key (by hash) created, while the key is live at `now_s`.
-    pub fn idempotent_invoice(&self, merchant: &str, key: B256, now_s: u64) -> Result<Option<Invoice>, StoreError> {
+    /// What this node knows of `merchant`'s key (by hash) at `now_s`.
+    pub fn idempotency_key(&self, merchant: &str, key: B256, now_s: u64) -> Result<KeyState, StoreError> {
         let tx = self.read()?;
-        let Some(entry) = tx.open_table(IDEMPOTENCY)?.get((merchant, key.0))?.map(|v| v.value()) else {
-            return Ok(None);
+        let Some((id, seen_at)) = tx.open_table(IDEMPOTENCY)?.get((merchant, key.0))?.map(|v| v.value()) else {
+            return Ok(KeyState::Unknown);
         };
-        let (id, seen_at) = entry;
         if seen_at.saturating_add(IDEMPOTENCY_TTL_S) <= now_s {
-            return Ok(None);
+            return Ok(KeyState::Expired);
         }
         drop(tx);
-        self.invoice(B256::from(id))
+        Ok(self.invoice(B256::from(id))?.map_or(KeyState::Unknown, |i| KeyState::Live(Box::new(i))))
+    }
+
+    /// The invoice `merchant`'s key (by hash) created, while the key is live at `now_s`.
+    pub fn idempotent_invoice(&self, merchant: &str, key: B256, now_s: u64) -> Result<Option<Invoice>, StoreError> {
+        Ok(match self.idempotency_key(merchant, key, now_s)? {
+            KeyState::Live(i) => Some(*i),
+            _ => None,
+        })
     }
 
     /// Stores `invoice`, which carries an idempotency record, unless its key already names a
-    /// live invoice; returns the invoice the key names afterwards (this one, or the one that
-    /// was there: two requests racing on one node get one invoice).
-    pub fn put_idempotent_invoice(&self, invoice: &Invoice, now_s: u64) -> Result<Invoice, StoreError> {
-        if let Some(record) = &invoice.idempotency
-            && let Some(existing) = self.idempotent_invoice(&invoice.merchant_id, record.key_hash, now_s)?
-        {
-            return Ok(existing);
+    /// live invoice or its id is stored, in one write transaction (redb runs one at a time), so
+    /// two requests racing on one node store one invoice. Returns the invoice the request gets and whether
+    /// it is this one, new.
+    pub fn put_idempotent_invoice(&self, invoice: &Invoice, now_s: u64) -> Result<(Invoice, bool), StoreError> {
+        let tx = self.db().begin_write()?;
+        if let Some(record) = &invoice.idempotency {
+            let entry =
+                tx.open_table(IDEMPOTENCY)?.get((invoice.merchant_id.as_str(), record.key_hash.0))?.map(|v| v.value());
+            if let Some((id, seen_at)) = entry
+                && seen_at.saturating_add(IDEMPOTENCY_TTL_S) > now_s
+                && let Some(existing) = Self::invoice_in(&tx, B256::from(id))?
+            {
+                return Ok((existing, false));
+            }
         }
-        self.put_invoices_at(std::slice::from_ref(invoice), now_s, true)?;
-        match &invoice.idempotency {
-            Some(record) => Ok(self
-                .idempotent_invoice(&invoice.merchant_id, record.key_hash, now_s)?
-                .unwrap_or_else(|| invoice.clone())),
-            None => Ok(invoice.clone()),
+        if let Some(existing) = Self::invoice_in(&tx, invoice.id)? {
+            return Ok((existing, false));
         }
+        Self::insert_invoices(&tx, std::slice::from_ref(invoice), now_s, true)?;
+        tx.commit()?;
+        Ok((invoice.clone(), true))
     }
 }
 

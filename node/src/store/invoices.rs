@@ -85,6 +85,18 @@ impl Store {
         replace_expired: bool,
     ) -> Result<usize, StoreError> {
         let tx = self.db().begin_write()?;
+        let new = Self::insert_invoices(&tx, invoices, now_s, replace_expired)?;
+        tx.commit()?;
+        Ok(new)
+    }
+
+    /// Inserts the invoices whose ids are not stored, in `tx`; returns how many.
+    pub(super) fn insert_invoices(
+        tx: &redb::WriteTransaction,
+        invoices: &[Invoice],
+        now_s: u64,
+        replace_expired: bool,
+    ) -> Result<usize, StoreError> {
         let mut new = 0;
         {
             let mut t = tx.open_table(INVOICES)?;
@@ -99,12 +111,16 @@ impl Store {
                 if let Some(at) = invoice.expires_at {
                     expiries.insert((at, invoice.id.0), ())?;
                 }
-                super::idempotency::index(&tx, invoice, now_s, replace_expired)?;
+                super::idempotency::index(tx, invoice, now_s, replace_expired)?;
                 new += 1;
             }
         }
-        tx.commit()?;
         Ok(new)
+    }
+
+    /// The invoice with this id, read in the write transaction `tx`.
+    pub(super) fn invoice_in(tx: &redb::WriteTransaction, id: B256) -> Result<Option<Invoice>, StoreError> {
+        tx.open_table(INVOICES)?.get(id.0)?.map(|v| decode("invoices", v.value())).transpose()
     }
 
     /// Invoices whose expiry is at or before `until` and not yet handled, soonest first.

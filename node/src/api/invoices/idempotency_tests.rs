@@ -125,15 +125,21 @@ fn a_key_expires_after_a_day_and_a_record_must_match_its_invoice() {
     // The first invoice stored under a key keeps it while it lives; a second (racing request,
     // or a replica of another node's) does not take it.
     let now = 10_000;
-    assert_eq!(store.put_idempotent_invoice(&invoice(1), now).expect("put").id, B256::repeat_byte(1));
-    assert_eq!(store.put_idempotent_invoice(&invoice(2), now + 1).expect("put").id, B256::repeat_byte(1));
+    assert_eq!(store.put_idempotent_invoice(&invoice(1), now).expect("put"), (invoice(1), true));
+    let (winner, new) = store.put_idempotent_invoice(&invoice(2), now + 1).expect("put");
+    assert_eq!((winner.id, new), (B256::repeat_byte(1), false));
+    assert!(store.invoice(B256::repeat_byte(2)).expect("read").is_none(), "the loser is not stored");
     store.put_invoice(&invoice(3)).expect("replica");
     assert_eq!(store.idempotent_invoice("shop", key, now + 2).expect("read").map(|i| i.id), Some(B256::repeat_byte(1)));
     assert!(store.idempotent_invoice("other", key, now).expect("read").is_none(), "keys are per merchant");
     // After a day the key is free again.
     let later = now + IDEMPOTENCY_TTL_S;
     assert!(store.idempotent_invoice("shop", key, later).expect("read").is_none());
-    assert_eq!(store.put_idempotent_invoice(&invoice(4), later).expect("put").id, B256::repeat_byte(4));
+    assert_eq!(store.idempotency_key("shop", key, later).expect("read"), crate::store::KeyState::Expired);
+    assert_eq!(store.put_idempotent_invoice(&invoice(4), later).expect("put").0.id, B256::repeat_byte(4));
+    // A request that rebuilds a stored invoice gets the stored one, not a new one.
+    let (again, new) = store.put_idempotent_invoice(&Invoice { created_at: 5, ..invoice(4) }, later + 1).expect("put");
+    assert_eq!((again.created_at, new), (1000, false));
 }
 
 #[tokio::test]
