@@ -35,12 +35,24 @@ fn policy() -> TxPolicy {
 }
 
 fn sender(chain: &FakeChain, signer: &PrivateKeySigner, halt: Option<Halt>) -> SettlementSender {
+    sender_with(chain, signer, policy(), halt)
+}
+
+fn sender_with(chain: &FakeChain, signer: &PrivateKeySigner, policy: TxPolicy, halt: Option<Halt>) -> SettlementSender {
     let cfg = cfg();
     let readers = (0..3).map(|_| chain.provider(Behaviour::Honest)).collect();
     let reads = ProviderSet::from_providers(readers, &cfg).expect("quorum");
     let client = ChainClient::over(reads, &cfg, signer.address());
     let writers = (0..3).map(|_| chain.writer(signer.clone())).collect();
-    SettlementSender::with_writers(writers, signer.address(), policy(), client, halt).expect("writers")
+    SettlementSender::with_writers(writers, signer.address(), policy, client, halt).expect("writers")
+}
+
+/// A sender whose invariant violations pull a halt of its own (kept in a temporary store).
+fn halting_sender(chain: &FakeChain, signer: &PrivateKeySigner) -> (tempfile::TempDir, Halt, SettlementSender) {
+    let (dir, store) = temp_store();
+    let halt = Halt::load(store, 31337).expect("halt");
+    let s = sender(chain, signer, Some(halt.clone()));
+    (dir, halt, s)
 }
 
 fn call(round: u64) -> SettleCall {
@@ -106,15 +118,7 @@ async fn the_fee_cap_holds_through_replacements() {
     let signer = PrivateKeySigner::random();
     chain.mine_from_send(usize::MAX);
     let cap = super::fake::BASE_FEE * 2;
-    let mut s = sender(&chain, &signer, None);
-    s = SettlementSender::with_writers(
-        (0..3).map(|_| chain.writer(signer.clone())).collect(),
-        signer.address(),
-        TxPolicy { max_fee_per_gas: Some(cap), ..policy() },
-        s.chain().clone(),
-        None,
-    )
-    .expect("writers");
+    let s = sender_with(&chain, &signer, TxPolicy { max_fee_per_gas: Some(cap), ..policy() }, None);
     assert!(s.settle(&call(1)).await.is_err());
     assert!(chain.sent().iter().all(|t| t.max_fee <= cap && t.tip <= t.max_fee), "{:?}", chain.sent());
 }
@@ -133,9 +137,7 @@ async fn a_round_another_keeper_settled_costs_nothing() {
 async fn a_nonce_used_elsewhere_halts_settlement() {
     let chain = FakeChain::new(31337, SETTLEMENT, 20);
     let signer = PrivateKeySigner::random();
-    let (_dir, store) = temp_store();
-    let halt = Halt::load(store, 31337).expect("halt");
-    let s = sender(&chain, &signer, Some(halt.clone()));
+    let (_dir, halt, s) = halting_sender(&chain, &signer);
     settled(s.settle(&call(1)).await.expect("first"));
     // The settlement key signs a transaction somewhere else.
     chain.use_nonce(signer.address());
@@ -149,9 +151,7 @@ async fn a_nonce_used_elsewhere_halts_settlement() {
 async fn a_nonce_a_reorg_dropped_is_adopted_without_a_halt() {
     let chain = FakeChain::new(31337, SETTLEMENT, 20);
     let signer = PrivateKeySigner::random();
-    let (_dir, store) = temp_store();
-    let halt = Halt::load(store, 31337).expect("halt");
-    let s = sender(&chain, &signer, Some(halt.clone()));
+    let (_dir, halt, s) = halting_sender(&chain, &signer);
     settled(s.settle(&call(1)).await.expect("first"));
     // A reorg took the first settlement out: the chain counts one transaction less.
     chain.set_nonce(signer.address(), 0);
