@@ -193,6 +193,11 @@ pub struct ChainSection {
     /// How long an open breaker skips its provider before one probe, in milliseconds.
     #[serde(default = "default_breaker_open_ms")]
     pub rpc_breaker_open_ms: u64,
+    /// How long a read waits on the first `rpc_quorum` providers before it asks all the others,
+    /// in milliseconds; 0 asks every provider at once. A failed or disagreeing answer asks one
+    /// more at once.
+    #[serde(default = "default_rpc_hedge_ms")]
+    pub rpc_hedge_ms: u64,
     /// Address of the `InvoicePayments` contract.
     pub payments_contract: Address,
     /// Address of the `Settlement` contract.
@@ -462,6 +467,9 @@ fn default_breaker_failures() -> u32 {
 }
 fn default_breaker_open_ms() -> u64 {
     10_000
+}
+fn default_rpc_hedge_ms() -> u64 {
+    250
 }
 fn default_confirmations() -> u64 {
     2

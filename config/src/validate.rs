@@ -116,6 +116,15 @@ fn chain(cfg: &NodeConfig, at: &str, c: &ChainSection, v: &mut Problems) {
     if c.rpc_retries > 10 {
         v.add(format!("{at}.rpc_retries"), "must be at most 10 (retries multiply the time a read can take)");
     }
+    if c.rpc_hedge_ms > c.rpc_timeout_ms {
+        v.add(
+            format!("{at}.rpc_hedge_ms"),
+            format!(
+                "must be at most rpc_timeout_ms ({}): later, the first providers have timed out already",
+                c.rpc_timeout_ms
+            ),
+        );
+    }
     if c.rpc_breaker_failures == 0 {
         v.add(format!("{at}.rpc_breaker_failures"), "must be at least 1");
     }
@@ -337,6 +346,7 @@ mod tests {
                 "chains[0].rpc_endpoints[0]",
             ),
             ("rpc_quorum = 1", "rpc_quorum = 2", "chains[0].rpc_quorum"),
+            ("rpc_hedge_ms = 250 ", "rpc_hedge_ms = 2001 ", "chains[0].rpc_hedge_ms"),
             ("threshold = 1", "threshold = 0", "network.threshold"),
             ("name = \"node-0\"\ndata_dir", "name = \"ghost\"\ndata_dir", "node.name"),
             ("length_blocks = 5", "length_blocks = 0", "rounds.length_blocks"),

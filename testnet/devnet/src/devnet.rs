@@ -286,6 +286,7 @@ fn chain_section(spec: &DevnetSpec, chain: &DevnetChain, c: &ChainSpec, i: usize
         rpc_retries: 2,
         rpc_breaker_failures: 3,
         rpc_breaker_open_ms: 3000,
+        rpc_hedge_ms: 250,
         payments_contract: chain.deployment.payments,
         settlement_contract: chain.deployment.settlement,
         start_block: chain.deployment.start_block,
