@@ -224,35 +224,57 @@ fn merchants(cfg: &NodeConfig, v: &mut Problems) {
     let (mut ids, mut tokens) = (HashSet::new(), HashSet::new());
     for (i, m) in cfg.merchants.iter().enumerate() {
         let at = |f: &str| format!("merchants[{i}].{f}");
-        if m.id.trim().is_empty() || !ids.insert(m.id.as_str()) {
+        if !ids.insert(m.id.as_str()) {
             v.add(at("id"), "must be non-empty and unique");
         }
-        if m.payout_address.is_zero() {
-            v.add(at("payout_address"), "must be the merchant's non-zero payout address");
+        for (field, problem) in merchant_problems(m, cfg.tls.allow_insecure_http, cfg.webhooks.allow_private_targets) {
+            v.add(at(field), problem);
         }
-        if let Err(e) =
-            check_webhook_url(&m.webhook_url, cfg.tls.allow_insecure_http, cfg.webhooks.allow_private_targets)
-        {
-            v.add(at("webhook_url"), e.to_string());
-        }
-        let secret = m.webhook_secret.expose();
-        let body = secret.strip_prefix("whsec_").unwrap_or("");
-        if body.len() < 24 || !body.chars().all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c)) {
-            v.add(
-                at("webhook_secret"),
-                "must be `whsec_` followed by base64 of at least 24 bytes (see `settleproof keys webhook-secret`)",
-            );
-        }
-        if m.api_token.is_some() {
-            v.add(
-                at("api_token"),
-                "the configuration holds only the token's hash: replace it with api_token_sha256 = \"0x...\" (`echo -n TOKEN | settleproof hash-token` prints it)",
-            );
-        }
-        if m.api_token_sha256.is_zero() || !tokens.insert(m.api_token_sha256) {
+        if !tokens.insert(m.api_token_sha256) {
             v.add(at("api_token_sha256"), "must be the unique SHA-256 of the merchant's API token");
         }
     }
+}
+
+/// What is wrong with one merchant's entry by itself, as (field, problem): the checks of a
+/// `[[merchants]]` entry and of a merchant registry change alike. `insecure_http` and
+/// `private_targets` are `tls.allow_insecure_http` and `webhooks.allow_private_targets`.
+pub fn merchant_problems(
+    m: &crate::MerchantConfig,
+    insecure_http: bool,
+    private_targets: bool,
+) -> Vec<(&'static str, String)> {
+    let mut problems = Vec::new();
+    let valid_id =
+        (1..=64).contains(&m.id.len()) && m.id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if !valid_id {
+        problems.push(("id", "must be 1–64 letters, digits, `-`, `_` or `.`, and unique".to_string()));
+    }
+    if m.payout_address.is_zero() {
+        problems.push(("payout_address", "must be the merchant's non-zero payout address".to_string()));
+    }
+    if let Err(e) = check_webhook_url(&m.webhook_url, insecure_http, private_targets) {
+        problems.push(("webhook_url", e.to_string()));
+    }
+    let secret = m.webhook_secret.expose();
+    let body = secret.strip_prefix("whsec_").unwrap_or("");
+    if body.len() < 24 || !body.chars().all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c)) {
+        problems.push((
+            "webhook_secret",
+            "must be `whsec_` followed by base64 of at least 24 bytes (see `settleproof keys webhook-secret`)"
+                .to_string(),
+        ));
+    }
+    if m.api_token.is_some() {
+        problems.push((
+            "api_token",
+            "the configuration holds only the token's hash: replace it with api_token_sha256 = \"0x...\" (`echo -n TOKEN | settleproof hash-token` prints it)".to_string(),
+        ));
+    }
+    if m.api_token_sha256.is_zero() {
+        problems.push(("api_token_sha256", "must be the unique SHA-256 of the merchant's API token".to_string()));
+    }
+    problems
 }
 
 /// An RPC URL may hold an API key in its path or query: the message shows the host only.

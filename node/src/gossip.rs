@@ -18,7 +18,8 @@ pub const HEARTBEATS: &str = "settleproof/heartbeats/1";
 pub const DELIVERIES: &str = "settleproof/deliveries/1";
 
 /// The topics of a chain's pipeline, as the code names them.
-pub const TOPICS: [&str; 5] = [ATTESTATIONS, INVOICES, HEARTBEATS, DELIVERIES, crate::set_approval::TOPIC];
+pub const TOPICS: [&str; 6] =
+    [ATTESTATIONS, INVOICES, HEARTBEATS, DELIVERIES, crate::set_approval::TOPIC, crate::merchants::TOPIC];
 
 /// Every topic of chain `chain_id`'s pipeline on the wire: `<topic>/<chain_id>`
 /// ([`settleproof_p2p::scoped_topic`]), so each chain's messages travel apart, and with `plain`
@@ -308,7 +309,7 @@ impl InvoiceAnnouncement {
 #[derive(Debug, Clone)]
 pub struct InvoiceScope {
     /// The configured merchants.
-    pub merchants: std::sync::Arc<Vec<settleproof_config::MerchantConfig>>,
+    pub merchants: crate::merchants::Registry,
     /// This node's chain.
     pub chain_id: u64,
     /// Its `InvoicePayments` contract.
@@ -324,7 +325,7 @@ pub fn check_invoice(inv: Invoice, scope: &InvoiceScope) -> Result<Invoice, Goss
     if inv.expires_at == Some(0) || !inv.id_matches(scope.chain_id, scope.payments) {
         return Err(GossipRejection::InvoiceIdMismatch(inv.id));
     }
-    let merchants = &scope.merchants;
+    let merchants = scope.merchants.list();
     let merchant = merchants
         .iter()
         .find(|m| m.id == inv.merchant_id)

@@ -14,6 +14,7 @@ pub mod halt;
 pub mod invariants;
 pub mod invoice_view;
 pub mod keys;
+pub mod merchants;
 pub mod metrics_catalog;
 pub mod node;
 pub mod operators;

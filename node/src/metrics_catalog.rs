@@ -65,6 +65,7 @@ const GOSSIP_TOPICS: &[&str] = &[
     "settleproof/heartbeats/1",
     "settleproof/deliveries/1",
     "settleproof/set-approvals/1",
+    "settleproof/merchant-approvals/1",
 ];
 const REJECTIONS: &[&str] = &[
     "malformed",
@@ -138,6 +139,21 @@ pub const CATALOG: &[Metric] = &[
         "set_approvals_rejected_total",
         "Gossiped set change approvals refused (not their author's, bad signature), by reason",
         Labels::One("reason", &["malformed", "unknown_signer", "wrong_publisher", "bad_signature", "too_many"]),
+    ),
+    m(
+        C,
+        "merchant_approvals_rejected_total",
+        "Gossiped merchant registry approvals refused, by reason (rival: a second change to one version from one operator)",
+        Labels::One(
+            "reason",
+            &["malformed", "unknown_signer", "wrong_publisher", "bad_signature", "rival", "too_many"],
+        ),
+    ),
+    m(
+        C,
+        "merchant_changes_applied_total",
+        "Merchant registry changes applied after a threshold of operators approved them",
+        Labels::None,
     ),
     c(
         C,

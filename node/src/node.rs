@@ -157,10 +157,21 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
     let peers = PeerUnion::new(net.clone(), prepared.iter().map(|p| p.cfg.chain_id).zip(initial_peers));
 
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let merchants = Arc::new(cfg.merchants.clone());
     for m in &cfg.merchants {
         crate::redact::register(&m.webhook_url, &format!("webhook:{}", m.id));
     }
+    let home = prepared.first().ok_or_else(|| NodeError::Config("chains: no chain is configured".into()))?;
+    let merchants = crate::merchants::Registry::open(
+        crate::merchants::Home {
+            store: home.store.clone(),
+            epochs: home.epochs.clone(),
+            chain_id: home.cfg.chain_id,
+            settlement: home.cfg.settlement_contract,
+            url_policy: (cfg.tls.allow_insecure_http, cfg.webhooks.allow_private_targets),
+        },
+        &cfg.merchants,
+    )?;
+    merchants.attach(net.scoped_with_plain(&home.cfg.chain_id.to_string()));
     let shared = pipeline::Shared {
         cfg: &cfg,
         keys: &keys,

@@ -17,7 +17,7 @@ use crate::replication::InvoiceReplicator;
 use crate::rounds::{RoundDriver, Timing};
 use crate::store::Store;
 use crate::webhook::delivery::{Completion, Deliverer};
-use settleproof_config::{ChainSection, MerchantConfig, NodeConfig};
+use settleproof_config::{ChainSection, NodeConfig};
 use settleproof_consensus::RoundSchedule;
 use settleproof_p2p::{NetworkEvent, NetworkHandle};
 use std::sync::Arc;
@@ -60,7 +60,7 @@ pub struct Shared<'a> {
     /// The operator identity.
     pub keys: &'a OperatorKeys,
     /// The merchants.
-    pub merchants: Arc<Vec<MerchantConfig>>,
+    pub merchants: crate::merchants::Registry,
     /// The webhook HTTP client.
     pub webhook_client: reqwest::Client,
     /// The swarm's allow list, over all chains.
@@ -101,7 +101,7 @@ pub fn spawn(
     let mut deliverer = Deliverer::new(
         shared.webhook_client.clone(),
         p.store.clone(),
-        &cfg.merchants,
+        shared.merchants.clone(),
         cfg.webhooks.clone(),
         webhook_wake.clone(),
         cfg.node.name.clone(),
@@ -200,7 +200,7 @@ async fn grace_rounds(chain: &ChainClient, round_blocks: u64) -> u64 {
 fn run(
     cfg: &NodeConfig,
     bls_keys: Vec<settleproof_consensus::BlsSecretKey>,
-    merchants: Arc<Vec<MerchantConfig>>,
+    merchants: crate::merchants::Registry,
     peers: PeerUnion,
     parts: Parts,
     grace_rounds: u64,

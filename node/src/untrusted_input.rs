@@ -14,7 +14,7 @@ use alloy::primitives::{Address, B256, Bytes, U256};
 use proptest::prelude::*;
 use settleproof_config::{EXAMPLE, NodeConfig};
 use settleproof_consensus::{Batch, InvoiceTerms, PaymentLeaf, Receipt};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 /// A mutation of valid input.
 #[derive(Debug, Clone)]
@@ -114,7 +114,7 @@ fn fixture() -> &'static Fixture {
         let merchant: settleproof_config::NodeConfig =
             NodeConfig::from_toml_str(EXAMPLE, std::iter::empty()).expect("example config");
         let scope = InvoiceScope {
-            merchants: Arc::new(merchant.merchants),
+            merchants: crate::merchants::Registry::fixed(merchant.merchants),
             chain_id: 31337,
             payments: Address::repeat_byte(7),
         };

@@ -148,7 +148,7 @@ pub fn start(merchants: Vec<MerchantConfig>, settings: WebhookSection, events: &
     let d = Deliverer::new(
         client,
         store.clone(),
-        &merchants,
+        settleproof_node::merchants::Registry::fixed(merchants),
         settings,
         Arc::new(Notify::new()),
         "node-0".into(),

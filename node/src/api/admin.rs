@@ -144,7 +144,7 @@ pub(super) async fn enable(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers)?;
-    if !state.merchants.iter().any(|m| m.id == id) {
+    if !state.merchants.list().iter().any(|m| m.id == id) {
         return Err(ApiError::not_found("merchant"));
     }
     let mut replayed = 0;
@@ -167,7 +167,7 @@ pub(super) async fn enable(
 /// (each chain's worker keeps its own retry state). `endpoint` is the first chain's state, or
 /// a disabled one's when any is disabled.
 pub(super) fn merchant_status(state: &ApiState, id: &str) -> Result<Json<Value>, ApiError> {
-    let m = state.merchants.iter().find(|m| m.id == id).ok_or_else(|| ApiError::not_found("merchant"))?;
+    let m = state.merchants.get(id).ok_or_else(|| ApiError::not_found("merchant"))?;
     let mut endpoint = state.chains.first().store.endpoint(id)?;
     let (mut total, mut by_chain) = ([0usize; 3], Vec::new());
     for chain in state.chains.iter() {

@@ -6,8 +6,8 @@ use settleproof_config::MerchantConfig;
 
 /// The merchant whose API token is in the `Authorization: Bearer` header, within its request
 /// budget.
-pub fn merchant<'a>(headers: &HeaderMap, state: &'a super::ApiState) -> Result<&'a MerchantConfig, ApiError> {
-    let m = authenticate(headers, &state.merchants)?;
+pub fn merchant(headers: &HeaderMap, state: &super::ApiState) -> Result<MerchantConfig, ApiError> {
+    let m = authenticate(headers, &state.merchants.list())?.clone();
     state.limiter.take(&m.id, std::time::Instant::now()).map_err(ApiError::rate_limited)?;
     Ok(m)
 }

@@ -10,6 +10,7 @@
 //! client with repeated 401s is locked out for a while (429).
 
 mod admin;
+mod admin_merchants;
 mod admin_peers;
 mod admin_sets;
 pub mod auth;
@@ -35,7 +36,6 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
-use settleproof_config::MerchantConfig;
 use settleproof_p2p::NetworkHandle;
 use std::sync::Arc;
 
@@ -44,8 +44,8 @@ use std::sync::Arc;
 pub struct ApiState {
     /// The chains served, each with its store and pipeline parts.
     pub chains: Arc<Chains>,
-    /// Configured merchants.
-    pub merchants: Arc<Vec<MerchantConfig>>,
+    /// The merchant registry.
+    pub merchants: crate::merchants::Registry,
     /// This node's name.
     pub node_name: String,
     /// Gossip, for the peer count of the readiness check; `None` in handler tests.
@@ -122,7 +122,9 @@ pub fn admin_router(state: ApiState) -> Router {
         .route("/admin/v1/deliveries", get(admin::deliveries))
         .route("/admin/v1/deliveries/replay", post(admin::replay_failed))
         .route("/admin/v1/deliveries/{id}/replay", post(admin::replay_one))
-        .route("/admin/v1/merchants/{id}", get(admin::merchant))
+        .route("/admin/v1/merchants", get(admin_merchants::list).post(admin_merchants::create))
+        .route("/admin/v1/merchants/{id}", get(admin::merchant).patch(admin_merchants::update))
+        .route("/admin/v1/merchant-changes/{hash}/approve", post(admin_merchants::approve))
         .route("/admin/v1/merchants/{id}/enable", post(admin::enable))
         .route("/admin/v1/status", get(admin::status))
         .route("/admin/v1/halt", post(admin::halt))

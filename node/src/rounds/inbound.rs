@@ -39,6 +39,7 @@ impl RoundDriver {
                     gossip::HEARTBEATS => self.on_heartbeat(st, &data, source),
                     gossip::DELIVERIES => self.on_delivery_ack(&data, source),
                     crate::set_approval::TOPIC => self.on_set_approval(&data, source).await,
+                    crate::merchants::TOPIC => self.on_merchant_approval(&data, source).await,
                     _ => Verdict::Ignore,
                 };
                 self.net.report(reference, verdict).await;
@@ -289,6 +290,36 @@ impl RoundDriver {
                 metrics::counter!("set_approvals_rejected_total", "chain_id" => self.chain.chain_id().to_string(), "reason" => e.reason()).increment(1);
                 self.net.penalize(source).await;
                 Verdict::Reject
+            }
+        }
+    }
+
+    /// An operator's approval of a merchant registry change (heard on the first chain only,
+    /// whose store holds the registry): kept when it is its author's own, of the latest epoch,
+    /// with a valid signature over a valid record, and the change applied once a threshold
+    /// approved it. A forged one is scored against its author.
+    async fn on_merchant_approval(&self, data: &[u8], source: PeerId) -> Verdict {
+        if self.merchants.home_chain() != self.chain.chain_id() {
+            return Verdict::Ignore;
+        }
+        let registry = self.merchants.clone();
+        let bytes = data.to_vec();
+        let heard = tokio::task::spawn_blocking(move || registry.hear(&bytes, &source)).await;
+        match heard {
+            Ok(Ok(_)) => Verdict::Accept,
+            Ok(Err(e @ GossipRejection::UnknownEpoch(_))) => {
+                debug!(peer = %source, error = %e, "merchant change approval for another epoch ignored");
+                Verdict::Ignore
+            }
+            Ok(Err(e)) => {
+                warn!(peer = %source, error = %e, "merchant change approval rejected");
+                metrics::counter!("merchant_approvals_rejected_total", "reason" => e.reason()).increment(1);
+                self.net.penalize(source).await;
+                Verdict::Reject
+            }
+            Err(e) => {
+                error!(error = %e, "merchant change approval check failed");
+                Verdict::Ignore
             }
         }
     }

@@ -126,7 +126,7 @@ struct SettleTask {
     sender: SettlementSender,
     store: Store,
     ctx: ReceiptContext,
-    merchants: Arc<Vec<MerchantConfig>>,
+    merchants: crate::merchants::Registry,
     scope: crate::gossip::InvoiceScope,
     webhook_wake: Arc<Notify>,
     net: NetworkHandle,
@@ -158,7 +158,7 @@ impl SettleTask {
                     return Ok(record);
                 }
             };
-            record_with_events(&self.store, &self.ctx, &self.merchants, &sent, now_ms())?;
+            record_with_events(&self.store, &self.ctx, &self.merchants.list(), &sent, now_ms())?;
             if attempt == 0 {
                 let now = now_s();
                 for p in self.store.payments_in_range(batch.from_block, batch.to_block)? {

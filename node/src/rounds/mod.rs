@@ -17,7 +17,6 @@ use crate::gossip::{self, Heartbeat, SyncRequest};
 use crate::operators::OperatorSet;
 use crate::store::{RoundEnd, SettlementRecord, Store, StoreError};
 use crate::time::now_ms;
-use settleproof_config::MerchantConfig;
 use settleproof_consensus::{AttestationPool, BlsSecretKey, BlsSignature, Liveness, RoundSchedule};
 use settleproof_p2p::{NetworkEvent, NetworkHandle, PeerId};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -69,7 +68,7 @@ pub struct RoundDriver {
     /// Gossip.
     pub net: NetworkHandle,
     /// Merchants, for webhook events.
-    pub merchants: Arc<Vec<MerchantConfig>>,
+    pub merchants: crate::merchants::Registry,
     /// Wakes the webhook worker.
     pub webhook_wake: Arc<Notify>,
     /// Timers.
@@ -272,7 +271,7 @@ impl RoundDriver {
             match keeper::record_with_events(
                 &self.store,
                 &self.receipt_context(),
-                &self.merchants,
+                &self.merchants.list(),
                 &record,
                 first_attempt,
             ) {

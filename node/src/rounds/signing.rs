@@ -91,7 +91,7 @@ impl RoundDriver {
     /// Asks the peers, in the background, for the invoices of blocks `from..=to` this node never
     /// received, so that every node (not only the keeper) has them before the settlement.
     fn fetch_missing_invoices(&self, from: u64, to: u64) {
-        if super::invoice_fetch::missing(&self.store, &self.merchants, from, to).is_empty() {
+        if super::invoice_fetch::missing(&self.store, &self.merchants.list(), from, to).is_empty() {
             return;
         }
         let (net, peers, store, scope) =
@@ -181,6 +181,9 @@ impl RoundDriver {
             }
         }
         self.rebroadcast_set_approvals().await;
+        if self.merchants.home_chain() == self.chain.chain_id() {
+            self.merchants.rebroadcast();
+        }
     }
 
     /// Publishes this node's own approvals of set changes proposed to the latest epoch (made

@@ -78,6 +78,10 @@ impl Store {
         n += copy(&snapshot, &tx, IDEMPOTENCY)?;
         n += copy(&snapshot, &tx, EPOCHS)?;
         n += copy(&snapshot, &tx, SET_APPROVALS)?;
+        n += copy(&snapshot, &tx, MERCHANT_REGISTRY)?;
+        n += copy(&snapshot, &tx, MERCHANT_CHANGES)?;
+        n += copy(&snapshot, &tx, MERCHANT_APPROVALS)?;
+        n += copy(&snapshot, &tx, MERCHANT_AUDIT)?;
         tx.commit()?;
         drop(copy_db);
         check(path)?;
@@ -177,12 +181,23 @@ mod tests {
             settleproof_consensus::OperatorSetSpec { epoch: 1, start_round: 5, threshold: 1, operators: Vec::new() };
         store.put_epoch(&spec).expect("epoch");
         store.put_set_approval(2, B256::repeat_byte(2), 0, &[1u8; 96]).expect("approval");
+        // The merchant registry, a change waiting and its approval.
+        let demo = settleproof_config::NodeConfig::from_toml_str(settleproof_config::EXAMPLE, std::iter::empty())
+            .expect("example")
+            .merchants
+            .remove(0);
+        store.seed_merchant(&demo, 1).expect("seed");
+        let change = crate::store::MerchantChange { merchant: demo, disabled: true, version: 1, epoch: 0 };
+        store.put_merchant_approval(&change, change.hash(), 0, &[1u8; 96]).expect("merchant approval");
         let backup = dir.path().join("backup.redb");
         store.backup_to(&backup).expect("backup");
         let source = table_sizes(store.db());
         drop(store);
         let copy = table_sizes(&Database::open(&backup).expect("open backup"));
         assert!(source["epochs"] > 0 && source["set_approvals"] > 0, "{source:?}");
+        for t in ["merchant_registry", "merchant_changes", "merchant_approvals", "merchant_audit"] {
+            assert!(source[t] > 0, "{t}: {source:?}");
+        }
         // Every table of the store is in the backup with all its entries (a table the backup
         // leaves out would be there empty: the check after the copy opens every table).
         assert_eq!(source, copy);

@@ -13,7 +13,12 @@
 //! - `signed`: round → the batch this node signed and its signature (the signing guard)
 //! - `settlements`: round → how the round was settled; `provisional_settlements`: rounds whose
 //!   record came from this node's own receipt and awaits the watcher's confirmation
-//! - `epochs`: epoch → the operator set committed on chain ([`OperatorSetSpec`], JSON)
+//! - `epochs`: epoch → the operator set committed on chain ([`OperatorSetSpec`], JSON);
+//!   `set_approvals`: approvals of the next set
+//! - `merchant_registry`: merchant id → its record and the approvals that made it;
+//!   `merchant_changes`, `merchant_approvals`: changes waiting for approvals;
+//!   `merchant_audit`: (applied at, change hash) → what was applied (see `merchants.rs`; kept in
+//!   the first chain's file)
 //! - `outbox`, `outbox_pending`, `outbox_dead`, `outbox_attempts`, `delivery_acks`,
 //!   `delivery_ack_times`, `merchant_endpoints`: webhook events, their attempts, the other
 //!   operators' acknowledgements and delivery state (see `outbox.rs`)
@@ -29,6 +34,7 @@ mod epochs;
 mod halt_reason;
 mod idempotency;
 mod invoices;
+mod merchants;
 mod outbox;
 mod rounds;
 
@@ -38,6 +44,9 @@ pub use chain::{PaymentRecord, RangeApplied, RoundEnd, StoredBlock};
 pub use halt_reason::HaltReason;
 pub use idempotency::{IDEMPOTENCY_TTL_S, IdempotencyRecord, KeyState, key_hash, key_nonce};
 pub use invoices::Invoice;
+pub use merchants::{
+    AuditEntry, MAX_PENDING_PER_SIGNER, MerchantApprovalPut, MerchantChange, PendingChange, RegistryEntry,
+};
 pub use outbox::{Attempt, AttemptEffect, EndpointState, OutboxEvent, webhook_id};
 pub use rounds::{SettlementRecord, SignedBatch, SigningOutcome};
 
@@ -84,6 +93,11 @@ pub(crate) const REVERSALS: TableDefinition<&str, &[u8]> = TableDefinition::new(
 pub(crate) const EPOCHS: TableDefinition<u64, &[u8]> = TableDefinition::new("epochs");
 /// Approvals of set changes heard: (approving epoch, set hash, signer) → signature.
 pub(crate) const SET_APPROVALS: TableDefinition<(u64, [u8; 32], u32), &[u8]> = TableDefinition::new("set_approvals");
+pub(crate) const MERCHANT_REGISTRY: TableDefinition<&str, &[u8]> = TableDefinition::new("merchant_registry");
+pub(crate) const MERCHANT_CHANGES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("merchant_changes");
+pub(crate) const MERCHANT_APPROVALS: TableDefinition<([u8; 32], u32), &[u8]> =
+    TableDefinition::new("merchant_approvals");
+pub(crate) const MERCHANT_AUDIT: TableDefinition<(u64, [u8; 32]), &[u8]> = TableDefinition::new("merchant_audit");
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -196,6 +210,10 @@ impl Store {
         tx.open_table(IDEMPOTENCY)?;
         tx.open_table(EPOCHS)?;
         tx.open_table(SET_APPROVALS)?;
+        tx.open_table(MERCHANT_REGISTRY)?;
+        tx.open_table(MERCHANT_CHANGES)?;
+        tx.open_table(MERCHANT_APPROVALS)?;
+        tx.open_table(MERCHANT_AUDIT)?;
         tx.commit()?;
         Ok(Self { db: Arc::new(db), ack_quorum: Arc::new(std::sync::atomic::AtomicUsize::new(1)) })
     }

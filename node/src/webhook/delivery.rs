@@ -13,7 +13,7 @@ use crate::gossip::{self, DeliveryAck};
 use crate::store::{Attempt, AttemptEffect, EndpointState, OutboxEvent, Store};
 use crate::time::{now_ms, now_s};
 use rand::Rng;
-use settleproof_config::{MerchantConfig, WebhookSection};
+use settleproof_config::WebhookSection;
 use settleproof_consensus::RoundSchedule;
 use settleproof_p2p::NetworkHandle;
 use std::collections::{HashMap, HashSet};
@@ -59,7 +59,7 @@ impl InFlight {
 #[derive(Debug, Clone)]
 pub struct Deliverer {
     store: Store,
-    merchants: Arc<HashMap<String, MerchantConfig>>,
+    merchants: crate::merchants::Registry,
     client: reqwest::Client,
     settings: WebhookSection,
     wake: Arc<Notify>,
@@ -92,7 +92,7 @@ impl Deliverer {
     pub fn new(
         client: reqwest::Client,
         store: Store,
-        merchants: &[MerchantConfig],
+        merchants: crate::merchants::Registry,
         settings: WebhookSection,
         wake: Arc<Notify>,
         node: String,
@@ -100,7 +100,6 @@ impl Deliverer {
         schedule: RoundSchedule,
         chain_id: u64,
     ) -> Self {
-        let merchants = Arc::new(merchants.iter().map(|m| (m.id.clone(), m.clone())).collect());
         Self {
             store,
             merchants,
@@ -159,11 +158,17 @@ impl Deliverer {
             .map(|r| r.leaf)
             .find(|l| super::payload::webhook_id(l.invoice_id, l.tx_hash, l.log_index) == event.id)?;
         let record = self.store.settlement(self.schedule.round_of(leaf.block_number)?).ok()??;
-        let fresh =
-            super::payload::settlement_events(&self.store, &c.ctx, &c.scope.merchants, &[leaf], &record, now_s())
-                .ok()?
-                .into_iter()
-                .find(|e| e.id == event.id && e.event_type != "payment.settled")?;
+        let fresh = super::payload::settlement_events(
+            &self.store,
+            &c.ctx,
+            &c.scope.merchants.list(),
+            &[leaf],
+            &record,
+            now_s(),
+        )
+        .ok()?
+        .into_iter()
+        .find(|e| e.id == event.id && e.event_type != "payment.settled")?;
         if !self.store.rerender_event(&event.id, &fresh.event_type, &fresh.body).ok()? {
             return None;
         }
@@ -180,8 +185,13 @@ impl Deliverer {
             self.queue_reversals();
             // Merchants whose endpoint is disabled, and those with every slot in use: their
             // events must not fill the batch read below and crowd out other merchants.
-            let mut paused: Vec<String> =
-                self.merchants.keys().filter(|m| self.store.endpoint(m).is_ok_and(|e| e.disabled)).cloned().collect();
+            let mut paused: Vec<String> = self
+                .merchants
+                .list()
+                .iter()
+                .map(|m| m.id.clone())
+                .filter(|m| self.store.endpoint(m).is_ok_and(|e| e.disabled))
+                .collect();
             if let Ok(f) = self.in_flight.lock() {
                 paused.extend(
                     f.per_merchant

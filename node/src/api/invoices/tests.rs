@@ -30,7 +30,7 @@ pub(super) fn state(store: Store) -> ApiState {
 fn state_of(chains: Chains) -> ApiState {
     ApiState {
         chains: Arc::new(chains),
-        merchants: Arc::new(vec![MerchantConfig {
+        merchants: crate::merchants::Registry::fixed(vec![MerchantConfig {
             id: "shop".into(),
             payout_address: Address::repeat_byte(0x11),
             webhook_url: "http://127.0.0.1:1/webhooks".into(),

@@ -1,0 +1,23 @@
+//! The merchant registry that no single operator controls.
+//!
+//! Merchants are created, updated and disabled through the admin API of any node. A change is
+//! the merchant's whole next record at a new version ([`crate::store::MerchantChange`]); the
+//! node that proposes it signs it with its BLS key and gossips the approval
+//! ([`MerchantApproval`], topic [`TOPIC`] of the first chain); other operators see it waiting
+//! and approve it on their own nodes. Every node checks every approval (published by its signer,
+//! of the latest operator set, a valid signature over the change it computes itself) and applies
+//! the change once a threshold of that set approved it
+//! ([`settleproof_consensus::change_fate`]). So a payout address is never changed on one
+//! operator's word: a Byzantine operator's change, however often it gossips it, stays waiting.
+//! An honest node never approves two changes to one merchant version, so with at most f
+//! Byzantine operators two rival changes cannot both reach the threshold.
+//!
+//! The configuration's `[[merchants]]` seeds the registry: an id the registry does not hold is
+//! added at version 0 on start. After that the registry's record wins; a configuration entry
+//! that differs is reported at start.
+
+mod approval;
+mod registry;
+
+pub use approval::{MerchantApproval, TOPIC};
+pub use registry::{Approved, Home, Registry, RegistryError};

@@ -1,0 +1,472 @@
+//! The live merchant registry: what the API, gossip checks and webhook workers read, and the
+//! proposals, approvals and applications that change it.
+
+use super::approval::{MerchantApproval, TOPIC};
+use crate::epochs::Epochs;
+use crate::gossip::GossipRejection;
+use crate::store::{MerchantApprovalPut, MerchantChange, PendingChange, RegistryEntry, Store, StoreError};
+use crate::time::now_ms;
+use alloy::primitives::{Address, B256, Bytes};
+use settleproof_config::MerchantConfig;
+use settleproof_consensus::{BlsSecretKey, ChangeFate, change_fate, merchant_change_message};
+use settleproof_p2p::{NetworkHandle, PeerId};
+use std::sync::{Arc, OnceLock, RwLock};
+use tracing::{info, warn};
+
+/// Why a proposal or an approval was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A field of the proposed record is wrong.
+    #[error("{field}: {problem}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// What is wrong and how to fix it.
+        problem: String,
+    },
+    /// This node cannot approve: no operator set, not an operator of it, or no key of it.
+    #[error("{0}")]
+    CannotApprove(String),
+    /// The change conflicts with what this node holds or approved.
+    #[error("{0}")]
+    Conflict(String),
+    /// No change with this hash waits here.
+    #[error("no merchant change {0} waits on this node")]
+    UnknownChange(B256),
+    /// Merchant unknown.
+    #[error("no merchant `{0}` in the registry")]
+    UnknownMerchant(String),
+}
+
+/// A change this node approved, and where it stands.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Approved {
+    /// Its hash.
+    pub change_hash: B256,
+    /// Merchant.
+    pub merchant_id: String,
+    /// Version.
+    pub version: u64,
+    /// Distinct approvals held here.
+    pub approvals: usize,
+    /// Approvals needed.
+    pub threshold: usize,
+    /// Whether it is now the merchant's record here.
+    pub applied: bool,
+}
+
+/// How long after applying a change a node keeps gossiping its approvals of it, so that nodes
+/// which missed them (offline, partitioned) still apply it.
+pub const RECENT_MS: u64 = 60 * 60 * 1000;
+
+/// `me`'s approval among `approvals` of `change`, carrying the others.
+fn approval_of(me: usize, change: MerchantChange, approvals: Vec<(u32, Bytes)>) -> Option<MerchantApproval> {
+    let (mine, others): (Vec<_>, Vec<_>) = approvals.into_iter().partition(|(s, _)| *s as usize == me);
+    let (_, signature) = mine.into_iter().next()?;
+    Some(MerchantApproval { change, signer: me, signature, others, sent_at_ms: now_ms() })
+}
+
+#[derive(Debug, Default)]
+struct View {
+    /// Merchants served.
+    active: Arc<Vec<MerchantConfig>>,
+    /// Merchants disabled.
+    disabled: Vec<String>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// The first chain's store (`None`: a fixed list, for tests and tools).
+    store: Option<Store>,
+    /// The first chain's operator sets, whose latest approves changes.
+    epochs: Option<Arc<Epochs>>,
+    /// The chain and settlement contract approvals name.
+    chain_id: u64,
+    settlement: Address,
+    /// `tls.allow_insecure_http`, `webhooks.allow_private_targets`.
+    url_policy: (bool, bool),
+    view: RwLock<View>,
+    /// Where approvals are published: the first chain's gossip scope.
+    net: OnceLock<NetworkHandle>,
+}
+
+/// The merchant registry; cheap to clone, every clone sees each applied change at once.
+#[derive(Debug, Clone)]
+pub struct Registry(Arc<Inner>);
+
+/// Settings of [`Registry::open`].
+#[derive(Debug)]
+pub struct Home {
+    /// The first chain's store.
+    pub store: Store,
+    /// The first chain's operator sets.
+    pub epochs: Arc<Epochs>,
+    /// Its chain id.
+    pub chain_id: u64,
+    /// Its settlement contract.
+    pub settlement: Address,
+    /// `tls.allow_insecure_http`, `webhooks.allow_private_targets`.
+    pub url_policy: (bool, bool),
+}
+
+impl Registry {
+    /// A registry of `merchants` that never changes (tests and tools).
+    pub fn fixed(merchants: Vec<MerchantConfig>) -> Self {
+        let view = View { active: Arc::new(merchants), disabled: Vec::new() };
+        Self(Arc::new(Inner {
+            store: None,
+            epochs: None,
+            chain_id: 0,
+            settlement: Address::ZERO,
+            url_policy: (true, true),
+            view: RwLock::new(view),
+            net: OnceLock::new(),
+        }))
+    }
+
+    /// The registry kept in `home.store`, seeded with the configuration's `seed` merchants it
+    /// does not hold yet. A configured merchant whose record differs from the registry's is
+    /// reported: the registry's stands.
+    pub fn open(home: Home, seed: &[MerchantConfig]) -> Result<Self, StoreError> {
+        for m in seed {
+            if home.store.seed_merchant(m, now_ms())? {
+                info!(merchant = %m.id, "merchant added to the registry from the configuration");
+            } else if let Some(held) = home.store.registry_entry(&m.id)? {
+                let h = &held.change.merchant;
+                if h.payout_address != m.payout_address
+                    || h.webhook_url != m.webhook_url
+                    || h.webhook_secret != m.webhook_secret
+                    || h.api_token_sha256 != m.api_token_sha256
+                {
+                    warn!(merchant = %m.id, version = held.change.version, "the configuration's [[merchants]] entry differs from the registry's record, which stands; change a merchant through POST /admin/v1/merchants");
+                }
+            }
+        }
+        let registry = Self(Arc::new(Inner {
+            store: Some(home.store),
+            epochs: Some(home.epochs),
+            chain_id: home.chain_id,
+            settlement: home.settlement,
+            url_policy: home.url_policy,
+            view: RwLock::new(View::default()),
+            net: OnceLock::new(),
+        }));
+        registry.reload()?;
+        Ok(registry)
+    }
+
+    /// Publishes this node's approvals on `net` (the first chain's scope) from now on.
+    pub fn attach(&self, net: NetworkHandle) {
+        let _ = self.0.net.set(net);
+    }
+
+    /// The chain whose gossip carries approvals.
+    pub fn home_chain(&self) -> u64 {
+        self.0.chain_id
+    }
+
+    fn view(&self) -> std::sync::RwLockReadGuard<'_, View> {
+        // Writes replace the view whole, so a poisoned lock still holds a consistent one.
+        self.0.view.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The merchants served (not disabled).
+    pub fn list(&self) -> Arc<Vec<MerchantConfig>> {
+        self.view().active.clone()
+    }
+
+    /// Merchant `id`, when served.
+    pub fn get(&self, id: &str) -> Option<MerchantConfig> {
+        self.view().active.iter().find(|m| m.id == id).cloned()
+    }
+
+    /// Whether merchant `id` is in the registry but disabled.
+    pub fn is_disabled(&self, id: &str) -> bool {
+        self.view().disabled.iter().any(|d| d == id)
+    }
+
+    fn reload(&self) -> Result<(), StoreError> {
+        let Some(store) = &self.0.store else { return Ok(()) };
+        let (mut active, mut disabled) = (Vec::new(), Vec::new());
+        for e in store.registry_entries()? {
+            crate::redact::register(&e.change.merchant.webhook_url, &format!("webhook:{}", e.change.merchant.id));
+            if e.change.disabled { disabled.push(e.change.merchant.id) } else { active.push(e.change.merchant) }
+        }
+        *self.0.view.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            View { active: Arc::new(active), disabled };
+        Ok(())
+    }
+
+    fn store(&self) -> Result<&Store, RegistryError> {
+        self.0.store.as_ref().ok_or_else(|| RegistryError::CannotApprove("this registry is fixed".into()))
+    }
+
+    /// Every merchant of the registry, disabled ones too.
+    pub fn entries(&self) -> Result<Vec<RegistryEntry>, RegistryError> {
+        Ok(self.store()?.registry_entries()?)
+    }
+
+    /// Changes waiting for approvals.
+    pub fn pending(&self) -> Result<Vec<PendingChange>, RegistryError> {
+        Ok(self.store()?.pending_merchant_changes()?)
+    }
+
+    /// Approvals needed by changes to the latest set.
+    pub fn threshold(&self) -> Option<usize> {
+        self.0.epochs.as_ref()?.latest().map(|s| s.threshold)
+    }
+
+    /// Proposes `merchant` (`disabled` or not) as the next version of its record and approves it
+    /// with this node's key among `keys`. Refused when a field is wrong, or when `create` and
+    /// the merchant exists (or not `create` and it does not).
+    pub fn propose(
+        &self,
+        merchant: MerchantConfig,
+        disabled: bool,
+        create: bool,
+        keys: &[BlsSecretKey],
+    ) -> Result<Approved, RegistryError> {
+        let (insecure, private) = self.0.url_policy;
+        if let Some((field, problem)) =
+            settleproof_config::merchant_problems(&merchant, insecure, private).into_iter().next()
+        {
+            return Err(RegistryError::Invalid { field, problem });
+        }
+        let store = self.store()?;
+        let held = store.registry_entry(&merchant.id)?;
+        match (&held, create) {
+            (Some(_), true) => {
+                return Err(RegistryError::Conflict(format!(
+                    "merchant `{}` exists; change it with PATCH /admin/v1/merchants/{}",
+                    merchant.id, merchant.id
+                )));
+            }
+            (None, false) => return Err(RegistryError::UnknownMerchant(merchant.id)),
+            _ => {}
+        }
+        let others = store.registry_entries()?;
+        if others.iter().any(|e| {
+            e.change.merchant.id != merchant.id && e.change.merchant.api_token_sha256 == merchant.api_token_sha256
+        }) {
+            return Err(RegistryError::Invalid {
+                field: "api_token_sha256",
+                problem: "another merchant has this token hash; every merchant needs a token of its own".into(),
+            });
+        }
+        let set = self.latest()?;
+        let version = held.map_or(1, |h| h.change.version + 1);
+        let change = MerchantChange { merchant, disabled, version, epoch: set.epoch };
+        self.sign(change, keys)
+    }
+
+    /// Approves the waiting change `hash` with this node's key among `keys`.
+    pub fn approve(&self, hash: B256, keys: &[BlsSecretKey]) -> Result<Approved, RegistryError> {
+        let pending = self.store()?.pending_merchant_change(hash)?.ok_or(RegistryError::UnknownChange(hash))?;
+        self.sign(pending.change, keys)
+    }
+
+    fn latest(&self) -> Result<Arc<crate::operators::OperatorSet>, RegistryError> {
+        self.0
+            .epochs
+            .as_ref()
+            .and_then(|e| e.latest())
+            .ok_or_else(|| RegistryError::CannotApprove("this node knows no operator set yet".into()))
+    }
+
+    fn sign(&self, change: MerchantChange, keys: &[BlsSecretKey]) -> Result<Approved, RegistryError> {
+        let set = self.latest()?;
+        if change.epoch != set.epoch {
+            return Err(RegistryError::Conflict(format!(
+                "the change was proposed to epoch {}, the latest set is epoch {}: propose it again",
+                change.epoch, set.epoch
+            )));
+        }
+        let me = set.me.ok_or_else(|| {
+            RegistryError::CannotApprove(format!("this node is not an operator of epoch {}", set.epoch))
+        })?;
+        let mine = &set.operators[me].bls;
+        let key = keys.iter().find(|k| &k.public_key() == mine).ok_or_else(|| {
+            RegistryError::CannotApprove(format!(
+                "no BLS key in the keys directory is the one epoch {} registered",
+                set.epoch
+            ))
+        })?;
+        let hash = change.hash();
+        let message = merchant_change_message(self.0.chain_id, self.0.settlement, set.epoch, hash);
+        let signature = Bytes::from(key.sign(message.as_slice()).to_bytes().to_vec());
+        let signer =
+            u32::try_from(me).map_err(|_| RegistryError::CannotApprove("operator index out of range".into()))?;
+        let store = self.store()?;
+        if let Some(held) = store.registry_entry(&change.merchant.id)?
+            && held.change.version >= change.version
+        {
+            return Err(RegistryError::Conflict(format!(
+                "merchant `{}` is at version {} here already",
+                change.merchant.id, held.change.version
+            )));
+        }
+        match store.put_merchant_approval(&change, hash, signer, &signature)? {
+            MerchantApprovalPut::New | MerchantApprovalPut::Known => {}
+            MerchantApprovalPut::Rival(other) => {
+                return Err(RegistryError::Conflict(format!(
+                    "this node approved another change ({other}) to version {} of merchant `{}`; an operator approves one change per version",
+                    change.version, change.merchant.id
+                )));
+            }
+            MerchantApprovalPut::Limit => {
+                return Err(RegistryError::Conflict(format!(
+                    "this node approves {} waiting changes already, the most the other nodes keep",
+                    crate::store::MAX_PENDING_PER_SIGNER
+                )));
+            }
+        }
+        info!(merchant = %change.merchant.id, version = change.version, change_hash = %hash, "merchant change approved by this node");
+        let held = store.pending_merchant_change(hash)?.map(|p| p.approvals).unwrap_or_default();
+        let approvals = held.len();
+        let applied = self.try_apply(hash)?;
+        if let Some(a) = approval_of(me, change.clone(), held) {
+            self.publish(&a);
+        }
+        Ok(Approved {
+            change_hash: hash,
+            merchant_id: change.merchant.id,
+            version: change.version,
+            approvals,
+            threshold: set.threshold,
+            applied,
+        })
+    }
+
+    fn publish(&self, approval: &MerchantApproval) {
+        let Some(net) = self.0.net.get().cloned() else { return };
+        let data = serde_json::to_vec(approval).unwrap_or_default();
+        tokio::spawn(async move {
+            if let Err(e) = net.publish(TOPIC, data).await {
+                tracing::debug!(error = %e, "merchant change approval not published yet; will rebroadcast");
+            }
+        });
+    }
+
+    /// This node's approvals, as gossiped: of the changes still waiting, and of those applied
+    /// in the last [`RECENT_MS`], each with the other approvals held.
+    pub fn own_approvals(&self) -> Vec<MerchantApproval> {
+        let (Ok(set), Ok(pending), Ok(store)) = (self.latest(), self.pending(), self.store()) else {
+            return Vec::new();
+        };
+        let Some(me) = set.me else { return Vec::new() };
+        let since = now_ms().saturating_sub(RECENT_MS);
+        let recent = store.registry_entries().unwrap_or_default().into_iter().filter(|e| e.applied_at_ms >= since);
+        pending
+            .into_iter()
+            .map(|p| (p.change, p.approvals))
+            .chain(recent.map(|e| (e.change, e.approvals)))
+            .filter(|(change, _)| change.epoch == set.epoch)
+            .filter_map(|(change, approvals)| approval_of(me, change, approvals))
+            .collect()
+    }
+
+    /// Publishes again this node's approvals of the changes still waiting, so operators that
+    /// were offline when they were made hear them.
+    pub fn rebroadcast(&self) {
+        for a in self.own_approvals() {
+            self.publish(&a);
+        }
+    }
+
+    /// An approval heard on gossip from `source`: checked ([`MerchantApproval::verify`]) and the
+    /// record's fields too, kept, and the change applied once a threshold approved it. `Ok`
+    /// with whether it was new.
+    pub fn hear(&self, data: &[u8], source: &PeerId) -> Result<bool, GossipRejection> {
+        let a: MerchantApproval =
+            serde_json::from_slice(data).map_err(|e| GossipRejection::Malformed(e.to_string()))?;
+        let (Some(store), Some(epochs)) = (&self.0.store, &self.0.epochs) else { return Ok(false) };
+        let internal = |e: StoreError| GossipRejection::Malformed(format!("store: {e}"));
+        let hash = a.change.hash();
+        let signer = u32::try_from(a.signer).map_err(|_| GossipRejection::UnknownSigner(a.signer))?;
+        // A repeat costs no pairing; nor does a change older than the record held.
+        let known = |s: u32, sig: &[u8]| store.has_merchant_approval(hash, s, sig).unwrap_or(false);
+        if known(signer, &a.signature) && a.others.iter().all(|(s, sig)| known(*s, sig)) {
+            return Ok(false);
+        }
+        if let Some(held) = store.registry_entry(&a.change.merchant.id).map_err(internal)?
+            && held.change.version >= a.change.version
+        {
+            return Ok(false);
+        }
+        a.verify(source, epochs, self.0.chain_id, self.0.settlement)?;
+        let set = epochs.get(a.change.epoch).ok_or(GossipRejection::UnknownEpoch(a.change.epoch))?;
+        let others = a.verify_others(&set, self.0.chain_id, self.0.settlement, hash, known)?;
+        let (insecure, private) = self.0.url_policy;
+        if let Some((field, problem)) =
+            settleproof_config::merchant_problems(&a.change.merchant, insecure, private).into_iter().next()
+        {
+            return Err(GossipRejection::Malformed(format!("merchant change: {field}: {problem}")));
+        }
+        let mut new = false;
+        for (s, sig) in others.iter().chain(std::iter::once(&(signer, a.signature.clone()))) {
+            new |= self.keep_heard(&a.change, hash, *s, sig, source)?;
+        }
+        if new {
+            info!(merchant = %a.change.merchant.id, version = a.change.version, change_hash = %hash, signer = a.signer, relayed = others.len(), "merchant change approval heard");
+            self.try_apply(hash).map_err(|e| GossipRejection::Malformed(format!("store: {e}")))?;
+        }
+        Ok(new)
+    }
+
+    /// Keeps one checked approval heard from `source`; whether it was new.
+    fn keep_heard(
+        &self,
+        change: &MerchantChange,
+        hash: B256,
+        signer: u32,
+        signature: &[u8],
+        source: &PeerId,
+    ) -> Result<bool, GossipRejection> {
+        let Some(store) = &self.0.store else { return Ok(false) };
+        let put = store
+            .put_merchant_approval(change, hash, signer, signature)
+            .map_err(|e| GossipRejection::Malformed(format!("store: {e}")))?;
+        match put {
+            MerchantApprovalPut::New => Ok(true),
+            MerchantApprovalPut::Known => Ok(false),
+            MerchantApprovalPut::Rival(other) => {
+                warn!(peer = %source, merchant = %change.merchant.id, version = change.version, signer, first = %other, second = %hash, "operator approved two changes to one merchant version; the second is dropped");
+                metrics::counter!("merchant_approvals_rejected_total", "reason" => "rival").increment(1);
+                Ok(false)
+            }
+            MerchantApprovalPut::Limit => {
+                metrics::counter!("merchant_approvals_rejected_total", "reason" => "too_many").increment(1);
+                Ok(false)
+            }
+        }
+    }
+
+    /// Applies change `hash` when a threshold of its epoch approved it and it is newer than the
+    /// record held; returns whether it did.
+    fn try_apply(&self, hash: B256) -> Result<bool, RegistryError> {
+        let store = self.store()?;
+        let Some(p) = store.pending_merchant_change(hash)? else { return Ok(false) };
+        let Some(set) = self.0.epochs.as_ref().and_then(|e| e.get(p.change.epoch)) else { return Ok(false) };
+        let current = store.registry_entry(&p.change.merchant.id)?.map(|e| e.change.version);
+        match change_fate(current, p.change.version, p.approvals.len(), set.threshold) {
+            ChangeFate::Apply => {}
+            ChangeFate::Wait { .. } | ChangeFate::Stale { .. } => return Ok(false),
+        }
+        let entry = RegistryEntry { change: p.change.clone(), approvals: p.approvals, applied_at_ms: now_ms() };
+        let applied = store.apply_merchant_change(hash, &entry)?;
+        if applied {
+            self.reload()?;
+            let m = &p.change.merchant;
+            info!(merchant = %m.id, version = p.change.version, payout_address = %m.payout_address, disabled = p.change.disabled, change_hash = %hash, approvals = entry.approvals.len(), "merchant change applied");
+            metrics::counter!("merchant_changes_applied_total").increment(1);
+        }
+        Ok(applied)
+    }
+}
+
+#[cfg(test)]
+#[path = "registry_tests.rs"]
+mod tests;

@@ -1,0 +1,227 @@
+//! Four operators' registries, each over its own store, exchanging approvals as gossip would:
+//! a threshold-approved onboarding applies everywhere, one operator's change never does, and
+//! forged, rival and replayed approvals change nothing.
+
+use super::*;
+use crate::operators::{Operator, OperatorSet};
+use crate::store::temp_store;
+use settleproof_config::{EXAMPLE, NodeConfig};
+
+const CHAIN: u64 = 31337;
+
+fn key(i: usize) -> BlsSecretKey {
+    BlsSecretKey::from_ikm(&[i as u8 + 1; 32]).expect("ikm")
+}
+
+struct Node {
+    registry: Registry,
+    peer: PeerId,
+    _dir: tempfile::TempDir,
+}
+
+fn network() -> Vec<Node> {
+    let ops: Vec<Operator> = (0..4)
+        .map(|i| Operator {
+            name: format!("op-{i}"),
+            peer_id: PeerId::random(),
+            p2p_addr: format!("/ip4/127.0.0.1/tcp/{}", 9000 + i).parse().expect("multiaddr"),
+            bls: key(i).public_key(),
+            evm: Address::repeat_byte(i as u8 + 1),
+        })
+        .collect();
+    (0..4)
+        .map(|i| {
+            let set = OperatorSet { epoch: 0, start_round: 0, operators: ops.clone(), threshold: 3, me: Some(i) };
+            let (dir, store) = temp_store();
+            let home = Home {
+                store,
+                epochs: Epochs::new(ops[i].peer_id, CHAIN, Some(set)),
+                chain_id: CHAIN,
+                settlement: Address::repeat_byte(0x5e),
+                url_policy: (true, true),
+            };
+            Node { registry: Registry::open(home, &[demo()]).expect("open"), peer: ops[i].peer_id, _dir: dir }
+        })
+        .collect()
+}
+
+fn demo() -> MerchantConfig {
+    NodeConfig::from_toml_str(EXAMPLE, std::iter::empty()).expect("example").merchants.remove(0)
+}
+
+fn shop(payout: u8) -> MerchantConfig {
+    let mut m = demo();
+    m.id = "shop-2".into();
+    m.payout_address = Address::repeat_byte(payout);
+    m.api_token_sha256 = B256::repeat_byte(0x42);
+    m
+}
+
+/// Hands node `from`'s own approvals to every other node, as gossip does.
+fn gossip(nodes: &[Node], from: usize) {
+    for a in nodes[from].registry.own_approvals() {
+        let data = serde_json::to_vec(&a).expect("json");
+        for (i, n) in nodes.iter().enumerate().filter(|(i, _)| *i != from) {
+            n.registry.hear(&data, &nodes[from].peer).unwrap_or_else(|e| panic!("node {i} refused: {e}"));
+        }
+    }
+}
+
+fn payout(n: &Node, id: &str) -> Option<Address> {
+    n.registry.get(id).map(|m| m.payout_address)
+}
+
+#[test]
+fn a_merchant_applies_on_every_node_once_a_threshold_approved_it() {
+    let nodes = network();
+    let proposed = nodes[0].registry.propose(shop(0x22), false, true, &[key(0)]).expect("propose");
+    assert_eq!((proposed.approvals, proposed.threshold, proposed.applied), (1, 3, false));
+    gossip(&nodes, 0);
+    assert!(nodes.iter().all(|n| payout(n, "shop-2").is_none()), "one approval of three");
+    let hash = proposed.change_hash;
+    assert_eq!(nodes[1].registry.approve(hash, &[key(1)]).expect("approve").approvals, 2);
+    gossip(&nodes, 1);
+    let third = nodes[2].registry.approve(hash, &[key(2)]).expect("approve");
+    assert!(third.applied, "the third approval applies it on its node");
+    gossip(&nodes, 2);
+    for (i, n) in nodes.iter().enumerate() {
+        assert_eq!(payout(n, "shop-2"), Some(Address::repeat_byte(0x22)), "node {i}");
+        assert!(n.registry.pending().expect("pending").is_empty(), "node {i}");
+    }
+    // The audit log names the approvers.
+    let audit = nodes[3].registry.store().expect("store").merchant_audit(10).expect("audit");
+    let last = audit.last().expect("entry");
+    assert_eq!((last.merchant_id.as_str(), last.version, last.approved_by.len()), ("shop-2", 1, 3));
+    // A replay of an approval of version 1 changes nothing now.
+    gossip(&nodes, 0);
+    assert!(nodes[1].registry.pending().expect("pending").is_empty());
+}
+
+#[test]
+fn one_operators_payout_change_never_applies_and_forged_approvals_are_refused() {
+    let nodes = network();
+    let byzantine = 3;
+    // Its own genuine approval of a new payout address for `demo`: heard, kept waiting.
+    let mut to_me = demo();
+    to_me.payout_address = Address::repeat_byte(0xba);
+    let own = nodes[byzantine].registry.propose(to_me.clone(), false, false, &[key(byzantine)]).expect("propose");
+    gossip(&nodes, byzantine);
+    let original = demo().payout_address;
+    for n in &nodes[..3] {
+        assert_eq!(payout(n, "demo"), Some(original));
+        assert_eq!(n.registry.pending().expect("pending").len(), 1, "waiting for approvals that never come");
+    }
+    // Approvals it forges in the other operators' names: each refused, none counted.
+    let change = MerchantChange { merchant: to_me, disabled: false, version: 1, epoch: 0 };
+    let message = merchant_change_message(CHAIN, Address::repeat_byte(0x5e), 0, change.hash());
+    let sign = |by: usize, over: B256| Bytes::from(key(by).sign(over.as_slice()).to_bytes().to_vec());
+    let forged = |signer: usize, by: usize, over: B256| MerchantApproval {
+        change: change.clone(),
+        signer,
+        signature: sign(by, over),
+        others: Vec::new(),
+        sent_at_ms: now_ms(),
+    };
+    // Its own valid approval relaying approvals of operators 0 and 1 that it made itself.
+    let relaying = MerchantApproval {
+        others: vec![(0, sign(byzantine, message)), (1, sign(byzantine, message))],
+        ..forged(3, byzantine, message)
+    };
+    let other_chain = merchant_change_message(1, Address::repeat_byte(0x5e), 0, change.hash());
+    let cases = [
+        (forged(0, byzantine, message), "wrong_publisher", "filed under operator 0"),
+        (forged(3, 0, message), "bad_signature", "signed with a key that is not its own"),
+        (forged(3, byzantine, other_chain), "bad_signature", "signed for another chain"),
+        (forged(9, byzantine, message), "unknown_signer", "no such operator"),
+        (relaying, "bad_signature", "relayed approvals it forged"),
+    ];
+    for (approval, reason, what) in cases {
+        let data = serde_json::to_vec(&approval).expect("json");
+        let heard = nodes[0].registry.hear(&data, &nodes[byzantine].peer);
+        assert_eq!(heard.map_err(|e| e.reason()), Err(reason), "{what}");
+    }
+    // A record no honest node would propose (not a URL) is refused even with a valid signature.
+    let mut bad_url = change.clone();
+    bad_url.merchant.webhook_url = "not a url".into();
+    let hash = bad_url.hash();
+    let bad = MerchantApproval {
+        signature: Bytes::from(
+            key(byzantine)
+                .sign(merchant_change_message(CHAIN, Address::repeat_byte(0x5e), 0, hash).as_slice())
+                .to_bytes()
+                .to_vec(),
+        ),
+        change: bad_url,
+        signer: byzantine,
+        others: Vec::new(),
+        sent_at_ms: now_ms(),
+    };
+    let heard = nodes[0].registry.hear(&serde_json::to_vec(&bad).expect("json"), &nodes[byzantine].peer);
+    assert_eq!(heard.map_err(|e| e.reason()), Err("malformed"), "a record no node would accept");
+    for n in &nodes[..3] {
+        assert_eq!(payout(n, "demo"), Some(original), "the payout address never changed");
+        let approvals: Vec<u32> =
+            n.registry.pending().expect("pending").iter().flat_map(|p| p.approvals.iter().map(|a| a.0)).collect();
+        assert_eq!(approvals, vec![3], "only its own approval counts");
+    }
+    assert!(!own.applied);
+}
+
+#[test]
+fn an_honest_node_approves_one_change_per_merchant_version() {
+    let nodes = network();
+    let mut a = demo();
+    a.payout_address = Address::repeat_byte(0xa1);
+    let mut b = demo();
+    b.payout_address = Address::repeat_byte(0xb2);
+    let first = nodes[1].registry.propose(a, false, false, &[key(1)]).expect("first");
+    gossip(&nodes, 1);
+    let rival = nodes[2].registry.propose(b, false, false, &[key(2)]).expect("rival proposal");
+    gossip(&nodes, 2);
+    // Node 0 approves the first; the rival of the same version it then refuses.
+    nodes[0].registry.approve(first.change_hash, &[key(0)]).expect("approve");
+    let refused = nodes[0].registry.approve(rival.change_hash, &[key(0)]).expect_err("rival");
+    assert!(matches!(refused, RegistryError::Conflict(_)), "{refused}");
+    // Bad input names the field; a key that is not this node's is refused.
+    let mut zero = demo();
+    zero.payout_address = Address::ZERO;
+    let err = nodes[0].registry.propose(zero, false, false, &[key(0)]).expect_err("zero payout");
+    assert!(matches!(err, RegistryError::Invalid { field: "payout_address", .. }), "{err}");
+    let err = nodes[0].registry.propose(shop(1), false, true, &[key(1)]).expect_err("another key");
+    assert!(matches!(err, RegistryError::CannotApprove(_)), "{err}");
+    let err = nodes[0].registry.propose(demo(), false, true, &[key(0)]).expect_err("exists");
+    assert!(matches!(err, RegistryError::Conflict(_)), "{err}");
+}
+
+#[test]
+fn disabling_a_merchant_takes_it_off_the_served_list() {
+    let nodes = network();
+    let proposed = nodes[0].registry.propose(demo(), true, false, &[key(0)]).expect("propose");
+    gossip(&nodes, 0);
+    for i in [1, 2] {
+        nodes[i].registry.approve(proposed.change_hash, &[key(i)]).expect("approve");
+        gossip(&nodes, i);
+    }
+    for n in &nodes {
+        assert!(n.registry.get("demo").is_none() && n.registry.is_disabled("demo"));
+    }
+}
+
+#[test]
+fn a_node_that_missed_the_approvals_applies_the_change_from_one_relayed_message() {
+    let nodes = network();
+    let (online, late) = (&nodes[..3], &nodes[3]);
+    let proposed = online[0].registry.propose(shop(0x33), false, true, &[key(0)]).expect("propose");
+    gossip(online, 0);
+    online[1].registry.approve(proposed.change_hash, &[key(1)]).expect("approve");
+    gossip(online, 1);
+    online[2].registry.approve(proposed.change_hash, &[key(2)]).expect("approve");
+    assert!(payout(late, "shop-2").is_none());
+    // Node 2's rebroadcast carries the two approvals it relays beside its own.
+    let relayed = online[2].registry.own_approvals();
+    assert_eq!(relayed.len(), 1);
+    assert_eq!(relayed[0].others.len(), 2);
+    let data = serde_json::to_vec(&relayed[0]).expect("json");
+    assert!(late.registry.hear(&data, &online[2].peer).expect("heard"));
+    assert_eq!(payout(late, "shop-2"), Some(Address::repeat_byte(0x33)));
+}
