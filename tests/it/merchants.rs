@@ -50,3 +50,118 @@ async fn an_idempotent_retry_on_another_node_returns_the_same_invoice_and_a_chan
     net.stop().await;
     Ok(())
 }
+
+/// `POST`/`PATCH` on node `i`'s admin API; returns status and body.
+async fn admin(
+    net: &Testnet,
+    i: usize,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<(u16, serde_json::Value)> {
+    let mut req = net
+        .http
+        .request(method, format!("{}/admin/v1/{path}", net.admin(i)))
+        .bearer_auth(net.devnet.admin_token.expose());
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await?;
+    Ok((resp.status().as_u16(), resp.json().await?))
+}
+
+/// Node `i`'s registry: merchants, changes waiting and the audit log.
+async fn registry(net: &Testnet, i: usize) -> Result<serde_json::Value> {
+    Ok(admin(net, i, reqwest::Method::GET, "merchants", None).await?.1)
+}
+
+/// `POST /v1/invoices` on node `i` with merchant token `token`; returns status and body.
+async fn invoice_as(net: &Testnet, i: usize, token: &str) -> Result<(u16, serde_json::Value)> {
+    let resp = net
+        .http
+        .post(format!("{}/v1/invoices", net.api(i)))
+        .bearer_auth(token)
+        .json(&json!({"amount": "1000", "token": "native"}))
+        .send()
+        .await?;
+    Ok((resp.status().as_u16(), resp.json().await?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_merchant_approved_by_a_threshold_is_served_by_every_node_and_one_operators_payout_change_never_applies()
+-> Result<()> {
+    let net = Testnet::start(4).await?;
+    let token = "sk_test_shop_two_0123456789abcdef";
+    let payout = "0x2222222222222222222222222222222222222222";
+    let onboarding = json!({
+        "id": "shop-2",
+        "payout_address": payout,
+        "webhook_url": net.devnet.merchant.webhook_url,
+        "webhook_secret": net.devnet.merchant.webhook_secret.expose(),
+        "api_token_sha256": settleproof_node::api::auth::token_hash(token),
+    });
+    let (status, proposed) = admin(&net, 0, reqwest::Method::POST, "merchants", Some(onboarding.clone())).await?;
+    assert_eq!(status, 202, "{proposed}");
+    assert_eq!((proposed["approvals"].as_u64(), proposed["threshold"].as_u64()), (Some(1), Some(3)), "{proposed}");
+    let hash = proposed["change_hash"].as_str().ok_or_else(|| eyre!("no hash"))?.to_string();
+    let (status, again) = admin(&net, 0, reqwest::Method::POST, "merchants", Some(json!({"id": "shop-3"}))).await?;
+    assert_eq!((status, again["error"]["field"].as_str()), (400, Some("body")), "{again}");
+    assert_eq!(invoice_as(&net, 3, token).await?.0, 401, "not a merchant before a threshold approved it");
+
+    // Operators 1 and 2 see the change waiting on their own nodes and approve it there.
+    for i in [1, 2] {
+        net.eventually("the change reaches the approver", Duration::from_secs(20), || async {
+            let r = registry(&net, i).await.ok()?;
+            r["pending"].as_array()?.iter().any(|p| p["change_hash"] == hash.as_str()).then_some(())
+        })
+        .await?;
+        let (status, approved) =
+            admin(&net, i, reqwest::Method::POST, &format!("merchant-changes/{hash}/approve"), None).await?;
+        assert_eq!(status, if i == 2 { 201 } else { 202 }, "{approved}");
+    }
+    // Live on every node: its token creates invoices paying its payout address.
+    for i in 0..4 {
+        let (_, invoice) = net
+            .eventually("the merchant is served", Duration::from_secs(20), || async {
+                let r = invoice_as(&net, i, token).await.ok()?;
+                (r.0 == 201).then_some(r)
+            })
+            .await?;
+        assert_eq!(invoice["payout_address"].as_str().map(str::to_lowercase), Some(payout.to_string()), "{invoice}");
+        let r = registry(&net, i).await?;
+        let audit = r["audit"].as_array().ok_or_else(|| eyre!("no audit"))?;
+        let entry = audit.iter().find(|a| a["merchant_id"] == "shop-2").ok_or_else(|| eyre!("no audit entry: {r}"))?;
+        assert_eq!(entry["approved_by"].as_array().map(Vec::len), Some(3), "{entry}");
+    }
+
+    // Operator 3 alone proposes its own payout address: the others hear it and it never applies.
+    let (status, change) = admin(
+        &net,
+        3,
+        reqwest::Method::PATCH,
+        "merchants/shop-2",
+        Some(json!({"payout_address": "0xbadbadbadbadbadbadbadbadbadbadbadbadbad0"})),
+    )
+    .await?;
+    assert_eq!(status, 202, "{change}");
+    let stolen = change["change_hash"].as_str().ok_or_else(|| eyre!("no hash"))?.to_string();
+    for i in 0..3 {
+        net.eventually("the single-operator change is heard", Duration::from_secs(20), || async {
+            let r = registry(&net, i).await.ok()?;
+            r["pending"].as_array()?.iter().any(|p| p["change_hash"] == stolen.as_str()).then_some(())
+        })
+        .await?;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for i in 0..4 {
+        let (status, invoice) = invoice_as(&net, i, token).await?;
+        assert_eq!(status, 201, "{invoice}");
+        assert_eq!(
+            invoice["payout_address"].as_str().map(str::to_lowercase),
+            Some(payout.to_string()),
+            "node {i}: {invoice}"
+        );
+    }
+    net.stop().await;
+    Ok(())
+}
