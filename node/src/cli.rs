@@ -31,6 +31,12 @@ pub enum Command {
     /// of the current operators signs before anyone submits them.
     #[command(subcommand)]
     Operators(OperatorsCommand),
+    /// The merchant registry, through the running node's admin API: list merchants, changes
+    /// waiting and the audit log; propose a merchant or a change (approved by this node);
+    /// approve a change another operator proposed. A change applies on every node once a
+    /// threshold of operators approved it.
+    #[command(subcommand)]
+    Merchants(MerchantsCommand),
     /// Print the SHA-256 of a merchant API token read from standard input (one line), for
     /// `api_token_sha256` in `[[merchants]]`: operators hold the hash, never the token.
     HashToken,
@@ -176,6 +182,72 @@ pub enum OperatorsCommand {
         /// Keys directory whose `evm.key` sends the transactions.
         #[arg(long)]
         keys_dir: PathBuf,
+    },
+}
+
+/// `settleproof merchants ...`; each takes the node's `--config` (for its admin address and
+/// token).
+#[derive(Debug, Subcommand)]
+pub enum MerchantsCommand {
+    /// Merchants, changes waiting (with what they change and who approved), the audit log.
+    List {
+        /// The node's configuration.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Propose a new merchant.
+    Create {
+        /// The node's configuration.
+        #[arg(long)]
+        config: PathBuf,
+        /// Merchant id (letters, digits, `-`, `_`, `.`).
+        #[arg(long)]
+        id: String,
+        /// Address receiving its payments.
+        #[arg(long)]
+        payout_address: alloy::primitives::Address,
+        /// Where its webhooks go.
+        #[arg(long)]
+        webhook_url: String,
+        /// Its webhook secret, read from this environment variable (never from the command line).
+        #[arg(long, default_value = "SETTLEPROOF_WEBHOOK_SECRET")]
+        webhook_secret_env: String,
+        /// SHA-256 of its API token (`settleproof hash-token`).
+        #[arg(long)]
+        api_token_sha256: alloy::primitives::B256,
+    },
+    /// Propose a change to a merchant: the fields given change, the others stay.
+    Update {
+        /// The node's configuration.
+        #[arg(long)]
+        config: PathBuf,
+        /// Merchant id.
+        #[arg(long)]
+        id: String,
+        /// New payout address.
+        #[arg(long)]
+        payout_address: Option<alloy::primitives::Address>,
+        /// New webhook URL.
+        #[arg(long)]
+        webhook_url: Option<String>,
+        /// Read a new webhook secret from this environment variable.
+        #[arg(long)]
+        webhook_secret_env: Option<String>,
+        /// New API token hash.
+        #[arg(long)]
+        api_token_sha256: Option<alloy::primitives::B256>,
+        /// Disable (true) or enable (false) the merchant.
+        #[arg(long)]
+        disabled: Option<bool>,
+    },
+    /// Approve a change waiting on this node (see `list`).
+    Approve {
+        /// The node's configuration.
+        #[arg(long)]
+        config: PathBuf,
+        /// The change's hash.
+        #[arg(long)]
+        change_hash: alloy::primitives::B256,
     },
 }
 

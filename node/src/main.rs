@@ -5,6 +5,7 @@ use eyre::{Context, Result, bail};
 use settleproof_config::NodeConfig;
 use settleproof_node::cli::{Cli, Command, KeysCommand, StoreCommand};
 
+mod merchants_cmd;
 mod operators_cmd;
 use settleproof_node::{keys::OperatorKeys, node, telemetry, webhook};
 
@@ -17,6 +18,7 @@ async fn main() -> Result<()> {
             print_json(&settleproof_node::keys::BlsPublic::of(&OperatorKeys::add_next_bls(&dir)?))
         }
         Command::Operators(cmd) => operators_cmd::run(cmd).await,
+        Command::Merchants(cmd) => merchants_cmd::run(cmd).await,
         Command::Keys(KeysCommand::WebhookSecret) => {
             println!("{}", webhook::signature::generate_secret());
             Ok(())
