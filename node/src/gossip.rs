@@ -18,8 +18,15 @@ pub const HEARTBEATS: &str = "settleproof/heartbeats/1";
 pub const DELIVERIES: &str = "settleproof/deliveries/1";
 
 /// The topics of a chain's pipeline, as the code names them.
-pub const TOPICS: [&str; 6] =
-    [ATTESTATIONS, INVOICES, HEARTBEATS, DELIVERIES, crate::set_approval::TOPIC, crate::merchants::TOPIC];
+pub const TOPICS: [&str; 7] = [
+    ATTESTATIONS,
+    INVOICES,
+    HEARTBEATS,
+    DELIVERIES,
+    crate::set_approval::TOPIC,
+    crate::merchants::TOPIC,
+    crate::merchants::KEYS_TOPIC,
+];
 
 /// Every topic of chain `chain_id`'s pipeline on the wire: `<topic>/<chain_id>`
 /// ([`settleproof_p2p::scoped_topic`]), so each chain's messages travel apart, and with `plain`

@@ -66,6 +66,7 @@ const GOSSIP_TOPICS: &[&str] = &[
     "settleproof/deliveries/1",
     "settleproof/set-approvals/1",
     "settleproof/merchant-approvals/1",
+    "settleproof/api-keys/1",
 ];
 const REJECTIONS: &[&str] = &[
     "malformed",

@@ -176,3 +176,85 @@ async fn a_merchant_approved_by_a_threshold_is_served_by_every_node_and_one_oper
     net.stop().await;
     Ok(())
 }
+
+/// A request with bearer `token` on node `i`'s public API; returns status and body.
+async fn call(
+    net: &Testnet,
+    i: usize,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: Option<serde_json::Value>,
+) -> Result<(u16, serde_json::Value)> {
+    let mut req = net.http.request(method, format!("{}{path}", net.api(i))).bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await?;
+    Ok((resp.status().as_u16(), resp.json().await.unwrap_or_default()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_api_key_works_on_every_node_within_its_scopes_and_a_revoked_one_is_refused_everywhere() -> Result<()> {
+    use reqwest::Method;
+    let net = Testnet::start(4).await?;
+    let primary = net.devnet.merchant_token.expose().to_string();
+    let (status, created) = call(
+        &net,
+        0,
+        Method::POST,
+        "/v1/api-keys",
+        &primary,
+        Some(json!({"name": "reporting", "scopes": ["invoices:read"]})),
+    )
+    .await?;
+    assert_eq!(status, 201, "{created}");
+    let (id, token) = (
+        created["id"].as_str().unwrap_or_default().to_string(),
+        created["token"].as_str().unwrap_or_default().to_string(),
+    );
+    let (status, bad) = call(
+        &net,
+        0,
+        Method::POST,
+        "/v1/api-keys",
+        &primary,
+        Some(json!({"name": "x", "scopes": ["invoices:delete"]})),
+    )
+    .await?;
+    assert_eq!((status, bad["error"]["field"].as_str()), (400, Some("body")), "{bad}");
+
+    // Replicated: the key reads invoices on every node, and may do nothing else.
+    for i in 0..4 {
+        net.eventually("the key is known", Duration::from_secs(15), || async {
+            (call(&net, i, Method::GET, "/v1/invoices", &token, None).await.ok()?.0 == 200).then_some(())
+        })
+        .await?;
+        let (status, refused) =
+            call(&net, i, Method::POST, "/v1/invoices", &token, Some(json!({"amount": "1000", "token": "native"})))
+                .await?;
+        assert_eq!((status, refused["error"]["code"].as_str()), (403, Some("insufficient_scope")), "{refused}");
+        let (status, _) = call(&net, i, Method::GET, "/v1/api-keys", &token, None).await?;
+        assert_eq!(status, 403, "a key does not manage keys");
+    }
+    let (_, listed) = call(&net, 3, Method::GET, "/v1/api-keys", &primary, None).await?;
+    assert_eq!(listed["data"][0]["id"], id.as_str(), "{listed}");
+    assert!(listed.to_string().find(&token).is_none(), "the token is never listed");
+
+    // Revoked on node 1: refused on node 1 at once, and on every node within seconds.
+    let (status, revoked) = call(&net, 1, Method::DELETE, &format!("/v1/api-keys/{id}"), &primary, None).await?;
+    assert_eq!(status, 200, "{revoked}");
+    assert!(revoked["revoked_at_ms"].as_u64().is_some(), "{revoked}");
+    assert_eq!(call(&net, 1, Method::GET, "/v1/invoices", &token, None).await?.0, 401);
+    for i in 0..4 {
+        net.eventually("the revocation is everywhere", Duration::from_secs(5), || async {
+            (call(&net, i, Method::GET, "/v1/invoices", &token, None).await.ok()?.0 == 401).then_some(())
+        })
+        .await?;
+    }
+    let (status, _) =
+        call(&net, 2, Method::DELETE, "/v1/api-keys/key_000000000000000000000000", &primary, None).await?;
+    assert_eq!(status, 404);
+    net.stop().await;
+    Ok(())
+}

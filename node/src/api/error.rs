@@ -33,6 +33,11 @@ impl ApiError {
         }
     }
 
+    /// 403: authenticated, but the credential may not do this.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::FORBIDDEN, code: "insufficient_scope", field: None, message: message.into() }
+    }
+
     /// 429 with the seconds to wait.
     pub fn rate_limited(retry_after_s: u64) -> Self {
         Self {

@@ -2,7 +2,7 @@
 
 use super::{ApiError, ApiState, ChainState, auth};
 use crate::invoice_view::{InvoiceStatus, InvoiceView, invoice_view, token_label};
-use crate::store::{Invoice, KeyState};
+use crate::store::{Invoice, KeyState, Scope};
 use crate::time::now_s;
 use alloy::primitives::{Address, B256, U256};
 use alloy::sol_types::SolCall;
@@ -93,6 +93,7 @@ pub struct Created {
         (status = 400, description = "A field is invalid; `field` names it", body = super::error::ErrorBody),
         (status = 409, description = "The Idempotency-Key was used with another body; `field` names the first field that differs", body = super::error::ErrorBody),
         (status = 401, description = "No or a wrong merchant token", body = super::error::ErrorBody),
+        (status = 403, description = "An API key without the `invoices:write` scope", body = super::error::ErrorBody),
         (status = 413, description = "Body over `api.max_body_bytes`", body = String, content_type = "text/plain"),
         (status = 429, description = "Over the merchant's request budget, or locked out after failed authentications", body = super::error::ErrorBody),
     ))]
@@ -101,7 +102,7 @@ pub(super) async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, HeaderMap, Json<Created>), ApiError> {
-    let merchant = auth::merchant(&headers, &state)?;
+    let merchant = auth::merchant(&headers, &state, Some(Scope::InvoicesWrite))?;
     let key = idempotency::requested_key(&headers, &merchant.id)?;
     let req: CreateInvoice =
         serde_json::from_slice(&body).map_err(|e| ApiError::invalid("body", format!("invalid JSON body: {e}")))?;
@@ -189,6 +190,7 @@ pub(super) async fn create(
         (status = 200, description = "The invoice", body = InvoiceView),
         (status = 400, description = "The id is not 0x and 64 hex digits", body = super::error::ErrorBody),
         (status = 401, description = "No or a wrong merchant token", body = super::error::ErrorBody),
+        (status = 403, description = "An API key without the `invoices:read` scope", body = super::error::ErrorBody),
         (status = 404, description = "No such invoice of this merchant", body = super::error::ErrorBody),
         (status = 429, description = "Over the request budget", body = super::error::ErrorBody),
     ))]
@@ -268,6 +270,7 @@ const MAX_SCAN: usize = 1000;
         (status = 200, description = "A page of invoices", body = InvoicePage),
         (status = 400, description = "A query parameter is invalid", body = super::error::ErrorBody),
         (status = 401, description = "No or a wrong merchant token", body = super::error::ErrorBody),
+        (status = 403, description = "An API key without the `invoices:read` scope", body = super::error::ErrorBody),
         (status = 429, description = "Over the request budget", body = super::error::ErrorBody),
     ))]
 pub(super) async fn list(
@@ -275,7 +278,7 @@ pub(super) async fn list(
     headers: HeaderMap,
     query: Result<axum::extract::Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<InvoicePage>, ApiError> {
-    let merchant = auth::merchant(&headers, &state)?;
+    let merchant = auth::merchant(&headers, &state, Some(Scope::InvoicesRead))?;
     let axum::extract::Query(q) =
         query.map_err(|e| ApiError::invalid("query", format!("{e}; accepted: status, limit, cursor, chain_id")))?;
     let chains: Vec<&ChainState> = match q.chain_id {
@@ -355,7 +358,7 @@ fn merchant_invoice<'a>(
     headers: &HeaderMap,
     id: &str,
 ) -> Result<(&'a ChainState, Invoice), ApiError> {
-    let merchant = auth::merchant(headers, state)?;
+    let merchant = auth::merchant(headers, state, Some(Scope::InvoicesRead))?;
     let id: B256 =
         id.parse().map_err(|_| ApiError::invalid("id", "invoice id must be 0x followed by 64 hex digits"))?;
     for chain in state.chains.iter() {
@@ -375,6 +378,7 @@ fn merchant_invoice<'a>(
         (status = 200, description = "The receipts", body = Receipts),
         (status = 400, description = "The id is not 0x and 64 hex digits", body = super::error::ErrorBody),
         (status = 401, description = "No or a wrong merchant token", body = super::error::ErrorBody),
+        (status = 403, description = "An API key without the `invoices:read` scope", body = super::error::ErrorBody),
         (status = 404, description = "No such invoice, or nothing of it settled yet", body = super::error::ErrorBody),
         (status = 429, description = "Over the request budget", body = super::error::ErrorBody),
     ))]
@@ -412,13 +416,14 @@ pub(super) async fn receipt(
     responses(
         (status = 202, description = "Queued", body = TestQueued),
         (status = 401, description = "No or a wrong merchant token", body = super::error::ErrorBody),
+        (status = 403, description = "An API key without the `webhooks:manage` scope", body = super::error::ErrorBody),
         (status = 429, description = "Over the request budget", body = super::error::ErrorBody),
     ))]
 pub(super) async fn test_event(
     State(state): State<ApiState>,
     headers: HeaderMap,
 ) -> Result<(StatusCode, Json<TestQueued>), ApiError> {
-    let merchant = auth::merchant(&headers, &state)?;
+    let merchant = auth::merchant(&headers, &state, Some(Scope::WebhooksManage))?;
     let id = format!("msg_test_{}", hex::encode(&random_id()[..12]));
     let body = crate::webhook::events::TestEvent {
         event_type: "test",
@@ -455,7 +460,7 @@ pub(super) async fn merchant(
     State(state): State<ApiState>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let merchant = auth::merchant(&headers, &state)?;
+    let merchant = auth::merchant(&headers, &state, None)?;
     super::admin::merchant_status(&state, &merchant.id)
 }
 

@@ -13,6 +13,7 @@ mod admin;
 mod admin_merchants;
 mod admin_peers;
 mod admin_sets;
+pub mod api_keys;
 pub mod auth;
 pub mod cache;
 mod chains;
@@ -112,7 +113,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/invoices/{id}", get(invoices::get))
         .route("/v1/invoices/{id}/receipt", get(invoices::receipt))
         .route("/v1/webhooks/test", post(invoices::test_event))
-        .route("/v1/merchant", get(invoices::merchant));
+        .route("/v1/merchant", get(invoices::merchant))
+        .route("/v1/api-keys", post(api_keys::create).get(api_keys::list))
+        .route("/v1/api-keys/{id}", axum::routing::delete(api_keys::revoke));
     hardened(merchants.merge(open), state)
 }
 

@@ -28,17 +28,22 @@ use utoipa::{Modify, OpenApi};
         invoices::receipt,
         invoices::test_event,
         invoices::merchant,
+        super::api_keys::create,
+        super::api_keys::list,
+        super::api_keys::revoke,
         openapi_json,
     ),
     components(schemas(
         CreateInvoice, Created, InvoicePage, InvoiceView, InvoiceStatus, PaymentView, SettlementView,
-        PaymentInstructions, TxInstruction, Receipts, TestQueued, ErrorBody, ErrorDetail
+        PaymentInstructions, TxInstruction, Receipts, TestQueued, ErrorBody, ErrorDetail,
+        super::api_keys::CreateApiKey, super::api_keys::ApiKeyView, super::api_keys::CreatedApiKey,
+        super::api_keys::ApiKeyList, crate::store::Scope
     )),
     modifiers(&BearerToken),
     tags(
         (name = "invoices", description = "Create invoices, read their status and receipts"),
         (name = "webhooks", description = "Webhook deliveries (event bodies: docs/webhooks.json)"),
-        (name = "merchant", description = "The merchant's own state"),
+        (name = "merchant", description = "The merchant's own state and API keys"),
         (name = "meta", description = "This document"),
     )
 )]

@@ -16,8 +16,10 @@
 //! added at version 0 on start. After that the registry's record wins; a configuration entry
 //! that differs is reported at start.
 
+mod api_keys;
 mod approval;
 mod registry;
 
+pub use api_keys::{KEYS_TOPIC, KeyAnnouncement, MAX_KEYS_PER_MERCHANT};
 pub use approval::{MerchantApproval, TOPIC};
 pub use registry::{Approved, Home, Registry, RegistryError};

@@ -78,9 +78,9 @@ struct View {
 }
 
 #[derive(Debug)]
-struct Inner {
+pub(super) struct Inner {
     /// The first chain's store (`None`: a fixed list, for tests and tools).
-    store: Option<Store>,
+    pub(super) store: Option<Store>,
     /// The first chain's operator sets, whose latest approves changes.
     epochs: Option<Arc<Epochs>>,
     /// The chain and settlement contract approvals name.
@@ -90,12 +90,12 @@ struct Inner {
     url_policy: (bool, bool),
     view: RwLock<View>,
     /// Where approvals are published: the first chain's gossip scope.
-    net: OnceLock<NetworkHandle>,
+    pub(super) net: OnceLock<NetworkHandle>,
 }
 
 /// The merchant registry; cheap to clone, every clone sees each applied change at once.
 #[derive(Debug, Clone)]
-pub struct Registry(Arc<Inner>);
+pub struct Registry(pub(super) Arc<Inner>);
 
 /// Settings of [`Registry::open`].
 #[derive(Debug)]
@@ -200,7 +200,7 @@ impl Registry {
         Ok(())
     }
 
-    fn store(&self) -> Result<&Store, RegistryError> {
+    pub(super) fn store(&self) -> Result<&Store, RegistryError> {
         self.0.store.as_ref().ok_or_else(|| RegistryError::CannotApprove("this registry is fixed".into()))
     }
 

@@ -40,6 +40,7 @@ impl RoundDriver {
                     gossip::DELIVERIES => self.on_delivery_ack(&data, source),
                     crate::set_approval::TOPIC => self.on_set_approval(&data, source).await,
                     crate::merchants::TOPIC => self.on_merchant_approval(&data, source).await,
+                    crate::merchants::KEYS_TOPIC => self.on_api_key(&data, source).await,
                     _ => Verdict::Ignore,
                 };
                 self.net.report(reference, verdict).await;
@@ -319,6 +320,26 @@ impl RoundDriver {
             }
             Err(e) => {
                 error!(error = %e, "merchant change approval check failed");
+                Verdict::Ignore
+            }
+        }
+    }
+
+    /// A merchant API key created or revoked on another node (first chain only).
+    async fn on_api_key(&self, data: &[u8], source: PeerId) -> Verdict {
+        if self.merchants.home_chain() != self.chain.chain_id() {
+            return Verdict::Ignore;
+        }
+        let registry = self.merchants.clone();
+        let bytes = data.to_vec();
+        match tokio::task::spawn_blocking(move || registry.hear_key(&bytes, &source)).await {
+            Ok(Ok(_)) => Verdict::Accept,
+            Ok(Err(e)) => {
+                warn!(peer = %source, error = %e, "API key announcement rejected");
+                Verdict::Reject
+            }
+            Err(e) => {
+                error!(error = %e, "API key announcement check failed");
                 Verdict::Ignore
             }
         }

@@ -183,6 +183,7 @@ impl RoundDriver {
         self.rebroadcast_set_approvals().await;
         if self.merchants.home_chain() == self.chain.chain_id() {
             self.merchants.rebroadcast();
+            self.merchants.rebroadcast_keys();
         }
     }
 

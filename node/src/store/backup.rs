@@ -82,6 +82,7 @@ impl Store {
         n += copy(&snapshot, &tx, MERCHANT_CHANGES)?;
         n += copy(&snapshot, &tx, MERCHANT_APPROVALS)?;
         n += copy(&snapshot, &tx, MERCHANT_AUDIT)?;
+        n += copy(&snapshot, &tx, API_KEYS)?;
         tx.commit()?;
         drop(copy_db);
         check(path)?;
@@ -189,13 +190,23 @@ mod tests {
         store.seed_merchant(&demo, 1).expect("seed");
         let change = crate::store::MerchantChange { merchant: demo, disabled: true, version: 1, epoch: 0 };
         store.put_merchant_approval(&change, change.hash(), 0, &[1u8; 96]).expect("merchant approval");
+        let key = crate::store::ApiKey {
+            id: "key_1".into(),
+            merchant_id: "demo".into(),
+            name: "ci".into(),
+            scopes: vec![crate::store::Scope::InvoicesRead],
+            token_sha256: B256::repeat_byte(9),
+            created_at_ms: 1,
+            revoked_at_ms: None,
+        };
+        store.put_api_key(&key).expect("api key");
         let backup = dir.path().join("backup.redb");
         store.backup_to(&backup).expect("backup");
         let source = table_sizes(store.db());
         drop(store);
         let copy = table_sizes(&Database::open(&backup).expect("open backup"));
         assert!(source["epochs"] > 0 && source["set_approvals"] > 0, "{source:?}");
-        for t in ["merchant_registry", "merchant_changes", "merchant_approvals", "merchant_audit"] {
+        for t in ["merchant_registry", "merchant_changes", "merchant_approvals", "merchant_audit", "api_keys"] {
             assert!(source[t] > 0, "{t}: {source:?}");
         }
         // Every table of the store is in the backup with all its entries (a table the backup

@@ -18,7 +18,8 @@
 //! - `merchant_registry`: merchant id → its record and the approvals that made it;
 //!   `merchant_changes`, `merchant_approvals`: changes waiting for approvals;
 //!   `merchant_audit`: (applied at, change hash) → what was applied (see `merchants.rs`; kept in
-//!   the first chain's file)
+//!   the first chain's file); `api_keys`: token SHA-256 → a merchant's API key (see
+//!   `api_keys.rs`)
 //! - `outbox`, `outbox_pending`, `outbox_dead`, `outbox_attempts`, `delivery_acks`,
 //!   `delivery_ack_times`, `merchant_endpoints`: webhook events, their attempts, the other
 //!   operators' acknowledgements and delivery state (see `outbox.rs`)
@@ -27,6 +28,7 @@
 //! its webhooks) is one write transaction, so a crash leaves either all of it or none.
 
 mod acks;
+mod api_keys;
 mod approvals;
 mod backup;
 mod chain;
@@ -38,6 +40,7 @@ mod merchants;
 mod outbox;
 mod rounds;
 
+pub use api_keys::{ApiKey, KeyPut, Scope};
 pub use approvals::{ApprovalPut, MAX_APPROVALS_PER_SIGNER, StoredApproval};
 pub use backup::{check, restore};
 pub use chain::{PaymentRecord, RangeApplied, RoundEnd, StoredBlock};
@@ -97,6 +100,7 @@ pub(crate) const MERCHANT_REGISTRY: TableDefinition<&str, &[u8]> = TableDefiniti
 pub(crate) const MERCHANT_CHANGES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("merchant_changes");
 pub(crate) const MERCHANT_APPROVALS: TableDefinition<([u8; 32], u32), &[u8]> =
     TableDefinition::new("merchant_approvals");
+pub(crate) const API_KEYS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("api_keys");
 pub(crate) const MERCHANT_AUDIT: TableDefinition<(u64, [u8; 32]), &[u8]> = TableDefinition::new("merchant_audit");
 
 /// Errors of the store.
@@ -214,6 +218,7 @@ impl Store {
         tx.open_table(MERCHANT_CHANGES)?;
         tx.open_table(MERCHANT_APPROVALS)?;
         tx.open_table(MERCHANT_AUDIT)?;
+        tx.open_table(API_KEYS)?;
         tx.commit()?;
         Ok(Self { db: Arc::new(db), ack_quorum: Arc::new(std::sync::atomic::AtomicUsize::new(1)) })
     }
