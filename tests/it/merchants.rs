@@ -258,3 +258,71 @@ async fn an_api_key_works_on_every_node_within_its_scopes_and_a_revoked_one_is_r
     net.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_merchant_sees_its_deliveries_and_replays_its_dead_letters_with_its_own_key() -> Result<()> {
+    use reqwest::Method;
+    let net = Testnet::start(4).await?;
+    let primary = net.devnet.merchant_token.expose().to_string();
+    let since = settleproof_node::time::now_ms();
+    net.receiver.set_failure(Some(500));
+    let (status, queued) = call(&net, 0, Method::POST, "/v1/webhooks/test", &primary, None).await?;
+    assert_eq!(status, 202, "{queued}");
+    let id = queued["webhook_id"].as_str().ok_or_else(|| eyre!("no id: {queued}"))?.to_string();
+    // Dead-lettered after the retry schedule; every attempt is shown with its answer.
+    let dead = net
+        .eventually("the event is dead-lettered", Duration::from_secs(60), || async {
+            let (_, list) = call(&net, 0, Method::GET, "/v1/events?state=dead", &primary, None).await.ok()?;
+            list["data"].as_array()?.iter().find(|e| e["id"] == id.as_str()).cloned()
+        })
+        .await?;
+    let attempts = dead["attempts"].as_array().ok_or_else(|| eyre!("no attempts: {dead}"))?;
+    assert!(attempts.len() > 1 && attempts.iter().all(|a| a["status"] == 500), "{dead}");
+    assert!(attempts[0]["latency_ms"].is_u64() && attempts[0]["excerpt"].is_string(), "{dead}");
+    assert_eq!(dead["type"], "test", "{dead}");
+
+    // A key without `webhooks:manage` sees nothing of it; the merchant replays with its own.
+    let (_, reader) =
+        call(&net, 0, Method::POST, "/v1/api-keys", &primary, Some(json!({"name": "r", "scopes": ["invoices:read"]})))
+            .await?;
+    let (_, manager) = call(
+        &net,
+        0,
+        Method::POST,
+        "/v1/api-keys",
+        &primary,
+        Some(json!({"name": "m", "scopes": ["webhooks:manage"]})),
+    )
+    .await?;
+    let (reader, manager) =
+        (reader["token"].as_str().unwrap_or_default(), manager["token"].as_str().unwrap_or_default());
+    assert_eq!(call(&net, 0, Method::GET, "/v1/events", reader, None).await?.0, 403);
+    net.receiver.set_failure(None);
+    let (status, replayed) =
+        call(&net, 0, Method::POST, "/v1/events/replay", manager, Some(json!({"since_ms": since}))).await?;
+    assert_eq!((status, replayed["replayed"].as_u64()), (200, Some(1)), "{replayed}");
+    let verified = |n: usize| {
+        let id = id.clone();
+        let receiver = net.receiver.clone();
+        async move {
+            (receiver
+                .snapshot()
+                .iter()
+                .filter(|r| r.webhook_id == id && (200..300).contains(&r.answered) && r.verified)
+                .count()
+                >= n)
+                .then_some(())
+        }
+    };
+    net.eventually("the replay is delivered", Duration::from_secs(20), || verified(1)).await?;
+    // One event replayed again: delivered a second time under the same webhook-id.
+    let (status, one) = call(&net, 0, Method::POST, &format!("/v1/events/{id}/replay"), manager, None).await?;
+    assert_eq!((status, one["replayed"].as_u64()), (200, Some(1)), "{one}");
+    net.eventually("the second replay is delivered", Duration::from_secs(20), || verified(2)).await?;
+    assert_eq!(call(&net, 0, Method::POST, "/v1/events/nope/replay", manager, None).await?.0, 404);
+    let (_, delivered) =
+        call(&net, 0, Method::GET, &format!("/v1/events?state=delivered&limit=5"), &primary, None).await?;
+    assert!(delivered["data"].as_array().is_some_and(|d| d.iter().any(|e| e["id"] == id.as_str())), "{delivered}");
+    net.stop().await;
+    Ok(())
+}

@@ -18,6 +18,7 @@ pub mod auth;
 pub mod cache;
 mod chains;
 mod error;
+pub mod events;
 mod health;
 mod invoices;
 pub mod openapi;
@@ -115,7 +116,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/webhooks/test", post(invoices::test_event))
         .route("/v1/merchant", get(invoices::merchant))
         .route("/v1/api-keys", post(api_keys::create).get(api_keys::list))
-        .route("/v1/api-keys/{id}", axum::routing::delete(api_keys::revoke));
+        .route("/v1/api-keys/{id}", axum::routing::delete(api_keys::revoke))
+        .route("/v1/events", get(events::list))
+        .route("/v1/events/replay", post(events::replay_since))
+        .route("/v1/events/{id}/replay", post(events::replay_one));
     hardened(merchants.merge(open), state)
 }
 

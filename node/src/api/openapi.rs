@@ -31,18 +31,22 @@ use utoipa::{Modify, OpenApi};
         super::api_keys::create,
         super::api_keys::list,
         super::api_keys::revoke,
+        super::events::list,
+        super::events::replay_one,
+        super::events::replay_since,
         openapi_json,
     ),
     components(schemas(
         CreateInvoice, Created, InvoicePage, InvoiceView, InvoiceStatus, PaymentView, SettlementView,
         PaymentInstructions, TxInstruction, Receipts, TestQueued, ErrorBody, ErrorDetail,
         super::api_keys::CreateApiKey, super::api_keys::ApiKeyView, super::api_keys::CreatedApiKey,
-        super::api_keys::ApiKeyList, crate::store::Scope
+        super::api_keys::ApiKeyList, crate::store::Scope, super::events::EventList, super::events::EventView,
+        super::events::AttemptView, super::events::ReplaySince, super::events::Replayed
     )),
     modifiers(&BearerToken),
     tags(
         (name = "invoices", description = "Create invoices, read their status and receipts"),
-        (name = "webhooks", description = "Webhook deliveries (event bodies: docs/webhooks.json)"),
+        (name = "webhooks", description = "Webhook events, their delivery attempts and replays (event bodies: docs/webhooks.json)"),
         (name = "merchant", description = "The merchant's own state and API keys"),
         (name = "meta", description = "This document"),
     )

@@ -1,0 +1,222 @@
+//! `/v1/events`: a merchant's own webhook events with every delivery attempt (status, latency,
+//! the start of the answer), and replays of one event or of every event dead-lettered since a
+//! time, under the merchant's primary token or a key with the `webhooks:manage` scope. A replay
+//! is queued on the node asked; its delivery is acknowledged to the others.
+
+use super::{ApiError, ApiState, auth};
+use crate::store::{Attempt, OutboxEvent, Scope};
+use crate::time::now_ms;
+use alloy::primitives::B256;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use serde::{Deserialize, Serialize};
+
+/// Query of `GET /v1/events`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// Only events in this delivery state: `pending`, `delivered` or `dead`.
+    pub state: Option<String>,
+    /// Only the events of this invoice (0x and 64 hex digits).
+    pub invoice: Option<String>,
+    /// At most this many, 1..=200 (default 50), newest first.
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<usize>,
+}
+
+/// One delivery attempt.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AttemptView {
+    /// Number, from 1.
+    pub n: u32,
+    /// When, unix milliseconds.
+    pub at_ms: u64,
+    /// HTTP status of your answer, when there was one.
+    pub status: Option<u16>,
+    /// `delivered`, `retry`, `dead`, `endpoint_disabled`, or the transport error.
+    pub outcome: String,
+    /// Time to your answer, milliseconds.
+    pub latency_ms: u64,
+    /// The start of your answer (at most 256 characters).
+    pub excerpt: String,
+    /// The operator that made the attempt.
+    pub node: String,
+}
+
+impl From<Attempt> for AttemptView {
+    fn from(a: Attempt) -> Self {
+        Self {
+            n: a.n,
+            at_ms: a.at_ms,
+            status: a.status,
+            outcome: a.outcome,
+            latency_ms: a.latency_ms,
+            excerpt: a.excerpt,
+            node: a.node,
+        }
+    }
+}
+
+/// One webhook event and its attempts.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EventView {
+    /// The `webhook-id`.
+    pub id: String,
+    /// Event type, e.g. `invoice.paid`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The chain whose worker holds it.
+    pub chain_id: u64,
+    /// `pending`, `delivered` or `dead`.
+    pub state: String,
+    /// The invoice it is about.
+    #[schema(value_type = Option<String>)]
+    pub invoice_id: Option<B256>,
+    /// When it was created, unix milliseconds.
+    pub created_at_ms: u64,
+    /// When it was delivered.
+    pub delivered_at_ms: Option<u64>,
+    /// When it was dead-lettered.
+    pub dead_at_ms: Option<u64>,
+    /// The body POSTed (docs/webhooks.json).
+    #[schema(value_type = Object)]
+    pub body: serde_json::Value,
+    /// Every attempt, oldest first.
+    pub attempts: Vec<AttemptView>,
+}
+
+/// Events, newest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EventList {
+    /// The events.
+    pub data: Vec<EventView>,
+}
+
+/// Body of `POST /v1/events/replay`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplaySince {
+    /// Replay every event dead-lettered at or after this time, unix milliseconds.
+    pub since_ms: u64,
+}
+
+/// How many events were queued again.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Replayed {
+    /// Events queued again.
+    pub replayed: usize,
+}
+
+fn view(chain_id: u64, e: OutboxEvent, attempts: Vec<Attempt>) -> EventView {
+    EventView {
+        state: e.state().to_string(),
+        body: serde_json::from_str(&e.body).unwrap_or(serde_json::Value::Null),
+        id: e.id,
+        event_type: e.event_type,
+        chain_id,
+        invoice_id: e.invoice_id,
+        created_at_ms: e.created_at_ms,
+        delivered_at_ms: e.delivered_at_ms,
+        dead_at_ms: e.dead_at_ms,
+        attempts: attempts.into_iter().map(Into::into).collect(),
+    }
+}
+
+#[utoipa::path(get, path = "/v1/events", tag = "webhooks", params(EventsQuery),
+    security(("merchant_token" = [])),
+    responses(
+        (status = 200, description = "The merchant's events with their attempts, newest first", body = EventList),
+        (status = 400, description = "A query parameter is invalid", body = super::error::ErrorBody),
+        (status = 401, description = "No or a wrong merchant token", body = super::error::ErrorBody),
+        (status = 403, description = "An API key without the `webhooks:manage` scope", body = super::error::ErrorBody),
+        (status = 429, description = "Over the request budget", body = super::error::ErrorBody),
+    ))]
+pub(super) async fn list(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    query: Result<axum::extract::Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<EventList>, ApiError> {
+    let merchant = auth::merchant(&headers, &state, Some(Scope::WebhooksManage))?;
+    let axum::extract::Query(q) =
+        query.map_err(|e| ApiError::invalid("query", format!("{e}; accepted: state, invoice, limit")))?;
+    if let Some(s) = &q.state
+        && !["pending", "delivered", "dead"].contains(&s.as_str())
+    {
+        return Err(ApiError::invalid("state", "state must be pending, delivered or dead"));
+    }
+    let invoice: Option<B256> = q
+        .invoice
+        .as_deref()
+        .map(|s| s.parse().map_err(|_| ApiError::invalid("invoice", "invoice must be 0x followed by 64 hex digits")))
+        .transpose()?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::invalid("limit", "limit must be between 1 and 200"));
+    }
+    let mut out = Vec::new();
+    for chain in state.chains.iter() {
+        for e in chain.store.events(Some(&merchant.id), invoice, q.state.as_deref(), limit)? {
+            let attempts = chain.store.attempts(&e.id)?;
+            out.push(view(chain.chain_id, e, attempts));
+        }
+    }
+    out.sort_by_key(|e| std::cmp::Reverse(e.created_at_ms));
+    out.truncate(limit);
+    Ok(Json(EventList { data: out }))
+}
+
+#[utoipa::path(post, path = "/v1/events/{id}/replay", tag = "webhooks",
+    params(("id" = String, Path, description = "The event's `webhook-id`")),
+    security(("merchant_token" = [])),
+    responses(
+        (status = 200, description = "Queued again, its retry schedule restarted", body = Replayed),
+        (status = 401, description = "No or a wrong merchant token", body = super::error::ErrorBody),
+        (status = 403, description = "An API key without the `webhooks:manage` scope", body = super::error::ErrorBody),
+        (status = 404, description = "No such event of this merchant", body = super::error::ErrorBody),
+        (status = 429, description = "Over the request budget", body = super::error::ErrorBody),
+    ))]
+pub(super) async fn replay_one(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Replayed>, ApiError> {
+    let merchant = auth::merchant(&headers, &state, Some(Scope::WebhooksManage))?;
+    for chain in state.chains.iter() {
+        if chain.store.outbox_event(&id)?.is_some_and(|e| e.merchant_id == merchant.id) {
+            let replayed = chain.store.replay(&[id], now_ms())?;
+            chain.wake();
+            return Ok(Json(Replayed { replayed }));
+        }
+    }
+    Err(ApiError::not_found("webhook event"))
+}
+
+#[utoipa::path(post, path = "/v1/events/replay", tag = "webhooks", request_body = ReplaySince,
+    security(("merchant_token" = [])),
+    responses(
+        (status = 200, description = "Every event of the merchant dead-lettered since then, queued again", body = Replayed),
+        (status = 400, description = "The body is invalid", body = super::error::ErrorBody),
+        (status = 401, description = "No or a wrong merchant token", body = super::error::ErrorBody),
+        (status = 403, description = "An API key without the `webhooks:manage` scope", body = super::error::ErrorBody),
+        (status = 413, description = "Body over `api.max_body_bytes`", body = String, content_type = "text/plain"),
+        (status = 429, description = "Over the request budget", body = super::error::ErrorBody),
+    ))]
+pub(super) async fn replay_since(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Replayed>, ApiError> {
+    let merchant = auth::merchant(&headers, &state, Some(Scope::WebhooksManage))?;
+    let req: ReplaySince = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::invalid("body", format!("{e}; expected {{\"since_ms\": <unix ms>}}")))?;
+    let mut replayed = 0;
+    for chain in state.chains.iter() {
+        let ids = chain.store.dead_since(req.since_ms, Some(&merchant.id))?;
+        replayed += chain.store.replay(&ids, now_ms())?;
+        chain.wake();
+    }
+    Ok(Json(Replayed { replayed }))
+}
