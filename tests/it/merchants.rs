@@ -320,8 +320,7 @@ async fn a_merchant_sees_its_deliveries_and_replays_its_dead_letters_with_its_ow
     assert_eq!((status, one["replayed"].as_u64()), (200, Some(1)), "{one}");
     net.eventually("the second replay is delivered", Duration::from_secs(20), || verified(2)).await?;
     assert_eq!(call(&net, 0, Method::POST, "/v1/events/nope/replay", manager, None).await?.0, 404);
-    let (_, delivered) =
-        call(&net, 0, Method::GET, &format!("/v1/events?state=delivered&limit=5"), &primary, None).await?;
+    let (_, delivered) = call(&net, 0, Method::GET, "/v1/events?state=delivered&limit=5", &primary, None).await?;
     assert!(delivered["data"].as_array().is_some_and(|d| d.iter().any(|e| e["id"] == id.as_str())), "{delivered}");
     net.stop().await;
     Ok(())
