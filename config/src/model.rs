@@ -374,6 +374,10 @@ pub struct WebhookSection {
     /// An endpoint failing without a single success for this long is disabled, in seconds.
     #[serde(default = "default_disable_after_s")]
     pub disable_after_s: u64,
+    /// After a merchant's webhook secret changes, deliveries are signed with the old secret too
+    /// for this long (both signatures in `webhook-signature`), in seconds.
+    #[serde(default = "default_secret_overlap_s")]
+    pub secret_overlap_s: u64,
     /// When another operator submitted a settlement, wait this long per position after it
     /// before delivering its events here (unless acknowledged meanwhile), in milliseconds.
     #[serde(default = "default_failover_delay_ms")]
@@ -429,6 +433,7 @@ impl Default for WebhookSection {
             timeout_ms: default_webhook_timeout_ms(),
             retry_schedule_s: default_retry_schedule_s(),
             disable_after_s: default_disable_after_s(),
+            secret_overlap_s: default_secret_overlap_s(),
             failover_delay_ms: default_failover_delay_ms(),
             expired_event_delay_s: default_expired_event_delay_s(),
             connect_timeout_ms: default_webhook_connect_timeout_ms(),
@@ -512,6 +517,9 @@ fn default_webhook_timeout_ms() -> u64 {
 }
 fn default_retry_schedule_s() -> Vec<u64> {
     vec![0, 5, 300, 1800, 7200, 18_000, 36_000, 50_400, 72_000, 86_400]
+}
+fn default_secret_overlap_s() -> u64 {
+    86_400
 }
 fn default_disable_after_s() -> u64 {
     5 * 24 * 3600

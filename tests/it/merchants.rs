@@ -325,3 +325,65 @@ async fn a_merchant_sees_its_deliveries_and_replays_its_dead_letters_with_its_ow
     net.stop().await;
     Ok(())
 }
+
+/// Whether the Standard Webhooks reference library (Python) verifies `d` with `secret`.
+fn standard_webhooks_verifies(secret: &str, d: &settleproof_devnet::demo_merchant::RawDelivery) -> Result<bool> {
+    let script = "import json,sys\nfrom standardwebhooks.webhooks import Webhook\nd=json.load(sys.stdin)\nWebhook(d['secret']).verify(d['body'], {'webhook-id': d['id'], 'webhook-timestamp': d['timestamp'], 'webhook-signature': d['signature']})";
+    let input =
+        json!({"secret": secret, "body": d.body, "id": d.id, "timestamp": d.timestamp, "signature": d.signature});
+    let mut py = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    std::io::Write::write_all(py.stdin.as_mut().ok_or_else(|| eyre!("stdin"))?, input.to_string().as_bytes())?;
+    Ok(py.wait_with_output()?.status.success())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn during_a_secret_rotation_every_delivery_verifies_with_the_old_secret_and_with_the_new() -> Result<()> {
+    use reqwest::Method;
+    let net = Testnet::start(4).await?;
+    let old = net.devnet.merchant.webhook_secret.expose().to_string();
+    let new = settleproof_node::webhook::signature::generate_secret();
+    let (status, proposed) =
+        admin(&net, 0, Method::PATCH, "merchants/demo", Some(json!({"webhook_secret": new}))).await?;
+    assert_eq!(status, 202, "{proposed}");
+    let hash = proposed["change_hash"].as_str().ok_or_else(|| eyre!("no hash"))?.to_string();
+    let (_, listed) = admin(&net, 0, Method::GET, "merchants", None).await?;
+    assert!(!listed.to_string().contains(&new) && !listed.to_string().contains(&old), "no secret is listed");
+    assert_eq!(listed["pending"][0]["webhook_secret_changed"], true, "{listed}");
+    for i in [1, 2] {
+        net.eventually("the rotation reaches the approver", Duration::from_secs(20), || async {
+            let r = registry(&net, i).await.ok()?;
+            r["pending"].as_array()?.iter().any(|p| p["change_hash"] == hash.as_str()).then_some(())
+        })
+        .await?;
+        admin(&net, i, Method::POST, &format!("merchant-changes/{hash}/approve"), None).await?;
+    }
+    let primary = net.devnet.merchant_token.expose().to_string();
+    for i in 0..4 {
+        net.eventually("the rotation applied", Duration::from_secs(20), || async {
+            let r = registry(&net, i).await.ok()?;
+            (r["merchants"][0]["version"] == 1).then_some(())
+        })
+        .await?;
+        let (status, queued) = call(&net, i, Method::POST, "/v1/webhooks/test", &primary, None).await?;
+        assert_eq!(status, 202, "{queued}");
+        let id = queued["webhook_id"].as_str().unwrap_or_default().to_string();
+        let got = net
+            .eventually("the test event", Duration::from_secs(20), || async {
+                net.receiver.snapshot().into_iter().find(|r| r.webhook_id == id)
+            })
+            .await?;
+        assert_eq!(got.raw.signature.split(' ').count(), 2, "node {i}: {}", got.raw.signature);
+        assert!(got.verified, "the receiver still holding the old secret verifies");
+        assert!(standard_webhooks_verifies(&old, &got.raw)?, "node {i}: old secret");
+        assert!(standard_webhooks_verifies(&new, &got.raw)?, "node {i}: new secret");
+        assert!(!standard_webhooks_verifies(&settleproof_node::webhook::signature::generate_secret(), &got.raw)?);
+    }
+    net.stop().await;
+    Ok(())
+}

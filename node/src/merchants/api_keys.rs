@@ -216,6 +216,7 @@ mod tests {
                     chain_id: 1,
                     settlement: alloy::primitives::Address::ZERO,
                     url_policy: (true, true),
+                    secret_overlap_ms: 60_000,
                 };
                 (dir, Registry::open(home, &demo).expect("open"))
             })

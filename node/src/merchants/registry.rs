@@ -75,6 +75,8 @@ struct View {
     active: Arc<Vec<MerchantConfig>>,
     /// Merchants disabled.
     disabled: Vec<String>,
+    /// Replaced webhook secrets still signing, by merchant.
+    previous: Vec<(String, crate::store::PreviousSecret)>,
 }
 
 #[derive(Debug)]
@@ -88,6 +90,8 @@ pub(super) struct Inner {
     settlement: Address,
     /// `tls.allow_insecure_http`, `webhooks.allow_private_targets`.
     url_policy: (bool, bool),
+    /// `webhooks.secret_overlap_s`, in ms.
+    secret_overlap_ms: u64,
     view: RwLock<View>,
     /// Where approvals are published: the first chain's gossip scope.
     pub(super) net: OnceLock<NetworkHandle>,
@@ -110,18 +114,21 @@ pub struct Home {
     pub settlement: Address,
     /// `tls.allow_insecure_http`, `webhooks.allow_private_targets`.
     pub url_policy: (bool, bool),
+    /// How long a replaced webhook secret keeps signing (`webhooks.secret_overlap_s`), ms.
+    pub secret_overlap_ms: u64,
 }
 
 impl Registry {
     /// A registry of `merchants` that never changes (tests and tools).
     pub fn fixed(merchants: Vec<MerchantConfig>) -> Self {
-        let view = View { active: Arc::new(merchants), disabled: Vec::new() };
+        let view = View { active: Arc::new(merchants), ..View::default() };
         Self(Arc::new(Inner {
             store: None,
             epochs: None,
             chain_id: 0,
             settlement: Address::ZERO,
             url_policy: (true, true),
+            secret_overlap_ms: 0,
             view: RwLock::new(view),
             net: OnceLock::new(),
         }))
@@ -151,6 +158,7 @@ impl Registry {
             chain_id: home.chain_id,
             settlement: home.settlement,
             url_policy: home.url_policy,
+            secret_overlap_ms: home.secret_overlap_ms,
             view: RwLock::new(View::default()),
             net: OnceLock::new(),
         }));
@@ -183,6 +191,20 @@ impl Registry {
         self.view().active.iter().find(|m| m.id == id).cloned()
     }
 
+    /// The secrets `merchant`'s deliveries are signed with now: its secret, and the one it
+    /// replaced while that one's overlap lasts (each gives a signature in `webhook-signature`).
+    pub fn signing_secrets(&self, merchant: &MerchantConfig) -> Vec<settleproof_config::Secret> {
+        let now = now_ms();
+        let mut secrets = vec![merchant.webhook_secret.clone()];
+        let view = self.view();
+        for (_, p) in view.previous.iter().filter(|(id, p)| id == &merchant.id && p.until_ms > now) {
+            if !secrets.contains(&p.secret) {
+                secrets.push(p.secret.clone());
+            }
+        }
+        secrets
+    }
+
     /// Whether merchant `id` is in the registry but disabled.
     pub fn is_disabled(&self, id: &str) -> bool {
         self.view().disabled.iter().any(|d| d == id)
@@ -190,13 +212,16 @@ impl Registry {
 
     fn reload(&self) -> Result<(), StoreError> {
         let Some(store) = &self.0.store else { return Ok(()) };
-        let (mut active, mut disabled) = (Vec::new(), Vec::new());
+        let (mut active, mut disabled, mut previous) = (Vec::new(), Vec::new(), Vec::new());
         for e in store.registry_entries()? {
             crate::redact::register(&e.change.merchant.webhook_url, &format!("webhook:{}", e.change.merchant.id));
+            if let Some(p) = e.previous_secret {
+                previous.push((e.change.merchant.id.clone(), p));
+            }
             if e.change.disabled { disabled.push(e.change.merchant.id) } else { active.push(e.change.merchant) }
         }
         *self.0.view.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
-            View { active: Arc::new(active), disabled };
+            View { active: Arc::new(active), disabled, previous };
         Ok(())
     }
 
@@ -455,8 +480,13 @@ impl Registry {
             ChangeFate::Apply => {}
             ChangeFate::Wait { .. } | ChangeFate::Stale { .. } => return Ok(false),
         }
-        let entry = RegistryEntry { change: p.change.clone(), approvals: p.approvals, applied_at_ms: now_ms() };
-        let applied = store.apply_merchant_change(hash, &entry)?;
+        let entry = RegistryEntry {
+            change: p.change.clone(),
+            approvals: p.approvals,
+            applied_at_ms: now_ms(),
+            previous_secret: None,
+        };
+        let applied = store.apply_merchant_change(hash, &entry, self.0.secret_overlap_ms)?;
         if applied {
             self.reload()?;
             let m = &p.change.merchant;

@@ -39,6 +39,7 @@ fn network() -> Vec<Node> {
                 chain_id: CHAIN,
                 settlement: Address::repeat_byte(0x5e),
                 url_policy: (true, true),
+                secret_overlap_ms: 60_000,
             };
             Node { registry: Registry::open(home, &[demo()]).expect("open"), peer: ops[i].peer_id, _dir: dir }
         })
@@ -224,4 +225,24 @@ fn a_node_that_missed_the_approvals_applies_the_change_from_one_relayed_message(
     let data = serde_json::to_vec(&relayed[0]).expect("json");
     assert!(late.registry.hear(&data, &online[2].peer).expect("heard"));
     assert_eq!(payout(late, "shop-2"), Some(Address::repeat_byte(0x33)));
+}
+
+#[test]
+fn a_changed_webhook_secret_signs_beside_the_old_one_for_the_overlap() {
+    let nodes = network();
+    let old = demo().webhook_secret;
+    let mut rotated = demo();
+    rotated.webhook_secret = settleproof_config::Secret::new("whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+    let proposed = nodes[0].registry.propose(rotated.clone(), false, false, &[key(0)]).expect("propose");
+    gossip(&nodes, 0);
+    for i in [1, 2] {
+        nodes[i].registry.approve(proposed.change_hash, &[key(i)]).expect("approve");
+        gossip(&nodes, i);
+    }
+    for n in &nodes {
+        let current = n.registry.get("demo").expect("served");
+        assert_eq!(n.registry.signing_secrets(&current), vec![rotated.webhook_secret.clone(), old.clone()]);
+    }
+    // A later change that keeps the secret keeps the overlap; a fixed list has none.
+    assert_eq!(Registry::fixed(vec![demo()]).signing_secrets(&demo()), vec![old]);
 }

@@ -37,6 +37,15 @@ impl MerchantChange {
     }
 }
 
+/// A webhook secret still signing after it was replaced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviousSecret {
+    /// The replaced secret.
+    pub secret: settleproof_config::Secret,
+    /// Until when it signs too, unix ms.
+    pub until_ms: u64,
+}
+
 /// A merchant as the registry holds it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RegistryEntry {
@@ -46,6 +55,9 @@ pub struct RegistryEntry {
     pub approvals: Vec<(u32, Bytes)>,
     /// When this node applied it.
     pub applied_at_ms: u64,
+    /// The webhook secret it replaced, while deliveries are still signed with it too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret: Option<PreviousSecret>,
 }
 
 /// One applied change, without secrets.
@@ -146,7 +158,8 @@ impl Store {
                 false
             } else {
                 let change = MerchantChange { merchant: merchant.clone(), disabled: false, version: 0, epoch: 0 };
-                let entry = RegistryEntry { change, approvals: Vec::new(), applied_at_ms: now_ms };
+                let entry =
+                    RegistryEntry { change, approvals: Vec::new(), applied_at_ms: now_ms, previous_secret: None };
                 t.insert(merchant.id.as_str(), encode(&entry).as_slice())?;
                 let audit = AuditEntry::of(&entry, B256::ZERO, None);
                 tx.open_table(MERCHANT_AUDIT)?.insert((now_ms, B256::ZERO.0), encode(&audit).as_slice())?;
@@ -242,8 +255,15 @@ impl Store {
     /// Makes `entry` merchant `entry.change.merchant.id`'s record, unless the registry holds a
     /// version at least as new (then `false`), and forgets the waiting changes it supersedes
     /// (its own and those of the same merchant at or below its version), with an audit entry,
-    /// in one transaction.
-    pub fn apply_merchant_change(&self, hash: B256, entry: &RegistryEntry) -> Result<bool, StoreError> {
+    /// in one transaction. When it changes the webhook secret, the secret it replaces keeps
+    /// signing for `overlap_ms` (an earlier replaced secret still in its window stays when the
+    /// secret does not change).
+    pub fn apply_merchant_change(
+        &self,
+        hash: B256,
+        entry: &RegistryEntry,
+        overlap_ms: u64,
+    ) -> Result<bool, StoreError> {
         let id = entry.change.merchant.id.as_str();
         let tx = self.db().begin_write()?;
         let applied = {
@@ -253,6 +273,18 @@ impl Store {
             if before.as_ref().is_some_and(|b| b.change.version >= entry.change.version) {
                 false
             } else {
+                let mut entry = entry.clone();
+                entry.previous_secret = before.as_ref().and_then(|b| {
+                    if b.change.merchant.webhook_secret != entry.change.merchant.webhook_secret {
+                        Some(PreviousSecret {
+                            secret: b.change.merchant.webhook_secret.clone(),
+                            until_ms: entry.applied_at_ms.saturating_add(overlap_ms),
+                        })
+                    } else {
+                        b.previous_secret.clone().filter(|p| p.until_ms > entry.applied_at_ms)
+                    }
+                });
+                let entry = &entry;
                 registry.insert(id, encode(entry).as_slice())?;
                 let audit = AuditEntry::of(entry, hash, before.as_ref());
                 tx.open_table(MERCHANT_AUDIT)?.insert((entry.applied_at_ms, hash.0), encode(&audit).as_slice())?;
@@ -336,13 +368,14 @@ mod tests {
             change: c.clone(),
             approvals: vec![(0, Bytes::from(vec![0]))],
             applied_at_ms: 10 + c.version,
+            previous_secret: None,
         };
-        assert!(store.apply_merchant_change(v1.hash(), &entry(&v1)).expect("apply"));
+        assert!(store.apply_merchant_change(v1.hash(), &entry(&v1), 1000).expect("apply"));
         // Version 1's rival is superseded; version 2 still waits.
         let pending: Vec<B256> = store.pending_merchant_changes().expect("pending").iter().map(|p| p.hash).collect();
         assert_eq!(pending, vec![v2.hash()]);
-        assert!(!store.apply_merchant_change(rival.hash(), &entry(&rival)).expect("stale"), "not over version 1");
-        assert!(store.apply_merchant_change(v2.hash(), &entry(&v2)).expect("apply"));
+        assert!(!store.apply_merchant_change(rival.hash(), &entry(&rival), 1000).expect("stale"), "not over version 1");
+        assert!(store.apply_merchant_change(v2.hash(), &entry(&v2), 1000).expect("apply"));
         drop(store);
         let store = Store::open(&dir.path().join("settleproof.redb")).expect("reopen");
         assert_eq!(

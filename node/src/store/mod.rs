@@ -48,7 +48,8 @@ pub use halt_reason::HaltReason;
 pub use idempotency::{IDEMPOTENCY_TTL_S, IdempotencyRecord, KeyState, key_hash, key_nonce};
 pub use invoices::Invoice;
 pub use merchants::{
-    AuditEntry, MAX_PENDING_PER_SIGNER, MerchantApprovalPut, MerchantChange, PendingChange, RegistryEntry,
+    AuditEntry, MAX_PENDING_PER_SIGNER, MerchantApprovalPut, MerchantChange, PendingChange, PreviousSecret,
+    RegistryEntry,
 };
 pub use outbox::{Attempt, AttemptEffect, EndpointState, OutboxEvent, webhook_id};
 pub use rounds::{SettlementRecord, SignedBatch, SigningOutcome};

@@ -300,7 +300,15 @@ impl Deliverer {
             return false;
         }
         let ts = now_s();
-        let signature = match signature::sign(merchant.webhook_secret.expose(), &event.id, ts, event.body.as_bytes()) {
+        // One signature per secret: during a rotation's overlap the replaced secret signs too,
+        // so a receiver holding either verifies (Standard Webhooks: space-separated).
+        let signed: Result<Vec<String>, _> = self
+            .merchants
+            .signing_secrets(&merchant)
+            .iter()
+            .map(|s| signature::sign(s.expose(), &event.id, ts, event.body.as_bytes()))
+            .collect();
+        let signature = match signed.map(|s| s.join(" ")) {
             Ok(s) => s,
             Err(e) => {
                 warn!(merchant = %merchant.id, error = %e, "cannot sign webhook");
