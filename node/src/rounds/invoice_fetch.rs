@@ -41,7 +41,7 @@ pub(super) async fn fetch_missing(
     from: u64,
     to: u64,
 ) -> usize {
-    let wanted = missing(store, &scope.merchants.list(), from, to);
+    let wanted = missing(store, &scope.merchants.all(), from, to);
     fetch_invoices(net, peers, store, scope, &wanted).await
 }
 

@@ -158,7 +158,7 @@ impl SettleTask {
                     return Ok(record);
                 }
             };
-            record_with_events(&self.store, &self.ctx, &self.merchants.list(), &sent, now_ms())?;
+            record_with_events(&self.store, &self.ctx, &self.merchants.all(), &sent, now_ms())?;
             if attempt == 0 {
                 let now = now_s();
                 for p in self.store.payments_in_range(batch.from_block, batch.to_block)? {

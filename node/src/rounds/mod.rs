@@ -271,7 +271,7 @@ impl RoundDriver {
             match keeper::record_with_events(
                 &self.store,
                 &self.receipt_context(),
-                &self.merchants.list(),
+                &self.merchants.all(),
                 &record,
                 first_attempt,
             ) {

@@ -91,7 +91,7 @@ impl RoundDriver {
     /// Asks the peers, in the background, for the invoices of blocks `from..=to` this node never
     /// received, so that every node (not only the keeper) has them before the settlement.
     fn fetch_missing_invoices(&self, from: u64, to: u64) {
-        if super::invoice_fetch::missing(&self.store, &self.merchants.list(), from, to).is_empty() {
+        if super::invoice_fetch::missing(&self.store, &self.merchants.all(), from, to).is_empty() {
             return;
         }
         let (net, peers, store, scope) =

@@ -83,6 +83,7 @@ impl Store {
         n += copy(&snapshot, &tx, MERCHANT_APPROVALS)?;
         n += copy(&snapshot, &tx, MERCHANT_AUDIT)?;
         n += copy(&snapshot, &tx, API_KEYS)?;
+        n += copy(&snapshot, &tx, MERCHANT_OWN)?;
         tx.commit()?;
         drop(copy_db);
         check(path)?;
@@ -189,7 +190,7 @@ mod tests {
             .remove(0);
         store.seed_merchant(&demo, 1).expect("seed");
         let change = crate::store::MerchantChange { merchant: demo, disabled: true, version: 1, epoch: 0 };
-        store.put_merchant_approval(&change, change.hash(), 0, &[1u8; 96]).expect("merchant approval");
+        store.put_merchant_approval(&change, change.hash(), 0, &[1u8; 96], true).expect("merchant approval");
         let key = crate::store::ApiKey {
             id: "key_1".into(),
             merchant_id: "demo".into(),
@@ -206,7 +207,14 @@ mod tests {
         drop(store);
         let copy = table_sizes(&Database::open(&backup).expect("open backup"));
         assert!(source["epochs"] > 0 && source["set_approvals"] > 0, "{source:?}");
-        for t in ["merchant_registry", "merchant_changes", "merchant_approvals", "merchant_audit", "api_keys"] {
+        for t in [
+            "merchant_registry",
+            "merchant_changes",
+            "merchant_approvals",
+            "merchant_audit",
+            "api_keys",
+            "merchant_own_approvals",
+        ] {
             assert!(source[t] > 0, "{t}: {source:?}");
         }
         // Every table of the store is in the backup with all its entries (a table the backup

@@ -4,7 +4,8 @@
 //! change in one transaction.
 
 use super::{
-    MERCHANT_APPROVALS, MERCHANT_AUDIT, MERCHANT_CHANGES, MERCHANT_REGISTRY, Store, StoreError, decode, encode,
+    MERCHANT_APPROVALS, MERCHANT_AUDIT, MERCHANT_CHANGES, MERCHANT_OWN, MERCHANT_REGISTRY, Store, StoreError, decode,
+    encode,
 };
 use alloy::primitives::{Address, B256, Bytes, keccak256};
 use redb::ReadableTable;
@@ -132,6 +133,8 @@ pub enum MerchantApprovalPut {
     /// The signer approved another change to the same merchant and version: dropped, as
     /// no honest operator approves two.
     Rival(B256),
+    /// The registry holds this version of the merchant or a newer one: dropped.
+    Stale(u64),
 }
 
 impl Store {
@@ -171,19 +174,37 @@ impl Store {
     }
 
     /// Keeps operator `signer`'s approval of `change` (hashed `hash`; checked by the caller)
-    /// and the change itself, bounded per signer, one approval per merchant version.
+    /// and the change itself, bounded per signer, one approval per merchant version, unless
+    /// the registry holds that version already. With `own` (this node's approval) the
+    /// (merchant, version) it approved is recorded for good, in the same transaction, so this
+    /// node never approves a rival, even after the first change applied and its waiting
+    /// approvals were dropped.
     pub fn put_merchant_approval(
         &self,
         change: &MerchantChange,
         hash: B256,
         signer: u32,
         signature: &[u8],
+        own: bool,
     ) -> Result<MerchantApprovalPut, StoreError> {
+        let id = change.merchant.id.as_str();
         let tx = self.db().begin_write()?;
         let put = {
             let mut approvals = tx.open_table(MERCHANT_APPROVALS)?;
             let mut changes = tx.open_table(MERCHANT_CHANGES)?;
-            if approvals.get((hash.0, signer))?.is_some() {
+            let mut mine_for_good = tx.open_table(MERCHANT_OWN)?;
+            let held: Option<RegistryEntry> = tx
+                .open_table(MERCHANT_REGISTRY)?
+                .get(id)?
+                .map(|v| decode("merchant_registry", v.value()))
+                .transpose()?;
+            let approved_before =
+                if own { mine_for_good.get((id, change.version))?.map(|v| B256::from(v.value())) } else { None };
+            if let Some(h) = held.filter(|h| h.change.version >= change.version) {
+                MerchantApprovalPut::Stale(h.change.version)
+            } else if let Some(other) = approved_before.filter(|o| *o != hash) {
+                MerchantApprovalPut::Rival(other)
+            } else if approvals.get((hash.0, signer))?.is_some() {
                 MerchantApprovalPut::Known
             } else {
                 let (mut mine, mut rival) = (0, None);
@@ -208,6 +229,9 @@ impl Store {
                     approvals.insert((hash.0, signer), signature)?;
                     if changes.get(hash.0)?.is_none() {
                         changes.insert(hash.0, encode(change).as_slice())?;
+                    }
+                    if own {
+                        mine_for_good.insert((id, change.version), hash.0)?;
                     }
                     MerchantApprovalPut::New
                 }
@@ -354,16 +378,19 @@ mod tests {
         let (v1, rival, v2) = (change(2, 1), change(3, 1), change(4, 2));
         for (c, signer) in [(&v1, 0), (&rival, 1), (&v2, 0)] {
             assert_eq!(
-                store.put_merchant_approval(c, c.hash(), signer, &[signer as u8]).expect("put"),
+                store.put_merchant_approval(c, c.hash(), signer, &[signer as u8], false).expect("put"),
                 MerchantApprovalPut::New
             );
         }
         assert_eq!(
-            store.put_merchant_approval(&rival, rival.hash(), 0, &[0]).expect("rival"),
+            store.put_merchant_approval(&rival, rival.hash(), 0, &[0], false).expect("rival"),
             MerchantApprovalPut::Rival(v1.hash()),
             "signer 0 approved another change to version 1"
         );
-        assert_eq!(store.put_merchant_approval(&v1, v1.hash(), 0, &[7]).expect("again"), MerchantApprovalPut::Known);
+        assert_eq!(
+            store.put_merchant_approval(&v1, v1.hash(), 0, &[7], false).expect("again"),
+            MerchantApprovalPut::Known
+        );
         let entry = |c: &MerchantChange| RegistryEntry {
             change: c.clone(),
             approvals: vec![(0, Bytes::from(vec![0]))],
@@ -397,14 +424,83 @@ mod tests {
     }
 
     #[test]
+    fn this_node_never_approves_a_rival_even_after_its_first_choice_applied() {
+        let (_dir, store) = temp_store();
+        let (y, x) = (change(2, 1), change(3, 1));
+        assert_eq!(store.put_merchant_approval(&y, y.hash(), 0, &[0], true).expect("own"), MerchantApprovalPut::New);
+        assert_eq!(
+            store.put_merchant_approval(&x, x.hash(), 0, &[0], true).expect("rival"),
+            MerchantApprovalPut::Rival(y.hash())
+        );
+        let entry = RegistryEntry { change: y.clone(), approvals: Vec::new(), applied_at_ms: 5, previous_secret: None };
+        assert!(store.apply_merchant_change(y.hash(), &entry, 0).expect("apply"));
+        // Y's waiting approvals are gone; X still cannot be approved, nor kept from gossip.
+        assert_eq!(
+            store.put_merchant_approval(&x, x.hash(), 0, &[0], true).expect("after"),
+            MerchantApprovalPut::Stale(1)
+        );
+        assert_eq!(
+            store.put_merchant_approval(&x, x.hash(), 1, &[1], false).expect("heard"),
+            MerchantApprovalPut::Stale(1)
+        );
+        let (y2, x2) = (change(4, 2), change(5, 2));
+        store.put_merchant_approval(&y2, y2.hash(), 0, &[0], true).expect("own");
+        // The record of what this node approved outlives the waiting approvals.
+        let tx = store.db().begin_write().expect("tx");
+        tx.open_table(crate::store::MERCHANT_APPROVALS).expect("t").remove((y2.hash().0, 0)).expect("rm");
+        tx.commit().expect("commit");
+        assert_eq!(
+            store.put_merchant_approval(&x2, x2.hash(), 0, &[0], true).expect("rival"),
+            MerchantApprovalPut::Rival(y2.hash())
+        );
+    }
+
+    #[test]
+    fn a_replaced_secret_is_kept_for_its_overlap_only() {
+        let (_dir, store) = temp_store();
+        store.seed_merchant(&merchant(1), 0).expect("seed");
+        let apply = |version: u64, secret: &str, at: u64| {
+            let mut m = merchant(1);
+            m.webhook_secret = settleproof_config::Secret::new(secret);
+            let change = MerchantChange { merchant: m, disabled: false, version, epoch: 0 };
+            let entry = RegistryEntry {
+                change: change.clone(),
+                approvals: Vec::new(),
+                applied_at_ms: at,
+                previous_secret: None,
+            };
+            assert!(store.apply_merchant_change(change.hash(), &entry, 1000).expect("apply"));
+            store.registry_entry("demo").expect("read").expect("held").previous_secret
+        };
+        let old = merchant(1).webhook_secret;
+        let new = "whsec_BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB";
+        assert_eq!(apply(1, new, 10), Some(PreviousSecret { secret: old.clone(), until_ms: 1010 }));
+        assert_eq!(
+            apply(2, new, 20),
+            Some(PreviousSecret { secret: old, until_ms: 1010 }),
+            "the secret kept: so is the overlap"
+        );
+        assert_eq!(apply(3, new, 2000), None, "past its window");
+    }
+
+    #[test]
     fn a_signer_keeps_a_bounded_number_of_waiting_changes() {
         let (_dir, store) = temp_store();
         for v in 1..=MAX_PENDING_PER_SIGNER as u64 {
             let c = change(2, v);
-            assert_eq!(store.put_merchant_approval(&c, c.hash(), 3, &[1]).expect("put"), MerchantApprovalPut::New);
+            assert_eq!(
+                store.put_merchant_approval(&c, c.hash(), 3, &[1], false).expect("put"),
+                MerchantApprovalPut::New
+            );
         }
         let c = change(2, 99);
-        assert_eq!(store.put_merchant_approval(&c, c.hash(), 3, &[1]).expect("limit"), MerchantApprovalPut::Limit);
-        assert_eq!(store.put_merchant_approval(&c, c.hash(), 4, &[1]).expect("another"), MerchantApprovalPut::New);
+        assert_eq!(
+            store.put_merchant_approval(&c, c.hash(), 3, &[1], false).expect("limit"),
+            MerchantApprovalPut::Limit
+        );
+        assert_eq!(
+            store.put_merchant_approval(&c, c.hash(), 4, &[1], false).expect("another"),
+            MerchantApprovalPut::New
+        );
     }
 }

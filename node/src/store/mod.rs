@@ -17,6 +17,7 @@
 //!   `set_approvals`: approvals of the next set
 //! - `merchant_registry`: merchant id → its record and the approvals that made it;
 //!   `merchant_changes`, `merchant_approvals`: changes waiting for approvals;
+//!   `merchant_own_approvals`: (merchant, version) → the change this node approved, for good;
 //!   `merchant_audit`: (applied at, change hash) → what was applied (see `merchants.rs`; kept in
 //!   the first chain's file); `api_keys`: token SHA-256 → a merchant's API key (see
 //!   `api_keys.rs`)
@@ -101,6 +102,7 @@ pub(crate) const MERCHANT_REGISTRY: TableDefinition<&str, &[u8]> = TableDefiniti
 pub(crate) const MERCHANT_CHANGES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("merchant_changes");
 pub(crate) const MERCHANT_APPROVALS: TableDefinition<([u8; 32], u32), &[u8]> =
     TableDefinition::new("merchant_approvals");
+pub(crate) const MERCHANT_OWN: TableDefinition<(&str, u64), [u8; 32]> = TableDefinition::new("merchant_own_approvals");
 pub(crate) const API_KEYS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("api_keys");
 pub(crate) const MERCHANT_AUDIT: TableDefinition<(u64, [u8; 32]), &[u8]> = TableDefinition::new("merchant_audit");
 
@@ -220,6 +222,7 @@ impl Store {
         tx.open_table(MERCHANT_APPROVALS)?;
         tx.open_table(MERCHANT_AUDIT)?;
         tx.open_table(API_KEYS)?;
+        tx.open_table(MERCHANT_OWN)?;
         tx.commit()?;
         Ok(Self { db: Arc::new(db), ack_quorum: Arc::new(std::sync::atomic::AtomicUsize::new(1)) })
     }

@@ -158,17 +158,11 @@ impl Deliverer {
             .map(|r| r.leaf)
             .find(|l| super::payload::webhook_id(l.invoice_id, l.tx_hash, l.log_index) == event.id)?;
         let record = self.store.settlement(self.schedule.round_of(leaf.block_number)?).ok()??;
-        let fresh = super::payload::settlement_events(
-            &self.store,
-            &c.ctx,
-            &c.scope.merchants.list(),
-            &[leaf],
-            &record,
-            now_s(),
-        )
-        .ok()?
-        .into_iter()
-        .find(|e| e.id == event.id && e.event_type != "payment.settled")?;
+        let fresh =
+            super::payload::settlement_events(&self.store, &c.ctx, &c.scope.merchants.all(), &[leaf], &record, now_s())
+                .ok()?
+                .into_iter()
+                .find(|e| e.id == event.id && e.event_type != "payment.settled")?;
         if !self.store.rerender_event(&event.id, &fresh.event_type, &fresh.body).ok()? {
             return None;
         }

@@ -46,10 +46,14 @@ pub fn settlement_events(
     let receipts = receipt::RoundReceipts::new(store, ctx, settlement)?;
     let mut events = Vec::new();
     for p in payments {
-        let Some(merchant) = merchants.iter().find(|m| m.payout_address == p.merchant) else {
+        // The invoice names its merchant (whose payout address may have changed since);
+        // a payment of an invoice this node does not know is matched by the address it paid.
+        let stored = store.invoice(p.invoice_id)?;
+        let by_invoice = stored.as_ref().and_then(|inv| merchants.iter().find(|m| m.id == inv.merchant_id));
+        let Some(merchant) = by_invoice.or_else(|| merchants.iter().find(|m| m.payout_address == p.merchant)) else {
             continue;
         };
-        let stored = store.invoice(p.invoice_id)?.filter(|inv| inv.merchant_id == merchant.id);
+        let stored = stored.filter(|inv| inv.merchant_id == merchant.id);
         let terms = stored.as_ref().map(|inv| inv.terms(ctx.chain_id, ctx.payments));
         let (event_type, invoice) = match stored {
             Some(inv) => {
