@@ -557,3 +557,18 @@ impl Drop for Testnet {
         }
     }
 }
+
+/// Whether the Standard Webhooks reference library (Python) verifies `d` with `secret`.
+pub fn standard_webhooks_verifies(secret: &str, d: &settleproof_devnet::demo_merchant::RawDelivery) -> Result<bool> {
+    let script = "import json,sys\nfrom standardwebhooks.webhooks import Webhook\nd=json.load(sys.stdin)\nWebhook(d['secret']).verify(d['body'], {'webhook-id': d['id'], 'webhook-timestamp': d['timestamp'], 'webhook-signature': d['signature']})";
+    let input = serde_json::json!({"secret": secret, "body": d.body, "id": d.id, "timestamp": d.timestamp, "signature": d.signature});
+    let mut py = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    std::io::Write::write_all(py.stdin.as_mut().ok_or_else(|| eyre!("stdin"))?, input.to_string().as_bytes())?;
+    Ok(py.wait_with_output()?.status.success())
+}

@@ -27,39 +27,6 @@ pub struct EventsQuery {
     pub limit: Option<usize>,
 }
 
-/// One delivery attempt.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct AttemptView {
-    /// Number, from 1.
-    pub n: u32,
-    /// When, unix milliseconds.
-    pub at_ms: u64,
-    /// HTTP status of your answer, when there was one.
-    pub status: Option<u16>,
-    /// `delivered`, `retry`, `dead`, `endpoint_disabled`, or the transport error.
-    pub outcome: String,
-    /// Time to your answer, milliseconds.
-    pub latency_ms: u64,
-    /// The start of your answer (at most 256 characters).
-    pub excerpt: String,
-    /// The operator that made the attempt.
-    pub node: String,
-}
-
-impl From<Attempt> for AttemptView {
-    fn from(a: Attempt) -> Self {
-        Self {
-            n: a.n,
-            at_ms: a.at_ms,
-            status: a.status,
-            outcome: a.outcome,
-            latency_ms: a.latency_ms,
-            excerpt: a.excerpt,
-            node: a.node,
-        }
-    }
-}
-
 /// One webhook event and its attempts.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EventView {
@@ -85,7 +52,7 @@ pub struct EventView {
     #[schema(value_type = Object)]
     pub body: serde_json::Value,
     /// Every attempt, oldest first.
-    pub attempts: Vec<AttemptView>,
+    pub attempts: Vec<Attempt>,
 }
 
 /// Events, newest first.
@@ -121,7 +88,7 @@ fn view(chain_id: u64, e: OutboxEvent, attempts: Vec<Attempt>) -> EventView {
         created_at_ms: e.created_at_ms,
         delivered_at_ms: e.delivered_at_ms,
         dead_at_ms: e.dead_at_ms,
-        attempts: attempts.into_iter().map(Into::into).collect(),
+        attempts,
     }
 }
 

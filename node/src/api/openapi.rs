@@ -41,7 +41,7 @@ use utoipa::{Modify, OpenApi};
         PaymentInstructions, TxInstruction, Receipts, TestQueued, ErrorBody, ErrorDetail,
         super::api_keys::CreateApiKey, super::api_keys::ApiKeyView, super::api_keys::CreatedApiKey,
         super::api_keys::ApiKeyList, crate::store::Scope, super::events::EventList, super::events::EventView,
-        super::events::AttemptView, super::events::ReplaySince, super::events::Replayed
+        crate::store::Attempt, super::events::ReplaySince, super::events::Replayed
     )),
     modifiers(&BearerToken),
     tags(

@@ -72,7 +72,7 @@ impl OutboxEvent {
 }
 
 /// One delivery attempt.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Attempt {
     /// Number, from 1.
     pub n: u32,
