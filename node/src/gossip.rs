@@ -18,7 +18,7 @@ pub const HEARTBEATS: &str = "settleproof/heartbeats/1";
 pub const DELIVERIES: &str = "settleproof/deliveries/1";
 
 /// The topics of a chain's pipeline, as the code names them.
-pub const TOPICS: [&str; 7] = [
+pub const TOPICS: [&str; 8] = [
     ATTESTATIONS,
     INVOICES,
     HEARTBEATS,
@@ -26,6 +26,7 @@ pub const TOPICS: [&str; 7] = [
     crate::set_approval::TOPIC,
     crate::merchants::TOPIC,
     crate::merchants::KEYS_TOPIC,
+    crate::merchants::ENDPOINTS_TOPIC,
 ];
 
 /// Every topic of chain `chain_id`'s pipeline on the wire: `<topic>/<chain_id>`

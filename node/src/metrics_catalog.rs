@@ -67,6 +67,7 @@ const GOSSIP_TOPICS: &[&str] = &[
     "settleproof/set-approvals/1",
     "settleproof/merchant-approvals/1",
     "settleproof/api-keys/1",
+    "settleproof/webhook-endpoints/1",
 ];
 const REJECTIONS: &[&str] = &[
     "malformed",

@@ -173,6 +173,9 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
         &cfg.merchants,
     )?;
     merchants.attach(net.scoped_with_plain(&home.cfg.chain_id.to_string()));
+    for p in &prepared {
+        p.store.route_endpoints(merchants.routes());
+    }
     let shared = pipeline::Shared {
         cfg: &cfg,
         keys: &keys,

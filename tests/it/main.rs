@@ -17,4 +17,5 @@ mod outsiders;
 mod settlement;
 mod tls;
 mod verification;
+mod webhook_endpoints;
 mod webhooks;

@@ -178,7 +178,7 @@ async fn a_merchant_approved_by_a_threshold_is_served_by_every_node_and_one_oper
 }
 
 /// A request with bearer `token` on node `i`'s public API; returns status and body.
-async fn call(
+pub(crate) async fn call(
     net: &Testnet,
     i: usize,
     method: reqwest::Method,

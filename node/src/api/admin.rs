@@ -73,7 +73,7 @@ pub(super) async fn deliveries(
     let chains = chains_named(&state, q.chain_id)?;
     let mut out = Vec::new();
     for chain in chains {
-        for event in chain.store.events(q.merchant.as_deref(), invoice, q.state.as_deref(), limit)? {
+        for event in chain.store.events(q.merchant.as_deref(), invoice, q.state.as_deref(), None, limit)? {
             let attempts_detail = chain.store.attempts(&event.id)?;
             out.push(DeliveryView { state: event.state(), attempts_detail, event, chain_id: chain.chain_id });
         }
@@ -122,7 +122,7 @@ pub(super) async fn replay_failed(
     })?;
     let mut n = 0;
     for chain in chains_named(&state, req.chain_id)? {
-        let ids = chain.store.dead_since(req.since_ms, req.merchant.as_deref())?;
+        let ids = chain.store.dead_since(req.since_ms, req.merchant.as_deref(), None)?;
         n += chain.store.replay(&ids, now_ms())?;
         chain.wake();
     }
@@ -154,7 +154,7 @@ pub(super) async fn enable(
         // Events that waited while disabled are pending and go out now; events that died
         // meanwhile are replayed too.
         let since = before.disabled_at_ms.unwrap_or(u64::MAX);
-        let ids = chain.store.dead_since(since, Some(&id))?;
+        let ids = chain.store.dead_since(since, Some(&id), Some(None))?;
         replayed += chain.store.replay(&ids, now_ms())?;
         chain.wake();
     }
@@ -174,7 +174,7 @@ pub(super) fn merchant_status(state: &ApiState, id: &str) -> Result<Json<Value>,
         let here = chain.store.endpoint(id)?;
         let mut counts = [0usize; 3];
         for (i, s) in ["pending", "delivered", "dead"].into_iter().enumerate() {
-            counts[i] = chain.store.events(Some(id), None, Some(s), usize::MAX)?.len();
+            counts[i] = chain.store.events(Some(id), None, Some(s), Some(None), usize::MAX)?.len();
             total[i] += counts[i];
         }
         by_chain.push(json!({

@@ -27,11 +27,16 @@ pub struct EventsQuery {
     pub limit: Option<usize>,
 }
 
-/// One webhook event and its attempts.
+/// One webhook event's delivery to one endpoint, and its attempts.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EventView {
-    /// The `webhook-id`.
+    /// The delivery's id, to replay it: the `webhook-id` for the primary endpoint,
+    /// `<webhook-id>.<endpoint id>` for one of the merchant's own endpoints.
     pub id: String,
+    /// The `webhook-id` sent (the same to every endpoint).
+    pub webhook_id: String,
+    /// The merchant's own endpoint it goes to; null: the primary endpoint.
+    pub endpoint_id: Option<String>,
     /// Event type, e.g. `invoice.paid`.
     #[serde(rename = "type")]
     pub event_type: String,
@@ -80,6 +85,8 @@ pub struct Replayed {
 fn view(chain_id: u64, e: OutboxEvent, attempts: Vec<Attempt>) -> EventView {
     EventView {
         state: e.state().to_string(),
+        webhook_id: e.webhook_id().to_string(),
+        endpoint_id: e.endpoint_id.clone(),
         body: serde_json::from_str(&e.body).unwrap_or(serde_json::Value::Null),
         id: e.id,
         event_type: e.event_type,
@@ -123,24 +130,57 @@ pub(super) async fn list(
     if !(1..=200).contains(&limit) {
         return Err(ApiError::invalid("limit", "limit must be between 1 and 200"));
     }
+    let filter = Filter { merchant: merchant.id, invoice, state: q.state, endpoint: None, limit };
+    Ok(Json(EventList { data: collect(&state, filter).await? }))
+}
+
+/// Which deliveries to list.
+pub(super) struct Filter {
+    pub(super) merchant: String,
+    pub(super) invoice: Option<B256>,
+    pub(super) state: Option<String>,
+    /// `Some(None)`: the primary endpoint's; `Some(Some(id))`: endpoint `id`'s.
+    pub(super) endpoint: Option<Option<String>>,
+    pub(super) limit: usize,
+}
+
+/// The deliveries `f` names over every chain, newest first, with their attempts.
+pub(super) async fn collect(state: &ApiState, f: Filter) -> Result<Vec<EventView>, ApiError> {
     // The outbox is read off the async runtime: a large one must not hold other requests.
     let stores: Vec<(u64, crate::store::Store)> = state.chains.iter().map(|c| (c.chain_id, c.store.clone())).collect();
-    let wanted = q.state.clone();
-    let out = tokio::task::spawn_blocking(move || -> Result<Vec<EventView>, crate::store::StoreError> {
+    tokio::task::spawn_blocking(move || -> Result<Vec<EventView>, crate::store::StoreError> {
         let mut out = Vec::new();
+        let endpoint = f.endpoint.as_ref().map(|e| e.as_deref());
         for (chain_id, store) in stores {
-            for e in store.events(Some(&merchant.id), invoice, wanted.as_deref(), limit)? {
+            for e in store.events(Some(&f.merchant), f.invoice, f.state.as_deref(), endpoint, f.limit)? {
                 let attempts = store.attempts(&e.id)?;
                 out.push(view(chain_id, e, attempts));
             }
         }
         out.sort_by_key(|e| std::cmp::Reverse(e.created_at_ms));
-        out.truncate(limit);
+        out.truncate(f.limit);
         Ok(out)
     })
     .await
-    .map_err(ApiError::internal)??;
-    Ok(Json(EventList { data: out }))
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::from)
+}
+
+/// Queues again every delivery of `merchant` (to `endpoint`, when named) dead-lettered since
+/// `since_ms`, on every chain.
+pub(super) fn replay_dead(
+    state: &ApiState,
+    merchant: &str,
+    endpoint: Option<Option<&str>>,
+    since_ms: u64,
+) -> Result<usize, ApiError> {
+    let mut replayed = 0;
+    for chain in state.chains.iter() {
+        let ids = chain.store.dead_since(since_ms, Some(merchant), endpoint)?;
+        replayed += chain.store.replay(&ids, now_ms())?;
+        chain.wake();
+    }
+    Ok(replayed)
 }
 
 #[utoipa::path(post, path = "/v1/events/{id}/replay", tag = "webhooks",
@@ -169,6 +209,12 @@ pub(super) async fn replay_one(
     Err(ApiError::not_found("webhook event"))
 }
 
+/// The body of a replay since a time.
+pub(super) fn parse_since(body: &[u8]) -> Result<ReplaySince, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid("body", format!("{e}; expected {{\"since_ms\": <unix ms>}}")))
+}
+
 #[utoipa::path(post, path = "/v1/events/replay", tag = "webhooks", request_body = ReplaySince,
     security(("merchant_token" = [])),
     responses(
@@ -185,13 +231,6 @@ pub(super) async fn replay_since(
     body: Bytes,
 ) -> Result<Json<Replayed>, ApiError> {
     let merchant = auth::merchant(&headers, &state, Some(Scope::WebhooksManage))?;
-    let req: ReplaySince = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::invalid("body", format!("{e}; expected {{\"since_ms\": <unix ms>}}")))?;
-    let mut replayed = 0;
-    for chain in state.chains.iter() {
-        let ids = chain.store.dead_since(req.since_ms, Some(&merchant.id))?;
-        replayed += chain.store.replay(&ids, now_ms())?;
-        chain.wake();
-    }
-    Ok(Json(Replayed { replayed }))
+    let req = parse_since(&body)?;
+    Ok(Json(Replayed { replayed: replay_dead(&state, &merchant.id, None, req.since_ms)? }))
 }

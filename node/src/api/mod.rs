@@ -27,6 +27,7 @@ mod request_id;
 pub mod server;
 mod status;
 pub mod throttle;
+pub mod webhook_endpoints;
 
 pub use chains::{ChainState, Chains};
 pub use error::ApiError;
@@ -119,7 +120,15 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/api-keys/{id}", axum::routing::delete(api_keys::revoke))
         .route("/v1/events", get(events::list))
         .route("/v1/events/replay", post(events::replay_since))
-        .route("/v1/events/{id}/replay", post(events::replay_one));
+        .route("/v1/events/{id}/replay", post(events::replay_one))
+        .route("/v1/webhook-endpoints", post(webhook_endpoints::create).get(webhook_endpoints::list))
+        .route(
+            "/v1/webhook-endpoints/{id}",
+            get(webhook_endpoints::get).patch(webhook_endpoints::update).delete(webhook_endpoints::delete),
+        )
+        .route("/v1/webhook-endpoints/{id}/rotate-secret", post(webhook_endpoints::rotate_secret))
+        .route("/v1/webhook-endpoints/{id}/deliveries", get(webhook_endpoints::deliveries))
+        .route("/v1/webhook-endpoints/{id}/replay", post(webhook_endpoints::replay));
     hardened(merchants.merge(open), state)
 }
 

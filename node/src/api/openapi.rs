@@ -34,6 +34,14 @@ use utoipa::{Modify, OpenApi};
         super::events::list,
         super::events::replay_one,
         super::events::replay_since,
+        super::webhook_endpoints::create,
+        super::webhook_endpoints::list,
+        super::webhook_endpoints::get,
+        super::webhook_endpoints::update,
+        super::webhook_endpoints::delete,
+        super::webhook_endpoints::rotate_secret,
+        super::webhook_endpoints::deliveries,
+        super::webhook_endpoints::replay,
         openapi_json,
     ),
     components(schemas(
@@ -41,7 +49,10 @@ use utoipa::{Modify, OpenApi};
         PaymentInstructions, TxInstruction, Receipts, TestQueued, ErrorBody, ErrorDetail,
         super::api_keys::CreateApiKey, super::api_keys::ApiKeyView, super::api_keys::CreatedApiKey,
         super::api_keys::ApiKeyList, crate::store::Scope, super::events::EventList, super::events::EventView,
-        crate::store::Attempt, super::events::ReplaySince, super::events::Replayed
+        crate::store::Attempt, super::events::ReplaySince, super::events::Replayed,
+        super::webhook_endpoints::CreateEndpoint, super::webhook_endpoints::UpdateEndpoint,
+        super::webhook_endpoints::EndpointView, super::webhook_endpoints::EndpointWithSecret,
+        super::webhook_endpoints::EndpointList
     )),
     modifiers(&BearerToken),
     tags(

@@ -206,12 +206,12 @@ impl Registry {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::store::temp_store;
     use settleproof_config::{EXAMPLE, NodeConfig};
 
-    fn registries() -> (Vec<tempfile::TempDir>, Vec<Registry>) {
+    pub(in crate::merchants) fn registries() -> (Vec<tempfile::TempDir>, Vec<Registry>) {
         let demo = NodeConfig::from_toml_str(EXAMPLE, std::iter::empty()).expect("example").merchants;
         (0..2)
             .map(|_| {

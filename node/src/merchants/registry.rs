@@ -95,15 +95,17 @@ pub(super) struct Inner {
     chain_id: u64,
     settlement: Address,
     /// `tls.allow_insecure_http`, `webhooks.allow_private_targets`.
-    url_policy: (bool, bool),
+    pub(super) url_policy: (bool, bool),
     /// `webhooks.secret_overlap_s`, in ms.
-    secret_overlap_ms: u64,
+    pub(super) secret_overlap_ms: u64,
     view: RwLock<View>,
     /// Held while the view is rebuilt from the store, so two applies cannot leave the older
     /// snapshot in place.
     reload: std::sync::Mutex<()>,
     /// Where approvals are published: the first chain's gossip scope.
     pub(super) net: OnceLock<NetworkHandle>,
+    /// The merchants' own endpoints, as the outbox fans events out to them.
+    pub(super) routes: crate::store::EndpointRoutes,
 }
 
 /// The merchant registry; cheap to clone, every clone sees each applied change at once.
@@ -141,6 +143,7 @@ impl Registry {
             view: RwLock::new(view),
             reload: std::sync::Mutex::new(()),
             net: OnceLock::new(),
+            routes: crate::store::EndpointRoutes::default(),
         }))
     }
 
@@ -172,14 +175,21 @@ impl Registry {
             view: RwLock::new(View::default()),
             reload: std::sync::Mutex::new(()),
             net: OnceLock::new(),
+            routes: crate::store::EndpointRoutes::default(),
         }));
         registry.reload()?;
+        registry.refresh_routes();
         Ok(registry)
     }
 
     /// Publishes this node's approvals on `net` (the first chain's scope) from now on.
     pub fn attach(&self, net: NetworkHandle) {
         let _ = self.0.net.set(net);
+    }
+
+    /// The routes every chain's outbox fans events out with ([`crate::store::Store::route_endpoints`]).
+    pub fn routes(&self) -> crate::store::EndpointRoutes {
+        self.0.routes.clone()
     }
 
     /// The chain whose gossip carries approvals.

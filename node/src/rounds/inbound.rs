@@ -41,6 +41,7 @@ impl RoundDriver {
                     crate::set_approval::TOPIC => self.on_set_approval(&data, source).await,
                     crate::merchants::TOPIC => self.on_merchant_approval(&data, source).await,
                     crate::merchants::KEYS_TOPIC => self.on_api_key(&data, source).await,
+                    crate::merchants::ENDPOINTS_TOPIC => self.on_webhook_endpoint(&data, source).await,
                     _ => Verdict::Ignore,
                 };
                 self.net.report(reference, verdict).await;
@@ -327,19 +328,35 @@ impl RoundDriver {
 
     /// A merchant API key created or revoked on another node (first chain only).
     async fn on_api_key(&self, data: &[u8], source: PeerId) -> Verdict {
+        self.on_merchant_announcement("API key", data, source, |r, d, s| r.hear_key(d, s)).await
+    }
+
+    /// A merchant's webhook endpoint changed on another node (first chain only).
+    async fn on_webhook_endpoint(&self, data: &[u8], source: PeerId) -> Verdict {
+        self.on_merchant_announcement("webhook endpoint", data, source, |r, d, s| r.hear_endpoint(d, s)).await
+    }
+
+    /// A merchant's self-service announcement, checked by `hear` off the runtime.
+    async fn on_merchant_announcement(
+        &self,
+        what: &'static str,
+        data: &[u8],
+        source: PeerId,
+        hear: fn(&crate::merchants::Registry, &[u8], &PeerId) -> Result<bool, crate::gossip::GossipRejection>,
+    ) -> Verdict {
         if self.merchants.home_chain() != self.chain.chain_id() {
             return Verdict::Ignore;
         }
         let registry = self.merchants.clone();
         let bytes = data.to_vec();
-        match tokio::task::spawn_blocking(move || registry.hear_key(&bytes, &source)).await {
+        match tokio::task::spawn_blocking(move || hear(&registry, &bytes, &source)).await {
             Ok(Ok(_)) => Verdict::Accept,
             Ok(Err(e)) => {
-                warn!(peer = %source, error = %e, "API key announcement rejected");
+                warn!(peer = %source, error = %e, "{what} announcement rejected");
                 Verdict::Reject
             }
             Err(e) => {
-                error!(error = %e, "API key announcement check failed");
+                error!(error = %e, "{what} announcement check failed");
                 Verdict::Ignore
             }
         }

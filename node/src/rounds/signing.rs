@@ -184,6 +184,7 @@ impl RoundDriver {
         if self.merchants.home_chain() == self.chain.chain_id() {
             self.merchants.rebroadcast();
             self.merchants.rebroadcast_keys();
+            self.merchants.rebroadcast_endpoints();
         }
     }
 

@@ -84,6 +84,7 @@ impl Store {
         n += copy(&snapshot, &tx, MERCHANT_AUDIT)?;
         n += copy(&snapshot, &tx, API_KEYS)?;
         n += copy(&snapshot, &tx, MERCHANT_OWN)?;
+        n += copy(&snapshot, &tx, WEBHOOK_ENDPOINTS)?;
         tx.commit()?;
         drop(copy_db);
         check(path)?;

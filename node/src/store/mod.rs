@@ -20,7 +20,8 @@
 //!   `merchant_own_approvals`: (merchant, version) → the change this node approved, for good;
 //!   `merchant_audit`: (applied at, change hash) → what was applied (see `merchants.rs`; kept in
 //!   the first chain's file); `api_keys`: token SHA-256 → a merchant's API key (see
-//!   `api_keys.rs`)
+//!   `api_keys.rs`); `webhook_endpoints`: endpoint id → a merchant's own endpoint (see
+//!   `webhook_endpoints.rs`)
 //! - `outbox`, `outbox_pending`, `outbox_dead`, `outbox_attempts`, `delivery_acks`,
 //!   `delivery_ack_times`, `merchant_endpoints`: webhook events, their attempts, the other
 //!   operators' acknowledgements and delivery state (see `outbox.rs`)
@@ -40,6 +41,7 @@ mod invoices;
 mod merchants;
 mod outbox;
 mod rounds;
+mod webhook_endpoints;
 
 pub use api_keys::{ApiKey, KeyPut, Scope};
 pub use approvals::{ApprovalPut, MAX_APPROVALS_PER_SIGNER, StoredApproval};
@@ -54,6 +56,7 @@ pub use merchants::{
 };
 pub use outbox::{Attempt, AttemptEffect, EndpointState, OutboxEvent, webhook_id};
 pub use rounds::{SettlementRecord, SignedBatch, SigningOutcome};
+pub use webhook_endpoints::{EndpointPut, EndpointRoutes, WebhookEndpoint, endpoint_state_key};
 
 use redb::{Database, MultimapTableDefinition, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
@@ -104,6 +107,7 @@ pub(crate) const MERCHANT_APPROVALS: TableDefinition<([u8; 32], u32), &[u8]> =
     TableDefinition::new("merchant_approvals");
 pub(crate) const MERCHANT_OWN: TableDefinition<(&str, u64), [u8; 32]> = TableDefinition::new("merchant_own_approvals");
 pub(crate) const API_KEYS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("api_keys");
+pub(crate) const WEBHOOK_ENDPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("webhook_endpoints");
 pub(crate) const MERCHANT_AUDIT: TableDefinition<(u64, [u8; 32]), &[u8]> = TableDefinition::new("merchant_audit");
 
 /// Errors of the store.
@@ -187,6 +191,8 @@ from_redb!(
 pub struct Store {
     db: Arc<Database>,
     ack_quorum: Arc<std::sync::atomic::AtomicUsize>,
+    /// The merchants' own endpoints events fan out to (set once by the node).
+    routes: Arc<std::sync::OnceLock<EndpointRoutes>>,
 }
 
 impl Store {
@@ -223,8 +229,13 @@ impl Store {
         tx.open_table(MERCHANT_AUDIT)?;
         tx.open_table(API_KEYS)?;
         tx.open_table(MERCHANT_OWN)?;
+        tx.open_table(WEBHOOK_ENDPOINTS)?;
         tx.commit()?;
-        Ok(Self { db: Arc::new(db), ack_quorum: Arc::new(std::sync::atomic::AtomicUsize::new(1)) })
+        Ok(Self {
+            db: Arc::new(db),
+            ack_quorum: Arc::new(std::sync::atomic::AtomicUsize::new(1)),
+            routes: Arc::default(),
+        })
     }
 
     /// Opens the store of chain `chain_id` (payments contract `payments`) at `path`. A new file

@@ -56,9 +56,35 @@ pub struct OutboxEvent {
     /// When the event was created (unix ms).
     #[serde(default)]
     pub created_at_ms: u64,
+    /// The merchant's own endpoint this delivery is for; `None`: the registry's primary
+    /// endpoint. The delivery's `id` is then `<webhook-id>.<endpoint id>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_id: Option<String>,
 }
 
 impl OutboxEvent {
+    /// The `webhook-id` sent: the same for the event's deliveries to every endpoint.
+    pub fn webhook_id(&self) -> &str {
+        self.id.split('.').next().unwrap_or(&self.id)
+    }
+
+    /// The key of the delivery state (and concurrency bound) of the endpoint it goes to.
+    pub fn endpoint_key(&self) -> String {
+        match &self.endpoint_id {
+            Some(ep) => super::endpoint_state_key(&self.merchant_id, ep),
+            None => self.merchant_id.clone(),
+        }
+    }
+
+    /// This event's delivery to endpoint `endpoint_id`.
+    pub fn for_endpoint(&self, endpoint_id: &str) -> OutboxEvent {
+        OutboxEvent {
+            id: format!("{}.{endpoint_id}", self.webhook_id()),
+            endpoint_id: Some(endpoint_id.to_string()),
+            ..self.clone()
+        }
+    }
+
     /// `pending`, `delivered` or `dead`.
     pub fn state(&self) -> &'static str {
         if self.delivered_at_ms.is_some() {
@@ -153,6 +179,8 @@ impl Store {
         Ok(())
     }
 
+    /// Enqueues `events` for the primary endpoint and, fanned out, for each of the merchant's
+    /// own endpoints whose filter takes them: one delivery each, with its own state.
     pub(super) fn enqueue(
         &self,
         tx: &redb::WriteTransaction,
@@ -162,7 +190,16 @@ impl Store {
         let mut outbox = tx.open_table(OUTBOX)?;
         let mut pending = tx.open_table(OUTBOX_PENDING)?;
         let acks = tx.open_table(ACKS)?;
+        let mut deliveries = Vec::with_capacity(events.len());
         for e in events {
+            deliveries.push(e.clone());
+            if e.endpoint_id.is_none() {
+                for ep in self.endpoint_targets(&e.merchant_id, &e.event_type) {
+                    deliveries.push(e.for_endpoint(&ep));
+                }
+            }
+        }
+        for e in &deliveries {
             if outbox.get(e.id.as_str())?.is_some() {
                 continue;
             }
@@ -182,9 +219,10 @@ impl Store {
         Ok(())
     }
 
-    /// Pending events due at `now_ms`, oldest first, at most `limit`, skipping merchants in
-    /// `paused` and any event whose invoice has an earlier event still pending (events of one
-    /// invoice go out in sequence; a failing event holds back only its own invoice).
+    /// Pending events due at `now_ms`, oldest first, at most `limit`, skipping endpoints whose
+    /// [`OutboxEvent::endpoint_key`] is in `paused` and any event whose invoice has an earlier
+    /// event still pending to the same endpoint (events of one invoice go out in sequence; a
+    /// failing event holds back only its own invoice at its own endpoint).
     pub fn due_events(&self, now_ms: u64, limit: usize, paused: &[String]) -> Result<Vec<OutboxEvent>, StoreError> {
         let tx = self.read()?;
         let pending = tx.open_table(OUTBOX_PENDING)?;
@@ -196,17 +234,23 @@ impl Store {
                 all.push((at.value(), decode::<OutboxEvent>("outbox", v.value())?));
             }
         }
-        let mut first_pending: HashMap<B256, u64> = HashMap::new();
+        let mut first_pending: HashMap<(B256, Option<&str>), u64> = HashMap::new();
         for (_, e) in &all {
             if let Some(inv) = e.invoice_id {
-                let s = first_pending.entry(inv).or_insert(e.sequence);
+                let s = first_pending.entry((inv, e.endpoint_id.as_deref())).or_insert(e.sequence);
                 *s = (*s).min(e.sequence);
             }
         }
+        let first_of = |e: &OutboxEvent| {
+            e.invoice_id.is_none_or(|inv| {
+                first_pending.get(&(inv, e.endpoint_id.as_deref())).is_none_or(|s| *s == e.sequence)
+            })
+        };
         let mut due: Vec<(u64, OutboxEvent)> = all
-            .into_iter()
-            .filter(|(at, e)| *at <= now_ms && !paused.contains(&e.merchant_id))
-            .filter(|(_, e)| e.invoice_id.is_none_or(|inv| first_pending.get(&inv).is_none_or(|s| *s == e.sequence)))
+            .iter()
+            .filter(|(at, e)| *at <= now_ms && !paused.contains(&e.endpoint_key()))
+            .filter(|(_, e)| first_of(e))
+            .cloned()
             .collect();
         due.sort_by_key(|(at, e)| (*at, e.sequence));
         Ok(due.into_iter().take(limit).map(|(_, e)| e).collect())
@@ -304,12 +348,14 @@ impl Store {
         Ok(n)
     }
 
-    /// Events, optionally of one merchant, invoice and state, newest first, at most `limit`.
+    /// Events, optionally of one merchant, invoice, state and endpoint (`Some(None)`: the
+    /// primary one), newest first, at most `limit`.
     pub fn events(
         &self,
         merchant: Option<&str>,
         invoice: Option<B256>,
         state: Option<&str>,
+        endpoint: Option<Option<&str>>,
         limit: usize,
     ) -> Result<Vec<OutboxEvent>, StoreError> {
         let tx = self.read()?;
@@ -321,6 +367,7 @@ impl Store {
             if merchant.is_none_or(|m| m == e.merchant_id)
                 && invoice.is_none_or(|i| Some(i) == e.invoice_id)
                 && state.is_none_or(|s| s == e.state())
+                && endpoint.is_none_or(|ep| ep == e.endpoint_id.as_deref())
             {
                 out.push(e);
             }
@@ -330,8 +377,14 @@ impl Store {
         Ok(out)
     }
 
-    /// Dead-lettered event ids since `since_ms`, optionally of one merchant.
-    pub fn dead_since(&self, since_ms: u64, merchant: Option<&str>) -> Result<Vec<String>, StoreError> {
+    /// Dead-lettered event ids since `since_ms`, optionally of one merchant and of one endpoint
+    /// (`Some(None)`: the primary one).
+    pub fn dead_since(
+        &self,
+        since_ms: u64,
+        merchant: Option<&str>,
+        endpoint: Option<Option<&str>>,
+    ) -> Result<Vec<String>, StoreError> {
         let tx = self.read()?;
         let dead = tx.open_table(DEAD)?;
         let outbox = tx.open_table(OUTBOX)?;
@@ -343,7 +396,8 @@ impl Store {
             }
             if let Some(v) = outbox.get(id.value())? {
                 let e: OutboxEvent = decode("outbox", v.value())?;
-                if merchant.is_none_or(|m| m == e.merchant_id) {
+                if merchant.is_none_or(|m| m == e.merchant_id) && endpoint.is_none_or(|ep| ep == e.endpoint_id.as_deref())
+                {
                     out.push(e.id);
                 }
             }
@@ -506,7 +560,7 @@ pub(super) mod tests {
         let mut due = ids(store.due_events(1000, 10, &[]).expect("due"));
         due.sort();
         assert_eq!(due, vec!["a2", "b1"], "a1 dead: a2 may go");
-        assert_eq!(store.dead_since(0, Some("m")).expect("dead"), vec!["a1"]);
+        assert_eq!(store.dead_since(0, Some("m"), None).expect("dead"), vec!["a1"]);
         assert_eq!(store.replay(&["a1".to_string()], 2000).expect("replay"), 1);
         assert_eq!(store.outbox_event("a1").expect("get").map(|e| (e.state(), e.schedule_index)), Some(("pending", 0)));
     }

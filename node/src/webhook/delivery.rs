@@ -1,10 +1,12 @@
-//! The delivery worker: sends due outbox events, signed, in sequence per invoice, and records
-//! every attempt with its status, latency and the start of the answer. Deliveries to different
-//! merchants run concurrently, at most `max_in_flight` in all and `max_in_flight_per_merchant`
-//! to one merchant, so a slow or hostile endpoint holds back only its own events. An answer is
-//! read up to `max_response_bytes`; redirects are not followed (see [`crate::outbound`]). What follows an attempt
-//! is [`super::retry::decide`]'s call: delivered (and acknowledged to the other operators),
-//! retried at the schedule's next delay (with ±10 % jitter), dead-lettered, or the merchant's
+//! The delivery worker: sends due outbox events, signed, in sequence per invoice and endpoint,
+//! and records every attempt with its status, latency and the start of the answer. Each event
+//! goes to the merchant's primary endpoint and, as deliveries of their own, to each of its own
+//! endpoints whose filter takes it ([`super::targets`]). Deliveries to different endpoints run
+//! concurrently, at most `max_in_flight` in all and `max_in_flight_per_merchant` to one
+//! endpoint, so a slow or hostile endpoint holds back only its own deliveries. An answer is read
+//! up to `max_response_bytes`; redirects are not followed (see [`crate::outbound`]). What follows
+//! an attempt is [`super::retry::decide`]'s call: delivered (and acknowledged to the other
+//! operators), retried at the schedule's next delay (with ±10 % jitter), dead-lettered, or the
 //! endpoint disabled. State lives in the store, so retries survive restarts.
 
 use super::retry::{self, Decision};
@@ -25,31 +27,33 @@ use tracing::{info, warn};
 /// Longest answer excerpt kept per attempt.
 const EXCERPT: usize = 256;
 
-/// Deliveries under way: by event, and counted per merchant.
+/// Deliveries under way: by event, and counted per endpoint ([`OutboxEvent::endpoint_key`]).
 #[derive(Debug, Default)]
 struct InFlight {
     events: HashSet<String>,
-    per_merchant: HashMap<String, usize>,
+    per_endpoint: HashMap<String, usize>,
 }
 
 impl InFlight {
     /// Takes a slot for `event` unless it is already under way or a bound is reached.
-    fn try_take(&mut self, event: &OutboxEvent, total: usize, per_merchant: usize) -> bool {
-        let mine = self.per_merchant.get(&event.merchant_id).copied().unwrap_or(0);
-        if self.events.contains(&event.id) || self.events.len() >= total || mine >= per_merchant {
+    fn try_take(&mut self, event: &OutboxEvent, total: usize, per_endpoint: usize) -> bool {
+        let key = event.endpoint_key();
+        let mine = self.per_endpoint.get(&key).copied().unwrap_or(0);
+        if self.events.contains(&event.id) || self.events.len() >= total || mine >= per_endpoint {
             return false;
         }
         self.events.insert(event.id.clone());
-        *self.per_merchant.entry(event.merchant_id.clone()).or_default() += 1;
+        *self.per_endpoint.entry(key).or_default() += 1;
         true
     }
 
     fn release(&mut self, event: &OutboxEvent) {
         self.events.remove(&event.id);
-        if let Some(n) = self.per_merchant.get_mut(&event.merchant_id) {
+        let key = event.endpoint_key();
+        if let Some(n) = self.per_endpoint.get_mut(&key) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                self.per_merchant.remove(&event.merchant_id);
+                self.per_endpoint.remove(&key);
             }
         }
     }
@@ -156,13 +160,13 @@ impl Deliverer {
             .ok()?
             .into_iter()
             .map(|r| r.leaf)
-            .find(|l| super::payload::webhook_id(l.invoice_id, l.tx_hash, l.log_index) == event.id)?;
+            .find(|l| super::payload::webhook_id(l.invoice_id, l.tx_hash, l.log_index) == event.webhook_id())?;
         let record = self.store.settlement(self.schedule.round_of(leaf.block_number)?).ok()??;
         let fresh =
             super::payload::settlement_events(&self.store, &c.ctx, &c.scope.merchants.all(), &[leaf], &record, now_s())
                 .ok()?
                 .into_iter()
-                .find(|e| e.id == event.id && e.event_type != "payment.settled")?;
+                .find(|e| e.id == event.webhook_id() && e.event_type != "payment.settled")?;
         if !self.store.rerender_event(&event.id, &fresh.event_type, &fresh.body).ok()? {
             return None;
         }
@@ -177,18 +181,12 @@ impl Deliverer {
         loop {
             self.expire_invoices();
             self.queue_reversals();
-            // Merchants whose endpoint is disabled, and those with every slot in use: their
-            // events must not fill the batch read below and crowd out other merchants.
-            let mut paused: Vec<String> = self
-                .merchants
-                .list()
-                .iter()
-                .map(|m| m.id.clone())
-                .filter(|m| self.store.endpoint(m).is_ok_and(|e| e.disabled))
-                .collect();
+            // Endpoints disabled, and those with every slot in use: their events must not fill
+            // the batch read below and crowd out other endpoints.
+            let mut paused = super::targets::paused(&self.merchants, &self.store);
             if let Ok(f) = self.in_flight.lock() {
                 paused.extend(
-                    f.per_merchant
+                    f.per_endpoint
                         .iter()
                         .filter(|(_, n)| **n >= self.settings.max_in_flight_per_merchant)
                         .map(|(m, _)| m.clone()),
@@ -285,8 +283,11 @@ impl Deliverer {
             self.postpone(event, "merchant_not_configured");
             return false;
         };
+        let Some(target) = super::targets::target(&self.merchants, &merchant, event) else {
+            return self.end_for_deleted_endpoint(event);
+        };
         if !self.settings.allow_private_targets
-            && let Err(e) = crate::outbound::check_literal_target(&merchant.webhook_url)
+            && let Err(e) = crate::outbound::check_literal_target(&target.url)
         {
             warn!(webhook_id = %event.id, merchant = %merchant.id, error = %e, "webhook target refused");
             metrics::counter!("webhook_targets_refused_total").increment(1);
@@ -296,11 +297,10 @@ impl Deliverer {
         let ts = now_s();
         // One signature per secret: during a rotation's overlap the replaced secret signs too,
         // so a receiver holding either verifies (Standard Webhooks: space-separated).
-        let signed: Result<Vec<String>, _> = self
-            .merchants
-            .signing_secrets(&merchant)
+        let signed: Result<Vec<String>, _> = target
+            .secrets
             .iter()
-            .map(|s| signature::sign(s.expose(), &event.id, ts, event.body.as_bytes()))
+            .map(|s| signature::sign(s.expose(), event.webhook_id(), ts, event.body.as_bytes()))
             .collect();
         let signature = match signed.map(|s| s.join(" ")) {
             Ok(s) => s,
@@ -315,9 +315,9 @@ impl Deliverer {
         let started = std::time::Instant::now();
         let request = self
             .client
-            .post(&merchant.webhook_url)
+            .post(&target.url)
             .header("content-type", "application/json")
-            .header("webhook-id", &event.id)
+            .header("webhook-id", event.webhook_id())
             .header("webhook-timestamp", ts.to_string())
             .header("webhook-signature", signature)
             .header("traceparent", traceparent)
@@ -370,7 +370,7 @@ impl Deliverer {
         if let Err(e) = self.store.record_attempt(&event.id, attempt, &effect) {
             warn!(webhook_id = %event.id, error = %e, "cannot record webhook attempt");
         }
-        self.update_endpoint(&merchant.id, &decision, now);
+        self.update_endpoint(&target.state_key, &decision, now);
         let label = match &decision {
             Decision::Delivered => "delivered",
             Decision::RetryIn(_) => "retry",
@@ -382,6 +382,7 @@ impl Deliverer {
             Decision::Delivered => {
                 info!(webhook_id = %event.id, merchant = %merchant.id, event_type = %event.event_type, attempt = attempt_no, latency_ms, "webhook delivered");
                 if let Some(net) = &self.net {
+                    // Acknowledged by delivery id: each endpoint's delivery is its own.
                     let ack = DeliveryAck { webhook_id: event.id.clone(), delivered_at_ms: now };
                     let _ = net.publish(gossip::DELIVERIES, serde_json::to_vec(&ack).unwrap_or_default()).await;
                 }
@@ -397,6 +398,23 @@ impl Deliverer {
                 false
             }
         }
+    }
+
+    /// A delivery to an endpoint the merchant deleted ends, dead-lettered as `endpoint_deleted`.
+    fn end_for_deleted_endpoint(&self, event: &OutboxEvent) -> bool {
+        let attempt = Attempt {
+            n: 0,
+            at_ms: now_ms(),
+            status: None,
+            outcome: "endpoint_deleted".into(),
+            latency_ms: 0,
+            excerpt: String::new(),
+            node: self.node.clone(),
+        };
+        if let Err(e) = self.store.record_attempt(&event.id, attempt, &AttemptEffect::Dead) {
+            warn!(webhook_id = %event.id, error = %e, "cannot end a delivery to a deleted endpoint");
+        }
+        false
     }
 
     /// An event that could not be attempted is looked at again in a minute, without counting
@@ -422,9 +440,9 @@ impl Deliverer {
     /// Tracks how long the endpoint has been failing; disables it on 410 or after
     /// `disable_after_s` without a success. One transaction, so two attempts to the merchant
     /// finishing together cannot undo each other's change.
-    fn update_endpoint(&self, merchant: &str, decision: &Decision, now: u64) {
+    fn update_endpoint(&self, key: &str, decision: &Decision, now: u64) {
         let disable_after_ms = self.settings.disable_after_s.saturating_mul(1000);
-        let changed = self.store.update_endpoint(merchant, |state| match decision {
+        let changed = self.store.update_endpoint(key, |state| match decision {
             Decision::Delivered => state.failing_since_ms = None,
             Decision::DisableEndpoint(reason) => disable(state, reason.clone(), now),
             Decision::RetryIn(_) | Decision::Dead(_) => {
@@ -438,7 +456,7 @@ impl Deliverer {
             && after.disabled
             && !before.disabled
         {
-            warn!(merchant, reason = ?after.disabled_reason, "merchant webhook endpoint disabled; events wait until it is re-enabled");
+            warn!(endpoint = key, reason = ?after.disabled_reason, "merchant webhook endpoint disabled; events wait until it is re-enabled");
         }
     }
 }

@@ -1,0 +1,329 @@
+//! `/v1/webhook-endpoints`: a merchant's own endpoints beside the primary one the registry
+//! holds. Each has a URL, a description, an `enabled_events` filter and a secret, shown when it
+//! is created or rotated. A rotation keeps the old secret signing for `webhooks.secret_overlap_s`
+//! (both signatures in `webhook-signature`). Each endpoint has its own deliveries, retry
+//! schedule, dead-letter queue and disablement, listed and replayed here. Managed with the
+//! primary token or a key with the `webhooks:manage` scope; replicated to every node by gossip.
+
+use super::events::{self, EventList, Filter, Replayed};
+use super::{ApiError, ApiState, auth};
+use crate::merchants::{EndpointEdit, RegistryError};
+use crate::store::{Scope, WebhookEndpoint};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+
+/// Body of `POST /v1/webhook-endpoints`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEndpoint {
+    /// Where events are POSTed (https, unless the operators allow http).
+    pub url: String,
+    /// A note for the merchant, at most 256 characters.
+    #[serde(default)]
+    pub description: String,
+    /// Event types to deliver (`invoice.paid`, `invoice.underpaid`, `invoice.overpaid`,
+    /// `invoice.paid_late`, `invoice.expired`, `payment.settled`, `payment.reverted`, `test`),
+    /// or `["*"]` for all.
+    #[schema(min_items = 1)]
+    pub enabled_events: Vec<String>,
+}
+
+/// Body of `PATCH /v1/webhook-endpoints/{id}`: the fields given change.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateEndpoint {
+    /// New URL.
+    pub url: Option<String>,
+    /// New description.
+    pub description: Option<String>,
+    /// New filter.
+    pub enabled_events: Option<Vec<String>>,
+    /// `true` pauses deliveries (they wait); `false` resumes them, also after the node disabled
+    /// the endpoint for failing.
+    pub disabled: Option<bool>,
+}
+
+/// An endpoint as listed: never its secret.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EndpointView {
+    /// Its id.
+    pub id: String,
+    /// Where events are POSTed.
+    pub url: String,
+    /// The merchant's note.
+    pub description: String,
+    /// Event types delivered.
+    pub enabled_events: Vec<String>,
+    /// Paused by the merchant.
+    pub disabled: bool,
+    /// Until when the secret a rotation replaced still signs, unix milliseconds.
+    pub previous_secret_until_ms: Option<u64>,
+    /// Raised by every change.
+    pub version: u64,
+    /// When it was created, unix milliseconds.
+    pub created_at_ms: u64,
+    /// When it was last changed.
+    pub updated_at_ms: u64,
+}
+
+impl From<&WebhookEndpoint> for EndpointView {
+    fn from(e: &WebhookEndpoint) -> Self {
+        Self {
+            id: e.id.clone(),
+            url: e.url.clone(),
+            description: e.description.clone(),
+            enabled_events: e.enabled_events.clone(),
+            disabled: e.disabled,
+            previous_secret_until_ms: e.previous_secret.as_ref().map(|p| p.until_ms),
+            version: e.version,
+            created_at_ms: e.created_at_ms,
+            updated_at_ms: e.updated_at_ms,
+        }
+    }
+}
+
+/// An endpoint just created or rotated, with its secret (shown only now).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EndpointWithSecret {
+    /// The endpoint.
+    #[serde(flatten)]
+    pub endpoint: EndpointView,
+    /// Its signing secret (`whsec_…`); keep it: it is not shown again.
+    pub secret: String,
+}
+
+/// The merchant's endpoints.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EndpointList {
+    /// Oldest first; deleted ones are left out.
+    pub data: Vec<EndpointView>,
+}
+
+fn registry_error(e: RegistryError) -> ApiError {
+    match e {
+        RegistryError::Invalid { field, problem } => ApiError::invalid(field, problem),
+        RegistryError::UnknownMerchant(_) => ApiError::not_found("webhook endpoint"),
+        RegistryError::Conflict(m) | RegistryError::CannotApprove(m) => ApiError::conflict(m),
+        other => ApiError::internal(other),
+    }
+}
+
+fn with_secret(e: &WebhookEndpoint) -> EndpointWithSecret {
+    EndpointWithSecret { endpoint: e.into(), secret: e.secret.expose().to_string() }
+}
+
+/// Runs a registry call off the runtime (it writes the store).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, RegistryError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(ApiError::internal)?.map_err(registry_error)
+}
+
+#[utoipa::path(post, path = "/v1/webhook-endpoints", tag = "webhooks", request_body = CreateEndpoint,
+    security(("merchant_token" = [])),
+    responses(
+        (status = 201, description = "Created; its secret is in this answer only", body = EndpointWithSecret),
+        (status = 400, description = "A field is invalid; `field` names it", body = super::error::ErrorBody),
+        (status = 401, description = "No or a wrong merchant token", body = super::error::ErrorBody),
+        (status = 403, description = "An API key without the `webhooks:manage` scope", body = super::error::ErrorBody),
+        (status = 409, description = "The merchant has the most endpoints kept", body = super::error::ErrorBody),
+        (status = 413, description = "Body over `api.max_body_bytes`", body = String, content_type = "text/plain"),
+        (status = 429, description = "Over the request budget", body = super::error::ErrorBody),
+    ))]
+pub(super) async fn create(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<EndpointWithSecret>), ApiError> {
+    let merchant = auth::merchant(&headers, &state, Some(Scope::WebhooksManage))?;
+    let req: CreateEndpoint = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::invalid("body", format!("invalid JSON body: {e}; expected url, enabled_events and a description"))
+    })?;
+    let registry = state.merchants.clone();
+    let e = blocking(move || registry.create_endpoint(&merchant.id, req.url, req.description, req.enabled_events))
+        .await?;
+    Ok((StatusCode::CREATED, Json(with_secret(&e))))
+}
+
+#[utoipa::path(get, path = "/v1/webhook-endpoints", tag = "webhooks",
+    security(("merchant_token" = [])),
+    responses(
+        (status = 200, description = "The merchant's endpoints", body = EndpointList),
+        (status = 401, description = "No or a wrong merchant token", body = super::error::ErrorBody),
+        (status = 403, description = "An API key without the `webhooks:manage` scope", body = super::error::ErrorBody),
+        (status = 429, description = "Over the request budget", body = super::error::ErrorBody),
+    ))]
+pub(super) async fn list(State(state): State<ApiState>, headers: HeaderMap) -> Result<Json<EndpointList>, ApiError> {
+    let merchant = auth::merchant(&headers, &state, Some(Scope::WebhooksManage))?;
+    let all = state.merchants.endpoints_of(&merchant.id).map_err(registry_error)?;
+    Ok(Json(EndpointList { data: all.iter().map(Into::into).collect() }))
+}
+
+/// Endpoint `id` of the request's merchant.
+fn one(state: &ApiState, headers: &HeaderMap, id: &str) -> Result<(String, WebhookEndpoint), ApiError> {
+    let merchant = auth::merchant(headers, state, Some(Scope::WebhooksManage))?;
+    let e = state.merchants.endpoints_of(&merchant.id).map_err(registry_error)?.into_iter().find(|e| e.id == id);
+    Ok((merchant.id, e.ok_or_else(|| ApiError::not_found("webhook endpoint"))?))
+}
+
+#[utoipa::path(get, path = "/v1/webhook-endpoints/{id}", tag = "webhooks",
+    params(("id" = String, Path, description = "Endpoint id, `we_` and 24 hex digits")),
+    security(("merchant_token" = [])),
+    responses(
+        (status = 200, description = "The endpoint", body = EndpointView),
+        (status = 401, description = "No or a wrong merchant token", body = super::error::ErrorBody),
+        (status = 403, description = "An API key without the `webhooks:manage` scope", body = super::error::ErrorBody),
+        (status = 404, description = "No such endpoint of this merchant", body = super::error::ErrorBody),
+        (status = 429, description = "Over the request budget", body = super::error::ErrorBody),
+    ))]
+pub(super) async fn get(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<EndpointView>, ApiError> {
+    Ok(Json((&one(&state, &headers, &id)?.1).into()))
+}
+
+#[utoipa::path(patch, path = "/v1/webhook-endpoints/{id}", tag = "webhooks", request_body = UpdateEndpoint,
+    params(("id" = String, Path, description = "Endpoint id")),
+    security(("merchant_token" = [])),
+    responses(
+        (status = 200, description = "Changed", body = EndpointView),
+        (status = 400, description = "A field is invalid; `field` names it", body = super::error::ErrorBody),
+        (status = 401, description = "No or a wrong merchant token", body = super::error::ErrorBody),
+        (status = 403, description = "An API key without the `webhooks:manage` scope", body = super::error::ErrorBody),
+        (status = 404, description = "No such endpoint of this merchant", body = super::error::ErrorBody),
+        (status = 409, description = "It changed meanwhile; read it and try again", body = super::error::ErrorBody),
+        (status = 429, description = "Over the request budget", body = super::error::ErrorBody),
+    ))]
+pub(super) async fn update(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<EndpointView>, ApiError> {
+    let (merchant, _) = one(&state, &headers, &id)?;
+    let req: UpdateEndpoint = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::invalid("body", format!("invalid JSON body: {e}; accepted: url, description, enabled_events, disabled"))
+    })?;
+    let edit =
+        EndpointEdit { url: req.url, description: req.description, enabled_events: req.enabled_events, disabled: req.disabled };
+    let registry = state.merchants.clone();
+    let e = blocking(move || registry.edit_endpoint(&merchant, &id, edit)).await?;
+    for chain in state.chains.iter() {
+        chain.wake();
+    }
+    Ok(Json((&e).into()))
+}
+
+#[utoipa::path(delete, path = "/v1/webhook-endpoints/{id}", tag = "webhooks",
+    params(("id" = String, Path, description = "Endpoint id")),
+    security(("merchant_token" = [])),
+    responses(
+        (status = 200, description = "Deleted, for good; its waiting deliveries end", body = EndpointView),
+        (status = 401, description = "No or a wrong merchant token", body = super::error::ErrorBody),
+        (status = 403, description = "An API key without the `webhooks:manage` scope", body = super::error::ErrorBody),
+        (status = 404, description = "No such endpoint of this merchant", body = super::error::ErrorBody),
+        (status = 429, description = "Over the request budget", body = super::error::ErrorBody),
+    ))]
+pub(super) async fn delete(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<EndpointView>, ApiError> {
+    let (merchant, _) = one(&state, &headers, &id)?;
+    let registry = state.merchants.clone();
+    let e = blocking(move || registry.delete_endpoint(&merchant, &id)).await?;
+    Ok(Json((&e).into()))
+}
+
+#[utoipa::path(post, path = "/v1/webhook-endpoints/{id}/rotate-secret", tag = "webhooks",
+    params(("id" = String, Path, description = "Endpoint id")),
+    security(("merchant_token" = [])),
+    responses(
+        (status = 200, description = "A new secret, in this answer only; the old one signs too until `previous_secret_until_ms`", body = EndpointWithSecret),
+        (status = 401, description = "No or a wrong merchant token", body = super::error::ErrorBody),
+        (status = 403, description = "An API key without the `webhooks:manage` scope", body = super::error::ErrorBody),
+        (status = 404, description = "No such endpoint of this merchant", body = super::error::ErrorBody),
+        (status = 429, description = "Over the request budget", body = super::error::ErrorBody),
+    ))]
+pub(super) async fn rotate_secret(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<EndpointWithSecret>, ApiError> {
+    let (merchant, _) = one(&state, &headers, &id)?;
+    let registry = state.merchants.clone();
+    let e = blocking(move || registry.rotate_endpoint_secret(&merchant, &id)).await?;
+    Ok(Json(with_secret(&e)))
+}
+
+/// Query of `GET /v1/webhook-endpoints/{id}/deliveries`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveriesQuery {
+    /// Only deliveries in this state: `pending`, `delivered` or `dead`.
+    pub state: Option<String>,
+    /// At most this many, 1..=200 (default 50), newest first.
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<usize>,
+}
+
+#[utoipa::path(get, path = "/v1/webhook-endpoints/{id}/deliveries", tag = "webhooks",
+    params(("id" = String, Path, description = "Endpoint id"), DeliveriesQuery),
+    security(("merchant_token" = [])),
+    responses(
+        (status = 200, description = "The endpoint's deliveries with their attempts, newest first", body = EventList),
+        (status = 400, description = "A query parameter is invalid", body = super::error::ErrorBody),
+        (status = 401, description = "No or a wrong merchant token", body = super::error::ErrorBody),
+        (status = 403, description = "An API key without the `webhooks:manage` scope", body = super::error::ErrorBody),
+        (status = 404, description = "No such endpoint of this merchant", body = super::error::ErrorBody),
+        (status = 429, description = "Over the request budget", body = super::error::ErrorBody),
+    ))]
+pub(super) async fn deliveries(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    query: Result<axum::extract::Query<DeliveriesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<EventList>, ApiError> {
+    let (merchant, _) = one(&state, &headers, &id)?;
+    let axum::extract::Query(q) =
+        query.map_err(|e| ApiError::invalid("query", format!("{e}; accepted: state, limit")))?;
+    if let Some(s) = &q.state
+        && !["pending", "delivered", "dead"].contains(&s.as_str())
+    {
+        return Err(ApiError::invalid("state", "state must be pending, delivered or dead"));
+    }
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::invalid("limit", "limit must be between 1 and 200"));
+    }
+    let filter = Filter { merchant, invoice: None, state: q.state, endpoint: Some(Some(id)), limit };
+    Ok(Json(EventList { data: events::collect(&state, filter).await? }))
+}
+
+#[utoipa::path(post, path = "/v1/webhook-endpoints/{id}/replay", tag = "webhooks", request_body = events::ReplaySince,
+    params(("id" = String, Path, description = "Endpoint id")),
+    security(("merchant_token" = [])),
+    responses(
+        (status = 200, description = "Every delivery to the endpoint dead-lettered since then, queued again", body = Replayed),
+        (status = 400, description = "The body is invalid", body = super::error::ErrorBody),
+        (status = 401, description = "No or a wrong merchant token", body = super::error::ErrorBody),
+        (status = 403, description = "An API key without the `webhooks:manage` scope", body = super::error::ErrorBody),
+        (status = 404, description = "No such endpoint of this merchant", body = super::error::ErrorBody),
+        (status = 429, description = "Over the request budget", body = super::error::ErrorBody),
+    ))]
+pub(super) async fn replay(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Replayed>, ApiError> {
+    let (merchant, _) = one(&state, &headers, &id)?;
+    let req = events::parse_since(&body)?;
+    Ok(Json(Replayed { replayed: events::replay_dead(&state, &merchant, Some(Some(&id)), req.since_ms)? }))
+}
