@@ -18,7 +18,10 @@ async fn receiver(listener: tokio::net::TcpListener, secret: &str) -> Receiver {
 }
 
 fn ids(v: &Value) -> Vec<String> {
-    v["data"].as_array().map(|d| d.iter().filter_map(|e| e["id"].as_str().map(String::from)).collect()).unwrap_or_default()
+    v["data"]
+        .as_array()
+        .map(|d| d.iter().filter_map(|e| e["id"].as_str().map(String::from)).collect())
+        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -48,7 +51,8 @@ async fn two_endpoints_get_what_their_filters_ask_for_and_one_failing_never_hold
     )
     .await?;
     assert_eq!(status, 201, "{b}");
-    let (a_id, b_id) = (a["id"].as_str().unwrap_or_default().to_string(), b["id"].as_str().unwrap_or_default().to_string());
+    let (a_id, b_id) =
+        (a["id"].as_str().unwrap_or_default().to_string(), b["id"].as_str().unwrap_or_default().to_string());
     let a_secret = a["secret"].as_str().ok_or_else(|| eyre!("no secret: {a}"))?.to_string();
     let hook_a = receiver(la, &a_secret).await;
     let hook_b = receiver(lb, b["secret"].as_str().unwrap_or_default()).await;
@@ -104,8 +108,10 @@ async fn two_endpoints_get_what_their_filters_ask_for_and_one_failing_never_hold
     let paid = |r: &settleproof_devnet::demo_merchant::Received| {
         r.body["type"] == "invoice.paid" && r.body["data"]["invoice"]["id"] == invoice.as_str() && r.verified
     };
-    net.eventually("A gets invoice.paid", Duration::from_secs(90), || async { hook_a.snapshot().iter().any(paid).then_some(()) })
-        .await?;
+    net.eventually("A gets invoice.paid", Duration::from_secs(90), || async {
+        hook_a.snapshot().iter().any(paid).then_some(())
+    })
+    .await?;
     net.eventually("the primary gets invoice.paid", Duration::from_secs(30), || async {
         net.receiver.snapshot().iter().any(paid).then_some(())
     })
@@ -120,7 +126,11 @@ async fn two_endpoints_get_what_their_filters_ask_for_and_one_failing_never_hold
     let (status, replayed) = call(&net, 2, Method::POST, &path, &primary, Some(json!({"since_ms": since}))).await?;
     assert_eq!((status, replayed["replayed"].as_u64()), (200, Some(1)), "{replayed}");
     net.eventually("B gets the replay", Duration::from_secs(30), || async {
-        hook_b.snapshot().iter().any(|r| r.webhook_id == test_id && r.answered == 200 && r.verified).then_some(())
+        hook_b
+            .snapshot()
+            .iter()
+            .any(|r| r.webhook_id == test_id && (200..300).contains(&r.answered) && r.verified)
+            .then_some(())
     })
     .await?;
     let primary_after = net.receiver.snapshot().iter().filter(|r| r.webhook_id == test_id).count();

@@ -143,8 +143,8 @@ pub(super) async fn create(
         ApiError::invalid("body", format!("invalid JSON body: {e}; expected url, enabled_events and a description"))
     })?;
     let registry = state.merchants.clone();
-    let e = blocking(move || registry.create_endpoint(&merchant.id, req.url, req.description, req.enabled_events))
-        .await?;
+    let e =
+        blocking(move || registry.create_endpoint(&merchant.id, req.url, req.description, req.enabled_events)).await?;
     Ok((StatusCode::CREATED, Json(with_secret(&e))))
 }
 
@@ -207,10 +207,17 @@ pub(super) async fn update(
 ) -> Result<Json<EndpointView>, ApiError> {
     let (merchant, _) = one(&state, &headers, &id)?;
     let req: UpdateEndpoint = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::invalid("body", format!("invalid JSON body: {e}; accepted: url, description, enabled_events, disabled"))
+        ApiError::invalid(
+            "body",
+            format!("invalid JSON body: {e}; accepted: url, description, enabled_events, disabled"),
+        )
     })?;
-    let edit =
-        EndpointEdit { url: req.url, description: req.description, enabled_events: req.enabled_events, disabled: req.disabled };
+    let edit = EndpointEdit {
+        url: req.url,
+        description: req.description,
+        enabled_events: req.enabled_events,
+        disabled: req.disabled,
+    };
     let registry = state.merchants.clone();
     let e = blocking(move || registry.edit_endpoint(&merchant, &id, edit)).await?;
     for chain in state.chains.iter() {

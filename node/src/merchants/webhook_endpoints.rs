@@ -83,9 +83,9 @@ pub fn endpoint_problem(e: &WebhookEndpoint, url_policy: (bool, bool)) -> Option
         return Some(("enabled_events", format!("`{bad}` is not an event type; use {}", EVENT_TYPES.join(", "))));
     }
     let secret_ok = |s: &Secret| {
-        s.expose().strip_prefix("whsec_").is_some_and(|b| {
-            b.len() >= 24 && b.chars().all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c))
-        })
+        s.expose()
+            .strip_prefix("whsec_")
+            .is_some_and(|b| b.len() >= 24 && b.chars().all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c)))
     };
     if !secret_ok(&e.secret) || e.previous_secret.as_ref().is_some_and(|p| !secret_ok(&p.secret)) {
         return Some(("secret", "must be `whsec_` followed by base64 of at least 24 bytes".into()));
@@ -139,7 +139,12 @@ impl Registry {
     }
 
     /// Applies `edit` to endpoint `id` of `merchant` as its next version.
-    pub fn edit_endpoint(&self, merchant: &str, id: &str, edit: EndpointEdit) -> Result<WebhookEndpoint, RegistryError> {
+    pub fn edit_endpoint(
+        &self,
+        merchant: &str,
+        id: &str,
+        edit: EndpointEdit,
+    ) -> Result<WebhookEndpoint, RegistryError> {
         let mut e = self.live_endpoint_of(merchant, id)?;
         if let Some(url) = edit.url {
             e.url = url;
@@ -190,7 +195,9 @@ impl Registry {
     pub fn endpoint_secrets(e: &WebhookEndpoint) -> Vec<Secret> {
         let now = now_ms();
         let mut out = vec![e.secret.clone()];
-        out.extend(e.previous_secret.iter().filter(|p| p.until_ms > now && p.secret != e.secret).map(|p| p.secret.clone()));
+        out.extend(
+            e.previous_secret.iter().filter(|p| p.until_ms > now && p.secret != e.secret).map(|p| p.secret.clone()),
+        );
         out
     }
 
@@ -240,8 +247,8 @@ impl Registry {
 
     fn announce_endpoint(&self, e: &WebhookEndpoint) {
         let Some(net) = self.0.net.get().cloned() else { return };
-        let data = serde_json::to_vec(&EndpointAnnouncement { endpoint: e.clone(), sent_at_ms: now_ms() })
-            .unwrap_or_default();
+        let data =
+            serde_json::to_vec(&EndpointAnnouncement { endpoint: e.clone(), sent_at_ms: now_ms() }).unwrap_or_default();
         tokio::spawn(async move {
             if let Err(err) = net.publish(ENDPOINTS_TOPIC, data).await {
                 tracing::debug!(error = %err, "endpoint announcement not published yet; will rebroadcast");
@@ -288,10 +295,7 @@ impl Registry {
             None if a.endpoint.version > MAX_VERSION_GAP => {
                 return Err(bad("its version is far ahead of the one held".into()));
             }
-            None if store
-                .webhook_endpoints(Some(&a.endpoint.merchant_id))
-                .map_err(|e| bad(e.to_string()))?
-                .len()
+            None if store.webhook_endpoints(Some(&a.endpoint.merchant_id)).map_err(|e| bad(e.to_string()))?.len()
                 >= MAX_ENDPOINTS_PER_MERCHANT =>
             {
                 return Ok(false);
@@ -374,7 +378,9 @@ mod tests {
             .expect_err("bad filter");
         assert!(matches!(err, RegistryError::Invalid { field: "enabled_events", .. }), "{err}");
         for _ in 1..MAX_ENDPOINTS_PER_MERCHANT {
-            nodes[0].create_endpoint("demo", "https://example.test/h".into(), String::new(), vec!["*".into()]).expect("room");
+            nodes[0]
+                .create_endpoint("demo", "https://example.test/h".into(), String::new(), vec!["*".into()])
+                .expect("room");
         }
         let err = nodes[0]
             .create_endpoint("demo", "https://example.test/h".into(), String::new(), vec!["*".into()])

@@ -242,9 +242,8 @@ impl Store {
             }
         }
         let first_of = |e: &OutboxEvent| {
-            e.invoice_id.is_none_or(|inv| {
-                first_pending.get(&(inv, e.endpoint_id.as_deref())).is_none_or(|s| *s == e.sequence)
-            })
+            e.invoice_id
+                .is_none_or(|inv| first_pending.get(&(inv, e.endpoint_id.as_deref())).is_none_or(|s| *s == e.sequence))
         };
         let mut due: Vec<(u64, OutboxEvent)> = all
             .iter()
@@ -396,7 +395,8 @@ impl Store {
             }
             if let Some(v) = outbox.get(id.value())? {
                 let e: OutboxEvent = decode("outbox", v.value())?;
-                if merchant.is_none_or(|m| m == e.merchant_id) && endpoint.is_none_or(|ep| ep == e.endpoint_id.as_deref())
+                if merchant.is_none_or(|m| m == e.merchant_id)
+                    && endpoint.is_none_or(|ep| ep == e.endpoint_id.as_deref())
                 {
                     out.push(e.id);
                 }

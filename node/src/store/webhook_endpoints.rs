@@ -92,12 +92,15 @@ pub enum EndpointPut {
 /// The live routes of the outbox: by merchant, its endpoints that are not deleted (id, filter).
 /// Shared by every chain's store of a node, kept current by the registry.
 #[derive(Debug, Clone, Default)]
-pub struct EndpointRoutes(Arc<RwLock<HashMap<String, Vec<(String, Vec<String>)>>>>);
+pub struct EndpointRoutes(Arc<RwLock<RouteMap>>);
+
+/// Merchant → its live endpoints, each (id, `enabled_events`).
+type RouteMap = HashMap<String, Vec<(String, Vec<String>)>>;
 
 impl EndpointRoutes {
     /// Replaces the routes with `endpoints`' (deleted ones left out).
     pub fn set(&self, endpoints: &[WebhookEndpoint]) {
-        let mut map: HashMap<String, Vec<(String, Vec<String>)>> = HashMap::new();
+        let mut map = RouteMap::new();
         for e in endpoints.iter().filter(|e| e.deleted_at_ms.is_none()) {
             map.entry(e.merchant_id.clone()).or_default().push((e.id.clone(), e.enabled_events.clone()));
         }
@@ -109,12 +112,7 @@ impl EndpointRoutes {
     pub fn targets(&self, merchant: &str, event_type: &str) -> Vec<String> {
         let map = self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         map.get(merchant)
-            .map(|eps| {
-                eps.iter()
-                    .filter(|(_, events)| takes(events, event_type))
-                    .map(|(id, _)| id.clone())
-                    .collect()
-            })
+            .map(|eps| eps.iter().filter(|(_, events)| takes(events, event_type)).map(|(id, _)| id.clone()).collect())
             .unwrap_or_default()
     }
 }
@@ -249,13 +247,17 @@ pub(crate) mod tests {
         store.route_endpoints(routes);
         store.record_settlement(&record(), &[event("msg_a", 1, 1), event("msg_b", 1, 2)], 0).expect("record");
         let due = |paused: &[String]| {
-            let mut ids: Vec<String> = store.due_events(0, 10, paused).expect("due").into_iter().map(|e| e.id).collect();
+            let mut ids: Vec<String> =
+                store.due_events(0, 10, paused).expect("due").into_iter().map(|e| e.id).collect();
             ids.sort();
             ids
         };
         assert_eq!(due(&[]), vec!["msg_a", "msg_a.we_1"], "we_2 does not take invoice.paid; msg_b waits its turn");
         let child = store.outbox_event("msg_a.we_1").expect("get").expect("fanned out");
-        assert_eq!((child.webhook_id(), child.endpoint_id.as_deref(), child.endpoint_key().as_str()), ("msg_a", Some("we_1"), "m/we_1"));
+        assert_eq!(
+            (child.webhook_id(), child.endpoint_id.as_deref(), child.endpoint_key().as_str()),
+            ("msg_a", Some("we_1"), "m/we_1")
+        );
         let attempt = |outcome: &str| Attempt {
             n: 0,
             at_ms: 0,
