@@ -138,9 +138,21 @@ pub struct ApiSection {
     /// so a flood of them costs no RPC calls.
     #[serde(default = "default_status_cache_ms")]
     pub status_cache_ms: u64,
+    /// The address payers reach this node's API at, e.g. `https://pay.example.com`: the base of
+    /// every invoice's `checkout_url`. Absent: `http://<listen>`.
+    #[serde(default)]
+    pub public_url: Option<String>,
 }
 
 impl ApiSection {
+    /// The base of checkout URLs: `public_url` without a trailing `/`, or `http://<listen>`.
+    pub fn public_base(&self) -> String {
+        match &self.public_url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => format!("http://{}", self.listen),
+        }
+    }
+
     /// The defaults of every limit, listening on `listen`.
     pub fn with_listen(listen: SocketAddr) -> Self {
         Self {
@@ -155,6 +167,7 @@ impl ApiSection {
             max_connections_per_ip: default_max_connections_per_ip(),
             max_concurrent_requests: default_max_concurrent_requests(),
             status_cache_ms: default_status_cache_ms(),
+            public_url: None,
         }
     }
 }

@@ -309,6 +309,11 @@ fn api(cfg: &NodeConfig, v: &mut Problems) {
             v.add(field, message);
         }
     }
+    if let Some(u) = &a.public_url
+        && let Err(e) = check_url(u, cfg.tls.allow_insecure_http)
+    {
+        v.add("api.public_url", format!("{e}; give the https address payers reach this node's API at"));
+    }
     if let Some(admin) = &cfg.admin
         && admin.listen_addr(a.listen) == a.listen
     {

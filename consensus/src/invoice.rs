@@ -39,7 +39,8 @@ pub struct InvoiceTerms {
     pub expires_at: u64,
     /// Random creation nonce: two invoices with equal terms still have distinct ids.
     pub nonce: B256,
-    /// keccak256 of the metadata's canonical JSON ([`metadata_hash`]).
+    /// keccak256 of the metadata's canonical JSON ([`metadata_hash`]), bound with the
+    /// checkout's redirect URL when there is one ([`extras_hash`]).
     pub metadata_hash: B256,
 }
 
@@ -67,6 +68,17 @@ impl InvoiceTerms {
 /// keccak256 of the canonical JSON of `metadata` (`null` when there is none).
 pub fn metadata_hash(metadata: Option<&Value>) -> B256 {
     keccak256(canonical_json(metadata.unwrap_or(&Value::Null)).as_bytes())
+}
+
+/// What an id commits to of an invoice's metadata and its checkout redirect URL: the
+/// metadata's hash alone without a URL (so ids of invoices without one are as before), and with
+/// one `keccak256(metadata_hash ‖ keccak256(url))`.
+pub fn extras_hash(metadata: Option<&Value>, redirect_url: Option<&str>) -> B256 {
+    let meta = metadata_hash(metadata);
+    match redirect_url {
+        None => meta,
+        Some(url) => keccak256([meta.as_slice(), keccak256(url.as_bytes()).as_slice()].concat()),
+    }
 }
 
 /// `value` as canonical JSON: object keys sorted by their bytes, no whitespace.
@@ -159,6 +171,10 @@ mod tests {
         let b: Value = serde_json::from_str(r#"{"y": 2, "x": 1}"#).expect("json");
         assert_eq!(metadata_hash(Some(&a)), metadata_hash(Some(&b)));
         assert_ne!(metadata_hash(Some(&a)), metadata_hash(None));
+        assert_eq!(extras_hash(Some(&a), None), metadata_hash(Some(&a)), "no URL: the hash of before");
+        let with = extras_hash(Some(&a), Some("https://shop.example/done"));
+        assert_ne!(with, metadata_hash(Some(&a)));
+        assert_ne!(with, extras_hash(Some(&a), Some("https://evil.example/done")));
     }
 
     /// The vector docs/merchants.md gives, so a merchant's own implementation can be checked.

@@ -33,7 +33,7 @@ pub use batch::{Batch, PaymentLeaf};
 pub use bls::{BlsError, BlsPublicKey, BlsSecretKey, BlsSignature};
 pub use failover::{Liveness, Turn, turn};
 pub use guard::{MAX_BATCHES_PER_ROUND, SignDecision, decide_signing};
-pub use invoice::{InvoiceTerms, metadata_hash};
+pub use invoice::{InvoiceTerms, extras_hash, metadata_hash};
 pub use merchant_change::{ChangeFate, change_fate, merchant_change_message};
 pub use operator_set::{OperatorRecord, OperatorSetSpec, SetChange, SetError, update_message};
 pub use pool::{AttestationPool, InsertOutcome, Quorum};

@@ -65,6 +65,8 @@ mod bindings {
         interface IERC20 {
             function approve(address spender, uint256 value) external returns (bool);
             function balanceOf(address account) external view returns (uint256);
+            function symbol() external view returns (string);
+            function decimals() external view returns (uint8);
         }
     }
 }

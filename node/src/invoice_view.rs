@@ -169,6 +169,10 @@ pub struct InvoiceView {
     pub nonce: B256,
     /// Confirmed payments.
     pub payments: Vec<PaymentView>,
+    /// The hosted payment page, on the node asked (`api.public_url`); every node that holds
+    /// the invoice serves it at the same path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkout_url: Option<String>,
 }
 
 /// Builds the view of `invoice`, payable on `chain_id`, from that chain's store.
@@ -211,6 +215,7 @@ pub fn invoice_view(
         metadata: invoice.metadata.clone(),
         nonce: invoice.nonce,
         payments: views,
+        checkout_url: None,
     })
 }
 
@@ -283,6 +288,7 @@ mod tests {
             metadata: None,
             created_by: "n".into(),
             idempotency: None,
+            redirect_url: None,
             nonce: B256::ZERO,
         };
         let mut p = PaymentLeaf {

@@ -209,6 +209,8 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
         answers: api::cache::Answers::new(Duration::from_millis(cfg.api.status_cache_ms)),
         limits: api::Limits::from_config(&cfg.api),
         throttle: api::throttle::AuthThrottle::default(),
+        public_url: cfg.api.public_base(),
+        tokens: api::checkout::TokenCache::default(),
     };
     let limits = ServerLimits::from_config(&cfg.api, cfg.node.shutdown_grace_ms);
     let listener = bind("api.listen", cfg.api.listen).await?;

@@ -139,6 +139,7 @@ fn fixture() -> &'static Fixture {
             metadata: Some(serde_json::json!({"order": 42})),
             created_by: "node-0".into(),
             idempotency: None,
+            redirect_url: None,
             nonce: B256::repeat_byte(4),
         };
         let samples = vec![

@@ -62,6 +62,7 @@ fn invoice_of(net: &Testnet, created: &Value) -> Result<Invoice> {
         metadata: None,
         created_by: "node-0".into(),
         idempotency: None,
+        redirect_url: None,
         nonce: B256::ZERO,
     })
 }

@@ -3,6 +3,7 @@
 
 mod api_contract;
 mod byzantine;
+mod checkout;
 mod contracts;
 mod drills;
 mod hostile_endpoints;

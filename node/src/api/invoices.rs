@@ -43,6 +43,10 @@ pub struct CreateInvoice {
     /// Chain the invoice is payable on (its EIP-155 id); absent: the node's first chain. The
     /// id commits to it, and a payment on another chain does not count.
     pub chain_id: Option<u64>,
+    /// Where the checkout page sends the payer once the invoice is settled (https, at most 2048
+    /// characters). The id commits to it.
+    #[schema(max_length = 2048)]
+    pub redirect_url: Option<String>,
 }
 
 /// One transaction of the payment instructions.
@@ -112,6 +116,7 @@ pub(super) async fn create(
     // The whole body is checked before a key is looked up: a bad field is a 400 either way.
     let expires_at = parse_expiry(req.expires_at, req.expires_in, now)?;
     let metadata = check_metadata(req.metadata.clone())?;
+    let redirect_url = check_redirect(req.redirect_url.as_deref(), state.merchants.url_policy().0)?;
     let record = key.map(|k| idempotency::record(k, &req, chain.chain_id, amount, token));
     let mut replayed = HeaderMap::new();
     replayed.insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
@@ -155,6 +160,7 @@ pub(super) async fn create(
         metadata,
         created_by: state.node_name.clone(),
         idempotency: record.clone(),
+        redirect_url,
     };
     // The id commits to the terms: no operator can alter them without changing it.
     invoice.id = invoice.terms(chain.chain_id, chain.payments_contract).id();
@@ -207,6 +213,7 @@ pub(super) async fn get(
 /// listed as not counting (`wrong_chain`).
 fn view_of(state: &ApiState, chain: &ChainState, invoice: &Invoice, now: u64) -> Result<InvoiceView, ApiError> {
     let mut view = invoice_view(&chain.store, &chain.schedule, chain.chain_id, invoice, now)?;
+    view.checkout_url = Some(format!("{}/checkout/{}", state.public_url, invoice.id));
     for other in state.chains.iter().filter(|c| c.chain_id != chain.chain_id) {
         for p in other.store.payments_of_invoice(invoice.id)? {
             let round = other.schedule.round_of(p.leaf.block_number);
@@ -533,7 +540,20 @@ fn check_metadata(m: Option<serde_json::Value>) -> Result<Option<serde_json::Val
     }
 }
 
-fn instructions(state: &ChainState, inv: &Invoice) -> PaymentInstructions {
+/// The checkout's redirect URL, checked: http(s) (http only where `tls.allow_insecure_http`),
+/// at most 2048 characters.
+fn check_redirect(url: Option<&str>, insecure_http: bool) -> Result<Option<String>, ApiError> {
+    let Some(url) = url else { return Ok(None) };
+    if url.len() > 2048 {
+        return Err(ApiError::invalid("redirect_url", "redirect_url must be at most 2048 characters"));
+    }
+    settleproof_config::netpolicy::check_url(url, insecure_http)
+        .map_err(|e| ApiError::invalid("redirect_url", format!("redirect_url: {e}")))?;
+    Ok(Some(url.to_string()))
+}
+
+/// How a wallet pays `inv` on `state`'s chain.
+pub(super) fn instructions(state: &ChainState, inv: &Invoice) -> PaymentInstructions {
     let transactions = if inv.token.is_zero() {
         vec![TxInstruction {
             description: "pay the invoice in the native coin",

@@ -17,6 +17,7 @@ pub mod api_keys;
 pub mod auth;
 pub mod cache;
 mod chains;
+pub mod checkout;
 mod error;
 pub mod events;
 mod health;
@@ -67,6 +68,10 @@ pub struct ApiState {
     pub limits: Limits,
     /// Failed authentications per client.
     pub throttle: throttle::AuthThrottle,
+    /// The base of checkout URLs (`api.public_url`).
+    pub public_url: String,
+    /// Token symbols and decimals shown on checkout pages.
+    pub tokens: checkout::TokenCache,
 }
 
 /// Request limits of both listeners.
@@ -109,6 +114,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/health/live", get(|| async { "ok" }))
         .route("/health/ready", get(health::ready))
         .route("/metrics", get(metrics))
+        .route("/checkout/assets/checkout.js", get(checkout::script))
+        .route("/checkout/assets/checkout.css", get(checkout::style))
+        .route("/checkout/{id}", get(checkout::page))
+        .route("/checkout/{id}/status", get(checkout::status))
         .route_layer(tower::limit::GlobalConcurrencyLimitLayer::new(open_limit));
     let merchants = Router::new()
         .route("/v1/invoices", post(invoices::create).get(invoices::list))

@@ -42,6 +42,8 @@ use utoipa::{Modify, OpenApi};
         super::webhook_endpoints::rotate_secret,
         super::webhook_endpoints::deliveries,
         super::webhook_endpoints::replay,
+        super::checkout::page,
+        super::checkout::status,
         openapi_json,
     ),
     components(schemas(
@@ -52,13 +54,14 @@ use utoipa::{Modify, OpenApi};
         crate::store::Attempt, super::events::ReplaySince, super::events::Replayed,
         super::webhook_endpoints::CreateEndpoint, super::webhook_endpoints::UpdateEndpoint,
         super::webhook_endpoints::EndpointView, super::webhook_endpoints::EndpointWithSecret,
-        super::webhook_endpoints::EndpointList
+        super::webhook_endpoints::EndpointList, super::checkout::CheckoutStatus
     )),
     modifiers(&BearerToken),
     tags(
         (name = "invoices", description = "Create invoices, read their status and receipts"),
         (name = "webhooks", description = "Webhook events, their delivery attempts and replays (event bodies: docs/webhooks.json)"),
         (name = "merchant", description = "The merchant's own state and API keys"),
+        (name = "checkout", description = "The hosted payment page of every invoice, public, on any node that holds it"),
         (name = "meta", description = "This document"),
     )
 )]

@@ -346,6 +346,18 @@ impl ChainClient {
             .map_err(|e| ChainError::Decode { what: "graceBlocks", detail: e.to_string() })
     }
 
+    /// An ERC-20's `symbol()` and `decimals()`, as a quorum reports them.
+    pub async fn token_info(&self, token: Address) -> Result<(String, u8), ChainError> {
+        use settleproof_contracts::IERC20;
+        let symbol = self.reads.call(token, Bytes::from(IERC20::symbolCall {}.abi_encode())).await?;
+        let decimals = self.reads.call(token, Bytes::from(IERC20::decimalsCall {}.abi_encode())).await?;
+        let symbol = IERC20::symbolCall::abi_decode_returns(&symbol)
+            .map_err(|e| ChainError::Decode { what: "symbol", detail: e.to_string() })?;
+        let decimals = IERC20::decimalsCall::abi_decode_returns(&decimals)
+            .map_err(|e| ChainError::Decode { what: "decimals", detail: e.to_string() })?;
+        Ok((symbol, decimals))
+    }
+
     /// Root settled on chain for `round`, zero when not settled, as a quorum reports it.
     pub async fn settled_root(&self, round: u64) -> Result<B256, ChainError> {
         let data = Settlement::settledRootCall { round }.abi_encode();

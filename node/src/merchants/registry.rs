@@ -192,6 +192,11 @@ impl Registry {
         self.0.routes.clone()
     }
 
+    /// `(tls.allow_insecure_http, webhooks.allow_private_targets)`: what merchant URLs may be.
+    pub fn url_policy(&self) -> (bool, bool) {
+        self.0.url_policy
+    }
+
     /// The chain whose gossip carries approvals.
     pub fn home_chain(&self) -> u64 {
         self.0.chain_id

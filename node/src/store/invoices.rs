@@ -4,7 +4,7 @@ use super::{EXPIRIES, INVOICES, MERCHANT_INVOICES, Store, StoreError, decode, en
 use alloy::primitives::{Address, B256, U256};
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
-use settleproof_consensus::{InvoiceTerms, metadata_hash};
+use settleproof_consensus::{InvoiceTerms, extras_hash};
 
 /// An invoice as created through the API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +34,10 @@ pub struct Invoice {
     /// The idempotency key the invoice was created under, and the request it came with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency: Option<super::IdempotencyRecord>,
+    /// Where the checkout page sends the payer once the invoice is settled (the id commits to
+    /// it, so no relaying node can change it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_url: Option<String>,
 }
 
 impl Invoice {
@@ -48,7 +52,7 @@ impl Invoice {
             amount: self.amount,
             expires_at: self.expires_at.unwrap_or(0),
             nonce: self.nonce,
-            metadata_hash: metadata_hash(self.metadata.as_ref()),
+            metadata_hash: extras_hash(self.metadata.as_ref(), self.redirect_url.as_deref()),
         }
     }
 
@@ -204,6 +208,7 @@ mod tests {
             created_by: "node-0".into(),
             nonce: B256::ZERO,
             idempotency: None,
+            redirect_url: None,
         };
         assert!(store.put_invoice(&inv).expect("put"));
         assert!(!store.put_invoice(&Invoice { amount: U256::from(6), ..inv.clone() }).expect("put again"));
@@ -228,6 +233,7 @@ mod tests {
             created_by: "n".into(),
             nonce: B256::ZERO,
             idempotency: None,
+            redirect_url: None,
         };
         for i in 1..=5 {
             store.put_invoice(&make(i, "a")).expect("put");

@@ -385,6 +385,7 @@ mod chain_stamp_tests {
             metadata: None,
             created_by: "node-0".into(),
             idempotency: None,
+            redirect_url: None,
         };
         invoice.id = invoice.terms(31337, PAYMENTS).id();
         store.put_invoice(&invoice).expect("invoice");

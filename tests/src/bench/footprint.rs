@@ -66,6 +66,7 @@ pub async fn run(net: &mut Testnet, i: usize, count: u64) -> Result<FootprintRes
                 metadata: Some(serde_json::json!({ "order": j })),
                 created_by: cfg.node.name.clone(),
                 idempotency: None,
+                redirect_url: None,
                 nonce: alloy::primitives::B256::ZERO,
             })
             .collect();

@@ -39,7 +39,7 @@ pub fn requested_key(headers: &HeaderMap, merchant: &str) -> Result<Option<B256>
 /// The fields a key is bound to, parsed (so `"0x00…"` and `"native"` are one token), in the
 /// order a conflict is reported.
 pub fn record(key: B256, req: &CreateInvoice, chain_id: u64, amount: U256, token: Address) -> IdempotencyRecord {
-    IdempotencyRecord {
+    let mut record = IdempotencyRecord {
         key_hash: key,
         request: vec![
             ("chain_id".into(), json(&chain_id)),
@@ -49,7 +49,12 @@ pub fn record(key: B256, req: &CreateInvoice, chain_id: u64, amount: U256, token
             ("expires_in".into(), json(&req.expires_in)),
             ("metadata".into(), req.metadata.clone().unwrap_or(serde_json::Value::Null)),
         ],
+    };
+    // Only when given, so that records made before the field existed still match.
+    if let Some(url) = &req.redirect_url {
+        record.request.push(("redirect_url".into(), json(url)));
     }
+    record
 }
 
 /// A value as JSON (`to_value` cannot fail for these types: numbers, strings, options).
@@ -87,6 +92,7 @@ fn static_field(field: &str) -> &'static str {
         "expires_at" => "expires_at",
         "expires_in" => "expires_in",
         "metadata" => "metadata",
+        "redirect_url" => "redirect_url",
         _ => "body",
     }
 }

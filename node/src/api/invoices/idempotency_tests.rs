@@ -116,6 +116,7 @@ fn a_key_expires_after_a_day_and_a_record_must_match_its_invoice() {
         created_by: "n".into(),
         nonce: key_nonce(key),
         idempotency: Some(record.clone()),
+        redirect_url: None,
     };
     assert_eq!(record.check(&invoice(1), 31337), Ok(()));
     assert_eq!(record.check(&invoice(1), 1), Err("chain_id"));

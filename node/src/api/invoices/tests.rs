@@ -47,6 +47,8 @@ fn state_of(chains: Chains) -> ApiState {
         answers: Default::default(),
         limits: Default::default(),
         throttle: Default::default(),
+        public_url: "http://127.0.0.1:8080".into(),
+        tokens: Default::default(),
     }
 }
 

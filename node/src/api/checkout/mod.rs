@@ -1,0 +1,159 @@
+//! The hosted checkout: `GET /checkout/{id}` serves an invoice's payment page on any node that
+//! holds the invoice, `GET /checkout/{id}/status` its live state, and `/checkout/assets/*` the
+//! page's script and style (served by the node: no third-party CDN). The page is public, as a
+//! hosted invoice link is: it shows only what a payer needs (amount, token, chain, expiry, how
+//! to pay), never the merchant's metadata. A strict Content-Security-Policy allows only the
+//! node's own script and style.
+
+mod page;
+mod qr;
+
+pub use page::{TokenLabel, format_units, state_of};
+
+use super::{ApiError, ApiState};
+use crate::api::chains::ChainState;
+use crate::invoice_view::InvoiceView;
+use crate::store::Invoice;
+use crate::time::now_s;
+use alloy::primitives::{Address, B256};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Symbols and decimals of the tokens pages were shown for, per chain (read once from a
+/// provider quorum).
+#[derive(Debug, Clone, Default)]
+pub struct TokenCache(Arc<Mutex<HashMap<(u64, Address), TokenLabel>>>);
+
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// The live state of `GET /checkout/{id}/status`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CheckoutStatus {
+    /// `waiting`, `confirmed` (paid in full, settling), `settled` or `expired`.
+    pub state: &'static str,
+    /// Amount due, decimal base units.
+    pub amount: String,
+    /// Confirmed amount paid, decimal base units.
+    pub amount_paid: String,
+    /// Expiry, unix seconds.
+    pub expires_at: Option<u64>,
+    /// Where the page sends the payer, once settled.
+    pub redirect_url: Option<String>,
+}
+
+/// The invoice `id` names and the chain that holds it.
+fn find<'a>(state: &'a ApiState, id: &str) -> Result<(&'a ChainState, Invoice), ApiError> {
+    let id: B256 = id.parse().map_err(|_| ApiError::invalid("id", "id must be 0x followed by 64 hex digits"))?;
+    for chain in state.chains.iter() {
+        if let Some(inv) = chain.store.invoice(id)? {
+            return Ok((chain, inv));
+        }
+    }
+    Err(ApiError::not_found("invoice"))
+}
+
+fn view(chain: &ChainState, inv: &Invoice) -> Result<InvoiceView, ApiError> {
+    Ok(crate::invoice_view::invoice_view(&chain.store, &chain.schedule, chain.chain_id, inv, now_s())?)
+}
+
+/// The symbol and decimals of `token` on `chain`, from the cache or a provider quorum; a token
+/// that does not answer is shown in base units.
+async fn token_label(state: &ApiState, chain: &ChainState, token: Address) -> TokenLabel {
+    if token.is_zero() {
+        return TokenLabel { symbol: "ETH".into(), decimals: Some(18) };
+    }
+    let key = (chain.chain_id, token);
+    if let Some(t) = state.tokens.0.lock().ok().and_then(|m| m.get(&key).cloned()) {
+        return t;
+    }
+    let fallback = TokenLabel { symbol: format!("token {token}"), decimals: None };
+    let Some(client) = &chain.chain else { return fallback };
+    match client.token_info(token).await {
+        Ok((symbol, decimals)) => {
+            // A token contract is anyone's: its symbol is shown only as short printable text.
+            let symbol: String = symbol.chars().filter(|c| !c.is_control()).take(16).collect();
+            let label =
+                TokenLabel { symbol: if symbol.is_empty() { "?".into() } else { symbol }, decimals: Some(decimals) };
+            if let Ok(mut m) = state.tokens.0.lock() {
+                m.insert(key, label.clone());
+            }
+            label
+        }
+        Err(e) => {
+            tracing::debug!(%token, error = %e, "token symbol and decimals unavailable; shown in base units");
+            fallback
+        }
+    }
+}
+
+fn secured(mut resp: Response, content_type: &'static str) -> Response {
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    resp
+}
+
+/// `GET /checkout/{id}`: the payment page.
+#[utoipa::path(get, path = "/checkout/{id}", tag = "checkout",
+    params(("id" = String, Path, description = "Invoice id, 0x and 64 hex digits")),
+    responses(
+        (status = 200, description = "The payer's page: amount, token, chain, expiry, a QR code of an EIP-681 URI, the transactions to send, and a Pay with wallet button", body = String, content_type = "text/html"),
+        (status = 400, description = "The id is not 0x and 64 hex digits", body = super::error::ErrorBody),
+        (status = 404, description = "No such invoice on this node", body = super::error::ErrorBody),
+    ))]
+pub(super) async fn page(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let (chain, inv) = find(&state, &id)?;
+    let view = view(chain, &inv)?;
+    let instructions = super::invoices::instructions(chain, &inv);
+    let token = token_label(&state, chain, inv.token).await;
+    let qr = qr::svg(&page::eip681(&instructions, &view)).unwrap_or_default();
+    let chain_label = format!("chain {}", chain.chain_id);
+    let html = page::html(&view, &token, &instructions, &chain_label, &qr);
+    let mut resp = secured(html.into_response(), "text/html; charset=utf-8");
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
+}
+
+/// `GET /checkout/{id}/status`: the live state the page polls.
+#[utoipa::path(get, path = "/checkout/{id}/status", tag = "checkout",
+    params(("id" = String, Path, description = "Invoice id, 0x and 64 hex digits")),
+    responses(
+        (status = 200, description = "The invoice's state as the payer sees it", body = CheckoutStatus),
+        (status = 400, description = "The id is not 0x and 64 hex digits", body = super::error::ErrorBody),
+        (status = 404, description = "No such invoice on this node", body = super::error::ErrorBody),
+    ))]
+pub(super) async fn status(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (chain, inv) = find(&state, &id)?;
+    let view = view(chain, &inv)?;
+    let state = state_of(&view);
+    let redirect_url = inv.redirect_url.filter(|_| state == "settled");
+    let body = CheckoutStatus {
+        state,
+        amount: view.amount,
+        amount_paid: view.amount_paid,
+        expires_at: view.expires_at,
+        redirect_url,
+    };
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)))
+}
+
+/// `GET /checkout/assets/checkout.js`.
+pub(super) async fn script() -> Response {
+    secured(include_str!("checkout.js").into_response(), "text/javascript; charset=utf-8")
+}
+
+/// `GET /checkout/assets/checkout.css`.
+pub(super) async fn style() -> Response {
+    secured(include_str!("checkout.css").into_response(), "text/css; charset=utf-8")
+}
