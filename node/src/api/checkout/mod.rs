@@ -103,11 +103,12 @@ fn secured(mut resp: Response, content_type: &'static str) -> Response {
 
 /// `GET /checkout/{id}`: the payment page.
 #[utoipa::path(get, path = "/checkout/{id}", tag = "checkout",
-    params(("id" = String, Path, description = "Invoice id, 0x and 64 hex digits")),
+    params(("id" = String, Path, description = "Invoice id, 0x and 64 hex digits", pattern = "^0x[0-9a-fA-F]{64}$")),
     responses(
         (status = 200, description = "The payer's page: amount, token, chain, expiry, a QR code of an EIP-681 URI, the transactions to send, and a Pay with wallet button", body = String, content_type = "text/html"),
         (status = 400, description = "The id is not 0x and 64 hex digits", body = super::error::ErrorBody),
         (status = 404, description = "No such invoice on this node", body = super::error::ErrorBody),
+        (status = 429, description = "This address is locked out after failed authentications", body = super::error::ErrorBody),
     ))]
 pub(super) async fn page(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let (chain, inv) = find(&state, &id)?;
@@ -124,11 +125,12 @@ pub(super) async fn page(State(state): State<ApiState>, Path(id): Path<String>) 
 
 /// `GET /checkout/{id}/status`: the live state the page polls.
 #[utoipa::path(get, path = "/checkout/{id}/status", tag = "checkout",
-    params(("id" = String, Path, description = "Invoice id, 0x and 64 hex digits")),
+    params(("id" = String, Path, description = "Invoice id, 0x and 64 hex digits", pattern = "^0x[0-9a-fA-F]{64}$")),
     responses(
         (status = 200, description = "The invoice's state as the payer sees it", body = CheckoutStatus),
         (status = 400, description = "The id is not 0x and 64 hex digits", body = super::error::ErrorBody),
         (status = 404, description = "No such invoice on this node", body = super::error::ErrorBody),
+        (status = 429, description = "This address is locked out after failed authentications", body = super::error::ErrorBody),
     ))]
 pub(super) async fn status(
     State(state): State<ApiState>,
