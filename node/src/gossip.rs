@@ -76,6 +76,10 @@ pub struct SyncRequest {
     /// Invoices asked for (at most [`SyncRequest::MAX_INVOICES`]).
     #[serde(default)]
     pub invoices: Vec<B256>,
+    /// Whether the merchants' state is asked for (the registry, keys and endpoints; first
+    /// chain only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub merchants: bool,
 }
 
 impl SyncRequest {
@@ -87,13 +91,16 @@ impl SyncRequest {
 
 /// The answer: every attestation the peer holds for those rounds, and those of the invoices it
 /// has.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SyncResponse {
     /// Attestations, each to be verified by the receiver.
     pub attestations: Vec<Attestation>,
     /// Invoices, each to be checked by the receiver ([`check_invoice`]).
     #[serde(default)]
     pub invoices: Vec<Invoice>,
+    /// The merchants' state, when asked for, each record to be checked by the receiver.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchants: Option<crate::merchants::MerchantSnapshot>,
 }
 
 /// An operator's signature over a round's batch.

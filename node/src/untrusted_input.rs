@@ -146,10 +146,18 @@ fn fixture() -> &'static Fixture {
             serde_json::to_vec(&attestation).expect("json"),
             serde_json::to_vec(&Heartbeat { operator: 0, can_pay: true, sent_at_ms: 5 }).expect("json"),
             serde_json::to_vec(&InvoiceAnnouncement { invoice: invoice.clone(), sent_at_ms: 5 }).expect("json"),
-            serde_json::to_vec(&SyncRequest { rounds: vec![1, 2, 3], invoices: vec![B256::repeat_byte(9)] })
-                .expect("json"),
-            serde_json::to_vec(&SyncResponse { attestations: vec![attestation], invoices: vec![invoice] })
-                .expect("json"),
+            serde_json::to_vec(&SyncRequest {
+                rounds: vec![1, 2, 3],
+                invoices: vec![B256::repeat_byte(9)],
+                ..Default::default()
+            })
+            .expect("json"),
+            serde_json::to_vec(&SyncResponse {
+                attestations: vec![attestation],
+                invoices: vec![invoice],
+                ..Default::default()
+            })
+            .expect("json"),
             serde_json::to_vec(&DeliveryAck { webhook_id: "msg_1".into(), delivered_at_ms: 9 }).expect("json"),
         ];
         let leaf = PaymentLeaf {

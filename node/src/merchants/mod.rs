@@ -19,11 +19,13 @@
 mod api_keys;
 mod approval;
 mod registry;
+mod sync;
 mod webhook_endpoints;
 
 pub use api_keys::{KEYS_TOPIC, KeyAnnouncement, MAX_KEYS_PER_MERCHANT};
 pub use approval::{MerchantApproval, TOPIC};
 pub use registry::{Approved, Home, Registry, RegistryError};
+pub use sync::{CaughtUp, MAX_SNAPSHOT, MerchantSnapshot};
 pub use webhook_endpoints::{
     ENDPOINTS_TOPIC, EVENT_TYPES, EndpointAnnouncement, EndpointEdit, MAX_ENDPOINTS_PER_MERCHANT, endpoint_problem,
 };

@@ -90,10 +90,10 @@ pub(super) struct Inner {
     /// The first chain's store (`None`: a fixed list, for tests and tools).
     pub(super) store: Option<Store>,
     /// The first chain's operator sets, whose latest approves changes.
-    epochs: Option<Arc<Epochs>>,
+    pub(super) epochs: Option<Arc<Epochs>>,
     /// The chain and settlement contract approvals name.
-    chain_id: u64,
-    settlement: Address,
+    pub(super) chain_id: u64,
+    pub(super) settlement: Address,
     /// `tls.allow_insecure_http`, `webhooks.allow_private_targets`.
     pub(super) url_policy: (bool, bool),
     /// `webhooks.secret_overlap_s`, in ms.
@@ -246,7 +246,7 @@ impl Registry {
         self.view().disabled.iter().any(|d| d == id)
     }
 
-    fn reload(&self) -> Result<(), StoreError> {
+    pub(super) fn reload(&self) -> Result<(), StoreError> {
         let Some(store) = &self.0.store else { return Ok(()) };
         // Poisoned: a panic mid-reload left the old view, which the next reload replaces.
         let _one_at_a_time = self.0.reload.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -340,7 +340,7 @@ impl Registry {
 
     /// Why `change`'s record cannot be applied whatever its approvals: a field no node accepts,
     /// a token another merchant (or an API key) has, or a version too far ahead.
-    fn record_problem(&self, change: &MerchantChange) -> Result<Option<(&'static str, String)>, StoreError> {
+    pub(super) fn record_problem(&self, change: &MerchantChange) -> Result<Option<(&'static str, String)>, StoreError> {
         let m = &change.merchant;
         let (insecure, private) = self.0.url_policy;
         if let Some(p) = settleproof_config::merchant_problems(m, insecure, private).into_iter().next() {
@@ -464,8 +464,20 @@ impl Registry {
     }
 
     /// Publishes again this node's approvals of the changes still waiting, so operators that
-    /// were offline when they were made hear them.
+    /// were offline when they were made hear them; first drops the waiting changes of epochs
+    /// before the latest, which can no longer apply.
     pub fn rebroadcast(&self) {
+        if let (Ok(set), Ok(store)) = (self.latest(), self.store()) {
+            match store.drop_merchant_changes_before(set.epoch) {
+                Ok(0) => {}
+                Ok(n) => info!(
+                    dropped = n,
+                    epoch = set.epoch,
+                    "merchant changes of earlier operator sets dropped: propose them again"
+                ),
+                Err(e) => warn!(error = %e, "cannot drop merchant changes of earlier operator sets"),
+            }
+        }
         for a in self.own_approvals() {
             self.publish(&a);
         }

@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::operators::{Operator, OperatorSet};
-use crate::store::temp_store;
+use crate::store::{Scope, temp_store};
 use settleproof_config::{EXAMPLE, NodeConfig};
 
 const CHAIN: u64 = 31337;
@@ -272,4 +272,47 @@ fn a_changed_webhook_secret_signs_beside_the_old_one_for_the_overlap() {
     let current = nodes[3].registry.get("demo").expect("served");
     assert_eq!(current.payout_address, Address::repeat_byte(0x77));
     assert_eq!(nodes[3].registry.signing_secrets(&current), vec![rotated.webhook_secret.clone(), old]);
+}
+
+#[test]
+fn a_node_that_missed_everything_catches_up_from_a_snapshot_and_forgeries_in_one_are_refused() {
+    let nodes = network();
+    // Nodes 0..3 apply a new merchant and a key; node 3 hears none of it.
+    let hash = nodes[0].registry.propose(shop(0x22), false, true, &[key(0)]).expect("propose").change_hash;
+    let data = |i: usize| nodes[i].registry.own_approvals();
+    for a in data(0) {
+        for n in &nodes[1..3] {
+            n.registry.hear(&serde_json::to_vec(&a).expect("json"), &nodes[0].peer).expect("heard");
+        }
+    }
+    nodes[1].registry.approve(hash, &[key(1)]).expect("approve");
+    for a in data(1) {
+        nodes[2].registry.hear(&serde_json::to_vec(&a).expect("json"), &nodes[1].peer).expect("heard");
+    }
+    assert!(nodes[2].registry.approve(hash, &[key(2)]).expect("approve").applied);
+    let (key_made, token) = nodes[2].registry.create_key("demo", "ci", vec![Scope::InvoicesRead]).expect("key");
+    assert!(payout(&nodes[3], "shop-2").is_none());
+
+    // A snapshot whose entry carries approvals forged in other operators' names is refused.
+    let mut forged = nodes[2].registry.snapshot();
+    forged.keys.clear();
+    let entry = forged.entries.iter_mut().find(|e| e.change.merchant.id == "shop-2").expect("entry");
+    let mut cheat = entry.change.clone();
+    cheat.merchant.payout_address = Address::repeat_byte(0xba);
+    entry.change = cheat;
+    let done = nodes[3].registry.catch_up(forged, &nodes[2].peer);
+    assert_eq!((done.entries, done.refused >= 1), (0, true), "{done:?}");
+    assert!(payout(&nodes[3], "shop-2").is_none());
+    let mut short = nodes[2].registry.snapshot();
+    short.keys.clear();
+    short.entries.iter_mut().for_each(|e| e.approvals.truncate(2));
+    assert_eq!(nodes[3].registry.catch_up(short, &nodes[2].peer).entries, 0, "two approvals of three");
+
+    // The genuine snapshot: the merchant applies with its payout, and the key works.
+    let done = nodes[3].registry.catch_up(nodes[2].registry.snapshot(), &nodes[2].peer);
+    assert_eq!((done.entries, done.keys), (1, 1), "{done:?}");
+    assert_eq!(payout(&nodes[3], "shop-2"), Some(Address::repeat_byte(0x22)));
+    let hashed = crate::api::auth::token_hash(&token);
+    assert_eq!(nodes[3].registry.live_key(hashed).map(|k| k.id), Some(key_made.id));
+    assert_eq!(nodes[3].registry.catch_up(nodes[2].registry.snapshot(), &nodes[2].peer).entries, 0, "once");
 }

@@ -50,6 +50,9 @@ impl RoundDriver {
             NetworkEvent::PeerConnected(peer) => {
                 metrics::gauge!("peers_connected").set(self.net.connected_peers() as f64);
                 self.catch_up(st, Some(peer));
+                if self.epochs.hears(&peer, st.next_round, self.grace_rounds) {
+                    self.catch_up_merchants(peer);
+                }
             }
             NetworkEvent::PeerDisconnected(_) => {
                 metrics::gauge!("peers_connected").set(self.net.connected_peers() as f64)
@@ -326,6 +329,28 @@ impl RoundDriver {
         }
     }
 
+    /// Asks `peer` for the merchants' state and takes what checks out (first chain only): a node
+    /// back from an outage longer than the rebroadcast windows catches up this way.
+    fn catch_up_merchants(&self, peer: PeerId) {
+        if self.merchants.home_chain() != self.chain.chain_id() {
+            return;
+        }
+        let (net, registry) = (self.net.clone(), self.merchants.clone());
+        let request = serde_json::to_string(&SyncRequest { merchants: true, ..Default::default() }).unwrap_or_default();
+        tokio::spawn(async move {
+            let snapshot = match net.request(peer, request).await {
+                Ok(answer) => match serde_json::from_str::<SyncResponse>(&answer) {
+                    Ok(resp) => resp.merchants,
+                    Err(e) => return debug!(%peer, error = %e, "malformed merchants sync response"),
+                },
+                Err(e) => return debug!(%peer, error = %e, "merchants sync request failed"),
+            };
+            if let Some(snapshot) = snapshot {
+                let _ = tokio::task::spawn_blocking(move || registry.catch_up(snapshot, &peer)).await;
+            }
+        });
+    }
+
     /// A merchant API key created or revoked on another node (first chain only).
     async fn on_api_key(&self, data: &[u8], source: PeerId) -> Verdict {
         self.on_merchant_announcement("API key", data, source, |r, d, s| r.hear_key(d, s)).await
@@ -394,7 +419,13 @@ impl RoundDriver {
                     .take(SyncRequest::MAX_INVOICES)
                     .filter_map(|id| self.store.invoice(*id).ok().flatten())
                     .collect();
-                serde_json::to_string(&SyncResponse { attestations, invoices }).unwrap_or_default()
+                let merchants = if req.merchants && self.merchants.home_chain() == self.chain.chain_id() {
+                    let registry = self.merchants.clone();
+                    tokio::task::spawn_blocking(move || registry.snapshot()).await.ok()
+                } else {
+                    None
+                };
+                serde_json::to_string(&SyncResponse { attestations, invoices, merchants }).unwrap_or_default()
             }
             Err(e) => {
                 warn!(%peer, error = %e, "malformed sync request");

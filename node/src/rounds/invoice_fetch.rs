@@ -57,7 +57,7 @@ pub(crate) async fn fetch_invoices(
     if wanted.is_empty() {
         return 0;
     }
-    let request = SyncRequest { rounds: Vec::new(), invoices: wanted.iter().copied().collect() };
+    let request = SyncRequest { invoices: wanted.iter().copied().collect(), ..Default::default() };
     let Ok(request) = serde_json::to_string(&request) else { return 0 };
     let asks = peers.iter().map(|peer| {
         let (net, request) = (net.clone(), request.clone());

@@ -354,7 +354,7 @@ impl RoundDriver {
         let net = self.net.clone();
         let tx = st.sync_tx.clone();
         let request =
-            serde_json::to_string(&SyncRequest { rounds: rounds.clone(), invoices: Vec::new() }).unwrap_or_default();
+            serde_json::to_string(&SyncRequest { rounds: rounds.clone(), ..Default::default() }).unwrap_or_default();
         let (epochs, chain_id, settlement) =
             (self.epochs.clone(), self.chain.chain_id(), self.chain.settlement_address());
         // Every round asked for is one this node signed: only votes on the chain it signed the

@@ -339,6 +339,38 @@ impl Store {
         Ok(applied)
     }
 
+    /// Drops the waiting changes proposed to an epoch before `epoch`, with their approvals: no
+    /// approval of them is taken any more, so they can never apply, and they would hold their
+    /// signers' slots. Returns how many were dropped.
+    pub fn drop_merchant_changes_before(&self, epoch: u64) -> Result<usize, StoreError> {
+        let tx = self.db().begin_write()?;
+        let dropped = {
+            let mut changes = tx.open_table(MERCHANT_CHANGES)?;
+            let mut stale = Vec::new();
+            for row in changes.iter()? {
+                let (k, v) = row?;
+                let c: MerchantChange = decode("merchant_changes", v.value())?;
+                if c.epoch < epoch {
+                    stale.push(k.value());
+                }
+            }
+            let mut approvals = tx.open_table(MERCHANT_APPROVALS)?;
+            for h in &stale {
+                changes.remove(*h)?;
+                let signers: Vec<u32> = approvals
+                    .range((*h, 0)..=(*h, u32::MAX))?
+                    .map(|a| a.map(|(k, _)| k.value().1))
+                    .collect::<Result<_, _>>()?;
+                for s in signers {
+                    approvals.remove((*h, s))?;
+                }
+            }
+            stale.len()
+        };
+        tx.commit()?;
+        Ok(dropped)
+    }
+
     /// The audit log, oldest first, at most `limit` newest entries.
     pub fn merchant_audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
         let tx = self.read()?;
@@ -502,5 +534,12 @@ mod tests {
             store.put_merchant_approval(&c, c.hash(), 4, &[1], false).expect("another"),
             MerchantApprovalPut::New
         );
+        // Once a later operator set is the latest, those waiting changes are dropped, and the
+        // signer's slots are free again.
+        let later = MerchantChange { epoch: 1, ..change(2, 100) };
+        store.put_merchant_approval(&later, later.hash(), 4, &[1], false).expect("later");
+        assert_eq!(store.drop_merchant_changes_before(1).expect("drop"), MAX_PENDING_PER_SIGNER + 1);
+        assert_eq!(store.pending_merchant_changes().expect("pending").len(), 1, "epoch 1's stays");
+        assert_eq!(store.put_merchant_approval(&c, c.hash(), 3, &[1], false).expect("room"), MerchantApprovalPut::New);
     }
 }

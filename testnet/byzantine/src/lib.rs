@@ -134,7 +134,7 @@ impl ByzantineOperator {
                         .lock()
                         .map(|a| asked.iter().filter_map(|id| a.get(id).cloned()).collect())
                         .unwrap_or_default();
-                    let answer = SyncResponse { attestations: Vec::new(), invoices };
+                    let answer = SyncResponse { attestations: Vec::new(), invoices, ..Default::default() };
                     self.net.respond(reference, serde_json::to_string(&answer).unwrap_or_default()).await;
                 }
                 NetworkEvent::Message { reference, .. } => {

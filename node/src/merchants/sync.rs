@@ -1,0 +1,153 @@
+//! Catch-up of the merchants' state on connect: a node that was offline longer than the
+//! rebroadcast windows (or joined after a change) asks a peer for its registry, API keys and
+//! webhook endpoints ([`MerchantSnapshot`], in the sync request of the first chain).
+//!
+//! Nothing in a snapshot is taken on the peer's word where money is concerned: a registry
+//! entry is applied only with a threshold of valid approvals of its own epoch (each BLS
+//! signature checked under that epoch's operator keys, over the change the receiver hashes
+//! itself), a version newer than the one held and a record that passes the same checks as a
+//! proposal. Keys and endpoints go through the same checks as their gossip announcements.
+
+use super::Registry;
+use super::api_keys::KeyAnnouncement;
+use super::webhook_endpoints::EndpointAnnouncement;
+use crate::store::{ApiKey, RegistryEntry, WebhookEndpoint};
+use crate::time::now_ms;
+use serde::{Deserialize, Serialize};
+use settleproof_consensus::{BlsSignature, merchant_change_message};
+use settleproof_p2p::PeerId;
+use std::collections::HashSet;
+use tracing::{debug, info, warn};
+
+/// Most records of each kind in one snapshot, sent or taken.
+pub const MAX_SNAPSHOT: usize = 4096;
+
+/// A peer's merchants' state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MerchantSnapshot {
+    /// Registry records with the approvals that applied them (version 0, seeded from a
+    /// configuration and approved by nobody, is left out).
+    #[serde(default)]
+    pub entries: Vec<RegistryEntry>,
+    /// API keys, revoked ones too.
+    #[serde(default)]
+    pub keys: Vec<ApiKey>,
+    /// Webhook endpoints, deleted ones too.
+    #[serde(default)]
+    pub endpoints: Vec<WebhookEndpoint>,
+}
+
+/// What a catch-up changed here.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CaughtUp {
+    /// Registry changes applied.
+    pub entries: usize,
+    /// Keys created or revoked.
+    pub keys: usize,
+    /// Endpoints changed.
+    pub endpoints: usize,
+    /// Records refused (bad approvals, bad fields).
+    pub refused: usize,
+}
+
+impl Registry {
+    /// This node's merchants' state, for a peer catching up.
+    pub fn snapshot(&self) -> MerchantSnapshot {
+        let Ok(store) = self.store() else { return MerchantSnapshot::default() };
+        let mut entries = store.registry_entries().unwrap_or_default();
+        entries.retain(|e| e.change.version > 0);
+        entries.truncate(MAX_SNAPSHOT);
+        let mut keys = store.api_keys(None).unwrap_or_default();
+        keys.truncate(MAX_SNAPSHOT);
+        let mut endpoints = store.webhook_endpoints(None).unwrap_or_default();
+        endpoints.truncate(MAX_SNAPSHOT);
+        MerchantSnapshot { entries, keys, endpoints }
+    }
+
+    /// Takes what `snap` (from `source`) holds that is newer here and checks out.
+    pub fn catch_up(&self, snap: MerchantSnapshot, source: &PeerId) -> CaughtUp {
+        let mut done = CaughtUp::default();
+        for entry in snap.entries.into_iter().take(MAX_SNAPSHOT) {
+            match self.take_entry(entry) {
+                Ok(true) => done.entries += 1,
+                Ok(false) => {}
+                Err(why) => {
+                    done.refused += 1;
+                    warn!(peer = %source, error = %why, "merchant registry record in a catch-up refused");
+                }
+            }
+        }
+        let sent_at_ms = now_ms();
+        for key in snap.keys.into_iter().take(MAX_SNAPSHOT) {
+            let data = serde_json::to_vec(&KeyAnnouncement { key, sent_at_ms }).unwrap_or_default();
+            match self.hear_key(&data, source) {
+                Ok(true) => done.keys += 1,
+                Ok(false) => {}
+                Err(_) => done.refused += 1,
+            }
+        }
+        for endpoint in snap.endpoints.into_iter().take(MAX_SNAPSHOT) {
+            let data = serde_json::to_vec(&EndpointAnnouncement { endpoint, sent_at_ms }).unwrap_or_default();
+            match self.hear_endpoint(&data, source) {
+                Ok(true) => done.endpoints += 1,
+                Ok(false) => {}
+                Err(_) => done.refused += 1,
+            }
+        }
+        if done != CaughtUp::default() {
+            info!(peer = %source, applied = done.entries, keys = done.keys, endpoints = done.endpoints, refused = done.refused, "merchants caught up from a peer");
+        }
+        done
+    }
+
+    /// Applies `entry` when it is newer than the record held and a threshold of its epoch
+    /// approved it; `Err` says why a record was refused.
+    fn take_entry(&self, entry: RegistryEntry) -> Result<bool, String> {
+        let (Some(store), Some(epochs)) = (&self.0.store, &self.0.epochs) else { return Ok(false) };
+        let change = &entry.change;
+        let held = store.registry_entry(&change.merchant.id).map_err(|e| e.to_string())?;
+        if change.version == 0 || held.as_ref().is_some_and(|h| h.change.version >= change.version) {
+            return Ok(false);
+        }
+        // Epochs only move forward: a later version approved by an earlier set than the one
+        // that approved the record held is not taken.
+        if let Some(h) = &held
+            && change.epoch < h.change.epoch
+        {
+            return Err(format!(
+                "version {} is of epoch {}, before the held record's {}",
+                change.version, change.epoch, h.change.epoch
+            ));
+        }
+        let set = epochs.get(change.epoch).ok_or_else(|| format!("epoch {} is unknown here", change.epoch))?;
+        let hash = change.hash();
+        let message = merchant_change_message(self.0.chain_id, self.0.settlement, change.epoch, hash);
+        let mut signers = HashSet::new();
+        let mut approvals = Vec::new();
+        for (signer, signature) in entry.approvals.iter().take(set.operators.len()) {
+            let op = set.operators.get(*signer as usize).ok_or_else(|| format!("signer {signer} is unknown"))?;
+            if !signers.insert(*signer) {
+                continue;
+            }
+            let sig = BlsSignature::from_bytes(signature).map_err(|e| e.to_string())?;
+            sig.verify(&op.bls, message.as_slice()).map_err(|e| format!("approval of signer {signer}: {e}"))?;
+            approvals.push((*signer, signature.clone()));
+        }
+        if approvals.len() < set.threshold {
+            return Err(format!("{} approvals, {} needed", approvals.len(), set.threshold));
+        }
+        if let Some((field, problem)) = self.record_problem(change).map_err(|e| e.to_string())? {
+            return Err(format!("{field}: {problem}"));
+        }
+        let fresh = RegistryEntry { approvals, applied_at_ms: now_ms(), previous_secret: None, change: entry.change };
+        let applied = store.apply_merchant_change(hash, &fresh, self.0.secret_overlap_ms).map_err(|e| e.to_string())?;
+        if applied {
+            self.reload().map_err(|e| e.to_string())?;
+            info!(merchant = %fresh.change.merchant.id, version = fresh.change.version, change_hash = %hash, "merchant change applied from a catch-up");
+            metrics::counter!("merchant_changes_applied_total").increment(1);
+        } else {
+            debug!(change_hash = %hash, "merchant change from a catch-up not newer here");
+        }
+        Ok(applied)
+    }
+}
