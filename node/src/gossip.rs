@@ -348,6 +348,15 @@ pub fn check_invoice(inv: Invoice, scope: &InvoiceScope) -> Result<Invoice, Goss
     if merchant.payout_address != inv.payout_address {
         return Err(GossipRejection::BadInvoice("payout address is not the merchant's".into()));
     }
+    // The id commits to the redirect URL, but an operator could have made one no node would
+    // accept: the checkout would send payers there.
+    if let Some(url) = &inv.redirect_url
+        && (url.len() > 2048 || settleproof_config::netpolicy::check_url(url, scope.merchants.url_policy().0).is_err())
+    {
+        return Err(GossipRejection::BadInvoice(
+            "redirect_url is not an http(s) URL of at most 2048 characters".into(),
+        ));
+    }
     if let Some(record) = &inv.idempotency
         && let Err(field) = record.check(&inv, scope.chain_id)
     {

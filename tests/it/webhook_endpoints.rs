@@ -117,7 +117,8 @@ async fn two_endpoints_get_what_their_filters_ask_for_and_one_failing_never_hold
     })
     .await?;
     assert!(hook_a.snapshot().iter().all(|r| r.body["type"] == "invoice.paid"), "A asked for invoice.paid only");
-    assert!(hook_b.snapshot().iter().all(|r| r.body["type"] == "test"), "B never asked for invoice.paid");
+    let b_got = hook_b.snapshot();
+    assert!(!b_got.is_empty() && b_got.iter().all(|r| r.body["type"] == "test"), "B never asked for invoice.paid");
 
     // B recovers; the merchant replays B's dead letters, and only B gets the event again.
     hook_b.set_failure(None);

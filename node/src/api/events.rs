@@ -175,8 +175,14 @@ pub(super) fn replay_dead(
     since_ms: u64,
 ) -> Result<usize, ApiError> {
     let mut replayed = 0;
+    // Deliveries to a deleted endpoint would only die again: they are left dead.
+    let live = |id: &String| match id.split_once('.') {
+        Some((_, ep)) => state.merchants.endpoint(ep).ok().flatten().is_some_and(|e| e.deleted_at_ms.is_none()),
+        None => true,
+    };
     for chain in state.chains.iter() {
-        let ids = chain.store.dead_since(since_ms, Some(merchant), endpoint)?;
+        let ids: Vec<String> =
+            chain.store.dead_since(since_ms, Some(merchant), endpoint)?.into_iter().filter(live).collect();
         replayed += chain.store.replay(&ids, now_ms())?;
         chain.wake();
     }

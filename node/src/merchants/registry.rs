@@ -106,6 +106,8 @@ pub(super) struct Inner {
     pub(super) net: OnceLock<NetworkHandle>,
     /// The merchants' own endpoints, as the outbox fans events out to them.
     pub(super) routes: crate::store::EndpointRoutes,
+    /// When each peer last got a merchants snapshot ([`Registry::snapshot_for`]).
+    pub(super) snapshots_served: std::sync::Mutex<std::collections::HashMap<PeerId, u64>>,
 }
 
 /// The merchant registry; cheap to clone, every clone sees each applied change at once.
@@ -144,6 +146,7 @@ impl Registry {
             reload: std::sync::Mutex::new(()),
             net: OnceLock::new(),
             routes: crate::store::EndpointRoutes::default(),
+            snapshots_served: std::sync::Mutex::default(),
         }))
     }
 
@@ -176,6 +179,7 @@ impl Registry {
             reload: std::sync::Mutex::new(()),
             net: OnceLock::new(),
             routes: crate::store::EndpointRoutes::default(),
+            snapshots_served: std::sync::Mutex::default(),
         }));
         registry.reload()?;
         registry.refresh_routes();

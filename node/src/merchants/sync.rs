@@ -21,6 +21,8 @@ use tracing::{debug, info, warn};
 
 /// Most records of each kind in one snapshot, sent or taken.
 pub const MAX_SNAPSHOT: usize = 4096;
+/// A peer gets at most one snapshot per this interval.
+pub const SNAPSHOT_INTERVAL_MS: u64 = 30_000;
 
 /// A peer's merchants' state.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -51,15 +53,45 @@ pub struct CaughtUp {
 }
 
 impl Registry {
-    /// This node's merchants' state, for a peer catching up.
+    /// This node's merchants' state for `peer`, unless it got one within
+    /// [`SNAPSHOT_INTERVAL_MS`] (a peer asking in a loop costs one snapshot per interval).
+    pub fn snapshot_for(&self, peer: &PeerId) -> Option<MerchantSnapshot> {
+        let now = now_ms();
+        {
+            // Poisoned: a panic mid-update left a map of times, still usable.
+            let mut served = self.0.snapshots_served.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if served.get(peer).is_some_and(|at| now.saturating_sub(*at) < SNAPSHOT_INTERVAL_MS) {
+                debug!(%peer, "merchants snapshot asked again too soon: none sent");
+                return None;
+            }
+            served.retain(|_, at| now.saturating_sub(*at) < SNAPSHOT_INTERVAL_MS);
+            served.insert(*peer, now);
+        }
+        Some(self.snapshot())
+    }
+
+    /// This node's merchants' state, for a peer catching up: the newest records of each kind
+    /// when there are more than [`MAX_SNAPSHOT`].
     pub fn snapshot(&self) -> MerchantSnapshot {
         let Ok(store) = self.store() else { return MerchantSnapshot::default() };
         let mut entries = store.registry_entries().unwrap_or_default();
         entries.retain(|e| e.change.version > 0);
-        entries.truncate(MAX_SNAPSHOT);
+        entries.sort_by_key(|e| std::cmp::Reverse(e.applied_at_ms));
         let mut keys = store.api_keys(None).unwrap_or_default();
-        keys.truncate(MAX_SNAPSHOT);
+        keys.sort_by_key(|k| std::cmp::Reverse(k.revoked_at_ms.unwrap_or(k.created_at_ms)));
         let mut endpoints = store.webhook_endpoints(None).unwrap_or_default();
+        endpoints.sort_by_key(|e| std::cmp::Reverse(e.updated_at_ms));
+        if entries.len().max(keys.len()).max(endpoints.len()) > MAX_SNAPSHOT {
+            warn!(
+                entries = entries.len(),
+                keys = keys.len(),
+                endpoints = endpoints.len(),
+                max = MAX_SNAPSHOT,
+                "merchants snapshot cut to its newest records"
+            );
+        }
+        entries.truncate(MAX_SNAPSHOT);
+        keys.truncate(MAX_SNAPSHOT);
         endpoints.truncate(MAX_SNAPSHOT);
         MerchantSnapshot { entries, keys, endpoints }
     }

@@ -10,7 +10,7 @@
 
 use super::{Registry, RegistryError};
 use crate::gossip::GossipRejection;
-use crate::store::{EndpointPut, PreviousSecret, WebhookEndpoint};
+use crate::store::{EndpointPut, PreviousSecret, PutRule, WebhookEndpoint};
 use crate::time::now_ms;
 use serde::{Deserialize, Serialize};
 use settleproof_config::Secret;
@@ -23,10 +23,14 @@ pub const ENDPOINTS_TOPIC: &str = "settleproof/webhook-endpoints/1";
 pub const ENDPOINT_REBROADCAST_MS: u64 = 60 * 60 * 1000;
 /// How long a deletion is announced again.
 pub const DELETED_REBROADCAST_MS: u64 = 7 * 24 * 60 * 60 * 1000;
-/// Most endpoints per merchant, deleted ones included.
+/// Most live (not deleted) endpoints per merchant.
 pub const MAX_ENDPOINTS_PER_MERCHANT: usize = 16;
 /// How far an announced version may be ahead of the one held.
 const MAX_VERSION_GAP: u64 = 1024;
+/// How far ahead of this node's clock an announced record's times may be.
+const MAX_CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
+/// Most endpoint announcements made again per rebroadcast, newest changes first.
+const MAX_REBROADCAST: usize = 64;
 
 /// The event types an endpoint may ask for (`*`: all of them).
 pub const EVENT_TYPES: [&str; 9] = [
@@ -127,13 +131,7 @@ impl Registry {
             updated_at_ms: now,
         };
         self.check_endpoint(&endpoint)?;
-        let store = self.store()?;
-        if store.webhook_endpoints(Some(merchant))?.len() >= MAX_ENDPOINTS_PER_MERCHANT {
-            return Err(RegistryError::Conflict(format!(
-                "the merchant has {MAX_ENDPOINTS_PER_MERCHANT} endpoints, the most kept (deleted ones count)"
-            )));
-        }
-        self.keep_endpoint(&endpoint)?;
+        self.keep_endpoint(&endpoint, None)?;
         info!(merchant, endpoint_id = %endpoint.id, events = ?endpoint.enabled_events, "webhook endpoint created");
         Ok(endpoint)
     }
@@ -186,8 +184,19 @@ impl Registry {
     }
 
     /// Endpoint `id` as held here, deleted or not (the delivery worker's view).
-    pub fn endpoint(&self, id: &str) -> Option<WebhookEndpoint> {
-        self.0.store.as_ref()?.webhook_endpoint(id).ok().flatten()
+    pub fn endpoint(&self, id: &str) -> Result<Option<WebhookEndpoint>, crate::store::StoreError> {
+        match &self.0.store {
+            Some(store) => store.webhook_endpoint(id),
+            None => Ok(None),
+        }
+    }
+
+    /// Every endpoint held here, deleted ones too.
+    pub fn all_endpoints(&self) -> Result<Vec<WebhookEndpoint>, crate::store::StoreError> {
+        match &self.0.store {
+            Some(store) => store.webhook_endpoints(None),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// The secrets deliveries to `e` are signed with now: its secret, and the one a rotation
@@ -209,10 +218,11 @@ impl Registry {
     }
 
     fn next_version(&self, mut e: WebhookEndpoint) -> Result<WebhookEndpoint, RegistryError> {
+        let over = e.version;
         e.version = e.version.checked_add(1).ok_or_else(|| RegistryError::Conflict("version exhausted".into()))?;
         e.updated_at_ms = now_ms().max(e.updated_at_ms);
         self.check_endpoint(&e)?;
-        self.keep_endpoint(&e)?;
+        self.keep_endpoint(&e, Some(over))?;
         info!(merchant = %e.merchant_id, endpoint_id = %e.id, version = e.version, deleted = e.deleted_at_ms.is_some(), "webhook endpoint changed");
         Ok(e)
     }
@@ -224,10 +234,17 @@ impl Registry {
         }
     }
 
-    fn keep_endpoint(&self, e: &WebhookEndpoint) -> Result<(), RegistryError> {
-        match self.store()?.put_webhook_endpoint(e)? {
+    /// Keeps a change made on this node over version `over` (`None`: a new endpoint).
+    fn keep_endpoint(&self, e: &WebhookEndpoint, over: Option<u64>) -> Result<(), RegistryError> {
+        let rule = PutRule { max_live: MAX_ENDPOINTS_PER_MERCHANT, local_over: Some(over) };
+        match self.store()?.put_webhook_endpoint(e, rule)? {
             EndpointPut::Changed => {}
-            EndpointPut::Known | EndpointPut::Clash => {
+            EndpointPut::Full => {
+                return Err(RegistryError::Conflict(format!(
+                    "the merchant has {MAX_ENDPOINTS_PER_MERCHANT} endpoints, the most kept: delete one first"
+                )));
+            }
+            EndpointPut::Known | EndpointPut::Clash | EndpointPut::Moved => {
                 return Err(RegistryError::Conflict("the endpoint changed meanwhile; read it and try again".into()));
             }
         }
@@ -256,15 +273,23 @@ impl Registry {
         });
     }
 
-    /// Announces again the endpoints changed lately.
+    /// Announces again the endpoints changed lately, at most [`MAX_REBROADCAST`] of them,
+    /// newest changes first (a node that misses the rest gets them by catch-up on connect).
     pub fn rebroadcast_endpoints(&self) {
         let Ok(store) = self.store() else { return };
         let now = now_ms();
-        for e in store.webhook_endpoints(None).unwrap_or_default() {
-            let window = if e.deleted_at_ms.is_some() { DELETED_REBROADCAST_MS } else { ENDPOINT_REBROADCAST_MS };
-            if now.saturating_sub(e.updated_at_ms) < window {
-                self.announce_endpoint(&e);
-            }
+        let mut recent: Vec<WebhookEndpoint> = store
+            .webhook_endpoints(None)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| {
+                let window = if e.deleted_at_ms.is_some() { DELETED_REBROADCAST_MS } else { ENDPOINT_REBROADCAST_MS };
+                now.saturating_sub(e.updated_at_ms) < window
+            })
+            .collect();
+        recent.sort_by_key(|e| std::cmp::Reverse(e.updated_at_ms));
+        for e in recent.iter().take(MAX_REBROADCAST) {
+            self.announce_endpoint(e);
         }
     }
 
@@ -276,8 +301,19 @@ impl Registry {
             serde_json::from_slice(data).map_err(|e| GossipRejection::Malformed(e.to_string()))?;
         let Some(store) = &self.0.store else { return Ok(false) };
         let bad = |m: String| GossipRejection::Malformed(format!("webhook endpoint: {m}"));
-        if let Some((field, problem)) = endpoint_problem(&a.endpoint, self.0.url_policy) {
+        // What no node would send is refused; a URL only this node's stricter policy refuses
+        // is ignored (the announcer is not at fault).
+        if let Some((field, problem)) = endpoint_problem(&a.endpoint, (true, true)) {
             return Err(bad(format!("{field} {problem}")));
+        }
+        if let Some((field, problem)) = endpoint_problem(&a.endpoint, self.0.url_policy) {
+            tracing::debug!(endpoint_id = %a.endpoint.id, field, problem, "webhook endpoint outside this node's URL policy: ignored");
+            return Ok(false);
+        }
+        let ahead = now_ms().saturating_add(MAX_CLOCK_SKEW_MS);
+        if a.endpoint.updated_at_ms > ahead || a.endpoint.created_at_ms > ahead {
+            tracing::debug!(endpoint_id = %a.endpoint.id, "webhook endpoint dated in the future: ignored");
+            return Ok(false);
         }
         // A deletion counts from when this node heard it, so it is announced on for its week.
         if a.endpoint.deleted_at_ms.is_some() {
@@ -288,27 +324,21 @@ impl Registry {
             return Ok(false);
         }
         let held = store.webhook_endpoint(&a.endpoint.id).map_err(|e| bad(e.to_string()))?;
-        match &held {
-            Some(h) if a.endpoint.version > h.version.saturating_add(MAX_VERSION_GAP) => {
-                return Err(bad("its version is far ahead of the one held".into()));
-            }
-            None if a.endpoint.version > MAX_VERSION_GAP => {
-                return Err(bad("its version is far ahead of the one held".into()));
-            }
-            None if store.webhook_endpoints(Some(&a.endpoint.merchant_id)).map_err(|e| bad(e.to_string()))?.len()
-                >= MAX_ENDPOINTS_PER_MERCHANT =>
-            {
-                return Ok(false);
-            }
-            _ => {}
+        // Far ahead of the version held here: a deletion is taken whatever its version (it is
+        // final); a change is left for a catch-up rather than blamed on the announcer.
+        let gap_from = held.as_ref().map_or(0, |h| h.version);
+        if a.endpoint.deleted_at_ms.is_none() && a.endpoint.version > gap_from.saturating_add(MAX_VERSION_GAP) {
+            tracing::debug!(endpoint_id = %a.endpoint.id, version = a.endpoint.version, "webhook endpoint version far ahead: ignored");
+            return Ok(false);
         }
-        match store.put_webhook_endpoint(&a.endpoint).map_err(|e| bad(e.to_string()))? {
+        let rule = PutRule { max_live: MAX_ENDPOINTS_PER_MERCHANT, local_over: None };
+        match store.put_webhook_endpoint(&a.endpoint, rule).map_err(|e| bad(e.to_string()))? {
             EndpointPut::Changed => {
                 info!(peer = %source, merchant = %a.endpoint.merchant_id, endpoint_id = %a.endpoint.id, version = a.endpoint.version, "webhook endpoint heard");
                 self.refresh_routes();
                 Ok(true)
             }
-            EndpointPut::Known => Ok(false),
+            EndpointPut::Known | EndpointPut::Full | EndpointPut::Moved => Ok(false),
             EndpointPut::Clash => Err(bad("its id belongs to another merchant's endpoint".into())),
         }
     }
@@ -370,7 +400,10 @@ mod tests {
             assert!(relay(&nodes[1], &bad).is_err(), "{field}");
         }
         let far = WebhookEndpoint { version: 5000, ..e.clone() };
-        assert!(relay(&nodes[1], &far).is_err(), "a version far ahead");
+        assert!(!relay(&nodes[1], &far).expect("ignored"), "a version far ahead is left for a catch-up");
+        let future = WebhookEndpoint { updated_at_ms: u64::MAX, ..e.clone() };
+        assert!(!relay(&nodes[1], &future).expect("ignored"), "a record dated in the future");
+        assert!(nodes[1].endpoints_of("demo").expect("list").is_empty());
         let ghost = WebhookEndpoint { merchant_id: "ghost".into(), ..e.clone() };
         assert!(!relay(&nodes[1], &ghost).expect("ignored"), "a merchant not known here (yet)");
         let err = nodes[0]
@@ -386,5 +419,10 @@ mod tests {
             .create_endpoint("demo", "https://example.test/h".into(), String::new(), vec!["*".into()])
             .expect_err("full");
         assert!(matches!(err, RegistryError::Conflict(_)), "{err}");
+        // A deleted endpoint frees its place.
+        nodes[0].delete_endpoint("demo", &e.id).expect("delete");
+        nodes[0]
+            .create_endpoint("demo", "https://example.test/h".into(), String::new(), vec!["*".into()])
+            .expect("room again");
     }
 }

@@ -419,13 +419,18 @@ impl RoundDriver {
                     .take(SyncRequest::MAX_INVOICES)
                     .filter_map(|id| self.store.invoice(*id).ok().flatten())
                     .collect();
-                let merchants = if req.merchants && self.merchants.home_chain() == self.chain.chain_id() {
-                    let registry = self.merchants.clone();
-                    tokio::task::spawn_blocking(move || registry.snapshot()).await.ok()
-                } else {
-                    None
-                };
-                serde_json::to_string(&SyncResponse { attestations, invoices, merchants }).unwrap_or_default()
+                if req.merchants && self.merchants.home_chain() == self.chain.chain_id() {
+                    // Built and sent off the round loop, at most once per peer and interval.
+                    let (registry, net) = (self.merchants.clone(), self.net.clone());
+                    tokio::spawn(async move {
+                        let snapshot =
+                            tokio::task::spawn_blocking(move || registry.snapshot_for(&peer)).await.ok().flatten();
+                        let resp = SyncResponse { attestations, invoices, merchants: snapshot };
+                        net.respond(reference, serde_json::to_string(&resp).unwrap_or_default()).await;
+                    });
+                    return;
+                }
+                serde_json::to_string(&SyncResponse { attestations, invoices, merchants: None }).unwrap_or_default()
             }
             Err(e) => {
                 warn!(%peer, error = %e, "malformed sync request");

@@ -149,6 +149,9 @@ impl IdempotencyRecord {
         if !expiry_ok {
             return Err("expires_at");
         }
+        if self.field("redirect_url").and_then(Value::as_str) != invoice.redirect_url.as_deref() {
+            return Err("redirect_url");
+        }
         Ok(())
     }
 }

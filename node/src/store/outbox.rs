@@ -220,7 +220,7 @@ impl Store {
     }
 
     /// Pending events due at `now_ms`, oldest first, at most `limit`, skipping endpoints whose
-    /// [`OutboxEvent::endpoint_key`] is in `paused` and any event whose invoice has an earlier
+    /// [`OutboxEvent::endpoint_key`] is in `paused` (`<merchant>/*`: all of a merchant's) and any event whose invoice has an earlier
     /// event still pending to the same endpoint (events of one invoice go out in sequence; a
     /// failing event holds back only its own invoice at its own endpoint).
     pub fn due_events(&self, now_ms: u64, limit: usize, paused: &[String]) -> Result<Vec<OutboxEvent>, StoreError> {
@@ -247,7 +247,11 @@ impl Store {
         };
         let mut due: Vec<(u64, OutboxEvent)> = all
             .iter()
-            .filter(|(at, e)| *at <= now_ms && !paused.contains(&e.endpoint_key()))
+            .filter(|(at, e)| {
+                *at <= now_ms
+                    && !paused.contains(&e.endpoint_key())
+                    && !paused.iter().any(|p| p.strip_suffix("/*") == Some(e.merchant_id.as_str()))
+            })
             .filter(|(_, e)| first_of(e))
             .cloned()
             .collect();

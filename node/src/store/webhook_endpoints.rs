@@ -62,13 +62,19 @@ impl WebhookEndpoint {
 }
 
 /// The invoice events a settled payment can make: a bare `payment.settled` (the node did not
-/// hold the invoice yet) becomes one of them before delivery, so it goes wherever they go.
+/// hold the invoice yet) becomes one of them before delivery, so it goes wherever they go, and
+/// a filter of `payment.settled` takes them all.
 const PAYMENT_EVENTS: [&str; 4] = ["invoice.paid", "invoice.underpaid", "invoice.overpaid", "invoice.paid_late"];
 
-/// Whether a filter of `enabled_events` takes `event_type`.
-fn takes(enabled_events: &[String], event_type: &str) -> bool {
+/// Whether a filter of `enabled_events` takes `event_type`. A delivery queued for a bare
+/// `payment.settled` is checked again once it is rendered as its invoice's event.
+pub fn takes(enabled_events: &[String], event_type: &str) -> bool {
+    let payment_event = PAYMENT_EVENTS.contains(&event_type);
     enabled_events.iter().any(|e| {
-        e == "*" || e == event_type || (event_type == "payment.settled" && PAYMENT_EVENTS.contains(&e.as_str()))
+        e == "*"
+            || e == event_type
+            || (e == "payment.settled" && payment_event)
+            || (event_type == "payment.settled" && PAYMENT_EVENTS.contains(&e.as_str()))
     })
 }
 
@@ -87,6 +93,20 @@ pub enum EndpointPut {
     Known,
     /// Another merchant's endpoint has this id: refused.
     Clash,
+    /// A new endpoint of a merchant that has the most live endpoints kept: refused.
+    Full,
+    /// A local change made over a version that is no longer the one held: refused (409).
+    Moved,
+}
+
+/// How [`Store::put_webhook_endpoint`] decides beyond versions.
+#[derive(Debug, Clone, Copy)]
+pub struct PutRule {
+    /// Most live (not deleted) endpoints a merchant may have.
+    pub max_live: usize,
+    /// For a change made on this node: the version it was made over, which must be the one
+    /// held (`None` for a new endpoint, which must not exist). `None` for gossip.
+    pub local_over: Option<Option<u64>>,
 }
 
 /// The live routes of the outbox: by merchant, its endpoints that are not deleted (id, filter).
@@ -118,13 +138,33 @@ impl EndpointRoutes {
 }
 
 impl Store {
-    /// Keeps `endpoint` when it is newer than the record held (see the module doc).
-    pub fn put_webhook_endpoint(&self, endpoint: &WebhookEndpoint) -> Result<EndpointPut, StoreError> {
+    /// Keeps `endpoint` when it is newer than the record held (see the module doc) and `rule`
+    /// allows it, deciding in one write transaction.
+    pub fn put_webhook_endpoint(&self, endpoint: &WebhookEndpoint, rule: PutRule) -> Result<EndpointPut, StoreError> {
         let tx = self.db().begin_write()?;
         let put = {
             let mut t = tx.open_table(WEBHOOK_ENDPOINTS)?;
             let held: Option<WebhookEndpoint> =
                 t.get(endpoint.id.as_str())?.map(|v| decode("webhook_endpoints", v.value())).transpose()?;
+            if let Some(over) = rule.local_over
+                && over != held.as_ref().map(|h| h.version)
+            {
+                drop(t);
+                tx.abort()?;
+                return Ok(EndpointPut::Moved);
+            }
+            if held.is_none() && endpoint.deleted_at_ms.is_none() {
+                let mut live = 0;
+                for row in t.iter()? {
+                    let e: WebhookEndpoint = decode("webhook_endpoints", row?.1.value())?;
+                    live += usize::from(e.merchant_id == endpoint.merchant_id && e.deleted_at_ms.is_none());
+                }
+                if live >= rule.max_live {
+                    drop(t);
+                    tx.abort()?;
+                    return Ok(EndpointPut::Full);
+                }
+            }
             let newer = match &held {
                 None => Ok(true),
                 Some(h) if h.merchant_id != endpoint.merchant_id => Err(()),
@@ -183,6 +223,8 @@ pub(crate) mod tests {
     use super::*;
     use crate::store::temp_store;
 
+    const ANY: PutRule = PutRule { max_live: 16, local_over: None };
+
     pub(crate) fn endpoint(id: &str, events: &[&str]) -> WebhookEndpoint {
         WebhookEndpoint {
             id: id.into(),
@@ -204,26 +246,37 @@ pub(crate) mod tests {
     fn the_newest_version_stands_and_a_deletion_is_final() {
         let (dir, store) = temp_store();
         let e = endpoint("we_1", &["*"]);
-        assert_eq!(store.put_webhook_endpoint(&e).expect("put"), EndpointPut::Changed);
-        assert_eq!(store.put_webhook_endpoint(&e).expect("again"), EndpointPut::Known);
+        assert_eq!(store.put_webhook_endpoint(&e, ANY).expect("put"), EndpointPut::Changed);
+        assert_eq!(store.put_webhook_endpoint(&e, ANY).expect("again"), EndpointPut::Known);
         let v2 = WebhookEndpoint { version: 2, url: "https://example.test/two".into(), ..e.clone() };
-        assert_eq!(store.put_webhook_endpoint(&v2).expect("newer"), EndpointPut::Changed);
-        assert_eq!(store.put_webhook_endpoint(&e).expect("older"), EndpointPut::Known);
+        assert_eq!(store.put_webhook_endpoint(&v2, ANY).expect("newer"), EndpointPut::Changed);
+        assert_eq!(store.put_webhook_endpoint(&e, ANY).expect("older"), EndpointPut::Known);
         // Two different records of one version: every node keeps the one with the higher hash.
         let rival = WebhookEndpoint { url: "https://example.test/rival".into(), ..v2.clone() };
         let (hi, lo) = if rival.hash() > v2.hash() { (&rival, &v2) } else { (&v2, &rival) };
-        store.put_webhook_endpoint(hi).expect("hi");
-        assert_eq!(store.put_webhook_endpoint(lo).expect("lo"), EndpointPut::Known);
+        store.put_webhook_endpoint(hi, ANY).expect("hi");
+        assert_eq!(store.put_webhook_endpoint(lo, ANY).expect("lo"), EndpointPut::Known);
         assert_eq!(store.webhook_endpoint("we_1").expect("get").map(|e| e.url), Some(hi.url.clone()));
         let other = WebhookEndpoint { merchant_id: "other".into(), version: 9, ..e.clone() };
-        assert_eq!(store.put_webhook_endpoint(&other).expect("clash"), EndpointPut::Clash);
+        assert_eq!(store.put_webhook_endpoint(&other, ANY).expect("clash"), EndpointPut::Clash);
         let deleted = WebhookEndpoint { deleted_at_ms: Some(5), ..e.clone() };
-        assert_eq!(store.put_webhook_endpoint(&deleted).expect("delete"), EndpointPut::Changed);
+        assert_eq!(store.put_webhook_endpoint(&deleted, ANY).expect("delete"), EndpointPut::Changed);
         let revived = WebhookEndpoint { version: 99, ..v2.clone() };
-        assert_eq!(store.put_webhook_endpoint(&revived).expect("revive"), EndpointPut::Known);
+        assert_eq!(store.put_webhook_endpoint(&revived, ANY).expect("revive"), EndpointPut::Known);
         drop(store);
         let store = Store::open(&dir.path().join("settleproof.redb")).expect("reopen");
         assert_eq!(store.webhook_endpoints(Some("m")).expect("list")[0].deleted_at_ms, Some(5));
+        // A change made here over a version no longer held is refused, not silently lost.
+        let fresh = endpoint("we_2", &["*"]);
+        let local = |over| PutRule { max_live: 16, local_over: Some(over) };
+        assert_eq!(store.put_webhook_endpoint(&fresh, local(None)).expect("new"), EndpointPut::Changed);
+        let edit = WebhookEndpoint { version: 2, ..fresh.clone() };
+        assert_eq!(store.put_webhook_endpoint(&edit, local(Some(1))).expect("edit"), EndpointPut::Changed);
+        let stale = WebhookEndpoint { version: 2, url: "https://example.test/late".into(), ..fresh.clone() };
+        assert_eq!(store.put_webhook_endpoint(&stale, local(Some(1))).expect("late"), EndpointPut::Moved);
+        // Only live endpoints count toward the bound; the deleted we_1 does not.
+        let full = PutRule { max_live: 1, local_over: None };
+        assert_eq!(store.put_webhook_endpoint(&endpoint("we_3", &["*"]), full).expect("full"), EndpointPut::Full);
     }
 
     #[test]
@@ -234,6 +287,10 @@ pub(crate) mod tests {
         assert_eq!(routes.targets("m", "invoice.paid"), vec!["we_1", "we_2"]);
         assert_eq!(routes.targets("m", "invoice.expired"), vec!["we_2"]);
         assert_eq!(routes.targets("m", "payment.settled"), vec!["we_1", "we_2"], "a bare event becomes invoice.paid");
+        let only = |e: &str| vec![e.to_string()];
+        assert!(takes(&only("payment.settled"), "invoice.underpaid"), "payment.settled takes every payment event");
+        assert!(!takes(&only("invoice.underpaid"), "invoice.paid"));
+        assert!(!takes(&only("invoice.expired"), "payment.settled"));
         assert!(routes.targets("other", "invoice.paid").is_empty());
     }
 

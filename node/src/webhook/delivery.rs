@@ -2,8 +2,9 @@
 //! and records every attempt with its status, latency and the start of the answer. Each event
 //! goes to the merchant's primary endpoint and, as deliveries of their own, to each of its own
 //! endpoints whose filter takes it ([`super::targets`]). Deliveries to different endpoints run
-//! concurrently, at most `max_in_flight` in all and `max_in_flight_per_merchant` to one
-//! endpoint, so a slow or hostile endpoint holds back only its own deliveries. An answer is read
+//! concurrently, at most `max_in_flight` in all, `max_in_flight_per_merchant` to one merchant
+//! and half that (at least one) to one endpoint, so a slow or hostile endpoint holds back only
+//! its own deliveries and a merchant only its own. An answer is read
 //! up to `max_response_bytes`; redirects are not followed (see [`crate::outbound`]). What follows
 //! an attempt is [`super::retry::decide`]'s call: delivered (and acknowledged to the other
 //! operators), retried at the schedule's next delay (with ±10 % jitter), dead-lettered, or the
@@ -27,33 +28,50 @@ use tracing::{info, warn};
 /// Longest answer excerpt kept per attempt.
 const EXCERPT: usize = 256;
 
-/// Deliveries under way: by event, and counted per endpoint ([`OutboxEvent::endpoint_key`]).
+/// Deliveries under way: by event, and counted per endpoint ([`OutboxEvent::endpoint_key`])
+/// and per merchant (over all its endpoints).
 #[derive(Debug, Default)]
 struct InFlight {
     events: HashSet<String>,
     per_endpoint: HashMap<String, usize>,
+    per_merchant: HashMap<String, usize>,
+}
+
+/// The most deliveries under way to one endpoint: half the merchant's bound, at least one, so
+/// one hanging endpoint leaves its merchant's other endpoints a slot.
+fn per_endpoint_bound(per_merchant: usize) -> usize {
+    (per_merchant / 2).max(1)
 }
 
 impl InFlight {
     /// Takes a slot for `event` unless it is already under way or a bound is reached.
-    fn try_take(&mut self, event: &OutboxEvent, total: usize, per_endpoint: usize) -> bool {
+    fn try_take(&mut self, event: &OutboxEvent, total: usize, per_merchant: usize) -> bool {
         let key = event.endpoint_key();
-        let mine = self.per_endpoint.get(&key).copied().unwrap_or(0);
-        if self.events.contains(&event.id) || self.events.len() >= total || mine >= per_endpoint {
+        let here = self.per_endpoint.get(&key).copied().unwrap_or(0);
+        let merchant = self.per_merchant.get(&event.merchant_id).copied().unwrap_or(0);
+        if self.events.contains(&event.id)
+            || self.events.len() >= total
+            || here >= per_endpoint_bound(per_merchant)
+            || merchant >= per_merchant
+        {
             return false;
         }
         self.events.insert(event.id.clone());
         *self.per_endpoint.entry(key).or_default() += 1;
+        *self.per_merchant.entry(event.merchant_id.clone()).or_default() += 1;
         true
     }
 
     fn release(&mut self, event: &OutboxEvent) {
         self.events.remove(&event.id);
-        let key = event.endpoint_key();
-        if let Some(n) = self.per_endpoint.get_mut(&key) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.per_endpoint.remove(&key);
+        for (map, key) in
+            [(&mut self.per_endpoint, event.endpoint_key()), (&mut self.per_merchant, event.merchant_id.clone())]
+        {
+            if let Some(n) = map.get_mut(&key) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    map.remove(&key);
+                }
             }
         }
     }
@@ -185,12 +203,11 @@ impl Deliverer {
             // the batch read below and crowd out other endpoints.
             let mut paused = super::targets::paused(&self.merchants, &self.store);
             if let Ok(f) = self.in_flight.lock() {
-                paused.extend(
-                    f.per_endpoint
-                        .iter()
-                        .filter(|(_, n)| **n >= self.settings.max_in_flight_per_merchant)
-                        .map(|(m, _)| m.clone()),
-                );
+                let bound = self.settings.max_in_flight_per_merchant;
+                let full = |(k, n): (&String, &usize)| (*n >= per_endpoint_bound(bound)).then(|| k.clone());
+                paused.extend(f.per_endpoint.iter().filter_map(full));
+                // A merchant with every slot in use: all its endpoints (`<merchant>/*`).
+                paused.extend(f.per_merchant.iter().filter(|(_, n)| **n >= bound).map(|(m, _)| format!("{m}/*")));
             }
             // The store hands out only the first pending event of each invoice, so one
             // invoice's events go out in order however many run at once.
@@ -283,9 +300,23 @@ impl Deliverer {
             self.postpone(event, "merchant_not_configured");
             return false;
         };
-        let Some(target) = super::targets::target(&self.merchants, &merchant, event) else {
-            return self.end_for_deleted_endpoint(event);
+        let target = match super::targets::target(&self.merchants, &merchant, event) {
+            super::targets::Resolved::Send(t) => t,
+            super::targets::Resolved::Gone => {
+                return self.end_without_sending(event, "endpoint_deleted", &AttemptEffect::Dead);
+            }
+            super::targets::Resolved::Unknown(e) => {
+                warn!(webhook_id = %event.id, error = %e, "cannot read the webhook endpoint; looked at again in a minute");
+                self.postpone(event, "endpoint_unreadable");
+                return false;
+            }
         };
+        // A bare payment.settled queued for this endpoint, now rendered as its invoice's
+        // event, may be one the endpoint does not take: it ends unsent, as every node that knew
+        // the invoice never queued it.
+        if target.filter.as_ref().is_some_and(|f| !crate::store::takes(f, &event.event_type)) {
+            return self.end_without_sending(event, "not_in_enabled_events", &AttemptEffect::Delivered);
+        }
         if !self.settings.allow_private_targets
             && let Err(e) = crate::outbound::check_literal_target(&target.url)
         {
@@ -400,19 +431,20 @@ impl Deliverer {
         }
     }
 
-    /// A delivery to an endpoint the merchant deleted ends, dead-lettered as `endpoint_deleted`.
-    fn end_for_deleted_endpoint(&self, event: &OutboxEvent) -> bool {
+    /// Ends a delivery without an HTTP call, recording `why` with `effect`: dead-lettered for
+    /// a deleted endpoint, done for an event its endpoint's filter does not take.
+    fn end_without_sending(&self, event: &OutboxEvent, why: &str, effect: &AttemptEffect) -> bool {
         let attempt = Attempt {
             n: 0,
             at_ms: now_ms(),
             status: None,
-            outcome: "endpoint_deleted".into(),
+            outcome: why.into(),
             latency_ms: 0,
             excerpt: String::new(),
             node: self.node.clone(),
         };
-        if let Err(e) = self.store.record_attempt(&event.id, attempt, &AttemptEffect::Dead) {
-            warn!(webhook_id = %event.id, error = %e, "cannot end a delivery to a deleted endpoint");
+        if let Err(e) = self.store.record_attempt(&event.id, attempt, effect) {
+            warn!(webhook_id = %event.id, error = %e, outcome = why, "cannot end a delivery");
         }
         false
     }

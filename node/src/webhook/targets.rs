@@ -19,41 +19,65 @@ pub struct Target {
     pub secrets: Vec<Secret>,
     /// The key of its delivery state.
     pub state_key: String,
+    /// The merchant's filter, for its own endpoints (`None`: the primary one takes all).
+    pub filter: Option<Vec<String>>,
 }
 
-/// Where `event` of `merchant` goes; `None` when its endpoint was deleted (or is not the
-/// merchant's): the delivery then ends.
-pub fn target(merchants: &Registry, merchant: &MerchantConfig, event: &OutboxEvent) -> Option<Target> {
+/// Where a delivery goes.
+#[derive(Debug)]
+pub enum Resolved {
+    /// There.
+    Send(Target),
+    /// Its endpoint was deleted (or is not the merchant's): the delivery ends.
+    Gone,
+    /// The store could not say: try again later.
+    Unknown(String),
+}
+
+/// Where `event` of `merchant` goes.
+pub fn target(merchants: &Registry, merchant: &MerchantConfig, event: &OutboxEvent) -> Resolved {
     let Some(id) = &event.endpoint_id else {
-        return Some(Target {
+        return Resolved::Send(Target {
             url: merchant.webhook_url.clone(),
             secrets: merchants.signing_secrets(merchant),
             state_key: merchant.id.clone(),
+            filter: None,
         });
     };
-    let e = merchants.endpoint(id).filter(|e| e.deleted_at_ms.is_none() && e.merchant_id == merchant.id)?;
-    Some(Target { secrets: Registry::endpoint_secrets(&e), state_key: e.state_key(), url: e.url })
+    match merchants.endpoint(id) {
+        Err(e) => Resolved::Unknown(e.to_string()),
+        Ok(Some(e)) if e.deleted_at_ms.is_none() && e.merchant_id == merchant.id => Resolved::Send(Target {
+            secrets: Registry::endpoint_secrets(&e),
+            state_key: e.state_key(),
+            filter: Some(e.enabled_events),
+            url: e.url,
+        }),
+        Ok(_) => Resolved::Gone,
+    }
 }
 
-/// The delivery state keys of every endpoint that takes no deliveries now.
+/// The delivery state keys of every endpoint that takes no deliveries now (one read of the
+/// endpoints, one of each state).
 pub fn paused(merchants: &Registry, store: &Store) -> Vec<String> {
     let disabled = |key: &str| store.endpoint(key).unwrap_or_default();
     let mut out = Vec::new();
-    for m in merchants.list().iter() {
-        if disabled(&m.id).disabled {
-            out.push(m.id.clone());
+    let served: std::collections::HashSet<String> = merchants.list().iter().map(|m| m.id.clone()).collect();
+    for id in &served {
+        if disabled(id).disabled {
+            out.push(id.clone());
         }
-        for e in merchants.endpoints_of(&m.id).unwrap_or_default() {
-            let key = e.state_key();
-            let state = disabled(&key);
-            let changed_since = state.disabled_at_ms.is_some_and(|at| e.updated_at_ms > at);
-            if state.disabled && changed_since && !e.disabled {
-                if store.set_endpoint(&key, &EndpointState::default()).is_ok() {
-                    info!(merchant = %m.id, endpoint_id = %e.id, "webhook endpoint re-enabled by the merchant's change");
-                }
-            } else if state.disabled || e.disabled {
-                out.push(key);
+    }
+    let live = merchants.all_endpoints().unwrap_or_default();
+    for e in live.iter().filter(|e| e.deleted_at_ms.is_none() && served.contains(&e.merchant_id)) {
+        let key = e.state_key();
+        let state = disabled(&key);
+        let changed_since = state.disabled_at_ms.is_some_and(|at| e.updated_at_ms > at);
+        if state.disabled && changed_since && !e.disabled {
+            if store.set_endpoint(&key, &EndpointState::default()).is_ok() {
+                info!(merchant = %e.merchant_id, endpoint_id = %e.id, "webhook endpoint re-enabled by the merchant's change");
             }
+        } else if state.disabled || e.disabled {
+            out.push(key);
         }
     }
     out

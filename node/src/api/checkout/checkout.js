@@ -64,7 +64,8 @@
   };
 
   const mined = async (eth, hash) => {
-    for (;;) {
+    const deadline = Date.now() + 10 * 60 * 1000;
+    while (Date.now() < deadline) {
       const receipt = await eth.request({ method: "eth_getTransactionReceipt", params: [hash] });
       if (receipt) {
         if (receipt.status === "0x0") throw new Error("the transaction " + hash + " reverted");
@@ -72,6 +73,7 @@
       }
       await sleep(1000);
     }
+    throw new Error("the transaction " + hash + " was not mined within 10 minutes");
   };
 
   const pay = async () => {
@@ -79,9 +81,11 @@
     payBtn.disabled = true;
     try {
       const [from] = await eth.request({ method: "eth_requestAccounts" });
-      const chain = parseInt(await eth.request({ method: "eth_chainId" }), 16);
-      if (chain !== data.chain_id) {
+      const chainId = async () => parseInt(await eth.request({ method: "eth_chainId" }), 16);
+      if ((await chainId()) !== data.chain_id) {
         await eth.request({ method: "wallet_switchEthereumChain", params: [{ chainId: "0x" + data.chain_id.toString(16) }] });
+        // A wallet may accept the request and stay where it was: a payment elsewhere is lost.
+        if ((await chainId()) !== data.chain_id) throw new Error("the wallet is not on chain " + data.chain_id);
       }
       const n = data.transactions.length;
       for (let i = 0; i < n; i++) {

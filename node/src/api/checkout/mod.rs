@@ -24,10 +24,18 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-/// Symbols and decimals of the tokens pages were shown for, per chain (read once from a
-/// provider quorum).
+/// Symbols and decimals of the tokens pages were shown for, per chain: read once from a
+/// provider quorum; a token that did not answer is asked again after [`RETRY_UNKNOWN_MS`] at
+/// the earliest, so anyone loading its pages costs no more reads than that.
 #[derive(Debug, Clone, Default)]
-pub struct TokenCache(Arc<Mutex<HashMap<(u64, Address), TokenLabel>>>);
+pub struct TokenCache(Arc<Mutex<HashMap<(u64, Address), CachedToken>>>);
+
+/// A token's label, and until when it stands when it is the fallback (unix ms).
+type CachedToken = (TokenLabel, Option<u64>);
+
+/// How long a token that did not say its symbol and decimals is shown in base units before
+/// it is asked again.
+const RETRY_UNKNOWN_MS: u64 = 10 * 60 * 1000;
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
@@ -62,33 +70,38 @@ fn view(chain: &ChainState, inv: &Invoice) -> Result<InvoiceView, ApiError> {
 }
 
 /// The symbol and decimals of `token` on `chain`, from the cache or a provider quorum; a token
-/// that does not answer is shown in base units.
+/// that does not answer (or claims more than 77 decimals) is shown in base units.
 async fn token_label(state: &ApiState, chain: &ChainState, token: Address) -> TokenLabel {
     if token.is_zero() {
         return TokenLabel { symbol: "ETH".into(), decimals: Some(18) };
     }
     let key = (chain.chain_id, token);
-    if let Some(t) = state.tokens.0.lock().ok().and_then(|m| m.get(&key).cloned()) {
+    let now = crate::time::now_ms();
+    let cached = state.tokens.0.lock().ok().and_then(|m| m.get(&key).cloned());
+    if let Some((t, _)) = cached.filter(|(_, until)| until.is_none_or(|u| u > now)) {
         return t;
     }
     let fallback = TokenLabel { symbol: format!("token {token}"), decimals: None };
     let Some(client) = &chain.chain else { return fallback };
-    match client.token_info(token).await {
-        Ok((symbol, decimals)) => {
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), client.token_info(token)).await;
+    let (label, until) = match read {
+        // Past 77 decimals no amount fits the arithmetic.
+        Ok(Ok((symbol, decimals))) if decimals <= 77 => {
             // A token contract is anyone's: its symbol is shown only as short printable text.
             let symbol: String = symbol.chars().filter(|c| !c.is_control()).take(16).collect();
-            let label =
-                TokenLabel { symbol: if symbol.is_empty() { "?".into() } else { symbol }, decimals: Some(decimals) };
-            if let Ok(mut m) = state.tokens.0.lock() {
-                m.insert(key, label.clone());
-            }
-            label
+            let symbol = if symbol.is_empty() { "?".into() } else { symbol };
+            (TokenLabel { symbol, decimals: Some(decimals) }, None)
         }
-        Err(e) => {
-            tracing::debug!(%token, error = %e, "token symbol and decimals unavailable; shown in base units");
-            fallback
+        other => {
+            let answer = other.map(|r| r.map(|(_, d)| d));
+            tracing::debug!(%token, ?answer, "token symbol and decimals unavailable; shown in base units");
+            (fallback, Some(now.saturating_add(RETRY_UNKNOWN_MS)))
         }
+    };
+    if let Ok(mut m) = state.tokens.0.lock() {
+        m.insert(key, (label.clone(), until));
     }
+    label
 }
 
 fn secured(mut resp: Response, content_type: &'static str) -> Response {

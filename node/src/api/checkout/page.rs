@@ -183,5 +183,28 @@ mod tests {
     #[test]
     fn text_from_a_token_contract_cannot_become_markup() {
         assert_eq!(esc("<script>\"x\"&'"), "&lt;script&gt;&quot;x&quot;&amp;&#39;");
+        let view = InvoiceView {
+            id: format!("0x{}", "ab".repeat(32)),
+            merchant_id: "shop".into(),
+            chain_id: 1,
+            status: InvoiceStatus::Open,
+            settled: false,
+            amount: "5".into(),
+            amount_paid: "0".into(),
+            token: "0x00000000000000000000000000000000000000aa".into(),
+            payout_address: alloy::primitives::Address::repeat_byte(0xbb),
+            created_at: 1,
+            expires_at: None,
+            metadata: None,
+            nonce: alloy::primitives::B256::ZERO,
+            payments: Vec::new(),
+            checkout_url: None,
+        };
+        let p =
+            PaymentInstructions { chain_id: 1, contract: alloy::primitives::Address::ZERO, transactions: Vec::new() };
+        let hostile = TokenLabel { symbol: "<img src=x onerror=alert(1)>".into(), decimals: Some(0) };
+        let page = html(&view, &hostile, &p, "chain 1", "");
+        assert!(!page.contains("<img"), "the symbol stays text");
+        assert!(page.contains("&lt;img src=x onerror=alert(1)&gt;"));
     }
 }

@@ -68,9 +68,12 @@ pub fn check_same(existing: &Invoice, wanted: &IdempotencyRecord) -> Result<(), 
     let Some(first) = &existing.idempotency else {
         return Err(ApiError::internal("an invoice indexed under an idempotency key has no record"));
     };
-    for (field, value) in &wanted.request {
+    // Every field either request named: one that only the first had differs too.
+    let only_first = first.request.iter().filter(|(f, _)| !wanted.request.iter().any(|(w, _)| w == f));
+    let named = wanted.request.iter().map(|(f, v)| (f, Some(v))).chain(only_first.map(|(f, _)| (f, None)));
+    for (field, value) in named {
         let before = first.request.iter().find(|(f, _)| f == field).map(|(_, v)| v);
-        if before != Some(value) {
+        if before != value {
             return Err(ApiError::idempotency_conflict(
                 static_field(field),
                 format!(

@@ -123,6 +123,8 @@ fn a_key_expires_after_a_day_and_a_record_must_match_its_invoice() {
     assert_eq!(record.check(&Invoice { expires_at: Some(2000), ..invoice(1) }, 31337), Err("expires_at"));
     assert_eq!(record.check(&Invoice { nonce: B256::ZERO, ..invoice(1) }, 31337), Err("nonce"));
     assert_eq!(record.check(&Invoice { amount: U256::from(6), ..invoice(1) }, 31337), Err("amount"));
+    let redirected = Invoice { redirect_url: Some("https://evil.example".into()), ..invoice(1) };
+    assert_eq!(record.check(&redirected, 31337), Err("redirect_url"), "a redirect the request did not ask for");
     // The first invoice stored under a key keeps it while it lives; a second (racing request,
     // or a replica of another node's) does not take it.
     let now = 10_000;
@@ -169,4 +171,38 @@ async fn a_replicated_invoice_with_a_record_that_does_not_match_it_is_refused() 
         r.request[1].1 = json!("2000");
     }
     assert!(check_invoice(rewritten, &scope).is_err(), "the request is not the invoice's");
+}
+
+#[tokio::test]
+async fn a_redirect_url_is_part_of_what_a_key_is_bound_to_either_way() {
+    let (_dir, store) = temp_store();
+    let st = state(store.clone());
+    let plain = json!({"amount": "1000", "token": "native", "expires_in": 600});
+    let with =
+        json!({"amount": "1000", "token": "native", "expires_in": 600, "redirect_url": "https://shop.example/done"});
+    let (status, _, first) = post(&st, Some("r-1"), with.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let (status, _, dropped) = post(&st, Some("r-1"), plain.clone()).await;
+    assert_eq!((status, dropped["error"]["field"].as_str()), (StatusCode::CONFLICT, Some("redirect_url")), "{dropped}");
+    let (_, _, again) = post(&st, Some("r-1"), with).await;
+    assert_eq!(again["id"], first["id"]);
+    let (_, _, second) = post(&st, Some("r-2"), plain).await;
+    let added = json!({"amount": "1000", "token": "native", "expires_in": 600, "redirect_url": "https://x.example"});
+    let (status, _, conflict) = post(&st, Some("r-2"), added).await;
+    assert_eq!((status, conflict["error"]["field"].as_str()), (StatusCode::CONFLICT, Some("redirect_url")), "{second}");
+    let (status, _, bad) = post(&st, None, json!({"amount": "1", "token": "native", "redirect_url": "ftp://x"})).await;
+    assert_eq!((status, bad["error"]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("redirect_url")));
+    // A replica whose redirect is no URL a node would make is refused.
+    use crate::gossip::{InvoiceScope, check_invoice};
+    let id: alloy::primitives::B256 = first["id"].as_str().expect("id").parse().expect("hash");
+    let mut inv = store.invoice(id).expect("read").expect("stored");
+    inv.idempotency = None;
+    inv.redirect_url = Some("javascript:alert(1)".into());
+    inv.id = inv.terms(31337, alloy::primitives::Address::repeat_byte(0x22)).id();
+    let scope = InvoiceScope {
+        merchants: st.merchants.clone(),
+        chain_id: 31337,
+        payments: alloy::primitives::Address::repeat_byte(0x22),
+    };
+    assert!(check_invoice(inv, &scope).is_err());
 }
