@@ -349,9 +349,10 @@ pub fn check_invoice(inv: Invoice, scope: &InvoiceScope) -> Result<Invoice, Goss
         return Err(GossipRejection::BadInvoice("payout address is not the merchant's".into()));
     }
     // The id commits to the redirect URL, but an operator could have made one no node would
-    // accept: the checkout would send payers there.
+    // accept (not http(s)): the checkout would send payers there. A stricter policy of this
+    // node (no plain http) is the creating node's business, as for its own invoices.
     if let Some(url) = &inv.redirect_url
-        && (url.len() > 2048 || settleproof_config::netpolicy::check_url(url, scope.merchants.url_policy().0).is_err())
+        && (url.len() > 2048 || settleproof_config::netpolicy::check_url(url, true).is_err())
     {
         return Err(GossipRejection::BadInvoice(
             "redirect_url is not an http(s) URL of at most 2048 characters".into(),

@@ -18,6 +18,7 @@
 
 mod api_keys;
 mod approval;
+mod heard;
 mod registry;
 mod sync;
 mod webhook_endpoints;

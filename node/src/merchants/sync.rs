@@ -3,7 +3,7 @@
 //! webhook endpoints ([`MerchantSnapshot`], in the sync request of the first chain).
 //!
 //! Nothing in a snapshot is taken on the peer's word where money is concerned: a registry
-//! entry is applied only with a threshold of valid approvals of its own epoch (each BLS
+//! entry is applied only with a threshold of valid approvals of the latest epoch (each BLS
 //! signature checked under that epoch's operator keys, over the change the receiver hashes
 //! itself), a version newer than the one held and a record that passes the same checks as a
 //! proposal. Keys and endpoints go through the same checks as their gossip announcements.
@@ -99,13 +99,36 @@ impl Registry {
     /// Takes what `snap` (from `source`) holds that is newer here and checks out.
     pub fn catch_up(&self, snap: MerchantSnapshot, source: &PeerId) -> CaughtUp {
         let mut done = CaughtUp::default();
-        for entry in snap.entries.into_iter().take(MAX_SNAPSHOT) {
+        // One catch-up at a time, each peer's at most once per interval: a peer that redials
+        // in a loop costs one snapshot's checks per interval.
+        let now = now_ms();
+        {
+            let mut taken = self.0.catch_ups.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if taken.get(source).is_some_and(|at| now.saturating_sub(*at) < SNAPSHOT_INTERVAL_MS) {
+                debug!(peer = %source, "merchants catch-up from this peer too soon again: skipped");
+                return done;
+            }
+            taken.retain(|_, at| now.saturating_sub(*at) < SNAPSHOT_INTERVAL_MS);
+            taken.insert(*source, now);
+        }
+        let _one_at_a_time = self.0.catching_up.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Oldest first, as they were applied where they come from; each change once.
+        let mut seen = HashSet::new();
+        let mut entries: Vec<RegistryEntry> = snap.entries.into_iter().take(MAX_SNAPSHOT).collect();
+        entries.reverse();
+        for entry in entries {
+            if !seen.insert(entry.change.hash()) {
+                continue;
+            }
             match self.take_entry(entry) {
                 Ok(true) => done.entries += 1,
                 Ok(false) => {}
                 Err(why) => {
+                    // An honest node holds only checked approvals: the rest of this snapshot is
+                    // not worth its pairings.
                     done.refused += 1;
-                    warn!(peer = %source, error = %why, "merchant registry record in a catch-up refused");
+                    warn!(peer = %source, error = %why, "merchant registry record in a catch-up refused; the rest of its registry is dropped");
+                    break;
                 }
             }
         }
@@ -151,13 +174,23 @@ impl Registry {
                 change.version, change.epoch, h.change.epoch
             ));
         }
-        let set = epochs.get(change.epoch).ok_or_else(|| format!("epoch {} is unknown here", change.epoch))?;
+        // As on gossip, only the latest set's threshold counts: a retired set's keys may be
+        // lost or sold, and its operators are no longer answerable for the registry.
+        let set = epochs.latest().ok_or_else(|| "no operator set is known here".to_string())?;
+        if change.epoch != set.epoch {
+            debug!(merchant = %change.merchant.id, epoch = change.epoch, latest = set.epoch, "merchant record of another epoch than the latest in a catch-up: not taken");
+            return Ok(false);
+        }
         let hash = change.hash();
         let message = merchant_change_message(self.0.chain_id, self.0.settlement, change.epoch, hash);
         let mut signers = HashSet::new();
         let mut approvals = Vec::new();
         for (signer, signature) in entry.approvals.iter().take(set.operators.len()) {
             let op = set.operators.get(*signer as usize).ok_or_else(|| format!("signer {signer} is unknown"))?;
+            // Enough checked: the rest cost pairings for nothing.
+            if approvals.len() >= set.threshold {
+                break;
+            }
             if !signers.insert(*signer) {
                 continue;
             }

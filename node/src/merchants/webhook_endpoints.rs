@@ -74,6 +74,9 @@ pub fn endpoint_problem(e: &WebhookEndpoint, url_policy: (bool, bool)) -> Option
     if !id_ok {
         return Some(("id", "must be `we_` and 24 hex digits".into()));
     }
+    if e.url.len() > 2048 {
+        return Some(("url", "must be at most 2048 characters".into()));
+    }
     if let Err(p) = settleproof_config::netpolicy::check_webhook_url(&e.url, url_policy.0, url_policy.1) {
         return Some(("url", p.to_string()));
     }
@@ -87,12 +90,12 @@ pub fn endpoint_problem(e: &WebhookEndpoint, url_policy: (bool, bool)) -> Option
         return Some(("enabled_events", format!("`{bad}` is not an event type; use {}", EVENT_TYPES.join(", "))));
     }
     let secret_ok = |s: &Secret| {
-        s.expose()
-            .strip_prefix("whsec_")
-            .is_some_and(|b| b.len() >= 24 && b.chars().all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c)))
+        s.expose().strip_prefix("whsec_").is_some_and(|b| {
+            (24..=128).contains(&b.len()) && b.chars().all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c))
+        })
     };
     if !secret_ok(&e.secret) || e.previous_secret.as_ref().is_some_and(|p| !secret_ok(&p.secret)) {
-        return Some(("secret", "must be `whsec_` followed by base64 of at least 24 bytes".into()));
+        return Some(("secret", "must be `whsec_` followed by 24 to 128 characters of base64".into()));
     }
     None
 }

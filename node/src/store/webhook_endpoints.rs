@@ -99,6 +99,9 @@ pub enum EndpointPut {
     Moved,
 }
 
+/// Most endpoint records kept per merchant, deleted ones included.
+pub const MAX_RECORDS_PER_MERCHANT: usize = 128;
+
 /// How [`Store::put_webhook_endpoint`] decides beyond versions.
 #[derive(Debug, Clone, Copy)]
 pub struct PutRule {
@@ -128,6 +131,11 @@ impl EndpointRoutes {
         *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = map;
     }
 
+    /// Whether `merchant` has live endpoints of its own.
+    pub fn has_endpoints(&self, merchant: &str) -> bool {
+        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(merchant).is_some_and(|e| !e.is_empty())
+    }
+
     /// The endpoints of `merchant` that take `event_type`.
     pub fn targets(&self, merchant: &str, event_type: &str) -> Vec<String> {
         let map = self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -153,13 +161,18 @@ impl Store {
                 tx.abort()?;
                 return Ok(EndpointPut::Moved);
             }
-            if held.is_none() && endpoint.deleted_at_ms.is_none() {
-                let mut live = 0;
+            if held.is_none() {
+                let (mut live, mut all) = (0, 0);
                 for row in t.iter()? {
                     let e: WebhookEndpoint = decode("webhook_endpoints", row?.1.value())?;
-                    live += usize::from(e.merchant_id == endpoint.merchant_id && e.deleted_at_ms.is_none());
+                    if e.merchant_id == endpoint.merchant_id {
+                        all += 1;
+                        live += usize::from(e.deleted_at_ms.is_none());
+                    }
                 }
-                if live >= rule.max_live {
+                // Deleted ones are kept (a deletion is final) up to a bound of their own.
+                let over = if endpoint.deleted_at_ms.is_none() { live >= rule.max_live } else { false };
+                if over || all >= MAX_RECORDS_PER_MERCHANT {
                     drop(t);
                     tx.abort()?;
                     return Ok(EndpointPut::Full);

@@ -37,21 +37,22 @@ struct InFlight {
     per_merchant: HashMap<String, usize>,
 }
 
-/// The most deliveries under way to one endpoint: half the merchant's bound, at least one, so
-/// one hanging endpoint leaves its merchant's other endpoints a slot.
-fn per_endpoint_bound(per_merchant: usize) -> usize {
-    (per_merchant / 2).max(1)
+/// The most deliveries under way to one endpoint: the merchant's whole bound when it has no
+/// endpoints of its own, else half of it (at least one), so one hanging endpoint leaves its
+/// merchant's other endpoints a slot.
+fn per_endpoint_bound(per_merchant: usize, shared: bool) -> usize {
+    if shared { (per_merchant / 2).max(1) } else { per_merchant }
 }
 
 impl InFlight {
     /// Takes a slot for `event` unless it is already under way or a bound is reached.
-    fn try_take(&mut self, event: &OutboxEvent, total: usize, per_merchant: usize) -> bool {
+    fn try_take(&mut self, event: &OutboxEvent, total: usize, per_merchant: usize, shared: bool) -> bool {
         let key = event.endpoint_key();
         let here = self.per_endpoint.get(&key).copied().unwrap_or(0);
         let merchant = self.per_merchant.get(&event.merchant_id).copied().unwrap_or(0);
         if self.events.contains(&event.id)
             || self.events.len() >= total
-            || here >= per_endpoint_bound(per_merchant)
+            || here >= per_endpoint_bound(per_merchant, shared)
             || merchant >= per_merchant
         {
             return false;
@@ -204,7 +205,9 @@ impl Deliverer {
             let mut paused = super::targets::paused(&self.merchants, &self.store);
             if let Ok(f) = self.in_flight.lock() {
                 let bound = self.settings.max_in_flight_per_merchant;
-                let full = |(k, n): (&String, &usize)| (*n >= per_endpoint_bound(bound)).then(|| k.clone());
+                // A key with `/` is one of a merchant's own endpoints: its merchant shares.
+                let shared = |k: &str| k.contains('/') || self.merchants.routes().has_endpoints(k);
+                let full = |(k, n): (&String, &usize)| (*n >= per_endpoint_bound(bound, shared(k))).then(|| k.clone());
                 paused.extend(f.per_endpoint.iter().filter_map(full));
                 // A merchant with every slot in use: all its endpoints (`<merchant>/*`).
                 paused.extend(f.per_merchant.iter().filter(|(_, n)| **n >= bound).map(|(m, _)| format!("{m}/*")));
@@ -214,8 +217,11 @@ impl Deliverer {
             match self.store.due_events(now_ms(), 512, &paused) {
                 Ok(due) => {
                     for event in due {
+                        let shared = self.merchants.routes().has_endpoints(&event.merchant_id);
                         let taken = self.in_flight.lock().is_ok_and(|mut f| {
-                            f.try_take(&event, self.settings.max_in_flight, self.settings.max_in_flight_per_merchant)
+                            let (total, bound) =
+                                (self.settings.max_in_flight, self.settings.max_in_flight_per_merchant);
+                            f.try_take(&event, total, bound, shared)
                         });
                         if taken {
                             let worker = self.clone();
@@ -294,6 +300,7 @@ impl Deliverer {
 
     /// One attempt; returns whether the event was delivered.
     async fn attempt(&self, event: &OutboxEvent) -> bool {
+        let was_bare = event.event_type == "payment.settled";
         let event = &self.completed(event).await;
         let Some(merchant) = self.merchants.get(&event.merchant_id) else {
             warn!(webhook_id = %event.id, merchant = %event.merchant_id, "merchant no longer configured; event left pending, looked at again in a minute");
@@ -314,7 +321,8 @@ impl Deliverer {
         // A bare payment.settled queued for this endpoint, now rendered as its invoice's
         // event, may be one the endpoint does not take: it ends unsent, as every node that knew
         // the invoice never queued it.
-        if target.filter.as_ref().is_some_and(|f| !crate::store::takes(f, &event.event_type)) {
+        let rendered = was_bare && event.event_type != "payment.settled";
+        if rendered && target.filter.as_ref().is_some_and(|f| !crate::store::takes(f, &event.event_type)) {
             return self.end_without_sending(event, "not_in_enabled_events", &AttemptEffect::Delivered);
         }
         if !self.settings.allow_private_targets
