@@ -78,12 +78,7 @@ fn owner(headers: &HeaderMap, state: &ApiState) -> Result<String, ApiError> {
 }
 
 fn registry_error(e: RegistryError) -> ApiError {
-    match e {
-        RegistryError::Invalid { field, problem } => ApiError::invalid(field, problem),
-        RegistryError::UnknownMerchant(_) => ApiError::not_found("API key"),
-        RegistryError::Conflict(m) | RegistryError::CannotApprove(m) => ApiError::conflict(m),
-        other => ApiError::internal(other),
-    }
+    ApiError::from_registry(e, "API key")
 }
 
 #[utoipa::path(post, path = "/v1/api-keys", tag = "merchant", request_body = CreateApiKey,

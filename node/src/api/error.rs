@@ -58,6 +58,18 @@ impl ApiError {
         Self { status: StatusCode::CONFLICT, code: "idempotency_conflict", field: Some(field), message: message.into() }
     }
 
+    /// A registry refusal as an answer: 400 naming the field, 404 for `missing` (what was
+    /// asked for), 409 for a conflict, 500 for the store.
+    pub fn from_registry(e: crate::merchants::RegistryError, missing: &str) -> Self {
+        use crate::merchants::RegistryError;
+        match e {
+            RegistryError::Invalid { field, problem } => Self::invalid(field, problem),
+            RegistryError::UnknownMerchant(_) => Self::not_found(missing),
+            RegistryError::Conflict(m) | RegistryError::CannotApprove(m) => Self::conflict(m),
+            other => Self::internal(other),
+        }
+    }
+
     /// 404.
     pub fn not_found(what: &str) -> Self {
         Self { status: StatusCode::NOT_FOUND, code: "not_found", field: None, message: format!("{what} not found") }

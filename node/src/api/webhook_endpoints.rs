@@ -103,12 +103,7 @@ pub struct EndpointList {
 }
 
 fn registry_error(e: RegistryError) -> ApiError {
-    match e {
-        RegistryError::Invalid { field, problem } => ApiError::invalid(field, problem),
-        RegistryError::UnknownMerchant(_) => ApiError::not_found("webhook endpoint"),
-        RegistryError::Conflict(m) | RegistryError::CannotApprove(m) => ApiError::conflict(m),
-        other => ApiError::internal(other),
-    }
+    ApiError::from_registry(e, "webhook endpoint")
 }
 
 fn with_secret(e: &WebhookEndpoint) -> EndpointWithSecret {
