@@ -194,14 +194,6 @@ impl Registry {
         }
     }
 
-    /// Every endpoint held here, deleted ones too.
-    pub fn all_endpoints(&self) -> Result<Vec<WebhookEndpoint>, crate::store::StoreError> {
-        match &self.0.store {
-            Some(store) => store.webhook_endpoints(None),
-            None => Ok(Vec::new()),
-        }
-    }
-
     /// The secrets deliveries to `e` are signed with now: its secret, and the one a rotation
     /// replaced while its overlap lasts.
     pub fn endpoint_secrets(e: &WebhookEndpoint) -> Vec<Secret> {

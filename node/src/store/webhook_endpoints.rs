@@ -112,23 +112,29 @@ pub struct PutRule {
     pub local_over: Option<Option<u64>>,
 }
 
-/// The live routes of the outbox: by merchant, its endpoints that are not deleted (id, filter).
-/// Shared by every chain's store of a node, kept current by the registry.
+/// The live routes of the outbox: by merchant, its endpoints that are not deleted. Shared by
+/// every chain's store of a node, kept current by the registry, and read by the delivery
+/// workers on each pass (no store read).
 #[derive(Debug, Clone, Default)]
 pub struct EndpointRoutes(Arc<RwLock<RouteMap>>);
 
-/// Merchant → its live endpoints, each (id, `enabled_events`).
-type RouteMap = HashMap<String, Vec<(String, Vec<String>)>>;
+/// Merchant → its live endpoints.
+type RouteMap = HashMap<String, Vec<WebhookEndpoint>>;
 
 impl EndpointRoutes {
     /// Replaces the routes with `endpoints`' (deleted ones left out).
     pub fn set(&self, endpoints: &[WebhookEndpoint]) {
         let mut map = RouteMap::new();
         for e in endpoints.iter().filter(|e| e.deleted_at_ms.is_none()) {
-            map.entry(e.merchant_id.clone()).or_default().push((e.id.clone(), e.enabled_events.clone()));
+            map.entry(e.merchant_id.clone()).or_default().push(e.clone());
         }
         // A poisoned lock held a whole map; it is replaced whole.
         *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = map;
+    }
+
+    /// Every live endpoint.
+    pub fn live(&self) -> Vec<WebhookEndpoint> {
+        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).values().flatten().cloned().collect()
     }
 
     /// Whether `merchant` has live endpoints of its own.
@@ -140,7 +146,7 @@ impl EndpointRoutes {
     pub fn targets(&self, merchant: &str, event_type: &str) -> Vec<String> {
         let map = self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         map.get(merchant)
-            .map(|eps| eps.iter().filter(|(_, events)| takes(events, event_type)).map(|(id, _)| id.clone()).collect())
+            .map(|eps| eps.iter().filter(|e| e.takes(event_type)).map(|e| e.id.clone()).collect())
             .unwrap_or_default()
     }
 }

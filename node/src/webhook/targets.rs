@@ -56,8 +56,8 @@ pub fn target(merchants: &Registry, merchant: &MerchantConfig, event: &OutboxEve
     }
 }
 
-/// The delivery state keys of every endpoint that takes no deliveries now (one read of the
-/// endpoints, one of each state).
+/// The delivery state keys of every endpoint that takes no deliveries now (the endpoints from
+/// the in-memory routes, one store read of each state).
 pub fn paused(merchants: &Registry, store: &Store) -> Vec<String> {
     let disabled = |key: &str| store.endpoint(key).unwrap_or_default();
     let mut out = Vec::new();
@@ -67,8 +67,7 @@ pub fn paused(merchants: &Registry, store: &Store) -> Vec<String> {
             out.push(id.clone());
         }
     }
-    let live = merchants.all_endpoints().unwrap_or_default();
-    for e in live.iter().filter(|e| e.deleted_at_ms.is_none() && served.contains(&e.merchant_id)) {
+    for e in merchants.routes().live().iter().filter(|e| served.contains(&e.merchant_id)) {
         let key = e.state_key();
         let state = disabled(&key);
         let changed_since = state.disabled_at_ms.is_some_and(|at| e.updated_at_ms > at);
