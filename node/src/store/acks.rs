@@ -10,7 +10,8 @@
 //! acknowledgements, sent in advance or for events that never come, expires and is bounded.
 
 use super::outbox::OutboxEvent;
-use super::{ACK_TIMES, ACKS, OUTBOX, OUTBOX_PENDING, Store, StoreError, decode, encode};
+use super::outbox_queue::Queue;
+use super::{ACK_TIMES, ACKS, OUTBOX, Store, StoreError, decode, encode};
 use redb::ReadableTable;
 
 /// How long an acknowledgement is kept, ms.
@@ -81,7 +82,7 @@ impl Store {
                 acks.insert((id, operator), at_ms)?;
                 times.insert((now_ms, id, operator), ())?;
             }
-            let mut pending = tx.open_table(OUTBOX_PENDING)?;
+            let mut queue = Queue::open(&tx)?;
             let mut outbox = tx.open_table(OUTBOX)?;
             let current: Option<OutboxEvent> = outbox.get(id)?.map(|v| decode("outbox", v.value())).transpose()?;
             match (current, acked_by_quorum(&acks, id, self.ack_quorum())?) {
@@ -89,7 +90,7 @@ impl Store {
                     e.delivered_at_ms = Some(acked);
                     e.last_outcome = Some("delivered by other operators".into());
                     outbox.insert(id, encode(&e).as_slice())?;
-                    pending.remove(id)?;
+                    queue.unschedule(&e)?;
                     true
                 }
                 _ => false,

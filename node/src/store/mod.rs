@@ -24,7 +24,8 @@
 //!   `webhook_endpoints.rs`)
 //! - `outbox`, `outbox_pending`, `outbox_dead`, `outbox_attempts`, `delivery_acks`,
 //!   `delivery_ack_times`, `merchant_endpoints`: webhook events, their attempts, the other
-//!   operators' acknowledgements and delivery state (see `outbox.rs`)
+//!   operators' acknowledgements and delivery state (see `outbox.rs`); `outbox_due`,
+//!   `outbox_order`: the queue's indexes by due time and by invoice (see `outbox_queue.rs`)
 //!
 //! Every multi-record change (a block range with its payments and checkpoint, a settlement with
 //! its webhooks) is one write transaction, so a crash leaves either all of it or none.
@@ -40,6 +41,7 @@ mod idempotency;
 mod invoices;
 mod merchants;
 mod outbox;
+mod outbox_queue;
 mod rounds;
 mod webhook_endpoints;
 
@@ -230,7 +232,13 @@ impl Store {
         tx.open_table(API_KEYS)?;
         tx.open_table(MERCHANT_OWN)?;
         tx.open_table(WEBHOOK_ENDPOINTS)?;
+        tx.open_table(outbox_queue::OUTBOX_DUE)?;
+        tx.open_table(outbox_queue::OUTBOX_ORDER)?;
+        let indexed = outbox_queue::rebuild(&tx)?;
         tx.commit()?;
+        if indexed > 0 {
+            tracing::info!(deliveries = indexed, "webhook queue indexed");
+        }
         Ok(Self {
             db: Arc::new(db),
             ack_quorum: Arc::new(std::sync::atomic::AtomicUsize::new(1)),
@@ -331,6 +339,8 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+    #[cfg(test)]
+    decodes::count(table);
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { table, reason: e.to_string() })
 }
 
@@ -339,6 +349,26 @@ pub(crate) fn decode<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> 
 /// for the others.
 pub fn chain_store_path(data_dir: &Path, index: usize, chain_id: u64) -> std::path::PathBuf {
     if index == 0 { data_dir.join("settleproof.redb") } else { data_dir.join(format!("settleproof-{chain_id}.redb")) }
+}
+
+/// Records decoded per table on this thread, for tests that bound what an operation reads.
+#[cfg(test)]
+pub(crate) mod decodes {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    thread_local! {
+        static DECODED: RefCell<HashMap<&'static str, u64>> = RefCell::new(HashMap::new());
+    }
+
+    pub(crate) fn count(table: &'static str) {
+        DECODED.with(|d| *d.borrow_mut().entry(table).or_default() += 1);
+    }
+
+    /// Records of `table` decoded on this thread since the last call, and starts again.
+    pub(crate) fn take(table: &'static str) -> u64 {
+        DECODED.with(|d| d.borrow_mut().remove(table).unwrap_or(0))
+    }
 }
 
 #[cfg(test)]

@@ -2,11 +2,12 @@
 //! causes them, before any HTTP call, and stay pending until delivered, dead-lettered, or
 //! acknowledged as delivered by another operator. Every attempt is kept.
 //!
-//! Tables: `outbox` (id → event), `outbox_pending` (id → next attempt, ms), `outbox_dead`
-//! (id → when it was dead-lettered, ms), `outbox_attempts` ((id, n) → attempt),
+//! Tables: `outbox` (id → event), `outbox_pending` with its indexes (the queue of pending
+//! deliveries, see `outbox_queue.rs`), `outbox_dead` (id → when it was dead-lettered, ms), `outbox_attempts` ((id, n) → attempt),
 //! `merchant_endpoints` (merchant → endpoint state). Acknowledgements by other operators are in
 //! `acks.rs`.
 
+use super::outbox_queue::{self, OUTBOX_DUE, OUTBOX_ORDER, Queue};
 use super::rounds::SettlementRecord;
 use super::{
     ACKS, ATTEMPTS, DEAD, ENDPOINTS, OUTBOX, OUTBOX_PENDING, PROVISIONAL, SETTLEMENTS, Store, StoreError, decode,
@@ -15,7 +16,6 @@ use super::{
 use alloy::primitives::B256;
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 
 /// The idempotency key of the event for one payment: the same on every node and attempt.
 pub fn webhook_id(invoice_id: B256, tx_hash: B256, log_index: u64) -> String {
@@ -188,7 +188,7 @@ impl Store {
         at_ms: u64,
     ) -> Result<(), StoreError> {
         let mut outbox = tx.open_table(OUTBOX)?;
-        let mut pending = tx.open_table(OUTBOX_PENDING)?;
+        let mut queue = Queue::open(tx)?;
         let acks = tx.open_table(ACKS)?;
         let mut deliveries = Vec::with_capacity(events.len());
         for e in events {
@@ -210,9 +210,7 @@ impl Store {
                     e.delivered_at_ms = Some(acked);
                     e.last_outcome = Some("delivered by other operators".into());
                 }
-                None => {
-                    pending.insert(e.id.as_str(), at_ms)?;
-                }
+                None => queue.schedule(&e, at_ms)?,
             }
             outbox.insert(e.id.as_str(), encode(&e).as_slice())?;
         }
@@ -220,43 +218,39 @@ impl Store {
     }
 
     /// Pending events due at `now_ms`, oldest first, at most `limit`, skipping endpoints whose
-    /// [`OutboxEvent::endpoint_key`] is in `paused` (`<merchant>/*`: all of a merchant's) and any event whose invoice has an earlier
-    /// event still pending to the same endpoint (events of one invoice go out in sequence; a
-    /// failing event holds back only its own invoice at its own endpoint).
+    /// [`OutboxEvent::endpoint_key`] is in `paused` (`<merchant>/*`: all of a merchant's) and
+    /// any event whose invoice has an earlier event still pending to the same endpoint (events
+    /// of one invoice go out in sequence; a failing event holds back only its own invoice at its
+    /// own endpoint). Reads the due part of the queue's index and decodes only the events it
+    /// returns: deliveries not yet due (waiting for their turn or a retry), delivered or dead
+    /// ones cost nothing here.
     pub fn due_events(&self, now_ms: u64, limit: usize, paused: &[String]) -> Result<Vec<OutboxEvent>, StoreError> {
         let tx = self.read()?;
-        let pending = tx.open_table(OUTBOX_PENDING)?;
+        let due = tx.open_table(OUTBOX_DUE)?;
+        let order = tx.open_table(OUTBOX_ORDER)?;
         let outbox = tx.open_table(OUTBOX)?;
-        let mut all = Vec::new();
-        for entry in pending.iter()? {
-            let (id, at) = entry?;
-            if let Some(v) = outbox.get(id.value())? {
-                all.push((at.value(), decode::<OutboxEvent>("outbox", v.value())?));
+        let paused_merchant = |m: &str| paused.iter().any(|p| p.strip_suffix("/*") == Some(m));
+        let mut out = Vec::new();
+        for entry in due.range(..(now_ms.saturating_add(1), ""))? {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = entry?;
+            let (_, id) = k.value();
+            let (merchant, endpoint_key, invoice, sequence) = v.value();
+            if paused.iter().any(|p| p == endpoint_key) || paused_merchant(merchant) {
+                continue;
+            }
+            if let Some(inv) = invoice
+                && outbox_queue::earlier_pending(&order, inv, endpoint_key, sequence)?
+            {
+                continue;
+            }
+            if let Some(v) = outbox.get(id)? {
+                out.push(decode::<OutboxEvent>("outbox", v.value())?);
             }
         }
-        let mut first_pending: HashMap<(B256, Option<&str>), u64> = HashMap::new();
-        for (_, e) in &all {
-            if let Some(inv) = e.invoice_id {
-                let s = first_pending.entry((inv, e.endpoint_id.as_deref())).or_insert(e.sequence);
-                *s = (*s).min(e.sequence);
-            }
-        }
-        let first_of = |e: &OutboxEvent| {
-            e.invoice_id
-                .is_none_or(|inv| first_pending.get(&(inv, e.endpoint_id.as_deref())).is_none_or(|s| *s == e.sequence))
-        };
-        let mut due: Vec<(u64, OutboxEvent)> = all
-            .iter()
-            .filter(|(at, e)| {
-                *at <= now_ms
-                    && !paused.contains(&e.endpoint_key())
-                    && !paused.iter().any(|p| p.strip_suffix("/*") == Some(e.merchant_id.as_str()))
-            })
-            .filter(|(_, e)| first_of(e))
-            .cloned()
-            .collect();
-        due.sort_by_key(|(at, e)| (*at, e.sequence));
-        Ok(due.into_iter().take(limit).map(|(_, e)| e).collect())
+        Ok(out)
     }
 
     /// Number of events not yet delivered (nor dead).
@@ -270,19 +264,19 @@ impl Store {
         let tx = self.begin_bookkeeping()?;
         {
             let mut outbox = tx.open_table(OUTBOX)?;
-            let mut pending = tx.open_table(OUTBOX_PENDING)?;
+            let mut queue = Queue::open(&tx)?;
             let current: Option<OutboxEvent> = outbox.get(id)?.map(|v| decode("outbox", v.value())).transpose()?;
             // An attempt that raced a delivery (or a dead-lettering) elsewhere is recorded, but
             // cannot put the event back in the queue.
             let settled = current.as_ref().is_some_and(|e| e.delivered_at_ms.is_some() || e.dead_at_ms.is_some())
-                && pending.get(id)?.is_none();
+                && queue.due_at(id)?.is_none();
             if let Some(mut e) = current {
                 if settled {
                     let n = e.attempts.saturating_add(1);
                     e.attempts = n;
                     outbox.insert(id, encode(&e).as_slice())?;
                     tx.open_table(ATTEMPTS)?.insert((id, n), encode(&Attempt { n, ..attempt }).as_slice())?;
-                    drop((outbox, pending));
+                    drop((outbox, queue));
                     tx.commit()?;
                     return Ok(());
                 }
@@ -293,14 +287,12 @@ impl Store {
                 match effect {
                     AttemptEffect::Delivered => {
                         e.delivered_at_ms = Some(attempt.at_ms);
-                        pending.remove(id)?;
+                        queue.unschedule(&e)?;
                     }
-                    AttemptEffect::RetryAt(at) => {
-                        pending.insert(id, *at)?;
-                    }
+                    AttemptEffect::RetryAt(at) => queue.schedule(&e, *at)?,
                     AttemptEffect::Dead => {
                         e.dead_at_ms = Some(attempt.at_ms);
-                        pending.remove(id)?;
+                        queue.unschedule(&e)?;
                         tx.open_table(DEAD)?.insert(id, attempt.at_ms)?;
                     }
                     AttemptEffect::DisableEndpoint(_) => {
@@ -323,7 +315,7 @@ impl Store {
         let mut n = 0;
         {
             let mut outbox = tx.open_table(OUTBOX)?;
-            let mut pending = tx.open_table(OUTBOX_PENDING)?;
+            let mut queue = Queue::open(&tx)?;
             let mut dead = tx.open_table(DEAD)?;
             let mut acks = tx.open_table(ACKS)?;
             for id in ids {
@@ -334,7 +326,7 @@ impl Store {
                     e.dead_at_ms = None;
                     e.schedule_index = 0;
                     outbox.insert(id.as_str(), encode(&e).as_slice())?;
-                    pending.insert(id.as_str(), now_ms)?;
+                    queue.schedule(&e, now_ms)?;
                     dead.remove(id.as_str())?;
                     let claimed: Vec<u32> = acks
                         .range((id.as_str(), 0u32)..=(id.as_str(), u32::MAX))?
@@ -458,12 +450,20 @@ impl Store {
     }
 
     /// Changes a merchant endpoint's state in one transaction (concurrent attempts to one
-    /// merchant cannot undo each other's change); returns the state before and after.
+    /// merchant cannot undo each other's change); returns the state before and after. A change
+    /// that changes nothing (a delivery to a healthy endpoint, the usual case) is decided on a
+    /// read and costs no write transaction.
     pub fn update_endpoint(
         &self,
         merchant: &str,
-        change: impl FnOnce(&mut EndpointState),
+        change: impl Fn(&mut EndpointState),
     ) -> Result<(EndpointState, EndpointState), StoreError> {
+        let seen = self.endpoint(merchant)?;
+        let mut unchanged = seen.clone();
+        change(&mut unchanged);
+        if unchanged == seen {
+            return Ok((seen, unchanged));
+        }
         let tx = self.db().begin_write()?;
         let (before, after) = {
             let mut t = tx.open_table(ENDPOINTS)?;
@@ -567,5 +567,70 @@ pub(super) mod tests {
         assert_eq!(store.dead_since(0, Some("m"), None).expect("dead"), vec!["a1"]);
         assert_eq!(store.replay(&["a1".to_string()], 2000).expect("replay"), 1);
         assert_eq!(store.outbox_event("a1").expect("get").map(|e| (e.state(), e.schedule_index)), Some(("pending", 0)));
+    }
+
+    fn event_of(id: String, merchant: &str, invoice: u64, sequence: u64) -> OutboxEvent {
+        OutboxEvent {
+            id,
+            merchant_id: merchant.into(),
+            event_type: "invoice.paid".into(),
+            body: format!("{{\"invoice\":{{\"id\":\"{invoice}\",\"memo\":\"{}\"}}}}", "x".repeat(600)),
+            invoice_id: Some(B256::from(alloy::primitives::U256::from(invoice))),
+            sequence,
+            ..OutboxEvent::default()
+        }
+    }
+
+    /// A delivery pass reads the due part of the queue: with 10,000 delivered events, 10,000
+    /// pending ones not due yet (waiting for their failover turn) and 1,000 due ones of a paused
+    /// endpoint, it decodes only the 100 it hands out.
+    #[test]
+    fn a_delivery_pass_decodes_only_the_events_it_hands_out() {
+        let (_dir, store) = temp_store();
+        let tx = store.db().begin_write().expect("tx");
+        {
+            let mut outbox = tx.open_table(OUTBOX).expect("outbox");
+            for i in 0..10_000u64 {
+                let mut e = event_of(format!("delivered{i}"), "m", i, 1);
+                e.delivered_at_ms = Some(5);
+                outbox.insert(e.id.as_str(), encode(&e).as_slice()).expect("insert");
+            }
+        }
+        tx.commit().expect("commit");
+        let later: Vec<OutboxEvent> =
+            (0..10_000u64).map(|i| event_of(format!("later{i}"), "m", 20_000 + i, 1)).collect();
+        store.enqueue_events(&later, 1_000_000).expect("not due yet");
+        let paused: Vec<OutboxEvent> =
+            (0..1_000u64).map(|i| event_of(format!("paused{i}"), "p", 40_000 + i, 1)).collect();
+        store.enqueue_events(&paused, 0).expect("paused endpoint");
+        let due: Vec<OutboxEvent> = (0..100u64).map(|i| event_of(format!("due{i}"), "m", 60_000 + i, 1)).collect();
+        store.enqueue_events(&due, 10).expect("due");
+        crate::store::decodes::take("outbox");
+        let handed = store.due_events(1_000, 512, &["p".to_string()]).expect("due");
+        assert_eq!(handed.len(), 100);
+        assert!(handed.iter().all(|e| e.id.starts_with("due")));
+        assert_eq!(crate::store::decodes::take("outbox"), 100, "decoded rows other than the due ones");
+        assert_eq!(store.pending_count().expect("count"), 11_100);
+    }
+
+    /// A store whose queue indexes are missing (an earlier version, a restored backup) has them
+    /// made again when it opens.
+    #[test]
+    fn the_queue_indexes_are_rebuilt_when_missing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("settleproof.redb");
+        let store = Store::open(&path).expect("open");
+        store
+            .record_settlement(&record(), &[event("a1", 1, 1), event("a2", 1, 2), event("b1", 2, 1)], 0)
+            .expect("record");
+        let tx = store.db().begin_write().expect("tx");
+        tx.delete_table(OUTBOX_DUE).expect("drop due");
+        tx.delete_table(OUTBOX_ORDER).expect("drop order");
+        tx.commit().expect("commit");
+        drop(store);
+        let store = Store::open(&path).expect("reopen");
+        let mut ids: Vec<String> = store.due_events(0, 10, &[]).expect("due").into_iter().map(|e| e.id).collect();
+        ids.sort();
+        assert_eq!(ids, vec!["a1", "b1"], "a2 still waits for a1");
     }
 }
