@@ -178,6 +178,11 @@ impl ApiSection {
 pub struct P2pSection {
     /// Multiaddr to listen on, e.g. `/ip4/127.0.0.1/tcp/9000`.
     pub listen: String,
+    /// Also publish on and listen to the plain (unscoped) topics for the first chain, and take
+    /// untagged requests: only while upgrading from the version before several chains, whose
+    /// nodes know no other topics. Off, every message goes out once.
+    #[serde(default)]
+    pub plain_topics: bool,
 }
 
 /// One chain: its RPC providers, contracts, depth, rounds and fees.

@@ -14,15 +14,18 @@ pub const ATTESTATIONS: &str = "settleproof/attestations/1";
 pub const INVOICES: &str = "settleproof/invoices/1";
 /// Topic of operator heartbeats.
 pub const HEARTBEATS: &str = "settleproof/heartbeats/1";
-/// Topic of webhook delivery acknowledgements.
+/// Topic of webhook delivery acknowledgements, one a message (still heard; no longer sent).
 pub const DELIVERIES: &str = "settleproof/deliveries/1";
+/// Topic of webhook delivery acknowledgements, many a message ([`DeliveryAcks`]).
+pub const DELIVERY_BATCHES: &str = "settleproof/deliveries/2";
 
 /// The topics of a chain's pipeline, as the code names them.
-pub const TOPICS: [&str; 8] = [
+pub const TOPICS: [&str; 9] = [
     ATTESTATIONS,
     INVOICES,
     HEARTBEATS,
     DELIVERIES,
+    DELIVERY_BATCHES,
     crate::set_approval::TOPIC,
     crate::merchants::TOPIC,
     crate::merchants::KEYS_TOPIC,
@@ -53,6 +56,43 @@ pub struct DeliveryAck {
 impl DeliveryAck {
     /// Longest webhook id accepted (ours are 36 characters).
     pub const MAX_ID_LEN: usize = 128;
+}
+
+/// The acknowledgements an operator gathered over a short while, in one gossip message: one
+/// signature, one check and one store write for all of them instead of one each.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryAcks {
+    /// When it was sent (the message's freshness).
+    pub sent_at_ms: u64,
+    /// The acknowledgements, at most [`DeliveryAcks::MAX_ACKS`].
+    pub acks: Vec<DeliveryAck>,
+}
+
+impl DeliveryAcks {
+    /// Most acknowledgements in one message.
+    pub const MAX_ACKS: usize = 256;
+
+    /// The acknowledgements of a message heard at `now_ms` that are fresh (delivered within
+    /// [`MESSAGE_MAX_AGE_MS`]). A message that is not one, holds too many, or names an id too
+    /// long is refused whole: an honest operator never sends one.
+    pub fn validate(data: &[u8], now_ms: u64) -> Result<Vec<DeliveryAck>, GossipRejection> {
+        let batch: DeliveryAcks =
+            serde_json::from_slice(data).map_err(|e| GossipRejection::Malformed(e.to_string()))?;
+        if batch.acks.len() > Self::MAX_ACKS {
+            return Err(GossipRejection::Malformed(format!(
+                "{} acknowledgements in one message, at most {}",
+                batch.acks.len(),
+                Self::MAX_ACKS
+            )));
+        }
+        if batch.acks.iter().any(|a| a.webhook_id.len() > DeliveryAck::MAX_ID_LEN) {
+            return Err(GossipRejection::Malformed(format!(
+                "a webhook id over {} characters",
+                DeliveryAck::MAX_ID_LEN
+            )));
+        }
+        Ok(batch.acks.into_iter().filter(|a| now_ms.abs_diff(a.delivered_at_ms) <= MESSAGE_MAX_AGE_MS).collect())
+    }
 }
 
 /// An operator saying it is alive, and whether it can pay for a settlement.

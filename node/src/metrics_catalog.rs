@@ -64,6 +64,7 @@ const GOSSIP_TOPICS: &[&str] = &[
     "settleproof/invoices/1",
     "settleproof/heartbeats/1",
     "settleproof/deliveries/1",
+    "settleproof/deliveries/2",
     "settleproof/set-approvals/1",
     "settleproof/merchant-approvals/1",
     "settleproof/api-keys/1",

@@ -76,8 +76,8 @@ pub struct NodeHandle {
     /// Splits the swarm's events by chain; it holds a network handle, so it ends only when
     /// stopped, after every pipeline ended.
     demux: JoinHandle<()>,
-    /// The first chain's id: its pipeline also uses the plain topics.
-    first_chain: u64,
+    /// The chain whose pipeline also uses the plain topics (`p2p.plain_topics`), if any.
+    plain_chain: Option<u64>,
     /// Where the API listens.
     pub api_addr: SocketAddr,
     /// This node's peer id.
@@ -99,10 +99,10 @@ impl NodeHandle {
     }
 
     /// The network as chain `chain_id`'s pipeline sees it: its topics and requests (the first
-    /// chain's publishes on the plain topics too).
+    /// chain's publishes on the plain topics too under `p2p.plain_topics`).
     pub fn chain_net(&self, chain_id: u64) -> NetworkHandle {
         let scope = chain_id.to_string();
-        if chain_id == self.first_chain { self.net.scoped_with_plain(&scope) } else { self.net.scoped(&scope) }
+        if Some(chain_id) == self.plain_chain { self.net.scoped_with_plain(&scope) } else { self.net.scoped(&scope) }
     }
 
     /// Resolves when shutdown was requested.
@@ -142,15 +142,23 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
     for p in &prepared {
         initial_peers.push(p.epochs.peers(p.store.next_round()?, pipeline::DEFAULT_GRACE_ROUNDS));
     }
-    // Every chain in its own scope; the first also on the plain topics, for nodes of the
-    // version before several chains.
-    let scopes: Vec<Scope> =
-        prepared.iter().enumerate().map(|(i, p)| Scope { tag: p.cfg.chain_id.to_string(), plain: i == 0 }).collect();
+    // Every chain in its own scope; with `p2p.plain_topics` the first also on the plain topics,
+    // for nodes of the version before several chains (each message then goes out twice).
+    let plain = cfg.p2p.plain_topics;
+    let scopes: Vec<Scope> = prepared
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Scope { tag: p.cfg.chain_id.to_string(), plain: plain && i == 0 })
+        .collect();
     let (net, net_events) = settleproof_p2p::spawn(NetworkConfig {
         keypair: keys.libp2p.clone(),
         listen: parse_multiaddr(&cfg.p2p.listen)?,
         peers: crate::peer_union::union(initial_peers.iter()),
-        topics: prepared.iter().enumerate().flat_map(|(i, p)| gossip::topics(p.cfg.chain_id, i == 0)).collect(),
+        topics: prepared
+            .iter()
+            .enumerate()
+            .flat_map(|(i, p)| gossip::topics(p.cfg.chain_id, plain && i == 0))
+            .collect(),
         redial_interval: Duration::from_secs(1),
     })?;
     let (scoped_events, demux) = settleproof_p2p::demux(net.clone(), net_events, &scopes, &gossip::TOPICS, 1024);
@@ -172,7 +180,8 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
         },
         &cfg.merchants,
     )?;
-    merchants.attach(net.scoped_with_plain(&home.cfg.chain_id.to_string()));
+    let home_scope = home.cfg.chain_id.to_string();
+    merchants.attach(if plain { net.scoped_with_plain(&home_scope) } else { net.scoped(&home_scope) });
     for p in &prepared {
         p.store.route_endpoints(merchants.routes());
     }
@@ -225,8 +234,8 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
     tasks.push(tokio::spawn(api::server::serve("api", listener, api::router(state), limits, shutdown_rx.clone())));
     let chains: Vec<String> = cfg.chains.iter().map(|c| format!("{} ({})", c.chain_id, c.label())).collect();
     info!(node = %cfg.node.name, api = %api_addr, peer_id = %net.local_peer_id(), chains = ?chains, "node started");
-    let first_chain = cfg.chains.first().map_or(0, |c| c.chain_id);
-    Ok(NodeHandle { shutdown, tasks, demux, first_chain, api_addr, peer_id: net.local_peer_id(), net })
+    let plain_chain = cfg.chains.first().map(|c| c.chain_id).filter(|_| plain);
+    Ok(NodeHandle { shutdown, tasks, demux, plain_chain, api_addr, peer_id: net.local_peer_id(), net })
 }
 
 /// Opens chain `index`'s store and connects it to its providers (no call is made yet).

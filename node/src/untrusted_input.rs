@@ -159,6 +159,11 @@ fn fixture() -> &'static Fixture {
             })
             .expect("json"),
             serde_json::to_vec(&DeliveryAck { webhook_id: "msg_1".into(), delivered_at_ms: 9 }).expect("json"),
+            serde_json::to_vec(&crate::gossip::DeliveryAcks {
+                sent_at_ms: 9,
+                acks: vec![DeliveryAck { webhook_id: "msg_1".into(), delivered_at_ms: 9 }],
+            })
+            .expect("json"),
         ];
         let leaf = PaymentLeaf {
             chain_id: 31337,
@@ -212,6 +217,7 @@ fn decode_all(data: &[u8]) {
     let _ = Heartbeat::validate(data, &peer, &f.epochs);
     let _ = InvoiceAnnouncement::validate(data, &f.scope);
     let _ = serde_json::from_slice::<DeliveryAck>(data);
+    let _ = crate::gossip::DeliveryAcks::validate(data, 1_000_000);
     let _ = fresh(data, 1_000_000);
     if let Ok(r) = serde_json::from_slice::<SyncRequest>(data) {
         assert!(r.rounds.len() <= data.len() && r.invoices.len() <= data.len(), "allocation beyond the input");

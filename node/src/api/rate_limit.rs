@@ -21,15 +21,21 @@ impl RateLimiter {
 
     /// Takes one token for `key` at `now`; `Err(seconds)` to wait when none is left.
     pub fn take(&self, key: &str, now: Instant) -> Result<(), u64> {
+        self.take_n(key, now, 1.0)
+    }
+
+    /// Takes `n` tokens for `key` at `now` (a request that costs as much as `n` ordinary ones);
+    /// `Err(seconds)` to wait when fewer are left.
+    pub fn take_n(&self, key: &str, now: Instant, n: f64) -> Result<(), u64> {
         let Ok(mut b) = self.buckets.lock() else { return Ok(()) };
         let (tokens, last) = b.entry(key.to_string()).or_insert((self.burst, now));
         *tokens = (*tokens + now.saturating_duration_since(*last).as_secs_f64() * self.rate).min(self.burst);
         *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
+        if *tokens >= n {
+            *tokens -= n;
             Ok(())
         } else {
-            Err(((1.0 - *tokens) / self.rate.max(f64::MIN_POSITIVE)).ceil() as u64)
+            Err(((n - *tokens) / self.rate.max(f64::MIN_POSITIVE)).ceil() as u64)
         }
     }
 }

@@ -10,6 +10,9 @@ use settleproof_consensus::{BlsSignature, InsertOutcome};
 use settleproof_p2p::{NetworkEvent, PeerId, RequestRef, Verdict};
 use tracing::{debug, error, info, warn};
 
+/// Acknowledgements a batch carries per budget token of its author.
+const ACKS_PER_MESSAGE_TOKEN: usize = 16;
+
 impl RoundDriver {
     pub(super) async fn on_network(&self, st: &mut State, ev: NetworkEvent) {
         match ev {
@@ -38,6 +41,7 @@ impl RoundDriver {
                     gossip::INVOICES => self.on_invoice(&data, source).await,
                     gossip::HEARTBEATS => self.on_heartbeat(st, &data, source),
                     gossip::DELIVERIES => self.on_delivery_ack(&data, source),
+                    gossip::DELIVERY_BATCHES => self.on_delivery_acks(st, &data, source),
                     crate::set_approval::TOPIC => self.on_set_approval(&data, source).await,
                     crate::merchants::TOPIC => self.on_merchant_approval(&data, source).await,
                     crate::merchants::KEYS_TOPIC => self.on_api_key(&data, source).await,
@@ -220,26 +224,51 @@ impl RoundDriver {
     /// signed the gossip message (not whoever forwarded it), and only together with the claims
     /// of enough others ([`crate::store::Store::acknowledge`]). The write happens off the loop.
     fn on_delivery_ack(&self, data: &[u8], source: PeerId) -> Verdict {
+        match serde_json::from_slice::<gossip::DeliveryAck>(data) {
+            Ok(ack) if ack.webhook_id.len() <= gossip::DeliveryAck::MAX_ID_LEN => self.record_acks(source, vec![ack]),
+            _ => Verdict::Reject,
+        }
+    }
+
+    /// Acknowledgements gathered by their operator into one message. Each beyond the first
+    /// [`ACKS_PER_MESSAGE_TOKEN`] costs its author budget as a message would, so batching
+    /// cannot multiply what one operator may make this node write.
+    fn on_delivery_acks(&self, st: &mut State, data: &[u8], source: PeerId) -> Verdict {
+        match gossip::DeliveryAcks::validate(data, now_ms()) {
+            Ok(acks) => {
+                let extra = (acks.len() / ACKS_PER_MESSAGE_TOKEN) as f64;
+                if extra > 0.0 && st.limiter.take_n(&source.to_string(), std::time::Instant::now(), extra).is_err() {
+                    metrics::counter!("gossip_rate_limited_total", "chain_id" => self.chain.chain_id().to_string(), "topic" => gossip::DELIVERY_BATCHES).increment(1);
+                    return Verdict::Ignore;
+                }
+                self.record_acks(source, acks)
+            }
+            Err(e) => {
+                warn!(peer = %source, error = %e, "delivery acknowledgements rejected");
+                Verdict::Reject
+            }
+        }
+    }
+
+    /// Records `source`'s acknowledgements off the loop, in one store write.
+    fn record_acks(&self, source: PeerId, acks: Vec<gossip::DeliveryAck>) -> Verdict {
         if !self.epochs.knows_peer(&source) {
             return Verdict::Reject;
         }
-        let operator = crate::epochs::peer_tag(&source);
-        match serde_json::from_slice::<gossip::DeliveryAck>(data) {
-            Ok(ack) if ack.webhook_id.len() <= gossip::DeliveryAck::MAX_ID_LEN => {
-                let store = self.store.clone();
-                tokio::task::spawn_blocking(move || {
-                    match store.acknowledge(&ack.webhook_id, operator, ack.delivered_at_ms, now_ms()) {
-                        Ok(true) => {
-                            debug!(webhook_id = %ack.webhook_id, operator, "webhook delivered by other operators")
-                        }
-                        Ok(false) => {}
-                        Err(e) => error!(webhook_id = %ack.webhook_id, error = %e, "cannot record an acknowledgement"),
-                    }
-                });
-                Verdict::Accept
-            }
-            _ => Verdict::Reject,
+        if acks.is_empty() {
+            return Verdict::Accept;
         }
+        let operator = crate::epochs::peer_tag(&source);
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let of: Vec<(&str, u64)> = acks.iter().map(|a| (a.webhook_id.as_str(), a.delivered_at_ms)).collect();
+            match store.acknowledge_many(&of, operator, now_ms()) {
+                Ok(0) => {}
+                Ok(closed) => debug!(events = closed, operator, "webhooks delivered by other operators"),
+                Err(e) => error!(acks = of.len(), error = %e, "cannot record acknowledgements"),
+            }
+        });
+        Verdict::Accept
     }
 
     /// An operator's approval of a proposed set change: kept (off the loop) when it is its

@@ -73,29 +73,39 @@ impl Store {
     /// event once enough distinct operators claim it. Expired acknowledgements are pruned.
     /// Returns whether a pending event was closed.
     pub fn acknowledge(&self, id: &str, operator: u32, at_ms: u64, now_ms: u64) -> Result<bool, StoreError> {
+        Ok(self.acknowledge_many(&[(id, at_ms)], operator, now_ms)? == 1)
+    }
+
+    /// [`Store::acknowledge`] for each `(id, at_ms)` of one operator's message, in one write
+    /// transaction; returns how many pending events were closed.
+    pub fn acknowledge_many(&self, acks_of: &[(&str, u64)], operator: u32, now_ms: u64) -> Result<usize, StoreError> {
         let tx = self.begin_bookkeeping()?;
-        let closed = {
+        let mut closed = 0;
+        {
             let mut acks = tx.open_table(ACKS)?;
             let mut times = tx.open_table(ACK_TIMES)?;
             prune_acks(&mut acks, &mut times, now_ms)?;
-            if acks.get((id, operator))?.is_none() {
-                acks.insert((id, operator), at_ms)?;
-                times.insert((now_ms, id, operator), ())?;
-            }
             let mut queue = Queue::open(&tx)?;
             let mut outbox = tx.open_table(OUTBOX)?;
-            let current: Option<OutboxEvent> = outbox.get(id)?.map(|v| decode("outbox", v.value())).transpose()?;
-            match (current, acked_by_quorum(&acks, id, self.ack_quorum())?) {
-                (Some(mut e), Some(acked)) if e.delivered_at_ms.is_none() => {
+            for &(id, at_ms) in acks_of {
+                if acks.get((id, operator))?.is_none() {
+                    acks.insert((id, operator), at_ms)?;
+                    times.insert((now_ms, id, operator), ())?;
+                }
+                // The event is read only once enough operators claim it.
+                let Some(acked) = acked_by_quorum(&acks, id, self.ack_quorum())? else { continue };
+                let current: Option<OutboxEvent> = outbox.get(id)?.map(|v| decode("outbox", v.value())).transpose()?;
+                if let Some(mut e) = current
+                    && e.delivered_at_ms.is_none()
+                {
                     e.delivered_at_ms = Some(acked);
                     e.last_outcome = Some("delivered by other operators".into());
                     outbox.insert(id, encode(&e).as_slice())?;
                     queue.unschedule(&e)?;
-                    true
+                    closed += 1;
                 }
-                _ => false,
             }
-        };
+        }
         tx.commit()?;
         Ok(closed)
     }

@@ -56,7 +56,7 @@ pub use merchants::{
     AuditEntry, MAX_PENDING_PER_SIGNER, MerchantApprovalPut, MerchantChange, PendingChange, PreviousSecret,
     RegistryEntry,
 };
-pub use outbox::{Attempt, AttemptEffect, EndpointState, OutboxEvent, webhook_id};
+pub use outbox::{Attempt, AttemptEffect, DueDelivery, EndpointState, OutboxEvent, webhook_id};
 pub use rounds::{SettlementRecord, SignedBatch, SigningOutcome};
 pub use webhook_endpoints::{EndpointPut, EndpointRoutes, PutRule, WebhookEndpoint, endpoint_state_key, takes};
 

@@ -97,6 +97,17 @@ impl OutboxEvent {
     }
 }
 
+/// A due delivery as the queue's index names it, before its event is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueDelivery {
+    /// Delivery id.
+    pub id: String,
+    /// Merchant.
+    pub merchant_id: String,
+    /// Its endpoint's delivery state key ([`OutboxEvent::endpoint_key`]).
+    pub endpoint_key: String,
+}
+
 /// One delivery attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Attempt {
@@ -217,28 +228,35 @@ impl Store {
         Ok(())
     }
 
-    /// Pending events due at `now_ms`, oldest first, at most `limit`, skipping endpoints whose
-    /// [`OutboxEvent::endpoint_key`] is in `paused` (`<merchant>/*`: all of a merchant's) and
-    /// any event whose invoice has an earlier event still pending to the same endpoint (events
-    /// of one invoice go out in sequence; a failing event holds back only its own invoice at its
-    /// own endpoint). Reads the due part of the queue's index and decodes only the events it
-    /// returns: deliveries not yet due (waiting for their turn or a retry), delivered or dead
-    /// ones cost nothing here.
-    pub fn due_events(&self, now_ms: u64, limit: usize, paused: &[String]) -> Result<Vec<OutboxEvent>, StoreError> {
+    /// Pending deliveries due at `now_ms`, oldest first, at most `limit`, without the ones in
+    /// `skip` (under way already), skipping endpoints whose [`OutboxEvent::endpoint_key`] is in
+    /// `paused` (`<merchant>/*`: all of a merchant's) and any delivery whose invoice has an
+    /// earlier event still pending to the same endpoint (events of one invoice go out in
+    /// sequence; a failing event holds back only its own invoice at its own endpoint).
+    ///
+    /// Reads only the due part of the queue's index and decodes no event: deliveries not yet
+    /// due (waiting for their failover turn or a retry), delivered or dead ones cost nothing,
+    /// and a delivery pass reads no more than it can start.
+    pub fn due_deliveries(
+        &self,
+        now_ms: u64,
+        limit: usize,
+        paused: &[String],
+        skip: &std::collections::HashSet<String>,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
         let tx = self.read()?;
         let due = tx.open_table(OUTBOX_DUE)?;
         let order = tx.open_table(OUTBOX_ORDER)?;
-        let outbox = tx.open_table(OUTBOX)?;
         let paused_merchant = |m: &str| paused.iter().any(|p| p.strip_suffix("/*") == Some(m));
-        let mut out = Vec::new();
         for entry in due.range(..(now_ms.saturating_add(1), ""))? {
-            if out.len() >= limit {
-                break;
-            }
             let (k, v) = entry?;
             let (_, id) = k.value();
             let (merchant, endpoint_key, invoice, sequence) = v.value();
-            if paused.iter().any(|p| p == endpoint_key) || paused_merchant(merchant) {
+            if skip.contains(id) || paused.iter().any(|p| p == endpoint_key) || paused_merchant(merchant) {
                 continue;
             }
             if let Some(inv) = invoice
@@ -246,11 +264,41 @@ impl Store {
             {
                 continue;
             }
-            if let Some(v) = outbox.get(id)? {
+            out.push(DueDelivery {
+                id: id.to_string(),
+                merchant_id: merchant.to_string(),
+                endpoint_key: endpoint_key.to_string(),
+            });
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The events of [`Store::due_deliveries`] (none skipped), decoded.
+    pub fn due_events(&self, now_ms: u64, limit: usize, paused: &[String]) -> Result<Vec<OutboxEvent>, StoreError> {
+        let due = self.due_deliveries(now_ms, limit, paused, &Default::default())?;
+        let tx = self.read()?;
+        let outbox = tx.open_table(OUTBOX)?;
+        let mut out = Vec::with_capacity(due.len());
+        for d in due {
+            if let Some(v) = outbox.get(d.id.as_str())? {
                 out.push(decode::<OutboxEvent>("outbox", v.value())?);
             }
         }
         Ok(out)
+    }
+
+    /// Delivery `id` when it is still pending and due at `now_ms` (not delivered, dead-lettered
+    /// or moved to a later attempt since it was read as due).
+    pub fn due_event(&self, id: &str, now_ms: u64) -> Result<Option<OutboxEvent>, StoreError> {
+        let tx = self.read()?;
+        if tx.open_table(OUTBOX_PENDING)?.get(id)?.is_none_or(|at| at.value() > now_ms) {
+            return Ok(None);
+        }
+        let outbox = tx.open_table(OUTBOX)?;
+        outbox.get(id)?.map(|v| decode("outbox", v.value())).transpose()
     }
 
     /// Number of events not yet delivered (nor dead).
@@ -606,6 +654,10 @@ pub(super) mod tests {
         let due: Vec<OutboxEvent> = (0..100u64).map(|i| event_of(format!("due{i}"), "m", 60_000 + i, 1)).collect();
         store.enqueue_events(&due, 10).expect("due");
         crate::store::decodes::take("outbox");
+        let skip = std::collections::HashSet::from(["due0".to_string()]);
+        let names = store.due_deliveries(1_000, 64, &["p".to_string()], &skip).expect("due");
+        assert_eq!((names.len(), names.iter().any(|d| d.id == "due0")), (64, false), "at most the limit, none skipped");
+        assert_eq!(crate::store::decodes::take("outbox"), 0, "naming due deliveries decodes no event");
         let handed = store.due_events(1_000, 512, &["p".to_string()]).expect("due");
         assert_eq!(handed.len(), 100);
         assert!(handed.iter().all(|e| e.id.starts_with("due")));

@@ -13,7 +13,7 @@
 use super::retry::{self, Decision};
 use super::signature;
 use crate::gossip::{self, DeliveryAck};
-use crate::store::{Attempt, AttemptEffect, EndpointState, OutboxEvent, Store};
+use crate::store::{Attempt, AttemptEffect, DueDelivery, EndpointState, OutboxEvent, Store};
 use crate::time::{now_ms, now_s};
 use rand::Rng;
 use settleproof_config::WebhookSection;
@@ -23,7 +23,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// Longest answer excerpt kept per attempt.
 const EXCERPT: usize = 256;
@@ -46,8 +46,8 @@ fn per_endpoint_bound(per_merchant: usize, shared: bool) -> usize {
 
 impl InFlight {
     /// Takes a slot for `event` unless it is already under way or a bound is reached.
-    fn try_take(&mut self, event: &OutboxEvent, total: usize, per_merchant: usize, shared: bool) -> bool {
-        let key = event.endpoint_key();
+    fn try_take(&mut self, event: &DueDelivery, total: usize, per_merchant: usize, shared: bool) -> bool {
+        let key = event.endpoint_key.clone();
         let here = self.per_endpoint.get(&key).copied().unwrap_or(0);
         let merchant = self.per_merchant.get(&event.merchant_id).copied().unwrap_or(0);
         if self.events.contains(&event.id)
@@ -63,10 +63,10 @@ impl InFlight {
         true
     }
 
-    fn release(&mut self, event: &OutboxEvent) {
+    fn release(&mut self, event: &DueDelivery) {
         self.events.remove(&event.id);
         for (map, key) in
-            [(&mut self.per_endpoint, event.endpoint_key()), (&mut self.per_merchant, event.merchant_id.clone())]
+            [(&mut self.per_endpoint, event.endpoint_key.clone()), (&mut self.per_merchant, event.merchant_id.clone())]
         {
             if let Some(n) = map.get_mut(&key) {
                 *n = n.saturating_sub(1);
@@ -92,7 +92,13 @@ pub struct Deliverer {
     chain_id: u64,
     completion: Option<Arc<Completion>>,
     in_flight: Arc<std::sync::Mutex<InFlight>>,
+    /// Deliveries made here and not yet acknowledged to the other operators.
+    acks: Arc<std::sync::Mutex<Vec<DeliveryAck>>>,
 }
+
+/// How often the deliveries made here are acknowledged to the other operators, in one message
+/// ([`gossip::DeliveryAcks`]) per period: at 300 deliveries a second, 10 messages instead of 300.
+const ACK_PERIOD: Duration = Duration::from_millis(100);
 
 /// What a node needs to complete a bare `payment.settled` event before delivering it: the
 /// invoice may have reached it since the settlement (a partition healed), or a peer has it.
@@ -135,6 +141,7 @@ impl Deliverer {
             chain_id,
             completion: None,
             in_flight: Arc::default(),
+            acks: Arc::default(),
         }
     }
 
@@ -196,6 +203,7 @@ impl Deliverer {
     /// Runs until `shutdown` turns true; deliveries under way then get the attempt timeout to
     /// finish (an attempt cut short is not recorded and is made again: at least once).
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let acks = tokio::spawn(self.clone().acknowledge(shutdown.clone()));
         let mut tasks = tokio::task::JoinSet::new();
         loop {
             self.expire_invoices();
@@ -213,8 +221,13 @@ impl Deliverer {
                 paused.extend(f.per_merchant.iter().filter(|(_, n)| **n >= bound).map(|(m, _)| format!("{m}/*")));
             }
             // The store hands out only the first pending event of each invoice, so one
-            // invoice's events go out in order however many run at once.
-            match self.store.due_events(now_ms(), 512, &paused) {
+            // invoice's events go out in order however many run at once. It names at most as
+            // many deliveries as there are free slots, leaving out those under way.
+            let (free, under_way) = match self.in_flight.lock() {
+                Ok(f) => (self.settings.max_in_flight.saturating_sub(f.events.len()), f.events.clone()),
+                Err(_) => (0, HashSet::new()),
+            };
+            match self.store.due_deliveries(now_ms(), free, &paused, &under_way) {
                 Ok(due) => {
                     for event in due {
                         let shared = self.merchants.routes().has_endpoints(&event.merchant_id);
@@ -228,7 +241,7 @@ impl Deliverer {
                             tasks.spawn(async move {
                                 // Released however the attempt ends, a panic included.
                                 let _slot = Slot { worker: &worker, event: &event };
-                                worker.attempt_if_still_due(&event).await;
+                                worker.attempt_if_still_due(&event.id).await;
                             });
                         }
                     }
@@ -246,21 +259,50 @@ impl Deliverer {
         }
         let grace = Duration::from_millis(self.settings.timeout_ms.saturating_add(1000));
         let _ = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+        self.publish_acks().await;
+        acks.abort();
     }
 
-    /// Attempts `event` unless it changed since it was read as due (delivered or attempted by
-    /// a task that finished in between).
-    async fn attempt_if_still_due(&self, event: &OutboxEvent) {
-        match self.store.outbox_event(&event.id) {
-            Ok(Some(fresh))
-                if fresh.attempts == event.attempts
-                    && fresh.delivered_at_ms.is_none()
-                    && fresh.dead_at_ms.is_none() =>
+    /// Acknowledges the deliveries made here every [`ACK_PERIOD`] until `shutdown`.
+    async fn acknowledge(self, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(ACK_PERIOD);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.publish_acks().await,
+                _ = shutdown.changed() => break,
+            }
+        }
+    }
+
+    /// Publishes the acknowledgements gathered, [`gossip::DeliveryAcks::MAX_ACKS`] a message. One
+    /// that cannot be published is lost: the others then deliver the event themselves, at their
+    /// turn (at least once).
+    async fn publish_acks(&self) {
+        let Some(net) = &self.net else { return };
+        let gathered = match self.acks.lock() {
+            Ok(mut a) => std::mem::take(&mut *a),
+            Err(_) => return,
+        };
+        for chunk in gathered.chunks(gossip::DeliveryAcks::MAX_ACKS) {
+            let batch = gossip::DeliveryAcks { sent_at_ms: now_ms(), acks: chunk.to_vec() };
+            if let Err(e) = net.publish(gossip::DELIVERY_BATCHES, serde_json::to_vec(&batch).unwrap_or_default()).await
             {
+                debug!(acks = chunk.len(), error = %e, "delivery acknowledgements not published");
+            }
+        }
+    }
+
+    /// Attempts delivery `id` unless it is no longer due (delivered, dead-lettered, or moved to
+    /// a later attempt by a task that finished after the pass read it as due). Its slot is held,
+    /// so no other task of this node attempts it meanwhile.
+    async fn attempt_if_still_due(&self, id: &str) {
+        match self.store.due_event(id, now_ms()) {
+            Ok(Some(fresh)) if fresh.delivered_at_ms.is_none() && fresh.dead_at_ms.is_none() => {
                 self.attempt(&fresh).await;
             }
             Ok(_) => {}
-            Err(e) => warn!(webhook_id = %event.id, error = %e, "cannot read a webhook event"),
+            Err(e) => warn!(webhook_id = %id, error = %e, "cannot read a webhook event"),
         }
     }
 
@@ -420,10 +462,12 @@ impl Deliverer {
         match decision {
             Decision::Delivered => {
                 info!(webhook_id = %event.id, merchant = %merchant.id, event_type = %event.event_type, attempt = attempt_no, latency_ms, "webhook delivered");
-                if let Some(net) = &self.net {
-                    // Acknowledged by delivery id: each endpoint's delivery is its own.
-                    let ack = DeliveryAck { webhook_id: event.id.clone(), delivered_at_ms: now };
-                    let _ = net.publish(gossip::DELIVERIES, serde_json::to_vec(&ack).unwrap_or_default()).await;
+                // Acknowledged by delivery id (each endpoint's delivery is its own), with the
+                // others gathered in this period.
+                if self.net.is_some()
+                    && let Ok(mut acks) = self.acks.lock()
+                {
+                    acks.push(DeliveryAck { webhook_id: event.id.clone(), delivered_at_ms: now });
                 }
                 true
             }
@@ -504,7 +548,7 @@ impl Deliverer {
 /// Holds a delivery slot; gives it back when dropped, however the attempt ended.
 struct Slot<'a> {
     worker: &'a Deliverer,
-    event: &'a OutboxEvent,
+    event: &'a DueDelivery,
 }
 
 impl Drop for Slot<'_> {

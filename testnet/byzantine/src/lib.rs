@@ -77,16 +77,16 @@ impl ByzantineOperator {
             let peer: PeerId = o.peer_id.parse().map_err(|e| ByzantineError::Config(format!("peer id: {e}")))?;
             peers.push((peer, parse_multiaddr(&o.p2p_addr)?));
         }
-        // It takes part on the first chain only, through the plain topics its pipeline also
-        // owns (as a node of the version before several chains would).
+        // It takes part on the first chain only, in that chain's scope of the gossip.
         let chain = cfg.chains.first().ok_or_else(|| ByzantineError::Config("no chain configured".into()))?;
         let (net, events) = settleproof_p2p::spawn(NetworkConfig {
             keypair: keys.libp2p.clone(),
             listen: parse_multiaddr(&cfg.p2p.listen)?,
             peers,
-            topics: settleproof_node::gossip::TOPICS.iter().map(|t| t.to_string()).collect(),
+            topics: settleproof_node::gossip::topics(chain.chain_id, false),
             redial_interval: Duration::from_secs(1),
         })?;
+        let net = net.scoped(&chain.chain_id.to_string());
         let me = Self {
             net,
             keys: Arc::new(keys),
