@@ -3,6 +3,8 @@
 # the raw numbers (docs/benchmarks/results.json). Release build; the measurements take about
 # 5 minutes on 2 cores (the first build adds a few). Benchmarks are not tests: nothing here
 # fails on a slow number.
+# Every figure more than 15% worse than docs/benchmarks/baseline.json is printed at the end,
+# with a one-line verdict against the goals (tests/bench/compare.py).
 # Usage: ./tests/bench.sh [--quick]
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,4 +31,5 @@ echo "testnet measurements"
 SETTLEPROOF_BIN="$TARGET/release/settleproof" "$TARGET/release/bench" --criterion "$TARGET/criterion" "$@"
 
 python3 tests/bench/report.py
+python3 tests/bench/compare.py docs/benchmarks/results.json
 echo "benchmarks done in $(( $(date +%s) - started )) s (after the build): docs/benchmarks.md"
