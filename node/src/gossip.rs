@@ -10,8 +10,10 @@ use settleproof_p2p::PeerId;
 
 /// Topic of batch attestations.
 pub const ATTESTATIONS: &str = "settleproof/attestations/1";
-/// Topic of invoice announcements.
+/// Topic of invoice announcements, one a message (still heard; no longer sent).
 pub const INVOICES: &str = "settleproof/invoices/1";
+/// Topic of invoice announcements, many a message ([`InvoiceAnnouncements`]).
+pub const INVOICE_BATCHES: &str = "settleproof/invoices/2";
 /// Topic of operator heartbeats.
 pub const HEARTBEATS: &str = "settleproof/heartbeats/1";
 /// Topic of webhook delivery acknowledgements, one a message (still heard; no longer sent).
@@ -20,9 +22,10 @@ pub const DELIVERIES: &str = "settleproof/deliveries/1";
 pub const DELIVERY_BATCHES: &str = "settleproof/deliveries/2";
 
 /// The topics of a chain's pipeline, as the code names them.
-pub const TOPICS: [&str; 9] = [
+pub const TOPICS: [&str; 10] = [
     ATTESTATIONS,
     INVOICES,
+    INVOICE_BATCHES,
     HEARTBEATS,
     DELIVERIES,
     DELIVERY_BATCHES,
@@ -163,6 +166,59 @@ pub struct InvoiceAnnouncement {
     pub invoice: Invoice,
     /// Send time.
     pub sent_at_ms: u64,
+}
+
+/// The invoices an operator created (or announces again) over a short while, in one gossip
+/// message: one signature and one check of it, and one store write for the new ones, instead
+/// of one each.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvoiceAnnouncements {
+    /// Send time.
+    pub sent_at_ms: u64,
+    /// The invoices, at most [`InvoiceAnnouncements::MAX_INVOICES`].
+    pub invoices: Vec<Invoice>,
+}
+
+impl InvoiceAnnouncements {
+    /// Most invoices in one message.
+    pub const MAX_INVOICES: usize = 64;
+    /// Most bytes of one message as the sender packs it (gossip carries at most 64 KiB).
+    pub const MAX_BYTES: usize = 48 * 1024;
+
+    /// The invoices of a message, unchecked ([`check_invoice`] judges each); one that is not
+    /// such a message or holds too many is refused whole.
+    pub fn decode(data: &[u8]) -> Result<Vec<Invoice>, GossipRejection> {
+        let batch: Self = serde_json::from_slice(data).map_err(|e| GossipRejection::Malformed(e.to_string()))?;
+        if batch.invoices.len() > Self::MAX_INVOICES {
+            return Err(GossipRejection::Malformed(format!(
+                "{} invoices in one message, at most {}",
+                batch.invoices.len(),
+                Self::MAX_INVOICES
+            )));
+        }
+        Ok(batch.invoices)
+    }
+
+    /// `invoices` packed into messages of at most [`Self::MAX_INVOICES`] and about
+    /// [`Self::MAX_BYTES`] each (an invoice larger than that alone goes in one of its own).
+    pub fn pack(invoices: &[Invoice], sent_at_ms: u64) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut batch: Vec<Invoice> = Vec::new();
+        let mut bytes = 0;
+        for inv in invoices {
+            let size = serde_json::to_vec(inv).map(|v| v.len()).unwrap_or(0) + 1;
+            if !batch.is_empty() && (batch.len() >= Self::MAX_INVOICES || bytes + size > Self::MAX_BYTES) {
+                out.push(Self { sent_at_ms, invoices: std::mem::take(&mut batch) });
+                bytes = 0;
+            }
+            batch.push(inv.clone());
+            bytes += size;
+        }
+        if !batch.is_empty() {
+            out.push(Self { sent_at_ms, invoices: batch });
+        }
+        out.into_iter().map(|b| serde_json::to_vec(&b).unwrap_or_default()).collect()
+    }
 }
 
 /// Why a gossip message was rejected.
@@ -435,5 +491,61 @@ mod tests {
         for (fate, verdict, penalize) in table {
             assert_eq!(fate.verdict(), (verdict, penalize), "{fate:?}");
         }
+    }
+
+    fn invoice(n: u64, metadata_bytes: usize) -> Invoice {
+        Invoice {
+            id: B256::from(alloy::primitives::U256::from(n)),
+            nonce: B256::repeat_byte(4),
+            merchant_id: "shop".into(),
+            payout_address: Address::repeat_byte(0x11),
+            amount: alloy::primitives::U256::from(5u64),
+            token: Address::ZERO,
+            created_at: 1,
+            expires_at: None,
+            metadata: (metadata_bytes > 0).then(|| serde_json::json!({ "note": "x".repeat(metadata_bytes) })),
+            created_by: "node-0".into(),
+            idempotency: None,
+            redirect_url: None,
+        }
+    }
+
+    /// Announcements pack into messages of at most 64 invoices and about 48 KiB, which decode
+    /// back to the same invoices in order; a message holding more is refused whole.
+    #[test]
+    fn invoice_announcements_pack_within_bounds_and_decode_back() {
+        let small: Vec<Invoice> = (0..200).map(|n| invoice(n, 0)).collect();
+        let large: Vec<Invoice> = (0..10).map(|n| invoice(1000 + n, 20_000)).collect();
+        for set in [small, large] {
+            let messages = InvoiceAnnouncements::pack(&set, 7);
+            let mut back = Vec::new();
+            for m in &messages {
+                assert!(m.len() <= 64 * 1024, "{} bytes", m.len());
+                let invoices = InvoiceAnnouncements::decode(m).expect("decodes");
+                assert!(invoices.len() <= InvoiceAnnouncements::MAX_INVOICES);
+                back.extend(invoices);
+            }
+            assert_eq!(back, set);
+        }
+        let over = InvoiceAnnouncements { sent_at_ms: 7, invoices: (0..65).map(|n| invoice(n, 0)).collect() };
+        let err = InvoiceAnnouncements::decode(&serde_json::to_vec(&over).expect("json")).expect_err("too many");
+        assert!(matches!(err, GossipRejection::Malformed(_)), "{err}");
+    }
+
+    /// A batch of acknowledgements keeps the fresh ones; one too large or with an id too long is
+    /// refused whole.
+    #[test]
+    fn delivery_acknowledgements_in_one_message_are_bounded() {
+        let now = 10 * MESSAGE_MAX_AGE_MS;
+        let ack = |id: &str, at: u64| DeliveryAck { webhook_id: id.into(), delivered_at_ms: at };
+        let batch =
+            DeliveryAcks { sent_at_ms: now, acks: vec![ack("a", now - 5), ack("old", now - MESSAGE_MAX_AGE_MS - 1)] };
+        let kept = DeliveryAcks::validate(&serde_json::to_vec(&batch).expect("json"), now).expect("valid");
+        assert_eq!(kept, vec![ack("a", now - 5)], "the stale one is dropped");
+        let many =
+            DeliveryAcks { sent_at_ms: now, acks: (0..=DeliveryAcks::MAX_ACKS).map(|_| ack("a", now)).collect() };
+        assert!(DeliveryAcks::validate(&serde_json::to_vec(&many).expect("json"), now).is_err());
+        let long = DeliveryAcks { sent_at_ms: now, acks: vec![ack(&"x".repeat(DeliveryAck::MAX_ID_LEN + 1), now)] };
+        assert!(DeliveryAcks::validate(&serde_json::to_vec(&long).expect("json"), now).is_err());
     }
 }

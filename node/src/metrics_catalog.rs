@@ -62,6 +62,7 @@ use Kind::{Counter as C, Gauge as G, Histogram as H};
 const GOSSIP_TOPICS: &[&str] = &[
     "settleproof/attestations/1",
     "settleproof/invoices/1",
+    "settleproof/invoices/2",
     "settleproof/heartbeats/1",
     "settleproof/deliveries/1",
     "settleproof/deliveries/2",

@@ -146,6 +146,7 @@ fn fixture() -> &'static Fixture {
             serde_json::to_vec(&attestation).expect("json"),
             serde_json::to_vec(&Heartbeat { operator: 0, can_pay: true, sent_at_ms: 5 }).expect("json"),
             serde_json::to_vec(&InvoiceAnnouncement { invoice: invoice.clone(), sent_at_ms: 5 }).expect("json"),
+            crate::gossip::InvoiceAnnouncements::pack(std::slice::from_ref(&invoice), 5).concat(),
             serde_json::to_vec(&SyncRequest {
                 rounds: vec![1, 2, 3],
                 invoices: vec![B256::repeat_byte(9)],
@@ -218,6 +219,11 @@ fn decode_all(data: &[u8]) {
     let _ = InvoiceAnnouncement::validate(data, &f.scope);
     let _ = serde_json::from_slice::<DeliveryAck>(data);
     let _ = crate::gossip::DeliveryAcks::validate(data, 1_000_000);
+    if let Ok(invoices) = crate::gossip::InvoiceAnnouncements::decode(data) {
+        for inv in invoices {
+            let _ = crate::gossip::check_invoice(inv, &f.scope);
+        }
+    }
     let _ = fresh(data, 1_000_000);
     if let Ok(r) = serde_json::from_slice::<SyncRequest>(data) {
         assert!(r.rounds.len() <= data.len() && r.invoices.len() <= data.len(), "allocation beyond the input");

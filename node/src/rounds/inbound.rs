@@ -12,6 +12,9 @@ use tracing::{debug, error, info, warn};
 
 /// Acknowledgements a batch carries per budget token of its author.
 const ACKS_PER_MESSAGE_TOKEN: usize = 16;
+/// Invoices an announcement carries per budget token of its author (checking one costs a hash
+/// and a read).
+const INVOICES_PER_MESSAGE_TOKEN: usize = 32;
 
 impl RoundDriver {
     pub(super) async fn on_network(&self, st: &mut State, ev: NetworkEvent) {
@@ -39,6 +42,7 @@ impl RoundDriver {
                 let verdict = match topic.as_str() {
                     gossip::ATTESTATIONS => self.on_attestation(st, &data, source).await,
                     gossip::INVOICES => self.on_invoice(&data, source).await,
+                    gossip::INVOICE_BATCHES => self.on_invoices(st, &data, source).await,
                     gossip::HEARTBEATS => self.on_heartbeat(st, &data, source),
                     gossip::DELIVERIES => self.on_delivery_ack(&data, source),
                     gossip::DELIVERY_BATCHES => self.on_delivery_acks(st, &data, source),
@@ -204,6 +208,75 @@ impl RoundDriver {
                 Verdict::Reject
             }
         }
+    }
+
+    /// Invoices another operator announces in one message, each judged as
+    /// [`Self::on_invoice`] judges one: an altered or invented one, or one in another operator's
+    /// name, refuses the whole message and scores its author (an honest operator never sends
+    /// one); one this node's merchant configuration does not take (it may lag) is left out.
+    /// The new ones are stored off the loop in one write.
+    async fn on_invoices(&self, st: &mut State, data: &[u8], source: PeerId) -> Verdict {
+        let chain_id = self.chain.chain_id().to_string();
+        let invoices = match gossip::InvoiceAnnouncements::decode(data) {
+            Ok(invoices) => invoices,
+            Err(e) => {
+                warn!(peer = %source, error = %e, "invoice announcements rejected");
+                return Verdict::Reject;
+            }
+        };
+        let extra = (invoices.len() / INVOICES_PER_MESSAGE_TOKEN) as f64;
+        if extra > 0.0 && st.limiter.take_n(&source.to_string(), std::time::Instant::now(), extra).is_err() {
+            metrics::counter!("gossip_rate_limited_total", "chain_id" => chain_id, "topic" => gossip::INVOICE_BATCHES)
+                .increment(1);
+            return Verdict::Ignore;
+        }
+        let author = self.epochs.name_of_peer(&source);
+        let scope = self.invoice_scope();
+        let mut good = Vec::with_capacity(invoices.len());
+        for inv in invoices {
+            match gossip::check_invoice(inv, &scope) {
+                Ok(inv) if Some(inv.created_by.as_str()) != author.as_deref() => {
+                    metrics::counter!("invoice_conflicts_total", "chain_id" => chain_id, "reason" => "foreign_creator")
+                        .increment(1);
+                    warn!(peer = %source, invoice_id = %inv.id, created_by = %inv.created_by, "invoice announced in another operator's name rejected");
+                    self.net.penalize(source).await;
+                    return Verdict::Reject;
+                }
+                Ok(inv) => good.push(inv),
+                Err(e @ GossipRejection::InvoiceIdMismatch(_)) => {
+                    metrics::counter!("invoice_conflicts_total", "chain_id" => chain_id, "reason" => e.reason())
+                        .increment(1);
+                    warn!(peer = %source, error = %e, "altered or invented invoice rejected");
+                    self.net.penalize(source).await;
+                    return Verdict::Reject;
+                }
+                Err(e) => warn!(peer = %source, error = %e, "announced invoice ignored"),
+            }
+        }
+        if good.is_empty() {
+            return Verdict::Ignore;
+        }
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut new = Vec::new();
+            for inv in good {
+                match store.invoice(inv.id) {
+                    Ok(Some(known)) if known != inv => {
+                        metrics::counter!("invoice_conflicts_total", "chain_id" => chain_id.clone(), "reason" => "other_copy")
+                            .increment(1);
+                        warn!(invoice_id = %inv.id, "another copy of a known invoice announced; the first one is kept");
+                    }
+                    Ok(Some(_)) => {}
+                    _ => new.push(inv),
+                }
+            }
+            if !new.is_empty()
+                && let Err(e) = store.put_invoices(&new)
+            {
+                error!(invoices = new.len(), error = %e, "cannot store replicated invoices");
+            }
+        });
+        Verdict::Accept
     }
 
     fn on_heartbeat(&self, st: &mut State, data: &[u8], source: PeerId) -> Verdict {
