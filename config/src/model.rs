@@ -183,6 +183,12 @@ pub struct P2pSection {
     /// nodes know no other topics. Off, every message goes out once.
     #[serde(default)]
     pub plain_topics: bool,
+    /// Also send each invoice announcement and delivery acknowledgement in a message of its
+    /// own on the topics of the versions before batched gossip (`settleproof/invoices/1`,
+    /// `settleproof/deliveries/1`): only while upgrading from such a version, whose nodes hear
+    /// no other. Off, they go out packed.
+    #[serde(default)]
+    pub single_messages: bool,
 }
 
 /// One chain: its RPC providers, contracts, depth, rounds and fees.

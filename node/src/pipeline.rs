@@ -112,6 +112,7 @@ pub fn spawn(
     if let Some(first) = limits_of {
         deliverer = deliverer.sharing_limits_with(first);
     }
+    deliverer = deliverer.with_single_acks(cfg.p2p.single_messages);
     let api = ChainState {
         chain_id,
         name: p.cfg.label(),
@@ -119,7 +120,7 @@ pub fn spawn(
         schedule: p.schedule,
         payments_contract: p.cfg.payments_contract,
         settlement_contract: p.cfg.settlement_contract,
-        replicator: Some(InvoiceReplicator::spawn(net.clone(), shutdown.clone())),
+        replicator: Some(InvoiceReplicator::spawn(net.clone(), cfg.p2p.single_messages, shutdown.clone())),
         epochs: Some(p.epochs.clone()),
         chain: Some(p.chain.clone()),
         watcher: Some(watcher_status.clone()),

@@ -28,10 +28,11 @@ pub struct InvoiceReplicator {
 }
 
 impl InvoiceReplicator {
-    /// Starts the replication task.
-    pub fn spawn(net: NetworkHandle, shutdown: watch::Receiver<bool>) -> Self {
+    /// Starts the replication task; `single`: each invoice also in a message of its own on
+    /// [`gossip::INVOICES`] (`p2p.single_messages`, while nodes of an earlier version remain).
+    pub fn spawn(net: NetworkHandle, single: bool, shutdown: watch::Receiver<bool>) -> Self {
         let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(run(net, rx, shutdown));
+        tokio::spawn(run(net, rx, single, shutdown));
         Self { tx }
     }
 
@@ -43,7 +44,7 @@ impl InvoiceReplicator {
     }
 }
 
-async fn run(net: NetworkHandle, mut rx: mpsc::Receiver<Invoice>, mut shutdown: watch::Receiver<bool>) {
+async fn run(net: NetworkHandle, mut rx: mpsc::Receiver<Invoice>, single: bool, mut shutdown: watch::Receiver<bool>) {
     let mut queue: Vec<(Invoice, Instant, u32)> = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
@@ -62,6 +63,12 @@ async fn run(net: NetworkHandle, mut rx: mpsc::Receiver<Invoice>, mut shutdown: 
         for data in InvoiceAnnouncements::pack(&due, now_ms()) {
             if let Err(e) = net.publish(gossip::INVOICE_BATCHES, data).await {
                 debug!(invoices = due.len(), error = %e, "invoice announcements not published");
+            }
+        }
+        for inv in due.iter().filter(|_| single) {
+            let one = gossip::InvoiceAnnouncement { invoice: inv.clone(), sent_at_ms: now_ms() };
+            if let Err(e) = net.publish(gossip::INVOICES, serde_json::to_vec(&one).unwrap_or_default()).await {
+                debug!(invoice_id = %inv.id, error = %e, "invoice announcement not published");
             }
         }
         queue.retain(|(_, _, sent)| *sent < SENDS);

@@ -161,4 +161,19 @@ mod tests {
         store.record_settlement(&record(), &[event("d", 4, 1)], later).expect("record");
         assert_eq!(store.outbox_event("d").expect("get").map(|e| e.state()), Some("pending"));
     }
+
+    /// One operator's batch closes nothing by itself, however many events it names; a second
+    /// operator's batch closes the events both claim, in one write.
+    #[test]
+    fn batches_of_acknowledgements_close_only_what_a_quorum_claims() {
+        let (_dir, store) = temp_store();
+        store.set_ack_quorum(2);
+        store.record_settlement(&record(), &[event("a", 1, 1), event("b", 2, 1), event("c", 3, 1)], 0).expect("record");
+        assert_eq!(store.acknowledge_many(&[("a", 5), ("b", 5), ("c", 5), ("x", 5)], 1, 10).expect("batch"), 0);
+        assert_eq!(store.pending_count().expect("count"), 3);
+        assert_eq!(store.acknowledge_many(&[("a", 6), ("b", 7)], 2, 11).expect("batch"), 2);
+        assert_eq!(store.pending_count().expect("count"), 1);
+        let due: Vec<String> = store.due_events(100, 10, &[]).expect("due").into_iter().map(|e| e.id).collect();
+        assert_eq!(due, vec!["c"], "closed events leave the queue's indexes too");
+    }
 }

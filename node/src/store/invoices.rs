@@ -80,6 +80,18 @@ impl Store {
         self.put_invoices_at(invoices, crate::time::now_s(), false)
     }
 
+    /// Stores invoices other operators announced, in one transaction committed without waiting
+    /// for the disk (the next durable commit persists it): a crash before that loses only
+    /// copies, which the creating operator holds durably and this node fetches again when it
+    /// settles their payments (`rounds::invoice_fetch`). Existing ids are kept; returns how
+    /// many were new.
+    pub fn put_replicated_invoices(&self, invoices: &[Invoice]) -> Result<usize, StoreError> {
+        let tx = self.begin_bookkeeping()?;
+        let new = Self::insert_invoices(&tx, invoices, crate::time::now_s(), false)?;
+        tx.commit()?;
+        Ok(new)
+    }
+
     /// [`Store::put_invoices`], indexing idempotency keys as seen at `now_s`
     /// (`replace_expired`: a new invoice may take a key whose invoice expired as a key).
     pub(super) fn put_invoices_at(

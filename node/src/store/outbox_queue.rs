@@ -85,11 +85,34 @@ pub(super) fn earlier_pending(
     Ok(order.range((invoice, endpoint_key, 0u64, "")..(invoice, endpoint_key, sequence, ""))?.next().is_some())
 }
 
-/// Makes the indexes again from `outbox_pending` when their size disagrees with it; returns
-/// how many deliveries were indexed (0: nothing to do).
+/// Whether the indexes hold exactly the pending deliveries: every due entry at its delivery's
+/// due time, as many entries as deliveries, and an order entry for each one with an invoice.
+/// A store written by a version without the indexes (which may have delivered and queued as
+/// many deliveries as it found) fails this; no event is decoded.
+fn agrees(tx: &redb::WriteTransaction) -> Result<bool, StoreError> {
+    let pending = tx.open_table(OUTBOX_PENDING)?;
+    let due = tx.open_table(OUTBOX_DUE)?;
+    if due.len()? != pending.len()? {
+        return Ok(false);
+    }
+    let mut with_invoice = 0u64;
+    for entry in due.iter()? {
+        let (k, v) = entry?;
+        let (at, id) = k.value();
+        if pending.get(id)?.map(|p| p.value()) != Some(at) {
+            return Ok(false);
+        }
+        if v.value().2.is_some() {
+            with_invoice += 1;
+        }
+    }
+    Ok(tx.open_table(OUTBOX_ORDER)?.len()? == with_invoice)
+}
+
+/// Makes the indexes again from `outbox_pending` unless they agree with it; returns how many
+/// deliveries were indexed (0: nothing to do).
 pub(super) fn rebuild(tx: &redb::WriteTransaction) -> Result<u64, StoreError> {
-    let pending_len = tx.open_table(OUTBOX_PENDING)?.len()?;
-    if tx.open_table(OUTBOX_DUE)?.len()? == pending_len {
+    if agrees(tx)? {
         return Ok(0);
     }
     tx.open_table(OUTBOX_DUE)?.retain(|_, _| false)?;

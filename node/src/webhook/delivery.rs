@@ -94,6 +94,8 @@ pub struct Deliverer {
     in_flight: Arc<std::sync::Mutex<InFlight>>,
     /// Deliveries made here and not yet acknowledged to the other operators.
     acks: Arc<std::sync::Mutex<Vec<DeliveryAck>>>,
+    /// Also acknowledge each delivery in a message of its own (`p2p.single_messages`).
+    single_acks: bool,
 }
 
 /// How often the deliveries made here are acknowledged to the other operators, in one message
@@ -142,6 +144,7 @@ impl Deliverer {
             completion: None,
             in_flight: Arc::default(),
             acks: Arc::default(),
+            single_acks: false,
         }
     }
 
@@ -149,6 +152,13 @@ impl Deliverer {
     /// workers of a node's chains together stay within them.
     pub fn sharing_limits_with(mut self, other: &Deliverer) -> Self {
         self.in_flight = other.in_flight.clone();
+        self
+    }
+
+    /// Also acknowledges each delivery in a message of its own on [`gossip::DELIVERIES`], for
+    /// nodes of the version before batched acknowledgements (`p2p.single_messages`).
+    pub fn with_single_acks(mut self, single: bool) -> Self {
+        self.single_acks = single;
         self
     }
 
@@ -203,7 +213,9 @@ impl Deliverer {
     /// Runs until `shutdown` turns true; deliveries under way then get the attempt timeout to
     /// finish (an attempt cut short is not recorded and is made again: at least once).
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let acks = tokio::spawn(self.clone().acknowledge(shutdown.clone()));
+        // Acknowledges through the shutdown grace below too (deliveries finishing then are
+        // acknowledged while the network still runs), then once more and stops.
+        let acks = tokio::spawn(self.clone().acknowledge());
         let mut tasks = tokio::task::JoinSet::new();
         loop {
             self.expire_invoices();
@@ -221,29 +233,24 @@ impl Deliverer {
                 paused.extend(f.per_merchant.iter().filter(|(_, n)| **n >= bound).map(|(m, _)| format!("{m}/*")));
             }
             // The store hands out only the first pending event of each invoice, so one
-            // invoice's events go out in order however many run at once. It names at most as
-            // many deliveries as there are free slots, leaving out those under way.
-            let (free, under_way) = match self.in_flight.lock() {
-                Ok(f) => (self.settings.max_in_flight.saturating_sub(f.events.len()), f.events.clone()),
-                Err(_) => (0, HashSet::new()),
+            // invoice's events go out in order however many run at once. Each delivery it names
+            // takes a slot as it is read (one under way or over a bound is passed over), and the
+            // read stops once the free slots are taken.
+            let free = self.in_flight.lock().map_or(0, |f| self.settings.max_in_flight.saturating_sub(f.events.len()));
+            let (total, bound) = (self.settings.max_in_flight, self.settings.max_in_flight_per_merchant);
+            let take = |d: &DueDelivery| {
+                let shared = self.merchants.routes().has_endpoints(&d.merchant_id);
+                self.in_flight.lock().is_ok_and(|mut f| f.try_take(d, total, bound, shared))
             };
-            match self.store.due_deliveries(now_ms(), free, &paused, &under_way) {
-                Ok(due) => {
-                    for event in due {
-                        let shared = self.merchants.routes().has_endpoints(&event.merchant_id);
-                        let taken = self.in_flight.lock().is_ok_and(|mut f| {
-                            let (total, bound) =
-                                (self.settings.max_in_flight, self.settings.max_in_flight_per_merchant);
-                            f.try_take(&event, total, bound, shared)
+            match self.store.due_deliveries(now_ms(), free, &paused, take) {
+                Ok(taken) => {
+                    for event in taken {
+                        let worker = self.clone();
+                        tasks.spawn(async move {
+                            // Released however the attempt ends, a panic included.
+                            let _slot = Slot { worker: &worker, event: &event };
+                            worker.attempt_if_still_due(&event.id).await;
                         });
-                        if taken {
-                            let worker = self.clone();
-                            tasks.spawn(async move {
-                                // Released however the attempt ends, a panic included.
-                                let _slot = Slot { worker: &worker, event: &event };
-                                worker.attempt_if_still_due(&event.id).await;
-                            });
-                        }
                     }
                 }
                 Err(e) => warn!(error = %e, "cannot read the webhook outbox"),
@@ -259,19 +266,17 @@ impl Deliverer {
         }
         let grace = Duration::from_millis(self.settings.timeout_ms.saturating_add(1000));
         let _ = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
-        self.publish_acks().await;
         acks.abort();
+        self.publish_acks().await;
     }
 
-    /// Acknowledges the deliveries made here every [`ACK_PERIOD`] until `shutdown`.
-    async fn acknowledge(self, mut shutdown: watch::Receiver<bool>) {
+    /// Acknowledges the deliveries made here every [`ACK_PERIOD`], until aborted.
+    async fn acknowledge(self) {
         let mut tick = tokio::time::interval(ACK_PERIOD);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
-                _ = tick.tick() => self.publish_acks().await,
-                _ = shutdown.changed() => break,
-            }
+            tick.tick().await;
+            self.publish_acks().await;
         }
     }
 
@@ -298,7 +303,12 @@ impl Deliverer {
     /// so no other task of this node attempts it meanwhile.
     async fn attempt_if_still_due(&self, id: &str) {
         match self.store.due_event(id, now_ms()) {
-            Ok(Some(fresh)) if fresh.delivered_at_ms.is_none() && fresh.dead_at_ms.is_none() => {
+            // An endpoint disabled since the pass read it (a 410 just now) gets no more.
+            Ok(Some(fresh))
+                if fresh.delivered_at_ms.is_none()
+                    && fresh.dead_at_ms.is_none()
+                    && !self.store.endpoint(&fresh.endpoint_key()).is_ok_and(|s| s.disabled) =>
+            {
                 self.attempt(&fresh).await;
             }
             Ok(_) => {}

@@ -160,10 +160,15 @@ impl ByzantineOperator {
         }
     }
 
-    /// Claims it delivered event `webhook_id`.
+    /// Claims it delivered event `webhook_id`, in a batch of acknowledgements as honest nodes
+    /// send them, and in a message of its own as earlier versions did.
     pub async fn forge_ack(&self, webhook_id: &str) -> bool {
         let ack = DeliveryAck { webhook_id: webhook_id.to_string(), delivered_at_ms: now_ms() };
-        self.net.publish(gossip::DELIVERIES, serde_json::to_vec(&ack).unwrap_or_default()).await.is_ok()
+        let batch = gossip::DeliveryAcks { sent_at_ms: now_ms(), acks: vec![ack.clone()] };
+        let batched =
+            self.net.publish(gossip::DELIVERY_BATCHES, serde_json::to_vec(&batch).unwrap_or_default()).await.is_ok();
+        let single = self.net.publish(gossip::DELIVERIES, serde_json::to_vec(&ack).unwrap_or_default()).await.is_ok();
+        batched || single
     }
 
     /// Signs `batch` with its real BLS key and publishes the attestation.

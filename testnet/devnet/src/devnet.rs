@@ -202,7 +202,11 @@ pub async fn init(spec: &DevnetSpec) -> Result<Devnet, DevnetError> {
                 shutdown_grace_ms: 5000,
             },
             api: ApiSection::with_listen(([127, 0, 0, 1], spec.api_ports[i]).into()),
-            p2p: P2pSection { listen: format!("/ip4/127.0.0.1/tcp/{}", spec.p2p_ports[i]), plain_topics: false },
+            p2p: P2pSection {
+                listen: format!("/ip4/127.0.0.1/tcp/{}", spec.p2p_ports[i]),
+                plain_topics: false,
+                single_messages: false,
+            },
             chains: chains
                 .iter()
                 .zip(std::iter::once(&first).chain(spec.more_chains.iter()))
