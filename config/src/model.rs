@@ -202,6 +202,11 @@ pub struct ChainSection {
     pub name: Option<String>,
     /// HTTP JSON-RPC endpoints of this node's own providers.
     pub rpc_endpoints: Vec<String>,
+    /// WebSocket endpoints (`wss://`, or `ws://` to loopback) whose `newHeads` subscription
+    /// wakes the watcher at each new block; what it reads still comes from `rpc_endpoints` and
+    /// their quorum. Empty: the watcher polls every `poll_interval_ms` only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rpc_ws_endpoints: Vec<String>,
     /// How many providers must agree on a read.
     #[serde(default = "one")]
     pub rpc_quorum: usize,

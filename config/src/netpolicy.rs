@@ -20,6 +20,14 @@ pub enum UrlProblem {
         "`{0}` is a loopback, private, link-local, multicast or metadata address: use a public host, or set webhooks.allow_private_targets = true"
     )]
     Private(String),
+    /// Not an absolute ws(s) URL with a host.
+    #[error("`{0}` is not a ws:// or wss:// URL with a host")]
+    NotWs(String),
+    /// Plain ws to a host other than loopback.
+    #[error(
+        "ws:// to `{0}` would send it in clear over the network: use wss://, or set tls.allow_insecure_http = true"
+    )]
+    InsecureWs(String),
     /// Credentials in a webhook URL would be sent to the endpoint and stored in logs.
     #[error("the URL holds a user name or password; remove it")]
     Credentials,
@@ -35,6 +43,20 @@ pub fn check_url(raw: &str, allow_insecure: bool) -> Result<url::Url, UrlProblem
     };
     if parsed.scheme() == "http" && !allow_insecure && !is_loopback_host(&parsed) {
         return Err(UrlProblem::Insecure(host));
+    }
+    Ok(parsed)
+}
+
+/// Checks a WebSocket URL: ws(s), with a host, and `ws://` only to loopback unless
+/// `allow_insecure`. Returns the parsed URL.
+pub fn check_ws_url(raw: &str, allow_insecure: bool) -> Result<url::Url, UrlProblem> {
+    let parsed = url::Url::parse(raw).map_err(|_| UrlProblem::NotWs(mask_urls(raw)))?;
+    let host = match parsed.host() {
+        Some(h) if matches!(parsed.scheme(), "ws" | "wss") => h.to_string(),
+        _ => return Err(UrlProblem::NotWs(mask_urls(raw))),
+    };
+    if parsed.scheme() == "ws" && !allow_insecure && !is_loopback_host(&parsed) {
+        return Err(UrlProblem::InsecureWs(host));
     }
     Ok(parsed)
 }

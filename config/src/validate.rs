@@ -89,6 +89,9 @@ fn chains(cfg: &NodeConfig, v: &mut Problems) {
     }
 }
 
+/// WebSocket endpoints of one chain at most (each holds a connection open).
+const MAX_WS_ENDPOINTS: usize = 8;
+
 /// Chains one node serves at most (each has its own pipeline, store and tasks).
 const MAX_CHAINS: usize = 16;
 
@@ -103,6 +106,17 @@ fn chain(cfg: &NodeConfig, at: &str, c: &ChainSection, v: &mut Problems) {
         if let Err(e) = check_url(url, cfg.tls.allow_insecure_http) {
             v.add(format!("{at}.rpc_endpoints[{i}]"), redacted(&e, url));
         }
+    }
+    for (i, url) in c.rpc_ws_endpoints.iter().enumerate() {
+        if let Err(e) = crate::netpolicy::check_ws_url(url, cfg.tls.allow_insecure_http) {
+            v.add(format!("{at}.rpc_ws_endpoints[{i}]"), redacted(&e, url));
+        }
+    }
+    if c.rpc_ws_endpoints.len() > MAX_WS_ENDPOINTS {
+        v.add(
+            format!("{at}.rpc_ws_endpoints"),
+            format!("at most {MAX_WS_ENDPOINTS} endpoints; one per provider is enough"),
+        );
     }
     if c.rpc_quorum == 0 || c.rpc_quorum > c.rpc_endpoints.len().max(1) {
         v.add(
@@ -371,6 +385,16 @@ mod tests {
                 "rpc_endpoints = [\"http://127.0.0.1:8545\"]",
                 "rpc_endpoints = [\"ftp://x\"]",
                 "chains[0].rpc_endpoints[0]",
+            ),
+            (
+                "rpc_endpoints = [\"http://127.0.0.1:8545\"]",
+                "rpc_endpoints = [\"http://127.0.0.1:8545\"]\nrpc_ws_endpoints = [\"http://127.0.0.1:8545\"]",
+                "chains[0].rpc_ws_endpoints[0]",
+            ),
+            (
+                "rpc_endpoints = [\"http://127.0.0.1:8545\"]",
+                "rpc_endpoints = [\"http://127.0.0.1:8545\"]\nrpc_ws_endpoints = [\"ws://rpc.example.com/KEY\"]",
+                "chains[0].rpc_ws_endpoints[0]",
             ),
             ("rpc_quorum = 1", "rpc_quorum = 2", "chains[0].rpc_quorum"),
             ("rpc_hedge_ms = 250 ", "rpc_hedge_ms = 2001 ", "chains[0].rpc_hedge_ms"),

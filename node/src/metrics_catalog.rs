@@ -185,6 +185,8 @@ pub const CATALOG: &[Metric] = &[
     c(C, "keeper_nonce_desync_total", "Settlement account nonce found out of sync with the chain", Labels::None),
     c(C, "keeper_selection_rounds_total", "Rounds this node submitted as keeper", Labels::None),
     c(C, "rpc_log_disagreements_total", "Logs returned by fewer providers than the quorum", Labels::None),
+    c(C, "rpc_head_notifications_total", "New heads reported by the newHeads subscriptions", Labels::None),
+    c(C, "rpc_head_subscription_failures_total", "newHeads subscriptions that failed or ended", Labels::None),
     c(C, "rpc_quorum_failures_total", "Reads without a provider quorum, by operation", Labels::One("op", RPC_OPS)),
     c(C, "rpc_requests_total", "RPC calls per provider and outcome", Labels::ProviderOutcome(RPC_OUTCOMES)),
     m(

@@ -220,6 +220,9 @@ fn run(
         watcher_status,
         p.epochs.clone(),
     );
+    let heads = Arc::new(Notify::new());
+    tasks.extend(crate::chain::heads::spawn(&p.cfg.rpc_ws_endpoints, chain_id, heads.clone(), shutdown.clone()));
+    let watcher = watcher.woken_by(heads);
     tasks.push(tokio::spawn(watcher.run(shutdown.clone()).in_current_span()));
 
     let driver = RoundDriver {

@@ -7,6 +7,8 @@ import sys
 
 import matplotlib
 
+import compare
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -214,11 +216,25 @@ def page(r, plots):
         w(f"| API `{e['endpoint']}` p99 at {e['rate']:g} requests/s | {ms(e['latency_ms']['p99'])} ({e['errors']} errors of {e['requests']}) | < {e['target_p99_ms']:.0f} ms |")
     w(f"| node after {fp['invoices']:,} invoices | RSS {mb(fp['rss_after_reads_bytes'])}, store {mb(fp['store_bytes'])}, ready {fp['startup_ready_ms'] / 1000:.1f} s after start | |")
     w("")
+    ok, line = compare.verdict(r)
+    w(f"**Against the goals:** {'all met' if ok else 'not all met'}: {line}.")
+    w("")
+    if compare.BASELINE.exists():
+        base = json.loads(compare.BASELINE.read_text())
+        worse = compare.regressions(r, base)
+        w(f"**Against the baseline** ([benchmarks/baseline.json](benchmarks/baseline.json), commit `{base['commit']}`): "
+          + ("no figure more than 15% worse." if not worse else
+             "more than 15% worse: " + "; ".join(f"{n} {v:.3g} against {b:.3g} ({x:+.0%})" for n, v, b, x in worse) + "."))
+        w("")
     w("What these benchmarks found and fixed along the way: building the receipts of a round rebuilt its batch and"
       " Merkle tree once per payment (quadratic in the batch; delivery fell to about 100 invoices/s), now one tree"
       " per round; webhook delivery bookkeeping (attempts, acknowledgements) paid an fsync per event, now"
       " committed without one (a crash can only repeat an event, never lose one); repeated invoice"
-      " announcements opened a write transaction each, now a read answers them.")
+      " announcements opened a write transaction each, now a read answers them. Throughput at 200/s offered"
+      " later fell to 38/s: every delivery pass decoded every pending event (each node holds every event until"
+      " its failover turn), and gossip carried every invoice 14 times and every acknowledgement twice; the"
+      " profiles, the cost of each cause and what each fix won back are in"
+      " [benchmarks/profiles.md](benchmarks/profiles.md).")
     w("")
     w("## 1. Latency overhead")
     w("")

@@ -17,6 +17,7 @@ pub mod classify;
 pub mod client;
 #[cfg(test)]
 pub mod fake;
+pub mod heads;
 pub mod providers;
 pub mod quorum;
 pub mod sender;

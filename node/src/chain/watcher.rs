@@ -164,6 +164,8 @@ pub struct Watcher {
     status: Arc<WatcherStatus>,
     epochs: Arc<Epochs>,
     unagreed: Mutex<(u64, u32)>,
+    /// Notified at each new head a subscription reports ([`super::heads`]).
+    heads: Arc<Notify>,
 }
 
 impl Watcher {
@@ -178,7 +180,24 @@ impl Watcher {
         status: Arc<WatcherStatus>,
         epochs: Arc<Epochs>,
     ) -> Self {
-        Self { client, store, cfg, schedule, progress, status, epochs, unagreed: Mutex::new((0, 0)) }
+        Self {
+            client,
+            store,
+            cfg,
+            schedule,
+            progress,
+            status,
+            epochs,
+            unagreed: Mutex::new((0, 0)),
+            heads: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Steps at once (at most once per [`super::heads::MIN_STEP_GAP`]) when `heads` is
+    /// notified, besides polling.
+    pub fn woken_by(mut self, heads: Arc<Notify>) -> Self {
+        self.heads = heads;
+        self
     }
 
     /// The concatenated EIP-2537 keys of the signers in `bitmap` in `epoch`, ascending by index
@@ -222,11 +241,14 @@ impl Watcher {
         WatchError::Unagreed { from, to, logs, attempt }
     }
 
-    /// Runs until `shutdown` turns true.
+    /// Runs until `shutdown` turns true: steps every `poll_interval_ms`, at once after a step
+    /// that moved, and when a new head is notified (not sooner than
+    /// [`super::heads::MIN_STEP_GAP`] after the last step began, whatever the notifier sends).
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let poll = Duration::from_millis(self.cfg.poll_interval_ms);
         let mut failures: u32 = 0;
         loop {
+            let began = tokio::time::Instant::now();
             let wait = match self.step().await {
                 Ok(step) => {
                     failures = 0;
@@ -247,6 +269,9 @@ impl Watcher {
             };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
+                _ = self.heads.notified(), if failures == 0 => {
+                    tokio::time::sleep_until(began + super::heads::MIN_STEP_GAP).await;
+                }
                 _ = shutdown.changed() => return,
             }
         }

@@ -234,3 +234,45 @@ async fn a_hung_provider_does_not_hold_the_watcher() {
         .expect("every read returned on the honest answers");
     assert_eq!(blocks_of(&store, 1), vec![at]);
 }
+
+/// A new-head notifier that never stops (a hostile WebSocket endpoint) wakes the watcher at
+/// most once per `MIN_STEP_GAP`, and each wake is a step of quorum reads like a poll.
+#[tokio::test(start_paused = true)]
+async fn head_notifications_wake_the_watcher_no_more_than_its_minimum_gap() {
+    let mut steps_of = Vec::new();
+    for flood in [false, true] {
+        let chain = FakeChain::new(31337, SETTLEMENT, 10);
+        let (_dir, store) = temp_store();
+        let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = {
+            let calls = calls.clone();
+            Behaviour::Tamper(Arc::new(move |method, _| {
+                if method == "eth_blockNumber" {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                }
+            }))
+        };
+        let cfg = ChainSection { poll_interval_ms: 10_000, rpc_quorum: 1, ..cfg() };
+        let heads = Arc::new(Notify::new());
+        let w = watcher_with(cfg, &chain, vec![counted], &store).woken_by(heads.clone());
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let running = tokio::spawn(w.run(stopped));
+        let notifier = tokio::spawn(async move {
+            while flood {
+                heads.notify_one();
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        });
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let _ = stop.send(true);
+        let _ = running.await;
+        notifier.abort();
+        steps_of.push(calls.load(Ordering::SeqCst));
+    }
+    // The quiet run catches up with the chain and then waits for its poll; the flooded one
+    // steps once per gap on top of that.
+    let (quiet, flooded) = (steps_of[0], steps_of[1]);
+    let most = 1000 / super::heads::MIN_STEP_GAP.as_millis() as u64;
+    let woken = flooded.saturating_sub(quiet);
+    assert!((most / 2..=most + 1).contains(&woken), "{woken} steps woken in 1 s of notifications (at most {most})");
+}

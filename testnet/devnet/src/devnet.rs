@@ -286,6 +286,13 @@ fn chain_section(spec: &DevnetSpec, chain: &DevnetChain, c: &ChainSpec, i: usize
         name: Some(format!("anvil-{index}")),
         rpc_quorum: endpoints.len() / 2 + 1,
         rpc_endpoints: endpoints,
+        // New heads straight from the chain (its WebSocket on the same port); reads go through
+        // the providers above.
+        rpc_ws_endpoints: c
+            .rpc_url
+            .strip_prefix("http://")
+            .map(|rest| vec![format!("ws://{rest}")])
+            .unwrap_or_default(),
         rpc_timeout_ms: 2000,
         rpc_retries: 2,
         rpc_breaker_failures: 3,

@@ -27,6 +27,7 @@ fn chain(endpoints: Vec<String>, quorum: usize, hedge_ms: u64) -> ChainSection {
     ChainSection {
         chain_id: 31337,
         rpc_endpoints: endpoints,
+        rpc_ws_endpoints: Vec::new(),
         rpc_quorum: quorum,
         rpc_timeout_ms: 2000,
         rpc_retries: 2,
