@@ -258,9 +258,11 @@ async fn head_notifications_wake_the_watcher_no_more_than_its_minimum_gap() {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let running = tokio::spawn(w.run(stopped));
         let notifier = tokio::spawn(async move {
-            while flood {
-                heads.notify_one();
-                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            if flood {
+                loop {
+                    heads.notify_one();
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
             }
         });
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
