@@ -295,6 +295,7 @@ pub fn merchant_problems(
 fn redacted(e: &UrlProblem, url: &str) -> String {
     match e {
         UrlProblem::NotHttp(_) => "is not an http:// or https:// URL with a host".to_string(),
+        UrlProblem::NotWs(_) => "is not a ws:// or wss:// URL with a host".to_string(),
         other => {
             let host = url::Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_default();
             other.to_string().replace(url, &host)

@@ -221,7 +221,8 @@ fn run(
         p.epochs.clone(),
     );
     let heads = Arc::new(Notify::new());
-    tasks.extend(crate::chain::heads::spawn(&p.cfg.rpc_ws_endpoints, chain_id, heads.clone(), shutdown.clone()));
+    let poll = std::time::Duration::from_millis(p.cfg.poll_interval_ms);
+    tasks.extend(crate::chain::heads::spawn(&p.cfg.rpc_ws_endpoints, chain_id, poll, heads.clone(), shutdown.clone()));
     let watcher = watcher.woken_by(heads);
     tasks.push(tokio::spawn(watcher.run(shutdown.clone()).in_current_span()));
 

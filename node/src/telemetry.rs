@@ -18,7 +18,7 @@ pub fn init_logging(format: LogFormat, level: &str, otlp: Option<(String, reqwes
     use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let filter = quieted(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level)));
     // Traces have a filter of their own: a quieter log level must not stop them.
     let otlp = otlp.and_then(|(endpoint, client)| match crate::otlp::tracer(&endpoint, client, "settleproof") {
         Ok(tracer) => Some(tracing_opentelemetry::layer().with_tracer(tracer).with_filter(EnvFilter::new("info"))),
@@ -57,7 +57,22 @@ fn remember<S: Send + Sync + 'static>(handle: tracing_subscriber::reload::Handle
 
 fn parse(filter: &str) -> Result<EnvFilter, String> {
     EnvFilter::try_new(filter)
+        .map(quieted)
         .map_err(|e| format!("`{filter}` is not a log filter ({e}); e.g. `info` or `settleproof_node=debug,info`"))
+}
+
+/// Libraries that print secrets at their verbose levels, held at `warn` whatever the filter
+/// asks: the WebSocket client logs its upgrade request (the URL, which may hold an API key,
+/// and an Authorization header) at `trace`.
+const QUIET: [&str; 2] = ["tungstenite=warn", "tokio_tungstenite=warn"];
+
+fn quieted(mut filter: EnvFilter) -> EnvFilter {
+    for d in QUIET {
+        if let Ok(d) = d.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
+    filter
 }
 
 /// Changes the log filter of a running node.

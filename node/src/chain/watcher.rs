@@ -136,6 +136,11 @@ impl WatcherStatus {
         }
     }
 
+    /// The head the provider quorum agreed on last.
+    pub fn head(&self) -> u64 {
+        self.head.load(Ordering::Relaxed)
+    }
+
     fn ok(&self, head: u64) {
         self.last_ok_ms.store(now_ms(), Ordering::Relaxed);
         self.head.store(head, Ordering::Relaxed);
@@ -242,13 +247,17 @@ impl Watcher {
     }
 
     /// Runs until `shutdown` turns true: steps every `poll_interval_ms`, at once after a step
-    /// that moved, and when a new head is notified (not sooner than
-    /// [`super::heads::MIN_STEP_GAP`] after the last step began, whatever the notifier sends).
+    /// that moved, and when a new head is notified, not sooner than
+    /// [`super::heads::MIN_STEP_GAP`] after the last step began. A notified step that finds no
+    /// new head (a notifier that lies, or runs ahead of the providers) turns notifications off
+    /// until the next poll: whatever a notifier sends costs at most one step more per poll.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let poll = Duration::from_millis(self.cfg.poll_interval_ms);
         let mut failures: u32 = 0;
+        let (mut listening, mut woken) = (true, false);
         loop {
             let began = tokio::time::Instant::now();
+            let head_before = self.status.head();
             let wait = match self.step().await {
                 Ok(step) => {
                     failures = 0;
@@ -267,9 +276,14 @@ impl Watcher {
                     backoff
                 }
             };
+            if woken && self.status.head() == head_before {
+                listening = false;
+            }
+            woken = false;
             tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = self.heads.notified(), if failures == 0 => {
+                _ = tokio::time::sleep(wait) => listening = true,
+                _ = self.heads.notified(), if failures == 0 && listening && !wait.is_zero() => {
+                    woken = true;
                     tokio::time::sleep_until(began + super::heads::MIN_STEP_GAP).await;
                 }
                 _ = shutdown.changed() => return,
