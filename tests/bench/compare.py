@@ -146,6 +146,11 @@ def main(argv):
         path.write_text(json.dumps(base, indent=2) + "\n")
         print(f"baseline written: {path} ({len(base['figures'])} figures, commit {base['commit']})")
         return 0
+    if not path.exists():
+        ok, line = verdict(results)
+        print(f"no baseline at {path}: accept these figures with --accept")
+        print(f"verdict: {'all goals met' if ok else 'goals missed'}: {line}")
+        return 1 if "--gate" in argv else 0
     baseline = json.loads(path.read_text())
     if "--gate" in argv:
         fails = gate(results, baseline)
