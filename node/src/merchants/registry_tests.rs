@@ -316,3 +316,19 @@ fn a_node_that_missed_everything_catches_up_from_a_snapshot_and_forgeries_in_one
     assert_eq!(nodes[3].registry.live_key(hashed).map(|k| k.id), Some(key_made.id));
     assert_eq!(nodes[3].registry.catch_up(nodes[2].registry.snapshot(), &PeerId::random()).entries, 0, "once");
 }
+
+/// Each settled payment's event looks its merchant up in the registry: the lookup reads the
+/// in-memory view, and decodes no registry record however many there are.
+#[test]
+fn merchant_lookups_decode_no_registry_record() {
+    let nodes = network();
+    let registry = &nodes[0].registry;
+    let id = demo().id;
+    crate::store::decodes::take("merchant_registry");
+    for _ in 0..1000 {
+        assert!(registry.get(&id).is_some());
+        assert!(registry.all().iter().any(|m| m.id == id));
+        assert!(registry.list().iter().any(|m| m.id == id));
+    }
+    assert_eq!(crate::store::decodes::take("merchant_registry"), 0, "a lookup decoded registry records");
+}
