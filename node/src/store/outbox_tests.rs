@@ -1,0 +1,157 @@
+//! The outbox over a real store file: settlement and events written together, retries,
+//! per-invoice order, the queue's indexes, and what a delivery pass reads.
+
+use super::*;
+use crate::store::temp_store;
+use alloy::primitives::{Address, U256};
+
+pub(crate) fn event(id: &str, invoice: u8, sequence: u64) -> OutboxEvent {
+    OutboxEvent {
+        id: id.into(),
+        merchant_id: "m".into(),
+        event_type: "invoice.paid".into(),
+        body: "{}".into(),
+        invoice_id: Some(B256::repeat_byte(invoice)),
+        sequence,
+        ..OutboxEvent::default()
+    }
+}
+
+fn attempt(at_ms: u64, outcome: &str) -> Attempt {
+    Attempt {
+        n: 0,
+        at_ms,
+        status: Some(500),
+        outcome: outcome.into(),
+        latency_ms: 3,
+        excerpt: "oops".into(),
+        node: "node-0".into(),
+    }
+}
+
+pub(crate) fn record() -> SettlementRecord {
+    SettlementRecord {
+        round: 1,
+        root: B256::ZERO,
+        signer_bitmap: U256::from(7),
+        tx_hash: B256::ZERO,
+        block_number: 9,
+        submitter: Address::ZERO,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn settlement_and_events_are_written_together_and_retried_until_delivered() {
+    let (_dir, store) = temp_store();
+    store.record_settlement(&record(), &[event("a", 1, 1), event("b", 2, 1)], 100).expect("record");
+    store.record_settlement(&record(), &[event("a", 1, 1)], 200).expect("idempotent");
+    assert!(store.settlement(1).expect("read").is_some());
+    assert_eq!(store.due_events(99, 10, &[]).expect("due").len(), 0);
+    assert_eq!(store.due_events(100, 10, &[]).expect("due").len(), 2);
+    store.record_attempt("a", attempt(100, "retry"), &AttemptEffect::RetryAt(5000)).expect("fail");
+    store.record_attempt("b", attempt(100, "delivered"), &AttemptEffect::Delivered).expect("ok");
+    assert_eq!(store.due_events(4999, 10, &[]).expect("due").len(), 0);
+    let due = store.due_events(5000, 10, &[]).expect("due");
+    assert_eq!((due.len(), due[0].attempts, due[0].last_outcome.as_deref()), (1, 1, Some("retry")));
+    assert_eq!(store.pending_count().expect("count"), 1);
+    assert_eq!(store.attempts("a").expect("attempts").len(), 1);
+    assert_eq!(store.outbox_event("b").expect("get").map(|e| e.state()), Some("delivered"));
+    assert!(store.due_events(5000, 10, &["m".to_string()]).expect("due").is_empty(), "paused merchant");
+}
+
+#[test]
+fn one_invoice_goes_in_sequence_without_blocking_others() {
+    let (_dir, store) = temp_store();
+    store.record_settlement(&record(), &[event("a1", 1, 1), event("a2", 1, 2), event("b1", 2, 1)], 0).expect("record");
+    let ids = |v: Vec<OutboxEvent>| v.into_iter().map(|e| e.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.due_events(0, 10, &[]).expect("due")), vec!["a1", "b1"]);
+    store.record_attempt("a1", attempt(0, "retry"), &AttemptEffect::RetryAt(1000)).expect("fail");
+    assert_eq!(ids(store.due_events(10, 10, &[]).expect("due")), vec!["b1"], "a2 waits for a1");
+    store.record_attempt("a1", attempt(1000, "dead"), &AttemptEffect::Dead).expect("dead");
+    let mut due = ids(store.due_events(1000, 10, &[]).expect("due"));
+    due.sort();
+    assert_eq!(due, vec!["a2", "b1"], "a1 dead: a2 may go");
+    assert_eq!(store.dead_since(0, Some("m"), None).expect("dead"), vec!["a1"]);
+    assert_eq!(store.replay(&["a1".to_string()], 2000).expect("replay"), 1);
+    assert_eq!(store.outbox_event("a1").expect("get").map(|e| (e.state(), e.schedule_index)), Some(("pending", 0)));
+}
+
+fn event_of(id: String, merchant: &str, invoice: u64, sequence: u64) -> OutboxEvent {
+    OutboxEvent {
+        id,
+        merchant_id: merchant.into(),
+        event_type: "invoice.paid".into(),
+        body: format!("{{\"invoice\":{{\"id\":\"{invoice}\",\"memo\":\"{}\"}}}}", "x".repeat(600)),
+        invoice_id: Some(B256::from(alloy::primitives::U256::from(invoice))),
+        sequence,
+        ..OutboxEvent::default()
+    }
+}
+
+/// A delivery pass reads the due part of the queue: with 10,000 delivered events, 10,000
+/// pending ones not due yet (waiting for their failover turn) and 1,000 due ones of a paused
+/// endpoint, it decodes only the 100 it hands out.
+#[test]
+fn a_delivery_pass_decodes_only_the_events_it_hands_out() {
+    let (_dir, store) = temp_store();
+    let tx = store.db().begin_write().expect("tx");
+    {
+        let mut outbox = tx.open_table(OUTBOX).expect("outbox");
+        for i in 0..10_000u64 {
+            let mut e = event_of(format!("delivered{i}"), "m", i, 1);
+            e.delivered_at_ms = Some(5);
+            outbox.insert(e.id.as_str(), encode(&e).as_slice()).expect("insert");
+        }
+    }
+    tx.commit().expect("commit");
+    let later: Vec<OutboxEvent> = (0..10_000u64).map(|i| event_of(format!("later{i}"), "m", 20_000 + i, 1)).collect();
+    store.enqueue_events(&later, 1_000_000).expect("not due yet");
+    let paused: Vec<OutboxEvent> = (0..1_000u64).map(|i| event_of(format!("paused{i}"), "p", 40_000 + i, 1)).collect();
+    store.enqueue_events(&paused, 0).expect("paused endpoint");
+    let due: Vec<OutboxEvent> = (0..100u64).map(|i| event_of(format!("due{i}"), "m", 60_000 + i, 1)).collect();
+    store.enqueue_events(&due, 10).expect("due");
+    crate::store::decodes::take("outbox");
+    let names = store.due_deliveries(1_000, 64, &["p".to_string()], |d| d.id != "due0").expect("due");
+    assert_eq!((names.len(), names.iter().any(|d| d.id == "due0")), (64, false), "the limit counts what is taken");
+    assert_eq!(crate::store::decodes::take("outbox"), 0, "naming due deliveries decodes no event");
+    let handed = store.due_events(1_000, 512, &["p".to_string()]).expect("due");
+    assert_eq!(handed.len(), 100);
+    assert!(handed.iter().all(|e| e.id.starts_with("due")));
+    assert_eq!(crate::store::decodes::take("outbox"), 100, "decoded rows other than the due ones");
+    assert_eq!(store.pending_count().expect("count"), 11_100);
+}
+
+/// A store whose queue indexes are missing or disagree with the queue (an earlier version
+/// ran on it, a restored backup) has them made again when it opens.
+#[test]
+fn the_queue_indexes_are_rebuilt_when_missing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("settleproof.redb");
+    let store = Store::open(&path).expect("open");
+    store.record_settlement(&record(), &[event("a1", 1, 1), event("a2", 1, 2), event("b1", 2, 1)], 0).expect("record");
+    let tx = store.db().begin_write().expect("tx");
+    tx.delete_table(OUTBOX_DUE).expect("drop due");
+    tx.delete_table(OUTBOX_ORDER).expect("drop order");
+    tx.commit().expect("commit");
+    drop(store);
+    let store = Store::open(&path).expect("reopen");
+    let mut ids: Vec<String> = store.due_events(0, 10, &[]).expect("due").into_iter().map(|e| e.id).collect();
+    ids.sort();
+    assert_eq!(ids, vec!["a1", "b1"], "a2 still waits for a1");
+    // An earlier version delivered b1 and queued c1 behind the indexes' back: as many
+    // pending as indexed, but not the same ones.
+    let tx = store.db().begin_write().expect("tx");
+    {
+        let mut pending = tx.open_table(OUTBOX_PENDING).expect("pending");
+        pending.remove("b1").expect("delivered");
+        pending.insert("c1", 0).expect("queued");
+        tx.open_table(OUTBOX).expect("outbox").insert("c1", encode(&event("c1", 3, 1)).as_slice()).expect("event");
+    }
+    tx.commit().expect("commit");
+    drop(store);
+    let store = Store::open(&path).expect("reopen");
+    let mut ids: Vec<String> = store.due_events(0, 10, &[]).expect("due").into_iter().map(|e| e.id).collect();
+    ids.sort();
+    assert_eq!(ids, vec!["a1", "c1"], "the delivered one is gone, the queued one due");
+}
