@@ -105,7 +105,10 @@ for n in d["nodes"]:
 if demo:
     d["merchant"]["receiver"] = {"pid": int((run / "merchant.pid").read_text()), "log": str(run / "merchant/merchant.log"),
                                  "deliveries": str(run / "merchant/webhooks.jsonl")}
-path.write_text(json.dumps(d, indent=2) + "\n")
+# Whole or not at all: the demo merchant, started above, reads this file as it starts.
+tmp = path.with_suffix(".json.tmp")
+tmp.write_text(json.dumps(d, indent=2) + "\n")
+tmp.replace(path)
 PY
 
 for ((i = 0; i < NODES; i++)); do

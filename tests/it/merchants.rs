@@ -1,7 +1,7 @@
 //! What merchants do for themselves, end to end: idempotent invoice creation across nodes.
 
 use crate::harness::Testnet;
-use eyre::{Result, eyre};
+use eyre::{Result, bail, eyre};
 use serde_json::json;
 use std::time::Duration;
 
@@ -259,6 +259,16 @@ async fn an_api_key_works_on_every_node_within_its_scopes_and_a_revoked_one_is_r
     Ok(())
 }
 
+/// What node `i` and the receiver show of event `id`, for a failure's message.
+async fn event_story(net: &Testnet, i: usize, token: &str, id: &str) -> String {
+    let shown = call(net, i, reqwest::Method::GET, "/v1/events?limit=100", token, None).await.map(|(_, list)| {
+        list["data"].as_array().and_then(|d| d.iter().find(|e| e["id"] == id).cloned()).unwrap_or_default()
+    });
+    let received: Vec<(u16, bool)> =
+        net.receiver.snapshot().iter().filter(|r| r.webhook_id == id).map(|r| (r.answered, r.verified)).collect();
+    format!("node {i} shows {shown:?}; the receiver answered (status, verified) {received:?}")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_merchant_sees_its_deliveries_and_replays_its_dead_letters_with_its_own_key() -> Result<()> {
     use reqwest::Method;
@@ -270,12 +280,16 @@ async fn a_merchant_sees_its_deliveries_and_replays_its_dead_letters_with_its_ow
     assert_eq!(status, 202, "{queued}");
     let id = queued["webhook_id"].as_str().ok_or_else(|| eyre!("no id: {queued}"))?.to_string();
     // Dead-lettered after the retry schedule; every attempt is shown with its answer.
-    let dead = net
+    let dead = match net
         .eventually("the event is dead-lettered", Duration::from_secs(60), || async {
             let (_, list) = call(&net, 0, Method::GET, "/v1/events?state=dead", &primary, None).await.ok()?;
             list["data"].as_array()?.iter().find(|e| e["id"] == id.as_str()).cloned()
         })
-        .await?;
+        .await
+    {
+        Ok(dead) => dead,
+        Err(e) => bail!("{e}: {}", event_story(&net, 0, &primary, &id).await),
+    };
     let attempts = dead["attempts"].as_array().ok_or_else(|| eyre!("no attempts: {dead}"))?;
     assert!(attempts.len() > 1 && attempts.iter().all(|a| a["status"] == 500), "{dead}");
     assert!(attempts[0]["latency_ms"].is_u64() && attempts[0]["excerpt"].is_string(), "{dead}");
@@ -314,11 +328,15 @@ async fn a_merchant_sees_its_deliveries_and_replays_its_dead_letters_with_its_ow
                 .then_some(())
         }
     };
-    net.eventually("the replay is delivered", Duration::from_secs(60), || verified(1)).await?;
+    if let Err(e) = net.eventually("the replay is delivered", Duration::from_secs(60), || verified(1)).await {
+        bail!("{e}: {}", event_story(&net, 0, &primary, &id).await);
+    }
     // One event replayed again: delivered a second time under the same webhook-id.
     let (status, one) = call(&net, 0, Method::POST, &format!("/v1/events/{id}/replay"), manager, None).await?;
     assert_eq!((status, one["replayed"].as_u64()), (200, Some(1)), "{one}");
-    net.eventually("the second replay is delivered", Duration::from_secs(60), || verified(2)).await?;
+    if let Err(e) = net.eventually("the second replay is delivered", Duration::from_secs(60), || verified(2)).await {
+        bail!("{e}: {}", event_story(&net, 0, &primary, &id).await);
+    }
     assert_eq!(call(&net, 0, Method::POST, "/v1/events/nope/replay", manager, None).await?.0, 404);
     let (_, delivered) = call(&net, 0, Method::GET, "/v1/events?state=delivered&limit=5", &primary, None).await?;
     assert!(delivered["data"].as_array().is_some_and(|d| d.iter().any(|e| e["id"] == id.as_str())), "{delivered}");

@@ -86,8 +86,9 @@ impl Control {
         self.m.record_pid(&node.name, pid)
     }
 
-    /// Starts the demo merchant's receiver again on its address.
-    pub fn restart_merchant(&self) -> Result<()> {
+    /// Starts the demo merchant's receiver again on its address and waits until it takes
+    /// connections; one that exits instead is an error with the end of its log.
+    pub async fn restart_merchant(&self) -> Result<()> {
         let rx = self.m.receiver()?;
         let url = &self.m.merchant.webhook_url;
         let listen = url
@@ -102,7 +103,20 @@ impl Control {
                 .arg(&rx.deliveries),
             &rx.log,
         )?;
-        self.m.record_pid("merchant", pid)
+        self.m.record_pid("merchant", pid)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if tokio::net::TcpStream::connect(listen).await.is_ok() {
+                return Ok(());
+            }
+            if !alive(pid) {
+                let log = std::fs::read_to_string(&rx.log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                bail!("the receiver exited as it started; {}: {}", rx.log.display(), tail.join(" | "));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("the receiver takes no connection on {listen} 10 s after its start; see {}", rx.log.display())
     }
 
     /// Waits until node `i` answers `/health/ready` with 200.

@@ -158,12 +158,20 @@ impl Manifest {
                 n["pid"] = pid.into();
             }
         }
-        std::fs::write(&self.path, serde_json::to_string_pretty(&raw)? + "\n")?;
-        Ok(())
+        write_atomically(&self.path, &(serde_json::to_string_pretty(&raw)? + "\n"))
     }
 
     /// The pid recorded for `name`.
     pub fn pid(&self, name: &str) -> Option<u32> {
         std::fs::read_to_string(self.run_dir().join(format!("{name}.pid"))).ok()?.trim().parse().ok()
     }
+}
+
+/// Writes `path` whole or not at all (a file beside it, renamed over it): a process started a
+/// moment before, such as the demo merchant reading its secret, never reads it half written.
+fn write_atomically(path: &std::path::Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
 }

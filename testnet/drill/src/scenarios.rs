@@ -324,9 +324,18 @@ pub(crate) async fn heal(ctl: &Control, tl: &mut Timeline) {
         }
     }
     if ctl.m.receiver().is_ok() && ctl.m.pid("merchant").is_none_or(|p| !crate::control::alive(p)) {
-        match ctl.restart_merchant() {
-            Ok(()) => tl.note("merchant receiver started again"),
-            Err(e) => tl.note(format!("merchant receiver could not be started: {e:#}")),
+        // A start that fails is tried again: the drill is of the nodes, not of the receiver.
+        for attempt in 1..=3 {
+            match ctl.restart_merchant().await {
+                Ok(()) => {
+                    tl.note("merchant receiver started again");
+                    break;
+                }
+                Err(e) => {
+                    healed &= attempt < 3;
+                    tl.note(format!("merchant receiver could not be started (attempt {attempt} of 3): {e:#}"));
+                }
+            }
         }
     }
     for i in (0..n).filter(|i| !ctl.retired(*i)) {
