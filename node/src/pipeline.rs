@@ -15,6 +15,7 @@ use crate::keys::OperatorKeys;
 use crate::peer_union::PeerUnion;
 use crate::replication::InvoiceReplicator;
 use crate::rounds::{RoundDriver, Timing};
+use crate::store::InvoiceWriter;
 use crate::store::Store;
 use crate::webhook::delivery::{Completion, Deliverer};
 use settleproof_config::{ChainSection, NodeConfig};
@@ -121,6 +122,10 @@ pub fn spawn(
         payments_contract: p.cfg.payments_contract,
         settlement_contract: p.cfg.settlement_contract,
         replicator: Some(InvoiceReplicator::spawn(net.clone(), cfg.p2p.single_messages, shutdown.clone())),
+        // Without its thread (none could be started) each create commits on its own.
+        invoice_writer: InvoiceWriter::spawn(p.store.clone())
+            .inspect_err(|e| tracing::warn!(error = %e, "no invoice writer thread; creates commit one at a time"))
+            .ok(),
         epochs: Some(p.epochs.clone()),
         chain: Some(p.chain.clone()),
         watcher: Some(watcher_status.clone()),

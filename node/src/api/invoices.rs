@@ -167,7 +167,10 @@ pub(super) async fn create(
     let (stored, new) = if record.is_some() {
         chain.store.put_idempotent_invoice(&invoice, now)?
     } else {
-        chain.store.put_invoice(&invoice)?;
+        match &chain.invoice_writer {
+            Some(writer) => writer.put(invoice.clone()).await?,
+            None => chain.store.put_invoice(&invoice)?,
+        };
         (invoice.clone(), true)
     };
     let headers = if new {

@@ -80,6 +80,15 @@ impl Store {
         self.put_invoices_at(invoices, crate::time::now_s(), false)
     }
 
+    /// Stores invoices durably in one transaction; for each, whether it was new (an id stored
+    /// before, or earlier in `invoices`, is kept as it was).
+    pub fn put_invoices_each(&self, invoices: &[Invoice]) -> Result<Vec<bool>, StoreError> {
+        let tx = self.db().begin_write()?;
+        let new = Self::insert_invoices_each(&tx, invoices, crate::time::now_s(), false)?;
+        tx.commit()?;
+        Ok(new)
+    }
+
     /// Stores invoices other operators announced, in one transaction committed without waiting
     /// for the disk (the next durable commit persists it): a crash before that loses only
     /// copies, which the creating operator holds durably and this node fetches again when it
@@ -113,13 +122,24 @@ impl Store {
         now_s: u64,
         replace_expired: bool,
     ) -> Result<usize, StoreError> {
-        let mut new = 0;
+        Ok(Self::insert_invoices_each(tx, invoices, now_s, replace_expired)?.into_iter().filter(|n| *n).count())
+    }
+
+    /// [`Store::insert_invoices`], saying for each invoice whether it was new.
+    fn insert_invoices_each(
+        tx: &redb::WriteTransaction,
+        invoices: &[Invoice],
+        now_s: u64,
+        replace_expired: bool,
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut new = Vec::with_capacity(invoices.len());
         {
             let mut t = tx.open_table(INVOICES)?;
             let mut by_merchant = tx.open_table(MERCHANT_INVOICES)?;
             let mut expiries = tx.open_table(EXPIRIES)?;
             for invoice in invoices {
                 if t.get(invoice.id.0)?.is_some() {
+                    new.push(false);
                     continue;
                 }
                 t.insert(invoice.id.0, encode(invoice).as_slice())?;
@@ -128,7 +148,7 @@ impl Store {
                     expiries.insert((at, invoice.id.0), ())?;
                 }
                 super::idempotency::index(tx, invoice, now_s, replace_expired)?;
-                new += 1;
+                new.push(true);
             }
         }
         Ok(new)

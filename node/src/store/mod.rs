@@ -38,6 +38,7 @@ mod chain;
 mod epochs;
 mod halt_reason;
 mod idempotency;
+mod invoice_writer;
 mod invoices;
 mod merchants;
 mod outbox;
@@ -51,12 +52,13 @@ pub use backup::{check, restore};
 pub use chain::{PaymentRecord, RangeApplied, RoundEnd, StoredBlock};
 pub use halt_reason::HaltReason;
 pub use idempotency::{IDEMPOTENCY_TTL_S, IdempotencyRecord, KeyState, key_hash, key_nonce};
+pub use invoice_writer::InvoiceWriter;
 pub use invoices::Invoice;
 pub use merchants::{
     AuditEntry, MAX_PENDING_PER_SIGNER, MerchantApprovalPut, MerchantChange, PendingChange, PreviousSecret,
     RegistryEntry,
 };
-pub use outbox::{Attempt, AttemptEffect, DueDelivery, EndpointState, OutboxEvent, webhook_id};
+pub use outbox::{Attempt, AttemptEffect, DueDelivery, EndpointState, OutboxEvent, Take, webhook_id};
 pub use rounds::{SettlementRecord, SignedBatch, SigningOutcome};
 pub use webhook_endpoints::{EndpointPut, EndpointRoutes, PutRule, WebhookEndpoint, endpoint_state_key, takes};
 
@@ -118,6 +120,15 @@ pub enum StoreError {
     /// redb reported an error (I/O, corruption, lock).
     #[error("store error: {0}")]
     Db(#[from] redb::Error),
+    /// A grouped invoice write failed (the transaction's error, shared by every invoice in it).
+    #[error("the invoice write failed: {reason}")]
+    GroupWrite {
+        /// The transaction's error.
+        reason: String,
+    },
+    /// The invoice writer's thread is gone (the node is stopping).
+    #[error("the invoice writer has stopped; the node is shutting down")]
+    WriterStopped,
     /// A record could not be decoded.
     #[error("corrupt record in table `{table}`: {reason}")]
     Corrupt {

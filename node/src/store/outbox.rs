@@ -108,6 +108,21 @@ pub struct DueDelivery {
     pub endpoint_key: String,
 }
 
+/// What a delivery pass's `accept` did with a due delivery ([`Store::due_deliveries`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Take {
+    /// A slot was taken for it.
+    Taken,
+    /// Passed over alone (already under way).
+    Passed,
+    /// Its endpoint has every slot in use: the pass steps over the endpoint's other deliveries.
+    EndpointFull,
+    /// Its merchant has every slot in use: the pass steps over all of the merchant's.
+    MerchantFull,
+    /// Every slot of the node is in use: the pass ends.
+    AllFull,
+}
+
 /// One delivery attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Attempt {
@@ -229,7 +244,7 @@ impl Store {
     }
 
     /// Pending deliveries due at `now_ms`, oldest first, that `accept` takes (it takes a
-    /// delivery slot, and refuses one under way or over a bound), until it took `limit`,
+    /// delivery slot, and says which bound refused one: see [`Take`]), until it took `limit`,
     /// skipping endpoints whose [`OutboxEvent::endpoint_key`] is in `paused` (`<merchant>/*`:
     /// all of a merchant's) and any delivery whose invoice has an earlier event still pending
     /// to the same endpoint (events of one invoice go out in sequence; a failing event holds
@@ -237,13 +252,14 @@ impl Store {
     ///
     /// Reads only the due part of the queue's index and decodes no event: deliveries not yet
     /// due (waiting for their failover turn or a retry), delivered or dead ones cost nothing.
-    /// Due entries of paused endpoints are stepped over (an index entry each, not an event).
+    /// Due entries of paused endpoints, and of endpoints or merchants `accept` found full in
+    /// this pass, are stepped over (an index entry each, no other read, no event).
     pub fn due_deliveries(
         &self,
         now_ms: u64,
         limit: usize,
         paused: &[String],
-        mut accept: impl FnMut(&DueDelivery) -> bool,
+        mut accept: impl FnMut(&DueDelivery) -> Take,
     ) -> Result<Vec<DueDelivery>, StoreError> {
         let mut out = Vec::new();
         if limit == 0 {
@@ -253,11 +269,17 @@ impl Store {
         let due = tx.open_table(OUTBOX_DUE)?;
         let order = tx.open_table(OUTBOX_ORDER)?;
         let paused_merchant = |m: &str| paused.iter().any(|p| p.strip_suffix("/*") == Some(m));
+        // Found full in this pass: few, so a list.
+        let (mut full_endpoints, mut full_merchants) = (Vec::<String>::new(), Vec::<String>::new());
         for entry in due.range(..(now_ms.saturating_add(1), ""))? {
             let (k, v) = entry?;
             let (_, id) = k.value();
             let (merchant, endpoint_key, invoice, sequence) = v.value();
-            if paused.iter().any(|p| p == endpoint_key) || paused_merchant(merchant) {
+            if paused.iter().any(|p| p == endpoint_key)
+                || paused_merchant(merchant)
+                || full_endpoints.iter().any(|e| e == endpoint_key)
+                || full_merchants.iter().any(|m| m == merchant)
+            {
                 continue;
             }
             if let Some(inv) = invoice
@@ -270,11 +292,17 @@ impl Store {
                 merchant_id: merchant.to_string(),
                 endpoint_key: endpoint_key.to_string(),
             };
-            if accept(&d) {
-                out.push(d);
-                if out.len() >= limit {
-                    break;
+            match accept(&d) {
+                Take::Taken => {
+                    out.push(d);
+                    if out.len() >= limit {
+                        break;
+                    }
                 }
+                Take::Passed => {}
+                Take::EndpointFull => full_endpoints.push(d.endpoint_key),
+                Take::MerchantFull => full_merchants.push(d.merchant_id),
+                Take::AllFull => break,
             }
         }
         Ok(out)
@@ -282,7 +310,7 @@ impl Store {
 
     /// The events of [`Store::due_deliveries`] (none skipped), decoded.
     pub fn due_events(&self, now_ms: u64, limit: usize, paused: &[String]) -> Result<Vec<OutboxEvent>, StoreError> {
-        let due = self.due_deliveries(now_ms, limit, paused, |_| true)?;
+        let due = self.due_deliveries(now_ms, limit, paused, |_| Take::Taken)?;
         let tx = self.read()?;
         let outbox = tx.open_table(OUTBOX)?;
         let mut out = Vec::with_capacity(due.len());

@@ -112,7 +112,8 @@ fn a_delivery_pass_decodes_only_the_events_it_hands_out() {
     let due: Vec<OutboxEvent> = (0..100u64).map(|i| event_of(format!("due{i}"), "m", 60_000 + i, 1)).collect();
     store.enqueue_events(&due, 10).expect("due");
     crate::store::decodes::take("outbox");
-    let names = store.due_deliveries(1_000, 64, &["p".to_string()], |d| d.id != "due0").expect("due");
+    let take = |d: &crate::store::DueDelivery| if d.id == "due0" { Take::Passed } else { Take::Taken };
+    let names = store.due_deliveries(1_000, 64, &["p".to_string()], take).expect("due");
     assert_eq!((names.len(), names.iter().any(|d| d.id == "due0")), (64, false), "the limit counts what is taken");
     assert_eq!(crate::store::decodes::take("outbox"), 0, "naming due deliveries decodes no event");
     let handed = store.due_events(1_000, 512, &["p".to_string()]).expect("due");
@@ -120,6 +121,45 @@ fn a_delivery_pass_decodes_only_the_events_it_hands_out() {
     assert!(handed.iter().all(|e| e.id.starts_with("due")));
     assert_eq!(crate::store::decodes::take("outbox"), 100, "decoded rows other than the due ones");
     assert_eq!(store.pending_count().expect("count"), 11_100);
+}
+
+/// A pass that finds a merchant's slots all in use asks about none of its other due deliveries,
+/// and still hands out another merchant's; one that finds the node's slots all in use stops.
+#[test]
+fn a_delivery_pass_steps_over_what_a_full_bound_holds_back() {
+    let (_dir, store) = temp_store();
+    let busy: Vec<OutboxEvent> = (0..500u64).map(|i| event_of(format!("busy{i}"), "busy", i, 1)).collect();
+    store.enqueue_events(&busy, 10).expect("busy merchant");
+    let other: Vec<OutboxEvent> = (0..5u64).map(|i| event_of(format!("other{i}"), "other", 1_000 + i, 1)).collect();
+    store.enqueue_events(&other, 20).expect("other merchant");
+    let mut asked = Vec::new();
+    let names = store
+        .due_deliveries(1_000, 64, &[], |d| {
+            asked.push(d.id.clone());
+            if d.merchant_id == "busy" { Take::MerchantFull } else { Take::Taken }
+        })
+        .expect("due");
+    assert_eq!(
+        names.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+        ["other0", "other1", "other2", "other3", "other4"]
+    );
+    assert_eq!(asked.len(), 6, "one of the full merchant's, then the other's: {asked:?}");
+    let mut asked = 0;
+    let none = store
+        .due_deliveries(1_000, 64, &[], |_| {
+            asked += 1;
+            Take::AllFull
+        })
+        .expect("due");
+    assert_eq!((none.len(), asked), (0, 1));
+    let mut asked = 0;
+    store
+        .due_deliveries(1_000, 64, &[], |d| {
+            asked += 1;
+            if d.endpoint_key == "busy" { Take::EndpointFull } else { Take::Passed }
+        })
+        .expect("due");
+    assert_eq!(asked, 6, "an endpoint found full is asked about once");
 }
 
 /// A store whose queue indexes are missing or disagree with the queue (an earlier version

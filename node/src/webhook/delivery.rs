@@ -13,7 +13,7 @@
 use super::retry::{self, Decision};
 use super::signature;
 use crate::gossip::{self, DeliveryAck};
-use crate::store::{Attempt, AttemptEffect, DueDelivery, EndpointState, OutboxEvent, Store};
+use crate::store::{Attempt, AttemptEffect, DueDelivery, EndpointState, OutboxEvent, Store, Take};
 use crate::time::{now_ms, now_s};
 use rand::Rng;
 use settleproof_config::WebhookSection;
@@ -45,22 +45,27 @@ fn per_endpoint_bound(per_merchant: usize, shared: bool) -> usize {
 }
 
 impl InFlight {
-    /// Takes a slot for `event` unless it is already under way or a bound is reached.
-    fn try_take(&mut self, event: &DueDelivery, total: usize, per_merchant: usize, shared: bool) -> bool {
-        let key = event.endpoint_key.clone();
-        let here = self.per_endpoint.get(&key).copied().unwrap_or(0);
+    /// Takes a slot for `event` unless it is already under way or a bound is reached (which
+    /// one, so that the pass steps over what that bound holds back).
+    fn try_take(&mut self, event: &DueDelivery, total: usize, per_merchant: usize, shared: bool) -> Take {
+        let here = self.per_endpoint.get(&event.endpoint_key).copied().unwrap_or(0);
         let merchant = self.per_merchant.get(&event.merchant_id).copied().unwrap_or(0);
-        if self.events.contains(&event.id)
-            || self.events.len() >= total
-            || here >= per_endpoint_bound(per_merchant, shared)
-            || merchant >= per_merchant
-        {
-            return false;
+        if self.events.len() >= total {
+            return Take::AllFull;
+        }
+        if merchant >= per_merchant {
+            return Take::MerchantFull;
+        }
+        if here >= per_endpoint_bound(per_merchant, shared) {
+            return Take::EndpointFull;
+        }
+        if self.events.contains(&event.id) {
+            return Take::Passed;
         }
         self.events.insert(event.id.clone());
-        *self.per_endpoint.entry(key).or_default() += 1;
+        *self.per_endpoint.entry(event.endpoint_key.clone()).or_default() += 1;
         *self.per_merchant.entry(event.merchant_id.clone()).or_default() += 1;
-        true
+        Take::Taken
     }
 
     fn release(&mut self, event: &DueDelivery) {
@@ -240,7 +245,7 @@ impl Deliverer {
             let (total, bound) = (self.settings.max_in_flight, self.settings.max_in_flight_per_merchant);
             let take = |d: &DueDelivery| {
                 let shared = self.merchants.routes().has_endpoints(&d.merchant_id);
-                self.in_flight.lock().is_ok_and(|mut f| f.try_take(d, total, bound, shared))
+                self.in_flight.lock().map_or(Take::AllFull, |mut f| f.try_take(d, total, bound, shared))
             };
             match self.store.due_deliveries(now_ms(), free, &paused, take) {
                 Ok(taken) => {
