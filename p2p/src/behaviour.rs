@@ -51,6 +51,11 @@ impl Behaviour {
             .mesh_n(3)
             .mesh_n_high(6)
             .mesh_outbound_min(1)
+            // Every message a node receives is announced unwanted to its other mesh peers, so
+            // they do not forward it the copy they validate meanwhile: in a set this small each
+            // peer is in every mesh, and each copy received costs a signature check (the
+            // library's 1 kB floor is for large meshes, where the control message is the cost).
+            .idontwant_message_size_threshold(0)
             // Longer than the age past which the node drops a message as a replay.
             .duplicate_cache_time(Duration::from_secs(6 * 60))
             .build()
