@@ -164,20 +164,44 @@ pub(super) async fn create(
     };
     // The id commits to the terms: no operator can alter them without changing it.
     invoice.id = invoice.terms(chain.chain_id, chain.payments_contract).id();
+    let (replicator, chain_id) = (chain.replicator.clone(), chain.chain_id);
+    let announce = move |invoice: &Invoice, keyed: bool| {
+        info!(invoice_id = %invoice.id, merchant = %invoice.merchant_id, chain_id, amount = %invoice.amount, token = %token_label(invoice.token), idempotency_key = keyed, "invoice created");
+        if let Some(replicator) = &replicator {
+            replicator.replicate(invoice.clone());
+        }
+    };
     let (stored, new) = if record.is_some() {
-        chain.store.put_idempotent_invoice(&invoice, now)?
+        let (stored, new) = chain.store.put_idempotent_invoice(&invoice, now)?;
+        if new {
+            announce(&invoice, true);
+        }
+        (stored, new)
     } else {
         match &chain.invoice_writer {
-            Some(writer) => writer.put(invoice.clone()).await?,
-            None => chain.store.put_invoice(&invoice)?,
-        };
+            // In a task of its own: a client that goes away while the write is under way
+            // cannot leave the invoice stored but never replicated.
+            Some(writer) => {
+                let (writer, invoice) = (writer.clone(), invoice.clone());
+                tokio::spawn(async move {
+                    let new = writer.put(invoice.clone()).await?;
+                    if new {
+                        announce(&invoice, false);
+                    }
+                    Ok::<_, crate::store::StoreError>(())
+                })
+                .await
+                .map_err(ApiError::internal)??;
+            }
+            None => {
+                if chain.store.put_invoice(&invoice)? {
+                    announce(&invoice, false);
+                }
+            }
+        }
         (invoice.clone(), true)
     };
     let headers = if new {
-        info!(invoice_id = %invoice.id, merchant = %merchant.id, chain_id = chain.chain_id, amount = %invoice.amount, token = %token_label(invoice.token), idempotency_key = record.is_some(), "invoice created");
-        if let Some(replicator) = &chain.replicator {
-            replicator.replicate(invoice.clone());
-        }
         HeaderMap::new()
     } else {
         // Another request with the key won the race on this node.
