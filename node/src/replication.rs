@@ -41,8 +41,14 @@ impl InvoiceReplicator {
 
     /// Queues `invoice`; never blocks the caller (drops with a log line when the queue is full).
     pub fn replicate(&self, invoice: Invoice) {
-        if let Err(e) = self.tx.try_send(invoice) {
-            tracing::warn!(error = %e, "invoice replication queue full; peers learn the invoice from its payment");
+        match self.tx.try_send(invoice) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!("invoice replication queue full; peers learn the invoice from its payment")
+            }
+            Err(mpsc::error::TrySendError::Closed(inv)) => {
+                tracing::warn!(invoice_id = %inv.id, "invoice created as the node stops; peers fetch it from this node when they need it")
+            }
         }
     }
 }
@@ -65,7 +71,17 @@ async fn run(net: NetworkHandle, mut rx: mpsc::Receiver<Invoice>, single: bool, 
                     }
                 }
                 _ = tick.tick() => break,
-                _ = shutdown.changed() => return,
+                _ = shutdown.changed() => {
+                    // What was created but not yet announced goes out once before the node stops.
+                    rx.close();
+                    let mut unsent: Vec<Invoice> =
+                        queue.drain(..).filter(|(_, _, sent)| *sent == 0).map(|(inv, _, _)| inv).collect();
+                    while let Ok(inv) = rx.try_recv() {
+                        unsent.push(inv);
+                    }
+                    publish(&net, &unsent, single).await;
+                    return;
+                }
             }
         }
         let now = Instant::now();
@@ -75,17 +91,25 @@ async fn run(net: NetworkHandle, mut rx: mpsc::Receiver<Invoice>, single: bool, 
             *next = now + Duration::from_secs(1u64 << *sent);
             *sent += 1;
         }
-        for data in InvoiceAnnouncements::pack(&due, now_ms()) {
-            if let Err(e) = net.publish(gossip::INVOICE_BATCHES, data).await {
-                debug!(invoices = due.len(), error = %e, "invoice announcements not published");
-            }
-        }
-        for inv in due.iter().filter(|_| single) {
-            let one = gossip::InvoiceAnnouncement { invoice: inv.clone(), sent_at_ms: now_ms() };
-            if let Err(e) = net.publish(gossip::INVOICES, serde_json::to_vec(&one).unwrap_or_default()).await {
-                debug!(invoice_id = %inv.id, error = %e, "invoice announcement not published");
-            }
-        }
+        publish(&net, &due, single).await;
         queue.retain(|(_, _, sent)| *sent < SENDS);
+    }
+}
+
+/// Publishes `invoices` packed (and each alone too under `single`).
+async fn publish(net: &NetworkHandle, invoices: &[Invoice], single: bool) {
+    if invoices.is_empty() {
+        return;
+    }
+    for data in InvoiceAnnouncements::pack(invoices, now_ms()) {
+        if let Err(e) = net.publish(gossip::INVOICE_BATCHES, data).await {
+            debug!(invoices = invoices.len(), error = %e, "invoice announcements not published");
+        }
+    }
+    for inv in invoices.iter().filter(|_| single) {
+        let one = gossip::InvoiceAnnouncement { invoice: inv.clone(), sent_at_ms: now_ms() };
+        if let Err(e) = net.publish(gossip::INVOICES, serde_json::to_vec(&one).unwrap_or_default()).await {
+            debug!(invoice_id = %inv.id, error = %e, "invoice announcement not published");
+        }
     }
 }

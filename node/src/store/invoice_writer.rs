@@ -42,7 +42,12 @@ impl InvoiceWriter {
                     }
                 }
                 let invoices: Vec<Invoice> = group.iter().map(|(i, _)| i.clone()).collect();
-                match store.put_invoices_each(&invoices) {
+                // A panic in the write fails its group, not the writer: the next creates are
+                // written as before.
+                let written =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.put_invoices_each(&invoices)))
+                        .unwrap_or_else(|_| Err(StoreError::GroupWrite { reason: "the write panicked".into() }));
+                match written {
                     Ok(new) => {
                         metrics::histogram!("store_invoice_group_size").record(group.len() as f64);
                         for ((_, reply), new) in group.into_iter().zip(new) {

@@ -613,3 +613,36 @@ fn disable(state: &mut EndpointState, reason: String, now: u64) {
     state.disabled_reason = Some(reason);
     state.disabled_at_ms = Some(now);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn due(id: &str, merchant: &str, endpoint: &str) -> DueDelivery {
+        DueDelivery { id: id.into(), merchant_id: merchant.into(), endpoint_key: endpoint.into() }
+    }
+
+    /// Each bound refuses with its own verdict: a merchant's hanging endpoint fills its half of
+    /// the merchant's slots (the endpoint is full, the merchant is not, so its other endpoint
+    /// still gets a slot); then the merchant is full; then the node.
+    #[test]
+    fn each_bound_refuses_with_its_own_verdict() {
+        let mut f = InFlight::default();
+        let (total, per_merchant) = (5, 4);
+        assert_eq!(f.try_take(&due("a1", "m", "m/hang"), total, per_merchant, true), Take::Taken);
+        assert_eq!(f.try_take(&due("a1", "m", "m/hang"), total, per_merchant, true), Take::Passed, "under way");
+        assert_eq!(f.try_take(&due("a2", "m", "m/hang"), total, per_merchant, true), Take::Taken);
+        assert_eq!(f.try_take(&due("a3", "m", "m/hang"), total, per_merchant, true), Take::EndpointFull);
+        assert_eq!(f.try_take(&due("b1", "m", "m/ok"), total, per_merchant, true), Take::Taken);
+        assert_eq!(f.try_take(&due("b2", "m", "m/ok"), total, per_merchant, true), Take::Taken);
+        assert_eq!(f.try_take(&due("b3", "m", "m/ok"), total, per_merchant, true), Take::MerchantFull);
+        assert_eq!(f.try_take(&due("c1", "n", "n"), total, per_merchant, false), Take::Taken);
+        assert_eq!(f.try_take(&due("c2", "n", "n"), total, per_merchant, false), Take::AllFull);
+        f.release(&due("a1", "m", "m/hang"));
+        assert_eq!(
+            f.try_take(&due("c2", "n", "n"), total, per_merchant, false),
+            Take::Taken,
+            "a released slot is free"
+        );
+    }
+}

@@ -106,7 +106,8 @@ impl Control {
         self.m.record_pid("merchant", pid)?;
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if tokio::net::TcpStream::connect(listen).await.is_ok() {
+            // Taking connections, and this process (not another one left on the address).
+            if tokio::net::TcpStream::connect(listen).await.is_ok() && alive(pid) {
                 return Ok(());
             }
             if !alive(pid) {
@@ -116,6 +117,8 @@ impl Control {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // Not left behind to race the next attempt for the address.
+        let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
         bail!("the receiver takes no connection on {listen} 10 s after its start; see {}", rx.log.display())
     }
 
