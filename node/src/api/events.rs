@@ -1,7 +1,8 @@
 //! `/v1/events`: a merchant's own webhook events with every delivery attempt (status, latency,
 //! the start of the answer), and replays of one event or of every event dead-lettered since a
 //! time, under the merchant's primary token or a key with the `webhooks:manage` scope. A replay
-//! is queued on the node asked; its delivery is acknowledged to the others.
+//! is queued on the node asked; its delivery is acknowledged to the others. `POST
+//! /v1/webhooks/test` queues a `test` event the same way.
 
 use super::{ApiError, ApiState, auth};
 use crate::store::{Attempt, OutboxEvent, Scope};
@@ -10,7 +11,7 @@ use alloy::primitives::B256;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 
 /// Query of `GET /v1/events`.
@@ -239,4 +240,49 @@ pub(super) async fn replay_since(
     let merchant = auth::merchant(&headers, &state, Some(Scope::WebhooksManage))?;
     let req = parse_since(&body)?;
     Ok(Json(Replayed { replayed: replay_dead(&state, &merchant.id, None, req.since_ms)? }))
+}
+
+/// Response of `POST /v1/webhooks/test`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TestQueued {
+    /// The queued event's `webhook-id`.
+    pub webhook_id: String,
+}
+
+/// Queues a `test` webhook event to the merchant's endpoint.
+#[utoipa::path(post, path = "/v1/webhooks/test", tag = "webhooks",
+    security(("merchant_token" = [])),
+    responses(
+        (status = 202, description = "Queued", body = TestQueued),
+        (status = 401, description = "No or a wrong merchant token", body = super::error::ErrorBody),
+        (status = 403, description = "An API key without the `webhooks:manage` scope", body = super::error::ErrorBody),
+        (status = 429, description = "Over the request budget", body = super::error::ErrorBody),
+    ))]
+pub(super) async fn test_event(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+) -> Result<(StatusCode, Json<TestQueued>), ApiError> {
+    let merchant = auth::merchant(&headers, &state, Some(Scope::WebhooksManage))?;
+    let id = format!("msg_test_{}", hex::encode(&super::invoices::random_id()[..12]));
+    let body = crate::webhook::events::TestEvent {
+        event_type: "test",
+        timestamp: crate::time::rfc3339(crate::time::now_s()),
+        data: crate::webhook::events::TestEventData {
+            webhook_id: id.clone(),
+            merchant_id: merchant.id.clone(),
+            message: "test event requested through the API".into(),
+        },
+    };
+    let event = crate::store::OutboxEvent {
+        id: id.clone(),
+        merchant_id: merchant.id.clone(),
+        event_type: "test".into(),
+        body: serde_json::to_string(&body).unwrap_or_default(),
+        ..Default::default()
+    };
+    // A test event belongs to no chain; the first chain's worker delivers it.
+    let chain = state.chains.first();
+    chain.store.enqueue_events(&[event], crate::time::now_ms())?;
+    chain.wake();
+    Ok((StatusCode::ACCEPTED, Json(TestQueued { webhook_id: id })))
 }

@@ -287,13 +287,6 @@ pub struct Receipts {
     pub receipts: Vec<settleproof_consensus::Receipt>,
 }
 
-/// Response of `POST /v1/webhooks/test`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct TestQueued {
-    /// The queued event's `webhook-id`.
-    pub webhook_id: String,
-}
-
 /// Invoices examined at most per page when filtering by status.
 const MAX_SCAN: usize = 1000;
 
@@ -444,44 +437,6 @@ pub(super) async fn receipt(
     Ok(Json(Receipts { receipts }))
 }
 
-/// Queues a `test` webhook event to the merchant's endpoint.
-#[utoipa::path(post, path = "/v1/webhooks/test", tag = "webhooks",
-    security(("merchant_token" = [])),
-    responses(
-        (status = 202, description = "Queued", body = TestQueued),
-        (status = 401, description = "No or a wrong merchant token", body = super::error::ErrorBody),
-        (status = 403, description = "An API key without the `webhooks:manage` scope", body = super::error::ErrorBody),
-        (status = 429, description = "Over the request budget", body = super::error::ErrorBody),
-    ))]
-pub(super) async fn test_event(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
-) -> Result<(StatusCode, Json<TestQueued>), ApiError> {
-    let merchant = auth::merchant(&headers, &state, Some(Scope::WebhooksManage))?;
-    let id = format!("msg_test_{}", hex::encode(&random_id()[..12]));
-    let body = crate::webhook::events::TestEvent {
-        event_type: "test",
-        timestamp: crate::time::rfc3339(now_s()),
-        data: crate::webhook::events::TestEventData {
-            webhook_id: id.clone(),
-            merchant_id: merchant.id.clone(),
-            message: "test event requested through the API".into(),
-        },
-    };
-    let event = crate::store::OutboxEvent {
-        id: id.clone(),
-        merchant_id: merchant.id.clone(),
-        event_type: "test".into(),
-        body: serde_json::to_string(&body).unwrap_or_default(),
-        ..Default::default()
-    };
-    // A test event belongs to no chain; the first chain's worker delivers it.
-    let chain = state.chains.first();
-    chain.store.enqueue_events(&[event], crate::time::now_ms())?;
-    chain.wake();
-    Ok((StatusCode::ACCEPTED, Json(TestQueued { webhook_id: id })))
-}
-
 /// The merchant's webhook endpoint state and delivery counts.
 #[utoipa::path(get, path = "/v1/merchant", tag = "merchant",
     security(("merchant_token" = [])),
@@ -498,7 +453,7 @@ pub(super) async fn merchant(
     super::admin::merchant_status(&state, &merchant.id)
 }
 
-fn random_id() -> B256 {
+pub(super) fn random_id() -> B256 {
     let mut id = B256::ZERO;
     rand::thread_rng().fill_bytes(id.as_mut_slice());
     id

@@ -123,7 +123,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/invoices", post(invoices::create).get(invoices::list))
         .route("/v1/invoices/{id}", get(invoices::get))
         .route("/v1/invoices/{id}/receipt", get(invoices::receipt))
-        .route("/v1/webhooks/test", post(invoices::test_event))
+        .route("/v1/webhooks/test", post(events::test_event))
         .route("/v1/merchant", get(invoices::merchant))
         .route("/v1/api-keys", post(api_keys::create).get(api_keys::list))
         .route("/v1/api-keys/{id}", axum::routing::delete(api_keys::revoke))

@@ -4,9 +4,7 @@
 //! file is stale.
 
 use super::error::{ErrorBody, ErrorDetail};
-use super::invoices::{
-    self, CreateInvoice, Created, InvoicePage, PaymentInstructions, Receipts, TestQueued, TxInstruction,
-};
+use super::invoices::{self, CreateInvoice, Created, InvoicePage, PaymentInstructions, Receipts, TxInstruction};
 use crate::invoice_view::{InvoiceStatus, InvoiceView, PaymentView, SettlementView};
 use crate::webhook::events;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -26,7 +24,7 @@ use utoipa::{Modify, OpenApi};
         invoices::list,
         invoices::get,
         invoices::receipt,
-        invoices::test_event,
+        super::events::test_event,
         invoices::merchant,
         super::api_keys::create,
         super::api_keys::list,
@@ -48,7 +46,7 @@ use utoipa::{Modify, OpenApi};
     ),
     components(schemas(
         CreateInvoice, Created, InvoicePage, InvoiceView, InvoiceStatus, PaymentView, SettlementView,
-        PaymentInstructions, TxInstruction, Receipts, TestQueued, ErrorBody, ErrorDetail,
+        PaymentInstructions, TxInstruction, Receipts, super::events::TestQueued, ErrorBody, ErrorDetail,
         super::api_keys::CreateApiKey, super::api_keys::ApiKeyView, super::api_keys::CreatedApiKey,
         super::api_keys::ApiKeyList, crate::store::Scope, super::events::EventList, super::events::EventView,
         crate::store::Attempt, super::events::ReplaySince, super::events::Replayed,

@@ -175,9 +175,7 @@ fn the_queue_indexes_are_rebuilt_when_missing() {
     tx.delete_table(OUTBOX_ORDER).expect("drop order");
     tx.commit().expect("commit");
     drop(store);
-    let store = Store::open(&path).expect("reopen");
-    let mut ids: Vec<String> = store.due_events(0, 10, &[]).expect("due").into_iter().map(|e| e.id).collect();
-    ids.sort();
+    let (store, ids) = reopened_due(&path);
     assert_eq!(ids, vec!["a1", "b1"], "a2 still waits for a1");
     // An earlier version delivered b1 and queued c1 behind the indexes' back: as many
     // pending as indexed, but not the same ones.
@@ -190,8 +188,14 @@ fn the_queue_indexes_are_rebuilt_when_missing() {
     }
     tx.commit().expect("commit");
     drop(store);
-    let store = Store::open(&path).expect("reopen");
+    let (_store, ids) = reopened_due(&path);
+    assert_eq!(ids, vec!["a1", "c1"], "the delivered one is gone, the queued one due");
+}
+
+/// The store at `path` opened again, and the ids of its due deliveries, sorted.
+fn reopened_due(path: &std::path::Path) -> (Store, Vec<String>) {
+    let store = Store::open(path).expect("reopen");
     let mut ids: Vec<String> = store.due_events(0, 10, &[]).expect("due").into_iter().map(|e| e.id).collect();
     ids.sort();
-    assert_eq!(ids, vec!["a1", "c1"], "the delivered one is gone, the queued one due");
+    (store, ids)
 }

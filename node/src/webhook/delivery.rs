@@ -10,6 +10,7 @@
 //! operators), retried at the schedule's next delay (with ±10 % jitter), dead-lettered, or the
 //! endpoint disabled. State lives in the store, so retries survive restarts.
 
+use super::in_flight::{InFlight, per_endpoint_bound};
 use super::retry::{self, Decision};
 use super::signature;
 use crate::gossip::{self, DeliveryAck};
@@ -19,7 +20,6 @@ use rand::Rng;
 use settleproof_config::WebhookSection;
 use settleproof_consensus::RoundSchedule;
 use settleproof_p2p::NetworkHandle;
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
@@ -27,61 +27,6 @@ use tracing::{debug, info, warn};
 
 /// Longest answer excerpt kept per attempt.
 const EXCERPT: usize = 256;
-
-/// Deliveries under way: by event, and counted per endpoint ([`OutboxEvent::endpoint_key`])
-/// and per merchant (over all its endpoints).
-#[derive(Debug, Default)]
-struct InFlight {
-    events: HashSet<String>,
-    per_endpoint: HashMap<String, usize>,
-    per_merchant: HashMap<String, usize>,
-}
-
-/// The most deliveries under way to one endpoint: the merchant's whole bound when it has no
-/// endpoints of its own, else half of it (at least one), so one hanging endpoint leaves its
-/// merchant's other endpoints a slot.
-fn per_endpoint_bound(per_merchant: usize, shared: bool) -> usize {
-    if shared { (per_merchant / 2).max(1) } else { per_merchant }
-}
-
-impl InFlight {
-    /// Takes a slot for `event` unless it is already under way or a bound is reached (which
-    /// one, so that the pass steps over what that bound holds back).
-    fn try_take(&mut self, event: &DueDelivery, total: usize, per_merchant: usize, shared: bool) -> Take {
-        let here = self.per_endpoint.get(&event.endpoint_key).copied().unwrap_or(0);
-        let merchant = self.per_merchant.get(&event.merchant_id).copied().unwrap_or(0);
-        if self.events.len() >= total {
-            return Take::AllFull;
-        }
-        if merchant >= per_merchant {
-            return Take::MerchantFull;
-        }
-        if here >= per_endpoint_bound(per_merchant, shared) {
-            return Take::EndpointFull;
-        }
-        if self.events.contains(&event.id) {
-            return Take::Passed;
-        }
-        self.events.insert(event.id.clone());
-        *self.per_endpoint.entry(event.endpoint_key.clone()).or_default() += 1;
-        *self.per_merchant.entry(event.merchant_id.clone()).or_default() += 1;
-        Take::Taken
-    }
-
-    fn release(&mut self, event: &DueDelivery) {
-        self.events.remove(&event.id);
-        for (map, key) in
-            [(&mut self.per_endpoint, event.endpoint_key.clone()), (&mut self.per_merchant, event.merchant_id.clone())]
-        {
-            if let Some(n) = map.get_mut(&key) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    map.remove(&key);
-                }
-            }
-        }
-    }
-}
 
 /// Sends webhook events from the outbox.
 #[derive(Debug, Clone)]
@@ -612,37 +557,4 @@ fn disable(state: &mut EndpointState, reason: String, now: u64) {
     state.disabled = true;
     state.disabled_reason = Some(reason);
     state.disabled_at_ms = Some(now);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn due(id: &str, merchant: &str, endpoint: &str) -> DueDelivery {
-        DueDelivery { id: id.into(), merchant_id: merchant.into(), endpoint_key: endpoint.into() }
-    }
-
-    /// Each bound refuses with its own verdict: a merchant's hanging endpoint fills its half of
-    /// the merchant's slots (the endpoint is full, the merchant is not, so its other endpoint
-    /// still gets a slot); then the merchant is full; then the node.
-    #[test]
-    fn each_bound_refuses_with_its_own_verdict() {
-        let mut f = InFlight::default();
-        let (total, per_merchant) = (5, 4);
-        assert_eq!(f.try_take(&due("a1", "m", "m/hang"), total, per_merchant, true), Take::Taken);
-        assert_eq!(f.try_take(&due("a1", "m", "m/hang"), total, per_merchant, true), Take::Passed, "under way");
-        assert_eq!(f.try_take(&due("a2", "m", "m/hang"), total, per_merchant, true), Take::Taken);
-        assert_eq!(f.try_take(&due("a3", "m", "m/hang"), total, per_merchant, true), Take::EndpointFull);
-        assert_eq!(f.try_take(&due("b1", "m", "m/ok"), total, per_merchant, true), Take::Taken);
-        assert_eq!(f.try_take(&due("b2", "m", "m/ok"), total, per_merchant, true), Take::Taken);
-        assert_eq!(f.try_take(&due("b3", "m", "m/ok"), total, per_merchant, true), Take::MerchantFull);
-        assert_eq!(f.try_take(&due("c1", "n", "n"), total, per_merchant, false), Take::Taken);
-        assert_eq!(f.try_take(&due("c2", "n", "n"), total, per_merchant, false), Take::AllFull);
-        f.release(&due("a1", "m", "m/hang"));
-        assert_eq!(
-            f.try_take(&due("c2", "n", "n"), total, per_merchant, false),
-            Take::Taken,
-            "a released slot is free"
-        );
-    }
 }

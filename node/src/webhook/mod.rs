@@ -3,6 +3,7 @@
 
 pub mod delivery;
 pub mod events;
+mod in_flight;
 pub mod payload;
 pub mod retry;
 pub mod signature;
