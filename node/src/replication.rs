@@ -1,12 +1,14 @@
 //! Replication of new invoices to the other operators over gossip.
 //!
 //! Gossipsub does not deliver to peers that have not yet announced their subscription (right
-//! after start-up, or while reconnecting), so each invoice is published several times with
-//! growing gaps (0, 1, 2, 4, 8, 16, 32 s). What is due at a tick (every 100 ms; a new invoice
-//! waits for the next one) goes out packed in as few messages as fit
-//! ([`gossip::InvoiceAnnouncements`]): at 100 invoices a second, about 10 messages a second
-//! instead of 700 (each message costs every receiver a signature check per copy it gets). Receivers store invoices idempotently, so repeats are
-//! harmless. A node that still missed an invoice settles its payment all the same: batches are
+//! after start-up, or while reconnecting), so each invoice is published four times, at 0, 2, 8
+//! and 32 s: a peer back within half a minute hears it. What is due at a tick (every 250 ms; a
+//! new invoice waits for the next one) goes out packed in as few messages as fit
+//! ([`gossip::InvoiceAnnouncements`]): at 100 invoices a second, 4 messages a second instead of
+//! 400 (each message costs every receiver a signature check per copy it gets, and each copy of
+//! an invoice a decode and a lookup). Receivers store invoices idempotently, so repeats are
+//! harmless. An invoice is not on a payment's critical path: its payment needs confirmations,
+//! seconds after the announcement. A node that still missed an invoice settles its payment all the same: batches are
 //! built from chain data alone. As keeper it fetches the invoice from its peers before recording
 //! the settlement (`rounds::invoice_fetch`); otherwise only its `GET` of the invoice answers 404.
 
@@ -19,10 +21,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::debug;
 
-/// How many times an invoice is published.
-const SENDS: u32 = 7;
+/// When an invoice is published again after its first send, in seconds after the previous one
+/// (sends at 0, 2, 8 and 32 s).
+const RESEND_GAPS_S: [u64; 3] = [2, 6, 24];
 /// How often what is due goes out.
-const TICK: Duration = Duration::from_millis(100);
+const TICK: Duration = Duration::from_millis(250);
 
 /// Queues invoices for replication.
 #[derive(Debug, Clone)]
@@ -88,11 +91,12 @@ async fn run(net: NetworkHandle, mut rx: mpsc::Receiver<Invoice>, single: bool, 
         let mut due = Vec::new();
         for (inv, next, sent) in queue.iter_mut().filter(|(_, next, _)| *next <= now) {
             due.push(inv.clone());
-            *next = now + Duration::from_secs(1u64 << *sent);
+            let gap = RESEND_GAPS_S.get(*sent as usize).copied().unwrap_or(u64::MAX);
+            *next = now.checked_add(Duration::from_secs(gap)).unwrap_or(now);
             *sent += 1;
         }
         publish(&net, &due, single).await;
-        queue.retain(|(_, _, sent)| *sent < SENDS);
+        queue.retain(|(_, _, sent)| *sent as usize <= RESEND_GAPS_S.len());
     }
 }
 

@@ -86,6 +86,10 @@ struct State {
     in_flight: HashSet<u64>,
     /// When this node first saw a quorum for its batch of a round, ms.
     quorum_at: HashMap<u64, u64>,
+    /// When this node last published its attestation of a pending round: the rebroadcast
+    /// skips one published less than an interval ago (a round settles in a few blocks; only
+    /// a round still pending after that may need its votes heard again).
+    published_at: HashMap<u64, std::time::Instant>,
     /// Heartbeats, per epoch (each set has its own indices).
     liveness: BTreeMap<u64, Liveness>,
     can_pay: Arc<AtomicBool>,
@@ -129,6 +133,7 @@ impl RoundDriver {
             pending: BTreeSet::new(),
             in_flight: HashSet::new(),
             quorum_at: HashMap::new(),
+            published_at: HashMap::new(),
             liveness: BTreeMap::new(),
             can_pay,
             done_tx,
@@ -155,7 +160,7 @@ impl RoundDriver {
                     None => return,
                 },
                 _ = tick.tick() => self.advance(&mut st).await,
-                _ = rebroadcast.tick() => self.rebroadcast(&st).await,
+                _ = rebroadcast.tick() => self.rebroadcast(&mut st).await,
                 _ = heartbeat.tick() => self.heartbeat(&mut st).await,
                 _ = catch_up.tick() => self.catch_up(&st, None),
                 Some(atts) = sync_rx.recv() => self.on_synced(&mut st, atts),
@@ -280,6 +285,7 @@ impl RoundDriver {
             }
             st.pending.remove(&round);
             st.quorum_at.remove(&round);
+            st.published_at.remove(&round);
             st.pool.remove_round(round);
             st.verified.retain(|(_, b, _)| b.round != round);
             debug!(round, "round settled");

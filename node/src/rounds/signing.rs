@@ -160,6 +160,7 @@ impl RoundDriver {
             st.pool.insert(signed.batch, me, sig);
         }
         st.pending.insert(batch.round);
+        st.published_at.insert(batch.round, std::time::Instant::now());
         self.publish(signed.batch, signed.signature).await;
         self.try_settle(st, batch.round);
         Ok(new)
@@ -174,9 +175,14 @@ impl RoundDriver {
         }
     }
 
-    pub(super) async fn rebroadcast(&self, st: &State) {
-        for round in &st.pending {
-            if let Ok(Some(signed)) = self.store.signed_batch(*round) {
+    pub(super) async fn rebroadcast(&self, st: &mut State) {
+        let now = std::time::Instant::now();
+        let stale =
+            |r: &u64| st.published_at.get(r).is_none_or(|at| now.duration_since(*at) >= self.timing.rebroadcast);
+        let due: Vec<u64> = st.pending.iter().copied().filter(stale).collect();
+        for round in due {
+            if let Ok(Some(signed)) = self.store.signed_batch(round) {
+                st.published_at.insert(round, now);
                 self.publish(signed.batch, signed.signature).await;
             }
         }
