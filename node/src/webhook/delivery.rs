@@ -46,6 +46,8 @@ pub struct Deliverer {
     acks: Arc<std::sync::Mutex<Vec<DeliveryAck>>>,
     /// Also acknowledge each delivery in a message of its own (`p2p.single_messages`).
     single_acks: bool,
+    /// Records attempts in groups ([`crate::store::GroupWriter`]); without it, one commit each.
+    writer: Option<crate::store::GroupWriter>,
 }
 
 /// How often the deliveries made here are acknowledged to the other operators, in one message
@@ -96,7 +98,14 @@ impl Deliverer {
             in_flight: Arc::default(),
             acks: Arc::default(),
             single_acks: false,
+            writer: None,
         }
+    }
+
+    /// Records attempts through `writer`, many in one transaction.
+    pub fn with_writer(mut self, writer: Option<crate::store::GroupWriter>) -> Self {
+        self.writer = writer;
+        self
     }
 
     /// Shares `other`'s in-flight limits (`webhooks.max_in_flight` and per merchant), so that the
@@ -409,7 +418,11 @@ impl Deliverer {
             excerpt,
             node: self.node.clone(),
         };
-        if let Err(e) = self.store.record_attempt(&event.id, attempt, &effect) {
+        let recorded = match &self.writer {
+            Some(w) => w.record_attempt(&event.id, attempt, effect.clone()).await,
+            None => self.store.record_attempt(&event.id, attempt, &effect),
+        };
+        if let Err(e) = recorded {
             warn!(webhook_id = %event.id, error = %e, "cannot record webhook attempt");
         }
         self.update_endpoint(&target.state_key, &decision, now);
