@@ -338,8 +338,13 @@ fn api(cfg: &NodeConfig, v: &mut Problems) {
 
 fn webhooks(cfg: &NodeConfig, v: &mut Problems) {
     let w = &cfg.webhooks;
-    let checks: [(&str, bool, &str); 5] = [
+    let checks: [(&str, bool, &str); 6] = [
         ("webhooks.timeout_ms", w.timeout_ms > 0, "must be more than 0 ms"),
+        (
+            "webhooks.failover_delay_ms",
+            w.failover_delay_ms >= 1000,
+            "must be at least 1000 ms: a delivery's acknowledgement reaches the other operators within a few hundred ms, and a shorter delay makes them deliver it again",
+        ),
         ("webhooks.connect_timeout_ms", w.connect_timeout_ms > 0, "must be more than 0 ms"),
         ("webhooks.max_response_bytes", w.max_response_bytes >= 256, "must be at least 256 bytes"),
         ("webhooks.max_in_flight", w.max_in_flight >= 1, "must be at least 1"),
@@ -427,6 +432,7 @@ mod tests {
                 "payments_contract = \"0x0000000000000000000000000000000000000000\"",
                 "chains[0].payments_contract",
             ),
+            ("failover_delay_ms = 30000", "failover_delay_ms = 200", "webhooks.failover_delay_ms"),
         ];
         for (from, to, field) in cases {
             assert!(EXAMPLE.contains(from), "case {field}: example lacks {from}");

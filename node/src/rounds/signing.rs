@@ -42,6 +42,7 @@ impl RoundDriver {
                 st.pending.remove(&round);
                 st.pool.remove_round(round);
                 st.quorum_at.remove(&round);
+                st.published_at.remove(&round);
             }
             if let Some(batch) = batch
                 && self.store.settlement(round)?.is_none()
@@ -160,30 +161,40 @@ impl RoundDriver {
             st.pool.insert(signed.batch, me, sig);
         }
         st.pending.insert(batch.round);
-        st.published_at.insert(batch.round, std::time::Instant::now());
-        self.publish(signed.batch, signed.signature).await;
+        if self.publish(signed.batch, signed.signature).await {
+            st.published_at.insert(batch.round, std::time::Instant::now());
+        }
         self.try_settle(st, batch.round);
         Ok(new)
     }
 
-    async fn publish(&self, batch: Batch, signature: Bytes) {
-        let Some(signer) = self.epochs.get(batch.epoch).and_then(|s| s.me) else { return };
+    /// Publishes this node's attestation; whether it went out.
+    async fn publish(&self, batch: Batch, signature: Bytes) -> bool {
+        let Some(signer) = self.epochs.get(batch.epoch).and_then(|s| s.me) else { return false };
         let att = Attestation { batch, signer, signature, sent_at_ms: now_ms() };
         let data = serde_json::to_vec(&att).unwrap_or_default();
-        if let Err(e) = self.net.publish(gossip::ATTESTATIONS, data).await {
-            debug!(round = batch.round, error = %e, "attestation not published yet; will rebroadcast");
+        match self.net.publish(gossip::ATTESTATIONS, data).await {
+            Ok(()) => true,
+            Err(e) => {
+                debug!(round = batch.round, error = %e, "attestation not published yet; will rebroadcast");
+                false
+            }
         }
     }
 
+    /// Publishes again this node's attestations of the rounds pending for most of an interval
+    /// (a tick handled a little early must not push a round to the next one), its own set change
+    /// approvals, and on the merchants' home chain the merchant records it announces.
     pub(super) async fn rebroadcast(&self, st: &mut State) {
         let now = std::time::Instant::now();
-        let stale =
-            |r: &u64| st.published_at.get(r).is_none_or(|at| now.duration_since(*at) >= self.timing.rebroadcast);
+        let min_age = self.timing.rebroadcast.mul_f64(0.75);
+        let stale = |r: &u64| st.published_at.get(r).is_none_or(|at| now.duration_since(*at) >= min_age);
         let due: Vec<u64> = st.pending.iter().copied().filter(stale).collect();
         for round in due {
-            if let Ok(Some(signed)) = self.store.signed_batch(round) {
+            if let Ok(Some(signed)) = self.store.signed_batch(round)
+                && self.publish(signed.batch, signed.signature).await
+            {
                 st.published_at.insert(round, now);
-                self.publish(signed.batch, signed.signature).await;
             }
         }
         self.rebroadcast_set_approvals().await;

@@ -62,19 +62,29 @@ pub async fn run(net: &Testnet, rate: f64, seconds: u64) -> Result<Vec<EndpointR
     let base = net.api(0);
     let token = net.devnet.merchant_token.expose().to_string();
     let ids = Arc::new(Mutex::new(Vec::with_capacity(count)));
+    // What each failed create got (a status and its body's start, or the transport error).
+    let failures: Arc<Mutex<std::collections::BTreeMap<String, usize>>> = Arc::default();
     let began = Instant::now();
     let (create_ms, create_err) = {
-        let (client, base, token, ids) = (client.clone(), base.clone(), token.clone(), ids.clone());
+        let (client, base, token, ids, failures) =
+            (client.clone(), base.clone(), token.clone(), ids.clone(), failures.clone());
         open_loop(rate, count, move |k| {
-            let (client, base, token, ids) = (client.clone(), base.clone(), token.clone(), ids.clone());
+            let (client, base, token, ids, failures) =
+                (client.clone(), base.clone(), token.clone(), ids.clone(), failures.clone());
             async move {
                 let body =
                     serde_json::json!({ "amount": "1000000000000000", "token": "native", "metadata": { "k": k } });
-                let Ok(r) = client.post(format!("{base}/v1/invoices")).bearer_auth(&token).json(&body).send().await
-                else {
-                    return false;
+                let r = match client.post(format!("{base}/v1/invoices")).bearer_auth(&token).json(&body).send().await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        *failures.lock().await.entry(format!("transport: {e}")).or_default() += 1;
+                        return false;
+                    }
                 };
                 if r.status().as_u16() != 201 {
+                    let status = r.status().as_u16();
+                    let text: String = r.text().await.unwrap_or_default().chars().take(120).collect();
+                    *failures.lock().await.entry(format!("{status} {text}")).or_default() += 1;
                     return false;
                 }
                 let Ok(v) = r.json::<serde_json::Value>().await else { return false };
@@ -87,6 +97,9 @@ pub async fn run(net: &Testnet, rate: f64, seconds: u64) -> Result<Vec<EndpointR
         .await
     };
     eprintln!("  api: {count} creates at {rate}/s in {:.1} s", began.elapsed().as_secs_f64());
+    for (what, n) in failures.lock().await.iter() {
+        eprintln!("  api: {n} creates failed: {what}");
+    }
     let ids: Arc<Vec<String>> = Arc::new(std::mem::take(&mut *ids.lock().await));
     let (get_ms, get_err) = if ids.is_empty() {
         (Vec::new(), count)
