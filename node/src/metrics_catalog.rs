@@ -240,7 +240,7 @@ pub const CATALOG: &[Metric] = &[
     c(H, "invoice_verification_latency_seconds", "Payment block timestamp to this node's attestation", Labels::None),
     c(H, "rpc_provider_latency_seconds", "Latency of each RPC call, by provider", Labels::Provider),
     c(H, "settlement_latency_seconds", "Payment block timestamp to its settlement being mined", Labels::None),
-    m(H, "store_write_group_size", "Writes (API creates, delivery attempts) committed in one transaction by the store writer", Labels::None),
+    m(H, "store_invoice_group_size", "Invoices the API created written in one durable transaction", Labels::None),
 ];
 
 /// Help text of every metric.

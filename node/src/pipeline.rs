@@ -15,7 +15,7 @@ use crate::keys::OperatorKeys;
 use crate::peer_union::PeerUnion;
 use crate::replication::InvoiceReplicator;
 use crate::rounds::{RoundDriver, Timing};
-use crate::store::GroupWriter;
+use crate::store::InvoiceWriter;
 use crate::store::Store;
 use crate::webhook::delivery::{Completion, Deliverer};
 use settleproof_config::{ChainSection, NodeConfig};
@@ -99,12 +99,6 @@ pub fn spawn(
     let webhook_wake = Arc::new(Notify::new());
     let min_balance_wei = p.cfg.min_balance_wei(&cfg.rounds);
     let watcher_status = Arc::new(WatcherStatus::default());
-    // Without its thread (none could be started) each create and attempt commits on its own.
-    let store_writer = GroupWriter::spawn(p.store.clone())
-        .inspect_err(
-            |e| tracing::warn!(error = %e, "no store writer thread; creates and attempts commit one at a time"),
-        )
-        .ok();
     let mut deliverer = Deliverer::new(
         shared.webhook_client.clone(),
         p.store.clone(),
@@ -119,7 +113,7 @@ pub fn spawn(
     if let Some(first) = limits_of {
         deliverer = deliverer.sharing_limits_with(first);
     }
-    deliverer = deliverer.with_single_acks(cfg.p2p.single_messages).with_writer(store_writer.clone());
+    deliverer = deliverer.with_single_acks(cfg.p2p.single_messages);
     let api = ChainState {
         chain_id,
         name: p.cfg.label(),
@@ -128,7 +122,10 @@ pub fn spawn(
         payments_contract: p.cfg.payments_contract,
         settlement_contract: p.cfg.settlement_contract,
         replicator: Some(InvoiceReplicator::spawn(net.clone(), cfg.p2p.single_messages, shutdown.clone())),
-        store_writer,
+        // Without its thread (none could be started) each create commits on its own.
+        invoice_writer: InvoiceWriter::spawn(p.store.clone())
+            .inspect_err(|e| tracing::warn!(error = %e, "no invoice writer thread; creates commit one at a time"))
+            .ok(),
         epochs: Some(p.epochs.clone()),
         chain: Some(p.chain.clone()),
         watcher: Some(watcher_status.clone()),

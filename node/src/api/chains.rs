@@ -6,7 +6,7 @@ use super::ApiError;
 use crate::chain::ChainClient;
 use crate::chain::watcher::WatcherStatus;
 use crate::replication::InvoiceReplicator;
-use crate::store::{GroupWriter, Store};
+use crate::store::{InvoiceWriter, Store};
 use alloy::primitives::Address;
 use settleproof_consensus::RoundSchedule;
 use std::sync::Arc;
@@ -29,7 +29,7 @@ pub struct ChainState {
     /// Replicates new invoices to the other operators; `None` in handler tests.
     pub replicator: Option<InvoiceReplicator>,
     /// Writes created invoices durably in groups; `None` in handler tests (a commit each).
-    pub store_writer: Option<GroupWriter>,
+    pub invoice_writer: Option<InvoiceWriter>,
     /// The operator sets by epoch; `None` in handler tests (one operator, threshold 1).
     pub epochs: Option<Arc<crate::epochs::Epochs>>,
     /// Chain client, for provider health; `None` in handler tests.
@@ -61,7 +61,7 @@ impl ChainState {
             payments_contract: payments,
             settlement_contract: settlement,
             replicator: None,
-            store_writer: None,
+            invoice_writer: None,
             epochs: None,
             chain: None,
             watcher: None,

@@ -178,7 +178,7 @@ pub(super) async fn create(
         }
         (stored, new)
     } else {
-        match &chain.store_writer {
+        match &chain.invoice_writer {
             // In a task of its own: a client that goes away while the write is under way
             // cannot leave the invoice stored but never replicated.
             Some(writer) => {

@@ -126,7 +126,7 @@ impl Store {
     }
 
     /// [`Store::insert_invoices`], saying for each invoice whether it was new.
-    pub(super) fn insert_invoices_each(
+    fn insert_invoices_each(
         tx: &redb::WriteTransaction,
         invoices: &[Invoice],
         now_s: u64,

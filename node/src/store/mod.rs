@@ -36,9 +36,9 @@ mod approvals;
 mod backup;
 mod chain;
 mod epochs;
-mod group_writer;
 mod halt_reason;
 mod idempotency;
+mod invoice_writer;
 mod invoices;
 mod merchants;
 mod outbox;
@@ -50,9 +50,9 @@ pub use api_keys::{ApiKey, KeyPut, Scope};
 pub use approvals::{ApprovalPut, MAX_APPROVALS_PER_SIGNER, StoredApproval};
 pub use backup::{check, restore};
 pub use chain::{PaymentRecord, RangeApplied, RoundEnd, StoredBlock};
-pub use group_writer::GroupWriter;
 pub use halt_reason::HaltReason;
 pub use idempotency::{IDEMPOTENCY_TTL_S, IdempotencyRecord, KeyState, key_hash, key_nonce};
+pub use invoice_writer::InvoiceWriter;
 pub use invoices::Invoice;
 pub use merchants::{
     AuditEntry, MAX_PENDING_PER_SIGNER, MerchantApprovalPut, MerchantChange, PendingChange, PreviousSecret,

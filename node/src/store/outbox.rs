@@ -361,55 +361,49 @@ impl Store {
     /// Records an attempt and its effect, atomically.
     pub fn record_attempt(&self, id: &str, attempt: Attempt, effect: &AttemptEffect) -> Result<(), StoreError> {
         let tx = self.begin_bookkeeping()?;
-        Self::record_attempt_in(&tx, id, attempt, effect)?;
+        {
+            let mut outbox = tx.open_table(OUTBOX)?;
+            let mut queue = Queue::open(&tx)?;
+            let current: Option<OutboxEvent> = outbox.get(id)?.map(|v| decode("outbox", v.value())).transpose()?;
+            // An attempt that raced a delivery (or a dead-lettering) elsewhere is recorded, but
+            // cannot put the event back in the queue.
+            let settled = current.as_ref().is_some_and(|e| e.delivered_at_ms.is_some() || e.dead_at_ms.is_some())
+                && queue.due_at(id)?.is_none();
+            if let Some(mut e) = current {
+                if settled {
+                    let n = e.attempts.saturating_add(1);
+                    e.attempts = n;
+                    outbox.insert(id, encode(&e).as_slice())?;
+                    tx.open_table(ATTEMPTS)?.insert((id, n), encode(&Attempt { n, ..attempt }).as_slice())?;
+                    drop((outbox, queue));
+                    tx.commit()?;
+                    return Ok(());
+                }
+                e.attempts = e.attempts.saturating_add(1);
+                e.schedule_index = e.schedule_index.saturating_add(1);
+                e.last_outcome = Some(attempt.outcome.clone());
+                let n = e.attempts;
+                match effect {
+                    AttemptEffect::Delivered => {
+                        e.delivered_at_ms = Some(attempt.at_ms);
+                        queue.unschedule(&e)?;
+                    }
+                    AttemptEffect::RetryAt(at) => queue.schedule(&e, *at)?,
+                    AttemptEffect::Dead => {
+                        e.dead_at_ms = Some(attempt.at_ms);
+                        queue.unschedule(&e)?;
+                        tx.open_table(DEAD)?.insert(id, attempt.at_ms)?;
+                    }
+                    AttemptEffect::DisableEndpoint(_) => {
+                        // Undo the schedule step: the event waits for the endpoint, it did not fail.
+                        e.schedule_index = e.schedule_index.saturating_sub(1);
+                    }
+                }
+                outbox.insert(id, encode(&e).as_slice())?;
+                tx.open_table(ATTEMPTS)?.insert((id, n), encode(&Attempt { n, ..attempt }).as_slice())?;
+            }
+        }
         tx.commit()?;
-        Ok(())
-    }
-
-    /// [`Store::record_attempt`] in `tx`, uncommitted (the group writer commits many at once).
-    pub(super) fn record_attempt_in(
-        tx: &redb::WriteTransaction,
-        id: &str,
-        attempt: Attempt,
-        effect: &AttemptEffect,
-    ) -> Result<(), StoreError> {
-        let mut outbox = tx.open_table(OUTBOX)?;
-        let mut queue = Queue::open(tx)?;
-        let current: Option<OutboxEvent> = outbox.get(id)?.map(|v| decode("outbox", v.value())).transpose()?;
-        // An attempt that raced a delivery (or a dead-lettering) elsewhere is recorded, but
-        // cannot put the event back in the queue.
-        let settled = current.as_ref().is_some_and(|e| e.delivered_at_ms.is_some() || e.dead_at_ms.is_some())
-            && queue.due_at(id)?.is_none();
-        let Some(mut e) = current else { return Ok(()) };
-        if settled {
-            let n = e.attempts.saturating_add(1);
-            e.attempts = n;
-            outbox.insert(id, encode(&e).as_slice())?;
-            tx.open_table(ATTEMPTS)?.insert((id, n), encode(&Attempt { n, ..attempt }).as_slice())?;
-            return Ok(());
-        }
-        e.attempts = e.attempts.saturating_add(1);
-        e.schedule_index = e.schedule_index.saturating_add(1);
-        e.last_outcome = Some(attempt.outcome.clone());
-        let n = e.attempts;
-        match effect {
-            AttemptEffect::Delivered => {
-                e.delivered_at_ms = Some(attempt.at_ms);
-                queue.unschedule(&e)?;
-            }
-            AttemptEffect::RetryAt(at) => queue.schedule(&e, *at)?,
-            AttemptEffect::Dead => {
-                e.dead_at_ms = Some(attempt.at_ms);
-                queue.unschedule(&e)?;
-                tx.open_table(DEAD)?.insert(id, attempt.at_ms)?;
-            }
-            AttemptEffect::DisableEndpoint(_) => {
-                // Undo the schedule step: the event waits for the endpoint, it did not fail.
-                e.schedule_index = e.schedule_index.saturating_sub(1);
-            }
-        }
-        outbox.insert(id, encode(&e).as_slice())?;
-        tx.open_table(ATTEMPTS)?.insert((id, n), encode(&Attempt { n, ..attempt }).as_slice())?;
         Ok(())
     }
 

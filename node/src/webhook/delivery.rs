@@ -46,8 +46,6 @@ pub struct Deliverer {
     acks: Arc<std::sync::Mutex<Vec<DeliveryAck>>>,
     /// Also acknowledge each delivery in a message of its own (`p2p.single_messages`).
     single_acks: bool,
-    /// Records attempts in groups ([`crate::store::GroupWriter`]); without it, one commit each.
-    writer: Option<crate::store::GroupWriter>,
 }
 
 /// How often the deliveries made here are acknowledged to the other operators, in one message
@@ -98,14 +96,7 @@ impl Deliverer {
             in_flight: Arc::default(),
             acks: Arc::default(),
             single_acks: false,
-            writer: None,
         }
-    }
-
-    /// Records attempts through `writer`, many in one transaction.
-    pub fn with_writer(mut self, writer: Option<crate::store::GroupWriter>) -> Self {
-        self.writer = writer;
-        self
     }
 
     /// Shares `other`'s in-flight limits (`webhooks.max_in_flight` and per merchant), so that the
@@ -418,11 +409,7 @@ impl Deliverer {
             excerpt,
             node: self.node.clone(),
         };
-        let recorded = match &self.writer {
-            Some(w) => w.record_attempt(&event.id, attempt, effect.clone()).await,
-            None => self.store.record_attempt(&event.id, attempt, &effect),
-        };
-        if let Err(e) = recorded {
+        if let Err(e) = self.store.record_attempt(&event.id, attempt, &effect) {
             warn!(webhook_id = %event.id, error = %e, "cannot record webhook attempt");
         }
         self.update_endpoint(&target.state_key, &decision, now);
