@@ -49,9 +49,10 @@ pub struct Deliverer {
 }
 
 /// How often the deliveries made here are acknowledged to the other operators, in one message
-/// ([`gossip::DeliveryAcks`]) per period: at 300 deliveries a second, 4 messages instead of 300.
-/// Far below any failover delay (seconds), so the next operator in line hears it before its turn.
-const ACK_PERIOD: Duration = Duration::from_millis(250);
+/// ([`gossip::DeliveryAcks`]) per period: at 300 deliveries a second, 10 messages instead of 300.
+/// Far below the shortest failover delay (`webhooks.failover_delay_ms`, at least 1 s), so the
+/// next operator in line hears it before its turn.
+const ACK_PERIOD: Duration = Duration::from_millis(100);
 
 /// What a node needs to complete a bare `payment.settled` event before delivering it: the
 /// invoice may have reached it since the settlement (a partition healed), or a peer has it.
