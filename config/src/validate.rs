@@ -343,7 +343,7 @@ fn webhooks(cfg: &NodeConfig, v: &mut Problems) {
         (
             "webhooks.failover_delay_ms",
             w.failover_delay_ms >= 1000,
-            "must be at least 1000 ms: a delivery's acknowledgement reaches the other operators within about 100 ms, and a shorter delay makes them deliver it again",
+            "must be at least 1000 ms: the next operator waits this long for the acknowledgement of a delivery (sent within about 100 ms of the merchant's answer), and a shorter delay makes it deliver again events the merchant already has; a merchant that answers slower than the delay still gets some twice, which webhook-id deduplication absorbs",
         ),
         ("webhooks.connect_timeout_ms", w.connect_timeout_ms > 0, "must be more than 0 ms"),
         ("webhooks.max_response_bytes", w.max_response_bytes >= 256, "must be at least 256 bytes"),

@@ -128,8 +128,12 @@ pub(super) async fn create(
             match c.store.idempotency_key(&merchant.id, record.key_hash, now)? {
                 KeyState::Live(existing) => {
                     idempotency::check_same(&existing, record)?;
-                    // Announced again: the node that made it may have stopped before it did.
-                    if let Some(replicator) = &c.replicator {
+                    // Announced again when this node made it: it may have stopped before it did.
+                    // An invoice another operator made is that operator's to announce; peers
+                    // refuse an announcement in another operator's name.
+                    if existing.created_by == state.node_name
+                        && let Some(replicator) = &c.replicator
+                    {
                         replicator.replicate((*existing).clone());
                     }
                     let created = Created {

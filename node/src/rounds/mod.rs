@@ -87,8 +87,8 @@ struct State {
     /// When this node first saw a quorum for its batch of a round, ms.
     quorum_at: HashMap<u64, u64>,
     /// When this node last published its attestation of a pending round: the rebroadcast
-    /// skips one published less than an interval ago (a round settles in a few blocks; only
-    /// a round still pending after that may need its votes heard again).
+    /// skips one published less than three quarters of an interval ago (a round settles in a
+    /// few blocks; only a round still pending after that may need its votes heard again).
     published_at: HashMap<u64, std::time::Instant>,
     /// Heartbeats, per epoch (each set has its own indices).
     liveness: BTreeMap<u64, Liveness>,

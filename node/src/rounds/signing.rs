@@ -125,6 +125,8 @@ impl RoundDriver {
                 // Votes and timers of the batch of the replaced chain no longer count.
                 st.pool.keep_chain(batch.round, batch.to_block_hash);
                 st.quorum_at.remove(&batch.round);
+                // The new signature has not been sent: a failed publish below leaves it due.
+                st.published_at.remove(&batch.round);
                 warn!(
                     round = batch.round,
                     root = %batch.root,
