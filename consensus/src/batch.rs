@@ -17,6 +17,11 @@ pub const BATCH_TYPE: &str = "SettleproofBatch(uint256 chainId,address settlemen
 /// Type string whose hash prefixes every payment leaf.
 pub const LEAF_TYPE: &str = "SettleproofPayment(uint256 chainId,bytes32 txHash,uint64 logIndex,uint64 blockNumber,bytes32 invoiceId,address merchant,address payer,address token,uint256 amount)";
 
+/// keccak256 of [`BATCH_TYPE`] and of [`LEAF_TYPE`], hashed once: every leaf and every batch
+/// message starts with one.
+static TYPEHASHES: std::sync::LazyLock<(B256, B256)> =
+    std::sync::LazyLock::new(|| (keccak256(BATCH_TYPE), keccak256(LEAF_TYPE)));
+
 /// One confirmed payment as it appears in a batch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentLeaf {
@@ -45,7 +50,7 @@ impl PaymentLeaf {
     pub fn hash(&self) -> B256 {
         keccak256(
             (
-                keccak256(LEAF_TYPE),
+                TYPEHASHES.1,
                 U256::from(self.chain_id),
                 self.tx_hash,
                 self.log_index,
@@ -99,18 +104,31 @@ impl Batch {
         to_block_hash: B256,
         payments: &mut [PaymentLeaf],
     ) -> Option<Self> {
+        Self::build_with_tree(epoch, round, (from_block, to_block), to_block_hash, payments).map(|(batch, ..)| batch)
+    }
+
+    /// [`Batch::build`], also handing back the leaf hashes in batch order and their tree: what
+    /// the receipts of the round need, so the leaves are hashed and the tree built once.
+    pub fn build_with_tree(
+        epoch: u64,
+        round: u64,
+        (from_block, to_block): (u64, u64),
+        to_block_hash: B256,
+        payments: &mut [PaymentLeaf],
+    ) -> Option<(Self, Vec<B256>, merkle::BatchTree)> {
         payments.sort_by_key(PaymentLeaf::order_key);
         let leaves: Vec<B256> = payments.iter().map(PaymentLeaf::hash).collect();
-        let root = merkle::root(&leaves)?;
+        let tree = merkle::BatchTree::new(&leaves);
+        let root = tree.root()?;
         let leaf_count = u32::try_from(leaves.len()).ok()?;
-        Some(Self { epoch, round, from_block, to_block, to_block_hash, root, leaf_count })
+        Some((Self { epoch, round, from_block, to_block, to_block_hash, root, leaf_count }, leaves, tree))
     }
 
     /// The 32-byte message operators sign, equal to `Settlement.batchMessage` on chain.
     pub fn message(&self, chain_id: u64, settlement: Address) -> B256 {
         keccak256(
             (
-                keccak256(BATCH_TYPE),
+                TYPEHASHES.0,
                 U256::from(chain_id),
                 settlement,
                 self.epoch,

@@ -19,6 +19,9 @@ use serde_json::Value;
 
 /// The type string hashed into [`INVOICE_TYPEHASH`].
 pub const INVOICE_TYPE: &str = "SettleproofInvoice(uint256 chainId,address payments,bytes32 merchant,address payout,address token,uint256 amount,uint64 expiresAt,bytes32 nonce,bytes32 metadataHash)";
+/// keccak256 of [`INVOICE_TYPE`] (`InvoicePayments.INVOICE_TYPEHASH`), hashed once.
+pub static INVOICE_TYPEHASH: std::sync::LazyLock<B256> =
+    std::sync::LazyLock::new(|| keccak256(INVOICE_TYPE.as_bytes()));
 
 /// What an invoice id commits to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,7 +50,7 @@ pub struct InvoiceTerms {
 impl InvoiceTerms {
     /// The invoice id these terms commit to.
     pub fn id(&self) -> B256 {
-        let typehash = keccak256(INVOICE_TYPE.as_bytes());
+        let typehash = *INVOICE_TYPEHASH;
         let encoded = (
             typehash,
             U256::from(self.chain_id),

@@ -36,13 +36,17 @@ pub fn build(
     Ok(RoundReceipts::new(store, ctx, record)?.and_then(|r| r.receipt(payment, Some(terms))))
 }
 
-/// Everything the receipts of one settled round share (leaves, batch, tree), built once, so the
-/// receipts of a round of n payments cost O(n log n) rather than a rebuild per payment.
+/// Everything the receipts of one settled round share (leaves and their hashes, batch, its
+/// message, tree, signers), built once, so the receipts of a round of n payments cost
+/// O(n log n) rather than a rebuild per payment.
 #[derive(Debug)]
 pub struct RoundReceipts<'a> {
     ctx: &'a ReceiptContext,
     record: &'a SettlementRecord,
     batch: settleproof_consensus::Batch,
+    batch_message: B256,
+    signers: Vec<usize>,
+    leaves: Vec<PaymentLeaf>,
     hashes: Vec<B256>,
     index: HashMap<(B256, u64), usize>,
     tree: merkle::BatchTree,
@@ -61,7 +65,7 @@ impl<'a> RoundReceipts<'a> {
             return Ok(None);
         }
         let mut leaves: Vec<PaymentLeaf> = store.payments_in_range(from, to)?.into_iter().map(|r| r.leaf).collect();
-        let Some(batch) = settleproof_consensus::Batch::build(
+        let Some((batch, hashes, tree)) = settleproof_consensus::Batch::build_with_tree(
             record.epoch,
             record.round,
             (from, to),
@@ -73,10 +77,10 @@ impl<'a> RoundReceipts<'a> {
         if batch.root != record.root {
             return Ok(None);
         }
-        let hashes: Vec<B256> = leaves.iter().map(PaymentLeaf::hash).collect();
         let index = leaves.iter().enumerate().map(|(i, l)| ((l.tx_hash, l.log_index), i)).collect();
-        let tree = merkle::BatchTree::new(&hashes);
-        Ok(Some(Self { ctx, record, batch, hashes, index, tree }))
+        let batch_message = batch.message(ctx.chain_id, ctx.settlement);
+        let signers = (0..256usize).filter(|i| record.signer_bitmap.bit(*i)).collect();
+        Ok(Some(Self { ctx, record, batch, batch_message, signers, leaves, hashes, index, tree }))
     }
 
     /// The receipt of `payment` with the terms of its invoice (`None` when this node does not
@@ -85,7 +89,8 @@ impl<'a> RoundReceipts<'a> {
     pub fn receipt(&self, payment: &PaymentLeaf, terms: Option<InvoiceTerms>) -> Option<Receipt> {
         let (ctx, record, batch) = (self.ctx, self.record, self.batch);
         let index = *self.index.get(&(payment.tx_hash, payment.log_index))?;
-        if self.hashes[index] != payment.hash() {
+        // The very leaf of the batch (every field), not only one with its transaction and log.
+        if self.leaves[index] != *payment {
             return None;
         }
         let proof = self.tree.proof(index)?;
@@ -98,7 +103,6 @@ impl<'a> RoundReceipts<'a> {
             }
             return None;
         }
-        let signers: Vec<usize> = (0..256usize).filter(|i| record.signer_bitmap.bit(*i)).collect();
         Some(Receipt {
             version: RECEIPT_VERSION,
             chain_id: ctx.chain_id,
@@ -109,8 +113,8 @@ impl<'a> RoundReceipts<'a> {
             leaf_index: index as u64,
             proof,
             batch,
-            batch_message: batch.message(ctx.chain_id, ctx.settlement),
-            signers,
+            batch_message: self.batch_message,
+            signers: self.signers.clone(),
             signer_bitmap: record.signer_bitmap,
             signer_keys: record.signer_keys.chunks(256).map(|c| Bytes::from(c.to_vec())).collect(),
             aggregate_signature: record.signature.clone(),
