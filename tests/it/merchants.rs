@@ -23,11 +23,10 @@ async fn an_idempotent_retry_on_another_node_returns_the_same_invoice_and_a_chan
     assert_eq!(again["id"], first["id"]);
     assert_eq!(again["expires_at"], first["expires_at"]);
     // Node 1 answered from what node 0 made and does not announce it in node 0's name: no peer
-    // sees a foreign-creator announcement and penalises node 1 for an honest retry.
+    // sees a foreign-creator announcement and penalises node 1 for an honest retry. (The nodes
+    // of this testnet run in one process and share one metrics recorder: one read covers all.)
     tokio::time::sleep(Duration::from_secs(2)).await;
-    for i in 0..4 {
-        assert_eq!(net.metric(i, "invoice_conflicts_total").await, 0.0, "node {i} refused an announcement");
-    }
+    assert_eq!(net.metric(0, "invoice_conflicts_total").await, 0.0, "a node refused an announcement");
     let changed =
         json!({"amount": "2000000000000000", "token": "native", "expires_in": 3600, "metadata": {"order": "I-1"}});
     let (status, _, conflict) = net.create_invoice_with_key(1, "order-I-1", changed).await?;
