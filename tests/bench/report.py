@@ -240,8 +240,7 @@ def page(r, plots):
       " thread instead of a commit and fsync each on a runtime worker. At low rates most of a node's CPU was"
       " paid per second rather than per invoice (gossip on fixed ticks, every invoice sent seven times):"
       " invoices now go out on a 250 ms tick or as soon as 16 wait, and are sent four times instead of seven,"
-      " about 20% less node CPU per invoice at 50 and 100/s side by side (five times since, so that a node"
-      " restarted seconds after the first send hears two copies). The profiles, the cost of each cause"
+      " about 20% less node CPU per invoice at 50 and 100/s side by side. The profiles, the cost of each cause"
       " and what each fix won back are in [benchmarks/profiles.md](benchmarks/profiles.md).")
     w("")
     w("## 1. Latency overhead")
