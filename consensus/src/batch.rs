@@ -17,10 +17,10 @@ pub const BATCH_TYPE: &str = "SettleproofBatch(uint256 chainId,address settlemen
 /// Type string whose hash prefixes every payment leaf.
 pub const LEAF_TYPE: &str = "SettleproofPayment(uint256 chainId,bytes32 txHash,uint64 logIndex,uint64 blockNumber,bytes32 invoiceId,address merchant,address payer,address token,uint256 amount)";
 
-/// keccak256 of [`BATCH_TYPE`] and of [`LEAF_TYPE`], hashed once: every leaf and every batch
-/// message starts with one.
-static TYPEHASHES: std::sync::LazyLock<(B256, B256)> =
-    std::sync::LazyLock::new(|| (keccak256(BATCH_TYPE), keccak256(LEAF_TYPE)));
+/// keccak256 of [`BATCH_TYPE`], hashed once: every batch message starts with it.
+static BATCH_TYPEHASH: std::sync::LazyLock<B256> = std::sync::LazyLock::new(|| keccak256(BATCH_TYPE));
+/// keccak256 of [`LEAF_TYPE`], hashed once: every leaf starts with it.
+static LEAF_TYPEHASH: std::sync::LazyLock<B256> = std::sync::LazyLock::new(|| keccak256(LEAF_TYPE));
 
 /// One confirmed payment as it appears in a batch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,7 +50,7 @@ impl PaymentLeaf {
     pub fn hash(&self) -> B256 {
         keccak256(
             (
-                TYPEHASHES.1,
+                *LEAF_TYPEHASH,
                 U256::from(self.chain_id),
                 self.tx_hash,
                 self.log_index,
@@ -128,7 +128,7 @@ impl Batch {
     pub fn message(&self, chain_id: u64, settlement: Address) -> B256 {
         keccak256(
             (
-                TYPEHASHES.0,
+                *BATCH_TYPEHASH,
                 U256::from(chain_id),
                 settlement,
                 self.epoch,

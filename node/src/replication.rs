@@ -3,8 +3,8 @@
 //! Gossipsub does not deliver to peers that have not yet announced their subscription (right
 //! after start-up, or while reconnecting), so each invoice is published four times, at 0, 2, 8
 //! and 32 s: a peer back within half a minute hears it, and a keeper that still lacks one
-//! fetches it (below). What is due at a tick (every 250 ms; a new invoice waits for the next one, unless 16 are waiting) goes out packed in as few
-//! messages as fit ([`gossip::InvoiceAnnouncements`]): at 10 invoices a second 4 messages a
+//! fetches it (below). What is due at a tick (every 250 ms; a new invoice waits for the next
+//! one, unless 16 are waiting) goes out packed in as few messages as fit ([`gossip::InvoiceAnnouncements`]): at 10 invoices a second 4 messages a
 //! second instead of 10, at 100 a second about 7 of 16 instead of 400 (each message costs every receiver a signature check per copy it gets, and each copy of
 //! an invoice a decode and a lookup). Receivers store invoices idempotently, so repeats are
 //! harmless. An invoice is not on a payment's critical path: its payment needs confirmations,
