@@ -1,7 +1,12 @@
 //! The attestation pool: signatures gathered per round until a quorum agrees on one batch.
 //!
-//! Signatures are verified by the caller before insertion (see [`crate::bls`]); the pool only
-//! counts. One operator has one vote per round and chain (the hash of the round's last block,
+//! The pool counts votes without a pairing: a vote comes from its signer's own gossip message
+//! (the network authenticates the publisher), so a bad signature can only be its signer's own
+//! doing. A quorum is checked once, as one aggregate, by whoever uses it
+//! ([`Quorum::aggregate_verified`]); when the aggregate fails, each signature is checked alone and
+//! the forged ones are named, to be [discarded](AttestationPool::discard) and their signers'
+//! later votes checked on arrival. Verifying every vote on arrival would cost each node one
+//! pairing per operator and round; this costs the keeper one per round. One operator has one vote per round and chain (the hash of the round's last block,
 //! [`Batch::to_block_hash`]): a second, different batch from the same signer on the same chain
 //! is reported as equivocation and not counted. After a deep reorg an honest operator signs the
 //! round again on the new chain ([`crate::guard`]); that vote is kept beside the first, up to
@@ -9,7 +14,7 @@
 //! epoch, and its signers and threshold are that epoch's ([`AttestationPool::add_epoch`]).
 
 use crate::batch::Batch;
-use crate::bls::BlsSignature;
+use crate::bls::{BlsPublicKey, BlsSignature};
 use crate::guard::MAX_BATCHES_PER_ROUND;
 use alloy_primitives::{B256, U256};
 use std::collections::BTreeMap;
@@ -43,6 +48,31 @@ pub struct Quorum {
     pub signers: Vec<usize>,
     /// Their signatures, in the order of `signers`.
     pub signatures: Vec<BlsSignature>,
+}
+
+impl Quorum {
+    /// The aggregate of the quorum's signatures, checked against `keys` (the signers' keys, in
+    /// the order of [`Quorum::signers`]) over `message` with one pairing. When it does not
+    /// verify, each signature is checked alone and the signers whose signature fails are
+    /// returned (empty when none does, or when `keys` does not match the signers).
+    pub fn aggregate_verified(&self, keys: &[BlsPublicKey], message: &[u8]) -> Result<BlsSignature, Vec<usize>> {
+        if keys.len() != self.signers.len() {
+            return Err(Vec::new());
+        }
+        if let Ok(aggregate) = BlsSignature::aggregate(&self.signatures)
+            && aggregate.verify_aggregate(keys, message).is_ok()
+        {
+            return Ok(aggregate);
+        }
+        Err(self
+            .signers
+            .iter()
+            .zip(&self.signatures)
+            .zip(keys)
+            .filter(|((_, sig), key)| sig.verify(key, message).is_err())
+            .map(|((signer, _), _)| *signer)
+            .collect())
+    }
 }
 
 /// The votes of one round, by (signer, hash of the round's last block).
@@ -137,6 +167,16 @@ impl AttestationPool {
     /// Forgets a finished round.
     pub fn remove_round(&mut self, round: u64) {
         self.rounds.remove(&round);
+    }
+
+    /// Drops the vote of `signer` for `batch` (its signature was found forged); the signer may
+    /// vote again.
+    pub fn discard(&mut self, batch: &Batch, signer: usize) {
+        if let Some(votes) = self.rounds.get_mut(&batch.round)
+            && votes.get(&(signer, batch.to_block_hash)).is_some_and(|(b, _)| b == batch)
+        {
+            votes.remove(&(signer, batch.to_block_hash));
+        }
     }
 
     /// Keeps of `round` only the votes on the chain whose block `to_block` has
@@ -273,6 +313,83 @@ mod tests {
         pool.insert(batch(7, 1), 0, sig(0));
         pool.retain_rounds(|r| r != 2);
         assert_eq!(pool.rounds(), vec![7]);
+    }
+
+    fn key(i: u8) -> BlsSecretKey {
+        BlsSecretKey::from_ikm(&[i; 32]).expect("ikm")
+    }
+
+    #[test]
+    fn a_quorum_verifies_as_one_aggregate_and_names_each_forged_signature() {
+        let message = b"batch message";
+        let keys: Vec<_> = (0..4u8).map(|i| key(i).public_key()).collect();
+        let honest = |i: u8| key(i).sign(message);
+        // What each signer sends, and which are found forged.
+        let table: [(&str, [BlsSignature; 4], Vec<usize>); 5] = [
+            ("all honest", [honest(0), honest(1), honest(2), honest(3)], vec![]),
+            ("signed with another key", [honest(0), key(9).sign(message), honest(2), honest(3)], vec![1]),
+            ("signed another message", [honest(0), honest(1), honest(2), key(3).sign(b"other")], vec![3]),
+            ("another signer's signature", [honest(0), honest(1), honest(1), honest(3)], vec![2]),
+            ("two forged", [key(9).sign(message), honest(1), honest(2), key(3).sign(b"x")], vec![0, 3]),
+        ];
+        for (case, sigs, forged) in table {
+            let mut pool = AttestationPool::new(4, 3);
+            let a = batch(1, 0xaa);
+            for (i, s) in sigs.iter().enumerate() {
+                assert_eq!(pool.insert(a, i, *s), InsertOutcome::Added, "{case}: counted without a pairing");
+            }
+            let q = pool.quorum(&a).expect("four votes");
+            match q.aggregate_verified(&keys, message) {
+                Ok(agg) => {
+                    assert!(forged.is_empty(), "{case}: the aggregate of a forged signature verified");
+                    assert!(agg.verify_aggregate(&keys, message).is_ok(), "{case}");
+                }
+                Err(bad) => {
+                    assert_eq!(bad, forged, "{case}");
+                    for s in &bad {
+                        pool.discard(&a, *s);
+                    }
+                    // Without the forged votes, what is left verifies (or is no quorum).
+                    match pool.quorum(&a) {
+                        Some(q) => {
+                            let left: Vec<_> = q.signers.iter().map(|i| keys[*i]).collect();
+                            assert!(q.aggregate_verified(&left, message).is_ok(), "{case}: after discarding");
+                        }
+                        None => assert!(4 - forged.len() < 3, "{case}: quorum lost"),
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn keys_that_do_not_match_the_signers_name_no_one() {
+        let mut pool = AttestationPool::new(4, 3);
+        let a = batch(1, 0xaa);
+        for i in 0..3 {
+            pool.insert(a, i, key(i as u8).sign(b"m"));
+        }
+        let q = pool.quorum(&a).expect("quorum");
+        assert_eq!(q.aggregate_verified(&[key(0).public_key()], b"m"), Err(vec![]));
+    }
+
+    #[test]
+    fn discarding_a_forged_vote_lets_its_signer_vote_again_and_keeps_the_others() {
+        let mut pool = AttestationPool::new(4, 3);
+        let a = batch(1, 0xaa);
+        let other = batch(1, 0xbb);
+        for i in 0..3 {
+            pool.insert(a, i, sig(i as u8));
+        }
+        pool.discard(&other, 1);
+        assert_eq!(pool.votes_for(&a), 3, "a vote for another batch is not the one discarded");
+        pool.discard(&a, 1);
+        assert_eq!(pool.votes_for(&a), 2);
+        assert!(pool.quorum(&a).is_none());
+        assert_eq!(pool.insert(a, 1, sig(1)), InsertOutcome::Added, "its signer votes again");
+        assert!(pool.quorum(&a).is_some());
+        pool.discard(&batch(9, 0xaa), 0);
+        assert_eq!(pool.votes_for(&a), 3, "another round is untouched");
     }
 
     proptest! {

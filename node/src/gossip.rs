@@ -308,10 +308,13 @@ impl AttestationFate {
     /// The verdict for gossip and whether to penalise the author (the signer, never the
     /// forwarder). `Reject` costs the peer that forwarded the message its score (gossipsub P4),
     /// so it is kept for what any honest node would find invalid too; whatever depends on this
-    /// node's state is `Ignore`d.
+    /// node's state is `Ignore`d. A bad BLS signature is one of those: nodes count votes
+    /// without a pairing and forward them, so honest nodes may have forwarded it in good faith
+    /// before anyone checked it; its signer, who published it, is penalised instead.
     pub fn verdict(&self) -> (settleproof_p2p::Verdict, bool) {
         use settleproof_p2p::Verdict;
         match self {
+            Self::Invalid(GossipRejection::BadSignature(_)) => (Verdict::Ignore, true),
             Self::Invalid(_) => (Verdict::Reject, false),
             Self::OutsideWindow | Self::Settled | Self::OtherEpoch(_) => (Verdict::Ignore, false),
             Self::Equivocation => (Verdict::Ignore, true),
@@ -479,7 +482,8 @@ mod tests {
     #[test]
     fn only_what_is_invalid_in_itself_costs_the_forwarder() {
         let table = [
-            (AttestationFate::Invalid(GossipRejection::BadSignature("x".into())), Verdict::Reject, false),
+            // Forwarded unverified by honest nodes: the signer pays, not the forwarder.
+            (AttestationFate::Invalid(GossipRejection::BadSignature("x".into())), Verdict::Ignore, true),
             (AttestationFate::Invalid(GossipRejection::Malformed("x".into())), Verdict::Reject, false),
             (AttestationFate::OutsideWindow, Verdict::Ignore, false),
             (AttestationFate::Settled, Verdict::Ignore, false),

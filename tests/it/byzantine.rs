@@ -264,6 +264,61 @@ async fn a_flood_of_valid_resends_costs_one_pairing_and_settlement_goes_on() -> 
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_forged_vote_in_a_quorum_is_discarded_its_signer_penalised_and_settlement_goes_on() -> Result<()> {
+    use settleproof_rpc_proxy::Fault;
+    let providers = 3;
+    let (net, bad) = with_byzantine(Options { providers, ..Options::default() }).await?;
+    // Node 2 reads the chain slowly and signs each round seconds after nodes 0 and 1, so the
+    // forged vote (sent as soon as the first honest one is heard) is the third of every quorum
+    // nodes 0 and 1 see first.
+    for p in 0..providers {
+        net.fault(2, p, Fault::Delay { ms: 400 });
+    }
+    bad.forge_votes();
+    for k in 0..3 {
+        let (_, created) = net.create_invoice(k % 2, json!({"amount": WEI, "token": "native"})).await?;
+        net.pay(&created).await?;
+        net.webhook_for(created["id"].as_str().unwrap_or_default(), Duration::from_secs(90)).await?;
+    }
+    let bad_peer = peer_id(&net, BAD);
+    let mut found = 0.0;
+    for i in 0..3 {
+        let forged = bad_signatures(&net, i).await?;
+        found += forged;
+        let peers = net
+            .http
+            .get(format!("{}/admin/v1/peers", net.admin(i)))
+            .bearer_auth(net.devnet.admin_token.expose())
+            .send()
+            .await?
+            .json::<Value>()
+            .await?;
+        let scores = peers["scores"].as_object().ok_or_else(|| eyre!("no scores: {peers}"))?;
+        for (peer, score) in scores {
+            let score = score.as_f64().unwrap_or_default();
+            if *peer == bad_peer && forged > 0.0 {
+                assert!(score < 0.0, "node {i} found {forged} forged votes and penalised their signer ({score})");
+            } else if *peer != bad_peer {
+                assert!(score >= 0.0, "node {i}: honest peer {peer} keeps its score ({score})");
+            }
+        }
+    }
+    assert!(found >= 1.0, "a keeper met the forged vote in its quorum and discarded it");
+    net.stop().await;
+    Ok(())
+}
+
+/// `attestations_rejected_total{reason="bad_signature"}` of node `i`.
+async fn bad_signatures(net: &Testnet, i: usize) -> Result<f64> {
+    let text = net.http.get(format!("{}/metrics", net.api(i))).send().await?.text().await?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("attestations_rejected_total{") && l.contains(r#"reason="bad_signature""#))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
 async fn futures_join(net: &Testnet, metric: &str) -> Vec<f64> {
     let mut out = Vec::new();
     for i in 0..3 {

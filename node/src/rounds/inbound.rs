@@ -92,7 +92,6 @@ impl RoundDriver {
     }
 
     fn judge_attestation(&self, st: &mut State, data: &[u8], source: PeerId) -> AttestationFate {
-        let (chain_id, settlement) = (self.chain.chain_id(), self.chain.settlement_address());
         let att = match Attestation::decode(data, &source, &self.epochs) {
             Ok(att) => att,
             Err(e @ (GossipRejection::UnknownEpoch(_) | GossipRejection::WrongEpoch { .. })) => {
@@ -110,30 +109,40 @@ impl RoundDriver {
         if matches!(self.store.settlement(round), Ok(Some(_))) {
             return AttestationFate::Settled;
         }
-        let key = (att.signer, att.batch, att.signature.clone());
-        let sig = if st.verified.contains(&key) {
+        // Counted without a pairing: the gossip layer authenticated the publisher as the signer,
+        // so a bad signature is its own doing, found when a quorum's aggregate is checked
+        // (`keeper::try_settle`). An operator caught at it has its votes verified on arrival.
+        let sig = if st.suspects.contains(&(att.batch.epoch, att.signer)) {
+            match self.verify_once(st, &att) {
+                Ok(sig) => sig,
+                Err(e) => return AttestationFate::Invalid(e),
+            }
+        } else {
             match BlsSignature::from_bytes(&att.signature) {
                 Ok(sig) => sig,
                 Err(e) => return AttestationFate::Invalid(GossipRejection::BadSignature(e.to_string())),
-            }
-        } else {
-            metrics::counter!("attestation_verifications_total", "chain_id" => self.chain.chain_id().to_string())
-                .increment(1);
-            match att.verify(&self.epochs, chain_id, settlement) {
-                Ok(sig) => {
-                    if st.verified.len() >= super::MAX_VERIFIED {
-                        st.verified.clear();
-                    }
-                    st.verified.insert(key);
-                    sig
-                }
-                Err(e) => return AttestationFate::Invalid(e),
             }
         };
         if self.count(st, &att, sig) { AttestationFate::Counted } else { AttestationFate::Equivocation }
     }
 
-    /// Counts a verified attestation; returns false when it proves its signer equivocated.
+    /// Verifies `att`'s signature with a pairing, unless the same signature was verified before.
+    fn verify_once(&self, st: &mut State, att: &Attestation) -> Result<BlsSignature, GossipRejection> {
+        let key = (att.signer, att.batch, att.signature.clone());
+        if st.verified.contains(&key) {
+            return BlsSignature::from_bytes(&att.signature).map_err(|e| GossipRejection::BadSignature(e.to_string()));
+        }
+        metrics::counter!("attestation_verifications_total", "chain_id" => self.chain.chain_id().to_string())
+            .increment(1);
+        let sig = att.verify(&self.epochs, self.chain.chain_id(), self.chain.settlement_address())?;
+        if st.verified.len() >= super::MAX_VERIFIED {
+            st.verified.clear();
+        }
+        st.verified.insert(key);
+        Ok(sig)
+    }
+
+    /// Counts an attestation (its signature parsed, not necessarily verified); returns false when it proves its signer equivocated.
     fn count(&self, st: &mut State, att: &Attestation, sig: BlsSignature) -> bool {
         if matches!(self.store.settlement(att.batch.round), Ok(Some(_))) {
             return true;

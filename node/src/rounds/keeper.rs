@@ -10,7 +10,7 @@ use crate::time::{now_ms, now_s};
 use crate::webhook::payload::settlement_events;
 use alloy::primitives::Bytes;
 use settleproof_config::MerchantConfig;
-use settleproof_consensus::{BlsSignature, failover};
+use settleproof_consensus::failover;
 use settleproof_p2p::{NetworkHandle, PeerId};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -47,14 +47,17 @@ impl RoundDriver {
         }
         let message = own.batch.message(self.chain.chain_id(), self.chain.settlement_address());
         let keys: Vec<_> = quorum.signers.iter().filter_map(|i| set.operators.get(*i).map(|o| o.bls)).collect();
-        let aggregate = match BlsSignature::aggregate(&quorum.signatures).and_then(|agg| {
-            agg.verify_aggregate(&keys, message.as_slice())?;
-            Ok(agg)
-        }) {
+        // Votes were counted without a pairing: the quorum is checked here, as one aggregate.
+        let aggregate = match quorum.aggregate_verified(&keys, message.as_slice()) {
             Ok(a) => a,
-            Err(e) => {
-                error!(round, error = %e, "aggregate signature does not verify");
+            Err(forged) if forged.is_empty() => {
+                error!(round, "aggregate signature does not verify, and no single signature is at fault");
                 return;
+            }
+            Err(forged) => {
+                self.discard_forged(st, &own.batch, &set, &forged, me);
+                // What is left may still be a quorum.
+                return self.try_settle(st, round);
             }
         };
         if turn.attempt > 0 {
@@ -118,6 +121,41 @@ impl RoundDriver {
             },
             span,
         ));
+    }
+}
+
+impl RoundDriver {
+    /// Drops the votes of `forged` signers for `batch` (their signatures did not verify),
+    /// penalises them as the publishers of those messages, and verifies their later votes on
+    /// arrival.
+    fn discard_forged(
+        &self,
+        st: &mut State,
+        batch: &settleproof_consensus::Batch,
+        set: &crate::operators::OperatorSet,
+        forged: &[usize],
+        me: usize,
+    ) {
+        for &signer in forged {
+            st.pool.discard(batch, signer);
+            if signer == me {
+                // This node's own signature is made with its configured key and checked before
+                // it is stored; failing here means the set names another key for it.
+                error!(
+                    round = batch.round,
+                    signer, "this node's own signature does not verify against its key in the set"
+                );
+                continue;
+            }
+            st.suspects.insert((batch.epoch, signer));
+            let name = set.operators.get(signer).map(|o| o.name.clone()).unwrap_or_default();
+            warn!(round = batch.round, signer, operator = %name, "forged attestation in a quorum: discarded, its signer penalised");
+            metrics::counter!("attestations_rejected_total", "chain_id" => self.chain.chain_id().to_string(), "reason" => "bad_signature").increment(1);
+            if let Some(peer) = set.operators.get(signer).map(|o| o.peer_id) {
+                let net = self.net.clone();
+                tokio::spawn(async move { net.penalize(peer).await });
+            }
+        }
     }
 }
 

@@ -100,6 +100,10 @@ struct State {
     /// Attestations whose signature verified: (signer, batch, signature). A repeat costs no
     /// pairing. Cleared per round when the round settles.
     verified: HashSet<(usize, settleproof_consensus::Batch, alloy::primitives::Bytes)>,
+    /// Operators (epoch, index) of whom a forged signature was found in a quorum: their votes
+    /// are verified one by one on arrival from then on (the others' are counted without a
+    /// pairing and checked as one aggregate when a quorum is used).
+    suspects: HashSet<(u64, usize)>,
     /// Gossip messages each operator may have handled per second, in bursts.
     limiter: crate::api::RateLimiter,
     /// First round not yet closed here, for the window of rounds gossip may name.
@@ -140,6 +144,7 @@ impl RoundDriver {
             shutdown: shutdown.clone(),
             sync_tx,
             verified: HashSet::new(),
+            suspects: HashSet::new(),
             limiter: crate::api::RateLimiter::new(PEER_MESSAGES_PER_S, PEER_MESSAGE_BURST),
             next_round: self.store.next_round().unwrap_or(0),
         };

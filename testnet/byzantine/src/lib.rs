@@ -9,6 +9,9 @@
 //!   (equivocation);
 //! - [`ByzantineOperator::flood`]: re-send one valid attestation many times, each a new gossip
 //!   message that costs a receiver a pairing unless it caches verified signatures;
+//! - [`ByzantineOperator::forge_votes`]: vote for the batch the honest operators sign, each
+//!   round, with a signature that does not verify (nodes count votes without a pairing, so the
+//!   forged one lands in quorums);
 //! - [`ByzantineOperator::approve_set`]: approve a set change in another operator's name, or
 //!   with a signature over another set;
 //! - withhold: it signs nothing unless told to.
@@ -54,6 +57,8 @@ pub struct ByzantineOperator {
     settlement: Address,
     /// Invoice copies handed to nodes that ask for invoices.
     answers: Arc<Mutex<HashMap<B256, Invoice>>>,
+    /// Whether it answers each round's first honest attestation with a forged vote.
+    forging: Arc<std::sync::atomic::AtomicBool>,
     serving: Arc<Mutex<Option<tokio::task::AbortHandle>>>,
 }
 
@@ -95,6 +100,7 @@ impl ByzantineOperator {
             chain_id: chain.chain_id,
             settlement: chain.settlement_contract,
             answers: Arc::default(),
+            forging: Arc::default(),
             serving: Arc::default(),
         };
         let task = tokio::spawn(me.clone().serve(events));
@@ -119,9 +125,18 @@ impl ByzantineOperator {
         self.net.connected_peers()
     }
 
-    /// Answers requests (with its own invoice copies, never an attestation) and takes no part in
-    /// anything else.
+    /// From now on, answers the first honest attestation it hears of each round with a vote of
+    /// its own for the same batch, signed with its real key over another message (the batch
+    /// on another chain), so the signature is well formed and does not verify.
+    pub fn forge_votes(&self) {
+        self.forging.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Answers requests (with its own invoice copies, never an attestation), forges votes when
+    /// told to, and takes no part in anything else.
     async fn serve(self, mut events: tokio::sync::mpsc::Receiver<NetworkEvent>) {
+        let attestations = settleproof_p2p::scoped_topic(gossip::ATTESTATIONS, &self.chain_id.to_string());
+        let mut forged_rounds = std::collections::HashSet::new();
         while let Some(ev) = events.recv().await {
             match ev {
                 NetworkEvent::Request { data, reference, .. } => {
@@ -137,9 +152,21 @@ impl ByzantineOperator {
                     let answer = SyncResponse { attestations: Vec::new(), invoices, ..Default::default() };
                     self.net.respond(reference, serde_json::to_string(&answer).unwrap_or_default()).await;
                 }
-                NetworkEvent::Message { reference, .. } => {
+                NetworkEvent::Message { reference, topic, data, .. } => {
                     // Forwards nothing.
                     self.net.report(reference, settleproof_p2p::Verdict::Ignore).await;
+                    if topic == attestations
+                        && self.forging.load(std::sync::atomic::Ordering::Relaxed)
+                        && let Ok(heard) = serde_json::from_slice::<Attestation>(&data)
+                        && forged_rounds.insert(heard.batch.round)
+                    {
+                        let wrong = heard.batch.message(self.chain_id.wrapping_add(1), self.settlement);
+                        let signature = Bytes::from(self.keys.bls.sign(wrong.as_slice()).to_bytes().to_vec());
+                        let vote =
+                            Attestation { batch: heard.batch, signer: self.index, signature, sent_at_ms: now_ms() };
+                        let _ =
+                            self.net.publish(gossip::ATTESTATIONS, serde_json::to_vec(&vote).unwrap_or_default()).await;
+                    }
                 }
                 _ => {}
             }
