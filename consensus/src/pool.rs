@@ -179,6 +179,20 @@ impl AttestationPool {
         }
     }
 
+    /// Drops every vote of `signer` for batches of `epoch` (a forged signature of it was found:
+    /// its other votes were counted unchecked too).
+    pub fn discard_signer(&mut self, epoch: u64, signer: usize) {
+        for votes in self.rounds.values_mut() {
+            votes.retain(|(s, _), (b, _)| *s != signer || b.epoch != epoch);
+        }
+    }
+
+    /// The vote of `signer` in `round` on the chain whose last block of the round is
+    /// `to_block_hash`, if it voted there.
+    pub fn vote(&self, round: u64, signer: usize, to_block_hash: B256) -> Option<(Batch, BlsSignature)> {
+        self.rounds.get(&round)?.get(&(signer, to_block_hash)).copied()
+    }
+
     /// Keeps of `round` only the votes on the chain whose block `to_block` has
     /// `to_block_hash` (the round was built again after a reorg replaced its blocks).
     pub fn keep_chain(&mut self, round: u64, to_block_hash: B256) {
@@ -390,6 +404,25 @@ mod tests {
         assert!(pool.quorum(&a).is_some());
         pool.discard(&batch(9, 0xaa), 0);
         assert_eq!(pool.votes_for(&a), 3, "another round is untouched");
+        assert_eq!(pool.vote(1, 1, a.to_block_hash), Some((a, sig(1))));
+        assert_eq!(pool.vote(1, 1, B256::repeat_byte(1)), None, "no vote on another chain");
+    }
+
+    #[test]
+    fn discarding_a_signer_drops_its_votes_of_that_epoch_only() {
+        let mut pool = AttestationPool::new(4, 3);
+        pool.add_epoch(1, 4, 3);
+        let (r1, r2) = (batch(1, 0xaa), batch(2, 0xbb));
+        let later = Batch { epoch: 1, ..batch(3, 0xcc) };
+        for b in [r1, r2, later] {
+            for i in 0..4 {
+                pool.insert(b, i, sig(i as u8));
+            }
+        }
+        pool.discard_signer(0, 2);
+        assert_eq!(pool.votes(1).iter().map(|(i, _, _)| *i).collect::<Vec<_>>(), vec![0, 1, 3]);
+        assert_eq!(pool.votes(2).len(), 3);
+        assert_eq!(pool.votes(3).len(), 4, "index 2 of epoch 1 may be another operator");
     }
 
     proptest! {

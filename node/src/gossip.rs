@@ -300,17 +300,22 @@ pub enum AttestationFate {
     Settled,
     /// Together with the signature held here for the round, it proves its signer equivocated.
     Equivocation,
-    /// Counted (or a repeat of one counted).
+    /// Counted after its signature verified (or a repeat of one counted so).
     Counted,
+    /// Counted with its signature parsed but not verified (checked later, in a quorum's
+    /// aggregate): not forwarded, so no node ever relays a signature nobody checked. Its
+    /// signer publishes to every operator itself.
+    CountedUnchecked,
 }
 
 impl AttestationFate {
     /// The verdict for gossip and whether to penalise the author (the signer, never the
     /// forwarder). `Reject` costs the peer that forwarded the message its score (gossipsub P4),
     /// so it is kept for what any honest node would find invalid too; whatever depends on this
-    /// node's state is `Ignore`d. A bad BLS signature is one of those: nodes count votes
-    /// without a pairing and forward them, so honest nodes may have forwarded it in good faith
-    /// before anyone checked it; its signer, who published it, is penalised instead.
+    /// node's state is `Ignore`d. A bad BLS signature, found only by a node that checks its
+    /// signer's votes on arrival, penalises its signer, who published it, and is `Ignore`d:
+    /// the check depends on what this node learned of that signer. A vote counted unchecked is
+    /// `Ignore`d too: it is not forwarded.
     pub fn verdict(&self) -> (settleproof_p2p::Verdict, bool) {
         use settleproof_p2p::Verdict;
         match self {
@@ -319,6 +324,7 @@ impl AttestationFate {
             Self::OutsideWindow | Self::Settled | Self::OtherEpoch(_) => (Verdict::Ignore, false),
             Self::Equivocation => (Verdict::Ignore, true),
             Self::Counted => (Verdict::Accept, false),
+            Self::CountedUnchecked => (Verdict::Ignore, false),
         }
     }
 }
@@ -482,7 +488,7 @@ mod tests {
     #[test]
     fn only_what_is_invalid_in_itself_costs_the_forwarder() {
         let table = [
-            // Forwarded unverified by honest nodes: the signer pays, not the forwarder.
+            // Found by a node that checks this signer on arrival: the signer pays.
             (AttestationFate::Invalid(GossipRejection::BadSignature("x".into())), Verdict::Ignore, true),
             (AttestationFate::Invalid(GossipRejection::Malformed("x".into())), Verdict::Reject, false),
             (AttestationFate::OutsideWindow, Verdict::Ignore, false),
@@ -491,6 +497,8 @@ mod tests {
             // score must not pay for the equivocator, who is penalised as the author.
             (AttestationFate::Equivocation, Verdict::Ignore, true),
             (AttestationFate::Counted, Verdict::Accept, false),
+            // Nobody relays a signature nobody checked.
+            (AttestationFate::CountedUnchecked, Verdict::Ignore, false),
         ];
         for (fate, verdict, penalize) in table {
             assert_eq!(fate.verdict(), (verdict, penalize), "{fate:?}");

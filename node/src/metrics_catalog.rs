@@ -104,7 +104,18 @@ pub const CATALOG: &[Metric] = &[
         "Attestations ignored unread, by reason (outside the round window, an epoch not known here or not the round's)",
         Labels::One("reason", &["outside_window", "unknown_epoch", "wrong_epoch"]),
     ),
-    c(C, "attestation_verifications_total", "BLS pairings spent verifying gossiped attestations", Labels::None),
+    c(
+        C,
+        "attestation_verifications_total",
+        "BLS pairings spent verifying gossiped attestations on arrival (votes of operators caught forging)",
+        Labels::None,
+    ),
+    c(
+        C,
+        "forged_votes_discarded_total",
+        "Operators whose signature failed in a quorum's aggregate: their votes were discarded and they were penalised",
+        Labels::None,
+    ),
     c(
         C,
         "gossip_rate_limited_total",

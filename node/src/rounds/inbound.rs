@@ -111,19 +111,25 @@ impl RoundDriver {
         }
         // Counted without a pairing: the gossip layer authenticated the publisher as the signer,
         // so a bad signature is its own doing, found when a quorum's aggregate is checked
-        // (`keeper::try_settle`). An operator caught at it has its votes verified on arrival.
-        let sig = if st.suspects.contains(&(att.batch.epoch, att.signer)) {
-            match self.verify_once(st, &att) {
-                Ok(sig) => sig,
-                Err(e) => return AttestationFate::Invalid(e),
-            }
+        // (`keeper::try_settle`); such a vote is not forwarded. An operator caught forging has
+        // its votes verified on arrival, one pairing per empty slot of the pool (a repeat or a
+        // rival of the vote it holds there is judged without one).
+        let suspect = st.suspects.contains(&(att.batch.epoch, att.signer));
+        let checked = suspect && st.pool.vote(round, att.signer, att.batch.to_block_hash).is_none();
+        let parsed = if checked {
+            self.verify_once(st, &att)
         } else {
-            match BlsSignature::from_bytes(&att.signature) {
-                Ok(sig) => sig,
-                Err(e) => return AttestationFate::Invalid(GossipRejection::BadSignature(e.to_string())),
-            }
+            BlsSignature::from_bytes(&att.signature).map_err(|e| GossipRejection::BadSignature(e.to_string()))
         };
-        if self.count(st, &att, sig) { AttestationFate::Counted } else { AttestationFate::Equivocation }
+        let sig = match parsed {
+            Ok(sig) => sig,
+            Err(e) => return AttestationFate::Invalid(e),
+        };
+        match (self.count(st, &att, sig), checked) {
+            (false, _) => AttestationFate::Equivocation,
+            (true, true) => AttestationFate::Counted,
+            (true, false) => AttestationFate::CountedUnchecked,
+        }
     }
 
     /// Verifies `att`'s signature with a pairing, unless the same signature was verified before.

@@ -125,9 +125,10 @@ impl RoundDriver {
 }
 
 impl RoundDriver {
-    /// Drops the votes of `forged` signers for `batch` (their signatures did not verify),
-    /// penalises them as the publishers of those messages, and verifies their later votes on
-    /// arrival.
+    /// Drops the votes of `forged` signers (their signatures for `batch` did not verify, and
+    /// their other votes were counted unchecked too), penalises them as the publishers of those
+    /// messages, and verifies their later votes on arrival. A round whose quorum this breaks
+    /// has none again, for catch-up and the failover clock.
     fn discard_forged(
         &self,
         st: &mut State,
@@ -137,24 +138,29 @@ impl RoundDriver {
         me: usize,
     ) {
         for &signer in forged {
-            st.pool.discard(batch, signer);
             if signer == me {
-                // This node's own signature is made with its configured key and checked before
-                // it is stored; failing here means the set names another key for it.
+                // This node's own signature is made with its configured key; failing here means
+                // the set names another key for it.
+                st.pool.discard(batch, signer);
                 error!(
                     round = batch.round,
                     signer, "this node's own signature does not verify against its key in the set"
                 );
                 continue;
             }
+            st.pool.discard_signer(batch.epoch, signer);
             st.suspects.insert((batch.epoch, signer));
             let name = set.operators.get(signer).map(|o| o.name.clone()).unwrap_or_default();
-            warn!(round = batch.round, signer, operator = %name, "forged attestation in a quorum: discarded, its signer penalised");
-            metrics::counter!("attestations_rejected_total", "chain_id" => self.chain.chain_id().to_string(), "reason" => "bad_signature").increment(1);
+            warn!(round = batch.round, signer, operator = %name, "forged attestation in a quorum: its votes discarded, its signer penalised");
+            metrics::counter!("forged_votes_discarded_total", "chain_id" => self.chain.chain_id().to_string())
+                .increment(1);
             if let Some(peer) = set.operators.get(signer).map(|o| o.peer_id) {
                 let net = self.net.clone();
                 tokio::spawn(async move { net.penalize(peer).await });
             }
+        }
+        if st.pool.quorum(batch).is_none() {
+            st.quorum_at.remove(&batch.round);
         }
     }
 }
