@@ -184,9 +184,22 @@ pub fn invoice_view(
     now_s: u64,
 ) -> Result<InvoiceView, StoreError> {
     let records = store.payments_of_invoice(invoice.id)?;
+    invoice_view_of(store, schedule, chain_id, invoice, &records, now_s)
+}
+
+/// [`invoice_view`] of an invoice whose payments (`records`, as
+/// [`Store::payments_of_invoice`] reads them) the caller has read already.
+pub fn invoice_view_of(
+    store: &Store,
+    schedule: &RoundSchedule,
+    chain_id: u64,
+    invoice: &Invoice,
+    records: &[PaymentRecord],
+    now_s: u64,
+) -> Result<InvoiceView, StoreError> {
     let mut accepted = Vec::new();
     let mut views = Vec::new();
-    for r in &records {
+    for r in records {
         let reason = rejection(invoice, &r.leaf);
         if reason.is_none() {
             accepted.push((r.leaf.amount, r.block_timestamp));

@@ -216,16 +216,17 @@ impl Store {
         let mut outbox = tx.open_table(OUTBOX)?;
         let mut queue = Queue::open(tx)?;
         let acks = tx.open_table(ACKS)?;
-        let mut deliveries = Vec::with_capacity(events.len());
+        // Each event, then its fan-out to the merchant's own endpoints; an event is cloned only
+        // for a delivery that is new.
+        let mut fanned = Vec::new();
         for e in events {
-            deliveries.push(e.clone());
             if e.endpoint_id.is_none() {
                 for ep in self.endpoint_targets(&e.merchant_id, &e.event_type) {
-                    deliveries.push(e.for_endpoint(&ep));
+                    fanned.push(e.for_endpoint(&ep));
                 }
             }
         }
-        for e in &deliveries {
+        for e in events.iter().chain(&fanned) {
             if outbox.get(e.id.as_str())?.is_some() {
                 continue;
             }

@@ -4,7 +4,7 @@ use super::events::{
     EventPayment, ExpiredEvent, ExpiredEventData, InvoiceRef, RevertedEvent, RevertedEventData, RevertedPayment,
     SettlementEvent, SettlementEventData,
 };
-use crate::invoice_view::{SettlementView, invoice_view, token_label};
+use crate::invoice_view::{SettlementView, invoice_view_of, token_label};
 use crate::receipt::{self, ReceiptContext};
 use crate::store::{OutboxEvent, SettlementRecord, Store, StoreError};
 use crate::time::rfc3339;
@@ -55,9 +55,12 @@ pub fn settlement_events(
         };
         let stored = stored.filter(|inv| inv.merchant_id == merchant.id);
         let terms = stored.as_ref().map(|inv| inv.terms(ctx.chain_id, ctx.payments));
+        // The invoice's payments, read once for its view and for the event's place in its
+        // sequence.
+        let records = store.payments_of_invoice(p.invoice_id)?;
         let (event_type, invoice) = match stored {
             Some(inv) => {
-                let mut view = invoice_view(store, &ctx.schedule, ctx.chain_id, &inv, now_s)?;
+                let mut view = invoice_view_of(store, &ctx.schedule, ctx.chain_id, &inv, &records, now_s)?;
                 for pv in view.payments.iter_mut().filter(|pv| pv.round == Some(settlement.round)) {
                     pv.settlement = Some(settled.clone());
                 }
@@ -66,8 +69,7 @@ pub fn settlement_events(
             }
             _ => ("payment.settled", json!({ "id": p.invoice_id.to_string() })),
         };
-        let mut earlier: Vec<PaymentLeaf> = store
-            .payments_of_invoice(p.invoice_id)?
+        let mut earlier: Vec<PaymentLeaf> = records
             .into_iter()
             .map(|r| r.leaf)
             .filter(|l| l.merchant == p.merchant && l.order_key() < p.order_key())
