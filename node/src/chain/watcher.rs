@@ -2,8 +2,10 @@
 //! stores each block range's payments, settlements and block hashes together with the new
 //! checkpoint (one transaction), and wakes the round driver.
 //!
-//! Before each step it checks that the checkpoint block still has the hash it was processed
-//! with. If not, the chain reorganised deeper than the confirmation depth: the watcher finds the
+//! Before each step that may read something new (the head moved or the checkpoint did), and at
+//! least every [`CHECKPOINT_RECHECK`] in between, it checks that the checkpoint block still has
+//! the hash it was processed with (an idle poll of an unmoved head reads the head only: a third
+//! of the calls). If not, the chain reorganised deeper than the confirmation depth: the watcher finds the
 //! newest kept block whose hash still matches (the common ancestor), rewinds the store to it
 //! (payments that left the chain are dropped) and reads forward again, picking up what replaced
 //! them. A restart resumes from the checkpoint, so no block is skipped or applied twice.
@@ -36,6 +38,24 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tracing::{debug, info, warn};
+
+/// Longest time between two checks of the checkpoint block's hash while the head does not
+/// move (a reorg that keeps the height is found within it).
+pub const CHECKPOINT_RECHECK: Duration = Duration::from_secs(1);
+
+/// Whether the checkpoint block's hash is to be read again: `last` is (head, checkpoint, when)
+/// of the last check that found it unchanged.
+pub(super) fn checkpoint_check_due(
+    last: Option<(u64, u64, std::time::Instant)>,
+    head: u64,
+    checkpoint: u64,
+    now: std::time::Instant,
+) -> bool {
+    match last {
+        Some((h, c, at)) => h != head || c != checkpoint || now.saturating_duration_since(at) >= CHECKPOINT_RECHECK,
+        None => true,
+    }
+}
 
 /// How far back (in kept blocks) the common ancestor of a reorg is searched.
 const ANCESTOR_SEARCH: usize = 256;
@@ -171,6 +191,8 @@ pub struct Watcher {
     unagreed: Mutex<(u64, u32)>,
     /// Notified at each new head a subscription reports ([`super::heads`]).
     heads: Arc<Notify>,
+    /// (head, checkpoint, when) of the last check that found the checkpoint block unchanged.
+    checked: Mutex<Option<(u64, u64, std::time::Instant)>>,
 }
 
 impl Watcher {
@@ -195,6 +217,7 @@ impl Watcher {
             epochs,
             unagreed: Mutex::new((0, 0)),
             heads: Arc::new(Notify::new()),
+            checked: Mutex::new(None),
         }
     }
 
@@ -298,11 +321,16 @@ impl Watcher {
         metrics::gauge!("chain_head_lag_blocks", "chain_id" => self.cfg.chain_id.to_string())
             .set(head.saturating_sub(checkpoint.unwrap_or(self.cfg.start_block)) as f64);
         if let Some(cp) = self.store.checkpoint_block()? {
-            let now = self.client.block(cp.number).await?;
-            if now.hash != cp.hash {
-                let step = self.rewind(cp, now).await?;
-                self.status.ok(head);
-                return Ok(step);
+            let last = self.checked.lock().ok().and_then(|c| *c);
+            if checkpoint_check_due(last, head, cp.number, std::time::Instant::now()) {
+                let now = self.client.block(cp.number).await?;
+                if now.hash != cp.hash {
+                    self.set_checked(None);
+                    let step = self.rewind(cp, now).await?;
+                    self.status.ok(head);
+                    return Ok(step);
+                }
+                self.set_checked(Some((head, cp.number, std::time::Instant::now())));
             }
         }
         self.status.ok(head);
@@ -397,6 +425,12 @@ impl Watcher {
             );
         }
         Ok(())
+    }
+
+    fn set_checked(&self, checked: Option<(u64, u64, std::time::Instant)>) {
+        if let Ok(mut c) = self.checked.lock() {
+            *c = checked;
+        }
     }
 
     async fn rewind(&self, cp: StoredBlock, now: StoredBlock) -> Result<Step, WatchError> {

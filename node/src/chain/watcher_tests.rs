@@ -305,3 +305,48 @@ async fn head_notifications_wake_the_watcher_only_while_they_bring_new_heads() {
     assert_eq!(chain.head(), 14);
     assert_eq!(checkpoint, Some(12), "the watcher follows notified heads between its polls");
 }
+
+#[test]
+fn the_checkpoint_is_read_again_when_the_head_or_checkpoint_moved_and_at_least_every_second() {
+    use super::watcher::{CHECKPOINT_RECHECK, checkpoint_check_due};
+    use std::time::{Duration, Instant};
+    let t0 = Instant::now();
+    let just = t0 + Duration::from_millis(200);
+    let table = [
+        (None, 10, 8, just, true, "never checked"),
+        (Some((10, 8, t0)), 10, 8, just, false, "head and checkpoint unmoved, checked 200 ms ago"),
+        (Some((10, 8, t0)), 11, 8, just, true, "a new head"),
+        (Some((10, 8, t0)), 10, 9, just, true, "the checkpoint moved"),
+        (Some((10, 8, t0)), 9, 8, just, true, "the head went back"),
+        (
+            Some((10, 8, t0)),
+            10,
+            8,
+            t0 + CHECKPOINT_RECHECK,
+            true,
+            "a reorg that keeps the height is found within a second",
+        ),
+    ];
+    for (last, head, cp, now, due, case) in table {
+        assert_eq!(checkpoint_check_due(last, head, cp, now), due, "{case}");
+    }
+}
+
+#[tokio::test]
+async fn a_reorg_that_keeps_the_height_is_found_within_a_second() {
+    let chain = FakeChain::new(31337, SETTLEMENT, 10);
+    let (_dir, store) = temp_store();
+    let w = watcher(&chain, honest(3), &store);
+    let at = chain.mine_logs(vec![paid(1)]);
+    chain.mine_to(at + 4);
+    drain(&w).await;
+    assert_eq!(blocks_of(&store, 1), vec![at]);
+    // The blocks from the payment's on are replaced by as many others: the head keeps its height.
+    chain.fork_from(at);
+    assert_eq!(w.step().await.expect("step"), Step::Idle, "checked less than a second ago: only the head is read");
+    tokio::time::sleep(super::watcher::CHECKPOINT_RECHECK).await;
+    let step = w.step().await.expect("step");
+    assert!(matches!(step, Step::Rewound { .. }), "a second later the reorg is found: {step:?}");
+    drain(&w).await;
+    assert!(blocks_of(&store, 1).is_empty(), "the payment left with its block");
+}
