@@ -252,6 +252,7 @@ pub const CATALOG: &[Metric] = &[
     c(H, "rpc_provider_latency_seconds", "Latency of each RPC call, by provider", Labels::Provider),
     c(H, "settlement_latency_seconds", "Payment block timestamp to its settlement being mined", Labels::None),
     m(H, "store_invoice_group_size", "Invoices the API created written in one durable transaction", Labels::None),
+    m(H, "store_attempt_group_size", "Webhook attempts recorded in one transaction", Labels::None),
 ];
 
 /// Help text of every metric.

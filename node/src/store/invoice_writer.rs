@@ -3,79 +3,41 @@
 //! An invoice the API answers 201 for must be on disk first. One commit per request made every
 //! create wait for an fsync of its own, on a runtime worker, behind every other writer of the
 //! file (redb has one writer at a time): under a burst, creates queued behind each other's
-//! fsyncs and the worker could run nothing else meanwhile. Here one thread takes every create
-//! waiting when it is free and writes them in one durable transaction; each request is answered
-//! once that transaction is committed, so nothing is answered that a crash could lose.
-//!
-//! Hand-written: this is the store's own group commit (a channel, a thread and one redb
-//! transaction); no crate offers it for redb.
+//! fsyncs and the worker could run nothing else meanwhile. Here a [`GroupWriter`] thread takes
+//! every create waiting when it is free and writes them in one durable transaction; each request
+//! is answered once that transaction is committed, so nothing is answered that a crash could
+//! lose.
 
+use super::group_writer::GroupWriter;
 use super::{Invoice, Store, StoreError};
-use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
 
 /// The most invoices in one transaction.
 const MAX_GROUP: usize = 256;
 /// Creates waiting for the writer before `put` waits for room.
 const QUEUE: usize = 4_096;
 
-type Reply = oneshot::Sender<Result<bool, Arc<StoreError>>>;
-
 /// Writes invoices durably, in groups; cheap to clone. The thread ends when every clone is
 /// dropped.
 #[derive(Debug, Clone)]
 pub struct InvoiceWriter {
-    queue: mpsc::Sender<(Invoice, Reply)>,
+    writer: GroupWriter<Invoice, bool>,
 }
 
 impl InvoiceWriter {
     /// Starts the writer thread of `store`.
     pub fn spawn(store: Store) -> std::io::Result<Self> {
-        let (queue, mut rx) = mpsc::channel::<(Invoice, Reply)>(QUEUE);
-        std::thread::Builder::new().name("invoice-writer".into()).spawn(move || {
-            while let Some(first) = rx.blocking_recv() {
-                let mut group = vec![first];
-                while group.len() < MAX_GROUP {
-                    match rx.try_recv() {
-                        Ok(next) => group.push(next),
-                        Err(_) => break,
-                    }
-                }
-                let invoices: Vec<Invoice> = group.iter().map(|(i, _)| i.clone()).collect();
-                // A panic in the write fails its group, not the writer: the next creates are
-                // written as before.
-                let written =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.put_invoices_each(&invoices)))
-                        .unwrap_or_else(|_| Err(StoreError::GroupWrite { reason: "the write panicked".into() }));
-                match written {
-                    Ok(new) => {
-                        metrics::histogram!("store_invoice_group_size").record(group.len() as f64);
-                        for ((_, reply), new) in group.into_iter().zip(new) {
-                            let _ = reply.send(Ok(new));
-                        }
-                    }
-                    Err(e) => {
-                        let e = Arc::new(e);
-                        for (_, reply) in group {
-                            let _ = reply.send(Err(e.clone()));
-                        }
-                    }
-                }
-            }
+        let writer = GroupWriter::spawn("invoice-writer", MAX_GROUP, QUEUE, move |invoices: &[Invoice]| {
+            let new = store.put_invoices_each(invoices)?;
+            metrics::histogram!("store_invoice_group_size").record(invoices.len() as f64);
+            Ok(new)
         })?;
-        Ok(Self { queue })
+        Ok(Self { writer })
     }
 
     /// Stores `invoice` durably unless its id is stored; returns whether it was new. Answers
     /// once the transaction holding it is committed.
     pub async fn put(&self, invoice: Invoice) -> Result<bool, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.queue.send((invoice, reply)).await.map_err(|_| StoreError::WriterStopped)?;
-        match answer.await {
-            Ok(Ok(new)) => Ok(new),
-            Ok(Err(e)) => Err(StoreError::GroupWrite { reason: e.to_string() }),
-            Err(_) => Err(StoreError::WriterStopped),
-        }
+        self.writer.submit(invoice).await
     }
 }
 
@@ -123,14 +85,5 @@ mod tests {
             assert!(store.invoice(B256::from(U256::from(i))).expect("read").is_some(), "invoice {i} stored");
         }
         assert!(!writer.put(invoice(7)).await.expect("again"), "a stored id is not new");
-    }
-
-    /// A writer whose thread is gone says so instead of hanging.
-    #[tokio::test]
-    async fn a_stopped_writer_is_an_error() {
-        let (queue, rx) = mpsc::channel(1);
-        drop(rx);
-        let writer = InvoiceWriter { queue };
-        assert!(matches!(writer.put(invoice(1)).await, Err(StoreError::WriterStopped)));
     }
 }

@@ -33,9 +33,11 @@
 mod acks;
 mod api_keys;
 mod approvals;
+mod attempt_writer;
 mod backup;
 mod chain;
 mod epochs;
+mod group_writer;
 mod halt_reason;
 mod idempotency;
 mod invoice_writer;
@@ -48,6 +50,7 @@ mod webhook_endpoints;
 
 pub use api_keys::{ApiKey, KeyPut, Scope};
 pub use approvals::{ApprovalPut, MAX_APPROVALS_PER_SIGNER, StoredApproval};
+pub use attempt_writer::AttemptWriter;
 pub use backup::{check, restore};
 pub use chain::{PaymentRecord, RangeApplied, RoundEnd, StoredBlock};
 pub use halt_reason::HaltReason;
@@ -126,8 +129,8 @@ pub enum StoreError {
         /// The transaction's error.
         reason: String,
     },
-    /// The invoice writer's thread is gone (the node is stopping).
-    #[error("the invoice writer has stopped; the node is shutting down")]
+    /// A group writer's thread is gone (the node is stopping).
+    #[error("the store's writer thread has stopped; the node is shutting down")]
     WriterStopped,
     /// A record could not be decoded.
     #[error("corrupt record in table `{table}`: {reason}")]

@@ -361,47 +361,50 @@ impl Store {
 
     /// Records an attempt and its effect, atomically.
     pub fn record_attempt(&self, id: &str, attempt: Attempt, effect: &AttemptEffect) -> Result<(), StoreError> {
+        self.record_attempts(&[(id.to_string(), attempt, effect.clone())])
+    }
+
+    /// Records attempts (delivery id, attempt, effect) and their effects in one transaction (see
+    /// [`super::AttemptWriter`]). An attempt whose delivery is not in the outbox is skipped.
+    pub fn record_attempts(&self, attempts: &[(String, Attempt, AttemptEffect)]) -> Result<(), StoreError> {
         let tx = self.begin_bookkeeping()?;
         {
             let mut outbox = tx.open_table(OUTBOX)?;
             let mut queue = Queue::open(&tx)?;
-            let current: Option<OutboxEvent> = outbox.get(id)?.map(|v| decode("outbox", v.value())).transpose()?;
-            // An attempt that raced a delivery (or a dead-lettering) elsewhere is recorded, but
-            // cannot put the event back in the queue.
-            let settled = current.as_ref().is_some_and(|e| e.delivered_at_ms.is_some() || e.dead_at_ms.is_some())
-                && queue.due_at(id)?.is_none();
-            if let Some(mut e) = current {
-                if settled {
-                    let n = e.attempts.saturating_add(1);
-                    e.attempts = n;
-                    outbox.insert(id, encode(&e).as_slice())?;
-                    tx.open_table(ATTEMPTS)?.insert((id, n), encode(&Attempt { n, ..attempt }).as_slice())?;
-                    drop((outbox, queue));
-                    tx.commit()?;
-                    return Ok(());
-                }
+            let mut log = tx.open_table(ATTEMPTS)?;
+            let mut dead = tx.open_table(DEAD)?;
+            for (id, attempt, effect) in attempts {
+                let id = id.as_str();
+                let current: Option<OutboxEvent> = outbox.get(id)?.map(|v| decode("outbox", v.value())).transpose()?;
+                let Some(mut e) = current else { continue };
+                // An attempt that raced a delivery (or a dead-lettering) elsewhere is recorded,
+                // but cannot put the event back in the queue.
+                let settled = (e.delivered_at_ms.is_some() || e.dead_at_ms.is_some()) && queue.due_at(id)?.is_none();
                 e.attempts = e.attempts.saturating_add(1);
-                e.schedule_index = e.schedule_index.saturating_add(1);
-                e.last_outcome = Some(attempt.outcome.clone());
                 let n = e.attempts;
-                match effect {
-                    AttemptEffect::Delivered => {
-                        e.delivered_at_ms = Some(attempt.at_ms);
-                        queue.unschedule(&e)?;
-                    }
-                    AttemptEffect::RetryAt(at) => queue.schedule(&e, *at)?,
-                    AttemptEffect::Dead => {
-                        e.dead_at_ms = Some(attempt.at_ms);
-                        queue.unschedule(&e)?;
-                        tx.open_table(DEAD)?.insert(id, attempt.at_ms)?;
-                    }
-                    AttemptEffect::DisableEndpoint(_) => {
-                        // Undo the schedule step: the event waits for the endpoint, it did not fail.
-                        e.schedule_index = e.schedule_index.saturating_sub(1);
+                if !settled {
+                    e.schedule_index = e.schedule_index.saturating_add(1);
+                    e.last_outcome = Some(attempt.outcome.clone());
+                    match effect {
+                        AttemptEffect::Delivered => {
+                            e.delivered_at_ms = Some(attempt.at_ms);
+                            queue.unschedule(&e)?;
+                        }
+                        AttemptEffect::RetryAt(at) => queue.schedule(&e, *at)?,
+                        AttemptEffect::Dead => {
+                            e.dead_at_ms = Some(attempt.at_ms);
+                            queue.unschedule(&e)?;
+                            dead.insert(id, attempt.at_ms)?;
+                        }
+                        AttemptEffect::DisableEndpoint(_) => {
+                            // Undo the schedule step: the event waits for the endpoint, it did
+                            // not fail.
+                            e.schedule_index = e.schedule_index.saturating_sub(1);
+                        }
                     }
                 }
                 outbox.insert(id, encode(&e).as_slice())?;
-                tx.open_table(ATTEMPTS)?.insert((id, n), encode(&Attempt { n, ..attempt }).as_slice())?;
+                log.insert((id, n), encode(&Attempt { n, ..attempt.clone() }).as_slice())?;
             }
         }
         tx.commit()?;

@@ -14,7 +14,7 @@ use super::in_flight::{InFlight, per_endpoint_bound};
 use super::retry::{self, Decision};
 use super::signature;
 use crate::gossip::{self, DeliveryAck};
-use crate::store::{Attempt, AttemptEffect, DueDelivery, EndpointState, OutboxEvent, Store, Take};
+use crate::store::{Attempt, AttemptEffect, AttemptWriter, DueDelivery, EndpointState, OutboxEvent, Store, Take};
 use crate::time::{now_ms, now_s};
 use rand::Rng;
 use settleproof_config::WebhookSection;
@@ -32,6 +32,9 @@ const EXCERPT: usize = 256;
 #[derive(Debug, Clone)]
 pub struct Deliverer {
     store: Store,
+    /// Records the attempts of this worker's deliveries in groups (`None`: its thread could not
+    /// start, and each attempt is written alone).
+    attempts: Option<AttemptWriter>,
     merchants: crate::merchants::Registry,
     client: reqwest::Client,
     settings: WebhookSection,
@@ -83,8 +86,12 @@ impl Deliverer {
         schedule: RoundSchedule,
         chain_id: u64,
     ) -> Self {
+        let attempts = AttemptWriter::spawn(store.clone())
+            .inspect_err(|e| warn!(error = %e, "no attempt writer thread: each webhook attempt is written alone"))
+            .ok();
         Self {
             store,
+            attempts,
             merchants,
             client,
             settings,
@@ -410,7 +417,11 @@ impl Deliverer {
             excerpt,
             node: self.node.clone(),
         };
-        if let Err(e) = self.store.record_attempt(&event.id, attempt, &effect) {
+        let recorded = match &self.attempts {
+            Some(w) => w.record(&event.id, attempt, effect.clone()).await,
+            None => self.store.record_attempt(&event.id, attempt, &effect),
+        };
+        if let Err(e) = recorded {
             warn!(webhook_id = %event.id, error = %e, "cannot record webhook attempt");
         }
         self.update_endpoint(&target.state_key, &decision, now);

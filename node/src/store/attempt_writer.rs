@@ -1,0 +1,100 @@
+//! Webhook attempts, recorded in groups.
+//!
+//! Every attempt ends in a store write: the attempt, the event's new state and its place in the
+//! delivery queue. A delivery pass hands out its events together and their answers come back
+//! together; one write transaction each made every delivery task wait for redb's single writer
+//! on a runtime worker, and paid a commit and five table opens per attempt. Here a
+//! [`GroupWriter`] thread records every attempt waiting in one transaction, with the
+//! bookkeeping durability attempts always had (a crash may lose the record of an attempt, never
+//! an event: the event is attempted again, at least once). A task is answered once its group
+//! is committed, so the slot it holds is released only after the event's new state is readable
+//! and no pass hands the event out again before that.
+
+use super::group_writer::GroupWriter;
+use super::{Attempt, AttemptEffect, Store, StoreError};
+
+/// The most attempts in one transaction.
+const MAX_GROUP: usize = 128;
+/// Attempts waiting for the writer before `record` waits for room.
+const QUEUE: usize = 1_024;
+
+/// Records webhook attempts in groups; cheap to clone. The thread ends when every clone is
+/// dropped.
+#[derive(Debug, Clone)]
+pub struct AttemptWriter {
+    writer: GroupWriter<(String, Attempt, AttemptEffect), ()>,
+}
+
+impl AttemptWriter {
+    /// Starts the writer thread of `store`.
+    pub fn spawn(store: Store) -> std::io::Result<Self> {
+        let writer = GroupWriter::spawn("attempt-writer", MAX_GROUP, QUEUE, move |attempts: &[_]| {
+            store.record_attempts(attempts)?;
+            metrics::histogram!("store_attempt_group_size").record(attempts.len() as f64);
+            Ok(vec![(); attempts.len()])
+        })?;
+        Ok(Self { writer })
+    }
+
+    /// Records `attempt` of delivery `id` and its effect; answers once committed.
+    pub async fn record(&self, id: &str, attempt: Attempt, effect: AttemptEffect) -> Result<(), StoreError> {
+        self.writer.submit((id.to_string(), attempt, effect)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{OutboxEvent, Take, temp_store};
+
+    /// Attempts recorded together each land on their own event, with the effect each asked for.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn attempts_recorded_together_each_take_effect() {
+        let (_dir, store) = temp_store();
+        let events: Vec<OutboxEvent> = (0..60)
+            .map(|i| OutboxEvent { id: format!("msg_{i}"), merchant_id: "m".into(), ..OutboxEvent::default() })
+            .collect();
+        store.enqueue_events(&events, 0).expect("enqueue");
+        let writer = AttemptWriter::spawn(store.clone()).expect("thread");
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..60u64 {
+            let w = writer.clone();
+            let effect = match i % 3 {
+                0 => AttemptEffect::Delivered,
+                1 => AttemptEffect::RetryAt(1_000_000 + i),
+                _ => AttemptEffect::Dead,
+            };
+            let attempt = Attempt {
+                n: 0,
+                at_ms: 500 + i,
+                status: Some(200),
+                outcome: format!("outcome {i}"),
+                latency_ms: 1,
+                excerpt: String::new(),
+                node: "node-0".into(),
+            };
+            tasks.spawn(async move { w.record(&format!("msg_{i}"), attempt, effect).await });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.expect("task").expect("recorded");
+        }
+        for i in 0..60u64 {
+            let e = store.outbox_event(&format!("msg_{i}")).expect("read").expect("stored");
+            assert_eq!((e.attempts, e.last_outcome.as_deref()), (1, Some(format!("outcome {i}").as_str())));
+            match i % 3 {
+                0 => assert_eq!(e.delivered_at_ms, Some(500 + i), "msg_{i} delivered"),
+                1 => assert!(e.delivered_at_ms.is_none() && e.dead_at_ms.is_none(), "msg_{i} waits for its retry"),
+                _ => assert_eq!(e.dead_at_ms, Some(500 + i), "msg_{i} dead-lettered"),
+            }
+        }
+        assert!(
+            store.due_deliveries(999_999, 100, &[], |_| Take::Taken).expect("due").is_empty(),
+            "none due before the retries"
+        );
+        assert_eq!(
+            store.due_deliveries(2_000_000, 100, &[], |_| Take::Taken).expect("due").len(),
+            20,
+            "the retries, due later"
+        );
+    }
+}
