@@ -2,10 +2,10 @@
 //! stores each block range's payments, settlements and block hashes together with the new
 //! checkpoint (one transaction), and wakes the round driver.
 //!
-//! Before each step that may read something new (the head moved or the checkpoint did), and at
-//! least every [`CHECKPOINT_RECHECK`] in between, it checks that the checkpoint block still has
-//! the hash it was processed with (an idle poll of an unmoved head reads the head only: a third
-//! of the calls). If not, the chain reorganised deeper than the confirmation depth: the watcher finds the
+//! Before each step that reads a block range, and before an idle one when the head or the
+//! checkpoint moved or [`CHECKPOINT_RECHECK`] passed since the last idle check, it checks that
+//! the checkpoint block still has the hash it was processed with (an idle poll of an unmoved
+//! head reads the head only). If not, the chain reorganised deeper than the confirmation depth: the watcher finds the
 //! newest kept block whose hash still matches (the common ancestor), rewinds the store to it
 //! (payments that left the chain are dropped) and reads forward again, picking up what replaced
 //! them. A restart resumes from the checkpoint, so no block is skipped or applied twice.
@@ -39,8 +39,9 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tracing::{debug, info, warn};
 
-/// Longest time between two checks of the checkpoint block's hash while the head does not
-/// move (a reorg that keeps the height is found within it).
+/// Longest time between two checks of the checkpoint block's hash while steps are idle and the
+/// head does not move (a reorg that keeps the height is found within it, or at the next poll
+/// when polls are further apart).
 pub const CHECKPOINT_RECHECK: Duration = Duration::from_secs(1);
 
 /// Whether the checkpoint block's hash is to be read again: `last` is (head, checkpoint, when)
@@ -191,7 +192,8 @@ pub struct Watcher {
     unagreed: Mutex<(u64, u32)>,
     /// Notified at each new head a subscription reports ([`super::heads`]).
     heads: Arc<Notify>,
-    /// (head, checkpoint, when) of the last check that found the checkpoint block unchanged.
+    /// (head, checkpoint, when) of the last check of an idle step that found the checkpoint
+    /// block unchanged.
     checked: Mutex<Option<(u64, u64, std::time::Instant)>>,
 }
 
@@ -320,9 +322,14 @@ impl Watcher {
         let checkpoint = self.store.checkpoint()?;
         metrics::gauge!("chain_head_lag_blocks", "chain_id" => self.cfg.chain_id.to_string())
             .set(head.saturating_sub(checkpoint.unwrap_or(self.cfg.start_block)) as f64);
+        let confirmed = head.saturating_sub(self.cfg.confirmations);
+        let from = checkpoint.map_or(self.cfg.start_block, |c| c + 1);
+        // A step that reads a range always checks first; only an idle one may rely on a check
+        // made less than a second ago at the same head and checkpoint.
+        let idle = from > confirmed;
         if let Some(cp) = self.store.checkpoint_block()? {
             let last = self.checked.lock().ok().and_then(|c| *c);
-            if checkpoint_check_due(last, head, cp.number, std::time::Instant::now()) {
+            if !idle || checkpoint_check_due(last, head, cp.number, std::time::Instant::now()) {
                 let now = self.client.block(cp.number).await?;
                 if now.hash != cp.hash {
                     self.set_checked(None);
@@ -330,13 +337,11 @@ impl Watcher {
                     self.status.ok(head);
                     return Ok(step);
                 }
-                self.set_checked(Some((head, cp.number, std::time::Instant::now())));
+                self.set_checked(idle.then(|| (head, cp.number, std::time::Instant::now())));
             }
         }
         self.status.ok(head);
-        let confirmed = head.saturating_sub(self.cfg.confirmations);
-        let from = checkpoint.map_or(self.cfg.start_block, |c| c + 1);
-        if from > confirmed {
+        if idle {
             return Ok(Step::Idle);
         }
         let to = confirmed.min(from.saturating_add(self.cfg.max_log_range - 1));
@@ -357,6 +362,8 @@ impl Watcher {
             s.signer_keys = self.signer_keys(s.epoch, s.signer_bitmap);
         }
         let applied = self.store.apply_range(to_block, &events.payments, &events.settlements, &events.blocks)?;
+        // The new checkpoint's hash was read twice around the range's reads: as good as a check.
+        self.set_checked(Some((head, to, std::time::Instant::now())));
         self.drop_vanished_settlements(to).await?;
         metrics::counter!("duplicate_events_dropped_total", "chain_id" => self.cfg.chain_id.to_string())
             .increment(applied.duplicates as u64);

@@ -333,6 +333,35 @@ fn the_checkpoint_is_read_again_when_the_head_or_checkpoint_moved_and_at_least_e
 }
 
 #[tokio::test]
+async fn a_range_step_retried_after_a_failure_checks_the_checkpoint_again() {
+    let chain = FakeChain::new(31337, SETTLEMENT, 10);
+    let (_dir, store) = temp_store();
+    // Every provider answers logs with garbage while the flag is set: a range step fails after
+    // its check of the checkpoint.
+    let broken = Arc::new(AtomicBool::new(false));
+    let provider = |flag: Arc<AtomicBool>| {
+        Behaviour::Tamper(Arc::new(move |method, answer| {
+            if method == "eth_getLogs" && flag.load(Ordering::Relaxed) {
+                *answer = serde_json::json!("not logs");
+            }
+        }))
+    };
+    let w = watcher(&chain, (0..3).map(|_| provider(broken.clone())).collect(), &store);
+    let at = chain.mine_logs(vec![paid(1)]);
+    chain.mine_to(at + 4);
+    drain(&w).await;
+    chain.mine_to(chain.head() + 1);
+    broken.store(true, Ordering::Relaxed);
+    assert!(w.step().await.is_err(), "the range's logs cannot be read");
+    broken.store(false, Ordering::Relaxed);
+    // Meanwhile a reorg from the payment's block on, keeping the height: the retry, at the same
+    // head and checkpoint and well within a second, must find it before reading the range.
+    chain.fork_from(at);
+    let step = w.step().await.expect("step");
+    assert!(matches!(step, Step::Rewound { .. }), "the retried range step checks first: {step:?}");
+}
+
+#[tokio::test]
 async fn a_reorg_that_keeps_the_height_is_found_within_a_second() {
     let chain = FakeChain::new(31337, SETTLEMENT, 10);
     let (_dir, store) = temp_store();

@@ -127,7 +127,7 @@ impl RoundDriver {
 impl RoundDriver {
     /// Drops the votes of `forged` signers (their signatures for `batch` did not verify, and
     /// their other votes were counted unchecked too), penalises them as the publishers of those
-    /// messages, and verifies their later votes on arrival. A round whose quorum this breaks
+    /// messages, and verifies their later votes on arrival. Every round whose quorum this breaks
     /// has none again, for catch-up and the failover clock.
     fn discard_forged(
         &self,
@@ -159,8 +159,18 @@ impl RoundDriver {
                 tokio::spawn(async move { net.penalize(peer).await });
             }
         }
-        if st.pool.quorum(batch).is_none() {
-            st.quorum_at.remove(&batch.round);
+        // The forgers' votes are gone from every round: a round whose quorum needed one has none
+        // again (its catch-up resumes, and its failover clock starts at its real quorum).
+        let rounds: Vec<u64> = st.quorum_at.keys().copied().collect();
+        for round in rounds {
+            let own = if round == batch.round {
+                Some(*batch)
+            } else {
+                self.store.signed_batch(round).ok().flatten().map(|s| s.batch)
+            };
+            if own.is_none_or(|b| st.pool.quorum(&b).is_none()) {
+                st.quorum_at.remove(&round);
+            }
         }
     }
 }

@@ -13,8 +13,9 @@
 use super::group_writer::GroupWriter;
 use super::{Attempt, AttemptEffect, Store, StoreError};
 
-/// The most attempts in one transaction.
-const MAX_GROUP: usize = 128;
+/// The most attempts in one transaction (it holds the store's one writer, which a durable
+/// invoice create may be waiting for).
+const MAX_GROUP: usize = 32;
 /// Attempts waiting for the writer before `record` waits for room.
 const QUEUE: usize = 1_024;
 
@@ -22,23 +23,30 @@ const QUEUE: usize = 1_024;
 /// dropped.
 #[derive(Debug, Clone)]
 pub struct AttemptWriter {
-    writer: GroupWriter<(String, Attempt, AttemptEffect), ()>,
+    writer: GroupWriter<(String, Attempt, AttemptEffect), Result<(), StoreError>>,
 }
 
 impl AttemptWriter {
     /// Starts the writer thread of `store`.
     pub fn spawn(store: Store) -> std::io::Result<Self> {
         let writer = GroupWriter::spawn("attempt-writer", MAX_GROUP, QUEUE, move |attempts: &[_]| {
-            store.record_attempts(attempts)?;
             metrics::histogram!("store_attempt_group_size").record(attempts.len() as f64);
-            Ok(vec![(); attempts.len()])
+            match store.record_attempts(attempts) {
+                Ok(()) => Ok(attempts.iter().map(|_| Ok(())).collect()),
+                // One attempt that cannot be written fails its own record only: the others are
+                // written alone (an unrecorded attempt is made again, a duplicate delivery).
+                Err(_) if attempts.len() > 1 => {
+                    Ok(attempts.iter().map(|a| store.record_attempts(std::slice::from_ref(a))).collect())
+                }
+                Err(e) => Err(e),
+            }
         })?;
         Ok(Self { writer })
     }
 
     /// Records `attempt` of delivery `id` and its effect; answers once committed.
     pub async fn record(&self, id: &str, attempt: Attempt, effect: AttemptEffect) -> Result<(), StoreError> {
-        self.writer.submit((id.to_string(), attempt, effect)).await
+        self.writer.submit((id.to_string(), attempt, effect)).await?
     }
 }
 
