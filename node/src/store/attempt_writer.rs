@@ -105,4 +105,46 @@ mod tests {
             "the retries, due later"
         );
     }
+
+    /// An attempt that cannot be written (its event's row is corrupt) fails alone: the attempts
+    /// recorded in the same group are written one by one and each takes effect.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_attempt_that_cannot_be_written_fails_alone() {
+        let (_dir, store) = temp_store();
+        let events: Vec<OutboxEvent> = (0..40)
+            .map(|i| OutboxEvent { id: format!("msg_{i}"), merchant_id: "m".into(), ..OutboxEvent::default() })
+            .collect();
+        store.enqueue_events(&events, 0).expect("enqueue");
+        let tx = store.db().begin_write().expect("write");
+        tx.open_table(crate::store::OUTBOX)
+            .expect("table")
+            .insert("msg_7", b"not an event".as_slice())
+            .expect("corrupt");
+        tx.commit().expect("commit");
+        let writer = AttemptWriter::spawn(store.clone()).expect("thread");
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..40u64 {
+            let w = writer.clone();
+            let attempt = Attempt {
+                n: 0,
+                at_ms: 500 + i,
+                status: Some(200),
+                outcome: "delivered".into(),
+                latency_ms: 1,
+                excerpt: String::new(),
+                node: "node-0".into(),
+            };
+            tasks.spawn(async move { (i, w.record(&format!("msg_{i}"), attempt, AttemptEffect::Delivered).await) });
+        }
+        while let Some(r) = tasks.join_next().await {
+            match r.expect("task") {
+                (7, recorded) => assert!(recorded.is_err(), "the corrupt event's attempt fails"),
+                (i, recorded) => recorded.unwrap_or_else(|e| panic!("msg_{i}: {e}")),
+            }
+        }
+        for i in (0..40u64).filter(|i| *i != 7) {
+            let e = store.outbox_event(&format!("msg_{i}")).expect("read").expect("stored");
+            assert_eq!(e.delivered_at_ms, Some(500 + i), "msg_{i} delivered");
+        }
+    }
 }
