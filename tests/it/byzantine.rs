@@ -43,6 +43,20 @@ async fn admin(net: &Testnet, i: usize, path: &str, body: Value) -> Result<Value
     Ok(r.json().await.unwrap_or(Value::Null))
 }
 
+/// Node `i`'s gossip score of each peer (`GET /admin/v1/peers`).
+async fn scores(net: &Testnet, i: usize) -> Result<Vec<(String, f64)>> {
+    let peers = net
+        .http
+        .get(format!("{}/admin/v1/peers", net.admin(i)))
+        .bearer_auth(net.devnet.admin_token.expose())
+        .send()
+        .await?
+        .json::<Value>()
+        .await?;
+    let scores = peers["scores"].as_object().ok_or_else(|| eyre!("no scores: {peers}"))?;
+    Ok(scores.iter().map(|(peer, score)| (peer.clone(), score.as_f64().unwrap_or_default())).collect())
+}
+
 fn peer_id(net: &Testnet, i: usize) -> String {
     net.devnet.nodes[0].1.network.operators[i].peer_id.clone()
 }
@@ -210,18 +224,8 @@ async fn an_equivocator_is_penalised_and_its_honest_forwarders_keep_their_score(
     tokio::time::sleep(Duration::from_secs(3)).await;
     let bad_peer = peer_id(&net, BAD);
     for i in 0..3 {
-        let peers = net
-            .http
-            .get(format!("{}/admin/v1/peers", net.admin(i)))
-            .bearer_auth(net.devnet.admin_token.expose())
-            .send()
-            .await?
-            .json::<Value>()
-            .await?;
-        let scores = peers["scores"].as_object().ok_or_else(|| eyre!("no scores: {peers}"))?;
-        for (peer, score) in scores {
-            let score = score.as_f64().unwrap_or_default();
-            if *peer == bad_peer {
+        for (peer, score) in scores(&net, i).await? {
+            if peer == bad_peer {
                 assert!(score < 0.0, "node {i}: the equivocator is penalised ({score})");
             } else {
                 assert!(score >= 0.0, "node {i}: honest peer {peer} keeps its score ({score})");
@@ -287,20 +291,10 @@ async fn a_forged_vote_in_a_quorum_is_discarded_its_signer_penalised_and_settlem
     for i in 0..3 {
         let forged = net.metric(i, "forged_votes_discarded_total").await;
         found += forged;
-        let peers = net
-            .http
-            .get(format!("{}/admin/v1/peers", net.admin(i)))
-            .bearer_auth(net.devnet.admin_token.expose())
-            .send()
-            .await?
-            .json::<Value>()
-            .await?;
-        let scores = peers["scores"].as_object().ok_or_else(|| eyre!("no scores: {peers}"))?;
-        for (peer, score) in scores {
-            let score = score.as_f64().unwrap_or_default();
-            if *peer == bad_peer && forged > 0.0 {
+        for (peer, score) in scores(&net, i).await? {
+            if peer == bad_peer && forged > 0.0 {
                 assert!(score < 0.0, "node {i} found {forged} forged votes and penalised their signer ({score})");
-            } else if *peer != bad_peer {
+            } else if peer != bad_peer {
                 assert!(score >= 0.0, "node {i}: honest peer {peer} keeps its score ({score})");
             }
         }

@@ -55,6 +55,18 @@ mod tests {
     use super::*;
     use crate::store::{OutboxEvent, Take, temp_store};
 
+    fn attempt(at_ms: u64, outcome: &str) -> Attempt {
+        Attempt {
+            n: 0,
+            at_ms,
+            status: Some(200),
+            outcome: outcome.into(),
+            latency_ms: 1,
+            excerpt: String::new(),
+            node: "node-0".into(),
+        }
+    }
+
     /// Attempts recorded together each land on their own event, with the effect each asked for.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn attempts_recorded_together_each_take_effect() {
@@ -72,15 +84,7 @@ mod tests {
                 1 => AttemptEffect::RetryAt(1_000_000 + i),
                 _ => AttemptEffect::Dead,
             };
-            let attempt = Attempt {
-                n: 0,
-                at_ms: 500 + i,
-                status: Some(200),
-                outcome: format!("outcome {i}"),
-                latency_ms: 1,
-                excerpt: String::new(),
-                node: "node-0".into(),
-            };
+            let attempt = attempt(500 + i, &format!("outcome {i}"));
             tasks.spawn(async move { w.record(&format!("msg_{i}"), attempt, effect).await });
         }
         while let Some(r) = tasks.join_next().await {
@@ -125,15 +129,7 @@ mod tests {
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..40u64 {
             let w = writer.clone();
-            let attempt = Attempt {
-                n: 0,
-                at_ms: 500 + i,
-                status: Some(200),
-                outcome: "delivered".into(),
-                latency_ms: 1,
-                excerpt: String::new(),
-                node: "node-0".into(),
-            };
+            let attempt = attempt(500 + i, "delivered");
             tasks.spawn(async move { (i, w.record(&format!("msg_{i}"), attempt, AttemptEffect::Delivered).await) });
         }
         while let Some(r) = tasks.join_next().await {
