@@ -71,6 +71,14 @@ fn paid(n: u8) -> (Address, LogData, B256) {
 }
 
 /// Steps until nothing is left to confirm; the steps that did something.
+/// Mines a payment of invoice 1, confirms it and lets `w` process it; returns its block.
+async fn pay_and_confirm(chain: &FakeChain, w: &Watcher) -> u64 {
+    let at = chain.mine_logs(vec![paid(1)]);
+    chain.mine_to(at + 4);
+    drain(w).await;
+    at
+}
+
 async fn drain(w: &Watcher) -> Vec<Step> {
     let mut steps = Vec::new();
     for _ in 0..20 {
@@ -116,9 +124,7 @@ async fn a_reorg_below_the_depth_rewinds_to_the_ancestor_keeps_the_reversal_and_
     let chain = FakeChain::new(31337, SETTLEMENT, 10);
     let (_dir, store) = temp_store();
     let w = watcher(&chain, honest(3), &store);
-    let at = chain.mine_logs(vec![paid(1)]);
-    chain.mine_to(at + 4);
-    drain(&w).await;
+    let at = pay_and_confirm(&chain, &w).await;
     assert_eq!(blocks_of(&store, 1), vec![at]);
     // The merchant was told of the payment.
     let told = store.payments_of_invoice(B256::repeat_byte(1)).expect("read")[0].leaf.clone();
@@ -347,9 +353,7 @@ async fn a_range_step_retried_after_a_failure_checks_the_checkpoint_again() {
         }))
     };
     let w = watcher(&chain, (0..3).map(|_| provider(broken.clone())).collect(), &store);
-    let at = chain.mine_logs(vec![paid(1)]);
-    chain.mine_to(at + 4);
-    drain(&w).await;
+    let at = pay_and_confirm(&chain, &w).await;
     chain.mine_to(chain.head() + 1);
     broken.store(true, Ordering::Relaxed);
     assert!(w.step().await.is_err(), "the range's logs cannot be read");
@@ -366,9 +370,7 @@ async fn a_reorg_that_keeps_the_height_is_found_within_a_second() {
     let chain = FakeChain::new(31337, SETTLEMENT, 10);
     let (_dir, store) = temp_store();
     let w = watcher(&chain, honest(3), &store);
-    let at = chain.mine_logs(vec![paid(1)]);
-    chain.mine_to(at + 4);
-    drain(&w).await;
+    let at = pay_and_confirm(&chain, &w).await;
     assert_eq!(blocks_of(&store, 1), vec![at]);
     // The blocks from the payment's on are replaced by as many others: the head keeps its height.
     chain.fork_from(at);

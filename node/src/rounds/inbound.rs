@@ -148,7 +148,8 @@ impl RoundDriver {
         Ok(sig)
     }
 
-    /// Counts an attestation (its signature parsed, not necessarily verified); returns false when it proves its signer equivocated.
+    /// Counts an attestation (its signature parsed, not necessarily verified); returns false
+    /// when it proves its signer equivocated.
     fn count(&self, st: &mut State, att: &Attestation, sig: BlsSignature) -> bool {
         if matches!(self.store.settlement(att.batch.round), Ok(Some(_))) {
             return true;

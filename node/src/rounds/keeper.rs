@@ -122,9 +122,7 @@ impl RoundDriver {
             span,
         ));
     }
-}
 
-impl RoundDriver {
     /// Drops the votes of `forged` signers (their signatures for `batch` did not verify, and
     /// their other votes were counted unchecked too), penalises them as the publishers of those
     /// messages, and verifies their later votes on arrival. Every round whose quorum this breaks
@@ -150,12 +148,11 @@ impl RoundDriver {
             }
             st.pool.discard_signer(batch.epoch, signer);
             st.suspects.insert((batch.epoch, signer));
-            let name = set.operators.get(signer).map(|o| o.name.clone()).unwrap_or_default();
-            warn!(round = batch.round, signer, operator = %name, "forged attestation in a quorum: its votes discarded, its signer penalised");
             metrics::counter!("forged_votes_discarded_total", "chain_id" => self.chain.chain_id().to_string())
                 .increment(1);
-            if let Some(peer) = set.operators.get(signer).map(|o| o.peer_id) {
-                let net = self.net.clone();
+            if let Some(op) = set.operators.get(signer) {
+                warn!(round = batch.round, signer, operator = %op.name, "forged attestation in a quorum: its votes discarded, its signer penalised");
+                let (net, peer) = (self.net.clone(), op.peer_id);
                 tokio::spawn(async move { net.penalize(peer).await });
             }
         }
