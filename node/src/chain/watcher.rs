@@ -41,7 +41,8 @@ use tracing::{debug, info, warn};
 
 /// Longest time between two checks of the checkpoint block's hash while steps are idle and the
 /// head does not move (a reorg that keeps the height is found within it, or at the next poll
-/// when polls are further apart).
+/// when polls are further apart, as they are while notifications announce the heads: then the
+/// next block's range step checks it first).
 pub const CHECKPOINT_RECHECK: Duration = Duration::from_secs(1);
 
 /// Whether the checkpoint block's hash is to be read again: `last` is (head, checkpoint, when)
@@ -276,21 +277,26 @@ impl Watcher {
     /// [`super::heads::MIN_STEP_GAP`] after the last step began. A notified step that finds no
     /// new head (a notifier that lies, or runs ahead of the providers) turns notifications off
     /// until the next poll: whatever a notifier sends costs at most one step more per poll.
+    /// While notifications announce the heads, an idle watcher does not poll before the next
+    /// head is due ([`super::pace`]).
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let poll = Duration::from_millis(self.cfg.poll_interval_ms);
         let mut failures: u32 = 0;
         let (mut listening, mut woken) = (true, false);
+        let mut pace = super::pace::HeadPace::default();
         loop {
             let began = tokio::time::Instant::now();
             let head_before = self.status.head();
             let wait = match self.step().await {
                 Ok(step) => {
                     failures = 0;
+                    let now = tokio::time::Instant::now().into_std();
+                    pace.observe(self.status.head(), now, woken);
                     if step.moved() {
                         self.progress.notify_one();
                         Duration::ZERO
                     } else {
-                        poll
+                        pace.idle_wait(now, poll)
                     }
                 }
                 Err(e) => {

@@ -241,41 +241,46 @@ async fn a_hung_provider_does_not_hold_the_watcher() {
     assert_eq!(blocks_of(&store, 1), vec![at]);
 }
 
+/// Runs a watcher of `chain` polling every `poll` for `lasting` of simulated time with
+/// `notify` running beside it: the head reads it made, and the store's checkpoint then.
+async fn run_notified(
+    poll: std::time::Duration,
+    lasting: std::time::Duration,
+    notify: impl std::future::Future<Output = ()> + Send + 'static,
+    chain: &FakeChain,
+    heads: Arc<Notify>,
+) -> (u64, Option<u64>) {
+    let (_dir, store) = temp_store();
+    let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = {
+        let calls = calls.clone();
+        Behaviour::Tamper(Arc::new(move |method, _| {
+            if method == "eth_blockNumber" {
+                calls.fetch_add(1, Ordering::SeqCst);
+            }
+        }))
+    };
+    let cfg = ChainSection { poll_interval_ms: poll.as_millis() as u64, rpc_quorum: 1, ..cfg() };
+    let w = watcher_with(cfg, chain, vec![counted], &store).woken_by(heads);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(w.run(stopped));
+    let notifier = tokio::spawn(notify);
+    tokio::time::sleep(lasting).await;
+    let _ = stop.send(true);
+    let _ = running.await;
+    notifier.abort();
+    (calls.load(Ordering::SeqCst), store.checkpoint().expect("checkpoint"))
+}
+
 /// The watcher under new-head notifications, in simulated time, polling every 10 s: a notifier
 /// that floods without new blocks (a lying WebSocket endpoint) costs at most one extra step per
 /// poll interval, and one that reports each new block gets each processed at once.
 #[tokio::test(start_paused = true)]
 async fn head_notifications_wake_the_watcher_only_while_they_bring_new_heads() {
     use std::time::Duration;
-    // Steps taken in 1 s with `notify` running beside the watcher; the store's checkpoint then.
-    async fn run(
-        notify: impl std::future::Future<Output = ()> + Send + 'static,
-        chain: &FakeChain,
-        heads: Arc<Notify>,
-    ) -> (u64, Option<u64>) {
-        let (_dir, store) = temp_store();
-        let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let counted = {
-            let calls = calls.clone();
-            Behaviour::Tamper(Arc::new(move |method, _| {
-                if method == "eth_blockNumber" {
-                    calls.fetch_add(1, Ordering::SeqCst);
-                }
-            }))
-        };
-        let cfg = ChainSection { poll_interval_ms: 10_000, rpc_quorum: 1, ..cfg() };
-        let w = watcher_with(cfg, chain, vec![counted], &store).woken_by(heads);
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let running = tokio::spawn(w.run(stopped));
-        let notifier = tokio::spawn(notify);
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let _ = stop.send(true);
-        let _ = running.await;
-        notifier.abort();
-        (calls.load(Ordering::SeqCst), store.checkpoint().expect("checkpoint"))
-    }
+    let (poll, lasting) = (Duration::from_secs(10), Duration::from_secs(1));
     let chain = FakeChain::new(31337, SETTLEMENT, 10);
-    let (quiet, _) = run(async {}, &chain, Arc::new(Notify::new())).await;
+    let (quiet, _) = run_notified(poll, lasting, async {}, &chain, Arc::new(Notify::new())).await;
     let heads = Arc::new(Notify::new());
     let flood = {
         let heads = heads.clone();
@@ -286,7 +291,7 @@ async fn head_notifications_wake_the_watcher_only_while_they_bring_new_heads() {
             }
         }
     };
-    let (flooded, _) = run(flood, &chain, heads).await;
+    let (flooded, _) = run_notified(poll, lasting, flood, &chain, heads).await;
     assert!(
         flooded.saturating_sub(quiet) <= 1,
         "{} steps woken by notifications that brought no new head",
@@ -305,11 +310,47 @@ async fn head_notifications_wake_the_watcher_only_while_they_bring_new_heads() {
             }
         }
     };
-    let (_, checkpoint) = run(blocks, &chain, heads).await;
+    let (_, checkpoint) = run_notified(poll, lasting, blocks, &chain, heads).await;
     // Head 10 and 4 blocks notified within 1 s, 2 confirmations: every notified block is
     // processed, though the next poll is 10 s away.
     assert_eq!(chain.head(), 14);
     assert_eq!(checkpoint, Some(12), "the watcher follows notified heads between its polls");
+}
+
+/// While notifications announce each head, an idle watcher polling every 200 ms does not poll
+/// between blocks; when they stop (a notifier that withholds heads) it finds each block by
+/// polling, the first within the chain's pace plus one poll interval.
+#[tokio::test(start_paused = true)]
+async fn announced_heads_spare_the_polls_between_blocks_and_withheld_ones_are_still_found() {
+    use std::time::Duration;
+    let (poll, lasting) = (Duration::from_millis(200), Duration::from_millis(10_500));
+    // A block a second for 10 s; the notifier announces the first `announced` of them.
+    let blocks = |chain: &FakeChain, heads: &Arc<Notify>, announced: usize| {
+        let (chain, heads) = (chain.clone(), heads.clone());
+        async move {
+            for n in 0..10 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                chain.mine_to(chain.head() + 1);
+                if n < announced {
+                    heads.notify_one();
+                }
+            }
+        }
+    };
+    let (polled_chain, heads) = (FakeChain::new(31337, SETTLEMENT, 10), Arc::new(Notify::new()));
+    let (polled, _) = run_notified(poll, lasting, blocks(&polled_chain, &heads, 0), &polled_chain, heads).await;
+    let (chain, heads) = (FakeChain::new(31337, SETTLEMENT, 10), Arc::new(Notify::new()));
+    let (announced, checkpoint) = run_notified(poll, lasting, blocks(&chain, &heads, 10), &chain, heads).await;
+    assert_eq!(checkpoint, Some(18), "every announced block was processed");
+    // Polling alone reads the head about five times a block. Announced, twice a block (the
+    // woken step and the one after the range it read) once the pace is known, which takes the
+    // first two blocks.
+    assert!(polled >= 45, "{polled} head reads polling every 200 ms for 10.5 s");
+    assert!(announced * 2 <= polled, "{announced} head reads with every block announced, polling {polled}");
+
+    let (chain, heads) = (FakeChain::new(31337, SETTLEMENT, 10), Arc::new(Notify::new()));
+    let (_, checkpoint) = run_notified(poll, lasting, blocks(&chain, &heads, 5), &chain, heads).await;
+    assert_eq!(checkpoint, Some(18), "the withheld blocks were found by polling");
 }
 
 #[test]
