@@ -67,6 +67,7 @@ impl Store {
         n += copy(&snapshot, &tx, SIGNED)?;
         n += copy(&snapshot, &tx, SETTLEMENTS)?;
         n += copy(&snapshot, &tx, OUTBOX)?;
+        n += copy(&snapshot, &tx, OUTBOX_BODIES)?;
         n += copy(&snapshot, &tx, OUTBOX_PENDING)?;
         n += copy(&snapshot, &tx, DEAD)?;
         n += copy(&snapshot, &tx, ATTEMPTS)?;

@@ -92,6 +92,8 @@ pub(crate) const SIGNED: TableDefinition<u64, &[u8]> = TableDefinition::new("sig
 pub(crate) const SETTLEMENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("settlements");
 pub(crate) const PROVISIONAL: TableDefinition<u64, ()> = TableDefinition::new("provisional_settlements");
 pub(crate) const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
+/// Delivery id → the event's JSON body, written once (see `outbox.rs`).
+pub(crate) const OUTBOX_BODIES: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox_bodies");
 pub(crate) const OUTBOX_PENDING: TableDefinition<&str, u64> = TableDefinition::new("outbox_pending");
 pub(crate) const DEAD: TableDefinition<&str, u64> = TableDefinition::new("outbox_dead");
 pub(crate) const ATTEMPTS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("outbox_attempts");
@@ -229,6 +231,7 @@ impl Store {
         tx.open_table(SETTLEMENTS)?;
         tx.open_table(PROVISIONAL)?;
         tx.open_table(OUTBOX)?;
+        tx.open_table(OUTBOX_BODIES)?;
         tx.open_table(OUTBOX_PENDING)?;
         tx.open_table(DEAD)?;
         tx.open_table(ATTEMPTS)?;

@@ -2,16 +2,23 @@
 //! causes them, before any HTTP call, and stay pending until delivered, dead-lettered, or
 //! acknowledged as delivered by another operator. Every attempt is kept.
 //!
-//! Tables: `outbox` (id → event), `outbox_pending` with its indexes (the queue of pending
+//! Tables: `outbox` (id → event, its delivery state), `outbox_bodies` (id → the JSON body sent),
+//! `outbox_pending` with its indexes (the queue of pending
 //! deliveries, see `outbox_queue.rs`), `outbox_dead` (id → when it was dead-lettered, ms), `outbox_attempts` ((id, n) → attempt),
 //! `merchant_endpoints` (merchant → endpoint state). Acknowledgements by other operators are in
 //! `acks.rs`.
+//!
+//! A body is written once, when its event is queued, and read only to deliver or show it: the
+//! delivery state changes (attempts, acknowledgements, replays) rewrite a row of a few hundred
+//! bytes instead of one that holds the body (a receipt makes it kilobytes), escaped as a JSON
+//! string inside the row's JSON. Rows written before bodies had their table hold the body
+//! inline, and are read as they are.
 
 use super::outbox_queue::{self, OUTBOX_DUE, OUTBOX_ORDER, Queue};
 use super::rounds::SettlementRecord;
 use super::{
-    ACKS, ATTEMPTS, DEAD, ENDPOINTS, OUTBOX, OUTBOX_PENDING, PROVISIONAL, SETTLEMENTS, Store, StoreError, decode,
-    encode,
+    ACKS, ATTEMPTS, DEAD, ENDPOINTS, OUTBOX, OUTBOX_BODIES, OUTBOX_PENDING, PROVISIONAL, SETTLEMENTS, Store,
+    StoreError, decode, encode,
 };
 use alloy::primitives::B256;
 use redb::ReadableTable;
@@ -33,7 +40,9 @@ pub struct OutboxEvent {
     pub merchant_id: String,
     /// Event type, e.g. `invoice.paid`.
     pub event_type: String,
-    /// The JSON body sent.
+    /// The JSON body sent. Stored in `outbox_bodies`, not in the row (rows of earlier versions
+    /// hold it inline).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub body: String,
     /// Attempts made so far, in all.
     pub attempts: u32,
@@ -214,6 +223,7 @@ impl Store {
         at_ms: u64,
     ) -> Result<(), StoreError> {
         let mut outbox = tx.open_table(OUTBOX)?;
+        let mut bodies = tx.open_table(OUTBOX_BODIES)?;
         let mut queue = Queue::open(tx)?;
         let acks = tx.open_table(ACKS)?;
         // Each event, then its fan-out to the merchant's own endpoints; an event is cloned only
@@ -230,7 +240,8 @@ impl Store {
             if outbox.get(e.id.as_str())?.is_some() {
                 continue;
             }
-            let mut e = e.clone();
+            bodies.insert(e.id.as_str(), e.body.as_bytes())?;
+            let mut e = OutboxEvent { body: String::new(), ..e.clone() };
             e.created_at_ms = at_ms;
             match super::acks::acked_by_quorum(&acks, &e.id, self.ack_quorum())? {
                 Some(acked) => {
@@ -332,11 +343,11 @@ impl Store {
     pub fn due_events(&self, now_ms: u64, limit: usize, paused: &[String]) -> Result<Vec<OutboxEvent>, StoreError> {
         let due = self.due_deliveries(now_ms, limit, paused, |_| Take::Taken)?;
         let tx = self.read()?;
-        let outbox = tx.open_table(OUTBOX)?;
+        let (outbox, bodies) = (tx.open_table(OUTBOX)?, tx.open_table(OUTBOX_BODIES)?);
         let mut out = Vec::with_capacity(due.len());
         for d in due {
             if let Some(v) = outbox.get(d.id.as_str())? {
-                out.push(decode::<OutboxEvent>("outbox", v.value())?);
+                out.push(with_body(&bodies, decode("outbox", v.value())?)?);
             }
         }
         Ok(out)
@@ -349,8 +360,8 @@ impl Store {
         if tx.open_table(OUTBOX_PENDING)?.get(id)?.is_none_or(|at| at.value() > now_ms) {
             return Ok(None);
         }
-        let outbox = tx.open_table(OUTBOX)?;
-        outbox.get(id)?.map(|v| decode("outbox", v.value())).transpose()
+        let (outbox, bodies) = (tx.open_table(OUTBOX)?, tx.open_table(OUTBOX_BODIES)?);
+        outbox.get(id)?.map(|v| with_body(&bodies, decode("outbox", v.value())?)).transpose()
     }
 
     /// Number of events not yet delivered (nor dead).
@@ -472,7 +483,8 @@ impl Store {
         }
         out.sort_by_key(|e| std::cmp::Reverse((e.created_at_ms, e.sequence)));
         out.truncate(limit);
-        Ok(out)
+        let bodies = tx.open_table(OUTBOX_BODIES)?;
+        out.into_iter().map(|e| with_body(&bodies, e)).collect()
     }
 
     /// Dead-lettered event ids since `since_ms`, optionally of one merchant and of one endpoint
@@ -527,8 +539,9 @@ impl Store {
             match current {
                 Some(mut e) if e.delivered_at_ms.is_none() => {
                     e.event_type = event_type.to_string();
-                    e.body = body.to_string();
+                    e.body = String::new();
                     outbox.insert(id, encode(&e).as_slice())?;
+                    tx.open_table(OUTBOX_BODIES)?.insert(id, body.as_bytes())?;
                     true
                 }
                 _ => false,
@@ -541,8 +554,8 @@ impl Store {
     /// One outbox event by id.
     pub fn outbox_event(&self, id: &str) -> Result<Option<OutboxEvent>, StoreError> {
         let tx = self.read()?;
-        let t = tx.open_table(OUTBOX)?;
-        t.get(id)?.map(|v| decode("outbox", v.value())).transpose()
+        let (outbox, bodies) = (tx.open_table(OUTBOX)?, tx.open_table(OUTBOX_BODIES)?);
+        outbox.get(id)?.map(|v| with_body(&bodies, decode("outbox", v.value())?)).transpose()
     }
 
     /// The delivery state of a merchant's endpoint.
@@ -590,6 +603,22 @@ impl Store {
         tx.commit()?;
         Ok(())
     }
+}
+
+/// `e` with its body: from `outbox_bodies`, or as read from a row that holds it inline.
+fn with_body(
+    bodies: &impl ReadableTable<&'static str, &'static [u8]>,
+    mut e: OutboxEvent,
+) -> Result<OutboxEvent, StoreError> {
+    if e.body.is_empty()
+        && let Some(body) = bodies.get(e.id.as_str())?
+    {
+        e.body = String::from_utf8(body.value().to_vec()).map_err(|_| StoreError::Corrupt {
+            table: "outbox_bodies",
+            reason: format!("the body of {} is not UTF-8", e.id),
+        })?;
+    }
+    Ok(e)
 }
 
 #[cfg(test)]

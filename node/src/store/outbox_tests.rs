@@ -199,3 +199,53 @@ fn reopened_due(path: &std::path::Path) -> (Store, Vec<String>) {
     ids.sort();
     (store, ids)
 }
+
+/// The row of delivery `id` as stored, decoded.
+fn stored_row(store: &Store, id: &str) -> OutboxEvent {
+    let tx = store.read().expect("read");
+    let row = tx.open_table(OUTBOX).expect("outbox").get(id).expect("get").expect("a row");
+    decode("outbox", row.value()).expect("decode")
+}
+
+/// A body is written once, beside its row: the state changes of a delivery rewrite a row that
+/// does not hold it, and every read that shows or sends the event has it.
+#[test]
+fn a_body_is_stored_once_beside_its_row_and_read_with_the_event() {
+    let (_dir, store) = temp_store();
+    let body = r#"{"type":"invoice.paid","data":{"note":"a \"quoted\" word"}}"#;
+    let a = OutboxEvent { body: body.into(), ..event("a", 1, 1) };
+    store.record_settlement(&record(), &[a], 100).expect("record");
+    assert_eq!(stored_row(&store, "a").body, "", "the row holds no body");
+    store.record_attempt("a", attempt(100, "retry"), &AttemptEffect::RetryAt(200)).expect("attempt");
+    assert_eq!(stored_row(&store, "a").body, "", "nor after an attempt");
+    assert_eq!(store.due_events(200, 10, &[]).expect("due")[0].body, body);
+    assert_eq!(store.due_event("a", 200).expect("due").expect("a").body, body);
+    assert_eq!(store.outbox_event("a").expect("get").expect("a").body, body);
+    assert_eq!(store.events(None, None, None, None, 10).expect("list")[0].body, body);
+    // A bare event rendered again: its new body replaces the old one, the row stays without.
+    assert!(store.rerender_event("a", "invoice.overpaid", "{\"v\":2}").expect("rerender"));
+    assert_eq!(stored_row(&store, "a").body, "");
+    let again = store.outbox_event("a").expect("get").expect("a");
+    assert_eq!((again.event_type.as_str(), again.body.as_str()), ("invoice.overpaid", "{\"v\":2}"));
+}
+
+/// A store written before bodies had a table of their own holds each body inline in its row:
+/// those events are read, delivered and updated as they are.
+#[test]
+fn a_row_that_holds_its_body_inline_is_read_with_it() {
+    let (_dir, store) = temp_store();
+    store.record_settlement(&record(), &[event("new", 2, 1)], 100).expect("record");
+    let old = OutboxEvent { body: "{\"old\":true}".into(), created_at_ms: 100, ..event("old", 1, 1) };
+    let tx = store.db().begin_write().expect("tx");
+    {
+        let mut queue = super::outbox_queue::Queue::open(&tx).expect("queue");
+        queue.schedule(&old, 100).expect("schedule");
+        tx.open_table(OUTBOX).expect("outbox").insert("old", encode(&old).as_slice()).expect("row");
+    }
+    tx.commit().expect("commit");
+    let due = store.due_events(100, 10, &[]).expect("due");
+    assert_eq!(due.iter().find(|e| e.id == "old").map(|e| e.body.as_str()), Some("{\"old\":true}"));
+    store.record_attempt("old", attempt(100, "retry"), &AttemptEffect::RetryAt(300)).expect("attempt");
+    let read = store.due_event("old", 300).expect("due").expect("old");
+    assert_eq!((read.attempts, read.body.as_str()), (1, "{\"old\":true}"));
+}
