@@ -38,6 +38,11 @@ pub fn tracer(endpoint: &str, client: reqwest::Client, service: &str) -> Result<
     Ok(tracer)
 }
 
+/// Whether spans are exported (a tracer was set up).
+pub fn exporting() -> bool {
+    PROVIDER.get().is_some()
+}
+
 /// Flushes and stops export (at the end of a node's shutdown).
 pub fn shutdown() {
     if let Some(p) = PROVIDER.get() {

@@ -37,12 +37,20 @@ pub fn span(stage: &'static str, webhook_id: &str) -> tracing::Span {
         attempt = tracing::field::Empty,
         status = tracing::field::Empty
     );
-    let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(root(webhook_id)));
+    // The parent matters to exported spans only (`traceparent` derives the header itself).
+    if crate::otlp::exporting() {
+        let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(root(webhook_id)));
+    }
     span
 }
 
 /// Marks that `leaf` went through `stage` (in `round`): a short span in the payment's trace.
+/// Without export the span only frames a debug log line: then nothing is made (no hash, no
+/// span) unless debug logs are on.
 pub fn mark(stage: &'static str, leaf: &PaymentLeaf, round: Option<u64>) {
+    if !crate::otlp::exporting() && !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
     let id = crate::webhook::payload::webhook_id(leaf.invoice_id, leaf.tx_hash, leaf.log_index);
     let span = span(stage, &id);
     span.in_scope(|| {
@@ -60,6 +68,47 @@ pub fn traceparent(span: &tracing::Span, webhook_id: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// Spans made while `f` runs under a subscriber logging at `level`, spans not exported.
+    fn spans_made(level: tracing::Level, f: impl FnOnce()) -> usize {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tracing_subscriber::layer::SubscriberExt;
+        struct Count(std::sync::Arc<AtomicUsize>);
+        impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Count {
+            fn on_new_span(
+                &self,
+                _: &tracing::span::Attributes<'_>,
+                _: &tracing::span::Id,
+                _: tracing_subscriber::layer::Context<'_, S>,
+            ) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let n = std::sync::Arc::new(AtomicUsize::new(0));
+        let subscriber = tracing_subscriber::registry()
+            .with(Count(n.clone()))
+            .with(tracing_subscriber::filter::LevelFilter::from_level(level));
+        tracing::subscriber::with_default(subscriber, f);
+        n.load(Ordering::SeqCst)
+    }
+
+    #[test]
+    fn a_stage_mark_costs_no_span_unless_exported_or_logged() {
+        use alloy::primitives::{Address, B256, U256};
+        let leaf = settleproof_consensus::PaymentLeaf {
+            chain_id: 31337,
+            tx_hash: B256::repeat_byte(1),
+            log_index: 0,
+            block_number: 1,
+            invoice_id: B256::repeat_byte(2),
+            merchant: Address::repeat_byte(3),
+            payer: Address::repeat_byte(4),
+            token: Address::ZERO,
+            amount: U256::from(10),
+        };
+        assert_eq!(spans_made(tracing::Level::INFO, || super::mark("sign_round", &leaf, Some(1))), 0);
+        assert_eq!(spans_made(tracing::Level::DEBUG, || super::mark("sign_round", &leaf, Some(1))), 1);
+    }
+
     #[test]
     fn the_trace_of_a_payment_is_the_same_everywhere() {
         let a = super::trace_id("msg_0123");
