@@ -67,6 +67,8 @@ struct State {
     receipts: HashMap<B256, (u64, Address)>,
     /// Sends before this many are left in the pool for good; later ones are mined at once.
     mine_from_send: usize,
+    /// The clock (unix ms) new blocks are stamped with; `None`: fixed two-second steps.
+    clock: Option<fn() -> u64>,
 }
 
 /// A chain shared by the providers made from it; cheap to clone.
@@ -110,6 +112,12 @@ impl FakeChain {
         let chain = Self(Arc::new(Mutex::new(State { chain_id, settlement, ..State::default() })));
         chain.mine_to(head);
         chain
+    }
+
+    /// Stamps the blocks mined from now on with `clock` (unix ms), as a chain does with its time.
+    pub fn stamped_by(self, clock: fn() -> u64) -> Self {
+        self.state().clock = Some(clock);
+        self
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -263,7 +271,8 @@ impl State {
     fn push_block(&mut self, logs: Vec<(Address, LogData, B256)>) -> u64 {
         let number = self.blocks.len() as u64;
         let hash = keccak256([self.fork.to_be_bytes(), number.to_be_bytes()].concat());
-        self.blocks.push(FakeBlock { hash, timestamp: 1_700_000_000 + number * 2, logs });
+        let timestamp = self.clock.map_or(1_700_000_000 + number * 2, |clock| clock() / 1000);
+        self.blocks.push(FakeBlock { hash, timestamp, logs });
         number
     }
 

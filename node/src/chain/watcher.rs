@@ -196,6 +196,8 @@ pub struct Watcher {
     /// (head, checkpoint, when) of the last check of an idle step that found the checkpoint
     /// block unchanged.
     checked: Mutex<Option<(u64, u64, std::time::Instant)>>,
+    /// Unix ms, to judge whether a notified head came on time ([`super::pace::on_time`]).
+    clock: fn() -> u64,
 }
 
 impl Watcher {
@@ -221,7 +223,15 @@ impl Watcher {
             unagreed: Mutex::new((0, 0)),
             heads: Arc::new(Notify::new()),
             checked: Mutex::new(None),
+            clock: now_ms,
         }
+    }
+
+    /// Judges notified heads by `clock` (unix ms) instead of the system's.
+    #[cfg(test)]
+    pub(crate) fn clocked_by(mut self, clock: fn() -> u64) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Steps at once (at most once per [`super::heads::MIN_STEP_GAP`]) when `heads` is
@@ -283,7 +293,7 @@ impl Watcher {
         let poll = Duration::from_millis(self.cfg.poll_interval_ms);
         let mut failures: u32 = 0;
         let (mut listening, mut woken) = (true, false);
-        let mut pace = super::pace::HeadPace::default();
+        let mut pace = super::pace::HeadPace::new(poll);
         loop {
             let began = tokio::time::Instant::now();
             let head_before = self.status.head();
@@ -291,12 +301,20 @@ impl Watcher {
                 Ok(step) => {
                     failures = 0;
                     let now = tokio::time::Instant::now().into_std();
-                    pace.observe(self.status.head(), now, woken);
+                    let head = self.status.head();
+                    if woken && head > head_before {
+                        let on_time = self.announced_on_time(head, poll).await;
+                        pace.observe(head, now, on_time);
+                    } else if woken {
+                        pace.fruitless_wake(now);
+                    } else {
+                        pace.observe(head, now, false);
+                    }
                     if step.moved() {
                         self.progress.notify_one();
                         Duration::ZERO
                     } else {
-                        pace.idle_wait(now, poll)
+                        pace.idle_wait(now)
                     }
                 }
                 Err(e) => {
@@ -318,6 +336,18 @@ impl Watcher {
                     tokio::time::sleep_until(began + super::heads::MIN_STEP_GAP).await;
                 }
                 _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// Whether the notification that brought `head` came on time: its block, read through the
+    /// quorum, is stamped no earlier than [`super::pace::LATE_SLACK`] plus `poll` ago.
+    async fn announced_on_time(&self, head: u64, poll: Duration) -> bool {
+        match self.client.block(head).await {
+            Ok(block) => super::pace::on_time((self.clock)(), block.timestamp, poll),
+            Err(e) => {
+                debug!(head, error = %e, "cannot read a notified head's block; polling at the interval");
+                false
             }
         }
     }

@@ -241,6 +241,13 @@ async fn a_hung_provider_does_not_hold_the_watcher() {
     assert_eq!(blocks_of(&store, 1), vec![at]);
 }
 
+/// Unix ms that follow the test's simulated time (blocks are stamped, and notified heads judged,
+/// by it).
+fn simulated_ms() -> u64 {
+    static START: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+    1_800_000_000_000 + START.get_or_init(tokio::time::Instant::now).elapsed().as_millis() as u64
+}
+
 /// Runs a watcher of `chain` polling every `poll` for `lasting` of simulated time with
 /// `notify` running beside it: the head reads it made, and the store's checkpoint then.
 async fn run_notified(
@@ -261,7 +268,7 @@ async fn run_notified(
         }))
     };
     let cfg = ChainSection { poll_interval_ms: poll.as_millis() as u64, rpc_quorum: 1, ..cfg() };
-    let w = watcher_with(cfg, chain, vec![counted], &store).woken_by(heads);
+    let w = watcher_with(cfg, chain, vec![counted], &store).woken_by(heads).clocked_by(simulated_ms);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let running = tokio::spawn(w.run(stopped));
     let notifier = tokio::spawn(notify);
@@ -317,30 +324,40 @@ async fn head_notifications_wake_the_watcher_only_while_they_bring_new_heads() {
     assert_eq!(checkpoint, Some(12), "the watcher follows notified heads between its polls");
 }
 
-/// While notifications announce each head, an idle watcher polling every 200 ms does not poll
-/// between blocks; when they stop (a notifier that withholds heads) it finds each block by
-/// polling, the first within the chain's pace plus one poll interval.
+/// While notifications announce each head on time, an idle watcher polling every 200 ms does
+/// not poll between blocks; when they stop (a notifier that withholds heads) it finds each block
+/// by polling, the first within the chain's pace plus one poll interval; and heads announced
+/// late for their blocks' timestamps earn no wait at all: the watcher polls.
 #[tokio::test(start_paused = true)]
-async fn announced_heads_spare_the_polls_between_blocks_and_withheld_ones_are_still_found() {
+async fn announced_heads_spare_the_polls_between_blocks_and_withheld_or_late_ones_are_still_found() {
     use std::time::Duration;
     let (poll, lasting) = (Duration::from_millis(200), Duration::from_millis(10_500));
-    // A block a second for 10 s; the notifier announces the first `announced` of them.
-    let blocks = |chain: &FakeChain, heads: &Arc<Notify>, announced: usize| {
+    // A block a second for 10 s; the notifier announces the first `announced` of them, `late`
+    // after each was mined.
+    let blocks = |chain: &FakeChain, heads: &Arc<Notify>, announced: usize, late: Duration| {
         let (chain, heads) = (chain.clone(), heads.clone());
         async move {
             for n in 0..10 {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 chain.mine_to(chain.head() + 1);
                 if n < announced {
-                    heads.notify_one();
+                    let heads = heads.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(late).await;
+                        heads.notify_one();
+                    });
                 }
             }
         }
     };
-    let (polled_chain, heads) = (FakeChain::new(31337, SETTLEMENT, 10), Arc::new(Notify::new()));
-    let (polled, _) = run_notified(poll, lasting, blocks(&polled_chain, &heads, 0), &polled_chain, heads).await;
-    let (chain, heads) = (FakeChain::new(31337, SETTLEMENT, 10), Arc::new(Notify::new()));
-    let (announced, checkpoint) = run_notified(poll, lasting, blocks(&chain, &heads, 10), &chain, heads).await;
+    let chain = || FakeChain::new(31337, SETTLEMENT, 10).stamped_by(simulated_ms);
+    let on_time = Duration::ZERO;
+    let (polled_chain, heads) = (chain(), Arc::new(Notify::new()));
+    let (polled, _) =
+        run_notified(poll, lasting, blocks(&polled_chain, &heads, 0, on_time), &polled_chain, heads).await;
+    let (announced_chain, heads) = (chain(), Arc::new(Notify::new()));
+    let (announced, checkpoint) =
+        run_notified(poll, lasting, blocks(&announced_chain, &heads, 10, on_time), &announced_chain, heads).await;
     assert_eq!(checkpoint, Some(18), "every announced block was processed");
     // Polling alone reads the head about five times a block. Announced, twice a block (the
     // woken step and the one after the range it read) once the pace is known, which takes the
@@ -348,9 +365,19 @@ async fn announced_heads_spare_the_polls_between_blocks_and_withheld_ones_are_st
     assert!(polled >= 45, "{polled} head reads polling every 200 ms for 10.5 s");
     assert!(announced * 2 <= polled, "{announced} head reads with every block announced, polling {polled}");
 
-    let (chain, heads) = (FakeChain::new(31337, SETTLEMENT, 10), Arc::new(Notify::new()));
-    let (_, checkpoint) = run_notified(poll, lasting, blocks(&chain, &heads, 5), &chain, heads).await;
+    let (withheld_chain, heads) = (chain(), Arc::new(Notify::new()));
+    let (_, checkpoint) =
+        run_notified(poll, lasting, blocks(&withheld_chain, &heads, 5, on_time), &withheld_chain, heads).await;
     assert_eq!(checkpoint, Some(18), "the withheld blocks were found by polling");
+
+    // Announced at once, but judged by their blocks' timestamps: blocks stamped long before the
+    // notification (as a late one would be) earn no wait, and the watcher polls as often as
+    // without notifications.
+    let (stale_chain, heads) = (FakeChain::new(31337, SETTLEMENT, 10), Arc::new(Notify::new()));
+    let (reads, checkpoint) =
+        run_notified(poll, lasting, blocks(&stale_chain, &heads, 10, on_time), &stale_chain, heads).await;
+    assert_eq!(checkpoint, Some(18), "every block found");
+    assert!(reads * 10 >= polled * 8, "{reads} head reads with late heads announced, polling {polled}");
 }
 
 #[test]

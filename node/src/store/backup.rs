@@ -203,6 +203,14 @@ mod tests {
             revoked_at_ms: None,
         };
         store.put_api_key(&key).expect("api key");
+        let event = crate::store::OutboxEvent {
+            id: "msg_1".into(),
+            merchant_id: "demo".into(),
+            event_type: "invoice.paid".into(),
+            body: "{}".into(),
+            ..Default::default()
+        };
+        store.enqueue_events(&[event], 1).expect("event");
         let backup = dir.path().join("backup.redb");
         store.backup_to(&backup).expect("backup");
         let source = table_sizes(store.db());
@@ -216,6 +224,8 @@ mod tests {
             "merchant_audit",
             "api_keys",
             "merchant_own_approvals",
+            "outbox",
+            "outbox_bodies",
         ] {
             assert!(source[t] > 0, "{t}: {source:?}");
         }

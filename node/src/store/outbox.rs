@@ -605,18 +605,17 @@ impl Store {
     }
 }
 
-/// `e` with its body: from `outbox_bodies`, or as read from a row that holds it inline.
+/// `e` with its body: from `outbox_bodies`, or as read from a row that holds it inline. A row
+/// without either is refused: sending or showing it would sign and show an empty body.
 fn with_body(
     bodies: &impl ReadableTable<&'static str, &'static [u8]>,
     mut e: OutboxEvent,
 ) -> Result<OutboxEvent, StoreError> {
-    if e.body.is_empty()
-        && let Some(body) = bodies.get(e.id.as_str())?
-    {
-        e.body = String::from_utf8(body.value().to_vec()).map_err(|_| StoreError::Corrupt {
-            table: "outbox_bodies",
-            reason: format!("the body of {} is not UTF-8", e.id),
-        })?;
+    if e.body.is_empty() {
+        let corrupt = |reason: String| StoreError::Corrupt { table: "outbox_bodies", reason };
+        let body = bodies.get(e.id.as_str())?.ok_or_else(|| corrupt(format!("no body for {}", e.id)))?;
+        e.body = String::from_utf8(body.value().to_vec())
+            .map_err(|_| corrupt(format!("the body of {} is not UTF-8", e.id)))?;
     }
     Ok(e)
 }

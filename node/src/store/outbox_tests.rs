@@ -229,6 +229,18 @@ fn a_body_is_stored_once_beside_its_row_and_read_with_the_event() {
     assert_eq!((again.event_type.as_str(), again.body.as_str()), ("invoice.overpaid", "{\"v\":2}"));
 }
 
+/// A row whose body is neither inline nor in its table is refused, not sent empty.
+#[test]
+fn a_row_without_a_body_is_refused() {
+    let (_dir, store) = temp_store();
+    store.record_settlement(&record(), &[event("a", 1, 1)], 100).expect("record");
+    let tx = store.db().begin_write().expect("tx");
+    tx.open_table(OUTBOX_BODIES).expect("bodies").remove("a").expect("remove");
+    tx.commit().expect("commit");
+    assert!(matches!(store.outbox_event("a"), Err(StoreError::Corrupt { table: "outbox_bodies", .. })));
+    assert!(store.due_event("a", 100).is_err());
+}
+
 /// A store written before bodies had a table of their own holds each body inline in its row:
 /// those events are read, delivered and updated as they are.
 #[test]
