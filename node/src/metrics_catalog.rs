@@ -198,6 +198,12 @@ pub const CATALOG: &[Metric] = &[
     c(C, "rpc_log_disagreements_total", "Logs returned by fewer providers than the quorum", Labels::None),
     c(C, "rpc_head_notifications_total", "New heads reported by the newHeads subscriptions", Labels::None),
     c(C, "rpc_head_subscription_failures_total", "newHeads subscriptions that failed or ended", Labels::None),
+    c(
+        C,
+        "rpc_head_notifications_late_total",
+        "Notified heads whose block was stamped more than a second and a poll interval earlier",
+        Labels::None,
+    ),
     c(C, "rpc_quorum_failures_total", "Reads without a provider quorum, by operation", Labels::One("op", RPC_OPS)),
     c(C, "rpc_requests_total", "RPC calls per provider and outcome", Labels::ProviderOutcome(RPC_OUTCOMES)),
     m(

@@ -344,7 +344,14 @@ impl Watcher {
     /// quorum, is stamped no earlier than [`super::pace::LATE_SLACK`] plus `poll` ago.
     async fn announced_on_time(&self, head: u64, poll: Duration) -> bool {
         match self.client.block(head).await {
-            Ok(block) => super::pace::on_time((self.clock)(), block.timestamp, poll),
+            Ok(block) => {
+                let on_time = super::pace::on_time((self.clock)(), block.timestamp, poll);
+                if !on_time {
+                    metrics::counter!("rpc_head_notifications_late_total", "chain_id" => self.cfg.chain_id.to_string())
+                        .increment(1);
+                }
+                on_time
+            }
             Err(e) => {
                 debug!(head, error = %e, "cannot read a notified head's block; polling at the interval");
                 false
