@@ -130,6 +130,12 @@ pub const CATALOG: &[Metric] = &[
     ),
     c(
         C,
+        "gossip_messages_total",
+        "Gossip messages heard from operators (first copies), by topic",
+        Labels::One("topic", GOSSIP_TOPICS),
+    ),
+    c(
+        C,
         "invoice_conflicts_total",
         "Invoices refused: id not committing to the terms, another author, or another copy",
         Labels::One("reason", &["foreign_creator", "other_copy", "bad_invoice", "invoice_id_mismatch"]),

@@ -33,6 +33,7 @@ impl RoundDriver {
                     return;
                 }
                 let author = source;
+                metrics::counter!("gossip_messages_total", "chain_id" => self.chain.chain_id().to_string(), "topic" => topic.clone()).increment(1);
                 if !gossip::fresh(&data, now_ms()) {
                     metrics::counter!("gossip_stale_total", "chain_id" => self.chain.chain_id().to_string(), "topic" => topic.clone()).increment(1);
                     self.net.report(reference, Verdict::Ignore).await;
