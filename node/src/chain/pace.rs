@@ -20,8 +20,9 @@
 //!   interval past its timestamp and still be trusted, against one poll interval for a plain
 //!   poller; the bound is the block's time, so the delays do not add up from block to block.
 //! - Announce a head that is not there: the woken step finds none, and the watcher polls at
-//!   its interval until a notification announces a real one (a second endpoint announcing the
-//!   same head within a poll interval of it is not taken for a liar).
+//!   its interval until a notification announces a real one (one copy of the last head within
+//!   a poll interval of it, as a second endpoint sends, costs a head read and is not taken for
+//!   a lie).
 //! - Skew the pace: only by as much as it may delay a head. The pace is learned from heads read
 //!   through the provider quorum, and is at most [`MAX_PACE`].
 //!
@@ -53,12 +54,14 @@ pub struct HeadPace {
     last: Option<(u64, Instant, bool)>,
     /// Time per block, smoothed over the heads read.
     per_block: Option<Duration>,
+    /// Whether a fruitless wake was already let pass for the last head.
+    spared: bool,
 }
 
 impl HeadPace {
     /// Nothing learned yet, for a watcher polling every `poll`.
     pub fn new(poll: Duration) -> Self {
-        Self { poll, last: None, per_block: None }
+        Self { poll, last: None, per_block: None, spared: false }
     }
 
     /// Records the head a successful step read at `at`; `announced`: a notification caused the
@@ -74,6 +77,7 @@ impl HeadPace {
                     None => sample,
                 });
                 self.last = Some((head, at, announced));
+                self.spared = false;
             }
             // The same head again (a poll that found nothing new): nothing learned.
             Some((last, _, _)) if head == last => {}
@@ -82,14 +86,21 @@ impl HeadPace {
         }
     }
 
-    /// A notification at `at` woke a step that found no new head: the notifier is not relied on
-    /// until it announces a real head, unless this came within a poll interval of the last head
-    /// (another endpoint announcing the same one).
-    pub fn fruitless_wake(&mut self, at: Instant) {
-        if let Some((head, last_at, true)) = self.last
-            && at.saturating_duration_since(last_at) > self.poll
-        {
-            self.last = Some((head, last_at, false));
+    /// A notification at `at` woke a step that found no new head. Returns whether the watcher
+    /// goes on listening: once per head, within a poll interval of an announced head (another
+    /// endpoint announcing the same one); otherwise the notifier is not relied on until it
+    /// announces a real head, and the watcher stops listening until its next poll.
+    pub fn fruitless_wake(&mut self, at: Instant) -> bool {
+        match self.last {
+            Some((_, last_at, true)) if !self.spared && at.saturating_duration_since(last_at) <= self.poll => {
+                self.spared = true;
+                true
+            }
+            Some((head, last_at, _)) => {
+                self.last = Some((head, last_at, false));
+                false
+            }
+            None => false,
         }
     }
 
@@ -150,11 +161,15 @@ mod tests {
         let t0 = Instant::now();
         let mut pace = steady(t0, 5, true);
         let last = t0 + SECOND * 5;
-        // Another endpoint announcing the same head just after: still trusted.
-        pace.fruitless_wake(last + Duration::from_millis(100));
+        // Another endpoint announcing the same head just after: still trusted, still listening.
+        assert!(pace.fruitless_wake(last + Duration::from_millis(100)));
         assert_eq!(pace.idle_wait(last + Duration::from_millis(100)), SECOND + POLL - Duration::from_millis(100));
+        // Once per head: a second such wake ends it.
+        let mut twice = pace.clone();
+        assert!(!twice.fruitless_wake(last + Duration::from_millis(150)));
+        assert_eq!(twice.idle_wait(last + Duration::from_millis(150)), POLL);
         // A wake that brings nothing later on ends it ...
-        pace.fruitless_wake(last + Duration::from_millis(500));
+        assert!(!pace.fruitless_wake(last + Duration::from_millis(500)));
         assert_eq!(pace.idle_wait(last + Duration::from_millis(500)), POLL);
         // ... a poll that finds the next head does not restore it ...
         pace.observe(6, last + SECOND, false);

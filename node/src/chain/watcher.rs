@@ -296,17 +296,21 @@ impl Watcher {
         let mut pace = super::pace::HeadPace::new(poll);
         loop {
             let began = tokio::time::Instant::now();
+            // When the notification came (a head is judged by it, not by when its reads ended).
+            let woke_ms = (self.clock)();
             let head_before = self.status.head();
+            let mut deafen = woken;
             let wait = match self.step().await {
                 Ok(step) => {
                     failures = 0;
                     let now = tokio::time::Instant::now().into_std();
                     let head = self.status.head();
                     if woken && head > head_before {
-                        let on_time = self.announced_on_time(head, poll).await;
+                        deafen = false;
+                        let on_time = self.announced_on_time(head, poll, woke_ms).await;
                         pace.observe(head, now, on_time);
                     } else if woken {
-                        pace.fruitless_wake(now);
+                        deafen = !pace.fruitless_wake(now);
                     } else {
                         pace.observe(head, now, false);
                     }
@@ -325,7 +329,7 @@ impl Watcher {
                     backoff
                 }
             };
-            if woken && self.status.head() == head_before {
+            if deafen && self.status.head() == head_before {
                 listening = false;
             }
             woken = false;
@@ -340,12 +344,13 @@ impl Watcher {
         }
     }
 
-    /// Whether the notification that brought `head` came on time: its block, read through the
-    /// quorum, is stamped no earlier than [`super::pace::LATE_SLACK`] plus `poll` ago.
-    async fn announced_on_time(&self, head: u64, poll: Duration) -> bool {
+    /// Whether the notification that brought `head`, at `woke_ms`, came on time: its block,
+    /// read through the quorum, is stamped no earlier than [`super::pace::LATE_SLACK`] plus
+    /// `poll` before it.
+    async fn announced_on_time(&self, head: u64, poll: Duration, woke_ms: u64) -> bool {
         match self.client.block(head).await {
             Ok(block) => {
-                let on_time = super::pace::on_time((self.clock)(), block.timestamp, poll);
+                let on_time = super::pace::on_time(woke_ms, block.timestamp, poll);
                 if !on_time {
                     metrics::counter!("rpc_head_notifications_late_total", "chain_id" => self.cfg.chain_id.to_string())
                         .increment(1);

@@ -333,8 +333,8 @@ async fn announced_heads_spare_the_polls_between_blocks_and_withheld_or_late_one
     use std::time::Duration;
     let (poll, lasting) = (Duration::from_millis(200), Duration::from_millis(10_500));
     // A block a second for 10 s; the notifier announces the first `announced` of them, `late`
-    // after each was mined.
-    let blocks = |chain: &FakeChain, heads: &Arc<Notify>, announced: usize, late: Duration| {
+    // after each was mined, and with `twice` a second endpoint announces each again 55 ms later.
+    let blocks = |chain: &FakeChain, heads: &Arc<Notify>, announced: usize, late: Duration, twice: bool| {
         let (chain, heads) = (chain.clone(), heads.clone());
         async move {
             for n in 0..10 {
@@ -345,6 +345,10 @@ async fn announced_heads_spare_the_polls_between_blocks_and_withheld_or_late_one
                     tokio::spawn(async move {
                         tokio::time::sleep(late).await;
                         heads.notify_one();
+                        if twice {
+                            tokio::time::sleep(Duration::from_millis(55)).await;
+                            heads.notify_one();
+                        }
                     });
                 }
             }
@@ -354,10 +358,11 @@ async fn announced_heads_spare_the_polls_between_blocks_and_withheld_or_late_one
     let on_time = Duration::ZERO;
     let (polled_chain, heads) = (chain(), Arc::new(Notify::new()));
     let (polled, _) =
-        run_notified(poll, lasting, blocks(&polled_chain, &heads, 0, on_time), &polled_chain, heads).await;
+        run_notified(poll, lasting, blocks(&polled_chain, &heads, 0, on_time, false), &polled_chain, heads).await;
     let (announced_chain, heads) = (chain(), Arc::new(Notify::new()));
     let (announced, checkpoint) =
-        run_notified(poll, lasting, blocks(&announced_chain, &heads, 10, on_time), &announced_chain, heads).await;
+        run_notified(poll, lasting, blocks(&announced_chain, &heads, 10, on_time, false), &announced_chain, heads)
+            .await;
     assert_eq!(checkpoint, Some(18), "every announced block was processed");
     // Polling alone reads the head about five times a block. Announced, twice a block (the
     // woken step and the one after the range it read) once the pace is known, which takes the
@@ -367,15 +372,22 @@ async fn announced_heads_spare_the_polls_between_blocks_and_withheld_or_late_one
 
     let (withheld_chain, heads) = (chain(), Arc::new(Notify::new()));
     let (_, checkpoint) =
-        run_notified(poll, lasting, blocks(&withheld_chain, &heads, 5, on_time), &withheld_chain, heads).await;
+        run_notified(poll, lasting, blocks(&withheld_chain, &heads, 5, on_time, false), &withheld_chain, heads).await;
     assert_eq!(checkpoint, Some(18), "the withheld blocks were found by polling");
+
+    // Two endpoints announcing every head: the second copy costs one head read, not the wait.
+    let (twice_chain, heads) = (chain(), Arc::new(Notify::new()));
+    let (twice, checkpoint) =
+        run_notified(poll, lasting, blocks(&twice_chain, &heads, 10, on_time, true), &twice_chain, heads).await;
+    assert_eq!(checkpoint, Some(18), "every block processed");
+    assert!(twice <= announced + 11, "{twice} head reads with every block announced twice, {announced} once");
 
     // Announced at once, but judged by their blocks' timestamps: blocks stamped long before the
     // notification (as a late one would be) earn no wait, and the watcher polls as often as
     // without notifications.
     let (stale_chain, heads) = (FakeChain::new(31337, SETTLEMENT, 10), Arc::new(Notify::new()));
     let (reads, checkpoint) =
-        run_notified(poll, lasting, blocks(&stale_chain, &heads, 10, on_time), &stale_chain, heads).await;
+        run_notified(poll, lasting, blocks(&stale_chain, &heads, 10, on_time, false), &stale_chain, heads).await;
     assert_eq!(checkpoint, Some(18), "every block found");
     assert!(reads * 10 >= polled * 8, "{reads} head reads with late heads announced, polling {polled}");
 }
