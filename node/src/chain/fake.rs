@@ -91,6 +91,9 @@ pub enum Behaviour {
     DownWhile(Arc<std::sync::atomic::AtomicBool>),
     /// Answers from the chain, then lets the function change the answer of a method (a liar).
     Tamper(Tampering),
+    /// Never answers a request for which the function (method, params) says so; answers the
+    /// rest from the chain.
+    HangIf(Arc<dyn Fn(&str, &Value) -> bool + Send + Sync>),
 }
 
 impl std::fmt::Debug for Behaviour {
@@ -101,6 +104,7 @@ impl std::fmt::Debug for Behaviour {
             Self::Hang => "Hang",
             Self::DownWhile(_) => "DownWhile",
             Self::Tamper(_) => "Tamper",
+            Self::HangIf(_) => "HangIf",
         })
     }
 }
@@ -492,7 +496,15 @@ impl tower::Service<RequestPacket> for FakeTransport {
     fn call(&mut self, req: RequestPacket) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
-            if matches!(this.behaviour, Behaviour::Hang) {
+            let hangs = match (&this.behaviour, &req) {
+                (Behaviour::Hang, _) => true,
+                (Behaviour::HangIf(f), RequestPacket::Single(r)) => {
+                    let params = r.params().map(|p| serde_json::from_str(p.get()).unwrap_or(Value::Null));
+                    f(r.method(), &params.unwrap_or(Value::Null))
+                }
+                _ => false,
+            };
+            if hangs {
                 std::future::pending::<()>().await;
             }
             Ok(match req {

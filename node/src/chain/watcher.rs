@@ -59,6 +59,9 @@ pub(super) fn checkpoint_check_due(
     }
 }
 
+/// The least time the read of a notified head's block gets ([`Watcher::run`]).
+const ON_TIME_READ: Duration = Duration::from_millis(500);
+
 /// How far back (in kept blocks) the common ancestor of a reorg is searched.
 const ANCESTOR_SEARCH: usize = 256;
 
@@ -347,8 +350,14 @@ impl Watcher {
     /// Whether the notification that brought `head`, at `woke_ms`, came on time: its block,
     /// read through the quorum, is stamped no earlier than [`super::pace::LATE_SLACK`] plus
     /// `poll` before it.
+    /// The read gets at most a poll interval (at least [`ON_TIME_READ`]): a provider that stalls
+    /// on the newest block must not hold the watcher, and a head not read in time is late.
     async fn announced_on_time(&self, head: u64, poll: Duration, woke_ms: u64) -> bool {
-        match self.client.block(head).await {
+        let Ok(read) = tokio::time::timeout(poll.max(ON_TIME_READ), self.client.block(head)).await else {
+            debug!(head, "a notified head's block took too long to read; polling at the interval");
+            return false;
+        };
+        match read {
             Ok(block) => {
                 let on_time = super::pace::on_time(woke_ms, block.timestamp, poll);
                 if !on_time {

@@ -392,6 +392,41 @@ async fn announced_heads_spare_the_polls_between_blocks_and_withheld_or_late_one
     assert!(reads * 10 >= polled * 8, "{reads} head reads with late heads announced, polling {polled}");
 }
 
+/// A provider that stalls on the newest block (the one a notified head is judged by) holds
+/// the watcher for at most the time that read gets: every block is still processed.
+#[tokio::test(start_paused = true)]
+async fn a_provider_stalling_on_the_notified_heads_block_does_not_hold_the_watcher() {
+    use std::time::Duration;
+    let chain = FakeChain::new(31337, SETTLEMENT, 10).stamped_by(simulated_ms);
+    let (_dir, store) = temp_store();
+    let newest = {
+        let chain = chain.clone();
+        Behaviour::HangIf(Arc::new(move |method, params| {
+            method == "eth_getBlockByNumber"
+                && params[0].as_str().and_then(|n| u64::from_str_radix(n.trim_start_matches("0x"), 16).ok())
+                    == Some(chain.head())
+        }))
+    };
+    // Every read waits for the stalled provider for as long as the configuration lets it.
+    let cfg = ChainSection { poll_interval_ms: 200, rpc_quorum: 1, rpc_timeout_ms: 600_000, ..cfg() };
+    let heads = Arc::new(Notify::new());
+    let w = watcher_with(cfg, &chain, vec![newest], &store).woken_by(heads.clone()).clocked_by(simulated_ms);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(w.run(stopped));
+    // Between the watcher's polls, so that the notifications are what find the blocks.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        chain.mine_to(chain.head() + 1);
+        heads.notify_one();
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let _ = stop.send(true);
+    let _ = running.await;
+    assert_eq!(chain.head(), 15);
+    assert_eq!(store.checkpoint().expect("checkpoint"), Some(13), "every confirmed block processed");
+}
+
 #[test]
 fn the_checkpoint_is_read_again_when_the_head_or_checkpoint_moved_and_at_least_every_second() {
     use super::watcher::{CHECKPOINT_RECHECK, checkpoint_check_due};
