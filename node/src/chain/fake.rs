@@ -78,6 +78,9 @@ pub struct FakeChain(Arc<Mutex<State>>);
 /// Changes the answer (second argument) to a method (first argument).
 pub type Tampering = Arc<dyn Fn(&str, &mut Value) + Send + Sync>;
 
+/// Says (method, params) whether a request is never answered.
+pub type Stalling = Arc<dyn Fn(&str, &Value) -> bool + Send + Sync>;
+
 /// What one provider does with each request.
 #[derive(Clone)]
 pub enum Behaviour {
@@ -93,7 +96,7 @@ pub enum Behaviour {
     Tamper(Tampering),
     /// Never answers a request for which the function (method, params) says so; answers the
     /// rest from the chain.
-    HangIf(Arc<dyn Fn(&str, &Value) -> bool + Send + Sync>),
+    HangIf(Stalling),
 }
 
 impl std::fmt::Debug for Behaviour {
