@@ -306,6 +306,10 @@ impl Watcher {
             let wait = match self.step().await {
                 Ok(step) => {
                     failures = 0;
+                    // The round driver first: judging a notified head reads one more block.
+                    if step.moved() {
+                        self.progress.notify_one();
+                    }
                     let now = tokio::time::Instant::now().into_std();
                     let head = self.status.head();
                     if woken && head > head_before {
@@ -317,12 +321,7 @@ impl Watcher {
                     } else {
                         pace.observe(head, now, false);
                     }
-                    if step.moved() {
-                        self.progress.notify_one();
-                        Duration::ZERO
-                    } else {
-                        pace.idle_wait(now)
-                    }
+                    if step.moved() { Duration::ZERO } else { pace.idle_wait(now) }
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
