@@ -36,6 +36,7 @@ mod approvals;
 mod attempt_writer;
 mod backup;
 mod chain;
+mod endpoint_state;
 mod epochs;
 mod group_writer;
 mod halt_reason;
@@ -53,6 +54,7 @@ pub use approvals::{ApprovalPut, MAX_APPROVALS_PER_SIGNER, StoredApproval};
 pub use attempt_writer::AttemptWriter;
 pub use backup::{check, restore};
 pub use chain::{PaymentRecord, RangeApplied, RoundEnd, StoredBlock};
+pub use endpoint_state::EndpointState;
 pub use halt_reason::HaltReason;
 pub use idempotency::{IDEMPOTENCY_TTL_S, IdempotencyRecord, KeyState, key_hash, key_nonce};
 pub use invoice_writer::InvoiceWriter;
@@ -61,7 +63,7 @@ pub use merchants::{
     AuditEntry, MAX_PENDING_PER_SIGNER, MerchantApprovalPut, MerchantChange, PendingChange, PreviousSecret,
     RegistryEntry,
 };
-pub use outbox::{Attempt, AttemptEffect, DueDelivery, EndpointState, OutboxEvent, Take, webhook_id};
+pub use outbox::{Attempt, AttemptEffect, DueDelivery, OutboxEvent, Take, webhook_id};
 pub use rounds::{SettlementRecord, SignedBatch, SigningOutcome};
 pub use webhook_endpoints::{EndpointPut, EndpointRoutes, PutRule, WebhookEndpoint, endpoint_state_key, takes};
 

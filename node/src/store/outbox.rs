@@ -5,8 +5,8 @@
 //! Tables: `outbox` (id → event, its delivery state), `outbox_bodies` (id → the JSON body sent),
 //! `outbox_pending` with its indexes (the queue of pending
 //! deliveries, see `outbox_queue.rs`), `outbox_dead` (id → when it was dead-lettered, ms), `outbox_attempts` ((id, n) → attempt),
-//! `merchant_endpoints` (merchant → endpoint state). Acknowledgements by other operators are in
-//! `acks.rs`.
+//! and the endpoints' delivery state in `endpoint_state.rs`. Acknowledgements by other operators
+//! are in `acks.rs`.
 //!
 //! A body is written once, when its event is queued, and read only to deliver or show it: the
 //! delivery state changes (attempts, acknowledgements, replays) rewrite a row of a few hundred
@@ -17,8 +17,8 @@
 use super::outbox_queue::{self, OUTBOX_DUE, OUTBOX_ORDER, Queue};
 use super::rounds::SettlementRecord;
 use super::{
-    ACKS, ATTEMPTS, DEAD, ENDPOINTS, OUTBOX, OUTBOX_BODIES, OUTBOX_PENDING, PROVISIONAL, SETTLEMENTS, Store,
-    StoreError, decode, encode,
+    ACKS, ATTEMPTS, DEAD, OUTBOX, OUTBOX_BODIES, OUTBOX_PENDING, PROVISIONAL, SETTLEMENTS, Store, StoreError, decode,
+    encode,
 };
 use alloy::primitives::B256;
 use redb::ReadableTable;
@@ -149,19 +149,6 @@ pub struct Attempt {
     pub excerpt: String,
     /// Operator that made the attempt.
     pub node: String,
-}
-
-/// A merchant endpoint's delivery state.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EndpointState {
-    /// Deliveries paused (410 Gone, or failing for too long).
-    pub disabled: bool,
-    /// Why.
-    pub disabled_reason: Option<String>,
-    /// Since when, unix ms.
-    pub disabled_at_ms: Option<u64>,
-    /// Since when every attempt failed (cleared by a success), unix ms.
-    pub failing_since_ms: Option<u64>,
 }
 
 /// What an attempt leads to.
@@ -556,52 +543,6 @@ impl Store {
         let tx = self.read()?;
         let (outbox, bodies) = (tx.open_table(OUTBOX)?, tx.open_table(OUTBOX_BODIES)?);
         outbox.get(id)?.map(|v| with_body(&bodies, decode("outbox", v.value())?)).transpose()
-    }
-
-    /// The delivery state of a merchant's endpoint.
-    pub fn endpoint(&self, merchant: &str) -> Result<EndpointState, StoreError> {
-        let tx = self.read()?;
-        let t = tx.open_table(ENDPOINTS)?;
-        Ok(t.get(merchant)?.map(|v| decode("merchant_endpoints", v.value())).transpose()?.unwrap_or_default())
-    }
-
-    /// Changes a merchant endpoint's state in one transaction (concurrent attempts to one
-    /// merchant cannot undo each other's change); returns the state before and after. A change
-    /// that changes nothing (a delivery to a healthy endpoint, the usual case) is decided on a
-    /// read and costs no write transaction.
-    pub fn update_endpoint(
-        &self,
-        merchant: &str,
-        change: impl Fn(&mut EndpointState),
-    ) -> Result<(EndpointState, EndpointState), StoreError> {
-        let seen = self.endpoint(merchant)?;
-        let mut unchanged = seen.clone();
-        change(&mut unchanged);
-        if unchanged == seen {
-            return Ok((seen, unchanged));
-        }
-        let tx = self.db().begin_write()?;
-        let (before, after) = {
-            let mut t = tx.open_table(ENDPOINTS)?;
-            let before: EndpointState =
-                t.get(merchant)?.map(|v| decode("merchant_endpoints", v.value())).transpose()?.unwrap_or_default();
-            let mut after = before.clone();
-            change(&mut after);
-            if after != before {
-                t.insert(merchant, encode(&after).as_slice())?;
-            }
-            (before, after)
-        };
-        tx.commit()?;
-        Ok((before, after))
-    }
-
-    /// Stores a merchant endpoint's state.
-    pub fn set_endpoint(&self, merchant: &str, state: &EndpointState) -> Result<(), StoreError> {
-        let tx = self.db().begin_write()?;
-        tx.open_table(ENDPOINTS)?.insert(merchant, encode(state).as_slice())?;
-        tx.commit()?;
-        Ok(())
     }
 }
 
