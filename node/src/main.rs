@@ -9,7 +9,7 @@ mod merchants_cmd;
 mod operators_cmd;
 use settleproof_node::{keys::OperatorKeys, node, telemetry, webhook};
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Keys(KeysCommand::Generate { dir }) => print_json(&OperatorKeys::generate(&dir)?.public()),

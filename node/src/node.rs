@@ -3,6 +3,7 @@
 //! watcher, round driver, webhook worker, auditor) and the API.
 
 use crate::api::server::ServerLimits;
+use crate::api::thread::{Listener, serve_on_own_thread};
 use crate::api::{self, ApiState, Chains};
 use crate::chain::{ChainClient, ChainError, SettlementSender};
 use crate::epochs::Epochs;
@@ -224,14 +225,18 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
     let limits = ServerLimits::from_config(&cfg.api, cfg.node.shutdown_grace_ms);
     let listener = bind("api.listen", cfg.api.listen).await?;
     let api_addr = listener.local_addr().map_err(|source| NodeError::Io { what: "api address".into(), source })?;
+    let mut listeners = Vec::new();
     if let Some(admin) = &cfg.admin {
         let addr = admin.listen_addr(cfg.api.listen);
         let admin_listener = bind("admin.listen", addr).await?;
         info!(admin = %addr, "admin API listening");
-        let router = api::admin_router(state.clone());
-        tasks.push(tokio::spawn(api::server::serve("admin", admin_listener, router, limits, shutdown_rx.clone())));
+        listeners.push(Listener { name: "admin", listener: admin_listener, router: api::admin_router(state.clone()) });
     }
-    tasks.push(tokio::spawn(api::server::serve("api", listener, api::router(state), limits, shutdown_rx.clone())));
+    listeners.push(Listener { name: "api", listener, router: api::router(state) });
+    tasks.push(
+        serve_on_own_thread(listeners, limits, shutdown_rx.clone())
+            .map_err(|source| NodeError::Io { what: "the API server's thread".into(), source })?,
+    );
     let chains: Vec<String> = cfg.chains.iter().map(|c| format!("{} ({})", c.chain_id, c.label())).collect();
     info!(node = %cfg.node.name, api = %api_addr, peer_id = %net.local_peer_id(), chains = ?chains, "node started");
     let plain_chain = cfg.chains.first().map(|c| c.chain_id).filter(|_| plain);

@@ -27,6 +27,7 @@ mod rate_limit;
 mod request_id;
 pub mod server;
 mod status;
+pub mod thread;
 pub mod throttle;
 pub mod webhook_endpoints;
 
