@@ -195,8 +195,14 @@ impl Deliverer {
             // invoice's events go out in order however many run at once. Each delivery it names
             // takes a slot as it is read (one under way or over a bound is passed over), and the
             // read stops once the free slots are taken.
-            let free = self.in_flight.lock().map_or(0, |f| self.settings.max_in_flight.saturating_sub(f.events.len()));
             let (total, bound) = (self.settings.max_in_flight, self.settings.max_in_flight_per_merchant);
+            // At most the free slots, and at most what the merchants' bounds leave: with every
+            // merchant full the pass reads nothing, and one freed slot ends the read at the
+            // delivery that takes it (each attempt that ends starts a pass).
+            let merchants = self.merchants.all().len();
+            let free = self.in_flight.lock().map_or(0, |f| {
+                self.settings.max_in_flight.saturating_sub(f.events.len()).min(f.merchant_room(merchants, bound))
+            });
             let take = |d: &DueDelivery| {
                 let shared = self.merchants.routes().has_endpoints(&d.merchant_id);
                 self.in_flight.lock().map_or(Take::AllFull, |mut f| f.try_take(d, total, bound, shared))

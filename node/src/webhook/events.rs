@@ -36,7 +36,7 @@ pub struct SettlementEventData {
     pub previous_event_hash: Option<B256>,
     /// The invoice ([`InvoiceView`], or only `{"id"}` for `payment.settled`).
     #[schema(value_type = Object)]
-    pub invoice: serde_json::Value,
+    pub invoice: EventInvoice,
     /// The settled payment.
     pub payment: EventPayment,
     /// Its settlement.
@@ -44,6 +44,17 @@ pub struct SettlementEventData {
     /// The receipt: Merkle proof and aggregate signature (docs/merchants.md, "Receipts").
     #[schema(value_type = Option<Object>)]
     pub receipt: Option<settleproof_consensus::Receipt>,
+}
+
+/// The invoice of a settlement event: its view when this node knows it, else its id. Written
+/// as the object itself (no tag), straight from the view.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum EventInvoice {
+    /// The invoice as `GET /v1/invoices/{id}` shows it.
+    View(Box<InvoiceView>),
+    /// Only its id (`payment.settled`: the invoice is not known here).
+    Ref(InvoiceRef),
 }
 
 /// A payment as a settlement event shows it.

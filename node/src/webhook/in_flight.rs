@@ -45,6 +45,14 @@ impl InFlight {
         Take::Taken
     }
 
+    /// How many more deliveries the merchant bounds let start, over `merchants` merchants
+    /// (each may have `per_merchant` under way): a pass that took that many can stop, instead of
+    /// reading every due entry of merchants that are full. O(deliveries under way).
+    pub(super) fn merchant_room(&self, merchants: usize, per_merchant: usize) -> usize {
+        let used: usize = self.per_merchant.values().map(|n| (*n).min(per_merchant)).sum();
+        merchants.saturating_mul(per_merchant).saturating_sub(used)
+    }
+
     pub(super) fn release(&mut self, event: &DueDelivery) {
         self.events.remove(&event.id);
         for (map, key) in
@@ -71,6 +79,24 @@ mod tests {
     /// Each bound refuses with its own verdict: a merchant's hanging endpoint fills its half of
     /// the merchant's slots (the endpoint is full, the merchant is not, so its other endpoint
     /// still gets a slot); then the merchant is full; then the node.
+    /// The room left is the merchants' free slots: none once every merchant is full, so the
+    /// pass reads nothing.
+    #[test]
+    fn merchant_room_counts_the_free_slots_of_every_merchant() {
+        let mut f = InFlight::default();
+        let (total, per_merchant) = (32, 2);
+        assert_eq!(f.merchant_room(3, per_merchant), 6);
+        assert_eq!(f.try_take(&due("a1", "m", "m"), total, per_merchant, false), Take::Taken);
+        assert_eq!(f.try_take(&due("a2", "m", "m"), total, per_merchant, false), Take::Taken);
+        assert_eq!(f.merchant_room(3, per_merchant), 4);
+        assert_eq!(f.try_take(&due("b1", "n", "n"), total, per_merchant, false), Take::Taken);
+        assert_eq!(f.merchant_room(2, per_merchant), 1);
+        assert_eq!(f.try_take(&due("b2", "n", "n"), total, per_merchant, false), Take::Taken);
+        assert_eq!(f.merchant_room(2, per_merchant), 0, "every merchant full: nothing to read");
+        f.release(&due("a1", "m", "m"));
+        assert_eq!(f.merchant_room(2, per_merchant), 1);
+    }
+
     #[test]
     fn each_bound_refuses_with_its_own_verdict() {
         let mut f = InFlight::default();

@@ -1,15 +1,14 @@
 //! Webhook events of a settlement: one per settled payment of a configured merchant.
 
 use super::events::{
-    EventPayment, ExpiredEvent, ExpiredEventData, InvoiceRef, RevertedEvent, RevertedEventData, RevertedPayment,
-    SettlementEvent, SettlementEventData,
+    EventInvoice, EventPayment, ExpiredEvent, ExpiredEventData, InvoiceRef, RevertedEvent, RevertedEventData,
+    RevertedPayment, SettlementEvent, SettlementEventData,
 };
 use crate::invoice_view::{SettlementView, invoice_view_of, token_label};
 use crate::receipt::{self, ReceiptContext};
 use crate::store::{OutboxEvent, SettlementRecord, Store, StoreError};
 use crate::time::rfc3339;
 use alloy::primitives::{B256, keccak256};
-use serde_json::json;
 use settleproof_config::MerchantConfig;
 use settleproof_consensus::PaymentLeaf;
 
@@ -65,9 +64,9 @@ pub fn settlement_events(
                     pv.settlement = Some(settled.clone());
                 }
                 view.settled = view.payments.iter().all(|pv| pv.settlement.is_some());
-                (view.status.event_type(), serde_json::to_value(view).unwrap_or_default())
+                (view.status.event_type(), EventInvoice::View(Box::new(view)))
             }
-            _ => ("payment.settled", json!({ "id": p.invoice_id.to_string() })),
+            _ => ("payment.settled", EventInvoice::Ref(InvoiceRef { id: p.invoice_id.to_string() })),
         };
         let mut earlier: Vec<PaymentLeaf> = records
             .into_iter()
