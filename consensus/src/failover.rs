@@ -46,6 +46,27 @@ pub fn turn(
     None
 }
 
+/// Whether a node must send a heartbeat at `now_ms`. Any message it published proves it is up
+/// to the peers that hear it, so a node that published within the last `interval_ms` stays
+/// silent, unless whether it can pay changed since its last heartbeat (`last`: when, and what
+/// it said) or that heartbeat is `MAX_QUIET_INTERVALS` intervals old (it is the only message
+/// that repeats whether the node can pay, so one lost is not believed for long).
+pub fn heartbeat_due(
+    now_ms: u64,
+    last_published_ms: u64,
+    last: Option<(u64, bool)>,
+    can_pay: bool,
+    interval_ms: u64,
+) -> bool {
+    let Some((sent_ms, said)) = last else { return true };
+    said != can_pay
+        || now_ms.saturating_sub(sent_ms) >= interval_ms.saturating_mul(MAX_QUIET_INTERVALS)
+        || now_ms.saturating_sub(last_published_ms) >= interval_ms
+}
+
+/// Heartbeat intervals after which a node sends one even while its other messages show it up.
+pub const MAX_QUIET_INTERVALS: u64 = 4;
+
 /// Tracks the operators' heartbeats.
 #[derive(Debug, Clone)]
 pub struct Liveness {
@@ -78,6 +99,14 @@ impl Liveness {
         }
     }
 
+    /// Records that `operator` was heard at `now_ms` in a message other than a heartbeat: it is
+    /// up, and whether it can pay stays what its last heartbeat said.
+    pub fn seen(&mut self, operator: usize, now_ms: u64) {
+        if let Some(seen) = self.last_seen_ms.get_mut(operator) {
+            *seen = Some(seen.map_or(now_ms, |s| s.max(now_ms)));
+        }
+    }
+
     /// Operators known down at `now_ms`: never heard, silent for longer than the timeout, or
     /// unable to pay for a settlement. `me` counts as up unless it cannot pay.
     pub fn down(&self, me: usize, now_ms: u64) -> BTreeSet<usize> {
@@ -94,6 +123,42 @@ impl Liveness {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// (now, last published, last heartbeat, can pay) → due, and why.
+    type DueCase = (u64, u64, Option<(u64, bool)>, bool, bool, &'static str);
+
+    /// At an interval of 500 ms.
+    #[test]
+    fn a_heartbeat_is_due_only_when_nothing_else_showed_the_node_up() {
+        let table: &[DueCase] = &[
+            (10_000, 0, None, true, true, "never sent one"),
+            (10_000, 9_800, Some((9_000, true)), true, false, "published 200 ms ago"),
+            (10_000, 9_500, Some((9_000, true)), true, true, "published a whole interval ago"),
+            (10_000, 9_900, Some((9_900, true)), false, true, "can no longer pay"),
+            (10_000, 9_900, Some((9_900, false)), true, true, "can pay again"),
+            (10_000, 9_990, Some((8_000, true)), true, true, "four intervals since the last heartbeat"),
+            (10_000, 9_990, Some((8_001, true)), true, false, "not quite four intervals"),
+            (10_000, 10_000, Some((10_000, true)), true, false, "just sent"),
+        ];
+        for (now, published, last, can_pay, due, why) in table {
+            assert_eq!(heartbeat_due(*now, *published, *last, *can_pay, 500), *due, "{why}");
+        }
+    }
+
+    #[test]
+    fn another_message_keeps_an_operator_up_without_changing_whether_it_can_pay() {
+        let mut l = Liveness::new(4, 2000);
+        l.heartbeat(1, false, 1000);
+        l.heartbeat(2, true, 1000);
+        l.heartbeat(3, true, 1000);
+        l.seen(2, 2500);
+        assert_eq!(l.down(0, 3500), set(&[1, 3]), "3 is silent, 1 cannot pay, 2 was seen at 2500");
+        l.seen(1, 3400);
+        assert!(l.down(0, 3500).contains(&1), "seen, but its heartbeat said it cannot pay");
+        l.seen(3, 100);
+        assert!(l.down(0, 3500).contains(&3), "an older message does not revive");
+        l.seen(9, 3500);
+    }
     use proptest::prelude::*;
 
     fn set(v: &[usize]) -> BTreeSet<usize> {

@@ -274,15 +274,27 @@ pub const MESSAGE_MAX_AGE_MS: u64 = 5 * 60 * 1000;
 /// acknowledgement) is within [`MESSAGE_MAX_AGE_MS`] of `now_ms`. A message without one is
 /// judged by its topic's rules.
 pub fn fresh(data: &[u8], now_ms: u64) -> bool {
-    #[derive(Deserialize)]
-    struct Stamp {
-        sent_at_ms: Option<u64>,
-        delivered_at_ms: Option<u64>,
+    Stamp::of(data).fresh(now_ms)
+}
+
+/// The timestamps a gossip message carries (none when it is not a JSON object with them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct Stamp {
+    /// When its author sent it.
+    pub sent_at_ms: Option<u64>,
+    /// When the event it acknowledges was delivered.
+    pub delivered_at_ms: Option<u64>,
+}
+
+impl Stamp {
+    /// The stamp of `data`.
+    pub fn of(data: &[u8]) -> Self {
+        serde_json::from_slice(data).unwrap_or_default()
     }
-    let Ok(s) = serde_json::from_slice::<Stamp>(data) else { return true };
-    match s.sent_at_ms.or(s.delivered_at_ms) {
-        Some(at) => now_ms.abs_diff(at) <= MESSAGE_MAX_AGE_MS,
-        None => true,
+
+    /// See [`fresh`].
+    pub fn fresh(&self, now_ms: u64) -> bool {
+        self.sent_at_ms.or(self.delivered_at_ms).is_none_or(|at| now_ms.abs_diff(at) <= MESSAGE_MAX_AGE_MS)
     }
 }
 

@@ -12,7 +12,7 @@ use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, noise, tcp, yamux};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -113,6 +113,9 @@ pub struct NetworkHandle {
     scope: Option<Arc<str>>,
     /// Also publishes on the plain topics ([`NetworkHandle::scoped_with_plain`]).
     also_plain: bool,
+    /// When this handle's scope last published a message, ms since the epoch (0: never);
+    /// shared by the handle's clones, not with other scopes.
+    published_at_ms: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Command {
@@ -138,30 +141,47 @@ impl NetworkHandle {
     /// receiver, with the scope taken off again. A node runs one pipeline per scope (per
     /// chain) over one swarm, and no pipeline sees another's messages.
     pub fn scoped(&self, scope: &str) -> Self {
-        Self { scope: Some(Arc::from(scope)), also_plain: false, ..self.clone() }
+        Self { scope: Some(Arc::from(scope)), also_plain: false, published_at_ms: Arc::default(), ..self.clone() }
     }
 
     /// As [`NetworkHandle::scoped`], and every message is also published on the plain topic:
     /// peers that know no scopes (a version before them) hear it too.
     pub fn scoped_with_plain(&self, scope: &str) -> Self {
-        Self { scope: Some(Arc::from(scope)), also_plain: true, ..self.clone() }
+        Self { scope: Some(Arc::from(scope)), also_plain: true, published_at_ms: Arc::default(), ..self.clone() }
     }
 
     /// Publishes `data` on `topic` (in this handle's scope, and plainly too when the handle
     /// says so) to the connected operators; the result is the scoped topic's.
     pub async fn publish(&self, topic: &str, data: Vec<u8>) -> Result<(), P2pError> {
-        let Some(scope) = &self.scope else { return self.publish_on(topic.to_string(), data).await };
+        let Some(scope) = &self.scope else {
+            self.publish_on(topic.to_string(), data).await?;
+            self.mark_published();
+            return Ok(());
+        };
         if self.also_plain {
             // Best effort: no peer may listen on the plain topic any more.
             let _ = self.publish_on(topic.to_string(), data.clone()).await;
         }
-        self.publish_on(crate::scope::scoped_topic(topic, scope), data).await
+        self.publish_on(crate::scope::scoped_topic(topic, scope), data).await?;
+        self.mark_published();
+        Ok(())
     }
 
     async fn publish_on(&self, topic: String, data: Vec<u8>) -> Result<(), P2pError> {
         let (reply, rx) = oneshot::channel();
         self.commands.send(Command::Publish { topic, data, reply }).await.map_err(|_| P2pError::Stopped)?;
         rx.await.map_err(|_| P2pError::Stopped)?
+    }
+
+    fn mark_published(&self) {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        self.published_at_ms.store(u64::try_from(now).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// When this handle's scope last published a message that gossip accepted, ms since the
+    /// Unix epoch (0: never). Peers heard something from this node then.
+    pub fn last_published_ms(&self) -> u64 {
+        self.published_at_ms.load(Ordering::Relaxed)
     }
 
     /// Gives the verdict on a received gossip message: accepted messages are forwarded,
@@ -263,6 +283,7 @@ pub fn spawn(config: NetworkConfig) -> Result<(NetworkHandle, mpsc::Receiver<Net
         local_peer_id: *swarm.local_peer_id(),
         scope: None,
         also_plain: false,
+        published_at_ms: Arc::default(),
     };
     tokio::spawn(run(swarm, config, cmd_rx, event_tx, connected));
     Ok((handle, event_rx))

@@ -34,7 +34,8 @@ impl RoundDriver {
                 }
                 let author = source;
                 metrics::counter!("gossip_messages_total", "chain_id" => self.chain.chain_id().to_string(), "topic" => topic.clone()).increment(1);
-                if !gossip::fresh(&data, now_ms()) {
+                let (stamp, now) = (gossip::Stamp::of(&data), now_ms());
+                if !stamp.fresh(now) {
                     metrics::counter!("gossip_stale_total", "chain_id" => self.chain.chain_id().to_string(), "topic" => topic.clone()).increment(1);
                     self.net.report(reference, Verdict::Ignore).await;
                     return;
@@ -43,6 +44,11 @@ impl RoundDriver {
                     metrics::counter!("gossip_rate_limited_total", "chain_id" => self.chain.chain_id().to_string(), "topic" => topic.clone()).increment(1);
                     self.net.report(reference, Verdict::Ignore).await;
                     return;
+                }
+                // Any fresh message its author sent shows the author up (a heartbeat also says
+                // whether it can pay): a node that publishes skips its heartbeats.
+                if stamp.sent_at_ms.is_some() {
+                    self.seen(st, &author, now);
                 }
                 let verdict = match topic.as_str() {
                     gossip::ATTESTATIONS => self.on_attestation(st, &data, source).await,

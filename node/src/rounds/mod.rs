@@ -17,7 +17,7 @@ use crate::gossip::{self, Heartbeat, SyncRequest};
 use crate::operators::OperatorSet;
 use crate::store::{RoundEnd, SettlementRecord, Store, StoreError};
 use crate::time::now_ms;
-use settleproof_consensus::{AttestationPool, BlsSecretKey, BlsSignature, Liveness, RoundSchedule};
+use settleproof_consensus::{AttestationPool, BlsSecretKey, BlsSignature, Liveness, RoundSchedule, failover};
 use settleproof_p2p::{NetworkEvent, NetworkHandle, PeerId};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -108,6 +108,8 @@ struct State {
     limiter: crate::api::RateLimiter,
     /// First round not yet closed here, for the window of rounds gossip may name.
     next_round: u64,
+    /// This node's last heartbeat on gossip: when, and whether it said it can pay.
+    last_heartbeat: Option<(u64, bool)>,
 }
 
 /// Rounds ahead of the first open one that gossip may name; farther ones are dropped unread.
@@ -147,6 +149,7 @@ impl RoundDriver {
             suspects: HashSet::new(),
             limiter: crate::api::RateLimiter::new(PEER_MESSAGES_PER_S, PEER_MESSAGE_BURST),
             next_round: self.store.next_round().unwrap_or(0),
+            last_heartbeat: None,
         };
         self.refresh_epochs(&mut st);
         if let Err(e) = self.restore(&mut st) {
@@ -332,13 +335,30 @@ impl RoundDriver {
         }
     }
 
+    /// Sends a heartbeat unless this node's other messages already show it up
+    /// ([`settleproof_consensus::failover::heartbeat_due`]).
     async fn heartbeat(&self, st: &mut State) {
         let can_pay = st.can_pay.load(Ordering::Relaxed);
         let now = now_ms();
         self.heard(st, &self.epochs.me(), can_pay, now);
+        let interval = u64::try_from(self.timing.heartbeat.as_millis()).unwrap_or(u64::MAX);
+        if !failover::heartbeat_due(now, self.net.last_published_ms(), st.last_heartbeat, can_pay, interval) {
+            return;
+        }
         let operator = self.epochs.latest().and_then(|s| s.me).unwrap_or_default();
         let hb = Heartbeat { operator, can_pay, sent_at_ms: now };
-        let _ = self.net.publish(gossip::HEARTBEATS, serde_json::to_vec(&hb).unwrap_or_default()).await;
+        if self.net.publish(gossip::HEARTBEATS, serde_json::to_vec(&hb).unwrap_or_default()).await.is_ok() {
+            st.last_heartbeat = Some((now, can_pay));
+        }
+    }
+
+    /// Another message of `peer` heard at `now`: it is up, for every epoch it belongs to.
+    fn seen(&self, st: &mut State, peer: &PeerId, now: u64) {
+        for set in self.epochs.all() {
+            if let (Some(i), Some(l)) = (set.index_of_peer(peer), st.liveness.get_mut(&set.epoch)) {
+                l.seen(i, now);
+            }
+        }
     }
 
     /// The other operators' peer ids, of every set that still matters.

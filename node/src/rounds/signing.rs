@@ -191,7 +191,17 @@ impl RoundDriver {
         let now = std::time::Instant::now();
         let min_age = self.timing.rebroadcast.mul_f64(0.75);
         let stale = |r: &u64| st.published_at.get(r).is_none_or(|at| now.duration_since(*at) >= min_age);
-        let due: Vec<u64> = st.pending.iter().copied().filter(stale).collect();
+        let (now_ms, deadline) = (now_ms(), self.timing.keeper_deadline_ms);
+        let due: Vec<u64> = st
+            .pending
+            .iter()
+            .copied()
+            // A vote never sent (its publish failed) goes out whatever the quorum here.
+            .filter(|r| {
+                stale(r)
+                    && !(st.published_at.contains_key(r) && settling(st.quorum_at.get(r).copied(), now_ms, deadline))
+            })
+            .collect();
         for round in due {
             if let Ok(Some(signed)) = self.store.signed_batch(round)
                 && self.publish(signed.batch, signed.signature).await
@@ -227,5 +237,27 @@ impl RoundDriver {
                 debug!(set_hash = %msg.set_hash, error = %e, "set change approval not published yet; will rebroadcast");
             }
         }
+    }
+}
+
+/// Whether a round this node saw a quorum for at `quorum_at_ms` is being settled at `now_ms`:
+/// its keeper has had less than one deadline. Its vote is not sent again meanwhile (the
+/// quorum's votes went out and were heard here, so most likely at the keeper too); once the
+/// deadline passes without the settlement it is, for the keeper that may lack it, and a node
+/// short of a quorum also fetches the votes it misses (`catch_up`).
+fn settling(quorum_at_ms: Option<u64>, now_ms: u64, deadline_ms: u64) -> bool {
+    quorum_at_ms.is_some_and(|at| now_ms.saturating_sub(at) < deadline_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::settling;
+
+    #[test]
+    fn a_vote_is_sent_again_only_without_a_quorum_or_after_a_keeper_deadline() {
+        assert!(!settling(None, 10_000, 3_000), "no quorum seen here: send it again");
+        assert!(settling(Some(9_000), 10_000, 3_000), "quorum a second ago: the keeper is at it");
+        assert!(!settling(Some(7_000), 10_000, 3_000), "a whole deadline without the settlement");
+        assert!(settling(Some(10_500), 10_000, 3_000), "a quorum stamped ahead of the clock");
     }
 }
