@@ -46,26 +46,28 @@ pub fn turn(
     None
 }
 
-/// Whether a node must send a heartbeat at `now_ms`. Any message it published proves it is up
-/// to the peers that hear it, so a node that published within the last `interval_ms` stays
-/// silent, unless whether it can pay changed since its last heartbeat (`last`: when, and what
-/// it said) or that heartbeat is `MAX_QUIET_INTERVALS` intervals old (it is the only message
-/// that repeats whether the node can pay, so one lost is not believed for long).
+/// Whether a node must send a heartbeat now. Its votes show it up to the operators that hear
+/// them (their round driver is what a keeper needs), so a node that published a vote less than
+/// `interval_ms` ago (`since_vote_ms`) may stay silent, unless:
+/// - whether it can pay changed since its last heartbeat (`last`: how long ago, and what it
+///   said), or it never sent one;
+/// - its last heartbeat is half a timeout old: peers that count heartbeats only (an earlier
+///   version) then still hear one within the timeout;
+/// - the timeout is not more than three intervals: with a heartbeat skipped after a vote, the
+///   gap between two messages is up to two intervals, three with one lost.
 pub fn heartbeat_due(
-    now_ms: u64,
-    last_published_ms: u64,
+    since_vote_ms: Option<u64>,
     last: Option<(u64, bool)>,
     can_pay: bool,
     interval_ms: u64,
+    timeout_ms: u64,
 ) -> bool {
-    let Some((sent_ms, said)) = last else { return true };
+    let Some((since_heartbeat_ms, said)) = last else { return true };
     said != can_pay
-        || now_ms.saturating_sub(sent_ms) >= interval_ms.saturating_mul(MAX_QUIET_INTERVALS)
-        || now_ms.saturating_sub(last_published_ms) >= interval_ms
+        || timeout_ms <= interval_ms.saturating_mul(3)
+        || since_heartbeat_ms.saturating_mul(2) >= timeout_ms
+        || since_vote_ms.is_none_or(|v| v >= interval_ms)
 }
-
-/// Heartbeat intervals after which a node sends one even while its other messages show it up.
-pub const MAX_QUIET_INTERVALS: u64 = 4;
 
 /// Tracks the operators' heartbeats.
 #[derive(Debug, Clone)]
@@ -99,8 +101,8 @@ impl Liveness {
         }
     }
 
-    /// Records that `operator` was heard at `now_ms` in a message other than a heartbeat: it is
-    /// up, and whether it can pay stays what its last heartbeat said.
+    /// Records that `operator` was heard at `now_ms` in a vote: it is up, and whether it can pay
+    /// stays what its last heartbeat said.
     pub fn seen(&mut self, operator: usize, now_ms: u64) {
         if let Some(seen) = self.last_seen_ms.get_mut(operator) {
             *seen = Some(seen.map_or(now_ms, |s| s.max(now_ms)));
@@ -124,29 +126,30 @@ impl Liveness {
 mod tests {
     use super::*;
 
-    /// (now, last published, last heartbeat, can pay) → due, and why.
-    type DueCase = (u64, u64, Option<(u64, bool)>, bool, bool, &'static str);
+    /// (since the last vote, last heartbeat, can pay) → due, and why; interval 500 ms,
+    /// timeout 2000 ms.
+    type DueCase = (Option<u64>, Option<(u64, bool)>, bool, bool, &'static str);
 
-    /// At an interval of 500 ms.
     #[test]
-    fn a_heartbeat_is_due_only_when_nothing_else_showed_the_node_up() {
+    fn a_heartbeat_is_skipped_only_right_after_a_vote() {
         let table: &[DueCase] = &[
-            (10_000, 0, None, true, true, "never sent one"),
-            (10_000, 9_800, Some((9_000, true)), true, false, "published 200 ms ago"),
-            (10_000, 9_500, Some((9_000, true)), true, true, "published a whole interval ago"),
-            (10_000, 9_900, Some((9_900, true)), false, true, "can no longer pay"),
-            (10_000, 9_900, Some((9_900, false)), true, true, "can pay again"),
-            (10_000, 9_990, Some((8_000, true)), true, true, "four intervals since the last heartbeat"),
-            (10_000, 9_990, Some((8_001, true)), true, false, "not quite four intervals"),
-            (10_000, 10_000, Some((10_000, true)), true, false, "just sent"),
+            (Some(100), None, true, true, "never sent one"),
+            (Some(100), Some((500, true)), true, false, "voted 100 ms ago"),
+            (Some(500), Some((500, true)), true, true, "the last vote is an interval old"),
+            (None, Some((500, true)), true, true, "no vote"),
+            (Some(100), Some((500, true)), false, true, "can no longer pay"),
+            (Some(100), Some((500, false)), true, true, "can pay again"),
+            (Some(100), Some((1000, true)), true, true, "half a timeout since the last heartbeat"),
+            (Some(100), Some((999, true)), true, false, "not quite half a timeout"),
         ];
-        for (now, published, last, can_pay, due, why) in table {
-            assert_eq!(heartbeat_due(*now, *published, *last, *can_pay, 500), *due, "{why}");
+        for (vote, last, can_pay, due, why) in table {
+            assert_eq!(heartbeat_due(*vote, *last, *can_pay, 500, 2000), *due, "{why}");
         }
+        assert!(heartbeat_due(Some(100), Some((500, true)), true, 500, 1500), "timeout of three intervals: always");
     }
 
     #[test]
-    fn another_message_keeps_an_operator_up_without_changing_whether_it_can_pay() {
+    fn a_vote_keeps_an_operator_up_without_changing_whether_it_can_pay() {
         let mut l = Liveness::new(4, 2000);
         l.heartbeat(1, false, 1000);
         l.heartbeat(2, true, 1000);

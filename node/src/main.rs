@@ -9,7 +9,10 @@ mod merchants_cmd;
 mod operators_cmd;
 use settleproof_node::{keys::OperatorKeys, node, telemetry, webhook};
 
-#[tokio::main(flavor = "current_thread")]
+// One worker: the node's tasks wake each other often, and a second worker mostly woke up to
+// find nothing to steal; the API has a runtime of its own (`api::thread`), and blocking work
+// goes to the blocking pool.
+#[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Keys(KeysCommand::Generate { dir }) => print_json(&OperatorKeys::generate(&dir)?.public()),

@@ -3,7 +3,7 @@
 //! watcher, round driver, webhook worker, auditor) and the API.
 
 use crate::api::server::ServerLimits;
-use crate::api::thread::{Listener, serve_on_own_thread};
+use crate::api::thread::{ApiRuntime, Listener, serve_on_own_runtime};
 use crate::api::{self, ApiState, Chains};
 use crate::chain::{ChainClient, ChainError, SettlementSender};
 use crate::epochs::Epochs;
@@ -86,6 +86,8 @@ pub struct NodeHandle {
     /// The node's network handle (to block or unblock peers); [`NodeHandle::chain_net`] for
     /// a chain's gossip.
     pub net: NetworkHandle,
+    /// The API's runtime: dropped last, after the pipelines stopped (see [`crate::api::thread`]).
+    api_runtime: ApiRuntime,
 }
 
 impl NodeHandle {
@@ -97,6 +99,7 @@ impl NodeHandle {
         }
         self.demux.abort();
         let _ = self.demux.await;
+        drop(self.api_runtime);
     }
 
     /// The network as chain `chain_id`'s pipeline sees it: its topics and requests (the first
@@ -233,14 +236,13 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
         listeners.push(Listener { name: "admin", listener: admin_listener, router: api::admin_router(state.clone()) });
     }
     listeners.push(Listener { name: "api", listener, router: api::router(state) });
-    tasks.push(
-        serve_on_own_thread(listeners, limits, shutdown_rx.clone())
-            .map_err(|source| NodeError::Io { what: "the API server's thread".into(), source })?,
-    );
+    let (api_runtime, served) = serve_on_own_runtime(listeners, limits, shutdown_rx.clone())
+        .map_err(|source| NodeError::Io { what: "the API server's runtime".into(), source })?;
+    tasks.extend(served);
     let chains: Vec<String> = cfg.chains.iter().map(|c| format!("{} ({})", c.chain_id, c.label())).collect();
     info!(node = %cfg.node.name, api = %api_addr, peer_id = %net.local_peer_id(), chains = ?chains, "node started");
     let plain_chain = cfg.chains.first().map(|c| c.chain_id).filter(|_| plain);
-    Ok(NodeHandle { shutdown, tasks, demux, plain_chain, api_addr, peer_id: net.local_peer_id(), net })
+    Ok(NodeHandle { shutdown, tasks, demux, plain_chain, api_addr, peer_id: net.local_peer_id(), net, api_runtime })
 }
 
 /// Opens chain `index`'s store and connects it to its providers (no call is made yet).

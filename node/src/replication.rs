@@ -1,9 +1,11 @@
 //! Replication of new invoices to the other operators over gossip.
 //!
 //! Gossipsub does not deliver to peers that have not yet announced their subscription (right
-//! after start-up, or while reconnecting), so each invoice is published four times, at 0, 2, 8
-//! and 32 s: a peer back within half a minute hears it, and a keeper that still lacks one
-//! fetches it (below). What is due at a tick (every 250 ms; a new invoice waits for the next
+//! after start-up, or while reconnecting), so an invoice is published again at 2, 8 and 32 s
+//! after its first send when an operator connected or announced a subscription since about
+//! then ([`RESEND_MARGIN_MS`]): a peer back within half a minute hears it, and a keeper that
+//! still lacks one fetches it (below). While every operator stays connected each invoice goes
+//! out once. What is due at a tick (every 250 ms; a new invoice waits for the next
 //! one, unless 16 are waiting) goes out packed in as few messages as fit ([`gossip::InvoiceAnnouncements`]): at 10 invoices a second 4 messages a
 //! second instead of 10, at 100 a second about 7 of 16 instead of 400 (each message costs every receiver a signature check per copy it gets, and each copy of
 //! an invoice a decode and a lookup). Receivers store invoices idempotently, so repeats are
@@ -24,6 +26,9 @@ use tracing::debug;
 /// When an invoice is published again after its first send, in seconds after the previous one
 /// (sends at 0, 2, 8 and 32 s).
 const RESEND_GAPS_S: [u64; 3] = [2, 6, 24];
+/// A peer that joined up to this long before an invoice's first send may not have been known
+/// subscribed yet when it went out: the invoice is sent again for it.
+const RESEND_MARGIN_MS: u64 = 2_000;
 /// How often what is due goes out.
 const TICK: Duration = Duration::from_millis(250);
 /// New invoices that go out at once, without waiting for the tick: under load, messages of a
@@ -60,7 +65,8 @@ impl InvoiceReplicator {
 }
 
 async fn run(net: NetworkHandle, mut rx: mpsc::Receiver<Invoice>, single: bool, mut shutdown: watch::Receiver<bool>) {
-    let mut queue: Vec<(Invoice, Instant, u32)> = Vec::new();
+    // (invoice, next send, sends so far, wall clock of the first send in ms)
+    let mut queue: Vec<(Invoice, Instant, u32, u64)> = Vec::new();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -70,7 +76,7 @@ async fn run(net: NetworkHandle, mut rx: mpsc::Receiver<Invoice>, single: bool, 
         loop {
             tokio::select! {
                 Some(inv) = rx.recv() => {
-                    queue.push((inv, Instant::now(), 0));
+                    queue.push((inv, Instant::now(), 0, 0));
                     fresh += 1;
                     if fresh >= EARLY {
                         break;
@@ -81,7 +87,7 @@ async fn run(net: NetworkHandle, mut rx: mpsc::Receiver<Invoice>, single: bool, 
                     // What was created but not yet announced goes out once before the node stops.
                     rx.close();
                     let mut unsent: Vec<Invoice> =
-                        queue.drain(..).filter(|(_, _, sent)| *sent == 0).map(|(inv, _, _)| inv).collect();
+                        queue.drain(..).filter(|(_, _, sent, _)| *sent == 0).map(|(inv, _, _, _)| inv).collect();
                     while let Ok(inv) = rx.try_recv() {
                         unsent.push(inv);
                     }
@@ -90,16 +96,21 @@ async fn run(net: NetworkHandle, mut rx: mpsc::Receiver<Invoice>, single: bool, 
                 }
             }
         }
-        let now = Instant::now();
+        let (now, wall_ms, joined_ms) = (Instant::now(), now_ms(), net.last_peer_joined_ms());
         let mut due = Vec::new();
-        for (inv, next, sent) in queue.iter_mut().filter(|(_, next, _)| *next <= now) {
-            due.push(inv.clone());
+        for (inv, next, sent, first_ms) in queue.iter_mut().filter(|(_, next, _, _)| *next <= now) {
+            if *sent == 0 {
+                *first_ms = wall_ms;
+            }
+            if *sent == 0 || resend_needed(*first_ms, joined_ms) {
+                due.push(inv.clone());
+            }
             let gap = RESEND_GAPS_S.get(*sent as usize).copied().unwrap_or(u64::MAX);
             *next = now.checked_add(Duration::from_secs(gap)).unwrap_or(now);
             *sent += 1;
         }
         publish(&net, &due, single).await;
-        queue.retain(|(_, _, sent)| *sent as usize <= RESEND_GAPS_S.len());
+        queue.retain(|(_, _, sent, _)| *sent as usize <= RESEND_GAPS_S.len());
     }
 }
 
@@ -118,5 +129,24 @@ async fn publish(net: &NetworkHandle, invoices: &[Invoice], single: bool) {
         if let Err(e) = net.publish(gossip::INVOICES, serde_json::to_vec(&one).unwrap_or_default()).await {
             debug!(invoice_id = %inv.id, error = %e, "invoice announcement not published");
         }
+    }
+}
+
+/// Whether an invoice first sent at `first_sent_ms` goes out again: an operator connected or
+/// announced a subscription (at `peer_joined_ms`) after, or shortly before, that send.
+fn resend_needed(first_sent_ms: u64, peer_joined_ms: u64) -> bool {
+    peer_joined_ms.saturating_add(RESEND_MARGIN_MS) >= first_sent_ms
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_invoice_goes_out_again_only_when_a_peer_joined_around_or_after_its_first_send() {
+        assert!(!resend_needed(100_000, 0), "nobody joined since start-up");
+        assert!(!resend_needed(100_000, 100_000 - RESEND_MARGIN_MS - 1), "joined well before");
+        assert!(resend_needed(100_000, 100_000 - RESEND_MARGIN_MS), "joined just before: maybe not known yet");
+        assert!(resend_needed(100_000, 130_000), "joined after: it missed the first send");
     }
 }

@@ -113,9 +113,8 @@ pub struct NetworkHandle {
     scope: Option<Arc<str>>,
     /// Also publishes on the plain topics ([`NetworkHandle::scoped_with_plain`]).
     also_plain: bool,
-    /// When this handle's scope last published a message, ms since the epoch (0: never);
-    /// shared by the handle's clones, not with other scopes.
-    published_at_ms: Arc<AtomicU64>,
+    /// When an operator last connected or announced a subscription, ms since the epoch.
+    joined_at_ms: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Command {
@@ -141,30 +140,26 @@ impl NetworkHandle {
     /// receiver, with the scope taken off again. A node runs one pipeline per scope (per
     /// chain) over one swarm, and no pipeline sees another's messages.
     pub fn scoped(&self, scope: &str) -> Self {
-        Self { scope: Some(Arc::from(scope)), also_plain: false, published_at_ms: Arc::default(), ..self.clone() }
+        Self { scope: Some(Arc::from(scope)), also_plain: false, ..self.clone() }
     }
 
     /// As [`NetworkHandle::scoped`], and every message is also published on the plain topic:
     /// peers that know no scopes (a version before them) hear it too.
     pub fn scoped_with_plain(&self, scope: &str) -> Self {
-        Self { scope: Some(Arc::from(scope)), also_plain: true, published_at_ms: Arc::default(), ..self.clone() }
+        Self { scope: Some(Arc::from(scope)), also_plain: true, ..self.clone() }
     }
 
     /// Publishes `data` on `topic` (in this handle's scope, and plainly too when the handle
     /// says so) to the connected operators; the result is the scoped topic's.
     pub async fn publish(&self, topic: &str, data: Vec<u8>) -> Result<(), P2pError> {
         let Some(scope) = &self.scope else {
-            self.publish_on(topic.to_string(), data).await?;
-            self.mark_published();
-            return Ok(());
+            return self.publish_on(topic.to_string(), data).await;
         };
         if self.also_plain {
             // Best effort: no peer may listen on the plain topic any more.
             let _ = self.publish_on(topic.to_string(), data.clone()).await;
         }
-        self.publish_on(crate::scope::scoped_topic(topic, scope), data).await?;
-        self.mark_published();
-        Ok(())
+        self.publish_on(crate::scope::scoped_topic(topic, scope), data).await
     }
 
     async fn publish_on(&self, topic: String, data: Vec<u8>) -> Result<(), P2pError> {
@@ -173,15 +168,11 @@ impl NetworkHandle {
         rx.await.map_err(|_| P2pError::Stopped)?
     }
 
-    fn mark_published(&self) {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
-        self.published_at_ms.store(u64::try_from(now).unwrap_or(u64::MAX), Ordering::Relaxed);
-    }
-
-    /// When this handle's scope last published a message that gossip accepted, ms since the
-    /// Unix epoch (0: never). Peers heard something from this node then.
-    pub fn last_published_ms(&self) -> u64 {
-        self.published_at_ms.load(Ordering::Relaxed)
+    /// When a peer last connected or announced a subscription to a topic, ms since the Unix
+    /// epoch (0: none yet). Gossipsub publishes only to peers whose subscription it has seen,
+    /// so a message published before then may have missed that peer.
+    pub fn last_peer_joined_ms(&self) -> u64 {
+        self.joined_at_ms.load(Ordering::Relaxed)
     }
 
     /// Gives the verdict on a received gossip message: accepted messages are forwarded,
@@ -277,15 +268,16 @@ pub fn spawn(config: NetworkConfig) -> Result<(NetworkHandle, mpsc::Receiver<Net
     let (cmd_tx, cmd_rx) = mpsc::channel(256);
     let (event_tx, event_rx) = mpsc::channel(1024);
     let connected = Arc::new(AtomicUsize::new(0));
+    let joined_at_ms = Arc::new(AtomicU64::new(0));
     let handle = NetworkHandle {
         commands: cmd_tx,
         connected: connected.clone(),
         local_peer_id: *swarm.local_peer_id(),
         scope: None,
         also_plain: false,
-        published_at_ms: Arc::default(),
+        joined_at_ms: joined_at_ms.clone(),
     };
-    tokio::spawn(run(swarm, config, cmd_rx, event_tx, connected));
+    tokio::spawn(run(swarm, config, cmd_rx, event_tx, connected, joined_at_ms));
     Ok((handle, event_rx))
 }
 
@@ -310,6 +302,8 @@ struct Task {
     config: NetworkConfig,
     events: mpsc::Sender<NetworkEvent>,
     connected: Arc<AtomicUsize>,
+    /// See [`NetworkHandle::last_peer_joined_ms`].
+    joined_at_ms: Arc<AtomicU64>,
     peers_up: HashSet<PeerId>,
     blocked: HashSet<PeerId>,
     pending_requests: HashMap<OutboundRequestId, oneshot::Sender<Result<String, P2pError>>>,
@@ -323,6 +317,7 @@ async fn run(
     mut commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<NetworkEvent>,
     connected: Arc<AtomicUsize>,
+    joined_at_ms: Arc<AtomicU64>,
 ) {
     let mut redial = tokio::time::interval(config.redial_interval);
     let mut t = Task {
@@ -330,6 +325,7 @@ async fn run(
         config,
         events,
         connected,
+        joined_at_ms,
         peers_up: HashSet::new(),
         blocked: HashSet::new(),
         pending_requests: HashMap::new(),
@@ -490,7 +486,12 @@ impl Task {
                 }
                 None
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed { .. })) => {
+                self.joined_at_ms.store(unix_ms(), Ordering::Relaxed);
+                None
+            }
             SwarmEvent::ConnectionEstablished { peer_id, .. } => self.peers_up.insert(peer_id).then(|| {
+                self.joined_at_ms.store(unix_ms(), Ordering::Relaxed);
                 self.connected.store(self.peers_up.len(), Ordering::Relaxed);
                 info!(peer = %peer_id, connected = self.peers_up.len(), "operator connected");
                 NetworkEvent::PeerConnected(peer_id)
@@ -509,6 +510,12 @@ impl Task {
             _ => None,
         }
     }
+}
+
+/// The wall clock, ms since the Unix epoch.
+fn unix_ms() -> u64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    u64::try_from(now).unwrap_or(u64::MAX)
 }
 
 /// Parses a multiaddr, naming it in the error.

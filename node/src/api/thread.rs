@@ -1,16 +1,20 @@
-//! The HTTP listeners on a thread of their own, with a single-threaded runtime.
+//! The HTTP listeners on a runtime of their own, with one worker thread (`api-server`).
 //!
-//! The rest of the node (watchers, round loops, gossip, delivery) runs on one runtime thread
-//! (`main.rs`): its tasks wake each other dozens of times a second, and on a multi-threaded
-//! runtime most of those wake-ups unparked a second worker that found nothing to steal. Serving
-//! the API beside that work on the same thread would make a burst of requests wait behind a
-//! round's rendering; here it has its own thread, which the kernel schedules as it does the
-//! writer threads. Handlers reach the rest of the node only through thread-safe handles (the
-//! store, channels, the network handle), so which runtime polls them does not matter.
+//! The rest of the node (watchers, round loops, gossip, delivery) runs on a runtime with one
+//! worker (`main.rs`): its tasks wake each other dozens of times a second, and with two workers
+//! most of those wake-ups unparked the second one, which found nothing to steal. Serving the API
+//! on that same worker would make a burst of requests wait behind a round's work; here it has a
+//! thread of its own, which the kernel schedules as it does the writer threads. Handlers reach
+//! the rest of the node only through thread-safe handles (the store, channels, the network
+//! handle, the chain clients), so which runtime polls them does not matter.
+//!
+//! A connection a handler opens through a shared client (a provider's, for a health or checkout
+//! read) is driven by this runtime and may be reused by the pipelines afterwards: the runtime
+//! therefore lives until the node has stopped ([`ApiRuntime`] is dropped after the pipelines).
 
 use super::server::{ServerLimits, serve};
 use axum::Router;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// One listener to serve: its name (for metrics and logs), its socket and its routes.
@@ -24,38 +28,38 @@ pub struct Listener {
     pub router: Router,
 }
 
-/// Serves `listeners` on a new thread until `shutdown` turns true. The returned task ends when
-/// every listener has finished its graceful shutdown (or the thread could not start, which is
-/// logged).
-pub fn serve_on_own_thread(
+/// The API's runtime; shut down (without waiting for its worker) when dropped, which may happen
+/// inside another runtime.
+#[derive(Debug)]
+pub struct ApiRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for ApiRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Serves `listeners` on a runtime of their own until `shutdown` turns true: the runtime, and
+/// one task per listener that ends when its graceful shutdown is over.
+pub fn serve_on_own_runtime(
     listeners: Vec<Listener>,
     limits: ServerLimits,
     shutdown: watch::Receiver<bool>,
-) -> Result<JoinHandle<()>, std::io::Error> {
-    // A tokio listener is registered with the runtime that bound it: it moves to the new
-    // runtime as a plain socket.
-    let sockets = listeners
-        .into_iter()
-        .map(|l| Ok((l.name, l.listener.into_std()?, l.router)))
-        .collect::<Result<Vec<_>, std::io::Error>>()?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let (done_tx, done_rx) = oneshot::channel::<()>();
-    std::thread::Builder::new().name("api-server".into()).spawn(move || {
-        runtime.block_on(async move {
-            let mut served = Vec::new();
-            for (name, socket, router) in sockets {
-                match tokio::net::TcpListener::from_std(socket) {
-                    Ok(listener) => served.push(tokio::spawn(serve(name, listener, router, limits, shutdown.clone()))),
-                    Err(e) => tracing::error!(listener = name, error = %e, "cannot serve the listener"),
-                }
-            }
-            for s in served {
-                let _ = s.await;
-            }
-        });
-        let _ = done_tx.send(());
-    })?;
-    Ok(tokio::spawn(async move {
-        let _ = done_rx.await;
-    }))
+) -> Result<(ApiRuntime, Vec<JoinHandle<()>>), std::io::Error> {
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("api-server").enable_all().build()?;
+    let mut served = Vec::new();
+    for l in listeners {
+        // A tokio listener is registered with the runtime that bound it: it moves to this one
+        // as a plain socket.
+        let socket = l.listener.into_std()?;
+        let listener = {
+            let _inside = runtime.enter();
+            tokio::net::TcpListener::from_std(socket)?
+        };
+        served.push(runtime.spawn(serve(l.name, listener, l.router, limits, shutdown.clone())));
+    }
+    Ok((ApiRuntime(Some(runtime)), served))
 }

@@ -45,9 +45,11 @@ impl RoundDriver {
                     self.net.report(reference, Verdict::Ignore).await;
                     return;
                 }
-                // Any fresh message its author sent shows the author up (a heartbeat also says
-                // whether it can pay): a node that publishes skips its heartbeats.
-                if stamp.sent_at_ms.is_some() {
+                // A fresh vote shows its author's round driver up, as a heartbeat does (which
+                // also says whether it can pay): a node that just voted skips its heartbeat.
+                // Nothing else counts: invoices and acknowledgements come from parts of a node
+                // that run without its round driver.
+                if topic == gossip::ATTESTATIONS && stamp.sent_at_ms.is_some() {
                     self.seen(st, &author, now);
                 }
                 let verdict = match topic.as_str() {

@@ -109,7 +109,7 @@ struct State {
     /// First round not yet closed here, for the window of rounds gossip may name.
     next_round: u64,
     /// This node's last heartbeat on gossip: when, and whether it said it can pay.
-    last_heartbeat: Option<(u64, bool)>,
+    last_heartbeat: Option<(std::time::Instant, bool)>,
 }
 
 /// Rounds ahead of the first open one that gossip may name; farther ones are dropped unread.
@@ -177,7 +177,7 @@ impl RoundDriver {
                     if !ok {
                         metrics::counter!("consensus_round_retries_total", "chain_id" => self.chain.chain_id().to_string()).increment(1);
                     }
-                    self.drop_settled(&mut st);
+                    self.drop_settled(&mut st).await;
                 }
                 _ = shutdown.changed() => return,
             }
@@ -261,7 +261,7 @@ impl RoundDriver {
         if let Err(e) = self.close_rounds(st).await {
             error!(error = %e, "cannot close rounds");
         }
-        self.drop_settled(st);
+        self.drop_settled(st).await;
         // Votes of rounds long closed that this node neither signed nor waits for (no
         // payments here, or gossip about rounds that never had any) are forgotten.
         let (pending, floor) = (&st.pending, st.next_round.saturating_sub(ROUND_WINDOW));
@@ -272,7 +272,7 @@ impl RoundDriver {
         }
     }
 
-    fn drop_settled(&self, st: &mut State) {
+    async fn drop_settled(&self, st: &mut State) {
         let settled: Vec<(u64, SettlementRecord)> =
             st.pending.iter().filter_map(|r| self.store.settlement(*r).ok().flatten().map(|s| (*r, s))).collect();
         for (round, record) in settled {
@@ -281,15 +281,17 @@ impl RoundDriver {
             // failover delay per position after it, unless its acknowledgement arrives first.
             let first_attempt =
                 now_ms().saturating_add(self.delivery_rank(&record).saturating_mul(self.timing.delivery_failover_ms));
-            match keeper::record_with_events(
-                &self.store,
-                &self.receipt_context(),
-                &self.merchants.all(),
-                &record,
-                first_attempt,
-            ) {
-                Ok(()) => self.webhook_wake.notify_one(),
-                Err(e) => error!(round, error = %e, "cannot enqueue the webhooks of a settlement"),
+            // Rendering a round's events and the durable commit run off the runtime's thread:
+            // the swarm and the other pipelines go on meanwhile (this loop waits for it).
+            let (store, ctx, merchants) = (self.store.clone(), self.receipt_context(), self.merchants.all());
+            let recorded = tokio::task::spawn_blocking(move || {
+                keeper::record_with_events(&store, &ctx, &merchants, &record, first_attempt)
+            })
+            .await;
+            match recorded {
+                Ok(Ok(())) => self.webhook_wake.notify_one(),
+                Ok(Err(e)) => error!(round, error = %e, "cannot enqueue the webhooks of a settlement"),
+                Err(e) => error!(round, error = %e, "enqueueing the webhooks of a settlement stopped"),
             }
             st.pending.remove(&round);
             st.quorum_at.remove(&round);
@@ -335,24 +337,33 @@ impl RoundDriver {
         }
     }
 
-    /// Sends a heartbeat unless this node's other messages already show it up
+    /// Sends a heartbeat unless this node's votes already show it up
     /// ([`settleproof_consensus::failover::heartbeat_due`]).
     async fn heartbeat(&self, st: &mut State) {
         let can_pay = st.can_pay.load(Ordering::Relaxed);
         let now = now_ms();
         self.heard(st, &self.epochs.me(), can_pay, now);
-        let interval = u64::try_from(self.timing.heartbeat.as_millis()).unwrap_or(u64::MAX);
-        if !failover::heartbeat_due(now, self.net.last_published_ms(), st.last_heartbeat, can_pay, interval) {
+        let clock = std::time::Instant::now();
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let since_vote = st.published_at.values().max().map(|at| ms(clock.duration_since(*at)));
+        let last = st.last_heartbeat.map(|(at, said)| (ms(clock.duration_since(at)), said));
+        if !failover::heartbeat_due(
+            since_vote,
+            last,
+            can_pay,
+            ms(self.timing.heartbeat),
+            self.timing.heartbeat_timeout_ms,
+        ) {
             return;
         }
         let operator = self.epochs.latest().and_then(|s| s.me).unwrap_or_default();
         let hb = Heartbeat { operator, can_pay, sent_at_ms: now };
         if self.net.publish(gossip::HEARTBEATS, serde_json::to_vec(&hb).unwrap_or_default()).await.is_ok() {
-            st.last_heartbeat = Some((now, can_pay));
+            st.last_heartbeat = Some((clock, can_pay));
         }
     }
 
-    /// Another message of `peer` heard at `now`: it is up, for every epoch it belongs to.
+    /// A vote of `peer` heard at `now`: it is up, for every epoch it belongs to.
     fn seen(&self, st: &mut State, peer: &PeerId, now: u64) {
         for set in self.epochs.all() {
             if let (Some(i), Some(l)) = (set.index_of_peer(peer), st.liveness.get_mut(&set.epoch)) {
