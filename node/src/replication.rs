@@ -1,11 +1,13 @@
 //! Replication of new invoices to the other operators over gossip.
 //!
 //! Gossipsub does not deliver to peers that have not yet announced their subscription (right
-//! after start-up, or while reconnecting), so an invoice is published again at 2, 8 and 32 s
+//! after start-up, or while reconnecting), so an invoice is published again at 2 and 32 s
 //! after its first send when an operator connected or announced a subscription since about
 //! then ([`RESEND_MARGIN_MS`]): a peer back within half a minute hears it, and a keeper that
-//! still lacks one fetches it (below). While every operator stays connected each invoice goes
-//! out once. What is due at a tick (every 250 ms; a new invoice waits for the next
+//! still lacks one fetches it (below). It is always published again at 8 s, for a peer that
+//! heard it but could not take it yet (its copy of the merchant registry behind). After a first
+//! send that failed, every later one goes out. While every operator stays connected each invoice
+//! goes out twice. What is due at a tick (every 250 ms; a new invoice waits for the next
 //! one, unless 16 are waiting) goes out packed in as few messages as fit ([`gossip::InvoiceAnnouncements`]): at 10 invoices a second 4 messages a
 //! second instead of 10, at 100 a second about 7 of 16 instead of 400 (each message costs every receiver a signature check per copy it gets, and each copy of
 //! an invoice a decode and a lookup). Receivers store invoices idempotently, so repeats are
@@ -26,6 +28,8 @@ use tracing::debug;
 /// When an invoice is published again after its first send, in seconds after the previous one
 /// (sends at 0, 2, 8 and 32 s).
 const RESEND_GAPS_S: [u64; 3] = [2, 6, 24];
+/// The send (counted from 0) that goes out whether or not an operator joined: at 8 s.
+const ALWAYS_RESENT: u32 = 2;
 /// A peer that joined up to this long before an invoice's first send may not have been known
 /// subscribed yet when it went out: the invoice is sent again for it.
 const RESEND_MARGIN_MS: u64 = 2_000;
@@ -102,26 +106,34 @@ async fn run(net: NetworkHandle, mut rx: mpsc::Receiver<Invoice>, single: bool, 
             if *sent == 0 {
                 *first_ms = wall_ms;
             }
-            if *sent == 0 || resend_needed(*first_ms, joined_ms) {
+            if *sent == 0 || *sent == ALWAYS_RESENT || resend_needed(*first_ms, joined_ms) {
                 due.push(inv.clone());
             }
             let gap = RESEND_GAPS_S.get(*sent as usize).copied().unwrap_or(u64::MAX);
             *next = now.checked_add(Duration::from_secs(gap)).unwrap_or(now);
             *sent += 1;
         }
-        publish(&net, &due, single).await;
+        if !publish(&net, &due, single).await {
+            // A first send that did not go out: every later send goes out as it used to.
+            for (_, _, _, first_ms) in queue.iter_mut().filter(|(_, _, sent, _)| *sent == 1) {
+                *first_ms = 0;
+            }
+        }
         queue.retain(|(_, _, sent, _)| *sent as usize <= RESEND_GAPS_S.len());
     }
 }
 
-/// Publishes `invoices` packed (and each alone too under `single`).
-async fn publish(net: &NetworkHandle, invoices: &[Invoice], single: bool) {
+/// Publishes `invoices` packed (and each alone too under `single`); whether every packed
+/// message went out.
+async fn publish(net: &NetworkHandle, invoices: &[Invoice], single: bool) -> bool {
     if invoices.is_empty() {
-        return;
+        return true;
     }
+    let mut all = true;
     for data in InvoiceAnnouncements::pack(invoices, now_ms()) {
         if let Err(e) = net.publish(gossip::INVOICE_BATCHES, data).await {
             debug!(invoices = invoices.len(), error = %e, "invoice announcements not published");
+            all = false;
         }
     }
     for inv in invoices.iter().filter(|_| single) {
@@ -130,6 +142,7 @@ async fn publish(net: &NetworkHandle, invoices: &[Invoice], single: bool) {
             debug!(invoice_id = %inv.id, error = %e, "invoice announcement not published");
         }
     }
+    all
 }
 
 /// Whether an invoice first sent at `first_sent_ms` goes out again: an operator connected or
@@ -148,5 +161,6 @@ mod tests {
         assert!(!resend_needed(100_000, 100_000 - RESEND_MARGIN_MS - 1), "joined well before");
         assert!(resend_needed(100_000, 100_000 - RESEND_MARGIN_MS), "joined just before: maybe not known yet");
         assert!(resend_needed(100_000, 130_000), "joined after: it missed the first send");
+        assert!(resend_needed(0, 0), "a first send that failed (marked 0): always");
     }
 }

@@ -48,18 +48,21 @@ pub fn serve_on_own_runtime(
     limits: ServerLimits,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(ApiRuntime, Vec<JoinHandle<()>>), std::io::Error> {
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("api-server").enable_all().build()?;
+    // Wrapped at once: a plain runtime dropped on an error below would panic in the caller's.
+    let runtime = ApiRuntime(Some(
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("api-server").enable_all().build()?,
+    ));
+    let Some(rt) = runtime.0.as_ref() else { return Ok((runtime, Vec::new())) };
     let mut served = Vec::new();
     for l in listeners {
         // A tokio listener is registered with the runtime that bound it: it moves to this one
         // as a plain socket.
         let socket = l.listener.into_std()?;
         let listener = {
-            let _inside = runtime.enter();
+            let _inside = rt.enter();
             tokio::net::TcpListener::from_std(socket)?
         };
-        served.push(runtime.spawn(serve(l.name, listener, l.router, limits, shutdown.clone())));
+        served.push(rt.spawn(serve(l.name, listener, l.router, limits, shutdown.clone())));
     }
-    Ok((ApiRuntime(Some(runtime)), served))
+    Ok((runtime, served))
 }

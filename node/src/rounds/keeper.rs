@@ -209,7 +209,13 @@ impl SettleTask {
                     return Ok(record);
                 }
             };
-            record_with_events(&self.store, &self.ctx, &self.merchants.all(), &sent, now_ms())?;
+            // Rendering the round's events and the durable commit run on the blocking pool.
+            let (store, ctx, merchants, mined) =
+                (self.store.clone(), self.ctx.clone(), self.merchants.all(), sent.clone());
+            tokio::task::spawn_blocking(move || {
+                record_with_events(&store, &ctx, &merchants, &mined, now_ms(), Recorded::ByThisNode)
+            })
+            .await??;
             if attempt == 0 {
                 let now = now_s();
                 for p in self.store.payments_in_range(batch.from_block, batch.to_block)? {
@@ -254,6 +260,16 @@ const MAX_RESUBMISSIONS: u32 = 5;
 /// How long a keeper follows its settlement towards the confirmation depth.
 const CONFIRMATION_WATCH: Duration = Duration::from_secs(600);
 
+/// Whose settlement record [`record_with_events`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Recorded {
+    /// This node's own transaction: the record is written if it is not there yet.
+    ByThisNode,
+    /// One the store holds already (the watcher's): the events are queued only if the store
+    /// still holds that very record, so a rewind that removed it meanwhile is not undone.
+    Stored,
+}
+
 /// Records a settlement together with the webhook events of its payments (idempotent: events
 /// already in the outbox are kept as they are).
 pub(super) fn record_with_events(
@@ -262,6 +278,7 @@ pub(super) fn record_with_events(
     merchants: &[MerchantConfig],
     record: &SettlementRecord,
     first_attempt_ms: u64,
+    recorded: Recorded,
 ) -> Result<(), crate::store::StoreError> {
     let Some((from, to)) = ctx.schedule.range(record.round) else { return Ok(()) };
     // The reversals a rewind kept go out first: a merchant hears that a payment left the chain
@@ -269,5 +286,8 @@ pub(super) fn record_with_events(
     store.queue_reversals(|original, leaf| crate::webhook::payload::reverted_event(original, leaf, now_s()))?;
     let payments: Vec<_> = store.payments_in_range(from, to)?.into_iter().map(|r| r.leaf).collect();
     let events = settlement_events(store, ctx, merchants, &payments, record, now_s())?;
-    store.record_settlement(record, &events, first_attempt_ms)
+    match recorded {
+        Recorded::ByThisNode => store.record_settlement(record, &events, first_attempt_ms),
+        Recorded::Stored => store.queue_events_of_stored_settlement(record, &events, first_attempt_ms),
+    }
 }

@@ -285,7 +285,7 @@ impl RoundDriver {
             // the swarm and the other pipelines go on meanwhile (this loop waits for it).
             let (store, ctx, merchants) = (self.store.clone(), self.receipt_context(), self.merchants.all());
             let recorded = tokio::task::spawn_blocking(move || {
-                keeper::record_with_events(&store, &ctx, &merchants, &record, first_attempt)
+                keeper::record_with_events(&store, &ctx, &merchants, &record, first_attempt, keeper::Recorded::Stored)
             })
             .await;
             match recorded {

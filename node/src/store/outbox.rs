@@ -174,11 +174,36 @@ impl Store {
         events: &[OutboxEvent],
         first_attempt_ms: u64,
     ) -> Result<(), StoreError> {
+        self.record_settlement_events(record, events, first_attempt_ms, false)
+    }
+
+    /// [`Store::record_settlement`] of a record the store held when `events` were made: they are
+    /// queued only if it still holds that very record (a rewind may have removed it meanwhile,
+    /// and it must not come back).
+    pub fn queue_events_of_stored_settlement(
+        &self,
+        record: &SettlementRecord,
+        events: &[OutboxEvent],
+        first_attempt_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.record_settlement_events(record, events, first_attempt_ms, true)
+    }
+
+    fn record_settlement_events(
+        &self,
+        record: &SettlementRecord,
+        events: &[OutboxEvent],
+        first_attempt_ms: u64,
+        only_if_stored: bool,
+    ) -> Result<(), StoreError> {
         let tx = self.db().begin_write()?;
         {
             let mut settled = tx.open_table(SETTLEMENTS)?;
             let known: Option<SettlementRecord> =
                 settled.get(record.round)?.map(|v| decode("settlements", v.value())).transpose()?;
+            if only_if_stored && known.as_ref() != Some(record) {
+                return Ok(());
+            }
             // Keep the first record, but complete it with the signature when it lacked one.
             if known.is_none_or(|k| k.signature.is_empty() && !record.signature.is_empty()) {
                 settled.insert(record.round, encode(record).as_slice())?;

@@ -41,6 +41,23 @@ pub(crate) fn record() -> SettlementRecord {
     }
 }
 
+/// The events of a settlement read before a rewind removed it are not queued, and the record
+/// does not come back; those of a record still held are.
+#[test]
+fn events_of_a_settlement_a_rewind_removed_meanwhile_are_not_queued() {
+    let (_dir, store) = temp_store();
+    let held = record();
+    store.record_settlement(&held, &[], 0).expect("record");
+    store.rewind(Some(0), 0).expect("rewind");
+    assert!(store.settlement(held.round).expect("read").is_none(), "the rewind removed it");
+    store.queue_events_of_stored_settlement(&held, &[event("a", 1, 1)], 0).expect("queue");
+    assert!(store.settlement(held.round).expect("read").is_none(), "not written back");
+    assert!(store.outbox_event("a").expect("get").is_none(), "nothing announced");
+    store.record_settlement(&held, &[], 0).expect("record again");
+    store.queue_events_of_stored_settlement(&held, &[event("a", 1, 1)], 0).expect("queue");
+    assert!(store.outbox_event("a").expect("get").is_some(), "held: queued");
+}
+
 #[test]
 fn settlement_and_events_are_written_together_and_retried_until_delivered() {
     let (_dir, store) = temp_store();
