@@ -201,7 +201,9 @@ impl Store {
             let mut settled = tx.open_table(SETTLEMENTS)?;
             let known: Option<SettlementRecord> =
                 settled.get(record.round)?.map(|v| decode("settlements", v.value())).transpose()?;
-            if only_if_stored && known.as_ref() != Some(record) {
+            // The same settlement (its transaction and root): a record completed meanwhile with
+            // its signature is still it.
+            if only_if_stored && !known.as_ref().is_some_and(|k| k.tx_hash == record.tx_hash && k.root == record.root) {
                 return Ok(());
             }
             // Keep the first record, but complete it with the signature when it lacked one.
