@@ -68,9 +68,19 @@ impl InvoiceReplicator {
     }
 }
 
+/// An invoice waiting for its next send.
+struct Queued {
+    invoice: Invoice,
+    /// When it is due again.
+    next: Instant,
+    /// Sends so far (first included).
+    sent: u32,
+    /// Wall clock of its first send, ms; `None` before it, or when it failed.
+    first_sent_ms: Option<u64>,
+}
+
 async fn run(net: NetworkHandle, mut rx: mpsc::Receiver<Invoice>, single: bool, mut shutdown: watch::Receiver<bool>) {
-    // (invoice, next send, sends so far, wall clock of the first send in ms)
-    let mut queue: Vec<(Invoice, Instant, u32, u64)> = Vec::new();
+    let mut queue: Vec<Queued> = Vec::new();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -80,7 +90,7 @@ async fn run(net: NetworkHandle, mut rx: mpsc::Receiver<Invoice>, single: bool, 
         loop {
             tokio::select! {
                 Some(inv) = rx.recv() => {
-                    queue.push((inv, Instant::now(), 0, 0));
+                    queue.push(Queued { invoice: inv, next: Instant::now(), sent: 0, first_sent_ms: None });
                     fresh += 1;
                     if fresh >= EARLY {
                         break;
@@ -91,7 +101,7 @@ async fn run(net: NetworkHandle, mut rx: mpsc::Receiver<Invoice>, single: bool, 
                     // What was created but not yet announced goes out once before the node stops.
                     rx.close();
                     let mut unsent: Vec<Invoice> =
-                        queue.drain(..).filter(|(_, _, sent, _)| *sent == 0).map(|(inv, _, _, _)| inv).collect();
+                        queue.drain(..).filter(|q| q.sent == 0).map(|q| q.invoice).collect();
                     while let Ok(inv) = rx.try_recv() {
                         unsent.push(inv);
                     }
@@ -102,24 +112,25 @@ async fn run(net: NetworkHandle, mut rx: mpsc::Receiver<Invoice>, single: bool, 
         }
         let (now, wall_ms, joined_ms) = (Instant::now(), now_ms(), net.last_peer_joined_ms());
         let mut due = Vec::new();
-        for (inv, next, sent, first_ms) in queue.iter_mut().filter(|(_, next, _, _)| *next <= now) {
-            if *sent == 0 {
-                *first_ms = wall_ms;
+        for q in queue.iter_mut().filter(|q| q.next <= now) {
+            let first = q.sent == 0;
+            if first {
+                q.first_sent_ms = Some(wall_ms);
             }
-            if *sent == 0 || *sent == ALWAYS_RESENT || resend_needed(*first_ms, joined_ms) {
-                due.push(inv.clone());
+            // A first send that failed (no time kept) makes every later one go out.
+            if first || q.sent == ALWAYS_RESENT || q.first_sent_ms.is_none_or(|at| resend_needed(at, joined_ms)) {
+                due.push(q.invoice.clone());
             }
-            let gap = RESEND_GAPS_S.get(*sent as usize).copied().unwrap_or(u64::MAX);
-            *next = now.checked_add(Duration::from_secs(gap)).unwrap_or(now);
-            *sent += 1;
+            let gap = RESEND_GAPS_S.get(q.sent as usize).copied().unwrap_or(u64::MAX);
+            q.next = now.checked_add(Duration::from_secs(gap)).unwrap_or(now);
+            q.sent += 1;
         }
         if !publish(&net, &due, single).await {
-            // A first send that did not go out: every later send goes out as it used to.
-            for (_, _, _, first_ms) in queue.iter_mut().filter(|(_, _, sent, _)| *sent == 1) {
-                *first_ms = 0;
+            for q in queue.iter_mut().filter(|q| q.sent == 1) {
+                q.first_sent_ms = None;
             }
         }
-        queue.retain(|(_, _, sent, _)| *sent as usize <= RESEND_GAPS_S.len());
+        queue.retain(|q| q.sent as usize <= RESEND_GAPS_S.len());
     }
 }
 
@@ -161,6 +172,5 @@ mod tests {
         assert!(!resend_needed(100_000, 100_000 - RESEND_MARGIN_MS - 1), "joined well before");
         assert!(resend_needed(100_000, 100_000 - RESEND_MARGIN_MS), "joined just before: maybe not known yet");
         assert!(resend_needed(100_000, 130_000), "joined after: it missed the first send");
-        assert!(resend_needed(0, 0), "a first send that failed (marked 0): always");
     }
 }
