@@ -158,8 +158,13 @@ impl ChainClient {
 
     /// Block `number` as a quorum reports it.
     pub async fn block(&self, number: u64) -> Result<StoredBlock, ChainError> {
-        let BlockRef { number, hash, timestamp } = self.reads.block(number).await?;
-        Ok(StoredBlock { number, hash, timestamp })
+        Ok(self.block_and_parent(number).await?.0)
+    }
+
+    /// Block `number` and its parent's hash, as a quorum reports them.
+    pub async fn block_and_parent(&self, number: u64) -> Result<(StoredBlock, B256), ChainError> {
+        let BlockRef { number, hash, timestamp, parent_hash } = self.reads.block(number).await?;
+        Ok((StoredBlock { number, hash, timestamp }, parent_hash))
     }
 
     /// Breaker state of each provider.
@@ -190,25 +195,53 @@ impl ChainClient {
     /// `InvoicePaid`, `Settled` and `EpochCommitted` logs of blocks `from..=to` that a quorum of
     /// providers agree on.
     pub async fn events(&self, from: u64, to: u64) -> Result<RangeEvents, ChainError> {
-        let filter = Filter::new()
-            .address(vec![self.payments, self.settlement])
-            .event_signature(vec![
-                InvoicePayments::InvoicePaid::SIGNATURE_HASH,
-                Settlement::Settled::SIGNATURE_HASH,
-                Settlement::EpochCommitted::SIGNATURE_HASH,
-            ])
-            .from_block(from)
-            .to_block(to);
+        self.events_where(self.event_filter().from_block(from).to_block(to), from, to, None).await
+    }
+
+    /// [`ChainClient::events`] of blocks `from..=to.number`, `to` as the quorum read it (it is not
+    /// read again). A range of one block is asked for by its hash (EIP-234), so its logs are
+    /// that block's whatever the chain did meanwhile.
+    pub async fn events_up_to(&self, from: u64, to: &StoredBlock) -> Result<RangeEvents, ChainError> {
+        let filter = if from == to.number {
+            self.event_filter().at_block_hash(to.hash)
+        } else {
+            self.event_filter().from_block(from).to_block(to.number)
+        };
+        self.events_where(filter, from, to.number, Some(to)).await
+    }
+
+    fn event_filter(&self) -> Filter {
+        Filter::new().address(vec![self.payments, self.settlement]).event_signature(vec![
+            InvoicePayments::InvoicePaid::SIGNATURE_HASH,
+            Settlement::Settled::SIGNATURE_HASH,
+            Settlement::EpochCommitted::SIGNATURE_HASH,
+        ])
+    }
+
+    async fn events_where(
+        &self,
+        filter: Filter,
+        from: u64,
+        to: u64,
+        known: Option<&StoredBlock>,
+    ) -> Result<RangeEvents, ChainError> {
         let vote = self.reads.logs(&filter).await?;
         let mut out = RangeEvents { unagreed: vote.unresolved(self.reads.quorum()), ..RangeEvents::default() };
-        // The blocks holding the logs, read in parallel.
-        let numbers: std::collections::BTreeSet<u64> =
-            vote.accepted.iter().map(|l| l.block_number).filter(|n| (from..=to).contains(n)).collect();
+        // The blocks holding the logs, read in parallel (but the one already read).
+        let numbers: std::collections::BTreeSet<u64> = vote
+            .accepted
+            .iter()
+            .map(|l| l.block_number)
+            .filter(|n| (from..=to).contains(n) && known.is_none_or(|k| k.number != *n))
+            .collect();
         let read: Vec<StoredBlock> = futures::stream::iter(numbers.into_iter().map(|n| self.block(n)))
             .buffered(PARALLEL_BLOCK_READS)
             .try_collect()
             .await?;
-        let blocks: BTreeMap<u64, StoredBlock> = read.into_iter().map(|b| (b.number, b)).collect();
+        let mut blocks: BTreeMap<u64, StoredBlock> = read.into_iter().map(|b| (b.number, b)).collect();
+        if let Some(k) = known.filter(|k| vote.accepted.iter().any(|l| l.block_number == k.number)) {
+            blocks.insert(k.number, *k);
+        }
         for log in &vote.accepted {
             let Some(&block) = blocks.get(&log.block_number) else { continue };
             if block.hash != log.block_hash {

@@ -228,7 +228,8 @@ impl FakeChain {
                     Some(n) => parse_u64(n)?,
                     None => return Err(invalid("block number")),
                 };
-                Ok(s.blocks.get(number as usize).map_or(Value::Null, |b| block_json(number, b)))
+                let parent = number.checked_sub(1).and_then(|n| s.blocks.get(n as usize)).map(|b| b.hash);
+                Ok(s.blocks.get(number as usize).map_or(Value::Null, |b| block_json(number, b, parent)))
             }
             "eth_getLogs" => Ok(Value::Array(s.logs(&p(0))?)),
             "eth_getTransactionCount" => {
@@ -289,7 +290,19 @@ impl State {
             None | Some("latest") => Ok(head),
             Some(n) => parse_u64(n),
         };
-        let (from, to) = (bound("fromBlock")?, bound("toBlock")?);
+        // A block named by its hash (EIP-234): its logs, or an error when no block has it.
+        let by_hash = match filter.get("blockHash") {
+            Some(h) => {
+                let hash: B256 = serde_json::from_value(h.clone()).map_err(|_| invalid("blockHash"))?;
+                let n = self.blocks.iter().position(|b| b.hash == hash).ok_or_else(|| invalid("unknown block"))?;
+                Some(n as u64)
+            }
+            None => None,
+        };
+        let (from, to) = match by_hash {
+            Some(n) => (n, n),
+            None => (bound("fromBlock")?, bound("toBlock")?),
+        };
         let addresses: Vec<Address> = match filter.get("address") {
             Some(Value::Array(list)) => list.iter().map(address).collect::<Result<_, _>>()?,
             Some(Value::Null) | None => Vec::new(),
@@ -396,9 +409,10 @@ impl State {
     }
 }
 
-fn block_json(number: u64, b: &FakeBlock) -> Value {
+fn block_json(number: u64, b: &FakeBlock, parent: Option<B256>) -> Value {
     let mut block = alloy::rpc::types::Block::<alloy::rpc::types::Transaction>::default();
     block.header.hash = b.hash;
+    block.header.inner.parent_hash = parent.unwrap_or_default();
     block.header.inner.number = number;
     block.header.inner.timestamp = b.timestamp;
     block.header.inner.base_fee_per_gas = Some(BASE_FEE as u64);

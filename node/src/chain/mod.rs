@@ -26,6 +26,8 @@ pub mod sender;
 mod sender_tests;
 pub mod watcher;
 #[cfg(test)]
+mod watcher_reads_tests;
+#[cfg(test)]
 mod watcher_tests;
 
 pub use client::{ChainClient, ChainError, EpochCommit, SettleCall};

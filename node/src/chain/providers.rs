@@ -44,6 +44,8 @@ pub struct BlockRef {
     pub hash: B256,
     /// Timestamp, unix seconds.
     pub timestamp: u64,
+    /// The parent block's hash.
+    pub parent_hash: B256,
 }
 
 /// Health of one provider, for readiness checks.
@@ -191,13 +193,18 @@ impl ProviderSet {
         self.check("chain_id", quorum::agreed(&ids, self.quorum))
     }
 
-    /// Hash and timestamp of block `number`, as a quorum reports them.
+    /// Hash, timestamp and parent hash of block `number`, as a quorum reports them.
     pub async fn block(&self, number: u64) -> Result<BlockRef, QuorumError> {
         let answers = self
             .agreed("eth_getBlockByNumber", move |p| async move {
                 let block = p.get_block_by_number(BlockNumberOrTag::Number(number)).await?;
                 let b = block.ok_or(alloy::transports::RpcError::NullResp)?;
-                Ok(BlockRef { number, hash: b.header.hash, timestamp: b.header.timestamp })
+                Ok(BlockRef {
+                    number,
+                    hash: b.header.hash,
+                    timestamp: b.header.timestamp,
+                    parent_hash: b.header.parent_hash,
+                })
             })
             .await;
         self.check("block", quorum::agreed(&answers, self.quorum))

@@ -130,6 +130,17 @@ impl Step {
     pub fn moved(&self) -> bool {
         !matches!(self, Self::Idle)
     }
+
+    /// Whether another step has work at once, `confirmed` being the last confirmed block: a
+    /// range that stopped short of it, or a rewind (what replaced the removed blocks is read
+    /// next).
+    pub fn continues(&self, confirmed: u64) -> bool {
+        match self {
+            Self::Idle => false,
+            Self::Advanced { to, .. } => *to < confirmed,
+            Self::Rewound { .. } => true,
+        }
+    }
 }
 
 /// What the watcher last saw, for health checks.
@@ -321,7 +332,13 @@ impl Watcher {
                     } else {
                         pace.observe(head, now, false);
                     }
-                    if step.moved() { Duration::ZERO } else { pace.idle_wait(now) }
+                    // A range short of the confirmed head, or a rewind, is followed at once;
+                    // a step that reached it waits for the next head like an idle one.
+                    if step.continues(self.status.head().saturating_sub(self.cfg.confirmations)) {
+                        Duration::ZERO
+                    } else {
+                        pace.idle_wait(now)
+                    }
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
@@ -380,18 +397,19 @@ impl Watcher {
             .set(head.saturating_sub(checkpoint.unwrap_or(self.cfg.start_block)) as f64);
         let confirmed = head.saturating_sub(self.cfg.confirmations);
         let from = checkpoint.map_or(self.cfg.start_block, |c| c + 1);
-        // A step that reads a range always checks first; only an idle one may rely on a check
-        // made less than a second ago at the same head and checkpoint.
+        // A step that reads a range always checks first (a one-block step by its block's parent
+        // hash, read with it); only an idle one may rely on a check made less than a second ago
+        // at the same head and checkpoint.
         let idle = from > confirmed;
-        if let Some(cp) = self.store.checkpoint_block()? {
+        let cp = self.store.checkpoint_block()?;
+        let to = confirmed.min(from.saturating_add(self.cfg.max_log_range - 1));
+        let one_block = !idle && from == to && cp.is_none_or(|cp| cp.number.saturating_add(1) == to);
+        if let Some(cp) = cp.filter(|_| !one_block) {
             let last = self.checked.lock().ok().and_then(|c| *c);
             if !idle || checkpoint_check_due(last, head, cp.number, std::time::Instant::now()) {
                 let now = self.client.block(cp.number).await?;
                 if now.hash != cp.hash {
-                    self.set_checked(None);
-                    let step = self.rewind(cp, now).await?;
-                    self.status.ok(head);
-                    return Ok(step);
+                    return self.rewound(cp, now, head).await;
                 }
                 self.set_checked(idle.then(|| (head, cp.number, std::time::Instant::now())));
             }
@@ -400,25 +418,37 @@ impl Watcher {
         if idle {
             return Ok(Step::Idle);
         }
-        let to = confirmed.min(from.saturating_add(self.cfg.max_log_range - 1));
-        let to_block = self.client.block(to).await?;
-        let mut events = self.client.events(from, to).await?;
+        let (to_block, parent) = self.client.block_and_parent(to).await?;
+        if let Some(cp) = cp.filter(|cp| one_block && cp.hash != parent) {
+            let now = self.client.block(cp.number).await?;
+            if now.hash != cp.hash {
+                return self.rewound(cp, now, head).await;
+            }
+            // The checkpoint stands but the block read after it names another parent: a reorg
+            // raced the two reads, and the step is made again.
+            return Err(WatchError::ChainMoved { block: cp.number, before: cp.hash, after: parent });
+        }
+        let mut events = self.client.events_up_to(from, &to_block).await?;
         self.add_round_ends(from, to, &mut events.blocks).await?;
         if events.unagreed > 0 {
             return Err(self.unagreed(from, to, events.unagreed));
         }
         // The range's reads are one chain's only if its last block kept its hash throughout:
-        // a reorg racing them would pair one chain's payments with another's round ends.
-        let after = self.client.block(to).await?;
-        if after.hash != to_block.hash {
-            return Err(WatchError::ChainMoved { block: to, before: to_block.hash, after: after.hash });
+        // a reorg racing them would pair one chain's payments with another's round ends. The
+        // logs of a one-block range were asked for by that block's hash.
+        if !one_block {
+            let after = self.client.block(to).await?;
+            if after.hash != to_block.hash {
+                return Err(WatchError::ChainMoved { block: to, before: to_block.hash, after: after.hash });
+            }
         }
         self.follow_epochs(&events.epochs).await?;
         for s in events.settlements.iter_mut() {
             s.signer_keys = self.signer_keys(s.epoch, s.signer_bitmap);
         }
         let applied = self.store.apply_range(to_block, &events.payments, &events.settlements, &events.blocks)?;
-        // The new checkpoint's hash was read twice around the range's reads: as good as a check.
+        // The new checkpoint's hash was read with the range's reads (twice around them, or
+        // naming its logs): as good as a check.
         self.set_checked(Some((head, to, std::time::Instant::now())));
         self.drop_vanished_settlements(to).await?;
         metrics::counter!("duplicate_events_dropped_total", "chain_id" => self.cfg.chain_id.to_string())
@@ -488,6 +518,14 @@ impl Watcher {
             );
         }
         Ok(())
+    }
+
+    /// The checkpoint block `cp` now has another hash (`now`): the store is rewound.
+    async fn rewound(&self, cp: StoredBlock, now: StoredBlock, head: u64) -> Result<Step, WatchError> {
+        self.set_checked(None);
+        let step = self.rewind(cp, now).await?;
+        self.status.ok(head);
+        Ok(step)
     }
 
     fn set_checked(&self, checked: Option<(u64, u64, std::time::Instant)>) {

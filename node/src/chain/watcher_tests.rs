@@ -16,10 +16,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::Notify;
 
-const PAYMENTS: Address = Address::repeat_byte(0xaa);
-const SETTLEMENT: Address = Address::repeat_byte(0xbb);
+pub(super) const PAYMENTS: Address = Address::repeat_byte(0xaa);
+pub(super) const SETTLEMENT: Address = Address::repeat_byte(0xbb);
 
-fn cfg() -> ChainSection {
+pub(super) fn cfg() -> ChainSection {
     let mut cfg = NodeConfig::from_toml_str(EXAMPLE, std::iter::empty()).expect("example").chains.remove(0);
     cfg.confirmations = 2;
     cfg.start_block = 1;
@@ -33,7 +33,7 @@ fn cfg() -> ChainSection {
     cfg
 }
 
-fn watcher(chain: &FakeChain, behaviours: Vec<Behaviour>, store: &Store) -> Watcher {
+pub(super) fn watcher(chain: &FakeChain, behaviours: Vec<Behaviour>, store: &Store) -> Watcher {
     watcher_with(cfg(), chain, behaviours, store)
 }
 
@@ -54,12 +54,12 @@ fn watcher_with(cfg: ChainSection, chain: &FakeChain, behaviours: Vec<Behaviour>
     )
 }
 
-fn honest(k: usize) -> Vec<Behaviour> {
+pub(super) fn honest(k: usize) -> Vec<Behaviour> {
     vec![Behaviour::Honest; k]
 }
 
 /// An `InvoicePaid` log of invoice `n` and its transaction hash.
-fn paid(n: u8) -> (Address, LogData, B256) {
+pub(super) fn paid(n: u8) -> (Address, LogData, B256) {
     let event = InvoicePayments::InvoicePaid {
         invoiceId: B256::repeat_byte(n),
         merchant: Address::repeat_byte(1),
@@ -72,14 +72,14 @@ fn paid(n: u8) -> (Address, LogData, B256) {
 
 /// Steps until nothing is left to confirm; the steps that did something.
 /// Mines a payment of invoice 1, confirms it and lets `w` process it; returns its block.
-async fn pay_and_confirm(chain: &FakeChain, w: &Watcher) -> u64 {
+pub(super) async fn pay_and_confirm(chain: &FakeChain, w: &Watcher) -> u64 {
     let at = chain.mine_logs(vec![paid(1)]);
     chain.mine_to(at + 4);
     drain(w).await;
     at
 }
 
-async fn drain(w: &Watcher) -> Vec<Step> {
+pub(super) async fn drain(w: &Watcher) -> Vec<Step> {
     let mut steps = Vec::new();
     for _ in 0..20 {
         match w.step().await.expect("step") {
@@ -90,7 +90,7 @@ async fn drain(w: &Watcher) -> Vec<Step> {
     panic!("the watcher never caught up: {steps:?}");
 }
 
-fn blocks_of(store: &Store, invoice: u8) -> Vec<u64> {
+pub(super) fn blocks_of(store: &Store, invoice: u8) -> Vec<u64> {
     store.payments_of_invoice(B256::repeat_byte(invoice)).expect("read").iter().map(|p| p.leaf.block_number).collect()
 }
 

@@ -114,6 +114,16 @@ async fn set_fault(State(s): State<Shared>, body: Bytes) -> Response {
     }
 }
 
+/// Whether the `eth_getLogs` params select block number `block`: a block range that holds it,
+/// or a block hash (EIP-234) that upstream knows as that block's.
+async fn selects(s: &Shared, params: &Value, block: u64) -> bool {
+    let Some(hash) = params[0].get("blockHash") else { return range_contains(params, block) };
+    let ask = json!({"jsonrpc": "2.0", "id": 1, "method": "eth_getBlockByHash", "params": [hash, false]});
+    let Ok(answer) = s.client.post(&s.upstream).json(&ask).send().await else { return false };
+    let Ok(answer) = answer.json::<Value>().await else { return false };
+    crate::fault::quantity(&answer["result"]["number"]) == Some(block)
+}
+
 async fn forward(State(s): State<Shared>, body: Bytes) -> Response {
     let fault = s.fault.read().map(|f| f.clone()).unwrap_or_default();
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -154,7 +164,7 @@ async fn forward(State(s): State<Shared>, body: Bytes) -> Response {
     if let Fault::ForgeLog { log } = &fault
         && method == "eth_getLogs"
         && let Some(block) = crate::fault::quantity(&log["blockNumber"])
-        && range_contains(&request["params"], block)
+        && selects(&s, &request["params"], block).await
         && let Ok(mut answer) = serde_json::from_slice::<Value>(&bytes)
         && let Some(list) = answer["result"].as_array_mut()
     {
