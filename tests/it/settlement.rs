@@ -88,6 +88,17 @@ async fn paid_invoices_are_settled_on_chain_and_notified() -> Result<()> {
         assert_eq!(view["status"], "paid");
         assert_eq!(view["amount_paid"], "2500000");
     }
+    // Each node renders a settled round's events once: the keeper too, which recorded them
+    // with its own receipt before its watcher confirmed the settlement.
+    let rounds: HashSet<u64> = events.iter().filter_map(|e| e.body["data"]["settlement"]["round"].as_u64()).collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The nodes run in this process and share one metrics recorder: the count is all four's.
+    let rendered = net.metric(0, "webhook_settlements_rendered_total").await;
+    assert!(
+        rendered <= 4.0 * rounds.len() as f64,
+        "rendered {rendered} times by 4 nodes for {} round(s)",
+        rounds.len()
+    );
     net.stop().await;
     Ok(())
 }

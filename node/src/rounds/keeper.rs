@@ -8,10 +8,11 @@ use crate::receipt::ReceiptContext;
 use crate::store::{SettlementRecord, Store};
 use crate::time::{now_ms, now_s};
 use crate::webhook::payload::settlement_events;
-use alloy::primitives::Bytes;
+use alloy::primitives::{B256, Bytes};
 use settleproof_config::MerchantConfig;
 use settleproof_consensus::failover;
 use settleproof_p2p::{NetworkHandle, PeerId};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -91,6 +92,7 @@ impl RoundDriver {
             webhook_wake: self.webhook_wake.clone(),
             net: self.net.clone(),
             peers: self.other_peers(),
+            recorded_here: st.recorded_here.clone(),
         };
         let done = st.done_tx.clone();
         let mut shutdown = st.shutdown.clone();
@@ -182,6 +184,27 @@ struct SettleTask {
     webhook_wake: Arc<Notify>,
     net: NetworkHandle,
     peers: Vec<PeerId>,
+    recorded_here: RecordedHere,
+}
+
+/// The settlements (round and transaction) a keeper task of this node recorded with their
+/// events, until the round loop drops the round as settled: that one then renders nothing
+/// again. Shared between the loop and its tasks; at most one entry per round in flight.
+#[derive(Debug, Clone, Default)]
+pub(super) struct RecordedHere(Arc<std::sync::Mutex<HashMap<u64, B256>>>);
+
+impl RecordedHere {
+    fn insert(&self, round: u64, tx_hash: B256) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(round, tx_hash);
+        }
+    }
+
+    /// Whether the settlement of `round` by `tx_hash` was recorded here with its events;
+    /// forgets the round either way.
+    pub(super) fn take(&self, round: u64, tx_hash: B256) -> bool {
+        self.0.lock().ok().and_then(|mut m| m.remove(&round)).is_some_and(|t| t == tx_hash)
+    }
 }
 
 impl SettleTask {
@@ -212,8 +235,11 @@ impl SettleTask {
             // Rendering the round's events and the durable commit run on the blocking pool.
             let (store, ctx, merchants, mined) =
                 (self.store.clone(), self.ctx.clone(), self.merchants.all(), sent.clone());
+            let recorded_here = self.recorded_here.clone();
             tokio::task::spawn_blocking(move || {
-                record_with_events(&store, &ctx, &merchants, &mined, now_ms(), Recorded::ByThisNode)
+                record_with_events(&store, &ctx, &merchants, &mined, now_ms(), Recorded::ByThisNode)?;
+                recorded_here.insert(mined.round, mined.tx_hash);
+                Ok::<_, crate::store::StoreError>(())
             })
             .await??;
             if attempt == 0 {
@@ -286,6 +312,7 @@ pub(super) fn record_with_events(
     store.queue_reversals(|original, leaf| crate::webhook::payload::reverted_event(original, leaf, now_s()))?;
     let payments: Vec<_> = store.payments_in_range(from, to)?.into_iter().map(|r| r.leaf).collect();
     let events = settlement_events(store, ctx, merchants, &payments, record, now_s())?;
+    metrics::counter!("webhook_settlements_rendered_total", "chain_id" => ctx.chain_id.to_string()).increment(1);
     match recorded {
         Recorded::ByThisNode => store.record_settlement(record, &events, first_attempt_ms),
         Recorded::Stored => store.queue_events_of_stored_settlement(record, &events, first_attempt_ms),

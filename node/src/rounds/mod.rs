@@ -110,6 +110,9 @@ struct State {
     next_round: u64,
     /// This node's last heartbeat on gossip: when, and whether it said it can pay.
     last_heartbeat: Option<(std::time::Instant, bool)>,
+    /// Settlements (round, transaction) this node's keeper recorded with their events: they
+    /// are not rendered again when the round is dropped as settled.
+    recorded_here: keeper::RecordedHere,
 }
 
 /// Rounds ahead of the first open one that gossip may name; farther ones are dropped unread.
@@ -150,6 +153,7 @@ impl RoundDriver {
             limiter: crate::api::RateLimiter::new(PEER_MESSAGES_PER_S, PEER_MESSAGE_BURST),
             next_round: self.store.next_round().unwrap_or(0),
             last_heartbeat: None,
+            recorded_here: keeper::RecordedHere::default(),
         };
         self.refresh_epochs(&mut st);
         if let Err(e) = self.restore(&mut st) {
@@ -276,6 +280,12 @@ impl RoundDriver {
         let settled: Vec<(u64, SettlementRecord)> =
             st.pending.iter().filter_map(|r| self.store.settlement(*r).ok().flatten().map(|s| (*r, s))).collect();
         for (round, record) in settled {
+            // Its keeper here recorded this very settlement with its events: rendering them
+            // again would queue nothing.
+            if st.recorded_here.take(round, record.tx_hash) {
+                self.forget_round(st, round);
+                continue;
+            }
             // Every node enqueues the settlement's webhook events: the submitter at once (also
             // after a crash between its transaction and its store write), the others one
             // failover delay per position after it, unless its acknowledgement arrives first.
@@ -293,13 +303,18 @@ impl RoundDriver {
                 Ok(Err(e)) => error!(round, error = %e, "cannot enqueue the webhooks of a settlement"),
                 Err(e) => error!(round, error = %e, "enqueueing the webhooks of a settlement stopped"),
             }
-            st.pending.remove(&round);
-            st.quorum_at.remove(&round);
-            st.published_at.remove(&round);
-            st.pool.remove_round(round);
-            st.verified.retain(|(_, b, _)| b.round != round);
-            debug!(round, "round settled");
+            self.forget_round(st, round);
         }
+    }
+
+    /// Drops what the loop kept of a settled round.
+    fn forget_round(&self, st: &mut State, round: u64) {
+        st.pending.remove(&round);
+        st.quorum_at.remove(&round);
+        st.published_at.remove(&round);
+        st.pool.remove_round(round);
+        st.verified.retain(|(_, b, _)| b.round != round);
+        debug!(round, "round settled");
     }
 
     /// This node's position after the settlement's submitter among the round's operators
