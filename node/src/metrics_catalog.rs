@@ -154,6 +154,12 @@ pub const CATALOG: &[Metric] = &[
     ),
     c(C, "settlements_dropped_by_reorg_total", "Settlements of this node's keeper that a reorg dropped", Labels::None),
     c(C, "keeper_resubmissions_total", "Settlements submitted again after a reorg dropped them", Labels::None),
+    c(
+        C,
+        "webhook_settlements_rendered_total",
+        "Settlements whose webhook events this node rendered and queued",
+        Labels::None,
+    ),
     c(C, "chain_reorgs_total", "Reorgs deeper than the confirmation depth, rewound", Labels::None),
     c(
         C,

@@ -335,8 +335,9 @@ impl Store {
         &self.db
     }
 
-    /// A write transaction for webhook delivery bookkeeping (attempts, acknowledgements),
-    /// committed without waiting for the disk: the next durable commit persists it. A crash
+    /// A write transaction for bookkeeping that can be made again (webhook attempts and
+    /// acknowledgements, replicated invoices, the next round to close), committed without
+    /// waiting for the disk: the next durable commit persists it. A crash
     /// before that can only send an event again (receivers drop repeats by `webhook-id`), never
     /// lose one, because the events themselves are written durably with their settlement. It
     /// takes a delivery from one fsync per event to none.

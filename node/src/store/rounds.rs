@@ -270,9 +270,11 @@ impl Store {
         Ok(t.get(NEXT_ROUND)?.map_or(0, |v| v.value()))
     }
 
-    /// Marks every round below `round` as closed.
+    /// Marks every round below `round` as closed. Not waited to disk: the next durable commit
+    /// persists it, and a crash before that only closes those rounds again (their batches are
+    /// the same, and the guard gives back the signature it recorded).
     pub fn set_next_round(&self, round: u64) -> Result<(), StoreError> {
-        let tx = self.db().begin_write()?;
+        let tx = self.begin_bookkeeping()?;
         tx.open_table(META)?.insert(NEXT_ROUND, round)?;
         tx.commit()?;
         Ok(())
