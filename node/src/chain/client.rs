@@ -243,7 +243,12 @@ impl ChainClient {
             blocks.insert(k.number, *k);
         }
         for log in &vote.accepted {
-            let Some(&block) = blocks.get(&log.block_number) else { continue };
+            let Some(&block) = blocks.get(&log.block_number) else {
+                return Err(ChainError::Inconsistent(format!(
+                    "a quorum shows a log of block {} for blocks {from}..={to}",
+                    log.block_number
+                )));
+            };
             if block.hash != log.block_hash {
                 return Err(ChainError::Inconsistent(format!(
                     "log of block {} names hash {}, the block is {}",

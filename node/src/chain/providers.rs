@@ -256,7 +256,8 @@ impl ProviderSet {
         Ok((max_fee, tip.min(max_fee)))
     }
 
-    /// Logs matching `filter`, voted on.
+    /// Logs matching `filter`, voted on. An answer holding a log of another block than the
+    /// filter names (outside its range, or of another hash) is a failed answer, not a vote.
     pub async fn logs(&self, filter: &Filter) -> Result<LogVote, QuorumError> {
         let filter = Arc::new(filter.clone());
         let quorum = self.quorum;
@@ -268,7 +269,13 @@ impl ProviderSet {
                     let filter = filter.clone();
                     async move {
                         let logs = p.get_logs(&filter).await?;
-                        Ok(logs.iter().filter_map(log_key).collect::<Vec<_>>())
+                        let keys = logs.iter().filter_map(log_key).collect::<Vec<_>>();
+                        if keys.iter().any(|k| !within(&filter, k)) {
+                            return Err(alloy::transports::RpcError::local_usage_str(
+                                "eth_getLogs answered a log of a block the filter does not name",
+                            ));
+                        }
+                        Ok(keys)
                     }
                 },
                 move |answers| quorum::logs_decided(answers, quorum),
@@ -498,6 +505,17 @@ where
         }
     }
     None
+}
+
+/// Whether `log` is of a block `filter` names: its block hash, or its range of numbers.
+fn within(filter: &Filter, log: &LogKey) -> bool {
+    match filter.get_block_hash() {
+        Some(hash) => log.block_hash == hash,
+        None => {
+            filter.get_from_block().is_none_or(|from| log.block_number >= from)
+                && filter.get_to_block().is_none_or(|to| log.block_number <= to)
+        }
+    }
 }
 
 fn log_key(log: &alloy::rpc::types::Log) -> Option<LogKey> {

@@ -147,3 +147,56 @@ async fn a_lying_provider_is_outvoted_whichever_answers_first() {
         }
     }
 }
+
+#[test]
+fn a_log_counts_only_for_the_blocks_its_filter_names() {
+    let log = |number: u64, hash: u8| LogKey {
+        tx_hash: B256::ZERO,
+        block_number: number,
+        block_hash: B256::repeat_byte(hash),
+        log_index: 0,
+        address: Address::ZERO,
+        topics: Vec::new(),
+        data: Bytes::new(),
+    };
+    let by_hash = Filter::new().at_block_hash(B256::repeat_byte(7));
+    let range = Filter::new().from_block(10u64).to_block(12u64);
+    let table = [
+        (&by_hash, log(11, 7), true),
+        (&by_hash, log(11, 8), false),
+        (&range, log(10, 1), true),
+        (&range, log(12, 1), true),
+        (&range, log(9, 1), false),
+        (&range, log(13, 1), false),
+    ];
+    for (filter, l, want) in table {
+        assert_eq!(within(filter, &l), want, "{:?} under {:?}", (l.block_number, l.block_hash), filter.block_option);
+    }
+}
+
+#[tokio::test]
+async fn an_answer_with_a_log_of_another_block_is_no_vote() {
+    let chain = FakeChain::new(31337, Address::ZERO, 5);
+    let at = chain.mine_logs(vec![(
+        Address::repeat_byte(1),
+        alloy::primitives::LogData::new_unchecked(vec![], Bytes::new()),
+        B256::repeat_byte(9),
+    )]);
+    let hash = chain.hash(at).expect("mined");
+    // One provider names the block asked for by hash, but its log another block's hash.
+    let liar = chain.provider(Behaviour::Tamper(Arc::new(|method, answer| {
+        if method == "eth_getLogs"
+            && let Some(list) = answer.as_array_mut()
+        {
+            for l in list {
+                l["blockHash"] = serde_json::json!(B256::repeat_byte(0x66));
+            }
+        }
+    })));
+    let honest = || chain.provider(Behaviour::Honest);
+    let set = ProviderSet::from_providers(vec![liar, honest(), honest()], &section(2, 300, 0)).expect("set");
+    let vote = set.logs(&Filter::new().at_block_hash(hash)).await.expect("a quorum of the honest two");
+    assert_eq!(vote.accepted.len(), 1, "the block's log, as the honest providers show it");
+    assert!(vote.accepted.iter().all(|l| l.block_hash == hash));
+    assert!(vote.rejected.is_empty(), "the liar's answer was not a vote: {:?}", vote.rejected);
+}

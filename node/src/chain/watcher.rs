@@ -79,6 +79,17 @@ pub enum WatchError {
         /// Its hash after them.
         after: alloy::primitives::B256,
     },
+    /// The block read after the checkpoint names another parent while the checkpoint block
+    /// kept its hash: a reorg raced the reads, and the step is made again.
+    #[error("block {block} names parent {parent}, not the checkpoint {checkpoint}, which stands")]
+    ParentMismatch {
+        /// The block read.
+        block: u64,
+        /// The parent it names.
+        parent: alloy::primitives::B256,
+        /// The checkpoint block's hash.
+        checkpoint: alloy::primitives::B256,
+    },
     /// Chain reads failed or had no quorum.
     #[error(transparent)]
     Chain(#[from] ChainError),
@@ -333,9 +344,13 @@ impl Watcher {
                         pace.observe(head, now, false);
                     }
                     // A range short of the confirmed head, or a rewind, is followed at once;
-                    // a step that reached it waits for the next head like an idle one.
+                    // a step that reached it looks again after at most a poll interval (the
+                    // quorum's head may have lagged the notification that woke it), then waits
+                    // for the next head like an idle one.
                     if step.continues(self.status.head().saturating_sub(self.cfg.confirmations)) {
                         Duration::ZERO
+                    } else if step.moved() {
+                        pace.idle_wait(now).min(poll)
                     } else {
                         pace.idle_wait(now)
                     }
@@ -419,6 +434,7 @@ impl Watcher {
             return Ok(Step::Idle);
         }
         let (to_block, parent) = self.client.block_and_parent(to).await?;
+        let mut checked_at = std::time::Instant::now();
         if let Some(cp) = cp.filter(|cp| one_block && cp.hash != parent) {
             let now = self.client.block(cp.number).await?;
             if now.hash != cp.hash {
@@ -426,7 +442,7 @@ impl Watcher {
             }
             // The checkpoint stands but the block read after it names another parent: a reorg
             // raced the two reads, and the step is made again.
-            return Err(WatchError::ChainMoved { block: cp.number, before: cp.hash, after: parent });
+            return Err(WatchError::ParentMismatch { block: to, parent, checkpoint: cp.hash });
         }
         let mut events = self.client.events_up_to(from, &to_block).await?;
         self.add_round_ends(from, to, &mut events.blocks).await?;
@@ -441,6 +457,7 @@ impl Watcher {
             if after.hash != to_block.hash {
                 return Err(WatchError::ChainMoved { block: to, before: to_block.hash, after: after.hash });
             }
+            checked_at = std::time::Instant::now();
         }
         self.follow_epochs(&events.epochs).await?;
         for s in events.settlements.iter_mut() {
@@ -448,8 +465,8 @@ impl Watcher {
         }
         let applied = self.store.apply_range(to_block, &events.payments, &events.settlements, &events.blocks)?;
         // The new checkpoint's hash was read with the range's reads (twice around them, or
-        // naming its logs): as good as a check.
-        self.set_checked(Some((head, to, std::time::Instant::now())));
+        // once, naming its logs): as good as a check made at the last of those reads.
+        self.set_checked(Some((head, to, checked_at)));
         self.drop_vanished_settlements(to).await?;
         metrics::counter!("duplicate_events_dropped_total", "chain_id" => self.cfg.chain_id.to_string())
             .increment(applied.duplicates as u64);

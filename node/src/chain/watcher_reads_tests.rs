@@ -84,7 +84,7 @@ async fn a_block_naming_another_parent_while_the_checkpoint_stands_is_read_again
     chain.mine_to(chain.head() + 1);
     skew.store(true, Ordering::Relaxed);
     let err = w.step().await.expect_err("a block of another fork than the checkpoint's");
-    assert!(matches!(err, WatchError::ChainMoved { .. }), "{err}");
+    assert!(matches!(err, WatchError::ParentMismatch { .. }), "{err}");
     assert_eq!(store.checkpoint().expect("read"), cp, "nothing applied");
     skew.store(false, Ordering::Relaxed);
     assert!(matches!(w.step().await.expect("step"), Step::Advanced { .. }), "read again, it follows the checkpoint");

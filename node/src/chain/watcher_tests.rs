@@ -365,10 +365,10 @@ async fn announced_heads_spare_the_polls_between_blocks_and_withheld_or_late_one
             .await;
     assert_eq!(checkpoint, Some(18), "every announced block was processed");
     // Polling alone reads the head about five times a block. Announced, twice a block (the
-    // woken step and the one after the range it read) once the pace is known, which takes the
-    // first two blocks.
+    // woken step, and one a poll interval after the range it read, for a head the quorum had
+    // not reached yet) once the pace is known, which takes the first two blocks.
     assert!(polled >= 45, "{polled} head reads polling every 200 ms for 10.5 s");
-    assert!(announced * 2 <= polled, "{announced} head reads with every block announced, polling {polled}");
+    assert!(announced * 5 <= polled * 3, "{announced} head reads with every block announced, polling {polled}");
 
     let (withheld_chain, heads) = (chain(), Arc::new(Notify::new()));
     let (_, checkpoint) =

@@ -205,6 +205,14 @@ impl RecordedHere {
     pub(super) fn take(&self, round: u64, tx_hash: B256) -> bool {
         self.0.lock().ok().and_then(|mut m| m.remove(&round)).is_some_and(|t| t == tx_hash)
     }
+
+    /// Forgets `round` and every earlier one: an entry written after its round was dropped as
+    /// settled (the loop got there first) is not kept.
+    pub(super) fn forget_through(&self, round: u64) {
+        if let Ok(mut m) = self.0.lock() {
+            m.retain(|r, _| *r > round);
+        }
+    }
 }
 
 impl SettleTask {

@@ -309,6 +309,7 @@ impl RoundDriver {
 
     /// Drops what the loop kept of a settled round.
     fn forget_round(&self, st: &mut State, round: u64) {
+        st.recorded_here.forget_through(round);
         st.pending.remove(&round);
         st.quorum_at.remove(&round);
         st.published_at.remove(&round);
