@@ -251,7 +251,11 @@ def page(r, plots):
       " one worker with the API on a runtime of its own (API `create` p99 about halved), a pass reads only"
       " what the merchants' bounds leave room for, a node skips its heartbeat right after a vote, a vote is"
       " not sent again while the keeper is within its deadline, and an invoice goes out again only when an"
-      " operator joined around its first send. The profiles, the cost of each cause"
+      " operator joined around its first send. Then a watcher read each new block three times and its logs'"
+      " block once more through the quorum, and the keeper's node rendered its settlement's events twice (with"
+      " its receipt, and again when its watcher confirmed it): a one-block step now reads its block once, checks"
+      " the checkpoint by that block's parent hash and asks for its logs by hash (a fifth fewer RPC calls), and"
+      " the keeper renders once. The profiles, the cost of each cause"
       " and what each fix won back are in [benchmarks/profiles.md](benchmarks/profiles.md).")
     w("")
     w("## 1. Latency overhead")
