@@ -225,10 +225,10 @@ fn run(
         watcher_status,
         p.epochs.clone(),
     );
-    let heads = Arc::new(Notify::new());
+    let heads = crate::chain::heads::HeadSignal::default();
     let poll = std::time::Duration::from_millis(p.cfg.poll_interval_ms);
     tasks.extend(crate::chain::heads::spawn(&p.cfg.rpc_ws_endpoints, chain_id, poll, heads.clone(), shutdown.clone()));
-    let watcher = watcher.woken_by(heads);
+    let watcher = watcher.woken_by(heads.watcher_wake());
     tasks.push(tokio::spawn(watcher.run(shutdown.clone()).in_current_span()));
 
     let driver = RoundDriver {
@@ -239,7 +239,7 @@ fn run(
         grace_rounds,
         schedule: p.schedule,
         chain: p.chain.clone(),
-        sender: p.sender,
+        sender: p.sender.with_heads(heads.subscribe()),
         net,
         merchants: merchants.clone(),
         webhook_wake,

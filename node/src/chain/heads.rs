@@ -1,6 +1,7 @@
 //! New-head notifications: each WebSocket endpoint of a chain (`rpc_ws_endpoints`) is
 //! subscribed to `newHeads` (`eth_subscribe` through alloy's pubsub), and every header it sends
-//! wakes the watcher at once instead of at its next poll.
+//! wakes the watcher at once instead of at its next poll, and the keeper's wait for its
+//! settlement's receipt ([`super::inclusion`]) through a [`HeadSignal`].
 //!
 //! A notification is a hint, never data: woken, the watcher reads the head and the logs through
 //! the provider quorum exactly as on a poll, and a wake that brought no new head turns it deaf
@@ -48,13 +49,41 @@ pub fn silence(poll: Duration) -> Duration {
     poll.saturating_mul(20).max(Duration::from_secs(60))
 }
 
-/// Subscribes to new heads at each of `urls` until `shutdown`, notifying `wake` for each
-/// header; one task per endpoint, in the current span.
+/// Where a notified head goes: the watcher's wake (one waiting permit: wakes coalesce), and a
+/// count that any number of other tasks wait on with [`HeadSignal::subscribe`]. Once every
+/// clone is dropped (a chain without WebSocket endpoints drops its own after spawning none),
+/// the subscribers' `changed()` fails at once, and they poll instead.
+#[derive(Debug, Clone, Default)]
+pub struct HeadSignal {
+    watcher: Arc<Notify>,
+    count: Arc<watch::Sender<u64>>,
+}
+
+impl HeadSignal {
+    /// The watcher's wake ([`super::watcher::Watcher::woken_by`]).
+    pub fn watcher_wake(&self) -> Arc<Notify> {
+        self.watcher.clone()
+    }
+
+    /// A receiver whose `changed()` resolves at each head notified after this call.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.count.subscribe()
+    }
+
+    /// One header arrived.
+    pub fn announce(&self) {
+        self.watcher.notify_one();
+        self.count.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+/// Subscribes to new heads at each of `urls` until `shutdown`, announcing each header to
+/// `signal`; one task per endpoint, in the current span.
 pub fn spawn(
     urls: &[String],
     chain_id: u64,
     poll: Duration,
-    wake: Arc<Notify>,
+    wake: HeadSignal,
     shutdown: watch::Receiver<bool>,
 ) -> Vec<JoinHandle<()>> {
     urls.iter()
@@ -73,7 +102,7 @@ enum Ended {
     Failed { headers: u64, why: String },
 }
 
-async fn follow(url: String, chain_id: u64, silence: Duration, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+async fn follow(url: String, chain_id: u64, silence: Duration, wake: HeadSignal, mut shutdown: watch::Receiver<bool>) {
     let shown = mask_urls(&url);
     let failures = metrics::counter!("rpc_head_subscription_failures_total", "chain_id" => chain_id.to_string());
     let notified = metrics::counter!("rpc_head_notifications_total", "chain_id" => chain_id.to_string());
@@ -106,7 +135,7 @@ async fn follow(url: String, chain_id: u64, silence: Duration, wake: Arc<Notify>
 }
 
 /// One subscription, until it ends.
-async fn subscribe(url: &str, silence: Duration, wake: &Notify, notified: &metrics::Counter) -> Ended {
+async fn subscribe(url: &str, silence: Duration, wake: &HeadSignal, notified: &metrics::Counter) -> Ended {
     let config = WebSocketConfig::default().max_message_size(Some(MAX_MESSAGE)).max_frame_size(Some(MAX_MESSAGE));
     let connect = Once(WsConnect::new(url).with_config(config));
     let failed = |why: String| Ended::Failed { headers: 0, why };
@@ -130,7 +159,7 @@ async fn subscribe(url: &str, silence: Duration, wake: &Notify, notified: &metri
                 headers += 1;
                 notified.increment(1);
                 debug!(block = header.number, "new head notified");
-                wake.notify_one();
+                wake.announce();
             }
             Ok(None) => return Ended::Closed { headers },
             Err(_) => return Ended::Failed { headers, why: format!("no new head for {} s", silence.as_secs()) },

@@ -18,6 +18,7 @@ pub mod client;
 #[cfg(test)]
 pub mod fake;
 pub mod heads;
+pub mod inclusion;
 pub mod pace;
 pub mod providers;
 pub mod quorum;

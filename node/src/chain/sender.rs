@@ -8,9 +8,10 @@
 //! chain's count); gas is estimated (which also simulates the call, so a submission that would
 //! revert is never sent and costs nothing) plus a buffer; a transaction not mined in time is
 //! replaced with the same nonce and higher fees; a revert is explained with the contract's
-//! decoded error.
+//! decoded error. The receipt is looked for at each announced head ([`super::inclusion`]).
 
 use super::client::{ChainClient, ChainError, SettleCall};
+use super::inclusion::ReceiptWatch;
 use crate::store::SettlementRecord;
 use alloy::eips::BlockId;
 use alloy::network::{EthereumWallet, TransactionBuilder};
@@ -33,6 +34,9 @@ const CONFIRM_PAUSE: Duration = Duration::from_millis(300);
 /// How long to wait before reading the chain's nonce a second time when it disagrees with the
 /// local one, so that a provider that is briefly behind is not taken for a desync.
 const DESYNC_RECHECK: Duration = Duration::from_millis(1500);
+
+/// How often a sender over bare providers (no chain section) looks for its receipt.
+const DEFAULT_RECEIPT_POLL: Duration = Duration::from_millis(250);
 
 /// How settlement transactions are sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +134,7 @@ pub struct SettlementSender {
     policy: TxPolicy,
     nonce: Arc<tokio::sync::Mutex<Option<u64>>>,
     halt: Option<crate::halt::Halt>,
+    receipts: ReceiptWatch,
 }
 
 impl SettlementSender {
@@ -151,7 +156,8 @@ impl SettlementSender {
                 url.parse().map_err(|_| ChainError::BadUrl(format!("chain.rpc_endpoints[{i}] is not a URL")))?;
             writers.push(ProviderBuilder::new().wallet(wallet.clone()).connect_reqwest(http.clone(), parsed).erased());
         }
-        Self::with_writers(writers, account, TxPolicy::from_config(&cfg.fees), chain, halt)
+        let sender = Self::with_writers(writers, account, TxPolicy::from_config(&cfg.fees), chain, halt)?;
+        Ok(Self { receipts: ReceiptWatch::new(None, Duration::from_millis(cfg.poll_interval_ms)), ..sender })
     }
 
     /// A sender over `writers` (providers that sign as `account`, in the order of `chain`'s
@@ -166,7 +172,14 @@ impl SettlementSender {
         if writers.is_empty() {
             return Err(ChainError::BadUrl("chain.rpc_endpoints: no endpoint".into()));
         }
-        Ok(Self { chain, writers, account, policy, nonce: Arc::default(), halt })
+        let receipts = ReceiptWatch::new(None, DEFAULT_RECEIPT_POLL);
+        Ok(Self { chain, writers, account, policy, nonce: Arc::default(), halt, receipts })
+    }
+
+    /// The same sender, looking for its receipts at each head `announced` reports too
+    /// ([`super::heads::HeadSignal::subscribe`]).
+    pub fn with_heads(self, announced: tokio::sync::watch::Receiver<u64>) -> Self {
+        Self { receipts: self.receipts.with_heads(announced), ..self }
     }
 
     /// Forgets the local nonce, so the next settlement adopts the chain's count without calling
@@ -291,8 +304,9 @@ impl SettlementSender {
                 }
             };
             let tx_hash = *pending.tx_hash();
-            match pending.with_timeout(Some(policy.inclusion_timeout)).get_receipt().await {
-                Ok(receipt) => {
+            let mined = self.receipts.wait(policy.inclusion_timeout, || provider.get_transaction_receipt(tx_hash)).await;
+            match mined {
+                Some(receipt) => {
                     *nonce_slot = Some(nonce + 1);
                     metrics::counter!("keeper_gas_used_total", "chain_id" => self.chain.chain_id().to_string())
                         .increment(receipt.gas_used);
@@ -339,9 +353,9 @@ impl SettlementSender {
                         provisional: true,
                     })));
                 }
-                Err(e) => {
-                    let error = crate::redact::scrub(&e.to_string());
-                    warn!(round = b.round, tx_hash = %tx_hash, attempt, %error, "settlement not mined in time; replacing with higher fees");
+                None => {
+                    let waited_ms = policy.inclusion_timeout.as_millis() as u64;
+                    warn!(round = b.round, tx_hash = %tx_hash, attempt, waited_ms, "settlement not mined in time; replacing with higher fees");
                     if !self.chain.settled_root(b.round).await?.is_zero() {
                         return Ok(SettleOutcome::SettledByOther);
                     }
