@@ -205,6 +205,12 @@ pub const CATALOG: &[Metric] = &[
     ),
     c(C, "keeper_failover_total", "Settlements submitted as a failover keeper", Labels::None),
     c(C, "keeper_gas_used_total", "Gas used by this node's settlement transactions", Labels::None),
+    c(
+        C,
+        "keeper_receipt_read_failures_total",
+        "Reads of a settlement's receipt that failed at the writer (read again at the next head or poll)",
+        Labels::None,
+    ),
     c(C, "keeper_nonce_desync_total", "Settlement account nonce found out of sync with the chain", Labels::None),
     c(C, "keeper_selection_rounds_total", "Rounds this node submitted as keeper", Labels::None),
     c(C, "rpc_log_disagreements_total", "Logs returned by fewer providers than the quorum", Labels::None),

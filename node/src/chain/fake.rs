@@ -61,8 +61,8 @@ struct State {
     settled: HashMap<u64, B256>,
     /// Mined transactions per account.
     nonces: HashMap<Address, u64>,
-    /// Sent transactions not mined, by hash.
-    pool: HashMap<B256, (Address, Sent)>,
+    /// Sent transactions not mined, by hash, with their input.
+    pool: HashMap<B256, (Address, Sent, Bytes)>,
     sent: Vec<Sent>,
     receipts: HashMap<B256, (u64, Address)>,
     /// Sends before this many are left in the pool for good; later ones are mined at once.
@@ -139,9 +139,22 @@ impl FakeChain {
 
     /// A provider that signs with `signer` before sending (the keeper's writer).
     pub fn writer(&self, signer: alloy::signers::local::PrivateKeySigner) -> DynProvider {
+        self.writer_with(signer, Behaviour::Honest)
+    }
+
+    /// A writer that behaves as `behaviour` says.
+    pub fn writer_with(&self, signer: alloy::signers::local::PrivateKeySigner, behaviour: Behaviour) -> DynProvider {
         let from = signer.address();
         let wallet = alloy::network::EthereumWallet::from(signer);
-        ProviderBuilder::new().wallet(wallet).connect_client(self.client(Behaviour::Honest, from)).erased()
+        ProviderBuilder::new().wallet(wallet).connect_client(self.client(behaviour, from)).erased()
+    }
+
+    /// Mines the pooled transaction `hash` (sent earlier, left unmined); whether it was pooled.
+    pub fn mine_pooled(&self, hash: B256) -> bool {
+        let mut s = self.state();
+        let Some((from, sent, input)) = s.pool.remove(&hash) else { return false };
+        s.mine(from, &sent, &input);
+        true
     }
 
     /// A client whose raw transactions count as sent by `from` (the fake checks no signature).
@@ -236,7 +249,7 @@ impl FakeChain {
                 let account = address(&p(0))?;
                 let mined = s.nonces.get(&account).copied().unwrap_or(0);
                 let pending = p(1).as_str() == Some("pending");
-                let pooled = s.pool.values().filter(|(a, _)| *a == account).map(|(_, t)| t.nonce + 1).max();
+                let pooled = s.pool.values().filter(|(a, _, _)| *a == account).map(|(_, t, _)| t.nonce + 1).max();
                 Ok(hex(if pending { pooled.unwrap_or(0).max(mined) } else { mined }))
             }
             "eth_getBalance" => Ok(json!(format!("{:#x}", U256::from(10u128.pow(19))))),
@@ -353,12 +366,19 @@ impl State {
         let index = self.sent.len();
         self.sent.push(sent.clone());
         if index < self.mine_from_send {
-            self.pool.insert(hash, (from, sent));
+            self.pool.insert(hash, (from, sent, tx.input().clone()));
             return Ok(json!(hash));
         }
-        // Mined at once: a block holding the `Settled` event of the batch, as the contract emits.
+        self.mine(from, &sent, tx.input());
+        Ok(json!(hash))
+    }
+
+    /// Mines `sent` in a block of its own, holding the `Settled` event of its batch, as the
+    /// contract emits; the other transactions of its nonce leave the pool.
+    fn mine(&mut self, from: Address, sent: &Sent, input: &[u8]) {
+        let hash = sent.hash;
         let mut logs = Vec::new();
-        if let Ok(c) = Settlement::settleCall::abi_decode(tx.input()) {
+        if let Ok(c) = Settlement::settleCall::abi_decode(input) {
             self.settled.insert(c.round, c.root);
             let event = Settlement::Settled {
                 round: c.round,
@@ -374,11 +394,10 @@ impl State {
             };
             logs.push((self.settlement, event.encode_log_data(), hash));
         }
-        self.pool.retain(|_, (a, t)| !(*a == from && t.nonce == sent.nonce));
+        self.pool.retain(|_, (a, t, _)| !(*a == from && t.nonce == sent.nonce));
         self.nonces.insert(from, sent.nonce + 1);
         let block = self.push_block(logs);
         self.receipts.insert(hash, (block, from));
-        Ok(json!(hash))
     }
 
     fn receipt_json(&self, hash: B256, number: u64, from: Address) -> Value {

@@ -1,18 +1,26 @@
-//! Waiting for a sent transaction to be mined: the writer is asked for the receipt once at
-//! once, then each time the node's new-head subscription announces a block ([`super::heads`]),
+//! Waiting for a sent transaction to be mined: the writer is asked for the receipt at once,
+//! then each time the node's new-head subscription announces a block ([`super::heads`]),
 //! and at the chain's poll interval besides. Where an endpoint offers a subscription, the
 //! keeper learns that its settlement is mined within milliseconds of the block; where
 //! providers offer only HTTP, within one poll interval, as the watcher does.
 //!
 //! Hand-written rather than alloy's `PendingTransactionBuilder::get_receipt`, which watches for
-//! blocks on a grid of its own (every 250 ms on loopback, 7 s elsewhere) anchored at the send:
-//! that wait was the largest part of the time between a settlement's block and the merchant's
-//! webhook. Reads are at least [`super::heads::MIN_STEP_GAP`] apart however often heads are
-//! announced, so a flooding endpoint costs at most that rate. A read that fails is tried again
-//! at the next head or poll: one failed read says
-//! nothing about the transaction, only the deadline decides that it was not mined. A lying
-//! writer gains nothing here: the sender still reads the settled root through the quorum
-//! before it believes a receipt.
+//! blocks on a grid of its own (every 250 ms on a loopback client, every 7 s on a remote one)
+//! anchored at the send: that wait was the largest part of the time between a settlement's
+//! block and the merchant's webhook.
+//!
+//! What an endpoint or the writer can cost:
+//! - A read an announced head triggers comes at least [`super::heads::MIN_STEP_GAP`] after the
+//!   last read began, and one that finds nothing turns announcements off until the next read
+//!   the poll interval brings (as the watcher does): an endpoint that announces without end
+//!   costs at most one read more per poll interval.
+//! - A read still running at the deadline gets one poll interval more, then counts as failed,
+//!   so a writer that stalls cannot hold the keeper past its turn.
+//! - A read that fails is tried again at the next head or poll (one failed read says nothing
+//!   about the transaction); the failures and the last error are reported with the outcome.
+//!
+//! A receipt is the writer's word: the sender checks that it names a sent hash and a block,
+//! and reads the settled root through the quorum before it believes one.
 
 use std::future::Future;
 use std::time::Duration;
@@ -41,8 +49,9 @@ impl ReceiptWatch {
         self
     }
 
-    /// Calls `read` until it answers `Some` or `timeout` has passed (then `None`).
-    pub async fn wait<T, E, F, Fut>(&self, timeout: Duration, mut read: F) -> Option<T>
+    /// Calls `read` until it answers `Some` or `timeout` has passed. A read still running at
+    /// the deadline gets one poll interval more, then counts as failed.
+    pub async fn wait<T, E, F, Fut>(&self, timeout: Duration, mut read: F) -> Waited<T>
     where
         E: std::fmt::Display,
         F: FnMut() -> Fut,
@@ -54,19 +63,40 @@ impl ReceiptWatch {
             // Only heads announced from now on count.
             h.borrow_and_update();
         }
+        let (mut failed_reads, mut last_error) = (0u32, None);
+        // Whether an announced head triggers a read: not after one that found nothing, until
+        // the next read the poll interval brings (as the watcher turns deaf), so an endpoint
+        // that announces without end costs at most one read more per poll interval.
+        let mut listening = true;
+        let mut woken_by_head = false;
         loop {
             let read_at = Instant::now();
-            match read().await {
-                Ok(Some(found)) => return Some(found),
-                Ok(None) => {}
-                Err(e) => debug!(error = %crate::redact::scrub(&e.to_string()), "receipt read failed; reading again at the next head"),
+            let limit = deadline.max(read_at + self.poll);
+            match tokio::time::timeout_at(limit, read()).await {
+                Ok(Ok(Some(found))) => return Waited::Mined(found),
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => {
+                    failed_reads += 1;
+                    last_error = Some(crate::redact::scrub(&e.to_string()));
+                    debug!(
+                        error = last_error.as_deref().unwrap_or_default(),
+                        "receipt read failed; reading again at the next head or poll"
+                    );
+                }
+                Err(_) => {
+                    failed_reads += 1;
+                    last_error = Some("the receipt read did not answer".into());
+                }
             }
-            let now = Instant::now();
-            if now >= deadline {
-                return None;
+            if woken_by_head {
+                listening = false;
+            }
+            if Instant::now() >= deadline {
+                return Waited::NotSeen { failed_reads, last_error };
             }
             let next = (read_at + self.poll).min(deadline);
-            match heads.as_mut() {
+            woken_by_head = false;
+            match heads.as_mut().filter(|_| listening) {
                 Some(h) => {
                     tokio::select! {
                         changed = h.changed() => {
@@ -74,7 +104,9 @@ impl ReceiptWatch {
                                 // No subscription is left: poll only.
                                 heads = None;
                                 tokio::time::sleep_until(next).await;
+                                listening = true;
                             } else {
+                                woken_by_head = true;
                                 let gap = read_at + super::heads::MIN_STEP_GAP;
                                 tokio::time::sleep_until(gap.min(deadline)).await;
                             }
@@ -82,8 +114,34 @@ impl ReceiptWatch {
                         _ = tokio::time::sleep_until(next) => {}
                     }
                 }
-                None => tokio::time::sleep_until(next).await,
+                None => {
+                    tokio::time::sleep_until(next).await;
+                    listening = true;
+                    // Heads announced while deaf are not owed a read of their own.
+                    if let Some(h) = heads.as_mut() {
+                        h.borrow_and_update();
+                    }
+                }
             }
+        }
+    }
+}
+
+/// What a wait for a receipt found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Waited<T> {
+    /// The receipt.
+    Mined(T),
+    /// None by the deadline; how many reads failed, and the last failure.
+    NotSeen { failed_reads: u32, last_error: Option<String> },
+}
+
+impl<T> Waited<T> {
+    /// The receipt, if one was found.
+    pub fn mined(self) -> Option<T> {
+        match self {
+            Self::Mined(found) => Some(found),
+            Self::NotSeen { .. } => None,
         }
     }
 }
@@ -94,8 +152,11 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU32, Ordering};
 
+    /// One read's answer: the number of the call that found the receipt.
+    type Read = std::future::Ready<Result<Option<u32>, String>>;
+
     /// A read that finds the receipt from its `found_at`-th call on, counting calls.
-    fn reader(found_at: u32) -> (Arc<AtomicU32>, impl FnMut() -> std::future::Ready<Result<Option<u32>, String>>) {
+    fn reader(found_at: u32) -> (Arc<AtomicU32>, impl FnMut() -> Read) {
         let calls = Arc::new(AtomicU32::new(0));
         let counted = calls.clone();
         let read = move || {
@@ -116,7 +177,7 @@ mod tests {
             tx.send_modify(|n| *n += 1);
             tx
         });
-        assert_eq!(watch.wait(Duration::from_secs(60), read).await, Some(2));
+        assert_eq!(watch.wait(Duration::from_secs(60), read).await.mined(), Some(2));
         assert_eq!(began.elapsed(), Duration::from_millis(400), "read when the head came, not after the 5 s poll");
         assert_eq!(calls.load(Ordering::SeqCst), 2);
         drop(announce.await);
@@ -127,7 +188,7 @@ mod tests {
         let watch = ReceiptWatch::new(None, Duration::from_millis(250));
         let (calls, read) = reader(4);
         let began = Instant::now();
-        assert_eq!(watch.wait(Duration::from_secs(60), read).await, Some(4));
+        assert_eq!(watch.wait(Duration::from_secs(60), read).await.mined(), Some(4));
         assert_eq!(began.elapsed(), Duration::from_millis(750));
         assert_eq!(calls.load(Ordering::SeqCst), 4);
     }
@@ -139,7 +200,7 @@ mod tests {
         let watch = ReceiptWatch::new(Some(rx), Duration::from_millis(250));
         let (calls, read) = reader(3);
         let began = Instant::now();
-        assert_eq!(watch.wait(Duration::from_secs(60), read).await, Some(3));
+        assert_eq!(watch.wait(Duration::from_secs(60), read).await.mined(), Some(3));
         assert_eq!(began.elapsed(), Duration::from_millis(500));
         assert_eq!(calls.load(Ordering::SeqCst), 3);
     }
@@ -154,16 +215,20 @@ mod tests {
             std::future::ready(Err::<Option<u32>, _>("connection refused"))
         };
         let began = Instant::now();
-        assert_eq!(watch.wait(Duration::from_secs(1), read).await, None);
+        assert_eq!(
+            watch.wait(Duration::from_secs(1), read).await,
+            Waited::NotSeen { failed_reads: 5, last_error: Some("connection refused".into()) }
+        );
         assert_eq!(began.elapsed(), Duration::from_secs(1), "the deadline, not a poll past it");
         // At 0, 300, 600, 900 and the deadline.
         assert_eq!(calls.load(Ordering::SeqCst), 5);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_flood_of_heads_costs_at_most_one_read_per_minimum_gap() {
+    async fn a_flood_of_heads_costs_at_most_one_read_more_per_poll_interval() {
         let (tx, rx) = watch::channel(0u64);
-        let watch = ReceiptWatch::new(Some(rx), Duration::from_secs(5));
+        let poll = Duration::from_millis(250);
+        let watch = ReceiptWatch::new(Some(rx), poll);
         let (calls, read) = reader(u32::MAX);
         let flood = tokio::spawn(async move {
             for _ in 0..100 {
@@ -174,12 +239,46 @@ mod tests {
             }
             tx
         });
-        assert_eq!(watch.wait(Duration::from_millis(1000), read).await, None);
-        let gap = super::super::heads::MIN_STEP_GAP.as_millis() as u32;
+        assert!(matches!(watch.wait(Duration::from_millis(1000), read).await, Waited::NotSeen { failed_reads: 0, .. }));
         let reads = calls.load(Ordering::SeqCst);
-        // One read per gap, the first and the one at the deadline: not 5,000.
-        assert!(reads <= 1000 / gap + 2, "{reads} reads in 1 s of flooding");
-        assert!(reads >= 1000 / gap, "heads went unheard: {reads} reads");
+        // The polls (0, 250, 500, 750, the deadline) and one head's read after each: not 5,000,
+        // nor the 20 the minimum gap alone would allow.
+        assert!(reads <= 2 * 4 + 2, "{reads} reads in 1 s of flooding");
+        assert!(reads >= 8, "heads went unheard: {reads} reads");
         drop(flood.await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heads_before_the_wait_do_not_count_and_a_head_per_poll_interval_is_read_at_once() {
+        let (tx, rx) = watch::channel(0u64);
+        tx.send_modify(|n| *n += 1);
+        let watch = ReceiptWatch::new(Some(rx), Duration::from_millis(1000));
+        let (calls, read) = reader(4);
+        let began = Instant::now();
+        // Blocks every 1.5 s, a poll every 1 s: each head is read at once although the one
+        // before found nothing (a poll read in between listens again).
+        let blocks = tokio::spawn(async move {
+            for _ in 0..3 {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                tx.send_modify(|n| *n += 1);
+            }
+            tx
+        });
+        assert_eq!(watch.wait(Duration::from_secs(60), read).await.mined(), Some(4));
+        // Reads at 0 (none before it counted), 1000 (poll), 1500 (head): the fourth, at 2500
+        // (poll), finds it before the 3000 head.
+        assert_eq!(began.elapsed(), Duration::from_millis(2500));
+        assert_eq!(calls.load(Ordering::SeqCst), 4, "reads at 0, 1000, 1500 and 2500");
+        drop(blocks.await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_that_never_answers_ends_at_the_deadline() {
+        let watch = ReceiptWatch::new(None, Duration::from_millis(200));
+        let read = || std::future::pending::<Result<Option<u32>, String>>();
+        let began = Instant::now();
+        let waited = watch.wait(Duration::from_secs(1), read).await;
+        assert!(matches!(waited, Waited::NotSeen { failed_reads: 1, .. }), "{waited:?}");
+        assert_eq!(began.elapsed(), Duration::from_secs(1));
     }
 }

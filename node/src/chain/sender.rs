@@ -11,13 +11,13 @@
 //! decoded error. The receipt is looked for at each announced head ([`super::inclusion`]).
 
 use super::client::{ChainClient, ChainError, SettleCall};
-use super::inclusion::ReceiptWatch;
+use super::inclusion::{ReceiptWatch, Waited};
 use crate::store::SettlementRecord;
 use alloy::eips::BlockId;
 use alloy::network::{EthereumWallet, TransactionBuilder};
 use alloy::primitives::{Address, B256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
-use alloy::rpc::types::TransactionRequest;
+use alloy::rpc::types::{TransactionReceipt, TransactionRequest};
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::SolCall;
 use settleproof_config::ChainSection;
@@ -226,6 +226,25 @@ impl SettlementSender {
         Ok(None)
     }
 
+    /// The writer's receipt of the first of `hashes` (sent with one nonce) that it shows mined.
+    /// A receipt that names another transaction or no block is no receipt.
+    async fn receipt_of_any(
+        &self,
+        provider: &DynProvider,
+        hashes: &[B256],
+    ) -> Result<Option<TransactionReceipt>, alloy::transports::TransportError> {
+        for &hash in hashes.iter().rev() {
+            let found = provider.get_transaction_receipt(hash).await.inspect_err(|_| {
+                metrics::counter!("keeper_receipt_read_failures_total", "chain_id" => self.chain.chain_id().to_string())
+                    .increment(1);
+            })?;
+            if let Some(r) = found.filter(|r| r.transaction_hash == hash && r.block_number.is_some()) {
+                return Ok(Some(r));
+            }
+        }
+        Ok(None)
+    }
+
     /// Submits `settle` and tracks it to inclusion.
     /// One settlement at a time per node: the nonce is held from the chain check to the
     /// receipt, so settlements of several rounds due at once (after a partition heals, or a
@@ -284,6 +303,8 @@ impl SettlementSender {
         // but a receipt leaves the next call to adopt the chain's count without calling it a
         // desync.
         *nonce_slot = None;
+        // Every transaction sent with this nonce: a replaced one may still be the one mined.
+        let mut sent: Vec<B256> = Vec::new();
         for attempt in 0..=policy.max_replacements {
             let tx = base
                 .clone()
@@ -304,13 +325,19 @@ impl SettlementSender {
                 }
             };
             let tx_hash = *pending.tx_hash();
-            let mined = self.receipts.wait(policy.inclusion_timeout, || provider.get_transaction_receipt(tx_hash)).await;
-            match mined {
-                Some(receipt) => {
+            sent.push(tx_hash);
+            let waited = self.receipts.wait(policy.inclusion_timeout, || self.receipt_of_any(provider, &sent)).await;
+            match waited {
+                Waited::Mined(receipt) => {
                     *nonce_slot = Some(nonce + 1);
                     metrics::counter!("keeper_gas_used_total", "chain_id" => self.chain.chain_id().to_string())
                         .increment(receipt.gas_used);
                     if !receipt.status() {
+                        // A failed receipt is the writer's word too: the quorum decides whether
+                        // the round is settled (by a transaction of ours or another's).
+                        if !self.chain.settled_root(b.round).await?.is_zero() {
+                            return Ok(SettleOutcome::SettledByOther);
+                        }
                         let at = receipt
                             .block_number
                             .map(|n| BlockId::number(n.saturating_sub(1)))
@@ -353,9 +380,10 @@ impl SettlementSender {
                         provisional: true,
                     })));
                 }
-                None => {
+                Waited::NotSeen { failed_reads, last_error } => {
                     let waited_ms = policy.inclusion_timeout.as_millis() as u64;
-                    warn!(round = b.round, tx_hash = %tx_hash, attempt, waited_ms, "settlement not mined in time; replacing with higher fees");
+                    let last_error = last_error.unwrap_or_default();
+                    warn!(round = b.round, tx_hash = %tx_hash, attempt, waited_ms, failed_reads, %last_error, "settlement not mined in time; replacing with higher fees");
                     if !self.chain.settled_root(b.round).await?.is_zero() {
                         return Ok(SettleOutcome::SettledByOther);
                     }

@@ -159,3 +159,106 @@ async fn a_nonce_a_reorg_dropped_is_adopted_without_a_halt() {
     assert!(!halt.is_halted());
     assert_eq!(chain.sent().iter().map(|t| t.nonce).collect::<Vec<_>>(), vec![0, 0]);
 }
+
+/// A sender whose writer behaves as `writer` says (its readers are honest).
+fn sender_writing(chain: &FakeChain, signer: &PrivateKeySigner, writer: Behaviour) -> SettlementSender {
+    let cfg = cfg();
+    let readers = (0..3).map(|_| chain.provider(Behaviour::Honest)).collect();
+    let reads = ProviderSet::from_providers(readers, &cfg).expect("quorum");
+    let client = ChainClient::over(reads, &cfg, signer.address());
+    let writers = (0..3).map(|_| chain.writer_with(signer.clone(), writer.clone())).collect();
+    SettlementSender::with_writers(writers, signer.address(), policy(), client, None).expect("writers")
+}
+
+/// A writer whose receipts `change` alters.
+fn tampered_receipts(change: fn(&mut serde_json::Value)) -> Behaviour {
+    Behaviour::Tamper(std::sync::Arc::new(move |method: &str, answer: &mut serde_json::Value| {
+        if method == "eth_getTransactionReceipt" && !answer.is_null() {
+            change(answer);
+        }
+    }))
+}
+
+#[tokio::test]
+async fn a_receipt_the_writer_shows_late_is_found_without_a_replacement() {
+    let chain = FakeChain::new(31337, SETTLEMENT, 20);
+    let signer = PrivateKeySigner::random();
+    let hidden = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flag = hidden.clone();
+    let writer = Behaviour::Tamper(std::sync::Arc::new(move |method: &str, answer: &mut serde_json::Value| {
+        if method == "eth_getTransactionReceipt" && flag.load(std::sync::atomic::Ordering::SeqCst) {
+            *answer = serde_json::Value::Null;
+        }
+    }));
+    let s = sender_writing(&chain, &signer, writer);
+    let show = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        hidden.store(false, std::sync::atomic::Ordering::SeqCst);
+    });
+    let record = settled(s.settle(&call(1)).await.expect("settled"));
+    show.await.expect("shown");
+    assert_eq!(chain.sent().len(), 1, "found by a later read, not replaced");
+    assert_eq!(record.tx_hash, chain.sent()[0].hash);
+}
+
+#[tokio::test]
+async fn a_writer_that_never_answers_for_receipts_cannot_hold_the_keeper() {
+    let chain = FakeChain::new(31337, SETTLEMENT, 20);
+    let signer = PrivateKeySigner::random();
+    let writer = Behaviour::HangIf(std::sync::Arc::new(|method: &str, _: &serde_json::Value| {
+        method == "eth_getTransactionReceipt"
+    }));
+    let s = sender_writing(&chain, &signer, writer);
+    let outcome = tokio::time::timeout(Duration::from_secs(10), s.settle(&call(1)))
+        .await
+        .expect("the wait ends at its deadline")
+        .expect("outcome");
+    // The quorum shows the round settled: nothing is sent again.
+    assert_eq!(outcome, SettleOutcome::SettledByOther);
+    assert_eq!(chain.sent().len(), 1);
+}
+
+#[tokio::test]
+async fn a_receipt_naming_another_transaction_or_no_block_is_no_receipt() {
+    for change in [
+        (|r: &mut serde_json::Value| r["transactionHash"] = serde_json::json!(B256::repeat_byte(9)))
+            as fn(&mut serde_json::Value),
+        |r: &mut serde_json::Value| r["blockNumber"] = serde_json::Value::Null,
+    ] {
+        let chain = FakeChain::new(31337, SETTLEMENT, 20);
+        let signer = PrivateKeySigner::random();
+        let outcome = sender_writing(&chain, &signer, tampered_receipts(change)).settle(&call(1)).await;
+        assert_eq!(outcome.expect("outcome"), SettleOutcome::SettledByOther, "the writer's receipt was believed");
+    }
+}
+
+#[tokio::test]
+async fn a_failed_receipt_for_a_round_the_quorum_shows_settled_is_not_a_revert() {
+    let chain = FakeChain::new(31337, SETTLEMENT, 20);
+    let signer = PrivateKeySigner::random();
+    let writer = tampered_receipts(|r| r["status"] = serde_json::json!("0x0"));
+    let outcome = sender_writing(&chain, &signer, writer).settle(&call(1)).await.expect("not a revert");
+    assert_eq!(outcome, SettleOutcome::SettledByOther);
+}
+
+#[tokio::test]
+async fn the_original_mined_while_its_replacement_waits_is_found() {
+    let chain = FakeChain::new(31337, SETTLEMENT, 20);
+    let signer = PrivateKeySigner::random();
+    chain.mine_from_send(usize::MAX);
+    let s = sender(&chain, &signer, None);
+    let miner = chain.clone();
+    let mine_original = tokio::spawn(async move {
+        // After the first wait (800 ms) ended and the replacement went out.
+        while miner.sent().len() < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let original = miner.sent()[0].hash;
+        assert!(miner.mine_pooled(original));
+        original
+    });
+    let record = settled(s.settle(&call(1)).await.expect("settled"));
+    let original = mine_original.await.expect("mined");
+    assert_eq!(record.tx_hash, original, "the replaced transaction is the one mined");
+    assert_eq!(chain.sent().len(), 2, "no third send");
+}
