@@ -208,7 +208,7 @@ pub const CATALOG: &[Metric] = &[
     c(
         C,
         "keeper_receipt_read_failures_total",
-        "Reads of a settlement's receipt that failed at the writer (read again at the next head or poll)",
+        "Reads of a settlement's receipt that failed at the writer or went unanswered (read again at the next head or poll)",
         Labels::None,
     ),
     c(C, "keeper_nonce_desync_total", "Settlement account nonce found out of sync with the chain", Labels::None),

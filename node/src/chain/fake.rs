@@ -97,6 +97,9 @@ pub enum Behaviour {
     /// Never answers a request for which the function (method, params) says so; answers the
     /// rest from the chain.
     HangIf(Stalling),
+    /// Answers `eth_sendRawTransaction` with the transaction's hash without passing it on (a
+    /// writer that accepts and never broadcasts); honest otherwise.
+    Swallow,
 }
 
 impl std::fmt::Debug for Behaviour {
@@ -108,6 +111,7 @@ impl std::fmt::Debug for Behaviour {
             Self::DownWhile(_) => "DownWhile",
             Self::Tamper(_) => "Tamper",
             Self::HangIf(_) => "HangIf",
+            Self::Swallow => "Swallow",
         })
     }
 }
@@ -353,6 +357,10 @@ impl State {
         let bytes: Bytes = raw.parse().map_err(|_| invalid("raw transaction"))?;
         let tx = TxEnvelope::decode_2718(&mut bytes.as_ref()).map_err(|_| invalid("raw transaction"))?;
         let hash = *tx.tx_hash();
+        if self.sent.iter().any(|t| t.hash == hash) {
+            // The same signed transaction through another endpoint: already known.
+            return Ok(json!(hash));
+        }
         let mined = self.nonces.get(&from).copied().unwrap_or(0);
         if tx.nonce() < mined {
             return Err(ErrorPayload { code: -32000, message: "nonce too low".into(), data: None });
@@ -494,6 +502,12 @@ impl FakeTransport {
             }
             Behaviour::Down => {
                 Err(ErrorPayload { code: -32603, message: "internal error: provider down".into(), data: None })
+            }
+            Behaviour::Swallow if req.method() == "eth_sendRawTransaction" => {
+                let raw: Bytes = params.get(0).and_then(Value::as_str).unwrap_or_default().parse().unwrap_or_default();
+                TxEnvelope::decode_2718(&mut raw.as_ref())
+                    .map(|tx| json!(tx.tx_hash()))
+                    .map_err(|_| invalid("raw transaction"))
             }
             _ => self.chain.answer(req.method(), &params, self.from),
         };

@@ -7,8 +7,9 @@
 //! the provider quorum exactly as on a poll, and a wake that brought no new head turns it deaf
 //! to notifications until its next poll (`Watcher::run`); the keeper's receipt wait does the
 //! same after a notified read that found nothing. A lying endpoint can therefore cost at most
-//! one extra step per poll interval, and one extra receipt read while a settlement is pending; a silent, slow or failed one changes nothing, since
-//! polling every `poll_interval_ms` goes on. What one endpoint can make this node hold is
+//! one extra step per poll interval, and, while a settlement is pending, one extra receipt read
+//! (a request per transaction sent with its nonce); a silent, slow or failed one changes
+//! nothing, since polling every `poll_interval_ms` goes on. What one endpoint can make this node hold is
 //! bounded: messages of at most [`MAX_MESSAGE`] bytes, one header waiting. A connection that
 //! fails, ends, stalls on connecting or stays silent for [`silence`] is opened again after a
 //! pause of its own (alloy's reconnection is turned off: it would reconnect at once, forever, to

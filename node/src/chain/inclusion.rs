@@ -14,8 +14,9 @@
 //!   last read began, and one that finds nothing turns announcements off until the next read
 //!   the poll interval brings (as the watcher does): an endpoint that announces without end
 //!   costs at most one read more per poll interval.
-//! - A read still running at the deadline gets one poll interval more, then counts as failed,
-//!   so a writer that stalls cannot hold the keeper past its turn.
+//! - One read may take [`READ_LIMIT`], and one still running at the deadline up to a poll
+//!   interval from its start; then it counts as failed, so a writer that stalls cannot hold an
+//!   attempt past its inclusion timeout.
 //! - A read that fails is tried again at the next head or poll (one failed read says nothing
 //!   about the transaction); the failures and the last error are reported with the outcome.
 //!
@@ -49,8 +50,9 @@ impl ReceiptWatch {
         self
     }
 
-    /// Calls `read` until it answers `Some` or `timeout` has passed. A read still running at
-    /// the deadline gets one poll interval more, then counts as failed.
+    /// Calls `read` until it answers `Some` or `timeout` has passed. One read may take up to
+    /// [`READ_LIMIT`], and one running at the deadline up to a poll interval from its start;
+    /// then it counts as failed.
     pub async fn wait<T, E, F, Fut>(&self, timeout: Duration, mut read: F) -> Waited<T>
     where
         E: std::fmt::Display,
@@ -63,7 +65,7 @@ impl ReceiptWatch {
             // Only heads announced from now on count.
             h.borrow_and_update();
         }
-        let (mut failed_reads, mut last_error) = (0u32, None);
+        let mut waited = Waited { found: None, failed_reads: 0, last_error: None };
         // Whether an announced head triggers a read: not after one that found nothing, until
         // the next read the poll interval brings (as the watcher turns deaf), so an endpoint
         // that announces without end costs at most one read more per poll interval.
@@ -71,28 +73,21 @@ impl ReceiptWatch {
         let mut woken_by_head = false;
         loop {
             let read_at = Instant::now();
-            let limit = deadline.max(read_at + self.poll);
+            let limit = (read_at + READ_LIMIT).min(deadline).max(read_at + self.poll);
             match tokio::time::timeout_at(limit, read()).await {
-                Ok(Ok(Some(found))) => return Waited::Mined(found),
+                Ok(Ok(Some(found))) => {
+                    waited.found = Some(found);
+                    return waited;
+                }
                 Ok(Ok(None)) => {}
-                Ok(Err(e)) => {
-                    failed_reads += 1;
-                    last_error = Some(crate::redact::scrub(&e.to_string()));
-                    debug!(
-                        error = last_error.as_deref().unwrap_or_default(),
-                        "receipt read failed; reading again at the next head or poll"
-                    );
-                }
-                Err(_) => {
-                    failed_reads += 1;
-                    last_error = Some("the receipt read did not answer".into());
-                }
+                Ok(Err(e)) => waited.failed(crate::redact::scrub(&e.to_string())),
+                Err(_) => waited.failed(format!("no answer within {} ms", (limit - read_at).as_millis())),
             }
             if woken_by_head {
                 listening = false;
             }
             if Instant::now() >= deadline {
-                return Waited::NotSeen { failed_reads, last_error };
+                return waited;
             }
             let next = (read_at + self.poll).min(deadline);
             woken_by_head = false;
@@ -127,22 +122,25 @@ impl ReceiptWatch {
     }
 }
 
+/// The longest one read may take before it counts as failed (the next head or poll reads again).
+pub const READ_LIMIT: Duration = Duration::from_secs(5);
+
 /// What a wait for a receipt found.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Waited<T> {
-    /// The receipt.
-    Mined(T),
-    /// None by the deadline; how many reads failed, and the last failure.
-    NotSeen { failed_reads: u32, last_error: Option<String> },
+pub struct Waited<T> {
+    /// The receipt; `None` when none came by the deadline.
+    pub found: Option<T>,
+    /// Reads that failed or did not answer in time.
+    pub failed_reads: u32,
+    /// The last failure.
+    pub last_error: Option<String>,
 }
 
 impl<T> Waited<T> {
-    /// The receipt, if one was found.
-    pub fn mined(self) -> Option<T> {
-        match self {
-            Self::Mined(found) => Some(found),
-            Self::NotSeen { .. } => None,
-        }
+    fn failed(&mut self, error: String) {
+        debug!(%error, "receipt read failed; reading again at the next head or poll");
+        self.failed_reads += 1;
+        self.last_error = Some(error);
     }
 }
 
@@ -177,7 +175,7 @@ mod tests {
             tx.send_modify(|n| *n += 1);
             tx
         });
-        assert_eq!(watch.wait(Duration::from_secs(60), read).await.mined(), Some(2));
+        assert_eq!(watch.wait(Duration::from_secs(60), read).await.found, Some(2));
         assert_eq!(began.elapsed(), Duration::from_millis(400), "read when the head came, not after the 5 s poll");
         assert_eq!(calls.load(Ordering::SeqCst), 2);
         drop(announce.await);
@@ -188,7 +186,7 @@ mod tests {
         let watch = ReceiptWatch::new(None, Duration::from_millis(250));
         let (calls, read) = reader(4);
         let began = Instant::now();
-        assert_eq!(watch.wait(Duration::from_secs(60), read).await.mined(), Some(4));
+        assert_eq!(watch.wait(Duration::from_secs(60), read).await.found, Some(4));
         assert_eq!(began.elapsed(), Duration::from_millis(750));
         assert_eq!(calls.load(Ordering::SeqCst), 4);
     }
@@ -200,7 +198,7 @@ mod tests {
         let watch = ReceiptWatch::new(Some(rx), Duration::from_millis(250));
         let (calls, read) = reader(3);
         let began = Instant::now();
-        assert_eq!(watch.wait(Duration::from_secs(60), read).await.mined(), Some(3));
+        assert_eq!(watch.wait(Duration::from_secs(60), read).await.found, Some(3));
         assert_eq!(began.elapsed(), Duration::from_millis(500));
         assert_eq!(calls.load(Ordering::SeqCst), 3);
     }
@@ -217,7 +215,7 @@ mod tests {
         let began = Instant::now();
         assert_eq!(
             watch.wait(Duration::from_secs(1), read).await,
-            Waited::NotSeen { failed_reads: 5, last_error: Some("connection refused".into()) }
+            Waited { found: None, failed_reads: 5, last_error: Some("connection refused".into()) }
         );
         assert_eq!(began.elapsed(), Duration::from_secs(1), "the deadline, not a poll past it");
         // At 0, 300, 600, 900 and the deadline.
@@ -239,10 +237,14 @@ mod tests {
             }
             tx
         });
-        assert!(matches!(watch.wait(Duration::from_millis(1000), read).await, Waited::NotSeen { failed_reads: 0, .. }));
+        assert_eq!(
+            watch.wait(Duration::from_millis(1000), read).await,
+            Waited { found: None, failed_reads: 0, last_error: None }
+        );
         let reads = calls.load(Ordering::SeqCst);
-        // The polls (0, 250, 500, 750, the deadline) and one head's read after each: not 5,000,
-        // nor the 20 the minimum gap alone would allow.
+        // A poll-timed read, a head's read 50 ms later, deaf until a poll interval after that
+        // (0, 50, 300, 350, 600, 650, 900, 950, the deadline): not 5,000, nor the 20 the
+        // minimum gap alone would allow.
         assert!(reads <= 2 * 4 + 2, "{reads} reads in 1 s of flooding");
         assert!(reads >= 8, "heads went unheard: {reads} reads");
         drop(flood.await);
@@ -264,7 +266,7 @@ mod tests {
             }
             tx
         });
-        assert_eq!(watch.wait(Duration::from_secs(60), read).await.mined(), Some(4));
+        assert_eq!(watch.wait(Duration::from_secs(60), read).await.found, Some(4));
         // Reads at 0 (none before it counted), 1000 (poll), 1500 (head): the fourth, at 2500
         // (poll), finds it before the 3000 head.
         assert_eq!(began.elapsed(), Duration::from_millis(2500));
@@ -277,8 +279,55 @@ mod tests {
         let watch = ReceiptWatch::new(None, Duration::from_millis(200));
         let read = || std::future::pending::<Result<Option<u32>, String>>();
         let began = Instant::now();
-        let waited = watch.wait(Duration::from_secs(1), read).await;
-        assert!(matches!(waited, Waited::NotSeen { failed_reads: 1, .. }), "{waited:?}");
+        let waited = tokio::time::timeout(Duration::from_secs(30), watch.wait(Duration::from_secs(1), read))
+            .await
+            .expect("the wait ends");
+        assert_eq!(waited.found, None);
+        assert_eq!(waited.failed_reads, 1);
         assert_eq!(began.elapsed(), Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_read_counts_as_failed_after_the_read_limit_and_the_next_one_finds_it() {
+        let watch = ReceiptWatch::new(None, Duration::from_millis(500));
+        let calls = Arc::new(AtomicU32::new(0));
+        let counted = calls.clone();
+        let read = move || {
+            let first = counted.fetch_add(1, Ordering::SeqCst) == 0;
+            async move {
+                if first {
+                    std::future::pending::<()>().await;
+                }
+                Ok::<_, String>(Some(7u32))
+            }
+        };
+        let began = Instant::now();
+        let waited = watch.wait(Duration::from_secs(60), read).await;
+        assert_eq!(waited.found, Some(7));
+        assert_eq!(waited.failed_reads, 1);
+        // The stalled read is given up at READ_LIMIT, and the next poll (500 ms after it began)
+        // is already due.
+        assert_eq!(began.elapsed(), READ_LIMIT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heads_announced_while_deaf_are_not_owed_a_read() {
+        let (tx, rx) = watch::channel(0u64);
+        let watch = ReceiptWatch::new(Some(rx), Duration::from_millis(1000));
+        let (calls, read) = reader(u32::MAX);
+        let heads = tokio::spawn(async move {
+            // One head at 100 ms (read at once; that read finds nothing and deafens), one at
+            // 500 ms while deaf: the poll at 1100 ms reads, and nothing is read for the second.
+            for at in [100, 400] {
+                tokio::time::sleep(Duration::from_millis(at)).await;
+                tx.send_modify(|n| *n += 1);
+            }
+            tx
+        });
+        let waited = watch.wait(Duration::from_millis(1500), read).await;
+        assert_eq!(waited.found, None);
+        // 0, 100 (head), 1100 (poll), 1500 (deadline).
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+        drop(heads.await);
     }
 }

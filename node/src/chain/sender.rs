@@ -11,7 +11,7 @@
 //! decoded error. The receipt is looked for at each announced head ([`super::inclusion`]).
 
 use super::client::{ChainClient, ChainError, SettleCall};
-use super::inclusion::{ReceiptWatch, Waited};
+use super::inclusion::ReceiptWatch;
 use crate::store::SettlementRecord;
 use alloy::eips::BlockId;
 use alloy::network::{EthereumWallet, TransactionBuilder};
@@ -30,6 +30,12 @@ use tracing::{info, warn};
 const CONFIRM_TRIES: u32 = 10;
 /// The pause.
 const CONFIRM_PAUSE: Duration = Duration::from_millis(300);
+/// How long the last look for a receipt of ours may take once the quorum shows our root.
+const LAST_LOOK: Duration = Duration::from_secs(2);
+/// How long the other endpoints' answers are awaited when the writer refused a settlement.
+const OTHER_SENDS_GRACE: Duration = Duration::from_secs(5);
+/// Reads of the quorum's settled root after a failed receipt (a revert is reported sooner).
+const FAILED_RECEIPT_TRIES: u32 = 3;
 
 /// How long to wait before reading the chain's nonce a second time when it disagrees with the
 /// local one, so that a provider that is briefly behind is not taken for a desync.
@@ -176,6 +182,12 @@ impl SettlementSender {
         Ok(Self { chain, writers, account, policy, nonce: Arc::default(), halt, receipts })
     }
 
+    /// The same sender, looking for its receipts every `poll`.
+    #[cfg(test)]
+    pub(crate) fn polling_receipts_every(self, poll: Duration) -> Self {
+        Self { receipts: ReceiptWatch::new(None, poll), ..self }
+    }
+
     /// The same sender, looking for its receipts at each head `announced` reports too
     /// ([`super::heads::HeadSignal::subscribe`]).
     pub fn with_heads(self, announced: tokio::sync::watch::Receiver<u64>) -> Self {
@@ -213,8 +225,8 @@ impl SettlementSender {
 
     /// The root the quorum shows settled for `round`, waiting a few seconds for providers a block
     /// behind the writer; `None` while it shows none.
-    async fn confirmed_root(&self, round: u64) -> Result<Option<B256>, ChainError> {
-        for attempt in 0..CONFIRM_TRIES {
+    async fn confirmed_root(&self, round: u64, tries: u32) -> Result<Option<B256>, ChainError> {
+        for attempt in 0..tries {
             if attempt > 0 {
                 tokio::time::sleep(CONFIRM_PAUSE).await;
             }
@@ -234,10 +246,7 @@ impl SettlementSender {
         hashes: &[B256],
     ) -> Result<Option<TransactionReceipt>, alloy::transports::TransportError> {
         for &hash in hashes.iter().rev() {
-            let found = provider.get_transaction_receipt(hash).await.inspect_err(|_| {
-                metrics::counter!("keeper_receipt_read_failures_total", "chain_id" => self.chain.chain_id().to_string())
-                    .increment(1);
-            })?;
+            let found = provider.get_transaction_receipt(hash).await?;
             if let Some(r) = found.filter(|r| r.transaction_hash == hash && r.block_number.is_some()) {
                 return Ok(Some(r));
             }
@@ -312,86 +321,167 @@ impl SettlementSender {
                 .with_gas_limit(gas)
                 .with_max_fee_per_gas(max_fee)
                 .with_max_priority_fee_per_gas(tip);
-            let pending = match provider.send_transaction(tx).await {
-                Ok(p) => p,
+            let tx_hash = match self.broadcast(provider, tx).await {
+                Ok(hash) => hash,
                 Err(e) => {
                     // A replacement racing the original's inclusion: the nonce is used.
                     let error = crate::redact::scrub(&e.to_string());
                     warn!(round = b.round, attempt, %error, "settlement send failed");
-                    if !self.chain.settled_root(b.round).await?.is_zero() {
-                        return Ok(SettleOutcome::SettledByOther);
+                    let outcome = self.settled_meanwhile(provider, &base, call, &sent, attempt).await?;
+                    if let Some(outcome) = outcome {
+                        if matches!(outcome, SettleOutcome::Settled(_)) {
+                            *nonce_slot = Some(nonce + 1);
+                        }
+                        return Ok(outcome);
                     }
                     return Err(e.into());
                 }
             };
-            let tx_hash = *pending.tx_hash();
-            sent.push(tx_hash);
-            let waited = self.receipts.wait(policy.inclusion_timeout, || self.receipt_of_any(provider, &sent)).await;
-            match waited {
-                Waited::Mined(receipt) => {
-                    *nonce_slot = Some(nonce + 1);
-                    metrics::counter!("keeper_gas_used_total", "chain_id" => self.chain.chain_id().to_string())
-                        .increment(receipt.gas_used);
-                    if !receipt.status() {
-                        // A failed receipt is the writer's word too: the quorum decides whether
-                        // the round is settled (by a transaction of ours or another's).
-                        if !self.chain.settled_root(b.round).await?.is_zero() {
-                            return Ok(SettleOutcome::SettledByOther);
-                        }
-                        let at = receipt
-                            .block_number
-                            .map(|n| BlockId::number(n.saturating_sub(1)))
-                            .unwrap_or(BlockId::latest());
-                        let reason = match provider.call(base.clone()).block(at).await {
-                            Err(e) => decode_revert(&e),
-                            Ok(_) => {
-                                "reverted (the call succeeds when replayed: state changed in the same block)".into()
-                            }
-                        };
-                        return Err(ChainError::Reverted { tx: receipt.transaction_hash, reason });
-                    }
-                    // The receipt is one provider's word: the quorum must show our root settled
-                    // before the merchant hears of it.
-                    match self.confirmed_root(b.round).await? {
-                        Some(root) if root == b.root => {}
-                        Some(_) => return Ok(SettleOutcome::SettledByOther),
-                        None => {
-                            return Err(ChainError::Inconsistent(format!(
-                                "the writer reports settlement {tx_hash} mined, the provider quorum shows round {} unsettled",
-                                b.round
-                            )));
-                        }
-                    }
-                    info!(round = b.round, tx_hash = %tx_hash, gas_used = receipt.gas_used, attempt, "settlement mined");
-                    return Ok(SettleOutcome::Settled(Box::new(SettlementRecord {
-                        round: b.round,
-                        epoch: b.epoch,
-                        root: b.root,
-                        signer_bitmap: call.signer_bitmap,
-                        tx_hash: receipt.transaction_hash,
-                        block_number: receipt.block_number.unwrap_or_default(),
-                        submitter: self.account,
-                        signer_keys: call.signer_keys.clone(),
-                        signature: call.signature.clone(),
-                        from_block: b.from_block,
-                        to_block: b.to_block,
-                        to_block_hash: b.to_block_hash,
-                        leaf_count: b.leaf_count,
-                        provisional: true,
-                    })));
-                }
-                Waited::NotSeen { failed_reads, last_error } => {
-                    let waited_ms = policy.inclusion_timeout.as_millis() as u64;
-                    let last_error = last_error.unwrap_or_default();
-                    warn!(round = b.round, tx_hash = %tx_hash, attempt, waited_ms, failed_reads, %last_error, "settlement not mined in time; replacing with higher fees");
-                    if !self.chain.settled_root(b.round).await?.is_zero() {
-                        return Ok(SettleOutcome::SettledByOther);
-                    }
-                    (max_fee, tip) = policy.capped(bump(max_fee, policy.fee_bump_pct), bump(tip, policy.fee_bump_pct));
-                }
+            if !sent.contains(&tx_hash) {
+                sent.push(tx_hash);
             }
+            let waited = self.receipts.wait(policy.inclusion_timeout, || self.receipt_of_any(provider, &sent)).await;
+            metrics::counter!("keeper_receipt_read_failures_total", "chain_id" => self.chain.chain_id().to_string())
+                .increment(u64::from(waited.failed_reads));
+            if let Some(receipt) = waited.found {
+                *nonce_slot = Some(nonce + 1);
+                return self.judge(provider, &base, call, receipt, attempt).await;
+            }
+            let waited_ms = policy.inclusion_timeout.as_millis() as u64;
+            let (failed_reads, last_error) = (waited.failed_reads, waited.last_error.unwrap_or_default());
+            warn!(round = b.round, tx_hash = %tx_hash, attempt, waited_ms, failed_reads, %last_error, "settlement not mined in time; replacing with higher fees");
+            if let Some(outcome) = self.settled_meanwhile(provider, &base, call, &sent, attempt).await? {
+                if matches!(outcome, SettleOutcome::Settled(_)) {
+                    *nonce_slot = Some(nonce + 1);
+                }
+                return Ok(outcome);
+            }
+            (max_fee, tip) = policy.capped(bump(max_fee, policy.fee_bump_pct), bump(tip, policy.fee_bump_pct));
         }
         Err(ChainError::NotMined(policy.max_replacements + 1))
+    }
+
+    /// Sends `tx` through the writer, and the same transaction (signed alike: the same hash)
+    /// through every other endpoint too, so a writer that accepts and never broadcasts cannot
+    /// keep it off the chain. The writer's hash; when the writer refused, the first other
+    /// endpoint's within [`OTHER_SENDS_GRACE`]. The other sends are not waited for otherwise (a
+    /// stalled endpoint cannot hold the keeper).
+    async fn broadcast(
+        &self,
+        provider: &DynProvider,
+        tx: TransactionRequest,
+    ) -> Result<B256, alloy::transports::TransportError> {
+        let mut others = tokio::task::JoinSet::new();
+        for w in self.writers.iter().filter(|w| !std::ptr::eq(*w, provider)) {
+            let (w, tx) = (w.clone(), tx.clone());
+            others.spawn(async move { w.send_transaction(tx).await.map(|p| *p.tx_hash()) });
+        }
+        let first = provider.send_transaction(tx).await;
+        let refused = match first {
+            Ok(pending) => {
+                others.detach_all();
+                return Ok(*pending.tx_hash());
+            }
+            Err(e) => e,
+        };
+        let accepted = tokio::time::timeout(OTHER_SENDS_GRACE, async {
+            while let Some(sent) = others.join_next().await {
+                if let Ok(Ok(hash)) = sent {
+                    return Some(hash);
+                }
+            }
+            None
+        })
+        .await;
+        others.detach_all();
+        accepted.ok().flatten().ok_or(refused)
+    }
+
+    /// What a receipt of ours means: the quorum decides whether the round is settled, and by
+    /// whose root.
+    async fn judge(
+        &self,
+        provider: &DynProvider,
+        base: &TransactionRequest,
+        call: &SettleCall,
+        receipt: TransactionReceipt,
+        attempt: u32,
+    ) -> Result<SettleOutcome, ChainError> {
+        let b = &call.batch;
+        let tx_hash = receipt.transaction_hash;
+        let gas_used = || {
+            metrics::counter!("keeper_gas_used_total", "chain_id" => self.chain.chain_id().to_string())
+                .increment(receipt.gas_used);
+        };
+        if !receipt.status() {
+            // A failed receipt is the writer's word too: a quorum a block behind it gets a few
+            // reads to show the round settled (by another keeper in the same block, or the
+            // receipt was a lie).
+            if self.confirmed_root(b.round, FAILED_RECEIPT_TRIES).await?.is_some() {
+                return Ok(SettleOutcome::SettledByOther);
+            }
+            gas_used();
+            let at = receipt.block_number.map(|n| BlockId::number(n.saturating_sub(1))).unwrap_or(BlockId::latest());
+            let reason = match provider.call(base.clone()).block(at).await {
+                Err(e) => decode_revert(&e),
+                Ok(_) => "reverted (the call succeeds when replayed: state changed in the same block)".into(),
+            };
+            return Err(ChainError::Reverted { tx: tx_hash, reason });
+        }
+        // The receipt is one provider's word: the quorum must show our root settled before the
+        // merchant hears of it.
+        match self.confirmed_root(b.round, CONFIRM_TRIES).await? {
+            Some(root) if root == b.root => {}
+            Some(_) => return Ok(SettleOutcome::SettledByOther),
+            None => {
+                return Err(ChainError::Inconsistent(format!(
+                    "the writer reports settlement {tx_hash} mined, the provider quorum shows round {} unsettled",
+                    b.round
+                )));
+            }
+        }
+        gas_used();
+        info!(round = b.round, tx_hash = %tx_hash, gas_used = receipt.gas_used, attempt, "settlement mined");
+        Ok(SettleOutcome::Settled(Box::new(SettlementRecord {
+            round: b.round,
+            epoch: b.epoch,
+            root: b.root,
+            signer_bitmap: call.signer_bitmap,
+            tx_hash,
+            block_number: receipt.block_number.unwrap_or_default(),
+            submitter: self.account,
+            signer_keys: call.signer_keys.clone(),
+            signature: call.signature.clone(),
+            from_block: b.from_block,
+            to_block: b.to_block,
+            to_block_hash: b.to_block_hash,
+            leaf_count: b.leaf_count,
+            provisional: true,
+        })))
+    }
+
+    /// After a send failed or our transactions went unseen: `None` while the quorum shows the
+    /// round unsettled. Settled with our root, the writer is asked once more for a receipt of
+    /// ours, so that our own settlement is recorded as ours.
+    async fn settled_meanwhile(
+        &self,
+        provider: &DynProvider,
+        base: &TransactionRequest,
+        call: &SettleCall,
+        sent: &[B256],
+        attempt: u32,
+    ) -> Result<Option<SettleOutcome>, ChainError> {
+        let root = self.chain.settled_root(call.batch.round).await?;
+        if root.is_zero() {
+            return Ok(None);
+        }
+        if root == call.batch.root
+            && let Ok(Ok(Some(receipt))) = tokio::time::timeout(LAST_LOOK, self.receipt_of_any(provider, sent)).await
+            && receipt.status()
+        {
+            return self.judge(provider, base, call, receipt, attempt).await.map(Some);
+        }
+        Ok(Some(SettleOutcome::SettledByOther))
     }
 }
 

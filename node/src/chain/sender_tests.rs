@@ -160,13 +160,18 @@ async fn a_nonce_a_reorg_dropped_is_adopted_without_a_halt() {
     assert_eq!(chain.sent().iter().map(|t| t.nonce).collect::<Vec<_>>(), vec![0, 0]);
 }
 
-/// A sender whose writer behaves as `writer` says (its readers are honest).
+/// A sender whose writers behave as `writer` says (its readers are honest).
 fn sender_writing(chain: &FakeChain, signer: &PrivateKeySigner, writer: Behaviour) -> SettlementSender {
+    sender_over(chain, signer, [writer.clone(), writer.clone(), writer])
+}
+
+/// A sender whose writers behave as `writers` say, the first the one it writes through.
+fn sender_over(chain: &FakeChain, signer: &PrivateKeySigner, writers: [Behaviour; 3]) -> SettlementSender {
     let cfg = cfg();
     let readers = (0..3).map(|_| chain.provider(Behaviour::Honest)).collect();
     let reads = ProviderSet::from_providers(readers, &cfg).expect("quorum");
     let client = ChainClient::over(reads, &cfg, signer.address());
-    let writers = (0..3).map(|_| chain.writer_with(signer.clone(), writer.clone())).collect();
+    let writers = writers.into_iter().map(|w| chain.writer_with(signer.clone(), w)).collect();
     SettlementSender::with_writers(writers, signer.address(), policy(), client, None).expect("writers")
 }
 
@@ -261,4 +266,33 @@ async fn the_original_mined_while_its_replacement_waits_is_found() {
     let original = mine_original.await.expect("mined");
     assert_eq!(record.tx_hash, original, "the replaced transaction is the one mined");
     assert_eq!(chain.sent().len(), 2, "no third send");
+}
+
+#[tokio::test]
+async fn a_writer_that_accepts_and_never_broadcasts_cannot_keep_the_settlement_off_the_chain() {
+    let chain = FakeChain::new(31337, SETTLEMENT, 20);
+    let signer = PrivateKeySigner::random();
+    let s = sender_over(&chain, &signer, [Behaviour::Swallow, Behaviour::Honest, Behaviour::Honest]);
+    let record = settled(s.settle(&call(1)).await.expect("settled through the other endpoints"));
+    assert_eq!(chain.sent().len(), 1, "one transaction, sent through every endpoint");
+    assert_eq!(record.tx_hash, chain.sent()[0].hash);
+}
+
+#[tokio::test]
+async fn our_settlement_whose_receipt_came_after_the_wait_is_recorded_as_ours() {
+    let chain = FakeChain::new(31337, SETTLEMENT, 20);
+    let signer = PrivateKeySigner::random();
+    // The two reads of the wait (at 0 and at its 800 ms deadline) find nothing; the next shows it.
+    let reads = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counted = reads.clone();
+    let writer = Behaviour::Tamper(std::sync::Arc::new(move |method: &str, answer: &mut serde_json::Value| {
+        if method == "eth_getTransactionReceipt" && counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2 {
+            *answer = serde_json::Value::Null;
+        }
+    }));
+    let s = sender_writing(&chain, &signer, writer).polling_receipts_every(Duration::from_secs(10));
+    let record = settled(s.settle(&call(1)).await.expect("settled"));
+    assert_eq!(record.tx_hash, chain.sent()[0].hash, "ours, not another keeper's");
+    assert_eq!(chain.sent().len(), 1, "the quorum showed our root: nothing replaced");
+    assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 3);
 }
