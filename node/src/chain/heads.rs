@@ -9,12 +9,12 @@
 //! same after a notified read that found nothing. A lying endpoint can therefore cost at most
 //! one extra step per poll interval, and, while a settlement is pending, one extra receipt read
 //! (a request per transaction sent with its nonce); a silent, slow or failed one changes
-//! nothing, since polling every `poll_interval_ms` goes on. What one endpoint can make this node hold is
-//! bounded: messages of at most [`MAX_MESSAGE`] bytes, one header waiting. A connection that
-//! fails, ends, stalls on connecting or stays silent for [`silence`] is opened again after a
-//! pause of its own (alloy's reconnection is turned off: it would reconnect at once, forever, to
-//! an endpoint that accepts and drops). Providers that offer only HTTP need no WebSocket
-//! endpoint.
+//! nothing, since polling every `poll_interval_ms` goes on. What one endpoint can make this
+//! node hold is bounded: messages of at most [`MAX_MESSAGE`] bytes, one header waiting. A
+//! connection that fails, ends, stalls on connecting or stays silent for [`silence`] is opened
+//! again after a pause of its own (alloy's reconnection is turned off: it would reconnect at
+//! once, forever, to an endpoint that accepts and drops). Providers that offer only HTTP need
+//! no WebSocket endpoint.
 //!
 //! `wss://` is checked against the WebPKI roots bundled with the WebSocket client, not the
 //! system's or `tls.extra_ca_file`: a provider behind a private CA gets no subscription (the
@@ -80,7 +80,7 @@ impl HeadSignal {
 }
 
 /// Subscribes to new heads at each of `urls` until `shutdown`, announcing each header to
-/// `signal`; one task per endpoint, in the current span.
+/// `wake`; one task per endpoint, in the current span.
 pub fn spawn(
     urls: &[String],
     chain_id: u64,
