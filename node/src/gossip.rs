@@ -257,9 +257,14 @@ pub enum GossipRejection {
     /// The heartbeat names another operator than its publisher.
     #[error("heartbeat of operator {0} from another peer")]
     ForeignHeartbeat(usize),
-    /// The invoice names an unknown merchant or a payout address that is not the merchant's.
+    /// The invoice is not one any node takes: a redirect URL or an idempotency record that does
+    /// not hold.
     #[error("invoice rejected: {0}")]
     BadInvoice(String),
+    /// The invoice names a merchant, or a payout address, that this node's copy of the merchant
+    /// registry does not hold: it may only lag the creating operator's.
+    #[error("invoice not taken yet: {0}")]
+    NotInRegistry(String),
     /// The invoice's id is not the commitment to its terms: altered or invented.
     #[error("invoice {0}: the id does not commit to these terms")]
     InvoiceIdMismatch(B256),
@@ -353,6 +358,7 @@ impl GossipRejection {
             Self::BadSignature(_) => "bad_signature",
             Self::ForeignHeartbeat(_) => "foreign_heartbeat",
             Self::BadInvoice(_) => "bad_invoice",
+            Self::NotInRegistry(_) => "not_in_registry",
             Self::InvoiceIdMismatch(_) => "invoice_id_mismatch",
         }
     }
@@ -452,18 +458,16 @@ pub struct InvoiceScope {
 /// node's chain and contract (so terms cannot be altered, nor an invoice of another chain
 /// replayed), and the merchant and payout address must be the configured ones.
 pub fn check_invoice(inv: Invoice, scope: &InvoiceScope) -> Result<Invoice, GossipRejection> {
+    check_invoice_terms(&inv, scope).map(|()| inv)
+}
+
+/// [`check_invoice`] of a borrowed invoice. The id is checked first: an invoice that is
+/// [`GossipRejection::NotInRegistry`] does commit to its terms.
+pub fn check_invoice_terms(inv: &Invoice, scope: &InvoiceScope) -> Result<(), GossipRejection> {
     // The id commits to `expires_at` as 0 when there is none: an expiry of 0 would pass for
     // "none" under the same id, so it is refused.
     if inv.expires_at == Some(0) || !inv.id_matches(scope.chain_id, scope.payments) {
         return Err(GossipRejection::InvoiceIdMismatch(inv.id));
-    }
-    let merchants = scope.merchants.list();
-    let merchant = merchants
-        .iter()
-        .find(|m| m.id == inv.merchant_id)
-        .ok_or_else(|| GossipRejection::BadInvoice(format!("unknown merchant `{}`", inv.merchant_id)))?;
-    if merchant.payout_address != inv.payout_address {
-        return Err(GossipRejection::BadInvoice("payout address is not the merchant's".into()));
     }
     // The id commits to the redirect URL, but an operator could have made one no node would
     // accept (not http(s)): the checkout would send payers there. A stricter policy of this
@@ -476,11 +480,19 @@ pub fn check_invoice(inv: Invoice, scope: &InvoiceScope) -> Result<Invoice, Goss
         ));
     }
     if let Some(record) = &inv.idempotency
-        && let Err(field) = record.check(&inv, scope.chain_id)
+        && let Err(field) = record.check(inv, scope.chain_id)
     {
         return Err(GossipRejection::BadInvoice(format!("idempotency record does not match the invoice's {field}")));
     }
-    Ok(inv)
+    let merchants = scope.merchants.list();
+    let merchant = merchants
+        .iter()
+        .find(|m| m.id == inv.merchant_id)
+        .ok_or_else(|| GossipRejection::NotInRegistry(format!("unknown merchant `{}`", inv.merchant_id)))?;
+    if merchant.payout_address != inv.payout_address {
+        return Err(GossipRejection::NotInRegistry("payout address is not the merchant's".into()));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

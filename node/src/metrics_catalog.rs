@@ -80,6 +80,7 @@ const REJECTIONS: &[&str] = &[
     "bad_signature",
     "foreign_heartbeat",
     "bad_invoice",
+    "not_in_registry",
     "invoice_id_mismatch",
     "equivocation",
 ];
@@ -138,7 +139,16 @@ pub const CATALOG: &[Metric] = &[
         C,
         "invoice_conflicts_total",
         "Invoices refused: id not committing to the terms, another author, or another copy",
-        Labels::One("reason", &["foreign_creator", "other_copy", "bad_invoice", "invoice_id_mismatch"]),
+        Labels::One(
+            "reason",
+            &["foreign_creator", "other_copy", "bad_invoice", "not_in_registry", "invoice_id_mismatch"],
+        ),
+    ),
+    c(
+        C,
+        "invoices_parked_total",
+        "Announced invoices whose merchant this node's registry did not hold yet, by what became of them",
+        Labels::One("outcome", &["parked", "pushed_out", "taken", "expired", "dropped"]),
     ),
     c(
         C,

@@ -1,20 +1,23 @@
 //! Replication of new invoices to the other operators over gossip.
 //!
 //! Gossipsub does not deliver to peers that have not yet announced their subscription (right
-//! after start-up, or while reconnecting), so an invoice is published again at 2 and 32 s
+//! after start-up, or while reconnecting), so an invoice is published again at 2, 8 and 32 s
 //! after its first send when an operator connected or announced a subscription since about
 //! then ([`RESEND_MARGIN_MS`]): a peer back within half a minute hears it, and a keeper that
-//! still lacks one fetches it (below). It is always published again at 8 s, for a peer that
-//! heard it but could not take it yet (its copy of the merchant registry behind). After a first
-//! send that failed, every later one goes out. While every operator stays connected each invoice
-//! goes out twice. What is due at a tick (every 250 ms; a new invoice waits for the next
-//! one, unless 16 are waiting) goes out packed in as few messages as fit ([`gossip::InvoiceAnnouncements`]): at 10 invoices a second 4 messages a
-//! second instead of 10, at 100 a second about 7 of 16 instead of 400 (each message costs every receiver a signature check per copy it gets, and each copy of
-//! an invoice a decode and a lookup). Receivers store invoices idempotently, so repeats are
-//! harmless. An invoice is not on a payment's critical path: its payment needs confirmations,
-//! seconds after the announcement. A node that still missed an invoice settles its payment all the same: batches are
-//! built from chain data alone. As keeper it fetches the invoice from its peers before recording
-//! the settlement (`rounds::invoice_fetch`); otherwise only its `GET` of the invoice answers 404.
+//! still lacks one fetches it (below). After a first send that failed, every later one goes
+//! out. While every operator stays connected each invoice goes out once: a peer that heard it
+//! but cannot take it yet (its copy of the merchant registry behind) keeps it until its
+//! registry holds the merchant (`rounds::parked`), so nobody announces every invoice again for
+//! it. What is due at a tick (every 250 ms; a new invoice waits for the next one, unless 16 are
+//! waiting) goes out packed in as few messages as fit ([`gossip::InvoiceAnnouncements`]): at
+//! 10 invoices a second 4 messages a second instead of 10, at 100 a second about 7 of 16
+//! instead of 400 (each message costs every receiver a signature check per copy it gets, and
+//! each copy of an invoice a decode and a lookup). Receivers store invoices idempotently, so
+//! repeats are harmless. An invoice is not on a payment's critical path: its payment needs
+//! confirmations, seconds after the announcement. A node that still missed an invoice settles
+//! its payment all the same: batches are built from chain data alone. As keeper it fetches the
+//! invoice from its peers before recording the settlement (`rounds::invoice_fetch`); otherwise
+//! only its `GET` of the invoice answers 404.
 
 use crate::gossip::{self, InvoiceAnnouncements};
 use crate::store::Invoice;
@@ -28,8 +31,6 @@ use tracing::debug;
 /// When an invoice is published again after its first send, in seconds after the previous one
 /// (sends at 0, 2, 8 and 32 s).
 const RESEND_GAPS_S: [u64; 3] = [2, 6, 24];
-/// The send (counted from 0) that goes out whether or not an operator joined: at 8 s.
-const ALWAYS_RESENT: u32 = 2;
 /// A peer that joined up to this long before an invoice's first send may not have been known
 /// subscribed yet when it went out: the invoice is sent again for it.
 const RESEND_MARGIN_MS: u64 = 2_000;
@@ -118,7 +119,7 @@ async fn run(net: NetworkHandle, mut rx: mpsc::Receiver<Invoice>, single: bool, 
                 q.first_sent_ms = Some(wall_ms);
             }
             // A first send that failed (no time kept) makes every later one go out.
-            if first || q.sent == ALWAYS_RESENT || q.first_sent_ms.is_none_or(|at| resend_needed(at, joined_ms)) {
+            if first || q.first_sent_ms.is_none_or(|at| resend_needed(at, joined_ms)) {
                 due.push(q.invoice.clone());
             }
             let gap = RESEND_GAPS_S.get(q.sent as usize).copied().unwrap_or(u64::MAX);

@@ -177,6 +177,104 @@ async fn ghost_invoices_are_refused() -> Result<()> {
     Ok(())
 }
 
+/// Approves merchant change `hash` on node `i` once the change reached it.
+async fn approve_change(net: &Testnet, i: usize, hash: &str) -> Result<Value> {
+    net.eventually("the change reaches the approver", Duration::from_secs(20), || async {
+        let r = net
+            .http
+            .get(format!("{}/admin/v1/merchants", net.admin(i)))
+            .bearer_auth(net.devnet.admin_token.expose())
+            .send()
+            .await
+            .ok()?
+            .json::<Value>()
+            .await
+            .ok()?;
+        r["pending"].as_array()?.iter().any(|p| p["change_hash"] == hash).then_some(())
+    })
+    .await?;
+    admin(net, i, &format!("merchant-changes/{hash}/approve"), Value::Null).await
+}
+
+/// An operator whose registry is ahead of the others' (a merchant's approval has not reached
+/// them yet) announces an invoice of that merchant once. The others keep it, take it when the
+/// approval reaches them, and answer it, with no second announcement. The same invoice passed
+/// off in another operator's name is refused and scored, whatever the registry holds. (The
+/// Byzantine operator plays the operator that is ahead: it announces once, in its own name.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_invoice_of_a_merchant_approved_later_is_kept_until_the_registry_holds_it() -> Result<()> {
+    let (net, bad) = with_byzantine(Options::default()).await?;
+    let token = "sk_test_late_shop_0123456789abcdef";
+    let payout: Address = "0x3333333333333333333333333333333333333333".parse()?;
+    let onboarding = json!({
+        "id": "late-shop",
+        "payout_address": payout,
+        "webhook_url": net.devnet.merchant.webhook_url,
+        "webhook_secret": net.devnet.merchant.webhook_secret.expose(),
+        "api_token_sha256": settleproof_node::api::auth::token_hash(token),
+    });
+    let proposed = admin(&net, 0, "merchants", onboarding).await?;
+    let hash = proposed["change_hash"].as_str().ok_or_else(|| eyre!("no hash: {proposed}"))?.to_string();
+    approve_change(&net, 1, &hash).await?;
+
+    // Two approvals of three: no honest node serves the merchant yet.
+    let mut ahead = Invoice {
+        id: B256::ZERO,
+        merchant_id: "late-shop".into(),
+        payout_address: payout,
+        amount: U256::from(7_000u64),
+        token: Address::ZERO,
+        created_at: 1,
+        expires_at: None,
+        metadata: None,
+        created_by: format!("node-{BAD}"),
+        nonce: B256::repeat_byte(0x5a),
+        idempotency: None,
+        redirect_url: None,
+    };
+    ahead.id = ahead.terms(net.devnet.chain_id, net.devnet.deployment.payments).id();
+    assert!(bad.announce(ahead.clone()).await, "gossip took the announcement");
+    for i in 0..3 {
+        net.eventually("the invoice waits for the registry", Duration::from_secs(15), || async {
+            (net.metric(i, "invoices_parked_total").await >= 1.0).then_some(())
+        })
+        .await?;
+    }
+    let get = |i: usize, id: B256| {
+        let req = net.http.get(format!("{}/v1/invoices/{id}", net.api(i))).bearer_auth(token);
+        async move { req.send().await.map(|r| r.status().as_u16()).unwrap_or_default() }
+    };
+    for i in 0..3 {
+        assert_eq!(get(i, ahead.id).await, 401, "node {i} does not serve the merchant yet");
+    }
+
+    // The third approval: every honest node takes the waiting invoice, heard once.
+    approve_change(&net, 2, &hash).await?;
+    for i in 0..3 {
+        net.eventually("the waiting invoice is taken", Duration::from_secs(20), || async {
+            (get(i, ahead.id).await == 200).then_some(())
+        })
+        .await?;
+    }
+
+    // The same terms passed off as node 0's, for a merchant no node holds: refused and scored.
+    let mut foreign = Invoice {
+        merchant_id: "never-approved".into(),
+        created_by: "node-0".into(),
+        nonce: B256::repeat_byte(0x5b),
+        ..ahead.clone()
+    };
+    foreign.id = foreign.terms(net.devnet.chain_id, net.devnet.deployment.payments).id();
+    let refused_before = net.metric(1, "invoice_conflicts_total").await;
+    bad.announce(foreign).await;
+    net.eventually("the invoice in another's name is refused", Duration::from_secs(15), || async {
+        (net.metric(1, "invoice_conflicts_total").await > refused_before).then_some(())
+    })
+    .await?;
+    net.stop().await;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn forged_acknowledgements_sent_in_advance_do_not_silence_delivery() -> Result<()> {
     let (net, bad) = with_byzantine(Options::default()).await?;

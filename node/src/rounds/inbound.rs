@@ -5,6 +5,7 @@ use super::{RoundDriver, State};
 use crate::gossip::{
     self, Attestation, AttestationFate, GossipRejection, Heartbeat, InvoiceAnnouncement, SyncRequest, SyncResponse,
 };
+use crate::store::Invoice;
 use crate::time::now_ms;
 use settleproof_consensus::{BlsSignature, InsertOutcome};
 use settleproof_p2p::{NetworkEvent, PeerId, RequestRef, Verdict};
@@ -54,7 +55,7 @@ impl RoundDriver {
                 }
                 let verdict = match topic.as_str() {
                     gossip::ATTESTATIONS => self.on_attestation(st, &data, source).await,
-                    gossip::INVOICES => self.on_invoice(&data, source).await,
+                    gossip::INVOICES => self.on_invoice(st, &data, source).await,
                     gossip::INVOICE_BATCHES => self.on_invoices(st, &data, source).await,
                     gossip::HEARTBEATS => self.on_heartbeat(st, &data, source),
                     gossip::DELIVERIES => self.on_delivery_ack(&data, source),
@@ -190,48 +191,11 @@ impl RoundDriver {
         }
     }
 
-    /// An invoice another operator announces: stored (off the loop) when its id commits to its
-    /// terms. An altered or invented one is invalid in itself: counted, scored against its
-    /// author and rejected. Another copy of an invoice this node holds is kept out.
-    async fn on_invoice(&self, data: &[u8], source: PeerId) -> Verdict {
-        let author = self.epochs.name_of_peer(&source);
-        match InvoiceAnnouncement::validate(data, &self.invoice_scope()) {
-            // An operator announces the invoices it created, in its own name only.
-            Ok(inv) if Some(inv.created_by.as_str()) != author.as_deref() => {
-                metrics::counter!("invoice_conflicts_total", "chain_id" => self.chain.chain_id().to_string(), "reason" => "foreign_creator").increment(1);
-                warn!(peer = %source, invoice_id = %inv.id, created_by = %inv.created_by, "invoice announced in another operator's name rejected");
-                self.net.penalize(source).await;
-                Verdict::Reject
-            }
-            Ok(inv) => {
-                let store = self.store.clone();
-                let chain_id = self.chain.chain_id().to_string();
-                tokio::task::spawn_blocking(move || match store.invoice(inv.id) {
-                    Ok(Some(known)) if known != inv => {
-                        metrics::counter!("invoice_conflicts_total", "chain_id" => chain_id, "reason" => "other_copy")
-                            .increment(1);
-                        warn!(invoice_id = %inv.id, "another copy of a known invoice announced; the first one is kept");
-                    }
-                    Ok(Some(_)) => {}
-                    _ => {
-                        if let Err(e) = store.put_invoice(&inv) {
-                            error!(invoice_id = %inv.id, error = %e, "cannot store replicated invoice");
-                        }
-                    }
-                });
-                Verdict::Accept
-            }
-            Err(e @ GossipRejection::InvoiceIdMismatch(_)) => {
-                metrics::counter!("invoice_conflicts_total", "chain_id" => self.chain.chain_id().to_string(), "reason" => e.reason()).increment(1);
-                warn!(peer = %source, error = %e, "altered or invented invoice rejected");
-                self.net.penalize(source).await;
-                Verdict::Reject
-            }
-            Err(e @ GossipRejection::BadInvoice(_)) => {
-                // Depends on this node's merchant configuration, which may lag another's.
-                warn!(peer = %source, error = %e, "invoice announcement ignored");
-                Verdict::Ignore
-            }
+    /// An invoice another operator announces alone (the legacy single message), judged as one
+    /// of an announcement is ([`Self::on_invoices`]).
+    async fn on_invoice(&self, st: &mut State, data: &[u8], source: PeerId) -> Verdict {
+        match serde_json::from_slice::<InvoiceAnnouncement>(data) {
+            Ok(ann) => self.on_invoices_judged(st, vec![ann.invoice], source).await,
             Err(e) => {
                 warn!(peer = %source, error = %e, "invoice announcement rejected");
                 Verdict::Reject
@@ -242,8 +206,9 @@ impl RoundDriver {
     /// Invoices another operator announces in one message, each judged as
     /// [`Self::on_invoice`] judges one: an altered or invented one, or one in another operator's
     /// name, refuses the whole message and scores its author (an honest operator never sends
-    /// one); one this node's merchant configuration does not take (it may lag) is left out.
-    /// The new ones are stored off the loop in one write.
+    /// one); one whose merchant or payout address this node's registry does not hold yet waits
+    /// for it ([`super::parked`]); one refused otherwise is left out. The new ones are stored
+    /// off the loop in one write.
     async fn on_invoices(&self, st: &mut State, data: &[u8], source: PeerId) -> Verdict {
         let chain_id = self.chain.chain_id().to_string();
         let invoices = match gossip::InvoiceAnnouncements::decode(data) {
@@ -259,19 +224,17 @@ impl RoundDriver {
                 .increment(1);
             return Verdict::Ignore;
         }
+        self.on_invoices_judged(st, invoices, source).await
+    }
+
+    /// Judges and keeps the invoices of one announcement of `source` (see [`Self::on_invoices`]).
+    async fn on_invoices_judged(&self, st: &mut State, invoices: Vec<Invoice>, source: PeerId) -> Verdict {
+        let chain_id = self.chain.chain_id().to_string();
         let author = self.epochs.name_of_peer(&source);
         let scope = self.invoice_scope();
-        let mut good = Vec::with_capacity(invoices.len());
+        let (mut good, mut waiting) = (Vec::with_capacity(invoices.len()), Vec::new());
         for inv in invoices {
-            match gossip::check_invoice(inv, &scope) {
-                Ok(inv) if Some(inv.created_by.as_str()) != author.as_deref() => {
-                    metrics::counter!("invoice_conflicts_total", "chain_id" => chain_id, "reason" => "foreign_creator")
-                        .increment(1);
-                    warn!(peer = %source, invoice_id = %inv.id, created_by = %inv.created_by, "invoice announced in another operator's name rejected");
-                    self.net.penalize(source).await;
-                    return Verdict::Reject;
-                }
-                Ok(inv) => good.push(inv),
+            match gossip::check_invoice_terms(&inv, &scope) {
                 Err(e @ GossipRejection::InvoiceIdMismatch(_)) => {
                     metrics::counter!("invoice_conflicts_total", "chain_id" => chain_id, "reason" => e.reason())
                         .increment(1);
@@ -279,24 +242,108 @@ impl RoundDriver {
                     self.net.penalize(source).await;
                     return Verdict::Reject;
                 }
+                // An operator announces the invoices it created, in its own name only, whatever
+                // this node's registry holds.
+                Ok(()) | Err(GossipRejection::NotInRegistry(_))
+                    if Some(inv.created_by.as_str()) != author.as_deref() =>
+                {
+                    metrics::counter!("invoice_conflicts_total", "chain_id" => chain_id, "reason" => "foreign_creator")
+                        .increment(1);
+                    warn!(peer = %source, invoice_id = %inv.id, created_by = %inv.created_by, "invoice announced in another operator's name rejected");
+                    self.net.penalize(source).await;
+                    return Verdict::Reject;
+                }
+                Ok(()) => good.push(inv),
+                Err(e @ GossipRejection::NotInRegistry(_)) => {
+                    debug!(peer = %source, invoice_id = %inv.id, error = %e, "announced invoice waits for this node's merchant registry");
+                    waiting.push(inv);
+                }
                 Err(e) => warn!(peer = %source, error = %e, "announced invoice ignored"),
             }
         }
+        self.park(st, source, waiting);
         if good.is_empty() {
             return Verdict::Ignore;
         }
+        self.store_replicated(good);
+        Verdict::Accept
+    }
+
+    /// Keeps `invoices` of `author` until the registry holds their merchants.
+    fn park(&self, st: &mut State, author: PeerId, invoices: Vec<Invoice>) {
+        if invoices.is_empty() {
+            return;
+        }
+        let (chain_id, now) = (self.chain.chain_id().to_string(), now_ms());
+        let counted = |outcome: &'static str, n: usize| {
+            metrics::counter!("invoices_parked_total", "chain_id" => chain_id.clone(), "outcome" => outcome)
+                .increment(n as u64);
+        };
+        counted("parked", invoices.len());
+        let pushed_out = invoices.into_iter().filter(|inv| st.parked.park(author, inv.clone(), now)).count();
+        if pushed_out > 0 {
+            counted("pushed_out", pushed_out);
+            warn!(peer = %author, pushed_out, "too many invoices of one operator wait for this node's merchant registry; its oldest are forgotten (fetched again if paid)");
+        }
+    }
+
+    /// Judges again the invoices waiting for this node's registry (at each heartbeat tick):
+    /// those it takes now are stored, those refused or too old are forgotten.
+    pub(super) fn judge_parked(&self, st: &mut State) {
+        if st.parked.is_empty() {
+            return;
+        }
+        let scope = self.invoice_scope();
+        let judged = st.parked.judge(now_ms(), |inv| match gossip::check_invoice_terms(inv, &scope) {
+            Ok(()) => super::parked::Fate::Take,
+            Err(GossipRejection::NotInRegistry(_)) => super::parked::Fate::Keep,
+            Err(_) => super::parked::Fate::Drop,
+        });
+        let chain_id = self.chain.chain_id().to_string();
+        for (outcome, n) in [("taken", judged.taken.len()), ("expired", judged.expired), ("dropped", judged.dropped)] {
+            if n > 0 {
+                metrics::counter!("invoices_parked_total", "chain_id" => chain_id.clone(), "outcome" => outcome)
+                    .increment(n as u64);
+            }
+        }
+        if judged.expired > 0 {
+            warn!(
+                invoices = judged.expired,
+                "announced invoices forgotten: this node's merchant registry did not hold their merchant in time"
+            );
+        }
+        if !judged.taken.is_empty() {
+            info!(
+                invoices = judged.taken.len(),
+                "announced invoices taken now that this node's merchant registry holds their merchant"
+            );
+            self.store_replicated(judged.taken);
+        }
+    }
+
+    /// Stores invoices other operators announced (checked), off the loop, in one read and one
+    /// write: an id already stored is kept as it was (another copy of it is counted).
+    fn store_replicated(&self, invoices: Vec<Invoice>) {
         let store = self.store.clone();
+        let chain_id = self.chain.chain_id().to_string();
         tokio::task::spawn_blocking(move || {
+            let known = match store.invoices_by_id(invoices.iter().map(|inv| inv.id)) {
+                Ok(known) => known,
+                Err(e) => {
+                    error!(invoices = invoices.len(), error = %e, "cannot read replicated invoices");
+                    return;
+                }
+            };
             let mut new = Vec::new();
-            for inv in good {
-                match store.invoice(inv.id) {
-                    Ok(Some(known)) if known != inv => {
+            for (inv, known) in invoices.into_iter().zip(known) {
+                match known {
+                    Some(known) if known != inv => {
                         metrics::counter!("invoice_conflicts_total", "chain_id" => chain_id.clone(), "reason" => "other_copy")
                             .increment(1);
                         warn!(invoice_id = %inv.id, "another copy of a known invoice announced; the first one is kept");
                     }
-                    Ok(Some(_)) => {}
-                    _ => new.push(inv),
+                    Some(_) => {}
+                    None => new.push(inv),
                 }
             }
             if !new.is_empty()
@@ -305,7 +352,6 @@ impl RoundDriver {
                 error!(invoices = new.len(), error = %e, "cannot store replicated invoices");
             }
         });
-        Verdict::Accept
     }
 
     fn on_heartbeat(&self, st: &mut State, data: &[u8], source: PeerId) -> Verdict {

@@ -9,6 +9,7 @@
 mod inbound;
 pub(crate) mod invoice_fetch;
 mod keeper;
+mod parked;
 mod signing;
 
 use crate::chain::ChainClient;
@@ -113,6 +114,8 @@ struct State {
     /// Settlements (round, transaction) this node's keeper recorded with their events: they
     /// are not rendered again when the round is dropped as settled.
     recorded_here: keeper::RecordedHere,
+    /// Invoices announced for a merchant this node's registry does not hold yet.
+    parked: parked::ParkedInvoices,
 }
 
 /// Rounds ahead of the first open one that gossip may name; farther ones are dropped unread.
@@ -154,6 +157,7 @@ impl RoundDriver {
             next_round: self.store.next_round().unwrap_or(0),
             last_heartbeat: None,
             recorded_here: keeper::RecordedHere::default(),
+            parked: parked::ParkedInvoices::default(),
         };
         self.refresh_epochs(&mut st);
         if let Err(e) = self.restore(&mut st) {
@@ -173,7 +177,10 @@ impl RoundDriver {
                 },
                 _ = tick.tick() => self.advance(&mut st).await,
                 _ = rebroadcast.tick() => self.rebroadcast(&mut st).await,
-                _ = heartbeat.tick() => self.heartbeat(&mut st).await,
+                _ = heartbeat.tick() => {
+                    self.heartbeat(&mut st).await;
+                    self.judge_parked(&mut st);
+                }
                 _ = catch_up.tick() => self.catch_up(&st, None),
                 Some(atts) = sync_rx.recv() => self.on_synced(&mut st, atts),
                 Some((round, ok)) = done_rx.recv() => {

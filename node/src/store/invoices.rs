@@ -186,6 +186,13 @@ impl Store {
         let t = tx.open_table(INVOICES)?;
         t.get(id.0)?.map(|v| decode("invoices", v.value())).transpose()
     }
+
+    /// The invoices with these ids, in their order, read in one transaction.
+    pub fn invoices_by_id(&self, ids: impl IntoIterator<Item = B256>) -> Result<Vec<Option<Invoice>>, StoreError> {
+        let tx = self.read()?;
+        let t = tx.open_table(INVOICES)?;
+        ids.into_iter().map(|id| t.get(id.0)?.map(|v| decode("invoices", v.value())).transpose()).collect()
+    }
 }
 
 impl Store {
