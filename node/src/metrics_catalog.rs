@@ -80,7 +80,6 @@ const REJECTIONS: &[&str] = &[
     "bad_signature",
     "foreign_heartbeat",
     "bad_invoice",
-    "not_in_registry",
     "invoice_id_mismatch",
     "equivocation",
 ];
@@ -148,7 +147,7 @@ pub const CATALOG: &[Metric] = &[
         C,
         "invoices_parked_total",
         "Announced invoices whose merchant this node's registry did not hold yet, by what became of them",
-        Labels::One("outcome", &["parked", "pushed_out", "taken", "expired", "dropped"]),
+        Labels::One("outcome", &["parked", "pushed_out", "too_large", "taken", "expired"]),
     ),
     c(
         C,

@@ -45,8 +45,9 @@ pub struct Scope {
 /// a topic of no pipeline is ignored (no penalty: the sender may serve a chain this node does
 /// not) and a request of none is answered with an empty body. A pipeline whose receiver is
 /// full (it is stuck) loses what comes for it meanwhile, as if the network had dropped it
-/// (messages are ignored, requests answered empty: gossip is sent again and requests are
-/// retried), and never holds back another. The task ends when `events` closes.
+/// (messages are ignored, requests answered empty: votes are published again until their round
+/// settles, requests are retried, and a keeper fetches a missed invoice before it records its settlement),
+/// and never holds back another. The task ends when `events` closes.
 pub fn demux(
     net: NetworkHandle,
     mut events: mpsc::Receiver<NetworkEvent>,

@@ -177,6 +177,18 @@ async fn ghost_invoices_are_refused() -> Result<()> {
     Ok(())
 }
 
+/// The sum of node `i`'s metric `name` over its series whose labels include `label`.
+async fn labelled_metric(net: &Testnet, i: usize, name: &str, label: &str) -> f64 {
+    let Ok(r) = net.http.get(format!("{}/metrics", net.api(i))).send().await else { return 0.0 };
+    r.text()
+        .await
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Approves merchant change `hash` on node `i` once the change reached it.
 async fn approve_change(net: &Testnet, i: usize, hash: &str) -> Result<Value> {
     net.eventually("the change reaches the approver", Duration::from_secs(20), || async {
@@ -233,31 +245,44 @@ async fn an_invoice_of_a_merchant_approved_later_is_kept_until_the_registry_hold
         redirect_url: None,
     };
     ahead.id = ahead.terms(net.devnet.chain_id, net.devnet.deployment.payments).id();
-    assert!(bad.announce(ahead.clone()).await, "gossip took the announcement");
+    // One packed as honest nodes replicate, one alone as earlier versions did.
+    let mut alone = Invoice { nonce: B256::repeat_byte(0x5c), ..ahead.clone() };
+    alone.id = alone.terms(net.devnet.chain_id, net.devnet.deployment.payments).id();
+    assert!(bad.announce_packed(std::slice::from_ref(&ahead)).await, "gossip took the announcement");
+    assert!(bad.announce(alone.clone()).await, "gossip took the single announcement");
     for i in 0..3 {
-        net.eventually("the invoice waits for the registry", Duration::from_secs(15), || async {
-            (net.metric(i, "invoices_parked_total").await >= 1.0).then_some(())
+        net.eventually("both invoices wait for the registry", Duration::from_secs(15), || async {
+            (labelled_metric(&net, i, "invoices_parked_total", "outcome=\"parked\"").await >= 2.0).then_some(())
         })
         .await?;
     }
+    let checkout = |i: usize, id: B256| {
+        let req = net.http.get(format!("{}/checkout/{id}/status", net.api(i)));
+        async move { req.send().await.map(|r| r.status().as_u16()).unwrap_or_default() }
+    };
     let get = |i: usize, id: B256| {
         let req = net.http.get(format!("{}/v1/invoices/{id}", net.api(i))).bearer_auth(token);
         async move { req.send().await.map(|r| r.status().as_u16()).unwrap_or_default() }
     };
     for i in 0..3 {
+        for id in [ahead.id, alone.id] {
+            assert_eq!(checkout(i, id).await, 404, "node {i} does not hold a waiting invoice");
+        }
         assert_eq!(get(i, ahead.id).await, 401, "node {i} does not serve the merchant yet");
     }
 
-    // The third approval: every honest node takes the waiting invoice, heard once.
+    // The third approval: every honest node takes the waiting invoices, each heard once.
     approve_change(&net, 2, &hash).await?;
     for i in 0..3 {
-        net.eventually("the waiting invoice is taken", Duration::from_secs(20), || async {
-            (get(i, ahead.id).await == 200).then_some(())
-        })
-        .await?;
+        for id in [ahead.id, alone.id] {
+            net.eventually("the waiting invoice is taken", Duration::from_secs(20), || async {
+                (get(i, id).await == 200 && checkout(i, id).await == 200).then_some(())
+            })
+            .await?;
+        }
     }
 
-    // The same terms passed off as node 0's, for a merchant no node holds: refused and scored.
+    // The same terms passed off as node 0's: refused and scored, whatever the registry holds.
     let mut foreign = Invoice {
         merchant_id: "never-approved".into(),
         created_by: "node-0".into(),
@@ -265,12 +290,16 @@ async fn an_invoice_of_a_merchant_approved_later_is_kept_until_the_registry_hold
         ..ahead.clone()
     };
     foreign.id = foreign.terms(net.devnet.chain_id, net.devnet.deployment.payments).id();
-    let refused_before = net.metric(1, "invoice_conflicts_total").await;
-    bad.announce(foreign).await;
+    let conflicts = "reason=\"foreign_creator\"";
+    let refused_before = labelled_metric(&net, 1, "invoice_conflicts_total", conflicts).await;
+    assert!(bad.announce_packed(std::slice::from_ref(&foreign)).await, "gossip took the announcement");
     net.eventually("the invoice in another's name is refused", Duration::from_secs(15), || async {
-        (net.metric(1, "invoice_conflicts_total").await > refused_before).then_some(())
+        (labelled_metric(&net, 1, "invoice_conflicts_total", conflicts).await > refused_before).then_some(())
     })
     .await?;
+    let score = scores(&net, 1).await?.into_iter().find(|(p, _)| *p == peer_id(&net, BAD)).map(|(_, s)| s);
+    assert!(score.is_some_and(|s| s < 0.0), "the announcing operator is scored: {score:?}");
+    assert_eq!(checkout(1, foreign.id).await, 404);
     net.stop().await;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! What peers send: attestations, invoices and heartbeats on gossip (each judged before it is
 //! forwarded), catch-up requests and their answers.
 
+use super::parked::Parked;
 use super::{RoundDriver, State};
 use crate::gossip::{
     self, Attestation, AttestationFate, GossipRejection, Heartbeat, InvoiceAnnouncement, SyncRequest, SyncResponse,
@@ -234,7 +235,17 @@ impl RoundDriver {
         let scope = self.invoice_scope();
         let (mut good, mut waiting) = (Vec::with_capacity(invoices.len()), Vec::new());
         for inv in invoices {
+            // An operator announces the invoices it created, in its own name only, whatever this
+            // node's registry holds (checked first: it costs no hash).
+            if Some(inv.created_by.as_str()) != author.as_deref() {
+                metrics::counter!("invoice_conflicts_total", "chain_id" => chain_id, "reason" => "foreign_creator")
+                    .increment(1);
+                warn!(peer = %source, invoice_id = %inv.id, created_by = %inv.created_by, "invoice announced in another operator's name rejected");
+                self.net.penalize(source).await;
+                return Verdict::Reject;
+            }
             match gossip::check_invoice_terms(&inv, &scope) {
+                Ok(()) => good.push(inv),
                 Err(e @ GossipRejection::InvoiceIdMismatch(_)) => {
                     metrics::counter!("invoice_conflicts_total", "chain_id" => chain_id, "reason" => e.reason())
                         .increment(1);
@@ -242,18 +253,6 @@ impl RoundDriver {
                     self.net.penalize(source).await;
                     return Verdict::Reject;
                 }
-                // An operator announces the invoices it created, in its own name only, whatever
-                // this node's registry holds.
-                Ok(()) | Err(GossipRejection::NotInRegistry(_))
-                    if Some(inv.created_by.as_str()) != author.as_deref() =>
-                {
-                    metrics::counter!("invoice_conflicts_total", "chain_id" => chain_id, "reason" => "foreign_creator")
-                        .increment(1);
-                    warn!(peer = %source, invoice_id = %inv.id, created_by = %inv.created_by, "invoice announced in another operator's name rejected");
-                    self.net.penalize(source).await;
-                    return Verdict::Reject;
-                }
-                Ok(()) => good.push(inv),
                 Err(e @ GossipRejection::NotInRegistry(_)) => {
                     debug!(peer = %source, invoice_id = %inv.id, error = %e, "announced invoice waits for this node's merchant registry");
                     waiting.push(inv);
@@ -275,42 +274,61 @@ impl RoundDriver {
             return;
         }
         let (chain_id, now) = (self.chain.chain_id().to_string(), now_ms());
-        let counted = |outcome: &'static str, n: usize| {
-            metrics::counter!("invoices_parked_total", "chain_id" => chain_id.clone(), "outcome" => outcome)
-                .increment(n as u64);
-        };
-        counted("parked", invoices.len());
-        let pushed_out = invoices.into_iter().filter(|inv| st.parked.park(author, inv.clone(), now)).count();
-        if pushed_out > 0 {
-            counted("pushed_out", pushed_out);
-            warn!(peer = %author, pushed_out, "too many invoices of one operator wait for this node's merchant registry; its oldest are forgotten (fetched again if paid)");
+        let (mut parked, mut pushed_out, mut too_large) = (0, 0, 0);
+        for inv in invoices {
+            let bytes = serde_json::to_vec(&inv).map_or(usize::MAX, |b| b.len());
+            match st.parked.park(author, inv, bytes, now) {
+                Parked::New => parked += 1,
+                Parked::Repeat => {}
+                Parked::PushedOut(n) => {
+                    parked += 1;
+                    pushed_out += n;
+                }
+                Parked::TooLarge => too_large += 1,
+            }
         }
-    }
-
-    /// Judges again the invoices waiting for this node's registry (at each heartbeat tick):
-    /// those it takes now are stored, those refused or too old are forgotten.
-    pub(super) fn judge_parked(&self, st: &mut State) {
-        if st.parked.is_empty() {
-            return;
-        }
-        let scope = self.invoice_scope();
-        let judged = st.parked.judge(now_ms(), |inv| match gossip::check_invoice_terms(inv, &scope) {
-            Ok(()) => super::parked::Fate::Take,
-            Err(GossipRejection::NotInRegistry(_)) => super::parked::Fate::Keep,
-            Err(_) => super::parked::Fate::Drop,
-        });
-        let chain_id = self.chain.chain_id().to_string();
-        for (outcome, n) in [("taken", judged.taken.len()), ("expired", judged.expired), ("dropped", judged.dropped)] {
+        for (outcome, n) in [("parked", parked), ("pushed_out", pushed_out), ("too_large", too_large)] {
             if n > 0 {
                 metrics::counter!("invoices_parked_total", "chain_id" => chain_id.clone(), "outcome" => outcome)
                     .increment(n as u64);
             }
         }
-        if judged.expired > 0 {
-            warn!(
-                invoices = judged.expired,
-                "announced invoices forgotten: this node's merchant registry did not hold their merchant in time"
-            );
+        if pushed_out + too_large > 0 {
+            warn!(peer = %author, pushed_out, too_large, "more invoices of one operator wait for this node's merchant registry than it keeps; the oldest are forgotten (fetched again if paid)");
+        }
+    }
+
+    /// At each heartbeat tick: forgets the waiting invoices that waited too long, and, when the
+    /// registry changed since the last look, stores those whose merchant and payout address it
+    /// holds now (each was checked in every other way when it came).
+    pub(super) fn judge_parked(&self, st: &mut State) {
+        if st.parked.is_empty() {
+            st.parked_against = None;
+            return;
+        }
+        let merchants = self.merchants.list();
+        let changed = st.parked_against.as_ref().is_none_or(|seen| !std::sync::Arc::ptr_eq(seen, &merchants));
+        let payouts: std::collections::HashMap<&str, alloy::primitives::Address> = if changed {
+            merchants.iter().map(|m| (m.id.as_str(), m.payout_address)).collect()
+        } else {
+            std::collections::HashMap::new()
+        };
+        let judged = st.parked.judge(now_ms(), changed, |inv| {
+            payouts.get(inv.merchant_id.as_str()).is_some_and(|payout| *payout == inv.payout_address)
+        });
+        drop(payouts);
+        // Held, so its allocation cannot come back as another list at the same address.
+        st.parked_against = Some(merchants);
+        let chain_id = self.chain.chain_id().to_string();
+        let expired: usize = judged.expired.iter().map(|(_, n)| n).sum();
+        for (outcome, n) in [("taken", judged.taken.len()), ("expired", expired)] {
+            if n > 0 {
+                metrics::counter!("invoices_parked_total", "chain_id" => chain_id.clone(), "outcome" => outcome)
+                    .increment(n as u64);
+            }
+        }
+        for (peer, invoices) in &judged.expired {
+            warn!(%peer, invoices, "announced invoices forgotten: this node's merchant registry did not hold their merchant or payout address within 120 s (a registry behind the announcing operator's, or invoices it invented)");
         }
         if !judged.taken.is_empty() {
             info!(

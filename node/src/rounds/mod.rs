@@ -116,6 +116,8 @@ struct State {
     recorded_here: keeper::RecordedHere,
     /// Invoices announced for a merchant this node's registry does not hold yet.
     parked: parked::ParkedInvoices,
+    /// The registry's merchants when they were last looked up for `parked`.
+    parked_against: Option<Arc<Vec<settleproof_config::MerchantConfig>>>,
 }
 
 /// Rounds ahead of the first open one that gossip may name; farther ones are dropped unread.
@@ -158,6 +160,7 @@ impl RoundDriver {
             last_heartbeat: None,
             recorded_here: keeper::RecordedHere::default(),
             parked: parked::ParkedInvoices::default(),
+            parked_against: None,
         };
         self.refresh_epochs(&mut st);
         if let Err(e) = self.restore(&mut st) {

@@ -1,15 +1,16 @@
 //! Invoices another operator announced that this node cannot take yet: they commit to their
-//! terms, but name a merchant, or a payout address, that this node's copy of the merchant
-//! registry does not hold. That copy may only lag the creating operator's (a merchant onboarded
-//! or a payout address changed a moment ago), so the invoice waits here and is judged again at
-//! each heartbeat tick, instead of every creator announcing every invoice a second time for
-//! the few peers that lag.
+//! terms and pass every check that depends on the invoice alone, but name a merchant, or a
+//! payout address, that this node's copy of the merchant registry does not hold. That copy may
+//! only lag the creating operator's (a merchant onboarded or a payout address changed a moment
+//! ago), so the invoice waits here and is looked up again when the registry changes, instead
+//! of every creator announcing every invoice a second time for the few peers that lag.
 //!
-//! Bounded: at most [`PER_AUTHOR`] invoices per announcing operator (a new one pushes out that
-//! author's oldest, so an operator that invents invoices for unknown merchants crowds out only
-//! its own), each for at most [`PARK_MS`]. What leaves unjudged is not lost for settlement:
-//! batches are built from chain data, and a keeper fetches a missing invoice from its peers
-//! (`rounds::invoice_fetch`).
+//! Bounded per announcing operator, on each chain: at most [`PER_AUTHOR`] invoices and
+//! [`PER_AUTHOR_BYTES`] of them (a new one pushes out that author's oldest, so an operator that
+//! invents invoices for unknown merchants crowds out only its own), each for at most
+//! [`PARK_MS`]. A look costs a map lookup per invoice, and only when the registry changed.
+//! What leaves untaken is not lost for settlement: batches are built from chain data, and a
+//! keeper fetches a missing invoice from its peers (`rounds::invoice_fetch`).
 
 use crate::store::Invoice;
 use alloy::primitives::B256;
@@ -19,17 +20,22 @@ use std::collections::{HashMap, HashSet, VecDeque};
 /// How long an invoice waits for this node's registry to hold its merchant.
 pub(crate) const PARK_MS: u64 = 120_000;
 /// Invoices waiting per announcing operator.
-pub(crate) const PER_AUTHOR: usize = 2048;
+pub(crate) const PER_AUTHOR: usize = 1024;
+/// Their size (as JSON) per announcing operator: an invoice with the largest metadata the API
+/// accepts is about 5 KiB, one without about half a kibibyte.
+pub(crate) const PER_AUTHOR_BYTES: usize = 1 << 20;
 
-/// What [`ParkedInvoices::judge`] makes of a waiting invoice.
+/// What [`ParkedInvoices::park`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Fate {
-    /// The registry holds its merchant now: store it.
-    Take,
-    /// Still not: keep it waiting.
-    Keep,
-    /// Refused for another reason: forget it.
-    Drop,
+pub(crate) enum Parked {
+    /// It waits now.
+    New,
+    /// It was waiting already (a repeat): nothing changed.
+    Repeat,
+    /// It waits now, and that author's oldest this many were forgotten to make room.
+    PushedOut(usize),
+    /// Larger than [`PER_AUTHOR_BYTES`] on its own: not kept.
+    TooLarge,
 }
 
 /// What one [`ParkedInvoices::judge`] pass did.
@@ -37,16 +43,15 @@ pub(crate) enum Fate {
 pub(crate) struct Judged {
     /// Invoices to store now.
     pub(crate) taken: Vec<Invoice>,
-    /// Forgotten because they waited [`PARK_MS`].
-    pub(crate) expired: usize,
-    /// Forgotten because they were refused.
-    pub(crate) dropped: usize,
+    /// Forgotten because they waited [`PARK_MS`], per announcing operator.
+    pub(crate) expired: Vec<(PeerId, usize)>,
 }
 
 #[derive(Debug)]
 struct Waiting {
     invoice: Invoice,
     since_ms: u64,
+    bytes: usize,
 }
 
 /// The invoices waiting, per announcing operator, oldest first.
@@ -59,6 +64,16 @@ pub(crate) struct ParkedInvoices {
 struct Queue {
     waiting: VecDeque<Waiting>,
     ids: HashSet<B256>,
+    bytes: usize,
+}
+
+impl Queue {
+    fn pop_oldest(&mut self) -> Option<Waiting> {
+        let w = self.waiting.pop_front()?;
+        self.ids.remove(&w.invoice.id);
+        self.bytes -= w.bytes;
+        Some(w)
+    }
 }
 
 impl ParkedInvoices {
@@ -73,41 +88,59 @@ impl ParkedInvoices {
         self.by_author.values().map(|q| q.waiting.len()).sum()
     }
 
-    /// Keeps `invoice`, announced by `author`, from `now_ms`. One already waiting is kept as
-    /// it was. Returns whether the author's oldest was pushed out to make room.
-    pub(crate) fn park(&mut self, author: PeerId, invoice: Invoice, now_ms: u64) -> bool {
+    /// Keeps `invoice` (`bytes` long as JSON), announced by `author`, from `now_ms`. One
+    /// already waiting is kept as it was.
+    pub(crate) fn park(&mut self, author: PeerId, invoice: Invoice, bytes: usize, now_ms: u64) -> Parked {
+        if bytes > PER_AUTHOR_BYTES {
+            return Parked::TooLarge;
+        }
         let q = self.by_author.entry(author).or_default();
         if !q.ids.insert(invoice.id) {
-            return false;
+            return Parked::Repeat;
         }
-        q.waiting.push_back(Waiting { invoice, since_ms: now_ms });
-        if q.waiting.len() <= PER_AUTHOR {
-            return false;
+        q.waiting.push_back(Waiting { invoice, since_ms: now_ms, bytes });
+        q.bytes += bytes;
+        let mut pushed_out = 0;
+        while q.waiting.len() > PER_AUTHOR || q.bytes > PER_AUTHOR_BYTES {
+            if q.pop_oldest().is_none() {
+                break;
+            }
+            pushed_out += 1;
         }
-        if let Some(old) = q.waiting.pop_front() {
-            q.ids.remove(&old.invoice.id);
-        }
-        true
+        if pushed_out == 0 { Parked::New } else { Parked::PushedOut(pushed_out) }
     }
 
-    /// Judges every waiting invoice with `fate` at `now_ms`: those it takes or drops leave,
-    /// and so do those that waited [`PARK_MS`] (not judged again).
-    pub(crate) fn judge(&mut self, now_ms: u64, mut fate: impl FnMut(&Invoice) -> Fate) -> Judged {
+    /// Forgets what waited [`PARK_MS`] at `now_ms`; then, when `registry_changed`, takes every
+    /// invoice `holds` says the registry holds now. An author's invoices wait in the order they
+    /// came, so expiry reads only the ones that leave.
+    pub(crate) fn judge(
+        &mut self,
+        now_ms: u64,
+        registry_changed: bool,
+        mut holds: impl FnMut(&Invoice) -> bool,
+    ) -> Judged {
         let mut judged = Judged::default();
-        for q in self.by_author.values_mut() {
+        for (author, q) in &mut self.by_author {
+            let mut expired = 0;
+            while q.waiting.front().is_some_and(|w| now_ms.saturating_sub(w.since_ms) >= PARK_MS) {
+                q.pop_oldest();
+                expired += 1;
+            }
+            if expired > 0 {
+                judged.expired.push((*author, expired));
+            }
+            if !registry_changed {
+                continue;
+            }
             let mut kept = VecDeque::with_capacity(q.waiting.len());
             for w in q.waiting.drain(..) {
-                let verdict = if now_ms.saturating_sub(w.since_ms) >= PARK_MS { None } else { Some(fate(&w.invoice)) };
-                match verdict {
-                    Some(Fate::Keep) => {
-                        kept.push_back(w);
-                        continue;
-                    }
-                    Some(Fate::Take) => judged.taken.push(w.invoice.clone()),
-                    Some(Fate::Drop) => judged.dropped += 1,
-                    None => judged.expired += 1,
+                if holds(&w.invoice) {
+                    q.ids.remove(&w.invoice.id);
+                    q.bytes -= w.bytes;
+                    judged.taken.push(w.invoice);
+                } else {
+                    kept.push_back(w);
                 }
-                q.ids.remove(&w.invoice.id);
             }
             q.waiting = kept;
         }
@@ -120,9 +153,9 @@ impl ParkedInvoices {
 mod tests {
     use super::*;
 
-    fn invoice(n: u8, merchant: &str) -> Invoice {
+    fn invoice(n: u64, merchant: &str) -> Invoice {
         Invoice {
-            id: B256::repeat_byte(n),
+            id: B256::left_padding_from(&n.to_be_bytes()),
             nonce: B256::repeat_byte(4),
             merchant_id: merchant.into(),
             payout_address: alloy::primitives::Address::repeat_byte(0x11),
@@ -137,51 +170,69 @@ mod tests {
         }
     }
 
+    fn ids(invoices: &[Invoice]) -> Vec<u64> {
+        invoices.iter().map(|i| u64::from_be_bytes(i.id.0[24..].try_into().unwrap_or_default())).collect()
+    }
+
     #[test]
-    fn an_invoice_waits_until_the_registry_takes_it() {
+    fn an_invoice_waits_until_the_registry_holds_its_merchant() {
         let (a, mut p) = (PeerId::random(), ParkedInvoices::default());
-        assert!(!p.park(a, invoice(1, "late"), 0));
-        assert!(!p.park(a, invoice(1, "late"), 5), "the same invoice again is one");
+        assert_eq!(p.park(a, invoice(1, "late"), 500, 0), Parked::New);
+        assert_eq!(p.park(a, invoice(1, "late"), 500, 5), Parked::Repeat);
         assert_eq!(p.len(), 1);
-        let j = p.judge(1_000, |_| Fate::Keep);
+        let j = p.judge(1_000, true, |_| false);
         assert!(j.taken.is_empty() && p.len() == 1, "still unknown: it waits");
-        let j = p.judge(2_000, |_| Fate::Take);
-        assert_eq!(j.taken.iter().map(|i| i.id).collect::<Vec<_>>(), vec![B256::repeat_byte(1)]);
+        let j = p.judge(2_000, false, |_| true);
+        assert!(j.taken.is_empty() && p.len() == 1, "the registry did not change: not looked at");
+        let j = p.judge(3_000, true, |inv| inv.merchant_id == "late");
+        assert_eq!(ids(&j.taken), vec![1]);
         assert!(p.is_empty());
-        assert!(!p.park(a, invoice(1, "late"), 3_000), "taken: it may wait again");
+        assert_eq!(p.park(a, invoice(1, "late"), 500, 4_000), Parked::New, "taken: it may wait again");
     }
 
     #[test]
-    fn an_invoice_waits_at_most_park_ms_and_refused_ones_leave() {
-        let (a, mut p) = (PeerId::random(), ParkedInvoices::default());
-        p.park(a, invoice(1, "x"), 0);
-        p.park(a, invoice(2, "y"), 10);
-        p.park(a, invoice(3, "z"), 20);
-        let mut judged = Vec::new();
-        let j = p.judge(PARK_MS + 10, |inv| {
-            judged.push(inv.id);
-            if inv.id == B256::repeat_byte(3) { Fate::Drop } else { Fate::Keep }
+    fn an_invoice_waits_at_most_park_ms_whether_or_not_the_registry_changes() {
+        let (a, b, mut p) = (PeerId::random(), PeerId::random(), ParkedInvoices::default());
+        p.park(a, invoice(1, "x"), 500, 0);
+        p.park(a, invoice(2, "y"), 500, 10);
+        p.park(b, invoice(3, "z"), 500, 20);
+        p.park(a, invoice(4, "w"), 500, 30);
+        let mut looked = Vec::new();
+        let j = p.judge(PARK_MS + 20, true, |inv| {
+            looked.push(ids(std::slice::from_ref(inv))[0]);
+            false
         });
-        assert_eq!((j.expired, j.dropped, j.taken.len()), (2, 1, 0), "the two oldest waited too long");
-        assert_eq!(judged, vec![B256::repeat_byte(3)], "an expired one is not judged again");
+        let mut expired = j.expired.clone();
+        expired.sort_by_key(|(peer, _)| *peer != a);
+        assert_eq!(expired, vec![(a, 2), (b, 1)], "the three oldest waited too long");
+        assert_eq!(looked, vec![4], "an expired one is not looked at");
+        let j = p.judge(PARK_MS + 30, false, |_| true);
+        assert_eq!(j.expired, vec![(a, 1)], "expiry runs when the registry did not change too");
         assert!(p.is_empty());
     }
 
     #[test]
-    fn one_author_crowds_out_only_its_own() {
+    fn one_author_crowds_out_only_its_own_oldest_by_count_and_by_size() {
         let (liar, honest, mut p) = (PeerId::random(), PeerId::random(), ParkedInvoices::default());
-        assert!(!p.park(honest, invoice(0, "late"), 0));
-        for i in 0..PER_AUTHOR + 10 {
-            let mut inv = invoice(1, "invented");
-            inv.id = B256::left_padding_from(&(i as u64 + 1).to_be_bytes());
-            let pushed_out = p.park(liar, inv, 1);
-            assert_eq!(pushed_out, i >= PER_AUTHOR);
+        assert_eq!(p.park(honest, invoice(0, "late"), 500, 0), Parked::New);
+        for i in 1..=PER_AUTHOR as u64 + 10 {
+            let expected = if i > PER_AUTHOR as u64 { Parked::PushedOut(1) } else { Parked::New };
+            assert_eq!(p.park(liar, invoice(i, "invented"), 100, 1), expected);
         }
         assert_eq!(p.len(), PER_AUTHOR + 1);
-        let j = p.judge(2, |inv| if inv.merchant_id == "late" { Fate::Take } else { Fate::Keep });
-        assert_eq!(j.taken.len(), 1, "the honest author's invoice is still there");
-        // The liar's oldest ten were pushed out: its first kept one is the eleventh.
-        let j = p.judge(3, |_| Fate::Drop);
-        assert_eq!(j.dropped, PER_AUTHOR);
+        let mut kept = Vec::new();
+        p.judge(2, true, |inv| {
+            if inv.merchant_id == "invented" {
+                kept.extend(ids(std::slice::from_ref(inv)));
+            }
+            false
+        });
+        assert_eq!(kept.first(), Some(&11), "the liar's ten oldest were pushed out");
+        assert_eq!(kept.len(), PER_AUTHOR);
+        // One that fills the byte budget pushes out as many as it needs.
+        assert_eq!(p.park(liar, invoice(10_000, "invented"), PER_AUTHOR_BYTES - 50, 3), Parked::PushedOut(PER_AUTHOR));
+        assert_eq!(p.park(liar, invoice(10_001, "invented"), PER_AUTHOR_BYTES + 1, 3), Parked::TooLarge);
+        let j = p.judge(4, true, |inv| inv.merchant_id == "late");
+        assert_eq!(ids(&j.taken), vec![0], "the honest author's invoice is still there");
     }
 }

@@ -180,6 +180,16 @@ impl ByzantineOperator {
         self.net.publish(gossip::INVOICES, serde_json::to_vec(&ann).unwrap_or_default()).await.is_ok()
     }
 
+    /// Publishes `invoices` packed in announcements, as honest nodes replicate the invoices
+    /// they create. Returns whether gossip took every message.
+    pub async fn announce_packed(&self, invoices: &[Invoice]) -> bool {
+        let mut all = true;
+        for data in gossip::InvoiceAnnouncements::pack(invoices, now_ms()) {
+            all &= self.net.publish(gossip::INVOICE_BATCHES, data).await.is_ok();
+        }
+        all
+    }
+
     /// Hands `invoice` to every node that asks for its id.
     pub fn answer_fetches_with(&self, invoice: Invoice) {
         if let Ok(mut a) = self.answers.lock() {
