@@ -484,7 +484,7 @@ impl Watcher {
         }
         for p in &events.payments {
             crate::trace_context::mark("watch_range", &p.leaf, None);
-            info!(invoice_id = %p.leaf.invoice_id, tx_hash = %p.leaf.tx_hash, block = p.leaf.block_number, amount = %p.leaf.amount, "payment confirmed");
+            debug!(invoice_id = %p.leaf.invoice_id, tx_hash = %p.leaf.tx_hash, block = p.leaf.block_number, amount = %p.leaf.amount, "payment confirmed");
         }
         Ok(Step::Advanced { from, to, new_payments: applied.new_payments })
     }
