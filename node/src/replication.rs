@@ -8,10 +8,10 @@
 //! out. While every operator stays connected each invoice goes out once: a peer that heard it
 //! but cannot take it yet (its copy of the merchant registry behind) keeps it until its
 //! registry holds the merchant (`rounds::parked`), so nobody announces every invoice again for
-//! it. What is due at a tick (every second; a new invoice waits for the next one, unless 32 are
+//! it. What is due at a tick (every 250 ms; a new invoice waits for the next one, unless 16 are
 //! waiting) goes out packed in as few messages as fit ([`gossip::InvoiceAnnouncements`]): at
-//! 10 invoices a second 1 message a second instead of 10, at 100 a second about 3 of 32
-//! instead of 100 (each message costs every receiver a signature check per copy it gets, and
+//! 10 invoices a second 4 messages a second instead of 10, at 100 a second about 7 of 16
+//! instead of 400 (each message costs every receiver a signature check per copy it gets, and
 //! each copy of an invoice a decode and a lookup). Receivers store invoices idempotently, so
 //! repeats are harmless. An invoice is not on a payment's critical path: its payment needs
 //! confirmations, seconds after the announcement. A node that still missed an invoice settles
@@ -34,14 +34,11 @@ const RESEND_GAPS_S: [u64; 3] = [2, 6, 24];
 /// A peer that joined up to this long before an invoice's first send may not have been known
 /// subscribed yet when it went out: the invoice is sent again for it.
 const RESEND_MARGIN_MS: u64 = 2_000;
-/// How often what is due goes out. Each message costs every receiver a signature check per
-/// copy, its transport's decryption and framing: at 12 invoices a second a node sends one
-/// message a second instead of four. An invoice is not on its payment's critical path (the
-/// payment needs confirmations first), so waiting up to a second costs no latency.
-const TICK: Duration = Duration::from_secs(1);
+/// How often what is due goes out.
+const TICK: Duration = Duration::from_millis(250);
 /// New invoices that go out at once, without waiting for the tick: under load, messages of a
-/// few dozen invoices spread evenly rather than one larger burst per tick.
-const EARLY: usize = 32;
+/// dozen or so invoices spread evenly rather than one larger burst per tick.
+const EARLY: usize = 16;
 
 /// Queues invoices for replication.
 #[derive(Debug, Clone)]
