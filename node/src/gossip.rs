@@ -469,6 +469,15 @@ pub fn check_invoice_terms(inv: &Invoice, scope: &InvoiceScope) -> Result<(), Go
     if inv.expires_at == Some(0) || !inv.id_matches(scope.chain_id, scope.payments) {
         return Err(GossipRejection::InvoiceIdMismatch(inv.id));
     }
+    // What the API accepts: an honest operator never announces more.
+    if let Some(m) = &inv.metadata
+        && (!m.is_object() || m.to_string().len() > crate::store::MAX_METADATA_BYTES)
+    {
+        return Err(GossipRejection::BadInvoice(format!(
+            "metadata is not a JSON object of at most {} bytes",
+            crate::store::MAX_METADATA_BYTES
+        )));
+    }
     // The id commits to the redirect URL, but an operator could have made one no node would
     // accept (not http(s)): the checkout would send payers there. A stricter policy of this
     // node (no plain http) is the creating node's business, as for its own invoices.

@@ -19,8 +19,7 @@ mod idempotency;
 
 /// Longest accepted invoice lifetime.
 const MAX_LIFETIME_S: u64 = 365 * 24 * 3600;
-/// Largest accepted metadata, serialised.
-const MAX_METADATA_BYTES: usize = 4096;
+use crate::store::MAX_METADATA_BYTES;
 
 /// Body of `POST /v1/invoices`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

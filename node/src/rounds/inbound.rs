@@ -276,6 +276,9 @@ impl RoundDriver {
         let (chain_id, now) = (self.chain.chain_id().to_string(), now_ms());
         let (mut parked, mut pushed_out, mut too_large) = (0, 0, 0);
         for inv in invoices {
+            if st.parked.holds(&author, &inv.id) {
+                continue;
+            }
             let bytes = serde_json::to_vec(&inv).map_or(usize::MAX, |b| b.len());
             match st.parked.park(author, inv, bytes, now) {
                 Parked::New => parked += 1,
@@ -293,8 +296,9 @@ impl RoundDriver {
                     .increment(n as u64);
             }
         }
+        // Counted above: a line per message would let one operator flood the log.
         if pushed_out + too_large > 0 {
-            warn!(peer = %author, pushed_out, too_large, "more invoices of one operator wait for this node's merchant registry than it keeps; the oldest are forgotten (fetched again if paid)");
+            debug!(peer = %author, pushed_out, too_large, "more invoices of one operator wait for this node's merchant registry than it keeps; the oldest are forgotten (fetched again if paid)");
         }
     }
 

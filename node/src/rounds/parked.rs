@@ -6,7 +6,7 @@
 //! of every creator announcing every invoice a second time for the few peers that lag.
 //!
 //! Bounded per announcing operator, on each chain: at most [`PER_AUTHOR`] invoices and
-//! [`PER_AUTHOR_BYTES`] of them (a new one pushes out that author's oldest, so an operator that
+//! [`PER_AUTHOR_BYTES`] of JSON (a new one pushes out that author's oldest, so an operator that
 //! invents invoices for unknown merchants crowds out only its own), each for at most
 //! [`PARK_MS`]. A look costs a map lookup per invoice, and only when the registry changed.
 //! What leaves untaken is not lost for settlement: batches are built from chain data, and a
@@ -21,9 +21,11 @@ use std::collections::{HashMap, HashSet, VecDeque};
 pub(crate) const PARK_MS: u64 = 120_000;
 /// Invoices waiting per announcing operator.
 pub(crate) const PER_AUTHOR: usize = 1024;
-/// Their size (as JSON) per announcing operator: an invoice with the largest metadata the API
-/// accepts is about 5 KiB, one without about half a kibibyte.
-pub(crate) const PER_AUTHOR_BYTES: usize = 1 << 20;
+/// Their size (as JSON) per announcing operator: about half a kibibyte an invoice without
+/// metadata, up to about 10 KiB one with the largest metadata the API accepts, an idempotency
+/// record (which repeats it) and a redirect URL. Decoded, JSON can take several times its size
+/// (metadata is at most 4 KiB of JSON, refused otherwise), so this bounds the memory too.
+pub(crate) const PER_AUTHOR_BYTES: usize = 512 << 10;
 
 /// What [`ParkedInvoices::park`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +88,11 @@ impl ParkedInvoices {
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.by_author.values().map(|q| q.waiting.len()).sum()
+    }
+
+    /// Whether invoice `id` of `author` waits.
+    pub(crate) fn holds(&self, author: &PeerId, id: &B256) -> bool {
+        self.by_author.get(author).is_some_and(|q| q.ids.contains(id))
     }
 
     /// Keeps `invoice` (`bytes` long as JSON), announced by `author`, from `now_ms`. One

@@ -40,6 +40,10 @@ pub struct Invoice {
     pub redirect_url: Option<String>,
 }
 
+/// Largest metadata an invoice may carry, as JSON: the API refuses more, and so does a node
+/// that hears an invoice from another operator.
+pub const MAX_METADATA_BYTES: usize = 4096;
+
 impl Invoice {
     /// The terms the id commits to, on chain `chain_id` through `payments`.
     pub fn terms(&self, chain_id: u64, payments: Address) -> InvoiceTerms {
