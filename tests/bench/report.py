@@ -255,9 +255,12 @@ def page(r, plots):
       " block once more through the quorum, and the keeper's node rendered its settlement's events twice (with"
       " its receipt, and again when its watcher confirmed it): a one-block step now reads its block once, checks"
       " the checkpoint by that block's parent hash and asks for its logs by hash (a fifth fewer RPC calls), and"
-      " the keeper renders once. Last, most of the latency overhead was the keeper's wait for its own"
+      " the keeper renders once. Then most of the latency overhead was the keeper's wait for its own"
       " receipt, which alloy looked for on a 250 ms grid of its own: the keeper now asks at each head its"
-      " subscription announces, and the overhead's p50 fell from about 58 to 6 ms side by side."
+      " subscription announces, and the overhead's p50 fell from about 58 to 6 ms side by side. Then every"
+      " invoice still went out twice (again at 8 s, for a peer whose merchant registry might lag), and a"
+      " gossip message turned out to cost a receiver about 0.3 ms: a peer now keeps an invoice its registry"
+      " cannot take yet until it can, and each invoice goes out once."
       " The profiles, the cost of each cause"
       " and what each fix won back are in [benchmarks/profiles.md](benchmarks/profiles.md).")
     w("")
