@@ -6,6 +6,7 @@
 //! and answer their catch-up requests ([`inbound`]); when it is this node's keeper turn and a
 //! quorum signed its batch, aggregate and submit the settlement ([`keeper`]).
 
+mod announced;
 mod inbound;
 pub(crate) mod invoice_fetch;
 mod keeper;
