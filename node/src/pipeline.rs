@@ -121,7 +121,12 @@ pub fn spawn(
         schedule: p.schedule,
         payments_contract: p.cfg.payments_contract,
         settlement_contract: p.cfg.settlement_contract,
-        replicator: Some(InvoiceReplicator::spawn(net.clone(), cfg.p2p.single_messages, shutdown.clone())),
+        replicator: Some(InvoiceReplicator::spawn(
+            net.clone(),
+            cfg.p2p.single_messages,
+            crate::replication::resume(&p.store, &cfg.node.name),
+            shutdown.clone(),
+        )),
         // Without its thread (none could be started) each create commits on its own.
         invoice_writer: InvoiceWriter::spawn(p.store.clone())
             .inspect_err(|e| tracing::warn!(error = %e, "no invoice writer thread; creates commit one at a time"))

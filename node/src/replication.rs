@@ -8,12 +8,18 @@
 //! out. While every operator stays connected each invoice goes out once: a peer that heard it
 //! but cannot take it yet (its copy of the merchant registry behind) keeps it until its
 //! registry holds the merchant (`rounds::parked`), so nobody announces every invoice again for
-//! it. What is due at a tick (every 250 ms; a new invoice waits for the next one, unless 16 are
+//! it. What is due at a tick (every second; a new invoice waits for the next one, unless 32 are
 //! waiting) goes out packed in as few messages as fit ([`gossip::InvoiceAnnouncements`]): at
-//! 10 invoices a second 4 messages a second instead of 10, at 100 a second about 7 of 16
-//! instead of 400 (each message costs every receiver a signature check per copy it gets, and
+//! 10 invoices a second 1 message a second instead of 10, at 100 a second about 3 of 32
+//! instead of 100 (each message costs every receiver a signature check per copy it gets, and
 //! each copy of an invoice a decode and a lookup). Receivers store invoices idempotently, so
-//! repeats are harmless. An invoice is not on a payment's critical path: its payment needs
+//! repeats are harmless.
+//!
+//! A node that stops at once (a crash, `kill -9`) may hold invoices it answered but never
+//! announced. Each is durable in its store before the answer, so on its next start the node
+//! announces again the invoices it created in the last [`RESUME_WINDOW_S`] seconds before the
+//! newest invoice it holds ([`resume`]), at most [`RESUME_MAX`]: the first send finds no peer yet
+//! and the sends at 2, 8 and 32 s reach them as they connect. An invoice is not on a payment's critical path: its payment needs
 //! confirmations, seconds after the announcement. A node that still missed an invoice settles
 //! its payment all the same: batches are built from chain data alone. As keeper it fetches the
 //! invoice from its peers before recording the settlement (`rounds::invoice_fetch`); otherwise
@@ -34,11 +40,41 @@ const RESEND_GAPS_S: [u64; 3] = [2, 6, 24];
 /// A peer that joined up to this long before an invoice's first send may not have been known
 /// subscribed yet when it went out: the invoice is sent again for it.
 const RESEND_MARGIN_MS: u64 = 2_000;
-/// How often what is due goes out.
-const TICK: Duration = Duration::from_millis(250);
+/// How often what is due goes out. Each message costs every receiver a signature check per
+/// copy, its transport's decryption and framing: at 12 invoices a second a node sends one
+/// message a second instead of four. An invoice is not on its payment's critical path (the
+/// payment needs confirmations first), so waiting up to a second costs no latency.
+const TICK: Duration = Duration::from_secs(1);
 /// New invoices that go out at once, without waiting for the tick: under load, messages of a
-/// dozen or so invoices spread evenly rather than one larger burst per tick.
-const EARLY: usize = 16;
+/// few dozen invoices spread evenly rather than one larger burst per tick.
+const EARLY: usize = 32;
+/// Invoices created up to this long before the newest one the store holds are announced again
+/// when the node starts: far more than a tick and the resends after it, so a node that stopped
+/// at once announces what it may not have.
+pub const RESUME_WINDOW_S: u64 = 60;
+/// At most this many invoices are announced again at start (the newest): a minute of the
+/// node's share of the chain's capacity.
+pub const RESUME_MAX: usize = 8_192;
+
+/// The invoices this node (`node`, its configured name) created last before it stopped, to
+/// announce again ([`InvoiceReplicator::spawn`]); none when the store cannot be read (logged).
+pub fn resume(store: &crate::store::Store, node: &str) -> Vec<Invoice> {
+    match store.recent_invoices_created_by(node, RESUME_WINDOW_S, RESUME_MAX) {
+        Ok(recent) => {
+            if !recent.is_empty() {
+                tracing::info!(
+                    invoices = recent.len(),
+                    "announcing again the invoices this node created last before it stopped"
+                );
+            }
+            recent
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the invoices this node created last; peers fetch them when they need them");
+            Vec::new()
+        }
+    }
+}
 
 /// Queues invoices for replication.
 #[derive(Debug, Clone)]
@@ -47,11 +83,12 @@ pub struct InvoiceReplicator {
 }
 
 impl InvoiceReplicator {
-    /// Starts the replication task; `single`: each invoice also in a message of its own on
-    /// [`gossip::INVOICES`] (`p2p.single_messages`, while nodes of an earlier version remain).
-    pub fn spawn(net: NetworkHandle, single: bool, shutdown: watch::Receiver<bool>) -> Self {
+    /// Starts the replication task with `resumed` due at once ([`resume`]); `single`: each
+    /// invoice also in a message of its own on [`gossip::INVOICES`] (`p2p.single_messages`,
+    /// while nodes of an earlier version remain).
+    pub fn spawn(net: NetworkHandle, single: bool, resumed: Vec<Invoice>, shutdown: watch::Receiver<bool>) -> Self {
         let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(run(net, rx, single, shutdown));
+        tokio::spawn(run(net, rx, single, resumed, shutdown));
         Self { tx }
     }
 
@@ -80,8 +117,17 @@ struct Queued {
     first_sent_ms: Option<u64>,
 }
 
-async fn run(net: NetworkHandle, mut rx: mpsc::Receiver<Invoice>, single: bool, mut shutdown: watch::Receiver<bool>) {
-    let mut queue: Vec<Queued> = Vec::new();
+async fn run(
+    net: NetworkHandle,
+    mut rx: mpsc::Receiver<Invoice>,
+    single: bool,
+    resumed: Vec<Invoice>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut queue: Vec<Queued> = resumed
+        .into_iter()
+        .map(|invoice| Queued { invoice, next: Instant::now(), sent: 0, first_sent_ms: None })
+        .collect();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -103,6 +103,51 @@ async fn paid_invoices_are_settled_on_chain_and_notified() -> Result<()> {
     Ok(())
 }
 
+/// A node killed right after answering a create has not announced the invoice yet (it goes out
+/// with the next second's announcements). The invoice is durable in its store, and the node
+/// announces it when it starts again: every peer learns it, and its payment is notified as the
+/// invoice's own event, not a bare `payment.settled`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_invoice_its_creator_never_announced_reaches_the_peers_when_the_creator_restarts() -> Result<()> {
+    use crate::harness::Options;
+    let mut net = Testnet::start_with(Options { processes: true, ..Options::default() }).await?;
+    // Created and killed within a few milliseconds: unless the create happened to land right
+    // before the announcement tick, the peers do not have it. That case proves nothing, so
+    // the test tries again.
+    let mut unannounced = None;
+    for attempt in 0..5 {
+        let (status, created) = net.create_invoice(1, json!({"amount": "1000000000000000", "token": "native"})).await?;
+        assert_eq!(status, 201, "{created}");
+        net.kill9(1)?;
+        let id = created["id"].as_str().ok_or_else(|| eyre!("no id"))?.to_string();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut known = false;
+        for i in [0, 2, 3] {
+            known |= net.get_invoice(i, &id).await?.0 == 200;
+        }
+        net.restart(1)?;
+        net.wait_ready(1).await?;
+        if !known {
+            unannounced = Some(created);
+            break;
+        }
+        eprintln!("attempt {attempt}: announced before the kill; trying again");
+    }
+    let created = unannounced.ok_or_else(|| eyre!("every invoice was announced before its creator was killed"))?;
+    let id = created["id"].as_str().ok_or_else(|| eyre!("no id"))?.to_string();
+    for i in [0, 2, 3] {
+        net.eventually("the restarted creator announced the invoice", Duration::from_secs(45), || async {
+            matches!(net.get_invoice(i, &id).await, Ok((200, _))).then_some(())
+        })
+        .await?;
+    }
+    net.pay(&created).await?;
+    let event = net.webhook_for(&id, Duration::from_secs(60)).await?;
+    assert_eq!(event["type"], "invoice.paid", "the invoice's own event: {event}");
+    net.stop().await;
+    Ok(())
+}
+
 fn invoice_id(body: &Value) -> &str {
     body["data"]["invoice"]["id"].as_str().unwrap_or_default()
 }

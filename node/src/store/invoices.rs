@@ -229,6 +229,65 @@ impl Store {
         }
         Ok(out)
     }
+
+    /// The newest invoices `node` created, newest first and at most `limit`: those created at
+    /// most `window_s` seconds before the newest invoice the store holds. A node that stopped at
+    /// once may not have announced them yet; it announces them again when it starts.
+    ///
+    /// Reads each merchant's newest index entries (a skip from one merchant to the next), and
+    /// decodes only invoices inside the window: the cost grows with the merchants and the
+    /// window, not with every invoice ever created.
+    pub fn recent_invoices_created_by(
+        &self,
+        node: &str,
+        window_s: u64,
+        limit: usize,
+    ) -> Result<Vec<Invoice>, StoreError> {
+        let tx = self.read()?;
+        let index = tx.open_table(MERCHANT_INVOICES)?;
+        // Each merchant and the creation time of its newest invoice.
+        let mut merchants: Vec<(String, u64)> = Vec::new();
+        let mut from = String::new();
+        loop {
+            let Some(first) = index.range((from.as_str(), 0u64, [0u8; 32])..)?.next() else { break };
+            let merchant = first?.0.value().0.to_string();
+            let newest = index
+                .range((merchant.as_str(), 0u64, [0u8; 32])..=(merchant.as_str(), u64::MAX, [0xffu8; 32]))?
+                .next_back()
+                .transpose()?
+                .map_or(0, |(k, _)| k.value().1);
+            // The smallest name after `merchant`: the next merchant's entries start there.
+            from = format!("{merchant}\0");
+            merchants.push((merchant, newest));
+        }
+        let Some(since) = merchants.iter().map(|(_, at)| *at).max().map(|at| at.saturating_sub(window_s)) else {
+            return Ok(Vec::new());
+        };
+        let mut recent: Vec<(u64, [u8; 32])> = Vec::new();
+        for (merchant, _) in merchants.iter().filter(|(_, newest)| *newest >= since) {
+            for entry in
+                index.range((merchant.as_str(), since, [0u8; 32])..=(merchant.as_str(), u64::MAX, [0xffu8; 32]))?
+            {
+                let (_, created_at, id) = entry?.0.value();
+                recent.push((created_at, id));
+            }
+        }
+        recent.sort_unstable_by(|a, b| b.cmp(a));
+        let all = tx.open_table(INVOICES)?;
+        let mut out = Vec::new();
+        for (_, id) in recent {
+            if out.len() >= limit {
+                break;
+            }
+            if let Some(v) = all.get(id)? {
+                let invoice: Invoice = decode("invoices", v.value())?;
+                if invoice.created_by == node {
+                    out.push(invoice);
+                }
+            }
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]
@@ -288,5 +347,41 @@ mod tests {
         let page2 = store.invoices_of_merchant("a", last, 10).expect("list");
         assert_eq!(page2.iter().map(|i| i.created_at).collect::<Vec<_>>(), vec![3, 2, 1]);
         assert_eq!(store.invoices_of_merchant("b", None, 10).expect("list").len(), 1);
+    }
+
+    #[test]
+    fn the_newest_invoices_a_node_created_are_found_without_reading_the_older_ones() {
+        let (_dir, store) = temp_store();
+        let make = |i: u8, merchant: &str, created_at: u64, by: &str| Invoice {
+            id: B256::repeat_byte(i),
+            merchant_id: merchant.into(),
+            payout_address: Address::repeat_byte(1),
+            amount: U256::from(1),
+            token: Address::ZERO,
+            created_at,
+            expires_at: None,
+            metadata: None,
+            created_by: by.into(),
+            nonce: B256::ZERO,
+            idempotency: None,
+            redirect_url: None,
+        };
+        assert!(store.recent_invoices_created_by("me", 10, 100).expect("empty store").is_empty());
+        // Old ones of this node, and recent ones of this node and another, of three merchants
+        // ("a" and "a\0b" test the skip from one merchant to the next).
+        for i in 1..=50u8 {
+            store.put_invoice(&make(i, "a", u64::from(i), "me")).expect("put");
+        }
+        store.put_invoice(&make(100, "a", 1_000, "me")).expect("put");
+        store.put_invoice(&make(101, "a\0b", 995, "me")).expect("put");
+        store.put_invoice(&make(102, "b", 998, "other")).expect("put");
+        store.put_invoice(&make(103, "c", 980, "me")).expect("put");
+        store.put_invoice(&make(104, "c", 991, "me")).expect("put");
+        crate::store::decodes::take("invoices");
+        let found = store.recent_invoices_created_by("me", 10, 100).expect("recent");
+        assert_eq!(found.iter().map(|i| i.id.0[0]).collect::<Vec<_>>(), vec![100, 101, 104], "newest first");
+        assert_eq!(crate::store::decodes::take("invoices"), 4, "only the window's invoices are decoded");
+        let capped = store.recent_invoices_created_by("me", 10, 2).expect("recent");
+        assert_eq!(capped.len(), 2, "at most the limit");
     }
 }
