@@ -145,6 +145,12 @@ pub const CATALOG: &[Metric] = &[
     ),
     c(
         C,
+        "invoices_resumed_total",
+        "Invoices this node created but had not announced when it stopped, announced as it started",
+        Labels::None,
+    ),
+    c(
+        C,
         "invoices_parked_total",
         "Announced invoices whose merchant this node's registry did not hold yet, by what became of them",
         Labels::One("outcome", &["parked", "pushed_out", "too_large", "taken", "expired"]),

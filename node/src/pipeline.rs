@@ -123,8 +123,8 @@ pub fn spawn(
         settlement_contract: p.cfg.settlement_contract,
         replicator: Some(InvoiceReplicator::spawn(
             net.clone(),
+            p.store.clone(),
             cfg.p2p.single_messages,
-            crate::replication::resume(&p.store, &cfg.node.name),
             shutdown.clone(),
         )),
         // Without its thread (none could be started) each create commits on its own.

@@ -16,17 +16,16 @@
 //! repeats are harmless.
 //!
 //! A node that stops at once (a crash, `kill -9`) may hold invoices it answered but never
-//! announced. Each is durable in its store before the answer, so on its next start the node
-//! announces again the invoices it created in the last [`RESUME_WINDOW_S`] seconds before the
-//! newest invoice it holds ([`resume`]), at most [`RESUME_MAX`]: the first send finds no peer yet
-//! and the sends at 2, 8 and 32 s reach them as they connect. An invoice is not on a payment's critical path: its payment needs
-//! confirmations, seconds after the announcement. A node that still missed an invoice settles
-//! its payment all the same: batches are built from chain data alone. As keeper it fetches the
-//! invoice from its peers before recording the settlement (`rounds::invoice_fetch`); otherwise
-//! only its `GET` of the invoice answers 404.
+//! announced. Each is written with a mark in its durable create (`unannounced_invoices`), and
+//! the mark is removed once its first announcement went out (without an fsync: a crash before
+//! the next durable commit only announces it once more). On its next start the node announces
+//! whatever is still marked ([`InvoiceReplicator::spawn`]): the first send finds no peer yet,
+//! and the sends at 2, 8 and 32 s reach them as they connect. Nothing else is trusted for it
+//! (not the creator or creation time an invoice carries), and a clean stop leaves nothing
+//! marked: what was due goes out as it stops.
 
 use crate::gossip::{self, InvoiceAnnouncements};
-use crate::store::Invoice;
+use crate::store::{Invoice, Store};
 use crate::time::now_ms;
 use settleproof_p2p::NetworkHandle;
 use std::time::Duration;
@@ -42,39 +41,16 @@ const RESEND_GAPS_S: [u64; 3] = [2, 6, 24];
 const RESEND_MARGIN_MS: u64 = 2_000;
 /// How often what is due goes out. Each message costs every receiver a signature check per
 /// copy, its transport's decryption and framing: at 12 invoices a second a node sends one
-/// message a second instead of four. An invoice is not on its payment's critical path (the
-/// payment needs confirmations first), so waiting up to a second costs no latency.
+/// message a second instead of four. Another node learns an invoice up to a second later (its
+/// `GET` answers 404 until then); the payment needs confirmations first, so settlement is not
+/// slowed. An invoice created under an `Idempotency-Key` goes out at once: a retry of the
+/// request on another node then finds it there sooner.
 const TICK: Duration = Duration::from_secs(1);
 /// New invoices that go out at once, without waiting for the tick: under load, messages of a
 /// few dozen invoices spread evenly rather than one larger burst per tick.
 const EARLY: usize = 32;
-/// Invoices created up to this long before the newest one the store holds are announced again
-/// when the node starts: far more than a tick and the resends after it, so a node that stopped
-/// at once announces what it may not have.
-pub const RESUME_WINDOW_S: u64 = 60;
-/// At most this many invoices are announced again at start (the newest): a minute of the
-/// node's share of the chain's capacity.
-pub const RESUME_MAX: usize = 8_192;
-
-/// The invoices this node (`node`, its configured name) created last before it stopped, to
-/// announce again ([`InvoiceReplicator::spawn`]); none when the store cannot be read (logged).
-pub fn resume(store: &crate::store::Store, node: &str) -> Vec<Invoice> {
-    match store.recent_invoices_created_by(node, RESUME_WINDOW_S, RESUME_MAX) {
-        Ok(recent) => {
-            if !recent.is_empty() {
-                tracing::info!(
-                    invoices = recent.len(),
-                    "announcing again the invoices this node created last before it stopped"
-                );
-            }
-            recent
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read the invoices this node created last; peers fetch them when they need them");
-            Vec::new()
-        }
-    }
-}
+/// At most this many invoices left unannounced are announced when the node starts.
+const RESUME_MAX: usize = 8_192;
 
 /// Queues invoices for replication.
 #[derive(Debug, Clone)]
@@ -83,12 +59,12 @@ pub struct InvoiceReplicator {
 }
 
 impl InvoiceReplicator {
-    /// Starts the replication task with `resumed` due at once ([`resume`]); `single`: each
-    /// invoice also in a message of its own on [`gossip::INVOICES`] (`p2p.single_messages`,
-    /// while nodes of an earlier version remain).
-    pub fn spawn(net: NetworkHandle, single: bool, resumed: Vec<Invoice>, shutdown: watch::Receiver<bool>) -> Self {
+    /// Starts the replication task of the chain whose store is `store`; the invoices it left
+    /// unannounced are due at once. `single`: each invoice also in a message of its own on
+    /// [`gossip::INVOICES`] (`p2p.single_messages`, while nodes of an earlier version remain).
+    pub fn spawn(net: NetworkHandle, store: Store, single: bool, shutdown: watch::Receiver<bool>) -> Self {
         let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(run(net, rx, single, resumed, shutdown));
+        tokio::spawn(run(net, store, rx, single, shutdown));
         Self { tx }
     }
 
@@ -119,12 +95,13 @@ struct Queued {
 
 async fn run(
     net: NetworkHandle,
+    store: Store,
     mut rx: mpsc::Receiver<Invoice>,
     single: bool,
-    resumed: Vec<Invoice>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut queue: Vec<Queued> = resumed
+    let mut queue: Vec<Queued> = resume(&store)
+        .await
         .into_iter()
         .map(|invoice| Queued { invoice, next: Instant::now(), sent: 0, first_sent_ms: None })
         .collect();
@@ -132,20 +109,23 @@ async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         // A new invoice waits for the tick (at most `TICK`), with the others of that tick, unless
-        // a message's worth is waiting already: one message a tick, not one an invoice.
+        // a message's worth is waiting already, or it was made under an idempotency key: one
+        // message a tick, not one an invoice.
         let mut fresh = 0;
         loop {
             tokio::select! {
                 Some(inv) = rx.recv() => {
+                    let keyed = inv.idempotency.is_some();
                     queue.push(Queued { invoice: inv, next: Instant::now(), sent: 0, first_sent_ms: None });
                     fresh += 1;
-                    if fresh >= EARLY {
+                    if fresh >= EARLY || keyed {
                         break;
                     }
                 }
                 _ = tick.tick() => break,
                 _ = shutdown.changed() => {
-                    // What was created but not yet announced goes out once before the node stops.
+                    // What was created but not yet announced goes out once before the node stops,
+                    // and is marked announced with an fsync: a clean stop leaves nothing to resume.
                     rx.close();
                     let mut unsent: Vec<Invoice> =
                         queue.drain(..).filter(|q| q.sent == 0).map(|q| q.invoice).collect();
@@ -153,16 +133,18 @@ async fn run(
                         unsent.push(inv);
                     }
                     publish(&net, &unsent, single).await;
+                    mark_announced(&store, unsent.iter().map(|i| i.id).collect(), true).await;
                     return;
                 }
             }
         }
         let (now, wall_ms, joined_ms) = (Instant::now(), now_ms(), net.last_peer_joined_ms());
-        let mut due = Vec::new();
+        let (mut due, mut first_sends) = (Vec::new(), Vec::new());
         for q in queue.iter_mut().filter(|q| q.next <= now) {
             let first = q.sent == 0;
             if first {
                 q.first_sent_ms = Some(wall_ms);
+                first_sends.push(q.invoice.id);
             }
             // A first send that failed (no time kept) makes every later one go out.
             if first || q.first_sent_ms.is_none_or(|at| resend_needed(at, joined_ms)) {
@@ -172,12 +154,54 @@ async fn run(
             q.next = now.checked_add(Duration::from_secs(gap)).unwrap_or(now);
             q.sent += 1;
         }
-        if !publish(&net, &due, single).await {
+        let published = publish(&net, &due, single).await;
+        if !published {
             for q in queue.iter_mut().filter(|q| q.sent == 1) {
                 q.first_sent_ms = None;
             }
         }
+        // Sent (or tried: while the node runs, the resends above cover a failed first send).
+        mark_announced(&store, first_sends, false).await;
         queue.retain(|q| q.sent as usize <= RESEND_GAPS_S.len());
+    }
+}
+
+/// The invoices this node created and never announced (it stopped at once after creating
+/// them); none when the store cannot be read (logged).
+async fn resume(store: &Store) -> Vec<Invoice> {
+    let store = store.clone();
+    match tokio::task::spawn_blocking(move || store.unannounced_invoices(RESUME_MAX)).await {
+        Ok(Ok(unannounced)) => {
+            metrics::counter!("invoices_resumed_total").increment(unannounced.len() as u64);
+            if !unannounced.is_empty() {
+                tracing::info!(
+                    invoices = unannounced.len(),
+                    "announcing the invoices this node created but never announced"
+                );
+            }
+            unannounced
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot read the invoices this node never announced; peers fetch them when they need them");
+            Vec::new()
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the invoices this node never announced stopped");
+            Vec::new()
+        }
+    }
+}
+
+/// Removes the not-yet-announced mark of the invoices `ids` (`durable`: with an fsync).
+async fn mark_announced(store: &Store, ids: Vec<alloy::primitives::B256>, durable: bool) {
+    if ids.is_empty() {
+        return;
+    }
+    let store = store.clone();
+    match tokio::task::spawn_blocking(move || store.mark_announced(&ids, durable)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => debug!(error = %e, "announced invoices not marked; a restart announces them once more"),
+        Err(e) => debug!(error = %e, "marking announced invoices stopped; a restart announces them once more"),
     }
 }
 

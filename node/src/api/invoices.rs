@@ -126,15 +126,9 @@ pub(super) async fn create(
         for c in state.chains.iter() {
             match c.store.idempotency_key(&merchant.id, record.key_hash, now)? {
                 KeyState::Live(existing) => {
+                    // Not announced again here: one this node made and never announced (it
+                    // stopped at once) is announced when the node starts (`replication::resume`).
                     idempotency::check_same(&existing, record)?;
-                    // Announced again when this node made it: it may have stopped before it did.
-                    // An invoice another operator made is that operator's to announce; peers
-                    // refuse an announcement in another operator's name.
-                    if existing.created_by == state.node_name
-                        && let Some(replicator) = &c.replicator
-                    {
-                        replicator.replicate((*existing).clone());
-                    }
                     let created = Created {
                         invoice: view_of(&state, c, &existing, now)?,
                         payment_instructions: instructions(c, &existing),
@@ -197,7 +191,7 @@ pub(super) async fn create(
                 .map_err(ApiError::internal)??;
             }
             None => {
-                if chain.store.put_invoice(&invoice)? {
+                if chain.store.put_created_invoices(std::slice::from_ref(&invoice))?.first() == Some(&true) {
                     announce(&invoice, false);
                 }
             }

@@ -66,8 +66,9 @@ impl Store {
 
     /// Stores `invoice`, which carries an idempotency record, unless its key already names a
     /// live invoice or its id is stored, in one write transaction (redb runs one at a time), so
-    /// two requests racing on one node store one invoice. Returns the invoice the request gets and whether
-    /// it is this one, new.
+    /// two requests racing on one node store one invoice; a new one is marked not yet announced
+    /// ([`Store::unannounced_invoices`]). Returns the invoice the request gets and whether it is
+    /// this one, new.
     pub fn put_idempotent_invoice(&self, invoice: &Invoice, now_s: u64) -> Result<(Invoice, bool), StoreError> {
         let tx = self.db().begin_write()?;
         if let Some(record) = &invoice.idempotency {
@@ -84,6 +85,7 @@ impl Store {
             return Ok((existing, false));
         }
         Self::insert_invoices(&tx, std::slice::from_ref(invoice), now_s, true)?;
+        Self::mark_unannounced(&tx, invoice)?;
         tx.commit()?;
         Ok((invoice.clone(), true))
     }

@@ -27,7 +27,7 @@ impl InvoiceWriter {
     /// Starts the writer thread of `store`.
     pub fn spawn(store: Store) -> std::io::Result<Self> {
         let writer = GroupWriter::spawn("invoice-writer", MAX_GROUP, QUEUE, move |invoices: &[Invoice]| {
-            let new = store.put_invoices_each(invoices)?;
+            let new = store.put_created_invoices(invoices)?;
             metrics::histogram!("store_invoice_group_size").record(invoices.len() as f64);
             Ok(new)
         })?;

@@ -1,6 +1,6 @@
 //! Invoices as merchants created them.
 
-use super::{EXPIRIES, INVOICES, MERCHANT_INVOICES, Store, StoreError, decode, encode};
+use super::{EXPIRIES, INVOICES, MERCHANT_INVOICES, Store, StoreError, UNANNOUNCED, decode, encode};
 use alloy::primitives::{Address, B256, U256};
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
@@ -84,13 +84,63 @@ impl Store {
         self.put_invoices_at(invoices, crate::time::now_s(), false)
     }
 
-    /// Stores invoices durably in one transaction; for each, whether it was new (an id stored
-    /// before, or earlier in `invoices`, is kept as it was).
-    pub fn put_invoices_each(&self, invoices: &[Invoice]) -> Result<Vec<bool>, StoreError> {
+    /// Stores invoices this node created (through its API) durably in one transaction, each new
+    /// one marked not yet announced ([`Store::unannounced_invoices`]); for each, whether it was
+    /// new (an id stored before, or earlier in `invoices`, is kept as it was).
+    pub fn put_created_invoices(&self, invoices: &[Invoice]) -> Result<Vec<bool>, StoreError> {
         let tx = self.db().begin_write()?;
         let new = Self::insert_invoices_each(&tx, invoices, crate::time::now_s(), false)?;
+        {
+            let mut unannounced = tx.open_table(UNANNOUNCED)?;
+            for (invoice, _) in invoices.iter().zip(&new).filter(|(_, new)| **new) {
+                unannounced.insert(invoice.id.0, ())?;
+            }
+        }
         tx.commit()?;
         Ok(new)
+    }
+
+    /// Marks `invoice`, just created in `tx`, not yet announced.
+    pub(super) fn mark_unannounced(tx: &redb::WriteTransaction, invoice: &Invoice) -> Result<(), StoreError> {
+        tx.open_table(UNANNOUNCED)?.insert(invoice.id.0, ())?;
+        Ok(())
+    }
+
+    /// Invoices this node created whose first announcement never went out (it stopped at once
+    /// after the create), at most `limit`. An id whose invoice cannot be read is skipped (logged).
+    pub fn unannounced_invoices(&self, limit: usize) -> Result<Vec<Invoice>, StoreError> {
+        let tx = self.read()?;
+        let (ids, all) = (tx.open_table(UNANNOUNCED)?, tx.open_table(INVOICES)?);
+        let mut out = Vec::new();
+        for entry in ids.iter()?.take(limit) {
+            let id = entry?.0.value();
+            match all.get(id)?.map(|v| decode::<Invoice>("invoices", v.value())).transpose() {
+                Ok(Some(invoice)) => out.push(invoice),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(invoice_id = %B256::from(id), error = %e, "an unannounced invoice cannot be read; it is not announced again")
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Marks `ids` announced. `durable`: committed with an fsync (as the node stops); otherwise
+    /// without waiting for the disk: a crash before the next durable commit only announces
+    /// them once more.
+    pub fn mark_announced(&self, ids: &[B256], durable: bool) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let tx = if durable { self.db().begin_write()? } else { self.begin_bookkeeping()? };
+        {
+            let mut unannounced = tx.open_table(UNANNOUNCED)?;
+            for id in ids {
+                unannounced.remove(id.0)?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// Stores invoices other operators announced, in one transaction committed without waiting
@@ -229,65 +279,6 @@ impl Store {
         }
         Ok(out)
     }
-
-    /// The newest invoices `node` created, newest first and at most `limit`: those created at
-    /// most `window_s` seconds before the newest invoice the store holds. A node that stopped at
-    /// once may not have announced them yet; it announces them again when it starts.
-    ///
-    /// Reads each merchant's newest index entries (a skip from one merchant to the next), and
-    /// decodes only invoices inside the window: the cost grows with the merchants and the
-    /// window, not with every invoice ever created.
-    pub fn recent_invoices_created_by(
-        &self,
-        node: &str,
-        window_s: u64,
-        limit: usize,
-    ) -> Result<Vec<Invoice>, StoreError> {
-        let tx = self.read()?;
-        let index = tx.open_table(MERCHANT_INVOICES)?;
-        // Each merchant and the creation time of its newest invoice.
-        let mut merchants: Vec<(String, u64)> = Vec::new();
-        let mut from = String::new();
-        loop {
-            let Some(first) = index.range((from.as_str(), 0u64, [0u8; 32])..)?.next() else { break };
-            let merchant = first?.0.value().0.to_string();
-            let newest = index
-                .range((merchant.as_str(), 0u64, [0u8; 32])..=(merchant.as_str(), u64::MAX, [0xffu8; 32]))?
-                .next_back()
-                .transpose()?
-                .map_or(0, |(k, _)| k.value().1);
-            // The smallest name after `merchant`: the next merchant's entries start there.
-            from = format!("{merchant}\0");
-            merchants.push((merchant, newest));
-        }
-        let Some(since) = merchants.iter().map(|(_, at)| *at).max().map(|at| at.saturating_sub(window_s)) else {
-            return Ok(Vec::new());
-        };
-        let mut recent: Vec<(u64, [u8; 32])> = Vec::new();
-        for (merchant, _) in merchants.iter().filter(|(_, newest)| *newest >= since) {
-            for entry in
-                index.range((merchant.as_str(), since, [0u8; 32])..=(merchant.as_str(), u64::MAX, [0xffu8; 32]))?
-            {
-                let (_, created_at, id) = entry?.0.value();
-                recent.push((created_at, id));
-            }
-        }
-        recent.sort_unstable_by(|a, b| b.cmp(a));
-        let all = tx.open_table(INVOICES)?;
-        let mut out = Vec::new();
-        for (_, id) in recent {
-            if out.len() >= limit {
-                break;
-            }
-            if let Some(v) = all.get(id)? {
-                let invoice: Invoice = decode("invoices", v.value())?;
-                if invoice.created_by == node {
-                    out.push(invoice);
-                }
-            }
-        }
-        Ok(out)
-    }
 }
 
 #[cfg(test)]
@@ -350,38 +341,35 @@ mod tests {
     }
 
     #[test]
-    fn the_newest_invoices_a_node_created_are_found_without_reading_the_older_ones() {
-        let (_dir, store) = temp_store();
-        let make = |i: u8, merchant: &str, created_at: u64, by: &str| Invoice {
+    fn created_invoices_wait_as_unannounced_until_marked_and_across_a_reopen() {
+        let (dir, store) = temp_store();
+        let make = |i: u8| Invoice {
             id: B256::repeat_byte(i),
-            merchant_id: merchant.into(),
+            merchant_id: "m".into(),
             payout_address: Address::repeat_byte(1),
             amount: U256::from(1),
             token: Address::ZERO,
-            created_at,
+            created_at: u64::from(i),
             expires_at: None,
             metadata: None,
-            created_by: by.into(),
+            created_by: "me".into(),
             nonce: B256::ZERO,
             idempotency: None,
             redirect_url: None,
         };
-        assert!(store.recent_invoices_created_by("me", 10, 100).expect("empty store").is_empty());
-        // Old ones of this node, and recent ones of this node and another, of three merchants
-        // ("a" and "a\0b" test the skip from one merchant to the next).
-        for i in 1..=50u8 {
-            store.put_invoice(&make(i, "a", u64::from(i), "me")).expect("put");
-        }
-        store.put_invoice(&make(100, "a", 1_000, "me")).expect("put");
-        store.put_invoice(&make(101, "a\0b", 995, "me")).expect("put");
-        store.put_invoice(&make(102, "b", 998, "other")).expect("put");
-        store.put_invoice(&make(103, "c", 980, "me")).expect("put");
-        store.put_invoice(&make(104, "c", 991, "me")).expect("put");
-        crate::store::decodes::take("invoices");
-        let found = store.recent_invoices_created_by("me", 10, 100).expect("recent");
-        assert_eq!(found.iter().map(|i| i.id.0[0]).collect::<Vec<_>>(), vec![100, 101, 104], "newest first");
-        assert_eq!(crate::store::decodes::take("invoices"), 4, "only the window's invoices are decoded");
-        let capped = store.recent_invoices_created_by("me", 10, 2).expect("recent");
-        assert_eq!(capped.len(), 2, "at most the limit");
+        assert_eq!(store.put_created_invoices(&[make(1), make(2), make(1)]).expect("create"), vec![true, true, false]);
+        store.put_replicated_invoices(&[make(3)]).expect("another operator's");
+        let ids = |s: &Store| s.unannounced_invoices(10).expect("read").iter().map(|i| i.id.0[0]).collect::<Vec<_>>();
+        assert_eq!(ids(&store), vec![1, 2], "only this node's creates");
+        assert_eq!(store.unannounced_invoices(1).expect("read").len(), 1, "at most the limit");
+        store.mark_announced(&[B256::repeat_byte(1)], false).expect("announced");
+        assert_eq!(ids(&store), vec![2]);
+        // What a durable commit follows (here the next create) survives a restart.
+        store.put_created_invoices(&[make(4)]).expect("create");
+        drop(store);
+        let store = Store::open(&dir.path().join("settleproof.redb")).expect("reopen");
+        assert_eq!(ids(&store), vec![2, 4]);
+        store.mark_announced(&[B256::repeat_byte(2), B256::repeat_byte(4)], true).expect("announced");
+        assert!(ids(&store).is_empty());
     }
 }

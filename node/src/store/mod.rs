@@ -79,6 +79,9 @@ pub(crate) const INVOICES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::n
 pub(crate) const EXPIRIES: TableDefinition<(u64, [u8; 32]), ()> = TableDefinition::new("invoice_expiries");
 pub(crate) const MERCHANT_INVOICES: TableDefinition<(&str, u64, [u8; 32]), ()> =
     TableDefinition::new("merchant_invoices");
+/// Invoices this node created whose first announcement has not gone out yet: written with the
+/// invoice in its durable create, removed once the announcement was sent.
+pub(crate) const UNANNOUNCED: TableDefinition<[u8; 32], ()> = TableDefinition::new("unannounced_invoices");
 pub(crate) const PAYMENTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("payments");
 pub(crate) const INVOICE_PAYMENTS: MultimapTableDefinition<[u8; 32], (u64, u64)> =
     MultimapTableDefinition::new("invoice_payments");
@@ -223,6 +226,7 @@ impl Store {
         tx.open_table(INVOICES)?;
         tx.open_table(MERCHANT_INVOICES)?;
         tx.open_table(EXPIRIES)?;
+        tx.open_table(UNANNOUNCED)?;
         tx.open_table(PAYMENTS)?;
         tx.open_multimap_table(INVOICE_PAYMENTS)?;
         tx.open_table(PROCESSED)?;
