@@ -146,7 +146,7 @@ pub const CATALOG: &[Metric] = &[
     c(
         C,
         "invoices_resumed_total",
-        "Invoices this node created but had not announced when it stopped, announced as it started",
+        "Invoices this node created that no announcement carried when it stopped, announced as it started",
         Labels::None,
     ),
     c(

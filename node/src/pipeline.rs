@@ -123,8 +123,12 @@ pub fn spawn(
         settlement_contract: p.cfg.settlement_contract,
         replicator: Some(InvoiceReplicator::spawn(
             net.clone(),
-            p.store.clone(),
-            cfg.p2p.single_messages,
+            crate::replication::ReplicatedChain {
+                store: p.store.clone(),
+                chain_id,
+                epochs: p.epochs.clone(),
+                single: cfg.p2p.single_messages,
+            },
             shutdown.clone(),
         )),
         // Without its thread (none could be started) each create commits on its own.

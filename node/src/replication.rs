@@ -17,17 +17,20 @@
 //!
 //! A node that stops at once (a crash, `kill -9`) may hold invoices it answered but never
 //! announced. Each is written with a mark in its durable create (`unannounced_invoices`), and
-//! the mark is removed once its first announcement went out (without an fsync: a crash before
-//! the next durable commit only announces it once more). On its next start the node announces
-//! whatever is still marked ([`InvoiceReplicator::spawn`]): the first send finds no peer yet,
-//! and the sends at 2, 8 and 32 s reach them as they connect. Nothing else is trusted for it
-//! (not the creator or creation time an invoice carries), and a clean stop leaves nothing
-//! marked: what was due goes out as it stops.
+//! the mark is removed once a send of it went out (without an fsync: a crash before the next
+//! durable commit only announces it once more); one whose every send failed stays marked. On
+//! its next start the node announces whatever is still marked ([`InvoiceReplicator::spawn`]):
+//! the first send finds no peer yet, and the sends at 2, 8 and 32 s reach them as they connect.
+//! Nothing an invoice carries (its creator, its creation time) decides it. A clean stop sends
+//! what was never sent and leaves it marked (the process may end before the bytes leave): the
+//! next start announces those few once more.
 
+use crate::epochs::Epochs;
 use crate::gossip::{self, InvoiceAnnouncements};
 use crate::store::{Invoice, Store};
 use crate::time::now_ms;
 use settleproof_p2p::NetworkHandle;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -42,9 +45,8 @@ const RESEND_MARGIN_MS: u64 = 2_000;
 /// How often what is due goes out. Each message costs every receiver a signature check per
 /// copy, its transport's decryption and framing: at 12 invoices a second a node sends one
 /// message a second instead of four. Another node learns an invoice up to a second later (its
-/// `GET` answers 404 until then); the payment needs confirmations first, so settlement is not
-/// slowed. An invoice created under an `Idempotency-Key` goes out at once: a retry of the
-/// request on another node then finds it there sooner.
+/// `GET` answers 404 until then, and a retry of a keyed create there builds the invoice again
+/// rather than finding it); the payment needs confirmations first, so settlement is not slowed.
 const TICK: Duration = Duration::from_secs(1);
 /// New invoices that go out at once, without waiting for the tick: under load, messages of a
 /// few dozen invoices spread evenly rather than one larger burst per tick.
@@ -59,12 +61,11 @@ pub struct InvoiceReplicator {
 }
 
 impl InvoiceReplicator {
-    /// Starts the replication task of the chain whose store is `store`; the invoices it left
-    /// unannounced are due at once. `single`: each invoice also in a message of its own on
-    /// [`gossip::INVOICES`] (`p2p.single_messages`, while nodes of an earlier version remain).
-    pub fn spawn(net: NetworkHandle, store: Store, single: bool, shutdown: watch::Receiver<bool>) -> Self {
+    /// Starts the replication task of `chain`; the invoices its store holds marked
+    /// unannounced are due at once.
+    pub fn spawn(net: NetworkHandle, chain: ReplicatedChain, shutdown: watch::Receiver<bool>) -> Self {
         let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(run(net, store, rx, single, shutdown));
+        tokio::spawn(run(net, chain, rx, shutdown));
         Self { tx }
     }
 
@@ -73,13 +74,30 @@ impl InvoiceReplicator {
         match self.tx.try_send(invoice) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!("invoice replication queue full; peers learn the invoice from its payment")
+                tracing::warn!(
+                    "invoice replication queue full; the invoice is announced when the node next starts, or fetched by a keeper when paid"
+                )
             }
             Err(mpsc::error::TrySendError::Closed(inv)) => {
-                tracing::warn!(invoice_id = %inv.id, "invoice created as the node stops; peers fetch it from this node when they need it")
+                tracing::warn!(invoice_id = %inv.id, "invoice created as the node stops; it is announced when the node next starts")
             }
         }
     }
+}
+
+/// What the replication task of one chain works with.
+#[derive(Debug, Clone)]
+pub struct ReplicatedChain {
+    /// The chain's store, which holds the marks of invoices not yet announced.
+    pub store: Store,
+    /// The chain, for the metrics.
+    pub chain_id: u64,
+    /// Its operator sets: with no other operator, nothing can be announced, and marks are not
+    /// kept.
+    pub epochs: Arc<Epochs>,
+    /// Each invoice also in a message of its own on [`gossip::INVOICES`]
+    /// (`p2p.single_messages`, while nodes of an earlier version remain).
+    pub single: bool,
 }
 
 /// An invoice waiting for its next send.
@@ -91,60 +109,60 @@ struct Queued {
     sent: u32,
     /// Wall clock of its first send, ms; `None` before it, or when it failed.
     first_sent_ms: Option<u64>,
+    /// Still marked unannounced in the store: until a send of it went out.
+    marked: bool,
+}
+
+impl Queued {
+    fn new(invoice: Invoice) -> Self {
+        Self { invoice, next: Instant::now(), sent: 0, first_sent_ms: None, marked: true }
+    }
 }
 
 async fn run(
     net: NetworkHandle,
-    store: Store,
+    chain: ReplicatedChain,
     mut rx: mpsc::Receiver<Invoice>,
-    single: bool,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut queue: Vec<Queued> = resume(&store)
-        .await
-        .into_iter()
-        .map(|invoice| Queued { invoice, next: Instant::now(), sent: 0, first_sent_ms: None })
-        .collect();
+    let mut queue: Vec<Queued> = resume(&chain).await.into_iter().map(Queued::new).collect();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         // A new invoice waits for the tick (at most `TICK`), with the others of that tick, unless
-        // a message's worth is waiting already, or it was made under an idempotency key: one
-        // message a tick, not one an invoice.
+        // a message's worth is waiting already: one message a tick, not one an invoice.
         let mut fresh = 0;
         loop {
             tokio::select! {
                 Some(inv) = rx.recv() => {
-                    let keyed = inv.idempotency.is_some();
-                    queue.push(Queued { invoice: inv, next: Instant::now(), sent: 0, first_sent_ms: None });
+                    queue.push(Queued::new(inv));
                     fresh += 1;
-                    if fresh >= EARLY || keyed {
+                    if fresh >= EARLY {
                         break;
                     }
                 }
                 _ = tick.tick() => break,
                 _ = shutdown.changed() => {
-                    // What was created but not yet announced goes out once before the node stops,
-                    // and is marked announced with an fsync: a clean stop leaves nothing to resume.
+                    // What was never sent goes out once before the node stops. Its marks stay:
+                    // the swarm may not get the bytes out before the process ends, and the
+                    // next start announces them once more.
                     rx.close();
                     let mut unsent: Vec<Invoice> =
-                        queue.drain(..).filter(|q| q.sent == 0).map(|q| q.invoice).collect();
+                        queue.drain(..).filter(|q| q.first_sent_ms.is_none()).map(|q| q.invoice).collect();
                     while let Ok(inv) = rx.try_recv() {
                         unsent.push(inv);
                     }
-                    publish(&net, &unsent, single).await;
-                    mark_announced(&store, unsent.iter().map(|i| i.id).collect(), true).await;
+                    publish(&net, &unsent, chain.single).await;
                     return;
                 }
             }
         }
         let (now, wall_ms, joined_ms) = (Instant::now(), now_ms(), net.last_peer_joined_ms());
-        let (mut due, mut first_sends) = (Vec::new(), Vec::new());
+        let mut due = Vec::new();
         for q in queue.iter_mut().filter(|q| q.next <= now) {
             let first = q.sent == 0;
             if first {
                 q.first_sent_ms = Some(wall_ms);
-                first_sends.push(q.invoice.id);
             }
             // A first send that failed (no time kept) makes every later one go out.
             if first || q.first_sent_ms.is_none_or(|at| resend_needed(at, joined_ms)) {
@@ -154,25 +172,35 @@ async fn run(
             q.next = now.checked_add(Duration::from_secs(gap)).unwrap_or(now);
             q.sent += 1;
         }
-        let published = publish(&net, &due, single).await;
+        let published = publish(&net, &due, chain.single).await;
         if !published {
             for q in queue.iter_mut().filter(|q| q.sent == 1) {
                 q.first_sent_ms = None;
             }
         }
-        // Sent (or tried: while the node runs, the resends above cover a failed first send).
-        mark_announced(&store, first_sends, false).await;
+        // A mark goes once a send of its invoice went out (or when there is nobody to send to).
+        // One whose every send failed stays marked: the next start announces it.
+        if published || chain.epochs.latest().is_some_and(|set| set.len() <= 1) {
+            let sent: std::collections::HashSet<_> = due.iter().map(|i| i.id).collect();
+            let mut announced = Vec::new();
+            for q in queue.iter_mut().filter(|q| q.marked && sent.contains(&q.invoice.id)) {
+                q.marked = false;
+                announced.push(q.invoice.id);
+            }
+            mark_announced(&chain.store, announced).await;
+        }
         queue.retain(|q| q.sent as usize <= RESEND_GAPS_S.len());
     }
 }
 
 /// The invoices this node created and never announced (it stopped at once after creating
-/// them); none when the store cannot be read (logged).
-async fn resume(store: &Store) -> Vec<Invoice> {
-    let store = store.clone();
+/// them, or no send of them went out); none when the store cannot be read (logged).
+async fn resume(chain: &ReplicatedChain) -> Vec<Invoice> {
+    let store = chain.store.clone();
     match tokio::task::spawn_blocking(move || store.unannounced_invoices(RESUME_MAX)).await {
         Ok(Ok(unannounced)) => {
-            metrics::counter!("invoices_resumed_total").increment(unannounced.len() as u64);
+            metrics::counter!("invoices_resumed_total", "chain_id" => chain.chain_id.to_string())
+                .increment(unannounced.len() as u64);
             if !unannounced.is_empty() {
                 tracing::info!(
                     invoices = unannounced.len(),
@@ -192,13 +220,13 @@ async fn resume(store: &Store) -> Vec<Invoice> {
     }
 }
 
-/// Removes the not-yet-announced mark of the invoices `ids` (`durable`: with an fsync).
-async fn mark_announced(store: &Store, ids: Vec<alloy::primitives::B256>, durable: bool) {
+/// Removes the not-yet-announced mark of the invoices `ids`, without an fsync.
+async fn mark_announced(store: &Store, ids: Vec<alloy::primitives::B256>) {
     if ids.is_empty() {
         return;
     }
     let store = store.clone();
-    match tokio::task::spawn_blocking(move || store.mark_announced(&ids, durable)).await {
+    match tokio::task::spawn_blocking(move || store.mark_announced(&ids)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => debug!(error = %e, "announced invoices not marked; a restart announces them once more"),
         Err(e) => debug!(error = %e, "marking announced invoices stopped; a restart announces them once more"),

@@ -212,6 +212,22 @@ mod tests {
             ..Default::default()
         };
         store.enqueue_events(&[event], 1).expect("event");
+        // An invoice this node created, not announced yet.
+        let invoice = crate::store::Invoice {
+            id: B256::repeat_byte(0x1c),
+            merchant_id: "demo".into(),
+            payout_address: alloy::primitives::Address::repeat_byte(1),
+            amount: alloy::primitives::U256::from(1),
+            token: alloy::primitives::Address::ZERO,
+            created_at: 1,
+            expires_at: None,
+            metadata: None,
+            created_by: "node-0".into(),
+            nonce: B256::ZERO,
+            idempotency: None,
+            redirect_url: None,
+        };
+        store.put_created_invoices(&[invoice]).expect("invoice");
         let backup = dir.path().join("backup.redb");
         store.backup_to(&backup).expect("backup");
         let source = table_sizes(store.db());
@@ -227,6 +243,7 @@ mod tests {
             "merchant_own_approvals",
             "outbox",
             "outbox_bodies",
+            "unannounced_invoices",
         ] {
             assert!(source[t] > 0, "{t}: {source:?}");
         }

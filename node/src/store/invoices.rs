@@ -106,33 +106,37 @@ impl Store {
         Ok(())
     }
 
-    /// Invoices this node created whose first announcement never went out (it stopped at once
-    /// after the create), at most `limit`. An id whose invoice cannot be read is skipped (logged).
+    /// Invoices this node created that no announcement carried yet (it stopped at once after
+    /// the create, or every send failed), at most `limit`. An id whose invoice cannot be read
+    /// is dropped from the marks (logged): it could never be announced.
     pub fn unannounced_invoices(&self, limit: usize) -> Result<Vec<Invoice>, StoreError> {
-        let tx = self.read()?;
-        let (ids, all) = (tx.open_table(UNANNOUNCED)?, tx.open_table(INVOICES)?);
-        let mut out = Vec::new();
-        for entry in ids.iter()?.take(limit) {
-            let id = entry?.0.value();
-            match all.get(id)?.map(|v| decode::<Invoice>("invoices", v.value())).transpose() {
-                Ok(Some(invoice)) => out.push(invoice),
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(invoice_id = %B256::from(id), error = %e, "an unannounced invoice cannot be read; it is not announced again")
+        let (mut out, mut unreadable) = (Vec::new(), Vec::new());
+        {
+            let tx = self.read()?;
+            let (ids, all) = (tx.open_table(UNANNOUNCED)?, tx.open_table(INVOICES)?);
+            for entry in ids.iter()?.take(limit) {
+                let id = entry?.0.value();
+                match all.get(id)?.map(|v| decode::<Invoice>("invoices", v.value())).transpose() {
+                    Ok(Some(invoice)) => out.push(invoice),
+                    Ok(None) => unreadable.push(B256::from(id)),
+                    Err(e) => {
+                        tracing::warn!(invoice_id = %B256::from(id), error = %e, "an unannounced invoice cannot be read; it is not announced");
+                        unreadable.push(B256::from(id));
+                    }
                 }
             }
         }
+        self.mark_announced(&unreadable)?;
         Ok(out)
     }
 
-    /// Marks `ids` announced. `durable`: committed with an fsync (as the node stops); otherwise
-    /// without waiting for the disk: a crash before the next durable commit only announces
-    /// them once more.
-    pub fn mark_announced(&self, ids: &[B256], durable: bool) -> Result<(), StoreError> {
+    /// Marks `ids` announced, committed without waiting for the disk: a crash before the next
+    /// durable commit only announces them once more.
+    pub fn mark_announced(&self, ids: &[B256]) -> Result<(), StoreError> {
         if ids.is_empty() {
             return Ok(());
         }
-        let tx = if durable { self.db().begin_write()? } else { self.begin_bookkeeping()? };
+        let tx = self.begin_bookkeeping()?;
         {
             let mut unannounced = tx.open_table(UNANNOUNCED)?;
             for id in ids {
@@ -362,14 +366,13 @@ mod tests {
         let ids = |s: &Store| s.unannounced_invoices(10).expect("read").iter().map(|i| i.id.0[0]).collect::<Vec<_>>();
         assert_eq!(ids(&store), vec![1, 2], "only this node's creates");
         assert_eq!(store.unannounced_invoices(1).expect("read").len(), 1, "at most the limit");
-        store.mark_announced(&[B256::repeat_byte(1)], false).expect("announced");
+        store.mark_announced(&[B256::repeat_byte(1)]).expect("announced");
         assert_eq!(ids(&store), vec![2]);
-        // What a durable commit follows (here the next create) survives a restart.
         store.put_created_invoices(&[make(4)]).expect("create");
         drop(store);
         let store = Store::open(&dir.path().join("settleproof.redb")).expect("reopen");
-        assert_eq!(ids(&store), vec![2, 4]);
-        store.mark_announced(&[B256::repeat_byte(2), B256::repeat_byte(4)], true).expect("announced");
+        assert_eq!(ids(&store), vec![2, 4], "marks are durable with their invoice");
+        store.mark_announced(&[B256::repeat_byte(2), B256::repeat_byte(4)]).expect("announced");
         assert!(ids(&store).is_empty());
     }
 }

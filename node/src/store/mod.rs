@@ -2,7 +2,8 @@
 //!
 //! Tables and what they hold:
 //! - `invoices`: invoice id → [`Invoice`] (JSON); `merchant_invoices`: (merchant, created, id);
-//!   `invoice_expiries`: (expiry, id) of invoices whose expiry is not yet handled
+//!   `invoice_expiries`: (expiry, id) of invoices whose expiry is not yet handled;
+//!   `unannounced_invoices`: ids of invoices this node created that no announcement carried yet
 //! - `payments`: (block, log index) → confirmed [`PaymentRecord`] (JSON), ordered for round ranges
 //! - `processed`: invoice id ‖ tx hash ‖ log index → (block, log index): the idempotency key
 //! - `invoice_payments`: invoice id → (block, log index) of its payments
