@@ -155,6 +155,45 @@ async fn an_invoice_its_creator_never_announced_reaches_the_peers_when_the_creat
     Ok(())
 }
 
+/// An invoice created while every other operator is down goes out in no send (its resends end
+/// 32 s after the first). It stays marked unannounced, and the next start of its creator
+/// announces it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_invoice_no_send_carried_is_announced_at_the_next_start() -> Result<()> {
+    use crate::harness::Options;
+    let mut net = Testnet::start_with(Options { processes: true, ..Options::default() }).await?;
+    for i in 1..4 {
+        net.kill9(i)?;
+    }
+    let (status, created) = net.create_invoice(0, json!({"amount": "1000000000000000", "token": "native"})).await?;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().ok_or_else(|| eyre!("no id"))?.to_string();
+    // Past the last resend (32 s after the first send) while nobody can hear it.
+    tokio::time::sleep(Duration::from_secs(36)).await;
+    for i in 1..4 {
+        net.restart(i)?;
+    }
+    for i in 1..4 {
+        net.wait_ready(i).await?;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for i in 1..4 {
+        assert_eq!(net.get_invoice(i, &id).await?.0, 404, "node {i}: no send reached it");
+    }
+    net.term(0, Duration::from_secs(30))?;
+    net.restart(0)?;
+    net.wait_ready(0).await?;
+    for i in 1..4 {
+        net.eventually("the creator announced it as it started", Duration::from_secs(45), || async {
+            matches!(net.get_invoice(i, &id).await, Ok((200, _))).then_some(())
+        })
+        .await?;
+    }
+    assert!(net.metric(0, "invoices_resumed_total").await >= 1.0);
+    net.stop().await;
+    Ok(())
+}
+
 fn invoice_id(body: &Value) -> &str {
     body["data"]["invoice"]["id"].as_str().unwrap_or_default()
 }

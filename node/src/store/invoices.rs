@@ -315,10 +315,9 @@ mod tests {
         assert_eq!(store.invoice(B256::ZERO).expect("get"), None);
     }
 
-    #[test]
-    fn merchant_listing_pages_newest_first() {
-        let (_dir, store) = temp_store();
-        let make = |i: u8, merchant: &str| Invoice {
+    /// Invoice `i` (id of bytes `i`, created at `i`) of `merchant`.
+    fn make(i: u8, merchant: &str) -> Invoice {
+        Invoice {
             id: B256::repeat_byte(i),
             merchant_id: merchant.into(),
             payout_address: Address::repeat_byte(1),
@@ -331,7 +330,12 @@ mod tests {
             nonce: B256::ZERO,
             idempotency: None,
             redirect_url: None,
-        };
+        }
+    }
+
+    #[test]
+    fn merchant_listing_pages_newest_first() {
+        let (_dir, store) = temp_store();
         for i in 1..=5 {
             store.put_invoice(&make(i, "a")).expect("put");
         }
@@ -347,20 +351,7 @@ mod tests {
     #[test]
     fn created_invoices_wait_as_unannounced_until_marked_and_across_a_reopen() {
         let (dir, store) = temp_store();
-        let make = |i: u8| Invoice {
-            id: B256::repeat_byte(i),
-            merchant_id: "m".into(),
-            payout_address: Address::repeat_byte(1),
-            amount: U256::from(1),
-            token: Address::ZERO,
-            created_at: u64::from(i),
-            expires_at: None,
-            metadata: None,
-            created_by: "me".into(),
-            nonce: B256::ZERO,
-            idempotency: None,
-            redirect_url: None,
-        };
+        let make = |i: u8| make(i, "m");
         assert_eq!(store.put_created_invoices(&[make(1), make(2), make(1)]).expect("create"), vec![true, true, false]);
         store.put_replicated_invoices(&[make(3)]).expect("another operator's");
         let ids = |s: &Store| s.unannounced_invoices(10).expect("read").iter().map(|i| i.id.0[0]).collect::<Vec<_>>();
