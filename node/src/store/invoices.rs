@@ -90,19 +90,20 @@ impl Store {
     pub fn put_created_invoices(&self, invoices: &[Invoice]) -> Result<Vec<bool>, StoreError> {
         let tx = self.db().begin_write()?;
         let new = Self::insert_invoices_each(&tx, invoices, crate::time::now_s(), false)?;
-        {
-            let mut unannounced = tx.open_table(UNANNOUNCED)?;
-            for (invoice, _) in invoices.iter().zip(&new).filter(|(_, new)| **new) {
-                unannounced.insert(invoice.id.0, ())?;
-            }
-        }
+        Self::mark_unannounced(&tx, invoices.iter().zip(&new).filter(|(_, new)| **new).map(|(i, _)| i))?;
         tx.commit()?;
         Ok(new)
     }
 
-    /// Marks `invoice`, just created in `tx`, not yet announced.
-    pub(super) fn mark_unannounced(tx: &redb::WriteTransaction, invoice: &Invoice) -> Result<(), StoreError> {
-        tx.open_table(UNANNOUNCED)?.insert(invoice.id.0, ())?;
+    /// Marks `invoices`, just created in `tx`, not yet announced.
+    pub(super) fn mark_unannounced<'a>(
+        tx: &redb::WriteTransaction,
+        invoices: impl IntoIterator<Item = &'a Invoice>,
+    ) -> Result<(), StoreError> {
+        let mut unannounced = tx.open_table(UNANNOUNCED)?;
+        for invoice in invoices {
+            unannounced.insert(invoice.id.0, ())?;
+        }
         Ok(())
     }
 
