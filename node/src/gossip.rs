@@ -123,6 +123,20 @@ pub struct SyncRequest {
     /// chain only).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub merchants: bool,
+    /// A page of the invoices the asked operator created since a time (an operator back from
+    /// an outage catching up; see `rounds::invoice_catch_up`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_since: Option<CreatedSince>,
+}
+
+/// Which page of an operator's own invoices is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedSince {
+    /// Creation time (Unix seconds) of the oldest invoice wanted.
+    pub since_s: u64,
+    /// Where the previous page ended (its answer's `created_next`); none for the first page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<(u64, B256)>,
 }
 
 impl SyncRequest {
@@ -144,6 +158,9 @@ pub struct SyncResponse {
     /// The merchants' state, when asked for, each record to be checked by the receiver.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merchants: Option<crate::merchants::MerchantSnapshot>,
+    /// Where the next page of a `created_since` request starts, when more may follow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_next: Option<(u64, B256)>,
 }
 
 /// An operator's signature over a round's batch.
@@ -268,6 +285,9 @@ pub enum GossipRejection {
     /// The invoice's id is not the commitment to its terms: altered or invented.
     #[error("invoice {0}: the id does not commit to these terms")]
     InvoiceIdMismatch(B256),
+    /// An operator sent an invoice as its own that names another operator as its creator.
+    #[error("invoice {0} names another operator as its creator")]
+    ForeignCreator(B256),
 }
 
 /// How old (or how far ahead of this node's clock) a gossip message's own timestamp may be:
@@ -360,6 +380,7 @@ impl GossipRejection {
             Self::BadInvoice(_) => "bad_invoice",
             Self::NotInRegistry(_) => "not_in_registry",
             Self::InvoiceIdMismatch(_) => "invoice_id_mismatch",
+            Self::ForeignCreator(_) => "foreign_creator",
         }
     }
 }

@@ -151,6 +151,18 @@ pub const CATALOG: &[Metric] = &[
     ),
     c(
         C,
+        "invoices_caught_up_total",
+        "Invoices other operators created while this node was away from them, taken when they connected",
+        Labels::None,
+    ),
+    c(
+        C,
+        "invoice_catch_up_limited_total",
+        "Pages of this node's invoices refused to an operator that asked more often than the catch-up budget",
+        Labels::None,
+    ),
+    c(
+        C,
         "invoices_parked_total",
         "Announced invoices whose merchant this node's registry did not hold yet, by what became of them",
         Labels::One("outcome", &["parked", "pushed_out", "too_large", "taken", "expired"]),

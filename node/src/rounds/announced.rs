@@ -166,36 +166,43 @@ impl RoundDriver {
         }
     }
 
-    /// Stores invoices other operators announced (checked), off the loop, in one read and one
-    /// write: an id already stored is kept as it was (another copy of it is counted).
+    /// Stores invoices other operators announced (checked), off the loop ([`store_replicated`]).
     fn store_replicated(&self, invoices: Vec<Invoice>) {
-        let store = self.store.clone();
-        let chain_id = self.chain.chain_id().to_string();
-        tokio::task::spawn_blocking(move || {
-            let known = match store.invoices_by_id(invoices.iter().map(|inv| inv.id)) {
-                Ok(known) => known,
-                Err(e) => {
-                    error!(invoices = invoices.len(), error = %e, "cannot read replicated invoices");
-                    return;
-                }
-            };
-            let mut new = Vec::new();
-            for (inv, known) in invoices.into_iter().zip(known) {
-                match known {
-                    Some(known) if known != inv => {
-                        metrics::counter!("invoice_conflicts_total", "chain_id" => chain_id.clone(), "reason" => "other_copy")
-                            .increment(1);
-                        warn!(invoice_id = %inv.id, "another copy of a known invoice announced; the first one is kept");
-                    }
-                    Some(_) => {}
-                    None => new.push(inv),
-                }
+        let (store, chain_id) = (self.store.clone(), self.chain.chain_id());
+        tokio::task::spawn_blocking(move || store_replicated(&store, invoices, chain_id));
+    }
+}
+
+/// Stores invoices other operators sent (checked) in one read and one write: an id already
+/// stored is kept as it was (another copy of it is counted). Returns how many were new.
+pub(super) fn store_replicated(store: &crate::store::Store, invoices: Vec<Invoice>, chain_id: u64) -> usize {
+    let known = match store.invoices_by_id(invoices.iter().map(|inv| inv.id)) {
+        Ok(known) => known,
+        Err(e) => {
+            error!(invoices = invoices.len(), error = %e, "cannot read replicated invoices");
+            return 0;
+        }
+    };
+    let mut new = Vec::new();
+    for (inv, known) in invoices.into_iter().zip(known) {
+        match known {
+            Some(known) if known != inv => {
+                metrics::counter!("invoice_conflicts_total", "chain_id" => chain_id.to_string(), "reason" => "other_copy")
+                    .increment(1);
+                warn!(invoice_id = %inv.id, "another copy of a known invoice announced; the first one is kept");
             }
-            if !new.is_empty()
-                && let Err(e) = store.put_replicated_invoices(&new)
-            {
-                error!(invoices = new.len(), error = %e, "cannot store replicated invoices");
-            }
-        });
+            Some(_) => {}
+            None => new.push(inv),
+        }
+    }
+    if new.is_empty() {
+        return 0;
+    }
+    match store.put_replicated_invoices(&new) {
+        Ok(stored) => stored,
+        Err(e) => {
+            error!(invoices = new.len(), error = %e, "cannot store replicated invoices");
+            0
+        }
     }
 }

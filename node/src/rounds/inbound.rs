@@ -15,6 +15,10 @@ use tracing::{debug, error, info, warn};
 /// ones), while an honest node acknowledging 250 deliveries a second spends a third of its
 /// budget.
 const ACKS_PER_MESSAGE_TOKEN: usize = 4;
+/// Pages of its own invoices this node answers per second to one operator catching up, and the
+/// burst: a whole catch-up ([`super::invoice_catch_up::MAX_PAGES`]) at once, then one page every
+/// two seconds.
+pub(super) const CATCH_UP_PAGES_PER_S: f64 = 0.5;
 
 impl RoundDriver {
     pub(super) async fn on_network(&self, st: &mut State, ev: NetworkEvent) {
@@ -69,10 +73,15 @@ impl RoundDriver {
                 self.catch_up(st, Some(peer));
                 if self.epochs.hears(&peer, st.next_round, self.grace_rounds) {
                     self.catch_up_merchants(peer);
+                    self.catch_up_invoices(st, peer);
                 }
             }
-            NetworkEvent::PeerDisconnected(_) => {
-                metrics::gauge!("peers_connected").set(self.net.connected_peers() as f64)
+            NetworkEvent::PeerDisconnected(peer) => {
+                metrics::gauge!("peers_connected").set(self.net.connected_peers() as f64);
+                // Operators only: the map holds one entry per operator at most.
+                if self.epochs.hears(&peer, st.next_round, self.grace_rounds) {
+                    st.peer_gone_at_s.insert(peer, crate::time::now_s());
+                }
             }
             NetworkEvent::Listening(_) => {}
         }
@@ -360,6 +369,14 @@ impl RoundDriver {
         });
     }
 
+    /// Asks `peer` for the invoices it created while it was away from this node (or, the first
+    /// time since this node started, over the last hour): see [`super::invoice_catch_up`].
+    fn catch_up_invoices(&self, st: &mut State, peer: PeerId) {
+        let Some(author) = self.epochs.name_of_peer(&peer) else { return };
+        let since = super::invoice_catch_up::since_s(st.peer_gone_at_s.remove(&peer), crate::time::now_s());
+        super::invoice_catch_up::spawn(self.net.clone(), self.store.clone(), self.invoice_scope(), peer, author, since);
+    }
+
     /// A merchant API key created or revoked on another node (first chain only).
     async fn on_api_key(&self, data: &[u8], source: PeerId) -> Verdict {
         self.on_merchant_announcement("API key", data, source, |r, d, s| r.hear_key(d, s)).await
@@ -405,6 +422,9 @@ impl RoundDriver {
             return;
         }
         let answer = match serde_json::from_str::<SyncRequest>(data) {
+            Ok(SyncRequest { created_since: Some(page), .. }) => {
+                return self.answer_catch_up(st, peer, page, reference).await;
+            }
             Ok(req) => {
                 // Per round, the votes on the chain this node signed the round on, if it did.
                 let attestations = req
@@ -434,12 +454,13 @@ impl RoundDriver {
                     tokio::spawn(async move {
                         let snapshot =
                             tokio::task::spawn_blocking(move || registry.snapshot_for(&peer)).await.ok().flatten();
-                        let resp = SyncResponse { attestations, invoices, merchants: snapshot };
+                        let resp = SyncResponse { attestations, invoices, merchants: snapshot, ..Default::default() };
                         net.respond(reference, serde_json::to_string(&resp).unwrap_or_default()).await;
                     });
                     return;
                 }
-                serde_json::to_string(&SyncResponse { attestations, invoices, merchants: None }).unwrap_or_default()
+                serde_json::to_string(&SyncResponse { attestations, invoices, ..Default::default() })
+                    .unwrap_or_default()
             }
             Err(e) => {
                 warn!(%peer, error = %e, "malformed sync request");
@@ -447,6 +468,42 @@ impl RoundDriver {
             }
         };
         self.net.respond(reference, answer).await;
+    }
+
+    /// A page of the invoices this node created since a time, for an operator catching up
+    /// ([`super::invoice_catch_up`]), read off the loop. Each operator may ask
+    /// [`CATCH_UP_PAGES_PER_S`] pages a second (in bursts of a whole catch-up); past that it is
+    /// answered empty.
+    async fn answer_catch_up(&self, st: &State, peer: PeerId, page: gossip::CreatedSince, reference: RequestRef) {
+        if st.catch_up_limiter.take(&peer.to_string(), std::time::Instant::now()).is_err() {
+            metrics::counter!("invoice_catch_up_limited_total", "chain_id" => self.chain.chain_id().to_string())
+                .increment(1);
+            debug!(%peer, "invoice catch-up page refused: the operator asked too often");
+            self.net.respond(reference, String::new()).await;
+            return;
+        }
+        let (store, net) = (self.store.clone(), self.net.clone());
+        tokio::spawn(async move {
+            let read = tokio::task::spawn_blocking(move || {
+                store.created_since(page.since_s, page.after, SyncRequest::MAX_INVOICES)
+            })
+            .await;
+            let answer = match read {
+                Ok(Ok((invoices, created_next))) => {
+                    serde_json::to_string(&SyncResponse { invoices, created_next, ..Default::default() })
+                        .unwrap_or_default()
+                }
+                Ok(Err(e)) => {
+                    error!(error = %e, "cannot read this node's invoices for an operator catching up");
+                    String::new()
+                }
+                Err(e) => {
+                    error!(error = %e, "reading this node's invoices for an operator catching up stopped");
+                    String::new()
+                }
+            };
+            net.respond(reference, answer).await;
+        });
     }
 
     /// Counts attestations a peer relayed in a sync response, already verified against their

@@ -8,6 +8,7 @@
 
 mod announced;
 mod inbound;
+mod invoice_catch_up;
 pub(crate) mod invoice_fetch;
 mod keeper;
 mod parked;
@@ -108,6 +109,11 @@ struct State {
     suspects: HashSet<(u64, usize)>,
     /// Gossip messages each operator may have handled per second, in bursts.
     limiter: crate::api::RateLimiter,
+    /// Pages of this node's invoices each operator catching up may ask for.
+    catch_up_limiter: crate::api::RateLimiter,
+    /// When each operator's last connection closed: what it created after (less a margin) is
+    /// asked for when it connects again ([`invoice_catch_up`]).
+    peer_gone_at_s: HashMap<settleproof_p2p::PeerId, u64>,
     /// First round not yet closed here, for the window of rounds gossip may name.
     next_round: u64,
     /// This node's last heartbeat on gossip: when, and whether it said it can pay.
@@ -157,6 +163,11 @@ impl RoundDriver {
             verified: HashSet::new(),
             suspects: HashSet::new(),
             limiter: crate::api::RateLimiter::new(PEER_MESSAGES_PER_S, PEER_MESSAGE_BURST),
+            catch_up_limiter: crate::api::RateLimiter::new(
+                inbound::CATCH_UP_PAGES_PER_S,
+                invoice_catch_up::MAX_PAGES as f64,
+            ),
+            peer_gone_at_s: HashMap::new(),
             next_round: self.store.next_round().unwrap_or(0),
             last_heartbeat: None,
             recorded_here: keeper::RecordedHere::default(),

@@ -59,6 +59,7 @@ impl Store {
         n += copy(&snapshot, &tx, MERCHANT_INVOICES)?;
         n += copy(&snapshot, &tx, EXPIRIES)?;
         n += copy(&snapshot, &tx, UNANNOUNCED)?;
+        n += copy(&snapshot, &tx, CREATED)?;
         n += copy(&snapshot, &tx, PAYMENTS)?;
         n += copy(&snapshot, &tx, PROCESSED)?;
         n += copy_multimap(&snapshot, &tx, INVOICE_PAYMENTS)?;

@@ -85,7 +85,7 @@ impl Store {
             return Ok((existing, false));
         }
         Self::insert_invoices(&tx, std::slice::from_ref(invoice), now_s, true)?;
-        Self::mark_unannounced(&tx, [invoice])?;
+        Self::mark_created(&tx, [invoice])?;
         tx.commit()?;
         Ok((invoice.clone(), true))
     }

@@ -1,6 +1,6 @@
 //! Invoices as merchants created them.
 
-use super::{EXPIRIES, INVOICES, MERCHANT_INVOICES, Store, StoreError, UNANNOUNCED, decode, encode};
+use super::{CREATED, EXPIRIES, INVOICES, MERCHANT_INVOICES, Store, StoreError, UNANNOUNCED, decode, encode};
 use alloy::primitives::{Address, B256, U256};
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
@@ -66,6 +66,9 @@ impl Invoice {
     }
 }
 
+/// Where an invoice stands among those its node created: (creation time in seconds, id).
+pub type CreatedKey = (u64, B256);
+
 impl Store {
     /// Stores an invoice; an existing invoice with the same id is kept (idempotent replication).
     /// Returns whether it was new.
@@ -90,21 +93,55 @@ impl Store {
     pub fn put_created_invoices(&self, invoices: &[Invoice]) -> Result<Vec<bool>, StoreError> {
         let tx = self.db().begin_write()?;
         let new = Self::insert_invoices_each(&tx, invoices, crate::time::now_s(), false)?;
-        Self::mark_unannounced(&tx, invoices.iter().zip(&new).filter(|(_, new)| **new).map(|(i, _)| i))?;
+        Self::mark_created(&tx, invoices.iter().zip(&new).filter(|(_, new)| **new).map(|(i, _)| i))?;
         tx.commit()?;
         Ok(new)
     }
 
-    /// Marks `invoices`, just created in `tx`, not yet announced.
-    pub(super) fn mark_unannounced<'a>(
+    /// Marks `invoices`, just created here in `tx`, not yet announced, and indexes them by
+    /// creation time among this node's own ([`Store::created_since`]).
+    pub(super) fn mark_created<'a>(
         tx: &redb::WriteTransaction,
         invoices: impl IntoIterator<Item = &'a Invoice>,
     ) -> Result<(), StoreError> {
-        let mut unannounced = tx.open_table(UNANNOUNCED)?;
+        let (mut unannounced, mut created) = (tx.open_table(UNANNOUNCED)?, tx.open_table(CREATED)?);
         for invoice in invoices {
             unannounced.insert(invoice.id.0, ())?;
+            created.insert((invoice.created_at, invoice.id.0), ())?;
         }
         Ok(())
+    }
+
+    /// Invoices this node created at or after `since_s`, oldest first, starting after the key
+    /// `after` (where a previous page ended), at most `limit`; with the key to go on from when
+    /// `limit` was reached. Replicated and fetched copies are not among them: each operator
+    /// answers for its own.
+    pub fn created_since(
+        &self,
+        since_s: u64,
+        after: Option<(u64, B256)>,
+        limit: usize,
+    ) -> Result<(Vec<Invoice>, Option<CreatedKey>), StoreError> {
+        use std::ops::Bound;
+        let start = match after {
+            Some((at, id)) if at >= since_s => Bound::Excluded((at, id.0)),
+            _ => Bound::Included((since_s, [0u8; 32])),
+        };
+        let tx = self.read()?;
+        let (created, all) = (tx.open_table(CREATED)?, tx.open_table(INVOICES)?);
+        let (mut out, mut last, mut keys) = (Vec::new(), None, 0);
+        for entry in created.range::<(u64, [u8; 32])>((start, Bound::Unbounded))?.take(limit) {
+            let (at, id) = entry?.0.value();
+            (last, keys) = (Some((at, B256::from(id))), keys + 1);
+            match all.get(id)?.map(|v| decode::<Invoice>("invoices", v.value())) {
+                Some(Ok(invoice)) => out.push(invoice),
+                Some(Err(e)) => {
+                    tracing::warn!(invoice_id = %B256::from(id), error = %e, "an invoice this node created cannot be read; peers catching up do not get it")
+                }
+                None => {}
+            }
+        }
+        Ok((out, last.filter(|_| keys == limit)))
     }
 
     /// Invoices this node created that no announcement carried yet (it stopped at once after
@@ -366,5 +403,21 @@ mod tests {
         assert_eq!(ids(&store), vec![2, 4], "marks are durable with their invoice");
         store.mark_announced(&[B256::repeat_byte(2), B256::repeat_byte(4)]).expect("announced");
         assert!(ids(&store).is_empty());
+    }
+
+    #[test]
+    fn created_since_pages_this_nodes_own_invoices_oldest_first() {
+        let (_dir, store) = temp_store();
+        store.put_created_invoices(&[make(5, "a"), make(2, "b"), make(9, "a"), make(7, "b")]).expect("create");
+        store.put_replicated_invoices(&[make(6, "a"), make(8, "b")]).expect("other operators'");
+        let at = |page: &[Invoice]| page.iter().map(|i| i.created_at).collect::<Vec<_>>();
+        let (page, next) = store.created_since(3, None, 2).expect("page 1");
+        assert_eq!(at(&page), vec![5, 7], "from the time asked, across merchants, never a copy of another operator's");
+        assert_eq!(next, Some((7, B256::repeat_byte(7))));
+        let (page, next) = store.created_since(3, next, 2).expect("page 2");
+        assert_eq!((at(&page), next), (vec![9], None), "the last page says no more");
+        let (page, _) = store.created_since(8, Some((5, B256::repeat_byte(5))), 10).expect("behind the start");
+        assert_eq!(at(&page), vec![9], "a resume point before the time asked starts at the time");
+        assert!(store.created_since(10, None, 10).expect("none").0.is_empty());
     }
 }

@@ -3,7 +3,8 @@
 //! Tables and what they hold:
 //! - `invoices`: invoice id → [`Invoice`] (JSON); `merchant_invoices`: (merchant, created, id);
 //!   `invoice_expiries`: (expiry, id) of invoices whose expiry is not yet handled;
-//!   `unannounced_invoices`: ids of invoices this node created that no announcement carried yet
+//!   `unannounced_invoices`: ids of invoices this node created that no announcement carried yet;
+//!   `created_invoices`: (created, id) of the invoices this node created, for peers catching up
 //! - `payments`: (block, log index) → confirmed [`PaymentRecord`] (JSON), ordered for round ranges
 //! - `processed`: invoice id ‖ tx hash ‖ log index → (block, log index): the idempotency key
 //! - `invoice_payments`: invoice id → (block, log index) of its payments
@@ -83,6 +84,9 @@ pub(crate) const MERCHANT_INVOICES: TableDefinition<(&str, u64, [u8; 32]), ()> =
 /// Invoices this node created whose first announcement has not gone out yet: written with the
 /// invoice in its durable create, removed once the announcement was sent.
 pub(crate) const UNANNOUNCED: TableDefinition<[u8; 32], ()> = TableDefinition::new("unannounced_invoices");
+/// Invoices this node created, by (creation time in seconds, id): written with the invoice in
+/// its durable create, read by the operators that ask what they missed while they were away.
+pub(crate) const CREATED: TableDefinition<(u64, [u8; 32]), ()> = TableDefinition::new("created_invoices");
 pub(crate) const PAYMENTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("payments");
 pub(crate) const INVOICE_PAYMENTS: MultimapTableDefinition<[u8; 32], (u64, u64)> =
     MultimapTableDefinition::new("invoice_payments");
@@ -228,6 +232,7 @@ impl Store {
         tx.open_table(MERCHANT_INVOICES)?;
         tx.open_table(EXPIRIES)?;
         tx.open_table(UNANNOUNCED)?;
+        tx.open_table(CREATED)?;
         tx.open_table(PAYMENTS)?;
         tx.open_multimap_table(INVOICE_PAYMENTS)?;
         tx.open_table(PROCESSED)?;
