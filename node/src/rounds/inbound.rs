@@ -483,13 +483,17 @@ impl RoundDriver {
             return;
         }
         let (store, net) = (self.store.clone(), self.net.clone());
+        // Only what carries this node's name in the set: the asker refuses a whole page that
+        // holds another's (a file restored under another name holds such invoices).
+        let me = self.epochs.name_of_peer(&self.net.local_peer_id());
         tokio::spawn(async move {
             let read = tokio::task::spawn_blocking(move || {
                 store.created_since(page.since_s, page.after, SyncRequest::MAX_INVOICES)
             })
             .await;
             let answer = match read {
-                Ok(Ok((invoices, created_next))) => {
+                Ok(Ok((mut invoices, created_next))) => {
+                    invoices.retain(|inv| me.as_deref() == Some(inv.created_by.as_str()));
                     serde_json::to_string(&SyncResponse { invoices, created_next, ..Default::default() })
                         .unwrap_or_default()
                 }

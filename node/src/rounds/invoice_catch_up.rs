@@ -141,6 +141,69 @@ fn judge(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Invoice;
+    use alloy::primitives::{Address, B256, U256};
+    use settleproof_config::{EXAMPLE, NodeConfig};
+
+    fn scope() -> InvoiceScope {
+        let config = NodeConfig::from_toml_str(EXAMPLE, std::iter::empty()).expect("example config");
+        InvoiceScope {
+            merchants: crate::merchants::Registry::fixed(config.merchants),
+            chain_id: 31337,
+            payments: Address::repeat_byte(7),
+        }
+    }
+
+    /// Invoice `i` of `merchant` (of the example config's payout address when known), created
+    /// by `by`, with the id of its terms.
+    fn invoice(i: u8, merchant: &str, by: &str, scope: &InvoiceScope) -> Invoice {
+        let payout =
+            scope.merchants.list().iter().find(|m| m.id == merchant).map_or(Address::ZERO, |m| m.payout_address);
+        let mut inv = Invoice {
+            id: B256::ZERO,
+            merchant_id: merchant.into(),
+            payout_address: payout,
+            amount: U256::from(1000 + u64::from(i)),
+            token: Address::ZERO,
+            created_at: u64::from(i),
+            expires_at: None,
+            metadata: None,
+            created_by: by.into(),
+            nonce: B256::repeat_byte(i),
+            idempotency: None,
+            redirect_url: None,
+        };
+        inv.id = inv.terms(scope.chain_id, scope.payments).id();
+        inv
+    }
+
+    fn page(invoices: Vec<Invoice>) -> SyncResponse {
+        SyncResponse { invoices, ..Default::default() }
+    }
+
+    #[test]
+    fn a_page_is_taken_only_whole_and_in_its_authors_name() {
+        let scope = scope();
+        let merchant = scope.merchants.list()[0].id.clone();
+        let (a, b) = (invoice(1, &merchant, "node-1", &scope), invoice(2, &merchant, "node-1", &scope));
+        let taken = judge(page(vec![a.clone(), b.clone()]), &scope, "node-1").expect("its own, intact");
+        assert_eq!(taken, vec![a.clone(), b.clone()]);
+        // Another operator's invoice, even an intact one, refuses the page.
+        let foreign = invoice(3, &merchant, "node-2", &scope);
+        assert!(matches!(
+            judge(page(vec![a.clone(), foreign.clone()]), &scope, "node-1"),
+            Err(GossipRejection::ForeignCreator(id)) if id == foreign.id
+        ));
+        // An altered one refuses the page.
+        let altered = Invoice { amount: U256::from(1), ..b.clone() };
+        assert!(matches!(
+            judge(page(vec![a.clone(), altered]), &scope, "node-1"),
+            Err(GossipRejection::InvoiceIdMismatch(_))
+        ));
+        // One of a merchant this registry does not hold is left out, the rest taken.
+        let unknown = invoice(4, "no-such-merchant", "node-1", &scope);
+        assert_eq!(judge(page(vec![unknown, a.clone()]), &scope, "node-1").expect("taken"), vec![a]);
+    }
 
     #[test]
     fn since_is_the_disconnection_less_a_margin_within_the_window() {
