@@ -80,7 +80,7 @@ impl RoundDriver {
                 metrics::gauge!("peers_connected").set(self.net.connected_peers() as f64);
                 // Operators only: the map holds one entry per operator at most.
                 if self.epochs.hears(&peer, st.next_round, self.grace_rounds) {
-                    st.peer_gone_at_s.insert(peer, crate::time::now_s());
+                    st.catch_ups.disconnected(peer, crate::time::now_s());
                 }
             }
             NetworkEvent::Listening(_) => {}
@@ -370,11 +370,15 @@ impl RoundDriver {
     }
 
     /// Asks `peer` for the invoices it created while it was away from this node (or, the first
-    /// time since this node started, over the last hour): see [`super::invoice_catch_up`].
+    /// time since this node started, since this node's last processed block), at most once a
+    /// minute: see [`super::invoice_catch_up`].
     fn catch_up_invoices(&self, st: &mut State, peer: PeerId) {
         let Some(author) = self.epochs.name_of_peer(&peer) else { return };
-        let since = super::invoice_catch_up::since_s(st.peer_gone_at_s.remove(&peer), crate::time::now_s());
-        super::invoice_catch_up::spawn(self.net.clone(), self.store.clone(), self.invoice_scope(), peer, author, since);
+        let Some(since) = st.catch_ups.connected(peer, crate::time::now_s(), std::time::Instant::now()) else {
+            return;
+        };
+        let (net, store, scope) = (self.net.clone(), self.store.clone(), self.invoice_scope());
+        super::invoice_catch_up::spawn(&st.catch_ups, net, store, scope, peer, author, since);
     }
 
     /// A merchant API key created or revoked on another node (first chain only).

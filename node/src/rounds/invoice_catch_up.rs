@@ -5,9 +5,12 @@
 //! would learn what was created meanwhile only when a payment made a keeper or a delivery
 //! fetch it: until then its API answered 404 for those invoices and its checkout could not
 //! show them. So when an operator connects, this node asks it, a page at a time, for the
-//! invoices *it* created since it was last connected (less [`MARGIN_S`]), or over the last
-//! [`WINDOW_S`] when this node has not seen it since it started. Each operator answers from its
-//! own index of what it created (`created_invoices`), whose times come from its own clock.
+//! invoices *it* created since it was first away from this node and not caught up on since
+//! (less [`MARGIN_S`]); one not seen since this node started, since this node's last processed
+//! block; never more than [`WINDOW_S`] back, and each operator at most once a [`COOLDOWN`]. Each
+//! operator answers from its own index of what it created (`created_invoices`), whose times
+//! come from its own clock, oldest first: a catch-up cut short (refused, timed out, past
+//! [`MAX_PAGES`]) leaves the time away in place for the next connection.
 //!
 //! What comes back is judged as gossip is: every invoice must be one the answering operator
 //! created (its own name) and commit to its terms, or the whole answer is dropped and the
@@ -19,36 +22,111 @@
 use crate::gossip::{CreatedSince, GossipRejection, InvoiceScope, SyncRequest, SyncResponse, check_invoice_terms};
 use crate::store::Store;
 use settleproof_p2p::{NetworkHandle, PeerId};
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 /// Most pages asked of one operator per connection (8,192 invoices).
 pub(super) const MAX_PAGES: usize = 32;
 /// How far back a node asks an operator it has not seen since it started.
 pub(super) const WINDOW_S: u64 = 3_600;
-/// How far before an operator's disconnection a node asks from when it connects again: clocks
-/// of operators differ by a little, and an invoice created just before the link broke may not
-/// have been announced yet.
-pub(super) const MARGIN_S: u64 = 60;
+/// How far before an operator's disconnection a node asks from when it connects again: the
+/// answerer's index is keyed by its own clock, which may differ from this node's by as much as
+/// gossip tolerates ([`crate::gossip::MESSAGE_MAX_AGE_MS`]), and an invoice created just
+/// before the link broke may not have been announced yet.
+pub(super) const MARGIN_S: u64 = 300;
+/// Least time between two catch-ups of one operator: one that reconnects in a loop is asked
+/// once a minute, not at every connection.
+pub(super) const COOLDOWN: Duration = Duration::from_secs(60);
 /// The pause before the first page: the merchant registry's catch-up, asked at the same
 /// connection, comes first, so invoices of merchants registered meanwhile are taken.
 const FIRST_PAGE_AFTER: Duration = Duration::from_secs(2);
 /// How long one page may take.
 const PAGE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Where a catch-up asks from: since the operator was last connected, less [`MARGIN_S`], and
-/// never more than [`WINDOW_S`] back.
+/// Where a catch-up asks from: since the operator was last connected, less [`MARGIN_S`], never
+/// more than [`WINDOW_S`] back and never ahead of now.
 pub(super) fn since_s(gone_at_s: Option<u64>, now_s: u64) -> u64 {
     let floor = now_s.saturating_sub(WINDOW_S);
-    gone_at_s.map_or(floor, |gone| gone.saturating_sub(MARGIN_S).max(floor))
+    gone_at_s.map_or(floor, |gone| gone.saturating_sub(MARGIN_S).clamp(floor, now_s))
+}
+
+/// What a chain's round loop keeps of the catch-ups: since when each operator has been away
+/// (the first disconnection not yet caught up on: a catch-up cut short asks from there again),
+/// and when each was last asked. Bounded by the operators: only they are recorded.
+#[derive(Debug)]
+pub(super) struct Tracker {
+    /// Per operator, the first disconnection (Unix seconds) no complete catch-up followed;
+    /// shared with the catch-up tasks, which clear it once they got the last page.
+    gone_at_s: Arc<Mutex<HashMap<PeerId, u64>>>,
+    /// When this node was last alive before it started (the last block it processed), for
+    /// operators it has not seen since.
+    alive_before_start_s: Option<u64>,
+    /// When each operator was last asked.
+    asked_at: HashMap<PeerId, Instant>,
+}
+
+impl Tracker {
+    pub(super) fn new(alive_before_start_s: Option<u64>) -> Self {
+        Self { gone_at_s: Arc::default(), alive_before_start_s, asked_at: HashMap::new() }
+    }
+
+    /// `peer`'s last connection closed at `now_s`.
+    pub(super) fn disconnected(&self, peer: PeerId, now_s: u64) {
+        if let Ok(mut gone) = self.gone_at_s.lock() {
+            gone.entry(peer).or_insert(now_s);
+        }
+    }
+
+    /// `peer` connected: where to ask it from, unless it was asked less than [`COOLDOWN`] ago.
+    pub(super) fn connected(&mut self, peer: PeerId, now_s: u64, now: Instant) -> Option<u64> {
+        if self.asked_at.get(&peer).is_some_and(|at| now.saturating_duration_since(*at) < COOLDOWN) {
+            return None;
+        }
+        self.asked_at.insert(peer, now);
+        let gone = self.gone_at_s.lock().ok().and_then(|g| g.get(&peer).copied());
+        Some(since_s(gone.or(self.alive_before_start_s), now_s))
+    }
+
+    /// What a catch-up task clears once it got `peer`'s last page.
+    fn completion(&self, peer: PeerId) -> Completion {
+        Completion { gone_at_s: self.gone_at_s.clone(), peer }
+    }
+}
+
+/// Clears an operator's time away once a catch-up of it is complete.
+struct Completion {
+    gone_at_s: Arc<Mutex<HashMap<PeerId, u64>>>,
+    peer: PeerId,
+}
+
+impl Completion {
+    fn done(self) {
+        if let Ok(mut gone) = self.gone_at_s.lock() {
+            gone.remove(&self.peer);
+        }
+    }
 }
 
 /// Asks `peer` (the operator named `author`) for the invoices it created since `since_s`, in the
 /// background, and stores what checks out.
-pub(super) fn spawn(net: NetworkHandle, store: Store, scope: InvoiceScope, peer: PeerId, author: String, since_s: u64) {
+pub(super) fn spawn(
+    tracker: &Tracker,
+    net: NetworkHandle,
+    store: Store,
+    scope: InvoiceScope,
+    peer: PeerId,
+    author: String,
+    since_s: u64,
+) {
+    let completion = tracker.completion(peer);
     tokio::spawn(async move {
         tokio::time::sleep(FIRST_PAGE_AFTER).await;
-        let stored = catch_up(&net, &store, &scope, peer, &author, since_s).await;
+        let (stored, complete) = catch_up(&net, &store, &scope, peer, &author, since_s).await;
+        if complete {
+            completion.done();
+        }
         if stored > 0 {
             metrics::counter!("invoices_caught_up_total", "chain_id" => scope.chain_id.to_string())
                 .increment(stored as u64);
@@ -57,7 +135,8 @@ pub(super) fn spawn(net: NetworkHandle, store: Store, scope: InvoiceScope, peer:
     });
 }
 
-/// The pages, one after the other; returns how many new invoices were stored.
+/// The pages, one after the other; returns how many new invoices were stored, and whether the
+/// last page came (not an answer cut short, refused or over the page limit).
 async fn catch_up(
     net: &NetworkHandle,
     store: &Store,
@@ -65,28 +144,29 @@ async fn catch_up(
     peer: PeerId,
     author: &str,
     since_s: u64,
-) -> usize {
+) -> (usize, bool) {
     let (mut after, mut stored) = (None, 0);
     for _ in 0..MAX_PAGES {
         let request = SyncRequest { created_since: Some(CreatedSince { since_s, after }), ..Default::default() };
-        let Ok(request) = serde_json::to_string(&request) else { return stored };
+        let Ok(request) = serde_json::to_string(&request) else { return (stored, false) };
         let answer = match tokio::time::timeout(PAGE_TIMEOUT, net.request(peer, request)).await {
             Ok(Ok(answer)) if !answer.is_empty() => answer,
-            Ok(Ok(_)) => return stored,
+            // Refused (asked too often) or not understood.
+            Ok(Ok(_)) => return (stored, false),
             Ok(Err(e)) => {
                 debug!(%peer, error = %e, "invoice catch-up request failed");
-                return stored;
+                return (stored, false);
             }
             Err(_) => {
                 debug!(%peer, "no invoice catch-up answer in time");
-                return stored;
+                return (stored, false);
             }
         };
         let page = match serde_json::from_str::<SyncResponse>(&answer) {
             Ok(page) => page,
             Err(e) => {
                 warn!(%peer, error = %e, "malformed invoice catch-up answer");
-                return stored;
+                return (stored, false);
             }
         };
         let next = page.created_next;
@@ -103,16 +183,17 @@ async fn catch_up(
                     .increment(1);
                 warn!(%peer, error = %e, "invoice catch-up answer rejected");
                 net.penalize(peer).await;
-                return stored;
+                return (stored, false);
             }
         }
         // Each page must start past the last one: an operator cannot keep this node asking.
         match next {
             Some(key) if key.0 >= since_s && after.is_none_or(|a| key > a) => after = Some(key),
-            _ => return stored,
+            Some(_) => return (stored, false),
+            None => return (stored, true),
         }
     }
-    stored
+    (stored, false)
 }
 
 /// The invoices of one page this node takes: all of them must be `author`'s and commit to their
@@ -213,12 +294,35 @@ mod tests {
             (None, now - WINDOW_S),
             (Some(now - 10), now - 10 - MARGIN_S),
             (Some(now - WINDOW_S * 5), now - WINDOW_S),
-            (Some(now + 500), now + 500 - MARGIN_S),
+            (Some(now + 500), now),
             (Some(5), now - WINDOW_S),
         ];
         for (gone, want) in table {
             assert_eq!(since_s(gone, now), want, "{gone:?}");
         }
         assert_eq!(since_s(None, 10), 0, "early clocks do not wrap");
+    }
+
+    #[test]
+    fn an_operator_is_asked_from_its_first_disconnection_until_a_catch_up_completes() {
+        let (peer, other) = (PeerId::random(), PeerId::random());
+        let (now, t0) = (1_000_000, Instant::now());
+        let mut tracker = Tracker::new(Some(now - 100));
+        // Not seen since this node started: from its last block, less the margin.
+        assert_eq!(tracker.connected(peer, now, t0), Some(now - 100 - MARGIN_S));
+        tracker.disconnected(peer, now + 10);
+        // Back within the cooldown: not asked again.
+        assert_eq!(tracker.connected(peer, now + 20, t0 + Duration::from_secs(20)), None);
+        tracker.disconnected(peer, now + 30);
+        let later = t0 + COOLDOWN;
+        // The first disconnection counts until a catch-up got the last page.
+        assert_eq!(tracker.connected(peer, now + 70, later), Some(now + 10 - MARGIN_S));
+        tracker.completion(peer).done();
+        tracker.disconnected(peer, now + 80);
+        assert_eq!(tracker.connected(peer, now + 200, later + COOLDOWN), Some(now + 80 - MARGIN_S));
+        // Another operator has its own record.
+        assert_eq!(tracker.connected(other, now, t0), Some(now - 100 - MARGIN_S));
+        // Without a last block, the window.
+        assert_eq!(Tracker::new(None).connected(peer, now, t0), Some(now - WINDOW_S));
     }
 }

@@ -111,9 +111,9 @@ struct State {
     limiter: crate::api::RateLimiter,
     /// Pages of this node's invoices each operator catching up may ask for.
     catch_up_limiter: crate::api::RateLimiter,
-    /// When each operator's last connection closed: what it created after (less a margin) is
-    /// asked for when it connects again ([`invoice_catch_up`]).
-    peer_gone_at_s: HashMap<settleproof_p2p::PeerId, u64>,
+    /// Since when each operator has been away, and when it was last asked what it created
+    /// meanwhile ([`invoice_catch_up`]).
+    catch_ups: invoice_catch_up::Tracker,
     /// First round not yet closed here, for the window of rounds gossip may name.
     next_round: u64,
     /// This node's last heartbeat on gossip: when, and whether it said it can pay.
@@ -167,7 +167,9 @@ impl RoundDriver {
                 inbound::CATCH_UP_PAGES_PER_S,
                 invoice_catch_up::MAX_PAGES as f64,
             ),
-            peer_gone_at_s: HashMap::new(),
+            catch_ups: invoice_catch_up::Tracker::new(
+                self.store.checkpoint_block().ok().flatten().map(|b| b.timestamp),
+            ),
             next_round: self.store.next_round().unwrap_or(0),
             last_heartbeat: None,
             recorded_here: keeper::RecordedHere::default(),
