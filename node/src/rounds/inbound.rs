@@ -490,6 +490,9 @@ impl RoundDriver {
         // Only what carries this node's name in the set: the asker refuses a whole page that
         // holds another's (a file restored under another name holds such invoices).
         let me = self.epochs.name_of_peer(&self.net.local_peer_id());
+        // And only what this chain's contract pays now: one created for a contract the
+        // configuration has since replaced would not commit to its terms at the asker.
+        let (chain_id, payments) = (self.chain.chain_id(), self.chain.payments_address());
         tokio::spawn(async move {
             let read = tokio::task::spawn_blocking(move || {
                 store.created_since(page.since_s, page.after, SyncRequest::MAX_INVOICES)
@@ -497,7 +500,9 @@ impl RoundDriver {
             .await;
             let answer = match read {
                 Ok(Ok((mut invoices, created_next))) => {
-                    invoices.retain(|inv| me.as_deref() == Some(inv.created_by.as_str()));
+                    invoices.retain(|inv| {
+                        me.as_deref() == Some(inv.created_by.as_str()) && inv.id_matches(chain_id, payments)
+                    });
                     serde_json::to_string(&SyncResponse { invoices, created_next, ..Default::default() })
                         .unwrap_or_default()
                 }

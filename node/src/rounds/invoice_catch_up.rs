@@ -44,6 +44,9 @@ pub(super) const COOLDOWN: Duration = Duration::from_secs(60);
 const FIRST_PAGE_AFTER: Duration = Duration::from_secs(2);
 /// How long one page may take.
 const PAGE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest answer read: 256 invoices of the largest an API takes (4 KiB of metadata, a
+/// 2 KiB redirect URL, an idempotency record) fit in well under it; a larger one is not parsed.
+const MAX_PAGE_BYTES: usize = 4 << 20;
 
 /// Where a catch-up asks from: since the operator was last connected, less [`MARGIN_S`], never
 /// more than [`WINDOW_S`] back and never ahead of now.
@@ -150,6 +153,10 @@ async fn catch_up(
         let request = SyncRequest { created_since: Some(CreatedSince { since_s, after }), ..Default::default() };
         let Ok(request) = serde_json::to_string(&request) else { return (stored, false) };
         let answer = match tokio::time::timeout(PAGE_TIMEOUT, net.request(peer, request)).await {
+            Ok(Ok(answer)) if answer.len() > MAX_PAGE_BYTES => {
+                warn!(%peer, bytes = answer.len(), "invoice catch-up answer too large; not read");
+                return (stored, false);
+            }
             Ok(Ok(answer)) if !answer.is_empty() => answer,
             // Refused (asked too often) or not understood.
             Ok(Ok(_)) => return (stored, false),
