@@ -490,6 +490,15 @@ pub fn check_invoice_terms(inv: &Invoice, scope: &InvoiceScope) -> Result<(), Go
     if inv.expires_at == Some(0) || !inv.id_matches(scope.chain_id, scope.payments) {
         return Err(GossipRejection::InvoiceIdMismatch(inv.id));
     }
+    // Listings run newest first by creation time: one dated far ahead would head its
+    // merchant's listing at every node for as long as it is ahead. An honest creator's clock is
+    // within the gossip's tolerance of this one.
+    let ahead_s = MESSAGE_MAX_AGE_MS / 1000;
+    if inv.created_at > crate::time::now_s().saturating_add(ahead_s) {
+        return Err(GossipRejection::BadInvoice(format!(
+            "created_at is more than {ahead_s} s ahead of this node's clock"
+        )));
+    }
     // What the API accepts: an honest operator never announces more.
     if let Some(m) = &inv.metadata
         && (!m.is_object() || m.to_string().len() > crate::store::MAX_METADATA_BYTES)

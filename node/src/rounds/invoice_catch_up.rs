@@ -290,7 +290,12 @@ mod tests {
         ));
         // One of a merchant this registry does not hold is left out, the rest taken.
         let unknown = invoice(4, "no-such-merchant", "node-1", &scope);
-        assert_eq!(judge(page(vec![unknown, a.clone()]), &scope, "node-1").expect("taken"), vec![a]);
+        assert_eq!(judge(page(vec![unknown, a.clone()]), &scope, "node-1").expect("taken"), vec![a.clone()]);
+        // So is one dated far ahead of this node's clock (it would head every listing).
+        let ahead = Invoice { created_at: crate::time::now_s() + 3_600, ..b.clone() };
+        assert_eq!(judge(page(vec![ahead, a.clone()]), &scope, "node-1").expect("taken"), vec![a]);
+        let near = Invoice { created_at: crate::time::now_s() + 60, ..b.clone() };
+        assert_eq!(judge(page(vec![near.clone()]), &scope, "node-1").expect("taken"), vec![near], "within skew");
     }
 
     #[test]
