@@ -92,7 +92,7 @@ impl RoundDriver {
     }
 
     /// Keeps `invoices` of `author` until the registry holds their merchants.
-    fn park(&self, st: &mut State, author: PeerId, invoices: Vec<Invoice>) {
+    pub(super) fn park(&self, st: &mut State, author: PeerId, invoices: Vec<Invoice>) {
         if invoices.is_empty() {
             return;
         }

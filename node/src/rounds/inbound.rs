@@ -377,8 +377,9 @@ impl RoundDriver {
         let Some(since) = st.catch_ups.connected(peer, crate::time::now_s(), std::time::Instant::now()) else {
             return;
         };
-        let (net, store, scope) = (self.net.clone(), self.store.clone(), self.invoice_scope());
-        super::invoice_catch_up::spawn(&st.catch_ups, net, store, scope, peer, author, since);
+        let (net, store, scope, park) =
+            (self.net.clone(), self.store.clone(), self.invoice_scope(), st.park_tx.clone());
+        super::invoice_catch_up::spawn(&st.catch_ups, net, store, scope, park, peer, author, since);
     }
 
     /// A merchant API key created or revoked on another node (first chain only).

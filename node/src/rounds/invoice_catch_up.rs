@@ -14,8 +14,8 @@
 //!
 //! What comes back is judged as gossip is: every invoice must be one the answering operator
 //! created (its own name) and commit to its terms, or the whole answer is dropped and the
-//! operator penalised; one whose merchant this node's registry does not hold is left out (a
-//! payment of it is fetched when it settles). Nothing is trusted for being asked for: a page
+//! operator penalised; one whose merchant this node's registry does not hold yet waits for it
+//! with the announced ones ([`super::parked`]). Nothing is trusted for being asked for: a page
 //! adds only checked invoices, and an operator that answers without end is stopped after
 //! [`MAX_PAGES`] pages, or at the first page that does not move forward.
 
@@ -26,6 +26,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
+
+/// Where invoices of merchants this node's registry does not hold yet go: the round loop keeps
+/// them with the announced ones that wait ([`super::parked`], bounded per operator).
+pub(super) type Park = tokio::sync::mpsc::Sender<(PeerId, Vec<crate::store::Invoice>)>;
 
 /// Most pages asked of one operator per connection (8,192 invoices).
 pub(super) const MAX_PAGES: usize = 32;
@@ -114,11 +118,13 @@ impl Completion {
 
 /// Asks `peer` (the operator named `author`) for the invoices it created since `since_s`, in the
 /// background, and stores what checks out.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn spawn(
     tracker: &Tracker,
     net: NetworkHandle,
     store: Store,
     scope: InvoiceScope,
+    park: Park,
     peer: PeerId,
     author: String,
     since_s: u64,
@@ -126,7 +132,7 @@ pub(super) fn spawn(
     let completion = tracker.completion(peer);
     tokio::spawn(async move {
         tokio::time::sleep(FIRST_PAGE_AFTER).await;
-        let (stored, complete) = catch_up(&net, &store, &scope, peer, &author, since_s).await;
+        let (stored, complete) = catch_up(&net, &store, &scope, &park, peer, &author, since_s).await;
         if complete {
             completion.done();
         }
@@ -144,6 +150,7 @@ async fn catch_up(
     net: &NetworkHandle,
     store: &Store,
     scope: &InvoiceScope,
+    park: &Park,
     peer: PeerId,
     author: &str,
     since_s: u64,
@@ -178,10 +185,13 @@ async fn catch_up(
         };
         let next = page.created_next;
         match judge(page, scope, author) {
-            Ok(invoices) => {
+            Ok(Judged { taken, waiting }) => {
+                if !waiting.is_empty() && park.try_send((peer, waiting)).is_err() {
+                    debug!(%peer, "caught-up invoices of merchants not yet in the registry dropped: the round loop is busy");
+                }
                 let (store, chain_id) = (store.clone(), scope.chain_id);
                 stored +=
-                    tokio::task::spawn_blocking(move || super::announced::store_replicated(&store, invoices, chain_id))
+                    tokio::task::spawn_blocking(move || super::announced::store_replicated(&store, taken, chain_id))
                         .await
                         .unwrap_or(0);
             }
@@ -205,25 +215,29 @@ async fn catch_up(
 
 /// The invoices of one page this node takes: all of them must be `author`'s and commit to their
 /// terms (else the page is refused: an honest operator never answers another one); those of a
-/// merchant the registry does not hold (yet), or refused for what the invoice alone says, are
-/// left out.
-fn judge(
-    page: SyncResponse,
-    scope: &InvoiceScope,
-    author: &str,
-) -> Result<Vec<crate::store::Invoice>, GossipRejection> {
-    let mut taken = Vec::with_capacity(page.invoices.len());
+/// merchant the registry does not hold (yet) wait for it, as announced ones do
+/// ([`super::parked`]); those refused for what the invoice alone says are left out.
+fn judge(page: SyncResponse, scope: &InvoiceScope, author: &str) -> Result<Judged, GossipRejection> {
+    let mut judged = Judged::default();
     for inv in page.invoices.into_iter().take(SyncRequest::MAX_INVOICES) {
         if inv.created_by != author {
             return Err(GossipRejection::ForeignCreator(inv.id));
         }
         match check_invoice_terms(&inv, scope) {
-            Ok(()) => taken.push(inv),
+            Ok(()) => judged.taken.push(inv),
             Err(e @ GossipRejection::InvoiceIdMismatch(_)) => return Err(e),
+            Err(GossipRejection::NotInRegistry(_)) => judged.waiting.push(inv),
             Err(e) => debug!(invoice_id = %inv.id, error = %e, "an invoice of a catch-up page left out"),
         }
     }
-    Ok(taken)
+    Ok(judged)
+}
+
+/// A page's invoices this node takes now, and those that wait for its merchant registry.
+#[derive(Debug, Default, PartialEq)]
+struct Judged {
+    taken: Vec<crate::store::Invoice>,
+    waiting: Vec<crate::store::Invoice>,
 }
 
 #[cfg(test)]
@@ -275,7 +289,7 @@ mod tests {
         let merchant = scope.merchants.list()[0].id.clone();
         let (a, b) = (invoice(1, &merchant, "node-1", &scope), invoice(2, &merchant, "node-1", &scope));
         let taken = judge(page(vec![a.clone(), b.clone()]), &scope, "node-1").expect("its own, intact");
-        assert_eq!(taken, vec![a.clone(), b.clone()]);
+        assert_eq!(taken, Judged { taken: vec![a.clone(), b.clone()], waiting: vec![] });
         // Another operator's invoice, even an intact one, refuses the page.
         let foreign = invoice(3, &merchant, "node-2", &scope);
         assert!(matches!(
@@ -288,14 +302,17 @@ mod tests {
             judge(page(vec![a.clone(), altered]), &scope, "node-1"),
             Err(GossipRejection::InvoiceIdMismatch(_))
         ));
-        // One of a merchant this registry does not hold is left out, the rest taken.
+        // One of a merchant this registry does not hold waits for it, the rest are taken.
         let unknown = invoice(4, "no-such-merchant", "node-1", &scope);
-        assert_eq!(judge(page(vec![unknown, a.clone()]), &scope, "node-1").expect("taken"), vec![a.clone()]);
+        assert_eq!(
+            judge(page(vec![unknown.clone(), a.clone()]), &scope, "node-1").expect("taken"),
+            Judged { taken: vec![a.clone()], waiting: vec![unknown] }
+        );
         // So is one dated far ahead of this node's clock (it would head every listing).
         let ahead = Invoice { created_at: crate::time::now_s() + 3_600, ..b.clone() };
-        assert_eq!(judge(page(vec![ahead, a.clone()]), &scope, "node-1").expect("taken"), vec![a]);
+        assert_eq!(judge(page(vec![ahead, a.clone()]), &scope, "node-1").expect("taken").taken, vec![a]);
         let near = Invoice { created_at: crate::time::now_s() + 60, ..b.clone() };
-        assert_eq!(judge(page(vec![near.clone()]), &scope, "node-1").expect("taken"), vec![near], "within skew");
+        assert_eq!(judge(page(vec![near.clone()]), &scope, "node-1").expect("taken").taken, vec![near], "within skew");
     }
 
     #[test]

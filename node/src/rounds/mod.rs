@@ -114,6 +114,8 @@ struct State {
     /// Since when each operator has been away, and when it was last asked what it created
     /// meanwhile ([`invoice_catch_up`]).
     catch_ups: invoice_catch_up::Tracker,
+    /// Where catch-ups send invoices whose merchant the registry does not hold yet.
+    park_tx: invoice_catch_up::Park,
     /// First round not yet closed here, for the window of rounds gossip may name.
     next_round: u64,
     /// This node's last heartbeat on gossip: when, and whether it said it can pay.
@@ -147,6 +149,7 @@ impl RoundDriver {
     ) {
         let (done_tx, mut done_rx) = mpsc::channel(64);
         let (sync_tx, mut sync_rx) = mpsc::channel(64);
+        let (park_tx, mut park_rx) = mpsc::channel(64);
         let can_pay = Arc::new(AtomicBool::new(true));
         tokio::spawn(watch_balance(self.chain.clone(), self.timing.min_balance_wei, can_pay.clone(), shutdown.clone()));
         let mut st = State {
@@ -170,6 +173,7 @@ impl RoundDriver {
             catch_ups: invoice_catch_up::Tracker::new(
                 self.store.checkpoint_block().ok().flatten().map(|b| b.timestamp),
             ),
+            park_tx,
             next_round: self.store.next_round().unwrap_or(0),
             last_heartbeat: None,
             recorded_here: keeper::RecordedHere::default(),
@@ -200,6 +204,7 @@ impl RoundDriver {
                 }
                 _ = catch_up.tick() => self.catch_up(&st, None),
                 Some(atts) = sync_rx.recv() => self.on_synced(&mut st, atts),
+                Some((peer, invoices)) = park_rx.recv() => self.park(&mut st, peer, invoices),
                 Some((round, ok)) = done_rx.recv() => {
                     st.in_flight.remove(&round);
                     if !ok {
