@@ -109,6 +109,11 @@ impl Liveness {
         }
     }
 
+    /// When `operator` was last heard (a heartbeat or a vote), if it was.
+    pub fn last_seen_ms(&self, operator: usize) -> Option<u64> {
+        self.last_seen_ms.get(operator).copied().flatten()
+    }
+
     /// Operators known down at `now_ms`: never heard, silent for longer than the timeout, or
     /// unable to pay for a settlement. `me` counts as up unless it cannot pay.
     pub fn down(&self, me: usize, now_ms: u64) -> BTreeSet<usize> {

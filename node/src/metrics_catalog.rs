@@ -150,6 +150,12 @@ pub const CATALOG: &[Metric] = &[
         Labels::None,
     ),
     c(
+        G,
+        "invoices_unannounced",
+        "Invoices this node created that no send carried yet (still marked): announced at its next start",
+        Labels::None,
+    ),
+    c(
         C,
         "invoices_caught_up_total",
         "Invoices other operators created while this node was away from them, taken when they connected",

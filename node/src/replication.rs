@@ -58,6 +58,8 @@ const RESUME_MAX: usize = 8_192;
 #[derive(Debug, Clone)]
 pub struct InvoiceReplicator {
     tx: mpsc::Sender<Invoice>,
+    /// Invoices a full queue dropped (still marked in the store), for the gauge.
+    dropped: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl InvoiceReplicator {
@@ -65,8 +67,9 @@ impl InvoiceReplicator {
     /// unannounced are due at once.
     pub fn spawn(net: NetworkHandle, chain: ReplicatedChain, shutdown: watch::Receiver<bool>) -> Self {
         let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(run(net, chain, rx, shutdown));
-        Self { tx }
+        let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        tokio::spawn(run(net, chain, rx, dropped.clone(), shutdown));
+        Self { tx, dropped }
     }
 
     /// Queues `invoice`; never blocks the caller (drops with a log line when the queue is full).
@@ -74,6 +77,7 @@ impl InvoiceReplicator {
         match self.tx.try_send(invoice) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
+                self.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!(
                     "invoice replication queue full; the invoice is announced when the node next starts, or fetched by a keeper when paid"
                 )
@@ -123,9 +127,12 @@ async fn run(
     net: NetworkHandle,
     chain: ReplicatedChain,
     mut rx: mpsc::Receiver<Invoice>,
+    dropped: Arc<std::sync::atomic::AtomicU64>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut queue: Vec<Queued> = resume(&chain).await.into_iter().map(Queued::new).collect();
+    // Marked invoices no longer queued: every send of them failed.
+    let mut left_marked: u64 = 0;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -189,7 +196,12 @@ async fn run(
             }
             mark_announced(&chain.store, announced).await;
         }
+        left_marked += queue.iter().filter(|q| q.marked && q.sent as usize > RESEND_GAPS_S.len()).count() as u64;
         queue.retain(|q| q.sent as usize <= RESEND_GAPS_S.len());
+        let marked = queue.iter().filter(|q| q.marked).count() as u64
+            + left_marked
+            + dropped.load(std::sync::atomic::Ordering::Relaxed);
+        metrics::gauge!("invoices_unannounced", "chain_id" => chain.chain_id.to_string()).set(marked as f64);
     }
 }
 

@@ -16,9 +16,9 @@ use tracing::{debug, error, info, warn};
 /// budget.
 const ACKS_PER_MESSAGE_TOKEN: usize = 4;
 /// Pages of its own invoices this node answers per second to one operator catching up, and the
-/// burst: a whole catch-up ([`super::invoice_catch_up::MAX_PAGES`]) at once, then one page every
-/// two seconds.
-pub(super) const CATCH_UP_PAGES_PER_S: f64 = 0.5;
+/// burst: a whole catch-up ([`super::invoice_catch_up::MAX_PAGES`]) at once, then one a second
+/// (an asker goes on at most once a minute).
+pub(super) const CATCH_UP_PAGES_PER_S: f64 = 1.0;
 
 impl RoundDriver {
     pub(super) async fn on_network(&self, st: &mut State, ev: NetworkEvent) {
@@ -73,14 +73,19 @@ impl RoundDriver {
                 self.catch_up(st, Some(peer));
                 if self.epochs.hears(&peer, st.next_round, self.grace_rounds) {
                     self.catch_up_merchants(peer);
-                    self.catch_up_invoices(st, peer);
+                    st.catch_ups.connected(peer, crate::time::now_s());
+                    self.catch_up_invoices(st);
                 }
             }
             NetworkEvent::PeerDisconnected(peer) => {
                 metrics::gauge!("peers_connected").set(self.net.connected_peers() as f64);
                 // Operators only: the map holds one entry per operator at most.
+                // From when it was last heard: a link that died silently is noticed only when
+                // its connection times out.
                 if self.epochs.hears(&peer, st.next_round, self.grace_rounds) {
-                    st.catch_ups.disconnected(peer, crate::time::now_s());
+                    let now = crate::time::now_s();
+                    let heard = self.last_heard_s(st, &peer).unwrap_or(now);
+                    st.catch_ups.disconnected(peer, heard, now);
                 }
             }
             NetworkEvent::Listening(_) => {}
@@ -369,17 +374,30 @@ impl RoundDriver {
         });
     }
 
-    /// Asks `peer` for the invoices it created while it was away from this node (or, the first
-    /// time since this node started, since this node's last processed block), at most once a
-    /// minute: see [`super::invoice_catch_up`].
-    fn catch_up_invoices(&self, st: &mut State, peer: PeerId) {
-        let Some(author) = self.epochs.name_of_peer(&peer) else { return };
-        let Some(since) = st.catch_ups.connected(peer, crate::time::now_s(), std::time::Instant::now()) else {
-            return;
-        };
-        let (net, store, scope, park) =
-            (self.net.clone(), self.store.clone(), self.invoice_scope(), st.park_tx.clone());
-        super::invoice_catch_up::spawn(&st.catch_ups, net, store, scope, park, peer, author, since);
+    /// Starts the invoice catch-ups due: each connected operator that owes this node what it
+    /// created while they were apart, at most one at a time and once a minute per operator
+    /// (see [`super::invoice_catch_up`]). Runs at each connection and heartbeat tick.
+    pub(super) fn catch_up_invoices(&self, st: &mut State) {
+        for due in st.catch_ups.due(crate::time::now_s(), std::time::Instant::now()) {
+            let Some(author) = self.epochs.name_of_peer(&due.peer) else { continue };
+            let asked = super::invoice_catch_up::Asked {
+                net: self.net.clone(),
+                store: self.store.clone(),
+                scope: self.invoice_scope(),
+                park: st.park_tx.clone(),
+            };
+            super::invoice_catch_up::spawn(&st.catch_ups, due, asked, author);
+        }
+    }
+
+    /// When `peer` was last heard here (a heartbeat or a vote, in any of its sets), in seconds.
+    fn last_heard_s(&self, st: &State, peer: &PeerId) -> Option<u64> {
+        self.epochs
+            .all()
+            .iter()
+            .filter_map(|set| st.liveness.get(&set.epoch)?.last_seen_ms(set.index_of_peer(peer)?))
+            .max()
+            .map(|ms| ms / 1000)
     }
 
     /// A merchant API key created or revoked on another node (first chain only).
@@ -496,7 +514,12 @@ impl RoundDriver {
         let (chain_id, payments) = (self.chain.chain_id(), self.chain.payments_address());
         tokio::spawn(async move {
             let read = tokio::task::spawn_blocking(move || {
-                store.created_since(page.since_s, page.after, SyncRequest::MAX_INVOICES)
+                store.created_since(
+                    page.since_s,
+                    page.after,
+                    SyncRequest::MAX_INVOICES,
+                    super::invoice_catch_up::ANSWER_BYTES,
+                )
             })
             .await;
             let answer = match read {

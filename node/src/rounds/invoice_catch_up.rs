@@ -20,9 +20,10 @@
 //! [`MAX_PAGES`] pages, or at the first page that does not move forward.
 
 use crate::gossip::{CreatedSince, GossipRejection, InvoiceScope, SyncRequest, SyncResponse, check_invoice_terms};
+use crate::store::CreatedKey;
 use crate::store::Store;
 use settleproof_p2p::{NetworkHandle, PeerId};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
@@ -35,152 +36,223 @@ pub(super) type Park = tokio::sync::mpsc::Sender<(PeerId, Vec<crate::store::Invo
 pub(super) const MAX_PAGES: usize = 32;
 /// How far back a node asks an operator it has not seen since it started.
 pub(super) const WINDOW_S: u64 = 3_600;
-/// How far before an operator's disconnection a node asks from when it connects again: the
+/// How far before an operator was last heard a node asks from when it connects again: the
 /// answerer's index is keyed by its own clock, which may differ from this node's by as much as
 /// gossip tolerates ([`crate::gossip::MESSAGE_MAX_AGE_MS`]), and an invoice created just
-/// before the link broke may not have been announced yet.
-pub(super) const MARGIN_S: u64 = 300;
+/// before the link broke may not have been announced yet (a minute more).
+pub(super) const MARGIN_S: u64 = 360;
 /// Least time between two catch-ups of one operator: one that reconnects in a loop is asked
-/// once a minute, not at every connection.
+/// once a minute, not at every connection; a catch-up cut short goes on a minute later.
 pub(super) const COOLDOWN: Duration = Duration::from_secs(60);
 /// The pause before the first page: the merchant registry's catch-up, asked at the same
 /// connection, comes first, so invoices of merchants registered meanwhile are taken.
 const FIRST_PAGE_AFTER: Duration = Duration::from_secs(2);
 /// How long one page may take.
 const PAGE_TIMEOUT: Duration = Duration::from_secs(5);
-/// The largest answer read: 256 invoices of the largest an API takes (4 KiB of metadata, a
-/// 2 KiB redirect URL, an idempotency record) fit in well under it; a larger one is not parsed.
+/// The largest answer read; answerers stop a page at [`ANSWER_BYTES`], well under it.
 const MAX_PAGE_BYTES: usize = 4 << 20;
+/// The stored bytes of invoices an answerer puts in one page at most (at least one invoice).
+pub(super) const ANSWER_BYTES: usize = 2 << 20;
 
-/// Where a catch-up asks from: since the operator was last connected, less [`MARGIN_S`], never
-/// more than [`WINDOW_S`] back and never ahead of now.
-pub(super) fn since_s(gone_at_s: Option<u64>, now_s: u64) -> u64 {
+/// Where a catch-up asks from: `heard_s` (when the operator was last heard, or this node last
+/// alive), less [`MARGIN_S`], never more than [`WINDOW_S`] back and never ahead of now.
+pub(super) fn since_s(heard_s: Option<u64>, now_s: u64) -> u64 {
     let floor = now_s.saturating_sub(WINDOW_S);
-    gone_at_s.map_or(floor, |gone| gone.saturating_sub(MARGIN_S).clamp(floor, now_s))
+    heard_s.map_or(floor, |heard| heard.saturating_sub(MARGIN_S).clamp(floor, now_s))
 }
 
-/// What a chain's round loop keeps of the catch-ups: since when each operator has been away
-/// (the first disconnection not yet caught up on: a catch-up cut short asks from there again),
-/// and when each was last asked. Bounded by the operators: only they are recorded.
+/// What one operator still owes this node: the invoices it created since `since_s`, of which
+/// those up to `after` are taken already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Owed {
+    since_s: u64,
+    after: Option<CreatedKey>,
+    /// Disconnections since the entry was made: a catch-up clears it only if none came while it
+    /// ran.
+    generation: u64,
+    /// A catch-up of it is under way.
+    running: bool,
+}
+
+/// A catch-up to start: ask `peer` from `since_s`, past `after`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Due {
+    pub(super) peer: PeerId,
+    pub(super) since_s: u64,
+    pub(super) after: Option<CreatedKey>,
+    generation: u64,
+}
+
+/// What a chain's round loop keeps of the catch-ups: what each operator still owes (from when
+/// it was last heard before it went away; a catch-up cut short goes on from its last page),
+/// which operators are connected, and when each was last asked. Bounded by the operators: only
+/// they are recorded.
 #[derive(Debug)]
 pub(super) struct Tracker {
-    /// Per operator, the first disconnection (Unix seconds) no complete catch-up followed;
-    /// shared with the catch-up tasks, which clear it once they got the last page.
-    gone_at_s: Arc<Mutex<HashMap<PeerId, u64>>>,
-    /// When this node was last alive before it started (the last block it processed), for
-    /// operators it has not seen since.
+    /// Shared with the catch-up tasks, which record their progress and clear what they got.
+    owed: Arc<Mutex<HashMap<PeerId, Owed>>>,
+    /// When this node was last alive before it started (the last block it processed): what an
+    /// operator it has not met since owes.
     alive_before_start_s: Option<u64>,
-    /// When each operator was last asked.
+    connected: HashSet<PeerId>,
+    met: HashSet<PeerId>,
     asked_at: HashMap<PeerId, Instant>,
 }
 
 impl Tracker {
     pub(super) fn new(alive_before_start_s: Option<u64>) -> Self {
-        Self { gone_at_s: Arc::default(), alive_before_start_s, asked_at: HashMap::new() }
-    }
-
-    /// `peer`'s last connection closed at `now_s`.
-    pub(super) fn disconnected(&self, peer: PeerId, now_s: u64) {
-        if let Ok(mut gone) = self.gone_at_s.lock() {
-            gone.entry(peer).or_insert(now_s);
+        Self {
+            owed: Arc::default(),
+            alive_before_start_s,
+            connected: HashSet::new(),
+            met: HashSet::new(),
+            asked_at: HashMap::new(),
         }
     }
 
-    /// `peer` connected: where to ask it from, unless it was asked less than [`COOLDOWN`] ago.
-    pub(super) fn connected(&mut self, peer: PeerId, now_s: u64, now: Instant) -> Option<u64> {
-        if self.asked_at.get(&peer).is_some_and(|at| now.saturating_duration_since(*at) < COOLDOWN) {
-            return None;
-        }
-        self.asked_at.insert(peer, now);
-        let gone = self.gone_at_s.lock().ok().and_then(|g| g.get(&peer).copied());
-        Some(since_s(gone.or(self.alive_before_start_s), now_s))
-    }
-
-    /// What a catch-up task clears once it got `peer`'s last page.
-    fn completion(&self, peer: PeerId) -> Completion {
-        Completion { gone_at_s: self.gone_at_s.clone(), peer }
-    }
-}
-
-/// Clears an operator's time away once a catch-up of it is complete.
-struct Completion {
-    gone_at_s: Arc<Mutex<HashMap<PeerId, u64>>>,
-    peer: PeerId,
-}
-
-impl Completion {
-    fn done(self) {
-        if let Ok(mut gone) = self.gone_at_s.lock() {
-            gone.remove(&self.peer);
+    /// `peer`'s last connection closed; it was last heard at `heard_s` (at most now).
+    pub(super) fn disconnected(&mut self, peer: PeerId, heard_s: u64, now_s: u64) {
+        self.connected.remove(&peer);
+        if let Ok(mut owed) = self.owed.lock() {
+            owed.entry(peer).and_modify(|o| o.generation = o.generation.saturating_add(1)).or_insert(Owed {
+                since_s: since_s(Some(heard_s.min(now_s)), now_s),
+                after: None,
+                generation: 0,
+                running: false,
+            });
         }
     }
+
+    /// `peer` connected. The first time since this node started, it owes what it created since
+    /// this node was last alive.
+    pub(super) fn connected(&mut self, peer: PeerId, now_s: u64) {
+        self.connected.insert(peer);
+        if self.met.insert(peer)
+            && let Ok(mut owed) = self.owed.lock()
+        {
+            owed.entry(peer).or_insert(Owed {
+                since_s: since_s(self.alive_before_start_s, now_s),
+                after: None,
+                generation: 0,
+                running: false,
+            });
+        }
+    }
+
+    /// The catch-ups to start now: connected operators that owe invoices, with none under way
+    /// and none started in the last [`COOLDOWN`]. Marked under way.
+    pub(super) fn due(&mut self, now_s: u64, now: Instant) -> Vec<Due> {
+        let Ok(mut owed) = self.owed.lock() else { return Vec::new() };
+        let mut due = Vec::new();
+        for peer in &self.connected {
+            let Some(o) = owed.get_mut(peer) else { continue };
+            if o.running || self.asked_at.get(peer).is_some_and(|at| now.saturating_duration_since(*at) < COOLDOWN) {
+                continue;
+            }
+            o.running = true;
+            self.asked_at.insert(*peer, now);
+            let since_s = o.since_s.max(now_s.saturating_sub(WINDOW_S));
+            due.push(Due { peer: *peer, since_s, after: o.after, generation: o.generation });
+        }
+        due
+    }
+
+    /// Where the task of `due` records what it got.
+    fn progress(&self, due: Due) -> Progress {
+        Progress { owed: self.owed.clone(), due }
+    }
 }
 
-/// Asks `peer` (the operator named `author`) for the invoices it created since `since_s`, in the
-/// background, and stores what checks out.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn spawn(
-    tracker: &Tracker,
-    net: NetworkHandle,
-    store: Store,
-    scope: InvoiceScope,
-    park: Park,
-    peer: PeerId,
-    author: String,
-    since_s: u64,
-) {
-    let completion = tracker.completion(peer);
+/// A catch-up's account to its tracker.
+struct Progress {
+    owed: Arc<Mutex<HashMap<PeerId, Owed>>>,
+    due: Due,
+}
+
+impl Progress {
+    /// The catch-up ended: it got pages up to `last` (if any), and the last page when
+    /// `complete`. A complete one during which the operator did not go away again clears what
+    /// it owed; otherwise the next one goes on from `last`.
+    fn ended(self, last: Option<CreatedKey>, complete: bool) {
+        let Ok(mut owed) = self.owed.lock() else { return };
+        let Some(o) = owed.get_mut(&self.due.peer) else { return };
+        if complete && o.generation == self.due.generation {
+            owed.remove(&self.due.peer);
+            return;
+        }
+        o.running = false;
+        if last.is_some() {
+            o.after = last;
+        }
+    }
+}
+
+/// Asks `due.peer` (the operator named `author`) for the invoices it created since
+/// `due.since_s` (past `due.after`), in the background, stores what checks out and tells the
+/// tracker how far it got.
+pub(super) fn spawn(tracker: &Tracker, due: Due, asked: Asked, author: String) {
+    let progress = tracker.progress(due);
     tokio::spawn(async move {
         tokio::time::sleep(FIRST_PAGE_AFTER).await;
-        let (stored, complete) = catch_up(&net, &store, &scope, &park, peer, &author, since_s).await;
-        if complete {
-            completion.done();
-        }
-        if stored > 0 {
-            metrics::counter!("invoices_caught_up_total", "chain_id" => scope.chain_id.to_string())
-                .increment(stored as u64);
-            info!(%peer, operator = %author, stored, "took the invoices an operator created while this node was away");
+        let outcome = catch_up(&asked, due, &author).await;
+        progress.ended(outcome.last, outcome.complete);
+        if outcome.stored > 0 {
+            metrics::counter!("invoices_caught_up_total", "chain_id" => asked.scope.chain_id.to_string())
+                .increment(outcome.stored as u64);
+            info!(peer = %due.peer, operator = %author, stored = outcome.stored, "took the invoices an operator created while this node was away");
         }
     });
 }
 
-/// The pages, one after the other; returns how many new invoices were stored, and whether the
-/// last page came (not an answer cut short, refused or over the page limit).
-async fn catch_up(
-    net: &NetworkHandle,
-    store: &Store,
-    scope: &InvoiceScope,
-    park: &Park,
-    peer: PeerId,
-    author: &str,
-    since_s: u64,
-) -> (usize, bool) {
-    let (mut after, mut stored) = (None, 0);
+/// What a catch-up works with.
+pub(super) struct Asked {
+    pub(super) net: NetworkHandle,
+    pub(super) store: Store,
+    pub(super) scope: InvoiceScope,
+    pub(super) park: Park,
+}
+
+/// How a catch-up went.
+struct Outcome {
+    /// New invoices stored.
+    stored: usize,
+    /// Where the last page taken ended.
+    last: Option<CreatedKey>,
+    /// Whether the last page came (not an answer cut short, refused, or past [`MAX_PAGES`]).
+    complete: bool,
+}
+
+/// The pages, one after the other.
+async fn catch_up(asked: &Asked, due: Due, author: &str) -> Outcome {
+    let Asked { net, store, scope, park } = asked;
+    let (peer, since_s) = (due.peer, due.since_s);
+    let mut out = Outcome { stored: 0, last: due.after, complete: false };
     for _ in 0..MAX_PAGES {
-        let request = SyncRequest { created_since: Some(CreatedSince { since_s, after }), ..Default::default() };
-        let Ok(request) = serde_json::to_string(&request) else { return (stored, false) };
+        let request =
+            SyncRequest { created_since: Some(CreatedSince { since_s, after: out.last }), ..Default::default() };
+        let Ok(request) = serde_json::to_string(&request) else { return out };
         let answer = match tokio::time::timeout(PAGE_TIMEOUT, net.request(peer, request)).await {
             Ok(Ok(answer)) if answer.len() > MAX_PAGE_BYTES => {
                 warn!(%peer, bytes = answer.len(), "invoice catch-up answer too large; not read");
-                return (stored, false);
+                return out;
             }
             Ok(Ok(answer)) if !answer.is_empty() => answer,
             // Refused (asked too often) or not understood.
-            Ok(Ok(_)) => return (stored, false),
+            Ok(Ok(_)) => return out,
             Ok(Err(e)) => {
                 debug!(%peer, error = %e, "invoice catch-up request failed");
-                return (stored, false);
+                return out;
             }
             Err(_) => {
                 debug!(%peer, "no invoice catch-up answer in time");
-                return (stored, false);
+                return out;
             }
         };
         let page = match serde_json::from_str::<SyncResponse>(&answer) {
             Ok(page) => page,
             Err(e) => {
                 warn!(%peer, error = %e, "malformed invoice catch-up answer");
-                return (stored, false);
+                return out;
             }
         };
         let next = page.created_next;
@@ -190,7 +262,7 @@ async fn catch_up(
                     debug!(%peer, "caught-up invoices of merchants not yet in the registry dropped: the round loop is busy");
                 }
                 let (store, chain_id) = (store.clone(), scope.chain_id);
-                stored +=
+                out.stored +=
                     tokio::task::spawn_blocking(move || super::announced::store_replicated(&store, taken, chain_id))
                         .await
                         .unwrap_or(0);
@@ -200,17 +272,20 @@ async fn catch_up(
                     .increment(1);
                 warn!(%peer, error = %e, "invoice catch-up answer rejected");
                 net.penalize(peer).await;
-                return (stored, false);
+                return out;
             }
         }
         // Each page must start past the last one: an operator cannot keep this node asking.
         match next {
-            Some(key) if key.0 >= since_s && after.is_none_or(|a| key > a) => after = Some(key),
-            Some(_) => return (stored, false),
-            None => return (stored, true),
+            Some(key) if key.0 >= since_s && out.last.is_none_or(|a| key > a) => out.last = Some(key),
+            Some(_) => return out,
+            None => {
+                out.complete = true;
+                return out;
+            }
         }
     }
-    (stored, false)
+    out
 }
 
 /// The invoices of one page this node takes: all of them must be `author`'s and commit to their
@@ -324,6 +399,7 @@ mod tests {
             (Some(now - 10), now - 10 - MARGIN_S),
             (Some(now - WINDOW_S * 5), now - WINDOW_S),
             (Some(now + 500), now),
+            (Some(now), now - MARGIN_S),
             (Some(5), now - WINDOW_S),
         ];
         for (gone, want) in table {
@@ -333,25 +409,47 @@ mod tests {
     }
 
     #[test]
-    fn an_operator_is_asked_from_its_first_disconnection_until_a_catch_up_completes() {
+    fn an_operator_owes_from_when_it_was_last_heard_until_a_catch_up_got_the_last_page() {
         let (peer, other) = (PeerId::random(), PeerId::random());
         let (now, t0) = (1_000_000, Instant::now());
+        let key = |n: u8| Some((now - 50, B256::repeat_byte(n)));
         let mut tracker = Tracker::new(Some(now - 100));
-        // Not seen since this node started: from its last block, less the margin.
-        assert_eq!(tracker.connected(peer, now, t0), Some(now - 100 - MARGIN_S));
-        tracker.disconnected(peer, now + 10);
-        // Back within the cooldown: not asked again.
-        assert_eq!(tracker.connected(peer, now + 20, t0 + Duration::from_secs(20)), None);
-        tracker.disconnected(peer, now + 30);
-        let later = t0 + COOLDOWN;
-        // The first disconnection counts until a catch-up got the last page.
-        assert_eq!(tracker.connected(peer, now + 70, later), Some(now + 10 - MARGIN_S));
-        tracker.completion(peer).done();
-        tracker.disconnected(peer, now + 80);
-        assert_eq!(tracker.connected(peer, now + 200, later + COOLDOWN), Some(now + 80 - MARGIN_S));
-        // Another operator has its own record.
-        assert_eq!(tracker.connected(other, now, t0), Some(now - 100 - MARGIN_S));
+        let due = |t: &mut Tracker, secs: u64| {
+            t.due(now + secs, t0 + Duration::from_secs(secs))
+                .into_iter()
+                .map(|d| (d.peer, d.since_s, d.after))
+                .collect::<Vec<_>>()
+        };
+        // Not met since this node started: from its last block, less the margin; once at a time.
+        tracker.connected(peer, now);
+        assert_eq!(due(&mut tracker, 0), vec![(peer, now - 100 - MARGIN_S, None)]);
+        assert!(due(&mut tracker, 1).is_empty(), "under way");
+        // Cut short after some pages: it goes on from there, a cooldown later.
+        tracker.progress(Due { peer, since_s: now - 100 - MARGIN_S, after: None, generation: 0 }).ended(key(1), false);
+        assert!(due(&mut tracker, 30).is_empty(), "within the cooldown");
+        let d = tracker.due(now + 60, t0 + COOLDOWN);
+        assert_eq!(d.iter().map(|d| (d.since_s, d.after)).collect::<Vec<_>>(), vec![(now - 100 - MARGIN_S, key(1))]);
+        // It went away while that one ran: the last page does not clear what it owes.
+        tracker.disconnected(peer, now + 70, now + 90);
+        tracker.progress(d[0]).ended(key(2), true);
+        assert!(due(&mut tracker, 200).is_empty(), "not connected");
+        tracker.connected(peer, now + 200);
+        assert_eq!(due(&mut tracker, 200), vec![(peer, now - 100 - MARGIN_S, key(2))], "from the first time away");
+        assert!(due(&mut tracker, 300).is_empty(), "still under way");
+        // A complete one with no departure meanwhile clears it.
+        let running = Due { peer, since_s: now - 100 - MARGIN_S, after: key(2), generation: 1 };
+        tracker.progress(running).ended(None, true);
+        assert!(due(&mut tracker, 400).is_empty(), "nothing owed");
+        // Away again: from when it was last heard (never after now), less the margin.
+        tracker.disconnected(peer, now + 390, now + 500);
+        tracker.connected(peer, now + 600);
+        assert_eq!(due(&mut tracker, 600), vec![(peer, now + 390 - MARGIN_S, None)]);
+        // Another operator has its own record; an entry older than the window asks the window.
+        tracker.connected(other, now + 5_000);
+        assert_eq!(due(&mut tracker, 5_000), vec![(other, now + 5_000 - WINDOW_S, None)]);
         // Without a last block, the window.
-        assert_eq!(Tracker::new(None).connected(peer, now, t0), Some(now - WINDOW_S));
+        let mut fresh = Tracker::new(None);
+        fresh.connected(peer, now);
+        assert_eq!(due(&mut fresh, 0), vec![(peer, now - WINDOW_S, None)]);
     }
 }

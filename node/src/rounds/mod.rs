@@ -201,6 +201,7 @@ impl RoundDriver {
                 _ = heartbeat.tick() => {
                     self.heartbeat(&mut st).await;
                     self.judge_parked(&mut st);
+                    self.catch_up_invoices(&mut st);
                 }
                 _ = catch_up.tick() => self.catch_up(&st, None),
                 Some(atts) = sync_rx.recv() => self.on_synced(&mut st, atts),

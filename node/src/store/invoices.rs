@@ -113,14 +113,15 @@ impl Store {
     }
 
     /// Invoices this node created at or after `since_s`, oldest first, starting after the key
-    /// `after` (where a previous page ended), at most `limit`; with the key to go on from when
-    /// `limit` was reached. Replicated and fetched copies are not among them: each operator
-    /// answers for its own.
+    /// `after` (where a previous page ended): at most `limit`, and no more than `max_bytes` of
+    /// stored invoices (at least one); with the key to go on from when a bound was reached.
+    /// Replicated and fetched copies are not among them: each operator answers for its own.
     pub fn created_since(
         &self,
         since_s: u64,
-        after: Option<(u64, B256)>,
+        after: Option<CreatedKey>,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<(Vec<Invoice>, Option<CreatedKey>), StoreError> {
         use std::ops::Bound;
         let start = match after {
@@ -129,11 +130,19 @@ impl Store {
         };
         let tx = self.read()?;
         let (created, all) = (tx.open_table(CREATED)?, tx.open_table(INVOICES)?);
-        let (mut out, mut last, mut keys) = (Vec::new(), None, 0);
-        for entry in created.range::<(u64, [u8; 32])>((start, Bound::Unbounded))?.take(limit) {
+        let (mut out, mut last, mut keys, mut bytes) = (Vec::new(), None, 0, 0);
+        for entry in created.range::<(u64, [u8; 32])>((start, Bound::Unbounded))? {
+            if keys == limit || (keys > 0 && bytes >= max_bytes) {
+                return Ok((out, last));
+            }
             let (at, id) = entry?.0.value();
-            (last, keys) = (Some((at, B256::from(id))), keys + 1);
-            match all.get(id)?.map(|v| decode::<Invoice>("invoices", v.value())) {
+            let row = all.get(id)?;
+            let size = row.as_ref().map_or(0, |v| v.value().len());
+            if keys > 0 && bytes + size > max_bytes {
+                return Ok((out, last));
+            }
+            (last, keys, bytes) = (Some((at, B256::from(id))), keys + 1, bytes + size);
+            match row.map(|v| decode::<Invoice>("invoices", v.value())) {
                 Some(Ok(invoice)) => out.push(invoice),
                 Some(Err(e)) => {
                     tracing::warn!(invoice_id = %B256::from(id), error = %e, "an invoice this node created cannot be read; peers catching up do not get it")
@@ -141,7 +150,7 @@ impl Store {
                 None => {}
             }
         }
-        Ok((out, last.filter(|_| keys == limit)))
+        Ok((out, None))
     }
 
     /// Invoices this node created that no announcement carried yet (it stopped at once after
@@ -411,13 +420,22 @@ mod tests {
         store.put_created_invoices(&[make(5, "a"), make(2, "b"), make(9, "a"), make(7, "b")]).expect("create");
         store.put_replicated_invoices(&[make(6, "a"), make(8, "b")]).expect("other operators'");
         let at = |page: &[Invoice]| page.iter().map(|i| i.created_at).collect::<Vec<_>>();
-        let (page, next) = store.created_since(3, None, 2).expect("page 1");
+        let (page, next) = store.created_since(3, None, 2, usize::MAX).expect("page 1");
         assert_eq!(at(&page), vec![5, 7], "from the time asked, across merchants, never a copy of another operator's");
         assert_eq!(next, Some((7, B256::repeat_byte(7))));
-        let (page, next) = store.created_since(3, next, 2).expect("page 2");
+        let (page, next) = store.created_since(3, next, 2, usize::MAX).expect("page 2");
         assert_eq!((at(&page), next), (vec![9], None), "the last page says no more");
-        let (page, _) = store.created_since(8, Some((5, B256::repeat_byte(5))), 10).expect("behind the start");
+        let (page, _) =
+            store.created_since(8, Some((5, B256::repeat_byte(5))), 10, usize::MAX).expect("behind the start");
         assert_eq!(at(&page), vec![9], "a resume point before the time asked starts at the time");
-        assert!(store.created_since(10, None, 10).expect("none").0.is_empty());
+        assert!(store.created_since(10, None, 10, usize::MAX).expect("none").0.is_empty());
+        // A byte budget ends a page early (one invoice at least), and says where to go on.
+        let one = encode(&make(5, "a")).len();
+        let (page, next) = store.created_since(0, None, 10, one + 1).expect("bytes");
+        assert_eq!((at(&page), next), (vec![2], Some((2, B256::repeat_byte(2)))));
+        let (page, next) = store.created_since(0, next, 10, 1).expect("at least one");
+        assert_eq!((at(&page), next), (vec![5], Some((5, B256::repeat_byte(5)))));
+        let (page, next) = store.created_since(0, next, 10, 3 * one).expect("the rest");
+        assert_eq!((at(&page), next), (vec![7, 9], None));
     }
 }

@@ -60,7 +60,7 @@ pub use endpoint_state::EndpointState;
 pub use halt_reason::HaltReason;
 pub use idempotency::{IDEMPOTENCY_TTL_S, IdempotencyRecord, KeyState, key_hash, key_nonce};
 pub use invoice_writer::InvoiceWriter;
-pub use invoices::{Invoice, MAX_METADATA_BYTES};
+pub use invoices::{CreatedKey, Invoice, MAX_METADATA_BYTES};
 pub use merchants::{
     AuditEntry, MAX_PENDING_PER_SIGNER, MerchantApprovalPut, MerchantChange, PendingChange, PreviousSecret,
     RegistryEntry,
