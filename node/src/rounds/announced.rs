@@ -174,13 +174,14 @@ impl RoundDriver {
 }
 
 /// Stores invoices other operators sent (checked) in one read and one write: an id already
-/// stored is kept as it was (another copy of it is counted). Returns how many were new.
-pub(super) fn store_replicated(store: &crate::store::Store, invoices: Vec<Invoice>, chain_id: u64) -> usize {
+/// stored is kept as it was (another copy of it is counted). Returns how many were new; `None`
+/// when the store failed (logged).
+pub(super) fn store_replicated(store: &crate::store::Store, invoices: Vec<Invoice>, chain_id: u64) -> Option<usize> {
     let known = match store.invoices_by_id(invoices.iter().map(|inv| inv.id)) {
         Ok(known) => known,
         Err(e) => {
             error!(invoices = invoices.len(), error = %e, "cannot read replicated invoices");
-            return 0;
+            return None;
         }
     };
     let mut new = Vec::new();
@@ -196,13 +197,13 @@ pub(super) fn store_replicated(store: &crate::store::Store, invoices: Vec<Invoic
         }
     }
     if new.is_empty() {
-        return 0;
+        return Some(0);
     }
     match store.put_replicated_invoices(&new) {
-        Ok(stored) => stored,
+        Ok(stored) => Some(stored),
         Err(e) => {
             error!(invoices = new.len(), error = %e, "cannot store replicated invoices");
-            0
+            None
         }
     }
 }

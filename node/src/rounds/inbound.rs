@@ -86,6 +86,8 @@ impl RoundDriver {
                     let now = crate::time::now_s();
                     let heard = self.last_heard_s(st, &peer).unwrap_or(now);
                     st.catch_ups.disconnected(peer, heard, now);
+                } else {
+                    st.catch_ups.gone(&peer);
                 }
             }
             NetworkEvent::Listening(_) => {}
@@ -378,8 +380,9 @@ impl RoundDriver {
     /// created while they were apart, at most one at a time and once a minute per operator
     /// (see [`super::invoice_catch_up`]). Runs at each connection and heartbeat tick.
     pub(super) fn catch_up_invoices(&self, st: &mut State) {
-        for due in st.catch_ups.due(crate::time::now_s(), std::time::Instant::now()) {
-            let Some(author) = self.epochs.name_of_peer(&due.peer) else { continue };
+        let (round, grace) = (st.next_round, self.grace_rounds);
+        let name = |peer: &PeerId| self.epochs.name_of_peer(peer).filter(|_| self.epochs.hears(peer, round, grace));
+        for (due, author) in st.catch_ups.due(crate::time::now_s(), std::time::Instant::now(), name) {
             let asked = super::invoice_catch_up::Asked {
                 net: self.net.clone(),
                 store: self.store.clone(),
@@ -498,6 +501,13 @@ impl RoundDriver {
     /// [`CATCH_UP_PAGES_PER_S`] pages a second (in bursts of a whole catch-up); past that it is
     /// answered empty.
     async fn answer_catch_up(&self, st: &State, peer: PeerId, page: gossip::CreatedSince, reference: RequestRef) {
+        // One answer in flight per operator (an honest one asks a page at a time).
+        let Some(answering) = Answering::start(&st.catch_up_answering, peer) else {
+            metrics::counter!("invoice_catch_up_limited_total", "chain_id" => self.chain.chain_id().to_string())
+                .increment(1);
+            self.net.respond(reference, String::new()).await;
+            return;
+        };
         if st.catch_up_limiter.take(&peer.to_string(), std::time::Instant::now()).is_err() {
             metrics::counter!("invoice_catch_up_limited_total", "chain_id" => self.chain.chain_id().to_string())
                 .increment(1);
@@ -540,6 +550,7 @@ impl RoundDriver {
                 }
             };
             net.respond(reference, answer).await;
+            drop(answering);
         });
     }
 
@@ -548,6 +559,29 @@ impl RoundDriver {
     pub(super) fn on_synced(&self, st: &mut State, attestations: Vec<(Attestation, BlsSignature)>) {
         for (att, sig) in attestations {
             self.count(st, &att, sig);
+        }
+    }
+}
+
+/// An answer to an operator's catch-up under way; the operator is free to ask again once it is
+/// dropped.
+struct Answering {
+    set: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<PeerId>>>,
+    peer: PeerId,
+}
+
+impl Answering {
+    /// `None` when an answer to `peer` is under way already.
+    fn start(set: &std::sync::Arc<std::sync::Mutex<std::collections::HashSet<PeerId>>>, peer: PeerId) -> Option<Self> {
+        let mut answering = set.lock().ok()?;
+        answering.insert(peer).then(|| Self { set: set.clone(), peer })
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        if let Ok(mut answering) = self.set.lock() {
+            answering.remove(&self.peer);
         }
     }
 }

@@ -112,7 +112,7 @@ impl Tracker {
 
     /// `peer`'s last connection closed; it was last heard at `heard_s` (at most now).
     pub(super) fn disconnected(&mut self, peer: PeerId, heard_s: u64, now_s: u64) {
-        self.connected.remove(&peer);
+        self.gone(&peer);
         if let Ok(mut owed) = self.owed.lock() {
             owed.entry(peer).and_modify(|o| o.generation = o.generation.saturating_add(1)).or_insert(Owed {
                 since_s: since_s(Some(heard_s.min(now_s)), now_s),
@@ -139,9 +139,15 @@ impl Tracker {
         }
     }
 
-    /// The catch-ups to start now: connected operators that owe invoices, with none under way
-    /// and none started in the last [`COOLDOWN`]. Marked under way.
-    pub(super) fn due(&mut self, now_s: u64, now: Instant) -> Vec<Due> {
+    /// The catch-ups to start now: connected operators that owe invoices and that `name` still
+    /// names (an operator of this chain), with none under way and none started in the last
+    /// [`COOLDOWN`]; each with its name, marked under way.
+    pub(super) fn due(
+        &mut self,
+        now_s: u64,
+        now: Instant,
+        name: impl Fn(&PeerId) -> Option<String>,
+    ) -> Vec<(Due, String)> {
         let Ok(mut owed) = self.owed.lock() else { return Vec::new() };
         let mut due = Vec::new();
         for peer in &self.connected {
@@ -149,31 +155,40 @@ impl Tracker {
             if o.running || self.asked_at.get(peer).is_some_and(|at| now.saturating_duration_since(*at) < COOLDOWN) {
                 continue;
             }
+            let Some(author) = name(peer) else { continue };
             o.running = true;
             self.asked_at.insert(*peer, now);
             let since_s = o.since_s.max(now_s.saturating_sub(WINDOW_S));
-            due.push(Due { peer: *peer, since_s, after: o.after, generation: o.generation });
+            due.push((Due { peer: *peer, since_s, after: o.after, generation: o.generation }, author));
         }
         due
     }
 
+    /// `peer` (any peer) has no connection left.
+    pub(super) fn gone(&mut self, peer: &PeerId) {
+        self.connected.remove(peer);
+    }
+
     /// Where the task of `due` records what it got.
     fn progress(&self, due: Due) -> Progress {
-        Progress { owed: self.owed.clone(), due }
+        Progress { owed: self.owed.clone(), due, ended: false }
     }
 }
 
-/// A catch-up's account to its tracker.
+/// A catch-up's account to its tracker. Dropped without [`Progress::ended`] (its task
+/// stopped), the operator is no longer taken for under way.
 struct Progress {
     owed: Arc<Mutex<HashMap<PeerId, Owed>>>,
     due: Due,
+    ended: bool,
 }
 
 impl Progress {
-    /// The catch-up ended: it got pages up to `last` (if any), and the last page when
+    /// The catch-up ended: it kept every page up to `last` (if any), and the last page when
     /// `complete`. A complete one during which the operator did not go away again clears what
     /// it owed; otherwise the next one goes on from `last`.
-    fn ended(self, last: Option<CreatedKey>, complete: bool) {
+    fn ended(mut self, last: Option<CreatedKey>, complete: bool) {
+        self.ended = true;
         let Ok(mut owed) = self.owed.lock() else { return };
         let Some(o) = owed.get_mut(&self.due.peer) else { return };
         if complete && o.generation == self.due.generation {
@@ -183,6 +198,17 @@ impl Progress {
         o.running = false;
         if last.is_some() {
             o.after = last;
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if !self.ended
+            && let Ok(mut owed) = self.owed.lock()
+            && let Some(o) = owed.get_mut(&self.due.peer)
+        {
+            o.running = false;
         }
     }
 }
@@ -197,8 +223,6 @@ pub(super) fn spawn(tracker: &Tracker, due: Due, asked: Asked, author: String) {
         let outcome = catch_up(&asked, due, &author).await;
         progress.ended(outcome.last, outcome.complete);
         if outcome.stored > 0 {
-            metrics::counter!("invoices_caught_up_total", "chain_id" => asked.scope.chain_id.to_string())
-                .increment(outcome.stored as u64);
             info!(peer = %due.peer, operator = %author, stored = outcome.stored, "took the invoices an operator created while this node was away");
         }
     });
@@ -257,15 +281,24 @@ async fn catch_up(asked: &Asked, due: Due, author: &str) -> Outcome {
         };
         let next = page.created_next;
         match judge(page, scope, author) {
+            // A page not wholly kept (the round loop too busy to take those that wait, the store
+            // failing) cuts the catch-up short before it: the next one asks for it again.
             Ok(Judged { taken, waiting }) => {
                 if !waiting.is_empty() && park.try_send((peer, waiting)).is_err() {
-                    debug!(%peer, "caught-up invoices of merchants not yet in the registry dropped: the round loop is busy");
+                    debug!(%peer, "invoice catch-up paused: the round loop is busy");
+                    return out;
                 }
                 let (store, chain_id) = (store.clone(), scope.chain_id);
-                out.stored +=
-                    tokio::task::spawn_blocking(move || super::announced::store_replicated(&store, taken, chain_id))
-                        .await
-                        .unwrap_or(0);
+                match tokio::task::spawn_blocking(move || super::announced::store_replicated(&store, taken, chain_id))
+                    .await
+                {
+                    Ok(Some(stored)) => {
+                        out.stored += stored;
+                        metrics::counter!("invoices_caught_up_total", "chain_id" => scope.chain_id.to_string())
+                            .increment(stored as u64);
+                    }
+                    _ => return out,
+                }
             }
             Err(e) => {
                 metrics::counter!("invoice_conflicts_total", "chain_id" => scope.chain_id.to_string(), "reason" => e.reason())
@@ -414,10 +447,11 @@ mod tests {
         let (now, t0) = (1_000_000, Instant::now());
         let key = |n: u8| Some((now - 50, B256::repeat_byte(n)));
         let mut tracker = Tracker::new(Some(now - 100));
+        let named = |_: &PeerId| Some("node-1".to_string());
         let due = |t: &mut Tracker, secs: u64| {
-            t.due(now + secs, t0 + Duration::from_secs(secs))
+            t.due(now + secs, t0 + Duration::from_secs(secs), named)
                 .into_iter()
-                .map(|d| (d.peer, d.since_s, d.after))
+                .map(|(d, _)| (d.peer, d.since_s, d.after))
                 .collect::<Vec<_>>()
         };
         // Not met since this node started: from its last block, less the margin; once at a time.
@@ -427,7 +461,7 @@ mod tests {
         // Cut short after some pages: it goes on from there, a cooldown later.
         tracker.progress(Due { peer, since_s: now - 100 - MARGIN_S, after: None, generation: 0 }).ended(key(1), false);
         assert!(due(&mut tracker, 30).is_empty(), "within the cooldown");
-        let d = tracker.due(now + 60, t0 + COOLDOWN);
+        let d: Vec<Due> = tracker.due(now + 60, t0 + COOLDOWN, named).into_iter().map(|(d, _)| d).collect();
         assert_eq!(d.iter().map(|d| (d.since_s, d.after)).collect::<Vec<_>>(), vec![(now - 100 - MARGIN_S, key(1))]);
         // It went away while that one ran: the last page does not clear what it owes.
         tracker.disconnected(peer, now + 70, now + 90);
@@ -444,9 +478,16 @@ mod tests {
         tracker.disconnected(peer, now + 390, now + 500);
         tracker.connected(peer, now + 600);
         assert_eq!(due(&mut tracker, 600), vec![(peer, now + 390 - MARGIN_S, None)]);
-        // Another operator has its own record; an entry older than the window asks the window.
+        // One no longer an operator here is not asked, nor marked under way; a task that stops
+        // without an end leaves it free.
         tracker.connected(other, now + 5_000);
-        assert_eq!(due(&mut tracker, 5_000), vec![(other, now + 5_000 - WINDOW_S, None)]);
+        assert!(tracker.due(now + 5_000, t0 + Duration::from_secs(5_000), |_| None).is_empty());
+        let d: Vec<Due> =
+            tracker.due(now + 5_000, t0 + Duration::from_secs(5_000), named).into_iter().map(|(d, _)| d).collect();
+        assert_eq!(d.iter().map(|d| d.peer).collect::<Vec<_>>(), vec![other]);
+        drop(tracker.progress(d[0]));
+        // Another operator has its own record; an entry older than the window asks the window.
+        assert_eq!(due(&mut tracker, 5_000 + 60), vec![(other, now + 5_000 + 60 - WINDOW_S, None)]);
         // Without a last block, the window.
         let mut fresh = Tracker::new(None);
         fresh.connected(peer, now);

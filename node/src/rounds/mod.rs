@@ -111,6 +111,8 @@ struct State {
     limiter: crate::api::RateLimiter,
     /// Pages of this node's invoices each operator catching up may ask for.
     catch_up_limiter: crate::api::RateLimiter,
+    /// Operators whose catch-up page is being answered (one at a time each).
+    catch_up_answering: Arc<std::sync::Mutex<std::collections::HashSet<settleproof_p2p::PeerId>>>,
     /// Since when each operator has been away, and when it was last asked what it created
     /// meanwhile ([`invoice_catch_up`]).
     catch_ups: invoice_catch_up::Tracker,
@@ -170,6 +172,7 @@ impl RoundDriver {
                 inbound::CATCH_UP_PAGES_PER_S,
                 invoice_catch_up::MAX_PAGES as f64,
             ),
+            catch_up_answering: Arc::default(),
             catch_ups: invoice_catch_up::Tracker::new(
                 self.store.checkpoint_block().ok().flatten().map(|b| b.timestamp),
             ),
