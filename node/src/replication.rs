@@ -23,7 +23,9 @@
 //! the first send finds no peer yet, and the sends at 2, 8 and 32 s reach them as they connect.
 //! Nothing an invoice carries (its creator, its creation time) decides it. A clean stop sends
 //! what was never sent and leaves it marked (the process may end before the bytes leave): the
-//! next start announces those few once more.
+//! next start announces those few once more. `invoices_unannounced` counts what is still
+//! marked. An operator away for longer than the resends asks for what it missed when it is back
+//! (`rounds::invoice_catch_up`).
 
 use crate::epochs::Epochs;
 use crate::gossip::{self, InvoiceAnnouncements};

@@ -4,13 +4,16 @@
 //! up to 32 s later ([`crate::replication`]). A node down for longer (a restart, a partition)
 //! would learn what was created meanwhile only when a payment made a keeper or a delivery
 //! fetch it: until then its API answered 404 for those invoices and its checkout could not
-//! show them. So when an operator connects, this node asks it, a page at a time, for the
-//! invoices *it* created since it was first away from this node and not caught up on since
-//! (less [`MARGIN_S`]); one not seen since this node started, since this node's last processed
-//! block; never more than [`WINDOW_S`] back, and each operator at most once a [`COOLDOWN`]. Each
-//! operator answers from its own index of what it created (`created_invoices`), whose times
-//! come from its own clock, oldest first: a catch-up cut short (refused, timed out, past
-//! [`MAX_PAGES`]) leaves the time away in place for the next connection.
+//! show them. So each operator this node was apart from owes it what that operator created
+//! since it was last heard before it went away (a link that died silently is noticed only when
+//! its connection times out), less [`MARGIN_S`]; one not met since this node started owes what
+//! it created since this node's last processed block; never more than [`WINDOW_S`] back. While
+//! an operator that owes is connected, this node asks it (at its connection and at each
+//! heartbeat tick), one catch-up at a time and at most once a [`COOLDOWN`], a page at a time.
+//! Each operator answers from its own index of what it created (`created_invoices`), whose
+//! times come from its own clock, oldest first. A catch-up cut short (refused, timed out, past
+//! [`MAX_PAGES`], a page not kept whole) goes on from its last page kept; only a complete one
+//! during which the operator did not go away again clears what it owed ([`Tracker`]).
 //!
 //! What comes back is judged as gossip is: every invoice must be one the answering operator
 //! created (its own name) and commit to its terms, or the whole answer is dropped and the
