@@ -388,6 +388,10 @@ pub struct MerchantConfig {
     /// The plain token is refused (kept here only to name the fix).
     #[serde(default, skip_serializing)]
     pub api_token: Option<Secret>,
+    /// The merchant's root public key (`settleproof merchant keygen` prints it): requests signed
+    /// with it are the merchant's own, and no operator holds its private half.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_key: Option<settleproof_merchant_auth::MerchantKey>,
 }
 
 /// Webhook delivery settings.

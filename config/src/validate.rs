@@ -285,6 +285,9 @@ pub fn merchant_problems(
             "the configuration holds only the token's hash: replace it with api_token_sha256 = \"0x...\" (`echo -n TOKEN | settleproof hash-token` prints it)".to_string(),
         ));
     }
+    if let Some(Err(e)) = m.root_key.as_ref().map(settleproof_merchant_auth::MerchantKey::check) {
+        problems.push(("root_key", e.to_string()));
+    }
     if m.api_token_sha256.is_zero() {
         problems.push(("api_token_sha256", "must be the unique SHA-256 of the merchant's API token".to_string()));
     }

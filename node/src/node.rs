@@ -210,7 +210,7 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
     let mut api_chains = api_chains.into_iter();
     let first = api_chains.next().ok_or_else(|| NodeError::Config("chains: no chain is configured".into()))?;
 
-    let state = ApiState {
+    let mut state = ApiState {
         chains: Arc::new(Chains::new(first, api_chains.collect())),
         merchants,
         node_name: cfg.node.name.clone(),
@@ -224,10 +224,13 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
         throttle: api::throttle::AuthThrottle::default(),
         public_url: cfg.api.public_base(),
         tokens: api::checkout::TokenCache::default(),
+        signed: api::auth::SignedRequests::new(&cfg.api.public_base(), cfg.api.listen),
     };
     let limits = ServerLimits::from_config(&cfg.api, cfg.node.shutdown_grace_ms);
     let listener = bind("api.listen", cfg.api.listen).await?;
     let api_addr = listener.local_addr().map_err(|source| NodeError::Io { what: "api address".into(), source })?;
+    // Signed requests name the port bound (the configured one may be 0).
+    state.signed = api::auth::SignedRequests::new(&cfg.api.public_base(), api_addr);
     let mut listeners = Vec::new();
     if let Some(admin) = &cfg.admin {
         let addr = admin.listen_addr(cfg.api.listen);

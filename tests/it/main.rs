@@ -16,6 +16,7 @@ mod operations;
 mod operator_sets;
 mod outsiders;
 mod settlement;
+mod signed_requests;
 mod tls;
 mod verification;
 mod webhook_endpoints;

@@ -375,13 +375,21 @@ impl Testnet {
         Ok(ProviderBuilder::new().connect_http(self.anvil.url.parse()?).erased())
     }
 
+    /// A request to `url` signed by the demo merchant's root key (a JWT bound to its method,
+    /// host, path and body).
+    pub fn merchant_request(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<reqwest::RequestBuilder> {
+        signed(&self.http, &self.devnet.merchant_key, method, url, body)
+    }
+
     /// `POST /v1/invoices` on node `i`; returns status and body.
     pub async fn create_invoice(&self, i: usize, body: Value) -> Result<(u16, Value)> {
         let resp = self
-            .http
-            .post(format!("{}/v1/invoices", self.api(i)))
-            .bearer_auth(self.devnet.merchant_token.expose())
-            .json(&body)
+            .merchant_request(reqwest::Method::POST, &format!("{}/v1/invoices", self.api(i)), Some(&body))?
             .send()
             .await?;
         Ok((resp.status().as_u16(), resp.json().await?))
@@ -391,11 +399,8 @@ impl Testnet {
     /// answer was replayed (`Idempotent-Replayed`) and body.
     pub async fn create_invoice_with_key(&self, i: usize, key: &str, body: Value) -> Result<(u16, bool, Value)> {
         let resp = self
-            .http
-            .post(format!("{}/v1/invoices", self.api(i)))
-            .bearer_auth(self.devnet.merchant_token.expose())
+            .merchant_request(reqwest::Method::POST, &format!("{}/v1/invoices", self.api(i)), Some(&body))?
             .header("idempotency-key", key)
-            .json(&body)
             .send()
             .await?;
         let replayed = resp.headers().get("idempotent-replayed").is_some();
@@ -405,9 +410,7 @@ impl Testnet {
     /// `GET /v1/invoices/{id}` on node `i`.
     pub async fn get_invoice(&self, i: usize, id: &str) -> Result<(u16, Value)> {
         let resp = self
-            .http
-            .get(format!("{}/v1/invoices/{id}", self.api(i)))
-            .bearer_auth(self.devnet.merchant_token.expose())
+            .merchant_request(reqwest::Method::GET, &format!("{}/v1/invoices/{id}", self.api(i)), None)?
             .send()
             .await?;
         let status = resp.status().as_u16();
@@ -571,4 +574,22 @@ pub fn standard_webhooks_verifies(secret: &str, d: &settleproof_devnet::demo_mer
         .spawn()?;
     std::io::Write::write_all(py.stdin.as_mut().ok_or_else(|| eyre!("stdin"))?, input.to_string().as_bytes())?;
     Ok(py.wait_with_output()?.status.success())
+}
+
+/// A request to `url` signed by `key`: a JWT bound to the method, the host and path of `url`
+/// and the body (sent as JSON), valid for a minute.
+pub fn signed(
+    http: &reqwest::Client,
+    key: &settleproof_merchant_auth::MerchantSigner,
+    method: reqwest::Method,
+    url: &str,
+    body: Option<&Value>,
+) -> Result<reqwest::RequestBuilder> {
+    let bytes = body.map(serde_json::to_vec).transpose()?.unwrap_or_default();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let jwt = key
+        .sign_request(method.as_str(), url, &bytes, now, settleproof_merchant_auth::DEFAULT_LIFETIME_S)
+        .map_err(|e| eyre!("signing: {e}"))?;
+    let req = http.request(method, url).bearer_auth(jwt);
+    Ok(if body.is_some() { req.header("content-type", "application/json").body(bytes) } else { req })
 }

@@ -112,6 +112,7 @@ pub fn merchant(id: &str, url: String) -> MerchantConfig {
         webhook_secret: Secret::new(SECRET),
         api_token_sha256: B256::repeat_byte(id.len() as u8),
         api_token: None,
+        root_key: None,
     }
 }
 

@@ -24,6 +24,9 @@ pub struct NewMerchant {
     webhook_url: String,
     webhook_secret: Secret,
     api_token_sha256: B256,
+    /// The merchant's root public key (`settleproof merchant keygen`).
+    #[serde(default)]
+    root_key: Option<settleproof_merchant_auth::MerchantKey>,
 }
 
 /// Body of `PATCH /admin/v1/merchants/{id}`: the fields to change.
@@ -34,6 +37,7 @@ pub struct MerchantPatch {
     webhook_url: Option<String>,
     webhook_secret: Option<Secret>,
     api_token_sha256: Option<B256>,
+    root_key: Option<settleproof_merchant_auth::MerchantKey>,
     disabled: Option<bool>,
 }
 
@@ -70,7 +74,7 @@ pub(super) async fn create(
     bytes: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Approved>), ApiError> {
     authorize(&state, &headers)?;
-    let n: NewMerchant = body(&bytes, "id, payout_address, webhook_url, webhook_secret, api_token_sha256")?;
+    let n: NewMerchant = body(&bytes, "id, payout_address, webhook_url, webhook_secret, api_token_sha256, root_key")?;
     let merchant = MerchantConfig {
         id: n.id,
         payout_address: n.payout_address,
@@ -78,6 +82,7 @@ pub(super) async fn create(
         webhook_secret: n.webhook_secret,
         api_token_sha256: n.api_token_sha256,
         api_token: None,
+        root_key: n.root_key,
     };
     let keys = keys(&state)?;
     let registry = state.merchants.clone();
@@ -97,7 +102,7 @@ pub(super) async fn update(
 ) -> Result<(StatusCode, Json<Approved>), ApiError> {
     authorize(&state, &headers)?;
     let p: MerchantPatch =
-        body(&bytes, "any of payout_address, webhook_url, webhook_secret, api_token_sha256, disabled")?;
+        body(&bytes, "any of payout_address, webhook_url, webhook_secret, api_token_sha256, root_key, disabled")?;
     let held = state
         .merchants
         .entries()?
@@ -109,6 +114,7 @@ pub(super) async fn update(
     merchant.webhook_url = p.webhook_url.unwrap_or(merchant.webhook_url);
     merchant.webhook_secret = p.webhook_secret.unwrap_or(merchant.webhook_secret);
     merchant.api_token_sha256 = p.api_token_sha256.unwrap_or(merchant.api_token_sha256);
+    merchant.root_key = p.root_key.or(merchant.root_key);
     let disabled = p.disabled.unwrap_or(held.change.disabled);
     let keys = keys(&state)?;
     let registry = state.merchants.clone();

@@ -9,7 +9,7 @@ use crate::store::{ApiKey, Scope};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 /// Body of `POST /v1/api-keys`.
@@ -69,8 +69,8 @@ pub struct ApiKeyList {
 }
 
 /// The merchant of a request made with its primary token.
-fn owner(headers: &HeaderMap, state: &ApiState) -> Result<String, ApiError> {
-    let p = auth::principal(headers, state)?;
+fn owner(caller: &auth::Caller, state: &ApiState) -> Result<String, ApiError> {
+    let p = auth::principal(caller, state)?;
     if p.scopes.is_some() {
         return Err(ApiError::forbidden("API keys are managed with the merchant's primary token, not with an API key"));
     }
@@ -94,10 +94,10 @@ fn registry_error(e: RegistryError) -> ApiError {
     ))]
 pub(super) async fn create(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    caller: auth::Caller,
     body: Bytes,
 ) -> Result<(StatusCode, Json<CreatedApiKey>), ApiError> {
-    let merchant = owner(&headers, &state)?;
+    let merchant = owner(&caller, &state)?;
     let req: CreateApiKey = serde_json::from_slice(&body)
         .map_err(|e| ApiError::invalid("body", format!("invalid JSON body: {e}; expected name and scopes")))?;
     let registry = state.merchants.clone();
@@ -116,8 +116,8 @@ pub(super) async fn create(
         (status = 403, description = "Made with an API key: keys are managed with the primary token", body = super::error::ErrorBody),
         (status = 429, description = "Over the request budget", body = super::error::ErrorBody),
     ))]
-pub(super) async fn list(State(state): State<ApiState>, headers: HeaderMap) -> Result<Json<ApiKeyList>, ApiError> {
-    let merchant = owner(&headers, &state)?;
+pub(super) async fn list(State(state): State<ApiState>, caller: auth::Caller) -> Result<Json<ApiKeyList>, ApiError> {
+    let merchant = owner(&caller, &state)?;
     let keys = state.merchants.keys_of(&merchant).map_err(registry_error)?;
     Ok(Json(ApiKeyList { data: keys.into_iter().map(Into::into).collect() }))
 }
@@ -134,10 +134,10 @@ pub(super) async fn list(State(state): State<ApiState>, headers: HeaderMap) -> R
     ))]
 pub(super) async fn revoke(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    caller: auth::Caller,
     Path(id): Path<String>,
 ) -> Result<Json<ApiKeyView>, ApiError> {
-    let merchant = owner(&headers, &state)?;
+    let merchant = owner(&caller, &state)?;
     let registry = state.merchants.clone();
     let key = tokio::task::spawn_blocking(move || registry.revoke_key(&merchant, &id))
         .await

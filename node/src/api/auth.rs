@@ -1,17 +1,126 @@
-//! Merchant authentication by bearer token.
+//! Merchant authentication: a JWT signed by one of the merchant's keys
+//! (`settleproof_merchant_auth`), checked by [`signed`] before a merchant route runs, or (until
+//! every client signs) the bearer token whose hash the registry record holds.
 
 use super::ApiError;
 use crate::store::Scope;
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::HeaderMap;
+use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use settleproof_config::MerchantConfig;
+use settleproof_merchant_auth::{AuthError, Expected, NonceCache, Verified};
+use std::sync::{Arc, Mutex};
 
-/// Who a request speaks for: a merchant, through its primary token (every scope, and its keys'
-/// management) or one of its API keys (that key's scopes).
+/// Live nonces a node keeps at most: above any request rate one node serves over a token's
+/// lifetime and skew.
+pub const NONCE_CAPACITY: usize = 200_000;
+
+/// What authenticates requests at this node: its own hosts (what a signed request's `uri`
+/// must name) and the nonces it accepted.
+#[derive(Debug, Clone)]
+pub struct SignedRequests {
+    /// `host[:port]` of `api.public_url` and of the listener.
+    pub hosts: Arc<Vec<String>>,
+    nonces: Arc<Mutex<NonceCache>>,
+}
+
+impl SignedRequests {
+    /// For a node reached at `public_url` and listening on `listen`.
+    pub fn new(public_url: &str, listen: std::net::SocketAddr) -> Self {
+        let mut hosts = Vec::new();
+        if let Some((host, _)) = settleproof_merchant_auth::host_and_path(public_url) {
+            hosts.push(host);
+        }
+        if listen.ip().is_unspecified() {
+            hosts.push(format!("127.0.0.1:{}", listen.port()));
+            hosts.push(format!("localhost:{}", listen.port()));
+        } else {
+            hosts.push(listen.to_string());
+        }
+        hosts.dedup();
+        SignedRequests { hosts: Arc::new(hosts), nonces: Arc::new(Mutex::new(NonceCache::new(NONCE_CAPACITY))) }
+    }
+}
+
+/// Who made a request, as [`signed`] found it: a merchant key's signature, or a bearer token.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// A JWT that verified, bound to this request at this node, its nonce new.
+    Signed(Verified),
+    /// `Authorization: Bearer <token>` that is not a JWT (or none).
+    Bearer(Option<String>),
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts.extensions.get::<Caller>().cloned().unwrap_or_else(|| Caller::Bearer(bearer(&parts.headers))))
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string)
+}
+
+/// Whether a bearer credential is a JWT (three dot-separated parts) rather than a token.
+fn is_jwt(credential: &str) -> bool {
+    credential.bytes().filter(|b| *b == b'.').count() == 2
+}
+
+/// Checks a JWT-authenticated request before its merchant route runs: the signature against the
+/// registry's keys, the binding to this node's host, this method, path and body, the times,
+/// and that its nonce is new here. A refused one answers 401 naming why.
+pub async fn signed(State(state): State<super::ApiState>, request: Request, next: Next) -> Response {
+    let Some(token) = bearer(request.headers()).filter(|t| is_jwt(t)) else {
+        return next.run(request).await;
+    };
+    let (mut parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, state.limits.max_body_bytes).await {
+        Ok(b) => b,
+        Err(_) => return (axum::http::StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response(),
+    };
+    let now = crate::time::now_ms() / 1000;
+    let expected =
+        Expected { method: parts.method.as_str(), path: parts.uri.path(), hosts: &state.signed.hosts, body: &body };
+    let registry = &state.merchants;
+    let outcome =
+        settleproof_merchant_auth::verify_request(&token, |kid| registry.key(kid), &expected, now).and_then(|v| {
+            let mut nonces = state.signed.nonces.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            nonces.admit(&v, now).map(|()| v)
+        });
+    match outcome {
+        Ok(v) => {
+            parts.extensions.insert(Caller::Signed(v));
+            next.run(Request::from_parts(parts, axum::body::Body::from(body))).await
+        }
+        Err(e) => {
+            metrics::counter!("merchant_requests_refused_total", "reason" => e.reason()).increment(1);
+            refused(&e).into_response()
+        }
+    }
+}
+
+fn refused(e: &AuthError) -> ApiError {
+    match e {
+        AuthError::ReplayCacheFull => ApiError::unavailable(e.to_string()),
+        _ => ApiError::unauthorized_because(e.to_string()),
+    }
+}
+
+/// Who a request speaks for: a merchant, through its root key or primary token (every scope,
+/// and its keys' management) or one of its API keys (that key's scopes).
 #[derive(Debug, Clone)]
 pub struct Principal {
     /// The merchant.
     pub merchant: MerchantConfig,
-    /// The key's scopes; `None`: the primary token.
+    /// The key's scopes; `None`: the root key or the primary token.
     pub scopes: Option<Vec<Scope>>,
 }
 
@@ -22,14 +131,10 @@ impl Principal {
     }
 }
 
-/// The merchant whose token is in the `Authorization: Bearer` header, within its request
-/// budget, when the token may do what `scope` allows (`None`: anything a merchant may).
-pub fn merchant(
-    headers: &HeaderMap,
-    state: &super::ApiState,
-    scope: Option<Scope>,
-) -> Result<MerchantConfig, ApiError> {
-    let p = principal(headers, state)?;
+/// The merchant a request speaks for, within its request budget, when its credential may do
+/// what `scope` allows (`None`: anything a merchant may).
+pub fn merchant(caller: &Caller, state: &super::ApiState, scope: Option<Scope>) -> Result<MerchantConfig, ApiError> {
+    let p = principal(caller, state)?;
     if let Some(scope) = scope
         && !p.may(scope)
     {
@@ -39,18 +144,21 @@ pub fn merchant(
 }
 
 /// The principal of the request, within its merchant's request budget.
-pub fn principal(headers: &HeaderMap, state: &super::ApiState) -> Result<Principal, ApiError> {
-    let p = authenticate(headers, state)?;
+pub fn principal(caller: &Caller, state: &super::ApiState) -> Result<Principal, ApiError> {
+    let p = authenticate(caller, state)?;
     state.limiter.take(&p.merchant.id, std::time::Instant::now()).map_err(ApiError::rate_limited)?;
     Ok(p)
 }
 
-fn authenticate(headers: &HeaderMap, state: &super::ApiState) -> Result<Principal, ApiError> {
-    let token = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(ApiError::unauthorized)?;
+fn authenticate(caller: &Caller, state: &super::ApiState) -> Result<Principal, ApiError> {
+    let token = match caller {
+        // The root key speaks for the merchant in everything.
+        Caller::Signed(v) => {
+            let merchant = state.merchants.get(&v.merchant_id).ok_or_else(ApiError::unauthorized)?;
+            return Ok(Principal { merchant, scopes: None });
+        }
+        Caller::Bearer(token) => token.as_deref().ok_or_else(ApiError::unauthorized)?,
+    };
     let hash = token_hash(token);
     let merchants = state.merchants.list();
     if let Some(m) = merchants.iter().find(|m| constant_time_eq(m.api_token_sha256.as_slice(), hash.as_slice())) {

@@ -33,6 +33,16 @@ impl ApiError {
         }
     }
 
+    /// 401 naming what is wrong with the credential.
+    pub fn unauthorized_because(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::UNAUTHORIZED, code: "unauthorized", field: None, message: message.into() }
+    }
+
+    /// 503: this node cannot take the request now.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::SERVICE_UNAVAILABLE, code: "unavailable", field: None, message: message.into() }
+    }
+
     /// 403: authenticated, but the credential may not do this.
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self { status: StatusCode::FORBIDDEN, code: "insufficient_scope", field: None, message: message.into() }

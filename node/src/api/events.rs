@@ -11,7 +11,7 @@ use alloy::primitives::B256;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 /// Query of `GET /v1/events`.
@@ -111,10 +111,10 @@ fn view(chain_id: u64, e: OutboxEvent, attempts: Vec<Attempt>) -> EventView {
     ))]
 pub(super) async fn list(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    caller: auth::Caller,
     query: Result<axum::extract::Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<EventList>, ApiError> {
-    let merchant = auth::merchant(&headers, &state, Some(Scope::WebhooksManage))?;
+    let merchant = auth::merchant(&caller, &state, Some(Scope::WebhooksManage))?;
     let axum::extract::Query(q) =
         query.map_err(|e| ApiError::invalid("query", format!("{e}; accepted: state, invoice, limit")))?;
     if let Some(s) = &q.state
@@ -202,10 +202,10 @@ pub(super) fn replay_dead(
     ))]
 pub(super) async fn replay_one(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    caller: auth::Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Replayed>, ApiError> {
-    let merchant = auth::merchant(&headers, &state, Some(Scope::WebhooksManage))?;
+    let merchant = auth::merchant(&caller, &state, Some(Scope::WebhooksManage))?;
     for chain in state.chains.iter() {
         if chain.store.outbox_event(&id)?.is_some_and(|e| e.merchant_id == merchant.id) {
             let replayed = chain.store.replay(&[id], now_ms())?;
@@ -234,10 +234,10 @@ pub(super) fn parse_since(body: &[u8]) -> Result<ReplaySince, ApiError> {
     ))]
 pub(super) async fn replay_since(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    caller: auth::Caller,
     body: Bytes,
 ) -> Result<Json<Replayed>, ApiError> {
-    let merchant = auth::merchant(&headers, &state, Some(Scope::WebhooksManage))?;
+    let merchant = auth::merchant(&caller, &state, Some(Scope::WebhooksManage))?;
     let req = parse_since(&body)?;
     Ok(Json(Replayed { replayed: replay_dead(&state, &merchant.id, None, req.since_ms)? }))
 }
@@ -260,9 +260,9 @@ pub struct TestQueued {
     ))]
 pub(super) async fn test_event(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    caller: auth::Caller,
 ) -> Result<(StatusCode, Json<TestQueued>), ApiError> {
-    let merchant = auth::merchant(&headers, &state, Some(Scope::WebhooksManage))?;
+    let merchant = auth::merchant(&caller, &state, Some(Scope::WebhooksManage))?;
     let id = format!("msg_test_{}", hex::encode(&super::invoices::random_id()[..12]));
     let body = crate::webhook::events::TestEvent {
         event_type: "test",

@@ -102,10 +102,11 @@ pub struct Created {
     ))]
 pub(super) async fn create(
     State(state): State<ApiState>,
+    caller: auth::Caller,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, HeaderMap, Json<Created>), ApiError> {
-    let merchant = auth::merchant(&headers, &state, Some(Scope::InvoicesWrite))?;
+    let merchant = auth::merchant(&caller, &state, Some(Scope::InvoicesWrite))?;
     let key = idempotency::requested_key(&headers, &merchant.id)?;
     let req: CreateInvoice =
         serde_json::from_slice(&body).map_err(|e| ApiError::invalid("body", format!("invalid JSON body: {e}")))?;
@@ -226,10 +227,10 @@ pub(super) async fn create(
     ))]
 pub(super) async fn get(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    caller: auth::Caller,
     Path(id): Path<String>,
 ) -> Result<Json<InvoiceView>, ApiError> {
-    let (chain, invoice) = merchant_invoice(&state, &headers, &id)?;
+    let (chain, invoice) = merchant_invoice(&state, &caller, &id)?;
     Ok(Json(view_of(&state, chain, &invoice, now_s())?))
 }
 
@@ -299,10 +300,10 @@ const MAX_SCAN: usize = 1000;
     ))]
 pub(super) async fn list(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    caller: auth::Caller,
     query: Result<axum::extract::Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<InvoicePage>, ApiError> {
-    let merchant = auth::merchant(&headers, &state, Some(Scope::InvoicesRead))?;
+    let merchant = auth::merchant(&caller, &state, Some(Scope::InvoicesRead))?;
     let axum::extract::Query(q) =
         query.map_err(|e| ApiError::invalid("query", format!("{e}; accepted: status, limit, cursor, chain_id")))?;
     let chains: Vec<&ChainState> = match q.chain_id {
@@ -379,10 +380,10 @@ fn parse_cursor(s: &str) -> Result<(u64, B256), ApiError> {
 /// invoice).
 fn merchant_invoice<'a>(
     state: &'a ApiState,
-    headers: &HeaderMap,
+    caller: &auth::Caller,
     id: &str,
 ) -> Result<(&'a ChainState, Invoice), ApiError> {
-    let merchant = auth::merchant(headers, state, Some(Scope::InvoicesRead))?;
+    let merchant = auth::merchant(caller, state, Some(Scope::InvoicesRead))?;
     let id: B256 =
         id.parse().map_err(|_| ApiError::invalid("id", "invoice id must be 0x followed by 64 hex digits"))?;
     for chain in state.chains.iter() {
@@ -408,10 +409,10 @@ fn merchant_invoice<'a>(
     ))]
 pub(super) async fn receipt(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    caller: auth::Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Receipts>, ApiError> {
-    let (chain, invoice) = merchant_invoice(&state, &headers, &id)?;
+    let (chain, invoice) = merchant_invoice(&state, &caller, &id)?;
     let ctx = crate::receipt::ReceiptContext {
         chain_id: chain.chain_id,
         payments: chain.payments_contract,
@@ -444,9 +445,9 @@ pub(super) async fn receipt(
     ))]
 pub(super) async fn merchant(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    caller: auth::Caller,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let merchant = auth::merchant(&headers, &state, None)?;
+    let merchant = auth::merchant(&caller, &state, None)?;
     super::admin::merchant_status(&state, &merchant.id)
 }
 

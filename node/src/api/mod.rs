@@ -73,6 +73,8 @@ pub struct ApiState {
     pub public_url: String,
     /// Token symbols and decimals shown on checkout pages.
     pub tokens: checkout::TokenCache,
+    /// This node's hosts and accepted nonces, for merchant-signed requests.
+    pub signed: auth::SignedRequests,
 }
 
 /// Request limits of both listeners.
@@ -138,7 +140,8 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/v1/webhook-endpoints/{id}/rotate-secret", post(webhook_endpoints::rotate_secret))
         .route("/v1/webhook-endpoints/{id}/deliveries", get(webhook_endpoints::deliveries))
-        .route("/v1/webhook-endpoints/{id}/replay", post(webhook_endpoints::replay));
+        .route("/v1/webhook-endpoints/{id}/replay", post(webhook_endpoints::replay))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::signed));
     hardened(merchants.merge(open), state)
 }
 

@@ -12,7 +12,7 @@ use crate::store::{Scope, WebhookEndpoint};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 /// Body of `POST /v1/webhook-endpoints`.
@@ -130,10 +130,10 @@ async fn blocking<T: Send + 'static>(
     ))]
 pub(super) async fn create(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    caller: auth::Caller,
     body: Bytes,
 ) -> Result<(StatusCode, Json<EndpointWithSecret>), ApiError> {
-    let merchant = auth::merchant(&headers, &state, Some(Scope::WebhooksManage))?;
+    let merchant = auth::merchant(&caller, &state, Some(Scope::WebhooksManage))?;
     let req: CreateEndpoint = serde_json::from_slice(&body).map_err(|e| {
         ApiError::invalid("body", format!("invalid JSON body: {e}; expected url, enabled_events and a description"))
     })?;
@@ -151,15 +151,15 @@ pub(super) async fn create(
         (status = 403, description = "An API key without the `webhooks:manage` scope", body = super::error::ErrorBody),
         (status = 429, description = "Over the request budget", body = super::error::ErrorBody),
     ))]
-pub(super) async fn list(State(state): State<ApiState>, headers: HeaderMap) -> Result<Json<EndpointList>, ApiError> {
-    let merchant = auth::merchant(&headers, &state, Some(Scope::WebhooksManage))?;
+pub(super) async fn list(State(state): State<ApiState>, caller: auth::Caller) -> Result<Json<EndpointList>, ApiError> {
+    let merchant = auth::merchant(&caller, &state, Some(Scope::WebhooksManage))?;
     let all = state.merchants.endpoints_of(&merchant.id).map_err(registry_error)?;
     Ok(Json(EndpointList { data: all.iter().map(Into::into).collect() }))
 }
 
 /// Endpoint `id` of the request's merchant.
-fn one(state: &ApiState, headers: &HeaderMap, id: &str) -> Result<(String, WebhookEndpoint), ApiError> {
-    let merchant = auth::merchant(headers, state, Some(Scope::WebhooksManage))?;
+fn one(state: &ApiState, caller: &auth::Caller, id: &str) -> Result<(String, WebhookEndpoint), ApiError> {
+    let merchant = auth::merchant(caller, state, Some(Scope::WebhooksManage))?;
     let e = state.merchants.endpoints_of(&merchant.id).map_err(registry_error)?.into_iter().find(|e| e.id == id);
     Ok((merchant.id, e.ok_or_else(|| ApiError::not_found("webhook endpoint"))?))
 }
@@ -176,10 +176,10 @@ fn one(state: &ApiState, headers: &HeaderMap, id: &str) -> Result<(String, Webho
     ))]
 pub(super) async fn get(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    caller: auth::Caller,
     Path(id): Path<String>,
 ) -> Result<Json<EndpointView>, ApiError> {
-    Ok(Json((&one(&state, &headers, &id)?.1).into()))
+    Ok(Json((&one(&state, &caller, &id)?.1).into()))
 }
 
 #[utoipa::path(patch, path = "/v1/webhook-endpoints/{id}", tag = "webhooks", request_body = UpdateEndpoint,
@@ -196,11 +196,11 @@ pub(super) async fn get(
     ))]
 pub(super) async fn update(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    caller: auth::Caller,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<EndpointView>, ApiError> {
-    let (merchant, _) = one(&state, &headers, &id)?;
+    let (merchant, _) = one(&state, &caller, &id)?;
     let req: UpdateEndpoint = serde_json::from_slice(&body).map_err(|e| {
         ApiError::invalid(
             "body",
@@ -233,10 +233,10 @@ pub(super) async fn update(
     ))]
 pub(super) async fn delete(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    caller: auth::Caller,
     Path(id): Path<String>,
 ) -> Result<Json<EndpointView>, ApiError> {
-    let (merchant, _) = one(&state, &headers, &id)?;
+    let (merchant, _) = one(&state, &caller, &id)?;
     let registry = state.merchants.clone();
     let e = blocking(move || registry.delete_endpoint(&merchant, &id)).await?;
     Ok(Json((&e).into()))
@@ -254,10 +254,10 @@ pub(super) async fn delete(
     ))]
 pub(super) async fn rotate_secret(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    caller: auth::Caller,
     Path(id): Path<String>,
 ) -> Result<Json<EndpointWithSecret>, ApiError> {
-    let (merchant, _) = one(&state, &headers, &id)?;
+    let (merchant, _) = one(&state, &caller, &id)?;
     let registry = state.merchants.clone();
     let e = blocking(move || registry.rotate_endpoint_secret(&merchant, &id)).await?;
     Ok(Json(with_secret(&e)))
@@ -288,11 +288,11 @@ pub struct DeliveriesQuery {
     ))]
 pub(super) async fn deliveries(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    caller: auth::Caller,
     Path(id): Path<String>,
     query: Result<axum::extract::Query<DeliveriesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<EventList>, ApiError> {
-    let (merchant, _) = one(&state, &headers, &id)?;
+    let (merchant, _) = one(&state, &caller, &id)?;
     let axum::extract::Query(q) =
         query.map_err(|e| ApiError::invalid("query", format!("{e}; accepted: state, limit")))?;
     if let Some(s) = &q.state
@@ -321,11 +321,11 @@ pub(super) async fn deliveries(
     ))]
 pub(super) async fn replay(
     State(state): State<ApiState>,
-    headers: HeaderMap,
+    caller: auth::Caller,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Replayed>, ApiError> {
-    let (merchant, _) = one(&state, &headers, &id)?;
+    let (merchant, _) = one(&state, &caller, &id)?;
     let req = events::parse_since(&body)?;
     Ok(Json(Replayed { replayed: events::replay_dead(&state, &merchant, Some(Some(&id)), req.since_ms)? }))
 }

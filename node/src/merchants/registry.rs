@@ -8,6 +8,7 @@ use crate::time::now_ms;
 use alloy::primitives::{Address, B256, Bytes};
 use settleproof_config::MerchantConfig;
 use settleproof_consensus::{BlsSecretKey, ChangeFate, change_fate, merchant_change_message};
+use settleproof_merchant_auth::MerchantKey;
 use settleproof_p2p::{NetworkHandle, PeerId};
 use std::sync::{Arc, OnceLock, RwLock};
 use tracing::{info, warn};
@@ -82,6 +83,23 @@ struct View {
     previous: Vec<(String, crate::store::PreviousSecret)>,
     /// The records of the disabled merchants.
     disabled_records: Vec<MerchantConfig>,
+    /// The served merchants' root keys by key id.
+    keys: std::collections::HashMap<String, (String, MerchantKey)>,
+}
+
+/// The served merchants' root keys by key id. A key two merchants name serves neither.
+fn key_index(active: &[MerchantConfig]) -> std::collections::HashMap<String, (String, MerchantKey)> {
+    let mut keys = std::collections::HashMap::new();
+    let mut shared = std::collections::HashSet::new();
+    for m in active {
+        let Some(key) = &m.root_key else { continue };
+        let kid = key.key_id();
+        if keys.insert(kid.clone(), (m.id.clone(), key.clone())).is_some() {
+            shared.insert(kid);
+        }
+    }
+    keys.retain(|kid, _| !shared.contains(kid));
+    keys
 }
 
 #[derive(Debug)]
@@ -136,7 +154,7 @@ pub struct Home {
 impl Registry {
     /// A registry of `merchants` that never changes (tests and tools).
     pub fn fixed(merchants: Vec<MerchantConfig>) -> Self {
-        let view = View { active: Arc::new(merchants), ..View::default() };
+        let view = View { keys: key_index(&merchants), active: Arc::new(merchants), ..View::default() };
         Self(Arc::new(Inner {
             store: None,
             epochs: None,
@@ -251,6 +269,11 @@ impl Registry {
         secrets
     }
 
+    /// The served merchant whose root key has id `kid`, and the key.
+    pub fn key(&self, kid: &str) -> Option<(String, MerchantKey)> {
+        self.view().keys.get(kid).cloned()
+    }
+
     /// Whether merchant `id` is in the registry but disabled.
     pub fn is_disabled(&self, id: &str) -> bool {
         self.view().disabled.iter().any(|d| d == id)
@@ -269,8 +292,13 @@ impl Registry {
             if e.change.disabled { disabled.push(e.change.merchant) } else { active.push(e.change.merchant) }
         }
         let ids = disabled.iter().map(|m| m.id.clone()).collect();
-        *self.0.view.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
-            View { active: Arc::new(active), disabled: ids, previous, disabled_records: disabled };
+        *self.0.view.write().unwrap_or_else(std::sync::PoisonError::into_inner) = View {
+            keys: key_index(&active),
+            active: Arc::new(active),
+            disabled: ids,
+            previous,
+            disabled_records: disabled,
+        };
         Ok(())
     }
 
@@ -366,6 +394,14 @@ impl Registry {
             return Ok(Some((
                 "api_token_sha256",
                 "another merchant or an API key has this token hash; every merchant needs a token of its own".into(),
+            )));
+        }
+        if let Some(key) = &m.root_key
+            && entries.iter().any(|e| e.change.merchant.id != m.id && e.change.merchant.root_key.as_ref() == Some(key))
+        {
+            return Ok(Some((
+                "root_key",
+                "another merchant holds this key; every merchant needs a key of its own".into(),
             )));
         }
         let held = entries.iter().find(|e| e.change.merchant.id == m.id).map_or(0, |e| e.change.version);

@@ -11,9 +11,11 @@ use rand::RngCore;
 use serde_json::json;
 use settleproof_config::*;
 use settleproof_contracts::{DeployError, Deployment, OperatorEntry, SettlementParams, deploy_all};
+use settleproof_merchant_auth::{KeyAlg, MerchantSigner};
 use settleproof_node::keys::{KeyError, OperatorKeys};
 use settleproof_node::webhook::signature::generate_secret;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Rounds a superseded operator set may still settle after its successor starts.
 const GRACE_ROUNDS: u64 = 30;
@@ -103,6 +105,8 @@ pub struct Devnet {
     pub admin_token: Secret,
     /// The merchant's API token (the configs hold only its hash).
     pub merchant_token: Secret,
+    /// The merchant's root key (the configs hold only its public half).
+    pub merchant_key: Arc<MerchantSigner>,
 }
 
 /// Errors of devnet setup.
@@ -164,6 +168,11 @@ pub async fn init(spec: &DevnetSpec) -> Result<Devnet, DevnetError> {
 
     // The merchant's API token stays with the merchant (testnet.json); configs hold its hash.
     let merchant_token = Secret::new(format!("sk_test_{}", random_hex(16)));
+    // So does its root key: made here at run time, its public half in the registry record.
+    let merchant_key = Arc::new(
+        MerchantSigner::generate("demo", KeyAlg::EdDsa)
+            .map_err(|e| DevnetError::Invalid(format!("merchant key: {e}")))?,
+    );
     let merchant = MerchantConfig {
         id: "demo".into(),
         payout_address: PrivateKeySigner::random().address(),
@@ -171,6 +180,7 @@ pub async fn init(spec: &DevnetSpec) -> Result<Devnet, DevnetError> {
         webhook_secret: Secret::new(generate_secret()),
         api_token_sha256: settleproof_node::api::auth::token_hash(merchant_token.expose()),
         api_token: None,
+        root_key: Some(merchant_key.public_key().clone()),
     };
     let admin_token = Secret::new(format!("admin_{}", random_hex(16)));
     let operators: Vec<OperatorConfig> = keys
@@ -245,7 +255,7 @@ pub async fn init(spec: &DevnetSpec) -> Result<Devnet, DevnetError> {
         write(&path, &text)?;
         nodes.push((path, cfg));
     }
-    let devnet = Devnet { nodes, deployment, chains, merchant, merchant_token, chain_id, admin_token };
+    let devnet = Devnet { nodes, deployment, chains, merchant, merchant_token, merchant_key, chain_id, admin_token };
     write(&spec.dir.join("testnet.json"), &manifest(spec, &devnet).to_string())?;
     Ok(devnet)
 }
@@ -361,6 +371,8 @@ fn manifest(spec: &DevnetSpec, d: &Devnet) -> serde_json::Value {
             "id": d.merchant.id,
             "payout_address": d.merchant.payout_address,
             "api_key": d.merchant_token.expose(),
+            "key_id": d.merchant_key.key_id(),
+            "private_key_pem": d.merchant_key.private_key_pem(),
             "webhook_url": d.merchant.webhook_url,
             "webhook_secret": d.merchant.webhook_secret.expose(),
         },

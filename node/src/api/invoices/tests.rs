@@ -37,6 +37,7 @@ fn state_of(chains: Chains) -> ApiState {
             webhook_secret: Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
             api_token_sha256: crate::api::auth::token_hash(TOKEN),
             api_token: None,
+            root_key: None,
         }]),
         node_name: "node-0".into(),
         net: None,
@@ -49,6 +50,7 @@ fn state_of(chains: Chains) -> ApiState {
         throttle: Default::default(),
         public_url: "http://127.0.0.1:8080".into(),
         tokens: Default::default(),
+        signed: crate::api::auth::SignedRequests::new("http://127.0.0.1:8080", ([127, 0, 0, 1], 8080).into()),
     }
 }
 

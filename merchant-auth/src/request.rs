@@ -1,0 +1,236 @@
+//! What a node checks of a signed request before it acts for a merchant.
+//!
+//! The JWT's signature, algorithm and required claims are checked by `jsonwebtoken`; the
+//! bindings that make a captured request useless elsewhere are checked here: `uri` names this
+//! node's own host (from its configuration, never the request's `Host` header) and this
+//! request's method and path, `reqHash` is the SHA-256 of this body, the lifetime is at most
+//! [`MAX_LIFETIME_S`] with [`MAX_SKEW_S`] of clock skew. The nonce is checked by the caller
+//! against its [`crate::NonceCache`] once the signature holds.
+
+use crate::key::MerchantKey;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The longest a signed request may be valid (`exp - nbf`).
+pub const MAX_LIFETIME_S: u64 = 120;
+/// Clock skew allowed between the merchant and a node.
+pub const MAX_SKEW_S: u64 = 30;
+/// Longest accepted header nonce.
+const MAX_NONCE_LEN: usize = 128;
+/// Shortest accepted header nonce (8 random bytes in hex).
+const MIN_NONCE_LEN: usize = 16;
+
+/// The claims of a signed request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestClaims {
+    /// The key id.
+    pub sub: String,
+    /// The merchant id.
+    pub iss: String,
+    /// Not before, Unix seconds.
+    pub nbf: u64,
+    /// Expiry, Unix seconds.
+    pub exp: u64,
+    /// `"<METHOD> <host><path>"`.
+    pub uri: String,
+    /// Lowercase hex SHA-256 of the body, when there is one.
+    #[serde(rename = "reqHash", default, skip_serializing_if = "Option::is_none")]
+    pub req_hash: Option<String>,
+}
+
+/// The request a token must be bound to.
+#[derive(Debug, Clone, Copy)]
+pub struct Expected<'a> {
+    /// HTTP method, upper case.
+    pub method: &'a str,
+    /// Path, without the query.
+    pub path: &'a str,
+    /// This node's own hosts (`host[:port]` as in its URLs).
+    pub hosts: &'a [String],
+    /// The raw body.
+    pub body: &'a [u8],
+}
+
+/// A request whose signature and bindings hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The merchant.
+    pub merchant_id: String,
+    /// The key that signed it.
+    pub key_id: String,
+    /// Its nonce, for the replay check.
+    pub nonce: String,
+    /// Its expiry, Unix seconds.
+    pub expires_s: u64,
+}
+
+/// Why a signed request was refused. Each message names what is wrong; none depends on a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No `Authorization: Bearer` JWT.
+    #[error("missing credentials: send `Authorization: Bearer <JWT>` signed by one of the merchant's keys")]
+    Missing,
+    /// Not a JWT, or a part of it does not decode.
+    #[error("malformed JWT: {0}")]
+    Malformed(String),
+    /// The header has no `kid`.
+    #[error("the JWT header has no `kid` (the merchant key id, `mk_...`)")]
+    MissingKeyId,
+    /// The header's nonce is missing or malformed.
+    #[error("the JWT header needs a `nonce` of {MIN_NONCE_LEN} to {MAX_NONCE_LEN} characters, new for each request")]
+    BadNonce,
+    /// No merchant holds this key.
+    #[error("unknown key `{0}`: no merchant in the registry holds it")]
+    UnknownKey(String),
+    /// The header's `alg` is not the key's.
+    #[error("the JWT's `alg` is not the algorithm of key `{0}`")]
+    WrongAlgorithm(String),
+    /// The signature does not verify.
+    #[error("bad signature: the JWT is not signed by key `{0}`")]
+    BadSignature(String),
+    /// `iss` or `sub` do not name the key's merchant and the key.
+    #[error("`iss` must be the merchant id and `sub` the key id of the signing key")]
+    WrongSubject,
+    /// `exp - nbf` is not within (0, 120] s.
+    #[error("the JWT must be valid for at most {MAX_LIFETIME_S} s (`exp` - `nbf`), and `exp` after `nbf`")]
+    Lifetime,
+    /// Too early.
+    #[error("not yet valid: `nbf` is more than {MAX_SKEW_S} s ahead of this node's clock")]
+    NotYetValid,
+    /// Too late.
+    #[error("expired: `exp` is more than {MAX_SKEW_S} s behind this node's clock; sign each request anew")]
+    Expired,
+    /// `uri` names another host.
+    #[error("wrong host: the JWT's `uri` names `{0}`, not this node (sign for the URL you send to)")]
+    WrongHost(String),
+    /// `uri` names another method or path.
+    #[error("the JWT's `uri` is `{got}`, but this request is `{want}`")]
+    WrongTarget {
+        /// What the token names.
+        got: String,
+        /// What this request is.
+        want: String,
+    },
+    /// `reqHash` is missing or is not this body's.
+    #[error("`reqHash` must be the lowercase hex SHA-256 of this request's body")]
+    BodyHash,
+    /// The nonce was seen before.
+    #[error("replayed: this JWT's nonce was already used at this node; sign each request anew")]
+    Replayed,
+    /// The replay cache is full.
+    #[error("too many signed requests in flight at this node; retry shortly")]
+    ReplayCacheFull,
+}
+
+impl AuthError {
+    /// A short label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "missing",
+            AuthError::Malformed(_) => "malformed",
+            AuthError::MissingKeyId => "missing_kid",
+            AuthError::BadNonce => "bad_nonce",
+            AuthError::UnknownKey(_) => "unknown_key",
+            AuthError::WrongAlgorithm(_) => "wrong_alg",
+            AuthError::BadSignature(_) => "bad_signature",
+            AuthError::WrongSubject => "wrong_subject",
+            AuthError::Lifetime => "lifetime",
+            AuthError::NotYetValid => "not_yet_valid",
+            AuthError::Expired => "expired",
+            AuthError::WrongHost(_) => "wrong_host",
+            AuthError::WrongTarget { .. } => "wrong_target",
+            AuthError::BodyHash => "body_hash",
+            AuthError::Replayed => "replayed",
+            AuthError::ReplayCacheFull => "replay_cache_full",
+        }
+    }
+}
+
+/// Lowercase hex SHA-256 of a body.
+pub fn body_hash(body: &[u8]) -> String {
+    hex::encode(Sha256::digest(body))
+}
+
+/// `"<METHOD> <host[:port]><path>"` of a request to `url` (the query left out); `None` when
+/// `url` is not an http(s) URL with a host.
+pub fn request_uri(method: &str, url: &str) -> Option<String> {
+    let (host, path) = host_and_path(url)?;
+    Some(format!("{} {host}{path}", method.to_ascii_uppercase()))
+}
+
+/// `host[:port]` (lower case) and path of an http(s) URL, without the query or fragment. The
+/// port is kept as written, so the merchant's client and the node agree on the text.
+pub fn host_and_path(url: &str) -> Option<(String, String)> {
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"))?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (host, tail) = rest.split_at(end);
+    if host.is_empty() || host.contains('@') {
+        return None;
+    }
+    let path_end = tail.find(['?', '#']).unwrap_or(tail.len());
+    let path = if tail[..path_end].is_empty() { "/" } else { &tail[..path_end] };
+    Some((host.to_ascii_lowercase(), path.to_string()))
+}
+
+/// Checks `token` for the request `expected` at `now_s`; `key_of` finds a key id's merchant
+/// and public key in the registry.
+pub fn verify_request(
+    token: &str,
+    key_of: impl Fn(&str) -> Option<(String, MerchantKey)>,
+    expected: &Expected<'_>,
+    now_s: u64,
+) -> Result<Verified, AuthError> {
+    let header = jsonwebtoken::decode_header(token).map_err(|e| AuthError::Malformed(e.to_string()))?;
+    let kid = header.kid.clone().ok_or(AuthError::MissingKeyId)?;
+    let nonce = header.nonce.clone().ok_or(AuthError::BadNonce)?;
+    if !(MIN_NONCE_LEN..=MAX_NONCE_LEN).contains(&nonce.len()) || !nonce.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(AuthError::BadNonce);
+    }
+    let (merchant_id, key) = key_of(&kid).ok_or_else(|| AuthError::UnknownKey(kid.clone()))?;
+    if header.alg != key.alg.jwt() {
+        return Err(AuthError::WrongAlgorithm(kid));
+    }
+    let mut validation = jsonwebtoken::Validation::new(key.alg.jwt());
+    // Times are checked below against the caller's clock, with the lifetime bound.
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.leeway = 0;
+    validation.set_required_spec_claims(&["exp", "nbf", "iss", "sub"]);
+    let claims = jsonwebtoken::decode::<RequestClaims>(token, &key.decoding_key(), &validation)
+        .map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::InvalidSignature => AuthError::BadSignature(kid.clone()),
+            _ => AuthError::Malformed(e.to_string()),
+        })?
+        .claims;
+    if claims.iss != merchant_id || claims.sub != kid {
+        return Err(AuthError::WrongSubject);
+    }
+    if claims.exp <= claims.nbf || claims.exp - claims.nbf > MAX_LIFETIME_S {
+        return Err(AuthError::Lifetime);
+    }
+    if claims.nbf > now_s + MAX_SKEW_S {
+        return Err(AuthError::NotYetValid);
+    }
+    if claims.exp + MAX_SKEW_S < now_s {
+        return Err(AuthError::Expired);
+    }
+    let (method, target) =
+        claims.uri.split_once(' ').ok_or_else(|| AuthError::Malformed("`uri` is not \"METHOD host/path\"".into()))?;
+    let split = target.find('/').unwrap_or(target.len());
+    let (host, path) = target.split_at(split);
+    if !expected.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+        return Err(AuthError::WrongHost(host.to_string()));
+    }
+    if method != expected.method || path != expected.path {
+        return Err(AuthError::WrongTarget {
+            got: claims.uri.clone(),
+            want: format!("{} {}", expected.method, expected.path),
+        });
+    }
+    match &claims.req_hash {
+        Some(h) if *h == body_hash(expected.body) => {}
+        None if expected.body.is_empty() => {}
+        _ => return Err(AuthError::BodyHash),
+    }
+    Ok(Verified { merchant_id, key_id: kid, nonce, expires_s: claims.exp })
+}
