@@ -37,6 +37,9 @@ pub enum Command {
     /// threshold of operators approved it.
     #[command(subcommand)]
     Merchants(MerchantsCommand),
+    /// The merchant's own tools: make a signing key, send a signed request.
+    #[command(subcommand)]
+    Merchant(MerchantCommand),
     /// Print the SHA-256 of a merchant API token read from standard input (one line), for
     /// `api_token_sha256` in `[[merchants]]`: operators hold the hash, never the token.
     HashToken,
@@ -290,5 +293,40 @@ pub enum StoreCommand {
         /// The chain whose store to replace; default: the first.
         #[arg(long)]
         chain_id: Option<u64>,
+    },
+}
+
+/// `settleproof merchant ...`: what a merchant runs on its own machine. The private key never
+/// leaves it; nodes hold only the public key, in the merchant's registry record.
+#[derive(Debug, Subcommand)]
+pub enum MerchantCommand {
+    /// Write a new signing key pair: the private key as PKCS#8 PEM into OUT (never
+    /// overwritten, readable by its owner only), and print the public key for the registry
+    /// record (`root_key`) with its key id.
+    Keygen {
+        /// Where the private key goes.
+        #[arg(long)]
+        out: PathBuf,
+        /// `EdDSA` (Ed25519, the default) or `ES256` (P-256).
+        #[arg(long, default_value = "EdDSA")]
+        alg: String,
+    },
+    /// Sign one request with the merchant's key and send it; prints the status and the body,
+    /// and exits 1 on an error status. For example:
+    /// `settleproof merchant request POST http://127.0.0.1:8700/v1/invoices --data '{"amount":"1000","token":"native"}'`
+    Request {
+        /// HTTP method.
+        method: String,
+        /// The full URL, as sent (the signature names its host and path).
+        url: String,
+        /// JSON body.
+        #[arg(long)]
+        data: Option<String>,
+        /// The private key (PKCS#8 PEM).
+        #[arg(long, env = "SETTLEPROOF_MERCHANT_KEY")]
+        key: PathBuf,
+        /// The merchant id.
+        #[arg(long, env = "SETTLEPROOF_MERCHANT_ID")]
+        merchant: String,
     },
 }

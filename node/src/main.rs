@@ -5,6 +5,7 @@ use eyre::{Context, Result, bail};
 use settleproof_config::NodeConfig;
 use settleproof_node::cli::{Cli, Command, KeysCommand, StoreCommand};
 
+mod merchant_cmd;
 mod merchants_cmd;
 mod operators_cmd;
 use settleproof_node::{keys::OperatorKeys, node, telemetry, webhook};
@@ -22,6 +23,7 @@ async fn main() -> Result<()> {
         }
         Command::Operators(cmd) => operators_cmd::run(cmd).await,
         Command::Merchants(cmd) => merchants_cmd::run(cmd).await,
+        Command::Merchant(cmd) => merchant_cmd::run(cmd).await,
         Command::Keys(KeysCommand::WebhookSecret) => {
             println!("{}", webhook::signature::generate_secret());
             Ok(())

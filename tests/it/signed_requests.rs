@@ -64,3 +64,51 @@ async fn a_signed_request_captured_at_one_node_is_refused_at_every_node_and_agai
     assert_eq!(refused, 5.0, "refusals counted (the four nodes share one recorder)");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cli_makes_a_key_and_sends_a_request_signed_with_the_merchants_key() -> Result<()> {
+    let net = Testnet::start(1).await?;
+    let dir = tempfile::tempdir()?;
+    let bin = crate::harness::settleproof_bin()?;
+    // keygen writes a key that signs as the key id it prints, and never overwrites it.
+    let out = dir.path().join("merchant.pem");
+    let made =
+        std::process::Command::new(&bin).args(["merchant", "keygen", "--alg", "ES256", "--out"]).arg(&out).output()?;
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let printed: Value = serde_json::from_slice(&made.stdout)?;
+    let pem = std::fs::read_to_string(&out)?;
+    let signer = settleproof_merchant_auth::MerchantSigner::from_pem("demo", &pem).map_err(|e| eyre!("{e}"))?;
+    assert_eq!(printed["key_id"], signer.key_id());
+    assert_eq!(printed["root_key"]["alg"], "ES256");
+    let again = std::process::Command::new(&bin).args(["merchant", "keygen", "--out"]).arg(&out).output()?;
+    assert!(!again.status.success(), "an existing key was overwritten");
+    // request signs with the testnet merchant's key and sends.
+    let key = dir.path().join("demo.pem");
+    std::fs::write(&key, net.devnet.merchant_key.private_key_pem())?;
+    let url = format!("{}/v1/invoices", net.api(0));
+    let sent = tokio::process::Command::new(&bin)
+        .args([
+            "merchant",
+            "request",
+            "POST",
+            &url,
+            "--data",
+            r#"{"amount":"1000","token":"native"}"#,
+            "--merchant",
+            "demo",
+            "--key",
+        ])
+        .arg(&key)
+        .output()
+        .await?;
+    let stdout = String::from_utf8_lossy(&sent.stdout);
+    assert!(sent.status.success() && stdout.starts_with("201"), "{stdout} {}", String::from_utf8_lossy(&sent.stderr));
+    // A key the registry does not hold is refused, and the command says so by its exit status.
+    let refused = tokio::process::Command::new(&bin)
+        .args(["merchant", "request", "GET", &url, "--merchant", "demo", "--key"])
+        .arg(&out)
+        .output()
+        .await?;
+    assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stdout).starts_with("401"));
+    Ok(())
+}

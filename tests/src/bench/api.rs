@@ -60,7 +60,8 @@ pub async fn run(net: &Testnet, rate: f64, seconds: u64) -> Result<Vec<EndpointR
     let count = (rate * seconds as f64) as usize;
     let client = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
     let base = net.api(0);
-    let token = net.devnet.merchant_token.expose().to_string();
+    // Every request is signed by the merchant's key, as a merchant's client sends it.
+    let token = net.devnet.merchant_key.clone();
     let ids = Arc::new(Mutex::new(Vec::with_capacity(count)));
     // What each failed create got (a status and its body's start, or the transport error).
     let failures: Arc<Mutex<std::collections::BTreeMap<String, usize>>> = Arc::default();
@@ -74,7 +75,14 @@ pub async fn run(net: &Testnet, rate: f64, seconds: u64) -> Result<Vec<EndpointR
             async move {
                 let body =
                     serde_json::json!({ "amount": "1000000000000000", "token": "native", "metadata": { "k": k } });
-                let r = match client.post(format!("{base}/v1/invoices")).bearer_auth(&token).json(&body).send().await {
+                let req = crate::harness::signed(
+                    &client,
+                    &token,
+                    reqwest::Method::POST,
+                    &format!("{base}/v1/invoices"),
+                    Some(&body),
+                );
+                let r = match async { req?.send().await.map_err(eyre::Report::from) }.await {
                     Ok(r) => r,
                     Err(e) => {
                         *failures.lock().await.entry(format!("transport: {e}")).or_default() += 1;
@@ -109,7 +117,14 @@ pub async fn run(net: &Testnet, rate: f64, seconds: u64) -> Result<Vec<EndpointR
             let (client, base, token, ids) = (client.clone(), base.clone(), token.clone(), ids.clone());
             async move {
                 let id = &ids[k % ids.len()];
-                match client.get(format!("{base}/v1/invoices/{id}")).bearer_auth(&token).send().await {
+                let req = crate::harness::signed(
+                    &client,
+                    &token,
+                    reqwest::Method::GET,
+                    &format!("{base}/v1/invoices/{id}"),
+                    None,
+                );
+                match async { req?.send().await.map_err(eyre::Report::from) }.await {
                     Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
                     _ => false,
                 }

@@ -99,10 +99,14 @@ pub async fn run(net: &mut Testnet, i: usize, count: u64) -> Result<FootprintRes
         .await?;
     let node_pid = pid(net, i).ok_or_else(|| eyre!("node {i} is not a process"))?;
     let rss_ready_bytes = rss_bytes(node_pid).unwrap_or_default();
-    let token = net.devnet.merchant_token.expose().to_string();
+    let key = net.devnet.merchant_key.clone();
     for j in 0..2000u64 {
         let id = id_of(j * (count / 2000).max(1));
-        net.http.get(format!("{api}/v1/invoices/{id}")).bearer_auth(&token).send().await?.bytes().await?;
+        crate::harness::signed(&net.http, &key, reqwest::Method::GET, &format!("{api}/v1/invoices/{id}"), None)?
+            .send()
+            .await?
+            .bytes()
+            .await?;
     }
     Ok(FootprintResult {
         invoices: count,

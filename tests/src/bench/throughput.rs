@@ -84,18 +84,16 @@ pub async fn run(net: &Testnet, rates: &[f64], seconds: u64, drain: Duration) ->
         for k in 0..count {
             let at = start + Duration::from_secs_f64(k as f64 / rate);
             let (payer, sent, api) = (payer.clone(), sent.clone(), api.clone());
-            let token = net.devnet.merchant_token.expose().to_string();
+            let key = net.devnet.merchant_key.clone();
             let http = net.http.clone();
             tasks.spawn(async move {
                 tokio::time::sleep_until(at).await;
                 let body = serde_json::json!({ "amount": "1000000000000000", "token": "native" });
-                let Ok(r) = http
-                    .post(format!("{}/v1/invoices", api[k % api.len()]))
-                    .bearer_auth(token)
-                    .json(&body)
-                    .send()
-                    .await
-                else {
+                let url = format!("{}/v1/invoices", api[k % api.len()]);
+                let Ok(req) = crate::harness::signed(&http, &key, reqwest::Method::POST, &url, Some(&body)) else {
+                    return;
+                };
+                let Ok(r) = req.send().await else {
                     return;
                 };
                 let Ok(created) = r.json::<serde_json::Value>().await else { return };

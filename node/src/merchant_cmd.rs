@@ -1,0 +1,60 @@
+//! `settleproof merchant ...`: the merchant's own key and signed requests, for the docs'
+//! walkthroughs and for scripts. A merchant's application signs the same way with any JWT
+//! library (docs/examples/).
+
+use eyre::{Result, WrapErr, bail};
+use settleproof_merchant_auth::{DEFAULT_LIFETIME_S, KeyAlg, MerchantSigner};
+use settleproof_node::cli::MerchantCommand;
+use std::io::Write;
+
+pub(crate) async fn run(cmd: MerchantCommand) -> Result<()> {
+    match cmd {
+        MerchantCommand::Keygen { out, alg } => {
+            let alg: KeyAlg = alg.parse()?;
+            // The merchant id is not part of the key; it is named when signing.
+            let signer = MerchantSigner::generate("", alg)?;
+            let mut file = {
+                let mut o = std::fs::OpenOptions::new();
+                o.write(true).create_new(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+                o.open(&out).wrap_err_with(|| format!("{} (an existing key is never overwritten)", out.display()))?
+            };
+            file.write_all(signer.private_key_pem().as_bytes())?;
+            crate::print_json(&serde_json::json!({
+                "key_id": signer.key_id(),
+                "root_key": signer.public_key(),
+                "private_key_file": out,
+            }))
+        }
+        MerchantCommand::Request { method, url, data, key, merchant } => {
+            let pem = std::fs::read_to_string(&key).wrap_err_with(|| format!("reading {}", key.display()))?;
+            let signer = MerchantSigner::from_pem(&merchant, &pem)?;
+            let body = match &data {
+                Some(d) => {
+                    // Sent exactly as given: the signature covers these bytes.
+                    serde_json::from_str::<serde_json::Value>(d).wrap_err("--data must be JSON")?;
+                    d.clone().into_bytes()
+                }
+                None => Vec::new(),
+            };
+            let method = method.to_ascii_uppercase();
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+            let jwt = signer.sign_request(&method, &url, &body, now, DEFAULT_LIFETIME_S)?;
+            let mut req =
+                reqwest::Client::new().request(reqwest::Method::from_bytes(method.as_bytes())?, &url).bearer_auth(jwt);
+            if data.is_some() {
+                req = req.header("content-type", "application/json").body(body);
+            }
+            let resp = req.send().await?;
+            let status = resp.status();
+            let text = resp.text().await?;
+            println!("{status}");
+            println!("{text}");
+            if status.is_client_error() || status.is_server_error() {
+                bail!("the node answered {status}");
+            }
+            Ok(())
+        }
+    }
+}
