@@ -112,3 +112,52 @@ async fn the_cli_makes_a_key_and_sends_a_request_signed_with_the_merchants_key()
     assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stdout).starts_with("401"));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_python_and_typescript_examples_sign_requests_a_node_accepts() -> Result<()> {
+    let net = Testnet::start(1).await?;
+    let dir = tempfile::tempdir()?;
+    let key = dir.path().join("demo.pem");
+    std::fs::write(&key, net.devnet.merchant_key.private_key_pem())?;
+    let root = settleproof_tests::anvil::repo_root();
+    let url = format!("{}/v1/invoices", net.api(0));
+    let body = r#"{"amount": "1000", "token": "native", "metadata": {"order": "ex-1"}}"#;
+    let examples: [(&str, Vec<String>); 2] = [
+        ("python", vec!["python3".into(), root.join("docs/examples/merchant_client.py").display().to_string()]),
+        (
+            "typescript",
+            vec![
+                root.join("node_modules/.bin/tsx").display().to_string(),
+                root.join("docs/examples/merchant_client.ts").display().to_string(),
+            ],
+        ),
+    ];
+    for (name, cmd) in examples {
+        let run = |args: Vec<String>| {
+            let mut c = tokio::process::Command::new(&cmd[0]);
+            c.args(&cmd[1..]).args(args).env("SETTLEPROOF_MERCHANT_ID", "demo").env("SETTLEPROOF_MERCHANT_KEY", &key);
+            c.current_dir(&root).output()
+        };
+        let created = run(vec!["POST".into(), url.clone(), body.into()]).await?;
+        let out = String::from_utf8_lossy(&created.stdout);
+        assert!(
+            created.status.success() && out.starts_with("201"),
+            "{name}: {out} {}",
+            String::from_utf8_lossy(&created.stderr)
+        );
+        let id = out
+            .lines()
+            .nth(1)
+            .and_then(|l| serde_json::from_str::<Value>(l).ok())
+            .and_then(|v| v["id"].as_str().map(String::from));
+        let id = id.ok_or_else(|| eyre!("{name}: no id in {out}"))?;
+        let read = run(vec!["GET".into(), format!("{}/v1/invoices/{id}?expand=none", net.api(0))]).await?;
+        let out = String::from_utf8_lossy(&read.stdout);
+        assert!(
+            read.status.success() && out.starts_with("200"),
+            "{name}: {out} {}",
+            String::from_utf8_lossy(&read.stderr)
+        );
+    }
+    Ok(())
+}

@@ -25,7 +25,8 @@ impl Drop for Anvil {
     }
 }
 
-pub(crate) fn repo_root() -> PathBuf {
+/// The repository's root (the tests crate's parent).
+pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
