@@ -152,7 +152,7 @@ mod tests {
     #[test]
     fn malformed_keys_are_refused_with_the_field_named() {
         let short = MerchantKey { alg: KeyAlg::EdDsa, public_key: "ab".into() };
-        assert!(short.check().unwrap_err().to_string().contains("public_key must be 32 bytes"));
+        assert!(short.check().expect_err("short").to_string().contains("public_key must be 32 bytes"));
         let off_curve = MerchantKey { alg: KeyAlg::Es256, public_key: format!("04{}", "11".repeat(64)) };
         assert_eq!(off_curve.check(), Err(KeyError::NotAKey("ES256")));
         let p256 = MerchantSigner::generate("m", KeyAlg::Es256).expect("key").public_key().clone();
