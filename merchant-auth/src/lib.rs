@@ -16,6 +16,7 @@ mod key;
 mod replay;
 mod request;
 mod signer;
+mod statement;
 
 pub use key::{KeyAlg, KeyError, MerchantKey};
 pub use replay::NonceCache;
@@ -24,6 +25,7 @@ pub use request::{
     verify_request,
 };
 pub use signer::{DEFAULT_LIFETIME_S, MerchantSigner, random_nonce};
+pub use statement::{SignedStatement, header_key_id};
 
 #[cfg(test)]
 mod tests {

@@ -1,8 +1,9 @@
 //! What merchants do for themselves, end to end: idempotent invoice creation across nodes.
 
-use crate::harness::Testnet;
+use crate::harness::{Testnet, signed};
 use eyre::{Result, bail, eyre};
 use serde_json::json;
+use settleproof_merchant_auth::{KeyAlg, MerchantSigner};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -199,66 +200,79 @@ pub(crate) async fn call(
     Ok((resp.status().as_u16(), resp.json().await.unwrap_or_default()))
 }
 
+/// `call`, signed by `key` instead of a bearer token.
+pub(crate) async fn signed_call(
+    net: &Testnet,
+    i: usize,
+    method: reqwest::Method,
+    path: &str,
+    key: &MerchantSigner,
+    body: Option<serde_json::Value>,
+) -> Result<(u16, serde_json::Value)> {
+    let resp = signed(&net.http, key, method, &format!("{}{path}", net.api(i)), body.as_ref())?.send().await?;
+    Ok((resp.status().as_u16(), resp.json().await.unwrap_or_default()))
+}
+
+/// Grants a new key named `name` with `scopes` on node `i`, signed by the merchant's root key.
+pub(crate) async fn grant_key(
+    net: &Testnet,
+    i: usize,
+    name: &str,
+    scopes: &[&str],
+) -> Result<(u16, serde_json::Value, MerchantSigner)> {
+    let key = MerchantSigner::generate("demo", KeyAlg::Es256).map_err(|e| eyre!("{e}"))?;
+    let body = json!({"name": name, "scopes": scopes, "public_key": key.public_key()});
+    let root = &net.devnet.merchant_key;
+    let (status, answer) = signed_call(net, i, reqwest::Method::POST, "/v1/api-keys", root, Some(body)).await?;
+    Ok((status, answer, key))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_api_key_works_on_every_node_within_its_scopes_and_a_revoked_one_is_refused_everywhere() -> Result<()> {
     use reqwest::Method;
     let net = Testnet::start(4).await?;
-    let primary = net.devnet.merchant_token.expose().to_string();
-    let (status, created) = call(
-        &net,
-        0,
-        Method::POST,
-        "/v1/api-keys",
-        &primary,
-        Some(json!({"name": "reporting", "scopes": ["invoices:read"]})),
-    )
-    .await?;
+    let root = net.devnet.merchant_key.clone();
+    let (status, created, key) = grant_key(&net, 0, "reporting", &["invoices:read"]).await?;
     assert_eq!(status, 201, "{created}");
-    let (id, token) = (
-        created["id"].as_str().unwrap_or_default().to_string(),
-        created["token"].as_str().unwrap_or_default().to_string(),
-    );
-    let (status, bad) = call(
-        &net,
-        0,
-        Method::POST,
-        "/v1/api-keys",
-        &primary,
-        Some(json!({"name": "x", "scopes": ["invoices:delete"]})),
-    )
-    .await?;
+    let id = created["id"].as_str().unwrap_or_default().to_string();
+    assert_eq!(id, key.key_id());
+    let bad = json!({"name": "x", "scopes": ["invoices:delete"], "public_key": key.public_key()});
+    let (status, bad) = signed_call(&net, 0, Method::POST, "/v1/api-keys", &root, Some(bad)).await?;
     assert_eq!((status, bad["error"]["field"].as_str()), (400, Some("body")), "{bad}");
+    // The primary bearer token cannot grant a key: only the merchant's signature can.
+    let primary = net.devnet.merchant_token.expose().to_string();
+    let other = MerchantSigner::generate("demo", KeyAlg::EdDsa).map_err(|e| eyre!("{e}"))?;
+    let body = json!({"name": "t", "scopes": ["invoices:write"], "public_key": other.public_key()});
+    let (status, refused) = call(&net, 0, Method::POST, "/v1/api-keys", &primary, Some(body)).await?;
+    assert_eq!(status, 403, "{refused}");
 
     // Replicated: the key reads invoices on every node, and may do nothing else.
     for i in 0..4 {
         net.eventually("the key is known", Duration::from_secs(15), || async {
-            (call(&net, i, Method::GET, "/v1/invoices", &token, None).await.ok()?.0 == 200).then_some(())
+            (signed_call(&net, i, Method::GET, "/v1/invoices", &key, None).await.ok()?.0 == 200).then_some(())
         })
         .await?;
-        let (status, refused) =
-            call(&net, i, Method::POST, "/v1/invoices", &token, Some(json!({"amount": "1000", "token": "native"})))
-                .await?;
+        let body = json!({"amount": "1000", "token": "native"});
+        let (status, refused) = signed_call(&net, i, Method::POST, "/v1/invoices", &key, Some(body)).await?;
         assert_eq!((status, refused["error"]["code"].as_str()), (403, Some("insufficient_scope")), "{refused}");
-        let (status, _) = call(&net, i, Method::GET, "/v1/api-keys", &token, None).await?;
+        let (status, _) = signed_call(&net, i, Method::GET, "/v1/api-keys", &key, None).await?;
         assert_eq!(status, 403, "a key does not manage keys");
     }
-    let (_, listed) = call(&net, 3, Method::GET, "/v1/api-keys", &primary, None).await?;
+    let (_, listed) = signed_call(&net, 3, Method::GET, "/v1/api-keys", &root, None).await?;
     assert_eq!(listed["data"][0]["id"], id.as_str(), "{listed}");
-    assert!(listed.to_string().find(&token).is_none(), "the token is never listed");
 
     // Revoked on node 1: refused on node 1 at once, and on every node within seconds.
-    let (status, revoked) = call(&net, 1, Method::DELETE, &format!("/v1/api-keys/{id}"), &primary, None).await?;
+    let (status, revoked) = signed_call(&net, 1, Method::DELETE, &format!("/v1/api-keys/{id}"), &root, None).await?;
     assert_eq!(status, 200, "{revoked}");
     assert!(revoked["revoked_at_ms"].as_u64().is_some(), "{revoked}");
-    assert_eq!(call(&net, 1, Method::GET, "/v1/invoices", &token, None).await?.0, 401);
+    assert_eq!(signed_call(&net, 1, Method::GET, "/v1/invoices", &key, None).await?.0, 401);
     for i in 0..4 {
         net.eventually("the revocation is everywhere", Duration::from_secs(5), || async {
-            (call(&net, i, Method::GET, "/v1/invoices", &token, None).await.ok()?.0 == 401).then_some(())
+            (signed_call(&net, i, Method::GET, "/v1/invoices", &key, None).await.ok()?.0 == 401).then_some(())
         })
         .await?;
     }
-    let (status, _) =
-        call(&net, 2, Method::DELETE, "/v1/api-keys/key_000000000000000000000000", &primary, None).await?;
+    let (status, _) = signed_call(&net, 2, Method::DELETE, "/v1/api-keys/mk_0000", &root, None).await?;
     assert_eq!(status, 404);
     net.stop().await;
     Ok(())
@@ -301,24 +315,12 @@ async fn a_merchant_sees_its_deliveries_and_replays_its_dead_letters_with_its_ow
     assert_eq!(dead["type"], "test", "{dead}");
 
     // A key without `webhooks:manage` sees nothing of it; the merchant replays with its own.
-    let (_, reader) =
-        call(&net, 0, Method::POST, "/v1/api-keys", &primary, Some(json!({"name": "r", "scopes": ["invoices:read"]})))
-            .await?;
-    let (_, manager) = call(
-        &net,
-        0,
-        Method::POST,
-        "/v1/api-keys",
-        &primary,
-        Some(json!({"name": "m", "scopes": ["webhooks:manage"]})),
-    )
-    .await?;
-    let (reader, manager) =
-        (reader["token"].as_str().unwrap_or_default(), manager["token"].as_str().unwrap_or_default());
-    assert_eq!(call(&net, 0, Method::GET, "/v1/events", reader, None).await?.0, 403);
+    let (_, _, reader) = grant_key(&net, 0, "r", &["invoices:read"]).await?;
+    let (_, _, manager) = grant_key(&net, 0, "m", &["webhooks:manage"]).await?;
+    assert_eq!(signed_call(&net, 0, Method::GET, "/v1/events", &reader, None).await?.0, 403);
     net.receiver.set_failure(None);
     let (status, replayed) =
-        call(&net, 0, Method::POST, "/v1/events/replay", manager, Some(json!({"since_ms": since}))).await?;
+        signed_call(&net, 0, Method::POST, "/v1/events/replay", &manager, Some(json!({"since_ms": since}))).await?;
     assert_eq!((status, replayed["replayed"].as_u64()), (200, Some(1)), "{replayed}");
     let verified = |n: usize| {
         let id = id.clone();
@@ -337,12 +339,12 @@ async fn a_merchant_sees_its_deliveries_and_replays_its_dead_letters_with_its_ow
         bail!("{e}: {}", event_story(&net, 0, &primary, &id).await);
     }
     // One event replayed again: delivered a second time under the same webhook-id.
-    let (status, one) = call(&net, 0, Method::POST, &format!("/v1/events/{id}/replay"), manager, None).await?;
+    let (status, one) = signed_call(&net, 0, Method::POST, &format!("/v1/events/{id}/replay"), &manager, None).await?;
     assert_eq!((status, one["replayed"].as_u64()), (200, Some(1)), "{one}");
     if let Err(e) = net.eventually("the second replay is delivered", Duration::from_secs(60), || verified(2)).await {
         bail!("{e}: {}", event_story(&net, 0, &primary, &id).await);
     }
-    assert_eq!(call(&net, 0, Method::POST, "/v1/events/nope/replay", manager, None).await?.0, 404);
+    assert_eq!(signed_call(&net, 0, Method::POST, "/v1/events/nope/replay", &manager, None).await?.0, 404);
     let (_, delivered) = call(&net, 0, Method::GET, "/v1/events?state=delivered&limit=5", &primary, None).await?;
     assert!(delivered["data"].as_array().is_some_and(|d| d.iter().any(|e| e["id"] == id.as_str())), "{delivered}");
     net.stop().await;

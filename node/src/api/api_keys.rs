@@ -1,33 +1,25 @@
-//! `/v1/api-keys`: a merchant's own API keys, managed with its primary token. A key has a name
-//! and scopes; its token is shown once, at creation, and only its SHA-256 is kept (on every
-//! node). A revoked key is refused on a node as soon as the revocation reaches it (gossip,
-//! normally well under a second).
+//! `/v1/api-keys`: a merchant's own API keys, granted and revoked with requests signed by its
+//! root key (the signed request is kept as the grant, and checked by every node: see
+//! `merchants::api_keys`). A key is a public key with a name and scopes; requests signed with
+//! its private half act within those scopes. A revoked key is refused on a node as soon as the
+//! revocation reaches it (gossip, normally well under a second).
 
 use super::{ApiError, ApiState, auth};
+use crate::merchants::KeyGrant;
 use crate::merchants::RegistryError;
 use crate::store::{ApiKey, Scope};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use settleproof_merchant_auth::SignedStatement;
 
-/// Body of `POST /v1/api-keys`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateApiKey {
-    /// A name for the key, 1 to 64 printable characters (e.g. `billing-service`).
-    #[schema(min_length = 1, max_length = 64)]
-    pub name: String,
-    /// What the key may do.
-    #[schema(min_items = 1, max_items = 3)]
-    pub scopes: Vec<Scope>,
-}
-
-/// A key as listed: never its token.
+/// A key as listed.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ApiKeyView {
-    /// Its id, for revoking.
+    /// Its id (`mk_…`, derived from its public key): the `kid` of the requests it signs, and
+    /// the id to revoke it by.
     pub id: String,
     /// Its name.
     pub name: String,
@@ -37,6 +29,9 @@ pub struct ApiKeyView {
     pub created_at_ms: u64,
     /// When it was revoked, unix milliseconds.
     pub revoked_at_ms: Option<u64>,
+    /// Its public half.
+    #[schema(value_type = Object)]
+    pub public_key: Option<settleproof_merchant_auth::MerchantKey>,
 }
 
 impl From<ApiKey> for ApiKeyView {
@@ -47,18 +42,9 @@ impl From<ApiKey> for ApiKeyView {
             scopes: k.scopes,
             created_at_ms: k.created_at_ms,
             revoked_at_ms: k.revoked_at_ms,
+            public_key: k.public_key,
         }
     }
-}
-
-/// A key just created, with its token (shown only now).
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct CreatedApiKey {
-    /// The key.
-    #[serde(flatten)]
-    pub key: ApiKeyView,
-    /// Its bearer token; keep it: no node can show it again.
-    pub token: String,
 }
 
 /// The merchant's keys.
@@ -68,11 +54,22 @@ pub struct ApiKeyList {
     pub data: Vec<ApiKeyView>,
 }
 
-/// The merchant of a request made with its primary token.
+/// The merchant of a request signed by its root key, and the request's JWT.
+fn root_signed(caller: &auth::Caller, state: &ApiState) -> Result<(String, String), ApiError> {
+    let p = auth::principal(caller, state)?;
+    match caller {
+        auth::Caller::Signed { jwt, .. } if p.scopes.is_none() => Ok((p.merchant.id, jwt.clone())),
+        _ => Err(ApiError::forbidden(
+            "API keys are granted and revoked with requests signed by the merchant's root key (see docs/merchants.md)",
+        )),
+    }
+}
+
+/// The merchant of a request made with its root key or primary token.
 fn owner(caller: &auth::Caller, state: &ApiState) -> Result<String, ApiError> {
     let p = auth::principal(caller, state)?;
     if p.scopes.is_some() {
-        return Err(ApiError::forbidden("API keys are managed with the merchant's primary token, not with an API key"));
+        return Err(ApiError::forbidden("API keys are managed with the merchant's root key, not with an API key"));
     }
     Ok(p.merchant.id)
 }
@@ -81,14 +78,14 @@ fn registry_error(e: RegistryError) -> ApiError {
     ApiError::from_registry(e, "API key")
 }
 
-#[utoipa::path(post, path = "/v1/api-keys", tag = "merchant", request_body = CreateApiKey,
+#[utoipa::path(post, path = "/v1/api-keys", tag = "merchant", request_body = KeyGrant,
     security(("merchant_token" = [])),
     responses(
-        (status = 201, description = "Created; the token is in this answer only", body = CreatedApiKey),
+        (status = 201, description = "Granted", body = ApiKeyView),
         (status = 400, description = "A field is invalid; `field` names it", body = super::error::ErrorBody),
         (status = 401, description = "No or a wrong merchant token", body = super::error::ErrorBody),
-        (status = 403, description = "Made with an API key: keys are managed with the primary token", body = super::error::ErrorBody),
-        (status = 409, description = "The merchant has the most keys kept", body = super::error::ErrorBody),
+        (status = 403, description = "Not signed by the merchant's root key", body = super::error::ErrorBody),
+        (status = 409, description = "The merchant has the most live keys kept", body = super::error::ErrorBody),
         (status = 413, description = "Body over `api.max_body_bytes`", body = String, content_type = "text/plain"),
         (status = 429, description = "Over the request budget", body = super::error::ErrorBody),
     ))]
@@ -96,16 +93,16 @@ pub(super) async fn create(
     State(state): State<ApiState>,
     caller: auth::Caller,
     body: Bytes,
-) -> Result<(StatusCode, Json<CreatedApiKey>), ApiError> {
-    let merchant = owner(&caller, &state)?;
-    let req: CreateApiKey = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::invalid("body", format!("invalid JSON body: {e}; expected name and scopes")))?;
+) -> Result<(StatusCode, Json<ApiKeyView>), ApiError> {
+    let (merchant, jwt) = root_signed(&caller, &state)?;
+    let body = String::from_utf8(body.to_vec()).map_err(|_| ApiError::invalid("body", "must be UTF-8 JSON"))?;
+    let grant = SignedStatement { jwt, body };
     let registry = state.merchants.clone();
-    let (key, token) = tokio::task::spawn_blocking(move || registry.create_key(&merchant, &req.name, req.scopes))
+    let key = tokio::task::spawn_blocking(move || registry.create_key(&merchant, grant))
         .await
         .map_err(ApiError::internal)?
         .map_err(registry_error)?;
-    Ok((StatusCode::CREATED, Json(CreatedApiKey { key: key.into(), token })))
+    Ok((StatusCode::CREATED, Json(key.into())))
 }
 
 #[utoipa::path(get, path = "/v1/api-keys", tag = "merchant",
@@ -123,7 +120,7 @@ pub(super) async fn list(State(state): State<ApiState>, caller: auth::Caller) ->
 }
 
 #[utoipa::path(delete, path = "/v1/api-keys/{id}", tag = "merchant",
-    params(("id" = String, Path, description = "Key id, `key_` and 24 hex digits")),
+    params(("id" = String, Path, description = "Key id, `mk_` and 40 hex digits")),
     security(("merchant_token" = [])),
     responses(
         (status = 200, description = "Revoked (again: the first revocation's time stays)", body = ApiKeyView),
@@ -137,9 +134,10 @@ pub(super) async fn revoke(
     caller: auth::Caller,
     Path(id): Path<String>,
 ) -> Result<Json<ApiKeyView>, ApiError> {
-    let merchant = owner(&caller, &state)?;
+    let (merchant, jwt) = root_signed(&caller, &state)?;
+    let revocation = SignedStatement { jwt, body: String::new() };
     let registry = state.merchants.clone();
-    let key = tokio::task::spawn_blocking(move || registry.revoke_key(&merchant, &id))
+    let key = tokio::task::spawn_blocking(move || registry.revoke_key(&merchant, &id, revocation))
         .await
         .map_err(ApiError::internal)?
         .map_err(registry_error)?;

@@ -47,8 +47,14 @@ impl SignedRequests {
 /// Who made a request, as [`signed`] found it: a merchant key's signature, or a bearer token.
 #[derive(Debug, Clone)]
 pub enum Caller {
-    /// A JWT that verified, bound to this request at this node, its nonce new.
-    Signed(Verified),
+    /// A JWT that verified, bound to this request at this node, its nonce new; with the JWT,
+    /// which a change the merchant makes keeps as its signature.
+    Signed {
+        /// What was verified.
+        request: Verified,
+        /// The JWT itself.
+        jwt: String,
+    },
     /// `Authorization: Bearer <token>` that is not a JWT (or none).
     Bearer(Option<String>),
 }
@@ -90,14 +96,20 @@ pub async fn signed(State(state): State<super::ApiState>, request: Request, next
     let expected =
         Expected { method: parts.method.as_str(), path: parts.uri.path(), hosts: &state.signed.hosts, body: &body };
     let registry = &state.merchants;
-    let outcome =
-        settleproof_merchant_auth::verify_request(&token, |kid| registry.key(kid), &expected, now).and_then(|v| {
-            let mut nonces = state.signed.nonces.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            nonces.admit(&v, now).map(|()| v)
-        });
+    // The merchant's root key, or a live key it granted.
+    let key_of = |kid: &str| {
+        registry.key(kid).or_else(|| {
+            let k = registry.live_key(kid)?;
+            Some((k.merchant_id, k.public_key?))
+        })
+    };
+    let outcome = settleproof_merchant_auth::verify_request(&token, key_of, &expected, now).and_then(|v| {
+        let mut nonces = state.signed.nonces.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        nonces.admit(&v, now).map(|()| v)
+    });
     match outcome {
         Ok(v) => {
-            parts.extensions.insert(Caller::Signed(v));
+            parts.extensions.insert(Caller::Signed { request: v, jwt: token });
             next.run(Request::from_parts(parts, axum::body::Body::from(body))).await
         }
         Err(e) => {
@@ -152,10 +164,14 @@ pub fn principal(caller: &Caller, state: &super::ApiState) -> Result<Principal, 
 
 fn authenticate(caller: &Caller, state: &super::ApiState) -> Result<Principal, ApiError> {
     let token = match caller {
-        // The root key speaks for the merchant in everything.
-        Caller::Signed(v) => {
-            let merchant = state.merchants.get(&v.merchant_id).ok_or_else(ApiError::unauthorized)?;
-            return Ok(Principal { merchant, scopes: None });
+        Caller::Signed { request, .. } => {
+            let merchant = state.merchants.get(&request.merchant_id).ok_or_else(ApiError::unauthorized)?;
+            // The root key speaks for the merchant in everything; a key it granted, in its scopes.
+            if state.merchants.key(&request.key_id).is_some() {
+                return Ok(Principal { merchant, scopes: None });
+            }
+            let key = state.merchants.live_key(&request.key_id).ok_or_else(ApiError::unauthorized)?;
+            return Ok(Principal { merchant, scopes: Some(key.scopes) });
         }
         Caller::Bearer(token) => token.as_deref().ok_or_else(ApiError::unauthorized)?,
     };
@@ -164,11 +180,8 @@ fn authenticate(caller: &Caller, state: &super::ApiState) -> Result<Principal, A
     if let Some(m) = merchants.iter().find(|m| constant_time_eq(m.api_token_sha256.as_slice(), hash.as_slice())) {
         return Ok(Principal { merchant: m.clone(), scopes: None });
     }
-    // An API key is found by its token's hash, as a primary token is: the lookup is the
-    // comparison.
-    let key = state.merchants.live_key(hash).ok_or_else(ApiError::unauthorized)?;
-    let merchant = state.merchants.get(&key.merchant_id).ok_or_else(ApiError::unauthorized)?;
-    Ok(Principal { merchant, scopes: Some(key.scopes) })
+    // API keys are the merchant's signed keys: a bearer token is only ever the primary one.
+    Err(ApiError::unauthorized())
 }
 
 /// The SHA-256 of a merchant API token, as `api_token_sha256` holds it.

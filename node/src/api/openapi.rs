@@ -47,7 +47,7 @@ use utoipa::{Modify, OpenApi};
     components(schemas(
         CreateInvoice, Created, InvoicePage, InvoiceView, InvoiceStatus, PaymentView, SettlementView,
         PaymentInstructions, TxInstruction, Receipts, super::events::TestQueued, ErrorBody, ErrorDetail,
-        super::api_keys::CreateApiKey, super::api_keys::ApiKeyView, super::api_keys::CreatedApiKey,
+        crate::merchants::KeyGrant, super::api_keys::ApiKeyView,
         super::api_keys::ApiKeyList, crate::store::Scope, super::events::EventList, super::events::EventView,
         crate::store::Attempt, super::events::ReplaySince, super::events::Replayed,
         super::webhook_endpoints::CreateEndpoint, super::webhook_endpoints::UpdateEndpoint,
@@ -97,7 +97,17 @@ struct BearerToken;
 
 impl Modify for BearerToken {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
-        let scheme = SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build());
+        let scheme = SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .bearer_format("JWT")
+                .description(Some(
+                    "A JWT signed by one of the merchant's keys for this one request (header kid, nonce; claims iss, \
+                     sub, nbf, exp, uri, reqHash: see docs/merchants.md, \"Signed requests\"), or the merchant's \
+                     primary bearer token",
+                ))
+                .build(),
+        );
         doc.components.get_or_insert_with(Default::default).add_security_scheme("merchant_token", scheme);
     }
 }

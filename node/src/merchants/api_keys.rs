@@ -1,22 +1,27 @@
-//! Merchants' API keys beside the registry's primary token: several per merchant, each with a
-//! name and scopes, created and revoked by the merchant on any node and replicated to all.
+//! Merchants' API keys beside the root key: public keys the merchant grants, each with a name
+//! and scopes, on any node, replicated to all.
 //!
-//! A key is announced on gossip (topic [`KEYS_TOPIC`] of the first chain) by the node where it
-//! was created or revoked; every node keeps it by its token's SHA-256 and checks it on each
-//! request, so a revocation takes effect on a node as soon as it is heard. Revocations are
-//! announced again for [`REVOKED_REBROADCAST_MS`] and creations for [`CREATED_REBROADCAST_MS`],
-//! so a node that was offline catches up. A key is the word of the node that announced it: an
-//! operator could announce a key for a merchant, but no key can change a payout address (that
-//! takes the registry's threshold), and operators hold the merchants' data already.
+//! A key exists only through the merchant's own signed request: `POST /v1/api-keys` signed by
+//! the root key that the merchant's registry record holds grants it, `DELETE
+//! /v1/api-keys/{id}` signed the same way revokes it. The node that served the request keeps
+//! it with the key (a [`SignedStatement`]) and announces both on gossip (topic [`KEYS_TOPIC`] of
+//! the first chain); every node checks the statements against the root key itself before it
+//! keeps, applies or relays a key, in gossip and in catch-up alike. So no operator can mint,
+//! alter or revoke a merchant's key: it would need the merchant's signature over that very
+//! key, its scopes and its name. A key whose statements do not verify here is ignored (this
+//! node's registry may hold another root key), counted, and its relayer not blamed.
+//! Revocations are announced again for [`REVOKED_REBROADCAST_MS`] and creations for
+//! [`CREATED_REBROADCAST_MS`], so a node that was offline catches up. Replacing the root key
+//! (a registry change) leaves the keys it granted without a valid grant: they stop working.
 
 use super::{Registry, RegistryError};
 use crate::gossip::GossipRejection;
-use crate::store::{ApiKey, KeyPut, Scope};
+use crate::store::{ApiKey, KeyPut, Scope, key_slot};
 use crate::time::now_ms;
-use alloy::primitives::B256;
 use serde::{Deserialize, Serialize};
+use settleproof_merchant_auth::{MerchantKey, SignedStatement};
 use settleproof_p2p::PeerId;
-use tracing::info;
+use tracing::{info, warn};
 
 /// Topic of API key announcements.
 pub const KEYS_TOPIC: &str = "settleproof/api-keys/1";
@@ -24,8 +29,10 @@ pub const KEYS_TOPIC: &str = "settleproof/api-keys/1";
 pub const CREATED_REBROADCAST_MS: u64 = 60 * 60 * 1000;
 /// How long a revocation is announced again.
 pub const REVOKED_REBROADCAST_MS: u64 = 7 * 24 * 60 * 60 * 1000;
-/// Most keys per merchant, revoked ones included.
+/// Most live keys per merchant.
 pub const MAX_KEYS_PER_MERCHANT: usize = 64;
+/// The path a grant is signed for.
+pub const GRANT_PATH: &str = "/v1/api-keys";
 
 /// A key created or revoked, as gossiped.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -36,75 +43,107 @@ pub struct KeyAnnouncement {
     pub sent_at_ms: u64,
 }
 
-/// Checks a key's own fields; `Err` names the field.
-pub fn key_problem(key: &ApiKey) -> Option<(&'static str, &'static str)> {
-    let printable = |s: &str| s.chars().all(|c| !c.is_control());
-    if key.name.trim().is_empty() || key.name.len() > 64 || !printable(&key.name) {
-        return Some(("name", "must be 1 to 64 printable characters"));
-    }
-    if key.scopes.is_empty() || key.scopes.len() > Scope::ALL.len() {
-        return Some(("scopes", "must list one to three of invoices:write, invoices:read, webhooks:manage"));
-    }
-    let id_ok = key.id.strip_prefix("key_").is_some_and(|h| h.len() == 24 && h.chars().all(|c| c.is_ascii_hexdigit()));
-    if !id_ok {
-        return Some(("id", "must be `key_` and 24 hex digits"));
-    }
-    if key.token_sha256.is_zero() {
-        return Some(("token_sha256", "must not be zero"));
-    }
-    None
+/// What the merchant signs to grant a key: the body of `POST /v1/api-keys`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyGrant {
+    /// A name for the key, 1 to 64 printable characters (e.g. `billing-service`).
+    #[schema(min_length = 1, max_length = 64)]
+    pub name: String,
+    /// What the key may do.
+    #[schema(min_items = 1, max_items = 3)]
+    pub scopes: Vec<Scope>,
+    /// The key's public half (`settleproof merchant keygen` prints it): `{"alg": "EdDSA" or
+    /// "ES256", "public_key": "<hex>"}`.
+    #[schema(value_type = Object)]
+    pub public_key: MerchantKey,
 }
 
-fn random_hex(bytes: usize) -> String {
-    use rand::RngCore;
-    let mut b = vec![0u8; bytes];
-    rand::thread_rng().fill_bytes(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
+/// Why a key was refused; the field named is the request's.
+fn invalid(field: &'static str, problem: impl Into<String>) -> RegistryError {
+    RegistryError::Invalid { field, problem: problem.into() }
+}
+
+/// The key `grant` makes for `merchant`, created at `at_ms`: its fields are read from the
+/// signed body itself, so nothing outside the merchant's signature can differ.
+pub fn key_of_grant(merchant: &str, grant: &SignedStatement, at_ms: u64) -> Result<ApiKey, RegistryError> {
+    let body: KeyGrant = serde_json::from_str(&grant.body)
+        .map_err(|e| invalid("body", format!("{e}; expected name, scopes and public_key")))?;
+    let printable = |s: &str| s.chars().all(|c| !c.is_control());
+    if body.name.trim().is_empty() || body.name.len() > 64 || !printable(&body.name) {
+        return Err(invalid("name", "must be 1 to 64 printable characters"));
+    }
+    let mut scopes = body.scopes;
+    scopes.sort_unstable();
+    scopes.dedup();
+    if scopes.is_empty() {
+        return Err(invalid("scopes", "must list one to three of invoices:write, invoices:read, webhooks:manage"));
+    }
+    body.public_key.check().map_err(|e| invalid("public_key", e.to_string()))?;
+    let id = body.public_key.key_id();
+    Ok(ApiKey {
+        token_sha256: key_slot(&id),
+        id,
+        merchant_id: merchant.to_string(),
+        name: body.name,
+        scopes,
+        created_at_ms: at_ms,
+        revoked_at_ms: None,
+        public_key: Some(body.public_key),
+        grant: Some(grant.clone()),
+        revocation: None,
+    })
 }
 
 impl Registry {
-    /// A new key of `merchant` named `name` with `scopes`, kept and announced; with its token,
-    /// which is shown only now.
-    pub fn create_key(
-        &self,
-        merchant: &str,
-        name: &str,
-        mut scopes: Vec<Scope>,
-    ) -> Result<(ApiKey, String), RegistryError> {
-        scopes.sort_unstable();
-        scopes.dedup();
-        let token = format!("sk_{}", random_hex(24));
-        let key = ApiKey {
-            id: format!("key_{}", random_hex(12)),
-            merchant_id: merchant.to_string(),
-            name: name.to_string(),
-            scopes,
-            token_sha256: crate::api::auth::token_hash(&token),
-            created_at_ms: now_ms(),
-            revoked_at_ms: None,
-        };
-        if let Some((field, problem)) = key_problem(&key) {
-            return Err(RegistryError::Invalid { field, problem: problem.into() });
-        }
-        let store = self.store()?;
-        if store.api_keys(Some(merchant))?.len() >= MAX_KEYS_PER_MERCHANT {
-            return Err(RegistryError::Conflict(format!(
-                "the merchant has {MAX_KEYS_PER_MERCHANT} keys, the most kept (revoked ones count)"
-            )));
-        }
-        match store.put_api_key(&key)? {
-            KeyPut::Changed(_) => {}
-            KeyPut::Known | KeyPut::Clash => {
-                return Err(RegistryError::Conflict("key id or token taken; try again".into()));
-            }
-        }
-        info!(merchant, key_id = %key.id, name = %key.name, "API key created");
-        self.announce(&key);
-        Ok((key, token))
+    /// The root key of merchant `id` as this node's registry holds it (disabled merchants too).
+    fn root_key_of(&self, id: &str) -> Option<MerchantKey> {
+        self.all().iter().find(|m| m.id == id).and_then(|m| m.root_key.clone())
     }
 
-    /// Revokes key `id` of `merchant`, here at once and on the other nodes once they hear it.
-    pub fn revoke_key(&self, merchant: &str, id: &str) -> Result<ApiKey, RegistryError> {
+    /// Checks `key`'s statements against `merchant`'s root key: a grant of exactly this key,
+    /// and, when it carries one, a revocation of its id.
+    fn check_statements(&self, key: &ApiKey) -> Result<(), String> {
+        let root = self.root_key_of(&key.merchant_id).ok_or("the merchant has no root key here")?;
+        let grant = key.grant.as_ref().ok_or("no grant signed by the merchant")?;
+        grant.verify(&root, &key.merchant_id, "POST", GRANT_PATH).map_err(|e| format!("grant: {e}"))?;
+        let granted = key_of_grant(&key.merchant_id, grant, key.created_at_ms).map_err(|e| format!("grant: {e}"))?;
+        if (&granted.id, &granted.name, &granted.scopes, &granted.public_key, granted.token_sha256)
+            != (&key.id, &key.name, &key.scopes, &key.public_key, key.token_sha256)
+        {
+            return Err("the key differs from what the merchant signed".into());
+        }
+        if let Some(r) = &key.revocation {
+            r.verify(&root, &key.merchant_id, "DELETE", &format!("{GRANT_PATH}/{}", key.id))
+                .map_err(|e| format!("revocation: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// The key `grant` (a request the root key of `merchant` signed) makes, kept and announced.
+    pub fn create_key(&self, merchant: &str, grant: SignedStatement) -> Result<ApiKey, RegistryError> {
+        let key = key_of_grant(merchant, &grant, now_ms())?;
+        self.check_statements(&key).map_err(|e| invalid("authorization", e))?;
+        let store = self.store()?;
+        let live = store.api_keys(Some(merchant))?.iter().filter(|k| k.revoked_at_ms.is_none()).count();
+        if live >= MAX_KEYS_PER_MERCHANT {
+            return Err(RegistryError::Conflict(format!(
+                "the merchant has {MAX_KEYS_PER_MERCHANT} live keys, the most kept: revoke one first"
+            )));
+        }
+        let key = match store.put_api_key(&key)? {
+            KeyPut::Changed(k) => k,
+            KeyPut::Known => store.api_key(key.token_sha256)?.unwrap_or(key),
+            KeyPut::Clash => return Err(RegistryError::Conflict("this public key is another merchant's key".into())),
+        };
+        info!(merchant, key_id = %key.id, name = %key.name, "API key granted");
+        self.announce(&key);
+        Ok(key)
+    }
+
+    /// Revokes key `id` of `merchant` with `revocation` (a request its root key signed), here at
+    /// once and on the other nodes once they hear it.
+    pub fn revoke_key(&self, merchant: &str, id: &str, revocation: SignedStatement) -> Result<ApiKey, RegistryError> {
         let store = self.store()?;
         let mut key = store
             .api_keys(Some(merchant))?
@@ -113,6 +152,8 @@ impl Registry {
             .ok_or_else(|| RegistryError::UnknownMerchant(format!("{merchant}'s key {id}")))?;
         if key.revoked_at_ms.is_none() {
             key.revoked_at_ms = Some(now_ms());
+            key.revocation = Some(revocation);
+            self.check_statements(&key).map_err(|e| invalid("authorization", e))?;
             store.put_api_key(&key)?;
             info!(merchant, key_id = %key.id, "API key revoked");
         }
@@ -126,10 +167,15 @@ impl Registry {
         Ok(self.store()?.api_keys(Some(merchant))?)
     }
 
-    /// The live key whose token hashes to `hash`, of a merchant that is served.
-    pub fn live_key(&self, hash: B256) -> Option<ApiKey> {
-        let key = self.0.store.as_ref()?.api_key(hash).ok().flatten()?;
-        (key.revoked_at_ms.is_none() && self.get(&key.merchant_id).is_some()).then_some(key)
+    /// The live key with id `kid` of a merchant that is served, granted by the merchant's
+    /// current root key. (Its statements were verified when it was kept; here only the grant's
+    /// signer is compared with the root key, so a replaced root key's grants stop working.)
+    pub fn live_key(&self, kid: &str) -> Option<ApiKey> {
+        let key = self.0.store.as_ref()?.api_key(key_slot(kid)).ok().flatten()?;
+        let merchant = self.get(&key.merchant_id)?;
+        let root = merchant.root_key.as_ref()?.key_id();
+        let signer = key.grant.as_ref().and_then(|g| settleproof_merchant_auth::header_key_id(&g.jwt))?;
+        (key.id == kid && key.revoked_at_ms.is_none() && signer == root).then_some(key)
     }
 
     fn announce(&self, key: &ApiKey) {
@@ -164,33 +210,34 @@ impl Registry {
         }
     }
 
-    /// A key announcement heard from `source`: kept when its fields are valid, its merchant is
-    /// in the registry and its token is no merchant's primary token. `Ok` with whether it
-    /// changed anything.
+    /// A key announcement heard from `source`: kept when the merchant's root key signed its
+    /// grant (and its revocation, when it carries one). `Ok` with whether it changed anything;
+    /// a key whose signatures do not verify against this node's registry is ignored and counted,
+    /// not blamed on its relayer.
     pub fn hear_key(&self, data: &[u8], source: &PeerId) -> Result<bool, GossipRejection> {
         let mut a: KeyAnnouncement =
             serde_json::from_slice(data).map_err(|e| GossipRejection::Malformed(e.to_string()))?;
-        // A revocation counts from when this node heard it, whatever time it names: a
-        // backdated one still gets its week of announcements from here.
-        if a.key.revoked_at_ms.is_some() {
-            a.key.revoked_at_ms = Some(now_ms());
-        }
         let Some(store) = &self.0.store else { return Ok(false) };
         let bad = |m: String| GossipRejection::Malformed(format!("API key: {m}"));
-        if let Some((field, problem)) = key_problem(&a.key) {
-            return Err(bad(format!("{field} {problem}")));
-        }
         let entries = store.registry_entries().map_err(|e| bad(e.to_string()))?;
         if !entries.iter().any(|e| e.change.merchant.id == a.key.merchant_id) {
             // This node may not have applied the merchant yet: the key is announced again.
             return Ok(false);
         }
-        if entries.iter().any(|e| e.change.merchant.api_token_sha256 == a.key.token_sha256) {
-            return Err(bad("its token is a merchant's primary token".into()));
+        // Revoked only by a signed revocation, which counts from when this node heard it: a
+        // backdated one still gets its week of announcements from here.
+        a.key.revoked_at_ms = a.key.revocation.as_ref().map(|_| now_ms());
+        if let Err(why) = self.check_statements(&a.key) {
+            warn!(peer = %source, merchant = %a.key.merchant_id, key_id = %a.key.id, %why, "API key not signed by its merchant ignored");
+            metrics::counter!("merchant_records_refused_total", "kind" => "api_key").increment(1);
+            return Ok(false);
         }
         let new_key = store.api_key(a.key.token_sha256).map_err(|e| bad(e.to_string()))?.is_none();
+        let live = |k: &&ApiKey| k.revoked_at_ms.is_none();
         if new_key
-            && store.api_keys(Some(&a.key.merchant_id)).map_err(|e| bad(e.to_string()))?.len() >= MAX_KEYS_PER_MERCHANT
+            && a.key.revoked_at_ms.is_none()
+            && store.api_keys(Some(&a.key.merchant_id)).map_err(|e| bad(e.to_string()))?.iter().filter(live).count()
+                >= MAX_KEYS_PER_MERCHANT
         {
             return Ok(false);
         }
@@ -199,8 +246,7 @@ impl Registry {
                 info!(peer = %source, merchant = %k.merchant_id, key_id = %k.id, revoked = k.revoked_at_ms.is_some(), "API key heard");
                 Ok(true)
             }
-            KeyPut::Known => Ok(false),
-            KeyPut::Clash => Err(bad("its id or token belongs to another key".into())),
+            KeyPut::Known | KeyPut::Clash => Ok(false),
         }
     }
 }
@@ -210,9 +256,45 @@ pub(super) mod tests {
     use super::*;
     use crate::store::temp_store;
     use settleproof_config::{EXAMPLE, NodeConfig};
+    use settleproof_merchant_auth::{KeyAlg, MerchantSigner};
+    use std::sync::LazyLock;
+
+    /// The demo merchant's root key in these tests.
+    pub(in crate::merchants) static ROOT: LazyLock<MerchantSigner> =
+        LazyLock::new(|| MerchantSigner::generate("demo", KeyAlg::EdDsa).expect("key"));
+
+    /// The example configuration's demo merchant, holding [`ROOT`].
+    pub(in crate::merchants) fn demo_merchant() -> settleproof_config::MerchantConfig {
+        let mut m = NodeConfig::from_toml_str(EXAMPLE, std::iter::empty()).expect("example").merchants.remove(0);
+        m.root_key = Some(ROOT.public_key().clone());
+        m
+    }
+
+    /// `signer`'s request `method path` with `body`, as a statement.
+    pub(in crate::merchants) fn statement(
+        signer: &MerchantSigner,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> SignedStatement {
+        let url = format!("http://127.0.0.1:8080{path}");
+        let jwt = signer.sign_request(method, &url, body.as_bytes(), now_ms() / 1000, 60).expect("sign");
+        SignedStatement { jwt, body: body.into() }
+    }
+
+    /// A grant of a new key named `name` with `scopes`, signed by `by`; with the new key.
+    pub(in crate::merchants) fn grant(
+        by: &MerchantSigner,
+        name: &str,
+        scopes: &[&str],
+    ) -> (SignedStatement, MerchantSigner) {
+        let key = MerchantSigner::generate("demo", KeyAlg::Es256).expect("key");
+        let body = serde_json::json!({"name": name, "scopes": scopes, "public_key": key.public_key()}).to_string();
+        (statement(by, "POST", GRANT_PATH, &body), key)
+    }
 
     pub(in crate::merchants) fn registries() -> (Vec<tempfile::TempDir>, Vec<Registry>) {
-        let demo = NodeConfig::from_toml_str(EXAMPLE, std::iter::empty()).expect("example").merchants;
+        let demo = vec![demo_merchant()];
         (0..2)
             .map(|_| {
                 let (dir, store) = temp_store();
@@ -229,58 +311,81 @@ pub(super) mod tests {
             .unzip()
     }
 
-    fn relay(from: &Registry, to: &Registry, key: &ApiKey) -> Result<bool, GossipRejection> {
+    fn relay(to: &Registry, key: &ApiKey) -> Result<bool, GossipRejection> {
         let data = serde_json::to_vec(&KeyAnnouncement { key: key.clone(), sent_at_ms: 1 }).expect("json");
-        let _ = from;
         to.hear_key(&data, &PeerId::random())
     }
 
     #[test]
-    fn a_key_created_on_one_node_works_on_another_until_its_revocation_arrives() {
+    fn a_key_granted_on_one_node_works_on_another_until_its_revocation_arrives() {
         let (_dirs, nodes) = registries();
-        let (key, token) =
-            nodes[0].create_key("demo", "ci", vec![Scope::InvoicesRead, Scope::InvoicesRead]).expect("create");
-        assert_eq!(key.scopes, vec![Scope::InvoicesRead], "scopes deduplicated");
-        let hash = crate::api::auth::token_hash(&token);
-        assert!(nodes[1].live_key(hash).is_none());
-        assert!(relay(&nodes[0], &nodes[1], &key).expect("heard"));
-        assert_eq!(nodes[1].live_key(hash).map(|k| k.id), Some(key.id.clone()));
-        let revoked = nodes[0].revoke_key("demo", &key.id).expect("revoke");
-        assert!(nodes[0].live_key(hash).is_none());
-        assert!(relay(&nodes[0], &nodes[1], &revoked).expect("heard"));
-        assert!(nodes[1].live_key(hash).is_none(), "refused once the revocation is heard");
-        // The creation announced again later does not revive it.
-        assert!(!relay(&nodes[0], &nodes[1], &key).expect("heard"));
-        assert!(nodes[1].live_key(hash).is_none());
-        assert!(nodes[0].keys_to_rebroadcast().iter().any(|k| k.id == key.id && k.revoked_at_ms.is_some()));
-        // A revocation heard with a time long past is announced again from here all the same.
-        let (other, _) = nodes[0].create_key("demo", "old", vec![Scope::InvoicesRead]).expect("create");
-        relay(&nodes[0], &nodes[1], &other).expect("heard");
-        let backdated = ApiKey { revoked_at_ms: Some(1), ..other.clone() };
-        assert!(relay(&nodes[0], &nodes[1], &backdated).expect("heard"));
-        assert!(
-            nodes[1].keys_to_rebroadcast().iter().any(|k| k.id == other.id && k.revoked_at_ms.is_some_and(|t| t > 1))
+        let (g, new) = grant(&ROOT, "ci", &["invoices:read", "invoices:read"]);
+        let key = nodes[0].create_key("demo", g).expect("create");
+        assert_eq!(
+            (key.scopes.clone(), key.id.as_str()),
+            (vec![Scope::InvoicesRead], new.key_id()),
+            "scopes deduplicated"
         );
+        assert!(nodes[1].live_key(new.key_id()).is_none());
+        assert!(relay(&nodes[1], &key).expect("heard"));
+        assert_eq!(nodes[1].live_key(new.key_id()).map(|k| k.id), Some(key.id.clone()));
+        let revocation = statement(&ROOT, "DELETE", &format!("{GRANT_PATH}/{}", key.id), "");
+        let revoked = nodes[0].revoke_key("demo", &key.id, revocation).expect("revoke");
+        assert!(nodes[0].live_key(new.key_id()).is_none());
+        assert!(relay(&nodes[1], &revoked).expect("heard"));
+        assert!(nodes[1].live_key(new.key_id()).is_none(), "refused once the revocation is heard");
+        // The grant announced again later does not revive it.
+        assert!(!relay(&nodes[1], &key).expect("heard"));
+        assert!(nodes[1].live_key(new.key_id()).is_none());
+        assert!(nodes[0].keys_to_rebroadcast().iter().any(|k| k.id == key.id && k.revoked_at_ms.is_some()));
     }
 
     #[test]
-    fn announcements_that_no_node_would_make_are_refused() {
+    fn keys_the_merchant_did_not_sign_are_refused_by_every_node() {
         let (_dirs, nodes) = registries();
-        let (key, _) = nodes[0].create_key("demo", "ci", vec![Scope::InvoicesWrite]).expect("create");
-        let primary = nodes[0].get("demo").expect("demo").api_token_sha256;
-        let cases = [
-            (ApiKey { token_sha256: primary, ..key.clone() }, "the merchant's primary token"),
-            (ApiKey { scopes: Vec::new(), ..key.clone() }, "no scope"),
-            (ApiKey { name: "\n".into(), ..key.clone() }, "a bad name"),
-            (ApiKey { id: "key_x".into(), ..key.clone() }, "a bad id"),
-        ];
-        for (k, what) in cases {
-            assert!(relay(&nodes[0], &nodes[1], &k).is_err(), "{what}");
+        let operator = MerchantSigner::generate("demo", KeyAlg::EdDsa).expect("key");
+        // An operator's own grant, in the merchant's name.
+        let (forged, minted) = grant(&operator, "backdoor", &["invoices:write"]);
+        let err = nodes[0].create_key("demo", forged.clone()).expect_err("not the root key");
+        assert!(matches!(err, RegistryError::Invalid { field: "authorization", .. }), "{err}");
+        let mut key = key_of_grant("demo", &forged, 1).expect("fields");
+        assert!(!relay(&nodes[1], &key).expect("ignored"), "an operator's grant");
+        // The merchant's grant with widened scopes, another name or another key.
+        let (g, _) = grant(&ROOT, "ci", &["invoices:read"]);
+        let genuine = key_of_grant("demo", &g, 1).expect("fields");
+        for (altered, what) in [
+            (ApiKey { scopes: Scope::ALL.to_vec(), ..genuine.clone() }, "widened scopes"),
+            (ApiKey { name: "other".into(), ..genuine.clone() }, "another name"),
+            (ApiKey { public_key: minted.public_key().clone().into(), ..genuine.clone() }, "another public key"),
+            (ApiKey { merchant_id: "ghost".into(), ..genuine.clone() }, "another merchant"),
+            (ApiKey { grant: None, ..genuine.clone() }, "no grant"),
+        ] {
+            assert!(!relay(&nodes[1], &altered).expect("ignored"), "{what}");
         }
-        let ghost = ApiKey { merchant_id: "ghost".into(), ..key.clone() };
-        assert!(!relay(&nodes[0], &nodes[1], &ghost).expect("ignored"), "a merchant not known here (yet)");
-        let err = nodes[0].create_key("demo", "", vec![Scope::InvoicesRead]).expect_err("no name");
-        assert!(matches!(err, RegistryError::Invalid { field: "name", .. }), "{err}");
         assert!(nodes[1].keys_of("demo").expect("keys").is_empty());
+        // The genuine key is kept; a revocation the merchant did not sign revokes nothing.
+        assert!(relay(&nodes[1], &genuine).expect("heard"));
+        key = genuine.clone();
+        key.revocation = Some(statement(&operator, "DELETE", &format!("{GRANT_PATH}/{}", key.id), ""));
+        assert!(!relay(&nodes[1], &key).expect("ignored"), "an operator's revocation");
+        let claimed = ApiKey { revoked_at_ms: Some(5), ..genuine.clone() };
+        assert!(!relay(&nodes[1], &claimed).expect("ignored"), "a revocation time without a statement");
+        // The merchant's revocation of another key does not revoke this one.
+        key.revocation = Some(statement(&ROOT, "DELETE", &format!("{GRANT_PATH}/mk_0"), ""));
+        assert!(!relay(&nodes[1], &key).expect("ignored"), "another key's revocation");
+        assert!(nodes[1].live_key(&genuine.id).is_some(), "the key still works");
+        // And the API refuses a revocation the root key did not sign.
+        let err = nodes[1]
+            .revoke_key(
+                "demo",
+                &genuine.id,
+                statement(&operator, "DELETE", &format!("{GRANT_PATH}/{}", genuine.id), ""),
+            )
+            .expect_err("operator");
+        assert!(matches!(err, RegistryError::Invalid { field: "authorization", .. }), "{err}");
+        assert!(nodes[1].live_key(&genuine.id).is_some());
+        // Bad fields are named.
+        let (bad, _) = grant(&ROOT, "", &["invoices:read"]);
+        assert!(matches!(nodes[0].create_key("demo", bad), Err(RegistryError::Invalid { field: "name", .. })));
     }
 }

@@ -23,7 +23,7 @@ mod registry;
 mod sync;
 mod webhook_endpoints;
 
-pub use api_keys::{KEYS_TOPIC, KeyAnnouncement, MAX_KEYS_PER_MERCHANT};
+pub use api_keys::{GRANT_PATH, KEYS_TOPIC, KeyAnnouncement, KeyGrant, MAX_KEYS_PER_MERCHANT, key_of_grant};
 pub use approval::{MerchantApproval, TOPIC};
 pub use registry::{Approved, Home, Registry, RegistryError};
 pub use sync::{CaughtUp, MAX_SNAPSHOT, MerchantSnapshot};

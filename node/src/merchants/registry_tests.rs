@@ -4,8 +4,7 @@
 
 use super::*;
 use crate::operators::{Operator, OperatorSet};
-use crate::store::{Scope, temp_store};
-use settleproof_config::{EXAMPLE, NodeConfig};
+use crate::store::temp_store;
 
 const CHAIN: u64 = 31337;
 
@@ -47,7 +46,7 @@ fn network() -> Vec<Node> {
 }
 
 fn demo() -> MerchantConfig {
-    NodeConfig::from_toml_str(EXAMPLE, std::iter::empty()).expect("example").merchants.remove(0)
+    crate::merchants::api_keys::tests::demo_merchant()
 }
 
 fn shop(payout: u8) -> MerchantConfig {
@@ -55,6 +54,7 @@ fn shop(payout: u8) -> MerchantConfig {
     m.id = "shop-2".into();
     m.payout_address = Address::repeat_byte(payout);
     m.api_token_sha256 = B256::repeat_byte(0x42);
+    m.root_key = None;
     m
 }
 
@@ -290,7 +290,9 @@ fn a_node_that_missed_everything_catches_up_from_a_snapshot_and_forgeries_in_one
         nodes[2].registry.hear(&serde_json::to_vec(&a).expect("json"), &nodes[1].peer).expect("heard");
     }
     assert!(nodes[2].registry.approve(hash, &[key(2)]).expect("approve").applied);
-    let (key_made, token) = nodes[2].registry.create_key("demo", "ci", vec![Scope::InvoicesRead]).expect("key");
+    let (grant, made) =
+        crate::merchants::api_keys::tests::grant(&crate::merchants::api_keys::tests::ROOT, "ci", &["invoices:read"]);
+    let key_made = nodes[2].registry.create_key("demo", grant).expect("key");
     assert!(payout(&nodes[3], "shop-2").is_none());
 
     // A snapshot whose entry carries approvals forged in other operators' names is refused.
@@ -312,8 +314,7 @@ fn a_node_that_missed_everything_catches_up_from_a_snapshot_and_forgeries_in_one
     let done = nodes[3].registry.catch_up(nodes[2].registry.snapshot(), &PeerId::random());
     assert_eq!((done.entries, done.keys), (1, 1), "{done:?}");
     assert_eq!(payout(&nodes[3], "shop-2"), Some(Address::repeat_byte(0x22)));
-    let hashed = crate::api::auth::token_hash(&token);
-    assert_eq!(nodes[3].registry.live_key(hashed).map(|k| k.id), Some(key_made.id));
+    assert_eq!(nodes[3].registry.live_key(made.key_id()).map(|k| k.id), Some(key_made.id));
     assert_eq!(nodes[3].registry.catch_up(nodes[2].registry.snapshot(), &PeerId::random()).entries, 0, "once");
 }
 

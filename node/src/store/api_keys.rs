@@ -1,10 +1,13 @@
-//! Merchants' API keys, by the SHA-256 of their token: the token itself is never stored. A
-//! revocation is final: once a key is revoked here, no later announcement of it revives it.
+//! Merchants' API keys: public keys the merchant granted with a request signed by its root key,
+//! kept with that request, by the SHA-256 of their key id (the table's key, named
+//! `token_sha256` since bearer keys were kept by their token's hash). A revocation is final:
+//! once a key is revoked here, no later announcement of it revives it.
 
 use super::{API_KEYS, Store, StoreError, decode, encode};
 use alloy::primitives::B256;
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
+use settleproof_merchant_auth::{MerchantKey, SignedStatement};
 
 /// What a key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
@@ -46,12 +49,27 @@ pub struct ApiKey {
     pub name: String,
     /// What it may do.
     pub scopes: Vec<Scope>,
-    /// SHA-256 of its token.
+    /// The table's key: SHA-256 of its key id ([`key_slot`]).
     pub token_sha256: B256,
     /// When it was created.
     pub created_at_ms: u64,
     /// When it was revoked.
     pub revoked_at_ms: Option<u64>,
+    /// Its public half: requests signed with it act within its scopes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<MerchantKey>,
+    /// The merchant's request that granted it (`POST /v1/api-keys`, signed by the root key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<SignedStatement>,
+    /// The merchant's request that revoked it (`DELETE /v1/api-keys/{id}`, signed by the root key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation: Option<SignedStatement>,
+}
+
+/// Where key `id` is kept: the SHA-256 of its id.
+pub fn key_slot(id: &str) -> B256 {
+    use sha2::Digest;
+    B256::from_slice(&sha2::Sha256::digest(id.as_bytes()))
 }
 
 /// What became of a key offered to the store.
@@ -78,6 +96,7 @@ impl Store {
                 Some(mut h) => match (h.revoked_at_ms, key.revoked_at_ms) {
                     (None, Some(at)) => {
                         h.revoked_at_ms = Some(at);
+                        h.revocation = key.revocation.clone();
                         t.insert(key.token_sha256.0, encode(&h).as_slice())?;
                         KeyPut::Changed(h)
                     }
@@ -107,7 +126,7 @@ impl Store {
         Ok(put)
     }
 
-    /// The key whose token hashes to `hash`.
+    /// The key kept at `hash` ([`key_slot`] of its id).
     pub fn api_key(&self, hash: B256) -> Result<Option<ApiKey>, StoreError> {
         let tx = self.read()?;
         let t = tx.open_table(API_KEYS)?;
@@ -144,6 +163,9 @@ mod tests {
             token_sha256: B256::repeat_byte(hash),
             created_at_ms: 1,
             revoked_at_ms: None,
+            public_key: None,
+            grant: None,
+            revocation: None,
         }
     }
 

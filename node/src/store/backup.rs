@@ -203,6 +203,9 @@ mod tests {
             token_sha256: B256::repeat_byte(9),
             created_at_ms: 1,
             revoked_at_ms: None,
+            public_key: None,
+            grant: None,
+            revocation: None,
         };
         store.put_api_key(&key).expect("api key");
         let event = crate::store::OutboxEvent {

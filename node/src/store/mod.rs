@@ -51,7 +51,7 @@ mod outbox_queue;
 mod rounds;
 mod webhook_endpoints;
 
-pub use api_keys::{ApiKey, KeyPut, Scope};
+pub use api_keys::{ApiKey, KeyPut, Scope, key_slot};
 pub use approvals::{ApprovalPut, MAX_APPROVALS_PER_SIGNER, StoredApproval};
 pub use attempt_writer::AttemptWriter;
 pub use backup::{check, restore};

@@ -1,0 +1,115 @@
+//! A merchant's signed request kept as the record of a change it made (an API key granted or
+//! revoked): any node can check, at any later time, that the merchant's key signed this
+//! method, path and body. The request's host, times and nonce only guarded the request itself
+//! and are not checked again.
+
+use crate::key::MerchantKey;
+use crate::request::{AuthError, RequestClaims, body_hash};
+use serde::{Deserialize, Serialize};
+
+/// A signed request and its exact body.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedStatement {
+    /// The JWT.
+    pub jwt: String,
+    /// The body it signed (UTF-8 JSON), empty when none.
+    #[serde(default)]
+    pub body: String,
+}
+
+/// The `kid` a JWT's header names, without checking anything else.
+pub fn header_key_id(jwt: &str) -> Option<String> {
+    jsonwebtoken::decode_header(jwt).ok()?.kid
+}
+
+impl SignedStatement {
+    /// Checks that `key` of `merchant_id` signed a `method` request to `path` with this body.
+    pub fn verify(&self, key: &MerchantKey, merchant_id: &str, method: &str, path: &str) -> Result<(), AuthError> {
+        let header = jsonwebtoken::decode_header(&self.jwt).map_err(|e| AuthError::Malformed(e.to_string()))?;
+        let kid = header.kid.ok_or(AuthError::MissingKeyId)?;
+        if kid != key.key_id() {
+            return Err(AuthError::UnknownKey(kid));
+        }
+        let mut validation = jsonwebtoken::Validation::new(key.alg.jwt());
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.set_required_spec_claims(&["iss", "sub"]);
+        let claims = jsonwebtoken::decode::<RequestClaims>(&self.jwt, &key.decoding_key(), &validation)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => AuthError::BadSignature(kid.clone()),
+                _ => AuthError::Malformed(e.to_string()),
+            })?
+            .claims;
+        if claims.iss != merchant_id || claims.sub != kid {
+            return Err(AuthError::WrongSubject);
+        }
+        let (m, target) = claims.uri.split_once(' ').ok_or_else(|| AuthError::Malformed("`uri`".into()))?;
+        let signed_path = target.find('/').map_or("", |i| &target[i..]);
+        if m != method || signed_path != path {
+            return Err(AuthError::WrongTarget { got: claims.uri.clone(), want: format!("{method} {path}") });
+        }
+        match &claims.req_hash {
+            Some(h) if *h == body_hash(self.body.as_bytes()) => Ok(()),
+            None if self.body.is_empty() => Ok(()),
+            _ => Err(AuthError::BodyHash),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{KeyAlg, MerchantSigner};
+
+    #[test]
+    fn a_statement_holds_for_its_signer_method_path_and_body_only() {
+        let root = MerchantSigner::generate("shop", KeyAlg::EdDsa).expect("key");
+        let other = MerchantSigner::generate("shop", KeyAlg::EdDsa).expect("key");
+        let body = r#"{"name":"ci"}"#;
+        let jwt = root.sign_request("POST", "http://10.1.2.3:8700/v1/api-keys", body.as_bytes(), 1, 60).expect("sign");
+        let s = SignedStatement { jwt: jwt.clone(), body: body.into() };
+        // Checked long after, at any node: the host and times do not matter any more.
+        assert_eq!(s.verify(root.public_key(), "shop", "POST", "/v1/api-keys"), Ok(()));
+        assert_eq!(
+            s.verify(other.public_key(), "shop", "POST", "/v1/api-keys"),
+            Err(AuthError::UnknownKey(root.key_id().into()))
+        );
+        assert_eq!(s.verify(root.public_key(), "other", "POST", "/v1/api-keys"), Err(AuthError::WrongSubject));
+        assert!(matches!(
+            s.verify(root.public_key(), "shop", "DELETE", "/v1/api-keys"),
+            Err(AuthError::WrongTarget { .. })
+        ));
+        assert!(matches!(
+            s.verify(root.public_key(), "shop", "POST", "/v1/api-keys/x"),
+            Err(AuthError::WrongTarget { .. })
+        ));
+        let altered = SignedStatement { jwt, body: r#"{"name":"ci2"}"#.into() };
+        assert_eq!(altered.verify(root.public_key(), "shop", "POST", "/v1/api-keys"), Err(AuthError::BodyHash));
+        // Another key's signature under the root's kid.
+        let forged = other.sign_claims(
+            &crate::RequestClaims {
+                sub: root.key_id().into(),
+                iss: "shop".into(),
+                nbf: 1,
+                exp: 2,
+                uri: "POST h/v1/api-keys".into(),
+                req_hash: Some(body_hash(body.as_bytes())),
+            },
+            &crate::random_nonce(),
+        );
+        let forged = forged.expect("sign");
+        let (_, rest) = forged.split_once('.').expect("jwt");
+        let header = {
+            let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+            h.kid = Some(root.key_id().into());
+            use base64::Engine;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&h).expect("json"))
+        };
+        let s = SignedStatement { jwt: format!("{header}.{rest}"), body: body.into() };
+        assert_eq!(
+            s.verify(root.public_key(), "shop", "POST", "/v1/api-keys"),
+            Err(AuthError::BadSignature(root.key_id().into()))
+        );
+    }
+}
