@@ -274,6 +274,12 @@ pub const CATALOG: &[Metric] = &[
     m(C, "api_auth_lockouts_total", "Clients locked out after repeated failed authentications", Labels::None),
     m(
         C,
+        "merchant_records_refused_total",
+        "Merchant records heard (API keys) whose merchant signatures do not verify here, by kind",
+        Labels::One("kind", &["api_key"]),
+    ),
+    m(
+        C,
         "merchant_requests_refused_total",
         "Merchant-signed requests refused, by reason",
         Labels::One(

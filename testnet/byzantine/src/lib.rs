@@ -190,6 +190,14 @@ impl ByzantineOperator {
         all
     }
 
+    /// Publishes `key` as an API key created or revoked here (minted, altered, or revoked in
+    /// the merchant's name). Returns whether gossip took it.
+    pub async fn announce_key(&self, key: settleproof_node::store::ApiKey) -> bool {
+        let ann = settleproof_node::merchants::KeyAnnouncement { key, sent_at_ms: now_ms() };
+        let data = serde_json::to_vec(&ann).unwrap_or_default();
+        self.net.publish(settleproof_node::merchants::KEYS_TOPIC, data).await.is_ok()
+    }
+
     /// Hands `invoice` to every node that asks for its id.
     pub fn answer_fetches_with(&self, invoice: Invoice) {
         if let Ok(mut a) = self.answers.lock() {
