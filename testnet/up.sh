@@ -74,6 +74,8 @@ echo "deploying contracts and writing configs for $NODES nodes"
 "$DEVNET" init --rpc "$RPC" --anvil-config "$RUN/anvil.json" --dir "$RUN" --nodes "$NODES" \
   --webhook-url "$WEBHOOK_URL" --api-port "$API_PORT" --p2p-port "$P2P_PORT" --admin-port "$ADMIN_PORT" --confirmations "$CONFIRMATIONS" \
   --proxy-port "$PROXY_PORT" --providers "$PROVIDERS" ${MORE_CHAINS[@]+"${MORE_CHAINS[@]}"}
+# The demo merchant's signing key, for `settleproof merchant request` (readable by its owner only).
+(umask 077; json "$RUN/testnet.json" "d['merchant']['private_key_pem']" >"$RUN/merchant/key.pem")
 
 if [ "$DEMO_MERCHANT" = 1 ]; then
   nohup "$DEVNET" demo-merchant --listen "127.0.0.1:$MERCHANT_PORT" --testnet "$RUN/testnet.json" \
@@ -124,11 +126,10 @@ settleproof testnet is up: $NODES nodes, $CHAINS chain(s) (first: $RPC), manifes
 Try it:
   ./testnet/demo.sh                       # create an invoice, pay it, wait for the signed webhook
 or by hand:
-  KEY=\$(python3 -c "import json;print(json.load(open('$RUN/testnet.json'))['merchant']['api_key'])")
-  curl -s -X POST $API/v1/invoices -H "Authorization: Bearer \$KEY" \\
-       -H 'content-type: application/json' -d '{"amount":"1000000000000000","token":"native"}'
+  export SETTLEPROOF_MERCHANT_ID=demo SETTLEPROOF_MERCHANT_KEY=$RUN/merchant/key.pem   # requests signed by the merchant's key
+  $BIN merchant request POST $API/v1/invoices --data '{"amount":"1000000000000000","token":"native"}'
   # pay with the returned payment_instructions (e.g. node_modules/.bin/cast send TO DATA --value VALUE ...)
-  curl -s $API/v1/invoices/<id> -H "Authorization: Bearer \$KEY"
+  $BIN merchant request GET $API/v1/invoices/<id>
 Webhooks the demo merchant received: $RUN/merchant/webhooks.jsonl
 Each node reads the chain through $PROVIDERS providers (fault-injecting proxies, quorum 2); break one with
   curl -X POST http://127.0.0.1:$PROXY_PORT/_fault -d '{"mode":"down"}'      (heal: {"mode":"none"})

@@ -46,13 +46,17 @@ def load_key(path):
 
 def signed_request(method, url, body, merchant_id, key, alg, kid):
     parts = urllib.parse.urlsplit(url)
+    # The host as nodes name it: lower case, IPv6 in brackets, the scheme's default port left out.
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    default_port = 443 if parts.scheme == "https" else 80
+    netloc = host if parts.port in (None, default_port) else f"{host}:{parts.port}"
     now = int(time.time())
     claims = {
         "iss": merchant_id,
         "sub": kid,
         "nbf": now,
         "exp": now + 60,
-        "uri": f"{method.upper()} {parts.netloc.lower()}{parts.path or '/'}",
+        "uri": f"{method.upper()} {netloc}{parts.path or '/'}",
     }
     if body:
         claims["reqHash"] = hashlib.sha256(body).hexdigest()

@@ -56,8 +56,8 @@ pub enum KeyError {
     /// Unknown algorithm.
     #[error("unknown key algorithm `{0}`: use EdDSA (Ed25519) or ES256 (P-256)")]
     Alg(String),
-    /// The public key is not hex of the right length.
-    #[error("public_key must be {expected} bytes of hex for {alg} (got {got})")]
+    /// The public key is not lowercase hex of the right length.
+    #[error("public_key must be {expected} bytes of lowercase hex, without 0x, for {alg} (got {got})")]
     Length {
         /// Algorithm.
         alg: &'static str,
@@ -95,18 +95,28 @@ impl MerchantKey {
 
     /// The raw public key bytes (empty when the hex is malformed; [`MerchantKey::check`] says why).
     pub fn bytes(&self) -> Vec<u8> {
-        hex::decode(self.public_key.trim_start_matches("0x")).unwrap_or_default()
+        hex::decode(&self.public_key).unwrap_or_default()
     }
 
-    /// Checks the length and, for P-256, that the point is on the curve.
+    /// Checks that the key is one canonical encoding of a usable key: lowercase hex of the right
+    /// length; for Ed25519 a canonically encoded point not of small order (a small-order key
+    /// verifies signatures anyone can make); for P-256 a point on the curve. So one key has one
+    /// text, and one key id.
     pub fn check(&self) -> Result<(), KeyError> {
         let bytes = self.bytes();
-        if bytes.len() != self.alg.public_key_len() {
+        if hex::encode(&bytes) != self.public_key || bytes.len() != self.alg.public_key_len() {
             return Err(KeyError::Length {
                 alg: self.alg.as_str(),
                 expected: self.alg.public_key_len(),
                 got: format!("{} characters", self.public_key.len()),
             });
+        }
+        if self.alg == KeyAlg::EdDsa {
+            let raw: [u8; 32] = bytes.as_slice().try_into().map_err(|_| KeyError::NotAKey("EdDSA"))?;
+            let key = ed25519_dalek::VerifyingKey::from_bytes(&raw).map_err(|_| KeyError::NotAKey("EdDSA"))?;
+            if key.is_weak() || key.to_edwards().compress().to_bytes() != raw {
+                return Err(KeyError::NotAKey("EdDSA"));
+            }
         }
         let probe = match self.alg {
             KeyAlg::EdDsa => aws_lc_rs::signature::ParsedPublicKey::new(&aws_lc_rs::signature::ED25519, &bytes),
@@ -157,6 +167,21 @@ mod tests {
         assert_eq!(off_curve.check(), Err(KeyError::NotAKey("ES256")));
         let p256 = MerchantSigner::generate("m", KeyAlg::Es256).expect("key").public_key().clone();
         assert_eq!(p256.check(), Ok(()));
+        // One key, one text: no upper case, no 0x.
+        let upper = MerchantKey { alg: KeyAlg::Es256, public_key: p256.public_key.to_uppercase() };
+        assert!(upper.check().is_err());
+        let prefixed = MerchantKey { alg: KeyAlg::Es256, public_key: format!("0x{}", p256.public_key) };
+        assert!(prefixed.check().is_err());
+        // Small-order Ed25519 points (the identity, order 2, order 4) and a non-canonical y.
+        for weak in [
+            format!("01{}", "00".repeat(31)),
+            format!("ec{}7f", "ff".repeat(30)),
+            "00".repeat(32),
+            format!("ee{}7f", "ff".repeat(30)),
+        ] {
+            let k = MerchantKey { alg: KeyAlg::EdDsa, public_key: weak.clone() };
+            assert_eq!(k.check(), Err(KeyError::NotAKey("EdDSA")), "{weak}");
+        }
         assert!("RS256".parse::<KeyAlg>().is_err());
     }
 }

@@ -21,8 +21,8 @@ mod statement;
 pub use key::{KeyAlg, KeyError, MerchantKey};
 pub use replay::NonceCache;
 pub use request::{
-    AuthError, Expected, MAX_LIFETIME_S, MAX_SKEW_S, RequestClaims, Verified, body_hash, host_and_path, request_uri,
-    verify_request,
+    AuthError, Expected, MAX_LIFETIME_S, MAX_SKEW_S, RequestClaims, Verified, body_hash, canonical_host, check_body,
+    host_and_path, request_uri, verify_request,
 };
 pub use signer::{DEFAULT_LIFETIME_S, MerchantSigner, random_nonce};
 pub use statement::{SignedStatement, header_key_id};
@@ -42,8 +42,15 @@ mod tests {
         let known = signer.public_key().clone();
         let merchant = signer.merchant_id().to_string();
         let hosts = hosts();
-        let expected = Expected { method: "POST", path: "/v1/invoices", hosts: &hosts, body };
-        verify_request(token, |kid| (kid == known.key_id()).then(|| (merchant.clone(), known.clone())), &expected, now)
+        let expected = Expected { method: "POST", path: "/v1/invoices", hosts: &hosts };
+        let v = verify_request(
+            token,
+            |kid| (kid == known.key_id()).then(|| (merchant.clone(), known.clone())),
+            &expected,
+            now,
+        )?;
+        check_body(&v, body)?;
+        Ok(v)
     }
 
     fn claims(s: &MerchantSigner, body: &[u8]) -> RequestClaims {
@@ -179,6 +186,10 @@ mod tests {
             Some("GET 127.0.0.1:8700/v1/invoices")
         );
         assert_eq!(request_uri("GET", "https://Pay.Example.com").as_deref(), Some("GET pay.example.com/"));
+        // The scheme's default port is left out, whichever way the URL is written.
+        assert_eq!(request_uri("GET", "https://pay.example.com:443/a").as_deref(), Some("GET pay.example.com/a"));
+        assert_eq!(request_uri("GET", "http://pay.example.com:443/a").as_deref(), Some("GET pay.example.com:443/a"));
+        assert_eq!(request_uri("GET", "http://[::1]:8700/a/../b").as_deref(), Some("GET [::1]:8700/b"));
         assert_eq!(request_uri("GET", "ftp://x/y"), None);
         assert_eq!(request_uri("GET", "http://user@host/y"), None);
     }

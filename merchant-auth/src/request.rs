@@ -4,8 +4,10 @@
 //! bindings that make a captured request useless elsewhere are checked here: `uri` names this
 //! node's own host (from its configuration, never the request's `Host` header) and this
 //! request's method and path, `reqHash` is the SHA-256 of this body, the lifetime is at most
-//! [`MAX_LIFETIME_S`] with [`MAX_SKEW_S`] of clock skew. The nonce is checked by the caller
-//! against its [`crate::NonceCache`] once the signature holds.
+//! [`MAX_LIFETIME_S`] with [`MAX_SKEW_S`] of clock skew. Everything but the body is checked
+//! first ([`verify_request`]), so no body is read for a token that fails; the body then by
+//! [`check_body`]. The nonce is checked by the caller against its [`crate::NonceCache`] once
+//! the signature holds.
 
 use crate::key::MerchantKey;
 use serde::{Deserialize, Serialize};
@@ -45,10 +47,8 @@ pub struct Expected<'a> {
     pub method: &'a str,
     /// Path, without the query.
     pub path: &'a str,
-    /// This node's own hosts (`host[:port]` as in its URLs).
+    /// This node's own hosts ([`canonical_host`] of its URLs).
     pub hosts: &'a [String],
-    /// The raw body.
-    pub body: &'a [u8],
 }
 
 /// A request whose signature and bindings hold.
@@ -60,8 +60,12 @@ pub struct Verified {
     pub key_id: String,
     /// Its nonce, for the replay check.
     pub nonce: String,
+    /// Its start, Unix seconds.
+    pub not_before_s: u64,
     /// Its expiry, Unix seconds.
     pub expires_s: u64,
+    /// The body hash it signed.
+    pub req_hash: Option<String>,
 }
 
 /// Why a signed request was refused. Each message names what is wrong; none depends on a secret.
@@ -79,14 +83,15 @@ pub enum AuthError {
     /// The header's nonce is missing or malformed.
     #[error("the JWT header needs a `nonce` of {MIN_NONCE_LEN} to {MAX_NONCE_LEN} characters, new for each request")]
     BadNonce,
-    /// No merchant holds this key.
-    #[error("unknown key `{0}`: no merchant in the registry holds it")]
+    /// No merchant holds this key (the same words as a bad signature: the answer tells no one
+    /// which keys are registered).
+    #[error("the JWT is not signed by a key this node holds for its issuer (kid `{}`)", clip(.0))]
     UnknownKey(String),
     /// The header's `alg` is not the key's.
     #[error("the JWT's `alg` is not the algorithm of key `{0}`")]
     WrongAlgorithm(String),
     /// The signature does not verify.
-    #[error("bad signature: the JWT is not signed by key `{0}`")]
+    #[error("the JWT is not signed by a key this node holds for its issuer (kid `{}`)", clip(.0))]
     BadSignature(String),
     /// `iss` or `sub` do not name the key's merchant and the key.
     #[error("`iss` must be the merchant id and `sub` the key id of the signing key")]
@@ -101,10 +106,10 @@ pub enum AuthError {
     #[error("expired: `exp` is more than {MAX_SKEW_S} s behind this node's clock; sign each request anew")]
     Expired,
     /// `uri` names another host.
-    #[error("wrong host: the JWT's `uri` names `{0}`, not this node (sign for the URL you send to)")]
+    #[error("wrong host: the JWT's `uri` names `{}`, not this node (sign for the URL you send to)", clip(.0))]
     WrongHost(String),
     /// `uri` names another method or path.
-    #[error("the JWT's `uri` is `{got}`, but this request is `{want}`")]
+    #[error("the JWT's `uri` is `{}`, but this request is `{}`", clip(.got), clip(.want))]
     WrongTarget {
         /// What the token names.
         got: String,
@@ -117,9 +122,17 @@ pub enum AuthError {
     /// The nonce was seen before.
     #[error("replayed: this JWT's nonce was already used at this node; sign each request anew")]
     Replayed,
-    /// The replay cache is full.
+    /// The replay cache is full (for this key, or for the node).
     #[error("too many signed requests in flight at this node; retry shortly")]
     ReplayCacheFull,
+    /// Made before this node started: it cannot be told from a request seen before the start.
+    #[error("signed before this node started (`nbf`); sign the request anew")]
+    BeforeStart,
+}
+
+/// At most 80 characters of an echoed, caller-chosen text.
+fn clip(s: &str) -> String {
+    if s.chars().count() <= 80 { s.to_string() } else { format!("{}…", s.chars().take(80).collect::<String>()) }
 }
 
 impl AuthError {
@@ -142,6 +155,7 @@ impl AuthError {
             AuthError::BodyHash => "body_hash",
             AuthError::Replayed => "replayed",
             AuthError::ReplayCacheFull => "replay_cache_full",
+            AuthError::BeforeStart => "before_start",
         }
     }
 }
@@ -158,18 +172,25 @@ pub fn request_uri(method: &str, url: &str) -> Option<String> {
     Some(format!("{} {host}{path}", method.to_ascii_uppercase()))
 }
 
-/// `host[:port]` (lower case) and path of an http(s) URL, without the query or fragment. The
-/// port is kept as written, so the merchant's client and the node agree on the text.
+/// The host of an http(s) URL as both sides name it, and its path (normalised as an HTTP
+/// client sends it), without the query or fragment. The host is lower case (IPv6 in
+/// brackets), with its port unless it is the scheme's default (80, 443): what `url` and
+/// browsers' `URL.host` give. `None` for another scheme, no host, or user info.
 pub fn host_and_path(url: &str) -> Option<(String, String)> {
-    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"))?;
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (host, tail) = rest.split_at(end);
-    if host.is_empty() || host.contains('@') {
+    let u = url::Url::parse(url).ok()?;
+    if !matches!(u.scheme(), "http" | "https") || !u.username().is_empty() || u.password().is_some() {
         return None;
     }
-    let path_end = tail.find(['?', '#']).unwrap_or(tail.len());
-    let path = if tail[..path_end].is_empty() { "/" } else { &tail[..path_end] };
-    Some((host.to_ascii_lowercase(), path.to_string()))
+    Some((canonical_host(&u)?, u.path().to_string()))
+}
+
+/// `host[:port]` of a parsed URL, the port left out when it is the scheme's default.
+pub fn canonical_host(u: &url::Url) -> Option<String> {
+    let host = u.host_str()?.to_ascii_lowercase();
+    Some(match u.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host,
+    })
 }
 
 /// Checks `token` for the request `expected` at `now_s`; `key_of` finds a key id's merchant
@@ -218,7 +239,7 @@ pub fn verify_request(
         claims.uri.split_once(' ').ok_or_else(|| AuthError::Malformed("`uri` is not \"METHOD host/path\"".into()))?;
     let split = target.find('/').unwrap_or(target.len());
     let (host, path) = target.split_at(split);
-    if !expected.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+    if !expected.hosts.iter().any(|h| h == &host.to_ascii_lowercase()) {
         return Err(AuthError::WrongHost(host.to_string()));
     }
     if method != expected.method || path != expected.path {
@@ -227,10 +248,21 @@ pub fn verify_request(
             want: format!("{} {}", expected.method, expected.path),
         });
     }
-    match &claims.req_hash {
-        Some(h) if *h == body_hash(expected.body) => {}
-        None if expected.body.is_empty() => {}
-        _ => return Err(AuthError::BodyHash),
+    Ok(Verified {
+        merchant_id,
+        key_id: kid,
+        nonce,
+        not_before_s: claims.nbf,
+        expires_s: claims.exp,
+        req_hash: claims.req_hash,
+    })
+}
+
+/// Checks the body `v` signed: `reqHash` is its SHA-256, or absent when there is no body.
+pub fn check_body(v: &Verified, body: &[u8]) -> Result<(), AuthError> {
+    match &v.req_hash {
+        Some(h) if *h == body_hash(body) => Ok(()),
+        None if body.is_empty() => Ok(()),
+        _ => Err(AuthError::BodyHash),
     }
-    Ok(Verified { merchant_id, key_id: kid, nonce, expires_s: claims.exp })
 }

@@ -210,6 +210,10 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
     let mut api_chains = api_chains.into_iter();
     let first = api_chains.next().ok_or_else(|| NodeError::Config("chains: no chain is configured".into()))?;
 
+    // One key's share of the replay cache: what its merchant's request budget lets it send
+    // over a token's lifetime and the skew on both sides, and no more.
+    let window_s = (settleproof_merchant_auth::MAX_LIFETIME_S + 2 * settleproof_merchant_auth::MAX_SKEW_S) as f64;
+    let nonces_per_key = (cfg.api.rate_limit_burst + cfg.api.rate_limit_per_s * window_s).ceil() as usize;
     let mut state = ApiState {
         chains: Arc::new(Chains::new(first, api_chains.collect())),
         merchants,
@@ -224,13 +228,13 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
         throttle: api::throttle::AuthThrottle::default(),
         public_url: cfg.api.public_base(),
         tokens: api::checkout::TokenCache::default(),
-        signed: api::auth::SignedRequests::new(&cfg.api.public_base(), cfg.api.listen),
+        signed: api::auth::SignedRequests::new(cfg.api.public_url.as_deref(), cfg.api.listen, nonces_per_key),
     };
     let limits = ServerLimits::from_config(&cfg.api, cfg.node.shutdown_grace_ms);
     let listener = bind("api.listen", cfg.api.listen).await?;
     let api_addr = listener.local_addr().map_err(|source| NodeError::Io { what: "api address".into(), source })?;
     // Signed requests name the port bound (the configured one may be 0).
-    state.signed = api::auth::SignedRequests::new(&cfg.api.public_base(), api_addr);
+    state.signed = api::auth::SignedRequests::new(cfg.api.public_url.as_deref(), api_addr, nonces_per_key);
     let mut listeners = Vec::new();
     if let Some(admin) = &cfg.admin {
         let addr = admin.listen_addr(cfg.api.listen);

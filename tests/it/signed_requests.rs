@@ -48,6 +48,11 @@ async fn a_signed_request_captured_at_one_node_is_refused_at_every_node_and_agai
     assert!(answer["error"]["message"].as_str().unwrap_or_default().contains("replayed"), "{answer}");
     let (status, answer) = send(&net, &at3, &jwt, &other).await?;
     assert_eq!(status, 401, "{answer}");
+    assert!(answer["error"]["message"].as_str().unwrap_or_default().contains("replayed"), "{answer}");
+    // A fresh signature sent with another body than the one it signed.
+    let fresh = jwt_of(&net.merchant_request(Method::POST, &at0, Some(&body))?)?;
+    let (status, answer) = send(&net, &at0, &fresh, &other).await?;
+    assert_eq!(status, 401, "{answer}");
     assert!(answer["error"]["message"].as_str().unwrap_or_default().contains("reqHash"), "{answer}");
     // A key no merchant holds is refused, and names the key.
     let stranger =
@@ -61,7 +66,7 @@ async fn a_signed_request_captured_at_one_node_is_refused_at_every_node_and_agai
     let (status, fresh) = net.create_invoice(0, body.clone()).await?;
     assert_eq!(status, 201, "{fresh}");
     let refused = net.metric(0, "merchant_requests_refused_total").await;
-    assert_eq!(refused, 5.0, "refusals counted (the four nodes share one recorder)");
+    assert_eq!(refused, 6.0, "refusals counted (the four nodes share one recorder)");
     Ok(())
 }
 

@@ -21,26 +21,35 @@ pub const NONCE_CAPACITY: usize = 200_000;
 /// must name) and the nonces it accepted.
 #[derive(Debug, Clone)]
 pub struct SignedRequests {
-    /// `host[:port]` of `api.public_url` and of the listener.
+    /// The hosts a signed request may name: `api.public_url`'s when it is set, else the
+    /// address the API listens on (none when that is unspecified, `0.0.0.0` or `::`).
     pub hosts: Arc<Vec<String>>,
     nonces: Arc<Mutex<NonceCache>>,
 }
 
 impl SignedRequests {
-    /// For a node reached at `public_url` and listening on `listen`.
-    pub fn new(public_url: &str, listen: std::net::SocketAddr) -> Self {
-        let mut hosts = Vec::new();
-        if let Some((host, _)) = settleproof_merchant_auth::host_and_path(public_url) {
-            hosts.push(host);
-        }
-        if listen.ip().is_unspecified() {
-            hosts.push(format!("127.0.0.1:{}", listen.port()));
-            hosts.push(format!("localhost:{}", listen.port()));
-        } else {
-            hosts.push(listen.to_string());
-        }
-        hosts.dedup();
-        SignedRequests { hosts: Arc::new(hosts), nonces: Arc::new(Mutex::new(NonceCache::new(NONCE_CAPACITY))) }
+    /// For a node reached at `public_url` (when set) and listening on `listen`; one key may
+    /// hold `per_key` live nonces.
+    ///
+    /// Only a name that is this node's alone is accepted: another node could present a request
+    /// signed for a name it shares (`localhost`, a private address on the same port), so a
+    /// listen address stands in only when no `public_url` is set, and never an unspecified one.
+    pub fn new(public_url: Option<&str>, listen: std::net::SocketAddr, per_key: usize) -> Self {
+        let hosts = match public_url {
+            Some(url) => settleproof_merchant_auth::host_and_path(url).map(|(h, _)| h).into_iter().collect(),
+            None if listen.ip().is_unspecified() => Vec::new(),
+            None => settleproof_merchant_auth::host_and_path(&format!("http://{listen}"))
+                .map(|(h, _)| h)
+                .into_iter()
+                .collect(),
+        };
+        let cache = NonceCache::new(NONCE_CAPACITY, per_key.min(NONCE_CAPACITY), crate::time::now_s());
+        SignedRequests { hosts: Arc::new(hosts), nonces: Arc::new(Mutex::new(cache)) }
+    }
+
+    fn nonces(&self) -> std::sync::MutexGuard<'_, NonceCache> {
+        // The cache is consistent after any panic (each call leaves it whole).
+        self.nonces.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -81,20 +90,40 @@ fn is_jwt(credential: &str) -> bool {
 }
 
 /// Checks a JWT-authenticated request before its merchant route runs: the signature against the
-/// registry's keys, the binding to this node's host, this method, path and body, the times,
-/// and that its nonce is new here. A refused one answers 401 naming why.
+/// registry's keys, the binding to this node's host, this method and path, the times and the
+/// nonce first; only then is the body read and its hash checked, the merchant's request
+/// budget taken, and the nonce kept (so a request over budget takes no room in the cache). A
+/// refused one answers 401 naming why (429 over budget, 503 when the cache is full).
 pub async fn signed(State(state): State<super::ApiState>, request: Request, next: Next) -> Response {
     let Some(token) = bearer(request.headers()).filter(|t| is_jwt(t)) else {
         return next.run(request).await;
     };
     let (mut parts, body) = request.into_parts();
+    let now = crate::time::now_s();
+    let v = match verify_token(&state, &token, &parts, now) {
+        Ok(v) => v,
+        Err(e) => return refused(&e),
+    };
     let body = match axum::body::to_bytes(body, state.limits.max_body_bytes).await {
         Ok(b) => b,
         Err(_) => return (axum::http::StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response(),
     };
-    let now = crate::time::now_ms() / 1000;
-    let expected =
-        Expected { method: parts.method.as_str(), path: parts.uri.path(), hosts: &state.signed.hosts, body: &body };
+    if let Err(e) = settleproof_merchant_auth::check_body(&v, &body) {
+        return refused(&e);
+    }
+    if let Err(wait) = state.limiter.take(&v.merchant_id, std::time::Instant::now()) {
+        return ApiError::rate_limited(wait).into_response();
+    }
+    if let Err(e) = state.signed.nonces().admit(&v, now) {
+        return refused(&e);
+    }
+    parts.extensions.insert(Caller::Signed { request: v, jwt: token });
+    next.run(Request::from_parts(parts, axum::body::Body::from(body))).await
+}
+
+/// Everything but the body: signature, key, host, method, path, times, nonce not seen.
+fn verify_token(state: &super::ApiState, token: &str, parts: &Parts, now: u64) -> Result<Verified, AuthError> {
+    let expected = Expected { method: parts.method.as_str(), path: parts.uri.path(), hosts: &state.signed.hosts };
     let registry = &state.merchants;
     // The merchant's root key, or a live key it granted.
     let key_of = |kid: &str| {
@@ -103,26 +132,16 @@ pub async fn signed(State(state): State<super::ApiState>, request: Request, next
             Some((k.merchant_id, k.public_key?))
         })
     };
-    let outcome = settleproof_merchant_auth::verify_request(&token, key_of, &expected, now).and_then(|v| {
-        let mut nonces = state.signed.nonces.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        nonces.admit(&v, now).map(|()| v)
-    });
-    match outcome {
-        Ok(v) => {
-            parts.extensions.insert(Caller::Signed { request: v, jwt: token });
-            next.run(Request::from_parts(parts, axum::body::Body::from(body))).await
-        }
-        Err(e) => {
-            metrics::counter!("merchant_requests_refused_total", "reason" => e.reason()).increment(1);
-            refused(&e).into_response()
-        }
-    }
+    let v = settleproof_merchant_auth::verify_request(token, key_of, &expected, now)?;
+    state.signed.nonces().check(&v, now)?;
+    Ok(v)
 }
 
-fn refused(e: &AuthError) -> ApiError {
+fn refused(e: &AuthError) -> Response {
+    metrics::counter!("merchant_requests_refused_total", "reason" => e.reason()).increment(1);
     match e {
-        AuthError::ReplayCacheFull => ApiError::unavailable(e.to_string()),
-        _ => ApiError::unauthorized_because(e.to_string()),
+        AuthError::ReplayCacheFull => ApiError::unavailable(e.to_string()).into_response(),
+        _ => ApiError::unauthorized_because(e.to_string()).into_response(),
     }
 }
 
@@ -158,7 +177,10 @@ pub fn merchant(caller: &Caller, state: &super::ApiState, scope: Option<Scope>) 
 /// The principal of the request, within its merchant's request budget.
 pub fn principal(caller: &Caller, state: &super::ApiState) -> Result<Principal, ApiError> {
     let p = authenticate(caller, state)?;
-    state.limiter.take(&p.merchant.id, std::time::Instant::now()).map_err(ApiError::rate_limited)?;
+    // A signed request took its budget before its nonce was kept ([`signed`]).
+    if matches!(caller, Caller::Bearer(_)) {
+        state.limiter.take(&p.merchant.id, std::time::Instant::now()).map_err(ApiError::rate_limited)?;
+    }
     Ok(p)
 }
 
@@ -197,6 +219,27 @@ pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_signed_request_names_only_what_is_this_nodes_alone() {
+        use super::SignedRequests;
+        let any: std::net::SocketAddr = ([0, 0, 0, 0], 8700).into();
+        let loopback: std::net::SocketAddr = ([127, 0, 0, 1], 8700).into();
+        // Two nodes on 0.0.0.0:8700 with their own public URLs share no name (not localhost).
+        let a = SignedRequests::new(Some("https://a.example.com"), any, 10);
+        let b = SignedRequests::new(Some("https://b.example.com:443/"), any, 10);
+        assert_eq!(
+            (a.hosts.as_slice(), b.hosts.as_slice()),
+            (&["a.example.com".to_string()][..], &["b.example.com".to_string()][..])
+        );
+        // A public URL replaces the listen address; an unspecified one names nothing.
+        assert_eq!(
+            SignedRequests::new(Some("http://Pay.Example.com:8080"), loopback, 10).hosts.as_slice(),
+            ["pay.example.com:8080"]
+        );
+        assert!(SignedRequests::new(None, any, 10).hosts.is_empty());
+        assert_eq!(SignedRequests::new(None, loopback, 10).hosts.as_slice(), ["127.0.0.1:8700"]);
+    }
+
     #[test]
     fn constant_time_eq_table() {
         assert!(super::constant_time_eq(b"abc", b"abc"));

@@ -132,7 +132,7 @@ impl Registry {
             )));
         }
         let key = match store.put_api_key(&key)? {
-            KeyPut::Changed(k) => k,
+            KeyPut::Changed(k) => *k,
             KeyPut::Known => store.api_key(key.token_sha256)?.unwrap_or(key),
             KeyPut::Clash => return Err(RegistryError::Conflict("this public key is another merchant's key".into())),
         };

@@ -397,7 +397,10 @@ impl Registry {
             )));
         }
         if let Some(key) = &m.root_key
-            && entries.iter().any(|e| e.change.merchant.id != m.id && e.change.merchant.root_key.as_ref() == Some(key))
+            && entries.iter().any(|e| {
+                e.change.merchant.id != m.id
+                    && e.change.merchant.root_key.as_ref().is_some_and(|k| k.key_id() == key.key_id())
+            })
         {
             return Ok(Some((
                 "root_key",

@@ -76,7 +76,7 @@ pub fn key_slot(id: &str) -> B256 {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyPut {
     /// Kept: a new key, or a revocation of a known one.
-    Changed(ApiKey),
+    Changed(Box<ApiKey>),
     /// Nothing new.
     Known,
     /// Another key (or another merchant's) has this token hash, or this id: refused.
@@ -98,7 +98,7 @@ impl Store {
                         h.revoked_at_ms = Some(at);
                         h.revocation = key.revocation.clone();
                         t.insert(key.token_sha256.0, encode(&h).as_slice())?;
-                        KeyPut::Changed(h)
+                        KeyPut::Changed(Box::new(h))
                     }
                     (Some(held_at), Some(at)) if at < held_at => {
                         h.revoked_at_ms = Some(at);
@@ -117,7 +117,7 @@ impl Store {
                         KeyPut::Clash
                     } else {
                         t.insert(key.token_sha256.0, encode(key).as_slice())?;
-                        KeyPut::Changed(key.clone())
+                        KeyPut::Changed(Box::new(key.clone()))
                     }
                 }
             }
@@ -173,7 +173,7 @@ mod tests {
     fn a_key_is_created_once_and_a_revocation_is_final() {
         let (dir, store) = temp_store();
         let k = key("key_1", "shop", 1);
-        assert_eq!(store.put_api_key(&k).expect("put"), KeyPut::Changed(k.clone()));
+        assert_eq!(store.put_api_key(&k).expect("put"), KeyPut::Changed(Box::new(k.clone())));
         assert_eq!(store.put_api_key(&k).expect("again"), KeyPut::Known);
         let widened = ApiKey { scopes: Scope::ALL.to_vec(), ..k.clone() };
         assert_eq!(store.put_api_key(&widened).expect("widen"), KeyPut::Known, "fields stay as created");

@@ -256,7 +256,8 @@ pub async fn init(spec: &DevnetSpec) -> Result<Devnet, DevnetError> {
         nodes.push((path, cfg));
     }
     let devnet = Devnet { nodes, deployment, chains, merchant, merchant_token, merchant_key, chain_id, admin_token };
-    write(&spec.dir.join("testnet.json"), &manifest(spec, &devnet).to_string())?;
+    // It holds the merchant's private key and tokens: readable by its owner only.
+    write_private(&spec.dir.join("testnet.json"), &manifest(spec, &devnet).to_string())?;
     Ok(devnet)
 }
 
@@ -386,6 +387,17 @@ fn write(path: &Path, text: &str) -> Result<(), DevnetError> {
         std::fs::create_dir_all(parent).map_err(|source| DevnetError::Io { path: parent.into(), source })?;
     }
     std::fs::write(path, text).map_err(|source| DevnetError::Io { path: path.into(), source })
+}
+
+fn write_private(path: &Path, text: &str) -> Result<(), DevnetError> {
+    write(path, text)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|source| DevnetError::Io { path: path.into(), source })?;
+    }
+    Ok(())
 }
 
 fn random_hex(bytes: usize) -> String {

@@ -50,7 +50,7 @@ fn state_of(chains: Chains) -> ApiState {
         throttle: Default::default(),
         public_url: "http://127.0.0.1:8080".into(),
         tokens: Default::default(),
-        signed: crate::api::auth::SignedRequests::new("http://127.0.0.1:8080", ([127, 0, 0, 1], 8080).into()),
+        signed: crate::api::auth::SignedRequests::new(None, ([127, 0, 0, 1], 8080).into(), 1000),
     }
 }
 
