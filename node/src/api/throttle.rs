@@ -83,10 +83,20 @@ fn key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The layer: locked-out clients get 429; answers of 401 count. A success does not clear the
-/// count (a client holding one valid token could otherwise guess others without limit): it
-/// expires with its window.
+/// Whether `path` authenticates (merchant and admin routes): only those are locked. The
+/// checkout, health, metrics and status answer a locked-out address as any other, so an
+/// outsider failing logins from a payer's address (or a proxy's) cannot lock payers out.
+fn authenticates(path: &str) -> bool {
+    (path.starts_with("/v1/") && path != "/v1/openapi.json") || path.starts_with("/admin/")
+}
+
+/// The layer: on routes that authenticate, locked-out clients get 429; answers of 401 count. A
+/// success does not clear the count (a client holding one valid token could otherwise guess
+/// others without limit): it expires with its window.
 pub async fn layer(State(throttle): State<AuthThrottle>, req: Request, next: Next) -> Response {
+    if !authenticates(req.uri().path()) {
+        return next.run(req).await;
+    }
     let ip = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -115,6 +125,27 @@ pub async fn layer(State(throttle): State<AuthThrottle>, req: Request, next: Nex
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_locked_out_address_still_reaches_the_checkout() {
+        use tower::ServiceExt;
+        let throttle = AuthThrottle::default();
+        let app = axum::Router::new()
+            .route("/v1/invoices", axum::routing::get(|| async { StatusCode::UNAUTHORIZED }))
+            .route("/checkout/{id}", axum::routing::get(|| async { "page" }))
+            .layer(axum::middleware::from_fn_with_state(throttle.clone(), layer));
+        let ip: SocketAddr = "203.0.113.9:4000".parse().expect("addr");
+        let call = |path: &str| {
+            let mut req = Request::builder().uri(path).body(axum::body::Body::empty()).expect("request");
+            req.extensions_mut().insert(ConnectInfo(ip));
+            app.clone().oneshot(req)
+        };
+        for _ in 0..MAX_FAILURES {
+            assert_eq!(call("/v1/invoices").await.expect("answer").status(), StatusCode::UNAUTHORIZED);
+        }
+        assert_eq!(call("/v1/invoices").await.expect("answer").status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(call("/checkout/abc").await.expect("answer").status(), StatusCode::OK, "the payer's page");
+    }
 
     #[test]
     fn lockout_after_repeated_failures_then_release() {

@@ -310,9 +310,14 @@ fn a_node_that_missed_everything_catches_up_from_a_snapshot_and_forgeries_in_one
     short.entries.iter_mut().for_each(|e| e.approvals.truncate(2));
     assert_eq!(nodes[3].registry.catch_up(short, &PeerId::random()).entries, 0, "two approvals of three");
 
-    // The genuine snapshot: the merchant applies with its payout, and the key works.
-    let done = nodes[3].registry.catch_up(nodes[2].registry.snapshot(), &PeerId::random());
-    assert_eq!((done.entries, done.keys), (1, 1), "{done:?}");
+    // The genuine snapshot, with a refused record taken first: the catch-up goes on past it,
+    // the merchant applies with its payout, and the key works.
+    let mut genuine = nodes[2].registry.snapshot();
+    let mut refused = genuine.entries.iter().find(|e| e.change.merchant.id == "shop-2").expect("entry").clone();
+    refused.change.merchant.payout_address = Address::repeat_byte(0xbb);
+    genuine.entries.push(refused);
+    let done = nodes[3].registry.catch_up(genuine, &PeerId::random());
+    assert_eq!((done.entries, done.keys, done.refused), (1, 1, 1), "{done:?}");
     assert_eq!(payout(&nodes[3], "shop-2"), Some(Address::repeat_byte(0x22)));
     assert_eq!(nodes[3].registry.live_key(made.key_id()).map(|k| k.id), Some(key_made.id));
     assert_eq!(nodes[3].registry.catch_up(nodes[2].registry.snapshot(), &PeerId::random()).entries, 0, "once");

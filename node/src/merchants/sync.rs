@@ -21,6 +21,8 @@ use tracing::{debug, info, warn};
 
 /// Most records of each kind in one snapshot, sent or taken.
 pub const MAX_SNAPSHOT: usize = 4096;
+/// Refused registry records after which a catch-up's snapshot is dropped.
+pub const MAX_REFUSED: usize = 8;
 /// A peer gets at most one snapshot per this interval.
 pub const SNAPSHOT_INTERVAL_MS: u64 = 30_000;
 
@@ -124,11 +126,15 @@ impl Registry {
                 Ok(true) => done.entries += 1,
                 Ok(false) => {}
                 Err(why) => {
-                    // An honest node holds only checked approvals: the rest of this snapshot is
-                    // not worth its pairings.
+                    // A record can be refused for what this node does not know yet (an operator
+                    // set it has not read), so the catch-up goes on past it; a snapshot with
+                    // many refused records is not worth more pairings.
                     done.refused += 1;
-                    warn!(peer = %source, error = %why, "merchant registry record in a catch-up refused; the rest of its registry is dropped");
-                    break;
+                    warn!(peer = %source, error = %why, "merchant registry record in a catch-up refused");
+                    if done.refused >= MAX_REFUSED {
+                        warn!(peer = %source, "too many refused records in a merchants catch-up; the rest of it is dropped");
+                        break;
+                    }
                 }
             }
         }
