@@ -88,7 +88,7 @@ async fn token_label(state: &ApiState, chain: &ChainState, token: Address) -> To
         // Past 77 decimals no amount fits the arithmetic.
         Ok(Ok((symbol, decimals))) if decimals <= 77 => {
             // A token contract is anyone's: its symbol is shown only as short printable text.
-            let symbol: String = symbol.chars().filter(|c| !c.is_control()).take(16).collect();
+            let symbol: String = symbol.chars().filter(|c| !c.is_control() && !is_format(*c)).take(16).collect();
             let symbol = if symbol.is_empty() { "?".into() } else { symbol };
             (TokenLabel { symbol, decimals: Some(decimals) }, None)
         }
@@ -171,4 +171,28 @@ pub(super) async fn script() -> Response {
 /// `GET /checkout/assets/checkout.css`.
 pub(super) async fn style() -> Response {
     secured(include_str!("checkout.css").into_response(), "text/css; charset=utf-8")
+}
+
+/// Unicode format characters (general category `Cf`): bidirectional overrides and isolates,
+/// zero-width and invisible characters. A token symbol with them could show the payer text
+/// other than what it is (`USDC` reversed, or hidden characters), so they are dropped.
+fn is_format(c: char) -> bool {
+    matches!(c as u32,
+        0x00AD | 0x0600..=0x0605 | 0x061C | 0x06DD | 0x070F | 0x0890..=0x0891 | 0x08E2 | 0x180E
+        | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2064 | 0x2066..=0x206F | 0xFEFF
+        | 0xFFF9..=0xFFFB | 0x110BD | 0x110CD | 0x13430..=0x1343F | 0x1BCA0..=0x1BCA3
+        | 0x1D173..=0x1D17A | 0xE0001 | 0xE0020..=0xE007F)
+}
+
+#[cfg(test)]
+mod symbol_tests {
+    #[test]
+    fn format_characters_are_refused_and_letters_kept() {
+        for c in ['\u{202E}', '\u{2066}', '\u{200B}', '\u{FEFF}', '\u{00AD}', '\u{E0041}'] {
+            assert!(super::is_format(c), "{c:?}");
+        }
+        for c in ['U', 'é', '€', 'Ξ', '₿'] {
+            assert!(!super::is_format(c), "{c:?}");
+        }
+    }
 }

@@ -138,7 +138,7 @@ pub fn html(view: &InvoiceView, token: &TokenLabel, p: &PaymentInstructions, cha
          <title>Pay {amount}</title><link rel=\"stylesheet\" href=\"/checkout/assets/checkout.css\"></head>\
          <body><main class=\"card\">\
          <h1>Pay <span id=\"amount\">{amount}</span></h1>\
-         <p class=\"muted\">on {chain} · invoice <code>{short}</code></p>\
+         <p class=\"muted\">on {chain} · invoice <code>{short}</code>{token_line}</p>\
          <p id=\"status\" class=\"status {state}\" data-state=\"{state}\" role=\"status\" aria-live=\"polite\">{label}</p>\
          {paid}{expiry}\
          <div class=\"qr\">{qr}</div>\
@@ -151,6 +151,12 @@ pub fn html(view: &InvoiceView, token: &TokenLabel, p: &PaymentInstructions, cha
          <script type=\"application/json\" id=\"checkout-data\">{data}</script>\
          <script src=\"/checkout/assets/checkout.js\" defer></script></body></html>\n",
         amount = esc(&shown(&view.amount)),
+        // A symbol is whatever its contract says: the address shows which token it is.
+        token_line = if view.token == "native" {
+            String::new()
+        } else {
+            format!(" · token <code id=\"token\">{}</code>", esc(&view.token))
+        },
         chain = esc(chain_label),
         short = esc(&view.id),
         uri = esc(&uri),
@@ -206,5 +212,7 @@ mod tests {
         let page = html(&view, &hostile, &p, "chain 1", "");
         assert!(!page.contains("<img"), "the symbol stays text");
         assert!(page.contains("&lt;img src=x onerror=alert(1)&gt;"));
+        // Whatever the symbol says, the token's address is on the page.
+        assert!(page.contains("<code id=\"token\">0x00000000000000000000000000000000000000aa</code>"), "{page}");
     }
 }
