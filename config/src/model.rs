@@ -142,6 +142,12 @@ pub struct ApiSection {
     /// every invoice's `checkout_url`. Absent: `http://<listen>`.
     #[serde(default)]
     pub public_url: Option<String>,
+    /// Reverse proxies (TLS terminators, load balancers) in front of the API, as addresses or
+    /// CIDR blocks (`10.0.0.0/8`, `2001:db8::1`): for a connection from one of them, the
+    /// client's address is taken from `X-Forwarded-For` (its last entry that is not itself a
+    /// listed proxy); from anyone else the header is ignored. Empty: the header is never read.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 impl ApiSection {
@@ -168,7 +174,20 @@ impl ApiSection {
             max_concurrent_requests: default_max_concurrent_requests(),
             status_cache_ms: default_status_cache_ms(),
             public_url: None,
+            trusted_proxies: Vec::new(),
         }
+    }
+
+    /// `trusted_proxies` parsed (an address is its own /32 or /128); `Err` names the entry.
+    pub fn trusted_proxy_nets(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        self.trusted_proxies
+            .iter()
+            .map(|t| {
+                t.parse::<ipnet::IpNet>()
+                    .or_else(|_| t.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("`{t}` is not an IP address or CIDR block (e.g. 10.0.0.0/8)"))
+            })
+            .collect()
     }
 }
 

@@ -332,6 +332,9 @@ fn api(cfg: &NodeConfig, v: &mut Problems) {
     {
         v.add("api.public_url", format!("{e}; give the https address payers reach this node's API at"));
     }
+    if let Err(e) = a.trusted_proxy_nets() {
+        v.add("api.trusted_proxies", e);
+    }
     if let Some(admin) = &cfg.admin
         && admin.listen_addr(a.listen) == a.listen
     {
@@ -410,6 +413,16 @@ mod tests {
             ("threshold = 1", "threshold = 0", "network.threshold"),
             ("name = \"node-0\"\ndata_dir", "name = \"ghost\"\ndata_dir", "node.name"),
             ("length_blocks = 5", "length_blocks = 0", "rounds.length_blocks"),
+            (
+                "listen = \"127.0.0.1:8080\"",
+                "listen = \"127.0.0.1:8080\"\ntrusted_proxies = [\"10.0.0.0/33\"]",
+                "api.trusted_proxies",
+            ),
+            (
+                "api_token_sha256 = \"0x",
+                "root_key = { alg = \"EdDSA\", public_key = \"0x00\" }\napi_token_sha256 = \"0x",
+                "merchants[0].root_key",
+            ),
             ("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "secret", "merchants[0].webhook_secret"),
             (
                 "api_token_sha256 = \"0x",

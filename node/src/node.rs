@@ -225,7 +225,7 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
         metrics,
         answers: api::cache::Answers::new(Duration::from_millis(cfg.api.status_cache_ms)),
         limits: api::Limits::from_config(&cfg.api),
-        throttle: api::throttle::AuthThrottle::default(),
+        throttle: api::throttle::AuthThrottle::with_trusted_proxies(cfg.api.trusted_proxy_nets().unwrap_or_default()),
         public_url: cfg.api.public_base(),
         tokens: api::checkout::TokenCache::default(),
         signed: api::auth::SignedRequests::new(cfg.api.public_url.as_deref(), cfg.api.listen, nonces_per_key),

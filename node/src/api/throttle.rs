@@ -31,9 +31,39 @@ struct Entry {
 #[derive(Debug, Clone, Default)]
 pub struct AuthThrottle {
     clients: Arc<Mutex<HashMap<IpAddr, Entry>>>,
+    /// `api.trusted_proxies`: only their `X-Forwarded-For` is believed.
+    trusted: Arc<Vec<ipnet::IpNet>>,
 }
 
 impl AuthThrottle {
+    /// A throttle that takes the client's address from `X-Forwarded-For` on connections from
+    /// `trusted` proxies.
+    pub fn with_trusted_proxies(trusted: Vec<ipnet::IpNet>) -> Self {
+        Self { clients: Arc::default(), trusted: Arc::new(trusted) }
+    }
+
+    fn trusts(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.trusted.iter().any(|n| n.contains(&ip))
+    }
+
+    /// The client a request is counted for: the connection's `peer`, or, when that is a
+    /// trusted proxy, the last `X-Forwarded-For` entry that is not itself one (each proxy
+    /// appends the address it was reached from, so the entries before it are the client's word).
+    pub fn client_ip(&self, peer: IpAddr, headers: &axum::http::HeaderMap) -> IpAddr {
+        if !self.trusts(peer) {
+            return peer;
+        }
+        let forwarded: Vec<IpAddr> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|a| a.trim().parse().ok())
+            .collect();
+        forwarded.iter().rev().find(|a| !self.trusts(**a)).or(forwarded.first()).copied().unwrap_or(peer)
+    }
+
     /// `Err(seconds)` while `ip` is locked out.
     pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), u64> {
         let Ok(clients) = self.clients.lock() else { return Ok(()) };
@@ -97,10 +127,11 @@ pub async fn layer(State(throttle): State<AuthThrottle>, req: Request, next: Nex
     if !authenticates(req.uri().path()) {
         return next.run(req).await;
     }
-    let ip = req
+    let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+    let ip = throttle.client_ip(peer, req.headers());
     let now = Instant::now();
     if let Err(retry_s) = throttle.check(ip, now) {
         let body = super::ApiError {
@@ -145,6 +176,47 @@ mod tests {
         }
         assert_eq!(call("/v1/invoices").await.expect("answer").status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(call("/checkout/abc").await.expect("answer").status(), StatusCode::OK, "the payer's page");
+    }
+
+    #[test]
+    fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
+        let t = AuthThrottle::with_trusted_proxies(vec!["10.0.0.0/8".parse().expect("net")]);
+        let mut h = axum::http::HeaderMap::new();
+        h.insert("x-forwarded-for", "198.51.100.7, 203.0.113.5, 10.1.2.3".parse().expect("header"));
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        // Through the proxy: the last address it did not add itself.
+        assert_eq!(t.client_ip(ip("10.0.0.2"), &h), ip("203.0.113.5"));
+        // Straight from a client, the header is its own word and ignored.
+        assert_eq!(t.client_ip(ip("203.0.113.9"), &h), ip("203.0.113.9"));
+        // No header, or none configured: the connection's address.
+        assert_eq!(t.client_ip(ip("10.0.0.2"), &axum::http::HeaderMap::new()), ip("10.0.0.2"));
+        assert_eq!(AuthThrottle::default().client_ip(ip("10.0.0.2"), &h), ip("10.0.0.2"));
+        // IPv4-mapped IPv6 from the proxy counts as the proxy.
+        assert_eq!(t.client_ip(ip("::ffff:10.0.0.2"), &h), ip("203.0.113.5"));
+    }
+
+    #[tokio::test]
+    async fn clients_behind_a_trusted_proxy_are_locked_out_one_by_one() {
+        use tower::ServiceExt;
+        let throttle = AuthThrottle::with_trusted_proxies(vec!["127.0.0.1/32".parse().expect("net")]);
+        let app = axum::Router::new()
+            .route("/v1/invoices", axum::routing::get(|| async { StatusCode::UNAUTHORIZED }))
+            .layer(axum::middleware::from_fn_with_state(throttle.clone(), layer));
+        let proxy: SocketAddr = "127.0.0.1:4000".parse().expect("addr");
+        let call = |client: &str| {
+            let mut req = Request::builder()
+                .uri("/v1/invoices")
+                .header("x-forwarded-for", client)
+                .body(axum::body::Body::empty())
+                .expect("request");
+            req.extensions_mut().insert(ConnectInfo(proxy));
+            app.clone().oneshot(req)
+        };
+        for _ in 0..MAX_FAILURES {
+            call("203.0.113.66").await.expect("answer");
+        }
+        assert_eq!(call("203.0.113.66").await.expect("answer").status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(call("198.51.100.1").await.expect("answer").status(), StatusCode::UNAUTHORIZED, "another client");
     }
 
     #[test]
