@@ -108,7 +108,10 @@ if demo:
     d["merchant"]["receiver"] = {"pid": int((run / "merchant.pid").read_text()), "log": str(run / "merchant/merchant.log"),
                                  "deliveries": str(run / "merchant/webhooks.jsonl")}
 # Whole or not at all: the demo merchant, started above, reads this file as it starts.
+# It holds the merchant's private key and tokens: readable by its owner only.
 tmp = path.with_suffix(".json.tmp")
+tmp.touch(mode=0o600)
+tmp.chmod(0o600)
 tmp.write_text(json.dumps(d, indent=2) + "\n")
 tmp.replace(path)
 PY
