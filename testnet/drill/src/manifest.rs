@@ -169,9 +169,15 @@ impl Manifest {
 
 /// Writes `path` whole or not at all (a file beside it, renamed over it): a process started a
 /// moment before, such as the demo merchant reading its secret, never reads it half written.
+/// Readable by its owner only: it holds the demo merchant's key and tokens.
 fn write_atomically(path: &std::path::Path, text: &str) -> Result<()> {
     let tmp = path.with_extension("json.tmp");
     std::fs::write(&tmp, text)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+    }
     std::fs::rename(&tmp, path)?;
     Ok(())
 }
