@@ -25,7 +25,7 @@ pub use request::{
     host_and_path, request_uri, verify_request,
 };
 pub use signer::{DEFAULT_LIFETIME_S, MerchantSigner, random_nonce};
-pub use statement::{SignedStatement, header_key_id};
+pub use statement::{SignedStatement, header_free_claims, header_key_id};
 
 #[cfg(test)]
 mod tests {

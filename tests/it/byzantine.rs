@@ -594,7 +594,7 @@ async fn an_operator_can_neither_mint_widen_nor_revoke_a_merchants_key() -> Resu
     let jwt = minted
         .sign_request("POST", &format!("{}/v1/api-keys", net.api(0)), body.as_bytes(), now, 60)
         .map_err(|e| eyre!("{e}"))?;
-    let mint = settleproof_node::merchants::key_of_grant("demo", &SignedStatement { jwt, body }, 1)?;
+    let mint = settleproof_node::merchants::key_of_grant("demo", &SignedStatement { jwt, body })?;
     // The genuine key widened to every scope, and revoked with the operator's signature.
     let held: settleproof_node::store::ApiKey = {
         let mut k = mint.clone();

@@ -54,14 +54,25 @@ impl AuthThrottle {
         if !self.trusts(peer) {
             return peer;
         }
-        let forwarded: Vec<IpAddr> = headers
+        let entries: Vec<&str> = headers
             .get_all("x-forwarded-for")
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|a| a.trim().parse().ok())
+            .map(str::trim)
             .collect();
-        forwarded.iter().rev().find(|a| !self.trusts(**a)).or(forwarded.first()).copied().unwrap_or(peer)
+        // From the right: past the listed proxies, the first entry is the client. One that is
+        // not a bare address (a port appended, `unknown`) ends the walk at the last address
+        // known good, so no entry a client wrote itself is ever taken.
+        let mut client = peer;
+        for entry in entries.iter().rev() {
+            match entry.parse::<IpAddr>() {
+                Ok(ip) if self.trusts(ip) => client = ip,
+                Ok(ip) => return ip,
+                Err(_) => return client,
+            }
+        }
+        client
     }
 
     /// `Err(seconds)` while `ip` is locked out.
@@ -193,6 +204,11 @@ mod tests {
         assert_eq!(AuthThrottle::default().client_ip(ip("10.0.0.2"), &h), ip("10.0.0.2"));
         // IPv4-mapped IPv6 from the proxy counts as the proxy.
         assert_eq!(t.client_ip(ip("::ffff:10.0.0.2"), &h), ip("203.0.113.5"));
+        // An entry the proxy wrote in another form ends the walk: the client's own entries
+        // before it are never taken.
+        let mut odd = axum::http::HeaderMap::new();
+        odd.insert("x-forwarded-for", "198.51.100.7, 203.0.113.5:4444".parse().expect("header"));
+        assert_eq!(t.client_ip(ip("10.0.0.2"), &odd), ip("10.0.0.2"));
     }
 
     #[tokio::test]

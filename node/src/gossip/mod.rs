@@ -238,6 +238,11 @@ pub enum GossipRejection {
     /// An operator sent an invoice as its own that names another operator as its creator.
     #[error("invoice {0} names another operator as its creator")]
     ForeignCreator(B256),
+    /// A merchant record this node does not take: its merchant signatures do not verify against
+    /// this node's registry, or this node could not store it. Depends on this node's view, so
+    /// the relayer is not blamed (`Ignore`), and it goes no further from here.
+    #[error("merchant record not taken here: {0}")]
+    NotTaken(String),
 }
 
 /// How old (or how far ahead of this node's clock) a gossip message's own timestamp may be:
@@ -331,6 +336,7 @@ impl GossipRejection {
             Self::NotInRegistry(_) => "not_in_registry",
             Self::InvoiceIdMismatch(_) => "invoice_id_mismatch",
             Self::ForeignCreator(_) => "foreign_creator",
+            Self::NotTaken(_) => "not_taken",
         }
     }
 }

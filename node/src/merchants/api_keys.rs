@@ -29,8 +29,16 @@ pub const KEYS_TOPIC: &str = "settleproof/api-keys/1";
 pub const CREATED_REBROADCAST_MS: u64 = 60 * 60 * 1000;
 /// How long a revocation is announced again.
 pub const REVOKED_REBROADCAST_MS: u64 = 7 * 24 * 60 * 60 * 1000;
-/// Most live keys per merchant.
+/// Most keys per merchant that are live or were revoked within [`REVOKED_REBROADCAST_MS`]
+/// (and so are still announced again): creating and revoking keys in a loop cannot grow what
+/// every node re-announces.
 pub const MAX_KEYS_PER_MERCHANT: usize = 64;
+/// Keys announced again per rebroadcast tick at most, the most recent first.
+pub const MAX_REBROADCAST: usize = 64;
+/// Longest grant body (a name, scopes and a public key need far less).
+pub const MAX_GRANT_BODY: usize = 1024;
+/// Longest signed request kept as a grant or revocation.
+pub const MAX_STATEMENT_JWT: usize = 2048;
 /// The path a grant is signed for.
 pub const GRANT_PATH: &str = "/v1/api-keys";
 
@@ -64,9 +72,13 @@ fn invalid(field: &'static str, problem: impl Into<String>) -> RegistryError {
     RegistryError::Invalid { field, problem: problem.into() }
 }
 
-/// The key `grant` makes for `merchant`, created at `at_ms`: its fields are read from the
-/// signed body itself, so nothing outside the merchant's signature can differ.
-pub fn key_of_grant(merchant: &str, grant: &SignedStatement, at_ms: u64) -> Result<ApiKey, RegistryError> {
+/// The key `grant` makes for `merchant`: its fields are read from the signed request itself
+/// (its body, and its `nbf` as the creation time), so nothing outside the merchant's signature
+/// can differ.
+pub fn key_of_grant(merchant: &str, grant: &SignedStatement) -> Result<ApiKey, RegistryError> {
+    if grant.body.len() > MAX_GRANT_BODY || grant.jwt.len() > MAX_STATEMENT_JWT {
+        return Err(invalid("body", format!("a grant is at most {MAX_GRANT_BODY} bytes, its JWT {MAX_STATEMENT_JWT}")));
+    }
     let body: KeyGrant = serde_json::from_str(&grant.body)
         .map_err(|e| invalid("body", format!("{e}; expected name, scopes and public_key")))?;
     let printable = |s: &str| s.chars().all(|c| !c.is_control());
@@ -80,6 +92,10 @@ pub fn key_of_grant(merchant: &str, grant: &SignedStatement, at_ms: u64) -> Resu
         return Err(invalid("scopes", "must list one to three of invoices:write, invoices:read, webhooks:manage"));
     }
     body.public_key.check().map_err(|e| invalid("public_key", e.to_string()))?;
+    // Created when the merchant signed it: a time no operator can set.
+    let at_ms = settleproof_merchant_auth::header_free_claims(&grant.jwt)
+        .map(|c| c.nbf.saturating_mul(1000))
+        .ok_or_else(|| invalid("authorization", "the grant is not a JWT with `nbf`"))?;
     let id = body.public_key.key_id();
     Ok(ApiKey {
         token_sha256: key_slot(&id),
@@ -95,6 +111,12 @@ pub fn key_of_grant(merchant: &str, grant: &SignedStatement, at_ms: u64) -> Resu
     })
 }
 
+/// Keys that count against [`MAX_KEYS_PER_MERCHANT`]: live, or revoked within the week their
+/// revocation is announced again.
+fn counted(keys: &[ApiKey], now: u64) -> usize {
+    keys.iter().filter(|k| k.revoked_at_ms.is_none_or(|at| now.saturating_sub(at) < REVOKED_REBROADCAST_MS)).count()
+}
+
 impl Registry {
     /// The root key of merchant `id` as this node's registry holds it (disabled merchants too).
     fn root_key_of(&self, id: &str) -> Option<MerchantKey> {
@@ -107,9 +129,15 @@ impl Registry {
         let root = self.root_key_of(&key.merchant_id).ok_or("the merchant has no root key here")?;
         let grant = key.grant.as_ref().ok_or("no grant signed by the merchant")?;
         grant.verify(&root, &key.merchant_id, "POST", GRANT_PATH).map_err(|e| format!("grant: {e}"))?;
-        let granted = key_of_grant(&key.merchant_id, grant, key.created_at_ms).map_err(|e| format!("grant: {e}"))?;
-        if (&granted.id, &granted.name, &granted.scopes, &granted.public_key, granted.token_sha256)
-            != (&key.id, &key.name, &key.scopes, &key.public_key, key.token_sha256)
+        let granted = key_of_grant(&key.merchant_id, grant).map_err(|e| format!("grant: {e}"))?;
+        if (
+            &granted.id,
+            &granted.name,
+            &granted.scopes,
+            &granted.public_key,
+            granted.token_sha256,
+            granted.created_at_ms,
+        ) != (&key.id, &key.name, &key.scopes, &key.public_key, key.token_sha256, key.created_at_ms)
         {
             return Err("the key differs from what the merchant signed".into());
         }
@@ -122,13 +150,12 @@ impl Registry {
 
     /// The key `grant` (a request the root key of `merchant` signed) makes, kept and announced.
     pub fn create_key(&self, merchant: &str, grant: SignedStatement) -> Result<ApiKey, RegistryError> {
-        let key = key_of_grant(merchant, &grant, now_ms())?;
+        let key = key_of_grant(merchant, &grant)?;
         self.check_statements(&key).map_err(|e| invalid("authorization", e))?;
         let store = self.store()?;
-        let live = store.api_keys(Some(merchant))?.iter().filter(|k| k.revoked_at_ms.is_none()).count();
-        if live >= MAX_KEYS_PER_MERCHANT {
+        if counted(&store.api_keys(Some(merchant))?, now_ms()) >= MAX_KEYS_PER_MERCHANT {
             return Err(RegistryError::Conflict(format!(
-                "the merchant has {MAX_KEYS_PER_MERCHANT} live keys, the most kept: revoke one first"
+                "the merchant has {MAX_KEYS_PER_MERCHANT} keys live or revoked within the last week, the most kept"
             )));
         }
         let key = match store.put_api_key(&key)? {
@@ -188,11 +215,12 @@ impl Registry {
         });
     }
 
-    /// The keys whose creation or revocation is still announced again.
+    /// The keys whose creation or revocation is still announced again, the most recent
+    /// change first, at most [`MAX_REBROADCAST`].
     pub fn keys_to_rebroadcast(&self) -> Vec<ApiKey> {
         let Ok(store) = self.store() else { return Vec::new() };
         let now = now_ms();
-        store
+        let mut keys: Vec<ApiKey> = store
             .api_keys(None)
             .unwrap_or_default()
             .into_iter()
@@ -200,7 +228,10 @@ impl Registry {
                 Some(at) => now.saturating_sub(at) < REVOKED_REBROADCAST_MS,
                 None => now.saturating_sub(k.created_at_ms) < CREATED_REBROADCAST_MS,
             })
-            .collect()
+            .collect();
+        keys.sort_by_key(|k| std::cmp::Reverse(k.revoked_at_ms.unwrap_or(k.created_at_ms)));
+        keys.truncate(MAX_REBROADCAST);
+        keys
     }
 
     /// Announces again the keys created or revoked lately.
@@ -218,7 +249,7 @@ impl Registry {
         let mut a: KeyAnnouncement =
             serde_json::from_slice(data).map_err(|e| GossipRejection::Malformed(e.to_string()))?;
         let Some(store) = &self.0.store else { return Ok(false) };
-        let bad = |m: String| GossipRejection::Malformed(format!("API key: {m}"));
+        let bad = |m: String| GossipRejection::NotTaken(format!("API key: {m}"));
         let entries = store.registry_entries().map_err(|e| bad(e.to_string()))?;
         if !entries.iter().any(|e| e.change.merchant.id == a.key.merchant_id) {
             // This node may not have applied the merchant yet: the key is announced again.
@@ -227,16 +258,18 @@ impl Registry {
         // Revoked only by a signed revocation, which counts from when this node heard it: a
         // backdated one still gets its week of announcements from here.
         a.key.revoked_at_ms = a.key.revocation.as_ref().map(|_| now_ms());
+        // A repeat of what is held costs a read, not a signature check.
+        let held = store.api_key(a.key.token_sha256).map_err(|e| bad(e.to_string()))?;
+        if held.as_ref().is_some_and(|h| h.revoked_at_ms.is_some() || (a.key.revoked_at_ms.is_none() && *h == a.key)) {
+            return Ok(false);
+        }
         if let Err(why) = self.check_statements(&a.key) {
             warn!(peer = %source, merchant = %a.key.merchant_id, key_id = %a.key.id, %why, "API key not signed by its merchant ignored");
             metrics::counter!("merchant_records_refused_total", "kind" => "api_key").increment(1);
-            return Ok(false);
+            return Err(bad(why));
         }
-        let new_key = store.api_key(a.key.token_sha256).map_err(|e| bad(e.to_string()))?.is_none();
-        let live = |k: &&ApiKey| k.revoked_at_ms.is_none();
-        if new_key
-            && a.key.revoked_at_ms.is_none()
-            && store.api_keys(Some(&a.key.merchant_id)).map_err(|e| bad(e.to_string()))?.iter().filter(live).count()
+        if held.is_none()
+            && counted(&store.api_keys(Some(&a.key.merchant_id)).map_err(|e| bad(e.to_string()))?, now_ms())
                 >= MAX_KEYS_PER_MERCHANT
         {
             return Ok(false);
@@ -348,31 +381,32 @@ pub(super) mod tests {
         let (forged, minted) = grant(&operator, "backdoor", &["invoices:write"]);
         let err = nodes[0].create_key("demo", forged.clone()).expect_err("not the root key");
         assert!(matches!(err, RegistryError::Invalid { field: "authorization", .. }), "{err}");
-        let mut key = key_of_grant("demo", &forged, 1).expect("fields");
-        assert!(!relay(&nodes[1], &key).expect("ignored"), "an operator's grant");
+        let mut key = key_of_grant("demo", &forged).expect("fields");
+        assert!(matches!(relay(&nodes[1], &key), Err(GossipRejection::NotTaken(_))), "an operator's grant");
         // The merchant's grant with widened scopes, another name or another key.
         let (g, _) = grant(&ROOT, "ci", &["invoices:read"]);
-        let genuine = key_of_grant("demo", &g, 1).expect("fields");
+        let genuine = key_of_grant("demo", &g).expect("fields");
         for (altered, what) in [
             (ApiKey { scopes: Scope::ALL.to_vec(), ..genuine.clone() }, "widened scopes"),
             (ApiKey { name: "other".into(), ..genuine.clone() }, "another name"),
             (ApiKey { public_key: minted.public_key().clone().into(), ..genuine.clone() }, "another public key"),
-            (ApiKey { merchant_id: "ghost".into(), ..genuine.clone() }, "another merchant"),
             (ApiKey { grant: None, ..genuine.clone() }, "no grant"),
         ] {
-            assert!(!relay(&nodes[1], &altered).expect("ignored"), "{what}");
+            assert!(matches!(relay(&nodes[1], &altered), Err(GossipRejection::NotTaken(_))), "{what}");
         }
+        let ghost = ApiKey { merchant_id: "ghost".into(), ..genuine.clone() };
+        assert!(!relay(&nodes[1], &ghost).expect("waits"), "a merchant not known here (yet)");
         assert!(nodes[1].keys_of("demo").expect("keys").is_empty());
         // The genuine key is kept; a revocation the merchant did not sign revokes nothing.
         assert!(relay(&nodes[1], &genuine).expect("heard"));
         key = genuine.clone();
         key.revocation = Some(statement(&operator, "DELETE", &format!("{GRANT_PATH}/{}", key.id), ""));
-        assert!(!relay(&nodes[1], &key).expect("ignored"), "an operator's revocation");
+        assert!(matches!(relay(&nodes[1], &key), Err(GossipRejection::NotTaken(_))), "an operator's revocation");
         let claimed = ApiKey { revoked_at_ms: Some(5), ..genuine.clone() };
         assert!(!relay(&nodes[1], &claimed).expect("ignored"), "a revocation time without a statement");
         // The merchant's revocation of another key does not revoke this one.
         key.revocation = Some(statement(&ROOT, "DELETE", &format!("{GRANT_PATH}/mk_0"), ""));
-        assert!(!relay(&nodes[1], &key).expect("ignored"), "another key's revocation");
+        assert!(matches!(relay(&nodes[1], &key), Err(GossipRejection::NotTaken(_))), "another key's revocation");
         assert!(nodes[1].live_key(&genuine.id).is_some(), "the key still works");
         // And the API refuses a revocation the root key did not sign.
         let err = nodes[1]
@@ -384,8 +418,34 @@ pub(super) mod tests {
             .expect_err("operator");
         assert!(matches!(err, RegistryError::Invalid { field: "authorization", .. }), "{err}");
         assert!(nodes[1].live_key(&genuine.id).is_some());
-        // Bad fields are named.
+        // Bad fields are named; a grant padded past its bound is refused.
         let (bad, _) = grant(&ROOT, "", &["invoices:read"]);
         assert!(matches!(nodes[0].create_key("demo", bad), Err(RegistryError::Invalid { field: "name", .. })));
+        let (g, k) = grant(&ROOT, "ci", &["invoices:read"]);
+        let padded = format!("{}{}", g.body, " ".repeat(MAX_GRANT_BODY));
+        let padded = statement(&ROOT, "POST", GRANT_PATH, &padded);
+        assert!(matches!(nodes[0].create_key("demo", padded), Err(RegistryError::Invalid { field: "body", .. })));
+        // Its creation time is the merchant's signing time, not what a relayer says.
+        let mut late = key_of_grant("demo", &g).expect("fields");
+        assert!(late.created_at_ms <= now_ms() && late.id == k.key_id());
+        late.created_at_ms = u64::MAX;
+        assert!(matches!(relay(&nodes[1], &late), Err(GossipRejection::NotTaken(_))), "a relayer's creation time");
+    }
+
+    #[test]
+    fn creating_and_revoking_keys_in_a_loop_cannot_grow_what_is_announced_again() {
+        let (_dirs, nodes) = registries();
+        for i in 0..MAX_KEYS_PER_MERCHANT {
+            let (g, _) = grant(&ROOT, &format!("k{i}"), &["invoices:read"]);
+            let key = nodes[0].create_key("demo", g).expect("create");
+            let revocation = statement(&ROOT, "DELETE", &format!("{GRANT_PATH}/{}", key.id), "");
+            nodes[0].revoke_key("demo", &key.id, revocation).expect("revoke");
+        }
+        let (g, _) = grant(&ROOT, "one more", &["invoices:read"]);
+        assert!(
+            matches!(nodes[0].create_key("demo", g), Err(RegistryError::Conflict(_))),
+            "revoked keys count for a week"
+        );
+        assert!(nodes[0].keys_to_rebroadcast().len() <= MAX_REBROADCAST);
     }
 }

@@ -428,6 +428,10 @@ impl RoundDriver {
         let bytes = data.to_vec();
         match tokio::task::spawn_blocking(move || hear(&registry, &bytes, &source)).await {
             Ok(Ok(_)) => Verdict::Accept,
+            Ok(Err(e @ crate::gossip::GossipRejection::NotTaken(_))) => {
+                debug!(peer = %source, error = %e, "{what} announcement not taken");
+                Verdict::Ignore
+            }
             Ok(Err(e)) => {
                 warn!(peer = %source, error = %e, "{what} announcement rejected");
                 Verdict::Reject

@@ -181,14 +181,27 @@ fn is_format(c: char) -> bool {
         0x00AD | 0x0600..=0x0605 | 0x061C | 0x06DD | 0x070F | 0x0890..=0x0891 | 0x08E2 | 0x180E
         | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2064 | 0x2066..=0x206F | 0xFEFF
         | 0xFFF9..=0xFFFB | 0x110BD | 0x110CD | 0x13430..=0x1343F | 0x1BCA0..=0x1BCA3
-        | 0x1D173..=0x1D17A | 0xE0001 | 0xE0020..=0xE007F)
+        | 0x1D173..=0x1D17A | 0xE0001 | 0xE0020..=0xE007F
+        // Blank-looking letters, fillers, joiners and variation selectors (not `Cf`, as invisible).
+        | 0x034F | 0x115F | 0x1160 | 0x17B4 | 0x17B5 | 0x180B..=0x180D | 0x2800 | 0x3164 | 0xFFA0
+        | 0xFE00..=0xFE0F | 0xE0100..=0xE01EF)
 }
 
 #[cfg(test)]
 mod symbol_tests {
     #[test]
     fn format_characters_are_refused_and_letters_kept() {
-        for c in ['\u{202E}', '\u{2066}', '\u{200B}', '\u{FEFF}', '\u{00AD}', '\u{E0041}'] {
+        for c in [
+            '\u{202E}',
+            '\u{2066}',
+            '\u{200B}',
+            '\u{FEFF}',
+            '\u{00AD}',
+            '\u{E0041}',
+            '\u{3164}',
+            '\u{FE0F}',
+            '\u{2800}',
+        ] {
             assert!(super::is_format(c), "{c:?}");
         }
         for c in ['U', 'é', '€', 'Ξ', '₿'] {
