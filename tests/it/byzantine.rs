@@ -599,7 +599,7 @@ async fn an_operator_can_neither_mint_widen_nor_revoke_a_merchants_key() -> Resu
     let held: settleproof_node::store::ApiKey = {
         let mut k = mint.clone();
         k.id = genuine.key_id().to_string();
-        k.token_sha256 = settleproof_node::store::key_slot(genuine.key_id());
+        k.token_sha256 = settleproof_node::store::key_slot("demo", genuine.key_id());
         k.public_key = Some(genuine.public_key().clone());
         k
     };

@@ -125,10 +125,12 @@ pub async fn signed(State(state): State<super::ApiState>, request: Request, next
 fn verify_token(state: &super::ApiState, token: &str, parts: &Parts, now: u64) -> Result<Verified, AuthError> {
     let expected = Expected { method: parts.method.as_str(), path: parts.uri.path(), hosts: &state.signed.hosts };
     let registry = &state.merchants;
-    // The merchant's root key, or a live key it granted.
+    // The merchant's root key, or a live key it granted. Keys are the merchant's own, so the
+    // token's (yet unverified) `iss` picks the merchant; the signature check then holds it to it.
+    let issuer = settleproof_merchant_auth::header_free_claims(token).map(|c| c.iss);
     let key_of = |kid: &str| {
         registry.key(kid).or_else(|| {
-            let k = registry.live_key(kid)?;
+            let k = registry.live_key(issuer.as_deref()?, kid)?;
             Some((k.merchant_id, k.public_key?))
         })
     };
@@ -192,7 +194,8 @@ fn authenticate(caller: &Caller, state: &super::ApiState) -> Result<Principal, A
             if state.merchants.key(&request.key_id).is_some() {
                 return Ok(Principal { merchant, scopes: None });
             }
-            let key = state.merchants.live_key(&request.key_id).ok_or_else(ApiError::unauthorized)?;
+            let key =
+                state.merchants.live_key(&request.merchant_id, &request.key_id).ok_or_else(ApiError::unauthorized)?;
             return Ok(Principal { merchant, scopes: Some(key.scopes) });
         }
         Caller::Bearer(token) => token.as_deref().ok_or_else(ApiError::unauthorized)?,

@@ -98,7 +98,7 @@ pub fn key_of_grant(merchant: &str, grant: &SignedStatement) -> Result<ApiKey, R
         .ok_or_else(|| invalid("authorization", "the grant is not a JWT with `nbf`"))?;
     let id = body.public_key.key_id();
     Ok(ApiKey {
-        token_sha256: key_slot(&id),
+        token_sha256: key_slot(merchant, &id),
         id,
         merchant_id: merchant.to_string(),
         name: body.name,
@@ -194,11 +194,11 @@ impl Registry {
         Ok(self.store()?.api_keys(Some(merchant))?)
     }
 
-    /// The live key with id `kid` of a merchant that is served, granted by the merchant's
+    /// The live key with id `kid` of `merchant` when it is served, granted by the merchant's
     /// current root key. (Its statements were verified when it was kept; here only the grant's
     /// signer is compared with the root key, so a replaced root key's grants stop working.)
-    pub fn live_key(&self, kid: &str) -> Option<ApiKey> {
-        let key = self.0.store.as_ref()?.api_key(key_slot(kid)).ok().flatten()?;
+    pub fn live_key(&self, merchant: &str, kid: &str) -> Option<ApiKey> {
+        let key = self.0.store.as_ref()?.api_key(key_slot(merchant, kid)).ok().flatten()?;
         let merchant = self.get(&key.merchant_id)?;
         let root = merchant.root_key.as_ref()?.key_id();
         let signer = key.grant.as_ref().and_then(|g| settleproof_merchant_auth::header_key_id(&g.jwt))?;
@@ -327,7 +327,10 @@ pub(super) mod tests {
     }
 
     pub(in crate::merchants) fn registries() -> (Vec<tempfile::TempDir>, Vec<Registry>) {
-        let demo = vec![demo_merchant()];
+        registries_of(vec![demo_merchant()])
+    }
+
+    fn registries_of(demo: Vec<settleproof_config::MerchantConfig>) -> (Vec<tempfile::TempDir>, Vec<Registry>) {
         (0..2)
             .map(|_| {
                 let (dir, store) = temp_store();
@@ -359,17 +362,17 @@ pub(super) mod tests {
             (vec![Scope::InvoicesRead], new.key_id()),
             "scopes deduplicated"
         );
-        assert!(nodes[1].live_key(new.key_id()).is_none());
+        assert!(nodes[1].live_key("demo", new.key_id()).is_none());
         assert!(relay(&nodes[1], &key).expect("heard"));
-        assert_eq!(nodes[1].live_key(new.key_id()).map(|k| k.id), Some(key.id.clone()));
+        assert_eq!(nodes[1].live_key("demo", new.key_id()).map(|k| k.id), Some(key.id.clone()));
         let revocation = statement(&ROOT, "DELETE", &format!("{GRANT_PATH}/{}", key.id), "");
         let revoked = nodes[0].revoke_key("demo", &key.id, revocation).expect("revoke");
-        assert!(nodes[0].live_key(new.key_id()).is_none());
+        assert!(nodes[0].live_key("demo", new.key_id()).is_none());
         assert!(relay(&nodes[1], &revoked).expect("heard"));
-        assert!(nodes[1].live_key(new.key_id()).is_none(), "refused once the revocation is heard");
+        assert!(nodes[1].live_key("demo", new.key_id()).is_none(), "refused once the revocation is heard");
         // The grant announced again later does not revive it.
         assert!(!relay(&nodes[1], &key).expect("heard"));
-        assert!(nodes[1].live_key(new.key_id()).is_none());
+        assert!(nodes[1].live_key("demo", new.key_id()).is_none());
         assert!(nodes[0].keys_to_rebroadcast().iter().any(|k| k.id == key.id && k.revoked_at_ms.is_some()));
     }
 
@@ -407,7 +410,7 @@ pub(super) mod tests {
         // The merchant's revocation of another key does not revoke this one.
         key.revocation = Some(statement(&ROOT, "DELETE", &format!("{GRANT_PATH}/mk_0"), ""));
         assert!(matches!(relay(&nodes[1], &key), Err(GossipRejection::NotTaken(_))), "another key's revocation");
-        assert!(nodes[1].live_key(&genuine.id).is_some(), "the key still works");
+        assert!(nodes[1].live_key("demo", &genuine.id).is_some(), "the key still works");
         // And the API refuses a revocation the root key did not sign.
         let err = nodes[1]
             .revoke_key(
@@ -417,7 +420,7 @@ pub(super) mod tests {
             )
             .expect_err("operator");
         assert!(matches!(err, RegistryError::Invalid { field: "authorization", .. }), "{err}");
-        assert!(nodes[1].live_key(&genuine.id).is_some());
+        assert!(nodes[1].live_key("demo", &genuine.id).is_some());
         // Bad fields are named; a grant padded past its bound is refused.
         let (bad, _) = grant(&ROOT, "", &["invoices:read"]);
         assert!(matches!(nodes[0].create_key("demo", bad), Err(RegistryError::Invalid { field: "name", .. })));
@@ -430,6 +433,30 @@ pub(super) mod tests {
         assert!(late.created_at_ms <= now_ms() && late.id == k.key_id());
         late.created_at_ms = u64::MAX;
         assert!(matches!(relay(&nodes[1], &late), Err(GossipRejection::NotTaken(_))), "a relayer's creation time");
+    }
+
+    #[test]
+    fn a_merchant_granting_itself_another_merchants_public_key_takes_nothing_from_it() {
+        static SHOP: LazyLock<MerchantSigner> =
+            LazyLock::new(|| MerchantSigner::generate("shop-2", KeyAlg::EdDsa).expect("key"));
+        let mut shop = demo_merchant();
+        shop.id = "shop-2".into();
+        shop.api_token_sha256 = alloy::primitives::B256::repeat_byte(0x42);
+        shop.root_key = Some(SHOP.public_key().clone());
+        let (_dirs, nodes) = registries_of(vec![demo_merchant(), shop]);
+        // One service key pair, granted by both merchants, heard in both orders.
+        let (by_demo, service) = grant(&ROOT, "svc", &["invoices:read"]);
+        let body = serde_json::json!({"name": "svc", "scopes": ["invoices:write"], "public_key": service.public_key()})
+            .to_string();
+        let by_shop = statement(&SHOP, "POST", GRANT_PATH, &body);
+        let (demo_key, shop_key) =
+            (key_of_grant("demo", &by_demo).expect("demo"), key_of_grant("shop-2", &by_shop).expect("shop"));
+        assert!(relay(&nodes[0], &demo_key).expect("heard") && relay(&nodes[0], &shop_key).expect("heard"));
+        assert!(relay(&nodes[1], &shop_key).expect("heard") && relay(&nodes[1], &demo_key).expect("heard"));
+        for n in &nodes {
+            assert_eq!(n.live_key("demo", service.key_id()).map(|k| k.scopes), Some(vec![Scope::InvoicesRead]));
+            assert_eq!(n.live_key("shop-2", service.key_id()).map(|k| k.scopes), Some(vec![Scope::InvoicesWrite]));
+        }
     }
 
     #[test]

@@ -319,7 +319,7 @@ fn a_node_that_missed_everything_catches_up_from_a_snapshot_and_forgeries_in_one
     let done = nodes[3].registry.catch_up(genuine, &PeerId::random());
     assert_eq!((done.entries, done.keys, done.refused), (1, 1, 1), "{done:?}");
     assert_eq!(payout(&nodes[3], "shop-2"), Some(Address::repeat_byte(0x22)));
-    assert_eq!(nodes[3].registry.live_key(made.key_id()).map(|k| k.id), Some(key_made.id));
+    assert_eq!(nodes[3].registry.live_key("demo", made.key_id()).map(|k| k.id), Some(key_made.id));
     assert_eq!(nodes[3].registry.catch_up(nodes[2].registry.snapshot(), &PeerId::random()).entries, 0, "once");
 }
 

@@ -49,7 +49,7 @@ pub struct ApiKey {
     pub name: String,
     /// What it may do.
     pub scopes: Vec<Scope>,
-    /// The table's key: SHA-256 of its key id ([`key_slot`]).
+    /// The table's key: SHA-256 of its merchant and key id ([`key_slot`]).
     pub token_sha256: B256,
     /// When it was created.
     pub created_at_ms: u64,
@@ -66,10 +66,16 @@ pub struct ApiKey {
     pub revocation: Option<SignedStatement>,
 }
 
-/// Where key `id` is kept: the SHA-256 of its id.
-pub fn key_slot(id: &str) -> B256 {
+/// Where key `id` of `merchant` is kept: the SHA-256 of both. Per merchant, so a merchant that
+/// grants itself another merchant's public key (public keys are no secret) takes nothing from
+/// that merchant.
+pub fn key_slot(merchant: &str, id: &str) -> B256 {
     use sha2::Digest;
-    B256::from_slice(&sha2::Sha256::digest(id.as_bytes()))
+    let mut h = sha2::Sha256::new();
+    h.update(merchant.as_bytes());
+    h.update([0u8]);
+    h.update(id.as_bytes());
+    B256::from_slice(&h.finalize())
 }
 
 /// What became of a key offered to the store.
@@ -111,7 +117,7 @@ impl Store {
                     let mut clash = false;
                     for row in t.iter()? {
                         let other: ApiKey = decode("api_keys", row?.1.value())?;
-                        clash |= other.id == key.id;
+                        clash |= other.id == key.id && other.merchant_id == key.merchant_id;
                     }
                     if clash {
                         KeyPut::Clash
