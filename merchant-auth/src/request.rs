@@ -211,21 +211,8 @@ pub fn verify_request(
     if header.alg != key.alg.jwt() {
         return Err(AuthError::WrongAlgorithm(kid));
     }
-    let mut validation = jsonwebtoken::Validation::new(key.alg.jwt());
     // Times are checked below against the caller's clock, with the lifetime bound.
-    validation.validate_exp = false;
-    validation.validate_nbf = false;
-    validation.leeway = 0;
-    validation.set_required_spec_claims(&["exp", "nbf", "iss", "sub"]);
-    let claims = jsonwebtoken::decode::<RequestClaims>(token, &key.decoding_key(), &validation)
-        .map_err(|e| match e.kind() {
-            jsonwebtoken::errors::ErrorKind::InvalidSignature => AuthError::BadSignature(kid.clone()),
-            _ => AuthError::Malformed(e.to_string()),
-        })?
-        .claims;
-    if claims.iss != merchant_id || claims.sub != kid {
-        return Err(AuthError::WrongSubject);
-    }
+    let claims = signed_claims(token, &key, &kid, &merchant_id, &["exp", "nbf", "iss", "sub"])?;
     if claims.exp <= claims.nbf || claims.exp - claims.nbf > MAX_LIFETIME_S {
         return Err(AuthError::Lifetime);
     }
@@ -256,6 +243,32 @@ pub fn verify_request(
         expires_s: claims.exp,
         req_hash: claims.req_hash,
     })
+}
+
+/// The claims of `jwt` when `key` (id `kid`) signed it for `merchant_id` (`iss` and `sub`
+/// match), with the `required` claims present; times are the caller's to check.
+pub(crate) fn signed_claims(
+    jwt: &str,
+    key: &MerchantKey,
+    kid: &str,
+    merchant_id: &str,
+    required: &[&str],
+) -> Result<RequestClaims, AuthError> {
+    let mut validation = jsonwebtoken::Validation::new(key.alg.jwt());
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.leeway = 0;
+    validation.set_required_spec_claims(required);
+    let claims = jsonwebtoken::decode::<RequestClaims>(jwt, &key.decoding_key(), &validation)
+        .map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::InvalidSignature => AuthError::BadSignature(kid.to_string()),
+            _ => AuthError::Malformed(e.to_string()),
+        })?
+        .claims;
+    if claims.iss != merchant_id || claims.sub != kid {
+        return Err(AuthError::WrongSubject);
+    }
+    Ok(claims)
 }
 
 /// Checks the body `v` signed: `reqHash` is its SHA-256, or absent when there is no body.

@@ -4,7 +4,7 @@
 //! and are not checked again.
 
 use crate::key::MerchantKey;
-use crate::request::{AuthError, RequestClaims, body_hash};
+use crate::request::{AuthError, RequestClaims, body_hash, signed_claims};
 use serde::{Deserialize, Serialize};
 
 /// A signed request and its exact body.
@@ -40,19 +40,7 @@ impl SignedStatement {
         if kid != key.key_id() {
             return Err(AuthError::UnknownKey(kid));
         }
-        let mut validation = jsonwebtoken::Validation::new(key.alg.jwt());
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.set_required_spec_claims(&["iss", "sub"]);
-        let claims = jsonwebtoken::decode::<RequestClaims>(&self.jwt, &key.decoding_key(), &validation)
-            .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::InvalidSignature => AuthError::BadSignature(kid.clone()),
-                _ => AuthError::Malformed(e.to_string()),
-            })?
-            .claims;
-        if claims.iss != merchant_id || claims.sub != kid {
-            return Err(AuthError::WrongSubject);
-        }
+        let claims = signed_claims(&self.jwt, key, &kid, merchant_id, &["iss", "sub"])?;
         let (m, target) = claims.uri.split_once(' ').ok_or_else(|| AuthError::Malformed("`uri`".into()))?;
         let signed_path = target.find('/').map_or("", |i| &target[i..]);
         if m != method || signed_path != path {
