@@ -148,20 +148,37 @@ impl Registry {
         Ok(())
     }
 
+    /// Whether `key` was granted by its merchant's current root key (a replaced root key's
+    /// grants are dead: they neither work nor count).
+    fn granted_by_root(&self, key: &ApiKey) -> bool {
+        let root = self.root_key_of(&key.merchant_id).map(|k| k.key_id());
+        let signer = key.grant.as_ref().and_then(|g| settleproof_merchant_auth::header_key_id(&g.jwt));
+        root.is_some() && root == signer
+    }
+
     /// The key `grant` (a request the root key of `merchant` signed) makes, kept and announced.
+    /// A key the previous root key granted is granted again in its place.
     pub fn create_key(&self, merchant: &str, grant: SignedStatement) -> Result<ApiKey, RegistryError> {
         let key = key_of_grant(merchant, &grant)?;
         self.check_statements(&key).map_err(|e| invalid("authorization", e))?;
         let store = self.store()?;
-        if counted(&store.api_keys(Some(merchant))?, now_ms()) >= MAX_KEYS_PER_MERCHANT {
+        let held: Vec<ApiKey> =
+            store.api_keys(Some(merchant))?.into_iter().filter(|k| self.granted_by_root(k)).collect();
+        if counted(&held, now_ms()) >= MAX_KEYS_PER_MERCHANT {
             return Err(RegistryError::Conflict(format!(
                 "the merchant has {MAX_KEYS_PER_MERCHANT} keys live or revoked within the last week, the most kept"
             )));
         }
-        let key = match store.put_api_key(&key)? {
-            KeyPut::Changed(k) => *k,
-            KeyPut::Known => store.api_key(key.token_sha256)?.unwrap_or(key),
-            KeyPut::Clash => return Err(RegistryError::Conflict("this public key is another merchant's key".into())),
+        let dead = store.api_key(key.token_sha256)?.is_some_and(|h| !self.granted_by_root(&h));
+        let key = if dead {
+            store.replace_api_key(&key)?;
+            key
+        } else {
+            match store.put_api_key(&key)? {
+                KeyPut::Changed(k) => *k,
+                KeyPut::Known => store.api_key(key.token_sha256)?.unwrap_or(key),
+                KeyPut::Clash => return Err(RegistryError::Conflict("this key id is taken; try again".into())),
+            }
         };
         info!(merchant, key_id = %key.id, name = %key.name, "API key granted");
         self.announce(&key);
@@ -179,8 +196,13 @@ impl Registry {
             .ok_or_else(|| RegistryError::UnknownMerchant(format!("{merchant}'s key {id}")))?;
         if key.revoked_at_ms.is_none() {
             key.revoked_at_ms = Some(now_ms());
+            // Only the revocation is checked here: a key the previous root key granted can be
+            // revoked (and leaves the list's live ones) with the current one.
+            let root = self.root_key_of(merchant).ok_or_else(|| invalid("authorization", "no root key"))?;
+            revocation
+                .verify(&root, merchant, "DELETE", &format!("{GRANT_PATH}/{id}"))
+                .map_err(|e| invalid("authorization", format!("revocation: {e}")))?;
             key.revocation = Some(revocation);
-            self.check_statements(&key).map_err(|e| invalid("authorization", e))?;
             store.put_api_key(&key)?;
             info!(merchant, key_id = %key.id, "API key revoked");
         }
@@ -457,6 +479,29 @@ pub(super) mod tests {
             assert_eq!(n.live_key("demo", service.key_id()).map(|k| k.scopes), Some(vec![Scope::InvoicesRead]));
             assert_eq!(n.live_key("shop-2", service.key_id()).map(|k| k.scopes), Some(vec![Scope::InvoicesWrite]));
         }
+    }
+
+    #[test]
+    fn a_key_the_previous_root_key_granted_can_be_granted_again_or_revoked() {
+        let (_dirs, nodes) = registries();
+        let old_root = MerchantSigner::generate("demo", KeyAlg::EdDsa).expect("key");
+        // Kept before the root key was replaced (as the store held it then).
+        let (old_grant, svc) = grant(&old_root, "svc", &["invoices:read"]);
+        let dead = key_of_grant("demo", &old_grant).expect("fields");
+        nodes[0].store().expect("store").put_api_key(&dead).expect("put");
+        assert!(nodes[0].live_key("demo", svc.key_id()).is_none(), "dead under the new root key");
+        // Granted again with the current root key: live again, in its place.
+        let body =
+            serde_json::json!({"name": "svc", "scopes": ["invoices:read"], "public_key": svc.public_key()}).to_string();
+        let again = nodes[0].create_key("demo", statement(&ROOT, "POST", GRANT_PATH, &body)).expect("granted again");
+        assert_eq!(again.id, svc.key_id());
+        assert!(nodes[0].live_key("demo", svc.key_id()).is_some());
+        // Another dead key is revoked with the current root key.
+        let (old_grant, other) = grant(&old_root, "other", &["invoices:read"]);
+        nodes[0].store().expect("store").put_api_key(&key_of_grant("demo", &old_grant).expect("fields")).expect("put");
+        let revocation = statement(&ROOT, "DELETE", &format!("{GRANT_PATH}/{}", other.key_id()), "");
+        let revoked = nodes[0].revoke_key("demo", other.key_id(), revocation).expect("revoked");
+        assert!(revoked.revoked_at_ms.is_some());
     }
 
     #[test]

@@ -80,7 +80,11 @@ impl Registry {
         entries.retain(|e| e.change.version > 0);
         entries.sort_by_key(|e| std::cmp::Reverse(e.applied_at_ms));
         let mut keys = store.api_keys(None).unwrap_or_default();
-        keys.sort_by_key(|k| std::cmp::Reverse(k.revoked_at_ms.unwrap_or(k.created_at_ms)));
+        // Revocations first (then the newest): when the snapshot is cut, what it keeps are the
+        // revocations a catch-up must not miss, and they are applied before any grant.
+        keys.sort_by_key(|k| {
+            (k.revoked_at_ms.is_none(), std::cmp::Reverse(k.revoked_at_ms.unwrap_or(k.created_at_ms)))
+        });
         let mut endpoints = store.webhook_endpoints(None).unwrap_or_default();
         endpoints.sort_by_key(|e| std::cmp::Reverse(e.updated_at_ms));
         if entries.len().max(keys.len()).max(endpoints.len()) > MAX_SNAPSHOT {

@@ -132,6 +132,15 @@ impl Store {
         Ok(put)
     }
 
+    /// Keeps `key` in place of whatever its slot holds (a key granted again after the root key
+    /// that granted it was replaced: the caller checked the new grant).
+    pub fn replace_api_key(&self, key: &ApiKey) -> Result<(), StoreError> {
+        let tx = self.db().begin_write()?;
+        tx.open_table(API_KEYS)?.insert(key.token_sha256.0, encode(key).as_slice())?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// The key kept at `hash` ([`key_slot`] of its id).
     pub fn api_key(&self, hash: B256) -> Result<Option<ApiKey>, StoreError> {
         let tx = self.read()?;
