@@ -400,17 +400,15 @@ pub struct MerchantConfig {
     pub webhook_url: String,
     /// Standard Webhooks secret, `whsec_` + base64.
     pub webhook_secret: Secret,
-    /// SHA-256 of the bearer token of the merchant's API calls (`settleproof hash-token`
-    /// prints it). The token itself stays with the merchant: no operator holds a credential it
-    /// could use at another operator's API.
-    pub api_token_sha256: alloy::primitives::B256,
-    /// The plain token is refused (kept here only to name the fix).
-    #[serde(default, skip_serializing)]
-    pub api_token: Option<Secret>,
     /// The merchant's root public key (`settleproof merchant keygen` prints it): requests signed
-    /// with it are the merchant's own, and no operator holds its private half.
+    /// with it are the merchant's own, and no operator holds its private half. Required; a
+    /// record without one (kept from before requests were signed) authenticates nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root_key: Option<settleproof_merchant_auth::MerchantKey>,
+    /// Retired: the SHA-256 of a bearer token, which no node accepts any more. Read only so that
+    /// a stored record from before signed requests still decodes; a new record must not set it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_token_sha256: Option<alloy::primitives::B256>,
 }
 
 /// Webhook delivery settings.

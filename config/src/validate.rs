@@ -235,7 +235,7 @@ fn network(cfg: &NodeConfig, v: &mut Problems) {
 }
 
 fn merchants(cfg: &NodeConfig, v: &mut Problems) {
-    let (mut ids, mut tokens) = (HashSet::new(), HashSet::new());
+    let (mut ids, mut keys) = (HashSet::new(), HashSet::new());
     for (i, m) in cfg.merchants.iter().enumerate() {
         let at = |f: &str| format!("merchants[{i}].{f}");
         if !ids.insert(m.id.as_str()) {
@@ -244,8 +244,10 @@ fn merchants(cfg: &NodeConfig, v: &mut Problems) {
         for (field, problem) in merchant_problems(m, cfg.tls.allow_insecure_http, cfg.webhooks.allow_private_targets) {
             v.add(at(field), problem);
         }
-        if !tokens.insert(m.api_token_sha256) {
-            v.add(at("api_token_sha256"), "must be the unique SHA-256 of the merchant's API token");
+        if let Some(key) = &m.root_key
+            && !keys.insert(key.key_id())
+        {
+            v.add(at("root_key"), "must be the merchant's own key: another merchant has it");
         }
     }
 }
@@ -279,17 +281,20 @@ pub fn merchant_problems(
                 .to_string(),
         ));
     }
-    if m.api_token.is_some() {
+    match m.root_key.as_ref().map(settleproof_merchant_auth::MerchantKey::check) {
+        None => problems.push((
+            "root_key",
+            "required: the merchant's public key, { alg = \"EdDSA\", public_key = \"<hex>\" } (the merchant's `settleproof merchant keygen --out merchant.pem` prints it)".to_string(),
+        )),
+        Some(Err(e)) => problems.push(("root_key", e.to_string())),
+        Some(Ok(())) => {}
+    }
+    if m.api_token_sha256.is_some() {
         problems.push((
-            "api_token",
-            "the configuration holds only the token's hash: replace it with api_token_sha256 = \"0x...\" (`echo -n TOKEN | settleproof hash-token` prints it)".to_string(),
+            "api_token_sha256",
+            "bearer tokens are retired: remove it; the merchant signs its requests with the key in root_key"
+                .to_string(),
         ));
-    }
-    if let Some(Err(e)) = m.root_key.as_ref().map(settleproof_merchant_auth::MerchantKey::check) {
-        problems.push(("root_key", e.to_string()));
-    }
-    if m.api_token_sha256.is_zero() {
-        problems.push(("api_token_sha256", "must be the unique SHA-256 of the merchant's API token".to_string()));
     }
     problems
 }
@@ -418,16 +423,13 @@ mod tests {
                 "listen = \"127.0.0.1:8080\"\ntrusted_proxies = [\"10.0.0.0/33\"]",
                 "api.trusted_proxies",
             ),
-            (
-                "api_token_sha256 = \"0x",
-                "root_key = { alg = \"EdDSA\", public_key = \"0x00\" }\napi_token_sha256 = \"0x",
-                "merchants[0].root_key",
-            ),
+            ("public_key = \"7444", "public_key = \"0x7444", "merchants[0].root_key"),
+            ("root_key = {", "# root_key = {", "merchants[0].root_key"),
             ("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "secret", "merchants[0].webhook_secret"),
             (
-                "api_token_sha256 = \"0x",
-                "api_token = \"sk_test_plain_0123456789\"\napi_token_sha256 = \"0x",
-                "merchants[0].api_token",
+                "root_key = {",
+                "api_token_sha256 = \"0xa5d71413118ae3c5ae34908616b6fe76c2e0f2db435da6c7a1ffd7a82a1312b0\"\nroot_key = {",
+                "merchants[0].api_token_sha256",
             ),
             ("\"https://shop.example.com/settleproof/webhooks\"", "\"nope\"", "merchants[0].webhook_url"),
             (

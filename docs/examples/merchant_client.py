@@ -44,7 +44,8 @@ def load_key(path):
     return key, alg, kid
 
 
-def signed_request(method, url, body, merchant_id, key, alg, kid):
+def authorization(method, url, body, merchant_id, key, alg, kid):
+    """The Authorization header of one request: a JWT bound to its method, URL and body bytes."""
     parts = urllib.parse.urlsplit(url)
     # The host as nodes name it: lower case, IPv6 in brackets, the scheme's default port left out.
     host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
@@ -61,8 +62,12 @@ def signed_request(method, url, body, merchant_id, key, alg, kid):
     if body:
         claims["reqHash"] = hashlib.sha256(body).hexdigest()
     token = jwt.encode(claims, key, algorithm=alg, headers={"kid": kid, "nonce": secrets.token_hex(16)})
+    return f"Bearer {token}"
+
+
+def signed_request(method, url, body, merchant_id, key, alg, kid):
     req = urllib.request.Request(url, data=body or None, method=method.upper())
-    req.add_header("Authorization", f"Bearer {token}")
+    req.add_header("Authorization", authorization(method, url, body, merchant_id, key, alg, kid))
     if body:
         req.add_header("Content-Type", "application/json")
     return req

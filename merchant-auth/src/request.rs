@@ -74,6 +74,11 @@ pub enum AuthError {
     /// No `Authorization: Bearer` JWT.
     #[error("missing credentials: send `Authorization: Bearer <JWT>` signed by one of the merchant's keys")]
     Missing,
+    /// A bearer credential that is not a JWT: the retired plain tokens.
+    #[error(
+        "plain bearer tokens are not accepted: send a JWT signed by one of the merchant's keys (`settleproof merchant request` signs one)"
+    )]
+    PlainToken,
     /// Not a JWT, or a part of it does not decode.
     #[error("malformed JWT: {0}")]
     Malformed(String),
@@ -140,6 +145,7 @@ impl AuthError {
     pub fn reason(&self) -> &'static str {
         match self {
             AuthError::Missing => "missing",
+            AuthError::PlainToken => "plain_token",
             AuthError::Malformed(_) => "malformed",
             AuthError::MissingKeyId => "missing_kid",
             AuthError::BadNonce => "bad_nonce",

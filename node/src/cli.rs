@@ -40,9 +40,6 @@ pub enum Command {
     /// The merchant's own tools: make a signing key, send a signed request.
     #[command(subcommand)]
     Merchant(MerchantCommand),
-    /// Print the SHA-256 of a merchant API token read from standard input (one line), for
-    /// `api_token_sha256` in `[[merchants]]`: operators hold the hash, never the token.
-    HashToken,
     /// Print the OpenAPI 3.1 document of the merchant API (as served at `/v1/openapi.json`
     /// and committed as docs/openapi.json), or with `--webhooks` that of the webhook events.
     Openapi {
@@ -215,9 +212,10 @@ pub enum MerchantsCommand {
         /// Its webhook secret, read from this environment variable (never from the command line).
         #[arg(long, default_value = "SETTLEPROOF_WEBHOOK_SECRET")]
         webhook_secret_env: String,
-        /// SHA-256 of its API token (`settleproof hash-token`).
-        #[arg(long)]
-        api_token_sha256: alloy::primitives::B256,
+        /// Its root public key as JSON, `{"alg":"EdDSA","public_key":"<hex>"}`: the `root_key`
+        /// that the merchant's `settleproof merchant keygen` prints.
+        #[arg(long, value_parser = merchant_key)]
+        root_key: settleproof_merchant_auth::MerchantKey,
     },
     /// Propose a change to a merchant: the fields given change, the others stay.
     Update {
@@ -236,9 +234,9 @@ pub enum MerchantsCommand {
         /// Read a new webhook secret from this environment variable.
         #[arg(long)]
         webhook_secret_env: Option<String>,
-        /// New API token hash.
-        #[arg(long)]
-        api_token_sha256: Option<alloy::primitives::B256>,
+        /// New root public key as JSON (see `create`).
+        #[arg(long, value_parser = merchant_key)]
+        root_key: Option<settleproof_merchant_auth::MerchantKey>,
         /// Disable (true) or enable (false) the merchant.
         #[arg(long)]
         disabled: Option<bool>,
@@ -322,6 +320,9 @@ pub enum MerchantCommand {
         /// JSON body.
         #[arg(long)]
         data: Option<String>,
+        /// A header to send as well, `Name: value` (e.g. `Idempotency-Key: order-1`); repeatable.
+        #[arg(long = "header", short = 'H')]
+        headers: Vec<String>,
         /// The private key (PKCS#8 PEM).
         #[arg(long, env = "SETTLEPROOF_MERCHANT_KEY")]
         key: PathBuf,
@@ -329,4 +330,12 @@ pub enum MerchantCommand {
         #[arg(long, env = "SETTLEPROOF_MERCHANT_ID")]
         merchant: String,
     },
+}
+
+/// A merchant key given as JSON on the command line, checked.
+fn merchant_key(text: &str) -> Result<settleproof_merchant_auth::MerchantKey, String> {
+    let key: settleproof_merchant_auth::MerchantKey = serde_json::from_str(text)
+        .map_err(|e| format!("{e}; expected {{\"alg\":\"EdDSA\",\"public_key\":\"<hex>\"}}"))?;
+    key.check().map_err(|e| e.to_string())?;
+    Ok(key)
 }

@@ -36,16 +36,6 @@ async fn main() -> Result<()> {
             print!("{}", if webhooks { openapi::webhooks_json() } else { openapi::api_json() });
             Ok(())
         }
-        Command::HashToken => {
-            let mut token = String::new();
-            std::io::stdin().read_line(&mut token).wrap_err("read the token from standard input")?;
-            let token = token.trim_end_matches(['\n', '\r']);
-            if token.len() < 16 {
-                bail!("the token is {} characters long: use at least 16 random characters", token.len());
-            }
-            println!("{}", settleproof_node::api::auth::token_hash(token));
-            Ok(())
-        }
     }
 }
 

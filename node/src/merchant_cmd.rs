@@ -27,7 +27,7 @@ pub(crate) async fn run(cmd: MerchantCommand) -> Result<()> {
                 "private_key_file": out,
             }))
         }
-        MerchantCommand::Request { method, url, data, key, merchant } => {
+        MerchantCommand::Request { method, url, data, headers, key, merchant } => {
             let pem = std::fs::read_to_string(&key).wrap_err_with(|| format!("reading {}", key.display()))?;
             let signer = MerchantSigner::from_pem(&merchant, &pem)?;
             let body = match &data {
@@ -45,6 +45,15 @@ pub(crate) async fn run(cmd: MerchantCommand) -> Result<()> {
                 reqwest::Client::new().request(reqwest::Method::from_bytes(method.as_bytes())?, &url).bearer_auth(jwt);
             if data.is_some() {
                 req = req.header("content-type", "application/json").body(body);
+            }
+            for h in &headers {
+                let Some((name, value)) = h.split_once(':') else {
+                    bail!("--header {h:?}: expected `Name: value`");
+                };
+                if name.trim().eq_ignore_ascii_case("authorization") {
+                    bail!("--header: the Authorization header is the request's signature, made here");
+                }
+                req = req.header(name.trim(), value.trim());
             }
             let resp = req.send().await?;
             let status = resp.status();

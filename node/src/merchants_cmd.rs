@@ -9,14 +9,14 @@ use settleproof_node::cli::MerchantsCommand;
 pub async fn run(cmd: MerchantsCommand) -> Result<()> {
     let (config, method, path, body) = match cmd {
         MerchantsCommand::List { config } => (config, reqwest::Method::GET, "merchants".to_string(), None),
-        MerchantsCommand::Create { config, id, payout_address, webhook_url, webhook_secret_env, api_token_sha256 } => {
+        MerchantsCommand::Create { config, id, payout_address, webhook_url, webhook_secret_env, root_key } => {
             let secret = secret_from(&webhook_secret_env)?;
             let body = json!({
                 "id": id,
                 "payout_address": payout_address,
                 "webhook_url": webhook_url,
                 "webhook_secret": secret,
-                "api_token_sha256": api_token_sha256,
+                "root_key": root_key,
             });
             (config, reqwest::Method::POST, "merchants".to_string(), Some(body))
         }
@@ -26,7 +26,7 @@ pub async fn run(cmd: MerchantsCommand) -> Result<()> {
             payout_address,
             webhook_url,
             webhook_secret_env,
-            api_token_sha256,
+            root_key,
             disabled,
         } => {
             let mut body = serde_json::Map::new();
@@ -39,15 +39,15 @@ pub async fn run(cmd: MerchantsCommand) -> Result<()> {
             if let Some(var) = webhook_secret_env {
                 body.insert("webhook_secret".into(), json!(secret_from(&var)?));
             }
-            if let Some(h) = api_token_sha256 {
-                body.insert("api_token_sha256".into(), json!(h));
+            if let Some(k) = root_key {
+                body.insert("root_key".into(), json!(k));
             }
             if let Some(d) = disabled {
                 body.insert("disabled".into(), json!(d));
             }
             if body.is_empty() {
                 bail!(
-                    "give at least one of --payout-address, --webhook-url, --webhook-secret-env, --api-token-sha256, --disabled"
+                    "give at least one of --payout-address, --webhook-url, --webhook-secret-env, --root-key, --disabled"
                 );
             }
             (config, reqwest::Method::PATCH, format!("merchants/{id}"), Some(Value::Object(body)))

@@ -275,8 +275,8 @@ pub const CATALOG: &[Metric] = &[
     m(
         C,
         "merchant_records_refused_total",
-        "Merchant records heard (API keys) whose merchant signatures do not verify here, by kind",
-        Labels::One("kind", &["api_key"]),
+        "Merchant records heard (API keys, webhook endpoints) whose merchant signatures do not verify here, by kind",
+        Labels::One("kind", &["api_key", "webhook_endpoint"]),
     ),
     m(
         C,
@@ -286,6 +286,7 @@ pub const CATALOG: &[Metric] = &[
             "reason",
             &[
                 "missing",
+                "plain_token",
                 "malformed",
                 "missing_kid",
                 "bad_nonce",

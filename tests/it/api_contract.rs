@@ -14,7 +14,11 @@ async fn the_live_api_keeps_its_openapi_contract() -> Result<()> {
     let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.json"))?;
     assert_eq!(served, committed, "the node serves another document than docs/openapi.json");
 
-    let token = net.devnet.merchant_token.expose().to_string();
+    // Every request is signed with the merchant's key, over the bytes schemathesis sends.
+    let key = net.dir.path().join("merchant.pem");
+    std::fs::write(&key, net.devnet.merchant_key.private_key_pem())?;
+    let hooks = concat!(env!("CARGO_MANIFEST_DIR"), "/contract/sign_requests.py");
+    let merchant = net.devnet.merchant.id.clone();
     let (url, api) = (url.clone(), net.api(0));
     // schemathesis keeps a cache in its working directory: not in the repository.
     let scratch = net.dir.path().to_path_buf();
@@ -23,14 +27,27 @@ async fn the_live_api_keeps_its_openapi_contract() -> Result<()> {
         Command::new("python3")
             .current_dir(&scratch)
             .args(["-m", "schemathesis.cli", "run", &url, "--url", &api])
-            .args(["-H", &format!("Authorization: Bearer {token}")])
+            .env("SCHEMATHESIS_HOOKS", hooks)
+            .env("SETTLEPROOF_MERCHANT_KEY", &key)
+            .env("SETTLEPROOF_MERCHANT_ID", &merchant)
             .args(["--checks", "not_a_server_error,response_schema_conformance,status_code_conformance"])
             .args(["--max-examples", "25", "--seed", "1", "--no-color"])
             .output()
     })
     .await??;
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // The hook signed what was sent: the merchant's invoices include some schemathesis created.
+    let listed: serde_json::Value = net
+        .merchant_request(reqwest::Method::GET, &format!("{}/v1/invoices", net.api(0)), None)?
+        .send()
+        .await?
+        .json()
+        .await?;
+    let created = listed["data"].as_array().map_or(0, Vec::len);
     net.stop().await;
+    if created == 0 {
+        bail!("no request schemathesis signed was accepted (no invoice created):\n{text}");
+    }
     if !out.status.success() {
         bail!("schemathesis found contract violations:\n{text}");
     }

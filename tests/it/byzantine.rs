@@ -222,14 +222,16 @@ async fn approve_change(net: &Testnet, i: usize, hash: &str) -> Result<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_invoice_of_a_merchant_approved_later_is_kept_until_the_registry_holds_it() -> Result<()> {
     let (net, bad) = with_byzantine(Options::default()).await?;
-    let token = "sk_test_late_shop_0123456789abcdef";
+    let shop =
+        settleproof_merchant_auth::MerchantSigner::generate("late-shop", settleproof_merchant_auth::KeyAlg::EdDsa)
+            .map_err(|e| eyre!("{e}"))?;
     let payout: Address = "0x3333333333333333333333333333333333333333".parse()?;
     let onboarding = json!({
         "id": "late-shop",
         "payout_address": payout,
         "webhook_url": net.devnet.merchant.webhook_url,
         "webhook_secret": net.devnet.merchant.webhook_secret.expose(),
-        "api_token_sha256": settleproof_node::api::auth::token_hash(token),
+        "root_key": shop.public_key(),
     });
     let proposed = admin(&net, 0, "merchants", onboarding).await?;
     let hash = proposed["change_hash"].as_str().ok_or_else(|| eyre!("no hash: {proposed}"))?.to_string();
@@ -267,8 +269,17 @@ async fn an_invoice_of_a_merchant_approved_later_is_kept_until_the_registry_hold
         async move { req.send().await.map(|r| r.status().as_u16()).unwrap_or_default() }
     };
     let get = |i: usize, id: B256| {
-        let req = net.http.get(format!("{}/v1/invoices/{id}", net.api(i))).bearer_auth(token);
-        async move { req.send().await.map(|r| r.status().as_u16()).unwrap_or_default() }
+        let req = crate::harness::signed(
+            &net.http,
+            &shop,
+            reqwest::Method::GET,
+            &format!("{}/v1/invoices/{id}", net.api(i)),
+            None,
+        );
+        async move {
+            let Ok(req) = req else { return 0 };
+            req.send().await.map(|r| r.status().as_u16()).unwrap_or_default()
+        }
     };
     for i in 0..3 {
         for id in [ahead.id, alone.id] {
@@ -302,14 +313,17 @@ async fn an_invoice_of_a_merchant_approved_later_is_kept_until_the_registry_hold
         (refused && scored).then_some(())
     })
     .await?;
-    let kept: Value = net
-        .http
-        .get(format!("{}/v1/invoices/{}", net.api(1), ahead.id))
-        .bearer_auth(token)
-        .send()
-        .await?
-        .json()
-        .await?;
+    let kept: Value = crate::harness::signed(
+        &net.http,
+        &shop,
+        reqwest::Method::GET,
+        &format!("{}/v1/invoices/{}", net.api(1), ahead.id),
+        None,
+    )?
+    .send()
+    .await?
+    .json()
+    .await?;
     assert_eq!(kept["amount"], "7000", "node 1 keeps the true terms: {kept}");
     net.stop().await;
     Ok(())

@@ -1,5 +1,6 @@
-//! One operator of four is Byzantine towards the merchant's own records: it announces keys the
-//! merchant never signed. (The settlement side's Byzantine tests are in `byzantine`.)
+//! One operator of four is Byzantine towards the merchant's own records: it announces keys and
+//! webhook endpoint changes the merchant never signed. (The settlement side's Byzantine tests
+//! are in `byzantine`.)
 
 use crate::byzantine::{BAD, labelled_metric, with_byzantine};
 use crate::harness::Options;
@@ -12,7 +13,7 @@ use std::time::Duration;
 /// everywhere, and the genuine key keeps working with its own scopes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_operator_can_neither_mint_widen_nor_revoke_a_merchants_key() -> Result<()> {
-    use crate::merchants::{grant_key, signed_call};
+    use crate::merchants::{call, grant_key};
     use reqwest::Method;
     use settleproof_merchant_auth::{KeyAlg, MerchantSigner, SignedStatement};
     let (net, bad) = with_byzantine(Options::default()).await?;
@@ -20,7 +21,7 @@ async fn an_operator_can_neither_mint_widen_nor_revoke_a_merchants_key() -> Resu
     assert_eq!(status, 201, "{created}");
     for i in 0..BAD {
         net.eventually("the genuine key is everywhere", Duration::from_secs(15), || async {
-            (signed_call(&net, i, Method::GET, "/v1/invoices", &genuine, None).await.ok()?.0 == 200).then_some(())
+            (call(&net, i, Method::GET, "/v1/invoices", &genuine, None).await.ok()?.0 == 200).then_some(())
         })
         .await?;
     }
@@ -60,13 +61,97 @@ async fn an_operator_can_neither_mint_widen_nor_revoke_a_merchants_key() -> Resu
             (labelled_metric(&net, i, "merchant_records_refused_total", "api_key").await >= 3.0).then_some(())
         })
         .await?;
-        let (status, answer) = signed_call(&net, i, Method::GET, "/v1/invoices", &minted, None).await?;
+        let (status, answer) = call(&net, i, Method::GET, "/v1/invoices", &minted, None).await?;
         assert_eq!(status, 401, "node {i} took the minted key: {answer}");
         let invoice = json!({"amount": "1000", "token": "native"});
-        let (status, _) = signed_call(&net, i, Method::POST, "/v1/invoices", &genuine, Some(invoice)).await?;
+        let (status, _) = call(&net, i, Method::POST, "/v1/invoices", &genuine, Some(invoice)).await?;
         assert_eq!(status, 403, "node {i} widened the genuine key");
-        let (status, _) = signed_call(&net, i, Method::GET, "/v1/invoices", &genuine, None).await?;
+        let (status, _) = call(&net, i, Method::GET, "/v1/invoices", &genuine, None).await?;
         assert_eq!(status, 200, "node {i} revoked the genuine key");
+    }
+    net.stop().await;
+    Ok(())
+}
+
+/// An operator creates an endpoint in the merchant's name, and redirects, pauses, re-keys and
+/// deletes the merchant's own endpoint, over gossip, each change signed with its own key: no
+/// honest node applies any of it, and the merchant's endpoint keeps receiving its events,
+/// signed with the secret the merchant was given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_operator_can_neither_forge_redirect_nor_delete_a_merchants_endpoint() -> Result<()> {
+    use crate::merchants::call;
+    use reqwest::Method;
+    use settleproof_merchant_auth::{KeyAlg, MerchantSigner, SignedStatement};
+    let (net, bad) = with_byzantine(Options::default()).await?;
+    let root = net.devnet.merchant_key.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/hooks", listener.local_addr()?);
+    let body = json!({"url": url, "enabled_events": ["test"]});
+    let (status, created) = call(&net, 0, Method::POST, "/v1/webhook-endpoints", &root, Some(body)).await?;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().ok_or_else(|| eyre!("no id: {created}"))?.to_string();
+    let secret = created["secret"].as_str().ok_or_else(|| eyre!("no secret: {created}"))?.to_string();
+    let hook = settleproof_devnet::demo_merchant::Receiver::new(secret.clone(), None);
+    tokio::spawn(hook.clone().serve(listener));
+    let listed = |i: usize| {
+        let root = root.clone();
+        let net = &net;
+        async move {
+            let (_, list) = call(net, i, Method::GET, "/v1/webhook-endpoints", &root, None).await.ok()?;
+            list["data"].as_array().cloned()
+        }
+    };
+    for i in 0..BAD {
+        net.eventually("the merchant's endpoint is everywhere", Duration::from_secs(15), || async {
+            listed(i).await.filter(|l| l.len() == 1).map(drop)
+        })
+        .await?;
+    }
+
+    // The operator's own key, signing in the merchant's name.
+    let op = MerchantSigner::generate("demo", KeyAlg::EdDsa).map_err(|e| eyre!("{e}"))?;
+    let sign = |method: &str, path: &str, body: &str| -> Result<SignedStatement> {
+        let now = settleproof_node::time::now_s() + 5;
+        let jwt = op
+            .sign_request(method, &format!("{}{path}", net.api(0)), body.as_bytes(), now, 60)
+            .map_err(|e| eyre!("{e}"))?;
+        Ok(SignedStatement { jwt, body: body.into() })
+    };
+    let evil = r#"{"url":"http://127.0.0.1:1/evil","enabled_events":["*"]}"#;
+    let ghost = sign("POST", "/v1/webhook-endpoints", evil)?;
+    let ghost_id = settleproof_node::merchants::endpoint_record::endpoint_id_of(&ghost);
+    let path = format!("/v1/webhook-endpoints/{id}");
+    let forgeries = [
+        (ghost_id, ghost),
+        (id.clone(), sign("PATCH", &path, r#"{"url":"http://127.0.0.1:1/evil"}"#)?),
+        (id.clone(), sign("PATCH", &path, r#"{"disabled":true}"#)?),
+        (id.clone(), sign("POST", &format!("{path}/rotate-secret"), "")?),
+        (id.clone(), sign("DELETE", &path, "")?),
+    ];
+    for (endpoint, statement) in forgeries {
+        assert!(bad.announce_endpoint("demo", &endpoint, vec![statement]).await, "gossip took it");
+    }
+    for i in 0..BAD {
+        net.eventually("the forgeries are heard and refused", Duration::from_secs(15), || async {
+            (labelled_metric(&net, i, "merchant_records_refused_total", "webhook_endpoint").await >= 5.0).then_some(())
+        })
+        .await?;
+        let list = listed(i).await.ok_or_else(|| eyre!("node {i} lists nothing"))?;
+        assert_eq!(list.len(), 1, "node {i}: {list:?}");
+        assert_eq!((list[0]["id"].as_str(), list[0]["url"].as_str()), (Some(id.as_str()), Some(url.as_str())));
+        assert_eq!((list[0]["disabled"].as_bool(), list[0]["previous_secret_until_ms"].is_null()), (Some(false), true));
+    }
+    // Every honest node still delivers to it, signed with the merchant's secret.
+    for i in 0..BAD {
+        let (status, queued) = call(&net, i, Method::POST, "/v1/webhooks/test", &root, None).await?;
+        assert_eq!(status, 202, "{queued}");
+        let wid = queued["webhook_id"].as_str().unwrap_or_default().to_string();
+        let got = net
+            .eventually("the endpoint gets the test event", Duration::from_secs(20), || async {
+                hook.snapshot().into_iter().find(|r| r.webhook_id == wid)
+            })
+            .await?;
+        assert!(got.verified, "node {i}: signed with the merchant's secret");
     }
     net.stop().await;
     Ok(())

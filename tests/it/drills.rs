@@ -144,15 +144,21 @@ async fn up_sh_delivers_to_an_https_merchant_trusted_through_ssl_cert_file() -> 
     let rx = Receiver::new(secret.to_string(), None);
     rx.clone().spawn(([127, 0, 0, 1], plain_port).into()).await?;
     let api = manifest["nodes"][0]["api_url"].as_str().ok_or_else(|| eyre!("no api_url"))?.to_string();
-    let key = manifest["merchant"]["api_key"].as_str().ok_or_else(|| eyre!("no api key"))?;
-    let created: serde_json::Value = reqwest::Client::new()
-        .post(format!("{api}/v1/invoices"))
-        .bearer_auth(key)
-        .json(&serde_json::json!({"amount": "1000", "token": "native"}))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let pem = manifest["merchant"]["private_key_pem"].as_str().ok_or_else(|| eyre!("no merchant key"))?;
+    let id = manifest["merchant"]["id"].as_str().ok_or_else(|| eyre!("no merchant id"))?;
+    let key = settleproof_merchant_auth::MerchantSigner::from_pem(id, pem).map_err(|e| eyre!("{e}"))?;
+    let body = serde_json::json!({"amount": "1000", "token": "native"});
+    let created: serde_json::Value = crate::harness::signed(
+        &reqwest::Client::new(),
+        &key,
+        reqwest::Method::POST,
+        &format!("{api}/v1/invoices"),
+        Some(&body),
+    )?
+    .send()
+    .await?
+    .json()
+    .await?;
     let payer: alloy::signers::local::PrivateKeySigner =
         manifest["payer_private_key"].as_str().ok_or_else(|| eyre!("no payer key"))?.parse()?;
     let rpc = manifest["rpc_url"].as_str().ok_or_else(|| eyre!("no rpc_url"))?.parse()?;

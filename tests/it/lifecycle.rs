@@ -99,9 +99,7 @@ async fn partial_over_expired_late_and_wrong_token_payments() -> Result<()> {
     assert!(v["payments"][0]["rejected_reason"].as_str().unwrap_or_default().starts_with("invalid_token"));
 
     let (status, list) = net
-        .http
-        .get(format!("{}/v1/invoices?status=paid_late", net.api(0)))
-        .bearer_auth(net.devnet.merchant_token.expose())
+        .merchant_request(reqwest::Method::GET, &format!("{}/v1/invoices?status=paid_late", net.api(0)), None)?
         .send()
         .await
         .map(|r| (r.status().as_u16(), r))?;

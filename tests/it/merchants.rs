@@ -81,30 +81,25 @@ async fn registry(net: &Testnet, i: usize) -> Result<serde_json::Value> {
     Ok(admin(net, i, reqwest::Method::GET, "merchants", None).await?.1)
 }
 
-/// `POST /v1/invoices` on node `i` with merchant token `token`; returns status and body.
-async fn invoice_as(net: &Testnet, i: usize, token: &str) -> Result<(u16, serde_json::Value)> {
-    let resp = net
-        .http
-        .post(format!("{}/v1/invoices", net.api(i)))
-        .bearer_auth(token)
-        .json(&json!({"amount": "1000", "token": "native"}))
-        .send()
-        .await?;
-    Ok((resp.status().as_u16(), resp.json().await?))
+/// `POST /v1/invoices` on node `i` signed by `key`; returns status and body.
+async fn invoice_as(net: &Testnet, i: usize, key: &MerchantSigner) -> Result<(u16, serde_json::Value)> {
+    let body = json!({"amount": "1000", "token": "native"});
+    call(net, i, reqwest::Method::POST, "/v1/invoices", key, Some(body)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_merchant_approved_by_a_threshold_is_served_by_every_node_and_one_operators_payout_change_never_applies()
 -> Result<()> {
     let net = Testnet::start(4).await?;
-    let token = "sk_test_shop_two_0123456789abcdef";
+    let shop = MerchantSigner::generate("shop-2", KeyAlg::EdDsa).map_err(|e| eyre!("{e}"))?;
+    let token = &shop;
     let payout = "0x2222222222222222222222222222222222222222";
     let onboarding = json!({
         "id": "shop-2",
         "payout_address": payout,
         "webhook_url": net.devnet.merchant.webhook_url,
         "webhook_secret": net.devnet.merchant.webhook_secret.expose(),
-        "api_token_sha256": settleproof_node::api::auth::token_hash(token),
+        "root_key": shop.public_key(),
     });
     let (status, proposed) = admin(&net, 0, reqwest::Method::POST, "merchants", Some(onboarding.clone())).await?;
     assert_eq!(status, 202, "{proposed}");
@@ -183,25 +178,8 @@ async fn a_merchant_approved_by_a_threshold_is_served_by_every_node_and_one_oper
     Ok(())
 }
 
-/// A request with bearer `token` on node `i`'s public API; returns status and body.
+/// A request on node `i`'s public API signed by `key`; returns status and body.
 pub(crate) async fn call(
-    net: &Testnet,
-    i: usize,
-    method: reqwest::Method,
-    path: &str,
-    token: &str,
-    body: Option<serde_json::Value>,
-) -> Result<(u16, serde_json::Value)> {
-    let mut req = net.http.request(method, format!("{}{path}", net.api(i))).bearer_auth(token);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await?;
-    Ok((resp.status().as_u16(), resp.json().await.unwrap_or_default()))
-}
-
-/// `call`, signed by `key` instead of a bearer token.
-pub(crate) async fn signed_call(
     net: &Testnet,
     i: usize,
     method: reqwest::Method,
@@ -223,7 +201,7 @@ pub(crate) async fn grant_key(
     let key = MerchantSigner::generate("demo", KeyAlg::Es256).map_err(|e| eyre!("{e}"))?;
     let body = json!({"name": name, "scopes": scopes, "public_key": key.public_key()});
     let root = &net.devnet.merchant_key;
-    let (status, answer) = signed_call(net, i, reqwest::Method::POST, "/v1/api-keys", root, Some(body)).await?;
+    let (status, answer) = call(net, i, reqwest::Method::POST, "/v1/api-keys", root, Some(body)).await?;
     Ok((status, answer, key))
 }
 
@@ -237,49 +215,48 @@ async fn an_api_key_works_on_every_node_within_its_scopes_and_a_revoked_one_is_r
     let id = created["id"].as_str().unwrap_or_default().to_string();
     assert_eq!(id, key.key_id());
     let bad = json!({"name": "x", "scopes": ["invoices:delete"], "public_key": key.public_key()});
-    let (status, bad) = signed_call(&net, 0, Method::POST, "/v1/api-keys", &root, Some(bad)).await?;
+    let (status, bad) = call(&net, 0, Method::POST, "/v1/api-keys", &root, Some(bad)).await?;
     assert_eq!((status, bad["error"]["field"].as_str()), (400, Some("body")), "{bad}");
-    // The primary bearer token cannot grant a key: only the merchant's signature can.
-    let primary = net.devnet.merchant_token.expose().to_string();
+    // A key cannot grant a key: only the merchant's root key can.
     let other = MerchantSigner::generate("demo", KeyAlg::EdDsa).map_err(|e| eyre!("{e}"))?;
     let body = json!({"name": "t", "scopes": ["invoices:write"], "public_key": other.public_key()});
-    let (status, refused) = call(&net, 0, Method::POST, "/v1/api-keys", &primary, Some(body)).await?;
+    let (status, refused) = call(&net, 0, Method::POST, "/v1/api-keys", &key, Some(body)).await?;
     assert_eq!(status, 403, "{refused}");
 
     // Replicated: the key reads invoices on every node, and may do nothing else.
     for i in 0..4 {
         net.eventually("the key is known", Duration::from_secs(15), || async {
-            (signed_call(&net, i, Method::GET, "/v1/invoices", &key, None).await.ok()?.0 == 200).then_some(())
+            (call(&net, i, Method::GET, "/v1/invoices", &key, None).await.ok()?.0 == 200).then_some(())
         })
         .await?;
         let body = json!({"amount": "1000", "token": "native"});
-        let (status, refused) = signed_call(&net, i, Method::POST, "/v1/invoices", &key, Some(body)).await?;
+        let (status, refused) = call(&net, i, Method::POST, "/v1/invoices", &key, Some(body)).await?;
         assert_eq!((status, refused["error"]["code"].as_str()), (403, Some("insufficient_scope")), "{refused}");
-        let (status, _) = signed_call(&net, i, Method::GET, "/v1/api-keys", &key, None).await?;
+        let (status, _) = call(&net, i, Method::GET, "/v1/api-keys", &key, None).await?;
         assert_eq!(status, 403, "a key does not manage keys");
     }
-    let (_, listed) = signed_call(&net, 3, Method::GET, "/v1/api-keys", &root, None).await?;
+    let (_, listed) = call(&net, 3, Method::GET, "/v1/api-keys", &root, None).await?;
     assert_eq!(listed["data"][0]["id"], id.as_str(), "{listed}");
 
     // Revoked on node 1: refused on node 1 at once, and on every node within seconds.
-    let (status, revoked) = signed_call(&net, 1, Method::DELETE, &format!("/v1/api-keys/{id}"), &root, None).await?;
+    let (status, revoked) = call(&net, 1, Method::DELETE, &format!("/v1/api-keys/{id}"), &root, None).await?;
     assert_eq!(status, 200, "{revoked}");
     assert!(revoked["revoked_at_ms"].as_u64().is_some(), "{revoked}");
-    assert_eq!(signed_call(&net, 1, Method::GET, "/v1/invoices", &key, None).await?.0, 401);
+    assert_eq!(call(&net, 1, Method::GET, "/v1/invoices", &key, None).await?.0, 401);
     for i in 0..4 {
         net.eventually("the revocation is everywhere", Duration::from_secs(5), || async {
-            (signed_call(&net, i, Method::GET, "/v1/invoices", &key, None).await.ok()?.0 == 401).then_some(())
+            (call(&net, i, Method::GET, "/v1/invoices", &key, None).await.ok()?.0 == 401).then_some(())
         })
         .await?;
     }
-    let (status, _) = signed_call(&net, 2, Method::DELETE, "/v1/api-keys/mk_0000", &root, None).await?;
+    let (status, _) = call(&net, 2, Method::DELETE, "/v1/api-keys/mk_0000", &root, None).await?;
     assert_eq!(status, 404);
     net.stop().await;
     Ok(())
 }
 
 /// What node `i` and the receiver show of event `id`, for a failure's message.
-async fn event_story(net: &Testnet, i: usize, token: &str, id: &str) -> String {
+async fn event_story(net: &Testnet, i: usize, token: &MerchantSigner, id: &str) -> String {
     let shown = call(net, i, reqwest::Method::GET, "/v1/events?limit=100", token, None).await.map(|(_, list)| {
         list["data"].as_array().and_then(|d| d.iter().find(|e| e["id"] == id).cloned()).unwrap_or_default()
     });
@@ -292,7 +269,7 @@ async fn event_story(net: &Testnet, i: usize, token: &str, id: &str) -> String {
 async fn a_merchant_sees_its_deliveries_and_replays_its_dead_letters_with_its_own_key() -> Result<()> {
     use reqwest::Method;
     let net = Testnet::start(4).await?;
-    let primary = net.devnet.merchant_token.expose().to_string();
+    let primary = net.devnet.merchant_key.clone();
     let since = settleproof_node::time::now_ms();
     net.receiver.set_failure(Some(500));
     let (status, queued) = call(&net, 0, Method::POST, "/v1/webhooks/test", &primary, None).await?;
@@ -317,10 +294,10 @@ async fn a_merchant_sees_its_deliveries_and_replays_its_dead_letters_with_its_ow
     // A key without `webhooks:manage` sees nothing of it; the merchant replays with its own.
     let (_, _, reader) = grant_key(&net, 0, "r", &["invoices:read"]).await?;
     let (_, _, manager) = grant_key(&net, 0, "m", &["webhooks:manage"]).await?;
-    assert_eq!(signed_call(&net, 0, Method::GET, "/v1/events", &reader, None).await?.0, 403);
+    assert_eq!(call(&net, 0, Method::GET, "/v1/events", &reader, None).await?.0, 403);
     net.receiver.set_failure(None);
     let (status, replayed) =
-        signed_call(&net, 0, Method::POST, "/v1/events/replay", &manager, Some(json!({"since_ms": since}))).await?;
+        call(&net, 0, Method::POST, "/v1/events/replay", &manager, Some(json!({"since_ms": since}))).await?;
     assert_eq!((status, replayed["replayed"].as_u64()), (200, Some(1)), "{replayed}");
     let verified = |n: usize| {
         let id = id.clone();
@@ -339,12 +316,12 @@ async fn a_merchant_sees_its_deliveries_and_replays_its_dead_letters_with_its_ow
         bail!("{e}: {}", event_story(&net, 0, &primary, &id).await);
     }
     // One event replayed again: delivered a second time under the same webhook-id.
-    let (status, one) = signed_call(&net, 0, Method::POST, &format!("/v1/events/{id}/replay"), &manager, None).await?;
+    let (status, one) = call(&net, 0, Method::POST, &format!("/v1/events/{id}/replay"), &manager, None).await?;
     assert_eq!((status, one["replayed"].as_u64()), (200, Some(1)), "{one}");
     if let Err(e) = net.eventually("the second replay is delivered", Duration::from_secs(60), || verified(2)).await {
         bail!("{e}: {}", event_story(&net, 0, &primary, &id).await);
     }
-    assert_eq!(signed_call(&net, 0, Method::POST, "/v1/events/nope/replay", &manager, None).await?.0, 404);
+    assert_eq!(call(&net, 0, Method::POST, "/v1/events/nope/replay", &manager, None).await?.0, 404);
     let (_, delivered) = call(&net, 0, Method::GET, "/v1/events?state=delivered&limit=5", &primary, None).await?;
     assert!(delivered["data"].as_array().is_some_and(|d| d.iter().any(|e| e["id"] == id.as_str())), "{delivered}");
     net.stop().await;
@@ -372,7 +349,7 @@ async fn during_a_secret_rotation_every_delivery_verifies_with_the_old_secret_an
         .await?;
         admin(&net, i, Method::POST, &format!("merchant-changes/{hash}/approve"), None).await?;
     }
-    let primary = net.devnet.merchant_token.expose().to_string();
+    let primary = net.devnet.merchant_key.clone();
     for i in 0..4 {
         net.eventually("the rotation applied", Duration::from_secs(20), || async {
             let r = registry(&net, i).await.ok()?;

@@ -84,9 +84,7 @@ async fn invoices_settle_on_their_own_chain_and_a_payment_on_another_chain_does_
         let net = &net;
         async move {
             let resp = net
-                .http
-                .get(format!("{}/v1/invoices{q}", net.api(3)))
-                .bearer_auth(net.devnet.merchant_token.expose())
+                .merchant_request(reqwest::Method::GET, &format!("{}/v1/invoices{q}", net.api(3)), None)?
                 .send()
                 .await?;
             Ok::<_, eyre::Report>((resp.status().as_u16(), resp.json::<Value>().await?))

@@ -73,7 +73,7 @@ async fn payments_settle_over_tls_and_nothing_shows_a_secret() -> Result<()> {
     let mut secrets = vec![
         ("provider API key", rpc_key.clone()),
         ("dead provider API key", dead_key.clone()),
-        ("merchant API token", net.devnet.merchant_token.expose().to_string()),
+        ("merchant private key", pem_body(net.devnet.merchant_key.private_key_pem())),
         ("webhook secret", net.devnet.merchant.webhook_secret.expose().to_string()),
         ("admin token", admin.clone()),
     ];
@@ -94,4 +94,9 @@ fn rand_u64() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(std::process::id().into());
     h.finish()
+}
+
+/// The base64 of a PEM file, its armour lines left out.
+fn pem_body(pem: &str) -> String {
+    pem.lines().filter(|l| !l.starts_with("-----")).collect()
 }

@@ -100,9 +100,8 @@ async fn receipts_verify_alone_and_any_tampering_names_the_failing_check() -> Re
     let api: Value = net
         .eventually("receipt from node 2", Duration::from_secs(30), || async {
             let r = net
-                .http
-                .get(format!("{}/v1/invoices/{id}/receipt", net.api(2)))
-                .bearer_auth(net.devnet.merchant_token.expose())
+                .merchant_request(reqwest::Method::GET, &format!("{}/v1/invoices/{id}/receipt", net.api(2)), None)
+                .ok()?
                 .send()
                 .await
                 .ok()?;

@@ -2,7 +2,6 @@
 //! tarpit that accepts and never answers, an endpoint that streams an endless body, one that
 //! redirects elsewhere, one that answers 503 with an absurd `Retry-After`.
 
-use alloy::primitives::B256;
 use eyre::Result;
 use settleproof_config::{MerchantConfig, Secret, WebhookSection};
 use settleproof_consensus::RoundSchedule;
@@ -110,9 +109,8 @@ pub fn merchant(id: &str, url: String) -> MerchantConfig {
         payout_address: alloy::primitives::Address::repeat_byte(0x11),
         webhook_url: url,
         webhook_secret: Secret::new(SECRET),
-        api_token_sha256: B256::repeat_byte(id.len() as u8),
-        api_token: None,
         root_key: None,
+        api_token_sha256: None,
     }
 }
 

@@ -21,9 +21,22 @@ pub(super) fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), Api
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match given {
-        Some(g) if super::auth::constant_time_eq(g.as_bytes(), token.expose().as_bytes()) => Ok(()),
+        Some(g) if constant_time_eq(g.as_bytes(), token.expose().as_bytes()) => Ok(()),
         _ => Err(ApiError::unauthorized()),
     }
+}
+
+/// Compares without an early exit on the first differing byte.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+#[test]
+fn constant_time_eq_table() {
+    assert!(constant_time_eq(b"abc", b"abc"));
+    assert!(!constant_time_eq(b"abc", b"abd"));
+    assert!(!constant_time_eq(b"abc", b"abcd"));
 }
 
 /// Query of `GET /admin/v1/deliveries`.

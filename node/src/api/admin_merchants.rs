@@ -23,10 +23,8 @@ pub struct NewMerchant {
     payout_address: Address,
     webhook_url: String,
     webhook_secret: Secret,
-    api_token_sha256: B256,
     /// The merchant's root public key (`settleproof merchant keygen`).
-    #[serde(default)]
-    root_key: Option<settleproof_merchant_auth::MerchantKey>,
+    root_key: settleproof_merchant_auth::MerchantKey,
 }
 
 /// Body of `PATCH /admin/v1/merchants/{id}`: the fields to change.
@@ -36,7 +34,6 @@ pub struct MerchantPatch {
     payout_address: Option<Address>,
     webhook_url: Option<String>,
     webhook_secret: Option<Secret>,
-    api_token_sha256: Option<B256>,
     root_key: Option<settleproof_merchant_auth::MerchantKey>,
     disabled: Option<bool>,
 }
@@ -74,15 +71,14 @@ pub(super) async fn create(
     bytes: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Approved>), ApiError> {
     authorize(&state, &headers)?;
-    let n: NewMerchant = body(&bytes, "id, payout_address, webhook_url, webhook_secret, api_token_sha256, root_key")?;
+    let n: NewMerchant = body(&bytes, "id, payout_address, webhook_url, webhook_secret, root_key")?;
     let merchant = MerchantConfig {
         id: n.id,
         payout_address: n.payout_address,
         webhook_url: n.webhook_url,
         webhook_secret: n.webhook_secret,
-        api_token_sha256: n.api_token_sha256,
-        api_token: None,
-        root_key: n.root_key,
+        root_key: Some(n.root_key),
+        api_token_sha256: None,
     };
     let keys = keys(&state)?;
     let registry = state.merchants.clone();
@@ -101,8 +97,7 @@ pub(super) async fn update(
     bytes: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Approved>), ApiError> {
     authorize(&state, &headers)?;
-    let p: MerchantPatch =
-        body(&bytes, "any of payout_address, webhook_url, webhook_secret, api_token_sha256, root_key, disabled")?;
+    let p: MerchantPatch = body(&bytes, "any of payout_address, webhook_url, webhook_secret, root_key, disabled")?;
     let held = state
         .merchants
         .entries()?
@@ -113,7 +108,6 @@ pub(super) async fn update(
     merchant.payout_address = p.payout_address.unwrap_or(merchant.payout_address);
     merchant.webhook_url = p.webhook_url.unwrap_or(merchant.webhook_url);
     merchant.webhook_secret = p.webhook_secret.unwrap_or(merchant.webhook_secret);
-    merchant.api_token_sha256 = p.api_token_sha256.unwrap_or(merchant.api_token_sha256);
     merchant.root_key = p.root_key.or(merchant.root_key);
     let disabled = p.disabled.unwrap_or(held.change.disabled);
     let keys = keys(&state)?;
@@ -177,7 +171,7 @@ pub(super) async fn list(State(state): State<ApiState>, headers: HeaderMap) -> R
                 "previous_payout_address": old.map(|o| o.payout_address),
                 "webhook_url": m.webhook_url,
                 "webhook_secret_changed": old.is_none_or(|o| o.webhook_secret != m.webhook_secret),
-                "api_token_changed": old.is_none_or(|o| o.api_token_sha256 != m.api_token_sha256),
+                "root_key_changed": old.is_none_or(|o| o.root_key != m.root_key),
                 "disabled": p.change.disabled,
                 "approved_by": p.approvals.iter().map(|a| a.0).collect::<Vec<_>>(),
             })

@@ -56,20 +56,16 @@ pub struct ApiKeyList {
 
 /// The merchant of a request signed by its root key, and the request's JWT.
 fn root_signed(caller: &auth::Caller, state: &ApiState) -> Result<(String, String), ApiError> {
-    let p = auth::principal(caller, state)?;
-    match caller {
-        auth::Caller::Signed { jwt, .. } if p.scopes.is_none() => Ok((p.merchant.id, jwt.clone())),
-        _ => Err(ApiError::forbidden(
-            "API keys are granted and revoked with requests signed by the merchant's root key (see docs/merchants.md)",
-        )),
-    }
+    Ok((owner(caller, state)?, caller.jwt.clone()))
 }
 
-/// The merchant of a request made with its root key or primary token.
+/// The merchant of a request signed by its root key: only the root key manages keys.
 fn owner(caller: &auth::Caller, state: &ApiState) -> Result<String, ApiError> {
     let p = auth::principal(caller, state)?;
     if p.scopes.is_some() {
-        return Err(ApiError::forbidden("API keys are managed with the merchant's root key, not with an API key"));
+        return Err(ApiError::forbidden(
+            "API keys are granted, listed and revoked with requests signed by the merchant's root key, not an API key",
+        ));
     }
     Ok(p.merchant.id)
 }
@@ -79,7 +75,7 @@ fn registry_error(e: RegistryError) -> ApiError {
 }
 
 #[utoipa::path(post, path = "/v1/api-keys", tag = "merchant", request_body = KeyGrant,
-    security(("merchant_token" = [])),
+    security(("merchant_jwt" = [])),
     responses(
         (status = 201, description = "Granted", body = ApiKeyView),
         (status = 400, description = "A field is invalid; `field` names it", body = super::error::ErrorBody),
@@ -106,7 +102,7 @@ pub(super) async fn create(
 }
 
 #[utoipa::path(get, path = "/v1/api-keys", tag = "merchant",
-    security(("merchant_token" = [])),
+    security(("merchant_jwt" = [])),
     responses(
         (status = 200, description = "The merchant's keys, revoked ones too", body = ApiKeyList),
         (status = 401, description = "No or a wrong merchant token", body = super::error::ErrorBody),
@@ -121,7 +117,7 @@ pub(super) async fn list(State(state): State<ApiState>, caller: auth::Caller) ->
 
 #[utoipa::path(delete, path = "/v1/api-keys/{id}", tag = "merchant",
     params(("id" = String, Path, description = "Key id, `mk_` and 40 hex digits")),
-    security(("merchant_token" = [])),
+    security(("merchant_jwt" = [])),
     responses(
         (status = 200, description = "Revoked (again: the first revocation's time stays)", body = ApiKeyView),
         (status = 401, description = "No or a wrong merchant token", body = super::error::ErrorBody),

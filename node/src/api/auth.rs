@@ -1,6 +1,6 @@
 //! Merchant authentication: a JWT signed by one of the merchant's keys
-//! (`settleproof_merchant_auth`), checked by [`signed`] before a merchant route runs, or (until
-//! every client signs) the bearer token whose hash the registry record holds.
+//! (`settleproof_merchant_auth`), checked by [`signed`] before a merchant route runs. There is
+//! no bearer secret: the node a request reaches holds nothing it could present elsewhere.
 
 use super::ApiError;
 use crate::store::Scope;
@@ -53,35 +53,28 @@ impl SignedRequests {
     }
 }
 
-/// Who made a request, as [`signed`] found it: a merchant key's signature, or a bearer token.
+/// Who made a request, as [`signed`] found it: a JWT that verified, bound to this request at
+/// this node, its nonce new; with the JWT, which a change the merchant makes keeps as its
+/// signature.
 #[derive(Debug, Clone)]
-pub enum Caller {
-    /// A JWT that verified, bound to this request at this node, its nonce new; with the JWT,
-    /// which a change the merchant makes keeps as its signature.
-    Signed {
-        /// What was verified.
-        request: Verified,
-        /// The JWT itself.
-        jwt: String,
-    },
-    /// `Authorization: Bearer <token>` that is not a JWT (or none).
-    Bearer(Option<String>),
+pub struct Caller {
+    /// What was verified.
+    pub request: Verified,
+    /// The JWT itself.
+    pub jwt: String,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
-    type Rejection = std::convert::Infallible;
+    type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(parts.extensions.get::<Caller>().cloned().unwrap_or_else(|| Caller::Bearer(bearer(&parts.headers))))
+        // [`signed`] runs before every merchant route and lets only a verified request through.
+        parts.extensions.get::<Caller>().cloned().ok_or_else(ApiError::unauthorized)
     }
 }
 
-fn bearer(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_string)
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
 }
 
 /// Whether a bearer credential is a JWT (three dot-separated parts) rather than a token.
@@ -95,8 +88,10 @@ fn is_jwt(credential: &str) -> bool {
 /// budget taken, and the nonce kept (so a request over budget takes no room in the cache). A
 /// refused one answers 401 naming why (429 over budget, 503 when the cache is full).
 pub async fn signed(State(state): State<super::ApiState>, request: Request, next: Next) -> Response {
-    let Some(token) = bearer(request.headers()).filter(|t| is_jwt(t)) else {
-        return next.run(request).await;
+    let token = match bearer(request.headers()) {
+        Some(t) if is_jwt(t) => t.to_string(),
+        Some(_) => return refused(&AuthError::PlainToken),
+        None => return refused(&AuthError::Missing),
     };
     let (mut parts, body) = request.into_parts();
     let now = crate::time::now_s();
@@ -117,7 +112,7 @@ pub async fn signed(State(state): State<super::ApiState>, request: Request, next
     if let Err(e) = state.signed.nonces().admit(&v, now) {
         return refused(&e);
     }
-    parts.extensions.insert(Caller::Signed { request: v, jwt: token });
+    parts.extensions.insert(Caller { request: v, jwt: token });
     next.run(Request::from_parts(parts, axum::body::Body::from(body))).await
 }
 
@@ -147,13 +142,13 @@ fn refused(e: &AuthError) -> Response {
     }
 }
 
-/// Who a request speaks for: a merchant, through its root key or primary token (every scope,
-/// and its keys' management) or one of its API keys (that key's scopes).
+/// Who a request speaks for: a merchant, through its root key (every scope, and its keys'
+/// management) or one of its API keys (that key's scopes).
 #[derive(Debug, Clone)]
 pub struct Principal {
     /// The merchant.
     pub merchant: MerchantConfig,
-    /// The key's scopes; `None`: the root key or the primary token.
+    /// The key's scopes; `None`: the root key.
     pub scopes: Option<Vec<Scope>>,
 }
 
@@ -164,8 +159,8 @@ impl Principal {
     }
 }
 
-/// The merchant a request speaks for, within its request budget, when its credential may do
-/// what `scope` allows (`None`: anything a merchant may).
+/// The merchant a request speaks for when its key may do what `scope` allows (`None`: anything
+/// a merchant may).
 pub fn merchant(caller: &Caller, state: &super::ApiState, scope: Option<Scope>) -> Result<MerchantConfig, ApiError> {
     let p = principal(caller, state)?;
     if let Some(scope) = scope
@@ -176,48 +171,16 @@ pub fn merchant(caller: &Caller, state: &super::ApiState, scope: Option<Scope>) 
     Ok(p.merchant)
 }
 
-/// The principal of the request, within its merchant's request budget.
+/// The principal of a request (which took its merchant's request budget in [`signed`]).
 pub fn principal(caller: &Caller, state: &super::ApiState) -> Result<Principal, ApiError> {
-    let p = authenticate(caller, state)?;
-    // A signed request took its budget before its nonce was kept ([`signed`]).
-    if matches!(caller, Caller::Bearer(_)) {
-        state.limiter.take(&p.merchant.id, std::time::Instant::now()).map_err(ApiError::rate_limited)?;
+    let Verified { merchant_id, key_id, .. } = &caller.request;
+    let merchant = state.merchants.get(merchant_id).ok_or_else(ApiError::unauthorized)?;
+    // The root key speaks for the merchant in everything; a key it granted, in its scopes.
+    if state.merchants.key(key_id).is_some() {
+        return Ok(Principal { merchant, scopes: None });
     }
-    Ok(p)
-}
-
-fn authenticate(caller: &Caller, state: &super::ApiState) -> Result<Principal, ApiError> {
-    let token = match caller {
-        Caller::Signed { request, .. } => {
-            let merchant = state.merchants.get(&request.merchant_id).ok_or_else(ApiError::unauthorized)?;
-            // The root key speaks for the merchant in everything; a key it granted, in its scopes.
-            if state.merchants.key(&request.key_id).is_some() {
-                return Ok(Principal { merchant, scopes: None });
-            }
-            let key =
-                state.merchants.live_key(&request.merchant_id, &request.key_id).ok_or_else(ApiError::unauthorized)?;
-            return Ok(Principal { merchant, scopes: Some(key.scopes) });
-        }
-        Caller::Bearer(token) => token.as_deref().ok_or_else(ApiError::unauthorized)?,
-    };
-    let hash = token_hash(token);
-    let merchants = state.merchants.list();
-    if let Some(m) = merchants.iter().find(|m| constant_time_eq(m.api_token_sha256.as_slice(), hash.as_slice())) {
-        return Ok(Principal { merchant: m.clone(), scopes: None });
-    }
-    // API keys are the merchant's signed keys: a bearer token is only ever the primary one.
-    Err(ApiError::unauthorized())
-}
-
-/// The SHA-256 of a merchant API token, as `api_token_sha256` holds it.
-pub fn token_hash(token: &str) -> alloy::primitives::B256 {
-    use sha2::Digest;
-    alloy::primitives::B256::from_slice(&sha2::Sha256::digest(token.as_bytes()))
-}
-
-/// Compares without an early exit on the first differing byte.
-pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    let key = state.merchants.live_key(merchant_id, key_id).ok_or_else(ApiError::unauthorized)?;
+    Ok(Principal { merchant, scopes: Some(key.scopes) })
 }
 
 #[cfg(test)]
@@ -241,12 +204,5 @@ mod tests {
         );
         assert!(SignedRequests::new(None, any, 10).hosts.is_empty());
         assert_eq!(SignedRequests::new(None, loopback, 10).hosts.as_slice(), ["127.0.0.1:8700"]);
-    }
-
-    #[test]
-    fn constant_time_eq_table() {
-        assert!(super::constant_time_eq(b"abc", b"abc"));
-        assert!(!super::constant_time_eq(b"abc", b"abd"));
-        assert!(!super::constant_time_eq(b"abc", b"abcd"));
     }
 }

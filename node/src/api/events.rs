@@ -101,7 +101,7 @@ fn view(chain_id: u64, e: OutboxEvent, attempts: Vec<Attempt>) -> EventView {
 }
 
 #[utoipa::path(get, path = "/v1/events", tag = "webhooks", params(EventsQuery),
-    security(("merchant_token" = [])),
+    security(("merchant_jwt" = [])),
     responses(
         (status = 200, description = "The merchant's events with their attempts, newest first", body = EventList),
         (status = 400, description = "A query parameter is invalid", body = super::error::ErrorBody),
@@ -192,7 +192,7 @@ pub(super) fn replay_dead(
 
 #[utoipa::path(post, path = "/v1/events/{id}/replay", tag = "webhooks",
     params(("id" = String, Path, description = "The event's `webhook-id`")),
-    security(("merchant_token" = [])),
+    security(("merchant_jwt" = [])),
     responses(
         (status = 200, description = "Queued again, its retry schedule restarted", body = Replayed),
         (status = 401, description = "No or a wrong merchant token", body = super::error::ErrorBody),
@@ -223,7 +223,7 @@ pub(super) fn parse_since(body: &[u8]) -> Result<ReplaySince, ApiError> {
 }
 
 #[utoipa::path(post, path = "/v1/events/replay", tag = "webhooks", request_body = ReplaySince,
-    security(("merchant_token" = [])),
+    security(("merchant_jwt" = [])),
     responses(
         (status = 200, description = "Every event of the merchant dead-lettered since then, queued again", body = Replayed),
         (status = 400, description = "The body is invalid", body = super::error::ErrorBody),
@@ -251,7 +251,7 @@ pub struct TestQueued {
 
 /// Queues a `test` webhook event to the merchant's endpoint.
 #[utoipa::path(post, path = "/v1/webhooks/test", tag = "webhooks",
-    security(("merchant_token" = [])),
+    security(("merchant_jwt" = [])),
     responses(
         (status = 202, description = "Queued", body = TestQueued),
         (status = 401, description = "No or a wrong merchant token", body = super::error::ErrorBody),

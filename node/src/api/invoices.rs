@@ -88,7 +88,7 @@ pub struct Created {
 
 /// Creates an invoice; its id commits to its terms.
 #[utoipa::path(post, path = "/v1/invoices", tag = "invoices", request_body = CreateInvoice,
-    security(("merchant_token" = [])),
+    security(("merchant_jwt" = [])),
     params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 printable ASCII characters. For 24 h, the same key and body return the same invoice on any node (a retry after a timeout, on another node too); the same key with another body is a 409 naming the field. Pass the expiry as `expires_at` for the retry to build the same invoice on a node that has not yet received the first.")),
     responses(
         (status = 201, description = "Created, with payment instructions; `Idempotent-Replayed: true` when the Idempotency-Key had created it already", body = Created,
@@ -216,7 +216,7 @@ pub(super) async fn create(
 /// An invoice with its payments and settlement.
 #[utoipa::path(get, path = "/v1/invoices/{id}", tag = "invoices",
     params(("id" = String, Path, description = "Invoice id, 0x and 64 hex digits", pattern = "^0x[0-9a-fA-F]{64}$")),
-    security(("merchant_token" = [])),
+    security(("merchant_jwt" = [])),
     responses(
         (status = 200, description = "The invoice", body = InvoiceView),
         (status = 400, description = "The id is not 0x and 64 hex digits", body = super::error::ErrorBody),
@@ -290,7 +290,7 @@ const MAX_SCAN: usize = 1000;
 
 /// The merchant's invoices, newest first, a page at a time.
 #[utoipa::path(get, path = "/v1/invoices", tag = "invoices", params(ListQuery),
-    security(("merchant_token" = [])),
+    security(("merchant_jwt" = [])),
     responses(
         (status = 200, description = "A page of invoices", body = InvoicePage),
         (status = 400, description = "A query parameter is invalid", body = super::error::ErrorBody),
@@ -398,7 +398,7 @@ fn merchant_invoice<'a>(
 /// verifiable without trusting any node (docs/merchants.md).
 #[utoipa::path(get, path = "/v1/invoices/{id}/receipt", tag = "invoices",
     params(("id" = String, Path, description = "Invoice id, 0x and 64 hex digits", pattern = "^0x[0-9a-fA-F]{64}$")),
-    security(("merchant_token" = [])),
+    security(("merchant_jwt" = [])),
     responses(
         (status = 200, description = "The receipts", body = Receipts),
         (status = 400, description = "The id is not 0x and 64 hex digits", body = super::error::ErrorBody),
@@ -437,7 +437,7 @@ pub(super) async fn receipt(
 
 /// The merchant's webhook endpoint state and delivery counts.
 #[utoipa::path(get, path = "/v1/merchant", tag = "merchant",
-    security(("merchant_token" = [])),
+    security(("merchant_jwt" = [])),
     responses(
         (status = 200, description = "Endpoint state and counts", body = Object),
         (status = 401, description = "No or a wrong merchant token", body = super::error::ErrorBody),

@@ -54,7 +54,7 @@ use utoipa::{Modify, OpenApi};
         super::webhook_endpoints::EndpointView, super::webhook_endpoints::EndpointWithSecret,
         super::webhook_endpoints::EndpointList, super::checkout::CheckoutStatus
     )),
-    modifiers(&BearerToken),
+    modifiers(&SignedJwt),
     tags(
         (name = "invoices", description = "Create invoices, read their status and receipts"),
         (name = "webhooks", description = "Webhook events, their delivery attempts and replays (event bodies: docs/webhooks.json)"),
@@ -93,9 +93,9 @@ pub struct ApiDoc;
 )]
 pub struct WebhookDoc;
 
-struct BearerToken;
+struct SignedJwt;
 
-impl Modify for BearerToken {
+impl Modify for SignedJwt {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
         let scheme = SecurityScheme::Http(
             HttpBuilder::new()
@@ -103,12 +103,12 @@ impl Modify for BearerToken {
                 .bearer_format("JWT")
                 .description(Some(
                     "A JWT signed by one of the merchant's keys for this one request (header kid, nonce; claims iss, \
-                     sub, nbf, exp, uri, reqHash: see docs/merchants.md, \"Signed requests\"), or the merchant's \
-                     primary bearer token",
+                     sub, nbf, exp, uri, reqHash: see docs/merchants.md, \"Signed requests\"); plain bearer \
+                     tokens are refused",
                 ))
                 .build(),
         );
-        doc.components.get_or_insert_with(Default::default).add_security_scheme("merchant_token", scheme);
+        doc.components.get_or_insert_with(Default::default).add_security_scheme("merchant_jwt", scheme);
     }
 }
 

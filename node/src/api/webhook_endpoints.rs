@@ -2,49 +2,22 @@
 //! holds. Each has a URL, a description, an `enabled_events` filter and a secret, shown when it
 //! is created or rotated. A rotation keeps the old secret signing for `webhooks.secret_overlap_s`
 //! (both signatures in `webhook-signature`). Each endpoint has its own deliveries, retry
-//! schedule, dead-letter queue and disablement, listed and replayed here. Managed with the
-//! primary token or a key with the `webhooks:manage` scope; replicated to every node by gossip.
+//! schedule, dead-letter queue and disablement, listed and replayed here. Managed with requests
+//! signed by the root key or a key with the `webhooks:manage` scope: each such request is the
+//! change itself, kept and replicated with the endpoint (`crate::merchants::endpoint_record`).
 
 use super::events::{self, EventList, Filter, Replayed};
 use super::{ApiError, ApiState, auth};
-use crate::merchants::{EndpointEdit, RegistryError};
+use crate::merchants::RegistryError;
 use crate::store::{Scope, WebhookEndpoint};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use settleproof_merchant_auth::SignedStatement;
 
-/// Body of `POST /v1/webhook-endpoints`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateEndpoint {
-    /// Where events are POSTed (https, unless the operators allow http).
-    pub url: String,
-    /// A note for the merchant, at most 256 characters.
-    #[serde(default)]
-    pub description: String,
-    /// Event types to deliver (`invoice.paid`, `invoice.underpaid`, `invoice.overpaid`,
-    /// `invoice.paid_late`, `invoice.expired`, `payment.settled`, `payment.reverted`, `test`),
-    /// or `["*"]` for all.
-    #[schema(min_items = 1)]
-    pub enabled_events: Vec<String>,
-}
-
-/// Body of `PATCH /v1/webhook-endpoints/{id}`: the fields given change.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateEndpoint {
-    /// New URL.
-    pub url: Option<String>,
-    /// New description.
-    pub description: Option<String>,
-    /// New filter.
-    pub enabled_events: Option<Vec<String>>,
-    /// `true` pauses deliveries (they wait); `false` resumes them, also after the node disabled
-    /// the endpoint for failing.
-    pub disabled: Option<bool>,
-}
+pub use crate::merchants::endpoint_record::{CreateEndpoint, UpdateEndpoint};
 
 /// An endpoint as listed: never its secret.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -61,7 +34,7 @@ pub struct EndpointView {
     pub disabled: bool,
     /// Until when the secret a rotation replaced still signs, unix milliseconds.
     pub previous_secret_until_ms: Option<u64>,
-    /// Raised by every change.
+    /// When the merchant signed its latest change, unix seconds.
     pub version: u64,
     /// When it was created, unix milliseconds.
     pub created_at_ms: u64,
@@ -106,6 +79,12 @@ fn registry_error(e: RegistryError) -> ApiError {
     ApiError::from_registry(e, "webhook endpoint")
 }
 
+/// The request itself, as the change it makes: its JWT and exact body.
+fn statement(caller: &auth::Caller, body: &[u8]) -> Result<SignedStatement, ApiError> {
+    let body = String::from_utf8(body.to_vec()).map_err(|_| ApiError::invalid("body", "must be UTF-8 JSON"))?;
+    Ok(SignedStatement { jwt: caller.jwt.clone(), body })
+}
+
 fn with_secret(e: &WebhookEndpoint) -> EndpointWithSecret {
     EndpointWithSecret { endpoint: e.into(), secret: e.secret.expose().to_string() }
 }
@@ -118,11 +97,11 @@ async fn blocking<T: Send + 'static>(
 }
 
 #[utoipa::path(post, path = "/v1/webhook-endpoints", tag = "webhooks", request_body = CreateEndpoint,
-    security(("merchant_token" = [])),
+    security(("merchant_jwt" = [])),
     responses(
         (status = 201, description = "Created; its secret is in this answer only", body = EndpointWithSecret),
         (status = 400, description = "A field is invalid; `field` names it", body = super::error::ErrorBody),
-        (status = 401, description = "No or a wrong merchant token", body = super::error::ErrorBody),
+        (status = 401, description = "No or a refused merchant signature", body = super::error::ErrorBody),
         (status = 403, description = "An API key without the `webhooks:manage` scope", body = super::error::ErrorBody),
         (status = 409, description = "The merchant has the most endpoints kept", body = super::error::ErrorBody),
         (status = 413, description = "Body over `api.max_body_bytes`", body = String, content_type = "text/plain"),
@@ -134,20 +113,20 @@ pub(super) async fn create(
     body: Bytes,
 ) -> Result<(StatusCode, Json<EndpointWithSecret>), ApiError> {
     let merchant = auth::merchant(&caller, &state, Some(Scope::WebhooksManage))?;
-    let req: CreateEndpoint = serde_json::from_slice(&body).map_err(|e| {
+    serde_json::from_slice::<CreateEndpoint>(&body).map_err(|e| {
         ApiError::invalid("body", format!("invalid JSON body: {e}; expected url, enabled_events and a description"))
     })?;
+    let change = statement(&caller, &body)?;
     let registry = state.merchants.clone();
-    let e =
-        blocking(move || registry.create_endpoint(&merchant.id, req.url, req.description, req.enabled_events)).await?;
+    let e = blocking(move || registry.create_endpoint(&merchant.id, change)).await?;
     Ok((StatusCode::CREATED, Json(with_secret(&e))))
 }
 
 #[utoipa::path(get, path = "/v1/webhook-endpoints", tag = "webhooks",
-    security(("merchant_token" = [])),
+    security(("merchant_jwt" = [])),
     responses(
         (status = 200, description = "The merchant's endpoints", body = EndpointList),
-        (status = 401, description = "No or a wrong merchant token", body = super::error::ErrorBody),
+        (status = 401, description = "No or a refused merchant signature", body = super::error::ErrorBody),
         (status = 403, description = "An API key without the `webhooks:manage` scope", body = super::error::ErrorBody),
         (status = 429, description = "Over the request budget", body = super::error::ErrorBody),
     ))]
@@ -166,10 +145,10 @@ fn one(state: &ApiState, caller: &auth::Caller, id: &str) -> Result<(String, Web
 
 #[utoipa::path(get, path = "/v1/webhook-endpoints/{id}", tag = "webhooks",
     params(("id" = String, Path, description = "Endpoint id, `we_` and 24 hex digits")),
-    security(("merchant_token" = [])),
+    security(("merchant_jwt" = [])),
     responses(
         (status = 200, description = "The endpoint", body = EndpointView),
-        (status = 401, description = "No or a wrong merchant token", body = super::error::ErrorBody),
+        (status = 401, description = "No or a refused merchant signature", body = super::error::ErrorBody),
         (status = 403, description = "An API key without the `webhooks:manage` scope", body = super::error::ErrorBody),
         (status = 404, description = "No such endpoint of this merchant", body = super::error::ErrorBody),
         (status = 429, description = "Over the request budget", body = super::error::ErrorBody),
@@ -184,14 +163,14 @@ pub(super) async fn get(
 
 #[utoipa::path(patch, path = "/v1/webhook-endpoints/{id}", tag = "webhooks", request_body = UpdateEndpoint,
     params(("id" = String, Path, description = "Endpoint id")),
-    security(("merchant_token" = [])),
+    security(("merchant_jwt" = [])),
     responses(
         (status = 200, description = "Changed", body = EndpointView),
         (status = 400, description = "A field is invalid; `field` names it", body = super::error::ErrorBody),
-        (status = 401, description = "No or a wrong merchant token", body = super::error::ErrorBody),
+        (status = 401, description = "No or a refused merchant signature", body = super::error::ErrorBody),
         (status = 403, description = "An API key without the `webhooks:manage` scope", body = super::error::ErrorBody),
         (status = 404, description = "No such endpoint of this merchant", body = super::error::ErrorBody),
-        (status = 409, description = "It changed meanwhile; read it and try again", body = super::error::ErrorBody),
+        (status = 409, description = "Signed no later than the endpoint's latest change; sign it again", body = super::error::ErrorBody),
         (status = 429, description = "Over the request budget", body = super::error::ErrorBody),
     ))]
 pub(super) async fn update(
@@ -201,20 +180,15 @@ pub(super) async fn update(
     body: Bytes,
 ) -> Result<Json<EndpointView>, ApiError> {
     let (merchant, _) = one(&state, &caller, &id)?;
-    let req: UpdateEndpoint = serde_json::from_slice(&body).map_err(|e| {
+    serde_json::from_slice::<UpdateEndpoint>(&body).map_err(|e| {
         ApiError::invalid(
             "body",
             format!("invalid JSON body: {e}; accepted: url, description, enabled_events, disabled"),
         )
     })?;
-    let edit = EndpointEdit {
-        url: req.url,
-        description: req.description,
-        enabled_events: req.enabled_events,
-        disabled: req.disabled,
-    };
+    let change = statement(&caller, &body)?;
     let registry = state.merchants.clone();
-    let e = blocking(move || registry.edit_endpoint(&merchant, &id, edit)).await?;
+    let e = blocking(move || registry.change_endpoint(&merchant, &id, change)).await?;
     for chain in state.chains.iter() {
         chain.wake();
     }
@@ -223,12 +197,13 @@ pub(super) async fn update(
 
 #[utoipa::path(delete, path = "/v1/webhook-endpoints/{id}", tag = "webhooks",
     params(("id" = String, Path, description = "Endpoint id")),
-    security(("merchant_token" = [])),
+    security(("merchant_jwt" = [])),
     responses(
         (status = 200, description = "Deleted, for good; its waiting deliveries end", body = EndpointView),
-        (status = 401, description = "No or a wrong merchant token", body = super::error::ErrorBody),
+        (status = 401, description = "No or a refused merchant signature", body = super::error::ErrorBody),
         (status = 403, description = "An API key without the `webhooks:manage` scope", body = super::error::ErrorBody),
         (status = 404, description = "No such endpoint of this merchant", body = super::error::ErrorBody),
+        (status = 409, description = "Signed no later than the endpoint's latest change; sign it again", body = super::error::ErrorBody),
         (status = 429, description = "Over the request budget", body = super::error::ErrorBody),
     ))]
 pub(super) async fn delete(
@@ -237,19 +212,21 @@ pub(super) async fn delete(
     Path(id): Path<String>,
 ) -> Result<Json<EndpointView>, ApiError> {
     let (merchant, _) = one(&state, &caller, &id)?;
+    let change = statement(&caller, b"")?;
     let registry = state.merchants.clone();
-    let e = blocking(move || registry.delete_endpoint(&merchant, &id)).await?;
+    let e = blocking(move || registry.change_endpoint(&merchant, &id, change)).await?;
     Ok(Json((&e).into()))
 }
 
 #[utoipa::path(post, path = "/v1/webhook-endpoints/{id}/rotate-secret", tag = "webhooks",
     params(("id" = String, Path, description = "Endpoint id")),
-    security(("merchant_token" = [])),
+    security(("merchant_jwt" = [])),
     responses(
         (status = 200, description = "A new secret, in this answer only; the old one signs too until `previous_secret_until_ms`", body = EndpointWithSecret),
-        (status = 401, description = "No or a wrong merchant token", body = super::error::ErrorBody),
+        (status = 401, description = "No or a refused merchant signature", body = super::error::ErrorBody),
         (status = 403, description = "An API key without the `webhooks:manage` scope", body = super::error::ErrorBody),
         (status = 404, description = "No such endpoint of this merchant", body = super::error::ErrorBody),
+        (status = 409, description = "Signed no later than the endpoint's latest change; sign it again", body = super::error::ErrorBody),
         (status = 429, description = "Over the request budget", body = super::error::ErrorBody),
     ))]
 pub(super) async fn rotate_secret(
@@ -258,8 +235,9 @@ pub(super) async fn rotate_secret(
     Path(id): Path<String>,
 ) -> Result<Json<EndpointWithSecret>, ApiError> {
     let (merchant, _) = one(&state, &caller, &id)?;
+    let change = statement(&caller, b"")?;
     let registry = state.merchants.clone();
-    let e = blocking(move || registry.rotate_endpoint_secret(&merchant, &id)).await?;
+    let e = blocking(move || registry.change_endpoint(&merchant, &id, change)).await?;
     Ok(Json(with_secret(&e)))
 }
 
@@ -277,11 +255,11 @@ pub struct DeliveriesQuery {
 
 #[utoipa::path(get, path = "/v1/webhook-endpoints/{id}/deliveries", tag = "webhooks",
     params(("id" = String, Path, description = "Endpoint id"), DeliveriesQuery),
-    security(("merchant_token" = [])),
+    security(("merchant_jwt" = [])),
     responses(
         (status = 200, description = "The endpoint's deliveries with their attempts, newest first", body = EventList),
         (status = 400, description = "A query parameter is invalid", body = super::error::ErrorBody),
-        (status = 401, description = "No or a wrong merchant token", body = super::error::ErrorBody),
+        (status = 401, description = "No or a refused merchant signature", body = super::error::ErrorBody),
         (status = 403, description = "An API key without the `webhooks:manage` scope", body = super::error::ErrorBody),
         (status = 404, description = "No such endpoint of this merchant", body = super::error::ErrorBody),
         (status = 429, description = "Over the request budget", body = super::error::ErrorBody),
@@ -310,11 +288,11 @@ pub(super) async fn deliveries(
 
 #[utoipa::path(post, path = "/v1/webhook-endpoints/{id}/replay", tag = "webhooks", request_body = events::ReplaySince,
     params(("id" = String, Path, description = "Endpoint id")),
-    security(("merchant_token" = [])),
+    security(("merchant_jwt" = [])),
     responses(
         (status = 200, description = "Every delivery to the endpoint dead-lettered since then, queued again", body = Replayed),
         (status = 400, description = "The body is invalid", body = super::error::ErrorBody),
-        (status = 401, description = "No or a wrong merchant token", body = super::error::ErrorBody),
+        (status = 401, description = "No or a refused merchant signature", body = super::error::ErrorBody),
         (status = 403, description = "An API key without the `webhooks:manage` scope", body = super::error::ErrorBody),
         (status = 404, description = "No such endpoint of this merchant", body = super::error::ErrorBody),
         (status = 429, description = "Over the request budget", body = super::error::ErrorBody),

@@ -119,7 +119,7 @@ fn counted(keys: &[ApiKey], now: u64) -> usize {
 
 impl Registry {
     /// The root key of merchant `id` as this node's registry holds it (disabled merchants too).
-    fn root_key_of(&self, id: &str) -> Option<MerchantKey> {
+    pub(super) fn root_key_of(&self, id: &str) -> Option<MerchantKey> {
         self.all().iter().find(|m| m.id == id).and_then(|m| m.root_key.clone())
     }
 
@@ -150,7 +150,7 @@ impl Registry {
 
     /// Whether `key` was granted by its merchant's current root key (a replaced root key's
     /// grants are dead: they neither work nor count).
-    fn granted_by_root(&self, key: &ApiKey) -> bool {
+    pub(super) fn granted_by_root(&self, key: &ApiKey) -> bool {
         let root = self.root_key_of(&key.merchant_id).map(|k| k.key_id());
         let signer = key.grant.as_ref().and_then(|g| settleproof_merchant_auth::header_key_id(&g.jwt));
         root.is_some() && root == signer
@@ -463,7 +463,6 @@ pub(super) mod tests {
             LazyLock::new(|| MerchantSigner::generate("shop-2", KeyAlg::EdDsa).expect("key"));
         let mut shop = demo_merchant();
         shop.id = "shop-2".into();
-        shop.api_token_sha256 = alloy::primitives::B256::repeat_byte(0x42);
         shop.root_key = Some(SHOP.public_key().clone());
         let (_dirs, nodes) = registries_of(vec![demo_merchant(), shop]);
         // One service key pair, granted by both merchants, heard in both orders.

@@ -18,6 +18,7 @@
 
 mod api_keys;
 mod approval;
+pub mod endpoint_record;
 mod heard;
 mod registry;
 mod sync;
@@ -28,5 +29,5 @@ pub use approval::{MerchantApproval, TOPIC};
 pub use registry::{Approved, Home, Registry, RegistryError};
 pub use sync::{CaughtUp, MAX_SNAPSHOT, MerchantSnapshot};
 pub use webhook_endpoints::{
-    ENDPOINTS_TOPIC, EVENT_TYPES, EndpointAnnouncement, EndpointEdit, MAX_ENDPOINTS_PER_MERCHANT, endpoint_problem,
+    ENDPOINTS_TOPIC, EVENT_TYPES, EndpointAnnouncement, MAX_ENDPOINTS_PER_MERCHANT, endpoint_problem,
 };

@@ -184,7 +184,7 @@ impl Registry {
                 if h.payout_address != m.payout_address
                     || h.webhook_url != m.webhook_url
                     || h.webhook_secret != m.webhook_secret
-                    || h.api_token_sha256 != m.api_token_sha256
+                    || h.root_key != m.root_key
                 {
                     warn!(merchant = %m.id, version = held.change.version, "the configuration's [[merchants]] entry differs from the registry's record, which stands; change a merchant through POST /admin/v1/merchants");
                 }
@@ -377,7 +377,7 @@ impl Registry {
     }
 
     /// Why `change`'s record cannot be applied whatever its approvals: a field no node accepts,
-    /// a token another merchant (or an API key) has, or a version too far ahead.
+    /// a root key another merchant has, or a version too far ahead.
     pub(super) fn record_problem(&self, change: &MerchantChange) -> Result<Option<(&'static str, String)>, StoreError> {
         let m = &change.merchant;
         let (insecure, private) = self.0.url_policy;
@@ -386,16 +386,6 @@ impl Registry {
         }
         let Some(store) = &self.0.store else { return Ok(None) };
         let entries = store.registry_entries()?;
-        let taken = entries
-            .iter()
-            .any(|e| e.change.merchant.id != m.id && e.change.merchant.api_token_sha256 == m.api_token_sha256)
-            || store.api_key(m.api_token_sha256)?.is_some();
-        if taken {
-            return Ok(Some((
-                "api_token_sha256",
-                "another merchant or an API key has this token hash; every merchant needs a token of its own".into(),
-            )));
-        }
         if let Some(key) = &m.root_key
             && entries.iter().any(|e| {
                 e.change.merchant.id != m.id

@@ -53,8 +53,12 @@ fn shop(payout: u8) -> MerchantConfig {
     let mut m = demo();
     m.id = "shop-2".into();
     m.payout_address = Address::repeat_byte(payout);
-    m.api_token_sha256 = B256::repeat_byte(0x42);
-    m.root_key = None;
+    m.root_key = Some(
+        settleproof_merchant_auth::MerchantSigner::generate("shop-2", settleproof_merchant_auth::KeyAlg::EdDsa)
+            .expect("key")
+            .public_key()
+            .clone(),
+    );
     m
 }
 
@@ -159,12 +163,12 @@ fn one_operators_payout_change_never_applies_and_forged_approvals_are_refused() 
     };
     let heard = nodes[0].registry.hear(&serde_json::to_vec(&bad).expect("json"), &nodes[byzantine].peer);
     assert_eq!(heard.map_err(|e| e.reason()), Err("malformed"), "a record no node would accept");
-    // A new merchant holding demo's token hash (demo's requests would authenticate as it):
+    // A new merchant holding demo's root key (demo's requests would authenticate as it):
     // refused by every node, whoever proposes or approves it.
     let mut impostor = shop(0xba);
-    impostor.api_token_sha256 = demo().api_token_sha256;
-    let err = nodes[0].registry.propose(impostor.clone(), false, true, &[key(0)]).expect_err("taken token");
-    assert!(matches!(err, RegistryError::Invalid { field: "api_token_sha256", .. }), "{err}");
+    impostor.root_key = demo().root_key;
+    let err = nodes[0].registry.propose(impostor.clone(), false, true, &[key(0)]).expect_err("taken key");
+    assert!(matches!(err, RegistryError::Invalid { field: "root_key", .. }), "{err}");
     let stolen = MerchantChange { merchant: impostor, disabled: false, version: 1, epoch: 0 };
     let m = merchant_change_message(CHAIN, Address::repeat_byte(0x5e), 0, stolen.hash());
     let signed = MerchantApproval {

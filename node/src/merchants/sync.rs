@@ -86,6 +86,8 @@ impl Registry {
             (k.revoked_at_ms.is_none(), std::cmp::Reverse(k.revoked_at_ms.unwrap_or(k.created_at_ms)))
         });
         let mut endpoints = store.webhook_endpoints(None).unwrap_or_default();
+        // Only the merchant's signed records travel (kept ones from before are not served).
+        endpoints.retain(|e| !e.statements.is_empty());
         endpoints.sort_by_key(|e| std::cmp::Reverse(e.updated_at_ms));
         if entries.len().max(keys.len()).max(endpoints.len()) > MAX_SNAPSHOT {
             warn!(
@@ -152,7 +154,8 @@ impl Registry {
             }
         }
         for endpoint in snap.endpoints.into_iter().take(MAX_SNAPSHOT) {
-            let data = serde_json::to_vec(&EndpointAnnouncement { endpoint, sent_at_ms }).unwrap_or_default();
+            let data = serde_json::to_vec(&EndpointAnnouncement { sent_at_ms, ..EndpointAnnouncement::of(&endpoint) })
+                .unwrap_or_default();
             match self.hear_endpoint(&data, source) {
                 Ok(true) => done.endpoints += 1,
                 Ok(false) => {}

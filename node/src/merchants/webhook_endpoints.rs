@@ -1,34 +1,40 @@
-//! Merchants' own webhook endpoints: created, changed, rotated and deleted by the merchant on
-//! any node, announced on gossip (topic [`ENDPOINTS_TOPIC`] of the first chain) and kept by every
-//! node, which fans the merchant's events out to them ([`crate::store::EndpointRoutes`]).
+//! Merchants' own webhook endpoints: created, changed, rotated and deleted by the merchant's
+//! signed requests on any node, announced on gossip (topic [`ENDPOINTS_TOPIC`] of the first
+//! chain) and kept by every node, which fans the merchant's events out to them
+//! ([`crate::store::EndpointRoutes`]).
 //!
-//! Each change raises the record's version; every node keeps the highest (ties settled by hash)
-//! and a deletion is final. Changes are announced again for [`ENDPOINT_REBROADCAST_MS`] so that a
-//! node that was offline catches up. Like an API key, an endpoint is the word of the node that
-//! announces it: no endpoint changes a payout address, and operators hold the merchants' data
-//! already. A rotation keeps the replaced secret signing for `webhooks.secret_overlap_s`.
+//! An endpoint is the merchant's signed changes and nothing else ([`super::endpoint_record`]):
+//! what is announced, caught up and kept is those statements, and every node checks each one
+//! (signed by the merchant's root key, or by a key it granted `webhooks:manage` that was live
+//! when it signed) before it keeps, applies or relays it, then recomputes the record itself.
+//! So no operator can create, redirect, re-key, pause, delete or outbid a merchant's endpoint;
+//! a statement that does not verify here is ignored and counted, its relayer not blamed (this
+//! node may not hold the key yet). Changes are announced again for [`ENDPOINT_REBROADCAST_MS`]
+//! (a deletion for [`DELETED_REBROADCAST_MS`]) so that a node that was offline catches up. A
+//! rotation keeps the replaced secret signing for `webhooks.secret_overlap_s` after the
+//! merchant signed it.
 
+use super::endpoint_record::{self, Change, ChangeKind, MAX_STATEMENTS};
 use super::{Registry, RegistryError};
 use crate::gossip::GossipRejection;
-use crate::store::{EndpointPut, PreviousSecret, PutRule, WebhookEndpoint};
+use crate::store::{EndpointPut, PreviousSecret, Scope, WebhookEndpoint, key_slot};
 use crate::time::now_ms;
 use serde::{Deserialize, Serialize};
 use settleproof_config::Secret;
+use settleproof_merchant_auth::{MerchantKey, SignedStatement};
 use settleproof_p2p::PeerId;
-use tracing::info;
+use tracing::{info, warn};
 
-/// Topic of endpoint announcements.
-pub const ENDPOINTS_TOPIC: &str = "settleproof/webhook-endpoints/1";
+/// Topic of endpoint announcements (`/2`: the merchant's signed changes).
+pub const ENDPOINTS_TOPIC: &str = "settleproof/webhook-endpoints/2";
 /// How long a change is announced again (a deletion for a week, as a key's revocation).
 pub const ENDPOINT_REBROADCAST_MS: u64 = 60 * 60 * 1000;
 /// How long a deletion is announced again.
 pub const DELETED_REBROADCAST_MS: u64 = 7 * 24 * 60 * 60 * 1000;
 /// Most live (not deleted) endpoints per merchant.
 pub const MAX_ENDPOINTS_PER_MERCHANT: usize = 16;
-/// How far an announced version may be ahead of the one held.
-const MAX_VERSION_GAP: u64 = 1024;
-/// How far ahead of this node's clock an announced record's times may be.
-const MAX_CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
+/// How far ahead of this node's clock a change may be signed.
+const MAX_CLOCK_SKEW_S: u64 = 5 * 60;
 /// Most endpoint announcements made again per rebroadcast, newest changes first.
 const MAX_REBROADCAST: usize = 64;
 
@@ -45,26 +51,30 @@ pub const EVENT_TYPES: [&str; 9] = [
     "*",
 ];
 
-/// An endpoint changed, as gossiped.
+/// An endpoint's signed changes, as gossiped and caught up: the receiver recomputes the record.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EndpointAnnouncement {
-    /// The endpoint's whole record.
-    pub endpoint: WebhookEndpoint,
+    /// The merchant.
+    pub merchant_id: String,
+    /// The endpoint.
+    pub endpoint_id: String,
+    /// The merchant's signed changes that make it.
+    pub statements: Vec<SignedStatement>,
     /// Send time.
     pub sent_at_ms: u64,
 }
 
-/// What a merchant may change of an endpoint; `None` keeps the field.
-#[derive(Debug, Clone, Default)]
-pub struct EndpointEdit {
-    /// New URL.
-    pub url: Option<String>,
-    /// New description.
-    pub description: Option<String>,
-    /// New filter.
-    pub enabled_events: Option<Vec<String>>,
-    /// Pause (`true`) or resume (`false`) its deliveries.
-    pub disabled: Option<bool>,
+impl EndpointAnnouncement {
+    /// The announcement of `e` as held.
+    pub fn of(e: &WebhookEndpoint) -> Self {
+        Self {
+            merchant_id: e.merchant_id.clone(),
+            endpoint_id: e.id.clone(),
+            statements: e.statements.clone(),
+            sent_at_ms: now_ms(),
+        }
+    }
 }
 
 /// Checks an endpoint's fields under the URL policy `(insecure_http, private_targets)`; names
@@ -74,20 +84,10 @@ pub fn endpoint_problem(e: &WebhookEndpoint, url_policy: (bool, bool)) -> Option
     if !id_ok {
         return Some(("id", "must be `we_` and 24 hex digits".into()));
     }
-    if e.url.len() > 2048 {
-        return Some(("url", "must be at most 2048 characters".into()));
-    }
-    if let Err(p) = settleproof_config::netpolicy::check_webhook_url(&e.url, url_policy.0, url_policy.1) {
-        return Some(("url", p.to_string()));
-    }
-    if e.description.len() > 256 || e.description.chars().any(char::is_control) {
-        return Some(("description", "must be at most 256 printable characters".into()));
-    }
-    if e.enabled_events.is_empty() || e.enabled_events.len() > EVENT_TYPES.len() {
-        return Some(("enabled_events", format!("must list 1 to 9 of {}", EVENT_TYPES.join(", "))));
-    }
-    if let Some(bad) = e.enabled_events.iter().find(|t| !EVENT_TYPES.contains(&t.as_str())) {
-        return Some(("enabled_events", format!("`{bad}` is not an event type; use {}", EVENT_TYPES.join(", "))));
+    let fields =
+        [url_problem(&e.url, url_policy), description_problem(&e.description), events_problem(&e.enabled_events)];
+    if let Some(p) = fields.into_iter().flatten().next() {
+        return Some(p);
     }
     let secret_ok = |s: &Secret| {
         s.expose().strip_prefix("whsec_").is_some_and(|b| {
@@ -100,90 +100,193 @@ pub fn endpoint_problem(e: &WebhookEndpoint, url_policy: (bool, bool)) -> Option
     None
 }
 
-fn random_hex(bytes: usize) -> String {
-    use rand::RngCore;
-    let mut b = vec![0u8; bytes];
-    rand::thread_rng().fill_bytes(&mut b);
-    hex::encode(b)
+fn url_problem(url: &str, url_policy: (bool, bool)) -> Option<(&'static str, String)> {
+    if url.len() > 2048 {
+        return Some(("url", "must be at most 2048 characters".into()));
+    }
+    settleproof_config::netpolicy::check_webhook_url(url, url_policy.0, url_policy.1)
+        .err()
+        .map(|p| ("url", p.to_string()))
+}
+
+fn description_problem(d: &str) -> Option<(&'static str, String)> {
+    (d.len() > 256 || d.chars().any(char::is_control))
+        .then(|| ("description", "must be at most 256 printable characters".into()))
+}
+
+fn events_problem(events: &[String]) -> Option<(&'static str, String)> {
+    if events.is_empty() || events.len() > EVENT_TYPES.len() {
+        return Some(("enabled_events", format!("must list 1 to 9 of {}", EVENT_TYPES.join(", "))));
+    }
+    let bad = events.iter().find(|t| !EVENT_TYPES.contains(&t.as_str()))?;
+    Some(("enabled_events", format!("`{bad}` is not an event type; use {}", EVENT_TYPES.join(", "))))
+}
+
+/// What is wrong with the fields one change sets, under `url_policy` (each field of a record
+/// comes from one change, so a record of valid changes is valid).
+fn change_problem(c: &Change, url_policy: (bool, bool)) -> Option<(&'static str, String)> {
+    let (url, description, events) = match c.kind {
+        ChangeKind::Create => {
+            let b: endpoint_record::CreateEndpoint = serde_json::from_str(&c.statement.body).ok()?;
+            (Some(b.url), Some(b.description), Some(b.enabled_events))
+        }
+        ChangeKind::Update => {
+            let b: endpoint_record::UpdateEndpoint = serde_json::from_str(&c.statement.body).ok()?;
+            (b.url, b.description, b.enabled_events)
+        }
+        ChangeKind::RotateSecret | ChangeKind::Delete => return None,
+    };
+    [
+        url.and_then(|u| url_problem(&u, url_policy)),
+        description.and_then(|d| description_problem(&d)),
+        events.and_then(|e| events_problem(&e)),
+    ]
+    .into_iter()
+    .flatten()
+    .next()
+}
+
+fn invalid(field: &'static str, problem: impl Into<String>) -> RegistryError {
+    RegistryError::Invalid { field, problem: problem.into() }
 }
 
 impl Registry {
-    /// A new endpoint of `merchant`, kept and announced; with its secret.
+    /// The endpoint a request of `merchant` signed to create one makes, kept and announced;
+    /// with its secret.
     pub fn create_endpoint(
         &self,
         merchant: &str,
-        url: String,
-        description: String,
-        mut enabled_events: Vec<String>,
+        statement: SignedStatement,
     ) -> Result<WebhookEndpoint, RegistryError> {
-        enabled_events.sort_unstable();
-        enabled_events.dedup();
-        let now = now_ms();
-        let endpoint = WebhookEndpoint {
-            id: format!("we_{}", random_hex(12)),
-            merchant_id: merchant.to_string(),
-            url,
-            description,
-            enabled_events,
-            secret: Secret::new(crate::webhook::signature::generate_secret()),
-            previous_secret: None,
-            disabled: false,
-            deleted_at_ms: None,
-            version: 1,
-            created_at_ms: now,
-            updated_at_ms: now,
-        };
-        self.check_endpoint(&endpoint)?;
-        self.keep_endpoint(&endpoint, None)?;
-        info!(merchant, endpoint_id = %endpoint.id, events = ?endpoint.enabled_events, "webhook endpoint created");
-        Ok(endpoint)
+        let c = endpoint_record::read(&statement).map_err(|e| invalid("body", e.to_string()))?;
+        if c.kind != ChangeKind::Create {
+            return Err(invalid("authorization", "not a request creating an endpoint"));
+        }
+        let id = c.endpoint_id.clone();
+        let e = self.apply_local(merchant, &id, c)?;
+        info!(merchant, endpoint_id = %e.id, events = ?e.enabled_events, "webhook endpoint created");
+        Ok(e)
     }
 
-    /// Applies `edit` to endpoint `id` of `merchant` as its next version.
-    pub fn edit_endpoint(
+    /// Applies a change of endpoint `id` that `merchant` signed (`PATCH`, `rotate-secret` or
+    /// `DELETE`): kept here and announced. Refused (409) when it would apply before the
+    /// endpoint's latest change (signed earlier, or in the same second and sorting before it).
+    pub fn change_endpoint(
         &self,
         merchant: &str,
         id: &str,
-        edit: EndpointEdit,
+        statement: SignedStatement,
     ) -> Result<WebhookEndpoint, RegistryError> {
-        let mut e = self.live_endpoint_of(merchant, id)?;
-        if let Some(url) = edit.url {
-            e.url = url;
+        let c = endpoint_record::read(&statement).map_err(|e| invalid("body", e.to_string()))?;
+        if c.kind == ChangeKind::Create || c.endpoint_id != id {
+            return Err(invalid("authorization", "not a request changing this endpoint"));
         }
-        if let Some(d) = edit.description {
-            e.description = d;
+        let held = self.live_endpoint_of(merchant, id)?;
+        // It must apply after every change held, as the merchant meant; one signed in the same
+        // second as the latest may sort before it (by hash), and a new signature may not.
+        let latest = held.statements.iter().filter_map(|s| endpoint_record::read(s).ok()).map(|h| h.order()).max();
+        if latest.is_some_and(|l| c.order() <= l) {
+            return Err(RegistryError::Conflict(format!(
+                "this change is signed at {}, no later than the endpoint's latest change ({}): sign it again",
+                c.nbf, held.version
+            )));
         }
-        if let Some(mut events) = edit.enabled_events {
-            events.sort_unstable();
-            events.dedup();
-            e.enabled_events = events;
-        }
-        if let Some(d) = edit.disabled {
-            e.disabled = d;
-        }
-        self.next_version(e)
+        let e = self.apply_local(merchant, id, c)?;
+        info!(merchant = %e.merchant_id, endpoint_id = %e.id, version = e.version, deleted = e.deleted_at_ms.is_some(), "webhook endpoint changed");
+        Ok(e)
     }
 
-    /// A new secret for endpoint `id`; the replaced one signs too for the overlap window.
-    pub fn rotate_endpoint_secret(&self, merchant: &str, id: &str) -> Result<WebhookEndpoint, RegistryError> {
-        let mut e = self.live_endpoint_of(merchant, id)?;
-        let until_ms = now_ms().saturating_add(self.0.secret_overlap_ms);
-        e.previous_secret = Some(PreviousSecret { secret: e.secret.clone(), until_ms });
-        e.secret = Secret::new(crate::webhook::signature::generate_secret());
-        self.next_version(e)
+    /// Checks, keeps and announces a change made through this node's API.
+    fn apply_local(&self, merchant: &str, id: &str, c: Change) -> Result<WebhookEndpoint, RegistryError> {
+        if let Some((field, problem)) = change_problem(&c, self.0.url_policy) {
+            return Err(invalid(field, problem));
+        }
+        self.verify_change(merchant, &c).map_err(|e| invalid("authorization", e))?;
+        match self.merge_endpoint(merchant, id, vec![c]).map_err(|e| invalid("body", e))? {
+            EndpointPut::Changed(e) => {
+                self.refresh_routes();
+                self.announce_endpoint(&e);
+                Ok(*e)
+            }
+            EndpointPut::Full => Err(RegistryError::Conflict(format!(
+                "the merchant has {MAX_ENDPOINTS_PER_MERCHANT} endpoints, the most kept: delete one first"
+            ))),
+            EndpointPut::Known | EndpointPut::Clash => {
+                Err(RegistryError::Conflict("this change is already held; sign a new one".into()))
+            }
+        }
     }
 
-    /// Deletes endpoint `id` of `merchant`, for good: its waiting deliveries end.
-    pub fn delete_endpoint(&self, merchant: &str, id: &str) -> Result<WebhookEndpoint, RegistryError> {
-        let mut e = self.live_endpoint_of(merchant, id)?;
-        e.deleted_at_ms = Some(now_ms());
-        self.next_version(e)
+    /// The key that signed `c` for `merchant`, when it may: the root key, or a key the current
+    /// root key granted with `webhooks:manage` that was live when `c` was signed.
+    fn signer_of(&self, merchant: &str, c: &Change) -> Result<MerchantKey, String> {
+        let root = self.root_key_of(merchant).ok_or("the merchant has no root key here")?;
+        if c.key_id == root.key_id() {
+            return Ok(root);
+        }
+        let key = self
+            .store()
+            .ok()
+            .and_then(|s| s.api_key(key_slot(merchant, &c.key_id)).ok().flatten())
+            .filter(|k| k.id == c.key_id && k.merchant_id == merchant)
+            .ok_or("signed by a key this node does not hold for the merchant")?;
+        let revoked_s = key
+            .revocation
+            .as_ref()
+            .map(|r| settleproof_merchant_auth::header_free_claims(&r.jwt).map_or(0, |claims| claims.nbf));
+        let live_then = key.created_at_ms <= c.nbf.saturating_mul(1000) && revoked_s.is_none_or(|at| at > c.nbf);
+        if !self.granted_by_root(&key) || !key.scopes.contains(&Scope::WebhooksManage) || !live_then {
+            return Err("signed by a key that could not manage webhook endpoints then".into());
+        }
+        key.public_key.ok_or_else(|| "the key has no public key".into())
+    }
+
+    /// Checks that `merchant` signed `c` with a key that may, and that it is not dated ahead.
+    fn verify_change(&self, merchant: &str, c: &Change) -> Result<(), String> {
+        if c.nbf > crate::time::now_s().saturating_add(MAX_CLOCK_SKEW_S) {
+            return Err("signed in the future".into());
+        }
+        let key = self.signer_of(merchant, c)?;
+        c.statement.verify(&key, merchant, c.method, &c.path).map_err(|e| e.to_string())
+    }
+
+    /// Merges `changes` (each verified) into endpoint `id` of `merchant`; the record is
+    /// recomputed from the statements held and these, in one store transaction.
+    fn merge_endpoint(&self, merchant: &str, id: &str, changes: Vec<Change>) -> Result<EndpointPut, String> {
+        let overlap_ms = self.0.secret_overlap_ms;
+        let mut problem = None;
+        let put = self
+            .store()
+            .map_err(|e| e.to_string())?
+            .merge_webhook_endpoint(id, merchant, MAX_ENDPOINTS_PER_MERCHANT, |held| {
+                // A deletion is final.
+                if held.is_some_and(|h| h.deleted_at_ms.is_some()) {
+                    return None;
+                }
+                let mut all: Vec<Change> = held
+                    .map(|h| h.statements.iter().filter_map(|s| endpoint_record::read(s).ok()).collect())
+                    .unwrap_or_default();
+                all.extend(changes);
+                match endpoint_record::fold(id, &all) {
+                    Ok(f) if held.is_some_and(|h| h.statements == f.statements) => None,
+                    Ok(f) => Some(materialize(merchant, f, overlap_ms)),
+                    Err(e) => {
+                        problem = Some(e.to_string());
+                        None
+                    }
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        match problem {
+            Some(p) => Err(p),
+            None => Ok(put),
+        }
     }
 
     /// The endpoints of `merchant` that are not deleted.
     pub fn endpoints_of(&self, merchant: &str) -> Result<Vec<WebhookEndpoint>, RegistryError> {
         let all = self.store()?.webhook_endpoints(Some(merchant))?;
-        Ok(all.into_iter().filter(|e| e.deleted_at_ms.is_none()).collect())
+        Ok(all.into_iter().filter(WebhookEndpoint::is_live).collect())
     }
 
     /// Endpoint `id` as held here, deleted or not (the delivery worker's view).
@@ -208,44 +311,8 @@ impl Registry {
     fn live_endpoint_of(&self, merchant: &str, id: &str) -> Result<WebhookEndpoint, RegistryError> {
         self.store()?
             .webhook_endpoint(id)?
-            .filter(|e| e.merchant_id == merchant && e.deleted_at_ms.is_none())
+            .filter(|e| e.merchant_id == merchant && e.is_live())
             .ok_or_else(|| RegistryError::UnknownMerchant(format!("{merchant}'s webhook endpoint {id}")))
-    }
-
-    fn next_version(&self, mut e: WebhookEndpoint) -> Result<WebhookEndpoint, RegistryError> {
-        let over = e.version;
-        e.version = e.version.checked_add(1).ok_or_else(|| RegistryError::Conflict("version exhausted".into()))?;
-        e.updated_at_ms = now_ms().max(e.updated_at_ms);
-        self.check_endpoint(&e)?;
-        self.keep_endpoint(&e, Some(over))?;
-        info!(merchant = %e.merchant_id, endpoint_id = %e.id, version = e.version, deleted = e.deleted_at_ms.is_some(), "webhook endpoint changed");
-        Ok(e)
-    }
-
-    fn check_endpoint(&self, e: &WebhookEndpoint) -> Result<(), RegistryError> {
-        match endpoint_problem(e, self.0.url_policy) {
-            Some((field, problem)) => Err(RegistryError::Invalid { field, problem }),
-            None => Ok(()),
-        }
-    }
-
-    /// Keeps a change made on this node over version `over` (`None`: a new endpoint).
-    fn keep_endpoint(&self, e: &WebhookEndpoint, over: Option<u64>) -> Result<(), RegistryError> {
-        let rule = PutRule { max_live: MAX_ENDPOINTS_PER_MERCHANT, local_over: Some(over) };
-        match self.store()?.put_webhook_endpoint(e, rule)? {
-            EndpointPut::Changed => {}
-            EndpointPut::Full => {
-                return Err(RegistryError::Conflict(format!(
-                    "the merchant has {MAX_ENDPOINTS_PER_MERCHANT} endpoints, the most kept: delete one first"
-                )));
-            }
-            EndpointPut::Known | EndpointPut::Clash | EndpointPut::Moved => {
-                return Err(RegistryError::Conflict("the endpoint changed meanwhile; read it and try again".into()));
-            }
-        }
-        self.refresh_routes();
-        self.announce_endpoint(e);
-        Ok(())
     }
 
     /// Rebuilds the outbox routes from the endpoints held.
@@ -259,8 +326,7 @@ impl Registry {
 
     fn announce_endpoint(&self, e: &WebhookEndpoint) {
         let Some(net) = self.0.net.get().cloned() else { return };
-        let data =
-            serde_json::to_vec(&EndpointAnnouncement { endpoint: e.clone(), sent_at_ms: now_ms() }).unwrap_or_default();
+        let data = serde_json::to_vec(&EndpointAnnouncement::of(e)).unwrap_or_default();
         tokio::spawn(async move {
             if let Err(err) = net.publish(ENDPOINTS_TOPIC, data).await {
                 tracing::debug!(error = %err, "endpoint announcement not published yet; will rebroadcast");
@@ -279,7 +345,7 @@ impl Registry {
             .into_iter()
             .filter(|e| {
                 let window = if e.deleted_at_ms.is_some() { DELETED_REBROADCAST_MS } else { ENDPOINT_REBROADCAST_MS };
-                now.saturating_sub(e.updated_at_ms) < window
+                !e.statements.is_empty() && now.saturating_sub(e.updated_at_ms) < window
             })
             .collect();
         recent.sort_by_key(|e| std::cmp::Reverse(e.updated_at_ms));
@@ -288,136 +354,294 @@ impl Registry {
         }
     }
 
-    /// An endpoint announcement heard from `source`: kept when its fields are valid under this
-    /// node's URL policy, its merchant is in the registry, and it is newer than the record held.
-    /// `Ok` with whether it changed anything.
+    /// An endpoint announcement heard from `source`: its statements that this node does not
+    /// hold yet are checked against the merchant's keys as this node's registry holds them and
+    /// merged. `Ok` with whether it changed anything. What no honest node would send is
+    /// refused; a statement that does not verify here is ignored and counted, its relayer not
+    /// blamed.
     pub fn hear_endpoint(&self, data: &[u8], source: &PeerId) -> Result<bool, GossipRejection> {
-        let mut a: EndpointAnnouncement =
+        let a: EndpointAnnouncement =
             serde_json::from_slice(data).map_err(|e| GossipRejection::Malformed(e.to_string()))?;
         let Some(store) = &self.0.store else { return Ok(false) };
-        let bad = |m: String| GossipRejection::Malformed(format!("webhook endpoint: {m}"));
-        // What no node would send is refused; a URL only this node's stricter policy refuses
-        // is ignored (the announcer is not at fault).
-        if let Some((field, problem)) = endpoint_problem(&a.endpoint, (true, true)) {
-            return Err(bad(format!("{field} {problem}")));
+        let malformed = |m: String| GossipRejection::Malformed(format!("webhook endpoint: {m}"));
+        let not_taken = |m: String| GossipRejection::NotTaken(format!("webhook endpoint: {m}"));
+        if a.statements.is_empty() || a.statements.len() > MAX_STATEMENTS {
+            return Err(malformed(format!("1 to {MAX_STATEMENTS} signed changes, not {}", a.statements.len())));
         }
-        if let Some((field, problem)) = endpoint_problem(&a.endpoint, self.0.url_policy) {
-            tracing::debug!(endpoint_id = %a.endpoint.id, field, problem, "webhook endpoint outside this node's URL policy: ignored");
+        let changes: Vec<Change> = a
+            .statements
+            .iter()
+            .map(endpoint_record::read)
+            .collect::<Result<_, _>>()
+            .map_err(|e| malformed(e.to_string()))?;
+        if changes.iter().any(|c| c.endpoint_id != a.endpoint_id) {
+            return Err(malformed("a change of another endpoint".into()));
+        }
+        let entries = store.registry_entries().map_err(|e| not_taken(e.to_string()))?;
+        if !entries.iter().any(|e| e.change.merchant.id == a.merchant_id) {
+            // This node may not have applied the merchant yet: it is announced again.
             return Ok(false);
         }
-        let ahead = now_ms().saturating_add(MAX_CLOCK_SKEW_MS);
-        if a.endpoint.updated_at_ms > ahead || a.endpoint.created_at_ms > ahead {
-            tracing::debug!(endpoint_id = %a.endpoint.id, "webhook endpoint dated in the future: ignored");
+        // A repeat of what is held costs a read, not a signature check.
+        let held = store.webhook_endpoint(&a.endpoint_id).map_err(|e| not_taken(e.to_string()))?;
+        if held.as_ref().is_some_and(|h| h.deleted_at_ms.is_some()) {
             return Ok(false);
         }
-        // A deletion counts from when this node heard it, so it is announced on for its week.
-        if a.endpoint.deleted_at_ms.is_some() {
-            a.endpoint.updated_at_ms = now_ms();
-        }
-        let entries = store.registry_entries().map_err(|e| bad(e.to_string()))?;
-        if !entries.iter().any(|e| e.change.merchant.id == a.endpoint.merchant_id) {
+        let new: Vec<Change> = changes
+            .into_iter()
+            .filter(|c| !held.as_ref().is_some_and(|h| h.statements.contains(&c.statement)))
+            .collect();
+        if new.is_empty() {
             return Ok(false);
         }
-        let held = store.webhook_endpoint(&a.endpoint.id).map_err(|e| bad(e.to_string()))?;
-        // Far ahead of the version held here: a deletion is taken whatever its version (it is
-        // final); a change is left for a catch-up rather than blamed on the announcer.
-        let gap_from = held.as_ref().map_or(0, |h| h.version);
-        if a.endpoint.deleted_at_ms.is_none() && a.endpoint.version > gap_from.saturating_add(MAX_VERSION_GAP) {
-            tracing::debug!(endpoint_id = %a.endpoint.id, version = a.endpoint.version, "webhook endpoint version far ahead: ignored");
-            return Ok(false);
+        for c in &new {
+            if let Err(why) = self.verify_change(&a.merchant_id, c) {
+                warn!(peer = %source, merchant = %a.merchant_id, endpoint_id = %a.endpoint_id, %why, "webhook endpoint change not signed by its merchant ignored");
+                metrics::counter!("merchant_records_refused_total", "kind" => "webhook_endpoint").increment(1);
+                return Err(not_taken(why));
+            }
+            if let Some((field, problem)) = change_problem(c, self.0.url_policy) {
+                tracing::debug!(endpoint_id = %a.endpoint_id, field, problem, "webhook endpoint outside this node's URL policy: ignored");
+                return Ok(false);
+            }
         }
-        let rule = PutRule { max_live: MAX_ENDPOINTS_PER_MERCHANT, local_over: None };
-        match store.put_webhook_endpoint(&a.endpoint, rule).map_err(|e| bad(e.to_string()))? {
-            EndpointPut::Changed => {
-                info!(peer = %source, merchant = %a.endpoint.merchant_id, endpoint_id = %a.endpoint.id, version = a.endpoint.version, "webhook endpoint heard");
+        match self.merge_endpoint(&a.merchant_id, &a.endpoint_id, new).map_err(not_taken)? {
+            EndpointPut::Changed(e) => {
+                info!(peer = %source, merchant = %e.merchant_id, endpoint_id = %e.id, version = e.version, "webhook endpoint heard");
                 self.refresh_routes();
                 Ok(true)
             }
-            EndpointPut::Known | EndpointPut::Full | EndpointPut::Moved => Ok(false),
-            EndpointPut::Clash => Err(bad("its id belongs to another merchant's endpoint".into())),
+            EndpointPut::Known | EndpointPut::Full => Ok(false),
+            EndpointPut::Clash => Err(malformed("its id belongs to another merchant's endpoint".into())),
         }
+    }
+}
+
+/// The record `f` makes of an endpoint of `merchant`; a rotation's replaced secret signs on
+/// for `overlap_ms` after the merchant signed the rotation.
+fn materialize(merchant: &str, f: endpoint_record::Folded, overlap_ms: u64) -> WebhookEndpoint {
+    WebhookEndpoint {
+        id: f.id,
+        merchant_id: merchant.to_string(),
+        url: f.url,
+        description: f.description,
+        enabled_events: f.enabled_events,
+        secret: Secret::new(f.secret),
+        previous_secret: f.previous_secret.map(|(secret, at_s)| PreviousSecret {
+            secret: Secret::new(secret),
+            until_ms: at_s.saturating_mul(1000).saturating_add(overlap_ms),
+        }),
+        disabled: f.disabled,
+        deleted_at_ms: f.deleted_at_s.map(|s| s.saturating_mul(1000)),
+        version: f.latest_s,
+        created_at_ms: f.created_at_s.saturating_mul(1000),
+        updated_at_ms: now_ms(),
+        statements: f.statements,
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::api_keys::tests::{ROOT, grant, registries};
+    use super::endpoint_record::ENDPOINTS_PATH;
     use super::*;
+    use settleproof_merchant_auth::{KeyAlg, MerchantSigner};
+
+    /// `signer`'s request `method path` with `body`, signed at `nbf` (seconds from now).
+    fn signed(signer: &MerchantSigner, method: &str, path: &str, body: &str, ahead_s: u64) -> SignedStatement {
+        let url = format!("http://127.0.0.1:8080{path}");
+        let nbf = crate::time::now_s() + ahead_s;
+        SignedStatement {
+            jwt: signer.sign_request(method, &url, body.as_bytes(), nbf, 60).expect("sign"),
+            body: body.into(),
+        }
+    }
+
+    fn create(on: &Registry, by: &MerchantSigner, url: &str, events: &str) -> WebhookEndpoint {
+        let body = format!(r#"{{"url":"{url}","enabled_events":{events}}}"#);
+        on.create_endpoint("demo", signed(by, "POST", ENDPOINTS_PATH, &body, 0)).expect("create")
+    }
 
     fn relay(to: &Registry, e: &WebhookEndpoint) -> Result<bool, GossipRejection> {
-        let data = serde_json::to_vec(&EndpointAnnouncement { endpoint: e.clone(), sent_at_ms: 1 }).expect("json");
+        let data = serde_json::to_vec(&EndpointAnnouncement::of(e)).expect("json");
         to.hear_endpoint(&data, &PeerId::random())
     }
 
     #[test]
     fn an_endpoint_changed_on_one_node_is_routed_on_another_and_a_deletion_is_final() {
-        let (_dirs, nodes) = super::super::api_keys::tests::registries();
-        let url = "https://example.test/hook".to_string();
-        let e = nodes[0].create_endpoint("demo", url, "ops".into(), vec!["invoice.paid".into()]).expect("create");
+        let (_dirs, nodes) = registries();
+        let e = create(&nodes[0], &ROOT, "https://example.test/hook", r#"["invoice.paid"]"#);
         assert!(e.secret.expose().starts_with("whsec_"));
         assert_eq!(nodes[0].routes().targets("demo", "invoice.paid"), vec![e.id.clone()]);
         assert!(nodes[1].routes().targets("demo", "invoice.paid").is_empty());
         assert!(relay(&nodes[1], &e).expect("heard"));
+        let heard = nodes[1].endpoint(&e.id).expect("read").expect("kept");
+        assert_eq!(
+            (heard.secret.expose(), heard.url.as_str()),
+            (e.secret.expose(), e.url.as_str()),
+            "the same record, recomputed"
+        );
         assert_eq!(nodes[1].routes().targets("demo", "invoice.paid"), vec![e.id.clone()]);
-        let edit = EndpointEdit { enabled_events: Some(vec!["test".into()]), ..EndpointEdit::default() };
-        let edited = nodes[0].edit_endpoint("demo", &e.id, edit).expect("edit");
-        assert_eq!(edited.version, 2);
+        assert!(!relay(&nodes[1], &e).expect("repeat"), "a repeat changes nothing");
+        let path = format!("{ENDPOINTS_PATH}/{}", e.id);
+        let edited = nodes[0]
+            .change_endpoint("demo", &e.id, signed(&ROOT, "PATCH", &path, r#"{"enabled_events":["test"]}"#, 1))
+            .expect("edit");
         assert!(relay(&nodes[1], &edited).expect("heard"));
-        assert!(!relay(&nodes[1], &e).expect("heard"), "the older version stays out");
+        assert!(!relay(&nodes[1], &e).expect("heard"), "the older record changes nothing");
         assert!(nodes[1].routes().targets("demo", "invoice.paid").is_empty());
-        let rotated = nodes[0].rotate_endpoint_secret("demo", &e.id).expect("rotate");
+        // Signed in the same second as the latest change: refused when it would apply before
+        // it; signed again, it soon sorts after.
+        let mut refused = 0;
+        loop {
+            let same = signed(&ROOT, "PATCH", &path, r#"{"disabled":true}"#, 1);
+            match nodes[0].change_endpoint("demo", &e.id, same) {
+                Err(RegistryError::Conflict(_)) => refused += 1,
+                Ok(e) => break assert!(e.disabled),
+                Err(e) => panic!("{e}"),
+            }
+            assert!(refused < 64, "a new signature sorts after the latest change half the time");
+        }
+        let rotate = signed(&ROOT, "POST", &format!("{path}/rotate-secret"), "", 2);
+        let rotated = nodes[0].change_endpoint("demo", &e.id, rotate).expect("rotate");
         assert_eq!(Registry::endpoint_secrets(&rotated), vec![rotated.secret.clone(), e.secret.clone()]);
-        let deleted = nodes[0].delete_endpoint("demo", &e.id).expect("delete");
+        let deleted = nodes[0].change_endpoint("demo", &e.id, signed(&ROOT, "DELETE", &path, "", 3)).expect("delete");
         assert!(relay(&nodes[1], &deleted).expect("heard"));
-        let revived = WebhookEndpoint { deleted_at_ms: None, version: deleted.version + 1, ..deleted.clone() };
-        assert!(!relay(&nodes[1], &revived).expect("heard"), "a deletion is final");
+        assert!(!relay(&nodes[1], &rotated).expect("heard"), "a deletion is final");
         assert!(nodes[1].routes().targets("demo", "test").is_empty());
         assert!(nodes[1].endpoints_of("demo").expect("list").is_empty());
-        let err = nodes[0].edit_endpoint("demo", &e.id, EndpointEdit::default()).expect_err("deleted");
+        let late = signed(&ROOT, "PATCH", &path, r#"{"disabled":false}"#, 4);
+        let err = nodes[0].change_endpoint("demo", &e.id, late).expect_err("deleted");
         assert!(matches!(err, RegistryError::UnknownMerchant(_)), "{err}");
     }
 
     #[test]
-    fn endpoints_no_node_would_make_are_refused_naming_the_field() {
-        let (_dirs, nodes) = super::super::api_keys::tests::registries();
-        let e = nodes[0]
-            .create_endpoint("demo", "https://example.test/hook".into(), String::new(), vec!["*".into()])
-            .expect("create");
-        let cases = [
-            (WebhookEndpoint { id: "we_x".into(), ..e.clone() }, "id"),
-            (WebhookEndpoint { url: "ftp://example.test".into(), ..e.clone() }, "url"),
-            (WebhookEndpoint { enabled_events: vec!["invoice.refunded".into()], ..e.clone() }, "enabled_events"),
-            (WebhookEndpoint { enabled_events: Vec::new(), ..e.clone() }, "enabled_events"),
-            (WebhookEndpoint { description: "\u{7}".into(), ..e.clone() }, "description"),
-            (WebhookEndpoint { secret: Secret::new("short"), ..e.clone() }, "secret"),
-        ];
-        for (bad, field) in cases {
-            assert_eq!(endpoint_problem(&bad, (true, true)).map(|p| p.0), Some(field));
-            assert!(relay(&nodes[1], &bad).is_err(), "{field}");
+    fn no_operator_can_create_redirect_rekey_pause_or_delete_a_merchants_endpoint() {
+        let (_dirs, nodes) = registries();
+        let operator = MerchantSigner::generate("demo", KeyAlg::EdDsa).expect("key");
+        // An endpoint in the merchant's name, signed by an operator's own key.
+        let body = r#"{"url":"https://evil.test/hook","enabled_events":["*"]}"#;
+        let err =
+            nodes[0].create_endpoint("demo", signed(&operator, "POST", ENDPOINTS_PATH, body, 0)).expect_err("forged");
+        assert!(matches!(err, RegistryError::Invalid { field: "authorization", .. }), "{err}");
+        let forged = signed(&operator, "POST", ENDPOINTS_PATH, body, 0);
+        let id = endpoint_record::endpoint_id_of(&forged);
+        let a = EndpointAnnouncement {
+            merchant_id: "demo".into(),
+            endpoint_id: id.clone(),
+            statements: vec![forged],
+            sent_at_ms: 1,
+        };
+        let heard = nodes[1].hear_endpoint(&serde_json::to_vec(&a).expect("json"), &PeerId::random());
+        assert!(matches!(heard, Err(GossipRejection::NotTaken(_))), "{heard:?}");
+        assert!(nodes[1].endpoint(&id).expect("read").is_none());
+
+        // The merchant's endpoint: every change an operator makes itself is refused.
+        let e = create(&nodes[0], &ROOT, "https://example.test/hook", r#"["*"]"#);
+        assert!(relay(&nodes[1], &e).expect("heard"));
+        let path = format!("{ENDPOINTS_PATH}/{}", e.id);
+        for (method, suffix, body) in [
+            ("PATCH", "", r#"{"url":"https://evil.test/hook"}"#),
+            ("PATCH", "", r#"{"disabled":true}"#),
+            ("POST", "/rotate-secret", ""),
+            ("DELETE", "", ""),
+        ] {
+            let mut with = e.statements.clone();
+            with.push(signed(&operator, method, &format!("{path}{suffix}"), body, 5));
+            let a = EndpointAnnouncement {
+                merchant_id: "demo".into(),
+                endpoint_id: e.id.clone(),
+                statements: with,
+                sent_at_ms: 1,
+            };
+            let heard = nodes[1].hear_endpoint(&serde_json::to_vec(&a).expect("json"), &PeerId::random());
+            assert!(matches!(heard, Err(GossipRejection::NotTaken(_))), "{method}{suffix}: {heard:?}");
         }
-        let far = WebhookEndpoint { version: 5000, ..e.clone() };
-        assert!(!relay(&nodes[1], &far).expect("ignored"), "a version far ahead is left for a catch-up");
-        let future = WebhookEndpoint { updated_at_ms: u64::MAX, ..e.clone() };
-        assert!(!relay(&nodes[1], &future).expect("ignored"), "a record dated in the future");
-        assert!(nodes[1].endpoints_of("demo").expect("list").is_empty());
-        let ghost = WebhookEndpoint { merchant_id: "ghost".into(), ..e.clone() };
-        assert!(!relay(&nodes[1], &ghost).expect("ignored"), "a merchant not known here (yet)");
-        let err = nodes[0]
-            .create_endpoint("demo", "https://example.test/hook".into(), String::new(), vec!["nope".into()])
-            .expect_err("bad filter");
-        assert!(matches!(err, RegistryError::Invalid { field: "enabled_events", .. }), "{err}");
+        // A record whose fields were altered: nothing but the statements is read.
+        let altered = WebhookEndpoint {
+            url: "https://evil.test/hook".into(),
+            secret: Secret::new("whsec_operatorchosen0000000000000"),
+            deleted_at_ms: Some(1),
+            ..e.clone()
+        };
+        assert!(!relay(&nodes[1], &altered).expect("nothing new"));
+        let kept = nodes[1].endpoint(&e.id).expect("read").expect("kept");
+        assert_eq!(
+            (kept.url.as_str(), kept.secret.expose(), kept.deleted_at_ms),
+            (e.url.as_str(), e.secret.expose(), None)
+        );
+        // A statement the merchant signed for another endpoint, or no statements at all.
+        let other = create(&nodes[0], &ROOT, "https://example.test/other", r#"["*"]"#);
+        let mixed = EndpointAnnouncement {
+            merchant_id: "demo".into(),
+            endpoint_id: e.id.clone(),
+            statements: other.statements.clone(),
+            sent_at_ms: 1,
+        };
+        assert!(matches!(
+            nodes[1].hear_endpoint(&serde_json::to_vec(&mixed).expect("json"), &PeerId::random()),
+            Err(GossipRejection::Malformed(_))
+        ));
+        let bare = EndpointAnnouncement { statements: Vec::new(), ..mixed };
+        assert!(matches!(
+            nodes[1].hear_endpoint(&serde_json::to_vec(&bare).expect("json"), &PeerId::random()),
+            Err(GossipRejection::Malformed(_))
+        ));
+        assert_eq!(nodes[1].routes().targets("demo", "test"), vec![e.id.clone()]);
+    }
+
+    #[test]
+    fn a_key_with_webhooks_manage_changes_endpoints_while_live_and_no_other_key_does() {
+        let (_dirs, nodes) = registries();
+        let (g, ops) = grant(&ROOT, "ops", &["webhooks:manage"]);
+        let ops_key = nodes[0].create_key("demo", g).expect("grant");
+        let (g, reader) = grant(&ROOT, "reader", &["invoices:read"]);
+        nodes[0].create_key("demo", g).expect("grant");
+        let e = create(&nodes[0], &ops, "https://example.test/hook", r#"["*"]"#);
+        let body = r#"{"url":"https://example.test/reader","enabled_events":["*"]}"#;
+        let err =
+            nodes[0].create_endpoint("demo", signed(&reader, "POST", ENDPOINTS_PATH, body, 0)).expect_err("scope");
+        assert!(matches!(err, RegistryError::Invalid { field: "authorization", .. }), "{err}");
+        // Node 1 has not heard the key's grant yet: the endpoint waits (not blamed), then is taken.
+        assert!(matches!(relay(&nodes[1], &e), Err(GossipRejection::NotTaken(_))));
+        let key_data =
+            serde_json::to_vec(&super::super::KeyAnnouncement { key: ops_key.clone(), sent_at_ms: 1 }).expect("json");
+        nodes[1].hear_key(&key_data, &PeerId::random()).expect("key heard");
+        assert!(relay(&nodes[1], &e).expect("heard"));
+        // Revoked: what it signed before stands, nothing it signs after does.
+        let revocation =
+            super::super::api_keys::tests::statement(&ROOT, "DELETE", &format!("/v1/api-keys/{}", ops_key.id), "");
+        nodes[0].revoke_key("demo", &ops_key.id, revocation).expect("revoke");
+        let path = format!("{ENDPOINTS_PATH}/{}", e.id);
+        let err = nodes[0].change_endpoint("demo", &e.id, signed(&ops, "DELETE", &path, "", 10)).expect_err("revoked");
+        assert!(matches!(err, RegistryError::Invalid { field: "authorization", .. }), "{err}");
+        assert_eq!(nodes[0].endpoints_of("demo").expect("list").len(), 1);
+    }
+
+    #[test]
+    fn bad_fields_are_refused_naming_them_and_live_endpoints_are_capped() {
+        let (_dirs, nodes) = registries();
+        for (body, field) in [
+            (r#"{"url":"ftp://example.test","enabled_events":["*"]}"#, "url"),
+            (r#"{"url":"https://example.test","enabled_events":["invoice.refunded"]}"#, "enabled_events"),
+            (r#"{"url":"https://example.test","enabled_events":[]}"#, "enabled_events"),
+            (r#"{"url":"https://example.test","enabled_events":["*"],"description":"\u0007"}"#, "description"),
+            (r#"{"url":"https://example.test","enabled_events":["*"],"secret":"whsec_mine"}"#, "body"),
+        ] {
+            let err =
+                nodes[0].create_endpoint("demo", signed(&ROOT, "POST", ENDPOINTS_PATH, body, 0)).expect_err(field);
+            assert!(matches!(err, RegistryError::Invalid { field: f, .. } if f == field), "{field}: {err}");
+        }
+        let first = create(&nodes[0], &ROOT, "https://example.test/h", r#"["*"]"#);
         for _ in 1..MAX_ENDPOINTS_PER_MERCHANT {
-            nodes[0]
-                .create_endpoint("demo", "https://example.test/h".into(), String::new(), vec!["*".into()])
-                .expect("room");
+            create(&nodes[0], &ROOT, "https://example.test/h", r#"["*"]"#);
         }
-        let err = nodes[0]
-            .create_endpoint("demo", "https://example.test/h".into(), String::new(), vec!["*".into()])
-            .expect_err("full");
+        let body = r#"{"url":"https://example.test/h","enabled_events":["*"]}"#;
+        let err = nodes[0].create_endpoint("demo", signed(&ROOT, "POST", ENDPOINTS_PATH, body, 0)).expect_err("full");
         assert!(matches!(err, RegistryError::Conflict(_)), "{err}");
         // A deleted endpoint frees its place.
-        nodes[0].delete_endpoint("demo", &e.id).expect("delete");
-        nodes[0]
-            .create_endpoint("demo", "https://example.test/h".into(), String::new(), vec!["*".into()])
-            .expect("room again");
+        let path = format!("{ENDPOINTS_PATH}/{}", first.id);
+        nodes[0].change_endpoint("demo", &first.id, signed(&ROOT, "DELETE", &path, "", 1)).expect("delete");
+        create(&nodes[0], &ROOT, "https://example.test/h", r#"["*"]"#);
     }
 }

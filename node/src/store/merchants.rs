@@ -84,8 +84,12 @@ pub struct AuditEntry {
     pub webhook_url: String,
     /// Whether it changed the webhook secret.
     pub webhook_secret_changed: bool,
-    /// Whether it changed the API token.
+    /// Whether it changed the retired API token hash (stored by earlier versions).
+    #[serde(default)]
     pub api_token_changed: bool,
+    /// Whether it changed the merchant's root key.
+    #[serde(default)]
+    pub root_key_changed: bool,
     /// Whether the merchant is disabled after it.
     pub disabled: bool,
 }
@@ -105,6 +109,7 @@ impl AuditEntry {
             webhook_url: m.webhook_url.clone(),
             webhook_secret_changed: old.is_none_or(|o| o.webhook_secret != m.webhook_secret),
             api_token_changed: old.is_none_or(|o| o.api_token_sha256 != m.api_token_sha256),
+            root_key_changed: old.is_none_or(|o| o.root_key != m.root_key),
             disabled: entry.change.disabled,
         }
     }

@@ -67,7 +67,7 @@ pub use merchants::{
 };
 pub use outbox::{Attempt, AttemptEffect, DueDelivery, OutboxEvent, Take, webhook_id};
 pub use rounds::{SettlementRecord, SignedBatch, SigningOutcome};
-pub use webhook_endpoints::{EndpointPut, EndpointRoutes, PutRule, WebhookEndpoint, endpoint_state_key, takes};
+pub use webhook_endpoints::{EndpointPut, EndpointRoutes, WebhookEndpoint, endpoint_state_key, takes};
 
 use redb::{Database, MultimapTableDefinition, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;

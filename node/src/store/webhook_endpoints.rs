@@ -2,8 +2,9 @@
 //! `enabled_events` filter and secret, created, changed and deleted by the merchant on any node
 //! and replicated to all (see `crate::merchants::webhook_endpoints`).
 //!
-//! A record is replaced only by a higher version (a tie between two different records of one
-//! version is settled by their hashes, so every node keeps the same one); a deletion is final.
+//! A record is the merchant's signed changes and what they make (see
+//! `crate::merchants::endpoint_record`); the registry merges what it hears into it inside one
+//! write transaction here ([`Store::merge_webhook_endpoint`]), and a deletion is final.
 //! [`EndpointRoutes`] is the live map the outbox fans events out with: every event of a merchant
 //! gets one delivery per endpoint whose filter takes its type, with its own retry schedule,
 //! dead-letter state and disablement (delivery id `<webhook-id>.<endpoint id>`).
@@ -37,12 +38,17 @@ pub struct WebhookEndpoint {
     pub disabled: bool,
     /// When it was deleted: its waiting deliveries end, and it never comes back.
     pub deleted_at_ms: Option<u64>,
-    /// Raised by every change.
+    /// When the merchant signed its latest change, unix seconds (later changes are higher).
     pub version: u64,
-    /// When it was created.
+    /// When the merchant created it.
     pub created_at_ms: u64,
-    /// When this version was made.
+    /// When this node last changed it (what it announces again, and what re-enables an
+    /// endpoint this node disabled for failing).
     pub updated_at_ms: u64,
+    /// The merchant's signed changes it is made of; empty in records kept before changes were
+    /// signed, which are neither routed nor served.
+    #[serde(default)]
+    pub statements: Vec<settleproof_merchant_auth::SignedStatement>,
 }
 
 impl WebhookEndpoint {
@@ -56,8 +62,9 @@ impl WebhookEndpoint {
         endpoint_state_key(&self.merchant_id, &self.id)
     }
 
-    fn hash(&self) -> [u8; 32] {
-        alloy::primitives::keccak256(encode(self)).0
+    /// Whether it is the merchant's signed record, not deleted.
+    pub fn is_live(&self) -> bool {
+        self.deleted_at_ms.is_none() && !self.statements.is_empty()
     }
 }
 
@@ -84,32 +91,17 @@ pub fn endpoint_state_key(merchant: &str, id: &str) -> String {
     format!("{merchant}/{id}")
 }
 
-/// What became of an endpoint record offered to the store.
+/// What became of a merge into an endpoint record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EndpointPut {
-    /// Kept: new, newer, or its deletion.
-    Changed,
-    /// Nothing new (an older or equal version, or the endpoint is deleted).
+    /// Kept: the record as it now is.
+    Changed(Box<WebhookEndpoint>),
+    /// Nothing new.
     Known,
     /// Another merchant's endpoint has this id: refused.
     Clash,
     /// A new endpoint of a merchant that has the most live endpoints kept: refused.
     Full,
-    /// A local change made over a version that is no longer the one held: refused (409).
-    Moved,
-}
-
-/// Most endpoint records kept per merchant, deleted ones included.
-pub const MAX_RECORDS_PER_MERCHANT: usize = 128;
-
-/// How [`Store::put_webhook_endpoint`] decides beyond versions.
-#[derive(Debug, Clone, Copy)]
-pub struct PutRule {
-    /// Most live (not deleted) endpoints a merchant may have.
-    pub max_live: usize,
-    /// For a change made on this node: the version it was made over, which must be the one
-    /// held (`None` for a new endpoint, which must not exist). `None` for gossip.
-    pub local_over: Option<Option<u64>>,
 }
 
 /// The live routes of the outbox: by merchant, its endpoints that are not deleted. Shared by
@@ -125,7 +117,7 @@ impl EndpointRoutes {
     /// Replaces the routes with `endpoints`' (deleted ones left out).
     pub fn set(&self, endpoints: &[WebhookEndpoint]) {
         let mut map = RouteMap::new();
-        for e in endpoints.iter().filter(|e| e.deleted_at_ms.is_none()) {
+        for e in endpoints.iter().filter(|e| e.is_live()) {
             map.entry(e.merchant_id.clone()).or_default().push(e.clone());
         }
         // A poisoned lock held a whole map; it is replaced whole.
@@ -152,55 +144,50 @@ impl EndpointRoutes {
 }
 
 impl Store {
-    /// Keeps `endpoint` when it is newer than the record held (see the module doc) and `rule`
-    /// allows it, deciding in one write transaction.
-    pub fn put_webhook_endpoint(&self, endpoint: &WebhookEndpoint, rule: PutRule) -> Result<EndpointPut, StoreError> {
+    /// Merges into endpoint `id` of `merchant`, in one write transaction: `merge` gets the
+    /// record held (if any) and answers the record to keep, or `None` when nothing changes. A
+    /// new live endpoint is refused when the merchant has `max_live` live ones (deleted ones do
+    /// not count: only the merchant's signature deletes, so only the merchant fills them).
+    pub fn merge_webhook_endpoint(
+        &self,
+        id: &str,
+        merchant: &str,
+        max_live: usize,
+        merge: impl FnOnce(Option<&WebhookEndpoint>) -> Option<WebhookEndpoint>,
+    ) -> Result<EndpointPut, StoreError> {
         let tx = self.db().begin_write()?;
         let put = {
             let mut t = tx.open_table(WEBHOOK_ENDPOINTS)?;
             let held: Option<WebhookEndpoint> =
-                t.get(endpoint.id.as_str())?.map(|v| decode("webhook_endpoints", v.value())).transpose()?;
-            if let Some(over) = rule.local_over
-                && over != held.as_ref().map(|h| h.version)
-            {
-                drop(t);
-                tx.abort()?;
-                return Ok(EndpointPut::Moved);
-            }
-            if held.is_none() {
-                let (mut live, mut all) = (0, 0);
-                for row in t.iter()? {
-                    let e: WebhookEndpoint = decode("webhook_endpoints", row?.1.value())?;
-                    if e.merchant_id == endpoint.merchant_id {
-                        all += 1;
-                        live += usize::from(e.deleted_at_ms.is_none());
+                t.get(id)?.map(|v| decode("webhook_endpoints", v.value())).transpose()?;
+            if held.as_ref().is_some_and(|h| h.merchant_id != merchant) {
+                EndpointPut::Clash
+            } else {
+                match merge(held.as_ref()) {
+                    None => EndpointPut::Known,
+                    Some(e) => {
+                        let new_live = e.is_live() && !held.as_ref().is_some_and(WebhookEndpoint::is_live);
+                        let mut live = 0;
+                        if new_live {
+                            for row in t.iter()? {
+                                let other: WebhookEndpoint = decode("webhook_endpoints", row?.1.value())?;
+                                live += usize::from(other.merchant_id == merchant && other.is_live());
+                            }
+                        }
+                        if new_live && live >= max_live {
+                            EndpointPut::Full
+                        } else {
+                            t.insert(id, encode(&e).as_slice())?;
+                            EndpointPut::Changed(Box::new(e))
+                        }
                     }
-                }
-                // Deleted ones are kept (a deletion is final) up to a bound of their own.
-                let over = if endpoint.deleted_at_ms.is_none() { live >= rule.max_live } else { false };
-                if over || all >= MAX_RECORDS_PER_MERCHANT {
-                    drop(t);
-                    tx.abort()?;
-                    return Ok(EndpointPut::Full);
-                }
-            }
-            let newer = match &held {
-                None => Ok(true),
-                Some(h) if h.merchant_id != endpoint.merchant_id => Err(()),
-                Some(h) if h.deleted_at_ms.is_some() => Ok(false),
-                Some(_) if endpoint.deleted_at_ms.is_some() => Ok(true),
-                Some(h) => Ok((endpoint.version, endpoint.hash()) > (h.version, h.hash())),
-            };
-            match newer {
-                Err(()) => EndpointPut::Clash,
-                Ok(false) => EndpointPut::Known,
-                Ok(true) => {
-                    t.insert(endpoint.id.as_str(), encode(endpoint).as_slice())?;
-                    EndpointPut::Changed
                 }
             }
         };
-        tx.commit()?;
+        match put {
+            EndpointPut::Changed(_) => tx.commit()?,
+            _ => tx.abort()?,
+        }
         Ok(put)
     }
 
@@ -242,8 +229,6 @@ pub(crate) mod tests {
     use super::*;
     use crate::store::temp_store;
 
-    const ANY: PutRule = PutRule { max_live: 16, local_over: None };
-
     pub(crate) fn endpoint(id: &str, events: &[&str]) -> WebhookEndpoint {
         WebhookEndpoint {
             id: id.into(),
@@ -258,44 +243,55 @@ pub(crate) mod tests {
             version: 1,
             created_at_ms: 1,
             updated_at_ms: 1,
+            statements: vec![settleproof_merchant_auth::SignedStatement { jwt: "a.b.c".into(), body: String::new() }],
         }
     }
 
     #[test]
-    fn the_newest_version_stands_and_a_deletion_is_final() {
+    fn a_merge_keeps_what_it_answers_and_counts_live_endpoints_only() {
         let (dir, store) = temp_store();
         let e = endpoint("we_1", &["*"]);
-        assert_eq!(store.put_webhook_endpoint(&e, ANY).expect("put"), EndpointPut::Changed);
-        assert_eq!(store.put_webhook_endpoint(&e, ANY).expect("again"), EndpointPut::Known);
-        let v2 = WebhookEndpoint { version: 2, url: "https://example.test/two".into(), ..e.clone() };
-        assert_eq!(store.put_webhook_endpoint(&v2, ANY).expect("newer"), EndpointPut::Changed);
-        assert_eq!(store.put_webhook_endpoint(&e, ANY).expect("older"), EndpointPut::Known);
-        // Two different records of one version: every node keeps the one with the higher hash.
-        let rival = WebhookEndpoint { url: "https://example.test/rival".into(), ..v2.clone() };
-        let (hi, lo) = if rival.hash() > v2.hash() { (&rival, &v2) } else { (&v2, &rival) };
-        store.put_webhook_endpoint(hi, ANY).expect("hi");
-        assert_eq!(store.put_webhook_endpoint(lo, ANY).expect("lo"), EndpointPut::Known);
-        assert_eq!(store.webhook_endpoint("we_1").expect("get").map(|e| e.url), Some(hi.url.clone()));
-        let other = WebhookEndpoint { merchant_id: "other".into(), version: 9, ..e.clone() };
-        assert_eq!(store.put_webhook_endpoint(&other, ANY).expect("clash"), EndpointPut::Clash);
+        let keep = |e: &WebhookEndpoint| {
+            let e = e.clone();
+            move |_: Option<&WebhookEndpoint>| Some(e)
+        };
+        assert_eq!(
+            store.merge_webhook_endpoint("we_1", "m", 16, keep(&e)).expect("put"),
+            EndpointPut::Changed(Box::new(e.clone()))
+        );
+        assert_eq!(
+            store
+                .merge_webhook_endpoint("we_1", "m", 16, |held| {
+                    assert_eq!(held, Some(&e));
+                    None
+                })
+                .expect("again"),
+            EndpointPut::Known
+        );
+        assert_eq!(store.merge_webhook_endpoint("we_1", "other", 16, keep(&e)).expect("clash"), EndpointPut::Clash);
         let deleted = WebhookEndpoint { deleted_at_ms: Some(5), ..e.clone() };
-        assert_eq!(store.put_webhook_endpoint(&deleted, ANY).expect("delete"), EndpointPut::Changed);
-        let revived = WebhookEndpoint { version: 99, ..v2.clone() };
-        assert_eq!(store.put_webhook_endpoint(&revived, ANY).expect("revive"), EndpointPut::Known);
+        assert!(matches!(
+            store.merge_webhook_endpoint("we_1", "m", 16, keep(&deleted)).expect("delete"),
+            EndpointPut::Changed(_)
+        ));
         drop(store);
         let store = Store::open(&dir.path().join("settleproof.redb")).expect("reopen");
         assert_eq!(store.webhook_endpoints(Some("m")).expect("list")[0].deleted_at_ms, Some(5));
-        // A change made here over a version no longer held is refused, not silently lost.
-        let fresh = endpoint("we_2", &["*"]);
-        let local = |over| PutRule { max_live: 16, local_over: Some(over) };
-        assert_eq!(store.put_webhook_endpoint(&fresh, local(None)).expect("new"), EndpointPut::Changed);
-        let edit = WebhookEndpoint { version: 2, ..fresh.clone() };
-        assert_eq!(store.put_webhook_endpoint(&edit, local(Some(1))).expect("edit"), EndpointPut::Changed);
-        let stale = WebhookEndpoint { version: 2, url: "https://example.test/late".into(), ..fresh.clone() };
-        assert_eq!(store.put_webhook_endpoint(&stale, local(Some(1))).expect("late"), EndpointPut::Moved);
         // Only live endpoints count toward the bound; the deleted we_1 does not.
-        let full = PutRule { max_live: 1, local_over: None };
-        assert_eq!(store.put_webhook_endpoint(&endpoint("we_3", &["*"]), full).expect("full"), EndpointPut::Full);
+        let two = endpoint("we_2", &["*"]);
+        assert!(matches!(
+            store.merge_webhook_endpoint("we_2", "m", 1, keep(&two)).expect("room"),
+            EndpointPut::Changed(_)
+        ));
+        let three = endpoint("we_3", &["*"]);
+        assert_eq!(store.merge_webhook_endpoint("we_3", "m", 1, keep(&three)).expect("full"), EndpointPut::Full);
+        assert_eq!(store.webhook_endpoint("we_3").expect("get"), None, "nothing kept when full");
+        // A change of a live one is not a new one.
+        let edited = WebhookEndpoint { url: "https://example.test/two".into(), ..two.clone() };
+        assert!(matches!(
+            store.merge_webhook_endpoint("we_2", "m", 1, keep(&edited)).expect("edit"),
+            EndpointPut::Changed(_)
+        ));
     }
 
     #[test]

@@ -198,6 +198,24 @@ impl ByzantineOperator {
         self.net.publish(settleproof_node::merchants::KEYS_TOPIC, data).await.is_ok()
     }
 
+    /// Publishes `statements` as the signed changes of endpoint `endpoint_id` of `merchant`
+    /// (its own, or the merchant's mixed with its own). Returns whether gossip took it.
+    pub async fn announce_endpoint(
+        &self,
+        merchant: &str,
+        endpoint_id: &str,
+        statements: Vec<settleproof_merchant_auth::SignedStatement>,
+    ) -> bool {
+        let ann = settleproof_node::merchants::EndpointAnnouncement {
+            merchant_id: merchant.into(),
+            endpoint_id: endpoint_id.into(),
+            statements,
+            sent_at_ms: now_ms(),
+        };
+        let data = serde_json::to_vec(&ann).unwrap_or_default();
+        self.net.publish(settleproof_node::merchants::ENDPOINTS_TOPIC, data).await.is_ok()
+    }
+
     /// Hands `invoice` to every node that asks for its id.
     pub fn answer_fetches_with(&self, invoice: Invoice) {
         if let Ok(mut a) = self.answers.lock() {

@@ -103,8 +103,6 @@ pub struct Devnet {
     pub chain_id: u64,
     /// Bearer token of every node's admin API.
     pub admin_token: Secret,
-    /// The merchant's API token (the configs hold only its hash).
-    pub merchant_token: Secret,
     /// The merchant's root key (the configs hold only its public half).
     pub merchant_key: Arc<MerchantSigner>,
 }
@@ -166,9 +164,8 @@ pub async fn init(spec: &DevnetSpec) -> Result<Devnet, DevnetError> {
     // `chains` starts with the first chain, deployed above.
     let (chain_id, deployment) = (chains[0].chain_id, chains[0].deployment);
 
-    // The merchant's API token stays with the merchant (testnet.json); configs hold its hash.
-    let merchant_token = Secret::new(format!("sk_test_{}", random_hex(16)));
-    // So does its root key: made here at run time, its public half in the registry record.
+    // The merchant's root key stays with the merchant (testnet.json): made here at run time,
+    // its public half in the registry record.
     let merchant_key = Arc::new(
         MerchantSigner::generate("demo", KeyAlg::EdDsa)
             .map_err(|e| DevnetError::Invalid(format!("merchant key: {e}")))?,
@@ -178,9 +175,8 @@ pub async fn init(spec: &DevnetSpec) -> Result<Devnet, DevnetError> {
         payout_address: PrivateKeySigner::random().address(),
         webhook_url: spec.webhook_url.clone(),
         webhook_secret: Secret::new(generate_secret()),
-        api_token_sha256: settleproof_node::api::auth::token_hash(merchant_token.expose()),
-        api_token: None,
         root_key: Some(merchant_key.public_key().clone()),
+        api_token_sha256: None,
     };
     let admin_token = Secret::new(format!("admin_{}", random_hex(16)));
     let operators: Vec<OperatorConfig> = keys
@@ -255,7 +251,7 @@ pub async fn init(spec: &DevnetSpec) -> Result<Devnet, DevnetError> {
         write(&path, &text)?;
         nodes.push((path, cfg));
     }
-    let devnet = Devnet { nodes, deployment, chains, merchant, merchant_token, merchant_key, chain_id, admin_token };
+    let devnet = Devnet { nodes, deployment, chains, merchant, merchant_key, chain_id, admin_token };
     // It holds the merchant's private key and tokens: readable by its owner only.
     write_private(&spec.dir.join("testnet.json"), &manifest(spec, &devnet).to_string())?;
     Ok(devnet)
@@ -371,7 +367,6 @@ fn manifest(spec: &DevnetSpec, d: &Devnet) -> serde_json::Value {
         "merchant": {
             "id": d.merchant.id,
             "payout_address": d.merchant.payout_address,
-            "api_key": d.merchant_token.expose(),
             "key_id": d.merchant_key.key_id(),
             "private_key_pem": d.merchant_key.private_key_pem(),
             "webhook_url": d.merchant.webhook_url,

@@ -117,9 +117,7 @@ async fn forge_invoices(
     step: Duration,
 ) -> Result<(usize, Vec<String>)> {
     let listed: Value = ctl
-        .http
-        .get(format!("{}/v1/invoices?limit=50", ctl.m.nodes[0].api_url))
-        .bearer_auth(&ctl.m.merchant.api_key)
+        .merchant_request(reqwest::Method::GET, &format!("{}/v1/invoices?limit=50", ctl.m.nodes[0].api_url), None)?
         .send()
         .await?
         .json()

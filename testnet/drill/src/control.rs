@@ -5,6 +5,7 @@ use crate::manifest::Manifest;
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use eyre::{Result, WrapErr, bail, eyre};
 use serde_json::{Value, json};
+use settleproof_merchant_auth::MerchantSigner;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,6 +21,8 @@ pub struct Control {
     pub chain: DynProvider,
     /// The chain the load's invoices name (`None`: the nodes' first chain).
     pub chain_id: Option<u64>,
+    /// The merchant's root key, which signs its API requests.
+    pub merchant: std::sync::Arc<MerchantSigner>,
 }
 
 impl Control {
@@ -27,7 +30,26 @@ impl Control {
     pub fn new(m: Manifest) -> Result<Self> {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
         let chain = ProviderBuilder::new().connect_http(m.rpc_url.parse()?).erased();
-        Ok(Self { m, http, chain, chain_id: None })
+        let merchant = MerchantSigner::from_pem(&m.merchant.id, &m.merchant.private_key_pem)
+            .map_err(|e| eyre!("the manifest's merchant key: {e}"))?;
+        Ok(Self { m, http, chain, chain_id: None, merchant: std::sync::Arc::new(merchant) })
+    }
+
+    /// A merchant API request `method url` with `body`, signed by the merchant's key.
+    pub fn merchant_request(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<reqwest::RequestBuilder> {
+        let bytes = body.map(serde_json::to_vec).transpose()?.unwrap_or_default();
+        let now = settleproof_node::time::now_s();
+        let jwt = self
+            .merchant
+            .sign_request(method.as_str(), url, &bytes, now, settleproof_merchant_auth::DEFAULT_LIFETIME_S)
+            .map_err(|e| eyre!("signing: {e}"))?;
+        let req = self.http.request(method, url).bearer_auth(jwt);
+        Ok(if body.is_some() { req.header("content-type", "application/json").body(bytes) } else { req })
     }
 
     /// The same testnet seen on chain `c`: its anvil, its contracts, invoices naming it.

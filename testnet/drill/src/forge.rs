@@ -12,11 +12,9 @@ use settleproof_contracts::InvoicePayments;
 /// Creates an invoice that stays unpaid and returns its id with a forged log paying it.
 pub async fn payment_of_unpaid_invoice(ctl: &Control) -> Result<(String, Value)> {
     let node = &ctl.m.nodes[0];
+    let body = json!({ "amount": "1000000000000000", "token": "native", "metadata": { "decoy": true } });
     let r = ctl
-        .http
-        .post(format!("{}/v1/invoices", node.api_url))
-        .bearer_auth(&ctl.m.merchant.api_key)
-        .json(&json!({ "amount": "1000000000000000", "token": "native", "metadata": { "decoy": true } }))
+        .merchant_request(reqwest::Method::POST, &format!("{}/v1/invoices", node.api_url), Some(&body))?
         .send()
         .await?;
     if r.status().as_u16() != 201 {

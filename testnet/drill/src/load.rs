@@ -204,10 +204,7 @@ async fn create_once(ctl: &Control, k: usize, body: &Value, last: &mut String) -
     for step in 0..ctl.n() {
         let node = &ctl.m.nodes[(k + step) % ctl.n()];
         let resp = ctl
-            .http
-            .post(format!("{}/v1/invoices", node.api_url))
-            .bearer_auth(&ctl.m.merchant.api_key)
-            .json(body)
+            .merchant_request(reqwest::Method::POST, &format!("{}/v1/invoices", node.api_url), Some(body))?
             .send()
             .await;
         match resp {

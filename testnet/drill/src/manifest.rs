@@ -63,8 +63,10 @@ pub struct Contracts {
 /// The demo merchant.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Merchant {
-    /// Bearer token of the merchant API.
-    pub api_key: String,
+    /// The merchant id.
+    pub id: String,
+    /// The merchant's root key, PKCS#8 PEM: it signs every merchant API request.
+    pub private_key_pem: String,
     /// Where nodes deliver webhooks.
     pub webhook_url: String,
     /// The demo receiver, when `up.sh` started one.

@@ -256,9 +256,7 @@ async fn evaluate(
     }
     for id in strangers {
         let r = ctl
-            .http
-            .get(format!("{}/v1/invoices/{id}", ctl.m.nodes[0].api_url))
-            .bearer_auth(&ctl.m.merchant.api_key)
+            .merchant_request(reqwest::Method::GET, &format!("{}/v1/invoices/{id}", ctl.m.nodes[0].api_url), None)?
             .send()
             .await?;
         if r.status().as_u16() == 404 {
@@ -298,7 +296,8 @@ pub async fn unpaid_stay_unpaid(ctl: &Control, invoices: &[String]) -> Vec<Strin
             wrong.push(format!("unpaid invoice {id}: the merchant was told it was paid"));
         }
         for node in &ctl.m.nodes {
-            let r = ctl.http.get(format!("{}/v1/invoices/{id}", node.api_url)).bearer_auth(&ctl.m.merchant.api_key);
+            let url = format!("{}/v1/invoices/{id}", node.api_url);
+            let Ok(r) = ctl.merchant_request(reqwest::Method::GET, &url, None) else { continue };
             let Ok(resp) = r.send().await else { continue };
             let Ok(v) = resp.json::<Value>().await else { continue };
             if v["amount_paid"].as_str().is_some_and(|a| a != "0") {

@@ -1,7 +1,7 @@
 //! `Idempotency-Key` on `POST /v1/invoices`, over the router of two nodes with their own
 //! stores (no replication between them).
 
-use super::tests::{TOKEN, state};
+use super::tests::{authorization, state};
 use crate::api::router;
 use crate::store::{IDEMPOTENCY_TTL_S, temp_store};
 use axum::body::Body;
@@ -15,7 +15,7 @@ async fn post(st: &crate::api::ApiState, key: Option<&str>, body: Value) -> (Sta
         .method("POST")
         .uri("/v1/invoices")
         .header("content-type", "application/json")
-        .header("authorization", format!("Bearer {TOKEN}"));
+        .header("authorization", authorization("POST", "/v1/invoices", body.to_string().as_bytes()));
     if let Some(k) = key {
         req = req.header("idempotency-key", k);
     }

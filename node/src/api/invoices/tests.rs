@@ -10,7 +10,20 @@ use settleproof_consensus::RoundSchedule;
 use std::sync::Arc;
 use tower::ServiceExt;
 
-pub(super) const TOKEN: &str = "sk_test_0123456789abcdef";
+/// In [`call`], stands for a request signed by the merchant's root key.
+pub(super) const SIGNED: &str = "(signed by the shop's root key)";
+
+/// The merchant's root key, whose private half only these tests hold.
+static SHOP: std::sync::LazyLock<settleproof_merchant_auth::MerchantSigner> = std::sync::LazyLock::new(|| {
+    settleproof_merchant_auth::MerchantSigner::generate("shop", settleproof_merchant_auth::KeyAlg::EdDsa).expect("key")
+});
+
+/// `Authorization` of a request `method uri` with `body`, signed by the shop's root key for
+/// this node (`127.0.0.1:8080`).
+pub(super) fn authorization(method: &str, uri: &str, body: &[u8]) -> String {
+    let url = format!("http://127.0.0.1:8080{uri}");
+    format!("Bearer {}", SHOP.sign_request(method, &url, body, crate::time::now_s(), 60).expect("sign"))
+}
 
 fn chain(chain_id: u64, store: Store) -> ChainState {
     let payments = Address::repeat_byte(0x22);
@@ -35,9 +48,8 @@ fn state_of(chains: Chains) -> ApiState {
             payout_address: Address::repeat_byte(0x11),
             webhook_url: "http://127.0.0.1:1/webhooks".into(),
             webhook_secret: Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
-            api_token_sha256: crate::api::auth::token_hash(TOKEN),
-            api_token: None,
-            root_key: None,
+            root_key: Some(SHOP.public_key().clone()),
+            api_token_sha256: None,
         }]),
         node_name: "node-0".into(),
         net: None,
@@ -50,7 +62,7 @@ fn state_of(chains: Chains) -> ApiState {
         throttle: Default::default(),
         public_url: "http://127.0.0.1:8080".into(),
         tokens: Default::default(),
-        signed: crate::api::auth::SignedRequests::new(None, ([127, 0, 0, 1], 8080).into(), 1000),
+        signed: crate::api::auth::SignedRequests::new(None, ([127, 0, 0, 1], 8080).into(), 100_000),
     }
 }
 
@@ -62,10 +74,13 @@ async fn call(
     body: Option<Value>,
 ) -> (StatusCode, Value) {
     let mut req = Request::builder().method(method).uri(uri).header("content-type", "application/json");
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    match token {
+        Some(SIGNED) => req = req.header("authorization", authorization(method, uri, body.as_bytes())),
+        Some(t) => req = req.header("authorization", format!("Bearer {t}")),
+        None => {}
     }
-    let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
+    let body = Body::from(body);
     let resp = router(state.clone()).oneshot(req.body(body).expect("request")).await.expect("response");
     let status = resp.status();
     let bytes = resp.into_body().collect().await.expect("body").to_bytes();
@@ -80,7 +95,7 @@ async fn create_then_get_native_invoice() {
         &st,
         "POST",
         "/v1/invoices",
-        Some(TOKEN),
+        Some(SIGNED),
         Some(json!({"amount": "1000", "token": "native", "metadata": {"order": 7}})),
     )
     .await;
@@ -91,7 +106,7 @@ async fn create_then_get_native_invoice() {
     assert_eq!(tx["value"], "1000");
     assert_eq!(body["payment_instructions"]["chain_id"], 31337);
     let id = body["id"].as_str().expect("id");
-    let (status, got) = call(&st, "GET", &format!("/v1/invoices/{id}"), Some(TOKEN), None).await;
+    let (status, got) = call(&st, "GET", &format!("/v1/invoices/{id}"), Some(SIGNED), None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(got["metadata"]["order"], 7);
 }
@@ -102,7 +117,7 @@ async fn token_invoice_has_approve_then_pay() {
     let st = state(store);
     let token = "0x3333333333333333333333333333333333333333";
     let (status, body) =
-        call(&st, "POST", "/v1/invoices", Some(TOKEN), Some(json!({"amount": "5", "token": token}))).await;
+        call(&st, "POST", "/v1/invoices", Some(SIGNED), Some(json!({"amount": "5", "token": token}))).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let txs = body["payment_instructions"]["transactions"].as_array().expect("list");
     assert_eq!(txs.len(), 2);
@@ -127,11 +142,11 @@ async fn bad_input_names_the_field() {
         (json!({"token": "native"}), "body"),
     ];
     for (body, field) in cases {
-        let (status, resp) = call(&st, "POST", "/v1/invoices", Some(TOKEN), Some(body.clone())).await;
+        let (status, resp) = call(&st, "POST", "/v1/invoices", Some(SIGNED), Some(body.clone())).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
         assert_eq!(resp["error"]["field"], field, "{body} → {resp}");
     }
-    let (status, _) = call(&st, "GET", "/v1/invoices/0x12", Some(TOKEN), None).await;
+    let (status, _) = call(&st, "GET", "/v1/invoices/0x12", Some(SIGNED), None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
@@ -140,13 +155,15 @@ async fn auth_is_required_and_invoices_are_private() {
     let (_dir, store) = temp_store();
     let st = state(store);
     let body = json!({"amount": "1", "token": "native"});
-    assert_eq!(call(&st, "POST", "/v1/invoices", None, Some(body.clone())).await.0, StatusCode::UNAUTHORIZED);
-    assert_eq!(
-        call(&st, "POST", "/v1/invoices", Some("sk_wrong_0123456789"), Some(body)).await.0,
-        StatusCode::UNAUTHORIZED
-    );
+    let (status, none) = call(&st, "POST", "/v1/invoices", None, Some(body.clone())).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(none["error"]["message"].as_str().is_some_and(|m| m.contains("missing credentials")), "{none}");
+    // A plain bearer token, whatever it is, authenticates nothing, and the answer says so.
+    let (status, plain) = call(&st, "POST", "/v1/invoices", Some("sk_test_0123456789abcdef"), Some(body)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(plain["error"]["message"].as_str().is_some_and(|m| m.contains("plain bearer tokens")), "{plain}");
     let missing = format!("/v1/invoices/0x{}", "ab".repeat(32));
-    assert_eq!(call(&st, "GET", &missing, Some(TOKEN), None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(call(&st, "GET", &missing, Some(SIGNED), None).await.0, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
@@ -155,38 +172,38 @@ async fn list_filters_and_pages() {
     let st = state(store);
     for amount in ["1", "2", "3"] {
         let (status, _) =
-            call(&st, "POST", "/v1/invoices", Some(TOKEN), Some(json!({"amount": amount, "token": "native"}))).await;
+            call(&st, "POST", "/v1/invoices", Some(SIGNED), Some(json!({"amount": amount, "token": "native"}))).await;
         assert_eq!(status, StatusCode::CREATED);
     }
-    let (status, page) = call(&st, "GET", "/v1/invoices?limit=2", Some(TOKEN), None).await;
+    let (status, page) = call(&st, "GET", "/v1/invoices?limit=2", Some(SIGNED), None).await;
     assert_eq!(status, StatusCode::OK, "{page}");
     assert_eq!(page["data"].as_array().map(Vec::len), Some(2));
     let cursor = page["next_cursor"].as_str().expect("more pages").to_string();
-    let (_, page2) = call(&st, "GET", &format!("/v1/invoices?limit=2&cursor={cursor}"), Some(TOKEN), None).await;
+    let (_, page2) = call(&st, "GET", &format!("/v1/invoices?limit=2&cursor={cursor}"), Some(SIGNED), None).await;
     assert_eq!(page2["data"].as_array().map(Vec::len), Some(1));
     assert!(page2["next_cursor"].is_null());
-    let (_, open) = call(&st, "GET", "/v1/invoices?status=open", Some(TOKEN), None).await;
+    let (_, open) = call(&st, "GET", "/v1/invoices?status=open", Some(SIGNED), None).await;
     assert_eq!(open["data"].as_array().map(Vec::len), Some(3));
-    let (_, paid) = call(&st, "GET", "/v1/invoices?status=paid", Some(TOKEN), None).await;
+    let (_, paid) = call(&st, "GET", "/v1/invoices?status=paid", Some(SIGNED), None).await;
     assert_eq!(paid["data"].as_array().map(Vec::len), Some(0));
     for (q, field) in
         [("status=done", "status"), ("limit=0", "limit"), ("cursor=zz", "cursor"), ("colour=red", "query")]
     {
-        let (status, body) = call(&st, "GET", &format!("/v1/invoices?{q}"), Some(TOKEN), None).await;
+        let (status, body) = call(&st, "GET", &format!("/v1/invoices?{q}"), Some(SIGNED), None).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{q}");
         assert_eq!(body["error"]["field"], field, "{q}");
     }
 }
 
 #[tokio::test]
-async fn each_merchant_token_has_a_request_budget_and_requests_get_ids() {
+async fn each_merchant_has_a_request_budget_and_requests_get_ids() {
     let (_dir, store) = temp_store();
     let mut st = state(store);
     st.limiter = crate::api::RateLimiter::new(0.001, 2.0);
     let body = json!({"amount": "1", "token": "native"});
-    assert_eq!(call(&st, "POST", "/v1/invoices", Some(TOKEN), Some(body.clone())).await.0, StatusCode::CREATED);
-    assert_eq!(call(&st, "POST", "/v1/invoices", Some(TOKEN), Some(body.clone())).await.0, StatusCode::CREATED);
-    let (status, resp) = call(&st, "POST", "/v1/invoices", Some(TOKEN), Some(body)).await;
+    assert_eq!(call(&st, "POST", "/v1/invoices", Some(SIGNED), Some(body.clone())).await.0, StatusCode::CREATED);
+    assert_eq!(call(&st, "POST", "/v1/invoices", Some(SIGNED), Some(body.clone())).await.0, StatusCode::CREATED);
+    let (status, resp) = call(&st, "POST", "/v1/invoices", Some(SIGNED), Some(body)).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(resp["error"]["code"], "rate_limited");
     let req =
@@ -229,7 +246,7 @@ async fn the_public_router_holds_under_abuse() {
     assert_eq!(admin_router(st.clone()).oneshot(req).await.expect("response").status(), StatusCode::OK);
     // Bodies over the limit: 413.
     let big = json!({"amount": "1", "token": "native", "metadata": {"x": "y".repeat(4096)}});
-    assert_eq!(call(&st, "POST", "/v1/invoices", Some(TOKEN), Some(big)).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(call(&st, "POST", "/v1/invoices", Some(SIGNED), Some(big)).await.0, StatusCode::PAYLOAD_TOO_LARGE);
     // Guessing tokens: locked out after the allowed failures, even with the right token.
     for _ in 0..crate::api::throttle::MAX_FAILURES {
         assert_eq!(
@@ -237,7 +254,7 @@ async fn the_public_router_holds_under_abuse() {
             StatusCode::UNAUTHORIZED
         );
     }
-    let (status, resp) = call(&st, "GET", "/v1/merchant", Some(TOKEN), None).await;
+    let (status, resp) = call(&st, "GET", "/v1/merchant", Some(SIGNED), None).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(resp["error"]["code"], "auth_locked_out");
 }
@@ -267,7 +284,7 @@ mod untrusted {
         let Ok(req) = Request::builder()
             .method(method)
             .uri(uri)
-            .header("authorization", format!("Bearer {TOKEN}"))
+            .header("authorization", authorization(method, uri, &body))
             .header("content-type", "application/json")
             .body(Body::from(body))
         else {
