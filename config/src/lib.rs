@@ -21,7 +21,7 @@ mod validate;
 pub use error::{ConfigError, FieldError};
 pub use model::*;
 pub use secret::Secret;
-pub use validate::merchant_problems;
+pub use validate::{merchant_problems, new_merchant_problems};
 
 /// A complete, valid example configuration (also used by the docs and tests).
 pub const EXAMPLE: &str = include_str!("../example.toml");

@@ -400,15 +400,16 @@ pub struct MerchantConfig {
     pub webhook_url: String,
     /// Standard Webhooks secret, `whsec_` + base64.
     pub webhook_secret: Secret,
-    /// The merchant's root public key (`settleproof merchant keygen` prints it): requests signed
-    /// with it are the merchant's own, and no operator holds its private half. Required; a
-    /// record without one (kept from before requests were signed) authenticates nothing.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub root_key: Option<settleproof_merchant_auth::MerchantKey>,
-    /// Retired: the SHA-256 of a bearer token, which no node accepts any more. Read only so that
-    /// a stored record from before signed requests still decodes; a new record must not set it.
+    /// Retired: the SHA-256 of a bearer token, which no node accepts any more. Kept (in its
+    /// place, so that a stored record encodes and hashes as it was approved) only so that
+    /// records from before signed requests still decode; a new record must not set it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_token_sha256: Option<alloy::primitives::B256>,
+    /// The merchant's root public key (`settleproof merchant keygen` prints it): requests signed
+    /// with it are the merchant's own, and no operator holds its private half. Required of a
+    /// new record; one without (kept from before requests were signed) authenticates nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_key: Option<settleproof_merchant_auth::MerchantKey>,
 }
 
 /// Webhook delivery settings.

@@ -7,8 +7,9 @@ use crate::key::MerchantKey;
 use crate::request::{AuthError, RequestClaims, body_hash, signed_claims};
 use serde::{Deserialize, Serialize};
 
-/// A signed request and its exact body.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// A signed request and its exact body. Its `Debug` shows neither: a JWT is a credential for
+/// its lifetime, and a body may hold a secret the merchant chose.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignedStatement {
     /// The JWT.
@@ -16,6 +17,15 @@ pub struct SignedStatement {
     /// The body it signed (UTF-8 JSON), empty when none.
     #[serde(default)]
     pub body: String,
+}
+
+impl std::fmt::Debug for SignedStatement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignedStatement")
+            .field("kid", &header_key_id(&self.jwt))
+            .field("body_bytes", &self.body.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A JWT's claims, without checking anything (to read `nbf` of a statement that is then

@@ -3,8 +3,9 @@
 //! library (docs/examples/).
 
 use eyre::{Result, WrapErr, bail};
-use settleproof_merchant_auth::{DEFAULT_LIFETIME_S, KeyAlg, MerchantSigner};
+use settleproof_merchant_auth::{DEFAULT_LIFETIME_S, KeyAlg, MerchantSigner, SignedStatement};
 use settleproof_node::cli::MerchantCommand;
+use settleproof_node::merchants::endpoint_record::{self, ChangeKind};
 use std::io::Write;
 
 pub(crate) async fn run(cmd: MerchantCommand) -> Result<()> {
@@ -41,6 +42,9 @@ pub(crate) async fn run(cmd: MerchantCommand) -> Result<()> {
             let method = method.to_ascii_uppercase();
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
             let jwt = signer.sign_request(&method, &url, &body, now, DEFAULT_LIFETIME_S)?;
+            // The endpoint a creation makes is named by what was signed: the answer is checked.
+            let statement = SignedStatement { jwt: jwt.clone(), body: String::from_utf8_lossy(&body).into_owned() };
+            let creates_endpoint = endpoint_record::read(&statement).is_ok_and(|c| c.kind == ChangeKind::Create);
             let mut req =
                 reqwest::Client::new().request(reqwest::Method::from_bytes(method.as_bytes())?, &url).bearer_auth(jwt);
             if data.is_some() {
@@ -62,6 +66,17 @@ pub(crate) async fn run(cmd: MerchantCommand) -> Result<()> {
             println!("{text}");
             if status.is_client_error() || status.is_server_error() {
                 bail!("the node answered {status}");
+            }
+            if creates_endpoint {
+                let want = endpoint_record::endpoint_id_of(&statement);
+                let got = serde_json::from_str::<serde_json::Value>(&text)
+                    .ok()
+                    .and_then(|v| v["id"].as_str().map(String::from));
+                if got.as_deref() != Some(want.as_str()) {
+                    bail!(
+                        "the node named the endpoint {got:?}, but this request makes {want}: do not trust this node's answer"
+                    );
+                }
             }
             Ok(())
         }

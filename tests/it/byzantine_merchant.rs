@@ -85,12 +85,12 @@ async fn an_operator_can_neither_forge_redirect_nor_delete_a_merchants_endpoint(
     let (net, bad) = with_byzantine(Options::default()).await?;
     let root = net.devnet.merchant_key.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}/hooks", listener.local_addr()?);
-    let body = json!({"url": url, "enabled_events": ["test"]});
+    let url = format!("http://{}/webhooks", listener.local_addr()?);
+    let secret = settleproof_node::webhook::signature::generate_secret();
+    let body = json!({"url": url, "enabled_events": ["test"], "secret": secret});
     let (status, created) = call(&net, 0, Method::POST, "/v1/webhook-endpoints", &root, Some(body)).await?;
     assert_eq!(status, 201, "{created}");
     let id = created["id"].as_str().ok_or_else(|| eyre!("no id: {created}"))?.to_string();
-    let secret = created["secret"].as_str().ok_or_else(|| eyre!("no secret: {created}"))?.to_string();
     let hook = settleproof_devnet::demo_merchant::Receiver::new(secret.clone(), None);
     tokio::spawn(hook.clone().serve(listener));
     let listed = |i: usize| {
@@ -117,7 +117,8 @@ async fn an_operator_can_neither_forge_redirect_nor_delete_a_merchants_endpoint(
             .map_err(|e| eyre!("{e}"))?;
         Ok(SignedStatement { jwt, body: body.into() })
     };
-    let evil = r#"{"url":"http://127.0.0.1:1/evil","enabled_events":["*"]}"#;
+    let evil =
+        r#"{"url":"http://127.0.0.1:1/evil","enabled_events":["*"],"secret":"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}"#;
     let ghost = sign("POST", "/v1/webhook-endpoints", evil)?;
     let ghost_id = settleproof_node::merchants::endpoint_record::endpoint_id_of(&ghost);
     let path = format!("/v1/webhook-endpoints/{id}");
@@ -125,7 +126,10 @@ async fn an_operator_can_neither_forge_redirect_nor_delete_a_merchants_endpoint(
         (ghost_id, ghost),
         (id.clone(), sign("PATCH", &path, r#"{"url":"http://127.0.0.1:1/evil"}"#)?),
         (id.clone(), sign("PATCH", &path, r#"{"disabled":true}"#)?),
-        (id.clone(), sign("POST", &format!("{path}/rotate-secret"), "")?),
+        (
+            id.clone(),
+            sign("POST", &format!("{path}/rotate-secret"), r#"{"secret":"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}"#)?,
+        ),
         (id.clone(), sign("DELETE", &path, "")?),
     ];
     for (endpoint, statement) in forgeries {

@@ -50,13 +50,15 @@ async fn two_endpoints_get_what_their_filters_ask_for_and_one_failing_never_hold
     let (la, lb) =
         (tokio::net::TcpListener::bind("127.0.0.1:0").await?, tokio::net::TcpListener::bind("127.0.0.1:0").await?);
     let url = |l: &tokio::net::TcpListener| l.local_addr().map(|a| format!("http://{a}/webhooks"));
+    // Each secret is the merchant's own, chosen here and signed with the creation.
+    let secret = settleproof_node::webhook::signature::generate_secret;
     let (status, a) = call(
         &net,
         0,
         Method::POST,
         "/v1/webhook-endpoints",
         &primary,
-        Some(json!({"url": url(&la)?, "description": "fulfilment", "enabled_events": ["invoice.paid"]})),
+        Some(json!({"url": url(&la)?, "description": "fulfilment", "enabled_events": ["invoice.paid"], "secret": secret()})),
     )
     .await?;
     assert_eq!(status, 201, "{a}");
@@ -66,7 +68,7 @@ async fn two_endpoints_get_what_their_filters_ask_for_and_one_failing_never_hold
         Method::POST,
         "/v1/webhook-endpoints",
         &primary,
-        Some(json!({"url": url(&lb)?, "enabled_events": ["test", "invoice.expired"]})),
+        Some(json!({"url": url(&lb)?, "enabled_events": ["test", "invoice.expired"], "secret": secret()})),
     )
     .await?;
     assert_eq!(status, 201, "{b}");
@@ -82,7 +84,7 @@ async fn two_endpoints_get_what_their_filters_ask_for_and_one_failing_never_hold
         Method::POST,
         "/v1/webhook-endpoints",
         &primary,
-        Some(json!({"url": "http://127.0.0.1:1/x", "enabled_events": ["invoice.refunded"]})),
+        Some(json!({"url": "http://127.0.0.1:1/x", "enabled_events": ["invoice.refunded"], "secret": secret()})),
     )
     .await?;
     assert_eq!((status, bad["error"]["field"].as_str()), (400, Some("enabled_events")), "{bad}");
@@ -158,8 +160,15 @@ async fn two_endpoints_get_what_their_filters_ask_for_and_one_failing_never_hold
 
     // A's secret rotated on node 3, and A asks for test events too: node 0's delivery carries
     // two signatures, and the Standard Webhooks library verifies it with either secret.
-    let (status, rotated) =
-        change(&net, 3, Method::POST, &format!("/v1/webhook-endpoints/{a_id}/rotate-secret"), &primary, None).await?;
+    let (status, rotated) = change(
+        &net,
+        3,
+        Method::POST,
+        &format!("/v1/webhook-endpoints/{a_id}/rotate-secret"),
+        &primary,
+        Some(json!({"secret": secret()})),
+    )
+    .await?;
     assert_eq!(status, 200, "{rotated}");
     let new_secret = rotated["secret"].as_str().unwrap_or_default().to_string();
     assert!(new_secret.starts_with("whsec_") && new_secret != a_secret, "{rotated}");

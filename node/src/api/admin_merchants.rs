@@ -109,6 +109,9 @@ pub(super) async fn update(
     merchant.webhook_url = p.webhook_url.unwrap_or(merchant.webhook_url);
     merchant.webhook_secret = p.webhook_secret.unwrap_or(merchant.webhook_secret);
     merchant.root_key = p.root_key.or(merchant.root_key);
+    // A record approved before requests were signed may carry the retired token hash: its
+    // next version drops it.
+    merchant.api_token_sha256 = None;
     let disabled = p.disabled.unwrap_or(held.change.disabled);
     let keys = keys(&state)?;
     let registry = state.merchants.clone();

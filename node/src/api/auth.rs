@@ -55,13 +55,19 @@ impl SignedRequests {
 
 /// Who made a request, as [`signed`] found it: a JWT that verified, bound to this request at
 /// this node, its nonce new; with the JWT, which a change the merchant makes keeps as its
-/// signature.
-#[derive(Debug, Clone)]
+/// signature. Its `Debug` leaves the JWT out.
+#[derive(Clone)]
 pub struct Caller {
     /// What was verified.
     pub request: Verified,
     /// The JWT itself.
     pub jwt: String,
+}
+
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller").field("request", &self.request).finish_non_exhaustive()
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {

@@ -17,7 +17,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use settleproof_merchant_auth::SignedStatement;
 
-pub use crate::merchants::endpoint_record::{CreateEndpoint, UpdateEndpoint};
+pub use crate::merchants::endpoint_record::{CreateEndpoint, RotateSecret, UpdateEndpoint};
 
 /// An endpoint as listed: never its secret.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -58,13 +58,13 @@ impl From<&WebhookEndpoint> for EndpointView {
     }
 }
 
-/// An endpoint just created or rotated, with its secret (shown only now).
+/// An endpoint just created or rotated, with the secret the merchant chose and signed.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EndpointWithSecret {
     /// The endpoint.
     #[serde(flatten)]
     pub endpoint: EndpointView,
-    /// Its signing secret (`whsec_…`); keep it: it is not shown again.
+    /// Its signing secret (`whsec_…`), as the merchant sent it; never shown again.
     pub secret: String,
 }
 
@@ -99,7 +99,7 @@ async fn blocking<T: Send + 'static>(
 #[utoipa::path(post, path = "/v1/webhook-endpoints", tag = "webhooks", request_body = CreateEndpoint,
     security(("merchant_jwt" = [])),
     responses(
-        (status = 201, description = "Created; its secret is in this answer only", body = EndpointWithSecret),
+        (status = 201, description = "Created, with the secret you chose", body = EndpointWithSecret),
         (status = 400, description = "A field is invalid; `field` names it", body = super::error::ErrorBody),
         (status = 401, description = "No or a refused merchant signature", body = super::error::ErrorBody),
         (status = 403, description = "An API key without the `webhooks:manage` scope", body = super::error::ErrorBody),
@@ -114,7 +114,10 @@ pub(super) async fn create(
 ) -> Result<(StatusCode, Json<EndpointWithSecret>), ApiError> {
     let merchant = auth::merchant(&caller, &state, Some(Scope::WebhooksManage))?;
     serde_json::from_slice::<CreateEndpoint>(&body).map_err(|e| {
-        ApiError::invalid("body", format!("invalid JSON body: {e}; expected url, enabled_events and a description"))
+        ApiError::invalid(
+            "body",
+            format!("invalid JSON body: {e}; expected url, enabled_events, secret and a description"),
+        )
     })?;
     let change = statement(&caller, &body)?;
     let registry = state.merchants.clone();
@@ -218,11 +221,12 @@ pub(super) async fn delete(
     Ok(Json((&e).into()))
 }
 
-#[utoipa::path(post, path = "/v1/webhook-endpoints/{id}/rotate-secret", tag = "webhooks",
+#[utoipa::path(post, path = "/v1/webhook-endpoints/{id}/rotate-secret", tag = "webhooks", request_body = RotateSecret,
     params(("id" = String, Path, description = "Endpoint id")),
     security(("merchant_jwt" = [])),
     responses(
-        (status = 200, description = "A new secret, in this answer only; the old one signs too until `previous_secret_until_ms`", body = EndpointWithSecret),
+        (status = 200, description = "The secret you chose signs from now on; the old one too until `previous_secret_until_ms`", body = EndpointWithSecret),
+        (status = 400, description = "The body is not a valid secret; `field` names it", body = super::error::ErrorBody),
         (status = 401, description = "No or a refused merchant signature", body = super::error::ErrorBody),
         (status = 403, description = "An API key without the `webhooks:manage` scope", body = super::error::ErrorBody),
         (status = 404, description = "No such endpoint of this merchant", body = super::error::ErrorBody),
@@ -233,9 +237,16 @@ pub(super) async fn rotate_secret(
     State(state): State<ApiState>,
     caller: auth::Caller,
     Path(id): Path<String>,
+    body: Bytes,
 ) -> Result<Json<EndpointWithSecret>, ApiError> {
     let (merchant, _) = one(&state, &caller, &id)?;
-    let change = statement(&caller, b"")?;
+    serde_json::from_slice::<RotateSecret>(&body).map_err(|e| {
+        ApiError::invalid(
+            "body",
+            format!("invalid JSON body: {e}; expected the new secret, {{\"secret\": \"whsec_...\"}}"),
+        )
+    })?;
+    let change = statement(&caller, &body)?;
     let registry = state.merchants.clone();
     let e = blocking(move || registry.change_endpoint(&merchant, &id, change)).await?;
     Ok(Json(with_secret(&e)))

@@ -6,9 +6,10 @@
 //! still matter. Its fields are always recomputed from them by [`fold`], so no node can show or
 //! route anything the merchant did not sign:
 //!
-//! - the endpoint's id and its secrets derive from the creating (or rotating) statement's
-//!   signed header and claims, which include the merchant client's random nonce: every node
-//!   computes the same ones, and no relayer can substitute its own;
+//! - the endpoint's id derives from the creating statement's signed header and claims (which
+//!   include the merchant client's random nonce), and its secret is the one the merchant chose
+//!   and signed in the body of the creation or rotation: every node computes the same ones, the
+//!   merchant knows both without asking a node, and no relayer can substitute its own;
 //! - changes apply in the order of the merchant's own signing time (`nbf`; within one second
 //!   the creation first, then by the statement's hash), each field taking its latest setter, so
 //!   an older statement replayed later changes nothing and no operator can outbid a change
@@ -62,6 +63,18 @@ pub struct CreateEndpoint {
     /// or `["*"]` for all.
     #[schema(min_items = 1)]
     pub enabled_events: Vec<String>,
+    /// The signing secret you chose: `whsec_` and base64 of 24 to 64 random bytes
+    /// (`settleproof keys webhook-secret` makes one). Part of what you sign, so no node can
+    /// sign your events with another.
+    pub secret: String,
+}
+
+/// Body of `POST /v1/webhook-endpoints/{id}/rotate-secret`, as the merchant signs it.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateSecret {
+    /// The new signing secret you chose (as at creation); the old one signs too for the overlap.
+    pub secret: String,
 }
 
 /// Body of `PATCH /v1/webhook-endpoints/{id}`, as the merchant signs it: the fields given change.
@@ -184,11 +197,21 @@ pub fn endpoint_id_of(s: &SignedStatement) -> String {
     format!("we_{}", hex::encode(&derive("settleproof/webhook-endpoint/1", s)[..12]))
 }
 
-/// The secret a creating or rotating statement makes: `whsec_` and 32 bytes of a hash of what
-/// it signed (its nonce included), the same at every node and known only to who saw the JWT.
-pub fn secret_of(s: &SignedStatement) -> String {
-    let bytes = derive("settleproof/webhook-endpoint-secret/1", s);
-    format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(bytes))
+/// The secret a creating or rotating statement sets (its body was checked by [`read`]).
+fn secret_of(s: &SignedStatement) -> String {
+    #[derive(Deserialize)]
+    struct Secret {
+        secret: String,
+    }
+    serde_json::from_str::<Secret>(&s.body).map(|b| b.secret).unwrap_or_default()
+}
+
+/// Whether `secret` is `whsec_` and base64 of 24 to 64 bytes.
+pub fn secret_is_valid(secret: &str) -> bool {
+    secret
+        .strip_prefix("whsec_")
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .is_some_and(|bytes| (24..=64).contains(&bytes.len()))
 }
 
 /// Reads what `statement` does (nothing is verified here).
@@ -242,15 +265,29 @@ fn check_body(c: &Change) -> Result<(), RecordError> {
     let body = &c.statement.body;
     match c.kind {
         ChangeKind::Create => serde_json::from_str::<CreateEndpoint>(body)
-            .map(drop)
-            .map_err(|e| body_error(e, "url, enabled_events and a description")),
+            .map_err(|e| body_error(e, "url, enabled_events, secret and a description"))
+            .and_then(|b| check_secret(&b.secret)),
         ChangeKind::Update => serde_json::from_str::<UpdateEndpoint>(body)
             .map(drop)
             .map_err(|e| body_error(e, "any of url, description, enabled_events, disabled")),
-        ChangeKind::RotateSecret | ChangeKind::Delete if body.is_empty() => Ok(()),
-        ChangeKind::RotateSecret | ChangeKind::Delete => {
-            Err(RecordError::Body { field: "body", problem: "must be empty".into() })
-        }
+        ChangeKind::RotateSecret => serde_json::from_str::<RotateSecret>(body)
+            .map_err(|e| body_error(e, "the new secret"))
+            .and_then(|b| check_secret(&b.secret)),
+        ChangeKind::Delete if body.is_empty() => Ok(()),
+        ChangeKind::Delete => Err(RecordError::Body { field: "body", problem: "must be empty".into() }),
+    }
+}
+
+fn check_secret(secret: &str) -> Result<(), RecordError> {
+    if secret_is_valid(secret) {
+        Ok(())
+    } else {
+        Err(RecordError::Body {
+            field: "secret",
+            problem:
+                "must be `whsec_` and base64 of 24 to 64 random bytes (`settleproof keys webhook-secret` makes one)"
+                    .into(),
+        })
     }
 }
 
@@ -353,8 +390,15 @@ mod tests {
         }
     }
 
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    fn rotation(n: u8) -> String {
+        format!(r#"{{"secret":"whsec_{}"}}"#, base64::engine::general_purpose::STANDARD.encode([n; 32]))
+    }
+
     fn create(k: &MerchantSigner, nbf: u64) -> (Change, String) {
-        let s = statement(k, "POST", ENDPOINTS_PATH, r#"{"url":"https://a.test/h","enabled_events":["test"]}"#, nbf);
+        let body = format!(r#"{{"url":"https://a.test/h","enabled_events":["test"],"secret":"{SECRET}"}}"#);
+        let s = statement(k, "POST", ENDPOINTS_PATH, &body, nbf);
         let c = read(&s).expect("read");
         let id = c.endpoint_id.clone();
         (c, id)
@@ -370,16 +414,19 @@ mod tests {
         let (c, id) = create(&k, 100);
         assert_eq!((c.kind, c.method), (ChangeKind::Create, "POST"));
         assert!(id.starts_with("we_") && id.len() == 27, "{id}");
+        let rotated = rotation(1);
         let cases = [
             ("PATCH", format!("{ENDPOINTS_PATH}/{id}"), r#"{"disabled":true}"#, Ok(ChangeKind::Update)),
-            ("POST", format!("{ENDPOINTS_PATH}/{id}/rotate-secret"), "", Ok(ChangeKind::RotateSecret)),
+            ("POST", format!("{ENDPOINTS_PATH}/{id}/rotate-secret"), rotated.as_str(), Ok(ChangeKind::RotateSecret)),
+            ("POST", format!("{ENDPOINTS_PATH}/{id}/rotate-secret"), "", Err("body")),
+            ("POST", format!("{ENDPOINTS_PATH}/{id}/rotate-secret"), r#"{"secret":"whsec_c2hvcnQ="}"#, Err("secret")),
             ("DELETE", format!("{ENDPOINTS_PATH}/{id}"), "", Ok(ChangeKind::Delete)),
             ("POST", "/v1/api-keys".to_string(), "{}", Err("not a change")),
             ("GET", format!("{ENDPOINTS_PATH}/{id}"), "", Err("not a change")),
             ("PATCH", format!("{ENDPOINTS_PATH}/{id}/x"), "{}", Err("not a change")),
             ("PATCH", format!("{ENDPOINTS_PATH}/{id}"), r#"{"secret":"whsec_x"}"#, Err("body")),
             ("DELETE", format!("{ENDPOINTS_PATH}/{id}"), "{}", Err("body")),
-            ("POST", ENDPOINTS_PATH.to_string(), r#"{"url":"https://a.test"}"#, Err("body")),
+            ("POST", ENDPOINTS_PATH.to_string(), r#"{"url":"https://a.test","enabled_events":["*"]}"#, Err("body")),
         ];
         for (method, path, body, want) in cases {
             let got = read(&statement(&k, method, &path, body, 100));
@@ -388,7 +435,8 @@ mod tests {
                     assert_eq!((c.kind, c.endpoint_id.as_str()), (kind, id.as_str()), "{method} {path}")
                 }
                 (Err(RecordError::NotAnEndpointChange(_)), Err("not a change")) => {}
-                (Err(RecordError::Body { .. }), Err("body")) => {}
+                (Err(RecordError::Body { field: "body", .. }), Err("body")) => {}
+                (Err(RecordError::Body { field: "secret", .. }), Err("secret")) => {}
                 (got, want) => panic!("{method} {path} {body}: got {got:?}, want {want:?}"),
             }
         }
@@ -406,12 +454,11 @@ mod tests {
             (created.url.as_str(), created.enabled_events.clone(), created.disabled),
             ("https://a.test/h", vec!["test".to_string()], false)
         );
-        assert_eq!(created.secret, secret_of(&c.statement));
-        assert!(created.secret.starts_with("whsec_"));
+        assert_eq!(created.secret, SECRET, "the secret the merchant signed");
         let pause = change(&k, "PATCH", &id, "", r#"{"disabled":true,"url":"https://b.test/h"}"#, 110);
         let resume = change(&k, "PATCH", &id, "", r#"{"disabled":false}"#, 120);
-        let rotate1 = change(&k, "POST", &id, "/rotate-secret", "", 130);
-        let rotate2 = change(&k, "POST", &id, "/rotate-secret", "", 140);
+        let rotate1 = change(&k, "POST", &id, "/rotate-secret", &rotation(1), 130);
+        let rotate2 = change(&k, "POST", &id, "/rotate-secret", &rotation(2), 140);
         let all = [c.clone(), pause.clone(), resume.clone(), rotate1.clone(), rotate2.clone()];
         let f = fold(&id, &all).expect("fold");
         assert_eq!((f.url.as_str(), f.disabled), ("https://b.test/h", false));
@@ -445,7 +492,7 @@ mod tests {
         let mut changes = vec![c.clone()];
         for t in 0..40 {
             changes.push(change(&k, "PATCH", &id, "", &format!(r#"{{"description":"v{t}"}}"#), 101 + t));
-            changes.push(change(&k, "POST", &id, "/rotate-secret", "", 101 + t));
+            changes.push(change(&k, "POST", &id, "/rotate-secret", &rotation(t as u8), 101 + t));
         }
         let f = fold(&id, &changes).expect("fold");
         assert_eq!(f.description, "v39");

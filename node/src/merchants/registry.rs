@@ -407,8 +407,13 @@ impl Registry {
         Ok(None)
     }
 
+    /// This node's approval of `change`: beyond what any node accepts, a record approved now
+    /// must have a root key and no retired token hash (`new_merchant_problems`).
     fn sign(&self, change: MerchantChange, keys: &[BlsSecretKey]) -> Result<Approved, RegistryError> {
         if let Some((field, problem)) = self.record_problem(&change)? {
+            return Err(RegistryError::Invalid { field, problem });
+        }
+        if let Some((field, problem)) = settleproof_config::new_merchant_problems(&change.merchant).into_iter().next() {
             return Err(RegistryError::Invalid { field, problem });
         }
         let set = self.latest()?;

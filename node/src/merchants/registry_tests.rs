@@ -342,3 +342,25 @@ fn merchant_lookups_decode_no_registry_record() {
     }
     assert_eq!(crate::store::decodes::take("merchant_registry"), 0, "a lookup decoded registry records");
 }
+
+#[test]
+fn a_record_from_before_signed_requests_is_still_read_and_only_a_signed_one_is_approved_now() {
+    let nodes = network();
+    let mut old = demo();
+    (old.root_key, old.api_token_sha256) = (None, Some(B256::repeat_byte(7)));
+    // It encodes as it was approved: the retired field in its old place, before the root key.
+    let mut both = old.clone();
+    both.root_key = demo().root_key;
+    let json = serde_json::to_string(&both).expect("json");
+    assert!(json.find("api_token_sha256") < json.find("root_key"), "{json}");
+    // Every node still reads and applies such a record (a catch-up or an approval heard)...
+    let change = MerchantChange { merchant: old.clone(), disabled: false, version: 1, epoch: 0 };
+    assert_eq!(nodes[0].registry.record_problem(&change).expect("read"), None);
+    // ...but approves a record made now only with a root key and without the retired hash.
+    let err = nodes[0].registry.propose(old.clone(), false, false, &[key(0)]).expect_err("no root key");
+    assert!(matches!(err, RegistryError::Invalid { field: "root_key", .. }), "{err}");
+    let err = nodes[0].registry.propose(both.clone(), false, false, &[key(0)]).expect_err("retired hash");
+    assert!(matches!(err, RegistryError::Invalid { field: "api_token_sha256", .. }), "{err}");
+    both.api_token_sha256 = None;
+    nodes[0].registry.propose(both, false, false, &[key(0)]).expect("a record made now");
+}

@@ -11,7 +11,7 @@
 use super::Registry;
 use super::api_keys::KeyAnnouncement;
 use super::webhook_endpoints::EndpointAnnouncement;
-use crate::store::{ApiKey, RegistryEntry, WebhookEndpoint};
+use crate::store::{ApiKey, RegistryEntry};
 use crate::time::now_ms;
 use serde::{Deserialize, Serialize};
 use settleproof_consensus::{BlsSignature, merchant_change_message};
@@ -36,9 +36,10 @@ pub struct MerchantSnapshot {
     /// API keys, revoked ones too.
     #[serde(default)]
     pub keys: Vec<ApiKey>,
-    /// Webhook endpoints, deleted ones too.
+    /// Webhook endpoints, deleted ones too, as the merchant's signed changes only (the receiver
+    /// recomputes each; no secret travels but what the merchant signed).
     #[serde(default)]
-    pub endpoints: Vec<WebhookEndpoint>,
+    pub endpoints: Vec<EndpointAnnouncement>,
 }
 
 /// What a catch-up changed here.
@@ -88,7 +89,9 @@ impl Registry {
         let mut endpoints = store.webhook_endpoints(None).unwrap_or_default();
         // Only the merchant's signed records travel (kept ones from before are not served).
         endpoints.retain(|e| !e.statements.is_empty());
-        endpoints.sort_by_key(|e| std::cmp::Reverse(e.updated_at_ms));
+        // Deletions first (then the newest), as revocations: a cut snapshot keeps them, and a
+        // catch-up applies them before a creation could take the place they free.
+        endpoints.sort_by_key(|e| (e.deleted_at_ms.is_none(), std::cmp::Reverse(e.updated_at_ms)));
         if entries.len().max(keys.len()).max(endpoints.len()) > MAX_SNAPSHOT {
             warn!(
                 entries = entries.len(),
@@ -101,6 +104,7 @@ impl Registry {
         entries.truncate(MAX_SNAPSHOT);
         keys.truncate(MAX_SNAPSHOT);
         endpoints.truncate(MAX_SNAPSHOT);
+        let endpoints = endpoints.iter().map(EndpointAnnouncement::of).collect();
         MerchantSnapshot { entries, keys, endpoints }
     }
 
@@ -154,8 +158,7 @@ impl Registry {
             }
         }
         for endpoint in snap.endpoints.into_iter().take(MAX_SNAPSHOT) {
-            let data = serde_json::to_vec(&EndpointAnnouncement { sent_at_ms, ..EndpointAnnouncement::of(&endpoint) })
-                .unwrap_or_default();
+            let data = serde_json::to_vec(&EndpointAnnouncement { sent_at_ms, ..endpoint }).unwrap_or_default();
             match self.hear_endpoint(&data, source) {
                 Ok(true) => done.endpoints += 1,
                 Ok(false) => {}

@@ -150,6 +150,14 @@ fn invalid(field: &'static str, problem: impl Into<String>) -> RegistryError {
     RegistryError::Invalid { field, problem: problem.into() }
 }
 
+/// A request that makes no change, naming the field when it is one.
+fn record_error(e: endpoint_record::RecordError) -> RegistryError {
+    match e {
+        endpoint_record::RecordError::Body { field, problem } => invalid(field, problem),
+        other => invalid("body", other.to_string()),
+    }
+}
+
 impl Registry {
     /// The endpoint a request of `merchant` signed to create one makes, kept and announced;
     /// with its secret.
@@ -158,7 +166,7 @@ impl Registry {
         merchant: &str,
         statement: SignedStatement,
     ) -> Result<WebhookEndpoint, RegistryError> {
-        let c = endpoint_record::read(&statement).map_err(|e| invalid("body", e.to_string()))?;
+        let c = endpoint_record::read(&statement).map_err(record_error)?;
         if c.kind != ChangeKind::Create {
             return Err(invalid("authorization", "not a request creating an endpoint"));
         }
@@ -177,7 +185,7 @@ impl Registry {
         id: &str,
         statement: SignedStatement,
     ) -> Result<WebhookEndpoint, RegistryError> {
-        let c = endpoint_record::read(&statement).map_err(|e| invalid("body", e.to_string()))?;
+        let c = endpoint_record::read(&statement).map_err(record_error)?;
         if c.kind == ChangeKind::Create || c.endpoint_id != id {
             return Err(invalid("authorization", "not a request changing this endpoint"));
         }
@@ -387,10 +395,13 @@ impl Registry {
         if held.as_ref().is_some_and(|h| h.deleted_at_ms.is_some()) {
             return Ok(false);
         }
-        let new: Vec<Change> = changes
-            .into_iter()
-            .filter(|c| !held.as_ref().is_some_and(|h| h.statements.contains(&c.statement)))
-            .collect();
+        // Compared by what the merchant signed, not by the signature's bytes (an ES256 signature
+        // can be re-encoded without the key), so a re-encoded copy is a repeat too.
+        let held_digests: Vec<[u8; 32]> = held
+            .as_ref()
+            .map(|h| h.statements.iter().filter_map(|s| endpoint_record::read(s).ok()).map(|c| c.digest).collect())
+            .unwrap_or_default();
+        let new: Vec<Change> = changes.into_iter().filter(|c| !held_digests.contains(&c.digest)).collect();
         if new.is_empty() {
             return Ok(false);
         }
@@ -457,8 +468,11 @@ mod tests {
         }
     }
 
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const ROTATED: &str = r#"{"secret":"whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}"#;
+
     fn create(on: &Registry, by: &MerchantSigner, url: &str, events: &str) -> WebhookEndpoint {
-        let body = format!(r#"{{"url":"{url}","enabled_events":{events}}}"#);
+        let body = format!(r#"{{"url":"{url}","enabled_events":{events},"secret":"{SECRET}"}}"#);
         on.create_endpoint("demo", signed(by, "POST", ENDPOINTS_PATH, &body, 0)).expect("create")
     }
 
@@ -502,7 +516,7 @@ mod tests {
             }
             assert!(refused < 64, "a new signature sorts after the latest change half the time");
         }
-        let rotate = signed(&ROOT, "POST", &format!("{path}/rotate-secret"), "", 2);
+        let rotate = signed(&ROOT, "POST", &format!("{path}/rotate-secret"), ROTATED, 2);
         let rotated = nodes[0].change_endpoint("demo", &e.id, rotate).expect("rotate");
         assert_eq!(Registry::endpoint_secrets(&rotated), vec![rotated.secret.clone(), e.secret.clone()]);
         let deleted = nodes[0].change_endpoint("demo", &e.id, signed(&ROOT, "DELETE", &path, "", 3)).expect("delete");
@@ -520,7 +534,7 @@ mod tests {
         let (_dirs, nodes) = registries();
         let operator = MerchantSigner::generate("demo", KeyAlg::EdDsa).expect("key");
         // An endpoint in the merchant's name, signed by an operator's own key.
-        let body = r#"{"url":"https://evil.test/hook","enabled_events":["*"]}"#;
+        let body = r#"{"url":"https://evil.test/hook","enabled_events":["*"],"secret":"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}"#;
         let err =
             nodes[0].create_endpoint("demo", signed(&operator, "POST", ENDPOINTS_PATH, body, 0)).expect_err("forged");
         assert!(matches!(err, RegistryError::Invalid { field: "authorization", .. }), "{err}");
@@ -543,7 +557,7 @@ mod tests {
         for (method, suffix, body) in [
             ("PATCH", "", r#"{"url":"https://evil.test/hook"}"#),
             ("PATCH", "", r#"{"disabled":true}"#),
-            ("POST", "/rotate-secret", ""),
+            ("POST", "/rotate-secret", ROTATED),
             ("DELETE", "", ""),
         ] {
             let mut with = e.statements.clone();
@@ -598,7 +612,7 @@ mod tests {
         let (g, reader) = grant(&ROOT, "reader", &["invoices:read"]);
         nodes[0].create_key("demo", g).expect("grant");
         let e = create(&nodes[0], &ops, "https://example.test/hook", r#"["*"]"#);
-        let body = r#"{"url":"https://example.test/reader","enabled_events":["*"]}"#;
+        let body = r#"{"url":"https://example.test/reader","enabled_events":["*"],"secret":"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}"#;
         let err =
             nodes[0].create_endpoint("demo", signed(&reader, "POST", ENDPOINTS_PATH, body, 0)).expect_err("scope");
         assert!(matches!(err, RegistryError::Invalid { field: "authorization", .. }), "{err}");
@@ -621,24 +635,29 @@ mod tests {
     #[test]
     fn bad_fields_are_refused_naming_them_and_live_endpoints_are_capped() {
         let (_dirs, nodes) = registries();
-        for (body, field) in [
-            (r#"{"url":"ftp://example.test","enabled_events":["*"]}"#, "url"),
-            (r#"{"url":"https://example.test","enabled_events":["invoice.refunded"]}"#, "enabled_events"),
-            (r#"{"url":"https://example.test","enabled_events":[]}"#, "enabled_events"),
-            (r#"{"url":"https://example.test","enabled_events":["*"],"description":"\u0007"}"#, "description"),
-            (r#"{"url":"https://example.test","enabled_events":["*"],"secret":"whsec_mine"}"#, "body"),
+        for (fields, field) in [
+            (r#""url":"ftp://example.test","enabled_events":["*"]"#, "url"),
+            (r#""url":"https://example.test","enabled_events":["invoice.refunded"]"#, "enabled_events"),
+            (r#""url":"https://example.test","enabled_events":[]"#, "enabled_events"),
+            (r#""url":"https://example.test","enabled_events":["*"],"description":"\u0007""#, "description"),
+            (r#""url":"https://example.test","enabled_events":["*"],"color":"red""#, "body"),
         ] {
-            let err =
-                nodes[0].create_endpoint("demo", signed(&ROOT, "POST", ENDPOINTS_PATH, body, 0)).expect_err(field);
-            assert!(matches!(err, RegistryError::Invalid { field: f, .. } if f == field), "{field}: {err}");
+            let body = format!(r#"{{{fields},"secret":"{SECRET}"}}"#);
+            let err = nodes[0].create_endpoint("demo", signed(&ROOT, "POST", ENDPOINTS_PATH, &body, 0));
+            assert!(matches!(&err, Err(RegistryError::Invalid { field: f, .. }) if *f == field), "{field}: {err:?}");
+        }
+        for secret in ["whsec_mine", "whsec_c2hvcnQ=", ""] {
+            let body = format!(r#"{{"url":"https://example.test","enabled_events":["*"],"secret":"{secret}"}}"#);
+            let err = nodes[0].create_endpoint("demo", signed(&ROOT, "POST", ENDPOINTS_PATH, &body, 0));
+            assert!(matches!(&err, Err(RegistryError::Invalid { field: "secret", .. })), "{secret}: {err:?}");
         }
         let first = create(&nodes[0], &ROOT, "https://example.test/h", r#"["*"]"#);
         for _ in 1..MAX_ENDPOINTS_PER_MERCHANT {
             create(&nodes[0], &ROOT, "https://example.test/h", r#"["*"]"#);
         }
-        let body = r#"{"url":"https://example.test/h","enabled_events":["*"]}"#;
-        let err = nodes[0].create_endpoint("demo", signed(&ROOT, "POST", ENDPOINTS_PATH, body, 0)).expect_err("full");
-        assert!(matches!(err, RegistryError::Conflict(_)), "{err}");
+        let body = format!(r#"{{"url":"https://example.test/h","enabled_events":["*"],"secret":"{SECRET}"}}"#);
+        let err = nodes[0].create_endpoint("demo", signed(&ROOT, "POST", ENDPOINTS_PATH, &body, 0));
+        assert!(matches!(&err, Err(RegistryError::Conflict(_))), "{err:?}");
         // A deleted endpoint frees its place.
         let path = format!("{ENDPOINTS_PATH}/{}", first.id);
         nodes[0].change_endpoint("demo", &first.id, signed(&ROOT, "DELETE", &path, "", 1)).expect("delete");
