@@ -59,6 +59,33 @@ async fn a_tarpit_merchant_does_not_delay_the_others() -> Result<()> {
     Ok(())
 }
 
+/// Sixteen endpoints of the merchant's own answer just before the timeout: each holds its own
+/// slot, and the merchant's primary endpoint gets all 40 events before a single slow answer
+/// comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_endpoints_of_a_merchants_own_never_hold_back_its_primary_endpoint() -> Result<()> {
+    use settleproof_merchant_auth::{KeyAlg, MerchantSigner};
+    let (slow, seen) = hostile::spawn(Behaviour::Slow(Duration::from_millis(2900))).await?;
+    let rx = Receiver::new(SECRET.into(), None);
+    let good = rx.clone().spawn(([127, 0, 0, 1], 0).into()).await?;
+    let key = MerchantSigner::generate("shop", KeyAlg::EdDsa).map_err(|e| eyre::eyre!("{e}"))?;
+    let mut shop = merchant("shop", format!("http://{good}/webhooks"));
+    shop.root_key = Some(key.public_key().clone());
+    let urls = vec![format!("http://{slow}/hooks"); 16];
+    let settings = WebhookSection { timeout_ms: 3000, allow_private_targets: true, ..WebhookSection::default() };
+    let run = hostile::start_with_endpoints(shop, &key, &urls, settings)?;
+    run.store.enqueue_events(&(0..40).map(|n| event("shop", n)).collect::<Vec<_>>(), 0)?;
+    wait_for("40 deliveries to the primary endpoint", Duration::from_secs(20), || {
+        rx.snapshot().iter().filter(|r| r.verified).count() >= 40
+    })
+    .await?;
+    assert_eq!(seen.bytes_written.load(Ordering::Relaxed), 0, "a slow answer came back first: the primary waited");
+    let connections = seen.connections.load(Ordering::Relaxed);
+    assert_eq!(connections, 16, "one slot for each slow endpoint, no more: {connections}");
+    let _ = run.stop.send(true);
+    Ok(())
+}
+
 /// A redirect is not followed (the target behind it sees nothing) and the event goes to the
 /// dead-letter queue; an endless answer is read only up to the cap; a private address is
 /// refused, by name and as a literal, until the operator allows private targets.

@@ -1,6 +1,7 @@
 //! Hostile merchant endpoints on raw sockets, for the webhook tests and the tarpit benchmark: a
 //! tarpit that accepts and never answers, an endpoint that streams an endless body, one that
-//! redirects elsewhere, one that answers 503 with an absurd `Retry-After`.
+//! redirects elsewhere, one that answers 503 with an absurd `Retry-After`, one that answers just
+//! before the timeout.
 
 use eyre::Result;
 use settleproof_config::{MerchantConfig, Secret, WebhookSection};
@@ -35,6 +36,8 @@ pub enum Behaviour {
     Redirect(String),
     /// A fixed raw answer (status line, headers and body).
     Raw(String),
+    /// 204 after this long (each answer counted in `bytes_written`).
+    Slow(std::time::Duration),
 }
 
 /// Serves `behaviour` on a loopback port; returns its address and what it saw.
@@ -96,6 +99,13 @@ async fn handle(mut stream: TcpStream, behaviour: Behaviour, seen: Arc<Seen>) {
             read_head(&mut stream).await;
             let _ = stream.write_all(answer.as_bytes()).await;
         }
+        Behaviour::Slow(after) => {
+            read_head(&mut stream).await;
+            tokio::time::sleep(after).await;
+            if stream.write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n").await.is_ok() {
+                seen.bytes_written.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 }
 
@@ -142,12 +152,55 @@ pub fn start(merchants: Vec<MerchantConfig>, settings: WebhookSection, events: &
     let dir = tempfile::tempdir()?;
     let store = Store::open(&dir.path().join("settleproof.redb"))?;
     store.enqueue_events(events, 0)?;
+    let registry = settleproof_node::merchants::Registry::fixed(merchants);
+    run(dir, store, registry, settings)
+}
+
+/// Starts a deliverer for `merchant` (its root key `key`) with endpoints of its own at `urls`,
+/// each taking every event and created with a request the merchant signed; events queued
+/// later fan out to them.
+pub fn start_with_endpoints(
+    merchant: MerchantConfig,
+    key: &settleproof_merchant_auth::MerchantSigner,
+    urls: &[String],
+    settings: WebhookSection,
+) -> Result<Run> {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(&dir.path().join("settleproof.redb"))?;
+    let home = settleproof_node::merchants::Home {
+        store: store.clone(),
+        epochs: settleproof_node::epochs::Epochs::new(settleproof_p2p::PeerId::random(), 31337, None),
+        chain_id: 31337,
+        settlement: alloy::primitives::Address::ZERO,
+        url_policy: (true, true),
+        secret_overlap_ms: 0,
+    };
+    let id = merchant.id.clone();
+    let registry = settleproof_node::merchants::Registry::open(home, &[merchant])?;
+    for url in urls {
+        let body = serde_json::json!({"url": url, "enabled_events": ["*"], "secret": SECRET}).to_string();
+        let now = settleproof_node::time::now_s();
+        let jwt = key
+            .sign_request("POST", "http://127.0.0.1:8080/v1/webhook-endpoints", body.as_bytes(), now, 60)
+            .map_err(|e| eyre::eyre!("{e}"))?;
+        registry.create_endpoint(&id, settleproof_merchant_auth::SignedStatement { jwt, body })?;
+    }
+    store.route_endpoints(registry.routes());
+    run(dir, store, registry, settings)
+}
+
+fn run(
+    dir: tempfile::TempDir,
+    store: Store,
+    registry: settleproof_node::merchants::Registry,
+    settings: WebhookSection,
+) -> Result<Run> {
     let client = Outbound::default().webhooks(&settings)?;
     let schedule = RoundSchedule::new(0, 1).ok_or_else(|| eyre::eyre!("schedule"))?;
     let d = Deliverer::new(
         client,
         store.clone(),
-        settleproof_node::merchants::Registry::fixed(merchants),
+        registry,
         settings,
         Arc::new(Notify::new()),
         "node-0".into(),

@@ -129,6 +129,11 @@ impl EndpointRoutes {
         self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).values().flatten().cloned().collect()
     }
 
+    /// How many live endpoints there are, over all merchants.
+    pub fn count(&self) -> usize {
+        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).values().map(Vec::len).sum()
+    }
+
     /// Whether `merchant` has live endpoints of its own.
     pub fn has_endpoints(&self, merchant: &str) -> bool {
         self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(merchant).is_some_and(|e| !e.is_empty())

@@ -2,15 +2,17 @@
 //! and records every attempt with its status, latency and the start of the answer. Each event
 //! goes to the merchant's primary endpoint and, as deliveries of their own, to each of its own
 //! endpoints whose filter takes it ([`super::targets`]). Deliveries to different endpoints run
-//! concurrently, at most `max_in_flight` in all, `max_in_flight_per_merchant` to one merchant
-//! and half that (at least one) to one endpoint, so a slow or hostile endpoint holds back only
-//! its own deliveries and a merchant only its own. An answer is read
+//! concurrently, at most `max_in_flight` in all; each endpoint has a budget of its own
+//! (`max_in_flight_per_merchant` for the primary endpoint, half that, at least one, for each of
+//! the merchant's own) and each merchant at most its fair share of the node
+//! ([`super::in_flight`]), so a slow or hostile endpoint holds back only its own deliveries and
+//! a merchant only its own. An answer is read
 //! up to `max_response_bytes`; redirects are not followed (see [`crate::outbound`]). What follows
 //! an attempt is [`super::retry::decide`]'s call: delivered (and acknowledged to the other
 //! operators), retried at the schedule's next delay (with ±10 % jitter), dead-lettered, or the
 //! endpoint disabled. State lives in the store, so retries survive restarts.
 
-use super::in_flight::{InFlight, per_endpoint_bound};
+use super::in_flight::{InFlight, endpoint_bound};
 use super::retry::{self, Decision};
 use super::signature;
 use crate::gossip::{self, DeliveryAck};
@@ -183,13 +185,13 @@ impl Deliverer {
             // the batch read below and crowd out other endpoints.
             let mut paused = super::targets::paused(&self.merchants, &self.store);
             if let Ok(f) = self.in_flight.lock() {
-                let bound = self.settings.max_in_flight_per_merchant;
-                // A key with `/` is one of a merchant's own endpoints: its merchant shares.
-                let shared = |k: &str| k.contains('/') || self.merchants.routes().has_endpoints(k);
-                let full = |(k, n): (&String, &usize)| (*n >= per_endpoint_bound(bound, shared(k))).then(|| k.clone());
+                let (total, bound) = (self.settings.max_in_flight, self.settings.max_in_flight_per_merchant);
+                let full = |(k, n): (&String, &usize)| (*n >= endpoint_bound(k, bound)).then(|| k.clone());
                 paused.extend(f.per_endpoint.iter().filter_map(full));
-                // A merchant with every slot in use: all its endpoints (`<merchant>/*`).
-                paused.extend(f.per_merchant.iter().filter(|(_, n)| **n >= bound).map(|(m, _)| format!("{m}/*")));
+                // A merchant holding its share of the node: all its endpoints (`<merchant>/*`).
+                let over_share =
+                    |(m, n): (&String, &usize)| (*n >= f.fair_share(m, total, bound)).then(|| format!("{m}/*"));
+                paused.extend(f.per_merchant.iter().filter_map(over_share));
             }
             // The store hands out only the first pending event of each invoice, so one
             // invoice's events go out in order however many run at once. Each delivery it names
@@ -199,14 +201,12 @@ impl Deliverer {
             // At most the free slots, and at most what the merchants' bounds leave: with every
             // merchant full the pass reads nothing, and one freed slot ends the read at the
             // delivery that takes it (each attempt that ends starts a pass).
-            let merchants = self.merchants.all().len();
+            let (merchants, own) = (self.merchants.all().len(), self.merchants.routes().count());
             let free = self.in_flight.lock().map_or(0, |f| {
-                self.settings.max_in_flight.saturating_sub(f.events.len()).min(f.merchant_room(merchants, bound))
+                self.settings.max_in_flight.saturating_sub(f.events.len()).min(f.room(merchants, own, bound))
             });
-            let take = |d: &DueDelivery| {
-                let shared = self.merchants.routes().has_endpoints(&d.merchant_id);
-                self.in_flight.lock().map_or(Take::AllFull, |mut f| f.try_take(d, total, bound, shared))
-            };
+            let take =
+                |d: &DueDelivery| self.in_flight.lock().map_or(Take::AllFull, |mut f| f.try_take(d, total, bound));
             match self.store.due_deliveries(now_ms(), free, &paused, take) {
                 Ok(taken) => {
                     for event in taken {
