@@ -264,6 +264,12 @@ pub const CATALOG: &[Metric] = &[
         Labels::One("outcome", &["delivered", "retry", "dead", "endpoint_disabled"]),
     ),
     m(C, "webhook_dlq_total", "Webhook events moved to the dead-letter queue", Labels::None),
+    m(
+        C,
+        "webhook_unknown_invoice_events_total",
+        "Settled payments of invoices no operator knows: not sent, rate-limited, or sent to an endpoint that asks",
+        Labels::One("outcome", &["not_sent", "rate_limited", "sent"]),
+    ),
     m(C, "webhook_answers_truncated_total", "Webhook answers cut at webhooks.max_response_bytes", Labels::None),
     m(
         C,

@@ -290,3 +290,61 @@ async fn when_the_delivering_keeper_dies_another_node_delivers_the_same_event() 
     net.stop().await;
     Ok(())
 }
+
+/// Anyone can pay an invented invoice id to the merchant's address (here 1 wei; a worthless
+/// token would do as well): no operator knows the invoice, so nothing is sent to the primary
+/// endpoint (its delivery ends `unknown_invoice`), and only an endpoint of the merchant's own
+/// that asks for `payment.unknown_invoice` is told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_payment_of_an_invoice_no_one_knows_is_sent_only_to_an_endpoint_that_asks() -> Result<()> {
+    use crate::merchants::call;
+    use reqwest::Method;
+    let net = Testnet::start(4).await?;
+    let key = net.devnet.merchant_key.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/webhooks", listener.local_addr()?);
+    let secret = settleproof_node::webhook::signature::generate_secret();
+    let body = json!({"url": url, "enabled_events": ["payment.unknown_invoice"], "secret": secret});
+    let (status, created) = call(&net, 0, Method::POST, "/v1/webhook-endpoints", &key, Some(body)).await?;
+    assert_eq!(status, 201, "{created}");
+    let hook = settleproof_devnet::demo_merchant::Receiver::new(secret, None);
+    tokio::spawn(hook.clone().serve(listener));
+    for i in 0..4 {
+        net.eventually("the endpoint is everywhere", Duration::from_secs(15), || async {
+            let (_, list) = call(&net, i, Method::GET, "/v1/webhook-endpoints", &key, None).await.ok()?;
+            (list["data"].as_array()?.len() == 1).then_some(())
+        })
+        .await?;
+    }
+    let ghost = alloy::primitives::keccak256(format!("ghost {}", settleproof_node::time::now_ms())).to_string();
+    pay_native(&net, &ghost, 1).await?;
+    let told = net
+        .eventually("the endpoint that asks is told", Duration::from_secs(60), || async {
+            hook.snapshot().into_iter().find(|r| r.body["data"]["invoice"]["id"] == ghost.as_str())
+        })
+        .await?;
+    assert_eq!(told.body["type"], "payment.settled", "{}", told.body);
+    // The primary endpoint's delivery of it ended unsent, on the node that made it.
+    let path = format!("/v1/events?invoice={ghost}");
+    net.eventually("the primary's delivery ends unsent", Duration::from_secs(30), || async {
+        for i in 0..4 {
+            let (_, events) = call(&net, i, Method::GET, &path, &key, None).await.ok()?;
+            let ended = events["data"].as_array()?.iter().any(|e| {
+                e["endpoint_id"].is_null()
+                    && e["attempts"].as_array().is_some_and(|a| a.iter().any(|t| t["outcome"] == "unknown_invoice"))
+            });
+            if ended {
+                return Some(());
+            }
+        }
+        None
+    })
+    .await?;
+    assert!(delivered_for(&net.receiver.snapshot(), &ghost).is_empty(), "the primary endpoint was told");
+    assert!(
+        net.receiver.snapshot().iter().all(|r| r.body["data"]["invoice"]["id"] != ghost.as_str()),
+        "nothing about it reached the primary endpoint"
+    );
+    net.stop().await;
+    Ok(())
+}

@@ -60,7 +60,8 @@ pub struct CreateEndpoint {
     pub description: String,
     /// Event types to deliver (`invoice.paid`, `invoice.underpaid`, `invoice.overpaid`,
     /// `invoice.paid_late`, `invoice.expired`, `payment.settled`, `payment.reverted`, `test`),
-    /// or `["*"]` for all.
+    /// or `["*"]` for all; `payment.unknown_invoice` (never part of `*`) also asks for payments
+    /// of invoices no operator knows, at most one a second.
     #[schema(min_items = 1)]
     pub enabled_events: Vec<String>,
     /// The signing secret you chose: `whsec_` and base64 of 24 to 64 random bytes

@@ -39,7 +39,7 @@ const MAX_CLOCK_SKEW_S: u64 = 5 * 60;
 const MAX_REBROADCAST: usize = 64;
 
 /// The event types an endpoint may ask for (`*`: all of them).
-pub const EVENT_TYPES: [&str; 9] = [
+pub const EVENT_TYPES: [&str; 10] = [
     "invoice.paid",
     "invoice.underpaid",
     "invoice.overpaid",
@@ -47,6 +47,7 @@ pub const EVENT_TYPES: [&str; 9] = [
     "invoice.expired",
     "payment.settled",
     "payment.reverted",
+    crate::webhook::delivery::UNKNOWN_INVOICE_EVENTS,
     "test",
     "*",
 ];
@@ -116,7 +117,7 @@ fn description_problem(d: &str) -> Option<(&'static str, String)> {
 
 fn events_problem(events: &[String]) -> Option<(&'static str, String)> {
     if events.is_empty() || events.len() > EVENT_TYPES.len() {
-        return Some(("enabled_events", format!("must list 1 to 9 of {}", EVENT_TYPES.join(", "))));
+        return Some(("enabled_events", format!("must list 1 to {} of {}", EVENT_TYPES.len(), EVENT_TYPES.join(", "))));
     }
     let bad = events.iter().find(|t| !EVENT_TYPES.contains(&t.as_str()))?;
     Some(("enabled_events", format!("`{bad}` is not an event type; use {}", EVENT_TYPES.join(", "))))

@@ -81,7 +81,8 @@ pub fn takes(enabled_events: &[String], event_type: &str) -> bool {
         e == "*"
             || e == event_type
             || (e == "payment.settled" && payment_event)
-            || (event_type == "payment.settled" && PAYMENT_EVENTS.contains(&e.as_str()))
+            || (event_type == "payment.settled"
+                && (PAYMENT_EVENTS.contains(&e.as_str()) || e == crate::webhook::delivery::UNKNOWN_INVOICE_EVENTS))
     })
 }
 

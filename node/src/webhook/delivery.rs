@@ -51,7 +51,20 @@ pub struct Deliverer {
     acks: Arc<std::sync::Mutex<Vec<DeliveryAck>>>,
     /// Also acknowledge each delivery in a message of its own (`p2p.single_messages`).
     single_acks: bool,
+    /// Deliveries of payments of invoices no node knows, per merchant (shared by a node's
+    /// chains): only to endpoints that ask for them, at most [`UNKNOWN_INVOICE_RATE`].
+    unknown_invoices: crate::api::RateLimiter,
 }
+
+/// The event type an endpoint of the merchant's own lists to be told of payments of invoices
+/// no operator knows (anyone can pay an invented invoice id to the merchant's address, with a
+/// worthless token): not sent otherwise, and never to the primary endpoint.
+pub const UNKNOWN_INVOICE_EVENTS: &str = "payment.unknown_invoice";
+/// Payments of unknown invoices told to one merchant at most, per second, in bursts of
+/// [`UNKNOWN_INVOICE_BURST`]; the others end unsent (`unknown_invoice_rate_limited`).
+pub const UNKNOWN_INVOICE_RATE: f64 = 1.0;
+/// See [`UNKNOWN_INVOICE_RATE`].
+pub const UNKNOWN_INVOICE_BURST: f64 = 10.0;
 
 /// How often the deliveries made here are acknowledged to the other operators, in one message
 /// ([`gossip::DeliveryAcks`]) per period: at 300 deliveries a second, 10 messages instead of 300.
@@ -106,6 +119,7 @@ impl Deliverer {
             in_flight: Arc::default(),
             acks: Arc::default(),
             single_acks: false,
+            unknown_invoices: crate::api::RateLimiter::new(UNKNOWN_INVOICE_RATE, UNKNOWN_INVOICE_BURST),
         }
     }
 
@@ -113,6 +127,7 @@ impl Deliverer {
     /// workers of a node's chains together stay within them.
     pub fn sharing_limits_with(mut self, other: &Deliverer) -> Self {
         self.in_flight = other.in_flight.clone();
+        self.unknown_invoices = other.unknown_invoices.clone();
         self
     }
 
@@ -342,6 +357,10 @@ impl Deliverer {
         if rendered && target.filter.as_ref().is_some_and(|f| !crate::store::takes(f, &event.event_type)) {
             return self.end_without_sending(event, "not_in_enabled_events", &AttemptEffect::Delivered);
         }
+        // Still bare: no operator asked knows its invoice. Told only to an endpoint that asks.
+        if let Some(why) = self.unknown_invoice_refusal(event, &merchant.id, target.filter.as_deref()) {
+            return self.end_without_sending(event, why, &AttemptEffect::Delivered);
+        }
         if !self.settings.allow_private_targets
             && let Err(e) = crate::outbound::check_literal_target(&target.url)
         {
@@ -464,6 +483,32 @@ impl Deliverer {
 
     /// Ends a delivery without an HTTP call, recording `why` with `effect`: dead-lettered for
     /// a deleted endpoint, done for an event its endpoint's filter does not take.
+    /// Why a bare `payment.settled` (its invoice known to no operator this node asked) is not
+    /// sent to an endpoint with `filter` (`None`: the primary endpoint): unless the endpoint
+    /// lists [`UNKNOWN_INVOICE_EVENTS`], and within the merchant's rate.
+    fn unknown_invoice_refusal(
+        &self,
+        event: &OutboxEvent,
+        merchant: &str,
+        filter: Option<&[String]>,
+    ) -> Option<&'static str> {
+        if event.event_type != "payment.settled"
+            || event.invoice_id.is_none_or(|id| !matches!(self.store.invoice(id), Ok(None)))
+        {
+            return None;
+        }
+        if !filter.is_some_and(|f| f.iter().any(|t| t == UNKNOWN_INVOICE_EVENTS)) {
+            metrics::counter!("webhook_unknown_invoice_events_total", "outcome" => "not_sent").increment(1);
+            return Some("unknown_invoice");
+        }
+        if self.unknown_invoices.take(merchant, std::time::Instant::now()).is_err() {
+            metrics::counter!("webhook_unknown_invoice_events_total", "outcome" => "rate_limited").increment(1);
+            return Some("unknown_invoice_rate_limited");
+        }
+        metrics::counter!("webhook_unknown_invoice_events_total", "outcome" => "sent").increment(1);
+        None
+    }
+
     fn end_without_sending(&self, event: &OutboxEvent, why: &str, effect: &AttemptEffect) -> bool {
         let attempt = Attempt {
             n: 0,
