@@ -269,3 +269,61 @@ async fn nodes_approve_only_a_proposal_of_the_set_they_read_and_follow_the_chang
     net.stop().await;
     Ok(())
 }
+
+/// A set staged after 3,000 blocks of history is read from the blocks just before its commit:
+/// a node reading it (100 blocks a read here) asks the providers once or twice, not once per
+/// `max_log_range` blocks since the chain's start (30 reads here; a year of 2-s blocks read
+/// 1,000 at a time would be about 15,700 per set change).
+#[tokio::test]
+async fn a_staged_set_is_read_from_the_blocks_before_its_commit_not_from_the_start() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let anvil = Anvil::start(dir.path(), None).await?;
+    let old = bls_keys(20, 4);
+    let chain = sets::deploy(&anvil, &old, 3, PARAMS).await?;
+    chain.mine(3_000).await?;
+    let mut next = spec_of(1, chain.current_round().await? + 6, 3, &entries(&old));
+    next.threshold = 2;
+    stage_set(&chain.settlement(), chain.deployer, &next, &entries(&old)).await?;
+    chain.commit(&next, &old, &[0, 1, 2], chain.update_message(&next)).await.map_err(|e| eyre::eyre!(e))?;
+    let head = chain.p.get_block_number().await?;
+    let logs = chain
+        .p
+        .get_logs(
+            &alloy::rpc::types::Filter::new()
+                .address(chain.d.settlement)
+                .event_signature(settleproof_contracts::Settlement::EpochCommitted::SIGNATURE_HASH)
+                .from_block(head.saturating_sub(10))
+                .to_block(head),
+        )
+        .await?;
+    let log = logs.last().ok_or_else(|| eyre::eyre!("no EpochCommitted"))?;
+    let commit = settleproof_node::chain::EpochCommit {
+        event: settleproof_contracts::Settlement::EpochCommitted::decode_log_data(log.data())?,
+        block_number: log.block_number.unwrap_or(head),
+    };
+
+    let mut cfg = settleproof_config::NodeConfig::from_toml_str(settleproof_config::EXAMPLE, std::iter::empty())?
+        .chains
+        .remove(0);
+    (cfg.chain_id, cfg.rpc_endpoints, cfg.rpc_quorum) = (chain.chain_id, vec![anvil.url.clone()], 1);
+    (cfg.settlement_contract, cfg.payments_contract) = (chain.d.settlement, chain.d.payments);
+    (cfg.start_block, cfg.max_log_range) = (chain.d.start_block, 100);
+    let client =
+        settleproof_node::chain::ChainClient::new(&cfg, alloy::primitives::Address::ZERO, &reqwest::Client::new())?;
+    // Every provider call is counted (this test's thread only).
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let spec = {
+        let _counting = metrics::set_default_local_recorder(&recorder);
+        client.staged_set(&commit, cfg.start_block, cfg.max_log_range).await?
+    };
+    assert_eq!(spec.set_hash(), next.set_hash());
+    let calls: f64 = handle
+        .render()
+        .lines()
+        .filter(|l| l.starts_with("rpc_requests_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!((1.0..=3.0).contains(&calls), "{calls} provider calls to read one staged set");
+    Ok(())
+}

@@ -345,13 +345,15 @@ impl ChainClient {
     }
 
     /// The operator set `commit` installed, from the `OperatorsStaged` logs of its stager and
-    /// set hash in blocks `from..=commit.block_number` (read `step` blocks at a time) that a
-    /// quorum agrees on. The records must be contiguous and hash to the committed set hash.
+    /// set hash that a quorum agrees on, read `step` blocks at a time backwards from the
+    /// commit's block (never below `from`) and only until they make the set: a set is staged
+    /// shortly before it is committed, so a year of chain history costs no more reads than a
+    /// day. The records must be contiguous and hash to the committed set hash.
     pub async fn staged_set(&self, commit: &EpochCommit, from: u64, step: u64) -> Result<OperatorSetSpec, ChainError> {
         let mut chunks: BTreeMap<u64, Vec<Settlement::OperatorRecord>> = BTreeMap::new();
-        let mut start = from;
-        while start <= commit.block_number {
-            let end = commit.block_number.min(start.saturating_add(step.max(1) - 1));
+        let mut end = commit.block_number;
+        loop {
+            let start = end.saturating_sub(step.max(1) - 1).max(from);
             let filter = Filter::new()
                 .address(self.settlement)
                 .event_signature(Settlement::OperatorsStaged::SIGNATURE_HASH)
@@ -369,11 +371,15 @@ impl ChainClient {
             for log in vote.accepted.iter().filter(|l| l.address == self.settlement) {
                 let e = Settlement::OperatorsStaged::decode_raw_log(log.topics.iter().copied(), &log.data)
                     .map_err(|e| ChainError::Decode { what: "OperatorsStaged", detail: e.to_string() })?;
-                chunks.insert(e.firstIndex.saturating_to::<u64>(), e.records);
+                // Read backwards: a later staging of the same set stands over an earlier one.
+                chunks.entry(e.firstIndex.saturating_to::<u64>()).or_insert(e.records);
             }
-            start = end.saturating_add(1);
+            let assembled = settleproof_contracts::assemble_set(&commit.event, chunks.clone());
+            if assembled.is_ok() || start <= from {
+                return assembled.map_err(ChainError::Inconsistent);
+            }
+            end = start - 1;
         }
-        settleproof_contracts::assemble_set(&commit.event, chunks).map_err(ChainError::Inconsistent)
     }
 
     /// The settlement contract's grace period, blocks, as a quorum reports it.
