@@ -10,6 +10,10 @@
 //! - `keeper_nonce_desync`: the settlement account's nonce moved without this node (checked
 //!   where settlements are sent).
 //!
+//! A round whose last block the chain no longer has (a reorg below the confirmation depth that
+//! the watcher has yet to rewind) is not compared with the chain until the rewind: its stored
+//! payments are the old fork's then, and every node would halt at once.
+//!
 //! A settled batch built on another fork (its last block's hash is not the one this node
 //! processed) is not audited against this chain's payments: it is counted
 //! (`settlements_of_another_fork_total`) and alerted on, and does not halt, since anyone can
@@ -144,6 +148,21 @@ impl Auditor {
             return Ok(());
         }
         let chain = self.chain.events(from, to).await?;
+        // The chain may have reorganised below the confirmation depth since the store kept the
+        // round: its payments are then another fork's until the watcher rewinds, and comparing
+        // them with this one would halt every node at once. Compared only while the round's
+        // last block, read after its logs, is still the one the store kept.
+        if let crate::store::RoundEnd::Kept(kept) = self.store.round_end(to)? {
+            let now = self.chain.block(to).await?.hash;
+            if now != kept {
+                metrics::counter!("audits_postponed_by_reorg_total", "chain_id" => self.chain.chain_id().to_string())
+                    .increment(1);
+                return Err(format!(
+                    "round {round}: block {to} is {now} on the chain now, the store kept {kept}: a reorg below the confirmation depth, left to the watcher's rewind"
+                )
+                .into());
+            }
+        }
         let sum = |v: &mut dyn Iterator<Item = U256>| v.fold(U256::ZERO, |a, x| a.saturating_add(x));
         let stored_sum = sum(&mut stored.iter().map(|r| r.leaf.amount));
         let chain_sum = sum(&mut chain.payments.iter().map(|r| r.leaf.amount));

@@ -221,6 +221,12 @@ pub const CATALOG: &[Metric] = &[
         "Settled batches built on another fork than the chain this node processed",
         Labels::None,
     ),
+    c(
+        C,
+        "audits_postponed_by_reorg_total",
+        "Settled rounds not compared with the chain yet: their last block left it (a reorg below the confirmation depth, before the watcher's rewind)",
+        Labels::None,
+    ),
     c(C, "batches_signed_total", "Batches this node signed (each round once per chain)", Labels::None),
     c(
         C,

@@ -352,3 +352,77 @@ async fn a_notified_payment_that_leaves_the_chain_is_reported_reverted() -> Resu
     net.stop().await;
     Ok(())
 }
+
+/// After a reorg deeper than the confirmation depth, before the watcher rewinds, a node's store
+/// still holds the old fork's payments of a settled round. The auditor must not compare them
+/// with the new fork's (every node would halt at once): it leaves the round to the rewind while
+/// the chain no longer has the block the store kept as the round's end. Here the store holds a
+/// settled round of 1,000 wei paid in blocks that the (real) chain shows with other hashes and
+/// no payment at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_whose_blocks_a_deep_reorg_replaced_is_not_audited_against_the_new_fork() -> Result<()> {
+    use settleproof_node::store::{PaymentRecord, SettlementRecord, Store, StoredBlock};
+    let dir = tempfile::tempdir()?;
+    let anvil = crate::harness::Anvil::start(dir.path(), None).await?;
+    let p = settleproof_tests::sets::provider(&anvil, &anvil.keys[0])?;
+    p.raw_request::<_, Value>("anvil_mine".into(), (U256::from(20),)).await?;
+    let schedule = settleproof_consensus::RoundSchedule { start_block: 0, length: 5 };
+    let (round, (from, to)) = (1, schedule.range(1).ok_or_else(|| eyre!("range"))?);
+    // The old fork as the store kept it: a payment in the round, the round's end, its settlement.
+    let old_hash = |n: u64| alloy::primitives::keccak256(format!("old fork block {n}"));
+    let leaf = settleproof_consensus::PaymentLeaf {
+        chain_id: anvil_chain_id(&p).await?,
+        tx_hash: B256::repeat_byte(1),
+        log_index: 0,
+        block_number: from + 1,
+        invoice_id: B256::repeat_byte(2),
+        merchant: Address::repeat_byte(3),
+        payer: Address::repeat_byte(4),
+        token: Address::ZERO,
+        amount: U256::from(1000u64),
+    };
+    let root = settleproof_consensus::Batch::build(0, round, (from, to), B256::ZERO, &mut vec![leaf.clone()])
+        .ok_or_else(|| eyre!("batch"))?
+        .root;
+    let store = Store::open(&dir.path().join("settleproof.redb"))?;
+    let payment = PaymentRecord { leaf, block_hash: old_hash(from + 1), block_timestamp: 1, confirmed_at_ms: 1 };
+    let settled = SettlementRecord {
+        round,
+        root,
+        block_number: to + 2,
+        from_block: from,
+        to_block: to,
+        to_block_hash: old_hash(to),
+        leaf_count: 1,
+        ..SettlementRecord::default()
+    };
+    let blocks: Vec<StoredBlock> =
+        (from..=to + 2).map(|n| StoredBlock { number: n, hash: old_hash(n), timestamp: 1 }).collect();
+    let tip = blocks.last().cloned().ok_or_else(|| eyre!("blocks"))?;
+    store.apply_range(tip, &[payment], &[settled], &blocks)?;
+
+    let mut cfg = settleproof_config::NodeConfig::from_toml_str(settleproof_config::EXAMPLE, std::iter::empty())?
+        .chains
+        .remove(0);
+    (cfg.chain_id, cfg.rpc_endpoints, cfg.rpc_quorum) = (anvil_chain_id(&p).await?, vec![anvil.url.clone()], 1);
+    let chain = settleproof_node::chain::ChainClient::new(&cfg, Address::ZERO, &reqwest::Client::new())?;
+    let halt = settleproof_node::halt::Halt::load(store.clone(), cfg.chain_id)?;
+    let auditor = settleproof_node::invariants::Auditor {
+        store: store.clone(),
+        chain,
+        schedule,
+        halt: halt.clone(),
+        interval: Duration::from_millis(100),
+    };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(auditor.run(stopped));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _ = stop.send(true);
+    running.await?;
+    assert!(!halt.is_halted(), "halted on the old fork's payments: {:?}", halt.reason());
+    Ok(())
+}
+
+async fn anvil_chain_id(p: &alloy::providers::DynProvider) -> Result<u64> {
+    Ok(p.get_chain_id().await?)
+}
