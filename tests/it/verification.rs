@@ -381,7 +381,7 @@ async fn a_round_whose_blocks_a_deep_reorg_replaced_is_not_audited_against_the_n
         token: Address::ZERO,
         amount: U256::from(1000u64),
     };
-    let root = settleproof_consensus::Batch::build(0, round, (from, to), B256::ZERO, &mut vec![leaf.clone()])
+    let root = settleproof_consensus::Batch::build(0, round, (from, to), B256::ZERO, &mut [leaf.clone()])
         .ok_or_else(|| eyre!("batch"))?
         .root;
     let store = Store::open(&dir.path().join("settleproof.redb"))?;
