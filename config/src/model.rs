@@ -429,6 +429,11 @@ pub struct WebhookSection {
     /// for this long (both signatures in `webhook-signature`), in seconds.
     #[serde(default = "default_secret_overlap_s")]
     pub secret_overlap_s: u64,
+    /// A settled payment of an invoice no operator this node asks knows is held this long, in
+    /// seconds, for the invoice to reach the node (one operator may have withheld it); then it
+    /// is sent bare, at most one a second per merchant.
+    #[serde(default = "default_unknown_invoice_grace_s")]
+    pub unknown_invoice_grace_s: u64,
     /// When another operator submitted a settlement, wait this long per position after it
     /// before delivering its events here (unless acknowledged meanwhile), in milliseconds.
     #[serde(default = "default_failover_delay_ms")]
@@ -485,6 +490,7 @@ impl Default for WebhookSection {
             retry_schedule_s: default_retry_schedule_s(),
             disable_after_s: default_disable_after_s(),
             secret_overlap_s: default_secret_overlap_s(),
+            unknown_invoice_grace_s: default_unknown_invoice_grace_s(),
             failover_delay_ms: default_failover_delay_ms(),
             expired_event_delay_s: default_expired_event_delay_s(),
             connect_timeout_ms: default_webhook_connect_timeout_ms(),
@@ -571,6 +577,9 @@ fn default_retry_schedule_s() -> Vec<u64> {
 }
 fn default_secret_overlap_s() -> u64 {
     86_400
+}
+fn default_unknown_invoice_grace_s() -> u64 {
+    600
 }
 fn default_disable_after_s() -> u64 {
     5 * 24 * 3600

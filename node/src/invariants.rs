@@ -93,7 +93,7 @@ impl Auditor {
                     continue;
                 }
             }
-            match self.audit_round(s.round, s.root).await {
+            match self.audit_round(&s).await {
                 Ok(()) => {
                     audited.insert(key);
                 }
@@ -134,9 +134,25 @@ impl Auditor {
         Ok(true)
     }
 
-    async fn audit_round(&self, round: u64, root: B256) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    async fn audit_round(
+        &self,
+        s: &crate::store::SettlementRecord,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        use crate::store::RoundEnd;
+        let (round, root) = (s.round, s.root);
         let Some((from, to)) = self.schedule.range(round) else { return Ok(()) };
+        // The chain may have reorganised below the confirmation depth since the store kept the
+        // round: its payments are then another fork's until the watcher rewinds, and comparing
+        // them with this chain would halt every node at once. So the round is audited only
+        // while what the store holds is one consistent view (the settlement and the round's
+        // last block unchanged across the reads) and, after the chain's logs are read, that
+        // last block is still the chain's.
+        let end = self.store.round_end(to)?;
         let stored = self.store.payments_in_range(from, to)?;
+        let settled_still = self.store.settlement(round)?.is_some_and(|now| now.root == root);
+        if !settled_still || self.store.round_end(to)? != end || end == RoundEnd::NotReached {
+            return Err(format!("round {round} changed while it was read (a rewind): audited later").into());
+        }
         let mut leaves: Vec<_> = stored.iter().map(|r| r.leaf.clone()).collect();
         // The root depends on neither the epoch nor the hash of the round's last block.
         let ours = Batch::build(0, round, (from, to), B256::ZERO, &mut leaves).map(|b| b.root);
@@ -148,20 +164,18 @@ impl Auditor {
             return Ok(());
         }
         let chain = self.chain.events(from, to).await?;
-        // The chain may have reorganised below the confirmation depth since the store kept the
-        // round: its payments are then another fork's until the watcher rewinds, and comparing
-        // them with this one would halt every node at once. Compared only while the round's
-        // last block, read after its logs, is still the one the store kept.
-        if let crate::store::RoundEnd::Kept(kept) = self.store.round_end(to)? {
-            let now = self.chain.block(to).await?.hash;
-            if now != kept {
-                metrics::counter!("audits_postponed_by_reorg_total", "chain_id" => self.chain.chain_id().to_string())
-                    .increment(1);
-                return Err(format!(
-                    "round {round}: block {to} is {now} on the chain now, the store kept {kept}: a reorg below the confirmation depth, left to the watcher's rewind"
-                )
-                .into());
-            }
+        let expected = match end {
+            RoundEnd::Kept(kept) => Some(kept),
+            _ => (!s.to_block_hash.is_zero()).then_some(s.to_block_hash),
+        };
+        let now = self.chain.block(to).await?.hash;
+        if expected.is_some_and(|h| h != now) || self.store.round_end(to)? != end {
+            metrics::counter!("audits_postponed_by_reorg_total", "chain_id" => self.chain.chain_id().to_string())
+                .increment(1);
+            return Err(format!(
+                "round {round}: block {to} is {now} on the chain now, the store holds {expected:?}: a reorg below the confirmation depth, left to the watcher's rewind"
+            )
+            .into());
         }
         let sum = |v: &mut dyn Iterator<Item = U256>| v.fold(U256::ZERO, |a, x| a.saturating_add(x));
         let stored_sum = sum(&mut stored.iter().map(|r| r.leaf.amount));

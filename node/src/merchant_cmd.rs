@@ -69,12 +69,12 @@ pub(crate) async fn run(cmd: MerchantCommand) -> Result<()> {
             }
             if creates_endpoint {
                 let want = endpoint_record::endpoint_id_of(&statement);
-                let got = serde_json::from_str::<serde_json::Value>(&text)
-                    .ok()
-                    .and_then(|v| v["id"].as_str().map(String::from));
-                if got.as_deref() != Some(want.as_str()) {
+                let answer = serde_json::from_str::<serde_json::Value>(&text).unwrap_or_default();
+                let sent = serde_json::from_str::<serde_json::Value>(&statement.body).unwrap_or_default();
+                if answer["id"].as_str() != Some(want.as_str()) || answer["secret"] != sent["secret"] {
                     bail!(
-                        "the node named the endpoint {got:?}, but this request makes {want}: do not trust this node's answer"
+                        "the node answered endpoint {} with another id or secret than this request makes ({want}): do not trust this node's answer",
+                        answer["id"]
                     );
                 }
             }

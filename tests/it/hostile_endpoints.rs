@@ -59,9 +59,9 @@ async fn a_tarpit_merchant_does_not_delay_the_others() -> Result<()> {
     Ok(())
 }
 
-/// Sixteen endpoints of the merchant's own answer just before the timeout: each holds its own
-/// slot, and the merchant's primary endpoint gets all 40 events before a single slow answer
-/// comes back.
+/// Sixteen endpoints of the merchant's own answer just before the timeout: together they hold
+/// only the slots the merchant's own endpoints share, and its primary endpoint gets all 40
+/// events before a single slow answer comes back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_endpoints_of_a_merchants_own_never_hold_back_its_primary_endpoint() -> Result<()> {
     use settleproof_merchant_auth::{KeyAlg, MerchantSigner};
@@ -81,7 +81,7 @@ async fn slow_endpoints_of_a_merchants_own_never_hold_back_its_primary_endpoint(
     .await?;
     assert_eq!(seen.bytes_written.load(Ordering::Relaxed), 0, "a slow answer came back first: the primary waited");
     let connections = seen.connections.load(Ordering::Relaxed);
-    assert_eq!(connections, 16, "one slot for each slow endpoint, no more: {connections}");
+    assert!((1..=2).contains(&connections), "the own endpoints' shared two slots, no more: {connections}");
     let _ = run.stop.send(true);
     Ok(())
 }

@@ -292,59 +292,75 @@ async fn when_the_delivering_keeper_dies_another_node_delivers_the_same_event() 
 }
 
 /// Anyone can pay an invented invoice id to the merchant's address (here 1 wei; a worthless
-/// token would do as well): no operator knows the invoice, so nothing is sent to the primary
-/// endpoint (its delivery ends `unknown_invoice`), and only an endpoint of the merchant's own
-/// that asks for `payment.unknown_invoice` is told.
+/// token would do as well), and one operator can withhold a real invoice: no operator the
+/// nodes ask knows it. Its event is held for the grace (3 s here), then sent bare to the
+/// primary endpoint and to an endpoint of the merchant's own that asks for
+/// `payment.unknown_invoice`; another of its own endpoints (`*`) is not told.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_payment_of_an_invoice_no_one_knows_is_sent_only_to_an_endpoint_that_asks() -> Result<()> {
+async fn a_payment_of_an_invoice_no_one_knows_waits_then_goes_to_the_primary_and_to_who_asks() -> Result<()> {
     use crate::merchants::call;
     use reqwest::Method;
-    let net = Testnet::start(4).await?;
+    let opts = Options {
+        processes: true,
+        env: vec![("SETTLEPROOF__WEBHOOKS__UNKNOWN_INVOICE_GRACE_S".into(), "3".into())],
+        ..Options::default()
+    };
+    let net = Testnet::start_with(opts).await?;
     let key = net.devnet.merchant_key.clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}/webhooks", listener.local_addr()?);
-    let secret = settleproof_node::webhook::signature::generate_secret();
-    let body = json!({"url": url, "enabled_events": ["payment.unknown_invoice"], "secret": secret});
-    let (status, created) = call(&net, 0, Method::POST, "/v1/webhook-endpoints", &key, Some(body)).await?;
-    assert_eq!(status, 201, "{created}");
-    let hook = settleproof_devnet::demo_merchant::Receiver::new(secret, None);
-    tokio::spawn(hook.clone().serve(listener));
+    let mut hooks = Vec::new();
+    for events in [json!(["payment.unknown_invoice"]), json!(["*"])] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/webhooks", listener.local_addr()?);
+        let secret = settleproof_node::webhook::signature::generate_secret();
+        let body = json!({"url": url, "enabled_events": events, "secret": secret});
+        let (status, created) = call(&net, 0, Method::POST, "/v1/webhook-endpoints", &key, Some(body)).await?;
+        assert_eq!(status, 201, "{created}");
+        let hook = settleproof_devnet::demo_merchant::Receiver::new(secret, None);
+        tokio::spawn(hook.clone().serve(listener));
+        hooks.push((created["id"].as_str().unwrap_or_default().to_string(), hook));
+    }
     for i in 0..4 {
-        net.eventually("the endpoint is everywhere", Duration::from_secs(15), || async {
+        net.eventually("the endpoints are everywhere", Duration::from_secs(15), || async {
             let (_, list) = call(&net, i, Method::GET, "/v1/webhook-endpoints", &key, None).await.ok()?;
-            (list["data"].as_array()?.len() == 1).then_some(())
+            (list["data"].as_array()?.len() == 2).then_some(())
         })
         .await?;
     }
     let ghost = alloy::primitives::keccak256(format!("ghost {}", settleproof_node::time::now_ms())).to_string();
     pay_native(&net, &ghost, 1).await?;
+    let about = |r: &Received| r.body["data"]["invoice"]["id"] == ghost.as_str();
+    let (asks, star) = (&hooks[0].1, &hooks[1].1);
     let told = net
         .eventually("the endpoint that asks is told", Duration::from_secs(60), || async {
-            hook.snapshot().into_iter().find(|r| r.body["data"]["invoice"]["id"] == ghost.as_str())
+            asks.snapshot().into_iter().find(about)
         })
         .await?;
     assert_eq!(told.body["type"], "payment.settled", "{}", told.body);
-    // The primary endpoint's delivery of it ended unsent, on the node that made it.
+    let primary = net
+        .eventually("the primary endpoint is told after the grace", Duration::from_secs(60), || async {
+            net.receiver.snapshot().into_iter().find(about)
+        })
+        .await?;
+    assert_eq!(primary.body["type"], "payment.settled", "{}", primary.body);
+    // The primary's delivery waited for the grace first, on the node that made it; the `*`
+    // endpoint's ended unsent.
     let path = format!("/v1/events?invoice={ghost}");
-    net.eventually("the primary's delivery ends unsent", Duration::from_secs(30), || async {
+    let star_id = hooks[1].0.clone();
+    net.eventually("the waits and the end are recorded", Duration::from_secs(30), || async {
+        let (mut waited, mut ended) = (false, false);
         for i in 0..4 {
             let (_, events) = call(&net, i, Method::GET, &path, &key, None).await.ok()?;
-            let ended = events["data"].as_array()?.iter().any(|e| {
-                e["endpoint_id"].is_null()
-                    && e["attempts"].as_array().is_some_and(|a| a.iter().any(|t| t["outcome"] == "unknown_invoice"))
-            });
-            if ended {
-                return Some(());
+            for e in events["data"].as_array()? {
+                let outcomes: Vec<&str> =
+                    e["attempts"].as_array()?.iter().filter_map(|t| t["outcome"].as_str()).collect();
+                waited |= e["endpoint_id"].is_null() && outcomes.contains(&"unknown_invoice_waiting");
+                ended |= e["endpoint_id"] == star_id.as_str() && outcomes.contains(&"unknown_invoice");
             }
         }
-        None
+        (waited && ended).then_some(())
     })
     .await?;
-    assert!(delivered_for(&net.receiver.snapshot(), &ghost).is_empty(), "the primary endpoint was told");
-    assert!(
-        net.receiver.snapshot().iter().all(|r| r.body["data"]["invoice"]["id"] != ghost.as_str()),
-        "nothing about it reached the primary endpoint"
-    );
+    assert!(star.snapshot().iter().all(|r| !about(r)), "the `*` endpoint was told");
     net.stop().await;
     Ok(())
 }

@@ -89,9 +89,9 @@ impl Registry {
         let mut endpoints = store.webhook_endpoints(None).unwrap_or_default();
         // Only the merchant's signed records travel (kept ones from before are not served).
         endpoints.retain(|e| !e.statements.is_empty());
-        // Deletions first (then the newest), as revocations: a cut snapshot keeps them, and a
-        // catch-up applies them before a creation could take the place they free.
-        endpoints.sort_by_key(|e| (e.deleted_at_ms.is_none(), std::cmp::Reverse(e.updated_at_ms)));
+        // Live ones first (at most 16 a merchant, so deletions cannot crowd them out of a cut
+        // snapshot), then the newest deletions.
+        endpoints.sort_by_key(|e| (e.deleted_at_ms.is_some(), std::cmp::Reverse(e.updated_at_ms)));
         if entries.len().max(keys.len()).max(endpoints.len()) > MAX_SNAPSHOT {
             warn!(
                 entries = entries.len(),

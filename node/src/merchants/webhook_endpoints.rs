@@ -5,8 +5,8 @@
 //!
 //! An endpoint is the merchant's signed changes and nothing else ([`super::endpoint_record`]):
 //! what is announced, caught up and kept is those statements, and every node checks each one
-//! (signed by the merchant's root key, or by a key it granted `webhooks:manage` that was live
-//! when it signed) before it keeps, applies or relays it, then recomputes the record itself.
+//! (signed by the merchant's root key, or by a live key it granted `webhooks:manage`) before it
+//! keeps, applies or relays it, then recomputes the record itself.
 //! So no operator can create, redirect, re-key, pause, delete or outbid a merchant's endpoint;
 //! a statement that does not verify here is ignored and counted, its relayer not blamed (this
 //! node may not hold the key yet). Changes are announced again for [`ENDPOINT_REBROADCAST_MS`]
@@ -226,8 +226,8 @@ impl Registry {
         }
     }
 
-    /// The key that signed `c` for `merchant`, when it may: the root key, or a key the current
-    /// root key granted with `webhooks:manage` that was live when `c` was signed.
+    /// The key that signed `c` for `merchant`, when it may: the root key, or a live key the
+    /// current root key granted with `webhooks:manage` before `c` was signed.
     fn signer_of(&self, merchant: &str, c: &Change) -> Result<MerchantKey, String> {
         let root = self.root_key_of(merchant).ok_or("the merchant has no root key here")?;
         if c.key_id == root.key_id() {
@@ -239,13 +239,12 @@ impl Registry {
             .and_then(|s| s.api_key(key_slot(merchant, &c.key_id)).ok().flatten())
             .filter(|k| k.id == c.key_id && k.merchant_id == merchant)
             .ok_or("signed by a key this node does not hold for the merchant")?;
-        let revoked_s = key
-            .revocation
-            .as_ref()
-            .map(|r| settleproof_merchant_auth::header_free_claims(&r.jwt).map_or(0, |claims| claims.nbf));
-        let live_then = key.created_at_ms <= c.nbf.saturating_mul(1000) && revoked_s.is_none_or(|at| at > c.nbf);
-        if !self.granted_by_root(&key) || !key.scopes.contains(&Scope::WebhooksManage) || !live_then {
-            return Err("signed by a key that could not manage webhook endpoints then".into());
+        // A revoked key's changes are not taken any more, whenever they say they were signed
+        // (whoever holds the key could date them before the revocation); those taken before
+        // the revocation stand.
+        let live = key.created_at_ms <= c.nbf.saturating_mul(1000) && key.revoked_at_ms.is_none();
+        if !self.granted_by_root(&key) || !key.scopes.contains(&Scope::WebhooksManage) || !live {
+            return Err("signed by a key that cannot manage webhook endpoints (revoked, or without the scope)".into());
         }
         key.public_key.ok_or_else(|| "the key has no public key".into())
     }

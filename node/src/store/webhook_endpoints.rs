@@ -130,9 +130,14 @@ impl EndpointRoutes {
         self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).values().flatten().cloned().collect()
     }
 
-    /// How many live endpoints there are, over all merchants.
-    pub fn count(&self) -> usize {
-        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).values().map(Vec::len).sum()
+    /// How many merchants have live endpoints of their own.
+    pub fn merchants(&self) -> usize {
+        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).values().filter(|e| !e.is_empty()).count()
+    }
+
+    /// The live endpoints of `merchant`.
+    pub fn of(&self, merchant: &str) -> Vec<WebhookEndpoint> {
+        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(merchant).cloned().unwrap_or_default()
     }
 
     /// Whether `merchant` has live endpoints of its own.

@@ -2,11 +2,10 @@
 //! and records every attempt with its status, latency and the start of the answer. Each event
 //! goes to the merchant's primary endpoint and, as deliveries of their own, to each of its own
 //! endpoints whose filter takes it ([`super::targets`]). Deliveries to different endpoints run
-//! concurrently, at most `max_in_flight` in all; each endpoint has a budget of its own
-//! (`max_in_flight_per_merchant` for the primary endpoint, half that, at least one, for each of
-//! the merchant's own) and each merchant at most its fair share of the node
-//! ([`super::in_flight`]), so a slow or hostile endpoint holds back only its own deliveries and
-//! a merchant only its own. An answer is read
+//! concurrently, at most `max_in_flight` in all; a merchant's primary endpoint has
+//! `max_in_flight_per_merchant` slots of its own and its own endpoints share as many again
+//! ([`super::in_flight`]), so a slow or hostile endpoint never holds back the primary endpoint
+//! nor another merchant. An answer is read
 //! up to `max_response_bytes`; redirects are not followed (see [`crate::outbound`]). What follows
 //! an attempt is [`super::retry::decide`]'s call: delivered (and acknowledged to the other
 //! operators), retried at the schedule's next delay (with ±10 % jitter), dead-lettered, or the
@@ -54,14 +53,32 @@ pub struct Deliverer {
     /// Deliveries of payments of invoices no node knows, per merchant (shared by a node's
     /// chains): only to endpoints that ask for them, at most [`UNKNOWN_INVOICE_RATE`].
     unknown_invoices: crate::api::RateLimiter,
+    /// Invoices the operators were asked for lately and none had (shared by a node's chains).
+    not_found: Arc<std::sync::Mutex<std::collections::HashMap<alloy::primitives::B256, std::time::Instant>>>,
+}
+
+/// How long an invoice no operator had is not asked for again.
+const NOT_FOUND_FOR: Duration = Duration::from_secs(60);
+/// Most invoices remembered as not found.
+const NOT_FOUND_KEPT: usize = 10_000;
+
+/// What becomes of a delivery of a payment of an invoice no operator knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UnknownInvoice {
+    /// Sent now.
+    Send,
+    /// Looked at again at this time, unix ms (the outcome recorded).
+    Wait(&'static str, u64),
+    /// Ended unsent.
+    End(&'static str),
 }
 
 /// The event type an endpoint of the merchant's own lists to be told of payments of invoices
 /// no operator knows (anyone can pay an invented invoice id to the merchant's address, with a
-/// worthless token): not sent otherwise, and never to the primary endpoint.
+/// worthless token); the primary endpoint is told too, after a grace and at a bounded rate.
 pub const UNKNOWN_INVOICE_EVENTS: &str = "payment.unknown_invoice";
-/// Payments of unknown invoices told to one merchant at most, per second, in bursts of
-/// [`UNKNOWN_INVOICE_BURST`]; the others end unsent (`unknown_invoice_rate_limited`).
+/// Payments of unknown invoices told to one merchant at most, per second and node, in bursts
+/// of [`UNKNOWN_INVOICE_BURST`]; the others wait their turn (`unknown_invoice_rate_limited`).
 pub const UNKNOWN_INVOICE_RATE: f64 = 1.0;
 /// See [`UNKNOWN_INVOICE_RATE`].
 pub const UNKNOWN_INVOICE_BURST: f64 = 10.0;
@@ -120,6 +137,7 @@ impl Deliverer {
             acks: Arc::default(),
             single_acks: false,
             unknown_invoices: crate::api::RateLimiter::new(UNKNOWN_INVOICE_RATE, UNKNOWN_INVOICE_BURST),
+            not_found: Arc::default(),
         }
     }
 
@@ -128,6 +146,7 @@ impl Deliverer {
     pub fn sharing_limits_with(mut self, other: &Deliverer) -> Self {
         self.in_flight = other.in_flight.clone();
         self.unknown_invoices = other.unknown_invoices.clone();
+        self.not_found = other.not_found.clone();
         self
     }
 
@@ -154,13 +173,36 @@ impl Deliverer {
         if event.event_type != "payment.settled" {
             return event.clone();
         }
+        if matches!(self.store.invoice(invoice), Ok(None)) && self.not_found_lately(invoice) {
+            return self.rerendered(c, event).unwrap_or_else(|| event.clone());
+        }
         if matches!(self.store.invoice(invoice), Ok(None)) {
             let wanted = std::collections::BTreeSet::from([invoice]);
             let round = self.store.next_round().unwrap_or(0);
             let peers: Vec<_> = c.epochs.peers(round, c.grace_rounds).into_iter().map(|(p, _)| p).collect();
             crate::rounds::invoice_fetch::fetch_invoices(net, &peers, &self.store, &c.scope, &wanted).await;
+            if matches!(self.store.invoice(invoice), Ok(None)) {
+                self.remember_not_found(invoice);
+            }
         }
         self.rerendered(c, event).unwrap_or_else(|| event.clone())
+    }
+
+    /// Whether the operators were asked for `invoice` within [`NOT_FOUND_FOR`] and none had it
+    /// (a payment of an invented id is not asked about again at every attempt).
+    fn not_found_lately(&self, invoice: alloy::primitives::B256) -> bool {
+        self.not_found.lock().is_ok_and(|m| m.get(&invoice).is_some_and(|at| at.elapsed() < NOT_FOUND_FOR))
+    }
+
+    fn remember_not_found(&self, invoice: alloy::primitives::B256) {
+        if let Ok(mut m) = self.not_found.lock() {
+            if m.len() >= NOT_FOUND_KEPT {
+                m.retain(|_, at| at.elapsed() < NOT_FOUND_FOR);
+            }
+            if m.len() < NOT_FOUND_KEPT {
+                m.insert(invoice, std::time::Instant::now());
+            }
+        }
     }
 
     fn rerendered(&self, c: &Completion, event: &OutboxEvent) -> Option<OutboxEvent> {
@@ -200,13 +242,15 @@ impl Deliverer {
             // the batch read below and crowd out other endpoints.
             let mut paused = super::targets::paused(&self.merchants, &self.store);
             if let Ok(f) = self.in_flight.lock() {
-                let (total, bound) = (self.settings.max_in_flight, self.settings.max_in_flight_per_merchant);
+                let bound = self.settings.max_in_flight_per_merchant;
                 let full = |(k, n): (&String, &usize)| (*n >= endpoint_bound(k, bound)).then(|| k.clone());
                 paused.extend(f.per_endpoint.iter().filter_map(full));
-                // A merchant holding its share of the node: all its endpoints (`<merchant>/*`).
-                let over_share =
-                    |(m, n): (&String, &usize)| (*n >= f.fair_share(m, total, bound)).then(|| format!("{m}/*"));
-                paused.extend(f.per_merchant.iter().filter_map(over_share));
+                // A merchant whose own endpoints hold their whole share: each of them (never
+                // the primary endpoint).
+                let routes = self.merchants.routes();
+                for m in f.own_per_merchant.iter().filter(|(_, n)| **n >= bound).map(|(m, _)| m) {
+                    paused.extend(routes.of(m).iter().map(crate::store::WebhookEndpoint::state_key));
+                }
             }
             // The store hands out only the first pending event of each invoice, so one
             // invoice's events go out in order however many run at once. Each delivery it names
@@ -216,9 +260,9 @@ impl Deliverer {
             // At most the free slots, and at most what the merchants' bounds leave: with every
             // merchant full the pass reads nothing, and one freed slot ends the read at the
             // delivery that takes it (each attempt that ends starts a pass).
-            let (merchants, own) = (self.merchants.all().len(), self.merchants.routes().count());
+            let (merchants, with_own) = (self.merchants.all().len(), self.merchants.routes().merchants());
             let free = self.in_flight.lock().map_or(0, |f| {
-                self.settings.max_in_flight.saturating_sub(f.events.len()).min(f.room(merchants, own, bound))
+                self.settings.max_in_flight.saturating_sub(f.events.len()).min(f.room(merchants, with_own, bound))
             });
             let take =
                 |d: &DueDelivery| self.in_flight.lock().map_or(Take::AllFull, |mut f| f.try_take(d, total, bound));
@@ -357,9 +401,14 @@ impl Deliverer {
         if rendered && target.filter.as_ref().is_some_and(|f| !crate::store::takes(f, &event.event_type)) {
             return self.end_without_sending(event, "not_in_enabled_events", &AttemptEffect::Delivered);
         }
-        // Still bare: no operator asked knows its invoice. Told only to an endpoint that asks.
-        if let Some(why) = self.unknown_invoice_refusal(event, &merchant.id, target.filter.as_deref()) {
-            return self.end_without_sending(event, why, &AttemptEffect::Delivered);
+        // Still bare: no operator asked knows its invoice.
+        match self.unknown_invoice(event, &merchant.id, target.filter.as_deref()) {
+            UnknownInvoice::Send => {}
+            UnknownInvoice::Wait(why, until_ms) => {
+                self.postpone_until(event, why, until_ms);
+                return false;
+            }
+            UnknownInvoice::End(why) => return self.end_without_sending(event, why, &AttemptEffect::Delivered),
         }
         if !self.settings.allow_private_targets
             && let Err(e) = crate::outbound::check_literal_target(&target.url)
@@ -481,34 +530,39 @@ impl Deliverer {
         }
     }
 
-    /// Ends a delivery without an HTTP call, recording `why` with `effect`: dead-lettered for
-    /// a deleted endpoint, done for an event its endpoint's filter does not take.
-    /// Why a bare `payment.settled` (its invoice known to no operator this node asked) is not
-    /// sent to an endpoint with `filter` (`None`: the primary endpoint): unless the endpoint
-    /// lists [`UNKNOWN_INVOICE_EVENTS`], and within the merchant's rate.
-    fn unknown_invoice_refusal(
-        &self,
-        event: &OutboxEvent,
-        merchant: &str,
-        filter: Option<&[String]>,
-    ) -> Option<&'static str> {
+    /// What becomes of a bare `payment.settled` whose invoice no operator this node asked
+    /// knows, for an endpoint with `filter` (`None`: the primary endpoint). Such a payment may
+    /// be anyone's payment of an invented id, or of a real invoice one operator withheld: it is
+    /// held for `unknown_invoice_grace_s` (the invoice may still come), then sent bare, at most
+    /// [`UNKNOWN_INVOICE_RATE`] a second per merchant (the rest wait their turn), to the primary
+    /// endpoint and to an endpoint of the merchant's own that lists [`UNKNOWN_INVOICE_EVENTS`];
+    /// another of its own endpoints is not told.
+    fn unknown_invoice(&self, event: &OutboxEvent, merchant: &str, filter: Option<&[String]>) -> UnknownInvoice {
         if event.event_type != "payment.settled"
             || event.invoice_id.is_none_or(|id| !matches!(self.store.invoice(id), Ok(None)))
         {
-            return None;
+            return UnknownInvoice::Send;
         }
-        if !filter.is_some_and(|f| f.iter().any(|t| t == UNKNOWN_INVOICE_EVENTS)) {
+        if filter.is_some_and(|f| !f.iter().any(|t| t == UNKNOWN_INVOICE_EVENTS)) {
             metrics::counter!("webhook_unknown_invoice_events_total", "outcome" => "not_sent").increment(1);
-            return Some("unknown_invoice");
+            return UnknownInvoice::End("unknown_invoice");
         }
-        if self.unknown_invoices.take(merchant, std::time::Instant::now()).is_err() {
+        let (now, grace_ms) = (now_ms(), self.settings.unknown_invoice_grace_s.saturating_mul(1000));
+        let held_until = event.created_at_ms.saturating_add(grace_ms);
+        if now < held_until {
+            return UnknownInvoice::Wait("unknown_invoice_waiting", held_until);
+        }
+        if let Err(wait_s) = self.unknown_invoices.take(merchant, std::time::Instant::now()) {
             metrics::counter!("webhook_unknown_invoice_events_total", "outcome" => "rate_limited").increment(1);
-            return Some("unknown_invoice_rate_limited");
+            let later = now.saturating_add(wait_s.max(1).saturating_mul(1000)).max(now.saturating_add(60_000));
+            return UnknownInvoice::Wait("unknown_invoice_rate_limited", later);
         }
         metrics::counter!("webhook_unknown_invoice_events_total", "outcome" => "sent").increment(1);
-        None
+        UnknownInvoice::Send
     }
 
+    /// Ends a delivery without an HTTP call, recording `why` with `effect`: dead-lettered for
+    /// a deleted endpoint, done for an event its endpoint's filter does not take.
     fn end_without_sending(&self, event: &OutboxEvent, why: &str, effect: &AttemptEffect) -> bool {
         let attempt = Attempt {
             n: 0,
@@ -528,6 +582,12 @@ impl Deliverer {
     /// An event that could not be attempted is looked at again in a minute, without counting
     /// as a failed delivery.
     fn postpone(&self, event: &OutboxEvent, why: &str) {
+        self.postpone_until(event, why, now_ms().saturating_add(60_000));
+    }
+
+    /// An event that could not be attempted is looked at again at `at_ms`, without counting as
+    /// a failed delivery.
+    fn postpone_until(&self, event: &OutboxEvent, why: &str, at_ms: u64) {
         let now = now_ms();
         let attempt = Attempt {
             n: 0,
@@ -538,9 +598,7 @@ impl Deliverer {
             excerpt: String::new(),
             node: self.node.clone(),
         };
-        if let Err(e) =
-            self.store.record_attempt(&event.id, attempt, &AttemptEffect::RetryAt(now.saturating_add(60_000)))
-        {
+        if let Err(e) = self.store.record_attempt(&event.id, attempt, &AttemptEffect::RetryAt(at_ms)) {
             warn!(webhook_id = %event.id, error = %e, "cannot postpone a webhook event");
         }
     }
