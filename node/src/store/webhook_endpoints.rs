@@ -82,7 +82,8 @@ pub fn takes(enabled_events: &[String], event_type: &str) -> bool {
             || e == event_type
             || (e == "payment.settled" && payment_event)
             || (event_type == "payment.settled"
-                && (PAYMENT_EVENTS.contains(&e.as_str()) || e == crate::webhook::delivery::UNKNOWN_INVOICE_EVENTS))
+                && (PAYMENT_EVENTS.contains(&e.as_str())
+                    || e == crate::webhook::unknown_invoices::UNKNOWN_INVOICE_EVENTS))
     })
 }
 

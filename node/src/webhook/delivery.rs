@@ -11,9 +11,11 @@
 //! operators), retried at the schedule's next delay (with ±10 % jitter), dead-lettered, or the
 //! endpoint disabled. State lives in the store, so retries survive restarts.
 
+use super::completion::Completion;
 use super::in_flight::{InFlight, endpoint_bound};
 use super::retry::{self, Decision};
 use super::signature;
+use super::unknown_invoices::{UnknownInvoice, UnknownInvoices};
 use crate::gossip::{self, DeliveryAck};
 use crate::store::{Attempt, AttemptEffect, AttemptWriter, DueDelivery, EndpointState, OutboxEvent, Store, Take};
 use crate::time::{now_ms, now_s};
@@ -32,7 +34,7 @@ const EXCERPT: usize = 256;
 /// Sends webhook events from the outbox.
 #[derive(Debug, Clone)]
 pub struct Deliverer {
-    store: Store,
+    pub(super) store: Store,
     /// Records the attempts of this worker's deliveries in groups (`None`: its thread could not
     /// start, and each attempt is written alone).
     attempts: Option<AttemptWriter>,
@@ -41,67 +43,25 @@ pub struct Deliverer {
     settings: WebhookSection,
     wake: Arc<Notify>,
     node: String,
-    net: Option<NetworkHandle>,
-    schedule: RoundSchedule,
+    pub(super) net: Option<NetworkHandle>,
+    pub(super) schedule: RoundSchedule,
     chain_id: u64,
-    completion: Option<Arc<Completion>>,
+    pub(super) completion: Option<Arc<Completion>>,
     in_flight: Arc<std::sync::Mutex<InFlight>>,
     /// Deliveries made here and not yet acknowledged to the other operators.
     acks: Arc<std::sync::Mutex<Vec<DeliveryAck>>>,
     /// Also acknowledge each delivery in a message of its own (`p2p.single_messages`).
     single_acks: bool,
-    /// Deliveries of payments of invoices no node knows, per merchant (shared by a node's
-    /// chains): only to endpoints that ask for them, at most [`UNKNOWN_INVOICE_RATE`].
-    unknown_invoices: crate::api::RateLimiter,
-    /// Invoices the operators were asked for lately and none had (shared by a node's chains).
-    not_found: Arc<std::sync::Mutex<std::collections::HashMap<alloy::primitives::B256, std::time::Instant>>>,
+    /// Payments of invoices no operator knows: their rate per merchant and the invoices asked
+    /// for lately in vain (shared by a node's chains).
+    pub(super) unknown: UnknownInvoices,
 }
-
-/// How long an invoice no operator had is not asked for again.
-const NOT_FOUND_FOR: Duration = Duration::from_secs(60);
-/// Most invoices remembered as not found.
-const NOT_FOUND_KEPT: usize = 10_000;
-
-/// What becomes of a delivery of a payment of an invoice no operator knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum UnknownInvoice {
-    /// Sent now.
-    Send,
-    /// Looked at again at this time, unix ms (the outcome recorded).
-    Wait(&'static str, u64),
-    /// Ended unsent.
-    End(&'static str),
-}
-
-/// The event type an endpoint of the merchant's own lists to be told of payments of invoices
-/// no operator knows (anyone can pay an invented invoice id to the merchant's address, with a
-/// worthless token); the primary endpoint is told too, after a grace and at a bounded rate.
-pub const UNKNOWN_INVOICE_EVENTS: &str = "payment.unknown_invoice";
-/// Payments of unknown invoices told to one merchant at most, per second and node, in bursts
-/// of [`UNKNOWN_INVOICE_BURST`]; the others wait their turn (`unknown_invoice_rate_limited`).
-pub const UNKNOWN_INVOICE_RATE: f64 = 1.0;
-/// See [`UNKNOWN_INVOICE_RATE`].
-pub const UNKNOWN_INVOICE_BURST: f64 = 10.0;
 
 /// How often the deliveries made here are acknowledged to the other operators, in one message
 /// ([`gossip::DeliveryAcks`]) per period: at 300 deliveries a second, 10 messages instead of 300.
 /// Far below the shortest failover delay (`webhooks.failover_delay_ms`, at least 1 s), so the
 /// next operator in line hears it before its turn.
 const ACK_PERIOD: Duration = Duration::from_millis(100);
-
-/// What a node needs to complete a bare `payment.settled` event before delivering it: the
-/// invoice may have reached it since the settlement (a partition healed), or a peer has it.
-#[derive(Debug, Clone)]
-pub struct Completion {
-    /// Where receipts point.
-    pub ctx: crate::receipt::ReceiptContext,
-    /// What fetched invoices are checked against.
-    pub scope: gossip::InvoiceScope,
-    /// The operator sets, whose other operators are asked for the invoice.
-    pub epochs: Arc<crate::epochs::Epochs>,
-    /// Rounds a superseded set's operators stay among them.
-    pub grace_rounds: u64,
-}
 
 impl Deliverer {
     /// A worker for `merchants`; `wake` makes it look at the outbox at once; deliveries are
@@ -136,8 +96,7 @@ impl Deliverer {
             in_flight: Arc::default(),
             acks: Arc::default(),
             single_acks: false,
-            unknown_invoices: crate::api::RateLimiter::new(UNKNOWN_INVOICE_RATE, UNKNOWN_INVOICE_BURST),
-            not_found: Arc::default(),
+            unknown: UnknownInvoices::default(),
         }
     }
 
@@ -145,8 +104,7 @@ impl Deliverer {
     /// workers of a node's chains together stay within them.
     pub fn sharing_limits_with(mut self, other: &Deliverer) -> Self {
         self.in_flight = other.in_flight.clone();
-        self.unknown_invoices = other.unknown_invoices.clone();
-        self.not_found = other.not_found.clone();
+        self.unknown = other.unknown.clone();
         self
     }
 
@@ -161,71 +119,6 @@ impl Deliverer {
     pub fn with_completion(mut self, completion: Completion) -> Self {
         self.completion = Some(Arc::new(completion));
         self
-    }
-
-    /// A bare `payment.settled` event whose invoice this node now knows, or can fetch from a
-    /// peer (each copy checked against its id), rendered again as the invoice's own event with
-    /// a receipt; the same `webhook-id`. Anything else as it is.
-    async fn completed(&self, event: &OutboxEvent) -> OutboxEvent {
-        let (Some(c), Some(invoice), Some(net)) = (&self.completion, event.invoice_id, &self.net) else {
-            return event.clone();
-        };
-        if event.event_type != "payment.settled" {
-            return event.clone();
-        }
-        if matches!(self.store.invoice(invoice), Ok(None)) && self.not_found_lately(invoice) {
-            return self.rerendered(c, event).unwrap_or_else(|| event.clone());
-        }
-        if matches!(self.store.invoice(invoice), Ok(None)) {
-            let wanted = std::collections::BTreeSet::from([invoice]);
-            let round = self.store.next_round().unwrap_or(0);
-            let peers: Vec<_> = c.epochs.peers(round, c.grace_rounds).into_iter().map(|(p, _)| p).collect();
-            crate::rounds::invoice_fetch::fetch_invoices(net, &peers, &self.store, &c.scope, &wanted).await;
-            if matches!(self.store.invoice(invoice), Ok(None)) {
-                self.remember_not_found(invoice);
-            }
-        }
-        self.rerendered(c, event).unwrap_or_else(|| event.clone())
-    }
-
-    /// Whether the operators were asked for `invoice` within [`NOT_FOUND_FOR`] and none had it
-    /// (a payment of an invented id is not asked about again at every attempt).
-    fn not_found_lately(&self, invoice: alloy::primitives::B256) -> bool {
-        self.not_found.lock().is_ok_and(|m| m.get(&invoice).is_some_and(|at| at.elapsed() < NOT_FOUND_FOR))
-    }
-
-    fn remember_not_found(&self, invoice: alloy::primitives::B256) {
-        if let Ok(mut m) = self.not_found.lock() {
-            if m.len() >= NOT_FOUND_KEPT {
-                m.retain(|_, at| at.elapsed() < NOT_FOUND_FOR);
-            }
-            if m.len() < NOT_FOUND_KEPT {
-                m.insert(invoice, std::time::Instant::now());
-            }
-        }
-    }
-
-    fn rerendered(&self, c: &Completion, event: &OutboxEvent) -> Option<OutboxEvent> {
-        let invoice = event.invoice_id?;
-        self.store.invoice(invoice).ok()??;
-        let leaf = self
-            .store
-            .payments_of_invoice(invoice)
-            .ok()?
-            .into_iter()
-            .map(|r| r.leaf)
-            .find(|l| super::payload::webhook_id(l.invoice_id, l.tx_hash, l.log_index) == event.webhook_id())?;
-        let record = self.store.settlement(self.schedule.round_of(leaf.block_number)?).ok()??;
-        let fresh =
-            super::payload::settlement_events(&self.store, &c.ctx, &c.scope.merchants.all(), &[leaf], &record, now_s())
-                .ok()?
-                .into_iter()
-                .find(|e| e.id == event.webhook_id() && e.event_type != "payment.settled")?;
-        if !self.store.rerender_event(&event.id, &fresh.event_type, &fresh.body).ok()? {
-            return None;
-        }
-        info!(webhook_id = %event.id, event_type = %fresh.event_type, "bare payment.settled completed with its invoice before delivery");
-        Some(OutboxEvent { event_type: fresh.event_type, body: fresh.body, ..event.clone() })
     }
 
     /// Runs until `shutdown` turns true; deliveries under way then get the attempt timeout to
@@ -530,35 +423,16 @@ impl Deliverer {
         }
     }
 
-    /// What becomes of a bare `payment.settled` whose invoice no operator this node asked
-    /// knows, for an endpoint with `filter` (`None`: the primary endpoint). Such a payment may
-    /// be anyone's payment of an invented id, or of a real invoice one operator withheld: it is
-    /// held for `unknown_invoice_grace_s` (the invoice may still come), then sent bare, at most
-    /// [`UNKNOWN_INVOICE_RATE`] a second per merchant (the rest wait their turn), to the primary
-    /// endpoint and to an endpoint of the merchant's own that lists [`UNKNOWN_INVOICE_EVENTS`];
-    /// another of its own endpoints is not told.
+    /// What becomes of `event` for an endpoint with `filter` (`None`: the primary endpoint)
+    /// when it is a bare `payment.settled` whose invoice no operator this node asked knows.
     fn unknown_invoice(&self, event: &OutboxEvent, merchant: &str, filter: Option<&[String]>) -> UnknownInvoice {
-        if event.event_type != "payment.settled"
-            || event.invoice_id.is_none_or(|id| !matches!(self.store.invoice(id), Ok(None)))
-        {
+        let unknown = event.event_type == "payment.settled"
+            && event.invoice_id.is_some_and(|id| matches!(self.store.invoice(id), Ok(None)));
+        if !unknown {
             return UnknownInvoice::Send;
         }
-        if filter.is_some_and(|f| !f.iter().any(|t| t == UNKNOWN_INVOICE_EVENTS)) {
-            metrics::counter!("webhook_unknown_invoice_events_total", "outcome" => "not_sent").increment(1);
-            return UnknownInvoice::End("unknown_invoice");
-        }
-        let (now, grace_ms) = (now_ms(), self.settings.unknown_invoice_grace_s.saturating_mul(1000));
-        let held_until = event.created_at_ms.saturating_add(grace_ms);
-        if now < held_until {
-            return UnknownInvoice::Wait("unknown_invoice_waiting", held_until);
-        }
-        if let Err(wait_s) = self.unknown_invoices.take(merchant, std::time::Instant::now()) {
-            metrics::counter!("webhook_unknown_invoice_events_total", "outcome" => "rate_limited").increment(1);
-            let later = now.saturating_add(wait_s.max(1).saturating_mul(1000)).max(now.saturating_add(60_000));
-            return UnknownInvoice::Wait("unknown_invoice_rate_limited", later);
-        }
-        metrics::counter!("webhook_unknown_invoice_events_total", "outcome" => "sent").increment(1);
-        UnknownInvoice::Send
+        let held_until = event.created_at_ms.saturating_add(self.settings.unknown_invoice_grace_s.saturating_mul(1000));
+        self.unknown.decide(merchant, filter, held_until, now_ms())
     }
 
     /// Ends a delivery without an HTTP call, recording `why` with `effect`: dead-lettered for

@@ -1,6 +1,7 @@
 //! Merchant webhooks: Standard Webhooks signatures, event payloads, the retry policy, the
-//! endpoints deliveries go to and the delivery worker.
+//! endpoints deliveries go to, payments of invoices no operator knows, and the delivery worker.
 
+pub mod completion;
 pub mod delivery;
 pub mod events;
 mod in_flight;
@@ -8,3 +9,4 @@ pub mod payload;
 pub mod retry;
 pub mod signature;
 pub mod targets;
+pub mod unknown_invoices;

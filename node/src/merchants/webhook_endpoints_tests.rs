@@ -1,0 +1,212 @@
+//! A merchant's endpoints over two nodes' registries: created, changed, rotated and deleted
+//! with the merchant's signature, and every change an operator makes itself refused.
+
+use super::super::api_keys::tests::{ROOT, grant, registries};
+use super::endpoint_record::ENDPOINTS_PATH;
+use super::*;
+use settleproof_merchant_auth::{KeyAlg, MerchantSigner};
+
+/// `signer`'s request `method path` with `body`, signed at `nbf` (seconds from now).
+fn signed(signer: &MerchantSigner, method: &str, path: &str, body: &str, ahead_s: u64) -> SignedStatement {
+    let url = format!("http://127.0.0.1:8080{path}");
+    let nbf = crate::time::now_s() + ahead_s;
+    SignedStatement {
+        jwt: signer.sign_request(method, &url, body.as_bytes(), nbf, 60).expect("sign"),
+        body: body.into(),
+    }
+}
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const ROTATED: &str = r#"{"secret":"whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}"#;
+
+fn create(on: &Registry, by: &MerchantSigner, url: &str, events: &str) -> WebhookEndpoint {
+    let body = format!(r#"{{"url":"{url}","enabled_events":{events},"secret":"{SECRET}"}}"#);
+    on.create_endpoint("demo", signed(by, "POST", ENDPOINTS_PATH, &body, 0)).expect("create")
+}
+
+fn relay(to: &Registry, e: &WebhookEndpoint) -> Result<bool, GossipRejection> {
+    let data = serde_json::to_vec(&EndpointAnnouncement::of(e)).expect("json");
+    to.hear_endpoint(&data, &PeerId::random())
+}
+
+#[test]
+fn an_endpoint_changed_on_one_node_is_routed_on_another_and_a_deletion_is_final() {
+    let (_dirs, nodes) = registries();
+    let e = create(&nodes[0], &ROOT, "https://example.test/hook", r#"["invoice.paid"]"#);
+    assert!(e.secret.expose().starts_with("whsec_"));
+    assert_eq!(nodes[0].routes().targets("demo", "invoice.paid"), vec![e.id.clone()]);
+    assert!(nodes[1].routes().targets("demo", "invoice.paid").is_empty());
+    assert!(relay(&nodes[1], &e).expect("heard"));
+    let heard = nodes[1].endpoint(&e.id).expect("read").expect("kept");
+    assert_eq!(
+        (heard.secret.expose(), heard.url.as_str()),
+        (e.secret.expose(), e.url.as_str()),
+        "the same record, recomputed"
+    );
+    assert_eq!(nodes[1].routes().targets("demo", "invoice.paid"), vec![e.id.clone()]);
+    assert!(!relay(&nodes[1], &e).expect("repeat"), "a repeat changes nothing");
+    let path = format!("{ENDPOINTS_PATH}/{}", e.id);
+    let edited = nodes[0]
+        .change_endpoint("demo", &e.id, signed(&ROOT, "PATCH", &path, r#"{"enabled_events":["test"]}"#, 1))
+        .expect("edit");
+    assert!(relay(&nodes[1], &edited).expect("heard"));
+    assert!(!relay(&nodes[1], &e).expect("heard"), "the older record changes nothing");
+    assert!(nodes[1].routes().targets("demo", "invoice.paid").is_empty());
+    // Signed in the same second as the latest change: refused when it would apply before
+    // it; signed again, it soon sorts after.
+    let mut refused = 0;
+    loop {
+        let same = signed(&ROOT, "PATCH", &path, r#"{"disabled":true}"#, 1);
+        match nodes[0].change_endpoint("demo", &e.id, same) {
+            Err(RegistryError::Conflict(_)) => refused += 1,
+            Ok(e) => break assert!(e.disabled),
+            Err(e) => panic!("{e}"),
+        }
+        assert!(refused < 64, "a new signature sorts after the latest change half the time");
+    }
+    let rotate = signed(&ROOT, "POST", &format!("{path}/rotate-secret"), ROTATED, 2);
+    let rotated = nodes[0].change_endpoint("demo", &e.id, rotate).expect("rotate");
+    assert_eq!(Registry::endpoint_secrets(&rotated), vec![rotated.secret.clone(), e.secret.clone()]);
+    let deleted = nodes[0].change_endpoint("demo", &e.id, signed(&ROOT, "DELETE", &path, "", 3)).expect("delete");
+    assert!(relay(&nodes[1], &deleted).expect("heard"));
+    assert!(!relay(&nodes[1], &rotated).expect("heard"), "a deletion is final");
+    assert!(nodes[1].routes().targets("demo", "test").is_empty());
+    assert!(nodes[1].endpoints_of("demo").expect("list").is_empty());
+    let late = signed(&ROOT, "PATCH", &path, r#"{"disabled":false}"#, 4);
+    let err = nodes[0].change_endpoint("demo", &e.id, late).expect_err("deleted");
+    assert!(matches!(err, RegistryError::UnknownMerchant(_)), "{err}");
+}
+
+#[test]
+fn no_operator_can_create_redirect_rekey_pause_or_delete_a_merchants_endpoint() {
+    let (_dirs, nodes) = registries();
+    let operator = MerchantSigner::generate("demo", KeyAlg::EdDsa).expect("key");
+    // An endpoint in the merchant's name, signed by an operator's own key.
+    let body =
+        r#"{"url":"https://evil.test/hook","enabled_events":["*"],"secret":"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}"#;
+    let err = nodes[0].create_endpoint("demo", signed(&operator, "POST", ENDPOINTS_PATH, body, 0)).expect_err("forged");
+    assert!(matches!(err, RegistryError::Invalid { field: "authorization", .. }), "{err}");
+    let forged = signed(&operator, "POST", ENDPOINTS_PATH, body, 0);
+    let id = endpoint_record::endpoint_id_of(&forged);
+    let a = EndpointAnnouncement {
+        merchant_id: "demo".into(),
+        endpoint_id: id.clone(),
+        statements: vec![forged],
+        sent_at_ms: 1,
+    };
+    let heard = nodes[1].hear_endpoint(&serde_json::to_vec(&a).expect("json"), &PeerId::random());
+    assert!(matches!(heard, Err(GossipRejection::NotTaken(_))), "{heard:?}");
+    assert!(nodes[1].endpoint(&id).expect("read").is_none());
+
+    // The merchant's endpoint: every change an operator makes itself is refused.
+    let e = create(&nodes[0], &ROOT, "https://example.test/hook", r#"["*"]"#);
+    assert!(relay(&nodes[1], &e).expect("heard"));
+    let path = format!("{ENDPOINTS_PATH}/{}", e.id);
+    for (method, suffix, body) in [
+        ("PATCH", "", r#"{"url":"https://evil.test/hook"}"#),
+        ("PATCH", "", r#"{"disabled":true}"#),
+        ("POST", "/rotate-secret", ROTATED),
+        ("DELETE", "", ""),
+    ] {
+        let mut with = e.statements.clone();
+        with.push(signed(&operator, method, &format!("{path}{suffix}"), body, 5));
+        let a = EndpointAnnouncement {
+            merchant_id: "demo".into(),
+            endpoint_id: e.id.clone(),
+            statements: with,
+            sent_at_ms: 1,
+        };
+        let heard = nodes[1].hear_endpoint(&serde_json::to_vec(&a).expect("json"), &PeerId::random());
+        assert!(matches!(heard, Err(GossipRejection::NotTaken(_))), "{method}{suffix}: {heard:?}");
+    }
+    // A record whose fields were altered: nothing but the statements is read.
+    let altered = WebhookEndpoint {
+        url: "https://evil.test/hook".into(),
+        secret: Secret::new("whsec_operatorchosen0000000000000"),
+        deleted_at_ms: Some(1),
+        ..e.clone()
+    };
+    assert!(!relay(&nodes[1], &altered).expect("nothing new"));
+    let kept = nodes[1].endpoint(&e.id).expect("read").expect("kept");
+    assert_eq!(
+        (kept.url.as_str(), kept.secret.expose(), kept.deleted_at_ms),
+        (e.url.as_str(), e.secret.expose(), None)
+    );
+    // A statement the merchant signed for another endpoint, or no statements at all.
+    let other = create(&nodes[0], &ROOT, "https://example.test/other", r#"["*"]"#);
+    let mixed = EndpointAnnouncement {
+        merchant_id: "demo".into(),
+        endpoint_id: e.id.clone(),
+        statements: other.statements.clone(),
+        sent_at_ms: 1,
+    };
+    assert!(matches!(
+        nodes[1].hear_endpoint(&serde_json::to_vec(&mixed).expect("json"), &PeerId::random()),
+        Err(GossipRejection::Malformed(_))
+    ));
+    let bare = EndpointAnnouncement { statements: Vec::new(), ..mixed };
+    assert!(matches!(
+        nodes[1].hear_endpoint(&serde_json::to_vec(&bare).expect("json"), &PeerId::random()),
+        Err(GossipRejection::Malformed(_))
+    ));
+    assert_eq!(nodes[1].routes().targets("demo", "test"), vec![e.id.clone()]);
+}
+
+#[test]
+fn a_key_with_webhooks_manage_changes_endpoints_while_live_and_no_other_key_does() {
+    let (_dirs, nodes) = registries();
+    let (g, ops) = grant(&ROOT, "ops", &["webhooks:manage"]);
+    let ops_key = nodes[0].create_key("demo", g).expect("grant");
+    let (g, reader) = grant(&ROOT, "reader", &["invoices:read"]);
+    nodes[0].create_key("demo", g).expect("grant");
+    let e = create(&nodes[0], &ops, "https://example.test/hook", r#"["*"]"#);
+    let body = r#"{"url":"https://example.test/reader","enabled_events":["*"],"secret":"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}"#;
+    let err = nodes[0].create_endpoint("demo", signed(&reader, "POST", ENDPOINTS_PATH, body, 0)).expect_err("scope");
+    assert!(matches!(err, RegistryError::Invalid { field: "authorization", .. }), "{err}");
+    // Node 1 has not heard the key's grant yet: the endpoint waits (not blamed), then is taken.
+    assert!(matches!(relay(&nodes[1], &e), Err(GossipRejection::NotTaken(_))));
+    let key_data =
+        serde_json::to_vec(&super::super::KeyAnnouncement { key: ops_key.clone(), sent_at_ms: 1 }).expect("json");
+    nodes[1].hear_key(&key_data, &PeerId::random()).expect("key heard");
+    assert!(relay(&nodes[1], &e).expect("heard"));
+    // Revoked: what it signed before stands, nothing it signs after does.
+    let revocation =
+        super::super::api_keys::tests::statement(&ROOT, "DELETE", &format!("/v1/api-keys/{}", ops_key.id), "");
+    nodes[0].revoke_key("demo", &ops_key.id, revocation).expect("revoke");
+    let path = format!("{ENDPOINTS_PATH}/{}", e.id);
+    let err = nodes[0].change_endpoint("demo", &e.id, signed(&ops, "DELETE", &path, "", 10)).expect_err("revoked");
+    assert!(matches!(err, RegistryError::Invalid { field: "authorization", .. }), "{err}");
+    assert_eq!(nodes[0].endpoints_of("demo").expect("list").len(), 1);
+}
+
+#[test]
+fn bad_fields_are_refused_naming_them_and_live_endpoints_are_capped() {
+    let (_dirs, nodes) = registries();
+    for (fields, field) in [
+        (r#""url":"ftp://example.test","enabled_events":["*"]"#, "url"),
+        (r#""url":"https://example.test","enabled_events":["invoice.refunded"]"#, "enabled_events"),
+        (r#""url":"https://example.test","enabled_events":[]"#, "enabled_events"),
+        (r#""url":"https://example.test","enabled_events":["*"],"description":"\u0007""#, "description"),
+        (r#""url":"https://example.test","enabled_events":["*"],"color":"red""#, "body"),
+    ] {
+        let body = format!(r#"{{{fields},"secret":"{SECRET}"}}"#);
+        let err = nodes[0].create_endpoint("demo", signed(&ROOT, "POST", ENDPOINTS_PATH, &body, 0));
+        assert!(matches!(&err, Err(RegistryError::Invalid { field: f, .. }) if *f == field), "{field}: {err:?}");
+    }
+    for secret in ["whsec_mine", "whsec_c2hvcnQ=", ""] {
+        let body = format!(r#"{{"url":"https://example.test","enabled_events":["*"],"secret":"{secret}"}}"#);
+        let err = nodes[0].create_endpoint("demo", signed(&ROOT, "POST", ENDPOINTS_PATH, &body, 0));
+        assert!(matches!(&err, Err(RegistryError::Invalid { field: "secret", .. })), "{secret}: {err:?}");
+    }
+    let first = create(&nodes[0], &ROOT, "https://example.test/h", r#"["*"]"#);
+    for _ in 1..MAX_ENDPOINTS_PER_MERCHANT {
+        create(&nodes[0], &ROOT, "https://example.test/h", r#"["*"]"#);
+    }
+    let body = format!(r#"{{"url":"https://example.test/h","enabled_events":["*"],"secret":"{SECRET}"}}"#);
+    let err = nodes[0].create_endpoint("demo", signed(&ROOT, "POST", ENDPOINTS_PATH, &body, 0));
+    assert!(matches!(&err, Err(RegistryError::Conflict(_))), "{err:?}");
+    // A deleted endpoint frees its place.
+    let path = format!("{ENDPOINTS_PATH}/{}", first.id);
+    nodes[0].change_endpoint("demo", &first.id, signed(&ROOT, "DELETE", &path, "", 1)).expect("delete");
+    create(&nodes[0], &ROOT, "https://example.test/h", r#"["*"]"#);
+}
