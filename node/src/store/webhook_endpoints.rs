@@ -141,11 +141,6 @@ impl EndpointRoutes {
         self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(merchant).cloned().unwrap_or_default()
     }
 
-    /// Whether `merchant` has live endpoints of its own.
-    pub fn has_endpoints(&self, merchant: &str) -> bool {
-        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(merchant).is_some_and(|e| !e.is_empty())
-    }
-
     /// The endpoints of `merchant` that take `event_type`.
     pub fn targets(&self, merchant: &str, event_type: &str) -> Vec<String> {
         let map = self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner);
