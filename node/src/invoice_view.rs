@@ -302,6 +302,7 @@ mod tests {
             created_by: "n".into(),
             idempotency: None,
             redirect_url: None,
+            statement: None,
             nonce: B256::ZERO,
         };
         let mut p = PaymentLeaf {

@@ -140,6 +140,7 @@ fn fixture() -> &'static Fixture {
             created_by: "node-0".into(),
             idempotency: None,
             redirect_url: None,
+            statement: None,
             nonce: B256::repeat_byte(4),
         };
         let samples = vec![

@@ -77,6 +77,7 @@ fn invoice_of(net: &Testnet, created: &Value) -> Result<Invoice> {
         created_by: "node-0".into(),
         idempotency: None,
         redirect_url: None,
+        statement: None,
         nonce: B256::ZERO,
     })
 }
@@ -142,35 +143,79 @@ async fn an_altered_invoice_is_refused_and_the_merchant_hears_the_true_terms() -
     Ok(())
 }
 
+/// Invoices the merchant did not sign, from an operator: in its own name with a sound id
+/// (unsigned, or signed by a key of its own in the merchant's name), the merchant's signed
+/// request with its terms changed, and ghosts with no id or in another operator's name. No
+/// node holds any of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ghost_invoices_are_refused() -> Result<()> {
     let (net, bad) = with_byzantine(Options::default()).await?;
     let (_, created) = net.create_invoice(0, json!({"amount": WEI, "token": "native"})).await?;
     let template = invoice_of(&net, &created)?;
-    // An invoice nobody created, whose id commits to nothing...
-    let unbound = Invoice { id: B256::repeat_byte(0x9d), amount: U256::from(1), ..template.clone() };
-    // ...and one with a sound id, passed off as node 0's.
-    let mut in_my_name = Invoice { amount: U256::from(1), nonce: B256::repeat_byte(0x9e), ..template };
-    in_my_name.id = in_my_name.terms(net.devnet.chain_id, net.devnet.deployment.payments).id();
-    // The first refusal penalises the author below the graylist threshold, after which the
-    // honest nodes no longer hear it at all; the ghost in node 0's name goes first.
+    let (by, merchant) = (format!("node-{BAD}"), net.devnet.merchant.clone());
+    let (chain_id, payments) = (net.devnet.chain_id, net.devnet.deployment.payments);
+    // In its own name, with an id that commits to the terms: one the merchant never signed...
+    let mut unsigned =
+        Invoice { amount: U256::from(1), nonce: B256::repeat_byte(0x9c), created_by: by.clone(), ..template.clone() };
+    unsigned.id = unsigned.terms(chain_id, payments).id();
+    // ...and one it signed itself in the merchant's name, sending the payer elsewhere after.
+    let impostor = settleproof_merchant_auth::MerchantSigner::generate(
+        &merchant.id,
+        settleproof_merchant_auth::KeyAlg::EdDsa,
+    )
+    .map_err(|e| eyre!("{e}"))?;
+    let ghost_body = json!({"amount": "1", "token": "native", "redirect_url": "https://evil.example/"});
+    let forged = crate::harness::signed_invoice(&net, &impostor, ghost_body, merchant.payout_address, &by)?;
+    // Whether a merchant's key signed depends on the registry: neither costs the relayer.
     for _ in 0..5 {
-        bad.announce(in_my_name.clone()).await;
+        bad.announce(unsigned.clone()).await;
+        bad.announce_packed(std::slice::from_ref(&forged)).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    net.eventually("the ghost in another's name refused", Duration::from_secs(15), || async {
-        (net.metric(0, "invoice_conflicts_total").await >= 1.0).then_some(())
+    for i in 0..3 {
+        net.eventually("the unsigned ghosts are refused", Duration::from_secs(15), || async {
+            (labelled_metric(&net, i, "merchant_records_refused_total", "kind=\"invoice\"").await >= 2.0).then_some(())
+        })
+        .await?;
+    }
+    // The merchant's own signed request (which the operator holds), its terms changed: the
+    // id commits to the new terms, but they are not what the merchant signed.
+    let genuine = crate::harness::signed_invoice(
+        &net,
+        &net.devnet.merchant_key,
+        json!({"amount": WEI, "token": "native"}),
+        merchant.payout_address,
+        &by,
+    )?;
+    let mut altered = Invoice { amount: U256::from(1), redirect_url: Some("https://evil.example/".into()), ..genuine };
+    altered.id = altered.terms(chain_id, payments).id();
+    // The first refusal that blames the author graylists it, after which the honest nodes no
+    // longer hear it at all.
+    for _ in 0..5 {
+        bad.announce(altered.clone()).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    net.eventually("the altered request refused", Duration::from_secs(15), || async {
+        (labelled_metric(&net, 0, "invoice_conflicts_total", "reason=\"invoice_not_as_signed\"").await >= 1.0)
+            .then_some(())
     })
     .await?;
+    // An invoice nobody created, whose id commits to nothing, and one passed off as node 0's.
+    let unbound = Invoice { id: B256::repeat_byte(0x9d), amount: U256::from(1), ..template.clone() };
+    let mut in_my_name = Invoice { amount: U256::from(1), nonce: B256::repeat_byte(0x9e), ..template };
+    in_my_name.id = in_my_name.terms(chain_id, payments).id();
     for _ in 0..5 {
+        bad.announce(in_my_name.clone()).await;
         bad.announce(unbound.clone()).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     for i in 0..3 {
-        for ghost in [&unbound, &in_my_name] {
+        for ghost in [&unsigned, &forged, &altered, &unbound, &in_my_name] {
             let (status, _) = net.get_invoice(i, &ghost.id.to_string()).await?;
             assert_eq!(status, 404, "node {i} does not hold ghost {}", ghost.id);
+            let page = net.http.get(format!("{}/checkout/{}", net.api(i), ghost.id)).send().await?;
+            assert_eq!(page.status().as_u16(), 404, "node {i} shows no checkout for ghost {}", ghost.id);
         }
     }
     net.stop().await;
@@ -237,25 +282,12 @@ async fn an_invoice_of_a_merchant_approved_later_is_kept_until_the_registry_hold
     let hash = proposed["change_hash"].as_str().ok_or_else(|| eyre!("no hash: {proposed}"))?.to_string();
     approve_change(&net, 1, &hash).await?;
 
-    // Two approvals of three: no honest node serves the merchant yet.
-    let mut ahead = Invoice {
-        id: B256::ZERO,
-        merchant_id: "late-shop".into(),
-        payout_address: payout,
-        amount: U256::from(7_000u64),
-        token: Address::ZERO,
-        created_at: 1,
-        expires_at: None,
-        metadata: None,
-        created_by: format!("node-{BAD}"),
-        nonce: B256::repeat_byte(0x5a),
-        idempotency: None,
-        redirect_url: None,
-    };
-    ahead.id = ahead.terms(net.devnet.chain_id, net.devnet.deployment.payments).id();
+    // Two approvals of three: no honest node serves the merchant yet. The merchant signed two
+    // invoices at the Byzantine operator's node.
+    let by = format!("node-{BAD}");
+    let ahead = crate::harness::signed_invoice(&net, &shop, json!({"amount": "7000", "token": "native"}), payout, &by)?;
     // One packed as honest nodes replicate, one alone as earlier versions did.
-    let mut alone = Invoice { nonce: B256::repeat_byte(0x5c), ..ahead.clone() };
-    alone.id = alone.terms(net.devnet.chain_id, net.devnet.deployment.payments).id();
+    let alone = crate::harness::signed_invoice(&net, &shop, json!({"amount": "7000", "token": "native"}), payout, &by)?;
     assert!(bad.announce_packed(std::slice::from_ref(&ahead)).await, "gossip took the announcement");
     assert!(bad.announce(alone.clone()).await, "gossip took the single announcement");
     for i in 0..3 {

@@ -34,10 +34,11 @@ async fn an_idempotent_retry_on_another_node_returns_the_same_invoice_and_a_chan
     assert_eq!(status, 409, "{conflict}");
     assert_eq!(conflict["error"]["field"], "amount", "{conflict}");
 
-    // With an absolute expiry, a retry sent at once to another node builds the same invoice
-    // whether or not the first has reached it.
+    // With its nonce and an absolute expiry, a retry sent at once to another node builds the
+    // same invoice whether or not the first has reached it.
     let at = first["expires_at"].as_u64().ok_or_else(|| eyre!("no expiry"))?;
-    let exact = json!({"amount": "3000000000000000", "token": "native", "expires_at": at});
+    let nonce = format!("0x{}", "5e".repeat(32));
+    let exact = json!({"amount": "3000000000000000", "token": "native", "expires_at": at, "nonce": nonce});
     let (_, _, on_2) = net.create_invoice_with_key(2, "order-I-2", exact.clone()).await?;
     let (status, _, on_3) = net.create_invoice_with_key(3, "order-I-2", exact).await?;
     assert_eq!(status, 201, "{on_3}");
@@ -83,7 +84,7 @@ async fn registry(net: &Testnet, i: usize) -> Result<serde_json::Value> {
 
 /// `POST /v1/invoices` on node `i` signed by `key`; returns status and body.
 async fn invoice_as(net: &Testnet, i: usize, key: &MerchantSigner) -> Result<(u16, serde_json::Value)> {
-    let body = json!({"amount": "1000", "token": "native"});
+    let body = net.on_first_chain(json!({"amount": "1000", "token": "native"}));
     call(net, i, reqwest::Method::POST, "/v1/invoices", key, Some(body)).await
 }
 

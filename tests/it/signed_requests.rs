@@ -27,7 +27,7 @@ fn jwt_of(req: &reqwest::RequestBuilder) -> Result<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_signed_request_captured_at_one_node_is_refused_at_every_node_and_again_at_the_same_one() -> Result<()> {
     let net = Testnet::start(4).await?;
-    let body = json!({"amount": "1000000000000000", "token": "native"});
+    let body = net.on_first_chain(json!({"amount": "1000000000000000", "token": "native"}));
     let at3 = format!("{}/v1/invoices", net.api(3));
     let at0 = format!("{}/v1/invoices", net.api(0));
     // The merchant's own request at node 3: accepted once.
@@ -36,7 +36,7 @@ async fn a_signed_request_captured_at_one_node_is_refused_at_every_node_and_agai
     let (status, created) = send(&net, &at3, &jwt, &body).await?;
     assert_eq!(status, 201, "{created}");
     // Node 3 presents it at node 0, with the same body and with its own.
-    let other = json!({"amount": "5", "token": "native"});
+    let other = net.on_first_chain(json!({"amount": "5", "token": "native"}));
     for (b, why) in [(&body, "same body"), (&other, "another body")] {
         let (status, answer) = send(&net, &at0, &jwt, b).await?;
         assert_eq!(status, 401, "replayed at node 0 with the {why}: {answer}");
@@ -91,6 +91,7 @@ async fn the_cli_makes_a_key_and_sends_a_request_signed_with_the_merchants_key()
     let key = dir.path().join("demo.pem");
     std::fs::write(&key, net.devnet.merchant_key.private_key_pem())?;
     let url = format!("{}/v1/invoices", net.api(0));
+    let data = net.on_first_chain(json!({"amount": "1000", "token": "native"})).to_string();
     let sent = tokio::process::Command::new(&bin)
         .args([
             "merchant",
@@ -98,7 +99,7 @@ async fn the_cli_makes_a_key_and_sends_a_request_signed_with_the_merchants_key()
             "POST",
             &url,
             "--data",
-            r#"{"amount":"1000","token":"native"}"#,
+            &data,
             "--merchant",
             "demo",
             "--key",
@@ -126,7 +127,7 @@ async fn the_python_and_typescript_examples_sign_requests_a_node_accepts() -> Re
     std::fs::write(&key, net.devnet.merchant_key.private_key_pem())?;
     let root = settleproof_tests::anvil::repo_root();
     let url = format!("{}/v1/invoices", net.api(0));
-    let body = r#"{"amount": "1000", "token": "native", "metadata": {"order": "ex-1"}}"#;
+    let body = net.on_first_chain(json!({"amount": "1000", "token": "native", "metadata": {"order": "ex-1"}})).to_string();
     let examples: [(&str, Vec<String>); 2] = [
         ("python", vec!["python3".into(), root.join("docs/examples/merchant_client.py").display().to_string()]),
         (
@@ -143,7 +144,7 @@ async fn the_python_and_typescript_examples_sign_requests_a_node_accepts() -> Re
             c.args(&cmd[1..]).args(args).env("SETTLEPROOF_MERCHANT_ID", "demo").env("SETTLEPROOF_MERCHANT_KEY", &key);
             c.current_dir(&root).output()
         };
-        let created = run(vec!["POST".into(), url.clone(), body.into()]).await?;
+        let created = run(vec!["POST".into(), url.clone(), body.clone()]).await?;
         let out = String::from_utf8_lossy(&created.stdout);
         assert!(
             created.status.success() && out.starts_with("201"),

@@ -386,8 +386,20 @@ impl Testnet {
         signed(&self.http, &self.devnet.merchant_key, method, url, body)
     }
 
-    /// `POST /v1/invoices` on node `i`; returns status and body.
+    /// `body` payable on the network's first chain when it names no `chain_id`.
+    pub fn on_first_chain(&self, mut body: Value) -> Value {
+        if let (Some(map), Some(first)) = (body.as_object_mut(), self.devnet.chains.first())
+            && !map.contains_key("chain_id")
+        {
+            map.insert("chain_id".into(), first.chain_id.into());
+        }
+        body
+    }
+
+    /// `POST /v1/invoices` on node `i` (on the first chain unless `body` names one); returns
+    /// status and body.
     pub async fn create_invoice(&self, i: usize, body: Value) -> Result<(u16, Value)> {
+        let body = self.on_first_chain(body);
         let resp = self
             .merchant_request(reqwest::Method::POST, &format!("{}/v1/invoices", self.api(i)), Some(&body))?
             .send()
@@ -398,6 +410,7 @@ impl Testnet {
     /// `POST /v1/invoices` on node `i` with an `Idempotency-Key`; returns status, whether the
     /// answer was replayed (`Idempotent-Replayed`) and body.
     pub async fn create_invoice_with_key(&self, i: usize, key: &str, body: Value) -> Result<(u16, bool, Value)> {
+        let body = self.on_first_chain(body);
         let resp = self
             .merchant_request(reqwest::Method::POST, &format!("{}/v1/invoices", self.api(i)), Some(&body))?
             .header("idempotency-key", key)
@@ -592,4 +605,25 @@ pub fn signed(
         .map_err(|e| eyre!("signing: {e}"))?;
     let req = http.request(method, url).bearer_auth(jwt);
     Ok(if body.is_some() { req.header("content-type", "application/json").body(bytes) } else { req })
+}
+
+/// The invoice `key`'s merchant signs with `body` (on the network's first chain unless it names
+/// one), paid to `payout`, as operator `created_by` would announce it: what any operator that
+/// received the request holds.
+pub fn signed_invoice(
+    net: &Testnet,
+    key: &settleproof_merchant_auth::MerchantSigner,
+    body: Value,
+    payout: Address,
+    created_by: &str,
+) -> Result<settleproof_node::store::Invoice> {
+    let body = net.on_first_chain(body).to_string();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let url = format!("{}/v1/invoices", net.api(0));
+    let jwt = key
+        .sign_request("POST", &url, body.as_bytes(), now, settleproof_merchant_auth::DEFAULT_LIFETIME_S)
+        .map_err(|e| eyre!("signing: {e}"))?;
+    let statement = settleproof_merchant_auth::SignedStatement { jwt, body };
+    let terms = settleproof_node::merchants::invoice_record::read(&statement).map_err(|e| eyre!("{e}"))?;
+    Ok(terms.into_invoice(statement, payout, net.devnet.deployment.payments, (created_by.into(), now)))
 }

@@ -4,49 +4,22 @@ use super::{ApiError, ApiState, ChainState, auth};
 use crate::invoice_view::{InvoiceStatus, InvoiceView, invoice_view, token_label};
 use crate::store::{Invoice, KeyState, Scope};
 use crate::time::now_s;
-use alloy::primitives::{Address, B256, U256};
+use alloy::primitives::{Address, B256};
 use alloy::sol_types::SolCall;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use rand::RngCore;
+use settleproof_merchant_auth::SignedStatement;
 use serde::{Deserialize, Serialize};
 use settleproof_contracts::{IERC20, InvoicePayments};
 use tracing::info;
 
 mod idempotency;
 
-/// Longest accepted invoice lifetime.
-const MAX_LIFETIME_S: u64 = 365 * 24 * 3600;
-use crate::store::MAX_METADATA_BYTES;
-
-/// Body of `POST /v1/invoices`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateInvoice {
-    /// Amount in base units, decimal string.
-    #[schema(pattern = "^[1-9][0-9]{0,76}$", example = "1000000")]
-    pub amount: String,
-    /// `native` or an ERC-20 address.
-    #[schema(pattern = "^(native|0x[0-9a-fA-F]{40})$", example = "native")]
-    pub token: String,
-    /// Expiry as unix seconds, in the future and within a year (not with `expires_in`).
-    pub expires_at: Option<u64>,
-    /// Expiry as seconds from now, 1 to 31536000 (not with `expires_at`).
-    #[schema(minimum = 1, maximum = 31536000)]
-    pub expires_in: Option<u64>,
-    /// Free-form JSON object (at most 4096 bytes serialised).
-    #[schema(value_type = Option<Object>)]
-    pub metadata: Option<serde_json::Value>,
-    /// Chain the invoice is payable on (its EIP-155 id); absent: the node's first chain. The
-    /// id commits to it, and a payment on another chain does not count.
-    pub chain_id: Option<u64>,
-    /// Where the checkout page sends the payer once the invoice is settled (https, at most 2048
-    /// characters). The id commits to it.
-    #[schema(max_length = 2048)]
-    pub redirect_url: Option<String>,
-}
+pub use crate::merchants::invoice_record::CreateInvoice;
+use crate::merchants::invoice_record::{self, FieldError, MAX_LIFETIME_S};
 
 /// One transaction of the payment instructions.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -108,60 +81,57 @@ pub(super) async fn create(
 ) -> Result<(StatusCode, HeaderMap, Json<Created>), ApiError> {
     let merchant = auth::merchant(&caller, &state, Some(Scope::InvoicesWrite))?;
     let key = idempotency::requested_key(&headers, &merchant.id)?;
-    let req: CreateInvoice =
-        serde_json::from_slice(&body).map_err(|e| ApiError::invalid("body", format!("invalid JSON body: {e}")))?;
-    let chain = state.chains.get(req.chain_id, "chain_id")?;
+    // The invoice is the merchant's signed request: every term is read from it as every other
+    // node reads it, and the request travels with the invoice as its signature.
+    let statement = SignedStatement {
+        jwt: caller.jwt.clone(),
+        body: String::from_utf8(body.to_vec()).map_err(|_| ApiError::invalid("body", "the body must be UTF-8 JSON"))?,
+    };
+    let req: CreateInvoice = serde_json::from_str(&statement.body)
+        .map_err(|e| ApiError::invalid("body", format!("invalid JSON body: {e}")))?;
+    let Some(chain_id) = req.chain_id else {
+        let served: Vec<String> = state.chains.iter().map(|c| format!("{} ({})", c.chain_id, c.name)).collect();
+        return Err(ApiError::invalid(
+            "chain_id",
+            format!(
+                "chain_id is required: the EIP-155 id of the chain the invoice is payable on; served here: {}",
+                served.join(", ")
+            ),
+        ));
+    };
+    let chain = state.chains.get(Some(chain_id), "chain_id")?;
     let now = now_s();
-    let (amount, token) = (parse_amount(&req.amount)?, parse_token(&req.token)?);
+    let signed = invoice_record::read(&statement).map_err(field_error)?;
     // The whole body is checked before a key is looked up: a bad field is a 400 either way.
-    let expires_at = parse_expiry(req.expires_at, req.expires_in, now)?;
-    let metadata = check_metadata(req.metadata.clone())?;
-    let redirect_url = check_redirect(req.redirect_url.as_deref(), state.merchants.url_policy().0)?;
-    let record = key.map(|k| idempotency::record(k, &req, chain.chain_id, amount, token));
+    check_expiry(signed.expires_at, now)?;
+    if let Some(url) = &signed.redirect_url {
+        check_redirect(url, state.merchants.url_policy().0)?;
+    }
+    let record = key.map(|k| idempotency::record(k, &signed));
     let mut replayed = HeaderMap::new();
     replayed.insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
-    let mut nonce = random_id();
     if let Some(record) = &record {
         // A key names one invoice whichever chain it is on.
-        let mut expired = false;
         for c in state.chains.iter() {
-            match c.store.idempotency_key(&merchant.id, record.key_hash, now)? {
-                KeyState::Live(existing) => {
-                    // Not announced again here: one this node made and never announced (it
-                    // stopped at once) is announced when the node starts (`replication::resume`).
-                    idempotency::check_same(&existing, record)?;
-                    let created = Created {
-                        invoice: view_of(&state, c, &existing, now)?,
-                        payment_instructions: instructions(c, &existing),
-                    };
-                    return Ok((StatusCode::CREATED, replayed, Json(created)));
-                }
-                KeyState::Expired => expired = true,
-                KeyState::Unknown => {}
+            if let KeyState::Live(existing) = c.store.idempotency_key(&merchant.id, record.key_hash, now)? {
+                // Not announced again here: one this node made and never announced (it
+                // stopped at once) is announced when the node starts (`replication::resume`).
+                idempotency::check_same(&existing, record)?;
+                let created = Created {
+                    invoice: view_of(&state, c, &existing, now)?,
+                    payment_instructions: instructions(c, &existing),
+                };
+                return Ok((StatusCode::CREATED, replayed, Json(created)));
             }
         }
-        // The key's nonce, so a retry on any node builds this same invoice; a key that named
-        // an invoice more than a day ago makes a new one.
-        if !expired {
-            nonce = crate::store::key_nonce(record.key_hash);
-        }
     }
-    let mut invoice = Invoice {
-        id: B256::ZERO,
-        nonce,
-        merchant_id: merchant.id.clone(),
-        payout_address: merchant.payout_address,
-        amount,
-        token,
-        created_at: now,
-        expires_at,
-        metadata,
-        created_by: state.node_name.clone(),
-        idempotency: record.clone(),
-        redirect_url,
-    };
-    // The id commits to the terms: no operator can alter them without changing it.
-    invoice.id = invoice.terms(chain.chain_id, chain.payments_contract).id();
+    let mut invoice = signed.into_invoice(
+        statement,
+        merchant.payout_address,
+        chain.payments_contract,
+        (state.node_name.clone(), now),
+    );
+    invoice.idempotency = record.clone();
     let (replicator, chain_id) = (chain.replicator.clone(), chain.chain_id);
     let announce = move |invoice: &Invoice, keyed: bool| {
         info!(invoice_id = %invoice.id, merchant = %invoice.merchant_id, chain_id, amount = %invoice.amount, token = %token_label(invoice.token), idempotency_key = keyed, "invoice created");
@@ -457,79 +427,30 @@ pub(super) fn random_id() -> B256 {
     id
 }
 
-fn parse_amount(s: &str) -> Result<U256, ApiError> {
-    const HINT: &str =
-        "amount must be a positive integer in the token's base units, as a decimal string (e.g. \"1000000\")";
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(ApiError::invalid("amount", HINT));
-    }
-    let v = U256::from_str_radix(s, 10).map_err(|_| ApiError::invalid("amount", "amount does not fit in 256 bits"))?;
-    if v.is_zero() {
-        return Err(ApiError::invalid("amount", HINT));
-    }
-    Ok(v)
+fn field_error(e: FieldError) -> ApiError {
+    ApiError::invalid(e.field, e.problem)
 }
 
-fn parse_token(s: &str) -> Result<Address, ApiError> {
-    if s == "native" {
-        return Ok(Address::ZERO);
-    }
-    let addr: Address = s
-        .parse()
-        .map_err(|_| ApiError::invalid("token", "token must be \"native\" or a 0x-prefixed ERC-20 address"))?;
-    let has_mixed_case = s.bytes().any(|b| b.is_ascii_uppercase()) && s.bytes().any(|b| b.is_ascii_lowercase());
-    if has_mixed_case && Address::parse_checksummed(s, None).is_err() {
-        return Err(ApiError::invalid(
-            "token",
-            "token address has a wrong EIP-55 checksum; check it or send it in lower case",
-        ));
-    }
-    if addr.is_zero() {
-        return Err(ApiError::invalid("token", "use \"native\" for the native coin, not the zero address"));
-    }
-    Ok(addr)
-}
-
-fn parse_expiry(at: Option<u64>, within: Option<u64>, now: u64) -> Result<Option<u64>, ApiError> {
-    match (at, within) {
-        (Some(_), Some(_)) => Err(ApiError::invalid("expires_at", "give either expires_at or expires_in, not both")),
-        (Some(at), None) if at <= now => {
-            Err(ApiError::invalid("expires_at", "expires_at must be in the future (unix seconds)"))
-        }
-        (Some(at), None) if at - now > MAX_LIFETIME_S => {
+/// An expiry this node takes now: in the future and within a year.
+fn check_expiry(expires_at: Option<u64>, now: u64) -> Result<(), ApiError> {
+    match expires_at {
+        Some(at) if at <= now => Err(ApiError::invalid(
+            "expires_at",
+            "the invoice would be expired already: expires_at (or the JWT's nbf plus expires_in) must be in the future",
+        )),
+        Some(at) if at - now > MAX_LIFETIME_S => {
             Err(ApiError::invalid("expires_at", "expires_at must be within one year"))
         }
-        (Some(at), None) => Ok(Some(at)),
-        (None, Some(0)) => Err(ApiError::invalid("expires_in", "expires_in must be at least 1 second")),
-        (None, Some(s)) if s > MAX_LIFETIME_S => {
-            Err(ApiError::invalid("expires_in", "expires_in must be at most one year"))
-        }
-        (None, Some(s)) => Ok(Some(now + s)),
-        (None, None) => Ok(None),
+        _ => Ok(()),
     }
 }
 
-fn check_metadata(m: Option<serde_json::Value>) -> Result<Option<serde_json::Value>, ApiError> {
-    match m {
-        None => Ok(None),
-        Some(v) if !v.is_object() => Err(ApiError::invalid("metadata", "metadata must be a JSON object")),
-        Some(v) if v.to_string().len() > MAX_METADATA_BYTES => {
-            Err(ApiError::invalid("metadata", format!("metadata must be at most {MAX_METADATA_BYTES} bytes of JSON")))
-        }
-        Some(v) => Ok(Some(v)),
-    }
-}
-
-/// The checkout's redirect URL, checked: http(s) (http only where `tls.allow_insecure_http`),
-/// at most 2048 characters.
-fn check_redirect(url: Option<&str>, insecure_http: bool) -> Result<Option<String>, ApiError> {
-    let Some(url) = url else { return Ok(None) };
-    if url.len() > 2048 {
-        return Err(ApiError::invalid("redirect_url", "redirect_url must be at most 2048 characters"));
-    }
+/// The checkout's redirect URL under this node's policy: no plain http unless
+/// `tls.allow_insecure_http` (any node takes http(s) from another operator).
+fn check_redirect(url: &str, insecure_http: bool) -> Result<(), ApiError> {
     settleproof_config::netpolicy::check_url(url, insecure_http)
-        .map_err(|e| ApiError::invalid("redirect_url", format!("redirect_url: {e}")))?;
-    Ok(Some(url.to_string()))
+        .map(|_| ())
+        .map_err(|e| ApiError::invalid("redirect_url", format!("redirect_url: {e}")))
 }
 
 /// How a wallet pays `inv` on `state`'s chain.

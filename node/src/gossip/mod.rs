@@ -235,6 +235,15 @@ pub enum GossipRejection {
     /// The invoice's id is not the commitment to its terms: altered or invented.
     #[error("invoice {0}: the id does not commit to these terms")]
     InvoiceIdMismatch(B256),
+    /// The invoice is not what the merchant's signed request it carries says (`field` differs,
+    /// or the request makes no invoice of this chain): altered or invented.
+    #[error("invoice {id}: `{field}` is not what its merchant signed")]
+    NotAsSigned {
+        /// The invoice.
+        id: B256,
+        /// The first term that differs.
+        field: &'static str,
+    },
     /// An operator sent an invoice as its own that names another operator as its creator.
     #[error("invoice {0} names another operator as its creator")]
     ForeignCreator(B256),
@@ -322,6 +331,13 @@ impl AttestationFate {
 }
 
 impl GossipRejection {
+    /// Whether an invoice was altered or invented by whoever sent it: its id does not commit to
+    /// its terms, or its terms are not what its merchant signed. No honest operator sends one,
+    /// whatever its registry holds.
+    pub fn is_altered_invoice(&self) -> bool {
+        matches!(self, Self::InvoiceIdMismatch(_) | Self::NotAsSigned { .. })
+    }
+
     /// Label of the `attestations_rejected_total{reason}` metric.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -335,6 +351,7 @@ impl GossipRejection {
             Self::BadInvoice(_) => "bad_invoice",
             Self::NotInRegistry(_) => "not_in_registry",
             Self::InvoiceIdMismatch(_) => "invoice_id_mismatch",
+            Self::NotAsSigned { .. } => "invoice_not_as_signed",
             Self::ForeignCreator(_) => "foreign_creator",
             Self::NotTaken(_) => "not_taken",
         }
@@ -433,13 +450,17 @@ pub struct InvoiceScope {
 
 /// Checks an invoice another operator sent: its id must be the commitment to its terms on this
 /// node's chain and contract (so terms cannot be altered, nor an invoice of another chain
-/// replayed), and the merchant and payout address must be the configured ones.
+/// replayed), its terms those of the merchant's signed request it carries, the merchant and
+/// payout address the registry's, and the request signed by a key of the merchant that may
+/// create invoices.
 pub fn check_invoice(inv: Invoice, scope: &InvoiceScope) -> Result<Invoice, GossipRejection> {
     check_invoice_terms(&inv, scope).map(|()| inv)
 }
 
-/// [`check_invoice`] of a borrowed invoice. The id is checked first: an invoice that is
-/// [`GossipRejection::NotInRegistry`] does commit to its terms.
+/// [`check_invoice`] of a borrowed invoice. What depends on the invoice alone is checked first:
+/// an invoice that is [`GossipRejection::NotInRegistry`] does commit to its terms and is what
+/// its signed request says, and only its signature is left to check once the registry holds
+/// its merchant.
 pub fn check_invoice_terms(inv: &Invoice, scope: &InvoiceScope) -> Result<(), GossipRejection> {
     // The id commits to `expires_at` as 0 when there is none: an expiry of 0 would pass for
     // "none" under the same id, so it is refused.
@@ -474,10 +495,25 @@ pub fn check_invoice_terms(inv: &Invoice, scope: &InvoiceScope) -> Result<(), Go
             "redirect_url is not an http(s) URL of at most 2048 characters".into(),
         ));
     }
-    if let Some(record) = &inv.idempotency
-        && let Err(field) = record.check(inv, scope.chain_id)
-    {
-        return Err(GossipRejection::BadInvoice(format!("idempotency record does not match the invoice's {field}")));
+    // Every term is the merchant's signed request's. Whether the merchant's key signed it depends
+    // on this node's registry ([`crate::merchants::Registry::check_invoice_signature`]), as
+    // does an invoice without one (made before invoices carried it).
+    let statement = inv
+        .statement
+        .as_ref()
+        .ok_or_else(|| GossipRejection::NotTaken("an invoice without its merchant's signed request".into()))?;
+    let signed = crate::merchants::invoice_record::read(statement)
+        .map_err(|e| GossipRejection::NotAsSigned { id: inv.id, field: e.field })?;
+    if signed.chain_id != scope.chain_id {
+        return Err(GossipRejection::NotAsSigned { id: inv.id, field: "chain_id" });
+    }
+    if let Some(field) = signed.differs_from(inv) {
+        return Err(GossipRejection::NotAsSigned { id: inv.id, field });
+    }
+    // The key a record names is the creating node's word (the header is not signed); the request
+    // it binds the key to must be the signed one.
+    if inv.idempotency.as_ref().is_some_and(|r| r.request != signed.idempotency_request()) {
+        return Err(GossipRejection::NotAsSigned { id: inv.id, field: "idempotency" });
     }
     let merchants = scope.merchants.list();
     let merchant = merchants
@@ -487,7 +523,10 @@ pub fn check_invoice_terms(inv: &Invoice, scope: &InvoiceScope) -> Result<(), Go
     if merchant.payout_address != inv.payout_address {
         return Err(GossipRejection::NotInRegistry("payout address is not the merchant's".into()));
     }
-    Ok(())
+    scope.merchants.check_invoice_signature(inv).map_err(|e| {
+        metrics::counter!("merchant_records_refused_total", "kind" => "invoice").increment(1);
+        GossipRejection::NotTaken(format!("invoice {}: {e}", inv.id))
+    })
 }
 
 #[cfg(test)]
@@ -538,6 +577,7 @@ mod tests {
             created_by: "node-0".into(),
             idempotency: None,
             redirect_url: None,
+            statement: None,
         }
     }
 

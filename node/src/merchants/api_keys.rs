@@ -156,6 +156,38 @@ impl Registry {
         root.is_some() && root == signer
     }
 
+    /// The key `key_id` of `merchant` that signed a statement at `signed_at` (unix seconds), when
+    /// it may do what `scope` allows: the root key, or a key the current root key granted with
+    /// `scope` before the statement was signed and that is not revoked. A revoked key's
+    /// statements are not taken any more, whenever they say they were signed (whoever holds the
+    /// key could date them before the revocation); what was taken before the revocation stands.
+    pub(super) fn statement_signer(
+        &self,
+        merchant: &str,
+        key_id: &str,
+        signed_at: u64,
+        scope: Scope,
+    ) -> Result<MerchantKey, String> {
+        let root = self.root_key_of(merchant).ok_or("the merchant has no root key here")?;
+        if key_id == root.key_id() {
+            return Ok(root);
+        }
+        let key = self
+            .store()
+            .ok()
+            .and_then(|s| s.api_key(key_slot(merchant, key_id)).ok().flatten())
+            .filter(|k| k.id == key_id && k.merchant_id == merchant)
+            .ok_or("signed by a key this node does not hold for the merchant")?;
+        let live = key.created_at_ms <= signed_at.saturating_mul(1000) && key.revoked_at_ms.is_none();
+        if !self.granted_by_root(&key) || !key.scopes.contains(&scope) || !live {
+            return Err(format!(
+                "signed by a key without the `{}` scope, revoked, or granted after it signed",
+                scope.as_str()
+            ));
+        }
+        key.public_key.ok_or_else(|| "the key has no public key".into())
+    }
+
     /// The key `grant` (a request the root key of `merchant` signed) makes, kept and announced.
     /// A key the previous root key granted is granted again in its place.
     pub fn create_key(&self, merchant: &str, grant: SignedStatement) -> Result<ApiKey, RegistryError> {

@@ -20,6 +20,8 @@ mod api_keys;
 mod approval;
 pub mod endpoint_record;
 mod heard;
+pub mod invoice_record;
+mod invoice_signatures;
 mod registry;
 mod sync;
 mod webhook_endpoints;

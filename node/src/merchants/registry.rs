@@ -128,6 +128,8 @@ pub(super) struct Inner {
     /// When a catch-up from each peer was last taken, and the one running.
     pub(super) catch_ups: std::sync::Mutex<std::collections::HashMap<PeerId, u64>>,
     pub(super) catching_up: std::sync::Mutex<()>,
+    /// Invoice signatures checked already ([`super::invoice_signatures`]).
+    pub(super) verified_invoices: std::sync::Mutex<lru::LruCache<alloy::primitives::B256, ()>>,
 }
 
 /// The merchant registry; cheap to clone, every clone sees each applied change at once.
@@ -169,6 +171,7 @@ impl Registry {
             snapshots_served: std::sync::Mutex::default(),
             catch_ups: std::sync::Mutex::default(),
             catching_up: std::sync::Mutex::new(()),
+            verified_invoices: std::sync::Mutex::new(lru::LruCache::new(super::invoice_signatures::REMEMBERED)),
         }))
     }
 
@@ -204,6 +207,7 @@ impl Registry {
             snapshots_served: std::sync::Mutex::default(),
             catch_ups: std::sync::Mutex::default(),
             catching_up: std::sync::Mutex::new(()),
+            verified_invoices: std::sync::Mutex::new(lru::LruCache::new(super::invoice_signatures::REMEMBERED)),
         }));
         registry.reload()?;
         registry.refresh_routes();

@@ -17,7 +17,7 @@
 use super::endpoint_record::{self, Change, ChangeKind, MAX_STATEMENTS};
 use super::{Registry, RegistryError};
 use crate::gossip::GossipRejection;
-use crate::store::{EndpointPut, PreviousSecret, Scope, WebhookEndpoint, key_slot};
+use crate::store::{EndpointPut, PreviousSecret, Scope, WebhookEndpoint};
 use crate::time::now_ms;
 use serde::{Deserialize, Serialize};
 use settleproof_config::Secret;
@@ -226,27 +226,9 @@ impl Registry {
         }
     }
 
-    /// The key that signed `c` for `merchant`, when it may: the root key, or a live key the
-    /// current root key granted with `webhooks:manage` before `c` was signed.
+    /// The key that signed `c` for `merchant`, when it may manage webhook endpoints.
     fn signer_of(&self, merchant: &str, c: &Change) -> Result<MerchantKey, String> {
-        let root = self.root_key_of(merchant).ok_or("the merchant has no root key here")?;
-        if c.key_id == root.key_id() {
-            return Ok(root);
-        }
-        let key = self
-            .store()
-            .ok()
-            .and_then(|s| s.api_key(key_slot(merchant, &c.key_id)).ok().flatten())
-            .filter(|k| k.id == c.key_id && k.merchant_id == merchant)
-            .ok_or("signed by a key this node does not hold for the merchant")?;
-        // A revoked key's changes are not taken any more, whenever they say they were signed
-        // (whoever holds the key could date them before the revocation); those taken before
-        // the revocation stand.
-        let live = key.created_at_ms <= c.nbf.saturating_mul(1000) && key.revoked_at_ms.is_none();
-        if !self.granted_by_root(&key) || !key.scopes.contains(&Scope::WebhooksManage) || !live {
-            return Err("signed by a key that cannot manage webhook endpoints (revoked, or without the scope)".into());
-        }
-        key.public_key.ok_or_else(|| "the key has no public key".into())
+        self.statement_signer(merchant, &c.key_id, c.nbf, Scope::WebhooksManage)
     }
 
     /// Checks that `merchant` signed `c` with a key that may, and that it is not dated ahead.

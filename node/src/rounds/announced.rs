@@ -69,7 +69,7 @@ impl RoundDriver {
             }
             match gossip::check_invoice_terms(&inv, &scope) {
                 Ok(()) => good.push(inv),
-                Err(e @ GossipRejection::InvoiceIdMismatch(_)) => {
+                Err(e) if e.is_altered_invoice() => {
                     metrics::counter!("invoice_conflicts_total", "chain_id" => chain_id, "reason" => e.reason())
                         .increment(1);
                     warn!(peer = %source, error = %e, "altered or invented invoice rejected");
@@ -80,6 +80,8 @@ impl RoundDriver {
                     debug!(peer = %source, invoice_id = %inv.id, error = %e, "announced invoice waits for this node's merchant registry");
                     waiting.push(inv);
                 }
+                // Counted where refused; a line per invoice would let one operator flood the log.
+                Err(e @ GossipRejection::NotTaken(_)) => debug!(peer = %source, error = %e, "announced invoice not taken"),
                 Err(e) => warn!(peer = %source, error = %e, "announced invoice ignored"),
             }
         }
@@ -157,12 +159,22 @@ impl RoundDriver {
         for (peer, invoices) in &judged.expired {
             warn!(%peer, invoices, "announced invoices forgotten: this node's merchant registry did not hold their merchant or payout address within 120 s (a registry behind the announcing operator's, or invoices it invented)");
         }
-        if !judged.taken.is_empty() {
+        // Signed, it said, by a key of a merchant this registry did not hold then: checked now.
+        let mut taken = judged.taken;
+        taken.retain(|inv| match self.merchants.check_invoice_signature(inv) {
+            Ok(()) => true,
+            Err(e) => {
+                metrics::counter!("merchant_records_refused_total", "kind" => "invoice").increment(1);
+                debug!(invoice_id = %inv.id, error = %e, "waiting invoice not taken: its merchant's signature does not hold here");
+                false
+            }
+        });
+        if !taken.is_empty() {
             info!(
-                invoices = judged.taken.len(),
+                invoices = taken.len(),
                 "announced invoices taken now that this node's merchant registry holds their merchant"
             );
-            self.store_replicated(judged.taken);
+            self.store_replicated(taken);
         }
     }
 

@@ -336,7 +336,7 @@ fn judge(page: SyncResponse, scope: &InvoiceScope, author: &str) -> Result<Judge
         }
         match check_invoice_terms(&inv, scope) {
             Ok(()) => judged.taken.push(inv),
-            Err(e @ GossipRejection::InvoiceIdMismatch(_)) => return Err(e),
+            Err(e) if e.is_altered_invoice() => return Err(e),
             Err(GossipRejection::NotInRegistry(_)) => judged.waiting.push(inv),
             Err(e) => debug!(invoice_id = %inv.id, error = %e, "an invoice of a catch-up page left out"),
         }
@@ -358,8 +358,12 @@ mod tests {
     use alloy::primitives::{Address, B256, U256};
     use settleproof_config::{EXAMPLE, NodeConfig};
 
-    fn scope() -> InvoiceScope {
-        let config = NodeConfig::from_toml_str(EXAMPLE, std::iter::empty()).expect("example config");
+    use settleproof_merchant_auth::{KeyAlg, MerchantSigner};
+
+    /// The example configuration's merchants, the first with `signer`'s root key.
+    fn scope(signer: &MerchantSigner) -> InvoiceScope {
+        let mut config = NodeConfig::from_toml_str(EXAMPLE, std::iter::empty()).expect("example config");
+        config.merchants[0].root_key = Some(signer.public_key().clone());
         InvoiceScope {
             merchants: crate::merchants::Registry::fixed(config.merchants),
             chain_id: 31337,
@@ -367,26 +371,24 @@ mod tests {
         }
     }
 
-    /// Invoice `i` of `merchant` (of the example config's payout address when known), created
-    /// by `by`, with the id of its terms.
-    fn invoice(i: u8, merchant: &str, by: &str, scope: &InvoiceScope) -> Invoice {
-        let payout =
-            scope.merchants.list().iter().find(|m| m.id == merchant).map_or(Address::ZERO, |m| m.payout_address);
-        let mut inv = Invoice {
-            id: B256::ZERO,
-            merchant_id: merchant.into(),
-            payout_address: payout,
-            amount: U256::from(1000 + u64::from(i)),
-            token: Address::ZERO,
-            created_at: u64::from(i),
-            expires_at: None,
-            metadata: None,
-            created_by: by.into(),
-            nonce: B256::repeat_byte(i),
-            idempotency: None,
-            redirect_url: None,
-        };
-        inv.id = inv.terms(scope.chain_id, scope.payments).id();
+    /// Invoice `i` that `signer`'s merchant signed (of the example config's payout address when
+    /// known), created by `by`.
+    fn invoice(i: u8, signer: &MerchantSigner, by: &str, scope: &InvoiceScope) -> Invoice {
+        let payout = scope
+            .merchants
+            .list()
+            .iter()
+            .find(|m| m.id == signer.merchant_id())
+            .map_or(Address::ZERO, |m| m.payout_address);
+        let body = serde_json::json!({"amount": (1000 + u64::from(i)).to_string(), "token": "native"});
+        let mut inv = crate::merchants::invoice_record::testing::signed_invoice(
+            signer,
+            body,
+            (scope.chain_id, scope.payments),
+            payout,
+            by,
+        );
+        inv.created_at = u64::from(i);
         inv
     }
 
@@ -396,8 +398,9 @@ mod tests {
 
     #[test]
     fn a_page_is_taken_only_whole_and_in_its_authors_name() {
-        let scope = scope();
-        let merchant = scope.merchants.list()[0].id.clone();
+        let example = NodeConfig::from_toml_str(EXAMPLE, std::iter::empty()).expect("example config");
+        let merchant = MerchantSigner::generate(&example.merchants[0].id, KeyAlg::EdDsa).expect("key");
+        let scope = scope(&merchant);
         let (a, b) = (invoice(1, &merchant, "node-1", &scope), invoice(2, &merchant, "node-1", &scope));
         let taken = judge(page(vec![a.clone(), b.clone()]), &scope, "node-1").expect("its own, intact");
         assert_eq!(taken, Judged { taken: vec![a.clone(), b.clone()], waiting: vec![] });
@@ -407,14 +410,30 @@ mod tests {
             judge(page(vec![a.clone(), foreign.clone()]), &scope, "node-1"),
             Err(GossipRejection::ForeignCreator(id)) if id == foreign.id
         ));
-        // An altered one refuses the page.
+        // An altered one refuses the page: its id, or what its merchant signed, gives it away.
         let altered = Invoice { amount: U256::from(1), ..b.clone() };
         assert!(matches!(
-            judge(page(vec![a.clone(), altered]), &scope, "node-1"),
+            judge(page(vec![a.clone(), altered.clone()]), &scope, "node-1"),
             Err(GossipRejection::InvoiceIdMismatch(_))
         ));
+        let mut re_id = altered;
+        re_id.id = re_id.terms(scope.chain_id, scope.payments).id();
+        assert!(matches!(
+            judge(page(vec![a.clone(), re_id]), &scope, "node-1"),
+            Err(GossipRejection::NotAsSigned { field: "amount", .. })
+        ));
+        // One the merchant never signed, or signed with a key this node does not take, is left
+        // out without refusing the page (this node's registry may lag).
+        let forger = MerchantSigner::generate(merchant.merchant_id(), KeyAlg::EdDsa).expect("key");
+        let forged = invoice(5, &forger, "node-1", &scope);
+        let unsigned = Invoice { statement: None, ..b.clone() };
+        assert_eq!(
+            judge(page(vec![forged, unsigned, a.clone()]), &scope, "node-1").expect("taken"),
+            Judged { taken: vec![a.clone()], waiting: vec![] }
+        );
         // One of a merchant this registry does not hold waits for it, the rest are taken.
-        let unknown = invoice(4, "no-such-merchant", "node-1", &scope);
+        let stranger = MerchantSigner::generate("no-such-merchant", KeyAlg::EdDsa).expect("key");
+        let unknown = invoice(4, &stranger, "node-1", &scope);
         assert_eq!(
             judge(page(vec![unknown.clone(), a.clone()]), &scope, "node-1").expect("taken"),
             Judged { taken: vec![a.clone()], waiting: vec![unknown] }

@@ -81,8 +81,8 @@ pub(crate) async fn fetch_invoices(
                     metrics::counter!("invoice_conflicts_total", "chain_id" => scope.chain_id.to_string(), "reason" => e.reason()).increment(1);
                     warn!(%peer, error = %e, "invoice from peer rejected: it does not match its id or the merchant");
                     // A merchant unknown here may only be this node's configuration lagging;
-                    // an id that does not commit to its terms is the peer's doing.
-                    if matches!(e, crate::gossip::GossipRejection::InvoiceIdMismatch(_)) {
+                    // an invoice not as its id or its merchant's signature says is the peer's doing.
+                    if e.is_altered_invoice() {
                         net.penalize(peer).await;
                     }
                 }

@@ -174,6 +174,7 @@ mod tests {
             created_by: "node-0".into(),
             idempotency: None,
             redirect_url: None,
+            statement: None,
         }
     }
 

@@ -230,6 +230,7 @@ mod tests {
             nonce: B256::ZERO,
             idempotency: None,
             redirect_url: None,
+            statement: None,
         };
         store.put_created_invoices(&[invoice]).expect("invoice");
         let backup = dir.path().join("backup.redb");

@@ -24,12 +24,6 @@ pub fn key_hash(merchant: &str, key: &str) -> B256 {
     keccak256([b"settleproof/idempotency-key/v1\0".as_slice(), merchant.as_bytes(), b"\0", key.as_bytes()].concat())
 }
 
-/// The invoice nonce a key implies: the same on every node, so that a retry on a node that has
-/// not yet heard of the first attempt builds the same invoice (same id) from the same request.
-pub fn key_nonce(key_hash: B256) -> B256 {
-    keccak256([b"settleproof/idempotency-nonce/v1\0".as_slice(), key_hash.as_slice()].concat())
-}
-
 /// What a node knows of a merchant's key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyState {
@@ -111,49 +105,4 @@ pub(super) fn index(
         t.insert(key, (invoice.id.0, now_s))?;
     }
     Ok(())
-}
-
-impl IdempotencyRecord {
-    /// The request field `name`.
-    fn field(&self, name: &str) -> Option<&serde_json::Value> {
-        self.request.iter().find(|(f, _)| f == name).map(|(_, v)| v)
-    }
-
-    /// Whether `invoice` (of chain `chain_id`) is what this record's request creates: its nonce
-    /// is the key's and its terms are the request's. A replicated invoice whose record fails
-    /// this is refused, so no operator can attach a key to an invoice of other terms; `Err`
-    /// names the field that does not match.
-    pub fn check(&self, invoice: &Invoice, chain_id: u64) -> Result<(), &'static str> {
-        use serde_json::Value;
-        let num = |name| self.field(name).and_then(Value::as_u64);
-        if invoice.nonce != key_nonce(self.key_hash) {
-            return Err("nonce");
-        }
-        if num("chain_id") != Some(chain_id) {
-            return Err("chain_id");
-        }
-        if self.field("amount").and_then(Value::as_str) != Some(invoice.amount.to_string().as_str()) {
-            return Err("amount");
-        }
-        if self.field("token").and_then(Value::as_str) != Some(invoice.token.to_string().to_lowercase().as_str()) {
-            return Err("token");
-        }
-        let metadata = invoice.metadata.clone().unwrap_or(Value::Null);
-        if self.field("metadata") != Some(&metadata) {
-            return Err("metadata");
-        }
-        let expiry_ok = match (num("expires_at"), num("expires_in")) {
-            (Some(at), None) => invoice.expires_at == Some(at),
-            (None, Some(within)) => invoice.expires_at == Some(invoice.created_at.saturating_add(within)),
-            (None, None) => invoice.expires_at.is_none(),
-            (Some(_), Some(_)) => false,
-        };
-        if !expiry_ok {
-            return Err("expires_at");
-        }
-        if self.field("redirect_url").and_then(Value::as_str) != invoice.redirect_url.as_deref() {
-            return Err("redirect_url");
-        }
-        Ok(())
-    }
 }

@@ -61,6 +61,7 @@ mod tests {
             created_by: "node-0".into(),
             idempotency: None,
             redirect_url: None,
+            statement: None,
         }
     }
 

@@ -27,8 +27,8 @@ pub struct Invoice {
     pub metadata: Option<serde_json::Value>,
     /// Node that took the request.
     pub created_by: String,
-    /// Random creation nonce, part of what the id commits to (derived from the idempotency key
-    /// when the request had one).
+    /// Creation nonce, part of what the id commits to: the merchant's, or derived from its signed
+    /// request.
     #[serde(default)]
     pub nonce: B256,
     /// The idempotency key the invoice was created under, and the request it came with.
@@ -38,6 +38,11 @@ pub struct Invoice {
     /// it, so no relaying node can change it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirect_url: Option<String>,
+    /// The merchant's signed request the invoice was made from: every term above but the payout
+    /// address (the registry's) is read from it, and every node checks its signature
+    /// (`crate::merchants::invoice_record`). Absent only in invoices stored before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statement: Option<settleproof_merchant_auth::SignedStatement>,
 }
 
 /// Largest metadata an invoice may carry, as JSON: the API refuses more, and so does a node
@@ -353,6 +358,7 @@ mod tests {
             nonce: B256::ZERO,
             idempotency: None,
             redirect_url: None,
+            statement: None,
         };
         assert!(store.put_invoice(&inv).expect("put"));
         assert!(!store.put_invoice(&Invoice { amount: U256::from(6), ..inv.clone() }).expect("put again"));
@@ -377,6 +383,7 @@ mod tests {
             nonce: B256::ZERO,
             idempotency: None,
             redirect_url: None,
+            statement: None,
         }
     }
 

@@ -58,7 +58,7 @@ pub use backup::{check, restore};
 pub use chain::{PaymentRecord, RangeApplied, RoundEnd, StoredBlock};
 pub use endpoint_state::EndpointState;
 pub use halt_reason::HaltReason;
-pub use idempotency::{IDEMPOTENCY_TTL_S, IdempotencyRecord, KeyState, key_hash, key_nonce};
+pub use idempotency::{IDEMPOTENCY_TTL_S, IdempotencyRecord, KeyState, key_hash};
 pub use invoice_writer::InvoiceWriter;
 pub use invoices::{CreatedKey, Invoice, MAX_METADATA_BYTES};
 pub use merchants::{
@@ -446,6 +446,7 @@ mod chain_stamp_tests {
             created_by: "node-0".into(),
             idempotency: None,
             redirect_url: None,
+            statement: None,
         };
         invoice.id = invoice.terms(31337, PAYMENTS).id();
         store.put_invoice(&invoice).expect("invoice");

@@ -138,6 +138,7 @@ async fn forge_invoices(
             created_by: "node-0".into(),
             idempotency: None,
             redirect_url: None,
+            statement: None,
             nonce: B256::ZERO,
         };
         bad.answer_fetches_with(copy.clone());
@@ -157,6 +158,7 @@ async fn forge_invoices(
             created_by: "node-0".into(),
             idempotency: None,
             redirect_url: None,
+            statement: None,
             nonce: B256::repeat_byte(0xb0 + k),
         };
         g.id = g.terms(cfg.chains[0].chain_id, cfg.chains[0].payments_contract).id();

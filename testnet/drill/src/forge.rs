@@ -12,7 +12,8 @@ use settleproof_contracts::InvoicePayments;
 /// Creates an invoice that stays unpaid and returns its id with a forged log paying it.
 pub async fn payment_of_unpaid_invoice(ctl: &Control) -> Result<(String, Value)> {
     let node = &ctl.m.nodes[0];
-    let body = json!({ "amount": "1000000000000000", "token": "native", "metadata": { "decoy": true } });
+    let chain_id = ctl.m.chains.first().map_or(0, |c| c.chain_id);
+    let body = json!({ "amount": "1000000000000000", "token": "native", "chain_id": chain_id, "metadata": { "decoy": true } });
     let r = ctl
         .merchant_request(reqwest::Method::POST, &format!("{}/v1/invoices", node.api_url), Some(&body))?
         .send()

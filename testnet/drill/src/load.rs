@@ -138,9 +138,7 @@ async fn one(ctl: &Control, payer: &Payer, k: usize, kind: Kind) -> Result<Payme
     if kind == Kind::Late {
         body["expires_in"] = LATE_EXPIRY_S.into();
     }
-    if let Some(chain_id) = ctl.chain_id {
-        body["chain_id"] = chain_id.into();
-    }
+    body["chain_id"] = ctl.chain_id.or_else(|| ctl.m.chains.first().map(|c| c.chain_id)).unwrap_or_default().into();
     let (created, node) = create(ctl, k, &body).await?;
     let mut transactions = Vec::new();
     let mut paid = amount;

@@ -62,6 +62,7 @@ pub async fn run(net: &Testnet, rate: f64, seconds: u64) -> Result<Vec<EndpointR
     let base = net.api(0);
     // Every request is signed by the merchant's key, as a merchant's client sends it.
     let token = net.devnet.merchant_key.clone();
+    let chain_id = net.devnet.chains.first().map_or(0, |c| c.chain_id);
     let ids = Arc::new(Mutex::new(Vec::with_capacity(count)));
     // What each failed create got (a status and its body's start, or the transport error).
     let failures: Arc<Mutex<std::collections::BTreeMap<String, usize>>> = Arc::default();
@@ -73,8 +74,7 @@ pub async fn run(net: &Testnet, rate: f64, seconds: u64) -> Result<Vec<EndpointR
             let (client, base, token, ids, failures) =
                 (client.clone(), base.clone(), token.clone(), ids.clone(), failures.clone());
             async move {
-                let body =
-                    serde_json::json!({ "amount": "1000000000000000", "token": "native", "metadata": { "k": k } });
+                let body = serde_json::json!({ "amount": "1000000000000000", "token": "native", "chain_id": chain_id, "metadata": { "k": k } });
                 let req = crate::harness::signed(
                     &client,
                     &token,

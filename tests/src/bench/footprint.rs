@@ -67,6 +67,7 @@ pub async fn run(net: &mut Testnet, i: usize, count: u64) -> Result<FootprintRes
                 created_by: cfg.node.name.clone(),
                 idempotency: None,
                 redirect_url: None,
+                statement: None,
                 nonce: alloy::primitives::B256::ZERO,
             })
             .collect();

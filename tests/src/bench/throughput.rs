@@ -70,6 +70,7 @@ fn pids(net: &Testnet) -> Vec<(String, u32)> {
 pub async fn run(net: &Testnet, rates: &[f64], seconds: u64, drain: Duration) -> Result<Vec<Step>> {
     let payer = Arc::new(FastPayer::new(net).await?);
     let provider = net.provider()?;
+    let chain_id = net.devnet.chains.first().map_or(0, |c| c.chain_id);
     let mut steps = Vec::new();
     for &rate in rates {
         let procs = pids(net);
@@ -88,7 +89,7 @@ pub async fn run(net: &Testnet, rates: &[f64], seconds: u64, drain: Duration) ->
             let http = net.http.clone();
             tasks.spawn(async move {
                 tokio::time::sleep_until(at).await;
-                let body = serde_json::json!({ "amount": "1000000000000000", "token": "native" });
+                let body = serde_json::json!({ "amount": "1000000000000000", "token": "native", "chain_id": chain_id });
                 let url = format!("{}/v1/invoices", api[k % api.len()]);
                 let Ok(req) = crate::harness::signed(&http, &key, reqwest::Method::POST, &url, Some(&body)) else {
                     return;

@@ -1,17 +1,19 @@
 //! `Idempotency-Key` on `POST /v1/invoices`: the same key and body return the same invoice on
 //! any node, for 24 h.
 //!
-//! - The invoice's nonce is derived from the key, so every node builds the same invoice (the
-//!   same id) from the same request, even one that has not heard of the first attempt. Only an
-//!   expiry given as `expires_in` depends on the time of the request; see [`super::create`].
+//! - A retry reaches the invoice the key made at a node that holds it: the one that made it,
+//!   or any other once it replicated (within a second on a healthy network). To build the same
+//!   invoice at a node that has not heard of the first attempt, the request names its `nonce`
+//!   (and an absolute `expires_at`): the invoice is the merchant's signed request, and the
+//!   header is not part of what the merchant signs, so it cannot choose the invoice.
 //! - The key (hashed with the merchant id) and the request travel inside the invoice, so they
 //!   replicate with it; every node indexes them when it stores the invoice.
 //! - The same key with another body is a 409 naming the first field that differs.
 
-use super::CreateInvoice;
 use crate::api::ApiError;
+use crate::merchants::invoice_record::SignedInvoice;
 use crate::store::{IdempotencyRecord, Invoice, key_hash};
-use alloy::primitives::{Address, B256, U256};
+use alloy::primitives::B256;
 use axum::http::HeaderMap;
 
 /// The header.
@@ -36,30 +38,9 @@ pub fn requested_key(headers: &HeaderMap, merchant: &str) -> Result<Option<B256>
     }
 }
 
-/// The fields a key is bound to, parsed (so `"0x00…"` and `"native"` are one token), in the
-/// order a conflict is reported.
-pub fn record(key: B256, req: &CreateInvoice, chain_id: u64, amount: U256, token: Address) -> IdempotencyRecord {
-    let mut record = IdempotencyRecord {
-        key_hash: key,
-        request: vec![
-            ("chain_id".into(), json(&chain_id)),
-            ("amount".into(), json(&amount.to_string())),
-            ("token".into(), json(&token.to_string().to_lowercase())),
-            ("expires_at".into(), json(&req.expires_at)),
-            ("expires_in".into(), json(&req.expires_in)),
-            ("metadata".into(), req.metadata.clone().unwrap_or(serde_json::Value::Null)),
-        ],
-    };
-    // Only when given, so that records made before the field existed still match.
-    if let Some(url) = &req.redirect_url {
-        record.request.push(("redirect_url".into(), json(url)));
-    }
-    record
-}
-
-/// A value as JSON (`to_value` cannot fail for these types: numbers, strings, options).
-fn json<T: serde::Serialize>(v: &T) -> serde_json::Value {
-    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+/// The record of `key` used with the request `signed`.
+pub fn record(key: B256, signed: &SignedInvoice) -> IdempotencyRecord {
+    IdempotencyRecord { key_hash: key, request: signed.idempotency_request() }
 }
 
 /// `Ok` when `existing` was created by the same request as `wanted`, else the 409 naming the
@@ -96,6 +77,7 @@ fn static_field(field: &str) -> &'static str {
         "expires_in" => "expires_in",
         "metadata" => "metadata",
         "redirect_url" => "redirect_url",
+        "nonce" => "nonce",
         _ => "body",
     }
 }

@@ -31,7 +31,7 @@ async fn post(st: &crate::api::ApiState, key: Option<&str>, body: Value) -> (Sta
 async fn the_same_key_and_body_return_the_same_invoice_and_another_body_is_a_409() {
     let (_dir, store) = temp_store();
     let st = state(store);
-    let body = json!({"amount": "1000", "token": "native", "expires_in": 600, "metadata": {"order": 1}});
+    let body = json!({"amount": "1000", "token": "native", "chain_id": 31337, "expires_in": 600, "metadata": {"order": 1}});
     let (status, replayed, first) = post(&st, Some("order-1"), body.clone()).await;
     assert_eq!((status, replayed), (StatusCode::CREATED, false), "{first}");
     let (status, replayed, again) = post(&st, Some("order-1"), body.clone()).await;
@@ -41,7 +41,7 @@ async fn the_same_key_and_body_return_the_same_invoice_and_another_body_is_a_409
     let (status, _, conflict) = post(
         &st,
         Some("order-1"),
-        json!({"amount": "2000", "token": "native", "expires_in": 600, "metadata": {"order": 1}}),
+        json!({"amount": "2000", "token": "native", "chain_id": 31337, "expires_in": 600, "metadata": {"order": 1}}),
     )
     .await;
     assert_eq!(status, StatusCode::CONFLICT, "{conflict}");
@@ -50,7 +50,7 @@ async fn the_same_key_and_body_return_the_same_invoice_and_another_body_is_a_409
     let (_, _, metadata) = post(
         &st,
         Some("order-1"),
-        json!({"amount": "1000", "token": "native", "expires_in": 600, "metadata": {"order": 2}}),
+        json!({"amount": "1000", "token": "native", "chain_id": 31337, "expires_in": 600, "metadata": {"order": 2}}),
     )
     .await;
     assert_eq!(metadata["error"]["field"], "metadata", "{metadata}");
@@ -67,13 +67,19 @@ async fn a_retry_on_a_node_that_never_heard_of_the_first_builds_the_same_invoice
     let (_b, store_b) = temp_store();
     let (node_a, node_b) = (state(store_a), state(store_b));
     let expires_at = crate::time::now_s() + 3600;
-    let body = json!({"amount": "1000", "token": "native", "expires_at": expires_at});
+    let nonce = alloy::primitives::B256::repeat_byte(7).to_string();
+    let body = json!({"amount": "1000", "token": "native", "chain_id": 31337, "expires_at": expires_at, "nonce": nonce});
     let (_, _, on_a) = post(&node_a, Some("k-1"), body.clone()).await;
     let (status, _, on_b) = post(&node_b, Some("k-1"), body).await;
     assert_eq!(status, StatusCode::CREATED);
-    assert_eq!(on_b["id"], on_a["id"], "the nonce is the key's: one invoice, whichever node answers");
-    let (_, _, none) = post(&node_b, Some("k-1"), json!({"amount": "1000", "token": "native"})).await;
-    assert_eq!(none["error"]["field"], "expires_at", "{none}");
+    assert_eq!(on_b["id"], on_a["id"], "the nonce is the merchant's: one invoice, whichever node answers");
+    // Without its nonce, each signed request is an invoice of its own: the key, which the
+    // merchant does not sign, cannot make two requests one invoice at a node that never saw the
+    // first.
+    let bare = json!({"amount": "1000", "token": "native", "chain_id": 31337, "expires_at": expires_at});
+    let (_, _, first) = post(&node_a, Some("k-2"), bare.clone()).await;
+    let (_, _, other) = post(&node_b, Some("k-2"), bare).await;
+    assert_ne!(first["id"], other["id"]);
 }
 
 #[tokio::test]
@@ -81,15 +87,15 @@ async fn a_malformed_key_is_a_400_naming_the_header() {
     let (_dir, store) = temp_store();
     let st = state(store);
     for bad in ["", &"k".repeat(256), "tab\there"] {
-        let (status, _, body) = post(&st, Some(bad), json!({"amount": "1", "token": "native"})).await;
+        let (status, _, body) = post(&st, Some(bad), json!({"amount": "1", "token": "native", "chain_id": 31337})).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad:?}: {body}");
         assert_eq!(body["error"]["field"], "Idempotency-Key");
     }
 }
 
 #[test]
-fn a_key_expires_after_a_day_and_a_record_must_match_its_invoice() {
-    use crate::store::{IdempotencyRecord, Invoice, key_hash, key_nonce};
+fn a_key_names_its_first_invoice_for_a_day() {
+    use crate::store::{IdempotencyRecord, Invoice, key_hash};
     use alloy::primitives::{Address, B256, U256};
     let (_dir, store) = temp_store();
     let key = key_hash("shop", "k");
@@ -114,17 +120,11 @@ fn a_key_expires_after_a_day_and_a_record_must_match_its_invoice() {
         expires_at: Some(1060),
         metadata: None,
         created_by: "n".into(),
-        nonce: key_nonce(key),
+        nonce: B256::repeat_byte(id),
         idempotency: Some(record.clone()),
         redirect_url: None,
+        statement: None,
     };
-    assert_eq!(record.check(&invoice(1), 31337), Ok(()));
-    assert_eq!(record.check(&invoice(1), 1), Err("chain_id"));
-    assert_eq!(record.check(&Invoice { expires_at: Some(2000), ..invoice(1) }, 31337), Err("expires_at"));
-    assert_eq!(record.check(&Invoice { nonce: B256::ZERO, ..invoice(1) }, 31337), Err("nonce"));
-    assert_eq!(record.check(&Invoice { amount: U256::from(6), ..invoice(1) }, 31337), Err("amount"));
-    let redirected = Invoice { redirect_url: Some("https://evil.example".into()), ..invoice(1) };
-    assert_eq!(record.check(&redirected, 31337), Err("redirect_url"), "a redirect the request did not ask for");
     // The first invoice stored under a key keeps it while it lives; a second (racing request,
     // or a replica of another node's) does not take it.
     let now = 10_000;
@@ -147,10 +147,10 @@ fn a_key_expires_after_a_day_and_a_record_must_match_its_invoice() {
 
 #[tokio::test]
 async fn a_replicated_invoice_with_a_record_that_does_not_match_it_is_refused() {
-    use crate::gossip::{InvoiceScope, check_invoice};
+    use crate::gossip::{GossipRejection, InvoiceScope, check_invoice};
     let (_dir, store) = temp_store();
     let st = state(store.clone());
-    let (_, _, made) = post(&st, Some("k-9"), json!({"amount": "1000", "token": "native", "expires_in": 60})).await;
+    let (_, _, made) = post(&st, Some("k-9"), json!({"amount": "1000", "token": "native", "chain_id": 31337, "expires_in": 60})).await;
     let id: alloy::primitives::B256 = made["id"].as_str().expect("id").parse().expect("hash");
     let honest = store.invoice(id).expect("read").expect("stored");
     let scope = InvoiceScope {
@@ -159,12 +159,16 @@ async fn a_replicated_invoice_with_a_record_that_does_not_match_it_is_refused() 
         payments: alloy::primitives::Address::repeat_byte(0x22),
     };
     assert!(check_invoice(honest.clone(), &scope).is_ok());
-    // An operator attaches the key to an invoice of other terms (its own nonce and id).
-    let (_, _, other) = post(&st, None, json!({"amount": "1000", "token": "native", "expires_in": 60})).await;
+    // An operator attaches the key to an invoice of other terms.
+    let (_, _, other) =
+        post(&st, None, json!({"amount": "2000", "token": "native", "chain_id": 31337, "expires_in": 60})).await;
     let other_id: alloy::primitives::B256 = other["id"].as_str().expect("id").parse().expect("hash");
     let mut forged = store.invoice(other_id).expect("read").expect("stored");
     forged.idempotency = honest.idempotency.clone();
-    assert!(check_invoice(forged, &scope).is_err(), "the nonce is not the key's");
+    assert!(
+        matches!(check_invoice(forged, &scope), Err(GossipRejection::NotAsSigned { field: "idempotency", .. })),
+        "the key's request is not the one signed"
+    );
     // Or rewrites the request the key was used with.
     let mut rewritten = honest.clone();
     if let Some(r) = rewritten.idempotency.as_mut() {
@@ -177,9 +181,9 @@ async fn a_replicated_invoice_with_a_record_that_does_not_match_it_is_refused() 
 async fn a_redirect_url_is_part_of_what_a_key_is_bound_to_either_way() {
     let (_dir, store) = temp_store();
     let st = state(store.clone());
-    let plain = json!({"amount": "1000", "token": "native", "expires_in": 600});
+    let plain = json!({"amount": "1000", "token": "native", "chain_id": 31337, "expires_in": 600});
     let with =
-        json!({"amount": "1000", "token": "native", "expires_in": 600, "redirect_url": "https://shop.example/done"});
+        json!({"amount": "1000", "token": "native", "chain_id": 31337, "expires_in": 600, "redirect_url": "https://shop.example/done"});
     let (status, _, first) = post(&st, Some("r-1"), with.clone()).await;
     assert_eq!(status, StatusCode::CREATED, "{first}");
     let (status, _, dropped) = post(&st, Some("r-1"), plain.clone()).await;
@@ -187,10 +191,10 @@ async fn a_redirect_url_is_part_of_what_a_key_is_bound_to_either_way() {
     let (_, _, again) = post(&st, Some("r-1"), with).await;
     assert_eq!(again["id"], first["id"]);
     let (_, _, second) = post(&st, Some("r-2"), plain).await;
-    let added = json!({"amount": "1000", "token": "native", "expires_in": 600, "redirect_url": "https://x.example"});
+    let added = json!({"amount": "1000", "token": "native", "chain_id": 31337, "expires_in": 600, "redirect_url": "https://x.example"});
     let (status, _, conflict) = post(&st, Some("r-2"), added).await;
     assert_eq!((status, conflict["error"]["field"].as_str()), (StatusCode::CONFLICT, Some("redirect_url")), "{second}");
-    let (status, _, bad) = post(&st, None, json!({"amount": "1", "token": "native", "redirect_url": "ftp://x"})).await;
+    let (status, _, bad) = post(&st, None, json!({"amount": "1", "token": "native", "chain_id": 31337, "redirect_url": "ftp://x"})).await;
     assert_eq!((status, bad["error"]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("redirect_url")));
     // A replica whose redirect is no URL a node would make is refused.
     use crate::gossip::{InvoiceScope, check_invoice};

@@ -96,7 +96,7 @@ async fn create_then_get_native_invoice() {
         "POST",
         "/v1/invoices",
         Some(SIGNED),
-        Some(json!({"amount": "1000", "token": "native", "metadata": {"order": 7}})),
+        Some(json!({"amount": "1000", "token": "native", "chain_id": 31337, "metadata": {"order": 7}})),
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -117,7 +117,7 @@ async fn token_invoice_has_approve_then_pay() {
     let st = state(store);
     let token = "0x3333333333333333333333333333333333333333";
     let (status, body) =
-        call(&st, "POST", "/v1/invoices", Some(SIGNED), Some(json!({"amount": "5", "token": token}))).await;
+        call(&st, "POST", "/v1/invoices", Some(SIGNED), Some(json!({"amount": "5", "token": token, "chain_id": 31337}))).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let txs = body["payment_instructions"]["transactions"].as_array().expect("list");
     assert_eq!(txs.len(), 2);
@@ -130,16 +130,19 @@ async fn bad_input_names_the_field() {
     let (_dir, store) = temp_store();
     let st = state(store);
     let cases = [
-        (json!({"amount": "0", "token": "native"}), "amount"),
-        (json!({"amount": "-1", "token": "native"}), "amount"),
-        (json!({"amount": "1.5", "token": "native"}), "amount"),
-        (json!({"amount": "1", "token": "eth"}), "token"),
-        (json!({"amount": "1", "token": "0x0000000000000000000000000000000000000000"}), "token"),
-        (json!({"amount": "1", "token": "native", "expires_at": 1}), "expires_at"),
-        (json!({"amount": "1", "token": "native", "expires_in": 0}), "expires_in"),
-        (json!({"amount": "1", "token": "native", "metadata": [1]}), "metadata"),
-        (json!({"amount": "1", "token": "native", "colour": "red"}), "body"),
-        (json!({"token": "native"}), "body"),
+        (json!({"amount": "0", "token": "native", "chain_id": 31337}), "amount"),
+        (json!({"amount": "-1", "token": "native", "chain_id": 31337}), "amount"),
+        (json!({"amount": "1.5", "token": "native", "chain_id": 31337}), "amount"),
+        (json!({"amount": "1", "token": "eth", "chain_id": 31337}), "token"),
+        (json!({"amount": "1", "token": "0x0000000000000000000000000000000000000000", "chain_id": 31337}), "token"),
+        (json!({"amount": "1", "token": "native"}), "chain_id"),
+        (json!({"amount": "1", "token": "native", "chain_id": 5}), "chain_id"),
+        (json!({"amount": "1", "token": "native", "chain_id": 31337, "nonce": "0x1"}), "nonce"),
+        (json!({"amount": "1", "token": "native", "chain_id": 31337, "expires_at": 1}), "expires_at"),
+        (json!({"amount": "1", "token": "native", "chain_id": 31337, "expires_in": 0}), "expires_in"),
+        (json!({"amount": "1", "token": "native", "chain_id": 31337, "metadata": [1]}), "metadata"),
+        (json!({"amount": "1", "token": "native", "chain_id": 31337, "colour": "red"}), "body"),
+        (json!({"token": "native", "chain_id": 31337}), "body"),
     ];
     for (body, field) in cases {
         let (status, resp) = call(&st, "POST", "/v1/invoices", Some(SIGNED), Some(body.clone())).await;
@@ -154,7 +157,7 @@ async fn bad_input_names_the_field() {
 async fn auth_is_required_and_invoices_are_private() {
     let (_dir, store) = temp_store();
     let st = state(store);
-    let body = json!({"amount": "1", "token": "native"});
+    let body = json!({"amount": "1", "token": "native", "chain_id": 31337});
     let (status, none) = call(&st, "POST", "/v1/invoices", None, Some(body.clone())).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(none["error"]["message"].as_str().is_some_and(|m| m.contains("missing credentials")), "{none}");
@@ -172,7 +175,7 @@ async fn list_filters_and_pages() {
     let st = state(store);
     for amount in ["1", "2", "3"] {
         let (status, _) =
-            call(&st, "POST", "/v1/invoices", Some(SIGNED), Some(json!({"amount": amount, "token": "native"}))).await;
+            call(&st, "POST", "/v1/invoices", Some(SIGNED), Some(json!({"amount": amount, "token": "native", "chain_id": 31337}))).await;
         assert_eq!(status, StatusCode::CREATED);
     }
     let (status, page) = call(&st, "GET", "/v1/invoices?limit=2", Some(SIGNED), None).await;
@@ -200,7 +203,7 @@ async fn each_merchant_has_a_request_budget_and_requests_get_ids() {
     let (_dir, store) = temp_store();
     let mut st = state(store);
     st.limiter = crate::api::RateLimiter::new(0.001, 2.0);
-    let body = json!({"amount": "1", "token": "native"});
+    let body = json!({"amount": "1", "token": "native", "chain_id": 31337});
     assert_eq!(call(&st, "POST", "/v1/invoices", Some(SIGNED), Some(body.clone())).await.0, StatusCode::CREATED);
     assert_eq!(call(&st, "POST", "/v1/invoices", Some(SIGNED), Some(body.clone())).await.0, StatusCode::CREATED);
     let (status, resp) = call(&st, "POST", "/v1/invoices", Some(SIGNED), Some(body)).await;
@@ -245,7 +248,7 @@ async fn the_public_router_holds_under_abuse() {
         .expect("request");
     assert_eq!(admin_router(st.clone()).oneshot(req).await.expect("response").status(), StatusCode::OK);
     // Bodies over the limit: 413.
-    let big = json!({"amount": "1", "token": "native", "metadata": {"x": "y".repeat(4096)}});
+    let big = json!({"amount": "1", "token": "native", "chain_id": 31337, "metadata": {"x": "y".repeat(4096)}});
     assert_eq!(call(&st, "POST", "/v1/invoices", Some(SIGNED), Some(big)).await.0, StatusCode::PAYLOAD_TOO_LARGE);
     // Guessing tokens: locked out after the allowed failures, even with the right token.
     for _ in 0..crate::api::throttle::MAX_FAILURES {
@@ -301,7 +304,7 @@ mod untrusted {
             ms in proptest::collection::vec(mutation(), 0..4),
             raw in proptest::collection::vec(any::<u8>(), 0..600),
         ) {
-            let valid = json!({"amount": "1000", "token": "native", "expires_in": 60, "metadata": {"order": "A-1"}});
+            let valid = json!({"amount": "1000", "token": "native", "chain_id": 31337, "expires_in": 60, "metadata": {"order": "A-1"}});
             let mut body = valid.to_string().into_bytes();
             for m in &ms {
                 body = mutate(&body, m);

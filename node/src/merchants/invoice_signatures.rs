@@ -1,0 +1,53 @@
+//! Who signed an invoice: every node checks, before it keeps or relays an invoice another
+//! operator sent, that a key of its merchant that may create invoices (the root key, or a live
+//! key with `invoices:write`) signed the request the invoice was made from
+//! ([`super::invoice_record`]). The answer depends on this node's registry (a key grant may
+//! not have reached it yet, a root key may have been replaced), so a refusal never blames the
+//! relayer. An invoice is announced several times: a signature checked once is remembered
+//! (bounded), so the repeats cost a hash, not a verification.
+
+use super::Registry;
+use super::invoice_record::{INVOICES_PATH, read};
+use crate::store::{Invoice, Scope};
+use alloy::primitives::{B256, keccak256};
+use std::num::NonZeroUsize;
+
+/// Signatures remembered as checked: several seconds of announcements at the highest rate a
+/// node takes invoices.
+pub(super) const REMEMBERED: NonZeroUsize = match NonZeroUsize::new(65_536) {
+    Some(n) => n,
+    None => panic!("a positive capacity"),
+};
+
+/// How far ahead of this node's clock a signing time may be.
+const MAX_CLOCK_SKEW_S: u64 = 5 * 60;
+
+impl Registry {
+    /// Checks that the merchant of `invoice` signed the request it was made from, with a key
+    /// that may create invoices. (That the invoice holds what was signed is checked apart, and
+    /// needs no registry: `crate::gossip::check_invoice_terms`.)
+    pub fn check_invoice_signature(&self, invoice: &Invoice) -> Result<(), String> {
+        let statement = invoice.statement.as_ref().ok_or("an invoice without its merchant's signed request")?;
+        let seen = keccak256([invoice.id.as_slice(), statement.jwt.as_bytes()].concat());
+        if self.remembered(seen) {
+            return Ok(());
+        }
+        let signed = read(statement).map_err(|e| e.to_string())?;
+        if signed.signed_at > crate::time::now_s().saturating_add(MAX_CLOCK_SKEW_S) {
+            return Err("signed in the future".into());
+        }
+        let key = self.statement_signer(&invoice.merchant_id, &signed.key_id, signed.signed_at, Scope::InvoicesWrite)?;
+        statement.verify(&key, &invoice.merchant_id, "POST", INVOICES_PATH).map_err(|e| e.to_string())?;
+        self.remember(seen);
+        Ok(())
+    }
+
+    fn remembered(&self, seen: B256) -> bool {
+        // The cache is whole after any panic (each call leaves it so).
+        self.0.verified_invoices.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&seen).is_some()
+    }
+
+    fn remember(&self, seen: B256) {
+        self.0.verified_invoices.lock().unwrap_or_else(std::sync::PoisonError::into_inner).put(seen, ());
+    }
+}
