@@ -2,7 +2,7 @@
 //
 //   npm install jose tsx
 //   export SETTLEPROOF_MERCHANT_ID=shop-2 SETTLEPROOF_MERCHANT_KEY=merchant.pem
-//   npx tsx merchant_client.ts POST http://127.0.0.1:8700/v1/invoices '{"amount": "1000", "token": "native"}'
+//   npx tsx merchant_client.ts POST http://127.0.0.1:8700/v1/invoices '{"amount": "1000", "token": "native", "chain_id": 31337}'
 //
 // Each request gets a JWT of its own: header alg, kid, typ and a fresh nonce; claims iss (the
 // merchant), sub (the key id), nbf/exp one minute apart, uri ("METHOD host[:port]/path") and

@@ -47,6 +47,25 @@ pub enum Command {
         #[arg(long)]
         webhooks: bool,
     },
+    /// Check an invoice a node answered with, trusting no node, before showing it to a payer:
+    /// the merchant's signature over the request it was made from, every term, the payout
+    /// address, the id's commitment and the payment instructions. FILE holds a `POST` or `GET
+    /// /v1/invoices` answer, or a webhook body. Exits 1 when any check fails.
+    VerifyInvoice {
+        /// The JSON file.
+        file: PathBuf,
+        /// The `InvoicePayments` contract of the invoice's chain (from your onboarding, not from
+        /// a node's answer).
+        #[arg(long)]
+        payments: alloy::primitives::Address,
+        /// Your payout address.
+        #[arg(long)]
+        payout: alloy::primitives::Address,
+        /// A key that may have signed it: a private key file (PKCS#8 PEM), or a public key as
+        /// JSON (`{"alg":"EdDSA","public_key":"<hex>"}`); repeatable.
+        #[arg(long = "key", required = true)]
+        keys: Vec<String>,
+    },
     /// Check a settlement receipt without trusting any node: Merkle proof, aggregate signature,
     /// and, over RPC, the signers' registered keys, the settled batch and the payment log.
     /// FILE holds a receipt, a webhook body carrying one, or `GET /v1/invoices/{id}/receipt`'s
@@ -311,7 +330,7 @@ pub enum MerchantCommand {
     },
     /// Sign one request with the merchant's key and send it; prints the status and the body,
     /// and exits 1 on an error status. For example:
-    /// `settleproof merchant request POST http://127.0.0.1:8700/v1/invoices --data '{"amount":"1000","token":"native"}'`
+    /// `settleproof merchant request POST http://127.0.0.1:8700/v1/invoices --data '{"amount":"1000","token":"native","chain_id":31337}'`
     Request {
         /// HTTP method.
         method: String,

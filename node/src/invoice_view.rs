@@ -167,6 +167,16 @@ pub struct InvoiceView {
     /// The creation nonce the id commits to (with the other terms; see docs/merchants.md).
     #[schema(value_type = String)]
     pub nonce: B256,
+    /// Where the checkout sends the payer once the invoice is settled (the id commits to it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redirect_url: Option<String>,
+    /// The merchant's signed request the invoice was made from (`jwt` and `body`): with the
+    /// merchant's public key anyone can check that every term above is the merchant's
+    /// (`settleproof verify-invoice`, docs/merchants.md). Its JWT was accepted once, at the node
+    /// it names, and is refused anywhere again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub signed_request: Option<settleproof_merchant_auth::SignedStatement>,
     /// Confirmed payments.
     pub payments: Vec<PaymentView>,
     /// The hosted payment page, on the node asked (`api.public_url`); every node that holds
@@ -227,6 +237,8 @@ pub fn invoice_view_of(
         expires_at: invoice.expires_at,
         metadata: invoice.metadata.clone(),
         nonce: invoice.nonce,
+        redirect_url: invoice.redirect_url.clone(),
+        signed_request: invoice.statement.clone(),
         payments: views,
         checkout_url: None,
     })

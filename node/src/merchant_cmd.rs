@@ -6,6 +6,7 @@ use eyre::{Result, WrapErr, bail};
 use settleproof_merchant_auth::{DEFAULT_LIFETIME_S, KeyAlg, MerchantSigner, SignedStatement};
 use settleproof_node::cli::MerchantCommand;
 use settleproof_node::merchants::endpoint_record::{self, ChangeKind};
+use settleproof_node::merchants::invoice_check;
 use std::io::Write;
 
 pub(crate) async fn run(cmd: MerchantCommand) -> Result<()> {
@@ -81,4 +82,44 @@ pub(crate) async fn run(cmd: MerchantCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `settleproof verify-invoice`: [`invoice_check::check`] of the answer in `file`.
+pub(crate) fn verify_invoice(
+    file: &std::path::Path,
+    payments: alloy::primitives::Address,
+    payout: alloy::primitives::Address,
+    keys: &[String],
+) -> Result<()> {
+    let text = std::fs::read_to_string(file).wrap_err_with(|| format!("reading {}", file.display()))?;
+    let answer: serde_json::Value = serde_json::from_str(&text).wrap_err("the file is not JSON")?;
+    let keys = keys.iter().map(|k| public_key(k)).collect::<Result<Vec<_>>>()?;
+    match invoice_check::check(&answer, &invoice_check::Expected { payments, payout, keys }) {
+        Ok(ok) => {
+            let token = if ok.token.is_zero() { "native coin".to_string() } else { format!("token {}", ok.token) };
+            println!(
+                "ok: invoice {} asks {} of the {token} on chain {}, paid to {payout} through {payments}, signed by key {}",
+                ok.id, ok.amount, ok.chain_id, ok.key_id
+            );
+            Ok(())
+        }
+        Err(problems) => {
+            for p in &problems {
+                println!("FAIL {p}");
+            }
+            bail!("{} check(s) failed: do not show this invoice to a payer", problems.len())
+        }
+    }
+}
+
+/// A public key given as a private key file (PEM) or as JSON.
+fn public_key(given: &str) -> Result<settleproof_merchant_auth::MerchantKey> {
+    if given.trim_start().starts_with('{') {
+        let key: settleproof_merchant_auth::MerchantKey = serde_json::from_str(given)
+            .wrap_err("--key: a public key as JSON, {\"alg\":\"EdDSA\",\"public_key\":\"<hex>\"}")?;
+        key.check()?;
+        return Ok(key);
+    }
+    let pem = std::fs::read_to_string(given).wrap_err_with(|| format!("--key: reading {given}"))?;
+    Ok(MerchantSigner::from_pem("", &pem)?.public_key().clone())
 }

@@ -159,11 +159,9 @@ async fn ghost_invoices_are_refused() -> Result<()> {
         Invoice { amount: U256::from(1), nonce: B256::repeat_byte(0x9c), created_by: by.clone(), ..template.clone() };
     unsigned.id = unsigned.terms(chain_id, payments).id();
     // ...and one it signed itself in the merchant's name, sending the payer elsewhere after.
-    let impostor = settleproof_merchant_auth::MerchantSigner::generate(
-        &merchant.id,
-        settleproof_merchant_auth::KeyAlg::EdDsa,
-    )
-    .map_err(|e| eyre!("{e}"))?;
+    let impostor =
+        settleproof_merchant_auth::MerchantSigner::generate(&merchant.id, settleproof_merchant_auth::KeyAlg::EdDsa)
+            .map_err(|e| eyre!("{e}"))?;
     let ghost_body = json!({"amount": "1", "token": "native", "redirect_url": "https://evil.example/"});
     let forged = crate::harness::signed_invoice(&net, &impostor, ghost_body, merchant.payout_address, &by)?;
     // Whether a merchant's key signed depends on the registry: neither costs the relayer.

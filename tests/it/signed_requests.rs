@@ -93,17 +93,7 @@ async fn the_cli_makes_a_key_and_sends_a_request_signed_with_the_merchants_key()
     let url = format!("{}/v1/invoices", net.api(0));
     let data = net.on_first_chain(json!({"amount": "1000", "token": "native"})).to_string();
     let sent = tokio::process::Command::new(&bin)
-        .args([
-            "merchant",
-            "request",
-            "POST",
-            &url,
-            "--data",
-            &data,
-            "--merchant",
-            "demo",
-            "--key",
-        ])
+        .args(["merchant", "request", "POST", &url, "--data", &data, "--merchant", "demo", "--key"])
         .arg(&key)
         .output()
         .await?;
@@ -116,6 +106,41 @@ async fn the_cli_makes_a_key_and_sends_a_request_signed_with_the_merchants_key()
         .output()
         .await?;
     assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stdout).starts_with("401"));
+
+    // The merchant checks the answer before showing it to a payer; a node's falsified answer
+    // fails, naming what is wrong.
+    let created: Value = serde_json::from_str(stdout.lines().nth(1).unwrap_or_default())?;
+    let payments = net.devnet.deployment.payments.to_string();
+    let payout = net.devnet.merchant.payout_address.to_string();
+    let verify = |answer: Value| {
+        let (bin, key, payments, payout, file) =
+            (bin.clone(), key.clone(), payments.clone(), payout.clone(), dir.path().join("answer.json"));
+        async move {
+            std::fs::write(&file, answer.to_string())?;
+            let out = tokio::process::Command::new(&bin)
+                .args(["verify-invoice", "--payments", &payments, "--payout", &payout, "--key"])
+                .arg(&key)
+                .arg(&file)
+                .output()
+                .await?;
+            Ok::<_, eyre::Report>((out.status.success(), String::from_utf8_lossy(&out.stdout).to_string()))
+        }
+    };
+    let (ok, said) = verify(created.clone()).await?;
+    assert!(ok && said.starts_with("ok: invoice"), "{said}");
+    let mut redirected = created.clone();
+    let evil = "0x6666666666666666666666666666666666666666";
+    redirected["payment_instructions"]["transactions"][0]["to"] = json!(evil);
+    let mut other_payout = created.clone();
+    other_payout["payout_address"] = json!(evil);
+    let mut cheaper = created;
+    cheaper["amount"] = json!("1");
+    for (answer, named) in
+        [(redirected, "payment transaction 0"), (other_payout, "payout_address"), (cheaper, "amount")]
+    {
+        let (ok, said) = verify(answer).await?;
+        assert!(!ok && said.contains(named), "{named}: {said}");
+    }
     Ok(())
 }
 
@@ -127,7 +152,8 @@ async fn the_python_and_typescript_examples_sign_requests_a_node_accepts() -> Re
     std::fs::write(&key, net.devnet.merchant_key.private_key_pem())?;
     let root = settleproof_tests::anvil::repo_root();
     let url = format!("{}/v1/invoices", net.api(0));
-    let body = net.on_first_chain(json!({"amount": "1000", "token": "native", "metadata": {"order": "ex-1"}})).to_string();
+    let body =
+        net.on_first_chain(json!({"amount": "1000", "token": "native", "metadata": {"order": "ex-1"}})).to_string();
     let examples: [(&str, Vec<String>); 2] = [
         ("python", vec!["python3".into(), root.join("docs/examples/merchant_client.py").display().to_string()]),
         (

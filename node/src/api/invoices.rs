@@ -11,9 +11,9 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use rand::RngCore;
-use settleproof_merchant_auth::SignedStatement;
 use serde::{Deserialize, Serialize};
 use settleproof_contracts::{IERC20, InvoicePayments};
+use settleproof_merchant_auth::SignedStatement;
 use tracing::info;
 
 mod idempotency;

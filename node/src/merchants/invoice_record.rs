@@ -324,9 +324,15 @@ pub(crate) mod testing {
         body["chain_id"] = chain_id.into();
         let body = body.to_string();
         let now = crate::time::now_s();
-        let jwt = signer.sign_request("POST", "http://127.0.0.1:8700/v1/invoices", body.as_bytes(), now, 60).expect("sign");
+        let jwt =
+            signer.sign_request("POST", "http://127.0.0.1:8700/v1/invoices", body.as_bytes(), now, 60).expect("sign");
         let statement = SignedStatement { jwt, body };
-        read(&statement).expect("an invoice's creation").into_invoice(statement, payout, payments, (created_by.into(), now))
+        read(&statement).expect("an invoice's creation").into_invoice(
+            statement,
+            payout,
+            payments,
+            (created_by.into(), now),
+        )
     }
 }
 
@@ -339,7 +345,8 @@ mod tests {
     fn signed(body: &serde_json::Value) -> SignedStatement {
         let signer = MerchantSigner::generate("shop", KeyAlg::EdDsa).expect("key");
         let body = body.to_string();
-        let jwt = signer.sign_request("POST", "http://127.0.0.1:8700/v1/invoices", body.as_bytes(), 1_000, 60).expect("sign");
+        let jwt =
+            signer.sign_request("POST", "http://127.0.0.1:8700/v1/invoices", body.as_bytes(), 1_000, 60).expect("sign");
         SignedStatement { jwt, body }
     }
 

@@ -36,7 +36,8 @@ impl Registry {
         if signed.signed_at > crate::time::now_s().saturating_add(MAX_CLOCK_SKEW_S) {
             return Err("signed in the future".into());
         }
-        let key = self.statement_signer(&invoice.merchant_id, &signed.key_id, signed.signed_at, Scope::InvoicesWrite)?;
+        let key =
+            self.statement_signer(&invoice.merchant_id, &signed.key_id, signed.signed_at, Scope::InvoicesWrite)?;
         statement.verify(&key, &invoice.merchant_id, "POST", INVOICES_PATH).map_err(|e| e.to_string())?;
         self.remember(seen);
         Ok(())

@@ -20,6 +20,7 @@ mod api_keys;
 mod approval;
 pub mod endpoint_record;
 mod heard;
+pub mod invoice_check;
 pub mod invoice_record;
 mod invoice_signatures;
 mod registry;

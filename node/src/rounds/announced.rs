@@ -81,7 +81,9 @@ impl RoundDriver {
                     waiting.push(inv);
                 }
                 // Counted where refused; a line per invoice would let one operator flood the log.
-                Err(e @ GossipRejection::NotTaken(_)) => debug!(peer = %source, error = %e, "announced invoice not taken"),
+                Err(e @ GossipRejection::NotTaken(_)) => {
+                    debug!(peer = %source, error = %e, "announced invoice not taken")
+                }
                 Err(e) => warn!(peer = %source, error = %e, "announced invoice ignored"),
             }
         }

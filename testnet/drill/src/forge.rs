@@ -13,7 +13,8 @@ use settleproof_contracts::InvoicePayments;
 pub async fn payment_of_unpaid_invoice(ctl: &Control) -> Result<(String, Value)> {
     let node = &ctl.m.nodes[0];
     let chain_id = ctl.m.chains.first().map_or(0, |c| c.chain_id);
-    let body = json!({ "amount": "1000000000000000", "token": "native", "chain_id": chain_id, "metadata": { "decoy": true } });
+    let body =
+        json!({ "amount": "1000000000000000", "token": "native", "chain_id": chain_id, "metadata": { "decoy": true } });
     let r = ctl
         .merchant_request(reqwest::Method::POST, &format!("{}/v1/invoices", node.api_url), Some(&body))?
         .send()

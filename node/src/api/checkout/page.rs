@@ -203,6 +203,8 @@ mod tests {
             expires_at: None,
             metadata: None,
             nonce: alloy::primitives::B256::ZERO,
+            redirect_url: None,
+            signed_request: None,
             payments: Vec::new(),
             checkout_url: None,
         };

@@ -31,7 +31,8 @@ async fn post(st: &crate::api::ApiState, key: Option<&str>, body: Value) -> (Sta
 async fn the_same_key_and_body_return_the_same_invoice_and_another_body_is_a_409() {
     let (_dir, store) = temp_store();
     let st = state(store);
-    let body = json!({"amount": "1000", "token": "native", "chain_id": 31337, "expires_in": 600, "metadata": {"order": 1}});
+    let body =
+        json!({"amount": "1000", "token": "native", "chain_id": 31337, "expires_in": 600, "metadata": {"order": 1}});
     let (status, replayed, first) = post(&st, Some("order-1"), body.clone()).await;
     assert_eq!((status, replayed), (StatusCode::CREATED, false), "{first}");
     let (status, replayed, again) = post(&st, Some("order-1"), body.clone()).await;
@@ -68,7 +69,8 @@ async fn a_retry_on_a_node_that_never_heard_of_the_first_builds_the_same_invoice
     let (node_a, node_b) = (state(store_a), state(store_b));
     let expires_at = crate::time::now_s() + 3600;
     let nonce = alloy::primitives::B256::repeat_byte(7).to_string();
-    let body = json!({"amount": "1000", "token": "native", "chain_id": 31337, "expires_at": expires_at, "nonce": nonce});
+    let body =
+        json!({"amount": "1000", "token": "native", "chain_id": 31337, "expires_at": expires_at, "nonce": nonce});
     let (_, _, on_a) = post(&node_a, Some("k-1"), body.clone()).await;
     let (status, _, on_b) = post(&node_b, Some("k-1"), body).await;
     assert_eq!(status, StatusCode::CREATED);
@@ -87,7 +89,8 @@ async fn a_malformed_key_is_a_400_naming_the_header() {
     let (_dir, store) = temp_store();
     let st = state(store);
     for bad in ["", &"k".repeat(256), "tab\there"] {
-        let (status, _, body) = post(&st, Some(bad), json!({"amount": "1", "token": "native", "chain_id": 31337})).await;
+        let (status, _, body) =
+            post(&st, Some(bad), json!({"amount": "1", "token": "native", "chain_id": 31337})).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad:?}: {body}");
         assert_eq!(body["error"]["field"], "Idempotency-Key");
     }
@@ -150,7 +153,8 @@ async fn a_replicated_invoice_with_a_record_that_does_not_match_it_is_refused() 
     use crate::gossip::{GossipRejection, InvoiceScope, check_invoice};
     let (_dir, store) = temp_store();
     let st = state(store.clone());
-    let (_, _, made) = post(&st, Some("k-9"), json!({"amount": "1000", "token": "native", "chain_id": 31337, "expires_in": 60})).await;
+    let (_, _, made) =
+        post(&st, Some("k-9"), json!({"amount": "1000", "token": "native", "chain_id": 31337, "expires_in": 60})).await;
     let id: alloy::primitives::B256 = made["id"].as_str().expect("id").parse().expect("hash");
     let honest = store.invoice(id).expect("read").expect("stored");
     let scope = InvoiceScope {
@@ -182,8 +186,7 @@ async fn a_redirect_url_is_part_of_what_a_key_is_bound_to_either_way() {
     let (_dir, store) = temp_store();
     let st = state(store.clone());
     let plain = json!({"amount": "1000", "token": "native", "chain_id": 31337, "expires_in": 600});
-    let with =
-        json!({"amount": "1000", "token": "native", "chain_id": 31337, "expires_in": 600, "redirect_url": "https://shop.example/done"});
+    let with = json!({"amount": "1000", "token": "native", "chain_id": 31337, "expires_in": 600, "redirect_url": "https://shop.example/done"});
     let (status, _, first) = post(&st, Some("r-1"), with.clone()).await;
     assert_eq!(status, StatusCode::CREATED, "{first}");
     let (status, _, dropped) = post(&st, Some("r-1"), plain.clone()).await;
@@ -194,7 +197,8 @@ async fn a_redirect_url_is_part_of_what_a_key_is_bound_to_either_way() {
     let added = json!({"amount": "1000", "token": "native", "chain_id": 31337, "expires_in": 600, "redirect_url": "https://x.example"});
     let (status, _, conflict) = post(&st, Some("r-2"), added).await;
     assert_eq!((status, conflict["error"]["field"].as_str()), (StatusCode::CONFLICT, Some("redirect_url")), "{second}");
-    let (status, _, bad) = post(&st, None, json!({"amount": "1", "token": "native", "chain_id": 31337, "redirect_url": "ftp://x"})).await;
+    let (status, _, bad) =
+        post(&st, None, json!({"amount": "1", "token": "native", "chain_id": 31337, "redirect_url": "ftp://x"})).await;
     assert_eq!((status, bad["error"]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("redirect_url")));
     // A replica whose redirect is no URL a node would make is refused.
     use crate::gossip::{InvoiceScope, check_invoice};

@@ -116,8 +116,14 @@ async fn token_invoice_has_approve_then_pay() {
     let (_dir, store) = temp_store();
     let st = state(store);
     let token = "0x3333333333333333333333333333333333333333";
-    let (status, body) =
-        call(&st, "POST", "/v1/invoices", Some(SIGNED), Some(json!({"amount": "5", "token": token, "chain_id": 31337}))).await;
+    let (status, body) = call(
+        &st,
+        "POST",
+        "/v1/invoices",
+        Some(SIGNED),
+        Some(json!({"amount": "5", "token": token, "chain_id": 31337})),
+    )
+    .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let txs = body["payment_instructions"]["transactions"].as_array().expect("list");
     assert_eq!(txs.len(), 2);
@@ -174,8 +180,14 @@ async fn list_filters_and_pages() {
     let (_dir, store) = temp_store();
     let st = state(store);
     for amount in ["1", "2", "3"] {
-        let (status, _) =
-            call(&st, "POST", "/v1/invoices", Some(SIGNED), Some(json!({"amount": amount, "token": "native", "chain_id": 31337}))).await;
+        let (status, _) = call(
+            &st,
+            "POST",
+            "/v1/invoices",
+            Some(SIGNED),
+            Some(json!({"amount": amount, "token": "native", "chain_id": 31337})),
+        )
+        .await;
         assert_eq!(status, StatusCode::CREATED);
     }
     let (status, page) = call(&st, "GET", "/v1/invoices?limit=2", Some(SIGNED), None).await;
