@@ -132,6 +132,9 @@ pub(super) async fn create(
         (state.node_name.clone(), now),
     );
     invoice.idempotency = record.clone();
+    // What every other node will check: a key this node took for the request may not be one
+    // they take for the invoice (granted after it signed, by this node's clock).
+    state.merchants.check_invoice_signature(&invoice).map_err(|e| ApiError::invalid("authorization", e))?;
     let (replicator, chain_id) = (chain.replicator.clone(), chain.chain_id);
     let announce = move |invoice: &Invoice, keyed: bool| {
         info!(invoice_id = %invoice.id, merchant = %invoice.merchant_id, chain_id, amount = %invoice.amount, token = %token_label(invoice.token), idempotency_key = keyed, "invoice created");

@@ -498,10 +498,10 @@ pub fn check_invoice_terms(inv: &Invoice, scope: &InvoiceScope) -> Result<(), Go
     // Every term is the merchant's signed request's. Whether the merchant's key signed it depends
     // on this node's registry ([`crate::merchants::Registry::check_invoice_signature`]), as
     // does an invoice without one (made before invoices carried it).
-    let statement = inv
-        .statement
-        .as_ref()
-        .ok_or_else(|| GossipRejection::NotTaken("an invoice without its merchant's signed request".into()))?;
+    let statement = inv.statement.as_ref().ok_or_else(|| {
+        metrics::counter!("merchant_records_refused_total", "kind" => "invoice").increment(1);
+        GossipRejection::NotTaken("an invoice without its merchant's signed request".into())
+    })?;
     let signed = crate::merchants::invoice_record::read(statement)
         .map_err(|e| GossipRejection::NotAsSigned { id: inv.id, field: e.field })?;
     if signed.chain_id != scope.chain_id {

@@ -131,6 +131,11 @@ pub fn read(statement: &SignedStatement) -> Result<SignedInvoice, FieldError> {
     if method != "POST" || target.find('/').map(|i| &target[i..]) != Some(INVOICES_PATH) {
         return Err(bad("authorization", format!("`{}` is not an invoice's creation", claims.uri)));
     }
+    // The body must be the one the JWT hashes: checked here, since it depends on nothing but
+    // the statement (a relayer that swaps the body is to blame, whatever its registry holds).
+    if claims.req_hash.as_deref() != Some(settleproof_merchant_auth::body_hash(statement.body.as_bytes()).as_str()) {
+        return Err(bad("body", "the body is not the one the JWT's reqHash signs"));
+    }
     let req: CreateInvoice =
         serde_json::from_str(&statement.body).map_err(|e| bad("body", format!("invalid JSON body: {e}")))?;
     let chain_id = req.chain_id.ok_or_else(|| {
@@ -392,6 +397,10 @@ mod tests {
         for (body, field) in cases {
             assert_eq!(read(&signed(&body)).map_err(|e| e.field), Err(field), "{body}");
         }
+        // A body the JWT does not hash.
+        let mut swapped = signed(&json!({"amount": "5", "token": "native", "chain_id": 7}));
+        swapped.body = json!({"amount": "50", "token": "native", "chain_id": 7}).to_string();
+        assert_eq!(read(&swapped).map_err(|e| e.field), Err("body"));
         // Signed for another route: not an invoice, whatever its body.
         let signer = MerchantSigner::generate("shop", KeyAlg::EdDsa).expect("key");
         let body = json!({"amount": "5", "token": "native", "chain_id": 7}).to_string();

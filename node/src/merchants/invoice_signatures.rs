@@ -28,7 +28,9 @@ impl Registry {
     /// needs no registry: `crate::gossip::check_invoice_terms`.)
     pub fn check_invoice_signature(&self, invoice: &Invoice) -> Result<(), String> {
         let statement = invoice.statement.as_ref().ok_or("an invoice without its merchant's signed request")?;
-        let seen = keccak256([invoice.id.as_slice(), statement.jwt.as_bytes()].concat());
+        let seen = keccak256(
+            [invoice.id.as_slice(), statement.jwt.as_bytes(), keccak256(statement.body.as_bytes()).as_slice()].concat(),
+        );
         if self.remembered(seen) {
             return Ok(());
         }
