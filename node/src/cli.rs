@@ -65,6 +65,10 @@ pub enum Command {
         /// JSON (`{"alg":"EdDSA","public_key":"<hex>"}`); repeatable.
         #[arg(long = "key", required = true)]
         keys: Vec<String>,
+        /// The id of the invoice you asked for (computed from your request): an answer with
+        /// any other invoice, one you signed earlier say, fails.
+        #[arg(long)]
+        id: Option<alloy::primitives::B256>,
     },
     /// Check a settlement receipt without trusting any node: Merkle proof, aggregate signature,
     /// and, over RPC, the signers' registered keys, the settled batch and the payment log.

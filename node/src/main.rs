@@ -30,8 +30,8 @@ async fn main() -> Result<()> {
         }
         Command::Node { config } => run_node(config).await,
         Command::VerifyReceipt { file, rpc, settlement } => verify_receipt(&file, &rpc, settlement).await,
-        Command::VerifyInvoice { file, payments, payout, keys } => {
-            merchant_cmd::verify_invoice(&file, payments, payout, &keys)
+        Command::VerifyInvoice { file, payments, payout, keys, id } => {
+            merchant_cmd::verify_invoice(&file, payments, payout, &keys, id)
         }
         Command::Store(cmd) => store_command(cmd).await,
         Command::Openapi { webhooks } => {

@@ -90,11 +90,12 @@ pub(crate) fn verify_invoice(
     payments: alloy::primitives::Address,
     payout: alloy::primitives::Address,
     keys: &[String],
+    id: Option<alloy::primitives::B256>,
 ) -> Result<()> {
     let text = std::fs::read_to_string(file).wrap_err_with(|| format!("reading {}", file.display()))?;
     let answer: serde_json::Value = serde_json::from_str(&text).wrap_err("the file is not JSON")?;
     let keys = keys.iter().map(|k| public_key(k)).collect::<Result<Vec<_>>>()?;
-    match invoice_check::check(&answer, &invoice_check::Expected { payments, payout, keys }) {
+    match invoice_check::check(&answer, &invoice_check::Expected { payments, payout, keys, id }) {
         Ok(ok) => {
             let token = if ok.token.is_zero() { "native coin".to_string() } else { format!("token {}", ok.token) };
             println!(

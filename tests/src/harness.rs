@@ -410,7 +410,9 @@ impl Testnet {
     /// `POST /v1/invoices` on node `i` with an `Idempotency-Key`; returns status, whether the
     /// answer was replayed (`Idempotent-Replayed`) and body.
     pub async fn create_invoice_with_key(&self, i: usize, key: &str, body: Value) -> Result<(u16, bool, Value)> {
-        let body = self.on_first_chain(body);
+        // Signed in the body too, as docs/merchants.md asks, so the key holds at every node.
+        let mut body = self.on_first_chain(body);
+        body["idempotency_key"] = key.into();
         let resp = self
             .merchant_request(reqwest::Method::POST, &format!("{}/v1/invoices", self.api(i)), Some(&body))?
             .header("idempotency-key", key)

@@ -62,7 +62,7 @@ pub struct Created {
 /// Creates an invoice; its id commits to its terms.
 #[utoipa::path(post, path = "/v1/invoices", tag = "invoices", request_body = CreateInvoice,
     security(("merchant_jwt" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 printable ASCII characters. For 24 h, the same key and body return the same invoice on any node (a retry after a timeout, on another node too); the same key with another body is a 409 naming the field. Pass the expiry as `expires_at` for the retry to build the same invoice on a node that has not yet received the first.")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 printable ASCII characters. For 24 h, the same key and body return the same invoice at this node; the same key with another body is a 409 naming the field. Sign it in the body too (`idempotency_key`) for it to hold at every node once the invoice replicated, and add `nonce` and `expires_at` for a retry to build the same invoice on a node that has not received the first.")),
     responses(
         (status = 201, description = "Created, with payment instructions; `Idempotent-Replayed: true` when the Idempotency-Key had created it already", body = Created,
             headers(("Idempotent-Replayed" = String, description = "`true` when this is the invoice an earlier request with the same Idempotency-Key created"))),
@@ -107,6 +107,17 @@ pub(super) async fn create(
     if let Some(url) = &signed.redirect_url {
         check_redirect(url, state.merchants.url_policy().0)?;
     }
+    // The key: the header's, or the one signed in the body; both, they must agree.
+    let key = match (key, &signed.request.idempotency_key) {
+        (Some(header), Some(body)) if header != crate::store::key_hash(&merchant.id, body) => {
+            return Err(ApiError::invalid(
+                "idempotency_key",
+                "idempotency_key and the Idempotency-Key header differ: send one, or the same in both",
+            ));
+        }
+        (None, Some(body)) => Some(crate::store::key_hash(&merchant.id, body)),
+        (header, _) => header,
+    };
     let record = key.map(|k| idempotency::record(k, &signed));
     let mut replayed = HeaderMap::new();
     replayed.insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
@@ -134,7 +145,7 @@ pub(super) async fn create(
     invoice.idempotency = record.clone();
     // What every other node will check: a key this node took for the request may not be one
     // they take for the invoice (granted after it signed, by this node's clock).
-    state.merchants.check_invoice_signature(&invoice).map_err(|e| ApiError::invalid("authorization", e))?;
+    state.merchants.check_invoice_signature(&invoice).map_err(|e| ApiError::invalid("authorization", e.to_string()))?;
     let (replicator, chain_id) = (chain.replicator.clone(), chain.chain_id);
     let announce = move |invoice: &Invoice, keyed: bool| {
         info!(invoice_id = %invoice.id, merchant = %invoice.merchant_id, chain_id, amount = %invoice.amount, token = %token_label(invoice.token), idempotency_key = keyed, "invoice created");

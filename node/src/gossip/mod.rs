@@ -448,12 +448,26 @@ pub struct InvoiceScope {
     pub payments: Address,
 }
 
+/// `inv` without an idempotency record of a key its merchant did not sign: such a key (sent as a
+/// header only) names the invoice at the node that took the request, and no other node takes
+/// one operator's word for it (it could squat a key the merchant will use).
+pub fn without_unsigned_key(mut inv: Invoice) -> Invoice {
+    let signed = inv.statement.as_ref().and_then(|s| crate::merchants::invoice_record::read(s).ok());
+    if let Some(record) = &inv.idempotency
+        && !signed.is_some_and(|s| s.signs_key_of(record))
+    {
+        inv.idempotency = None;
+    }
+    inv
+}
+
 /// Checks an invoice another operator sent: its id must be the commitment to its terms on this
 /// node's chain and contract (so terms cannot be altered, nor an invoice of another chain
 /// replayed), its terms those of the merchant's signed request it carries, the merchant and
 /// payout address the registry's, and the request signed by a key of the merchant that may
 /// create invoices.
 pub fn check_invoice(inv: Invoice, scope: &InvoiceScope) -> Result<Invoice, GossipRejection> {
+    let inv = without_unsigned_key(inv);
     check_invoice_terms(&inv, scope).map(|()| inv)
 }
 
@@ -510,9 +524,9 @@ pub fn check_invoice_terms(inv: &Invoice, scope: &InvoiceScope) -> Result<(), Go
     if let Some(field) = signed.differs_from(inv) {
         return Err(GossipRejection::NotAsSigned { id: inv.id, field });
     }
-    // The key a record names is the creating node's word (the header is not signed); the request
-    // it binds the key to must be the signed one.
-    if inv.idempotency.as_ref().is_some_and(|r| r.request != signed.idempotency_request()) {
+    // A key record must name the key the merchant signed ([`without_unsigned_key`] drops any
+    // other), bound to the signed request.
+    if inv.idempotency.as_ref().is_some_and(|r| !signed.signs_key_of(r) || r.request != signed.idempotency_request()) {
         return Err(GossipRejection::NotAsSigned { id: inv.id, field: "idempotency" });
     }
     let merchants = scope.merchants.list();
@@ -525,7 +539,14 @@ pub fn check_invoice_terms(inv: &Invoice, scope: &InvoiceScope) -> Result<(), Go
     }
     scope.merchants.check_invoice_signature(inv).map_err(|e| {
         metrics::counter!("merchant_records_refused_total", "kind" => "invoice").increment(1);
-        GossipRejection::NotTaken(format!("invoice {}: {e}", inv.id))
+        match e {
+            crate::merchants::SignatureRefusal::Forged { .. } => {
+                GossipRejection::NotAsSigned { id: inv.id, field: "signature" }
+            }
+            crate::merchants::SignatureRefusal::NotHere(e) => {
+                GossipRejection::NotTaken(format!("invoice {}: {e}", inv.id))
+            }
+        }
     })
 }
 

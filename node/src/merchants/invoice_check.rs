@@ -30,6 +30,10 @@ pub struct Expected {
     pub payout: Address,
     /// The merchant's public keys that may create invoices.
     pub keys: Vec<MerchantKey>,
+    /// The id of the invoice the merchant asked for, when it knows it (it computes it from the
+    /// request it sent: docs/merchants.md, "What to trust, exactly"): an answer with any other invoice
+    /// the merchant signed, an older one say, fails.
+    pub id: Option<B256>,
 }
 
 /// A checked invoice.
@@ -109,6 +113,11 @@ pub fn check(answer: &Value, expected: &Expected) -> Result<Checked, Vec<String>
     if invoice["id"].as_str().and_then(|s| s.parse::<B256>().ok()) != Some(id) {
         problems.push(format!("id is {}, but the signed terms make {id}", invoice["id"]));
     }
+    if let Some(asked) = expected.id
+        && asked != id
+    {
+        problems.push(format!("the answer is invoice {id}, not the one you asked for ({asked})"));
+    }
     if answer["payment_instructions"].is_object() {
         problems.extend(instruction_problems(&answer["payment_instructions"], id, &signed, expected));
     }
@@ -127,6 +136,10 @@ fn instruction_problems(
     expected: &Expected,
 ) -> Vec<String> {
     let mut problems = Vec::new();
+    if instructions["contract"].as_str().and_then(|c| c.parse::<Address>().ok()) != Some(expected.payments) {
+        problems
+            .push(format!("payment_instructions.contract is {}, not {}", instructions["contract"], expected.payments));
+    }
     if instructions["chain_id"].as_u64() != Some(signed.chain_id) {
         problems
             .push(format!("payment_instructions.chain_id is {}, not {}", instructions["chain_id"], signed.chain_id));
@@ -206,7 +219,7 @@ mod tests {
     fn an_honest_answer_passes_and_every_falsification_is_named() {
         let signer = MerchantSigner::generate("shop", KeyAlg::EdDsa).expect("key");
         let (payments, payout) = (Address::repeat_byte(0x22), Address::repeat_byte(0x33));
-        let expected = Expected { payments, payout, keys: vec![signer.public_key().clone()] };
+        let expected = Expected { payments, payout, keys: vec![signer.public_key().clone()], id: None };
         let honest = answer(&signer, payments, payout);
         assert!(check(&honest, &expected).is_ok(), "{:?}", check(&honest, &expected));
         assert!(check(&json!({"data": {"invoice": honest.clone()}}), &expected).is_ok(), "a webhook body");
@@ -222,6 +235,10 @@ mod tests {
         let mut redirected = honest.clone();
         redirected["payment_instructions"]["transactions"][0]["to"] = json!(evil.to_string());
         cases.push((redirected, "payment transaction 0"));
+        // The contract named beside the transactions.
+        let mut contract = honest.clone();
+        contract["payment_instructions"]["contract"] = json!(evil.to_string());
+        cases.push((contract, "payment_instructions.contract"));
         // A term changed.
         let mut altered = honest.clone();
         altered["amount"] = json!("1");
@@ -237,5 +254,10 @@ mod tests {
             let problems = check(&answer, &expected).expect_err(named);
             assert!(problems.iter().any(|p| p.contains(named)), "{named}: {problems:?}");
         }
+        // Another invoice the merchant did sign, answered in place of the one it asked for.
+        let older = answer(&signer, payments, payout);
+        let asked = Expected { id: honest["id"].as_str().and_then(|s| s.parse().ok()), ..expected };
+        let problems = check(&older, &asked).expect_err("another invoice");
+        assert!(problems.iter().any(|p| p.contains("not the one you asked for")), "{problems:?}");
     }
 }

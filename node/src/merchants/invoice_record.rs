@@ -60,9 +60,14 @@ pub struct CreateInvoice {
     pub redirect_url: Option<String>,
     /// The creation nonce, 0x and 64 hex digits, chosen at random by the merchant: with it the
     /// id is known before sending, and a retry with the same body builds the same invoice on
-    /// any node. Absent: derived from the request's JWT (docs/merchants.md, "Invoice ids").
+    /// any node. Absent: derived from the request's JWT (docs/merchants.md, "Create an invoice").
     #[schema(pattern = "^0x[0-9a-fA-F]{64}$")]
     pub nonce: Option<String>,
+    /// The idempotency key, signed (1 to 255 printable ASCII characters; equal to the
+    /// `Idempotency-Key` header when both are sent). Signed, the key names this invoice at every
+    /// node; a key sent only as the header holds at the node that took the request.
+    #[schema(min_length = 1, max_length = 255)]
+    pub idempotency_key: Option<String>,
 }
 
 /// The terms a signed creation sets (everything of the invoice but the payout address, which
@@ -91,6 +96,14 @@ pub struct SignedInvoice {
     pub nonce: B256,
     /// The body as signed.
     pub request: CreateInvoice,
+}
+
+/// Longest idempotency key.
+pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// Whether `key` is 1 to [`MAX_IDEMPOTENCY_KEY`] printable ASCII characters.
+pub fn idempotency_key_is_valid(key: &str) -> bool {
+    !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY && key.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
 }
 
 /// Why a statement makes no invoice; `field` names the body field (or `body`, `authorization`).
@@ -141,6 +154,12 @@ pub fn read(statement: &SignedStatement) -> Result<SignedInvoice, FieldError> {
     let chain_id = req.chain_id.ok_or_else(|| {
         bad("chain_id", "chain_id is required: the EIP-155 id of the chain the invoice is payable on")
     })?;
+    if req.idempotency_key.as_deref().is_some_and(|k| !idempotency_key_is_valid(k)) {
+        return Err(bad(
+            "idempotency_key",
+            "idempotency_key must be 1 to 255 printable ASCII characters (a UUID, say)",
+        ));
+    }
     let nonce = match &req.nonce {
         Some(n) => parse_nonce(n)?,
         None => derived_nonce(&statement.jwt),
@@ -190,6 +209,15 @@ impl SignedInvoice {
         // The id commits to the terms: no operator can alter them without changing it.
         invoice.id = invoice.terms(chain_id, payments).id();
         invoice
+    }
+
+    /// Whether `record` names the key the merchant signed (a key sent only as a header is the
+    /// word of the node that took the request, and holds only there).
+    pub fn signs_key_of(&self, record: &crate::store::IdempotencyRecord) -> bool {
+        self.request
+            .idempotency_key
+            .as_deref()
+            .is_some_and(|k| crate::store::key_hash(&self.merchant_id, k) == record.key_hash)
     }
 
     /// The first field of `invoice` that is not what was signed (`None`: all are).

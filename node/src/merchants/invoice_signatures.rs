@@ -22,25 +22,52 @@ pub(super) const REMEMBERED: NonZeroUsize = match NonZeroUsize::new(65_536) {
 /// How far ahead of this node's clock a signing time may be.
 const MAX_CLOCK_SKEW_S: u64 = 5 * 60;
 
+/// Why this node does not take an invoice's signature.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureRefusal {
+    /// It depends on this node's registry: no signed request, a key it does not hold (not yet,
+    /// or no longer), one without the scope, or a time ahead of its clock. The relayer is not
+    /// blamed.
+    #[error("{0}")]
+    NotHere(String),
+    /// The signature does not hold under the key it names, which this node holds: a key id is
+    /// the hash of the key, so every node that holds it finds the same, and no honest node
+    /// relays it. The relayer made it, or took it from one who did.
+    #[error("the signature does not hold under the merchant's key {key_id}: {problem}")]
+    Forged {
+        /// The key named.
+        key_id: String,
+        /// What does not hold.
+        problem: String,
+    },
+}
+
 impl Registry {
     /// Checks that the merchant of `invoice` signed the request it was made from, with a key
     /// that may create invoices. (That the invoice holds what was signed is checked apart, and
     /// needs no registry: `crate::gossip::check_invoice_terms`.)
-    pub fn check_invoice_signature(&self, invoice: &Invoice) -> Result<(), String> {
-        let statement = invoice.statement.as_ref().ok_or("an invoice without its merchant's signed request")?;
+    pub fn check_invoice_signature(&self, invoice: &Invoice) -> Result<(), SignatureRefusal> {
+        let not_here = |e: String| SignatureRefusal::NotHere(e);
+        let statement = invoice
+            .statement
+            .as_ref()
+            .ok_or_else(|| not_here("an invoice without its merchant's signed request".into()))?;
         let seen = keccak256(
             [invoice.id.as_slice(), statement.jwt.as_bytes(), keccak256(statement.body.as_bytes()).as_slice()].concat(),
         );
         if self.remembered(seen) {
             return Ok(());
         }
-        let signed = read(statement).map_err(|e| e.to_string())?;
+        let signed = read(statement).map_err(|e| not_here(e.to_string()))?;
         if signed.signed_at > crate::time::now_s().saturating_add(MAX_CLOCK_SKEW_S) {
-            return Err("signed in the future".into());
+            return Err(not_here("signed in the future".into()));
         }
-        let key =
-            self.statement_signer(&invoice.merchant_id, &signed.key_id, signed.signed_at, Scope::InvoicesWrite)?;
-        statement.verify(&key, &invoice.merchant_id, "POST", INVOICES_PATH).map_err(|e| e.to_string())?;
+        let key = self
+            .statement_signer(&invoice.merchant_id, &signed.key_id, signed.signed_at, Scope::InvoicesWrite)
+            .map_err(not_here)?;
+        statement
+            .verify(&key, &invoice.merchant_id, "POST", INVOICES_PATH)
+            .map_err(|e| SignatureRefusal::Forged { key_id: signed.key_id.clone(), problem: e.to_string() })?;
         self.remember(seen);
         Ok(())
     }

@@ -29,6 +29,7 @@ mod webhook_endpoints;
 
 pub use api_keys::{GRANT_PATH, KEYS_TOPIC, KeyAnnouncement, KeyGrant, MAX_KEYS_PER_MERCHANT, key_of_grant};
 pub use approval::{MerchantApproval, TOPIC};
+pub use invoice_signatures::SignatureRefusal;
 pub use registry::{Approved, Home, Registry, RegistryError};
 pub use sync::{CaughtUp, MAX_SNAPSHOT, MerchantSnapshot};
 pub use webhook_endpoints::{

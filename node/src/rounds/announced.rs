@@ -58,6 +58,7 @@ impl RoundDriver {
         let scope = self.invoice_scope();
         let (mut good, mut waiting) = (Vec::with_capacity(invoices.len()), Vec::new());
         for inv in invoices {
+            let inv = gossip::without_unsigned_key(inv);
             // An operator announces the invoices it created, in its own name only, whatever this
             // node's registry holds (checked first: it costs no hash).
             if Some(inv.created_by.as_str()) != author.as_deref() {

@@ -331,6 +331,7 @@ async fn catch_up(asked: &Asked, due: Due, author: &str) -> Outcome {
 fn judge(page: SyncResponse, scope: &InvoiceScope, author: &str) -> Result<Judged, GossipRejection> {
     let mut judged = Judged::default();
     for inv in page.invoices.into_iter().take(SyncRequest::MAX_INVOICES) {
+        let inv = crate::gossip::without_unsigned_key(inv);
         if inv.created_by != author {
             return Err(GossipRejection::ForeignCreator(inv.id));
         }
@@ -421,6 +422,17 @@ mod tests {
         assert!(matches!(
             judge(page(vec![a.clone(), re_id]), &scope, "node-1"),
             Err(GossipRejection::NotAsSigned { field: "amount", .. })
+        ));
+        // A signature that does not hold under the merchant's key, which this node holds: no
+        // honest operator sends one, so the page is refused.
+        let mut bad_signature = b.clone();
+        if let Some(s) = bad_signature.statement.as_mut() {
+            let input = s.jwt.rsplit_once('.').map(|(input, _)| input.to_string()).unwrap_or_default();
+            s.jwt = format!("{input}.{}", "A".repeat(86));
+        }
+        assert!(matches!(
+            judge(page(vec![a.clone(), bad_signature]), &scope, "node-1"),
+            Err(GossipRejection::NotAsSigned { field: "signature", .. })
         ));
         // One the merchant never signed, or signed with a key this node does not take, is left
         // out without refusing the page (this node's registry may lag).

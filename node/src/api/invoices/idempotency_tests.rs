@@ -153,8 +153,10 @@ async fn a_replicated_invoice_with_a_record_that_does_not_match_it_is_refused() 
     use crate::gossip::{GossipRejection, InvoiceScope, check_invoice};
     let (_dir, store) = temp_store();
     let st = state(store.clone());
-    let (_, _, made) =
-        post(&st, Some("k-9"), json!({"amount": "1000", "token": "native", "chain_id": 31337, "expires_in": 60})).await;
+    // The merchant signs its key in the body: it then names the invoice at every node.
+    let body =
+        json!({"amount": "1000", "token": "native", "chain_id": 31337, "expires_in": 60, "idempotency_key": "k-9"});
+    let (_, _, made) = post(&st, Some("k-9"), body).await;
     let id: alloy::primitives::B256 = made["id"].as_str().expect("id").parse().expect("hash");
     let honest = store.invoice(id).expect("read").expect("stored");
     let scope = InvoiceScope {
@@ -162,23 +164,33 @@ async fn a_replicated_invoice_with_a_record_that_does_not_match_it_is_refused() 
         chain_id: 31337,
         payments: alloy::primitives::Address::repeat_byte(0x22),
     };
-    assert!(check_invoice(honest.clone(), &scope).is_ok());
-    // An operator attaches the key to an invoice of other terms.
+    assert_eq!(check_invoice(honest.clone(), &scope).expect("taken").idempotency, honest.idempotency);
+    // A key sent only as a header is the creating node's word: the invoice is taken, the key not.
+    let (_, _, local) = post(&st, Some("k-10"), json!({"amount": "7", "token": "native", "chain_id": 31337})).await;
+    let local_id: alloy::primitives::B256 = local["id"].as_str().expect("id").parse().expect("hash");
+    let local = store.invoice(local_id).expect("read").expect("stored");
+    assert!(local.idempotency.is_some(), "the node that took it keeps the key");
+    assert_eq!(check_invoice(local, &scope).expect("taken").idempotency, None);
+    // An operator attaches the key to an invoice the merchant signed without it: dropped.
     let (_, _, other) =
         post(&st, None, json!({"amount": "2000", "token": "native", "chain_id": 31337, "expires_in": 60})).await;
     let other_id: alloy::primitives::B256 = other["id"].as_str().expect("id").parse().expect("hash");
     let mut forged = store.invoice(other_id).expect("read").expect("stored");
     forged.idempotency = honest.idempotency.clone();
-    assert!(
-        matches!(check_invoice(forged, &scope), Err(GossipRejection::NotAsSigned { field: "idempotency", .. })),
-        "the key's request is not the one signed"
-    );
+    assert_eq!(check_invoice(forged, &scope).expect("taken").idempotency, None, "a key squatted is not taken");
     // Or rewrites the request the key was used with.
     let mut rewritten = honest.clone();
     if let Some(r) = rewritten.idempotency.as_mut() {
         r.request[1].1 = json!("2000");
     }
-    assert!(check_invoice(rewritten, &scope).is_err(), "the request is not the invoice's");
+    assert!(
+        matches!(check_invoice(rewritten, &scope), Err(GossipRejection::NotAsSigned { field: "idempotency", .. })),
+        "the request is not the one signed"
+    );
+    // Header and body naming two keys: refused.
+    let two = json!({"amount": "1", "token": "native", "chain_id": 31337, "idempotency_key": "a"});
+    let (status, _, answer) = post(&st, Some("b"), two).await;
+    assert_eq!((status, answer["error"]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("idempotency_key")));
 }
 
 #[tokio::test]
