@@ -3,6 +3,7 @@
 
 mod api_contract;
 mod byzantine;
+mod byzantine_invoices;
 mod byzantine_merchant;
 mod checkout;
 mod contracts;

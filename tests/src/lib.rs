@@ -7,4 +7,5 @@ pub mod bench;
 pub mod harness;
 pub mod hostile;
 pub mod sets;
+pub mod signing;
 pub mod tls;

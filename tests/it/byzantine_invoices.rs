@@ -1,0 +1,263 @@
+//! A Byzantine operator against the merchant's invoices: altered terms, invoices the merchant
+//! never signed, ghosts in another operator's name, and an invoice announced before the
+//! others' registries hold its merchant.
+
+use crate::byzantine::{
+    BAD, WEI, admin, approve_change, invoice_of, labelled_metric, pay_wei, peer_id, score_of, with_byzantine,
+};
+use crate::harness::Options;
+use alloy::primitives::{Address, B256, U256};
+use eyre::{Result, eyre};
+use serde_json::{Value, json};
+use settleproof_node::store::Invoice;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_altered_invoice_is_refused_and_the_merchant_hears_the_true_terms() -> Result<()> {
+    let (net, bad) = with_byzantine(Options::default()).await?;
+    // Node 2 is cut off from the honest nodes, so it never hears the real invoice from them.
+    for other in [0, 1] {
+        admin(&net, 2, "peers/block", json!({"peer_id": peer_id(&net, other)})).await?;
+        admin(&net, other, "peers/block", json!({"peer_id": peer_id(&net, 2)})).await?;
+    }
+    let (status, created) = net.create_invoice(0, json!({"amount": WEI, "token": "native"})).await?;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().ok_or_else(|| eyre!("id"))?.to_string();
+    // The Byzantine operator tells node 2 (announcing, and when asked) that the invoice asks
+    // for 1 wei.
+    let altered = Invoice { amount: U256::from(1), ..invoice_of(&net, &created)? };
+    bad.answer_fetches_with(altered.clone());
+    for _ in 0..5 {
+        bad.announce(altered.clone()).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    net.eventually("node 2 refused the altered copy", Duration::from_secs(15), || async {
+        (net.metric(2, "invoice_conflicts_total").await >= 1.0).then_some(())
+    })
+    .await?;
+    let (status, _) = net.get_invoice(2, &id).await?;
+    assert_eq!(status, 404, "node 2 stored no copy of the invoice");
+
+    // Healed, the payer pays 1 wei: every node finds the invoice underpaid.
+    for other in [0, 1] {
+        admin(&net, 2, "peers/unblock", json!({"peer_id": peer_id(&net, other)})).await?;
+        admin(&net, other, "peers/unblock", json!({"peer_id": peer_id(&net, 2)})).await?;
+    }
+    pay_wei(&net, &created, 1).await?;
+    let body = net.webhook_for(&id, Duration::from_secs(60)).await?;
+    assert_eq!(body["type"], "invoice.underpaid", "{body}");
+    assert_eq!(body["data"]["receipt"]["invoice"]["amount"], json!(format!("{:#x}", U256::from_str_radix(WEI, 10)?)));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    for r in net.receiver.snapshot().iter().filter(|r| r.body["data"]["invoice"]["id"] == id.as_str()) {
+        assert_eq!(r.body["type"], "invoice.underpaid", "no node announced the invoice paid: {}", r.body);
+    }
+    let (_, v) = net.get_invoice(2, &id).await?;
+    assert_eq!(v["amount"], WEI, "node 2 holds the true terms: {v}");
+    net.stop().await;
+    Ok(())
+}
+
+/// Invoices the merchant did not sign, from an operator in its own name with a sound id:
+/// unsigned, signed by a key of its own in the merchant's name, and the merchant's signed
+/// request with its terms changed. No node holds any of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn invoices_the_merchant_did_not_sign_are_refused() -> Result<()> {
+    let (net, bad) = with_byzantine(Options::default()).await?;
+    let (_, created) = net.create_invoice(0, json!({"amount": WEI, "token": "native"})).await?;
+    let template = invoice_of(&net, &created)?;
+    let (by, merchant) = (format!("node-{BAD}"), net.devnet.merchant.clone());
+    let (chain_id, payments) = (net.devnet.chain_id, net.devnet.deployment.payments);
+    // In its own name, with an id that commits to the terms: one the merchant never signed...
+    let mut unsigned =
+        Invoice { amount: U256::from(1), nonce: B256::repeat_byte(0x9c), created_by: by.clone(), ..template.clone() };
+    unsigned.id = unsigned.terms(chain_id, payments).id();
+    // ...and one it signed itself in the merchant's name, sending the payer elsewhere after.
+    let impostor =
+        settleproof_merchant_auth::MerchantSigner::generate(&merchant.id, settleproof_merchant_auth::KeyAlg::EdDsa)
+            .map_err(|e| eyre!("{e}"))?;
+    let ghost_body = json!({"amount": "1", "token": "native", "redirect_url": "https://evil.example/"});
+    let forged = crate::harness::signed_invoice(&net, &impostor, ghost_body, merchant.payout_address, &by)?;
+    // Whether a merchant's key signed depends on the registry: neither costs the relayer. Five
+    // of each are sent, and at least six refusals need both kinds refused.
+    for _ in 0..5 {
+        bad.announce(unsigned.clone()).await;
+        bad.announce_packed(std::slice::from_ref(&forged)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    for i in 0..3 {
+        net.eventually("the unsigned ghosts are refused", Duration::from_secs(15), || async {
+            (labelled_metric(&net, i, "merchant_records_refused_total", "kind=\"invoice\"").await >= 6.0).then_some(())
+        })
+        .await?;
+    }
+    // The merchant's own signed request (which the operator holds), its terms changed: the
+    // id commits to the new terms, but they are not what the merchant signed.
+    let genuine = crate::harness::signed_invoice(
+        &net,
+        &net.devnet.merchant_key,
+        json!({"amount": WEI, "token": "native"}),
+        merchant.payout_address,
+        &by,
+    )?;
+    let mut altered = Invoice { amount: U256::from(1), redirect_url: Some("https://evil.example/".into()), ..genuine };
+    altered.id = altered.terms(chain_id, payments).id();
+    // The first refusal that blames the author graylists it, after which the honest nodes no
+    // longer hear it at all.
+    for _ in 0..5 {
+        bad.announce(altered.clone()).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    net.eventually("the altered request refused", Duration::from_secs(15), || async {
+        (labelled_metric(&net, 0, "invoice_conflicts_total", "reason=\"invoice_not_as_signed\"").await >= 1.0)
+            .then_some(())
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for i in 0..3 {
+        for ghost in [&unsigned, &forged, &altered] {
+            let (status, _) = net.get_invoice(i, &ghost.id.to_string()).await?;
+            assert_eq!(status, 404, "node {i} does not hold ghost {}", ghost.id);
+            let page = net.http.get(format!("{}/checkout/{}", net.api(i), ghost.id)).send().await?;
+            assert_eq!(page.status().as_u16(), 404, "node {i} shows no checkout for ghost {}", ghost.id);
+        }
+    }
+    net.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ghost_invoices_are_refused() -> Result<()> {
+    let (net, bad) = with_byzantine(Options::default()).await?;
+    let (_, created) = net.create_invoice(0, json!({"amount": WEI, "token": "native"})).await?;
+    let template = invoice_of(&net, &created)?;
+    // An invoice nobody created, whose id commits to nothing...
+    let unbound = Invoice { id: B256::repeat_byte(0x9d), amount: U256::from(1), ..template.clone() };
+    // ...and one with a sound id, passed off as node 0's.
+    let mut in_my_name = Invoice { amount: U256::from(1), nonce: B256::repeat_byte(0x9e), ..template };
+    in_my_name.id = in_my_name.terms(net.devnet.chain_id, net.devnet.deployment.payments).id();
+    // The first refusal penalises the author below the graylist threshold, after which the
+    // honest nodes no longer hear it at all; the ghost in node 0's name goes first.
+    for _ in 0..5 {
+        bad.announce(in_my_name.clone()).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    net.eventually("the ghost in another's name refused", Duration::from_secs(15), || async {
+        (net.metric(0, "invoice_conflicts_total").await >= 1.0).then_some(())
+    })
+    .await?;
+    for _ in 0..5 {
+        bad.announce(unbound.clone()).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for i in 0..3 {
+        for ghost in [&unbound, &in_my_name] {
+            let (status, _) = net.get_invoice(i, &ghost.id.to_string()).await?;
+            assert_eq!(status, 404, "node {i} does not hold ghost {}", ghost.id);
+        }
+    }
+    net.stop().await;
+    Ok(())
+}
+
+/// An operator whose registry is ahead of the others' (a merchant's approval has not reached
+/// them yet) announces an invoice of that merchant once. The others keep it, take it when the
+/// approval reaches them, and answer it, with no second announcement. The same invoice passed
+/// off in another operator's name is refused and scored, whatever the registry holds. (The
+/// Byzantine operator plays the operator that is ahead: it announces once, in its own name.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_invoice_of_a_merchant_approved_later_is_kept_until_the_registry_holds_it() -> Result<()> {
+    let (net, bad) = with_byzantine(Options::default()).await?;
+    let shop =
+        settleproof_merchant_auth::MerchantSigner::generate("late-shop", settleproof_merchant_auth::KeyAlg::EdDsa)
+            .map_err(|e| eyre!("{e}"))?;
+    let payout: Address = "0x3333333333333333333333333333333333333333".parse()?;
+    let onboarding = json!({
+        "id": "late-shop",
+        "payout_address": payout,
+        "webhook_url": net.devnet.merchant.webhook_url,
+        "webhook_secret": net.devnet.merchant.webhook_secret.expose(),
+        "root_key": shop.public_key(),
+    });
+    let proposed = admin(&net, 0, "merchants", onboarding).await?;
+    let hash = proposed["change_hash"].as_str().ok_or_else(|| eyre!("no hash: {proposed}"))?.to_string();
+    approve_change(&net, 1, &hash).await?;
+
+    // Two approvals of three: no honest node serves the merchant yet. The merchant signed two
+    // invoices at the Byzantine operator's node.
+    let by = format!("node-{BAD}");
+    let ahead = crate::harness::signed_invoice(&net, &shop, json!({"amount": "7000", "token": "native"}), payout, &by)?;
+    // One packed as honest nodes replicate, one alone as earlier versions did.
+    let alone = crate::harness::signed_invoice(&net, &shop, json!({"amount": "7000", "token": "native"}), payout, &by)?;
+    assert!(bad.announce_packed(std::slice::from_ref(&ahead)).await, "gossip took the announcement");
+    assert!(bad.announce(alone.clone()).await, "gossip took the single announcement");
+    for i in 0..3 {
+        net.eventually("both invoices wait for the registry", Duration::from_secs(15), || async {
+            (labelled_metric(&net, i, "invoices_parked_total", "outcome=\"parked\"").await >= 2.0).then_some(())
+        })
+        .await?;
+    }
+    let checkout = |i: usize, id: B256| {
+        let req = net.http.get(format!("{}/checkout/{id}/status", net.api(i)));
+        async move { req.send().await.map(|r| r.status().as_u16()).unwrap_or_default() }
+    };
+    let get = |i: usize, id: B256| {
+        let req = crate::harness::signed(
+            &net.http,
+            &shop,
+            reqwest::Method::GET,
+            &format!("{}/v1/invoices/{id}", net.api(i)),
+            None,
+        );
+        async move {
+            let Ok(req) = req else { return 0 };
+            req.send().await.map(|r| r.status().as_u16()).unwrap_or_default()
+        }
+    };
+    for i in 0..3 {
+        for id in [ahead.id, alone.id] {
+            assert_eq!(checkout(i, id).await, 404, "node {i} does not hold a waiting invoice");
+        }
+        assert_eq!(get(i, ahead.id).await, 401, "node {i} does not serve the merchant yet");
+    }
+
+    // The third approval: every honest node takes the waiting invoices, each heard once.
+    approve_change(&net, 2, &hash).await?;
+    for i in 0..3 {
+        for id in [ahead.id, alone.id] {
+            net.eventually("the waiting invoice is taken", Duration::from_secs(20), || async {
+                (get(i, id).await == 200 && checkout(i, id).await == 200).then_some(())
+            })
+            .await?;
+        }
+    }
+
+    // Terms altered under the operator's own name (the id no longer commits to them): refused
+    // and scored before the registry is asked. (A refusal graylists the author, so this comes
+    // last; invoices in another operator's name are `ghost_invoices_are_refused`.)
+    let altered = Invoice { amount: U256::from(1u64), nonce: B256::repeat_byte(0x5b), ..ahead.clone() };
+    let mismatch = "reason=\"invoice_id_mismatch\"";
+    let refused_before = labelled_metric(&net, 1, "invoice_conflicts_total", mismatch).await;
+    let score_before = score_of(&net, 1, BAD).await?;
+    assert!(bad.announce_packed(std::slice::from_ref(&altered)).await, "gossip took the announcement");
+    net.eventually("the altered invoice is refused and its author scored", Duration::from_secs(15), || async {
+        let refused = labelled_metric(&net, 1, "invoice_conflicts_total", mismatch).await > refused_before;
+        let scored = score_of(&net, 1, BAD).await.ok()? < score_before;
+        (refused && scored).then_some(())
+    })
+    .await?;
+    let kept: Value = crate::harness::signed(
+        &net.http,
+        &shop,
+        reqwest::Method::GET,
+        &format!("{}/v1/invoices/{}", net.api(1), ahead.id),
+        None,
+    )?
+    .send()
+    .await?
+    .json()
+    .await?;
+    assert_eq!(kept["amount"], "7000", "node 1 keeps the true terms: {kept}");
+    net.stop().await;
+    Ok(())
+}
