@@ -186,6 +186,18 @@ pub const CATALOG: &[Metric] = &[
         Labels::None,
     ),
     c(C, "settlements_dropped_by_reorg_total", "Settlements of this node's keeper that a reorg dropped", Labels::None),
+    c(
+        C,
+        "settlements_seen_ahead_total",
+        "Settlements read above the confirmation depth and kept as provisional (receipts served at once)",
+        Labels::None,
+    ),
+    c(
+        C,
+        "settlements_seen_ahead_dropped_total",
+        "Settlements read above the confirmation depth that a reorg then dropped (routine on chains with shallow reorgs)",
+        Labels::None,
+    ),
     c(C, "keeper_resubmissions_total", "Settlements submitted again after a reorg dropped them", Labels::None),
     c(
         C,

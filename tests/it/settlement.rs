@@ -212,3 +212,38 @@ fn invoice_id(body: &Value) -> &str {
 async fn settled_events(net: &Testnet, round: u64) -> Result<usize> {
     Ok(net.settlements().await?.iter().filter(|e| e.round == round).count())
 }
+
+/// A merchant behind a load balancer hears the webhook, then asks any node for the receipt:
+/// every node serves it within a second of the first webhook, although the confirmation depth
+/// (3 blocks of 1 s) is well beyond that. Each node reads `Settled` events above the depth and
+/// keeps them as provisional settlements, as the keeper's node does its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_node_serves_the_receipt_within_a_second_of_the_first_webhook() -> Result<()> {
+    let net = Testnet::start_with(crate::harness::Options { confirmations: 3, ..Default::default() }).await?;
+    let mut slowest = Duration::ZERO;
+    for k in 0..3 {
+        let (status, created) =
+            net.create_invoice(k % 4, json!({"amount": "1000000000000000", "token": "native"})).await?;
+        assert_eq!(status, 201, "{created}");
+        let id = created["id"].as_str().ok_or_else(|| eyre!("no id"))?.to_string();
+        net.pay(&created).await?;
+        net.webhook_for(&id, Duration::from_secs(90)).await?;
+        let heard = std::time::Instant::now();
+        for i in 0..4 {
+            let url = format!("{}/v1/invoices/{id}/receipt", net.api(i));
+            loop {
+                let status = net.merchant_request(reqwest::Method::GET, &url, None)?.send().await?.status().as_u16();
+                if status == 200 {
+                    break;
+                }
+                assert_eq!(status, 404, "node {i}");
+                assert!(heard.elapsed() < Duration::from_secs(5), "node {i} has no receipt 5 s after the webhook");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        slowest = slowest.max(heard.elapsed());
+    }
+    assert!(slowest < Duration::from_secs(1), "the last node served the receipt {slowest:?} after the webhook");
+    net.stop().await;
+    Ok(())
+}

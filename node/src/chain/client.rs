@@ -274,21 +274,7 @@ impl ChainClient {
                 }
             } else if log.address == self.settlement {
                 match Settlement::Settled::decode_raw_log(log.topics.iter().copied(), &log.data) {
-                    Ok(e) => out.settlements.push(SettlementRecord {
-                        round: e.round,
-                        epoch: e.epoch,
-                        root: e.root,
-                        signer_bitmap: e.signerBitmap,
-                        tx_hash: log.tx_hash,
-                        block_number: log.block_number,
-                        submitter: e.submitter,
-                        signature: e.signature,
-                        from_block: e.fromBlock,
-                        to_block: e.toBlock,
-                        to_block_hash: e.toBlockHash,
-                        leaf_count: e.leafCount,
-                        ..Default::default()
-                    }),
+                    Ok(e) => out.settlements.push(settlement_of(log, e)),
                     Err(e) => undecodable(self.chain_id(), &mut out, log, "Settled", &e.to_string()),
                 }
             }
@@ -309,6 +295,27 @@ impl ChainClient {
             token: e.token,
             amount: e.amount,
         }
+    }
+
+    /// The settlements of blocks `from..=to` (above the confirmation depth) that a quorum of
+    /// providers agree on now, as provisional records: a log some providers do not show yet is
+    /// left for a later read. The watcher takes them at the depth, or drops them.
+    pub async fn settlements_ahead(&self, from: u64, to: u64) -> Result<Vec<SettlementRecord>, ChainError> {
+        let filter = Filter::new()
+            .address(self.settlement)
+            .event_signature(Settlement::Settled::SIGNATURE_HASH)
+            .from_block(from)
+            .to_block(to);
+        let vote = self.reads.logs(&filter).await?;
+        Ok(vote
+            .accepted
+            .iter()
+            .filter(|l| l.address == self.settlement && (from..=to).contains(&l.block_number))
+            .filter_map(|l| {
+                let e = Settlement::Settled::decode_raw_log(l.topics.iter().copied(), &l.data).ok()?;
+                Some(SettlementRecord { provisional: true, seen_ahead: true, ..settlement_of(l, e) })
+            })
+            .collect())
     }
 
     /// The batches of blocks `from..=to` that the chain shows settled with this node's bit in
@@ -432,6 +439,25 @@ impl ChainClient {
 }
 
 /// Counts and logs a log of one of our contracts that does not decode; the watcher moves on.
+/// The record of a `Settled` event.
+fn settlement_of(log: &LogKey, e: Settlement::Settled) -> SettlementRecord {
+    SettlementRecord {
+        round: e.round,
+        epoch: e.epoch,
+        root: e.root,
+        signer_bitmap: e.signerBitmap,
+        tx_hash: log.tx_hash,
+        block_number: log.block_number,
+        submitter: e.submitter,
+        signature: e.signature,
+        from_block: e.fromBlock,
+        to_block: e.toBlock,
+        to_block_hash: e.toBlockHash,
+        leaf_count: e.leafCount,
+        ..Default::default()
+    }
+}
+
 fn undecodable(chain_id: u64, out: &mut RangeEvents, log: &LogKey, event: &'static str, error: &str) {
     out.undecodable += 1;
     metrics::counter!("chain_undecodable_logs_total", "chain_id" => chain_id.to_string(), "event" => event)

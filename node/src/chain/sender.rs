@@ -457,6 +457,7 @@ impl SettlementSender {
             to_block_hash: b.to_block_hash,
             leaf_count: b.leaf_count,
             provisional: true,
+            seen_ahead: false,
         })))
     }
 

@@ -20,7 +20,9 @@
 //! agrees on is dropped only when a quorum of providers answered without it (outvoted: forged,
 //! or of another fork); otherwise (providers down, so the honest ones may be the minority) the
 //! range is read again, and not attested, until that is settled. A settlement this node's keeper
-//! recorded from its own receipt stays provisional until the watcher confirms its event; when
+//! recorded from its own receipt, or one the watcher read above the confirmation depth (so
+//! that every node serves its receipts about when the keeper's node sends its webhooks), stays
+//! provisional until the watcher confirms its event at the depth; when
 //! the watcher passes its block without the event and the quorum shows the round unsettled, a
 //! reorg dropped it: the record is removed and the round reopened, so the keeper submits the
 //! same batch again.
@@ -44,6 +46,10 @@ use tracing::{debug, info, warn};
 /// when polls are further apart, as they are while notifications announce the heads: then the
 /// next block's range step checks it first).
 pub const CHECKPOINT_RECHECK: Duration = Duration::from_secs(1);
+
+/// Most blocks above the checkpoint in which settlements are read ahead of the confirmation
+/// depth: a watcher that is catching up reads its ranges first.
+pub const READ_AHEAD_BLOCKS: u64 = 64;
 
 /// Whether the checkpoint block's hash is to be read again: `last` is (head, checkpoint, when)
 /// of the last check that found it unchanged.
@@ -223,6 +229,9 @@ pub struct Watcher {
     checked: Mutex<Option<(u64, u64, std::time::Instant)>>,
     /// Unix ms, to judge whether a notified head came on time ([`super::pace::on_time`]).
     clock: fn() -> u64,
+    /// The head up to which `Settled` events above the confirmation depth were last read
+    /// ([`Watcher::settlements_ahead`]).
+    read_ahead_to: AtomicU64,
 }
 
 impl Watcher {
@@ -249,6 +258,7 @@ impl Watcher {
             heads: Arc::new(Notify::new()),
             checked: Mutex::new(None),
             clock: now_ms,
+            read_ahead_to: AtomicU64::new(0),
         }
     }
 
@@ -330,6 +340,9 @@ impl Watcher {
                     failures = 0;
                     // The round driver first: judging a notified head reads one more block.
                     if step.moved() {
+                        self.progress.notify_one();
+                    }
+                    if self.settlements_ahead().await {
                         self.progress.notify_one();
                     }
                     let now = tokio::time::Instant::now().into_std();
@@ -508,8 +521,51 @@ impl Watcher {
         Ok(())
     }
 
-    /// Provisional settlements of this node's keeper in blocks up to `to` whose `Settled` event
-    /// the watcher did not see: when the quorum shows the round unsettled, a reorg dropped the
+    /// Settlements in blocks above the confirmation depth, read once per head when the
+    /// checkpoint is within [`READ_AHEAD_BLOCKS`] of it, kept as provisional records: every node
+    /// then serves a round's receipts, and queues its events, as soon as the keeper's node does
+    /// (which records its own at once), not a confirmation depth later. The watcher confirms or
+    /// drops each at the depth ([`Self::drop_vanished_settlements`]). Whether a new one was
+    /// kept; a failed read is retried at the next head and fails nothing.
+    async fn settlements_ahead(&self) -> bool {
+        let head = self.status.head();
+        let Ok(checkpoint) = self.store.checkpoint() else { return false };
+        let from = checkpoint.map_or(self.cfg.start_block, |c| c + 1);
+        if from > head || head.saturating_sub(from) > READ_AHEAD_BLOCKS {
+            return false;
+        }
+        if self.read_ahead_to.swap(head, Ordering::Relaxed) == head {
+            return false;
+        }
+        let mut records = match self.client.settlements_ahead(from, head).await {
+            Ok(r) => r,
+            Err(e) => {
+                debug!(from, head, error = %e, "settlements above the confirmation depth not read; next head");
+                self.read_ahead_to.store(0, Ordering::Relaxed);
+                return false;
+            }
+        };
+        for r in records.iter_mut() {
+            r.signer_keys = self.signer_keys(r.epoch, r.signer_bitmap);
+        }
+        match self.store.put_provisional_settlements(&records) {
+            Ok(new) => {
+                if new > 0 {
+                    metrics::counter!("settlements_seen_ahead_total", "chain_id" => self.cfg.chain_id.to_string())
+                        .increment(new as u64);
+                    debug!(new, from, head, "settlements seen above the confirmation depth");
+                }
+                new > 0
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot keep settlements seen above the confirmation depth");
+                false
+            }
+        }
+    }
+
+    /// Provisional settlements (this node's keeper's, or seen above the depth) in blocks up to
+    /// `to` whose `Settled` event the watcher did not see at the depth: when the quorum shows the round unsettled, a reorg dropped the
     /// transaction, so the record goes and the round is reopened for the keeper to submit again.
     /// A round still settled on chain (its transaction landed in a later block) waits for the
     /// watcher to reach that block.
@@ -524,8 +580,12 @@ impl Watcher {
                 continue;
             }
             let reopen = self.store.drop_provisional_settlement(record.round)?;
-            metrics::counter!("settlements_dropped_by_reorg_total", "chain_id" => self.cfg.chain_id.to_string())
-                .increment(1);
+            let counter = if record.seen_ahead {
+                "settlements_seen_ahead_dropped_total"
+            } else {
+                "settlements_dropped_by_reorg_total"
+            };
+            metrics::counter!(counter, "chain_id" => self.cfg.chain_id.to_string()).increment(1);
             warn!(
                 round = record.round,
                 tx_hash = %record.tx_hash,

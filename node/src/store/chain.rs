@@ -277,6 +277,35 @@ impl Store {
         Ok(out)
     }
 
+    /// Keeps `records` (settlements seen above the confirmation depth) as provisional, each
+    /// for a round the store holds no settlement of: receipts and events of the round are
+    /// served at once, and the watcher confirms each at the depth or drops it (and reopens its
+    /// round) as it does its keeper's own. Returns how many were new.
+    pub fn put_provisional_settlements(&self, records: &[SettlementRecord]) -> Result<usize, StoreError> {
+        // Most polls find only what they found before: a read answers them.
+        let fresh: Vec<&SettlementRecord> =
+            records.iter().filter(|r| self.settlement(r.round).ok().flatten().is_none()).collect();
+        if fresh.is_empty() {
+            return Ok(0);
+        }
+        let tx = self.db().begin_write()?;
+        let mut new = 0;
+        {
+            let mut settled = tx.open_table(SETTLEMENTS)?;
+            let mut provisional = tx.open_table(PROVISIONAL)?;
+            for r in fresh {
+                if settled.get(r.round)?.is_none() {
+                    let record = SettlementRecord { provisional: true, seen_ahead: true, ..r.clone() };
+                    settled.insert(r.round, encode(&record).as_slice())?;
+                    provisional.insert(r.round, ())?;
+                    new += 1;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(new)
+    }
+
     /// Removes the provisional settlement of `round` (its transaction left the chain) and
     /// reopens the round, in one transaction. Returns whether there was one.
     pub fn drop_provisional_settlement(&self, round: u64) -> Result<bool, StoreError> {
@@ -462,5 +491,16 @@ pub(crate) mod tests {
         assert_eq!(store.next_round().expect("read"), 4);
         assert!(!store.drop_provisional_settlement(3).expect("drop"), "a confirmed record stays");
         assert!(store.settlement(3).expect("read").is_some());
+        // Settlements read above the depth: kept as provisional for rounds not settled here,
+        // never over a record held, and confirmed or dropped as the keeper's own.
+        let ahead = [record(3, 20, true), record(5, 21, true), record(6, 21, true)];
+        assert_eq!(store.put_provisional_settlements(&ahead).expect("put"), 2);
+        assert_eq!(store.settlement(3).expect("read").map(|r| r.block_number), Some(12), "round 3 kept as it was");
+        assert!(store.settlement(5).expect("read").is_some_and(|r| r.provisional && r.seen_ahead));
+        assert_eq!(store.put_provisional_settlements(&ahead).expect("put"), 0, "a repeat writes nothing");
+        store.apply_range(block(22, 2), &[], &[record(5, 21, false)], &[]).expect("apply");
+        assert!(store.settlement(5).expect("read").is_some_and(|r| !r.provisional));
+        assert!(store.drop_provisional_settlement(6).expect("drop"));
+        assert!(store.settlement(6).expect("read").is_none());
     }
 }

@@ -69,11 +69,15 @@ pub struct SettlementRecord {
     /// The batch's leaf count, as the `Settled` event states it.
     #[serde(default)]
     pub leaf_count: u32,
-    /// Recorded by this node's keeper from its own receipt, before the watcher saw the
-    /// `Settled` event at the confirmation depth. A reorg may still drop it: the watcher then
+    /// Recorded before the watcher saw the `Settled` event at the confirmation depth: by this
+    /// node's keeper from its own receipt, or read above the depth (`seen_ahead`). A reorg may still drop it: the watcher then
     /// removes the record and the round is settled again.
     #[serde(default)]
     pub provisional: bool,
+    /// Provisional because the watcher read its `Settled` event above the confirmation depth
+    /// (another keeper's settlement, most often): a shallow reorg dropping it is routine.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub seen_ahead: bool,
 }
 
 /// Result of asking the guard to record a signature.
