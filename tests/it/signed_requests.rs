@@ -112,22 +112,37 @@ async fn the_cli_makes_a_key_and_sends_a_request_signed_with_the_merchants_key()
     let created: Value = serde_json::from_str(stdout.lines().nth(1).unwrap_or_default())?;
     let payments = net.devnet.deployment.payments.to_string();
     let payout = net.devnet.merchant.payout_address.to_string();
-    let verify = |answer: Value| {
-        let (bin, key, payments, payout, file) =
-            (bin.clone(), key.clone(), payments.clone(), payout.clone(), dir.path().join("answer.json"));
+    // Both the CLI and the Python example (docs/examples/verify_invoice.py) check it.
+    let python = settleproof_tests::anvil::repo_root().join("docs/examples/verify_invoice.py");
+    let verify = |answer: Value, with_python: bool| {
+        let (bin, key, payments, payout, file, python) = (
+            bin.clone(),
+            key.clone(),
+            payments.clone(),
+            payout.clone(),
+            dir.path().join("answer.json"),
+            python.clone(),
+        );
         async move {
             std::fs::write(&file, answer.to_string())?;
-            let out = tokio::process::Command::new(&bin)
-                .args(["verify-invoice", "--payments", &payments, "--payout", &payout, "--key"])
-                .arg(&key)
-                .arg(&file)
-                .output()
-                .await?;
-            Ok::<_, eyre::Report>((out.status.success(), String::from_utf8_lossy(&out.stdout).to_string()))
+            let mut cmd = if with_python {
+                let mut c = tokio::process::Command::new("python3");
+                c.arg(&python).arg(&file);
+                c
+            } else {
+                let mut c = tokio::process::Command::new(&bin);
+                c.arg("verify-invoice").arg(&file);
+                c
+            };
+            let out = cmd.args(["--payments", &payments, "--payout", &payout, "--key"]).arg(&key).output().await?;
+            let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            Ok::<_, eyre::Report>((out.status.success(), said))
         }
     };
-    let (ok, said) = verify(created.clone()).await?;
-    assert!(ok && said.starts_with("ok: invoice"), "{said}");
+    for with_python in [false, true] {
+        let (ok, said) = verify(created.clone(), with_python).await?;
+        assert!(ok && said.starts_with("ok: invoice"), "python {with_python}: {said}");
+    }
     let mut redirected = created.clone();
     let evil = "0x6666666666666666666666666666666666666666";
     redirected["payment_instructions"]["transactions"][0]["to"] = json!(evil);
@@ -135,11 +150,15 @@ async fn the_cli_makes_a_key_and_sends_a_request_signed_with_the_merchants_key()
     other_payout["payout_address"] = json!(evil);
     let mut cheaper = created;
     cheaper["amount"] = json!("1");
-    for (answer, named) in
-        [(redirected, "payment transaction 0"), (other_payout, "payout_address"), (cheaper, "amount")]
-    {
-        let (ok, said) = verify(answer).await?;
+    for (answer, named, python_names) in [
+        (redirected, "payment transaction 0", "payment transactions"),
+        (other_payout, "payout_address", "payout_address"),
+        (cheaper, "amount", "amount"),
+    ] {
+        let (ok, said) = verify(answer.clone(), false).await?;
         assert!(!ok && said.contains(named), "{named}: {said}");
+        let (ok, said) = verify(answer, true).await?;
+        assert!(!ok && said.contains(python_names), "python, {python_names}: {said}");
     }
     Ok(())
 }

@@ -3,10 +3,11 @@
 //! forges delivery acknowledgements (also for payments not settled yet), equivocates, floods
 //! valid re-sends, and withholds its signature throughout; then an outsider lands a keeper's
 //! `settle` call first, wrapped in a contract of its own. The ghost invoices become decoys the
-//! verdict checks were never announced.
+//! verdict checks were never announced. It also announces invoices the merchant never signed in
+//! its own name: the verdict's `impersonations` counts any an honest node holds.
 
 use crate::control::Control;
-use crate::scenarios::Timeline;
+use crate::scenarios::{Decoys, Timeline};
 use crate::wallet::Payer;
 use alloy::network::TransactionBuilder;
 use alloy::primitives::{B256, Bytes, U256};
@@ -23,13 +24,14 @@ use settleproof_node::store::Invoice;
 use std::time::{Duration, Instant};
 
 /// Runs every behaviour for `step` each (the withholding lasts throughout); ghost invoice ids go
-/// to `decoys`.
+/// to `decoys.unpaid`, those of invoices and endpoints the merchant never signed to
+/// `decoys.unsigned`.
 pub async fn run(
     ctl: &Control,
     payer: &Payer,
     step: Duration,
     tl: &mut Timeline,
-    decoys: &mut Vec<String>,
+    decoys: &mut Decoys,
 ) -> Result<()> {
     let i = ctl.n() - 1;
     let node = &ctl.m.nodes[i];
@@ -59,11 +61,17 @@ async fn behave(
     cfg: &NodeConfig,
     step: Duration,
     tl: &mut Timeline,
-    decoys: &mut Vec<String>,
+    decoys: &mut Decoys,
 ) -> Result<()> {
     let (altered, ghosts) = forge_invoices(ctl, bad, cfg, step).await?;
-    decoys.extend(ghosts.iter().cloned());
+    decoys.unpaid.extend(ghosts.iter().cloned());
     tl.note(format!("altered {altered} invoices (amount 1 wei) and announced {} ghosts", ghosts.len()));
+    let unsigned = impersonate_the_merchant(ctl, bad, cfg, step).await?;
+    tl.note(format!(
+        "announced {} invoices in its own name that the merchant never signed (unsigned, signed by its own key, the merchant's request altered)",
+        unsigned.len()
+    ));
+    decoys.unsigned.extend(unsigned);
     let acks = forge_acks(ctl, bad, step).await?;
     tl.note(format!("forged {acks} delivery acknowledgements"));
     let next = ctl.status(0).await.and_then(|s| s["next_round"].as_u64()).unwrap_or(0);
@@ -172,6 +180,84 @@ async fn forge_invoices(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     Ok((altered.len(), ghosts.iter().map(|g| g.id.to_string()).collect()))
+}
+
+/// Announces, in the Byzantine operator's own name and with ids that commit to their terms,
+/// invoices the merchant never signed: unsigned, signed by a key of its own in the merchant's
+/// name (sending the payer elsewhere after payment), and the merchant's own signed request with
+/// the amount changed; and a webhook endpoint in the merchant's name, signed by its own key.
+/// Returns their ids: no honest node may hold one.
+async fn impersonate_the_merchant(
+    ctl: &Control,
+    bad: &ByzantineOperator,
+    cfg: &NodeConfig,
+    step: Duration,
+) -> Result<Vec<String>> {
+    use settleproof_merchant_auth::{KeyAlg, MerchantSigner, SignedStatement};
+    let merchant = cfg.merchants.first().ok_or_else(|| eyre!("no merchant configured"))?;
+    let (chain_id, payments) = (cfg.chains[0].chain_id, cfg.chains[0].payments_contract);
+    let own = ctl.m.nodes[ctl.n() - 1].name.clone();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let signed = |signer: &MerchantSigner, body: Value| -> Result<Invoice> {
+        let body = body.to_string();
+        let url = format!("{}/v1/invoices", ctl.m.nodes[0].api_url);
+        let jwt = signer.sign_request("POST", &url, body.as_bytes(), now, 60).map_err(|e| eyre!("{e}"))?;
+        let statement = SignedStatement { jwt, body };
+        let terms = settleproof_node::merchants::invoice_record::read(&statement).map_err(|e| eyre!("{e}"))?;
+        Ok(terms.into_invoice(statement, merchant.payout_address, payments, (own.clone(), now)))
+    };
+    let mut forged = Vec::new();
+    for k in 0..3u8 {
+        let mut unsigned = Invoice {
+            id: B256::ZERO,
+            merchant_id: merchant.id.clone(),
+            payout_address: merchant.payout_address,
+            amount: U256::from(1),
+            token: alloy::primitives::Address::ZERO,
+            created_at: now,
+            expires_at: None,
+            metadata: Some(json!({"order": format!("unsigned-{k}")})),
+            created_by: own.clone(),
+            idempotency: None,
+            redirect_url: None,
+            statement: None,
+            nonce: B256::repeat_byte(0xc0 + k),
+        };
+        unsigned.id = unsigned.terms(chain_id, payments).id();
+        forged.push(unsigned);
+    }
+    let impostor = MerchantSigner::generate(&merchant.id, KeyAlg::EdDsa).map_err(|e| eyre!("{e}"))?;
+    forged.push(signed(
+        &impostor,
+        json!({"amount": "1", "token": "native", "chain_id": chain_id, "redirect_url": "https://evil.example/"}),
+    )?);
+    let genuine =
+        MerchantSigner::from_pem(&ctl.m.merchant.id, &ctl.m.merchant.private_key_pem).map_err(|e| eyre!("{e}"))?;
+    let mut altered = signed(&genuine, json!({"amount": "1000000000000000", "token": "native", "chain_id": chain_id}))?;
+    altered.amount = U256::from(1);
+    altered.id = altered.terms(chain_id, payments).id();
+    // The altered request last: its refusal blames the author, after which honest nodes may no
+    // longer hear it.
+    forged.push(altered);
+    // A webhook endpoint of its own in the merchant's name, signed by its own key.
+    let endpoint_body = json!({"url": "https://evil.example/hook", "enabled_events": ["*"],
+        "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"})
+    .to_string();
+    let url = format!("{}{}", ctl.m.nodes[0].api_url, settleproof_node::merchants::endpoint_record::ENDPOINTS_PATH);
+    let jwt = impostor.sign_request("POST", &url, endpoint_body.as_bytes(), now, 60).map_err(|e| eyre!("{e}"))?;
+    let endpoint = SignedStatement { jwt, body: endpoint_body };
+    let endpoint_id = settleproof_node::merchants::endpoint_record::endpoint_id_of(&endpoint);
+    let until = Instant::now() + step;
+    while Instant::now() < until {
+        bad.announce_endpoint(&merchant.id, &endpoint_id, vec![endpoint.clone()]).await;
+        for inv in &forged {
+            bad.announce_packed(std::slice::from_ref(inv)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let mut ids: Vec<String> = forged.iter().map(|g| g.id.to_string()).collect();
+    ids.push(endpoint_id);
+    Ok(ids)
 }
 
 /// Claims the delivery of every payment's event seen on chain lately, settled or not.

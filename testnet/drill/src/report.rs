@@ -24,6 +24,10 @@ pub fn print(r: &Report) {
         v.webhook_ids, v.deliveries, v.duplicates
     );
     println!("false webhooks         {:>4}", v.false_webhooks);
+    println!(
+        "merchant impersonations{:>4}  (invoices in the merchant's name it never signed, held by a node)",
+        v.impersonations
+    );
     println!("lost                   {:>4}", v.lost.len());
     for l in &v.lost {
         println!("  - {l}");

@@ -161,7 +161,7 @@ pub async fn run(ctl: &Control, payer: &Payer, scenario: Scenario, opts: DrillOp
         let lo = LoadOptions { invoices: opts.invoices, rate: opts.rate };
         tokio::spawn(async move { load::run(&ctl, &payer, lo, progress).await })
     };
-    let mut decoys = Vec::new();
+    let mut decoys = Decoys::default();
     let mut extra = Vec::new();
     let injected = inject(ctl, payer, scenario, opts, &progress, &mut tl, &mut decoys, &mut extra).await;
     if let Err(e) = &injected {
@@ -191,7 +191,10 @@ pub async fn run(ctl: &Control, payer: &Payer, scenario: Scenario, opts: DrillOp
     let mut verdict = verdict::judge(ctl, &payments, Duration::from_secs(opts.settle_timeout_s), tl.start).await;
     verdict.wrong.extend(unready);
     verdict.wrong.extend(failures.into_iter().map(|f| format!("load: {f}")));
-    verdict.wrong.extend(verdict::unpaid_stay_unpaid(ctl, &decoys).await);
+    verdict.wrong.extend(verdict::unpaid_stay_unpaid(ctl, &decoys.unpaid).await);
+    let impersonations = verdict::never_held(ctl, &decoys.unsigned).await;
+    verdict.impersonations = impersonations.len();
+    verdict.wrong.extend(impersonations);
     if let Err(e) = injected {
         verdict.wrong.push(format!("the fault could not be injected: {e:#}"));
     }
@@ -213,6 +216,16 @@ async fn first_payment(progress: &Progress, at_least: usize) {
     }
 }
 
+/// Invoices a fault made that must come to nothing: ids that must stay unpaid, and ids of
+/// invoices the merchant never signed that no honest node may hold.
+#[derive(Debug, Default)]
+pub struct Decoys {
+    /// Never paid: no node may show a payment, nor the merchant hear of one.
+    pub unpaid: Vec<String>,
+    /// Never signed by the merchant: no node may hold one.
+    pub unsigned: Vec<String>,
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn inject(
     ctl: &Control,
@@ -221,7 +234,7 @@ async fn inject(
     opts: DrillOptions,
     progress: &Progress,
     tl: &mut Timeline,
-    decoys: &mut Vec<String>,
+    decoys: &mut Decoys,
     extra: &mut Vec<Payment>,
 ) -> Result<()> {
     let fault = Duration::from_secs(opts.fault_s);
@@ -257,7 +270,7 @@ async fn inject(
                 ctl.fault(i, 0, json!({"mode": "forge_log", "log": log})).await?;
             }
             tl.note(format!("provider 0 of every node forges a payment of unpaid invoice {decoy}"));
-            decoys.push(decoy);
+            decoys.unpaid.push(decoy);
             tokio::time::sleep(fault).await;
         }
         Scenario::ProvidersDown => {

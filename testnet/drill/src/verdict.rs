@@ -52,6 +52,9 @@ pub struct Verdict {
     /// in `wrong`): a wrong type or amount, another invoice, or an invoice the merchant never
     /// created.
     pub false_webhooks: usize,
+    /// Changes the merchant did not sign that a node took (each is also in `wrong`): invoices
+    /// and webhook endpoints in its name it never signed.
+    pub impersonations: usize,
 }
 
 impl Verdict {
@@ -69,6 +72,7 @@ impl Verdict {
         self.deliveries += other.deliveries;
         self.duplicates += other.duplicates;
         self.false_webhooks += other.false_webhooks;
+        self.impersonations += other.impersonations;
         self.lost.extend(other.lost);
         self.wrong.extend(other.wrong);
         self
@@ -302,6 +306,29 @@ pub async fn unpaid_stay_unpaid(ctl: &Control, invoices: &[String]) -> Vec<Strin
             let Ok(v) = resp.json::<Value>().await else { continue };
             if v["amount_paid"].as_str().is_some_and(|a| a != "0") {
                 wrong.push(format!("unpaid invoice {id}: {} shows {} paid", node.name, v["amount_paid"]));
+            }
+        }
+    }
+    wrong
+}
+
+/// Each node that holds one of `invoices` or webhook endpoints (`we_…`), which the merchant
+/// never signed, as the merchant's own reads find it.
+pub async fn never_held(ctl: &Control, invoices: &[String]) -> Vec<String> {
+    let mut wrong = Vec::new();
+    for id in invoices {
+        // Endpoint ids start `we_`; invoice ids are hashes.
+        let (path, what) = if id.starts_with("we_") {
+            (format!("/v1/webhook-endpoints/{id}"), "webhook endpoint")
+        } else {
+            (format!("/v1/invoices/{id}"), "invoice")
+        };
+        for node in &ctl.m.nodes {
+            let url = format!("{}{path}", node.api_url);
+            let Ok(r) = ctl.merchant_request(reqwest::Method::GET, &url, None) else { continue };
+            let Ok(resp) = r.send().await else { continue };
+            if resp.status().as_u16() == 200 {
+                wrong.push(format!("{} holds {what} {id}, which the merchant never signed", node.name));
             }
         }
     }
