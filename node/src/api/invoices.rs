@@ -186,8 +186,11 @@ pub(super) async fn create(
     let headers = if new {
         HeaderMap::new()
     } else {
-        // Another request with the key won the race on this node.
-        if let Some(record) = &record {
+        // Another request with the key won the race on this node, or the invoice (its id
+        // commits to every term) came from another node without this node's header-only key.
+        if let Some(record) = &record
+            && stored.idempotency.is_some()
+        {
             idempotency::check_same(&stored, record)?;
         }
         replayed

@@ -47,8 +47,8 @@ use tracing::{debug, info, warn};
 /// next block's range step checks it first).
 pub const CHECKPOINT_RECHECK: Duration = Duration::from_secs(1);
 
-/// Most blocks above the checkpoint in which settlements are read ahead of the confirmation
-/// depth: a watcher that is catching up reads its ranges first.
+/// Most blocks beyond the confirmation depth the checkpoint may lag for settlements to be read
+/// ahead of the depth: a watcher that is catching up reads its ranges first.
 pub const READ_AHEAD_BLOCKS: u64 = 64;
 
 /// Whether the checkpoint block's hash is to be read again: `last` is (head, checkpoint, when)
@@ -522,25 +522,32 @@ impl Watcher {
     }
 
     /// Settlements in blocks above the confirmation depth, read once per head when the
-    /// checkpoint is within [`READ_AHEAD_BLOCKS`] of it, kept as provisional records: every node
-    /// then serves a round's receipts, and queues its events, as soon as the keeper's node does
-    /// (which records its own at once), not a confirmation depth later. The watcher confirms or
+    /// checkpoint lags it by at most the depth and [`READ_AHEAD_BLOCKS`], kept as provisional
+    /// records: every node then serves a round's receipts as soon as the keeper's node (which
+    /// records its own at once) sends the webhook, not a confirmation depth later. Their events
+    /// wait for the depth, as before. The watcher confirms or
     /// drops each at the depth ([`Self::drop_vanished_settlements`]). Whether a new one was
     /// kept; a failed read is retried at the next head and fails nothing.
     async fn settlements_ahead(&self) -> bool {
         let head = self.status.head();
         let Ok(checkpoint) = self.store.checkpoint() else { return false };
         let from = checkpoint.map_or(self.cfg.start_block, |c| c + 1);
-        if from > head || head.saturating_sub(from) > READ_AHEAD_BLOCKS {
+        if from > head || head.saturating_sub(from) > self.cfg.confirmations.saturating_add(READ_AHEAD_BLOCKS) {
             return false;
         }
         if self.read_ahead_to.swap(head, Ordering::Relaxed) == head {
             return false;
         }
-        let mut records = match self.client.settlements_ahead(from, head).await {
-            Ok(r) => r,
-            Err(e) => {
-                debug!(from, head, error = %e, "settlements above the confirmation depth not read; next head");
+        // Bounded like a notified head's read: a provider that stalls on the newest blocks
+        // must not hold the watcher.
+        let poll = Duration::from_millis(self.cfg.poll_interval_ms).max(ON_TIME_READ);
+        let read = tokio::time::timeout(poll, self.client.settlements_ahead(from, head)).await;
+        let mut records = match read {
+            Ok(Ok(r)) => r,
+            failed => {
+                let error = failed
+                    .map_or_else(|_| "timed out".to_string(), |r| r.err().map(|e| e.to_string()).unwrap_or_default());
+                debug!(from, head, %error, "settlements above the confirmation depth not read; next head");
                 self.read_ahead_to.store(0, Ordering::Relaxed);
                 return false;
             }

@@ -18,16 +18,19 @@ pub struct InvoiceScope {
     pub payments: Address,
 }
 
-/// `inv` without an idempotency record of a key its merchant did not sign: such a key (sent as a
-/// header only) names the invoice at the node that took the request, and no other node takes
-/// one operator's word for it (it could squat a key the merchant will use).
+/// `inv` with the idempotency record its merchant signed, rebuilt from the signed request, and
+/// none when it signed no key: a key sent as a header only is the word of the node that took the
+/// request and holds only there (one operator could otherwise squat a key the merchant will
+/// use), and no relayer can drop a signed one.
 pub fn without_unsigned_key(mut inv: Invoice) -> Invoice {
     let signed = inv.statement.as_ref().and_then(|s| crate::merchants::invoice_record::read(s).ok());
-    if let Some(record) = &inv.idempotency
-        && !signed.is_some_and(|s| s.signs_key_of(record))
-    {
-        inv.idempotency = None;
-    }
+    inv.idempotency = signed.and_then(|s| {
+        let key = s.request.idempotency_key.as_deref()?;
+        Some(crate::store::IdempotencyRecord {
+            key_hash: crate::store::key_hash(&s.merchant_id, key),
+            request: s.idempotency_request(),
+        })
+    });
     inv
 }
 

@@ -310,8 +310,15 @@ impl RoundDriver {
     }
 
     async fn drop_settled(&self, st: &mut State) {
-        let settled: Vec<(u64, SettlementRecord)> =
-            st.pending.iter().filter_map(|r| self.store.settlement(*r).ok().flatten().map(|s| (*r, s))).collect();
+        // A settlement read above the confirmation depth serves receipts at once, but its events
+        // wait for the depth: a shallow reorg may still drop it, and an event once queued names
+        // its transaction.
+        let settled: Vec<(u64, SettlementRecord)> = st
+            .pending
+            .iter()
+            .filter_map(|r| self.store.settlement(*r).ok().flatten().map(|s| (*r, s)))
+            .filter(|(_, s)| !s.seen_ahead)
+            .collect();
         for (round, record) in settled {
             // Its keeper here recorded this very settlement with its events: rendering them
             // again would queue nothing.

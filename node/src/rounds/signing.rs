@@ -44,8 +44,10 @@ impl RoundDriver {
                 st.quorum_at.remove(&round);
                 st.published_at.remove(&round);
             }
+            // A settlement read above the depth does not stop this node signing (it signs what
+            // it would have signed before it could see that far).
             if let Some(batch) = batch
-                && self.store.settlement(round)?.is_none()
+                && self.store.settlement(round)?.is_none_or(|s| s.seen_ahead)
                 && self.sign_and_publish(st, &set, batch).await?
             {
                 self.fetch_missing_invoices(from, to);

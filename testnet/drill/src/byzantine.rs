@@ -26,13 +26,7 @@ use std::time::{Duration, Instant};
 /// Runs every behaviour for `step` each (the withholding lasts throughout); ghost invoice ids go
 /// to `decoys.unpaid`, those of invoices and endpoints the merchant never signed to
 /// `decoys.unsigned`.
-pub async fn run(
-    ctl: &Control,
-    payer: &Payer,
-    step: Duration,
-    tl: &mut Timeline,
-    decoys: &mut Decoys,
-) -> Result<()> {
+pub async fn run(ctl: &Control, payer: &Payer, step: Duration, tl: &mut Timeline, decoys: &mut Decoys) -> Result<()> {
     let i = ctl.n() - 1;
     let node = &ctl.m.nodes[i];
     let cfg = NodeConfig::load(&node.config, std::iter::empty::<(String, String)>())
