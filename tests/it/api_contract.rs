@@ -19,6 +19,7 @@ async fn the_live_api_keeps_its_openapi_contract() -> Result<()> {
     std::fs::write(&key, net.devnet.merchant_key.private_key_pem())?;
     let hooks = concat!(env!("CARGO_MANIFEST_DIR"), "/contract/sign_requests.py");
     let merchant = net.devnet.merchant.id.clone();
+    let chain_id = net.devnet.chains.first().map_or(0, |c| c.chain_id).to_string();
     let (url, api) = (url.clone(), net.api(0));
     // schemathesis keeps a cache in its working directory: not in the repository.
     let scratch = net.dir.path().to_path_buf();
@@ -30,6 +31,7 @@ async fn the_live_api_keeps_its_openapi_contract() -> Result<()> {
             .env("SCHEMATHESIS_HOOKS", hooks)
             .env("SETTLEPROOF_MERCHANT_KEY", &key)
             .env("SETTLEPROOF_MERCHANT_ID", &merchant)
+            .env("SETTLEPROOF_CHAIN_ID", &chain_id)
             .args(["--checks", "not_a_server_error,response_schema_conformance,status_code_conformance"])
             .args(["--max-examples", "25", "--seed", "1", "--no-color"])
             .output()
