@@ -301,6 +301,18 @@ impl ChainClient {
     /// providers agree on now, as provisional records: a log some providers do not show yet is
     /// left for a later read. The watcher takes them at the depth, or drops them.
     pub async fn settlements_ahead(&self, from: u64, to: u64) -> Result<Vec<SettlementRecord>, ChainError> {
+        Ok(self
+            .settled_logs(from, to)
+            .await?
+            .into_iter()
+            .filter(|(l, _)| (from..=to).contains(&l.block_number))
+            .map(|(l, e)| SettlementRecord { provisional: true, seen_ahead: true, ..settlement_of(&l, e) })
+            .collect())
+    }
+
+    /// The `Settled` events of blocks `from..=to` that a quorum of providers agree on, with
+    /// their logs.
+    async fn settled_logs(&self, from: u64, to: u64) -> Result<Vec<(LogKey, Settlement::Settled)>, ChainError> {
         let filter = Filter::new()
             .address(self.settlement)
             .event_signature(Settlement::Settled::SIGNATURE_HASH)
@@ -309,11 +321,11 @@ impl ChainClient {
         let vote = self.reads.logs(&filter).await?;
         Ok(vote
             .accepted
-            .iter()
-            .filter(|l| l.address == self.settlement && (from..=to).contains(&l.block_number))
+            .into_iter()
+            .filter(|l| l.address == self.settlement)
             .filter_map(|l| {
                 let e = Settlement::Settled::decode_raw_log(l.topics.iter().copied(), &l.data).ok()?;
-                Some(SettlementRecord { provisional: true, seen_ahead: true, ..settlement_of(l, e) })
+                Some((l, e))
             })
             .collect())
     }
@@ -327,17 +339,11 @@ impl ChainClient {
         from: u64,
         to: u64,
     ) -> Result<Vec<Batch>, ChainError> {
-        let filter = Filter::new()
-            .address(self.settlement)
-            .event_signature(Settlement::Settled::SIGNATURE_HASH)
-            .from_block(from)
-            .to_block(to);
-        let vote = self.reads.logs(&filter).await?;
-        Ok(vote
-            .accepted
-            .iter()
-            .filter(|l| l.address == self.settlement)
-            .filter_map(|l| Settlement::Settled::decode_raw_log(l.topics.iter().copied(), &l.data).ok())
+        Ok(self
+            .settled_logs(from, to)
+            .await?
+            .into_iter()
+            .map(|(_, e)| e)
             .filter(|e| epochs.get(e.epoch).and_then(|s| s.me).is_some_and(|i| e.signerBitmap.bit(i)))
             .map(|e| Batch {
                 epoch: e.epoch,
