@@ -6,6 +6,11 @@
 //   node tests/browser/checkout.mjs <page url> <rpc url> <payer address> [screenshot.png]
 //
 // Prints one JSON line: {"settled": bool, "final_url": "...", "log": [...]}.
+//
+// With CHECKOUT_EXPECT=inspect, <page url> is a comma-separated list of pages that are only
+// looked at, not paid: each is watched until it lists why it refuses the invoice (#refused) or
+// offers to pay (#pay), and the line is {"pages": [{"url", "refused", "problems", "pay_visible",
+// "state"}], "log": [...]}.
 import { chromium } from "playwright-core";
 import { execSync } from "node:child_process";
 
@@ -49,30 +54,50 @@ try {
       removeListener: () => {},
     };
   });
-  const page = await context.newPage();
-  page.on("console", (m) => log.push("console: " + m.text()));
-  await page.goto(pageUrl, { waitUntil: "load" });
-  await page.locator("#pay:not([hidden])").waitFor({ timeout: 15000 });
-  if (screenshot) await page.screenshot({ path: screenshot, fullPage: true });
-  const initial = await page.locator("#status").getAttribute("data-state");
-  log.push("initial state: " + initial);
-  await page.click("#pay");
-  await page.waitForFunction(
-    () => ["seen", "confirmed", "settled"].includes(document.getElementById("status")?.dataset.state),
-    null,
-    { timeout: 60000 },
-  );
-  log.push("after pay: " + (await page.locator("#status").getAttribute("data-state")));
-  await page.waitForFunction(
-    () => document.getElementById("status")?.dataset.state === "settled",
-    null,
-    { timeout: 120000, polling: 500 },
-  );
-  result.settled = true;
-  log.push("wallet says: " + (await page.locator("#wallet").textContent()));
-  // A redirect, when the invoice has one, follows settlement within seconds.
-  await page.waitForTimeout(4000);
-  result.final_url = page.url();
+  if (process.env.CHECKOUT_EXPECT === "inspect") {
+    const pages = [];
+    for (const url of pageUrl.split(",")) {
+      const page = await context.newPage();
+      page.on("console", (m) => log.push("console: " + m.text()));
+      page.on("pageerror", (e) => log.push("page error: " + e.message));
+      await page.goto(url, { waitUntil: "load" });
+      await page.locator("#refused:not([hidden]), #pay:not([hidden])").first().waitFor({ timeout: 15000 });
+      pages.push({
+        url,
+        refused: await page.locator("#refused:not([hidden])").count() > 0,
+        problems: (await page.locator("#refused").textContent()) || "",
+        pay_visible: await page.locator("#pay:not([hidden])").count() > 0,
+        state: await page.locator("#status").getAttribute("data-state"),
+      });
+      await page.close();
+    }
+    result = { pages, log };
+  } else {
+    const page = await context.newPage();
+    page.on("console", (m) => log.push("console: " + m.text()));
+    await page.goto(pageUrl, { waitUntil: "load" });
+    await page.locator("#pay:not([hidden])").waitFor({ timeout: 15000 });
+    if (screenshot) await page.screenshot({ path: screenshot, fullPage: true });
+    const initial = await page.locator("#status").getAttribute("data-state");
+    log.push("initial state: " + initial);
+    await page.click("#pay");
+    await page.waitForFunction(
+      () => ["seen", "confirmed", "settled"].includes(document.getElementById("status")?.dataset.state),
+      null,
+      { timeout: 60000 },
+    );
+    log.push("after pay: " + (await page.locator("#status").getAttribute("data-state")));
+    await page.waitForFunction(
+      () => document.getElementById("status")?.dataset.state === "settled",
+      null,
+      { timeout: 120000, polling: 500 },
+    );
+    result.settled = true;
+    log.push("wallet says: " + (await page.locator("#wallet").textContent()));
+    // A redirect, when the invoice has one, follows settlement within seconds.
+    await page.waitForTimeout(4000);
+    result.final_url = page.url();
+  }
 } catch (e) {
   log.push("error: " + (e && e.message ? e.message.split("\n")[0] : String(e)));
 } finally {

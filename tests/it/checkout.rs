@@ -10,14 +10,27 @@ use serde_json::{Value, json};
 use settleproof_contracts::TestToken;
 use std::time::Duration;
 
-/// Runs `tests/browser/checkout.mjs` on `url`; its JSON verdict.
-fn pay_in_browser(net: &Testnet, url: &str, screenshot: Option<&str>) -> Result<Value> {
+/// Runs `tests/browser/checkout.mjs` on `url`, paying; its JSON verdict.
+pub(crate) fn pay_in_browser(net: &Testnet, url: &str, screenshot: Option<&str>) -> Result<Value> {
+    browser(net, url, screenshot, false)
+}
+
+/// Runs `tests/browser/checkout.mjs` on the comma-separated `urls`, only looking: whether each
+/// page refuses its invoice (and why) or offers to pay.
+pub(crate) fn inspect_in_browser(net: &Testnet, urls: &str) -> Result<Value> {
+    browser(net, urls, None, true)
+}
+
+fn browser(net: &Testnet, url: &str, screenshot: Option<&str>, inspect: bool) -> Result<Value> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let payer = net.anvil.keys[1].address().to_string();
     let mut cmd = std::process::Command::new("node");
     cmd.current_dir(&root).arg("tests/browser/checkout.mjs").args([url, &net.anvil.url, &payer]);
     if let Some(path) = screenshot {
         cmd.arg(path);
+    }
+    if inspect {
+        cmd.env("CHECKOUT_EXPECT", "inspect");
     }
     let out = cmd.output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);

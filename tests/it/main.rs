@@ -17,6 +17,7 @@ mod multichain;
 mod operations;
 mod operator_sets;
 mod outsiders;
+mod self_hosted_checkout;
 mod settlement;
 mod signed_requests;
 mod tls;

@@ -119,6 +119,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .route("/checkout/assets/checkout.js", get(checkout::script))
         .route("/checkout/assets/checkout.css", get(checkout::style))
+        .route("/checkout/assets/self-hosted/settleproof-checkout.js", get(checkout::self_hosted_script))
+        .route("/checkout/assets/self-hosted/index.html", get(checkout::self_hosted_page))
         .route("/checkout/{id}", get(checkout::page))
         .route("/checkout/{id}/status", get(checkout::status))
         .route_layer(tower::limit::GlobalConcurrencyLimitLayer::new(open_limit));

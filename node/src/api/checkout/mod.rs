@@ -4,6 +4,13 @@
 //! hosted invoice link is: it shows only what a payer needs (amount, token, chain, expiry, how
 //! to pay), never the merchant's metadata. A strict Content-Security-Policy allows only the
 //! node's own script and style.
+//!
+//! The node-served page is only as true as the node that serves it. `/checkout/assets/self-hosted/`
+//! serves, for download, a checkout the merchant hosts on its own origin instead
+//! (`self_hosted/settleproof-checkout.js` and a page that mounts it): it checks the merchant's
+//! signature against keys the merchant pins in the page, builds the payment from the signed terms
+//! and the pinned contract and payout address, and shows a state only when enough nodes agree.
+//! The status route answers any origin for it.
 
 mod page;
 mod qr;
@@ -160,12 +167,36 @@ pub(super) async fn status(
         expires_at: view.expires_at,
         redirect_url,
     };
-    Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)))
+    // Public, and read by checkout pages on merchants' own origins (`self_hosted`).
+    Ok(([(header::CACHE_CONTROL, "no-store"), (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")], Json(body)))
 }
 
 /// `GET /checkout/assets/checkout.js`.
 pub(super) async fn script() -> Response {
     secured(include_str!("checkout.js").into_response(), "text/javascript; charset=utf-8")
+}
+
+/// `GET /checkout/assets/self-hosted/settleproof-checkout.js`: the checkout a merchant serves
+/// from its own origin, which checks the merchant's signature and builds the payment itself
+/// (docs/merchants.md, "A checkout on your own site"), for download.
+pub(super) async fn self_hosted_script() -> Response {
+    let resp =
+        secured(include_str!("self_hosted/settleproof-checkout.js").into_response(), "text/javascript; charset=utf-8");
+    download(resp, "settleproof-checkout.js")
+}
+
+/// `GET /checkout/assets/self-hosted/index.html`: the page that mounts it, for download.
+pub(super) async fn self_hosted_page() -> Response {
+    download(secured(include_str!("self_hosted/index.html").into_response(), "text/html; charset=utf-8"), "index.html")
+}
+
+fn download(mut resp: Response, name: &'static str) -> Response {
+    let value = HeaderValue::from_str(&format!("attachment; filename=\"{name}\""));
+    if let Ok(v) = value {
+        resp.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
+    resp.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    resp
 }
 
 /// `GET /checkout/assets/checkout.css`.
