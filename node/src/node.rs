@@ -197,7 +197,8 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
         peers,
         shutdown: shutdown_rx.clone(),
     };
-    let mut tasks = Vec::new();
+    let mut tasks =
+        vec![merchants.spawn_inbox(Duration::from_millis(cfg.rounds.rebroadcast_interval_ms), shutdown_rx.clone())];
     let mut api_chains = Vec::new();
     let mut limits_of: Option<crate::webhook::delivery::Deliverer> = None;
     for ((p, events), scope) in prepared.into_iter().zip(scoped_events).zip(&scopes) {

@@ -20,6 +20,7 @@ mod api_keys;
 mod approval;
 pub mod endpoint_record;
 mod heard;
+mod inbox;
 pub mod invoice_check;
 pub mod invoice_record;
 mod invoice_signatures;
@@ -29,6 +30,7 @@ mod webhook_endpoints;
 
 pub use api_keys::{GRANT_PATH, KEYS_TOPIC, KeyAnnouncement, KeyGrant, MAX_KEYS_PER_MERCHANT, key_of_grant};
 pub use approval::{MerchantApproval, TOPIC};
+pub use inbox::{INBOX, RecordKind};
 pub use invoice_signatures::SignatureRefusal;
 pub use registry::{Approved, Home, Registry, RegistryError};
 pub use sync::{CaughtUp, MAX_SNAPSHOT, MerchantSnapshot};

@@ -130,6 +130,8 @@ pub(super) struct Inner {
     pub(super) catching_up: std::sync::Mutex<()>,
     /// Invoice signatures checked already ([`super::invoice_signatures`]).
     pub(super) verified_invoices: std::sync::Mutex<lru::LruCache<alloy::primitives::B256, ()>>,
+    /// Where the round loop hands merchant records heard on gossip ([`super::inbox`]).
+    pub(super) inbox: OnceLock<tokio::sync::mpsc::Sender<super::inbox::Heard>>,
 }
 
 /// The merchant registry; cheap to clone, every clone sees each applied change at once.
@@ -172,6 +174,7 @@ impl Registry {
             catch_ups: std::sync::Mutex::default(),
             catching_up: std::sync::Mutex::new(()),
             verified_invoices: std::sync::Mutex::new(lru::LruCache::new(super::invoice_signatures::REMEMBERED)),
+            inbox: OnceLock::new(),
         }))
     }
 
@@ -208,6 +211,7 @@ impl Registry {
             catch_ups: std::sync::Mutex::default(),
             catching_up: std::sync::Mutex::new(()),
             verified_invoices: std::sync::Mutex::new(lru::LruCache::new(super::invoice_signatures::REMEMBERED)),
+            inbox: OnceLock::new(),
         }));
         registry.reload()?;
         registry.refresh_routes();

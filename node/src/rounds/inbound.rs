@@ -40,8 +40,8 @@ impl RoundDriver {
                     self.net.report(reference, Verdict::Ignore).await;
                     return;
                 }
-                if st.limiter.take(&author.to_string(), std::time::Instant::now()).is_err() {
-                    metrics::counter!("gossip_rate_limited_total", "chain_id" => self.chain.chain_id().to_string(), "topic" => topic.clone()).increment(1);
+                if let Err(budget) = st.budgets.take(&topic, &author.to_string(), std::time::Instant::now()) {
+                    metrics::counter!("gossip_rate_limited_total", "chain_id" => self.chain.chain_id().to_string(), "topic" => topic.clone(), "budget" => budget.as_str()).increment(1);
                     self.net.report(reference, Verdict::Ignore).await;
                     return;
                 }
@@ -52,6 +52,14 @@ impl RoundDriver {
                 if topic == gossip::ATTESTATIONS && stamp.sent_at_ms.is_some() {
                     self.seen(st, &author, now);
                 }
+                // Merchants' records are judged on a task of their own (`merchants::inbox`).
+                if let Some(kind) = crate::merchants::RecordKind::of(&topic) {
+                    let home = self.merchants.home_chain() == self.chain.chain_id();
+                    if !home || !self.merchants.offer(kind, &data, source, reference.clone()) {
+                        self.net.report(reference, Verdict::Ignore).await;
+                    }
+                    return;
+                }
                 let verdict = match topic.as_str() {
                     gossip::ATTESTATIONS => self.on_attestation(st, &data, source).await,
                     gossip::INVOICES => self.on_invoice(st, &data, source).await,
@@ -60,9 +68,6 @@ impl RoundDriver {
                     gossip::DELIVERIES => self.on_delivery_ack(&data, source),
                     gossip::DELIVERY_BATCHES => self.on_delivery_acks(st, &data, source),
                     crate::set_approval::TOPIC => self.on_set_approval(&data, source).await,
-                    crate::merchants::TOPIC => self.on_merchant_approval(&data, source).await,
-                    crate::merchants::KEYS_TOPIC => self.on_api_key(&data, source).await,
-                    crate::merchants::ENDPOINTS_TOPIC => self.on_webhook_endpoint(&data, source).await,
                     _ => Verdict::Ignore,
                 };
                 self.net.report(reference, verdict).await;
@@ -233,8 +238,10 @@ impl RoundDriver {
         match gossip::DeliveryAcks::validate(data, now_ms()) {
             Ok(acks) => {
                 let extra = (acks.len() / ACKS_PER_MESSAGE_TOKEN) as f64;
-                if extra > 0.0 && st.limiter.take_n(&source.to_string(), std::time::Instant::now(), extra).is_err() {
-                    metrics::counter!("gossip_rate_limited_total", "chain_id" => self.chain.chain_id().to_string(), "topic" => gossip::DELIVERY_BATCHES).increment(1);
+                if extra > 0.0
+                    && st.budgets.take_records(&source.to_string(), std::time::Instant::now(), extra).is_err()
+                {
+                    metrics::counter!("gossip_rate_limited_total", "chain_id" => self.chain.chain_id().to_string(), "topic" => gossip::DELIVERY_BATCHES, "budget" => "records").increment(1);
                     return Verdict::Ignore;
                 }
                 self.record_acks(source, acks)
@@ -324,36 +331,6 @@ impl RoundDriver {
         }
     }
 
-    /// An operator's approval of a merchant registry change (heard on the first chain only,
-    /// whose store holds the registry): kept when it is its author's own, of the latest epoch,
-    /// with a valid signature over a valid record, and the change applied once a threshold
-    /// approved it. A forged one is scored against its author.
-    async fn on_merchant_approval(&self, data: &[u8], source: PeerId) -> Verdict {
-        if self.merchants.home_chain() != self.chain.chain_id() {
-            return Verdict::Ignore;
-        }
-        let registry = self.merchants.clone();
-        let bytes = data.to_vec();
-        let heard = tokio::task::spawn_blocking(move || registry.hear(&bytes, &source)).await;
-        match heard {
-            Ok(Ok(_)) => Verdict::Accept,
-            Ok(Err(e @ GossipRejection::UnknownEpoch(_))) => {
-                debug!(peer = %source, error = %e, "merchant change approval for another epoch ignored");
-                Verdict::Ignore
-            }
-            Ok(Err(e)) => {
-                warn!(peer = %source, error = %e, "merchant change approval rejected");
-                metrics::counter!("merchant_approvals_rejected_total", "reason" => e.reason()).increment(1);
-                self.net.penalize(source).await;
-                Verdict::Reject
-            }
-            Err(e) => {
-                error!(error = %e, "merchant change approval check failed");
-                Verdict::Ignore
-            }
-        }
-    }
-
     /// Asks `peer` for the merchants' state and takes what checks out (first chain only): a node
     /// back from an outage longer than the rebroadcast windows catches up this way.
     fn catch_up_merchants(&self, peer: PeerId) {
@@ -401,46 +378,6 @@ impl RoundDriver {
             .filter_map(|set| st.liveness.get(&set.epoch)?.last_seen_ms(set.index_of_peer(peer)?))
             .max()
             .map(|ms| ms / 1000)
-    }
-
-    /// A merchant API key created or revoked on another node (first chain only).
-    async fn on_api_key(&self, data: &[u8], source: PeerId) -> Verdict {
-        self.on_merchant_announcement("API key", data, source, |r, d, s| r.hear_key(d, s)).await
-    }
-
-    /// A merchant's webhook endpoint changed on another node (first chain only).
-    async fn on_webhook_endpoint(&self, data: &[u8], source: PeerId) -> Verdict {
-        self.on_merchant_announcement("webhook endpoint", data, source, |r, d, s| r.hear_endpoint(d, s)).await
-    }
-
-    /// A merchant's self-service announcement, checked by `hear` off the runtime.
-    async fn on_merchant_announcement(
-        &self,
-        what: &'static str,
-        data: &[u8],
-        source: PeerId,
-        hear: fn(&crate::merchants::Registry, &[u8], &PeerId) -> Result<bool, crate::gossip::GossipRejection>,
-    ) -> Verdict {
-        if self.merchants.home_chain() != self.chain.chain_id() {
-            return Verdict::Ignore;
-        }
-        let registry = self.merchants.clone();
-        let bytes = data.to_vec();
-        match tokio::task::spawn_blocking(move || hear(&registry, &bytes, &source)).await {
-            Ok(Ok(_)) => Verdict::Accept,
-            Ok(Err(e @ crate::gossip::GossipRejection::NotTaken(_))) => {
-                debug!(peer = %source, error = %e, "{what} announcement not taken");
-                Verdict::Ignore
-            }
-            Ok(Err(e)) => {
-                warn!(peer = %source, error = %e, "{what} announcement rejected");
-                Verdict::Reject
-            }
-            Err(e) => {
-                error!(error = %e, "{what} announcement check failed");
-                Verdict::Ignore
-            }
-        }
     }
 
     async fn on_request(&self, st: &State, peer: PeerId, data: &str, reference: RequestRef) {

@@ -7,6 +7,7 @@
 //! quorum signed its batch, aggregate and submit the settlement ([`keeper`]).
 
 mod announced;
+mod budgets;
 mod inbound;
 mod invoice_catch_up;
 pub(crate) mod invoice_fetch;
@@ -107,8 +108,9 @@ struct State {
     /// are verified one by one on arrival from then on (the others' are counted without a
     /// pairing and checked as one aggregate when a quorum is used).
     suspects: HashSet<(u64, usize)>,
-    /// Gossip messages each operator may have handled per second, in bursts.
-    limiter: crate::api::RateLimiter,
+    /// Gossip messages each operator may have handled per second, in bursts: consensus and
+    /// records apart ([`budgets`]).
+    budgets: budgets::AuthorBudgets,
     /// Pages of this node's invoices each operator catching up may ask for.
     catch_up_limiter: crate::api::RateLimiter,
     /// Operators whose catch-up page is being answered (one at a time each).
@@ -136,10 +138,6 @@ pub(crate) const ROUND_WINDOW: u64 = 256;
 /// Most verified attestations remembered (an equivocator can sign without end): past it the
 /// cache starts again.
 pub(crate) const MAX_VERIFIED: usize = 65_536;
-/// Gossip messages per second one operator may have handled, and the burst.
-pub(crate) const PEER_MESSAGES_PER_S: f64 = 200.0;
-/// The burst.
-pub(crate) const PEER_MESSAGE_BURST: f64 = 2000.0;
 
 impl RoundDriver {
     /// Runs until `shutdown` turns true.
@@ -167,7 +165,7 @@ impl RoundDriver {
             sync_tx,
             verified: HashSet::new(),
             suspects: HashSet::new(),
-            limiter: crate::api::RateLimiter::new(PEER_MESSAGES_PER_S, PEER_MESSAGE_BURST),
+            budgets: budgets::AuthorBudgets::default(),
             catch_up_limiter: crate::api::RateLimiter::new(
                 inbound::CATCH_UP_PAGES_PER_S,
                 invoice_catch_up::MAX_PAGES as f64,

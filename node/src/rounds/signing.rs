@@ -188,7 +188,7 @@ impl RoundDriver {
 
     /// Publishes again this node's attestations of the rounds pending for most of an interval
     /// (a tick handled a little early must not push a round to the next one), its own set change
-    /// approvals, and on the merchants' home chain the merchant records it announces.
+    /// approvals (the merchants' records are announced again by `merchants::inbox`).
     pub(super) async fn rebroadcast(&self, st: &mut State) {
         let now = std::time::Instant::now();
         let min_age = self.timing.rebroadcast.mul_f64(0.75);
@@ -212,11 +212,6 @@ impl RoundDriver {
             }
         }
         self.rebroadcast_set_approvals().await;
-        if self.merchants.home_chain() == self.chain.chain_id() {
-            self.merchants.rebroadcast();
-            self.merchants.rebroadcast_keys();
-            self.merchants.rebroadcast_endpoints();
-        }
     }
 
     /// Publishes this node's own approvals of set changes proposed to the latest epoch (made

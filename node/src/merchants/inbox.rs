@@ -1,0 +1,206 @@
+//! The merchants' records heard on gossip (registry approvals, API keys, webhook endpoints) are
+//! judged on a task of their own, not on the first chain's round loop: the loop checks a
+//! message's author and budget, hands it over ([`Registry::offer`]) and goes on with votes and
+//! invoices. The task judges one message at a time off the runtime (signatures, a registry read,
+//! a durable write for what is new) and reports each verdict; it also announces again, every
+//! rebroadcast interval, the records this node still announces. So no merchant record, however
+//! many are sent, can hold back the first chain's settlement, and a full inbox costs the sender
+//! its message (ignored, counted as `merchant_records_dropped_total`), never the loop its time:
+//! what was dropped comes back with the next announcement or catch-up.
+
+use super::Registry;
+use crate::gossip::GossipRejection;
+use settleproof_p2p::{MessageRef, NetworkHandle, PeerId, Verdict};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, error, warn};
+
+/// Messages waiting to be judged, at most.
+pub const INBOX: usize = 1024;
+
+/// What kind of merchant record a message carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKind {
+    /// An operator's approval of a registry change ([`super::TOPIC`]).
+    Approval,
+    /// A merchant's API key ([`super::KEYS_TOPIC`]).
+    Key,
+    /// A merchant's webhook endpoint ([`super::ENDPOINTS_TOPIC`]).
+    Endpoint,
+}
+
+impl RecordKind {
+    /// The kind carried on `topic` (as the code names it), if a merchant record's.
+    pub fn of(topic: &str) -> Option<Self> {
+        match topic {
+            super::TOPIC => Some(Self::Approval),
+            super::KEYS_TOPIC => Some(Self::Key),
+            super::ENDPOINTS_TOPIC => Some(Self::Endpoint),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Approval => "merchant change approval",
+            Self::Key => "API key",
+            Self::Endpoint => "webhook endpoint",
+        }
+    }
+}
+
+/// A message waiting in the inbox.
+#[derive(Debug)]
+pub(super) struct Heard {
+    kind: RecordKind,
+    data: Vec<u8>,
+    source: PeerId,
+    reference: MessageRef,
+}
+
+/// The verdict on a record heard, and whether its author is penalised besides: an approval
+/// invalid in itself (an operator signs and publishes its own) is its author's doing; a key
+/// or endpoint that does not verify may depend on this node's registry, so it is ignored and
+/// its relayer not blamed ([`GossipRejection::NotTaken`]).
+pub(super) fn verdict(kind: RecordKind, heard: &Result<bool, GossipRejection>) -> (Verdict, bool) {
+    match (kind, heard) {
+        (_, Ok(_)) => (Verdict::Accept, false),
+        (RecordKind::Approval, Err(GossipRejection::UnknownEpoch(_))) => (Verdict::Ignore, false),
+        (RecordKind::Approval, Err(_)) => (Verdict::Reject, true),
+        (_, Err(GossipRejection::NotTaken(_))) => (Verdict::Ignore, false),
+        (_, Err(_)) => (Verdict::Reject, false),
+    }
+}
+
+impl Registry {
+    /// Starts the task that judges the merchant records heard on gossip and announces this
+    /// node's again every `rebroadcast`, until `shutdown` turns true. Call once, after
+    /// [`Registry::attach`].
+    pub fn spawn_inbox(&self, rebroadcast: Duration, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+        let (tx, mut rx) = mpsc::channel::<Heard>(INBOX);
+        let _ = self.0.inbox.set(tx);
+        let (registry, net) = (self.clone(), self.0.net.get().cloned());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(rebroadcast);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    heard = rx.recv() => match heard {
+                        Some(h) => registry.judge(h, net.as_ref()).await,
+                        None => return,
+                    },
+                    _ = tick.tick() => {
+                        let r = registry.clone();
+                        let _ = tokio::task::spawn_blocking(move || {
+                            r.rebroadcast();
+                            r.rebroadcast_keys();
+                            r.rebroadcast_endpoints();
+                        })
+                        .await;
+                    }
+                    _ = shutdown.changed() => return,
+                }
+            }
+        })
+    }
+
+    /// Hands a merchant record heard on gossip to the inbox task, which reports its verdict;
+    /// `false` when the inbox is full or not running (the caller ignores the message).
+    pub fn offer(&self, kind: RecordKind, data: &[u8], source: PeerId, reference: MessageRef) -> bool {
+        let Some(tx) = self.0.inbox.get() else { return false };
+        let sent = tx.try_send(Heard { kind, data: data.to_vec(), source, reference }).is_ok();
+        if !sent {
+            metrics::counter!("merchant_records_dropped_total", "kind" => kind.as_str()).increment(1);
+        }
+        sent
+    }
+
+    async fn judge(&self, h: Heard, net: Option<&NetworkHandle>) {
+        let (registry, kind, source) = (self.clone(), h.kind, h.source);
+        let heard = tokio::task::spawn_blocking(move || match kind {
+            RecordKind::Approval => registry.hear(&h.data, &source),
+            RecordKind::Key => registry.hear_key(&h.data, &source),
+            RecordKind::Endpoint => registry.hear_endpoint(&h.data, &source),
+        })
+        .await;
+        let heard = match heard {
+            Ok(heard) => heard,
+            Err(e) => {
+                error!(error = %e, "{} check failed", kind.as_str());
+                Err(GossipRejection::NotTaken(e.to_string()))
+            }
+        };
+        match &heard {
+            Err(e @ (GossipRejection::NotTaken(_) | GossipRejection::UnknownEpoch(_))) => {
+                debug!(peer = %source, error = %e, "{} not taken", kind.as_str());
+            }
+            Err(e) => {
+                warn!(peer = %source, error = %e, "{} rejected", kind.as_str());
+                if kind == RecordKind::Approval {
+                    metrics::counter!("merchant_approvals_rejected_total", "reason" => e.reason()).increment(1);
+                }
+            }
+            Ok(_) => {}
+        }
+        let (verdict, penalize) = verdict(kind, &heard);
+        let Some(net) = net else { return };
+        if penalize {
+            net.penalize(source).await;
+        }
+        net.report(h.reference, verdict).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_record_kind_and_outcome_has_its_verdict() {
+        let bad = || GossipRejection::Malformed("x".into());
+        type Row = (RecordKind, Result<bool, GossipRejection>, (Verdict, bool), &'static str);
+        let table: [Row; 9] = [
+            (RecordKind::Approval, Ok(true), (Verdict::Accept, false), "new, kept"),
+            (RecordKind::Approval, Ok(false), (Verdict::Accept, false), "a repeat, forwarded"),
+            (
+                RecordKind::Approval,
+                Err(GossipRejection::UnknownEpoch(9)),
+                (Verdict::Ignore, false),
+                "an epoch not read here yet",
+            ),
+            (
+                RecordKind::Approval,
+                Err(bad()),
+                (Verdict::Reject, true),
+                "an operator's own approval, invalid in itself",
+            ),
+            (RecordKind::Key, Ok(false), (Verdict::Accept, false), "a repeat"),
+            (
+                RecordKind::Key,
+                Err(GossipRejection::NotTaken("root".into())),
+                (Verdict::Ignore, false),
+                "depends on this registry",
+            ),
+            (RecordKind::Key, Err(bad()), (Verdict::Reject, false), "malformed: not forwarded, relayer not scored"),
+            (
+                RecordKind::Endpoint,
+                Err(GossipRejection::NotTaken("sig".into())),
+                (Verdict::Ignore, false),
+                "depends on this registry",
+            ),
+            (RecordKind::Endpoint, Ok(true), (Verdict::Accept, false), "new"),
+        ];
+        for (kind, heard, want, why) in table {
+            assert_eq!(verdict(kind, &heard), want, "{kind:?}: {why}");
+        }
+    }
+
+    #[test]
+    fn only_merchant_topics_are_records() {
+        assert_eq!(RecordKind::of(super::super::TOPIC), Some(RecordKind::Approval));
+        assert_eq!(RecordKind::of(super::super::KEYS_TOPIC), Some(RecordKind::Key));
+        assert_eq!(RecordKind::of(super::super::ENDPOINTS_TOPIC), Some(RecordKind::Endpoint));
+        assert_eq!(RecordKind::of(crate::gossip::ATTESTATIONS), None);
+    }
+}
