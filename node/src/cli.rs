@@ -353,6 +353,14 @@ pub enum MerchantCommand {
         #[arg(long, env = "SETTLEPROOF_MERCHANT_ID")]
         merchant: String,
     },
+    /// Write the checkout to host on your own site (`settleproof-checkout.js` and `index.html`)
+    /// into DIR, from this binary: the same files every node serves at
+    /// `/checkout/assets/self-hosted/`, without trusting the node you would download them from.
+    /// Existing files are never overwritten. Prints each file's SHA-256.
+    CheckoutBundle {
+        /// The directory to write into (created if missing).
+        dir: PathBuf,
+    },
 }
 
 /// A merchant key given as JSON on the command line, checked.

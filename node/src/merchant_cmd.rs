@@ -7,6 +7,7 @@ use settleproof_merchant_auth::{DEFAULT_LIFETIME_S, KeyAlg, MerchantSigner, Sign
 use settleproof_node::cli::MerchantCommand;
 use settleproof_node::merchants::endpoint_record::{self, ChangeKind};
 use settleproof_node::merchants::invoice_check;
+use sha2::Digest;
 use std::io::Write;
 
 pub(crate) async fn run(cmd: MerchantCommand) -> Result<()> {
@@ -28,6 +29,22 @@ pub(crate) async fn run(cmd: MerchantCommand) -> Result<()> {
                 "root_key": signer.public_key(),
                 "private_key_file": out,
             }))
+        }
+        MerchantCommand::CheckoutBundle { dir } => {
+            std::fs::create_dir_all(&dir).wrap_err_with(|| format!("creating {}", dir.display()))?;
+            let mut written = serde_json::Map::new();
+            for (name, text) in settleproof_node::api::checkout::SELF_HOSTED {
+                let path = dir.join(name);
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)
+                    .wrap_err_with(|| format!("{} (an existing file is never overwritten)", path.display()))?;
+                file.write_all(text.as_bytes())?;
+                let sha = sha2::Sha256::digest(text.as_bytes());
+                written.insert(path.display().to_string(), hex::encode(sha).into());
+            }
+            crate::print_json(&serde_json::json!({ "sha256": written }))
         }
         MerchantCommand::Request { method, url, data, headers, key, merchant } => {
             let pem = std::fs::read_to_string(&key).wrap_err_with(|| format!("reading {}", key.display()))?;

@@ -9,7 +9,7 @@
 //
 // With CHECKOUT_EXPECT=inspect, <page url> is a comma-separated list of pages that are only
 // looked at, not paid: each is watched until it lists why it refuses the invoice (#refused) or
-// offers to pay (#pay), and the line is {"pages": [{"url", "refused", "problems", "pay_visible",
+// has polled the nodes once (#status's data-polls), and the line is {"pages": [{"url", "refused", "problems", "pay_visible",
 // "state"}], "log": [...]}.
 import { chromium } from "playwright-core";
 import { execSync } from "node:child_process";
@@ -61,7 +61,7 @@ try {
       page.on("console", (m) => log.push("console: " + m.text()));
       page.on("pageerror", (e) => log.push("page error: " + e.message));
       await page.goto(url, { waitUntil: "load" });
-      await page.locator("#refused:not([hidden]), #pay:not([hidden])").first().waitFor({ timeout: 15000 });
+      await page.locator('#refused:not([hidden]), #status[data-polls]:not([data-polls="0"])').first().waitFor({ timeout: 15000 });
       pages.push({
         url,
         refused: await page.locator("#refused:not([hidden])").count() > 0,

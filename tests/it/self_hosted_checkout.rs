@@ -1,17 +1,21 @@
 //! The checkout a merchant serves from its own origin, end to end in headless Chromium: the page
-//! and script downloaded from a node, served by a merchant site on its own port, pinned to what
-//! the merchant knows (its key, payout address and payments contract). It is shown honest and
-//! falsified node answers, and asked for the invoice's state by two honest nodes and a lying
-//! one. It refuses every falsification, is not fooled by the liar, and pays the honest invoice
-//! with the transaction it builds itself.
+//! and script as a node serves them (and as the merchant's own binary writes them), served by a
+//! merchant site on its own port, pinned to what the merchant knows (the invoice's id, its keys,
+//! payout address and payments contract). It is shown honest and falsified node answers, and asks
+//! two honest nodes, one that says every invoice is settled and one that never answers. It
+//! refuses every falsification, offers no pay button for an invoice no node holds, is not fooled
+//! by the liar nor stopped by the silent one, and pays the honest invoices (native coin, and a
+//! token: approve, then pay) with the transactions it builds itself.
 
 use crate::checkout::{inspect_in_browser, pay_in_browser};
-use crate::harness::Testnet;
+use crate::harness::{Testnet, signed_invoice};
+use alloy::primitives::U256;
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::IntoResponse;
 use eyre::{Result, eyre};
 use serde_json::{Value, json};
+use settleproof_contracts::TestToken;
 use settleproof_merchant_auth::{KeyAlg, MerchantSigner};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,6 +47,18 @@ async fn serve(router: axum::Router) -> Result<String> {
     Ok(url)
 }
 
+/// A signed request no node was sent, as the merchant's page would carry it: (id, `{signed_request}`).
+fn never_sent(net: &Testnet, key: &MerchantSigner) -> Result<(String, Value)> {
+    let inv = signed_invoice(
+        net,
+        key,
+        json!({"amount": "7000", "token": "native", "expires_in": 900}),
+        net.devnet.merchant.payout_address,
+        "nobody",
+    )?;
+    Ok((inv.id.to_string(), json!({"signed_request": inv.statement})))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_self_hosted_checkout_refuses_what_a_node_falsified_and_pays_what_the_merchant_signed() -> Result<()> {
     let net = Testnet::start(4).await?;
@@ -51,7 +67,7 @@ async fn a_self_hosted_checkout_refuses_what_a_node_falsified_and_pays_what_the_
         .create_invoice(
             0,
             json!({"amount": "1000000000000000", "token": "native", "expires_in": 900, "redirect_url": done,
-                   "metadata": {"order": "S-1", "note": "<b>é</b>"}}),
+                   "metadata": {"order": "S-1", "note": "<b>é</b>", "lines": [1, 2]}}),
         )
         .await?;
     assert_eq!(status, 201, "{created}");
@@ -60,16 +76,24 @@ async fn a_self_hosted_checkout_refuses_what_a_node_falsified_and_pays_what_the_
     let (status, erc20) =
         net.create_invoice(2, json!({"amount": "2500000", "token": token.to_string(), "expires_in": 900})).await?;
     assert_eq!(status, 201, "{erc20}");
+    let token_id = erc20["id"].as_str().ok_or_else(|| eyre!("no id"))?.to_string();
 
-    // The bundle, as a merchant downloads it from any node.
+    // The bundle: a node serves it, and the merchant's own binary writes the same files.
     let asset = |name: &str| format!("{}/checkout/assets/self-hosted/{name}", net.api(1));
     let script = net.http.get(asset("settleproof-checkout.js")).send().await?;
     assert_eq!(script.status(), 200);
     let script = script.text().await?;
     let page_html = net.http.get(asset("index.html")).send().await?.text().await?;
-    assert!(page_html.contains("settleproof-checkout-config"), "{page_html:.200}");
+    let dir = tempfile::tempdir()?;
+    let out = std::process::Command::new(settleproof_tests::harness::settleproof_bin()?)
+        .args(["merchant", "checkout-bundle"])
+        .arg(dir.path().join("site"))
+        .output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(dir.path().join("site/settleproof-checkout.js"))?, script);
+    assert_eq!(std::fs::read_to_string(dir.path().join("site/index.html"))?, page_html);
 
-    // A node that says every invoice is settled.
+    // A node that says every invoice is settled, and one that never answers.
     let liar = serve(axum::Router::new().route(
         "/checkout/{id}/status",
         axum::routing::get(|| async {
@@ -77,19 +101,31 @@ async fn a_self_hosted_checkout_refuses_what_a_node_falsified_and_pays_what_the_
         }),
     ))
     .await?;
+    let hangs = serve(axum::Router::new().route(
+        "/checkout/{id}/status",
+        axum::routing::get(|| async {
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            "never"
+        }),
+    ))
+    .await?;
 
     // What the merchant pins: nothing a node told it.
     let chain = net.devnet.chain_id.to_string();
-    let pins = json!({
-        "merchant": net.devnet.merchant.id,
-        "keys": [net.devnet.merchant_key.public_key()],
-        "payout": net.devnet.merchant.payout_address,
-        "payments": {chain.clone(): net.devnet.deployment.payments},
-        "nodes": [liar, net.api(1), net.api(2)],
-        "agree": 2,
-    });
-    let with = |answer: &Value| {
-        let mut c = pins.clone();
+    let es256 = MerchantSigner::generate(&net.devnet.merchant.id, KeyAlg::Es256).map_err(|e| eyre!("{e}"))?;
+    let pins = |id: &str| {
+        json!({
+            "merchant": net.devnet.merchant.id,
+            "id": id,
+            "keys": [net.devnet.merchant_key.public_key(), es256.public_key()],
+            "payout": net.devnet.merchant.payout_address,
+            "payments": {chain.clone(): net.devnet.deployment.payments},
+            "nodes": [liar, net.api(1), net.api(2)],
+            "agree": 2,
+        })
+    };
+    let page_for = |id: &str, answer: &Value| {
+        let mut c = pins(id);
         c["invoice"] = answer.clone();
         c
     };
@@ -103,30 +139,60 @@ async fn a_self_hosted_checkout_refuses_what_a_node_falsified_and_pays_what_the_
     cheaper["amount"] = json!("1");
     let mut unsigned = created.clone();
     unsigned.as_object_mut().map(|o| o.remove("signed_request"));
+    let minimal = json!({"signed_request": created["signed_request"]});
     // An impostor's key, signing the same request in the merchant's name.
     let impostor = MerchantSigner::generate(&net.devnet.merchant.id, KeyAlg::EdDsa).map_err(|e| eyre!("{e}"))?;
     let body = created["signed_request"]["body"].as_str().ok_or_else(|| eyre!("no signed body: {created}"))?;
+    let jwt = created["signed_request"]["jwt"].as_str().ok_or_else(|| eyre!("no jwt"))?;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
-    let jwt = impostor
+    let forged_jwt = impostor
         .sign_request("POST", &format!("{}/v1/invoices", net.api(0)), body.as_bytes(), now, 60)
         .map_err(|e| eyre!("{e}"))?;
     let mut forged = created.clone();
-    forged["signed_request"] = json!({"jwt": jwt, "body": body});
+    forged["signed_request"]["jwt"] = json!(forged_jwt);
+    // The merchant's key id over a signature it never made.
+    let at = jwt.len() - 10;
+    let flipped = if &jwt[at..=at] == "A" { "B" } else { "A" };
+    let mut bad_signature = minimal.clone();
+    bad_signature["signed_request"]["jwt"] = json!(format!("{}{flipped}{}", &jwt[..at], &jwt[at + 1..]));
+    let mut swapped_body = minimal.clone();
+    swapped_body["signed_request"]["body"] = json!(body.replace("1000000000000000", "1000"));
+    let (unheld_id, unheld) = never_sent(&net, &net.devnet.merchant_key)?;
+    let (es256_id, es256_signed) = never_sent(&net, &es256)?;
+    let mut no_agree = page_for(&id, &created);
+    no_agree.as_object_mut().map(|o| o.remove("agree"));
 
-    let cases: Vec<(&str, Value, Option<&str>)> = vec![
-        ("honest", created.clone(), None),
-        ("token", erc20.clone(), None),
-        ("redirected", redirected, Some("payment_instructions.contract")),
-        ("other-payout", other_payout, Some("payout_address")),
-        ("cheaper", cheaper, Some("amount")),
-        ("unsigned", unsigned, Some("no signed_request")),
-        ("forged", forged, Some("none of the merchant's pinned keys")),
+    // (page, its configuration, what it must show: None to offer to pay, Some(state) for a state
+    // without a pay button, or the refusal's words).
+    enum Shows {
+        Pay,
+        NoPay(&'static str),
+        Refusal(&'static str),
+    }
+    let cases: Vec<(&str, Value, Shows)> = vec![
+        ("honest", page_for(&id, &created), Shows::Pay),
+        ("honest-minimal", page_for(&id, &minimal), Shows::Pay),
+        ("token", page_for(&token_id, &erc20), Shows::Pay),
+        ("unheld", page_for(&unheld_id, &unheld), Shows::NoPay("unknown")),
+        ("es256-unheld", page_for(&es256_id, &es256_signed), Shows::NoPay("unknown")),
+        ("redirected", page_for(&id, &redirected), Shows::Refusal("payment_instructions.contract")),
+        ("other-payout", page_for(&id, &other_payout), Shows::Refusal("payout_address")),
+        ("cheaper", page_for(&id, &cheaper), Shows::Refusal("amount")),
+        ("unsigned", page_for(&id, &unsigned), Shows::Refusal("no signed_request")),
+        ("forged", page_for(&id, &forged), Shows::Refusal("none of the merchant's pinned keys")),
+        ("bad-signature", page_for(&id, &bad_signature), Shows::Refusal("signature does not hold")),
+        ("swapped-body", page_for(&id, &swapped_body), Shows::Refusal("not the one the merchant signed")),
+        ("another-invoice", page_for(&id, &erc20), Shows::Refusal("not the one this page is for")),
+        ("no-agree", no_agree, Shows::Refusal("agree")),
     ];
-    let site = Site {
-        page: Arc::new(page_html),
-        script: Arc::new(script),
-        configs: Arc::new(cases.iter().map(|(name, answer, _)| (name.to_string(), with(answer))).collect()),
-    };
+    let mut configs: HashMap<String, Value> = cases.iter().map(|(n, c, _)| (n.to_string(), c.clone())).collect();
+    // The pages paid: every node listed, one of them lying and one hanging.
+    for (name, page_id, answer) in [("pay-native", &id, &minimal), ("pay-token", &token_id, &erc20)] {
+        let mut c = page_for(page_id, answer);
+        c["nodes"] = json!([liar, hangs, net.api(1), net.api(2)]);
+        configs.insert(name.into(), c);
+    }
+    let site = Site { page: Arc::new(page_html), script: Arc::new(script), configs: Arc::new(configs) };
     let merchant = serve(
         axum::Router::new()
             .route(
@@ -145,33 +211,42 @@ async fn a_self_hosted_checkout_refuses_what_a_node_falsified_and_pays_what_the_
     let seen = inspect_in_browser(&net, &urls.join(","))?;
     let pages = seen["pages"].as_array().ok_or_else(|| eyre!("no pages: {seen}"))?;
     assert_eq!(pages.len(), cases.len(), "{seen}");
-    for ((name, _, refusal), shown) in cases.iter().zip(pages) {
-        match refusal {
-            None => {
-                // The liar says settled; the two honest nodes say waiting: the page offers to pay.
-                assert_eq!(
-                    (shown["refused"].as_bool(), shown["pay_visible"].as_bool(), shown["state"].as_str()),
-                    (Some(false), Some(true), Some("waiting")),
-                    "{name}: {seen}"
-                );
-            }
-            Some(named) => {
+    for ((name, _, shows), shown) in cases.iter().zip(pages) {
+        let got = (shown["refused"].as_bool(), shown["pay_visible"].as_bool(), shown["state"].as_str());
+        match shows {
+            // The liar says settled; the two honest nodes say waiting: the page offers to pay.
+            Shows::Pay => assert_eq!(got, (Some(false), Some(true), Some("waiting")), "{name}: {seen}"),
+            // Only the liar answers for an invoice no node holds: no pay button.
+            Shows::NoPay(state) => assert_eq!(got, (Some(false), Some(false), Some(*state)), "{name}: {seen}"),
+            Shows::Refusal(named) => {
                 let problems = shown["problems"].as_str().unwrap_or_default();
                 assert!(
-                    shown["refused"] == true && shown["pay_visible"] == false && problems.contains(named),
+                    got.0 == Some(true) && got.1 == Some(false) && problems.contains(named),
                     "{name} must be refused naming {named}: {seen}"
                 );
             }
         }
     }
 
-    // The honest page pays with the transaction it built, and follows the honest nodes to settled.
-    let paid = pay_in_browser(&net, &url("honest"), None)?;
+    // The pages pay with the transactions they built, and follow the honest nodes to settled.
+    let paid = pay_in_browser(&net, &url("pay-native"), None)?;
     assert_eq!(paid["settled"], true, "{paid}");
     assert_eq!(paid["final_url"], done.as_str(), "redirected to the merchant's signed URL: {paid}");
     let (_, read) = net.get_invoice(1, &id).await?;
     assert_eq!(read["settled"], true, "{read}");
     net.webhook_for(&id, Duration::from_secs(30)).await?;
+    TestToken::new(token, &net.payer()?)
+        .mint(net.anvil.keys[1].address(), U256::from(5_000_000u64))
+        .send()
+        .await?
+        .get_receipt()
+        .await?;
+    let paid = pay_in_browser(&net, &url("pay-token"), None)?;
+    assert_eq!(paid["settled"], true, "{paid}");
+    let sent = paid["log"].as_array().map(|l| l.iter().filter(|m| *m == "eth_sendTransaction").count());
+    assert_eq!(sent, Some(2), "approve, then pay: {paid}");
+    let (_, read) = net.get_invoice(2, &token_id).await?;
+    assert_eq!((read["status"].as_str(), read["settled"].as_bool()), (Some("paid"), Some(true)), "{read}");
     net.stop().await;
     Ok(())
 }

@@ -152,23 +152,28 @@ pub(super) async fn page(State(state): State<ApiState>, Path(id): Path<String>) 
         (status = 404, description = "No such invoice on this node", body = super::error::ErrorBody),
         (status = 429, description = "This address is locked out after failed authentications", body = super::error::ErrorBody),
     ))]
-pub(super) async fn status(
-    State(state): State<ApiState>,
-    Path(id): Path<String>,
-) -> Result<impl IntoResponse, ApiError> {
-    let (chain, inv) = find(&state, &id)?;
+pub(super) async fn status(State(state): State<ApiState>, Path(id): Path<String>) -> Response {
+    let mut resp = match status_of(&state, &id) {
+        Ok(body) => ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response(),
+        Err(e) => e.into_response(),
+    };
+    // Public, and read by checkout pages on merchants' own origins (`self_hosted`), a 404 too.
+    resp.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    resp
+}
+
+fn status_of(state: &ApiState, id: &str) -> Result<CheckoutStatus, ApiError> {
+    let (chain, inv) = find(state, id)?;
     let view = view(chain, &inv)?;
     let state = state_of(&view);
     let redirect_url = inv.redirect_url.filter(|_| state == "settled");
-    let body = CheckoutStatus {
+    Ok(CheckoutStatus {
         state,
         amount: view.amount,
         amount_paid: view.amount_paid,
         expires_at: view.expires_at,
         redirect_url,
-    };
-    // Public, and read by checkout pages on merchants' own origins (`self_hosted`).
-    Ok(([(header::CACHE_CONTROL, "no-store"), (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")], Json(body)))
+    })
 }
 
 /// `GET /checkout/assets/checkout.js`.
@@ -176,18 +181,23 @@ pub(super) async fn script() -> Response {
     secured(include_str!("checkout.js").into_response(), "text/javascript; charset=utf-8")
 }
 
+/// The self-hosted checkout's files, by name.
+pub const SELF_HOSTED: [(&str, &str); 2] = [
+    ("settleproof-checkout.js", include_str!("self_hosted/settleproof-checkout.js")),
+    ("index.html", include_str!("self_hosted/index.html")),
+];
+
 /// `GET /checkout/assets/self-hosted/settleproof-checkout.js`: the checkout a merchant serves
 /// from its own origin, which checks the merchant's signature and builds the payment itself
 /// (docs/merchants.md, "A checkout on your own site"), for download.
 pub(super) async fn self_hosted_script() -> Response {
-    let resp =
-        secured(include_str!("self_hosted/settleproof-checkout.js").into_response(), "text/javascript; charset=utf-8");
+    let resp = secured(SELF_HOSTED[0].1.into_response(), "text/javascript; charset=utf-8");
     download(resp, "settleproof-checkout.js")
 }
 
 /// `GET /checkout/assets/self-hosted/index.html`: the page that mounts it, for download.
 pub(super) async fn self_hosted_page() -> Response {
-    download(secured(include_str!("self_hosted/index.html").into_response(), "text/html; charset=utf-8"), "index.html")
+    download(secured(SELF_HOSTED[1].1.into_response(), "text/html; charset=utf-8"), "index.html")
 }
 
 fn download(mut resp: Response, name: &'static str) -> Response {

@@ -1,15 +1,19 @@
 // settleproof self-hosted checkout: a payment page the merchant serves from its own origin, which
-// trusts no node. Every node serves this file at /checkout/assets/self-hosted/settleproof-checkout.js
-// for download (no build step, no dependency): host it beside your page, never load it from a node.
+// trusts no node. Write it with your own binary (`settleproof merchant checkout-bundle DIR`; every
+// node also serves it at /checkout/assets/self-hosted/, but a node could serve another one) and
+// host it beside your page; never load it from a node. No build step, no dependency.
 //
-// The page is given what the merchant knows on its own (its public keys, its payout address, the
-// InvoicePayments contract of each chain) and an invoice as a node answered with it. It then:
-//   - checks the merchant's signature over the request the invoice was made from (WebCrypto:
-//     Ed25519 or ECDSA P-256), and that every term the answer shows is the signed one;
-//   - recomputes the invoice id from those terms, the pinned contract and the pinned payout address;
-//   - builds the payment transactions itself, from the signed terms and the pins, and compares the
-//     node's own instructions with them when the answer has some;
-//   - asks several nodes for the invoice's state and shows a state only when `agree` of them say so.
+// The page is given what the merchant knows on its own (its merchant id, the invoice's id, its
+// public keys, its payout address, the InvoicePayments contract of each chain) and the request the
+// merchant signed (or a node's answer carrying it). It then:
+//   - reads the signed request as every node reads it, and checks the merchant's signature over it
+//     with a pinned key (WebCrypto: Ed25519 or ECDSA P-256);
+//   - recomputes the invoice id from the signed terms, the pinned contract and the pinned payout
+//     address, and refuses any other invoice than the pinned id;
+//   - checks that every term a node's answer shows is the signed one, and that its payment
+//     instructions are the ones the page builds itself from the signed terms and the pins;
+//   - offers to pay only once `agree` of the listed nodes hold the invoice, and shows a state only
+//     when `agree` of them report it (each asked for at most 5 s).
 // Anything that does not hold is listed on the page, and no pay button is shown.
 //
 // Use: docs/merchants.md, "A checkout on your own site". The pure parts are exported for tests.
@@ -93,9 +97,15 @@ const b64url = (s) => {
 const utf8 = (s) => new TextEncoder().encode(s);
 const ADDRESS = /^0x[0-9a-fA-F]{40}$/;
 
-/** A 32-byte ABI word of a uint (BigInt or number), an address, or 32 bytes given in hex. */
+const UINT256 = 1n << 256n;
+
+/** A 32-byte ABI word of a uint (BigInt or number, below 2^256), an address, or 32 bytes in hex. */
 function word(v) {
-  if (typeof v === "bigint" || typeof v === "number") return unhex(BigInt(v).toString(16).padStart(64, "0"));
+  if (typeof v === "bigint" || typeof v === "number") {
+    const n = BigInt(v);
+    if (n < 0n || n >= UINT256) throw new Error("not a uint256: " + n);
+    return unhex(n.toString(16).padStart(64, "0"));
+  }
   const b = unhex(v);
   if (b.length > 32) throw new Error("more than 32 bytes: " + v);
   return concat(new Uint8Array(32 - b.length), b);
@@ -124,9 +134,11 @@ const ZERO = "0x" + "00".repeat(20);
 export function invoiceId(t) {
   let extras = keccak256(canonicalJson(t.metadata === undefined ? null : t.metadata));
   if (t.redirect_url != null) extras = keccak256(concat(extras, keccak256(t.redirect_url)));
+  const expires = BigInt(t.expires_at || 0);
+  if (expires >= 1n << 64n) throw new Error("expiry beyond uint64");
   return "0x" + hex(keccak256(concat(
     keccak256(INVOICE_TYPE), word(BigInt(t.chain_id)), word(t.payments), keccak256(t.merchant_id),
-    word(t.payout), word(t.token), word(BigInt(t.amount)), word(BigInt(t.expires_at || 0)), word(t.nonce), extras,
+    word(t.payout), word(t.token), word(BigInt(t.amount)), word(expires), word(t.nonce), extras,
   )));
 }
 
@@ -169,69 +181,149 @@ async function signatureHolds(key, alg, input, signature) {
   return crypto.subtle.verify(verify, pub, signature, utf8(input));
 }
 
-/** The terms the merchant's signed request sets, after checking its signature against `pins.keys`. */
-async function signedTerms(statement, pins, problems) {
-  const parts = String(statement.jwt || "").split(".");
-  if (parts.length !== 3) throw new Error("signed_request.jwt is not a JWT");
+/** An address is EIP-55 checksummed when given in mixed case. */
+function checksumHolds(address) {
+  const h = address.slice(2);
+  if (h === h.toLowerCase() || h === h.toUpperCase()) return true;
+  const hash = hex(keccak256(h.toLowerCase()));
+  return [...h].every((c, i) => !/[a-fA-F]/.test(c) || (parseInt(hash[i], 16) >= 8) === (c === c.toUpperCase()));
+}
+
+/** The keys of a JSON object's text, in order, repeats included (the text parses). */
+function topLevelKeys(text) {
+  const keys = [];
+  let depth = 0, expectKey = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"') {
+      let j = i + 1;
+      while (text[j] !== '"') j += text[j] === "\\" ? 2 : 1;
+      if (depth === 1 && expectKey) keys.push(JSON.parse(text.slice(i, j + 1)));
+      expectKey = false;
+      i = j;
+    } else if (c === "{" || c === "[") {
+      depth++;
+      expectKey = c === "{" && depth === 1;
+    } else if (c === "}" || c === "]") depth--;
+    else if (c === "," && depth === 1) expectKey = true;
+  }
+  return keys;
+}
+
+const BODY_FIELDS = ["amount", "token", "expires_at", "expires_in", "metadata", "chain_id", "redirect_url", "nonce", "idempotency_key"];
+const B64URL = /^[A-Za-z0-9_-]*$/;
+const isUint = (v) => Number.isSafeInteger(v) && v >= 0;
+
+/**
+ * The terms a merchant's signed `POST /v1/invoices` sets, read as every node reads it (the node's
+ * `merchants::invoice_record::read`): a request no node would take throws, naming the field.
+ */
+export function readSigned(statement) {
+  const jwt = String(statement.jwt || ""), body = String(statement.body || "");
+  if (utf8(body).length > 8192 || jwt.length > 2048) throw new Error("body: larger than any node takes");
+  const parts = jwt.split(".");
+  if (parts.length !== 3 || !parts.every((p) => B64URL.test(p))) throw new Error("authorization: not a JWT");
   const header = JSON.parse(new TextDecoder().decode(b64url(parts[0])));
   const claims = JSON.parse(new TextDecoder().decode(b64url(parts[1])));
-  const input = parts[0] + "." + parts[1];
-  let key = null;
-  for (const k of pins.keys) if ((await keyId(k)) === header.kid) key = k;
-  if (!key) problems.push("signed by key " + header.kid + ", none of the merchant's pinned keys");
-  else if (!(await signatureHolds(key, header.alg, input, b64url(parts[2])))) {
-    problems.push("the merchant's signature does not hold");
-  }
-  if (pins.merchant && claims.iss !== pins.merchant) problems.push("signed for merchant " + claims.iss + ", not " + pins.merchant);
+  if (typeof header.kid !== "string" || claims.sub !== header.kid) throw new Error("authorization: `sub` is not the signing key");
+  if (typeof claims.iss !== "string" || !isUint(claims.nbf)) throw new Error("authorization: no `iss` or `nbf`");
   const [method, target] = String(claims.uri || "").split(" ");
-  if (method !== "POST" || !target || target.slice(target.indexOf("/")) !== "/v1/invoices") {
-    problems.push("the signed request is `" + claims.uri + "`, not an invoice's creation");
+  if (method !== "POST" || !target || target.indexOf("/") < 0 || target.slice(target.indexOf("/")) !== "/v1/invoices") {
+    throw new Error("authorization: `" + claims.uri + "` is not an invoice's creation");
   }
-  const bodyHash = hex(new Uint8Array(await crypto.subtle.digest("SHA-256", utf8(statement.body))));
-  if (claims.reqHash !== bodyHash) problems.push("the body is not the one the merchant signed");
-  const req = JSON.parse(statement.body);
-  if (!Number.isSafeInteger(req.chain_id)) throw new Error("the signed request names no chain_id");
-  if (!/^[1-9][0-9]{0,76}$/.test(String(req.amount))) throw new Error("the signed amount is not a decimal amount");
-  if (req.token !== "native" && !ADDRESS.test(String(req.token))) throw new Error("the signed token is not native or an address");
-  const expires = req.expires_at != null ? req.expires_at : req.expires_in != null ? claims.nbf + req.expires_in : null;
-  const nonce = req.nonce ? String(req.nonce).toLowerCase() : "0x" + hex(keccak256(concat(utf8("settleproof/invoice-nonce/1\0"), utf8(input))));
-  const payments = pins.payments[String(req.chain_id)];
-  if (!payments || !ADDRESS.test(payments)) throw new Error("chain " + req.chain_id + " has no pinned payments contract");
+  const req = JSON.parse(body);
+  if (req === null || typeof req !== "object" || Array.isArray(req)) throw new Error("body: not a JSON object");
+  const keys = topLevelKeys(body);
+  const unknown = keys.find((k) => !BODY_FIELDS.includes(k));
+  if (unknown !== undefined) throw new Error("body: unknown field `" + unknown + "`");
+  if (new Set(keys).size !== keys.length) throw new Error("body: a field given twice");
+  const field = (name, ok) => { if (req[name] != null && !ok(req[name])) throw new Error(name + ": not as a node takes it"); };
+  field("chain_id", isUint);
+  if (req.chain_id == null) throw new Error("chain_id: required");
+  if (typeof req.amount !== "string" || !/^[0-9]+$/.test(req.amount)) throw new Error("amount: not a decimal string");
+  const amount = BigInt(req.amount);
+  if (amount === 0n || amount >= UINT256) throw new Error("amount: zero or beyond 256 bits");
+  if (req.token !== "native" && !(typeof req.token === "string" && ADDRESS.test(req.token) && checksumHolds(req.token) && BigInt(req.token) !== 0n)) {
+    throw new Error("token: not native or an ERC-20 address");
+  }
+  field("expires_at", (v) => isUint(v) && v > 0);
+  field("expires_in", (v) => isUint(v) && v >= 1 && v <= 31536000);
+  if (req.expires_at != null && req.expires_in != null) throw new Error("expires_at: with expires_in");
+  field("nonce", (v) => typeof v === "string" && /^0x[0-9a-fA-F]{64}$/.test(v));
+  field("idempotency_key", (v) => typeof v === "string" && /^[\x20-\x7e]{1,255}$/.test(v));
+  field("metadata", (v) => typeof v === "object" && !Array.isArray(v) && utf8(JSON.stringify(v)).length <= 4096);
+  field("redirect_url", (v) => {
+    if (typeof v !== "string" || v.length > 2048) return false;
+    try { return ["https:", "http:"].includes(new URL(v).protocol); } catch (_) { return false; }
+  });
+  const input = parts[0] + "." + parts[1];
   return {
-    merchant_id: claims.iss, chain_id: req.chain_id, amount: req.amount,
-    token: req.token === "native" ? ZERO : req.token.toLowerCase(), expires_at: expires,
-    metadata: req.metadata === undefined ? null : req.metadata, redirect_url: req.redirect_url == null ? null : req.redirect_url,
-    nonce, payments: payments.toLowerCase(), payout: pins.payout.toLowerCase(),
+    kid: header.kid, alg: header.alg, input, signature: b64url(parts[2]), req_hash: claims.reqHash,
+    merchant_id: claims.iss, chain_id: req.chain_id, amount: amount.toString(),
+    token: req.token === "native" ? ZERO : req.token.toLowerCase(),
+    expires_at: req.expires_at != null ? req.expires_at : req.expires_in != null ? claims.nbf + req.expires_in : null,
+    metadata: req.metadata == null ? null : req.metadata, redirect_url: req.redirect_url == null ? null : req.redirect_url,
+    nonce: req.nonce != null ? req.nonce.toLowerCase() : "0x" + hex(keccak256(concat(utf8("settleproof/invoice-nonce/1\0"), utf8(input)))),
   };
 }
 
+/** What is wrong with `pins` (the merchant's own knowledge), if anything. */
+export function pinProblems(pins) {
+  const p = [];
+  if (typeof pins.merchant !== "string" || !pins.merchant) p.push("merchant: your merchant id is required");
+  if (!/^0x[0-9a-fA-F]{64}$/.test(String(pins.id))) p.push("id: the id of the invoice this page is for is required (0x and 64 hex digits)");
+  const keyOk = (k) => k && ["EdDSA", "ES256"].includes(k.alg) && /^[0-9a-f]+$/.test(String(k.public_key));
+  if (!Array.isArray(pins.keys) || !pins.keys.length || !pins.keys.every(keyOk)) p.push("keys: your public keys, as {\"alg\": \"EdDSA\" or \"ES256\", \"public_key\": lowercase hex}");
+  if (!ADDRESS.test(String(pins.payout))) p.push("payout: your payout address");
+  const contracts = Object.values(pins.payments || {});
+  if (!contracts.length || !contracts.every((a) => ADDRESS.test(String(a)))) p.push("payments: {\"<chain id>\": \"<InvoicePayments address>\"}");
+  return p;
+}
+
 /**
- * Checks `answer` (a create or get answer of /v1/invoices, or a webhook body) against `pins`
- * ({keys, payout, payments: {chainId: address}, merchant?}). Returns {ok, problems, terms, id,
- * transactions}; the transactions are built here, never taken from the answer.
+ * Checks the invoice `answer` (a node's create or get answer of /v1/invoices, a webhook body, or
+ * just `{signed_request}`) against `pins` ({id, merchant, keys, payout, payments: {chainId:
+ * address}}). Returns {ok, problems, terms, id, transactions}; the transactions are built here,
+ * never taken from the answer.
  */
 export async function checkInvoice(answer, pins) {
   const invoice = answer && answer.data && answer.data.invoice ? answer.data.invoice : answer || {};
-  const problems = [];
+  const problems = pinProblems(pins);
+  if (problems.length) return { ok: false, problems };
   if (!invoice.signed_request) return { ok: false, problems: ["no signed_request: nothing shows the merchant made this invoice"] };
   let t;
   try {
-    t = await signedTerms(invoice.signed_request, pins, problems);
+    t = readSigned(invoice.signed_request);
   } catch (e) {
-    return { ok: false, problems: [...problems, "signed_request makes no invoice: " + e.message] };
+    return { ok: false, problems: ["signed_request makes no invoice: " + e.message] };
   }
+  let key = null;
+  for (const k of pins.keys) if ((await keyId(k)) === t.kid) key = k;
+  if (!key) problems.push("signed by key " + t.kid + ", none of the merchant's pinned keys");
+  else if (!(await signatureHolds(key, t.alg, t.input, t.signature))) problems.push("the merchant's signature does not hold");
+  const bodyHash = hex(new Uint8Array(await crypto.subtle.digest("SHA-256", utf8(invoice.signed_request.body))));
+  if (t.req_hash !== bodyHash) problems.push("the body is not the one the merchant signed");
+  if (t.merchant_id !== pins.merchant) problems.push("signed for merchant " + t.merchant_id + ", not " + pins.merchant);
+  const payments = (pins.payments[String(t.chain_id)] || "").toLowerCase();
+  if (!payments) return { ok: false, problems: [...problems, "chain " + t.chain_id + " has no pinned payments contract"] };
+  t.payments = payments;
+  t.payout = pins.payout.toLowerCase();
   const id = invoiceId(t);
-  const shown = {
-    merchant_id: [invoice.merchant_id, t.merchant_id], chain_id: [invoice.chain_id, t.chain_id],
-    amount: [invoice.amount, t.amount], token: [String(invoice.token).toLowerCase(), t.token === ZERO ? "native" : t.token],
-    expires_at: [invoice.expires_at == null ? null : invoice.expires_at, t.expires_at],
-    metadata: [canonicalJson(invoice.metadata == null ? null : invoice.metadata), canonicalJson(t.metadata)],
-    redirect_url: [invoice.redirect_url == null ? null : invoice.redirect_url, t.redirect_url],
-    nonce: [String(invoice.nonce).toLowerCase(), t.nonce], payout_address: [String(invoice.payout_address).toLowerCase(), t.payout],
-    id: [String(invoice.id).toLowerCase(), id],
-  };
-  for (const [field, [got, want]] of Object.entries(shown)) {
-    if (got !== want) problems.push(field + " is " + JSON.stringify(got) + ", but the merchant signed " + JSON.stringify(want));
+  if (id !== pins.id.toLowerCase()) problems.push("the answer is invoice " + id + ", not the one this page is for (" + pins.id + ")");
+  // A node's answer shows the terms too: each must be the signed one.
+  if (invoice.id !== undefined) {
+    const shown = {
+      id: [String(invoice.id).toLowerCase(), id], merchant_id: [invoice.merchant_id, t.merchant_id],
+      chain_id: [invoice.chain_id, t.chain_id], amount: [invoice.amount, t.amount],
+      token: [String(invoice.token).toLowerCase(), t.token === ZERO ? "native" : t.token],
+      expires_at: [invoice.expires_at == null ? null : invoice.expires_at, t.expires_at],
+      metadata: [canonicalJson(invoice.metadata == null ? null : invoice.metadata), canonicalJson(t.metadata)],
+      redirect_url: [invoice.redirect_url == null ? null : invoice.redirect_url, t.redirect_url],
+      nonce: [String(invoice.nonce).toLowerCase(), t.nonce], payout_address: [String(invoice.payout_address).toLowerCase(), t.payout],
+    };
+    for (const [field, [got, want]] of Object.entries(shown)) {
+      if (got !== want) problems.push(field + " is " + JSON.stringify(got) + ", but the merchant signed " + JSON.stringify(want));
+    }
   }
   const transactions = paymentTransactions(id, t);
   const pi = answer && answer.payment_instructions;
@@ -248,13 +340,17 @@ export async function checkInvoice(answer, pins) {
 }
 
 const ORDER = ["waiting", "confirmed", "settled"];
+const KNOWN = [...ORDER, "expired"];
 
 /**
- * The state `agree` of the nodes' `reports` vouch for: the furthest of waiting, confirmed, settled
- * that at least `agree` reports reached (a report of settled vouches for confirmed too). So fewer
- * than `agree` lying nodes can neither show a payment that did not happen nor hide one.
+ * The state `agree` of the nodes' `reports` vouch for (a report is a node's state, or null when
+ * it does not answer or does not hold the invoice): null when fewer than `agree` hold it, else
+ * the furthest of waiting, confirmed, settled that at least `agree` reached (a report of
+ * settled vouches for confirmed too). So fewer than `agree` lying nodes can neither show a
+ * payment that did not happen, nor hide one, nor offer to pay an invoice no node holds.
  */
 export function agreedState(reports, agree) {
+  if (reports.filter((r) => KNOWN.includes(r)).length < agree) return null;
   let shown = "waiting";
   for (const state of ORDER) {
     if (reports.filter((r) => ORDER.indexOf(r) >= ORDER.indexOf(state)).length >= agree) shown = state;
@@ -262,8 +358,22 @@ export function agreedState(reports, agree) {
   return shown;
 }
 
-/** Nodes that must agree by default: f + 1 of n = 3f + 1 listed nodes (1 for a single node). */
-export const defaultAgree = (n) => Math.floor(Math.max(n - 1, 0) / 3) + 1;
+/** The listed nodes, one per origin, and what is wrong with them or with `agree`. */
+export function nodeProblems(nodes, agree) {
+  const p = [];
+  const origins = [];
+  for (const n of Array.isArray(nodes) ? nodes : []) {
+    try {
+      const u = new URL(n);
+      if (["https:", "http:"].includes(u.protocol) && !origins.includes(u.origin)) origins.push(u.origin);
+    } catch (_) { p.push("nodes: " + n + " is not a URL"); }
+  }
+  if (!origins.length) p.push("nodes: the API URLs of the nodes to ask, one per operator");
+  if (!Number.isSafeInteger(agree) || agree < 1 || agree > origins.length) {
+    p.push("agree: how many of the " + origins.length + " nodes must report a state (f + 1 for a network of 3f + 1)");
+  }
+  return { origins, problems: p };
+}
 
 function element(tag, attrs, text) {
   const el = document.createElement(tag);
@@ -279,22 +389,37 @@ function units(amount, decimals) {
   return (v / d).toString() + (frac ? "." + frac : "");
 }
 
+/** A node's state of invoice `id`, or null: 5 s at most, 4 KiB at most. */
+async function nodeState(origin, id) {
+  try {
+    const r = await fetch(origin + "/checkout/" + id + "/status", { cache: "no-store", signal: AbortSignal.timeout(5000) });
+    if (!r.ok) return null;
+    const text = await r.text();
+    return text.length <= 4096 ? JSON.parse(text).state : null;
+  } catch (_) {
+    return null;
+  }
+}
+
 /**
- * Renders the checkout of `config.invoice` (or of the JSON at `config.invoice_url`) into `root`,
- * with `config` = pins + {nodes: [node API URLs], agree?, tokens?: {"chainId:address": {symbol,
- * decimals}}, native?: {symbol, decimals}}.
+ * Renders the checkout of invoice `config.id` into `root`, from `config.invoice` (or the JSON at
+ * `config.invoice_url`): config = pins + {nodes: [node API URLs], agree, tokens?: {"chainId:address":
+ * {symbol, decimals}}, native?: {symbol, decimals}}.
  */
 export async function mount(root, config) {
-  const answer = config.invoice || (await (await fetch(config.invoice_url, { cache: "no-store" })).json());
-  const checked = await checkInvoice(answer, config);
-  const status = element("p", { id: "status", class: "status", "data-state": "checking" }, "Checking the invoice…");
+  const status = element("p", { id: "status", class: "status", "data-state": "checking", "data-polls": "0" }, "Checking the invoice…");
   const wallet = element("p", { id: "wallet" });
   const pay = element("button", { id: "pay", type: "button", hidden: "" }, "Pay with wallet");
   const refused = element("ul", { id: "refused", hidden: "" });
   root.replaceChildren(status, refused, pay, wallet);
-  if (!checked.ok) {
+  const answer = config.invoice || (await (await fetch(config.invoice_url, { cache: "no-store" })).json());
+  const checked = await checkInvoice(answer, config);
+  const { origins, problems } = nodeProblems(config.nodes, config.agree);
+  checked.problems.push(...problems);
+  if (!checked.ok || problems.length) {
+    checked.ok = false;
     status.dataset.state = "refused";
-    status.textContent = "This invoice cannot be paid here: what the node answered is not what the merchant signed.";
+    status.textContent = "This invoice cannot be paid here: it is not what the merchant signed, or the page is not set up.";
     for (const p of checked.problems) refused.append(element("li", {}, p));
     refused.hidden = false;
     return checked;
@@ -307,13 +432,15 @@ export async function mount(root, config) {
     ["Paid to", t.payout], ["Through", t.payments], ["Invoice", checked.id],
   ]) facts.append(element("dt", {}, k), element("dd", {}, v));
   root.insertBefore(facts, status);
-  const labels = { waiting: "Waiting for payment", seen: "Payment sent, waiting for confirmations", confirmed: "Payment confirmed, settling", settled: "Paid and settled", expired: "Expired" };
-  const nodes = config.nodes || [];
-  const agree = config.agree || defaultAgree(nodes.length);
+  const labels = {
+    unknown: "Waiting for the operators to hold this invoice", waiting: "Waiting for payment",
+    seen: "Payment sent, waiting for confirmations", confirmed: "Payment confirmed, settling", settled: "Paid and settled", expired: "Expired",
+  };
   let sent = false;
-  const show = (state) => {
-    if (state === "waiting" && t.expires_at && Date.now() / 1000 > t.expires_at) state = "expired";
+  const show = (agreed) => {
+    let state = agreed || "unknown";
     if (state === "waiting" && sent) state = "seen";
+    else if (state === "waiting" && t.expires_at && Date.now() / 1000 > t.expires_at) state = "expired";
     status.dataset.state = state;
     status.className = "status " + state;
     status.textContent = labels[state] || state;
@@ -322,19 +449,16 @@ export async function mount(root, config) {
   };
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
   const poll = async () => {
-    for (;;) {
-      const reports = await Promise.all(nodes.map(async (n) => {
-        try {
-          const r = await fetch(n.replace(/\/$/, "") + "/checkout/" + checked.id + "/status", { cache: "no-store" });
-          return r.ok ? (await r.json()).state : null;
-        } catch (_) { return null; }
-      }));
-      const state = show(agreedState(reports, agree));
+    for (let polls = 1; ; polls++) {
+      const reports = await Promise.all(origins.map((o) => nodeState(o, checked.id)));
+      const state = show(agreedState(reports, config.agree));
+      status.dataset.polls = String(polls);
       if (state === "settled") {
-        if (t.redirect_url) setTimeout(() => window.location.assign(t.redirect_url), 1500);
+        const u = t.redirect_url && new URL(t.redirect_url);
+        if (u && ["https:", "http:"].includes(u.protocol)) setTimeout(() => window.location.assign(u.href), 1500);
         return;
       }
-      if (state === "expired") return;
+      // Expired here still polls: a payment sent in time may confirm after the expiry.
       await sleep(2000);
     }
   };
@@ -367,7 +491,6 @@ export async function mount(root, config) {
       pay.disabled = false;
     }
   });
-  show("waiting");
   poll();
   return checked;
 }
