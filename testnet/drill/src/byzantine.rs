@@ -4,7 +4,9 @@
 //! valid re-sends, and withholds its signature throughout; then an outsider lands a keeper's
 //! `settle` call first, wrapped in a contract of its own. The ghost invoices become decoys the
 //! verdict checks were never announced. It also announces invoices the merchant never signed in
-//! its own name: the verdict's `impersonations` counts any an honest node holds.
+//! its own name, and attacks the merchant's keys, endpoints and requests
+//! ([`crate::merchant_side`]): the verdict's `impersonations` counts any an honest node holds or
+//! applied.
 
 use crate::control::Control;
 use crate::scenarios::{Decoys, Timeline};
@@ -31,6 +33,8 @@ pub async fn run(ctl: &Control, payer: &Payer, step: Duration, tl: &mut Timeline
     let node = &ctl.m.nodes[i];
     let cfg = NodeConfig::load(&node.config, std::iter::empty::<(String, String)>())
         .map_err(|e| eyre!("{}: {e}", node.config.display()))?;
+    let merchant_side =
+        crate::merchant_side::Prepared::new(ctl, &cfg, tl).await.wrap_err("preparing the merchant's records")?;
     ctl.kill9(&node.name).await?;
     let bad = ByzantineOperator::start(&cfg).await.wrap_err("starting the Byzantine operator")?;
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -41,6 +45,7 @@ pub async fn run(ctl: &Control, payer: &Payer, step: Duration, tl: &mut Timeline
         "{} replaced by a Byzantine operator with its keys; it withholds its signature throughout",
         node.name
     ));
+    decoys.merchant = Some(merchant_side.attack(ctl, &bad, step, tl).await);
     let result = behave(ctl, payer, &bad, &cfg, step, tl, decoys).await;
     bad.stop();
     // Let the listen address go before the node is started again by the heal.

@@ -7,6 +7,7 @@ mod control;
 mod forge;
 mod load;
 mod manifest;
+mod merchant_side;
 mod report;
 mod rotation;
 mod scenarios;

@@ -25,7 +25,7 @@ pub fn print(r: &Report) {
     );
     println!("false webhooks         {:>4}", v.false_webhooks);
     println!(
-        "merchant impersonations{:>4}  (invoices in the merchant's name it never signed, held by a node)",
+        "merchant impersonations{:>4}  (invoices, keys, endpoint changes and replayed requests the merchant never signed, held or applied by a node)",
         v.impersonations
     );
     println!("lost                   {:>4}", v.lost.len());

@@ -192,7 +192,14 @@ pub async fn run(ctl: &Control, payer: &Payer, scenario: Scenario, opts: DrillOp
     verdict.wrong.extend(unready);
     verdict.wrong.extend(failures.into_iter().map(|f| format!("load: {f}")));
     verdict.wrong.extend(verdict::unpaid_stay_unpaid(ctl, &decoys.unpaid).await);
-    let impersonations = verdict::never_held(ctl, &decoys.unsigned).await;
+    let (mut impersonations, unchecked) = verdict::never_held(ctl, &decoys.unsigned).await;
+    verdict.wrong.extend(unchecked);
+    if let Some(attacked) = decoys.merchant.take() {
+        let (applied, wrong) = attacked.judge(ctl).await;
+        impersonations.extend(applied);
+        verdict.wrong.extend(wrong);
+        attacked.clean_up(ctl).await;
+    }
     verdict.impersonations = impersonations.len();
     verdict.wrong.extend(impersonations);
     if let Err(e) = injected {
@@ -218,12 +225,14 @@ async fn first_payment(progress: &Progress, at_least: usize) {
 
 /// Invoices a fault made that must come to nothing: ids that must stay unpaid, and ids of
 /// invoices the merchant never signed that no honest node may hold.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Decoys {
     /// Never paid: no node may show a payment, nor the merchant hear of one.
     pub unpaid: Vec<String>,
     /// Never signed by the merchant: no node may hold one.
     pub unsigned: Vec<String>,
+    /// The merchant's records the Byzantine operator attacked, to check and delete.
+    pub merchant: Option<crate::merchant_side::Attacked>,
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -313,9 +313,9 @@ pub async fn unpaid_stay_unpaid(ctl: &Control, invoices: &[String]) -> Vec<Strin
 }
 
 /// Each node that holds one of `invoices` or webhook endpoints (`we_…`), which the merchant
-/// never signed, as the merchant's own reads find it.
-pub async fn never_held(ctl: &Control, invoices: &[String]) -> Vec<String> {
-    let mut wrong = Vec::new();
+/// never signed, as the merchant's own reads find it; and each it could not ask.
+pub async fn never_held(ctl: &Control, invoices: &[String]) -> (Vec<String>, Vec<String>) {
+    let (mut held, mut unchecked) = (Vec::new(), Vec::new());
     for id in invoices {
         // Endpoint ids start `we_`; invoice ids are hashes.
         let (path, what) = if id.starts_with("we_") {
@@ -325,12 +325,18 @@ pub async fn never_held(ctl: &Control, invoices: &[String]) -> Vec<String> {
         };
         for node in &ctl.m.nodes {
             let url = format!("{}{path}", node.api_url);
-            let Ok(r) = ctl.merchant_request(reqwest::Method::GET, &url, None) else { continue };
-            let Ok(resp) = r.send().await else { continue };
-            if resp.status().as_u16() == 200 {
-                wrong.push(format!("{} holds {what} {id}, which the merchant never signed", node.name));
+            let sent = match ctl.merchant_request(reqwest::Method::GET, &url, None) {
+                Ok(r) => r.send().await.map(|r| r.status().as_u16()).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match sent {
+                Ok(200) => held.push(format!("{} holds {what} {id}, which the merchant never signed", node.name)),
+                Ok(404) => {}
+                // A node that cannot say is not counted as one that does not hold it.
+                other => unchecked
+                    .push(format!("{}: whether it holds {what} {id} could not be checked ({other:?})", node.name)),
             }
         }
     }
-    wrong
+    (held, unchecked)
 }
