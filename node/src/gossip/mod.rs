@@ -333,6 +333,31 @@ impl AttestationFate {
 }
 
 impl GossipRejection {
+    /// The verdict gossip gets for a message refused for this reason. `Reject` costs the peer
+    /// that forwarded it its score (gossipsub P4), so it is kept for what every honest node finds
+    /// invalid whatever it has seen: malformed, a signature or publisher that does not hold, an
+    /// invoice altered, invented or announced in another's name. What depends on this node's view
+    /// (an epoch, an operator or a merchant record it has not read yet) is `Ignore`d: not
+    /// forwarded, no one blamed. The table is in this module's tests.
+    pub fn verdict(&self) -> settleproof_p2p::Verdict {
+        use settleproof_p2p::Verdict;
+        match self {
+            Self::Malformed(_)
+            | Self::UnknownSigner(_)
+            | Self::WrongPublisher { .. }
+            | Self::BadSignature(_)
+            | Self::BadInvoice(_)
+            | Self::InvoiceIdMismatch(_)
+            | Self::NotAsSigned { .. }
+            | Self::ForeignCreator(_) => Verdict::Reject,
+            Self::UnknownEpoch(_)
+            | Self::WrongEpoch { .. }
+            | Self::ForeignHeartbeat(_)
+            | Self::NotInRegistry(_)
+            | Self::NotTaken(_) => Verdict::Ignore,
+        }
+    }
+
     /// Whether an invoice was altered or invented by whoever sent it: its id does not commit to
     /// its terms, or its terms are not what its merchant signed. No honest operator sends one,
     /// whatever its registry holds.
@@ -442,6 +467,42 @@ impl InvoiceAnnouncement {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_refusal_has_its_verdict_and_why() {
+        use settleproof_p2p::Verdict::{Ignore, Reject};
+        let id = B256::repeat_byte(1);
+        let table: [(GossipRejection, settleproof_p2p::Verdict, &str); 13] = [
+            (GossipRejection::Malformed("x".into()), Reject, "not the message type: invalid anywhere"),
+            (GossipRejection::UnknownSigner(9), Reject, "an epoch's set is the same at every node that knows it"),
+            (GossipRejection::UnknownEpoch(9), Ignore, "this node has not read that epoch yet"),
+            (GossipRejection::WrongEpoch { round: 1, expected: 0, named: 1 }, Ignore, "this node's schedule may lag"),
+            (
+                GossipRejection::WrongPublisher { publisher: "p".into(), signer: 0 },
+                Reject,
+                "an operator publishes what it signs",
+            ),
+            (
+                GossipRejection::BadSignature("x".into()),
+                Reject,
+                "a signature under a key every node of the epoch holds",
+            ),
+            (GossipRejection::ForeignHeartbeat(3), Ignore, "its operator may be of a set not read here yet"),
+            (GossipRejection::BadInvoice("x".into()), Reject, "no node takes it"),
+            (GossipRejection::NotInRegistry("m".into()), Ignore, "this node's registry may lag"),
+            (GossipRejection::InvoiceIdMismatch(id), Reject, "altered or invented by its sender"),
+            (GossipRejection::NotAsSigned { id, field: "amount" }, Reject, "not what the merchant signed"),
+            (GossipRejection::ForeignCreator(id), Reject, "announced in another operator's name"),
+            (GossipRejection::NotTaken("x".into()), Ignore, "depends on this node's merchant records"),
+        ];
+        for (rejection, verdict, why) in table {
+            assert_eq!(rejection.verdict(), verdict, "{rejection}: {why}");
+            assert_eq!(
+                rejection.is_altered_invoice(),
+                matches!(rejection, GossipRejection::InvoiceIdMismatch(_) | GossipRejection::NotAsSigned { .. })
+            );
+        }
+    }
     use settleproof_p2p::Verdict;
 
     #[test]

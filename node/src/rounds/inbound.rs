@@ -28,8 +28,12 @@ impl RoundDriver {
                 // whose key signed it), not per forwarder; a replay of an old message (gossip
                 // forgets ids after a while) is dropped before it costs its author budget.
                 self.refresh_epochs(st);
+                // An author this node does not hear (an operator of a set it has not read yet,
+                // or none at all) is ignored, not rejected: whoever forwarded it may know more.
                 if !self.epochs.hears(&source, st.next_round, self.grace_rounds) {
-                    self.net.report(reference, Verdict::Reject).await;
+                    metrics::counter!("gossip_unknown_author_total", "chain_id" => self.chain.chain_id().to_string())
+                        .increment(1);
+                    self.net.report(reference, Verdict::Ignore).await;
                     return;
                 }
                 let author = source;
@@ -215,8 +219,8 @@ impl RoundDriver {
                 Verdict::Accept
             }
             Err(e) => {
-                warn!(peer = %source, error = %e, "heartbeat rejected");
-                Verdict::Reject
+                warn!(peer = %source, error = %e, "heartbeat refused");
+                e.verdict()
             }
         }
     }
@@ -255,8 +259,9 @@ impl RoundDriver {
 
     /// Records `source`'s acknowledgements off the loop, in one store write.
     fn record_acks(&self, source: PeerId, acks: Vec<gossip::DeliveryAck>) -> Verdict {
+        // An operator of a set this node has not read yet: not blamed on whoever forwarded it.
         if !self.epochs.knows_peer(&source) {
-            return Verdict::Reject;
+            return Verdict::Ignore;
         }
         if acks.is_empty() {
             return Verdict::Accept;
