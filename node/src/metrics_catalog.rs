@@ -119,7 +119,7 @@ pub const CATALOG: &[Metric] = &[
     c(
         C,
         "gossip_rate_limited_total",
-        "Gossip messages dropped over their author's budget, by topic",
+        "Gossip messages dropped over their author's budget (consensus or records, by topic), by topic",
         Labels::One("topic", GOSSIP_TOPICS),
     ),
     c(
@@ -127,6 +127,12 @@ pub const CATALOG: &[Metric] = &[
         "gossip_stale_total",
         "Gossip messages older than the freshness window, dropped",
         Labels::One("topic", GOSSIP_TOPICS),
+    ),
+    c(
+        C,
+        "gossip_unknown_author_total",
+        "Gossip messages whose author this node does not hear (a set not read yet, or not an operator), ignored",
+        Labels::None,
     ),
     c(
         C,
@@ -301,6 +307,12 @@ pub const CATALOG: &[Metric] = &[
         "merchant_records_refused_total",
         "Merchant records heard (API keys, webhook endpoints) whose merchant signatures do not verify here, by kind",
         Labels::One("kind", &["api_key", "webhook_endpoint"]),
+    ),
+    m(
+        C,
+        "merchant_records_dropped_total",
+        "Merchant records heard while their task's inbox was full, or its author's share of it, or that waited too long: ignored, by kind",
+        Labels::One("kind", &["approval", "api_key", "webhook_endpoint"]),
     ),
     m(
         C,

@@ -304,8 +304,7 @@ impl Registry {
             serde_json::from_slice(data).map_err(|e| GossipRejection::Malformed(e.to_string()))?;
         let Some(store) = &self.0.store else { return Ok(false) };
         let bad = |m: String| GossipRejection::NotTaken(format!("API key: {m}"));
-        let entries = store.registry_entries().map_err(|e| bad(e.to_string()))?;
-        if !entries.iter().any(|e| e.change.merchant.id == a.key.merchant_id) {
+        if !self.holds(&a.key.merchant_id) {
             // This node may not have applied the merchant yet: the key is announced again.
             return Ok(false);
         }

@@ -39,8 +39,22 @@ impl Registry {
         let set = epochs.get(a.change.epoch).ok_or(GossipRejection::UnknownEpoch(a.change.epoch))?;
         let others = a.verify_others(&set, self.0.chain_id, self.0.settlement, hash, known)?;
         match self.record_problem(&a.change) {
+            // A field no node accepts under any URL policy, and another merchant's root key
+            // (which no honest operator approves: the merchant would authenticate as another),
+            // are the author's doing; the rest (this node's URL policy, a version ahead of the
+            // one held here) depends on this node: refused here, its author not blamed.
             Ok(Some((field, problem))) => {
-                return Err(GossipRejection::Malformed(format!("merchant change: {field}: {problem}")));
+                let invalid_anywhere = field == "root_key"
+                    || settleproof_config::merchant_problems(&a.change.merchant, true, true)
+                        .into_iter()
+                        .next()
+                        .is_some();
+                let why = format!("merchant change: {field}: {problem}");
+                return Err(if invalid_anywhere {
+                    GossipRejection::Malformed(why)
+                } else {
+                    GossipRejection::NotTaken(why)
+                });
             }
             Ok(None) => {}
             Err(e) => {

@@ -7,6 +7,11 @@
 //! many are sent, can hold back the first chain's settlement, and a full inbox costs the sender
 //! its message (ignored, counted as `merchant_records_dropped_total`), never the loop its time:
 //! what was dropped comes back with the next announcement or catch-up.
+//!
+//! One author cannot fill the inbox for the others: each may have [`PER_AUTHOR`] messages
+//! waiting, and registry approvals (a threshold's votes) wait apart and are judged first. A
+//! message that waited longer than [`MAX_WAIT`] is ignored unjudged: gossip keeps a message
+//! for its verdict only a few seconds, after which a verdict would be lost anyway.
 
 use super::Registry;
 use crate::gossip::GossipRejection;
@@ -16,8 +21,14 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, warn};
 
-/// Messages waiting to be judged, at most.
+/// Key and endpoint messages waiting to be judged, at most.
 pub const INBOX: usize = 1024;
+/// Registry approvals waiting to be judged, at most.
+pub const APPROVALS: usize = 256;
+/// Messages of one author waiting, at most.
+pub const PER_AUTHOR: usize = 128;
+/// Longest a message waits to be judged.
+pub const MAX_WAIT: Duration = Duration::from_secs(2);
 
 /// What kind of merchant record a message carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +59,15 @@ impl RecordKind {
             Self::Endpoint => "webhook endpoint",
         }
     }
+
+    /// The `kind` label of `merchant_records_dropped_total`.
+    fn label(self) -> &'static str {
+        match self {
+            Self::Approval => "approval",
+            Self::Key => "api_key",
+            Self::Endpoint => "webhook_endpoint",
+        }
+    }
 }
 
 /// A message waiting in the inbox.
@@ -57,6 +77,40 @@ pub(super) struct Heard {
     data: Vec<u8>,
     source: PeerId,
     reference: MessageRef,
+    at: tokio::time::Instant,
+}
+
+/// Where the round loop hands merchant records: approvals apart, and a count of each
+/// author's messages waiting.
+#[derive(Debug)]
+pub(super) struct Inbox {
+    records: mpsc::Sender<Heard>,
+    approvals: mpsc::Sender<Heard>,
+    waiting: std::sync::Mutex<std::collections::HashMap<PeerId, usize>>,
+}
+
+impl Inbox {
+    /// Counts one more message of `author` waiting, unless it has [`PER_AUTHOR`] already.
+    fn admit(&self, author: PeerId) -> bool {
+        let mut w = self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = w.entry(author).or_insert(0);
+        if *n >= PER_AUTHOR {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    /// One message of `author` judged (or not sent).
+    fn done(&self, author: &PeerId) {
+        let mut w = self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = w.get_mut(author) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                w.remove(author);
+            }
+        }
+    }
 }
 
 /// The verdict on a record heard, and whether its author is penalised besides: an approval
@@ -66,9 +120,8 @@ pub(super) struct Heard {
 pub(super) fn verdict(kind: RecordKind, heard: &Result<bool, GossipRejection>) -> (Verdict, bool) {
     match (kind, heard) {
         (_, Ok(_)) => (Verdict::Accept, false),
-        (RecordKind::Approval, Err(GossipRejection::UnknownEpoch(_))) => (Verdict::Ignore, false),
+        (_, Err(e)) if e.verdict() == Verdict::Ignore => (Verdict::Ignore, false),
         (RecordKind::Approval, Err(_)) => (Verdict::Reject, true),
-        (_, Err(GossipRejection::NotTaken(_))) => (Verdict::Ignore, false),
         (_, Err(_)) => (Verdict::Reject, false),
     }
 }
@@ -78,18 +131,19 @@ impl Registry {
     /// node's again every `rebroadcast`, until `shutdown` turns true. Call once, after
     /// [`Registry::attach`].
     pub fn spawn_inbox(&self, rebroadcast: Duration, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
-        let (tx, mut rx) = mpsc::channel::<Heard>(INBOX);
-        let _ = self.0.inbox.set(tx);
+        let (records, mut records_rx) = mpsc::channel::<Heard>(INBOX);
+        let (approvals, mut approvals_rx) = mpsc::channel::<Heard>(APPROVALS);
+        let _ = self.0.inbox.set(Inbox { records, approvals, waiting: std::sync::Mutex::default() });
         let (registry, net) = (self.clone(), self.0.net.get().cloned());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(rebroadcast);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
-                    heard = rx.recv() => match heard {
-                        Some(h) => registry.judge(h, net.as_ref()).await,
-                        None => return,
-                    },
+                    biased;
+                    _ = shutdown.changed() => return,
+                    Some(h) = approvals_rx.recv() => registry.judge(h, net.as_ref()).await,
+                    Some(h) = records_rx.recv() => registry.judge(h, net.as_ref()).await,
                     _ = tick.tick() => {
                         let r = registry.clone();
                         let _ = tokio::task::spawn_blocking(move || {
@@ -99,25 +153,43 @@ impl Registry {
                         })
                         .await;
                     }
-                    _ = shutdown.changed() => return,
                 }
             }
         })
     }
 
     /// Hands a merchant record heard on gossip to the inbox task, which reports its verdict;
-    /// `false` when the inbox is full or not running (the caller ignores the message).
+    /// `false` when the inbox, or its author's share of it, is full, or it is not running (the
+    /// caller ignores the message).
     pub fn offer(&self, kind: RecordKind, data: &[u8], source: PeerId, reference: MessageRef) -> bool {
-        let Some(tx) = self.0.inbox.get() else { return false };
-        let sent = tx.try_send(Heard { kind, data: data.to_vec(), source, reference }).is_ok();
+        let Some(inbox) = self.0.inbox.get() else { return false };
+        let sent = inbox.admit(source) && {
+            let heard = Heard { kind, data: data.to_vec(), source, reference, at: tokio::time::Instant::now() };
+            let queue = if kind == RecordKind::Approval { &inbox.approvals } else { &inbox.records };
+            let sent = queue.try_send(heard).is_ok();
+            if !sent {
+                inbox.done(&source);
+            }
+            sent
+        };
         if !sent {
-            metrics::counter!("merchant_records_dropped_total", "kind" => kind.as_str()).increment(1);
+            metrics::counter!("merchant_records_dropped_total", "kind" => kind.label()).increment(1);
         }
         sent
     }
 
     async fn judge(&self, h: Heard, net: Option<&NetworkHandle>) {
-        let (registry, kind, source) = (self.clone(), h.kind, h.source);
+        if let Some(inbox) = self.0.inbox.get() {
+            inbox.done(&h.source);
+        }
+        let (registry, kind, source, reference) = (self.clone(), h.kind, h.source, h.reference);
+        if h.at.elapsed() > MAX_WAIT {
+            metrics::counter!("merchant_records_dropped_total", "kind" => kind.label()).increment(1);
+            if let Some(net) = net {
+                net.report(reference, Verdict::Ignore).await;
+            }
+            return;
+        }
         let heard = tokio::task::spawn_blocking(move || match kind {
             RecordKind::Approval => registry.hear(&h.data, &source),
             RecordKind::Key => registry.hear_key(&h.data, &source),
@@ -126,6 +198,7 @@ impl Registry {
         .await;
         let heard = match heard {
             Ok(heard) => heard,
+            // This node's failure, not the author's.
             Err(e) => {
                 error!(error = %e, "{} check failed", kind.as_str());
                 Err(GossipRejection::NotTaken(e.to_string()))
@@ -148,7 +221,7 @@ impl Registry {
         if penalize {
             net.penalize(source).await;
         }
-        net.report(h.reference, verdict).await;
+        net.report(reference, verdict).await;
     }
 }
 
@@ -160,7 +233,7 @@ mod tests {
     fn each_record_kind_and_outcome_has_its_verdict() {
         let bad = || GossipRejection::Malformed("x".into());
         type Row = (RecordKind, Result<bool, GossipRejection>, (Verdict, bool), &'static str);
-        let table: [Row; 9] = [
+        let table: [Row; 10] = [
             (RecordKind::Approval, Ok(true), (Verdict::Accept, false), "new, kept"),
             (RecordKind::Approval, Ok(false), (Verdict::Accept, false), "a repeat, forwarded"),
             (
@@ -168,6 +241,12 @@ mod tests {
                 Err(GossipRejection::UnknownEpoch(9)),
                 (Verdict::Ignore, false),
                 "an epoch not read here yet",
+            ),
+            (
+                RecordKind::Approval,
+                Err(GossipRejection::NotTaken("url policy".into())),
+                (Verdict::Ignore, false),
+                "a record this node's policy refuses, or its own failure: the author not blamed",
             ),
             (
                 RecordKind::Approval,
@@ -194,6 +273,22 @@ mod tests {
         for (kind, heard, want, why) in table {
             assert_eq!(verdict(kind, &heard), want, "{kind:?}: {why}");
         }
+    }
+
+    #[tokio::test]
+    async fn one_author_cannot_fill_the_inbox_for_the_others() {
+        let inbox = Inbox {
+            records: mpsc::channel(INBOX).0,
+            approvals: mpsc::channel(APPROVALS).0,
+            waiting: std::sync::Mutex::default(),
+        };
+        let (flooder, honest) = (PeerId::random(), PeerId::random());
+        let admitted = (0..10 * PER_AUTHOR).filter(|_| inbox.admit(flooder)).count();
+        assert_eq!(admitted, PER_AUTHOR);
+        assert!(inbox.admit(honest), "another author still gets in");
+        inbox.done(&flooder);
+        assert!(inbox.admit(flooder), "a judged message frees its author's place");
+        assert!(!inbox.admit(flooder));
     }
 
     #[test]

@@ -30,7 +30,7 @@ mod webhook_endpoints;
 
 pub use api_keys::{GRANT_PATH, KEYS_TOPIC, KeyAnnouncement, KeyGrant, MAX_KEYS_PER_MERCHANT, key_of_grant};
 pub use approval::{MerchantApproval, TOPIC};
-pub use inbox::{INBOX, RecordKind};
+pub use inbox::{APPROVALS, INBOX, MAX_WAIT, PER_AUTHOR, RecordKind};
 pub use invoice_signatures::SignatureRefusal;
 pub use registry::{Approved, Home, Registry, RegistryError};
 pub use sync::{CaughtUp, MAX_SNAPSHOT, MerchantSnapshot};

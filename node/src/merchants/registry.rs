@@ -65,6 +65,8 @@ pub const MAX_VERSION_GAP: u64 = 1024;
 /// How long after applying a change a node keeps gossiping its approvals of it, so that nodes
 /// which missed them (offline, partitioned) still apply it.
 pub const RECENT_MS: u64 = 60 * 60 * 1000;
+/// Approvals published again per rebroadcast tick at most (waiting changes first).
+pub const MAX_APPROVALS_REBROADCAST: usize = 64;
 
 /// `me`'s approval among `approvals` of `change`, carrying the others.
 fn approval_of(me: usize, change: MerchantChange, approvals: Vec<(u32, Bytes)>) -> Option<MerchantApproval> {
@@ -131,7 +133,7 @@ pub(super) struct Inner {
     /// Invoice signatures checked already ([`super::invoice_signatures`]).
     pub(super) verified_invoices: std::sync::Mutex<lru::LruCache<alloy::primitives::B256, ()>>,
     /// Where the round loop hands merchant records heard on gossip ([`super::inbox`]).
-    pub(super) inbox: OnceLock<tokio::sync::mpsc::Sender<super::inbox::Heard>>,
+    pub(super) inbox: OnceLock<super::inbox::Inbox>,
 }
 
 /// The merchant registry; cheap to clone, every clone sees each applied change at once.
@@ -256,6 +258,13 @@ impl Registry {
             return view.active.clone();
         }
         Arc::new(view.active.iter().chain(view.disabled_records.iter()).cloned().collect())
+    }
+
+    /// Whether the registry holds merchant `id`, disabled or not (read from memory: a record
+    /// heard on gossip costs no registry decode).
+    pub fn holds(&self, id: &str) -> bool {
+        let view = self.view();
+        view.active.iter().chain(view.disabled_records.iter()).any(|m| m.id == id)
     }
 
     /// Merchant `id`, when served.
@@ -497,19 +506,21 @@ impl Registry {
         });
     }
 
-    /// This node's approvals, as gossiped: of the changes still waiting, and of those applied
-    /// in the last [`RECENT_MS`], each with the other approvals held.
+    /// This node's approvals, as gossiped: of the changes still waiting, then of those applied
+    /// in the last [`RECENT_MS`] (the newest first), each with the other approvals held.
     pub fn own_approvals(&self) -> Vec<MerchantApproval> {
         let (Ok(set), Ok(pending), Ok(store)) = (self.latest(), self.pending(), self.store()) else {
             return Vec::new();
         };
         let Some(me) = set.me else { return Vec::new() };
         let since = now_ms().saturating_sub(RECENT_MS);
-        let recent = store.registry_entries().unwrap_or_default().into_iter().filter(|e| e.applied_at_ms >= since);
+        let mut recent: Vec<_> =
+            store.registry_entries().unwrap_or_default().into_iter().filter(|e| e.applied_at_ms >= since).collect();
+        recent.sort_by_key(|e| std::cmp::Reverse(e.applied_at_ms));
         pending
             .into_iter()
             .map(|p| (p.change, p.approvals))
-            .chain(recent.map(|e| (e.change, e.approvals)))
+            .chain(recent.into_iter().map(|e| (e.change, e.approvals)))
             .filter(|(change, _)| change.epoch == set.epoch)
             .filter_map(|(change, approvals)| approval_of(me, change, approvals))
             .collect()
@@ -530,7 +541,9 @@ impl Registry {
                 Err(e) => warn!(error = %e, "cannot drop merchant changes of earlier operator sets"),
             }
         }
-        for a in self.own_approvals() {
+        // The waiting changes first (they need the votes), then the newest applied ones; at
+        // most a tick's worth, so a busy hour of changes cannot crowd out anything else.
+        for a in self.own_approvals().into_iter().take(MAX_APPROVALS_REBROADCAST) {
             self.publish(&a);
         }
     }

@@ -367,8 +367,7 @@ impl Registry {
         if changes.iter().any(|c| c.endpoint_id != a.endpoint_id) {
             return Err(malformed("a change of another endpoint".into()));
         }
-        let entries = store.registry_entries().map_err(|e| not_taken(e.to_string()))?;
-        if !entries.iter().any(|e| e.change.merchant.id == a.merchant_id) {
+        if !self.holds(&a.merchant_id) {
             // This node may not have applied the merchant yet: it is announced again.
             return Ok(false);
         }

@@ -44,7 +44,7 @@ impl RoundDriver {
         };
         let extra = (invoices.len() / INVOICES_PER_MESSAGE_TOKEN) as f64;
         if extra > 0.0 && st.budgets.take_records(&source.to_string(), std::time::Instant::now(), extra).is_err() {
-            metrics::counter!("gossip_rate_limited_total", "chain_id" => chain_id, "topic" => gossip::INVOICE_BATCHES, "budget" => "records")
+            metrics::counter!("gossip_rate_limited_total", "chain_id" => chain_id, "topic" => gossip::INVOICE_BATCHES)
                 .increment(1);
             return Verdict::Ignore;
         }

@@ -1,7 +1,8 @@
 //! What each operator's gossip may cost this node, in two budgets per author: one for consensus
-//! (attestations, heartbeats, set and merchant approvals: a few messages a second, whatever
-//! the load) and one for replicated records (invoices, delivery acknowledgements, API keys,
-//! webhook endpoints: as many as there are payments and merchant changes). An operator that
+//! (attestations, heartbeats, operator set approvals: a few messages a second, whatever the
+//! load, and the resends of the rounds pending) and one for replicated records (invoices,
+//! delivery acknowledgements, merchant approvals, API keys, webhook endpoints: as many as there
+//! are payments and merchant changes). An operator that
 //! creates invoices, acknowledges deliveries or relays merchant records at its records budget's
 //! limit, honest under load or not, still has every vote and heartbeat heard: replication can
 //! never crowd out consensus.
@@ -11,10 +12,11 @@ use crate::gossip;
 use std::time::Instant;
 
 /// Consensus messages per second one operator may have handled, and the burst: a vote and a
-/// heartbeat per chain every second or so, their resends, and set and merchant approvals.
-pub(crate) const CONSENSUS_PER_S: f64 = 50.0;
+/// heartbeat per chain every second or so, set approvals, and at each rebroadcast the votes of
+/// every round still pending (a thousand rounds behind fit one burst).
+pub(crate) const CONSENSUS_PER_S: f64 = 100.0;
 /// The burst of [`CONSENSUS_PER_S`].
-pub(crate) const CONSENSUS_BURST: f64 = 500.0;
+pub(crate) const CONSENSUS_BURST: f64 = 1000.0;
 /// Record messages per second one operator may have handled, and the burst (extra tokens for
 /// messages that carry many records are taken from the same budget).
 pub(crate) const RECORDS_PER_S: f64 = 200.0;
@@ -24,9 +26,10 @@ pub(crate) const RECORDS_BURST: f64 = 2000.0;
 /// Which budget a topic's messages spend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Budget {
-    /// Votes, heartbeats and approvals.
+    /// Votes, heartbeats and operator set approvals.
     Consensus,
-    /// Invoices, acknowledgements and merchants' records, and any topic not named here.
+    /// Invoices, acknowledgements and merchants' records (approvals of registry changes
+    /// too: they are resent for an hour after they apply), and any topic not named here.
     Records,
 }
 
@@ -34,18 +37,8 @@ impl Budget {
     /// The budget of `topic` (as the code names it, without its chain tag).
     pub(crate) fn of(topic: &str) -> Self {
         match topic {
-            gossip::ATTESTATIONS | gossip::HEARTBEATS | crate::set_approval::TOPIC | crate::merchants::TOPIC => {
-                Budget::Consensus
-            }
+            gossip::ATTESTATIONS | gossip::HEARTBEATS | crate::set_approval::TOPIC => Budget::Consensus,
             _ => Budget::Records,
-        }
-    }
-
-    /// The label of `gossip_rate_limited_total`'s `budget`.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Budget::Consensus => "consensus",
-            Budget::Records => "records",
         }
     }
 }
@@ -93,7 +86,7 @@ mod tests {
             (gossip::ATTESTATIONS, Budget::Consensus, "votes"),
             (gossip::HEARTBEATS, Budget::Consensus, "liveness"),
             (crate::set_approval::TOPIC, Budget::Consensus, "operator set approvals"),
-            (crate::merchants::TOPIC, Budget::Consensus, "merchant registry approvals"),
+            (crate::merchants::TOPIC, Budget::Records, "merchant approvals, resent for an hour"),
             (gossip::INVOICES, Budget::Records, "one invoice, as the load"),
             (gossip::INVOICE_BATCHES, Budget::Records, "invoices, as the load"),
             (gossip::DELIVERIES, Budget::Records, "acknowledgements, as the load"),

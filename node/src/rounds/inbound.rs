@@ -44,8 +44,8 @@ impl RoundDriver {
                     self.net.report(reference, Verdict::Ignore).await;
                     return;
                 }
-                if let Err(budget) = st.budgets.take(&topic, &author.to_string(), std::time::Instant::now()) {
-                    metrics::counter!("gossip_rate_limited_total", "chain_id" => self.chain.chain_id().to_string(), "topic" => topic.clone(), "budget" => budget.as_str()).increment(1);
+                if st.budgets.take(&topic, &author.to_string(), std::time::Instant::now()).is_err() {
+                    metrics::counter!("gossip_rate_limited_total", "chain_id" => self.chain.chain_id().to_string(), "topic" => topic.clone()).increment(1);
                     self.net.report(reference, Verdict::Ignore).await;
                     return;
                 }
@@ -245,7 +245,7 @@ impl RoundDriver {
                 if extra > 0.0
                     && st.budgets.take_records(&source.to_string(), std::time::Instant::now(), extra).is_err()
                 {
-                    metrics::counter!("gossip_rate_limited_total", "chain_id" => self.chain.chain_id().to_string(), "topic" => gossip::DELIVERY_BATCHES, "budget" => "records").increment(1);
+                    metrics::counter!("gossip_rate_limited_total", "chain_id" => self.chain.chain_id().to_string(), "topic" => gossip::DELIVERY_BATCHES).increment(1);
                     return Verdict::Ignore;
                 }
                 self.record_acks(source, acks)
