@@ -90,8 +90,30 @@ async fn a_self_hosted_checkout_refuses_what_a_node_falsified_and_pays_what_the_
         .arg(dir.path().join("site"))
         .output()?;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(std::fs::read_to_string(dir.path().join("site/settleproof-checkout.js"))?, script);
+    let bundle = dir.path().join("site/settleproof-checkout.js");
+    assert_eq!(std::fs::read_to_string(&bundle)?, script);
     assert_eq!(std::fs::read_to_string(dir.path().join("site/index.html"))?, page_html);
+    // Its pure parts hold their tables (keccak, agreed states, nodes, the requests nodes refuse).
+    let units = std::process::Command::new("node")
+        .current_dir(settleproof_tests::anvil::repo_root())
+        .args(["--no-warnings", "tests/browser/self_hosted_units.mjs"])
+        .arg(&bundle)
+        .output()?;
+    assert!(units.status.success(), "{}", String::from_utf8_lossy(&units.stdout));
+    // The status route answers any origin, a 404 too (the page counts a node that does not
+    // hold the invoice, rather than failing to read it).
+    let unknown = net.http.get(format!("{}/checkout/0x{}/status", net.api(1), "ab".repeat(32))).send().await?;
+    assert_eq!(unknown.status(), 404);
+    assert_eq!(unknown.headers().get("access-control-allow-origin").and_then(|v| v.to_str().ok()), Some("*"));
+    // The merchant's site serves what its own binary wrote.
+    let script = std::fs::read_to_string(&bundle)?;
+    let page_html = std::fs::read_to_string(dir.path().join("site/index.html"))?;
+    for (node, invoice) in [(1, &id), (2, &id), (1, &token_id), (2, &token_id)] {
+        net.eventually("the invoices reach nodes 1 and 2", Duration::from_secs(15), || async {
+            net.get_invoice(node, invoice).await.ok().filter(|(status, _)| *status == 200)
+        })
+        .await?;
+    }
 
     // A node that says every invoice is settled, and one that never answers.
     let liar = serve(axum::Router::new().route(

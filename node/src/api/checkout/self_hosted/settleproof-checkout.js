@@ -181,10 +181,10 @@ async function signatureHolds(key, alg, input, signature) {
   return crypto.subtle.verify(verify, pub, signature, utf8(input));
 }
 
-/** An address is EIP-55 checksummed when given in mixed case. */
+/** An address is EIP-55 checksummed when it has a capital letter (as nodes read it: `0x` is lower case). */
 function checksumHolds(address) {
   const h = address.slice(2);
-  if (h === h.toLowerCase() || h === h.toUpperCase()) return true;
+  if (h === h.toLowerCase()) return true;
   const hash = hex(keccak256(h.toLowerCase()));
   return [...h].every((c, i) => !/[a-fA-F]/.test(c) || (parseInt(hash[i], 16) >= 8) === (c === c.toUpperCase()));
 }
@@ -344,10 +344,11 @@ const KNOWN = [...ORDER, "expired"];
 
 /**
  * The state `agree` of the nodes' `reports` vouch for (a report is a node's state, or null when
- * it does not answer or does not hold the invoice): null when fewer than `agree` hold it, else
- * the furthest of waiting, confirmed, settled that at least `agree` reached (a report of
- * settled vouches for confirmed too). So fewer than `agree` lying nodes can neither show a
- * payment that did not happen, nor hide one, nor offer to pay an invoice no node holds.
+ * it does not answer or does not hold the invoice): null when fewer than `agree` hold it;
+ * else the furthest of waiting, confirmed, settled that at least `agree` reached (a report of
+ * settled vouches for confirmed too); expired when `agree` say so and fewer than `agree` saw a
+ * payment. So fewer than `agree` lying nodes can neither show a payment that did not happen,
+ * nor hide one, nor offer to pay an invoice no node holds.
  */
 export function agreedState(reports, agree) {
   if (reports.filter((r) => KNOWN.includes(r)).length < agree) return null;
@@ -355,24 +356,52 @@ export function agreedState(reports, agree) {
   for (const state of ORDER) {
     if (reports.filter((r) => ORDER.indexOf(r) >= ORDER.indexOf(state)).length >= agree) shown = state;
   }
+  if (shown === "waiting" && reports.filter((r) => r === "expired").length >= agree) shown = "expired";
   return shown;
 }
 
-/** The listed nodes, one per origin, and what is wrong with them or with `agree`. */
-export function nodeProblems(nodes, agree) {
+/** The smallest `agree` that f lying nodes of n = 3f + 1 listed cannot outvote: f + 1. */
+export const leastAgree = (n) => Math.floor(Math.max(n - 1, 0) / 3) + 1;
+
+/**
+ * The listed nodes, one per host and port, and what is wrong with them or with `agree`:
+ * https only (http too when the page itself is served over http, as on a local testnet), and
+ * `agree` at least f + 1 of them.
+ */
+export function nodeProblems(nodes, agree, pageProtocol) {
   const p = [];
   const origins = [];
+  const hosts = new Set();
+  const schemes = pageProtocol === "http:" ? ["https:", "http:"] : ["https:"];
   for (const n of Array.isArray(nodes) ? nodes : []) {
-    try {
-      const u = new URL(n);
-      if (["https:", "http:"].includes(u.protocol) && !origins.includes(u.origin)) origins.push(u.origin);
-    } catch (_) { p.push("nodes: " + n + " is not a URL"); }
+    let u;
+    try { u = new URL(n); } catch (_) { p.push("nodes: " + n + " is not a URL"); continue; }
+    if (!schemes.includes(u.protocol)) { p.push("nodes: " + n + " is not https"); continue; }
+    const host = u.hostname.replace(/\.$/, "") + ":" + (u.port || (u.protocol === "https:" ? "443" : "80"));
+    if (!hosts.has(host)) { hosts.add(host); origins.push(u.origin); }
   }
   if (!origins.length) p.push("nodes: the API URLs of the nodes to ask, one per operator");
-  if (!Number.isSafeInteger(agree) || agree < 1 || agree > origins.length) {
-    p.push("agree: how many of the " + origins.length + " nodes must report a state (f + 1 for a network of 3f + 1)");
+  const least = leastAgree(origins.length);
+  if (!Number.isSafeInteger(agree) || agree < least || agree > origins.length) {
+    p.push("agree: how many of the " + origins.length + " nodes must report a state, from " + least + " (f + 1 of 3f + 1) to " + origins.length);
   }
   return { origins, problems: p };
+}
+
+/** The body of `r` as text, or null past `max` bytes (read no further). */
+async function capped(r, max) {
+  if (!r.body) return null;
+  const reader = r.body.getReader();
+  const chunks = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.length;
+    if (size > max) { reader.cancel().catch(() => {}); return null; }
+    chunks.push(value);
+  }
+  return new TextDecoder().decode(concat(...chunks));
 }
 
 function element(tag, attrs, text) {
@@ -389,13 +418,14 @@ function units(amount, decimals) {
   return (v / d).toString() + (frac ? "." + frac : "");
 }
 
-/** A node's state of invoice `id`, or null: 5 s at most, 4 KiB at most. */
-async function nodeState(origin, id) {
+/** A node's status of invoice `id` ({state, amount_paid}), or null: 5 s and 4 KiB at most. */
+async function nodeStatus(origin, id) {
   try {
     const r = await fetch(origin + "/checkout/" + id + "/status", { cache: "no-store", signal: AbortSignal.timeout(5000) });
     if (!r.ok) return null;
-    const text = await r.text();
-    return text.length <= 4096 ? JSON.parse(text).state : null;
+    const text = await capped(r, 4096);
+    const s = text && JSON.parse(text);
+    return s && typeof s.state === "string" ? { state: s.state, amount_paid: String(s.amount_paid || "0") } : null;
   } catch (_) {
     return null;
   }
@@ -412,9 +442,14 @@ export async function mount(root, config) {
   const pay = element("button", { id: "pay", type: "button", hidden: "" }, "Pay with wallet");
   const refused = element("ul", { id: "refused", hidden: "" });
   root.replaceChildren(status, refused, pay, wallet);
-  const answer = config.invoice || (await (await fetch(config.invoice_url, { cache: "no-store" })).json());
+  let answer = config.invoice;
+  if (!answer) {
+    const r = await fetch(config.invoice_url, { cache: "no-store", signal: AbortSignal.timeout(10000) });
+    const text = r.ok ? await capped(r, 65536) : null;
+    answer = text ? JSON.parse(text) : {};
+  }
   const checked = await checkInvoice(answer, config);
-  const { origins, problems } = nodeProblems(config.nodes, config.agree);
+  const { origins, problems } = nodeProblems(config.nodes, config.agree, window.location.protocol);
   checked.problems.push(...problems);
   if (!checked.ok || problems.length) {
     checked.ok = false;
@@ -434,12 +469,17 @@ export async function mount(root, config) {
   root.insertBefore(facts, status);
   const labels = {
     unknown: "Waiting for the operators to hold this invoice", waiting: "Waiting for payment",
+    partial: "Partly paid: ask the merchant how to pay the rest",
     seen: "Payment sent, waiting for confirmations", confirmed: "Payment confirmed, settling", settled: "Paid and settled", expired: "Expired",
   };
-  let sent = false;
+  // A payment sent from this page, kept across reloads until the nodes see it.
+  const memory = "settleproof-checkout:" + checked.id;
+  const remembered = () => { try { return window.localStorage.getItem(memory); } catch (_) { return null; } };
+  const remember = (hash) => { try { if (hash) window.localStorage.setItem(memory, hash); else window.localStorage.removeItem(memory); } catch (_) { /* private mode */ } };
+  let sent = Boolean(remembered());
   const show = (agreed) => {
     let state = agreed || "unknown";
-    if (state === "waiting" && sent) state = "seen";
+    if ((state === "waiting" || state === "expired") && sent) state = "seen";
     else if (state === "waiting" && t.expires_at && Date.now() / 1000 > t.expires_at) state = "expired";
     status.dataset.state = state;
     status.className = "status " + state;
@@ -450,8 +490,13 @@ export async function mount(root, config) {
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
   const poll = async () => {
     for (let polls = 1; ; polls++) {
-      const reports = await Promise.all(origins.map((o) => nodeState(o, checked.id)));
-      const state = show(agreedState(reports, config.agree));
+      const reports = await Promise.all(origins.map((o) => nodeStatus(o, checked.id)));
+      let agreed = agreedState(reports.map((r) => r && r.state), config.agree);
+      // Part of it paid already: the page does not ask for the whole amount again.
+      const partly = reports.filter((r) => r && r.state === "waiting" && r.amount_paid !== "0").length;
+      if (agreed === "waiting" && partly >= config.agree) agreed = "partial";
+      if (agreed && agreed !== "waiting" && agreed !== "partial") remember(null);
+      const state = show(agreed);
       status.dataset.polls = String(polls);
       if (state === "settled") {
         const u = t.redirect_url && new URL(t.redirect_url);
@@ -481,12 +526,23 @@ export async function mount(root, config) {
       }
       const txs = checked.transactions;
       for (let i = 0; i < txs.length; i++) {
+        // The nodes may have seen a payment meanwhile (another tab, another wallet).
+        if (status.dataset.state !== "waiting") throw new Error("the invoice is " + status.dataset.state + " now");
         wallet.textContent = "Step " + (i + 1) + " of " + txs.length + ": " + txs[i].description + ". Confirm it in your wallet.";
         const hash = await eth.request({ method: "eth_sendTransaction", params: [{ from, to: txs[i].to, value: "0x" + BigInt(txs[i].value).toString(16), data: txs[i].data }] });
-        if (i < txs.length - 1) await mined(eth, hash);
-        else { sent = true; show("waiting"); wallet.textContent = "Payment sent: " + hash; }
+        if (i === txs.length - 1) {
+          sent = true;
+          remember(hash);
+          show("waiting");
+          wallet.textContent = "Payment sent: " + hash + "; waiting for it to be mined.";
+        }
+        await mined(eth, hash);
       }
+      wallet.textContent = "Payment mined; waiting for confirmations.";
     } catch (e) {
+      sent = false;
+      remember(null);
+      show(status.dataset.state === "seen" ? "waiting" : status.dataset.state);
       wallet.textContent = "The wallet did not pay: " + ((e && e.message) || e);
       pay.disabled = false;
     }
