@@ -312,7 +312,13 @@ pub const CATALOG: &[Metric] = &[
         C,
         "merchant_records_dropped_total",
         "Merchant records heard while their task's inbox was full, or its author's share of it, or that waited too long: ignored, by kind",
-        Labels::One("kind", &["approval", "api_key", "webhook_endpoint"]),
+        Labels::One("kind", &["approval", "api_key", "webhook_endpoint", "digest"]),
+    ),
+    m(
+        C,
+        "merchant_digest_pulls_total",
+        "Merchants' snapshots pulled from a peer whose digest kept differing, by whether they changed anything here",
+        Labels::One("changed", &["true", "false"]),
     ),
     m(
         C,

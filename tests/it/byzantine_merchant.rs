@@ -160,3 +160,69 @@ async fn an_operator_can_neither_forge_redirect_nor_delete_a_merchants_endpoint(
     net.stop().await;
     Ok(())
 }
+
+/// A record only one operator holds (a key the merchant granted at a node that announced it to
+/// no one) reaches every node without being sent again: each pulls from the operator whose
+/// digest keeps differing from its own. The same operator's false digests afterwards cost each
+/// node at most one snapshot per backoff.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_record_one_operator_holds_reaches_every_node_by_digest_and_false_digests_cost_little() -> Result<()> {
+    use crate::merchants::call;
+    use reqwest::Method;
+    use settleproof_merchant_auth::{KeyAlg, MerchantSigner, SignedStatement};
+    let (net, bad) = with_byzantine(Options::default()).await?;
+    // The merchant's genuine grant, signed by its root key, that no honest node ever heard.
+    let holder = MerchantSigner::generate("demo", KeyAlg::EdDsa).map_err(|e| eyre!("{e}"))?;
+    let body = json!({"name": "unheard", "scopes": ["invoices:read"], "public_key": holder.public_key()}).to_string();
+    let now = settleproof_node::time::now_s();
+    let jwt = net
+        .devnet
+        .merchant_key
+        .sign_request("POST", &format!("{}/v1/api-keys", net.api(0)), body.as_bytes(), now, 60)
+        .map_err(|e| eyre!("{e}"))?;
+    let key = settleproof_node::merchants::key_of_grant("demo", &SignedStatement { jwt, body })?;
+    for i in 0..BAD {
+        let (status, _) = call(&net, i, Method::GET, "/v1/invoices", &holder, None).await?;
+        assert_eq!(status, 401, "node {i} cannot know the key yet");
+    }
+    bad.serve_merchants(settleproof_node::merchants::MerchantSnapshot { keys: vec![key], ..Default::default() });
+    let false_digest = alloy::primitives::B256::repeat_byte(0x99);
+    let announcing = {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (stop2, bad) = (stop.clone(), std::sync::Arc::new(bad));
+        let task = tokio::spawn({
+            let bad = bad.clone();
+            async move {
+                while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+                    bad.announce_digest(false_digest).await;
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            }
+        });
+        (stop, task, bad)
+    };
+    for i in 0..BAD {
+        // Asked with the root key: a request with a key not held yet counts towards the lockout.
+        net.eventually("the key reaches every node by digest and pull", Duration::from_secs(45), || async {
+            let (_, keys) = call(&net, i, Method::GET, "/v1/api-keys", &net.devnet.merchant_key, None).await.ok()?;
+            keys["data"].as_array()?.iter().any(|k| k["id"] == holder.key_id()).then_some(())
+        })
+        .await?;
+        let (status, _) = call(&net, i, Method::GET, "/v1/invoices", &holder, None).await?;
+        assert_eq!(status, 200, "node {i} takes the key");
+        assert!(
+            labelled_metric(&net, i, "merchant_digest_pulls_total", "changed=\"true\"").await >= 1.0,
+            "node {i} took the key from a pull"
+        );
+    }
+    // The operator goes on with its false digest: each node pulls from it again only after the
+    // backoff (a minute at first), not at each of its digests.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    for i in 0..BAD {
+        let idle = labelled_metric(&net, i, "merchant_digest_pulls_total", "changed=\"false\"").await;
+        assert!(idle <= 1.0, "node {i} pulled {idle} times for nothing within 20 s");
+    }
+    announcing.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = announcing.1.await;
+    Ok(())
+}

@@ -28,7 +28,7 @@ pub const DELIVERIES: &str = "settleproof/deliveries/1";
 pub const DELIVERY_BATCHES: &str = "settleproof/deliveries/2";
 
 /// The topics of a chain's pipeline, as the code names them.
-pub const TOPICS: [&str; 10] = [
+pub const TOPICS: [&str; 11] = [
     ATTESTATIONS,
     INVOICES,
     INVOICE_BATCHES,
@@ -39,6 +39,7 @@ pub const TOPICS: [&str; 10] = [
     crate::merchants::TOPIC,
     crate::merchants::KEYS_TOPIC,
     crate::merchants::ENDPOINTS_TOPIC,
+    crate::merchants::DIGESTS_TOPIC,
 ];
 
 /// Every topic of chain `chain_id`'s pipeline on the wire: `<topic>/<chain_id>`

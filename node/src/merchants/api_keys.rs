@@ -10,8 +10,9 @@
 //! alter or revoke a merchant's key: it would need the merchant's signature over that very
 //! key, its scopes and its name. A key whose statements do not verify here is ignored (this
 //! node's registry may hold another root key), counted, and its relayer not blamed.
-//! Revocations are announced again for [`REVOKED_REBROADCAST_MS`] and creations for
-//! [`CREATED_REBROADCAST_MS`], so a node that was offline catches up. Replacing the root key
+//! Creations and revocations are announced again for [`REANNOUNCE_MS`] (while gossip forms
+//! its mesh); a node that missed them later gets them by catch-up on connect, or by pulling
+//! from a peer whose digest differs (`super::digests`). Replacing the root key
 //! (a registry change) leaves the keys it granted without a valid grant: they stop working.
 
 use super::{Registry, RegistryError};
@@ -25,13 +26,12 @@ use tracing::{info, warn};
 
 /// Topic of API key announcements.
 pub const KEYS_TOPIC: &str = "settleproof/api-keys/1";
-/// How long a creation is announced again.
-pub const CREATED_REBROADCAST_MS: u64 = 60 * 60 * 1000;
-/// How long a revocation is announced again.
-pub const REVOKED_REBROADCAST_MS: u64 = 7 * 24 * 60 * 60 * 1000;
-/// Most keys per merchant that are live or were revoked within [`REVOKED_REBROADCAST_MS`]
-/// (and so are still announced again): creating and revoking keys in a loop cannot grow what
-/// every node re-announces.
+/// How long a creation or revocation is announced again.
+pub const REANNOUNCE_MS: u64 = 2 * 60 * 1000;
+/// How long a revoked key still counts against [`MAX_KEYS_PER_MERCHANT`].
+pub const REVOKED_COUNTED_MS: u64 = 7 * 24 * 60 * 60 * 1000;
+/// Most keys per merchant that are live or were revoked within [`REVOKED_COUNTED_MS`]:
+/// creating and revoking keys in a loop cannot grow what every node holds and sends.
 pub const MAX_KEYS_PER_MERCHANT: usize = 64;
 /// Keys announced again per rebroadcast tick at most, the most recent first.
 pub const MAX_REBROADCAST: usize = 64;
@@ -114,7 +114,7 @@ pub fn key_of_grant(merchant: &str, grant: &SignedStatement) -> Result<ApiKey, R
 /// Keys that count against [`MAX_KEYS_PER_MERCHANT`]: live, or revoked within the week their
 /// revocation is announced again.
 fn counted(keys: &[ApiKey], now: u64) -> usize {
-    keys.iter().filter(|k| k.revoked_at_ms.is_none_or(|at| now.saturating_sub(at) < REVOKED_REBROADCAST_MS)).count()
+    keys.iter().filter(|k| k.revoked_at_ms.is_none_or(|at| now.saturating_sub(at) < REVOKED_COUNTED_MS)).count()
 }
 
 impl Registry {
@@ -279,8 +279,8 @@ impl Registry {
             .unwrap_or_default()
             .into_iter()
             .filter(|k| match k.revoked_at_ms {
-                Some(at) => now.saturating_sub(at) < REVOKED_REBROADCAST_MS,
-                None => now.saturating_sub(k.created_at_ms) < CREATED_REBROADCAST_MS,
+                Some(at) => now.saturating_sub(at) < REANNOUNCE_MS,
+                None => now.saturating_sub(k.created_at_ms) < REANNOUNCE_MS,
             })
             .collect();
         keys.sort_by_key(|k| std::cmp::Reverse(k.revoked_at_ms.unwrap_or(k.created_at_ms)));

@@ -8,6 +8,9 @@
 //! its message (ignored, counted as `merchant_records_dropped_total`), never the loop its time:
 //! what was dropped comes back with the next announcement or catch-up.
 //!
+//! Digests of what each node holds are heard here too, and a node pulls from a peer whose
+//! digest keeps differing from its own ([`super::digests`]).
+//!
 //! One author cannot fill the inbox for the others: each may have [`PER_AUTHOR`] messages
 //! waiting, and registry approvals (a threshold's votes) wait apart and are judged first. A
 //! message that waited longer than [`MAX_WAIT`] is ignored unjudged: gossip keeps a message
@@ -39,6 +42,8 @@ pub enum RecordKind {
     Key,
     /// A merchant's webhook endpoint ([`super::ENDPOINTS_TOPIC`]).
     Endpoint,
+    /// A peer's digest of the records it holds ([`super::DIGESTS_TOPIC`]).
+    Digest,
 }
 
 impl RecordKind {
@@ -48,6 +53,7 @@ impl RecordKind {
             super::TOPIC => Some(Self::Approval),
             super::KEYS_TOPIC => Some(Self::Key),
             super::ENDPOINTS_TOPIC => Some(Self::Endpoint),
+            super::DIGESTS_TOPIC => Some(Self::Digest),
             _ => None,
         }
     }
@@ -57,6 +63,7 @@ impl RecordKind {
             Self::Approval => "merchant change approval",
             Self::Key => "API key",
             Self::Endpoint => "webhook endpoint",
+            Self::Digest => "merchant digest",
         }
     }
 
@@ -66,6 +73,7 @@ impl RecordKind {
             Self::Approval => "approval",
             Self::Key => "api_key",
             Self::Endpoint => "webhook_endpoint",
+            Self::Digest => "digest",
         }
     }
 }
@@ -138,12 +146,18 @@ impl Registry {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(rebroadcast);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut digest = tokio::time::interval(super::DIGEST_EVERY);
+            digest.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     biased;
                     _ = shutdown.changed() => return,
                     Some(h) = approvals_rx.recv() => registry.judge(h, net.as_ref()).await,
                     Some(h) = records_rx.recv() => registry.judge(h, net.as_ref()).await,
+                    _ = digest.tick() => {
+                        let r = registry.clone();
+                        let _ = tokio::task::spawn_blocking(move || r.publish_digest()).await;
+                    }
                     _ = tick.tick() => {
                         let r = registry.clone();
                         let _ = tokio::task::spawn_blocking(move || {
@@ -190,10 +204,23 @@ impl Registry {
             }
             return;
         }
+        if kind == RecordKind::Digest {
+            let heard = self.hear_digest(&h.data, &source);
+            if let Ok(true) = heard {
+                let registry = self.clone();
+                tokio::spawn(async move { registry.pull(source).await });
+            }
+            let (verdict, _) = verdict(kind, &heard);
+            if let Some(net) = net {
+                net.report(reference, verdict).await;
+            }
+            return;
+        }
         let heard = tokio::task::spawn_blocking(move || match kind {
             RecordKind::Approval => registry.hear(&h.data, &source),
             RecordKind::Key => registry.hear_key(&h.data, &source),
             RecordKind::Endpoint => registry.hear_endpoint(&h.data, &source),
+            RecordKind::Digest => Ok(false),
         })
         .await;
         let heard = match heard {

@@ -18,6 +18,7 @@
 
 mod api_keys;
 mod approval;
+mod digests;
 pub mod endpoint_record;
 mod heard;
 mod inbox;
@@ -30,6 +31,7 @@ mod webhook_endpoints;
 
 pub use api_keys::{GRANT_PATH, KEYS_TOPIC, KeyAnnouncement, KeyGrant, MAX_KEYS_PER_MERCHANT, key_of_grant};
 pub use approval::{MerchantApproval, TOPIC};
+pub use digests::{DIGEST_EVERY, DIGESTS_TOPIC, MerchantDigest};
 pub use inbox::{APPROVALS, INBOX, MAX_WAIT, PER_AUTHOR, RecordKind};
 pub use invoice_signatures::SignatureRefusal;
 pub use registry::{Approved, Home, Registry, RegistryError};

@@ -134,6 +134,10 @@ pub(super) struct Inner {
     pub(super) verified_invoices: std::sync::Mutex<lru::LruCache<alloy::primitives::B256, ()>>,
     /// Where the round loop hands merchant records heard on gossip ([`super::inbox`]).
     pub(super) inbox: OnceLock<super::inbox::Inbox>,
+    /// This node's digest as last published ([`super::digests`]).
+    pub(super) own_digest: std::sync::Mutex<Option<alloy::primitives::B256>>,
+    /// When to pull from peers whose digests differ.
+    pub(super) pulls: std::sync::Mutex<super::digests::PullTracker>,
 }
 
 /// The merchant registry; cheap to clone, every clone sees each applied change at once.
@@ -177,6 +181,8 @@ impl Registry {
             catching_up: std::sync::Mutex::new(()),
             verified_invoices: std::sync::Mutex::new(lru::LruCache::new(super::invoice_signatures::REMEMBERED)),
             inbox: OnceLock::new(),
+            own_digest: std::sync::Mutex::new(None),
+            pulls: std::sync::Mutex::default(),
         }))
     }
 
@@ -214,6 +220,8 @@ impl Registry {
             catching_up: std::sync::Mutex::new(()),
             verified_invoices: std::sync::Mutex::new(lru::LruCache::new(super::invoice_signatures::REMEMBERED)),
             inbox: OnceLock::new(),
+            own_digest: std::sync::Mutex::new(None),
+            pulls: std::sync::Mutex::default(),
         }));
         registry.reload()?;
         registry.refresh_routes();

@@ -110,7 +110,6 @@ impl Registry {
 
     /// Takes what `snap` (from `source`) holds that is newer here and checks out.
     pub fn catch_up(&self, snap: MerchantSnapshot, source: &PeerId) -> CaughtUp {
-        let mut done = CaughtUp::default();
         // One catch-up at a time, each peer's at most once per interval: a peer that redials
         // in a loop costs one snapshot's checks per interval.
         let now = now_ms();
@@ -118,11 +117,18 @@ impl Registry {
             let mut taken = self.0.catch_ups.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if taken.get(source).is_some_and(|at| now.saturating_sub(*at) < SNAPSHOT_INTERVAL_MS) {
                 debug!(peer = %source, "merchants catch-up from this peer too soon again: skipped");
-                return done;
+                return CaughtUp::default();
             }
             taken.retain(|_, at| now.saturating_sub(*at) < SNAPSHOT_INTERVAL_MS);
             taken.insert(*source, now);
         }
+        self.take_snapshot(snap, source)
+    }
+
+    /// Takes what verifies of `snap` from `source`, one snapshot at a time (a pull after
+    /// differing digests, whose pace `super::digests` sets, or a catch-up).
+    pub(super) fn take_snapshot(&self, snap: MerchantSnapshot, source: &PeerId) -> CaughtUp {
+        let mut done = CaughtUp::default();
         let _one_at_a_time = self.0.catching_up.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         // Oldest first, as they were applied where they come from; each change once.
         let mut seen = HashSet::new();

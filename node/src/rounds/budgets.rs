@@ -93,6 +93,7 @@ mod tests {
             (gossip::DELIVERY_BATCHES, Budget::Records, "acknowledgements, as the load"),
             (crate::merchants::KEYS_TOPIC, Budget::Records, "merchants' keys"),
             (crate::merchants::ENDPOINTS_TOPIC, Budget::Records, "merchants' endpoints"),
+            (crate::merchants::DIGESTS_TOPIC, Budget::Records, "digests of merchants' records"),
             ("settleproof/unknown/9", Budget::Records, "anything else"),
         ];
         for (topic, budget, why) in table {

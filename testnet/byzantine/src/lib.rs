@@ -57,6 +57,8 @@ pub struct ByzantineOperator {
     settlement: Address,
     /// Invoice copies handed to nodes that ask for invoices.
     answers: Arc<Mutex<HashMap<B256, Invoice>>>,
+    /// The merchants' snapshot it answers catch-ups with.
+    merchants: Arc<Mutex<Option<settleproof_node::merchants::MerchantSnapshot>>>,
     /// Whether it answers each round's first honest attestation with a forged vote.
     forging: Arc<std::sync::atomic::AtomicBool>,
     serving: Arc<Mutex<Option<tokio::task::AbortHandle>>>,
@@ -100,6 +102,7 @@ impl ByzantineOperator {
             chain_id: chain.chain_id,
             settlement: chain.settlement_contract,
             answers: Arc::default(),
+            merchants: Arc::default(),
             forging: Arc::default(),
             serving: Arc::default(),
         };
@@ -149,7 +152,11 @@ impl ByzantineOperator {
                         .lock()
                         .map(|a| asked.iter().filter_map(|id| a.get(id).cloned()).collect())
                         .unwrap_or_default();
-                    let answer = SyncResponse { attestations: Vec::new(), invoices, ..Default::default() };
+                    let merchants = serde_json::from_str::<SyncRequest>(body)
+                        .ok()
+                        .filter(|r| r.merchants)
+                        .and_then(|_| self.merchants.lock().ok().and_then(|m| m.clone()));
+                    let answer = SyncResponse { attestations: Vec::new(), invoices, merchants, ..Default::default() };
                     self.net.respond(reference, serde_json::to_string(&answer).unwrap_or_default()).await;
                 }
                 NetworkEvent::Message { reference, topic, data, .. } => {
@@ -214,6 +221,22 @@ impl ByzantineOperator {
         };
         let data = serde_json::to_vec(&ann).unwrap_or_default();
         self.net.publish(settleproof_node::merchants::ENDPOINTS_TOPIC, data).await.is_ok()
+    }
+
+    /// Answers every merchants' catch-up with `snapshot`.
+    pub fn serve_merchants(&self, snapshot: settleproof_node::merchants::MerchantSnapshot) {
+        if let Ok(mut m) = self.merchants.lock() {
+            *m = Some(snapshot);
+        }
+    }
+
+    /// Publishes a digest of merchant records (`records`, whatever it holds).
+    pub async fn announce_digest(&self, records: B256) -> bool {
+        let d = settleproof_node::merchants::MerchantDigest { records, sent_at_ms: now_ms() };
+        self.net
+            .publish(settleproof_node::merchants::DIGESTS_TOPIC, serde_json::to_vec(&d).unwrap_or_default())
+            .await
+            .is_ok()
     }
 
     /// Hands `invoice` to every node that asks for its id.
