@@ -98,6 +98,7 @@ async fn a_self_hosted_checkout_refuses_what_a_node_falsified_and_pays_what_the_
         .current_dir(settleproof_tests::anvil::repo_root())
         .args(["--no-warnings", "tests/browser/self_hosted_units.mjs"])
         .arg(&bundle)
+        .arg("node/src/merchants/invoice_bodies.json")
         .output()?;
     assert!(units.status.success(), "{}", String::from_utf8_lossy(&units.stdout));
     // The status route answers any origin, a 404 too (the page counts a node that does not

@@ -375,6 +375,26 @@ mod tests {
     use serde_json::json;
     use settleproof_merchant_auth::{KeyAlg, MerchantSigner};
 
+    /// The bodies the self-hosted checkout's tests read too (`tests/browser/self_hosted_units.mjs`):
+    /// the page and the nodes take and refuse the same ones.
+    #[test]
+    fn the_bodies_shared_with_the_self_hosted_checkout_are_read_or_refused_as_listed() {
+        #[derive(Deserialize)]
+        struct Case {
+            why: String,
+            body: String,
+            read: bool,
+        }
+        let cases: Vec<Case> = serde_json::from_str(include_str!("invoice_bodies.json")).expect("the shared cases");
+        let signer = MerchantSigner::generate("shop", KeyAlg::EdDsa).expect("key");
+        for c in cases {
+            let url = "http://127.0.0.1:8700/v1/invoices";
+            let jwt = signer.sign_request("POST", url, c.body.as_bytes(), 1_000_000, 60).expect("sign");
+            let got = read(&SignedStatement { jwt, body: c.body.clone() });
+            assert_eq!(got.is_ok(), c.read, "{}: {:?}", c.why, got.err());
+        }
+    }
+
     fn signed(body: &serde_json::Value) -> SignedStatement {
         let signer = MerchantSigner::generate("shop", KeyAlg::EdDsa).expect("key");
         let body = body.to_string();
