@@ -219,6 +219,8 @@ async fn a_record_one_operator_holds_reaches_every_node_by_digest_and_false_dige
     // backoff (a minute at first), not at each of its digests.
     tokio::time::sleep(Duration::from_secs(20)).await;
     for i in 0..BAD {
+        let text = net.http.get(format!("{}/metrics", net.api(i))).send().await?.text().await?;
+        assert!(text.contains("merchant_digest_pulls_total{changed=\"false\"}"), "node {i} exports the idle pulls");
         let idle = labelled_metric(&net, i, "merchant_digest_pulls_total", "changed=\"false\"").await;
         assert!(idle <= 1.0, "node {i} pulled {idle} times for nothing within 20 s");
     }

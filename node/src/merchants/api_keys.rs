@@ -10,8 +10,8 @@
 //! alter or revoke a merchant's key: it would need the merchant's signature over that very
 //! key, its scopes and its name. A key whose statements do not verify here is ignored (this
 //! node's registry may hold another root key), counted, and its relayer not blamed.
-//! Creations and revocations are announced again for [`REANNOUNCE_MS`] (while gossip forms
-//! its mesh); a node that missed them later gets them by catch-up on connect, or by pulling
+//! Creations are announced again for [`REANNOUNCE_MS`] (while gossip forms its mesh),
+//! revocations for [`REVOKED_REANNOUNCE_MS`]; a node that missed them later gets them by catch-up on connect, or by pulling
 //! from a peer whose digest differs (`super::digests`). Replacing the root key
 //! (a registry change) leaves the keys it granted without a valid grant: they stop working.
 
@@ -26,8 +26,12 @@ use tracing::{info, warn};
 
 /// Topic of API key announcements.
 pub const KEYS_TOPIC: &str = "settleproof/api-keys/1";
-/// How long a creation or revocation is announced again.
-pub const REANNOUNCE_MS: u64 = 2 * 60 * 1000;
+/// How long a creation is announced again, from its signing (which may be up to 150 s before
+/// a node took it).
+pub const REANNOUNCE_MS: u64 = 5 * 60 * 1000;
+/// How long a revocation is announced again, from when this node took it: the records that
+/// matter most travel longest.
+pub const REVOKED_REANNOUNCE_MS: u64 = 60 * 60 * 1000;
 /// How long a revoked key still counts against [`MAX_KEYS_PER_MERCHANT`].
 pub const REVOKED_COUNTED_MS: u64 = 7 * 24 * 60 * 60 * 1000;
 /// Most keys per merchant that are live or were revoked within [`REVOKED_COUNTED_MS`]:
@@ -279,7 +283,7 @@ impl Registry {
             .unwrap_or_default()
             .into_iter()
             .filter(|k| match k.revoked_at_ms {
-                Some(at) => now.saturating_sub(at) < REANNOUNCE_MS,
+                Some(at) => now.saturating_sub(at) < REVOKED_REANNOUNCE_MS,
                 None => now.saturating_sub(k.created_at_ms) < REANNOUNCE_MS,
             })
             .collect();

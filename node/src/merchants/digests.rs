@@ -39,6 +39,17 @@ pub struct MerchantDigest {
     pub sent_at_ms: u64,
 }
 
+/// How a pull ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pulled {
+    /// It brought records this node did not hold.
+    Changed,
+    /// It brought nothing new.
+    Nothing,
+    /// No answer, or no snapshot in it.
+    Failed,
+}
+
 /// When to pull from each peer whose digest differs from this node's.
 #[derive(Debug, Default)]
 pub struct PullTracker {
@@ -71,40 +82,52 @@ impl PullTracker {
             return false;
         }
         p.differed = 0;
-        p.backoff_ms = p.backoff_ms.max(FIRST_BACKOFF_MS);
-        p.not_before_ms = now_ms.saturating_add(p.backoff_ms);
+        // Until the pull ends (it may take a while, or never answer).
+        p.not_before_ms = now_ms.saturating_add(MAX_BACKOFF_MS);
         true
     }
 
-    /// A pull from `peer` ended: it `changed` something here (the next waits the least), or
-    /// not (the next waits twice as long, up to [`MAX_BACKOFF_MS`]).
-    pub fn pulled(&mut self, peer: PeerId, changed: bool) {
+    /// A pull from `peer` ended at `now_ms`: it brought something here (the next may come after
+    /// [`FIRST_BACKOFF_MS`]), brought nothing (the wait doubles, up to [`MAX_BACKOFF_MS`]), or
+    /// failed: no answer, or no snapshot (the peer had just sent one): tried again after
+    /// [`FIRST_BACKOFF_MS`] without doubling.
+    pub fn pulled(&mut self, peer: PeerId, outcome: Pulled, now_ms: u64) {
         let p = self.peers.entry(peer).or_default();
-        p.backoff_ms = if changed {
-            FIRST_BACKOFF_MS
-        } else {
-            p.backoff_ms.saturating_mul(2).clamp(FIRST_BACKOFF_MS, MAX_BACKOFF_MS)
+        p.backoff_ms = match outcome {
+            Pulled::Changed => FIRST_BACKOFF_MS,
+            Pulled::Nothing => p.backoff_ms.max(FIRST_BACKOFF_MS).saturating_mul(2).min(MAX_BACKOFF_MS),
+            Pulled::Failed => p.backoff_ms.max(FIRST_BACKOFF_MS),
         };
+        let wait = if outcome == Pulled::Failed { FIRST_BACKOFF_MS } else { p.backoff_ms };
+        p.not_before_ms = now_ms.saturating_add(wait);
     }
 }
 
 impl Registry {
-    /// One hash of the records a merchants' snapshot carries, by what identifies each version:
-    /// registry changes by their hash, keys by slot and whether revoked, endpoints by id,
-    /// version and whether deleted. Equal at two nodes that hold the same records, whatever
-    /// order, approvals or times they hold them with.
+    /// One hash of every merchant record this node holds, by what identifies each version and
+    /// nothing local: registry changes by their hash (version 0, seeded from a configuration,
+    /// left out), keys granted by the merchant's current root key by slot and whether revoked,
+    /// endpoints by id and what each of their changes signs (not the signature's bytes, which
+    /// an ES256 signer may encode otherwise). Equal at two nodes that hold the same records,
+    /// whatever order, approvals or times they hold them with. Reads every record: it runs every
+    /// [`DIGEST_EVERY`] off the runtime.
     pub fn digest(&self) -> B256 {
-        let snap = self.snapshot();
+        let Ok(store) = self.store() else { return B256::ZERO };
         let mut items: Vec<Vec<u8>> = Vec::new();
-        for e in &snap.entries {
+        for e in store.registry_entries().unwrap_or_default().iter().filter(|e| e.change.version > 0) {
             items.push([b"r".as_slice(), e.change.hash().as_slice()].concat());
         }
-        for k in &snap.keys {
+        for k in store.api_keys(None).unwrap_or_default().iter().filter(|k| self.granted_by_root(k)) {
             items.push([b"k".as_slice(), k.token_sha256.as_slice(), &[u8::from(k.revocation.is_some())]].concat());
         }
-        for a in &snap.endpoints {
-            let statements: Vec<u8> = a.statements.iter().flat_map(|s| keccak256(s.jwt.as_bytes()).0).collect();
-            items.push([b"e".as_slice(), a.endpoint_id.as_bytes(), keccak256(&statements).as_slice()].concat());
+        for e in store.webhook_endpoints(None).unwrap_or_default().iter().filter(|e| !e.statements.is_empty()) {
+            let mut signed: Vec<[u8; 32]> = e
+                .statements
+                .iter()
+                .map(|s| keccak256(s.jwt.rsplit_once('.').map_or(s.jwt.as_str(), |(input, _)| input).as_bytes()).0)
+                .collect();
+            signed.sort();
+            items.push([b"e".as_slice(), e.id.as_bytes(), keccak256(signed.concat()).as_slice()].concat());
         }
         items.sort();
         keccak256(items.concat())
@@ -145,18 +168,21 @@ impl Registry {
                 None
             }
         };
-        let changed = match snapshot {
+        let outcome = match snapshot {
             Some(snap) => {
                 let registry = self.clone();
                 let done =
                     tokio::task::spawn_blocking(move || registry.take_snapshot(snap, &peer)).await.unwrap_or_default();
-                done.entries + done.keys + done.endpoints > 0
+                if done.entries + done.keys + done.endpoints > 0 { Pulled::Changed } else { Pulled::Nothing }
             }
-            None => false,
+            None => Pulled::Failed,
         };
-        metrics::counter!("merchant_digest_pulls_total", "changed" => if changed { "true" } else { "false" })
-            .increment(1);
-        self.0.pulls.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pulled(peer, changed);
+        let changed = outcome == Pulled::Changed;
+        if outcome != Pulled::Failed {
+            metrics::counter!("merchant_digest_pulls_total", "changed" => if changed { "true" } else { "false" })
+                .increment(1);
+        }
+        self.0.pulls.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pulled(peer, outcome, now_ms());
         if changed {
             // What was taken changes this node's digest at once, not at its next publication.
             let registry = self.clone();
@@ -177,26 +203,35 @@ mod tests {
     fn a_peer_is_pulled_from_after_two_differing_digests_and_less_often_while_nothing_comes() {
         let mut t = PullTracker::default();
         let (peer, other) = (PeerId::random(), PeerId::random());
+        // Two differing digests heard at `at`: whether the second pulls.
+        let twice = |t: &mut PullTracker, at: u64| {
+            let first = t.heard(peer, false, at);
+            first || t.heard(peer, false, at)
+        };
         let s = 1_000_000;
         assert!(!t.heard(peer, false, s), "one differing digest may be a record in flight");
         assert!(t.heard(peer, false, s + 10_000), "the second in a row pulls");
-        assert!(!t.heard(peer, false, s + 20_000));
-        assert!(!t.heard(peer, false, s + 30_000), "not again within the backoff");
-        t.pulled(peer, false);
-        assert!(t.heard(peer, false, s + 10_000 + FIRST_BACKOFF_MS), "after the backoff");
-        t.pulled(peer, false);
-        let (a, b) = (s + 10_000 + FIRST_BACKOFF_MS + 10_000, s + 10_000 + FIRST_BACKOFF_MS + 20_000);
-        assert!(!t.heard(peer, false, a) && !t.heard(peer, false, b), "the wait doubled: nothing came");
-        assert!(t.heard(peer, false, s + 10_000 + 3 * FIRST_BACKOFF_MS), "after twice the backoff");
+        assert!(!twice(&mut t, s + 20_000), "not while it runs");
+        t.pulled(peer, Pulled::Nothing, s + 30_000);
+        let after = |n: u64| s + 30_000 + n * FIRST_BACKOFF_MS;
+        assert!(!twice(&mut t, after(2) - 1), "twice the first wait after a pull that brought nothing");
+        assert!(twice(&mut t, after(2)));
+        t.pulled(peer, Pulled::Nothing, after(2));
+        assert!(!twice(&mut t, after(6) - 1), "and twice that after the next");
+        assert!(twice(&mut t, after(6)));
+        t.pulled(peer, Pulled::Changed, after(6));
+        assert!(!twice(&mut t, after(7) - 1), "a pull that brought something resets the wait");
+        assert!(twice(&mut t, after(7)));
+        t.pulled(peer, Pulled::Failed, after(7));
+        assert!(!twice(&mut t, after(8) - 1), "a failed pull is tried again after the first wait");
+        assert!(twice(&mut t, after(8)));
         assert!(!t.heard(other, false, s), "each peer on its own");
-        assert!(!t.heard(peer, true, s + 10_000_000), "an equal digest never pulls");
-        assert!(!t.heard(peer, false, s + 10_010_000), "and starts the count again");
-        for _ in 0..20 {
-            t.pulled(peer, false);
+        t.pulled(peer, Pulled::Changed, after(8));
+        assert!(!t.heard(peer, true, after(100)), "an equal digest never pulls");
+        assert!(!t.heard(peer, false, after(100)), "and starts the count again");
+        for k in 0..20 {
+            t.pulled(peer, Pulled::Nothing, after(200 + k));
         }
-        let p = t.peers[&peer];
-        assert_eq!(p.backoff_ms, MAX_BACKOFF_MS, "bounded");
-        t.pulled(peer, true);
-        assert_eq!(t.peers[&peer].backoff_ms, FIRST_BACKOFF_MS, "a pull that brought something resets it");
+        assert_eq!(t.peers[&peer].backoff_ms, MAX_BACKOFF_MS, "bounded");
     }
 }

@@ -35,20 +35,18 @@ impl Registry {
                 return Ok(false);
             }
         }
-        a.verify(source, epochs, self.0.chain_id, self.0.settlement)?;
-        let set = epochs.get(a.change.epoch).ok_or(GossipRejection::UnknownEpoch(a.change.epoch))?;
-        let others = a.verify_others(&set, self.0.chain_id, self.0.settlement, hash, known)?;
+        // The cheap checks before any pairing: published by its signer, of the latest set, and a
+        // record this node takes.
+        let latest = epochs.latest().filter(|s| s.epoch == a.change.epoch);
+        let latest = latest.ok_or(GossipRejection::UnknownEpoch(a.change.epoch))?;
+        crate::gossip::published_by_signer(&latest, a.signer, source)?;
         match self.record_problem(&a.change) {
-            // A field no node accepts under any URL policy, and another merchant's root key
-            // (which no honest operator approves: the merchant would authenticate as another),
-            // are the author's doing; the rest (this node's URL policy, a version ahead of the
-            // one held here) depends on this node: refused here, its author not blamed.
+            // A field no node accepts under any URL policy is its author's doing; the rest (this
+            // node's URL policy, a version ahead of the one held here, a root key another
+            // merchant holds here) depends on this node: refused here, its author not blamed.
             Ok(Some((field, problem))) => {
-                let invalid_anywhere = field == "root_key"
-                    || settleproof_config::merchant_problems(&a.change.merchant, true, true)
-                        .into_iter()
-                        .next()
-                        .is_some();
+                let invalid_anywhere =
+                    settleproof_config::merchant_problems(&a.change.merchant, true, true).into_iter().next().is_some();
                 let why = format!("merchant change: {field}: {problem}");
                 return Err(if invalid_anywhere {
                     GossipRejection::Malformed(why)
@@ -62,6 +60,9 @@ impl Registry {
                 return Ok(false);
             }
         }
+        a.verify(source, epochs, self.0.chain_id, self.0.settlement)?;
+        let set = epochs.get(a.change.epoch).ok_or(GossipRejection::UnknownEpoch(a.change.epoch))?;
+        let others = a.verify_others(&set, self.0.chain_id, self.0.settlement, hash, known)?;
         let mut new = false;
         for (s, sig) in others.iter().chain(std::iter::once(&(signer, a.signature.clone()))) {
             new |= self.keep_heard(&a.change, hash, *s, sig, source)?;

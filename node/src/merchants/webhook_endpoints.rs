@@ -10,9 +10,9 @@
 //! So no operator can create, redirect, re-key, pause, delete or outbid a merchant's endpoint;
 //! a statement that does not verify here is ignored and counted, its relayer not blamed (this
 //! node may not hold the key yet). Changes are announced again for [`REANNOUNCE_MS`] (while
-//! gossip forms its mesh); a node that missed them later gets them by catch-up on connect, or
-//! by pulling from a peer whose digest differs (`super::digests`). A
-//! rotation keeps the replaced secret signing for `webhooks.secret_overlap_s` after the
+//! gossip forms its mesh), deletions for [`DELETED_REANNOUNCE_MS`]; a node that missed them
+//! later gets them by catch-up on connect, or by pulling from a peer whose digest differs
+//! (`super::digests`). A rotation keeps the replaced secret signing for `webhooks.secret_overlap_s` after the
 //! merchant signed it.
 
 use super::endpoint_record::{self, Change, ChangeKind, MAX_STATEMENTS};
@@ -29,7 +29,9 @@ use tracing::{info, warn};
 /// Topic of endpoint announcements (`/2`: the merchant's signed changes).
 pub const ENDPOINTS_TOPIC: &str = "settleproof/webhook-endpoints/2";
 /// How long a change is announced again.
-pub const REANNOUNCE_MS: u64 = 2 * 60 * 1000;
+pub const REANNOUNCE_MS: u64 = 5 * 60 * 1000;
+/// How long a deletion is announced again: the records that matter most travel longest.
+pub const DELETED_REANNOUNCE_MS: u64 = 60 * 60 * 1000;
 /// Most live (not deleted) endpoints per merchant.
 pub const MAX_ENDPOINTS_PER_MERCHANT: usize = 16;
 /// How far ahead of this node's clock a change may be signed.
@@ -332,7 +334,10 @@ impl Registry {
             .webhook_endpoints(None)
             .unwrap_or_default()
             .into_iter()
-            .filter(|e| !e.statements.is_empty() && now.saturating_sub(e.updated_at_ms) < REANNOUNCE_MS)
+            .filter(|e| {
+                let window = if e.deleted_at_ms.is_some() { DELETED_REANNOUNCE_MS } else { REANNOUNCE_MS };
+                !e.statements.is_empty() && now.saturating_sub(e.updated_at_ms) < window
+            })
             .collect();
         recent.sort_by_key(|e| std::cmp::Reverse(e.updated_at_ms));
         for e in recent.iter().take(MAX_REBROADCAST) {

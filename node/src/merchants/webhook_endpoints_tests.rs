@@ -210,3 +210,33 @@ fn bad_fields_are_refused_naming_them_and_live_endpoints_are_capped() {
     nodes[0].change_endpoint("demo", &first.id, signed(&ROOT, "DELETE", &path, "", 1)).expect("delete");
     create(&nodes[0], &ROOT, "https://example.test/h", r#"["*"]"#);
 }
+
+#[test]
+fn two_nodes_holding_the_same_records_have_one_digest_whatever_the_order_they_took_them_in() {
+    let (_dirs, nodes) = registries();
+    let empty = nodes[0].digest();
+    assert_eq!(empty, nodes[1].digest(), "nothing held: one digest");
+    let (g, _) = grant(&ROOT, "ops", &["webhooks:manage"]);
+    let key = nodes[0].create_key("demo", g).expect("grant");
+    let e = create(&nodes[0], &ROOT, "https://example.test/hook", r#"["*"]"#);
+    let path = format!("{ENDPOINTS_PATH}/{}", e.id);
+    let edited = nodes[0]
+        .change_endpoint("demo", &e.id, signed(&ROOT, "PATCH", &path, r#"{"disabled":true}"#, 1))
+        .expect("edit");
+    assert_ne!(nodes[0].digest(), nodes[1].digest(), "node 1 lacks the key and the endpoint");
+    // Node 1 takes them in another order: the endpoint's last state first, then the key.
+    assert!(relay(&nodes[1], &edited).expect("heard"));
+    assert_ne!(nodes[0].digest(), nodes[1].digest(), "node 1 still lacks the key");
+    let key_data =
+        serde_json::to_vec(&super::super::KeyAnnouncement { key: key.clone(), sent_at_ms: 1 }).expect("json");
+    nodes[1].hear_key(&key_data, &PeerId::random()).expect("key heard");
+    assert_eq!(nodes[0].digest(), nodes[1].digest(), "the same records: one digest");
+    // A revocation changes it, and only where it is held.
+    let revocation = super::super::api_keys::tests::statement(&ROOT, "DELETE", &format!("/v1/api-keys/{}", key.id), "");
+    nodes[0].revoke_key("demo", &key.id, revocation).expect("revoke");
+    assert_ne!(nodes[0].digest(), nodes[1].digest(), "the revocation is not at node 1 yet");
+    let revoked = nodes[0].keys_of("demo").expect("keys").into_iter().find(|k| k.id == key.id).expect("held");
+    let data = serde_json::to_vec(&super::super::KeyAnnouncement { key: revoked, sent_at_ms: 1 }).expect("json");
+    nodes[1].hear_key(&data, &PeerId::random()).expect("revocation heard");
+    assert_eq!(nodes[0].digest(), nodes[1].digest(), "revoked at both, at different times: one digest");
+}
