@@ -152,8 +152,8 @@ impl Registry {
                 tokio::select! {
                     biased;
                     _ = shutdown.changed() => return,
-                    Some(h) = approvals_rx.recv() => registry.judge(h, net.as_ref()).await,
-                    Some(h) = records_rx.recv() => registry.judge(h, net.as_ref()).await,
+                    // The ticks before the queues: a flood of messages never stops this node's
+                    // own digest and announcements.
                     _ = digest.tick() => {
                         let r = registry.clone();
                         let _ = tokio::task::spawn_blocking(move || r.publish_digest()).await;
@@ -167,6 +167,8 @@ impl Registry {
                         })
                         .await;
                     }
+                    Some(h) = approvals_rx.recv() => registry.judge(h, net.as_ref()).await,
+                    Some(h) = records_rx.recv() => registry.judge(h, net.as_ref()).await,
                 }
             }
         })

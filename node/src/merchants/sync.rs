@@ -23,6 +23,10 @@ use tracing::{debug, info, warn};
 pub const MAX_SNAPSHOT: usize = 4096;
 /// Refused registry records after which a catch-up's snapshot is dropped.
 pub const MAX_REFUSED: usize = 8;
+/// Refused records of any kind after which the keys and endpoints of a catch-up's snapshot
+/// are dropped (each refusal cost a signature check; an honest peer's snapshot has a few, of
+/// merchants or keys this node does not hold yet).
+pub const MAX_REFUSED_RECORDS: usize = 256;
 /// A peer gets at most one snapshot per this interval.
 pub const SNAPSHOT_INTERVAL_MS: u64 = 30_000;
 
@@ -155,7 +159,12 @@ impl Registry {
             }
         }
         let sent_at_ms = now_ms();
+        // Each refused key or endpoint cost a signature check: past [`MAX_REFUSED_RECORDS`],
+        // the rest of the snapshot is not worth more.
         for key in snap.keys.into_iter().take(MAX_SNAPSHOT) {
+            if done.refused >= MAX_REFUSED_RECORDS {
+                break;
+            }
             let data = serde_json::to_vec(&KeyAnnouncement { key, sent_at_ms }).unwrap_or_default();
             match self.hear_key(&data, source) {
                 Ok(true) => done.keys += 1,
@@ -164,6 +173,10 @@ impl Registry {
             }
         }
         for endpoint in snap.endpoints.into_iter().take(MAX_SNAPSHOT) {
+            if done.refused >= MAX_REFUSED_RECORDS {
+                warn!(peer = %source, "too many refused keys and endpoints in a merchants catch-up; the rest of it is dropped");
+                break;
+            }
             let data = serde_json::to_vec(&EndpointAnnouncement { sent_at_ms, ..endpoint }).unwrap_or_default();
             match self.hear_endpoint(&data, source) {
                 Ok(true) => done.endpoints += 1,
