@@ -472,10 +472,22 @@ export async function mount(root, config) {
     partial: "Partly paid: ask the merchant how to pay the rest",
     seen: "Payment sent, waiting for confirmations", confirmed: "Payment confirmed, settling", settled: "Paid and settled", expired: "Expired",
   };
-  // A payment sent from this page, kept across reloads until the nodes see it.
+  // A payment sent from this page, kept across reloads until the nodes see it, for 15 minutes
+  // at most: one that never landed (the page closed before it reverted) must not hide the pay
+  // button for good.
   const memory = "settleproof-checkout:" + checked.id;
-  const remembered = () => { try { return window.localStorage.getItem(memory); } catch (_) { return null; } };
-  const remember = (hash) => { try { if (hash) window.localStorage.setItem(memory, hash); else window.localStorage.removeItem(memory); } catch (_) { /* private mode */ } };
+  const remembered = () => {
+    try {
+      const m = JSON.parse(window.localStorage.getItem(memory) || "null");
+      return m && typeof m.at === "number" && Date.now() - m.at < 15 * 60 * 1000 ? m.hash : null;
+    } catch (_) { return null; }
+  };
+  const remember = (hash) => {
+    try {
+      if (hash) window.localStorage.setItem(memory, JSON.stringify({ hash, at: Date.now() }));
+      else window.localStorage.removeItem(memory);
+    } catch (_) { /* private mode */ }
+  };
   let sent = Boolean(remembered());
   const show = (agreed) => {
     let state = agreed || "unknown";
