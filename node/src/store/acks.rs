@@ -95,8 +95,10 @@ impl Store {
                 // The event is read only once enough operators claim it.
                 let Some(acked) = acked_by_quorum(&acks, id, self.ack_quorum())? else { continue };
                 let current: Option<OutboxEvent> = outbox.get(id)?.map(|v| decode("outbox", v.value())).transpose()?;
+                // Deliveries acknowledged from before a replay do not close the replayed one.
                 if let Some(mut e) = current
                     && e.delivered_at_ms.is_none()
+                    && e.replayed_at_ms.is_none_or(|replayed| acked > replayed)
                 {
                     e.delivered_at_ms = Some(acked);
                     e.last_outcome = Some("delivered by other operators".into());

@@ -11,7 +11,7 @@
 //! and no pass hands the event out again before that.
 
 use super::group_writer::GroupWriter;
-use super::{Attempt, AttemptEffect, Store, StoreError};
+use super::{Attempt, AttemptEffect, AttemptOn, Store, StoreError};
 
 /// The most attempts in one transaction (it holds the store's one writer, which a durable
 /// invoice create may be waiting for).
@@ -23,7 +23,7 @@ const QUEUE: usize = 1_024;
 /// dropped.
 #[derive(Debug, Clone)]
 pub struct AttemptWriter {
-    writer: GroupWriter<(String, Attempt, AttemptEffect), Result<(), StoreError>>,
+    writer: GroupWriter<(AttemptOn, Attempt, AttemptEffect), Result<(), StoreError>>,
 }
 
 impl AttemptWriter {
@@ -44,9 +44,14 @@ impl AttemptWriter {
         Ok(Self { writer })
     }
 
-    /// Records `attempt` of delivery `id` and its effect; answers once committed.
-    pub async fn record(&self, id: &str, attempt: Attempt, effect: AttemptEffect) -> Result<(), StoreError> {
-        self.writer.submit((id.to_string(), attempt, effect)).await?
+    /// Records `attempt` on delivery `on` and its effect; answers once committed.
+    pub async fn record(
+        &self,
+        on: impl Into<AttemptOn>,
+        attempt: Attempt,
+        effect: AttemptEffect,
+    ) -> Result<(), StoreError> {
+        self.writer.submit((on.into(), attempt, effect)).await?
     }
 }
 
@@ -85,7 +90,7 @@ mod tests {
                 _ => AttemptEffect::Dead,
             };
             let attempt = attempt(500 + i, &format!("outcome {i}"));
-            tasks.spawn(async move { w.record(&format!("msg_{i}"), attempt, effect).await });
+            tasks.spawn(async move { w.record(AttemptOn::first(&format!("msg_{i}")), attempt, effect).await });
         }
         while let Some(r) = tasks.join_next().await {
             r.expect("task").expect("recorded");
@@ -130,7 +135,9 @@ mod tests {
         for i in 0..40u64 {
             let w = writer.clone();
             let attempt = attempt(500 + i, "delivered");
-            tasks.spawn(async move { (i, w.record(&format!("msg_{i}"), attempt, AttemptEffect::Delivered).await) });
+            tasks.spawn(async move {
+                (i, w.record(AttemptOn::first(&format!("msg_{i}")), attempt, AttemptEffect::Delivered).await)
+            });
         }
         while let Some(r) = tasks.join_next().await {
             match r.expect("task") {

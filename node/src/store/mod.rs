@@ -65,7 +65,7 @@ pub use merchants::{
     AuditEntry, MAX_PENDING_PER_SIGNER, MerchantApprovalPut, MerchantChange, PendingChange, PreviousSecret,
     RegistryEntry,
 };
-pub use outbox::{Attempt, AttemptEffect, DueDelivery, OutboxEvent, Take, webhook_id};
+pub use outbox::{Attempt, AttemptEffect, AttemptOn, DueDelivery, OutboxEvent, Take, webhook_id};
 pub use rounds::{SettlementRecord, SignedBatch, SigningOutcome};
 pub use webhook_endpoints::{EndpointPut, EndpointRoutes, WebhookEndpoint, endpoint_state_key, takes};
 

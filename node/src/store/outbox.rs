@@ -69,6 +69,43 @@ pub struct OutboxEvent {
     /// endpoint. The delivery's `id` is then `<webhook-id>.<endpoint id>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint_id: Option<String>,
+    /// Times it was replayed. An attempt begun before the latest replay is kept in the log but
+    /// cannot settle the replayed delivery (see [`AttemptOn`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub replays: u32,
+    /// When it was last replayed (unix ms): other operators' acknowledgements of deliveries
+    /// made before then do not close it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replayed_at_ms: Option<u64>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// The delivery an attempt was made on, as it was when the attempt began: its id and how many
+/// times it had been replayed. A replay that lands while an attempt is under way thereby
+/// outlives it: the attempt's answer is recorded, but the replayed delivery stays due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptOn {
+    /// The delivery's id.
+    pub id: String,
+    /// [`OutboxEvent::replays`] when the attempt began.
+    pub replays: u32,
+}
+
+impl AttemptOn {
+    /// An attempt on delivery `id` never replayed.
+    #[cfg(test)]
+    pub(crate) fn first(id: &str) -> Self {
+        Self { id: id.into(), replays: 0 }
+    }
+}
+
+impl From<&OutboxEvent> for AttemptOn {
+    fn from(e: &OutboxEvent) -> Self {
+        Self { id: e.id.clone(), replays: e.replays }
+    }
 }
 
 impl OutboxEvent {
@@ -385,26 +422,34 @@ impl Store {
     }
 
     /// Records an attempt and its effect, atomically.
-    pub fn record_attempt(&self, id: &str, attempt: Attempt, effect: &AttemptEffect) -> Result<(), StoreError> {
-        self.record_attempts(&[(id.to_string(), attempt, effect.clone())])
+    pub fn record_attempt(
+        &self,
+        on: impl Into<AttemptOn>,
+        attempt: Attempt,
+        effect: &AttemptEffect,
+    ) -> Result<(), StoreError> {
+        self.record_attempts(&[(on.into(), attempt, effect.clone())])
     }
 
-    /// Records attempts (delivery id, attempt, effect) and their effects in one transaction (see
-    /// [`super::AttemptWriter`]). An attempt whose delivery is not in the outbox is skipped.
-    pub fn record_attempts(&self, attempts: &[(String, Attempt, AttemptEffect)]) -> Result<(), StoreError> {
+    /// Records attempts (the delivery as it was, attempt, effect) and their effects in one
+    /// transaction (see [`super::AttemptWriter`]). An attempt whose delivery is not in the
+    /// outbox is skipped.
+    pub fn record_attempts(&self, attempts: &[(AttemptOn, Attempt, AttemptEffect)]) -> Result<(), StoreError> {
         let tx = self.begin_bookkeeping()?;
         {
             let mut outbox = tx.open_table(OUTBOX)?;
             let mut queue = Queue::open(&tx)?;
             let mut log = tx.open_table(ATTEMPTS)?;
             let mut dead = tx.open_table(DEAD)?;
-            for (id, attempt, effect) in attempts {
-                let id = id.as_str();
+            for (on, attempt, effect) in attempts {
+                let id = on.id.as_str();
                 let current: Option<OutboxEvent> = outbox.get(id)?.map(|v| decode("outbox", v.value())).transpose()?;
                 let Some(mut e) = current else { continue };
                 // An attempt that raced a delivery (or a dead-lettering) elsewhere is recorded,
-                // but cannot put the event back in the queue.
-                let settled = (e.delivered_at_ms.is_some() || e.dead_at_ms.is_some()) && queue.due_at(id)?.is_none();
+                // but cannot put the event back in the queue; one that began before a replay
+                // cannot settle the replayed delivery.
+                let settled = (e.delivered_at_ms.is_some() || e.dead_at_ms.is_some()) && queue.due_at(id)?.is_none()
+                    || on.replays != e.replays;
                 e.attempts = e.attempts.saturating_add(1);
                 let n = e.attempts;
                 if !settled {
@@ -453,6 +498,8 @@ impl Store {
                     e.delivered_at_ms = None;
                     e.dead_at_ms = None;
                     e.schedule_index = 0;
+                    e.replays = e.replays.saturating_add(1);
+                    e.replayed_at_ms = Some(now_ms);
                     outbox.insert(id.as_str(), encode(&e).as_slice())?;
                     queue.schedule(&e, now_ms)?;
                     dead.remove(id.as_str())?;

@@ -66,8 +66,8 @@ fn settlement_and_events_are_written_together_and_retried_until_delivered() {
     assert!(store.settlement(1).expect("read").is_some());
     assert_eq!(store.due_events(99, 10, &[]).expect("due").len(), 0);
     assert_eq!(store.due_events(100, 10, &[]).expect("due").len(), 2);
-    store.record_attempt("a", attempt(100, "retry"), &AttemptEffect::RetryAt(5000)).expect("fail");
-    store.record_attempt("b", attempt(100, "delivered"), &AttemptEffect::Delivered).expect("ok");
+    store.record_attempt(AttemptOn::first("a"), attempt(100, "retry"), &AttemptEffect::RetryAt(5000)).expect("fail");
+    store.record_attempt(AttemptOn::first("b"), attempt(100, "delivered"), &AttemptEffect::Delivered).expect("ok");
     assert_eq!(store.due_events(4999, 10, &[]).expect("due").len(), 0);
     let due = store.due_events(5000, 10, &[]).expect("due");
     assert_eq!((due.len(), due[0].attempts, due[0].last_outcome.as_deref()), (1, 1, Some("retry")));
@@ -83,15 +83,43 @@ fn one_invoice_goes_in_sequence_without_blocking_others() {
     store.record_settlement(&record(), &[event("a1", 1, 1), event("a2", 1, 2), event("b1", 2, 1)], 0).expect("record");
     let ids = |v: Vec<OutboxEvent>| v.into_iter().map(|e| e.id).collect::<Vec<_>>();
     assert_eq!(ids(store.due_events(0, 10, &[]).expect("due")), vec!["a1", "b1"]);
-    store.record_attempt("a1", attempt(0, "retry"), &AttemptEffect::RetryAt(1000)).expect("fail");
+    store.record_attempt(AttemptOn::first("a1"), attempt(0, "retry"), &AttemptEffect::RetryAt(1000)).expect("fail");
     assert_eq!(ids(store.due_events(10, 10, &[]).expect("due")), vec!["b1"], "a2 waits for a1");
-    store.record_attempt("a1", attempt(1000, "dead"), &AttemptEffect::Dead).expect("dead");
+    store.record_attempt(AttemptOn::first("a1"), attempt(1000, "dead"), &AttemptEffect::Dead).expect("dead");
     let mut due = ids(store.due_events(1000, 10, &[]).expect("due"));
     due.sort();
     assert_eq!(due, vec!["a2", "b1"], "a1 dead: a2 may go");
     assert_eq!(store.dead_since(0, Some("m"), None).expect("dead"), vec!["a1"]);
     assert_eq!(store.replay(&["a1".to_string()], 2000).expect("replay"), 1);
     assert_eq!(store.outbox_event("a1").expect("get").map(|e| (e.state(), e.schedule_index)), Some(("pending", 0)));
+}
+
+/// A replay that lands while an attempt is under way outlives it: the attempt's answer is
+/// kept, but the replayed delivery stays due, and acknowledgements of earlier deliveries by
+/// other operators do not close it either.
+#[test]
+fn a_replay_during_an_attempt_or_before_late_acknowledgements_is_still_delivered() {
+    let (_dir, store) = temp_store();
+    store.record_settlement(&record(), &[event("a1", 1, 1)], 0).expect("record");
+    store.record_attempt(AttemptOn::first("a1"), attempt(10, "delivered"), &AttemptEffect::Delivered).expect("ok");
+    store.replay(&["a1".to_string()], 20).expect("replay");
+    // The second attempt begins, the merchant replays again, then its answer arrives.
+    let begun = store.outbox_event("a1").expect("get").expect("held");
+    assert_eq!(store.replay(&["a1".to_string()], 30).expect("replay"), 1);
+    store.record_attempt(&begun, attempt(40, "delivered"), &AttemptEffect::Delivered).expect("ok");
+    let after = store.outbox_event("a1").expect("get").expect("held");
+    assert_eq!((after.state(), after.attempts), ("pending", 2), "{after:?}");
+    assert_eq!(store.attempts("a1").expect("attempts").len(), 2, "the answer is kept");
+    assert!(store.due_events(40, 10, &[]).expect("due").iter().any(|e| e.id == "a1"));
+    // Other operators acknowledge deliveries made before the replay: still due.
+    let quorum = u32::try_from(store.ack_quorum()).expect("small");
+    for op in 1..=quorum {
+        store.acknowledge("a1", op, 25, 45).expect("ack");
+    }
+    assert_eq!(store.outbox_event("a1").expect("get").map(|e| e.state()), Some("pending"));
+    // An attempt begun after the replay settles it.
+    store.record_attempt(&after, attempt(50, "delivered"), &AttemptEffect::Delivered).expect("ok");
+    assert_eq!(store.outbox_event("a1").expect("get").map(|e| e.state()), Some("delivered"));
 }
 
 fn event_of(id: String, merchant: &str, invoice: u64, sequence: u64) -> OutboxEvent {
@@ -233,7 +261,7 @@ fn a_body_is_stored_once_beside_its_row_and_read_with_the_event() {
     let a = OutboxEvent { body: body.into(), ..event("a", 1, 1) };
     store.record_settlement(&record(), &[a], 100).expect("record");
     assert_eq!(stored_row(&store, "a").body, "", "the row holds no body");
-    store.record_attempt("a", attempt(100, "retry"), &AttemptEffect::RetryAt(200)).expect("attempt");
+    store.record_attempt(AttemptOn::first("a"), attempt(100, "retry"), &AttemptEffect::RetryAt(200)).expect("attempt");
     assert_eq!(stored_row(&store, "a").body, "", "nor after an attempt");
     assert_eq!(store.due_events(200, 10, &[]).expect("due")[0].body, body);
     assert_eq!(store.due_event("a", 200).expect("due").expect("a").body, body);
@@ -274,7 +302,9 @@ fn a_row_that_holds_its_body_inline_is_read_with_it() {
     tx.commit().expect("commit");
     let due = store.due_events(100, 10, &[]).expect("due");
     assert_eq!(due.iter().find(|e| e.id == "old").map(|e| e.body.as_str()), Some("{\"old\":true}"));
-    store.record_attempt("old", attempt(100, "retry"), &AttemptEffect::RetryAt(300)).expect("attempt");
+    store
+        .record_attempt(AttemptOn::first("old"), attempt(100, "retry"), &AttemptEffect::RetryAt(300))
+        .expect("attempt");
     let read = store.due_event("old", 300).expect("due").expect("old");
     assert_eq!((read.attempts, read.body.as_str()), (1, "{\"old\":true}"));
 }

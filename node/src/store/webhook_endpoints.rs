@@ -319,7 +319,7 @@ pub(crate) mod tests {
     #[test]
     fn events_fan_out_to_the_endpoints_that_take_them_each_delivery_on_its_own() {
         use crate::store::outbox::tests::{event, record};
-        use crate::store::{Attempt, AttemptEffect};
+        use crate::store::{Attempt, AttemptEffect, AttemptOn};
         let (_dir, store) = temp_store();
         let routes = EndpointRoutes::default();
         routes.set(&[endpoint("we_1", &["invoice.paid"]), endpoint("we_2", &["invoice.expired"])]);
@@ -347,8 +347,12 @@ pub(crate) mod tests {
             node: "n".into(),
         };
         // The primary endpoint fails; the endpoint's own sequence goes on without it.
-        store.record_attempt("msg_a", attempt("retry"), &AttemptEffect::RetryAt(1_000_000)).expect("retry");
-        store.record_attempt("msg_a.we_1", attempt("delivered"), &AttemptEffect::Delivered).expect("delivered");
+        store
+            .record_attempt(AttemptOn::first("msg_a"), attempt("retry"), &AttemptEffect::RetryAt(1_000_000))
+            .expect("retry");
+        store
+            .record_attempt(AttemptOn::first("msg_a.we_1"), attempt("delivered"), &AttemptEffect::Delivered)
+            .expect("delivered");
         assert_eq!(due(&[]), vec!["msg_b.we_1"]);
         assert!(due(&["m/we_1".to_string()]).is_empty(), "a paused endpoint holds back only its own");
         assert_eq!(store.events(Some("m"), None, None, Some(Some("we_1")), 10).expect("events").len(), 2);

@@ -385,8 +385,8 @@ impl Deliverer {
             node: self.node.clone(),
         };
         let recorded = match &self.attempts {
-            Some(w) => w.record(&event.id, attempt, effect.clone()).await,
-            None => self.store.record_attempt(&event.id, attempt, &effect),
+            Some(w) => w.record(event, attempt, effect.clone()).await,
+            None => self.store.record_attempt(event, attempt, &effect),
         };
         if let Err(e) = recorded {
             warn!(webhook_id = %event.id, error = %e, "cannot record webhook attempt");
@@ -447,7 +447,7 @@ impl Deliverer {
             excerpt: String::new(),
             node: self.node.clone(),
         };
-        if let Err(e) = self.store.record_attempt(&event.id, attempt, effect) {
+        if let Err(e) = self.store.record_attempt(event, attempt, effect) {
             warn!(webhook_id = %event.id, error = %e, outcome = why, "cannot end a delivery");
         }
         false
@@ -472,7 +472,7 @@ impl Deliverer {
             excerpt: String::new(),
             node: self.node.clone(),
         };
-        if let Err(e) = self.store.record_attempt(&event.id, attempt, &AttemptEffect::RetryAt(at_ms)) {
+        if let Err(e) = self.store.record_attempt(event, attempt, &AttemptEffect::RetryAt(at_ms)) {
             warn!(webhook_id = %event.id, error = %e, "cannot postpone a webhook event");
         }
     }
