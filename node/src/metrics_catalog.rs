@@ -146,8 +146,22 @@ pub const CATALOG: &[Metric] = &[
         "Invoices refused: id not committing to the terms, another author, or another copy",
         Labels::One(
             "reason",
-            &["foreign_creator", "other_copy", "bad_invoice", "not_in_registry", "invoice_id_mismatch"],
+            &[
+                "foreign_creator",
+                "other_copy",
+                "bad_invoice",
+                "not_in_registry",
+                "not_taken",
+                "invoice_id_mismatch",
+                "invoice_not_as_signed",
+            ],
         ),
+    ),
+    c(
+        C,
+        "invoices_vouched_total",
+        "Fetched invoices this node's merchant registry refuses, taken because f + 1 operators hand out the same copy",
+        Labels::None,
     ),
     c(
         C,

@@ -261,3 +261,95 @@ async fn an_invoice_of_a_merchant_approved_later_is_kept_until_the_registry_hold
     net.stop().await;
     Ok(())
 }
+
+/// A node away while the merchant made an invoice with a key, and back only after the merchant
+/// revoked that key, takes the invoice once it is paid: the f + 1 operators that held it before
+/// the revocation vouch for it. An invoice a thief of the key signed after the revocation, dated
+/// before it, which the Byzantine operator alone hands out, is taken by no node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_late_node_takes_what_enough_operators_held_before_a_revocation_and_not_what_one_vouches_for() -> Result<()> {
+    use crate::merchants::{call, grant_key};
+    use reqwest::Method;
+    let (net, bad) = with_byzantine(Options::default()).await?;
+    let root = net.devnet.merchant_key.clone();
+    let (status, granted, key) = grant_key(&net, 0, "shop", &["invoices:write", "invoices:read"]).await?;
+    assert_eq!(status, 201, "{granted}");
+    for i in 0..3 {
+        net.eventually("the key is known", Duration::from_secs(15), || async {
+            (call(&net, i, Method::GET, "/v1/invoices", &key, None).await.ok()?.0 == 200).then_some(())
+        })
+        .await?;
+    }
+    // Node 2 is away (cut off from the honest nodes) while the key makes an invoice...
+    for other in [0, 1] {
+        admin(&net, 2, "peers/block", json!({"peer_id": peer_id(&net, other)})).await?;
+        admin(&net, other, "peers/block", json!({"peer_id": peer_id(&net, 2)})).await?;
+    }
+    let body = net.on_first_chain(json!({"amount": WEI, "token": "native"}));
+    let (status, created) = call(&net, 0, Method::POST, "/v1/invoices", &key, Some(body)).await?;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().ok_or_else(|| eyre!("id"))?.to_string();
+    net.eventually("node 1 holds the invoice", Duration::from_secs(15), || async {
+        (net.get_invoice(1, &id).await.ok()?.0 == 200).then_some(())
+    })
+    .await?;
+    // ...and hears first, back, that the merchant revoked it.
+    let revoke = format!("/v1/api-keys/{}", key.key_id());
+    let (status, revoked) = call(&net, 2, Method::DELETE, &revoke, &root, None).await?;
+    assert_eq!(status, 200, "{revoked}");
+    // A thief of the key signs an invoice after the revocation, dated before it.
+    let signed_at = settleproof_node::time::now_s().saturating_sub(60);
+    let merchant = &net.devnet.merchant;
+    let stolen_body = json!({"amount": WEI, "token": "native", "nonce": B256::repeat_byte(0x5e)});
+    let stolen = crate::harness::signed_invoice_at(
+        &net,
+        &key,
+        stolen_body,
+        merchant.payout_address,
+        &format!("node-{BAD}"),
+        signed_at,
+    )?;
+    bad.answer_fetches_with(stolen.clone());
+    for other in [0, 1] {
+        admin(&net, 2, "peers/unblock", json!({"peer_id": peer_id(&net, other)})).await?;
+        admin(&net, other, "peers/unblock", json!({"peer_id": peer_id(&net, 2)})).await?;
+    }
+    let (status, _) = call(&net, 0, Method::DELETE, &revoke, &root, None).await?;
+    assert!(matches!(status, 200 | 404), "{status}");
+    for i in 0..3 {
+        net.eventually("the revocation is everywhere", Duration::from_secs(15), || async {
+            (call(&net, i, Method::GET, "/v1/invoices", &key, None).await.ok()?.0 == 401).then_some(())
+        })
+        .await?;
+    }
+    let (status, _) = net.get_invoice(2, &id).await?;
+    assert_eq!(status, 404, "node 2 refused the invoice so far");
+
+    // Both are paid. Node 2 takes the merchant's invoice on the word of nodes 0 and 1.
+    let payments = settleproof_contracts::InvoicePayments::new(net.devnet.deployment.payments, net.payer()?);
+    for paid in [stolen.id, id.parse()?] {
+        let r = payments
+            .payNative(paid, merchant.payout_address)
+            .value(U256::from_str_radix(WEI, 10)?)
+            .send()
+            .await?
+            .get_receipt()
+            .await?;
+        assert!(r.status());
+    }
+    net.eventually("node 2 holds the merchant's invoice", Duration::from_secs(60), || async {
+        (net.get_invoice(2, &id).await.ok()?.0 == 200).then_some(())
+    })
+    .await?;
+    assert!(labelled_metric(&net, 2, "invoices_vouched_total", "chain_id").await >= 1.0);
+    net.eventually("node 2 refused the stolen one", Duration::from_secs(30), || async {
+        (labelled_metric(&net, 2, "invoice_conflicts_total", "reason=\"not_taken\"").await >= 1.0).then_some(())
+    })
+    .await?;
+    for i in 0..3 {
+        let (status, v) = net.get_invoice(i, &stolen.id.to_string()).await?;
+        assert_eq!(status, 404, "node {i} holds the stolen invoice: {v}");
+    }
+    net.stop().await;
+    Ok(())
+}

@@ -17,7 +17,7 @@ use settleproof_rpc_proxy::{Fault, ProxyHandle};
 
 use crate::anvil::repo_root;
 pub use crate::anvil::{Anvil, free_port};
-pub use crate::signing::{signed, signed_invoice};
+pub use crate::signing::{signed, signed_invoice, signed_invoice_at};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};

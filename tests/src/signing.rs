@@ -34,8 +34,20 @@ pub fn signed_invoice(
     payout: Address,
     created_by: &str,
 ) -> Result<settleproof_node::store::Invoice> {
-    let body = net.on_first_chain(body).to_string();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    signed_invoice_at(net, key, body, payout, created_by, now)
+}
+
+/// [`signed_invoice`] signed at `now` (unix s), which may be any time the signer chooses.
+pub fn signed_invoice_at(
+    net: &Testnet,
+    key: &settleproof_merchant_auth::MerchantSigner,
+    body: Value,
+    payout: Address,
+    created_by: &str,
+    now: u64,
+) -> Result<settleproof_node::store::Invoice> {
+    let body = net.on_first_chain(body).to_string();
     let url = format!("{}/v1/invoices", net.api(0));
     let jwt = key
         .sign_request("POST", &url, body.as_bytes(), now, settleproof_merchant_auth::DEFAULT_LIFETIME_S)

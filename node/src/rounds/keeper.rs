@@ -11,7 +11,7 @@ use crate::webhook::payload::settlement_events;
 use alloy::primitives::{B256, Bytes};
 use settleproof_config::MerchantConfig;
 use settleproof_consensus::failover;
-use settleproof_p2p::{NetworkHandle, PeerId};
+use settleproof_p2p::NetworkHandle;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -91,7 +91,7 @@ impl RoundDriver {
             scope: self.invoice_scope(),
             webhook_wake: self.webhook_wake.clone(),
             net: self.net.clone(),
-            peers: self.other_peers(),
+            holders: self.holders(),
             recorded_here: st.recorded_here.clone(),
         };
         let done = st.done_tx.clone();
@@ -183,7 +183,7 @@ struct SettleTask {
     scope: crate::gossip::InvoiceScope,
     webhook_wake: Arc<Notify>,
     net: NetworkHandle,
-    peers: Vec<PeerId>,
+    holders: super::invoice_fetch::Holders,
     recorded_here: RecordedHere,
 }
 
@@ -228,7 +228,7 @@ impl SettleTask {
             return Ok(None);
         }
         if let Some((from, to)) = self.ctx.schedule.range(batch.round) {
-            super::invoice_fetch::fetch_missing(&self.net, &self.peers, &self.store, &self.scope, from, to).await;
+            super::invoice_fetch::fetch_missing(&self.net, &self.holders, &self.store, &self.scope, from, to).await;
         }
         let mut record = None;
         for attempt in 0..MAX_RESUBMISSIONS {

@@ -426,6 +426,11 @@ impl RoundDriver {
         }
     }
 
+    /// Whom invoices are asked of, and who may vouch for one ([`invoice_fetch::Holders`]).
+    fn holders(&self) -> invoice_fetch::Holders {
+        invoice_fetch::Holders::at(&self.epochs, self.store.next_round().unwrap_or(0), self.grace_rounds)
+    }
+
     /// The other operators' peer ids, of every set that still matters.
     fn other_peers(&self) -> Vec<PeerId> {
         let round = self.store.next_round().unwrap_or(0);

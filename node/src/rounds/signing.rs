@@ -97,10 +97,9 @@ impl RoundDriver {
         if super::invoice_fetch::missing(&self.store, &self.merchants.all(), from, to).is_empty() {
             return;
         }
-        let (net, peers, store, scope) =
-            (self.net.clone(), self.other_peers(), self.store.clone(), self.invoice_scope());
+        let (net, holders, store, scope) = (self.net.clone(), self.holders(), self.store.clone(), self.invoice_scope());
         tokio::spawn(async move {
-            super::invoice_fetch::fetch_missing(&net, &peers, &store, &scope, from, to).await;
+            super::invoice_fetch::fetch_missing(&net, &holders, &store, &scope, from, to).await;
         });
     }
 

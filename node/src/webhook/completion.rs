@@ -41,8 +41,8 @@ impl Deliverer {
         if matches!(self.store.invoice(invoice), Ok(None)) {
             let wanted = std::collections::BTreeSet::from([invoice]);
             let round = self.store.next_round().unwrap_or(0);
-            let peers: Vec<_> = c.epochs.peers(round, c.grace_rounds).into_iter().map(|(p, _)| p).collect();
-            crate::rounds::invoice_fetch::fetch_invoices(net, &peers, &self.store, &c.scope, &wanted).await;
+            let holders = crate::rounds::invoice_fetch::Holders::at(&c.epochs, round, c.grace_rounds);
+            crate::rounds::invoice_fetch::fetch_invoices(net, &holders, &self.store, &c.scope, &wanted).await;
             if matches!(self.store.invoice(invoice), Ok(None)) {
                 self.unknown.remember_not_found(invoice);
             }
