@@ -163,6 +163,12 @@ pub const CATALOG: &[Metric] = &[
         "Fetched invoices this node's merchant registry refuses, taken because f + 1 operators hand out the same copy",
         Labels::None,
     ),
+    m(
+        C,
+        "invoices_nonce_taken_total",
+        "Invoices not kept because their merchant's signed request (its nonce) made another invoice already",
+        Labels::None,
+    ),
     c(
         C,
         "invoices_resumed_total",

@@ -353,3 +353,96 @@ async fn a_late_node_takes_what_enough_operators_held_before_a_revocation_and_no
     net.stop().await;
     Ok(())
 }
+
+/// One signed request makes one invoice. After the operators' threshold changes a merchant's
+/// payout address, the Byzantine operator replays the merchant's old signed request under the
+/// new address: a new id, every check of the request passing. No node keeps it. The merchant's
+/// own client sending a request with a nonce that made an invoice already gets a 409 naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_signed_request_replayed_after_a_payout_change_makes_no_second_invoice() -> Result<()> {
+    use crate::merchants::call;
+    use reqwest::Method;
+    let (net, bad) = with_byzantine(Options::default()).await?;
+    let shop =
+        settleproof_merchant_auth::MerchantSigner::generate("nonce-shop", settleproof_merchant_auth::KeyAlg::EdDsa)
+            .map_err(|e| eyre!("{e}"))?;
+    let (old_payout, new_payout): (Address, Address) =
+        ("0x3434343434343434343434343434343434343434".parse()?, "0x4545454545454545454545454545454545454545".parse()?);
+    let onboarding = json!({
+        "id": "nonce-shop",
+        "payout_address": old_payout,
+        "webhook_url": net.devnet.merchant.webhook_url,
+        "webhook_secret": net.devnet.merchant.webhook_secret.expose(),
+        "root_key": shop.public_key(),
+    });
+    let proposed = admin(&net, 0, "merchants", onboarding).await?;
+    let hash = proposed["change_hash"].as_str().ok_or_else(|| eyre!("no hash: {proposed}"))?.to_string();
+    for i in [1, 2] {
+        approve_change(&net, i, &hash).await?;
+    }
+    let nonce = B256::repeat_byte(0x4e);
+    let body = json!({"amount": WEI, "token": "native", "nonce": nonce});
+    let by = format!("node-{BAD}");
+    let original = crate::harness::signed_invoice(&net, &shop, body.clone(), old_payout, &by)?;
+    let statement = original.statement.clone().ok_or_else(|| eyre!("no statement"))?;
+    for i in 0..3 {
+        net.eventually("every node holds the invoice", Duration::from_secs(30), || async {
+            bad.announce_packed(std::slice::from_ref(&original)).await;
+            let path = format!("/v1/invoices/{}", original.id);
+            (call(&net, i, Method::GET, &path, &shop, None).await.ok()?.0 == 200).then_some(())
+        })
+        .await?;
+    }
+
+    // The threshold moves the payout address.
+    let r = net
+        .http
+        .patch(format!("{}/admin/v1/merchants/nonce-shop", net.admin(0)))
+        .bearer_auth(net.devnet.admin_token.expose())
+        .json(&json!({"payout_address": new_payout}))
+        .send()
+        .await?;
+    let change: Value = r.json().await?;
+    let hash = change["change_hash"].as_str().ok_or_else(|| eyre!("no hash: {change}"))?.to_string();
+    for i in [1, 2] {
+        approve_change(&net, i, &hash).await?;
+    }
+    for i in 0..3 {
+        net.eventually("every node pays the new address", Duration::from_secs(30), || async {
+            let body = net.on_first_chain(json!({"amount": "1000", "token": "native"}));
+            let (status, v) = call(&net, i, Method::POST, "/v1/invoices", &shop, Some(body)).await.ok()?;
+            (status == 201 && v["payout_address"].as_str()?.parse::<Address>().ok()? == new_payout).then_some(())
+        })
+        .await?;
+    }
+
+    // The old request replayed under the new address: a sound invoice of another id.
+    let terms = settleproof_node::merchants::invoice_record::read(&statement).map_err(|e| eyre!("{e}"))?;
+    let replayed = terms.into_invoice(
+        statement,
+        new_payout,
+        net.devnet.deployment.payments,
+        (by.clone(), settleproof_node::time::now_s()),
+    );
+    assert_ne!(replayed.id, original.id);
+    bad.answer_fetches_with(replayed.clone());
+    for _ in 0..3 {
+        assert!(bad.announce_packed(std::slice::from_ref(&replayed)).await);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    for i in 0..3 {
+        net.eventually("the replay is refused", Duration::from_secs(20), || async {
+            (net.metric(i, "invoices_nonce_taken_total").await >= 1.0).then_some(())
+        })
+        .await?;
+        let path = format!("/v1/invoices/{}", replayed.id);
+        assert_eq!(call(&net, i, Method::GET, &path, &shop, None).await?.0, 404, "node {i} keeps the replay");
+    }
+
+    // The merchant's own client reusing the nonce, in a new request at another node.
+    let (status, refused) = call(&net, 1, Method::POST, "/v1/invoices", &shop, Some(net.on_first_chain(body))).await?;
+    assert_eq!((status, refused["error"]["code"].as_str()), (409, Some("nonce_taken")), "{refused}");
+    assert!(refused["error"]["message"].as_str().is_some_and(|m| m.contains(&original.id.to_string())), "{refused}");
+    net.stop().await;
+    Ok(())
+}

@@ -63,6 +63,19 @@ impl ApiError {
         Self { status: StatusCode::CONFLICT, code: "conflict", field: None, message: message.into() }
     }
 
+    /// 409: the signed request's nonce made invoice `made` already (under the payout address
+    /// or payments contract of then): one signed request makes one invoice.
+    pub fn nonce_taken(made: alloy::primitives::B256) -> Self {
+        Self {
+            status: StatusCode::CONFLICT,
+            code: "nonce_taken",
+            field: Some("nonce"),
+            message: format!(
+                "this signed request (its nonce) made invoice {made} already; sign a new request (a new nonce) for another invoice"
+            ),
+        }
+    }
+
     /// 409: an idempotency key reused with a request that differs in `field`.
     pub fn idempotency_conflict(field: &'static str, message: impl Into<String>) -> Self {
         Self { status: StatusCode::CONFLICT, code: "idempotency_conflict", field: Some(field), message: message.into() }

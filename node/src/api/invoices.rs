@@ -67,7 +67,7 @@ pub struct Created {
         (status = 201, description = "Created, with payment instructions; `Idempotent-Replayed: true` when the Idempotency-Key had created it already", body = Created,
             headers(("Idempotent-Replayed" = String, description = "`true` when this is the invoice an earlier request with the same Idempotency-Key created"))),
         (status = 400, description = "A field is invalid; `field` names it", body = super::error::ErrorBody),
-        (status = 409, description = "The Idempotency-Key was used with another body; `field` names the first field that differs", body = super::error::ErrorBody),
+        (status = 409, description = "The Idempotency-Key was used with another body (`field` names the first field that differs), or the signed request's `nonce` made another invoice already (`nonce_taken`, naming it: one signed request makes one invoice, whatever payout address or contract holds since)", body = super::error::ErrorBody),
         (status = 401, description = "No or a wrong merchant token", body = super::error::ErrorBody),
         (status = 403, description = "An API key without the `invoices:write` scope", body = super::error::ErrorBody),
         (status = 413, description = "Body over `api.max_body_bytes`", body = String, content_type = "text/plain"),
@@ -146,6 +146,13 @@ pub(super) async fn create(
     // What every other node will check: a key this node took for the request may not be one
     // they take for the invoice (granted after it signed, by this node's clock).
     state.merchants.check_invoice_signature(&invoice).map_err(|e| ApiError::invalid("authorization", e.to_string()))?;
+    // One signed request makes one invoice: replayed after the payout address or the contract
+    // changed, its nonce would make another.
+    if let Some(made) =
+        chain.store.invoice_of_nonce(&invoice.merchant_id, invoice.nonce)?.filter(|id| *id != invoice.id)
+    {
+        return Err(ApiError::nonce_taken(made));
+    }
     let (replicator, chain_id) = (chain.replicator.clone(), chain.chain_id);
     let announce = move |invoice: &Invoice, keyed: bool| {
         info!(invoice_id = %invoice.id, merchant = %invoice.merchant_id, chain_id, amount = %invoice.amount, token = %token_label(invoice.token), idempotency_key = keyed, "invoice created");
@@ -164,20 +171,25 @@ pub(super) async fn create(
             // In a task of its own: a client that goes away while the write is under way
             // cannot leave the invoice stored but never replicated.
             Some(writer) => {
-                let (writer, invoice) = (writer.clone(), invoice.clone());
-                tokio::spawn(async move {
-                    let new = writer.put(invoice.clone()).await?;
+                let (writer, written) = (writer.clone(), invoice.clone());
+                let new = tokio::spawn(async move {
+                    let new = writer.put(written.clone()).await?;
                     if new {
-                        announce(&invoice, false);
+                        announce(&written, false);
                     }
-                    Ok::<_, crate::store::StoreError>(())
+                    Ok::<_, crate::store::StoreError>(new)
                 })
                 .await
                 .map_err(ApiError::internal)??;
+                if !new {
+                    nonce_not_taken(chain, &invoice)?;
+                }
             }
             None => {
                 if chain.store.put_created_invoices(std::slice::from_ref(&invoice))?.first() == Some(&true) {
                     announce(&invoice, false);
+                } else {
+                    nonce_not_taken(chain, &invoice)?;
                 }
             }
         }
@@ -198,6 +210,18 @@ pub(super) async fn create(
     let view = view_of(&state, chain, &stored, now)?;
     let payment_instructions = instructions(chain, &stored);
     Ok((StatusCode::CREATED, headers, Json(Created { invoice: view, payment_instructions })))
+}
+
+/// After a write that stored nothing: the invoice is stored (an earlier copy), unless its
+/// nonce made another one meanwhile.
+fn nonce_not_taken(chain: &super::ChainState, invoice: &Invoice) -> Result<(), ApiError> {
+    if chain.store.invoice(invoice.id)?.is_some() {
+        return Ok(());
+    }
+    match chain.store.invoice_of_nonce(&invoice.merchant_id, invoice.nonce)? {
+        Some(made) => Err(ApiError::nonce_taken(made)),
+        None => Err(ApiError::internal("the invoice was not stored")),
+    }
 }
 
 /// An invoice with its payments and settlement.

@@ -57,6 +57,7 @@ impl Store {
         let mut n = 0;
         n += copy(&snapshot, &tx, INVOICES)?;
         n += copy(&snapshot, &tx, MERCHANT_INVOICES)?;
+        n += copy(&snapshot, &tx, INVOICE_NONCES)?;
         n += copy(&snapshot, &tx, EXPIRIES)?;
         n += copy(&snapshot, &tx, UNANNOUNCED)?;
         n += copy(&snapshot, &tx, CREATED)?;

@@ -78,6 +78,11 @@ impl Store {
         if let Some(existing) = Self::invoice_in(&tx, invoice.id)? {
             return Ok((existing, false));
         }
+        // One signed request makes one invoice: the one its nonce made is the answer.
+        let made = super::invoices::nonce_taken(&tx.open_table(super::INVOICE_NONCES)?, invoice)?;
+        if let Some(existing) = made.map(|id| Self::invoice_in(&tx, id)).transpose()?.flatten() {
+            return Ok((existing, false));
+        }
         Self::insert_invoices(&tx, std::slice::from_ref(invoice), now_s, true)?;
         Self::mark_created(&tx, [invoice])?;
         tx.commit()?;

@@ -1,6 +1,8 @@
 //! Invoices as merchants created them.
 
-use super::{CREATED, EXPIRIES, INVOICES, MERCHANT_INVOICES, Store, StoreError, UNANNOUNCED, decode, encode};
+use super::{
+    CREATED, EXPIRIES, INVOICE_NONCES, INVOICES, MERCHANT_INVOICES, Store, StoreError, UNANNOUNCED, decode, encode,
+};
 use alloy::primitives::{Address, B256, U256};
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
@@ -247,10 +249,20 @@ impl Store {
             let mut t = tx.open_table(INVOICES)?;
             let mut by_merchant = tx.open_table(MERCHANT_INVOICES)?;
             let mut expiries = tx.open_table(EXPIRIES)?;
+            let mut nonces = tx.open_table(INVOICE_NONCES)?;
             for invoice in invoices {
                 if t.get(invoice.id.0)?.is_some() {
                     new.push(false);
                     continue;
+                }
+                if let Some(made) = nonce_taken(&nonces, invoice)? {
+                    metrics::counter!("invoices_nonce_taken_total").increment(1);
+                    tracing::warn!(invoice_id = %invoice.id, merchant = %invoice.merchant_id, nonce = %invoice.nonce, made = %made, "an invoice from a signed request that made another invoice already (replayed under another payout address or contract) is not kept");
+                    new.push(false);
+                    continue;
+                }
+                if invoice.statement.is_some() {
+                    nonces.insert((invoice.merchant_id.as_str(), invoice.nonce.0), invoice.id.0)?;
                 }
                 t.insert(invoice.id.0, encode(invoice).as_slice())?;
                 by_merchant.insert((invoice.merchant_id.as_str(), invoice.created_at, invoice.id.0), ())?;
@@ -288,6 +300,12 @@ impl Store {
         tx.open_table(EXPIRIES)?.remove((at, id.0))?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// The id of the invoice `merchant`'s signed request with `nonce` made, if one is stored.
+    pub fn invoice_of_nonce(&self, merchant: &str, nonce: B256) -> Result<Option<B256>, StoreError> {
+        let tx = self.read()?;
+        Ok(tx.open_table(INVOICE_NONCES)?.get((merchant, nonce.0))?.map(|v| B256::from(v.value())))
     }
 
     /// The invoice with this id.
@@ -337,10 +355,92 @@ impl Store {
     }
 }
 
+/// The id of another invoice than `invoice` that its merchant's signed request (its nonce)
+/// made already, if one is stored.
+pub(super) fn nonce_taken(
+    nonces: &impl redb::ReadableTable<(&'static str, [u8; 32]), [u8; 32]>,
+    invoice: &Invoice,
+) -> Result<Option<B256>, StoreError> {
+    if invoice.statement.is_none() {
+        return Ok(None);
+    }
+    let made = nonces.get((invoice.merchant_id.as_str(), invoice.nonce.0))?.map(|v| B256::from(v.value()));
+    Ok(made.filter(|id| *id != invoice.id))
+}
+
+/// Indexes every stored invoice by its merchant's nonce, once (a file of a version before the
+/// index); returns how many were indexed. Of two stored invoices from one signed request, the
+/// earlier created keeps the nonce.
+pub(super) fn index_nonces(tx: &redb::WriteTransaction) -> Result<u64, StoreError> {
+    let mut meta = tx.open_table(super::META)?;
+    if meta.get(super::INVOICE_NONCES_INDEXED)?.is_some() {
+        return Ok(0);
+    }
+    let mut all: Vec<(u64, Invoice)> = Vec::new();
+    for entry in tx.open_table(INVOICES)?.iter()? {
+        let (_, v) = entry?;
+        let invoice: Invoice = decode("invoices", v.value())?;
+        if invoice.statement.is_some() {
+            all.push((invoice.created_at, invoice));
+        }
+    }
+    all.sort_by_key(|(at, inv)| (*at, inv.id));
+    let mut nonces = tx.open_table(INVOICE_NONCES)?;
+    let mut n = 0;
+    for (_, invoice) in &all {
+        let key = (invoice.merchant_id.as_str(), invoice.nonce.0);
+        if nonces.get(key)?.is_none() {
+            nonces.insert(key, invoice.id.0)?;
+            n += 1;
+        }
+    }
+    meta.insert(super::INVOICE_NONCES_INDEXED, 1)?;
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::temp_store;
+
+    /// One signed request makes one invoice: a second invoice from its nonce (the request
+    /// replayed after the payout address changed) is not kept, by any write path, and a file
+    /// written before the index gets it when opened.
+    #[test]
+    fn a_second_invoice_from_one_signed_request_is_not_kept() {
+        let (dir, store) = temp_store();
+        let statement = settleproof_merchant_auth::SignedStatement { jwt: "h.p.s".into(), body: "{}".into() };
+        let signed = |i: u8, nonce: u8, merchant: &str| Invoice {
+            nonce: B256::repeat_byte(nonce),
+            statement: Some(statement.clone()),
+            ..make(i, merchant)
+        };
+        assert_eq!(
+            store.put_created_invoices(&[signed(1, 0xa, "m"), signed(2, 0xa, "m")]).expect("put"),
+            vec![true, false]
+        );
+        assert_eq!(store.put_replicated_invoices(&[signed(3, 0xa, "m")]).expect("put"), 0);
+        assert!(!store.put_invoice(&signed(4, 0xa, "m")).expect("put"));
+        assert!(store.put_invoice(&signed(5, 0xa, "other")).expect("another merchant's nonce"));
+        assert!(store.put_invoice(&signed(6, 0xb, "m")).expect("another nonce"));
+        assert!(store.put_invoice(&make(7, "m")).expect("no signed request: not indexed"));
+        assert_eq!(store.invoice_of_nonce("m", B256::repeat_byte(0xa)).expect("read"), Some(B256::repeat_byte(1)));
+        for gone in [2u8, 3, 4] {
+            assert_eq!(store.invoice(B256::repeat_byte(gone)).expect("read"), None);
+        }
+        // A file of a version before the index: indexed when opened, the earliest keeping it.
+        {
+            let tx = store.db().begin_write().expect("tx");
+            tx.delete_table(INVOICE_NONCES).expect("drop");
+            tx.open_table(crate::store::META).expect("meta").remove(crate::store::INVOICE_NONCES_INDEXED).expect("rm");
+            tx.commit().expect("commit");
+        }
+        drop(store);
+        let store = Store::open(&dir.path().join("settleproof.redb")).expect("reopen");
+        assert_eq!(store.invoice_of_nonce("m", B256::repeat_byte(0xa)).expect("read"), Some(B256::repeat_byte(1)));
+        assert_eq!(store.invoice_of_nonce("m", B256::repeat_byte(0xb)).expect("read"), Some(B256::repeat_byte(6)));
+        assert!(!store.put_invoice(&signed(8, 0xb, "m")).expect("put"));
+    }
 
     #[test]
     fn put_is_idempotent_and_survives_reopen() {

@@ -81,6 +81,13 @@ pub(crate) const INVOICES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::n
 pub(crate) const EXPIRIES: TableDefinition<(u64, [u8; 32]), ()> = TableDefinition::new("invoice_expiries");
 pub(crate) const MERCHANT_INVOICES: TableDefinition<(&str, u64, [u8; 32]), ()> =
     TableDefinition::new("merchant_invoices");
+/// (merchant, nonce) → the id of the invoice the merchant's signed request with that nonce
+/// made: one signed request makes one invoice, whatever payout address or payments contract
+/// holds when it is replayed (`Store::invoice_of_nonce`). Invoices without a signed request
+/// (of versions before them) are not in it.
+pub(crate) const INVOICE_NONCES: TableDefinition<(&str, [u8; 32]), [u8; 32]> = TableDefinition::new("invoice_nonces");
+/// `meta` key set once every stored invoice is in `invoice_nonces`.
+pub(crate) const INVOICE_NONCES_INDEXED: &str = "invoice_nonces_indexed";
 /// Invoices this node created whose first announcement has not gone out yet: written with the
 /// invoice in its durable create, removed once the announcement was sent.
 pub(crate) const UNANNOUNCED: TableDefinition<[u8; 32], ()> = TableDefinition::new("unannounced_invoices");
@@ -264,9 +271,13 @@ impl Store {
         tx.open_table(outbox_queue::OUTBOX_DUE)?;
         tx.open_table(outbox_queue::OUTBOX_ORDER)?;
         let indexed = outbox_queue::rebuild(&tx)?;
+        let nonces = invoices::index_nonces(&tx)?;
         tx.commit()?;
         if indexed > 0 {
             tracing::info!(deliveries = indexed, "webhook queue indexed");
+        }
+        if nonces > 0 {
+            tracing::info!(invoices = nonces, "invoices indexed by their merchant's nonce");
         }
         Ok(Self {
             db: Arc::new(db),
