@@ -21,6 +21,9 @@ pub struct SyncRequest {
     /// chain only).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub merchants: bool,
+    /// Where the page of the merchants' state asked for starts (none: the first page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchants_from: Option<crate::merchants::SnapshotCursor>,
     /// A page of the invoices the asked operator created since a time (an operator back from
     /// an outage catching up; see `rounds::invoice_catch_up`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

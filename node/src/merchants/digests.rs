@@ -12,7 +12,7 @@
 //! half hour at most.
 
 use super::Registry;
-use crate::gossip::{GossipRejection, SyncRequest, SyncResponse};
+use crate::gossip::GossipRejection;
 use crate::time::now_ms;
 use alloy::primitives::{B256, keccak256};
 use serde::{Deserialize, Serialize};
@@ -159,22 +159,9 @@ impl Registry {
     /// Asks `peer` for its merchants' snapshot and takes what verifies; counted in
     /// `merchant_digest_pulls_total{changed}`.
     pub(super) async fn pull(&self, peer: PeerId) {
-        let Some(net) = self.0.net.get().cloned() else { return };
-        let request = serde_json::to_string(&SyncRequest { merchants: true, ..Default::default() }).unwrap_or_default();
-        let snapshot = match net.request(peer, request).await {
-            Ok(answer) => serde_json::from_str::<SyncResponse>(&answer).ok().and_then(|r| r.merchants),
-            Err(e) => {
-                debug!(%peer, error = %e, "merchants pull failed");
-                None
-            }
-        };
-        let outcome = match snapshot {
-            Some(snap) => {
-                let registry = self.clone();
-                let done =
-                    tokio::task::spawn_blocking(move || registry.take_snapshot(snap, &peer)).await.unwrap_or_default();
-                if done.entries + done.keys + done.endpoints > 0 { Pulled::Changed } else { Pulled::Nothing }
-            }
+        let outcome = match self.catch_up_from(peer, false).await {
+            Some(done) if done.entries + done.keys + done.endpoints > 0 => Pulled::Changed,
+            Some(_) => Pulled::Nothing,
             None => Pulled::Failed,
         };
         let changed = outcome == Pulled::Changed;

@@ -35,7 +35,7 @@ pub use digests::{DIGEST_EVERY, DIGESTS_TOPIC, MerchantDigest};
 pub use inbox::{APPROVALS, INBOX, MAX_WAIT, PER_AUTHOR, RecordKind};
 pub use invoice_signatures::SignatureRefusal;
 pub use registry::{Approved, Home, Registry, RegistryError};
-pub use sync::{CaughtUp, MAX_SNAPSHOT, MerchantSnapshot};
+pub use sync::{CaughtUp, MAX_SNAPSHOT, MerchantSnapshot, SnapshotCursor};
 pub use webhook_endpoints::{
     ENDPOINTS_TOPIC, EVENT_TYPES, EndpointAnnouncement, MAX_ENDPOINTS_PER_MERCHANT, endpoint_problem,
 };

@@ -126,7 +126,7 @@ pub(super) struct Inner {
     /// The merchants' own endpoints, as the outbox fans events out to them.
     pub(super) routes: crate::store::EndpointRoutes,
     /// When each peer last got a merchants snapshot ([`Registry::snapshot_for`]).
-    pub(super) snapshots_served: std::sync::Mutex<std::collections::HashMap<PeerId, u64>>,
+    pub(super) snapshots_served: std::sync::Mutex<super::sync::PagesServed>,
     /// When a catch-up from each peer was last taken, and the one running.
     pub(super) catch_ups: std::sync::Mutex<std::collections::HashMap<PeerId, u64>>,
     pub(super) catching_up: std::sync::Mutex<()>,

@@ -3,6 +3,7 @@
 //! forged, rival and replayed approvals change nothing.
 
 use super::*;
+use crate::merchants::CaughtUp;
 use crate::operators::{Operator, OperatorSet};
 use crate::store::temp_store;
 
@@ -302,31 +303,42 @@ fn a_node_that_missed_everything_catches_up_from_a_snapshot_and_forgeries_in_one
     assert!(payout(&nodes[3], "shop-2").is_none());
 
     // A snapshot whose entry carries approvals forged in other operators' names is refused.
-    let mut forged = nodes[2].registry.snapshot();
+    let mut forged = nodes[2].registry.snapshot_page(None);
     forged.keys.clear();
     let entry = forged.entries.iter_mut().find(|e| e.change.merchant.id == "shop-2").expect("entry");
     let mut cheat = entry.change.clone();
     cheat.merchant.payout_address = Address::repeat_byte(0xba);
     entry.change = cheat;
-    let done = nodes[3].registry.catch_up(forged, &PeerId::random());
+    let done = nodes[3].registry.take_snapshot(forged, &PeerId::random(), CaughtUp::default());
     assert_eq!((done.entries, done.refused >= 1), (0, true), "{done:?}");
     assert!(payout(&nodes[3], "shop-2").is_none());
-    let mut short = nodes[2].registry.snapshot();
+    let mut short = nodes[2].registry.snapshot_page(None);
     short.keys.clear();
     short.entries.iter_mut().for_each(|e| e.approvals.truncate(2));
-    assert_eq!(nodes[3].registry.catch_up(short, &PeerId::random()).entries, 0, "two approvals of three");
+    assert_eq!(
+        nodes[3].registry.take_snapshot(short, &PeerId::random(), CaughtUp::default()).entries,
+        0,
+        "two approvals of three"
+    );
 
     // The genuine snapshot, with a refused record taken first: the catch-up goes on past it,
     // the merchant applies with its payout, and the key works.
-    let mut genuine = nodes[2].registry.snapshot();
+    let mut genuine = nodes[2].registry.snapshot_page(None);
     let mut refused = genuine.entries.iter().find(|e| e.change.merchant.id == "shop-2").expect("entry").clone();
     refused.change.merchant.payout_address = Address::repeat_byte(0xbb);
-    genuine.entries.push(refused);
-    let done = nodes[3].registry.catch_up(genuine, &PeerId::random());
+    genuine.entries.insert(0, refused);
+    let done = nodes[3].registry.take_snapshot(genuine, &PeerId::random(), CaughtUp::default());
     assert_eq!((done.entries, done.keys, done.refused), (1, 1, 1), "{done:?}");
     assert_eq!(payout(&nodes[3], "shop-2"), Some(Address::repeat_byte(0x22)));
     assert_eq!(nodes[3].registry.live_key("demo", made.key_id()).map(|k| k.id), Some(key_made.id));
-    assert_eq!(nodes[3].registry.catch_up(nodes[2].registry.snapshot(), &PeerId::random()).entries, 0, "once");
+    assert_eq!(
+        nodes[3]
+            .registry
+            .take_snapshot(nodes[2].registry.snapshot_page(None), &PeerId::random(), CaughtUp::default())
+            .entries,
+        0,
+        "once"
+    );
 }
 
 /// Each settled payment's event looks its merchant up in the registry: the lookup reads the

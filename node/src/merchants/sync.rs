@@ -2,6 +2,14 @@
 //! rebroadcast windows (or joined after a change) asks a peer for its registry, API keys and
 //! webhook endpoints ([`MerchantSnapshot`], in the sync request of the first chain).
 //!
+//! A snapshot comes in pages ([`PAGE_RECORDS`] records and [`PAGE_BYTES`] at most): the
+//! registry by merchant id, then keys by slot, then endpoints by id, each page naming where the
+//! next starts ([`SnapshotCursor`]). Every record travels, however many there are: a revocation
+//! or a deletion is never cut from a catch-up for being old, so no peer can serve a grant
+//! without the revocation an honest peer holds and have it stand. A peer gets at most
+//! [`MAX_PAGES`] pages per [`SNAPSHOT_INTERVAL_MS`]; the asking node goes on after the interval
+//! from where it was refused.
+//!
 //! Nothing in a snapshot is taken on the peer's word where money is concerned: a registry
 //! entry is applied only with a threshold of valid approvals of the latest epoch (each BLS
 //! signature checked under that epoch's operator keys, over the change the receiver hashes
@@ -11,16 +19,27 @@
 use super::Registry;
 use super::api_keys::KeyAnnouncement;
 use super::webhook_endpoints::EndpointAnnouncement;
-use crate::store::{ApiKey, RegistryEntry};
+use crate::gossip::{SyncRequest, SyncResponse};
+use crate::store::{ApiKey, PageBudget, RegistryEntry};
 use crate::time::now_ms;
+use alloy::primitives::B256;
 use serde::{Deserialize, Serialize};
 use settleproof_consensus::{BlsSignature, merchant_change_message};
 use settleproof_p2p::PeerId;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use tracing::{debug, info, warn};
 
-/// Most records of each kind in one snapshot, sent or taken.
+/// Most records of each kind in one snapshot page taken (a page holds [`PAGE_RECORDS`] in
+/// all).
 pub const MAX_SNAPSHOT: usize = 4096;
+/// Most records in one snapshot page sent.
+pub const PAGE_RECORDS: usize = 512;
+/// Most stored bytes of records in one snapshot page sent (the answer is JSON of about that).
+pub const PAGE_BYTES: usize = 1 << 20;
+/// Most pages a peer gets per [`SNAPSHOT_INTERVAL_MS`].
+pub const MAX_PAGES: usize = 64;
+/// Most pages one catch-up asks for, waits included (about a million records).
+pub const MAX_CATCH_UP_PAGES: usize = 2048;
 /// Refused registry records after which a catch-up's snapshot is dropped.
 pub const MAX_REFUSED: usize = 8;
 /// Refused records of any kind after which the keys and endpoints of a catch-up's snapshot
@@ -44,6 +63,55 @@ pub struct MerchantSnapshot {
     /// recomputes each; no secret travels but what the merchant signed).
     #[serde(default)]
     pub endpoints: Vec<EndpointAnnouncement>,
+    /// Where the next page starts; none: this was the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<SnapshotCursor>,
+}
+
+/// Where a snapshot page starts: the kinds go in this order, each by its table's key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SnapshotCursor {
+    /// Registry records after this merchant id (none: from the first).
+    Entries {
+        /// The last merchant id sent.
+        after: Option<String>,
+    },
+    /// API keys after this slot.
+    Keys {
+        /// The last slot sent.
+        after: Option<B256>,
+    },
+    /// Webhook endpoints after this id.
+    Endpoints {
+        /// The last endpoint id sent.
+        after: Option<String>,
+    },
+}
+
+/// Pages served to each peer: the first page a peer asks for when it has no window open starts
+/// one of [`SNAPSHOT_INTERVAL_MS`], in which it gets at most [`MAX_PAGES`] pages and no second
+/// first page (a peer asking in a loop costs a bounded read per interval).
+#[derive(Debug, Default)]
+pub(super) struct PagesServed(HashMap<PeerId, (u64, usize)>);
+
+impl PagesServed {
+    /// Whether `peer` gets a page now (`first`: the first page of a catch-up).
+    pub(super) fn admit(&mut self, peer: PeerId, first: bool, now_ms: u64) -> bool {
+        self.0.retain(|_, (at, _)| now_ms.saturating_sub(*at) < SNAPSHOT_INTERVAL_MS);
+        match self.0.get_mut(&peer) {
+            Some(_) if first => false,
+            Some((_, pages)) if *pages >= MAX_PAGES => false,
+            Some((_, pages)) => {
+                *pages += 1;
+                true
+            }
+            None => {
+                self.0.insert(peer, (now_ms, 1));
+                true
+            }
+        }
+    }
 }
 
 /// What a catch-up changed here.
@@ -60,85 +128,148 @@ pub struct CaughtUp {
 }
 
 impl Registry {
-    /// This node's merchants' state for `peer`, unless it got one within
-    /// [`SNAPSHOT_INTERVAL_MS`] (a peer asking in a loop costs one snapshot per interval).
-    pub fn snapshot_for(&self, peer: &PeerId) -> Option<MerchantSnapshot> {
-        let now = now_ms();
-        {
+    /// A page of this node's merchants' state for `peer`, from `from` (none: the first page),
+    /// unless the peer had its pages for now ([`PagesServed`]).
+    pub fn snapshot_for(&self, peer: &PeerId, from: Option<&SnapshotCursor>) -> Option<MerchantSnapshot> {
+        let admitted = self
+            .0
+            .snapshots_served
+            .lock()
             // Poisoned: a panic mid-update left a map of times, still usable.
-            let mut served = self.0.snapshots_served.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if served.get(peer).is_some_and(|at| now.saturating_sub(*at) < SNAPSHOT_INTERVAL_MS) {
-                debug!(%peer, "merchants snapshot asked again too soon: none sent");
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .admit(*peer, from.is_none(), now_ms());
+        if !admitted {
+            debug!(%peer, "merchants snapshot page asked too often: none sent");
+            return None;
+        }
+        Some(self.snapshot_page(from))
+    }
+
+    /// A page of this node's merchants' state from `from` (none: the first page): at most
+    /// [`PAGE_RECORDS`] records and [`PAGE_BYTES`], the registry first, then keys, then
+    /// endpoints.
+    pub fn snapshot_page(&self, from: Option<&SnapshotCursor>) -> MerchantSnapshot {
+        self.snapshot_page_within(from, PageBudget { records: PAGE_RECORDS, bytes: PAGE_BYTES })
+    }
+
+    /// [`Self::snapshot_page`] within `budget`.
+    pub(super) fn snapshot_page_within(
+        &self,
+        from: Option<&SnapshotCursor>,
+        mut budget: PageBudget,
+    ) -> MerchantSnapshot {
+        let mut snap = MerchantSnapshot::default();
+        let Ok(store) = self.store() else { return snap };
+        let from = from.cloned().unwrap_or(SnapshotCursor::Entries { after: None });
+        let read = (|| -> Result<Option<SnapshotCursor>, crate::store::StoreError> {
+            if let SnapshotCursor::Entries { after } = &from {
+                let (entries, last) = store.registry_page(after.as_deref(), &mut budget)?;
+                snap.entries = entries;
+                if let Some(last) = last {
+                    return Ok(Some(SnapshotCursor::Entries { after: Some(last) }));
+                }
+            }
+            if matches!(from, SnapshotCursor::Entries { .. } | SnapshotCursor::Keys { .. }) {
+                let after = match &from {
+                    SnapshotCursor::Keys { after } => after.map(|a| a.0),
+                    _ => None,
+                };
+                let (keys, last) = store.api_keys_page(after, &mut budget)?;
+                snap.keys = keys;
+                if let Some(last) = last {
+                    return Ok(Some(SnapshotCursor::Keys { after: Some(B256::from(last)) }));
+                }
+            }
+            let after = match &from {
+                SnapshotCursor::Endpoints { after } => after.clone(),
+                _ => None,
+            };
+            let (endpoints, last) = store.webhook_endpoints_page(after.as_deref(), &mut budget)?;
+            snap.endpoints = endpoints.iter().map(EndpointAnnouncement::of).collect();
+            Ok(last.map(|last| SnapshotCursor::Endpoints { after: Some(last) }))
+        })();
+        match read {
+            Ok(next) => snap.next = next,
+            Err(e) => {
+                // A page cut short here ends the catch-up; the asking node's next one starts over.
+                warn!(error = %e, "cannot read the merchants' state for a peer");
+                snap.next = None;
+            }
+        }
+        snap
+    }
+
+    /// Asks `peer` for its merchants' state, page by page, and takes what verifies (on
+    /// connect, and after differing digests). `first`: the pace of catch-ups on connect is
+    /// checked (at most one per peer per interval); a digest pull has its own. Returns what
+    /// changed here, or `None` when no page came.
+    pub async fn catch_up_from(&self, peer: PeerId, first: bool) -> Option<CaughtUp> {
+        let net = self.0.net.get().cloned()?;
+        if first {
+            let now = now_ms();
+            let mut taken = self.0.catch_ups.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if taken.get(&peer).is_some_and(|at| now.saturating_sub(*at) < SNAPSHOT_INTERVAL_MS) {
+                debug!(%peer, "merchants catch-up from this peer too soon again: skipped");
                 return None;
             }
-            served.retain(|_, at| now.saturating_sub(*at) < SNAPSHOT_INTERVAL_MS);
-            served.insert(*peer, now);
-        }
-        Some(self.snapshot())
-    }
-
-    /// This node's merchants' state, for a peer catching up: the newest records of each kind
-    /// when there are more than [`MAX_SNAPSHOT`].
-    pub fn snapshot(&self) -> MerchantSnapshot {
-        let Ok(store) = self.store() else { return MerchantSnapshot::default() };
-        let mut entries = store.registry_entries().unwrap_or_default();
-        entries.retain(|e| e.change.version > 0);
-        entries.sort_by_key(|e| std::cmp::Reverse(e.applied_at_ms));
-        let mut keys = store.api_keys(None).unwrap_or_default();
-        // Revocations first (then the newest): when the snapshot is cut, what it keeps are the
-        // revocations a catch-up must not miss, and they are applied before any grant.
-        keys.sort_by_key(|k| {
-            (k.revoked_at_ms.is_none(), std::cmp::Reverse(k.revoked_at_ms.unwrap_or(k.created_at_ms)))
-        });
-        let mut endpoints = store.webhook_endpoints(None).unwrap_or_default();
-        // Only the merchant's signed records travel (kept ones from before are not served).
-        endpoints.retain(|e| !e.statements.is_empty());
-        // Live ones first (at most 16 a merchant, so deletions cannot crowd them out of a cut
-        // snapshot), then the newest deletions.
-        endpoints.sort_by_key(|e| (e.deleted_at_ms.is_some(), std::cmp::Reverse(e.updated_at_ms)));
-        if entries.len().max(keys.len()).max(endpoints.len()) > MAX_SNAPSHOT {
-            warn!(
-                entries = entries.len(),
-                keys = keys.len(),
-                endpoints = endpoints.len(),
-                max = MAX_SNAPSHOT,
-                "merchants snapshot cut to its newest records"
-            );
-        }
-        entries.truncate(MAX_SNAPSHOT);
-        keys.truncate(MAX_SNAPSHOT);
-        endpoints.truncate(MAX_SNAPSHOT);
-        let endpoints = endpoints.iter().map(EndpointAnnouncement::of).collect();
-        MerchantSnapshot { entries, keys, endpoints }
-    }
-
-    /// Takes what `snap` (from `source`) holds that is newer here and checks out.
-    pub fn catch_up(&self, snap: MerchantSnapshot, source: &PeerId) -> CaughtUp {
-        // One catch-up at a time, each peer's at most once per interval: a peer that redials
-        // in a loop costs one snapshot's checks per interval.
-        let now = now_ms();
-        {
-            let mut taken = self.0.catch_ups.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if taken.get(source).is_some_and(|at| now.saturating_sub(*at) < SNAPSHOT_INTERVAL_MS) {
-                debug!(peer = %source, "merchants catch-up from this peer too soon again: skipped");
-                return CaughtUp::default();
-            }
             taken.retain(|_, at| now.saturating_sub(*at) < SNAPSHOT_INTERVAL_MS);
-            taken.insert(*source, now);
+            taken.insert(peer, now);
         }
-        self.take_snapshot(snap, source)
+        let mut done: Option<CaughtUp> = None;
+        let mut from: Option<SnapshotCursor> = None;
+        let mut refused_pages = 0;
+        for _ in 0..MAX_CATCH_UP_PAGES {
+            let request = SyncRequest { merchants: true, merchants_from: from.clone(), ..Default::default() };
+            let answer = net.request(peer, serde_json::to_string(&request).unwrap_or_default()).await;
+            let page = match answer {
+                Ok(answer) => serde_json::from_str::<SyncResponse>(&answer).ok().and_then(|r| r.merchants),
+                Err(e) => {
+                    debug!(%peer, error = %e, "merchants sync request failed");
+                    break;
+                }
+            };
+            let Some(page) = page else {
+                // Refused for now (the peer's page allowance): a catch-up under way goes on
+                // from the same page after the interval, twice at most.
+                refused_pages += 1;
+                if from.is_none() || refused_pages > 2 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(SNAPSHOT_INTERVAL_MS)).await;
+                continue;
+            };
+            let next = page.next.clone();
+            let registry = self.clone();
+            let so_far = done.unwrap_or_default();
+            let Ok(taken) = tokio::task::spawn_blocking(move || registry.take_snapshot(page, &peer, so_far)).await
+            else {
+                break;
+            };
+            done = Some(taken);
+            if taken.refused >= MAX_REFUSED_RECORDS {
+                break;
+            }
+            // A cursor that does not move on is a peer sending the same page again.
+            if next.is_none() || next == from {
+                break;
+            }
+            from = next;
+        }
+        if let Some(d) = done
+            && d.entries + d.keys + d.endpoints + d.refused > 0
+        {
+            info!(%peer, applied = d.entries, keys = d.keys, endpoints = d.endpoints, refused = d.refused, "merchants caught up from a peer");
+        }
+        done
     }
 
-    /// Takes what verifies of `snap` from `source`, one snapshot at a time (a pull after
-    /// differing digests, whose pace `super::digests` sets, or a catch-up).
-    pub(super) fn take_snapshot(&self, snap: MerchantSnapshot, source: &PeerId) -> CaughtUp {
-        let mut done = CaughtUp::default();
+    /// Takes what verifies of snapshot page `snap` from `source`, one page at a time, adding
+    /// to `done` (what the catch-up's earlier pages did: refusals count over the whole of it).
+    pub(super) fn take_snapshot(&self, snap: MerchantSnapshot, source: &PeerId, mut done: CaughtUp) -> CaughtUp {
         let _one_at_a_time = self.0.catching_up.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Oldest first, as they were applied where they come from; each change once.
+        // One merchant's record each (a registry holds one per merchant); each change once.
         let mut seen = HashSet::new();
-        let mut entries: Vec<RegistryEntry> = snap.entries.into_iter().take(MAX_SNAPSHOT).collect();
-        entries.reverse();
-        for entry in entries {
+        for entry in snap.entries.into_iter().take(MAX_SNAPSHOT) {
             if !seen.insert(entry.change.hash()) {
                 continue;
             }
@@ -183,9 +314,6 @@ impl Registry {
                 Ok(false) => {}
                 Err(_) => done.refused += 1,
             }
-        }
-        if done != CaughtUp::default() {
-            info!(peer = %source, applied = done.entries, keys = done.keys, endpoints = done.endpoints, refused = done.refused, "merchants caught up from a peer");
         }
         done
     }
@@ -249,5 +377,61 @@ impl Registry {
             debug!(change_hash = %hash, "merchant change from a catch-up not newer here");
         }
         Ok(applied)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::merchants::api_keys::GRANT_PATH;
+    use crate::merchants::api_keys::tests::{ROOT, grant, registries, statement};
+
+    /// A catch-up in pages of a few records takes every key and every revocation, the oldest
+    /// among them too: nothing is cut for being old.
+    #[test]
+    fn a_catch_up_in_pages_takes_every_record_and_every_revocation() {
+        let (_dirs, nodes) = registries();
+        let mut granted = Vec::new();
+        for i in 0..12 {
+            let (g, _) = grant(&ROOT, &format!("k{i}"), &["invoices:read"]);
+            let key = nodes[0].create_key("demo", g).expect("grant");
+            if i % 3 == 0 {
+                let revocation = statement(&ROOT, "DELETE", &format!("{GRANT_PATH}/{}", key.id), "");
+                nodes[0].revoke_key("demo", &key.id, revocation).expect("revoke");
+            }
+            granted.push(key.id);
+        }
+        let (mut from, mut pages, mut done) = (None, 0, CaughtUp::default());
+        loop {
+            let page = nodes[0].snapshot_page_within(from.as_ref(), PageBudget { records: 5, bytes: usize::MAX });
+            assert!(page.entries.len() + page.keys.len() + page.endpoints.len() <= 5);
+            let next = page.next.clone();
+            done = nodes[1].take_snapshot(page, &PeerId::random(), done);
+            pages += 1;
+            match next {
+                Some(n) => from = Some(n),
+                None => break,
+            }
+        }
+        assert!(pages >= 3, "{pages} pages");
+        assert_eq!((done.keys, done.refused), (12, 0), "{done:?}");
+        let held = nodes[1].store().expect("store").api_keys(Some("demo")).expect("keys");
+        assert_eq!(held.len(), 12);
+        assert_eq!(held.iter().filter(|k| k.revoked_at_ms.is_some()).count(), 4, "every revocation");
+    }
+
+    /// A peer gets one catch-up per interval, and at most [`MAX_PAGES`] pages in it.
+    #[test]
+    fn a_peer_gets_a_bounded_number_of_pages_per_interval() {
+        let (peer, other) = (PeerId::random(), PeerId::random());
+        let mut served = PagesServed::default();
+        assert!(served.admit(peer, true, 0), "a first page");
+        assert!(!served.admit(peer, true, 1), "a second first page in the interval");
+        for _ in 1..MAX_PAGES {
+            assert!(served.admit(peer, false, 2));
+        }
+        assert!(!served.admit(peer, false, 3), "past the pages of the interval");
+        assert!(served.admit(other, false, 3), "another peer has its own");
+        assert!(served.admit(peer, true, SNAPSHOT_INTERVAL_MS), "a new interval");
     }
 }

@@ -342,19 +342,9 @@ impl RoundDriver {
         if self.merchants.home_chain() != self.chain.chain_id() {
             return;
         }
-        let (net, registry) = (self.net.clone(), self.merchants.clone());
-        let request = serde_json::to_string(&SyncRequest { merchants: true, ..Default::default() }).unwrap_or_default();
+        let registry = self.merchants.clone();
         tokio::spawn(async move {
-            let snapshot = match net.request(peer, request).await {
-                Ok(answer) => match serde_json::from_str::<SyncResponse>(&answer) {
-                    Ok(resp) => resp.merchants,
-                    Err(e) => return debug!(%peer, error = %e, "malformed merchants sync response"),
-                },
-                Err(e) => return debug!(%peer, error = %e, "merchants sync request failed"),
-            };
-            if let Some(snapshot) = snapshot {
-                let _ = tokio::task::spawn_blocking(move || registry.catch_up(snapshot, &peer)).await;
-            }
+            registry.catch_up_from(peer, true).await;
         });
     }
 
@@ -424,8 +414,11 @@ impl RoundDriver {
                     // Built and sent off the round loop, at most once per peer and interval.
                     let (registry, net) = (self.merchants.clone(), self.net.clone());
                     tokio::spawn(async move {
-                        let snapshot =
-                            tokio::task::spawn_blocking(move || registry.snapshot_for(&peer)).await.ok().flatten();
+                        let from = req.merchants_from;
+                        let snapshot = tokio::task::spawn_blocking(move || registry.snapshot_for(&peer, from.as_ref()))
+                            .await
+                            .ok()
+                            .flatten();
                         let resp = SyncResponse { attestations, invoices, merchants: snapshot, ..Default::default() };
                         net.respond(reference, serde_json::to_string(&resp).unwrap_or_default()).await;
                     });

@@ -45,6 +45,7 @@ mod halt_reason;
 mod idempotency;
 mod invoice_writer;
 mod invoices;
+mod merchant_pages;
 mod merchants;
 mod outbox;
 mod outbox_queue;
@@ -61,6 +62,7 @@ pub use halt_reason::HaltReason;
 pub use idempotency::{IDEMPOTENCY_TTL_S, IdempotencyRecord, KeyState, key_hash};
 pub use invoice_writer::InvoiceWriter;
 pub use invoices::{CreatedKey, Invoice, MAX_METADATA_BYTES};
+pub use merchant_pages::{Page, PageBudget};
 pub use merchants::{
     AuditEntry, MAX_PENDING_PER_SIGNER, MerchantApprovalPut, MerchantChange, PendingChange, PreviousSecret,
     RegistryEntry,
