@@ -11,10 +11,11 @@ API=$(json "$M" "d['nodes'][min(1, len(d['nodes'])-1)]['api_url']")
 RPC=$(json "$M" "d['rpc_url']")
 PAYER=$(json "$M" "d['payer_private_key']")
 CHAIN_ID=$(json "$M" "d['chains'][0]['chain_id']")
+AUDIENCE=$(json "$M" "d['merchant']['audience']")
 
 echo "1. creating an invoice for $AMOUNT wei on $API"
 # Signed by the demo merchant's own key (written by up.sh); the answer's second line is the body.
-INVOICE=$(SETTLEPROOF_MERCHANT_ID=demo SETTLEPROOF_MERCHANT_KEY="$RUN/merchant/key.pem" \
+INVOICE=$(SETTLEPROOF_MERCHANT_ID=demo SETTLEPROOF_MERCHANT_KEY="$RUN/merchant/key.pem" SETTLEPROOF_AUDIENCE="$AUDIENCE" \
   "$BIN" merchant request POST "$API/v1/invoices" --data "{\"amount\": \"$AMOUNT\", \"token\": \"native\", \"chain_id\": $CHAIN_ID, \"metadata\": {\"demo\": true}}" | sed -n 2p)
 ID=$(python3 -c "import json,sys;print(json.loads(sys.argv[1])['id'])" "$INVOICE")
 echo "   invoice $ID"

@@ -123,6 +123,7 @@ done
 
 API=$(json "$RUN/testnet.json" "d['nodes'][0]['api_url']")
 FIRST_CHAIN_ID=$(json "$RUN/testnet.json" "d['chains'][0]['chain_id']")
+AUDIENCE=$(json "$RUN/testnet.json" "d['merchant']['audience']")
 cat <<TXT
 
 settleproof testnet is up: $NODES nodes, $CHAINS chain(s) (first: $RPC), manifest $RUN/testnet.json
@@ -131,6 +132,7 @@ Try it:
   ./testnet/demo.sh                       # create an invoice, pay it, wait for the signed webhook
 or by hand:
   export SETTLEPROOF_MERCHANT_ID=demo SETTLEPROOF_MERCHANT_KEY=$RUN/merchant/key.pem   # requests signed by the merchant's key
+  export SETTLEPROOF_AUDIENCE=$AUDIENCE   # ... for this network only
   $BIN merchant request POST $API/v1/invoices --data '{"amount":"1000000000000000","token":"native","chain_id":$FIRST_CHAIN_ID}'
   # pay with the returned payment_instructions (e.g. node_modules/.bin/cast send TO DATA --value VALUE ...)
   $BIN merchant request GET $API/v1/invoices/<id>

@@ -3,12 +3,14 @@
 
     pip install "pyjwt[crypto]"
     export SETTLEPROOF_MERCHANT_ID=shop-2 SETTLEPROOF_MERCHANT_KEY=merchant.pem
+    export SETTLEPROOF_AUDIENCE=settleproof:31337:0x...   # `audience` of any node's /health/ready
     python3 merchant_client.py POST http://127.0.0.1:8700/v1/invoices '{"amount": "1000", "token": "native", "chain_id": 31337}'
 
 Each request gets a JWT of its own: header alg, kid, typ and a fresh nonce; claims iss (the
 merchant), sub (the key id), nbf/exp one minute apart, uri ("METHOD host[:port]/path") and
-reqHash (SHA-256 of the exact body bytes). Prints the status and the answer; exits 1 on an
-error status.
+reqHash (SHA-256 of the exact body bytes), and aud (the network) when SETTLEPROOF_AUDIENCE is
+set: then no other network where the key is registered takes the request or what it makes.
+Prints the status and the answer; exits 1 on an error status.
 """
 
 import hashlib
@@ -61,6 +63,8 @@ def authorization(method, url, body, merchant_id, key, alg, kid):
     }
     if body:
         claims["reqHash"] = hashlib.sha256(body).hexdigest()
+    if os.environ.get("SETTLEPROOF_AUDIENCE"):
+        claims["aud"] = os.environ["SETTLEPROOF_AUDIENCE"]
     token = jwt.encode(claims, key, algorithm=alg, headers={"kid": kid, "nonce": secrets.token_hex(16)})
     return f"Bearer {token}"
 

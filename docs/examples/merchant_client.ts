@@ -2,12 +2,14 @@
 //
 //   npm install jose tsx
 //   export SETTLEPROOF_MERCHANT_ID=shop-2 SETTLEPROOF_MERCHANT_KEY=merchant.pem
+//   export SETTLEPROOF_AUDIENCE=settleproof:31337:0x...   # `audience` of any node's /health/ready
 //   npx tsx merchant_client.ts POST http://127.0.0.1:8700/v1/invoices '{"amount": "1000", "token": "native", "chain_id": 31337}'
 //
 // Each request gets a JWT of its own: header alg, kid, typ and a fresh nonce; claims iss (the
 // merchant), sub (the key id), nbf/exp one minute apart, uri ("METHOD host[:port]/path") and
-// reqHash (SHA-256 of the exact body bytes). Prints the status and the answer; exits 1 on an
-// error status.
+// reqHash (SHA-256 of the exact body bytes), and aud (the network) when SETTLEPROOF_AUDIENCE is
+// set: then no other network where the key is registered takes the request or what it makes.
+// Prints the status and the answer; exits 1 on an error status.
 
 import { createHash, createPrivateKey, createPublicKey, randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -47,6 +49,7 @@ export async function signedFetch(method: string, url: string, body: string | un
     uri: `${method.toUpperCase()} ${u.host.toLowerCase()}${u.pathname || "/"}`,
   };
   if (body) claims.reqHash = createHash("sha256").update(body).digest("hex");
+  if (process.env.SETTLEPROOF_AUDIENCE) claims.aud = process.env.SETTLEPROOF_AUDIENCE;
   const jwt = await new SignJWT(claims)
     .setProtectedHeader({ alg, kid, typ: "JWT", nonce: randomBytes(16).toString("hex") })
     .sign(key);

@@ -22,7 +22,7 @@ pub use key::{KeyAlg, KeyError, MerchantKey};
 pub use replay::NonceCache;
 pub use request::{
     AuthError, Expected, MAX_LIFETIME_S, MAX_SKEW_S, RequestClaims, Verified, body_hash, canonical_host, check_body,
-    host_and_path, request_uri, verify_request,
+    host_and_path, network_audience, request_uri, verify_request,
 };
 pub use signer::{DEFAULT_LIFETIME_S, MerchantSigner, random_nonce};
 pub use statement::{SignedStatement, header_free_claims, header_key_id};
@@ -33,6 +33,7 @@ mod tests {
 
     const NOW: u64 = 1_800_000_000;
     const URL: &str = "http://127.0.0.1:8700/v1/invoices?limit=5";
+    const AUDIENCE: &str = "settleproof:31337:0x0000000000000000000000000000000000000001";
 
     fn hosts() -> Vec<String> {
         vec!["127.0.0.1:8700".into(), "pay.example.com".into()]
@@ -42,7 +43,7 @@ mod tests {
         let known = signer.public_key().clone();
         let merchant = signer.merchant_id().to_string();
         let hosts = hosts();
-        let expected = Expected { method: "POST", path: "/v1/invoices", hosts: &hosts };
+        let expected = Expected { method: "POST", path: "/v1/invoices", hosts: &hosts, audience: AUDIENCE };
         let v = verify_request(
             token,
             |kid| (kid == known.key_id()).then(|| (merchant.clone(), known.clone())),
@@ -61,6 +62,7 @@ mod tests {
             exp: NOW + 60,
             uri: "POST 127.0.0.1:8700/v1/invoices".into(),
             req_hash: Some(body_hash(body)),
+            aud: None,
         }
     }
 
@@ -91,6 +93,16 @@ mod tests {
         let cases: Vec<(&str, String, &[u8], u64, AuthError)> = vec![
             ("another body", with(&|_| {}), b"{}", NOW, AuthError::BodyHash),
             ("no body hash", with(&|c| c.req_hash = None), body, NOW, AuthError::BodyHash),
+            (
+                "another network",
+                with(&|c| c.aud = Some("settleproof:1:0x0000000000000000000000000000000000000002".into())),
+                body,
+                NOW,
+                AuthError::WrongAudience {
+                    got: "settleproof:1:0x0000000000000000000000000000000000000002".into(),
+                    want: AUDIENCE.into(),
+                },
+            ),
             (
                 "another host",
                 with(&|c| c.uri = "POST 10.0.0.9:8700/v1/invoices".into()),

@@ -38,6 +38,15 @@ pub struct RequestClaims {
     /// Lowercase hex SHA-256 of the body, when there is one.
     #[serde(rename = "reqHash", default, skip_serializing_if = "Option::is_none")]
     pub req_hash: Option<String>,
+    /// The network it is for ([`network_audience`]): when present, no other network takes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+}
+
+/// The `aud` of a settleproof network: its first chain and that chain's settlement contract
+/// (`0x` and 40 lowercase hex digits), which no other network shares.
+pub fn network_audience(chain_id: u64, settlement: &str) -> String {
+    format!("settleproof:{chain_id}:{}", settlement.to_ascii_lowercase())
 }
 
 /// The request a token must be bound to.
@@ -49,6 +58,8 @@ pub struct Expected<'a> {
     pub path: &'a str,
     /// This node's own hosts ([`canonical_host`] of its URLs).
     pub hosts: &'a [String],
+    /// This node's network ([`network_audience`]): a JWT with another `aud` is refused.
+    pub audience: &'a str,
 }
 
 /// A request whose signature and bindings hold.
@@ -121,6 +132,14 @@ pub enum AuthError {
         /// What this request is.
         want: String,
     },
+    /// `aud` names another network.
+    #[error("wrong audience: the JWT's `aud` is `{}`, this network is `{}`", clip(.got), clip(.want))]
+    WrongAudience {
+        /// What the token names.
+        got: String,
+        /// This network.
+        want: String,
+    },
     /// `reqHash` is missing or is not this body's.
     #[error("`reqHash` must be the lowercase hex SHA-256 of this request's body")]
     BodyHash,
@@ -158,6 +177,7 @@ impl AuthError {
             AuthError::Expired => "expired",
             AuthError::WrongHost(_) => "wrong_host",
             AuthError::WrongTarget { .. } => "wrong_target",
+            AuthError::WrongAudience { .. } => "wrong_audience",
             AuthError::BodyHash => "body_hash",
             AuthError::Replayed => "replayed",
             AuthError::ReplayCacheFull => "replay_cache_full",
@@ -218,7 +238,8 @@ pub fn verify_request(
         return Err(AuthError::WrongAlgorithm(kid));
     }
     // Times are checked below against the caller's clock, with the lifetime bound.
-    let claims = signed_claims(token, &key, &kid, &merchant_id, &["exp", "nbf", "iss", "sub"])?;
+    let claims =
+        signed_claims(token, &key, &kid, &merchant_id, &["exp", "nbf", "iss", "sub"], Some(expected.audience))?;
     if claims.exp <= claims.nbf || claims.exp - claims.nbf > MAX_LIFETIME_S {
         return Err(AuthError::Lifetime);
     }
@@ -252,17 +273,21 @@ pub fn verify_request(
 }
 
 /// The claims of `jwt` when `key` (id `kid`) signed it for `merchant_id` (`iss` and `sub`
-/// match), with the `required` claims present; times are the caller's to check.
+/// match), with the `required` claims present and, when it names one, `audience` as its `aud`
+/// (`None`: any); times are the caller's to check.
 pub(crate) fn signed_claims(
     jwt: &str,
     key: &MerchantKey,
     kid: &str,
     merchant_id: &str,
     required: &[&str],
+    audience: Option<&str>,
 ) -> Result<RequestClaims, AuthError> {
     let mut validation = jsonwebtoken::Validation::new(key.alg.jwt());
     validation.validate_exp = false;
     validation.validate_nbf = false;
+    // Checked below, to name both networks in the refusal.
+    validation.validate_aud = false;
     validation.leeway = 0;
     validation.set_required_spec_claims(required);
     let claims = jsonwebtoken::decode::<RequestClaims>(jwt, &key.decoding_key(), &validation)
@@ -273,6 +298,11 @@ pub(crate) fn signed_claims(
         .claims;
     if claims.iss != merchant_id || claims.sub != kid {
         return Err(AuthError::WrongSubject);
+    }
+    if let (Some(got), Some(want)) = (&claims.aud, audience)
+        && got != want
+    {
+        return Err(AuthError::WrongAudience { got: got.clone(), want: want.to_string() });
     }
     Ok(claims)
 }

@@ -17,6 +17,7 @@ pub struct MerchantSigner {
     key_id: String,
     encoding: jsonwebtoken::EncodingKey,
     pem: String,
+    audience: Option<String>,
 }
 
 impl std::fmt::Debug for MerchantSigner {
@@ -75,7 +76,26 @@ impl MerchantSigner {
                 .collect::<Vec<_>>()
                 .join("\n")
         );
-        Ok(MerchantSigner { merchant_id: merchant_id.to_string(), key_id: public.key_id(), public, encoding, pem })
+        Ok(MerchantSigner {
+            merchant_id: merchant_id.to_string(),
+            key_id: public.key_id(),
+            public,
+            encoding,
+            pem,
+            audience: None,
+        })
+    }
+
+    /// This signer, naming network `audience` ([`crate::network_audience`]) in every JWT it
+    /// signs: a request or record it signs then holds on that network only.
+    pub fn with_audience(mut self, audience: impl Into<String>) -> Self {
+        self.audience = Some(audience.into());
+        self
+    }
+
+    /// The network it names in each JWT, if any.
+    pub fn audience(&self) -> Option<&str> {
+        self.audience.as_deref()
     }
 
     /// The public key, for the registry record.
@@ -116,6 +136,7 @@ impl MerchantSigner {
             exp: now_s + lifetime_s,
             uri,
             req_hash: (!body.is_empty()).then(|| body_hash(body)),
+            aud: self.audience.clone(),
         };
         self.sign_claims(&claims, &random_nonce())
     }

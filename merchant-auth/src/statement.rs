@@ -43,14 +43,22 @@ pub fn header_key_id(jwt: &str) -> Option<String> {
 }
 
 impl SignedStatement {
-    /// Checks that `key` of `merchant_id` signed a `method` request to `path` with this body.
-    pub fn verify(&self, key: &MerchantKey, merchant_id: &str, method: &str, path: &str) -> Result<(), AuthError> {
+    /// Checks that `key` of `merchant_id` signed a `method` request to `path` with this body,
+    /// for network `audience` when the JWT names one (`None`: for any network).
+    pub fn verify(
+        &self,
+        key: &MerchantKey,
+        merchant_id: &str,
+        method: &str,
+        path: &str,
+        audience: Option<&str>,
+    ) -> Result<(), AuthError> {
         let header = jsonwebtoken::decode_header(&self.jwt).map_err(|e| AuthError::Malformed(e.to_string()))?;
         let kid = header.kid.ok_or(AuthError::MissingKeyId)?;
         if kid != key.key_id() {
             return Err(AuthError::UnknownKey(kid));
         }
-        let claims = signed_claims(&self.jwt, key, &kid, merchant_id, &["iss", "sub"])?;
+        let claims = signed_claims(&self.jwt, key, &kid, merchant_id, &["iss", "sub"], audience)?;
         let (m, target) = claims.uri.split_once(' ').ok_or_else(|| AuthError::Malformed("`uri`".into()))?;
         let signed_path = target.find('/').map_or("", |i| &target[i..]);
         if m != method || signed_path != path {
@@ -77,22 +85,22 @@ mod tests {
         let jwt = root.sign_request("POST", "http://10.1.2.3:8700/v1/api-keys", body.as_bytes(), 1, 60).expect("sign");
         let s = SignedStatement { jwt: jwt.clone(), body: body.into() };
         // Checked long after, at any node: the host and times do not matter any more.
-        assert_eq!(s.verify(root.public_key(), "shop", "POST", "/v1/api-keys"), Ok(()));
+        assert_eq!(s.verify(root.public_key(), "shop", "POST", "/v1/api-keys", None), Ok(()));
         assert_eq!(
-            s.verify(other.public_key(), "shop", "POST", "/v1/api-keys"),
+            s.verify(other.public_key(), "shop", "POST", "/v1/api-keys", None),
             Err(AuthError::UnknownKey(root.key_id().into()))
         );
-        assert_eq!(s.verify(root.public_key(), "other", "POST", "/v1/api-keys"), Err(AuthError::WrongSubject));
+        assert_eq!(s.verify(root.public_key(), "other", "POST", "/v1/api-keys", None), Err(AuthError::WrongSubject));
         assert!(matches!(
-            s.verify(root.public_key(), "shop", "DELETE", "/v1/api-keys"),
+            s.verify(root.public_key(), "shop", "DELETE", "/v1/api-keys", None),
             Err(AuthError::WrongTarget { .. })
         ));
         assert!(matches!(
-            s.verify(root.public_key(), "shop", "POST", "/v1/api-keys/x"),
+            s.verify(root.public_key(), "shop", "POST", "/v1/api-keys/x", None),
             Err(AuthError::WrongTarget { .. })
         ));
         let altered = SignedStatement { jwt, body: r#"{"name":"ci2"}"#.into() };
-        assert_eq!(altered.verify(root.public_key(), "shop", "POST", "/v1/api-keys"), Err(AuthError::BodyHash));
+        assert_eq!(altered.verify(root.public_key(), "shop", "POST", "/v1/api-keys", None), Err(AuthError::BodyHash));
         // Another key's signature under the root's kid.
         let forged = other.sign_claims(
             &crate::RequestClaims {
@@ -102,6 +110,7 @@ mod tests {
                 exp: 2,
                 uri: "POST h/v1/api-keys".into(),
                 req_hash: Some(body_hash(body.as_bytes())),
+                aud: None,
             },
             &crate::random_nonce(),
         );
@@ -115,8 +124,30 @@ mod tests {
         };
         let s = SignedStatement { jwt: format!("{header}.{rest}"), body: body.into() };
         assert_eq!(
-            s.verify(root.public_key(), "shop", "POST", "/v1/api-keys"),
+            s.verify(root.public_key(), "shop", "POST", "/v1/api-keys", None),
             Err(AuthError::BadSignature(root.key_id().into()))
         );
+    }
+
+    /// A statement naming a network holds on that network only; one naming none holds on
+    /// any (a check that cannot know the network, `None`, takes both).
+    #[test]
+    fn a_statement_for_one_network_is_refused_on_another() {
+        let here = crate::network_audience(31337, "0xAbC0000000000000000000000000000000000001");
+        let there = crate::network_audience(1, "0xabc0000000000000000000000000000000000001");
+        let root = MerchantSigner::generate("shop", KeyAlg::EdDsa).expect("key").with_audience(there.clone());
+        let jwt = root.sign_request("POST", "http://h:1/v1/api-keys", b"{}", 1, 60).expect("sign");
+        let s = SignedStatement { jwt, body: "{}".into() };
+        assert_eq!(
+            s.verify(root.public_key(), "shop", "POST", "/v1/api-keys", Some(&here)),
+            Err(AuthError::WrongAudience { got: there.clone(), want: here.clone() })
+        );
+        assert_eq!(s.verify(root.public_key(), "shop", "POST", "/v1/api-keys", Some(&there)), Ok(()));
+        assert_eq!(s.verify(root.public_key(), "shop", "POST", "/v1/api-keys", None), Ok(()));
+        let plain = MerchantSigner::generate("shop", KeyAlg::EdDsa).expect("key");
+        let jwt = plain.sign_request("POST", "http://h:1/v1/api-keys", b"{}", 1, 60).expect("sign");
+        let s = SignedStatement { jwt, body: "{}".into() };
+        assert_eq!(s.verify(plain.public_key(), "shop", "POST", "/v1/api-keys", Some(&here)), Ok(()));
+        assert!(here.ends_with(":0xabc0000000000000000000000000000000000001"), "{here}");
     }
 }

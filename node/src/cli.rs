@@ -352,6 +352,11 @@ pub enum MerchantCommand {
         /// The merchant id.
         #[arg(long, env = "SETTLEPROOF_MERCHANT_ID")]
         merchant: String,
+        /// The network the request is for (`audience` of any node's `/health/ready`, or the
+        /// testnet manifest's `merchant.audience`): signed as `aud`, so no other network where
+        /// the key is registered takes the request or what it makes.
+        #[arg(long, env = "SETTLEPROOF_AUDIENCE")]
+        audience: Option<String>,
     },
     /// Write the checkout to host on your own site (`settleproof-checkout.js` and `index.html`)
     /// into DIR, from this binary: the same files every node serves at

@@ -46,9 +46,12 @@ pub(crate) async fn run(cmd: MerchantCommand) -> Result<()> {
             }
             crate::print_json(&serde_json::json!({ "sha256": written }))
         }
-        MerchantCommand::Request { method, url, data, headers, key, merchant } => {
+        MerchantCommand::Request { method, url, data, headers, key, merchant, audience } => {
             let pem = std::fs::read_to_string(&key).wrap_err_with(|| format!("reading {}", key.display()))?;
-            let signer = MerchantSigner::from_pem(&merchant, &pem)?;
+            let mut signer = MerchantSigner::from_pem(&merchant, &pem)?;
+            if let Some(audience) = audience {
+                signer = signer.with_audience(audience);
+            }
             let body = match &data {
                 Some(d) => {
                     // Sent exactly as given: the signature covers these bytes.

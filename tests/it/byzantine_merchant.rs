@@ -228,3 +228,68 @@ async fn a_record_one_operator_holds_reaches_every_node_by_digest_and_false_dige
     let _ = announcing.1.await;
     Ok(())
 }
+
+/// The merchant's own key signs on another network too (a staging network, say), where an
+/// operator collects what it signed there: a key grant and an invoice, signed for that network
+/// (`aud`). Announced and served here, neither is taken by any node, and a request signed for
+/// that network is refused naming both networks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn what_the_merchant_signed_for_another_network_is_refused_here() -> Result<()> {
+    use crate::merchants::call;
+    use reqwest::Method;
+    use settleproof_merchant_auth::{KeyAlg, MerchantSigner, SignedStatement};
+    let (net, bad) = with_byzantine(Options::default()).await?;
+    let staging = "settleproof:1:0x00000000000000000000000000000000000000aa";
+    let elsewhere = MerchantSigner::from_pem("demo", net.devnet.merchant_key.private_key_pem())
+        .map_err(|e| eyre!("{e}"))?
+        .with_audience(staging);
+    let (status, refused) = call(&net, 0, Method::GET, "/v1/invoices", &elsewhere, None).await?;
+    assert_eq!(status, 401, "{refused}");
+    assert!(refused["error"]["message"].as_str().is_some_and(|m| m.contains("wrong audience")), "{refused}");
+
+    // A grant and an invoice the merchant's root key signed for the other network.
+    let holder = MerchantSigner::generate("demo", KeyAlg::EdDsa).map_err(|e| eyre!("{e}"))?;
+    let body = json!({"name": "staging", "scopes": ["invoices:read"], "public_key": holder.public_key()}).to_string();
+    let jwt = elsewhere
+        .sign_request(
+            "POST",
+            "https://staging.example/v1/api-keys",
+            body.as_bytes(),
+            settleproof_node::time::now_s(),
+            60,
+        )
+        .map_err(|e| eyre!("{e}"))?;
+    let key = settleproof_node::merchants::key_of_grant("demo", &SignedStatement { jwt, body })?;
+    let by = format!("node-{BAD}");
+    let invoice = crate::harness::signed_invoice(
+        &net,
+        &elsewhere,
+        json!({"amount": "5000", "token": "native"}),
+        net.devnet.merchant.payout_address,
+        &by,
+    )?;
+    bad.serve_merchants(settleproof_node::merchants::MerchantSnapshot {
+        keys: vec![key.clone()],
+        ..Default::default()
+    });
+    for _ in 0..3 {
+        assert!(bad.announce_key(key.clone()).await);
+        assert!(bad.announce_packed(std::slice::from_ref(&invoice)).await);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    for i in 0..BAD {
+        net.eventually("both are refused", Duration::from_secs(20), || async {
+            let keys = labelled_metric(&net, i, "merchant_records_refused_total", "kind=\"api_key\"").await;
+            let invoices = labelled_metric(&net, i, "merchant_records_refused_total", "kind=\"invoice\"").await;
+            (keys >= 1.0 && invoices >= 1.0).then_some(())
+        })
+        .await?;
+        let (status, _) = call(&net, i, Method::GET, "/v1/invoices", &holder, None).await?;
+        assert_eq!(status, 401, "node {i} took the other network's key");
+        let path = format!("/v1/invoices/{}", invoice.id);
+        let (status, _) = call(&net, i, Method::GET, &path, &net.devnet.merchant_key, None).await?;
+        assert_eq!(status, 404, "node {i} holds the other network's invoice");
+    }
+    net.stop().await;
+    Ok(())
+}

@@ -183,12 +183,25 @@ async fn the_python_and_typescript_examples_sign_requests_a_node_accepts() -> Re
             ],
         ),
     ];
+    let audience = net.devnet.merchant_key.audience().ok_or_else(|| eyre!("the testnet signs for its network"))?;
     for (name, cmd) in examples {
-        let run = |args: Vec<String>| {
+        let run_for = |args: Vec<String>, aud: &str| {
             let mut c = tokio::process::Command::new(&cmd[0]);
             c.args(&cmd[1..]).args(args).env("SETTLEPROOF_MERCHANT_ID", "demo").env("SETTLEPROOF_MERCHANT_KEY", &key);
-            c.current_dir(&root).output()
+            c.env("SETTLEPROOF_AUDIENCE", aud).current_dir(&root).output()
         };
+        let run = |args: Vec<String>| run_for(args, audience);
+        // Signed for another network: refused, naming both.
+        let elsewhere = run_for(
+            vec!["POST".into(), url.clone(), body.clone()],
+            "settleproof:1:0x00000000000000000000000000000000000000aa",
+        )
+        .await?;
+        let out = String::from_utf8_lossy(&elsewhere.stdout);
+        assert!(
+            !elsewhere.status.success() && out.starts_with("401") && out.contains("wrong audience"),
+            "{name}: {out}"
+        );
         let created = run(vec!["POST".into(), url.clone(), body.clone()]).await?;
         let out = String::from_utf8_lossy(&created.stdout);
         assert!(

@@ -124,7 +124,12 @@ pub async fn signed(State(state): State<super::ApiState>, request: Request, next
 
 /// Everything but the body: signature, key, host, method, path, times, nonce not seen.
 fn verify_token(state: &super::ApiState, token: &str, parts: &Parts, now: u64) -> Result<Verified, AuthError> {
-    let expected = Expected { method: parts.method.as_str(), path: parts.uri.path(), hosts: &state.signed.hosts };
+    let expected = Expected {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        hosts: &state.signed.hosts,
+        audience: state.merchants.audience(),
+    };
     let registry = &state.merchants;
     // The merchant's root key, or a live key it granted. Keys are the merchant's own, so the
     // token's (yet unverified) `iss` picks the merchant; the signature check then holds it to it.

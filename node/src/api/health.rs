@@ -1,4 +1,5 @@
-//! `GET /health/ready`: per-dependency status of every chain, and of the node as a whole.
+//! `GET /health/ready`: per-dependency status of every chain, and of the node as a whole, and
+//! the network's `audience` (the `aud` a merchant signs its requests for).
 //!
 //! A chain is `ok` when every dependency is fine, `degraded` when it still works with less
 //! margin (a provider down while the quorum holds, a peer missing while a signing quorum is
@@ -88,7 +89,8 @@ async fn compute(state: ApiState) -> (StatusCode, Value) {
         "failing": failing,
         "peers_connected": peers,
     });
-    (code, json!({"status": status, "checks": { "chains": summary }, "chains": chains}))
+    let audience = state.merchants.audience();
+    (code, json!({"status": status, "audience": audience, "checks": { "chains": summary }, "chains": chains}))
 }
 
 /// One chain's checks and their worst level; `peers`: its operators connected.

@@ -132,7 +132,9 @@ impl Registry {
     fn check_statements(&self, key: &ApiKey) -> Result<(), String> {
         let root = self.root_key_of(&key.merchant_id).ok_or("the merchant has no root key here")?;
         let grant = key.grant.as_ref().ok_or("no grant signed by the merchant")?;
-        grant.verify(&root, &key.merchant_id, "POST", GRANT_PATH).map_err(|e| format!("grant: {e}"))?;
+        grant
+            .verify(&root, &key.merchant_id, "POST", GRANT_PATH, Some(self.audience()))
+            .map_err(|e| format!("grant: {e}"))?;
         let granted = key_of_grant(&key.merchant_id, grant).map_err(|e| format!("grant: {e}"))?;
         if (
             &granted.id,
@@ -146,7 +148,7 @@ impl Registry {
             return Err("the key differs from what the merchant signed".into());
         }
         if let Some(r) = &key.revocation {
-            r.verify(&root, &key.merchant_id, "DELETE", &format!("{GRANT_PATH}/{}", key.id))
+            r.verify(&root, &key.merchant_id, "DELETE", &format!("{GRANT_PATH}/{}", key.id), Some(self.audience()))
                 .map_err(|e| format!("revocation: {e}"))?;
         }
         Ok(())
@@ -236,7 +238,7 @@ impl Registry {
             // revoked (and leaves the list's live ones) with the current one.
             let root = self.root_key_of(merchant).ok_or_else(|| invalid("authorization", "no root key"))?;
             revocation
-                .verify(&root, merchant, "DELETE", &format!("{GRANT_PATH}/{id}"))
+                .verify(&root, merchant, "DELETE", &format!("{GRANT_PATH}/{id}"), Some(self.audience()))
                 .map_err(|e| invalid("authorization", format!("revocation: {e}")))?;
             key.revocation = Some(revocation);
             store.put_api_key(&key)?;

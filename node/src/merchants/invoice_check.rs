@@ -68,7 +68,8 @@ pub fn check(answer: &Value, expected: &Expected) -> Result<Checked, Vec<String>
     match expected.keys.iter().find(|k| k.key_id() == signed.key_id) {
         None => problems.push(format!("signed by key {}, none of the keys given", signed.key_id)),
         Some(key) => {
-            if let Err(e) = statement.verify(key, &signed.merchant_id, "POST", INVOICES_PATH) {
+            // The id commits to the chain and contract the merchant pins: no network check needed.
+            if let Err(e) = statement.verify(key, &signed.merchant_id, "POST", INVOICES_PATH, None) {
                 problems.push(format!("the merchant's signature does not hold: {e}"));
             }
         }

@@ -113,6 +113,9 @@ pub(super) struct Inner {
     /// The chain and settlement contract approvals name.
     pub(super) chain_id: u64,
     pub(super) settlement: Address,
+    /// This network's `aud` ([`settleproof_merchant_auth::network_audience`] of the chain and
+    /// contract above).
+    audience: String,
     /// `tls.allow_insecure_http`, `webhooks.allow_private_targets`.
     pub(super) url_policy: (bool, bool),
     /// `webhooks.secret_overlap_s`, in ms.
@@ -162,6 +165,11 @@ pub struct Home {
 }
 
 impl Registry {
+    /// This network's `aud`: a merchant's request or record naming another network is refused.
+    pub fn audience(&self) -> &str {
+        &self.0.audience
+    }
+
     /// A registry of `merchants` that never changes (tests and tools).
     pub fn fixed(merchants: Vec<MerchantConfig>) -> Self {
         let view = View { keys: key_index(&merchants), active: Arc::new(merchants), ..View::default() };
@@ -170,6 +178,7 @@ impl Registry {
             epochs: None,
             chain_id: 0,
             settlement: Address::ZERO,
+            audience: settleproof_merchant_auth::network_audience(0, &format!("{:#x}", Address::ZERO)),
             url_policy: (true, true),
             secret_overlap_ms: 0,
             view: RwLock::new(view),
@@ -209,6 +218,7 @@ impl Registry {
             epochs: Some(home.epochs),
             chain_id: home.chain_id,
             settlement: home.settlement,
+            audience: settleproof_merchant_auth::network_audience(home.chain_id, &format!("{:#x}", home.settlement)),
             url_policy: home.url_policy,
             secret_overlap_ms: home.secret_overlap_ms,
             view: RwLock::new(View::default()),

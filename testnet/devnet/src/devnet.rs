@@ -166,9 +166,12 @@ pub async fn init(spec: &DevnetSpec) -> Result<Devnet, DevnetError> {
 
     // The merchant's root key stays with the merchant (testnet.json): made here at run time,
     // its public half in the registry record.
+    // It signs for this network only (`aud`), as docs/merchants.md asks.
+    let audience = settleproof_merchant_auth::network_audience(chain_id, &format!("{:#x}", deployment.settlement));
     let merchant_key = Arc::new(
         MerchantSigner::generate("demo", KeyAlg::EdDsa)
-            .map_err(|e| DevnetError::Invalid(format!("merchant key: {e}")))?,
+            .map_err(|e| DevnetError::Invalid(format!("merchant key: {e}")))?
+            .with_audience(audience),
     );
     let merchant = MerchantConfig {
         id: "demo".into(),
@@ -369,6 +372,7 @@ fn manifest(spec: &DevnetSpec, d: &Devnet) -> serde_json::Value {
             "payout_address": d.merchant.payout_address,
             "key_id": d.merchant_key.key_id(),
             "private_key_pem": d.merchant_key.private_key_pem(),
+            "audience": d.merchant_key.audience(),
             "webhook_url": d.merchant.webhook_url,
             "webhook_secret": d.merchant.webhook_secret.expose(),
         },

@@ -30,8 +30,11 @@ impl Control {
     pub fn new(m: Manifest) -> Result<Self> {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
         let chain = ProviderBuilder::new().connect_http(m.rpc_url.parse()?).erased();
-        let merchant = MerchantSigner::from_pem(&m.merchant.id, &m.merchant.private_key_pem)
+        let mut merchant = MerchantSigner::from_pem(&m.merchant.id, &m.merchant.private_key_pem)
             .map_err(|e| eyre!("the manifest's merchant key: {e}"))?;
+        if let Some(audience) = &m.merchant.audience {
+            merchant = merchant.with_audience(audience.clone());
+        }
         Ok(Self { m, http, chain, chain_id: None, merchant: std::sync::Arc::new(merchant) })
     }
 

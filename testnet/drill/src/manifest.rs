@@ -67,6 +67,9 @@ pub struct Merchant {
     pub id: String,
     /// The merchant's root key, PKCS#8 PEM: it signs every merchant API request.
     pub private_key_pem: String,
+    /// The network its requests are signed for (`aud`).
+    #[serde(default)]
+    pub audience: Option<String>,
     /// Where nodes deliver webhooks.
     pub webhook_url: String,
     /// The demo receiver, when `up.sh` started one.
