@@ -162,6 +162,11 @@ pub(super) async fn create(
     };
     let (stored, new) = if record.is_some() {
         let (stored, new) = chain.store.put_idempotent_invoice(&invoice, now)?;
+        // Another invoice from this nonce (made since the check above): one request, one invoice.
+        if !new && stored.id != invoice.id && stored.nonce == invoice.nonce && stored.merchant_id == invoice.merchant_id
+        {
+            return Err(ApiError::nonce_taken(stored.id));
+        }
         if new {
             announce(&invoice, true);
         }

@@ -21,6 +21,10 @@ pub struct SyncRequest {
     /// chain only).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub merchants: bool,
+    /// Whether the asking node takes the merchants' state in pages (earlier versions take one
+    /// snapshot).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub merchants_paged: bool,
     /// Where the page of the merchants' state asked for starts (none: the first page).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merchants_from: Option<crate::merchants::SnapshotCursor>,

@@ -133,6 +133,8 @@ pub(super) struct Inner {
     /// When a catch-up from each peer was last taken, and the one running.
     pub(super) catch_ups: std::sync::Mutex<std::collections::HashMap<PeerId, u64>>,
     pub(super) catching_up: std::sync::Mutex<()>,
+    /// The peers a paged catch-up is under way from (one each at a time).
+    pub(super) catching_up_from: std::sync::Mutex<std::collections::HashSet<PeerId>>,
     /// Invoice signatures checked already ([`super::invoice_signatures`]).
     pub(super) verified_invoices: std::sync::Mutex<lru::LruCache<alloy::primitives::B256, ()>>,
     /// Where the round loop hands merchant records heard on gossip ([`super::inbox`]).
@@ -188,6 +190,7 @@ impl Registry {
             snapshots_served: std::sync::Mutex::default(),
             catch_ups: std::sync::Mutex::default(),
             catching_up: std::sync::Mutex::new(()),
+            catching_up_from: std::sync::Mutex::default(),
             verified_invoices: std::sync::Mutex::new(lru::LruCache::new(super::invoice_signatures::REMEMBERED)),
             inbox: OnceLock::new(),
             own_digest: std::sync::Mutex::new(None),
@@ -228,6 +231,7 @@ impl Registry {
             snapshots_served: std::sync::Mutex::default(),
             catch_ups: std::sync::Mutex::default(),
             catching_up: std::sync::Mutex::new(()),
+            catching_up_from: std::sync::Mutex::default(),
             verified_invoices: std::sync::Mutex::new(lru::LruCache::new(super::invoice_signatures::REMEMBERED)),
             inbox: OnceLock::new(),
             own_digest: std::sync::Mutex::new(None),

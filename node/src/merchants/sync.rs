@@ -36,6 +36,8 @@ pub const MAX_SNAPSHOT: usize = 4096;
 pub const PAGE_RECORDS: usize = 512;
 /// Most stored bytes of records in one snapshot page sent (the answer is JSON of about that).
 pub const PAGE_BYTES: usize = 1 << 20;
+/// Most stored bytes in the one snapshot a node of an earlier version gets.
+const LEGACY_SNAPSHOT_BYTES: usize = 8 << 20;
 /// Most pages a peer gets per [`SNAPSHOT_INTERVAL_MS`].
 pub const MAX_PAGES: usize = 64;
 /// Most pages one catch-up asks for, waits included (about a million records).
@@ -89,6 +91,39 @@ pub enum SnapshotCursor {
     },
 }
 
+/// Where a cursor stands in the order pages go: the kind, then the key after which it starts.
+fn rank(c: &SnapshotCursor) -> (u8, Option<String>) {
+    match c {
+        SnapshotCursor::Entries { after } => (0, after.clone()),
+        SnapshotCursor::Keys { after } => (1, after.map(|a| a.to_string())),
+        SnapshotCursor::Endpoints { after } => (2, after.clone()),
+    }
+}
+
+/// Whether `next` is past `from` (none: the start) in the order pages go.
+fn advances(from: Option<&SnapshotCursor>, next: &SnapshotCursor) -> bool {
+    from.is_none_or(|f| rank(next) > rank(f))
+}
+
+/// A catch-up under way from a peer, until dropped.
+struct Running<'a> {
+    peers: &'a std::sync::Mutex<HashSet<PeerId>>,
+    peer: PeerId,
+}
+
+impl<'a> Running<'a> {
+    fn start(peers: &'a std::sync::Mutex<HashSet<PeerId>>, peer: PeerId) -> Option<Self> {
+        let fresh = peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(peer);
+        fresh.then_some(Self { peers, peer })
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.peer);
+    }
+}
+
 /// Pages served to each peer: the first page a peer asks for when it has no window open starts
 /// one of [`SNAPSHOT_INTERVAL_MS`], in which it gets at most [`MAX_PAGES`] pages and no second
 /// first page (a peer asking in a loop costs a bounded read per interval).
@@ -129,8 +164,10 @@ pub struct CaughtUp {
 
 impl Registry {
     /// A page of this node's merchants' state for `peer`, from `from` (none: the first page),
-    /// unless the peer had its pages for now ([`PagesServed`]).
-    pub fn snapshot_for(&self, peer: &PeerId, from: Option<&SnapshotCursor>) -> Option<MerchantSnapshot> {
+    /// unless the peer had its pages for now ([`PagesServed`]). A peer of an earlier version
+    /// (not `paged`) gets one snapshot of at most [`MAX_SNAPSHOT`] records of each kind, as
+    /// it did.
+    pub fn snapshot_for(&self, peer: &PeerId, from: Option<&SnapshotCursor>, paged: bool) -> Option<MerchantSnapshot> {
         let admitted = self
             .0
             .snapshots_served
@@ -141,6 +178,10 @@ impl Registry {
         if !admitted {
             debug!(%peer, "merchants snapshot page asked too often: none sent");
             return None;
+        }
+        if !paged {
+            let budget = PageBudget { records: 3 * MAX_SNAPSHOT, bytes: LEGACY_SNAPSHOT_BYTES };
+            return Some(MerchantSnapshot { next: None, ..self.snapshot_page_within(None, budget) });
         }
         Some(self.snapshot_page(from))
     }
@@ -215,11 +256,21 @@ impl Registry {
             taken.retain(|_, at| now.saturating_sub(*at) < SNAPSHOT_INTERVAL_MS);
             taken.insert(peer, now);
         }
+        // One catch-up from a peer at a time: one that redials in a loop starts no second.
+        let Some(_running) = Running::start(&self.0.catching_up_from, peer) else {
+            debug!(%peer, "a merchants catch-up from this peer is under way already");
+            return None;
+        };
         let mut done: Option<CaughtUp> = None;
         let mut from: Option<SnapshotCursor> = None;
         let mut refused_pages = 0;
         for _ in 0..MAX_CATCH_UP_PAGES {
-            let request = SyncRequest { merchants: true, merchants_from: from.clone(), ..Default::default() };
+            let request = SyncRequest {
+                merchants: true,
+                merchants_paged: true,
+                merchants_from: from.clone(),
+                ..Default::default()
+            };
             let answer = net.request(peer, serde_json::to_string(&request).unwrap_or_default()).await;
             let page = match answer {
                 Ok(answer) => serde_json::from_str::<SyncResponse>(&answer).ok().and_then(|r| r.merchants),
@@ -230,7 +281,7 @@ impl Registry {
             };
             let Some(page) = page else {
                 // Refused for now (the peer's page allowance): a catch-up under way goes on
-                // from the same page after the interval, twice at most.
+                // from the same page after the interval, twice in a row at most.
                 refused_pages += 1;
                 if from.is_none() || refused_pages > 2 {
                     break;
@@ -238,7 +289,15 @@ impl Registry {
                 tokio::time::sleep(std::time::Duration::from_millis(SNAPSHOT_INTERVAL_MS)).await;
                 continue;
             };
+            refused_pages = 0;
+            // An honest peer's page holds at most a page, and its cursor only moves on: a peer
+            // that sends more, or sends its pages round in a loop, is not asked further.
             let next = page.next.clone();
+            let records = page.entries.len() + page.keys.len() + page.endpoints.len();
+            if records > PAGE_RECORDS || next.as_ref().is_some_and(|n| !advances(from.as_ref(), n)) {
+                warn!(%peer, records, "a merchants snapshot page larger than a page, or whose cursor goes back: the catch-up from this peer ends");
+                break;
+            }
             let registry = self.clone();
             let so_far = done.unwrap_or_default();
             let Ok(taken) = tokio::task::spawn_blocking(move || registry.take_snapshot(page, &peer, so_far)).await
@@ -249,8 +308,7 @@ impl Registry {
             if taken.refused >= MAX_REFUSED_RECORDS {
                 break;
             }
-            // A cursor that does not move on is a peer sending the same page again.
-            if next.is_none() || next == from {
+            if next.is_none() {
                 break;
             }
             from = next;
@@ -387,9 +445,16 @@ mod tests {
     use crate::merchants::api_keys::tests::{ROOT, grant, registries, statement};
 
     /// A catch-up in pages of a few records takes every key and every revocation, the oldest
-    /// among them too: nothing is cut for being old.
+    /// among them too: nothing is cut for being old, whatever page size (one that fills at a
+    /// kind's last record too).
     #[test]
     fn a_catch_up_in_pages_takes_every_record_and_every_revocation() {
+        for size in 1..=14 {
+            catch_up_in_pages_of(size);
+        }
+    }
+
+    fn catch_up_in_pages_of(size: usize) {
         let (_dirs, nodes) = registries();
         let mut granted = Vec::new();
         for i in 0..12 {
@@ -401,10 +466,17 @@ mod tests {
             }
             granted.push(key.id);
         }
+        for i in 0..3 {
+            let body = format!(
+                r#"{{"url":"https://hooks.example.com/{i}","enabled_events":["*"],"secret":"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}}"#
+            );
+            let creation = statement(&ROOT, "POST", super::super::endpoint_record::ENDPOINTS_PATH, &body);
+            nodes[0].create_endpoint("demo", creation).expect("endpoint");
+        }
         let (mut from, mut pages, mut done) = (None, 0, CaughtUp::default());
         loop {
-            let page = nodes[0].snapshot_page_within(from.as_ref(), PageBudget { records: 5, bytes: usize::MAX });
-            assert!(page.entries.len() + page.keys.len() + page.endpoints.len() <= 5);
+            let page = nodes[0].snapshot_page_within(from.as_ref(), PageBudget { records: size, bytes: usize::MAX });
+            assert!(page.entries.len() + page.keys.len() + page.endpoints.len() <= size);
             let next = page.next.clone();
             done = nodes[1].take_snapshot(page, &PeerId::random(), done);
             pages += 1;
@@ -413,11 +485,35 @@ mod tests {
                 None => break,
             }
         }
-        assert!(pages >= 3, "{pages} pages");
-        assert_eq!((done.keys, done.refused), (12, 0), "{done:?}");
+        assert!(pages >= 12 / size, "{pages} pages of {size}");
+        assert_eq!((done.keys, done.endpoints, done.refused), (12, 3, 0), "pages of {size}: {done:?}");
         let held = nodes[1].store().expect("store").api_keys(Some("demo")).expect("keys");
         assert_eq!(held.len(), 12);
         assert_eq!(held.iter().filter(|k| k.revoked_at_ms.is_some()).count(), 4, "every revocation");
+    }
+
+    /// Pages go forward only: kinds in order, keys within a kind; the asking node stops at a
+    /// cursor that goes back or stands still (a peer sending its pages round in a loop).
+    #[test]
+    fn a_cursor_only_moves_forward() {
+        let entries = |a: Option<&str>| SnapshotCursor::Entries { after: a.map(String::from) };
+        let keys = |a: Option<u8>| SnapshotCursor::Keys { after: a.map(B256::repeat_byte) };
+        let endpoints = |a: Option<&str>| SnapshotCursor::Endpoints { after: a.map(String::from) };
+        let table = [
+            (None, entries(Some("a")), true),
+            (Some(entries(Some("a"))), entries(Some("b")), true),
+            (Some(entries(Some("b"))), entries(Some("a")), false),
+            (Some(entries(Some("b"))), entries(Some("b")), false),
+            (Some(entries(Some("zz"))), keys(None), true),
+            (Some(keys(Some(2))), keys(Some(1)), false),
+            (Some(keys(Some(1))), keys(Some(2)), true),
+            (Some(keys(Some(9))), endpoints(None), true),
+            (Some(endpoints(None)), entries(Some("a")), false),
+            (Some(endpoints(Some("we_2"))), endpoints(Some("we_1")), false),
+        ];
+        for (from, next, forward) in table {
+            assert_eq!(advances(from.as_ref(), &next), forward, "{from:?} -> {next:?}");
+        }
     }
 
     /// A peer gets one catch-up per interval, and at most [`MAX_PAGES`] pages in it.

@@ -414,11 +414,12 @@ impl RoundDriver {
                     // Built and sent off the round loop, at most once per peer and interval.
                     let (registry, net) = (self.merchants.clone(), self.net.clone());
                     tokio::spawn(async move {
-                        let from = req.merchants_from;
-                        let snapshot = tokio::task::spawn_blocking(move || registry.snapshot_for(&peer, from.as_ref()))
-                            .await
-                            .ok()
-                            .flatten();
+                        let (from, paged) = (req.merchants_from, req.merchants_paged);
+                        let snapshot =
+                            tokio::task::spawn_blocking(move || registry.snapshot_for(&peer, from.as_ref(), paged))
+                                .await
+                                .ok()
+                                .flatten();
                         let resp = SyncResponse { attestations, invoices, merchants: snapshot, ..Default::default() };
                         net.respond(reference, serde_json::to_string(&resp).unwrap_or_default()).await;
                     });

@@ -22,15 +22,20 @@ pub const MAX_ACKS: u64 = 200_000;
 const ACK_PRUNE_BATCH: usize = 512;
 
 /// When the `needed`-th distinct operator acknowledged `id` (the latest of the earliest
-/// `needed` claims), or `None` while fewer did.
+/// `needed` claims), counting only claims of deliveries after `after_ms`, or `None` while
+/// fewer did.
 pub(super) fn acked_by_quorum(
     acks: &impl ReadableTable<(&'static str, u32), u64>,
     id: &str,
     needed: usize,
+    after_ms: u64,
 ) -> Result<Option<u64>, StoreError> {
     let mut at: Vec<u64> = Vec::new();
     for e in acks.range((id, 0u32)..=(id, u32::MAX))? {
-        at.push(e?.1.value());
+        let claimed = e?.1.value();
+        if claimed > after_ms {
+            at.push(claimed);
+        }
     }
     if at.len() < needed {
         return Ok(None);
@@ -93,12 +98,16 @@ impl Store {
                     times.insert((now_ms, id, operator), ())?;
                 }
                 // The event is read only once enough operators claim it.
-                let Some(acked) = acked_by_quorum(&acks, id, self.ack_quorum())? else { continue };
+                let Some(acked) = acked_by_quorum(&acks, id, self.ack_quorum(), 0)? else { continue };
                 let current: Option<OutboxEvent> = outbox.get(id)?.map(|v| decode("outbox", v.value())).transpose()?;
-                // Deliveries acknowledged from before a replay do not close the replayed one.
-                if let Some(mut e) = current
+                // A replayed event closes only when enough operators each claim a delivery after
+                // the replay: one operator's late claim cannot lift an earlier one past it.
+                let acked = match current.as_ref().and_then(|e| e.replayed_at_ms) {
+                    Some(replayed) => acked_by_quorum(&acks, id, self.ack_quorum(), replayed)?,
+                    None => Some(acked),
+                };
+                if let (Some(mut e), Some(acked)) = (current, acked)
                     && e.delivered_at_ms.is_none()
-                    && e.replayed_at_ms.is_none_or(|replayed| acked > replayed)
                 {
                     e.delivered_at_ms = Some(acked);
                     e.last_outcome = Some("delivered by other operators".into());

@@ -376,22 +376,33 @@ pub(super) fn index_nonces(tx: &redb::WriteTransaction) -> Result<u64, StoreErro
     if meta.get(super::INVOICE_NONCES_INDEXED)?.is_some() {
         return Ok(0);
     }
-    let mut all: Vec<(u64, Invoice)> = Vec::new();
-    for entry in tx.open_table(INVOICES)?.iter()? {
-        let (_, v) = entry?;
-        let invoice: Invoice = decode("invoices", v.value())?;
-        if invoice.statement.is_some() {
-            all.push((invoice.created_at, invoice));
-        }
-    }
-    all.sort_by_key(|(at, inv)| (*at, inv.id));
+    // One invoice decoded at a time: a store of any size is indexed in constant memory.
+    let invoices = tx.open_table(INVOICES)?;
     let mut nonces = tx.open_table(INVOICE_NONCES)?;
     let mut n = 0;
-    for (_, invoice) in &all {
+    for entry in invoices.iter()? {
+        let (_, v) = entry?;
+        let invoice: Invoice = decode("invoices", v.value())?;
+        if invoice.statement.is_none() {
+            continue;
+        }
         let key = (invoice.merchant_id.as_str(), invoice.nonce.0);
-        if nonces.get(key)?.is_none() {
+        let held = nonces.get(key)?.map(|v| v.value());
+        let earlier = match held {
+            None => {
+                n += 1;
+                true
+            }
+            Some(other) => match invoices.get(other)? {
+                Some(o) => {
+                    let o: Invoice = decode("invoices", o.value())?;
+                    (invoice.created_at, invoice.id) < (o.created_at, o.id)
+                }
+                None => true,
+            },
+        };
+        if earlier {
             nonces.insert(key, invoice.id.0)?;
-            n += 1;
         }
     }
     meta.insert(super::INVOICE_NONCES_INDEXED, 1)?;

@@ -33,7 +33,9 @@ impl PageBudget {
 pub type Page<K, T> = (Vec<T>, Option<K>);
 
 /// Decodes rows into a page until `budget` is spent; `keep` drops rows that do not travel
-/// (they still move the cursor).
+/// (they still move the cursor). The page ends with a key whenever the budget is spent, even
+/// at the table's last row (the next page is then empty): `None` says only that the table
+/// ended with room left, so a page never passes to the next kind with its budget spent.
 fn page_of<K, T: DeserializeOwned>(
     rows: impl Iterator<Item = Result<(K, Vec<u8>), StoreError>>,
     table: &'static str,
@@ -41,18 +43,16 @@ fn page_of<K, T: DeserializeOwned>(
     keep: impl Fn(&T) -> bool,
 ) -> Result<Page<K, T>, StoreError> {
     let mut out = Vec::new();
-    let mut last = None;
     for row in rows {
-        if budget.spent() {
-            return Ok((out, last));
-        }
         let (key, bytes) = row?;
         let record: T = super::decode(table, &bytes)?;
         if keep(&record) {
             budget.take(bytes.len());
             out.push(record);
         }
-        last = Some(key);
+        if budget.spent() {
+            return Ok((out, Some(key)));
+        }
     }
     Ok((out, None))
 }
@@ -151,6 +151,12 @@ mod tests {
         }
         assert_eq!(seen, (1..=10).collect::<Vec<u8>>());
         assert_eq!(pages, 4);
+        // A page spent at the table's last row names it: the next, empty, ends the table.
+        let mut budget = PageBudget { records: 10, bytes: usize::MAX };
+        let (keys, next) = store.api_keys_page(None, &mut budget).expect("page");
+        assert_eq!((keys.len(), next.map(|n| n[0])), (10, Some(10)));
+        let mut budget = PageBudget { records: 10, bytes: usize::MAX };
+        assert_eq!(store.api_keys_page(next, &mut budget).expect("page").1, None);
         // A byte budget smaller than one record still moves: one record a page.
         let mut budget = PageBudget { records: 100, bytes: 1 };
         let (keys, next) = store.api_keys_page(None, &mut budget).expect("page");

@@ -294,7 +294,7 @@ impl Store {
             bodies.insert(e.id.as_str(), e.body.as_bytes())?;
             let mut e = OutboxEvent { body: String::new(), ..e.clone() };
             e.created_at_ms = at_ms;
-            match super::acks::acked_by_quorum(&acks, &e.id, self.ack_quorum())? {
+            match super::acks::acked_by_quorum(&acks, &e.id, self.ack_quorum(), 0)? {
                 Some(acked) => {
                     e.delivered_at_ms = Some(acked);
                     e.last_outcome = Some("delivered by other operators".into());
