@@ -264,8 +264,10 @@ async fn an_invoice_of_a_merchant_approved_later_is_kept_until_the_registry_hold
 
 /// A node away while the merchant made an invoice with a key, and back only after the merchant
 /// revoked that key, takes the invoice once it is paid: the f + 1 operators that held it before
-/// the revocation vouch for it. An invoice a thief of the key signed after the revocation, dated
-/// before it, which the Byzantine operator alone hands out, is taken by no node.
+/// the revocation vouch for it. A thief of the key gets nothing taken there: not an invoice it
+/// signed after the revocation dated before it, which the Byzantine operator alone hands out,
+/// nor one it made at an honest node that had not heard of the revocation yet (two honest
+/// holders and the Byzantine operator hand it out, but received it after the revocation).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_late_node_takes_what_enough_operators_held_before_a_revocation_and_not_what_one_vouches_for() -> Result<()> {
     use crate::merchants::{call, grant_key};
@@ -310,6 +312,25 @@ async fn a_late_node_takes_what_enough_operators_held_before_a_revocation_and_no
         signed_at,
     )?;
     bad.answer_fetches_with(stolen.clone());
+    // The thief also makes an invoice at node 1, which has not heard of the revocation: nodes 0
+    // and 1 take it, and the Byzantine operator hands it out too.
+    let body = net.on_first_chain(json!({"amount": WEI, "token": "native"}));
+    let (status, lagging) = call(&net, 1, Method::POST, "/v1/invoices", &key, Some(body)).await?;
+    assert_eq!(status, 201, "{lagging}");
+    let lagging_id = lagging["id"].as_str().ok_or_else(|| eyre!("id"))?.to_string();
+    let request: settleproof_merchant_auth::SignedStatement =
+        serde_json::from_value(lagging["signed_request"].clone())?;
+    let terms = settleproof_node::merchants::invoice_record::read(&request).map_err(|e| eyre!("{e}"))?;
+    bad.answer_fetches_with(terms.into_invoice(
+        request,
+        merchant.payout_address,
+        net.devnet.deployment.payments,
+        (format!("node-{BAD}"), settleproof_node::time::now_s()),
+    ));
+    net.eventually("node 0 holds the thief's invoice", Duration::from_secs(15), || async {
+        (net.get_invoice(0, &lagging_id).await.ok()?.0 == 200).then_some(())
+    })
+    .await?;
     for other in [0, 1] {
         admin(&net, 2, "peers/unblock", json!({"peer_id": peer_id(&net, other)})).await?;
         admin(&net, other, "peers/unblock", json!({"peer_id": peer_id(&net, 2)})).await?;
@@ -327,7 +348,7 @@ async fn a_late_node_takes_what_enough_operators_held_before_a_revocation_and_no
 
     // Both are paid. Node 2 takes the merchant's invoice on the word of nodes 0 and 1.
     let payments = settleproof_contracts::InvoicePayments::new(net.devnet.deployment.payments, net.payer()?);
-    for paid in [stolen.id, id.parse()?] {
+    for paid in [stolen.id, lagging_id.parse()?, id.parse()?] {
         let r = payments
             .payNative(paid, merchant.payout_address)
             .value(U256::from_str_radix(WEI, 10)?)
@@ -350,6 +371,15 @@ async fn a_late_node_takes_what_enough_operators_held_before_a_revocation_and_no
         let (status, v) = net.get_invoice(i, &stolen.id.to_string()).await?;
         assert_eq!(status, 404, "node {i} holds the stolen invoice: {v}");
     }
+    net.eventually("node 2 refused the thief's invoice from node 1", Duration::from_secs(30), || async {
+        (labelled_metric(&net, 2, "invoice_conflicts_total", "reason=\"not_taken\"").await >= 2.0).then_some(())
+    })
+    .await?;
+    let (status, v) = net.get_invoice(2, &lagging_id).await?;
+    assert_eq!(
+        status, 404,
+        "node 2 took the thief's invoice on the word of holders that got it after the revocation: {v}"
+    );
     net.stop().await;
     Ok(())
 }

@@ -60,6 +60,10 @@ pub struct SyncResponse {
     /// Invoices, each to be checked by the receiver ([`check_invoice`]).
     #[serde(default)]
     pub invoices: Vec<Invoice>,
+    /// When the answering node first stored each of those invoices (id, unix s), where it
+    /// knows: what it vouches with (`rounds::invoice_fetch`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub received: Vec<(B256, u64)>,
     /// The merchants' state, when asked for, each record to be checked by the receiver.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merchants: Option<crate::merchants::MerchantSnapshot>,

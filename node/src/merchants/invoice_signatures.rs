@@ -72,6 +72,34 @@ impl Registry {
         Ok(())
     }
 
+    /// The time (unix s) before which an operator must have received `invoice` for its word to
+    /// count towards it here, when this node's registry refuses it (see
+    /// `crate::rounds::invoice_fetch`): when what makes this node refuse it began. A key's
+    /// revocation: the time the merchant signed it. A root key replaced or a payout address
+    /// changed: when this node applied that change. A merchant this node does not hold: any
+    /// time (this node is the late one). `None`: no operator's word makes it (a live key
+    /// without the scope, or granted after it signed).
+    pub fn vouch_cutoff_s(&self, invoice: &Invoice) -> Option<u64> {
+        let signed = read(invoice.statement.as_ref()?).ok()?;
+        let store = self.store().ok()?;
+        let Some(entry) = store.registry_entry(&invoice.merchant_id).ok()? else { return Some(u64::MAX) };
+        let changed_s = entry.applied_at_ms / 1000;
+        if entry.change.merchant.root_key.as_ref().is_some_and(|k| k.key_id() == signed.key_id) {
+            return Some(changed_s);
+        }
+        match store.api_key(crate::store::key_slot(&invoice.merchant_id, &signed.key_id)).ok()? {
+            Some(k) if k.id == signed.key_id && k.merchant_id == invoice.merchant_id => {
+                match (&k.revocation, k.revoked_at_ms) {
+                    (Some(r), _) => settleproof_merchant_auth::header_free_claims(&r.jwt).map(|c| c.nbf),
+                    (None, Some(at)) => Some(at / 1000),
+                    (None, None) => None,
+                }
+            }
+            // Not a key held here: a root key replaced since.
+            _ => Some(changed_s),
+        }
+    }
+
     fn remembered(&self, seen: B256) -> bool {
         // The cache is whole after any panic (each call leaves it so).
         self.0.verified_invoices.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&seen).is_some()

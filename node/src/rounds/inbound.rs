@@ -404,11 +404,15 @@ impl RoundDriver {
                         sent_at_ms: now_ms(),
                     })
                     .collect();
-                let invoices = req
+                let invoices: Vec<crate::store::Invoice> = req
                     .invoices
                     .iter()
                     .take(SyncRequest::MAX_INVOICES)
                     .filter_map(|id| self.store.invoice(*id).ok().flatten())
+                    .collect();
+                let received = invoices
+                    .iter()
+                    .filter_map(|inv| Some((inv.id, self.store.invoice_received_s(inv.id).ok().flatten()?)))
                     .collect();
                 if req.merchants && self.merchants.home_chain() == self.chain.chain_id() {
                     // Built and sent off the round loop, at most once per peer and interval.
@@ -420,12 +424,18 @@ impl RoundDriver {
                                 .await
                                 .ok()
                                 .flatten();
-                        let resp = SyncResponse { attestations, invoices, merchants: snapshot, ..Default::default() };
+                        let resp = SyncResponse {
+                            attestations,
+                            invoices,
+                            received,
+                            merchants: snapshot,
+                            ..Default::default()
+                        };
                         net.respond(reference, serde_json::to_string(&resp).unwrap_or_default()).await;
                     });
                     return;
                 }
-                serde_json::to_string(&SyncResponse { attestations, invoices, ..Default::default() })
+                serde_json::to_string(&SyncResponse { attestations, invoices, received, ..Default::default() })
                     .unwrap_or_default()
             }
             Err(e) => {

@@ -53,25 +53,40 @@ impl Holders {
     }
 }
 
-/// Copies of invoices this node's registry refused, by id, each with the vouchers that handed
-/// it out.
+/// One signed request's invoice as vouchers handed it out: the first copy (the fields its id
+/// does not commit to may differ between holders), each voucher with when it says it received
+/// the invoice, and why this node refused it.
+#[derive(Debug)]
+struct Copy {
+    invoice: Invoice,
+    vouchers: BTreeMap<PeerId, Option<u64>>,
+    why: GossipRejection,
+}
+
+impl Copy {
+    /// The vouchers that received it by `cutoff_s` (both in whole seconds).
+    fn vouchers_before(&self, cutoff_s: u64) -> usize {
+        self.vouchers.values().filter(|at| at.is_some_and(|at| at <= cutoff_s)).count()
+    }
+}
+
+/// Copies of invoices this node's registry refused, by id and signed request.
 #[derive(Debug, Default)]
-struct Vouched(BTreeMap<B256, Vec<(Invoice, BTreeSet<PeerId>, GossipRejection)>>);
+struct Vouched(BTreeMap<B256, Vec<Copy>>);
 
 impl Vouched {
-    fn add(&mut self, inv: Invoice, peer: PeerId, why: GossipRejection) {
+    fn add(&mut self, inv: Invoice, peer: PeerId, received_s: Option<u64>, why: GossipRejection) {
         let copies = self.0.entry(inv.id).or_default();
-        match copies.iter_mut().find(|(copy, _, _)| *copy == inv) {
-            Some((_, peers, _)) => {
-                peers.insert(peer);
+        match copies.iter_mut().find(|c| c.invoice.statement == inv.statement) {
+            Some(c) => {
+                c.vouchers.entry(peer).or_insert(received_s);
             }
-            None => copies.push((inv, BTreeSet::from([peer]), why)),
+            None => copies.push(Copy { invoice: inv, vouchers: BTreeMap::from([(peer, received_s)]), why }),
         }
     }
 
-    /// Each copy, with how many vouchers handed it out and why this node refused it.
-    fn copies(self) -> impl Iterator<Item = (Invoice, usize, GossipRejection)> {
-        self.0.into_values().flatten().map(|(inv, peers, why)| (inv, peers.len(), why))
+    fn copies(self) -> impl Iterator<Item = Copy> {
+        self.0.into_values().flatten()
     }
 }
 
@@ -130,6 +145,7 @@ pub(crate) async fn fetch_invoices(
             continue;
         };
         let Ok(resp) = serde_json::from_str::<SyncResponse>(&answer) else { continue };
+        let received: BTreeMap<B256, u64> = resp.received.iter().copied().collect();
         for inv in resp.invoices.into_iter().filter(|i| wanted.contains(&i.id)) {
             let inv = without_unsigned_key(inv);
             match check_invoice_terms(&inv, scope) {
@@ -141,7 +157,8 @@ pub(crate) async fn fetch_invoices(
                 Err(e @ (GossipRejection::NotInRegistry(_) | GossipRejection::NotTaken(_)))
                     if holders.vouchers.contains(&peer) =>
                 {
-                    vouched.add(inv, peer, e);
+                    let at = received.get(&inv.id).copied();
+                    vouched.add(inv, peer, at, e);
                 }
                 Err(e) => {
                     metrics::counter!("invoice_conflicts_total", "chain_id" => scope.chain_id.to_string(), "reason" => e.reason()).increment(1);
@@ -155,14 +172,20 @@ pub(crate) async fn fetch_invoices(
             }
         }
     }
-    for (inv, vouchers, refused) in vouched.copies() {
+    for copy in vouched.copies() {
+        // Holders count only if they received it before what makes this node refuse it began:
+        // an honest holder whose registry lagged then (it took a thief's invoice after a
+        // revocation) does not count.
+        let cutoff = scope.merchants.vouch_cutoff_s(&copy.invoice);
+        let vouchers = cutoff.map_or(0, |c| copy.vouchers_before(c));
+        let (inv, refused) = (copy.invoice, copy.why);
         if vouchers < holders.needed {
             metrics::counter!("invoice_conflicts_total", "chain_id" => scope.chain_id.to_string(), "reason" => refused.reason()).increment(1);
-            warn!(invoice_id = %inv.id, vouchers, needed = holders.needed, error = %refused, "invoice from peers refused: this node's merchant registry does not take it, and too few operators hold it to vouch for it");
+            warn!(invoice_id = %inv.id, vouchers, needed = holders.needed, error = %refused, "invoice from peers refused: this node's merchant registry does not take it, and too few operators received it before that to vouch for it");
         } else if matches!(store.put_invoice(&inv), Ok(true)) {
             stored += 1;
             metrics::counter!("invoices_vouched_total", "chain_id" => scope.chain_id.to_string()).increment(1);
-            info!(invoice_id = %inv.id, vouchers, needed = holders.needed, refused_here = %refused, "invoice taken on the word of the operators that hold it, although this node's merchant registry refuses it");
+            info!(invoice_id = %inv.id, vouchers, needed = holders.needed, refused_here = %refused, "invoice taken on the word of the operators that received it before this node's merchant registry refused it");
         }
     }
     if stored > 0 {
@@ -175,13 +198,14 @@ pub(crate) async fn fetch_invoices(
 mod tests {
     use super::*;
 
-    fn invoice(amount: u64) -> Invoice {
+    /// The invoice of signed request `request` (one id for all: only the request differs).
+    fn invoice(request: u8) -> Invoice {
         Invoice {
             id: B256::repeat_byte(1),
             nonce: B256::repeat_byte(4),
             merchant_id: "m".into(),
             payout_address: alloy::primitives::Address::repeat_byte(0x11),
-            amount: alloy::primitives::U256::from(amount),
+            amount: alloy::primitives::U256::from(1u64),
             token: alloy::primitives::Address::ZERO,
             created_at: 1,
             expires_at: None,
@@ -189,27 +213,35 @@ mod tests {
             created_by: "node-0".into(),
             idempotency: None,
             redirect_url: None,
-            statement: None,
+            statement: Some(settleproof_merchant_auth::SignedStatement {
+                jwt: format!("jwt-{request}"),
+                body: "{}".into(),
+            }),
         }
     }
 
-    /// A copy is taken only when `needed` distinct vouchers hand it out identically: the same
-    /// voucher twice counts once, and a differing copy counts for itself.
+    /// A copy counts the distinct vouchers that received it before the cutoff: the same voucher
+    /// twice counts once, one that received it later or does not say when not at all, and a
+    /// copy of another signed request counts for itself.
     #[test]
-    fn only_a_copy_enough_distinct_operators_hand_out_is_taken() {
+    fn only_a_copy_enough_distinct_operators_received_in_time_is_taken() {
         let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
-        let table: [(&[(u64, PeerId)], usize); 4] = [
-            (&[(1, a), (1, a)], 0),
-            (&[(1, a), (2, b)], 0),
-            (&[(1, a), (1, b)], 1),
-            (&[(1, a), (2, b), (2, c), (1, c)], 2),
+        let early = Some(10);
+        type Answer = (u8, PeerId, Option<u64>);
+        let table: [(&[Answer], usize); 6] = [
+            (&[(1, a, early), (1, a, early)], 0),
+            (&[(1, a, early), (2, b, early)], 0),
+            (&[(1, a, early), (1, b, early)], 1),
+            (&[(1, a, early), (1, b, Some(100))], 0),
+            (&[(1, a, early), (1, b, None)], 0),
+            (&[(1, a, early), (2, b, early), (2, c, early), (1, c, early)], 2),
         ];
         for (answers, taken) in table {
             let mut vouched = Vouched::default();
-            for (amount, peer) in answers {
-                vouched.add(invoice(*amount), *peer, GossipRejection::NotTaken("revoked".into()));
+            for (request, peer, at) in answers {
+                vouched.add(invoice(*request), *peer, *at, GossipRejection::NotTaken("revoked".into()));
             }
-            assert_eq!(vouched.copies().filter(|(_, n, _)| *n >= 2).count(), taken, "{answers:?}");
+            assert_eq!(vouched.copies().filter(|c| c.vouchers_before(50) >= 2).count(), taken, "{answers:?}");
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Invoices as merchants created them.
 
 use super::{
-    CREATED, EXPIRIES, INVOICE_NONCES, INVOICES, MERCHANT_INVOICES, Store, StoreError, UNANNOUNCED, decode, encode,
+    CREATED, EXPIRIES, INVOICE_NONCES, INVOICE_RECEIVED, INVOICES, MERCHANT_INVOICES, Store, StoreError, UNANNOUNCED,
+    decode, encode,
 };
 use alloy::primitives::{Address, B256, U256};
 use redb::ReadableTable;
@@ -250,6 +251,7 @@ impl Store {
             let mut by_merchant = tx.open_table(MERCHANT_INVOICES)?;
             let mut expiries = tx.open_table(EXPIRIES)?;
             let mut nonces = tx.open_table(INVOICE_NONCES)?;
+            let mut received = tx.open_table(INVOICE_RECEIVED)?;
             for invoice in invoices {
                 if t.get(invoice.id.0)?.is_some() {
                     new.push(false);
@@ -265,6 +267,7 @@ impl Store {
                     nonces.insert((invoice.merchant_id.as_str(), invoice.nonce.0), invoice.id.0)?;
                 }
                 t.insert(invoice.id.0, encode(invoice).as_slice())?;
+                received.insert(invoice.id.0, now_s)?;
                 by_merchant.insert((invoice.merchant_id.as_str(), invoice.created_at, invoice.id.0), ())?;
                 if let Some(at) = invoice.expires_at {
                     expiries.insert((at, invoice.id.0), ())?;
@@ -300,6 +303,12 @@ impl Store {
         tx.open_table(EXPIRIES)?.remove((at, id.0))?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// When this node first stored invoice `id` (unix s), if it stored it since it keeps that.
+    pub fn invoice_received_s(&self, id: B256) -> Result<Option<u64>, StoreError> {
+        let tx = self.read()?;
+        Ok(tx.open_table(INVOICE_RECEIVED)?.get(id.0)?.map(|v| v.value()))
     }
 
     /// The id of the invoice `merchant`'s signed request with `nonce` made, if one is stored.

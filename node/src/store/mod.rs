@@ -88,6 +88,10 @@ pub(crate) const MERCHANT_INVOICES: TableDefinition<(&str, u64, [u8; 32]), ()> =
 /// holds when it is replayed (`Store::invoice_of_nonce`). Invoices without a signed request
 /// (of versions before them) are not in it.
 pub(crate) const INVOICE_NONCES: TableDefinition<(&str, [u8; 32]), [u8; 32]> = TableDefinition::new("invoice_nonces");
+/// Invoice id → when this node first stored it (unix s, its own clock): what it tells an
+/// operator that asks it to vouch for the invoice (`rounds::invoice_fetch`). Invoices stored
+/// before the table have none.
+pub(crate) const INVOICE_RECEIVED: TableDefinition<[u8; 32], u64> = TableDefinition::new("invoice_received");
 /// `meta` key set once every stored invoice is in `invoice_nonces`.
 pub(crate) const INVOICE_NONCES_INDEXED: &str = "invoice_nonces_indexed";
 /// Invoices this node created whose first announcement has not gone out yet: written with the
@@ -238,6 +242,7 @@ impl Store {
         let db = Database::create(path)?;
         let tx = db.begin_write()?;
         tx.open_table(INVOICES)?;
+        tx.open_table(INVOICE_RECEIVED)?;
         tx.open_table(MERCHANT_INVOICES)?;
         tx.open_table(EXPIRIES)?;
         tx.open_table(UNANNOUNCED)?;
