@@ -357,6 +357,12 @@ pub enum MerchantCommand {
         /// the key is registered takes the request or what it makes.
         #[arg(long, env = "SETTLEPROOF_AUDIENCE")]
         audience: Option<String>,
+        /// Another node to send the same request to (its base URL, e.g.
+        /// `http://127.0.0.1:8701`), signed for that node; repeatable. A change sent to f + 1
+        /// nodes reaches every node even if one of them keeps it to itself. Fails only when no
+        /// node took it.
+        #[arg(long = "also")]
+        also: Vec<String>,
     },
     /// Write the checkout to host on your own site (`settleproof-checkout.js` and `index.html`)
     /// into DIR, from this binary: the same files every node serves at

@@ -46,7 +46,7 @@ pub(crate) async fn run(cmd: MerchantCommand) -> Result<()> {
             }
             crate::print_json(&serde_json::json!({ "sha256": written }))
         }
-        MerchantCommand::Request { method, url, data, headers, key, merchant, audience } => {
+        MerchantCommand::Request { method, url, data, headers, key, merchant, audience, also } => {
             let pem = std::fs::read_to_string(&key).wrap_err_with(|| format!("reading {}", key.display()))?;
             let mut signer = MerchantSigner::from_pem(&merchant, &pem)?;
             if let Some(audience) = audience {
@@ -61,46 +61,89 @@ pub(crate) async fn run(cmd: MerchantCommand) -> Result<()> {
                 None => Vec::new(),
             };
             let method = method.to_ascii_uppercase();
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
-            let jwt = signer.sign_request(&method, &url, &body, now, DEFAULT_LIFETIME_S)?;
-            // The endpoint a creation makes is named by what was signed: the answer is checked.
-            let statement = SignedStatement { jwt: jwt.clone(), body: String::from_utf8_lossy(&body).into_owned() };
-            let creates_endpoint = endpoint_record::read(&statement).is_ok_and(|c| c.kind == ChangeKind::Create);
-            let mut req =
-                reqwest::Client::new().request(reqwest::Method::from_bytes(method.as_bytes())?, &url).bearer_auth(jwt);
-            if data.is_some() {
-                req = req.header("content-type", "application/json").body(body);
-            }
             for h in &headers {
-                let Some((name, value)) = h.split_once(':') else {
+                let Some((name, _)) = h.split_once(':') else {
                     bail!("--header {h:?}: expected `Name: value`");
                 };
                 if name.trim().eq_ignore_ascii_case("authorization") {
                     bail!("--header: the Authorization header is the request's signature, made here");
                 }
-                req = req.header(name.trim(), value.trim());
             }
-            let resp = req.send().await?;
-            let status = resp.status();
-            let text = resp.text().await?;
-            println!("{status}");
-            println!("{text}");
-            if status.is_client_error() || status.is_server_error() {
-                bail!("the node answered {status}");
+            let mut urls = vec![url.clone()];
+            for base in &also {
+                let u = reqwest::Url::parse(&url).wrap_err("the URL")?;
+                let rest = u.query().map_or(u.path().to_string(), |q| format!("{}?{q}", u.path()));
+                urls.push(format!("{}{rest}", base.trim_end_matches('/')));
             }
-            if creates_endpoint {
-                let want = endpoint_record::endpoint_id_of(&statement);
-                let answer = serde_json::from_str::<serde_json::Value>(&text).unwrap_or_default();
-                let sent = serde_json::from_str::<serde_json::Value>(&statement.body).unwrap_or_default();
-                if answer["id"].as_str() != Some(want.as_str()) || answer["secret"] != sent["secret"] {
-                    bail!(
-                        "the node answered endpoint {} with another id or secret than this request makes ({want}): do not trust this node's answer",
-                        answer["id"]
-                    );
+            let sent = Sent { signer: &signer, method: &method, body: &body, json: data.is_some(), headers: &headers };
+            let mut took = 0;
+            for (i, target) in urls.iter().enumerate() {
+                if i > 0 {
+                    println!("{target}");
                 }
+                match sent.to(target).await {
+                    Ok(()) => took += 1,
+                    Err(e) if urls.len() > 1 => eprintln!("{target}: {e}"),
+                    Err(e) => return Err(e),
+                }
+            }
+            if took == 0 {
+                bail!("no node took the request");
             }
             Ok(())
         }
+    }
+}
+
+/// One request, as `settleproof merchant request` sends it to each node.
+struct Sent<'a> {
+    signer: &'a MerchantSigner,
+    method: &'a str,
+    body: &'a [u8],
+    json: bool,
+    headers: &'a [String],
+}
+
+impl Sent<'_> {
+    /// Signs it for `url`, sends it there and prints the status and the answer; `Err` when the
+    /// node refused it, or answered an endpoint creation with another id or secret than the
+    /// request makes.
+    async fn to(&self, url: &str) -> eyre::Result<()> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+        let jwt = self.signer.sign_request(self.method, url, self.body, now, DEFAULT_LIFETIME_S)?;
+        // The endpoint a creation makes is named by what was signed: the answer is checked.
+        let statement = SignedStatement { jwt: jwt.clone(), body: String::from_utf8_lossy(self.body).into_owned() };
+        let creates_endpoint = endpoint_record::read(&statement).is_ok_and(|c| c.kind == ChangeKind::Create);
+        let mut req =
+            reqwest::Client::new().request(reqwest::Method::from_bytes(self.method.as_bytes())?, url).bearer_auth(jwt);
+        if self.json {
+            req = req.header("content-type", "application/json").body(self.body.to_vec());
+        }
+        for h in self.headers {
+            if let Some((name, value)) = h.split_once(':') {
+                req = req.header(name.trim(), value.trim());
+            }
+        }
+        let resp = req.send().await?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        println!("{status}");
+        println!("{text}");
+        if status.is_client_error() || status.is_server_error() {
+            bail!("the node answered {status}");
+        }
+        if creates_endpoint {
+            let want = endpoint_record::endpoint_id_of(&statement);
+            let answer = serde_json::from_str::<serde_json::Value>(&text).unwrap_or_default();
+            let sent = serde_json::from_str::<serde_json::Value>(&statement.body).unwrap_or_default();
+            if answer["id"].as_str() != Some(want.as_str()) || answer["secret"] != sent["secret"] {
+                bail!(
+                    "the node answered endpoint {} with another id or secret than this request makes ({want}): do not trust this node's answer",
+                    answer["id"]
+                );
+            }
+        }
+        Ok(())
     }
 }
 

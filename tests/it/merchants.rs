@@ -377,3 +377,92 @@ async fn during_a_secret_rotation_every_delivery_verifies_with_the_old_secret_an
     net.stop().await;
     Ok(())
 }
+
+/// A node that answers the merchant but keeps the change to itself (cut off from every other
+/// node here) silences nothing the merchant sends to f + 1 nodes: `settleproof merchant request
+/// --also` signs the same request for each, an endpoint created with a `nonce` is one endpoint
+/// everywhere, and a revocation holds on every node. Sent to the withholding node alone, the
+/// same kind of change reaches no other node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_change_sent_to_f_plus_one_nodes_reaches_every_node_when_one_keeps_it_to_itself() -> Result<()> {
+    use crate::byzantine::{admin, peer_id};
+    use reqwest::Method;
+    let net = Testnet::start(4).await?;
+    let root = net.devnet.merchant_key.clone();
+    let (_, _, silenced) = grant_key(&net, 0, "silenced", &["invoices:read"]).await?;
+    let (_, _, revoked) = grant_key(&net, 0, "revoked", &["invoices:read"]).await?;
+    for i in 0..4 {
+        for key in [&silenced, &revoked] {
+            net.eventually("the keys are known", Duration::from_secs(15), || async {
+                (call(&net, i, Method::GET, "/v1/invoices", key, None).await.ok()?.0 == 200).then_some(())
+            })
+            .await?;
+        }
+    }
+    // Node 0 keeps what it is told to itself.
+    for other in 1..4 {
+        admin(&net, 0, "peers/block", json!({"peer_id": peer_id(&net, other)})).await?;
+        admin(&net, other, "peers/block", json!({"peer_id": peer_id(&net, 0)})).await?;
+    }
+    let dir = tempfile::tempdir()?;
+    let pem = dir.path().join("merchant.pem");
+    std::fs::write(&pem, root.private_key_pem())?;
+    let cli = |args: Vec<String>| {
+        let mut c = std::process::Command::new(crate::harness::settleproof_bin()?);
+        c.args(["merchant", "request"]).args(args);
+        c.env("SETTLEPROOF_MERCHANT_ID", "demo").env("SETTLEPROOF_MERCHANT_KEY", &pem);
+        c.env("SETTLEPROOF_AUDIENCE", root.audience().unwrap_or_default());
+        let out = c.output()?;
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        Ok::<_, eyre::Report>((out.status.success(), text))
+    };
+    // To the withholding node alone: the others never hear of it.
+    let (ok, said) = cli(vec!["DELETE".into(), format!("{}/v1/api-keys/{}", net.api(0), silenced.key_id())])?;
+    assert!(ok, "{said}");
+    // To it and one more node.
+    let also = vec!["--also".to_string(), net.api(1)];
+    let path = format!("{}/v1/api-keys/{}", net.api(0), revoked.key_id());
+    let (ok, said) = cli([vec!["DELETE".into(), path], also.clone()].concat())?;
+    assert!(ok, "{said}");
+    let nonce = format!("0x{}", "5a".repeat(32));
+    let body = json!({
+        "url": net.devnet.merchant.webhook_url,
+        "enabled_events": ["test"],
+        "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "nonce": nonce,
+    });
+    let url = format!("{}/v1/webhook-endpoints", net.api(0));
+    let (ok, said) = cli([vec!["POST".into(), url, "--data".into(), body.to_string()], also].concat())?;
+    assert!(ok, "{said}");
+    for i in 1..4 {
+        net.eventually("the revocation sent to two nodes is everywhere", Duration::from_secs(15), || async {
+            (call(&net, i, Method::GET, "/v1/invoices", &revoked, None).await.ok()?.0 == 401).then_some(())
+        })
+        .await?;
+        net.eventually("the endpoint sent to two nodes is everywhere", Duration::from_secs(15), || async {
+            let (_, list) = call(&net, i, Method::GET, "/v1/webhook-endpoints", &root, None).await.ok()?;
+            (list["data"].as_array()?.len() == 1).then_some(())
+        })
+        .await?;
+    }
+    for i in 1..4 {
+        let (status, _) = call(&net, i, Method::GET, "/v1/invoices", &silenced, None).await?;
+        assert_eq!(status, 200, "node {i} heard what only the withholding node was told");
+    }
+    // Back together: still one endpoint on every node, the same id.
+    for other in 1..4 {
+        admin(&net, 0, "peers/unblock", json!({"peer_id": peer_id(&net, other)})).await?;
+        admin(&net, other, "peers/unblock", json!({"peer_id": peer_id(&net, 0)})).await?;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut ids = std::collections::BTreeSet::new();
+    for i in 0..4 {
+        let (_, list) = call(&net, i, Method::GET, "/v1/webhook-endpoints", &root, None).await?;
+        let data = list["data"].as_array().ok_or_else(|| eyre!("no list: {list}"))?;
+        assert_eq!(data.len(), 1, "node {i}: {list}");
+        ids.insert(data[0]["id"].as_str().unwrap_or_default().to_string());
+    }
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    net.stop().await;
+    Ok(())
+}

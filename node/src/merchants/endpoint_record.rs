@@ -68,6 +68,12 @@ pub struct CreateEndpoint {
     /// (`settleproof keys webhook-secret` makes one). Part of what you sign, so no node can
     /// sign your events with another.
     pub secret: String,
+    /// Optional: 32 random bytes as `0x` and 64 hex digits. With it the endpoint's id follows
+    /// from your merchant id and this nonce alone, so the same creation sent to several nodes
+    /// (each request signed for its node) makes one endpoint.
+    #[serde(default)]
+    #[schema(pattern = "^0x[0-9a-fA-F]{64}$")]
+    pub nonce: Option<String>,
 }
 
 /// Body of `POST /v1/webhook-endpoints/{id}/rotate-secret`, as the merchant signs it.
@@ -142,8 +148,8 @@ pub enum RecordError {
         /// What is wrong.
         problem: String,
     },
-    /// No creation, two, or one that does not make this id.
-    #[error("an endpoint record needs exactly one creation, of this id")]
+    /// No creation first, or one that does not make this id.
+    #[error("an endpoint record needs its creation first, and only creations of this id")]
     Creation,
     /// A change of another endpoint, or signed before the creation.
     #[error("a change of another endpoint, or signed before its creation")]
@@ -193,9 +199,29 @@ fn derive(domain: &str, statement: &SignedStatement) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// The id the creating statement `s` makes: `we_` and 12 bytes of a hash of what it signed.
+/// The id the creating statement `s` makes: `we_` and 12 bytes of a hash of its merchant and
+/// the body's `nonce` when it has one (the same creation signed for several nodes makes one
+/// endpoint), else of what it signed.
 pub fn endpoint_id_of(s: &SignedStatement) -> String {
-    format!("we_{}", hex::encode(&derive("settleproof/webhook-endpoint/1", s)[..12]))
+    #[derive(Deserialize)]
+    struct Nonce {
+        nonce: Option<String>,
+    }
+    let nonce = serde_json::from_str::<Nonce>(&s.body).ok().and_then(|n| n.nonce);
+    let iss = settleproof_merchant_auth::header_free_claims(&s.jwt).map(|c| c.iss);
+    match (nonce, iss) {
+        (Some(nonce), Some(iss)) => {
+            let mut h = Sha256::new();
+            h.update(b"settleproof/webhook-endpoint/2");
+            h.update([0]);
+            h.update(iss.as_bytes());
+            h.update([0]);
+            h.update(nonce.to_ascii_lowercase().as_bytes());
+            let digest: [u8; 32] = h.finalize().into();
+            format!("we_{}", hex::encode(&digest[..12]))
+        }
+        _ => format!("we_{}", hex::encode(&derive("settleproof/webhook-endpoint/1", s)[..12])),
+    }
 }
 
 /// The secret a creating or rotating statement sets (its body was checked by [`read`]).
@@ -266,8 +292,11 @@ fn check_body(c: &Change) -> Result<(), RecordError> {
     let body = &c.statement.body;
     match c.kind {
         ChangeKind::Create => serde_json::from_str::<CreateEndpoint>(body)
-            .map_err(|e| body_error(e, "url, enabled_events, secret and a description"))
-            .and_then(|b| check_secret(&b.secret)),
+            .map_err(|e| body_error(e, "url, enabled_events, secret, a description and a nonce"))
+            .and_then(|b| {
+                check_secret(&b.secret)?;
+                check_nonce(b.nonce.as_deref())
+            }),
         ChangeKind::Update => serde_json::from_str::<UpdateEndpoint>(body)
             .map(drop)
             .map_err(|e| body_error(e, "any of url, description, enabled_events, disabled")),
@@ -276,6 +305,17 @@ fn check_body(c: &Change) -> Result<(), RecordError> {
             .and_then(|b| check_secret(&b.secret)),
         ChangeKind::Delete if body.is_empty() => Ok(()),
         ChangeKind::Delete => Err(RecordError::Body { field: "body", problem: "must be empty".into() }),
+    }
+}
+
+fn check_nonce(nonce: Option<&str>) -> Result<(), RecordError> {
+    let ok = nonce.is_none_or(|n| {
+        n.strip_prefix("0x").is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(RecordError::Body { field: "nonce", problem: "must be 0x and 64 hex digits (32 random bytes)".into() })
     }
 }
 
@@ -304,10 +344,15 @@ pub fn fold(id: &str, changes: &[Change]) -> Result<Folded, RecordError> {
     let mut changes: Vec<&Change> = changes.iter().collect();
     changes.sort_by_key(|c| c.order());
     changes.dedup_by(|a, b| a.digest == b.digest);
-    let create = match changes.iter().filter(|c| c.kind == ChangeKind::Create).collect::<Vec<_>>()[..] {
-        [c] if c.endpoint_id == id && std::ptr::eq(*c, changes[0]) => *c,
+    // The first creation by the merchant's order is the endpoint's; another of the same id (the
+    // same creation signed for another node) changes nothing and is not kept.
+    let create = match changes.iter().find(|c| c.kind == ChangeKind::Create) {
+        Some(c) if c.endpoint_id == id && std::ptr::eq(*c, changes[0]) => *c,
         _ => return Err(RecordError::Creation),
     };
+    if changes.iter().any(|c| c.kind == ChangeKind::Create && c.endpoint_id != id) {
+        return Err(RecordError::Creation);
+    }
     if changes.iter().any(|c| c.endpoint_id != id) {
         return Err(RecordError::Stray);
     }
@@ -515,5 +560,43 @@ mod tests {
         assert_eq!(fold(&id, &[c.clone(), stray]), Err(RecordError::Stray));
         let early = change(&k, "PATCH", &id, "", r#"{"disabled":true}"#, 90);
         assert_eq!(fold(&id, &[c, early]), Err(RecordError::Creation), "signed before its creation");
+    }
+
+    /// A creation with a `nonce`, sent to two nodes (each request signed for its own host and
+    /// time), makes one endpoint: the same id from both, the first creation standing and the
+    /// other kept nowhere. Another merchant's nonce makes another id, and a bad nonce is refused.
+    #[test]
+    fn one_creation_with_a_nonce_sent_to_two_nodes_makes_one_endpoint() {
+        let k = signer();
+        let nonce = format!("0x{}", "ab".repeat(32));
+        let body =
+            |url: &str| format!(r#"{{"url":"{url}","enabled_events":["test"],"secret":"{SECRET}","nonce":"{nonce}"}}"#);
+        let at = |host: &str, nbf: u64, url: &str| {
+            let jwt = k
+                .sign_request("POST", &format!("http://{host}{ENDPOINTS_PATH}"), body(url).as_bytes(), nbf, 60)
+                .expect("sign");
+            read(&SignedStatement { jwt, body: body(url) }).expect("read")
+        };
+        let (first, second) =
+            (at("10.0.0.1:8700", 100, "https://a.test/h"), at("10.0.0.2:8700", 101, "https://b.test/h"));
+        assert_eq!(first.endpoint_id, second.endpoint_id);
+        let id = first.endpoint_id.clone();
+        let f = fold(&id, &[second.clone(), first.clone()]).expect("fold");
+        assert_eq!((f.url.as_str(), f.created_at_s, f.statements.len()), ("https://a.test/h", 100, 1));
+        assert_eq!(f.statements[0], first.statement);
+        let other = MerchantSigner::generate("other-shop", KeyAlg::EdDsa).expect("key");
+        let jwt = other.sign_request(
+            "POST",
+            &format!("http://h{ENDPOINTS_PATH}"),
+            body("https://a.test/h").as_bytes(),
+            1,
+            60,
+        );
+        let theirs = read(&SignedStatement { jwt: jwt.expect("sign"), body: body("https://a.test/h") }).expect("read");
+        assert_ne!(theirs.endpoint_id, id);
+        let bad =
+            format!(r#"{{"url":"https://a.test/h","enabled_events":["test"],"secret":"{SECRET}","nonce":"0x12"}}"#);
+        let err = read(&statement(&k, "POST", ENDPOINTS_PATH, &bad, 1)).expect_err("bad nonce");
+        assert!(matches!(err, RecordError::Body { field: "nonce", .. }), "{err:?}");
     }
 }
