@@ -75,20 +75,50 @@ pub(crate) async fn run(cmd: MerchantCommand) -> Result<()> {
                 let rest = u.query().map_or(u.path().to_string(), |q| format!("{}?{q}", u.path()));
                 urls.push(format!("{}{rest}", base.trim_end_matches('/')));
             }
+            if signer.audience().is_none() {
+                eprintln!(
+                    "warning: no --audience (SETTLEPROOF_AUDIENCE): this request holds on any network where the key is registered"
+                );
+            }
+            if urls.len() > 1 && method == "POST" && !body_has_nonce(&body) {
+                let path = reqwest::Url::parse(&url).map(|u| u.path().to_string()).unwrap_or_default();
+                if path == settleproof_node::merchants::invoice_record::INVOICES_PATH
+                    || path == endpoint_record::ENDPOINTS_PATH
+                {
+                    bail!("--also with a creation needs a `nonce` in the body, or each node makes its own");
+                }
+            }
             let sent = Sent { signer: &signer, method: &method, body: &body, json: data.is_some(), headers: &headers };
-            let mut took = 0;
-            for (i, target) in urls.iter().enumerate() {
+            // Sent to every node at once, each bounded: a node that never answers holds back none
+            // of the others.
+            let answers = futures::future::join_all(urls.iter().map(|target| async {
+                match tokio::time::timeout(std::time::Duration::from_secs(15), sent.to(target)).await {
+                    Ok(answer) => answer,
+                    Err(_) => Err(Answer::Failed("no answer within 15 s".into())),
+                }
+            }))
+            .await;
+            let mut failed = 0;
+            for (i, (target, answer)) in urls.iter().zip(answers).enumerate() {
                 if i > 0 {
                     println!("{target}");
                 }
-                match sent.to(target).await {
-                    Ok(()) => took += 1,
-                    Err(e) if urls.len() > 1 => eprintln!("{target}: {e}"),
-                    Err(e) => return Err(e),
+                match answer {
+                    Ok((status, text)) => {
+                        println!("{status}");
+                        println!("{text}");
+                    }
+                    Err(Answer::Forged(e)) => bail!("{target}: {e}"),
+                    Err(Answer::Failed(e)) => {
+                        eprintln!("{target}: {e}");
+                        failed += 1;
+                    }
                 }
             }
-            if took == 0 {
-                bail!("no node took the request");
+            // Every node must take it: one that answered and kept it to itself is not told
+            // apart from one that passed it on.
+            if failed > 0 {
+                bail!("{failed} of {} nodes did not take the request; send it again", urls.len());
             }
             Ok(())
         }
@@ -104,18 +134,31 @@ struct Sent<'a> {
     headers: &'a [String],
 }
 
+/// Why a node's answer is not taken.
+enum Answer {
+    /// It refused, failed or did not answer.
+    Failed(String),
+    /// It answered an endpoint creation with another id or secret than the request makes.
+    Forged(String),
+}
+
+/// Whether a JSON body names a `nonce`.
+fn body_has_nonce(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| v.get("nonce").is_some_and(|n| !n.is_null()))
+}
+
 impl Sent<'_> {
-    /// Signs it for `url`, sends it there and prints the status and the answer; `Err` when the
-    /// node refused it, or answered an endpoint creation with another id or secret than the
-    /// request makes.
-    async fn to(&self, url: &str) -> eyre::Result<()> {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
-        let jwt = self.signer.sign_request(self.method, url, self.body, now, DEFAULT_LIFETIME_S)?;
+    /// Signs it for `url` and sends it there: the status and the answer, or why it is not taken.
+    async fn to(&self, url: &str) -> Result<(reqwest::StatusCode, String), Answer> {
+        let failed = |e: &dyn std::fmt::Display| Answer::Failed(e.to_string());
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_err(|e| failed(&e))?.as_secs();
+        let jwt =
+            self.signer.sign_request(self.method, url, self.body, now, DEFAULT_LIFETIME_S).map_err(|e| failed(&e))?;
         // The endpoint a creation makes is named by what was signed: the answer is checked.
         let statement = SignedStatement { jwt: jwt.clone(), body: String::from_utf8_lossy(self.body).into_owned() };
         let creates_endpoint = endpoint_record::read(&statement).is_ok_and(|c| c.kind == ChangeKind::Create);
-        let mut req =
-            reqwest::Client::new().request(reqwest::Method::from_bytes(self.method.as_bytes())?, url).bearer_auth(jwt);
+        let method = reqwest::Method::from_bytes(self.method.as_bytes()).map_err(|e| failed(&e))?;
+        let mut req = reqwest::Client::new().request(method, url).bearer_auth(jwt);
         if self.json {
             req = req.header("content-type", "application/json").body(self.body.to_vec());
         }
@@ -124,26 +167,26 @@ impl Sent<'_> {
                 req = req.header(name.trim(), value.trim());
             }
         }
-        let resp = req.send().await?;
+        let resp = req.send().await.map_err(|e| failed(&e))?;
         let status = resp.status();
-        let text = resp.text().await?;
-        println!("{status}");
-        println!("{text}");
+        let text = resp.text().await.map_err(|e| failed(&e))?;
         if status.is_client_error() || status.is_server_error() {
-            bail!("the node answered {status}");
+            println!("{status}");
+            println!("{text}");
+            return Err(Answer::Failed(format!("the node answered {status}")));
         }
         if creates_endpoint {
             let want = endpoint_record::endpoint_id_of(&statement);
             let answer = serde_json::from_str::<serde_json::Value>(&text).unwrap_or_default();
             let sent = serde_json::from_str::<serde_json::Value>(&statement.body).unwrap_or_default();
             if answer["id"].as_str() != Some(want.as_str()) || answer["secret"] != sent["secret"] {
-                bail!(
+                return Err(Answer::Forged(format!(
                     "the node answered endpoint {} with another id or secret than this request makes ({want}): do not trust this node's answer",
                     answer["id"]
-                );
+                )));
             }
         }
-        Ok(())
+        Ok((status, text))
     }
 }
 

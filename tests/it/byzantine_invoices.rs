@@ -282,11 +282,13 @@ async fn a_late_node_takes_what_enough_operators_held_before_a_revocation_and_no
         })
         .await?;
     }
-    // Node 2 is away (cut off from the honest nodes) while the key makes an invoice...
+    // Node 2 is away (cut off from every other node: the Byzantine one would relay) while the
+    // key makes an invoice...
     for other in [0, 1] {
         admin(&net, 2, "peers/block", json!({"peer_id": peer_id(&net, other)})).await?;
         admin(&net, other, "peers/block", json!({"peer_id": peer_id(&net, 2)})).await?;
     }
+    admin(&net, 2, "peers/block", json!({"peer_id": peer_id(&net, BAD)})).await?;
     let body = net.on_first_chain(json!({"amount": WEI, "token": "native"}));
     let (status, created) = call(&net, 0, Method::POST, "/v1/invoices", &key, Some(body)).await?;
     assert_eq!(status, 201, "{created}");
@@ -335,6 +337,7 @@ async fn a_late_node_takes_what_enough_operators_held_before_a_revocation_and_no
         admin(&net, 2, "peers/unblock", json!({"peer_id": peer_id(&net, other)})).await?;
         admin(&net, other, "peers/unblock", json!({"peer_id": peer_id(&net, 2)})).await?;
     }
+    admin(&net, 2, "peers/unblock", json!({"peer_id": peer_id(&net, BAD)})).await?;
     let (status, _) = call(&net, 0, Method::DELETE, &revoke, &root, None).await?;
     assert!(matches!(status, 200 | 404), "{status}");
     for i in 0..3 {

@@ -376,7 +376,9 @@ pub fn fold(id: &str, changes: &[Change]) -> Result<Folded, RecordError> {
     let mut rotations: Vec<&Change> = Vec::new();
     for &c in &changes[1..] {
         match c.kind {
-            ChangeKind::Create => {}
+            // Another creation of this id (the same creation sent to another node) changes
+            // nothing, not even the version.
+            ChangeKind::Create => continue,
             ChangeKind::Update => {
                 let u: UpdateEndpoint = serde_json::from_str(&c.statement.body)
                     .map_err(|e| body_error(e, "any of url, description, enabled_events, disabled"))?;
@@ -393,6 +395,9 @@ pub fn fold(id: &str, changes: &[Change]) -> Result<Folded, RecordError> {
                     (f.disabled, setters[3]) = (d, Some(c));
                 }
             }
+            // A rotation to the secret in force (the same rotation sent to two nodes) changes
+            // nothing: the secret it replaced keeps its overlap.
+            ChangeKind::RotateSecret if secret_of(&c.statement) == f.secret => continue,
             ChangeKind::RotateSecret => {
                 f.previous_secret = Some((std::mem::replace(&mut f.secret, secret_of(&c.statement)), c.nbf));
                 rotations.push(c);

@@ -76,9 +76,9 @@ impl Registry {
     /// count towards it here, when this node's registry refuses it (see
     /// `crate::rounds::invoice_fetch`): when what makes this node refuse it began. A key's
     /// revocation: the time the merchant signed it. A root key replaced or a payout address
-    /// changed: when this node applied that change. A merchant this node does not hold: any
-    /// time (this node is the late one). `None`: no operator's word makes it (a live key
-    /// without the scope, or granted after it signed).
+    /// changed (a live key's invoice refused for its payout address, or a key the replaced
+    /// root granted): when this node applied that change. A merchant this node does not hold:
+    /// any time (this node is the late one). `None`: an invoice without a signed request.
     pub fn vouch_cutoff_s(&self, invoice: &Invoice) -> Option<u64> {
         let signed = read(invoice.statement.as_ref()?).ok()?;
         let store = self.store().ok()?;
@@ -92,7 +92,7 @@ impl Registry {
                 match (&k.revocation, k.revoked_at_ms) {
                     (Some(r), _) => settleproof_merchant_auth::header_free_claims(&r.jwt).map(|c| c.nbf),
                     (None, Some(at)) => Some(at / 1000),
-                    (None, None) => None,
+                    (None, None) => Some(changed_s),
                 }
             }
             // Not a key held here: a root key replaced since.

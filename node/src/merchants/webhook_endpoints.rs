@@ -250,16 +250,17 @@ impl Registry {
             .store()
             .map_err(|e| e.to_string())?
             .merge_webhook_endpoint(id, merchant, MAX_ENDPOINTS_PER_MERCHANT, |held| {
-                // A deletion is final.
-                if held.is_some_and(|h| h.deleted_at_ms.is_some()) {
-                    return None;
-                }
                 let mut all: Vec<Change> = held
                     .map(|h| h.statements.iter().filter_map(|s| endpoint_record::read(s).ok()).collect())
                     .unwrap_or_default();
                 all.extend(changes);
+                let deleted = held.is_some_and(|h| h.deleted_at_ms.is_some());
                 match endpoint_record::fold(id, &all) {
                     Ok(f) if held.is_some_and(|h| h.statements == f.statements) => None,
+                    // A deletion is final: a deleted record changes only to name an earlier
+                    // creation or deletion (the same change sent to two nodes), so every node
+                    // keeps the same one.
+                    Ok(f) if deleted && f.deleted_at_s.is_none() => None,
                     Ok(f) => Some(materialize(merchant, f, overlap_ms)),
                     Err(e) => {
                         problem = Some(e.to_string());
@@ -374,16 +375,20 @@ impl Registry {
         }
         // A repeat of what is held costs a read, not a signature check.
         let held = store.webhook_endpoint(&a.endpoint_id).map_err(|e| not_taken(e.to_string()))?;
-        if held.as_ref().is_some_and(|h| h.deleted_at_ms.is_some()) {
-            return Ok(false);
-        }
+        let deleted = held.as_ref().is_some_and(|h| h.deleted_at_ms.is_some());
         // Compared by what the merchant signed, not by the signature's bytes (an ES256 signature
         // can be re-encoded without the key), so a re-encoded copy is a repeat too.
         let held_digests: Vec<[u8; 32]> = held
             .as_ref()
             .map(|h| h.statements.iter().filter_map(|s| endpoint_record::read(s).ok()).map(|c| c.digest).collect())
             .unwrap_or_default();
-        let new: Vec<Change> = changes.into_iter().filter(|c| !held_digests.contains(&c.digest)).collect();
+        // A deleted record takes only a creation or a deletion (one that sorts first), unchecked
+        // otherwise: no other change of it costs a signature check.
+        let new: Vec<Change> = changes
+            .into_iter()
+            .filter(|c| !held_digests.contains(&c.digest))
+            .filter(|c| !deleted || matches!(c.kind, ChangeKind::Create | ChangeKind::Delete))
+            .collect();
         if new.is_empty() {
             return Ok(false);
         }

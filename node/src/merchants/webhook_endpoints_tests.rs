@@ -240,3 +240,33 @@ fn two_nodes_holding_the_same_records_have_one_digest_whatever_the_order_they_to
     nodes[1].hear_key(&data, &PeerId::random()).expect("revocation heard");
     assert_eq!(nodes[0].digest(), nodes[1].digest(), "revoked at both, at different times: one digest");
 }
+
+/// The same change sent to two nodes (each request signed for its node): two deletions leave
+/// both nodes with one record, the earlier deletion's, once they hear each other, and two
+/// rotations to one secret keep the replaced secret's overlap.
+#[test]
+fn the_same_change_sent_to_two_nodes_leaves_them_one_record() {
+    let (_dirs, nodes) = registries();
+    let e = create(&nodes[0], &ROOT, "https://example.test/hook", r#"["invoice.paid"]"#);
+    assert!(relay(&nodes[1], &e).expect("heard"));
+    let path = format!("{ENDPOINTS_PATH}/{}", e.id);
+    let rotate = |at| signed(&ROOT, "POST", &format!("{path}/rotate-secret"), ROTATED, at);
+    let first = nodes[0].change_endpoint("demo", &e.id, rotate(1)).expect("rotate");
+    let second = nodes[1].change_endpoint("demo", &e.id, rotate(2)).expect("rotate again");
+    assert!(relay(&nodes[1], &first).expect("the earlier rotation is taken"));
+    assert!(!relay(&nodes[0], &second).expect("the repeat changes nothing"));
+    for n in &nodes {
+        let held = n.endpoint(&e.id).expect("read").expect("kept");
+        assert_eq!(Registry::endpoint_secrets(&held), vec![first.secret.clone(), e.secret.clone()], "overlap kept");
+    }
+    let (a, b) = (
+        nodes[0].change_endpoint("demo", &e.id, signed(&ROOT, "DELETE", &path, "", 3)).expect("delete"),
+        nodes[1].change_endpoint("demo", &e.id, signed(&ROOT, "DELETE", &path, "", 4)).expect("delete"),
+    );
+    assert_ne!(a.statements, b.statements);
+    assert!(relay(&nodes[1], &a).expect("the earlier deletion is taken"));
+    assert!(!relay(&nodes[0], &b).expect("the later one changes nothing"));
+    let held: Vec<_> = nodes.iter().map(|n| n.endpoint(&e.id).expect("read").expect("kept").statements).collect();
+    assert_eq!(held[0], held[1]);
+    assert_eq!(held[0], a.statements);
+}

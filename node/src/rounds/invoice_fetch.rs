@@ -53,17 +53,30 @@ impl Holders {
     }
 }
 
-/// One signed request's invoice as vouchers handed it out: the first copy (the fields its id
-/// does not commit to may differ between holders), each voucher with when it says it received
-/// the invoice, and why this node refused it.
+/// One signed request's invoice as vouchers handed it out: each variant (the fields its id does
+/// not commit to, creator and creation time, may differ between holders) with how many handed
+/// it out, each voucher with when it says it received the invoice, and why this node refused
+/// it.
 #[derive(Debug)]
 struct Copy {
-    invoice: Invoice,
+    variants: Vec<(Invoice, usize)>,
     vouchers: BTreeMap<PeerId, Option<u64>>,
     why: GossipRejection,
 }
 
 impl Copy {
+    /// The variant most vouchers handed out (the first of those as many): not the one of
+    /// whichever voucher answered first.
+    fn invoice(self) -> Option<Invoice> {
+        let mut best: Option<(Invoice, usize)> = None;
+        for (inv, n) in self.variants {
+            if best.as_ref().is_none_or(|(_, m)| n > *m) {
+                best = Some((inv, n));
+            }
+        }
+        best.map(|(inv, _)| inv)
+    }
+
     /// The vouchers that received it by `cutoff_s` (both in whole seconds).
     fn vouchers_before(&self, cutoff_s: u64) -> usize {
         self.vouchers.values().filter(|at| at.is_some_and(|at| at <= cutoff_s)).count()
@@ -77,11 +90,18 @@ struct Vouched(BTreeMap<B256, Vec<Copy>>);
 impl Vouched {
     fn add(&mut self, inv: Invoice, peer: PeerId, received_s: Option<u64>, why: GossipRejection) {
         let copies = self.0.entry(inv.id).or_default();
-        match copies.iter_mut().find(|c| c.invoice.statement == inv.statement) {
+        match copies.iter_mut().find(|c| c.variants.first().is_some_and(|(v, _)| v.statement == inv.statement)) {
             Some(c) => {
-                c.vouchers.entry(peer).or_insert(received_s);
+                if c.vouchers.contains_key(&peer) {
+                    return;
+                }
+                c.vouchers.insert(peer, received_s);
+                match c.variants.iter_mut().find(|(v, _)| *v == inv) {
+                    Some((_, n)) => *n += 1,
+                    None => c.variants.push((inv, 1)),
+                }
             }
-            None => copies.push(Copy { invoice: inv, vouchers: BTreeMap::from([(peer, received_s)]), why }),
+            None => copies.push(Copy { variants: vec![(inv, 1)], vouchers: BTreeMap::from([(peer, received_s)]), why }),
         }
     }
 
@@ -176,9 +196,11 @@ pub(crate) async fn fetch_invoices(
         // Holders count only if they received it before what makes this node refuse it began:
         // an honest holder whose registry lagged then (it took a thief's invoice after a
         // revocation) does not count.
-        let cutoff = scope.merchants.vouch_cutoff_s(&copy.invoice);
+        let Some((first, _)) = copy.variants.first() else { continue };
+        let cutoff = scope.merchants.vouch_cutoff_s(first);
         let vouchers = cutoff.map_or(0, |c| copy.vouchers_before(c));
-        let (inv, refused) = (copy.invoice, copy.why);
+        let refused = copy.why.clone();
+        let Some(inv) = copy.invoice() else { continue };
         if vouchers < holders.needed {
             metrics::counter!("invoice_conflicts_total", "chain_id" => scope.chain_id.to_string(), "reason" => refused.reason()).increment(1);
             warn!(invoice_id = %inv.id, vouchers, needed = holders.needed, error = %refused, "invoice from peers refused: this node's merchant registry does not take it, and too few operators received it before that to vouch for it");
@@ -243,5 +265,21 @@ mod tests {
             }
             assert_eq!(vouched.copies().filter(|c| c.vouchers_before(50) >= 2).count(), taken, "{answers:?}");
         }
+    }
+
+    /// The copy kept is the one most vouchers handed out, not the first voucher's: one
+    /// operator answering first cannot pick the creator or the creation time.
+    #[test]
+    fn the_copy_kept_is_the_one_most_vouchers_hand_out() {
+        let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let mine = Invoice { created_by: "node-3".into(), created_at: 0, ..invoice(1) };
+        let mut vouched = Vouched::default();
+        vouched.add(mine, a, Some(1), GossipRejection::NotTaken("revoked".into()));
+        vouched.add(invoice(1), b, Some(1), GossipRejection::NotTaken("revoked".into()));
+        vouched.add(invoice(1), c, Some(1), GossipRejection::NotTaken("revoked".into()));
+        let copies: Vec<Copy> = vouched.copies().collect();
+        assert_eq!(copies.len(), 1);
+        let kept = copies.into_iter().next().and_then(Copy::invoice).expect("a copy");
+        assert_eq!(kept, invoice(1));
     }
 }

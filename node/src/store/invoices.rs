@@ -305,10 +305,17 @@ impl Store {
         Ok(())
     }
 
-    /// When this node first stored invoice `id` (unix s), if it stored it since it keeps that.
+    /// When this node first stored invoice `id` (unix s): for one stored before it kept that,
+    /// when it began to (an upper bound); `None` for an invoice it does not hold.
     pub fn invoice_received_s(&self, id: B256) -> Result<Option<u64>, StoreError> {
         let tx = self.read()?;
-        Ok(tx.open_table(INVOICE_RECEIVED)?.get(id.0)?.map(|v| v.value()))
+        if let Some(at) = tx.open_table(INVOICE_RECEIVED)?.get(id.0)? {
+            return Ok(Some(at.value()));
+        }
+        if tx.open_table(INVOICES)?.get(id.0)?.is_none() {
+            return Ok(None);
+        }
+        Ok(tx.open_table(super::META)?.get(super::INVOICE_RECEIVED_SINCE)?.map(|v| v.value()))
     }
 
     /// The id of the invoice `merchant`'s signed request with `nonce` made, if one is stored.

@@ -92,6 +92,9 @@ pub(crate) const INVOICE_NONCES: TableDefinition<(&str, [u8; 32]), [u8; 32]> = T
 /// operator that asks it to vouch for the invoice (`rounds::invoice_fetch`). Invoices stored
 /// before the table have none.
 pub(crate) const INVOICE_RECEIVED: TableDefinition<[u8; 32], u64> = TableDefinition::new("invoice_received");
+/// `meta` key: when `invoice_received` began (unix s), the time an invoice stored before it
+/// counts as received.
+pub(crate) const INVOICE_RECEIVED_SINCE: &str = "invoice_received_since";
 /// `meta` key set once every stored invoice is in `invoice_nonces`.
 pub(crate) const INVOICE_NONCES_INDEXED: &str = "invoice_nonces_indexed";
 /// Invoices this node created whose first announcement has not gone out yet: written with the
@@ -279,6 +282,12 @@ impl Store {
         tx.open_table(outbox_queue::OUTBOX_ORDER)?;
         let indexed = outbox_queue::rebuild(&tx)?;
         let nonces = invoices::index_nonces(&tx)?;
+        {
+            let mut meta = tx.open_table(META)?;
+            if meta.get(INVOICE_RECEIVED_SINCE)?.is_none() {
+                meta.insert(INVOICE_RECEIVED_SINCE, crate::time::now_s())?;
+            }
+        }
         tx.commit()?;
         if indexed > 0 {
             tracing::info!(deliveries = indexed, "webhook queue indexed");
