@@ -412,7 +412,7 @@ impl RoundDriver {
                     .collect();
                 let received = invoices
                     .iter()
-                    .filter_map(|inv| Some((inv.id, self.store.invoice_received_s(inv.id).ok().flatten()?)))
+                    .filter_map(|inv| Some((inv.id, self.store.invoice_received_s(inv).ok().flatten()?)))
                     .collect();
                 if req.merchants && self.merchants.home_chain() == self.chain.chain_id() {
                     // Built and sent off the round loop, at most once per peer and interval.

@@ -58,7 +58,6 @@ impl Store {
         n += copy(&snapshot, &tx, INVOICES)?;
         n += copy(&snapshot, &tx, MERCHANT_INVOICES)?;
         n += copy(&snapshot, &tx, INVOICE_NONCES)?;
-        n += copy(&snapshot, &tx, INVOICE_RECEIVED)?;
         n += copy(&snapshot, &tx, EXPIRIES)?;
         n += copy(&snapshot, &tx, UNANNOUNCED)?;
         n += copy(&snapshot, &tx, CREATED)?;

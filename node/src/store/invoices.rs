@@ -1,8 +1,7 @@
 //! Invoices as merchants created them.
 
 use super::{
-    CREATED, EXPIRIES, INVOICE_NONCES, INVOICE_RECEIVED, INVOICES, MERCHANT_INVOICES, Store, StoreError, UNANNOUNCED,
-    decode, encode,
+    CREATED, EXPIRIES, INVOICE_NONCES, INVOICES, MERCHANT_INVOICES, Store, StoreError, UNANNOUNCED, decode, encode,
 };
 use alloy::primitives::{Address, B256, U256};
 use redb::ReadableTable;
@@ -251,7 +250,6 @@ impl Store {
             let mut by_merchant = tx.open_table(MERCHANT_INVOICES)?;
             let mut expiries = tx.open_table(EXPIRIES)?;
             let mut nonces = tx.open_table(INVOICE_NONCES)?;
-            let mut received = tx.open_table(INVOICE_RECEIVED)?;
             for invoice in invoices {
                 if t.get(invoice.id.0)?.is_some() {
                     new.push(false);
@@ -264,10 +262,9 @@ impl Store {
                     continue;
                 }
                 if invoice.statement.is_some() {
-                    nonces.insert((invoice.merchant_id.as_str(), invoice.nonce.0), invoice.id.0)?;
+                    nonces.insert((invoice.merchant_id.as_str(), invoice.nonce.0), (invoice.id.0, now_s))?;
                 }
                 t.insert(invoice.id.0, encode(invoice).as_slice())?;
-                received.insert(invoice.id.0, now_s)?;
                 by_merchant.insert((invoice.merchant_id.as_str(), invoice.created_at, invoice.id.0), ())?;
                 if let Some(at) = invoice.expires_at {
                     expiries.insert((at, invoice.id.0), ())?;
@@ -305,23 +302,21 @@ impl Store {
         Ok(())
     }
 
-    /// When this node first stored invoice `id` (unix s): for one stored before it kept that,
-    /// when it began to (an upper bound); `None` for an invoice it does not hold.
-    pub fn invoice_received_s(&self, id: B256) -> Result<Option<u64>, StoreError> {
-        let tx = self.read()?;
-        if let Some(at) = tx.open_table(INVOICE_RECEIVED)?.get(id.0)? {
-            return Ok(Some(at.value()));
-        }
-        if tx.open_table(INVOICES)?.get(id.0)?.is_none() {
-            return Ok(None);
-        }
-        Ok(tx.open_table(super::META)?.get(super::INVOICE_RECEIVED_SINCE)?.map(|v| v.value()))
+    /// When this node first stored `invoice` (unix s), which it holds: for one stored before
+    /// it kept that, when it began to (an upper bound); `None` for one without a signed
+    /// request, or that its nonce did not make here.
+    pub fn invoice_received_s(&self, invoice: &Invoice) -> Result<Option<u64>, StoreError> {
+        invoice.statement.as_ref().map_or(Ok(None), |_| {
+            let tx = self.read()?;
+            let held = tx.open_table(INVOICE_NONCES)?.get((invoice.merchant_id.as_str(), invoice.nonce.0))?;
+            Ok(held.map(|v| v.value()).filter(|(id, _)| *id == invoice.id.0).map(|(_, at)| at))
+        })
     }
 
     /// The id of the invoice `merchant`'s signed request with `nonce` made, if one is stored.
     pub fn invoice_of_nonce(&self, merchant: &str, nonce: B256) -> Result<Option<B256>, StoreError> {
         let tx = self.read()?;
-        Ok(tx.open_table(INVOICE_NONCES)?.get((merchant, nonce.0))?.map(|v| B256::from(v.value())))
+        Ok(tx.open_table(INVOICE_NONCES)?.get((merchant, nonce.0))?.map(|v| B256::from(v.value().0)))
     }
 
     /// The invoice with this id.
@@ -374,24 +369,25 @@ impl Store {
 /// The id of another invoice than `invoice` that its merchant's signed request (its nonce)
 /// made already, if one is stored.
 pub(super) fn nonce_taken(
-    nonces: &impl redb::ReadableTable<(&'static str, [u8; 32]), [u8; 32]>,
+    nonces: &impl redb::ReadableTable<(&'static str, [u8; 32]), super::MadeAt>,
     invoice: &Invoice,
 ) -> Result<Option<B256>, StoreError> {
     if invoice.statement.is_none() {
         return Ok(None);
     }
-    let made = nonces.get((invoice.merchant_id.as_str(), invoice.nonce.0))?.map(|v| B256::from(v.value()));
+    let made = nonces.get((invoice.merchant_id.as_str(), invoice.nonce.0))?.map(|v| B256::from(v.value().0));
     Ok(made.filter(|id| *id != invoice.id))
 }
 
 /// Indexes every stored invoice by its merchant's nonce, once (a file of a version before the
-/// index); returns how many were indexed. Of two stored invoices from one signed request, the
-/// earlier created keeps the nonce.
+/// index), as received now (an upper bound); returns how many were indexed. Of two stored
+/// invoices from one signed request, the earlier created keeps the nonce.
 pub(super) fn index_nonces(tx: &redb::WriteTransaction) -> Result<u64, StoreError> {
     let mut meta = tx.open_table(super::META)?;
     if meta.get(super::INVOICE_NONCES_INDEXED)?.is_some() {
         return Ok(0);
     }
+    let now_s = crate::time::now_s();
     // One invoice decoded at a time: a store of any size is indexed in constant memory.
     let invoices = tx.open_table(INVOICES)?;
     let mut nonces = tx.open_table(INVOICE_NONCES)?;
@@ -403,7 +399,7 @@ pub(super) fn index_nonces(tx: &redb::WriteTransaction) -> Result<u64, StoreErro
             continue;
         }
         let key = (invoice.merchant_id.as_str(), invoice.nonce.0);
-        let held = nonces.get(key)?.map(|v| v.value());
+        let held = nonces.get(key)?.map(|v| v.value().0);
         let earlier = match held {
             None => {
                 n += 1;
@@ -418,7 +414,7 @@ pub(super) fn index_nonces(tx: &redb::WriteTransaction) -> Result<u64, StoreErro
             },
         };
         if earlier {
-            nonces.insert(key, invoice.id.0)?;
+            nonces.insert(key, (invoice.id.0, now_s))?;
         }
     }
     meta.insert(super::INVOICE_NONCES_INDEXED, 1)?;

@@ -84,17 +84,15 @@ pub(crate) const EXPIRIES: TableDefinition<(u64, [u8; 32]), ()> = TableDefinitio
 pub(crate) const MERCHANT_INVOICES: TableDefinition<(&str, u64, [u8; 32]), ()> =
     TableDefinition::new("merchant_invoices");
 /// (merchant, nonce) → the id of the invoice the merchant's signed request with that nonce
-/// made: one signed request makes one invoice, whatever payout address or payments contract
-/// holds when it is replayed (`Store::invoice_of_nonce`). Invoices without a signed request
-/// (of versions before them) are not in it.
-pub(crate) const INVOICE_NONCES: TableDefinition<(&str, [u8; 32]), [u8; 32]> = TableDefinition::new("invoice_nonces");
-/// Invoice id → when this node first stored it (unix s, its own clock): what it tells an
-/// operator that asks it to vouch for the invoice (`rounds::invoice_fetch`). Invoices stored
-/// before the table have none.
-pub(crate) const INVOICE_RECEIVED: TableDefinition<[u8; 32], u64> = TableDefinition::new("invoice_received");
-/// `meta` key: when `invoice_received` began (unix s), the time an invoice stored before it
-/// counts as received.
-pub(crate) const INVOICE_RECEIVED_SINCE: &str = "invoice_received_since";
+/// made, and when this node stored it (unix s, its own clock): one signed request makes one
+/// invoice, whatever payout address or payments contract holds when it is replayed
+/// (`Store::invoice_of_nonce`), and the time is what this node tells an operator that asks it
+/// to vouch for the invoice (`rounds::invoice_fetch`). One table for both: each invoice every
+/// node stores costs one more insert, not two. Invoices without a signed request (of versions
+/// before them) are not in it.
+pub(crate) const INVOICE_NONCES: TableDefinition<(&str, [u8; 32]), MadeAt> = TableDefinition::new("invoice_nonces");
+/// An invoice id and when this node stored it (unix s).
+pub(crate) type MadeAt = ([u8; 32], u64);
 /// `meta` key set once every stored invoice is in `invoice_nonces`.
 pub(crate) const INVOICE_NONCES_INDEXED: &str = "invoice_nonces_indexed";
 /// Invoices this node created whose first announcement has not gone out yet: written with the
@@ -245,7 +243,6 @@ impl Store {
         let db = Database::create(path)?;
         let tx = db.begin_write()?;
         tx.open_table(INVOICES)?;
-        tx.open_table(INVOICE_RECEIVED)?;
         tx.open_table(MERCHANT_INVOICES)?;
         tx.open_table(EXPIRIES)?;
         tx.open_table(UNANNOUNCED)?;
@@ -282,12 +279,6 @@ impl Store {
         tx.open_table(outbox_queue::OUTBOX_ORDER)?;
         let indexed = outbox_queue::rebuild(&tx)?;
         let nonces = invoices::index_nonces(&tx)?;
-        {
-            let mut meta = tx.open_table(META)?;
-            if meta.get(INVOICE_RECEIVED_SINCE)?.is_none() {
-                meta.insert(INVOICE_RECEIVED_SINCE, crate::time::now_s())?;
-            }
-        }
         tx.commit()?;
         if indexed > 0 {
             tracing::info!(deliveries = indexed, "webhook queue indexed");
