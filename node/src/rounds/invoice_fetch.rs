@@ -224,21 +224,11 @@ mod tests {
     fn invoice(request: u8) -> Invoice {
         Invoice {
             id: B256::repeat_byte(1),
-            nonce: B256::repeat_byte(4),
-            merchant_id: "m".into(),
-            payout_address: alloy::primitives::Address::repeat_byte(0x11),
-            amount: alloy::primitives::U256::from(1u64),
-            token: alloy::primitives::Address::ZERO,
-            created_at: 1,
-            expires_at: None,
-            metadata: None,
-            created_by: "node-0".into(),
-            idempotency: None,
-            redirect_url: None,
             statement: Some(settleproof_merchant_auth::SignedStatement {
                 jwt: format!("jwt-{request}"),
                 body: "{}".into(),
             }),
+            ..super::super::parked::tests::invoice(1, "m")
         }
     }
 

@@ -157,10 +157,11 @@ impl ParkedInvoices {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn invoice(n: u64, merchant: &str) -> Invoice {
+    /// Invoice `n` (its id) of `merchant`, without a signed request.
+    pub(in crate::rounds) fn invoice(n: u64, merchant: &str) -> Invoice {
         Invoice {
             id: B256::left_padding_from(&n.to_be_bytes()),
             nonce: B256::repeat_byte(4),

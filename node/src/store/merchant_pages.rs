@@ -57,6 +57,18 @@ fn page_of<K, T: DeserializeOwned>(
     Ok((out, None))
 }
 
+/// The rows of a table keyed by name after `after` (none: from the first), keys owned.
+fn rows_after(
+    t: &redb::ReadOnlyTable<&'static str, &'static [u8]>,
+    after: Option<&str>,
+) -> Result<impl Iterator<Item = Result<(String, Vec<u8>), StoreError>> + use<>, StoreError> {
+    let rows = match after {
+        Some(a) => t.range::<&str>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))?,
+        None => t.range::<&str>(..)?,
+    };
+    Ok(rows.map(|r| r.map(|(k, v)| (k.value().to_string(), v.value().to_vec())).map_err(StoreError::from)))
+}
+
 impl Store {
     /// Registry records after merchant id `after` (version 0, seeded from a configuration and
     /// approved by nobody, does not travel).
@@ -66,12 +78,7 @@ impl Store {
         budget: &mut PageBudget,
     ) -> Result<Page<String, RegistryEntry>, StoreError> {
         let tx = self.read()?;
-        let t = tx.open_table(MERCHANT_REGISTRY)?;
-        let rows = match after {
-            Some(a) => t.range::<&str>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))?,
-            None => t.range::<&str>(..)?,
-        };
-        let rows = rows.map(|r| r.map(|(k, v)| (k.value().to_string(), v.value().to_vec())).map_err(StoreError::from));
+        let rows = rows_after(&tx.open_table(MERCHANT_REGISTRY)?, after)?;
         page_of(rows, "merchant_registry", budget, |e: &RegistryEntry| e.change.version > 0)
     }
 
@@ -99,12 +106,7 @@ impl Store {
         budget: &mut PageBudget,
     ) -> Result<Page<String, WebhookEndpoint>, StoreError> {
         let tx = self.read()?;
-        let t = tx.open_table(WEBHOOK_ENDPOINTS)?;
-        let rows = match after {
-            Some(a) => t.range::<&str>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))?,
-            None => t.range::<&str>(..)?,
-        };
-        let rows = rows.map(|r| r.map(|(k, v)| (k.value().to_string(), v.value().to_vec())).map_err(StoreError::from));
+        let rows = rows_after(&tx.open_table(WEBHOOK_ENDPOINTS)?, after)?;
         page_of(rows, "webhook_endpoints", budget, |e: &WebhookEndpoint| !e.statements.is_empty())
     }
 }
