@@ -48,8 +48,20 @@ async fn webhook_for(net: &Testnet, invoice: &str, within: Duration) -> Result<V
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_keeper_killed_before_aggregating_is_replaced_and_the_round_settles_once() -> Result<()> {
     let mut net = Testnet::start_with(Options { processes: true, round_length: 3, ..Options::default() }).await?;
-    let (id, block) = pay(&net, 0).await?;
-    let round = round_of(&net, block);
+    let (status, created) = net.create_invoice(0, json!({"amount": WEI, "token": "native"})).await?;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().ok_or_else(|| eyre!("no id"))?.to_string();
+    // The invoice reaches every node before it is paid (invoices are announced once a second):
+    // a creator killed before that would hold it alone until it is back, and this test is
+    // about the keeper.
+    for i in 0..4 {
+        net.eventually("the invoice is replicated", Duration::from_secs(15), || async {
+            (net.get_invoice(i, &id).await.ok()?.0 == 200).then_some(())
+        })
+        .await?;
+    }
+    net.pay(&created).await?;
+    let round = round_of(&net, net.provider()?.get_block_number().await?);
     let keeper = (round % 4) as usize;
     net.kill9(keeper)?;
     let other = (keeper + 1) % 4;

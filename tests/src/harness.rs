@@ -567,12 +567,19 @@ impl Testnet {
 }
 
 impl Drop for Testnet {
+    /// Kills process nodes. With `SETTLEPROOF_KEEP_TESTNET` set, the network's folder (node
+    /// logs, stores, configs) is kept and its path printed, to read what a failed test saw.
     fn drop(&mut self) {
         for n in self.nodes.iter_mut() {
             if let NodeRun::Process(c) = n {
                 let _ = c.kill();
                 let _ = c.wait();
             }
+        }
+        if std::env::var_os("SETTLEPROOF_KEEP_TESTNET").is_some()
+            && let Ok(empty) = tempfile::TempDir::new()
+        {
+            eprintln!("test network kept in {}", std::mem::replace(&mut self.dir, empty).keep().display());
         }
     }
 }

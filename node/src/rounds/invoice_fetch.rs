@@ -77,9 +77,11 @@ impl Copy {
         best.map(|(inv, _)| inv)
     }
 
-    /// The vouchers that received it by `cutoff_s` (both in whole seconds).
+    /// The vouchers that received it in a whole second before `cutoff_s`'s. Both are whole
+    /// seconds: one received in the cutoff's own second may have come after it (a thief's
+    /// invoice made at a lagging node just after the revocation), so it does not count.
     fn vouchers_before(&self, cutoff_s: u64) -> usize {
-        self.vouchers.values().filter(|at| at.is_some_and(|at| at <= cutoff_s)).count()
+        self.vouchers.values().filter(|at| at.is_some_and(|at| at < cutoff_s)).count()
     }
 }
 
@@ -240,11 +242,12 @@ mod tests {
         let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
         let early = Some(10);
         type Answer = (u8, PeerId, Option<u64>);
-        let table: [(&[Answer], usize); 6] = [
+        let table: [(&[Answer], usize); 7] = [
             (&[(1, a, early), (1, a, early)], 0),
             (&[(1, a, early), (2, b, early)], 0),
             (&[(1, a, early), (1, b, early)], 1),
             (&[(1, a, early), (1, b, Some(100))], 0),
+            (&[(1, a, early), (1, b, Some(50))], 0),
             (&[(1, a, early), (1, b, None)], 0),
             (&[(1, a, early), (2, b, early), (2, c, early), (1, c, early)], 2),
         ];
