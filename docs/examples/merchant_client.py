@@ -8,8 +8,9 @@
 
 Each request gets a JWT of its own: header alg, kid, typ and a fresh nonce; claims iss (the
 merchant), sub (the key id), nbf/exp one minute apart, uri ("METHOD host[:port]/path") and
-reqHash (SHA-256 of the exact body bytes), and aud (the network) when SETTLEPROOF_AUDIENCE is
-set: then no other network where the key is registered takes the request or what it makes.
+reqHash (SHA-256 of the exact body bytes), and aud (the network, SETTLEPROOF_AUDIENCE, which
+nodes require): no other network where the key is registered takes the request or what it
+makes.
 Prints the status and the answer; exits 1 on an error status.
 """
 
@@ -63,8 +64,7 @@ def authorization(method, url, body, merchant_id, key, alg, kid):
     }
     if body:
         claims["reqHash"] = hashlib.sha256(body).hexdigest()
-    if os.environ.get("SETTLEPROOF_AUDIENCE"):
-        claims["aud"] = os.environ["SETTLEPROOF_AUDIENCE"]
+    claims["aud"] = os.environ["SETTLEPROOF_AUDIENCE"]
     token = jwt.encode(claims, key, algorithm=alg, headers={"kid": kid, "nonce": secrets.token_hex(16)})
     return f"Bearer {token}"
 

@@ -7,8 +7,9 @@
 //
 // Each request gets a JWT of its own: header alg, kid, typ and a fresh nonce; claims iss (the
 // merchant), sub (the key id), nbf/exp one minute apart, uri ("METHOD host[:port]/path") and
-// reqHash (SHA-256 of the exact body bytes), and aud (the network) when SETTLEPROOF_AUDIENCE is
-// set: then no other network where the key is registered takes the request or what it makes.
+// reqHash (SHA-256 of the exact body bytes), and aud (the network, SETTLEPROOF_AUDIENCE, which
+// nodes require): no other network where the key is registered takes the request or what it
+// makes.
 // Prints the status and the answer; exits 1 on an error status.
 
 import { createHash, createPrivateKey, createPublicKey, randomBytes } from "node:crypto";
@@ -49,7 +50,9 @@ export async function signedFetch(method: string, url: string, body: string | un
     uri: `${method.toUpperCase()} ${u.host.toLowerCase()}${u.pathname || "/"}`,
   };
   if (body) claims.reqHash = createHash("sha256").update(body).digest("hex");
-  if (process.env.SETTLEPROOF_AUDIENCE) claims.aud = process.env.SETTLEPROOF_AUDIENCE;
+  const aud = process.env.SETTLEPROOF_AUDIENCE;
+  if (!aud) throw new Error("set SETTLEPROOF_AUDIENCE: the network the request is for (nodes require it)");
+  claims.aud = aud;
   const jwt = await new SignJWT(claims)
     .setProtectedHeader({ alg, kid, typ: "JWT", nonce: randomBytes(16).toString("hex") })
     .sign(key);

@@ -21,8 +21,8 @@ mod statement;
 pub use key::{KeyAlg, KeyError, MerchantKey};
 pub use replay::NonceCache;
 pub use request::{
-    AuthError, Expected, MAX_LIFETIME_S, MAX_SKEW_S, RequestClaims, Verified, body_hash, canonical_host, check_body,
-    host_and_path, network_audience, request_uri, verify_request,
+    Audience, AuthError, Expected, MAX_LIFETIME_S, MAX_SKEW_S, RequestClaims, Verified, body_hash, canonical_host,
+    check_body, host_and_path, network_audience, request_uri, verify_request,
 };
 pub use signer::{DEFAULT_LIFETIME_S, MerchantSigner, random_nonce};
 pub use statement::{SignedStatement, header_free_claims, header_key_id};
@@ -43,7 +43,8 @@ mod tests {
         let known = signer.public_key().clone();
         let merchant = signer.merchant_id().to_string();
         let hosts = hosts();
-        let expected = Expected { method: "POST", path: "/v1/invoices", hosts: &hosts, audience: AUDIENCE };
+        let expected =
+            Expected { method: "POST", path: "/v1/invoices", hosts: &hosts, audience: Audience::required(AUDIENCE) };
         let v = verify_request(
             token,
             |kid| (kid == known.key_id()).then(|| (merchant.clone(), known.clone())),
@@ -62,14 +63,14 @@ mod tests {
             exp: NOW + 60,
             uri: "POST 127.0.0.1:8700/v1/invoices".into(),
             req_hash: Some(body_hash(body)),
-            aud: None,
+            aud: Some(AUDIENCE.into()),
         }
     }
 
     #[test]
     fn a_signed_request_verifies_with_either_algorithm() {
         for alg in [KeyAlg::EdDsa, KeyAlg::Es256] {
-            let s = MerchantSigner::generate("shop", alg).expect("key");
+            let s = MerchantSigner::generate("shop", alg).expect("key").with_audience(AUDIENCE);
             let t = s.sign_request("post", URL, b"{}", NOW, 60).expect("sign");
             let v = check(&s, &t, b"{}", NOW + 5).expect("verifies");
             assert_eq!((v.merchant_id.as_str(), v.key_id.as_str(), v.expires_s), ("shop", s.key_id(), NOW + 60));
@@ -81,8 +82,8 @@ mod tests {
 
     #[test]
     fn every_binding_is_checked() {
-        let s = MerchantSigner::generate("shop", KeyAlg::EdDsa).expect("key");
-        let other = MerchantSigner::generate("shop", KeyAlg::EdDsa).expect("key");
+        let s = MerchantSigner::generate("shop", KeyAlg::EdDsa).expect("key").with_audience(AUDIENCE);
+        let other = MerchantSigner::generate("shop", KeyAlg::EdDsa).expect("key").with_audience(AUDIENCE);
         let body = br#"{"amount":"1"}"#;
         let sign = |c: &RequestClaims| s.sign_claims(c, &random_nonce()).expect("sign");
         let with = |f: &dyn Fn(&mut RequestClaims)| {
@@ -103,6 +104,7 @@ mod tests {
                     want: AUDIENCE.into(),
                 },
             ),
+            ("no network", with(&|c| c.aud = None), body, NOW, AuthError::MissingAudience { want: AUDIENCE.into() }),
             (
                 "another host",
                 with(&|c| c.uri = "POST 10.0.0.9:8700/v1/invoices".into()),
@@ -161,8 +163,8 @@ mod tests {
 
     #[test]
     fn a_signature_by_another_key_under_this_kid_is_refused() {
-        let s = MerchantSigner::generate("shop", KeyAlg::EdDsa).expect("key");
-        let forger = MerchantSigner::generate("shop", KeyAlg::EdDsa).expect("key");
+        let s = MerchantSigner::generate("shop", KeyAlg::EdDsa).expect("key").with_audience(AUDIENCE);
+        let forger = MerchantSigner::generate("shop", KeyAlg::EdDsa).expect("key").with_audience(AUDIENCE);
         let token = forger.sign_claims(&claims(&s, b"x"), &random_nonce()).expect("sign");
         // Put the genuine kid in the forger's header.
         let forged_header = {
@@ -176,7 +178,7 @@ mod tests {
         let forged = format!("{forged_header}.{rest}");
         assert_eq!(check(&s, &forged, b"x", NOW), Err(AuthError::BadSignature(s.key_id().into())));
         // Nor may the header name another algorithm than the key's.
-        let es = MerchantSigner::generate("shop", KeyAlg::Es256).expect("key");
+        let es = MerchantSigner::generate("shop", KeyAlg::Es256).expect("key").with_audience(AUDIENCE);
         let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
         h.kid = Some(s.key_id().into());
         h.nonce = Some(random_nonce());

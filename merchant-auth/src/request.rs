@@ -49,6 +49,34 @@ pub fn network_audience(chain_id: u64, settlement: &str) -> String {
     format!("settleproof:{chain_id}:{}", settlement.to_ascii_lowercase())
 }
 
+/// The network a JWT must name as its `aud`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Audience<'a> {
+    /// This network ([`network_audience`]): a JWT naming another is refused.
+    pub network: &'a str,
+    /// A JWT naming no network is taken only when signed (`nbf`) before this time (unix s): a
+    /// network whose merchants signed without `aud` before it was required sets it to the day
+    /// it was. `None`: a JWT must always name the network.
+    pub unnamed_before_s: Option<u64>,
+}
+
+impl<'a> Audience<'a> {
+    /// A JWT must name `network`.
+    pub fn required(network: &'a str) -> Self {
+        Self { network, unnamed_before_s: None }
+    }
+
+    /// Whether `claims` are for this network (see the fields).
+    fn check(&self, claims: &RequestClaims) -> Result<(), AuthError> {
+        match &claims.aud {
+            Some(got) if got == self.network => Ok(()),
+            Some(got) => Err(AuthError::WrongAudience { got: got.clone(), want: self.network.to_string() }),
+            None if self.unnamed_before_s.is_some_and(|before| claims.nbf < before) => Ok(()),
+            None => Err(AuthError::MissingAudience { want: self.network.to_string() }),
+        }
+    }
+}
+
 /// The request a token must be bound to.
 #[derive(Debug, Clone, Copy)]
 pub struct Expected<'a> {
@@ -58,8 +86,8 @@ pub struct Expected<'a> {
     pub path: &'a str,
     /// This node's own hosts ([`canonical_host`] of its URLs).
     pub hosts: &'a [String],
-    /// This node's network ([`network_audience`]): a JWT with another `aud` is refused.
-    pub audience: &'a str,
+    /// This node's network: a JWT with another `aud`, or none, is refused.
+    pub audience: Audience<'a>,
 }
 
 /// A request whose signature and bindings hold.
@@ -140,6 +168,12 @@ pub enum AuthError {
         /// This network.
         want: String,
     },
+    /// No `aud`, on a network that requires one.
+    #[error("the JWT has no `aud`: sign it for this network, `aud` = `{}` (the `audience` of any node's /health/ready)", clip(.want))]
+    MissingAudience {
+        /// This network.
+        want: String,
+    },
     /// `reqHash` is missing or is not this body's.
     #[error("`reqHash` must be the lowercase hex SHA-256 of this request's body")]
     BodyHash,
@@ -178,6 +212,7 @@ impl AuthError {
             AuthError::WrongHost(_) => "wrong_host",
             AuthError::WrongTarget { .. } => "wrong_target",
             AuthError::WrongAudience { .. } => "wrong_audience",
+            AuthError::MissingAudience { .. } => "missing_audience",
             AuthError::BodyHash => "body_hash",
             AuthError::Replayed => "replayed",
             AuthError::ReplayCacheFull => "replay_cache_full",
@@ -273,15 +308,15 @@ pub fn verify_request(
 }
 
 /// The claims of `jwt` when `key` (id `kid`) signed it for `merchant_id` (`iss` and `sub`
-/// match), with the `required` claims present and, when it names one, `audience` as its `aud`
-/// (`None`: any); times are the caller's to check.
+/// match), with the `required` claims present and for `audience` (`None`: any network, for a
+/// check that cannot know it); times are the caller's to check.
 pub(crate) fn signed_claims(
     jwt: &str,
     key: &MerchantKey,
     kid: &str,
     merchant_id: &str,
     required: &[&str],
-    audience: Option<&str>,
+    audience: Option<Audience<'_>>,
 ) -> Result<RequestClaims, AuthError> {
     let mut validation = jsonwebtoken::Validation::new(key.alg.jwt());
     validation.validate_exp = false;
@@ -299,10 +334,8 @@ pub(crate) fn signed_claims(
     if claims.iss != merchant_id || claims.sub != kid {
         return Err(AuthError::WrongSubject);
     }
-    if let (Some(got), Some(want)) = (&claims.aud, audience)
-        && got != want
-    {
-        return Err(AuthError::WrongAudience { got: got.clone(), want: want.to_string() });
+    if let Some(audience) = audience {
+        audience.check(&claims)?;
     }
     Ok(claims)
 }

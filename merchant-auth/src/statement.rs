@@ -44,14 +44,14 @@ pub fn header_key_id(jwt: &str) -> Option<String> {
 
 impl SignedStatement {
     /// Checks that `key` of `merchant_id` signed a `method` request to `path` with this body,
-    /// for network `audience` when the JWT names one (`None`: for any network).
+    /// for `audience` (`None`: for any network, for a check that cannot know it).
     pub fn verify(
         &self,
         key: &MerchantKey,
         merchant_id: &str,
         method: &str,
         path: &str,
-        audience: Option<&str>,
+        audience: Option<crate::Audience<'_>>,
     ) -> Result<(), AuthError> {
         let header = jsonwebtoken::decode_header(&self.jwt).map_err(|e| AuthError::Malformed(e.to_string()))?;
         let kid = header.kid.ok_or(AuthError::MissingKeyId)?;
@@ -129,25 +129,42 @@ mod tests {
         );
     }
 
-    /// A statement naming a network holds on that network only; one naming none holds on
-    /// any (a check that cannot know the network, `None`, takes both).
+    /// A statement naming a network holds on that network only. One naming none holds where
+    /// the network allows it for what was signed before a day, and nowhere else; a check that
+    /// cannot know the network (`None`) takes both.
     #[test]
-    fn a_statement_for_one_network_is_refused_on_another() {
+    fn a_statement_for_one_network_is_refused_on_another_and_one_for_none_after_the_day() {
         let here = crate::network_audience(31337, "0xAbC0000000000000000000000000000000000001");
         let there = crate::network_audience(1, "0xabc0000000000000000000000000000000000001");
+        let (at_here, at_there) = (crate::Audience::required(&here), crate::Audience::required(&there));
         let root = MerchantSigner::generate("shop", KeyAlg::EdDsa).expect("key").with_audience(there.clone());
         let jwt = root.sign_request("POST", "http://h:1/v1/api-keys", b"{}", 1, 60).expect("sign");
         let s = SignedStatement { jwt, body: "{}".into() };
         assert_eq!(
-            s.verify(root.public_key(), "shop", "POST", "/v1/api-keys", Some(&here)),
+            s.verify(root.public_key(), "shop", "POST", "/v1/api-keys", Some(at_here)),
             Err(AuthError::WrongAudience { got: there.clone(), want: here.clone() })
         );
-        assert_eq!(s.verify(root.public_key(), "shop", "POST", "/v1/api-keys", Some(&there)), Ok(()));
+        assert_eq!(s.verify(root.public_key(), "shop", "POST", "/v1/api-keys", Some(at_there)), Ok(()));
         assert_eq!(s.verify(root.public_key(), "shop", "POST", "/v1/api-keys", None), Ok(()));
         let plain = MerchantSigner::generate("shop", KeyAlg::EdDsa).expect("key");
-        let jwt = plain.sign_request("POST", "http://h:1/v1/api-keys", b"{}", 1, 60).expect("sign");
-        let s = SignedStatement { jwt, body: "{}".into() };
-        assert_eq!(s.verify(plain.public_key(), "shop", "POST", "/v1/api-keys", Some(&here)), Ok(()));
+        let signed_at = |nbf| {
+            let jwt = plain.sign_request("POST", "http://h:1/v1/api-keys", b"{}", nbf, 60).expect("sign");
+            SignedStatement { jwt, body: "{}".into() }
+        };
+        let migrating = |before| crate::Audience { network: &here, unnamed_before_s: Some(before) };
+        let table = [
+            (Some(at_here), 100, Err(AuthError::MissingAudience { want: here.clone() })),
+            (Some(migrating(100)), 99, Ok(())),
+            (Some(migrating(100)), 100, Err(AuthError::MissingAudience { want: here.clone() })),
+            (None, 100, Ok(())),
+        ];
+        for (audience, nbf, want) in table {
+            assert_eq!(
+                signed_at(nbf).verify(plain.public_key(), "shop", "POST", "/v1/api-keys", audience),
+                want,
+                "{audience:?} {nbf}"
+            );
+        }
         assert!(here.ends_with(":0xabc0000000000000000000000000000000000001"), "{here}");
     }
 }

@@ -352,11 +352,12 @@ pub enum MerchantCommand {
         /// The merchant id.
         #[arg(long, env = "SETTLEPROOF_MERCHANT_ID")]
         merchant: String,
-        /// The network the request is for (`audience` of any node's `/health/ready`, or the
-        /// testnet manifest's `merchant.audience`): signed as `aud`, so no other network where
-        /// the key is registered takes the request or what it makes.
+        /// The network the request is for (the operators' published `audience`, also in any
+        /// node's `/health/ready`, or the testnet manifest's `merchant.audience`): signed as
+        /// `aud`, so no other network where the key is registered takes the request or what it
+        /// makes. Required: nodes refuse a request without it.
         #[arg(long, env = "SETTLEPROOF_AUDIENCE")]
-        audience: Option<String>,
+        audience: String,
         /// Another node to send the same request to (its base URL, e.g.
         /// `http://127.0.0.1:8701`), signed for that node; repeatable. A change sent to f + 1
         /// nodes reaches every node even if one of them keeps it to itself. Fails only when no

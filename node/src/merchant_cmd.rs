@@ -48,10 +48,7 @@ pub(crate) async fn run(cmd: MerchantCommand) -> Result<()> {
         }
         MerchantCommand::Request { method, url, data, headers, key, merchant, audience, also } => {
             let pem = std::fs::read_to_string(&key).wrap_err_with(|| format!("reading {}", key.display()))?;
-            let mut signer = MerchantSigner::from_pem(&merchant, &pem)?;
-            if let Some(audience) = audience {
-                signer = signer.with_audience(audience);
-            }
+            let signer = MerchantSigner::from_pem(&merchant, &pem)?.with_audience(audience);
             let body = match &data {
                 Some(d) => {
                     // Sent exactly as given: the signature covers these bytes.
@@ -74,11 +71,6 @@ pub(crate) async fn run(cmd: MerchantCommand) -> Result<()> {
                 let u = reqwest::Url::parse(&url).wrap_err("the URL")?;
                 let rest = u.query().map_or(u.path().to_string(), |q| format!("{}?{q}", u.path()));
                 urls.push(format!("{}{rest}", base.trim_end_matches('/')));
-            }
-            if signer.audience().is_none() {
-                eprintln!(
-                    "warning: no --audience (SETTLEPROOF_AUDIENCE): this request holds on any network where the key is registered"
-                );
             }
             if urls.len() > 1 && method == "POST" && !body_has_nonce(&body) {
                 let path = reqwest::Url::parse(&url).map(|u| u.path().to_string()).unwrap_or_default();

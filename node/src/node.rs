@@ -181,6 +181,7 @@ pub async fn start(cfg: NodeConfig) -> Result<NodeHandle, NodeError> {
             settlement: home.cfg.settlement_contract,
             url_policy: (cfg.tls.allow_insecure_http, cfg.webhooks.allow_private_targets),
             secret_overlap_ms: cfg.webhooks.secret_overlap_s.saturating_mul(1000),
+            audience_optional_before_s: cfg.network.audience_optional_before_s,
         },
         &cfg.merchants,
     )?;

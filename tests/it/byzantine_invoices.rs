@@ -72,9 +72,7 @@ async fn invoices_the_merchant_did_not_sign_are_refused() -> Result<()> {
         Invoice { amount: U256::from(1), nonce: B256::repeat_byte(0x9c), created_by: by.clone(), ..template.clone() };
     unsigned.id = unsigned.terms(chain_id, payments).id();
     // ...and one it signed itself in the merchant's name, sending the payer elsewhere after.
-    let impostor =
-        settleproof_merchant_auth::MerchantSigner::generate(&merchant.id, settleproof_merchant_auth::KeyAlg::EdDsa)
-            .map_err(|e| eyre!("{e}"))?;
+    let impostor = net.merchant_signer(&merchant.id, settleproof_merchant_auth::KeyAlg::EdDsa)?;
     let ghost_body = json!({"amount": "1", "token": "native", "redirect_url": "https://evil.example/"});
     let forged = crate::harness::signed_invoice(&net, &impostor, ghost_body, merchant.payout_address, &by)?;
     // Whether a merchant's key signed depends on the registry: neither costs the relayer. Five
@@ -168,9 +166,7 @@ async fn ghost_invoices_are_refused() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_invoice_of_a_merchant_approved_later_is_kept_until_the_registry_holds_it() -> Result<()> {
     let (net, bad) = with_byzantine(Options::default()).await?;
-    let shop =
-        settleproof_merchant_auth::MerchantSigner::generate("late-shop", settleproof_merchant_auth::KeyAlg::EdDsa)
-            .map_err(|e| eyre!("{e}"))?;
+    let shop = net.merchant_signer("late-shop", settleproof_merchant_auth::KeyAlg::EdDsa)?;
     let payout: Address = "0x3333333333333333333333333333333333333333".parse()?;
     let onboarding = json!({
         "id": "late-shop",
@@ -398,9 +394,7 @@ async fn a_signed_request_replayed_after_a_payout_change_makes_no_second_invoice
     use crate::merchants::call;
     use reqwest::Method;
     let (net, bad) = with_byzantine(Options::default()).await?;
-    let shop =
-        settleproof_merchant_auth::MerchantSigner::generate("nonce-shop", settleproof_merchant_auth::KeyAlg::EdDsa)
-            .map_err(|e| eyre!("{e}"))?;
+    let shop = net.merchant_signer("nonce-shop", settleproof_merchant_auth::KeyAlg::EdDsa)?;
     let (old_payout, new_payout): (Address, Address) =
         ("0x3434343434343434343434343434343434343434".parse()?, "0x4545454545454545454545454545454545454545".parse()?);
     let onboarding = json!({

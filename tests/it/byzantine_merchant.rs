@@ -15,7 +15,7 @@ use std::time::Duration;
 async fn an_operator_can_neither_mint_widen_nor_revoke_a_merchants_key() -> Result<()> {
     use crate::merchants::{call, grant_key};
     use reqwest::Method;
-    use settleproof_merchant_auth::{KeyAlg, MerchantSigner, SignedStatement};
+    use settleproof_merchant_auth::{KeyAlg, SignedStatement};
     let (net, bad) = with_byzantine(Options::default()).await?;
     let (status, created, genuine) = grant_key(&net, 0, "reader", &["invoices:read"]).await?;
     assert_eq!(status, 201, "{created}");
@@ -26,7 +26,7 @@ async fn an_operator_can_neither_mint_widen_nor_revoke_a_merchants_key() -> Resu
         .await?;
     }
     // The operator's own key pair, granted in the merchant's name with its own signature.
-    let minted = MerchantSigner::generate("demo", KeyAlg::EdDsa).map_err(|e| eyre!("{e}"))?;
+    let minted = net.merchant_signer("demo", KeyAlg::EdDsa)?;
     let body = json!({"name": "ops", "scopes": ["invoices:write", "invoices:read", "webhooks:manage"], "public_key": minted.public_key()}).to_string();
     let now = settleproof_node::time::now_s();
     let jwt = minted
@@ -81,7 +81,7 @@ async fn an_operator_can_neither_mint_widen_nor_revoke_a_merchants_key() -> Resu
 async fn an_operator_can_neither_forge_redirect_nor_delete_a_merchants_endpoint() -> Result<()> {
     use crate::merchants::call;
     use reqwest::Method;
-    use settleproof_merchant_auth::{KeyAlg, MerchantSigner, SignedStatement};
+    use settleproof_merchant_auth::{KeyAlg, SignedStatement};
     let (net, bad) = with_byzantine(Options::default()).await?;
     let root = net.devnet.merchant_key.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -109,7 +109,7 @@ async fn an_operator_can_neither_forge_redirect_nor_delete_a_merchants_endpoint(
     }
 
     // The operator's own key, signing in the merchant's name.
-    let op = MerchantSigner::generate("demo", KeyAlg::EdDsa).map_err(|e| eyre!("{e}"))?;
+    let op = net.merchant_signer("demo", KeyAlg::EdDsa)?;
     let sign = |method: &str, path: &str, body: &str| -> Result<SignedStatement> {
         let now = settleproof_node::time::now_s() + 5;
         let jwt = op
@@ -169,10 +169,10 @@ async fn an_operator_can_neither_forge_redirect_nor_delete_a_merchants_endpoint(
 async fn a_record_one_operator_holds_reaches_every_node_by_digest_and_false_digests_cost_little() -> Result<()> {
     use crate::merchants::call;
     use reqwest::Method;
-    use settleproof_merchant_auth::{KeyAlg, MerchantSigner, SignedStatement};
+    use settleproof_merchant_auth::{KeyAlg, SignedStatement};
     let (net, bad) = with_byzantine(Options::default()).await?;
     // The merchant's genuine grant, signed by its root key, that no honest node ever heard.
-    let holder = MerchantSigner::generate("demo", KeyAlg::EdDsa).map_err(|e| eyre!("{e}"))?;
+    let holder = net.merchant_signer("demo", KeyAlg::EdDsa)?;
     let body = json!({"name": "unheard", "scopes": ["invoices:read"], "public_key": holder.public_key()}).to_string();
     let now = settleproof_node::time::now_s();
     let jwt = net
@@ -235,20 +235,37 @@ async fn a_record_one_operator_holds_reaches_every_node_by_digest_and_false_dige
 /// that network is refused naming both networks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn what_the_merchant_signed_for_another_network_is_refused_here() -> Result<()> {
+    signed_elsewhere_is_refused(Some("settleproof:1:0x00000000000000000000000000000000000000aa"), "wrong audience")
+        .await
+}
+
+/// As above, for what the merchant signed for no network (on a network, or with a client, from
+/// before `aud` was required): refused, naming this network.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn what_the_merchant_signed_for_no_network_is_refused_here() -> Result<()> {
+    signed_elsewhere_is_refused(None, "no `aud`").await
+}
+
+/// The merchant's root key signing for `audience` (`None`: for no network) elsewhere: a
+/// request is refused here saying `why`, and a grant and an invoice it signed, announced and
+/// served by the Byzantine operator, are taken by no node.
+async fn signed_elsewhere_is_refused(audience: Option<&str>, why: &str) -> Result<()> {
     use crate::merchants::call;
     use reqwest::Method;
     use settleproof_merchant_auth::{KeyAlg, MerchantSigner, SignedStatement};
     let (net, bad) = with_byzantine(Options::default()).await?;
-    let staging = "settleproof:1:0x00000000000000000000000000000000000000aa";
-    let elsewhere = MerchantSigner::from_pem("demo", net.devnet.merchant_key.private_key_pem())
-        .map_err(|e| eyre!("{e}"))?
-        .with_audience(staging);
+    let mut elsewhere =
+        MerchantSigner::from_pem("demo", net.devnet.merchant_key.private_key_pem()).map_err(|e| eyre!("{e}"))?;
+    if let Some(audience) = audience {
+        elsewhere = elsewhere.with_audience(audience);
+    }
     let (status, refused) = call(&net, 0, Method::GET, "/v1/invoices", &elsewhere, None).await?;
     assert_eq!(status, 401, "{refused}");
-    assert!(refused["error"]["message"].as_str().is_some_and(|m| m.contains("wrong audience")), "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(why) && message.contains(&net.audience()), "{refused}");
 
-    // A grant and an invoice the merchant's root key signed for the other network.
-    let holder = MerchantSigner::generate("demo", KeyAlg::EdDsa).map_err(|e| eyre!("{e}"))?;
+    // A grant and an invoice the merchant's root key signed there.
+    let holder = net.merchant_signer("demo", KeyAlg::EdDsa)?;
     let body = json!({"name": "staging", "scopes": ["invoices:read"], "public_key": holder.public_key()}).to_string();
     let jwt = elsewhere
         .sign_request(
@@ -285,10 +302,10 @@ async fn what_the_merchant_signed_for_another_network_is_refused_here() -> Resul
         })
         .await?;
         let (status, _) = call(&net, i, Method::GET, "/v1/invoices", &holder, None).await?;
-        assert_eq!(status, 401, "node {i} took the other network's key");
+        assert_eq!(status, 401, "node {i} took the key signed elsewhere");
         let path = format!("/v1/invoices/{}", invoice.id);
         let (status, _) = call(&net, i, Method::GET, &path, &net.devnet.merchant_key, None).await?;
-        assert_eq!(status, 404, "node {i} holds the other network's invoice");
+        assert_eq!(status, 404, "node {i} holds the invoice signed elsewhere");
     }
     net.stop().await;
     Ok(())

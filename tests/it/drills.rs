@@ -146,7 +146,9 @@ async fn up_sh_delivers_to_an_https_merchant_trusted_through_ssl_cert_file() -> 
     let api = manifest["nodes"][0]["api_url"].as_str().ok_or_else(|| eyre!("no api_url"))?.to_string();
     let pem = manifest["merchant"]["private_key_pem"].as_str().ok_or_else(|| eyre!("no merchant key"))?;
     let id = manifest["merchant"]["id"].as_str().ok_or_else(|| eyre!("no merchant id"))?;
-    let key = settleproof_merchant_auth::MerchantSigner::from_pem(id, pem).map_err(|e| eyre!("{e}"))?;
+    let audience = manifest["merchant"]["audience"].as_str().ok_or_else(|| eyre!("no merchant audience"))?;
+    let key =
+        settleproof_merchant_auth::MerchantSigner::from_pem(id, pem).map_err(|e| eyre!("{e}"))?.with_audience(audience);
     let body = serde_json::json!({"amount": "1000", "token": "native", "chain_id": manifest["chains"][0]["chain_id"]});
     let created: serde_json::Value = crate::harness::signed(
         &reqwest::Client::new(),

@@ -92,7 +92,7 @@ async fn invoice_as(net: &Testnet, i: usize, key: &MerchantSigner) -> Result<(u1
 async fn a_merchant_approved_by_a_threshold_is_served_by_every_node_and_one_operators_payout_change_never_applies()
 -> Result<()> {
     let net = Testnet::start(4).await?;
-    let shop = MerchantSigner::generate("shop-2", KeyAlg::EdDsa).map_err(|e| eyre!("{e}"))?;
+    let shop = net.merchant_signer("shop-2", KeyAlg::EdDsa)?;
     let token = &shop;
     let payout = "0x2222222222222222222222222222222222222222";
     let onboarding = json!({
@@ -199,7 +199,7 @@ pub(crate) async fn grant_key(
     name: &str,
     scopes: &[&str],
 ) -> Result<(u16, serde_json::Value, MerchantSigner)> {
-    let key = MerchantSigner::generate("demo", KeyAlg::Es256).map_err(|e| eyre!("{e}"))?;
+    let key = net.merchant_signer("demo", KeyAlg::Es256)?;
     let body = json!({"name": name, "scopes": scopes, "public_key": key.public_key()});
     let root = &net.devnet.merchant_key;
     let (status, answer) = call(net, i, reqwest::Method::POST, "/v1/api-keys", root, Some(body)).await?;
@@ -219,7 +219,7 @@ async fn an_api_key_works_on_every_node_within_its_scopes_and_a_revoked_one_is_r
     let (status, bad) = call(&net, 0, Method::POST, "/v1/api-keys", &root, Some(bad)).await?;
     assert_eq!((status, bad["error"]["field"].as_str()), (400, Some("body")), "{bad}");
     // A key cannot grant a key: only the merchant's root key can.
-    let other = MerchantSigner::generate("demo", KeyAlg::EdDsa).map_err(|e| eyre!("{e}"))?;
+    let other = net.merchant_signer("demo", KeyAlg::EdDsa)?;
     let body = json!({"name": "t", "scopes": ["invoices:write"], "public_key": other.public_key()});
     let (status, refused) = call(&net, 0, Method::POST, "/v1/api-keys", &key, Some(body)).await?;
     assert_eq!(status, 403, "{refused}");

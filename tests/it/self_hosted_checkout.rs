@@ -135,7 +135,7 @@ async fn a_self_hosted_checkout_refuses_what_a_node_falsified_and_pays_what_the_
 
     // What the merchant pins: nothing a node told it.
     let chain = net.devnet.chain_id.to_string();
-    let es256 = MerchantSigner::generate(&net.devnet.merchant.id, KeyAlg::Es256).map_err(|e| eyre!("{e}"))?;
+    let es256 = net.merchant_signer(&net.devnet.merchant.id, KeyAlg::Es256)?;
     let pins = |id: &str| {
         json!({
             "merchant": net.devnet.merchant.id,
@@ -164,7 +164,7 @@ async fn a_self_hosted_checkout_refuses_what_a_node_falsified_and_pays_what_the_
     unsigned.as_object_mut().map(|o| o.remove("signed_request"));
     let minimal = json!({"signed_request": created["signed_request"]});
     // An impostor's key, signing the same request in the merchant's name.
-    let impostor = MerchantSigner::generate(&net.devnet.merchant.id, KeyAlg::EdDsa).map_err(|e| eyre!("{e}"))?;
+    let impostor = net.merchant_signer(&net.devnet.merchant.id, KeyAlg::EdDsa)?;
     let body = created["signed_request"]["body"].as_str().ok_or_else(|| eyre!("no signed body: {created}"))?;
     let jwt = created["signed_request"]["jwt"].as_str().ok_or_else(|| eyre!("no jwt"))?;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();

@@ -55,9 +55,7 @@ async fn a_signed_request_captured_at_one_node_is_refused_at_every_node_and_agai
     assert_eq!(status, 401, "{answer}");
     assert!(answer["error"]["message"].as_str().unwrap_or_default().contains("reqHash"), "{answer}");
     // A key no merchant holds is refused, and names the key.
-    let stranger =
-        settleproof_merchant_auth::MerchantSigner::generate("demo", settleproof_merchant_auth::KeyAlg::Es256)
-            .map_err(|e| eyre!("{e}"))?;
+    let stranger = net.merchant_signer("demo", settleproof_merchant_auth::KeyAlg::Es256)?;
     let forged = jwt_of(&signed(&net.http, &stranger, Method::POST, &at0, Some(&body))?)?;
     let (status, answer) = send(&net, &at0, &forged, &body).await?;
     assert_eq!(status, 401, "{answer}");

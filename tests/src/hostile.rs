@@ -174,9 +174,13 @@ pub fn start_with_endpoints(
         settlement: alloy::primitives::Address::ZERO,
         url_policy: (true, true),
         secret_overlap_ms: 0,
+        audience_optional_before_s: None,
     };
     let id = merchant.id.clone();
     let registry = settleproof_node::merchants::Registry::open(home, &[merchant])?;
+    let key = settleproof_merchant_auth::MerchantSigner::from_pem(key.merchant_id(), key.private_key_pem())
+        .map_err(|e| eyre::eyre!("{e}"))?
+        .with_audience(registry.audience());
     for url in urls {
         let body = serde_json::json!({"url": url, "enabled_events": ["*"], "secret": SECRET}).to_string();
         let now = settleproof_node::time::now_s();

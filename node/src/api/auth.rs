@@ -128,7 +128,7 @@ fn verify_token(state: &super::ApiState, token: &str, parts: &Parts, now: u64) -
         method: parts.method.as_str(),
         path: parts.uri.path(),
         hosts: &state.signed.hosts,
-        audience: state.merchants.audience(),
+        audience: state.merchants.audience_rule(),
     };
     let registry = &state.merchants;
     // The merchant's root key, or a live key it granted. Keys are the merchant's own, so the

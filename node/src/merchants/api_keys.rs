@@ -133,7 +133,7 @@ impl Registry {
         let root = self.root_key_of(&key.merchant_id).ok_or("the merchant has no root key here")?;
         let grant = key.grant.as_ref().ok_or("no grant signed by the merchant")?;
         grant
-            .verify(&root, &key.merchant_id, "POST", GRANT_PATH, Some(self.audience()))
+            .verify(&root, &key.merchant_id, "POST", GRANT_PATH, Some(self.audience_rule()))
             .map_err(|e| format!("grant: {e}"))?;
         let granted = key_of_grant(&key.merchant_id, grant).map_err(|e| format!("grant: {e}"))?;
         if (
@@ -148,8 +148,14 @@ impl Registry {
             return Err("the key differs from what the merchant signed".into());
         }
         if let Some(r) = &key.revocation {
-            r.verify(&root, &key.merchant_id, "DELETE", &format!("{GRANT_PATH}/{}", key.id), Some(self.audience()))
-                .map_err(|e| format!("revocation: {e}"))?;
+            r.verify(
+                &root,
+                &key.merchant_id,
+                "DELETE",
+                &format!("{GRANT_PATH}/{}", key.id),
+                Some(self.audience_rule()),
+            )
+            .map_err(|e| format!("revocation: {e}"))?;
         }
         Ok(())
     }
@@ -238,7 +244,7 @@ impl Registry {
             // revoked (and leaves the list's live ones) with the current one.
             let root = self.root_key_of(merchant).ok_or_else(|| invalid("authorization", "no root key"))?;
             revocation
-                .verify(&root, merchant, "DELETE", &format!("{GRANT_PATH}/{id}"), Some(self.audience()))
+                .verify(&root, merchant, "DELETE", &format!("{GRANT_PATH}/{id}"), Some(self.audience_rule()))
                 .map_err(|e| invalid("authorization", format!("revocation: {e}")))?;
             key.revocation = Some(revocation);
             store.put_api_key(&key)?;
@@ -353,7 +359,7 @@ pub(super) mod tests {
 
     /// The demo merchant's root key in these tests.
     pub(in crate::merchants) static ROOT: LazyLock<MerchantSigner> =
-        LazyLock::new(|| MerchantSigner::generate("demo", KeyAlg::EdDsa).expect("key"));
+        LazyLock::new(|| crate::merchants::test_network::signer("demo", KeyAlg::EdDsa));
 
     /// The example configuration's demo merchant, holding [`ROOT`].
     pub(in crate::merchants) fn demo_merchant() -> settleproof_config::MerchantConfig {
@@ -380,7 +386,7 @@ pub(super) mod tests {
         name: &str,
         scopes: &[&str],
     ) -> (SignedStatement, MerchantSigner) {
-        let key = MerchantSigner::generate("demo", KeyAlg::Es256).expect("key");
+        let key = crate::merchants::test_network::signer("demo", KeyAlg::Es256);
         let body = serde_json::json!({"name": name, "scopes": scopes, "public_key": key.public_key()}).to_string();
         (statement(by, "POST", GRANT_PATH, &body), key)
     }
@@ -396,10 +402,11 @@ pub(super) mod tests {
                 let home = super::super::Home {
                     store,
                     epochs: crate::epochs::Epochs::new(PeerId::random(), 1, None),
-                    chain_id: 1,
+                    chain_id: 0,
                     settlement: alloy::primitives::Address::ZERO,
                     url_policy: (true, true),
                     secret_overlap_ms: 60_000,
+                    audience_optional_before_s: None,
                 };
                 (dir, Registry::open(home, &demo).expect("open"))
             })
@@ -438,7 +445,7 @@ pub(super) mod tests {
     #[test]
     fn keys_the_merchant_did_not_sign_are_refused_by_every_node() {
         let (_dirs, nodes) = registries();
-        let operator = MerchantSigner::generate("demo", KeyAlg::EdDsa).expect("key");
+        let operator = crate::merchants::test_network::signer("demo", KeyAlg::EdDsa);
         // An operator's own grant, in the merchant's name.
         let (forged, minted) = grant(&operator, "backdoor", &["invoices:write"]);
         let err = nodes[0].create_key("demo", forged.clone()).expect_err("not the root key");
@@ -497,7 +504,7 @@ pub(super) mod tests {
     #[test]
     fn a_merchant_granting_itself_another_merchants_public_key_takes_nothing_from_it() {
         static SHOP: LazyLock<MerchantSigner> =
-            LazyLock::new(|| MerchantSigner::generate("shop-2", KeyAlg::EdDsa).expect("key"));
+            LazyLock::new(|| crate::merchants::test_network::signer("shop-2", KeyAlg::EdDsa));
         let mut shop = demo_merchant();
         shop.id = "shop-2".into();
         shop.root_key = Some(SHOP.public_key().clone());
@@ -520,7 +527,7 @@ pub(super) mod tests {
     #[test]
     fn a_key_the_previous_root_key_granted_can_be_granted_again_or_revoked() {
         let (_dirs, nodes) = registries();
-        let old_root = MerchantSigner::generate("demo", KeyAlg::EdDsa).expect("key");
+        let old_root = crate::merchants::test_network::signer("demo", KeyAlg::EdDsa);
         // Kept before the root key was replaced (as the store held it then).
         let (old_grant, svc) = grant(&old_root, "svc", &["invoices:read"]);
         let dead = key_of_grant("demo", &old_grant).expect("fields");

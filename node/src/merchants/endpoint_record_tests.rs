@@ -5,7 +5,7 @@ use super::*;
 use settleproof_merchant_auth::{KeyAlg, MerchantSigner};
 
 fn signer() -> MerchantSigner {
-    MerchantSigner::generate("shop", KeyAlg::EdDsa).expect("key")
+    crate::merchants::test_network::signer("shop", KeyAlg::EdDsa)
 }
 
 fn statement(k: &MerchantSigner, method: &str, path: &str, body: &str, nbf: u64) -> SignedStatement {
@@ -159,7 +159,7 @@ fn one_creation_with_a_nonce_sent_to_two_nodes_makes_one_endpoint() {
     let f = fold(&id, &[second.clone(), first.clone()]).expect("fold");
     assert_eq!((f.url.as_str(), f.created_at_s, f.statements.len()), ("https://a.test/h", 100, 1));
     assert_eq!(f.statements[0], first.statement);
-    let other = MerchantSigner::generate("other-shop", KeyAlg::EdDsa).expect("key");
+    let other = crate::merchants::test_network::signer("other-shop", KeyAlg::EdDsa);
     let jwt =
         other.sign_request("POST", &format!("http://h{ENDPOINTS_PATH}"), body("https://a.test/h").as_bytes(), 1, 60);
     let theirs = read(&SignedStatement { jwt: jwt.expect("sign"), body: body("https://a.test/h") }).expect("read");

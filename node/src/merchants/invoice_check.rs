@@ -218,7 +218,7 @@ mod tests {
 
     #[test]
     fn an_honest_answer_passes_and_every_falsification_is_named() {
-        let signer = MerchantSigner::generate("shop", KeyAlg::EdDsa).expect("key");
+        let signer = crate::merchants::test_network::signer("shop", KeyAlg::EdDsa);
         let (payments, payout) = (Address::repeat_byte(0x22), Address::repeat_byte(0x33));
         let expected = Expected { payments, payout, keys: vec![signer.public_key().clone()], id: None };
         let honest = answer(&signer, payments, payout);
@@ -245,7 +245,7 @@ mod tests {
         altered["amount"] = json!("1");
         cases.push((altered, "amount"));
         // Signed by a key that is not the merchant's.
-        let impostor = MerchantSigner::generate("shop", KeyAlg::EdDsa).expect("key");
+        let impostor = crate::merchants::test_network::signer("shop", KeyAlg::EdDsa);
         cases.push((answer(&impostor, payments, payout), "none of the keys"));
         // No signed request at all.
         let mut unsigned = honest.clone();

@@ -373,7 +373,7 @@ pub(crate) mod testing {
 mod tests {
     use super::*;
     use serde_json::json;
-    use settleproof_merchant_auth::{KeyAlg, MerchantSigner};
+    use settleproof_merchant_auth::KeyAlg;
 
     /// The bodies the self-hosted checkout's tests read too (`tests/browser/self_hosted_units.mjs`):
     /// the page and the nodes take and refuse the same ones.
@@ -386,7 +386,7 @@ mod tests {
             read: bool,
         }
         let cases: Vec<Case> = serde_json::from_str(include_str!("invoice_bodies.json")).expect("the shared cases");
-        let signer = MerchantSigner::generate("shop", KeyAlg::EdDsa).expect("key");
+        let signer = crate::merchants::test_network::signer("shop", KeyAlg::EdDsa);
         for c in cases {
             let url = "http://127.0.0.1:8700/v1/invoices";
             let jwt = signer.sign_request("POST", url, c.body.as_bytes(), 1_000_000, 60).expect("sign");
@@ -396,7 +396,7 @@ mod tests {
     }
 
     fn signed(body: &serde_json::Value) -> SignedStatement {
-        let signer = MerchantSigner::generate("shop", KeyAlg::EdDsa).expect("key");
+        let signer = crate::merchants::test_network::signer("shop", KeyAlg::EdDsa);
         let body = body.to_string();
         let jwt =
             signer.sign_request("POST", "http://127.0.0.1:8700/v1/invoices", body.as_bytes(), 1_000, 60).expect("sign");
@@ -450,7 +450,7 @@ mod tests {
         swapped.body = json!({"amount": "50", "token": "native", "chain_id": 7}).to_string();
         assert_eq!(read(&swapped).map_err(|e| e.field), Err("body"));
         // Signed for another route: not an invoice, whatever its body.
-        let signer = MerchantSigner::generate("shop", KeyAlg::EdDsa).expect("key");
+        let signer = crate::merchants::test_network::signer("shop", KeyAlg::EdDsa);
         let body = json!({"amount": "5", "token": "native", "chain_id": 7}).to_string();
         let jwt = signer.sign_request("POST", "http://h/v1/api-keys", body.as_bytes(), 1, 60).expect("sign");
         assert_eq!(read(&SignedStatement { jwt, body }).map_err(|e| e.field), Err("authorization"));

@@ -66,7 +66,7 @@ impl Registry {
             .statement_signer(&invoice.merchant_id, &signed.key_id, signed.signed_at, Scope::InvoicesWrite)
             .map_err(not_here)?;
         statement
-            .verify(&key, &invoice.merchant_id, "POST", INVOICES_PATH, Some(self.audience()))
+            .verify(&key, &invoice.merchant_id, "POST", INVOICES_PATH, Some(self.audience_rule()))
             .map_err(|e| SignatureRefusal::Forged { key_id: signed.key_id.clone(), problem: e.to_string() })?;
         self.remember(seen);
         Ok(())

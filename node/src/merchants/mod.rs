@@ -39,3 +39,21 @@ pub use sync::{CaughtUp, MAX_SNAPSHOT, MerchantSnapshot, SnapshotCursor};
 pub use webhook_endpoints::{
     ENDPOINTS_TOPIC, EVENT_TYPES, EndpointAnnouncement, MAX_ENDPOINTS_PER_MERCHANT, endpoint_problem,
 };
+
+/// The network of [`Registry::fixed`] and of the unit tests' registries, and keys that sign
+/// for it.
+#[cfg(test)]
+pub(crate) mod test_network {
+    use settleproof_merchant_auth::{KeyAlg, MerchantSigner, network_audience};
+
+    /// The `aud` of the unit tests' registries (chain 0, no settlement contract).
+    pub(crate) fn audience() -> String {
+        network_audience(0, &format!("{:#x}", alloy::primitives::Address::ZERO))
+    }
+
+    /// A new key of merchant `id` signing for [`audience`].
+    pub(crate) fn signer(id: &str, alg: KeyAlg) -> MerchantSigner {
+        // A key pair is made from the system's randomness, which tests have.
+        MerchantSigner::generate(id, alg).expect("key").with_audience(audience())
+    }
+}

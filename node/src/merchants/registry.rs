@@ -116,6 +116,8 @@ pub(super) struct Inner {
     /// This network's `aud` ([`settleproof_merchant_auth::network_audience`] of the chain and
     /// contract above).
     audience: String,
+    /// `network.audience_optional_before_s`.
+    audience_optional_before_s: Option<u64>,
     /// `tls.allow_insecure_http`, `webhooks.allow_private_targets`.
     pub(super) url_policy: (bool, bool),
     /// `webhooks.secret_overlap_s`, in ms.
@@ -164,12 +166,23 @@ pub struct Home {
     pub url_policy: (bool, bool),
     /// How long a replaced webhook secret keeps signing (`webhooks.secret_overlap_s`), ms.
     pub secret_overlap_ms: u64,
+    /// `network.audience_optional_before_s`.
+    pub audience_optional_before_s: Option<u64>,
 }
 
 impl Registry {
     /// This network's `aud`: a merchant's request or record naming another network is refused.
     pub fn audience(&self) -> &str {
         &self.0.audience
+    }
+
+    /// What a merchant's JWT must name to be taken here: this network, or (signed before
+    /// `network.audience_optional_before_s`) none.
+    pub fn audience_rule(&self) -> settleproof_merchant_auth::Audience<'_> {
+        settleproof_merchant_auth::Audience {
+            network: &self.0.audience,
+            unnamed_before_s: self.0.audience_optional_before_s,
+        }
     }
 
     /// A registry of `merchants` that never changes (tests and tools).
@@ -181,6 +194,7 @@ impl Registry {
             chain_id: 0,
             settlement: Address::ZERO,
             audience: settleproof_merchant_auth::network_audience(0, &format!("{:#x}", Address::ZERO)),
+            audience_optional_before_s: None,
             url_policy: (true, true),
             secret_overlap_ms: 0,
             view: RwLock::new(view),
@@ -222,6 +236,7 @@ impl Registry {
             chain_id: home.chain_id,
             settlement: home.settlement,
             audience: settleproof_merchant_auth::network_audience(home.chain_id, &format!("{:#x}", home.settlement)),
+            audience_optional_before_s: home.audience_optional_before_s,
             url_policy: home.url_policy,
             secret_overlap_ms: home.secret_overlap_ms,
             view: RwLock::new(View::default()),

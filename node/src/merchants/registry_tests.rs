@@ -40,6 +40,7 @@ fn network() -> Vec<Node> {
                 settlement: Address::repeat_byte(0x5e),
                 url_policy: (true, true),
                 secret_overlap_ms: 60_000,
+                audience_optional_before_s: None,
             };
             Node { registry: Registry::open(home, &[demo()]).expect("open"), peer: ops[i].peer_id, _dir: dir }
         })
@@ -297,8 +298,14 @@ fn a_node_that_missed_everything_catches_up_from_a_snapshot_and_forgeries_in_one
         nodes[2].registry.hear(&serde_json::to_vec(&a).expect("json"), &nodes[1].peer).expect("heard");
     }
     assert!(nodes[2].registry.approve(hash, &[key(2)]).expect("approve").applied);
-    let (grant, made) =
-        crate::merchants::api_keys::tests::grant(&crate::merchants::api_keys::tests::ROOT, "ci", &["invoices:read"]);
+    // The root key, signing for these nodes' network.
+    let root = settleproof_merchant_auth::MerchantSigner::from_pem(
+        "demo",
+        crate::merchants::api_keys::tests::ROOT.private_key_pem(),
+    )
+    .expect("pem")
+    .with_audience(nodes[2].registry.audience());
+    let (grant, made) = crate::merchants::api_keys::tests::grant(&root, "ci", &["invoices:read"]);
     let key_made = nodes[2].registry.create_key("demo", grant).expect("key");
     assert!(payout(&nodes[3], "shop-2").is_none());
 

@@ -238,7 +238,7 @@ impl Registry {
             return Err("signed in the future".into());
         }
         let key = self.signer_of(merchant, c)?;
-        c.statement.verify(&key, merchant, c.method, &c.path, Some(self.audience())).map_err(|e| e.to_string())
+        c.statement.verify(&key, merchant, c.method, &c.path, Some(self.audience_rule())).map_err(|e| e.to_string())
     }
 
     /// Merges `changes` (each verified) into endpoint `id` of `merchant`; the record is

@@ -80,7 +80,7 @@ fn an_endpoint_changed_on_one_node_is_routed_on_another_and_a_deletion_is_final(
 #[test]
 fn no_operator_can_create_redirect_rekey_pause_or_delete_a_merchants_endpoint() {
     let (_dirs, nodes) = registries();
-    let operator = MerchantSigner::generate("demo", KeyAlg::EdDsa).expect("key");
+    let operator = crate::merchants::test_network::signer("demo", KeyAlg::EdDsa);
     // An endpoint in the merchant's name, signed by an operator's own key.
     let body =
         r#"{"url":"https://evil.test/hook","enabled_events":["*"],"secret":"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}"#;

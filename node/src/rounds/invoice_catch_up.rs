@@ -400,7 +400,8 @@ mod tests {
     #[test]
     fn a_page_is_taken_only_whole_and_in_its_authors_name() {
         let example = NodeConfig::from_toml_str(EXAMPLE, std::iter::empty()).expect("example config");
-        let merchant = MerchantSigner::generate(&example.merchants[0].id, KeyAlg::EdDsa).expect("key");
+        let merchant =
+            crate::merchants::test_network::signer(&example.merchants[0].id, settleproof_merchant_auth::KeyAlg::EdDsa);
         let scope = scope(&merchant);
         let (a, b) = (invoice(1, &merchant, "node-1", &scope), invoice(2, &merchant, "node-1", &scope));
         let taken = judge(page(vec![a.clone(), b.clone()]), &scope, "node-1").expect("its own, intact");
@@ -444,7 +445,8 @@ mod tests {
             Judged { taken: vec![a.clone()], waiting: vec![] }
         );
         // One of a merchant this registry does not hold waits for it, the rest are taken.
-        let stranger = MerchantSigner::generate("no-such-merchant", KeyAlg::EdDsa).expect("key");
+        let stranger =
+            crate::merchants::test_network::signer("no-such-merchant", settleproof_merchant_auth::KeyAlg::EdDsa);
         let unknown = invoice(4, &stranger, "node-1", &scope);
         assert_eq!(
             judge(page(vec![unknown.clone(), a.clone()]), &scope, "node-1").expect("taken"),

@@ -230,7 +230,7 @@ pub async fn init(spec: &DevnetSpec) -> Result<Devnet, DevnetError> {
                 heartbeat_timeout_ms: 2000,
                 keeper_min_balance_gwei: 10_000_000,
             },
-            network: NetworkSection { threshold, operators: operators.clone() },
+            network: NetworkSection { threshold, operators: operators.clone(), audience_optional_before_s: None },
             merchants: vec![merchant.clone()],
             webhooks: WebhookSection {
                 timeout_ms: 5000,

@@ -225,13 +225,14 @@ async fn impersonate_the_merchant(
         unsigned.id = unsigned.terms(chain_id, payments).id();
         forged.push(unsigned);
     }
-    let impostor = MerchantSigner::generate(&merchant.id, KeyAlg::EdDsa).map_err(|e| eyre!("{e}"))?;
+    let impostor = ctl.signs_here(MerchantSigner::generate(&merchant.id, KeyAlg::EdDsa).map_err(|e| eyre!("{e}"))?)?;
     forged.push(signed(
         &impostor,
         json!({"amount": "1", "token": "native", "chain_id": chain_id, "redirect_url": "https://evil.example/"}),
     )?);
-    let genuine =
-        MerchantSigner::from_pem(&ctl.m.merchant.id, &ctl.m.merchant.private_key_pem).map_err(|e| eyre!("{e}"))?;
+    let genuine = ctl.signs_here(
+        MerchantSigner::from_pem(&ctl.m.merchant.id, &ctl.m.merchant.private_key_pem).map_err(|e| eyre!("{e}"))?,
+    )?;
     let mut altered = signed(&genuine, json!({"amount": "1000000000000000", "token": "native", "chain_id": chain_id}))?;
     altered.amount = U256::from(1);
     altered.id = altered.terms(chain_id, payments).id();

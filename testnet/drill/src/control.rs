@@ -30,12 +30,15 @@ impl Control {
     pub fn new(m: Manifest) -> Result<Self> {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
         let chain = ProviderBuilder::new().connect_http(m.rpc_url.parse()?).erased();
-        let mut merchant = MerchantSigner::from_pem(&m.merchant.id, &m.merchant.private_key_pem)
+        let merchant = MerchantSigner::from_pem(&m.merchant.id, &m.merchant.private_key_pem)
             .map_err(|e| eyre!("the manifest's merchant key: {e}"))?;
-        if let Some(audience) = &m.merchant.audience {
-            merchant = merchant.with_audience(audience.clone());
-        }
+        let merchant = with_audience(&m, merchant)?;
         Ok(Self { m, http, chain, chain_id: None, merchant: std::sync::Arc::new(merchant) })
+    }
+
+    /// `signer`, signing for the testnet's network (`merchant.audience` of the manifest).
+    pub fn signs_here(&self, signer: MerchantSigner) -> Result<MerchantSigner> {
+        with_audience(&self.m, signer)
     }
 
     /// A merchant API request `method url` with `body`, signed by the merchant's key.
@@ -239,4 +242,10 @@ pub(crate) fn spawn_detached(cmd: &mut Command, log: &std::path::Path) -> Result
     let child =
         cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out).process_group(0).spawn().wrap_err("spawn")?;
     Ok(child.id())
+}
+
+/// `signer` signing for the network of manifest `m`, which every node requires.
+fn with_audience(m: &Manifest, signer: MerchantSigner) -> Result<MerchantSigner> {
+    let audience = m.merchant.audience.clone().ok_or_else(|| eyre!("the manifest has no merchant.audience"))?;
+    Ok(signer.with_audience(audience))
 }

@@ -137,7 +137,7 @@ impl Prepared {
         let terms = (chain.chain_id, chain.payments_contract, payout.payout_address);
         let (sink_url, sink) = listener(Duration::ZERO).await?;
         let (tarpit_url, tarpit) = listener(SLOW_ANSWER).await?;
-        let holder = MerchantSigner::generate(&merchant, KeyAlg::EdDsa).map_err(|e| eyre!("{e}"))?;
+        let holder = ctl.signs_here(MerchantSigner::generate(&merchant, KeyAlg::EdDsa).map_err(|e| eyre!("{e}"))?)?;
         let grant = json!({"name": "drill-billing", "scopes": ["invoices:read"], "public_key": holder.public_key()});
         let (req, grant) = signed(ctl, Method::POST, &format!("{api}/v1/api-keys"), &grant.to_string())?;
         expect_created(req, "granting an API key").await?;
@@ -214,7 +214,7 @@ impl Prepared {
     ) -> Result<(Vec<String>, Vec<String>)> {
         let merchant = ctl.m.merchant.id.clone();
         let api = ctl.m.nodes[0].api_url.clone();
-        let own = MerchantSigner::generate(&merchant, KeyAlg::EdDsa).map_err(|e| eyre!("{e}"))?;
+        let own = ctl.signs_here(MerchantSigner::generate(&merchant, KeyAlg::EdDsa).map_err(|e| eyre!("{e}"))?)?;
         // A full-scope key of its own, and the merchant's key revoked.
         let grant = json!({"name": "operator", "scopes": ["invoices:write", "invoices:read", "webhooks:manage"],
             "public_key": own.public_key()});

@@ -15,7 +15,7 @@ pub(super) const SIGNED: &str = "(signed by the shop's root key)";
 
 /// The merchant's root key, whose private half only these tests hold.
 static SHOP: std::sync::LazyLock<settleproof_merchant_auth::MerchantSigner> = std::sync::LazyLock::new(|| {
-    settleproof_merchant_auth::MerchantSigner::generate("shop", settleproof_merchant_auth::KeyAlg::EdDsa).expect("key")
+    crate::merchants::test_network::signer("shop", settleproof_merchant_auth::KeyAlg::EdDsa)
 });
 
 /// `Authorization` of a request `method uri` with `body`, signed by the shop's root key for
@@ -173,6 +173,14 @@ async fn auth_is_required_and_invoices_are_private() {
     assert!(plain["error"]["message"].as_str().is_some_and(|m| m.contains("plain bearer tokens")), "{plain}");
     let missing = format!("/v1/invoices/0x{}", "ab".repeat(32));
     assert_eq!(call(&st, "GET", &missing, Some(SIGNED), None).await.0, StatusCode::NOT_FOUND);
+    // The merchant's own key, signing for no network: refused, naming the network to sign for.
+    let unnamed = settleproof_merchant_auth::MerchantSigner::from_pem("shop", SHOP.private_key_pem()).expect("pem");
+    let jwt =
+        unnamed.sign_request("GET", "http://127.0.0.1:8080/v1/invoices", b"", crate::time::now_s(), 60).expect("sign");
+    let (status, refused) = call(&st, "GET", "/v1/invoices", Some(&jwt), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("no `aud`") && message.contains(&crate::merchants::test_network::audience()), "{refused}");
 }
 
 #[tokio::test]
