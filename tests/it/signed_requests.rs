@@ -90,8 +90,18 @@ async fn the_cli_makes_a_key_and_sends_a_request_signed_with_the_merchants_key()
     std::fs::write(&key, net.devnet.merchant_key.private_key_pem())?;
     let url = format!("{}/v1/invoices", net.api(0));
     let data = net.on_first_chain(json!({"amount": "1000", "token": "native"})).to_string();
-    let sent = tokio::process::Command::new(&bin)
+    let audience = net.audience();
+    // Without the network it is for, the command refuses to sign.
+    let unnamed = tokio::process::Command::new(&bin)
         .args(["merchant", "request", "POST", &url, "--data", &data, "--merchant", "demo", "--key"])
+        .arg(&key)
+        .env_remove("SETTLEPROOF_AUDIENCE")
+        .output()
+        .await?;
+    assert!(!unnamed.status.success() && String::from_utf8_lossy(&unnamed.stderr).contains("--audience"));
+    let sent = tokio::process::Command::new(&bin)
+        .args(["merchant", "request", "POST", &url, "--data", &data, "--merchant", "demo", "--audience", &audience])
+        .arg("--key")
         .arg(&key)
         .output()
         .await?;
@@ -99,7 +109,7 @@ async fn the_cli_makes_a_key_and_sends_a_request_signed_with_the_merchants_key()
     assert!(sent.status.success() && stdout.starts_with("201"), "{stdout} {}", String::from_utf8_lossy(&sent.stderr));
     // A key the registry does not hold is refused, and the command says so by its exit status.
     let refused = tokio::process::Command::new(&bin)
-        .args(["merchant", "request", "GET", &url, "--merchant", "demo", "--key"])
+        .args(["merchant", "request", "GET", &url, "--merchant", "demo", "--audience", &audience, "--key"])
         .arg(&out)
         .output()
         .await?;
