@@ -20,7 +20,7 @@ async fn the_live_api_keeps_its_openapi_contract() -> Result<()> {
     let hooks = concat!(env!("CARGO_MANIFEST_DIR"), "/contract/sign_requests.py");
     let merchant = net.devnet.merchant.id.clone();
     let chain_id = net.devnet.chains.first().map_or(0, |c| c.chain_id).to_string();
-    let (url, api) = (url.clone(), net.api(0));
+    let (url, api, audience) = (url.clone(), net.api(0), net.audience());
     // schemathesis keeps a cache in its working directory: not in the repository.
     let scratch = net.dir.path().to_path_buf();
     // schemathesis blocks while it runs; the node's runtime keeps serving on the other worker.
@@ -32,6 +32,7 @@ async fn the_live_api_keeps_its_openapi_contract() -> Result<()> {
             .env("SETTLEPROOF_MERCHANT_KEY", &key)
             .env("SETTLEPROOF_MERCHANT_ID", &merchant)
             .env("SETTLEPROOF_CHAIN_ID", &chain_id)
+            .env("SETTLEPROOF_AUDIENCE", &audience)
             .args(["--checks", "not_a_server_error,response_schema_conformance,status_code_conformance"])
             .args(["--max-examples", "25", "--seed", "1", "--no-color"])
             .output()

@@ -130,6 +130,12 @@ impl Registry {
     /// Checks `key`'s statements against `merchant`'s root key: a grant of exactly this key,
     /// and, when it carries one, a revocation of its id.
     fn check_statements(&self, key: &ApiKey) -> Result<(), String> {
+        self.check_grant(key)?;
+        self.check_revocation(key)
+    }
+
+    /// Checks that `merchant`'s root key granted exactly `key`.
+    fn check_grant(&self, key: &ApiKey) -> Result<(), String> {
         let root = self.root_key_of(&key.merchant_id).ok_or("the merchant has no root key here")?;
         let grant = key.grant.as_ref().ok_or("no grant signed by the merchant")?;
         grant
@@ -147,6 +153,12 @@ impl Registry {
         {
             return Err("the key differs from what the merchant signed".into());
         }
+        Ok(())
+    }
+
+    /// Checks, when `key` carries one, that `merchant`'s current root key revoked its id.
+    fn check_revocation(&self, key: &ApiKey) -> Result<(), String> {
+        let root = self.root_key_of(&key.merchant_id).ok_or("the merchant has no root key here")?;
         if let Some(r) = &key.revocation {
             r.verify(
                 &root,
@@ -328,12 +340,26 @@ impl Registry {
         if held.as_ref().is_some_and(|h| h.revoked_at_ms.is_some() || (a.key.revoked_at_ms.is_none() && *h == a.key)) {
             return Ok(false);
         }
-        if let Err(why) = self.check_statements(&a.key) {
+        // A key held here under this very grant was checked when it was taken (perhaps under a
+        // root key replaced since, or before `aud` was required): its revocation is checked
+        // alone, as at the API, so that no rule added later keeps a revocation from spreading.
+        let was_held = held.is_some();
+        let held_grant = held.filter(|h| h.grant == a.key.grant);
+        let checked = match held_grant {
+            Some(h) if a.key.revocation.is_some() => {
+                a.key = ApiKey { revocation: a.key.revocation, revoked_at_ms: a.key.revoked_at_ms, ..h };
+                self.check_revocation(&a.key)
+            }
+            // The same grant, nothing revoked: nothing to change.
+            Some(_) => return Ok(false),
+            None => self.check_statements(&a.key),
+        };
+        if let Err(why) = checked {
             warn!(peer = %source, merchant = %a.key.merchant_id, key_id = %a.key.id, %why, "API key not signed by its merchant ignored");
             metrics::counter!("merchant_records_refused_total", "kind" => "api_key").increment(1);
             return Err(bad(why));
         }
-        if held.is_none()
+        if !was_held
             && counted(&store.api_keys(Some(&a.key.merchant_id)).map_err(|e| bad(e.to_string()))?, now_ms())
                 >= MAX_KEYS_PER_MERCHANT
         {
@@ -545,6 +571,37 @@ pub(super) mod tests {
         let revocation = statement(&ROOT, "DELETE", &format!("{GRANT_PATH}/{}", other.key_id()), "");
         let revoked = nodes[0].revoke_key("demo", other.key_id(), revocation).expect("revoked");
         assert!(revoked.revoked_at_ms.is_some());
+    }
+
+    /// A key granted before `aud` was required, held by two nodes: a new node would not take
+    /// its grant now, but its revocation (signed for the network) reaches the nodes holding it
+    /// and the key is dead there too. An announcement that alters the held key is not taken.
+    #[test]
+    fn a_revocation_spreads_to_nodes_holding_a_grant_a_later_rule_refuses() {
+        let (_dirs, nodes) = registries();
+        let unnamed = MerchantSigner::from_pem("demo", ROOT.private_key_pem()).expect("pem");
+        let (old_grant, legacy) = grant(&unnamed, "legacy", &["invoices:read"]);
+        let key = key_of_grant("demo", &old_grant).expect("fields");
+        nodes[0].store().expect("store").put_api_key(&key).expect("put");
+        assert!(matches!(relay(&nodes[1], &key), Err(GossipRejection::NotTaken(_))), "a grant without aud");
+        nodes[1].store().expect("store").put_api_key(&key).expect("put");
+        assert!(nodes[1].live_key("demo", legacy.key_id()).is_some());
+        let widened = ApiKey { scopes: vec![Scope::InvoicesWrite], ..key.clone() };
+        let revocation = statement(&ROOT, "DELETE", &format!("{GRANT_PATH}/{}", legacy.key_id()), "");
+        let widened = ApiKey { revocation: Some(revocation.clone()), ..widened };
+        assert_eq!(relay(&nodes[1], &widened), Ok(true), "the revocation is taken...");
+        let held = nodes[1].keys_of("demo").expect("keys");
+        assert_eq!(held[0].scopes, key.scopes, "...onto the key held, not the announced one");
+        let revoked = nodes[0].revoke_key("demo", legacy.key_id(), revocation).expect("revoked");
+        assert_eq!(relay(&nodes[1], &revoked), Ok(false), "a repeat");
+        assert!(nodes[1].live_key("demo", legacy.key_id()).is_none(), "dead at the other node too");
+        let forged = statement(&unnamed, "DELETE", &format!("{GRANT_PATH}/{}", legacy.key_id()), "");
+        let (_, other_dirs) = (0, registries());
+        let fresh = &other_dirs.1[0];
+        fresh.store().expect("store").put_api_key(&key).expect("put");
+        let unnamed_revocation = ApiKey { revocation: Some(forged), ..key.clone() };
+        assert!(relay(fresh, &unnamed_revocation).is_err(), "a revocation without aud is not taken");
+        assert!(fresh.live_key("demo", legacy.key_id()).is_some());
     }
 
     #[test]

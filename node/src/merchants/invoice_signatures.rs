@@ -65,9 +65,14 @@ impl Registry {
         let key = self
             .statement_signer(&invoice.merchant_id, &signed.key_id, signed.signed_at, Scope::InvoicesWrite)
             .map_err(not_here)?;
-        statement
-            .verify(&key, &invoice.merchant_id, "POST", INVOICES_PATH, Some(self.audience_rule()))
-            .map_err(|e| SignatureRefusal::Forged { key_id: signed.key_id.clone(), problem: e.to_string() })?;
+        statement.verify(&key, &invoice.merchant_id, "POST", INVOICES_PATH, Some(self.audience_rule())).map_err(
+            |e| match e {
+                // Whether a JWT without `aud` is taken depends on this node's
+                // `network.audience_optional_before_s`: not the relayer's doing.
+                settleproof_merchant_auth::AuthError::MissingAudience { .. } => not_here(e.to_string()),
+                e => SignatureRefusal::Forged { key_id: signed.key_id.clone(), problem: e.to_string() },
+            },
+        )?;
         self.remember(seen);
         Ok(())
     }
