@@ -1,5 +1,7 @@
 //! `GET /health/ready`: per-dependency status of every chain, and of the node as a whole, and
-//! the network's `audience` (the `aud` a merchant signs its requests for).
+//! the network's `audience` (the `aud` a merchant signs its requests for) with
+//! `audience_optional_before_s` (the upgrade day before which JWTs without it are taken, or
+//! `null`), for operators to compare across nodes.
 //!
 //! A chain is `ok` when every dependency is fine, `degraded` when it still works with less
 //! margin (a provider down while the quorum holds, a peer missing while a signing quorum is
@@ -89,8 +91,15 @@ async fn compute(state: ApiState) -> (StatusCode, Value) {
         "failing": failing,
         "peers_connected": peers,
     });
-    let audience = state.merchants.audience();
-    (code, json!({"status": status, "audience": audience, "checks": { "chains": summary }, "chains": chains}))
+    let rule = state.merchants.audience_rule();
+    let body = json!({
+        "status": status,
+        "audience": rule.network,
+        "audience_optional_before_s": rule.unnamed_before_s,
+        "checks": { "chains": summary },
+        "chains": chains,
+    });
+    (code, body)
 }
 
 /// One chain's checks and their worst level; `peers`: its operators connected.

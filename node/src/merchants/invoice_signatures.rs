@@ -80,7 +80,7 @@ impl Registry {
     /// The time (unix s) before which an operator must have received `invoice` for its word to
     /// count towards it here, when this node's registry refuses it (see
     /// `crate::rounds::invoice_fetch`): when what makes this node refuse it began. A key's
-    /// revocation: the time the merchant signed it. A root key replaced or a payout address
+    /// revocation: [`revocation_cutoff_s`]. A root key replaced or a payout address
     /// changed (a live key's invoice refused for its payout address, or a key the replaced
     /// root granted): when this node applied that change. A merchant this node does not hold:
     /// any time (this node is the late one). `None`: an invoice without a signed request.
@@ -94,11 +94,12 @@ impl Registry {
         }
         match store.api_key(crate::store::key_slot(&invoice.merchant_id, &signed.key_id)).ok()? {
             Some(k) if k.id == signed.key_id && k.merchant_id == invoice.merchant_id => {
-                match (&k.revocation, k.revoked_at_ms) {
-                    (Some(r), _) => settleproof_merchant_auth::header_free_claims(&r.jwt).map(|c| c.nbf),
-                    (None, Some(at)) => Some(at / 1000),
-                    (None, None) => Some(changed_s),
-                }
+                let signed_s = k
+                    .revocation
+                    .as_ref()
+                    .and_then(|r| settleproof_merchant_auth::header_free_claims(&r.jwt))
+                    .map(|c| c.nbf);
+                revocation_cutoff_s(signed_s, k.revoked_at_ms).or(Some(changed_s))
             }
             // Not a key held here: a root key replaced since.
             _ => Some(changed_s),
@@ -112,5 +113,35 @@ impl Registry {
 
     fn remember(&self, seen: B256) {
         self.0.verified_invoices.lock().unwrap_or_else(std::sync::PoisonError::into_inner).put(seen, ());
+    }
+}
+
+/// When a key's revocation began, for vouching (unix s): the earlier of the time the merchant
+/// signed it (`signed_s`, its `nbf`: the merchant's clock, which may run up to the allowed skew
+/// ahead of the nodes') and the time this node first held it (`revoked_at_ms`, never before the
+/// revocation was made). `None`: not revoked.
+fn revocation_cutoff_s(signed_s: Option<u64>, revoked_at_ms: Option<u64>) -> Option<u64> {
+    match (signed_s, revoked_at_ms.map(|at| at / 1000)) {
+        (Some(signed), Some(held)) => Some(signed.min(held)),
+        (signed, held) => signed.or(held),
+    }
+}
+
+#[cfg(test)]
+mod cutoff_tests {
+    /// A revocation signed ahead of this node's clock begins when this node held it; one this
+    /// node heard late begins when the merchant signed it.
+    #[test]
+    fn a_revocation_begins_at_the_earlier_of_its_signing_and_its_arrival() {
+        let table = [
+            ((Some(130), Some(100_500)), Some(100)),
+            ((Some(100), Some(160_000)), Some(100)),
+            ((None, Some(100_999)), Some(100)),
+            ((Some(100), None), Some(100)),
+            ((None, None), None),
+        ];
+        for ((signed, held), want) in table {
+            assert_eq!(super::revocation_cutoff_s(signed, held), want, "{signed:?} {held:?}");
+        }
     }
 }
