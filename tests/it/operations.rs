@@ -328,18 +328,23 @@ async fn one_trace_follows_a_payment_from_its_block_to_the_merchant() -> Result<
             .collect()
     };
     let stages = ["watch_range", "sign_round", "aggregate", "settle", "deliver"];
-    let names = net
-        .eventually("every stage of the payment's trace at the collector", Duration::from_secs(30), || async {
+    net.eventually(
+        "every stage of the payment's trace at the collector, and a quorum's signing",
+        Duration::from_secs(30),
+        || async {
             let all = spans(&received.lock().ok()?.clone());
             let names: Vec<String> = all
                 .iter()
                 .filter(|s| s["traceId"].as_str() == Some(trace.as_str()))
                 .filter_map(|s| s["name"].as_str().map(str::to_string))
                 .collect();
-            stages.iter().all(|st| names.iter().any(|n| n == st)).then_some(names)
-        })
-        .await?;
-    assert!(names.iter().filter(|n| *n == "sign_round").count() >= 3, "a quorum of nodes signed: {names:?}");
+            // Each node exports its spans in its own batches: the signing of the other nodes
+            // may arrive after the first complete set of stages.
+            let signed = names.iter().filter(|n| *n == "sign_round").count();
+            (stages.iter().all(|st| names.iter().any(|n| n == st)) && signed >= 3).then_some(names)
+        },
+    )
+    .await?;
     let all = spans(&received.lock().map_err(|_| eyre::eyre!("lock"))?.clone());
     let request = all
         .iter()
