@@ -353,25 +353,6 @@ impl Testnet {
         self.proxies[i][p].set_fault(fault);
     }
 
-    /// This network's `aud`, which every merchant request must name.
-    pub fn audience(&self) -> String {
-        settleproof_merchant_auth::network_audience(
-            self.devnet.chain_id,
-            &format!("{:#x}", self.devnet.deployment.settlement),
-        )
-    }
-
-    /// A new key of merchant `id`, signing for this network.
-    pub fn merchant_signer(
-        &self,
-        id: &str,
-        alg: settleproof_merchant_auth::KeyAlg,
-    ) -> Result<settleproof_merchant_auth::MerchantSigner> {
-        Ok(settleproof_merchant_auth::MerchantSigner::generate(id, alg)
-            .map_err(|e| eyre!("{e}"))?
-            .with_audience(self.audience()))
-    }
-
     /// API base URL of node `i`.
     pub fn api(&self, i: usize) -> String {
         format!("http://{}", self.devnet.nodes[i].1.api.listen)

@@ -56,3 +56,24 @@ pub fn signed_invoice_at(
     let terms = settleproof_node::merchants::invoice_record::read(&statement).map_err(|e| eyre!("{e}"))?;
     Ok(terms.into_invoice(statement, payout, net.devnet.deployment.payments, (created_by.into(), now)))
 }
+
+impl Testnet {
+    /// This network's `aud`, which every merchant request must name.
+    pub fn audience(&self) -> String {
+        settleproof_merchant_auth::network_audience(
+            self.devnet.chain_id,
+            &format!("{:#x}", self.devnet.deployment.settlement),
+        )
+    }
+
+    /// A new key of merchant `id`, signing for this network.
+    pub fn merchant_signer(
+        &self,
+        id: &str,
+        alg: settleproof_merchant_auth::KeyAlg,
+    ) -> Result<settleproof_merchant_auth::MerchantSigner> {
+        Ok(settleproof_merchant_auth::MerchantSigner::generate(id, alg)
+            .map_err(|e| eyre!("{e}"))?
+            .with_audience(self.audience()))
+    }
+}
