@@ -373,8 +373,9 @@ pub struct NetworkSection {
     /// Every merchant request and record must name this network as its JWT `aud` (the
     /// `audience` of `/health/ready`), so that no one can present it on another network. A
     /// network whose merchants signed without it before it was required sets this to that
-    /// day (unix s, the same on every node): what was signed before then without `aud` is
-    /// still taken. Absent: `aud` is always required.
+    /// day (unix s, the same on every node): until then, what was signed before it without
+    /// `aud` is still taken; from then on nothing without `aud` is. Absent: `aud` is always
+    /// required.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audience_optional_before_s: Option<u64>,
 }

@@ -66,6 +66,14 @@ impl<'a> Audience<'a> {
         Self { network, unnamed_before_s: None }
     }
 
+    /// The rule at `now_s` (unix s) of a network whose upgrade day is `day` (when `aud` became
+    /// required): a JWT naming no network is taken only while the day has not come, and only
+    /// when signed before it. From the day on, every JWT must name `network`, so a JWT signed
+    /// without `aud` long ago cannot be presented later by whoever saw it.
+    pub fn upgrading(network: &'a str, day: Option<u64>, now_s: u64) -> Self {
+        Self { network, unnamed_before_s: day.filter(|&day| now_s < day) }
+    }
+
     /// Whether `claims` are for this network (see the fields).
     fn check(&self, claims: &RequestClaims) -> Result<(), AuthError> {
         match &claims.aud {

@@ -130,8 +130,8 @@ mod tests {
     }
 
     /// A statement naming a network holds on that network only. One naming none holds where
-    /// the network allows it for what was signed before a day, and nowhere else; a check that
-    /// cannot know the network (`None`) takes both.
+    /// the network allows it for what was signed before its upgrade day, until that day, and
+    /// nowhere else; a check that cannot know the network (`None`) takes both.
     #[test]
     fn a_statement_for_one_network_is_refused_on_another_and_one_for_none_after_the_day() {
         let here = crate::network_audience(31337, "0xAbC0000000000000000000000000000000000001");
@@ -151,11 +151,18 @@ mod tests {
             let jwt = plain.sign_request("POST", "http://h:1/v1/api-keys", b"{}", nbf, 60).expect("sign");
             SignedStatement { jwt, body: "{}".into() }
         };
-        let migrating = |before| crate::Audience { network: &here, unnamed_before_s: Some(before) };
+        // The upgrade day is 100; checked at time `now`.
+        let upgrading = |now| Some(crate::Audience::upgrading(&here, Some(100), now));
+        let missing = || Err(AuthError::MissingAudience { want: here.clone() });
         let table = [
-            (Some(at_here), 100, Err(AuthError::MissingAudience { want: here.clone() })),
-            (Some(migrating(100)), 99, Ok(())),
-            (Some(migrating(100)), 100, Err(AuthError::MissingAudience { want: here.clone() })),
+            (Some(at_here), 100, missing()),
+            (upgrading(50), 99, Ok(())),
+            (upgrading(99), 99, Ok(())),
+            (upgrading(99), 100, missing()),
+            // From the day on, none is taken, however early it was signed.
+            (upgrading(100), 99, missing()),
+            (upgrading(5_000), 1, missing()),
+            (Some(crate::Audience::upgrading(&here, None, 50)), 1, missing()),
             (None, 100, Ok(())),
         ];
         for (audience, nbf, want) in table {

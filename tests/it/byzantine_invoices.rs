@@ -293,9 +293,10 @@ async fn a_late_node_takes_what_enough_operators_held_before_a_revocation_and_no
         (net.get_invoice(1, &id).await.ok()?.0 == 200).then_some(())
     })
     .await?;
-    // ...and hears first, back, that the merchant revoked it, in a later second (times are
-    // whole seconds: what was received in the revocation's own second is not vouched for).
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // ...and hears first, back, that the merchant revoked it, more than the allowed clock skew
+    // later (the merchant's clock may run that far ahead, so a revocation may have begun as
+    // early as its signing time less the skew; what was received since is not vouched for).
+    tokio::time::sleep(Duration::from_secs(settleproof_merchant_auth::MAX_SKEW_S + 1)).await;
     let revoke = format!("/v1/api-keys/{}", key.key_id());
     let (status, revoked) = call(&net, 2, Method::DELETE, &revoke, &root, None).await?;
     assert_eq!(status, 200, "{revoked}");

@@ -1,7 +1,7 @@
 //! `GET /health/ready`: per-dependency status of every chain, and of the node as a whole, and
 //! the network's `audience` (the `aud` a merchant signs its requests for) with
-//! `audience_optional_before_s` (the upgrade day before which JWTs without it are taken, or
-//! `null`), for operators to compare across nodes.
+//! `audience_optional_before_s` (the upgrade day: until it, JWTs signed before it without `aud`
+//! are taken; or `null`), for operators to compare across nodes.
 //!
 //! A chain is `ok` when every dependency is fine, `degraded` when it still works with less
 //! margin (a provider down while the quorum holds, a peer missing while a signing quorum is
@@ -91,11 +91,10 @@ async fn compute(state: ApiState) -> (StatusCode, Value) {
         "failing": failing,
         "peers_connected": peers,
     });
-    let rule = state.merchants.audience_rule();
     let body = json!({
         "status": status,
-        "audience": rule.network,
-        "audience_optional_before_s": rule.unnamed_before_s,
+        "audience": state.merchants.audience(),
+        "audience_optional_before_s": state.merchants.audience_optional_before_s(),
         "checks": { "chains": summary },
         "chains": chains,
     });

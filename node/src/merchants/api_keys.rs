@@ -332,6 +332,13 @@ impl Registry {
             // This node may not have applied the merchant yet: the key is announced again.
             return Ok(false);
         }
+        // A revocation dated further ahead of this node's clock than a request may be is not
+        // taken yet (it is announced again), so that no node holds one before its `nbf` less
+        // that skew (the vouch cutoff, `Registry::vouch_cutoff_s`, relies on it).
+        let signed_at = a.key.revocation.as_ref().and_then(|r| settleproof_merchant_auth::header_free_claims(&r.jwt));
+        if signed_at.is_some_and(|c| c.nbf > now_ms() / 1000 + settleproof_merchant_auth::MAX_SKEW_S) {
+            return Err(bad("a revocation signed ahead of this node's clock".into()));
+        }
         // Revoked only by a signed revocation, which counts from when this node heard it: a
         // backdated one still gets its week of announcements from here.
         a.key.revoked_at_ms = a.key.revocation.as_ref().map(|_| now_ms());

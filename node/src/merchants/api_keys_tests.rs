@@ -41,10 +41,14 @@ pub(in crate::merchants) fn grant(
 }
 
 pub(in crate::merchants) fn registries() -> (Vec<tempfile::TempDir>, Vec<Registry>) {
-    registries_of(vec![demo_merchant()])
+    registries_of(vec![demo_merchant()], None)
 }
 
-fn registries_of(demo: Vec<settleproof_config::MerchantConfig>) -> (Vec<tempfile::TempDir>, Vec<Registry>) {
+/// Two nodes' registries of `demo`, whose network's upgrade day is `upgrade_day`.
+fn registries_of(
+    demo: Vec<settleproof_config::MerchantConfig>,
+    upgrade_day: Option<u64>,
+) -> (Vec<tempfile::TempDir>, Vec<Registry>) {
     (0..2)
         .map(|_| {
             let (dir, store) = temp_store();
@@ -55,7 +59,7 @@ fn registries_of(demo: Vec<settleproof_config::MerchantConfig>) -> (Vec<tempfile
                 settlement: alloy::primitives::Address::ZERO,
                 url_policy: (true, true),
                 secret_overlap_ms: 60_000,
-                audience_optional_before_s: None,
+                audience_optional_before_s: upgrade_day,
             };
             (dir, Registry::open(home, &demo).expect("open"))
         })
@@ -149,7 +153,7 @@ fn a_merchant_granting_itself_another_merchants_public_key_takes_nothing_from_it
     let mut shop = demo_merchant();
     shop.id = "shop-2".into();
     shop.root_key = Some(SHOP.public_key().clone());
-    let (_dirs, nodes) = registries_of(vec![demo_merchant(), shop]);
+    let (_dirs, nodes) = registries_of(vec![demo_merchant(), shop], None);
     // One service key pair, granted by both merchants, heard in both orders.
     let (by_demo, service) = grant(&ROOT, "svc", &["invoices:read"]);
     let body = serde_json::json!({"name": "svc", "scopes": ["invoices:write"], "public_key": service.public_key()})
@@ -217,6 +221,60 @@ fn a_revocation_spreads_to_nodes_holding_a_grant_a_later_rule_refuses() {
     let unnamed_revocation = ApiKey { revocation: Some(forged), ..key.clone() };
     assert!(relay(fresh, &unnamed_revocation).is_err(), "a revocation without aud is not taken");
     assert!(fresh.live_key("demo", legacy.key_id()).is_some());
+}
+
+/// A revocation dated further ahead of a node's clock than a request may be is not taken from a
+/// peer (yet): no node holds a revocation before its signing time less the allowed skew, which
+/// the vouch cutoff relies on. One within the skew is taken.
+#[test]
+fn a_revocation_dated_ahead_of_the_clock_is_not_taken_yet() {
+    let (_dirs, nodes) = registries();
+    let (g, _) = grant(&ROOT, "ci", &["invoices:read"]);
+    let key = nodes[0].create_key("demo", g).expect("create");
+    assert!(relay(&nodes[1], &key).expect("heard"));
+    let path = format!("{GRANT_PATH}/{}", key.id);
+    let dated = |ahead_s: u64| {
+        let jwt = ROOT
+            .sign_request("DELETE", &format!("http://127.0.0.1:8080{path}"), b"", now_ms() / 1000 + ahead_s, 60)
+            .expect("sign");
+        ApiKey { revocation: Some(SignedStatement { jwt, body: String::new() }), ..key.clone() }
+    };
+    let ahead = settleproof_merchant_auth::MAX_SKEW_S + 5;
+    assert!(matches!(relay(&nodes[1], &dated(ahead)), Err(GossipRejection::NotTaken(_))), "dated {ahead} s ahead");
+    assert!(nodes[1].live_key("demo", &key.id).is_some());
+    assert_eq!(relay(&nodes[1], &dated(10)), Ok(true), "within the skew");
+    assert!(nodes[1].live_key("demo", &key.id).is_none());
+}
+
+/// On a network upgrading to `aud`, a grant signed without it before the upgrade day is taken
+/// until the day; from the day on it is taken from no one (whoever saw it elsewhere presents it
+/// too late), though it was signed before the day; a node that took it keeps it.
+#[test]
+fn an_unnamed_grant_signed_before_the_upgrade_day_is_taken_only_until_that_day() {
+    let now = now_ms() / 1000;
+    let unnamed = MerchantSigner::from_pem("demo", ROOT.private_key_pem()).expect("pem");
+    let body = |k: &MerchantSigner| {
+        serde_json::json!({"name": "legacy", "scopes": ["invoices:read"], "public_key": k.public_key()}).to_string()
+    };
+    let signed_early = |k: &MerchantSigner| {
+        let jwt = unnamed
+            .sign_request("POST", &format!("http://127.0.0.1:8080{GRANT_PATH}"), body(k).as_bytes(), now - 600, 60)
+            .expect("sign");
+        key_of_grant("demo", &SignedStatement { jwt, body: body(k) }).expect("fields")
+    };
+    let legacy = crate::merchants::test_network::signer("demo", KeyAlg::Es256);
+    let key = signed_early(&legacy);
+    let (_before_dirs, before) = registries_of(vec![demo_merchant()], Some(now + 300));
+    assert_eq!(relay(&before[0], &key), Ok(true), "before the day");
+    assert!(before[0].live_key("demo", legacy.key_id()).is_some());
+    let (_after_dirs, after) = registries_of(vec![demo_merchant()], Some(now - 60));
+    assert!(matches!(relay(&after[0], &key), Err(GossipRejection::NotTaken(_))), "after the day, from a peer");
+    let err = after[0].create_key("demo", key.grant.clone().expect("grant")).expect_err("after the day, at the API");
+    assert!(matches!(err, RegistryError::Invalid { field: "authorization", .. }), "{err}");
+    assert!(after[0].live_key("demo", legacy.key_id()).is_none());
+    // Held from before the day, it stays live.
+    after[1].store().expect("store").put_api_key(&key).expect("put");
+    assert!(after[1].live_key("demo", legacy.key_id()).is_some());
 }
 
 #[test]

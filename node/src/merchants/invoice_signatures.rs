@@ -10,6 +10,7 @@ use super::Registry;
 use super::invoice_record::{INVOICES_PATH, read};
 use crate::store::{Invoice, Scope};
 use alloy::primitives::{B256, keccak256};
+use settleproof_merchant_auth::MAX_SKEW_S;
 use std::num::NonZeroUsize;
 
 /// Signatures remembered as checked: several seconds of announcements at the highest rate a
@@ -116,28 +117,34 @@ impl Registry {
     }
 }
 
-/// When a key's revocation began, for vouching (unix s): the earlier of the time the merchant
-/// signed it (`signed_s`, its `nbf`: the merchant's clock, which may run up to the allowed skew
-/// ahead of the nodes') and the time this node first held it (`revoked_at_ms`, never before the
+/// When a key's revocation may have begun, for vouching (unix s): the earlier of the time the
+/// merchant signed it less the clock skew a node allows (`signed_s`, its `nbf`, by the
+/// merchant's clock, which may run up to [`MAX_SKEW_S`] ahead of the nodes': no node takes a
+/// revocation dated further ahead, at the API or from a peer, so none held it before
+/// `nbf - MAX_SKEW_S`) and the time this node first held it (`revoked_at_ms`, never before the
 /// revocation was made). `None`: not revoked.
 fn revocation_cutoff_s(signed_s: Option<u64>, revoked_at_ms: Option<u64>) -> Option<u64> {
-    match (signed_s, revoked_at_ms.map(|at| at / 1000)) {
-        (Some(signed), Some(held)) => Some(signed.min(held)),
-        (signed, held) => signed.or(held),
+    let began = signed_s.map(|nbf| nbf.saturating_sub(MAX_SKEW_S));
+    match (began, revoked_at_ms.map(|at| at / 1000)) {
+        (Some(began), Some(held)) => Some(began.min(held)),
+        (began, held) => began.or(held),
     }
 }
 
 #[cfg(test)]
 mod cutoff_tests {
     /// A revocation signed ahead of this node's clock begins when this node held it; one this
-    /// node heard late begins when the merchant signed it.
+    /// node heard late begins the allowed skew before the merchant signed it (the merchant's
+    /// clock may have run that far ahead of the first node that took it).
     #[test]
-    fn a_revocation_begins_at_the_earlier_of_its_signing_and_its_arrival() {
+    fn a_revocation_begins_at_the_earlier_of_its_signing_less_the_skew_and_its_arrival() {
         let table = [
+            ((Some(160), Some(100_500)), Some(100)),
             ((Some(130), Some(100_500)), Some(100)),
-            ((Some(100), Some(160_000)), Some(100)),
+            ((Some(100), Some(160_000)), Some(70)),
             ((None, Some(100_999)), Some(100)),
-            ((Some(100), None), Some(100)),
+            ((Some(100), None), Some(70)),
+            ((Some(10), None), Some(0)),
             ((None, None), None),
         ];
         for ((signed, held), want) in table {

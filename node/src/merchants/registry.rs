@@ -176,13 +176,23 @@ impl Registry {
         &self.0.audience
     }
 
-    /// What a merchant's JWT must name to be taken here: this network, or (signed before
-    /// `network.audience_optional_before_s`) none.
+    /// `network.audience_optional_before_s`, the upgrade day.
+    pub fn audience_optional_before_s(&self) -> Option<u64> {
+        self.0.audience_optional_before_s
+    }
+
+    /// What a merchant's JWT must name to be taken here now: this network, or, until the
+    /// upgrade day `network.audience_optional_before_s` has passed (by this node's clock), none
+    /// when signed before it. From that day on a record without `aud` is taken from no one, however
+    /// early it was signed: whoever saw it elsewhere (another network's operators, when the
+    /// merchant used the same key there) cannot present it here later. What this node took before
+    /// the day stays held; it is never checked again.
     pub fn audience_rule(&self) -> settleproof_merchant_auth::Audience<'_> {
-        settleproof_merchant_auth::Audience {
-            network: &self.0.audience,
-            unnamed_before_s: self.0.audience_optional_before_s,
-        }
+        settleproof_merchant_auth::Audience::upgrading(
+            &self.0.audience,
+            self.0.audience_optional_before_s,
+            crate::time::now_s(),
+        )
     }
 
     /// A registry of `merchants` that never changes (tests and tools).
