@@ -83,15 +83,13 @@ impl Registry {
     /// `crate::rounds::invoice_fetch`): when what makes this node refuse it began. A key's
     /// revocation: [`revocation_cutoff_s`]. A root key replaced or a payout address
     /// changed (a live key's invoice refused for its payout address, or a key the replaced
-    /// root granted): when the threshold says the current terms began, less the allowed skew
-    /// ([`super::terms_since::began_s`]), not when this late node applied them. A merchant this
-    /// node does not hold:
+    /// root granted): when this node applied that change. A merchant this node does not hold:
     /// any time (this node is the late one). `None`: an invoice without a signed request.
     pub fn vouch_cutoff_s(&self, invoice: &Invoice) -> Option<u64> {
         let signed = read(invoice.statement.as_ref()?).ok()?;
         let store = self.store().ok()?;
         let Some(entry) = store.registry_entry(&invoice.merchant_id).ok()? else { return Some(u64::MAX) };
-        let changed_s = super::terms_since::began_s(&entry);
+        let changed_s = entry.applied_at_ms / 1000;
         if entry.change.merchant.root_key.as_ref().is_some_and(|k| k.key_id() == signed.key_id) {
             return Some(changed_s);
         }

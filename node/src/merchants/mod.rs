@@ -27,7 +27,6 @@ pub mod invoice_record;
 mod invoice_signatures;
 mod registry;
 mod sync;
-mod terms_since;
 mod webhook_endpoints;
 
 pub use api_keys::{GRANT_PATH, KEYS_TOPIC, KeyAnnouncement, KeyGrant, MAX_KEYS_PER_MERCHANT, key_of_grant};

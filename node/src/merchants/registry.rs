@@ -414,7 +414,7 @@ impl Registry {
             _ => {}
         }
         let set = self.latest()?;
-        let version = match &held {
+        let version = match held {
             None => 1,
             Some(h) => h
                 .change
@@ -422,9 +422,7 @@ impl Registry {
                 .checked_add(1)
                 .ok_or_else(|| RegistryError::Conflict("no version after this one".into()))?,
         };
-        let terms_since_s =
-            super::terms_since::proposed(held.as_ref().map(|h| &h.change), &merchant, crate::time::now_s());
-        let change = MerchantChange { merchant, disabled, version, epoch: set.epoch, terms_since_s };
+        let change = MerchantChange { merchant, disabled, version, epoch: set.epoch };
         self.sign(change, keys)
     }
 
@@ -481,12 +479,6 @@ impl Registry {
         }
         if let Some((field, problem)) = settleproof_config::new_merchant_problems(&change.merchant).into_iter().next() {
             return Err(RegistryError::Invalid { field, problem });
-        }
-        let held = self.store()?.registry_entry(&change.merchant.id)?;
-        if let Some(problem) =
-            super::terms_since::approval_problem(held.as_ref().map(|h| &h.change), &change, crate::time::now_s())
-        {
-            return Err(RegistryError::Conflict(problem));
         }
         let set = self.latest()?;
         if change.epoch != set.epoch {

@@ -119,7 +119,7 @@ fn one_operators_payout_change_never_applies_and_forged_approvals_are_refused() 
         assert_eq!(n.registry.pending().expect("pending").len(), 1, "waiting for approvals that never come");
     }
     // Approvals it forges in the other operators' names: each refused, none counted.
-    let change = MerchantChange { merchant: to_me, disabled: false, version: 1, epoch: 0, terms_since_s: None };
+    let change = MerchantChange { merchant: to_me, disabled: false, version: 1, epoch: 0 };
     let message = merchant_change_message(CHAIN, Address::repeat_byte(0x5e), 0, change.hash());
     let sign = |by: usize, over: B256| Bytes::from(key(by).sign(over.as_slice()).to_bytes().to_vec());
     let forged = |signer: usize, by: usize, over: B256| MerchantApproval {
@@ -171,7 +171,7 @@ fn one_operators_payout_change_never_applies_and_forged_approvals_are_refused() 
     impostor.root_key = demo().root_key;
     let err = nodes[0].registry.propose(impostor.clone(), false, true, &[key(0)]).expect_err("taken key");
     assert!(matches!(err, RegistryError::Invalid { field: "root_key", .. }), "{err}");
-    let stolen = MerchantChange { merchant: impostor, disabled: false, version: 1, epoch: 0, terms_since_s: None };
+    let stolen = MerchantChange { merchant: impostor, disabled: false, version: 1, epoch: 0 };
     let m = merchant_change_message(CHAIN, Address::repeat_byte(0x5e), 0, stolen.hash());
     let signed = MerchantApproval {
         change: stolen,
@@ -217,55 +217,6 @@ fn an_honest_node_approves_one_change_per_merchant_version() {
     assert!(matches!(err, RegistryError::CannotApprove(_)), "{err}");
     let err = nodes[0].registry.propose(demo(), false, true, &[key(0)]).expect_err("exists");
     assert!(matches!(err, RegistryError::Conflict(_)), "{err}");
-}
-
-/// A change of the payout address says since when it holds (its proposal time), and a later
-/// change that keeps it carries that time on; a node that was away and applies the latest
-/// version directly reads the time from it. An approver that does not hold the version a
-/// change follows does not approve it (it could not check the time carried).
-#[test]
-fn a_change_says_since_when_its_terms_hold_and_a_late_node_reads_it() {
-    let nodes = network();
-    let (online, late) = (&nodes[..3], &nodes[3]);
-    let apply = |m: MerchantConfig| {
-        let proposed = online[0].registry.propose(m, false, false, &[key(0)]).expect("propose");
-        gossip(online, 0);
-        for i in [1, 2] {
-            online[i].registry.approve(proposed.change_hash, &[key(i)]).expect("approve");
-            gossip(online, i);
-        }
-        proposed.change_hash
-    };
-    let entry = |n: &Node| n.registry.store().expect("store").registry_entry("demo").expect("read").expect("held");
-    let before = now_ms() / 1000;
-    let mut repaid = demo();
-    repaid.payout_address = Address::repeat_byte(0xa1);
-    apply(repaid.clone());
-    let since = entry(&online[1]).change.terms_since_s.expect("a time");
-    assert!((before..=now_ms() / 1000).contains(&since), "{since}");
-    // Node 3, still at version 0, does not approve version 2.
-    let mut rehooked = repaid.clone();
-    rehooked.webhook_url = "https://shop.example/hooks/2".into();
-    let proposed = online[0].registry.propose(rehooked.clone(), false, false, &[key(0)]).expect("propose");
-    assert_eq!(entry(&online[0]).change.version, 1);
-    gossip(online, 0);
-    let pending = online[0].registry.own_approvals().into_iter().find(|a| a.change.version == 2).expect("pending");
-    late.registry.hear(&serde_json::to_vec(&pending).expect("json"), &online[0].peer).expect("heard");
-    let err = late.registry.approve(proposed.change_hash, &[key(3)]).expect_err("a version ahead");
-    assert!(matches!(&err, RegistryError::Conflict(m) if m.contains("holds version 0")), "{err}");
-    for i in [1, 2] {
-        online[i].registry.approve(proposed.change_hash, &[key(i)]).expect("approve");
-        gossip(online, i);
-    }
-    let latest = entry(&online[0]);
-    assert_eq!((latest.change.version, latest.change.terms_since_s), (2, Some(since)), "carried on");
-    // Node 3 applies version 2 from one relayed message: the terms began when the threshold
-    // says, less the skew, not when it applied them.
-    let data = serde_json::to_vec(&online[2].registry.own_approvals()[0]).expect("json");
-    assert!(late.registry.hear(&data, &online[2].peer).expect("heard"));
-    let applied = entry(late);
-    assert_eq!(applied.change.terms_since_s, Some(since));
-    assert_eq!(super::super::terms_since::began_s(&applied), since - settleproof_merchant_auth::MAX_SKEW_S);
 }
 
 #[test]
@@ -424,7 +375,7 @@ fn a_record_from_before_signed_requests_is_still_read_and_only_a_signed_one_is_a
     let json = serde_json::to_string(&both).expect("json");
     assert!(json.find("api_token_sha256") < json.find("root_key"), "{json}");
     // Every node still reads and applies such a record (a catch-up or an approval heard)...
-    let change = MerchantChange { merchant: old.clone(), disabled: false, version: 1, epoch: 0, terms_since_s: None };
+    let change = MerchantChange { merchant: old.clone(), disabled: false, version: 1, epoch: 0 };
     assert_eq!(nodes[0].registry.record_problem(&change).expect("read"), None);
     // ...but approves a record made now only with a root key and without the retired hash.
     let err = nodes[0].registry.propose(old.clone(), false, false, &[key(0)]).expect_err("no root key");

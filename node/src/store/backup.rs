@@ -194,8 +194,7 @@ mod tests {
             .merchants
             .remove(0);
         store.seed_merchant(&demo, 1).expect("seed");
-        let change =
-            crate::store::MerchantChange { merchant: demo, disabled: true, version: 1, epoch: 0, terms_since_s: None };
+        let change = crate::store::MerchantChange { merchant: demo, disabled: true, version: 1, epoch: 0 };
         store.put_merchant_approval(&change, change.hash(), 0, &[1u8; 96], true).expect("merchant approval");
         let key = crate::store::ApiKey {
             id: "key_1".into(),

@@ -28,11 +28,6 @@ pub struct MerchantChange {
     pub version: u64,
     /// The operator set epoch whose threshold approves it.
     pub epoch: u64,
-    /// Since when (unix s, by the proposer's clock) the record's root key and payout address
-    /// hold: the proposal's time when this change sets them, else the previous version's
-    /// (`crate::merchants::terms_since`; `None`: proposed before changes carried it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub terms_since_s: Option<u64>,
 }
 
 impl MerchantChange {
@@ -170,13 +165,7 @@ impl Store {
             if t.get(merchant.id.as_str())?.is_some() {
                 false
             } else {
-                let change = MerchantChange {
-                    merchant: merchant.clone(),
-                    disabled: false,
-                    version: 0,
-                    epoch: 0,
-                    terms_since_s: None,
-                };
+                let change = MerchantChange { merchant: merchant.clone(), disabled: false, version: 0, epoch: 0 };
                 let entry =
                     RegistryEntry { change, approvals: Vec::new(), applied_at_ms: now_ms, previous_secret: None };
                 t.insert(merchant.id.as_str(), encode(&entry).as_slice())?;
@@ -429,7 +418,7 @@ mod tests {
     }
 
     fn change(payout: u8, version: u64) -> MerchantChange {
-        MerchantChange { merchant: merchant(payout), disabled: false, version, epoch: 0, terms_since_s: None }
+        MerchantChange { merchant: merchant(payout), disabled: false, version, epoch: 0 }
     }
 
     #[test]
@@ -524,7 +513,7 @@ mod tests {
         let apply = |version: u64, secret: &str, at: u64| {
             let mut m = merchant(1);
             m.webhook_secret = settleproof_config::Secret::new(secret);
-            let change = MerchantChange { merchant: m, disabled: false, version, epoch: 0, terms_since_s: None };
+            let change = MerchantChange { merchant: m, disabled: false, version, epoch: 0 };
             let entry = RegistryEntry {
                 change: change.clone(),
                 approvals: Vec::new(),
