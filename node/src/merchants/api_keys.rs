@@ -165,7 +165,7 @@ impl Registry {
                 &key.merchant_id,
                 "DELETE",
                 &format!("{GRANT_PATH}/{}", key.id),
-                Some(self.audience_rule()),
+                Some(self.undo_audience_rule()),
             )
             .map_err(|e| format!("revocation: {e}"))?;
         }
@@ -256,7 +256,7 @@ impl Registry {
             // revoked (and leaves the list's live ones) with the current one.
             let root = self.root_key_of(merchant).ok_or_else(|| invalid("authorization", "no root key"))?;
             revocation
-                .verify(&root, merchant, "DELETE", &format!("{GRANT_PATH}/{id}"), Some(self.audience_rule()))
+                .verify(&root, merchant, "DELETE", &format!("{GRANT_PATH}/{id}"), Some(self.undo_audience_rule()))
                 .map_err(|e| invalid("authorization", format!("revocation: {e}")))?;
             key.revocation = Some(revocation);
             store.put_api_key(&key)?;

@@ -44,8 +44,22 @@ pub(in crate::merchants) fn registries() -> (Vec<tempfile::TempDir>, Vec<Registr
     registries_of(vec![demo_merchant()], None)
 }
 
+/// `registry`'s node restarted with upgrade day `upgrade_day`: the same store.
+pub(in crate::merchants) fn reopened(registry: &Registry, upgrade_day: Option<u64>) -> Registry {
+    let home = super::super::Home {
+        store: registry.store().expect("store").clone(),
+        epochs: crate::epochs::Epochs::new(PeerId::random(), 1, None),
+        chain_id: 0,
+        settlement: alloy::primitives::Address::ZERO,
+        url_policy: (true, true),
+        secret_overlap_ms: 60_000,
+        audience_optional_before_s: upgrade_day,
+    };
+    Registry::open(home, &[demo_merchant()]).expect("open")
+}
+
 /// Two nodes' registries of `demo`, whose network's upgrade day is `upgrade_day`.
-fn registries_of(
+pub(in crate::merchants) fn registries_of(
     demo: Vec<settleproof_config::MerchantConfig>,
     upgrade_day: Option<u64>,
 ) -> (Vec<tempfile::TempDir>, Vec<Registry>) {
@@ -248,7 +262,8 @@ fn a_revocation_dated_ahead_of_the_clock_is_not_taken_yet() {
 
 /// On a network upgrading to `aud`, a grant signed without it before the upgrade day is taken
 /// until the day; from the day on it is taken from no one (whoever saw it elsewhere presents it
-/// too late), though it was signed before the day; a node that took it keeps it.
+/// too late), though it was signed before the day; a node that took it keeps it until the
+/// merchant's revocation, signed before the day too, arrives.
 #[test]
 fn an_unnamed_grant_signed_before_the_upgrade_day_is_taken_only_until_that_day() {
     let now = now_ms() / 1000;
@@ -272,9 +287,20 @@ fn an_unnamed_grant_signed_before_the_upgrade_day_is_taken_only_until_that_day()
     let err = after[0].create_key("demo", key.grant.clone().expect("grant")).expect_err("after the day, at the API");
     assert!(matches!(err, RegistryError::Invalid { field: "authorization", .. }), "{err}");
     assert!(after[0].live_key("demo", legacy.key_id()).is_none());
-    // Held from before the day, it stays live.
+    // Held from before the day, it stays live...
     after[1].store().expect("store").put_api_key(&key).expect("put");
     assert!(after[1].live_key("demo", legacy.key_id()).is_some());
+    // ...until its revocation arrives, which, signed without `aud` before the day, is still
+    // taken after it (refusing it would keep the key alive here); one signed after is not.
+    let revoked_at = |nbf: u64| {
+        let path = format!("{GRANT_PATH}/{}", legacy.key_id());
+        let jwt = unnamed.sign_request("DELETE", &format!("http://127.0.0.1:8080{path}"), b"", nbf, 60).expect("sign");
+        ApiKey { revocation: Some(SignedStatement { jwt, body: String::new() }), ..key.clone() }
+    };
+    assert!(matches!(relay(&after[1], &revoked_at(now - 30)), Err(GossipRejection::NotTaken(_))), "signed after");
+    assert!(after[1].live_key("demo", legacy.key_id()).is_some());
+    assert_eq!(relay(&after[1], &revoked_at(now - 120)), Ok(true), "signed before the day");
+    assert!(after[1].live_key("demo", legacy.key_id()).is_none());
 }
 
 #[test]

@@ -195,6 +195,18 @@ impl Registry {
         )
     }
 
+    /// What a merchant's JWT must name to be taken here when it only takes authority away (a
+    /// key's revocation, an endpoint's deletion): this network, or, when signed before the
+    /// upgrade day, none, also after the day. Refusing such a record would keep alive, at a node
+    /// that missed it, what the merchant revoked before the day; taking it can only revoke or
+    /// delete what the merchant itself revoked or deleted somewhere.
+    pub fn undo_audience_rule(&self) -> settleproof_merchant_auth::Audience<'_> {
+        settleproof_merchant_auth::Audience {
+            network: &self.0.audience,
+            unnamed_before_s: self.0.audience_optional_before_s,
+        }
+    }
+
     /// A registry of `merchants` that never changes (tests and tools).
     pub fn fixed(merchants: Vec<MerchantConfig>) -> Self {
         let view = View { keys: key_index(&merchants), active: Arc::new(merchants), ..View::default() };

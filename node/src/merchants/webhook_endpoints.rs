@@ -238,7 +238,11 @@ impl Registry {
             return Err("signed in the future".into());
         }
         let key = self.signer_of(merchant, c)?;
-        c.statement.verify(&key, merchant, c.method, &c.path, Some(self.audience_rule())).map_err(|e| e.to_string())
+        let audience = match c.kind {
+            ChangeKind::Delete => self.undo_audience_rule(),
+            _ => self.audience_rule(),
+        };
+        c.statement.verify(&key, merchant, c.method, &c.path, Some(audience)).map_err(|e| e.to_string())
     }
 
     /// Merges `changes` (each verified) into endpoint `id` of `merchant`; the record is

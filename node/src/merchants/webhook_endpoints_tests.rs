@@ -1,7 +1,7 @@
 //! A merchant's endpoints over two nodes' registries: created, changed, rotated and deleted
 //! with the merchant's signature, and every change an operator makes itself refused.
 
-use super::super::api_keys::tests::{ROOT, grant, registries};
+use super::super::api_keys::tests::{ROOT, demo_merchant, grant, registries, registries_of, reopened};
 use super::endpoint_record::ENDPOINTS_PATH;
 use super::*;
 use settleproof_merchant_auth::{KeyAlg, MerchantSigner};
@@ -269,4 +269,39 @@ fn the_same_change_sent_to_two_nodes_leaves_them_one_record() {
     let held: Vec<_> = nodes.iter().map(|n| n.endpoint(&e.id).expect("read").expect("kept").statements).collect();
     assert_eq!(held[0], held[1]);
     assert_eq!(held[0], a.statements);
+}
+
+/// On a network upgrading to `aud`: an endpoint the merchant made without it before the upgrade
+/// day and a node held then. After the day, the merchant's deletion signed without `aud` before
+/// the day still reaches that node (refusing it would keep delivering to what the merchant
+/// deleted), while a redirect signed the same way does not.
+#[test]
+fn after_the_upgrade_day_an_unnamed_deletion_signed_before_it_is_taken_and_a_redirect_is_not() {
+    let now = crate::time::now_s();
+    let unnamed = MerchantSigner::from_pem("demo", ROOT.private_key_pem()).expect("pem");
+    let at = |method: &str, path: &str, body: &str, nbf: u64| SignedStatement {
+        jwt: unnamed
+            .sign_request(method, &format!("http://127.0.0.1:8080{path}"), body.as_bytes(), nbf, 60)
+            .expect("sign"),
+        body: body.into(),
+    };
+    let (_dirs, before) = registries_of(vec![demo_merchant()], Some(now + 300));
+    let (_more_dirs, also_before) = registries_of(vec![demo_merchant()], Some(now + 300));
+    let body =
+        format!(r#"{{"url":"https://example.test/hook","enabled_events":["invoice.paid"],"secret":"{SECRET}"}}"#);
+    let e = before[0].create_endpoint("demo", at("POST", ENDPOINTS_PATH, &body, now - 600)).expect("before the day");
+    let after = reopened(&before[0], Some(now - 60));
+    assert_eq!(after.routes().targets("demo", "invoice.paid"), vec![e.id.clone()], "held from before the day");
+    let path = format!("{ENDPOINTS_PATH}/{}", e.id);
+    for other in [&before[1], &also_before[0]] {
+        assert!(relay(other, &e).expect("heard before the day"));
+    }
+    let redirect = at("PATCH", &path, r#"{"url":"https://elsewhere.test/hook"}"#, now - 500);
+    let redirected = before[1].change_endpoint("demo", &e.id, redirect).expect("redirect before the day");
+    assert!(matches!(relay(&after, &redirected), Err(GossipRejection::NotTaken(_))), "a redirect after the day");
+    assert_eq!(after.endpoint(&e.id).expect("read").expect("held").url, "https://example.test/hook");
+    let deletion = at("DELETE", &path, "", now - 400);
+    let deleted = also_before[0].change_endpoint("demo", &e.id, deletion).expect("delete before the day");
+    assert_eq!(relay(&after, &deleted), Ok(true), "a deletion signed before the day");
+    assert!(after.routes().targets("demo", "invoice.paid").is_empty());
 }
