@@ -80,8 +80,8 @@ impl Registry {
 
     /// The time (unix s) before which an operator must have received `invoice` for its word to
     /// count towards it here, when this node's registry refuses it (see
-    /// `crate::rounds::invoice_fetch`): when what makes this node refuse it began. A key's
-    /// revocation: [`revocation_cutoff_s`]. A root key replaced or a payout address
+    /// `crate::rounds::invoice_fetch`): when what makes this node refuse it began, the earliest
+    /// when several do. A key's revocation: [`revocation_cutoff_s`]. A root key replaced or a payout address
     /// changed (a live key's invoice refused for its payout address, or a key the replaced
     /// root granted): when this node applied that change. A merchant this node does not hold:
     /// any time (this node is the late one). `None`: an invoice without a signed request.
@@ -100,7 +100,15 @@ impl Registry {
                     .as_ref()
                     .and_then(|r| settleproof_merchant_auth::header_free_claims(&r.jwt))
                     .map(|c| c.nbf);
-                revocation_cutoff_s(signed_s, k.revoked_at_ms).or(Some(changed_s))
+                let revoked = revocation_cutoff_s(signed_s, k.revoked_at_ms);
+                // Each reason to refuse began at its own time; the earliest counts.
+                let terms_changed =
+                    !self.granted_by_root(&k) || entry.change.merchant.payout_address != invoice.payout_address;
+                match (revoked, terms_changed) {
+                    (Some(r), true) => Some(r.min(changed_s)),
+                    (Some(r), false) => Some(r),
+                    (None, _) => Some(changed_s),
+                }
             }
             // Not a key held here: a root key replaced since.
             _ => Some(changed_s),
@@ -150,5 +158,63 @@ mod cutoff_tests {
         for ((signed, held), want) in table {
             assert_eq!(super::revocation_cutoff_s(signed, held), want, "{signed:?} {held:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod vouch_tests {
+    use crate::merchants::api_keys::tests::{ROOT, demo_merchant, grant, registries, statement};
+    use crate::store::{MerchantChange, RegistryEntry};
+    use settleproof_merchant_auth::MAX_SKEW_S;
+
+    /// Each reason this node refuses an invoice began at its own time, and the earliest counts:
+    /// a revoked key's invoice counts from the revocation; a revoked key that a replaced root
+    /// key granted, from the root key's replacement when that came first; an invoice to a
+    /// payout address changed since, from the change.
+    #[test]
+    fn the_earliest_reason_to_refuse_an_invoice_is_its_vouch_cutoff() {
+        let (_dirs, nodes) = registries();
+        let node = &nodes[0];
+        let now = crate::time::now_s();
+        // The registry's latest change applied here long ago.
+        let changed_s = now - 1_000;
+        let change = MerchantChange { merchant: demo_merchant(), disabled: false, version: 1, epoch: 0 };
+        let entry =
+            RegistryEntry { change, approvals: Vec::new(), applied_at_ms: changed_s * 1000, previous_secret: None };
+        let store = node.store().expect("store");
+        assert!(store.apply_merchant_change(entry.change.hash(), &entry, 0).expect("apply"));
+        node.reload().expect("reload");
+        let payout = demo_merchant().payout_address;
+        let invoice = |signer, to| {
+            let on = (0, alloy::primitives::Address::ZERO);
+            crate::merchants::invoice_record::testing::signed_invoice(
+                signer,
+                serde_json::json!({"amount": "1", "token": "native"}),
+                on,
+                to,
+                "node-0",
+            )
+        };
+        let revoke = |id: &str| {
+            let revocation = statement(&ROOT, "DELETE", &format!("{}/{id}", super::super::api_keys::GRANT_PATH), "");
+            node.revoke_key("demo", id, revocation).expect("revoke");
+        };
+        // A live key of the current root key, revoked now.
+        let (g, current) = grant(&ROOT, "current", &["invoices:write"]);
+        let key = node.create_key("demo", g).expect("grant");
+        let by_current = invoice(&current, payout);
+        revoke(&key.id);
+        assert_eq!(node.vouch_cutoff_s(&by_current), Some(now - MAX_SKEW_S), "from the revocation");
+        // A key a replaced root key granted, revoked now: the replacement came first.
+        let old_root = crate::merchants::test_network::signer("demo", settleproof_merchant_auth::KeyAlg::EdDsa);
+        let (g, orphan) = grant(&old_root, "orphan", &["invoices:write"]);
+        let orphaned = super::super::api_keys::key_of_grant("demo", &g).expect("fields");
+        store.put_api_key(&orphaned).expect("put");
+        let by_orphan = invoice(&orphan, payout);
+        revoke(&orphaned.id);
+        assert_eq!(node.vouch_cutoff_s(&by_orphan), Some(changed_s), "from the root key's replacement");
+        // The root key's own invoice to another payout address: from the change.
+        let to_old_payout = invoice(&ROOT, alloy::primitives::Address::repeat_byte(0x0d));
+        assert_eq!(node.vouch_cutoff_s(&to_old_payout), Some(changed_s));
     }
 }
