@@ -15,6 +15,7 @@
 //! from a peer whose digest differs (`super::digests`). Replacing the root key
 //! (a registry change) leaves the keys it granted without a valid grant: they stop working.
 
+use super::audience::unnamed;
 use super::{Registry, RegistryError};
 use crate::gossip::GossipRejection;
 use crate::store::{ApiKey, KeyPut, Scope, key_slot};
@@ -156,18 +157,23 @@ impl Registry {
         Ok(())
     }
 
-    /// Checks, when `key` carries one, that `merchant`'s current root key revoked its id.
+    /// Checks, when `key` carries one, that `merchant`'s current root key revoked its id, no
+    /// earlier than it granted it (less the allowed skew: a revocation of an earlier grant of
+    /// the same key pair, here or on another network, is not this grant's). A key granted
+    /// without `aud` (before the upgrade day) is also revoked by a revocation signed without it
+    /// before the day, after the day too ([`Registry::undo_audience_rule`]).
     fn check_revocation(&self, key: &ApiKey) -> Result<(), String> {
         let root = self.root_key_of(&key.merchant_id).ok_or("the merchant has no root key here")?;
         if let Some(r) = &key.revocation {
-            r.verify(
-                &root,
-                &key.merchant_id,
-                "DELETE",
-                &format!("{GRANT_PATH}/{}", key.id),
-                Some(self.undo_audience_rule()),
-            )
-            .map_err(|e| format!("revocation: {e}"))?;
+            let signed_s = settleproof_merchant_auth::header_free_claims(&r.jwt).map_or(0, |c| c.nbf);
+            let granted_s = key.created_at_ms / 1000;
+            if signed_s.saturating_add(settleproof_merchant_auth::MAX_SKEW_S) < granted_s {
+                return Err(format!("revocation: signed at {signed_s}, before the key was granted ({granted_s})"));
+            }
+            let unnamed_grant = key.grant.as_ref().is_some_and(unnamed);
+            let audience = if unnamed_grant { self.undo_audience_rule() } else { self.audience_rule() };
+            r.verify(&root, &key.merchant_id, "DELETE", &format!("{GRANT_PATH}/{}", key.id), Some(audience))
+                .map_err(|e| format!("revocation: {e}"))?;
         }
         Ok(())
     }
@@ -254,11 +260,8 @@ impl Registry {
             key.revoked_at_ms = Some(now_ms());
             // Only the revocation is checked here: a key the previous root key granted can be
             // revoked (and leaves the list's live ones) with the current one.
-            let root = self.root_key_of(merchant).ok_or_else(|| invalid("authorization", "no root key"))?;
-            revocation
-                .verify(&root, merchant, "DELETE", &format!("{GRANT_PATH}/{id}"), Some(self.undo_audience_rule()))
-                .map_err(|e| invalid("authorization", format!("revocation: {e}")))?;
             key.revocation = Some(revocation);
+            self.check_revocation(&key).map_err(|e| invalid("authorization", e))?;
             store.put_api_key(&key)?;
             info!(merchant, key_id = %key.id, "API key revoked");
         }
@@ -347,19 +350,28 @@ impl Registry {
         if held.as_ref().is_some_and(|h| h.revoked_at_ms.is_some() || (a.key.revoked_at_ms.is_none() && *h == a.key)) {
             return Ok(false);
         }
-        // A key held here under this very grant was checked when it was taken (perhaps under a
-        // root key replaced since, or before `aud` was required): its revocation is checked
-        // alone, as at the API, so that no rule added later keeps a revocation from spreading.
+        // A key held here was checked when it was taken, under whichever signed copy of its
+        // grant reached this node first (the merchant may send one to each of several nodes),
+        // perhaps under a root key replaced since or before `aud` was required: a revocation is
+        // checked alone against it, as at the API, so that neither another copy of the grant
+        // nor a rule added later keeps a revocation from spreading.
         let was_held = held.is_some();
-        let held_grant = held.filter(|h| h.grant == a.key.grant);
-        let checked = match held_grant {
+        let same_key = held.filter(|h| h.id == a.key.id && h.merchant_id == a.key.merchant_id);
+        let checked = match same_key {
             Some(h) if a.key.revocation.is_some() => {
                 a.key = ApiKey { revocation: a.key.revocation, revoked_at_ms: a.key.revoked_at_ms, ..h };
                 self.check_revocation(&a.key)
             }
-            // The same grant, nothing revoked: nothing to change.
-            Some(_) => return Ok(false),
-            None => self.check_statements(&a.key),
+            // The same key, live under this very grant or under the current root key: nothing
+            // to change.
+            Some(h) if h.grant == a.key.grant || self.granted_by_root(&h) => return Ok(false),
+            // A grant without `aud` this node no longer takes: refused without a signature check
+            // (a catch-up's budget of refusals is for what costs one).
+            _ if a.key.grant.as_ref().is_some_and(|g| unnamed(g) && !self.takes_unnamed(g)) => {
+                metrics::counter!("merchant_records_refused_total", "kind" => "api_key").increment(1);
+                return Ok(false);
+            }
+            _ => self.check_statements(&a.key),
         };
         if let Err(why) = checked {
             warn!(peer = %source, merchant = %a.key.merchant_id, key_id = %a.key.id, %why, "API key not signed by its merchant ignored");

@@ -81,17 +81,32 @@ impl Registry {
     /// The time (unix s) before which an operator must have received `invoice` for its word to
     /// count towards it here, when this node's registry refuses it (see
     /// `crate::rounds::invoice_fetch`): when what makes this node refuse it began, the earliest
-    /// when several do. A key's revocation: [`revocation_cutoff_s`]. A root key replaced or a payout address
-    /// changed (a live key's invoice refused for its payout address, or a key the replaced
-    /// root granted): when this node applied that change. A merchant this node does not hold:
-    /// any time (this node is the late one). `None`: an invoice without a signed request.
+    /// when several do. A key's revocation: [`revocation_cutoff_s`]. A root key replaced or a
+    /// payout address changed (a live key's invoice refused for its payout address, or a key
+    /// the replaced root granted): when this node applied that change. A request signed without
+    /// `aud` that this node no longer takes: the upgrade day. A merchant this node does not
+    /// hold: any time (this node is the late one). `None`: an invoice without a signed request.
     pub fn vouch_cutoff_s(&self, invoice: &Invoice) -> Option<u64> {
+        let statement = invoice.statement.as_ref()?;
+        let by_key = self.key_cutoff_s(invoice)?;
+        let unnamed = super::audience::unnamed(statement) && !self.takes_unnamed(statement);
+        match (unnamed, self.audience_optional_before_s()) {
+            (true, Some(day)) => Some(by_key.min(day)),
+            _ => Some(by_key),
+        }
+    }
+
+    /// [`Self::vouch_cutoff_s`] of the key that signed `invoice` and the merchant's terms.
+    fn key_cutoff_s(&self, invoice: &Invoice) -> Option<u64> {
         let signed = read(invoice.statement.as_ref()?).ok()?;
         let store = self.store().ok()?;
         let Some(entry) = store.registry_entry(&invoice.merchant_id).ok()? else { return Some(u64::MAX) };
         let changed_s = entry.applied_at_ms / 1000;
+        let payout_changed = entry.change.merchant.payout_address != invoice.payout_address;
         if entry.change.merchant.root_key.as_ref().is_some_and(|k| k.key_id() == signed.key_id) {
-            return Some(changed_s);
+            // The current root key's: refused for its payout address, or for nothing here
+            // (`u64::MAX`: any other reason is the caller's).
+            return Some(if payout_changed { changed_s } else { u64::MAX });
         }
         match store.api_key(crate::store::key_slot(&invoice.merchant_id, &signed.key_id)).ok()? {
             Some(k) if k.id == signed.key_id && k.merchant_id == invoice.merchant_id => {
@@ -102,12 +117,16 @@ impl Registry {
                     .map(|c| c.nbf);
                 let revoked = revocation_cutoff_s(signed_s, k.revoked_at_ms);
                 // Each reason to refuse began at its own time; the earliest counts.
-                let terms_changed =
-                    !self.granted_by_root(&k) || entry.change.merchant.payout_address != invoice.payout_address;
+                let terms_changed = !self.granted_by_root(&k) || payout_changed;
                 match (revoked, terms_changed) {
                     (Some(r), true) => Some(r.min(changed_s)),
                     (Some(r), false) => Some(r),
-                    (None, _) => Some(changed_s),
+                    (None, true) => Some(changed_s),
+                    // A live key of the current root key, to the current payout address: what
+                    // refuses it here is no change of the key or the terms (a missing `aud`, the
+                    // caller's; or a scope or grant time that refuses it at every node, so that
+                    // no honest operator holds it).
+                    (None, false) => Some(u64::MAX),
                 }
             }
             // Not a key held here: a root key replaced since.
@@ -163,7 +182,7 @@ mod cutoff_tests {
 
 #[cfg(test)]
 mod vouch_tests {
-    use crate::merchants::api_keys::tests::{ROOT, demo_merchant, grant, registries, statement};
+    use crate::merchants::api_keys::tests::{ROOT, demo_merchant, grant, registries, registries_of, statement};
     use crate::store::{MerchantChange, RegistryEntry};
     use settleproof_merchant_auth::MAX_SKEW_S;
 
@@ -195,16 +214,23 @@ mod vouch_tests {
                 "node-0",
             )
         };
+        // Revokes key `id` now; the revocation's signing time.
         let revoke = |id: &str| {
             let revocation = statement(&ROOT, "DELETE", &format!("{}/{id}", super::super::api_keys::GRANT_PATH), "");
+            let signed_s = settleproof_merchant_auth::header_free_claims(&revocation.jwt).expect("claims").nbf;
             node.revoke_key("demo", id, revocation).expect("revoke");
+            signed_s
         };
-        // A live key of the current root key, revoked now.
+        // A live key of the current root key: its invoice to another payout address counts
+        // from the change; revoked now, its invoices count from the revocation.
         let (g, current) = grant(&ROOT, "current", &["invoices:write"]);
         let key = node.create_key("demo", g).expect("grant");
+        let elsewhere = alloy::primitives::Address::repeat_byte(0x0d);
+        assert_eq!(node.vouch_cutoff_s(&invoice(&current, elsewhere)), Some(changed_s), "from the payout change");
+        assert_eq!(node.vouch_cutoff_s(&invoice(&current, payout)), Some(u64::MAX), "nothing here refuses it");
         let by_current = invoice(&current, payout);
-        revoke(&key.id);
-        assert_eq!(node.vouch_cutoff_s(&by_current), Some(now - MAX_SKEW_S), "from the revocation");
+        let revoked_s = revoke(&key.id);
+        assert_eq!(node.vouch_cutoff_s(&by_current), Some(revoked_s - MAX_SKEW_S), "from the revocation");
         // A key a replaced root key granted, revoked now: the replacement came first.
         let old_root = crate::merchants::test_network::signer("demo", settleproof_merchant_auth::KeyAlg::EdDsa);
         let (g, orphan) = grant(&old_root, "orphan", &["invoices:write"]);
@@ -214,7 +240,28 @@ mod vouch_tests {
         revoke(&orphaned.id);
         assert_eq!(node.vouch_cutoff_s(&by_orphan), Some(changed_s), "from the root key's replacement");
         // The root key's own invoice to another payout address: from the change.
-        let to_old_payout = invoice(&ROOT, alloy::primitives::Address::repeat_byte(0x0d));
-        assert_eq!(node.vouch_cutoff_s(&to_old_payout), Some(changed_s));
+        assert_eq!(node.vouch_cutoff_s(&invoice(&ROOT, elsewhere)), Some(changed_s));
+    }
+
+    /// After the upgrade day, an invoice signed without `aud` that a node missed counts from
+    /// the day: the operators that took it before then vouch for it.
+    #[test]
+    fn an_unnamed_invoice_missed_until_after_the_upgrade_day_counts_from_the_day() {
+        let day = crate::time::now_s() - 60;
+        let (_dirs, nodes) = registries_of(vec![demo_merchant()], Some(day));
+        let unnamed = settleproof_merchant_auth::MerchantSigner::from_pem("demo", ROOT.private_key_pem()).expect("pem");
+        let on = (0, alloy::primitives::Address::ZERO);
+        let body = serde_json::json!({"amount": "1", "token": "native"});
+        let made = |by| {
+            crate::merchants::invoice_record::testing::signed_invoice(
+                by,
+                body.clone(),
+                on,
+                demo_merchant().payout_address,
+                "node-0",
+            )
+        };
+        assert_eq!(nodes[0].vouch_cutoff_s(&made(&unnamed)), Some(day));
+        assert_eq!(nodes[0].vouch_cutoff_s(&made(&ROOT)), Some(u64::MAX), "named: nothing here refuses it");
     }
 }

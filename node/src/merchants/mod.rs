@@ -18,6 +18,7 @@
 
 mod api_keys;
 mod approval;
+mod audience;
 mod digests;
 pub mod endpoint_record;
 mod heard;

@@ -115,9 +115,9 @@ pub(super) struct Inner {
     pub(super) settlement: Address,
     /// This network's `aud` ([`settleproof_merchant_auth::network_audience`] of the chain and
     /// contract above).
-    audience: String,
+    pub(super) audience: String,
     /// `network.audience_optional_before_s`.
-    audience_optional_before_s: Option<u64>,
+    pub(super) audience_optional_before_s: Option<u64>,
     /// `tls.allow_insecure_http`, `webhooks.allow_private_targets`.
     pub(super) url_policy: (bool, bool),
     /// `webhooks.secret_overlap_s`, in ms.
@@ -171,42 +171,6 @@ pub struct Home {
 }
 
 impl Registry {
-    /// This network's `aud`: a merchant's request or record naming another network is refused.
-    pub fn audience(&self) -> &str {
-        &self.0.audience
-    }
-
-    /// `network.audience_optional_before_s`, the upgrade day.
-    pub fn audience_optional_before_s(&self) -> Option<u64> {
-        self.0.audience_optional_before_s
-    }
-
-    /// What a merchant's JWT must name to be taken here now: this network, or, until the
-    /// upgrade day `network.audience_optional_before_s` has passed (by this node's clock), none
-    /// when signed before it. From that day on a record without `aud` is taken from no one, however
-    /// early it was signed: whoever saw it elsewhere (another network's operators, when the
-    /// merchant used the same key there) cannot present it here later. What this node took before
-    /// the day stays held; it is never checked again.
-    pub fn audience_rule(&self) -> settleproof_merchant_auth::Audience<'_> {
-        settleproof_merchant_auth::Audience::upgrading(
-            &self.0.audience,
-            self.0.audience_optional_before_s,
-            crate::time::now_s(),
-        )
-    }
-
-    /// What a merchant's JWT must name to be taken here when it only takes authority away (a
-    /// key's revocation, an endpoint's deletion): this network, or, when signed before the
-    /// upgrade day, none, also after the day. Refusing such a record would keep alive, at a node
-    /// that missed it, what the merchant revoked before the day; taking it can only revoke or
-    /// delete what the merchant itself revoked or deleted somewhere.
-    pub fn undo_audience_rule(&self) -> settleproof_merchant_auth::Audience<'_> {
-        settleproof_merchant_auth::Audience {
-            network: &self.0.audience,
-            unnamed_before_s: self.0.audience_optional_before_s,
-        }
-    }
-
     /// A registry of `merchants` that never changes (tests and tools).
     pub fn fixed(merchants: Vec<MerchantConfig>) -> Self {
         let view = View { keys: key_index(&merchants), active: Arc::new(merchants), ..View::default() };

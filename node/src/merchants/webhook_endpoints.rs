@@ -211,7 +211,7 @@ impl Registry {
         if let Some((field, problem)) = change_problem(&c, self.0.url_policy) {
             return Err(invalid(field, problem));
         }
-        self.verify_change(merchant, &c).map_err(|e| invalid("authorization", e))?;
+        self.verify_change(merchant, &c, None).map_err(|e| invalid("authorization", e))?;
         match self.merge_endpoint(merchant, id, vec![c]).map_err(|e| invalid("body", e))? {
             EndpointPut::Changed(e) => {
                 self.refresh_routes();
@@ -232,14 +232,22 @@ impl Registry {
         self.statement_signer(merchant, &c.key_id, c.nbf, Scope::WebhooksManage)
     }
 
-    /// Checks that `merchant` signed `c` with a key that may, and that it is not dated ahead.
-    fn verify_change(&self, merchant: &str, c: &Change) -> Result<(), String> {
+    /// Checks that `merchant` signed `c` with a key that may, and that it is not dated ahead. A
+    /// deletion of `held`, an endpoint made without `aud` (before the upgrade day), may lack it
+    /// too when signed before the day ([`Registry::undo_audience_rule`]).
+    fn verify_change(&self, merchant: &str, c: &Change, held: Option<&WebhookEndpoint>) -> Result<(), String> {
         if c.nbf > crate::time::now_s().saturating_add(MAX_CLOCK_SKEW_S) {
             return Err("signed in the future".into());
         }
         let key = self.signer_of(merchant, c)?;
+        let made_unnamed = held.is_some_and(|h| {
+            h.statements
+                .iter()
+                .filter_map(|s| endpoint_record::read(s).ok())
+                .any(|s| s.kind == ChangeKind::Create && super::audience::unnamed(&s.statement))
+        });
         let audience = match c.kind {
-            ChangeKind::Delete => self.undo_audience_rule(),
+            ChangeKind::Delete if made_unnamed => self.undo_audience_rule(),
             _ => self.audience_rule(),
         };
         c.statement.verify(&key, merchant, c.method, &c.path, Some(audience)).map_err(|e| e.to_string())
@@ -396,17 +404,28 @@ impl Registry {
         if new.is_empty() {
             return Ok(false);
         }
-        for c in &new {
-            if let Err(why) = self.verify_change(&a.merchant_id, c) {
+        // Each change is checked on its own and those that verify are taken: one this node
+        // refuses (made without `aud` before the upgrade day and missed until after it, say)
+        // must not keep the merchant's later changes from it.
+        let mut taken = Vec::with_capacity(new.len());
+        let mut refused = None;
+        for c in new {
+            if let Err(why) = self.verify_change(&a.merchant_id, &c, held.as_ref()) {
                 warn!(peer = %source, merchant = %a.merchant_id, endpoint_id = %a.endpoint_id, %why, "webhook endpoint change not signed by its merchant ignored");
                 metrics::counter!("merchant_records_refused_total", "kind" => "webhook_endpoint").increment(1);
-                return Err(not_taken(why));
+                refused.get_or_insert(why);
+                continue;
             }
-            if let Some((field, problem)) = change_problem(c, self.0.url_policy) {
+            if let Some((field, problem)) = change_problem(&c, self.0.url_policy) {
                 tracing::debug!(endpoint_id = %a.endpoint_id, field, problem, "webhook endpoint outside this node's URL policy: ignored");
                 return Ok(false);
             }
+            taken.push(c);
         }
+        let new = match (taken.is_empty(), refused) {
+            (true, Some(why)) => return Err(not_taken(why)),
+            _ => taken,
+        };
         match self.merge_endpoint(&a.merchant_id, &a.endpoint_id, new).map_err(not_taken)? {
             EndpointPut::Changed(e) => {
                 info!(peer = %source, merchant = %e.merchant_id, endpoint_id = %e.id, version = e.version, "webhook endpoint heard");
