@@ -357,6 +357,8 @@ impl Registry {
         // nor a rule added later keeps a revocation from spreading.
         let was_held = held.is_some();
         let same_key = held.filter(|h| h.id == a.key.id && h.merchant_id == a.key.merchant_id);
+        // Held under a root key replaced since: a grant by the current one takes its place.
+        let regrant = same_key.as_ref().is_some_and(|h| !self.granted_by_root(h)) && a.key.revocation.is_none();
         let checked = match same_key {
             Some(h) if a.key.revocation.is_some() => {
                 a.key = ApiKey { revocation: a.key.revocation, revoked_at_ms: a.key.revoked_at_ms, ..h };
@@ -366,10 +368,12 @@ impl Registry {
             // to change.
             Some(h) if h.grant == a.key.grant || self.granted_by_root(&h) => return Ok(false),
             // A grant without `aud` this node no longer takes: refused without a signature check
-            // (a catch-up's budget of refusals is for what costs one).
+            // (`NotInRegistry`: a catch-up does not count it among the refusals that cost one).
             _ if a.key.grant.as_ref().is_some_and(|g| unnamed(g) && !self.takes_unnamed(g)) => {
                 metrics::counter!("merchant_records_refused_total", "kind" => "api_key").increment(1);
-                return Ok(false);
+                return Err(GossipRejection::NotInRegistry(
+                    "API key: a grant without `aud` after the upgrade day".into(),
+                ));
             }
             _ => self.check_statements(&a.key),
         };
@@ -383,6 +387,11 @@ impl Registry {
                 >= MAX_KEYS_PER_MERCHANT
         {
             return Ok(false);
+        }
+        if regrant && self.granted_by_root(&a.key) {
+            store.replace_api_key(&a.key).map_err(|e| bad(e.to_string()))?;
+            info!(peer = %source, merchant = %a.key.merchant_id, key_id = %a.key.id, "API key granted again by the current root key heard");
+            return Ok(true);
         }
         match store.put_api_key(&a.key).map_err(|e| bad(e.to_string()))? {
             KeyPut::Changed(k) => {

@@ -10,7 +10,7 @@ use settleproof_merchant_auth::{Audience, SignedStatement, header_free_claims};
 
 /// Whether `statement`'s JWT names no network (signed by a client from before `aud`).
 pub(super) fn unnamed(statement: &SignedStatement) -> bool {
-    header_free_claims(&statement.jwt).is_none_or(|c| c.aud.is_none())
+    header_free_claims(&statement.jwt).is_some_and(|c| c.aud.is_none())
 }
 
 impl Registry {

@@ -92,7 +92,9 @@ impl Registry {
         let unnamed = super::audience::unnamed(statement) && !self.takes_unnamed(statement);
         match (unnamed, self.audience_optional_before_s()) {
             (true, Some(day)) => Some(by_key.min(day)),
-            _ => Some(by_key),
+            // Never taken here: no operator's word counts.
+            (true, None) => Some(0),
+            (false, _) => Some(by_key),
         }
     }
 
@@ -104,9 +106,9 @@ impl Registry {
         let changed_s = entry.applied_at_ms / 1000;
         let payout_changed = entry.change.merchant.payout_address != invoice.payout_address;
         if entry.change.merchant.root_key.as_ref().is_some_and(|k| k.key_id() == signed.key_id) {
-            // The current root key's: refused for its payout address, or for nothing here
-            // (`u64::MAX`: any other reason is the caller's).
-            return Some(if payout_changed { changed_s } else { u64::MAX });
+            // The current root key's: refused for its payout address, the merchant's being
+            // disabled, or for nothing here (`u64::MAX`: any other reason is the caller's).
+            return Some(if payout_changed || entry.change.disabled { changed_s } else { u64::MAX });
         }
         match store.api_key(crate::store::key_slot(&invoice.merchant_id, &signed.key_id)).ok()? {
             Some(k) if k.id == signed.key_id && k.merchant_id == invoice.merchant_id => {
@@ -117,15 +119,15 @@ impl Registry {
                     .map(|c| c.nbf);
                 let revoked = revocation_cutoff_s(signed_s, k.revoked_at_ms);
                 // Each reason to refuse began at its own time; the earliest counts.
-                let terms_changed = !self.granted_by_root(&k) || payout_changed;
+                let terms_changed = !self.granted_by_root(&k) || payout_changed || entry.change.disabled;
                 match (revoked, terms_changed) {
                     (Some(r), true) => Some(r.min(changed_s)),
                     (Some(r), false) => Some(r),
                     (None, true) => Some(changed_s),
-                    // A live key of the current root key, to the current payout address: what
-                    // refuses it here is no change of the key or the terms (a missing `aud`, the
-                    // caller's; or a scope or grant time that refuses it at every node, so that
-                    // no honest operator holds it).
+                    // A live key of the current root key, to the current payout address of a
+                    // merchant not disabled: what refuses it here is no change of the key or the
+                    // terms (a missing `aud`, the caller's; or a scope or grant time that refuses
+                    // it at every node, so that no honest operator holds it).
                     (None, false) => Some(u64::MAX),
                 }
             }

@@ -357,7 +357,8 @@ impl Registry {
             let data = serde_json::to_vec(&KeyAnnouncement { key, sent_at_ms }).unwrap_or_default();
             match self.hear_key(&data, source) {
                 Ok(true) => done.keys += 1,
-                Ok(false) => {}
+                // Refused without a signature check (a grant without `aud` after the upgrade day).
+                Ok(false) | Err(crate::gossip::GossipRejection::NotInRegistry(_)) => {}
                 Err(_) => done.refused += 1,
             }
         }
