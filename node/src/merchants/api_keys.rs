@@ -191,12 +191,17 @@ impl Registry {
     /// `scope` before the statement was signed and that is not revoked. A revoked key's
     /// statements are not taken any more, whenever they say they were signed (whoever holds the
     /// key could date them before the revocation); what was taken before the revocation stands.
+    /// With `undo` (a statement that only takes authority away, an endpoint's deletion), a
+    /// revoked key's statement signed before its revocation less the allowed skew is taken too,
+    /// so that a node that heard of the revocation first does not keep alive what the key
+    /// deleted.
     pub(super) fn statement_signer(
         &self,
         merchant: &str,
         key_id: &str,
         signed_at: u64,
         scope: Scope,
+        undo: bool,
     ) -> Result<MerchantKey, String> {
         let root = self.root_key_of(merchant).ok_or("the merchant has no root key here")?;
         if key_id == root.key_id() {
@@ -208,7 +213,13 @@ impl Registry {
             .and_then(|s| s.api_key(key_slot(merchant, key_id)).ok().flatten())
             .filter(|k| k.id == key_id && k.merchant_id == merchant)
             .ok_or("signed by a key this node does not hold for the merchant")?;
-        let live = key.created_at_ms <= signed_at.saturating_mul(1000) && key.revoked_at_ms.is_none();
+        let revoked_s = key
+            .revocation
+            .as_ref()
+            .and_then(|r| settleproof_merchant_auth::header_free_claims(&r.jwt))
+            .map(|c| c.nbf.saturating_sub(settleproof_merchant_auth::MAX_SKEW_S));
+        let unrevoked = key.revoked_at_ms.is_none() || (undo && revoked_s.is_some_and(|r| signed_at < r));
+        let live = key.created_at_ms <= signed_at.saturating_mul(1000) && unrevoked;
         if !self.granted_by_root(&key) || !key.scopes.contains(&scope) || !live {
             return Err(format!(
                 "signed by a key without the `{}` scope, revoked, or granted after it signed",
@@ -231,9 +242,11 @@ impl Registry {
                 "the merchant has {MAX_KEYS_PER_MERCHANT} keys live or revoked within the last week, the most kept"
             )));
         }
-        let dead = store.api_key(key.token_sha256)?.is_some_and(|h| !self.granted_by_root(&h));
-        let key = if dead {
-            store.replace_api_key(&key)?;
+        let dead = store.api_key(key.token_sha256)?.filter(|h| !self.granted_by_root(h));
+        let key = if let Some(dead) = dead {
+            if !store.replace_api_key(&key, &dead)? {
+                return Err(RegistryError::Conflict("the key changed meanwhile; try again".into()));
+            }
             key
         } else {
             match store.put_api_key(&key)? {
@@ -358,7 +371,7 @@ impl Registry {
         let was_held = held.is_some();
         let same_key = held.filter(|h| h.id == a.key.id && h.merchant_id == a.key.merchant_id);
         // Held under a root key replaced since: a grant by the current one takes its place.
-        let regrant = same_key.as_ref().is_some_and(|h| !self.granted_by_root(h)) && a.key.revocation.is_none();
+        let held_dead = same_key.clone().filter(|h| !self.granted_by_root(h) && a.key.revocation.is_none());
         let checked = match same_key {
             Some(h) if a.key.revocation.is_some() => {
                 a.key = ApiKey { revocation: a.key.revocation, revoked_at_ms: a.key.revoked_at_ms, ..h };
@@ -388,10 +401,13 @@ impl Registry {
         {
             return Ok(false);
         }
-        if regrant && self.granted_by_root(&a.key) {
-            store.replace_api_key(&a.key).map_err(|e| bad(e.to_string()))?;
-            info!(peer = %source, merchant = %a.key.merchant_id, key_id = %a.key.id, "API key granted again by the current root key heard");
-            return Ok(true);
+        if let Some(dead) = held_dead.filter(|_| self.granted_by_root(&a.key)) {
+            // Only in place of the very dead key read above: a revocation stored meanwhile stays.
+            let replaced = store.replace_api_key(&a.key, &dead).map_err(|e| bad(e.to_string()))?;
+            if replaced {
+                info!(peer = %source, merchant = %a.key.merchant_id, key_id = %a.key.id, "API key granted again by the current root key heard");
+            }
+            return Ok(replaced);
         }
         match store.put_api_key(&a.key).map_err(|e| bad(e.to_string()))? {
             KeyPut::Changed(k) => {

@@ -132,13 +132,23 @@ impl Store {
         Ok(put)
     }
 
-    /// Keeps `key` in place of whatever its slot holds (a key granted again after the root key
-    /// that granted it was replaced: the caller checked the new grant).
-    pub fn replace_api_key(&self, key: &ApiKey) -> Result<(), StoreError> {
+    /// Keeps `key` in place of `held` (a key granted again after the root key that granted it
+    /// was replaced: the caller checked the new grant), in one transaction and only while its
+    /// slot still holds exactly `held` (a revocation stored meanwhile stays). Whether it did.
+    pub fn replace_api_key(&self, key: &ApiKey, held: &ApiKey) -> Result<bool, StoreError> {
         let tx = self.db().begin_write()?;
-        tx.open_table(API_KEYS)?.insert(key.token_sha256.0, encode(key).as_slice())?;
+        let replaced = {
+            let mut t = tx.open_table(API_KEYS)?;
+            let now: Option<ApiKey> = t.get(key.token_sha256.0)?.map(|v| decode("api_keys", v.value())).transpose()?;
+            if now.as_ref() == Some(held) {
+                t.insert(key.token_sha256.0, encode(key).as_slice())?;
+                true
+            } else {
+                false
+            }
+        };
         tx.commit()?;
-        Ok(())
+        Ok(replaced)
     }
 
     /// The key kept at `hash` ([`key_slot`] of its id).
