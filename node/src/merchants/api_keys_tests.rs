@@ -44,18 +44,22 @@ pub(in crate::merchants) fn registries() -> (Vec<tempfile::TempDir>, Vec<Registr
     registries_of(vec![demo_merchant()], None)
 }
 
-/// `registry`'s node restarted with upgrade day `upgrade_day`: the same store.
-pub(in crate::merchants) fn reopened(registry: &Registry, upgrade_day: Option<u64>) -> Registry {
-    let home = super::super::Home {
-        store: registry.store().expect("store").clone(),
+/// A test node's registry settings over `store`, with upgrade day `upgrade_day`.
+fn home(store: crate::store::Store, upgrade_day: Option<u64>) -> super::super::Home {
+    super::super::Home {
+        store,
         epochs: crate::epochs::Epochs::new(PeerId::random(), 1, None),
         chain_id: 0,
         settlement: alloy::primitives::Address::ZERO,
         url_policy: (true, true),
         secret_overlap_ms: 60_000,
         audience_optional_before_s: upgrade_day,
-    };
-    Registry::open(home, &[demo_merchant()]).expect("open")
+    }
+}
+
+/// `registry`'s node restarted with upgrade day `upgrade_day`: the same store.
+pub(in crate::merchants) fn reopened(registry: &Registry, upgrade_day: Option<u64>) -> Registry {
+    Registry::open(home(registry.store().expect("store").clone(), upgrade_day), &[demo_merchant()]).expect("open")
 }
 
 /// Two nodes' registries of `demo`, whose network's upgrade day is `upgrade_day`.
@@ -66,16 +70,7 @@ pub(in crate::merchants) fn registries_of(
     (0..2)
         .map(|_| {
             let (dir, store) = temp_store();
-            let home = super::super::Home {
-                store,
-                epochs: crate::epochs::Epochs::new(PeerId::random(), 1, None),
-                chain_id: 0,
-                settlement: alloy::primitives::Address::ZERO,
-                url_policy: (true, true),
-                secret_overlap_ms: 60_000,
-                audience_optional_before_s: upgrade_day,
-            };
-            (dir, Registry::open(home, &demo).expect("open"))
+            (dir, Registry::open(home(store, upgrade_day), &demo).expect("open"))
         })
         .unzip()
 }
