@@ -191,17 +191,12 @@ impl Registry {
     /// `scope` before the statement was signed and that is not revoked. A revoked key's
     /// statements are not taken any more, whenever they say they were signed (whoever holds the
     /// key could date them before the revocation); what was taken before the revocation stands.
-    /// With `undo` (a statement that only takes authority away, an endpoint's deletion), a
-    /// revoked key's statement signed before its revocation less the allowed skew is taken too,
-    /// so that a node that heard of the revocation first does not keep alive what the key
-    /// deleted.
     pub(super) fn statement_signer(
         &self,
         merchant: &str,
         key_id: &str,
         signed_at: u64,
         scope: Scope,
-        undo: bool,
     ) -> Result<MerchantKey, String> {
         let root = self.root_key_of(merchant).ok_or("the merchant has no root key here")?;
         if key_id == root.key_id() {
@@ -213,13 +208,7 @@ impl Registry {
             .and_then(|s| s.api_key(key_slot(merchant, key_id)).ok().flatten())
             .filter(|k| k.id == key_id && k.merchant_id == merchant)
             .ok_or("signed by a key this node does not hold for the merchant")?;
-        let revoked_s = key
-            .revocation
-            .as_ref()
-            .and_then(|r| settleproof_merchant_auth::header_free_claims(&r.jwt))
-            .map(|c| c.nbf.saturating_sub(settleproof_merchant_auth::MAX_SKEW_S));
-        let unrevoked = key.revoked_at_ms.is_none() || (undo && revoked_s.is_some_and(|r| signed_at < r));
-        let live = key.created_at_ms <= signed_at.saturating_mul(1000) && unrevoked;
+        let live = key.created_at_ms <= signed_at.saturating_mul(1000) && key.revoked_at_ms.is_none();
         if !self.granted_by_root(&key) || !key.scopes.contains(&scope) || !live {
             return Err(format!(
                 "signed by a key without the `{}` scope, revoked, or granted after it signed",

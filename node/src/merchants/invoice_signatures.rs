@@ -64,7 +64,7 @@ impl Registry {
             return Err(not_here("signed in the future".into()));
         }
         let key = self
-            .statement_signer(&invoice.merchant_id, &signed.key_id, signed.signed_at, Scope::InvoicesWrite, false)
+            .statement_signer(&invoice.merchant_id, &signed.key_id, signed.signed_at, Scope::InvoicesWrite)
             .map_err(not_here)?;
         statement.verify(&key, &invoice.merchant_id, "POST", INVOICES_PATH, Some(self.audience_rule())).map_err(
             |e| match e {

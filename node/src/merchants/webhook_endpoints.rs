@@ -229,7 +229,7 @@ impl Registry {
 
     /// The key that signed `c` for `merchant`, when it may manage webhook endpoints.
     fn signer_of(&self, merchant: &str, c: &Change) -> Result<MerchantKey, String> {
-        self.statement_signer(merchant, &c.key_id, c.nbf, Scope::WebhooksManage, c.kind == ChangeKind::Delete)
+        self.statement_signer(merchant, &c.key_id, c.nbf, Scope::WebhooksManage)
     }
 
     /// Checks that `merchant` signed `c` with a key that may, and that it is not dated ahead. A
@@ -404,23 +404,24 @@ impl Registry {
         if new.is_empty() {
             return Ok(false);
         }
-        // Each change is checked on its own and those that verify are taken: a change this node
-        // refuses (made without `aud` before the upgrade day and missed until after it, say)
-        // must not keep the merchant's later changes from it. Only a deletion it refuses that
-        // sorts after a change it would take stops it all: no record is made, nor kept live,
-        // from what the merchant deleted. A merge of some changes is `Ok(true)` (a catch-up
-        // counts it); nothing taken with some refused is `Err`.
+        // Each change is checked on its own. The ones that verify are taken when every one
+        // refused sorts before them: a change this node refuses (made without `aud` before the
+        // upgrade day and missed until after it, say) must not keep the merchant's later
+        // changes from it, while a record folded without a later change (a deletion, a
+        // disabling) it refuses is not made here at all. Any refusal is reported (not relayed,
+        // and counted by a catch-up), whatever was taken.
         let mut taken = Vec::with_capacity(new.len());
-        let mut refused: Option<String> = None;
-        let mut latest_refused_deletion = None;
+        let mut refused: Option<(String, _)> = None;
         for c in new {
             if let Err(why) = self.verify_change(&a.merchant_id, &c, held.as_ref()) {
                 warn!(peer = %source, merchant = %a.merchant_id, endpoint_id = %a.endpoint_id, %why, "webhook endpoint change not signed by its merchant ignored");
                 metrics::counter!("merchant_records_refused_total", "kind" => "webhook_endpoint").increment(1);
-                if c.kind == ChangeKind::Delete {
-                    latest_refused_deletion = latest_refused_deletion.max(Some(c.order()));
-                }
-                refused.get_or_insert(why);
+                let order = c.order();
+                refused = Some(match refused {
+                    Some((first, latest)) if latest >= order => (first, latest),
+                    Some((first, _)) => (first, order),
+                    None => (why, order),
+                });
                 continue;
             }
             if let Some((field, problem)) = change_problem(&c, self.0.url_policy) {
@@ -430,20 +431,22 @@ impl Registry {
             taken.push(c);
         }
         let earliest_taken = taken.iter().map(Change::order).min();
-        let deleted_after = latest_refused_deletion.is_some_and(|d| earliest_taken.is_some_and(|t| d > t));
-        if let Some(why) = refused.clone().filter(|_| taken.is_empty() || deleted_after) {
-            return Err(not_taken(why));
+        if let Some((why, latest_refused)) = &refused
+            && earliest_taken.is_none_or(|t| *latest_refused > t)
+        {
+            return Err(not_taken(why.clone()));
         }
-        match self.merge_endpoint(&a.merchant_id, &a.endpoint_id, taken).map_err(not_taken)? {
+        let new = taken;
+        match self.merge_endpoint(&a.merchant_id, &a.endpoint_id, new).map_err(not_taken)? {
             EndpointPut::Changed(e) => {
                 info!(peer = %source, merchant = %e.merchant_id, endpoint_id = %e.id, version = e.version, "webhook endpoint heard");
                 self.refresh_routes();
-                Ok(true)
+                match refused {
+                    Some((why, _)) => Err(not_taken(why)),
+                    None => Ok(true),
+                }
             }
-            EndpointPut::Known | EndpointPut::Full => match refused {
-                Some(why) => Err(not_taken(why)),
-                None => Ok(false),
-            },
+            EndpointPut::Known | EndpointPut::Full => Ok(false),
             EndpointPut::Clash => Err(malformed("its id belongs to another merchant's endpoint".into())),
         }
     }
